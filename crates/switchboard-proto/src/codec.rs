@@ -1,0 +1,326 @@
+//! [`FrameCodec`]: frames to and from bytes, for `tokio_util::codec::Framed` or for a
+//! connection that manages its own buffers.
+//!
+//! Decoding checks, in order: sync bytes, version, the two length fields against
+//! [`Limits`] (before reserving anything), the header CRC (as soon as the header block
+//! is in, so a corrupt length is caught without waiting for content that will never
+//! come), the frame type, the content CRC and the HMAC tag. The decoded frame's header
+//! block and content are slices of the read buffer.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error::ProtoError;
+use crate::fields::FieldWriter;
+use crate::frame::{FIXED_HEADER_LEN, Flags, Frame, FrameType, MAC_TAG_LEN, SYNC};
+use crate::limits::Limits;
+use crate::mac::MacKey;
+use crate::packet::{Encode, Packet};
+use crate::preface::PROTOCOL_VERSION;
+
+/// Encodes and decodes frames for one session.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    limits: Limits,
+    mac: Option<MacKey>,
+    version: u8,
+}
+
+/// A packet to send with its request id and extra flags: the item of the `Encoder`.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub request_id: u32,
+    pub flags: Flags,
+    pub packet: Packet,
+}
+
+/// The parsed fixed prefix of a frame.
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    frame_type: u8,
+    flags: Flags,
+    header_len: usize,
+    request_id: u32,
+    content_len: usize,
+    content_crc: u32,
+    header_crc: u32,
+}
+
+impl FrameCodec {
+    /// A codec with the given limits, no HMAC, protocol version 1.
+    pub fn new(limits: Limits) -> Self {
+        FrameCodec {
+            limits,
+            mac: None,
+            version: PROTOCOL_VERSION as u8,
+        }
+    }
+
+    /// Requires and produces HMAC tags with `key` (or stops, with `None`).
+    pub fn set_mac_key(&mut self, key: Option<MacKey>) {
+        self.mac = key;
+    }
+
+    /// Builder form of [`FrameCodec::set_mac_key`].
+    #[must_use]
+    pub fn with_mac_key(mut self, key: Option<MacKey>) -> Self {
+        self.mac = key;
+        self
+    }
+
+    /// Replaces the limits, e.g. once the peer announced its own.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether frames carry HMAC tags.
+    pub fn uses_mac(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// Appends one frame carrying `packet` to `dst`, reserving memory at most once.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_packet<P: Encode + ?Sized>(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        packet: &P,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let start = dst.len();
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        dst.reserve(FIXED_HEADER_LEN + packet.fields_len_hint() + packet.content_len() + mac_len);
+        dst.put_bytes(0, FIXED_HEADER_LEN);
+        packet.write_fields(&mut FieldWriter::new(dst));
+        let header_end = dst.len();
+        packet.write_content(dst);
+        let flags = flags | packet.flags();
+        if let Err(error) = self.seal(start, header_end, packet.frame_type(), flags, request_id, dst)
+        {
+            dst.truncate(start);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Appends a raw frame to `dst` (used to forward frames and by tests).
+    pub fn encode_frame(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        let start = dst.len();
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        dst.reserve(FIXED_HEADER_LEN + frame.headers.len() + frame.content.len() + mac_len);
+        dst.put_bytes(0, FIXED_HEADER_LEN);
+        dst.put_slice(&frame.headers);
+        let header_end = dst.len();
+        dst.put_slice(&frame.content);
+        if let Err(error) = self.seal(
+            start,
+            header_end,
+            frame.frame_type,
+            frame.flags,
+            frame.request_id,
+            dst,
+        ) {
+            dst.truncate(start);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Fills in the fixed prefix of the frame that starts at `start`, and appends the tag.
+    fn seal(
+        &self,
+        start: usize,
+        header_end: usize,
+        frame_type: FrameType,
+        flags: Flags,
+        request_id: u32,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let header_len = header_end - start - FIXED_HEADER_LEN;
+        let max_header = self.limits.max_header_len.min(usize::from(u16::MAX));
+        if header_len > max_header {
+            return Err(ProtoError::HeaderTooLarge {
+                len: header_len,
+                max: max_header,
+            });
+        }
+        let content_len = dst.len() - header_end;
+        if content_len as u64 > u64::from(self.limits.max_content_len) {
+            return Err(ProtoError::ContentTooLarge {
+                len: content_len as u64,
+                max: u64::from(self.limits.max_content_len),
+            });
+        }
+        let flags = if self.mac.is_some() {
+            flags.with(Flags::MAC)
+        } else {
+            flags.without(Flags::MAC)
+        };
+        let content_crc = crc32c::crc32c(&dst[header_end..]);
+        let prefix = &mut dst[start..start + FIXED_HEADER_LEN];
+        prefix[0..2].copy_from_slice(&SYNC);
+        prefix[2] = self.version;
+        prefix[3] = frame_type as u8;
+        prefix[4..6].copy_from_slice(&flags.0.to_be_bytes());
+        prefix[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
+        prefix[8..12].copy_from_slice(&request_id.to_be_bytes());
+        prefix[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
+        prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
+        let header_crc = crc32c::crc32c_append(
+            crc32c::crc32c(&dst[start..start + 20]),
+            &dst[start + FIXED_HEADER_LEN..header_end],
+        );
+        dst[start + 20..start + 24].copy_from_slice(&header_crc.to_be_bytes());
+        if let Some(mac) = &self.mac {
+            let tag = mac.tag(&[&dst[start..]]);
+            dst.put_slice(&tag);
+        }
+        Ok(())
+    }
+
+    fn parse_prefix(&self, src: &[u8]) -> Result<Prefix, ProtoError> {
+        let mut buf = &src[..FIXED_HEADER_LEN];
+        let sync = buf.get_u16();
+        if sync != u16::from_be_bytes(SYNC) {
+            return Err(ProtoError::BadSync { found: sync });
+        }
+        let version = buf.get_u8();
+        if version != self.version {
+            return Err(ProtoError::UnsupportedVersion {
+                found: u16::from(version),
+                supported: u16::from(self.version),
+            });
+        }
+        let prefix = Prefix {
+            frame_type: buf.get_u8(),
+            flags: Flags(buf.get_u16()),
+            header_len: usize::from(buf.get_u16()),
+            request_id: buf.get_u32(),
+            content_len: buf.get_u32() as usize,
+            content_crc: buf.get_u32(),
+            header_crc: buf.get_u32(),
+        };
+        if prefix.header_len > self.limits.max_header_len {
+            return Err(ProtoError::HeaderTooLarge {
+                len: prefix.header_len,
+                max: self.limits.max_header_len,
+            });
+        }
+        if prefix.content_len as u64 > u64::from(self.limits.max_content_len) {
+            return Err(ProtoError::ContentTooLarge {
+                len: prefix.content_len as u64,
+                max: u64::from(self.limits.max_content_len),
+            });
+        }
+        match (prefix.flags.contains(Flags::MAC), self.mac.is_some()) {
+            (false, true) => return Err(ProtoError::MissingMac),
+            (true, false) => return Err(ProtoError::UnexpectedMac),
+            _ => {}
+        }
+        Ok(prefix)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = ProtoError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        if src.len() < FIXED_HEADER_LEN {
+            src.reserve(FIXED_HEADER_LEN - src.len());
+            return Ok(None);
+        }
+        let prefix = self.parse_prefix(src)?;
+        let header_end = FIXED_HEADER_LEN + prefix.header_len;
+        if src.len() < header_end {
+            src.reserve(header_end - src.len());
+            return Ok(None);
+        }
+        let header_crc =
+            crc32c::crc32c_append(crc32c::crc32c(&src[..20]), &src[FIXED_HEADER_LEN..header_end]);
+        if header_crc != prefix.header_crc {
+            return Err(ProtoError::HeaderCrcMismatch {
+                expected: prefix.header_crc,
+                actual: header_crc,
+            });
+        }
+        let frame_type = FrameType::from_u8(prefix.frame_type)
+            .ok_or(ProtoError::UnknownFrameType(prefix.frame_type))?;
+        let content_end = header_end + prefix.content_len;
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        let total = content_end + mac_len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let content_crc = crc32c::crc32c(&src[header_end..content_end]);
+        if content_crc != prefix.content_crc {
+            return Err(ProtoError::ContentCrcMismatch {
+                expected: prefix.content_crc,
+                actual: content_crc,
+            });
+        }
+        if let Some(mac) = &self.mac
+            && !mac.verify(&[&src[..content_end]], &src[content_end..total])
+        {
+            return Err(ProtoError::BadMac);
+        }
+        let frame: Bytes = src.split_to(total).freeze();
+        Ok(Some(Frame {
+            frame_type,
+            flags: prefix.flags.without(Flags::MAC),
+            request_id: prefix.request_id,
+            headers: frame.slice(FIXED_HEADER_LEN..header_end),
+            content: frame.slice(header_end..content_end),
+        }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(ProtoError::Truncated {
+                needed: self.bytes_needed(src),
+                have: src.len(),
+            }),
+        }
+    }
+}
+
+impl FrameCodec {
+    /// How many bytes the frame at the front of `src` needs in all, as far as known.
+    fn bytes_needed(&self, src: &[u8]) -> usize {
+        if src.len() < FIXED_HEADER_LEN {
+            return FIXED_HEADER_LEN;
+        }
+        match self.parse_prefix(src) {
+            Ok(prefix) => {
+                let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+                FIXED_HEADER_LEN + prefix.header_len + prefix.content_len + mac_len
+            }
+            Err(_) => FIXED_HEADER_LEN,
+        }
+    }
+}
+
+impl Encoder<Outbound> for FrameCodec {
+    type Error = ProtoError;
+
+    fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        self.encode_packet(item.request_id, item.flags, &item.packet, dst)
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = ProtoError;
+
+    fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        self.encode_frame(item, dst)
+    }
+}

@@ -1,0 +1,347 @@
+//! Header fields: the typed key/value pairs of a frame's header block.
+//!
+//! A field is `key: u8`, `length: varint`, then `length` bytes of value. Integers are
+//! LEB128 varints inside the value, text is UTF-8, ids are 16 raw bytes. A receiver skips
+//! keys it does not know, which is how new optional fields are added without a new
+//! protocol version. Keys are global: a key means the same thing in every frame type.
+//!
+//! Lists (clients, channels, groups) are carried in the content as records: a u16
+//! big-endian length followed by a block of fields in the same format.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
+
+use crate::error::ProtoError;
+use crate::text::Text;
+
+/// The registry of field keys. Numbers are stable; unknown keys are skipped.
+pub mod key {
+    pub const CHANNEL: u8 = 0x01;
+    pub const CONTENT_TYPE: u8 = 0x02;
+    pub const USER_HEADER: u8 = 0x03;
+    pub const MESSAGE_ID: u8 = 0x04;
+    pub const SEQ: u8 = 0x05;
+    pub const TIME: u8 = 0x06;
+    pub const SENDER_ID: u8 = 0x07;
+    pub const SENDER_NAME: u8 = 0x08;
+    pub const SCOPE: u8 = 0x09;
+    pub const CLIENT_ID: u8 = 0x0A;
+    pub const CLIENT_NAME: u8 = 0x0B;
+    pub const SESSION_ID: u8 = 0x0C;
+    pub const HEARTBEAT_MS: u8 = 0x0D;
+    pub const SOFTWARE: u8 = 0x0E;
+    pub const ERROR_CODE: u8 = 0x0F;
+    pub const MESSAGE: u8 = 0x10;
+    pub const RECEIVERS: u8 = 0x11;
+    pub const HISTORY: u8 = 0x12;
+    pub const MAX_BYTES: u8 = 0x13;
+    pub const MAX_CHARS: u8 = 0x14;
+    pub const SINCE_SEQ: u8 = 0x15;
+    pub const SINCE_TIME: u8 = 0x16;
+    pub const LAST_N: u8 = 0x17;
+    pub const LIMIT: u8 = 0x18;
+    pub const SUBSCRIPTION_ID: u8 = 0x19;
+    pub const COUNT: u8 = 0x1A;
+    pub const DESCRIPTION: u8 = 0x1B;
+    pub const EVENT_KIND: u8 = 0x1C;
+    pub const STREAM_ID: u8 = 0x1D;
+    pub const TOTAL_LEN: u8 = 0x1E;
+    pub const DIGEST: u8 = 0x1F;
+    pub const MAX_FRAME: u8 = 0x20;
+    pub const MAX_BODY: u8 = 0x21;
+    pub const CONNECTED_SINCE: u8 = 0x22;
+    pub const ONLINE: u8 = 0x23;
+    pub const STATUS: u8 = 0x24;
+    pub const STAT: u8 = 0x25;
+    pub const MEMBER_COUNT: u8 = 0x26;
+    pub const LAST_SEQ: u8 = 0x27;
+    pub const FIRST_SEQ: u8 = 0x28;
+    pub const CREDENTIALS: u8 = 0x29;
+    pub const MAX_AGE_MS: u8 = 0x2A;
+    pub const MAX_TOTAL_BYTES: u8 = 0x2B;
+    pub const SLOW_CONSUMER: u8 = 0x2C;
+    pub const BYTES: u8 = 0x2D;
+}
+
+/// Largest encoding of a u64 as LEB128.
+pub const MAX_VARINT_LEN: usize = 10;
+
+/// Appends `value` as an unsigned LEB128 varint.
+pub fn put_varint(buf: &mut BytesMut, mut value: u64) {
+    while value >= 0x80 {
+        buf.put_u8((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.put_u8(value as u8);
+}
+
+/// Number of bytes `value` takes as a varint.
+pub fn varint_len(value: u64) -> usize {
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Reads a varint from the front of `buf`, advancing it.
+pub fn get_varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
+    let mut value: u64 = 0;
+    for index in 0..MAX_VARINT_LEN {
+        let Some((&byte, rest)) = buf.split_first() else {
+            return Err("varint truncated");
+        };
+        *buf = rest;
+        let payload = u64::from(byte & 0x7F);
+        if index == MAX_VARINT_LEN - 1 && payload > 1 {
+            return Err("varint overflows u64");
+        }
+        value |= payload << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint longer than 10 bytes")
+}
+
+/// Writes fields straight into an encode buffer.
+pub struct FieldWriter<'a> {
+    buf: &'a mut BytesMut,
+}
+
+impl<'a> FieldWriter<'a> {
+    pub fn new(buf: &'a mut BytesMut) -> Self {
+        FieldWriter { buf }
+    }
+
+    /// A field with raw bytes as value.
+    pub fn bytes(&mut self, key: u8, value: &[u8]) -> &mut Self {
+        self.buf.put_u8(key);
+        put_varint(self.buf, value.len() as u64);
+        self.buf.put_slice(value);
+        self
+    }
+
+    /// A text field.
+    pub fn text(&mut self, key: u8, value: &str) -> &mut Self {
+        self.bytes(key, value.as_bytes())
+    }
+
+    /// A text field, only if present.
+    pub fn opt_text(&mut self, key: u8, value: Option<&Text>) -> &mut Self {
+        if let Some(value) = value {
+            self.text(key, value);
+        }
+        self
+    }
+
+    /// An unsigned integer field.
+    pub fn uint(&mut self, key: u8, value: u64) -> &mut Self {
+        self.buf.put_u8(key);
+        self.buf.put_u8(varint_len(value) as u8);
+        put_varint(self.buf, value);
+        self
+    }
+
+    /// An unsigned integer field, only if present.
+    pub fn opt_uint(&mut self, key: u8, value: Option<u64>) -> &mut Self {
+        if let Some(value) = value {
+            self.uint(key, value);
+        }
+        self
+    }
+
+    /// A list of u64 values, each 8 bytes big-endian.
+    pub fn u64_list(&mut self, key: u8, values: &[u64]) -> &mut Self {
+        self.buf.put_u8(key);
+        put_varint(self.buf, (values.len() * 8) as u64);
+        for value in values {
+            self.buf.put_u64(*value);
+        }
+        self
+    }
+
+    /// A 16-byte UUID field.
+    pub fn uuid(&mut self, key: u8, value: &Uuid) -> &mut Self {
+        self.bytes(key, value.as_bytes())
+    }
+
+    /// A USER_HEADER field: varint key length, key, value.
+    pub fn user_header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.buf.put_u8(key::USER_HEADER);
+        let inner = varint_len(name.len() as u64) + name.len() + value.len();
+        put_varint(self.buf, inner as u64);
+        put_varint(self.buf, name.len() as u64);
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(value.as_bytes());
+        self
+    }
+
+    /// A record in a list: fields written by `write`, prefixed by their u16 length.
+    pub fn record(&mut self, write: impl FnOnce(&mut FieldWriter<'_>)) -> &mut Self {
+        let start = self.buf.len();
+        self.buf.put_u16(0);
+        write(&mut FieldWriter::new(self.buf));
+        let len = self.buf.len() - start - 2;
+        // Records hold a handful of short fields; a record over 64 KiB is clipped to an
+        // empty one rather than producing a length that lies.
+        match u16::try_from(len) {
+            Ok(len) => self.buf[start..start + 2].copy_from_slice(&len.to_be_bytes()),
+            Err(_) => {
+                self.buf.truncate(start);
+                self.buf.put_u16(0);
+            }
+        }
+        self
+    }
+}
+
+/// One field read from a block: its key and a shared slice of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub key: u8,
+    pub value: Bytes,
+}
+
+impl Field {
+    /// The value as UTF-8 text.
+    pub fn text(&self) -> Result<Text, ProtoError> {
+        Text::from_utf8(self.value.clone()).map_err(|_| ProtoError::MalformedField {
+            key: self.key,
+            reason: "text is not valid UTF-8",
+        })
+    }
+
+    /// The value as an unsigned varint filling the whole value.
+    pub fn uint(&self) -> Result<u64, ProtoError> {
+        let mut slice: &[u8] = &self.value;
+        let value = get_varint(&mut slice).map_err(|reason| ProtoError::MalformedField {
+            key: self.key,
+            reason,
+        })?;
+        if !slice.is_empty() {
+            return Err(ProtoError::MalformedField {
+                key: self.key,
+                reason: "trailing bytes after integer",
+            });
+        }
+        Ok(value)
+    }
+
+    /// The value as an integer that must fit `T`.
+    pub fn uint_as<T: TryFrom<u64>>(&self) -> Result<T, ProtoError> {
+        T::try_from(self.uint()?).map_err(|_| ProtoError::MalformedField {
+            key: self.key,
+            reason: "integer out of range",
+        })
+    }
+
+    /// The value as a 16-byte UUID.
+    pub fn uuid(&self) -> Result<Uuid, ProtoError> {
+        Uuid::from_slice(&self.value).map_err(|_| ProtoError::MalformedField {
+            key: self.key,
+            reason: "id is not 16 bytes",
+        })
+    }
+
+    /// The value as a USER_HEADER pair.
+    pub fn user_header(&self) -> Result<(Text, Text), ProtoError> {
+        let malformed = |reason| ProtoError::MalformedField {
+            key: self.key,
+            reason,
+        };
+        let mut slice: &[u8] = &self.value;
+        let name_len = get_varint(&mut slice).map_err(malformed)?;
+        let offset = self.value.len() - slice.len();
+        let name_len = usize::try_from(name_len).map_err(|_| malformed("name too long"))?;
+        if name_len > slice.len() {
+            return Err(malformed("header name runs past the field"));
+        }
+        let name = Text::from_utf8(self.value.slice(offset..offset + name_len))
+            .map_err(|_| malformed("header name is not UTF-8"))?;
+        let value = Text::from_utf8(self.value.slice(offset + name_len..))
+            .map_err(|_| malformed("header value is not UTF-8"))?;
+        Ok((name, value))
+    }
+}
+
+/// Iterates the fields of a header block or record without copying values.
+pub struct FieldReader {
+    block: Bytes,
+}
+
+impl FieldReader {
+    pub fn new(block: Bytes) -> Self {
+        FieldReader { block }
+    }
+}
+
+impl Iterator for FieldReader {
+    type Item = Result<Field, ProtoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.block.is_empty() {
+            return None;
+        }
+        let key = self.block[0];
+        let mut slice: &[u8] = &self.block[1..];
+        let len = match get_varint(&mut slice) {
+            Ok(len) => len,
+            Err(reason) => {
+                self.block.clear();
+                return Some(Err(ProtoError::MalformedField { key, reason }));
+            }
+        };
+        let header = self.block.len() - slice.len();
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|len| header.checked_add(len))
+            .filter(|&end| end <= self.block.len())
+        else {
+            self.block.clear();
+            return Some(Err(ProtoError::MalformedField {
+                key,
+                reason: "value runs past the end of the block",
+            }));
+        };
+        let value = self.block.slice(header..end);
+        self.block.advance(end);
+        Some(Ok(Field { key, value }))
+    }
+}
+
+/// Iterates the records of a list carried in a frame's content.
+pub struct RecordReader {
+    content: Bytes,
+}
+
+impl RecordReader {
+    pub fn new(content: Bytes) -> Self {
+        RecordReader { content }
+    }
+}
+
+impl Iterator for RecordReader {
+    type Item = Result<FieldReader, ProtoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.content.is_empty() {
+            return None;
+        }
+        if self.content.len() < 2 {
+            self.content.clear();
+            return Some(Err(ProtoError::MalformedField {
+                key: 0,
+                reason: "record length truncated",
+            }));
+        }
+        let len = usize::from(u16::from_be_bytes([self.content[0], self.content[1]]));
+        if 2 + len > self.content.len() {
+            self.content.clear();
+            return Some(Err(ProtoError::MalformedField {
+                key: 0,
+                reason: "record runs past the end of the content",
+            }));
+        }
+        let record = self.content.slice(2..2 + len);
+        self.content.advance(2 + len);
+        Some(Ok(FieldReader::new(record)))
+    }
+}

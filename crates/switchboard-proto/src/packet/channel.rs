@@ -1,0 +1,233 @@
+//! Channels: CREATE_CHANNEL, CHANNEL_INFO, LIST_CHANNELS and CHANNEL_LIST.
+
+use bytes::BytesMut;
+
+use super::{Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet};
+use crate::error::ProtoError;
+use crate::fields::{Field, FieldReader, FieldWriter, key};
+use crate::frame::{Frame, FrameType};
+use crate::text::Text;
+
+/// What the server does with a subscriber whose outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Disconnect it with a SLOW_CONSUMER error (the default).
+    #[default]
+    Disconnect,
+    /// Drop its oldest undelivered messages and tell it how many were skipped.
+    DropOldest,
+}
+
+impl SlowConsumerPolicy {
+    pub fn as_u64(self) -> u64 {
+        match self {
+            SlowConsumerPolicy::Disconnect => 0,
+            SlowConsumerPolicy::DropOldest => 1,
+        }
+    }
+
+    pub fn from_u64(value: u64) -> Option<Self> {
+        match value {
+            0 => Some(SlowConsumerPolicy::Disconnect),
+            1 => Some(SlowConsumerPolicy::DropOldest),
+            _ => None,
+        }
+    }
+}
+
+/// Options of a channel; `None` means the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelOptions {
+    /// Messages kept in history (default 1000).
+    pub history: Option<u64>,
+    /// Largest body accepted, in bytes.
+    pub max_bytes: Option<u64>,
+    /// Largest text body accepted, in characters (Unicode scalar values).
+    pub max_chars: Option<u64>,
+    /// Messages older than this are trimmed, in milliseconds.
+    pub max_age_ms: Option<u64>,
+    /// History is trimmed to stay under this many bytes of bodies.
+    pub max_total_bytes: Option<u64>,
+    pub slow_consumer: Option<SlowConsumerPolicy>,
+}
+
+impl ChannelOptions {
+    fn write(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .opt_uint(key::HISTORY, self.history)
+            .opt_uint(key::MAX_BYTES, self.max_bytes)
+            .opt_uint(key::MAX_CHARS, self.max_chars)
+            .opt_uint(key::MAX_AGE_MS, self.max_age_ms)
+            .opt_uint(key::MAX_TOTAL_BYTES, self.max_total_bytes)
+            .opt_uint(
+                key::SLOW_CONSUMER,
+                self.slow_consumer.map(SlowConsumerPolicy::as_u64),
+            );
+    }
+
+    /// Takes the field if it is an option; returns whether it was.
+    fn read(&mut self, field: &Field, frame: FrameType) -> Result<bool, ProtoError> {
+        match field.key {
+            key::HISTORY => self.history = Some(field.uint()?),
+            key::MAX_BYTES => self.max_bytes = Some(field.uint()?),
+            key::MAX_CHARS => self.max_chars = Some(field.uint()?),
+            key::MAX_AGE_MS => self.max_age_ms = Some(field.uint()?),
+            key::MAX_TOTAL_BYTES => self.max_total_bytes = Some(field.uint()?),
+            key::SLOW_CONSUMER => {
+                let value = field.uint()?;
+                self.slow_consumer = Some(SlowConsumerPolicy::from_u64(value).ok_or_else(
+                    || ProtoError::InvalidField {
+                        frame,
+                        field: "slow consumer policy",
+                        reason: format!("unknown policy {value}"),
+                    },
+                )?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Creates a channel. Creating an existing channel with the same options succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateChannel {
+    pub name: Text,
+    pub options: ChannelOptions,
+}
+
+impl CreateChannel {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut options = ChannelOptions::default();
+        let mut name = None;
+        for_each_field(&frame.headers, |field| {
+            if field.key == key::CHANNEL {
+                name = Some(field.text()?);
+            } else {
+                options.read(&field, FrameType::CreateChannel)?;
+            }
+            Ok(())
+        })?;
+        Ok(CreateChannel {
+            name: required(name, FrameType::CreateChannel, "channel")?,
+            options,
+        })
+    }
+}
+
+impl Encode for CreateChannel {
+    fn frame_type(&self) -> FrameType {
+        FrameType::CreateChannel
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.text(key::CHANNEL, &self.name);
+        self.options.write(fields);
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.name) + 6 * 11
+    }
+}
+
+/// Describes a channel: the answer to CREATE_CHANNEL and an entry of CHANNEL_LIST.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChannelInfo {
+    pub name: Text,
+    /// Messages currently held in history.
+    pub message_count: u64,
+    /// Sequence number of the oldest message held (0 when empty).
+    pub first_seq: u64,
+    /// Sequence number of the newest message ever published (0 when none).
+    pub last_seq: u64,
+    /// Bytes of bodies currently held.
+    pub bytes: u64,
+    /// The options in force, with defaults filled in.
+    pub options: ChannelOptions,
+}
+
+impl ChannelInfo {
+    fn read_fields(fields: FieldReader, frame: FrameType) -> Result<Self, ProtoError> {
+        let mut info = ChannelInfo::default();
+        let mut name = None;
+        for field in fields {
+            let field = field?;
+            match field.key {
+                key::CHANNEL => name = Some(field.text()?),
+                key::COUNT => info.message_count = field.uint()?,
+                key::FIRST_SEQ => info.first_seq = field.uint()?,
+                key::LAST_SEQ => info.last_seq = field.uint()?,
+                key::BYTES => info.bytes = field.uint()?,
+                _ => {
+                    info.options.read(&field, frame)?;
+                }
+            }
+        }
+        info.name = required(name, frame, "channel")?;
+        Ok(info)
+    }
+
+    fn write_fields_to(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .text(key::CHANNEL, &self.name)
+            .uint(key::COUNT, self.message_count)
+            .uint(key::FIRST_SEQ, self.first_seq)
+            .uint(key::LAST_SEQ, self.last_seq)
+            .uint(key::BYTES, self.bytes);
+        self.options.write(fields);
+    }
+
+    fn encoded_len(&self) -> usize {
+        text_len(&self.name) + 11 * 11
+    }
+
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        Self::read_fields(FieldReader::new(frame.headers.clone()), FrameType::ChannelInfo)
+    }
+}
+
+impl Encode for ChannelInfo {
+    fn frame_type(&self) -> FrameType {
+        FrameType::ChannelInfo
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        self.write_fields_to(fields);
+    }
+    fn fields_len_hint(&self) -> usize {
+        self.encoded_len()
+    }
+}
+
+unit_packet! {
+    /// Asks for the list of channels.
+    ListChannels => ListChannels
+}
+
+/// The answer to LIST_CHANNELS.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChannelList {
+    pub channels: Vec<ChannelInfo>,
+}
+
+impl ChannelList {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let channels = for_each_record(&frame.content, |record| {
+            ChannelInfo::read_fields(record, FrameType::ChannelList)
+        })?;
+        Ok(ChannelList { channels })
+    }
+}
+
+impl Encode for ChannelList {
+    fn frame_type(&self) -> FrameType {
+        FrameType::ChannelList
+    }
+    fn write_fields(&self, _fields: &mut FieldWriter<'_>) {}
+    fn write_content(&self, dst: &mut BytesMut) {
+        let mut fields = FieldWriter::new(dst);
+        for channel in &self.channels {
+            fields.record(|fields| channel.write_fields_to(fields));
+        }
+    }
+    fn content_len(&self) -> usize {
+        records_len(&self.channels, ChannelInfo::encoded_len)
+    }
+}

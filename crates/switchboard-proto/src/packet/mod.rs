@@ -1,0 +1,262 @@
+//! Typed packets: one struct per frame type, each converting to and from a [`Frame`].
+//!
+//! Decoding a packet borrows from the frame (text and bodies are [`Bytes`] slices);
+//! encoding writes fields straight into the output buffer through [`Encode`], so that the
+//! codec reserves memory once per frame.
+
+mod admin;
+mod channel;
+mod direct;
+mod event;
+mod fetch;
+mod group;
+mod message;
+mod publish;
+mod relay;
+mod session;
+mod stream;
+mod subscribe;
+
+pub use admin::{Stat, Stats, StatsReply, Stop};
+pub use channel::{ChannelInfo, ChannelList, ChannelOptions, CreateChannel, ListChannels, SlowConsumerPolicy};
+pub use direct::Direct;
+pub use event::{Event, EventKind};
+pub use fetch::{GetMessage, GetMessages, MessagesEnd, Since};
+pub use group::{
+    CreateGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup, ListGroups,
+    MemberInfo, MemberList,
+};
+pub use message::Message;
+pub use publish::{Publish, PublishAck, StreamStart};
+pub use relay::{MAX_RECEIVERS, ClientInfo, ClientList, Identify, Identity, ListClients, Relay, RelayOutcome, RelayResult, RelayStatus};
+pub use session::{Disconnect, ErrorPacket, Heartbeat, OkReply, SessionAck, SessionInit};
+pub use stream::{Chunk, DIGEST_LEN, StreamAbort};
+pub use subscribe::{Replay, Subscribe, SubscribeAck, Unsubscribe};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ProtoError;
+use crate::fields::{Field, FieldReader, FieldWriter, RecordReader, key};
+use crate::frame::{Flags, Frame, FrameType};
+use crate::text::Text;
+
+/// What the codec needs to write a packet as a frame.
+pub trait Encode {
+    /// The frame type of this packet.
+    fn frame_type(&self) -> FrameType;
+    /// Flags implied by the packet's contents (e.g. STREAM); OR-ed with the caller's.
+    fn flags(&self) -> Flags {
+        Flags::empty()
+    }
+    /// Writes the header block.
+    fn write_fields(&self, fields: &mut FieldWriter<'_>);
+    /// Writes the content.
+    fn write_content(&self, _dst: &mut BytesMut) {}
+    /// Exact or upper-bound size of the content, for a single reservation.
+    fn content_len(&self) -> usize {
+        0
+    }
+    /// Likely size of the header block, for a single reservation.
+    fn fields_len_hint(&self) -> usize {
+        32
+    }
+}
+
+/// Where a message lives: a channel, a group, or a hashtag (read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    #[default]
+    Channel,
+    Group,
+    Tag,
+}
+
+impl Scope {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Scope::Channel => 0,
+            Scope::Group => 1,
+            Scope::Tag => 2,
+        }
+    }
+
+    pub fn from_u64(value: u64) -> Option<Scope> {
+        match value {
+            0 => Some(Scope::Channel),
+            1 => Some(Scope::Group),
+            2 => Some(Scope::Tag),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn write(self, fields: &mut FieldWriter<'_>) {
+        if self != Scope::Channel {
+            fields.uint(key::SCOPE, u64::from(self.as_u8()));
+        }
+    }
+
+    pub(crate) fn read(field: &Field, frame: FrameType) -> Result<Scope, ProtoError> {
+        let value = field.uint()?;
+        Scope::from_u64(value).ok_or_else(|| ProtoError::InvalidField {
+            frame,
+            field: "scope",
+            reason: format!("unknown scope {value}"),
+        })
+    }
+}
+
+/// Calls `visit` for every field of the header block; unknown keys are the visitor's to
+/// skip.
+pub(crate) fn for_each_field(
+    headers: &Bytes,
+    mut visit: impl FnMut(Field) -> Result<(), ProtoError>,
+) -> Result<(), ProtoError> {
+    for field in FieldReader::new(headers.clone()) {
+        visit(field?)?;
+    }
+    Ok(())
+}
+
+/// Calls `visit` with the fields of each record of a list carried in the content.
+pub(crate) fn for_each_record<T>(
+    content: &Bytes,
+    mut visit: impl FnMut(FieldReader) -> Result<T, ProtoError>,
+) -> Result<Vec<T>, ProtoError> {
+    RecordReader::new(content.clone())
+        .map(|record| visit(record?))
+        .collect()
+}
+
+/// The value of a required field, or a clear error naming it.
+pub(crate) fn required<T>(
+    value: Option<T>,
+    frame: FrameType,
+    field: &'static str,
+) -> Result<T, ProtoError> {
+    value.ok_or(ProtoError::MissingField { frame, field })
+}
+
+/// Size of a record list, for reservation.
+pub(crate) fn records_len<T>(items: &[T], each: impl Fn(&T) -> usize) -> usize {
+    items.iter().map(|item| 2 + each(item)).sum()
+}
+
+pub(crate) fn put_content(dst: &mut BytesMut, body: &[u8]) {
+    dst.put_slice(body);
+}
+
+pub(crate) fn text_len(text: &Text) -> usize {
+    text.len() + 4
+}
+
+macro_rules! packets {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// Any packet, as decoded from or encoded to one frame.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Packet {
+            $($variant($ty),)*
+        }
+
+        impl Packet {
+            /// Interprets a decoded frame as its typed packet.
+            pub fn from_frame(frame: &Frame) -> Result<Packet, ProtoError> {
+                match frame.frame_type {
+                    $(FrameType::$variant => Ok(Packet::$variant(<$ty>::from_frame(frame)?)),)*
+                }
+            }
+        }
+
+        impl Encode for Packet {
+            fn frame_type(&self) -> FrameType {
+                match self { $(Packet::$variant(p) => p.frame_type(),)* }
+            }
+            fn flags(&self) -> Flags {
+                match self { $(Packet::$variant(p) => p.flags(),)* }
+            }
+            fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+                match self { $(Packet::$variant(p) => p.write_fields(fields),)* }
+            }
+            fn write_content(&self, dst: &mut BytesMut) {
+                match self { $(Packet::$variant(p) => p.write_content(dst),)* }
+            }
+            fn content_len(&self) -> usize {
+                match self { $(Packet::$variant(p) => p.content_len(),)* }
+            }
+            fn fields_len_hint(&self) -> usize {
+                match self { $(Packet::$variant(p) => p.fields_len_hint(),)* }
+            }
+        }
+
+        $(impl From<$ty> for Packet {
+            fn from(packet: $ty) -> Packet { Packet::$variant(packet) }
+        })*
+    };
+}
+
+packets! {
+    SessionInit(SessionInit),
+    SessionAck(SessionAck),
+    Heartbeat(Heartbeat),
+    Error(ErrorPacket),
+    Disconnect(Disconnect),
+    Ok(OkReply),
+    Identify(Identify),
+    Identity(Identity),
+    ListClients(ListClients),
+    ClientList(ClientList),
+    Relay(Relay),
+    RelayResult(RelayResult),
+    CreateChannel(CreateChannel),
+    ChannelInfo(ChannelInfo),
+    Publish(Publish),
+    PublishAck(PublishAck),
+    Subscribe(Subscribe),
+    SubscribeAck(SubscribeAck),
+    Unsubscribe(Unsubscribe),
+    GetMessage(GetMessage),
+    GetMessages(GetMessages),
+    MessagesEnd(MessagesEnd),
+    ListChannels(ListChannels),
+    ChannelList(ChannelList),
+    CreateGroup(CreateGroup),
+    ListGroups(ListGroups),
+    GroupList(GroupList),
+    JoinGroup(JoinGroup),
+    LeaveGroup(LeaveGroup),
+    GroupMembers(GroupMembers),
+    MemberList(MemberList),
+    Stop(Stop),
+    Stats(Stats),
+    StatsReply(StatsReply),
+    Message(Message),
+    Direct(Direct),
+    Event(Event),
+    Chunk(Chunk),
+    StreamAbort(StreamAbort),
+}
+
+/// Declares packets that carry no fields at all.
+macro_rules! unit_packet {
+    ($(#[$doc:meta])* $name:ident => $frame:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $name;
+
+        impl $name {
+            pub fn from_frame(_frame: &$crate::frame::Frame) -> Result<Self, $crate::error::ProtoError> {
+                Ok($name)
+            }
+        }
+
+        impl $crate::packet::Encode for $name {
+            fn frame_type(&self) -> $crate::frame::FrameType {
+                $crate::frame::FrameType::$frame
+            }
+            fn write_fields(&self, _fields: &mut $crate::fields::FieldWriter<'_>) {}
+            fn fields_len_hint(&self) -> usize {
+                0
+            }
+        }
+    };
+}
+pub(crate) use unit_packet;

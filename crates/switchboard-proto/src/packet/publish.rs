@@ -1,0 +1,160 @@
+//! PUBLISH and PUBLISH_ACK.
+
+use bytes::{Bytes, BytesMut};
+use uuid::Uuid;
+
+use super::{Encode, Scope, for_each_field, put_content, required, text_len};
+use crate::error::ProtoError;
+use crate::fields::{Field, FieldWriter, key};
+use crate::frame::{Flags, Frame, FrameType};
+use crate::text::Text;
+
+/// Announces that a body is streamed: CHUNK frames with this stream id carry the rest,
+/// the last one with flag LAST and the SHA-256 of the whole body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStart {
+    pub stream_id: u64,
+    /// Length of the whole body, including the bytes in this frame's content.
+    pub total_len: u64,
+}
+
+impl StreamStart {
+    pub(crate) fn write(stream: Option<&StreamStart>, fields: &mut FieldWriter<'_>) {
+        if let Some(stream) = stream {
+            fields
+                .uint(key::STREAM_ID, stream.stream_id)
+                .uint(key::TOTAL_LEN, stream.total_len);
+        }
+    }
+
+    /// Reads the stream fields, which must be present exactly when flag STREAM is set.
+    pub(crate) fn read(
+        frame: &Frame,
+        stream_id: Option<u64>,
+        total_len: Option<u64>,
+    ) -> Result<Option<StreamStart>, ProtoError> {
+        if !frame.flags.contains(Flags::STREAM) {
+            return Ok(None);
+        }
+        Ok(Some(StreamStart {
+            stream_id: required(stream_id, frame.frame_type, "stream id")?,
+            total_len: required(total_len, frame.frame_type, "total length")?,
+        }))
+    }
+}
+
+/// Publishes a message to a channel or group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publish {
+    pub scope: Scope,
+    pub channel: Text,
+    /// MIME type of the body; empty means `application/octet-stream`.
+    pub content_type: Text,
+    pub user_headers: Vec<(Text, Text)>,
+    /// The body, or its first part when streamed.
+    pub body: Bytes,
+    pub stream: Option<StreamStart>,
+}
+
+impl Publish {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut packet = Publish {
+            body: frame.content.clone(),
+            ..Publish::default()
+        };
+        let (mut channel, mut stream_id, mut total_len) = (None, None, None);
+        for_each_field(&frame.headers, |field| {
+            match field.key {
+                key::CHANNEL => channel = Some(field.text()?),
+                key::SCOPE => packet.scope = Scope::read(&field, FrameType::Publish)?,
+                key::CONTENT_TYPE => packet.content_type = field.text()?,
+                key::USER_HEADER => packet.user_headers.push(field.user_header()?),
+                key::STREAM_ID => stream_id = Some(field.uint()?),
+                key::TOTAL_LEN => total_len = Some(field.uint()?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        packet.channel = required(channel, FrameType::Publish, "channel")?;
+        packet.stream = StreamStart::read(frame, stream_id, total_len)?;
+        Ok(packet)
+    }
+}
+
+impl Encode for Publish {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Publish
+    }
+    fn flags(&self) -> Flags {
+        if self.stream.is_some() {
+            Flags::STREAM
+        } else {
+            Flags::empty()
+        }
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.text(key::CHANNEL, &self.channel);
+        self.scope.write(fields);
+        if !self.content_type.is_empty() {
+            fields.text(key::CONTENT_TYPE, &self.content_type);
+        }
+        for (name, value) in &self.user_headers {
+            fields.user_header(name, value);
+        }
+        StreamStart::write(self.stream.as_ref(), fields);
+    }
+    fn write_content(&self, dst: &mut BytesMut) {
+        put_content(dst, &self.body);
+    }
+    fn content_len(&self) -> usize {
+        self.body.len()
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.channel)
+            + text_len(&self.content_type)
+            + 3
+            + user_headers_len(&self.user_headers)
+            + if self.stream.is_some() { 24 } else { 0 }
+    }
+}
+
+pub(crate) fn user_headers_len(headers: &[(Text, Text)]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 8)
+        .sum()
+}
+
+/// The answer to PUBLISH: the message's id and its sequence number in the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishAck {
+    pub id: Uuid,
+    pub seq: u64,
+}
+
+impl PublishAck {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let (mut id, mut seq) = (None, None);
+        for_each_field(&frame.headers, |field: Field| {
+            match field.key {
+                key::MESSAGE_ID => id = Some(field.uuid()?),
+                key::SEQ => seq = Some(field.uint()?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(PublishAck {
+            id: required(id, FrameType::PublishAck, "message id")?,
+            seq: required(seq, FrameType::PublishAck, "seq")?,
+        })
+    }
+}
+
+impl Encode for PublishAck {
+    fn frame_type(&self) -> FrameType {
+        FrameType::PublishAck
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.uuid(key::MESSAGE_ID, &self.id).uint(key::SEQ, self.seq);
+    }
+}

@@ -1,0 +1,220 @@
+//! Session packets: SESSION_INIT, SESSION_ACK, HEARTBEAT, ERROR, DISCONNECT and OK.
+
+use uuid::Uuid;
+
+use super::{Encode, for_each_field, required, text_len, unit_packet};
+use crate::error::{ErrorCode, ProtoError};
+use crate::fields::{FieldWriter, key};
+use crate::frame::{Frame, FrameType};
+use crate::text::Text;
+
+/// Opens a session. The first frame a client sends after the preface.
+///
+/// HMAC use is negotiated by the frame itself: a client holding the pre-shared key tags
+/// this frame (flag MAC), and a server configured with a key refuses an untagged one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionInit {
+    /// The client's chosen name (also the user name for group membership).
+    pub name: Text,
+    /// The heartbeat interval the client asks for, in milliseconds (0: server default).
+    pub heartbeat_ms: u32,
+    /// Opaque credentials (a token), empty when none.
+    pub credentials: bytes::Bytes,
+    /// Client software and version, for logs.
+    pub software: Text,
+}
+
+impl SessionInit {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut packet = SessionInit::default();
+        let mut name = None;
+        for_each_field(&frame.headers, |field| {
+            match field.key {
+                key::CLIENT_NAME => name = Some(field.text()?),
+                key::HEARTBEAT_MS => packet.heartbeat_ms = field.uint_as()?,
+                key::CREDENTIALS => packet.credentials = field.value,
+                key::SOFTWARE => packet.software = field.text()?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        packet.name = required(name, FrameType::SessionInit, "client name")?;
+        Ok(packet)
+    }
+}
+
+impl Encode for SessionInit {
+    fn frame_type(&self) -> FrameType {
+        FrameType::SessionInit
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .text(key::CLIENT_NAME, &self.name)
+            .uint(key::HEARTBEAT_MS, u64::from(self.heartbeat_ms));
+        if !self.credentials.is_empty() {
+            fields.bytes(key::CREDENTIALS, &self.credentials);
+        }
+        if !self.software.is_empty() {
+            fields.text(key::SOFTWARE, &self.software);
+        }
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.name) + self.credentials.len() + text_len(&self.software) + 8
+    }
+}
+
+/// Accepts a session: who the client is and the limits it must respect.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionAck {
+    pub client_id: u64,
+    pub session_id: Uuid,
+    /// The heartbeat interval both sides use, in milliseconds.
+    pub heartbeat_ms: u32,
+    /// Largest frame content the server accepts.
+    pub max_frame: u32,
+    /// Largest message body the server accepts (streamed above `max_frame`).
+    pub max_body: u64,
+    /// Server software and version.
+    pub software: Text,
+}
+
+impl SessionAck {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut packet = SessionAck::default();
+        let (mut client_id, mut session_id) = (None, None);
+        for_each_field(&frame.headers, |field| {
+            match field.key {
+                key::CLIENT_ID => client_id = Some(field.uint()?),
+                key::SESSION_ID => session_id = Some(field.uuid()?),
+                key::HEARTBEAT_MS => packet.heartbeat_ms = field.uint_as()?,
+                key::MAX_FRAME => packet.max_frame = field.uint_as()?,
+                key::MAX_BODY => packet.max_body = field.uint()?,
+                key::SOFTWARE => packet.software = field.text()?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        packet.client_id = required(client_id, FrameType::SessionAck, "client id")?;
+        packet.session_id = required(session_id, FrameType::SessionAck, "session id")?;
+        Ok(packet)
+    }
+}
+
+impl Encode for SessionAck {
+    fn frame_type(&self) -> FrameType {
+        FrameType::SessionAck
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .uint(key::CLIENT_ID, self.client_id)
+            .uuid(key::SESSION_ID, &self.session_id)
+            .uint(key::HEARTBEAT_MS, u64::from(self.heartbeat_ms))
+            .uint(key::MAX_FRAME, u64::from(self.max_frame))
+            .uint(key::MAX_BODY, self.max_body)
+            .text(key::SOFTWARE, &self.software);
+    }
+    fn fields_len_hint(&self) -> usize {
+        64 + self.software.len()
+    }
+}
+
+unit_packet! {
+    /// A liveness probe. A HEARTBEAT without flag PONG must be answered by one with it.
+    Heartbeat => Heartbeat
+}
+
+unit_packet! {
+    /// Success, for requests that return nothing else.
+    OkReply => Ok
+}
+
+/// A failure, answering the request whose id the frame carries (0: not tied to one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPacket {
+    pub code: ErrorCode,
+    pub message: Text,
+}
+
+impl ErrorPacket {
+    pub fn new(code: ErrorCode, message: impl Into<Text>) -> Self {
+        ErrorPacket {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let (code, message) = code_and_text(frame)?;
+        Ok(ErrorPacket {
+            code: required(code, FrameType::Error, "error code")?,
+            message,
+        })
+    }
+}
+
+impl Encode for ErrorPacket {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Error
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .uint(key::ERROR_CODE, u64::from(self.code.as_u16()))
+            .text(key::MESSAGE, &self.message);
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.message) + 4
+    }
+}
+
+/// The sender is closing the session. `code` is NORMAL for a client saying goodbye.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    pub code: ErrorCode,
+    pub reason: Text,
+}
+
+impl Disconnect {
+    pub fn new(code: ErrorCode, reason: impl Into<Text>) -> Self {
+        Disconnect {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let (code, reason) = code_and_text(frame)?;
+        Ok(Disconnect {
+            code: code.unwrap_or(ErrorCode::Normal),
+            reason,
+        })
+    }
+}
+
+impl Encode for Disconnect {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Disconnect
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields
+            .uint(key::ERROR_CODE, u64::from(self.code.as_u16()))
+            .text(key::MESSAGE, &self.reason);
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.reason) + 4
+    }
+}
+
+fn code_and_text(frame: &Frame) -> Result<(Option<ErrorCode>, Text), ProtoError> {
+    let mut code = None;
+    let mut text = Text::default();
+    for_each_field(&frame.headers, |field| {
+        match field.key {
+            key::ERROR_CODE => code = Some(ErrorCode::from_u16(field.uint_as()?)),
+            key::MESSAGE => text = field.text()?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((code, text))
+}
+

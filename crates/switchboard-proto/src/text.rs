@@ -1,0 +1,103 @@
+//! [`Text`]: UTF-8 text that shares the buffer it was decoded from.
+
+use bytes::Bytes;
+
+/// An immutable UTF-8 string backed by [`Bytes`], so decoded names and content types
+/// borrow the frame's buffer instead of allocating.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// Text from bytes, if they are valid UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+
+    /// Text from a static string, without copying.
+    pub const fn from_static(text: &'static str) -> Text {
+        Text(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The text as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Validated when constructed; the fallback is never taken.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Text {
+    fn from(value: String) -> Text {
+        Text(Bytes::from(value))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(value: &str) -> Text {
+        Text(Bytes::copy_from_slice(value.as_bytes()))
+    }
+}
+
+impl From<&String> for Text {
+    fn from(value: &String) -> Text {
+        Text::from(value.as_str())
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
