@@ -4,7 +4,8 @@
 //! Decoding checks, in order: sync bytes, version, the two length fields against
 //! [`Limits`] (before reserving anything), the header CRC (as soon as the header block
 //! is in, so a corrupt length is caught without waiting for content that will never
-//! come), the frame type, the content CRC and the HMAC tag. The decoded frame's header
+//! come), the MAC flag against the session's use of HMAC, the frame type, the content
+//! CRC and the HMAC tag. The decoded frame's header
 //! block and content are slices of the read buffer.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -101,8 +102,14 @@ impl FrameCodec {
         let header_end = dst.len();
         packet.write_content(dst);
         let flags = flags | packet.flags();
-        if let Err(error) = self.seal(start, header_end, packet.frame_type(), flags, request_id, dst)
-        {
+        if let Err(error) = self.seal(
+            start,
+            header_end,
+            packet.frame_type(),
+            flags,
+            request_id,
+            dst,
+        ) {
             dst.truncate(start);
             return Err(error);
         }
@@ -218,11 +225,6 @@ impl FrameCodec {
                 max: u64::from(self.limits.max_content_len),
             });
         }
-        match (prefix.flags.contains(Flags::MAC), self.mac.is_some()) {
-            (false, true) => return Err(ProtoError::MissingMac),
-            (true, false) => return Err(ProtoError::UnexpectedMac),
-            _ => {}
-        }
         Ok(prefix)
     }
 }
@@ -242,13 +244,21 @@ impl Decoder for FrameCodec {
             src.reserve(header_end - src.len());
             return Ok(None);
         }
-        let header_crc =
-            crc32c::crc32c_append(crc32c::crc32c(&src[..20]), &src[FIXED_HEADER_LEN..header_end]);
+        let header_crc = crc32c::crc32c_append(
+            crc32c::crc32c(&src[..20]),
+            &src[FIXED_HEADER_LEN..header_end],
+        );
         if header_crc != prefix.header_crc {
             return Err(ProtoError::HeaderCrcMismatch {
                 expected: prefix.header_crc,
                 actual: header_crc,
             });
+        }
+        // Checked after the header CRC, so that a corrupt flags byte reads as corruption.
+        match (prefix.flags.contains(Flags::MAC), self.mac.is_some()) {
+            (false, true) => return Err(ProtoError::MissingMac),
+            (true, false) => return Err(ProtoError::UnexpectedMac),
+            _ => {}
         }
         let frame_type = FrameType::from_u8(prefix.frame_type)
             .ok_or(ProtoError::UnknownFrameType(prefix.frame_type))?;
@@ -307,6 +317,42 @@ impl FrameCodec {
             Err(_) => FIXED_HEADER_LEN,
         }
     }
+}
+
+/// Views a frame this process encoded itself as a [`Frame`] whose header block and content
+/// are slices of `encoded`, without re-checking CRCs or the tag.
+///
+/// The server uses it to keep one buffer per stored message: the live frame, from which
+/// the envelope's fields and body are read back without copying.
+pub fn view_encoded(encoded: &Bytes) -> Result<Frame, ProtoError> {
+    if encoded.len() < FIXED_HEADER_LEN {
+        return Err(ProtoError::Truncated {
+            needed: FIXED_HEADER_LEN,
+            have: encoded.len(),
+        });
+    }
+    let frame_type =
+        FrameType::from_u8(encoded[3]).ok_or(ProtoError::UnknownFrameType(encoded[3]))?;
+    let flags = Flags(u16::from_be_bytes([encoded[4], encoded[5]]));
+    let header_len = usize::from(u16::from_be_bytes([encoded[6], encoded[7]]));
+    let request_id = u32::from_be_bytes([encoded[8], encoded[9], encoded[10], encoded[11]]);
+    let content_len =
+        u32::from_be_bytes([encoded[12], encoded[13], encoded[14], encoded[15]]) as usize;
+    let header_end = FIXED_HEADER_LEN + header_len;
+    let content_end = header_end + content_len;
+    if content_end > encoded.len() {
+        return Err(ProtoError::Truncated {
+            needed: content_end,
+            have: encoded.len(),
+        });
+    }
+    Ok(Frame {
+        frame_type,
+        flags: flags.without(Flags::MAC),
+        request_id,
+        headers: encoded.slice(FIXED_HEADER_LEN..header_end),
+        content: encoded.slice(header_end..content_end),
+    })
 }
 
 impl Encoder<Outbound> for FrameCodec {

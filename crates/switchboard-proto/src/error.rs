@@ -174,9 +174,7 @@ impl std::fmt::Display for ErrorCode {
 pub enum ProtoError {
     #[error("not a Switchboard client: the connection did not start with the Switchboard preface")]
     BadPreface,
-    #[error(
-        "this port speaks the Switchboard binary protocol, not HTTP; use a Switchboard client"
-    )]
+    #[error("this port speaks the Switchboard binary protocol, not HTTP; use a Switchboard client")]
     LooksLikeHttp,
     #[error("unsupported protocol version {found} (this side speaks {supported})")]
     UnsupportedVersion { found: u16, supported: u16 },

@@ -52,7 +52,6 @@ pub mod key {
     pub const CONNECTED_SINCE: u8 = 0x22;
     pub const ONLINE: u8 = 0x23;
     pub const STATUS: u8 = 0x24;
-    pub const STAT: u8 = 0x25;
     pub const MEMBER_COUNT: u8 = 0x26;
     pub const LAST_SEQ: u8 = 0x27;
     pub const FIRST_SEQ: u8 = 0x28;

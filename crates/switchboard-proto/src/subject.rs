@@ -109,6 +109,23 @@ pub fn hashtags(text: &str) -> Vec<String> {
     tags
 }
 
+/// Whether a body of this content type is text, whose hashtags count: the type starts
+/// with `text/`, in any case.
+pub fn is_text_content(content_type: &str) -> bool {
+    content_type
+        .get(..5)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("text/"))
+}
+
+/// The hashtags of a message: those of its body when the content type is text and the
+/// body valid UTF-8, none otherwise. Server and clients route by this one rule.
+pub fn message_hashtags(content_type: &str, body: &[u8]) -> Vec<String> {
+    if !is_text_content(content_type) {
+        return Vec::new();
+    }
+    std::str::from_utf8(body).map_or_else(|_| Vec::new(), hashtags)
+}
+
 /// A parsed subscription pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Pattern {
@@ -249,7 +266,10 @@ mod tests {
 
     #[test]
     fn hashtags_are_words_starting_with_hash() {
-        assert_eq!(hashtags("I love #Rust and #tokio, #rust!"), ["rust", "tokio"]);
+        assert_eq!(
+            hashtags("I love #Rust and #tokio, #rust!"),
+            ["rust", "tokio"]
+        );
         assert!(hashtags("C# and a#b and # alone").is_empty());
         assert_eq!(hashtags("#über_cool"), ["über_cool"]);
         assert_eq!(hashtags("##double"), Vec::<String>::new());

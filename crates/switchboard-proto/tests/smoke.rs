@@ -20,12 +20,17 @@ fn publish_round_trips_with_and_without_mac() {
     for key in [None, Some(MacKey::new(b"secret"))] {
         let mut codec = FrameCodec::new(Limits::default()).with_mac_key(key.clone());
         let mut buf = BytesMut::new();
-        codec.encode_packet(7, Flags::empty(), &publish(), &mut buf).unwrap();
+        codec
+            .encode_packet(7, Flags::empty(), &publish(), &mut buf)
+            .unwrap();
         let overhead = buf.len() - publish().body.len();
         assert!(overhead < 24 + publish().fields_len_hint() + 33);
         let frame = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(frame.request_id, 7);
-        assert_eq!(Packet::from_frame(&frame).unwrap(), Packet::Publish(publish()));
+        assert_eq!(
+            Packet::from_frame(&frame).unwrap(),
+            Packet::Publish(publish())
+        );
         assert!(buf.is_empty());
     }
 }
@@ -35,6 +40,8 @@ fn wrong_mac_key_is_refused() {
     let sender = FrameCodec::new(Limits::default()).with_mac_key(Some(MacKey::new(b"a")));
     let mut receiver = FrameCodec::new(Limits::default()).with_mac_key(Some(MacKey::new(b"b")));
     let mut buf = BytesMut::new();
-    sender.encode_packet(1, Flags::empty(), &publish(), &mut buf).unwrap();
+    sender
+        .encode_packet(1, Flags::empty(), &publish(), &mut buf)
+        .unwrap();
     assert!(matches!(receiver.decode(&mut buf), Err(ProtoError::BadMac)));
 }

@@ -2,7 +2,9 @@
 
 use bytes::BytesMut;
 
-use super::{Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet};
+use super::{
+    Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet,
+};
 use crate::error::ProtoError;
 use crate::fields::{Field, FieldReader, FieldWriter, key};
 use crate::frame::{Frame, FrameType};
@@ -75,13 +77,14 @@ impl ChannelOptions {
             key::MAX_TOTAL_BYTES => self.max_total_bytes = Some(field.uint()?),
             key::SLOW_CONSUMER => {
                 let value = field.uint()?;
-                self.slow_consumer = Some(SlowConsumerPolicy::from_u64(value).ok_or_else(
-                    || ProtoError::InvalidField {
-                        frame,
-                        field: "slow consumer policy",
-                        reason: format!("unknown policy {value}"),
-                    },
-                )?);
+                self.slow_consumer =
+                    Some(SlowConsumerPolicy::from_u64(value).ok_or_else(|| {
+                        ProtoError::InvalidField {
+                            frame,
+                            field: "slow consumer policy",
+                            reason: format!("unknown policy {value}"),
+                        }
+                    })?);
             }
             _ => return Ok(false),
         }
@@ -180,7 +183,10 @@ impl ChannelInfo {
     }
 
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
-        Self::read_fields(FieldReader::new(frame.headers.clone()), FrameType::ChannelInfo)
+        Self::read_fields(
+            FieldReader::new(frame.headers.clone()),
+            FrameType::ChannelInfo,
+        )
     }
 }
 

@@ -3,7 +3,9 @@
 
 use bytes::BytesMut;
 
-use super::{Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet};
+use super::{
+    Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet,
+};
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Frame, FrameType};

@@ -18,17 +18,22 @@ mod stream;
 mod subscribe;
 
 pub use admin::{Stat, Stats, StatsReply, Stop};
-pub use channel::{ChannelInfo, ChannelList, ChannelOptions, CreateChannel, ListChannels, SlowConsumerPolicy};
+pub use channel::{
+    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, ListChannels, SlowConsumerPolicy,
+};
 pub use direct::Direct;
 pub use event::{Event, EventKind};
 pub use fetch::{GetMessage, GetMessages, MessagesEnd, Since};
 pub use group::{
-    CreateGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup, ListGroups,
-    MemberInfo, MemberList,
+    CreateGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup, ListGroups, MemberInfo,
+    MemberList,
 };
 pub use message::Message;
 pub use publish::{Publish, PublishAck, StreamStart};
-pub use relay::{MAX_RECEIVERS, ClientInfo, ClientList, Identify, Identity, ListClients, Relay, RelayOutcome, RelayResult, RelayStatus};
+pub use relay::{
+    ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
+    RelayResult, RelayStatus,
+};
 pub use session::{Disconnect, ErrorPacket, Heartbeat, OkReply, SessionAck, SessionInit};
 pub use stream::{Chunk, DIGEST_LEN, StreamAbort};
 pub use subscribe::{Replay, Subscribe, SubscribeAck, Unsubscribe};

@@ -155,6 +155,8 @@ impl Encode for PublishAck {
         FrameType::PublishAck
     }
     fn write_fields(&self, fields: &mut FieldWriter<'_>) {
-        fields.uuid(key::MESSAGE_ID, &self.id).uint(key::SEQ, self.seq);
+        fields
+            .uuid(key::MESSAGE_ID, &self.id)
+            .uint(key::SEQ, self.seq);
     }
 }

@@ -4,7 +4,10 @@
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::{Encode, for_each_field, for_each_record, put_content, records_len, required, text_len, unit_packet};
+use super::{
+    Encode, for_each_field, for_each_record, put_content, records_len, required, text_len,
+    unit_packet,
+};
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Frame, FrameType};

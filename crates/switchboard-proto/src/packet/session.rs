@@ -217,4 +217,3 @@ fn code_and_text(frame: &Frame) -> Result<(Option<ErrorCode>, Text), ProtoError>
     })?;
     Ok((code, text))
 }
-

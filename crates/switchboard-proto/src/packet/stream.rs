@@ -34,11 +34,15 @@ impl Chunk {
                 key::STREAM_ID => stream_id = Some(field.uint()?),
                 key::DIGEST => {
                     let bytes: [u8; DIGEST_LEN] =
-                        field.value.as_ref().try_into().map_err(|_| ProtoError::InvalidField {
-                            frame: FrameType::Chunk,
-                            field: "digest",
-                            reason: "not 32 bytes".into(),
-                        })?;
+                        field
+                            .value
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| ProtoError::InvalidField {
+                                frame: FrameType::Chunk,
+                                field: "digest",
+                                reason: "not 32 bytes".into(),
+                            })?;
                     digest = Some(bytes);
                 }
                 _ => {}

@@ -1,0 +1,763 @@
+//! [`Client`]: the API, one method per operation of the protocol.
+//!
+//! A client is a handle to one connection, run by two background tasks: the dispatch
+//! task (reads and routes every frame, see [`crate::dispatch`]) and the writer task
+//! (coalesces and writes frames, see [`crate::writer`]). Handles are cheap to clone and
+//! share that connection. Each method registers its request, queues its frame and awaits
+//! its answer, within the configured request timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_proto::codec::Outbound;
+use switchboard_proto::packet::{
+    ChannelInfo, ChannelList, ChannelOptions, ClientInfo, ClientList, CreateChannel, CreateGroup,
+    GetMessage, GetMessages, GroupInfo, GroupList, GroupMembers, Identify, Identity, JoinGroup,
+    LeaveGroup, ListChannels, ListClients, ListGroups, MAX_RECEIVERS, MemberInfo, MemberList,
+    Message, Packet, Publish, PublishAck, Relay, RelayOutcome, RelayResult, Replay, Scope, Since,
+    Stats, StatsReply, Stop, Subscribe,
+};
+use switchboard_proto::subject::Pattern;
+use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, Limits, ProtoError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::config::ClientConfig;
+use crate::connection::{self, Session};
+use crate::dispatch::{self, Dispatcher};
+use crate::error::{ClientError, CloseReason, Result};
+use crate::feeds::{DirectFeed, GroupFeed};
+use crate::payload::{Payload, ReceivedMessage};
+use crate::requests::{Pending, PendingSubscription};
+use crate::shared::{Shared, lock};
+use crate::subscription::{Subscription, SubscriptionState};
+use crate::writer::{CLOSE_GRACE, Command, Writer};
+
+/// Shortest heartbeat interval used, whatever the configuration or server says: a zero
+/// interval would make the writer spin.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// The server's size limits, from SESSION_ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest content of one frame, hence largest body sent in one piece.
+    pub max_frame: u32,
+    /// Largest message body the server accepts.
+    pub max_body: u64,
+}
+
+/// What SESSION_ACK told about this session.
+#[derive(Debug, Clone)]
+struct SessionInfo {
+    client_id: u64,
+    session_id: Uuid,
+    name: String,
+    heartbeat: Duration,
+    limits: ServerLimits,
+    server_software: String,
+}
+
+/// A connection to a Switchboard server. Clone it freely: clones share the connection.
+///
+/// The connection stays open while any handle (a `Client`, a [`Subscription`], a feed or
+/// a [`PendingAck`]) exists, or until [`Client::close`]. When the last handle is dropped
+/// the writer says DISCONNECT and both tasks stop (within a short grace period if the
+/// server has stopped reading).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    session: SessionInfo,
+    request_timeout: Duration,
+    subscription_capacity: usize,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        if self.shared.is_closed() {
+            return;
+        }
+        self.shared.closing.cancel();
+        // Dropping cannot wait: if the queue has no room for the goodbye, stop at once.
+        if self.commands.try_send(Command::Close(None)).is_err() {
+            self.shared.terminate(CloseReason::Client);
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.inner.session.client_id)
+            .field("name", &self.inner.session.name)
+            .field("session_id", &self.inner.session.session_id)
+            .field("closed", &self.inner.shared.close_reason())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects, opens a session and starts the background tasks.
+    ///
+    /// Fails with [`ClientError::Server`] if the server refuses the session (bad
+    /// credentials, wrong HMAC key, unsupported version).
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let Session {
+            reader,
+            writer,
+            codec,
+            ack,
+        } = connection::open(&config).await?;
+        let heartbeat = if ack.heartbeat_ms > 0 {
+            Duration::from_millis(u64::from(ack.heartbeat_ms))
+        } else {
+            config.heartbeat()
+        }
+        .max(MIN_HEARTBEAT);
+        let max_frame = if ack.max_frame > 0 {
+            ack.max_frame
+        } else {
+            Limits::DEFAULT_MAX_CONTENT
+        };
+        let session = SessionInfo {
+            client_id: ack.client_id,
+            session_id: ack.session_id,
+            name: config.name().to_owned(),
+            heartbeat,
+            limits: ServerLimits {
+                max_frame,
+                max_body: if ack.max_body > 0 {
+                    ack.max_body
+                } else {
+                    u64::from(max_frame)
+                },
+            },
+            server_software: ack.software.to_string(),
+        };
+
+        let shared = Arc::new(Shared::new(config.feed_capacity()));
+        let (commands, queue) = mpsc::channel(config.send_queue_capacity());
+        let writer = Writer::new(writer, codec, queue, shared.clone(), heartbeat);
+        let writer_task = tokio::spawn(writer.run());
+        let reader_task = tokio::spawn(dispatch::run_reader(
+            reader,
+            Dispatcher::new(shared.clone()),
+            heartbeat * 3,
+        ));
+        tracing::debug!(
+            client_id = session.client_id,
+            server = config.server(),
+            "session open"
+        );
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                shared,
+                commands,
+                session,
+                request_timeout: config.request_timeout(),
+                subscription_capacity: config.subscription_capacity(),
+                tasks: Mutex::new(vec![reader_task, writer_task]),
+            }),
+        })
+    }
+
+    // ----- session -----
+
+    /// The id the server gave this client.
+    pub fn client_id(&self) -> u64 {
+        self.inner.session.client_id
+    }
+
+    /// The id of this session.
+    pub fn session_id(&self) -> Uuid {
+        self.inner.session.session_id
+    }
+
+    /// The session name.
+    pub fn name(&self) -> &str {
+        &self.inner.session.name
+    }
+
+    /// The server's size limits.
+    pub fn server_limits(&self) -> ServerLimits {
+        self.inner.session.limits
+    }
+
+    /// The heartbeat interval in force.
+    pub fn heartbeat(&self) -> Duration {
+        self.inner.session.heartbeat
+    }
+
+    /// The server's software and version, as it announced them.
+    pub fn server_software(&self) -> &str {
+        &self.inner.session.server_software
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.shared.close_reason()
+    }
+
+    /// Messages the server reported skipped for this connection (slow consumer,
+    /// drop-oldest channels).
+    pub fn skipped_messages(&self) -> u64 {
+        self.inner.shared.skipped()
+    }
+
+    /// Asks the server who this session is.
+    pub async fn identity(&self) -> Result<Identity> {
+        let reply = self.call(Identify).await?;
+        expect(&reply, FrameType::Identity, Identity::from_frame)
+    }
+
+    /// The other connected clients.
+    pub async fn list_clients(&self) -> Result<Vec<ClientInfo>> {
+        let reply = self.call(ListClients).await?;
+        Ok(expect(&reply, FrameType::ClientList, ClientList::from_frame)?.clients)
+    }
+
+    /// Relays a body to up to 255 connected clients; one outcome per receiver, in order.
+    pub async fn relay(
+        &self,
+        receivers: &[u64],
+        body: impl Into<Bytes>,
+        content_type: &str,
+    ) -> Result<Vec<RelayOutcome>> {
+        if receivers.is_empty() || receivers.len() > MAX_RECEIVERS {
+            return Err(ClientError::InvalidArgument(format!(
+                "a relay names 1 to {MAX_RECEIVERS} receivers, not {}",
+                receivers.len()
+            )));
+        }
+        let body = body.into();
+        self.check_body(body.len())?;
+        let relay = Relay {
+            receivers: receivers.to_vec(),
+            content_type: content_type.into(),
+            body,
+        };
+        let reply = self.call(relay).await?;
+        Ok(expect(&reply, FrameType::RelayResult, RelayResult::from_frame)?.outcomes)
+    }
+
+    // ----- channels -----
+
+    /// Creates a channel (succeeds if it exists with the same options).
+    pub async fn create_channel(&self, name: &str, options: ChannelOptions) -> Result<ChannelInfo> {
+        let reply = self
+            .call(CreateChannel {
+                name: name.into(),
+                options,
+            })
+            .await?;
+        expect(&reply, FrameType::ChannelInfo, ChannelInfo::from_frame)
+    }
+
+    /// Every channel on the server.
+    pub async fn list_channels(&self) -> Result<Vec<ChannelInfo>> {
+        let reply = self.call(ListChannels).await?;
+        Ok(expect(&reply, FrameType::ChannelList, ChannelList::from_frame)?.channels)
+    }
+
+    /// Publishes to a channel and waits for the server's ack.
+    pub async fn publish(&self, channel: &str, payload: Payload) -> Result<PublishAck> {
+        self.publish_pipelined(channel, payload).await?.await
+    }
+
+    /// Queues a publish and returns at once with a future for its ack, so that many
+    /// publishes can be in flight:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::stream::{FuturesOrdered, StreamExt};
+    /// use switchboard_client::Payload;
+    ///
+    /// let mut acks = FuturesOrdered::new();
+    /// for n in 0..1000 {
+    ///     acks.push_back(client.publish_pipelined("bench", Payload::text(&n.to_string())).await?);
+    /// }
+    /// while let Some(ack) = acks.next().await {
+    ///     println!("seq {}", ack?.seq);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The frame is in the writer's queue when this returns (it waits only if the queue
+    /// is full). The ack's timeout counts from then.
+    pub async fn publish_pipelined(&self, channel: &str, payload: Payload) -> Result<PendingAck> {
+        let publish = self.publish_packet(Scope::Channel, channel, payload)?;
+        let deadline = self.deadline();
+        let (done, answer) = oneshot::channel();
+        let request_id = self.inner.shared.register(Pending::Reply(done))?;
+        let guard = RequestGuard::new(self, request_id);
+        self.enqueue(request_id, Flags::empty(), publish.into(), deadline)
+            .await?;
+        let client = self.clone();
+        let ack = async move {
+            let reply = client.await_answer(answer, deadline, "publish").await?;
+            guard.disarm();
+            expect(&reply, FrameType::PublishAck, PublishAck::from_frame)
+        };
+        Ok(PendingAck {
+            request_id,
+            ack: Box::pin(ack),
+        })
+    }
+
+    /// Publishes without asking for an ack (flag NO_REPLY): returns once the frame is
+    /// queued. A failure comes back later: logged when the server reports it, and
+    /// returned by the next [`Client::flush`].
+    pub async fn publish_no_reply(&self, channel: &str, payload: Payload) -> Result<()> {
+        let publish = self.publish_packet(Scope::Channel, channel, payload)?;
+        let request_id = self.inner.shared.next_no_reply_id();
+        self.enqueue(request_id, Flags::NO_REPLY, publish.into(), self.deadline())
+            .await
+    }
+
+    /// Waits until everything queued so far was written and processed by the server.
+    ///
+    /// The server handles a connection's requests in order, so the answer to a request
+    /// queued now proves the earlier ones were handled, and that the ERRORs of failed
+    /// publishes sent without reply have arrived; those are returned as
+    /// [`ClientError::NoReplyFailures`].
+    pub async fn flush(&self) -> Result<()> {
+        self.identity().await?;
+        match self.inner.shared.take_no_reply_failures() {
+            Some(failures) => Err(failures),
+            None => Ok(()),
+        }
+    }
+
+    /// Subscribes to a channel name, a wildcard pattern (`chat.*`, `chat.>`) or a hashtag
+    /// (`#rust`), replaying history first as `replay` asks.
+    pub async fn subscribe(&self, pattern: &str, replay: Replay) -> Result<Subscription> {
+        let parsed = Pattern::parse(pattern)?;
+        let (sender, receiver) = mpsc::channel(self.inner.subscription_capacity);
+        let state = Arc::new(SubscriptionState::default());
+        let (done, answer) = oneshot::channel();
+        let deadline = self.deadline();
+        let request_id = self
+            .inner
+            .shared
+            .register(Pending::Subscribe(PendingSubscription {
+                pattern: parsed,
+                sender,
+                state: state.clone(),
+                done,
+            }))?;
+        let guard = RequestGuard::new(self, request_id);
+        let subscribe = Subscribe {
+            pattern: pattern.into(),
+            replay,
+        };
+        self.enqueue(request_id, Flags::empty(), subscribe.into(), deadline)
+            .await?;
+        let ack = self.await_answer(answer, deadline, "subscribe").await?;
+        guard.disarm();
+        Ok(Subscription::new(
+            self.clone(),
+            ack,
+            pattern.to_owned(),
+            receiver,
+            state,
+        ))
+    }
+
+    /// The latest message of a channel, or the one with `id`; `None` if there is none.
+    pub async fn get_message(
+        &self,
+        channel: &str,
+        id: Option<Uuid>,
+    ) -> Result<Option<ReceivedMessage>> {
+        let request = GetMessage {
+            scope: Scope::Channel,
+            channel: channel.into(),
+            id,
+        };
+        let reply = match self.call(request).await {
+            Ok(reply) => reply,
+            Err(ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let message = expect(&reply, FrameType::Message, Message::from_frame)?;
+        Ok(Some(ReceivedMessage::new(
+            message,
+            reply.flags.contains(Flags::REPLAY),
+        )))
+    }
+
+    /// A range of a channel's history, oldest first: from `since`, at most `limit`
+    /// messages (with [`Since::All`] and a limit, the newest `limit`).
+    pub async fn get_messages(
+        &self,
+        channel: &str,
+        since: Since,
+        limit: Option<u64>,
+    ) -> Result<Vec<ReceivedMessage>> {
+        self.collect(GetMessages {
+            scope: Scope::Channel,
+            channel: channel.into(),
+            since,
+            limit,
+        })
+        .await
+    }
+
+    /// The latest messages carrying a hashtag (given with or without `#`), oldest first.
+    pub async fn tag_messages(
+        &self,
+        tag: &str,
+        limit: Option<u64>,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let tag = tag.strip_prefix('#').unwrap_or(tag).to_lowercase();
+        if tag.is_empty() {
+            return Err(ClientError::InvalidArgument("empty hashtag".into()));
+        }
+        self.collect(GetMessages {
+            scope: Scope::Tag,
+            channel: tag.into(),
+            since: Since::All,
+            limit,
+        })
+        .await
+    }
+
+    // ----- groups -----
+
+    /// Creates a group in the directory.
+    pub async fn create_group(&self, name: &str, description: &str) -> Result<()> {
+        let reply = self
+            .call(CreateGroup {
+                name: name.into(),
+                description: description.into(),
+            })
+            .await?;
+        expect_ok(&reply)
+    }
+
+    /// The group directory.
+    pub async fn list_groups(&self) -> Result<Vec<GroupInfo>> {
+        let reply = self.call(ListGroups).await?;
+        Ok(expect(&reply, FrameType::GroupList, GroupList::from_frame)?.groups)
+    }
+
+    /// Joins a group under this session's name; its messages then arrive on the
+    /// [group feed](Client::group_feed).
+    pub async fn join_group(&self, name: &str) -> Result<()> {
+        let reply = self.call(JoinGroup { group: name.into() }).await?;
+        expect_ok(&reply)
+    }
+
+    /// Leaves a group.
+    pub async fn leave_group(&self, name: &str) -> Result<()> {
+        let reply = self.call(LeaveGroup { group: name.into() }).await?;
+        expect_ok(&reply)
+    }
+
+    /// The members of a group, and whether each is online.
+    pub async fn group_members(&self, name: &str) -> Result<Vec<MemberInfo>> {
+        let reply = self.call(GroupMembers { group: name.into() }).await?;
+        Ok(expect(&reply, FrameType::MemberList, MemberList::from_frame)?.members)
+    }
+
+    /// Posts to a group and waits for the server's ack.
+    pub async fn post_group(&self, group: &str, payload: Payload) -> Result<PublishAck> {
+        let publish = self.publish_packet(Scope::Group, group, payload)?;
+        let reply = self.call(publish).await?;
+        expect(&reply, FrameType::PublishAck, PublishAck::from_frame)
+    }
+
+    /// A group's history from `since`, oldest first.
+    pub async fn group_messages(&self, group: &str, since: Since) -> Result<Vec<ReceivedMessage>> {
+        self.collect(GetMessages {
+            scope: Scope::Group,
+            channel: group.into(),
+            since,
+            limit: None,
+        })
+        .await
+    }
+
+    /// Takes the group feed: messages of joined groups and member events.
+    ///
+    /// Only one handle at a time: a second call while the first feed is alive fails with
+    /// [`ClientError::FeedTaken`]. Items arriving before it is taken are kept (up to the
+    /// configured feed capacity, oldest dropped first).
+    pub fn group_feed(&self) -> Result<GroupFeed> {
+        GroupFeed::take(self)
+    }
+
+    /// Takes the direct feed: bodies relayed to this client. Same rules as
+    /// [`Client::group_feed`].
+    pub fn directs(&self) -> Result<DirectFeed> {
+        DirectFeed::take(self)
+    }
+
+    // ----- administration -----
+
+    /// The server's counters.
+    pub async fn stats(&self) -> Result<StatsReply> {
+        let reply = self.call(Stats).await?;
+        expect(&reply, FrameType::StatsReply, StatsReply::from_frame)
+    }
+
+    /// Asks the server to shut down (admin sessions only).
+    pub async fn stop_server(&self) -> Result<()> {
+        let reply = self.call(Stop).await?;
+        expect_ok(&reply)
+    }
+
+    /// Flushes, says DISCONNECT (NORMAL) and stops the background tasks. Every handle of
+    /// this connection then fails with [`ClientError::ConnectionClosed`].
+    ///
+    /// Returns what the flush found (failed publishes sent without reply); closing an
+    /// already closed client is not an error.
+    pub async fn close(&self) -> Result<()> {
+        if self.is_closed() {
+            self.join_tasks().await;
+            return Ok(());
+        }
+        let flushed = match self.flush().await {
+            Err(error) if error.is_connection_closed() => Ok(()),
+            other => other,
+        };
+        self.inner.shared.closing.cancel();
+        let (done, written) = oneshot::channel();
+        let queued = tokio::time::timeout(
+            CLOSE_GRACE,
+            self.inner.commands.send(Command::Close(Some(done))),
+        )
+        .await;
+        if matches!(queued, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, written).await;
+        }
+        self.inner.shared.terminate(CloseReason::Client);
+        self.join_tasks().await;
+        flushed
+    }
+
+    /// Waits for the background tasks to finish (they were told to stop).
+    async fn join_tasks(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "a client task panicked");
+            }
+        }
+    }
+
+    // ----- plumbing shared by the methods above -----
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.request_timeout
+    }
+
+    /// Sends a request that has one terminal answer and returns that answer's frame.
+    pub(crate) async fn call(&self, packet: impl Into<Packet>) -> Result<Frame> {
+        let deadline = self.deadline();
+        let (done, answer) = oneshot::channel();
+        let request_id = self.inner.shared.register(Pending::Reply(done))?;
+        let guard = RequestGuard::new(self, request_id);
+        self.enqueue(request_id, Flags::empty(), packet.into(), deadline)
+            .await?;
+        let reply = self.await_answer(answer, deadline, "request").await?;
+        guard.disarm();
+        Ok(reply)
+    }
+
+    /// Sends GET_MESSAGES and gathers its MESSAGE frames until MESSAGES_END.
+    async fn collect(&self, request: GetMessages) -> Result<Vec<ReceivedMessage>> {
+        let deadline = self.deadline();
+        let (done, answer) = oneshot::channel();
+        let request_id = self.inner.shared.register(Pending::Collect {
+            messages: Vec::new(),
+            done,
+        })?;
+        let guard = RequestGuard::new(self, request_id);
+        self.enqueue(request_id, Flags::empty(), request.into(), deadline)
+            .await?;
+        let messages = self
+            .await_answer(answer, deadline, "fetching messages")
+            .await?;
+        guard.disarm();
+        Ok(messages)
+    }
+
+    /// Puts a frame in the writer's queue, waiting for room until `deadline`.
+    async fn enqueue(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        packet: Packet,
+        deadline: Instant,
+    ) -> Result<()> {
+        let command = Command::Send(Outbound {
+            request_id,
+            flags,
+            packet,
+        });
+        match tokio::time::timeout_at(deadline, self.inner.commands.send(command)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.inner.shared.closed_error()),
+            Err(_) => Err(ClientError::Timeout {
+                what: "queueing a frame",
+                after: self.inner.request_timeout,
+            }),
+        }
+    }
+
+    /// Waits for the dispatch task to answer a request.
+    async fn await_answer<T>(
+        &self,
+        answer: oneshot::Receiver<Result<T>>,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.inner.shared.closed_error()),
+            Err(_) => Err(ClientError::Timeout {
+                what,
+                after: self.inner.request_timeout,
+            }),
+        }
+    }
+
+    /// A PUBLISH for `payload`, refused here if the server could not take it in one
+    /// frame (streamed publishing is not implemented).
+    fn publish_packet(&self, scope: Scope, channel: &str, payload: Payload) -> Result<Publish> {
+        self.check_body(payload.body.len())?;
+        Ok(Publish {
+            scope,
+            channel: channel.into(),
+            content_type: payload.content_type,
+            user_headers: payload.headers,
+            body: payload.body,
+            stream: None,
+        })
+    }
+
+    fn check_body(&self, len: usize) -> Result<()> {
+        let limits = self.inner.session.limits;
+        let max = u64::from(limits.max_frame).min(limits.max_body);
+        let len = len as u64;
+        if len > max {
+            return Err(ClientError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+}
+
+/// Parses an answer of the expected type.
+pub(crate) fn expect<T>(
+    reply: &Frame,
+    expected: FrameType,
+    parse: fn(&Frame) -> std::result::Result<T, ProtoError>,
+) -> Result<T> {
+    if reply.frame_type != expected {
+        return Err(ClientError::UnexpectedReply {
+            expected: expected.name(),
+            got: reply.frame_type,
+        });
+    }
+    Ok(parse(reply)?)
+}
+
+/// Checks that an answer is OK.
+pub(crate) fn expect_ok(reply: &Frame) -> Result<()> {
+    if reply.frame_type != FrameType::Ok {
+        return Err(ClientError::UnexpectedReply {
+            expected: FrameType::Ok.name(),
+            got: reply.frame_type,
+        });
+    }
+    Ok(())
+}
+
+/// Removes a request from the table if its caller stops waiting before the answer
+/// (timeout, error, or the future being dropped), so the table holds only live waits.
+struct RequestGuard {
+    client: Client,
+    request_id: u32,
+    armed: bool,
+}
+
+impl RequestGuard {
+    fn new(client: &Client, request_id: u32) -> Self {
+        RequestGuard {
+            client: client.clone(),
+            request_id,
+            armed: true,
+        }
+    }
+
+    /// The answer arrived, so the dispatch task already removed the entry.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.inner.shared.forget(self.request_id);
+        }
+    }
+}
+
+/// The ack of a publish in flight; a future resolving to its [`PublishAck`] (or to the
+/// server's ERROR, or a timeout).
+///
+/// Dropping it does not cancel the publish, which is already queued; the ack is ignored.
+pub struct PendingAck {
+    request_id: u32,
+    ack: Pin<Box<dyn Future<Output = Result<PublishAck>> + Send>>,
+}
+
+impl PendingAck {
+    /// The request id the publish was sent with.
+    pub fn request_id(&self) -> u32 {
+        self.request_id
+    }
+}
+
+impl Future for PendingAck {
+    type Output = Result<PublishAck>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.ack.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAck")
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}

@@ -1,0 +1,268 @@
+//! [`ClientConfig`]: where to connect, who to be, and the client's timing and queue
+//! sizes. Built with chained `with_*` methods, so new settings never break callers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{ClientError, Result};
+
+/// The server a client connects to when none is given.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7420";
+
+/// How to reach and identify with a Switchboard server.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_client::ClientConfig;
+///
+/// let config = ClientConfig::new("127.0.0.1:7420", "alice")
+///     .with_heartbeat(Duration::from_secs(2))
+///     .with_hmac_key(b"pre-shared secret".to_vec());
+/// assert_eq!(config.name(), "alice");
+/// ```
+#[derive(Clone)]
+pub struct ClientConfig {
+    server: String,
+    name: String,
+    heartbeat: Duration,
+    credentials: Option<Bytes>,
+    hmac_key: Option<Vec<u8>>,
+    request_timeout: Duration,
+    subscription_capacity: usize,
+    feed_capacity: usize,
+    send_queue_capacity: usize,
+}
+
+impl ClientConfig {
+    /// Default heartbeat interval asked of the server.
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+    /// Default time a request may wait for its answer.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default number of messages a subscription buffers before the reader waits.
+    pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
+    /// Default number of items the group and direct feeds keep before dropping the oldest.
+    pub const DEFAULT_FEED_CAPACITY: usize = 1024;
+    /// Default number of frames queued for the writer before senders wait.
+    pub const DEFAULT_SEND_QUEUE_CAPACITY: usize = 4096;
+
+    /// A configuration for `server` (`"HOST:PORT"` or `"unix:/path"`) under `name`.
+    pub fn new(server: impl Into<String>, name: impl Into<String>) -> Self {
+        ClientConfig {
+            server: server.into(),
+            name: name.into(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Connects to `server` instead.
+    #[must_use]
+    pub fn with_server(mut self, server: impl Into<String>) -> Self {
+        self.server = server.into();
+        self
+    }
+
+    /// Uses `name` as the session name (also the member name in groups).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Asks for this heartbeat interval; the server's answer is what is used.
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sends these opaque credentials (a token) in SESSION_INIT.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: impl Into<Bytes>) -> Self {
+        self.credentials = Some(credentials.into());
+        self
+    }
+
+    /// Authenticates every frame with HMAC-SHA256 under this pre-shared key.
+    #[must_use]
+    pub fn with_hmac_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.hmac_key = Some(key.into());
+        self
+    }
+
+    /// How long connecting, and each request, may take.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How many messages each subscription buffers (at least 1).
+    #[must_use]
+    pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many items the group and direct feeds keep (at least 1).
+    #[must_use]
+    pub fn with_feed_capacity(mut self, capacity: usize) -> Self {
+        self.feed_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many frames may wait for the writer (at least 1).
+    #[must_use]
+    pub fn with_send_queue_capacity(mut self, capacity: usize) -> Self {
+        self.send_queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The server address as given.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The session name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The heartbeat interval asked for.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// The credentials, if any.
+    pub fn credentials(&self) -> Option<&Bytes> {
+        self.credentials.as_ref()
+    }
+
+    /// The HMAC key, if any.
+    pub fn hmac_key(&self) -> Option<&[u8]> {
+        self.hmac_key.as_deref()
+    }
+
+    /// The time allowed for connecting and for each request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Messages buffered per subscription.
+    pub fn subscription_capacity(&self) -> usize {
+        self.subscription_capacity
+    }
+
+    /// Items kept by each feed.
+    pub fn feed_capacity(&self) -> usize {
+        self.feed_capacity
+    }
+
+    /// Frames that may wait for the writer.
+    pub fn send_queue_capacity(&self) -> usize {
+        self.send_queue_capacity
+    }
+
+    /// The parsed server address.
+    pub(crate) fn address(&self) -> Result<ServerAddress> {
+        ServerAddress::parse(&self.server)
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server: DEFAULT_SERVER.to_owned(),
+            name: "switchboard-client".to_owned(),
+            heartbeat: Self::DEFAULT_HEARTBEAT,
+            credentials: None,
+            hmac_key: None,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            subscription_capacity: Self::DEFAULT_SUBSCRIPTION_CAPACITY,
+            feed_capacity: Self::DEFAULT_FEED_CAPACITY,
+            send_queue_capacity: Self::DEFAULT_SEND_QUEUE_CAPACITY,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    // Secrets stay out of logs: only whether they are set is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server", &self.server)
+            .field("name", &self.name)
+            .field("heartbeat", &self.heartbeat)
+            .field("credentials", &self.credentials.as_ref().map(|_| ".."))
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| ".."))
+            .field("request_timeout", &self.request_timeout)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("feed_capacity", &self.feed_capacity)
+            .field("send_queue_capacity", &self.send_queue_capacity)
+            .finish()
+    }
+}
+
+/// A parsed server address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ServerAddress {
+    /// `HOST:PORT`, resolved when connecting.
+    Tcp(String),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl ServerAddress {
+    pub(crate) fn parse(server: &str) -> Result<ServerAddress> {
+        if let Some(path) = server.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ClientError::InvalidAddress(server.to_owned()));
+            }
+            return Ok(ServerAddress::Unix(PathBuf::from(path)));
+        }
+        // A port is required: connecting to a bare host would pick no port at all.
+        match server.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(ServerAddress::Tcp(server.to_owned()))
+            }
+            _ => Err(ClientError::InvalidAddress(server.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(
+            ServerAddress::parse("127.0.0.1:7420").ok(),
+            Some(ServerAddress::Tcp("127.0.0.1:7420".into()))
+        );
+        assert_eq!(
+            ServerAddress::parse("[::1]:7420").ok(),
+            Some(ServerAddress::Tcp("[::1]:7420".into()))
+        );
+        assert_eq!(
+            ServerAddress::parse("unix:/run/sb.sock").ok(),
+            Some(ServerAddress::Unix("/run/sb.sock".into()))
+        );
+        for bad in ["localhost", "unix:", ":7420", "host:port", "host:70000"] {
+            assert!(
+                ServerAddress::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = ClientConfig::new("h:1", "n")
+            .with_credentials(&b"token-value"[..])
+            .with_hmac_key(b"key-value".to_vec());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("token-value"));
+        assert!(!shown.contains("key-value"));
+    }
+}

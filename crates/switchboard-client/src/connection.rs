@@ -1,0 +1,238 @@
+//! Opening a session: the transport (TCP or Unix socket), the preface exchange and the
+//! SESSION_INIT / SESSION_ACK handshake, plus [`FrameReader`], which turns the read half
+//! of the socket into frames.
+//!
+//! Nothing here runs in the background: once [`open`] returns, the reader half goes to
+//! the dispatch task and the write half to the writer task.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_proto::packet::{Disconnect, ErrorPacket, SessionAck, SessionInit};
+use switchboard_proto::{
+    Flags, Frame, FrameCodec, FrameType, Limits, MacKey, PREFACE_LEN, PROTOCOL_VERSION, Preface,
+    ProtoError,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+use crate::config::{ClientConfig, ServerAddress};
+use crate::error::{ClientError, CloseReason, Result};
+
+/// The read half of a transport, whichever it is.
+pub(crate) type BoxedReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a transport, whichever it is.
+pub(crate) type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Software name sent in SESSION_INIT.
+pub(crate) const SOFTWARE: &str = concat!("switchboard-client/", env!("CARGO_PKG_VERSION"));
+
+/// Request id of SESSION_INIT; the request table starts afresh once the session is open.
+const SESSION_INIT_ID: u32 = 1;
+
+/// Room kept free in the read buffer, so that one read can take in many small frames.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A session that completed its handshake.
+pub(crate) struct Session {
+    pub reader: FrameReader,
+    pub writer: BoxedWriter,
+    /// The codec for outgoing frames, with the server's limits in force.
+    pub codec: FrameCodec,
+    pub ack: SessionAck,
+}
+
+/// Connects to the configured server and opens a session, all within the request
+/// timeout.
+pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
+    let address = config.address()?;
+    let limit = config.request_timeout();
+    tokio::time::timeout(limit, async {
+        let (reader, writer) = connect_transport(&address).await?;
+        handshake(reader, writer, config).await
+    })
+    .await
+    .map_err(|_| ClientError::Timeout {
+        what: "connecting",
+        after: limit,
+    })?
+}
+
+/// Opens the socket and splits it into owned halves.
+async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, BoxedWriter)> {
+    match address {
+        ServerAddress::Tcp(host_port) => {
+            let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
+            // Frames are coalesced by the writer already; waiting for more would only add
+            // latency to the last frame of each batch.
+            stream.set_nodelay(true)?;
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        #[cfg(unix)]
+        ServerAddress::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        #[cfg(not(unix))]
+        ServerAddress::Unix(path) => Err(ClientError::InvalidAddress(format!(
+            "unix:{} (Unix sockets are not available on this platform)",
+            path.display()
+        ))),
+    }
+}
+
+/// The preface exchange and SESSION_INIT / SESSION_ACK over an open transport.
+pub(crate) async fn handshake(
+    reader: BoxedReader,
+    mut writer: BoxedWriter,
+    config: &ClientConfig,
+) -> Result<Session> {
+    let mac = config.hmac_key().map(MacKey::new);
+    let mut codec = FrameCodec::new(Limits::default()).with_mac_key(mac);
+    let mut reader = FrameReader::new(reader, codec.clone());
+
+    writer.write_all(&Preface::encode(PROTOCOL_VERSION)).await?;
+    writer.flush().await?;
+    let preface = reader.read_preface().await?;
+    if preface.version != PROTOCOL_VERSION {
+        return Err(reader
+            .refusal_or(ClientError::Protocol(ProtoError::UnsupportedVersion {
+                found: preface.version,
+                supported: PROTOCOL_VERSION,
+            }))
+            .await);
+    }
+
+    let init = SessionInit {
+        name: config.name().into(),
+        heartbeat_ms: u32::try_from(config.heartbeat().as_millis()).unwrap_or(u32::MAX),
+        credentials: config.credentials().cloned().unwrap_or_default(),
+        software: SOFTWARE.into(),
+    };
+    let mut out = BytesMut::new();
+    codec.encode_packet(SESSION_INIT_ID, Flags::empty(), &init, &mut out)?;
+    writer.write_all(&out).await?;
+    writer.flush().await?;
+
+    let ack = loop {
+        let Some(frame) = reader.read_frame().await? else {
+            return Err(ClientError::closed(CloseReason::Eof));
+        };
+        match frame.frame_type {
+            FrameType::SessionAck => break SessionAck::from_frame(&frame)?,
+            FrameType::Error => return Err(error_from_frame(&frame)),
+            FrameType::Disconnect => return Err(disconnect_from_frame(&frame)),
+            // A server may probe liveness at any time; answering can wait for the session.
+            FrameType::Heartbeat => continue,
+            other => return Err(ProtoError::UnexpectedFrame(other).into()),
+        }
+    };
+
+    if ack.max_frame > 0 {
+        // What the server accepts bounds what this client sends. What it sends back
+        // (lists, relayed bodies) is only known to fit its own frames, so the read side
+        // never goes below the default limit.
+        let sending = Limits {
+            max_content_len: ack.max_frame,
+            ..codec.limits()
+        };
+        codec.set_limits(sending);
+        reader.codec.set_limits(Limits {
+            max_content_len: ack.max_frame.max(Limits::DEFAULT_MAX_CONTENT),
+            ..sending
+        });
+    }
+    Ok(Session {
+        reader,
+        writer,
+        codec,
+        ack,
+    })
+}
+
+/// The server's ERROR frame as a client error.
+pub(crate) fn error_from_frame(frame: &Frame) -> ClientError {
+    match ErrorPacket::from_frame(frame) {
+        Ok(error) => ClientError::server(error.code, error.message.as_str()),
+        Err(error) => error.into(),
+    }
+}
+
+/// Why the server said it was closing, from its DISCONNECT frame.
+pub(crate) fn disconnect_reason(frame: &Frame) -> CloseReason {
+    match Disconnect::from_frame(frame) {
+        Ok(disconnect) => CloseReason::Disconnect {
+            code: disconnect.code,
+            reason: disconnect.reason.to_string(),
+        },
+        Err(error) => CloseReason::Protocol(format!("undecodable DISCONNECT: {error}")),
+    }
+}
+
+fn disconnect_from_frame(frame: &Frame) -> ClientError {
+    ClientError::closed(disconnect_reason(frame))
+}
+
+/// Reads frames from the read half of a transport through its own buffer, so that one
+/// read system call can take in many frames and a frame's body is never copied.
+pub(crate) struct FrameReader {
+    io: BoxedReader,
+    buffer: BytesMut,
+    codec: FrameCodec,
+}
+
+impl FrameReader {
+    pub(crate) fn new(io: BoxedReader, codec: FrameCodec) -> Self {
+        FrameReader {
+            io,
+            buffer: BytesMut::with_capacity(READ_CHUNK),
+            codec,
+        }
+    }
+
+    /// Reads more bytes into the buffer; 0 means the peer closed its side.
+    async fn fill(&mut self) -> Result<usize> {
+        if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
+            self.buffer.reserve(READ_CHUNK);
+        }
+        Ok(self.io.read_buf(&mut self.buffer).await?)
+    }
+
+    /// Reads the server's 10-byte preface.
+    pub(crate) async fn read_preface(&mut self) -> Result<Preface> {
+        while self.buffer.len() < PREFACE_LEN {
+            if self.fill().await? == 0 {
+                return Err(ClientError::closed(CloseReason::Eof));
+            }
+        }
+        let mut bytes = [0u8; PREFACE_LEN];
+        bytes.copy_from_slice(&self.buffer.split_to(PREFACE_LEN));
+        Ok(Preface::decode(&bytes)?)
+    }
+
+    /// The next frame, or `None` when the server closed the connection between frames.
+    ///
+    /// Cancel-safe: bytes already read stay in the buffer for the next call.
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return Ok(self.codec.decode_eof(&mut self.buffer)?);
+            }
+        }
+    }
+
+    /// After a refused preface, the ERROR the server may have sent before closing,
+    /// or else `fallback`.
+    async fn refusal_or(&mut self, fallback: ClientError) -> ClientError {
+        const WAIT_FOR_REFUSAL: Duration = Duration::from_millis(500);
+        match tokio::time::timeout(WAIT_FOR_REFUSAL, self.read_frame()).await {
+            Ok(Ok(Some(frame))) if frame.frame_type == FrameType::Error => error_from_frame(&frame),
+            _ => fallback,
+        }
+    }
+}

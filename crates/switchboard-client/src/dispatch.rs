@@ -1,0 +1,665 @@
+//! The dispatch task: reads every frame the server sends and hands it to whoever waits
+//! for it.
+//!
+//! * A frame with a request id answers a request in the [`RequestTable`]: completes it,
+//!   adds to it (MESSAGE frames of GET_MESSAGES) or feeds a subscription's replay.
+//! * A frame with request id 0 is a push: a live MESSAGE fans out to the matching
+//!   subscriptions (or to the group feed for group messages), DIRECT goes to the direct
+//!   feed, EVENT to the group feed or the subscription it concerns, HEARTBEAT gets its
+//!   PONG, and DISCONNECT ends the connection with the server's reason.
+//!
+//! The task also watches the server's liveness: when nothing at all arrives for three
+//! heartbeat intervals, the connection is declared dead. Time spent waiting for a slow
+//! local subscriber does not count against the server.
+//!
+//! [`RequestTable`]: crate::requests::RequestTable
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_proto::packet::{Direct, Event, EventKind, Message, Scope, SubscribeAck};
+use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
+use crate::error::{ClientError, CloseReason};
+use crate::feeds::GroupItem;
+use crate::payload::{ReceivedDirect, ReceivedMessage};
+use crate::requests::{Pending, is_no_reply_id};
+use crate::shared::Shared;
+use crate::subscription::{EndReason, SubscriptionEntry};
+
+/// Whether the connection goes on after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close(CloseReason),
+}
+
+/// Reads frames until the connection ends, then ends it for everyone.
+pub(crate) async fn run_reader(
+    mut reader: FrameReader,
+    mut dispatcher: Dispatcher,
+    silence_limit: Duration,
+) {
+    let shared = dispatcher.shared.clone();
+    let mut last_heard = Instant::now();
+    let reason = loop {
+        let step = async {
+            let read = tokio::time::timeout_at(last_heard + silence_limit, reader.read_frame());
+            match read.await {
+                Err(_) => Flow::Close(CloseReason::HeartbeatTimeout),
+                Ok(Ok(Some(frame))) => dispatcher.dispatch(frame).await,
+                Ok(Ok(None)) => Flow::Close(dispatcher.end_of_stream_reason()),
+                Ok(Err(ClientError::Io(error))) => Flow::Close(CloseReason::Io(error.to_string())),
+                Ok(Err(error)) => Flow::Close(CloseReason::Protocol(error.to_string())),
+            }
+        };
+        let flow = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => break CloseReason::Client,
+            flow = step => flow,
+        };
+        match flow {
+            // Measured after dispatch, so a wait for a slow subscriber is not silence.
+            Flow::Continue => last_heard = Instant::now(),
+            Flow::Close(reason) => break reason,
+        }
+    };
+    // Once this client said goodbye, the server hanging up is the expected end.
+    let reason = match reason {
+        CloseReason::Eof | CloseReason::Io(_) if shared.closing.is_cancelled() => {
+            CloseReason::Client
+        }
+        other => other,
+    };
+    shared.terminate(reason);
+}
+
+/// Routes frames; owned by the dispatch task.
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    /// The last ERROR that answered no request: the likely cause if the server then
+    /// closes without a DISCONNECT.
+    connection_error: Option<(ErrorCode, String)>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Dispatcher {
+            shared,
+            connection_error: None,
+        }
+    }
+
+    /// Why the connection ended when the server closed it between frames.
+    pub(crate) fn end_of_stream_reason(&self) -> CloseReason {
+        match &self.connection_error {
+            Some((code, message)) => CloseReason::ServerError {
+                code: *code,
+                message: message.clone(),
+            },
+            None => CloseReason::Eof,
+        }
+    }
+
+    /// Handles one frame from the server.
+    pub(crate) async fn dispatch(&mut self, frame: Frame) -> Flow {
+        match frame.frame_type {
+            FrameType::Heartbeat => {
+                if !frame.flags.contains(Flags::PONG) {
+                    self.shared.owe_pong(frame.request_id);
+                }
+            }
+            FrameType::Disconnect => return Flow::Close(disconnect_reason(&frame)),
+            FrameType::Error => self.on_error(&frame),
+            FrameType::Message => self.on_message(frame).await,
+            FrameType::Direct => self.on_direct(&frame),
+            FrameType::Event => self.on_event(&frame),
+            FrameType::SubscribeAck => self.on_subscribe_ack(&frame),
+            FrameType::MessagesEnd => self.on_messages_end(&frame),
+            FrameType::Chunk | FrameType::StreamAbort => {
+                tracing::debug!(frame = %frame.frame_type, "streamed bodies are not supported; ignored");
+            }
+            _ if frame.request_id == 0 => {
+                tracing::warn!(frame = %frame.frame_type, "unexpected push from the server; ignored");
+            }
+            _ => self.on_reply(frame),
+        }
+        Flow::Continue
+    }
+
+    fn on_error(&mut self, frame: &Frame) {
+        let error = error_from_frame(frame);
+        let request_id = frame.request_id;
+        if request_id == 0 {
+            tracing::warn!(%error, "server reported an error");
+            if let ClientError::Server { code, message } = &error {
+                self.connection_error = Some((*code, message.clone()));
+            }
+        } else if is_no_reply_id(request_id) {
+            self.shared.record_no_reply_failure(error);
+        } else {
+            let pending = self.shared.requests().take(request_id);
+            match pending {
+                Some(pending) => pending.fail(error),
+                None => tracing::debug!(request_id, %error, "ERROR for a request nobody awaits"),
+            }
+        }
+    }
+
+    /// A terminal answer of some other type: handed to the caller, who checks its type.
+    fn on_reply(&mut self, frame: Frame) {
+        let request_id = frame.request_id;
+        let pending = self.shared.requests().take(request_id);
+        match pending {
+            Some(Pending::Reply(done)) => {
+                let _ = done.send(Ok(frame));
+            }
+            Some(Pending::Ignored) => {}
+            Some(Pending::Replaying {
+                subscription_id,
+                remaining,
+            }) => {
+                tracing::warn!(request_id, frame = %frame.frame_type, "unexpected frame during a replay");
+                self.shared.requests().restore(
+                    request_id,
+                    Pending::Replaying {
+                        subscription_id,
+                        remaining,
+                    },
+                );
+            }
+            Some(other) => other.fail(ClientError::UnexpectedReply {
+                expected: "the request's own answer",
+                got: frame.frame_type,
+            }),
+            None => {
+                tracing::debug!(request_id, frame = %frame.frame_type, "answer to a request nobody awaits");
+            }
+        }
+    }
+
+    fn on_subscribe_ack(&mut self, frame: &Frame) {
+        let request_id = frame.request_id;
+        let pending = self.shared.requests().take(request_id);
+        let ack = match SubscribeAck::from_frame(frame) {
+            Ok(ack) => ack,
+            Err(error) => {
+                if let Some(pending) = pending {
+                    pending.fail(error.into());
+                }
+                return;
+            }
+        };
+        let subscription = match pending {
+            Some(Pending::Subscribe(subscription)) => subscription,
+            Some(other) => {
+                other.fail(ClientError::UnexpectedReply {
+                    expected: "the request's own answer",
+                    got: FrameType::SubscribeAck,
+                });
+                return;
+            }
+            None => {
+                // The caller gave up waiting: the server holds a subscription nobody reads.
+                self.shared.schedule_unsubscribe(ack.subscription_id);
+                return;
+            }
+        };
+        let entry = SubscriptionEntry {
+            pattern: subscription.pattern,
+            sender: subscription.sender,
+            state: subscription.state,
+        };
+        let inserted = self
+            .shared
+            .subscriptions()
+            .insert(ack.subscription_id, entry);
+        if inserted.is_err() {
+            let _ = subscription.done.send(Err(self.shared.closed_error()));
+            return;
+        }
+        if ack.replay_count > 0 {
+            self.shared.requests().restore(
+                request_id,
+                Pending::Replaying {
+                    subscription_id: ack.subscription_id,
+                    remaining: ack.replay_count,
+                },
+            );
+        }
+        if subscription.done.send(Ok(ack)).is_err() {
+            self.shared.forget(request_id);
+            self.shared.drop_subscription(ack.subscription_id);
+        }
+    }
+
+    fn on_messages_end(&mut self, frame: &Frame) {
+        let request_id = frame.request_id;
+        let pending = self.shared.requests().take(request_id);
+        match pending {
+            Some(Pending::Collect { messages, done }) => {
+                let _ = done.send(Ok(messages));
+            }
+            Some(other) => other.fail(ClientError::UnexpectedReply {
+                expected: "the request's own answer",
+                got: FrameType::MessagesEnd,
+            }),
+            None => tracing::debug!(request_id, "MESSAGES_END for a request nobody awaits"),
+        }
+    }
+
+    async fn on_message(&mut self, frame: Frame) {
+        let request_id = frame.request_id;
+        let message = match Message::from_frame(&frame) {
+            Ok(message) => message,
+            Err(error) => return self.bad_frame(request_id, error),
+        };
+        if message.stream.is_some() {
+            // Streamed bodies would arrive truncated; better refused than wrong.
+            let error = ProtoError::UnexpectedFrame(FrameType::Chunk);
+            return self.bad_frame(request_id, error);
+        }
+        let message = ReceivedMessage::new(message, frame.flags.contains(Flags::REPLAY));
+        if request_id == 0 {
+            return self.deliver_live(message).await;
+        }
+
+        // Decide under the lock, deliver after it.
+        enum Target {
+            Answer(Pending),
+            Subscription(u64),
+            Nobody,
+        }
+        let target = {
+            let mut requests = self.shared.requests();
+            match requests.get_mut(request_id) {
+                Some(Pending::Collect { messages, .. }) => {
+                    messages.push(message);
+                    return;
+                }
+                Some(Pending::Replaying {
+                    subscription_id,
+                    remaining,
+                }) => {
+                    let subscription_id = *subscription_id;
+                    *remaining = remaining.saturating_sub(1);
+                    if *remaining == 0 {
+                        requests.take(request_id);
+                    }
+                    Target::Subscription(subscription_id)
+                }
+                Some(Pending::Reply(_)) => match requests.take(request_id) {
+                    Some(pending) => Target::Answer(pending),
+                    None => Target::Nobody,
+                },
+                Some(_) | None => Target::Nobody,
+            }
+        };
+        match target {
+            Target::Answer(Pending::Reply(done)) => {
+                let _ = done.send(Ok(frame));
+            }
+            Target::Answer(_) | Target::Nobody => {
+                tracing::debug!(request_id, "MESSAGE for a request nobody awaits");
+            }
+            Target::Subscription(subscription_id) => {
+                let sender = self.shared.subscriptions().sender(subscription_id);
+                if let Some(sender) = sender {
+                    self.deliver(subscription_id, sender, message).await;
+                }
+            }
+        }
+    }
+
+    /// A frame that could not be decoded fails the request it answers; a push is dropped.
+    fn bad_frame(&mut self, request_id: u32, error: ProtoError) {
+        tracing::warn!(request_id, %error, "undecodable frame from the server");
+        if request_id != 0 && !is_no_reply_id(request_id) {
+            let pending = self.shared.requests().take(request_id);
+            if let Some(pending) = pending {
+                pending.fail(error.into());
+            }
+        }
+    }
+
+    async fn deliver_live(&mut self, message: ReceivedMessage) {
+        if message.scope() == Scope::Group {
+            self.shared.group_feed.push(GroupItem::Message(message));
+            return;
+        }
+        let mut targets = self.shared.subscriptions().matching(message.message());
+        let Some((last_id, last_sender)) = targets.pop() else {
+            return;
+        };
+        for (subscription_id, sender) in targets {
+            self.deliver(subscription_id, sender, message.clone()).await;
+        }
+        self.deliver(last_id, last_sender, message).await;
+    }
+
+    /// Waits for room in a subscription's queue; see the backpressure note in
+    /// [`crate::subscription`].
+    async fn deliver(
+        &mut self,
+        subscription_id: u64,
+        sender: mpsc::Sender<ReceivedMessage>,
+        message: ReceivedMessage,
+    ) {
+        if sender.send(message).await.is_err() {
+            self.shared.drop_subscription(subscription_id);
+        }
+    }
+
+    fn on_direct(&mut self, frame: &Frame) {
+        match Direct::from_frame(frame) {
+            Ok(direct) => self.shared.direct_feed.push(ReceivedDirect::new(direct)),
+            Err(error) => tracing::warn!(%error, "undecodable DIRECT dropped"),
+        }
+    }
+
+    fn on_event(&mut self, frame: &Frame) {
+        let event = match Event::from_frame(frame) {
+            Ok(event) => event,
+            Err(error) => return tracing::warn!(%error, "undecodable EVENT dropped"),
+        };
+        match event.kind {
+            EventKind::MemberJoined | EventKind::MemberLeft => {
+                self.shared.group_feed.push(GroupItem::Event(event));
+            }
+            EventKind::Skipped => {
+                tracing::debug!(
+                    count = event.count,
+                    "server skipped messages for this client"
+                );
+                self.shared.add_skipped(event.count);
+                if event.subscription_id != 0 {
+                    let state = self.shared.subscriptions().state(event.subscription_id);
+                    if let Some(state) = state {
+                        state.add_skipped(event.count);
+                    }
+                }
+                if event.scope == Scope::Group {
+                    self.shared.group_feed.push(GroupItem::Event(event));
+                }
+            }
+            EventKind::SubscriptionClosed => {
+                let removed = self.shared.subscriptions().remove(event.subscription_id);
+                if let Some(entry) = removed {
+                    entry.state.end(EndReason::ClosedByServer);
+                }
+            }
+            EventKind::Other(kind) => {
+                if event.scope == Scope::Group {
+                    self.shared.group_feed.push(GroupItem::Event(event));
+                } else {
+                    tracing::debug!(kind, "unknown event kind ignored");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use switchboard_proto::packet::{
+        Disconnect, Encode, ErrorPacket, Heartbeat, MessagesEnd, PublishAck,
+    };
+    use switchboard_proto::subject::Pattern;
+    use switchboard_proto::{FrameCodec, Limits};
+    use tokio::sync::oneshot;
+    use tokio_util::codec::Decoder;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::requests::PendingSubscription;
+    use crate::subscription::SubscriptionState;
+
+    /// A frame as the server would send it, through the real codec.
+    fn frame<P: Encode>(request_id: u32, flags: Flags, packet: &P) -> Frame {
+        let mut codec = FrameCodec::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        codec
+            .encode_packet(request_id, flags, packet, &mut buffer)
+            .unwrap();
+        codec.decode(&mut buffer).unwrap().unwrap()
+    }
+
+    fn message(channel: &str, seq: u64, body: &str) -> Message {
+        Message {
+            channel: channel.into(),
+            id: Uuid::now_v7(),
+            seq,
+            content_type: "text/plain".into(),
+            body: body.to_owned().into(),
+            ..Message::default()
+        }
+    }
+
+    struct Fixture {
+        shared: Arc<Shared>,
+        dispatcher: Dispatcher,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let shared = Arc::new(Shared::new(8));
+            Fixture {
+                dispatcher: Dispatcher::new(shared.clone()),
+                shared,
+            }
+        }
+
+        /// Registers a SUBSCRIBE and acknowledges it as subscription `id`.
+        async fn subscribe(
+            &mut self,
+            id: u64,
+            pattern: &str,
+            replay_count: u64,
+        ) -> (u32, mpsc::Receiver<ReceivedMessage>) {
+            let (sender, receiver) = mpsc::channel(16);
+            let (done, answer) = oneshot::channel();
+            let request_id = self
+                .shared
+                .register(Pending::Subscribe(PendingSubscription {
+                    pattern: Pattern::parse(pattern).unwrap(),
+                    sender,
+                    state: Arc::new(SubscriptionState::default()),
+                    done,
+                }))
+                .unwrap();
+            let ack = SubscribeAck {
+                subscription_id: id,
+                replay_count,
+            };
+            let flow = self
+                .dispatcher
+                .dispatch(frame(request_id, Flags::empty(), &ack))
+                .await;
+            assert_eq!(flow, Flow::Continue);
+            assert_eq!(answer.await.unwrap().unwrap(), ack);
+            (request_id, receiver)
+        }
+    }
+
+    fn drain(receiver: &mut mpsc::Receiver<ReceivedMessage>) -> Vec<(u64, bool)> {
+        let mut seen = Vec::new();
+        while let Ok(message) = receiver.try_recv() {
+            seen.push((message.seq(), message.is_replay()));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn live_and_replayed_messages_reach_the_right_subscriptions() {
+        let mut fixture = Fixture::new();
+        let (replaying_request, mut exact) = fixture.subscribe(1, "chat.rust", 2).await;
+        let (_, mut wildcard) = fixture.subscribe(2, "chat.*", 0).await;
+        let (_, mut tag) = fixture.subscribe(3, "#tokio", 0).await;
+        let (_, mut other) = fixture.subscribe(4, "news", 0).await;
+
+        let replayed = message("chat.rust", 1, "old");
+        fixture
+            .dispatcher
+            .dispatch(frame(replaying_request, Flags::REPLAY, &replayed))
+            .await;
+        let live = message("chat.rust", 5, "live #tokio");
+        fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &live))
+            .await;
+        let replayed = message("chat.rust", 2, "old");
+        fixture
+            .dispatcher
+            .dispatch(frame(replaying_request, Flags::REPLAY, &replayed))
+            .await;
+
+        assert_eq!(drain(&mut exact), [(1, true), (5, false), (2, true)]);
+        assert_eq!(drain(&mut wildcard), [(5, false)]);
+        assert_eq!(drain(&mut tag), [(5, false)]);
+        assert_eq!(drain(&mut other), []);
+        // The replay is complete, so its request id is free again.
+        assert_eq!(fixture.shared.requests().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn replies_errors_and_collections_find_their_requests() {
+        let mut fixture = Fixture::new();
+        let (done, publish_answer) = oneshot::channel();
+        let publish_id = fixture.shared.register(Pending::Reply(done)).unwrap();
+        let (done, error_answer) = oneshot::channel();
+        let error_id = fixture.shared.register(Pending::Reply(done)).unwrap();
+        let (done, collected) = oneshot::channel();
+        let collect_id = fixture
+            .shared
+            .register(Pending::Collect {
+                messages: Vec::new(),
+                done,
+            })
+            .unwrap();
+
+        let dispatcher = &mut fixture.dispatcher;
+        for seq in 1..=2 {
+            let history = message("chat", seq, "old");
+            dispatcher
+                .dispatch(frame(collect_id, Flags::REPLAY, &history))
+                .await;
+        }
+        let refusal = ErrorPacket::new(ErrorCode::NotFound, "no such channel");
+        dispatcher
+            .dispatch(frame(error_id, Flags::empty(), &refusal))
+            .await;
+        let ack = PublishAck {
+            id: Uuid::now_v7(),
+            seq: 42,
+        };
+        dispatcher
+            .dispatch(frame(publish_id, Flags::empty(), &ack))
+            .await;
+        let end = MessagesEnd {
+            count: 2,
+            last_seq: 2,
+        };
+        dispatcher
+            .dispatch(frame(collect_id, Flags::empty(), &end))
+            .await;
+
+        let reply = publish_answer.await.unwrap().unwrap();
+        assert_eq!(PublishAck::from_frame(&reply).unwrap(), ack);
+        assert!(matches!(
+            error_answer.await.unwrap(),
+            Err(ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            })
+        ));
+        let messages = collected.await.unwrap().unwrap();
+        assert_eq!(
+            messages
+                .iter()
+                .map(ReceivedMessage::seq)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(messages.iter().all(ReceivedMessage::is_replay));
+    }
+
+    #[tokio::test]
+    async fn pushes_go_to_feeds_and_pings_get_pongs() {
+        let mut fixture = Fixture::new();
+        let dispatcher = &mut fixture.dispatcher;
+        let mut group_message = message("team", 1, "hello team");
+        group_message.scope = Scope::Group;
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &group_message))
+            .await;
+        let mut joined = Event::new(EventKind::MemberJoined);
+        joined.scope = Scope::Group;
+        joined.channel = "team".into();
+        joined.subject = "bob".into();
+        dispatcher.dispatch(frame(0, Flags::empty(), &joined)).await;
+        let direct = Direct {
+            sender_id: 9,
+            body: "psst".into(),
+            ..Direct::default()
+        };
+        dispatcher.dispatch(frame(0, Flags::empty(), &direct)).await;
+        // A PONG answers our own ping and needs nothing.
+        dispatcher.dispatch(frame(0, Flags::PONG, &Heartbeat)).await;
+        assert_eq!(fixture.shared.take_chores().pong, None);
+        dispatcher
+            .dispatch(frame(17, Flags::empty(), &Heartbeat))
+            .await;
+        assert_eq!(fixture.shared.take_chores().pong, Some(17));
+
+        assert_eq!(fixture.shared.group_feed.len(), 2);
+        assert_eq!(fixture.shared.direct_feed.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn server_closing_a_subscription_ends_its_stream() {
+        let mut fixture = Fixture::new();
+        let (_, mut receiver) = fixture.subscribe(7, "chat", 0).await;
+        let mut closed = Event::new(EventKind::SubscriptionClosed);
+        closed.subscription_id = 7;
+        fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &closed))
+            .await;
+        assert!(receiver.recv().await.is_none());
+        assert_eq!(fixture.shared.subscriptions().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn disconnect_ends_the_connection_with_its_reason() {
+        let mut fixture = Fixture::new();
+        let goodbye = Disconnect::new(ErrorCode::ShuttingDown, "maintenance");
+        let flow = fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &goodbye))
+            .await;
+        assert_eq!(
+            flow,
+            Flow::Close(CloseReason::Disconnect {
+                code: ErrorCode::ShuttingDown,
+                reason: "maintenance".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_unsubscribes() {
+        let mut fixture = Fixture::new();
+        let (_, receiver) = fixture.subscribe(3, "chat", 0).await;
+        drop(receiver);
+        fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &message("chat", 1, "x")))
+            .await;
+        assert_eq!(fixture.shared.subscriptions().len(), 0);
+        assert_eq!(fixture.shared.take_chores().unsubscribe, [3]);
+    }
+}

@@ -1,0 +1,348 @@
+//! The writer task: the only code that writes to the socket.
+//!
+//! Callers queue [`Command`]s on a bounded channel (a full queue makes them wait, which is
+//! the client's send-side backpressure). The task encodes every frame that is already
+//! queued into one buffer and writes it with one `write_all`, so a burst of thousands of
+//! publishes costs a handful of system calls, not one per message. It flushes once the
+//! queue is empty. Between batches it sends heartbeats and the chores the dispatch task
+//! leaves in [`Shared`] (answers to the server's heartbeats, cancellations of dropped
+//! subscriptions), which therefore never wait for room in the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_proto::codec::Outbound;
+use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
+use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::connection::BoxedWriter;
+use crate::error::{ClientError, CloseReason};
+use crate::requests::{Pending, is_no_reply_id};
+use crate::shared::Shared;
+
+/// Once this many bytes are encoded, the batch is written even if more is queued, so
+/// that memory stays bounded and the first frames are not held back too long.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// A buffer that grew past this (a very large body went through) is given back.
+const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long writing may still take once the client is closing.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What callers ask of the writer task.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every command is a Send; boxing it would cost an allocation per frame"
+)]
+pub(crate) enum Command {
+    /// Write one frame.
+    Send(Outbound),
+    /// Write what is queued before this, then DISCONNECT (NORMAL), and stop; `done` is
+    /// told once that is written.
+    Close(Option<oneshot::Sender<()>>),
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    io: BoxedWriter,
+    codec: FrameCodec,
+    buffer: BytesMut,
+    commands: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    heartbeat: Duration,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        io: BoxedWriter,
+        codec: FrameCodec,
+        commands: mpsc::Receiver<Command>,
+        shared: Arc<Shared>,
+        heartbeat: Duration,
+    ) -> Self {
+        Writer {
+            io,
+            codec,
+            buffer: BytesMut::with_capacity(64 * 1024),
+            commands,
+            shared,
+            heartbeat,
+        }
+    }
+
+    /// Runs until the connection ends, then ends it for everyone else too.
+    pub(crate) async fn run(mut self) {
+        let reason = self.serve().await;
+        self.shared.terminate(reason);
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut close: Option<Option<oneshot::Sender<()>>> = None;
+            tokio::select! {
+                biased;
+                () = self.shared.shutdown.cancelled() => return CloseReason::Client,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.encode_command(command, &mut close),
+                    // Every handle is gone without a Close: say goodbye all the same.
+                    None => close = Some(None),
+                },
+                () = self.shared.chores_added.notified() => {}
+                _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
+            }
+            self.encode_chores();
+            while close.is_none() && self.buffer.len() < MAX_BATCH_BYTES {
+                match self.commands.try_recv() {
+                    Ok(command) => self.encode_command(command, &mut close),
+                    Err(_) => break,
+                }
+            }
+            if let Some(done) = close {
+                self.encode(
+                    0,
+                    Flags::empty(),
+                    &Disconnect::new(ErrorCode::Normal, "bye"),
+                );
+                let written = self.write_batch().await;
+                let _ = self.io.shutdown().await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return written.err().unwrap_or(CloseReason::Client);
+            }
+            if let Err(reason) = self.write_batch().await {
+                return reason;
+            }
+        }
+    }
+
+    /// Encodes a command into the batch, or notes that it asks to close.
+    fn encode_command(
+        &mut self,
+        command: Command,
+        close: &mut Option<Option<oneshot::Sender<()>>>,
+    ) {
+        match command {
+            Command::Send(outbound) => {
+                if let Err(error) = self.codec.encode_packet(
+                    outbound.request_id,
+                    outbound.flags,
+                    &outbound.packet,
+                    &mut self.buffer,
+                ) {
+                    self.refuse(outbound.request_id, error);
+                }
+            }
+            Command::Close(done) => *close = Some(done),
+        }
+    }
+
+    /// Encodes a frame the client sends on its own account (heartbeats, chores).
+    fn encode<P: Encode + ?Sized>(&mut self, request_id: u32, flags: Flags, packet: &P) {
+        if let Err(error) = self
+            .codec
+            .encode_packet(request_id, flags, packet, &mut self.buffer)
+        {
+            tracing::warn!(%error, "could not encode a frame of the client's own");
+        }
+    }
+
+    /// Fails the request whose frame could not be encoded (nothing of it was written).
+    fn refuse(&self, request_id: u32, error: ProtoError) {
+        let error = ClientError::Protocol(error);
+        if is_no_reply_id(request_id) {
+            self.shared.record_no_reply_failure(error);
+        } else if let Some(pending) = self.shared.requests().take(request_id) {
+            pending.fail(error);
+        }
+    }
+
+    fn encode_chores(&mut self) {
+        let chores = self.shared.take_chores();
+        if let Some(request_id) = chores.pong {
+            self.encode(request_id, Flags::PONG, &Heartbeat);
+        }
+        for subscription_id in chores.unsubscribe {
+            // Registered so that the server's OK (or NOT_FOUND) finds its request.
+            let Ok(request_id) = self.shared.register(Pending::Ignored) else {
+                continue;
+            };
+            self.encode(request_id, Flags::empty(), &Unsubscribe { subscription_id });
+        }
+    }
+
+    /// Writes the batch, flushing if nothing else is queued.
+    async fn write_batch(&mut self) -> Result<(), CloseReason> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let written = tokio::select! {
+            result = self.io.write_all(&self.buffer) => result,
+            () = self.shared.shutdown.cancelled() => return Err(CloseReason::Client),
+            () = closing_grace(&self.shared) => return Err(CloseReason::Client),
+        };
+        written.map_err(|error| CloseReason::Io(error.to_string()))?;
+        if self.buffer.capacity() > KEEP_BUFFER_BYTES {
+            self.buffer = BytesMut::with_capacity(64 * 1024);
+        } else {
+            self.buffer.clear();
+        }
+        if self.commands.is_empty() {
+            self.io
+                .flush()
+                .await
+                .map_err(|error| CloseReason::Io(error.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Completes [`CLOSE_GRACE`] after the client started closing: a write blocked by a
+/// server that stopped reading must not keep the task alive forever.
+async fn closing_grace(shared: &Shared) {
+    shared.closing.cancelled().await;
+    tokio::time::sleep(CLOSE_GRACE).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use switchboard_proto::packet::{Packet, Publish};
+    use switchboard_proto::{FrameType, Limits};
+    use tokio::io::AsyncWrite;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    /// Collects what is written and counts the write calls.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn publish(index: u32) -> Command {
+        Command::Send(Outbound {
+            request_id: index,
+            flags: Flags::empty(),
+            packet: Packet::Publish(Publish {
+                channel: "bench".into(),
+                body: Bytes::from(format!("message {index}")),
+                ..Publish::default()
+            }),
+        })
+    }
+
+    #[tokio::test]
+    async fn queued_frames_are_coalesced_into_few_writes() {
+        let recorder = Recorder::default();
+        let shared = Arc::new(Shared::new(4));
+        let (commands, receiver) = mpsc::channel(2000);
+        for index in 1..=1000 {
+            commands.try_send(publish(index)).unwrap();
+        }
+        let (done, closed) = oneshot::channel();
+        commands.try_send(Command::Close(Some(done))).unwrap();
+        let codec = FrameCodec::new(Limits::default());
+        let writer = Writer::new(
+            Box::new(recorder.clone()),
+            codec.clone(),
+            receiver,
+            shared.clone(),
+            Duration::from_secs(60),
+        );
+        writer.run().await;
+        closed.await.unwrap();
+
+        let writes = recorder.writes.load(Ordering::Relaxed);
+        assert!(writes <= 3, "1000 queued frames took {writes} writes");
+        let mut bytes = BytesMut::from(&recorder.bytes.lock().unwrap()[..]);
+        let mut decoder = codec;
+        let mut ids = Vec::new();
+        let mut last = None;
+        while let Some(frame) = decoder.decode(&mut bytes).unwrap() {
+            last = Some(frame.frame_type);
+            if frame.frame_type == FrameType::Publish {
+                ids.push(frame.request_id);
+            }
+        }
+        assert_eq!(
+            ids,
+            (1..=1000).collect::<Vec<_>>(),
+            "frames keep their order"
+        );
+        assert_eq!(last, Some(FrameType::Disconnect));
+        assert_eq!(shared.close_reason(), Some(CloseReason::Client));
+    }
+
+    #[tokio::test]
+    async fn a_frame_too_large_fails_its_request_only() {
+        let recorder = Recorder::default();
+        let shared = Arc::new(Shared::new(4));
+        let (done, answer) = oneshot::channel();
+        let request_id = shared.register(Pending::Reply(done)).unwrap();
+        let (commands, receiver) = mpsc::channel(8);
+        commands
+            .try_send(Command::Send(Outbound {
+                request_id,
+                flags: Flags::empty(),
+                packet: Packet::Publish(Publish {
+                    channel: "big".into(),
+                    body: Bytes::from(vec![0u8; 64]),
+                    ..Publish::default()
+                }),
+            }))
+            .unwrap();
+        commands.try_send(publish(99)).unwrap();
+        commands.try_send(Command::Close(None)).unwrap();
+        let codec = FrameCodec::new(Limits {
+            max_content_len: 32,
+            ..Limits::default()
+        });
+        Writer::new(
+            Box::new(recorder.clone()),
+            codec,
+            receiver,
+            shared,
+            Duration::from_secs(60),
+        )
+        .run()
+        .await;
+        assert!(matches!(
+            answer.await.unwrap(),
+            Err(ClientError::Protocol(ProtoError::ContentTooLarge { .. }))
+        ));
+        assert!(!recorder.bytes.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,24 @@
+//! CREATE_CHANNEL and LIST_CHANNELS.
+
+use switchboard_proto::packet::{ChannelList, CreateChannel, Packet};
+
+use crate::connection::Session;
+use crate::hub::Hub;
+
+pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateChannel) {
+    match hub.create_channel(&create.name, &create.options) {
+        Ok(channel) => {
+            session
+                .reply(request_id, Packet::ChannelInfo(channel.info()))
+                .await;
+        }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
+    let channels = hub.channels.list().iter().map(|c| c.info()).collect();
+    session
+        .reply(request_id, Packet::ChannelList(ChannelList { channels }))
+        .await;
+}

@@ -1,0 +1,49 @@
+//! The group directory: CREATE_GROUP, LIST_GROUPS, JOIN_GROUP, LEAVE_GROUP and
+//! GROUP_MEMBERS.
+
+use switchboard_proto::packet::{
+    CreateGroup, GroupList, GroupMembers, MemberList, OkReply, Packet,
+};
+
+use crate::connection::Session;
+use crate::hub::Hub;
+
+pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateGroup) {
+    match hub.create_group(&create.name, &create.description) {
+        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
+    let groups = hub.groups.list().iter().map(|group| group.info()).collect();
+    session
+        .reply(request_id, Packet::GroupList(GroupList { groups }))
+        .await;
+}
+
+pub(crate) async fn membership(
+    hub: &Hub,
+    session: &Session,
+    request_id: u32,
+    group: &str,
+    join: bool,
+) {
+    match hub.set_membership(&session.caller, group, join) {
+        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, members: GroupMembers) {
+    match hub.group(&members.group) {
+        Ok(group) => {
+            let list = MemberList {
+                group: members.group,
+                members: group.member_list(|name| hub.directory.is_online(name)),
+            };
+            session.reply(request_id, Packet::MemberList(list)).await;
+        }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}

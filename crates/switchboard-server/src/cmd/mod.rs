@@ -1,0 +1,119 @@
+//! Requests: one module per operation, each turning a typed packet into hub calls and a
+//! reply. `apply` is the dispatcher.
+
+mod channel;
+mod fetch;
+mod group;
+mod publish;
+mod relay;
+mod server;
+mod subscribe;
+
+use switchboard_proto::packet::{Encode, Packet};
+use switchboard_proto::{ErrorCode, Flags, Frame};
+use tracing::debug;
+
+use crate::connection::Session;
+use crate::error::Refusal;
+use crate::hub::Hub;
+use crate::log;
+
+/// Whether the session goes on after a request.
+pub(crate) enum Flow {
+    Continue,
+    Close(ErrorCode, String),
+}
+
+/// Serves one frame of an open session.
+pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flow {
+    let request_id = frame.request_id;
+    let packet = match Packet::from_frame(&frame) {
+        Ok(packet) => packet,
+        Err(error) => {
+            // The frame was well delimited, so the stream is still in step: answer and go on.
+            session
+                .refuse(request_id, Refusal::new(error.code(), error.to_string()))
+                .await;
+            return Flow::Continue;
+        }
+    };
+    debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %packet.frame_type(), "request");
+    match packet {
+        Packet::Heartbeat(_) => {
+            if !frame.flags.contains(Flags::PONG) {
+                session
+                    .reply_flags(
+                        request_id,
+                        Flags::PONG,
+                        Packet::Heartbeat(Default::default()),
+                    )
+                    .await;
+            }
+        }
+        Packet::Disconnect(disconnect) => {
+            return Flow::Close(
+                ErrorCode::Normal,
+                format!(
+                    "client said goodbye ({}): {}",
+                    disconnect.code, disconnect.reason
+                ),
+            );
+        }
+        Packet::Identify(_) => relay::identify(session, request_id).await,
+        Packet::ListClients(_) => relay::list_clients(hub, session, request_id).await,
+        Packet::Relay(relay) => relay::relay(hub, session, request_id, relay).await,
+        Packet::CreateChannel(create) => channel::create(hub, session, request_id, create).await,
+        Packet::ListChannels(_) => channel::list(hub, session, request_id).await,
+        Packet::Publish(publish) => {
+            let quiet = frame.flags.contains(Flags::NO_REPLY);
+            publish::publish(hub, session, request_id, quiet, publish).await;
+        }
+        Packet::Subscribe(subscribe) => {
+            subscribe::subscribe(hub, session, request_id, subscribe).await;
+        }
+        Packet::Unsubscribe(unsubscribe) => {
+            subscribe::unsubscribe(hub, session, request_id, unsubscribe).await;
+        }
+        Packet::GetMessage(get) => fetch::get_message(hub, session, request_id, get).await,
+        Packet::GetMessages(get) => fetch::get_messages(hub, session, request_id, get).await,
+        Packet::CreateGroup(create) => group::create(hub, session, request_id, create).await,
+        Packet::ListGroups(_) => group::list(hub, session, request_id).await,
+        Packet::JoinGroup(join) => {
+            group::membership(hub, session, request_id, &join.group, true).await
+        }
+        Packet::LeaveGroup(leave) => {
+            group::membership(hub, session, request_id, &leave.group, false).await
+        }
+        Packet::GroupMembers(members) => group::members(hub, session, request_id, members).await,
+        Packet::Stop(_) => server::stop(hub, session, request_id).await,
+        Packet::Stats(_) => server::stats(hub, session, request_id).await,
+        Packet::SessionInit(_) => {
+            session
+                .refuse(
+                    request_id,
+                    Refusal::new(ErrorCode::SessionRequired, "the session is already open"),
+                )
+                .await;
+        }
+        Packet::Chunk(_) | Packet::StreamAbort(_) => {
+            session
+                .refuse(
+                    request_id,
+                    Refusal::invalid("streamed bodies are not supported by this server yet"),
+                )
+                .await;
+        }
+        other => {
+            session
+                .refuse(
+                    request_id,
+                    Refusal::new(
+                        ErrorCode::BadFrame,
+                        format!("{} is sent by servers, not clients", other.frame_type()),
+                    ),
+                )
+                .await;
+        }
+    }
+    Flow::Continue
+}

@@ -1,0 +1,101 @@
+//! IDENTIFY, LIST_CLIENTS and RELAY: the MessageDeliverySystem operations.
+
+use switchboard_proto::ErrorCode;
+use switchboard_proto::packet::{
+    ClientList, Direct, Identity, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult,
+    RelayStatus,
+};
+
+use crate::connection::Session;
+use crate::error::Refusal;
+use crate::hub::Hub;
+use crate::hub::stats::Counters;
+use crate::time::now_us;
+
+pub(crate) async fn identify(session: &Session, request_id: u32) {
+    let identity = Identity {
+        client_id: session.caller.client_id,
+        name: session.caller.name.clone(),
+        session_id: session.info.session_id,
+        connected_since_us: session.connected_since_us,
+    };
+    session.reply(request_id, Packet::Identity(identity)).await;
+}
+
+pub(crate) async fn list_clients(hub: &Hub, session: &Session, request_id: u32) {
+    let clients = hub.directory.list(session.caller.client_id);
+    session
+        .reply(request_id, Packet::ClientList(ClientList { clients }))
+        .await;
+}
+
+/// Checks the whole relay first: either every receiver gets the body or none does.
+fn check(hub: &Hub, relay: &Relay) -> Result<(), Refusal> {
+    if relay.receivers.is_empty() {
+        return Err(Refusal::invalid("a relay needs at least one receiver"));
+    }
+    if relay.receivers.len() > MAX_RECEIVERS {
+        return Err(Refusal::new(
+            ErrorCode::TooManyReceivers,
+            format!(
+                "a relay may name at most {MAX_RECEIVERS} receivers; this one names {}",
+                relay.receivers.len()
+            ),
+        ));
+    }
+    if relay.body.len() > hub.config.max_relay_bytes {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "relay body of {} bytes is over the limit of {} bytes",
+                relay.body.len(),
+                hub.config.max_relay_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: Relay) {
+    if let Err(refusal) = check(hub, &relay) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
+    let direct = Direct {
+        sender_id: session.caller.client_id,
+        sender_name: session.caller.name.clone(),
+        time_us: now_us(),
+        content_type: relay.content_type.clone(),
+        body: relay.body.clone(),
+    };
+    let Some(frame) = hub.shared_frame(&Packet::Direct(direct)) else {
+        session
+            .refuse(
+                request_id,
+                Refusal::new(ErrorCode::Internal, "relay could not be encoded"),
+            )
+            .await;
+        return;
+    };
+    let mut delivered = 0;
+    let outcomes = relay
+        .receivers
+        .iter()
+        .map(|&client_id| {
+            let status = match hub.directory.outbox(client_id) {
+                None => RelayStatus::Unknown,
+                Some(outbox) if outbox.deliver(frame.clone()) => {
+                    delivered += 1;
+                    RelayStatus::Delivered
+                }
+                Some(_) => RelayStatus::Dropped,
+            };
+            RelayOutcome { client_id, status }
+        })
+        .collect();
+    Counters::add(&hub.counters.relays, 1);
+    Counters::add(&hub.counters.relayed_deliveries, delivered);
+    session
+        .reply(request_id, Packet::RelayResult(RelayResult { outcomes }))
+        .await;
+}

@@ -1,0 +1,42 @@
+//! STOP and STATS: operations on the server itself.
+
+use switchboard_proto::packet::{OkReply, Packet, Stat, StatsReply};
+use tracing::info;
+
+use crate::connection::Session;
+use crate::error::Refusal;
+use crate::hub::Hub;
+use crate::log;
+
+/// STOP: admin sessions only (the local Unix socket, or the admin token). The OK is
+/// queued before shutdown begins, so it reaches the caller before the DISCONNECT.
+pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
+    if !session.info.admin {
+        session
+            .refuse(
+                request_id,
+                Refusal::forbidden(
+                    "stopping the server needs an admin session: connect over the server's Unix socket or present the admin token",
+                ),
+            )
+            .await;
+        return;
+    }
+    session.reply(request_id, Packet::Ok(OkReply)).await;
+    info!(target: log::GENERAL, client_id = session.caller.client_id, name = %session.caller.name, "stop requested");
+    hub.shutdown.cancel();
+}
+
+pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
+    let mut stats = hub.counters.report();
+    let gauge = |name: &str, value: usize| Stat {
+        name: name.into(),
+        value: value as u64,
+    };
+    stats.push(gauge("connections_current", hub.directory.len()));
+    stats.push(gauge("channels", hub.channels.len()));
+    stats.push(gauge("groups", hub.groups.list().len()));
+    session
+        .reply(request_id, Packet::StatsReply(StatsReply { stats }))
+        .await;
+}

@@ -1,0 +1,80 @@
+//! SUBSCRIBE and UNSUBSCRIBE.
+
+use switchboard_proto::ErrorCode;
+use switchboard_proto::packet::{OkReply, Packet, Subscribe, Unsubscribe};
+use switchboard_proto::subject::Pattern;
+
+use crate::connection::Session;
+use crate::error::Refusal;
+use crate::hub::Hub;
+
+pub(crate) async fn subscribe(
+    hub: &Hub,
+    session: &mut Session,
+    request_id: u32,
+    subscribe: Subscribe,
+) {
+    let pattern = match Pattern::parse(&subscribe.pattern) {
+        Ok(pattern) => pattern,
+        Err(error) => {
+            session.refuse(request_id, Refusal::from(error)).await;
+            return;
+        }
+    };
+    if session.subscriptions.len() >= hub.config.max_subscriptions {
+        session
+            .refuse(
+                request_id,
+                Refusal::new(
+                    ErrorCode::LimitReached,
+                    format!(
+                        "a session may hold at most {} subscriptions",
+                        hub.config.max_subscriptions
+                    ),
+                ),
+            )
+            .await;
+        return;
+    }
+    // Room for the ack and replay is reserved before the hub takes its locks.
+    let Ok(permit) = session.outbox().reserve().await else {
+        return;
+    };
+    let subscription_id = session.next_subscription_id();
+    hub.subscribe(
+        &session.caller,
+        request_id,
+        subscription_id,
+        &pattern,
+        subscribe.replay,
+        permit,
+    );
+    session.subscriptions.insert(subscription_id, pattern);
+}
+
+pub(crate) async fn unsubscribe(
+    hub: &Hub,
+    session: &mut Session,
+    request_id: u32,
+    unsubscribe: Unsubscribe,
+) {
+    match session.subscriptions.remove(&unsubscribe.subscription_id) {
+        Some(pattern) => {
+            hub.routes
+                .write()
+                .remove(&pattern, session.caller.client_id);
+            session.reply(request_id, Packet::Ok(OkReply)).await;
+        }
+        None => {
+            session
+                .refuse(
+                    request_id,
+                    Refusal::not_found(format!(
+                        "no subscription {} on this session",
+                        unsubscribe.subscription_id
+                    )),
+                )
+                .await;
+        }
+    }
+}

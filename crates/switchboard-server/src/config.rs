@@ -1,0 +1,73 @@
+//! Server configuration, with the defaults a fresh `switchboard serve` uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a server can be told. `ServerConfig::default()` is what `switchboard serve`
+/// runs with when given no options.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP addresses to listen on ("127.0.0.1:7420"; port 0 picks a free port).
+    pub tcp: Vec<String>,
+    /// Unix socket path to listen on. Sessions on it may use admin operations (STOP).
+    pub unix: Option<PathBuf>,
+    /// Pre-shared HMAC-SHA256 key; when set, every frame must carry a valid tag.
+    pub hmac_key: Option<Vec<u8>>,
+    /// Token that makes a session an admin when sent as its credentials.
+    pub admin_token: Option<String>,
+    /// Heartbeat interval for clients that ask for none.
+    pub heartbeat: Duration,
+    /// Bounds of the heartbeat interval a client may ask for.
+    pub heartbeat_min: Duration,
+    pub heartbeat_max: Duration,
+    /// Time a new connection has to send its preface and SESSION_INIT.
+    pub handshake_timeout: Duration,
+    /// Largest content of one frame.
+    pub max_frame: u32,
+    /// Largest message body.
+    pub max_body: u64,
+    /// Largest relayed body (MessageDeliverySystem: 1 MiB).
+    pub max_relay_bytes: usize,
+    /// Messages a channel keeps when created without a history option.
+    pub default_history: u64,
+    /// Largest history a channel may ask for.
+    pub max_history: u64,
+    /// Refuse publishing to channels nobody created.
+    pub require_channel_creation: bool,
+    /// Frames queued per connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// How long shutdown waits for sessions to drain before closing them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tcp: Vec::new(),
+            unix: None,
+            hmac_key: None,
+            admin_token: None,
+            heartbeat: Duration::from_secs(5),
+            heartbeat_min: Duration::from_millis(50),
+            heartbeat_max: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame: switchboard_proto::Limits::DEFAULT_MAX_CONTENT,
+            max_body: u64::from(switchboard_proto::Limits::DEFAULT_MAX_CONTENT),
+            max_relay_bytes: 1024 * 1024,
+            default_history: 1000,
+            max_history: 1_000_000,
+            require_channel_creation: false,
+            outbound_queue: 8192,
+            max_connections: 100_000,
+            max_subscriptions: 10_000,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The default TCP address of `switchboard serve`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7420";

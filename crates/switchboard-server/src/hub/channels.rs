@@ -1,0 +1,169 @@
+//! The channel table: every channel by name, each with its options and history.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use switchboard_proto::packet::{ChannelInfo, ChannelOptions, SlowConsumerPolicy};
+
+use super::history::{History, Retention};
+use crate::config::ServerConfig;
+use crate::error::Refusal;
+
+/// One channel. Its history lock also orders publishes: whoever holds it assigns the next
+/// sequence number and routes the message before anyone else can.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    /// Options with every default filled in.
+    pub options: ChannelOptions,
+    pub history: Mutex<History>,
+}
+
+impl Channel {
+    pub fn new(name: String, options: ChannelOptions, history: History) -> Self {
+        Channel {
+            name,
+            options,
+            history: Mutex::new(history),
+        }
+    }
+
+    pub fn info(&self) -> ChannelInfo {
+        let info = self.history.lock().info();
+        ChannelInfo {
+            name: self.name.as_str().into(),
+            message_count: info.count,
+            first_seq: info.first_seq,
+            last_seq: info.last_seq,
+            bytes: info.bytes,
+            options: self.options,
+        }
+    }
+}
+
+/// Fills in the server's defaults and checks requested options against its limits.
+pub fn effective_options(
+    requested: &ChannelOptions,
+    config: &ServerConfig,
+) -> Result<ChannelOptions, Refusal> {
+    let history = requested.history.unwrap_or(config.default_history);
+    if history == 0 || history > config.max_history {
+        return Err(Refusal::invalid(format!(
+            "history must be between 1 and {} messages",
+            config.max_history
+        )));
+    }
+    let max_bytes = requested.max_bytes.unwrap_or(config.max_body);
+    if max_bytes > config.max_body {
+        return Err(Refusal::invalid(format!(
+            "max bytes {max_bytes} is over the server's limit of {}",
+            config.max_body
+        )));
+    }
+    if requested.max_chars == Some(0) {
+        return Err(Refusal::invalid("max chars must be at least 1"));
+    }
+    Ok(ChannelOptions {
+        history: Some(history),
+        max_bytes: Some(max_bytes),
+        max_chars: requested.max_chars,
+        max_age_ms: requested.max_age_ms,
+        max_total_bytes: requested.max_total_bytes,
+        slow_consumer: Some(
+            requested
+                .slow_consumer
+                .unwrap_or(SlowConsumerPolicy::Disconnect),
+        ),
+    })
+}
+
+/// The retention a channel's options ask for.
+pub fn retention_of(options: &ChannelOptions, config: &ServerConfig) -> Retention {
+    Retention {
+        max_count: options.history.unwrap_or(config.default_history),
+        max_bytes: options.max_total_bytes,
+        max_age_us: options.max_age_ms.map(|ms| ms.saturating_mul(1000)),
+    }
+}
+
+/// Whether explicitly requested options conflict with those a channel has.
+fn conflicts(requested: &ChannelOptions, existing: &ChannelOptions) -> bool {
+    fn differs<T: PartialEq>(asked: Option<T>, have: Option<T>) -> bool {
+        asked.is_some() && asked != have
+    }
+    differs(requested.history, existing.history)
+        || differs(requested.max_bytes, existing.max_bytes)
+        || differs(requested.max_chars, existing.max_chars)
+        || differs(requested.max_age_ms, existing.max_age_ms)
+        || differs(requested.max_total_bytes, existing.max_total_bytes)
+        || differs(requested.slow_consumer, existing.slow_consumer)
+}
+
+/// All channels. Lock order: this table, then a channel's history, then the routes.
+#[derive(Debug, Default)]
+pub struct ChannelTable {
+    map: RwLock<BTreeMap<String, Arc<Channel>>>,
+}
+
+impl ChannelTable {
+    pub fn get(&self, name: &str) -> Option<Arc<Channel>> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// Read access to the whole table, which keeps channels from being created meanwhile.
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Channel>>> {
+        self.map.read()
+    }
+
+    /// The channel, created by `make` if it does not exist. Returns whether it was created.
+    pub fn get_or_insert_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Result<Channel, Refusal>,
+    ) -> Result<(Arc<Channel>, bool), Refusal> {
+        if let Some(channel) = self.get(name) {
+            return Ok((channel, false));
+        }
+        let mut map = self.map.write();
+        if let Some(channel) = map.get(name) {
+            return Ok((channel.clone(), false));
+        }
+        let channel = Arc::new(make()?);
+        map.insert(name.to_owned(), channel.clone());
+        Ok((channel, true))
+    }
+
+    /// Creates a channel with explicit options; an existing one is fine if the options
+    /// asked for match it.
+    pub fn create(
+        &self,
+        name: &str,
+        requested: &ChannelOptions,
+        make: impl FnOnce() -> Result<Channel, Refusal>,
+    ) -> Result<(Arc<Channel>, bool), Refusal> {
+        let (channel, created) = self.get_or_insert_with(name, make)?;
+        if !created && conflicts(requested, &channel.options) {
+            return Err(Refusal::new(
+                switchboard_proto::ErrorCode::AlreadyExists,
+                format!("channel {name} already exists with other options"),
+            ));
+        }
+        Ok((channel, created))
+    }
+
+    /// Inserts a channel restored from storage.
+    pub fn restore(&self, channel: Channel) {
+        self.map
+            .write()
+            .insert(channel.name.clone(), Arc::new(channel));
+    }
+
+    pub fn list(&self) -> Vec<Arc<Channel>> {
+        self.map.read().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+}

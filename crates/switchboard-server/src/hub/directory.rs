@@ -1,0 +1,98 @@
+//! The client directory: every connected session by client id and by name.
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+use switchboard_proto::packet::ClientInfo;
+
+use crate::outbox::Outbox;
+
+/// A connected session as others see it.
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    pub client_id: u64,
+    pub name: String,
+    pub connected_since_us: u64,
+    pub outbox: Outbox,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    clients: HashMap<u64, ClientEntry>,
+    by_name: HashMap<String, Vec<u64>>,
+}
+
+/// Connected sessions. A leaf lock: nothing else is taken while it is held.
+#[derive(Debug, Default)]
+pub struct Directory {
+    inner: RwLock<Inner>,
+}
+
+impl Directory {
+    pub fn insert(&self, entry: ClientEntry) {
+        let mut inner = self.inner.write();
+        inner
+            .by_name
+            .entry(entry.name.clone())
+            .or_default()
+            .push(entry.client_id);
+        inner.clients.insert(entry.client_id, entry);
+    }
+
+    pub fn remove(&self, client_id: u64) {
+        let mut inner = self.inner.write();
+        if let Some(entry) = inner.clients.remove(&client_id)
+            && let Some(ids) = inner.by_name.get_mut(&entry.name)
+        {
+            ids.retain(|id| *id != client_id);
+            if ids.is_empty() {
+                inner.by_name.remove(&entry.name);
+            }
+        }
+    }
+
+    pub fn outbox(&self, client_id: u64) -> Option<Outbox> {
+        self.inner
+            .read()
+            .clients
+            .get(&client_id)
+            .map(|entry| entry.outbox.clone())
+    }
+
+    /// Outboxes of every session connected under `name`.
+    pub fn outboxes_named(&self, name: &str, out: &mut Vec<Outbox>) {
+        let inner = self.inner.read();
+        if let Some(ids) = inner.by_name.get(name) {
+            out.extend(
+                ids.iter()
+                    .filter_map(|id| inner.clients.get(id))
+                    .map(|entry| entry.outbox.clone()),
+            );
+        }
+    }
+
+    pub fn is_online(&self, name: &str) -> bool {
+        self.inner.read().by_name.contains_key(name)
+    }
+
+    /// Every connected client but `except`, by id.
+    pub fn list(&self, except: u64) -> Vec<ClientInfo> {
+        let inner = self.inner.read();
+        let mut list: Vec<ClientInfo> = inner
+            .clients
+            .values()
+            .filter(|entry| entry.client_id != except)
+            .map(|entry| ClientInfo {
+                client_id: entry.client_id,
+                name: entry.name.as_str().into(),
+                connected_since_us: entry.connected_since_us,
+            })
+            .collect();
+        list.sort_by_key(|client| client.client_id);
+        list
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().clients.len()
+    }
+}

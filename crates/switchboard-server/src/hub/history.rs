@@ -1,0 +1,140 @@
+//! [`History`]: the retained messages of one channel or group, with sequence numbers and
+//! retention by count, total bytes and age.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use switchboard_proto::packet::Since;
+use uuid::Uuid;
+
+use super::message::StoredMessage;
+
+/// Limits on what a history keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_count: u64,
+    pub max_bytes: Option<u64>,
+    pub max_age_us: Option<u64>,
+}
+
+/// The retained messages of one channel or group, oldest first.
+#[derive(Debug)]
+pub struct History {
+    messages: VecDeque<Arc<StoredMessage>>,
+    next_seq: u64,
+    last_time_us: u64,
+    bytes: u64,
+    retention: Retention,
+}
+
+/// Counts describing a history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryInfo {
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub bytes: u64,
+}
+
+impl History {
+    pub fn new(retention: Retention) -> Self {
+        History {
+            messages: VecDeque::new(),
+            next_seq: 1,
+            last_time_us: 0,
+            bytes: 0,
+            retention,
+        }
+    }
+
+    /// A history restored from storage.
+    pub fn restore(retention: Retention, next_seq: u64, messages: Vec<Arc<StoredMessage>>) -> Self {
+        let mut history = History::new(retention);
+        history.next_seq = next_seq.max(1);
+        for message in messages {
+            history.last_time_us = history.last_time_us.max(message.time_us());
+            history.next_seq = history.next_seq.max(message.seq() + 1);
+            history.bytes += message.body_len();
+            history.messages.push_back(message);
+        }
+        history
+    }
+
+    /// The sequence number the next message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A publish time for the next message: `now`, but never before the previous one, so
+    /// that time order and sequence order agree even if the clock steps back.
+    pub fn next_time(&self, now_us: u64) -> u64 {
+        now_us.max(self.last_time_us)
+    }
+
+    /// Appends a message (its seq must be `next_seq()`), then trims to the retention.
+    /// Returns the highest trimmed seq, if anything was trimmed.
+    pub fn push(&mut self, message: Arc<StoredMessage>, now_us: u64) -> Option<u64> {
+        self.next_seq = message.seq() + 1;
+        self.last_time_us = message.time_us();
+        self.bytes += message.body_len();
+        self.messages.push_back(message);
+        self.trim(now_us)
+    }
+
+    /// Drops the oldest messages beyond the retention; returns the highest seq dropped.
+    pub fn trim(&mut self, now_us: u64) -> Option<u64> {
+        let mut trimmed = None;
+        while let Some(oldest) = self.messages.front() {
+            let over_count = self.messages.len() as u64 > self.retention.max_count;
+            let over_bytes = self
+                .retention
+                .max_bytes
+                .is_some_and(|max| self.bytes > max && self.messages.len() > 1);
+            let too_old = self
+                .retention
+                .max_age_us
+                .is_some_and(|max| now_us.saturating_sub(oldest.time_us()) > max);
+            if !(over_count || over_bytes || too_old) {
+                break;
+            }
+            trimmed = Some(oldest.seq());
+            self.bytes -= oldest.body_len();
+            self.messages.pop_front();
+        }
+        trimmed
+    }
+
+    pub fn info(&self) -> HistoryInfo {
+        HistoryInfo {
+            count: self.messages.len() as u64,
+            first_seq: self.messages.front().map_or(0, |m| m.seq()),
+            last_seq: self.next_seq - 1,
+            bytes: self.bytes,
+        }
+    }
+
+    pub fn latest(&self) -> Option<Arc<StoredMessage>> {
+        self.messages.back().cloned()
+    }
+
+    pub fn find(&self, id: &Uuid) -> Option<Arc<StoredMessage>> {
+        self.messages.iter().rev().find(|m| m.id() == *id).cloned()
+    }
+
+    /// Messages from `since` on, oldest first: with `Since::All`, the newest `limit`;
+    /// otherwise the first `limit` from that point.
+    pub fn range(&self, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let start = match since {
+            Since::All => self.messages.len().saturating_sub(limit),
+            Since::Seq(seq) => self.messages.partition_point(|m| m.seq() < seq),
+            Since::Time(time) => self.messages.partition_point(|m| m.time_us() < time),
+        };
+        self.messages
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,44 @@
+//! Server counters, reported by STATS.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use switchboard_proto::packet::Stat;
+
+/// Monotonic counters; gauges are computed when reported.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_total: AtomicU64,
+    pub messages_published: AtomicU64,
+    pub messages_delivered: AtomicU64,
+    pub relays: AtomicU64,
+    pub relayed_deliveries: AtomicU64,
+    pub slow_consumers_disconnected: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> Vec<Stat> {
+        let stat = |name: &str, counter: &AtomicU64| Stat {
+            name: name.into(),
+            value: counter.load(Ordering::Relaxed),
+        };
+        vec![
+            stat("connections_total", &self.connections_total),
+            stat("messages_published", &self.messages_published),
+            stat("messages_delivered", &self.messages_delivered),
+            stat("relays", &self.relays),
+            stat("relayed_deliveries", &self.relayed_deliveries),
+            stat(
+                "slow_consumers_disconnected",
+                &self.slow_consumers_disconnected,
+            ),
+            stat("protocol_errors", &self.protocol_errors),
+            stat("heartbeat_timeouts", &self.heartbeat_timeouts),
+        ]
+    }
+}

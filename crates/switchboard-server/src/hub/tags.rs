@@ -1,0 +1,73 @@
+//! Hashtag index: the recent messages of each tag, so they can be fetched and replayed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use switchboard_proto::packet::Since;
+
+use super::message::StoredMessage;
+
+/// Recent messages per tag, newest last. Lock order: a channel's history, then this, then
+/// the routes.
+#[derive(Debug)]
+pub struct TagIndex {
+    per_tag: usize,
+    map: Mutex<HashMap<String, VecDeque<Arc<StoredMessage>>>>,
+}
+
+/// The locked index.
+pub struct TagGuard<'a> {
+    per_tag: usize,
+    map: MutexGuard<'a, HashMap<String, VecDeque<Arc<StoredMessage>>>>,
+}
+
+impl TagIndex {
+    pub fn new(per_tag: usize) -> Self {
+        TagIndex {
+            per_tag: per_tag.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn lock(&self) -> TagGuard<'_> {
+        TagGuard {
+            per_tag: self.per_tag,
+            map: self.map.lock(),
+        }
+    }
+}
+
+impl TagGuard<'_> {
+    pub fn push(&mut self, message: &Arc<StoredMessage>) {
+        for tag in message.tags() {
+            let recent = self.map.entry(tag.clone()).or_default();
+            recent.push_back(message.clone());
+            if recent.len() > self.per_tag {
+                recent.pop_front();
+            }
+        }
+    }
+
+    /// Messages of `tag`, oldest first, with the same range rules as a history.
+    pub fn range(&self, tag: &str, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
+        let Some(recent) = self.map.get(tag) else {
+            return Vec::new();
+        };
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let start = match since {
+            Since::All => recent.len().saturating_sub(limit),
+            // Tag streams mix channels, so their seqs are not ordered; filter instead.
+            Since::Seq(seq) => {
+                return recent
+                    .iter()
+                    .filter(|m| m.seq() >= seq)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+            }
+            Since::Time(time) => recent.partition_point(|m| m.time_us() < time),
+        };
+        recent.iter().skip(start).take(limit).cloned().collect()
+    }
+}

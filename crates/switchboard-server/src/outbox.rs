@@ -1,0 +1,133 @@
+//! A connection's outbound queue: what the hub and the session's own requests hand to the
+//! connection's writer task.
+//!
+//! The queue is bounded. Replies to the session's own requests wait for room (the reader
+//! is then held back, which is the right backpressure for a client that does not read its
+//! answers). Deliveries to other sessions never wait: a full queue marks a slow consumer,
+//! which is disconnected, so that one slow reader cannot stall a publisher or anyone else.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::packet::{Disconnect, Packet, PublishAck};
+use switchboard_proto::{ErrorCode, Flags};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::message::StoredMessage;
+
+/// One item of a connection's outbound queue.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A packet the writer encodes (boxed: packets are large and queue slots are not).
+    Packet {
+        request_id: u32,
+        flags: Flags,
+        packet: Box<Packet>,
+    },
+    /// A publish acknowledgement, the most frequent reply, kept small and unboxed.
+    PublishAck { request_id: u32, ack: PublishAck },
+    /// A frame encoded once and shared by every receiver (a live message).
+    Shared(Bytes),
+    /// An answer made of several frames that must stay together: an optional first
+    /// packet, stored messages sent as REPLAY frames with `request_id`, an optional last
+    /// packet. Queued as one item so that nothing queued later can come between them.
+    Sequence {
+        request_id: u32,
+        head: Option<Box<Packet>>,
+        messages: Vec<Arc<StoredMessage>>,
+        tail: Option<Box<Packet>>,
+    },
+    /// Send this DISCONNECT, flush and close the connection.
+    Close(Disconnect),
+}
+
+/// Why the hub wants a connection closed, set by whoever pulls the kill switch first.
+#[derive(Debug, Default)]
+struct KillSwitch {
+    token: CancellationToken,
+    reason: Mutex<Option<(ErrorCode, String)>>,
+}
+
+/// The sending side of a connection's outbound queue, cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    conn_id: u64,
+    tx: mpsc::Sender<Outgoing>,
+    kill: Arc<KillSwitch>,
+}
+
+/// The receiving side, owned by the writer task.
+pub(crate) type OutboxReceiver = mpsc::Receiver<Outgoing>;
+
+/// The queue has been closed: the connection is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gone;
+
+impl Outbox {
+    pub fn new(conn_id: u64, capacity: usize) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let outbox = Outbox {
+            conn_id,
+            tx,
+            kill: Arc::new(KillSwitch::default()),
+        };
+        (outbox, rx)
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+
+    /// Queues a shared frame for delivery without waiting. Returns false if the
+    /// connection is gone or too slow (it is then being disconnected).
+    pub fn deliver(&self, frame: Bytes) -> bool {
+        self.offer(Outgoing::Shared(frame))
+    }
+
+    fn offer(&self, item: Outgoing) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill(
+                    ErrorCode::SlowConsumer,
+                    "slow consumer: the outbound queue is full",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues an item, waiting for room.
+    pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
+        self.tx.send(item).await.map_err(|_| Gone)
+    }
+
+    /// Waits for room for one item, so that it can be queued later without waiting
+    /// (while holding a lock that must not be held across an await).
+    pub async fn reserve(&self) -> Result<mpsc::OwnedPermit<Outgoing>, Gone> {
+        self.tx.clone().reserve_owned().await.map_err(|_| Gone)
+    }
+
+    /// Asks the connection to close with the given reason (the first reason wins).
+    pub fn kill(&self, code: ErrorCode, reason: &str) {
+        let mut slot = self.kill.reason.lock();
+        if slot.is_none() {
+            *slot = Some((code, reason.to_owned()));
+        }
+        drop(slot);
+        self.kill.token.cancel();
+    }
+
+    /// Resolves once someone asked the connection to close.
+    pub async fn killed(&self) -> (ErrorCode, String) {
+        self.kill.token.cancelled().await;
+        self.kill
+            .reason
+            .lock()
+            .clone()
+            .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
+    }
+}

@@ -1,0 +1,271 @@
+//! Starting and stopping a server: the builder, the listeners and their accept loops, and
+//! the handle that shuts everything down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection::{self, Peer};
+use crate::error::ServerError;
+use crate::hooks::{Hooks, NoHooks};
+use crate::hub::Hub;
+use crate::log;
+use crate::storage::{MemoryStorage, Storage};
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig::default(),
+            storage: None,
+            hooks: None,
+        }
+    }
+}
+
+/// Configures and starts a server.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    storage: Option<Arc<dyn Storage>>,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl ServerBuilder {
+    /// Replaces the whole configuration (listeners included).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a TCP listener ("127.0.0.1:7420"; port 0 for any free port).
+    pub fn listen_tcp(mut self, addr: impl Into<String>) -> Self {
+        self.config.tcp.push(addr.into());
+        self
+    }
+
+    /// Listens on a Unix socket too. Sessions on it are admins.
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.unix = Some(path.into());
+        self
+    }
+
+    pub fn hmac_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.config.hmac_key = Some(key.into());
+        self
+    }
+
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.config.admin_token = Some(token.into());
+        self
+    }
+
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// Changes the configuration in place.
+    pub fn configure(mut self, change: impl FnOnce(&mut ServerConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Loads storage, binds every listener and starts accepting.
+    pub async fn start(self) -> Result<ServerHandle, ServerError> {
+        let config = self.config;
+        if config.tcp.is_empty() && config.unix.is_none() {
+            return Err(ServerError::NoListener);
+        }
+        let storage = self.storage.unwrap_or_else(|| Arc::new(MemoryStorage));
+        let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
+        let snapshot = storage.load()?;
+        let hub = Arc::new(Hub::new(config.clone(), storage, hooks));
+        hub.restore(snapshot);
+
+        let tracker = TaskTracker::new();
+        let mut tcp_addrs = Vec::new();
+        for addr in &config.tcp {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+            info!(target: log::GENERAL, addr = %local, "listening on TCP");
+            tcp_addrs.push(local);
+            tracker.spawn(accept_tcp(hub.clone(), listener, tracker.clone()));
+        }
+        let unix_path = match &config.unix {
+            Some(path) => {
+                bind_unix(&hub, path, &tracker)?;
+                Some(path.clone())
+            }
+            None => None,
+        };
+        Ok(ServerHandle {
+            hub,
+            tracker,
+            tcp_addrs,
+            unix_path,
+        })
+    }
+}
+
+async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                info!(target: log::CONNECTION, %peer, "accepted");
+                tracker.spawn(connection::serve(hub.clone(), stream, Peer::Tcp(peer)));
+            }
+            Err(error) => {
+                // Out of descriptors or similar: wait a little instead of spinning.
+                error!(target: log::ERROR, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn bind_unix(
+    hub: &Arc<Hub>,
+    path: &std::path::Path,
+    tracker: &TaskTracker,
+) -> Result<(), ServerError> {
+    use tokio::net::UnixListener;
+    let bind_error = |source| ServerError::Bind {
+        addr: format!("unix:{}", path.display()),
+        source,
+    };
+    if path.exists() {
+        // A socket file left by a server that died: remove it, unless a server answers.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(bind_error(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another server is listening on this socket",
+            )));
+        }
+        std::fs::remove_file(path).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    info!(target: log::GENERAL, path = %path.display(), "listening on Unix socket");
+    let hub = hub.clone();
+    let inner_tracker = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = hub.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    info!(target: log::CONNECTION, "accepted on Unix socket");
+                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix));
+                }
+                Err(error) => {
+                    error!(target: log::ERROR, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn bind_unix(
+    _hub: &Arc<Hub>,
+    _path: &std::path::Path,
+    _tracker: &TaskTracker,
+) -> Result<(), ServerError> {
+    Err(ServerError::UnixUnsupported)
+}
+
+/// A running server. Dropping the handle does not stop the server; call
+/// [`ServerHandle::shutdown`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    hub: Arc<Hub>,
+    tracker: TaskTracker,
+    tcp_addrs: Vec<SocketAddr>,
+    unix_path: Option<PathBuf>,
+}
+
+impl ServerHandle {
+    /// The first TCP address listened on (with the real port when 0 was asked).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addrs.first().copied()
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.unix_path.as_deref()
+    }
+
+    /// Resolves when shutdown has begun: a STOP request, or [`ServerHandle::shutdown`].
+    pub async fn stopping(&self) {
+        self.hub.shutdown.cancelled().await;
+    }
+
+    /// Named counters, as STATS reports them.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        self.hub
+            .counters
+            .report()
+            .into_iter()
+            .map(|stat| (stat.name.to_string(), stat.value))
+            .chain([(
+                "connections_current".to_owned(),
+                self.hub.directory.len() as u64,
+            )])
+            .collect()
+    }
+
+    /// Shuts down gracefully: stops accepting, answers requests in progress, sends every
+    /// session DISCONNECT "server shutting down", and waits for the sessions to close.
+    pub async fn shutdown(&self) {
+        if !self.hub.shutdown.is_cancelled() {
+            info!(target: log::GENERAL, "shutting down");
+            self.hub.shutdown.cancel();
+        }
+        self.tracker.close();
+        let grace = self.hub.config.shutdown_grace + Duration::from_secs(1);
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(target: log::ERROR, "sessions did not close within {grace:?}");
+        }
+        if let Some(path) = &self.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        info!(target: log::GENERAL, "server stopped");
+    }
+}

@@ -1,0 +1,125 @@
+//! `switchboard serve`: runs the hub until STOP, SIGINT or SIGTERM, then drains and exits 0.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use switchboard_server::{Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::cli::ServeArgs;
+
+/// The Unix socket a server listening on `port` uses by default, and that `stop` tries.
+pub fn default_unix_socket(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("switchboard-{port}.sock"))
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Logs to stderr and, with --log-file, to a file, in the categories GENERAL, CONNECTION
+/// and ERROR (the event targets).
+fn init_logging(args: &ServeArgs) -> Result<()> {
+    let level = &args.log_level;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| {
+        EnvFilter::try_new(format!(
+            "warn,GENERAL={level},CONNECTION={level},ERROR={level}"
+        ))
+    })?;
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let file = match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(Mutex::new(file)),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init()
+        .context("cannot set up logging")?;
+    Ok(())
+}
+
+fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
+    let unix = if args.no_unix {
+        None
+    } else {
+        args.unix.clone().or_else(|| {
+            let port = args.listen.first().and_then(|addr| port_of(addr))?;
+            (port != 0 && cfg!(unix)).then(|| default_unix_socket(port))
+        })
+    };
+    let defaults = ServerConfig::default();
+    ServerConfig {
+        tcp: args.listen.clone(),
+        unix,
+        hmac_key,
+        admin_token: args.admin_token.clone(),
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+        max_relay_bytes: args.max_relay_bytes,
+        max_body: args.max_body.unwrap_or(defaults.max_body),
+        default_history: args.history,
+        require_channel_creation: args.require_create,
+        ..defaults
+    }
+}
+
+pub async fn run(args: ServeArgs, hmac_key: Option<Vec<u8>>) -> Result<()> {
+    init_logging(&args)?;
+    let config = config_from(&args, hmac_key);
+    let handle = Server::builder()
+        .config(config)
+        .start()
+        .await
+        .context("cannot start the server")?;
+    for addr in handle.tcp_addrs() {
+        eprintln!("switchboard listening on {addr}");
+    }
+    if let Some(path) = handle.unix_path() {
+        eprintln!("switchboard listening on unix:{}", path.display());
+    }
+    tokio::select! {
+        () = handle.stopping() => {}
+        () = termination() => {}
+    }
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT, or SIGTERM where there is one.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,686 @@
+//! The `switchboard` binary end to end: a real server (in-process on an ephemeral port,
+//! or as its own process for `serve`/`stop`), the CLI run as real processes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+use switchboard_server::{Server, ServerHandle};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A server running on its own runtime for the length of a test.
+struct TestServer {
+    runtime: tokio::runtime::Runtime,
+    handle: ServerHandle,
+    addr: String,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime
+            .block_on(Server::builder().listen_tcp("127.0.0.1:0").start())
+            .unwrap();
+        let addr = handle.tcp_addr().unwrap().to_string();
+        TestServer {
+            runtime,
+            handle,
+            addr,
+        }
+    }
+
+    fn cli(&self, name: &str) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .env_remove("SWITCHBOARD_SERVER")
+            .args(["--server", &self.addr, "--name", name])
+            .timeout(Duration::from_secs(30));
+        command
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> Child {
+        StdCommand::new(BIN)
+            .env_remove("SWITCHBOARD_SERVER")
+            .args(["--server", &self.addr, "--name", name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.handle.shutdown());
+    }
+}
+
+fn json_lines(output: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+/// Reads lines from a child's stdout until `want` lines or the deadline.
+fn read_lines(child: &mut Child, want: usize) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining after the caller stopped listening, so the child never sees
+        // a closed pipe.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut lines = Vec::new();
+    while lines.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_explains_the_commands() {
+    Command::new(BIN)
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("serve").and(predicate::str::contains("sub")));
+    Command::new(BIN)
+        .args(["pub", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--lines"));
+}
+
+#[test]
+fn publish_get_history_and_channels_in_json() {
+    let server = TestServer::start();
+    let out = server
+        .cli("alice")
+        .args(["--json", "pub", "news", "hello #world"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ack = &json_lines(&out)[0];
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["channel"], "news");
+    let id = ack["id"].as_str().unwrap().to_owned();
+
+    let out = server
+        .cli("bob")
+        .args(["--json", "get", "news"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let message = &json_lines(&out)[0];
+    assert_eq!(message["id"], id.as_str());
+    assert_eq!(message["seq"], 1);
+    assert_eq!(message["channel"], "news");
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["payload"], "hello #world");
+    assert!(
+        message["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(message["time"].as_str().unwrap().contains('T'));
+
+    server
+        .cli("alice")
+        .args(["pub", "news", "second"])
+        .assert()
+        .success();
+    let out = server
+        .cli("bob")
+        .args(["--json", "get", "news", "--id", &id])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out)[0]["payload"], "hello #world");
+
+    let out = server
+        .cli("bob")
+        .args(["--json", "history", "news", "--since", "2"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let history = json_lines(&out);
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["payload"], "second");
+
+    let out = server
+        .cli("bob")
+        .args(["--json", "tag", "#world"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out).len(), 1);
+
+    let out = server
+        .cli("bob")
+        .args(["--json", "channels"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let channels = json_lines(&out);
+    assert_eq!(channels[0]["channel"], "news");
+    assert_eq!(channels[0]["messages"], 2);
+
+    server
+        .cli("bob")
+        .args(["get", "nowhere"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::starts_with("switchboard: ")
+                .and(predicate::str::contains("nowhere has no messages")),
+        );
+}
+
+#[test]
+fn binary_bodies_come_back_as_base64() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.bin");
+    std::fs::write(&file, [0u8, 255, 1, 254]).unwrap();
+    server
+        .cli("alice")
+        .args(["pub", "blobs", "--file"])
+        .arg(&file)
+        .assert()
+        .success();
+    let out = server
+        .cli("bob")
+        .args(["--json", "get", "blobs"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let message = &json_lines(&out)[0];
+    assert_eq!(message["payload_base64"], "AP8B/g==");
+    assert_eq!(message["content_type"], "application/octet-stream");
+}
+
+#[test]
+fn publish_lines_pipelines_one_message_per_line() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    let mut text = String::new();
+    for i in 1..=500 {
+        text.push_str(&format!("line {i}\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let out = server
+        .cli("alice")
+        .args(["--json", "pub", "bulk", "--lines"])
+        .arg(&file)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let acks = json_lines(&out);
+    assert_eq!(acks.len(), 500);
+    for (index, ack) in acks.iter().enumerate() {
+        assert_eq!(ack["seq"], index as u64 + 1);
+        assert_eq!(ack["channel"], "bulk");
+        assert!(ack["id"].is_string());
+    }
+    // And from standard input.
+    let out = server
+        .cli("alice")
+        .args(["--json", "pub", "bulk", "--lines", "-"])
+        .write_stdin("a\nb\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out).len(), 2);
+    let out = server
+        .cli("bob")
+        .args(["--json", "history", "bulk", "--limit", "1"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out)[0]["payload"], "b");
+}
+
+#[test]
+fn subscribe_replays_then_receives_live_messages() {
+    let server = TestServer::start();
+    for i in 1..=3 {
+        server
+            .cli("alice")
+            .args(["pub", "room.a", &format!("old {i}")])
+            .assert()
+            .success();
+    }
+    let mut sub = server.spawn(
+        "bob",
+        &["--json", "sub", "room.*", "--last", "2", "--count", "4"],
+    );
+    let replayed = read_lines(&mut sub, 2);
+    assert_eq!(replayed.len(), 2, "replay arrives first");
+    server
+        .cli("alice")
+        .args(["pub", "room.b", "new 1"])
+        .assert()
+        .success();
+    server
+        .cli("alice")
+        .args(["pub", "room.a", "new 2"])
+        .assert()
+        .success();
+    let status = wait_exit(&mut sub);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let payloads: Vec<String> = replayed
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["payload"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(payloads, ["old 2", "old 3"]);
+}
+
+#[test]
+fn subscribe_prints_live_messages_and_hashtags() {
+    let server = TestServer::start();
+    let mut sub = server.spawn("bob", &["--json", "sub", "#rust", "--count", "2"]);
+    // Wait until the subscription is registered before publishing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = server
+            .cli("probe")
+            .args(["--json", "clients"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        if json_lines(&out).iter().any(|c| c["name"] == "bob") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriber never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    server
+        .cli("alice")
+        .args(["pub", "a", "I love #Rust"])
+        .assert()
+        .success();
+    server
+        .cli("alice")
+        .args(["pub", "b", "no tag here"])
+        .assert()
+        .success();
+    server
+        .cli("alice")
+        .args(["pub", "c", "#rust again"])
+        .assert()
+        .success();
+    let lines = read_lines(&mut sub, 2);
+    assert!(wait_exit(&mut sub).success());
+    let channels: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["channel"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(channels, ["a", "c"]);
+}
+
+#[test]
+fn relay_and_listen_between_processes() {
+    let server = TestServer::start();
+    let mut listener = server.spawn("carol", &["--json", "listen", "--count", "1"]);
+    let first = read_lines(&mut listener, 1);
+    let id = serde_json::from_str::<Value>(&first[0]).unwrap()["client_id"]
+        .as_u64()
+        .unwrap();
+    let out = server
+        .cli("alice")
+        .args(["--json", "relay", "--to", &format!("{id},999999"), "psst"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let outcomes = json_lines(&out);
+    assert_eq!(outcomes[0]["client_id"], id);
+    assert_eq!(outcomes[0]["status"], "delivered");
+    assert_eq!(outcomes[1]["client_id"], 999_999);
+    assert_eq!(outcomes[1]["status"], "unknown");
+    assert!(wait_exit(&mut listener).success());
+}
+
+#[test]
+fn whoami_clients_and_a_killed_client_disappears() {
+    let server = TestServer::start();
+    let out = server
+        .cli("alice")
+        .args(["--json", "whoami"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let me = &json_lines(&out)[0];
+    assert_eq!(me["name"], "alice");
+    assert!(me["client_id"].as_u64().unwrap() > 0);
+
+    let mut doomed = server.spawn("doomed", &["listen"]);
+    let _ = read_lines(&mut doomed, 1);
+    let listed = |server: &TestServer| {
+        let out = server
+            .cli("alice")
+            .args(["--json", "clients"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        json_lines(&out).iter().any(|c| c["name"] == "doomed")
+    };
+    assert!(listed(&server));
+    doomed.kill().unwrap();
+    let _ = doomed.wait();
+    let started = Instant::now();
+    while listed(&server) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "killed client still listed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn channel_limits_and_errors_exit_non_zero_with_one_line() {
+    let server = TestServer::start();
+    server
+        .cli("alice")
+        .args([
+            "channel",
+            "create",
+            "tweets",
+            "--max-chars",
+            "150",
+            "--history",
+            "10",
+        ])
+        .assert()
+        .success();
+    server
+        .cli("alice")
+        .args(["pub", "tweets", &"x".repeat(150)])
+        .assert()
+        .success();
+    let assert = server
+        .cli("alice")
+        .args(["pub", "tweets", &"x".repeat(151)])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("TOO_MANY_CHARACTERS") || stderr.contains("characters"),
+        "{stderr}"
+    );
+
+    Command::new(BIN)
+        .args(["--server", "127.0.0.1:1", "whoami"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot connect"));
+}
+
+#[test]
+fn groups_from_the_command_line() {
+    let server = TestServer::start();
+    server
+        .cli("alice")
+        .args(["group", "create", "book-club", "--description", "we read"])
+        .assert()
+        .success();
+    server
+        .cli("alice")
+        .args(["join", "book-club"])
+        .assert()
+        .success();
+    server
+        .cli("bob")
+        .args(["join", "book-club"])
+        .assert()
+        .success();
+    server
+        .cli("mallory")
+        .args(["post", "book-club", "hi"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("FORBIDDEN").or(predicate::str::contains("not a member")));
+    server
+        .cli("bob")
+        .args(["post", "book-club", "chapter one"])
+        .assert()
+        .success();
+    let out = server
+        .cli("alice")
+        .args(["--json", "groups"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let groups = json_lines(&out);
+    assert_eq!(groups[0]["group"], "book-club");
+    assert_eq!(groups[0]["members"], 2);
+    assert_eq!(groups[0]["description"], "we read");
+    let out = server
+        .cli("alice")
+        .args(["--json", "members", "book-club"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out).len(), 2);
+    let out = server
+        .cli("alice")
+        .args(["--json", "group", "history", "book-club", "--since", "1h"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out)[0]["payload"], "chapter one");
+    server
+        .cli("bob")
+        .args(["leave", "book-club"])
+        .assert()
+        .success();
+    let out = server
+        .cli("alice")
+        .args(["--json", "members", "book-club"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_lines(&out).len(), 1);
+}
+
+#[test]
+fn chat_reads_commands_and_lines_from_a_file() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("chat.txt");
+    let mut file = std::fs::File::create(&script).unwrap();
+    writeln!(
+        file,
+        "/join lobby\nhello from a file\n/who\n/history 5\n/quit\nnot sent"
+    )
+    .unwrap();
+    drop(file);
+    server
+        .cli("dave")
+        .args(["chat", "--input"])
+        .arg(&script)
+        .assert()
+        .success();
+    let out = server
+        .cli("eve")
+        .args(["--json", "history", "lobby"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let messages = json_lines(&out);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["payload"], "hello from a file");
+    assert_eq!(messages[0]["from"], "dave");
+}
+
+/// Runs `switchboard serve` as its own process and waits for its TCP address.
+fn serve_process(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
+    let socket = dir.join("hub.sock");
+    let log = dir.join("hub.log");
+    let mut child = StdCommand::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--unix"])
+        .arg(&socket)
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server prints its address").unwrap();
+        if let Some(addr) = line.strip_prefix("switchboard listening on ")
+            && !addr.starts_with("unix:")
+        {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr, socket)
+}
+
+#[cfg(unix)]
+#[test]
+fn stop_ends_the_server_gracefully_with_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, socket) = serve_process(dir.path());
+    let mut sub = StdCommand::new(BIN)
+        .args(["--server", &addr, "--name", "watcher", "sub", "anything"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Over TCP without a token, stop is refused.
+    Command::new(BIN)
+        .args(["--server", &addr, "stop"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("admin"));
+    Command::new(BIN)
+        .arg("--server")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("stop")
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .success();
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "server exit status {status:?}");
+    let sub_status = wait_exit(&mut sub);
+    let mut sub_err = String::new();
+    std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut sub_err).unwrap();
+    assert!(!sub_status.success());
+    assert!(sub_err.contains("server shutting down"), "{sub_err}");
+    let log = std::fs::read_to_string(dir.path().join("hub.log")).unwrap();
+    for category in ["GENERAL", "CONNECTION"] {
+        assert!(log.contains(category), "log lacks {category}:\n{log}");
+    }
+    assert!(log.contains("ERROR"), "the refused stop is logged:\n{log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _socket) = serve_process(dir.path());
+    Command::new(BIN)
+        .args(["--server", &addr, "pub", "x", "before"])
+        .assert()
+        .success();
+    let pid = child.id().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+}
