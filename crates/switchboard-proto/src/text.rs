@@ -68,7 +68,8 @@ impl std::fmt::Debug for Text {
 
 impl std::fmt::Display for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` honours width and alignment, so tables line up.
+        f.pad(self.as_str())
     }
 }
 
