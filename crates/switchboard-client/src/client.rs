@@ -5,6 +5,10 @@
 //! (coalesces and writes frames, see [`crate::writer`]). Handles are cheap to clone and
 //! share that connection. Each method registers its request, queues its frame and awaits
 //! its answer, within the configured request timeout.
+//!
+//! Bodies larger than the server's `max_frame` are streamed (module `upload`):
+//! [`Client::publish_stream`] reads one from an [`AsyncRead`] of any size, and
+//! [`Client::publish`] streams a large [`Payload`] by itself.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,11 +22,12 @@ use switchboard_proto::packet::{
     ChannelInfo, ChannelList, ChannelOptions, ClientInfo, ClientList, CreateChannel, CreateGroup,
     GetMessage, GetMessages, GroupInfo, GroupList, GroupMembers, Identify, Identity, JoinGroup,
     LeaveGroup, ListChannels, ListClients, ListGroups, MAX_RECEIVERS, MemberInfo, MemberList,
-    Message, Packet, Publish, PublishAck, Relay, RelayOutcome, RelayResult, Replay, Scope, Since,
-    Stats, StatsReply, Stop, Subscribe,
+    Packet, Publish, PublishAck, Relay, RelayOutcome, RelayResult, Replay, Scope, Since, Stats,
+    StatsReply, Stop, Subscribe,
 };
 use switchboard_proto::subject::Pattern;
-use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, Limits, ProtoError};
+use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, Limits, ProtoError, Text};
+use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,6 +42,7 @@ use crate::payload::{Payload, ReceivedMessage};
 use crate::requests::{Pending, PendingSubscription};
 use crate::shared::{Shared, lock};
 use crate::subscription::{Subscription, SubscriptionState};
+use crate::upload::UploadHead;
 use crate::writer::{CLOSE_GRACE, Command, Writer};
 
 /// Shortest heartbeat interval used, whatever the configuration or server says: a zero
@@ -46,9 +52,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// The server's size limits, from SESSION_ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// Largest content of one frame, hence largest body sent in one piece.
+    /// Largest content of one frame, hence largest body sent in one piece; larger
+    /// bodies are streamed.
     pub max_frame: u32,
-    /// Largest message body the server accepts.
+    /// Largest message body the server accepts, streamed or not.
     pub max_body: u64,
 }
 
@@ -276,8 +283,78 @@ impl Client {
     }
 
     /// Publishes to a channel and waits for the server's ack.
+    ///
+    /// A body larger than the server's `max_frame` (and within its `max_body`) is
+    /// streamed, as [`Client::publish_stream`] does; a larger one is refused with
+    /// [`ClientError::TooLarge`] before anything is sent.
     pub async fn publish(&self, channel: &str, payload: Payload) -> Result<PublishAck> {
+        if self.needs_streaming(payload.body.len()) {
+            return self
+                .publish_payload_streamed(Scope::Channel, channel, payload)
+                .await;
+        }
         self.publish_pipelined(channel, payload).await?.await
+    }
+
+    /// Publishes a body of any size (up to the server's `max_body`) read from `body`,
+    /// which must yield exactly `total_len` bytes, and waits for the server's ack.
+    ///
+    /// The body is sent in chunks of at most [`crate::CHUNK_SIZE`] as it is read, with
+    /// its SHA-256; the memory used stays bounded (a few chunks) whatever its size. The
+    /// server acknowledges once the whole body is stored, and nothing of it becomes
+    /// visible if the upload fails. A reader that fails, or yields fewer or more bytes
+    /// than `total_len` ([`ClientError::BodyTooShort`], [`ClientError::BodyTooLong`]),
+    /// aborts the stream; so does dropping the future before it completes.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tokio::fs::File::open("backup.tar").await?;
+    /// let len = file.metadata().await?.len();
+    /// let ack = client.publish_stream("backups", "application/x-tar", file, len).await?;
+    /// println!("stored as seq {}", ack.seq);
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_stream<R>(
+        &self,
+        channel: &str,
+        content_type: &str,
+        body: R,
+        total_len: u64,
+    ) -> Result<PublishAck>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        self.publish_stream_with(channel, content_type, Vec::new(), body, total_len, |_| {})
+            .await
+    }
+
+    /// [`Client::publish_stream`] with user headers, calling `progress` with the number
+    /// of bytes handed to the connection so far after each chunk (for a progress bar;
+    /// at most 8 chunks run ahead of the socket).
+    pub async fn publish_stream_with<R, F>(
+        &self,
+        channel: &str,
+        content_type: &str,
+        headers: Vec<(Text, Text)>,
+        mut body: R,
+        total_len: u64,
+        mut progress: F,
+    ) -> Result<PublishAck>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnMut(u64) + Send,
+    {
+        let head = UploadHead {
+            scope: Scope::Channel,
+            channel: channel.into(),
+            content_type: content_type.into(),
+            headers,
+            total_len,
+        };
+        self.start_upload(head)
+            .await?
+            .send_body(&mut body, &mut progress)
+            .await
     }
 
     /// Queues a publish and returns at once with a future for its ack, so that many
@@ -300,7 +377,36 @@ impl Client {
     ///
     /// The frame is in the writer's queue when this returns (it waits only if the queue
     /// is full). The ack's timeout counts from then.
+    ///
+    /// A body larger than the server's `max_frame` is streamed by a background task;
+    /// the PUBLISH opening the stream is queued when this returns, its chunks follow.
     pub async fn publish_pipelined(&self, channel: &str, payload: Payload) -> Result<PendingAck> {
+        if self.needs_streaming(payload.body.len()) {
+            let total_len = payload.body.len() as u64;
+            let upload = self
+                .start_upload(UploadHead {
+                    scope: Scope::Channel,
+                    channel: channel.into(),
+                    content_type: payload.content_type,
+                    headers: payload.headers,
+                    total_len,
+                })
+                .await?;
+            let request_id = upload.request_id();
+            let body = payload.body;
+            let task = tokio::spawn(async move {
+                let mut reader = std::io::Cursor::new(body);
+                upload.send_body(&mut reader, &mut |_| {}).await
+            });
+            let ack = async move {
+                task.await
+                    .unwrap_or_else(|error| Err(ClientError::Io(std::io::Error::other(error))))
+            };
+            return Ok(PendingAck {
+                request_id,
+                ack: Box::pin(ack),
+            });
+        }
         let publish = self.publish_packet(Scope::Channel, channel, payload)?;
         let deadline = self.deadline();
         let (done, answer) = oneshot::channel();
@@ -323,6 +429,9 @@ impl Client {
     /// Publishes without asking for an ack (flag NO_REPLY): returns once the frame is
     /// queued. A failure comes back later: logged when the server reports it, and
     /// returned by the next [`Client::flush`].
+    ///
+    /// Bodies are limited to one frame (the server's `max_frame`): a streamed body
+    /// needs its ack. Use [`Client::publish`] for larger ones.
     pub async fn publish_no_reply(&self, channel: &str, payload: Payload) -> Result<()> {
         let publish = self.publish_packet(Scope::Channel, channel, payload)?;
         let request_id = self.inner.shared.next_no_reply_id();
@@ -380,6 +489,9 @@ impl Client {
     }
 
     /// The latest message of a channel, or the one with `id`; `None` if there is none.
+    ///
+    /// A streamed body is returned as soon as its message arrives and follows through
+    /// [`ReceivedMessage::body_reader`]; read it (or drop the message) promptly.
     pub async fn get_message(
         &self,
         channel: &str,
@@ -390,23 +502,33 @@ impl Client {
             channel: channel.into(),
             id,
         };
-        let reply = match self.call(request).await {
-            Ok(reply) => reply,
+        let deadline = self.deadline();
+        let (done, answer) = oneshot::channel();
+        let request_id = self.inner.shared.register(Pending::Message(done))?;
+        let guard = RequestGuard::new(self, request_id);
+        self.enqueue(request_id, Flags::empty(), request.into(), deadline)
+            .await?;
+        let answer = self
+            .await_answer(answer, deadline, "fetching a message")
+            .await;
+        guard.disarm();
+        match answer {
+            Ok(message) => Ok(Some(message)),
             Err(ClientError::Server {
                 code: ErrorCode::NotFound,
                 ..
-            }) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let message = expect(&reply, FrameType::Message, Message::from_frame)?;
-        Ok(Some(ReceivedMessage::new(
-            message,
-            reply.flags.contains(Flags::REPLAY),
-        )))
+            }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// A range of a channel's history, oldest first: from `since`, at most `limit`
     /// messages (with [`Since::All`] and a limit, the newest `limit`).
+    ///
+    /// The list is handed over once complete (at MESSAGES_END). Streamed bodies can be
+    /// read from then on; they are buffered up to [`crate::BODY_BUFFER_BYTES`] each
+    /// meanwhile, and a server that sends more of one before the end of the list makes
+    /// this fail with [`ClientError::StreamedBodyBeforeEnd`] rather than stall.
     pub async fn get_messages(
         &self,
         channel: &str,
@@ -479,8 +601,14 @@ impl Client {
         Ok(expect(&reply, FrameType::MemberList, MemberList::from_frame)?.members)
     }
 
-    /// Posts to a group and waits for the server's ack.
+    /// Posts to a group and waits for the server's ack. Large bodies are streamed, as by
+    /// [`Client::publish`].
     pub async fn post_group(&self, group: &str, payload: Payload) -> Result<PublishAck> {
+        if self.needs_streaming(payload.body.len()) {
+            return self
+                .publish_payload_streamed(Scope::Group, group, payload)
+                .await;
+        }
         let publish = self.publish_packet(Scope::Group, group, payload)?;
         let reply = self.call(publish).await?;
         expect(&reply, FrameType::PublishAck, PublishAck::from_frame)
@@ -531,11 +659,16 @@ impl Client {
     ///
     /// Returns what the flush found (failed publishes sent without reply); closing an
     /// already closed client is not an error.
+    ///
+    /// Streamed bodies still arriving are not waited for: one whose reader does not keep
+    /// up fails (with [`std::io::ErrorKind::ConnectionAborted`]) rather than hold up the
+    /// close.
     pub async fn close(&self) -> Result<()> {
         if self.is_closed() {
             self.join_tasks().await;
             return Ok(());
         }
+        self.inner.shared.close_requested.cancel();
         let flushed = match self.flush().await {
             Err(error) if error.is_connection_closed() => Ok(()),
             other => other,
@@ -573,8 +706,12 @@ impl Client {
         &self.inner.shared
     }
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.request_timeout
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     /// Sends a request that has one terminal answer and returns that answer's frame.
@@ -621,6 +758,11 @@ impl Client {
             flags,
             packet,
         });
+        self.send_command(command, deadline).await
+    }
+
+    /// Puts a command in the writer's queue, waiting for room until `deadline`.
+    pub(crate) async fn send_command(&self, command: Command, deadline: Instant) -> Result<()> {
         match tokio::time::timeout_at(deadline, self.inner.commands.send(command)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.inner.shared.closed_error()),
@@ -632,7 +774,7 @@ impl Client {
     }
 
     /// Waits for the dispatch task to answer a request.
-    async fn await_answer<T>(
+    pub(crate) async fn await_answer<T>(
         &self,
         answer: oneshot::Receiver<Result<T>>,
         deadline: Instant,
@@ -648,8 +790,35 @@ impl Client {
         }
     }
 
-    /// A PUBLISH for `payload`, refused here if the server could not take it in one
-    /// frame (streamed publishing is not implemented).
+    /// Whether a body of `len` bytes is too large for one frame, so that publishing it
+    /// streams it.
+    fn needs_streaming(&self, len: usize) -> bool {
+        len as u64 > u64::from(self.inner.session.limits.max_frame)
+    }
+
+    /// Streams a payload that is already in memory.
+    async fn publish_payload_streamed(
+        &self,
+        scope: Scope,
+        channel: &str,
+        payload: Payload,
+    ) -> Result<PublishAck> {
+        let total_len = payload.body.len() as u64;
+        let upload = self
+            .start_upload(UploadHead {
+                scope,
+                channel: channel.into(),
+                content_type: payload.content_type,
+                headers: payload.headers,
+                total_len,
+            })
+            .await?;
+        let mut reader = std::io::Cursor::new(payload.body);
+        upload.send_body(&mut reader, &mut |_| {}).await
+    }
+
+    /// A PUBLISH for `payload` in one frame, refused here if the server could not take
+    /// it in one frame (callers stream larger bodies instead).
     fn publish_packet(&self, scope: Scope, channel: &str, payload: Payload) -> Result<Publish> {
         self.check_body(payload.body.len())?;
         Ok(Publish {

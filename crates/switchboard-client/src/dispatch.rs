@@ -8,20 +8,41 @@
 //!   feed, EVENT to the group feed or the subscription it concerns, HEARTBEAT gets its
 //!   PONG, and DISCONNECT ends the connection with the server's reason.
 //!
+//! * Streamed bodies: a MESSAGE with flag STREAM opens an inbound stream under its
+//!   STREAM_ID, and each recipient of the message (every matching subscription of a
+//!   live message, or the one request it answers) gets its own body channel. CHUNK
+//!   frames are routed by stream id alone, whatever comes between them (other frames,
+//!   chunks of other streams, the MESSAGES_END of the request that fetched the
+//!   message); the LAST chunk closes the stream with its digest, STREAM_ABORT or the
+//!   connection's end close it with an error. The chunks of a stream whose recipients
+//!   all dropped their message are discarded.
+//!
+//! Backpressure on streamed bodies is the subscriptions' rule: when a body's buffer is
+//! full (see [`crate::body`]) the task waits for its reader and reads nothing else from
+//! the socket meanwhile. The one exception is a body whose message sits in a
+//! GET_MESSAGES list not yet handed over: nobody can read it, so waiting could only end
+//! in a timeout, and that request fails at once with
+//! [`ClientError::StreamedBodyBeforeEnd`] instead.
+//!
 //! The task also watches the server's liveness: when nothing at all arrives for three
 //! heartbeat intervals, the connection is declared dead. Time spent waiting for a slow
-//! local subscriber does not count against the server.
+//! local subscriber (or body reader) does not count against the server.
 //!
 //! [`RequestTable`]: crate::requests::RequestTable
 
+use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::packet::{Direct, Event, EventKind, Message, Scope, SubscribeAck};
+use switchboard_proto::packet::{
+    Chunk, Direct, Event, EventKind, Message, Scope, StreamAbort, SubscribeAck,
+};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::body::{self, BodySender, TrySend};
 use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
 use crate::error::{ClientError, CloseReason};
 use crate::feeds::GroupItem;
@@ -74,7 +95,27 @@ pub(crate) async fn run_reader(
         }
         other => other,
     };
+    dispatcher.end_streams(&reason);
     shared.terminate(reason);
+}
+
+/// What became of one part of a body for one recipient.
+enum Delivery {
+    Delivered,
+    /// The recipient dropped its message or reader.
+    Gone,
+    /// The buffer was full and the client is closing: no more waiting.
+    Closing,
+}
+
+/// A streamed body the server is sending.
+#[derive(Debug)]
+struct InboundStream {
+    total_len: u64,
+    /// One per recipient still holding its message.
+    senders: Vec<BodySender>,
+    /// The GET_MESSAGES whose list holds the message until MESSAGES_END.
+    collecting: Option<u32>,
 }
 
 /// Routes frames; owned by the dispatch task.
@@ -83,6 +124,8 @@ pub(crate) struct Dispatcher {
     /// The last ERROR that answered no request: the likely cause if the server then
     /// closes without a DISCONNECT.
     connection_error: Option<(ErrorCode, String)>,
+    /// Streamed bodies still arriving, by stream id.
+    streams: HashMap<u64, InboundStream>,
 }
 
 impl Dispatcher {
@@ -90,6 +133,19 @@ impl Dispatcher {
         Dispatcher {
             shared,
             connection_error: None,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Ends every body still arriving with an error: the connection is over.
+    pub(crate) fn end_streams(&mut self, reason: &CloseReason) {
+        for (_, stream) in self.streams.drain() {
+            for sender in stream.senders {
+                sender.fail(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the connection ended before the streamed body was complete: {reason}"),
+                );
+            }
         }
     }
 
@@ -119,9 +175,8 @@ impl Dispatcher {
             FrameType::Event => self.on_event(&frame),
             FrameType::SubscribeAck => self.on_subscribe_ack(&frame),
             FrameType::MessagesEnd => self.on_messages_end(&frame),
-            FrameType::Chunk | FrameType::StreamAbort => {
-                tracing::debug!(frame = %frame.frame_type, "streamed bodies are not supported; ignored");
-            }
+            FrameType::Chunk => self.on_chunk(&frame).await,
+            FrameType::StreamAbort => self.on_stream_abort(&frame),
             _ if frame.request_id == 0 => {
                 tracing::warn!(frame = %frame.frame_type, "unexpected push from the server; ignored");
             }
@@ -253,23 +308,24 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let message = match Message::from_frame(&frame) {
+        let packet = match Message::from_frame(&frame) {
             Ok(message) => message,
             Err(error) => return self.bad_frame(request_id, error),
         };
-        if message.stream.is_some() {
-            // Streamed bodies would arrive truncated; better refused than wrong.
-            let error = ProtoError::UnexpectedFrame(FrameType::Chunk);
-            return self.bad_frame(request_id, error);
+        let replay = frame.flags.contains(Flags::REPLAY);
+        if let Some(stream) = packet.stream {
+            self.open_stream(stream.stream_id, stream.total_len);
         }
-        let message = ReceivedMessage::new(message, frame.flags.contains(Flags::REPLAY));
         if request_id == 0 {
-            return self.deliver_live(message).await;
+            return self.deliver_live(packet, replay).await;
         }
+        let stream_id = packet.stream.map(|stream| stream.stream_id);
+        let message = self.recipient(packet, replay);
 
         // Decide under the lock, deliver after it.
         enum Target {
-            Answer(Pending),
+            Reply(oneshot::Sender<crate::Result<Frame>>),
+            Message(oneshot::Sender<crate::Result<ReceivedMessage>>),
             Subscription(u64),
             Nobody,
         }
@@ -278,6 +334,10 @@ impl Dispatcher {
             match requests.get_mut(request_id) {
                 Some(Pending::Collect { messages, .. }) => {
                     messages.push(message);
+                    drop(requests);
+                    if let Some(stream) = stream_id.and_then(|id| self.streams.get_mut(&id)) {
+                        stream.collecting = Some(request_id);
+                    }
                     return;
                 }
                 Some(Pending::Replaying {
@@ -291,18 +351,25 @@ impl Dispatcher {
                     }
                     Target::Subscription(subscription_id)
                 }
+                Some(Pending::Message(_)) => match requests.take(request_id) {
+                    Some(Pending::Message(done)) => Target::Message(done),
+                    _ => Target::Nobody,
+                },
                 Some(Pending::Reply(_)) => match requests.take(request_id) {
-                    Some(pending) => Target::Answer(pending),
-                    None => Target::Nobody,
+                    Some(Pending::Reply(done)) => Target::Reply(done),
+                    _ => Target::Nobody,
                 },
                 Some(_) | None => Target::Nobody,
             }
         };
         match target {
-            Target::Answer(Pending::Reply(done)) => {
+            Target::Message(done) => {
+                let _ = done.send(Ok(message));
+            }
+            Target::Reply(done) => {
                 let _ = done.send(Ok(frame));
             }
-            Target::Answer(_) | Target::Nobody => {
+            Target::Nobody => {
                 tracing::debug!(request_id, "MESSAGE for a request nobody awaits");
             }
             Target::Subscription(subscription_id) => {
@@ -311,6 +378,135 @@ impl Dispatcher {
                     self.deliver(subscription_id, sender, message).await;
                 }
             }
+        }
+    }
+
+    /// Starts routing the chunks of a stream the server opened.
+    fn open_stream(&mut self, stream_id: u64, total_len: u64) {
+        let stream = InboundStream {
+            total_len,
+            senders: Vec::new(),
+            collecting: None,
+        };
+        if let Some(previous) = self.streams.insert(stream_id, stream) {
+            tracing::warn!(stream_id, "the server reused the id of a stream still open");
+            for sender in previous.senders {
+                sender.fail(
+                    io::ErrorKind::InvalidData,
+                    "the server opened another stream with the same id before this one ended",
+                );
+            }
+        }
+    }
+
+    /// The message as one recipient gets it: a streamed body gets a channel of its own,
+    /// fed by the stream's chunks.
+    fn recipient(&mut self, packet: Message, replay: bool) -> ReceivedMessage {
+        let Some(start) = packet.stream else {
+            return ReceivedMessage::new(packet, replay);
+        };
+        let (sender, receiver) = body::channel();
+        if let Some(stream) = self.streams.get_mut(&start.stream_id) {
+            stream.senders.push(sender);
+        }
+        ReceivedMessage::streamed(packet, replay, receiver)
+    }
+
+    async fn on_chunk(&mut self, frame: &Frame) {
+        let chunk = match Chunk::from_frame(frame) {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                tracing::warn!(%error, "undecodable CHUNK from the server");
+                // Its stream cannot be completed: end it rather than leave it hanging.
+                // (STREAM_ABORT reads nothing but the stream id from the header block.)
+                if let Ok(abort) = StreamAbort::from_frame(frame) {
+                    self.fail_stream(
+                        abort.stream_id,
+                        io::ErrorKind::InvalidData,
+                        format!("the server sent a malformed chunk: {error}"),
+                    );
+                }
+                return;
+            }
+        };
+        let Some(stream) = self.streams.get_mut(&chunk.stream_id) else {
+            tracing::debug!(
+                stream_id = chunk.stream_id,
+                "CHUNK of a stream that is not open; ignored"
+            );
+            return;
+        };
+        if !chunk.data.is_empty() {
+            let mut index = 0;
+            while index < stream.senders.len() {
+                let delivered = match stream.senders[index].try_send(chunk.data.clone()) {
+                    TrySend::Sent => Delivery::Delivered,
+                    TrySend::Gone => Delivery::Gone,
+                    TrySend::Full(data) => {
+                        if let Some(request_id) = stream.collecting {
+                            // Nobody can read this body before the list is complete.
+                            let mut requests = self.shared.requests();
+                            if requests.is_collecting(request_id) {
+                                let pending = requests.take(request_id);
+                                drop(requests);
+                                if let Some(pending) = pending {
+                                    pending.fail(ClientError::StreamedBodyBeforeEnd {
+                                        total_len: stream.total_len,
+                                    });
+                                }
+                            }
+                        }
+                        let close_requested = self.shared.close_requested.cancelled();
+                        tokio::select! {
+                            delivered = stream.senders[index].send(data) => {
+                                if delivered { Delivery::Delivered } else { Delivery::Gone }
+                            }
+                            () = close_requested => Delivery::Closing,
+                        }
+                    }
+                };
+                match delivered {
+                    Delivery::Delivered => index += 1,
+                    Delivery::Gone => drop(stream.senders.swap_remove(index)),
+                    Delivery::Closing => stream.senders.swap_remove(index).fail(
+                        io::ErrorKind::ConnectionAborted,
+                        "the client closed the connection before the body was read",
+                    ),
+                }
+            }
+        }
+        if let Some(digest) = chunk.digest
+            && let Some(stream) = self.streams.remove(&chunk.stream_id)
+        {
+            for sender in stream.senders {
+                sender.end(digest);
+            }
+        }
+    }
+
+    fn on_stream_abort(&mut self, frame: &Frame) {
+        match StreamAbort::from_frame(frame) {
+            Ok(abort) => self.fail_stream(
+                abort.stream_id,
+                io::ErrorKind::ConnectionAborted,
+                format!(
+                    "the server aborted the streamed body ({}): {}",
+                    abort.code, abort.reason
+                ),
+            ),
+            Err(error) => tracing::warn!(%error, "undecodable STREAM_ABORT from the server"),
+        }
+    }
+
+    /// Ends a stream with an error for every recipient.
+    fn fail_stream(&mut self, stream_id: u64, kind: io::ErrorKind, reason: String) {
+        match self.streams.remove(&stream_id) {
+            Some(stream) => {
+                for sender in stream.senders {
+                    sender.fail(kind, reason.clone());
+                }
+            }
+            None => tracing::debug!(stream_id, "end of a stream that is not open"),
         }
     }
 
@@ -325,18 +521,21 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_live(&mut self, message: ReceivedMessage) {
-        if message.scope() == Scope::Group {
+    async fn deliver_live(&mut self, packet: Message, replay: bool) {
+        if packet.scope == Scope::Group {
+            let message = self.recipient(packet, replay);
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
-        let mut targets = self.shared.subscriptions().matching(message.message());
+        let mut targets = self.shared.subscriptions().matching(&packet);
         let Some((last_id, last_sender)) = targets.pop() else {
             return;
         };
         for (subscription_id, sender) in targets {
-            self.deliver(subscription_id, sender, message.clone()).await;
+            let message = self.recipient(packet.clone(), replay);
+            self.deliver(subscription_id, sender, message).await;
         }
+        let message = self.recipient(packet, replay);
         self.deliver(last_id, last_sender, message).await;
     }
 
@@ -404,12 +603,16 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use bytes::BytesMut;
+    use sha2::{Digest, Sha256};
     use switchboard_proto::packet::{
-        Disconnect, Encode, ErrorPacket, Heartbeat, MessagesEnd, PublishAck,
+        DIGEST_LEN, Disconnect, Encode, ErrorPacket, Heartbeat, MessagesEnd, PublishAck,
+        StreamStart,
     };
     use switchboard_proto::subject::Pattern;
     use switchboard_proto::{FrameCodec, Limits};
+    use tokio::io::AsyncReadExt;
     use tokio::sync::oneshot;
     use tokio_util::codec::Decoder;
     use uuid::Uuid;
@@ -661,5 +864,244 @@ mod tests {
             .await;
         assert_eq!(fixture.shared.subscriptions().len(), 0);
         assert_eq!(fixture.shared.take_chores().unsubscribe, [3]);
+    }
+
+    /// A MESSAGE opening stream `stream_id` for a body of `total_len` bytes.
+    fn streamed(channel: &str, seq: u64, stream_id: u64, total_len: u64) -> Message {
+        Message {
+            stream: Some(StreamStart {
+                stream_id,
+                total_len,
+            }),
+            body: Bytes::new(),
+            ..message(channel, seq, "")
+        }
+    }
+
+    fn sha256(body: &[u8]) -> [u8; DIGEST_LEN] {
+        Sha256::digest(body).into()
+    }
+
+    fn chunk(stream_id: u64, data: &[u8], digest: Option<[u8; DIGEST_LEN]>) -> Chunk {
+        Chunk {
+            stream_id,
+            data: Bytes::copy_from_slice(data),
+            digest,
+        }
+    }
+
+    async fn read_body(message: ReceivedMessage) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        message.body_reader().read_to_end(&mut body).await?;
+        Ok(body)
+    }
+
+    #[tokio::test]
+    async fn chunks_reach_every_recipient_between_other_frames() {
+        let mut fixture = Fixture::new();
+        let (_, mut exact) = fixture.subscribe(1, "files.big", 0).await;
+        let (_, mut wildcard) = fixture.subscribe(2, "files.*", 0).await;
+        let (_, mut other) = fixture.subscribe(3, "chat", 0).await;
+        let dispatcher = &mut fixture.dispatcher;
+        let body = b"first part|second part|third";
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &streamed("files.big", 1, 5, 28)))
+            .await;
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &chunk(5, &body[..11], None)))
+            .await;
+        // Other frames, and another stream, between the chunks.
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &message("chat", 1, "hi")))
+            .await;
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &streamed("chat", 2, 6, 3)))
+            .await;
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &chunk(5, &body[11..23], None)))
+            .await;
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &chunk(6, b"abc", Some(sha256(b"abc"))),
+            ))
+            .await;
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &chunk(5, &body[23..], Some(sha256(body))),
+            ))
+            .await;
+        assert!(dispatcher.streams.is_empty(), "both streams are closed");
+
+        for receiver in [&mut exact, &mut wildcard] {
+            let message = receiver.try_recv().unwrap();
+            assert!(message.is_streamed());
+            assert_eq!(message.body_len(), 28);
+            assert_eq!(read_body(message).await.unwrap(), body);
+        }
+        assert_eq!(other.try_recv().unwrap().text(), Some("hi"));
+        assert_eq!(read_body(other.try_recv().unwrap()).await.unwrap(), b"abc");
+    }
+
+    #[tokio::test]
+    async fn dropped_bodies_are_discarded_and_unknown_streams_ignored() {
+        let mut fixture = Fixture::new();
+        let (_, mut files) = fixture.subscribe(1, "files", 0).await;
+        let dispatcher = &mut fixture.dispatcher;
+        let total = 3 * body::BODY_BUFFER_BYTES;
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &streamed("files", 1, 9, total as u64),
+            ))
+            .await;
+        drop(files.try_recv().unwrap());
+        // Far more than the buffer, and nobody reads: it must not wait.
+        let piece = vec![0u8; 1024 * 1024];
+        let sending = async {
+            for _ in 0..(total / piece.len()) {
+                dispatcher
+                    .dispatch(frame(0, Flags::empty(), &chunk(9, &piece, None)))
+                    .await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), sending)
+            .await
+            .expect("chunks of a dropped body are discarded without waiting");
+        dispatcher
+            .dispatch(frame(0, Flags::empty(), &chunk(77, b"stray", None)))
+            .await;
+        assert_eq!(dispatcher.streams.len(), 1, "stream 9 is still open");
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &chunk(9, b"", Some([0; DIGEST_LEN])),
+            ))
+            .await;
+        assert!(dispatcher.streams.is_empty());
+    }
+
+    #[tokio::test]
+    async fn aborts_and_the_connection_end_fail_the_bodies() {
+        let mut fixture = Fixture::new();
+        let (_, mut files) = fixture.subscribe(1, "files", 0).await;
+        let dispatcher = &mut fixture.dispatcher;
+        for (seq, stream_id) in [(1, 3), (2, 4)] {
+            dispatcher
+                .dispatch(frame(
+                    0,
+                    Flags::empty(),
+                    &streamed("files", seq, stream_id, 10),
+                ))
+                .await;
+            dispatcher
+                .dispatch(frame(0, Flags::empty(), &chunk(stream_id, b"abc", None)))
+                .await;
+        }
+        let abort = StreamAbort {
+            stream_id: 3,
+            code: ErrorCode::Internal,
+            reason: "disk on fire".into(),
+        };
+        dispatcher.dispatch(frame(0, Flags::empty(), &abort)).await;
+        dispatcher.end_streams(&CloseReason::Eof);
+
+        let error = read_body(files.try_recv().unwrap()).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+        assert!(error.to_string().contains("disk on fire"), "{error}");
+        let error = read_body(files.try_recv().unwrap()).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+        assert!(error.to_string().contains("connection ended"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn fetched_bodies_outlive_their_request() {
+        let mut fixture = Fixture::new();
+        let (done, answer) = oneshot::channel();
+        let get_id = fixture.shared.register(Pending::Message(done)).unwrap();
+        let (done, collected) = oneshot::channel();
+        let collect_id = fixture
+            .shared
+            .register(Pending::Collect {
+                messages: Vec::new(),
+                done,
+            })
+            .unwrap();
+        let dispatcher = &mut fixture.dispatcher;
+        dispatcher
+            .dispatch(frame(get_id, Flags::REPLAY, &streamed("files", 1, 1, 4)))
+            .await;
+        dispatcher
+            .dispatch(frame(
+                collect_id,
+                Flags::REPLAY,
+                &streamed("files", 1, 2, 4),
+            ))
+            .await;
+        let end = MessagesEnd {
+            count: 1,
+            last_seq: 1,
+        };
+        dispatcher
+            .dispatch(frame(collect_id, Flags::empty(), &end))
+            .await;
+        // The chunks come after the answers.
+        for stream_id in [1, 2] {
+            dispatcher
+                .dispatch(frame(
+                    get_id,
+                    Flags::empty(),
+                    &chunk(stream_id, b"data", Some(sha256(b"data"))),
+                ))
+                .await;
+        }
+        let single = answer.await.unwrap().unwrap();
+        assert!(single.is_replay());
+        assert_eq!(read_body(single).await.unwrap(), b"data");
+        let mut list = collected.await.unwrap().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(read_body(list.remove(0)).await.unwrap(), b"data");
+    }
+
+    #[tokio::test]
+    async fn a_list_fails_rather_than_stall_on_a_body_it_cannot_hand_over() {
+        let mut fixture = Fixture::new();
+        let (done, collected) = oneshot::channel();
+        let collect_id = fixture
+            .shared
+            .register(Pending::Collect {
+                messages: Vec::new(),
+                done,
+            })
+            .unwrap();
+        let dispatcher = &mut fixture.dispatcher;
+        let total = 2 * body::BODY_BUFFER_BYTES;
+        dispatcher
+            .dispatch(frame(
+                collect_id,
+                Flags::REPLAY,
+                &streamed("files", 1, 1, total as u64),
+            ))
+            .await;
+        let piece = vec![0u8; 1024 * 1024];
+        let sending = async {
+            for _ in 0..(total / piece.len()) {
+                dispatcher
+                    .dispatch(frame(collect_id, Flags::empty(), &chunk(1, &piece, None)))
+                    .await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), sending)
+            .await
+            .expect("the dispatcher does not wait for a body nobody can read");
+        assert!(matches!(
+            collected.await.unwrap(),
+            Err(ClientError::StreamedBodyBeforeEnd { total_len }) if total_len == total as u64
+        ));
     }
 }

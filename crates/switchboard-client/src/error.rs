@@ -135,6 +135,23 @@ pub enum ClientError {
     /// The server address is not `HOST:PORT` or `unix:/path`.
     #[error("invalid server address {0:?}")]
     InvalidAddress(String),
+    /// The reader of a streamed publish ended before the length announced; the stream
+    /// was aborted.
+    #[error("the body ended after {got} of the {expected} bytes announced")]
+    BodyTooShort { expected: u64, got: u64 },
+    /// The reader of a streamed publish had more than the length announced; the stream
+    /// was aborted.
+    #[error("the body is longer than the {expected} bytes announced")]
+    BodyTooLong { expected: u64 },
+    /// A message list ([`crate::Client::get_messages`] and the like) is handed over only
+    /// when it is complete, but the server sent more of a streamed body before that than
+    /// the client buffers ([`crate::BODY_BUFFER_BYTES`]). Fetch such messages one at a
+    /// time ([`crate::Client::get_message`]) or through a subscription's replay.
+    #[error(
+        "the server sent a streamed body of {total_len} bytes before the end of the message list; \
+         fetch large messages one at a time"
+    )]
+    StreamedBodyBeforeEnd { total_len: u64 },
 }
 
 impl ClientError {

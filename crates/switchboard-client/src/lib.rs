@@ -30,7 +30,23 @@
 //! the dispatch task wait, see [`Subscription`]); the group and direct feeds drop their
 //! oldest items instead (see [`GroupFeed`]). The tasks stop when the client is closed or
 //! its last handle is dropped.
+//!
+//! # Messages of any size
+//!
+//! Bodies larger than the server's `max_frame` (up to its `max_body`, see
+//! [`Client::server_limits`]) are streamed in chunks with a SHA-256 of the whole body:
+//!
+//! * sending: [`Client::publish_stream`] reads the body from any
+//!   [`tokio::io::AsyncRead`]; [`Client::publish`] streams a large [`Payload`] by itself;
+//! * receiving: a streamed message ([`ReceivedMessage::is_streamed`]) arrives before its
+//!   body, which is read with [`ReceivedMessage::body_reader`] (checked against its
+//!   length and digest at the end) or saved with [`ReceivedMessage::save_body_to`].
+//!
+//! Memory per transfer stays bounded whatever the size: an upload keeps at most
+//! [`CHUNK_SIZE`] × 8 in the send queue, a download at most [`BODY_BUFFER_BYTES`] not
+//! yet read, after which the connection waits for the reader (see [`BodyReader`]).
 
+mod body;
 mod client;
 mod config;
 mod connection;
@@ -41,8 +57,10 @@ mod payload;
 mod requests;
 mod shared;
 mod subscription;
+mod upload;
 mod writer;
 
+pub use body::{BODY_BUFFER_BYTES, BodyReader};
 pub use client::{Client, PendingAck, ServerLimits};
 pub use config::{ClientConfig, DEFAULT_SERVER};
 pub use error::{ClientError, CloseReason, PayloadError, Result};
@@ -51,6 +69,7 @@ pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };
 pub use subscription::Subscription;
+pub use upload::CHUNK_SIZE;
 
 /// The wire protocol crate, for the types the API shares with it.
 pub use switchboard_proto as proto;

@@ -1,7 +1,14 @@
 //! Typed payloads. The server never looks inside a body; the content type says how to
 //! read it. [`Payload`] is what a client sends, [`ReceivedMessage`] and [`ReceivedDirect`]
 //! wrap what it receives, with helpers to read the body as text, JSON or MessagePack.
+//!
+//! A message whose body the server streams ([`ReceivedMessage::is_streamed`]) arrives
+//! before its body: the body follows through a bounded channel and is read with
+//! [`ReceivedMessage::body_reader`] or saved with [`ReceivedMessage::save_body_to`]
+//! (see [`crate::BodyReader`] for the memory bound and the backpressure it applies).
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -11,7 +18,9 @@ use switchboard_proto::Text;
 use switchboard_proto::packet::{Direct, Message, Scope};
 use uuid::Uuid;
 
+use crate::body::{BodyReader, BodyReceiver};
 use crate::error::{PayloadError, Result};
+use crate::shared::lock;
 
 /// Content type of [`Payload::text`].
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -116,16 +125,108 @@ fn find_header<'a>(headers: &'a [(Text, Text)], name: &str) -> Option<&'a str> {
 }
 
 /// A message received from a channel, group or hashtag: live, replayed or fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// # Streamed bodies
+///
+/// A body larger than the server sends in one frame is streamed: the message arrives
+/// first ([`ReceivedMessage::is_streamed`], [`ReceivedMessage::body_len`]) and its body
+/// follows, to be read once with [`ReceivedMessage::body_reader`] (or
+/// [`ReceivedMessage::take_body_reader`], [`ReceivedMessage::save_body_to`]). Until it is
+/// read, at most [`crate::BODY_BUFFER_BYTES`] of it is buffered and then the connection
+/// waits; dropping the message discards the body. For such a message,
+/// [`ReceivedMessage::body`], [`ReceivedMessage::text`] and [`ReceivedMessage::decode`]
+/// see only the part carried by the MESSAGE frame itself (usually nothing).
+///
+/// Clones share a streamed body: only one of them can read it.
+#[derive(Debug, Clone)]
 pub struct ReceivedMessage {
     message: Message,
     replay: bool,
+    /// The channel a streamed body arrives through, until a reader takes it.
+    stream: Option<Arc<Mutex<Option<BodyReceiver>>>>,
 }
+
+impl PartialEq for ReceivedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message && self.replay == other.replay
+    }
+}
+
+impl Eq for ReceivedMessage {}
 
 impl ReceivedMessage {
     /// Wraps a decoded MESSAGE; `replay` is its REPLAY flag.
+    ///
+    /// A streamed MESSAGE wrapped this way has no channel for the rest of its body, so
+    /// its body cannot be read; the client builds those itself.
     pub fn new(message: Message, replay: bool) -> Self {
-        ReceivedMessage { message, replay }
+        ReceivedMessage {
+            message,
+            replay,
+            stream: None,
+        }
+    }
+
+    /// A streamed MESSAGE whose body arrives through `receiver`.
+    pub(crate) fn streamed(message: Message, replay: bool, receiver: BodyReceiver) -> Self {
+        ReceivedMessage {
+            message,
+            replay,
+            stream: Some(Arc::new(Mutex::new(Some(receiver)))),
+        }
+    }
+
+    /// Whether the body is streamed after the message (see the type's documentation).
+    pub fn is_streamed(&self) -> bool {
+        self.message.stream.is_some()
+    }
+
+    /// Length of the whole body: the announced length of a streamed body, else the
+    /// length of [`ReceivedMessage::body`].
+    pub fn body_len(&self) -> u64 {
+        match self.message.stream {
+            Some(stream) => stream.total_len,
+            None => self.message.body.len() as u64,
+        }
+    }
+
+    /// A reader over the whole body: the streamed body as it arrives (checked against
+    /// its length and SHA-256 digest at the end), or the body in memory.
+    ///
+    /// `None` if a streamed body was already taken (by this message or a clone).
+    pub fn take_body_reader(&mut self) -> Option<BodyReader> {
+        let Some(start) = self.message.stream else {
+            return Some(BodyReader::memory(self.message.body.clone()));
+        };
+        let receiver = lock(self.stream.as_ref()?).take()?;
+        Some(BodyReader::streamed(
+            self.message.body.clone(),
+            receiver,
+            start.total_len,
+        ))
+    }
+
+    /// The body as an [`tokio::io::AsyncRead`]; see [`ReceivedMessage::take_body_reader`].
+    /// If the body was already taken, every read fails.
+    pub fn body_reader(mut self) -> BodyReader {
+        let total_len = self.body_len();
+        self.take_body_reader().unwrap_or_else(|| {
+            BodyReader::unavailable("the streamed body was already taken", total_len)
+        })
+    }
+
+    /// Writes the whole body to the file at `path` as it arrives, calling `progress`
+    /// with the bytes written so far; returns the body's length. On any failure
+    /// (including a length or digest mismatch) the file is removed.
+    pub async fn save_body_to(
+        &mut self,
+        path: impl AsRef<Path>,
+        progress: impl FnMut(u64),
+    ) -> std::io::Result<u64> {
+        let reader = self
+            .take_body_reader()
+            .ok_or_else(|| std::io::Error::other("the streamed body was already taken"))?;
+        reader.save_to(path, progress).await
     }
 
     /// The server-assigned id (a time-ordered UUID).
@@ -183,18 +284,20 @@ impl ReceivedMessage {
         find_header(&self.message.user_headers, name)
     }
 
-    /// The raw body.
+    /// The raw body (of a streamed body, only the part in the MESSAGE frame).
     pub fn body(&self) -> &Bytes {
         &self.message.body
     }
 
-    /// The body as text, if it is valid UTF-8 (whatever the content type says).
+    /// The body as text, if it is valid UTF-8 (whatever the content type says). Of a
+    /// streamed body, only the part in the MESSAGE frame.
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.message.body).ok()
     }
 
     /// The body as `T`: MessagePack or JSON according to the content type; any other
-    /// content type is an error.
+    /// content type is an error. Of a streamed body, only the part in the MESSAGE frame
+    /// is seen: read those with [`ReceivedMessage::body_reader`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         decode_body(&self.message.content_type, &self.message.body)
     }

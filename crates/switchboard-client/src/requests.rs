@@ -33,6 +33,9 @@ pub(crate) enum Pending {
     /// One terminal frame (its reply type, OK, MESSAGE for GET_MESSAGE); an ERROR is
     /// turned into [`ClientError::Server`] before it gets here.
     Reply(oneshot::Sender<Result<Frame>>),
+    /// GET_MESSAGE: one MESSAGE, handed over as soon as it arrives (a streamed body
+    /// follows through the message's own channel).
+    Message(oneshot::Sender<Result<ReceivedMessage>>),
     /// GET_MESSAGES: MESSAGE frames are gathered until MESSAGES_END.
     Collect {
         messages: Vec<ReceivedMessage>,
@@ -63,6 +66,9 @@ impl Pending {
     pub(crate) fn fail(self, error: ClientError) {
         match self {
             Pending::Reply(done) => {
+                let _ = done.send(Err(error));
+            }
+            Pending::Message(done) => {
                 let _ = done.send(Err(error));
             }
             Pending::Collect { done, .. } => {
@@ -121,6 +127,24 @@ impl RequestTable {
     /// The entry for `id`, to update in place.
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Pending> {
         self.entries.get_mut(&id)
+    }
+
+    /// Whether `id` is a GET_MESSAGES still gathering its messages.
+    pub(crate) fn is_collecting(&self, id: u32) -> bool {
+        matches!(self.entries.get(&id), Some(Pending::Collect { .. }))
+    }
+
+    /// Stops waiting for `id`'s answer but keeps the id reserved, so that the answer
+    /// still on its way is recognised and dropped. `false` if there is no such entry
+    /// (the answer already came, or the connection is gone).
+    pub(crate) fn ignore(&mut self, id: u32) -> bool {
+        match self.entries.get_mut(&id) {
+            Some(pending) => {
+                *pending = Pending::Ignored;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Puts an entry back under the id it was taken from.

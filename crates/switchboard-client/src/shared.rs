@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub chores_added: Notify,
     no_reply_failures: Mutex<NoReplyFailures>,
     next_no_reply_id: AtomicU32,
+    /// Ids of the streams this client opens (streamed publishes), from 1.
+    next_stream_id: AtomicU64,
     skipped: AtomicU64,
     close_reason: OnceLock<CloseReason>,
     /// Cancelled when the connection is over: both tasks stop at once.
@@ -58,6 +60,10 @@ pub(crate) struct Shared {
     /// Cancelled when the client starts closing: the tasks may take a short grace period
     /// to write what is queued and say DISCONNECT.
     pub closing: CancellationToken,
+    /// Cancelled as soon as [`crate::Client::close`] is called, before its flush: from
+    /// then on the dispatch task no longer waits for unread streamed bodies (it ends them
+    /// instead), so that the flush's answer can get through.
+    pub close_requested: CancellationToken,
 }
 
 impl Shared {
@@ -71,10 +77,12 @@ impl Shared {
             chores_added: Notify::new(),
             no_reply_failures: Mutex::new(NoReplyFailures::default()),
             next_no_reply_id: AtomicU32::new(0),
+            next_stream_id: AtomicU64::new(1),
             skipped: AtomicU64::new(0),
             close_reason: OnceLock::new(),
             shutdown: CancellationToken::new(),
             closing: CancellationToken::new(),
+            close_requested: CancellationToken::new(),
         }
     }
 
@@ -101,6 +109,12 @@ impl Shared {
     /// A request id for a publish sent without reply.
     pub(crate) fn next_no_reply_id(&self) -> u32 {
         NO_REPLY_BIT | (self.next_no_reply_id.fetch_add(1, Ordering::Relaxed) & !NO_REPLY_BIT)
+    }
+
+    /// A fresh id for a stream this client opens: unique on the connection, since ids
+    /// are never reused.
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        self.next_stream_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Notes that a publish sent without reply failed.

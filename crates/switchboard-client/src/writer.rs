@@ -7,6 +7,10 @@
 //! queue is empty. Between batches it sends heartbeats and the chores the dispatch task
 //! leaves in [`Shared`] (answers to the server's heartbeats, cancellations of dropped
 //! subscriptions), which therefore never wait for room in the queue.
+//!
+//! The queue is bounded in frames, not bytes. Chunks of a streamed publish are queued
+//! with [`Command::SendHeld`]: each holds a permit of its upload's own small budget until
+//! it has been written, which bounds the memory one upload ties up in the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connection::BoxedWriter;
@@ -43,6 +47,8 @@ pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) enum Command {
     /// Write one frame.
     Send(Outbound),
+    /// Write one frame, then release the permit (once the bytes went to the socket).
+    SendHeld(Outbound, OwnedSemaphorePermit),
     /// Write what is queued before this, then DISCONNECT (NORMAL), and stop; `done` is
     /// told once that is written.
     Close(Option<oneshot::Sender<()>>),
@@ -56,6 +62,8 @@ pub(crate) struct Writer {
     commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     heartbeat: Duration,
+    /// Permits of frames in the batch, released once the batch is written.
+    held: Vec<OwnedSemaphorePermit>,
 }
 
 impl Writer {
@@ -73,6 +81,7 @@ impl Writer {
             commands,
             shared,
             heartbeat,
+            held: Vec::new(),
         }
     }
 
@@ -132,17 +141,23 @@ impl Writer {
         close: &mut Option<Option<oneshot::Sender<()>>>,
     ) {
         match command {
-            Command::Send(outbound) => {
-                if let Err(error) = self.codec.encode_packet(
-                    outbound.request_id,
-                    outbound.flags,
-                    &outbound.packet,
-                    &mut self.buffer,
-                ) {
-                    self.refuse(outbound.request_id, error);
-                }
+            Command::Send(outbound) => self.encode_outbound(&outbound),
+            Command::SendHeld(outbound, permit) => {
+                self.encode_outbound(&outbound);
+                self.held.push(permit);
             }
             Command::Close(done) => *close = Some(done),
+        }
+    }
+
+    fn encode_outbound(&mut self, outbound: &Outbound) {
+        if let Err(error) = self.codec.encode_packet(
+            outbound.request_id,
+            outbound.flags,
+            &outbound.packet,
+            &mut self.buffer,
+        ) {
+            self.refuse(outbound.request_id, error);
         }
     }
 
@@ -183,6 +198,7 @@ impl Writer {
     /// Writes the batch, flushing if nothing else is queued.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
         if self.buffer.is_empty() {
+            self.held.clear();
             return Ok(());
         }
         let written = tokio::select! {
@@ -191,6 +207,7 @@ impl Writer {
             () = closing_grace(&self.shared) => return Err(CloseReason::Client),
         };
         written.map_err(|error| CloseReason::Io(error.to_string()))?;
+        self.held.clear();
         if self.buffer.capacity() > KEEP_BUFFER_BYTES {
             self.buffer = BytesMut::with_capacity(64 * 1024);
         } else {

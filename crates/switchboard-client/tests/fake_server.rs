@@ -7,14 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
 use switchboard_client::{
     Client, ClientConfig, ClientError, CloseReason, ErrorCode, EventKind, GroupItem, Payload,
-    Replay, Scope, Since,
+    ReceivedMessage, Replay, Scope, Since,
 };
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{
-    ChannelList, Direct, Disconnect, ErrorPacket, Event, Heartbeat, Identity, Message, MessagesEnd,
-    OkReply, Packet, PublishAck, SessionAck, SessionInit, SubscribeAck,
+    ChannelList, Chunk, DIGEST_LEN, Direct, Disconnect, ErrorPacket, Event, Heartbeat, Identity,
+    Message, MessagesEnd, OkReply, Packet, Publish, PublishAck, SessionAck, SessionInit,
+    StreamAbort, StreamStart, SubscribeAck,
 };
 use switchboard_proto::{Flags, Frame, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Preface};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,6 +26,10 @@ use uuid::Uuid;
 
 /// How long a test waits for any single thing before failing.
 const PATIENCE: Duration = Duration::from_secs(5);
+
+const MIB: u64 = 1024 * 1024;
+/// The `max_frame` the fake server announces unless a test says otherwise.
+const MAX_FRAME: u32 = 1024 * 1024;
 
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
@@ -78,8 +84,19 @@ impl FakeServer {
         self.framed.send(outbound).await.unwrap();
     }
 
-    /// Reads SESSION_INIT and accepts it.
+    /// Reads SESSION_INIT and accepts it, announcing 1 MiB frames and 4 MiB bodies.
     async fn open_session(&mut self, heartbeat_ms: u32) -> SessionInit {
+        self.open_session_with(heartbeat_ms, MAX_FRAME, 4 * MIB)
+            .await
+    }
+
+    /// Reads SESSION_INIT and accepts it with these limits.
+    async fn open_session_with(
+        &mut self,
+        heartbeat_ms: u32,
+        max_frame: u32,
+        max_body: u64,
+    ) -> SessionInit {
         let (request_id, _, packet) = self.recv_request().await;
         let Packet::SessionInit(init) = packet else {
             panic!("expected SESSION_INIT, got {packet:?}");
@@ -88,8 +105,8 @@ impl FakeServer {
             client_id: 42,
             session_id: session_id(),
             heartbeat_ms,
-            max_frame: 1024 * 1024,
-            max_body: 4 * 1024 * 1024,
+            max_frame,
+            max_body,
             software: "fake-server/0".into(),
         };
         self.send(request_id, Flags::empty(), ack).await;
@@ -132,6 +149,16 @@ fn config(address: &str) -> ClientConfig {
 
 /// A connected client and the fake server's end of its connection.
 async fn connected(config: ClientConfig, heartbeat_ms: u32) -> (Client, FakeServer, SessionInit) {
+    connected_with(config, heartbeat_ms, MAX_FRAME, 4 * MIB).await
+}
+
+/// A connected client, the server announcing these limits.
+async fn connected_with(
+    config: ClientConfig,
+    heartbeat_ms: u32,
+    max_frame: u32,
+    max_body: u64,
+) -> (Client, FakeServer, SessionInit) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let key = config.hmac_key().map(<[u8]>::to_vec);
@@ -139,7 +166,9 @@ async fn connected(config: ClientConfig, heartbeat_ms: u32) -> (Client, FakeServ
     let server = async {
         let (stream, _) = listener.accept().await.unwrap();
         let mut server = FakeServer::accept(Box::new(stream), key.as_deref()).await;
-        let init = server.open_session(heartbeat_ms).await;
+        let init = server
+            .open_session_with(heartbeat_ms, max_frame, max_body)
+            .await;
         (server, init)
     };
     let (client, (server, init)) = tokio::join!(Client::connect(config), server);
@@ -713,11 +742,23 @@ async fn a_slow_subscriber_slows_the_connection_but_loses_nothing() {
 #[tokio::test]
 async fn bodies_over_the_server_limit_are_refused_before_sending() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let too_big = Payload::bytes(vec![0u8; 1024 * 1024 + 1]);
+    // Over max_body (4 MiB): refused whole, streamed or not.
+    let too_big = Payload::bytes(vec![0u8; 4 * 1024 * 1024 + 1]);
     match client.publish("chat", too_big).await {
         Err(ClientError::TooLarge { len, max }) => {
-            assert_eq!((len, max), (1024 * 1024 + 1, 1024 * 1024));
+            assert_eq!((len, max), (4 * MIB + 1, 4 * MIB));
         }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let endless = tokio::io::repeat(0).take(5 * MIB);
+    match client.publish_stream("chat", "", endless, 5 * MIB).await {
+        Err(ClientError::TooLarge { len, max }) => assert_eq!((len, max), (5 * MIB, 4 * MIB)),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Sent without reply, a body must fit one frame (1 MiB).
+    let over_a_frame = Payload::bytes(vec![0u8; 1024 * 1024 + 1]);
+    match client.publish_no_reply("chat", over_a_frame).await {
+        Err(ClientError::TooLarge { len, max }) => assert_eq!((len, max), (MIB + 1, MIB)),
         other => panic!("expected TooLarge, got {other:?}"),
     }
     // Nothing went out: the next frame the server sees is the next request.
@@ -731,4 +772,582 @@ async fn bodies_over_the_server_limit_are_refused_before_sending() {
     };
     let (listed, ()) = tokio::join!(listing, answering);
     assert!(listed.unwrap().is_empty());
+}
+
+// ----- streamed bodies -----
+
+/// A body whose bytes are not all alike, so that misplaced chunks would show.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|n| (n % 251) as u8 ^ (n >> 16) as u8)
+        .collect()
+}
+
+fn sha256(body: &[u8]) -> [u8; DIGEST_LEN] {
+    Sha256::digest(body).into()
+}
+
+/// What the fake server received of a streamed publish.
+struct ReceivedUpload {
+    request_id: u32,
+    publish: Publish,
+    body: Vec<u8>,
+    chunk_sizes: Vec<usize>,
+    digest: [u8; DIGEST_LEN],
+}
+
+impl FakeServer {
+    /// Reads a streamed PUBLISH and all its chunks, checking what the protocol requires
+    /// of them on the way; frames of other kinds in between are returned too.
+    async fn recv_upload(&mut self, max_frame: usize) -> (ReceivedUpload, Vec<Packet>) {
+        let (request_id, flags, packet) = self.recv_request().await;
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        assert!(
+            !flags.contains(Flags::NO_REPLY),
+            "a streamed publish wants its ack"
+        );
+        let stream = publish
+            .stream
+            .expect("flag STREAM with stream id and length");
+        let mut body = publish.body.to_vec();
+        let mut chunk_sizes = Vec::new();
+        let mut others = Vec::new();
+        let digest = loop {
+            let (chunk_request, _, packet) = self.recv_request().await;
+            let chunk = match packet {
+                Packet::Chunk(chunk) => chunk,
+                other => {
+                    others.push(other);
+                    continue;
+                }
+            };
+            assert_eq!(
+                chunk_request, request_id,
+                "a CHUNK carries the PUBLISH's id"
+            );
+            assert_eq!(chunk.stream_id, stream.stream_id);
+            assert!(chunk.data.len() <= max_frame, "chunk over max_frame");
+            chunk_sizes.push(chunk.data.len());
+            body.extend_from_slice(&chunk.data);
+            assert!(body.len() as u64 <= stream.total_len, "more than TOTAL_LEN");
+            if let Some(digest) = chunk.digest {
+                break digest;
+            }
+        };
+        assert_eq!(
+            body.len() as u64,
+            stream.total_len,
+            "the parts add up to TOTAL_LEN"
+        );
+        let upload = ReceivedUpload {
+            request_id,
+            publish,
+            body,
+            chunk_sizes,
+            digest,
+        };
+        (upload, others)
+    }
+
+    /// Sends a streamed MESSAGE's body from byte `from` on (the MESSAGE carried the
+    /// bytes before) in chunks of `size`, the digest of the whole body on the last.
+    async fn send_chunks(
+        &mut self,
+        request_id: u32,
+        stream_id: u64,
+        body: &[u8],
+        from: usize,
+        size: usize,
+    ) {
+        let pieces: Vec<&[u8]> = body[from..].chunks(size).collect();
+        for (n, piece) in pieces.iter().enumerate() {
+            let last = n + 1 == pieces.len();
+            let chunk = Chunk {
+                stream_id,
+                data: Bytes::copy_from_slice(piece),
+                digest: last.then(|| sha256(body)),
+            };
+            self.send(request_id, Flags::empty(), chunk).await;
+        }
+    }
+}
+
+/// A MESSAGE opening stream `stream_id` for a body of `total_len` bytes.
+fn streamed(channel: &str, seq: u64, stream_id: u64, total_len: u64) -> Message {
+    Message {
+        stream: Some(StreamStart {
+            stream_id,
+            total_len,
+        }),
+        content_type: "application/octet-stream".into(),
+        ..message(channel, seq, "")
+    }
+}
+
+async fn read_body(message: ReceivedMessage) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    message.body_reader().read_to_end(&mut body).await?;
+    Ok(body)
+}
+
+#[tokio::test]
+async fn a_streamed_publish_sends_bounded_chunks_and_the_digest() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let body = patterned(3 * 1024 * 1024 + 12_345);
+    let total = body.len() as u64;
+    let progress = std::sync::Mutex::new(Vec::new());
+    let publishing = client.publish_stream_with(
+        "files.big",
+        "application/x-test",
+        vec![("name".into(), "big.bin".into())],
+        &body[..],
+        total,
+        |sent| progress.lock().unwrap().push(sent),
+    );
+    let answering = async {
+        let (upload, others) = server.recv_upload(MAX_FRAME as usize).await;
+        assert!(others.is_empty());
+        assert_eq!(upload.publish.channel, "files.big");
+        assert_eq!(upload.publish.content_type, "application/x-test");
+        assert_eq!(upload.publish.user_headers[0].1, "big.bin");
+        assert_eq!(upload.publish.stream.unwrap().total_len, total);
+        assert_eq!(upload.chunk_sizes, [1 << 20, 1 << 20, 1 << 20, 12_345]);
+        assert_eq!(upload.digest, sha256(&upload.body));
+        assert_eq!(upload.body, body);
+        let ack = PublishAck {
+            id: Uuid::now_v7(),
+            seq: 12,
+        };
+        server.send(upload.request_id, Flags::empty(), ack).await;
+    };
+    let (ack, ()) = tokio::join!(publishing, answering);
+    assert_eq!(ack.unwrap().seq, 12);
+    let progress = progress.into_inner().unwrap();
+    assert_eq!(progress.last(), Some(&total));
+    assert!(progress.is_sorted());
+}
+
+#[tokio::test]
+async fn large_payloads_are_streamed_transparently_in_smaller_frames() {
+    // The server takes 300 KiB per frame: chunks follow its limit, not the default.
+    let max_frame = 300 * 1024;
+    let (client, mut server, _) =
+        connected_with(config("unused:1"), 5000, max_frame, 4 * MIB).await;
+    let body = patterned(1024 * 1024);
+    let payload = Payload::bytes(body.clone()).with_header("k", "v");
+    let pipelined = client
+        .publish_pipelined("chat", payload.clone())
+        .await
+        .unwrap();
+    let (upload, _) = server.recv_upload(max_frame as usize).await;
+    assert_eq!(upload.body, body);
+    assert_eq!(upload.chunk_sizes.len(), 4);
+    assert_eq!(upload.publish.user_headers.len(), 1);
+    let ack = PublishAck {
+        id: Uuid::now_v7(),
+        seq: 1,
+    };
+    server.send(upload.request_id, Flags::empty(), ack).await;
+    assert_eq!(upload.request_id, pipelined.request_id());
+    assert_eq!(pipelined.await.unwrap().seq, 1);
+
+    let publishing = client.post_group("team", payload);
+    let answering = async {
+        let (upload, _) = server.recv_upload(max_frame as usize).await;
+        assert_eq!(upload.publish.scope, Scope::Group);
+        assert_eq!(upload.digest, sha256(&body));
+        let ack = PublishAck {
+            id: Uuid::now_v7(),
+            seq: 2,
+        };
+        server.send(upload.request_id, Flags::empty(), ack).await;
+    };
+    let (ack, ()) = tokio::join!(publishing, answering);
+    assert_eq!(ack.unwrap().seq, 2);
+}
+
+#[tokio::test]
+async fn a_refused_stream_stops_sending_at_once() {
+    let (client, mut server, _) =
+        connected_with(config("unused:1"), 5000, MAX_FRAME, 1 << 40).await;
+    let total = 512 * MIB;
+    let publishing = client.publish_stream("secret", "", tokio::io::repeat(7).take(total), total);
+    let refusing = async {
+        let (request_id, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Publish(_)));
+        let refusal = ErrorPacket::new(ErrorCode::Forbidden, "not yours");
+        server.send(request_id, Flags::empty(), refusal).await;
+        request_id
+    };
+    let (result, request_id) = tokio::join!(publishing, refusing);
+    match result {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::Forbidden),
+        other => panic!("expected FORBIDDEN, got {other:?}"),
+    }
+    // What was already on its way arrives; then nothing more of the body, and no abort.
+    let listing = client.list_channels();
+    let draining = async {
+        let mut chunk_bytes = 0u64;
+        loop {
+            let (id, _, packet) = server.recv_request().await;
+            match packet {
+                Packet::Chunk(chunk) => {
+                    assert_eq!(id, request_id);
+                    assert!(chunk.digest.is_none());
+                    chunk_bytes += chunk.data.len() as u64;
+                }
+                Packet::ListChannels(_) => {
+                    server
+                        .send(id, Flags::empty(), ChannelList::default())
+                        .await;
+                    return chunk_bytes;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let (listed, chunk_bytes) = tokio::join!(listing, draining);
+    listed.unwrap();
+    assert!(
+        chunk_bytes < 64 * MIB,
+        "{chunk_bytes} bytes sent after the refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_of_the_wrong_length_aborts_the_stream() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let short = patterned(2 * 1024 * 1024);
+    let publishing = client.publish_stream("files", "", &short[..], 3 * MIB);
+    let answering = async {
+        let (request_id, _, packet) = server.recv_request().await;
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        let stream_id = publish.stream.unwrap().stream_id;
+        let mut received = 0;
+        loop {
+            let (id, _, packet) = server.recv_request().await;
+            assert_eq!(id, request_id);
+            match packet {
+                Packet::Chunk(chunk) => {
+                    assert!(chunk.digest.is_none());
+                    received += chunk.data.len();
+                }
+                Packet::StreamAbort(abort) => {
+                    assert_eq!(abort.stream_id, stream_id);
+                    assert_eq!(abort.code, ErrorCode::StreamAborted);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(received, short.len());
+        // The server confirms; the client drops that answer.
+        let confirmation = ErrorPacket::new(ErrorCode::StreamAborted, "aborted by the client");
+        server.send(request_id, Flags::empty(), confirmation).await;
+    };
+    let (result, ()) = tokio::join!(publishing, answering);
+    match result {
+        Err(ClientError::BodyTooShort { expected, got }) => {
+            assert_eq!((expected, got), (3 * MIB, 2 * MIB));
+        }
+        other => panic!("expected BodyTooShort, got {other:?}"),
+    }
+
+    // Too long: every byte announced is sent, but not the digest.
+    let long = patterned(1024);
+    let publishing = client.publish_stream("files", "", &long[..], 1000);
+    let answering = async {
+        let (_, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Publish(_)));
+        let (_, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::StreamAbort(_)), "got {packet:?}");
+    };
+    let (result, ()) = tokio::join!(publishing, answering);
+    assert!(matches!(
+        result,
+        Err(ClientError::BodyTooLong { expected: 1000 })
+    ));
+
+    // The connection carries on.
+    let listing = client.list_channels();
+    let answering = async {
+        let (request_id, _, _) = server.recv_request().await;
+        server
+            .send(request_id, Flags::empty(), ChannelList::default())
+            .await;
+    };
+    let (listed, ()) = tokio::join!(listing, answering);
+    assert!(listed.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn streamed_messages_arrive_through_interleaved_chunks() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let (files, _) = tokio::join!(
+        client.subscribe("files.>", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
+    let (logs, _) = tokio::join!(
+        client.subscribe("logs", Replay::None),
+        server.ack_subscribe(2, 0)
+    );
+    let (mut files, mut logs) = (files.unwrap(), logs.unwrap());
+    let big = patterned(3 * 1024 * 1024 + 7);
+    let small = patterned(5000);
+
+    let serving = async {
+        server
+            .send(
+                0,
+                Flags::empty(),
+                streamed("files.a", 1, 5, big.len() as u64),
+            )
+            .await;
+        let big_chunks: Vec<&[u8]> = big.chunks(1024 * 1024).collect();
+        let chunk = |n: usize| Chunk {
+            stream_id: 5,
+            data: Bytes::copy_from_slice(big_chunks[n]),
+            digest: (n + 1 == big_chunks.len()).then(|| sha256(&big)),
+        };
+        server.send(0, Flags::empty(), chunk(0)).await;
+        server
+            .send(0, Flags::empty(), message("logs", 1, "between"))
+            .await;
+        server.send(0, Flags::empty(), Heartbeat).await;
+        // A second stream starts and ends while the first is still going; its MESSAGE
+        // carries the first part of its body.
+        let mut second = streamed("files.b", 2, 6, small.len() as u64);
+        second.body = Bytes::copy_from_slice(&small[..1000]);
+        server.send(0, Flags::empty(), second).await;
+        server.send(0, Flags::empty(), chunk(1)).await;
+        server.send_chunks(0, 6, &small, 1000, 1500).await;
+        server.send(0, Flags::empty(), chunk(2)).await;
+        server.send(0, Flags::empty(), chunk(3)).await;
+    };
+    let reading = async {
+        let first = files.next().await.unwrap().unwrap();
+        assert!(first.is_streamed());
+        assert_eq!(first.body_len(), big.len() as u64);
+        assert_eq!(first.channel(), "files.a");
+        let first_body = read_body(first).await.unwrap();
+        let second = files.next().await.unwrap().unwrap();
+        assert_eq!(second.channel(), "files.b");
+        (first_body, read_body(second).await.unwrap())
+    };
+    let ((), (first_body, second_body)) = tokio::join!(serving, reading);
+    assert!(first_body == big, "the first body came back intact");
+    assert!(second_body.len() == small.len() && sha256(&second_body) == sha256(&small));
+    let between = logs.next().await.unwrap().unwrap();
+    assert_eq!(between.text(), Some("between"));
+    assert!(!between.is_streamed());
+}
+
+#[tokio::test]
+async fn a_large_body_flows_with_backpressure_and_a_dropped_one_does_not_stall() {
+    let config = config("unused:1").with_subscription_capacity(2);
+    let (client, mut server, _) = connected_with(config, 5000, 8 * 1024 * 1024, 1 << 30).await;
+    let (files, _) = tokio::join!(
+        client.subscribe("files", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
+    let mut files = files.unwrap();
+    // Five times the client's buffer, read slowly.
+    let body = patterned(5 * switchboard_client::BODY_BUFFER_BYTES);
+    let serving = async {
+        server
+            .send(
+                0,
+                Flags::empty(),
+                streamed("files", 1, 1, body.len() as u64),
+            )
+            .await;
+        server.send_chunks(0, 1, &body, 0, 2 * 1024 * 1024).await;
+        server
+            .send(0, Flags::empty(), message("files", 2, "after"))
+            .await;
+        // The next one is dropped unread: its chunks must not hold up what follows.
+        server
+            .send(
+                0,
+                Flags::empty(),
+                streamed("files", 3, 2, body.len() as u64),
+            )
+            .await;
+        server.send_chunks(0, 2, &body, 0, 1024 * 1024).await;
+        server
+            .send(0, Flags::empty(), message("files", 4, "last"))
+            .await;
+    };
+    let reading = async {
+        let message = files.next().await.unwrap().unwrap();
+        let mut reader = message.body_reader();
+        let mut received = Vec::new();
+        while let Some(part) = reader.chunk().await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            received.extend_from_slice(&part);
+        }
+        assert!(received == body);
+        let after = files.next().await.unwrap().unwrap();
+        assert_eq!(after.text(), Some("after"));
+        drop(files.next().await.unwrap().unwrap());
+        files.next().await.unwrap().unwrap()
+    };
+    let ((), last) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(serving, reading)
+    })
+    .await
+    .expect("no stall");
+    assert_eq!(last.text(), Some("last"));
+}
+
+#[tokio::test]
+async fn broken_streams_fail_the_read() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    // A digest that does not match.
+    let fetching = client.get_message("files", None);
+    let answering = async {
+        let (request_id, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::GetMessage(_)));
+        server
+            .send(request_id, Flags::REPLAY, streamed("files", 1, 1, 6))
+            .await;
+        let chunk = Chunk {
+            stream_id: 1,
+            data: Bytes::from_static(b"abcdef"),
+            digest: Some(sha256(b"abcdeX")),
+        };
+        server.send(request_id, Flags::empty(), chunk).await;
+    };
+    let (message, ()) = tokio::join!(fetching, answering);
+    let message = message.unwrap().unwrap();
+    assert!(message.is_replay());
+    let error = read_body(message).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+
+    // An abort from the server.
+    let fetching = client.get_message("files", None);
+    let answering = async {
+        let (request_id, _, _) = server.recv_request().await;
+        server
+            .send(request_id, Flags::REPLAY, streamed("files", 1, 2, 6))
+            .await;
+        let abort = StreamAbort {
+            stream_id: 2,
+            code: ErrorCode::Internal,
+            reason: "storage failed".into(),
+        };
+        server.send(request_id, Flags::empty(), abort).await;
+    };
+    let (message, ()) = tokio::join!(fetching, answering);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("body");
+    let error = message
+        .unwrap()
+        .unwrap()
+        .save_body_to(&path, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+    assert!(!path.exists(), "nothing of a broken stream is left behind");
+
+    // The connection ends half way.
+    let fetching = client.get_message("files", None);
+    let answering = async {
+        let (request_id, _, _) = server.recv_request().await;
+        server
+            .send(request_id, Flags::REPLAY, streamed("files", 1, 3, 6))
+            .await;
+        let chunk = Chunk {
+            stream_id: 3,
+            data: Bytes::from_static(b"abc"),
+            digest: None,
+        };
+        server.send(request_id, Flags::empty(), chunk).await;
+        server
+    };
+    let (message, server) = tokio::join!(fetching, answering);
+    let message = message.unwrap().unwrap();
+    drop(server);
+    let error = read_body(message).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+}
+
+#[tokio::test]
+async fn fetched_lists_keep_receiving_bodies_after_their_end() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let body = patterned(2 * 1024 * 1024 + 3);
+    let fetching = client.get_messages("files", Since::All, None);
+    let answering = async {
+        let (request_id, _, _) = server.recv_request().await;
+        server
+            .send(request_id, Flags::REPLAY, message("files", 1, "small"))
+            .await;
+        server
+            .send(
+                request_id,
+                Flags::REPLAY,
+                streamed("files", 2, 8, body.len() as u64),
+            )
+            .await;
+        let end = MessagesEnd {
+            count: 2,
+            last_seq: 2,
+        };
+        server.send(request_id, Flags::empty(), end).await;
+        request_id
+    };
+    let (messages, request_id) = tokio::join!(fetching, answering);
+    let mut messages = messages.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert!(!messages[0].is_streamed());
+    let streamed_message = messages.pop().unwrap();
+    assert!(streamed_message.is_streamed());
+    let sending = server.send_chunks(request_id, 8, &body, 0, 1024 * 1024);
+    let (received, ()) = tokio::join!(read_body(streamed_message), sending);
+    assert!(received.unwrap() == body);
+}
+
+#[tokio::test]
+async fn closing_does_not_wait_for_unread_bodies() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let (files, _) = tokio::join!(
+        client.subscribe("files", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
+    let mut files = files.unwrap();
+    let body = patterned(3 * switchboard_client::BODY_BUFFER_BYTES);
+    let serving = async {
+        server
+            .send(
+                0,
+                Flags::empty(),
+                streamed("files", 1, 1, body.len() as u64),
+            )
+            .await;
+        server.send_chunks(0, 1, &body, 0, 1024 * 1024).await;
+        let (request_id, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Identify(_)), "the close's flush");
+        let identity = Identity {
+            client_id: 42,
+            ..Identity::default()
+        };
+        server.send(request_id, Flags::empty(), identity).await;
+        let (_, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Disconnect(_)));
+    };
+    let closing = async {
+        // Held, never read: its buffer fills and the connection waits for it...
+        let unread = files.next().await.unwrap().unwrap();
+        // ...until the client closes.
+        client.close().await.unwrap();
+        read_body(unread).await.unwrap_err()
+    };
+    let ((), error) = tokio::time::timeout(PATIENCE, async { tokio::join!(serving, closing) })
+        .await
+        .expect("close does not wait for the unread body");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
 }

@@ -60,6 +60,7 @@ pub mod key {
     pub const MAX_TOTAL_BYTES: u8 = 0x2B;
     pub const SLOW_CONSUMER: u8 = 0x2C;
     pub const BYTES: u8 = 0x2D;
+    pub const DURABILITY: u8 = 0x2E;
 }
 
 /// Largest encoding of a u64 as LEB128.

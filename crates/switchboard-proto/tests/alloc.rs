@@ -137,7 +137,7 @@ fn decoded_publish_body_shares_the_read_buffer() {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(128))]
 
     /// `encode_packet` promises a single reservation per frame, for every packet type.
     #[test]

@@ -40,7 +40,7 @@ fn every_frame_type_has_a_strategy_producing_it() {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(128))]
 
     #[test]
     fn packets_round_trip(

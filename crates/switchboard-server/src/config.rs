@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::storage::SyncPolicy;
+
 /// Everything a server can be told. `ServerConfig::default()` is what `switchboard serve`
 /// runs with when given no options.
 #[derive(Debug, Clone)]
@@ -42,6 +44,10 @@ pub struct ServerConfig {
     pub max_subscriptions: usize,
     /// How long shutdown waits for sessions to drain before closing them.
     pub shutdown_grace: Duration,
+    /// Where history is kept; `None` keeps it in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When the store syncs to disk (with a data directory).
+    pub sync: SyncPolicy,
 }
 
 impl Default for ServerConfig {
@@ -56,7 +62,7 @@ impl Default for ServerConfig {
             heartbeat_max: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
             max_frame: switchboard_proto::Limits::DEFAULT_MAX_CONTENT,
-            max_body: u64::from(switchboard_proto::Limits::DEFAULT_MAX_CONTENT),
+            max_body: 4 * 1024 * 1024 * 1024,
             max_relay_bytes: 1024 * 1024,
             default_history: 1000,
             max_history: 1_000_000,
@@ -65,6 +71,8 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_subscriptions: 10_000,
             shutdown_grace: Duration::from_secs(5),
+            data_dir: None,
+            sync: SyncPolicy::default(),
         }
     }
 }

@@ -10,11 +10,12 @@ use bytes::BytesMut;
 use switchboard_proto::packet::{Disconnect, ErrorPacket, Packet, SessionAck, SessionInit};
 use switchboard_proto::subject::Pattern;
 use switchboard_proto::{
-    ErrorCode, Flags, Frame, FrameCodec, PREFACE_LEN, PROTOCOL_VERSION, Preface, ProtoError,
+    ErrorCode, Flags, Frame, FrameCodec, FrameType, PREFACE_LEN, PROTOCOL_VERSION, Preface,
+    ProtoError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::cmd::{self, Flow};
@@ -50,6 +51,9 @@ pub(crate) struct Session {
     pub info: SessionInfo,
     pub connected_since_us: u64,
     pub subscriptions: HashMap<u64, Pattern>,
+    /// Streamed bodies being received, by stream id; dropped (and their spool files
+    /// removed) with the session.
+    pub streams: HashMap<u64, crate::cmd::stream::Ingest>,
     next_subscription_id: u64,
 }
 
@@ -153,6 +157,11 @@ where
     };
     let init = match opening {
         Ok(Ok(init)) => init,
+        Ok(Err(ProtoError::Io(error))) => {
+            // Gone before a session opened (a reset, a health check): nothing was refused.
+            debug!(target: log::CONNECTION, %error, "connection ended during the handshake");
+            return;
+        }
         Ok(Err(refused)) => {
             Counters::add(&hub.counters.protocol_errors, 1);
             warn!(target: log::ERROR, %refused, "connection refused");
@@ -212,7 +221,7 @@ where
     }
     let heartbeat = negotiate_heartbeat(&hub, init.heartbeat_ms);
 
-    let (outbox, rx) = Outbox::new(client_id, hub.config.outbound_queue);
+    let (outbox, rx) = Outbox::new(client_id, hub.config.outbound_queue, &hub.shutdown);
     let writer_task = tokio::spawn(writer::run(rx, writer, hub.codec.clone(), client_id));
     let connected_since_us = now_us();
     let mut session = Session {
@@ -224,15 +233,9 @@ where
         info,
         connected_since_us,
         subscriptions: HashMap::new(),
+        streams: HashMap::new(),
         next_subscription_id: 0,
     };
-    hub.directory.insert(ClientEntry {
-        client_id,
-        name: init.name.to_string(),
-        connected_since_us,
-        outbox: outbox.clone(),
-    });
-    Counters::add(&hub.counters.connections_total, 1);
     let ack = SessionAck {
         client_id,
         session_id,
@@ -242,6 +245,15 @@ where
         software: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
     };
     session.reply(request_id, Packet::SessionAck(ack)).await;
+    // Only now can others reach the session (relays by id, group posts by name), so the
+    // SESSION_ACK is always the first frame it is sent.
+    hub.directory.insert(ClientEntry {
+        client_id,
+        name: init.name.to_string(),
+        connected_since_us,
+        outbox: outbox.clone(),
+    });
+    Counters::add(&hub.counters.connections_total, 1);
     info!(target: log::CONNECTION, client_id, name = %init.name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
 
     let (code, reason) = request_loop(&hub, &mut session, &mut reader, heartbeat * 3).await;
@@ -253,27 +265,32 @@ where
     if code == ErrorCode::SlowConsumer {
         Counters::add(&hub.counters.slow_consumers_disconnected, 1);
     }
-    if code != ErrorCode::Normal {
-        // A slow consumer's queue may be full: then it gets no DISCONNECT, only the close.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(100),
-            outbox.send(Outgoing::Close(Disconnect::new(code, reason.as_str()))),
-        )
-        .await;
+    let goodbye = if code != ErrorCode::Normal {
+        Disconnect::new(code, reason.as_str())
     } else {
-        let _ = tokio::time::timeout(
+        Disconnect::new(code, "goodbye")
+    };
+    // A slow consumer's queue may be full: then it gets no DISCONNECT, only the close.
+    let said_goodbye = matches!(
+        tokio::time::timeout(
             Duration::from_millis(100),
-            outbox.send(Outgoing::Close(Disconnect::new(code, "goodbye"))),
+            outbox.send_last(Outgoing::Close(goodbye)),
         )
-        .await;
-    }
+        .await,
+        Ok(Ok(()))
+    );
     drop(session);
     drop(outbox);
+    // The writer gets the grace period to flush what is queued, unless not even the
+    // DISCONNECT fitted: then its client is not reading, and waiting only holds the
+    // socket and the queue (and a shutdown) for nothing.
+    let grace = if said_goodbye {
+        hub.config.shutdown_grace
+    } else {
+        Duration::ZERO
+    };
     let mut writer_task = writer_task;
-    if tokio::time::timeout(hub.config.shutdown_grace, &mut writer_task)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
     let info_for_hook = SessionInfo {
@@ -329,7 +346,8 @@ where
     let frame = match reader.read_frame().await {
         Ok(Some(frame)) => frame,
         Ok(None) => {
-            return Err(ProtoError::Truncated { needed: 1, have: 0 });
+            // Closed between frames: the peer left, it sent nothing wrong.
+            return Err(ProtoError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         Err(error) => {
             let _ = refuse_raw(&hub.codec, writer, 0, error.code(), &error.to_string()).await;
@@ -337,23 +355,25 @@ where
         }
     };
     let request_id = frame.request_id;
-    let init = match Packet::from_frame(&frame) {
-        Ok(Packet::SessionInit(init)) => init,
-        Ok(other) => {
-            let message = format!(
-                "the first frame must be SESSION_INIT, not {}",
-                switchboard_proto::packet::Encode::frame_type(&other)
-            );
-            let _ = refuse_raw(
-                &hub.codec,
-                writer,
-                request_id,
-                ErrorCode::SessionRequired,
-                &message,
-            )
-            .await;
-            return Err(ProtoError::UnexpectedFrame(frame.frame_type));
-        }
+    // Judged by the type before decoding: any other first frame, even a malformed one,
+    // is SESSION_REQUIRED.
+    if frame.frame_type != FrameType::SessionInit {
+        let message = format!(
+            "the first frame must be SESSION_INIT, not {}",
+            frame.frame_type
+        );
+        let _ = refuse_raw(
+            &hub.codec,
+            writer,
+            request_id,
+            ErrorCode::SessionRequired,
+            &message,
+        )
+        .await;
+        return Err(ProtoError::UnexpectedFrame(frame.frame_type));
+    }
+    let init = match SessionInit::from_frame(&frame) {
+        Ok(init) => init,
         Err(error) => {
             let _ = refuse_raw(
                 &hub.codec,
@@ -457,6 +477,10 @@ async fn request_loop<R: AsyncRead + Unpin>(
                     ErrorCode::Normal,
                     "connection closed by the client".to_owned(),
                 );
+            }
+            Wake::Read(Ok(Err(ProtoError::Io(error)))) => {
+                // The peer is gone (a reset): like an end of stream, not a protocol error.
+                return (ErrorCode::Normal, format!("connection lost: {error}"));
             }
             Wake::Read(Ok(Err(error))) => {
                 Counters::add(&hub.counters.protocol_errors, 1);

@@ -24,6 +24,7 @@
 //! channels, groups), `CONNECTION` (sessions opening and closing) and `ERROR` (everything
 //! refused or failed).
 
+mod blobs;
 mod cmd;
 mod config;
 mod connection;
@@ -41,7 +42,10 @@ pub use error::ServerError;
 pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};
 pub use hub::message::StoredMessage;
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use storage::{MemoryStorage, Storage, StorageError};
+pub use storage::{
+    FjallStorage, GroupSnapshot, LogKind, LogSnapshot, MemoryStorage, Snapshot, Storage,
+    StorageError, SyncFuture, SyncPolicy,
+};
 
 /// Log categories, used as `tracing` targets.
 pub mod log {

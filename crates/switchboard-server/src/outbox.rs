@@ -39,12 +39,16 @@ pub(crate) enum Outgoing {
         messages: Vec<Arc<StoredMessage>>,
         tail: Option<Box<Packet>>,
     },
+    /// A live message whose body is streamed: the writer sends its MESSAGE frame, then
+    /// the body in CHUNK frames read from the blob file.
+    Streamed(Arc<StoredMessage>),
     /// Send this DISCONNECT, flush and close the connection.
     Close(Disconnect),
 }
 
 /// Why the hub wants a connection closed, set by whoever pulls the kill switch first.
-#[derive(Debug, Default)]
+/// The token is a child of the server's shutdown token, so shutting down pulls it too.
+#[derive(Debug)]
 struct KillSwitch {
     token: CancellationToken,
     reason: Mutex<Option<(ErrorCode, String)>>,
@@ -66,12 +70,19 @@ pub(crate) type OutboxReceiver = mpsc::Receiver<Outgoing>;
 pub(crate) struct Gone;
 
 impl Outbox {
-    pub fn new(conn_id: u64, capacity: usize) -> (Outbox, OutboxReceiver) {
+    pub fn new(
+        conn_id: u64,
+        capacity: usize,
+        shutdown: &CancellationToken,
+    ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let outbox = Outbox {
             conn_id,
             tx,
-            kill: Arc::new(KillSwitch::default()),
+            kill: Arc::new(KillSwitch {
+                token: shutdown.child_token(),
+                reason: Mutex::new(None),
+            }),
         };
         (outbox, rx)
     }
@@ -84,6 +95,16 @@ impl Outbox {
     /// connection is gone or too slow (it is then being disconnected).
     pub fn deliver(&self, frame: Bytes) -> bool {
         self.offer(Outgoing::Shared(frame))
+    }
+
+    /// Queues a live message without waiting: its shared frame, or, for a streamed
+    /// body, the message itself for the writer to stream.
+    pub fn deliver_message(&self, message: &Arc<StoredMessage>) -> bool {
+        if message.blob().is_some() {
+            self.offer(Outgoing::Streamed(message.clone()))
+        } else {
+            self.offer(Outgoing::Shared(message.live_frame().clone()))
+        }
     }
 
     fn offer(&self, item: Outgoing) -> bool {
@@ -100,15 +121,32 @@ impl Outbox {
         }
     }
 
-    /// Queues an item, waiting for room.
+    /// Queues an item, waiting for room. Gives up once the connection is being closed
+    /// (killed, or the server is stopping): a client that reads nothing would otherwise
+    /// keep its session waiting here forever, where it never sees the kill switch.
     pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
+        tokio::select! {
+            biased;
+            sent = self.tx.send(item) => sent.map_err(|_| Gone),
+            () = self.kill.token.cancelled() => Err(Gone),
+        }
+    }
+
+    /// Queues the connection's last item, waiting for room even if it is being closed
+    /// (the caller bounds the wait).
+    pub async fn send_last(&self, item: Outgoing) -> Result<(), Gone> {
         self.tx.send(item).await.map_err(|_| Gone)
     }
 
     /// Waits for room for one item, so that it can be queued later without waiting
-    /// (while holding a lock that must not be held across an await).
+    /// (while holding a lock that must not be held across an await). Gives up like
+    /// [`Outbox::send`].
     pub async fn reserve(&self) -> Result<mpsc::OwnedPermit<Outgoing>, Gone> {
-        self.tx.clone().reserve_owned().await.map_err(|_| Gone)
+        tokio::select! {
+            biased;
+            permit = self.tx.clone().reserve_owned() => permit.map_err(|_| Gone),
+            () = self.kill.token.cancelled() => Err(Gone),
+        }
     }
 
     /// Asks the connection to close with the given reason (the first reason wins).

@@ -10,13 +10,14 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::blobs::BlobStore;
 use crate::config::ServerConfig;
 use crate::connection::{self, Peer};
 use crate::error::ServerError;
 use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
-use crate::storage::{MemoryStorage, Storage};
+use crate::storage::{FjallStorage, MemoryStorage, Storage, SyncPolicy};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -68,6 +69,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps history in this directory (created if its parent exists).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
+    /// When the store syncs to disk (with a data directory).
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.config.sync = policy;
+        self
+    }
+
+    /// Uses this store instead of the one `data_dir` would open.
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = Some(storage);
         self
@@ -90,10 +104,19 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
-        let storage = self.storage.unwrap_or_else(|| Arc::new(MemoryStorage));
+        let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
+            (Some(storage), _) => storage,
+            (None, Some(dir)) => Arc::new(FjallStorage::open(dir, config.sync)?),
+            (None, None) => Arc::new(MemoryStorage),
+        };
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
         let snapshot = storage.load()?;
-        let hub = Arc::new(Hub::new(config.clone(), storage, hooks));
+        let blobs = match &config.data_dir {
+            Some(dir) => BlobStore::open(dir.join("blobs"), true),
+            None => BlobStore::temporary(),
+        }
+        .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?;
+        let hub = Arc::new(Hub::new(config.clone(), storage, hooks, blobs));
         hub.restore(snapshot);
 
         let tracker = TaskTracker::new();
@@ -266,6 +289,9 @@ impl ServerHandle {
         if let Some(path) = &self.unix_path {
             let _ = std::fs::remove_file(path);
         }
+        let hub = self.hub.clone();
+        // Joins the store's threads and syncs: blocking work, off the async workers.
+        let _ = tokio::task::spawn_blocking(move || hub.close_storage()).await;
         info!(target: log::GENERAL, "server stopped");
     }
 }

@@ -3,14 +3,21 @@
 //!
 //! It drains whatever is queued into one buffer before writing, so that a burst of
 //! deliveries costs one write instead of one per frame, and it frees that buffer while
-//! the connection is idle so that idle connections stay small.
+//! the connection is idle so that idle connections stay small. Streamed bodies are read
+//! from their blob file one chunk at a time, so a body of any size costs about two chunks
+//! of memory while it is sent.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use switchboard_proto::packet::{Encode, Packet};
+use switchboard_proto::packet::{Chunk, Encode, Packet, StreamAbort, StreamStart};
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::hub::message::StoredMessage;
 use crate::log;
 use crate::outbox::{OutboxReceiver, Outgoing};
 
@@ -18,31 +25,85 @@ use crate::outbox::{OutboxReceiver, Outgoing};
 const BATCH_BYTES: usize = 256 * 1024;
 /// A buffer grown past this is released after each batch.
 const KEEP_BUFFER: usize = 16 * 1024;
+/// Size of the CHUNK frames a streamed body is sent in.
+pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Runs until the queue is closed, a Close item was written, or the socket fails.
+/// A streamed body being sent: its MESSAGE frame went out, its chunks follow.
+struct OutgoingStream {
+    stream_id: u64,
+    request_id: u32,
+    message: Arc<StoredMessage>,
+    file: Option<tokio::fs::File>,
+    sent: u64,
+}
+
+/// The writer's state besides the socket: the buffer, and the streamed bodies waiting
+/// to be sent. Bodies go one after another (a client reads one body at a time); other
+/// frames are written between their chunks, so a large body never holds up the rest.
+struct Writer<'a> {
+    codec: &'a FrameCodec,
+    buf: BytesMut,
+    streams: VecDeque<OutgoingStream>,
+    next_stream_id: u64,
+}
+
+/// Runs until the queue is closed (and every body was sent), a Close item was written,
+/// or the socket fails.
 pub(crate) async fn run<W>(mut rx: OutboxReceiver, mut sink: W, codec: FrameCodec, conn_id: u64)
 where
     W: AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        let mut closing = encode(&codec, first, &mut buf);
-        while !closing && buf.len() < BATCH_BYTES {
+    let mut writer = Writer {
+        codec: &codec,
+        buf: BytesMut::new(),
+        streams: VecDeque::new(),
+        next_stream_id: 0,
+    };
+    let mut open = true;
+    loop {
+        let first = if writer.streams.is_empty() {
+            match rx.recv().await {
+                Some(item) => Some(item),
+                None => break,
+            }
+        } else if open {
             match rx.try_recv() {
-                Ok(item) => closing = encode(&codec, item, &mut buf),
-                Err(_) => break,
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let written = async {
+            let mut closing = false;
+            if let Some(first) = first {
+                closing = writer.put(first, &mut sink).await?;
+                while !closing && writer.buf.len() < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(item) => closing = writer.put(item, &mut sink).await?,
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !closing {
+                writer.pump().await;
+            }
+            write_out(&mut writer.buf, &mut sink).await?;
+            Ok::<_, std::io::Error>(closing)
+        };
+        match written.await {
+            Ok(false) => {}
+            Ok(true) => break,
+            Err(error) => {
+                debug!(target: log::CONNECTION, conn_id, %error, "write failed");
+                return;
             }
         }
-        if let Err(error) = sink.write_all(&buf).await {
-            debug!(target: log::CONNECTION, conn_id, %error, "write failed");
-            return;
-        }
-        if buf.capacity() > KEEP_BUFFER {
-            buf = BytesMut::new();
-        } else {
-            buf.clear();
-        }
-        if closing {
+        if !open && writer.streams.is_empty() {
             break;
         }
     }
@@ -50,46 +111,179 @@ where
     let _ = sink.shutdown().await;
 }
 
-/// Encodes one item into `buf`; returns true if it was a Close.
-fn encode(codec: &FrameCodec, item: Outgoing, buf: &mut BytesMut) -> bool {
-    match item {
-        Outgoing::Packet {
-            request_id,
-            flags,
-            packet,
-        } => encode_packet(codec, request_id, flags, packet.as_ref(), buf),
-        Outgoing::PublishAck { request_id, ack } => {
-            encode_packet(codec, request_id, Flags::empty(), &ack, buf);
+/// Writes the buffer out and empties it, giving back a buffer that grew large.
+async fn write_out<W: AsyncWrite + Unpin>(buf: &mut BytesMut, sink: &mut W) -> std::io::Result<()> {
+    sink.write_all(buf).await?;
+    if buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::new();
+    } else {
+        buf.clear();
+    }
+    Ok(())
+}
+
+impl Writer<'_> {
+    /// Encodes one item into the buffer; returns true if it was a Close. The frames of a
+    /// sequence (a replay, a GET_MESSAGES answer) are written out batch by batch as they
+    /// are encoded: a sequence may hold a whole history, far more than one buffer should.
+    async fn put<W: AsyncWrite + Unpin>(
+        &mut self,
+        item: Outgoing,
+        sink: &mut W,
+    ) -> std::io::Result<bool> {
+        let codec = self.codec;
+        match item {
+            Outgoing::Packet {
+                request_id,
+                flags,
+                packet,
+            } => encode_packet(codec, request_id, flags, packet.as_ref(), &mut self.buf),
+            Outgoing::PublishAck { request_id, ack } => {
+                encode_packet(codec, request_id, Flags::empty(), &ack, &mut self.buf);
+            }
+            Outgoing::Shared(frame) => self.buf.extend_from_slice(&frame),
+            Outgoing::Streamed(message) => self.start_stream(0, Flags::empty(), message),
+            Outgoing::Sequence {
+                request_id,
+                head,
+                messages,
+                tail,
+            } => {
+                if let Some(head) = head {
+                    encode_packet(
+                        codec,
+                        request_id,
+                        Flags::empty(),
+                        head.as_ref(),
+                        &mut self.buf,
+                    );
+                }
+                for message in messages {
+                    if message.blob().is_some() {
+                        self.start_stream(request_id, Flags::REPLAY, message);
+                    } else {
+                        encode_packet(
+                            codec,
+                            request_id,
+                            Flags::REPLAY,
+                            message.envelope(),
+                            &mut self.buf,
+                        );
+                    }
+                    if self.buf.len() >= BATCH_BYTES {
+                        write_out(&mut self.buf, sink).await?;
+                    }
+                }
+                if let Some(tail) = tail {
+                    encode_packet(
+                        codec,
+                        request_id,
+                        Flags::empty(),
+                        tail.as_ref(),
+                        &mut self.buf,
+                    );
+                }
+            }
+            Outgoing::Close(disconnect) => {
+                encode_packet(
+                    codec,
+                    0,
+                    Flags::empty(),
+                    &Packet::Disconnect(disconnect),
+                    &mut self.buf,
+                );
+                return Ok(true);
+            }
         }
-        Outgoing::Shared(frame) => buf.extend_from_slice(&frame),
-        Outgoing::Sequence {
+        Ok(false)
+    }
+
+    /// Sends the MESSAGE frame of a streamed body, under a stream id of this connection,
+    /// and queues its chunks.
+    fn start_stream(&mut self, request_id: u32, flags: Flags, message: Arc<StoredMessage>) {
+        let Some(blob) = message.blob() else {
+            return;
+        };
+        self.next_stream_id += 1;
+        let stream_id = self.next_stream_id;
+        let mut head = message.envelope().clone();
+        head.body = bytes::Bytes::new();
+        head.stream = Some(StreamStart {
+            stream_id,
+            total_len: blob.len(),
+        });
+        encode_packet(self.codec, request_id, flags, &head, &mut self.buf);
+        self.streams.push_back(OutgoingStream {
+            stream_id,
             request_id,
-            head,
-            messages,
-            tail,
-        } => {
-            if let Some(head) = head {
-                encode_packet(codec, request_id, Flags::empty(), head.as_ref(), buf);
+            message,
+            file: None,
+            sent: 0,
+        });
+    }
+
+    /// Encodes the next chunk of the body being sent, if any.
+    async fn pump(&mut self) {
+        let Some(stream) = self.streams.front_mut() else {
+            return;
+        };
+        match next_chunk(stream).await {
+            Ok(chunk) => {
+                let last = chunk.digest.is_some();
+                encode_packet(
+                    self.codec,
+                    stream.request_id,
+                    Flags::empty(),
+                    &chunk,
+                    &mut self.buf,
+                );
+                if last {
+                    self.streams.pop_front();
+                }
             }
-            for message in messages {
-                encode_packet(codec, request_id, Flags::REPLAY, message.envelope(), buf);
+            Err(error) => {
+                tracing::error!(target: log::ERROR, stream_id = stream.stream_id, %error, "cannot read a stored body; aborting its stream");
+                let abort = StreamAbort {
+                    stream_id: stream.stream_id,
+                    code: switchboard_proto::ErrorCode::Internal,
+                    reason: format!("the stored body could not be read: {error}").into(),
+                };
+                encode_packet(
+                    self.codec,
+                    stream.request_id,
+                    Flags::empty(),
+                    &abort,
+                    &mut self.buf,
+                );
+                self.streams.pop_front();
             }
-            if let Some(tail) = tail {
-                encode_packet(codec, request_id, Flags::empty(), tail.as_ref(), buf);
-            }
-        }
-        Outgoing::Close(disconnect) => {
-            encode_packet(
-                codec,
-                0,
-                Flags::empty(),
-                &Packet::Disconnect(disconnect),
-                buf,
-            );
-            return true;
         }
     }
-    false
+}
+
+/// Reads the next piece of a body from its file.
+async fn next_chunk(stream: &mut OutgoingStream) -> std::io::Result<Chunk> {
+    let Some(blob) = stream.message.blob() else {
+        return Err(std::io::Error::other("the message has no stored body"));
+    };
+    if stream.file.is_none() {
+        stream.file = Some(tokio::fs::File::open(blob.path()).await?);
+    }
+    let Some(file) = stream.file.as_mut() else {
+        return Err(std::io::Error::other("the body file is not open"));
+    };
+    let left = blob.len() - stream.sent;
+    let want = usize::try_from(left)
+        .unwrap_or(CHUNK_BYTES)
+        .min(CHUNK_BYTES);
+    let mut data = BytesMut::zeroed(want);
+    file.read_exact(&mut data).await?;
+    stream.sent += want as u64;
+    Ok(Chunk {
+        stream_id: stream.stream_id,
+        data: data.freeze(),
+        digest: (stream.sent == blob.len()).then(|| *blob.digest()),
+    })
 }
 
 fn encode_packet<P: Encode + ?Sized>(
@@ -117,4 +311,98 @@ fn report_encode_failure(
         format!("reply could not be encoded: {error}"),
     );
     let _ = codec.encode_packet(request_id, Flags::empty(), &packet, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use switchboard_proto::packet::{Message, MessagesEnd};
+    use switchboard_proto::{Frame, Limits};
+    use tokio_util::codec::Decoder;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::hub::message::StoredMessage;
+    use crate::outbox::Outbox;
+
+    /// A socket that takes everything at once and remembers the largest single write.
+    #[derive(Default)]
+    struct Recorder {
+        largest: usize,
+        bytes: BytesMut,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.largest = self.largest.max(buf.len());
+            self.bytes.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_sequence_is_written_in_batches_not_one_buffer() {
+        let codec = FrameCodec::new(Limits::default());
+        let body = Bytes::from(vec![b'x'; 64 * 1024]);
+        let messages: Vec<Arc<StoredMessage>> = (1..=256)
+            .map(|seq| {
+                let message = Message {
+                    channel: "big".into(),
+                    seq,
+                    body: body.clone(),
+                    ..Message::default()
+                };
+                Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
+            })
+            .collect();
+        let (outbox, rx) = Outbox::new(1, 4, &CancellationToken::new());
+        outbox
+            .send(Outgoing::Sequence {
+                request_id: 7,
+                head: None,
+                messages,
+                tail: Some(Box::new(Packet::MessagesEnd(MessagesEnd {
+                    count: 256,
+                    last_seq: 256,
+                }))),
+            })
+            .await
+            .unwrap();
+        drop(outbox);
+        let mut sink = Recorder::default();
+        run(rx, &mut sink, codec.clone(), 1).await;
+
+        // 16 MiB went out, in writes no larger than a batch and one message.
+        assert!(
+            sink.largest <= BATCH_BYTES + 64 * 1024 + 1024,
+            "one write of {} bytes",
+            sink.largest
+        );
+        let mut decoder = codec;
+        let mut frames: Vec<Frame> = Vec::new();
+        while let Some(frame) = decoder.decode(&mut sink.bytes).unwrap() {
+            frames.push(frame);
+        }
+        assert_eq!(frames.len(), 257);
+        assert!(
+            frames[..256]
+                .iter()
+                .all(|f| f.flags.contains(Flags::REPLAY))
+        );
+        assert!(frames.iter().all(|f| f.request_id == 7));
+    }
 }

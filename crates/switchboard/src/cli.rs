@@ -103,6 +103,9 @@ pub enum Command {
     /// Interactive shell: plain lines post to the current channel or group, /help lists
     /// the commands.
     Chat(ChatArgs),
+    /// Measure a server (--server) or one started in this process (--embedded):
+    /// throughput, fan-out, latency, acknowledged publishes, idle sessions.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +144,44 @@ pub struct ServeArgs {
     /// Refuse publishing to channels that were not created first.
     #[arg(long)]
     pub require_create: bool,
+    /// Directory for history, channels, groups and members.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "switchboard-data",
+        env = "SWITCHBOARD_DATA_DIR"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// Keep nothing on disk: history is lost when the server stops.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub memory: bool,
+    /// When to sync to disk: `always` (acknowledge a publish once it is on disk;
+    /// concurrent publishes share one sync), `interval` (every --sync-interval,
+    /// acknowledged at once; a machine crash loses at most that window), or `never`
+    /// (the operating system decides).
+    #[arg(long, value_enum, default_value_t = SyncArg::Interval)]
+    pub sync: SyncArg,
+    /// How often `--sync interval` syncs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub sync_interval: std::time::Duration,
+}
+
+/// The sync policies of `serve --sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    Always,
+    Interval,
+    Never,
+}
+
+/// Durability of one channel (`channel create --durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Memory only, even on a server with a data directory.
+    Memory,
+    Never,
+    Interval,
+    Always,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +234,9 @@ pub struct ChannelCreateArgs {
     /// Drop the oldest messages beyond this many bytes of bodies.
     #[arg(long)]
     pub max_total_bytes: Option<u64>,
+    /// How this channel's messages are kept (default: the server's --sync policy).
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityArg>,
 }
 
 #[derive(Debug, Args)]
@@ -201,7 +245,8 @@ pub struct PublishArgs {
     /// The text to publish, or - to read the body from standard input.
     #[arg(conflicts_with_all = ["file", "lines"])]
     pub text: Option<String>,
-    /// Publish a file's bytes.
+    /// Publish a file's bytes. Files over 1 MiB (or the server's frame size) are
+    /// streamed, up to the server's largest message, with a progress bar on a terminal.
     #[arg(long, value_name = "FILE", conflicts_with = "lines")]
     pub file: Option<PathBuf>,
     /// Publish each line of FILE (or - for stdin) as its own message, pipelined.
@@ -230,6 +275,11 @@ pub struct SubscribeArgs {
     /// Replay the last N messages first.
     #[arg(long, value_name = "N")]
     pub last: Option<u64>,
+    /// Write bodies to files instead of printing them (only the metadata is printed).
+    /// With --count 1, PATH is the file; otherwise PATH is a directory (created if
+    /// needed) and each body goes to PATH/<seq>-<id>.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +288,10 @@ pub struct GetArgs {
     /// Message id (UUID); default the latest message.
     #[arg(long)]
     pub id: Option<uuid::Uuid>,
+    /// Write the body to FILE (streamed as it arrives, verified) and print only the
+    /// message's metadata.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

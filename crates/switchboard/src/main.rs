@@ -8,6 +8,7 @@ macro_rules! outln {
     };
 }
 
+mod bench;
 mod chat;
 mod cli;
 mod commands;
@@ -114,5 +115,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Members(args) => commands::group::members(&ctx, args).await,
         Command::Post(args) => commands::group::post(&ctx, args).await,
         Command::Chat(args) => chat::run(&ctx, args).await,
+        Command::Bench(args) => bench::run(&ctx, args).await,
     }
 }

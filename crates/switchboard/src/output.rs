@@ -32,7 +32,21 @@ fn body_fields(object: &mut serde_json::Map<String, Value>, body: &[u8]) {
     }
 }
 
+/// A message as JSON, with its body (`payload` or `payload_base64`). A streamed body is
+/// not in memory: it is described by `streamed` and `body_len` instead.
 pub fn message_json(message: &ReceivedMessage) -> Value {
+    let mut object = message_fields(message);
+    if message.is_streamed() {
+        object.insert("streamed".into(), json!(true));
+        object.insert("body_len".into(), json!(message.body_len()));
+    } else {
+        body_fields(&mut object, message.body());
+    }
+    Value::Object(object)
+}
+
+/// A message's metadata as JSON: everything but the body.
+pub fn message_fields(message: &ReceivedMessage) -> serde_json::Map<String, Value> {
     let mut object = serde_json::Map::new();
     object.insert("id".into(), json!(message.id().to_string()));
     object.insert("seq".into(), json!(message.seq()));
@@ -55,24 +69,42 @@ pub fn message_json(message: &ReceivedMessage) -> Value {
     if message.is_replay() {
         object.insert("replay".into(), json!(true));
     }
-    body_fields(&mut object, message.body());
-    Value::Object(object)
+    object
 }
 
+/// A message as one line of text: its heading, then its body (or, for a streamed body,
+/// its size).
 pub fn message_text(message: &ReceivedMessage) -> String {
+    let body = if message.is_streamed() {
+        format!(
+            "<streamed body of {} bytes of {}; use --output FILE to save it>",
+            message.body_len(),
+            if message.content_type().is_empty() {
+                "binary"
+            } else {
+                message.content_type()
+            }
+        )
+    } else {
+        body_text(message.body(), message.content_type())
+    };
+    format!("{}: {body}", message_heading(message))
+}
+
+/// The start of a message's line: time, channel or group, seq and sender.
+pub fn message_heading(message: &ReceivedMessage) -> String {
     let place = if message.scope() == Scope::Group {
         format!("@{}", message.channel())
     } else {
         message.channel().to_owned()
     };
     format!(
-        "[{}] {} #{} {}({}): {}",
+        "[{}] {} #{} {}({})",
         rfc3339(message.time_us()),
         place,
         message.seq(),
         message.sender_name(),
         message.sender_id(),
-        body_text(message.body(), message.content_type())
     )
 }
 

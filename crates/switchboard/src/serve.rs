@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use switchboard_server::{Server, ServerConfig};
+use switchboard_server::{Server, ServerConfig, SyncPolicy};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, SyncArg};
 
 /// The Unix socket a server listening on `port` uses by default, and that `stop` tries.
 pub fn default_unix_socket(port: u16) -> PathBuf {
@@ -65,6 +65,11 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
         })
     };
     let defaults = ServerConfig::default();
+    let sync = match args.sync {
+        SyncArg::Always => SyncPolicy::Always,
+        SyncArg::Interval => SyncPolicy::Interval(args.sync_interval),
+        SyncArg::Never => SyncPolicy::Never,
+    };
     ServerConfig {
         tcp: args.listen.clone(),
         unix,
@@ -75,6 +80,8 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
         max_body: args.max_body.unwrap_or(defaults.max_body),
         default_history: args.history,
         require_channel_creation: args.require_create,
+        data_dir: (!args.memory).then(|| args.data_dir.clone()),
+        sync,
         ..defaults
     }
 }
@@ -92,6 +99,14 @@ pub async fn run(args: ServeArgs, hmac_key: Option<Vec<u8>>) -> Result<()> {
     }
     if let Some(path) = handle.unix_path() {
         eprintln!("switchboard listening on unix:{}", path.display());
+    }
+    match &args.memory {
+        true => eprintln!("switchboard keeps history in memory only (--memory)"),
+        false => eprintln!(
+            "switchboard keeps history in {} (sync {:?})",
+            args.data_dir.display(),
+            args.sync
+        ),
     }
     tokio::select! {
         () = handle.stopping() => {}

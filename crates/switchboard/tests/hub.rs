@@ -686,3 +686,89 @@ async fn unix_socket_sessions_may_stop_the_server_tcp_ones_may_not() {
     ));
     assert!(!path.exists(), "the socket file is removed");
 }
+
+/// Every message of a run exactly once, and each channel's in sequence order from 1.
+fn assert_complete(label: &str, received: &[(String, u64)], total: usize) {
+    assert_eq!(received.len(), total, "{label}: wrong number of messages");
+    let mut per_channel: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for (channel, seq) in received {
+        per_channel.entry(channel).or_default().push(*seq);
+    }
+    for (channel, seqs) in per_channel {
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{label}: gap, duplicate or disorder in {channel}"
+        );
+    }
+}
+
+// Multi-threaded, so that subscribing and publishing really run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_created() {
+    let server = server().await;
+    // Within the tag index's 1000 messages, so a full tag replay is everything.
+    let (channels, per_publisher) = (30usize, 450usize);
+    let total = 2 * per_publisher;
+    let readers: Vec<Client> = futures::future::join_all((0..16).map(|i| {
+        let server = &server;
+        async move { client(server, &format!("reader{i}")).await }
+    }))
+    .await;
+    let publishers: Vec<Client> = vec![client(&server, "p1").await, client(&server, "p2").await];
+    let mut tasks = Vec::new();
+    for (index, publisher) in publishers.iter().enumerate() {
+        let publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut pending = Vec::new();
+            for i in 0..per_publisher {
+                // New channels keep appearing while the subscribers replay.
+                let channel = format!("grow.c{}", (i * 2 + index) % channels);
+                let text = format!("#Grow {index}-{i}");
+                pending.push(
+                    publisher
+                        .publish_pipelined(&channel, Payload::text(&text))
+                        .await
+                        .unwrap(),
+                );
+                if i % 8 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            futures::future::try_join_all(pending).await.unwrap();
+        }));
+    }
+    // Subscribers join one after another while the publishers run.
+    let kinds = [
+        ("grow.>", Replay::SinceSeq(1)),
+        ("#grow", Replay::SinceTime(0)),
+        ("grow.*", Replay::SinceSeq(0)),
+        ("#GROW", Replay::Last(u64::MAX)),
+    ];
+    let mut subscribers = Vec::new();
+    for (round, reader) in readers.into_iter().enumerate() {
+        let (pattern, replay) = kinds[round % kinds.len()];
+        let subscription = reader.subscribe(pattern, replay).await.unwrap();
+        subscribers.push((pattern, reader, subscription));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (pattern, _reader, mut subscription) in subscribers {
+        let mut received = Vec::new();
+        while received.len() < total {
+            let message = next(&mut subscription).await.unwrap();
+            received.push((message.channel().to_owned(), message.seq()));
+        }
+        // Nothing more arrives after the last one.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), subscription.next())
+                .await
+                .is_err(),
+            "{pattern}: more than {total} messages"
+        );
+        assert_complete(pattern, &received, total);
+    }
+    server.shutdown().await;
+}

@@ -37,6 +37,51 @@ impl SlowConsumerPolicy {
     }
 }
 
+/// How a channel's messages are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// In memory only: lost on restart.
+    Memory,
+    /// Written to the store; synced to disk when the operating system chooses.
+    Never,
+    /// Written to the store and synced at a fixed interval (the server default).
+    #[default]
+    Interval,
+    /// Acknowledged only once synced to disk (concurrent publishes share one sync).
+    Always,
+}
+
+impl Durability {
+    pub fn as_u64(self) -> u64 {
+        match self {
+            Durability::Memory => 0,
+            Durability::Never => 1,
+            Durability::Interval => 2,
+            Durability::Always => 3,
+        }
+    }
+
+    pub fn from_u64(value: u64) -> Option<Self> {
+        match value {
+            0 => Some(Durability::Memory),
+            1 => Some(Durability::Never),
+            2 => Some(Durability::Interval),
+            3 => Some(Durability::Always),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Never => "never",
+            Durability::Interval => "interval",
+            Durability::Always => "always",
+        }
+    }
+}
+
 /// Options of a channel; `None` means the server's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChannelOptions {
@@ -51,6 +96,8 @@ pub struct ChannelOptions {
     /// History is trimmed to stay under this many bytes of bodies.
     pub max_total_bytes: Option<u64>,
     pub slow_consumer: Option<SlowConsumerPolicy>,
+    /// How messages are kept (default: the server's sync policy).
+    pub durability: Option<Durability>,
 }
 
 impl ChannelOptions {
@@ -64,7 +111,8 @@ impl ChannelOptions {
             .opt_uint(
                 key::SLOW_CONSUMER,
                 self.slow_consumer.map(SlowConsumerPolicy::as_u64),
-            );
+            )
+            .opt_uint(key::DURABILITY, self.durability.map(Durability::as_u64));
     }
 
     /// Takes the field if it is an option; returns whether it was.
@@ -85,6 +133,17 @@ impl ChannelOptions {
                             reason: format!("unknown policy {value}"),
                         }
                     })?);
+            }
+            key::DURABILITY => {
+                let value = field.uint()?;
+                self.durability =
+                    Some(
+                        Durability::from_u64(value).ok_or_else(|| ProtoError::InvalidField {
+                            frame,
+                            field: "durability",
+                            reason: format!("unknown durability {value}"),
+                        })?,
+                    );
             }
             _ => return Ok(false),
         }
@@ -127,7 +186,7 @@ impl Encode for CreateChannel {
         self.options.write(fields);
     }
     fn fields_len_hint(&self) -> usize {
-        text_len(&self.name) + 6 * 11
+        text_len(&self.name) + 7 * 11
     }
 }
 
@@ -179,7 +238,7 @@ impl ChannelInfo {
     }
 
     fn encoded_len(&self) -> usize {
-        text_len(&self.name) + 11 * 11
+        text_len(&self.name) + 12 * 11
     }
 
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {

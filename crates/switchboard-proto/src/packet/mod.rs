@@ -19,7 +19,8 @@ mod subscribe;
 
 pub use admin::{Stat, Stats, StatsReply, Stop};
 pub use channel::{
-    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, ListChannels, SlowConsumerPolicy,
+    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, Durability, ListChannels,
+    SlowConsumerPolicy,
 };
 pub use direct::Direct;
 pub use event::{Event, EventKind};

@@ -10,9 +10,9 @@ use proptest::strategy::Union;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use switchboard_proto::packet::{
     ChannelInfo, ChannelList, ChannelOptions, Chunk, ClientInfo, ClientList, CreateChannel,
-    CreateGroup, DIGEST_LEN, Direct, Disconnect, Encode, ErrorPacket, Event, EventKind, GetMessage,
-    GetMessages, GroupInfo, GroupList, GroupMembers, Heartbeat, Identify, Identity, JoinGroup,
-    LeaveGroup, ListChannels, ListClients, ListGroups, MemberInfo, MemberList, Message,
+    CreateGroup, DIGEST_LEN, Direct, Disconnect, Durability, Encode, ErrorPacket, Event, EventKind,
+    GetMessage, GetMessages, GroupInfo, GroupList, GroupMembers, Heartbeat, Identify, Identity,
+    JoinGroup, LeaveGroup, ListChannels, ListClients, ListGroups, MemberInfo, MemberList, Message,
     MessagesEnd, OkReply, Publish, PublishAck, Relay, RelayOutcome, RelayResult, RelayStatus,
     Replay, Scope, SessionAck, SessionInit, Since, SlowConsumerPolicy, Stat, Stats, StatsReply,
     Stop, StreamAbort, StreamStart, Subscribe, SubscribeAck, Unsubscribe,
@@ -97,8 +97,8 @@ pub fn text() -> BoxedStrategy<Text> {
     text_upto(24)
 }
 
-/// Text that is never empty (for fields an encoder always writes but which carry no
-/// "absent" meaning this does not matter, but names are usually non-empty).
+/// A name that is never empty, as channels, groups and clients have: any Unicode, a
+/// dotted ASCII name, or a mixed-script one.
 pub fn name() -> BoxedStrategy<Text> {
     prop_oneof![
         prop::collection::vec(any::<char>(), 1..=20).prop_map(|c| Text::from(String::from_iter(c))),
@@ -192,9 +192,23 @@ pub fn channel_options() -> BoxedStrategy<ChannelOptions> {
             SlowConsumerPolicy::Disconnect,
             SlowConsumerPolicy::DropOldest,
         ])),
+        prop::option::of(prop::sample::select(vec![
+            Durability::Memory,
+            Durability::Never,
+            Durability::Interval,
+            Durability::Always,
+        ])),
     )
         .prop_map(
-            |(history, max_bytes, max_chars, max_age_ms, max_total_bytes, slow_consumer)| {
+            |(
+                history,
+                max_bytes,
+                max_chars,
+                max_age_ms,
+                max_total_bytes,
+                slow_consumer,
+                durability,
+            )| {
                 ChannelOptions {
                     history,
                     max_bytes,
@@ -202,6 +216,7 @@ pub fn channel_options() -> BoxedStrategy<ChannelOptions> {
                     max_age_ms,
                     max_total_bytes,
                     slow_consumer,
+                    durability,
                 }
             },
         )

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use switchboard_proto::packet::{GetMessage, GetMessages, MessagesEnd, Packet, Scope, Since};
+use switchboard_proto::subject::{self, Pattern};
 
 use crate::connection::Session;
 use crate::error::Refusal;
@@ -21,6 +22,7 @@ fn with_history<T>(
 ) -> Result<(T, u64), Refusal> {
     match scope {
         Scope::Channel => {
+            subject::validate_channel(name)?;
             let channel = hub
                 .channels
                 .get(name)
@@ -29,6 +31,7 @@ fn with_history<T>(
             Ok((read(&history), history.info().last_seq))
         }
         Scope::Group => {
+            subject::validate_group(name)?;
             let group = hub.group(name)?;
             if !group.is_member(&session.caller.name) {
                 return Err(Refusal::forbidden(format!(
@@ -45,13 +48,23 @@ fn with_history<T>(
     }
 }
 
+/// The hashtag a tag-scope request names: lower-cased, without its optional '#'.
+fn tag_of(name: &str) -> Result<String, Refusal> {
+    let tag = name.strip_prefix('#').unwrap_or(name);
+    match Pattern::parse(&format!("#{tag}"))? {
+        Pattern::Tag(tag) => Ok(tag),
+        _ => Err(Refusal::invalid(format!("{name} is not a hashtag"))),
+    }
+}
+
 pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, get: GetMessage) {
     let found = if get.scope == Scope::Tag {
-        let tag = get.channel.trim_start_matches('#').to_lowercase();
-        let recent = hub.tags.lock().range(&tag, Since::All, None);
-        Ok(match &get.id {
-            Some(id) => recent.into_iter().rev().find(|m| m.id() == *id),
-            None => recent.last().cloned(),
+        tag_of(&get.channel).map(|tag| {
+            let recent = hub.tags.lock().range(&tag, Since::All, None);
+            match &get.id {
+                Some(id) => recent.into_iter().rev().find(|m| m.id() == *id),
+                None => recent.last().cloned(),
+            }
         })
     } else {
         with_history(
@@ -81,8 +94,7 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
 
 pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, get: GetMessages) {
     let found = if get.scope == Scope::Tag {
-        let tag = get.channel.trim_start_matches('#').to_lowercase();
-        Ok((hub.tags.lock().range(&tag, get.since, get.limit), 0))
+        tag_of(&get.channel).map(|tag| (hub.tags.lock().range(&tag, get.since, get.limit), 0))
     } else {
         with_history(hub, session, get.scope, &get.channel, |history| {
             history.range(get.since, get.limit)

@@ -7,10 +7,11 @@ mod group;
 mod publish;
 mod relay;
 mod server;
+pub(crate) mod stream;
 mod subscribe;
 
 use switchboard_proto::packet::{Encode, Packet};
-use switchboard_proto::{ErrorCode, Flags, Frame};
+use switchboard_proto::{ErrorCode, Flags, Frame, FrameType};
 use tracing::debug;
 
 use crate::connection::Session;
@@ -27,6 +28,20 @@ pub(crate) enum Flow {
 /// Serves one frame of an open session.
 pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flow {
     let request_id = frame.request_id;
+    if !sent_by_clients(frame.frame_type) {
+        // Judged by the type alone, before decoding: a server frame missing fields that
+        // only a client would need is still BAD_FRAME, not INVALID_ARGUMENT.
+        session
+            .refuse(
+                request_id,
+                Refusal::new(
+                    ErrorCode::BadFrame,
+                    format!("{} is sent by servers, not clients", frame.frame_type),
+                ),
+            )
+            .await;
+        return Flow::Continue;
+    }
     let packet = match Packet::from_frame(&frame) {
         Ok(packet) => packet,
         Err(error) => {
@@ -66,8 +81,14 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
         Packet::ListChannels(_) => channel::list(hub, session, request_id).await,
         Packet::Publish(publish) => {
             let quiet = frame.flags.contains(Flags::NO_REPLY);
-            publish::publish(hub, session, request_id, quiet, publish).await;
+            if publish.stream.is_some() {
+                stream::open(hub, session, request_id, quiet, publish).await;
+            } else {
+                publish::publish(hub, session, request_id, quiet, publish).await;
+            }
         }
+        Packet::Chunk(chunk) => stream::chunk(hub, session, chunk).await,
+        Packet::StreamAbort(abort) => stream::abort(session, abort).await,
         Packet::Subscribe(subscribe) => {
             subscribe::subscribe(hub, session, request_id, subscribe).await;
         }
@@ -95,14 +116,6 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
                 )
                 .await;
         }
-        Packet::Chunk(_) | Packet::StreamAbort(_) => {
-            session
-                .refuse(
-                    request_id,
-                    Refusal::invalid("streamed bodies are not supported by this server yet"),
-                )
-                .await;
-        }
         other => {
             session
                 .refuse(
@@ -116,4 +129,50 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
         }
     }
     Flow::Continue
+}
+
+/// Whether clients may send frames of this type (PROTOCOL.md §3.5, C→S and both).
+/// Exhaustive, so that a new frame type must be placed on one side.
+fn sent_by_clients(frame_type: FrameType) -> bool {
+    match frame_type {
+        FrameType::SessionInit
+        | FrameType::Heartbeat
+        | FrameType::Disconnect
+        | FrameType::Identify
+        | FrameType::ListClients
+        | FrameType::Relay
+        | FrameType::CreateChannel
+        | FrameType::Publish
+        | FrameType::Subscribe
+        | FrameType::Unsubscribe
+        | FrameType::GetMessage
+        | FrameType::GetMessages
+        | FrameType::ListChannels
+        | FrameType::CreateGroup
+        | FrameType::ListGroups
+        | FrameType::JoinGroup
+        | FrameType::LeaveGroup
+        | FrameType::GroupMembers
+        | FrameType::Stop
+        | FrameType::Stats
+        | FrameType::Chunk
+        | FrameType::StreamAbort => true,
+        FrameType::SessionAck
+        | FrameType::Error
+        | FrameType::Ok
+        | FrameType::Identity
+        | FrameType::ClientList
+        | FrameType::RelayResult
+        | FrameType::ChannelInfo
+        | FrameType::PublishAck
+        | FrameType::SubscribeAck
+        | FrameType::MessagesEnd
+        | FrameType::ChannelList
+        | FrameType::GroupList
+        | FrameType::MemberList
+        | FrameType::StatsReply
+        | FrameType::Message
+        | FrameType::Direct
+        | FrameType::Event => false,
+    }
 }

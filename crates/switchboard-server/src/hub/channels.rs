@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use switchboard_proto::packet::{ChannelInfo, ChannelOptions, SlowConsumerPolicy};
+use switchboard_proto::packet::{ChannelInfo, ChannelOptions, Durability, SlowConsumerPolicy};
 
 use super::history::{History, Retention};
 use crate::config::ServerConfig;
@@ -46,6 +46,7 @@ impl Channel {
 pub fn effective_options(
     requested: &ChannelOptions,
     config: &ServerConfig,
+    default_durability: Durability,
 ) -> Result<ChannelOptions, Refusal> {
     let history = requested.history.unwrap_or(config.default_history);
     if history == 0 || history > config.max_history {
@@ -70,6 +71,7 @@ pub fn effective_options(
         max_chars: requested.max_chars,
         max_age_ms: requested.max_age_ms,
         max_total_bytes: requested.max_total_bytes,
+        durability: Some(requested.durability.unwrap_or(default_durability)),
         slow_consumer: Some(
             requested
                 .slow_consumer
@@ -98,6 +100,7 @@ fn conflicts(requested: &ChannelOptions, existing: &ChannelOptions) -> bool {
         || differs(requested.max_age_ms, existing.max_age_ms)
         || differs(requested.max_total_bytes, existing.max_total_bytes)
         || differs(requested.slow_consumer, existing.slow_consumer)
+        || differs(requested.durability, existing.durability)
 }
 
 /// All channels. Lock order: this table, then a channel's history, then the routes.

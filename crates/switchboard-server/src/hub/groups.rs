@@ -8,6 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_proto::packet::{GroupInfo, MemberInfo};
 
 use super::history::History;
+use crate::error::Refusal;
 
 /// One group.
 #[derive(Debug)]
@@ -64,6 +65,23 @@ impl GroupTable {
         let group = Arc::new(group);
         map.insert(group.name.clone(), group.clone());
         (group, true)
+    }
+
+    /// Inserts the group `make` builds unless one of that name exists; returns whether it
+    /// was created. `make` runs under the table's lock, so that of two sessions creating
+    /// the same group only the one that wins reaches storage.
+    pub fn insert_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Result<Group, Refusal>,
+    ) -> Result<bool, Refusal> {
+        let mut map = self.map.write();
+        if map.contains_key(name) {
+            return Ok(false);
+        }
+        let group = Arc::new(make()?);
+        map.insert(group.name.clone(), group);
+        Ok(true)
     }
 
     pub fn list(&self) -> Vec<Arc<Group>> {

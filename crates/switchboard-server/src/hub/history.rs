@@ -53,7 +53,8 @@ impl History {
         history.next_seq = next_seq.max(1);
         for message in messages {
             history.last_time_us = history.last_time_us.max(message.time_us());
-            history.next_seq = history.next_seq.max(message.seq() + 1);
+            // Saturating: a stored seq is input too, and u64::MAX must not wrap to 0.
+            history.next_seq = history.next_seq.max(message.seq().saturating_add(1));
             history.bytes += message.body_len();
             history.messages.push_back(message);
         }
@@ -74,7 +75,7 @@ impl History {
     /// Appends a message (its seq must be `next_seq()`), then trims to the retention.
     /// Returns the highest trimmed seq, if anything was trimmed.
     pub fn push(&mut self, message: Arc<StoredMessage>, now_us: u64) -> Option<u64> {
-        self.next_seq = message.seq() + 1;
+        self.next_seq = message.seq().saturating_add(1);
         self.last_time_us = message.time_us();
         self.bytes += message.body_len();
         self.messages.push_back(message);
@@ -99,6 +100,7 @@ impl History {
             }
             trimmed = Some(oldest.seq());
             self.bytes -= oldest.body_len();
+            oldest.retire();
             self.messages.pop_front();
         }
         trimmed
@@ -108,7 +110,11 @@ impl History {
         HistoryInfo {
             count: self.messages.len() as u64,
             first_seq: self.messages.front().map_or(0, |m| m.seq()),
-            last_seq: self.next_seq - 1,
+            // The newest message counts too: at u64::MAX, next_seq cannot go past it.
+            last_seq: self
+                .next_seq
+                .saturating_sub(1)
+                .max(self.messages.back().map_or(0, |m| m.seq())),
             bytes: self.bytes,
         }
     }
@@ -136,5 +142,52 @@ impl History {
             .take(limit)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::packet::Message;
+    use switchboard_proto::{FrameCodec, Limits};
+
+    use super::*;
+
+    const KEEP: Retention = Retention {
+        max_count: 10,
+        max_bytes: None,
+        max_age_us: None,
+    };
+
+    fn message(seq: u64) -> Arc<StoredMessage> {
+        let message = Message {
+            channel: "c".into(),
+            seq,
+            time_us: seq,
+            ..Message::default()
+        };
+        let codec = FrameCodec::new(Limits::default());
+        Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn restored_sequence_numbers_at_the_top_of_the_range_do_not_overflow() {
+        let history = History::restore(KEEP, 0, vec![message(u64::MAX - 1), message(u64::MAX)]);
+        let info = history.info();
+        assert_eq!(info.count, 2);
+        assert_eq!(info.first_seq, u64::MAX - 1);
+        assert_eq!(info.last_seq, u64::MAX);
+        let mut history = History::restore(KEEP, u64::MAX, Vec::new());
+        assert_eq!(history.info().last_seq, u64::MAX - 1);
+        history.push(message(u64::MAX), 0);
+        assert_eq!(history.info().last_seq, u64::MAX);
+    }
+
+    #[test]
+    fn an_empty_history_reports_zeros() {
+        for history in [History::new(KEEP), History::restore(KEEP, 0, Vec::new())] {
+            let info = history.info();
+            assert_eq!((info.count, info.first_seq, info.last_seq), (0, 0, 0));
+            assert_eq!(history.next_seq(), 1);
+        }
     }
 }

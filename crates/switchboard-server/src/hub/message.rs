@@ -9,12 +9,16 @@ use switchboard_proto::codec::view_encoded;
 use switchboard_proto::packet::Message;
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 
+use crate::blobs::Blob;
+
 /// A published message, shared by history, hashtag indexes and delivery queues.
 #[derive(Debug)]
 pub struct StoredMessage {
     frame: Bytes,
     envelope: Message,
     tags: Vec<String>,
+    /// The body, when it was streamed: a file, sent in chunks.
+    blob: Option<Blob>,
 }
 
 impl StoredMessage {
@@ -36,7 +40,46 @@ impl StoredMessage {
             frame,
             envelope,
             tags,
+            blob: None,
         })
+    }
+
+    /// The frame as stored: the live frame, or without its HMAC tag if it has one, so
+    /// that the store does not depend on the key sessions use.
+    pub fn record_bytes(&self) -> Bytes {
+        if self.frame.len() > 5 && self.frame[5] & Flags::MAC.0 as u8 != 0 {
+            let mut buf = BytesMut::new();
+            let codec = FrameCodec::new(switchboard_proto::Limits {
+                max_header_len: usize::from(u16::MAX),
+                max_content_len: u32::MAX,
+            });
+            if codec
+                .encode_packet(0, Flags::empty(), &self.envelope, &mut buf)
+                .is_ok()
+            {
+                return buf.freeze();
+            }
+        }
+        self.frame.clone()
+    }
+
+    /// Attaches a streamed body.
+    #[must_use]
+    pub fn with_blob(mut self, blob: Blob) -> StoredMessage {
+        self.blob = Some(blob);
+        self
+    }
+
+    /// The streamed body, if the body was streamed.
+    pub fn blob(&self) -> Option<&Blob> {
+        self.blob.as_ref()
+    }
+
+    /// The message left its history: its streamed body may be deleted once unused.
+    pub fn retire(&self) {
+        if let Some(blob) = &self.blob {
+            blob.retire();
+        }
     }
 
     /// The live frame, identical for every receiver.
@@ -66,7 +109,11 @@ impl StoredMessage {
         self.envelope.id
     }
 
+    /// Length of the body, streamed or not.
     pub fn body_len(&self) -> u64 {
-        self.envelope.body.len() as u64
+        match &self.blob {
+            Some(blob) => blob.len(),
+            None => self.envelope.body.len() as u64,
+        }
     }
 }

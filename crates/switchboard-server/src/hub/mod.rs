@@ -19,31 +19,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelOptions, Event, EventKind, Message, Packet, Publish, PublishAck, Replay, Scope, Since,
-    SubscribeAck,
+    ChannelOptions, Durability, Event, EventKind, Message, Packet, Publish, PublishAck, Replay,
+    Scope, Since, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
 use tokio::sync::mpsc::OwnedPermit;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use self::channels::{Channel, ChannelTable, effective_options, retention_of};
 use self::directory::Directory;
 use self::groups::{Group, GroupTable};
-use self::history::History;
+use self::history::{History, Retention};
 use self::message::StoredMessage;
 use self::routes::Routes;
 use self::stats::Counters;
 use self::tags::TagIndex;
+use crate::blobs::{Blob, BlobStore};
 use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
-use crate::storage::{Snapshot, Storage};
+use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage};
 use crate::time::now_us;
+
+/// A stored publish: its acknowledgement, and whether the store must sync before it may
+/// be sent (durability `always`).
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub ack: PublishAck,
+    pub must_sync: bool,
+}
 
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
@@ -65,10 +74,13 @@ pub struct Hub {
     pub tags: TagIndex,
     pub counters: Counters,
     pub storage: Arc<dyn Storage>,
+    /// Streamed bodies.
+    pub blobs: BlobStore,
     pub hooks: Arc<dyn Hooks>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     next_client_id: AtomicU64,
+    storage_closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -78,7 +90,12 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub fn new(config: ServerConfig, storage: Arc<dyn Storage>, hooks: Arc<dyn Hooks>) -> Hub {
+    pub fn new(
+        config: ServerConfig,
+        storage: Arc<dyn Storage>,
+        hooks: Arc<dyn Hooks>,
+        blobs: BlobStore,
+    ) -> Hub {
         let limits = Limits {
             max_header_len: Limits::DEFAULT_MAX_HEADER,
             max_content_len: config.max_frame,
@@ -95,38 +112,132 @@ impl Hub {
             groups: GroupTable::default(),
             counters: Counters::default(),
             storage,
+            blobs,
             hooks,
             shutdown: CancellationToken::new(),
             next_client_id: AtomicU64::new(1),
+            storage_closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The durability channels get when they ask for none: memory only without a durable
+    /// store, else the store's sync policy.
+    pub fn default_durability(&self) -> Durability {
+        if self.storage.is_durable() {
+            self.config.sync.durability()
+        } else {
+            Durability::Memory
+        }
+    }
+
+    /// Rebuilds a history from stored envelopes, re-encoding each as a live frame for
+    /// this server's key, and trims it to its retention.
+    fn restore_history(&self, kind: LogKind, saved: LogSnapshot, retention: Retention) -> History {
+        let mut messages = Vec::with_capacity(saved.messages.len());
+        for message in saved.messages {
+            let tags = match kind {
+                LogKind::Channel => tags::message_hashtags(&message.content_type, &message.body),
+                LogKind::Group => Vec::new(),
+            };
+            let blob = match &message.stream {
+                Some(stream) => match self.blobs.existing(&message.id, stream.total_len) {
+                    Some(blob) => Some(blob),
+                    None => {
+                        error!(target: log::ERROR, log = %saved.name, seq = message.seq, "the streamed body of a stored message is missing; skipped");
+                        Counters::add(&self.counters.corrupt_records_skipped, 1);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            match StoredMessage::encode(&self.codec, &message, tags) {
+                Ok(stored) => messages.push(Arc::new(match blob {
+                    Some(blob) => stored.with_blob(blob),
+                    None => stored,
+                })),
+                Err(e) => {
+                    error!(target: log::ERROR, log = %saved.name, seq = message.seq, error = %e, "stored message skipped");
+                }
+            }
+        }
+        let mut history = History::restore(retention, saved.next_seq, messages);
+        if let Some(through) = history.trim(now_us()) {
+            self.storage.trim(kind, &saved.name, through);
+        }
+        history
     }
 
     /// Rebuilds channels and groups from what storage gave back.
     pub fn restore(&self, snapshot: Snapshot) {
+        let (channels, groups) = (snapshot.channels.len(), snapshot.groups.len());
+        Counters::add(
+            &self.counters.corrupt_records_skipped,
+            snapshot.corrupt_records,
+        );
         for saved in snapshot.channels {
-            let retention = retention_of(&saved.options, &self.config);
-            let history = History::restore(retention, saved.next_seq, saved.messages);
+            let options = match effective_options(
+                &saved.options,
+                &self.config,
+                self.default_durability(),
+            ) {
+                Ok(options) => options,
+                Err(refusal) => {
+                    // Options this server no longer allows (e.g. a lower history limit):
+                    // keep the messages under the defaults rather than drop the channel.
+                    warn!(target: log::ERROR, channel = %saved.name, reason = %refusal.message, "stored options refused; using defaults");
+                    saved.options
+                }
+            };
+            let retention = retention_of(&options, &self.config);
+            let name = saved.name.clone();
+            let history = self.restore_history(LogKind::Channel, saved, retention);
             let mut tags = self.tags.lock();
             for message in history.range(Since::All, None) {
                 tags.push(&message);
             }
             drop(tags);
-            self.channels
-                .restore(Channel::new(saved.name, saved.options, history));
+            self.channels.restore(Channel::new(name, options, history));
         }
         for saved in snapshot.groups {
-            let retention = retention_of(&saved.history.options, &self.config);
+            let retention = retention_of(&ChannelOptions::default(), &self.config);
+            let name = saved.name.clone();
+            let history = self.restore_history(LogKind::Group, saved.history, retention);
             self.groups.insert(Group {
-                name: saved.name,
+                name,
                 description: saved.description,
                 members: parking_lot::Mutex::new(saved.members.into_iter().collect()),
-                history: parking_lot::Mutex::new(History::restore(
-                    retention,
-                    saved.history.next_seq,
-                    saved.history.messages,
-                )),
+                history: parking_lot::Mutex::new(history),
             });
         }
+        if channels + groups > 0 {
+            info!(target: log::GENERAL, channels, groups, corrupt = snapshot.corrupt_records, "history restored");
+        }
+    }
+
+    /// Records where every history stands and closes the store (once).
+    pub fn close_storage(&self) {
+        if self.storage_closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut next_seqs = Vec::new();
+        for channel in self.channels.list() {
+            if channel.options.durability != Some(Durability::Memory) {
+                next_seqs.push((
+                    LogKind::Channel,
+                    channel.name.clone(),
+                    channel.history.lock().next_seq(),
+                ));
+            }
+        }
+        for group in self.groups.list() {
+            next_seqs.push((
+                LogKind::Group,
+                group.name.clone(),
+                group.history.lock().next_seq(),
+            ));
+        }
+        self.storage.close(&next_seqs);
+        self.blobs.close();
     }
 
     pub fn next_client_id(&self) -> u64 {
@@ -134,9 +245,11 @@ impl Hub {
     }
 
     fn new_channel(&self, name: &str, options: ChannelOptions) -> Result<Channel, Refusal> {
-        self.storage
-            .put_channel(name, &options)
-            .map_err(|e| storage_refusal(&e))?;
+        if options.durability != Some(Durability::Memory) {
+            self.storage
+                .put_channel(name, &options)
+                .map_err(|e| storage_refusal(&e))?;
+        }
         info!(target: log::GENERAL, channel = name, "channel created");
         let history = History::new(retention_of(&options, &self.config));
         Ok(Channel::new(name.to_owned(), options, history))
@@ -149,7 +262,7 @@ impl Hub {
         requested: &ChannelOptions,
     ) -> Result<Arc<Channel>, Refusal> {
         subject::validate_channel(name)?;
-        let options = effective_options(requested, &self.config)?;
+        let options = effective_options(requested, &self.config, self.default_durability())?;
         let (channel, _) = self
             .channels
             .create(name, requested, || self.new_channel(name, options))?;
@@ -159,17 +272,109 @@ impl Hub {
     /// PUBLISH to a channel: stores, indexes and routes the message in one critical
     /// section of the channel, so that subscribers replaying history never miss it nor
     /// see it twice.
-    pub fn publish(&self, caller: &Caller, publish: Publish) -> Result<PublishAck, Refusal> {
+    pub fn publish(&self, caller: &Caller, publish: Publish) -> Result<Published, Refusal> {
+        self.publish_body(caller, publish, None)
+    }
+
+    /// PUBLISH of a body that was streamed into `blob`, as message `id`.
+    pub fn publish_streamed(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        id: Uuid,
+        blob: Blob,
+    ) -> Result<Published, Refusal> {
+        self.publish_body(caller, publish, Some((id, blob)))
+    }
+
+    /// Checks what can be checked of a streamed publish before its body arrives, so that
+    /// a refused upload is refused before gigabytes are sent.
+    pub fn admit_stream(
+        &self,
+        caller: &Caller,
+        publish: &Publish,
+        total_len: u64,
+    ) -> Result<(), Refusal> {
+        let options = match publish.scope {
+            Scope::Channel => {
+                subject::validate_channel(&publish.channel)?;
+                match self.channels.get(&publish.channel) {
+                    Some(channel) => channel.options,
+                    None if self.config.require_channel_creation => {
+                        return Err(Refusal::new(
+                            ErrorCode::ChannelRequired,
+                            format!(
+                                "channel {} does not exist and this server requires channels to be created first",
+                                publish.channel
+                            ),
+                        ));
+                    }
+                    None => effective_options(
+                        &ChannelOptions::default(),
+                        &self.config,
+                        self.default_durability(),
+                    )?,
+                }
+            }
+            Scope::Group => {
+                let group = self.group(&publish.channel)?;
+                if !group.is_member(&caller.name) {
+                    return Err(Refusal::forbidden(format!(
+                        "{} is not a member of group {}; join it first",
+                        caller.name, group.name
+                    )));
+                }
+                effective_options(
+                    &ChannelOptions::default(),
+                    &self.config,
+                    self.default_durability(),
+                )?
+            }
+            Scope::Tag => return Err(Refusal::invalid("hashtags cannot be published to")),
+        };
+        check_len(total_len, &options, self.config.max_body)?;
+        if options.max_chars.is_some() {
+            return Err(Refusal::invalid(
+                "this channel limits characters; it takes short text, not streamed bodies",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a publish to this destination is acknowledged only once on disk.
+    pub fn must_sync(&self, publish: &Publish) -> bool {
+        let durability = match publish.scope {
+            Scope::Channel => self
+                .channels
+                .get(&publish.channel)
+                .and_then(|channel| channel.options.durability)
+                .unwrap_or_else(|| self.default_durability()),
+            _ => self.default_durability(),
+        };
+        durability == Durability::Always
+    }
+
+    fn publish_body(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        blob: Option<(Uuid, Blob)>,
+    ) -> Result<Published, Refusal> {
         match publish.scope {
-            Scope::Channel => self.publish_to_channel(caller, publish),
-            Scope::Group => self.post_to_group(caller, publish),
+            Scope::Channel => self.publish_to_channel(caller, publish, blob),
+            Scope::Group => self.post_to_group(caller, publish, blob),
             Scope::Tag => Err(Refusal::invalid(
                 "hashtags cannot be published to; put #tag in a channel message",
             )),
         }
     }
 
-    fn publish_to_channel(&self, caller: &Caller, publish: Publish) -> Result<PublishAck, Refusal> {
+    fn publish_to_channel(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        blob: Option<(Uuid, Blob)>,
+    ) -> Result<Published, Refusal> {
         let name = publish.channel.as_str();
         subject::validate_channel(name)?;
         let channel = match self.channels.get(name) {
@@ -183,42 +388,52 @@ impl Hub {
                 ));
             }
             None => {
-                let options = effective_options(&ChannelOptions::default(), &self.config)?;
+                let options = effective_options(
+                    &ChannelOptions::default(),
+                    &self.config,
+                    self.default_durability(),
+                )?;
                 self.channels
                     .get_or_insert_with(name, || self.new_channel(name, options))?
                     .0
             }
         };
-        check_body(&publish, &channel.options, self.config.max_body)?;
-        let tags = subject::message_hashtags(&publish.content_type, &publish.body);
+        match &blob {
+            Some((_, blob)) => check_len(blob.len(), &channel.options, self.config.max_body)?,
+            None => check_body(&publish, &channel.options, self.config.max_body)?,
+        }
+        let tags = tags::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
-        let stored = self.seal(caller, &publish, &history, tags)?;
-        self.storage
-            .append(false, name, &stored)
-            .map_err(|e| storage_refusal(&e))?;
-        let now = stored.time_us();
-        if let Some(through) = history.push(stored.clone(), now)
-            && let Err(e) = self.storage.trim(false, name, through)
+        let stored = self.seal(caller, &publish, &history, tags, blob)?;
+        let durability = channel.options.durability.unwrap_or(Durability::Memory);
+        if durability != Durability::Memory {
+            self.storage
+                .append(LogKind::Channel, name, &stored)
+                .map_err(|e| storage_refusal(&e))?;
+        }
+        if let Some(through) = history.push(stored.clone(), stored.time_us())
+            && durability != Durability::Memory
         {
-            error!(target: log::ERROR, channel = name, error = %e, "trimming storage failed");
+            self.storage.trim(LogKind::Channel, name, through);
         }
         let delivered = if stored.tags().is_empty() {
-            self.routes.deliver(name, &[], stored.live_frame())
+            self.routes.deliver(name, &[], &stored)
         } else {
             let mut tags = self.tags.lock();
             tags.push(&stored);
-            let delivered = self
-                .routes
-                .deliver(name, stored.tags(), stored.live_frame());
+            let delivered = self.routes.deliver(name, stored.tags(), &stored);
             drop(tags);
             delivered
         };
         drop(history);
         Counters::add(&self.counters.messages_published, 1);
         Counters::add(&self.counters.messages_delivered, delivered);
-        Ok(PublishAck {
-            id: stored.id(),
-            seq: stored.seq(),
+        Ok(Published {
+            ack: PublishAck {
+                id: stored.id(),
+                seq: stored.seq(),
+            },
+            must_sync: durability == Durability::Always,
         })
     }
 
@@ -229,23 +444,41 @@ impl Hub {
         publish: &Publish,
         history: &History,
         tags: Vec<String>,
+        blob: Option<(Uuid, Blob)>,
     ) -> Result<Arc<StoredMessage>, Refusal> {
+        let (id, stream) = match &blob {
+            Some((id, blob)) => (
+                *id,
+                Some(StreamStart {
+                    stream_id: 0,
+                    total_len: blob.len(),
+                }),
+            ),
+            None => (Uuid::now_v7(), None),
+        };
         let message = Message {
             scope: publish.scope,
             channel: publish.channel.clone(),
-            id: Uuid::now_v7(),
+            id,
             seq: history.next_seq(),
             time_us: history.next_time(now_us()),
             sender_id: caller.client_id,
             sender_name: caller.name.clone(),
             content_type: publish.content_type.clone(),
             user_headers: publish.user_headers.clone(),
-            body: publish.body.clone(),
-            stream: None,
+            body: if stream.is_some() {
+                Bytes::new()
+            } else {
+                publish.body.clone()
+            },
+            stream,
         };
-        StoredMessage::encode(&self.codec, &message, tags)
-            .map(Arc::new)
-            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))
+        let stored = StoredMessage::encode(&self.codec, &message, tags)
+            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+        Ok(Arc::new(match blob {
+            Some((_, blob)) => stored.with_blob(blob),
+            None => stored,
+        }))
     }
 
     /// SUBSCRIBE: registers the route and queues the acknowledgement and the replayed
@@ -324,7 +557,12 @@ impl Hub {
 
     /// Group PUBLISH: members only; stored in the group's history and pushed to every
     /// online member's sessions.
-    fn post_to_group(&self, caller: &Caller, publish: Publish) -> Result<PublishAck, Refusal> {
+    fn post_to_group(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        blob: Option<(Uuid, Blob)>,
+    ) -> Result<Published, Refusal> {
         let group = self.group(&publish.channel)?;
         if !group.is_member(&caller.name) {
             return Err(Refusal::forbidden(format!(
@@ -332,30 +570,39 @@ impl Hub {
                 caller.name, group.name
             )));
         }
-        let options = effective_options(&ChannelOptions::default(), &self.config)?;
-        check_body(&publish, &options, self.config.max_body)?;
-        let mut history = group.history.lock();
-        let stored = self.seal(caller, &publish, &history, Vec::new())?;
-        self.storage
-            .append(true, &group.name, &stored)
-            .map_err(|e| storage_refusal(&e))?;
-        if let Some(through) = history.push(stored.clone(), stored.time_us())
-            && let Err(e) = self.storage.trim(true, &group.name, through)
-        {
-            error!(target: log::ERROR, group = %group.name, error = %e, "trimming storage failed");
+        let options = effective_options(
+            &ChannelOptions::default(),
+            &self.config,
+            self.default_durability(),
+        )?;
+        match &blob {
+            Some((_, blob)) => check_len(blob.len(), &options, self.config.max_body)?,
+            None => check_body(&publish, &options, self.config.max_body)?,
         }
-        let delivered = self.tell_members(&group, stored.live_frame());
+        let mut history = group.history.lock();
+        let stored = self.seal(caller, &publish, &history, Vec::new(), blob)?;
+        self.storage
+            .append(LogKind::Group, &group.name, &stored)
+            .map_err(|e| storage_refusal(&e))?;
+        if let Some(through) = history.push(stored.clone(), stored.time_us()) {
+            self.storage.trim(LogKind::Group, &group.name, through);
+        }
+        let delivered = self.tell_members(&group, |outbox| outbox.deliver_message(&stored));
         drop(history);
         Counters::add(&self.counters.messages_published, 1);
         Counters::add(&self.counters.messages_delivered, delivered);
-        Ok(PublishAck {
-            id: stored.id(),
-            seq: stored.seq(),
+        Ok(Published {
+            ack: PublishAck {
+                id: stored.id(),
+                seq: stored.seq(),
+            },
+            must_sync: self.default_durability() == Durability::Always,
         })
     }
 
-    /// Queues a shared frame on every session of every member of the group.
-    fn tell_members(&self, group: &Group, frame: &Bytes) -> u64 {
+    /// Queues something on every session of every member of the group; returns on how
+    /// many it was queued.
+    fn tell_members(&self, group: &Group, deliver: impl Fn(&Outbox) -> bool) -> u64 {
         let members = group.members.lock();
         let mut outboxes = Vec::new();
         for member in members.iter() {
@@ -364,7 +611,7 @@ impl Hub {
         drop(members);
         outboxes
             .iter()
-            .map(|outbox| u64::from(outbox.deliver(frame.clone())))
+            .map(|outbox| u64::from(deliver(outbox)))
             .sum()
     }
 
@@ -383,21 +630,17 @@ impl Hub {
             ));
         }
         let retention = retention_of(&ChannelOptions::default(), &self.config);
-        if self.groups.get(name).is_some() {
-            return Err(Refusal::new(
-                ErrorCode::AlreadyExists,
-                format!("group {name} already exists"),
-            ));
-        }
-        self.storage
-            .put_group(name, description)
-            .map_err(|e| storage_refusal(&e))?;
-        let (_, created) = self.groups.insert(Group {
-            name: name.to_owned(),
-            description: description.to_owned(),
-            members: parking_lot::Mutex::new(Default::default()),
-            history: parking_lot::Mutex::new(History::new(retention)),
-        });
+        let created = self.groups.insert_with(name, || {
+            self.storage
+                .put_group(name, description)
+                .map_err(|e| storage_refusal(&e))?;
+            Ok(Group {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                members: parking_lot::Mutex::new(Default::default()),
+                history: parking_lot::Mutex::new(History::new(retention)),
+            })
+        })?;
         if !created {
             return Err(Refusal::new(
                 ErrorCode::AlreadyExists,
@@ -429,11 +672,12 @@ impl Hub {
                 )))
             };
         }
+        // Saved under the lock, so that lists reach storage in the order they changed.
         let list: Vec<String> = members.iter().cloned().collect();
-        drop(members);
         if let Err(e) = self.storage.put_members(name, &list) {
             error!(target: log::ERROR, group = name, error = %e, "saving members failed");
         }
+        drop(members);
         info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
         let mut event = Event::new(if join {
             EventKind::MemberJoined
@@ -446,7 +690,7 @@ impl Hub {
         event.time_us = now_us();
         let frame = self.shared_frame(&Packet::Event(event));
         if let Some(frame) = frame {
-            self.tell_members(&group, &frame);
+            self.tell_members(&group, |outbox| outbox.deliver(frame.clone()));
             if !join {
                 caller.outbox.deliver(frame);
             }
@@ -480,9 +724,8 @@ fn replay_range(replay: Replay) -> Option<(Since, Option<u64>)> {
     }
 }
 
-/// Checks a body against the server's and the channel's limits.
-fn check_body(publish: &Publish, options: &ChannelOptions, max_body: u64) -> Result<(), Refusal> {
-    let len = publish.body.len() as u64;
+/// Checks a body's length against the server's and the channel's limits.
+fn check_len(len: u64, options: &ChannelOptions, max_body: u64) -> Result<(), Refusal> {
     let limit = options.max_bytes.unwrap_or(max_body).min(max_body);
     if len > limit {
         return Err(Refusal::new(
@@ -490,6 +733,12 @@ fn check_body(publish: &Publish, options: &ChannelOptions, max_body: u64) -> Res
             format!("message body of {len} bytes is over the limit of {limit} bytes"),
         ));
     }
+    Ok(())
+}
+
+/// Checks a body against the server's and the channel's limits.
+fn check_body(publish: &Publish, options: &ChannelOptions, max_body: u64) -> Result<(), Refusal> {
+    check_len(publish.body.len() as u64, options, max_body)?;
     if let Some(max_chars) = options.max_chars {
         let Ok(text) = std::str::from_utf8(&publish.body) else {
             return Err(Refusal::invalid(

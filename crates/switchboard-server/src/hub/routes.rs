@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use parking_lot::{RwLock, RwLockWriteGuard};
 use switchboard_proto::subject::{Pattern, PatternToken};
 
+use super::message::StoredMessage;
 use crate::outbox::Outbox;
 
 /// Connections on one route, with how many of their subscriptions use it.
@@ -140,9 +142,9 @@ impl RouteTable {
         }
     }
 
-    /// Queues `frame` once on every connection that wants a message of `channel` with
+    /// Queues `message` once on every connection that wants a message of `channel` with
     /// `tags`. Returns how many connections it was queued on.
-    pub fn deliver(&self, channel: &str, tags: &[String], frame: &Bytes) -> u64 {
+    pub fn deliver(&self, channel: &str, tags: &[String], message: &Arc<StoredMessage>) -> u64 {
         let mut targets: Vec<&Outbox> = Vec::new();
         if let Some(subscribers) = self.exact.get(channel) {
             targets.extend(subscribers.values().map(|(outbox, _)| outbox));
@@ -162,7 +164,7 @@ impl RouteTable {
         }
         let mut delivered = 0;
         for outbox in targets {
-            if outbox.deliver(frame.clone()) {
+            if outbox.deliver_message(message) {
                 delivered += 1;
             }
         }
@@ -178,8 +180,8 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn deliver(&self, channel: &str, tags: &[String], frame: &Bytes) -> u64 {
-        self.table.read().deliver(channel, tags, frame)
+    pub fn deliver(&self, channel: &str, tags: &[String], message: &Arc<StoredMessage>) -> u64 {
+        self.table.read().deliver(channel, tags, message)
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, RouteTable> {

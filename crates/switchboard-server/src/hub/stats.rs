@@ -15,6 +15,7 @@ pub struct Counters {
     pub slow_consumers_disconnected: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
+    pub corrupt_records_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +40,7 @@ impl Counters {
             ),
             stat("protocol_errors", &self.protocol_errors),
             stat("heartbeat_timeouts", &self.heartbeat_timeouts),
+            stat("corrupt_records_skipped", &self.corrupt_records_skipped),
         ]
     }
 }

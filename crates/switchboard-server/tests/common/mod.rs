@@ -10,7 +10,7 @@ use switchboard_proto::packet::{Packet, SessionAck, SessionInit};
 use switchboard_proto::{
     Flags, Frame, FrameCodec, Limits, MacKey, PREFACE_LEN, PROTOCOL_VERSION, Preface,
 };
-use switchboard_server::{Server, ServerHandle};
+use switchboard_server::{Server, ServerConfig, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -24,6 +24,40 @@ pub async fn start_server() -> ServerHandle {
         .start()
         .await
         .expect("server starts")
+}
+
+/// A server on an ephemeral loopback port, with some of its configuration changed.
+pub async fn start_server_with(change: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .configure(change)
+        .start()
+        .await
+        .expect("server starts")
+}
+
+/// The value of a named counter of the server.
+pub fn stat(server: &ServerHandle, name: &str) -> u64 {
+    server
+        .stats()
+        .into_iter()
+        .find(|(stat, _)| stat == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// Waits until `check` holds, polling; false if it still does not after `within`.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub struct RawClient {
@@ -126,6 +160,19 @@ impl RawClient {
             match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next frame if one arrives within `within`; `None` on silence or close.
+    pub async fn frame_within(&mut self, within: Duration) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).expect("valid frame") {
+                return Some(frame);
+            }
+            match tokio::time::timeout(within, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
             }
         }
     }

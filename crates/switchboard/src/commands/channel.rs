@@ -1,12 +1,12 @@
 //! `channels`, `channel create`, `get`, `history` and `tag`.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 use serde_json::json;
 use switchboard_client::ReceivedMessage;
-use switchboard_proto::packet::{ChannelInfo, ChannelOptions, Since};
+use switchboard_proto::packet::{ChannelInfo, ChannelOptions, Durability, Since};
 
-use super::Context;
-use crate::cli::{ChannelCreateArgs, GetArgs, HistoryArgs, TagArgs};
+use super::{Context, transfer};
+use crate::cli::{ChannelCreateArgs, DurabilityArg, GetArgs, HistoryArgs, TagArgs};
 use crate::output::{message_json, message_text, print_json};
 use crate::since::{self, SincePoint};
 
@@ -20,6 +20,7 @@ fn channel_json(info: &ChannelInfo) -> serde_json::Value {
         "history": info.options.history,
         "max_bytes": info.options.max_bytes,
         "max_chars": info.options.max_chars,
+        "durability": info.options.durability.map(Durability::name),
     })
 }
 
@@ -56,6 +57,12 @@ pub async fn create(ctx: &Context, args: ChannelCreateArgs) -> Result<()> {
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         max_total_bytes: args.max_total_bytes,
         slow_consumer: None,
+        durability: args.durability.map(|d| match d {
+            DurabilityArg::Memory => Durability::Memory,
+            DurabilityArg::Never => Durability::Never,
+            DurabilityArg::Interval => Durability::Interval,
+            DurabilityArg::Always => Durability::Always,
+        }),
     };
     let client = ctx.connect().await?;
     let info = client.create_channel(&args.channel, options).await?;
@@ -85,17 +92,27 @@ pub fn print_messages(ctx: &Context, messages: &[ReceivedMessage]) {
 pub async fn get(ctx: &Context, args: GetArgs) -> Result<()> {
     let client = ctx.connect().await?;
     let found = client.get_message(&args.channel, args.id).await?;
-    let _ = client.close().await;
-    match found {
-        Some(message) => {
+    let result = match (found, &args.output) {
+        (Some(mut message), Some(path)) => {
+            // The connection stays open while the body streams in.
+            let saved = transfer::save_body(&mut message, path).await;
+            if saved.is_ok() {
+                transfer::print_saved(ctx, &message, path);
+            }
+            saved.map(drop)
+        }
+        (Some(message), None) => {
             print_messages(ctx, std::slice::from_ref(&message));
             Ok(())
         }
-        None => match args.id {
-            Some(id) => bail!("no message {id} in {}", args.channel),
-            None => bail!("{} has no messages", args.channel),
+        (None, _) => match args.id {
+            Some(id) => Err(anyhow!("no message {id} in {}", args.channel)),
+            None => Err(anyhow!("{} has no messages", args.channel)),
         },
-    }
+    };
+    // Any body not read is dropped before closing, so nothing waits for it.
+    let _ = client.close().await;
+    result
 }
 
 pub fn since_of(text: Option<&str>) -> Result<Since> {
@@ -112,8 +129,10 @@ pub async fn history(ctx: &Context, args: HistoryArgs) -> Result<()> {
     let messages = client
         .get_messages(&args.channel, since, args.limit)
         .await?;
-    let _ = client.close().await;
     print_messages(ctx, &messages);
+    // Streamed bodies are not printed: dropping them discards them.
+    drop(messages);
+    let _ = client.close().await;
     Ok(())
 }
 
@@ -121,7 +140,8 @@ pub async fn tag(ctx: &Context, args: TagArgs) -> Result<()> {
     let tag = args.tag.trim_start_matches('#');
     let client = ctx.connect().await?;
     let messages = client.tag_messages(tag, args.limit).await?;
-    let _ = client.close().await;
     print_messages(ctx, &messages);
+    drop(messages);
+    let _ = client.close().await;
     Ok(())
 }

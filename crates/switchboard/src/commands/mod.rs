@@ -6,6 +6,7 @@ pub mod publish;
 pub mod relay;
 pub mod session;
 pub mod subscribe;
+pub mod transfer;
 
 use anyhow::{Context as _, Result};
 use switchboard_client::{Client, ClientConfig};

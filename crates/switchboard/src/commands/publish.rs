@@ -1,4 +1,5 @@
 //! `pub`: one message from TEXT, a file or stdin, or one message per line, pipelined.
+//! Large files are streamed from disk (see [`super::transfer`]).
 
 use std::path::Path;
 
@@ -6,10 +7,11 @@ use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use serde_json::json;
-use switchboard_client::{Payload, PublishAck};
+use switchboard_client::{Payload, PublishAck, Text};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::Context;
+use super::transfer::{progress_bar, stream_threshold};
 use crate::cli::PublishArgs;
 use crate::output::print_json;
 
@@ -33,19 +35,27 @@ fn print_ack(ctx: &Context, channel: &str, ack: &PublishAck) {
     }
 }
 
+fn parse_headers(headers: &[String]) -> Result<Vec<(Text, Text)>> {
+    headers
+        .iter()
+        .map(|header| match header.split_once('=') {
+            Some((name, value)) => Ok((name.into(), value.into())),
+            None => bail!("a header is KEY=VALUE, not {header:?}"),
+        })
+        .collect()
+}
+
 fn with_headers(mut payload: Payload, headers: &[String]) -> Result<Payload> {
-    for header in headers {
-        let Some((name, value)) = header.split_once('=') else {
-            bail!("a header is KEY=VALUE, not {header:?}");
-        };
-        payload = payload.with_header(name, value);
-    }
+    payload.headers.extend(parse_headers(headers)?);
     Ok(payload)
 }
 
 pub async fn publish(ctx: &Context, args: PublishArgs) -> Result<()> {
     if let Some(source) = &args.lines {
         return publish_lines(ctx, &args, source).await;
+    }
+    if let (None, Some(path)) = (&args.text, &args.file) {
+        return publish_file(ctx, &args, path).await;
     }
     let text_type = "text/plain; charset=utf-8";
     let (body, default_type) = match (&args.text, &args.file) {
@@ -58,12 +68,6 @@ pub async fn publish(ctx: &Context, args: PublishArgs) -> Result<()> {
             (body, "application/octet-stream")
         }
         (Some(text), None) => (text.clone().into_bytes(), text_type),
-        (None, Some(path)) => (
-            tokio::fs::read(path)
-                .await
-                .with_context(|| format!("cannot read {}", path.display()))?,
-            guess_content_type(path),
-        ),
         _ => bail!("give TEXT, --file FILE, - for standard input, or --lines FILE|-"),
     };
     let content_type = args.content_type.as_deref().unwrap_or(default_type);
@@ -73,6 +77,56 @@ pub async fn publish(ctx: &Context, args: PublishArgs) -> Result<()> {
     )?;
     let client = ctx.connect().await?;
     let ack = client.publish(&args.channel, payload).await?;
+    print_ack(ctx, &args.channel, &ack);
+    let _ = client.close().await;
+    Ok(())
+}
+
+/// `pub --file`: a file over the streaming threshold is streamed from disk, so its
+/// size is bounded by the server's `max_body`, not by memory; a smaller one is sent in
+/// one frame.
+async fn publish_file(ctx: &Context, args: &PublishArgs, path: &Path) -> Result<()> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let len = file
+        .metadata()
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let content_type = args
+        .content_type
+        .as_deref()
+        .unwrap_or_else(|| guess_content_type(path));
+    let headers = parse_headers(&args.headers)?;
+    let client = ctx.connect().await?;
+    let ack = if len > stream_threshold(&client) {
+        let limit = client.server_limits().max_body;
+        if len > limit {
+            bail!(
+                "{} is {len} bytes, over the server's limit of {limit}",
+                path.display()
+            );
+        }
+        let bar = progress_bar(len, "sending");
+        let published = client
+            .publish_stream_with(&args.channel, content_type, headers, file, len, |sent| {
+                bar.set_position(sent)
+            })
+            .await;
+        bar.finish_and_clear();
+        published.with_context(|| format!("cannot publish {}", path.display()))?
+    } else {
+        // Small, or of unknown size (a pipe, a device): read it whole.
+        let mut body = Vec::new();
+        let mut file = file;
+        file.read_to_end(&mut body)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut payload = Payload::with_content_type(content_type, body);
+        payload.headers = headers;
+        client.publish(&args.channel, payload).await?
+    };
     print_ack(ctx, &args.channel, &ack);
     let _ = client.close().await;
     Ok(())

@@ -1,0 +1,262 @@
+//! Bodies too large for one frame: received in chunks into a spool file, kept as a blob
+//! file beside the store, and sent to receivers in chunks read back from that file, so
+//! that memory per transfer stays bounded whatever the size.
+//!
+//! Layout under the blob directory:
+//!
+//! ```text
+//! spool/<n>           an upload in progress (removed if it does not complete)
+//! <message id>        a stored body
+//! <message id>.sha256 its SHA-256, 32 raw bytes
+//! ```
+//!
+//! An upload becomes visible only by a rename after its length and digest were checked,
+//! so a broken transfer never leaves a half-stored body behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::log;
+
+/// Length of a body digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// Why a blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing the body failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the body is longer than the announced {expected} bytes")]
+    TooLong { expected: u64 },
+    #[error("the body has {got} bytes; {expected} were announced")]
+    WrongLength { expected: u64, got: u64 },
+    #[error("the SHA-256 of the body does not match the digest sent")]
+    DigestMismatch,
+}
+
+/// Where blobs live, and whether they outlive the server.
+#[derive(Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+    spool: PathBuf,
+    /// Blobs of a memory-only server are deleted with their message; a durable server
+    /// deletes them only when their message is trimmed.
+    durable: bool,
+    next_upload: AtomicU64,
+}
+
+impl BlobStore {
+    /// Opens the blob directory, creating it, and removes uploads a crash left behind.
+    pub fn open(dir: PathBuf, durable: bool) -> Result<BlobStore, BlobError> {
+        let spool = dir.join("spool");
+        let dir_error = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| BlobError::Dir { path, source }
+        };
+        std::fs::create_dir_all(&spool).map_err(dir_error(&spool))?;
+        let mut leftovers = 0;
+        for entry in std::fs::read_dir(&spool).map_err(dir_error(&spool))? {
+            let entry = entry.map_err(dir_error(&spool))?;
+            if std::fs::remove_file(entry.path()).is_ok() {
+                leftovers += 1;
+            }
+        }
+        if leftovers > 0 {
+            info!(target: log::GENERAL, leftovers, "removed incomplete uploads");
+        }
+        Ok(BlobStore {
+            dir,
+            spool,
+            durable,
+            next_upload: AtomicU64::new(1),
+        })
+    }
+
+    /// A blob directory of its own in the system's temporary directory, for a server
+    /// without a data directory.
+    pub fn temporary() -> Result<BlobStore, BlobError> {
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-blobs-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        BlobStore::open(dir, false)
+    }
+
+    fn body_path(&self, id: &Uuid) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    fn digest_path(&self, id: &Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.sha256"))
+    }
+
+    /// Starts receiving a body of `expected` bytes.
+    pub async fn begin(&self, expected: u64) -> Result<Upload, BlobError> {
+        let n = self.next_upload.fetch_add(1, Ordering::Relaxed);
+        let path = self.spool.join(n.to_string());
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Upload {
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            written: 0,
+            expected,
+        })
+    }
+
+    /// Checks an upload and makes it the body of message `id`; with `sync`, the body is
+    /// on disk when this returns.
+    pub async fn commit(
+        &self,
+        mut upload: Upload,
+        digest: &[u8; DIGEST_LEN],
+        id: Uuid,
+        sync: bool,
+    ) -> Result<Blob, BlobError> {
+        if upload.written != upload.expected {
+            return Err(BlobError::WrongLength {
+                expected: upload.expected,
+                got: upload.written,
+            });
+        }
+        let actual: [u8; DIGEST_LEN] = upload.hasher.clone().finalize().into();
+        if &actual != digest {
+            return Err(BlobError::DigestMismatch);
+        }
+        let Some(mut file) = upload.file.take() else {
+            return Err(BlobError::Io(std::io::Error::other(
+                "upload already closed",
+            )));
+        };
+        file.flush().await?;
+        if sync || self.durable {
+            // Durable bodies are synced before the record that points at them exists.
+            file.sync_data().await?;
+        }
+        drop(file);
+        let body = self.body_path(&id);
+        tokio::fs::write(self.digest_path(&id), digest).await?;
+        // After the rename the spool path is gone, so dropping the upload removes nothing.
+        tokio::fs::rename(&upload.path, &body).await?;
+        Ok(Blob {
+            path: body,
+            digest_path: self.digest_path(&id),
+            len: upload.expected,
+            digest: *digest,
+            delete_on_drop: AtomicBool::new(!self.durable),
+        })
+    }
+
+    /// The stored body of message `id`, if it is there whole.
+    pub fn existing(&self, id: &Uuid, len: u64) -> Option<Blob> {
+        let path = self.body_path(id);
+        let digest_path = self.digest_path(id);
+        let actual_len = std::fs::metadata(&path).ok()?.len();
+        let digest: [u8; DIGEST_LEN] = std::fs::read(&digest_path).ok()?.try_into().ok()?;
+        if actual_len != len {
+            warn!(target: log::ERROR, %id, actual_len, len, "stored body has the wrong length; skipped");
+            return None;
+        }
+        Some(Blob {
+            path,
+            digest_path,
+            len,
+            digest,
+            delete_on_drop: AtomicBool::new(!self.durable),
+        })
+    }
+
+    /// Removes the directory of a temporary store.
+    pub fn close(&self) {
+        if !self.durable {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A body being received. Dropping it before it is committed deletes what was received.
+#[derive(Debug)]
+pub struct Upload {
+    file: Option<tokio::fs::File>,
+    path: PathBuf,
+    hasher: Sha256,
+    written: u64,
+    expected: u64,
+}
+
+impl Upload {
+    /// Appends a piece of the body.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        let written = self.written + data.len() as u64;
+        if written > self.expected {
+            return Err(BlobError::TooLong {
+                expected: self.expected,
+            });
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(BlobError::Io(std::io::Error::other(
+                "upload already closed",
+            )));
+        };
+        file.write_all(data).await?;
+        self.hasher.update(data);
+        self.written = written;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A stored body.
+#[derive(Debug)]
+pub struct Blob {
+    path: PathBuf,
+    digest_path: PathBuf,
+    len: u64,
+    digest: [u8; DIGEST_LEN],
+    delete_on_drop: AtomicBool,
+}
+
+impl Blob {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn digest(&self) -> &[u8; DIGEST_LEN] {
+        &self.digest
+    }
+
+    /// The message left its history: delete the body once nobody is sending it.
+    pub fn retire(&self) {
+        self.delete_on_drop.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        if self.delete_on_drop.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.digest_path);
+        }
+    }
+}

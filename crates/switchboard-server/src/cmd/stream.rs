@@ -1,0 +1,145 @@
+//! Streamed bodies: a PUBLISH with flag STREAM opens an upload, CHUNK frames fill it, and
+//! the last chunk (with the body's SHA-256) commits it as one message. STREAM_ABORT, a bad
+//! length or digest, or a broken connection discards the upload: nothing half-stored is
+//! ever visible.
+
+use bytes::Bytes;
+use switchboard_proto::ErrorCode;
+use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
+use tracing::info;
+use uuid::Uuid;
+
+use super::publish::{acknowledge, run_hooks};
+use crate::blobs::Upload;
+use crate::connection::Session;
+use crate::error::Refusal;
+use crate::hub::Hub;
+use crate::log;
+
+/// Uploads one session may have open at once.
+pub(crate) const MAX_OPEN_STREAMS: usize = 16;
+
+/// An upload in progress on a session.
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    request_id: u32,
+    quiet: bool,
+    publish: Publish,
+    upload: Upload,
+}
+
+fn aborted(message: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::StreamAborted, message)
+}
+
+/// PUBLISH with flag STREAM: checks everything that can be checked before the body
+/// arrives, then starts the upload with the frame's first part.
+pub(crate) async fn open(
+    hub: &Hub,
+    session: &mut Session,
+    request_id: u32,
+    quiet: bool,
+    mut publish: Publish,
+) {
+    let Some(stream) = publish.stream else {
+        return;
+    };
+    if session.streams.len() >= MAX_OPEN_STREAMS {
+        let refusal = Refusal::new(
+            ErrorCode::LimitReached,
+            format!("a session may stream at most {MAX_OPEN_STREAMS} bodies at once"),
+        );
+        session.refuse(request_id, refusal).await;
+        return;
+    }
+    if session.streams.contains_key(&stream.stream_id) {
+        let refusal = Refusal::invalid(format!("stream {} is already open", stream.stream_id));
+        session.refuse(request_id, refusal).await;
+        return;
+    }
+    if let Err(refusal) = run_hooks(hub, session, &mut publish) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
+    if let Err(refusal) = hub.admit_stream(&session.caller, &publish, stream.total_len) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
+    let mut upload = match hub.blobs.begin(stream.total_len).await {
+        Ok(upload) => upload,
+        Err(error) => {
+            let refusal = Refusal::new(
+                ErrorCode::Internal,
+                format!("cannot store the body: {error}"),
+            );
+            session.refuse(request_id, refusal).await;
+            return;
+        }
+    };
+    if let Err(error) = upload.write(&publish.body).await {
+        session.refuse(request_id, aborted(error.to_string())).await;
+        return;
+    }
+    // The first part is in the file now; keep only the metadata in memory.
+    publish.body = Bytes::new();
+    info!(target: log::GENERAL, client_id = session.caller.client_id, channel = %publish.channel, total_len = stream.total_len, "receiving a streamed body");
+    session.streams.insert(
+        stream.stream_id,
+        Ingest {
+            request_id,
+            quiet,
+            publish,
+            upload,
+        },
+    );
+}
+
+/// CHUNK: appends to its upload; the last one commits the message.
+pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
+    // Chunks of a stream that was refused or aborted are dropped without a word: the
+    // sender has its answer already.
+    let Some(ingest) = session.streams.get_mut(&chunk.stream_id) else {
+        return;
+    };
+    if let Err(error) = ingest.upload.write(&chunk.data).await {
+        if let Some(ingest) = session.streams.remove(&chunk.stream_id) {
+            session
+                .refuse(ingest.request_id, aborted(error.to_string()))
+                .await;
+        }
+        return;
+    }
+    let Some(digest) = chunk.digest else {
+        return;
+    };
+    let Some(ingest) = session.streams.remove(&chunk.stream_id) else {
+        return;
+    };
+    let Ingest {
+        request_id,
+        quiet,
+        publish,
+        upload,
+    } = ingest;
+    let id = Uuid::now_v7();
+    let sync = hub.must_sync(&publish);
+    let blob = match hub.blobs.commit(upload, &digest, id, sync).await {
+        Ok(blob) => blob,
+        Err(error) => {
+            session.refuse(request_id, aborted(error.to_string())).await;
+            return;
+        }
+    };
+    match hub.publish_streamed(&session.caller, publish, id, blob) {
+        Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+/// STREAM_ABORT from the client: discard, and answer the PUBLISH that opened it.
+pub(crate) async fn abort(session: &mut Session, abort: StreamAbort) {
+    if let Some(ingest) = session.streams.remove(&abort.stream_id) {
+        let reason = format!("the client abandoned the body: {}", abort.reason);
+        session.refuse(ingest.request_id, aborted(reason)).await;
+    }
+}

@@ -1,0 +1,510 @@
+//! [`FjallStorage`]: history and directories in an embedded LSM store (fjall), with a
+//! journal synced by policy, key-value separation for large bodies, and trimming in the
+//! background.
+//!
+//! Key layout (all integers big-endian, so keys sort in sequence order):
+//!
+//! ```text
+//! keyspace "meta"
+//!   c/<channel>         CREATE_CHANNEL frame: the channel's options
+//!   g/<group>           CREATE_GROUP frame: name and description
+//!   m/<group>           MEMBER_LIST frame: the members
+//!   n/<kind><name>      u64: next sequence number, written at trims and at shutdown
+//! keyspace "messages"
+//!   <kind><name> 0x00 <seq:u64>   MESSAGE frame (no HMAC tag), checked by its CRCs on load
+//! ```
+//!
+//! `<kind>` is `c` for channels and `g` for groups. Names never contain 0x00 (control
+//! characters are refused), so a log's keys are exactly those under its prefix. Every
+//! record is a protocol frame, so its CRC32C checks catch corruption on load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use parking_lot::{Condvar, Mutex};
+use switchboard_proto::packet::{
+    ChannelOptions, CreateChannel, CreateGroup, Encode, MemberInfo, MemberList, Message, Packet,
+};
+use switchboard_proto::{Flags, FrameCodec, Limits};
+use tokio_util::codec::Decoder;
+use tracing::{error, info, warn};
+
+use super::syncer::Syncer;
+use super::{
+    GroupSnapshot, LogKind, LogSnapshot, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy,
+};
+use crate::hub::message::StoredMessage;
+use crate::log;
+
+/// Bodies larger than this are kept in blob files, out of the LSM tree.
+const SEPARATION_THRESHOLD: u32 = 4 * 1024;
+
+fn storage_error(context: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError(format!("{context}: {error}"))
+}
+
+fn kind_byte(kind: LogKind) -> u8 {
+    match kind {
+        LogKind::Channel => b'c',
+        LogKind::Group => b'g',
+    }
+}
+
+fn log_prefix(kind: LogKind, name: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(name.len() + 2);
+    prefix.push(kind_byte(kind));
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+fn message_key(kind: LogKind, name: &str, seq: u64) -> Vec<u8> {
+    let mut key = log_prefix(kind, name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn next_seq_key(kind: LogKind, name: &str) -> Vec<u8> {
+    let mut key = b"n/".to_vec();
+    key.push(kind_byte(kind));
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// Frames with the full limits and no HMAC: the storage format, independent of the key
+/// sessions use.
+fn record_codec() -> FrameCodec {
+    FrameCodec::new(Limits {
+        max_header_len: usize::from(u16::MAX),
+        max_content_len: u32::MAX,
+    })
+}
+
+fn encode_record<P: Encode>(packet: &P) -> Result<Bytes, StorageError> {
+    let mut buf = BytesMut::new();
+    record_codec()
+        .encode_packet(0, Flags::empty(), packet, &mut buf)
+        .map_err(|e| storage_error("encoding a record", e))?;
+    Ok(buf.freeze())
+}
+
+/// Decodes a record, checking its CRCs; `None` (after a report) if it is corrupt.
+fn decode_record(key: &[u8], value: &[u8]) -> Option<Packet> {
+    let mut buf = BytesMut::from(value);
+    let decoded = record_codec()
+        .decode(&mut buf)
+        .and_then(|frame| {
+            frame.ok_or(switchboard_proto::ProtoError::Truncated {
+                needed: value.len() + 1,
+                have: value.len(),
+            })
+        })
+        .and_then(|frame| Packet::from_frame(&frame));
+    match decoded {
+        Ok(packet) if buf.is_empty() => Some(packet),
+        Ok(_) => {
+            error!(target: log::ERROR, key = %String::from_utf8_lossy(key), "corrupt record skipped: trailing bytes");
+            None
+        }
+        Err(e) => {
+            error!(target: log::ERROR, key = %String::from_utf8_lossy(key), error = %e, "corrupt record skipped");
+            None
+        }
+    }
+}
+
+/// Trims waiting to be applied, coalesced per history.
+#[derive(Default)]
+struct TrimQueue {
+    pending: HashMap<(LogKind, String), u64>,
+    stop: bool,
+}
+
+struct Trimmer {
+    queue: Mutex<TrimQueue>,
+    wake: Condvar,
+}
+
+/// The open database; taken out at close so that the directory is released even while
+/// the server's handle lives on.
+struct Open {
+    db: Database,
+    meta: Keyspace,
+    messages: Keyspace,
+}
+
+/// The store. Open one per data directory (fjall locks it against other processes).
+pub struct FjallStorage {
+    dir: PathBuf,
+    open: parking_lot::RwLock<Option<Open>>,
+    syncer: Syncer,
+    trimmer: Arc<Trimmer>,
+    trim_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for FjallStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStorage")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Checks that `dir` is a usable directory, creating it if its parent exists.
+fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(StorageError(format!(
+                "data directory {} exists but is not a directory",
+                dir.display()
+            )));
+        }
+    } else {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(StorageError(format!(
+                "data directory {} does not exist and cannot be created: {} is missing",
+                dir.display(),
+                parent.display()
+            )));
+        }
+        std::fs::create_dir(dir).map_err(|e| {
+            storage_error(
+                &format!("cannot create data directory {}", dir.display()),
+                e,
+            )
+        })?;
+        info!(target: log::GENERAL, dir = %dir.display(), "created data directory");
+    }
+    // Creating a file is the one portable test of writability (permission bits lie for
+    // root and on read-only mounts).
+    let probe = dir.join(".switchboard-write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            storage_error(
+                &format!("data directory {} is not writable", dir.display()),
+                e,
+            )
+        })
+}
+
+impl FjallStorage {
+    /// Opens (or creates) the store in `dir`, failing clearly if it cannot.
+    pub fn open(dir: impl Into<PathBuf>, policy: SyncPolicy) -> Result<FjallStorage, StorageError> {
+        let dir = dir.into();
+        prepare_dir(&dir)?;
+        let db = Database::builder(&dir)
+            .worker_threads(2)
+            .open()
+            .map_err(|e| {
+                storage_error(&format!("cannot open the store in {}", dir.display()), e)
+            })?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(|e| storage_error("cannot open keyspace meta", e))?;
+        let messages = db
+            .keyspace("messages", || {
+                KeyspaceCreateOptions::default().with_kv_separation(Some(
+                    KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
+                ))
+            })
+            .map_err(|e| storage_error("cannot open keyspace messages", e))?;
+        let sync_db = db.clone();
+        let syncer = Syncer::start(policy, move || {
+            sync_db
+                .persist(PersistMode::SyncData)
+                .map_err(|e| storage_error("fdatasync of the journal", e))
+        });
+        let trimmer = Arc::new(Trimmer {
+            queue: Mutex::new(TrimQueue::default()),
+            wake: Condvar::new(),
+        });
+        let trim_thread = {
+            let trimmer = trimmer.clone();
+            let messages = messages.clone();
+            let meta = meta.clone();
+            std::thread::Builder::new()
+                .name("switchboard-trim".into())
+                .spawn(move || run_trimmer(&trimmer, &messages, &meta))
+                .map_err(|e| storage_error("cannot start the trim thread", e))?
+        };
+        info!(target: log::GENERAL, dir = %dir.display(), ?policy, "store opened");
+        Ok(FjallStorage {
+            dir,
+            open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
+            syncer,
+            trimmer,
+            trim_thread: Mutex::new(Some(trim_thread)),
+        })
+    }
+
+    /// Runs `work` on the open database, or fails if the store was closed.
+    fn with_open<T>(
+        &self,
+        work: impl FnOnce(&Open) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match self.open.read().as_ref() {
+            Some(open) => work(open),
+            None => Err(StorageError("the store is closed".into())),
+        }
+    }
+}
+
+impl Open {
+    fn read_log(
+        &self,
+        kind: LogKind,
+        name: &str,
+        corrupt: &mut u64,
+    ) -> Result<(u64, Vec<Message>), StorageError> {
+        let mut messages = Vec::new();
+        let mut last_seq = 0;
+        for entry in self.messages.prefix(log_prefix(kind, name)) {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|e| storage_error("reading messages", e))?;
+            match decode_record(&key, &value) {
+                Some(Packet::Message(message)) => {
+                    last_seq = last_seq.max(message.seq);
+                    messages.push(message);
+                }
+                _ => *corrupt += 1,
+            }
+        }
+        let saved_next = self
+            .meta
+            .get(next_seq_key(kind, name))
+            .map_err(|e| storage_error("reading a sequence number", e))?
+            .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes);
+        Ok((saved_next.max(last_seq + 1), messages))
+    }
+}
+
+fn run_trimmer(trimmer: &Trimmer, messages: &Keyspace, meta: &Keyspace) {
+    loop {
+        let batch = {
+            let mut queue = trimmer.queue.lock();
+            while queue.pending.is_empty() && !queue.stop {
+                trimmer.wake.wait(&mut queue);
+            }
+            if queue.pending.is_empty() && queue.stop {
+                return;
+            }
+            std::mem::take(&mut queue.pending)
+        };
+        for ((kind, name), through) in batch {
+            if let Err(error) = trim_log(messages, meta, kind, &name, through) {
+                error!(target: log::ERROR, log = %name, %error, "trimming history failed");
+            }
+        }
+    }
+}
+
+fn trim_log(
+    messages: &Keyspace,
+    meta: &Keyspace,
+    kind: LogKind,
+    name: &str,
+    through: u64,
+) -> Result<(), StorageError> {
+    let start = message_key(kind, name, 0);
+    let end = message_key(kind, name, through);
+    let mut keys = Vec::new();
+    for entry in messages.range(start..=end) {
+        keys.push(
+            entry
+                .key()
+                .map_err(|e| storage_error("listing trimmed keys", e))?,
+        );
+    }
+    // The next seq must survive even when every message is trimmed away.
+    meta.insert(next_seq_key(kind, name), (through + 1).to_be_bytes())
+        .map_err(|e| storage_error("recording a sequence number", e))?;
+    for key in keys {
+        messages
+            .remove(key)
+            .map_err(|e| storage_error("removing a trimmed message", e))?;
+    }
+    Ok(())
+}
+
+impl Storage for FjallStorage {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn load(&self) -> Result<Snapshot, StorageError> {
+        self.with_open(Open::load)
+    }
+
+    fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError> {
+        let record = encode_record(&CreateChannel {
+            name: name.into(),
+            options: *options,
+        })?;
+        self.with_open(|open| {
+            open.meta
+                .insert(format!("c/{name}"), record.as_ref())
+                .map_err(|e| storage_error("saving a channel", e))
+        })?;
+        self.syncer.wrote();
+        Ok(())
+    }
+
+    fn append(
+        &self,
+        kind: LogKind,
+        log: &str,
+        message: &StoredMessage,
+    ) -> Result<(), StorageError> {
+        let record = message.record_bytes();
+        self.with_open(|open| {
+            open.messages
+                .insert(message_key(kind, log, message.seq()), record.as_ref())
+                .map_err(|e| storage_error("appending a message", e))
+        })?;
+        self.syncer.wrote();
+        Ok(())
+    }
+
+    fn trim(&self, kind: LogKind, log: &str, through_seq: u64) {
+        let mut queue = self.trimmer.queue.lock();
+        let slot = queue.pending.entry((kind, log.to_owned())).or_insert(0);
+        *slot = (*slot).max(through_seq);
+        drop(queue);
+        self.trimmer.wake.notify_one();
+    }
+
+    fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError> {
+        let record = encode_record(&CreateGroup {
+            name: name.into(),
+            description: description.into(),
+        })?;
+        self.with_open(|open| {
+            open.meta
+                .insert(format!("g/{name}"), record.as_ref())
+                .map_err(|e| storage_error("saving a group", e))
+        })?;
+        self.syncer.wrote();
+        Ok(())
+    }
+
+    fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError> {
+        let record = encode_record(&MemberList {
+            group: group.into(),
+            members: members
+                .iter()
+                .map(|name| MemberInfo {
+                    name: name.as_str().into(),
+                    online: false,
+                })
+                .collect(),
+        })?;
+        self.with_open(|open| {
+            open.meta
+                .insert(format!("m/{group}"), record.as_ref())
+                .map_err(|e| storage_error("saving group members", e))
+        })?;
+        self.syncer.wrote();
+        Ok(())
+    }
+
+    fn sync(&self) -> SyncFuture {
+        self.syncer.sync()
+    }
+
+    fn close(&self, next_seqs: &[(LogKind, String, u64)]) {
+        {
+            let mut queue = self.trimmer.queue.lock();
+            queue.stop = true;
+        }
+        self.trimmer.wake.notify_one();
+        if let Some(thread) = self.trim_thread.lock().take() {
+            let _ = thread.join();
+        }
+        self.syncer.stop();
+        let Some(open) = self.open.write().take() else {
+            return;
+        };
+        for (kind, name, next_seq) in next_seqs {
+            if let Err(error) = open
+                .meta
+                .insert(next_seq_key(*kind, name), next_seq.to_be_bytes())
+            {
+                error!(target: log::ERROR, log = %name, %error, "recording a sequence number failed");
+            }
+        }
+        if let Err(error) = open.db.persist(PersistMode::SyncAll) {
+            error!(target: log::ERROR, %error, "final sync of the store failed");
+        }
+        drop(open);
+        info!(target: log::GENERAL, dir = %self.dir.display(), "store closed");
+    }
+}
+
+impl Open {
+    fn load(&self) -> Result<Snapshot, StorageError> {
+        let mut snapshot = Snapshot::default();
+        let mut corrupt = 0;
+        let mut groups: Vec<(String, String)> = Vec::new();
+        let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in self.meta.iter() {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|e| storage_error("reading meta", e))?;
+            if key.starts_with(b"n/") {
+                continue;
+            }
+            match decode_record(&key, &value) {
+                Some(Packet::CreateChannel(channel)) => {
+                    let (next_seq, messages) =
+                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt)?;
+                    snapshot.channels.push(LogSnapshot {
+                        name: channel.name.to_string(),
+                        options: channel.options,
+                        next_seq,
+                        messages,
+                    });
+                }
+                Some(Packet::CreateGroup(group)) => {
+                    groups.push((group.name.to_string(), group.description.to_string()));
+                }
+                Some(Packet::MemberList(list)) => {
+                    members.insert(
+                        list.group.to_string(),
+                        list.members.iter().map(|m| m.name.to_string()).collect(),
+                    );
+                }
+                _ => corrupt += 1,
+            }
+        }
+        for (name, description) in groups {
+            let (next_seq, messages) = self.read_log(LogKind::Group, &name, &mut corrupt)?;
+            snapshot.groups.push(GroupSnapshot {
+                members: members.remove(&name).unwrap_or_default(),
+                history: LogSnapshot {
+                    name: name.clone(),
+                    options: ChannelOptions::default(),
+                    next_seq,
+                    messages,
+                },
+                name,
+                description,
+            });
+        }
+        if corrupt > 0 {
+            warn!(target: log::ERROR, corrupt, "corrupt records were skipped while loading");
+        }
+        snapshot.corrupt_records = corrupt;
+        Ok(snapshot)
+    }
+}

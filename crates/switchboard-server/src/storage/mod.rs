@@ -1,0 +1,154 @@
+//! The storage seam: where channel and group history, the channel and group directory
+//! and group membership are persisted.
+//!
+//! The hub keeps every history's retained messages in memory and tells a [`Storage`] of
+//! each change, in publish order, under the history's lock; the store gives everything
+//! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
+
+mod fjall_store;
+mod syncer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use switchboard_proto::packet::{ChannelOptions, Durability, Message};
+
+use crate::hub::message::StoredMessage;
+
+pub use fjall_store::FjallStorage;
+
+/// A failure of the storage engine.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StorageError(pub String);
+
+/// Whether a history belongs to a channel or a group (they have separate name spaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    Channel,
+    Group,
+}
+
+/// When the store syncs what it wrote to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Never explicitly: the operating system writes back when it chooses.
+    Never,
+    /// Every interval, in the background; publishes are acknowledged at once.
+    Interval(Duration),
+    /// Before acknowledging a publish; concurrent publishes share one sync.
+    Always,
+}
+
+impl SyncPolicy {
+    /// The channel durability this policy gives by default.
+    pub fn durability(self) -> Durability {
+        match self {
+            SyncPolicy::Never => Durability::Never,
+            SyncPolicy::Interval(_) => Durability::Interval,
+            SyncPolicy::Always => Durability::Always,
+        }
+    }
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy::Interval(Duration::from_millis(100))
+    }
+}
+
+/// What a store gives back at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub channels: Vec<LogSnapshot>,
+    pub groups: Vec<GroupSnapshot>,
+    /// Records that failed their checksum or did not decode, reported and skipped.
+    pub corrupt_records: u64,
+}
+
+/// One persisted channel or group history.
+#[derive(Debug, Default)]
+pub struct LogSnapshot {
+    pub name: String,
+    pub options: ChannelOptions,
+    /// The next sequence number to assign (at least one past the newest message).
+    pub next_seq: u64,
+    /// Persisted messages, oldest first (possibly more than the retention keeps).
+    pub messages: Vec<Message>,
+}
+
+/// One persisted group.
+#[derive(Debug, Default)]
+pub struct GroupSnapshot {
+    pub name: String,
+    pub description: String,
+    pub members: Vec<String>,
+    pub history: LogSnapshot,
+}
+
+/// Resolves once everything appended before it was created is on disk.
+pub type SyncFuture = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
+
+/// A persistence engine. Mutating calls are made in publish order with the history's
+/// lock held, so they must be quick: an implementation buffers, and syncs and trims in
+/// the background.
+pub trait Storage: Send + Sync + 'static {
+    /// Whether anything survives a restart (false for memory only).
+    fn is_durable(&self) -> bool;
+    /// Everything persisted, to rebuild the hub at start.
+    fn load(&self) -> Result<Snapshot, StorageError>;
+    /// A channel was created.
+    fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError>;
+    /// A message was appended to a history.
+    fn append(&self, kind: LogKind, log: &str, message: &StoredMessage)
+    -> Result<(), StorageError>;
+    /// Messages up to and including `through_seq` left a history. Done in the
+    /// background; failures are logged, not returned, since the publish that caused the
+    /// trim has already succeeded.
+    fn trim(&self, kind: LogKind, log: &str, through_seq: u64);
+    /// A group was created.
+    fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError>;
+    /// A group's member list changed.
+    fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError>;
+    /// Everything appended so far, on disk.
+    fn sync(&self) -> SyncFuture;
+    /// The server is stopping: record where each history's sequence stands, sync, and
+    /// stop background work.
+    fn close(&self, next_seqs: &[(LogKind, String, u64)]);
+}
+
+/// Keeps nothing: history lives only in the hub's memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStorage;
+
+impl Storage for MemoryStorage {
+    fn is_durable(&self) -> bool {
+        false
+    }
+    fn load(&self) -> Result<Snapshot, StorageError> {
+        Ok(Snapshot::default())
+    }
+    fn put_channel(&self, _name: &str, _options: &ChannelOptions) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn append(
+        &self,
+        _kind: LogKind,
+        _log: &str,
+        _message: &StoredMessage,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn trim(&self, _kind: LogKind, _log: &str, _through_seq: u64) {}
+    fn put_group(&self, _name: &str, _description: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn put_members(&self, _group: &str, _members: &[String]) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn sync(&self) -> SyncFuture {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn close(&self, _next_seqs: &[(LogKind, String, u64)]) {}
+}

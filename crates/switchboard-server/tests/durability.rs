@@ -1,0 +1,303 @@
+//! Durable history on a real data directory: what a restart brings back, retention,
+//! memory-only channels, corrupt records and unusable directories.
+
+mod common;
+
+use bytes::Bytes;
+use common::RawClient;
+use switchboard_proto::packet::{
+    ChannelOptions, CreateChannel, CreateGroup, Durability, GetMessages, GroupMembers, JoinGroup,
+    Packet, Publish, Scope, Since,
+};
+use switchboard_server::{Server, ServerHandle, SyncPolicy};
+
+async fn start(dir: &std::path::Path, sync: SyncPolicy) -> ServerHandle {
+    Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(dir)
+        .sync(sync)
+        .start()
+        .await
+        .expect("server starts on the data directory")
+}
+
+fn publish(channel: &str, text: &str) -> Packet {
+    Packet::Publish(Publish {
+        channel: channel.into(),
+        content_type: "text/plain".into(),
+        body: Bytes::copy_from_slice(text.as_bytes()),
+        ..Publish::default()
+    })
+}
+
+async fn publish_ok(client: &mut RawClient, channel: &str, text: &str) -> u64 {
+    match client.request(publish(channel, text)).await {
+        Packet::PublishAck(ack) => ack.seq,
+        other => panic!("publish failed: {other:?}"),
+    }
+}
+
+/// Every message of a history, as (seq, text).
+async fn history(client: &mut RawClient, scope: Scope, channel: &str) -> Vec<(u64, String)> {
+    let id = client.next_request_id();
+    client
+        .send(
+            id,
+            switchboard_proto::Flags::empty(),
+            &Packet::GetMessages(GetMessages {
+                scope,
+                channel: channel.into(),
+                since: Since::All,
+                limit: None,
+            }),
+        )
+        .await;
+    let mut messages = Vec::new();
+    loop {
+        match client.next_packet().await.expect("answer") {
+            Packet::Message(message) => messages.push((
+                message.seq,
+                String::from_utf8_lossy(&message.body).into_owned(),
+            )),
+            Packet::MessagesEnd(_) => return messages,
+            Packet::Error(error) => panic!("{error:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_brings_back_channels_history_groups_and_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    match alice
+        .request(Packet::CreateChannel(CreateChannel {
+            name: "tweets".into(),
+            options: ChannelOptions {
+                history: Some(5),
+                max_chars: Some(150),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await
+    {
+        Packet::ChannelInfo(info) => {
+            assert_eq!(info.options.durability, Some(Durability::Interval))
+        }
+        other => panic!("{other:?}"),
+    }
+    for i in 1..=20 {
+        assert_eq!(
+            publish_ok(&mut alice, "tweets", &format!("tweet {i} #rust")).await,
+            i
+        );
+    }
+    publish_ok(&mut alice, "news", "kept").await;
+    assert!(matches!(
+        alice
+            .request(Packet::CreateGroup(CreateGroup {
+                name: "club".into(),
+                description: "readers".into(),
+            }))
+            .await,
+        Packet::Ok(_)
+    ));
+    assert!(matches!(
+        alice
+            .request(Packet::JoinGroup(JoinGroup {
+                group: "club".into()
+            }))
+            .await,
+        Packet::Ok(_)
+    ));
+    let mut post = publish("club", "group message");
+    if let Packet::Publish(p) = &mut post {
+        p.scope = Scope::Group;
+    }
+    assert!(matches!(alice.request(post).await, Packet::PublishAck(_)));
+    drop(alice);
+    server.shutdown().await;
+
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut bob, _) = RawClient::connect_session(&server, "alice").await;
+    let tweets = history(&mut bob, Scope::Channel, "tweets").await;
+    assert_eq!(
+        tweets.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![16, 17, 18, 19, 20],
+        "retention applies after a restart"
+    );
+    assert_eq!(tweets[4].1, "tweet 20 #rust");
+    assert_eq!(publish_ok(&mut bob, "tweets", "after restart").await, 21);
+    assert_eq!(
+        history(&mut bob, Scope::Channel, "news").await,
+        vec![(1, "kept".to_owned())]
+    );
+    // Options survive: the 150-character limit still holds.
+    match bob.request(publish("tweets", &"x".repeat(151))).await {
+        Packet::Error(error) => {
+            assert_eq!(error.code, switchboard_proto::ErrorCode::TooManyCharacters)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Hashtags are indexed again.
+    assert_eq!(history(&mut bob, Scope::Tag, "rust").await.len(), 5);
+    // Groups, members and group history.
+    match bob
+        .request(Packet::GroupMembers(GroupMembers {
+            group: "club".into(),
+        }))
+        .await
+    {
+        Packet::MemberList(list) => {
+            assert_eq!(list.members.len(), 1);
+            assert_eq!(list.members[0].name, "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        history(&mut bob, Scope::Group, "club").await,
+        vec![(1, "group message".to_owned())]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sequence_numbers_continue_even_when_every_message_was_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::Always).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    alice
+        .request(Packet::CreateChannel(CreateChannel {
+            name: "short".into(),
+            options: ChannelOptions {
+                history: Some(1),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await;
+    for i in 1..=3 {
+        publish_ok(&mut alice, "short", &i.to_string()).await;
+    }
+    drop(alice);
+    server.shutdown().await;
+    let server = start(dir.path(), SyncPolicy::Always).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    assert_eq!(
+        history(&mut alice, Scope::Channel, "short").await,
+        vec![(3, "3".to_owned())]
+    );
+    assert_eq!(publish_ok(&mut alice, "short", "4").await, 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_only_channels_are_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    alice
+        .request(Packet::CreateChannel(CreateChannel {
+            name: "scratch".into(),
+            options: ChannelOptions {
+                durability: Some(Durability::Memory),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await;
+    publish_ok(&mut alice, "scratch", "gone soon").await;
+    publish_ok(&mut alice, "kept", "stays").await;
+    drop(alice);
+    server.shutdown().await;
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    match alice
+        .request(Packet::ListChannels(Default::default()))
+        .await
+    {
+        Packet::ChannelList(list) => {
+            let names: Vec<_> = list.channels.iter().map(|c| c.name.to_string()).collect();
+            assert_eq!(names, ["kept"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_reported_and_skipped_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::Always).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    for i in 1..=3 {
+        publish_ok(&mut alice, "log", &format!("entry {i}")).await;
+    }
+    drop(alice);
+    server.shutdown().await;
+
+    // Damage the record of seq 2 as a torn write would: same key, bytes flipped.
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let messages = db
+            .keyspace("messages", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let mut key = b"clog\0".to_vec();
+        key.extend_from_slice(&2u64.to_be_bytes());
+        let mut value = messages.get(&key).unwrap().expect("record exists").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0xFF;
+        messages.insert(&key, value).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+
+    let server = start(dir.path(), SyncPolicy::Always).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    assert_eq!(
+        history(&mut alice, Scope::Channel, "log").await,
+        vec![(1, "entry 1".to_owned()), (3, "entry 3".to_owned())]
+    );
+    match alice.request(Packet::Stats(Default::default())).await {
+        Packet::StatsReply(stats) => assert_eq!(stats.get("corrupt_records_skipped"), Some(1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(publish_ok(&mut alice, "log", "entry 4").await, 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unusable_data_directories_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing_parent = dir.path().join("no").join("such").join("dir");
+    let error = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(&missing_parent)
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("does not exist"), "{error}");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let error = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(&file)
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not a directory"), "{error}");
+
+    // A directory already in use by a running server.
+    let data = dir.path().join("data");
+    let server = start(&data, SyncPolicy::default()).await;
+    let error = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(&data)
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot open the store"), "{error}");
+    server.shutdown().await;
+}

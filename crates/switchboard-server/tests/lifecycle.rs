@@ -1,0 +1,287 @@
+//! Connections that end badly: slow consumers, sessions stuck on their own replies,
+//! shutdown with many idle or half-open connections, and what must be first on the wire.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{RawClient, eventually, start_server, start_server_with, stat};
+use switchboard_proto::packet::{
+    CreateGroup, GetMessages, JoinGroup, Packet, Publish, Replay, Scope, Subscribe,
+};
+use switchboard_proto::{ErrorCode, Flags};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Publishes a body to a channel and waits for the ack.
+async fn publish(client: &mut RawClient, channel: &str, body: Vec<u8>) {
+    let publish = Publish {
+        channel: channel.into(),
+        body: Bytes::from(body),
+        ..Publish::default()
+    };
+    match client.request(Packet::Publish(publish)).await {
+        Packet::PublishAck(_) => {}
+        other => panic!("expected PUBLISH_ACK, got {other:?}"),
+    }
+}
+
+/// Makes `victim` stop reading while asking for far more than the socket buffers hold, so
+/// that its writer blocks, its queue fills and its session waits for room for a reply.
+async fn stall_on_own_replies(victim: &mut RawClient) {
+    for _ in 0..64 {
+        let id = victim.next_request_id();
+        let get = GetMessages {
+            channel: "big".into(),
+            ..GetMessages::default()
+        };
+        victim
+            .send(id, Flags::empty(), &Packet::GetMessages(get))
+            .await;
+    }
+    // Time for the server to fill the socket, the queue, and block.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_waiting_for_room_for_its_own_reply_is_still_disconnected() {
+    let server = start_server_with(|config| {
+        config.outbound_queue = 4;
+        config.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    publish(&mut publisher, "big", vec![b'x'; 1024 * 1024]).await;
+    let (mut victim, _) = RawClient::connect_session(&server, "victim").await;
+    match victim
+        .request(Packet::Subscribe(Subscribe {
+            pattern: "x".into(),
+            replay: Replay::None,
+        }))
+        .await
+    {
+        Packet::SubscribeAck(_) => {}
+        other => panic!("{other:?}"),
+    }
+    stall_on_own_replies(&mut victim).await;
+
+    // The victim's queue is full: this delivery kills it, and must not block the publisher.
+    let started = Instant::now();
+    publish(&mut publisher, "x", b"live".to_vec()).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let gone = eventually(Duration::from_secs(3), || {
+        stat(&server, "slow_consumers_disconnected") == 1
+            && stat(&server, "connections_current") == 1
+    })
+    .await;
+    assert!(
+        gone,
+        "the slow consumer is still connected: {:?}",
+        server.stats()
+    );
+    // Nothing is routed to it any more, and the publisher goes on.
+    publish(&mut publisher, "x", b"after".to_vec()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_session_waiting_for_room_for_its_own_reply() {
+    let server = start_server_with(|config| {
+        config.outbound_queue = 4;
+        config.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    publish(&mut publisher, "big", vec![b'x'; 1024 * 1024]).await;
+    let (mut victim, _) = RawClient::connect_session(&server, "victim").await;
+    stall_on_own_replies(&mut victim).await;
+
+    let started = Instant::now();
+    server.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        stat(&server, "connections_current"),
+        0,
+        "a session outlived the shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_is_prompt_with_many_idle_and_handshaking_connections() {
+    let server = start_server().await;
+    let addr = server.tcp_addr().unwrap();
+    let mut idle = Vec::new();
+    for i in 0..100 {
+        let (client, _) = RawClient::connect_session(&server, &format!("idle{i}")).await;
+        idle.push(client);
+    }
+    // Connected but silent, and half a preface.
+    let mut half_open = Vec::new();
+    for i in 0..200 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            stream.write_all(&[0x8a, 0x53, 0x57]).await.unwrap();
+        }
+        half_open.push(stream);
+    }
+    // Prefaces exchanged, no SESSION_INIT.
+    let mut preface_only = Vec::new();
+    for _ in 0..100 {
+        preface_only.push(RawClient::connect(&server).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.shutdown().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(stat(&server, "connections_current"), 0);
+    for client in &mut preface_only {
+        assert!(client.until_closed().await.is_empty());
+    }
+    for client in &mut idle {
+        let packets = client.until_closed().await;
+        assert!(
+            matches!(packets.last(), Some(Packet::Disconnect(d)) if d.code == ErrorCode::ShuttingDown),
+            "{packets:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_ack_is_the_first_frame_even_while_the_group_is_busy() {
+    let server = start_server().await;
+    let (mut poster, _) = RawClient::connect_session(&server, "alice").await;
+    assert!(matches!(
+        poster
+            .request(Packet::CreateGroup(CreateGroup {
+                name: "busy".into(),
+                description: "".into(),
+            }))
+            .await,
+        Packet::Ok(_)
+    ));
+    assert!(matches!(
+        poster
+            .request(Packet::JoinGroup(JoinGroup {
+                group: "busy".into()
+            }))
+            .await,
+        Packet::Ok(_)
+    ));
+    // Alice posts to her group without pause; every new session named alice is a member
+    // and receives those posts, but only after its SESSION_ACK.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let posting = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let publish = Packet::Publish(Publish {
+                scope: Scope::Group,
+                channel: "busy".into(),
+                body: Bytes::from_static(b"post"),
+                ..Publish::default()
+            });
+            while !stop.is_cancelled() {
+                for _ in 0..32 {
+                    poster.send(1, Flags::NO_REPLY, &publish).await;
+                }
+                // Alice gets her own posts too: read them, or she is a slow consumer.
+                while poster
+                    .frame_within(Duration::from_millis(1))
+                    .await
+                    .is_some()
+                {}
+            }
+            poster
+        }
+    });
+    for _ in 0..1000 {
+        let mut client = RawClient::connect(&server).await;
+        let id = client.next_request_id();
+        client
+            .send(
+                id,
+                Flags::empty(),
+                &Packet::SessionInit(switchboard_proto::packet::SessionInit {
+                    name: "alice".into(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let first = client.next_packet().await.expect("a first frame");
+        assert!(
+            matches!(first, Packet::SessionAck(_)),
+            "the first frame was {first:?}"
+        );
+    }
+    stop.cancel();
+    let _poster = posting.await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_that_vanish_are_not_protocol_errors() {
+    let server = start_server().await;
+    let addr = server.tcp_addr().unwrap();
+    // A session reset by its peer, a half-open connection reset before its preface, and
+    // one closed without a word (a health check).
+    let (session, _) = RawClient::connect_session(&server, "leaver").await;
+    #[allow(deprecated)]
+    session.stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(session);
+    let half = TcpStream::connect(addr).await.unwrap();
+    #[allow(deprecated)]
+    half.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(half);
+    drop(TcpStream::connect(addr).await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(3), || stat(
+            &server,
+            "connections_current"
+        ) == 0)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stat(&server, "protocol_errors"), 0);
+    // A frame cut short is one, though.
+    let (mut truncated, _) = RawClient::connect_session(&server, "truncated").await;
+    truncated.send_raw(b"SB\x01").await;
+    drop(truncated);
+    assert!(
+        eventually(Duration::from_secs(3), || stat(&server, "protocol_errors")
+            == 1)
+        .await
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_slow_consumer_does_not_hold_up_shutdown_for_the_grace_period() {
+    // The default grace of 5 s: a stuck writer must not be waited for that long.
+    let server = start_server_with(|config| config.outbound_queue = 4).await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    publish(&mut publisher, "big", vec![b'x'; 1024 * 1024]).await;
+    let (mut victim, _) = RawClient::connect_session(&server, "victim").await;
+    match victim
+        .request(Packet::Subscribe(Subscribe {
+            pattern: "x".into(),
+            replay: Replay::None,
+        }))
+        .await
+    {
+        Packet::SubscribeAck(_) => {}
+        other => panic!("{other:?}"),
+    }
+    stall_on_own_replies(&mut victim).await;
+    publish(&mut publisher, "x", b"live".to_vec()).await;
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            stat(&server, "slow_consumers_disconnected") == 1
+        })
+        .await
+    );
+    let started = Instant::now();
+    server.shutdown().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}

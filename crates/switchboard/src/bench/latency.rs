@@ -1,0 +1,33 @@
+//! `bench latency`: publishes paced at --rate (5,000 msg/s by default) for --duration,
+//! each body starting with its send time (nanoseconds on this process's monotonic
+//! clock) and its index; the subscriber, in the same process, records the one-way
+//! latency in an HDR histogram (microseconds, 3 significant digits).
+//!
+//! A paced run shows the latency of a server that is not saturated, which a flood
+//! cannot: there, queueing in the window dominates.
+
+use anyhow::Result;
+
+use super::Settings;
+use super::flow::{self, FlowPlan, Pace};
+use super::report::Report;
+use super::target::Target;
+
+pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
+    let per_publisher = f64::from(settings.rate) / settings.publishers as f64;
+    let plan = FlowPlan {
+        label: format!("latency {}/s", settings.rate),
+        channels: vec![settings.channel_base.clone()],
+        publishers_per_channel: settings.publishers,
+        subscribers_per_channel: settings.subscribers,
+        size: settings.size,
+        limit: settings.limit,
+        pace: Pace::Rate(per_publisher),
+        window: settings.window,
+        drain_timeout: settings.drain_timeout,
+    };
+    let outcome = flow::run(target, &plan).await?;
+    let mut report = Report::from_flow(settings, target, settings.subscribers, outcome, plan.pace);
+    report.rate = Some(settings.rate);
+    Ok(report)
+}

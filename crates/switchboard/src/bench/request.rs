@@ -1,0 +1,36 @@
+//! `bench request`: request round trips. Each publisher publishes and waits for the
+//! server's ack before the next (or keeps --in-flight acks outstanding); the time from
+//! queueing a publish to its ack is the request latency. No subscriber by default, so
+//! the figure is the server's ingest path alone; --subscribers adds deliveries (with
+//! their loss check).
+
+use anyhow::Result;
+
+use super::Settings;
+use super::flow::{self, FlowPlan, Pace};
+use super::report::Report;
+use super::target::Target;
+
+pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
+    let plan = FlowPlan {
+        label: "request".to_owned(),
+        channels: vec![settings.channel_base.clone()],
+        publishers_per_channel: settings.publishers,
+        subscribers_per_channel: settings.subscribers,
+        size: settings.size,
+        limit: settings.limit,
+        pace: Pace::Acked {
+            in_flight: settings.in_flight,
+        },
+        window: settings.window,
+        drain_timeout: settings.drain_timeout,
+    };
+    let outcome = flow::run(target, &plan).await?;
+    Ok(Report::from_flow(
+        settings,
+        target,
+        settings.subscribers,
+        outcome,
+        plan.pace,
+    ))
+}

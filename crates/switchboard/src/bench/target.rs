@@ -1,0 +1,167 @@
+//! The server under test: one this process starts (`--embedded`, on 127.0.0.1:0) or the
+//! one at `--server`; how to open bench connections to it, and what can be read about
+//! the server process (memory, CPU time) from `/proc`.
+
+use anyhow::{Context as _, Result, bail};
+use switchboard_client::{Client, ClientConfig};
+use switchboard_server::{Server, ServerHandle};
+
+use super::Settings;
+use crate::commands::Context;
+
+/// Where the benchmark connects, and the server if this process runs it.
+pub(super) struct Target {
+    address: String,
+    embedded: Option<ServerHandle>,
+    /// Carries the global options (HMAC key, token); each connection gets its own name.
+    config: ClientConfig,
+    software: String,
+    /// The process whose memory and CPU time are the server's: this one when embedded.
+    server_pid: Option<u32>,
+}
+
+impl Target {
+    /// Starts the embedded server or checks that `--server` answers.
+    pub async fn start(ctx: &Context, settings: &Settings) -> Result<Target> {
+        if settings.embedded && settings.server_pid.is_some() {
+            bail!(
+                "--server-pid is for an external server; with --embedded the server is this process"
+            );
+        }
+        let (address, embedded) = if settings.embedded {
+            let mut builder = Server::builder().listen_tcp("127.0.0.1:0");
+            if let Some(key) = &ctx.hmac_key {
+                builder = builder.hmac_key(key.clone());
+            }
+            let handle = builder
+                .start()
+                .await
+                .context("cannot start the embedded server")?;
+            let address = handle
+                .tcp_addr()
+                .context("the embedded server has no TCP address")?
+                .to_string();
+            (address, Some(handle))
+        } else {
+            (ctx.server.clone(), None)
+        };
+        let config = ctx.config_for(&address);
+        let probe = Client::connect(config.clone().with_name("bench-probe"))
+            .await
+            .with_context(|| format!("cannot connect to {address}"))?;
+        let software = probe.server_software().to_owned();
+        let _ = probe.close().await;
+        let server_pid = if embedded.is_some() {
+            Some(std::process::id())
+        } else {
+            settings.server_pid
+        };
+        Ok(Target {
+            address,
+            embedded,
+            config,
+            software,
+            server_pid,
+        })
+    }
+
+    /// Opens one bench connection named `bench-ROLE`.
+    pub async fn connect(&self, role: &str) -> Result<Client> {
+        Client::connect(self.config.clone().with_name(format!("bench-{role}")))
+            .await
+            .with_context(|| format!("{role} cannot connect to {}", self.address))
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// The server's software and version, as it announced them.
+    pub fn software(&self) -> &str {
+        &self.software
+    }
+
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pid
+    }
+
+    /// The server's counters; `None` if they cannot be had (they are only evidence).
+    pub async fn server_stats(&self) -> Option<Vec<(String, u64)>> {
+        if let Some(handle) = &self.embedded {
+            return Some(handle.stats());
+        }
+        let client = self.connect("stats").await.ok()?;
+        let reply = client.stats().await.ok();
+        let _ = client.close().await;
+        Some(
+            reply?
+                .stats
+                .into_iter()
+                .map(|stat| (stat.name.to_string(), stat.value))
+                .collect(),
+        )
+    }
+
+    /// Stops the embedded server, if there is one.
+    pub async fn stop(self) {
+        if let Some(handle) = self.embedded {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// A counter from a STATS answer.
+pub(super) fn stat(stats: &[(String, u64)], name: &str) -> Option<u64> {
+    stats
+        .iter()
+        .find(|(stat_name, _)| stat_name == name)
+        .map(|(_, value)| *value)
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of `/proc/PID/status`, Linux only).
+pub(super) fn rss_kib(pid: u32) -> Result<u64> {
+    let path = status_path(pid);
+    let status = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {path} (process memory is read from /proc, Linux only)")
+    })?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .with_context(|| format!("{path} has no VmRSS line"))?;
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .with_context(|| format!("cannot read the VmRSS line of {path}: {line:?}"))
+}
+
+/// CPU time (user + system) a process used so far, in seconds, from `/proc/PID/stat`.
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture in use.
+    Some((user + system) as f64 / 100.0)
+}
+
+/// The most descriptors this process may open (`ulimit -n`), Linux only.
+pub(super) fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn status_path(pid: u32) -> String {
+    if pid == std::process::id() {
+        "/proc/self/status".to_owned()
+    } else {
+        format!("/proc/{pid}/status")
+    }
+}
