@@ -1,8 +1,7 @@
-//! Messages of any size end to end: a real server in this process, the CLI as real
-//! processes, a 64 MiB body streamed by `pub --file` and received by `sub --output` and
-//! `get --output`, compared by SHA-256.
-//!
-//! Ignored until the server implements streamed bodies (needs server streaming).
+//! Messages of any size end to end: the CLI as real processes, a 64 MiB body streamed by
+//! `pub --file` and received by `sub --output` and `get --output`, compared by SHA-256;
+//! and a 256 MiB body through a `switchboard serve` process whose peak memory must stay
+//! far below the body's size.
 
 use std::io::Write;
 use std::path::Path;
@@ -261,4 +260,107 @@ fn a_64_mib_message_streams_through_pub_sub_and_get() {
         metas[1]["id"].as_str().unwrap()
     ));
     assert_eq!(std::fs::read(small).unwrap(), b"small one");
+}
+
+/// Peak resident memory of a process, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
+    const LEN: usize = 256 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = StdCommand::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stderr.take().unwrap()));
+    let addr = loop {
+        let line = lines.next().expect("server prints its address").unwrap();
+        if let Some(addr) = line.strip_prefix("switchboard listening on ") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let cli = |name: &str| {
+        let mut command = Command::new(BIN);
+        command
+            .env_remove("SWITCHBOARD_SERVER")
+            .args(["--server", &addr, "--name", name])
+            .timeout(Duration::from_secs(300));
+        command
+    };
+
+    let source = dir.path().join("big.bin");
+    let digest = write_body(&source, LEN);
+    let received = dir.path().join("received.bin");
+    let mut sub = StdCommand::new(BIN)
+        .env_remove("SWITCHBOARD_SERVER")
+        .args([
+            "--server", &addr, "--name", "bob", "sub", "big", "--count", "1", "--output",
+        ])
+        .arg(&received)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscriber is registered once `clients` lists it; give the SUBSCRIBE a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli("probe")
+            .args(["--json", "clients"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        if json_lines(&out).iter().any(|c| c["name"] == "bob") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriber never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    cli("alice")
+        .args(["pub", "big", "--file"])
+        .arg(&source)
+        .assert()
+        .success();
+    let status = wait_exit(&mut sub, Duration::from_secs(300));
+    let elapsed = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "sub failed: {stderr}");
+    assert_eq!(sha256_of(&received), digest, "the body arrived intact");
+
+    let peak_kib = peak_rss_kib(server.id());
+    eprintln!(
+        "256 MiB in {elapsed:?} ({:.0} MiB/s); server peak RSS {} MiB",
+        256.0 / elapsed.as_secs_f64(),
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < 96 * 1024,
+        "server peak RSS {peak_kib} KiB: memory is not bounded per transfer"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }
