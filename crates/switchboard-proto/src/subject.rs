@@ -76,11 +76,17 @@ fn is_tag_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
+/// Most hashtags one message is indexed under; later ones are not tags.
+pub const MAX_HASHTAGS: usize = 64;
+
 /// The hashtags of a text, lower-cased and without '#', in order of first appearance,
-/// each once. A '#' counts only at the start or after a character that cannot be part of
+/// each once, at most [`MAX_HASHTAGS`]. A '#' counts only at the start or after a character that cannot be part of
 /// a word, so "C#" and "a#b" carry no tag.
 pub fn hashtags(text: &str) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
+    // Duplicates are found by hash, not by searching the list: a body full of distinct
+    // tags must cost time linear in its length.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut previous: Option<char> = None;
     let mut chars = text.char_indices().peekable();
     while let Some((index, c)) = chars.next() {
@@ -98,7 +104,7 @@ pub fn hashtags(text: &str) -> Vec<String> {
             }
             if end > start {
                 let tag = text[start..end].to_lowercase();
-                if !tags.contains(&tag) {
+                if tags.len() < MAX_HASHTAGS && seen.insert(tag.clone()) {
                     tags.push(tag);
                 }
                 continue;
@@ -276,6 +282,16 @@ mod tests {
         let tag = Pattern::parse("#Rust").unwrap();
         assert!(tag.matches_message("any", &hashtags("so #rust")));
         assert!(!tag.matches_channel("rust"));
+    }
+
+    #[test]
+    fn many_distinct_tags_cost_linear_time_and_are_capped() {
+        let text: String = (0..200_000).map(|i| format!("#t{i} ")).collect();
+        let started = std::time::Instant::now();
+        let tags = hashtags(&text);
+        assert_eq!(tags.len(), MAX_HASHTAGS);
+        assert_eq!(tags[0], "t0");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

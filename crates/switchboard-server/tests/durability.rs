@@ -301,3 +301,24 @@ async fn unusable_data_directories_are_refused_clearly() {
     assert!(error.contains("cannot open the store"), "{error}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_damaged_store_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::Always).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    publish_ok(&mut alice, "log", "entry").await;
+    drop(alice);
+    server.shutdown().await;
+    drop(server);
+    // The store's format marker, overwritten as a stray write or a bad copy would.
+    std::fs::write(dir.path().join("version"), b"garbage!").unwrap();
+    let error = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(dir.path())
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot open the store"), "{error}");
+}

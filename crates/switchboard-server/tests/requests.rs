@@ -320,7 +320,10 @@ async fn a_body_full_of_distinct_hashtags_is_indexed_in_linear_time() {
     let (mut reader, _) = RawClient::connect_session(&server, "reader").await;
     match reader
         .request(Packet::Subscribe(Subscribe {
-            pattern: "#t39999".into(),
+            // The last tag indexed: a message counts its first MAX_HASHTAGS tags.
+            pattern: format!("#t{}", switchboard_proto::subject::MAX_HASHTAGS - 1)
+                .as_str()
+                .into(),
             replay: Replay::None,
         }))
         .await

@@ -604,6 +604,8 @@ fn serve_process(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
     let mut child = StdCommand::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--unix"])
         .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
         .arg("--log-file")
         .arg(&log)
         .stdout(Stdio::null())
@@ -683,4 +685,28 @@ fn sigterm_drains_and_exits_zero() {
     );
     let status = wait_exit(&mut child);
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_an_unusable_data_directory_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no").join("such");
+    let assert = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--data-dir",
+        ])
+        .arg(&missing)
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("switchboard: cannot start the server") && last.contains("does not exist"),
+        "{stderr}"
+    );
 }

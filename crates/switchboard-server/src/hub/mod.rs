@@ -136,7 +136,7 @@ impl Hub {
         let mut messages = Vec::with_capacity(saved.messages.len());
         for message in saved.messages {
             let tags = match kind {
-                LogKind::Channel => tags::message_hashtags(&message.content_type, &message.body),
+                LogKind::Channel => subject::message_hashtags(&message.content_type, &message.body),
                 LogKind::Group => Vec::new(),
             };
             let blob = match &message.stream {
@@ -402,7 +402,7 @@ impl Hub {
             Some((_, blob)) => check_len(blob.len(), &channel.options, self.config.max_body)?,
             None => check_body(&publish, &channel.options, self.config.max_body)?,
         }
-        let tags = tags::message_hashtags(&publish.content_type, &publish.body);
+        let tags = subject::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
         let stored = self.seal(caller, &publish, &history, tags, blob)?;
         let durability = channel.options.durability.unwrap_or(Durability::Memory);
