@@ -185,6 +185,8 @@ fn durable_pipelines_acks_and_names_the_storage() {
     assert_eq!(count(&report, "in_flight"), 256);
     assert_eq!(count(&report, "size"), 1024);
     assert_eq!(report["sync"], "always");
+    // The channel asked for `always`, but the embedded server keeps no data directory.
+    assert_eq!(report["durability"], "always");
     let storage = report["storage"].as_str().expect("a storage description");
     assert!(storage.starts_with("memory-only"), "{storage}");
     assert_ordered_latency(&report, "ack", 2000);
@@ -194,6 +196,7 @@ fn durable_pipelines_acks_and_names_the_storage() {
 fn durable_with_subscribers_checks_their_deliveries() {
     let report = bench(&["durable", "--count", "300", "--subscribers", "2"]);
     assert_clean_flow(&report, "durable", 1);
+    assert_eq!(report["durability"], "memory", "the embedded server's default");
     assert_nothing_lost(&report, 2);
     assert_eq!(count(&report, "received"), 600);
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use switchboard_client::proto::packet::Durability;
 
 /// What `bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,8 +71,8 @@ pub struct BenchArgs {
     /// request, durable: publishes awaiting their ack at once, per publisher [default: 1].
     #[arg(long, value_name = "N")]
     pub in_flight: Option<usize>,
-    /// durable: the storage sync policy to ask for (the values of `serve --sync`).
-    /// Recorded in the report; the protocol has no way to pass it to the server yet.
+    /// durable: how the bench channel is kept (its durability, the values of
+    /// `serve --sync` or memory); default: the server's own policy.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub sync: Option<SyncPolicy>,
     /// idle: sessions to open [default: 1000].
@@ -90,23 +91,32 @@ pub struct BenchArgs {
     pub drain_timeout: Duration,
 }
 
-/// A storage sync policy, named as `serve --sync` names them.
+/// How the durable bench's channel is kept, named as `serve --sync` and `channel create
+/// --durability` name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SyncPolicy {
-    /// Acknowledge a publish once it is on disk.
+    /// Acknowledge a publish once it is synced to disk.
     Always,
-    /// Sync periodically; acknowledge at once.
+    /// Write at once, sync periodically.
     Interval,
-    /// Leave syncing to the operating system.
+    /// Write at once, leave syncing to the operating system.
     Never,
+    /// Keep the channel in memory only, even on a server with a data directory.
+    Memory,
 }
 
 impl SyncPolicy {
     pub fn name(self) -> &'static str {
+        self.durability().name()
+    }
+
+    /// The channel durability that asks for this policy.
+    pub fn durability(self) -> Durability {
         match self {
-            SyncPolicy::Always => "always",
-            SyncPolicy::Interval => "interval",
-            SyncPolicy::Never => "never",
+            SyncPolicy::Always => Durability::Always,
+            SyncPolicy::Interval => Durability::Interval,
+            SyncPolicy::Never => Durability::Never,
+            SyncPolicy::Memory => Durability::Memory,
         }
     }
 }

@@ -94,6 +94,9 @@ pub(super) struct Report {
     pub in_flight: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<String>,
+    /// durable: the bench channel's durability as the server reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
 
