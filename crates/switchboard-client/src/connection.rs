@@ -215,6 +215,14 @@ impl FrameReader {
     /// The next frame, or `None` when the server closed the connection between frames.
     ///
     /// Cancel-safe: bytes already read stay in the buffer for the next call.
+    /// The next frame if it is already complete in the buffer, without reading.
+    pub(crate) fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.codec.decode(&mut self.buffer)?)
+    }
+
     pub(crate) async fn read_frame(&mut self) -> Result<Option<Frame>> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buffer)? {

@@ -66,7 +66,42 @@ pub(crate) async fn run_reader(
 ) {
     let shared = dispatcher.shared.clone();
     let mut last_heard = Instant::now();
+    // Frames were dispatched from the buffer since `last_heard` was last set.
+    let mut heard = false;
     let reason = loop {
+        // Frames already in the buffer are dispatched without arming the silence timer
+        // and the shutdown select for each: a burst of small messages would pay more for
+        // those than for the messages.
+        if shared.shutdown.is_cancelled() {
+            break CloseReason::Client;
+        }
+        let buffered = match reader.buffered_frame() {
+            // Dispatch first: it is almost always ready at once, and the shutdown future
+            // is then never polled (nor registered). A dispatch waiting for a full
+            // subscription still gives way to shutdown.
+            Ok(Some(frame)) => Some(tokio::select! {
+                biased;
+                flow = dispatcher.dispatch(frame) => flow,
+                () = shared.shutdown.cancelled() => break CloseReason::Client,
+            }),
+            Ok(None) => None,
+            Err(ClientError::Io(error)) => Some(Flow::Close(CloseReason::Io(error.to_string()))),
+            Err(error) => Some(Flow::Close(CloseReason::Protocol(error.to_string()))),
+        };
+        if let Some(flow) = buffered {
+            match flow {
+                Flow::Continue => {
+                    heard = true;
+                    continue;
+                }
+                Flow::Close(reason) => break reason,
+            }
+        }
+        if heard {
+            // Measured after dispatch, like below.
+            last_heard = Instant::now();
+            heard = false;
+        }
         let step = async {
             let read = tokio::time::timeout_at(last_heard + silence_limit, reader.read_frame());
             match read.await {
@@ -126,6 +161,8 @@ pub(crate) struct Dispatcher {
     connection_error: Option<(ErrorCode, String)>,
     /// Streamed bodies still arriving, by stream id.
     streams: HashMap<u64, InboundStream>,
+    /// The subscriptions a live message goes to, kept to be reused for the next one.
+    targets: Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
 }
 
 impl Dispatcher {
@@ -134,6 +171,7 @@ impl Dispatcher {
             shared,
             connection_error: None,
             streams: HashMap::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -527,16 +565,21 @@ impl Dispatcher {
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
-        let mut targets = self.shared.subscriptions().matching(&packet);
-        let Some((last_id, last_sender)) = targets.pop() else {
-            return;
-        };
-        for (subscription_id, sender) in targets {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        self.shared
+            .subscriptions()
+            .matching_into(&packet, &mut targets);
+        let last = targets.pop();
+        for (subscription_id, sender) in targets.drain(..) {
             let message = self.recipient(packet.clone(), replay);
             self.deliver(subscription_id, sender, message).await;
         }
-        let message = self.recipient(packet, replay);
-        self.deliver(last_id, last_sender, message).await;
+        self.targets = targets;
+        if let Some((last_id, last_sender)) = last {
+            let message = self.recipient(packet, replay);
+            self.deliver(last_id, last_sender, message).await;
+        }
     }
 
     /// Waits for room in a subscription's queue; see the backpressure note in
@@ -547,7 +590,13 @@ impl Dispatcher {
         sender: mpsc::Sender<ReceivedMessage>,
         message: ReceivedMessage,
     ) {
-        if sender.send(message).await.is_err() {
+        // Room is the rule; only a full queue costs a wait.
+        let delivered = match sender.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(message)) => sender.send(message).await.is_ok(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !delivered {
             self.shared.drop_subscription(subscription_id);
         }
     }

@@ -134,17 +134,31 @@ impl SubscriptionTable {
     }
 
     /// The subscriptions a live channel message goes to, each once.
+    #[cfg(test)]
     pub(crate) fn matching(&self, message: &Message) -> Vec<(u64, mpsc::Sender<ReceivedMessage>)> {
+        let mut targets = Vec::new();
+        self.matching_into(message, &mut targets);
+        targets
+    }
+
+    /// [`SubscriptionTable::matching`] into a list the caller reuses (no allocation per
+    /// message). Hashtags are only looked for when some subscription is to a hashtag.
+    pub(crate) fn matching_into(
+        &self,
+        message: &Message,
+        targets: &mut Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
+    ) {
         let tags = if self.tag_patterns > 0 {
             message_tags(message)
         } else {
             Vec::new()
         };
-        self.entries
-            .iter()
-            .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags))
-            .map(|(id, entry)| (*id, entry.sender.clone()))
-            .collect()
+        targets.extend(
+            self.entries
+                .iter()
+                .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags))
+                .map(|(id, entry)| (*id, entry.sender.clone())),
+        );
     }
 
     /// Number of subscriptions.

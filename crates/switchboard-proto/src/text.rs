@@ -14,6 +14,13 @@ impl Text {
         Ok(Text(bytes))
     }
 
+    /// Text from bytes known to be UTF-8 because they are a copy of another `Text` (or
+    /// `str`) made by this crate; checked only in debug builds.
+    pub(crate) fn from_copied_text(bytes: Bytes) -> Text {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Text(bytes)
+    }
+
     /// Text from a static string, without copying.
     pub const fn from_static(text: &'static str) -> Text {
         Text(Bytes::from_static(text.as_bytes()))

@@ -36,8 +36,14 @@ pub struct ServerConfig {
     pub max_history: u64,
     /// Refuse publishing to channels nobody created.
     pub require_channel_creation: bool,
-    /// Frames queued per connection before it counts as a slow consumer.
+    /// Frames queued per connection before it counts as a slow consumer. Queue slots are
+    /// allocated as they fill, so a large bound costs an idle connection nothing.
     pub outbound_queue: usize,
+    /// Bytes of deliveries (frames, plus 64 per frame for its slot) queued per connection
+    /// before it counts as a slow consumer, whatever `outbound_queue` allows. Like
+    /// nats-server's `max_pending`: a reader that keeps up drains a burst far smaller
+    /// than this; one that stopped reading reaches it.
+    pub outbound_queue_bytes: usize,
     /// Most connections at once.
     pub max_connections: usize,
     /// Most subscriptions per connection.
@@ -67,7 +73,8 @@ impl Default for ServerConfig {
             default_history: 1000,
             max_history: 1_000_000,
             require_channel_creation: false,
-            outbound_queue: 8192,
+            outbound_queue: 1 << 20,
+            outbound_queue_bytes: 64 * 1024 * 1024,
             max_connections: 100_000,
             max_subscriptions: 10_000,
             shutdown_grace: Duration::from_secs(5),

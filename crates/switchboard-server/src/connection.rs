@@ -54,6 +54,8 @@ pub(crate) struct Session {
     /// Streamed bodies being received, by stream id; dropped (and their spool files
     /// removed) with the session.
     pub streams: HashMap<u64, crate::cmd::stream::Ingest>,
+    /// Publishes waiting for the store to sync before they are acknowledged.
+    pub durable_acks: Option<crate::cmd::publish::DurableAcks>,
     next_subscription_id: u64,
 }
 
@@ -101,21 +103,32 @@ struct FrameReader<R> {
 
 /// A read buffer grown past this is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 16 * 1024;
+/// Bytes asked of the socket per read while frames arrive.
+const READ_CHUNK: usize = 64 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame, `None` at a clean end of stream. Cancel-safe.
+    /// The next frame if it is already complete in the buffer, without reading.
+    fn buffered_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let frame = self.codec.decode(&mut self.buf)?;
+        if frame.is_some() && self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        Ok(frame)
+    }
+
     async fn read_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
         loop {
-            if !self.buf.is_empty() {
-                if let Some(frame) = self.codec.decode(&mut self.buf)? {
-                    if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
-                        self.buf = BytesMut::new();
-                    }
-                    return Ok(Some(frame));
-                }
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(4096);
+            // Room for a burst of pipelined frames per read (a few KiB would mean one
+            // system call per handful of 1 KiB publishes).
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
             }
             if self.reader.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
@@ -221,7 +234,12 @@ where
     }
     let heartbeat = negotiate_heartbeat(&hub, init.heartbeat_ms);
 
-    let (outbox, rx) = Outbox::new(client_id, hub.config.outbound_queue, &hub.shutdown);
+    let (outbox, rx) = Outbox::new(
+        client_id,
+        hub.config.outbound_queue,
+        hub.config.outbound_queue_bytes,
+        &hub.shutdown,
+    );
     let writer_task = tokio::spawn(writer::run(rx, writer, hub.codec.clone(), client_id));
     let connected_since_us = now_us();
     let mut session = Session {
@@ -234,6 +252,7 @@ where
         connected_since_us,
         subscriptions: HashMap::new(),
         streams: HashMap::new(),
+        durable_acks: None,
         next_subscription_id: 0,
     };
     let ack = SessionAck {
@@ -264,6 +283,10 @@ where
     hub.directory.remove(client_id);
     if code == ErrorCode::SlowConsumer {
         Counters::add(&hub.counters.slow_consumers_disconnected, 1);
+    }
+    // Publishes already stored get their answers before the goodbye.
+    if let Some(acks) = session.durable_acks.take() {
+        acks.finish(hub.config.shutdown_grace).await;
     }
     let goodbye = if code != ErrorCode::Normal {
         Disconnect::new(code, reason.as_str())
@@ -447,11 +470,23 @@ async fn request_loop<R: AsyncRead + Unpin>(
 ) -> (ErrorCode, String) {
     let client_id = session.caller.client_id;
     loop {
-        let wake = tokio::select! {
-            biased;
-            () = hub.shutdown.cancelled() => Wake::Shutdown,
-            (code, reason) = session.caller.outbox.killed() => Wake::Killed(code, reason),
-            read = tokio::time::timeout(idle_limit, reader.read_frame()) => Wake::Read(read),
+        // A frame already in the buffer is served without setting up the wait below (a
+        // timer and two cancellation futures per frame cost more than a small publish).
+        // The order of the checks is the select's: shutdown, then the kill switch.
+        let buffered = if hub.shutdown.is_cancelled() || session.caller.outbox.is_killed() {
+            Ok(None)
+        } else {
+            reader.buffered_frame()
+        };
+        let wake = match buffered {
+            Ok(Some(frame)) => Wake::Read(Ok(Ok(Some(frame)))),
+            Err(error) => Wake::Read(Ok(Err(error))),
+            Ok(None) => tokio::select! {
+                biased;
+                () = hub.shutdown.cancelled() => Wake::Shutdown,
+                (code, reason) = session.caller.outbox.killed() => Wake::Killed(code, reason),
+                read = tokio::time::timeout(idle_limit, reader.read_frame()) => Wake::Read(read),
+            },
         };
         match wake {
             Wake::Shutdown => {

@@ -7,6 +7,7 @@
 //! which is disconnected, so that one slow reader cannot stall a publisher or anyone else.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -54,28 +55,74 @@ struct KillSwitch {
     reason: Mutex<Option<(ErrorCode, String)>>,
 }
 
+/// Bytes a queued delivery is counted for besides its frame: the queue slot and the
+/// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
+const ITEM_OVERHEAD: usize = 64;
+
+/// What a queued item counts against the byte bound: deliveries only (replies wait for
+/// room instead of overflowing).
+fn weight(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
+        Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
+        _ => 0,
+    }
+}
+
 /// The sending side of a connection's outbound queue, cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     conn_id: u64,
     tx: mpsc::Sender<Outgoing>,
     kill: Arc<KillSwitch>,
+    /// Bytes of deliveries queued and not yet taken by the writer.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// The receiving side, owned by the writer task.
-pub(crate) type OutboxReceiver = mpsc::Receiver<Outgoing>;
+#[derive(Debug)]
+pub(crate) struct OutboxReceiver {
+    rx: mpsc::Receiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl OutboxReceiver {
+    fn taken(&self, item: Outgoing) -> Outgoing {
+        let weight = weight(&item);
+        if weight > 0 {
+            self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+        }
+        item
+    }
+
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let item = self.rx.recv().await?;
+        Some(self.taken(item))
+    }
+
+    pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
+        let item = self.rx.try_recv()?;
+        Ok(self.taken(item))
+    }
+}
 
 /// The queue has been closed: the connection is gone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gone;
 
 impl Outbox {
+    /// A queue of at most `capacity` items, of which deliveries may hold at most
+    /// `max_bytes` (frames plus a per-item overhead). tokio's queue allocates its slots
+    /// as they fill, so an idle connection pays for neither bound.
     pub fn new(
         conn_id: u64,
         capacity: usize,
+        max_bytes: usize,
         shutdown: &CancellationToken,
     ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let outbox = Outbox {
             conn_id,
             tx,
@@ -83,8 +130,10 @@ impl Outbox {
                 token: shutdown.child_token(),
                 reason: Mutex::new(None),
             }),
+            queued_bytes: queued_bytes.clone(),
+            max_bytes,
         };
-        (outbox, rx)
+        (outbox, OutboxReceiver { rx, queued_bytes })
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -108,16 +157,29 @@ impl Outbox {
     }
 
     fn offer(&self, item: Outgoing) -> bool {
+        let weight = weight(&item);
+        // Counted before queueing, so that the writer never takes off more than was added.
+        let before = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before.saturating_add(weight) > self.max_bytes {
+            self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            self.kill(
+                ErrorCode::SlowConsumer,
+                "slow consumer: the outbound queue is full",
+            );
+            return false;
+        }
         match self.tx.try_send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill(
-                    ErrorCode::SlowConsumer,
-                    "slow consumer: the outbound queue is full",
-                );
+            Err(error) => {
+                self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = error {
+                    self.kill(
+                        ErrorCode::SlowConsumer,
+                        "slow consumer: the outbound queue is full",
+                    );
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -157,6 +219,11 @@ impl Outbox {
         }
         drop(slot);
         self.kill.token.cancel();
+    }
+
+    /// Whether someone asked the connection to close.
+    pub fn is_killed(&self) -> bool {
+        self.kill.token.is_cancelled()
     }
 
     /// Resolves once someone asked the connection to close.

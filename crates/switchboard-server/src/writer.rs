@@ -369,7 +369,7 @@ mod tests {
                 Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
             })
             .collect();
-        let (outbox, rx) = Outbox::new(1, 4, &CancellationToken::new());
+        let (outbox, rx) = Outbox::new(1, 4, usize::MAX, &CancellationToken::new());
         outbox
             .send(Outgoing::Sequence {
                 request_id: 7,

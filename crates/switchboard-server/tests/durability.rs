@@ -322,3 +322,84 @@ async fn a_damaged_store_is_a_clear_error_at_start() {
         .to_string();
     assert!(error.contains("cannot open the store"), "{error}");
 }
+
+/// A store whose every sync completes 50 ms after it was asked for, as a slow disk's would.
+struct SlowDisk;
+
+impl switchboard_server::Storage for SlowDisk {
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn load(&self) -> Result<switchboard_server::Snapshot, switchboard_server::StorageError> {
+        Ok(Default::default())
+    }
+    fn put_channel(
+        &self,
+        _: &str,
+        _: &ChannelOptions,
+    ) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn append(
+        &self,
+        _: switchboard_server::LogKind,
+        _: &str,
+        _: &switchboard_server::StoredMessage,
+    ) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn trim(&self, _: switchboard_server::LogKind, _: &str, _: u64) {}
+    fn put_group(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn put_members(&self, _: &str, _: &[String]) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn sync(&self) -> switchboard_server::SyncFuture {
+        // The disk starts when asked, not when someone waits.
+        let done = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        Box::pin(async move {
+            tokio::time::sleep_until(done).await;
+            Ok(())
+        })
+    }
+    fn close(&self, _: &[(switchboard_server::LogKind, String, u64)]) {}
+}
+
+#[tokio::test]
+async fn a_session_keeps_reading_while_its_publishes_wait_for_the_disk() {
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .sync(SyncPolicy::Always)
+        .storage(std::sync::Arc::new(SlowDisk))
+        .start()
+        .await
+        .unwrap();
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let count = 200u32;
+    let started = std::time::Instant::now();
+    for i in 0..count {
+        alice
+            .send(
+                1000 + i,
+                switchboard_proto::Flags::empty(),
+                &publish("fast", &i.to_string()),
+            )
+            .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < count as usize {
+        let frame = alice.next_frame().await.expect("answers");
+        match Packet::from_frame(&frame).unwrap() {
+            Packet::PublishAck(ack) => acked.push((frame.request_id, ack.seq)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Waiting for each sync in turn would take 200 × 50 ms = 10 s.
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // Answers come in publish order, each with its own seq.
+    let expected: Vec<(u32, u64)> = (0..count).map(|i| (1000 + i, u64::from(i) + 1)).collect();
+    assert_eq!(acked, expected);
+    server.shutdown().await;
+}

@@ -196,7 +196,10 @@ fn durable_pipelines_acks_and_names_the_storage() {
 fn durable_with_subscribers_checks_their_deliveries() {
     let report = bench(&["durable", "--count", "300", "--subscribers", "2"]);
     assert_clean_flow(&report, "durable", 1);
-    assert_eq!(report["durability"], "memory", "the embedded server's default");
+    assert_eq!(
+        report["durability"], "memory",
+        "the embedded server's default"
+    );
     assert_nothing_lost(&report, 2);
     assert_eq!(count(&report, "received"), 600);
 }

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::publish::user_headers_len;
 use super::{Encode, Scope, StreamStart, for_each_field, put_content, required, text_len};
+use crate::codec::{FrameCodec, view_encoded};
 use crate::error::ProtoError;
+use crate::fields::{FieldReader, get_varint};
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -69,6 +71,70 @@ impl Message {
     }
 }
 
+impl Message {
+    /// Encodes the message as a frame of its own and returns that frame with a copy of
+    /// the message whose text fields and body are slices of it: one allocation holds
+    /// both, which is what a hub keeps per stored message.
+    ///
+    /// Unlike encoding and then decoding the frame back, nothing is validated twice: the
+    /// fields are located by their offsets only.
+    pub fn encode_shared(
+        &self,
+        codec: &FrameCodec,
+        request_id: u32,
+        flags: Flags,
+    ) -> Result<(Bytes, Message), ProtoError> {
+        let mut buf = BytesMut::new();
+        codec.encode_packet(request_id, flags, self, &mut buf)?;
+        let frame = buf.freeze();
+        let view = view_encoded(&frame)?;
+        let mut shared = Message {
+            scope: self.scope,
+            channel: Text::default(),
+            id: self.id,
+            seq: self.seq,
+            time_us: self.time_us,
+            sender_id: self.sender_id,
+            sender_name: Text::default(),
+            content_type: Text::default(),
+            user_headers: Vec::with_capacity(self.user_headers.len()),
+            body: view.content,
+            stream: self.stream,
+        };
+        for field in FieldReader::new(view.headers) {
+            let field = field?;
+            match field.key {
+                key::CHANNEL => shared.channel = Text::from_copied_text(field.value),
+                key::SENDER_NAME => shared.sender_name = Text::from_copied_text(field.value),
+                key::CONTENT_TYPE => shared.content_type = Text::from_copied_text(field.value),
+                key::USER_HEADER => {
+                    let mut slice: &[u8] = &field.value;
+                    let name_len =
+                        get_varint(&mut slice).map_err(|reason| ProtoError::MalformedField {
+                            key: field.key,
+                            reason,
+                        })?;
+                    let offset = field.value.len() - slice.len();
+                    let name_end = usize::try_from(name_len)
+                        .ok()
+                        .and_then(|len| offset.checked_add(len))
+                        .filter(|&end| end <= field.value.len())
+                        .ok_or(ProtoError::MalformedField {
+                            key: field.key,
+                            reason: "header name runs past the field",
+                        })?;
+                    shared.user_headers.push((
+                        Text::from_copied_text(field.value.slice(offset..name_end)),
+                        Text::from_copied_text(field.value.slice(name_end..)),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok((frame, shared))
+    }
+}
+
 impl Encode for Message {
     fn frame_type(&self) -> FrameType {
         FrameType::Message
@@ -81,7 +147,7 @@ impl Encode for Message {
         }
     }
     fn write_fields(&self, fields: &mut FieldWriter<'_>) {
-        fields.text(key::CHANNEL, &self.channel);
+        fields.bytes(key::CHANNEL, self.channel.as_bytes());
         self.scope.write(fields);
         fields
             .uuid(key::MESSAGE_ID, &self.id)
@@ -89,10 +155,10 @@ impl Encode for Message {
             .uint(key::TIME, self.time_us)
             .uint(key::SENDER_ID, self.sender_id);
         if !self.sender_name.is_empty() {
-            fields.text(key::SENDER_NAME, &self.sender_name);
+            fields.bytes(key::SENDER_NAME, self.sender_name.as_bytes());
         }
         if !self.content_type.is_empty() {
-            fields.text(key::CONTENT_TYPE, &self.content_type);
+            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
         }
         for (name, value) in &self.user_headers {
             fields.user_header(name, value);

@@ -93,10 +93,10 @@ impl Encode for Publish {
         }
     }
     fn write_fields(&self, fields: &mut FieldWriter<'_>) {
-        fields.text(key::CHANNEL, &self.channel);
+        fields.bytes(key::CHANNEL, self.channel.as_bytes());
         self.scope.write(fields);
         if !self.content_type.is_empty() {
-            fields.text(key::CONTENT_TYPE, &self.content_type);
+            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
         }
         for (name, value) in &self.user_headers {
             fields.user_header(name, value);

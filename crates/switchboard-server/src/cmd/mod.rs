@@ -4,7 +4,7 @@
 mod channel;
 mod fetch;
 mod group;
-mod publish;
+pub(crate) mod publish;
 mod relay;
 mod server;
 pub(crate) mod stream;

@@ -1,18 +1,23 @@
 //! PUBLISH to a channel or group, through the embedding application's hook, and its
 //! acknowledgement (after the store synced, for durability `always`).
 
-use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::Publish;
+use std::time::Duration;
+
+use switchboard_proto::packet::{Packet, Publish, PublishAck};
+use switchboard_proto::{ErrorCode, Flags};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::connection::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
-use crate::outbox::Outgoing;
+use crate::outbox::{Outbox, Outgoing};
+use crate::storage::SyncFuture;
 
 pub(crate) async fn publish(
     hub: &Hub,
-    session: &Session,
+    session: &mut Session,
     request_id: u32,
     quiet: bool,
     mut publish: Publish,
@@ -39,22 +44,28 @@ pub(crate) fn run_hooks(
     }
 }
 
-/// Answers a stored publish: after the store synced, when its durability asks for it.
+/// Answers a stored publish. With durability `always` the answer waits for the store's
+/// sync, but the session does not: it hands the wait to its [`DurableAcks`] and reads on,
+/// so that pipelined publishes of one connection share a sync (group commit).
 pub(crate) async fn acknowledge(
     hub: &Hub,
-    session: &Session,
+    session: &mut Session,
     request_id: u32,
     quiet: bool,
     published: Published,
 ) {
-    if published.must_sync
-        && let Err(error) = hub.storage.sync().await
-    {
-        let refusal = Refusal::new(
-            ErrorCode::Internal,
-            format!("the message was not made durable: {error}"),
-        );
-        session.refuse(request_id, refusal).await;
+    if published.must_sync {
+        let waiting = Waiting {
+            request_id,
+            quiet,
+            ack: published.ack,
+            synced: hub.storage.sync(),
+        };
+        let outbox = session.outbox().clone();
+        let acks = session
+            .durable_acks
+            .get_or_insert_with(|| DurableAcks::start(outbox));
+        let _ = acks.queue.send(waiting).await;
         return;
     }
     if !quiet {
@@ -65,5 +76,65 @@ pub(crate) async fn acknowledge(
                 ack: published.ack,
             })
             .await;
+    }
+}
+
+/// Acknowledgements waiting for a sync, in publish order.
+struct Waiting {
+    request_id: u32,
+    quiet: bool,
+    ack: PublishAck,
+    synced: SyncFuture,
+}
+
+/// Publishes of a session waiting for the store to sync, answered in order by a task the
+/// session owns. Syncs complete in ticket order, so waiting for them one by one costs
+/// nothing while each sync covers everything written before it.
+pub(crate) struct DurableAcks {
+    queue: mpsc::Sender<Waiting>,
+    task: JoinHandle<()>,
+}
+
+/// Publishes that may wait for a sync at once per session (then the session waits too).
+const MAX_WAITING: usize = 4096;
+
+impl DurableAcks {
+    fn start(outbox: Outbox) -> DurableAcks {
+        let (queue, mut waiting) = mpsc::channel::<Waiting>(MAX_WAITING);
+        let task = tokio::spawn(async move {
+            while let Some(next) = waiting.recv().await {
+                let item = match next.synced.await {
+                    Ok(()) if next.quiet => continue,
+                    Ok(()) => Outgoing::PublishAck {
+                        request_id: next.request_id,
+                        ack: next.ack,
+                    },
+                    Err(error) => {
+                        let refusal = Refusal::new(
+                            ErrorCode::Internal,
+                            format!("the message was not made durable: {error}"),
+                        );
+                        Outgoing::Packet {
+                            request_id: next.request_id,
+                            flags: Flags::empty(),
+                            packet: Box::new(Packet::Error(refusal.to_packet())),
+                        }
+                    }
+                };
+                if outbox.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        DurableAcks { queue, task }
+    }
+
+    /// Answers everything still waiting, within `limit`, before the session closes.
+    pub(crate) async fn finish(self, limit: Duration) {
+        let DurableAcks { queue, mut task } = self;
+        drop(queue);
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }

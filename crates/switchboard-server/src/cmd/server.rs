@@ -35,6 +35,10 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
     };
     stats.push(gauge("connections_current", hub.directory.len()));
     stats.push(gauge("channels", hub.channels.len()));
+    stats.push(Stat {
+        name: "store_syncs".into(),
+        value: hub.storage.syncs(),
+    });
     stats.push(gauge("groups", hub.groups.list().len()));
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))

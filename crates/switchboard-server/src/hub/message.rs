@@ -28,9 +28,13 @@ impl StoredMessage {
         message: &Message,
         tags: Vec<String>,
     ) -> Result<StoredMessage, ProtoError> {
-        let mut buf = BytesMut::new();
-        codec.encode_packet(0, Flags::empty(), message, &mut buf)?;
-        StoredMessage::from_frame_bytes(buf.freeze(), tags)
+        let (frame, envelope) = message.encode_shared(codec, 0, Flags::empty())?;
+        Ok(StoredMessage {
+            frame,
+            envelope,
+            tags,
+            blob: None,
+        })
     }
 
     /// A stored message from a live frame produced by [`StoredMessage::encode`].

@@ -145,6 +145,17 @@ impl RouteTable {
     /// Queues `message` once on every connection that wants a message of `channel` with
     /// `tags`. Returns how many connections it was queued on.
     pub fn deliver(&self, channel: &str, tags: &[String], message: &Arc<StoredMessage>) -> u64 {
+        if self.tree.is_empty() && (tags.is_empty() || self.tags.is_empty()) {
+            // Only exact routes can match, and they hold each connection once: no list
+            // to gather and deduplicate.
+            let Some(subscribers) = self.exact.get(channel) else {
+                return 0;
+            };
+            return subscribers
+                .values()
+                .filter(|(outbox, _)| outbox.deliver_message(message))
+                .count() as u64;
+        }
         let mut targets: Vec<&Outbox> = Vec::new();
         if let Some(subscribers) = self.exact.get(channel) {
             targets.extend(subscribers.values().map(|(outbox, _)| outbox));

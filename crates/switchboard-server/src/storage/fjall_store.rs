@@ -290,6 +290,9 @@ impl Open {
 }
 
 fn run_trimmer(trimmer: &Trimmer, messages: &Keyspace, meta: &Keyspace) {
+    // How far each history was trimmed already: later trims scan only what is new, not
+    // the tombstones of every earlier trim (which made each trim slower than the last).
+    let mut trimmed: HashMap<(LogKind, String), u64> = HashMap::new();
     loop {
         let batch = {
             let mut queue = trimmer.queue.lock();
@@ -302,8 +305,18 @@ fn run_trimmer(trimmer: &Trimmer, messages: &Keyspace, meta: &Keyspace) {
             std::mem::take(&mut queue.pending)
         };
         for ((kind, name), through) in batch {
-            if let Err(error) = trim_log(messages, meta, kind, &name, through) {
-                error!(target: log::ERROR, log = %name, %error, "trimming history failed");
+            let key = (kind, name);
+            let from = trimmed.get(&key).map_or(0, |done| done + 1);
+            if from > through {
+                continue;
+            }
+            match trim_log(messages, meta, kind, &key.1, from, through) {
+                Ok(()) => {
+                    trimmed.insert(key, through);
+                }
+                Err(error) => {
+                    error!(target: log::ERROR, log = %key.1, %error, "trimming history failed");
+                }
             }
         }
     }
@@ -314,9 +327,10 @@ fn trim_log(
     meta: &Keyspace,
     kind: LogKind,
     name: &str,
+    from: u64,
     through: u64,
 ) -> Result<(), StorageError> {
-    let start = message_key(kind, name, 0);
+    let start = message_key(kind, name, from);
     let end = message_key(kind, name, through);
     let mut keys = Vec::new();
     for entry in messages.range(start..=end) {
@@ -420,6 +434,10 @@ impl Storage for FjallStorage {
 
     fn sync(&self) -> SyncFuture {
         self.syncer.sync()
+    }
+
+    fn syncs(&self) -> u64 {
+        self.syncer.syncs()
     }
 
     fn close(&self, next_seqs: &[(LogKind, String, u64)]) {

@@ -113,6 +113,10 @@ pub trait Storage: Send + Sync + 'static {
     fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError>;
     /// Everything appended so far, on disk.
     fn sync(&self) -> SyncFuture;
+    /// How many syncs to disk were made (for STATS; shows group commit at work).
+    fn syncs(&self) -> u64 {
+        0
+    }
     /// The server is stopping: record where each history's sequence stands, sync, and
     /// stop background work.
     fn close(&self, next_seqs: &[(LogKind, String, u64)]);

@@ -41,6 +41,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 /// Owns the sync thread; dropping or [`Syncer::stop`] ends it after a final sync.
@@ -60,6 +61,7 @@ impl Syncer {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             progress,
+            syncs: std::sync::atomic::AtomicU64::new(0),
         });
         let interval = match policy {
             SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
@@ -102,6 +104,11 @@ impl Syncer {
                 _ => Ok(()),
             }
         })
+    }
+
+    /// How many syncs completed.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Syncs one last time and ends the thread.
@@ -147,6 +154,9 @@ fn run(shared: &Shared, interval: Option<Duration>, sync: impl Fn() -> Result<()
 
         let result = sync();
         last_sync = Instant::now();
+        shared
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut state = shared.state.lock();
         match result {
             Ok(()) => {
@@ -166,5 +176,39 @@ fn run(shared: &Shared, interval: Option<Duration>, sync: impl Fn() -> Result<()
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tickets_taken_during_a_sync_share_the_next_one() {
+        let performed = Arc::new(AtomicU64::new(0));
+        let counter = performed.clone();
+        let syncer = Syncer::start(SyncPolicy::Always, move || {
+            std::thread::sleep(Duration::from_millis(20));
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        let waits: Vec<SyncFuture> = (0..100).map(|_| syncer.sync()).collect();
+        for wait in waits {
+            wait.await.unwrap();
+        }
+        let syncs = performed.load(Ordering::Relaxed);
+        assert!((1..=3).contains(&syncs), "{syncs} syncs for 100 tickets");
+        assert_eq!(syncer.syncs(), syncs);
+        syncer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_waiters() {
+        let syncer = Syncer::start(SyncPolicy::Always, || Err(StorageError("disk gone".into())));
+        let error = syncer.sync().await.unwrap_err();
+        assert!(error.0.contains("disk gone"), "{error}");
+        syncer.stop();
     }
 }

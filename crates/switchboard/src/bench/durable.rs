@@ -34,8 +34,7 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
         drain_timeout: settings.drain_timeout,
     };
     let outcome = flow::run(target, &plan).await?;
-    let mut report =
-        Report::from_flow(settings, target, settings.subscribers, outcome, plan.pace);
+    let mut report = Report::from_flow(settings, target, settings.subscribers, outcome, plan.pace);
     report.sync = settings.sync.map(|sync| sync.name().to_owned());
     report.durability = Some(storage.channel.name().to_owned());
     report.storage = Some(storage.describe());
@@ -66,7 +65,9 @@ impl Storage {
             Durability::Interval => {
                 "durable store, sync interval: acked once written, synced periodically".to_owned()
             }
-            Durability::Always => "durable store, sync always: acked once synced to disk".to_owned(),
+            Durability::Always => {
+                "durable store, sync always: acked once synced to disk".to_owned()
+            }
         }
     }
 }
