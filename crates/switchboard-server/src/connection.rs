@@ -99,12 +99,16 @@ struct FrameReader<R> {
     reader: R,
     buf: BytesMut,
     codec: FrameCodec,
+    /// The last read filled all the room the buffer had.
+    streaming: bool,
 }
 
 /// A read buffer grown past this is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 16 * 1024;
-/// Bytes asked of the socket per read while frames arrive.
+/// Bytes asked of the socket per read while frames stream in.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read otherwise (what an idle connection holds).
+const SMALL_READ: usize = 4 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame, `None` at a clean end of stream. Cancel-safe.
@@ -125,12 +129,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.buffered_frame()? {
                 return Ok(Some(frame));
             }
-            // Room for a burst of pipelined frames per read (a few KiB would mean one
-            // system call per handful of 1 KiB publishes).
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+            // A connection that sends a frame now and then waits with a small buffer;
+            // once a read fills all the room it had, frames are streaming in and reads
+            // get room for a burst (a few KiB would mean one system call per handful of
+            // 1 KiB publishes).
+            let want = if self.streaming {
+                READ_CHUNK
+            } else {
+                SMALL_READ
+            };
+            if self.buf.capacity() - self.buf.len() < want / 4 {
+                self.buf.reserve(want);
             }
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
+            let room = self.buf.capacity() - self.buf.len();
+            let read = self.reader.read_buf(&mut self.buf).await?;
+            self.streaming = read == room;
+            if read == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -162,6 +176,7 @@ where
         reader,
         buf: BytesMut::new(),
         codec: hub.codec.clone(),
+        streaming: false,
     };
     let handshake = hub.config.handshake_timeout;
     let opening = tokio::select! {

@@ -285,3 +285,84 @@ async fn a_killed_slow_consumer_does_not_hold_up_shutdown_for_the_grace_period()
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
 }
+
+/// Subscribes `client` to `channel` and waits for the acknowledgement.
+async fn subscribe(client: &mut RawClient, channel: &str) {
+    match client
+        .request(Packet::Subscribe(Subscribe {
+            pattern: channel.into(),
+            replay: Replay::None,
+        }))
+        .await
+    {
+        Packet::SubscribeAck(_) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stopped_reading_is_disconnected_under_the_default_bounds() {
+    // Default bounds: 64 MiB of queued deliveries. 1 MiB bodies overflow that (plus what
+    // the socket buffers hold) well within 128 publishes.
+    let server = start_server().await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    let (mut victim, _) = RawClient::connect_session(&server, "victim").await;
+    subscribe(&mut victim, "x").await;
+    let body = vec![b'x'; 1024 * 1024];
+    let mut published = 0;
+    while published < 128 && stat(&server, "slow_consumers_disconnected") == 0 {
+        // Never held up by the stuck reader.
+        let started = Instant::now();
+        publish(&mut publisher, "x", body.clone()).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        published += 1;
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            stat(&server, "slow_consumers_disconnected") == 1
+                && stat(&server, "connections_current") == 1
+        })
+        .await,
+        "the stuck reader is still connected after {published} MiB: {:?}",
+        server.stats()
+    );
+    assert!(published > 64, "disconnected after only {published} MiB");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_the_socket_buffers_is_not_a_slow_consumer() {
+    // 100 000 small messages (about 10 MB of frames) arrive while the subscriber is not
+    // reading: more than the socket buffers hold, so the server queues tens of thousands
+    // of them. A reader that then catches up must get every one.
+    let server = start_server().await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    let (mut reader, _) = RawClient::connect_session(&server, "reader").await;
+    subscribe(&mut reader, "burst").await;
+    const BURST: u64 = 100_000;
+    for _ in 0..BURST {
+        let id = publisher.next_request_id();
+        let publish = Publish {
+            channel: "burst".into(),
+            body: Bytes::from_static(b"0123456789abcdef"),
+            ..Publish::default()
+        };
+        publisher
+            .send(id, Flags::NO_REPLY, &Packet::Publish(publish))
+            .await;
+    }
+    publish(&mut publisher, "burst", b"last".to_vec()).await;
+    let mut received = 0;
+    while received < BURST + 1 {
+        match reader.next_packet().await {
+            Some(Packet::Message(_)) => received += 1,
+            Some(_) => {}
+            None => panic!(
+                "disconnected after {received} messages: {:?}",
+                server.stats()
+            ),
+        }
+    }
+    assert_eq!(stat(&server, "slow_consumers_disconnected"), 0);
+    server.shutdown().await;
+}

@@ -376,8 +376,8 @@ impl Hub {
         blob: Option<(Uuid, Blob)>,
     ) -> Result<Published, Refusal> {
         let name = publish.channel.as_str();
-        // Only a name that is in the table was ever validated (at creation, or when its
-        // channel was first stored): a lookup costs less than validating every publish.
+        // A name in the table was validated when its channel was created (and stored):
+        // looking it up first spares validating the name on every publish.
         let channel = match self.channels.get(name) {
             Some(channel) => channel,
             None => {
