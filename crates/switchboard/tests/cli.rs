@@ -1,110 +1,17 @@
 //! The `switchboard` binary end to end: a real server (in-process on an ephemeral port,
 //! or as its own process for `serve`/`stop`), the CLI run as real processes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
-use switchboard_server::{Server, ServerHandle};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
 
-/// A server running on its own runtime for the length of a test.
-struct TestServer {
-    runtime: tokio::runtime::Runtime,
-    handle: ServerHandle,
-    addr: String,
-}
-
-impl TestServer {
-    fn start() -> TestServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(Server::builder().listen_tcp("127.0.0.1:0").start())
-            .unwrap();
-        let addr = handle.tcp_addr().unwrap().to_string();
-        TestServer {
-            runtime,
-            handle,
-            addr,
-        }
-    }
-
-    fn cli(&self, name: &str) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .env_remove("SWITCHBOARD_SERVER")
-            .args(["--server", &self.addr, "--name", name])
-            .timeout(Duration::from_secs(30));
-        command
-    }
-
-    fn spawn(&self, name: &str, args: &[&str]) -> Child {
-        StdCommand::new(BIN)
-            .env_remove("SWITCHBOARD_SERVER")
-            .args(["--server", &self.addr, "--name", name])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.runtime.block_on(self.handle.shutdown());
-    }
-}
-
-fn json_lines(output: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(output)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
-        .collect()
-}
-
-/// Reads lines from a child's stdout until `want` lines or the deadline.
-fn read_lines(child: &mut Child, want: usize) -> Vec<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keeps draining after the caller stopped listening, so the child never sees
-        // a closed pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut lines = Vec::new();
-    while lines.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-    }
-    lines
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{BIN, TestServer, json_lines, read_lines, serve_process, wait_exit};
 
 #[test]
 fn help_explains_the_commands() {
@@ -317,7 +224,7 @@ fn subscribe_replays_then_receives_live_messages() {
         .args(["pub", "room.a", "new 2"])
         .assert()
         .success();
-    let status = wait_exit(&mut sub);
+    let status = wait_exit(&mut sub, Duration::from_secs(15));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
@@ -371,7 +278,7 @@ fn subscribe_prints_live_messages_and_hashtags() {
         .assert()
         .success();
     let lines = read_lines(&mut sub, 2);
-    assert!(wait_exit(&mut sub).success());
+    assert!(wait_exit(&mut sub, Duration::from_secs(15)).success());
     let channels: Vec<String> = lines
         .iter()
         .map(|l| {
@@ -405,7 +312,7 @@ fn relay_and_listen_between_processes() {
     assert_eq!(outcomes[0]["status"], "delivered");
     assert_eq!(outcomes[1]["client_id"], 999_999);
     assert_eq!(outcomes[1]["status"], "unknown");
-    assert!(wait_exit(&mut listener).success());
+    assert!(wait_exit(&mut listener, Duration::from_secs(15)).success());
 }
 
 #[test]
@@ -597,32 +504,19 @@ fn chat_reads_commands_and_lines_from_a_file() {
     assert_eq!(messages[0]["from"], "dave");
 }
 
-/// Runs `switchboard serve` as its own process and waits for its TCP address.
-fn serve_process(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
+/// `switchboard serve` with a Unix socket, a data directory and a log file in `dir`.
+fn serve_in(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
     let socket = dir.join("hub.sock");
+    let data = dir.join("data");
     let log = dir.join("hub.log");
-    let mut child = StdCommand::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--unix"])
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--log-file")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server prints its address").unwrap();
-        if let Some(addr) = line.strip_prefix("switchboard listening on ")
-            && !addr.starts_with("unix:")
-        {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, addr) = serve_process(&[
+        "--unix".as_ref(),
+        socket.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--log-file".as_ref(),
+        log.as_os_str(),
+    ]);
     (child, addr, socket)
 }
 
@@ -630,7 +524,7 @@ fn serve_process(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
 #[test]
 fn stop_ends_the_server_gracefully_with_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, socket) = serve_process(dir.path());
+    let (mut child, addr, socket) = serve_in(dir.path());
     let mut sub = StdCommand::new(BIN)
         .args(["--server", &addr, "--name", "watcher", "sub", "anything"])
         .stdout(Stdio::null())
@@ -652,9 +546,9 @@ fn stop_ends_the_server_gracefully_with_exit_zero() {
         .timeout(Duration::from_secs(30))
         .assert()
         .success();
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "server exit status {status:?}");
-    let sub_status = wait_exit(&mut sub);
+    let sub_status = wait_exit(&mut sub, Duration::from_secs(15));
     let mut sub_err = String::new();
     std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut sub_err).unwrap();
     assert!(!sub_status.success());
@@ -670,7 +564,7 @@ fn stop_ends_the_server_gracefully_with_exit_zero() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, _socket) = serve_process(dir.path());
+    let (mut child, addr, _socket) = serve_in(dir.path());
     Command::new(BIN)
         .args(["--server", &addr, "pub", "x", "before"])
         .assert()
@@ -683,7 +577,7 @@ fn sigterm_drains_and_exits_zero() {
             .unwrap()
             .success()
     );
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
 

@@ -4,46 +4,24 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchboard_client::{Client, ClientConfig, Payload};
 use switchboard_proto::packet::{ChannelOptions, Since};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
+
 const WRITERS: usize = 4;
 
 /// Starts `switchboard serve` on the directory and returns it with its address.
 fn serve(dir: &Path, sync: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-unix",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(sync)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server prints its address")
-            .expect("line");
-        if let Some(addr) = line.strip_prefix("switchboard listening on ") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["--no-unix".as_ref(), "--data-dir".as_ref(), dir.as_os_str()];
+    args.extend(sync.iter().map(std::ffi::OsStr::new));
+    support::serve_process(&args)
 }
 
 /// One acknowledged publish: who wrote it, its number, its seq and when it was acked.

@@ -5,104 +5,17 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
-use switchboard_server::{Server, ServerHandle};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
+
+use support::{TestServer, cli_at, json_lines, serve_process, wait_exit, wait_for_client_at};
+
 const MIB: usize = 1024 * 1024;
 const BODY_LEN: usize = 64 * MIB;
-
-/// A server running on its own runtime for the length of a test, taking bodies far
-/// larger than one frame.
-struct TestServer {
-    runtime: tokio::runtime::Runtime,
-    handle: ServerHandle,
-    addr: String,
-}
-
-impl TestServer {
-    fn start() -> TestServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(
-                Server::builder()
-                    .listen_tcp("127.0.0.1:0")
-                    .configure(|config| config.max_body = 1 << 30)
-                    .start(),
-            )
-            .unwrap();
-        let addr = handle.tcp_addr().unwrap().to_string();
-        TestServer {
-            runtime,
-            handle,
-            addr,
-        }
-    }
-
-    fn cli(&self, name: &str) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .env_remove("SWITCHBOARD_SERVER")
-            .args(["--server", &self.addr, "--name", name])
-            .timeout(Duration::from_secs(120));
-        command
-    }
-
-    fn spawn(&self, name: &str, args: &[&str]) -> Child {
-        StdCommand::new(BIN)
-            .env_remove("SWITCHBOARD_SERVER")
-            .args(["--server", &self.addr, "--name", name])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    /// Waits until a client called `name` is connected.
-    fn wait_for_client(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self
-                .cli("probe")
-                .args(["--json", "clients"])
-                .assert()
-                .success()
-                .get_output()
-                .stdout
-                .clone();
-            if json_lines(&out).iter().any(|client| client["name"] == name) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{name} never connected");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Connected is not yet subscribed.
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.runtime.block_on(self.handle.shutdown());
-    }
-}
-
-fn json_lines(output: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(output)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
-        .collect()
-}
 
 /// Writes a file of `len` bytes whose content is not uniform, and returns its SHA-256.
 fn write_body(path: &Path, len: usize) -> String {
@@ -129,20 +42,6 @@ fn sha256_of(path: &Path) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -278,40 +177,18 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
     const LEN: usize = 256 * MIB;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = StdCommand::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-unix",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stderr.take().unwrap()));
-    let addr = loop {
-        let line = lines.next().expect("server prints its address").unwrap();
-        if let Some(addr) = line.strip_prefix("switchboard listening on ") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let cli = |name: &str| {
-        let mut command = Command::new(BIN);
-        command
-            .env_remove("SWITCHBOARD_SERVER")
-            .args(["--server", &addr, "--name", name])
-            .timeout(Duration::from_secs(300));
-        command
-    };
+    let data = dir.path().join("data");
+    let (mut server, addr) = serve_process(&[
+        "--no-unix".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let cli = |name: &str| cli_at(&addr, name);
 
     let source = dir.path().join("big.bin");
     let digest = write_body(&source, LEN);
     let received = dir.path().join("received.bin");
-    let mut sub = StdCommand::new(BIN)
+    let mut sub = StdCommand::new(support::BIN)
         .env_remove("SWITCHBOARD_SERVER")
         .args([
             "--server", &addr, "--name", "bob", "sub", "big", "--count", "1", "--output",
@@ -321,23 +198,7 @@ fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The subscriber is registered once `clients` lists it; give the SUBSCRIBE a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = cli("probe")
-            .args(["--json", "clients"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        if json_lines(&out).iter().any(|c| c["name"] == "bob") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "subscriber never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_client_at(&addr, "bob");
     let started = Instant::now();
     cli("alice")
         .args(["pub", "big", "--file"])

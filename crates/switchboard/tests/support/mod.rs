@@ -1,0 +1,179 @@
+//! What the binary's end-to-end tests share: an in-process server on its own runtime,
+//! the CLI as real processes, `switchboard serve` as its own process, and output parsing.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use switchboard_server::{Server, ServerHandle};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A server running on its own runtime for the length of a test.
+pub struct TestServer {
+    runtime: tokio::runtime::Runtime,
+    handle: ServerHandle,
+    pub addr: String,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime
+            .block_on(Server::builder().listen_tcp("127.0.0.1:0").start())
+            .unwrap();
+        let addr = handle.tcp_addr().unwrap().to_string();
+        TestServer {
+            runtime,
+            handle,
+            addr,
+        }
+    }
+
+    /// The CLI, connected to this server under `name`.
+    pub fn cli(&self, name: &str) -> Command {
+        cli_at(&self.addr, name)
+    }
+
+    /// The CLI as a running process with piped output.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Child {
+        StdCommand::new(BIN)
+            .env_remove("SWITCHBOARD_SERVER")
+            .args(["--server", &self.addr, "--name", name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until a client called `name` is connected, and a moment more for the
+    /// request it sends next (connected is not yet subscribed).
+    pub fn wait_for_client(&self, name: &str) {
+        wait_for_client_at(&self.addr, name);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.handle.shutdown());
+    }
+}
+
+/// The CLI connected to `addr` under `name`.
+pub fn cli_at(addr: &str, name: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("SWITCHBOARD_SERVER")
+        .args(["--server", addr, "--name", name])
+        .timeout(Duration::from_secs(120));
+    command
+}
+
+/// Waits until `clients` on `addr` lists `name`, then a moment more.
+pub fn wait_for_client_at(addr: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli_at(addr, "probe")
+            .args(["--json", "clients"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        if json_lines(&out).iter().any(|client| client["name"] == name) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Runs `switchboard serve --listen 127.0.0.1:0` with `args` as its own process and
+/// returns it with its TCP address once it is listening.
+pub fn serve_process(args: &[&std::ffi::OsStr]) -> (Child, String) {
+    let mut child = StdCommand::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server prints its address")
+            .expect("line");
+        if let Some(addr) = line.strip_prefix("switchboard listening on ")
+            && !addr.starts_with("unix:")
+        {
+            break addr.to_owned();
+        }
+    };
+    // Keeps reading so the server never writes into a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Each line of output as JSON.
+pub fn json_lines(output: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+/// Reads lines from a child's stdout until `want` lines or 15 s.
+pub fn read_lines(child: &mut Child, want: usize) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining after the caller stopped listening, so the child never sees
+        // a closed pipe.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut lines = Vec::new();
+    while lines.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+/// Waits for a process to exit, killing it and failing after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A path as an argument.
+pub fn arg(path: &Path) -> &std::ffi::OsStr {
+    path.as_os_str()
+}
