@@ -9,8 +9,18 @@ use super::report::Report;
 use super::target::Target;
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
+    flood_one_channel(target, settings, "pubsub".to_owned()).await
+}
+
+/// Publishers flooding one channel and its subscribers: pubsub, and fanout with more
+/// subscribers.
+pub(super) async fn flood_one_channel(
+    target: &Target,
+    settings: &Settings,
+    label: String,
+) -> Result<Report> {
     let plan = FlowPlan {
-        label: "pubsub".to_owned(),
+        label,
         channels: vec![settings.channel_base.clone()],
         publishers_per_channel: settings.publishers,
         subscribers_per_channel: settings.subscribers,
