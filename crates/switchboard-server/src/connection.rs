@@ -254,6 +254,7 @@ where
         hub.config.outbound_queue,
         hub.config.outbound_queue_bytes,
         &hub.shutdown,
+        hub.counters.slow_consumer_skipped.clone(),
     );
     let writer_task = tokio::spawn(writer::run(rx, writer, hub.codec.clone(), client_id));
     let connected_since_us = now_us();

@@ -43,6 +43,11 @@ pub(crate) enum Outgoing {
     /// A live message whose body is streamed: the writer sends its MESSAGE frame, then
     /// the body in CHUNK frames read from the blob file.
     Streamed(Arc<StoredMessage>),
+    /// A live frame of a channel whose slow-consumer policy is drop-oldest: the sender may
+    /// take its frame back out while it is queued, to make room for newer ones.
+    Droppable(Arc<DroppableFrame>),
+    /// Where a dropped frame was: the writer skips it.
+    Dropped,
     /// Send this DISCONNECT, flush and close the connection.
     Close(Disconnect),
 }
@@ -65,8 +70,33 @@ fn weight(item: &Outgoing) -> usize {
     match item {
         Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
         Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
+        // Counted when queued and uncounted by whoever takes the frame out, writer or
+        // dropper; see `DroppableFrame::take`.
         _ => 0,
     }
+}
+
+/// A queued frame that may be dropped before the writer gets to it.
+#[derive(Debug)]
+pub(crate) struct DroppableFrame {
+    frame: Mutex<Option<Bytes>>,
+}
+
+impl DroppableFrame {
+    /// The frame, if nobody took it yet, with its weight taken off the queue's count.
+    fn take(&self, queued_bytes: &AtomicUsize) -> Option<Bytes> {
+        let frame = self.frame.lock().take()?;
+        queued_bytes.fetch_sub(frame.len() + ITEM_OVERHEAD, Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
+/// The droppable frames of a connection still in its queue, oldest first.
+#[derive(Debug, Default)]
+struct Droppables {
+    queued: Mutex<std::collections::VecDeque<Arc<DroppableFrame>>>,
+    /// Frames dropped and not yet reported to the client.
+    unreported: std::sync::atomic::AtomicU64,
 }
 
 /// The sending side of a connection's outbound queue, cheap to clone.
@@ -78,6 +108,9 @@ pub(crate) struct Outbox {
     /// Bytes of deliveries queued and not yet taken by the writer.
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
+    droppables: Arc<Droppables>,
+    /// The server-wide count of frames dropped for slow consumers.
+    dropped_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The receiving side, owned by the writer task.
@@ -85,10 +118,24 @@ pub(crate) struct Outbox {
 pub(crate) struct OutboxReceiver {
     rx: mpsc::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
+    droppables: Arc<Droppables>,
 }
 
 impl OutboxReceiver {
+    /// How many frames were dropped since the last call (to tell the client).
+    pub fn take_dropped(&self) -> u64 {
+        self.droppables
+            .unreported
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn taken(&self, item: Outgoing) -> Outgoing {
+        if let Outgoing::Droppable(slot) = &item {
+            return match slot.take(&self.queued_bytes) {
+                Some(frame) => Outgoing::Shared(frame),
+                None => Outgoing::Dropped,
+            };
+        }
         let weight = weight(&item);
         if weight > 0 {
             self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
@@ -120,9 +167,11 @@ impl Outbox {
         capacity: usize,
         max_bytes: usize,
         shutdown: &CancellationToken,
+        dropped_total: Arc<std::sync::atomic::AtomicU64>,
     ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let droppables = Arc::new(Droppables::default());
         let outbox = Outbox {
             conn_id,
             tx,
@@ -132,8 +181,17 @@ impl Outbox {
             }),
             queued_bytes: queued_bytes.clone(),
             max_bytes,
+            droppables: droppables.clone(),
+            dropped_total,
         };
-        (outbox, OutboxReceiver { rx, queued_bytes })
+        (
+            outbox,
+            OutboxReceiver {
+                rx,
+                queued_bytes,
+                droppables,
+            },
+        )
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -148,11 +206,75 @@ impl Outbox {
 
     /// Queues a live message without waiting: its shared frame, or, for a streamed
     /// body, the message itself for the writer to stream.
-    pub fn deliver_message(&self, message: &Arc<StoredMessage>) -> bool {
-        if message.blob().is_some() {
+    pub fn deliver_message(&self, message: &Arc<StoredMessage>, drop_oldest: bool) -> bool {
+        if drop_oldest && message.blob().is_none() {
+            self.deliver_droppable(message.live_frame())
+        } else if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
         } else {
             self.offer(Outgoing::Shared(message.live_frame().clone()))
+        }
+    }
+
+    /// Queues a live frame of a drop-oldest channel: when the queue is full, the oldest
+    /// such frames still queued are dropped to make room (and counted, for the client and
+    /// the server's stats). Only a queue with nothing left to drop disconnects.
+    pub fn deliver_droppable(&self, frame: &Bytes) -> bool {
+        let weight = frame.len() + ITEM_OVERHEAD;
+        let mut queued = self.droppables.queued.lock();
+        // Frames the writer already took sit at the front: forget them.
+        while queued
+            .front()
+            .is_some_and(|oldest| oldest.frame.lock().is_none())
+        {
+            queued.pop_front();
+        }
+        while self
+            .queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(weight)
+            > self.max_bytes
+        {
+            let Some(oldest) = queued.pop_front() else {
+                break;
+            };
+            if oldest.take(&self.queued_bytes).is_some() {
+                self.droppables
+                    .unreported
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.dropped_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let slot = Arc::new(DroppableFrame {
+            frame: Mutex::new(Some(frame.clone())),
+        });
+        let before = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before.saturating_add(weight) > self.max_bytes {
+            self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            drop(queued);
+            self.kill(
+                ErrorCode::SlowConsumer,
+                "slow consumer: the outbound queue is full",
+            );
+            return false;
+        }
+        match self.tx.try_send(Outgoing::Droppable(slot.clone())) {
+            Ok(()) => {
+                queued.push_back(slot);
+                true
+            }
+            Err(error) => {
+                self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                drop(queued);
+                if let mpsc::error::TrySendError::Full(_) = error {
+                    self.kill(
+                        ErrorCode::SlowConsumer,
+                        "slow consumer: the outbound queue is full",
+                    );
+                }
+                false
+            }
         }
     }
 

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use switchboard_proto::packet::{Chunk, Encode, Packet, StreamAbort, StreamStart};
+use switchboard_proto::packet::{
+    Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
+};
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -91,6 +93,7 @@ where
             }
             if !closing {
                 writer.pump().await;
+                writer.report_dropped(rx.take_dropped());
             }
             write_out(&mut writer.buf, &mut sink).await?;
             Ok::<_, std::io::Error>(closing)
@@ -142,6 +145,10 @@ impl Writer<'_> {
                 encode_packet(codec, request_id, Flags::empty(), &ack, &mut self.buf);
             }
             Outgoing::Shared(frame) => self.buf.extend_from_slice(&frame),
+            Outgoing::Dropped => {}
+            Outgoing::Droppable(_) => {
+                // The receiver turns these into Shared or Dropped before they get here.
+            }
             Outgoing::Streamed(message) => self.start_stream(0, Flags::empty(), message),
             Outgoing::Sequence {
                 request_id,
@@ -196,6 +203,17 @@ impl Writer<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// Tells the client how many live messages were dropped for it (drop-oldest channels).
+    fn report_dropped(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let mut event = Event::new(EventKind::Skipped);
+        event.count = count;
+        event.time_us = crate::time::now_us();
+        encode_packet(self.codec, 0, Flags::empty(), &event, &mut self.buf);
     }
 
     /// Sends the MESSAGE frame of a streamed body, under a stream id of this connection,
@@ -369,7 +387,7 @@ mod tests {
                 Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
             })
             .collect();
-        let (outbox, rx) = Outbox::new(1, 4, usize::MAX, &CancellationToken::new());
+        let (outbox, rx) = Outbox::new(1, 4, usize::MAX, &CancellationToken::new(), Arc::default());
         outbox
             .send(Outgoing::Sequence {
                 request_id: 7,

@@ -237,6 +237,17 @@ pub struct ChannelCreateArgs {
     /// How this channel's messages are kept (default: the server's --sync policy).
     #[arg(long, value_enum)]
     pub durability: Option<DurabilityArg>,
+    /// What happens to a subscriber that cannot keep up: `disconnect` it (default), or
+    /// `drop-oldest` of its undelivered messages and tell it how many were skipped.
+    #[arg(long, value_enum)]
+    pub slow_consumer: Option<SlowConsumerArg>,
+}
+
+/// Slow-consumer policies of `channel create --slow-consumer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowConsumerArg {
+    Disconnect,
+    DropOldest,
 }
 
 #[derive(Debug, Args)]

@@ -772,3 +772,64 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() {
+    use switchboard_proto::packet::SlowConsumerPolicy;
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .configure(|config| config.outbound_queue_bytes = 256 * 1024)
+        .start()
+        .await
+        .unwrap();
+    let addr = server.tcp_addr().unwrap().to_string();
+    let publisher = client(&server, "publisher").await;
+    publisher
+        .create_channel(
+            "ticks",
+            ChannelOptions {
+                slow_consumer: Some(SlowConsumerPolicy::DropOldest),
+                ..ChannelOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    // A subscriber with a small local queue that does not read while the flood runs.
+    let reader = Client::connect(ClientConfig::new(addr, "reader").with_subscription_capacity(16))
+        .await
+        .unwrap();
+    let mut ticks = reader.subscribe("ticks", Replay::None).await.unwrap();
+    let total = 20_000u64;
+    let body = vec![b't'; 1024];
+    for _ in 0..total {
+        publisher
+            .publish_no_reply("ticks", Payload::bytes(body.clone()))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let mut received = 0u64;
+    loop {
+        let message = next(&mut ticks).await.unwrap();
+        received += 1;
+        if message.seq() == total {
+            break;
+        }
+    }
+    // The last report of skipped messages may trail the last message by one read.
+    let deadline = std::time::Instant::now() + WAIT;
+    while received + reader.skipped_messages() < total && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let skipped = reader.skipped_messages();
+    assert!(
+        skipped > 0,
+        "nothing was skipped: the flood did not fill the queue"
+    );
+    assert_eq!(received + skipped, total);
+    assert!(
+        !reader.is_closed(),
+        "a drop-oldest subscriber is not disconnected"
+    );
+    server.shutdown().await;
+}

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
     ChannelOptions, Durability, Event, EventKind, Message, Packet, Publish, PublishAck, Replay,
-    Scope, Since, StreamStart, SubscribeAck,
+    Scope, Since, SlowConsumerPolicy, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
@@ -418,12 +418,15 @@ impl Hub {
         {
             self.storage.trim(LogKind::Channel, name, through);
         }
+        let drop_oldest = channel.options.slow_consumer == Some(SlowConsumerPolicy::DropOldest);
         let delivered = if stored.tags().is_empty() {
-            self.routes.deliver(name, &[], &stored)
+            self.routes.deliver(name, &[], &stored, drop_oldest)
         } else {
             let mut tags = self.tags.lock();
             tags.push(&stored);
-            let delivered = self.routes.deliver(name, stored.tags(), &stored);
+            let delivered = self
+                .routes
+                .deliver(name, stored.tags(), &stored, drop_oldest);
             drop(tags);
             delivered
         };
@@ -589,7 +592,7 @@ impl Hub {
         if let Some(through) = history.push(stored.clone(), stored.time_us()) {
             self.storage.trim(LogKind::Group, &group.name, through);
         }
-        let delivered = self.tell_members(&group, |outbox| outbox.deliver_message(&stored));
+        let delivered = self.tell_members(&group, |outbox| outbox.deliver_message(&stored, false));
         drop(history);
         Counters::add(&self.counters.messages_published, 1);
         Counters::add(&self.counters.messages_delivered, delivered);

@@ -144,7 +144,13 @@ impl RouteTable {
 
     /// Queues `message` once on every connection that wants a message of `channel` with
     /// `tags`. Returns how many connections it was queued on.
-    pub fn deliver(&self, channel: &str, tags: &[String], message: &Arc<StoredMessage>) -> u64 {
+    pub fn deliver(
+        &self,
+        channel: &str,
+        tags: &[String],
+        message: &Arc<StoredMessage>,
+        drop_oldest: bool,
+    ) -> u64 {
         if self.tree.is_empty() && (tags.is_empty() || self.tags.is_empty()) {
             // Only exact routes can match, and they hold each connection once: no list
             // to gather and deduplicate.
@@ -153,7 +159,7 @@ impl RouteTable {
             };
             return subscribers
                 .values()
-                .filter(|(outbox, _)| outbox.deliver_message(message))
+                .filter(|(outbox, _)| outbox.deliver_message(message, drop_oldest))
                 .count() as u64;
         }
         let mut targets: Vec<&Outbox> = Vec::new();
@@ -175,7 +181,7 @@ impl RouteTable {
         }
         let mut delivered = 0;
         for outbox in targets {
-            if outbox.deliver_message(message) {
+            if outbox.deliver_message(message, drop_oldest) {
                 delivered += 1;
             }
         }
@@ -191,8 +197,16 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn deliver(&self, channel: &str, tags: &[String], message: &Arc<StoredMessage>) -> u64 {
-        self.table.read().deliver(channel, tags, message)
+    pub fn deliver(
+        &self,
+        channel: &str,
+        tags: &[String],
+        message: &Arc<StoredMessage>,
+        drop_oldest: bool,
+    ) -> u64 {
+        self.table
+            .read()
+            .deliver(channel, tags, message, drop_oldest)
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, RouteTable> {

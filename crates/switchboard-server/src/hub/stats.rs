@@ -16,6 +16,8 @@ pub struct Counters {
     pub protocol_errors: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
     pub corrupt_records_skipped: AtomicU64,
+    /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
+    pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -41,6 +43,7 @@ impl Counters {
             stat("protocol_errors", &self.protocol_errors),
             stat("heartbeat_timeouts", &self.heartbeat_timeouts),
             stat("corrupt_records_skipped", &self.corrupt_records_skipped),
+            stat("slow_consumer_skipped", &self.slow_consumer_skipped),
         ]
     }
 }

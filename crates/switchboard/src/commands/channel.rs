@@ -3,10 +3,14 @@
 use anyhow::{Result, anyhow};
 use serde_json::json;
 use switchboard_client::ReceivedMessage;
-use switchboard_proto::packet::{ChannelInfo, ChannelOptions, Durability, Since};
+use switchboard_proto::packet::{
+    ChannelInfo, ChannelOptions, Durability, Since, SlowConsumerPolicy,
+};
 
 use super::{Context, transfer};
-use crate::cli::{ChannelCreateArgs, DurabilityArg, GetArgs, HistoryArgs, TagArgs};
+use crate::cli::{
+    ChannelCreateArgs, DurabilityArg, GetArgs, HistoryArgs, SlowConsumerArg, TagArgs,
+};
 use crate::output::{message_json, message_text, print_json};
 use crate::since::{self, SincePoint};
 
@@ -56,7 +60,10 @@ pub async fn create(ctx: &Context, args: ChannelCreateArgs) -> Result<()> {
             .max_age
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         max_total_bytes: args.max_total_bytes,
-        slow_consumer: None,
+        slow_consumer: args.slow_consumer.map(|policy| match policy {
+            SlowConsumerArg::Disconnect => SlowConsumerPolicy::Disconnect,
+            SlowConsumerArg::DropOldest => SlowConsumerPolicy::DropOldest,
+        }),
         durability: args.durability.map(|d| match d {
             DurabilityArg::Memory => Durability::Memory,
             DurabilityArg::Never => Durability::Never,
