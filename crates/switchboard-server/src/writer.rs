@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
 };
@@ -25,6 +25,8 @@ use crate::outbox::{OutboxReceiver, Outgoing};
 
 /// Writes are batched up to this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Shared frames at least this large are written from their own buffer, not copied.
+const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 /// A buffer grown past this is released after each batch.
 const KEEP_BUFFER: usize = 16 * 1024;
 /// Size of the CHUNK frames a streamed body is sent in.
@@ -143,6 +145,13 @@ impl Writer<'_> {
             } => encode_packet(codec, request_id, flags, packet.as_ref(), &mut self.buf),
             Outgoing::PublishAck { request_id, ack } => {
                 encode_packet(codec, request_id, Flags::empty(), &ack, &mut self.buf);
+            }
+            Outgoing::Shared(frame) if frame.len() >= DIRECT_WRITE_BYTES => {
+                // Large shared frames go out as they are, with what is buffered before
+                // them in the same vectored write, instead of being copied once per
+                // receiver into each connection's buffer.
+                let mut pending = std::mem::take(&mut self.buf).freeze().chain(frame);
+                sink.write_all_buf(&mut pending).await?;
             }
             Outgoing::Shared(frame) => self.buf.extend_from_slice(&frame),
             Outgoing::Dropped => {}
