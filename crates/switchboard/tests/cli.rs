@@ -30,27 +30,13 @@ fn help_explains_the_commands() {
 #[test]
 fn publish_get_history_and_channels_in_json() {
     let server = TestServer::start();
-    let out = server
-        .cli("alice")
-        .args(["--json", "pub", "news", "hello #world"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("alice", &["--json", "pub", "news", "hello #world"]);
     let ack = &json_lines(&out)[0];
     assert_eq!(ack["seq"], 1);
     assert_eq!(ack["channel"], "news");
     let id = ack["id"].as_str().unwrap().to_owned();
 
-    let out = server
-        .cli("bob")
-        .args(["--json", "get", "news"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "get", "news"]);
     let message = &json_lines(&out)[0];
     assert_eq!(message["id"], id.as_str());
     assert_eq!(message["seq"], 1);
@@ -70,46 +56,18 @@ fn publish_get_history_and_channels_in_json() {
         .args(["pub", "news", "second"])
         .assert()
         .success();
-    let out = server
-        .cli("bob")
-        .args(["--json", "get", "news", "--id", &id])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "get", "news", "--id", &id]);
     assert_eq!(json_lines(&out)[0]["payload"], "hello #world");
 
-    let out = server
-        .cli("bob")
-        .args(["--json", "history", "news", "--since", "2"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "history", "news", "--since", "2"]);
     let history = json_lines(&out);
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["payload"], "second");
 
-    let out = server
-        .cli("bob")
-        .args(["--json", "tag", "#world"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "tag", "#world"]);
     assert_eq!(json_lines(&out).len(), 1);
 
-    let out = server
-        .cli("bob")
-        .args(["--json", "channels"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "channels"]);
     let channels = json_lines(&out);
     assert_eq!(channels[0]["channel"], "news");
     assert_eq!(channels[0]["messages"], 2);
@@ -137,14 +95,7 @@ fn binary_bodies_come_back_as_base64() {
         .arg(&file)
         .assert()
         .success();
-    let out = server
-        .cli("bob")
-        .args(["--json", "get", "blobs"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "get", "blobs"]);
     let message = &json_lines(&out)[0];
     assert_eq!(message["payload_base64"], "AP8B/g==");
     assert_eq!(message["content_type"], "application/octet-stream");
@@ -187,14 +138,7 @@ fn publish_lines_pipelines_one_message_per_line() {
         .stdout
         .clone();
     assert_eq!(json_lines(&out).len(), 2);
-    let out = server
-        .cli("bob")
-        .args(["--json", "history", "bulk", "--limit", "1"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("bob", &["--json", "history", "bulk", "--limit", "1"]);
     assert_eq!(json_lines(&out)[0]["payload"], "b");
 }
 
@@ -247,14 +191,7 @@ fn subscribe_prints_live_messages_and_hashtags() {
     // Wait until the subscription is registered before publishing.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = server
-            .cli("probe")
-            .args(["--json", "clients"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
+        let out = server.stdout("probe", &["--json", "clients"]);
         if json_lines(&out).iter().any(|c| c["name"] == "bob") {
             break;
         }
@@ -299,14 +236,10 @@ fn relay_and_listen_between_processes() {
     let id = serde_json::from_str::<Value>(&first[0]).unwrap()["client_id"]
         .as_u64()
         .unwrap();
-    let out = server
-        .cli("alice")
-        .args(["--json", "relay", "--to", &format!("{id},999999"), "psst"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout(
+        "alice",
+        &["--json", "relay", "--to", &format!("{id},999999"), "psst"],
+    );
     let outcomes = json_lines(&out);
     assert_eq!(outcomes[0]["client_id"], id);
     assert_eq!(outcomes[0]["status"], "delivered");
@@ -318,14 +251,7 @@ fn relay_and_listen_between_processes() {
 #[test]
 fn whoami_clients_and_a_killed_client_disappears() {
     let server = TestServer::start();
-    let out = server
-        .cli("alice")
-        .args(["--json", "whoami"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("alice", &["--json", "whoami"]);
     let me = &json_lines(&out)[0];
     assert_eq!(me["name"], "alice");
     assert!(me["client_id"].as_u64().unwrap() > 0);
@@ -333,14 +259,7 @@ fn whoami_clients_and_a_killed_client_disappears() {
     let mut doomed = server.spawn("doomed", &["listen"]);
     let _ = read_lines(&mut doomed, 1);
     let listed = |server: &TestServer| {
-        let out = server
-            .cli("alice")
-            .args(["--json", "clients"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
+        let out = server.stdout("alice", &["--json", "clients"]);
         json_lines(&out).iter().any(|c| c["name"] == "doomed")
     };
     assert!(listed(&server));
@@ -426,49 +345,24 @@ fn groups_from_the_command_line() {
         .args(["post", "book-club", "chapter one"])
         .assert()
         .success();
-    let out = server
-        .cli("alice")
-        .args(["--json", "groups"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("alice", &["--json", "groups"]);
     let groups = json_lines(&out);
     assert_eq!(groups[0]["group"], "book-club");
     assert_eq!(groups[0]["members"], 2);
     assert_eq!(groups[0]["description"], "we read");
-    let out = server
-        .cli("alice")
-        .args(["--json", "members", "book-club"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("alice", &["--json", "members", "book-club"]);
     assert_eq!(json_lines(&out).len(), 2);
-    let out = server
-        .cli("alice")
-        .args(["--json", "group", "history", "book-club", "--since", "1h"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout(
+        "alice",
+        &["--json", "group", "history", "book-club", "--since", "1h"],
+    );
     assert_eq!(json_lines(&out)[0]["payload"], "chapter one");
     server
         .cli("bob")
         .args(["leave", "book-club"])
         .assert()
         .success();
-    let out = server
-        .cli("alice")
-        .args(["--json", "members", "book-club"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("alice", &["--json", "members", "book-club"]);
     assert_eq!(json_lines(&out).len(), 1);
 }
 
@@ -490,14 +384,7 @@ fn chat_reads_commands_and_lines_from_a_file() {
         .arg(&script)
         .assert()
         .success();
-    let out = server
-        .cli("eve")
-        .args(["--json", "history", "lobby"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("eve", &["--json", "history", "lobby"]);
     let messages = json_lines(&out);
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["payload"], "hello from a file");

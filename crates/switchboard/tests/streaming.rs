@@ -67,14 +67,10 @@ fn a_64_mib_message_streams_through_pub_sub_and_get() {
     );
     server.wait_for_client("bob");
 
-    let out = server
-        .cli("alice")
-        .args(["--json", "pub", "files", "--file", source.to_str().unwrap()])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout(
+        "alice",
+        &["--json", "pub", "files", "--file", source.to_str().unwrap()],
+    );
     let ack = &json_lines(&out)[0];
     let id = ack["id"].as_str().unwrap().to_owned();
 
@@ -115,14 +111,7 @@ fn a_64_mib_message_streams_through_pub_sub_and_get() {
     );
 
     // Without --output, the metadata says the body is streamed instead of printing it.
-    let out = server
-        .cli("carol")
-        .args(["--json", "get", "files"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = server.stdout("carol", &["--json", "get", "files"]);
     let meta = &json_lines(&out)[0];
     assert_eq!(meta["streamed"], true);
     assert_eq!(meta["body_len"], BODY_LEN as u64);

@@ -44,6 +44,17 @@ impl TestServer {
         cli_at(&self.addr, name)
     }
 
+    /// Runs the CLI under `name` with `args`, requires success, and returns its stdout.
+    pub fn stdout(&self, name: &str, args: &[&str]) -> Vec<u8> {
+        self.cli(name)
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    }
+
     /// The CLI as a running process with piped output.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Child {
         StdCommand::new(BIN)
