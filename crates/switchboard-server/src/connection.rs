@@ -318,6 +318,9 @@ where
         .await,
         Ok(Ok(()))
     );
+    // The disconnect hook gets the session's info; the session itself (with its outbox
+    // sender) goes now, so that the writer sees the queue close.
+    let info = session.info.clone();
     drop(session);
     drop(outbox);
     // The writer gets the grace period to flush what is queued, unless not even the
@@ -332,14 +335,7 @@ where
     if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
-    let info_for_hook = SessionInfo {
-        client_id,
-        session_id,
-        name: init.name.to_string(),
-        peer: peer.describe(),
-        admin,
-    };
-    hub.hooks.on_disconnect(&info_for_hook, &reason);
+    hub.hooks.on_disconnect(&info, &reason);
     info!(target: log::CONNECTION, client_id, name = %init.name, code = %code, %reason, "session closed");
 }
 
