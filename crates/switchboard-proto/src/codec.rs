@@ -108,6 +108,7 @@ impl FrameCodec {
             packet.frame_type(),
             flags,
             request_id,
+            None,
             dst,
         ) {
             dst.truncate(start);
@@ -131,6 +132,40 @@ impl FrameCodec {
             frame.frame_type,
             frame.flags,
             frame.request_id,
+            None,
+            dst,
+        ) {
+            dst.truncate(start);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Appends a copy of a frame this process encoded (a stored live MESSAGE, say) under
+    /// another request id and with `flags` added: header block and content are copied as
+    /// they are, and only the prefix, the header CRC and the tag are made anew.
+    ///
+    /// Replaying history this way costs a copy per message instead of a decode and an
+    /// encode. On error nothing is left in `dst`.
+    pub fn encode_reframed(
+        &self,
+        encoded: &[u8],
+        request_id: u32,
+        flags: Flags,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let layout = EncodedLayout::of(encoded)?;
+        let start = dst.len();
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        dst.reserve(layout.content_end + mac_len);
+        dst.put_slice(&encoded[..layout.content_end]);
+        if let Err(error) = self.seal(
+            start,
+            start + layout.header_end,
+            layout.frame_type,
+            layout.flags | flags,
+            request_id,
+            Some(layout.content_crc),
             dst,
         ) {
             dst.truncate(start);
@@ -140,6 +175,8 @@ impl FrameCodec {
     }
 
     /// Fills in the fixed prefix of the frame that starts at `start`, and appends the tag.
+    /// `content_crc` is the content's CRC when the caller already knows it.
+    #[allow(clippy::too_many_arguments)]
     fn seal(
         &self,
         start: usize,
@@ -147,6 +184,7 @@ impl FrameCodec {
         frame_type: FrameType,
         flags: Flags,
         request_id: u32,
+        content_crc: Option<u32>,
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
         let header_len = header_end - start - FIXED_HEADER_LEN;
@@ -169,7 +207,7 @@ impl FrameCodec {
         } else {
             flags.without(Flags::MAC)
         };
-        let content_crc = crc32c::crc32c(&dst[header_end..]);
+        let content_crc = content_crc.unwrap_or_else(|| crc32c::crc32c(&dst[header_end..]));
         let prefix = &mut dst[start..start + FIXED_HEADER_LEN];
         prefix[0..2].copy_from_slice(&SYNC);
         prefix[2] = self.version;
@@ -325,34 +363,59 @@ impl FrameCodec {
 /// The server uses it to keep one buffer per stored message: the live frame, from which
 /// the envelope's fields and body are read back without copying.
 pub fn view_encoded(encoded: &Bytes) -> Result<Frame, ProtoError> {
-    if encoded.len() < FIXED_HEADER_LEN {
-        return Err(ProtoError::Truncated {
-            needed: FIXED_HEADER_LEN,
-            have: encoded.len(),
-        });
-    }
-    let frame_type =
-        FrameType::from_u8(encoded[3]).ok_or(ProtoError::UnknownFrameType(encoded[3]))?;
-    let flags = Flags(u16::from_be_bytes([encoded[4], encoded[5]]));
-    let header_len = usize::from(u16::from_be_bytes([encoded[6], encoded[7]]));
-    let request_id = u32::from_be_bytes([encoded[8], encoded[9], encoded[10], encoded[11]]);
-    let content_len =
-        u32::from_be_bytes([encoded[12], encoded[13], encoded[14], encoded[15]]) as usize;
-    let header_end = FIXED_HEADER_LEN + header_len;
-    let content_end = header_end + content_len;
-    if content_end > encoded.len() {
-        return Err(ProtoError::Truncated {
-            needed: content_end,
-            have: encoded.len(),
-        });
-    }
+    let layout = EncodedLayout::of(encoded)?;
     Ok(Frame {
-        frame_type,
-        flags: flags.without(Flags::MAC),
-        request_id,
-        headers: encoded.slice(FIXED_HEADER_LEN..header_end),
-        content: encoded.slice(header_end..content_end),
+        frame_type: layout.frame_type,
+        flags: layout.flags,
+        request_id: layout.request_id,
+        headers: encoded.slice(FIXED_HEADER_LEN..layout.header_end),
+        content: encoded.slice(layout.header_end..layout.content_end),
     })
+}
+
+/// Where the parts of a frame this process encoded lie, read from its prefix without
+/// checking CRCs or the tag.
+struct EncodedLayout {
+    frame_type: FrameType,
+    /// Without MAC, which belongs to the session that sends the frame.
+    flags: Flags,
+    request_id: u32,
+    header_end: usize,
+    content_end: usize,
+    content_crc: u32,
+}
+
+impl EncodedLayout {
+    fn of(encoded: &[u8]) -> Result<EncodedLayout, ProtoError> {
+        let Some(prefix) = encoded.first_chunk::<FIXED_HEADER_LEN>() else {
+            return Err(ProtoError::Truncated {
+                needed: FIXED_HEADER_LEN,
+                have: encoded.len(),
+            });
+        };
+        let be16 = |at: usize| u16::from_be_bytes([prefix[at], prefix[at + 1]]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
+        };
+        let frame_type =
+            FrameType::from_u8(prefix[3]).ok_or(ProtoError::UnknownFrameType(prefix[3]))?;
+        let header_end = FIXED_HEADER_LEN + usize::from(be16(6));
+        let content_end = header_end + be32(12) as usize;
+        if content_end > encoded.len() {
+            return Err(ProtoError::Truncated {
+                needed: content_end,
+                have: encoded.len(),
+            });
+        }
+        Ok(EncodedLayout {
+            frame_type,
+            flags: Flags(be16(4)).without(Flags::MAC),
+            request_id: be32(8),
+            header_end,
+            content_end,
+            content_crc: be32(16),
+        })
+    }
 }
 
 impl Encoder<Outbound> for FrameCodec {

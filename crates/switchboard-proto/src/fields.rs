@@ -8,7 +8,7 @@
 //! Lists (clients, channels, groups) are carried in the content as records: a u16
 //! big-endian length followed by a block of fields in the same format.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::error::ProtoError;
@@ -193,17 +193,28 @@ impl<'a> FieldWriter<'a> {
     }
 }
 
-/// One field read from a block: its key and a shared slice of its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
+/// One field read from a block: its key and its value, borrowed from the frame.
+///
+/// Reading a field costs nothing but bounds checks; only the values a packet keeps
+/// ([`Field::text`], [`Field::bytes`]) become shared slices of the frame's buffer, so
+/// decoding does not touch the buffer's reference count once per field.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
     pub key: u8,
-    pub value: Bytes,
+    pub value: &'a [u8],
+    /// The buffer `value` lies in, for values kept beyond the frame.
+    source: &'a Bytes,
 }
 
-impl Field {
+impl Field<'_> {
+    /// The value as a shared slice of the frame's buffer.
+    pub fn bytes(&self) -> Bytes {
+        self.source.slice_ref(self.value)
+    }
+
     /// The value as UTF-8 text.
     pub fn text(&self) -> Result<Text, ProtoError> {
-        Text::from_utf8(self.value.clone()).map_err(|_| ProtoError::MalformedField {
+        Text::from_utf8(self.bytes()).map_err(|_| ProtoError::MalformedField {
             key: self.key,
             reason: "text is not valid UTF-8",
         })
@@ -211,7 +222,7 @@ impl Field {
 
     /// The value as an unsigned varint filling the whole value.
     pub fn uint(&self) -> Result<u64, ProtoError> {
-        let mut slice: &[u8] = &self.value;
+        let mut slice: &[u8] = self.value;
         let value = get_varint(&mut slice).map_err(|reason| ProtoError::MalformedField {
             key: self.key,
             reason,
@@ -235,7 +246,7 @@ impl Field {
 
     /// The value as a 16-byte UUID.
     pub fn uuid(&self) -> Result<Uuid, ProtoError> {
-        Uuid::from_slice(&self.value).map_err(|_| ProtoError::MalformedField {
+        Uuid::from_slice(self.value).map_err(|_| ProtoError::MalformedField {
             key: self.key,
             reason: "id is not 16 bytes",
         })
@@ -247,101 +258,109 @@ impl Field {
             key: self.key,
             reason,
         };
-        let mut slice: &[u8] = &self.value;
+        let mut slice: &[u8] = self.value;
         let name_len = get_varint(&mut slice).map_err(malformed)?;
-        let offset = self.value.len() - slice.len();
         let name_len = usize::try_from(name_len).map_err(|_| malformed("name too long"))?;
         if name_len > slice.len() {
             return Err(malformed("header name runs past the field"));
         }
-        let name = Text::from_utf8(self.value.slice(offset..offset + name_len))
+        let (name, value) = slice.split_at(name_len);
+        let name = Text::from_utf8(self.source.slice_ref(name))
             .map_err(|_| malformed("header name is not UTF-8"))?;
-        let value = Text::from_utf8(self.value.slice(offset + name_len..))
+        let value = Text::from_utf8(self.source.slice_ref(value))
             .map_err(|_| malformed("header value is not UTF-8"))?;
         Ok((name, value))
     }
 }
 
 /// Iterates the fields of a header block or record without copying values.
-pub struct FieldReader {
-    block: Bytes,
+pub struct FieldReader<'a> {
+    block: &'a [u8],
+    source: &'a Bytes,
 }
 
-impl FieldReader {
-    pub fn new(block: Bytes) -> Self {
-        FieldReader { block }
+impl<'a> FieldReader<'a> {
+    /// Reads the fields of a whole block.
+    pub fn new(block: &'a Bytes) -> Self {
+        FieldReader {
+            block,
+            source: block,
+        }
     }
 }
 
-impl Iterator for FieldReader {
-    type Item = Result<Field, ProtoError>;
+impl<'a> Iterator for FieldReader<'a> {
+    type Item = Result<Field<'a>, ProtoError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.block.is_empty() {
-            return None;
-        }
-        let key = self.block[0];
-        let mut slice: &[u8] = &self.block[1..];
+        let (&key, rest) = self.block.split_first()?;
+        let mut slice = rest;
         let len = match get_varint(&mut slice) {
             Ok(len) => len,
             Err(reason) => {
-                self.block.clear();
+                self.block = &[];
                 return Some(Err(ProtoError::MalformedField { key, reason }));
             }
         };
-        let header = self.block.len() - slice.len();
-        let Some(end) = usize::try_from(len)
-            .ok()
-            .and_then(|len| header.checked_add(len))
-            .filter(|&end| end <= self.block.len())
-        else {
-            self.block.clear();
+        let Some(len) = usize::try_from(len).ok().filter(|&len| len <= slice.len()) else {
+            self.block = &[];
             return Some(Err(ProtoError::MalformedField {
                 key,
                 reason: "value runs past the end of the block",
             }));
         };
-        let value = self.block.slice(header..end);
-        self.block.advance(end);
-        Some(Ok(Field { key, value }))
+        let (value, rest) = slice.split_at(len);
+        self.block = rest;
+        Some(Ok(Field {
+            key,
+            value,
+            source: self.source,
+        }))
     }
 }
 
 /// Iterates the records of a list carried in a frame's content.
-pub struct RecordReader {
-    content: Bytes,
+pub struct RecordReader<'a> {
+    content: &'a [u8],
+    source: &'a Bytes,
 }
 
-impl RecordReader {
-    pub fn new(content: Bytes) -> Self {
-        RecordReader { content }
+impl<'a> RecordReader<'a> {
+    pub fn new(content: &'a Bytes) -> Self {
+        RecordReader {
+            content,
+            source: content,
+        }
     }
 }
 
-impl Iterator for RecordReader {
-    type Item = Result<FieldReader, ProtoError>;
+impl<'a> Iterator for RecordReader<'a> {
+    type Item = Result<FieldReader<'a>, ProtoError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.content.is_empty() {
             return None;
         }
-        if self.content.len() < 2 {
-            self.content.clear();
+        let Some((len, rest)) = self.content.split_first_chunk::<2>() else {
+            self.content = &[];
             return Some(Err(ProtoError::MalformedField {
                 key: 0,
                 reason: "record length truncated",
             }));
-        }
-        let len = usize::from(u16::from_be_bytes([self.content[0], self.content[1]]));
-        if 2 + len > self.content.len() {
-            self.content.clear();
+        };
+        let len = usize::from(u16::from_be_bytes(*len));
+        if len > rest.len() {
+            self.content = &[];
             return Some(Err(ProtoError::MalformedField {
                 key: 0,
                 reason: "record runs past the end of the content",
             }));
         }
-        let record = self.content.slice(2..2 + len);
-        self.content.advance(2 + len);
-        Some(Ok(FieldReader::new(record)))
+        let (record, rest) = rest.split_at(len);
+        self.content = rest;
+        Some(Ok(FieldReader {
+            block: record,
+            source: self.source,
+        }))
     }
 }

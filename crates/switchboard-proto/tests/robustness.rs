@@ -212,8 +212,8 @@ proptest! {
         let mut codec = codec(false);
         let bytes = encode(&codec, 11, Flags::empty(), &packet);
         let frame = common::decode_one(&mut codec, &bytes);
-        let mut fields: Vec<(u8, Bytes)> = FieldReader::new(frame.headers.clone())
-            .map(|field| field.map(|field| (field.key, field.value)))
+        let mut fields: Vec<(u8, Bytes)> = FieldReader::new(&frame.headers)
+            .map(|field| field.map(|field| (field.key, field.bytes())))
             .collect::<Result<_, _>>()
             .expect("fields");
         for (index, key, value) in inserts {

@@ -217,3 +217,83 @@ fn publish_reserves_once_into_an_empty_buffer() {
         assert!(buf.len() <= buf.capacity());
     }
 }
+
+/// A stored live MESSAGE re-sent as a reply (history replay) must decode to the same
+/// message under the reply's request id and flags, whichever sessions use HMAC.
+#[test]
+fn a_reframed_message_decodes_to_the_same_message_under_the_new_request_id() {
+    use switchboard_proto::packet::{Message, StreamStart};
+    let message = Message {
+        channel: "news.eu".into(),
+        id: uuid::Uuid::now_v7(),
+        seq: 42,
+        time_us: 1_790_000_000_000_000,
+        sender_id: 7,
+        sender_name: "ada".into(),
+        content_type: "text/plain".into(),
+        user_headers: vec![("k".into(), "v".into())],
+        body: bytes::Bytes::from_static(b"hello #world"),
+        stream: None,
+        ..Message::default()
+    };
+    let streamed = Message {
+        body: bytes::Bytes::new(),
+        stream: Some(StreamStart {
+            stream_id: 0,
+            total_len: 1 << 30,
+        }),
+        ..message.clone()
+    };
+    for original in [message, streamed] {
+        for (stored_mac, sent_mac) in [(false, false), (true, false), (false, true), (true, true)] {
+            let stored = common::encode(
+                &common::codec(stored_mac),
+                0,
+                Flags::empty(),
+                &Packet::Message(original.clone()),
+            );
+            let sender = common::codec(sent_mac);
+            let mut out = BytesMut::from(&b"earlier frames"[..]);
+            sender
+                .encode_reframed(&stored, 9, Flags::REPLAY, &mut out)
+                .expect("reframe");
+            assert_eq!(&out[..14], b"earlier frames", "what was there is kept");
+            let mut decoder = common::codec(sent_mac);
+            let frame = common::decode_one(&mut decoder, &out[14..]);
+            assert_eq!(frame.request_id, 9);
+            assert!(frame.flags.contains(Flags::REPLAY));
+            assert_eq!(
+                frame.flags.contains(Flags::STREAM),
+                original.stream.is_some()
+            );
+            assert_eq!(Message::from_frame(&frame).expect("message"), original);
+        }
+    }
+}
+
+#[test]
+fn reframing_something_that_is_not_a_whole_frame_is_an_error_and_writes_nothing() {
+    let stored = common::encode(
+        &common::codec(false),
+        0,
+        Flags::empty(),
+        &Packet::Heartbeat(Heartbeat::default()),
+    );
+    let codec = common::codec(false);
+    let mut out = BytesMut::new();
+    for cut in [0, 10, FIXED_HEADER_LEN - 1] {
+        assert!(
+            codec
+                .encode_reframed(&stored[..cut], 1, Flags::REPLAY, &mut out)
+                .is_err()
+        );
+    }
+    let mut bad = stored.to_vec();
+    bad[12..16].copy_from_slice(&1000u32.to_be_bytes());
+    assert!(
+        codec
+            .encode_reframed(&bad, 1, Flags::REPLAY, &mut out)
+            .is_err()
+    );
+    assert!(out.is_empty());
+}

@@ -177,14 +177,13 @@ impl Writer<'_> {
                 for message in messages {
                     if message.blob().is_some() {
                         self.start_stream(request_id, Flags::REPLAY, message);
-                    } else {
-                        encode_packet(
-                            codec,
-                            request_id,
-                            Flags::REPLAY,
-                            message.envelope(),
-                            &mut self.buf,
-                        );
+                    } else if let Err(error) = codec.encode_reframed(
+                        message.live_frame(),
+                        request_id,
+                        Flags::REPLAY,
+                        &mut self.buf,
+                    ) {
+                        report_encode_failure(codec, request_id, &error, &mut self.buf);
                     }
                     if self.buf.len() >= BATCH_BYTES {
                         write_out(&mut self.buf, sink).await?;
@@ -233,7 +232,13 @@ impl Writer<'_> {
         };
         self.next_stream_id += 1;
         let stream_id = self.next_stream_id;
-        let mut head = message.envelope().clone();
+        let mut head = match message.envelope() {
+            Ok(head) => head,
+            Err(error) => {
+                report_encode_failure(self.codec, request_id, &error, &mut self.buf);
+                return;
+            }
+        };
         head.body = bytes::Bytes::new();
         head.stream = Some(StreamStart {
             stream_id,
@@ -393,7 +398,7 @@ mod tests {
                     body: body.clone(),
                     ..Message::default()
                 };
-                Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
+                Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap())
             })
             .collect();
         let (outbox, rx) = Outbox::new(1, 4, usize::MAX, &CancellationToken::new(), Arc::default());

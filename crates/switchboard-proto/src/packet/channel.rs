@@ -207,7 +207,7 @@ pub struct ChannelInfo {
 }
 
 impl ChannelInfo {
-    fn read_fields(fields: FieldReader, frame: FrameType) -> Result<Self, ProtoError> {
+    fn read_fields(fields: FieldReader<'_>, frame: FrameType) -> Result<Self, ProtoError> {
         let mut info = ChannelInfo::default();
         let mut name = None;
         for field in fields {
@@ -242,10 +242,7 @@ impl ChannelInfo {
     }
 
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
-        Self::read_fields(
-            FieldReader::new(frame.headers.clone()),
-            FrameType::ChannelInfo,
-        )
+        Self::read_fields(FieldReader::new(&frame.headers), FrameType::ChannelInfo)
     }
 }
 

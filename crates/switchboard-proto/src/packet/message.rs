@@ -5,10 +5,8 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::publish::user_headers_len;
-use super::{Encode, Scope, StreamStart, for_each_field, put_content, required, text_len};
-use crate::codec::{FrameCodec, view_encoded};
+use super::{Encode, Scope, StreamStart, for_each_field, put_content, required};
 use crate::error::ProtoError;
-use crate::fields::{FieldReader, get_varint};
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -72,70 +70,45 @@ impl Message {
 }
 
 impl Message {
-    /// Encodes the message as a frame of its own and returns that frame with a copy of
-    /// the message whose text fields and body are slices of it: one allocation holds
-    /// both, which is what a hub keeps per stored message.
-    ///
-    /// Unlike encoding and then decoding the frame back, nothing is validated twice: the
-    /// fields are located by their offsets only.
-    pub fn encode_shared(
-        &self,
-        codec: &FrameCodec,
-        request_id: u32,
-        flags: Flags,
-    ) -> Result<(Bytes, Message), ProtoError> {
-        let mut buf = BytesMut::new();
-        codec.encode_packet(request_id, flags, self, &mut buf)?;
-        let frame = buf.freeze();
-        let view = view_encoded(&frame)?;
-        let mut shared = Message {
+    /// The message as a borrowed envelope, which is what encodes it.
+    pub fn as_envelope(&self) -> Envelope<'_> {
+        Envelope {
             scope: self.scope,
-            channel: Text::default(),
+            channel: &self.channel,
             id: self.id,
             seq: self.seq,
             time_us: self.time_us,
             sender_id: self.sender_id,
-            sender_name: Text::default(),
-            content_type: Text::default(),
-            user_headers: Vec::with_capacity(self.user_headers.len()),
-            body: view.content,
+            sender_name: &self.sender_name,
+            content_type: &self.content_type,
+            user_headers: &self.user_headers,
+            body: &self.body,
             stream: self.stream,
-        };
-        for field in FieldReader::new(view.headers) {
-            let field = field?;
-            match field.key {
-                key::CHANNEL => shared.channel = Text::from_copied_text(field.value),
-                key::SENDER_NAME => shared.sender_name = Text::from_copied_text(field.value),
-                key::CONTENT_TYPE => shared.content_type = Text::from_copied_text(field.value),
-                key::USER_HEADER => {
-                    let mut slice: &[u8] = &field.value;
-                    let name_len =
-                        get_varint(&mut slice).map_err(|reason| ProtoError::MalformedField {
-                            key: field.key,
-                            reason,
-                        })?;
-                    let offset = field.value.len() - slice.len();
-                    let name_end = usize::try_from(name_len)
-                        .ok()
-                        .and_then(|len| offset.checked_add(len))
-                        .filter(|&end| end <= field.value.len())
-                        .ok_or(ProtoError::MalformedField {
-                            key: field.key,
-                            reason: "header name runs past the field",
-                        })?;
-                    shared.user_headers.push((
-                        Text::from_copied_text(field.value.slice(offset..name_end)),
-                        Text::from_copied_text(field.value.slice(name_end..)),
-                    ));
-                }
-                _ => {}
-            }
         }
-        Ok((frame, shared))
     }
 }
 
-impl Encode for Message {
+/// A MESSAGE borrowed from wherever its parts are, for encoding only.
+///
+/// The hub encodes each published message once, straight from the PUBLISH it received
+/// and the session it came from, without first assembling an owned [`Message`] (which
+/// would take a reference on the read buffer per text field, and give it back).
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub scope: Scope,
+    pub channel: &'a str,
+    pub id: Uuid,
+    pub seq: u64,
+    pub time_us: u64,
+    pub sender_id: u64,
+    pub sender_name: &'a str,
+    pub content_type: &'a str,
+    pub user_headers: &'a [(Text, Text)],
+    pub body: &'a [u8],
+    pub stream: Option<StreamStart>,
+}
+
+impl Encode for Envelope<'_> {
     fn frame_type(&self) -> FrameType {
         FrameType::Message
     }
@@ -160,10 +133,40 @@ impl Encode for Message {
         if !self.content_type.is_empty() {
             fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
         }
-        for (name, value) in &self.user_headers {
+        for (name, value) in self.user_headers {
             fields.user_header(name, value);
         }
         StreamStart::write(self.stream.as_ref(), fields);
+    }
+    fn write_content(&self, dst: &mut BytesMut) {
+        put_content(dst, self.body);
+    }
+    fn content_len(&self) -> usize {
+        self.body.len()
+    }
+    fn fields_len_hint(&self) -> usize {
+        // Each field is a key, a length (up to 3 bytes for a header block's sizes) and
+        // its value; integers take at most 10 bytes.
+        self.channel.len()
+            + self.sender_name.len()
+            + self.content_type.len()
+            + user_headers_len(self.user_headers)
+            + 3 * 4
+            + 18
+            + 4 * 12
+            + if self.stream.is_some() { 24 } else { 0 }
+    }
+}
+
+impl Encode for Message {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Message
+    }
+    fn flags(&self) -> Flags {
+        self.as_envelope().flags()
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        self.as_envelope().write_fields(fields);
     }
     fn write_content(&self, dst: &mut BytesMut) {
         put_content(dst, &self.body);
@@ -172,13 +175,6 @@ impl Encode for Message {
         self.body.len()
     }
     fn fields_len_hint(&self) -> usize {
-        text_len(&self.channel)
-            + text_len(&self.sender_name)
-            + text_len(&self.content_type)
-            + user_headers_len(&self.user_headers)
-            + 3
-            + 18
-            + 3 * 12
-            + if self.stream.is_some() { 24 } else { 0 }
+        self.as_envelope().fields_len_hint()
     }
 }

@@ -29,7 +29,7 @@ pub use group::{
     CreateGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup, ListGroups, MemberInfo,
     MemberList,
 };
-pub use message::Message;
+pub use message::{Envelope, Message};
 pub use publish::{Publish, PublishAck, StreamStart};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
@@ -115,9 +115,9 @@ impl Scope {
 /// skip.
 pub(crate) fn for_each_field(
     headers: &Bytes,
-    mut visit: impl FnMut(Field) -> Result<(), ProtoError>,
+    mut visit: impl FnMut(Field<'_>) -> Result<(), ProtoError>,
 ) -> Result<(), ProtoError> {
-    for field in FieldReader::new(headers.clone()) {
+    for field in FieldReader::new(headers) {
         visit(field?)?;
     }
     Ok(())
@@ -126,9 +126,9 @@ pub(crate) fn for_each_field(
 /// Calls `visit` with the fields of each record of a list carried in the content.
 pub(crate) fn for_each_record<T>(
     content: &Bytes,
-    mut visit: impl FnMut(FieldReader) -> Result<T, ProtoError>,
+    mut visit: impl FnMut(FieldReader<'_>) -> Result<T, ProtoError>,
 ) -> Result<Vec<T>, ProtoError> {
-    RecordReader::new(content.clone())
+    RecordReader::new(content)
         .map(|record| visit(record?))
         .collect()
 }

@@ -32,7 +32,7 @@ impl SessionInit {
             match field.key {
                 key::CLIENT_NAME => name = Some(field.text()?),
                 key::HEARTBEAT_MS => packet.heartbeat_ms = field.uint_as()?,
-                key::CREDENTIALS => packet.credentials = field.value,
+                key::CREDENTIALS => packet.credentials = field.bytes(),
                 key::SOFTWARE => packet.software = field.text()?,
                 _ => {}
             }

@@ -166,7 +166,7 @@ mod tests {
             ..Message::default()
         };
         let codec = FrameCodec::new(Limits::default());
-        Arc::new(StoredMessage::encode(&codec, &message, Vec::new()).unwrap())
+        Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap())
     }
 
     #[test]

@@ -1,37 +1,50 @@
 //! [`StoredMessage`]: a message as the hub keeps it, one buffer per message.
 //!
 //! The buffer is the message's live MESSAGE frame, encoded once at publish time and
-//! shared by every subscriber's queue; the envelope's fields and body are slices of that
-//! same buffer, so history costs one copy of each body, not two.
+//! shared by history and every subscriber's queue, so history costs one copy of each
+//! body, not two, and a delivery costs a reference count.
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::codec::view_encoded;
-use switchboard_proto::packet::Message;
+use switchboard_proto::packet::{Envelope, Message};
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
+use uuid::Uuid;
 
 use crate::blobs::Blob;
 
 /// A published message, shared by history, hashtag indexes and delivery queues.
+///
+/// Only what the hub looks at on every publish is kept beside the frame; the envelope
+/// is read back from the frame when a rarer path needs it (streamed bodies, a store
+/// that must not hold HMAC tags).
 #[derive(Debug)]
 pub struct StoredMessage {
     frame: Bytes,
-    envelope: Message,
+    seq: u64,
+    id: Uuid,
+    time_us: u64,
+    /// Length of the body inside the frame (0 when streamed).
+    inline_len: usize,
     tags: Vec<String>,
     /// The body, when it was streamed: a file, sent in chunks.
     blob: Option<Blob>,
 }
 
 impl StoredMessage {
-    /// Encodes `message` as a live frame (request id 0) and keeps the frame.
+    /// Encodes `envelope` as a live frame (request id 0) and keeps the frame.
     pub fn encode(
         codec: &FrameCodec,
-        message: &Message,
+        envelope: &Envelope<'_>,
         tags: Vec<String>,
     ) -> Result<StoredMessage, ProtoError> {
-        let (frame, envelope) = message.encode_shared(codec, 0, Flags::empty())?;
+        let mut buf = BytesMut::new();
+        codec.encode_packet(0, Flags::empty(), envelope, &mut buf)?;
         Ok(StoredMessage {
-            frame,
-            envelope,
+            frame: buf.freeze(),
+            seq: envelope.seq,
+            id: envelope.id,
+            time_us: envelope.time_us,
+            inline_len: envelope.body.len(),
             tags,
             blob: None,
         })
@@ -41,8 +54,11 @@ impl StoredMessage {
     pub fn from_frame_bytes(frame: Bytes, tags: Vec<String>) -> Result<StoredMessage, ProtoError> {
         let envelope = Message::from_frame(&view_encoded(&frame)?)?;
         Ok(StoredMessage {
+            seq: envelope.seq,
+            id: envelope.id,
+            time_us: envelope.time_us,
+            inline_len: envelope.body.len(),
             frame,
-            envelope,
             tags,
             blob: None,
         })
@@ -58,7 +74,7 @@ impl StoredMessage {
                 max_content_len: u32::MAX,
             });
             if codec
-                .encode_packet(0, Flags::empty(), &self.envelope, &mut buf)
+                .encode_reframed(&self.frame, 0, Flags::empty(), &mut buf)
                 .is_ok()
             {
                 return buf.freeze();
@@ -91,9 +107,9 @@ impl StoredMessage {
         &self.frame
     }
 
-    /// The envelope, whose text fields and body borrow the live frame.
-    pub fn envelope(&self) -> &Message {
-        &self.envelope
+    /// The envelope, read back from the live frame; its text fields and body borrow it.
+    pub fn envelope(&self) -> Result<Message, ProtoError> {
+        Message::from_frame(&view_encoded(&self.frame)?)
     }
 
     /// Hashtags found in the body (lower-case, without '#').
@@ -102,22 +118,22 @@ impl StoredMessage {
     }
 
     pub fn seq(&self) -> u64 {
-        self.envelope.seq
+        self.seq
     }
 
     pub fn time_us(&self) -> u64 {
-        self.envelope.time_us
+        self.time_us
     }
 
-    pub fn id(&self) -> uuid::Uuid {
-        self.envelope.id
+    pub fn id(&self) -> Uuid {
+        self.id
     }
 
     /// Length of the body, streamed or not.
     pub fn body_len(&self) -> u64 {
         match &self.blob {
             Some(blob) => blob.len(),
-            None => self.envelope.body.len() as u64,
+            None => self.inline_len as u64,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelOptions, Durability, Event, EventKind, Message, Packet, Publish, PublishAck, Replay,
+    ChannelOptions, Durability, Envelope, Event, EventKind, Packet, Publish, PublishAck, Replay,
     Scope, Since, SlowConsumerPolicy, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
@@ -44,7 +44,7 @@ use crate::hooks::Hooks;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage};
-use crate::time::now_us;
+use crate::time::{MessageIds, now_us};
 
 /// A stored publish: its acknowledgement, and whether the store must sync before it may
 /// be sent (durability `always`).
@@ -77,6 +77,8 @@ pub struct Hub {
     /// Streamed bodies.
     pub blobs: BlobStore,
     pub hooks: Arc<dyn Hooks>,
+    /// Ids of published messages.
+    message_ids: MessageIds,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     next_client_id: AtomicU64,
@@ -114,6 +116,7 @@ impl Hub {
             storage,
             blobs,
             hooks,
+            message_ids: MessageIds::new(),
             shutdown: CancellationToken::new(),
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
@@ -150,7 +153,7 @@ impl Hub {
                 },
                 None => None,
             };
-            match StoredMessage::encode(&self.codec, &message, tags) {
+            match StoredMessage::encode(&self.codec, &message.as_envelope(), tags) {
                 Ok(stored) => messages.push(Arc::new(match blob {
                     Some(blob) => stored.with_blob(blob),
                     None => stored,
@@ -451,6 +454,7 @@ impl Hub {
         tags: Vec<String>,
         blob: Option<(Uuid, Blob)>,
     ) -> Result<Arc<StoredMessage>, Refusal> {
+        let time_us = history.next_time(now_us());
         let (id, stream) = match &blob {
             Some((id, blob)) => (
                 *id,
@@ -459,26 +463,22 @@ impl Hub {
                     total_len: blob.len(),
                 }),
             ),
-            None => (Uuid::now_v7(), None),
+            None => (self.message_ids.next(time_us), None),
         };
-        let message = Message {
+        let envelope = Envelope {
             scope: publish.scope,
-            channel: publish.channel.clone(),
+            channel: &publish.channel,
             id,
             seq: history.next_seq(),
-            time_us: history.next_time(now_us()),
+            time_us,
             sender_id: caller.client_id,
-            sender_name: caller.name.clone(),
-            content_type: publish.content_type.clone(),
-            user_headers: publish.user_headers.clone(),
-            body: if stream.is_some() {
-                Bytes::new()
-            } else {
-                publish.body.clone()
-            },
+            sender_name: &caller.name,
+            content_type: &publish.content_type,
+            user_headers: &publish.user_headers,
+            body: if stream.is_some() { &[] } else { &publish.body },
             stream,
         };
-        let stored = StoredMessage::encode(&self.codec, &message, tags)
+        let stored = StoredMessage::encode(&self.codec, &envelope, tags)
             .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
         Ok(Arc::new(match blob {
             Some((_, blob)) => stored.with_blob(blob),
