@@ -277,7 +277,7 @@ fn reframing_something_that_is_not_a_whole_frame_is_an_error_and_writes_nothing(
         &common::codec(false),
         0,
         Flags::empty(),
-        &Packet::Heartbeat(Heartbeat::default()),
+        &Packet::Heartbeat(Heartbeat),
     );
     let codec = common::codec(false);
     let mut out = BytesMut::new();
