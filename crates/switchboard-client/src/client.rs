@@ -435,8 +435,19 @@ impl Client {
     pub async fn publish_no_reply(&self, channel: &str, payload: Payload) -> Result<()> {
         let publish = self.publish_packet(Scope::Channel, channel, payload)?;
         let request_id = self.inner.shared.next_no_reply_id();
-        self.enqueue(request_id, Flags::NO_REPLY, publish.into(), self.deadline())
-            .await
+        let command = Command::Send(Outbound {
+            request_id,
+            flags: Flags::NO_REPLY,
+            packet: publish.into(),
+        });
+        // The deadline (a clock read) and its timer matter only when the queue is full.
+        match self.inner.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.inner.shared.closed_error()),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                self.send_command(command, self.deadline()).await
+            }
+        }
     }
 
     /// Waits until everything queued so far was written and processed by the server.

@@ -10,7 +10,11 @@ pub struct Text(Bytes);
 impl Text {
     /// Text from bytes, if they are valid UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        // Names and content types are nearly always ASCII, which is checked a word at a
+        // time; the full UTF-8 check is for the rest.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(Text(bytes))
     }
 

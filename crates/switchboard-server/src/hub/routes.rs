@@ -6,9 +6,11 @@
 //! subscriptions share it (a count keeps track), and a message is queued once per
 //! connection however many routes match it.
 
-use std::collections::HashMap;
-
 use std::sync::Arc;
+
+// Keys are client-chosen names, so the hasher is seeded per process; foldhash is that at a
+// fraction of SipHash's cost, which showed in publish profiles.
+use foldhash::HashMap;
 
 use parking_lot::{RwLock, RwLockWriteGuard};
 use switchboard_proto::subject::{Pattern, PatternToken};

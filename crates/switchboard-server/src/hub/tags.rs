@@ -1,6 +1,8 @@
 //! Hashtag index: the recent messages of each tag, so they can be fetched and replayed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
