@@ -108,7 +108,7 @@ impl FrameCodec {
             packet.frame_type(),
             flags,
             request_id,
-            None,
+            packet.content_crc(),
             dst,
         ) {
             dst.truncate(start);
@@ -326,6 +326,7 @@ impl Decoder for FrameCodec {
             request_id: prefix.request_id,
             headers: frame.slice(FIXED_HEADER_LEN..header_end),
             content: frame.slice(header_end..content_end),
+            content_crc,
         }))
     }
 
@@ -370,6 +371,7 @@ pub fn view_encoded(encoded: &Bytes) -> Result<Frame, ProtoError> {
         request_id: layout.request_id,
         headers: encoded.slice(FIXED_HEADER_LEN..layout.header_end),
         content: encoded.slice(layout.header_end..layout.content_end),
+        content_crc: layout.content_crc,
     })
 }
 

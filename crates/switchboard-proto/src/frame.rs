@@ -204,4 +204,8 @@ pub struct Frame {
     pub headers: Bytes,
     /// The opaque content.
     pub content: Bytes,
+    /// CRC32C of `content` as the decoder checked it, so that a frame forwarding the same
+    /// content need not compute it again. Encoding a `Frame` ignores it and computes the
+    /// CRC of `content`.
+    pub content_crc: u32,
 }

@@ -183,6 +183,7 @@ proptest! {
             flags: Flags(flags).without(Flags::MAC),
             request_id: 5,
             headers: headers.freeze(),
+            content_crc: crc32c::crc32c(&content),
             content: Bytes::from(content),
         };
         let mut codec = codec(false);
@@ -442,6 +443,7 @@ fn unknown_header_key_is_skipped() {
         request_id: 1,
         headers: headers.freeze(),
         content: Bytes::from_static(b"hi"),
+        content_crc: crc32c::crc32c(b"hi"),
     };
     for mac in [false, true] {
         let mut codec = codec(mac);

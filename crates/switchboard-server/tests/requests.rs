@@ -28,6 +28,7 @@ async fn send_empty(client: &mut RawClient, frame_type: FrameType, request_id: u
         request_id,
         headers: Bytes::new(),
         content: Bytes::new(),
+        content_crc: 0, // computed by encode_frame
     };
     let mut out = BytesMut::new();
     client.codec.encode_frame(&frame, &mut out).unwrap();

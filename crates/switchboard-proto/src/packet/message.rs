@@ -83,6 +83,7 @@ impl Message {
             content_type: &self.content_type,
             user_headers: &self.user_headers,
             body: &self.body,
+            body_crc: None,
             stream: self.stream,
         }
     }
@@ -105,6 +106,8 @@ pub struct Envelope<'a> {
     pub content_type: &'a str,
     pub user_headers: &'a [(Text, Text)],
     pub body: &'a [u8],
+    /// CRC32C of `body`, if known (the body of a checked PUBLISH frame).
+    pub body_crc: Option<u32>,
     pub stream: Option<StreamStart>,
 }
 
@@ -143,6 +146,9 @@ impl Encode for Envelope<'_> {
     }
     fn content_len(&self) -> usize {
         self.body.len()
+    }
+    fn content_crc(&self) -> Option<u32> {
+        self.body_crc
     }
     fn fields_len_hint(&self) -> usize {
         // Each field is a key, a length (up to 3 bytes for a header block's sizes) and

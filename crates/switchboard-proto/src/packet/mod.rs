@@ -62,6 +62,11 @@ pub trait Encode {
     fn content_len(&self) -> usize {
         0
     }
+    /// The CRC32C of exactly what `write_content` writes, when the packet already knows
+    /// it (a body forwarded unchanged from a checked frame); computed otherwise.
+    fn content_crc(&self) -> Option<u32> {
+        None
+    }
     /// Likely size of the header block, for a single reservation.
     fn fields_len_hint(&self) -> usize {
         32
@@ -187,6 +192,9 @@ macro_rules! packets {
             }
             fn content_len(&self) -> usize {
                 match self { $(Packet::$variant(p) => p.content_len(),)* }
+            }
+            fn content_crc(&self) -> Option<u32> {
+                match self { $(Packet::$variant(p) => p.content_crc(),)* }
             }
             fn fields_len_hint(&self) -> usize {
                 match self { $(Packet::$variant(p) => p.fields_len_hint(),)* }

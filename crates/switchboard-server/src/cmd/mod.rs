@@ -84,7 +84,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
             if publish.stream.is_some() {
                 stream::open(hub, session, request_id, quiet, publish).await;
             } else {
-                publish::publish(hub, session, request_id, quiet, publish).await;
+                publish::publish(hub, session, request_id, quiet, publish, frame.content_crc).await;
             }
         }
         Packet::Chunk(chunk) => stream::chunk(hub, session, chunk).await,

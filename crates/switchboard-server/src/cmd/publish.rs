@@ -15,18 +15,24 @@ use crate::hub::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
 use crate::storage::SyncFuture;
 
+/// `body_crc` is the CRC32C of the body as checked in its frame.
 pub(crate) async fn publish(
     hub: &Hub,
     session: &mut Session,
     request_id: u32,
     quiet: bool,
     mut publish: Publish,
+    body_crc: u32,
 ) {
+    let body = (publish.body.as_ptr() as usize, publish.body.len());
     if let Err(refusal) = run_hooks(hub, session, &mut publish) {
         session.refuse(request_id, refusal).await;
         return;
     }
-    match hub.publish(&session.caller, publish) {
+    // The same slice of the same (immutable) buffer is the same body; a hook that
+    // rewrote it made the CRC stale.
+    let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
+    match hub.publish(&session.caller, publish, unchanged.then_some(body_crc)) {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

@@ -62,6 +62,15 @@ pub struct Caller {
     pub outbox: Outbox,
 }
 
+/// Where the body of a publish is.
+#[derive(Debug)]
+enum Body {
+    /// In the PUBLISH frame, with its CRC32C if known.
+    Inline { crc: Option<u32> },
+    /// Streamed into `Blob`, as the message with this id.
+    Streamed(Uuid, Blob),
+}
+
 /// Everything sessions share.
 pub struct Hub {
     pub config: ServerConfig,
@@ -275,8 +284,16 @@ impl Hub {
     /// PUBLISH to a channel: stores, indexes and routes the message in one critical
     /// section of the channel, so that subscribers replaying history never miss it nor
     /// see it twice.
-    pub fn publish(&self, caller: &Caller, publish: Publish) -> Result<Published, Refusal> {
-        self.publish_body(caller, publish, None)
+    ///
+    /// `body_crc` is the CRC32C of `publish.body` when the caller knows it (the body as
+    /// checked in its frame), which spares computing it again for the live frame.
+    pub fn publish(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        body_crc: Option<u32>,
+    ) -> Result<Published, Refusal> {
+        self.publish_body(caller, publish, Body::Inline { crc: body_crc })
     }
 
     /// PUBLISH of a body that was streamed into `blob`, as message `id`.
@@ -287,7 +304,7 @@ impl Hub {
         id: Uuid,
         blob: Blob,
     ) -> Result<Published, Refusal> {
-        self.publish_body(caller, publish, Some((id, blob)))
+        self.publish_body(caller, publish, Body::Streamed(id, blob))
     }
 
     /// Checks what can be checked of a streamed publish before its body arrives, so that
@@ -361,11 +378,11 @@ impl Hub {
         &self,
         caller: &Caller,
         publish: Publish,
-        blob: Option<(Uuid, Blob)>,
+        body: Body,
     ) -> Result<Published, Refusal> {
         match publish.scope {
-            Scope::Channel => self.publish_to_channel(caller, publish, blob),
-            Scope::Group => self.post_to_group(caller, publish, blob),
+            Scope::Channel => self.publish_to_channel(caller, publish, body),
+            Scope::Group => self.post_to_group(caller, publish, body),
             Scope::Tag => Err(Refusal::invalid(
                 "hashtags cannot be published to; put #tag in a channel message",
             )),
@@ -376,7 +393,7 @@ impl Hub {
         &self,
         caller: &Caller,
         publish: Publish,
-        blob: Option<(Uuid, Blob)>,
+        body: Body,
     ) -> Result<Published, Refusal> {
         let name = publish.channel.as_str();
         // A name in the table was validated when its channel was created (and stored):
@@ -403,13 +420,15 @@ impl Hub {
                     .0
             }
         };
-        match &blob {
-            Some((_, blob)) => check_len(blob.len(), &channel.options, self.config.max_body)?,
-            None => check_body(&publish, &channel.options, self.config.max_body)?,
+        match &body {
+            Body::Streamed(_, blob) => {
+                check_len(blob.len(), &channel.options, self.config.max_body)?;
+            }
+            Body::Inline { .. } => check_body(&publish, &channel.options, self.config.max_body)?,
         }
         let tags = subject::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
-        let stored = self.seal(caller, &publish, &history, tags, blob)?;
+        let stored = self.seal(caller, &publish, &history, tags, body)?;
         let durability = channel.options.durability.unwrap_or(Durability::Memory);
         if durability != Durability::Memory {
             self.storage
@@ -452,18 +471,19 @@ impl Hub {
         publish: &Publish,
         history: &History,
         tags: Vec<String>,
-        blob: Option<(Uuid, Blob)>,
+        body: Body,
     ) -> Result<Arc<StoredMessage>, Refusal> {
         let time_us = history.next_time(now_us());
-        let (id, stream) = match &blob {
-            Some((id, blob)) => (
+        let (id, stream, body_crc) = match &body {
+            Body::Streamed(id, blob) => (
                 *id,
                 Some(StreamStart {
                     stream_id: 0,
                     total_len: blob.len(),
                 }),
+                None,
             ),
-            None => (self.message_ids.next(time_us), None),
+            Body::Inline { crc } => (self.message_ids.next(time_us), None, *crc),
         };
         let envelope = Envelope {
             scope: publish.scope,
@@ -476,13 +496,14 @@ impl Hub {
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
             body: if stream.is_some() { &[] } else { &publish.body },
+            body_crc,
             stream,
         };
         let stored = StoredMessage::encode(&self.codec, &envelope, tags)
             .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
-        Ok(Arc::new(match blob {
-            Some((_, blob)) => stored.with_blob(blob),
-            None => stored,
+        Ok(Arc::new(match body {
+            Body::Streamed(_, blob) => stored.with_blob(blob),
+            Body::Inline { .. } => stored,
         }))
     }
 
@@ -566,7 +587,7 @@ impl Hub {
         &self,
         caller: &Caller,
         publish: Publish,
-        blob: Option<(Uuid, Blob)>,
+        body: Body,
     ) -> Result<Published, Refusal> {
         let group = self.group(&publish.channel)?;
         if !group.is_member(&caller.name) {
@@ -580,12 +601,12 @@ impl Hub {
             &self.config,
             self.default_durability(),
         )?;
-        match &blob {
-            Some((_, blob)) => check_len(blob.len(), &options, self.config.max_body)?,
-            None => check_body(&publish, &options, self.config.max_body)?,
+        match &body {
+            Body::Streamed(_, blob) => check_len(blob.len(), &options, self.config.max_body)?,
+            Body::Inline { .. } => check_body(&publish, &options, self.config.max_body)?,
         }
         let mut history = group.history.lock();
-        let stored = self.seal(caller, &publish, &history, Vec::new(), blob)?;
+        let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
         self.storage
             .append(LogKind::Group, &group.name, &stored)
             .map_err(|e| storage_refusal(&e))?;
