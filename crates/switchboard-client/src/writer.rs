@@ -12,10 +12,12 @@
 //! with [`Command::SendHeld`]: each holds a permit of its upload's own small budget until
 //! it has been written, which bounds the memory one upload ties up in the queue.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
@@ -34,6 +36,10 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// A buffer that grew past this (a very large body went through) is given back.
 const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bodies at least this large are written from their own buffer, after the frame's head,
+/// instead of being copied into the batch.
+const DIRECT_BODY_BYTES: usize = 32 * 1024;
 
 /// How long writing may still take once the client is closing.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -59,6 +65,11 @@ pub(crate) struct Writer {
     io: BoxedWriter,
     codec: FrameCodec,
     buffer: BytesMut,
+    /// Parts of the batch that come before `buffer`: heads and the large bodies that
+    /// follow them, in order.
+    parts: VecDeque<Bytes>,
+    /// Bytes in `parts`.
+    parts_len: usize,
     commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     heartbeat: Duration,
@@ -78,6 +89,8 @@ impl Writer {
             io,
             codec,
             buffer: BytesMut::with_capacity(64 * 1024),
+            parts: VecDeque::new(),
+            parts_len: 0,
             commands,
             shared,
             heartbeat,
@@ -109,7 +122,7 @@ impl Writer {
                 _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
             }
             self.encode_chores();
-            while close.is_none() && self.buffer.len() < MAX_BATCH_BYTES {
+            while close.is_none() && self.buffer.len() + self.parts_len < MAX_BATCH_BYTES {
                 match self.commands.try_recv() {
                     Ok(command) => self.encode_command(command, &mut close),
                     Err(_) => break,
@@ -151,6 +164,11 @@ impl Writer {
     }
 
     fn encode_outbound(&mut self, outbound: &Outbound) {
+        if let Some(body) = outbound.packet.body()
+            && body.len() >= DIRECT_BODY_BYTES
+        {
+            return self.encode_with_body_apart(outbound, body);
+        }
         if let Err(error) = self.codec.encode_packet(
             outbound.request_id,
             outbound.flags,
@@ -158,6 +176,28 @@ impl Writer {
             &mut self.buffer,
         ) {
             self.refuse(outbound.request_id, error);
+        }
+    }
+
+    /// Encodes the head of a frame with a large body and queues the body itself after it.
+    fn encode_with_body_apart(&mut self, outbound: &Outbound, body: &Bytes) {
+        match self.codec.encode_head(
+            outbound.request_id,
+            outbound.flags,
+            &outbound.packet,
+            body,
+            &mut self.buffer,
+        ) {
+            Ok(tag) => {
+                let head = self.buffer.split().freeze();
+                self.parts_len += head.len() + body.len();
+                self.parts.push_back(head);
+                self.parts.push_back(body.clone());
+                if let Some(tag) = tag {
+                    self.buffer.extend_from_slice(&tag);
+                }
+            }
+            Err(error) => self.refuse(outbound.request_id, error),
         }
     }
 
@@ -197,12 +237,18 @@ impl Writer {
 
     /// Writes the batch, flushing if nothing else is queued.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
-        if self.buffer.is_empty() {
+        if self.buffer.is_empty() && self.parts.is_empty() {
             self.held.clear();
             return Ok(());
         }
+        if !self.parts.is_empty() {
+            if !self.buffer.is_empty() {
+                self.parts.push_back(self.buffer.split().freeze());
+            }
+            self.parts_len = 0;
+        }
         let written = tokio::select! {
-            result = self.io.write_all(&self.buffer) => result,
+            result = write_batch_to(&mut self.io, &self.buffer, &mut self.parts) => result,
             () = self.shared.shutdown.cancelled() => return Err(CloseReason::Client),
             () = closing_grace(&self.shared) => return Err(CloseReason::Client),
         };
@@ -220,6 +266,56 @@ impl Writer {
                 .map_err(|error| CloseReason::Io(error.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// Writes the batch: `parts` in order with vectored writes when there are any (the batch
+/// then ends with the last of them), else `buffer` with one `write_all`.
+async fn write_batch_to(
+    io: &mut BoxedWriter,
+    buffer: &[u8],
+    parts: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    if parts.is_empty() {
+        return io.write_all(buffer).await;
+    }
+    // An empty part would make a write of nothing look like a closed peer.
+    parts.retain(|part| !part.is_empty());
+    while !parts.is_empty() {
+        let written = {
+            let slices: Vec<IoSlice<'_>> = parts
+                .iter()
+                .take(MAX_WRITE_PARTS)
+                .map(|part| IoSlice::new(part))
+                .collect();
+            io.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        advance_parts(parts, written);
+    }
+    Ok(())
+}
+
+/// Parts handed to one vectored write at most (well under any system's IOV_MAX).
+const MAX_WRITE_PARTS: usize = 64;
+
+/// Drops the first `written` bytes of `parts`.
+fn advance_parts(parts: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let Some(front) = parts.front_mut() else {
+            return;
+        };
+        if written < front.len() {
+            front.advance(written);
+            return;
+        }
+        written -= front.len();
+        parts.pop_front();
+    }
+    while parts.front().is_some_and(Bytes::is_empty) {
+        parts.pop_front();
     }
 }
 
@@ -321,6 +417,74 @@ mod tests {
         );
         assert_eq!(last, Some(FrameType::Disconnect));
         assert_eq!(shared.close_reason(), Some(CloseReason::Client));
+    }
+
+    /// Large bodies are written from their own buffers, between small frames, with
+    /// and without HMAC: the stream must still be the same frames in the same order.
+    #[tokio::test]
+    async fn large_bodies_written_apart_keep_frames_whole_and_in_order() {
+        for mac in [false, true] {
+            let key = mac.then(|| switchboard_proto::MacKey::new(b"writer-test"));
+            let codec = FrameCodec::new(Limits::default()).with_mac_key(key);
+            let recorder = Recorder::default();
+            let shared = Arc::new(Shared::new(4));
+            let (commands, receiver) = mpsc::channel(100);
+            let sizes = [10, 100_000, 20, 40_000, 70_000, 5, DIRECT_BODY_BYTES];
+            for (index, size) in sizes.iter().enumerate() {
+                let body = Bytes::from(vec![index as u8; *size]);
+                commands
+                    .try_send(Command::Send(Outbound {
+                        request_id: index as u32 + 1,
+                        flags: Flags::empty(),
+                        packet: Packet::Publish(Publish {
+                            channel: "big".into(),
+                            body,
+                            ..Publish::default()
+                        }),
+                    }))
+                    .unwrap();
+            }
+            let (done, closed) = oneshot::channel();
+            commands.try_send(Command::Close(Some(done))).unwrap();
+            let writer = Writer::new(
+                Box::new(recorder.clone()),
+                codec.clone(),
+                receiver,
+                shared.clone(),
+                Duration::from_secs(60),
+            );
+            writer.run().await;
+            closed.await.unwrap();
+            let mut bytes = BytesMut::from(&recorder.bytes.lock().unwrap()[..]);
+            let mut decoder = codec;
+            let mut seen = Vec::new();
+            while let Some(frame) = decoder.decode(&mut bytes).unwrap() {
+                if let Ok(Packet::Publish(publish)) = Packet::from_frame(&frame) {
+                    let index = frame.request_id as usize - 1;
+                    assert!(publish.body.iter().all(|&byte| byte == index as u8));
+                    seen.push(publish.body.len());
+                }
+            }
+            assert!(bytes.is_empty(), "nothing left over");
+            assert_eq!(seen, sizes, "every body whole and in order (mac: {mac})");
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_parts_are_not_mistaken_for_a_closed_peer() {
+        let recorder = Recorder::default();
+        let mut io: BoxedWriter = Box::new(recorder.clone());
+        let mut parts: VecDeque<Bytes> = [
+            Bytes::new(),
+            Bytes::from_static(b"head"),
+            Bytes::new(),
+            Bytes::from_static(b"body"),
+            Bytes::new(),
+        ]
+        .into();
+        write_batch_to(&mut io, b"", &mut parts).await.unwrap();
+        assert!(parts.is_empty());
+        assert_eq!(&recorder.bytes.lock().unwrap()[..], b"headbody");
     }
 
     #[tokio::test]

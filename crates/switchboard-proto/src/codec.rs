@@ -35,6 +35,14 @@ pub struct Outbound {
     pub packet: Packet,
 }
 
+/// What a frame's prefix says besides lengths and CRCs.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    frame_type: FrameType,
+    flags: Flags,
+    request_id: u32,
+}
+
 /// The parsed fixed prefix of a frame.
 #[derive(Debug, Clone, Copy)]
 struct Prefix {
@@ -102,15 +110,12 @@ impl FrameCodec {
         let header_end = dst.len();
         packet.write_content(dst);
         let flags = flags | packet.flags();
-        if let Err(error) = self.seal(
-            start,
-            header_end,
-            packet.frame_type(),
+        let head = Head {
+            frame_type: packet.frame_type(),
             flags,
             request_id,
-            packet.content_crc(),
-            dst,
-        ) {
+        };
+        if let Err(error) = self.seal(start, header_end, head, packet.content_crc(), dst) {
             dst.truncate(start);
             return Err(error);
         }
@@ -126,15 +131,12 @@ impl FrameCodec {
         dst.put_slice(&frame.headers);
         let header_end = dst.len();
         dst.put_slice(&frame.content);
-        if let Err(error) = self.seal(
-            start,
-            header_end,
-            frame.frame_type,
-            frame.flags,
-            frame.request_id,
-            None,
-            dst,
-        ) {
+        let head = Head {
+            frame_type: frame.frame_type,
+            flags: frame.flags,
+            request_id: frame.request_id,
+        };
+        if let Err(error) = self.seal(start, header_end, head, None, dst) {
             dst.truncate(start);
             return Err(error);
         }
@@ -159,12 +161,15 @@ impl FrameCodec {
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         dst.reserve(layout.content_end + mac_len);
         dst.put_slice(&encoded[..layout.content_end]);
+        let head = Head {
+            frame_type: layout.frame_type,
+            flags: layout.flags | flags,
+            request_id,
+        };
         if let Err(error) = self.seal(
             start,
             start + layout.header_end,
-            layout.frame_type,
-            layout.flags | flags,
-            request_id,
+            head,
             Some(layout.content_crc),
             dst,
         ) {
@@ -174,17 +179,75 @@ impl FrameCodec {
         Ok(())
     }
 
-    /// Fills in the fixed prefix of the frame that starts at `start`, and appends the tag.
-    /// `content_crc` is the content's CRC when the caller already knows it.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends the fixed prefix and header block of a frame whose content the caller
+    /// writes itself right after them, from its own buffer: a large body goes out
+    /// without being copied into `dst`. Returns the HMAC tag to send after the content
+    /// when the session uses one.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_head<P: Encode + ?Sized>(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        packet: &P,
+        content: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<Option<[u8; MAC_TAG_LEN]>, ProtoError> {
+        let start = dst.len();
+        dst.reserve(FIXED_HEADER_LEN + packet.fields_len_hint());
+        dst.put_bytes(0, FIXED_HEADER_LEN);
+        packet.write_fields(&mut FieldWriter::new(dst));
+        let header_end = dst.len();
+        let head = Head {
+            frame_type: packet.frame_type(),
+            flags: flags | packet.flags(),
+            request_id,
+        };
+        let content_crc = packet
+            .content_crc()
+            .unwrap_or_else(|| crc32c::crc32c(content));
+        if let Err(error) =
+            self.write_prefix(start, header_end, head, content.len(), content_crc, dst)
+        {
+            dst.truncate(start);
+            return Err(error);
+        }
+        Ok(self
+            .mac
+            .as_ref()
+            .map(|mac| mac.tag(&[&dst[start..], content])))
+    }
+
+    /// Fills in the fixed prefix of the frame that starts at `start` and whose content
+    /// follows `header_end` in `dst`, and appends the tag. `content_crc` is the content's
+    /// CRC when the caller already knows it.
     fn seal(
         &self,
         start: usize,
         header_end: usize,
-        frame_type: FrameType,
-        flags: Flags,
-        request_id: u32,
+        head: Head,
         content_crc: Option<u32>,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let content_crc = content_crc.unwrap_or_else(|| crc32c::crc32c(&dst[header_end..]));
+        let content_len = dst.len() - header_end;
+        self.write_prefix(start, header_end, head, content_len, content_crc, dst)?;
+        if let Some(mac) = &self.mac {
+            let tag = mac.tag(&[&dst[start..]]);
+            dst.put_slice(&tag);
+        }
+        Ok(())
+    }
+
+    /// Checks the lengths against the limits and fills in the fixed prefix, header CRC
+    /// included, of the frame whose header block lies between `start` and `header_end`.
+    fn write_prefix(
+        &self,
+        start: usize,
+        header_end: usize,
+        head: Head,
+        content_len: usize,
+        content_crc: u32,
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
         let header_len = header_end - start - FIXED_HEADER_LEN;
@@ -195,7 +258,6 @@ impl FrameCodec {
                 max: max_header,
             });
         }
-        let content_len = dst.len() - header_end;
         if content_len as u64 > u64::from(self.limits.max_content_len) {
             return Err(ProtoError::ContentTooLarge {
                 len: content_len as u64,
@@ -203,18 +265,17 @@ impl FrameCodec {
             });
         }
         let flags = if self.mac.is_some() {
-            flags.with(Flags::MAC)
+            head.flags.with(Flags::MAC)
         } else {
-            flags.without(Flags::MAC)
+            head.flags.without(Flags::MAC)
         };
-        let content_crc = content_crc.unwrap_or_else(|| crc32c::crc32c(&dst[header_end..]));
         let prefix = &mut dst[start..start + FIXED_HEADER_LEN];
         prefix[0..2].copy_from_slice(&SYNC);
         prefix[2] = self.version;
-        prefix[3] = frame_type as u8;
+        prefix[3] = head.frame_type as u8;
         prefix[4..6].copy_from_slice(&flags.0.to_be_bytes());
         prefix[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
-        prefix[8..12].copy_from_slice(&request_id.to_be_bytes());
+        prefix[8..12].copy_from_slice(&head.request_id.to_be_bytes());
         prefix[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
         prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
         let header_crc = crc32c::crc32c_append(
@@ -222,10 +283,6 @@ impl FrameCodec {
             &dst[start + FIXED_HEADER_LEN..header_end],
         );
         dst[start + 20..start + 24].copy_from_slice(&header_crc.to_be_bytes());
-        if let Some(mac) = &self.mac {
-            let tag = mac.tag(&[&dst[start..]]);
-            dst.put_slice(&tag);
-        }
         Ok(())
     }
 

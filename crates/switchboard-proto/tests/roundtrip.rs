@@ -297,3 +297,31 @@ fn reframing_something_that_is_not_a_whole_frame_is_an_error_and_writes_nothing(
     );
     assert!(out.is_empty());
 }
+
+/// A frame encoded as a head with its content sent separately is byte for byte the
+/// frame `encode_packet` makes, tag included.
+#[test]
+fn a_head_encoded_apart_from_its_content_makes_the_same_frame() {
+    let body = bytes::Bytes::from(vec![7u8; 100_000]);
+    let packet = Publish {
+        channel: "big".into(),
+        content_type: "application/octet-stream".into(),
+        body: body.clone(),
+        ..Publish::default()
+    };
+    for mac in [false, true] {
+        let codec = common::codec(mac);
+        let whole = common::encode(&codec, 3, Flags::NO_REPLY, &Packet::Publish(packet.clone()));
+        let mut split = BytesMut::from(&b"before"[..]);
+        let tag = codec
+            .encode_head(3, Flags::NO_REPLY, &packet, &body, &mut split)
+            .expect("head");
+        assert_eq!(tag.is_some(), mac);
+        split.extend_from_slice(&body);
+        if let Some(tag) = tag {
+            split.extend_from_slice(&tag);
+        }
+        assert_eq!(&split[..6], b"before");
+        assert_eq!(&split[6..], &whole[..]);
+    }
+}

@@ -59,6 +59,9 @@ impl Encode for Direct {
     fn content_len(&self) -> usize {
         self.body.len()
     }
+    fn body(&self) -> Option<&Bytes> {
+        Some(&self.body)
+    }
     fn fields_len_hint(&self) -> usize {
         text_len(&self.sender_name) + text_len(&self.content_type) + 24
     }

@@ -180,6 +180,9 @@ impl Encode for Message {
     fn content_len(&self) -> usize {
         self.body.len()
     }
+    fn body(&self) -> Option<&Bytes> {
+        Some(&self.body)
+    }
     fn fields_len_hint(&self) -> usize {
         self.as_envelope().fields_len_hint()
     }

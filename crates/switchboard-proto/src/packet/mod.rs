@@ -62,6 +62,11 @@ pub trait Encode {
     fn content_len(&self) -> usize {
         0
     }
+    /// The content when it is exactly one shared buffer (a body), so that a writer may
+    /// send it from there instead of copying it; `None` for composed content.
+    fn body(&self) -> Option<&Bytes> {
+        None
+    }
     /// The CRC32C of exactly what `write_content` writes, when the packet already knows
     /// it (a body forwarded unchanged from a checked frame); computed otherwise.
     fn content_crc(&self) -> Option<u32> {
@@ -195,6 +200,9 @@ macro_rules! packets {
             }
             fn content_crc(&self) -> Option<u32> {
                 match self { $(Packet::$variant(p) => p.content_crc(),)* }
+            }
+            fn body(&self) -> Option<&Bytes> {
+                match self { $(Packet::$variant(p) => p.body(),)* }
             }
             fn fields_len_hint(&self) -> usize {
                 match self { $(Packet::$variant(p) => p.fields_len_hint(),)* }

@@ -109,6 +109,9 @@ impl Encode for Publish {
     fn content_len(&self) -> usize {
         self.body.len()
     }
+    fn body(&self) -> Option<&Bytes> {
+        Some(&self.body)
+    }
     fn fields_len_hint(&self) -> usize {
         text_len(&self.channel)
             + text_len(&self.content_type)

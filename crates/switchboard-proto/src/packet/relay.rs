@@ -187,6 +187,9 @@ impl Encode for Relay {
     fn content_len(&self) -> usize {
         self.body.len()
     }
+    fn body(&self) -> Option<&Bytes> {
+        Some(&self.body)
+    }
     fn fields_len_hint(&self) -> usize {
         self.receivers.len() * 8 + 4 + text_len(&self.content_type)
     }

@@ -92,6 +92,9 @@ impl Encode for Chunk {
     fn content_len(&self) -> usize {
         self.data.len()
     }
+    fn body(&self) -> Option<&Bytes> {
+        Some(&self.data)
+    }
     fn fields_len_hint(&self) -> usize {
         12 + DIGEST_LEN + 2
     }
