@@ -16,12 +16,11 @@ use switchboard_proto::packet::{
 };
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::hub::message::StoredMessage;
 use crate::log;
-use crate::outbox::{OutboxReceiver, Outgoing};
+use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
 
 /// Writes are batched up to this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -53,12 +52,17 @@ struct Writer<'a> {
 
 /// Runs until the queue is closed (and every body was sent), a Close item was written,
 /// or the socket fails.
-pub(crate) async fn run<W>(mut rx: OutboxReceiver, mut sink: W, codec: FrameCodec, conn_id: u64)
+///
+/// Its future lives as long as the connection, so it holds only what waiting for the
+/// queue needs: writing a batch (encoding, reading body chunks from files) is boxed and
+/// exists only while there is something to write, and the buffer is dropped whenever
+/// the queue is drained and everything was written.
+pub(crate) async fn run<W>(mut rx: OutboxReceiver, mut sink: W, codec: &FrameCodec, conn_id: u64)
 where
     W: AsyncWrite + Unpin,
 {
     let mut writer = Writer {
-        codec: &codec,
+        codec,
         buf: BytesMut::new(),
         streams: VecDeque::new(),
         next_stream_id: 0,
@@ -66,15 +70,22 @@ where
     let mut open = true;
     loop {
         let first = if writer.streams.is_empty() {
-            match rx.recv().await {
-                Some(item) => Some(item),
-                None => break,
+            match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    writer.buf = BytesMut::new();
+                    match rx.recv().await {
+                        Some(item) => Some(item),
+                        None => break,
+                    }
+                }
             }
         } else if open {
             match rx.try_recv() {
                 Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
                     open = false;
                     None
                 }
@@ -82,25 +93,7 @@ where
         } else {
             None
         };
-        let written = async {
-            let mut closing = false;
-            if let Some(first) = first {
-                closing = writer.put(first, &mut sink).await?;
-                while !closing && writer.buf.len() < BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(item) => closing = writer.put(item, &mut sink).await?,
-                        Err(_) => break,
-                    }
-                }
-            }
-            if !closing {
-                writer.pump().await;
-                writer.report_dropped(rx.take_dropped());
-            }
-            write_out(&mut writer.buf, &mut sink).await?;
-            Ok::<_, std::io::Error>(closing)
-        };
-        match written.await {
+        match Box::pin(write_batch(&mut writer, &mut rx, &mut sink, first)).await {
             Ok(false) => {}
             Ok(true) => break,
             Err(error) => {
@@ -114,6 +107,32 @@ where
     }
     let _ = sink.flush().await;
     let _ = sink.shutdown().await;
+}
+
+/// Encodes `first` and whatever else is queued (up to a batch), the next chunk of the
+/// body being streamed, and writes it all out; true if a Close item was written.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut Writer<'_>,
+    rx: &mut OutboxReceiver,
+    sink: &mut W,
+    first: Option<Outgoing>,
+) -> std::io::Result<bool> {
+    let mut closing = false;
+    if let Some(first) = first {
+        closing = writer.put(first, sink).await?;
+        while !closing && writer.buf.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(item) => closing = writer.put(item, sink).await?,
+                Err(_) => break,
+            }
+        }
+    }
+    if !closing {
+        writer.pump().await;
+        writer.report_dropped(rx.take_dropped());
+    }
+    write_out(&mut writer.buf, sink).await?;
+    Ok(closing)
 }
 
 /// Writes the buffer out and empties it, giving back a buffer that grew large.
@@ -411,7 +430,7 @@ mod tests {
             .unwrap();
         drop(outbox);
         let mut sink = Recorder::default();
-        run(rx, &mut sink, codec.clone(), 1).await;
+        run(rx, &mut sink, &codec, 1).await;
 
         // 16 MiB went out, in writes no larger than a batch and one message.
         assert!(
