@@ -52,7 +52,7 @@ pub(crate) struct Session {
     pub caller: Caller,
     pub info: SessionInfo,
     pub connected_since_us: u64,
-    pub subscriptions: HashMap<u64, Pattern>,
+    pub subscriptions: Subscriptions,
     /// Streamed bodies being received, by stream id; dropped (and their spool files
     /// removed) with the session.
     pub streams: HashMap<u64, crate::cmd::stream::Ingest>,
@@ -105,7 +105,7 @@ pub(crate) trait Transport: Send + 'static {
 }
 
 /// A read half that can be waited on until it has something to read.
-pub(crate) trait Readable: AsyncRead + Send + Unpin + 'static {
+pub(crate) trait Readable: AsyncRead + Send + Sync + Unpin + 'static {
     /// Ready once a read would not block (bytes, the end of the stream, or an error).
     /// A poll function rather than the streams' `readable()`, whose future is several
     /// times larger and would be held by every idle connection.
@@ -139,6 +139,40 @@ impl Transport for tokio::net::UnixStream {
 impl Readable for tokio::net::unix::OwnedReadHalf {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
+    }
+}
+
+/// A session's subscriptions by id, in id order. A vector rather than a hash map: most
+/// sessions hold one or a few, and a map's smallest table is several times their size.
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    entries: Vec<(u64, Pattern)>,
+}
+
+impl Subscriptions {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn insert(&mut self, id: u64, pattern: Pattern) {
+        // Grown by doubling from one entry, not from the four a vector starts with.
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(self.entries.len().max(1));
+        }
+        match self.entries.binary_search_by_key(&id, |(id, _)| *id) {
+            Ok(at) => self.entries[at].1 = pattern,
+            // Ids only grow, so this is nearly always the end.
+            Err(at) => self.entries.insert(at, (id, pattern)),
+        }
+    }
+
+    pub fn remove(&mut self, id: &u64) -> Option<Pattern> {
+        let at = self.entries.binary_search_by_key(id, |(id, _)| *id).ok()?;
+        Some(self.entries.remove(at).1)
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + '_ {
+        self.entries.drain(..)
     }
 }
 
@@ -254,17 +288,21 @@ impl<R: Readable> FrameReader<R> {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
+/// Serves one accepted connection until it closes. Not an async fn: that would be one
+/// more layer of state around `run` for every connection's life.
+pub(crate) fn serve<S: Transport>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer: Peer,
+) -> impl Future<Output = ()> + Send {
     let span = info_span!("conn", peer = %peer.describe());
-    run(hub, stream, peer).instrument(span).await;
+    run(hub, stream, peer).instrument(span)
 }
 
 /// An open session and what serving it needs.
 struct Opened<R> {
     session: Session,
     reader: FrameReader<R>,
-    writer_task: tokio::task::JoinHandle<()>,
     heartbeat: Duration,
 }
 
@@ -275,7 +313,6 @@ async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
     let Some(Opened {
         mut session,
         mut reader,
-        writer_task,
         heartbeat,
     }) = Box::pin(start(&hub, stream, peer)).await
     else {
@@ -283,7 +320,7 @@ async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
     };
     let (code, reason) = request_loop(&hub, &mut session, &mut reader, heartbeat * 3).await;
     drop(reader);
-    Box::pin(finish(&hub, session, writer_task, code, reason)).await;
+    Box::pin(finish(&hub, session, code, reason)).await;
 }
 
 /// The handshake and the opening of the session; `None` if no session opened.
@@ -371,21 +408,18 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
         &hub.shutdown,
         hub.counters.slow_consumer_skipped.clone(),
     );
-    // The writer borrows the hub's codec rather than keeping a copy of its own.
-    let writer_task = tokio::spawn({
-        let hub = hub.clone();
-        async move { writer::run(rx, writer, &hub.codec, client_id).await }
-    });
+    writer::start(rx, writer, hub.clone(), client_id);
     let connected_since_us = now_us();
     let session = Session {
         caller: Caller {
             client_id,
-            name: name.clone(),
+            // Moved, not cloned: a clone of a copied `Text` allocates a shared count.
+            name,
             outbox: outbox.clone(),
         },
         info,
         connected_since_us,
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions::default(),
         streams: HashMap::new(),
         durable_acks: None,
         next_subscription_id: 0,
@@ -401,6 +435,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
     session.reply(request_id, Packet::SessionAck(ack)).await;
     // Only now can others reach the session (relays by id, group posts by name), so the
     // SESSION_ACK is always the first frame it is sent.
+    let name = &session.caller.name;
     hub.directory.insert(ClientEntry {
         client_id,
         name: name.to_string(),
@@ -412,20 +447,13 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
     Some(Opened {
         session,
         reader,
-        writer_task,
         heartbeat,
     })
 }
 
 /// Removes every trace of the session from the hub, says goodbye and lets the writer
 /// flush.
-async fn finish(
-    hub: &Hub,
-    mut session: Session,
-    mut writer_task: tokio::task::JoinHandle<()>,
-    code: ErrorCode,
-    reason: String,
-) {
+async fn finish(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
     let client_id = session.caller.client_id;
     for (_, pattern) in session.subscriptions.drain() {
         hub.routes.write().remove(&pattern, client_id);
@@ -444,6 +472,7 @@ async fn finish(
         Disconnect::new(code, "goodbye")
     };
     let outbox = session.caller.outbox.clone();
+    let writer = outbox.writer();
     // A slow consumer's queue may be full: then it gets no DISCONNECT, only the close.
     let said_goodbye = matches!(
         tokio::time::timeout(
@@ -467,9 +496,7 @@ async fn finish(
     } else {
         Duration::ZERO
     };
-    if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
-        writer_task.abort();
-    }
+    writer.finished_within(grace).await;
     hub.hooks.on_disconnect(&info, &reason);
     info!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
 }

@@ -10,7 +10,8 @@
 //! slots (and a cache-padded channel) for every connection up front and keeps them for
 //! the connection's life, which is most of what an idle connection would cost. This one
 //! holds its items in a deque that is allocated when items come and freed when the
-//! writer has taken them all.
+//! writer has taken them all. It also lets the writer task go away while the queue is
+//! empty (see [`OutboxReceiver::park`]): an idle connection has no writer task at all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::packet::{Disconnect, Packet, PublishAck};
 use switchboard_proto::{ErrorCode, Flags};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::queue::TrySendError;
@@ -125,6 +127,9 @@ struct OutboxState {
     droppables: Droppables,
     /// The server-wide count of frames dropped for slow consumers.
     dropped_total: Arc<std::sync::atomic::AtomicU64>,
+    /// The writer task while one runs: it exits while the connection is idle and is
+    /// started again by the next item queued.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The receiving side, owned by the writer task.
@@ -166,6 +171,45 @@ impl OutboxReceiver {
         let item = self.rx.try_recv()?;
         Ok(self.taken(item))
     }
+
+    /// Starts the writer task with `spawn` and keeps its handle. Under the handle's lock,
+    /// so that a task started later (after this one parked) is never recorded first.
+    pub fn launch(self, spawn: impl FnOnce(OutboxReceiver) -> JoinHandle<()>) {
+        let state = self.state.clone();
+        let mut writer = state.writer.lock();
+        *writer = Some(spawn(self));
+    }
+
+    /// Ends the writer task while the queue is empty: `resume` gets the receiver back
+    /// (to start a new task) when an item is queued or the last sender goes, or at once
+    /// if one of those happened already. Called by the writer task as it exits.
+    pub fn park(self, resume: impl FnOnce(OutboxReceiver) + Send + 'static) {
+        // The task is ending: its handle is dropped so that its memory goes with it.
+        drop(self.state.writer.lock().take());
+        let OutboxReceiver { rx, state } = self;
+        rx.park(move |rx| resume(OutboxReceiver { rx, state }));
+    }
+}
+
+/// Waits for a connection's writer to finish, without holding its queue open.
+#[derive(Debug)]
+pub(crate) struct WriterWatch(Arc<OutboxState>);
+
+impl WriterWatch {
+    /// Waits until the writer has finished, for at most `grace`; then stops it.
+    pub async fn finished_within(self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let running = self.0.writer.lock().take();
+            let Some(mut task) = running else {
+                return;
+            };
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                return;
+            }
+        }
+    }
 }
 
 /// The queue has been closed: the connection is gone.
@@ -194,6 +238,7 @@ impl Outbox {
             max_bytes,
             droppables: Droppables::default(),
             dropped_total,
+            writer: Mutex::new(None),
         });
         (
             Outbox {
@@ -206,6 +251,11 @@ impl Outbox {
 
     pub fn conn_id(&self) -> u64 {
         self.state.conn_id
+    }
+
+    /// Something to wait on for the connection's writer to finish.
+    pub fn writer(&self) -> WriterWatch {
+        WriterWatch(self.state.clone())
     }
 
     /// Queues a shared frame for delivery without waiting. Returns false if the
@@ -391,6 +441,7 @@ mod queue {
                 senders: 1,
                 closed: false,
                 receiver: None,
+                parked: None,
             }),
             room: Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)),
         });
@@ -424,6 +475,8 @@ mod queue {
         closed: bool,
         /// The receiver, waiting for an item.
         receiver: Option<Waker>,
+        /// The receiver, parked: given back by the next push or the last sender's drop.
+        parked: Option<Box<dyn FnOnce() + Send>>,
     }
 
     pub(crate) enum TrySendError<T> {
@@ -455,14 +508,19 @@ mod queue {
         fn drop(&mut self) {
             let mut state = self.chan.state.lock();
             state.senders -= 1;
-            let receiver = if state.senders == 0 {
-                state.receiver.take()
+            let (receiver, parked) = if state.senders == 0 {
+                (state.receiver.take(), state.parked.take())
             } else {
-                None
+                (None, None)
             };
             drop(state);
             if let Some(receiver) = receiver {
                 receiver.wake();
+            }
+            // Given back so that it sees the queue close (and so that the queue and the
+            // parked receiver, which hold each other, are freed).
+            if let Some(resume) = parked {
+                resume();
             }
         }
     }
@@ -504,9 +562,13 @@ mod queue {
             }
             state.items.push_back(item);
             let receiver = state.receiver.take();
+            let parked = state.parked.take();
             drop(state);
             if let Some(receiver) = receiver {
                 receiver.wake();
+            }
+            if let Some(resume) = parked {
+                resume();
             }
             Ok(())
         }
@@ -580,6 +642,25 @@ mod queue {
                 None if state.senders == 0 => Err(TryRecvError::Disconnected),
                 None => Err(TryRecvError::Empty),
             }
+        }
+
+        /// Leaves the queue while it is empty: `resume` gets the receiver back when an
+        /// item is queued or the last sender goes, or at once if one of those happened.
+        pub fn park(self, resume: impl FnOnce(Receiver<T>) + Send + 'static)
+        where
+            T: Send + 'static,
+        {
+            let chan = self.chan.clone();
+            let mut state = chan.state.lock();
+            if state.items.is_empty() && state.senders > 0 {
+                state.items = VecDeque::new();
+                // The waker is the parking task's: it must not keep that task's memory.
+                state.receiver = None;
+                state.parked = Some(Box::new(move || resume(self)));
+                return;
+            }
+            drop(state);
+            resume(self);
         }
 
         /// Slots of item storage the queue holds (for tests of idle memory).
@@ -669,6 +750,54 @@ mod queue {
             drop(tx.clone().reserve_owned().await.unwrap());
             tx.try_send(8).map_err(|_| "full").unwrap();
             assert_eq!(rx.recv().await, Some(8));
+        }
+
+        /// A parked receiver, handed back by whatever resumes it.
+        fn park_into(rx: Receiver<u32>) -> std::sync::mpsc::Receiver<Receiver<u32>> {
+            let (resumed, back) = std::sync::mpsc::channel();
+            rx.park(move |rx| resumed.send(rx).unwrap());
+            back
+        }
+
+        #[test]
+        fn a_parked_receiver_comes_back_with_the_next_item() {
+            let (tx, rx) = channel::<u32>(4);
+            let back = park_into(rx);
+            assert!(back.try_recv().is_err(), "nothing queued: still parked");
+            tx.try_send(5).map_err(|_| "full").unwrap();
+            let mut rx = back.try_recv().expect("resumed by the push");
+            assert_eq!(rx.try_recv(), Ok(5));
+            // Resumed once only: the next push finds no parked receiver.
+            tx.try_send(6).map_err(|_| "full").unwrap();
+            assert!(back.try_recv().is_err());
+            assert_eq!(rx.try_recv(), Ok(6));
+        }
+
+        #[test]
+        fn a_receiver_is_not_parked_on_a_queue_with_items_or_without_senders() {
+            let (tx, rx) = channel::<u32>(4);
+            tx.try_send(1).map_err(|_| "full").unwrap();
+            let mut rx = park_into(rx)
+                .try_recv()
+                .expect("items waiting: given back at once");
+            assert_eq!(rx.try_recv(), Ok(1));
+            drop(tx);
+            let mut rx = park_into(rx)
+                .try_recv()
+                .expect("no senders: given back at once");
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        }
+
+        #[test]
+        fn the_last_sender_going_resumes_a_parked_receiver() {
+            let (tx, rx) = channel::<u32>(4);
+            let other = tx.clone();
+            let back = park_into(rx);
+            drop(tx);
+            assert!(back.try_recv().is_err(), "a sender is left");
+            drop(other);
+            let mut rx = back.try_recv().expect("resumed by the last sender");
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
         }
 
         #[tokio::test]

@@ -2,13 +2,16 @@
 //! writes them out, many frames per system call.
 //!
 //! It drains whatever is queued into one buffer before writing, so that a burst of
-//! deliveries costs one write instead of one per frame, and it frees that buffer while
-//! the connection is idle so that idle connections stay small. Streamed bodies are read
+//! deliveries costs one write instead of one per frame. It frees that buffer when the
+//! queue is drained, and once the queue has stayed empty for a moment the task exits,
+//! leaving the socket with the queue, which starts a new task with the next item: an
+//! idle connection has no writer task and no buffer. Streamed bodies are read
 //! from their blob file one chunk at a time, so a body of any size costs about two chunks
 //! of memory while it is sent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use switchboard_proto::packet::{
@@ -18,6 +21,7 @@ use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
 use crate::log;
 use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
@@ -28,6 +32,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 /// A buffer grown past this is released after each batch.
 const KEEP_BUFFER: usize = 16 * 1024;
+/// How long a writer waits for more to write before it exits (a busy connection does not
+/// start a task per burst).
+const LINGER: Duration = Duration::from_millis(100);
 /// Size of the CHUNK frames a streamed body is sent in.
 pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -50,14 +57,119 @@ struct Writer<'a> {
     next_stream_id: u64,
 }
 
-/// Runs until the queue is closed (and every body was sent), a Close item was written,
-/// or the socket fails.
+/// What a writer task owns, kept by the queue while no task runs.
+struct Parts<W> {
+    rx: OutboxReceiver,
+    sink: W,
+    /// For its codec.
+    hub: Arc<Hub>,
+    conn_id: u64,
+    next_stream_id: u64,
+}
+
+/// Starts the writer of a new connection.
+pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>, conn_id: u64)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    launch(
+        Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id: 0,
+        },
+        &tokio::runtime::Handle::current(),
+    );
+}
+
+fn launch<W>(parts: Parts<W>, runtime: &tokio::runtime::Handle)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let Parts {
+        rx,
+        sink,
+        hub,
+        conn_id,
+        next_stream_id,
+    } = parts;
+    rx.launch(|rx| {
+        runtime.spawn(task(Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id,
+        }))
+    });
+}
+
+/// A writer task: writes until the connection is done, or until it has been idle for a
+/// moment; then it parks its parts with the queue, which launches the next task.
+async fn task<W>(mut parts: Parts<W>)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let ending = run(
+        &mut parts.rx,
+        &mut parts.sink,
+        &parts.hub.codec,
+        parts.conn_id,
+        &mut parts.next_stream_id,
+        Some(LINGER),
+    )
+    .await;
+    if ending == Ending::Idle {
+        let runtime = tokio::runtime::Handle::current();
+        let Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id,
+        } = parts;
+        rx.park(move |rx| {
+            launch(
+                Parts {
+                    rx,
+                    sink,
+                    hub,
+                    conn_id,
+                    next_stream_id,
+                },
+                &runtime,
+            );
+        });
+    }
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Nothing was queued for the linger time; everything was written.
+    Idle,
+    /// The queue closed (and every body was sent), a Close item was written, or the
+    /// socket failed.
+    Done,
+}
+
+/// Writes what is queued until the connection is done, or (with a linger time) until
+/// nothing was queued for that long.
 ///
-/// Its future lives as long as the connection, so it holds only what waiting for the
+/// Its future lives as long as the writer task, so it holds only what waiting for the
 /// queue needs: writing a batch (encoding, reading body chunks from files) is boxed and
 /// exists only while there is something to write, and the buffer is dropped whenever
 /// the queue is drained and everything was written.
-pub(crate) async fn run<W>(mut rx: OutboxReceiver, mut sink: W, codec: &FrameCodec, conn_id: u64)
+async fn run<W>(
+    rx: &mut OutboxReceiver,
+    sink: &mut W,
+    codec: &FrameCodec,
+    conn_id: u64,
+    next_stream_id: &mut u64,
+    linger: Option<Duration>,
+) -> Ending
 where
     W: AsyncWrite + Unpin,
 {
@@ -65,7 +177,7 @@ where
         codec,
         buf: BytesMut::new(),
         streams: VecDeque::new(),
-        next_stream_id: 0,
+        next_stream_id: *next_stream_id,
     };
     let mut open = true;
     loop {
@@ -75,7 +187,17 @@ where
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     writer.buf = BytesMut::new();
-                    match rx.recv().await {
+                    let next = match linger {
+                        None => rx.recv().await,
+                        Some(linger) => match tokio::time::timeout(linger, rx.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                *next_stream_id = writer.next_stream_id;
+                                return Ending::Idle;
+                            }
+                        },
+                    };
+                    match next {
                         Some(item) => Some(item),
                         None => break,
                     }
@@ -93,12 +215,12 @@ where
         } else {
             None
         };
-        match Box::pin(write_batch(&mut writer, &mut rx, &mut sink, first)).await {
+        match Box::pin(write_batch(&mut writer, rx, sink, first)).await {
             Ok(false) => {}
             Ok(true) => break,
             Err(error) => {
                 debug!(target: log::CONNECTION, conn_id, %error, "write failed");
-                return;
+                return Ending::Done;
             }
         }
         if !open && writer.streams.is_empty() {
@@ -107,6 +229,7 @@ where
     }
     let _ = sink.flush().await;
     let _ = sink.shutdown().await;
+    Ending::Done
 }
 
 /// Encodes `first` and whatever else is queued (up to a batch), the next chunk of the
@@ -430,7 +553,9 @@ mod tests {
             .unwrap();
         drop(outbox);
         let mut sink = Recorder::default();
-        run(rx, &mut sink, &codec, 1).await;
+        let mut rx = rx;
+        let ending = run(&mut rx, &mut sink, &codec, 1, &mut 0, None).await;
+        assert_eq!(ending, Ending::Done);
 
         // 16 MiB went out, in writes no larger than a batch and one message.
         assert!(
