@@ -59,6 +59,9 @@ pub(crate) struct Session {
     /// Publishes waiting for the store to sync before they are acknowledged.
     pub durable_acks: Option<crate::cmd::publish::DurableAcks>,
     next_subscription_id: u64,
+    /// Nothing heard for this long ends the session (three heartbeats). Kept here rather
+    /// than passed along, where each async layer would hold a copy for the session's life.
+    idle_limit: Duration,
 }
 
 impl Session {
@@ -303,7 +306,6 @@ pub(crate) fn serve<S: Transport>(
 struct Opened<R> {
     session: Session,
     reader: FrameReader<R>,
-    heartbeat: Duration,
 }
 
 /// The connection task. Its future lives as long as the connection, so what it holds
@@ -313,12 +315,11 @@ async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
     let Some(Opened {
         mut session,
         mut reader,
-        heartbeat,
     }) = Box::pin(start(&hub, stream, peer)).await
     else {
         return;
     };
-    let (code, reason) = request_loop(&hub, &mut session, &mut reader, heartbeat * 3).await;
+    let (code, reason) = request_loop(&hub, &mut session, &mut reader).await;
     drop(reader);
     Box::pin(finish(&hub, session, code, reason)).await;
 }
@@ -423,6 +424,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
         streams: HashMap::new(),
         durable_acks: None,
         next_subscription_id: 0,
+        idle_limit: heartbeat * 3,
     };
     let ack = SessionAck {
         client_id,
@@ -444,11 +446,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
     });
     Counters::add(&hub.counters.connections_total, 1);
     info!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
-    Some(Opened {
-        session,
-        reader,
-        heartbeat,
-    })
+    Some(Opened { session, reader })
 }
 
 /// Removes every trace of the session from the hub, says goodbye and lets the writer
@@ -630,7 +628,7 @@ fn negotiate_heartbeat(hub: &Hub, asked_ms: u32) -> Duration {
 }
 
 enum Wake {
-    Closing(ErrorCode, String),
+    Closing,
     Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
 }
 
@@ -643,9 +641,7 @@ async fn request_loop<R: Readable>(
     hub: &Hub,
     session: &mut Session,
     reader: &mut FrameReader<R>,
-    idle_limit: Duration,
 ) -> (ErrorCode, String) {
-    let client_id = session.caller.client_id;
     loop {
         // Frames may be waiting already: sent right behind SESSION_INIT, or left by a
         // batch that stopped at a partial frame or for the kill switch.
@@ -657,18 +653,21 @@ async fn request_loop<R: Readable>(
         // The kill switch is a child of the shutdown token, so it wakes for both.
         let wake = tokio::select! {
             biased;
-            (code, reason) = session.caller.outbox.killed() => Wake::Closing(code, reason),
-            read = tokio::time::timeout(idle_limit, reader.fill()) => Wake::Read(read),
+            () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
+            read = tokio::time::timeout(session.idle_limit, reader.fill()) => Wake::Read(read),
         };
+        let client_id = session.caller.client_id;
         match wake {
-            Wake::Closing(..) if hub.shutdown.is_cancelled() => {
+            Wake::Closing if hub.shutdown.is_cancelled() => {
                 return (ErrorCode::ShuttingDown, "server shutting down".to_owned());
             }
-            Wake::Closing(code, reason) => {
+            Wake::Closing => {
+                let (code, reason) = session.caller.outbox.kill_reason();
                 warn!(target: log::ERROR, client_id, %code, %reason, "closing session");
                 return (code, reason);
             }
             Wake::Read(Err(_)) => {
+                let idle_limit = session.idle_limit;
                 Counters::add(&hub.counters.heartbeat_timeouts, 1);
                 warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
                 return (

@@ -411,9 +411,14 @@ impl Outbox {
         self.state.kill.token.is_cancelled()
     }
 
-    /// Resolves once someone asked the connection to close.
-    pub async fn killed(&self) -> (ErrorCode, String) {
-        self.state.kill.token.cancelled().await;
+    /// The token pulled to close the connection, to wait on (a smaller future than an
+    /// async method around it, which matters to a connection waiting while idle).
+    pub fn kill_switch(&self) -> &CancellationToken {
+        &self.state.kill.token
+    }
+
+    /// Why the connection is being closed, once [`Outbox::kill_switch`] was pulled.
+    pub fn kill_reason(&self) -> (ErrorCode, String) {
         self.state
             .kill
             .reason

@@ -63,9 +63,9 @@ static GLOBAL: Counting = Counting;
 /// Sessions measured: both ends of each are sockets of this process, so this stays well
 /// under the usual limit of 1024 open files.
 const SESSIONS: usize = 400;
-/// Heap bytes an idle subscribed session may hold on the server. It held about 13 KiB
-/// when its read buffer, queue slots and request handlers stayed allocated while idle;
-/// see the idle section of docs/BENCHMARKS.md for the figures.
+/// Heap bytes an idle subscribed session may hold on the server: about 2.2 KiB now, and
+/// about 14 KiB when its read buffer, queue slots, writer task and the state of every
+/// request handler stayed allocated while idle (docs/BENCHMARKS.md, idle connections).
 const BOUND_PER_SESSION: isize = 2560;
 const WAIT: Duration = Duration::from_secs(5);
 
