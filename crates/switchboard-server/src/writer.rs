@@ -2,13 +2,16 @@
 //! writes them out, many frames per system call.
 //!
 //! It drains whatever is queued into one buffer before writing, so that a burst of
-//! deliveries costs one write instead of one per frame, and it frees that buffer while
-//! the connection is idle so that idle connections stay small. Streamed bodies are read
+//! deliveries costs one write instead of one per frame. It frees that buffer when the
+//! queue is drained, and once the queue has stayed empty for a moment the task exits,
+//! leaving the socket with the queue, which starts a new task with the next item: an
+//! idle connection has no writer task and no buffer. Streamed bodies are read
 //! from their blob file one chunk at a time, so a body of any size costs about two chunks
 //! of memory while it is sent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use switchboard_proto::packet::{
@@ -16,12 +19,12 @@ use switchboard_proto::packet::{
 };
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
 use crate::log;
-use crate::outbox::{OutboxReceiver, Outgoing};
+use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
 
 /// Writes are batched up to this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -29,6 +32,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 /// A buffer grown past this is released after each batch.
 const KEEP_BUFFER: usize = 16 * 1024;
+/// How long a writer waits for more to write before it exits (a busy connection does not
+/// start a task per burst).
+const LINGER: Duration = Duration::from_millis(100);
 /// Size of the CHUNK frames a streamed body is sent in.
 pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -51,30 +57,157 @@ struct Writer<'a> {
     next_stream_id: u64,
 }
 
-/// Runs until the queue is closed (and every body was sent), a Close item was written,
-/// or the socket fails.
-pub(crate) async fn run<W>(mut rx: OutboxReceiver, mut sink: W, codec: FrameCodec, conn_id: u64)
+/// What a writer task owns, kept by the queue while no task runs.
+struct Parts<W> {
+    rx: OutboxReceiver,
+    sink: W,
+    /// For its codec.
+    hub: Arc<Hub>,
+    conn_id: u64,
+    next_stream_id: u64,
+}
+
+/// Starts the writer of a new connection.
+pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>, conn_id: u64)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    launch(
+        Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id: 0,
+        },
+        &tokio::runtime::Handle::current(),
+    );
+}
+
+fn launch<W>(parts: Parts<W>, runtime: &tokio::runtime::Handle)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let Parts {
+        rx,
+        sink,
+        hub,
+        conn_id,
+        next_stream_id,
+    } = parts;
+    rx.launch(|rx| {
+        runtime.spawn(task(Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id,
+        }))
+    });
+}
+
+/// A writer task: writes until the connection is done, or until it has been idle for a
+/// moment; then it parks its parts with the queue, which launches the next task.
+async fn task<W>(mut parts: Parts<W>)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let ending = run(
+        &mut parts.rx,
+        &mut parts.sink,
+        &parts.hub.codec,
+        parts.conn_id,
+        &mut parts.next_stream_id,
+        Some(LINGER),
+    )
+    .await;
+    if ending == Ending::Idle {
+        let runtime = tokio::runtime::Handle::current();
+        let Parts {
+            rx,
+            sink,
+            hub,
+            conn_id,
+            next_stream_id,
+        } = parts;
+        rx.park(move |rx| {
+            launch(
+                Parts {
+                    rx,
+                    sink,
+                    hub,
+                    conn_id,
+                    next_stream_id,
+                },
+                &runtime,
+            );
+        });
+    }
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Nothing was queued for the linger time; everything was written.
+    Idle,
+    /// The queue closed (and every body was sent), a Close item was written, or the
+    /// socket failed.
+    Done,
+}
+
+/// Writes what is queued until the connection is done, or (with a linger time) until
+/// nothing was queued for that long.
+///
+/// Its future lives as long as the writer task, so it holds only what waiting for the
+/// queue needs: writing a batch (encoding, reading body chunks from files) is boxed and
+/// exists only while there is something to write, and the buffer is dropped whenever
+/// the queue is drained and everything was written.
+async fn run<W>(
+    rx: &mut OutboxReceiver,
+    sink: &mut W,
+    codec: &FrameCodec,
+    conn_id: u64,
+    next_stream_id: &mut u64,
+    linger: Option<Duration>,
+) -> Ending
 where
     W: AsyncWrite + Unpin,
 {
     let mut writer = Writer {
-        codec: &codec,
+        codec,
         buf: BytesMut::new(),
         streams: VecDeque::new(),
-        next_stream_id: 0,
+        next_stream_id: *next_stream_id,
     };
     let mut open = true;
     loop {
         let first = if writer.streams.is_empty() {
-            match rx.recv().await {
-                Some(item) => Some(item),
-                None => break,
+            match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    writer.buf = BytesMut::new();
+                    let next = match linger {
+                        None => rx.recv().await,
+                        Some(linger) => match tokio::time::timeout(linger, rx.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                *next_stream_id = writer.next_stream_id;
+                                return Ending::Idle;
+                            }
+                        },
+                    };
+                    match next {
+                        Some(item) => Some(item),
+                        None => break,
+                    }
+                }
             }
         } else if open {
             match rx.try_recv() {
                 Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
                     open = false;
                     None
                 }
@@ -82,30 +215,12 @@ where
         } else {
             None
         };
-        let written = async {
-            let mut closing = false;
-            if let Some(first) = first {
-                closing = writer.put(first, &mut sink).await?;
-                while !closing && writer.buf.len() < BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(item) => closing = writer.put(item, &mut sink).await?,
-                        Err(_) => break,
-                    }
-                }
-            }
-            if !closing {
-                writer.pump().await;
-                writer.report_dropped(rx.take_dropped());
-            }
-            write_out(&mut writer.buf, &mut sink).await?;
-            Ok::<_, std::io::Error>(closing)
-        };
-        match written.await {
+        match Box::pin(write_batch(&mut writer, rx, sink, first)).await {
             Ok(false) => {}
             Ok(true) => break,
             Err(error) => {
                 debug!(target: log::CONNECTION, conn_id, %error, "write failed");
-                return;
+                return Ending::Done;
             }
         }
         if !open && writer.streams.is_empty() {
@@ -114,6 +229,33 @@ where
     }
     let _ = sink.flush().await;
     let _ = sink.shutdown().await;
+    Ending::Done
+}
+
+/// Encodes `first` and whatever else is queued (up to a batch), the next chunk of the
+/// body being streamed, and writes it all out; true if a Close item was written.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut Writer<'_>,
+    rx: &mut OutboxReceiver,
+    sink: &mut W,
+    first: Option<Outgoing>,
+) -> std::io::Result<bool> {
+    let mut closing = false;
+    if let Some(first) = first {
+        closing = writer.put(first, sink).await?;
+        while !closing && writer.buf.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(item) => closing = writer.put(item, sink).await?,
+                Err(_) => break,
+            }
+        }
+    }
+    if !closing {
+        writer.pump().await;
+        writer.report_dropped(rx.take_dropped());
+    }
+    write_out(&mut writer.buf, sink).await?;
+    Ok(closing)
 }
 
 /// Writes the buffer out and empties it, giving back a buffer that grew large.
@@ -416,7 +558,9 @@ mod tests {
             .unwrap();
         drop(outbox);
         let mut sink = Recorder::default();
-        run(rx, &mut sink, codec.clone(), 1).await;
+        let mut rx = rx;
+        let ending = run(&mut rx, &mut sink, &codec, 1, &mut 0, None).await;
+        assert_eq!(ending, Ending::Done);
 
         // 16 MiB went out, in writes no larger than a batch and one message.
         assert!(

@@ -24,7 +24,6 @@ use switchboard_proto::packet::{
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
-use tokio::sync::mpsc::OwnedPermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -42,7 +41,7 @@ use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Outbox, Outgoing, OwnedPermit};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage};
 use crate::time::{MessageIds, now_us};
 

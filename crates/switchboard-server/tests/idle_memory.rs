@@ -1,0 +1,175 @@
+//! What an idle session costs the server: the heap bytes it holds for a session that
+//! opened, subscribed to a channel of its own, and then sends nothing.
+//!
+//! Counted by a global allocator (bytes allocated and not freed), not read from the
+//! process's RSS: the figure does not depend on the allocator's caches or on the machine,
+//! so the bound can sit close to what a session really costs. The clients are blocking
+//! standard sockets that hold no heap memory of their own.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use switchboard_proto::packet::{Packet, SessionInit, Subscribe};
+use switchboard_proto::{Flags, FrameCodec, Limits, PREFACE_LEN, PROTOCOL_VERSION, Preface};
+use switchboard_server::{Server, ServerHandle};
+use tokio_util::codec::Decoder;
+
+/// Keeps a running total of the bytes allocated and not yet freed, by every thread.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if !moved.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        moved
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Sessions measured: both ends of each are sockets of this process, so this stays well
+/// under the usual limit of 1024 open files.
+const SESSIONS: usize = 400;
+/// Heap bytes an idle subscribed session may hold on the server: about 2.2 KiB now, and
+/// about 14 KiB when its read buffer, queue slots, writer task and the state of every
+/// request handler stayed allocated while idle (docs/BENCHMARKS.md, idle connections).
+const BOUND_PER_SESSION: isize = 2560;
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Opens a session named after `index` subscribed to a channel of its own: the preface,
+/// SESSION_INIT and SUBSCRIBE in one write, then reads until the subscription is acked.
+fn open_idle(addr: SocketAddr, index: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut codec = FrameCodec::new(Limits::default());
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&Preface::encode(PROTOCOL_VERSION));
+    let init = SessionInit {
+        name: format!("idle-{index}").into(),
+        ..SessionInit::default()
+    };
+    codec
+        .encode_packet(1, Flags::empty(), &Packet::SessionInit(init), &mut out)
+        .expect("encode");
+    let subscribe = Subscribe {
+        pattern: format!("idle.{index}").into(),
+        replay: Default::default(),
+    };
+    codec
+        .encode_packet(2, Flags::empty(), &Packet::Subscribe(subscribe), &mut out)
+        .expect("encode");
+    stream.write_all(&out).expect("write");
+
+    let mut preface = [0u8; PREFACE_LEN];
+    stream.read_exact(&mut preface).expect("server preface");
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(frame) = codec.decode(&mut buf).expect("valid frame") {
+            if frame.request_id == 2 {
+                match Packet::from_frame(&frame).expect("valid packet") {
+                    Packet::SubscribeAck(_) => return stream,
+                    other => panic!("expected SUBSCRIBE_ACK, got {other:?}"),
+                }
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        let read = stream.read(&mut chunk).expect("the server answers");
+        assert!(read > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Live heap bytes once the server has gone quiet: the same figure for a while (the
+/// writers release their buffers just after sending the acks that the clients saw).
+fn settled_live_bytes() -> isize {
+    let deadline = Instant::now() + WAIT;
+    let mut last = LIVE_BYTES.load(Ordering::Relaxed);
+    let mut steady = 0;
+    while steady < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = LIVE_BYTES.load(Ordering::Relaxed);
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+fn connections(server: &ServerHandle) -> u64 {
+    server
+        .stats()
+        .into_iter()
+        .find(|(name, _)| name == "connections_current")
+        .map_or(0, |(_, value)| value)
+}
+
+#[test]
+fn an_idle_subscribed_session_holds_little_server_memory() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = runtime
+        .block_on(Server::builder().listen_tcp("127.0.0.1:0").start())
+        .expect("server starts");
+    let addr = server.tcp_addr().expect("tcp address");
+
+    // What the server allocates once, for its first sessions, is not what each costs.
+    let warm_up: Vec<TcpStream> = (0..16).map(|index| open_idle(addr, index)).collect();
+    drop(warm_up);
+    let deadline = Instant::now() + WAIT;
+    while connections(&server) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(connections(&server), 0, "the warm-up sessions closed");
+
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    let before = settled_live_bytes();
+    for index in 0..SESSIONS {
+        sessions.push(open_idle(addr, 1000 + index));
+    }
+    let open = settled_live_bytes();
+    assert_eq!(connections(&server), SESSIONS as u64);
+    let per_session = (open - before) / SESSIONS as isize;
+    eprintln!("{per_session} heap bytes per idle subscribed session");
+    assert!(
+        per_session <= BOUND_PER_SESSION,
+        "an idle subscribed session holds {per_session} bytes of server heap (bound {BOUND_PER_SESSION})"
+    );
+
+    drop(sessions);
+    runtime.block_on(server.shutdown());
+}
