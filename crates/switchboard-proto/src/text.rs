@@ -4,8 +4,16 @@ use bytes::Bytes;
 
 /// An immutable UTF-8 string backed by [`Bytes`], so decoded names and content types
 /// borrow the frame's buffer instead of allocating.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Text(Bytes);
+
+/// Hashes as the `str` it is, as `Borrow<str>` requires: a map keyed by `Text` is
+/// looked up with `&str`. (`Bytes` hashes as a byte slice, which differs.)
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl Text {
     /// Text from bytes, if they are valid UTF-8.
@@ -106,5 +114,25 @@ impl PartialEq<str> for Text {
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_map_keyed_by_text_is_found_by_str() {
+        let mut map = HashMap::new();
+        map.insert(Text::from("ada"), 1);
+        map.insert(
+            Text::from_utf8(Bytes::from_static("zoë".as_bytes())).unwrap(),
+            2,
+        );
+        assert_eq!(map.get("ada"), Some(&1));
+        assert_eq!(map.get("zoë"), Some(&2));
+        assert_eq!(map.get("bob"), None);
     }
 }

@@ -440,7 +440,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
     let name = &session.caller.name;
     hub.directory.insert(ClientEntry {
         client_id,
-        name: name.to_string(),
+        name: name.clone(),
         connected_since_us,
         outbox,
     });

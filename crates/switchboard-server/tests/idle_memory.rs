@@ -63,10 +63,10 @@ static GLOBAL: Counting = Counting;
 /// Sessions measured: both ends of each are sockets of this process, so this stays well
 /// under the usual limit of 1024 open files.
 const SESSIONS: usize = 400;
-/// Heap bytes an idle subscribed session may hold on the server: about 2.2 KiB now, and
+/// Heap bytes an idle subscribed session may hold on the server: about 2.0 KiB now, and
 /// about 14 KiB when its read buffer, queue slots, writer task and the state of every
 /// request handler stayed allocated while idle (docs/BENCHMARKS.md, idle connections).
-const BOUND_PER_SESSION: isize = 2560;
+const BOUND_PER_SESSION: isize = 2304;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Opens a session named after `index` subscribed to a channel of its own: the preface,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use parking_lot::RwLock;
+use switchboard_proto::Text;
 use switchboard_proto::packet::ClientInfo;
 
 use crate::outbox::Outbox;
@@ -11,7 +12,8 @@ use crate::outbox::Outbox;
 #[derive(Debug, Clone)]
 pub struct ClientEntry {
     pub client_id: u64,
-    pub name: String,
+    /// Shared with the session's own copy of its name, and with the by-name index.
+    pub name: Text,
     pub connected_since_us: u64,
     pub outbox: Outbox,
 }
@@ -19,7 +21,49 @@ pub struct ClientEntry {
 #[derive(Debug, Default)]
 struct Inner {
     clients: HashMap<u64, ClientEntry>,
-    by_name: HashMap<String, Vec<u64>>,
+    by_name: HashMap<Text, SessionIds>,
+}
+
+/// The sessions connected under one name: nearly always one, which then costs no
+/// allocation of its own.
+#[derive(Debug)]
+enum SessionIds {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl SessionIds {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            SessionIds::One(id) => std::slice::from_ref(id),
+            SessionIds::Many(ids) => ids,
+        }
+    }
+
+    fn push(&mut self, id: u64) {
+        match self {
+            SessionIds::One(first) => *self = SessionIds::Many(vec![*first, id]),
+            SessionIds::Many(ids) => ids.push(id),
+        }
+    }
+
+    /// Removes `id`; true when none is left.
+    fn remove(&mut self, id: u64) -> bool {
+        match self {
+            SessionIds::One(only) => *only == id,
+            SessionIds::Many(ids) => {
+                ids.retain(|other| *other != id);
+                match ids[..] {
+                    [] => true,
+                    [last] => {
+                        *self = SessionIds::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 /// Connected sessions. A leaf lock: nothing else is taken while it is held.
@@ -31,11 +75,14 @@ pub struct Directory {
 impl Directory {
     pub fn insert(&self, entry: ClientEntry) {
         let mut inner = self.inner.write();
-        inner
-            .by_name
-            .entry(entry.name.clone())
-            .or_default()
-            .push(entry.client_id);
+        match inner.by_name.get_mut(&entry.name) {
+            Some(ids) => ids.push(entry.client_id),
+            None => {
+                inner
+                    .by_name
+                    .insert(entry.name.clone(), SessionIds::One(entry.client_id));
+            }
+        }
         inner.clients.insert(entry.client_id, entry);
     }
 
@@ -43,11 +90,9 @@ impl Directory {
         let mut inner = self.inner.write();
         if let Some(entry) = inner.clients.remove(&client_id)
             && let Some(ids) = inner.by_name.get_mut(&entry.name)
+            && ids.remove(client_id)
         {
-            ids.retain(|id| *id != client_id);
-            if ids.is_empty() {
-                inner.by_name.remove(&entry.name);
-            }
+            inner.by_name.remove(&entry.name);
         }
     }
 
@@ -64,7 +109,8 @@ impl Directory {
         let inner = self.inner.read();
         if let Some(ids) = inner.by_name.get(name) {
             out.extend(
-                ids.iter()
+                ids.as_slice()
+                    .iter()
                     .filter_map(|id| inner.clients.get(id))
                     .map(|entry| entry.outbox.clone()),
             );
@@ -84,7 +130,7 @@ impl Directory {
             .filter(|entry| entry.client_id != except)
             .map(|entry| ClientInfo {
                 client_id: entry.client_id,
-                name: entry.name.as_str().into(),
+                name: entry.name.clone(),
                 connected_since_us: entry.connected_since_us,
             })
             .collect();

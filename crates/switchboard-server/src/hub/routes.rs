@@ -18,22 +18,50 @@ use switchboard_proto::subject::{Pattern, PatternToken};
 use super::message::StoredMessage;
 use crate::outbox::Outbox;
 
-/// Connections on one route, with how many of their subscriptions use it.
-type Subscribers = HashMap<u64, (Outbox, u32)>;
+/// Connections on one route, with how many of their subscriptions use it, sorted by
+/// connection id.
+///
+/// A sorted vector rather than a map: most routes have one subscriber (a map would hold
+/// a table of several buckets for it, which is a good part of what an idle subscribed
+/// session costs), delivery walks it front to back, and adding or removing one costs a
+/// binary search and a move of what follows.
+#[derive(Debug, Default)]
+struct Subscribers(Vec<(u64, Outbox, u32)>);
 
-fn add(subscribers: &mut Subscribers, outbox: &Outbox) {
-    subscribers
-        .entry(outbox.conn_id())
-        .or_insert_with(|| (outbox.clone(), 0))
-        .1 += 1;
-}
-
-fn remove(subscribers: &mut Subscribers, conn_id: u64) {
-    if let Some(entry) = subscribers.get_mut(&conn_id) {
-        entry.1 -= 1;
-        if entry.1 == 0 {
-            subscribers.remove(&conn_id);
+impl Subscribers {
+    fn add(&mut self, outbox: &Outbox) {
+        let conn_id = outbox.conn_id();
+        match self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
+            Ok(at) => self.0[at].2 += 1,
+            Err(at) => {
+                // Room for exactly the first subscriber; a vector's default first growth
+                // takes four.
+                if self.0.is_empty() {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(at, (conn_id, outbox.clone(), 1));
+            }
         }
+    }
+
+    fn remove(&mut self, conn_id: u64) {
+        if let Ok(at) = self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
+            self.0[at].2 -= 1;
+            if self.0[at].2 == 0 {
+                self.0.remove(at);
+                if self.0.len() * 4 < self.0.capacity() {
+                    self.0.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn outboxes(&self) -> impl Iterator<Item = &Outbox> {
+        self.0.iter().map(|(_, outbox, _)| outbox)
     }
 }
 
@@ -55,8 +83,8 @@ impl Node {
 
     fn insert(&mut self, tokens: &[PatternToken], outbox: &Outbox) {
         match tokens.split_first() {
-            None => add(&mut self.end, outbox),
-            Some((PatternToken::Rest, _)) => add(&mut self.rest, outbox),
+            None => self.end.add(outbox),
+            Some((PatternToken::Rest, _)) => self.rest.add(outbox),
             Some((PatternToken::One, rest)) => {
                 self.one.get_or_insert_default().insert(rest, outbox)
             }
@@ -70,8 +98,8 @@ impl Node {
 
     fn remove(&mut self, tokens: &[PatternToken], conn_id: u64) {
         match tokens.split_first() {
-            None => remove(&mut self.end, conn_id),
-            Some((PatternToken::Rest, _)) => remove(&mut self.rest, conn_id),
+            None => self.end.remove(conn_id),
+            Some((PatternToken::Rest, _)) => self.rest.remove(conn_id),
             Some((PatternToken::One, rest)) => {
                 if let Some(child) = &mut self.one {
                     child.remove(rest, conn_id);
@@ -93,10 +121,10 @@ impl Node {
 
     fn collect<'a>(&'a self, tokens: &[&str], out: &mut Vec<&'a Outbox>) {
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend(self.end.values().map(|(outbox, _)| outbox));
+            out.extend(self.end.outboxes());
             return;
         };
-        out.extend(self.rest.values().map(|(outbox, _)| outbox));
+        out.extend(self.rest.outboxes());
         if let Some(child) = self.literal.get(*first) {
             child.collect(rest, out);
         }
@@ -116,8 +144,8 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn add(&mut self, pattern: &Pattern, outbox: &Outbox) {
         match pattern {
-            Pattern::Exact(name) => add(self.exact.entry(name.clone()).or_default(), outbox),
-            Pattern::Tag(tag) => add(self.tags.entry(tag.clone()).or_default(), outbox),
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().add(outbox),
+            Pattern::Tag(tag) => self.tags.entry(tag.clone()).or_default().add(outbox),
             Pattern::Wildcard(tokens) => self.tree.insert(tokens, outbox),
         }
     }
@@ -126,7 +154,7 @@ impl RouteTable {
         match pattern {
             Pattern::Exact(name) => {
                 if let Some(subscribers) = self.exact.get_mut(name) {
-                    remove(subscribers, conn_id);
+                    subscribers.remove(conn_id);
                     if subscribers.is_empty() {
                         self.exact.remove(name);
                     }
@@ -134,7 +162,7 @@ impl RouteTable {
             }
             Pattern::Tag(tag) => {
                 if let Some(subscribers) = self.tags.get_mut(tag) {
-                    remove(subscribers, conn_id);
+                    subscribers.remove(conn_id);
                     if subscribers.is_empty() {
                         self.tags.remove(tag);
                     }
@@ -160,17 +188,17 @@ impl RouteTable {
                 return 0;
             };
             return subscribers
-                .values()
-                .filter(|(outbox, _)| outbox.deliver_message(message, drop_oldest))
+                .outboxes()
+                .filter(|outbox| outbox.deliver_message(message, drop_oldest))
                 .count() as u64;
         }
         let mut targets: Vec<&Outbox> = Vec::new();
         if let Some(subscribers) = self.exact.get(channel) {
-            targets.extend(subscribers.values().map(|(outbox, _)| outbox));
+            targets.extend(subscribers.outboxes());
         }
         for tag in tags {
             if let Some(subscribers) = self.tags.get(tag) {
-                targets.extend(subscribers.values().map(|(outbox, _)| outbox));
+                targets.extend(subscribers.outboxes());
             }
         }
         if !self.tree.is_empty() {
