@@ -33,7 +33,7 @@ use switchboard_proto::{Flags, FrameCodec, Limits};
 use tokio_util::codec::Decoder;
 use tracing::{error, info, warn};
 
-use super::syncer::Syncer;
+use super::writer::{Op, QueueLimits, Sink, Space, Writer};
 use super::{
     GroupSnapshot, LogKind, LogSnapshot, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy,
 };
@@ -124,9 +124,64 @@ struct TrimQueue {
     stop: bool,
 }
 
+/// Hands trims from the writer (once what they remove was written) to the trim thread.
 struct Trimmer {
     queue: Mutex<TrimQueue>,
     wake: Condvar,
+}
+
+impl Trimmer {
+    fn add(&self, trims: impl IntoIterator<Item = (LogKind, String, u64)>) {
+        let mut queue = self.queue.lock();
+        for (kind, log, through) in trims {
+            let slot = queue.pending.entry((kind, log)).or_insert(0);
+            *slot = (*slot).max(through);
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+}
+
+/// The writer's way into the database: each batch is one fjall write batch, so one
+/// journal write, whatever the number of records.
+struct FjallSink {
+    db: Database,
+    meta: Keyspace,
+    messages: Keyspace,
+    trimmer: Arc<Trimmer>,
+    trims: Vec<(LogKind, String, u64)>,
+}
+
+impl Sink for FjallSink {
+    fn write(&mut self, ops: &mut Vec<Op>) -> Result<(), StorageError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for op in ops.drain(..) {
+            match op {
+                Op::Put { space, key, value } => {
+                    let keyspace = match space {
+                        Space::Meta => &self.meta,
+                        Space::Messages => &self.messages,
+                    };
+                    batch.insert(keyspace, key, value.as_ref());
+                }
+                Op::Trim { kind, log, through } => self.trims.push((kind, log, through)),
+            }
+        }
+        let written = batch
+            .commit()
+            .map_err(|e| storage_error("writing to the journal", e));
+        if written.is_ok() && !self.trims.is_empty() {
+            self.trimmer.add(self.trims.drain(..));
+        }
+        self.trims.clear();
+        written
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(|e| storage_error("fdatasync of the journal", e))
+    }
 }
 
 /// The open database; taken out at close so that the directory is released even while
@@ -141,7 +196,7 @@ struct Open {
 pub struct FjallStorage {
     dir: PathBuf,
     open: parking_lot::RwLock<Option<Open>>,
-    syncer: Syncer,
+    writer: Writer,
     trimmer: Arc<Trimmer>,
     trim_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -217,30 +272,37 @@ impl FjallStorage {
                 ))
             })
             .map_err(|e| storage_error("cannot open keyspace messages", e))?;
-        let sync_db = db.clone();
-        let syncer = Syncer::start(policy, move || {
-            sync_db
-                .persist(PersistMode::SyncData)
-                .map_err(|e| storage_error("fdatasync of the journal", e))
-        });
         let trimmer = Arc::new(Trimmer {
             queue: Mutex::new(TrimQueue::default()),
             wake: Condvar::new(),
         });
         let trim_thread = {
             let trimmer = trimmer.clone();
-            let messages = messages.clone();
-            let meta = meta.clone();
+            let (db, messages, meta) = (db.clone(), messages.clone(), meta.clone());
             std::thread::Builder::new()
                 .name("switchboard-trim".into())
-                .spawn(move || run_trimmer(&trimmer, &messages, &meta))
+                .spawn(move || run_trimmer(&trimmer, &db, &messages, &meta))
                 .map_err(|e| storage_error("cannot start the trim thread", e))?
+        };
+        let sink = FjallSink {
+            db: db.clone(),
+            meta: meta.clone(),
+            messages: messages.clone(),
+            trimmer: trimmer.clone(),
+            trims: Vec::new(),
+        };
+        let writer = match Writer::start(policy, QueueLimits::default(), sink) {
+            Ok(writer) => writer,
+            Err(error) => {
+                stop_trimmer(&trimmer, Some(trim_thread));
+                return Err(error);
+            }
         };
         info!(target: log::GENERAL, dir = %dir.display(), ?policy, "store opened");
         Ok(FjallStorage {
             dir,
             open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
-            syncer,
+            writer,
             trimmer,
             trim_thread: Mutex::new(Some(trim_thread)),
         })
@@ -289,12 +351,12 @@ impl Open {
     }
 }
 
-fn run_trimmer(trimmer: &Trimmer, messages: &Keyspace, meta: &Keyspace) {
+fn run_trimmer(trimmer: &Trimmer, db: &Database, messages: &Keyspace, meta: &Keyspace) {
     // How far each history was trimmed already: later trims scan only what is new, not
     // the tombstones of every earlier trim (which made each trim slower than the last).
     let mut trimmed: HashMap<(LogKind, String), u64> = HashMap::new();
     loop {
-        let batch = {
+        let pending = {
             let mut queue = trimmer.queue.lock();
             while queue.pending.is_empty() && !queue.stop {
                 trimmer.wake.wait(&mut queue);
@@ -304,51 +366,65 @@ fn run_trimmer(trimmer: &Trimmer, messages: &Keyspace, meta: &Keyspace) {
             }
             std::mem::take(&mut queue.pending)
         };
-        for ((kind, name), through) in batch {
-            let key = (kind, name);
-            let from = trimmed.get(&key).map_or(0, |done| done + 1);
+        // Every trim of this round in one write batch: one journal write.
+        let mut batch = db.batch().durability(Some(PersistMode::Buffer));
+        let mut done = Vec::with_capacity(pending.len());
+        for ((kind, name), through) in pending {
+            let from = trimmed
+                .get(&(kind, name.clone()))
+                .map_or(0, |done| done + 1);
             if from > through {
                 continue;
             }
-            match trim_log(messages, meta, kind, &key.1, from, through) {
-                Ok(()) => {
-                    trimmed.insert(key, through);
+            match trim_keys(messages, kind, &name, from, through) {
+                Ok(keys) => {
+                    // The next seq must survive even when every message is trimmed away.
+                    batch.insert(meta, next_seq_key(kind, &name), (through + 1).to_be_bytes());
+                    for key in keys {
+                        batch.remove(messages, key);
+                    }
+                    done.push(((kind, name), through));
                 }
                 Err(error) => {
-                    error!(target: log::ERROR, log = %key.1, %error, "trimming history failed");
+                    error!(target: log::ERROR, log = %name, %error, "trimming history failed");
                 }
+            }
+        }
+        match batch.commit() {
+            Ok(()) => trimmed.extend(done),
+            Err(error) => {
+                error!(target: log::ERROR, %error, "trimming history failed");
             }
         }
     }
 }
 
-fn trim_log(
+/// The keys of a history's messages from `from` through `through`.
+fn trim_keys(
     messages: &Keyspace,
-    meta: &Keyspace,
     kind: LogKind,
     name: &str,
     from: u64,
     through: u64,
-) -> Result<(), StorageError> {
+) -> Result<Vec<fjall::UserKey>, StorageError> {
     let start = message_key(kind, name, from);
     let end = message_key(kind, name, through);
-    let mut keys = Vec::new();
-    for entry in messages.range(start..=end) {
-        keys.push(
+    messages
+        .range(start..=end)
+        .map(|entry| {
             entry
                 .key()
-                .map_err(|e| storage_error("listing trimmed keys", e))?,
-        );
+                .map_err(|e| storage_error("listing trimmed keys", e))
+        })
+        .collect()
+}
+
+fn stop_trimmer(trimmer: &Trimmer, thread: Option<JoinHandle<()>>) {
+    trimmer.queue.lock().stop = true;
+    trimmer.wake.notify_one();
+    if let Some(thread) = thread {
+        let _ = thread.join();
     }
-    // The next seq must survive even when every message is trimmed away.
-    meta.insert(next_seq_key(kind, name), (through + 1).to_be_bytes())
-        .map_err(|e| storage_error("recording a sequence number", e))?;
-    for key in keys {
-        messages
-            .remove(key)
-            .map_err(|e| storage_error("removing a trimmed message", e))?;
-    }
-    Ok(())
 }
 
 impl Storage for FjallStorage {
@@ -365,13 +441,11 @@ impl Storage for FjallStorage {
             name: name.into(),
             options: *options,
         })?;
-        self.with_open(|open| {
-            open.meta
-                .insert(format!("c/{name}"), record.as_ref())
-                .map_err(|e| storage_error("saving a channel", e))
-        })?;
-        self.syncer.wrote();
-        Ok(())
+        self.writer.push(Op::Put {
+            space: Space::Meta,
+            key: format!("c/{name}").into_bytes(),
+            value: record,
+        })
     }
 
     fn append(
@@ -380,22 +454,20 @@ impl Storage for FjallStorage {
         log: &str,
         message: &StoredMessage,
     ) -> Result<(), StorageError> {
-        let record = message.record_bytes();
-        self.with_open(|open| {
-            open.messages
-                .insert(message_key(kind, log, message.seq()), record.as_ref())
-                .map_err(|e| storage_error("appending a message", e))
-        })?;
-        self.syncer.wrote();
-        Ok(())
+        self.writer.push(Op::Put {
+            space: Space::Messages,
+            key: message_key(kind, log, message.seq()),
+            value: message.record_bytes(),
+        })
     }
 
     fn trim(&self, kind: LogKind, log: &str, through_seq: u64) {
-        let mut queue = self.trimmer.queue.lock();
-        let slot = queue.pending.entry((kind, log.to_owned())).or_insert(0);
-        *slot = (*slot).max(through_seq);
-        drop(queue);
-        self.trimmer.wake.notify_one();
+        // Refused only once the store failed or closed; nothing is trimmed then anyway.
+        let _ = self.writer.push(Op::Trim {
+            kind,
+            log: log.to_owned(),
+            through: through_seq,
+        });
     }
 
     fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError> {
@@ -403,13 +475,11 @@ impl Storage for FjallStorage {
             name: name.into(),
             description: description.into(),
         })?;
-        self.with_open(|open| {
-            open.meta
-                .insert(format!("g/{name}"), record.as_ref())
-                .map_err(|e| storage_error("saving a group", e))
-        })?;
-        self.syncer.wrote();
-        Ok(())
+        self.writer.push(Op::Put {
+            space: Space::Meta,
+            key: format!("g/{name}").into_bytes(),
+            value: record,
+        })
     }
 
     fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError> {
@@ -423,33 +493,25 @@ impl Storage for FjallStorage {
                 })
                 .collect(),
         })?;
-        self.with_open(|open| {
-            open.meta
-                .insert(format!("m/{group}"), record.as_ref())
-                .map_err(|e| storage_error("saving group members", e))
-        })?;
-        self.syncer.wrote();
-        Ok(())
+        self.writer.push(Op::Put {
+            space: Space::Meta,
+            key: format!("m/{group}").into_bytes(),
+            value: record,
+        })
     }
 
     fn sync(&self) -> SyncFuture {
-        self.syncer.sync()
+        self.writer.sync()
     }
 
     fn syncs(&self) -> u64 {
-        self.syncer.syncs()
+        self.writer.syncs()
     }
 
     fn close(&self, next_seqs: &[(LogKind, String, u64)]) {
-        {
-            let mut queue = self.trimmer.queue.lock();
-            queue.stop = true;
-        }
-        self.trimmer.wake.notify_one();
-        if let Some(thread) = self.trim_thread.lock().take() {
-            let _ = thread.join();
-        }
-        self.syncer.stop();
+        // The writer first: it writes what is queued and hands its last trims over.
+        self.writer.stop();
+        stop_trimmer(&self.trimmer, self.trim_thread.lock().take());
         let Some(open) = self.open.write().take() else {
             return;
         };
@@ -466,6 +528,14 @@ impl Storage for FjallStorage {
         }
         drop(open);
         info!(target: log::GENERAL, dir = %self.dir.display(), "store closed");
+    }
+}
+
+impl Drop for FjallStorage {
+    /// Without a [`Storage::close`] the threads still end, after writing what is queued.
+    fn drop(&mut self) {
+        self.writer.stop();
+        stop_trimmer(&self.trimmer, self.trim_thread.lock().take());
     }
 }
 

@@ -6,7 +6,7 @@
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
 
 mod fjall_store;
-mod syncer;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
