@@ -68,6 +68,15 @@ fn message_key(kind: LogKind, name: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+/// The sequence number a message key ends with.
+fn key_seq(key: &[u8]) -> Option<u64> {
+    let tail = key
+        .len()
+        .checked_sub(8)
+        .and_then(|start| key.get(start..))?;
+    <[u8; 8]>::try_from(tail).ok().map(u64::from_be_bytes)
+}
+
 fn next_seq_key(kind: LogKind, name: &str) -> Vec<u8> {
     let mut key = b"n/".to_vec();
     key.push(kind_byte(kind));
@@ -117,39 +126,84 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<Packet> {
     }
 }
 
-/// Trims waiting to be applied, coalesced per history.
+/// Trims that go to the trim thread: the widest range asked per history.
 #[derive(Default)]
 struct TrimQueue {
-    pending: HashMap<(LogKind, String), u64>,
+    pending: HashMap<(LogKind, String), (u64, u64)>,
     stop: bool,
 }
 
-/// Hands trims from the writer (once what they remove was written) to the trim thread.
+/// Hands ranges too wide to remove key by key (a history first trimmed after a restart
+/// with a lower retention, say) to the trim thread, which removes the keys it finds.
 struct Trimmer {
     queue: Mutex<TrimQueue>,
     wake: Condvar,
 }
 
 impl Trimmer {
-    fn add(&self, trims: impl IntoIterator<Item = (LogKind, String, u64)>) {
+    fn add(&self, kind: LogKind, log: String, from: u64, through: u64) {
         let mut queue = self.queue.lock();
-        for (kind, log, through) in trims {
-            let slot = queue.pending.entry((kind, log)).or_insert(0);
-            *slot = (*slot).max(through);
-        }
+        let range = queue.pending.entry((kind, log)).or_insert((from, through));
+        *range = (range.0.min(from), range.1.max(through));
         drop(queue);
         self.wake.notify_one();
     }
 }
 
+/// Ranges up to this many sequence numbers are trimmed in the writer's own batch, one
+/// removal per number; wider ones are left to the trim thread, which looks for the keys.
+const INLINE_TRIM_SEQS: u64 = 4096;
+
 /// The writer's way into the database: each batch is one fjall write batch, so one
-/// journal write, whatever the number of records.
+/// journal write, whatever the number of records (two when it trims).
 struct FjallSink {
     db: Database,
     meta: Keyspace,
     messages: Keyspace,
     trimmer: Arc<Trimmer>,
-    trims: Vec<(LogKind, String, u64)>,
+    /// The newest sequence number trimmed (or never stored) per history; seeded by
+    /// `load` with what precedes each history's oldest stored key.
+    trimmed: Arc<Mutex<HashMap<(LogKind, String), u64>>>,
+    /// This batch's trims, coalesced per history.
+    trims: HashMap<(LogKind, String), u64>,
+}
+
+impl FjallSink {
+    /// Removes what this batch's trims cover. A separate batch from the records': an
+    /// insert and a removal of one key in the same batch would share a sequence number,
+    /// and the removal might not win.
+    fn trim(&mut self) -> Result<(), StorageError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut trimmed = self.trimmed.lock();
+        for ((kind, name), through) in self.trims.drain() {
+            let done = trimmed.get(&(kind, name.clone())).copied().unwrap_or(0);
+            if done >= through {
+                continue;
+            }
+            // The next seq must survive even when every message is trimmed away.
+            batch.insert(
+                &self.meta,
+                next_seq_key(kind, &name),
+                (through + 1).to_be_bytes(),
+            );
+            if through - done <= INLINE_TRIM_SEQS {
+                // Weak removals: each message key is written exactly once, and a weak
+                // tombstone vanishes together with the value it meets in a flush or
+                // compaction, where a plain one would stay behind.
+                for seq in done + 1..=through {
+                    batch.remove_weak(&self.messages, message_key(kind, &name, seq));
+                }
+                trimmed.insert((kind, name), through);
+            } else {
+                trimmed.insert((kind, name.clone()), through);
+                self.trimmer.add(kind, name, done + 1, through);
+            }
+        }
+        drop(trimmed);
+        batch
+            .commit()
+            .map_err(|e| storage_error("trimming history", e))
+    }
 }
 
 impl Sink for FjallSink {
@@ -164,17 +218,27 @@ impl Sink for FjallSink {
                     };
                     batch.insert(keyspace, key, value.as_ref());
                 }
-                Op::Trim { kind, log, through } => self.trims.push((kind, log, through)),
+                Op::Trim { kind, log, through } => {
+                    let slot = self.trims.entry((kind, log)).or_insert(through);
+                    *slot = (*slot).max(through);
+                }
             }
         }
         let written = batch
             .commit()
             .map_err(|e| storage_error("writing to the journal", e));
-        if written.is_ok() && !self.trims.is_empty() {
-            self.trimmer.add(self.trims.drain(..));
+        if written.is_err() {
+            self.trims.clear();
+            return written;
         }
-        self.trims.clear();
-        written
+        if !self.trims.is_empty()
+            && let Err(error) = self.trim()
+        {
+            // The publishes are stored; only the trim is lost, until the next start
+            // (which trims from each history's oldest stored key) covers it again.
+            error!(target: log::ERROR, %error, "trimming history failed");
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -198,6 +262,8 @@ pub struct FjallStorage {
     open: parking_lot::RwLock<Option<Open>>,
     writer: Writer,
     trimmer: Arc<Trimmer>,
+    /// Shared with the writer, which trims from there on.
+    trimmed: Arc<Mutex<HashMap<(LogKind, String), u64>>>,
     trim_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -276,12 +342,13 @@ impl FjallStorage {
             queue: Mutex::new(TrimQueue::default()),
             wake: Condvar::new(),
         });
+        let trimmed = Arc::new(Mutex::new(HashMap::new()));
         let trim_thread = {
             let trimmer = trimmer.clone();
-            let (db, messages, meta) = (db.clone(), messages.clone(), meta.clone());
+            let (db, messages) = (db.clone(), messages.clone());
             std::thread::Builder::new()
                 .name("switchboard-trim".into())
-                .spawn(move || run_trimmer(&trimmer, &db, &messages, &meta))
+                .spawn(move || run_trimmer(&trimmer, &db, &messages))
                 .map_err(|e| storage_error("cannot start the trim thread", e))?
         };
         let sink = FjallSink {
@@ -289,7 +356,8 @@ impl FjallStorage {
             meta: meta.clone(),
             messages: messages.clone(),
             trimmer: trimmer.clone(),
-            trims: Vec::new(),
+            trimmed: trimmed.clone(),
+            trims: HashMap::new(),
         };
         let writer = match Writer::start(policy, QueueLimits::default(), sink) {
             Ok(writer) => writer,
@@ -304,6 +372,7 @@ impl FjallStorage {
             open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
             writer,
             trimmer,
+            trimmed,
             trim_thread: Mutex::new(Some(trim_thread)),
         })
     }
@@ -321,18 +390,25 @@ impl FjallStorage {
 }
 
 impl Open {
+    /// The history's next sequence number and messages; records in `trimmed` what
+    /// precedes its oldest key (corrupt records included, so that trims remove them too).
     fn read_log(
         &self,
         kind: LogKind,
         name: &str,
         corrupt: &mut u64,
+        trimmed: &mut HashMap<(LogKind, String), u64>,
     ) -> Result<(u64, Vec<Message>), StorageError> {
         let mut messages = Vec::new();
         let mut last_seq = 0;
+        let mut oldest_key = None;
         for entry in self.messages.prefix(log_prefix(kind, name)) {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|e| storage_error("reading messages", e))?;
+            if oldest_key.is_none() {
+                oldest_key = key_seq(&key);
+            }
             match decode_record(&key, &value) {
                 Some(Packet::Message(message)) => {
                     last_seq = last_seq.max(message.seq);
@@ -347,14 +423,14 @@ impl Open {
             .map_err(|e| storage_error("reading a sequence number", e))?
             .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
             .map_or(1, u64::from_be_bytes);
-        Ok((saved_next.max(last_seq + 1), messages))
+        let next_seq = saved_next.max(last_seq + 1);
+        let before_oldest = oldest_key.unwrap_or(next_seq).saturating_sub(1);
+        trimmed.insert((kind, name.to_owned()), before_oldest);
+        Ok((next_seq, messages))
     }
 }
 
-fn run_trimmer(trimmer: &Trimmer, db: &Database, messages: &Keyspace, meta: &Keyspace) {
-    // How far each history was trimmed already: later trims scan only what is new, not
-    // the tombstones of every earlier trim (which made each trim slower than the last).
-    let mut trimmed: HashMap<(LogKind, String), u64> = HashMap::new();
+fn run_trimmer(trimmer: &Trimmer, db: &Database, messages: &Keyspace) {
     loop {
         let pending = {
             let mut queue = trimmer.queue.lock();
@@ -368,33 +444,20 @@ fn run_trimmer(trimmer: &Trimmer, db: &Database, messages: &Keyspace, meta: &Key
         };
         // Every trim of this round in one write batch: one journal write.
         let mut batch = db.batch().durability(Some(PersistMode::Buffer));
-        let mut done = Vec::with_capacity(pending.len());
-        for ((kind, name), through) in pending {
-            let from = trimmed
-                .get(&(kind, name.clone()))
-                .map_or(0, |done| done + 1);
-            if from > through {
-                continue;
-            }
+        for ((kind, name), (from, through)) in pending {
             match trim_keys(messages, kind, &name, from, through) {
                 Ok(keys) => {
-                    // The next seq must survive even when every message is trimmed away.
-                    batch.insert(meta, next_seq_key(kind, &name), (through + 1).to_be_bytes());
                     for key in keys {
-                        batch.remove(messages, key);
+                        batch.remove_weak(messages, key);
                     }
-                    done.push(((kind, name), through));
                 }
                 Err(error) => {
                     error!(target: log::ERROR, log = %name, %error, "trimming history failed");
                 }
             }
         }
-        match batch.commit() {
-            Ok(()) => trimmed.extend(done),
-            Err(error) => {
-                error!(target: log::ERROR, %error, "trimming history failed");
-            }
+        if let Err(error) = batch.commit() {
+            error!(target: log::ERROR, %error, "trimming history failed");
         }
     }
 }
@@ -433,7 +496,10 @@ impl Storage for FjallStorage {
     }
 
     fn load(&self) -> Result<Snapshot, StorageError> {
-        self.with_open(Open::load)
+        let mut trimmed = HashMap::new();
+        let snapshot = self.with_open(|open| open.load(&mut trimmed))?;
+        self.trimmed.lock().extend(trimmed);
+        Ok(snapshot)
     }
 
     fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError> {
@@ -540,7 +606,10 @@ impl Drop for FjallStorage {
 }
 
 impl Open {
-    fn load(&self) -> Result<Snapshot, StorageError> {
+    fn load(
+        &self,
+        trimmed: &mut HashMap<(LogKind, String), u64>,
+    ) -> Result<Snapshot, StorageError> {
         let mut snapshot = Snapshot::default();
         let mut corrupt = 0;
         let mut groups: Vec<(String, String)> = Vec::new();
@@ -555,7 +624,7 @@ impl Open {
             match decode_record(&key, &value) {
                 Some(Packet::CreateChannel(channel)) => {
                     let (next_seq, messages) =
-                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt)?;
+                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, trimmed)?;
                     snapshot.channels.push(LogSnapshot {
                         name: channel.name.to_string(),
                         options: channel.options,
@@ -576,7 +645,8 @@ impl Open {
             }
         }
         for (name, description) in groups {
-            let (next_seq, messages) = self.read_log(LogKind::Group, &name, &mut corrupt)?;
+            let (next_seq, messages) =
+                self.read_log(LogKind::Group, &name, &mut corrupt, trimmed)?;
             snapshot.groups.push(GroupSnapshot {
                 members: members.remove(&name).unwrap_or_default(),
                 history: LogSnapshot {
@@ -594,5 +664,117 @@ impl Open {
         }
         snapshot.corrupt_records = corrupt;
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::packet::Scope;
+
+    use super::*;
+
+    fn message(channel: &str, seq: u64) -> StoredMessage {
+        let message = Message {
+            scope: Scope::Channel,
+            channel: channel.into(),
+            seq,
+            body: Bytes::from(format!("{channel} #{seq}")),
+            ..Message::default()
+        };
+        StoredMessage::encode(&record_codec(), &message, Vec::new()).unwrap()
+    }
+
+    fn open(dir: &Path) -> FjallStorage {
+        FjallStorage::open(dir, SyncPolicy::Always).unwrap()
+    }
+
+    /// Channels with their next seq and the seqs of the messages stored.
+    fn channels(snapshot: &Snapshot) -> Vec<(String, u64, Vec<u64>)> {
+        let mut channels: Vec<_> = snapshot
+            .channels
+            .iter()
+            .map(|log| {
+                let seqs = log.messages.iter().map(|m| m.seq).collect();
+                (log.name.clone(), log.next_seq, seqs)
+            })
+            .collect();
+        channels.sort();
+        channels
+    }
+
+    #[test]
+    fn close_writes_everything_queued_across_channels_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert!(store.load().unwrap().channels.is_empty());
+        for name in ["a", "b"] {
+            store.put_channel(name, &ChannelOptions::default()).unwrap();
+        }
+        for seq in 1..=3000 {
+            store
+                .append(LogKind::Channel, "a", &message("a", seq))
+                .unwrap();
+            for b in [2 * seq - 1, 2 * seq] {
+                store
+                    .append(LogKind::Channel, "b", &message("b", b))
+                    .unwrap();
+            }
+            // Retention of 100 messages in "a", trimmed as the hub does: after each append.
+            if seq > 100 {
+                store.trim(LogKind::Channel, "a", seq - 100);
+            }
+        }
+        // A trim wider than the writer removes key by key goes to the trim thread.
+        store.trim(LogKind::Channel, "b", 5900);
+        // No sync awaited: close alone must write and sync all of it.
+        store.close(&[]);
+        drop(store);
+
+        let store = open(dir.path());
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.corrupt_records, 0);
+        assert_eq!(
+            channels(&snapshot),
+            [
+                ("a".to_owned(), 3001, (2901..=3000).collect()),
+                ("b".to_owned(), 6001, (5901..=6000).collect()),
+            ]
+        );
+        // The first trim after a restart starts at the oldest stored key, so it is
+        // removed key by key in the writer's own batch and leaves nothing behind.
+        store.trim(LogKind::Channel, "a", 2950);
+        store.close(&[]);
+        drop(store);
+        let store = open(dir.path());
+        let snapshot = store.load().unwrap();
+        assert_eq!(channels(&snapshot)[0].2, (2951..=3000).collect::<Vec<_>>());
+        store.close(&[]);
+    }
+
+    #[tokio::test]
+    async fn a_sync_resolves_once_every_channel_appended_before_it_was_written_and_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store.put_channel("b", &ChannelOptions::default()).unwrap();
+        let syncs_before = store.syncs();
+        store
+            .append(LogKind::Channel, "a", &message("a", 1))
+            .unwrap();
+        store
+            .append(LogKind::Channel, "b", &message("b", 1))
+            .unwrap();
+        store.sync().await.unwrap();
+        assert!(store.syncs() > syncs_before);
+        // Read back without a clean close: what the sync covered is in the journal.
+        let snapshot = store
+            .with_open(|open| open.load(&mut HashMap::new()))
+            .unwrap();
+        assert_eq!(
+            channels(&snapshot),
+            [("a".to_owned(), 2, vec![1]), ("b".to_owned(), 2, vec![1])]
+        );
+        store.close(&[]);
     }
 }
