@@ -1,6 +1,6 @@
-//! [`FjallStorage`]: history and directories in an embedded LSM store (fjall), with a
-//! journal synced by policy, key-value separation for large bodies, and trimming in the
-//! background.
+//! [`FjallStorage`]: history and directories in an embedded LSM store (fjall), written
+//! by the storage writer (one write batch per batch of records), with a journal synced
+//! by policy and key-value separation for large records.
 //!
 //! Key layout (all integers big-endian, so keys sort in sequence order):
 //!
@@ -9,16 +9,27 @@
 //!   c/<channel>         CREATE_CHANNEL frame: the channel's options
 //!   g/<group>           CREATE_GROUP frame: name and description
 //!   m/<group>           MEMBER_LIST frame: the members
-//!   n/<kind><name>      u64: next sequence number, written at trims and at shutdown
+//!   n/<kind><name>      u64: next sequence number, written at shutdown (and by earlier
+//!                       versions at trims)
+//!   t/<kind><name>      u64: the newest sequence number trimmed away
 //! keyspace "messages"
-//!   <kind><name> 0x00 <seq:u64>   MESSAGE frame (no HMAC tag), checked by its CRCs on load
+//!   <kind><name> 0x00 <seq:u64>   a chunk: the MESSAGE frames (no HMAC tag) one batch
+//!                                 appended to the history, from <seq> on, back to back
 //! ```
 //!
 //! `<kind>` is `c` for channels and `g` for groups. Names never contain 0x00 (control
 //! characters are refused), so a log's keys are exactly those under its prefix. Every
-//! record is a protocol frame, so its CRC32C checks catch corruption on load.
+//! message is a protocol frame, so its CRC32C checks catch corruption on load. A chunk
+//! of one message is exactly the per-message record of earlier versions, so their stores
+//! load unchanged.
+//!
+//! One chunk per history per batch, instead of one record per message, makes the
+//! database's work (memtable entries, journal entries, tombstones at trims) scale with
+//! batches rather than messages. A trim removes the chunks it covers entirely; a chunk it
+//! covers in part stays until a later trim covers the rest, and loading drops its
+//! messages up to `t/`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +76,20 @@ fn log_prefix(kind: LogKind, name: &str) -> Vec<u8> {
 fn message_key(kind: LogKind, name: &str, seq: u64) -> Vec<u8> {
     let mut key = log_prefix(kind, name);
     key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn chunk_key(prefix: &[u8], first: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&first.to_be_bytes());
+    key
+}
+
+/// `t/<kind><name>` from a history's key prefix (`<kind><name> 0x00`).
+fn trim_key(prefix: &[u8]) -> Vec<u8> {
+    let mut key = b"t/".to_vec();
+    key.extend_from_slice(prefix.strip_suffix(&[0]).unwrap_or(prefix));
     key
 }
 
@@ -126,80 +151,144 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<Packet> {
     }
 }
 
-/// Trims that go to the trim thread: the widest range asked per history.
+/// Decodes a chunk's messages into `messages`, checking their CRCs. A corrupt frame ends
+/// the chunk (what follows cannot be delimited): reported, and 1 returned, else 0.
+fn decode_chunk(key: &[u8], value: &[u8], messages: &mut Vec<Message>) -> u64 {
+    let mut codec = record_codec();
+    let mut buf = BytesMut::from(value);
+    while !buf.is_empty() {
+        let have = buf.len();
+        let decoded = codec
+            .decode(&mut buf)
+            .and_then(|frame| {
+                frame.ok_or(switchboard_proto::ProtoError::Truncated {
+                    needed: have + 1,
+                    have,
+                })
+            })
+            .and_then(|frame| Packet::from_frame(&frame));
+        match decoded {
+            Ok(Packet::Message(message)) => messages.push(message),
+            Ok(_) => {
+                error!(target: log::ERROR, key = %String::from_utf8_lossy(key), "corrupt record skipped: not a message");
+                return 1;
+            }
+            Err(e) => {
+                error!(target: log::ERROR, key = %String::from_utf8_lossy(key), error = %e, "corrupt record skipped");
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+/// Chunk keys for the trim thread to remove.
 #[derive(Default)]
 struct TrimQueue {
-    pending: HashMap<(LogKind, String), (u64, u64)>,
+    keys: Vec<Vec<u8>>,
     stop: bool,
 }
 
-/// Hands ranges too wide to remove key by key (a history first trimmed after a restart
-/// with a lower retention, say) to the trim thread, which removes the keys it finds.
+/// Takes the removals of a trim too large for the writer's own batch (a history trimmed
+/// after a restart with a much lower retention, say) off the writer.
 struct Trimmer {
     queue: Mutex<TrimQueue>,
     wake: Condvar,
 }
 
 impl Trimmer {
-    fn add(&self, kind: LogKind, log: String, from: u64, through: u64) {
-        let mut queue = self.queue.lock();
-        let range = queue.pending.entry((kind, log)).or_insert((from, through));
-        *range = (range.0.min(from), range.1.max(through));
-        drop(queue);
+    fn add(&self, keys: Vec<Vec<u8>>) {
+        self.queue.lock().keys.extend(keys);
         self.wake.notify_one();
     }
 }
 
-/// Ranges up to this many sequence numbers are trimmed in the writer's own batch, one
-/// removal per number; wider ones are left to the trim thread, which looks for the keys.
-const INLINE_TRIM_SEQS: u64 = 4096;
+/// Trims removing up to this many chunks are done in the writer's own batch; the rest
+/// go to the trim thread.
+const INLINE_TRIM_CHUNKS: usize = if cfg!(test) { 8 } else { 64 * 1024 };
 
-/// The writer's way into the database: each batch is one fjall write batch, so one
-/// journal write, whatever the number of records (two when it trims).
+/// Each history's chunks on disk, oldest first, by key prefix: the chunk's key seq and
+/// the newest seq in it.
+type ChunkIndex = HashMap<Vec<u8>, VecDeque<(u64, u64)>>;
+
+/// The messages one batch appends to one history.
+struct Chunk {
+    prefix: Vec<u8>,
+    first: u64,
+    last: u64,
+    frames: BytesMut,
+}
+
+/// The writer's way into the database: each batch is one fjall write batch (two when
+/// it trims), with one record per history it appends to.
 struct FjallSink {
     db: Database,
     meta: Keyspace,
     messages: Keyspace,
     trimmer: Arc<Trimmer>,
-    /// The newest sequence number trimmed (or never stored) per history; seeded by
-    /// `load` with what precedes each history's oldest stored key.
-    trimmed: Arc<Mutex<HashMap<(LogKind, String), u64>>>,
-    /// This batch's trims, coalesced per history.
-    trims: HashMap<(LogKind, String), u64>,
+    /// Seeded by `load`, kept up to date here.
+    chunks: Arc<Mutex<ChunkIndex>>,
+    /// This batch's chunks; few histories per batch, so a list.
+    building: Vec<Chunk>,
+    /// This batch's trims, coalesced per history prefix.
+    trims: HashMap<Vec<u8>, u64>,
 }
 
 impl FjallSink {
-    /// Removes what this batch's trims cover. A separate batch from the records': an
-    /// insert and a removal of one key in the same batch would share a sequence number,
-    /// and the removal might not win.
+    fn add_message(&mut self, key: &[u8], frame: &[u8]) {
+        let Some(seq) = key_seq(key) else {
+            return;
+        };
+        let prefix = &key[..key.len() - 8];
+        match self.building.iter_mut().find(|c| c.prefix == prefix) {
+            Some(chunk) => {
+                chunk.last = seq;
+                chunk.frames.extend_from_slice(frame);
+            }
+            None => self.building.push(Chunk {
+                prefix: prefix.to_vec(),
+                first: seq,
+                last: seq,
+                frames: BytesMut::from(frame),
+            }),
+        }
+    }
+
+    /// Removes the chunks this batch's trims cover entirely. A separate batch from the
+    /// records': an insert and a removal of one key in one batch would share a sequence
+    /// number, and the removal might not win.
     fn trim(&mut self) -> Result<(), StorageError> {
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        let mut trimmed = self.trimmed.lock();
-        for ((kind, name), through) in self.trims.drain() {
-            let done = trimmed.get(&(kind, name.clone())).copied().unwrap_or(0);
-            if done >= through {
+        let mut far = Vec::new();
+        let mut removed = 0;
+        let mut index = self.chunks.lock();
+        for (prefix, through) in self.trims.drain() {
+            // Where loading cuts a chunk trimmed in part; also keeps the next seq when
+            // every message is trimmed away.
+            batch.insert(&self.meta, trim_key(&prefix), through.to_be_bytes());
+            let Some(chunks) = index.get_mut(&prefix) else {
                 continue;
-            }
-            // The next seq must survive even when every message is trimmed away.
-            batch.insert(
-                &self.meta,
-                next_seq_key(kind, &name),
-                (through + 1).to_be_bytes(),
-            );
-            if through - done <= INLINE_TRIM_SEQS {
-                // Weak removals: each message key is written exactly once, and a weak
-                // tombstone vanishes together with the value it meets in a flush or
-                // compaction, where a plain one would stay behind.
-                for seq in done + 1..=through {
-                    batch.remove_weak(&self.messages, message_key(kind, &name, seq));
+            };
+            while let Some(&(first, last)) = chunks.front()
+                && last <= through
+            {
+                chunks.pop_front();
+                let key = chunk_key(&prefix, first);
+                if removed < INLINE_TRIM_CHUNKS {
+                    // Weak removals: each chunk key is written exactly once, and a weak
+                    // tombstone vanishes together with the value it meets in a flush or
+                    // compaction, where a plain one would stay behind.
+                    batch.remove_weak(&self.messages, key);
+                } else {
+                    far.push(key);
                 }
-                trimmed.insert((kind, name), through);
-            } else {
-                trimmed.insert((kind, name.clone()), through);
-                self.trimmer.add(kind, name, done + 1, through);
+                removed += 1;
             }
         }
-        drop(trimmed);
+        drop(index);
+        if !far.is_empty() {
+            self.trimmer.add(far);
+        }
         batch
             .commit()
             .map_err(|e| storage_error("trimming history", e))
@@ -211,31 +300,45 @@ impl Sink for FjallSink {
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         for op in ops.drain(..) {
             match op {
-                Op::Put { space, key, value } => {
-                    let keyspace = match space {
-                        Space::Meta => &self.meta,
-                        Space::Messages => &self.messages,
-                    };
-                    batch.insert(keyspace, key, value.as_ref());
-                }
+                Op::Put {
+                    space: Space::Meta,
+                    key,
+                    value,
+                } => batch.insert(&self.meta, key, value.as_ref()),
+                Op::Put {
+                    space: Space::Messages,
+                    key,
+                    value,
+                } => self.add_message(&key, &value),
                 Op::Trim { kind, log, through } => {
-                    let slot = self.trims.entry((kind, log)).or_insert(through);
+                    let slot = self.trims.entry(log_prefix(kind, &log)).or_insert(through);
                     *slot = (*slot).max(through);
                 }
             }
         }
-        let written = batch
-            .commit()
-            .map_err(|e| storage_error("writing to the journal", e));
-        if written.is_err() {
-            self.trims.clear();
-            return written;
+        let mut written = Vec::with_capacity(self.building.len());
+        for chunk in self.building.drain(..) {
+            batch.insert(
+                &self.messages,
+                chunk_key(&chunk.prefix, chunk.first),
+                chunk.frames.as_ref(),
+            );
+            written.push((chunk.prefix, chunk.first, chunk.last));
         }
+        if let Err(e) = batch.commit() {
+            self.trims.clear();
+            return Err(storage_error("writing to the journal", e));
+        }
+        let mut index = self.chunks.lock();
+        for (prefix, first, last) in written {
+            index.entry(prefix).or_default().push_back((first, last));
+        }
+        drop(index);
         if !self.trims.is_empty()
             && let Err(error) = self.trim()
         {
-            // The publishes are stored; only the trim is lost, until the next start
-            // (which trims from each history's oldest stored key) covers it again.
+            // The publishes are stored; only the trim is lost. Loading drops the
+            // messages past the retention again, and keeps the rest.
             error!(target: log::ERROR, %error, "trimming history failed");
         }
         Ok(())
@@ -262,8 +365,8 @@ pub struct FjallStorage {
     open: parking_lot::RwLock<Option<Open>>,
     writer: Writer,
     trimmer: Arc<Trimmer>,
-    /// Shared with the writer, which trims from there on.
-    trimmed: Arc<Mutex<HashMap<(LogKind, String), u64>>>,
+    /// Filled by `load`, for the writer's trims.
+    chunks: Arc<Mutex<ChunkIndex>>,
     trim_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -342,7 +445,7 @@ impl FjallStorage {
             queue: Mutex::new(TrimQueue::default()),
             wake: Condvar::new(),
         });
-        let trimmed = Arc::new(Mutex::new(HashMap::new()));
+        let chunks = Arc::new(Mutex::new(ChunkIndex::new()));
         let trim_thread = {
             let trimmer = trimmer.clone();
             let (db, messages) = (db.clone(), messages.clone());
@@ -356,7 +459,8 @@ impl FjallStorage {
             meta: meta.clone(),
             messages: messages.clone(),
             trimmer: trimmer.clone(),
-            trimmed: trimmed.clone(),
+            chunks: chunks.clone(),
+            building: Vec::new(),
             trims: HashMap::new(),
         };
         let writer = match Writer::start(policy, QueueLimits::default(), sink) {
@@ -372,7 +476,7 @@ impl FjallStorage {
             open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
             writer,
             trimmer,
-            trimmed,
+            chunks,
             trim_thread: Mutex::new(Some(trim_thread)),
         })
     }
@@ -390,96 +494,77 @@ impl FjallStorage {
 }
 
 impl Open {
-    /// The history's next sequence number and messages; records in `trimmed` what
-    /// precedes its oldest key (corrupt records included, so that trims remove them too).
+    /// The history's next sequence number and messages, and its chunks into `chunks`.
     fn read_log(
         &self,
         kind: LogKind,
         name: &str,
         corrupt: &mut u64,
-        trimmed: &mut HashMap<(LogKind, String), u64>,
+        chunks: &mut ChunkIndex,
     ) -> Result<(u64, Vec<Message>), StorageError> {
+        let prefix = log_prefix(kind, name);
         let mut messages = Vec::new();
-        let mut last_seq = 0;
-        let mut oldest_key = None;
-        for entry in self.messages.prefix(log_prefix(kind, name)) {
+        // Each chunk's key seq, newest seq, and whether its end was lost to corruption.
+        let mut found: Vec<(u64, u64, bool)> = Vec::new();
+        for entry in self.messages.prefix(&prefix) {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|e| storage_error("reading messages", e))?;
-            if oldest_key.is_none() {
-                oldest_key = key_seq(&key);
-            }
-            match decode_record(&key, &value) {
-                Some(Packet::Message(message)) => {
-                    last_seq = last_seq.max(message.seq);
-                    messages.push(message);
-                }
-                _ => *corrupt += 1,
+            let before = messages.len();
+            let damaged = decode_chunk(&key, &value, &mut messages);
+            *corrupt += damaged;
+            if let Some(first) = key_seq(&key) {
+                let newest = messages[before..].iter().map(|m| m.seq).max();
+                found.push((first, newest.unwrap_or(first).max(first), damaged > 0));
             }
         }
-        let saved_next = self
-            .meta
-            .get(next_seq_key(kind, name))
-            .map_err(|e| storage_error("reading a sequence number", e))?
-            .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
-            .map_or(1, u64::from_be_bytes);
-        let next_seq = saved_next.max(last_seq + 1);
-        let before_oldest = oldest_key.unwrap_or(next_seq).saturating_sub(1);
-        trimmed.insert((kind, name.to_owned()), before_oldest);
+        let read_u64 = |key: Vec<u8>| -> Result<Option<u64>, StorageError> {
+            Ok(self
+                .meta
+                .get(key)
+                .map_err(|e| storage_error("reading a sequence number", e))?
+                .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+                .map(u64::from_be_bytes))
+        };
+        let saved_next = read_u64(next_seq_key(kind, name))?.unwrap_or(1);
+        let trimmed = read_u64(trim_key(&prefix))?.unwrap_or(0);
+        let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+        let next_seq = saved_next.max(last_seq + 1).max(trimmed + 1);
+        messages.retain(|m| m.seq > trimmed);
+        // A damaged chunk may have held messages up to where the next one begins.
+        let mut index = VecDeque::with_capacity(found.len());
+        for i in 0..found.len() {
+            let (first, mut newest, damaged) = found[i];
+            if damaged {
+                newest = found.get(i + 1).map_or(next_seq, |next| next.0) - 1;
+            }
+            index.push_back((first, newest.max(first)));
+        }
+        chunks.insert(prefix, index);
         Ok((next_seq, messages))
     }
 }
 
 fn run_trimmer(trimmer: &Trimmer, db: &Database, messages: &Keyspace) {
     loop {
-        let pending = {
+        let keys = {
             let mut queue = trimmer.queue.lock();
-            while queue.pending.is_empty() && !queue.stop {
+            while queue.keys.is_empty() && !queue.stop {
                 trimmer.wake.wait(&mut queue);
             }
-            if queue.pending.is_empty() && queue.stop {
+            if queue.keys.is_empty() && queue.stop {
                 return;
             }
-            std::mem::take(&mut queue.pending)
+            std::mem::take(&mut queue.keys)
         };
-        // Every trim of this round in one write batch: one journal write.
         let mut batch = db.batch().durability(Some(PersistMode::Buffer));
-        for ((kind, name), (from, through)) in pending {
-            match trim_keys(messages, kind, &name, from, through) {
-                Ok(keys) => {
-                    for key in keys {
-                        batch.remove_weak(messages, key);
-                    }
-                }
-                Err(error) => {
-                    error!(target: log::ERROR, log = %name, %error, "trimming history failed");
-                }
-            }
+        for key in keys {
+            batch.remove_weak(messages, key);
         }
         if let Err(error) = batch.commit() {
             error!(target: log::ERROR, %error, "trimming history failed");
         }
     }
-}
-
-/// The keys of a history's messages from `from` through `through`.
-fn trim_keys(
-    messages: &Keyspace,
-    kind: LogKind,
-    name: &str,
-    from: u64,
-    through: u64,
-) -> Result<Vec<fjall::UserKey>, StorageError> {
-    let start = message_key(kind, name, from);
-    let end = message_key(kind, name, through);
-    messages
-        .range(start..=end)
-        .map(|entry| {
-            entry
-                .key()
-                .map_err(|e| storage_error("listing trimmed keys", e))
-        })
-        .collect()
 }
 
 fn stop_trimmer(trimmer: &Trimmer, thread: Option<JoinHandle<()>>) {
@@ -496,9 +581,9 @@ impl Storage for FjallStorage {
     }
 
     fn load(&self) -> Result<Snapshot, StorageError> {
-        let mut trimmed = HashMap::new();
-        let snapshot = self.with_open(|open| open.load(&mut trimmed))?;
-        self.trimmed.lock().extend(trimmed);
+        let mut chunks = ChunkIndex::new();
+        let snapshot = self.with_open(|open| open.load(&mut chunks))?;
+        self.chunks.lock().extend(chunks);
         Ok(snapshot)
     }
 
@@ -606,10 +691,7 @@ impl Drop for FjallStorage {
 }
 
 impl Open {
-    fn load(
-        &self,
-        trimmed: &mut HashMap<(LogKind, String), u64>,
-    ) -> Result<Snapshot, StorageError> {
+    fn load(&self, chunks: &mut ChunkIndex) -> Result<Snapshot, StorageError> {
         let mut snapshot = Snapshot::default();
         let mut corrupt = 0;
         let mut groups: Vec<(String, String)> = Vec::new();
@@ -618,13 +700,13 @@ impl Open {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|e| storage_error("reading meta", e))?;
-            if key.starts_with(b"n/") {
+            if key.starts_with(b"n/") || key.starts_with(b"t/") {
                 continue;
             }
             match decode_record(&key, &value) {
                 Some(Packet::CreateChannel(channel)) => {
                     let (next_seq, messages) =
-                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, trimmed)?;
+                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, chunks)?;
                     snapshot.channels.push(LogSnapshot {
                         name: channel.name.to_string(),
                         options: channel.options,
@@ -646,7 +728,7 @@ impl Open {
         }
         for (name, description) in groups {
             let (next_seq, messages) =
-                self.read_log(LogKind::Group, &name, &mut corrupt, trimmed)?;
+                self.read_log(LogKind::Group, &name, &mut corrupt, chunks)?;
             snapshot.groups.push(GroupSnapshot {
                 members: members.remove(&name).unwrap_or_default(),
                 history: LogSnapshot {
@@ -702,8 +784,24 @@ mod tests {
         channels
     }
 
-    #[test]
-    fn close_writes_everything_queued_across_channels_and_trims() {
+    /// The seqs each stored chunk of a history holds, read raw from the keyspace.
+    fn stored_chunks(store: &FjallStorage, log: &str) -> Vec<Vec<u64>> {
+        store
+            .with_open(|open| {
+                let mut chunks = Vec::new();
+                for entry in open.messages.prefix(log_prefix(LogKind::Channel, log)) {
+                    let (key, value) = entry.into_inner().unwrap();
+                    let mut messages = Vec::new();
+                    assert_eq!(decode_chunk(&key, &value, &mut messages), 0);
+                    chunks.push(messages.iter().map(|m| m.seq).collect());
+                }
+                Ok(chunks)
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn close_writes_everything_queued_across_channels_and_trims() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         assert!(store.load().unwrap().channels.is_empty());
@@ -723,10 +821,17 @@ mod tests {
             if seq > 100 {
                 store.trim(LogKind::Channel, "a", seq - 100);
             }
+            // Batches end here at least, so that "b" has many chunks.
+            if seq % 100 == 0 {
+                store.sync().await.unwrap();
+            }
         }
-        // A trim wider than the writer removes key by key goes to the trim thread.
+        // Removes more chunks than one batch does: the rest go to the trim thread.
         store.trim(LogKind::Channel, "b", 5900);
-        // No sync awaited: close alone must write and sync all of it.
+        store
+            .append(LogKind::Channel, "a", &message("a", 3001))
+            .unwrap();
+        // No sync awaited for the last records: close alone must write and sync them.
         store.close(&[]);
         drop(store);
 
@@ -736,18 +841,28 @@ mod tests {
         assert_eq!(
             channels(&snapshot),
             [
-                ("a".to_owned(), 3001, (2901..=3000).collect()),
+                ("a".to_owned(), 3002, (2901..=3001).collect()),
                 ("b".to_owned(), 6001, (5901..=6000).collect()),
             ]
         );
-        // The first trim after a restart starts at the oldest stored key, so it is
-        // removed key by key in the writer's own batch and leaves nothing behind.
+        // Only chunks holding something newer than the trim are left.
+        for (log, through) in [("a", 2900), ("b", 5900)] {
+            let chunks = stored_chunks(&store, log);
+            assert!(!chunks.is_empty());
+            for chunk in chunks {
+                assert!(chunk.iter().any(|&seq| seq > through), "{log}: {chunk:?}");
+            }
+        }
+        // Trims after a restart know the chunks loaded.
         store.trim(LogKind::Channel, "a", 2950);
         store.close(&[]);
         drop(store);
         let store = open(dir.path());
         let snapshot = store.load().unwrap();
-        assert_eq!(channels(&snapshot)[0].2, (2951..=3000).collect::<Vec<_>>());
+        assert_eq!(channels(&snapshot)[0].2, (2951..=3001).collect::<Vec<_>>());
+        for chunk in stored_chunks(&store, "a") {
+            assert!(chunk.iter().any(|&seq| seq > 2950), "{chunk:?}");
+        }
         store.close(&[]);
     }
 
