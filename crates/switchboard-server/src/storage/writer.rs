@@ -2,8 +2,8 @@
 //! lock and must not wait for a disk), and one thread writes everything queued as one
 //! batch, then syncs it when a publish is waiting for that or the interval is due.
 //!
-//! A publish that must be durable takes a ticket after its append: the number of records
-//! queued so far. A ticket is kept once a sync covered every record up to it, so all the
+//! A publish that must be durable takes a ticket after its append: the number of the
+//! newest record queued so far (trims do not count: they need not be on disk first). A ticket is kept once a sync covered every record up to it, so all the
 //! publishes that arrive while one batch is written and synced share the next batch and
 //! its one `fdatasync` (group commit), however many connections they came from.
 //!
@@ -109,6 +109,9 @@ struct Queue {
     bytes: usize,
     /// Records ever queued: the number of the newest.
     queued: u64,
+    /// The number of the newest record that is not a trim: what a ticket must cover.
+    /// (A trim queued after a publish need not be on disk for the publish to be.)
+    last_put: u64,
     /// The highest ticket handed out.
     requested: u64,
     stop: bool,
@@ -198,9 +201,13 @@ impl Writer {
             self.shared.room.wait(&mut queue);
             queue.blocked -= 1;
         }
+        let is_put = matches!(op, Op::Put { .. });
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
+        if is_put {
+            queue.last_put = queue.queued;
+        }
         let wake = std::mem::take(&mut queue.writer_idle);
         drop(queue);
         if wake {
@@ -213,7 +220,7 @@ impl Writer {
     pub fn sync(&self) -> SyncFuture {
         let ticket = {
             let mut queue = self.shared.queue.lock();
-            let ticket = queue.queued;
+            let ticket = queue.last_put;
             let wake = ticket > queue.requested && std::mem::take(&mut queue.writer_idle);
             queue.requested = queue.requested.max(ticket);
             drop(queue);
@@ -478,6 +485,28 @@ mod tests {
             "101 records, one held back"
         );
         assert_eq!(writer.syncs(), 2);
+        writer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_trim_queued_after_a_record_does_not_hold_its_ticket_for_another_sync() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        seen.hold.store(true, Ordering::SeqCst);
+        writer.push(put("a")).unwrap();
+        entered(&seen, 1);
+        writer
+            .push(Op::Trim {
+                kind: LogKind::Channel,
+                log: "a".into(),
+                through: 1,
+            })
+            .unwrap();
+        let ticket = writer.sync();
+        seen.hold.store(false, Ordering::SeqCst);
+        ticket.await.unwrap();
+        // The sync right after the record's batch kept the ticket; the trim's batch
+        // needed none.
+        assert_eq!(seen.syncs.load(Ordering::SeqCst), 1);
         writer.stop();
     }
 
