@@ -6,7 +6,7 @@
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
 
 mod fjall_store;
-mod syncer;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -100,7 +100,9 @@ pub trait Storage: Send + Sync + 'static {
     fn load(&self) -> Result<Snapshot, StorageError>;
     /// A channel was created.
     fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError>;
-    /// A message was appended to a history.
+    /// A message was appended to a history. May only queue it: an error here means the
+    /// store cannot take it (closed, or failed earlier); a write that fails later refuses
+    /// the [`Storage::sync`] futures that cover it, and every later append.
     fn append(&self, kind: LogKind, log: &str, message: &StoredMessage)
     -> Result<(), StorageError>;
     /// Messages up to and including `through_seq` left a history. Done in the
@@ -111,7 +113,8 @@ pub trait Storage: Send + Sync + 'static {
     fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError>;
     /// A group's member list changed.
     fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError>;
-    /// Everything appended so far, on disk.
+    /// Everything appended so far, on disk: resolves once a sync covered it, or with
+    /// an error if it cannot be (a failed write or sync).
     fn sync(&self) -> SyncFuture;
     /// How many syncs to disk were made (for STATS; shows group commit at work).
     fn syncs(&self) -> u64 {
