@@ -763,7 +763,7 @@ mod tests {
             body: Bytes::from(format!("{channel} #{seq}")),
             ..Message::default()
         };
-        StoredMessage::encode(&record_codec(), &message, Vec::new()).unwrap()
+        StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap()
     }
 
     fn open(dir: &Path) -> FjallStorage {
