@@ -193,8 +193,9 @@ async fn sync_always_keeps_every_acknowledged_message_through_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_interval_loses_at_most_the_documented_window() {
     // The documented bound: what was acknowledged within one interval (100 ms) plus the
-    // time of one sync before a machine crash. A killed process loses less: the journal is
-    // in the kernel's page cache, which survives the process.
+    // time of one sync before a machine crash. A killed process loses less: what the
+    // storage writer already wrote is in the kernel's page cache, which survives the
+    // process; only records still queued for it (a batch, milliseconds) can go.
     let window = Duration::from_millis(100) + Duration::from_millis(400);
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = serve(
