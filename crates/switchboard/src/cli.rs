@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// How often `--sync interval` syncs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub sync_interval: std::time::Duration,
+    /// Threads serving connections. Default: one per CPU. Fewer leave cores to clients
+    /// on the same machine (see docs/BENCHMARKS.md: one thread did better for large
+    /// messages and latency on 2 cores, worse for fan-out to many connections).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// The sync policies of `serve --sync`.

@@ -491,3 +491,39 @@ fn serve_refuses_an_unusable_data_directory_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_takes_a_thread_count_and_refuses_zero() {
+    let (mut child, addr) =
+        serve_process(&["--threads".as_ref(), "1".as_ref(), "--memory".as_ref()]);
+    let out = support::cli_at(&addr, "threads")
+        .args(["pub", "one.thread", "hello"])
+        .output()
+        .expect("pub runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = support::cli_at(&addr, "threads")
+        .args(["get", "one.thread"])
+        .output()
+        .expect("get runs");
+    assert!(String::from_utf8_lossy(&got.stdout).contains("hello"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "--threads",
+            "0",
+        ])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--threads"));
+}
