@@ -459,7 +459,10 @@ impl EncodedLayout {
         let frame_type =
             FrameType::from_u8(prefix[3]).ok_or(ProtoError::UnknownFrameType(prefix[3]))?;
         let header_end = FIXED_HEADER_LEN + usize::from(be16(6));
-        let content_end = header_end + be32(12) as usize;
+        let content_end = usize::try_from(be32(12))
+            .ok()
+            .and_then(|len| header_end.checked_add(len))
+            .unwrap_or(usize::MAX);
         if content_end > encoded.len() {
             return Err(ProtoError::Truncated {
                 needed: content_end,
