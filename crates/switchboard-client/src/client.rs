@@ -88,6 +88,9 @@ struct ClientInner {
     request_timeout: Duration,
     subscription_capacity: usize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The channel of the last publish: publishing to the same channel again shares its
+    /// text instead of copying the name (an allocation, freed by the writer's thread).
+    last_channel: Mutex<Text>,
 }
 
 impl Drop for ClientInner {
@@ -175,6 +178,7 @@ impl Client {
                 request_timeout: config.request_timeout(),
                 subscription_capacity: config.subscription_capacity(),
                 tasks: Mutex::new(vec![reader_task, writer_task]),
+                last_channel: Mutex::new(Text::default()),
             }),
         })
     }
@@ -834,12 +838,21 @@ impl Client {
         self.check_body(payload.body.len())?;
         Ok(Publish {
             scope,
-            channel: channel.into(),
+            channel: self.channel_text(channel),
             content_type: payload.content_type,
             user_headers: payload.headers,
             body: payload.body,
             stream: None,
         })
+    }
+
+    /// `channel` as a `Text`, shared with the previous publish when it is the same.
+    fn channel_text(&self, channel: &str) -> Text {
+        let mut last = lock(&self.inner.last_channel);
+        if last.as_str() != channel {
+            *last = Text::from(channel);
+        }
+        last.clone()
     }
 
     fn check_body(&self, len: usize) -> Result<()> {

@@ -833,3 +833,27 @@ async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() 
     );
     server.shutdown().await;
 }
+
+/// Publishes that alternate between channels each reach their own channel: the client
+/// reuses the name of the previous publish only when it is the same.
+#[tokio::test]
+async fn publishes_alternating_between_channels_keep_their_channels() {
+    let server = server().await;
+    let reader = client(&server, "reader").await;
+    let writer = client(&server, "writer").await;
+    let mut all = reader.subscribe("alt.>", Replay::None).await.unwrap();
+    let channels = ["alt.a", "alt.b", "alt.b", "alt.a", "alt.ab", "alt.a"];
+    for (index, channel) in channels.iter().enumerate() {
+        writer
+            .publish_no_reply(channel, Payload::text(&index.to_string()))
+            .await
+            .unwrap();
+    }
+    writer.flush().await.unwrap();
+    for (index, channel) in channels.iter().enumerate() {
+        let message = next(&mut all).await.unwrap();
+        assert_eq!(message.channel(), *channel);
+        assert_eq!(message.text(), Some(index.to_string().as_str()));
+    }
+    server.shutdown().await;
+}
