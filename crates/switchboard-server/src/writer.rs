@@ -57,9 +57,8 @@ struct Writer<'a> {
     next_stream_id: u64,
 }
 
-/// What a writer task owns, kept by the queue while no task runs.
+/// What a writer task owns besides its queue, kept by the queue while no task runs.
 struct Parts<W> {
-    rx: OutboxReceiver,
     sink: W,
     /// For its codec.
     hub: Arc<Hub>,
@@ -72,48 +71,30 @@ pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>, conn_id: u64)
 where
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    launch(
-        Parts {
-            rx,
-            sink,
-            hub,
-            conn_id,
-            next_stream_id: 0,
-        },
-        &tokio::runtime::Handle::current(),
-    );
-}
-
-fn launch<W>(parts: Parts<W>, runtime: &tokio::runtime::Handle)
-where
-    W: AsyncWrite + Send + Unpin + 'static,
-{
-    let Parts {
-        rx,
+    let parts = Parts {
         sink,
         hub,
         conn_id,
-        next_stream_id,
-    } = parts;
-    rx.launch(|rx| {
-        runtime.spawn(task(Parts {
-            rx,
-            sink,
-            hub,
-            conn_id,
-            next_stream_id,
-        }))
-    });
+        next_stream_id: 0,
+    };
+    launch(rx, parts, tokio::runtime::Handle::current());
+}
+
+fn launch<W>(rx: OutboxReceiver, parts: Parts<W>, runtime: tokio::runtime::Handle)
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    rx.launch(move |rx| runtime.spawn(task(rx, parts)));
 }
 
 /// A writer task: writes until the connection is done, or until it has been idle for a
 /// moment; then it parks its parts with the queue, which launches the next task.
-async fn task<W>(mut parts: Parts<W>)
+async fn task<W>(mut rx: OutboxReceiver, mut parts: Parts<W>)
 where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let ending = run(
-        &mut parts.rx,
+        &mut rx,
         &mut parts.sink,
         &parts.hub.codec,
         parts.conn_id,
@@ -123,25 +104,7 @@ where
     .await;
     if ending == Ending::Idle {
         let runtime = tokio::runtime::Handle::current();
-        let Parts {
-            rx,
-            sink,
-            hub,
-            conn_id,
-            next_stream_id,
-        } = parts;
-        rx.park(move |rx| {
-            launch(
-                Parts {
-                    rx,
-                    sink,
-                    hub,
-                    conn_id,
-                    next_stream_id,
-                },
-                &runtime,
-            );
-        });
+        rx.park(move |rx| launch(rx, parts, runtime));
     }
 }
 
