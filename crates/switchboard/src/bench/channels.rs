@@ -13,24 +13,13 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
     let channels = (0..settings.channel_count())
         .map(|index| format!("{}.{index}", settings.channel_base))
         .collect();
-    let plan = FlowPlan {
-        label: format!("channels ×{}", settings.channel_count()),
-        channels,
-        publishers_per_channel: 1,
-        subscribers_per_channel: settings.subscribers,
-        size: settings.size,
-        limit: settings.limit,
-        pace: Pace::Flood,
-        window: settings.window,
-        drain_timeout: settings.drain_timeout,
-    };
-    let subscribers = settings.subscribers * settings.channel_count();
-    let outcome = flow::run(target, &plan).await?;
-    Ok(Report::from_flow(
+    let mut plan = FlowPlan::new(
         settings,
-        target,
-        subscribers,
-        outcome,
-        plan.pace,
-    ))
+        format!("channels ×{}", settings.channel_count()),
+        channels,
+        Pace::Flood,
+    );
+    // One publisher per channel: --publishers is the number of channels here.
+    plan.publishers_per_channel = 1;
+    flow::measure(target, settings, plan).await
 }

@@ -20,21 +20,15 @@ use super::{Settings, SyncPolicy};
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     let channel = settings.channel_base.clone();
     let storage = prepare_channel(target, &channel, settings.sync).await?;
-    let plan = FlowPlan {
-        label: format!("durable ≤{} in flight", settings.in_flight),
-        channels: vec![channel],
-        publishers_per_channel: settings.publishers,
-        subscribers_per_channel: settings.subscribers,
-        size: settings.size,
-        limit: settings.limit,
-        pace: Pace::Acked {
+    let plan = FlowPlan::new(
+        settings,
+        format!("durable ≤{} in flight", settings.in_flight),
+        vec![channel],
+        Pace::Acked {
             in_flight: settings.in_flight,
         },
-        window: settings.window,
-        drain_timeout: settings.drain_timeout,
-    };
-    let outcome = flow::run(target, &plan).await?;
-    let mut report = Report::from_flow(settings, target, settings.subscribers, outcome, plan.pace);
+    );
+    let mut report = flow::measure(target, settings, plan).await?;
     report.sync = settings.sync.map(|sync| sync.name().to_owned());
     report.durability = Some(storage.channel.name().to_owned());
     report.storage = Some(storage.describe());

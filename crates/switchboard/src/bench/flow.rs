@@ -29,7 +29,9 @@ use switchboard_client::{Client, OCTET_STREAM, Payload, Replay, Subscription, Te
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::Settings;
 use super::progress::{Progress, REFRESH};
+use super::report::Report;
 use super::target::{Target, cpu_seconds, stat};
 use super::{Limit, TIMESTAMP_BYTES};
 
@@ -62,6 +64,41 @@ pub(super) struct FlowPlan {
     pub pace: Pace,
     pub window: u64,
     pub drain_timeout: Duration,
+}
+
+impl FlowPlan {
+    /// A flow with the bench's settings on `channels`: --publishers and --subscribers per
+    /// channel, --size, the count or duration, the window and the drain timeout.
+    pub fn new(settings: &Settings, label: String, channels: Vec<String>, pace: Pace) -> FlowPlan {
+        FlowPlan {
+            label,
+            channels,
+            publishers_per_channel: settings.publishers,
+            subscribers_per_channel: settings.subscribers,
+            size: settings.size,
+            limit: settings.limit,
+            pace,
+            window: settings.window,
+            drain_timeout: settings.drain_timeout,
+        }
+    }
+}
+
+/// Runs `plan` and reports it.
+pub(super) async fn measure(
+    target: &Target,
+    settings: &Settings,
+    plan: FlowPlan,
+) -> Result<Report> {
+    let outcome = run(target, &plan).await?;
+    let subscribers = plan.subscribers_per_channel * plan.channels.len();
+    Ok(Report::from_flow(
+        settings,
+        target,
+        subscribers,
+        outcome,
+        plan.pace,
+    ))
 }
 
 /// What a flow measured.

@@ -15,19 +15,13 @@ use super::target::Target;
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     let per_publisher = f64::from(settings.rate) / settings.publishers as f64;
-    let plan = FlowPlan {
-        label: format!("latency {}/s", settings.rate),
-        channels: vec![settings.channel_base.clone()],
-        publishers_per_channel: settings.publishers,
-        subscribers_per_channel: settings.subscribers,
-        size: settings.size,
-        limit: settings.limit,
-        pace: Pace::Rate(per_publisher),
-        window: settings.window,
-        drain_timeout: settings.drain_timeout,
-    };
-    let outcome = flow::run(target, &plan).await?;
-    let mut report = Report::from_flow(settings, target, settings.subscribers, outcome, plan.pace);
+    let plan = FlowPlan::new(
+        settings,
+        format!("latency {}/s", settings.rate),
+        vec![settings.channel_base.clone()],
+        Pace::Rate(per_publisher),
+    );
+    let mut report = flow::measure(target, settings, plan).await?;
     report.rate = Some(settings.rate);
     Ok(report)
 }

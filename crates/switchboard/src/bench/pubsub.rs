@@ -19,23 +19,11 @@ pub(super) async fn flood_one_channel(
     settings: &Settings,
     label: String,
 ) -> Result<Report> {
-    let plan = FlowPlan {
-        label,
-        channels: vec![settings.channel_base.clone()],
-        publishers_per_channel: settings.publishers,
-        subscribers_per_channel: settings.subscribers,
-        size: settings.size,
-        limit: settings.limit,
-        pace: Pace::Flood,
-        window: settings.window,
-        drain_timeout: settings.drain_timeout,
-    };
-    let outcome = flow::run(target, &plan).await?;
-    Ok(Report::from_flow(
+    let plan = FlowPlan::new(
         settings,
-        target,
-        settings.subscribers,
-        outcome,
-        plan.pace,
-    ))
+        label,
+        vec![settings.channel_base.clone()],
+        Pace::Flood,
+    );
+    flow::measure(target, settings, plan).await
 }

@@ -12,25 +12,13 @@ use super::report::Report;
 use super::target::Target;
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
-    let plan = FlowPlan {
-        label: "request".to_owned(),
-        channels: vec![settings.channel_base.clone()],
-        publishers_per_channel: settings.publishers,
-        subscribers_per_channel: settings.subscribers,
-        size: settings.size,
-        limit: settings.limit,
-        pace: Pace::Acked {
+    let plan = FlowPlan::new(
+        settings,
+        "request".to_owned(),
+        vec![settings.channel_base.clone()],
+        Pace::Acked {
             in_flight: settings.in_flight,
         },
-        window: settings.window,
-        drain_timeout: settings.drain_timeout,
-    };
-    let outcome = flow::run(target, &plan).await?;
-    Ok(Report::from_flow(
-        settings,
-        target,
-        settings.subscribers,
-        outcome,
-        plan.pace,
-    ))
+    );
+    flow::measure(target, settings, plan).await
 }
