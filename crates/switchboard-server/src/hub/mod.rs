@@ -452,15 +452,20 @@ impl Hub {
             delivered
         };
         drop(history);
+        Ok(self.published(&stored, delivered, durability == Durability::Always))
+    }
+
+    /// Counts a publish stored and queued on `delivered` connections, and its answer.
+    fn published(&self, stored: &StoredMessage, delivered: u64, must_sync: bool) -> Published {
         Counters::add(&self.counters.messages_published, 1);
         Counters::add(&self.counters.messages_delivered, delivered);
-        Ok(Published {
+        Published {
             ack: PublishAck {
                 id: stored.id(),
                 seq: stored.seq(),
             },
-            must_sync: durability == Durability::Always,
-        })
+            must_sync,
+        }
     }
 
     /// Builds and encodes the stored form of a publish at the history's next position.
@@ -614,15 +619,11 @@ impl Hub {
         }
         let delivered = self.tell_members(&group, |outbox| outbox.deliver_message(&stored, false));
         drop(history);
-        Counters::add(&self.counters.messages_published, 1);
-        Counters::add(&self.counters.messages_delivered, delivered);
-        Ok(Published {
-            ack: PublishAck {
-                id: stored.id(),
-                seq: stored.seq(),
-            },
-            must_sync: self.default_durability() == Durability::Always,
-        })
+        Ok(self.published(
+            &stored,
+            delivered,
+            self.default_durability() == Durability::Always,
+        ))
     }
 
     /// Queues something on every session of every member of the group; returns on how
