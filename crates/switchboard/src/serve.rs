@@ -102,11 +102,20 @@ pub async fn run(args: ServeArgs, hmac_key: Option<Vec<u8>>) -> Result<()> {
     }
     match &args.memory {
         true => eprintln!("switchboard keeps history in memory only (--memory)"),
-        false => eprintln!(
-            "switchboard keeps history in {} (sync {:?})",
-            args.data_dir.display(),
-            args.sync
-        ),
+        false => {
+            let sync = match args.sync {
+                SyncArg::Always => "sync always".to_owned(),
+                SyncArg::Interval => format!(
+                    "synced every {}",
+                    humantime::format_duration(args.sync_interval)
+                ),
+                SyncArg::Never => "sync never".to_owned(),
+            };
+            eprintln!(
+                "switchboard keeps history in {} ({sync})",
+                args.data_dir.display()
+            );
+        }
     }
     tokio::select! {
         () = handle.stopping() => {}
