@@ -365,6 +365,28 @@ mod tests {
         }
     }
 
+    /// Queues a Close behind what `commands` holds and runs a writer over `receiver`,
+    /// writing into `recorder`, until it has said goodbye.
+    async fn run_until_closed(
+        commands: &mpsc::Sender<Command>,
+        receiver: mpsc::Receiver<Command>,
+        recorder: &Recorder,
+        codec: &FrameCodec,
+        shared: &Arc<Shared>,
+    ) {
+        let (done, closed) = oneshot::channel();
+        commands.try_send(Command::Close(Some(done))).unwrap();
+        let writer = Writer::new(
+            Box::new(recorder.clone()),
+            codec.clone(),
+            receiver,
+            shared.clone(),
+            Duration::from_secs(60),
+        );
+        writer.run().await;
+        closed.await.unwrap();
+    }
+
     fn publish(index: u32) -> Command {
         Command::Send(Outbound {
             request_id: index,
@@ -385,18 +407,8 @@ mod tests {
         for index in 1..=1000 {
             commands.try_send(publish(index)).unwrap();
         }
-        let (done, closed) = oneshot::channel();
-        commands.try_send(Command::Close(Some(done))).unwrap();
         let codec = FrameCodec::new(Limits::default());
-        let writer = Writer::new(
-            Box::new(recorder.clone()),
-            codec.clone(),
-            receiver,
-            shared.clone(),
-            Duration::from_secs(60),
-        );
-        writer.run().await;
-        closed.await.unwrap();
+        run_until_closed(&commands, receiver, &recorder, &codec, &shared).await;
 
         let writes = recorder.writes.load(Ordering::Relaxed);
         assert!(writes <= 3, "1000 queued frames took {writes} writes");
@@ -444,17 +456,7 @@ mod tests {
                     }))
                     .unwrap();
             }
-            let (done, closed) = oneshot::channel();
-            commands.try_send(Command::Close(Some(done))).unwrap();
-            let writer = Writer::new(
-                Box::new(recorder.clone()),
-                codec.clone(),
-                receiver,
-                shared.clone(),
-                Duration::from_secs(60),
-            );
-            writer.run().await;
-            closed.await.unwrap();
+            run_until_closed(&commands, receiver, &recorder, &codec, &shared).await;
             let mut bytes = BytesMut::from(&recorder.bytes.lock().unwrap()[..]);
             let mut decoder = codec;
             let mut seen = Vec::new();
