@@ -1,8 +1,8 @@
 //! DIRECT: a body relayed from another client.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::{Encode, for_each_field, put_content, required, text_len};
+use super::{Encode, content_is_body, for_each_field, required, text_len};
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Frame, FrameType};
@@ -53,15 +53,7 @@ impl Encode for Direct {
             fields.text(key::CONTENT_TYPE, &self.content_type);
         }
     }
-    fn write_content(&self, dst: &mut BytesMut) {
-        put_content(dst, &self.body);
-    }
-    fn content_len(&self) -> usize {
-        self.body.len()
-    }
-    fn body(&self) -> Option<&Bytes> {
-        Some(&self.body)
-    }
+    content_is_body!(body);
     fn fields_len_hint(&self) -> usize {
         text_len(&self.sender_name) + text_len(&self.content_type) + 24
     }

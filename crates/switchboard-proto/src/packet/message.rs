@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::publish::user_headers_len;
-use super::{Encode, Scope, StreamStart, for_each_field, put_content, required};
+use super::{Encode, Scope, StreamStart, content_is_body, for_each_field, put_content, required};
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
@@ -174,15 +174,7 @@ impl Encode for Message {
     fn write_fields(&self, fields: &mut FieldWriter<'_>) {
         self.as_envelope().write_fields(fields);
     }
-    fn write_content(&self, dst: &mut BytesMut) {
-        put_content(dst, &self.body);
-    }
-    fn content_len(&self) -> usize {
-        self.body.len()
-    }
-    fn body(&self) -> Option<&Bytes> {
-        Some(&self.body)
-    }
+    content_is_body!(body);
     fn fields_len_hint(&self) -> usize {
         self.as_envelope().fields_len_hint()
     }

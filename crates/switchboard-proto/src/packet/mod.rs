@@ -78,6 +78,23 @@ pub trait Encode {
     }
 }
 
+/// The [`Encode`] methods of a packet whose content is exactly one of its fields (a
+/// body): written as is, and offered to writers that send it from its own buffer.
+macro_rules! content_is_body {
+    ($field:ident) => {
+        fn write_content(&self, dst: &mut ::bytes::BytesMut) {
+            $crate::packet::put_content(dst, &self.$field);
+        }
+        fn content_len(&self) -> usize {
+            self.$field.len()
+        }
+        fn body(&self) -> Option<&::bytes::Bytes> {
+            Some(&self.$field)
+        }
+    };
+}
+pub(crate) use content_is_body;
+
 /// Where a message lives: a channel, a group, or a hashtag (read-only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Scope {

@@ -1,9 +1,9 @@
 //! PUBLISH and PUBLISH_ACK.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{Encode, Scope, for_each_field, put_content, required, text_len};
+use super::{Encode, Scope, content_is_body, for_each_field, required, text_len};
 use crate::error::ProtoError;
 use crate::fields::{Field, FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
@@ -103,15 +103,7 @@ impl Encode for Publish {
         }
         StreamStart::write(self.stream.as_ref(), fields);
     }
-    fn write_content(&self, dst: &mut BytesMut) {
-        put_content(dst, &self.body);
-    }
-    fn content_len(&self) -> usize {
-        self.body.len()
-    }
-    fn body(&self) -> Option<&Bytes> {
-        Some(&self.body)
-    }
+    content_is_body!(body);
     fn fields_len_hint(&self) -> usize {
         text_len(&self.channel)
             + text_len(&self.content_type)

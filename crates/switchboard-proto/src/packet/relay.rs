@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::{
-    Encode, for_each_field, for_each_record, put_content, records_len, required, text_len,
+    Encode, content_is_body, for_each_field, for_each_record, records_len, required, text_len,
     unit_packet,
 };
 use crate::error::ProtoError;
@@ -181,15 +181,7 @@ impl Encode for Relay {
             fields.text(key::CONTENT_TYPE, &self.content_type);
         }
     }
-    fn write_content(&self, dst: &mut BytesMut) {
-        put_content(dst, &self.body);
-    }
-    fn content_len(&self) -> usize {
-        self.body.len()
-    }
-    fn body(&self) -> Option<&Bytes> {
-        Some(&self.body)
-    }
+    content_is_body!(body);
     fn fields_len_hint(&self) -> usize {
         self.receivers.len() * 8 + 4 + text_len(&self.content_type)
     }

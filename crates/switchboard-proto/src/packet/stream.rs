@@ -5,9 +5,9 @@
 //! of the whole body. Either side may send STREAM_ABORT instead, and the receiver then
 //! discards everything it received for that stream.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::{Encode, for_each_field, put_content, required, text_len};
+use super::{Encode, content_is_body, for_each_field, required, text_len};
 use crate::error::{ErrorCode, ProtoError};
 use crate::fields::{FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
@@ -86,15 +86,7 @@ impl Encode for Chunk {
             fields.bytes(key::DIGEST, digest);
         }
     }
-    fn write_content(&self, dst: &mut BytesMut) {
-        put_content(dst, &self.data);
-    }
-    fn content_len(&self) -> usize {
-        self.data.len()
-    }
-    fn body(&self) -> Option<&Bytes> {
-        Some(&self.data)
-    }
+    content_is_body!(data);
     fn fields_len_hint(&self) -> usize {
         12 + DIGEST_LEN + 2
     }
