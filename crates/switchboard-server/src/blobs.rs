@@ -116,15 +116,15 @@ impl BlobStore {
         })
     }
 
-    /// Checks an upload and makes it the body of message `id`; with `sync`, the body is
-    /// on disk when this returns.
-    pub async fn commit(
+    /// Checks an upload's length and digest and finishes writing it; with `sync` (or on
+    /// a durable store) the body is on disk when this returns. The checked upload becomes
+    /// a message's body with [`BlobStore::store`], once the message has its id.
+    pub async fn verify(
         &self,
         mut upload: Upload,
         digest: &[u8; DIGEST_LEN],
-        id: Uuid,
         sync: bool,
-    ) -> Result<Blob, BlobError> {
+    ) -> Result<Verified, BlobError> {
         if upload.written != upload.expected {
             return Err(BlobError::WrongLength {
                 expected: upload.expected,
@@ -146,15 +146,41 @@ impl BlobStore {
             file.sync_data().await?;
         }
         drop(file);
-        let body = self.body_path(&id);
-        tokio::fs::write(self.digest_path(&id), digest).await?;
-        // After the rename the spool path is gone, so dropping the upload removes nothing.
-        tokio::fs::rename(&upload.path, &body).await?;
-        Ok(Blob {
-            path: body,
-            digest_path: self.digest_path(&id),
+        let mut verified = Verified {
+            // Taken from the upload, which then has nothing to remove when dropped.
+            body_path: std::mem::take(&mut upload.path),
+            digest_path: None,
             len: upload.expected,
             digest: *digest,
+        };
+        let digest_path = verified
+            .digest_path
+            .insert(verified.body_path.with_extension("sha256"));
+        tokio::fs::write(digest_path, digest).await?;
+        Ok(verified)
+    }
+
+    /// Makes a checked upload the body of message `id`: two renames within the blob
+    /// directory, so that it can be done where the id is assigned, under the history's
+    /// lock (deleting a trimmed body happens there too).
+    pub fn store(&self, mut verified: Verified, id: &Uuid) -> Result<Blob, BlobError> {
+        let body = self.body_path(id);
+        let digest_path = self.digest_path(id);
+        if let Some(spooled) = &verified.digest_path {
+            std::fs::rename(spooled, &digest_path)?;
+            verified.digest_path = None;
+        }
+        if let Err(error) = std::fs::rename(&verified.body_path, &body) {
+            let _ = std::fs::remove_file(&digest_path);
+            return Err(error.into());
+        }
+        // Renamed: nothing is left in the spool for the drop to remove.
+        verified.body_path = PathBuf::new();
+        Ok(Blob {
+            path: body,
+            digest_path,
+            len: verified.len,
+            digest: verified.digest,
             delete_on_drop: AtomicBool::new(!self.durable),
         })
     }
@@ -219,7 +245,41 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        remove_spooled(&self.path);
+    }
+}
+
+/// An upload whose length and digest were checked, still in the spool. Dropping it
+/// deletes it.
+#[derive(Debug)]
+pub struct Verified {
+    /// The body in the spool, until it is stored (then empty).
+    body_path: PathBuf,
+    /// The digest beside it in the spool, until it is stored.
+    digest_path: Option<PathBuf>,
+    len: u64,
+    digest: [u8; DIGEST_LEN],
+}
+
+impl Verified {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl Drop for Verified {
+    fn drop(&mut self) {
+        remove_spooled(&self.body_path);
+        if let Some(path) = &self.digest_path {
+            remove_spooled(path);
+        }
+    }
+}
+
+/// Removes a spool file, if there still is one.
+fn remove_spooled(path: &Path) {
+    if !path.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -363,3 +363,133 @@ async fn streamed_bodies_survive_a_restart() {
     assert_eq!(receive_stream(&mut reader).await, data);
     server.shutdown().await;
 }
+
+/// Every message of `channel` as (seq, id), in the order the server lists them.
+async fn seqs_and_ids(client: &mut RawClient, channel: &str) -> Vec<(u64, uuid::Uuid)> {
+    let request_id = client.next_request_id();
+    let get = Packet::GetMessages(GetMessages {
+        channel: channel.into(),
+        since: Since::All,
+        ..GetMessages::default()
+    });
+    client.send(request_id, Flags::empty(), &get).await;
+    let mut listed = Vec::new();
+    loop {
+        let frame = client.next_frame().await.expect("an answer");
+        if frame.request_id != request_id {
+            continue;
+        }
+        match Packet::from_frame(&frame).expect("packet") {
+            Packet::Message(message) => listed.push((message.seq, message.id)),
+            Packet::Chunk(_) => {}
+            Packet::MessagesEnd(_) => return listed,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Publishes `data` in one frame; returns its request id.
+async fn send_publish(client: &mut RawClient, channel: &str, data: &[u8]) -> u32 {
+    let request_id = client.next_request_id();
+    let publish = Packet::Publish(Publish {
+        channel: channel.into(),
+        content_type: "application/octet-stream".into(),
+        body: Bytes::copy_from_slice(data),
+        ..Publish::default()
+    });
+    client.send(request_id, Flags::empty(), &publish).await;
+    request_id
+}
+
+fn assert_ids_follow_seqs(channel: &str, mut listed: Vec<(u64, uuid::Uuid)>) {
+    listed.sort_by_key(|(seq, _)| *seq);
+    for pair in listed.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].1,
+            "in {channel}, message {} has id {} but message {} has id {}",
+            pair[0].0,
+            pair[0].1,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+}
+
+#[tokio::test]
+async fn ids_of_streamed_and_framed_messages_sort_in_publish_order() {
+    let server = memory_server().await;
+    let (mut writer, _) = RawClient::connect_session(&server, "writer").await;
+    // A streamed publish is two writes; without this the second waits for a delayed ACK.
+    writer.stream.set_nodelay(true).unwrap();
+    let data = body(100);
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    // Each publish is answered before the next is sent, so publish order is the order
+    // below, across both channels.
+    let mut acks = Vec::new();
+    for round in 0..40u64 {
+        let channel = if round % 3 == 0 { "ids.b" } else { "ids.a" };
+        let request_id = if round % 2 == 0 {
+            send_stream(&mut writer, channel, round + 1, &data, digest).await
+        } else {
+            send_publish(&mut writer, channel, &data).await
+        };
+        match answer(&mut writer, request_id).await {
+            Packet::PublishAck(ack) => acks.push((round, ack.id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    for pair in acks.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].1,
+            "publish {} got id {} but the later publish {} got id {}",
+            pair[0].0,
+            pair[0].1,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+    for channel in ["ids.a", "ids.b"] {
+        let listed = seqs_and_ids(&mut writer, channel).await;
+        assert!(listed.len() > 10);
+        assert_ids_follow_seqs(channel, listed);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_streamed_and_framed_publishes_to_one_channel_get_ids_in_seq_order() {
+    let server = memory_server().await;
+    let (mut streamer, _) = RawClient::connect_session(&server, "streamer").await;
+    let (mut framer, _) = RawClient::connect_session(&server, "framer").await;
+    // A streamed publish is two writes; without this the second waits for a delayed ACK.
+    streamer.stream.set_nodelay(true).unwrap();
+    framer.stream.set_nodelay(true).unwrap();
+    let data = body(100);
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    const EACH: u64 = 100;
+    let streaming = async {
+        for stream_id in 1..=EACH {
+            let request_id =
+                send_stream(&mut streamer, "ids.mixed", stream_id, &data, digest).await;
+            assert!(matches!(
+                answer(&mut streamer, request_id).await,
+                Packet::PublishAck(_)
+            ));
+        }
+    };
+    let framing = async {
+        for _ in 0..EACH {
+            let request_id = send_publish(&mut framer, "ids.mixed", &data).await;
+            assert!(matches!(
+                answer(&mut framer, request_id).await,
+                Packet::PublishAck(_)
+            ));
+        }
+    };
+    // Each waits for its answer before its next publish, so the two interleave.
+    tokio::join!(streaming, framing);
+    let listed = seqs_and_ids(&mut framer, "ids.mixed").await;
+    assert_eq!(listed.len() as u64, 2 * EACH);
+    assert_ids_follow_seqs("ids.mixed", listed);
+    server.shutdown().await;
+}

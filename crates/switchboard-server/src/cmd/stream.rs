@@ -7,7 +7,6 @@ use bytes::Bytes;
 use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
 use tracing::info;
-use uuid::Uuid;
 
 use super::publish::{acknowledge, run_hooks};
 use crate::blobs::Upload;
@@ -121,16 +120,15 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
         publish,
         upload,
     } = ingest;
-    let id = Uuid::now_v7();
     let sync = hub.must_sync(&publish);
-    let blob = match hub.blobs.commit(upload, &digest, id, sync).await {
-        Ok(blob) => blob,
+    let upload = match hub.blobs.verify(upload, &digest, sync).await {
+        Ok(upload) => upload,
         Err(error) => {
             session.refuse(request_id, aborted(error.to_string())).await;
             return;
         }
     };
-    match hub.publish_streamed(&session.caller, publish, id, blob) {
+    match hub.publish_streamed(&session.caller, publish, upload) {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

@@ -26,7 +26,6 @@ use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use uuid::Uuid;
 
 use self::channels::{Channel, ChannelTable, effective_options, retention_of};
 use self::directory::Directory;
@@ -36,7 +35,7 @@ use self::message::StoredMessage;
 use self::routes::Routes;
 use self::stats::Counters;
 use self::tags::TagIndex;
-use crate::blobs::{Blob, BlobStore};
+use crate::blobs::{BlobStore, Verified};
 use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
@@ -66,8 +65,9 @@ pub struct Caller {
 enum Body {
     /// In the PUBLISH frame, with its CRC32C if known.
     Inline { crc: Option<u32> },
-    /// Streamed into `Blob`, as the message with this id.
-    Streamed(Uuid, Blob),
+    /// Streamed into a checked upload, which becomes the message's blob once the
+    /// message has its id.
+    Streamed(Verified),
 }
 
 /// Everything sessions share.
@@ -295,15 +295,14 @@ impl Hub {
         self.publish_body(caller, publish, Body::Inline { crc: body_crc })
     }
 
-    /// PUBLISH of a body that was streamed into `blob`, as message `id`.
+    /// PUBLISH of a body that was streamed into `upload`.
     pub fn publish_streamed(
         &self,
         caller: &Caller,
         publish: Publish,
-        id: Uuid,
-        blob: Blob,
+        upload: Verified,
     ) -> Result<Published, Refusal> {
-        self.publish_body(caller, publish, Body::Streamed(id, blob))
+        self.publish_body(caller, publish, Body::Streamed(upload))
     }
 
     /// Checks what can be checked of a streamed publish before its body arrives, so that
@@ -420,8 +419,8 @@ impl Hub {
             }
         };
         match &body {
-            Body::Streamed(_, blob) => {
-                check_len(blob.len(), &channel.options, self.config.max_body)?;
+            Body::Streamed(upload) => {
+                check_len(upload.len(), &channel.options, self.config.max_body)?;
             }
             Body::Inline { .. } => check_body(&publish, &channel.options, self.config.max_body)?,
         }
@@ -432,7 +431,7 @@ impl Hub {
         if durability != Durability::Memory {
             self.storage
                 .append(LogKind::Channel, name, &stored)
-                .map_err(|e| storage_refusal(&e))?;
+                .map_err(|e| refused_to_store(&stored, &e))?;
         }
         if let Some(through) = history.push(stored.clone(), stored.time_us())
             && durability != Durability::Memory
@@ -478,16 +477,18 @@ impl Hub {
         body: Body,
     ) -> Result<Arc<StoredMessage>, Refusal> {
         let time_us = history.next_time(now_us());
-        let (id, stream, body_crc) = match &body {
-            Body::Streamed(id, blob) => (
-                *id,
+        // Every message's id comes from here, under its history's lock, so that ids
+        // follow sequence numbers whatever the size of the body.
+        let id = self.message_ids.next(time_us);
+        let (stream, body_crc) = match &body {
+            Body::Streamed(upload) => (
                 Some(StreamStart {
                     stream_id: 0,
-                    total_len: blob.len(),
+                    total_len: upload.len(),
                 }),
                 None,
             ),
-            Body::Inline { crc } => (self.message_ids.next(time_us), None, *crc),
+            Body::Inline { crc } => (None, *crc),
         };
         let envelope = Envelope {
             scope: publish.scope,
@@ -506,7 +507,12 @@ impl Hub {
         let stored = StoredMessage::encode(&self.codec, &envelope, tags)
             .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
         Ok(Arc::new(match body {
-            Body::Streamed(_, blob) => stored.with_blob(blob),
+            Body::Streamed(upload) => {
+                let blob = self.blobs.store(upload, &id).map_err(|e| {
+                    Refusal::new(ErrorCode::Internal, format!("cannot store the body: {e}"))
+                })?;
+                stored.with_blob(blob)
+            }
             Body::Inline { .. } => stored,
         }))
     }
@@ -606,14 +612,14 @@ impl Hub {
             self.default_durability(),
         )?;
         match &body {
-            Body::Streamed(_, blob) => check_len(blob.len(), &options, self.config.max_body)?,
+            Body::Streamed(upload) => check_len(upload.len(), &options, self.config.max_body)?,
             Body::Inline { .. } => check_body(&publish, &options, self.config.max_body)?,
         }
         let mut history = group.history.lock();
         let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
         self.storage
             .append(LogKind::Group, &group.name, &stored)
-            .map_err(|e| storage_refusal(&e))?;
+            .map_err(|e| refused_to_store(&stored, &e))?;
         if let Some(through) = history.push(stored.clone(), stored.time_us()) {
             self.storage.trim(LogKind::Group, &group.name, through);
         }
@@ -780,6 +786,12 @@ fn check_body(publish: &Publish, options: &ChannelOptions, max_body: u64) -> Res
         }
     }
     Ok(())
+}
+
+/// A message the store refused is never published: its streamed body goes with it.
+fn refused_to_store(stored: &StoredMessage, error: &crate::storage::StorageError) -> Refusal {
+    stored.retire();
+    storage_refusal(error)
 }
 
 fn storage_refusal(error: &crate::storage::StorageError) -> Refusal {
