@@ -13,6 +13,7 @@ use crate::blobs::Upload;
 use crate::connection::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
+use crate::hub::admission::{Admission, BodyShape};
 use crate::log;
 
 /// Uploads one session may have open at once.
@@ -24,6 +25,7 @@ pub(crate) struct Ingest {
     request_id: u32,
     quiet: bool,
     publish: Publish,
+    total_len: u64,
     upload: Upload,
 }
 
@@ -60,7 +62,8 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    if let Err(refusal) = hub.admit_stream(&session.caller, &publish, stream.total_len) {
+    let body = BodyShape::Streamed(stream.total_len);
+    if let Err(refusal) = hub.admit(&session.caller, &publish, body) {
         session.refuse(request_id, refusal).await;
         return;
     }
@@ -88,6 +91,7 @@ pub(crate) async fn open(
             request_id,
             quiet,
             publish,
+            total_len: stream.total_len,
             upload,
         },
     );
@@ -118,9 +122,14 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
         request_id,
         quiet,
         publish,
+        total_len,
         upload,
     } = ingest;
-    let sync = hub.must_sync(&publish);
+    // Whether the body must be on disk before the acknowledgement; a publish the rules
+    // now refuse is refused by the publish itself, once the body is checked.
+    let sync = hub
+        .admit(&session.caller, &publish, BodyShape::Streamed(total_len))
+        .is_ok_and(Admission::must_sync);
     let upload = match hub.blobs.verify(upload, &digest, sync).await {
         Ok(upload) => upload,
         Err(error) => {

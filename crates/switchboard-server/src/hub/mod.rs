@@ -5,6 +5,7 @@
 //! group's history, then its members, then the directory. No lock is held across an
 //! await: a caller that must queue a reply under a lock reserves queue room first.
 
+pub mod admission;
 pub mod channels;
 pub mod directory;
 pub mod groups;
@@ -20,13 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
     ChannelOptions, Durability, Envelope, Event, EventKind, Packet, Publish, PublishAck, Replay,
-    Scope, Since, SlowConsumerPolicy, StreamStart, SubscribeAck,
+    Scope, Since, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, retention_of};
 use self::directory::Directory;
 use self::groups::{Group, GroupTable};
@@ -70,6 +72,41 @@ enum Body {
     Streamed(Verified),
 }
 
+impl Body {
+    /// The body as the publish rules look at it.
+    fn shape<'a>(&self, publish: &'a Publish) -> BodyShape<'a> {
+        match self {
+            Body::Inline { .. } => BodyShape::Frame(&publish.body),
+            Body::Streamed(upload) => BodyShape::Streamed(upload.len()),
+        }
+    }
+}
+
+/// Where a publish goes, as the hub found it.
+enum Destination {
+    Channel(Arc<Channel>),
+    /// A channel nobody created yet, under a valid name.
+    NewChannel,
+    Group(Arc<Group>),
+}
+
+impl Destination {
+    /// The destination as the publish rules look at it.
+    fn target<'a>(&'a self, publish: &'a Publish, caller: &'a Caller) -> Target<'a> {
+        match self {
+            Destination::Channel(channel) => Target::Channel(&channel.options),
+            Destination::NewChannel => Target::NewChannel {
+                name: &publish.channel,
+            },
+            Destination::Group(group) => Target::Group {
+                name: &group.name,
+                sender: &caller.name,
+                member: group.is_member(&caller.name),
+            },
+        }
+    }
+}
+
 /// Everything sessions share.
 pub struct Hub {
     pub config: ServerConfig,
@@ -85,6 +122,8 @@ pub struct Hub {
     /// Streamed bodies.
     pub blobs: BlobStore,
     pub hooks: Arc<dyn Hooks>,
+    /// What may be published where, and how durably.
+    rules: PublishRules,
     /// Ids of published messages.
     message_ids: MessageIds,
     /// Cancelled when the server starts shutting down.
@@ -114,6 +153,7 @@ impl Hub {
             FrameCodec::new(limits).with_mac_key(config.hmac_key.as_deref().map(MacKey::new));
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
+            rules: PublishRules::new(&config, storage.is_durable()),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -134,11 +174,7 @@ impl Hub {
     /// The durability channels get when they ask for none: memory only without a durable
     /// store, else the store's sync policy.
     pub fn default_durability(&self) -> Durability {
-        if self.storage.is_durable() {
-            self.config.sync.durability()
-        } else {
-            Durability::Memory
-        }
+        self.rules.default_durability()
     }
 
     /// Rebuilds a history from stored envelopes, re-encoding each as a live frame for
@@ -232,7 +268,7 @@ impl Hub {
         }
         let mut next_seqs = Vec::new();
         for channel in self.channels.list() {
-            if channel.options.durability != Some(Durability::Memory) {
+            if self.rules.durability_of(&channel.options) != Durability::Memory {
                 next_seqs.push((
                     LogKind::Channel,
                     channel.name.clone(),
@@ -256,7 +292,7 @@ impl Hub {
     }
 
     fn new_channel(&self, name: &str, options: ChannelOptions) -> Result<Channel, Refusal> {
-        if options.durability != Some(Durability::Memory) {
+        if self.rules.durability_of(&options) != Durability::Memory {
             self.storage
                 .put_channel(name, &options)
                 .map_err(|e| storage_refusal(&e))?;
@@ -305,71 +341,40 @@ impl Hub {
         self.publish_body(caller, publish, Body::Streamed(upload))
     }
 
-    /// Checks what can be checked of a streamed publish before its body arrives, so that
-    /// a refused upload is refused before gigabytes are sent.
-    pub fn admit_stream(
+    /// Where a publish goes. A hashtag is never a destination; a channel nobody created
+    /// is one (the publish rules decide whether publishing may create it).
+    fn destination(&self, publish: &Publish) -> Result<Destination, Refusal> {
+        match publish.scope {
+            Scope::Channel => {
+                let name = publish.channel.as_str();
+                // A name in the table was validated when its channel was created (and
+                // stored): looking it up first spares validating the name on every publish.
+                match self.channels.get(name) {
+                    Some(channel) => Ok(Destination::Channel(channel)),
+                    None => {
+                        subject::validate_channel(name)?;
+                        Ok(Destination::NewChannel)
+                    }
+                }
+            }
+            Scope::Group => self.group(&publish.channel).map(Destination::Group),
+            Scope::Tag => Err(Refusal::invalid(
+                "hashtags cannot be published to; put #tag in a channel message",
+            )),
+        }
+    }
+
+    /// Judges a publish by the publish rules without making it: a streamed publish
+    /// before its body arrives (so that a refused upload is refused before gigabytes are
+    /// sent), and again once it has arrived, to know whether its body must be synced.
+    pub fn admit(
         &self,
         caller: &Caller,
         publish: &Publish,
-        total_len: u64,
-    ) -> Result<(), Refusal> {
-        let options = match publish.scope {
-            Scope::Channel => {
-                subject::validate_channel(&publish.channel)?;
-                match self.channels.get(&publish.channel) {
-                    Some(channel) => channel.options,
-                    None if self.config.require_channel_creation => {
-                        return Err(Refusal::new(
-                            ErrorCode::ChannelRequired,
-                            format!(
-                                "channel {} does not exist and this server requires channels to be created first",
-                                publish.channel
-                            ),
-                        ));
-                    }
-                    None => effective_options(
-                        &ChannelOptions::default(),
-                        &self.config,
-                        self.default_durability(),
-                    )?,
-                }
-            }
-            Scope::Group => {
-                let group = self.group(&publish.channel)?;
-                if !group.is_member(&caller.name) {
-                    return Err(Refusal::forbidden(format!(
-                        "{} is not a member of group {}; join it first",
-                        caller.name, group.name
-                    )));
-                }
-                effective_options(
-                    &ChannelOptions::default(),
-                    &self.config,
-                    self.default_durability(),
-                )?
-            }
-            Scope::Tag => return Err(Refusal::invalid("hashtags cannot be published to")),
-        };
-        check_len(total_len, &options, self.config.max_body)?;
-        if options.max_chars.is_some() {
-            return Err(Refusal::invalid(
-                "this channel limits characters; it takes short text, not streamed bodies",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether a publish to this destination is acknowledged only once on disk.
-    pub fn must_sync(&self, publish: &Publish) -> bool {
-        let durability = match publish.scope {
-            Scope::Channel => self
-                .channels
-                .get(&publish.channel)
-                .and_then(|channel| channel.options.durability)
-                .unwrap_or_else(|| self.default_durability()),
-            _ => self.default_durability(),
-        };
-        durability == Durability::Always
+        body: BodyShape<'_>,
+    ) -> Result<Admission, Refusal> {
+        let destination = self.destination(publish)?;
+        self.rules.admit(destination.target(publish, caller), body)
     }
 
     fn publish_body(
@@ -378,67 +383,60 @@ impl Hub {
         publish: Publish,
         body: Body,
     ) -> Result<Published, Refusal> {
-        match publish.scope {
-            Scope::Channel => self.publish_to_channel(caller, publish, body),
-            Scope::Group => self.post_to_group(caller, publish, body),
-            Scope::Tag => Err(Refusal::invalid(
-                "hashtags cannot be published to; put #tag in a channel message",
-            )),
+        let shape = body.shape(&publish);
+        let destination = self.destination(&publish)?;
+        let admission = self
+            .rules
+            .admit(destination.target(&publish, caller), shape)?;
+        match destination {
+            Destination::Channel(channel) => {
+                self.publish_to_channel(caller, &channel, admission, publish, body)
+            }
+            Destination::NewChannel => {
+                let name = publish.channel.as_str();
+                let options = self.rules.default_options()?;
+                let (channel, created) = self
+                    .channels
+                    .get_or_insert_with(name, || self.new_channel(name, options))?;
+                // Created meanwhile by another session, maybe with options of its own.
+                let admission = if created {
+                    admission
+                } else {
+                    self.rules.admit(Target::Channel(&channel.options), shape)?
+                };
+                self.publish_to_channel(caller, &channel, admission, publish, body)
+            }
+            Destination::Group(group) => {
+                self.post_to_group(caller, &group, admission, publish, body)
+            }
         }
     }
 
+    /// Channel PUBLISH, admitted: stores, indexes and routes the message in one critical
+    /// section of the channel.
     fn publish_to_channel(
         &self,
         caller: &Caller,
+        channel: &Channel,
+        admission: Admission,
         publish: Publish,
         body: Body,
     ) -> Result<Published, Refusal> {
-        let name = publish.channel.as_str();
-        // A name in the table was validated when its channel was created (and stored):
-        // looking it up first spares validating the name on every publish.
-        let channel = match self.channels.get(name) {
-            Some(channel) => channel,
-            None => {
-                subject::validate_channel(name)?;
-                if self.config.require_channel_creation {
-                    return Err(Refusal::new(
-                        ErrorCode::ChannelRequired,
-                        format!(
-                            "channel {name} does not exist and this server requires channels to be created first"
-                        ),
-                    ));
-                }
-                let options = effective_options(
-                    &ChannelOptions::default(),
-                    &self.config,
-                    self.default_durability(),
-                )?;
-                self.channels
-                    .get_or_insert_with(name, || self.new_channel(name, options))?
-                    .0
-            }
-        };
-        match &body {
-            Body::Streamed(upload) => {
-                check_len(upload.len(), &channel.options, self.config.max_body)?;
-            }
-            Body::Inline { .. } => check_body(&publish, &channel.options, self.config.max_body)?,
-        }
+        let name = channel.name.as_str();
         let tags = subject::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
         let stored = self.seal(caller, &publish, &history, tags, body)?;
-        let durability = channel.options.durability.unwrap_or(Durability::Memory);
-        if durability != Durability::Memory {
+        if admission.is_stored() {
             self.storage
                 .append(LogKind::Channel, name, &stored)
                 .map_err(|e| refused_to_store(&stored, &e))?;
         }
         if let Some(through) = history.push(stored.clone(), stored.time_us())
-            && durability != Durability::Memory
+            && admission.is_stored()
         {
             self.storage.trim(LogKind::Channel, name, through);
         }
-        let drop_oldest = channel.options.slow_consumer == Some(SlowConsumerPolicy::DropOldest);
+        let drop_oldest = admission.drop_oldest;
         let delivered = if stored.tags().is_empty() {
             self.routes.deliver(name, &[], &stored, drop_oldest)
         } else {
@@ -451,7 +449,7 @@ impl Hub {
             delivered
         };
         drop(history);
-        Ok(self.published(&stored, delivered, durability == Durability::Always))
+        Ok(self.published(&stored, delivered, admission.must_sync()))
     }
 
     /// Counts a publish stored and queued on `delivered` connections, and its answer.
@@ -591,45 +589,33 @@ impl Hub {
         }
     }
 
-    /// Group PUBLISH: members only; stored in the group's history and pushed to every
-    /// online member's sessions.
+    /// Group PUBLISH, admitted (members only): stored in the group's history and pushed
+    /// to every online member's sessions.
     fn post_to_group(
         &self,
         caller: &Caller,
+        group: &Group,
+        admission: Admission,
         publish: Publish,
         body: Body,
     ) -> Result<Published, Refusal> {
-        let group = self.group(&publish.channel)?;
-        if !group.is_member(&caller.name) {
-            return Err(Refusal::forbidden(format!(
-                "{} is not a member of group {}; join it first",
-                caller.name, group.name
-            )));
-        }
-        let options = effective_options(
-            &ChannelOptions::default(),
-            &self.config,
-            self.default_durability(),
-        )?;
-        match &body {
-            Body::Streamed(upload) => check_len(upload.len(), &options, self.config.max_body)?,
-            Body::Inline { .. } => check_body(&publish, &options, self.config.max_body)?,
-        }
         let mut history = group.history.lock();
         let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
-        self.storage
-            .append(LogKind::Group, &group.name, &stored)
-            .map_err(|e| refused_to_store(&stored, &e))?;
-        if let Some(through) = history.push(stored.clone(), stored.time_us()) {
+        if admission.is_stored() {
+            self.storage
+                .append(LogKind::Group, &group.name, &stored)
+                .map_err(|e| refused_to_store(&stored, &e))?;
+        }
+        if let Some(through) = history.push(stored.clone(), stored.time_us())
+            && admission.is_stored()
+        {
             self.storage.trim(LogKind::Group, &group.name, through);
         }
-        let delivered = self.tell_members(&group, |outbox| outbox.deliver_message(&stored, false));
+        let delivered = self.tell_members(group, |outbox| {
+            outbox.deliver_message(&stored, admission.drop_oldest)
+        });
         drop(history);
-        Ok(self.published(
-            &stored,
-            delivered,
-            self.default_durability() == Durability::Always,
-        ))
+        Ok(self.published(&stored, delivered, admission.must_sync()))
     }
 
     /// Queues something on every session of every member of the group; returns on how
@@ -754,38 +740,6 @@ fn replay_range(replay: Replay) -> Option<(Since, Option<u64>)> {
         Replay::SinceTime(time) => Some((Since::Time(time), None)),
         Replay::Last(count) => Some((Since::All, Some(count))),
     }
-}
-
-/// Checks a body's length against the server's and the channel's limits.
-fn check_len(len: u64, options: &ChannelOptions, max_body: u64) -> Result<(), Refusal> {
-    let limit = options.max_bytes.unwrap_or(max_body).min(max_body);
-    if len > limit {
-        return Err(Refusal::new(
-            ErrorCode::TooLarge,
-            format!("message body of {len} bytes is over the limit of {limit} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a body against the server's and the channel's limits.
-fn check_body(publish: &Publish, options: &ChannelOptions, max_body: u64) -> Result<(), Refusal> {
-    check_len(publish.body.len() as u64, options, max_body)?;
-    if let Some(max_chars) = options.max_chars {
-        let Ok(text) = std::str::from_utf8(&publish.body) else {
-            return Err(Refusal::invalid(
-                "this channel limits characters, so it takes UTF-8 text only",
-            ));
-        };
-        let chars = text.chars().count() as u64;
-        if chars > max_chars {
-            return Err(Refusal::new(
-                ErrorCode::TooManyCharacters,
-                format!("message has {chars} characters; this channel allows {max_chars}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A message the store refused is never published: its streamed body goes with it.
