@@ -28,7 +28,7 @@ pub struct ServerConfig {
     pub max_frame: u32,
     /// Largest message body.
     pub max_body: u64,
-    /// Largest relayed body (MessageDeliverySystem: 1 MiB).
+    /// Largest relayed body.
     pub max_relay_bytes: usize,
     /// Messages a channel keeps when created without a history option.
     pub default_history: u64,

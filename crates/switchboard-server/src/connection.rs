@@ -20,7 +20,7 @@ use tokio_util::codec::Decoder;
 use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::cmd::{self, Flow};
+use crate::cmd::{self, AfterRequest};
 use crate::error::Refusal;
 use crate::hooks::SessionInfo;
 use crate::hub::stats::Counters;
@@ -716,7 +716,7 @@ async fn serve_buffered<R: Readable>(
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
-        if let Flow::Close(code, reason) = cmd::apply(hub, session, frame).await {
+        if let AfterRequest::Close(code, reason) = cmd::apply(hub, session, frame).await {
             return Some((code, reason));
         }
     }

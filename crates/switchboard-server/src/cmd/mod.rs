@@ -2,6 +2,7 @@
 //! reply. `apply` is the dispatcher.
 
 mod channel;
+mod clients;
 mod fetch;
 mod group;
 pub(crate) mod publish;
@@ -19,14 +20,16 @@ use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::log;
 
-/// Whether the session goes on after a request.
-pub(crate) enum Flow {
+/// What becomes of the session once a request is served.
+pub(crate) enum AfterRequest {
+    /// Serve the next request.
     Continue,
+    /// End the session, telling the peer this code and reason.
     Close(ErrorCode, String),
 }
 
 /// Serves one frame of an open session.
-pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flow {
+pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> AfterRequest {
     let request_id = frame.request_id;
     if !sent_by_clients(frame.frame_type) {
         // Judged by the type alone, before decoding: a server frame missing fields that
@@ -40,7 +43,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
                 ),
             )
             .await;
-        return Flow::Continue;
+        return AfterRequest::Continue;
     }
     let packet = match Packet::from_frame(&frame) {
         Ok(packet) => packet,
@@ -49,7 +52,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
             session
                 .refuse(request_id, Refusal::new(error.code(), error.to_string()))
                 .await;
-            return Flow::Continue;
+            return AfterRequest::Continue;
         }
     };
     debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %packet.frame_type(), "request");
@@ -66,7 +69,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
             }
         }
         Packet::Disconnect(disconnect) => {
-            return Flow::Close(
+            return AfterRequest::Close(
                 ErrorCode::Normal,
                 format!(
                     "client said goodbye ({}): {}",
@@ -74,8 +77,8 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
                 ),
             );
         }
-        Packet::Identify(_) => relay::identify(session, request_id).await,
-        Packet::ListClients(_) => relay::list_clients(hub, session, request_id).await,
+        Packet::Identify(_) => clients::identify(session, request_id).await,
+        Packet::ListClients(_) => clients::list(hub, session, request_id).await,
         Packet::Relay(relay) => relay::relay(hub, session, request_id, relay).await,
         Packet::CreateChannel(create) => channel::create(hub, session, request_id, create).await,
         Packet::ListChannels(_) => channel::list(hub, session, request_id).await,
@@ -128,7 +131,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Flo
                 .await;
         }
     }
-    Flow::Continue
+    AfterRequest::Continue
 }
 
 /// Whether clients may send frames of this type (PROTOCOL.md §3.5, C→S and both).

@@ -1,9 +1,8 @@
-//! IDENTIFY, LIST_CLIENTS and RELAY: the MessageDeliverySystem operations.
+//! RELAY: a body sent straight to other clients by id, stored nowhere.
 
 use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{
-    ClientList, Direct, Identity, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult,
-    RelayStatus,
+    Direct, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult, RelayStatus,
 };
 
 use crate::connection::Session;
@@ -11,23 +10,6 @@ use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
 use crate::time::now_us;
-
-pub(crate) async fn identify(session: &Session, request_id: u32) {
-    let identity = Identity {
-        client_id: session.caller.client_id,
-        name: session.caller.name.clone(),
-        session_id: session.info.session_id,
-        connected_since_us: session.connected_since_us,
-    };
-    session.reply(request_id, Packet::Identity(identity)).await;
-}
-
-pub(crate) async fn list_clients(hub: &Hub, session: &Session, request_id: u32) {
-    let clients = hub.directory.list(session.caller.client_id);
-    session
-        .reply(request_id, Packet::ClientList(ClientList { clients }))
-        .await;
-}
 
 /// Checks the whole relay first: either every receiver gets the body or none does.
 fn check(hub: &Hub, relay: &Relay) -> Result<(), Refusal> {
