@@ -328,9 +328,9 @@ async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
 async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Opened<S::Read>> {
     let (reader, mut writer) = stream.into_halves();
     let mut reader = FrameReader::new(reader);
-    let handshake = hub.config.handshake_timeout;
+    let handshake = hub.config().handshake_timeout;
     let opening = tokio::select! {
-        () = hub.shutdown.cancelled() => return None,
+        () = hub.shutting_down() => return None,
         opening = tokio::time::timeout(handshake, open(hub, &mut reader, &mut writer)) => opening,
     };
     let init = match opening {
@@ -341,14 +341,14 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
             return None;
         }
         Ok(Err(refused)) => {
-            Counters::add(&hub.counters.protocol_errors, 1);
+            Counters::add(&hub.counters().protocol_errors, 1);
             warn!(target: log::ERROR, %refused, "connection refused");
             return None;
         }
         Err(_) => {
             warn!(target: log::ERROR, "no session opened within {handshake:?}; closing");
             let _ = refuse_raw(
-                &hub.codec,
+                hub.codec(),
                 &mut writer,
                 0,
                 ErrorCode::SessionRequired,
@@ -365,7 +365,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
 
     let admin = matches!(peer, Peer::Unix)
         || hub
-            .config
+            .config()
             .admin_token
             .as_deref()
             .is_some_and(|token| !token.is_empty() && init.credentials == token.as_bytes());
@@ -378,9 +378,9 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
         peer: peer.describe(),
         admin,
     };
-    if hub.directory.len() >= hub.config.max_connections {
+    if hub.connection_count() >= hub.config().max_connections {
         let _ = refuse_raw(
-            &hub.codec,
+            hub.codec(),
             &mut writer,
             request_id,
             ErrorCode::LimitReached,
@@ -389,9 +389,9 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
         .await;
         return None;
     }
-    if let Err(reason) = hub.hooks.on_connect(&info) {
+    if let Err(reason) = hub.hooks().on_connect(&info) {
         let _ = refuse_raw(
-            &hub.codec,
+            hub.codec(),
             &mut writer,
             request_id,
             ErrorCode::Rejected,
@@ -402,13 +402,7 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
     }
     let heartbeat = negotiate_heartbeat(hub, init.heartbeat_ms);
 
-    let (outbox, rx) = Outbox::new(
-        client_id,
-        hub.config.outbound_queue,
-        hub.config.outbound_queue_bytes,
-        &hub.shutdown,
-        hub.counters.slow_consumer_skipped.clone(),
-    );
+    let (outbox, rx) = hub.new_outbox(client_id);
     writer::start(rx, writer, hub.clone(), client_id);
     let connected_since_us = now_us();
     let session = Session {
@@ -430,21 +424,21 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
         client_id,
         session_id,
         heartbeat_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
-        max_frame: hub.config.max_frame,
-        max_body: hub.config.max_body,
+        max_frame: hub.config().max_frame,
+        max_body: hub.config().max_body,
         software: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
     };
     session.reply(request_id, Packet::SessionAck(ack)).await;
     // Only now can others reach the session (relays by id, group posts by name), so the
     // SESSION_ACK is always the first frame it is sent.
     let name = &session.caller.name;
-    hub.directory.insert(ClientEntry {
+    hub.register_session(ClientEntry {
         client_id,
         name: name.clone(),
         connected_since_us,
         outbox,
     });
-    Counters::add(&hub.counters.connections_total, 1);
+    Counters::add(&hub.counters().connections_total, 1);
     info!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
     Some(Opened { session, reader })
 }
@@ -453,16 +447,16 @@ async fn start<S: Transport>(hub: &Arc<Hub>, stream: S, peer: Peer) -> Option<Op
 /// flush.
 async fn finish(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
     let client_id = session.caller.client_id;
-    for (_, pattern) in session.subscriptions.drain() {
-        hub.routes.write().remove(&pattern, client_id);
-    }
-    hub.directory.remove(client_id);
+    hub.unregister_session(
+        client_id,
+        session.subscriptions.drain().map(|(_, pattern)| pattern),
+    );
     if code == ErrorCode::SlowConsumer {
-        Counters::add(&hub.counters.slow_consumers_disconnected, 1);
+        Counters::add(&hub.counters().slow_consumers_disconnected, 1);
     }
     // Publishes already stored get their answers before the goodbye.
     if let Some(acks) = session.durable_acks.take() {
-        acks.finish(hub.config.shutdown_grace).await;
+        acks.finish(hub.config().shutdown_grace).await;
     }
     let goodbye = if code != ErrorCode::Normal {
         Disconnect::new(code, reason.as_str())
@@ -490,12 +484,12 @@ async fn finish(hub: &Hub, mut session: Session, code: ErrorCode, reason: String
     // DISCONNECT fitted: then its client is not reading, and waiting only holds the
     // socket and the queue (and a shutdown) for nothing.
     let grace = if said_goodbye {
-        hub.config.shutdown_grace
+        hub.config().shutdown_grace
     } else {
         Duration::ZERO
     };
     writer.finished_within(grace).await;
-    hub.hooks.on_disconnect(&info, &reason);
+    hub.hooks().on_disconnect(&info, &reason);
     info!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
 }
 
@@ -525,7 +519,7 @@ where
         }
         Err(error) => {
             let _ = writer.write_all(&Preface::encode(PROTOCOL_VERSION)).await;
-            let _ = refuse_raw(&hub.codec, writer, 0, error.code(), &error.to_string()).await;
+            let _ = refuse_raw(hub.codec(), writer, 0, error.code(), &error.to_string()).await;
             return Err(error);
         }
     };
@@ -533,19 +527,19 @@ where
         Ok(version) => version,
         Err(error) => {
             let _ = writer.write_all(&Preface::encode(PROTOCOL_VERSION)).await;
-            let _ = refuse_raw(&hub.codec, writer, 0, error.code(), &error.to_string()).await;
+            let _ = refuse_raw(hub.codec(), writer, 0, error.code(), &error.to_string()).await;
             return Err(error);
         }
     };
     writer.write_all(&Preface::encode(version)).await?;
-    let frame = match reader.read_frame(&mut hub.codec.clone()).await {
+    let frame = match reader.read_frame(&mut hub.codec().clone()).await {
         Ok(Some(frame)) => frame,
         Ok(None) => {
             // Closed between frames: the peer left, it sent nothing wrong.
             return Err(ProtoError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         Err(error) => {
-            let _ = refuse_raw(&hub.codec, writer, 0, error.code(), &error.to_string()).await;
+            let _ = refuse_raw(hub.codec(), writer, 0, error.code(), &error.to_string()).await;
             return Err(error);
         }
     };
@@ -558,7 +552,7 @@ where
             frame.frame_type
         );
         let _ = refuse_raw(
-            &hub.codec,
+            hub.codec(),
             writer,
             request_id,
             ErrorCode::SessionRequired,
@@ -571,7 +565,7 @@ where
         Ok(init) => init,
         Err(error) => {
             let _ = refuse_raw(
-                &hub.codec,
+                hub.codec(),
                 writer,
                 request_id,
                 error.code(),
@@ -584,7 +578,7 @@ where
     if init.name.is_empty() || init.name.len() > 64 || init.name.chars().any(char::is_control) {
         let message = "a client name is 1 to 64 bytes without control characters";
         let _ = refuse_raw(
-            &hub.codec,
+            hub.codec(),
             writer,
             request_id,
             ErrorCode::InvalidArgument,
@@ -621,10 +615,10 @@ async fn refuse_raw<W: AsyncWrite + Unpin>(
 
 fn negotiate_heartbeat(hub: &Hub, asked_ms: u32) -> Duration {
     if asked_ms == 0 {
-        return hub.config.heartbeat;
+        return hub.config().heartbeat;
     }
     Duration::from_millis(u64::from(asked_ms))
-        .clamp(hub.config.heartbeat_min, hub.config.heartbeat_max)
+        .clamp(hub.config().heartbeat_min, hub.config().heartbeat_max)
 }
 
 enum Wake {
@@ -658,7 +652,7 @@ async fn request_loop<R: Readable>(
         };
         let client_id = session.caller.client_id;
         match wake {
-            Wake::Closing if hub.shutdown.is_cancelled() => {
+            Wake::Closing if hub.is_shutting_down() => {
                 return (ErrorCode::ShuttingDown, "server shutting down".to_owned());
             }
             Wake::Closing => {
@@ -668,7 +662,7 @@ async fn request_loop<R: Readable>(
             }
             Wake::Read(Err(_)) => {
                 let idle_limit = session.idle_limit;
-                Counters::add(&hub.counters.heartbeat_timeouts, 1);
+                Counters::add(&hub.counters().heartbeat_timeouts, 1);
                 warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
                 return (
                     ErrorCode::HeartbeatTimeout,
@@ -706,9 +700,9 @@ async fn serve_buffered<R: Readable>(
     session: &mut Session,
     reader: &mut FrameReader<R>,
 ) -> Option<(ErrorCode, String)> {
-    let mut codec = hub.codec.clone();
+    let mut codec = hub.codec().clone();
     loop {
-        if hub.shutdown.is_cancelled() || session.caller.outbox.is_killed() {
+        if hub.is_shutting_down() || session.caller.outbox.is_killed() {
             return None;
         }
         let frame = match reader.buffered_frame(&mut codec) {
@@ -724,7 +718,7 @@ async fn serve_buffered<R: Readable>(
 
 /// Tells the peer why its frame is refused; the session ends with that reason.
 async fn bad_frame(hub: &Hub, session: &Session, error: ProtoError) -> (ErrorCode, String) {
-    Counters::add(&hub.counters.protocol_errors, 1);
+    Counters::add(&hub.counters().protocol_errors, 1);
     warn!(target: log::ERROR, client_id = session.caller.client_id, %error, "bad frame; closing");
     session
         .reply(

@@ -155,7 +155,7 @@ impl ServerBuilder {
 async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
-            () = hub.shutdown.cancelled() => return,
+            () = hub.shutting_down() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -201,7 +201,7 @@ fn bind_unix(
     tracker.spawn(async move {
         loop {
             let accepted = tokio::select! {
-                () = hub.shutdown.cancelled() => return,
+                () = hub.shutting_down() => return,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -254,19 +254,19 @@ impl ServerHandle {
 
     /// Resolves when shutdown has begun: a STOP request, or [`ServerHandle::shutdown`].
     pub async fn stopping(&self) {
-        self.hub.shutdown.cancelled().await;
+        self.hub.shutting_down().await;
     }
 
     /// Named counters, as STATS reports them.
     pub fn stats(&self) -> Vec<(String, u64)> {
         self.hub
-            .counters
+            .counters()
             .report()
             .into_iter()
             .map(|stat| (stat.name.to_string(), stat.value))
             .chain([(
                 "connections_current".to_owned(),
-                self.hub.directory.len() as u64,
+                self.hub.connection_count() as u64,
             )])
             .collect()
     }
@@ -274,12 +274,12 @@ impl ServerHandle {
     /// Shuts down gracefully: stops accepting, answers requests in progress, sends every
     /// session DISCONNECT "server shutting down", and waits for the sessions to close.
     pub async fn shutdown(&self) {
-        if !self.hub.shutdown.is_cancelled() {
+        if !self.hub.is_shutting_down() {
             info!(target: log::GENERAL, "shutting down");
-            self.hub.shutdown.cancel();
+            self.hub.begin_shutdown();
         }
         self.tracker.close();
-        let grace = self.hub.config.shutdown_grace + Duration::from_secs(1);
+        let grace = self.hub.config().shutdown_grace + Duration::from_secs(1);
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_err()

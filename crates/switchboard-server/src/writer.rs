@@ -96,7 +96,7 @@ where
     let ending = run(
         &mut rx,
         &mut parts.sink,
-        &parts.hub.codec,
+        parts.hub.codec(),
         parts.conn_id,
         &mut parts.next_stream_id,
         Some(LINGER),

@@ -17,7 +17,7 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
 }
 
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let channels = hub.channels.list().iter().map(|c| c.info()).collect();
+    let channels = hub.channel_infos();
     session
         .reply(request_id, Packet::ChannelList(ChannelList { channels }))
         .await;

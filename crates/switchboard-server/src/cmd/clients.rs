@@ -17,7 +17,7 @@ pub(crate) async fn identify(session: &Session, request_id: u32) {
 
 /// Every other connected client.
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let clients = hub.directory.list(session.caller.client_id);
+    let clients = hub.list_clients(session.caller.client_id);
     session
         .reply(request_id, Packet::ClientList(ClientList { clients }))
         .await;

@@ -16,7 +16,7 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
 }
 
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let groups = hub.groups.list().iter().map(|group| group.info()).collect();
+    let groups = hub.group_infos();
     session
         .reply(request_id, Packet::GroupList(GroupList { groups }))
         .await;
@@ -36,11 +36,11 @@ pub(crate) async fn membership(
 }
 
 pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, members: GroupMembers) {
-    match hub.group(&members.group) {
-        Ok(group) => {
+    match hub.group_members(&members.group) {
+        Ok(list) => {
             let list = MemberList {
                 group: members.group,
-                members: group.member_list(|name| hub.directory.is_online(name)),
+                members: list,
             };
             session.reply(request_id, Packet::MemberList(list)).await;
         }

@@ -44,7 +44,7 @@ pub(crate) fn run_hooks(
     session: &Session,
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
-    match hub.hooks.on_publish(&session.info, publish) {
+    match hub.hooks().on_publish(&session.info, publish) {
         PublishVerdict::Accept => Ok(()),
         PublishVerdict::Reject(reason) => Err(Refusal::new(ErrorCode::Rejected, reason)),
     }
@@ -65,7 +65,7 @@ pub(crate) async fn acknowledge(
             request_id,
             quiet,
             ack: published.ack,
-            synced: hub.storage.sync(),
+            synced: hub.sync_storage(),
         };
         let outbox = session.outbox().clone();
         let acks = session

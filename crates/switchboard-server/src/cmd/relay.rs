@@ -25,13 +25,13 @@ fn check(hub: &Hub, relay: &Relay) -> Result<(), Refusal> {
             ),
         ));
     }
-    if relay.body.len() > hub.config.max_relay_bytes {
+    if relay.body.len() > hub.config().max_relay_bytes {
         return Err(Refusal::new(
             ErrorCode::TooLarge,
             format!(
                 "relay body of {} bytes is over the limit of {} bytes",
                 relay.body.len(),
-                hub.config.max_relay_bytes
+                hub.config().max_relay_bytes
             ),
         ));
     }
@@ -64,7 +64,7 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
         .receivers
         .iter()
         .map(|&client_id| {
-            let status = match hub.directory.outbox(client_id) {
+            let status = match hub.outbox_of(client_id) {
                 None => RelayStatus::Unknown,
                 Some(outbox) if outbox.deliver(frame.clone()) => {
                     delivered += 1;
@@ -75,8 +75,8 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
             RelayOutcome { client_id, status }
         })
         .collect();
-    Counters::add(&hub.counters.relays, 1);
-    Counters::add(&hub.counters.relayed_deliveries, delivered);
+    Counters::add(&hub.counters().relays, 1);
+    Counters::add(&hub.counters().relayed_deliveries, delivered);
     session
         .reply(request_id, Packet::RelayResult(RelayResult { outcomes }))
         .await;

@@ -24,22 +24,22 @@ pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
     }
     session.reply(request_id, Packet::Ok(OkReply)).await;
     info!(target: log::GENERAL, client_id = session.caller.client_id, name = %session.caller.name, "stop requested");
-    hub.shutdown.cancel();
+    hub.begin_shutdown();
 }
 
 pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
-    let mut stats = hub.counters.report();
+    let mut stats = hub.counters().report();
     let gauge = |name: &str, value: usize| Stat {
         name: name.into(),
         value: value as u64,
     };
-    stats.push(gauge("connections_current", hub.directory.len()));
-    stats.push(gauge("channels", hub.channels.len()));
+    stats.push(gauge("connections_current", hub.connection_count()));
+    stats.push(gauge("channels", hub.channel_count()));
     stats.push(Stat {
         name: "store_syncs".into(),
-        value: hub.storage.syncs(),
+        value: hub.store_syncs(),
     });
-    stats.push(gauge("groups", hub.groups.list().len()));
+    stats.push(gauge("groups", hub.group_count()));
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;

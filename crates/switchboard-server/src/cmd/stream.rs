@@ -67,7 +67,7 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    let mut upload = match hub.blobs.begin(stream.total_len).await {
+    let mut upload = match hub.blobs().begin(stream.total_len).await {
         Ok(upload) => upload,
         Err(error) => {
             let refusal = Refusal::new(
@@ -130,7 +130,7 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
     let sync = hub
         .admit(&session.caller, &publish, BodyShape::Streamed(total_len))
         .is_ok_and(Admission::must_sync);
-    let upload = match hub.blobs.verify(upload, &digest, sync).await {
+    let upload = match hub.blobs().verify(upload, &digest, sync).await {
         Ok(upload) => upload,
         Err(error) => {
             session.refuse(request_id, aborted(error.to_string())).await;

@@ -21,7 +21,7 @@ pub(crate) async fn subscribe(
             return;
         }
     };
-    if session.subscriptions.len() >= hub.config.max_subscriptions {
+    if session.subscriptions.len() >= hub.config().max_subscriptions {
         session
             .refuse(
                 request_id,
@@ -29,7 +29,7 @@ pub(crate) async fn subscribe(
                     ErrorCode::LimitReached,
                     format!(
                         "a session may hold at most {} subscriptions",
-                        hub.config.max_subscriptions
+                        hub.config().max_subscriptions
                     ),
                 ),
             )
@@ -60,9 +60,7 @@ pub(crate) async fn unsubscribe(
 ) {
     match session.subscriptions.remove(&unsubscribe.subscription_id) {
         Some(pattern) => {
-            hub.routes
-                .write()
-                .remove(&pattern, session.caller.client_id);
+            hub.unsubscribe(&pattern, session.caller.client_id);
             session.reply(request_id, Packet::Ok(OkReply)).await;
         }
         None => {

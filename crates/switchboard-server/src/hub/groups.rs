@@ -1,14 +1,28 @@
-//! The group directory: groups with a description, a member list kept by user name (so
-//! membership outlives a connection) and a history of the group's messages.
+//! Groups: each with a description, a member list kept by user name (so membership
+//! outlives a connection) and a history of the group's messages; and the hub's group
+//! operations (create, join, leave, post, read), which take a group's history, then its
+//! members, then the directory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use switchboard_proto::packet::{GroupInfo, MemberInfo};
+use switchboard_proto::ErrorCode;
+use switchboard_proto::packet::{
+    ChannelOptions, Event, EventKind, GroupInfo, MemberInfo, Packet, Publish, Scope,
+};
+use switchboard_proto::subject;
+use tracing::{error, info};
 
+use super::admission::Admission;
+use super::channels::retention_of;
 use super::history::History;
+use super::{Body, Caller, Hub, Published, refused_to_store, storage_refusal};
 use crate::error::Refusal;
+use crate::log;
+use crate::outbox::Outbox;
+use crate::storage::{GroupSnapshot, LogKind};
+use crate::time::now_us;
 
 /// One group.
 #[derive(Debug)]
@@ -86,5 +100,183 @@ impl GroupTable {
 
     pub fn list(&self) -> Vec<Arc<Group>> {
         self.map.read().values().cloned().collect()
+    }
+}
+
+impl Hub {
+    /// Group PUBLISH, admitted (members only): stored in the group's history and pushed
+    /// to every online member's sessions.
+    pub(super) fn post_to_group(
+        &self,
+        caller: &Caller,
+        group: &Group,
+        admission: Admission,
+        publish: Publish,
+        body: Body,
+    ) -> Result<Published, Refusal> {
+        let mut history = group.history.lock();
+        let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
+        if admission.is_stored() {
+            self.storage
+                .append(LogKind::Group, &group.name, &stored)
+                .map_err(|e| refused_to_store(&stored, &e))?;
+        }
+        if let Some(through) = history.push(stored.clone(), stored.time_us())
+            && admission.is_stored()
+        {
+            self.storage.trim(LogKind::Group, &group.name, through);
+        }
+        let delivered = self.tell_members(group, |outbox| {
+            outbox.deliver_message(&stored, admission.drop_oldest)
+        });
+        drop(history);
+        Ok(self.published(&stored, delivered, admission.must_sync()))
+    }
+
+    /// Queues something on every session of every member of the group; returns on how
+    /// many it was queued.
+    fn tell_members(&self, group: &Group, deliver: impl Fn(&Outbox) -> bool) -> u64 {
+        let members = group.members.lock();
+        let mut outboxes = Vec::new();
+        for member in members.iter() {
+            self.directory.outboxes_named(member, &mut outboxes);
+        }
+        drop(members);
+        outboxes
+            .iter()
+            .map(|outbox| u64::from(deliver(outbox)))
+            .sum()
+    }
+
+    pub(super) fn group(&self, name: &str) -> Result<Arc<Group>, Refusal> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))
+    }
+
+    /// CREATE_GROUP. Creating a group that exists is refused.
+    pub fn create_group(&self, name: &str, description: &str) -> Result<(), Refusal> {
+        subject::validate_group(name)?;
+        if description.chars().count() > 1024 {
+            return Err(Refusal::invalid(
+                "a description has at most 1024 characters",
+            ));
+        }
+        let retention = retention_of(&ChannelOptions::default(), &self.config);
+        let created = self.groups.insert_with(name, || {
+            self.storage
+                .put_group(name, description)
+                .map_err(|e| storage_refusal(&e))?;
+            Ok(Group {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                members: Mutex::new(Default::default()),
+                history: Mutex::new(History::new(retention)),
+            })
+        })?;
+        if !created {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyExists,
+                format!("group {name} already exists"),
+            ));
+        }
+        info!(target: log::GENERAL, group = name, "group created");
+        Ok(())
+    }
+
+    /// JOIN_GROUP or LEAVE_GROUP for the caller's name, announced to online members
+    /// (including the one joining, and the one leaving).
+    pub fn set_membership(&self, caller: &Caller, name: &str, join: bool) -> Result<(), Refusal> {
+        let group = self.group(name)?;
+        let mut members = group.members.lock();
+        let changed = if join {
+            members.insert(caller.name.to_string())
+        } else {
+            members.remove(caller.name.as_str())
+        };
+        if !changed {
+            drop(members);
+            return if join {
+                Ok(())
+            } else {
+                Err(Refusal::not_found(format!(
+                    "{} is not a member of group {name}",
+                    caller.name
+                )))
+            };
+        }
+        // Saved under the lock, so that lists reach storage in the order they changed.
+        let list: Vec<String> = members.iter().cloned().collect();
+        if let Err(e) = self.storage.put_members(name, &list) {
+            error!(target: log::ERROR, group = name, error = %e, "saving members failed");
+        }
+        drop(members);
+        info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
+        let mut event = Event::new(if join {
+            EventKind::MemberJoined
+        } else {
+            EventKind::MemberLeft
+        });
+        event.scope = Scope::Group;
+        event.channel = name.into();
+        event.subject = caller.name.clone();
+        event.time_us = now_us();
+        let frame = self.shared_frame(&Packet::Event(event));
+        if let Some(frame) = frame {
+            self.tell_members(&group, |outbox| outbox.deliver(frame.clone()));
+            if !join {
+                caller.outbox.deliver(frame);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn group_infos(&self) -> Vec<GroupInfo> {
+        self.groups
+            .list()
+            .iter()
+            .map(|group| group.info())
+            .collect()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.list().len()
+    }
+
+    /// GROUP_MEMBERS: every member, and whether it is connected now.
+    pub fn group_members(&self, name: &str) -> Result<Vec<MemberInfo>, Refusal> {
+        let group = self.group(name)?;
+        Ok(group.member_list(|member| self.directory.is_online(member)))
+    }
+
+    /// Runs `read` on a group's history, if `reader` is a member.
+    pub(super) fn read_group_history<T>(
+        &self,
+        name: &str,
+        reader: &str,
+        read: impl FnOnce(&History) -> T,
+    ) -> Result<(T, u64), Refusal> {
+        subject::validate_group(name)?;
+        let group = self.group(name)?;
+        if !group.is_member(reader) {
+            return Err(Refusal::forbidden(format!(
+                "only members may read group {name}; join it first"
+            )));
+        }
+        let history = group.history.lock();
+        Ok((read(&history), history.info().last_seq))
+    }
+
+    /// Rebuilds a group from what storage gave back.
+    pub(super) fn restore_group(&self, saved: GroupSnapshot) {
+        let retention = retention_of(&ChannelOptions::default(), &self.config);
+        let name = saved.name.clone();
+        let history = self.restore_history(LogKind::Group, saved.history, retention);
+        self.groups.insert(Group {
+            name,
+            description: saved.description,
+            members: Mutex::new(saved.members.into_iter().collect()),
+            history: Mutex::new(history),
+        });
     }
 }

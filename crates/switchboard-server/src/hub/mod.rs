@@ -1,4 +1,7 @@
-//! The hub's shared state and the operations that must hold its locks.
+//! The hub's shared state and the operations that must hold its locks: channels,
+//! publishing, subscribing, restoring and closing here; group operations in `groups`;
+//! the publish rules in `admission`. Callers reach the state only through `Hub`'s
+//! methods.
 //!
 //! Lock order, always in this direction: channel table → a channel's history (several in
 //! name order) → tag index → routes → outboxes (never block). Group operations take a
@@ -6,31 +9,31 @@
 //! await: a caller that must queue a reply under a lock reserves queue room first.
 
 pub mod admission;
-pub mod channels;
+mod channels;
 pub mod directory;
-pub mod groups;
+mod groups;
 pub mod history;
 pub mod message;
-pub mod routes;
+mod routes;
 pub mod stats;
-pub mod tags;
+mod tags;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelOptions, Durability, Envelope, Event, EventKind, Packet, Publish, PublishAck, Replay,
-    Scope, Since, StreamStart, SubscribeAck,
+    ChannelInfo, ChannelOptions, ClientInfo, Durability, Envelope, Packet, Publish, PublishAck,
+    Replay, Scope, Since, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{error, info, warn};
 
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, retention_of};
-use self::directory::Directory;
+use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::{History, Retention};
 use self::message::StoredMessage;
@@ -42,8 +45,8 @@ use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
-use crate::outbox::{Outbox, Outgoing, OwnedPermit};
-use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage};
+use crate::outbox::{Outbox, OutboxReceiver, Outgoing, OwnedPermit};
+use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
 /// A stored publish: its acknowledgement, and whether the store must sync before it may
@@ -107,27 +110,28 @@ impl Destination {
     }
 }
 
-/// Everything sessions share.
+/// Everything sessions share. Its state is reached only through its methods, which take
+/// the locks in the documented order.
 pub struct Hub {
-    pub config: ServerConfig,
+    config: ServerConfig,
     /// Encodes frames shared by many receivers (live messages, events).
-    pub codec: FrameCodec,
-    pub channels: ChannelTable,
-    pub routes: Routes,
-    pub directory: Directory,
-    pub groups: GroupTable,
-    pub tags: TagIndex,
-    pub counters: Counters,
-    pub storage: Arc<dyn Storage>,
+    codec: FrameCodec,
+    channels: ChannelTable,
+    routes: Routes,
+    directory: Directory,
+    groups: GroupTable,
+    tags: TagIndex,
+    counters: Counters,
+    storage: Arc<dyn Storage>,
     /// Streamed bodies.
-    pub blobs: BlobStore,
-    pub hooks: Arc<dyn Hooks>,
+    blobs: BlobStore,
+    hooks: Arc<dyn Hooks>,
     /// What may be published where, and how durably.
     rules: PublishRules,
     /// Ids of published messages.
     message_ids: MessageIds,
     /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     next_client_id: AtomicU64,
     storage_closed: std::sync::atomic::AtomicBool,
 }
@@ -169,6 +173,105 @@ impl Hub {
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The codec of this server's frames (its limits and HMAC key).
+    pub fn codec(&self) -> &FrameCodec {
+        &self.codec
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn hooks(&self) -> &dyn Hooks {
+        &*self.hooks
+    }
+
+    /// Where streamed bodies are received and kept.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Resolves once the server starts shutting down.
+    pub fn shutting_down(&self) -> WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Starts shutting down: accept loops stop, sessions finish their request and close.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The outbound queue of a new connection, with this server's bounds; it is closed
+    /// (its kill switch pulled) when the server shuts down.
+    pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
+        Outbox::new(
+            conn_id,
+            self.config.outbound_queue,
+            self.config.outbound_queue_bytes,
+            &self.shutdown,
+            self.counters.slow_consumer_skipped.clone(),
+        )
+    }
+
+    /// Makes a session reachable by others (relays by id, group posts by name).
+    pub fn register_session(&self, entry: ClientEntry) {
+        self.directory.insert(entry);
+    }
+
+    /// Removes a session and every route of its subscriptions.
+    pub fn unregister_session(&self, client_id: u64, subscriptions: impl Iterator<Item = Pattern>) {
+        for pattern in subscriptions {
+            self.unsubscribe(&pattern, client_id);
+        }
+        self.directory.remove(client_id);
+    }
+
+    /// Sessions connected now.
+    pub fn connection_count(&self) -> usize {
+        self.directory.len()
+    }
+
+    /// Every connected client but `except`, by id.
+    pub fn list_clients(&self, except: u64) -> Vec<ClientInfo> {
+        self.directory.list(except)
+    }
+
+    /// The outbound queue of a connected client.
+    pub fn outbox_of(&self, client_id: u64) -> Option<Outbox> {
+        self.directory.outbox(client_id)
+    }
+
+    pub fn channel_infos(&self) -> Vec<ChannelInfo> {
+        self.channels.list().iter().map(|c| c.info()).collect()
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Recent messages carrying `tag`, oldest first.
+    pub fn tagged(&self, tag: &str, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
+        self.tags.lock().range(tag, since, limit)
+    }
+
+    /// Resolves once everything stored so far is on disk.
+    pub fn sync_storage(&self) -> SyncFuture {
+        self.storage.sync()
+    }
+
+    /// How many syncs to disk the store made.
+    pub fn store_syncs(&self) -> u64 {
+        self.storage.syncs()
     }
 
     /// The durability channels get when they ask for none: memory only without a durable
@@ -246,15 +349,7 @@ impl Hub {
             self.channels.restore(Channel::new(name, options, history));
         }
         for saved in snapshot.groups {
-            let retention = retention_of(&ChannelOptions::default(), &self.config);
-            let name = saved.name.clone();
-            let history = self.restore_history(LogKind::Group, saved.history, retention);
-            self.groups.insert(Group {
-                name,
-                description: saved.description,
-                members: parking_lot::Mutex::new(saved.members.into_iter().collect()),
-                history: parking_lot::Mutex::new(history),
-            });
+            self.restore_group(saved);
         }
         if channels + groups > 0 {
             info!(target: log::GENERAL, channels, groups, corrupt = snapshot.corrupt_records, "history restored");
@@ -589,131 +684,37 @@ impl Hub {
         }
     }
 
-    /// Group PUBLISH, admitted (members only): stored in the group's history and pushed
-    /// to every online member's sessions.
-    fn post_to_group(
+    /// UNSUBSCRIBE (or a session closing): the connection no longer wants what `pattern`
+    /// routed to it, unless another of its subscriptions shares the route.
+    pub fn unsubscribe(&self, pattern: &Pattern, conn_id: u64) {
+        self.routes.write().remove(pattern, conn_id);
+    }
+
+    /// Runs `read` on the history of the channel or group `name` (groups: for members
+    /// only); returns also the history's last seq.
+    pub fn read_history<T>(
         &self,
-        caller: &Caller,
-        group: &Group,
-        admission: Admission,
-        publish: Publish,
-        body: Body,
-    ) -> Result<Published, Refusal> {
-        let mut history = group.history.lock();
-        let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
-        if admission.is_stored() {
-            self.storage
-                .append(LogKind::Group, &group.name, &stored)
-                .map_err(|e| refused_to_store(&stored, &e))?;
-        }
-        if let Some(through) = history.push(stored.clone(), stored.time_us())
-            && admission.is_stored()
-        {
-            self.storage.trim(LogKind::Group, &group.name, through);
-        }
-        let delivered = self.tell_members(group, |outbox| {
-            outbox.deliver_message(&stored, admission.drop_oldest)
-        });
-        drop(history);
-        Ok(self.published(&stored, delivered, admission.must_sync()))
-    }
-
-    /// Queues something on every session of every member of the group; returns on how
-    /// many it was queued.
-    fn tell_members(&self, group: &Group, deliver: impl Fn(&Outbox) -> bool) -> u64 {
-        let members = group.members.lock();
-        let mut outboxes = Vec::new();
-        for member in members.iter() {
-            self.directory.outboxes_named(member, &mut outboxes);
-        }
-        drop(members);
-        outboxes
-            .iter()
-            .map(|outbox| u64::from(deliver(outbox)))
-            .sum()
-    }
-
-    pub fn group(&self, name: &str) -> Result<Arc<Group>, Refusal> {
-        self.groups
-            .get(name)
-            .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))
-    }
-
-    /// CREATE_GROUP. Creating a group that exists is refused.
-    pub fn create_group(&self, name: &str, description: &str) -> Result<(), Refusal> {
-        subject::validate_group(name)?;
-        if description.chars().count() > 1024 {
-            return Err(Refusal::invalid(
-                "a description has at most 1024 characters",
-            ));
-        }
-        let retention = retention_of(&ChannelOptions::default(), &self.config);
-        let created = self.groups.insert_with(name, || {
-            self.storage
-                .put_group(name, description)
-                .map_err(|e| storage_refusal(&e))?;
-            Ok(Group {
-                name: name.to_owned(),
-                description: description.to_owned(),
-                members: parking_lot::Mutex::new(Default::default()),
-                history: parking_lot::Mutex::new(History::new(retention)),
-            })
-        })?;
-        if !created {
-            return Err(Refusal::new(
-                ErrorCode::AlreadyExists,
-                format!("group {name} already exists"),
-            ));
-        }
-        info!(target: log::GENERAL, group = name, "group created");
-        Ok(())
-    }
-
-    /// JOIN_GROUP or LEAVE_GROUP for the caller's name, announced to online members
-    /// (including the one joining, and the one leaving).
-    pub fn set_membership(&self, caller: &Caller, name: &str, join: bool) -> Result<(), Refusal> {
-        let group = self.group(name)?;
-        let mut members = group.members.lock();
-        let changed = if join {
-            members.insert(caller.name.to_string())
-        } else {
-            members.remove(caller.name.as_str())
-        };
-        if !changed {
-            drop(members);
-            return if join {
-                Ok(())
-            } else {
-                Err(Refusal::not_found(format!(
-                    "{} is not a member of group {name}",
-                    caller.name
-                )))
-            };
-        }
-        // Saved under the lock, so that lists reach storage in the order they changed.
-        let list: Vec<String> = members.iter().cloned().collect();
-        if let Err(e) = self.storage.put_members(name, &list) {
-            error!(target: log::ERROR, group = name, error = %e, "saving members failed");
-        }
-        drop(members);
-        info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
-        let mut event = Event::new(if join {
-            EventKind::MemberJoined
-        } else {
-            EventKind::MemberLeft
-        });
-        event.scope = Scope::Group;
-        event.channel = name.into();
-        event.subject = caller.name.clone();
-        event.time_us = now_us();
-        let frame = self.shared_frame(&Packet::Event(event));
-        if let Some(frame) = frame {
-            self.tell_members(&group, |outbox| outbox.deliver(frame.clone()));
-            if !join {
-                caller.outbox.deliver(frame);
+        scope: Scope,
+        name: &str,
+        reader: &str,
+        read: impl FnOnce(&History) -> T,
+    ) -> Result<(T, u64), Refusal> {
+        match scope {
+            Scope::Channel => {
+                subject::validate_channel(name)?;
+                let channel = self
+                    .channels
+                    .get(name)
+                    .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
+                let history = channel.history.lock();
+                Ok((read(&history), history.info().last_seq))
             }
+            Scope::Group => self.read_group_history(name, reader, read),
+            // Tags have no history of their own; callers read the tag index instead.
+            Scope::Tag => Err(Refusal::invalid(format!(
+                "{name} is a hashtag, not a history"
+            ))),
         }
-        Ok(())
     }
 
     /// Encodes a push once for many receivers.
