@@ -2,7 +2,7 @@
 
 use switchboard_proto::packet::{ClientList, Identity, Packet};
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::hub::Hub;
 
 pub(crate) async fn identify(session: &Session, request_id: u32) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use switchboard_proto::packet::{GetMessage, GetMessages, MessagesEnd, Packet, Scope, Since};
 use switchboard_proto::subject::Pattern;
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;

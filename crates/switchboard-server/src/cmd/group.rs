@@ -5,7 +5,7 @@ use switchboard_proto::packet::{
     CreateGroup, GroupList, GroupMembers, MemberList, OkReply, Packet,
 };
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::hub::Hub;
 
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateGroup) {

@@ -1,24 +1,29 @@
-//! Requests: one module per operation, each turning a typed packet into hub calls and a
-//! reply. `apply` is the dispatcher.
+//! Requests: one module per area of the protocol, each turning a typed packet into hub
+//! calls and a reply; `apply` is the dispatcher. [`Session`] is the state a session's
+//! requests share (each area keeps its own part of it: subscriptions, streamed uploads,
+//! acknowledgements waiting for a sync). The connection hands frames in and never looks
+//! inside a request.
 
 mod channel;
 mod clients;
 mod fetch;
 mod group;
-pub(crate) mod publish;
+mod publish;
 mod relay;
 mod server;
-pub(crate) mod stream;
+mod session;
+mod stream;
 mod subscribe;
 
 use switchboard_proto::packet::{Encode, Packet};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType};
 use tracing::debug;
 
-use crate::connection::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::log;
+
+pub(crate) use self::session::Session;
 
 /// What becomes of the session once a request is served.
 pub(crate) enum AfterRequest {

@@ -8,7 +8,7 @@ use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
@@ -96,7 +96,7 @@ struct Waiting {
 /// Publishes of a session waiting for the store to sync, answered in order by a task the
 /// session owns. Syncs complete in ticket order, so waiting for them one by one costs
 /// nothing while each sync covers everything written before it.
-pub(crate) struct DurableAcks {
+pub(super) struct DurableAcks {
     queue: mpsc::Sender<Waiting>,
     task: JoinHandle<()>,
 }
@@ -136,7 +136,7 @@ impl DurableAcks {
     }
 
     /// Answers everything still waiting, within `limit`, before the session closes.
-    pub(crate) async fn finish(self, limit: Duration) {
+    pub(super) async fn finish(self, limit: Duration) {
         let DurableAcks { queue, mut task } = self;
         drop(queue);
         if tokio::time::timeout(limit, &mut task).await.is_err() {

@@ -5,7 +5,7 @@ use switchboard_proto::packet::{
     Direct, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult, RelayStatus,
 };
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::stats::Counters;

@@ -3,7 +3,7 @@
 use switchboard_proto::packet::{OkReply, Packet, Stat, StatsReply};
 use tracing::info;
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::log;

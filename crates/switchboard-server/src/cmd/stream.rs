@@ -9,8 +9,8 @@ use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
 use tracing::info;
 
 use super::publish::{acknowledge, run_hooks};
+use super::session::Session;
 use crate::blobs::Upload;
-use crate::connection::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::admission::{Admission, BodyShape};
@@ -21,7 +21,7 @@ pub(crate) const MAX_OPEN_STREAMS: usize = 16;
 
 /// An upload in progress on a session.
 #[derive(Debug)]
-pub(crate) struct Ingest {
+pub(super) struct Ingest {
     request_id: u32,
     quiet: bool,
     publish: Publish,

@@ -4,9 +4,43 @@ use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{OkReply, Packet, Subscribe, Unsubscribe};
 use switchboard_proto::subject::Pattern;
 
-use crate::connection::Session;
+use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
+
+/// A session's subscriptions by id, in id order. A vector rather than a hash map: most
+/// sessions hold one or a few, and a map's smallest table is several times their size.
+#[derive(Default)]
+pub(super) struct Subscriptions {
+    entries: Vec<(u64, Pattern)>,
+}
+
+impl Subscriptions {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn insert(&mut self, id: u64, pattern: Pattern) {
+        // Grown by doubling from one entry, not from the four a vector starts with.
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(self.entries.len().max(1));
+        }
+        match self.entries.binary_search_by_key(&id, |(id, _)| *id) {
+            Ok(at) => self.entries[at].1 = pattern,
+            // Ids only grow, so this is nearly always the end.
+            Err(at) => self.entries.insert(at, (id, pattern)),
+        }
+    }
+
+    pub fn remove(&mut self, id: &u64) -> Option<Pattern> {
+        let at = self.entries.binary_search_by_key(id, |(id, _)| *id).ok()?;
+        Some(self.entries.remove(at).1)
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + '_ {
+        self.entries.drain(..)
+    }
+}
 
 pub(crate) async fn subscribe(
     hub: &Hub,

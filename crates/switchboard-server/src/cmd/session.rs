@@ -1,0 +1,105 @@
+//! A session as its requests see it: who it is, what it subscribed to, the bodies it is
+//! streaming in and the publishes waiting for a sync, and how it answers. The connection
+//! task owns it, hands it to every request it serves, and closes it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use switchboard_proto::Flags;
+use switchboard_proto::packet::Packet;
+use switchboard_proto::subject::Pattern;
+use tracing::info;
+
+use super::publish::DurableAcks;
+use super::stream::Ingest;
+use super::subscribe::Subscriptions;
+use crate::error::Refusal;
+use crate::hooks::SessionInfo;
+use crate::hub::Caller;
+use crate::log;
+use crate::outbox::{Outbox, Outgoing};
+
+/// A session's own state, owned by its connection task.
+pub(crate) struct Session {
+    pub caller: Caller,
+    pub info: SessionInfo,
+    pub connected_since_us: u64,
+    /// Nothing heard for this long ends the session (three heartbeats); the connection's
+    /// request loop keeps to it. Kept here rather than passed along, where each async
+    /// layer would hold a copy for the session's life.
+    pub idle_limit: Duration,
+    pub(super) subscriptions: Subscriptions,
+    /// Streamed bodies being received, by stream id; dropped (and their spool files
+    /// removed) with the session.
+    pub(super) streams: HashMap<u64, Ingest>,
+    /// Publishes waiting for the store to sync before they are acknowledged.
+    pub(super) durable_acks: Option<DurableAcks>,
+    next_subscription_id: u64,
+}
+
+impl Session {
+    pub fn new(
+        caller: Caller,
+        info: SessionInfo,
+        connected_since_us: u64,
+        idle_limit: Duration,
+    ) -> Session {
+        Session {
+            caller,
+            info,
+            connected_since_us,
+            idle_limit,
+            subscriptions: Subscriptions::default(),
+            streams: HashMap::new(),
+            durable_acks: None,
+            next_subscription_id: 0,
+        }
+    }
+
+    pub(super) fn next_subscription_id(&mut self) -> u64 {
+        self.next_subscription_id += 1;
+        self.next_subscription_id
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.caller.outbox
+    }
+
+    /// Queues a reply, waiting for room in this session's own queue.
+    pub async fn reply(&self, request_id: u32, packet: Packet) {
+        self.reply_flags(request_id, Flags::empty(), packet).await;
+    }
+
+    pub async fn reply_flags(&self, request_id: u32, flags: Flags, packet: Packet) {
+        let _ = self
+            .caller
+            .outbox
+            .send(Outgoing::Packet {
+                request_id,
+                flags,
+                packet: Box::new(packet),
+            })
+            .await;
+    }
+
+    /// Queues an ERROR answering `request_id`.
+    pub async fn refuse(&self, request_id: u32, refusal: Refusal) {
+        info!(target: log::ERROR, client_id = self.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused");
+        self.reply(request_id, Packet::Error(refusal.to_packet()))
+            .await;
+    }
+
+    /// The session is closing: every subscription's pattern, taken out, for the hub to
+    /// remove their routes.
+    pub fn take_subscriptions(&mut self) -> impl Iterator<Item = Pattern> + '_ {
+        self.subscriptions.drain().map(|(_, pattern)| pattern)
+    }
+
+    /// The session is closing: publishes already stored get their answers (within
+    /// `limit`) before the goodbye.
+    pub async fn finish_durable_acks(&mut self, limit: Duration) {
+        if let Some(acks) = self.durable_acks.take() {
+            acks.finish(limit).await;
+        }
+    }
+}

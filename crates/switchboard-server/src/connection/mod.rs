@@ -1,0 +1,79 @@
+//! One connection from accept to close. [`serve`] runs its task: the handshake and the
+//! opening of the session, the request loop with its heartbeat deadline, and the cleanup
+//! that removes every trace of the session from the hub.
+//!
+//! * `transport`: the byte streams a connection is served on;
+//! * `frame_reader`: frames read into a buffer released while the connection is idle;
+//! * `handshake`: prefaces and SESSION_INIT, and the refusals written before a session
+//!   exists;
+//! * `session`: a session's registration (limits, hook, writer, SESSION_ACK, directory)
+//!   and its cleanup;
+//! * `request_loop`: serving requests until the session ends.
+//!
+//! What a request does is `cmd`'s business; this module only hands it the frames.
+
+mod frame_reader;
+mod handshake;
+mod request_loop;
+mod session;
+mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::{Instrument, info_span};
+
+use self::frame_reader::FrameReader;
+pub(crate) use self::transport::Transport;
+use crate::cmd::Session;
+use crate::hub::Hub;
+
+/// Where a connection came from.
+#[derive(Debug, Clone)]
+pub(crate) enum Peer {
+    Tcp(std::net::SocketAddr),
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Unix,
+}
+
+impl Peer {
+    fn describe(&self) -> String {
+        match self {
+            Peer::Tcp(addr) => format!("tcp {addr}"),
+            Peer::Unix => "unix".to_owned(),
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes. Not an async fn: that would be one
+/// more layer of state around `run` for every connection's life.
+pub(crate) fn serve<S: Transport>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer: Peer,
+) -> impl Future<Output = ()> + Send {
+    let span = info_span!("conn", peer = %peer.describe());
+    run(hub, stream, peer).instrument(span)
+}
+
+/// An open session and what serving it needs.
+struct Opened<R> {
+    session: Session,
+    reader: FrameReader<R>,
+}
+
+/// The connection task. Its future lives as long as the connection, so what it holds
+/// while waiting is what an idle connection costs: the handshake, serving requests and
+/// the cleanup are each boxed, and their state exists only while they run.
+async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
+    let Some(Opened {
+        mut session,
+        mut reader,
+    }) = Box::pin(session::open(&hub, stream, peer)).await
+    else {
+        return;
+    };
+    let (code, reason) = request_loop::request_loop(&hub, &mut session, &mut reader).await;
+    drop(reader);
+    Box::pin(session::close(&hub, session, code, reason)).await;
+}

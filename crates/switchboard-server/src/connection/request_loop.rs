@@ -1,0 +1,123 @@
+//! The request loop: serves the frames of an open session one after another until the
+//! session ends (the peer leaves or says goodbye, a bad frame, the heartbeat deadline,
+//! the slow-consumer kill switch, or shutdown), and says why it ended.
+
+use switchboard_proto::packet::{ErrorPacket, Packet};
+use switchboard_proto::{ErrorCode, ProtoError};
+use tracing::warn;
+
+use super::frame_reader::FrameReader;
+use super::transport::Readable;
+use crate::cmd::{self, AfterRequest, Session};
+use crate::hub::Hub;
+use crate::hub::stats::Counters;
+use crate::log;
+
+/// What woke the waiting request loop.
+enum Wake {
+    Closing,
+    Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
+}
+
+/// Serves requests until the session ends; returns why it ended.
+///
+/// This is where an idle connection waits, so it holds only what waiting needs; serving
+/// frames takes far more (the future of every request handler, a codec), which is boxed
+/// and lives only while there are bytes to serve.
+pub(super) async fn request_loop<R: Readable>(
+    hub: &Hub,
+    session: &mut Session,
+    reader: &mut FrameReader<R>,
+) -> (ErrorCode, String) {
+    loop {
+        // Frames may be waiting already: sent right behind SESSION_INIT, or left by a
+        // batch that stopped at a partial frame or for the kill switch.
+        if reader.has_bytes()
+            && let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await
+        {
+            return end;
+        }
+        // The kill switch is a child of the shutdown token, so it wakes for both.
+        let wake = tokio::select! {
+            biased;
+            () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
+            read = tokio::time::timeout(session.idle_limit, reader.fill()) => Wake::Read(read),
+        };
+        let client_id = session.caller.client_id;
+        match wake {
+            Wake::Closing if hub.is_shutting_down() => {
+                return (ErrorCode::ShuttingDown, "server shutting down".to_owned());
+            }
+            Wake::Closing => {
+                let (code, reason) = session.caller.outbox.kill_reason();
+                warn!(target: log::ERROR, client_id, %code, %reason, "closing session");
+                return (code, reason);
+            }
+            Wake::Read(Err(_)) => {
+                let idle_limit = session.idle_limit;
+                Counters::add(&hub.counters().heartbeat_timeouts, 1);
+                warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
+                return (
+                    ErrorCode::HeartbeatTimeout,
+                    format!(
+                        "nothing received for {} ms (three heartbeats)",
+                        idle_limit.as_millis()
+                    ),
+                );
+            }
+            Wake::Read(Ok(Err(error))) => {
+                // The peer is gone (a reset): like an end of stream, not a protocol error.
+                return (ErrorCode::Normal, format!("connection lost: {error}"));
+            }
+            Wake::Read(Ok(Ok(0))) => {
+                return match reader.ended() {
+                    Ok(_) => (
+                        ErrorCode::Normal,
+                        "connection closed by the client".to_owned(),
+                    ),
+                    Err(error) => Box::pin(bad_frame(hub, session, error)).await,
+                };
+            }
+            Wake::Read(Ok(Ok(_))) => {}
+        }
+    }
+}
+
+/// Serves every frame complete in the read buffer; returns why the session ends if it
+/// does, `None` once the buffer holds no complete frame or the session is being closed
+/// (which the request loop then sees). Frames in the buffer are served one after another
+/// without setting up the request loop's wait (a timer and a cancellation future per
+/// frame cost more than a small publish).
+async fn serve_buffered<R: Readable>(
+    hub: &Hub,
+    session: &mut Session,
+    reader: &mut FrameReader<R>,
+) -> Option<(ErrorCode, String)> {
+    let mut codec = hub.codec().clone();
+    loop {
+        if hub.is_shutting_down() || session.caller.outbox.is_killed() {
+            return None;
+        }
+        let frame = match reader.buffered_frame(&mut codec) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(error) => return Some(bad_frame(hub, session, error).await),
+        };
+        if let AfterRequest::Close(code, reason) = cmd::apply(hub, session, frame).await {
+            return Some((code, reason));
+        }
+    }
+}
+
+/// Tells the peer why its frame is refused; the session ends with that reason.
+async fn bad_frame(hub: &Hub, session: &Session, error: ProtoError) -> (ErrorCode, String) {
+    Counters::add(&hub.counters().protocol_errors, 1);
+    warn!(target: log::ERROR, client_id = session.caller.client_id, %error, "bad frame; closing");
+    session
+        .reply(
+            0,
+            Packet::Error(ErrorPacket::new(error.code(), error.to_string())),
+        )
+        .await;
+    (error.code(), error.to_string())
+}

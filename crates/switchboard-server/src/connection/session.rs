@@ -1,0 +1,227 @@
+//! A session's registration and cleanup: after the handshake, the checks that accept or
+//! refuse it (connection limit, the embedding application's hook), its writer and
+//! SESSION_ACK, and its entry in the hub; at the end, the removal of every trace of it,
+//! the goodbye, and the writer's last flush.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_proto::packet::{Disconnect, Packet, SessionAck};
+use switchboard_proto::{ErrorCode, Text};
+use tokio::io::AsyncWrite;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::frame_reader::FrameReader;
+use super::handshake::{Ended, Refused, handshake};
+use super::transport::{Readable, Transport};
+use super::{Opened, Peer};
+use crate::cmd::Session;
+use crate::hooks::SessionInfo;
+use crate::hub::directory::ClientEntry;
+use crate::hub::stats::Counters;
+use crate::hub::{Caller, Hub};
+use crate::log;
+use crate::outbox::Outgoing;
+use crate::time::now_us;
+use crate::writer;
+
+/// A session the server accepts, not opened yet.
+struct Accepted {
+    /// The request id of its SESSION_INIT.
+    request_id: u32,
+    name: Text,
+    info: SessionInfo,
+    heartbeat: Duration,
+}
+
+/// The handshake and the opening of the session; `None` if no session opened.
+pub(super) async fn open<S: Transport>(
+    hub: &Arc<Hub>,
+    stream: S,
+    peer: Peer,
+) -> Option<Opened<S::Read>> {
+    let (reader, mut writer) = stream.into_halves();
+    let mut reader = FrameReader::new(reader);
+    match accept(hub, &mut reader, &mut writer, &peer).await {
+        Ok(accepted) => Some(register(hub, accepted, reader, writer).await),
+        Err(Ended::Gone(error)) => {
+            // Gone before a session opened (a reset, a health check): nothing was refused.
+            debug!(target: log::CONNECTION, %error, "connection ended during the handshake");
+            None
+        }
+        Err(Ended::ShuttingDown) => None,
+        Err(Ended::Refused(refused)) => {
+            refused.tell(hub.codec(), &mut writer).await;
+            None
+        }
+    }
+}
+
+/// Runs the handshake within its time limit and decides whether the session may open.
+async fn accept<R, W>(
+    hub: &Hub,
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    peer: &Peer,
+) -> Result<Accepted, Ended>
+where
+    R: Readable,
+    W: AsyncWrite + Unpin,
+{
+    let limit = hub.config().handshake_timeout;
+    let opening = tokio::select! {
+        () = hub.shutting_down() => return Err(Ended::ShuttingDown),
+        opening = tokio::time::timeout(limit, handshake(hub.codec(), reader, writer)) => opening,
+    };
+    let (request_id, init) = match opening {
+        Ok(Ok(init)) => init,
+        Ok(Err(Ended::Refused(refused))) => {
+            Counters::add(&hub.counters().protocol_errors, 1);
+            warn!(target: log::ERROR, %refused, "connection refused");
+            return Err(Ended::Refused(refused));
+        }
+        Ok(Err(ended)) => return Err(ended),
+        Err(_) => {
+            warn!(target: log::ERROR, "no session opened within {limit:?}; closing");
+            return Err(Refused::new(0, ErrorCode::SessionRequired, "handshake timed out").into());
+        }
+    };
+    // The name is kept for the session's life: a copy of its own, because the decoded
+    // one is a slice of the read buffer, which it would keep from being freed.
+    let name = Text::from(init.name.as_str());
+    let admin = matches!(peer, Peer::Unix)
+        || hub
+            .config()
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| !token.is_empty() && init.credentials == token.as_bytes());
+    let client_id = hub.next_client_id();
+    let info = SessionInfo {
+        client_id,
+        session_id: Uuid::now_v7(),
+        name: name.to_string(),
+        peer: peer.describe(),
+        admin,
+    };
+    if hub.connection_count() >= hub.config().max_connections {
+        let message = "the server is at its connection limit";
+        return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
+    }
+    if let Err(reason) = hub.hooks().on_connect(&info) {
+        return Err(Refused::new(request_id, ErrorCode::Rejected, reason).into());
+    }
+    Ok(Accepted {
+        request_id,
+        name,
+        info,
+        heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
+    })
+}
+
+fn negotiate_heartbeat(hub: &Hub, asked_ms: u32) -> Duration {
+    if asked_ms == 0 {
+        return hub.config().heartbeat;
+    }
+    Duration::from_millis(u64::from(asked_ms))
+        .clamp(hub.config().heartbeat_min, hub.config().heartbeat_max)
+}
+
+/// Opens an accepted session: starts its writer, answers SESSION_ACK, and makes it
+/// reachable by others.
+async fn register<R, W>(
+    hub: &Arc<Hub>,
+    accepted: Accepted,
+    reader: FrameReader<R>,
+    writer: W,
+) -> Opened<R>
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let Accepted {
+        request_id,
+        name,
+        info,
+        heartbeat,
+    } = accepted;
+    let client_id = info.client_id;
+    let session_id = info.session_id;
+    let admin = info.admin;
+    let (outbox, rx) = hub.new_outbox(client_id);
+    writer::start(rx, writer, hub.clone(), client_id);
+    let connected_since_us = now_us();
+    let caller = Caller {
+        client_id,
+        // Moved, not cloned: a clone of a copied `Text` allocates a shared count.
+        name,
+        outbox: outbox.clone(),
+    };
+    let session = Session::new(caller, info, connected_since_us, heartbeat * 3);
+    let ack = SessionAck {
+        client_id,
+        session_id,
+        heartbeat_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
+        max_frame: hub.config().max_frame,
+        max_body: hub.config().max_body,
+        software: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
+    };
+    session.reply(request_id, Packet::SessionAck(ack)).await;
+    // Only now can others reach the session (relays by id, group posts by name), so the
+    // SESSION_ACK is always the first frame it is sent.
+    let name = &session.caller.name;
+    hub.register_session(ClientEntry {
+        client_id,
+        name: name.clone(),
+        connected_since_us,
+        outbox,
+    });
+    Counters::add(&hub.counters().connections_total, 1);
+    info!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
+    Opened { session, reader }
+}
+
+/// Removes every trace of the session from the hub, says goodbye and lets the writer
+/// flush.
+pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
+    let client_id = session.caller.client_id;
+    hub.unregister_session(client_id, session.take_subscriptions());
+    if code == ErrorCode::SlowConsumer {
+        Counters::add(&hub.counters().slow_consumers_disconnected, 1);
+    }
+    session
+        .finish_durable_acks(hub.config().shutdown_grace)
+        .await;
+    let goodbye = if code != ErrorCode::Normal {
+        Disconnect::new(code, reason.as_str())
+    } else {
+        Disconnect::new(code, "goodbye")
+    };
+    let outbox = session.caller.outbox.clone();
+    let writer = outbox.writer();
+    // A slow consumer's queue may be full: then it gets no DISCONNECT, only the close.
+    let said_goodbye = matches!(
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            outbox.send_last(Outgoing::Close(goodbye)),
+        )
+        .await,
+        Ok(Ok(()))
+    );
+    // The disconnect hook gets the session's info; the session itself (with its outbox
+    // sender) goes now, so that the writer sees the queue close.
+    let info = session.info.clone();
+    let name = session.caller.name.clone();
+    drop(session);
+    drop(outbox);
+    // The writer gets the grace period to flush what is queued, unless not even the
+    // DISCONNECT fitted: then its client is not reading, and waiting only holds the
+    // socket and the queue (and a shutdown) for nothing.
+    let grace = if said_goodbye {
+        hub.config().shutdown_grace
+    } else {
+        Duration::ZERO
+    };
+    writer.finished_within(grace).await;
+    hub.hooks().on_disconnect(&info, &reason);
+    info!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
+}
