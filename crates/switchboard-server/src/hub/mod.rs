@@ -276,7 +276,7 @@ impl Hub {
 
     /// The durability channels get when they ask for none: memory only without a durable
     /// store, else the store's sync policy.
-    pub fn default_durability(&self) -> Durability {
+    fn default_durability(&self) -> Durability {
         self.rules.default_durability()
     }
 
