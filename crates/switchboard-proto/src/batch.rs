@@ -31,17 +31,18 @@ pub const WRITE_APART_BYTES: usize = 16 * 1024;
 /// small frames per system call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The bytes of one write: parts kept apart (buffered bytes that came before a large
-/// piece, and the piece), then the buffer. Empty until something is encoded or pushed;
-/// an idle writer that drops it holds nothing.
+/// The bytes of one write: the buffer frames are encoded into, and the large pieces kept
+/// apart, each to be written where the buffer stood when it was added. Empty until
+/// something is encoded or pushed: an idle writer that drops it holds nothing, and a
+/// busy one that clears it after each write keeps its memory and allocates no more.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    /// What comes before `buffer`, in order; never an empty part.
-    parts: VecDeque<Bytes>,
-    /// Bytes in `parts`.
-    parts_len: usize,
-    /// Frames encoded after the last part.
     buffer: BytesMut,
+    /// Pieces written from their own buffers, in order, each after `buffer[..at]`;
+    /// never an empty piece.
+    apart: VecDeque<(usize, Bytes)>,
+    /// Bytes in `apart`.
+    apart_len: usize,
     /// Bytes at the start of `buffer` already written.
     written: usize,
 }
@@ -62,7 +63,7 @@ impl WriteBatch {
 
     /// Bytes left to write.
     pub fn len(&self) -> usize {
-        self.parts_len + self.buffer.len() - self.written
+        self.buffer.len() - self.written + self.apart_len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,25 +118,20 @@ impl WriteBatch {
         if bytes.is_empty() {
             return;
         }
-        if self.buffer.len() > self.written {
-            // The buffer's allocation goes on holding what is encoded next, behind them.
-            let mut buffered = self.buffer.split().freeze();
-            buffered.advance(self.written);
-            self.parts_len += buffered.len();
-            self.parts.push_back(buffered);
-        } else {
-            self.buffer.clear();
-        }
-        self.written = 0;
-        self.parts_len += bytes.len();
-        self.parts.push_back(bytes);
+        self.apart_len += bytes.len();
+        self.apart.push_back((self.buffer.len(), bytes));
+    }
+
+    /// Where the buffered bytes before the next piece kept apart end.
+    fn buffered_until(&self) -> usize {
+        self.apart.front().map_or(self.buffer.len(), |(at, _)| *at)
     }
 
     /// Empties the batch once it was written, keeping its buffer for the next batch
     /// unless it grew past `keep` bytes.
     pub fn clear(&mut self, keep: usize) {
-        self.parts.clear();
-        self.parts_len = 0;
+        self.apart.clear();
+        self.apart_len = 0;
         self.written = 0;
         if self.buffer.capacity() > keep {
             self.buffer = BytesMut::new();
@@ -151,41 +147,56 @@ impl Buf for WriteBatch {
     }
 
     fn chunk(&self) -> &[u8] {
-        match self.parts.front() {
-            Some(part) => part,
-            None => &self.buffer[self.written..],
+        let until = self.buffered_until();
+        match self.apart.front() {
+            Some((_, piece)) if self.written == until => piece,
+            _ => &self.buffer[self.written..until],
         }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
-        let buffered = &self.buffer[self.written..];
-        let buffered = (!buffered.is_empty()).then_some(buffered);
-        for chunk in self.parts.iter().map(|part| &part[..]).chain(buffered) {
-            let Some(slot) = dst.get_mut(filled) else {
-                break;
-            };
-            *slot = IoSlice::new(chunk);
-            filled += 1;
+        let mut add = |chunk: &'a [u8]| match dst.get_mut(filled) {
+            Some(slot) if !chunk.is_empty() => {
+                *slot = IoSlice::new(chunk);
+                filled += 1;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let mut from = self.written;
+        for (at, piece) in &self.apart {
+            if !add(&self.buffer[from..*at]) || !add(piece) {
+                return filled;
+            }
+            from = *at;
         }
+        add(&self.buffer[from..]);
         filled
     }
 
     fn advance(&mut self, mut count: usize) {
         while count > 0 {
-            let Some(front) = self.parts.front_mut() else {
-                break;
+            let until = self.buffered_until();
+            if self.written < until {
+                let step = count.min(until - self.written);
+                self.written += step;
+                count -= step;
+                continue;
+            }
+            let Some((_, piece)) = self.apart.front_mut() else {
+                return;
             };
-            if count < front.len() {
-                front.advance(count);
-                self.parts_len -= count;
+            if count < piece.len() {
+                piece.advance(count);
+                self.apart_len -= count;
                 return;
             }
-            count -= front.len();
-            self.parts_len -= front.len();
-            self.parts.pop_front();
+            count -= piece.len();
+            self.apart_len -= piece.len();
+            self.apart.pop_front();
         }
-        self.written = (self.written + count).min(self.buffer.len());
     }
 }
 
