@@ -31,7 +31,7 @@ pub(crate) const SOFTWARE: &str = concat!("switchboard-client/", env!("CARGO_PKG
 const SESSION_INIT_ID: u32 = 1;
 
 /// Room kept free in the read buffer, so that one read can take in many small frames.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = switchboard_proto::batch::READ_CHUNK_BYTES;
 
 /// A session that completed its handshake.
 pub(crate) struct Session {

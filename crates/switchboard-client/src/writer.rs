@@ -2,9 +2,9 @@
 //!
 //! Callers queue [`Command`]s on a bounded channel (a full queue makes them wait, which is
 //! the client's send-side backpressure). The task encodes every frame that is already
-//! queued into one buffer and writes it with one `write_all`, so a burst of thousands of
-//! publishes costs a handful of system calls, not one per message. It flushes once the
-//! queue is empty. Between batches it sends heartbeats and the chores the dispatch task
+//! queued into one [`WriteBatch`] and writes it at once (large bodies from their own
+//! buffers, in the same vectored write), so a burst of thousands of publishes costs a
+//! handful of system calls, not one per message. It flushes once the queue is empty. Between batches it sends heartbeats and the chores the dispatch task
 //! leaves in [`Shared`] (answers to the server's heartbeats, cancellations of dropped
 //! subscriptions), which therefore never wait for room in the queue.
 //!
@@ -12,12 +12,10 @@
 //! with [`Command::SendHeld`]: each holds a permit of its upload's own small budget until
 //! it has been written, which bounds the memory one upload ties up in the queue.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use switchboard_proto::batch::WriteBatch;
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
@@ -30,16 +28,9 @@ use crate::error::{ClientError, CloseReason};
 use crate::requests::{Pending, is_no_reply_id};
 use crate::shared::Shared;
 
-/// Once this many bytes are encoded, the batch is written even if more is queued, so
-/// that memory stays bounded and the first frames are not held back too long.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-/// A buffer that grew past this (a very large body went through) is given back.
+/// A buffer that grew past this (a very large body went through) is given back. A
+/// client has one connection, so it keeps a large buffer rather than allocating again.
 const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
-/// Bodies at least this large are written from their own buffer, after the frame's head,
-/// instead of being copied into the batch.
-const DIRECT_BODY_BYTES: usize = 32 * 1024;
 
 /// How long writing may still take once the client is closing.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -64,12 +55,8 @@ pub(crate) enum Command {
 pub(crate) struct Writer {
     io: BoxedWriter,
     codec: FrameCodec,
-    buffer: BytesMut,
-    /// Parts of the batch that come before `buffer`: heads and the large bodies that
-    /// follow them, in order.
-    parts: VecDeque<Bytes>,
-    /// Bytes in `parts`.
-    parts_len: usize,
+    /// The frames of the next write; large bodies stay in their own buffers.
+    batch: WriteBatch,
     commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     heartbeat: Duration,
@@ -88,9 +75,7 @@ impl Writer {
         Writer {
             io,
             codec,
-            buffer: BytesMut::with_capacity(64 * 1024),
-            parts: VecDeque::new(),
-            parts_len: 0,
+            batch: WriteBatch::with_capacity(64 * 1024),
             commands,
             shared,
             heartbeat,
@@ -122,7 +107,7 @@ impl Writer {
                 _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
             }
             self.encode_chores();
-            while close.is_none() && self.buffer.len() + self.parts_len < MAX_BATCH_BYTES {
+            while close.is_none() && !self.batch.is_full() {
                 match self.commands.try_recv() {
                     Ok(command) => self.encode_command(command, &mut close),
                     Err(_) => break,
@@ -164,49 +149,19 @@ impl Writer {
     }
 
     fn encode_outbound(&mut self, outbound: &Outbound) {
-        if let Some(body) = outbound.packet.body()
-            && body.len() >= DIRECT_BODY_BYTES
-        {
-            return self.encode_with_body_apart(outbound, body);
-        }
-        if let Err(error) = self.codec.encode_packet(
+        if let Err(error) = self.batch.encode(
+            &self.codec,
             outbound.request_id,
             outbound.flags,
             &outbound.packet,
-            &mut self.buffer,
         ) {
             self.refuse(outbound.request_id, error);
         }
     }
 
-    /// Encodes the head of a frame with a large body and queues the body itself after it.
-    fn encode_with_body_apart(&mut self, outbound: &Outbound, body: &Bytes) {
-        match self.codec.encode_head(
-            outbound.request_id,
-            outbound.flags,
-            &outbound.packet,
-            body,
-            &mut self.buffer,
-        ) {
-            Ok(tag) => {
-                let head = self.buffer.split().freeze();
-                self.parts_len += head.len() + body.len();
-                self.parts.push_back(head);
-                self.parts.push_back(body.clone());
-                if let Some(tag) = tag {
-                    self.buffer.extend_from_slice(&tag);
-                }
-            }
-            Err(error) => self.refuse(outbound.request_id, error),
-        }
-    }
-
     /// Encodes a frame the client sends on its own account (heartbeats, chores).
     fn encode<P: Encode + ?Sized>(&mut self, request_id: u32, flags: Flags, packet: &P) {
-        if let Err(error) = self
-            .codec
-            .encode_packet(request_id, flags, packet, &mut self.buffer)
-        {
+        if let Err(error) = self.batch.encode(&self.codec, request_id, flags, packet) {
             tracing::warn!(%error, "could not encode a frame of the client's own");
         }
     }
@@ -237,28 +192,18 @@ impl Writer {
 
     /// Writes the batch, flushing if nothing else is queued.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
-        if self.buffer.is_empty() && self.parts.is_empty() {
+        if self.batch.is_empty() {
             self.held.clear();
             return Ok(());
         }
-        if !self.parts.is_empty() {
-            if !self.buffer.is_empty() {
-                self.parts.push_back(self.buffer.split().freeze());
-            }
-            self.parts_len = 0;
-        }
         let written = tokio::select! {
-            result = write_batch_to(&mut self.io, &self.buffer, &mut self.parts) => result,
+            result = self.io.write_all_buf(&mut self.batch) => result,
             () = self.shared.shutdown.cancelled() => return Err(CloseReason::Client),
             () = closing_grace(&self.shared) => return Err(CloseReason::Client),
         };
         written.map_err(|error| CloseReason::Io(error.to_string()))?;
         self.held.clear();
-        if self.buffer.capacity() > KEEP_BUFFER_BYTES {
-            self.buffer = BytesMut::with_capacity(64 * 1024);
-        } else {
-            self.buffer.clear();
-        }
+        self.batch.clear(KEEP_BUFFER_BYTES);
         if self.commands.is_empty() {
             self.io
                 .flush()
@@ -266,56 +211,6 @@ impl Writer {
                 .map_err(|error| CloseReason::Io(error.to_string()))?;
         }
         Ok(())
-    }
-}
-
-/// Writes the batch: `parts` in order with vectored writes when there are any (the batch
-/// then ends with the last of them), else `buffer` with one `write_all`.
-async fn write_batch_to(
-    io: &mut BoxedWriter,
-    buffer: &[u8],
-    parts: &mut VecDeque<Bytes>,
-) -> std::io::Result<()> {
-    if parts.is_empty() {
-        return io.write_all(buffer).await;
-    }
-    // An empty part would make a write of nothing look like a closed peer.
-    parts.retain(|part| !part.is_empty());
-    while !parts.is_empty() {
-        let written = {
-            let slices: Vec<IoSlice<'_>> = parts
-                .iter()
-                .take(MAX_WRITE_PARTS)
-                .map(|part| IoSlice::new(part))
-                .collect();
-            io.write_vectored(&slices).await?
-        };
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        advance_parts(parts, written);
-    }
-    Ok(())
-}
-
-/// Parts handed to one vectored write at most (well under any system's IOV_MAX).
-const MAX_WRITE_PARTS: usize = 64;
-
-/// Drops the first `written` bytes of `parts`.
-fn advance_parts(parts: &mut VecDeque<Bytes>, mut written: usize) {
-    while written > 0 {
-        let Some(front) = parts.front_mut() else {
-            return;
-        };
-        if written < front.len() {
-            front.advance(written);
-            return;
-        }
-        written -= front.len();
-        parts.pop_front();
-    }
-    while parts.front().is_some_and(Bytes::is_empty) {
-        parts.pop_front();
     }
 }
 
@@ -332,7 +227,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Poll};
 
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
+    use switchboard_proto::batch::WRITE_APART_BYTES;
     use switchboard_proto::packet::{Packet, Publish};
     use switchboard_proto::{FrameType, Limits};
     use tokio::io::AsyncWrite;
@@ -441,7 +337,7 @@ mod tests {
             let recorder = Recorder::default();
             let shared = Arc::new(Shared::new(4));
             let (commands, receiver) = mpsc::channel(100);
-            let sizes = [10, 100_000, 20, 40_000, 70_000, 5, DIRECT_BODY_BYTES];
+            let sizes = [10, 100_000, 20, 40_000, 70_000, 5, WRITE_APART_BYTES];
             for (index, size) in sizes.iter().enumerate() {
                 let body = Bytes::from(vec![index as u8; *size]);
                 commands
@@ -470,23 +366,6 @@ mod tests {
             assert!(bytes.is_empty(), "nothing left over");
             assert_eq!(seen, sizes, "every body whole and in order (mac: {mac})");
         }
-    }
-
-    #[tokio::test]
-    async fn empty_parts_are_not_mistaken_for_a_closed_peer() {
-        let recorder = Recorder::default();
-        let mut io: BoxedWriter = Box::new(recorder.clone());
-        let mut parts: VecDeque<Bytes> = [
-            Bytes::new(),
-            Bytes::from_static(b"head"),
-            Bytes::new(),
-            Bytes::from_static(b"body"),
-            Bytes::new(),
-        ]
-        .into();
-        write_batch_to(&mut io, b"", &mut parts).await.unwrap();
-        assert!(parts.is_empty());
-        assert_eq!(&recorder.bytes.lock().unwrap()[..], b"headbody");
     }
 
     #[tokio::test]

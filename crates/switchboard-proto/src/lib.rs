@@ -12,11 +12,14 @@
 //! * [`codec`] — a `tokio_util` codec that checks every length against [`Limits`] before
 //!   reserving memory, verifies both CRC32C checksums and the HMAC tag;
 //! * [`packet`] — one typed struct per frame type, converting to and from frames;
+//! * [`batch`] — the sizes connections read and write by, and the write batch both ends'
+//!   writers gather frames into;
 //! * [`subject`] — channel names, wildcard patterns and hashtags, shared by server and
 //!   clients so that both route messages the same way.
 //!
 //! The crate does no I/O of its own beyond the codec.
 
+pub mod batch;
 pub mod codec;
 pub mod error;
 pub mod fields;

@@ -1,7 +1,7 @@
 //! Allocation behaviour of the codec, measured with a counting global allocator: encoding
 //! a packet into an empty buffer allocates at most once (the single reservation), and
 //! decoding a publish without user headers shares the read buffer instead of copying the
-//! body.
+//! body, and a write batch in steady use allocates nothing.
 
 mod common;
 
@@ -159,5 +159,49 @@ proptest! {
                 allocations
             );
         }
+    }
+}
+
+/// A writer reuses one write batch for batch after batch: once warm, gathering small
+/// frames and a large shared frame and writing them out allocates nothing, however many
+/// batches go through.
+#[test]
+fn a_write_batch_in_steady_use_allocates_nothing() {
+    use bytes::Buf;
+    use switchboard_proto::batch::{WRITE_APART_BYTES, WriteBatch};
+
+    for mac in [false, true] {
+        let codec = codec(mac);
+        let publish = publish_16();
+        let large = Bytes::from(vec![7u8; WRITE_APART_BYTES]);
+        let round = |batch: &mut WriteBatch| {
+            for request_id in 0..8 {
+                batch
+                    .encode(&codec, request_id, Flags::empty(), &publish)
+                    .expect("encode");
+            }
+            batch.push_frame(large.clone());
+            for request_id in 8..16 {
+                batch
+                    .encode(&codec, request_id, Flags::empty(), &publish)
+                    .expect("encode");
+            }
+            // Written out, a piece at a time.
+            while batch.has_remaining() {
+                let written = batch.chunk().len();
+                batch.advance(written);
+            }
+            batch.clear(64 * 1024);
+        };
+        let mut batch = WriteBatch::new();
+        for _ in 0..3 {
+            round(&mut batch);
+        }
+        let ((), allocations) = counting(|| {
+            for _ in 0..100 {
+                round(&mut batch);
+            }
+        });
+        assert_eq!(allocations, 0, "mac {mac}");
     }
 }

@@ -1,19 +1,21 @@
 //! The writer task of a connection: takes items from the outbound queue, encodes them and
 //! writes them out, many frames per system call.
 //!
-//! It drains whatever is queued into one buffer before writing, so that a burst of
-//! deliveries costs one write instead of one per frame. It frees that buffer when the
-//! queue is drained, and once the queue has stayed empty for a moment the task exits,
-//! leaving the socket with the queue, which starts a new task with the next item: an
-//! idle connection has no writer task and no buffer. Streamed bodies are read
-//! from their blob file one chunk at a time, so a body of any size costs about two chunks
-//! of memory while it is sent.
+//! It drains whatever is queued into one [`WriteBatch`] before writing, so that a burst
+//! of deliveries costs one write instead of one per frame; large frames and bodies are
+//! written from their own buffers in that same vectored write, not copied into the
+//! connection's. It frees the batch when the queue is drained, and once the queue has
+//! stayed empty for a moment the task exits, leaving the socket with the queue, which
+//! starts a new task with the next item: an idle connection has no writer task and no
+//! buffer. Streamed bodies are read from their blob file one chunk at a time, so a body
+//! of any size costs about two chunks of memory while it is sent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use switchboard_proto::batch::WriteBatch;
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
 };
@@ -26,11 +28,8 @@ use crate::hub::message::StoredMessage;
 use crate::log;
 use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
 
-/// Writes are batched up to this many bytes.
-const BATCH_BYTES: usize = 256 * 1024;
-/// Shared frames at least this large are written from their own buffer, not copied.
-const DIRECT_WRITE_BYTES: usize = 16 * 1024;
-/// A buffer grown past this is released after each batch.
+/// A buffer grown past this is released after each batch (an idle connection's writer
+/// holds none at all).
 const KEEP_BUFFER: usize = 16 * 1024;
 /// How long a writer waits for more to write before it exits (a busy connection does not
 /// start a task per burst).
@@ -47,12 +46,12 @@ struct OutgoingStream {
     sent: u64,
 }
 
-/// The writer's state besides the socket: the buffer, and the streamed bodies waiting
+/// The writer's state besides the socket: the batch, and the streamed bodies waiting
 /// to be sent. Bodies go one after another (a client reads one body at a time); other
 /// frames are written between their chunks, so a large body never holds up the rest.
 struct Writer<'a> {
     codec: &'a FrameCodec,
-    buf: BytesMut,
+    batch: WriteBatch,
     streams: VecDeque<OutgoingStream>,
     next_stream_id: u64,
 }
@@ -123,7 +122,7 @@ enum Ending {
 ///
 /// Its future lives as long as the writer task, so it holds only what waiting for the
 /// queue needs: writing a batch (encoding, reading body chunks from files) is boxed and
-/// exists only while there is something to write, and the buffer is dropped whenever
+/// exists only while there is something to write, and the batch is dropped whenever
 /// the queue is drained and everything was written.
 async fn run<W>(
     rx: &mut OutboxReceiver,
@@ -138,7 +137,7 @@ where
 {
     let mut writer = Writer {
         codec,
-        buf: BytesMut::new(),
+        batch: WriteBatch::new(),
         streams: VecDeque::new(),
         next_stream_id: *next_stream_id,
     };
@@ -149,7 +148,7 @@ where
                 Ok(item) => Some(item),
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    writer.buf = BytesMut::new();
+                    writer.batch = WriteBatch::new();
                     let next = match linger {
                         None => rx.recv().await,
                         Some(linger) => match tokio::time::timeout(linger, rx.recv()).await {
@@ -206,7 +205,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     let mut closing = false;
     if let Some(first) = first {
         closing = writer.put(first, sink).await?;
-        while !closing && writer.buf.len() < BATCH_BYTES {
+        while !closing && !writer.batch.is_full() {
             match rx.try_recv() {
                 Ok(item) => closing = writer.put(item, sink).await?,
                 Err(_) => break,
@@ -217,18 +216,17 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         writer.pump().await;
         writer.report_dropped(rx.take_dropped());
     }
-    write_out(&mut writer.buf, sink).await?;
+    write_out(&mut writer.batch, sink).await?;
     Ok(closing)
 }
 
-/// Writes the buffer out and empties it, giving back a buffer that grew large.
-async fn write_out<W: AsyncWrite + Unpin>(buf: &mut BytesMut, sink: &mut W) -> std::io::Result<()> {
-    sink.write_all(buf).await?;
-    if buf.capacity() > KEEP_BUFFER {
-        *buf = BytesMut::new();
-    } else {
-        buf.clear();
-    }
+/// Writes the batch out and empties it, giving back a buffer that grew large.
+async fn write_out<W: AsyncWrite + Unpin>(
+    batch: &mut WriteBatch,
+    sink: &mut W,
+) -> std::io::Result<()> {
+    sink.write_all_buf(batch).await?;
+    batch.clear(KEEP_BUFFER);
     Ok(())
 }
 
@@ -247,18 +245,13 @@ impl Writer<'_> {
                 request_id,
                 flags,
                 packet,
-            } => encode_packet(codec, request_id, flags, packet.as_ref(), &mut self.buf),
+            } => encode_packet(codec, request_id, flags, packet.as_ref(), &mut self.batch),
             Outgoing::PublishAck { request_id, ack } => {
-                encode_packet(codec, request_id, Flags::empty(), &ack, &mut self.buf);
+                encode_packet(codec, request_id, Flags::empty(), &ack, &mut self.batch);
             }
-            Outgoing::Shared(frame) if frame.len() >= DIRECT_WRITE_BYTES => {
-                // Large shared frames go out as they are, with what is buffered before
-                // them in the same vectored write, instead of being copied once per
-                // receiver into each connection's buffer.
-                let mut pending = std::mem::take(&mut self.buf).freeze().chain(frame);
-                sink.write_all_buf(&mut pending).await?;
-            }
-            Outgoing::Shared(frame) => self.buf.extend_from_slice(&frame),
+            // A large shared frame goes out from its own buffer, not copied once per
+            // receiver into each connection's.
+            Outgoing::Shared(frame) => self.batch.push_frame(frame),
             Outgoing::Dropped => {}
             Outgoing::Droppable(_) => {
                 // The receiver turns these into Shared or Dropped before they get here.
@@ -276,7 +269,7 @@ impl Writer<'_> {
                         request_id,
                         Flags::empty(),
                         head.as_ref(),
-                        &mut self.buf,
+                        &mut self.batch,
                     );
                 }
                 for message in messages {
@@ -286,12 +279,12 @@ impl Writer<'_> {
                         message.live_frame(),
                         request_id,
                         Flags::REPLAY,
-                        &mut self.buf,
+                        self.batch.buffer(),
                     ) {
-                        report_encode_failure(codec, request_id, &error, &mut self.buf);
+                        report_encode_failure(codec, request_id, &error, &mut self.batch);
                     }
-                    if self.buf.len() >= BATCH_BYTES {
-                        write_out(&mut self.buf, sink).await?;
+                    if self.batch.is_full() {
+                        write_out(&mut self.batch, sink).await?;
                     }
                 }
                 if let Some(tail) = tail {
@@ -300,7 +293,7 @@ impl Writer<'_> {
                         request_id,
                         Flags::empty(),
                         tail.as_ref(),
-                        &mut self.buf,
+                        &mut self.batch,
                     );
                 }
             }
@@ -310,7 +303,7 @@ impl Writer<'_> {
                     0,
                     Flags::empty(),
                     &Packet::Disconnect(disconnect),
-                    &mut self.buf,
+                    &mut self.batch,
                 );
                 return Ok(true);
             }
@@ -326,7 +319,7 @@ impl Writer<'_> {
         let mut event = Event::new(EventKind::Skipped);
         event.count = count;
         event.time_us = crate::time::now_us();
-        encode_packet(self.codec, 0, Flags::empty(), &event, &mut self.buf);
+        encode_packet(self.codec, 0, Flags::empty(), &event, &mut self.batch);
     }
 
     /// Sends the MESSAGE frame of a streamed body, under a stream id of this connection,
@@ -340,7 +333,7 @@ impl Writer<'_> {
         let mut head = match message.envelope() {
             Ok(head) => head,
             Err(error) => {
-                report_encode_failure(self.codec, request_id, &error, &mut self.buf);
+                report_encode_failure(self.codec, request_id, &error, &mut self.batch);
                 return;
             }
         };
@@ -349,7 +342,7 @@ impl Writer<'_> {
             stream_id,
             total_len: blob.len(),
         });
-        encode_packet(self.codec, request_id, flags, &head, &mut self.buf);
+        encode_packet(self.codec, request_id, flags, &head, &mut self.batch);
         self.streams.push_back(OutgoingStream {
             stream_id,
             request_id,
@@ -372,7 +365,7 @@ impl Writer<'_> {
                     stream.request_id,
                     Flags::empty(),
                     &chunk,
-                    &mut self.buf,
+                    &mut self.batch,
                 );
                 if last {
                     self.streams.pop_front();
@@ -390,7 +383,7 @@ impl Writer<'_> {
                     stream.request_id,
                     Flags::empty(),
                     &abort,
-                    &mut self.buf,
+                    &mut self.batch,
                 );
                 self.streams.pop_front();
             }
@@ -428,11 +421,11 @@ fn encode_packet<P: Encode + ?Sized>(
     request_id: u32,
     flags: Flags,
     packet: &P,
-    buf: &mut BytesMut,
+    batch: &mut WriteBatch,
 ) {
-    if let Err(error) = codec.encode_packet(request_id, flags, packet, buf) {
+    if let Err(error) = batch.encode(codec, request_id, flags, packet) {
         // Only a reply too large for a frame can fail here; say so instead of sending it.
-        report_encode_failure(codec, request_id, &error, buf);
+        report_encode_failure(codec, request_id, &error, batch);
     }
 }
 
@@ -440,14 +433,14 @@ fn report_encode_failure(
     codec: &FrameCodec,
     request_id: u32,
     error: &ProtoError,
-    buf: &mut BytesMut,
+    batch: &mut WriteBatch,
 ) {
     tracing::error!(target: log::ERROR, request_id, %error, "cannot encode reply");
     let packet = switchboard_proto::packet::ErrorPacket::new(
         switchboard_proto::ErrorCode::Internal,
         format!("reply could not be encoded: {error}"),
     );
-    let _ = codec.encode_packet(request_id, Flags::empty(), &packet, buf);
+    let _ = codec.encode_packet(request_id, Flags::empty(), &packet, batch.buffer());
 }
 
 #[cfg(test)]
@@ -465,11 +458,15 @@ mod tests {
     use super::*;
     use crate::hub::message::StoredMessage;
     use crate::outbox::Outbox;
+    use switchboard_proto::batch::{BATCH_BYTES, WRITE_APART_BYTES};
 
-    /// A socket that takes everything at once and remembers the largest single write.
+    /// A socket that takes everything at once and remembers the largest single write and
+    /// the number of writes; vectored writes if asked to.
     #[derive(Default)]
     struct Recorder {
         largest: usize,
+        writes: usize,
+        vectored: bool,
         bytes: BytesMut,
     }
 
@@ -480,8 +477,25 @@ mod tests {
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
             self.largest = self.largest.max(buf.len());
+            self.writes += 1;
             self.bytes.extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let len = bufs.iter().map(|buf| buf.len()).sum();
+            self.largest = self.largest.max(len);
+            self.writes += 1;
+            for buf in bufs {
+                self.bytes.extend_from_slice(buf);
+            }
+            Poll::Ready(Ok(len))
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
         }
         fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
@@ -543,5 +557,47 @@ mod tests {
                 .all(|f| f.flags.contains(Flags::REPLAY))
         );
         assert!(frames.iter().all(|f| f.request_id == 7));
+    }
+
+    /// Large shared frames are written from their own buffers, in the same write as the
+    /// small frames around them: every frame arrives whole and in order.
+    #[tokio::test]
+    async fn shared_frames_large_and_small_go_out_whole_and_in_order_in_one_write() {
+        let codec = FrameCodec::new(Limits::default());
+        let sizes = [10, 100_000, 20, WRITE_APART_BYTES, 5];
+        let (outbox, rx) =
+            Outbox::new(1, 16, usize::MAX, &CancellationToken::new(), Arc::default());
+        for (index, size) in sizes.iter().enumerate() {
+            let message = Message {
+                channel: "mixed".into(),
+                seq: index as u64 + 1,
+                body: Bytes::from(vec![index as u8; *size]),
+                ..Message::default()
+            };
+            let stored = StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap();
+            assert!(outbox.deliver(stored.live_frame().clone()));
+        }
+        drop(outbox);
+        let mut sink = Recorder {
+            vectored: true,
+            ..Recorder::default()
+        };
+        let mut rx = rx;
+        let ending = run(&mut rx, &mut sink, &codec, 1, &mut 0, None).await;
+        assert_eq!(ending, Ending::Done);
+        assert_eq!(sink.writes, 1, "one vectored write for the whole batch");
+
+        let mut decoder = codec;
+        let mut seen = Vec::new();
+        while let Some(frame) = decoder.decode(&mut sink.bytes).unwrap() {
+            let Ok(Packet::Message(message)) = Packet::from_frame(&frame) else {
+                panic!("not a message: {:?}", frame.frame_type);
+            };
+            let index = message.seq as usize - 1;
+            assert!(message.body.iter().all(|&byte| byte == index as u8));
+            seen.push(message.body.len());
+        }
+        assert!(sink.bytes.is_empty(), "nothing left over");
+        assert_eq!(seen, sizes);
     }
 }

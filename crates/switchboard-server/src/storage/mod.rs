@@ -5,7 +5,7 @@
 //! each change, in publish order, under the history's lock; the store gives everything
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
 
-mod fjall_store;
+mod fjall;
 mod writer;
 
 use std::future::Future;
@@ -16,7 +16,7 @@ use switchboard_proto::packet::{ChannelOptions, Durability, Message};
 
 use crate::hub::message::StoredMessage;
 
-pub use fjall_store::FjallStorage;
+pub use fjall::FjallStorage;
 
 /// A failure of the storage engine.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,9 +3,10 @@
 //! batch, then syncs it when a publish is waiting for that or the interval is due.
 //!
 //! A publish that must be durable takes a ticket after its append: the number of the
-//! newest record queued so far (trims do not count: they need not be on disk first). A ticket is kept once a sync covered every record up to it, so all the
-//! publishes that arrive while one batch is written and synced share the next batch and
-//! its one `fdatasync` (group commit), however many connections they came from.
+//! newest record queued so far (trims do not count: they need not be on disk first). A
+//! ticket is kept once a sync covered every record up to it, so all the publishes that
+//! arrive while one batch is written and synced share the next batch and its one
+//! `fdatasync` (group commit), however many connections they came from.
 //!
 //! The queue is bounded (records and bytes); a full queue makes the appender wait, which
 //! holds back the publishers of that history instead of growing memory without limit.
@@ -30,20 +31,17 @@ use tracing::error;
 use super::{LogKind, StorageError, SyncFuture, SyncPolicy};
 use crate::log;
 
-/// Which part of the store a record goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Space {
-    Meta,
-    Messages,
-}
-
 /// One queued change, applied in queue order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
-    Put {
-        space: Space,
-        key: Vec<u8>,
-        value: Bytes,
+    /// A directory record (a channel's options, a group, its members) under its key.
+    Put { key: Vec<u8>, value: Bytes },
+    /// A message appended to a history: its frame as stored.
+    Append {
+        kind: LogKind,
+        log: String,
+        seq: u64,
+        frame: Bytes,
     },
     /// Messages up to `through` may go: applied only after every record queued before
     /// it was written, so that a trim never misses a message still in the queue.
@@ -61,7 +59,9 @@ impl Op {
     fn weight(&self) -> usize {
         OP_OVERHEAD
             + match self {
-                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Put { key, value } => key.len() + value.len(),
+                // What its key would take: the history's name and the sequence number.
+                Op::Append { log, frame, .. } => log.len() + 8 + frame.len(),
                 Op::Trim { log, .. } => log.len(),
             }
     }
@@ -201,11 +201,11 @@ impl Writer {
             self.shared.room.wait(&mut queue);
             queue.blocked -= 1;
         }
-        let is_put = matches!(op, Op::Put { .. });
+        let is_record = !matches!(op, Op::Trim { .. });
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
-        if is_put {
+        if is_record {
             queue.last_put = queue.queued;
         }
         let wake = std::mem::take(&mut queue.writer_idle);
@@ -413,7 +413,7 @@ mod tests {
             let values = ops
                 .drain(..)
                 .map(|op| match op {
-                    Op::Put { value, .. } => value,
+                    Op::Put { value, .. } | Op::Append { frame: value, .. } => value,
                     Op::Trim { log, .. } => Bytes::from(log),
                 })
                 .collect();
@@ -430,10 +430,11 @@ mod tests {
     }
 
     fn put(value: &str) -> Op {
-        Op::Put {
-            space: Space::Messages,
-            key: value.as_bytes().to_vec(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
+        Op::Append {
+            kind: LogKind::Channel,
+            log: value.to_owned(),
+            seq: 1,
+            frame: Bytes::copy_from_slice(value.as_bytes()),
         }
     }
 
@@ -551,10 +552,11 @@ mod tests {
         let expected: Vec<Bytes> = (0..1000).map(|i| Bytes::from(format!("m{i}"))).collect();
         for value in &expected {
             writer
-                .push(Op::Put {
-                    space: Space::Messages,
-                    key: Vec::new(),
-                    value: value.clone(),
+                .push(Op::Append {
+                    kind: LogKind::Channel,
+                    log: String::new(),
+                    seq: 1,
+                    frame: value.clone(),
                 })
                 .unwrap();
         }

@@ -1,0 +1,438 @@
+//! A connection's outbound queue: what the hub and the session's own requests hand to the
+//! connection's writer task.
+//!
+//! The queue is bounded. Replies to the session's own requests wait for room (the reader
+//! is then held back, which is the right backpressure for a client that does not read its
+//! answers). Deliveries to other sessions never wait: a full queue marks a slow consumer,
+//! which is disconnected, so that one slow reader cannot stall a publisher or anyone else.
+//!
+//! On a drop-oldest channel, live frames are queued as droppable: when the queue is full,
+//! the oldest of them still queued are taken back out to make room, and only a queue
+//! with nothing left to drop disconnects.
+//!
+//! The queue itself is [`queue`], whose storage exists only while items are queued, and
+//! which lets the writer task go away while it is empty (see [`OutboxReceiver::park`]):
+//! an idle connection has no writer task at all.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_proto::packet::{Disconnect, Packet, PublishAck};
+use switchboard_proto::{ErrorCode, Flags};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::queue::TrySendError;
+pub(crate) use self::queue::{OwnedPermit, TryRecvError};
+use crate::hub::message::StoredMessage;
+
+mod queue;
+
+/// One item of a connection's outbound queue.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A packet the writer encodes (boxed: packets are large and queue slots are not).
+    Packet {
+        request_id: u32,
+        flags: Flags,
+        packet: Box<Packet>,
+    },
+    /// A publish acknowledgement, the most frequent reply, kept small and unboxed.
+    PublishAck { request_id: u32, ack: PublishAck },
+    /// A frame encoded once and shared by every receiver (a live message).
+    Shared(Bytes),
+    /// An answer made of several frames that must stay together: an optional first
+    /// packet, stored messages sent as REPLAY frames with `request_id`, an optional last
+    /// packet. Queued as one item so that nothing queued later can come between them.
+    Sequence {
+        request_id: u32,
+        head: Option<Box<Packet>>,
+        messages: Vec<Arc<StoredMessage>>,
+        tail: Option<Box<Packet>>,
+    },
+    /// A live message whose body is streamed: the writer sends its MESSAGE frame, then
+    /// the body in CHUNK frames read from the blob file.
+    Streamed(Arc<StoredMessage>),
+    /// A live frame of a channel whose slow-consumer policy is drop-oldest: the sender may
+    /// take its frame back out while it is queued, to make room for newer ones.
+    Droppable(Arc<DroppableFrame>),
+    /// Where a dropped frame was: the writer skips it.
+    Dropped,
+    /// Send this DISCONNECT, flush and close the connection.
+    Close(Disconnect),
+}
+
+/// Why the hub wants a connection closed, set by whoever pulls the kill switch first.
+/// The token is a child of the server's shutdown token, so shutting down pulls it too.
+#[derive(Debug)]
+struct KillSwitch {
+    token: CancellationToken,
+    reason: Mutex<Option<(ErrorCode, String)>>,
+}
+
+/// Bytes a queued delivery is counted for besides its frame: the queue slot and the
+/// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
+const ITEM_OVERHEAD: usize = 64;
+
+/// What a queued item counts against the byte bound: deliveries only (replies wait for
+/// room instead of overflowing).
+fn weight(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
+        Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
+        // Counted when queued and uncounted by whoever takes the frame out, writer or
+        // dropper; see `DroppableFrame::take`.
+        _ => 0,
+    }
+}
+
+/// A queued frame that may be dropped before the writer gets to it.
+#[derive(Debug)]
+pub(crate) struct DroppableFrame {
+    frame: Mutex<Option<Bytes>>,
+}
+
+impl DroppableFrame {
+    /// The frame, if nobody took it yet, with its weight taken off the queue's count.
+    fn take(&self, queued_bytes: &AtomicUsize) -> Option<Bytes> {
+        let frame = self.frame.lock().take()?;
+        queued_bytes.fetch_sub(frame.len() + ITEM_OVERHEAD, Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
+/// The droppable frames of a connection still in its queue, oldest first.
+#[derive(Debug, Default)]
+struct Droppables {
+    queued: Mutex<VecDeque<Arc<DroppableFrame>>>,
+    /// Frames dropped and not yet reported to the client.
+    unreported: AtomicU64,
+}
+
+/// The sending side of a connection's outbound queue, cheap to clone (and small: routes
+/// and the directory hold one per subscription and session).
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: queue::Sender<Outgoing>,
+    state: Arc<OutboxState>,
+}
+
+/// What the senders of one connection share besides the queue, in one allocation.
+#[derive(Debug)]
+struct OutboxState {
+    conn_id: u64,
+    kill: KillSwitch,
+    /// Bytes of deliveries queued and not yet taken by the writer.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    droppables: Droppables,
+    /// The server-wide count of frames dropped for slow consumers.
+    dropped_total: Arc<AtomicU64>,
+    /// The writer task while one runs: it exits while the connection is idle and is
+    /// started again by the next item queued.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The receiving side, owned by the writer task.
+#[derive(Debug)]
+pub(crate) struct OutboxReceiver {
+    rx: queue::Receiver<Outgoing>,
+    state: Arc<OutboxState>,
+}
+
+impl OutboxReceiver {
+    /// How many frames were dropped since the last call (to tell the client).
+    pub fn take_dropped(&self) -> u64 {
+        self.state.droppables.unreported.swap(0, Ordering::Relaxed)
+    }
+
+    fn taken(&self, item: Outgoing) -> Outgoing {
+        if let Outgoing::Droppable(slot) = &item {
+            return match slot.take(&self.state.queued_bytes) {
+                Some(frame) => Outgoing::Shared(frame),
+                None => Outgoing::Dropped,
+            };
+        }
+        let weight = weight(&item);
+        if weight > 0 {
+            self.state.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+        }
+        item
+    }
+
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let item = self.rx.recv().await?;
+        Some(self.taken(item))
+    }
+
+    pub fn try_recv(&mut self) -> Result<Outgoing, TryRecvError> {
+        let item = self.rx.try_recv()?;
+        Ok(self.taken(item))
+    }
+
+    /// Starts the writer task with `spawn` and keeps its handle. Under the handle's lock,
+    /// so that a task started later (after this one parked) is never recorded first.
+    pub fn launch(self, spawn: impl FnOnce(OutboxReceiver) -> JoinHandle<()>) {
+        let state = self.state.clone();
+        let mut writer = state.writer.lock();
+        *writer = Some(spawn(self));
+    }
+
+    /// Ends the writer task while the queue is empty: `resume` gets the receiver back
+    /// (to start a new task) when an item is queued or the last sender goes, or at once
+    /// if one of those happened already. Called by the writer task as it exits.
+    pub fn park(self, resume: impl FnOnce(OutboxReceiver) + Send + 'static) {
+        // The task is ending: its handle is dropped so that its memory goes with it.
+        drop(self.state.writer.lock().take());
+        let OutboxReceiver { rx, state } = self;
+        rx.park(move |rx| resume(OutboxReceiver { rx, state }));
+    }
+}
+
+/// Waits for a connection's writer to finish, without holding its queue open.
+#[derive(Debug)]
+pub(crate) struct WriterWatch(Arc<OutboxState>);
+
+impl WriterWatch {
+    /// Waits until the writer has finished, for at most `grace`; then stops it.
+    pub async fn finished_within(self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let running = self.0.writer.lock().take();
+            let Some(mut task) = running else {
+                return;
+            };
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// The queue has been closed: the connection is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gone;
+
+/// Why a delivery was not queued.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// No room within the byte budget or the queue's slots: a slow consumer.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+impl Outbox {
+    /// A queue of at most `capacity` items, of which deliveries may hold at most
+    /// `max_bytes` (frames plus a per-item overhead). Neither bound costs memory up
+    /// front: an idle connection pays for neither.
+    pub fn new(
+        conn_id: u64,
+        capacity: usize,
+        max_bytes: usize,
+        shutdown: &CancellationToken,
+        dropped_total: Arc<AtomicU64>,
+    ) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = queue::channel(capacity.max(1));
+        let state = Arc::new(OutboxState {
+            conn_id,
+            kill: KillSwitch {
+                token: shutdown.child_token(),
+                reason: Mutex::new(None),
+            },
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            droppables: Droppables::default(),
+            dropped_total,
+            writer: Mutex::new(None),
+        });
+        (
+            Outbox {
+                tx,
+                state: state.clone(),
+            },
+            OutboxReceiver { rx, state },
+        )
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        self.state.conn_id
+    }
+
+    /// Something to wait on for the connection's writer to finish.
+    pub fn writer(&self) -> WriterWatch {
+        WriterWatch(self.state.clone())
+    }
+
+    /// Queues a shared frame for delivery without waiting. Returns false if the
+    /// connection is gone or too slow (it is then being disconnected).
+    pub fn deliver(&self, frame: Bytes) -> bool {
+        self.offer(Outgoing::Shared(frame))
+    }
+
+    /// Queues a live message without waiting: its shared frame, or, for a streamed
+    /// body, the message itself for the writer to stream.
+    pub fn deliver_message(&self, message: &Arc<StoredMessage>, drop_oldest: bool) -> bool {
+        if drop_oldest && message.blob().is_none() {
+            self.deliver_droppable(message.live_frame())
+        } else if message.blob().is_some() {
+            self.offer(Outgoing::Streamed(message.clone()))
+        } else {
+            self.offer(Outgoing::Shared(message.live_frame().clone()))
+        }
+    }
+
+    /// Queues a live frame of a drop-oldest channel: when the queue is full, the oldest
+    /// such frames still queued are dropped to make room (and counted, for the client and
+    /// the server's stats). Only a queue with nothing left to drop disconnects.
+    pub fn deliver_droppable(&self, frame: &Bytes) -> bool {
+        let weight = frame.len() + ITEM_OVERHEAD;
+        let mut queued = self.state.droppables.queued.lock();
+        self.drop_oldest(&mut queued, weight);
+        let slot = Arc::new(DroppableFrame {
+            frame: Mutex::new(Some(frame.clone())),
+        });
+        // Queued under the droppables' lock, so that they stay in queue order.
+        let delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
+        if delivered.is_ok() {
+            queued.push_back(slot);
+        }
+        drop(queued);
+        self.delivered(delivered)
+    }
+
+    /// Drops the oldest droppable frames still queued until `weight` more bytes fit in the
+    /// budget, or none is left.
+    fn drop_oldest(&self, queued: &mut VecDeque<Arc<DroppableFrame>>, weight: usize) {
+        // Frames the writer already took sit at the front: forget them.
+        while queued
+            .front()
+            .is_some_and(|oldest| oldest.frame.lock().is_none())
+        {
+            queued.pop_front();
+        }
+        while self
+            .state
+            .queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(weight)
+            > self.state.max_bytes
+        {
+            let Some(oldest) = queued.pop_front() else {
+                break;
+            };
+            if oldest.take(&self.state.queued_bytes).is_some() {
+                self.state
+                    .droppables
+                    .unreported
+                    .fetch_add(1, Ordering::Relaxed);
+                self.state.dropped_total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Queues a delivery without waiting; false if the connection is gone or too slow.
+    fn offer(&self, item: Outgoing) -> bool {
+        let weight = weight(&item);
+        let delivered = self.try_deliver(item, weight);
+        self.delivered(delivered)
+    }
+
+    /// Queues a delivery of `weight` bytes if it fits in the byte budget and the queue.
+    /// The weight is counted before the item is queued, so that the writer never takes
+    /// off more than was added; it is taken back off if the item is refused.
+    fn try_deliver(&self, item: Outgoing, weight: usize) -> Result<(), Refused> {
+        let queued_bytes = &self.state.queued_bytes;
+        let before = queued_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before.saturating_add(weight) > self.state.max_bytes {
+            queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        self.tx.try_send(item).map_err(|error| {
+            queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            match error {
+                TrySendError::Full(_) => Refused::Full,
+                TrySendError::Closed(_) => Refused::Closed,
+            }
+        })
+    }
+
+    /// Whether a delivery was queued. A full queue means a slow consumer, which is
+    /// disconnected rather than waited for.
+    fn delivered(&self, delivered: Result<(), Refused>) -> bool {
+        match delivered {
+            Ok(()) => true,
+            Err(Refused::Full) => {
+                self.kill(
+                    ErrorCode::SlowConsumer,
+                    "slow consumer: the outbound queue is full",
+                );
+                false
+            }
+            Err(Refused::Closed) => false,
+        }
+    }
+
+    /// Queues an item, waiting for room. Gives up once the connection is being closed
+    /// (killed, or the server is stopping): a client that reads nothing would otherwise
+    /// keep its session waiting here forever, where it never sees the kill switch.
+    pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
+        tokio::select! {
+            biased;
+            sent = self.tx.send(item) => sent.map_err(|_| Gone),
+            () = self.state.kill.token.cancelled() => Err(Gone),
+        }
+    }
+
+    /// Queues the connection's last item, waiting for room even if it is being closed
+    /// (the caller bounds the wait).
+    pub async fn send_last(&self, item: Outgoing) -> Result<(), Gone> {
+        self.tx.send(item).await.map_err(|_| Gone)
+    }
+
+    /// Waits for room for one item, so that it can be queued later without waiting
+    /// (while holding a lock that must not be held across an await). Gives up like
+    /// [`Outbox::send`].
+    pub async fn reserve(&self) -> Result<OwnedPermit<Outgoing>, Gone> {
+        tokio::select! {
+            biased;
+            permit = self.tx.clone().reserve_owned() => permit.map_err(|_| Gone),
+            () = self.state.kill.token.cancelled() => Err(Gone),
+        }
+    }
+
+    /// Asks the connection to close with the given reason (the first reason wins).
+    pub fn kill(&self, code: ErrorCode, reason: &str) {
+        let mut slot = self.state.kill.reason.lock();
+        if slot.is_none() {
+            *slot = Some((code, reason.to_owned()));
+        }
+        drop(slot);
+        self.state.kill.token.cancel();
+    }
+
+    /// Whether someone asked the connection to close.
+    pub fn is_killed(&self) -> bool {
+        self.state.kill.token.is_cancelled()
+    }
+
+    /// The token pulled to close the connection, to wait on (a smaller future than an
+    /// async method around it, which matters to a connection waiting while idle).
+    pub fn kill_switch(&self) -> &CancellationToken {
+        &self.state.kill.token
+    }
+
+    /// Why the connection is being closed, once [`Outbox::kill_switch`] was pulled.
+    pub fn kill_reason(&self) -> (ErrorCode, String) {
+        self.state
+            .kill
+            .reason
+            .lock()
+            .clone()
+            .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
+    }
+}

@@ -1,0 +1,397 @@
+//! A bounded multi-producer, single-consumer queue with tokio mpsc's interface (as much of
+//! it as the outbox uses), whose storage exists only while items are queued.
+//!
+//! Not tokio's mpsc: that one allocates a block of 32 slots (and a cache-padded channel)
+//! for every connection up front and keeps them for the connection's life, which is most
+//! of what an idle connection would cost. This one holds its items in a deque that is
+//! allocated when items come and freed when the receiver has taken them all. Its
+//! receiver can also leave the queue while it is empty ([`Receiver::park`]) and be handed
+//! back by the next item queued, so that no task waits on an idle queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, TryAcquireError};
+
+/// A queue holding at most `capacity` items.
+pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            senders: 1,
+            closed: false,
+            receiver: None,
+            parked: None,
+        }),
+        room: Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)),
+    });
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+struct Chan<T> {
+    state: Mutex<State<T>>,
+    /// One permit per free slot: a sender takes one for each item it queues, the
+    /// receiver gives it back when it takes the item. Closed with the receiver, which
+    /// wakes the senders waiting for room.
+    room: Semaphore,
+}
+
+impl<T> std::fmt::Debug for Chan<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Chan")
+            .field("queued", &state.items.len())
+            .field("senders", &state.senders)
+            .field("closed", &state.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// Live senders and unused permits; none left closes the queue for the receiver.
+    senders: usize,
+    /// The receiver is gone: nothing more is queued.
+    closed: bool,
+    /// The receiver, waiting for an item.
+    receiver: Option<Waker>,
+    /// The receiver, parked: given back by the next push or the last sender's drop.
+    parked: Option<Box<dyn FnOnce() + Send>>,
+}
+
+pub(crate) enum TrySendError<T> {
+    Full(#[allow(dead_code)] T),
+    Closed(#[allow(dead_code)] T),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TryRecvError {
+    Empty,
+    Disconnected,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.state.lock().senders += 1;
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut state = self.chan.state.lock();
+        state.senders -= 1;
+        let (receiver, parked) = if state.senders == 0 {
+            (state.receiver.take(), state.parked.take())
+        } else {
+            (None, None)
+        };
+        drop(state);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        // Given back so that it sees the queue close (and so that the queue and the
+        // parked receiver, which hold each other, are freed).
+        if let Some(resume) = parked {
+            resume();
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues an item if there is room, without waiting.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        match self.chan.room.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
+        }
+        self.push(item).map_err(TrySendError::Closed)
+    }
+
+    /// Queues an item, waiting for room; gives it back if the receiver is gone.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        match self.chan.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(item),
+        }
+        self.push(item)
+    }
+
+    /// Waits for room for one item, kept until the permit is used or dropped.
+    pub async fn reserve_owned(self) -> Result<OwnedPermit<T>, ()> {
+        match self.chan.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(()),
+        }
+        Ok(OwnedPermit { sender: Some(self) })
+    }
+
+    /// Queues an item whose room was already taken.
+    fn push(&self, item: T) -> Result<(), T> {
+        let mut state = self.chan.state.lock();
+        if state.closed {
+            return Err(item);
+        }
+        state.items.push_back(item);
+        let receiver = state.receiver.take();
+        let parked = state.parked.take();
+        drop(state);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        if let Some(resume) = parked {
+            resume();
+        }
+        Ok(())
+    }
+}
+
+/// Room for one item, taken in advance; given back if dropped unused.
+#[derive(Debug)]
+pub(crate) struct OwnedPermit<T> {
+    sender: Option<Sender<T>>,
+}
+
+impl<T> OwnedPermit<T> {
+    /// Queues the item without waiting (it is dropped if the receiver is gone).
+    pub fn send(mut self, item: T) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.push(item);
+        }
+    }
+}
+
+impl<T> Drop for OwnedPermit<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            sender.chan.room.add_permits(1);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once every sender is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.chan.state.lock();
+        if let Some(item) = state.items.pop_front() {
+            drop(state);
+            self.chan.room.add_permits(1);
+            return Poll::Ready(Some(item));
+        }
+        if state.senders == 0 {
+            return Poll::Ready(None);
+        }
+        // Drained, and about to wait: the storage of a burst is not kept for an idle
+        // connection (a busy one drains with `try_recv` and does not come here per item).
+        if state.items.capacity() > 0 {
+            state.items = VecDeque::new();
+        }
+        match &mut state.receiver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let mut state = self.chan.state.lock();
+        match state.items.pop_front() {
+            Some(item) => {
+                drop(state);
+                self.chan.room.add_permits(1);
+                Ok(item)
+            }
+            None if state.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Leaves the queue while it is empty: `resume` gets the receiver back when an
+    /// item is queued or the last sender goes, or at once if one of those happened.
+    pub fn park(self, resume: impl FnOnce(Receiver<T>) + Send + 'static)
+    where
+        T: Send + 'static,
+    {
+        let chan = self.chan.clone();
+        let mut state = chan.state.lock();
+        if state.items.is_empty() && state.senders > 0 {
+            state.items = VecDeque::new();
+            // The waker is the parking task's: it must not keep that task's memory.
+            state.receiver = None;
+            state.parked = Some(Box::new(move || resume(self)));
+            return;
+        }
+        drop(state);
+        resume(self);
+    }
+
+    /// Slots of item storage the queue holds (for tests of idle memory).
+    #[cfg(test)]
+    pub fn allocated_slots(&self) -> usize {
+        self.chan.state.lock().items.capacity()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.chan.room.close();
+        let mut state = self.chan.state.lock();
+        state.closed = true;
+        let items = std::mem::take(&mut state.items);
+        drop(state);
+        // Dropped outside the lock: an item may hold anything.
+        drop(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_the_queue_closes_with_its_last_sender() {
+        let (tx, mut rx) = channel::<u32>(2);
+        let other = tx.clone();
+        tx.try_send(1).map_err(|_| "full").unwrap();
+        other.send(2).await.unwrap();
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        assert_eq!(rx.recv().await, Some(1));
+        tx.try_send(3).map_err(|_| "full").unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(other);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_when_an_item_is_taken() {
+        let (tx, mut rx) = channel::<u32>(1);
+        tx.send(1).await.unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(rx.recv().await, Some(1));
+        waiting.await.unwrap().unwrap();
+        assert_eq!(rx.recv().await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn senders_fail_once_the_receiver_is_gone_even_while_waiting() {
+        let (tx, rx) = channel::<u32>(1);
+        tx.send(1).await.unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2).await }
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert_eq!(waiting.await.unwrap(), Err(2));
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Closed(3))));
+        assert!(tx.clone().reserve_owned().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_permit_keeps_room_and_the_queue_open_until_used_or_dropped() {
+        let (tx, mut rx) = channel::<u32>(1);
+        let permit = tx.clone().reserve_owned().await.unwrap();
+        assert!(matches!(tx.try_send(1), Err(TrySendError::Full(1))));
+        drop(tx);
+        // The permit counts as a sender: the queue is not closed yet.
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        permit.send(7);
+        assert_eq!(rx.recv().await, Some(7));
+        assert_eq!(rx.recv().await, None);
+
+        let (tx, mut rx) = channel::<u32>(1);
+        drop(tx.clone().reserve_owned().await.unwrap());
+        tx.try_send(8).map_err(|_| "full").unwrap();
+        assert_eq!(rx.recv().await, Some(8));
+    }
+
+    /// A parked receiver, handed back by whatever resumes it.
+    fn park_into(rx: Receiver<u32>) -> std::sync::mpsc::Receiver<Receiver<u32>> {
+        let (resumed, back) = std::sync::mpsc::channel();
+        rx.park(move |rx| resumed.send(rx).unwrap());
+        back
+    }
+
+    #[test]
+    fn a_parked_receiver_comes_back_with_the_next_item() {
+        let (tx, rx) = channel::<u32>(4);
+        let back = park_into(rx);
+        assert!(back.try_recv().is_err(), "nothing queued: still parked");
+        tx.try_send(5).map_err(|_| "full").unwrap();
+        let mut rx = back.try_recv().expect("resumed by the push");
+        assert_eq!(rx.try_recv(), Ok(5));
+        // Resumed once only: the next push finds no parked receiver.
+        tx.try_send(6).map_err(|_| "full").unwrap();
+        assert!(back.try_recv().is_err());
+        assert_eq!(rx.try_recv(), Ok(6));
+    }
+
+    #[test]
+    fn a_receiver_is_not_parked_on_a_queue_with_items_or_without_senders() {
+        let (tx, rx) = channel::<u32>(4);
+        tx.try_send(1).map_err(|_| "full").unwrap();
+        let mut rx = park_into(rx)
+            .try_recv()
+            .expect("items waiting: given back at once");
+        assert_eq!(rx.try_recv(), Ok(1));
+        drop(tx);
+        let mut rx = park_into(rx)
+            .try_recv()
+            .expect("no senders: given back at once");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    }
+
+    #[test]
+    fn the_last_sender_going_resumes_a_parked_receiver() {
+        let (tx, rx) = channel::<u32>(4);
+        let other = tx.clone();
+        let back = park_into(rx);
+        drop(tx);
+        assert!(back.try_recv().is_err(), "a sender is left");
+        drop(other);
+        let mut rx = back.try_recv().expect("resumed by the last sender");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_holds_no_storage_while_waiting() {
+        let (tx, mut rx) = channel::<u64>(1024);
+        for item in 0..100 {
+            tx.try_send(item).map_err(|_| "full").unwrap();
+        }
+        while rx.try_recv().is_ok() {}
+        assert!(rx.allocated_slots() > 0);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(10), rx.recv());
+        assert!(waiting.await.is_err());
+        assert_eq!(rx.allocated_slots(), 0);
+    }
+}

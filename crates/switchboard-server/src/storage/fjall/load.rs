@@ -1,0 +1,122 @@
+//! Loading at start: every record read back and checked, histories rebuilt with their
+//! next sequence numbers, and each history's chunks noted for the writer's trims.
+
+use std::collections::{HashMap, VecDeque};
+
+use switchboard_proto::packet::{ChannelOptions, Message, Packet};
+use tracing::warn;
+
+use super::record::{decode_chunk, decode_record};
+use super::{ChunkIndex, Open, keys, storage_error};
+use crate::log;
+use crate::storage::{GroupSnapshot, LogKind, LogSnapshot, Snapshot, StorageError};
+
+impl Open {
+    /// Everything stored, and each history's chunks into `chunks`.
+    pub(super) fn load(&self, chunks: &mut ChunkIndex) -> Result<Snapshot, StorageError> {
+        let mut snapshot = Snapshot::default();
+        let mut corrupt = 0;
+        let mut groups: Vec<(String, String)> = Vec::new();
+        let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in self.meta.iter() {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|e| storage_error("reading meta", e))?;
+            if keys::is_counter(&key) {
+                continue;
+            }
+            match decode_record(&key, &value) {
+                Some(Packet::CreateChannel(channel)) => {
+                    let (next_seq, messages) =
+                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, chunks)?;
+                    snapshot.channels.push(LogSnapshot {
+                        name: channel.name.to_string(),
+                        options: channel.options,
+                        next_seq,
+                        messages,
+                    });
+                }
+                Some(Packet::CreateGroup(group)) => {
+                    groups.push((group.name.to_string(), group.description.to_string()));
+                }
+                Some(Packet::MemberList(list)) => {
+                    members.insert(
+                        list.group.to_string(),
+                        list.members.iter().map(|m| m.name.to_string()).collect(),
+                    );
+                }
+                _ => corrupt += 1,
+            }
+        }
+        for (name, description) in groups {
+            let (next_seq, messages) =
+                self.read_log(LogKind::Group, &name, &mut corrupt, chunks)?;
+            snapshot.groups.push(GroupSnapshot {
+                members: members.remove(&name).unwrap_or_default(),
+                history: LogSnapshot {
+                    name: name.clone(),
+                    options: ChannelOptions::default(),
+                    next_seq,
+                    messages,
+                },
+                name,
+                description,
+            });
+        }
+        if corrupt > 0 {
+            warn!(target: log::ERROR, corrupt, "corrupt records were skipped while loading");
+        }
+        snapshot.corrupt_records = corrupt;
+        Ok(snapshot)
+    }
+
+    /// The history's next sequence number and messages, and its chunks into `chunks`.
+    fn read_log(
+        &self,
+        kind: LogKind,
+        name: &str,
+        corrupt: &mut u64,
+        chunks: &mut ChunkIndex,
+    ) -> Result<(u64, Vec<Message>), StorageError> {
+        let prefix = keys::log_prefix(kind, name);
+        let mut messages = Vec::new();
+        // Each chunk's key seq, newest seq, and whether its end was lost to corruption.
+        let mut found: Vec<(u64, u64, bool)> = Vec::new();
+        for entry in self.messages.prefix(&prefix) {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|e| storage_error("reading messages", e))?;
+            let before = messages.len();
+            let damaged = decode_chunk(&key, &value, &mut messages);
+            *corrupt += damaged;
+            if let Some(first) = keys::chunk_seq(&key) {
+                let newest = messages[before..].iter().map(|m| m.seq).max();
+                found.push((first, newest.unwrap_or(first).max(first), damaged > 0));
+            }
+        }
+        let read_u64 = |key: Vec<u8>| -> Result<Option<u64>, StorageError> {
+            Ok(self
+                .meta
+                .get(key)
+                .map_err(|e| storage_error("reading a sequence number", e))?
+                .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+                .map(u64::from_be_bytes))
+        };
+        let saved_next = read_u64(keys::next_seq_key(kind, name))?.unwrap_or(1);
+        let trimmed = read_u64(keys::trim_key(kind, name))?.unwrap_or(0);
+        let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+        let next_seq = saved_next.max(last_seq + 1).max(trimmed + 1);
+        messages.retain(|m| m.seq > trimmed);
+        // A damaged chunk may have held messages up to where the next one begins.
+        let mut index = VecDeque::with_capacity(found.len());
+        for i in 0..found.len() {
+            let (first, mut newest, damaged) = found[i];
+            if damaged {
+                newest = found.get(i + 1).map_or(next_seq, |next| next.0) - 1;
+            }
+            index.push_back((first, newest.max(first)));
+        }
+        chunks.insert(prefix, index);
+        Ok((next_seq, messages))
+    }
+}

@@ -1,0 +1,441 @@
+//! [`FjallStorage`]: history and directories in an embedded LSM store (fjall), written
+//! by the storage writer (one write batch per batch of records), with a journal synced
+//! by policy and key-value separation for large records.
+//!
+//! The parts: [`keys`] (the key layout), [`record`] (records as protocol frames, checked
+//! when read back), [`sink`] (how the writer's batches become database writes: one chunk
+//! of messages per history per batch), [`trim`] (the thread that takes large removals
+//! off the writer) and [`load`] (reading everything back at start).
+//!
+//! Every message is a protocol frame, so its CRC32C checks catch corruption on load. A
+//! chunk of one message is exactly the per-message record of earlier versions, so their
+//! stores load unchanged.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use parking_lot::Mutex;
+use switchboard_proto::packet::{
+    ChannelOptions, CreateChannel, CreateGroup, MemberInfo, MemberList,
+};
+use tracing::{error, info};
+
+use self::record::encode_record;
+use self::sink::FjallSink;
+use self::trim::Trimmer;
+use super::writer::{Op, QueueLimits, Writer};
+use super::{LogKind, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy};
+use crate::hub::message::StoredMessage;
+use crate::log;
+
+mod keys;
+mod load;
+mod record;
+mod sink;
+mod trim;
+
+/// Bodies larger than this are kept in blob files, out of the LSM tree.
+const SEPARATION_THRESHOLD: u32 = 4 * 1024;
+
+fn storage_error(context: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError(format!("{context}: {error}"))
+}
+
+/// Each history's chunks on disk, oldest first, by key prefix: the chunk's key seq and
+/// the newest seq in it.
+type ChunkIndex = HashMap<Vec<u8>, VecDeque<(u64, u64)>>;
+
+/// The open database; taken out at close so that the directory is released even while
+/// the server's handle lives on.
+struct Open {
+    db: Database,
+    meta: Keyspace,
+    messages: Keyspace,
+}
+
+/// The store. Open one per data directory (fjall locks it against other processes).
+pub struct FjallStorage {
+    dir: PathBuf,
+    open: parking_lot::RwLock<Option<Open>>,
+    writer: Writer,
+    trimmer: Arc<Trimmer>,
+    /// Filled by `load`, for the writer's trims.
+    chunks: Arc<Mutex<ChunkIndex>>,
+    trim_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for FjallStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStorage")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Checks that `dir` is a usable directory, creating it if its parent exists.
+fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(StorageError(format!(
+                "data directory {} exists but is not a directory",
+                dir.display()
+            )));
+        }
+    } else {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(StorageError(format!(
+                "data directory {} does not exist and cannot be created: {} is missing",
+                dir.display(),
+                parent.display()
+            )));
+        }
+        std::fs::create_dir(dir).map_err(|e| {
+            storage_error(
+                &format!("cannot create data directory {}", dir.display()),
+                e,
+            )
+        })?;
+        info!(target: log::GENERAL, dir = %dir.display(), "created data directory");
+    }
+    // Creating a file is the one portable test of writability (permission bits lie for
+    // root and on read-only mounts).
+    let probe = dir.join(".switchboard-write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            storage_error(
+                &format!("data directory {} is not writable", dir.display()),
+                e,
+            )
+        })
+}
+
+impl FjallStorage {
+    /// Opens (or creates) the store in `dir`, failing clearly if it cannot.
+    pub fn open(dir: impl Into<PathBuf>, policy: SyncPolicy) -> Result<FjallStorage, StorageError> {
+        let dir = dir.into();
+        prepare_dir(&dir)?;
+        let db = Database::builder(&dir)
+            .worker_threads(2)
+            .open()
+            .map_err(|e| {
+                storage_error(&format!("cannot open the store in {}", dir.display()), e)
+            })?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(|e| storage_error("cannot open keyspace meta", e))?;
+        let messages = db
+            .keyspace("messages", || {
+                KeyspaceCreateOptions::default().with_kv_separation(Some(
+                    KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
+                ))
+            })
+            .map_err(|e| storage_error("cannot open keyspace messages", e))?;
+        let (trimmer, trim_thread) = Trimmer::start(&db, &messages)?;
+        let chunks = Arc::new(Mutex::new(ChunkIndex::new()));
+        let sink = FjallSink::new(
+            db.clone(),
+            meta.clone(),
+            messages.clone(),
+            trimmer.clone(),
+            chunks.clone(),
+        );
+        let writer = match Writer::start(policy, QueueLimits::default(), sink) {
+            Ok(writer) => writer,
+            Err(error) => {
+                trimmer.stop(Some(trim_thread));
+                return Err(error);
+            }
+        };
+        info!(target: log::GENERAL, dir = %dir.display(), ?policy, "store opened");
+        Ok(FjallStorage {
+            dir,
+            open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
+            writer,
+            trimmer,
+            chunks,
+            trim_thread: Mutex::new(Some(trim_thread)),
+        })
+    }
+
+    /// Runs `work` on the open database, or fails if the store was closed.
+    fn with_open<T>(
+        &self,
+        work: impl FnOnce(&Open) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match self.open.read().as_ref() {
+            Some(open) => work(open),
+            None => Err(StorageError("the store is closed".into())),
+        }
+    }
+}
+
+impl Storage for FjallStorage {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn load(&self) -> Result<Snapshot, StorageError> {
+        let mut chunks = ChunkIndex::new();
+        let snapshot = self.with_open(|open| open.load(&mut chunks))?;
+        self.chunks.lock().extend(chunks);
+        Ok(snapshot)
+    }
+
+    fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError> {
+        let record = encode_record(&CreateChannel {
+            name: name.into(),
+            options: *options,
+        })?;
+        self.writer.push(Op::Put {
+            key: keys::channel_key(name),
+            value: record,
+        })
+    }
+
+    fn append(
+        &self,
+        kind: LogKind,
+        log: &str,
+        message: &StoredMessage,
+    ) -> Result<(), StorageError> {
+        self.writer.push(Op::Append {
+            kind,
+            log: log.to_owned(),
+            seq: message.seq(),
+            frame: message.record_bytes(),
+        })
+    }
+
+    fn trim(&self, kind: LogKind, log: &str, through_seq: u64) {
+        // Refused only once the store failed or closed; nothing is trimmed then anyway.
+        let _ = self.writer.push(Op::Trim {
+            kind,
+            log: log.to_owned(),
+            through: through_seq,
+        });
+    }
+
+    fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError> {
+        let record = encode_record(&CreateGroup {
+            name: name.into(),
+            description: description.into(),
+        })?;
+        self.writer.push(Op::Put {
+            key: keys::group_key(name),
+            value: record,
+        })
+    }
+
+    fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError> {
+        let record = encode_record(&MemberList {
+            group: group.into(),
+            members: members
+                .iter()
+                .map(|name| MemberInfo {
+                    name: name.as_str().into(),
+                    online: false,
+                })
+                .collect(),
+        })?;
+        self.writer.push(Op::Put {
+            key: keys::members_key(group),
+            value: record,
+        })
+    }
+
+    fn sync(&self) -> SyncFuture {
+        self.writer.sync()
+    }
+
+    fn syncs(&self) -> u64 {
+        self.writer.syncs()
+    }
+
+    fn close(&self, next_seqs: &[(LogKind, String, u64)]) {
+        // The writer first: it writes what is queued and hands its last trims over.
+        self.writer.stop();
+        self.trimmer.stop(self.trim_thread.lock().take());
+        let Some(open) = self.open.write().take() else {
+            return;
+        };
+        for (kind, name, next_seq) in next_seqs {
+            if let Err(error) = open
+                .meta
+                .insert(keys::next_seq_key(*kind, name), next_seq.to_be_bytes())
+            {
+                error!(target: log::ERROR, log = %name, %error, "recording a sequence number failed");
+            }
+        }
+        if let Err(error) = open.db.persist(PersistMode::SyncAll) {
+            error!(target: log::ERROR, %error, "final sync of the store failed");
+        }
+        drop(open);
+        info!(target: log::GENERAL, dir = %self.dir.display(), "store closed");
+    }
+}
+
+impl Drop for FjallStorage {
+    /// Without a [`Storage::close`] the threads still end, after writing what is queued.
+    fn drop(&mut self) {
+        self.writer.stop();
+        self.trimmer.stop(self.trim_thread.lock().take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use switchboard_proto::packet::{Message, Scope};
+
+    use super::record::{decode_chunk, record_codec};
+    use super::*;
+
+    fn message(channel: &str, seq: u64) -> StoredMessage {
+        let message = Message {
+            scope: Scope::Channel,
+            channel: channel.into(),
+            seq,
+            body: Bytes::from(format!("{channel} #{seq}")),
+            ..Message::default()
+        };
+        StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap()
+    }
+
+    fn open(dir: &Path) -> FjallStorage {
+        FjallStorage::open(dir, SyncPolicy::Always).unwrap()
+    }
+
+    /// Channels with their next seq and the seqs of the messages stored.
+    fn channels(snapshot: &Snapshot) -> Vec<(String, u64, Vec<u64>)> {
+        let mut channels: Vec<_> = snapshot
+            .channels
+            .iter()
+            .map(|log| {
+                let seqs = log.messages.iter().map(|m| m.seq).collect();
+                (log.name.clone(), log.next_seq, seqs)
+            })
+            .collect();
+        channels.sort();
+        channels
+    }
+
+    /// The seqs each stored chunk of a history holds, read raw from the keyspace.
+    fn stored_chunks(store: &FjallStorage, log: &str) -> Vec<Vec<u64>> {
+        store
+            .with_open(|open| {
+                let mut chunks = Vec::new();
+                for entry in open
+                    .messages
+                    .prefix(keys::log_prefix(LogKind::Channel, log))
+                {
+                    let (key, value) = entry.into_inner().unwrap();
+                    let mut messages = Vec::new();
+                    assert_eq!(decode_chunk(&key, &value, &mut messages), 0);
+                    chunks.push(messages.iter().map(|m| m.seq).collect());
+                }
+                Ok(chunks)
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn close_writes_everything_queued_across_channels_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert!(store.load().unwrap().channels.is_empty());
+        for name in ["a", "b"] {
+            store.put_channel(name, &ChannelOptions::default()).unwrap();
+        }
+        for seq in 1..=3000 {
+            store
+                .append(LogKind::Channel, "a", &message("a", seq))
+                .unwrap();
+            for b in [2 * seq - 1, 2 * seq] {
+                store
+                    .append(LogKind::Channel, "b", &message("b", b))
+                    .unwrap();
+            }
+            // Retention of 100 messages in "a", trimmed as the hub does: after each append.
+            if seq > 100 {
+                store.trim(LogKind::Channel, "a", seq - 100);
+            }
+            // Batches end here at least, so that "b" has many chunks.
+            if seq % 100 == 0 {
+                store.sync().await.unwrap();
+            }
+        }
+        // Removes more chunks than one batch does: the rest go to the trim thread.
+        store.trim(LogKind::Channel, "b", 5900);
+        store
+            .append(LogKind::Channel, "a", &message("a", 3001))
+            .unwrap();
+        // No sync awaited for the last records: close alone must write and sync them.
+        store.close(&[]);
+        drop(store);
+
+        let store = open(dir.path());
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.corrupt_records, 0);
+        assert_eq!(
+            channels(&snapshot),
+            [
+                ("a".to_owned(), 3002, (2901..=3001).collect()),
+                ("b".to_owned(), 6001, (5901..=6000).collect()),
+            ]
+        );
+        // Only chunks holding something newer than the trim are left.
+        for (log, through) in [("a", 2900), ("b", 5900)] {
+            let chunks = stored_chunks(&store, log);
+            assert!(!chunks.is_empty());
+            for chunk in chunks {
+                assert!(chunk.iter().any(|&seq| seq > through), "{log}: {chunk:?}");
+            }
+        }
+        // Trims after a restart know the chunks loaded.
+        store.trim(LogKind::Channel, "a", 2950);
+        store.close(&[]);
+        drop(store);
+        let store = open(dir.path());
+        let snapshot = store.load().unwrap();
+        assert_eq!(channels(&snapshot)[0].2, (2951..=3001).collect::<Vec<_>>());
+        for chunk in stored_chunks(&store, "a") {
+            assert!(chunk.iter().any(|&seq| seq > 2950), "{chunk:?}");
+        }
+        store.close(&[]);
+    }
+
+    #[tokio::test]
+    async fn a_sync_resolves_once_every_channel_appended_before_it_was_written_and_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store.put_channel("b", &ChannelOptions::default()).unwrap();
+        let syncs_before = store.syncs();
+        store
+            .append(LogKind::Channel, "a", &message("a", 1))
+            .unwrap();
+        store
+            .append(LogKind::Channel, "b", &message("b", 1))
+            .unwrap();
+        store.sync().await.unwrap();
+        assert!(store.syncs() > syncs_before);
+        // Read back without a clean close: what the sync covered is in the journal.
+        let snapshot = store
+            .with_open(|open| open.load(&mut HashMap::new()))
+            .unwrap();
+        assert_eq!(
+            channels(&snapshot),
+            [("a".to_owned(), 2, vec![1]), ("b".to_owned(), 2, vec![1])]
+        );
+        store.close(&[]);
+    }
+}
