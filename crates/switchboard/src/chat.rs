@@ -1,7 +1,7 @@
 //! `switchboard chat`: an interactive shell. Plain lines post to the current channel or
 //! group; /commands do the rest; incoming messages print above the prompt. Without a
-//! terminal, or with --input FILE, it reads lines from the file or stdin instead (the
-//! seed's file mode) and exits at the end.
+//! terminal, or with --input FILE, it reads lines from the file or stdin instead and
+//! exits at the end.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -229,30 +229,59 @@ impl Chat {
     }
 }
 
-/// Reads input lines on a thread (the line editor blocks) and hands them over.
-fn terminal_input(printer_slot: &mut Option<Printer>) -> Result<mpsc::Receiver<String>> {
+/// The lines to handle, from the terminal or from a file or pipe.
+struct Input {
+    lines: mpsc::Receiver<String>,
+    /// At a terminal: tells the line editor that the last line has been handled.
+    handled: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Input {
+    async fn next(&mut self) -> Option<String> {
+        self.lines.recv().await
+    }
+
+    /// Lets the terminal prompt for the next line. The editor waits for this so that the
+    /// prompt comes back below a command's output, and so that the terminal is not in
+    /// the editor's raw mode when the chat ends.
+    fn handled(&self) {
+        if let Some(handled) = &self.handled {
+            let _ = handled.try_send(());
+        }
+    }
+}
+
+/// Reads lines at the terminal on a thread (the line editor blocks) and hands them over.
+fn terminal_input(printer_slot: &mut Option<Printer>) -> Result<Input> {
     use rustyline::ExternalPrinter;
     let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
     let mut external = editor
         .create_external_printer()
         .context("cannot print above the prompt")?;
-    let print: Box<dyn FnMut(String) + Send> = Box::new(move |line: String| {
+    let print: Box<dyn FnMut(String) + Send> = Box::new(move |mut line: String| {
+        // While the editor is not reading, the printer writes the text as it is, and the
+        // prompt drawn next would overwrite a line left open.
+        line.push('\n');
         let _ = external.print(line);
     });
     *printer_slot = Some(Arc::new(Mutex::new(print)));
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(1);
+    let (handled_tx, handled_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
         while let Ok(line) = editor.readline("> ") {
             let _ = editor.add_history_entry(line.as_str());
-            if tx.blocking_send(line).is_err() {
+            if tx.blocking_send(line).is_err() || handled_rx.recv().is_err() {
                 break;
             }
         }
     });
-    Ok(rx)
+    Ok(Input {
+        lines: rx,
+        handled: Some(handled_tx),
+    })
 }
 
-fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> mpsc::Receiver<String> {
+fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> Input {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
@@ -262,7 +291,10 @@ fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> mpsc::Receiver<Str
             }
         }
     });
-    rx
+    Input {
+        lines: rx,
+        handled: None,
+    }
 }
 
 pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
@@ -335,13 +367,14 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
         Some(channel) => chat.switch_channel(channel).await?,
         None => {}
     }
-    while let Some(line) = input.recv().await {
+    while let Some(line) = input.next().await {
         match chat.line(&line).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(error) if interactive => say(&printer, format!("! {error:#}")),
             Err(error) => return Err(error),
         }
+        input.handled();
     }
     chat.leave_place();
     for feed in feeds {
