@@ -55,7 +55,11 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
+fn config_from(
+    args: &ServeArgs,
+    hmac_key: Option<Vec<u8>>,
+    admin_token: Option<String>,
+) -> ServerConfig {
     let unix = if args.no_unix {
         None
     } else {
@@ -74,7 +78,7 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
         tcp: args.listen.clone(),
         unix,
         hmac_key,
-        admin_token: args.admin_token.clone(),
+        admin_token,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
         max_relay_bytes: args.max_relay_bytes,
         max_body: args.max_body.unwrap_or(defaults.max_body),
@@ -86,9 +90,13 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
     }
 }
 
-pub async fn run(args: ServeArgs, hmac_key: Option<Vec<u8>>) -> Result<()> {
+pub async fn run(
+    args: ServeArgs,
+    hmac_key: Option<Vec<u8>>,
+    admin_token: Option<String>,
+) -> Result<()> {
     init_logging(&args)?;
-    let config = config_from(&args, hmac_key);
+    let config = config_from(&args, hmac_key, admin_token);
     let handle = Server::builder()
         .config(config)
         .start()

@@ -113,9 +113,15 @@ pub fn wait_for_client_at(addr: &str, name: &str) {
 /// Runs `switchboard serve --listen 127.0.0.1:0` with `args` as its own process and
 /// returns it with its TCP address once it is listening.
 pub fn serve_process(args: &[&std::ffi::OsStr]) -> (Child, String) {
+    serve_process_with_env(args, &[])
+}
+
+/// `serve_process` with variables `env` set in its environment.
+pub fn serve_process_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = StdCommand::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
