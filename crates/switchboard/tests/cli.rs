@@ -659,3 +659,125 @@ fn secrets_come_from_files_or_the_environment_never_from_the_command_line() {
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "server exit status {status:?}");
 }
+
+/// A log line as the server writes it, read back: no terminal escape codes.
+fn assert_plain(what: &str, text: &str) {
+    assert!(
+        !text.contains('\u{1b}'),
+        "{what} has terminal escape codes:\n{}",
+        text.escape_debug()
+    );
+}
+
+#[test]
+fn the_log_is_plain_text_on_a_pipe_and_in_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hub.log");
+    let data = dir.path().join("data");
+    let mut server = StdCommand::new(BIN)
+        // Also the connection's span, whose fields the layers format once and share.
+        .env("RUST_LOG", "info")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    let addr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says where it listens");
+        if let Some(addr) = line.strip_prefix("switchboard listening on ") {
+            break addr.to_owned();
+        }
+    };
+    support::cli_at(&addr, "logger")
+        .args(["pub", "logged", "hello"])
+        .assert()
+        .success();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("session closed")
+    {
+        assert!(Instant::now() < deadline, "the session never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = reader.join().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_plain("stderr", &stderr);
+    assert_plain("the log file", &log);
+    // The startup lines say what they mean in words.
+    assert!(
+        stderr.contains(&format!(
+            "switchboard keeps history in {} (synced every 100ms)",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    for text in [&stderr, &log] {
+        assert!(
+            text.contains("GENERAL: listening on TCP addr=127.0.0.1:"),
+            "{text}"
+        );
+        assert!(text.contains("conn{peer=tcp 127.0.0.1:"), "{text}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_log_file_is_plain_text_while_the_terminal_gets_colours() {
+    use support::terminal::Terminal;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hub.log");
+    let server = Terminal::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--memory",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    server.expect("switchboard listening on 127.0.0.1:");
+    let screen = server.text();
+    let addr = screen
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("switchboard listening on "))
+        .expect("the address")
+        .to_owned();
+    support::cli_at(&addr, "logger")
+        .args(["pub", "logged", "hello"])
+        .assert()
+        .success();
+    server.expect("session closed");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_plain("the log file", &log);
+    assert!(log.contains("conn{peer=tcp 127.0.0.1:"), "{log}");
+    assert!(server.shows_colour(), "no colour on the terminal");
+}

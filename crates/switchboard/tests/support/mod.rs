@@ -12,6 +12,9 @@ use assert_cmd::Command;
 use serde_json::Value;
 use switchboard_server::{Server, ServerHandle};
 
+#[cfg(unix)]
+pub mod terminal;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// A server running on its own runtime for the length of a test.
