@@ -89,11 +89,16 @@ impl Cli {
         let before = cli.client.clone();
         match cli.command.client_options_mut() {
             None => {
-                if let Some(id) = given_before.first() {
-                    refuse(&format!(
+                match given_before.first() {
+                    Some(&"hmac_key_file") => refuse(
+                        "the server's --hmac-key-file goes after the command: \
+                         switchboard serve --hmac-key-file FILE",
+                    ),
+                    Some(id) => refuse(&format!(
                         "--{} is an option of the client commands; `serve` does not take it",
                         id.replace('_', "-")
-                    ));
+                    )),
+                    None => {}
                 }
                 if on_command_line(command, "admin_token") {
                     refuse(

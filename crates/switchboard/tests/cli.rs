@@ -590,19 +590,40 @@ fn serve_help_lists_only_the_server_options() {
     assert_eq!(json_lines(&out.get_output().stdout)[0]["name"], "after");
 
     Command::new(BIN)
-        .args(["--name", "carol", "serve", "--memory"])
+        .args([
+            "--name",
+            "carol",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+        ])
         .timeout(Duration::from_secs(10))
         .assert()
         .failure()
         .stderr(predicate::str::contains(
             "--name is an option of the client commands",
         ));
+    Command::new(BIN)
+        .args([
+            "--hmac-key-file",
+            "key",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+        ])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("serve --hmac-key-file FILE"));
 }
 
 #[test]
 fn secrets_come_from_files_or_the_environment_never_from_the_command_line() {
     Command::new(BIN)
-        .args(["serve", "--memory", "--admin-token", "s3cret"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-unix", "--memory"])
+        .args(["--admin-token", "s3cret"])
         .timeout(Duration::from_secs(10))
         .assert()
         .failure()
