@@ -232,22 +232,20 @@ impl Chat {
 /// The lines to handle, from the terminal or from a file or pipe.
 struct Input {
     lines: mpsc::Receiver<String>,
-    /// At a terminal: tells the line editor that the last line has been handled.
-    handled: Option<std::sync::mpsc::SyncSender<()>>,
+    /// At a terminal: asks the line editor for the next line.
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl Input {
+    /// The next line. At a terminal the editor prompts only when asked, so the prompt
+    /// comes after the output of the line before, and the terminal is in the editor's
+    /// raw mode only while the chat waits for a line: whatever ends the chat otherwise
+    /// leaves the terminal as it found it.
     async fn next(&mut self) -> Option<String> {
-        self.lines.recv().await
-    }
-
-    /// Lets the terminal prompt for the next line. The editor waits for this so that the
-    /// prompt comes back below a command's output, and so that the terminal is not in
-    /// the editor's raw mode when the chat ends.
-    fn handled(&self) {
-        if let Some(handled) = &self.handled {
-            let _ = handled.try_send(());
+        if let Some(ask) = &self.ask {
+            let _ = ask.try_send(());
         }
+        self.lines.recv().await
     }
 }
 
@@ -266,18 +264,22 @@ fn terminal_input(printer_slot: &mut Option<Printer>) -> Result<Input> {
     });
     *printer_slot = Some(Arc::new(Mutex::new(print)));
     let (tx, rx) = mpsc::channel(1);
-    let (handled_tx, handled_rx) = std::sync::mpsc::sync_channel(1);
+    let (ask, asked) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
-        while let Ok(line) = editor.readline("> ") {
+        while asked.recv().is_ok() {
+            // Ctrl-D, Ctrl-C or a broken terminal: the chat ends when `tx` is dropped.
+            let Ok(line) = editor.readline("> ") else {
+                break;
+            };
             let _ = editor.add_history_entry(line.as_str());
-            if tx.blocking_send(line).is_err() || handled_rx.recv().is_err() {
+            if tx.blocking_send(line).is_err() {
                 break;
             }
         }
     });
     Ok(Input {
         lines: rx,
-        handled: Some(handled_tx),
+        ask: Some(ask),
     })
 }
 
@@ -293,7 +295,7 @@ fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> Input {
     });
     Input {
         lines: rx,
-        handled: None,
+        ask: None,
     }
 }
 
@@ -374,7 +376,6 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
             Err(error) if interactive => say(&printer, format!("! {error:#}")),
             Err(error) => return Err(error),
         }
-        input.handled();
     }
     chat.leave_place();
     for feed in feeds {

@@ -73,7 +73,7 @@ fn read_secret_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     Ok(trimmed.to_vec())
 }
 
-/// The admin token from `file`, else the token from the environment, if any.
+/// A token from `file`, else the one from the environment, if any.
 fn read_token(file: Option<&Path>, from_env: Option<String>, what: &str) -> Result<Option<String>> {
     match file {
         Some(path) => {
