@@ -168,7 +168,8 @@ fn refuse(message: &str) -> ! {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Stop a running server gracefully (admin: over its Unix socket, or with the admin token: --token-file).
+    /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
+    /// token in --token-file).
     Stop(ClientOptions),
     /// Show this client's id, name and session.
     Whoami(ClientOptions),
