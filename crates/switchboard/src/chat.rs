@@ -1,7 +1,7 @@
 //! `switchboard chat`: an interactive shell. Plain lines post to the current channel or
 //! group; /commands do the rest; incoming messages print above the prompt. Without a
-//! terminal, or with --input FILE, it reads lines from the file or stdin instead (the
-//! seed's file mode) and exits at the end.
+//! terminal, or with --input FILE, it reads lines from the file or stdin instead and
+//! exits at the end.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -229,30 +229,61 @@ impl Chat {
     }
 }
 
-/// Reads input lines on a thread (the line editor blocks) and hands them over.
-fn terminal_input(printer_slot: &mut Option<Printer>) -> Result<mpsc::Receiver<String>> {
+/// The lines to handle, from the terminal or from a file or pipe.
+struct Input {
+    lines: mpsc::Receiver<String>,
+    /// At a terminal: asks the line editor for the next line.
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Input {
+    /// The next line. At a terminal the editor prompts only when asked, so the prompt
+    /// comes after the output of the line before, and the terminal is in the editor's
+    /// raw mode only while the chat waits for a line: whatever ends the chat otherwise
+    /// leaves the terminal as it found it.
+    async fn next(&mut self) -> Option<String> {
+        if let Some(ask) = &self.ask {
+            let _ = ask.try_send(());
+        }
+        self.lines.recv().await
+    }
+}
+
+/// Reads lines at the terminal on a thread (the line editor blocks) and hands them over.
+fn terminal_input(printer_slot: &mut Option<Printer>) -> Result<Input> {
     use rustyline::ExternalPrinter;
     let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
     let mut external = editor
         .create_external_printer()
         .context("cannot print above the prompt")?;
-    let print: Box<dyn FnMut(String) + Send> = Box::new(move |line: String| {
+    let print: Box<dyn FnMut(String) + Send> = Box::new(move |mut line: String| {
+        // While the editor is not reading, the printer writes the text as it is, and the
+        // prompt drawn next would overwrite a line left open.
+        line.push('\n');
         let _ = external.print(line);
     });
     *printer_slot = Some(Arc::new(Mutex::new(print)));
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(1);
+    let (ask, asked) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
-        while let Ok(line) = editor.readline("> ") {
+        while asked.recv().is_ok() {
+            // Ctrl-D, Ctrl-C or a broken terminal: the chat ends when `tx` is dropped.
+            let Ok(line) = editor.readline("> ") else {
+                break;
+            };
             let _ = editor.add_history_entry(line.as_str());
             if tx.blocking_send(line).is_err() {
                 break;
             }
         }
     });
-    Ok(rx)
+    Ok(Input {
+        lines: rx,
+        ask: Some(ask),
+    })
 }
 
-fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> mpsc::Receiver<String> {
+fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> Input {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
@@ -262,7 +293,10 @@ fn reader_input(reader: Box<dyn AsyncRead + Unpin + Send>) -> mpsc::Receiver<Str
             }
         }
     });
-    rx
+    Input {
+        lines: rx,
+        ask: None,
+    }
 }
 
 pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
@@ -335,7 +369,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
         Some(channel) => chat.switch_channel(channel).await?,
         None => {}
     }
-    while let Some(line) = input.recv().await {
+    while let Some(line) = input.next().await {
         match chat.line(&line).await {
             Ok(true) => {}
             Ok(false) => break,

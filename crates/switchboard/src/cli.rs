@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Switchboard: a message hub with channels, history, subscriptions, groups, hashtags and
 /// direct relay between clients.
@@ -10,66 +12,175 @@ use clap::{Args, Parser, Subcommand};
 /// Start a server with `switchboard serve`, then use the other commands as clients.
 /// Every client command connects to --server (default 127.0.0.1:7420, or
 /// SWITCHBOARD_SERVER), does its work and exits 0, or exits non-zero with a one-line reason
-/// on stderr.
+/// on stderr. The client options may come before the command (`switchboard --name bob sub
+/// news`) or after it.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, propagate_version = true)]
 pub struct Cli {
-    /// Server to connect to: HOST:PORT or unix:PATH.
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHBOARD_SERVER",
-        default_value = "127.0.0.1:7420"
-    )]
-    pub server: String,
-
-    /// Name this client goes by (also the user name for group membership).
-    #[arg(long, global = true, env = "SWITCHBOARD_NAME")]
-    pub name: Option<String>,
-
-    /// Print one JSON object per line instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-
-    /// File holding the pre-shared HMAC key (the server must use the same key).
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHBOARD_HMAC_KEY_FILE",
-        value_name = "FILE"
-    )]
-    pub hmac_key_file: Option<PathBuf>,
-
-    /// Admin token, sent as the session's credentials (allows `stop` over TCP).
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHBOARD_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// The client options given before the command; `serve` takes none.
+    #[command(flatten)]
+    pub client: ClientOptions,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options every client command takes. Secrets come from files or the environment,
+/// never from the command line, where every local user can read them (`ps`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Client options")]
+pub struct ClientOptions {
+    /// Server to connect to: HOST:PORT or unix:PATH.
+    #[arg(long, env = "SWITCHBOARD_SERVER", default_value = "127.0.0.1:7420")]
+    pub server: String,
+
+    /// Name this client goes by (also the user name for group membership).
+    #[arg(long, env = "SWITCHBOARD_NAME")]
+    pub name: Option<String>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// File holding the pre-shared HMAC key (the server must use the same key).
+    #[arg(long, env = "SWITCHBOARD_HMAC_KEY_FILE", value_name = "FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+
+    /// File holding the admin token, sent as the session's credentials (allows `stop`
+    /// over TCP). The token may instead be in SWITCHBOARD_TOKEN.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// The admin token from SWITCHBOARD_TOKEN. As a flag it is refused (see `token_file`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub token: Option<String>,
+}
+
+/// The ids of the client options, as clap knows them.
+const CLIENT_OPTIONS: [&str; 6] = [
+    "server",
+    "name",
+    "json",
+    "hmac_key_file",
+    "token_file",
+    "token",
+];
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on an error.
+    ///
+    /// A client option given after the command wins over the same option given before
+    /// it, and either wins over the environment and the defaults.
+    pub fn parse_arguments() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        let given_before: Vec<&str> = CLIENT_OPTIONS
+            .into_iter()
+            .filter(|id| on_command_line(&matches, id))
+            .collect();
+        let command = leaf_matches(&matches);
+        let before = cli.client.clone();
+        match cli.command.client_options_mut() {
+            None => {
+                match given_before.first() {
+                    Some(&"hmac_key_file") => refuse(
+                        "the server's --hmac-key-file goes after the command: \
+                         switchboard serve --hmac-key-file FILE",
+                    ),
+                    Some(id) => refuse(&format!(
+                        "--{} is an option of the client commands; `serve` does not take it",
+                        id.replace('_', "-")
+                    )),
+                    None => {}
+                }
+                if on_command_line(command, "admin_token") {
+                    refuse(
+                        "--admin-token would show the token to every local user (ps); put it \
+                         in a file for --admin-token-file FILE, or in SWITCHBOARD_ADMIN_TOKEN",
+                    );
+                }
+            }
+            Some(own) => {
+                for id in given_before {
+                    if !on_command_line(command, id) {
+                        own.take_option(&before, id);
+                    }
+                }
+                if on_command_line(&matches, "token") || on_command_line(command, "token") {
+                    refuse(
+                        "--token would show the token to every local user (ps); put it in a \
+                         file for --token-file FILE, or in SWITCHBOARD_TOKEN",
+                    );
+                }
+            }
+        }
+        cli
+    }
+}
+
+impl ClientOptions {
+    /// Takes option `id` from `other`.
+    fn take_option(&mut self, other: &ClientOptions, id: &str) {
+        match id {
+            "server" => self.server.clone_from(&other.server),
+            "name" => self.name.clone_from(&other.name),
+            "json" => self.json = other.json,
+            "hmac_key_file" => self.hmac_key_file.clone_from(&other.hmac_key_file),
+            "token_file" => self.token_file.clone_from(&other.token_file),
+            "token" => self.token.clone_from(&other.token),
+            _ => {}
+        }
+    }
+}
+
+/// Whether `id` was given on the command line (not taken from the environment or a
+/// default).
+fn on_command_line(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.try_get_raw(id),
+        Ok(Some(_)) if matches.value_source(id) == Some(ValueSource::CommandLine)
+    )
+}
+
+/// The matches of the innermost subcommand: the one that carries its own options.
+fn leaf_matches(matches: &ArgMatches) -> &ArgMatches {
+    match matches.subcommand() {
+        Some((_, sub)) => leaf_matches(sub),
+        None => matches,
+    }
+}
+
+/// Ends the process with a usage error, as clap reports its own.
+fn refuse(message: &str) -> ! {
+    Cli::command()
+        .error(ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Stop a running server gracefully (admin: over its Unix socket, or with --token).
-    Stop,
+    /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
+    /// token in --token-file).
+    Stop(ClientOptions),
     /// Show this client's id, name and session.
-    Whoami,
+    Whoami(ClientOptions),
     /// List the other connected clients.
-    Clients,
+    Clients(ClientOptions),
     /// Send a body directly to 1..255 clients by id.
     Relay(RelayArgs),
     /// Print this client's id, then every message relayed to it.
     Listen(ListenArgs),
     /// List channels with their message counts.
-    Channels,
+    Channels(ClientOptions),
     /// Manage channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -86,7 +197,7 @@ pub enum Command {
     /// Print the recent messages carrying a hashtag.
     Tag(TagArgs),
     /// List the group directory.
-    Groups,
+    Groups(ClientOptions),
     /// Manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -99,13 +210,42 @@ pub enum Command {
     /// Post a message to a group you are a member of.
     Post(PostArgs),
     /// Show the server's counters.
-    Stats,
+    Stats(ClientOptions),
     /// Interactive shell: plain lines post to the current channel or group, /help lists
     /// the commands.
     Chat(ChatArgs),
     /// Measure a server (--server) or one started in this process (--embedded):
     /// throughput, fan-out, latency, acknowledged publishes, idle sessions.
     Bench(crate::bench::BenchArgs),
+}
+
+impl Command {
+    /// The client options given with the command; `None` for `serve`.
+    pub fn client_options_mut(&mut self) -> Option<&mut ClientOptions> {
+        Some(match self {
+            Command::Serve(_) => return None,
+            Command::Stop(client)
+            | Command::Whoami(client)
+            | Command::Clients(client)
+            | Command::Channels(client)
+            | Command::Groups(client)
+            | Command::Stats(client) => client,
+            Command::Relay(args) => &mut args.client,
+            Command::Listen(args) => &mut args.client,
+            Command::Channel(ChannelCommand::Create(args)) => &mut args.client,
+            Command::Publish(args) => &mut args.client,
+            Command::Subscribe(args) => &mut args.client,
+            Command::Get(args) => &mut args.client,
+            Command::History(args) => &mut args.client,
+            Command::Tag(args) => &mut args.client,
+            Command::Group(GroupCommand::Create(args)) => &mut args.client,
+            Command::Group(GroupCommand::History(args)) => &mut args.client,
+            Command::Join(args) | Command::Leave(args) | Command::Members(args) => &mut args.client,
+            Command::Post(args) => &mut args.client,
+            Command::Chat(args) => &mut args.client,
+            Command::Bench(args) => &mut args.client,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -126,9 +266,25 @@ pub struct ServeArgs {
     /// Log level for the GENERAL, CONNECTION and ERROR categories (or set RUST_LOG).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// Admin token that lets a session stop the server over TCP.
-    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the admin token that lets a session stop the server over TCP. The
+    /// token may instead be in SWITCHBOARD_ADMIN_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token from SWITCHBOARD_ADMIN_TOKEN. As a flag it is refused (see
+    /// `admin_token_file`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
     pub admin_token: Option<String>,
+    /// File holding the pre-shared HMAC key: every frame must carry its tag, and clients
+    /// must use the same key.
+    #[arg(long, env = "SWITCHBOARD_HMAC_KEY_FILE", value_name = "FILE")]
+    pub hmac_key_file: Option<PathBuf>,
     /// Default heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub heartbeat_ms: u64,
@@ -205,6 +361,8 @@ pub struct RelayArgs {
     /// Send a file's bytes instead.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +370,8 @@ pub struct ListenArgs {
     /// Exit after this many messages.
     #[arg(long)]
     pub count: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +406,8 @@ pub struct ChannelCreateArgs {
     /// `drop-oldest` of its undelivered messages and tell it how many were skipped.
     #[arg(long, value_enum)]
     pub slow_consumer: Option<SlowConsumerArg>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 /// Slow-consumer policies of `channel create --slow-consumer`.
@@ -274,6 +436,8 @@ pub struct PublishArgs {
     /// A user header KEY=VALUE (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +460,8 @@ pub struct SubscribeArgs {
     /// needed) and each body goes to PATH/<seq>-<id>.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +474,8 @@ pub struct GetArgs {
     /// message's metadata.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +487,8 @@ pub struct HistoryArgs {
     /// At most this many messages (without --since: the newest N).
     #[arg(long)]
     pub limit: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -327,6 +497,8 @@ pub struct TagArgs {
     pub tag: String,
     #[arg(long)]
     pub limit: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +514,8 @@ pub struct GroupCreateArgs {
     pub group: String,
     #[arg(long, default_value = "")]
     pub description: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -350,24 +524,32 @@ pub struct GroupHistoryArgs {
     /// From a time (RFC 3339, HH:MM:SS today UTC, or an age such as 10m) or a sequence number.
     #[arg(long, value_name = "SEQ|TIME")]
     pub since: Option<String>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
 pub struct GroupName {
     pub group: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
 pub struct PostArgs {
     pub group: String,
     pub text: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// Channel to start in; `@group` starts in a group.
     pub channel: Option<String>,
-    /// Read lines from this file instead of the terminal (the seed's file mode).
+    /// Read lines from this file instead of the terminal, and exit at its end.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }

@@ -16,15 +16,15 @@ mod output;
 mod serve;
 mod since;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 
 use crate::cli::{Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_arguments();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve(ServeArgs {
         threads: Some(threads),
@@ -59,67 +59,103 @@ fn one_line(error: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
-fn read_hmac_key(cli: &Cli) -> Result<Option<Vec<u8>>> {
-    let Some(path) = &cli.hmac_key_file else {
-        return Ok(None);
-    };
-    let key = std::fs::read(path)
-        .with_context(|| format!("cannot read HMAC key file {}", path.display()))?;
-    let trimmed = key.trim_ascii().to_vec();
+/// A secret kept in a file: its bytes without surrounding whitespace (the line end an
+/// editor adds), never empty.
+fn read_secret_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let secret = std::fs::read(path)
+        .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+    let trimmed = secret.trim_ascii();
     anyhow::ensure!(
         !trimmed.is_empty(),
-        "HMAC key file {} is empty",
+        "{what} file {} is empty",
         path.display()
     );
-    Ok(Some(trimmed))
+    Ok(trimmed.to_vec())
+}
+
+/// A token from `file`, else the one from the environment, if any.
+fn read_token(file: Option<&Path>, from_env: Option<String>, what: &str) -> Result<Option<String>> {
+    match file {
+        Some(path) => {
+            let token = read_secret_file(path, what)?;
+            let token = String::from_utf8(token)
+                .with_context(|| format!("{what} file {} is not UTF-8 text", path.display()))?;
+            Ok(Some(token))
+        }
+        None => Ok(from_env.filter(|token| !token.is_empty())),
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let hmac_key = read_hmac_key(&cli)?;
-    let Cli {
-        server,
-        name,
-        json,
-        token,
-        command,
-        ..
-    } = cli;
-    let ctx = commands::Context {
-        server,
-        name,
-        json,
-        token,
-        hmac_key,
-    };
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        mut command => {
+            let ctx = client_context(&mut command)?;
+            run_client(&ctx, command).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let hmac_key = args
+        .hmac_key_file
+        .as_deref()
+        .map(|path| read_secret_file(path, "HMAC key"))
+        .transpose()?;
+    let admin_token = read_token(
+        args.admin_token_file.as_deref(),
+        args.admin_token.clone(),
+        "admin token",
+    )?;
+    serve::run(args, hmac_key, admin_token).await
+}
+
+/// What a client command needs from its options, with the secrets read.
+fn client_context(command: &mut Command) -> Result<commands::Context> {
+    let options = command
+        .client_options_mut()
+        .context("serve is not a client command")?;
+    Ok(commands::Context {
+        hmac_key: options
+            .hmac_key_file
+            .as_deref()
+            .map(|path| read_secret_file(path, "HMAC key"))
+            .transpose()?,
+        token: read_token(options.token_file.as_deref(), options.token.take(), "token")?,
+        server: std::mem::take(&mut options.server),
+        name: options.name.take(),
+        json: options.json,
+    })
+}
+
+async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
     match command {
-        Command::Serve(args) => serve::run(args, ctx.hmac_key).await,
-        Command::Stop => commands::session::stop(&ctx).await,
-        Command::Whoami => commands::session::whoami(&ctx).await,
-        Command::Clients => commands::session::clients(&ctx).await,
-        Command::Stats => commands::session::stats(&ctx).await,
-        Command::Relay(args) => commands::relay::relay(&ctx, args).await,
-        Command::Listen(args) => commands::relay::listen(&ctx, args).await,
-        Command::Channels => commands::channel::list(&ctx).await,
+        Command::Serve(_) => anyhow::bail!("serve is not a client command"),
+        Command::Stop(_) => commands::session::stop(ctx).await,
+        Command::Whoami(_) => commands::session::whoami(ctx).await,
+        Command::Clients(_) => commands::session::clients(ctx).await,
+        Command::Stats(_) => commands::session::stats(ctx).await,
+        Command::Relay(args) => commands::relay::relay(ctx, args).await,
+        Command::Listen(args) => commands::relay::listen(ctx, args).await,
+        Command::Channels(_) => commands::channel::list(ctx).await,
         Command::Channel(cli::ChannelCommand::Create(args)) => {
-            commands::channel::create(&ctx, args).await
+            commands::channel::create(ctx, args).await
         }
-        Command::Publish(args) => commands::publish::publish(&ctx, args).await,
-        Command::Subscribe(args) => commands::subscribe::subscribe(&ctx, args).await,
-        Command::Get(args) => commands::channel::get(&ctx, args).await,
-        Command::History(args) => commands::channel::history(&ctx, args).await,
-        Command::Tag(args) => commands::channel::tag(&ctx, args).await,
-        Command::Groups => commands::group::list(&ctx).await,
-        Command::Group(cli::GroupCommand::Create(args)) => {
-            commands::group::create(&ctx, args).await
-        }
+        Command::Publish(args) => commands::publish::publish(ctx, args).await,
+        Command::Subscribe(args) => commands::subscribe::subscribe(ctx, args).await,
+        Command::Get(args) => commands::channel::get(ctx, args).await,
+        Command::History(args) => commands::channel::history(ctx, args).await,
+        Command::Tag(args) => commands::channel::tag(ctx, args).await,
+        Command::Groups(_) => commands::group::list(ctx).await,
+        Command::Group(cli::GroupCommand::Create(args)) => commands::group::create(ctx, args).await,
         Command::Group(cli::GroupCommand::History(args)) => {
-            commands::group::history(&ctx, args).await
+            commands::group::history(ctx, args).await
         }
-        Command::Join(args) => commands::group::join(&ctx, args, true).await,
-        Command::Leave(args) => commands::group::join(&ctx, args, false).await,
-        Command::Members(args) => commands::group::members(&ctx, args).await,
-        Command::Post(args) => commands::group::post(&ctx, args).await,
-        Command::Chat(args) => chat::run(&ctx, args).await,
-        Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Join(args) => commands::group::join(ctx, args, true).await,
+        Command::Leave(args) => commands::group::join(ctx, args, false).await,
+        Command::Members(args) => commands::group::members(ctx, args).await,
+        Command::Post(args) => commands::group::post(ctx, args).await,
+        Command::Chat(args) => chat::run(ctx, args).await,
+        Command::Bench(args) => bench::run(ctx, args).await,
     }
 }

@@ -1,5 +1,7 @@
 //! `switchboard serve`: runs the hub until STOP, SIGINT or SIGTERM, then drains and exits 0.
 
+use std::fmt;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,6 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use switchboard_server::{Server, ServerConfig, SyncPolicy};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -21,8 +26,21 @@ fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.parse().ok()
 }
 
+/// How the log file formats fields: as the terminal does, but as a type of its own.
+/// Formatted span fields are kept per formatter type and shared by the layers that use
+/// it, so with the same type the file would get the span fields the terminal layer
+/// formatted, colour codes included.
+struct FileFields(DefaultFields);
+
+impl<'writer> FormatFields<'writer> for FileFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        self.0.format_fields(writer, fields)
+    }
+}
+
 /// Logs to stderr and, with --log-file, to a file, in the categories GENERAL, CONNECTION
-/// and ERROR (the event targets).
+/// and ERROR (the event targets). Colours only on a terminal: never in the file, nor on
+/// a stderr that is a file or a pipe.
 fn init_logging(args: &ServeArgs) -> Result<()> {
     let level = &args.log_level;
     let filter = EnvFilter::try_from_default_env().or_else(|_| {
@@ -30,7 +48,9 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
             "warn,GENERAL={level},CONNECTION={level},ERROR={level}"
         ))
     })?;
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let file = match &args.log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -40,6 +60,7 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(FileFields(DefaultFields::new()))
                     .with_ansi(false)
                     .with_writer(Mutex::new(file)),
             )
@@ -55,7 +76,11 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
+fn config_from(
+    args: &ServeArgs,
+    hmac_key: Option<Vec<u8>>,
+    admin_token: Option<String>,
+) -> ServerConfig {
     let unix = if args.no_unix {
         None
     } else {
@@ -74,7 +99,7 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
         tcp: args.listen.clone(),
         unix,
         hmac_key,
-        admin_token: args.admin_token.clone(),
+        admin_token,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
         max_relay_bytes: args.max_relay_bytes,
         max_body: args.max_body.unwrap_or(defaults.max_body),
@@ -86,9 +111,13 @@ fn config_from(args: &ServeArgs, hmac_key: Option<Vec<u8>>) -> ServerConfig {
     }
 }
 
-pub async fn run(args: ServeArgs, hmac_key: Option<Vec<u8>>) -> Result<()> {
+pub async fn run(
+    args: ServeArgs,
+    hmac_key: Option<Vec<u8>>,
+    admin_token: Option<String>,
+) -> Result<()> {
     init_logging(&args)?;
-    let config = config_from(&args, hmac_key);
+    let config = config_from(&args, hmac_key, admin_token);
     let handle = Server::builder()
         .config(config)
         .start()

@@ -1,5 +1,5 @@
 //! Parsing `--since`: a sequence number, or a time given as RFC 3339, as HH:MM:SS (today,
-//! UTC, as the group seed had it), or as an age such as `10m`.
+//! UTC), or as an age such as `10m`.
 
 use anyhow::{Result, bail};
 use time::OffsetDateTime;

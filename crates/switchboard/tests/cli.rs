@@ -11,7 +11,9 @@ use serde_json::Value;
 
 mod support;
 
-use support::{BIN, TestServer, json_lines, read_lines, serve_process, wait_exit};
+use support::{
+    BIN, TestServer, json_lines, read_lines, serve_process, serve_process_with_env, wait_exit,
+};
 
 #[test]
 fn help_explains_the_commands() {
@@ -526,4 +528,277 @@ fn serve_takes_a_thread_count_and_refuses_zero() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--threads"));
+}
+
+#[test]
+fn serve_help_lists_only_the_server_options() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).assert().success();
+        String::from_utf8_lossy(&out.get_output().stdout).to_string()
+    };
+    let serve = help(&["serve", "--help"]);
+    assert!(serve.contains("--listen") && serve.contains("--admin-token-file"));
+    for client_option in ["--server", "--name", "--json", "--token", "Client options"] {
+        assert!(
+            !serve.contains(client_option),
+            "serve --help mentions {client_option}:\n{serve}"
+        );
+    }
+    // The client commands still list them, and take them before or after the command.
+    let sub = help(&["sub", "--help"]);
+    for client_option in [
+        "--server",
+        "--name",
+        "--json",
+        "--token-file",
+        "Client options",
+    ] {
+        assert!(
+            sub.contains(client_option),
+            "sub --help lacks {client_option}"
+        );
+    }
+    let server = TestServer::start();
+    for (args, name) in [
+        (["--json", "--name", "early", "whoami"], "early"),
+        (["whoami", "--json", "--name", "late"], "late"),
+    ] {
+        let out = Command::new(BIN)
+            .env_remove("SWITCHBOARD_SERVER")
+            .env("SWITCHBOARD_NAME", "from-the-environment")
+            .args(["--server", &server.addr])
+            .args(args)
+            .assert()
+            .success();
+        let whoami = &json_lines(&out.get_output().stdout)[0];
+        assert_eq!(whoami["name"], name);
+    }
+    // A client option after the command wins over the same option before it.
+    let out = Command::new(BIN)
+        .env_remove("SWITCHBOARD_SERVER")
+        .args([
+            "--server",
+            "127.0.0.1:1",
+            "--name",
+            "before",
+            "whoami",
+            "--json",
+        ])
+        .args(["--server", &server.addr, "--name", "after"])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&out.get_output().stdout)[0]["name"], "after");
+
+    Command::new(BIN)
+        .args([
+            "--name",
+            "carol",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+        ])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--name is an option of the client commands",
+        ));
+    Command::new(BIN)
+        .args([
+            "--hmac-key-file",
+            "key",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+        ])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("serve --hmac-key-file FILE"));
+}
+
+#[test]
+fn secrets_come_from_files_or_the_environment_never_from_the_command_line() {
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-unix", "--memory"])
+        .args(["--admin-token", "s3cret"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("every local user")
+                .and(predicate::str::contains("--admin-token-file")),
+        );
+    Command::new(BIN)
+        .args(["--token", "s3cret", "stop"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--token-file"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = dir.path().join("admin-token");
+    std::fs::write(&admin_token, "s3cret\n").unwrap();
+    let wrong_token = dir.path().join("wrong-token");
+    std::fs::write(&wrong_token, "guess\n").unwrap();
+    let (mut child, addr) = serve_process(&[
+        "--memory".as_ref(),
+        "--no-unix".as_ref(),
+        "--admin-token-file".as_ref(),
+        admin_token.as_os_str(),
+    ]);
+    let stop = |token_file: &std::path::Path| {
+        let mut command = Command::new(BIN);
+        command
+            .env_remove("SWITCHBOARD_TOKEN")
+            .args(["--server", &addr, "stop", "--token-file"])
+            .arg(token_file)
+            .timeout(Duration::from_secs(30));
+        command
+    };
+    stop(&wrong_token)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("admin"));
+    stop(&admin_token).assert().success();
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "server exit status {status:?}");
+
+    // The same through the environment.
+    let (mut child, addr) = serve_process_with_env(
+        &["--memory".as_ref(), "--no-unix".as_ref()],
+        &[("SWITCHBOARD_ADMIN_TOKEN", "from-env")],
+    );
+    Command::new(BIN)
+        .env("SWITCHBOARD_TOKEN", "from-env")
+        .args(["--server", &addr, "stop"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .success();
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "server exit status {status:?}");
+}
+
+/// A log line as the server writes it, read back: no terminal escape codes.
+fn assert_plain(what: &str, text: &str) {
+    assert!(
+        !text.contains('\u{1b}'),
+        "{what} has terminal escape codes:\n{}",
+        text.escape_debug()
+    );
+}
+
+#[test]
+fn the_log_is_plain_text_on_a_pipe_and_in_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hub.log");
+    let data = dir.path().join("data");
+    let mut server = StdCommand::new(BIN)
+        // Also the connection's span, whose fields the layers format once and share.
+        .env("RUST_LOG", "info")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    let addr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says where it listens");
+        if let Some(addr) = line.strip_prefix("switchboard listening on ") {
+            break addr.to_owned();
+        }
+    };
+    support::cli_at(&addr, "logger")
+        .args(["pub", "logged", "hello"])
+        .assert()
+        .success();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("session closed")
+    {
+        assert!(Instant::now() < deadline, "the session never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = reader.join().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_plain("stderr", &stderr);
+    assert_plain("the log file", &log);
+    // The startup lines say what they mean in words.
+    assert!(
+        stderr.contains(&format!(
+            "switchboard keeps history in {} (synced every 100ms)",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    for text in [&stderr, &log] {
+        assert!(
+            text.contains("GENERAL: listening on TCP addr=127.0.0.1:"),
+            "{text}"
+        );
+        assert!(text.contains("conn{peer=tcp 127.0.0.1:"), "{text}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_log_file_is_plain_text_while_the_terminal_gets_colours() {
+    use support::terminal::Terminal;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hub.log");
+    let server = Terminal::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--memory",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    server.expect("switchboard listening on 127.0.0.1:");
+    let screen = server.text();
+    let addr = screen
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("switchboard listening on "))
+        .expect("the address")
+        .to_owned();
+    support::cli_at(&addr, "logger")
+        .args(["pub", "logged", "hello"])
+        .assert()
+        .success();
+    server.expect("session closed");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_plain("the log file", &log);
+    assert!(log.contains("conn{peer=tcp 127.0.0.1:"), "{log}");
+    assert!(server.shows_colour(), "no colour on the terminal");
 }

@@ -89,6 +89,8 @@ pub struct BenchArgs {
     /// Give up waiting for the last deliveries after this long without progress.
     #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub client: crate::cli::ClientOptions,
 }
 
 /// How the durable bench's channel is kept, named as `serve --sync` and `channel create

@@ -5,15 +5,15 @@
 use anyhow::Result;
 
 use super::Settings;
-use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;
 use super::target::Target;
+use super::workload::{self, Pace, Workload};
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     let channels = (0..settings.channel_count())
         .map(|index| format!("{}.{index}", settings.channel_base))
         .collect();
-    let mut plan = FlowPlan::new(
+    let mut plan = Workload::new(
         settings,
         format!("channels ×{}", settings.channel_count()),
         channels,
@@ -21,5 +21,5 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
     );
     // One publisher per channel: --publishers is the number of channels here.
     plan.publishers_per_channel = 1;
-    flow::measure(target, settings, plan).await
+    workload::measure(target, settings, plan).await
 }

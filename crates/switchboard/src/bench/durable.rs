@@ -12,15 +12,15 @@
 use anyhow::{Context as _, Result};
 use switchboard_client::proto::packet::{ChannelOptions, Durability};
 
-use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;
 use super::target::Target;
+use super::workload::{self, Pace, Workload};
 use super::{Settings, SyncPolicy};
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     let channel = settings.channel_base.clone();
     let storage = prepare_channel(target, &channel, settings.sync).await?;
-    let plan = FlowPlan::new(
+    let plan = Workload::new(
         settings,
         format!("durable ≤{} in flight", settings.in_flight),
         vec![channel],
@@ -28,7 +28,7 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
             in_flight: settings.in_flight,
         },
     );
-    let mut report = flow::measure(target, settings, plan).await?;
+    let mut report = workload::measure(target, settings, plan).await?;
     report.sync = settings.sync.map(|sync| sync.name().to_owned());
     report.durability = Some(storage.channel.name().to_owned());
     report.storage = Some(storage.describe());

@@ -9,19 +9,19 @@
 use anyhow::Result;
 
 use super::Settings;
-use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;
 use super::target::Target;
+use super::workload::{self, Pace, Workload};
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     let per_publisher = f64::from(settings.rate) / settings.publishers as f64;
-    let plan = FlowPlan::new(
+    let plan = Workload::new(
         settings,
         format!("latency {}/s", settings.rate),
         vec![settings.channel_base.clone()],
         Pace::Rate(per_publisher),
     );
-    let mut report = flow::measure(target, settings, plan).await?;
+    let mut report = workload::measure(target, settings, plan).await?;
     report.rate = Some(settings.rate);
     Ok(report)
 }

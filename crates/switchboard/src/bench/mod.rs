@@ -1,10 +1,10 @@
 //! `switchboard bench`: measures a running server (`--server`) or one started in this
 //! process (`--embedded`), in the spirit of `nats bench` and `redis-benchmark`.
 //!
-//! Every mode but `idle` moves messages through [`flow`]: publishers on their own
+//! Every mode but `idle` moves messages through [`workload`]: publishers on their own
 //! connections, subscribers on theirs, counters the publishers use for flow control and
 //! the run uses to prove that nothing was lost. Each mode file only picks the shape of
-//! the flow (how many channels, publishers and subscribers, how publishes are paced) and
+//! the workload (how many channels, publishers and subscribers, how publishes are paced) and
 //! what its report shows. [`report`] prints the summary table or one JSON object, and
 //! [`progress`] draws a bar on a terminal.
 //!
@@ -15,7 +15,6 @@ mod args;
 mod channels;
 mod durable;
 mod fanout;
-mod flow;
 mod idle;
 mod latency;
 mod progress;
@@ -23,6 +22,7 @@ mod pubsub;
 mod report;
 mod request;
 mod target;
+mod workload;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -4,9 +4,9 @@
 use anyhow::Result;
 
 use super::Settings;
-use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;
 use super::target::Target;
+use super::workload::{self, Pace, Workload};
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
     flood_one_channel(target, settings, "pubsub".to_owned()).await
@@ -19,11 +19,11 @@ pub(super) async fn flood_one_channel(
     settings: &Settings,
     label: String,
 ) -> Result<Report> {
-    let plan = FlowPlan::new(
+    let plan = Workload::new(
         settings,
         label,
         vec![settings.channel_base.clone()],
         Pace::Flood,
     );
-    flow::measure(target, settings, plan).await
+    workload::measure(target, settings, plan).await
 }

@@ -11,8 +11,8 @@ use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::flow::{FlowOutcome, Pace};
 use super::target::Target;
+use super::workload::{Pace, WorkloadOutcome};
 use super::{Settings, mode_name};
 use crate::output::print_json;
 
@@ -167,12 +167,12 @@ impl Report {
         }
     }
 
-    /// A report of a flow: the parameters, then what publishers and subscribers did.
-    pub fn from_flow(
+    /// A report of a workload: the parameters, then what publishers and subscribers did.
+    pub fn from_workload(
         settings: &Settings,
         target: &Target,
         subscribers: usize,
-        outcome: FlowOutcome,
+        outcome: WorkloadOutcome,
         pace: Pace,
     ) -> Report {
         let mut report = Report::new(settings, target);
@@ -276,7 +276,7 @@ impl Report {
         if let Some(idle) = &self.idle {
             idle_text(&mut out, idle);
         } else {
-            self.flow_text(&mut out);
+            self.traffic_text(&mut out);
         }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
@@ -333,7 +333,7 @@ impl Report {
         shape
     }
 
-    fn flow_text(&self, out: &mut String) {
+    fn traffic_text(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "\n  {:<10} {:>13} {:>13} {:>10} {:>9}",
@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn percentiles_come_out_ordered() {
-        let mut histogram = super::super::flow::latency_histogram();
+        let mut histogram = super::super::workload::latency_histogram();
         for value in 1..=10_000 {
             histogram.saturating_record(value);
         }

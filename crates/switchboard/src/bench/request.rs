@@ -7,12 +7,12 @@
 use anyhow::Result;
 
 use super::Settings;
-use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;
 use super::target::Target;
+use super::workload::{self, Pace, Workload};
 
 pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> {
-    let plan = FlowPlan::new(
+    let plan = Workload::new(
         settings,
         "request".to_owned(),
         vec![settings.channel_base.clone()],
@@ -20,5 +20,5 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
             in_flight: settings.in_flight,
         },
     );
-    flow::measure(target, settings, plan).await
+    workload::measure(target, settings, plan).await
 }

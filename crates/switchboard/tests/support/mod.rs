@@ -12,6 +12,9 @@ use assert_cmd::Command;
 use serde_json::Value;
 use switchboard_server::{Server, ServerHandle};
 
+#[cfg(unix)]
+pub mod terminal;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// A server running on its own runtime for the length of a test.
@@ -113,9 +116,15 @@ pub fn wait_for_client_at(addr: &str, name: &str) {
 /// Runs `switchboard serve --listen 127.0.0.1:0` with `args` as its own process and
 /// returns it with its TCP address once it is listening.
 pub fn serve_process(args: &[&std::ffi::OsStr]) -> (Child, String) {
+    serve_process_with_env(args, &[])
+}
+
+/// `serve_process` with variables `env` set in its environment.
+pub fn serve_process_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = StdCommand::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

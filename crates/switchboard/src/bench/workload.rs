@@ -1,6 +1,6 @@
 //! Moving messages and counting them: what every mode but `idle` runs.
 //!
-//! A flow is a set of channels, each with its own publishers and subscribers, every one
+//! A workload is a set of channels, each with its own publishers and subscribers, every one
 //! on its own connection. Subscribers connect and subscribe first, so that everything
 //! published is meant for them. Publishers then publish as the [`Pace`] says until the
 //! [`Limit`]; the run then tells each subscriber how many messages its channel got and
@@ -51,9 +51,9 @@ pub(super) enum Pace {
     Acked { in_flight: usize },
 }
 
-/// The shape of a flow.
+/// The shape of a workload.
 #[derive(Debug, Clone)]
-pub(super) struct FlowPlan {
+pub(super) struct Workload {
     /// Progress label.
     pub label: String,
     pub channels: Vec<String>,
@@ -66,11 +66,11 @@ pub(super) struct FlowPlan {
     pub drain_timeout: Duration,
 }
 
-impl FlowPlan {
-    /// A flow with the bench's settings on `channels`: --publishers and --subscribers per
+impl Workload {
+    /// A workload with the bench's settings on `channels`: --publishers and --subscribers per
     /// channel, --size, the count or duration, the window and the drain timeout.
-    pub fn new(settings: &Settings, label: String, channels: Vec<String>, pace: Pace) -> FlowPlan {
-        FlowPlan {
+    pub fn new(settings: &Settings, label: String, channels: Vec<String>, pace: Pace) -> Workload {
+        Workload {
             label,
             channels,
             publishers_per_channel: settings.publishers,
@@ -88,11 +88,11 @@ impl FlowPlan {
 pub(super) async fn measure(
     target: &Target,
     settings: &Settings,
-    plan: FlowPlan,
+    plan: Workload,
 ) -> Result<Report> {
     let outcome = run(target, &plan).await?;
     let subscribers = plan.subscribers_per_channel * plan.channels.len();
-    Ok(Report::from_flow(
+    Ok(Report::from_workload(
         settings,
         target,
         subscribers,
@@ -101,9 +101,9 @@ pub(super) async fn measure(
     ))
 }
 
-/// What a flow measured.
+/// What a workload measured.
 #[derive(Debug)]
-pub(super) struct FlowOutcome {
+pub(super) struct WorkloadOutcome {
     /// Publishes queued by the publishers (and, with flushes, processed by the server).
     pub published: u64,
     /// From the first publish until the last publisher's final flush or ack.
@@ -134,7 +134,7 @@ pub(super) struct FlowOutcome {
     pub notes: Vec<String>,
 }
 
-/// Where a flow is: subscribers stop once told the totals and once they have them all.
+/// Where a run is: subscribers stop once told the totals and once they have them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Publishing,
@@ -150,9 +150,10 @@ enum Phase {
 #[repr(align(128))]
 struct PaddedCounter(AtomicU64);
 
-/// One channel's shared state.
+/// One channel's traffic: what its publishers and subscribers count, shared by them
+/// for flow control and for the final tally.
 #[derive(Debug)]
-struct ChannelFlow {
+struct ChannelTraffic {
     name: String,
     /// Publishes queued by this channel's publishers.
     published: AtomicU64,
@@ -169,9 +170,9 @@ struct ChannelFlow {
     window: u64,
 }
 
-impl ChannelFlow {
-    fn new(name: String, subscribers: usize, window: u64) -> ChannelFlow {
-        ChannelFlow {
+impl ChannelTraffic {
+    fn new(name: String, subscribers: usize, window: u64) -> ChannelTraffic {
+        ChannelTraffic {
             name,
             published: AtomicU64::new(0),
             received: (0..subscribers).map(|_| PaddedCounter::default()).collect(),
@@ -337,7 +338,7 @@ struct SubscriberResult {
 /// Everything a publisher task needs.
 struct PublisherJob {
     client: Client,
-    channel: Arc<ChannelFlow>,
+    channel: Arc<ChannelTraffic>,
     body: Bytes,
     size: usize,
     quota: Quota,
@@ -346,13 +347,13 @@ struct PublisherJob {
     acked: Arc<AtomicU64>,
 }
 
-/// Runs a flow against `target`.
-pub(super) async fn run(target: &Target, plan: &FlowPlan) -> Result<FlowOutcome> {
-    let channels: Vec<Arc<ChannelFlow>> = plan
+/// Runs a workload against `target`.
+pub(super) async fn run(target: &Target, plan: &Workload) -> Result<WorkloadOutcome> {
+    let channels: Vec<Arc<ChannelTraffic>> = plan
         .channels
         .iter()
         .map(|name| {
-            Arc::new(ChannelFlow::new(
+            Arc::new(ChannelTraffic::new(
                 name.clone(),
                 plan.subscribers_per_channel,
                 plan.window,
@@ -511,7 +512,7 @@ pub(super) async fn run(target: &Target, plan: &FlowPlan) -> Result<FlowOutcome>
             plan.size
         ));
     }
-    Ok(FlowOutcome {
+    Ok(WorkloadOutcome {
         published,
         publish_elapsed: publish_end - started,
         acked: acked_total,
@@ -548,8 +549,8 @@ const CONNECT_CONCURRENCY: usize = 16;
 
 async fn connect_subscribers(
     target: &Target,
-    plan: &FlowPlan,
-    channels: &[Arc<ChannelFlow>],
+    plan: &Workload,
+    channels: &[Arc<ChannelTraffic>],
 ) -> Result<Vec<(usize, usize, Client, Subscription)>> {
     let wanted: Vec<(usize, usize)> = (0..channels.len())
         .flat_map(|channel| (0..plan.subscribers_per_channel).map(move |index| (channel, index)))
@@ -572,7 +573,7 @@ async fn connect_subscribers(
 }
 
 /// One client per publisher, with the index of its channel.
-async fn connect_publishers(target: &Target, plan: &FlowPlan) -> Result<Vec<(usize, Client)>> {
+async fn connect_publishers(target: &Target, plan: &Workload) -> Result<Vec<(usize, Client)>> {
     let wanted: Vec<(usize, usize)> = (0..plan.channels.len())
         .flat_map(|channel| (0..plan.publishers_per_channel).map(move |index| (channel, index)))
         .collect();
@@ -591,7 +592,7 @@ async fn connect_publishers(target: &Target, plan: &FlowPlan) -> Result<Vec<(usi
 /// Redraws the progress bar until aborted; nothing when there is no bar.
 fn spawn_ticker(
     progress: &Progress,
-    channels: &[Arc<ChannelFlow>],
+    channels: &[Arc<ChannelTraffic>],
     acked: &Arc<AtomicU64>,
 ) -> Option<JoinHandle<()>> {
     if !progress.is_visible() {
@@ -635,7 +636,7 @@ fn spawn_ticker(
 /// says so in the latter case.
 async fn wait_for_subscribers(
     tasks: &[JoinHandle<SubscriberResult>],
-    channels: &[Arc<ChannelFlow>],
+    channels: &[Arc<ChannelTraffic>],
     drain_timeout: Duration,
 ) -> Option<String> {
     let total = || -> u64 {
@@ -674,7 +675,7 @@ async fn wait_for_subscribers(
 async fn receive(
     client: Client,
     mut subscription: Subscription,
-    channel: Arc<ChannelFlow>,
+    channel: Arc<ChannelTraffic>,
     channel_index: usize,
     index: usize,
     size: usize,
@@ -935,7 +936,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publisher_waits_for_the_slowest_subscriber() {
-        let channel = Arc::new(ChannelFlow::new("c".into(), 2, 10));
+        let channel = Arc::new(ChannelTraffic::new("c".into(), 2, 10));
         channel.published.store(10, Ordering::SeqCst);
         assert!(!channel.has_room(1));
         let waiter = {
@@ -954,7 +955,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_channel_releases_its_publishers() {
-        let channel = Arc::new(ChannelFlow::new("c".into(), 1, 1));
+        let channel = Arc::new(ChannelTraffic::new("c".into(), 1, 1));
         channel.published.store(1, Ordering::SeqCst);
         let waiter = {
             let channel = channel.clone();
