@@ -41,7 +41,7 @@ use crate::feeds::{DirectFeed, GroupFeed};
 use crate::payload::{Payload, ReceivedMessage};
 use crate::requests::{Pending, PendingSubscription};
 use crate::shared::{Shared, lock};
-use crate::subscription::{Subscription, SubscriptionState};
+use crate::subscription::{SubscribeBuilder, Subscription, SubscriptionState};
 use crate::upload::UploadHead;
 use crate::writer::{CLOSE_GRACE, Command, Writer};
 
@@ -469,38 +469,68 @@ impl Client {
     }
 
     /// Subscribes to a channel name, a wildcard pattern (`chat.*`, `chat.>`) or a hashtag
-    /// (`#rust`), replaying history first as `replay` asks.
-    pub async fn subscribe(&self, pattern: &str, replay: Replay) -> Result<Subscription> {
-        let parsed = Pattern::parse(pattern)?;
+    /// (`#rust`). Awaiting the returned [`SubscribeBuilder`] sends the request; before
+    /// that, [`SubscribeBuilder::pattern`] adds more patterns to the same subscription and
+    /// [`SubscribeBuilder::replay`] asks for history first.
+    ///
+    /// One subscription is one consumer: a message matching several of its patterns is
+    /// received once, in the order the server sent it, and so is a message that the
+    /// replays of two patterns both hold. Separate `subscribe` calls are separate
+    /// consumers, as in NATS: a message matching both arrives on each.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    /// use switchboard_client::Replay;
+    ///
+    /// let mut chat = client.subscribe("chat.>").pattern("#rust").replay(Replay::Last(5)).await?;
+    /// while let Some(message) = chat.next().await {
+    ///     println!("{}", message?.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, pattern: &str) -> SubscribeBuilder<'_> {
+        SubscribeBuilder::new(self, pattern)
+    }
+
+    /// Sends one SUBSCRIBE per pattern, all feeding one consumer.
+    pub(crate) async fn subscribe_patterns(
+        &self,
+        patterns: Vec<String>,
+        replay: Replay,
+    ) -> Result<Subscription> {
+        let mut parsed = Vec::with_capacity(patterns.len());
+        for pattern in &patterns {
+            parsed.push(Pattern::parse(pattern)?);
+        }
         let (sender, receiver) = mpsc::channel(self.inner.subscription_capacity);
         let state = Arc::new(SubscriptionState::default());
-        let (done, answer) = oneshot::channel();
-        let deadline = self.deadline();
-        let request_id = self
-            .inner
-            .shared
-            .register(Pending::Subscribe(PendingSubscription {
-                pattern: parsed,
-                sender,
-                state: state.clone(),
-                done,
-            }))?;
-        let guard = RequestGuard::new(self, request_id);
-        let subscribe = Subscribe {
-            pattern: pattern.into(),
-            replay,
-        };
-        self.enqueue(request_id, Flags::empty(), subscribe.into(), deadline)
-            .await?;
-        let ack = self.await_answer(answer, deadline, "subscribe").await?;
-        guard.disarm();
-        Ok(Subscription::new(
-            self.clone(),
-            ack,
-            pattern.to_owned(),
-            receiver,
-            state,
-        ))
+        // Dropped half way (an error, a timeout), it cancels what was acknowledged.
+        let mut subscription = Subscription::new(self.clone(), receiver, state.clone());
+        for (pattern, parsed) in patterns.into_iter().zip(parsed) {
+            let (done, answer) = oneshot::channel();
+            let deadline = self.deadline();
+            let request_id =
+                self.inner
+                    .shared
+                    .register(Pending::Subscribe(PendingSubscription {
+                        pattern: parsed,
+                        sender: sender.clone(),
+                        state: state.clone(),
+                        done,
+                    }))?;
+            let guard = RequestGuard::new(self, request_id);
+            let subscribe = Subscribe {
+                pattern: pattern.as_str().into(),
+                replay,
+            };
+            self.enqueue(request_id, Flags::empty(), subscribe.into(), deadline)
+                .await?;
+            let ack = self.await_answer(answer, deadline, "subscribe").await?;
+            guard.disarm();
+            subscription.add(ack, pattern);
+        }
+        Ok(subscription)
     }
 
     /// The latest message of a channel, or the one with `id`; `None` if there is none.

@@ -634,9 +634,21 @@ impl Dispatcher {
                 }
             }
             EventKind::SubscriptionClosed => {
-                let removed = self.shared.subscriptions().remove(event.subscription_id);
-                if let Some(entry) = removed {
-                    entry.state.end(EndReason::ClosedByServer);
+                // A consumer of several patterns ends as a whole: the rest of its
+                // patterns are cancelled too.
+                let subscription_id = event.subscription_id;
+                let siblings = {
+                    let mut table = self.shared.subscriptions();
+                    let removed = table.remove(subscription_id);
+                    removed.map(|entry| {
+                        entry
+                            .state
+                            .end(EndReason::ClosedByServer { subscription_id });
+                        table.remove_siblings(&entry.state)
+                    })
+                };
+                for sibling in siblings.unwrap_or_default() {
+                    self.shared.schedule_unsubscribe(sibling);
                 }
             }
             EventKind::Other(kind) => {

@@ -6,7 +6,7 @@
 //!
 //! # async fn demo() -> switchboard_client::Result<()> {
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "alice")).await?;
-//! let mut chat = client.subscribe("chat.*", Replay::Last(10)).await?;
+//! let mut chat = client.subscribe("chat.*").replay(Replay::Last(10)).await?;
 //! let ack = client.publish("chat.rust", Payload::text("hello #rust")).await?;
 //! println!("published as seq {}", ack.seq);
 //! while let Some(message) = chat.next().await {
@@ -16,6 +16,14 @@
 //! client.close().await
 //! # }
 //! ```
+//!
+//! # Subscriptions are consumers
+//!
+//! As in NATS, separate subscriptions are separate consumers: a message matching two of
+//! them arrives on both. One subscription may have several patterns
+//! ([`SubscribeBuilder::pattern`]); it is still one consumer, which receives each message
+//! once, in the order the server sent it, however many of its patterns match, and also
+//! when the replays of two patterns hold the same message.
 //!
 //! # How it is built
 //!
@@ -68,7 +76,7 @@ pub use feeds::{DirectFeed, GroupFeed, GroupItem};
 pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };
-pub use subscription::Subscription;
+pub use subscription::{SubscribeBuilder, Subscription};
 pub use upload::CHUNK_SIZE;
 
 /// The wire protocol crate, for the types the API shares with it.

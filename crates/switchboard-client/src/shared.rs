@@ -161,13 +161,21 @@ impl Shared {
         std::mem::take(&mut *lock(&self.chores))
     }
 
-    /// Stops delivering to a subscription whose receiver is gone, and cancels it on the
-    /// server. Does nothing if it was already removed.
+    /// Stops delivering to a subscription whose receiver is gone (with the other
+    /// patterns of the same consumer), and cancels them on the server. Does nothing if it
+    /// was already removed.
     pub(crate) fn drop_subscription(&self, subscription_id: u64) {
-        let removed = self.subscriptions().remove(subscription_id);
-        if let Some(entry) = removed {
-            entry.state.end(EndReason::Unsubscribed);
-            self.schedule_unsubscribe(subscription_id);
+        let removed = {
+            let mut table = self.subscriptions();
+            table.remove(subscription_id).map(|entry| {
+                entry.state.end(EndReason::Unsubscribed);
+                table.remove_siblings(&entry.state)
+            })
+        };
+        let Some(siblings) = removed else { return };
+        self.schedule_unsubscribe(subscription_id);
+        for sibling in siblings {
+            self.schedule_unsubscribe(sibling);
         }
     }
 

@@ -319,20 +319,18 @@ async fn many_acks_in_flight_all_resolve() {
 async fn live_messages_reach_each_matching_subscription_once() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
 
-    let subscribing = client.subscribe("chat.*", Replay::Last(1));
+    let subscribing = client.subscribe("chat.*").replay(Replay::Last(1));
     let (wildcard, (wildcard_request, pattern)) =
         tokio::join!(subscribing, server.ack_subscribe(1, 1));
     let mut wildcard = wildcard.unwrap();
     assert_eq!(pattern, "chat.*");
-    assert_eq!(wildcard.subscription_id(), 1);
+    assert_eq!(wildcard.subscription_ids(), [1]);
     assert_eq!(wildcard.replay_count(), 1);
 
     let mut others = Vec::new();
     for (id, pattern) in [(2, "chat.rust"), (3, "#rust"), (4, "news")] {
-        let (subscription, _) = tokio::join!(
-            client.subscribe(pattern, Replay::None),
-            server.ack_subscribe(id, 0)
-        );
+        let (subscription, _) =
+            tokio::join!(client.subscribe(pattern), server.ack_subscribe(id, 0));
         others.push(subscription.unwrap());
     }
 
@@ -361,6 +359,56 @@ async fn live_messages_reach_each_matching_subscription_once() {
         assert!(stays_quiet(subscription).await);
     }
     assert!(stays_quiet(news).await);
+}
+
+#[tokio::test]
+async fn a_subscription_of_several_patterns_hands_out_each_message_once() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let first = message("chat.general", 1, "Anyone here likes #Rust?");
+    let script = async {
+        let (_, pattern) = server.ack_subscribe(1, 0).await;
+        assert_eq!(pattern, "chat.>");
+        // Live through the first pattern before the second is subscribed...
+        server.send(0, Flags::empty(), first.clone()).await;
+        let (hashtag_request, pattern) = server.ack_subscribe(2, 1).await;
+        assert_eq!(pattern, "#rust");
+        // ...so the second pattern's replay holds it again.
+        server
+            .send(hashtag_request, Flags::REPLAY, first.clone())
+            .await;
+    };
+    let (both, ()) = tokio::join!(
+        client
+            .subscribe("chat.>")
+            .pattern("#rust")
+            .replay(Replay::Last(1)),
+        script
+    );
+    let mut both = both.unwrap();
+    assert_eq!(both.subscription_ids(), [1, 2]);
+    // Live, matching both patterns: one frame, one delivery.
+    server
+        .send(0, Flags::empty(), message("chat.general", 2, "#rust again"))
+        .await;
+    let seqs = [
+        both.next().await.unwrap().unwrap().seq(),
+        both.next().await.unwrap().unwrap().seq(),
+    ];
+    assert_eq!(seqs, [1, 2]);
+    assert!(stays_quiet(&mut both).await);
+
+    // Dropping it cancels both patterns on the server.
+    drop(both);
+    let mut cancelled = Vec::new();
+    while cancelled.len() < 2 {
+        let (_, _, packet) = server.recv_request().await;
+        let Packet::Unsubscribe(request) = packet else {
+            panic!("expected UNSUBSCRIBE, got {packet:?}");
+        };
+        cancelled.push(request.subscription_id);
+    }
+    cancelled.sort_unstable();
+    assert_eq!(cancelled, [1, 2]);
 }
 
 #[tokio::test]
@@ -439,10 +487,7 @@ async fn history_fetches_gather_until_messages_end() {
 #[tokio::test]
 async fn disconnect_fails_pending_requests_with_its_reason() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (subscription, _) = tokio::join!(
-        client.subscribe("chat", Replay::None),
-        server.ack_subscribe(1, 0)
-    );
+    let (subscription, _) = tokio::join!(client.subscribe("chat"), server.ack_subscribe(1, 0));
     let mut subscription = subscription.unwrap();
 
     let listing = client.list_channels();
@@ -617,14 +662,8 @@ async fn feeds_buffer_pushes_until_taken() {
 #[tokio::test]
 async fn unsubscribing_and_dropping_cancel_on_the_server() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (kept, _) = tokio::join!(
-        client.subscribe("a", Replay::None),
-        server.ack_subscribe(11, 0)
-    );
-    let (dropped, _) = tokio::join!(
-        client.subscribe("b", Replay::None),
-        server.ack_subscribe(12, 0)
-    );
+    let (kept, _) = tokio::join!(client.subscribe("a"), server.ack_subscribe(11, 0));
+    let (dropped, _) = tokio::join!(client.subscribe("b"), server.ack_subscribe(12, 0));
 
     let unsubscribing = kept.unwrap().unsubscribe();
     let confirming = async {
@@ -707,10 +746,7 @@ async fn unix_sockets_work_too() {
 async fn a_slow_subscriber_slows_the_connection_but_loses_nothing() {
     let config = config("unused:1").with_subscription_capacity(2);
     let (client, mut server, _) = connected(config, 5000).await;
-    let (subscription, _) = tokio::join!(
-        client.subscribe("ticks", Replay::None),
-        server.ack_subscribe(1, 0)
-    );
+    let (subscription, _) = tokio::join!(client.subscribe("ticks"), server.ack_subscribe(1, 0));
     let mut subscription = subscription.unwrap();
     for seq in 1..=20 {
         server
@@ -1087,14 +1123,8 @@ async fn a_reader_of_the_wrong_length_aborts_the_stream() {
 #[tokio::test]
 async fn streamed_messages_arrive_through_interleaved_chunks() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (files, _) = tokio::join!(
-        client.subscribe("files.>", Replay::None),
-        server.ack_subscribe(1, 0)
-    );
-    let (logs, _) = tokio::join!(
-        client.subscribe("logs", Replay::None),
-        server.ack_subscribe(2, 0)
-    );
+    let (files, _) = tokio::join!(client.subscribe("files.>"), server.ack_subscribe(1, 0));
+    let (logs, _) = tokio::join!(client.subscribe("logs"), server.ack_subscribe(2, 0));
     let (mut files, mut logs) = (files.unwrap(), logs.unwrap());
     let big = patterned(3 * 1024 * 1024 + 7);
     let small = patterned(5000);
@@ -1150,10 +1180,7 @@ async fn streamed_messages_arrive_through_interleaved_chunks() {
 async fn a_large_body_flows_with_backpressure_and_a_dropped_one_does_not_stall() {
     let config = config("unused:1").with_subscription_capacity(2);
     let (client, mut server, _) = connected_with(config, 5000, 8 * 1024 * 1024, 1 << 30).await;
-    let (files, _) = tokio::join!(
-        client.subscribe("files", Replay::None),
-        server.ack_subscribe(1, 0)
-    );
+    let (files, _) = tokio::join!(client.subscribe("files"), server.ack_subscribe(1, 0));
     let mut files = files.unwrap();
     // Five times the client's buffer, read slowly.
     let body = patterned(5 * switchboard_client::BODY_BUFFER_BYTES);
@@ -1314,10 +1341,7 @@ async fn fetched_lists_keep_receiving_bodies_after_their_end() {
 #[tokio::test]
 async fn closing_does_not_wait_for_unread_bodies() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (files, _) = tokio::join!(
-        client.subscribe("files", Replay::None),
-        server.ack_subscribe(1, 0)
-    );
+    let (files, _) = tokio::join!(client.subscribe("files"), server.ack_subscribe(1, 0));
     let mut files = files.unwrap();
     let body = patterned(3 * switchboard_client::BODY_BUFFER_BYTES);
     let serving = async {

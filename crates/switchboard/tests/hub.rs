@@ -207,10 +207,10 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     let server = server().await;
     let publisher = client(&server, "pub").await;
     let reader = client(&server, "reader").await;
-    let mut exact = reader.subscribe("chat.rust", Replay::None).await.unwrap();
-    let mut one = reader.subscribe("chat.*", Replay::None).await.unwrap();
-    let mut rest = reader.subscribe("chat.>", Replay::None).await.unwrap();
-    let mut tag = reader.subscribe("#tokio", Replay::None).await.unwrap();
+    let mut exact = reader.subscribe("chat.rust").await.unwrap();
+    let mut one = reader.subscribe("chat.*").await.unwrap();
+    let mut rest = reader.subscribe("chat.>").await.unwrap();
+    let mut tag = reader.subscribe("#tokio").await.unwrap();
 
     publisher
         .publish("chat.rust", Payload::text("hello"))
@@ -245,6 +245,104 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     let tagged = publisher.tag_messages("tokio", None).await.unwrap();
     assert_eq!(tagged.len(), 2);
     assert_eq!(tagged[1].channel(), "other");
+    server.shutdown().await;
+}
+
+/// The texts of the next `count` messages of a stream.
+async fn texts<S>(stream: &mut S, count: usize) -> Vec<String>
+where
+    S: futures::Stream<Item = switchboard_client::Result<switchboard_client::ReceivedMessage>>
+        + Unpin,
+{
+    let mut texts = Vec::new();
+    for _ in 0..count {
+        let message = next(stream).await.unwrap();
+        texts.push(message.text().unwrap_or_default().to_owned());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn one_subscription_of_several_patterns_receives_each_message_once() {
+    let server = server().await;
+    let publisher = client(&server, "pub").await;
+    let reader = client(&server, "reader").await;
+    let mut both = reader.subscribe("chat.>").pattern("#rust").await.unwrap();
+    assert_eq!(both.patterns(), ["chat.>", "#rust"]);
+    assert_eq!(both.subscription_ids().len(), 2);
+    // Separate subscriptions are separate consumers: each gets what matches it.
+    let mut channel = reader.subscribe("chat.>").await.unwrap();
+    let mut tag = reader.subscribe("#rust").await.unwrap();
+
+    for (name, text) in [
+        ("chat.general", "Anyone here likes #Rust?"),
+        ("chat.general", "plain"),
+        ("other", "#rust elsewhere"),
+        ("chat.general", "end"),
+    ] {
+        publisher.publish(name, Payload::text(text)).await.unwrap();
+    }
+
+    assert_eq!(
+        texts(&mut both, 4).await,
+        [
+            "Anyone here likes #Rust?",
+            "plain",
+            "#rust elsewhere",
+            "end"
+        ]
+    );
+    assert_eq!(
+        texts(&mut channel, 3).await,
+        ["Anyone here likes #Rust?", "plain", "end"]
+    );
+    assert_eq!(
+        texts(&mut tag, 2).await,
+        ["Anyone here likes #Rust?", "#rust elsewhere"]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overlapping_replays_of_one_subscription_give_each_message_once() {
+    let server = server().await;
+    let publisher = client(&server, "pub").await;
+    let reader = client(&server, "reader").await;
+    for (name, text) in [
+        ("chat.general", "one #rust"),
+        ("chat.general", "two"),
+        ("other", "three #rust"),
+        ("chat.general", "four #rust"),
+    ] {
+        publisher.publish(name, Payload::text(text)).await.unwrap();
+    }
+    let mut both = reader
+        .subscribe("chat.general")
+        .pattern("#rust")
+        .replay(Replay::Last(5))
+        .await
+        .unwrap();
+    // Each pattern's replay is announced; repeats among them are dropped.
+    assert_eq!(both.replay_count(), 6);
+    publisher
+        .publish("chat.general", Payload::text("five #rust"))
+        .await
+        .unwrap();
+    publisher
+        .publish("chat.general", Payload::text("end"))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&mut both, 6).await,
+        [
+            "one #rust",
+            "two",
+            "four #rust",
+            "three #rust",
+            "five #rust",
+            "end"
+        ]
+    );
     server.shutdown().await;
 }
 
@@ -285,7 +383,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishin
     {
         tokio::time::sleep(Duration::from_millis(3 * round as u64)).await;
         let reader = client(&server, &format!("reader{round}")).await;
-        let subscription = reader.subscribe("race", replay).await.unwrap();
+        let subscription = reader.subscribe("race").replay(replay).await.unwrap();
         subscribers.push((reader, subscription));
     }
     for task in tasks {
@@ -316,7 +414,7 @@ async fn many_clients_at_once_all_receive_everything() {
     let mut readers = Vec::new();
     for i in 0..40 {
         let reader = client(&server, &format!("reader{i}")).await;
-        let subscription = reader.subscribe("fan.out", Replay::None).await.unwrap();
+        let subscription = reader.subscribe("fan.out").await.unwrap();
         readers.push((reader, subscription));
     }
     let publisher = client(&server, "publisher").await;
@@ -641,7 +739,7 @@ async fn unix_socket_sessions_may_stop_the_server_tcp_ones_may_not() {
         .await
         .unwrap();
     let tcp = client(&server, "tcp").await;
-    let mut subscription = tcp.subscribe("x", Replay::None).await.unwrap();
+    let mut subscription = tcp.subscribe("x").await.unwrap();
     let refused = tcp.stop_server().await.unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
 
@@ -748,7 +846,7 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
     let mut subscribers = Vec::new();
     for (round, reader) in readers.into_iter().enumerate() {
         let (pattern, replay) = kinds[round % kinds.len()];
-        let subscription = reader.subscribe(pattern, replay).await.unwrap();
+        let subscription = reader.subscribe(pattern).replay(replay).await.unwrap();
         subscribers.push((pattern, reader, subscription));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
@@ -798,7 +896,7 @@ async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() 
     let reader = Client::connect(ClientConfig::new(addr, "reader").with_subscription_capacity(16))
         .await
         .unwrap();
-    let mut ticks = reader.subscribe("ticks", Replay::None).await.unwrap();
+    let mut ticks = reader.subscribe("ticks").await.unwrap();
     let total = 20_000u64;
     let body = vec![b't'; 1024];
     for _ in 0..total {
@@ -841,7 +939,7 @@ async fn publishes_alternating_between_channels_keep_their_channels() {
     let server = server().await;
     let reader = client(&server, "reader").await;
     let writer = client(&server, "writer").await;
-    let mut all = reader.subscribe("alt.>", Replay::None).await.unwrap();
+    let mut all = reader.subscribe("alt.>").await.unwrap();
     let channels = ["alt.a", "alt.b", "alt.b", "alt.a", "alt.ab", "alt.a"];
     for (index, channel) in channels.iter().enumerate() {
         writer

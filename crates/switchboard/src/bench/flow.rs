@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hdrhistogram::Histogram;
-use switchboard_client::{Client, OCTET_STREAM, Payload, Replay, Subscription, Text};
+use switchboard_client::{Client, OCTET_STREAM, Payload, Subscription, Text};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -559,7 +559,7 @@ async fn connect_subscribers(
             let name = &channels[channel].name;
             let client = target.connect(&format!("sub-{channel}-{index}")).await?;
             let subscription = client
-                .subscribe(name, Replay::None)
+                .subscribe(name)
                 .await
                 .with_context(|| format!("cannot subscribe to {name}"))?;
             Ok((channel, index, client, subscription))
