@@ -61,6 +61,7 @@ mod connection;
 mod dispatch;
 mod error;
 mod feeds;
+mod inbound;
 mod payload;
 mod requests;
 mod shared;

@@ -55,15 +55,20 @@ pub(crate) struct Shared {
     next_stream_id: AtomicU64,
     skipped: AtomicU64,
     close_reason: OnceLock<CloseReason>,
-    /// Cancelled when the connection is over: both tasks stop at once.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the client starts closing: the tasks may take a short grace period
-    /// to write what is queued and say DISCONNECT.
-    pub closing: CancellationToken,
-    /// Cancelled as soon as [`crate::Client::close`] is called, before its flush: from
-    /// then on the dispatch task no longer waits for unread streamed bodies (it ends them
-    /// instead), so that the flush's answer can get through.
-    pub close_requested: CancellationToken,
+    /// How far the connection is in closing, in the order the signals are given (see
+    /// [`crate::Client::close`] and [`Shared::terminate`]); each is a cheap check for the
+    /// dispatch task, which looks at `stop_tasks` between frames.
+    ///
+    /// [`crate::Client::close`] was called, before its flush: from now on the dispatch
+    /// task no longer waits for unread streamed bodies (it ends them instead), so that
+    /// the flush's answer can get through.
+    pub close_started: CancellationToken,
+    /// DISCONNECT is queued (or the connection is over): the server hanging up is now the
+    /// expected end, not an error, and the tasks may take a short grace period to write
+    /// what is queued.
+    pub goodbye_sent: CancellationToken,
+    /// The connection is over: both tasks stop at once.
+    pub stop_tasks: CancellationToken,
 }
 
 impl Shared {
@@ -80,9 +85,9 @@ impl Shared {
             next_stream_id: AtomicU64::new(1),
             skipped: AtomicU64::new(0),
             close_reason: OnceLock::new(),
-            shutdown: CancellationToken::new(),
-            closing: CancellationToken::new(),
-            close_requested: CancellationToken::new(),
+            close_started: CancellationToken::new(),
+            goodbye_sent: CancellationToken::new(),
+            stop_tasks: CancellationToken::new(),
         }
     }
 
@@ -220,8 +225,8 @@ impl Shared {
         }
         self.group_feed.close();
         self.direct_feed.close();
-        self.closing.cancel();
-        self.shutdown.cancel();
+        self.goodbye_sent.cancel();
+        self.stop_tasks.cancel();
     }
 }
 
@@ -266,7 +271,7 @@ mod tests {
         shared.terminate(CloseReason::HeartbeatTimeout);
         shared.terminate(CloseReason::Client);
         assert_eq!(shared.close_reason(), Some(CloseReason::HeartbeatTimeout));
-        assert!(shared.shutdown.is_cancelled());
+        assert!(shared.stop_tasks.is_cancelled());
         assert!(shared.register(Pending::Ignored).is_err());
     }
 }

@@ -112,7 +112,7 @@ impl Writer {
             let mut close: Option<Option<oneshot::Sender<()>>> = None;
             tokio::select! {
                 biased;
-                () = self.shared.shutdown.cancelled() => return CloseReason::Client,
+                () = self.shared.stop_tasks.cancelled() => return CloseReason::Client,
                 command = self.commands.recv() => match command {
                     Some(command) => self.encode_command(command, &mut close),
                     // Every handle is gone without a Close: say goodbye all the same.
@@ -249,7 +249,7 @@ impl Writer {
         }
         let written = tokio::select! {
             result = write_batch_to(&mut self.io, &self.buffer, &mut self.parts) => result,
-            () = self.shared.shutdown.cancelled() => return Err(CloseReason::Client),
+            () = self.shared.stop_tasks.cancelled() => return Err(CloseReason::Client),
             () = closing_grace(&self.shared) => return Err(CloseReason::Client),
         };
         written.map_err(|error| CloseReason::Io(error.to_string()))?;
@@ -322,7 +322,7 @@ fn advance_parts(parts: &mut VecDeque<Bytes>, mut written: usize) {
 /// Completes [`CLOSE_GRACE`] after the client started closing: a write blocked by a
 /// server that stopped reading must not keep the task alive forever.
 async fn closing_grace(shared: &Shared) {
-    shared.closing.cancelled().await;
+    shared.goodbye_sent.cancelled().await;
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 

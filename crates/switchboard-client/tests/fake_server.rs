@@ -647,7 +647,7 @@ async fn feeds_buffer_pushes_until_taken() {
         }
         other => panic!("expected the join, got {other:?}"),
     }
-    let mut directs = client.directs().unwrap();
+    let mut directs = client.direct_feed().unwrap();
     let received = directs.next().await.unwrap();
     assert_eq!(received.sender_id(), 7);
     let value: serde_json::Value = received.decode().unwrap();

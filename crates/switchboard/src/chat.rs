@@ -314,7 +314,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
             }
         }));
     }
-    if let Ok(mut directs) = client.directs() {
+    if let Ok(mut directs) = client.direct_feed() {
         let printer = printer.clone();
         feeds.push(tokio::spawn(async move {
             while let Some(direct) = directs.next().await {

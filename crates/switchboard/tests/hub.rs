@@ -65,7 +65,7 @@ async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
         async move { client(server, &format!("r{i}")).await }
     }))
     .await;
-    let mut feeds: Vec<_> = receivers.iter().map(|r| r.directs().unwrap()).collect();
+    let mut feeds: Vec<_> = receivers.iter().map(|r| r.direct_feed().unwrap()).collect();
     let live: Vec<u64> = receivers.iter().map(Client::client_id).collect();
     let mut ids = live.clone();
     ids.extend((0..252).map(|i| 1_000_000 + i));

@@ -32,7 +32,7 @@ pub async fn relay(ctx: &Context, args: RelayArgs) -> Result<()> {
 
 pub async fn listen(ctx: &Context, args: ListenArgs) -> Result<()> {
     let client = ctx.connect().await?;
-    let mut directs = client.directs()?;
+    let mut directs = client.direct_feed()?;
     if ctx.json {
         print_json(&json!({"client_id": client.client_id(), "name": ctx.name()}));
     } else {
