@@ -1,4 +1,4 @@
-//! [`Client`]: the API, one method per operation of the protocol.
+//! [`Client`]: the handle to one connection, and the plumbing its methods share.
 //!
 //! A client is a handle to one connection, run by two background tasks: the dispatch
 //! task (reads and routes every frame, see [`crate::dispatch`]) and the writer task
@@ -11,9 +11,9 @@
 //! file holds the connection's life (connect, close) and the one request helper they
 //! all use ([`Client::request`]).
 //!
-//! Bodies larger than the server's `max_frame` are streamed (module `upload`):
-//! [`Client::publish_stream`] reads one from an [`AsyncRead`] of any size, and
-//! [`Client::publish`] streams a large [`Payload`] by itself.
+//! Bodies larger than the server's `max_frame` are streamed (module `upload`), whether
+//! they are read from a reader ([`crate::PublishBuilder::stream_from`]) or held in a
+//! large [`crate::Payload`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::config::ClientConfig;
 use crate::connection::{self, Session};
 use crate::dispatch::{self, Dispatcher};
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{CloseReason, ErrorDetail, Result};
 use crate::requests::Pending;
 use crate::shared::{Shared, lock};
 use crate::writer::{CLOSE_GRACE, Command, Writer};
@@ -40,7 +40,7 @@ mod groups;
 mod publish;
 mod relay;
 
-pub use publish::PendingAck;
+pub use publish::{PendingAck, PublishBuilder};
 
 /// Shortest heartbeat interval used, whatever the configuration or server says: a zero
 /// interval would make the writer spin.
@@ -56,20 +56,27 @@ pub struct ServerLimits {
     pub max_body: u64,
 }
 
-/// What SESSION_ACK told about this session.
-#[derive(Debug, Clone)]
-struct SessionInfo {
-    client_id: u64,
-    session_id: Uuid,
-    name: String,
-    heartbeat: Duration,
-    limits: ServerLimits,
-    server_software: String,
+/// What the server said about this session when it opened it: [`Client::session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The id the server gave this client (what others relay to).
+    pub client_id: u64,
+    /// The id of this session.
+    pub session_id: Uuid,
+    /// The session name (also the member name in groups).
+    pub name: String,
+    /// The heartbeat interval in force.
+    pub heartbeat: Duration,
+    /// The server's size limits.
+    pub limits: ServerLimits,
+    /// The server's software and version, as it announced them.
+    pub server_software: String,
 }
 
 /// A connection to a Switchboard server. Clone it freely: clones share the connection.
 ///
-/// The connection stays open while any handle (a `Client`, a [`Subscription`], a feed or
+/// The connection stays open while any handle (a `Client`, a [`Subscription`](crate::Subscription), a feed or
 /// a [`PendingAck`]) exists, or until [`Client::close`]. When the last handle is dropped
 /// the writer says DISCONNECT and both tasks stop (within a short grace period if the
 /// server has stopped reading).
@@ -117,7 +124,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects, opens a session and starts the background tasks.
     ///
-    /// Fails with [`ClientError::Server`] if the server refuses the session (bad
+    /// Fails with an error of kind [`ErrorKind::Server`](crate::ErrorKind::Server) if the server refuses the session (bad
     /// credentials, wrong HMAC key, unsupported version).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let Session {
@@ -180,34 +187,18 @@ impl Client {
         })
     }
 
-    /// The id the server gave this client.
-    pub fn client_id(&self) -> u64 {
-        self.inner.session.client_id
-    }
-
-    /// The id of this session.
-    pub fn session_id(&self) -> Uuid {
-        self.inner.session.session_id
-    }
-
-    /// The session name.
-    pub fn name(&self) -> &str {
-        &self.inner.session.name
-    }
-
-    /// The server's size limits.
-    pub fn server_limits(&self) -> ServerLimits {
-        self.inner.session.limits
-    }
-
-    /// The heartbeat interval in force.
-    pub fn heartbeat(&self) -> Duration {
-        self.inner.session.heartbeat
-    }
-
-    /// The server's software and version, as it announced them.
-    pub fn server_software(&self) -> &str {
-        &self.inner.session.server_software
+    /// What the server said about this session when it opened it: ids, name, heartbeat,
+    /// size limits and software.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) {
+    /// let session = client.session();
+    /// println!("client {} on {}", session.client_id, session.server_software);
+    /// println!("bodies up to {} bytes", session.limits.max_body);
+    /// # }
+    /// ```
+    pub fn session(&self) -> &SessionInfo {
+        &self.inner.session
     }
 
     /// Whether the connection has ended.
@@ -227,7 +218,8 @@ impl Client {
     }
 
     /// Flushes, says DISCONNECT (NORMAL) and stops the background tasks. Every handle of
-    /// this connection then fails with [`ClientError::ConnectionClosed`].
+    /// this connection then fails with an error that
+    /// [`is_closed`](crate::ClientError::is_closed).
     ///
     /// Returns what the flush found (failed publishes sent without reply); closing an
     /// already closed client is not an error.
@@ -242,7 +234,7 @@ impl Client {
         }
         self.inner.shared.close_started.cancel();
         let flushed = match self.flush().await {
-            Err(error) if error.is_connection_closed() => Ok(()),
+            Err(error) if error.is_closed() => Ok(()),
             other => other,
         };
         self.inner.shared.goodbye_sent.cancel();
@@ -344,10 +336,11 @@ impl Client {
         match tokio::time::timeout_at(deadline, self.inner.commands.send(command)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.inner.shared.closed_error()),
-            Err(_) => Err(ClientError::Timeout {
+            Err(_) => Err(ErrorDetail::Timeout {
                 what: "queueing a frame",
                 after: self.inner.request_timeout,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -361,19 +354,16 @@ impl Client {
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.inner.shared.closed_error()),
-            Err(_) => Err(ClientError::Timeout {
+            Err(_) => Err(ErrorDetail::Timeout {
                 what,
                 after: self.inner.request_timeout,
-            }),
+            }
+            .into()),
         }
     }
 
     pub(crate) fn subscription_capacity(&self) -> usize {
         self.inner.subscription_capacity
-    }
-
-    pub(crate) fn commands(&self) -> &mpsc::Sender<Command> {
-        &self.inner.commands
     }
 }
 
@@ -384,10 +374,11 @@ pub(crate) fn expect<T>(
     parse: fn(&Frame) -> std::result::Result<T, ProtoError>,
 ) -> Result<T> {
     if reply.frame_type != expected {
-        return Err(ClientError::UnexpectedReply {
+        return Err(ErrorDetail::UnexpectedReply {
             expected: expected.name(),
             got: reply.frame_type,
-        });
+        }
+        .into());
     }
     Ok(parse(reply)?)
 }
@@ -395,10 +386,11 @@ pub(crate) fn expect<T>(
 /// Checks that an answer is OK.
 pub(crate) fn expect_ok(reply: &Frame) -> Result<()> {
     if reply.frame_type != FrameType::Ok {
-        return Err(ClientError::UnexpectedReply {
+        return Err(ErrorDetail::UnexpectedReply {
             expected: FrameType::Ok.name(),
             got: reply.frame_type,
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -461,10 +453,11 @@ impl<T> InFlight<T> {
                 result
             }
             Ok(Err(_)) => Err(guard.client.shared().closed_error()),
-            Err(_) => Err(ClientError::Timeout {
+            Err(_) => Err(ErrorDetail::Timeout {
                 what,
                 after: guard.client.request_timeout(),
-            }),
+            }
+            .into()),
         }
     }
 }

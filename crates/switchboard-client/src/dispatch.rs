@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
-use crate::error::{ClientError, CloseReason};
+use crate::error::{ClientError, CloseReason, ErrorDetail};
 use crate::feeds::GroupItem;
 use crate::inbound::InboundStreams;
 use crate::payload::{ReceivedDirect, ReceivedMessage};
@@ -69,10 +69,7 @@ pub(crate) async fn run_reader(
                 () = shared.stop_tasks.cancelled() => break CloseReason::Client,
             }),
             Ok(None) => None,
-            Err(ClientError::Io(error)) => {
-                Some(AfterFrame::Close(CloseReason::Io(error.to_string())))
-            }
-            Err(error) => Some(AfterFrame::Close(CloseReason::Protocol(error.to_string()))),
+            Err(error) => Some(AfterFrame::Close(read_failure(&error))),
         };
         if let Some(flow) = buffered {
             match flow {
@@ -94,10 +91,7 @@ pub(crate) async fn run_reader(
                 Err(_) => AfterFrame::Close(CloseReason::HeartbeatTimeout),
                 Ok(Ok(Some(frame))) => dispatcher.dispatch(frame).await,
                 Ok(Ok(None)) => AfterFrame::Close(dispatcher.end_of_stream_reason()),
-                Ok(Err(ClientError::Io(error))) => {
-                    AfterFrame::Close(CloseReason::Io(error.to_string()))
-                }
-                Ok(Err(error)) => AfterFrame::Close(CloseReason::Protocol(error.to_string())),
+                Ok(Err(error)) => AfterFrame::Close(read_failure(&error)),
             }
         };
         let flow = tokio::select! {
@@ -120,6 +114,14 @@ pub(crate) async fn run_reader(
     };
     dispatcher.end_streams(&reason);
     shared.terminate(reason);
+}
+
+/// Why reading from the socket ended the connection.
+fn read_failure(error: &ClientError) -> CloseReason {
+    match error.detail() {
+        ErrorDetail::Io(error) => CloseReason::Io(error.to_string()),
+        _ => CloseReason::Protocol(error.to_string()),
+    }
 }
 
 /// Routes frames; owned by the dispatch task.
@@ -190,7 +192,7 @@ impl Dispatcher {
         let request_id = frame.request_id;
         if request_id == 0 {
             tracing::warn!(%error, "server reported an error");
-            if let ClientError::Server { code, message } = &error {
+            if let ErrorDetail::Server { code, message } = error.detail() {
                 self.connection_error = Some((*code, message.clone()));
             }
         } else if is_no_reply_id(request_id) {
@@ -226,10 +228,13 @@ impl Dispatcher {
                     },
                 );
             }
-            Some(other) => other.fail(ClientError::UnexpectedReply {
-                expected: "the request's own answer",
-                got: frame.frame_type,
-            }),
+            Some(other) => other.fail(
+                ErrorDetail::UnexpectedReply {
+                    expected: "the request's own answer",
+                    got: frame.frame_type,
+                }
+                .into(),
+            ),
             None => {
                 tracing::debug!(request_id, frame = %frame.frame_type, "answer to a request nobody awaits");
             }
@@ -251,10 +256,13 @@ impl Dispatcher {
         let subscription = match pending {
             Some(Pending::Subscribe(subscription)) => subscription,
             Some(other) => {
-                other.fail(ClientError::UnexpectedReply {
-                    expected: "the request's own answer",
-                    got: FrameType::SubscribeAck,
-                });
+                other.fail(
+                    ErrorDetail::UnexpectedReply {
+                        expected: "the request's own answer",
+                        got: FrameType::SubscribeAck,
+                    }
+                    .into(),
+                );
                 return;
             }
             None => {
@@ -298,10 +306,13 @@ impl Dispatcher {
             Some(Pending::Collect { messages, done }) => {
                 let _ = done.send(Ok(messages));
             }
-            Some(other) => other.fail(ClientError::UnexpectedReply {
-                expected: "the request's own answer",
-                got: FrameType::MessagesEnd,
-            }),
+            Some(other) => other.fail(
+                ErrorDetail::UnexpectedReply {
+                    expected: "the request's own answer",
+                    got: FrameType::MessagesEnd,
+                }
+                .into(),
+            ),
             None => tracing::debug!(request_id, "MESSAGES_END for a request nobody awaits"),
         }
     }
@@ -668,8 +679,12 @@ mod tests {
         let reply = publish_answer.await.unwrap().unwrap();
         assert_eq!(PublishAck::from_frame(&reply).unwrap(), ack);
         assert!(matches!(
-            error_answer.await.unwrap(),
-            Err(ClientError::Server {
+            error_answer
+                .await
+                .unwrap()
+                .as_ref()
+                .map_err(ClientError::detail),
+            Err(ErrorDetail::Server {
                 code: ErrorCode::NotFound,
                 ..
             })
@@ -995,8 +1010,8 @@ mod tests {
             .await
             .expect("the dispatcher does not wait for a body nobody can read");
         assert!(matches!(
-            collected.await.unwrap(),
-            Err(ClientError::StreamedBodyBeforeEnd { total_len }) if total_len == total as u64
+            collected.await.unwrap().as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::StreamedBodyBeforeEnd { total_len }) if *total_len == total as u64
         ));
     }
 }

@@ -13,7 +13,7 @@
 //! task waits for its reader and reads nothing else from the socket meanwhile. The one
 //! exception is a body whose message sits in a GET_MESSAGES list not yet handed over:
 //! nobody can read it, so waiting could only end in a timeout, and that request fails at
-//! once with [`ClientError::StreamedBodyBeforeEnd`] instead. Once the client starts
+//! once with [`crate::ErrorKind::StreamedBodyBeforeEnd`] instead. Once the client starts
 //! closing, it no longer waits for readers at all.
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use switchboard_proto::Frame;
 use switchboard_proto::packet::{Chunk, Message, StreamAbort};
 
 use crate::body::{self, BodySender, TrySend};
-use crate::error::{ClientError, CloseReason};
+use crate::error::{CloseReason, ErrorDetail};
 use crate::payload::ReceivedMessage;
 use crate::shared::Shared;
 
@@ -124,9 +124,12 @@ impl InboundStreams {
                                 let pending = requests.take(request_id);
                                 drop(requests);
                                 if let Some(pending) = pending {
-                                    pending.fail(ClientError::StreamedBodyBeforeEnd {
-                                        total_len: stream.total_len,
-                                    });
+                                    pending.fail(
+                                        ErrorDetail::StreamedBodyBeforeEnd {
+                                            total_len: stream.total_len,
+                                        }
+                                        .into(),
+                                    );
                                 }
                             }
                         }

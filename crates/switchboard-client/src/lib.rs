@@ -17,6 +17,38 @@
 //! # }
 //! ```
 //!
+//! # The API in short
+//!
+//! A few verbs on [`Client`], options by builder:
+//!
+//! * [`Client::publish`] (to a channel) and [`Client::post`] (to a group) return one
+//!   builder, [`PublishBuilder`]: awaiting it waits for the server's ack;
+//!   [`PublishBuilder::pipelined`] returns once the frame is queued, with a
+//!   [`PendingAck`] to await later; [`PublishBuilder::no_reply`] asks for no ack at all
+//!   (failures come back from [`Client::flush`]). Content type, headers and a body read
+//!   from an [`AsyncRead`](tokio::io::AsyncRead) (with a progress callback) are options
+//!   of the same builder.
+//! * [`Client::subscribe`] returns a [`SubscribeBuilder`]: more patterns, a replay, then
+//!   `.await` for the [`Subscription`] stream.
+//! * History ([`Client::get_message`], [`Client::get_messages`],
+//!   [`Client::tag_messages`], [`Client::group_messages`]), groups, relays and the
+//!   administration requests are one method each, grouped by area.
+//!
+//! Messages come as [`ReceivedMessage`] and [`ReceivedDirect`], the client's own types;
+//! the wire protocol crate stays an implementation detail, apart from the plain data
+//! types re-exported here (options, replies, [`ErrorCode`]).
+//!
+//! # Errors
+//!
+//! Every call fails with one type, [`ClientError`], which is opaque: ask it
+//! [`ClientError::kind`], [`ClientError::is_closed`], [`ClientError::is_timeout`] or
+//! [`ClientError::code`] (the server's wire code). One type rather than an error per
+//! operation because what callers decide on is the same everywhere (retry, reconnect,
+//! report, or branch on the server's code) and most calls can fail in most of the same
+//! ways (the connection, a timeout, the server's refusal); keeping the details private
+//! lets them grow without breaking callers, and the message says everything there is to
+//! say.
+//!
 //! # Subscriptions are consumers
 //!
 //! As in NATS, separate subscriptions are separate consumers: a message matching two of
@@ -31,8 +63,10 @@
 //! * a writer task (module `writer`) owns the write half and coalesces queued frames
 //!   into few large writes;
 //! * a dispatch task (module `dispatch`) owns the read half and routes each frame to
-//!   the request, subscription or feed waiting for it;
-//! * [`Client`] is a cheap handle onto both.
+//!   the request, subscription or feed waiting for it (streamed bodies on their way in:
+//!   module `inbound`);
+//! * [`Client`] is a cheap handle onto both; its methods are grouped by area, one
+//!   `impl Client` per file, all making their requests through one helper.
 //!
 //! Every queue is bounded. Subscriptions apply backpressure (a full subscription makes
 //! the dispatch task wait, see [`Subscription`]); the group and direct feeds drop their
@@ -42,10 +76,10 @@
 //! # Messages of any size
 //!
 //! Bodies larger than the server's `max_frame` (up to its `max_body`, see
-//! [`Client::server_limits`]) are streamed in chunks with a SHA-256 of the whole body:
+//! [`SessionInfo::limits`]) are streamed in chunks with a SHA-256 of the whole body:
 //!
-//! * sending: [`Client::publish_stream`] reads the body from any
-//!   [`tokio::io::AsyncRead`]; [`Client::publish`] streams a large [`Payload`] by itself;
+//! * sending: [`PublishBuilder::stream_from`] reads the body from any
+//!   [`tokio::io::AsyncRead`]; a large [`Payload`] is streamed by itself;
 //! * receiving: a streamed message ([`ReceivedMessage::is_streamed`]) arrives before its
 //!   body, which is read with [`ReceivedMessage::body_reader`] (checked against its
 //!   length and digest at the end) or saved with [`ReceivedMessage::save_body_to`].
@@ -53,6 +87,8 @@
 //! Memory per transfer stays bounded whatever the size: an upload keeps at most
 //! [`CHUNK_SIZE`] × 8 in the send queue, a download at most [`BODY_BUFFER_BYTES`] not
 //! yet read, after which the connection waits for the reader (see [`BodyReader`]).
+
+#![warn(missing_docs)]
 
 mod body;
 mod client;
@@ -70,9 +106,9 @@ mod upload;
 mod writer;
 
 pub use body::{BODY_BUFFER_BYTES, BodyReader};
-pub use client::{Client, PendingAck, ServerLimits};
+pub use client::{Client, PendingAck, PublishBuilder, ServerLimits, SessionInfo};
 pub use config::{ClientConfig, DEFAULT_SERVER};
-pub use error::{ClientError, CloseReason, PayloadError, Result};
+pub use error::{ClientError, CloseReason, ErrorKind, PayloadError, Result};
 pub use feeds::{DirectFeed, GroupFeed, GroupItem};
 pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
@@ -80,12 +116,11 @@ pub use payload::{
 pub use subscription::{SubscribeBuilder, Subscription};
 pub use upload::CHUNK_SIZE;
 
-/// The wire protocol crate, for the types the API shares with it.
-pub use switchboard_proto as proto;
+// The plain data types of the protocol that the API takes and returns.
 pub use switchboard_proto::ErrorCode;
 pub use switchboard_proto::Text;
 pub use switchboard_proto::packet::{
-    ChannelInfo, ChannelOptions, ClientInfo, Event, EventKind, GroupInfo, Identity, MemberInfo,
-    PublishAck, RelayOutcome, RelayStatus, Replay, Scope, Since, SlowConsumerPolicy, Stat,
-    StatsReply,
+    ChannelInfo, ChannelOptions, ClientInfo, Durability, Event, EventKind, GroupInfo, Identity,
+    MemberInfo, PublishAck, RelayOutcome, RelayStatus, Replay, Scope, Since, SlowConsumerPolicy,
+    Stat, StatsReply,
 };

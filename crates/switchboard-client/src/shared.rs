@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 use crate::feeds::{FeedQueue, GroupItem};
 use crate::payload::ReceivedDirect;
 use crate::requests::{NO_REPLY_BIT, Pending, RequestTable};
@@ -139,10 +139,7 @@ impl Shared {
         failures
             .first
             .take()
-            .map(|first| ClientError::NoReplyFailures {
-                count,
-                first: Box::new(first),
-            })
+            .map(|first| ErrorDetail::NoReplyFailures { count, first }.into())
     }
 
     /// Asks the writer to answer a server HEARTBEAT.
@@ -256,8 +253,9 @@ mod tests {
             switchboard_proto::ErrorCode::Forbidden,
             "no",
         ));
-        match shared.take_no_reply_failures() {
-            Some(ClientError::NoReplyFailures { count: 2, first }) => {
+        let failures = shared.take_no_reply_failures().expect("failures");
+        match failures.detail() {
+            ErrorDetail::NoReplyFailures { count: 2, first } => {
                 assert_eq!(first.code(), Some(switchboard_proto::ErrorCode::TooLarge));
             }
             other => panic!("unexpected {other:?}"),

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 use crate::payload::ReceivedMessage;
 
 /// Why a subscription stopped receiving.
@@ -75,11 +75,12 @@ impl SubscriptionState {
     fn end_error(&self) -> Option<ClientError> {
         match self.ended.get()? {
             EndReason::Unsubscribed | EndReason::Connection(CloseReason::Client) => None,
-            EndReason::ClosedByServer { subscription_id } => {
-                Some(ClientError::SubscriptionClosed {
+            EndReason::ClosedByServer { subscription_id } => Some(
+                ErrorDetail::SubscriptionClosed {
                     subscription_id: *subscription_id,
-                })
-            }
+                }
+                .into(),
+            ),
             EndReason::Connection(reason) => Some(ClientError::closed(reason.clone())),
         }
     }
@@ -160,7 +161,7 @@ impl SubscriptionTable {
         targets
     }
 
-    /// [`SubscriptionTable::matching`] into a list the caller reuses (no allocation per
+    /// The subscriptions a live message goes to (one per consumer) into a list the caller reuses (no allocation per
     /// message). Hashtags are only looked for when some subscription is to a hashtag.
     pub(crate) fn matching_into(
         &self,
@@ -548,8 +549,8 @@ mod tests {
         state.end(EndReason::ClosedByServer { subscription_id: 9 });
         state.end(EndReason::Unsubscribed);
         assert!(matches!(
-            state.end_error(),
-            Some(ClientError::SubscriptionClosed { subscription_id: 9 })
+            state.end_error().as_ref().map(ClientError::detail),
+            Some(ErrorDetail::SubscriptionClosed { subscription_id: 9 })
         ));
         let state = SubscriptionState::default();
         state.end(EndReason::Connection(CloseReason::Client));
@@ -557,8 +558,8 @@ mod tests {
         let state = SubscriptionState::default();
         state.end(EndReason::Connection(CloseReason::Eof));
         assert!(matches!(
-            state.end_error(),
-            Some(ClientError::ConnectionClosed {
+            state.end_error().as_ref().map(ClientError::detail),
+            Some(ErrorDetail::ConnectionClosed {
                 reason: CloseReason::Eof
             })
         ));

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connection::BoxedWriter;
-use crate::error::{ClientError, CloseReason};
+use crate::error::{CloseReason, ErrorDetail};
 use crate::requests::{Pending, is_no_reply_id};
 use crate::shared::Shared;
 
@@ -213,7 +213,7 @@ impl Writer {
 
     /// Fails the request whose frame could not be encoded (nothing of it was written).
     fn refuse(&self, request_id: u32, error: ProtoError) {
-        let error = ClientError::Protocol(error);
+        let error = ErrorDetail::Protocol(error).into();
         if is_no_reply_id(request_id) {
             self.shared.record_no_reply_failure(error);
         } else if let Some(pending) = self.shared.requests().take(request_id) {
@@ -339,6 +339,7 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
+    use crate::error::ClientError;
 
     /// Collects what is written and counts the write calls.
     #[derive(Clone, Default)]
@@ -523,8 +524,8 @@ mod tests {
         .run()
         .await;
         assert!(matches!(
-            answer.await.unwrap(),
-            Err(ClientError::Protocol(ProtoError::ContentTooLarge { .. }))
+            answer.await.unwrap().as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::Protocol(ProtoError::ContentTooLarge { .. }))
         ));
         assert!(!recorder.bytes.lock().unwrap().is_empty());
     }

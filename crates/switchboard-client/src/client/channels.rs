@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::client::{Client, expect};
-use crate::error::{ClientError, Result};
+use crate::error::{ErrorDetail, Result};
 use crate::payload::ReceivedMessage;
 use crate::requests::{Pending, PendingSubscription};
 use crate::subscription::{SubscribeBuilder, Subscription, SubscriptionState};
@@ -113,10 +113,17 @@ impl Client {
             .await;
         match answer {
             Ok(message) => Ok(Some(message)),
-            Err(ClientError::Server {
-                code: ErrorCode::NotFound,
-                ..
-            }) => Ok(None),
+            Err(error)
+                if matches!(
+                    error.detail(),
+                    ErrorDetail::Server {
+                        code: ErrorCode::NotFound,
+                        ..
+                    }
+                ) =>
+            {
+                Ok(None)
+            }
             Err(error) => Err(error),
         }
     }
@@ -127,7 +134,8 @@ impl Client {
     /// The list is handed over once complete (at MESSAGES_END). Streamed bodies can be
     /// read from then on; they are buffered up to [`crate::BODY_BUFFER_BYTES`] each
     /// meanwhile, and a server that sends more of one before the end of the list makes
-    /// this fail with [`ClientError::StreamedBodyBeforeEnd`] rather than stall.
+    /// this fail with an error of kind
+    /// [`ErrorKind::StreamedBodyBeforeEnd`](crate::ErrorKind::StreamedBodyBeforeEnd) rather than stall.
     pub async fn get_messages(
         &self,
         channel: &str,
@@ -151,7 +159,7 @@ impl Client {
     ) -> Result<Vec<ReceivedMessage>> {
         let tag = tag.strip_prefix('#').unwrap_or(tag).to_lowercase();
         if tag.is_empty() {
-            return Err(ClientError::InvalidArgument("empty hashtag".into()));
+            return Err(ErrorDetail::InvalidArgument("empty hashtag".into()).into());
         }
         self.collect(GetMessages {
             scope: Scope::Tag,

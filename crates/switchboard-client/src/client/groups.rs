@@ -3,13 +3,13 @@
 use switchboard_proto::FrameType;
 use switchboard_proto::packet::{
     CreateGroup, GetMessages, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
-    ListGroups, MemberInfo, MemberList, PublishAck, Scope, Since,
+    ListGroups, MemberInfo, MemberList, Scope, Since,
 };
 
 use crate::client::{Client, expect, expect_ok};
 use crate::error::Result;
 use crate::feeds::GroupFeed;
-use crate::payload::{Payload, ReceivedMessage};
+use crate::payload::ReceivedMessage;
 
 impl Client {
     /// Creates a group in the directory.
@@ -48,19 +48,6 @@ impl Client {
         Ok(expect(&reply, FrameType::MemberList, MemberList::from_frame)?.members)
     }
 
-    /// Posts to a group and waits for the server's ack. Large bodies are streamed, as by
-    /// [`Client::publish`].
-    pub async fn post_group(&self, group: &str, payload: Payload) -> Result<PublishAck> {
-        if self.needs_streaming(payload.body.len()) {
-            return self
-                .publish_payload_streamed(Scope::Group, group, payload)
-                .await;
-        }
-        let publish = self.publish_packet(Scope::Group, group, payload)?;
-        let reply = self.call(publish).await?;
-        expect(&reply, FrameType::PublishAck, PublishAck::from_frame)
-    }
-
     /// A group's history from `since`, oldest first.
     pub async fn group_messages(&self, group: &str, since: Since) -> Result<Vec<ReceivedMessage>> {
         self.collect(GetMessages {
@@ -72,10 +59,11 @@ impl Client {
         .await
     }
 
-    /// Takes the group feed: messages of joined groups and member events.
+    /// Takes the group feed: messages of joined groups and member events. Posting to a
+    /// group is [`Client::post`].
     ///
     /// Only one handle at a time: a second call while the first feed is alive fails with
-    /// [`ClientError::FeedTaken`]. Items arriving before it is taken are kept (up to the
+    /// an error of kind [`ErrorKind::FeedTaken`](crate::ErrorKind::FeedTaken). Items arriving before it is taken are kept (up to the
     /// configured feed capacity, oldest dropped first).
     pub fn group_feed(&self) -> Result<GroupFeed> {
         GroupFeed::take(self)

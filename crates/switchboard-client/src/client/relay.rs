@@ -8,7 +8,7 @@ use switchboard_proto::packet::{
 };
 
 use crate::client::{Client, expect};
-use crate::error::{ClientError, Result};
+use crate::error::{ErrorDetail, Result};
 use crate::feeds::DirectFeed;
 
 impl Client {
@@ -26,10 +26,11 @@ impl Client {
         content_type: &str,
     ) -> Result<Vec<RelayOutcome>> {
         if receivers.is_empty() || receivers.len() > MAX_RECEIVERS {
-            return Err(ClientError::InvalidArgument(format!(
+            return Err(ErrorDetail::InvalidArgument(format!(
                 "a relay names 1 to {MAX_RECEIVERS} receivers, not {}",
                 receivers.len()
-            )));
+            ))
+            .into());
         }
         let body = body.into();
         self.check_body(body.len())?;

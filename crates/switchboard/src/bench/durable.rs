@@ -10,7 +10,7 @@
 //! whatever --sync asked).
 
 use anyhow::{Context as _, Result};
-use switchboard_client::proto::packet::{ChannelOptions, Durability};
+use switchboard_client::{ChannelOptions, Durability};
 
 use super::flow::{self, FlowPlan, Pace};
 use super::report::Report;

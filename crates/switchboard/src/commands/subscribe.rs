@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
-use switchboard_client::ReceivedMessage;
-use switchboard_proto::packet::Replay;
+use switchboard_client::{ReceivedMessage, Replay};
 
 use super::{Context, transfer};
 use crate::cli::SubscribeArgs;
