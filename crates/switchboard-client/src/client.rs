@@ -126,6 +126,15 @@ impl Client {
     ///
     /// Fails with an error of kind [`ErrorKind::Server`](crate::ErrorKind::Server) if the server refuses the session (bad
     /// credentials, wrong HMAC key, unsupported version).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> switchboard_client::Result<()> {
+    /// use switchboard_client::{Client, ClientConfig};
+    ///
+    /// let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "alice")).await?;
+    /// println!("connected as client {}", client.session().client_id);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let Session {
             reader,
@@ -202,17 +211,41 @@ impl Client {
     }
 
     /// Whether the connection has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// if client.is_closed() {
+    ///     println!("gone: {:?}", client.close_reason());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
     }
 
     /// Why the connection ended, once it has.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::CloseReason;
+    ///
+    /// if let Some(CloseReason::Disconnect { code, reason }) = client.close_reason() {
+    ///     println!("the server said goodbye ({code}): {reason}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.inner.shared.close_reason()
     }
 
     /// Messages the server reported skipped for this connection (slow consumer,
     /// drop-oldest channels).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// println!("{} messages skipped for this connection", client.skipped_messages());
+    /// # Ok(()) }
+    /// ```
     pub fn skipped_messages(&self) -> u64 {
         self.inner.shared.skipped()
     }
@@ -227,6 +260,16 @@ impl Client {
     /// Streamed bodies still arriving are not waited for: one whose reader does not keep
     /// up fails (with [`std::io::ErrorKind::ConnectionAborted`]) rather than hold up the
     /// close.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Payload;
+    ///
+    /// client.publish("logs", Payload::text("done")).no_reply().await?;
+    /// // Reports the publish if it failed, then says goodbye.
+    /// client.close().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) -> Result<()> {
         if self.is_closed() {
             self.join_tasks().await;

@@ -525,7 +525,7 @@ mod tests {
     use super::*;
     use crate::body;
     use crate::requests::PendingSubscription;
-    use crate::subscription::SubscriptionState;
+    use crate::subscription::{SubscriptionEntry, SubscriptionState};
 
     /// A frame as the server would send it, through the real codec.
     fn frame<P: Encode>(request_id: u32, flags: Flags, packet: &P) -> Frame {
@@ -744,6 +744,41 @@ mod tests {
             .await;
         assert!(receiver.recv().await.is_none());
         assert_eq!(fixture.shared.subscriptions().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_patterns_of_one_consumer_get_a_message_once_and_end_together() {
+        let mut fixture = Fixture::new();
+        let (sender, mut receiver) = mpsc::channel(16);
+        let state = Arc::new(SubscriptionState::default());
+        for (id, pattern) in [(1, "chat.>"), (2, "#rust")] {
+            let entry = SubscriptionEntry {
+                pattern: Pattern::parse(pattern).unwrap(),
+                sender: sender.clone(),
+                state: state.clone(),
+            };
+            assert!(fixture.shared.subscriptions().insert(id, entry).is_ok());
+        }
+        drop(sender);
+        let (_, mut separate) = fixture.subscribe(3, "#rust", 0).await;
+        let dispatcher = &mut fixture.dispatcher;
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &message("chat.general", 1, "likes #Rust"),
+            ))
+            .await;
+        assert_eq!(drain(&mut receiver), [(1, false)]);
+        assert_eq!(drain(&mut separate), [(1, false)]);
+
+        // The server ends one pattern: the consumer ends, its other pattern is cancelled.
+        let mut closed = Event::new(EventKind::SubscriptionClosed);
+        closed.subscription_id = 2;
+        dispatcher.dispatch(frame(0, Flags::empty(), &closed)).await;
+        assert!(receiver.recv().await.is_none());
+        assert_eq!(fixture.shared.subscriptions().len(), 1);
+        assert_eq!(fixture.shared.take_chores().unsubscribe, [1]);
     }
 
     #[tokio::test]

@@ -801,6 +801,13 @@ async fn bodies_over_the_server_limit_are_refused_before_sending() {
     let over_a_frame = Payload::bytes(vec![0u8; 1024 * 1024 + 1]);
     let result = client.publish("chat", over_a_frame).no_reply().await;
     assert_too_large(result, MIB + 1, MIB);
+    // A body read from a reader is streamed, so it needs its ack.
+    let refused = client
+        .publish("chat", Payload::default())
+        .stream_from(&b"abc"[..], 3)
+        .no_reply()
+        .await;
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidArgument);
     // Nothing went out: the next frame the server sees is the next request.
     let listing = client.list_channels();
     let answering = async {

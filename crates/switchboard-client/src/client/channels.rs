@@ -20,6 +20,19 @@ use crate::subscription::{SubscribeBuilder, Subscription, SubscriptionState};
 
 impl Client {
     /// Creates a channel (succeeds if it exists with the same options).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::ChannelOptions;
+    ///
+    /// let options = ChannelOptions {
+    ///     history: Some(100),
+    ///     ..ChannelOptions::default()
+    /// };
+    /// let info = client.create_channel("alerts", options).await?;
+    /// println!("{} holds {} messages", info.name, info.message_count);
+    /// # Ok(()) }
+    /// ```
     pub async fn create_channel(&self, name: &str, options: ChannelOptions) -> Result<ChannelInfo> {
         let reply = self
             .call(CreateChannel {
@@ -31,6 +44,14 @@ impl Client {
     }
 
     /// Every channel on the server.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// for channel in client.list_channels().await? {
+    ///     println!("{}: {} messages", channel.name, channel.message_count);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_channels(&self) -> Result<Vec<ChannelInfo>> {
         let reply = self.call(ListChannels).await?;
         Ok(expect(&reply, FrameType::ChannelList, ChannelList::from_frame)?.channels)
@@ -98,6 +119,14 @@ impl Client {
     ///
     /// A streamed body is returned as soon as its message arrives and follows through
     /// [`ReceivedMessage::body_reader`]; read it (or drop the message) promptly.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// if let Some(latest) = client.get_message("chat.rust", None).await? {
+    ///     println!("latest: {}", latest.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_message(
         &self,
         channel: &str,
@@ -136,6 +165,16 @@ impl Client {
     /// meanwhile, and a server that sends more of one before the end of the list makes
     /// this fail with an error of kind
     /// [`ErrorKind::StreamedBodyBeforeEnd`](crate::ErrorKind::StreamedBodyBeforeEnd) rather than stall.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Since;
+    ///
+    /// for message in client.get_messages("chat.rust", Since::All, Some(20)).await? {
+    ///     println!("#{} {}", message.seq(), message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_messages(
         &self,
         channel: &str,
@@ -152,6 +191,14 @@ impl Client {
     }
 
     /// The latest messages carrying a hashtag (given with or without `#`), oldest first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// for message in client.tag_messages("#rust", Some(10)).await? {
+    ///     println!("{}: {}", message.channel(), message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn tag_messages(
         &self,
         tag: &str,

@@ -13,12 +13,30 @@ use crate::feeds::DirectFeed;
 
 impl Client {
     /// The other connected clients.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// for other in client.list_clients().await? {
+    ///     println!("{} is client {}", other.name, other.client_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_clients(&self) -> Result<Vec<ClientInfo>> {
         let reply = self.call(ListClients).await?;
         Ok(expect(&reply, FrameType::ClientList, ClientList::from_frame)?.clients)
     }
 
     /// Relays a body to up to 255 connected clients; one outcome per receiver, in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// let bob = client.list_clients().await?.into_iter().find(|other| other.name == "bob");
+    /// if let Some(bob) = bob {
+    ///     let outcomes = client.relay(&[bob.client_id], "psst", "text/plain").await?;
+    ///     println!("{:?}", outcomes[0].status);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn relay(
         &self,
         receivers: &[u64],
@@ -45,6 +63,17 @@ impl Client {
 
     /// Takes the direct feed: bodies relayed to this client. Same rules as
     /// [`Client::group_feed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut directs = client.direct_feed()?;
+    /// while let Some(direct) = directs.next().await {
+    ///     println!("from {}: {:?}", direct.sender_name(), direct.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn direct_feed(&self) -> Result<DirectFeed> {
         DirectFeed::take(self)
     }
