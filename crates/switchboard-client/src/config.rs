@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::{ClientError, Result};
+use crate::error::{ErrorDetail, Result};
 
 /// The server a client connects to when none is given.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7420";
@@ -216,7 +216,7 @@ impl ServerAddress {
     pub(crate) fn parse(server: &str) -> Result<ServerAddress> {
         if let Some(path) = server.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(ClientError::InvalidAddress(server.to_owned()));
+                return Err(ErrorDetail::InvalidAddress(server.to_owned()).into());
             }
             return Ok(ServerAddress::Unix(PathBuf::from(path)));
         }
@@ -225,7 +225,7 @@ impl ServerAddress {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 Ok(ServerAddress::Tcp(server.to_owned()))
             }
-            _ => Err(ClientError::InvalidAddress(server.to_owned())),
+            _ => Err(ErrorDetail::InvalidAddress(server.to_owned()).into()),
         }
     }
 }

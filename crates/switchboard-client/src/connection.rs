@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 use crate::config::{ClientConfig, ServerAddress};
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 
 /// The read half of a transport, whichever it is.
 pub(crate) type BoxedReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -52,9 +52,11 @@ pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
         handshake(reader, writer, config).await
     })
     .await
-    .map_err(|_| ClientError::Timeout {
-        what: "connecting",
-        after: limit,
+    .map_err(|_| {
+        ClientError::from(ErrorDetail::Timeout {
+            what: "connecting",
+            after: limit,
+        })
     })?
 }
 
@@ -76,10 +78,11 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
             Ok((Box::new(read), Box::new(write)))
         }
         #[cfg(not(unix))]
-        ServerAddress::Unix(path) => Err(ClientError::InvalidAddress(format!(
+        ServerAddress::Unix(path) => Err(ErrorDetail::InvalidAddress(format!(
             "unix:{} (Unix sockets are not available on this platform)",
             path.display()
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -98,10 +101,13 @@ pub(crate) async fn handshake(
     let preface = reader.read_preface().await?;
     if preface.version != PROTOCOL_VERSION {
         return Err(reader
-            .refusal_or(ClientError::Protocol(ProtoError::UnsupportedVersion {
-                found: preface.version,
-                supported: PROTOCOL_VERSION,
-            }))
+            .refusal_or(
+                ErrorDetail::Protocol(ProtoError::UnsupportedVersion {
+                    found: preface.version,
+                    supported: PROTOCOL_VERSION,
+                })
+                .into(),
+            )
             .await);
     }
 

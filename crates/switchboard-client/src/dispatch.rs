@@ -8,21 +8,9 @@
 //!   feed, EVENT to the group feed or the subscription it concerns, HEARTBEAT gets its
 //!   PONG, and DISCONNECT ends the connection with the server's reason.
 //!
-//! * Streamed bodies: a MESSAGE with flag STREAM opens an inbound stream under its
-//!   STREAM_ID, and each recipient of the message (every matching subscription of a
-//!   live message, or the one request it answers) gets its own body channel. CHUNK
-//!   frames are routed by stream id alone, whatever comes between them (other frames,
-//!   chunks of other streams, the MESSAGES_END of the request that fetched the
-//!   message); the LAST chunk closes the stream with its digest, STREAM_ABORT or the
-//!   connection's end close it with an error. The chunks of a stream whose recipients
-//!   all dropped their message are discarded.
-//!
-//! Backpressure on streamed bodies is the subscriptions' rule: when a body's buffer is
-//! full (see [`crate::body`]) the task waits for its reader and reads nothing else from
-//! the socket meanwhile. The one exception is a body whose message sits in a
-//! GET_MESSAGES list not yet handed over: nobody can read it, so waiting could only end
-//! in a timeout, and that request fails at once with
-//! [`ClientError::StreamedBodyBeforeEnd`] instead.
+//! * Streamed bodies: a MESSAGE with flag STREAM opens an inbound stream, and CHUNK and
+//!   STREAM_ABORT frames go to it by stream id; see [`crate::inbound`] for how bodies
+//!   reach their recipients and how they hold back the reader.
 //!
 //! The task also watches the server's liveness: when nothing at all arrives for three
 //! heartbeat intervals, the connection is declared dead. Time spent waiting for a slow
@@ -30,30 +18,26 @@
 //!
 //! [`RequestTable`]: crate::requests::RequestTable
 
-use std::collections::HashMap;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::packet::{
-    Chunk, Direct, Event, EventKind, Message, Scope, StreamAbort, SubscribeAck,
-};
+use switchboard_proto::packet::{Direct, Event, EventKind, Message, Scope, SubscribeAck};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::body::{self, BodySender, TrySend};
 use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
-use crate::error::{ClientError, CloseReason};
+use crate::error::{ClientError, CloseReason, ErrorDetail};
 use crate::feeds::GroupItem;
+use crate::inbound::InboundStreams;
 use crate::payload::{ReceivedDirect, ReceivedMessage};
 use crate::requests::{Pending, is_no_reply_id};
 use crate::shared::Shared;
 use crate::subscription::{EndReason, SubscriptionEntry};
 
-/// Whether the connection goes on after a frame.
+/// What the connection does after a frame: read the next one, or end.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
+pub(crate) enum AfterFrame {
     Continue,
     Close(CloseReason),
 }
@@ -72,7 +56,7 @@ pub(crate) async fn run_reader(
         // Frames already in the buffer are dispatched without arming the silence timer
         // and the shutdown select for each: a burst of small messages would pay more for
         // those than for the messages.
-        if shared.shutdown.is_cancelled() {
+        if shared.stop_tasks.is_cancelled() {
             break CloseReason::Client;
         }
         let buffered = match reader.buffered_frame() {
@@ -82,19 +66,18 @@ pub(crate) async fn run_reader(
             Ok(Some(frame)) => Some(tokio::select! {
                 biased;
                 flow = dispatcher.dispatch(frame) => flow,
-                () = shared.shutdown.cancelled() => break CloseReason::Client,
+                () = shared.stop_tasks.cancelled() => break CloseReason::Client,
             }),
             Ok(None) => None,
-            Err(ClientError::Io(error)) => Some(Flow::Close(CloseReason::Io(error.to_string()))),
-            Err(error) => Some(Flow::Close(CloseReason::Protocol(error.to_string()))),
+            Err(error) => Some(AfterFrame::Close(read_failure(&error))),
         };
         if let Some(flow) = buffered {
             match flow {
-                Flow::Continue => {
+                AfterFrame::Continue => {
                     heard = true;
                     continue;
                 }
-                Flow::Close(reason) => break reason,
+                AfterFrame::Close(reason) => break reason,
             }
         }
         if heard {
@@ -105,27 +88,26 @@ pub(crate) async fn run_reader(
         let step = async {
             let read = tokio::time::timeout_at(last_heard + silence_limit, reader.read_frame());
             match read.await {
-                Err(_) => Flow::Close(CloseReason::HeartbeatTimeout),
+                Err(_) => AfterFrame::Close(CloseReason::HeartbeatTimeout),
                 Ok(Ok(Some(frame))) => dispatcher.dispatch(frame).await,
-                Ok(Ok(None)) => Flow::Close(dispatcher.end_of_stream_reason()),
-                Ok(Err(ClientError::Io(error))) => Flow::Close(CloseReason::Io(error.to_string())),
-                Ok(Err(error)) => Flow::Close(CloseReason::Protocol(error.to_string())),
+                Ok(Ok(None)) => AfterFrame::Close(dispatcher.end_of_stream_reason()),
+                Ok(Err(error)) => AfterFrame::Close(read_failure(&error)),
             }
         };
         let flow = tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => break CloseReason::Client,
+            () = shared.stop_tasks.cancelled() => break CloseReason::Client,
             flow = step => flow,
         };
         match flow {
             // Measured after dispatch, so a wait for a slow subscriber is not silence.
-            Flow::Continue => last_heard = Instant::now(),
-            Flow::Close(reason) => break reason,
+            AfterFrame::Continue => last_heard = Instant::now(),
+            AfterFrame::Close(reason) => break reason,
         }
     };
     // Once this client said goodbye, the server hanging up is the expected end.
     let reason = match reason {
-        CloseReason::Eof | CloseReason::Io(_) if shared.closing.is_cancelled() => {
+        CloseReason::Eof | CloseReason::Io(_) if shared.goodbye_sent.is_cancelled() => {
             CloseReason::Client
         }
         other => other,
@@ -134,23 +116,12 @@ pub(crate) async fn run_reader(
     shared.terminate(reason);
 }
 
-/// What became of one part of a body for one recipient.
-enum Delivery {
-    Delivered,
-    /// The recipient dropped its message or reader.
-    Gone,
-    /// The buffer was full and the client is closing: no more waiting.
-    Closing,
-}
-
-/// A streamed body the server is sending.
-#[derive(Debug)]
-struct InboundStream {
-    total_len: u64,
-    /// One per recipient still holding its message.
-    senders: Vec<BodySender>,
-    /// The GET_MESSAGES whose list holds the message until MESSAGES_END.
-    collecting: Option<u32>,
+/// Why reading from the socket ended the connection.
+fn read_failure(error: &ClientError) -> CloseReason {
+    match error.detail() {
+        ErrorDetail::Io(error) => CloseReason::Io(error.to_string()),
+        _ => CloseReason::Protocol(error.to_string()),
+    }
 }
 
 /// Routes frames; owned by the dispatch task.
@@ -159,8 +130,8 @@ pub(crate) struct Dispatcher {
     /// The last ERROR that answered no request: the likely cause if the server then
     /// closes without a DISCONNECT.
     connection_error: Option<(ErrorCode, String)>,
-    /// Streamed bodies still arriving, by stream id.
-    streams: HashMap<u64, InboundStream>,
+    /// Streamed bodies still arriving.
+    streams: InboundStreams,
     /// The subscriptions a live message goes to, kept to be reused for the next one.
     targets: Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
 }
@@ -170,21 +141,14 @@ impl Dispatcher {
         Dispatcher {
             shared,
             connection_error: None,
-            streams: HashMap::new(),
+            streams: InboundStreams::default(),
             targets: Vec::new(),
         }
     }
 
     /// Ends every body still arriving with an error: the connection is over.
     pub(crate) fn end_streams(&mut self, reason: &CloseReason) {
-        for (_, stream) in self.streams.drain() {
-            for sender in stream.senders {
-                sender.fail(
-                    io::ErrorKind::ConnectionAborted,
-                    format!("the connection ended before the streamed body was complete: {reason}"),
-                );
-            }
-        }
+        self.streams.end_all(reason);
     }
 
     /// Why the connection ended when the server closed it between frames.
@@ -199,28 +163,28 @@ impl Dispatcher {
     }
 
     /// Handles one frame from the server.
-    pub(crate) async fn dispatch(&mut self, frame: Frame) -> Flow {
+    pub(crate) async fn dispatch(&mut self, frame: Frame) -> AfterFrame {
         match frame.frame_type {
             FrameType::Heartbeat => {
                 if !frame.flags.contains(Flags::PONG) {
                     self.shared.owe_pong(frame.request_id);
                 }
             }
-            FrameType::Disconnect => return Flow::Close(disconnect_reason(&frame)),
+            FrameType::Disconnect => return AfterFrame::Close(disconnect_reason(&frame)),
             FrameType::Error => self.on_error(&frame),
             FrameType::Message => self.on_message(frame).await,
             FrameType::Direct => self.on_direct(&frame),
             FrameType::Event => self.on_event(&frame),
             FrameType::SubscribeAck => self.on_subscribe_ack(&frame),
             FrameType::MessagesEnd => self.on_messages_end(&frame),
-            FrameType::Chunk => self.on_chunk(&frame).await,
-            FrameType::StreamAbort => self.on_stream_abort(&frame),
+            FrameType::Chunk => self.streams.on_chunk(&self.shared, &frame).await,
+            FrameType::StreamAbort => self.streams.on_abort(&frame),
             _ if frame.request_id == 0 => {
                 tracing::warn!(frame = %frame.frame_type, "unexpected push from the server; ignored");
             }
             _ => self.on_reply(frame),
         }
-        Flow::Continue
+        AfterFrame::Continue
     }
 
     fn on_error(&mut self, frame: &Frame) {
@@ -228,7 +192,7 @@ impl Dispatcher {
         let request_id = frame.request_id;
         if request_id == 0 {
             tracing::warn!(%error, "server reported an error");
-            if let ClientError::Server { code, message } = &error {
+            if let ErrorDetail::Server { code, message } = error.detail() {
                 self.connection_error = Some((*code, message.clone()));
             }
         } else if is_no_reply_id(request_id) {
@@ -264,10 +228,13 @@ impl Dispatcher {
                     },
                 );
             }
-            Some(other) => other.fail(ClientError::UnexpectedReply {
-                expected: "the request's own answer",
-                got: frame.frame_type,
-            }),
+            Some(other) => other.fail(
+                ErrorDetail::UnexpectedReply {
+                    expected: "the request's own answer",
+                    got: frame.frame_type,
+                }
+                .into(),
+            ),
             None => {
                 tracing::debug!(request_id, frame = %frame.frame_type, "answer to a request nobody awaits");
             }
@@ -289,10 +256,13 @@ impl Dispatcher {
         let subscription = match pending {
             Some(Pending::Subscribe(subscription)) => subscription,
             Some(other) => {
-                other.fail(ClientError::UnexpectedReply {
-                    expected: "the request's own answer",
-                    got: FrameType::SubscribeAck,
-                });
+                other.fail(
+                    ErrorDetail::UnexpectedReply {
+                        expected: "the request's own answer",
+                        got: FrameType::SubscribeAck,
+                    }
+                    .into(),
+                );
                 return;
             }
             None => {
@@ -336,10 +306,13 @@ impl Dispatcher {
             Some(Pending::Collect { messages, done }) => {
                 let _ = done.send(Ok(messages));
             }
-            Some(other) => other.fail(ClientError::UnexpectedReply {
-                expected: "the request's own answer",
-                got: FrameType::MessagesEnd,
-            }),
+            Some(other) => other.fail(
+                ErrorDetail::UnexpectedReply {
+                    expected: "the request's own answer",
+                    got: FrameType::MessagesEnd,
+                }
+                .into(),
+            ),
             None => tracing::debug!(request_id, "MESSAGES_END for a request nobody awaits"),
         }
     }
@@ -352,13 +325,13 @@ impl Dispatcher {
         };
         let replay = frame.flags.contains(Flags::REPLAY);
         if let Some(stream) = packet.stream {
-            self.open_stream(stream.stream_id, stream.total_len);
+            self.streams.open(stream.stream_id, stream.total_len);
         }
         if request_id == 0 {
             return self.deliver_live(packet, replay).await;
         }
         let stream_id = packet.stream.map(|stream| stream.stream_id);
-        let message = self.recipient(packet, replay);
+        let message = self.streams.recipient(packet, replay);
 
         // Decide under the lock, deliver after it.
         enum Target {
@@ -373,8 +346,8 @@ impl Dispatcher {
                 Some(Pending::Collect { messages, .. }) => {
                     messages.push(message);
                     drop(requests);
-                    if let Some(stream) = stream_id.and_then(|id| self.streams.get_mut(&id)) {
-                        stream.collecting = Some(request_id);
+                    if let Some(stream_id) = stream_id {
+                        self.streams.collected_by(stream_id, request_id);
                     }
                     return;
                 }
@@ -419,135 +392,6 @@ impl Dispatcher {
         }
     }
 
-    /// Starts routing the chunks of a stream the server opened.
-    fn open_stream(&mut self, stream_id: u64, total_len: u64) {
-        let stream = InboundStream {
-            total_len,
-            senders: Vec::new(),
-            collecting: None,
-        };
-        if let Some(previous) = self.streams.insert(stream_id, stream) {
-            tracing::warn!(stream_id, "the server reused the id of a stream still open");
-            for sender in previous.senders {
-                sender.fail(
-                    io::ErrorKind::InvalidData,
-                    "the server opened another stream with the same id before this one ended",
-                );
-            }
-        }
-    }
-
-    /// The message as one recipient gets it: a streamed body gets a channel of its own,
-    /// fed by the stream's chunks.
-    fn recipient(&mut self, packet: Message, replay: bool) -> ReceivedMessage {
-        let Some(start) = packet.stream else {
-            return ReceivedMessage::new(packet, replay);
-        };
-        let (sender, receiver) = body::channel();
-        if let Some(stream) = self.streams.get_mut(&start.stream_id) {
-            stream.senders.push(sender);
-        }
-        ReceivedMessage::streamed(packet, replay, receiver)
-    }
-
-    async fn on_chunk(&mut self, frame: &Frame) {
-        let chunk = match Chunk::from_frame(frame) {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                tracing::warn!(%error, "undecodable CHUNK from the server");
-                // Its stream cannot be completed: end it rather than leave it hanging.
-                // (STREAM_ABORT reads nothing but the stream id from the header block.)
-                if let Ok(abort) = StreamAbort::from_frame(frame) {
-                    self.fail_stream(
-                        abort.stream_id,
-                        io::ErrorKind::InvalidData,
-                        format!("the server sent a malformed chunk: {error}"),
-                    );
-                }
-                return;
-            }
-        };
-        let Some(stream) = self.streams.get_mut(&chunk.stream_id) else {
-            tracing::debug!(
-                stream_id = chunk.stream_id,
-                "CHUNK of a stream that is not open; ignored"
-            );
-            return;
-        };
-        if !chunk.data.is_empty() {
-            let mut index = 0;
-            while index < stream.senders.len() {
-                let delivered = match stream.senders[index].try_send(chunk.data.clone()) {
-                    TrySend::Sent => Delivery::Delivered,
-                    TrySend::Gone => Delivery::Gone,
-                    TrySend::Full(data) => {
-                        if let Some(request_id) = stream.collecting {
-                            // Nobody can read this body before the list is complete.
-                            let mut requests = self.shared.requests();
-                            if requests.is_collecting(request_id) {
-                                let pending = requests.take(request_id);
-                                drop(requests);
-                                if let Some(pending) = pending {
-                                    pending.fail(ClientError::StreamedBodyBeforeEnd {
-                                        total_len: stream.total_len,
-                                    });
-                                }
-                            }
-                        }
-                        let close_requested = self.shared.close_requested.cancelled();
-                        tokio::select! {
-                            delivered = stream.senders[index].send(data) => {
-                                if delivered { Delivery::Delivered } else { Delivery::Gone }
-                            }
-                            () = close_requested => Delivery::Closing,
-                        }
-                    }
-                };
-                match delivered {
-                    Delivery::Delivered => index += 1,
-                    Delivery::Gone => drop(stream.senders.swap_remove(index)),
-                    Delivery::Closing => stream.senders.swap_remove(index).fail(
-                        io::ErrorKind::ConnectionAborted,
-                        "the client closed the connection before the body was read",
-                    ),
-                }
-            }
-        }
-        if let Some(digest) = chunk.digest
-            && let Some(stream) = self.streams.remove(&chunk.stream_id)
-        {
-            for sender in stream.senders {
-                sender.end(digest);
-            }
-        }
-    }
-
-    fn on_stream_abort(&mut self, frame: &Frame) {
-        match StreamAbort::from_frame(frame) {
-            Ok(abort) => self.fail_stream(
-                abort.stream_id,
-                io::ErrorKind::ConnectionAborted,
-                format!(
-                    "the server aborted the streamed body ({}): {}",
-                    abort.code, abort.reason
-                ),
-            ),
-            Err(error) => tracing::warn!(%error, "undecodable STREAM_ABORT from the server"),
-        }
-    }
-
-    /// Ends a stream with an error for every recipient.
-    fn fail_stream(&mut self, stream_id: u64, kind: io::ErrorKind, reason: String) {
-        match self.streams.remove(&stream_id) {
-            Some(stream) => {
-                for sender in stream.senders {
-                    sender.fail(kind, reason.clone());
-                }
-            }
-            None => tracing::debug!(stream_id, "end of a stream that is not open"),
-        }
-    }
-
     /// A frame that could not be decoded fails the request it answers; a push is dropped.
     fn bad_frame(&mut self, request_id: u32, error: ProtoError) {
         tracing::warn!(request_id, %error, "undecodable frame from the server");
@@ -561,7 +405,7 @@ impl Dispatcher {
 
     async fn deliver_live(&mut self, packet: Message, replay: bool) {
         if packet.scope == Scope::Group {
-            let message = self.recipient(packet, replay);
+            let message = self.streams.recipient(packet, replay);
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
@@ -572,12 +416,12 @@ impl Dispatcher {
             .matching_into(&packet, &mut targets);
         let last = targets.pop();
         for (subscription_id, sender) in targets.drain(..) {
-            let message = self.recipient(packet.clone(), replay);
+            let message = self.streams.recipient(packet.clone(), replay);
             self.deliver(subscription_id, sender, message).await;
         }
         self.targets = targets;
         if let Some((last_id, last_sender)) = last {
-            let message = self.recipient(packet, replay);
+            let message = self.streams.recipient(packet, replay);
             self.deliver(last_id, last_sender, message).await;
         }
     }
@@ -634,9 +478,21 @@ impl Dispatcher {
                 }
             }
             EventKind::SubscriptionClosed => {
-                let removed = self.shared.subscriptions().remove(event.subscription_id);
-                if let Some(entry) = removed {
-                    entry.state.end(EndReason::ClosedByServer);
+                // A consumer of several patterns ends as a whole: the rest of its
+                // patterns are cancelled too.
+                let subscription_id = event.subscription_id;
+                let siblings = {
+                    let mut table = self.shared.subscriptions();
+                    let removed = table.remove(subscription_id);
+                    removed.map(|entry| {
+                        entry
+                            .state
+                            .end(EndReason::ClosedByServer { subscription_id });
+                        table.remove_siblings(&entry.state)
+                    })
+                };
+                for sibling in siblings.unwrap_or_default() {
+                    self.shared.schedule_unsubscribe(sibling);
                 }
             }
             EventKind::Other(kind) => {
@@ -656,8 +512,8 @@ mod tests {
     use bytes::BytesMut;
     use sha2::{Digest, Sha256};
     use switchboard_proto::packet::{
-        DIGEST_LEN, Disconnect, Encode, ErrorPacket, Heartbeat, MessagesEnd, PublishAck,
-        StreamStart,
+        Chunk, DIGEST_LEN, Disconnect, Encode, ErrorPacket, Heartbeat, MessagesEnd, PublishAck,
+        StreamAbort, StreamStart,
     };
     use switchboard_proto::subject::Pattern;
     use switchboard_proto::{FrameCodec, Limits};
@@ -667,8 +523,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::body;
     use crate::requests::PendingSubscription;
-    use crate::subscription::SubscriptionState;
+    use crate::subscription::{SubscriptionEntry, SubscriptionState};
 
     /// A frame as the server would send it, through the real codec.
     fn frame<P: Encode>(request_id: u32, flags: Flags, packet: &P) -> Frame {
@@ -731,7 +588,7 @@ mod tests {
                 .dispatcher
                 .dispatch(frame(request_id, Flags::empty(), &ack))
                 .await;
-            assert_eq!(flow, Flow::Continue);
+            assert_eq!(flow, AfterFrame::Continue);
             assert_eq!(answer.await.unwrap().unwrap(), ack);
             (request_id, receiver)
         }
@@ -822,8 +679,12 @@ mod tests {
         let reply = publish_answer.await.unwrap().unwrap();
         assert_eq!(PublishAck::from_frame(&reply).unwrap(), ack);
         assert!(matches!(
-            error_answer.await.unwrap(),
-            Err(ClientError::Server {
+            error_answer
+                .await
+                .unwrap()
+                .as_ref()
+                .map_err(ClientError::detail),
+            Err(ErrorDetail::Server {
                 code: ErrorCode::NotFound,
                 ..
             })
@@ -886,6 +747,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_patterns_of_one_consumer_get_a_message_once_and_end_together() {
+        let mut fixture = Fixture::new();
+        let (sender, mut receiver) = mpsc::channel(16);
+        let state = Arc::new(SubscriptionState::default());
+        for (id, pattern) in [(1, "chat.>"), (2, "#rust")] {
+            let entry = SubscriptionEntry {
+                pattern: Pattern::parse(pattern).unwrap(),
+                sender: sender.clone(),
+                state: state.clone(),
+            };
+            assert!(fixture.shared.subscriptions().insert(id, entry).is_ok());
+        }
+        drop(sender);
+        let (_, mut separate) = fixture.subscribe(3, "#rust", 0).await;
+        let dispatcher = &mut fixture.dispatcher;
+        dispatcher
+            .dispatch(frame(
+                0,
+                Flags::empty(),
+                &message("chat.general", 1, "likes #Rust"),
+            ))
+            .await;
+        assert_eq!(drain(&mut receiver), [(1, false)]);
+        assert_eq!(drain(&mut separate), [(1, false)]);
+
+        // The server ends one pattern: the consumer ends, its other pattern is cancelled.
+        let mut closed = Event::new(EventKind::SubscriptionClosed);
+        closed.subscription_id = 2;
+        dispatcher.dispatch(frame(0, Flags::empty(), &closed)).await;
+        assert!(receiver.recv().await.is_none());
+        assert_eq!(fixture.shared.subscriptions().len(), 1);
+        assert_eq!(fixture.shared.take_chores().unsubscribe, [1]);
+    }
+
+    #[tokio::test]
     async fn disconnect_ends_the_connection_with_its_reason() {
         let mut fixture = Fixture::new();
         let goodbye = Disconnect::new(ErrorCode::ShuttingDown, "maintenance");
@@ -895,7 +791,7 @@ mod tests {
             .await;
         assert_eq!(
             flow,
-            Flow::Close(CloseReason::Disconnect {
+            AfterFrame::Close(CloseReason::Disconnect {
                 code: ErrorCode::ShuttingDown,
                 reason: "maintenance".into()
             })
@@ -983,7 +879,7 @@ mod tests {
                 &chunk(5, &body[23..], Some(sha256(body))),
             ))
             .await;
-        assert!(dispatcher.streams.is_empty(), "both streams are closed");
+        assert!(dispatcher.streams.len() == 0, "both streams are closed");
 
         for receiver in [&mut exact, &mut wildcard] {
             let message = receiver.try_recv().unwrap();
@@ -1032,7 +928,7 @@ mod tests {
                 &chunk(9, b"", Some([0; DIGEST_LEN])),
             ))
             .await;
-        assert!(dispatcher.streams.is_empty());
+        assert!(dispatcher.streams.len() == 0);
     }
 
     #[tokio::test]
@@ -1149,8 +1045,8 @@ mod tests {
             .await
             .expect("the dispatcher does not wait for a body nobody can read");
         assert!(matches!(
-            collected.await.unwrap(),
-            Err(ClientError::StreamedBodyBeforeEnd { total_len }) if total_len == total as u64
+            collected.await.unwrap().as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::StreamedBodyBeforeEnd { total_len }) if *total_len == total as u64
         ));
     }
 }

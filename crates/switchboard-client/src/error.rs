@@ -1,5 +1,6 @@
-//! Everything a client call can fail with: [`ClientError`], and [`CloseReason`], why a
-//! connection ended, which every call still waiting at that moment reports.
+//! Everything a client call can fail with: [`ClientError`] (one opaque type, asked what
+//! it is through [`ErrorKind`] and predicates), and [`CloseReason`], why a connection
+//! ended, which every call still waiting at that moment reports.
 
 use std::time::Duration;
 
@@ -77,28 +78,220 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
-/// Why a payload could not be encoded or decoded.
+/// Why a payload could not be encoded or decoded: the
+/// [`source`](std::error::Error::source) of a [`ClientError`] of kind
+/// [`ErrorKind::Payload`].
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
+    /// The body is not the JSON of the type asked for.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The value could not be encoded as MessagePack.
     #[error("MessagePack encoding: {0}")]
     MsgpackEncode(#[from] rmp_serde::encode::Error),
+    /// The body is not the MessagePack of the type asked for.
     #[error("MessagePack decoding: {0}")]
     MsgpackDecode(#[from] rmp_serde::decode::Error),
+    /// The content type names neither JSON nor MessagePack.
     #[error("content type {0:?} is neither JSON nor MessagePack")]
     UnsupportedContentType(String),
 }
 
-/// Everything a client call can fail with.
+/// Everything a client call can fail with: one error type for every call, inspected
+/// through [`ClientError::kind`] and a few questions ([`ClientError::is_closed`],
+/// [`ClientError::is_timeout`], [`ClientError::code`]).
+///
+/// Most callers only decide between retrying, reconnecting and reporting; one type keeps
+/// every signature a plain [`Result`], and keeping the details private lets them grow
+/// without breaking callers. Its [`Display`](std::fmt::Display) says everything there is
+/// to say, and [`std::error::Error::source`] gives the underlying I/O, protocol or
+/// payload error.
+///
+/// ```
+/// use switchboard_client::{ClientError, ErrorCode, ErrorKind};
+///
+/// fn advice(error: &ClientError) -> &'static str {
+///     if error.is_closed() {
+///         "reconnect"
+///     } else if error.is_timeout() {
+///         "try again later"
+///     } else if error.code() == Some(ErrorCode::NotFound) {
+///         "create it first"
+///     } else if error.kind() == ErrorKind::TooLarge {
+///         "send less"
+///     } else {
+///         "report it"
+///     }
+/// }
+/// ```
+pub struct ClientError {
+    // Boxed: errors are rare, and a small error keeps every `Result` small.
+    detail: Box<ErrorDetail>,
+}
+
+/// What kind of failure a [`ClientError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Connecting, reading or writing failed.
+    Io,
+    /// The server sent something that is not valid protocol.
+    Protocol,
+    /// The server refused the request with ERROR; [`ClientError::code`] says why.
+    Server,
+    /// The connection is gone; [`ClientError::close_reason`] says why.
+    Closed,
+    /// No answer within the configured time.
+    Timeout,
+    /// A typed payload could not be encoded or decoded.
+    Payload,
+    /// A name, pattern, address or other argument was refused before anything was sent.
+    InvalidArgument,
+    /// A body is over the server's limit for one frame or one message.
+    TooLarge,
+    /// The reader of a streamed publish had fewer or more bytes than announced; the
+    /// stream was aborted.
+    BodyLength,
+    /// The server answered with a frame of the wrong type.
+    UnexpectedReply,
+    /// The server ended the subscription.
+    SubscriptionClosed,
+    /// The group feed or the direct feed is already held by another handle.
+    FeedTaken,
+    /// Publishes sent without reply failed since the last flush; [`ClientError::code`]
+    /// is the first failure's.
+    NoReplyFailures,
+    /// A message list held a streamed body too large to buffer before the list's end;
+    /// fetch such messages one at a time.
+    StreamedBodyBeforeEnd,
+}
+
+impl ClientError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match &*self.detail {
+            ErrorDetail::Io(_) => ErrorKind::Io,
+            ErrorDetail::Protocol(_) => ErrorKind::Protocol,
+            ErrorDetail::Server { .. } => ErrorKind::Server,
+            ErrorDetail::ConnectionClosed { .. } => ErrorKind::Closed,
+            ErrorDetail::Timeout { .. } => ErrorKind::Timeout,
+            ErrorDetail::Payload(_) => ErrorKind::Payload,
+            ErrorDetail::InvalidArgument(_) | ErrorDetail::InvalidAddress(_) => {
+                ErrorKind::InvalidArgument
+            }
+            ErrorDetail::TooLarge { .. } => ErrorKind::TooLarge,
+            ErrorDetail::BodyTooShort { .. } | ErrorDetail::BodyTooLong { .. } => {
+                ErrorKind::BodyLength
+            }
+            ErrorDetail::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,
+            ErrorDetail::SubscriptionClosed { .. } => ErrorKind::SubscriptionClosed,
+            ErrorDetail::FeedTaken(_) => ErrorKind::FeedTaken,
+            ErrorDetail::NoReplyFailures { .. } => ErrorKind::NoReplyFailures,
+            ErrorDetail::StreamedBodyBeforeEnd { .. } => ErrorKind::StreamedBodyBeforeEnd,
+        }
+    }
+
+    /// The wire code, for errors that carry one (a server's ERROR or DISCONNECT, the
+    /// first of the no-reply failures).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match &*self.detail {
+            ErrorDetail::Server { code, .. } => Some(*code),
+            ErrorDetail::ConnectionClosed { reason } => reason.code(),
+            ErrorDetail::NoReplyFailures { first, .. } => first.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is gone (every later call on it will fail too).
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.detail, ErrorDetail::ConnectionClosed { .. })
+    }
+
+    /// Why the connection ended, for an error saying it is gone.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match &*self.detail {
+            ErrorDetail::ConnectionClosed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether an answer (or room in the send queue) did not come in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(*self.detail, ErrorDetail::Timeout { .. })
+    }
+
+    /// What went wrong, for matching inside the crate.
+    pub(crate) fn detail(&self) -> &ErrorDetail {
+        &self.detail
+    }
+
+    pub(crate) fn closed(reason: CloseReason) -> Self {
+        ErrorDetail::ConnectionClosed { reason }.into()
+    }
+
+    pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorDetail::Server {
+            code,
+            message: message.into(),
+        }
+        .into()
+    }
+}
+
+impl std::fmt::Debug for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.detail, f)
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.detail, f)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.detail)
+    }
+}
+
+impl From<ErrorDetail> for ClientError {
+    fn from(detail: ErrorDetail) -> Self {
+        ClientError {
+            detail: Box::new(detail),
+        }
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(error: std::io::Error) -> Self {
+        ErrorDetail::Io(error).into()
+    }
+}
+
+impl From<ProtoError> for ClientError {
+    fn from(error: ProtoError) -> Self {
+        ErrorDetail::Protocol(error).into()
+    }
+}
+
+impl From<PayloadError> for ClientError {
+    fn from(error: PayloadError) -> Self {
+        ErrorDetail::Payload(error).into()
+    }
+}
+
+/// Everything a client call can fail with, in detail (inside the crate; callers see
+/// [`ClientError`]).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ErrorDetail {
     /// Connecting, reading or writing failed.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[source] std::io::Error),
     /// The server sent something that is not valid protocol.
     #[error("protocol error: {0}")]
-    Protocol(#[from] ProtoError),
+    Protocol(#[source] ProtoError),
     /// The server answered the request with ERROR.
     #[error("server error {code}: {message}")]
     Server { code: ErrorCode, message: String },
@@ -110,7 +303,7 @@ pub enum ClientError {
     Timeout { what: &'static str, after: Duration },
     /// A typed payload could not be encoded or decoded.
     #[error("payload: {0}")]
-    Payload(#[from] PayloadError),
+    Payload(#[source] PayloadError),
     /// A channel name, pattern or other argument was refused before anything was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -131,7 +324,7 @@ pub enum ClientError {
     FeedTaken(&'static str),
     /// Publishes sent without reply failed since the last flush.
     #[error("{count} publish(es) sent without reply failed; first: {first}")]
-    NoReplyFailures { count: u64, first: Box<ClientError> },
+    NoReplyFailures { count: u64, first: ClientError },
     /// The server address is not `HOST:PORT` or `unix:/path`.
     #[error("invalid server address {0:?}")]
     InvalidAddress(String),
@@ -154,37 +347,8 @@ pub enum ClientError {
     StreamedBodyBeforeEnd { total_len: u64 },
 }
 
-impl ClientError {
-    /// The wire code, for errors that carry one (server ERROR, DISCONNECT, no-reply
-    /// failures).
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            ClientError::Server { code, .. } => Some(*code),
-            ClientError::ConnectionClosed { reason } => reason.code(),
-            ClientError::NoReplyFailures { first, .. } => first.code(),
-            _ => None,
-        }
-    }
-
-    /// Whether this error means the connection is gone (every later call will fail too).
-    pub fn is_connection_closed(&self) -> bool {
-        matches!(self, ClientError::ConnectionClosed { .. })
-    }
-
-    pub(crate) fn closed(reason: CloseReason) -> Self {
-        ClientError::ConnectionClosed { reason }
-    }
-
-    pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Self {
-        ClientError::Server {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
 impl From<NameError> for ClientError {
     fn from(error: NameError) -> Self {
-        ClientError::InvalidArgument(error.to_string())
+        ErrorDetail::InvalidArgument(error.to_string()).into()
     }
 }

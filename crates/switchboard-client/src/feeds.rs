@@ -9,7 +9,7 @@
 //! between connecting and taking the feed (up to its capacity).
 //!
 //! Each feed has one consumer at a time: taking it while another handle holds it is an
-//! error ([`ClientError::FeedTaken`]); once that handle is dropped it can be taken again,
+//! error (of kind [`crate::ErrorKind::FeedTaken`]); once that handle is dropped it can be taken again,
 //! and the new handle sees what was queued meanwhile.
 
 use std::collections::VecDeque;
@@ -21,7 +21,7 @@ use futures::Stream;
 use switchboard_proto::packet::Event;
 
 use crate::client::Client;
-use crate::error::{ClientError, Result};
+use crate::error::{ErrorDetail, Result};
 use crate::payload::{ReceivedDirect, ReceivedMessage};
 use crate::shared::lock;
 
@@ -121,7 +121,7 @@ impl<T> FeedQueue<T> {
     pub(crate) fn take(&self) -> Result<()> {
         let mut state = lock(&self.state);
         if state.taken {
-            return Err(ClientError::FeedTaken(self.name));
+            return Err(ErrorDetail::FeedTaken(self.name).into());
         }
         state.taken = true;
         Ok(())
@@ -237,6 +237,7 @@ mod tests {
     use std::task::Waker;
 
     use super::*;
+    use crate::error::ClientError;
 
     fn next<T>(queue: &FeedQueue<T>) -> Poll<Option<T>> {
         queue.poll_next(&mut Context::from_waker(Waker::noop()))
@@ -263,7 +264,10 @@ mod tests {
     fn one_consumer_at_a_time() {
         let queue = FeedQueue::<u8>::new("test", 2);
         assert!(queue.take().is_ok());
-        assert!(matches!(queue.take(), Err(ClientError::FeedTaken("test"))));
+        assert!(matches!(
+            queue.take().as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::FeedTaken("test"))
+        ));
         queue.release();
         assert!(queue.take().is_ok());
     }

@@ -6,7 +6,7 @@
 //!
 //! # async fn demo() -> switchboard_client::Result<()> {
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "alice")).await?;
-//! let mut chat = client.subscribe("chat.*", Replay::Last(10)).await?;
+//! let mut chat = client.subscribe("chat.*").replay(Replay::Last(10)).await?;
 //! let ack = client.publish("chat.rust", Payload::text("hello #rust")).await?;
 //! println!("published as seq {}", ack.seq);
 //! while let Some(message) = chat.next().await {
@@ -17,14 +17,56 @@
 //! # }
 //! ```
 //!
+//! # The API in short
+//!
+//! A few verbs on [`Client`], options by builder:
+//!
+//! * [`Client::publish`] (to a channel) and [`Client::post`] (to a group) return one
+//!   builder, [`PublishBuilder`]: awaiting it waits for the server's ack;
+//!   [`PublishBuilder::pipelined`] returns once the frame is queued, with a
+//!   [`PendingAck`] to await later; [`PublishBuilder::no_reply`] asks for no ack at all
+//!   (failures come back from [`Client::flush`]). Content type, headers and a body read
+//!   from an [`AsyncRead`](tokio::io::AsyncRead) (with a progress callback) are options
+//!   of the same builder.
+//! * [`Client::subscribe`] returns a [`SubscribeBuilder`]: more patterns, a replay, then
+//!   `.await` for the [`Subscription`] stream.
+//! * History ([`Client::get_message`], [`Client::get_messages`],
+//!   [`Client::tag_messages`], [`Client::group_messages`]), groups, relays and the
+//!   administration requests are one method each, grouped by area.
+//!
+//! Messages come as [`ReceivedMessage`] and [`ReceivedDirect`], the client's own types;
+//! the wire protocol crate stays an implementation detail, apart from the plain data
+//! types re-exported here (options, replies, [`ErrorCode`]).
+//!
+//! # Errors
+//!
+//! Every call fails with one type, [`ClientError`], which is opaque: ask it
+//! [`ClientError::kind`], [`ClientError::is_closed`], [`ClientError::is_timeout`] or
+//! [`ClientError::code`] (the server's wire code). One type rather than an error per
+//! operation because what callers decide on is the same everywhere (retry, reconnect,
+//! report, or branch on the server's code) and most calls can fail in most of the same
+//! ways (the connection, a timeout, the server's refusal); keeping the details private
+//! lets them grow without breaking callers, and the message says everything there is to
+//! say.
+//!
+//! # Subscriptions are consumers
+//!
+//! As in NATS, separate subscriptions are separate consumers: a message matching two of
+//! them arrives on both. One subscription may have several patterns
+//! ([`SubscribeBuilder::pattern`]); it is still one consumer, which receives each message
+//! once, in the order the server sent it, however many of its patterns match, and also
+//! when the replays of two patterns hold the same message.
+//!
 //! # How it is built
 //!
 //! * the `connection` module opens the transport and the session;
 //! * a writer task (module `writer`) owns the write half and coalesces queued frames
 //!   into few large writes;
 //! * a dispatch task (module `dispatch`) owns the read half and routes each frame to
-//!   the request, subscription or feed waiting for it;
-//! * [`Client`] is a cheap handle onto both.
+//!   the request, subscription or feed waiting for it (streamed bodies on their way in:
+//!   module `inbound`);
+//! * [`Client`] is a cheap handle onto both; its methods are grouped by area, one
+//!   `impl Client` per file, all making their requests through one helper.
 //!
 //! Every queue is bounded. Subscriptions apply backpressure (a full subscription makes
 //! the dispatch task wait, see [`Subscription`]); the group and direct feeds drop their
@@ -34,10 +76,10 @@
 //! # Messages of any size
 //!
 //! Bodies larger than the server's `max_frame` (up to its `max_body`, see
-//! [`Client::server_limits`]) are streamed in chunks with a SHA-256 of the whole body:
+//! [`SessionInfo::limits`]) are streamed in chunks with a SHA-256 of the whole body:
 //!
-//! * sending: [`Client::publish_stream`] reads the body from any
-//!   [`tokio::io::AsyncRead`]; [`Client::publish`] streams a large [`Payload`] by itself;
+//! * sending: [`PublishBuilder::stream_from`] reads the body from any
+//!   [`tokio::io::AsyncRead`]; a large [`Payload`] is streamed by itself;
 //! * receiving: a streamed message ([`ReceivedMessage::is_streamed`]) arrives before its
 //!   body, which is read with [`ReceivedMessage::body_reader`] (checked against its
 //!   length and digest at the end) or saved with [`ReceivedMessage::save_body_to`].
@@ -46,6 +88,8 @@
 //! [`CHUNK_SIZE`] × 8 in the send queue, a download at most [`BODY_BUFFER_BYTES`] not
 //! yet read, after which the connection waits for the reader (see [`BodyReader`]).
 
+#![warn(missing_docs)]
+
 mod body;
 mod client;
 mod config;
@@ -53,6 +97,7 @@ mod connection;
 mod dispatch;
 mod error;
 mod feeds;
+mod inbound;
 mod payload;
 mod requests;
 mod shared;
@@ -61,22 +106,21 @@ mod upload;
 mod writer;
 
 pub use body::{BODY_BUFFER_BYTES, BodyReader};
-pub use client::{Client, PendingAck, ServerLimits};
+pub use client::{Client, PendingAck, PublishBuilder, ServerLimits, SessionInfo};
 pub use config::{ClientConfig, DEFAULT_SERVER};
-pub use error::{ClientError, CloseReason, PayloadError, Result};
+pub use error::{ClientError, CloseReason, ErrorKind, PayloadError, Result};
 pub use feeds::{DirectFeed, GroupFeed, GroupItem};
 pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };
-pub use subscription::Subscription;
+pub use subscription::{SubscribeBuilder, Subscription};
 pub use upload::CHUNK_SIZE;
 
-/// The wire protocol crate, for the types the API shares with it.
-pub use switchboard_proto as proto;
+// The plain data types of the protocol that the API takes and returns.
 pub use switchboard_proto::ErrorCode;
 pub use switchboard_proto::Text;
 pub use switchboard_proto::packet::{
-    ChannelInfo, ChannelOptions, ClientInfo, Event, EventKind, GroupInfo, Identity, MemberInfo,
-    PublishAck, RelayOutcome, RelayStatus, Replay, Scope, Since, SlowConsumerPolicy, Stat,
-    StatsReply,
+    ChannelInfo, ChannelOptions, ClientInfo, Durability, Event, EventKind, GroupInfo, Identity,
+    MemberInfo, PublishAck, RelayOutcome, RelayStatus, Replay, Scope, Since, SlowConsumerPolicy,
+    Stat, StatsReply,
 };

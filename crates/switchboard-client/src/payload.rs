@@ -155,11 +155,8 @@ impl PartialEq for ReceivedMessage {
 impl Eq for ReceivedMessage {}
 
 impl ReceivedMessage {
-    /// Wraps a decoded MESSAGE; `replay` is its REPLAY flag.
-    ///
-    /// A streamed MESSAGE wrapped this way has no channel for the rest of its body, so
-    /// its body cannot be read; the client builds those itself.
-    pub fn new(message: Message, replay: bool) -> Self {
+    /// Wraps a decoded MESSAGE that carries its whole body; `replay` is its REPLAY flag.
+    pub(crate) fn new(message: Message, replay: bool) -> Self {
         ReceivedMessage {
             message,
             replay,
@@ -306,16 +303,6 @@ impl ReceivedMessage {
     pub fn is_replay(&self) -> bool {
         self.replay
     }
-
-    /// The protocol packet.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// The protocol packet, by value.
-    pub fn into_message(self) -> Message {
-        self.message
-    }
 }
 
 /// A body relayed to this client by another one.
@@ -326,7 +313,7 @@ pub struct ReceivedDirect {
 
 impl ReceivedDirect {
     /// Wraps a decoded DIRECT.
-    pub fn new(direct: Direct) -> Self {
+    pub(crate) fn new(direct: Direct) -> Self {
         ReceivedDirect { direct }
     }
 
@@ -343,6 +330,11 @@ impl ReceivedDirect {
     /// Server time of the relay.
     pub fn time(&self) -> SystemTime {
         system_time(self.direct.time_us)
+    }
+
+    /// Server time of the relay, in microseconds since the Unix epoch.
+    pub fn time_us(&self) -> u64 {
+        self.direct.time_us
     }
 
     /// MIME type of the body (empty if the sender gave none).
@@ -364,16 +356,6 @@ impl ReceivedDirect {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         decode_body(&self.direct.content_type, &self.direct.body)
     }
-
-    /// The protocol packet.
-    pub fn direct(&self) -> &Direct {
-        &self.direct
-    }
-
-    /// The protocol packet, by value.
-    pub fn into_direct(self) -> Direct {
-        self.direct
-    }
 }
 
 #[cfg(test)]
@@ -382,6 +364,7 @@ mod tests {
 
     use super::*;
     use crate::ClientError;
+    use crate::error::ErrorDetail;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Reading {
@@ -456,18 +439,24 @@ mod tests {
             .decode::<Reading>()
             .unwrap_err();
         assert!(matches!(
-            error,
-            ClientError::Payload(PayloadError::UnsupportedContentType(_))
+            error.detail(),
+            ErrorDetail::Payload(PayloadError::UnsupportedContentType(_))
         ));
         let garbage = Payload::with_content_type(JSON, &b"{not json"[..]);
         assert!(matches!(
-            received(&garbage).decode::<Reading>(),
-            Err(ClientError::Payload(PayloadError::Json(_)))
+            received(&garbage)
+                .decode::<Reading>()
+                .as_ref()
+                .map_err(ClientError::detail),
+            Err(ErrorDetail::Payload(PayloadError::Json(_)))
         ));
         let garbage = Payload::with_content_type(MSGPACK, &b"\xc1"[..]);
         assert!(matches!(
-            received(&garbage).decode::<Reading>(),
-            Err(ClientError::Payload(PayloadError::MsgpackDecode(_)))
+            received(&garbage)
+                .decode::<Reading>()
+                .as_ref()
+                .map_err(ClientError::detail),
+            Err(ErrorDetail::Payload(PayloadError::MsgpackDecode(_)))
         ));
     }
 

@@ -31,7 +31,7 @@ pub(crate) fn is_no_reply_id(request_id: u32) -> bool {
 /// What a request is waiting for.
 pub(crate) enum Pending {
     /// One terminal frame (its reply type, OK, MESSAGE for GET_MESSAGE); an ERROR is
-    /// turned into [`ClientError::Server`] before it gets here.
+    /// turned into an error of kind [`crate::ErrorKind::Server`] before it gets here.
     Reply(oneshot::Sender<Result<Frame>>),
     /// GET_MESSAGE: one MESSAGE, handed over as soon as it arrives (a streamed body
     /// follows through the message's own channel).
@@ -177,6 +177,7 @@ impl RequestTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorDetail;
 
     #[test]
     fn ids_start_at_one_and_skip_those_in_use() {
@@ -211,15 +212,19 @@ mod tests {
         for pending in table.close(&reason) {
             pending.fail(ClientError::closed(reason.clone()));
         }
+        let answer = answer.try_recv().expect("answered");
         assert!(matches!(
-            answer.try_recv(),
-            Ok(Err(ClientError::ConnectionClosed {
+            answer.as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::ConnectionClosed {
                 reason: CloseReason::Eof
-            }))
+            })
         ));
         assert!(matches!(
-            table.register(Pending::Ignored),
-            Err(ClientError::ConnectionClosed { .. })
+            table
+                .register(Pending::Ignored)
+                .as_ref()
+                .map_err(ClientError::detail),
+            Err(ErrorDetail::ConnectionClosed { .. })
         ));
         table.restore(9, Pending::Ignored);
         assert_eq!(table.len(), 0);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 use crate::feeds::{FeedQueue, GroupItem};
 use crate::payload::ReceivedDirect;
 use crate::requests::{NO_REPLY_BIT, Pending, RequestTable};
@@ -55,15 +55,20 @@ pub(crate) struct Shared {
     next_stream_id: AtomicU64,
     skipped: AtomicU64,
     close_reason: OnceLock<CloseReason>,
-    /// Cancelled when the connection is over: both tasks stop at once.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the client starts closing: the tasks may take a short grace period
-    /// to write what is queued and say DISCONNECT.
-    pub closing: CancellationToken,
-    /// Cancelled as soon as [`crate::Client::close`] is called, before its flush: from
-    /// then on the dispatch task no longer waits for unread streamed bodies (it ends them
-    /// instead), so that the flush's answer can get through.
-    pub close_requested: CancellationToken,
+    /// How far the connection is in closing, in the order the signals are given (see
+    /// [`crate::Client::close`] and [`Shared::terminate`]); each is a cheap check for the
+    /// dispatch task, which looks at `stop_tasks` between frames.
+    ///
+    /// [`crate::Client::close`] was called, before its flush: from now on the dispatch
+    /// task no longer waits for unread streamed bodies (it ends them instead), so that
+    /// the flush's answer can get through.
+    pub close_started: CancellationToken,
+    /// DISCONNECT is queued (or the connection is over): the server hanging up is now the
+    /// expected end, not an error, and the tasks may take a short grace period to write
+    /// what is queued.
+    pub goodbye_sent: CancellationToken,
+    /// The connection is over: both tasks stop at once.
+    pub stop_tasks: CancellationToken,
 }
 
 impl Shared {
@@ -80,9 +85,9 @@ impl Shared {
             next_stream_id: AtomicU64::new(1),
             skipped: AtomicU64::new(0),
             close_reason: OnceLock::new(),
-            shutdown: CancellationToken::new(),
-            closing: CancellationToken::new(),
-            close_requested: CancellationToken::new(),
+            close_started: CancellationToken::new(),
+            goodbye_sent: CancellationToken::new(),
+            stop_tasks: CancellationToken::new(),
         }
     }
 
@@ -134,10 +139,7 @@ impl Shared {
         failures
             .first
             .take()
-            .map(|first| ClientError::NoReplyFailures {
-                count,
-                first: Box::new(first),
-            })
+            .map(|first| ErrorDetail::NoReplyFailures { count, first }.into())
     }
 
     /// Asks the writer to answer a server HEARTBEAT.
@@ -161,13 +163,21 @@ impl Shared {
         std::mem::take(&mut *lock(&self.chores))
     }
 
-    /// Stops delivering to a subscription whose receiver is gone, and cancels it on the
-    /// server. Does nothing if it was already removed.
+    /// Stops delivering to a subscription whose receiver is gone (with the other
+    /// patterns of the same consumer), and cancels them on the server. Does nothing if it
+    /// was already removed.
     pub(crate) fn drop_subscription(&self, subscription_id: u64) {
-        let removed = self.subscriptions().remove(subscription_id);
-        if let Some(entry) = removed {
-            entry.state.end(EndReason::Unsubscribed);
-            self.schedule_unsubscribe(subscription_id);
+        let removed = {
+            let mut table = self.subscriptions();
+            table.remove(subscription_id).map(|entry| {
+                entry.state.end(EndReason::Unsubscribed);
+                table.remove_siblings(&entry.state)
+            })
+        };
+        let Some(siblings) = removed else { return };
+        self.schedule_unsubscribe(subscription_id);
+        for sibling in siblings {
+            self.schedule_unsubscribe(sibling);
         }
     }
 
@@ -212,8 +222,8 @@ impl Shared {
         }
         self.group_feed.close();
         self.direct_feed.close();
-        self.closing.cancel();
-        self.shutdown.cancel();
+        self.goodbye_sent.cancel();
+        self.stop_tasks.cancel();
     }
 }
 
@@ -243,8 +253,9 @@ mod tests {
             switchboard_proto::ErrorCode::Forbidden,
             "no",
         ));
-        match shared.take_no_reply_failures() {
-            Some(ClientError::NoReplyFailures { count: 2, first }) => {
+        let failures = shared.take_no_reply_failures().expect("failures");
+        match failures.detail() {
+            ErrorDetail::NoReplyFailures { count: 2, first } => {
                 assert_eq!(first.code(), Some(switchboard_proto::ErrorCode::TooLarge));
             }
             other => panic!("unexpected {other:?}"),
@@ -258,7 +269,7 @@ mod tests {
         shared.terminate(CloseReason::HeartbeatTimeout);
         shared.terminate(CloseReason::Client);
         assert_eq!(shared.close_reason(), Some(CloseReason::HeartbeatTimeout));
-        assert!(shared.shutdown.is_cancelled());
+        assert!(shared.stop_tasks.is_cancelled());
         assert!(shared.register(Pending::Ignored).is_err());
     }
 }

@@ -6,6 +6,17 @@
 //! server ([`Pattern::matches_message`]). Replayed messages carry the request id of the
 //! SUBSCRIBE that asked for them and go to that subscription alone.
 //!
+//! One [`Subscription`] is one consumer, however many patterns it has: the server holds
+//! one subscription per pattern, and every one of them feeds the consumer's single queue
+//! (the table's entries share its sender and its [`SubscriptionState`]). A live message
+//! matching several of its patterns is queued once, since the fan-out skips a queue it
+//! already chose for that message. Replays can overlap too (the last messages of a
+//! channel and of a hashtag in it), and a message can arrive live through one pattern
+//! before the replay of the next pattern also holds it; the consumer therefore remembers
+//! the ids it has handed out until every replay is complete, and drops repeats. After
+//! that, the server's own rule (a message is in a subscription's replay or routed to it
+//! live, never both) leaves nothing to repeat, so the memory is released.
+//!
 //! Backpressure: each subscription has a bounded queue. When it is full, the dispatch task
 //! waits for the consumer instead of dropping messages. While it waits it reads nothing
 //! else from the socket, so TCP backpressure reaches the server, whose slow-consumer
@@ -13,19 +24,21 @@
 //! subscription that is never read therefore stalls its whole connection once its queue
 //! is full: read it, or drop it (dropping unsubscribes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use switchboard_proto::packet::{Message, SubscribeAck, Unsubscribe};
+use switchboard_proto::packet::{Message, Replay, SubscribeAck, Unsubscribe};
 use switchboard_proto::subject::{Pattern, message_hashtags};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::client::Client;
-use crate::error::{ClientError, CloseReason, Result};
+use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 use crate::payload::ReceivedMessage;
 
 /// Why a subscription stopped receiving.
@@ -33,8 +46,8 @@ use crate::payload::ReceivedMessage;
 pub(crate) enum EndReason {
     /// The caller unsubscribed or dropped it.
     Unsubscribed,
-    /// The server ended it (EVENT SubscriptionClosed).
-    ClosedByServer,
+    /// The server ended it, or one of its patterns (EVENT SubscriptionClosed).
+    ClosedByServer { subscription_id: u64 },
     /// The connection ended.
     Connection(CloseReason),
 }
@@ -59,10 +72,15 @@ impl SubscriptionState {
 
     /// The error a reader should see once the queue is drained, if the end was not its
     /// own doing.
-    fn end_error(&self, subscription_id: u64) -> Option<ClientError> {
+    fn end_error(&self) -> Option<ClientError> {
         match self.ended.get()? {
             EndReason::Unsubscribed | EndReason::Connection(CloseReason::Client) => None,
-            EndReason::ClosedByServer => Some(ClientError::SubscriptionClosed { subscription_id }),
+            EndReason::ClosedByServer { subscription_id } => Some(
+                ErrorDetail::SubscriptionClosed {
+                    subscription_id: *subscription_id,
+                }
+                .into(),
+            ),
             EndReason::Connection(reason) => Some(ClientError::closed(reason.clone())),
         }
     }
@@ -101,7 +119,9 @@ impl SubscriptionTable {
         if let Some(previous) = self.entries.insert(subscription_id, entry) {
             // A server reusing a live id ends the old subscription rather than merging.
             self.forget_kind(&previous);
-            previous.state.end(EndReason::ClosedByServer);
+            previous
+                .state
+                .end(EndReason::ClosedByServer { subscription_id });
         }
         Ok(())
     }
@@ -133,7 +153,7 @@ impl SubscriptionTable {
             .map(|entry| entry.state.clone())
     }
 
-    /// The subscriptions a live channel message goes to, each once.
+    /// The subscriptions a live channel message goes to: one per consumer.
     #[cfg(test)]
     pub(crate) fn matching(&self, message: &Message) -> Vec<(u64, mpsc::Sender<ReceivedMessage>)> {
         let mut targets = Vec::new();
@@ -141,7 +161,7 @@ impl SubscriptionTable {
         targets
     }
 
-    /// [`SubscriptionTable::matching`] into a list the caller reuses (no allocation per
+    /// The subscriptions a live message goes to (one per consumer) into a list the caller reuses (no allocation per
     /// message). Hashtags are only looked for when some subscription is to a hashtag.
     pub(crate) fn matching_into(
         &self,
@@ -153,12 +173,34 @@ impl SubscriptionTable {
         } else {
             Vec::new()
         };
-        targets.extend(
-            self.entries
+        for (id, entry) in &self.entries {
+            if !entry.pattern.matches_message(&message.channel, &tags) {
+                continue;
+            }
+            // A consumer with several matching patterns gets the message once.
+            if targets
                 .iter()
-                .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags))
-                .map(|(id, entry)| (*id, entry.sender.clone())),
-        );
+                .any(|(_, sender)| sender.same_channel(&entry.sender))
+            {
+                continue;
+            }
+            targets.push((*id, entry.sender.clone()));
+        }
+    }
+
+    /// Removes every other subscription of the consumer that `state` belongs to, and
+    /// returns their ids.
+    pub(crate) fn remove_siblings(&mut self, state: &Arc<SubscriptionState>) -> Vec<u64> {
+        let siblings: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| Arc::ptr_eq(&entry.state, state))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &siblings {
+            self.remove(*id);
+        }
+        siblings
     }
 
     /// Number of subscriptions.
@@ -180,8 +222,75 @@ fn message_tags(message: &Message) -> Vec<String> {
     message_hashtags(&message.content_type, &message.body)
 }
 
-/// A live subscription: a [`Stream`] of the messages matching its pattern, replayed
-/// history first (flag [`ReceivedMessage::is_replay`]), then live ones.
+/// A subscription being set up: [`crate::Client::subscribe`] returns it, and awaiting it
+/// sends the request and yields the [`Subscription`].
+#[must_use = "a subscription is only requested when awaited"]
+#[derive(Debug)]
+pub struct SubscribeBuilder<'a> {
+    client: &'a Client,
+    patterns: Vec<String>,
+    replay: Replay,
+}
+
+impl<'a> SubscribeBuilder<'a> {
+    pub(crate) fn new(client: &'a Client, pattern: &str) -> Self {
+        SubscribeBuilder {
+            client,
+            patterns: vec![pattern.to_owned()],
+            replay: Replay::None,
+        }
+    }
+
+    /// Adds a pattern to the same subscription: a message matching several of them is
+    /// still received once. A pattern given twice counts once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// let news = client.subscribe("news.>").pattern("#breaking").await?;
+    /// assert_eq!(news.patterns(), ["news.>", "#breaking"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn pattern(mut self, pattern: &str) -> Self {
+        if !self.patterns.iter().any(|known| known == pattern) {
+            self.patterns.push(pattern.to_owned());
+        }
+        self
+    }
+
+    /// Replays history before live messages, for each pattern (default: none). Replays
+    /// come pattern by pattern, in the order the patterns were given; a message in
+    /// several of them is received once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Replay;
+    ///
+    /// let chat = client.subscribe("chat.rust").replay(Replay::Last(10)).await?;
+    /// println!("{} messages of history first", chat.replay_count());
+    /// # Ok(()) }
+    /// ```
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = replay;
+        self
+    }
+}
+
+impl<'a> IntoFuture for SubscribeBuilder<'a> {
+    type Output = Result<Subscription>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Subscription>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.client.subscribe_patterns(self.patterns, self.replay))
+    }
+}
+
+/// A live subscription: a [`Stream`] of the messages matching any of its patterns,
+/// replayed history first (flag [`ReceivedMessage::is_replay`]), then live ones.
+///
+/// It is one consumer: a message matching several of its patterns arrives once, in the
+/// order the server sent it, and a message found by the replays of two patterns is
+/// handed out once too (see [`crate::Client::subscribe`]). Separate subscriptions, on the
+/// other hand, each receive every message that matches them.
 ///
 /// The stream ends when the subscription does. If the server or the connection ended it,
 /// one `Err` says why before the end; after [`Subscription::unsubscribe`] or
@@ -189,48 +298,73 @@ fn message_tags(message: &Message) -> Vec<String> {
 /// Holding it keeps the connection open, like any [`Client`] handle.
 pub struct Subscription {
     client: Client,
-    subscription_id: u64,
+    /// The server's id for each pattern, in the order of `patterns`.
+    subscription_ids: Vec<u64>,
     replay_count: u64,
-    pattern: String,
+    patterns: Vec<String>,
     receiver: mpsc::Receiver<ReceivedMessage>,
     state: Arc<SubscriptionState>,
+    /// Ids handed out while replays of several patterns may still repeat them.
+    settling: Option<Settling>,
     end_reported: bool,
     active: bool,
 }
 
+/// What a consumer of several patterns remembers until their replays are complete.
+struct Settling {
+    seen: HashSet<Uuid>,
+    replays_left: u64,
+}
+
 impl Subscription {
+    /// A consumer with no pattern acknowledged yet; see [`Subscription::add`].
     pub(crate) fn new(
         client: Client,
-        ack: SubscribeAck,
-        pattern: String,
         receiver: mpsc::Receiver<ReceivedMessage>,
         state: Arc<SubscriptionState>,
     ) -> Self {
         Subscription {
             client,
-            subscription_id: ack.subscription_id,
-            replay_count: ack.replay_count,
-            pattern,
+            subscription_ids: Vec::new(),
+            replay_count: 0,
+            patterns: Vec::new(),
             receiver,
             state,
+            settling: None,
             end_reported: false,
             active: true,
         }
     }
 
-    /// The id the server gave this subscription.
-    pub fn subscription_id(&self) -> u64 {
-        self.subscription_id
+    /// Adds a pattern the server acknowledged. Once a consumer has more than one, and
+    /// some replay, repeats are looked for until the replays are complete.
+    pub(crate) fn add(&mut self, ack: SubscribeAck, pattern: String) {
+        self.subscription_ids.push(ack.subscription_id);
+        self.patterns.push(pattern);
+        self.replay_count += ack.replay_count;
+        if self.patterns.len() > 1 && self.replay_count > 0 {
+            let settling = self.settling.get_or_insert_with(|| Settling {
+                seen: HashSet::new(),
+                replays_left: 0,
+            });
+            settling.replays_left = self.replay_count;
+        }
     }
 
-    /// How many replayed messages come before live ones.
+    /// The ids the server gave this subscription, one per pattern.
+    pub fn subscription_ids(&self) -> &[u64] {
+        &self.subscription_ids
+    }
+
+    /// How many replayed messages the server announced, all patterns together (repeats
+    /// among them are handed out once).
     pub fn replay_count(&self) -> u64 {
         self.replay_count
     }
 
-    /// The pattern as given to [`crate::Client::subscribe`].
-    pub fn pattern(&self) -> &str {
-        &self.pattern
+    /// The patterns, as given to [`crate::Client::subscribe`].
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Messages the server reported skipped for this subscription (slow consumer with
@@ -246,21 +380,40 @@ impl Subscription {
         // Stop accepting first: the dispatch task may be waiting on this very queue, and
         // the server's confirmation can only be read once it stops waiting.
         self.receiver.close();
-        let removed = self
-            .client
-            .shared()
-            .subscriptions()
-            .remove(self.subscription_id);
-        if let Some(entry) = removed {
-            entry.state.end(EndReason::Unsubscribed);
+        {
+            let mut table = self.client.shared().subscriptions();
+            for id in &self.subscription_ids {
+                if let Some(entry) = table.remove(*id) {
+                    entry.state.end(EndReason::Unsubscribed);
+                }
+            }
         }
-        let reply = self
-            .client
-            .call(Unsubscribe {
-                subscription_id: self.subscription_id,
-            })
-            .await?;
-        crate::client::expect_ok(&reply)
+        for id in std::mem::take(&mut self.subscription_ids) {
+            let reply = self
+                .client
+                .call(Unsubscribe {
+                    subscription_id: id,
+                })
+                .await?;
+            crate::client::expect_ok(&reply)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `message` was already handed out (and, while replays may repeat
+    /// messages, notes it as handed out).
+    fn is_repeat(&mut self, message: &ReceivedMessage) -> bool {
+        let Some(settling) = &mut self.settling else {
+            return false;
+        };
+        let repeat = !settling.seen.insert(message.id());
+        if message.is_replay() {
+            settling.replays_left = settling.replays_left.saturating_sub(1);
+            if settling.replays_left == 0 {
+                self.settling = None;
+            }
+        }
+        repeat
     }
 }
 
@@ -268,18 +421,25 @@ impl Stream for Subscription {
     type Item = Result<ReceivedMessage>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.receiver.poll_recv(cx) {
-            Poll::Ready(Some(message)) => Poll::Ready(Some(Ok(message))),
-            Poll::Ready(None) => {
-                if !self.end_reported {
-                    self.end_reported = true;
-                    if let Some(error) = self.state.end_error(self.subscription_id) {
-                        return Poll::Ready(Some(Err(error)));
+        loop {
+            match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(message)) => {
+                    if self.is_repeat(&message) {
+                        continue;
                     }
+                    return Poll::Ready(Some(Ok(message)));
                 }
-                Poll::Ready(None)
+                Poll::Ready(None) => {
+                    if !self.end_reported {
+                        self.end_reported = true;
+                        if let Some(error) = self.state.end_error() {
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -288,7 +448,9 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if self.active {
             self.receiver.close();
-            self.client.shared().drop_subscription(self.subscription_id);
+            for id in &self.subscription_ids {
+                self.client.shared().drop_subscription(*id);
+            }
         }
     }
 }
@@ -296,8 +458,8 @@ impl Drop for Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("subscription_id", &self.subscription_id)
-            .field("pattern", &self.pattern)
+            .field("subscription_ids", &self.subscription_ids)
+            .field("patterns", &self.patterns)
             .field("replay_count", &self.replay_count)
             .finish()
     }
@@ -383,21 +545,21 @@ mod tests {
     #[test]
     fn end_errors_say_who_ended_it() {
         let state = SubscriptionState::default();
-        assert!(state.end_error(1).is_none());
-        state.end(EndReason::ClosedByServer);
+        assert!(state.end_error().is_none());
+        state.end(EndReason::ClosedByServer { subscription_id: 9 });
         state.end(EndReason::Unsubscribed);
         assert!(matches!(
-            state.end_error(9),
-            Some(ClientError::SubscriptionClosed { subscription_id: 9 })
+            state.end_error().as_ref().map(ClientError::detail),
+            Some(ErrorDetail::SubscriptionClosed { subscription_id: 9 })
         ));
         let state = SubscriptionState::default();
         state.end(EndReason::Connection(CloseReason::Client));
-        assert!(state.end_error(1).is_none());
+        assert!(state.end_error().is_none());
         let state = SubscriptionState::default();
         state.end(EndReason::Connection(CloseReason::Eof));
         assert!(matches!(
-            state.end_error(1),
-            Some(ClientError::ConnectionClosed {
+            state.end_error().as_ref().map(ClientError::detail),
+            Some(ErrorDetail::ConnectionClosed {
                 reason: CloseReason::Eof
             })
         ));

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::client::{Client, expect};
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, ErrorDetail, Result};
 use crate::requests::Pending;
 use crate::writer::Command;
 
@@ -50,9 +50,11 @@ pub(crate) enum ChunkError {
 impl From<ChunkError> for ClientError {
     fn from(error: ChunkError) -> Self {
         match error {
-            ChunkError::Io(error) => ClientError::Io(error),
-            ChunkError::TooShort { expected, got } => ClientError::BodyTooShort { expected, got },
-            ChunkError::TooLong { expected } => ClientError::BodyTooLong { expected },
+            ChunkError::Io(error) => ErrorDetail::Io(error).into(),
+            ChunkError::TooShort { expected, got } => {
+                ErrorDetail::BodyTooShort { expected, got }.into()
+            }
+            ChunkError::TooLong { expected } => ErrorDetail::BodyTooLong { expected }.into(),
         }
     }
 }
@@ -162,12 +164,13 @@ pub(crate) struct Upload {
 impl Client {
     /// Registers a streamed publish and queues its PUBLISH (flag STREAM, no content).
     pub(crate) async fn start_upload(&self, head: UploadHead) -> Result<Upload> {
-        let limits = self.server_limits();
+        let limits = self.session().limits;
         if head.total_len > limits.max_body {
-            return Err(ClientError::TooLarge {
+            return Err(ErrorDetail::TooLarge {
                 len: head.total_len,
                 max: limits.max_body,
-            });
+            }
+            .into());
         }
         let chunk_size = usize::try_from(limits.max_frame)
             .map_or(CHUNK_SIZE, |max_frame| max_frame.min(CHUNK_SIZE))
@@ -274,10 +277,11 @@ impl Upload {
         self.stage = Stage::Done;
         match answer {
             Ok(Err(error)) => Err(error),
-            Ok(Ok(frame)) => Err(ClientError::UnexpectedReply {
+            Ok(Ok(frame)) => Err(ErrorDetail::UnexpectedReply {
                 expected: "PUBLISH_ACK only after the last CHUNK",
                 got: frame.frame_type,
-            }),
+            }
+            .into()),
             Err(_) => Err(self.client.shared().closed_error()),
         }
     }
@@ -310,9 +314,11 @@ async fn queue_chunk(
     let deadline = client.deadline();
     let permit = tokio::time::timeout_at(deadline, in_flight.clone().acquire_owned())
         .await
-        .map_err(|_| ClientError::Timeout {
-            what: "sending a streamed body",
-            after: client.request_timeout(),
+        .map_err(|_| {
+            ClientError::from(ErrorDetail::Timeout {
+                what: "sending a streamed body",
+                after: client.request_timeout(),
+            })
         })?
         .map_err(|_| client.shared().closed_error())?;
     let command = Command::SendHeld(

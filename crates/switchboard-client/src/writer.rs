@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connection::BoxedWriter;
-use crate::error::{ClientError, CloseReason};
+use crate::error::{CloseReason, ErrorDetail};
 use crate::requests::{Pending, is_no_reply_id};
 use crate::shared::Shared;
 
@@ -97,7 +97,7 @@ impl Writer {
             let mut close: Option<Option<oneshot::Sender<()>>> = None;
             tokio::select! {
                 biased;
-                () = self.shared.shutdown.cancelled() => return CloseReason::Client,
+                () = self.shared.stop_tasks.cancelled() => return CloseReason::Client,
                 command = self.commands.recv() => match command {
                     Some(command) => self.encode_command(command, &mut close),
                     // Every handle is gone without a Close: say goodbye all the same.
@@ -168,7 +168,7 @@ impl Writer {
 
     /// Fails the request whose frame could not be encoded (nothing of it was written).
     fn refuse(&self, request_id: u32, error: ProtoError) {
-        let error = ClientError::Protocol(error);
+        let error = ErrorDetail::Protocol(error).into();
         if is_no_reply_id(request_id) {
             self.shared.record_no_reply_failure(error);
         } else if let Some(pending) = self.shared.requests().take(request_id) {
@@ -198,7 +198,7 @@ impl Writer {
         }
         let written = tokio::select! {
             result = self.io.write_all_buf(&mut self.batch) => result,
-            () = self.shared.shutdown.cancelled() => return Err(CloseReason::Client),
+            () = self.shared.stop_tasks.cancelled() => return Err(CloseReason::Client),
             () = closing_grace(&self.shared) => return Err(CloseReason::Client),
         };
         written.map_err(|error| CloseReason::Io(error.to_string()))?;
@@ -217,7 +217,7 @@ impl Writer {
 /// Completes [`CLOSE_GRACE`] after the client started closing: a write blocked by a
 /// server that stopped reading must not keep the task alive forever.
 async fn closing_grace(shared: &Shared) {
-    shared.closing.cancelled().await;
+    shared.goodbye_sent.cancelled().await;
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
@@ -235,6 +235,7 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
+    use crate::error::ClientError;
 
     /// Collects what is written and counts the write calls.
     #[derive(Clone, Default)]
@@ -402,8 +403,8 @@ mod tests {
         .run()
         .await;
         assert!(matches!(
-            answer.await.unwrap(),
-            Err(ClientError::Protocol(ProtoError::ContentTooLarge { .. }))
+            answer.await.unwrap().as_ref().map_err(ClientError::detail),
+            Err(ErrorDetail::Protocol(ProtoError::ContentTooLarge { .. }))
         ));
         assert!(!recorder.bytes.lock().unwrap().is_empty());
     }

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
-use switchboard_client::{Client, GroupItem, Payload};
-use switchboard_proto::packet::{EventKind, Replay, Since};
+use switchboard_client::{Client, EventKind, GroupItem, Payload, Replay, Since};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,7 +53,7 @@ struct Chat {
 
 impl Chat {
     async fn switch_channel(&mut self, name: &str) -> Result<()> {
-        let mut subscription = self.client.subscribe(name, Replay::Last(10)).await?;
+        let mut subscription = self.client.subscribe(name).replay(Replay::Last(10)).await?;
         self.leave_place();
         let printer = self.printer.clone();
         let feed = tokio::spawn(async move {
@@ -221,7 +220,7 @@ impl Chat {
                 self.client.publish(name, Payload::text(text)).await?;
             }
             Place::Group(group) => {
-                self.client.post_group(group, Payload::text(text)).await?;
+                self.client.post(group, Payload::text(text)).await?;
             }
             Place::Nowhere => bail!("join a channel (/join NAME) or group (/join @NAME) first"),
         }
@@ -323,7 +322,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
         format!(
             "* connected as {} (client id {}); /help for commands",
             ctx.name(),
-            client.client_id()
+            client.session().client_id
         ),
     );
 
@@ -348,7 +347,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
             }
         }));
     }
-    if let Ok(mut directs) = client.directs() {
+    if let Ok(mut directs) = client.direct_feed() {
         let printer = printer.clone();
         feeds.push(tokio::spawn(async move {
             while let Some(direct) = directs.next().await {

@@ -3,8 +3,7 @@
 
 use base64::Engine;
 use serde_json::{Value, json};
-use switchboard_client::{ReceivedDirect, ReceivedMessage};
-use switchboard_proto::packet::Scope;
+use switchboard_client::{ReceivedDirect, ReceivedMessage, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -112,7 +111,7 @@ pub fn direct_json(direct: &ReceivedDirect) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("from".into(), json!(direct.sender_name()));
     object.insert("from_id".into(), json!(direct.sender_id()));
-    object.insert("time".into(), json!(rfc3339(direct.direct().time_us)));
+    object.insert("time".into(), json!(rfc3339(direct.time_us())));
     object.insert("content_type".into(), json!(direct.content_type()));
     body_fields(&mut object, direct.body());
     Value::Object(object)
@@ -121,7 +120,7 @@ pub fn direct_json(direct: &ReceivedDirect) -> Value {
 pub fn direct_text(direct: &ReceivedDirect) -> String {
     format!(
         "[{}] from {}({}): {}",
-        rfc3339(direct.direct().time_us),
+        rfc3339(direct.time_us()),
         direct.sender_name(),
         direct.sender_id(),
         body_text(direct.body(), direct.content_type())

@@ -230,6 +230,61 @@ fn subscribe_prints_live_messages_and_hashtags() {
     assert_eq!(channels, ["a", "c"]);
 }
 
+/// The `payload` field of each JSON line.
+fn payloads(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["payload"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_message_matching_two_patterns_is_printed_once() {
+    let server = TestServer::start();
+    let mut sub = server.spawn("bob", &["--json", "sub", "chat.>", "#rust", "--count", "2"]);
+    server.wait_for_client("bob");
+    for text in ["Anyone here likes #Rust?", "end"] {
+        server
+            .cli("alice")
+            .args(["pub", "chat.general", text])
+            .assert()
+            .success();
+    }
+    let lines = read_lines(&mut sub, 2);
+    assert!(wait_exit(&mut sub, Duration::from_secs(15)).success());
+    assert_eq!(payloads(&lines), ["Anyone here likes #Rust?", "end"]);
+}
+
+#[test]
+fn overlapping_replays_are_printed_once() {
+    let server = TestServer::start();
+    server
+        .cli("alice")
+        .args(["pub", "chat.general", "Anyone here likes #Rust?"])
+        .assert()
+        .success();
+    // No --count: a repeated line must show up as one, not end the command early.
+    let mut sub = server.spawn(
+        "bob",
+        &["--json", "sub", "chat.general", "#rust", "--last", "5"],
+    );
+    server.wait_for_client("bob");
+    server
+        .cli("alice")
+        .args(["pub", "chat.general", "end"])
+        .assert()
+        .success();
+    let lines = read_lines(&mut sub, 2);
+    let _ = sub.kill();
+    let _ = sub.wait();
+    assert_eq!(payloads(&lines), ["Anyone here likes #Rust?", "end"]);
+}
+
 #[test]
 fn relay_and_listen_between_processes() {
     let server = TestServer::start();

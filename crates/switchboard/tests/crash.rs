@@ -9,8 +9,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_client::{Client, ClientConfig, Payload};
-use switchboard_proto::packet::{ChannelOptions, Since};
+use switchboard_client::{ChannelOptions, Client, ClientConfig, Payload, Since};
 
 mod support;
 
@@ -51,7 +50,8 @@ async fn publish_until_killed(
             for i in 0u64.. {
                 let text = format!("r{round}w{writer}-{i}");
                 let Ok(ack) = client
-                    .publish_pipelined("crash", Payload::text(&text))
+                    .publish("crash", Payload::text(&text))
+                    .pipelined()
                     .await
                 else {
                     break;

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use switchboard_client::{Client, ClientConfig, ClientError, CloseReason, GroupItem, Payload};
-use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{ChannelOptions, EventKind, Publish, Replay, Since};
+use switchboard_client::{
+    ChannelOptions, Client, ClientConfig, ClientError, CloseReason, ErrorCode, ErrorKind,
+    EventKind, GroupItem, Payload, Replay, Since,
+};
+// The server's publish hook sees the protocol's own packet.
+use switchboard_proto::packet::Publish;
 use switchboard_server::{Hooks, PublishVerdict, Server, ServerHandle, SessionInfo};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -46,11 +49,11 @@ async fn identity_and_client_list() {
     let alice = client(&server, "alice").await;
     let bob = client(&server, "bob").await;
     let me = alice.identity().await.unwrap();
-    assert_eq!(me.client_id, alice.client_id());
+    assert_eq!(me.client_id, alice.session().client_id);
     assert_eq!(me.name, "alice");
     let others = alice.list_clients().await.unwrap();
     assert_eq!(others.len(), 1);
-    assert_eq!(others[0].client_id, bob.client_id());
+    assert_eq!(others[0].client_id, bob.session().client_id);
     assert_eq!(others[0].name, "bob");
     assert!(others[0].connected_since_us > 0);
     server.shutdown().await;
@@ -65,8 +68,8 @@ async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
         async move { client(server, &format!("r{i}")).await }
     }))
     .await;
-    let mut feeds: Vec<_> = receivers.iter().map(|r| r.directs().unwrap()).collect();
-    let live: Vec<u64> = receivers.iter().map(Client::client_id).collect();
+    let mut feeds: Vec<_> = receivers.iter().map(|r| r.direct_feed().unwrap()).collect();
+    let live: Vec<u64> = receivers.iter().map(|r| r.session().client_id).collect();
     let mut ids = live.clone();
     ids.extend((0..252).map(|i| 1_000_000 + i));
     assert_eq!(ids.len(), 255);
@@ -85,7 +88,7 @@ async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
     }
     for feed in &mut feeds {
         let direct = next(feed).await;
-        assert_eq!(direct.sender_id(), sender.client_id());
+        assert_eq!(direct.sender_id(), sender.session().client_id);
         assert_eq!(direct.sender_name(), "sender");
         assert_eq!(direct.content_type(), "application/json");
         assert_eq!(direct.body().as_ref(), b"{\"hello\":1}");
@@ -99,10 +102,7 @@ async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
         .relay(&ids, b"x".to_vec(), "text/plain")
         .await
         .unwrap_err();
-    assert!(
-        matches!(refused, ClientError::InvalidArgument(_)),
-        "{refused}"
-    );
+    assert!(refused.kind() == ErrorKind::InvalidArgument, "{refused}");
 
     // Exactly 1 MiB passes; one byte more is refused and nothing is delivered.
     let limit = 1024 * 1024;
@@ -118,7 +118,7 @@ async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
         .unwrap_err();
     assert!(
         matches!(code_of(&refused), Some(ErrorCode::TooLarge))
-            || matches!(refused, ClientError::TooLarge { .. }),
+            || refused.kind() == ErrorKind::TooLarge,
         "{refused}"
     );
     // The receivers got nothing from the refused relays: the next thing they see is this.
@@ -140,7 +140,8 @@ async fn history_keeps_the_last_1000_and_answers_every_query() {
     for i in 1..=1001u32 {
         acks.push(
             alice
-                .publish_pipelined("news", Payload::text(&format!("message {i}")))
+                .publish("news", Payload::text(&format!("message {i}")))
+                .pipelined()
                 .await
                 .unwrap(),
         );
@@ -207,10 +208,10 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     let server = server().await;
     let publisher = client(&server, "pub").await;
     let reader = client(&server, "reader").await;
-    let mut exact = reader.subscribe("chat.rust", Replay::None).await.unwrap();
-    let mut one = reader.subscribe("chat.*", Replay::None).await.unwrap();
-    let mut rest = reader.subscribe("chat.>", Replay::None).await.unwrap();
-    let mut tag = reader.subscribe("#tokio", Replay::None).await.unwrap();
+    let mut exact = reader.subscribe("chat.rust").await.unwrap();
+    let mut one = reader.subscribe("chat.*").await.unwrap();
+    let mut rest = reader.subscribe("chat.>").await.unwrap();
+    let mut tag = reader.subscribe("#tokio").await.unwrap();
 
     publisher
         .publish("chat.rust", Payload::text("hello"))
@@ -248,6 +249,104 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     server.shutdown().await;
 }
 
+/// The texts of the next `count` messages of a stream.
+async fn texts<S>(stream: &mut S, count: usize) -> Vec<String>
+where
+    S: futures::Stream<Item = switchboard_client::Result<switchboard_client::ReceivedMessage>>
+        + Unpin,
+{
+    let mut texts = Vec::new();
+    for _ in 0..count {
+        let message = next(stream).await.unwrap();
+        texts.push(message.text().unwrap_or_default().to_owned());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn one_subscription_of_several_patterns_receives_each_message_once() {
+    let server = server().await;
+    let publisher = client(&server, "pub").await;
+    let reader = client(&server, "reader").await;
+    let mut both = reader.subscribe("chat.>").pattern("#rust").await.unwrap();
+    assert_eq!(both.patterns(), ["chat.>", "#rust"]);
+    assert_eq!(both.subscription_ids().len(), 2);
+    // Separate subscriptions are separate consumers: each gets what matches it.
+    let mut channel = reader.subscribe("chat.>").await.unwrap();
+    let mut tag = reader.subscribe("#rust").await.unwrap();
+
+    for (name, text) in [
+        ("chat.general", "Anyone here likes #Rust?"),
+        ("chat.general", "plain"),
+        ("other", "#rust elsewhere"),
+        ("chat.general", "end"),
+    ] {
+        publisher.publish(name, Payload::text(text)).await.unwrap();
+    }
+
+    assert_eq!(
+        texts(&mut both, 4).await,
+        [
+            "Anyone here likes #Rust?",
+            "plain",
+            "#rust elsewhere",
+            "end"
+        ]
+    );
+    assert_eq!(
+        texts(&mut channel, 3).await,
+        ["Anyone here likes #Rust?", "plain", "end"]
+    );
+    assert_eq!(
+        texts(&mut tag, 2).await,
+        ["Anyone here likes #Rust?", "#rust elsewhere"]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overlapping_replays_of_one_subscription_give_each_message_once() {
+    let server = server().await;
+    let publisher = client(&server, "pub").await;
+    let reader = client(&server, "reader").await;
+    for (name, text) in [
+        ("chat.general", "one #rust"),
+        ("chat.general", "two"),
+        ("other", "three #rust"),
+        ("chat.general", "four #rust"),
+    ] {
+        publisher.publish(name, Payload::text(text)).await.unwrap();
+    }
+    let mut both = reader
+        .subscribe("chat.general")
+        .pattern("#rust")
+        .replay(Replay::Last(5))
+        .await
+        .unwrap();
+    // Each pattern's replay is announced; repeats among them are dropped.
+    assert_eq!(both.replay_count(), 6);
+    publisher
+        .publish("chat.general", Payload::text("five #rust"))
+        .await
+        .unwrap();
+    publisher
+        .publish("chat.general", Payload::text("end"))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&mut both, 6).await,
+        [
+            "one #rust",
+            "two",
+            "four #rust",
+            "three #rust",
+            "five #rust",
+            "end"
+        ]
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
     let server = server().await;
@@ -261,7 +360,8 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishin
             for i in 0..total / 2 {
                 pending.push(
                     publisher
-                        .publish_pipelined("race", Payload::text(&format!("{index}-{i}")))
+                        .publish("race", Payload::text(&format!("{index}-{i}")))
+                        .pipelined()
                         .await
                         .unwrap(),
                 );
@@ -285,7 +385,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishin
     {
         tokio::time::sleep(Duration::from_millis(3 * round as u64)).await;
         let reader = client(&server, &format!("reader{round}")).await;
-        let subscription = reader.subscribe("race", replay).await.unwrap();
+        let subscription = reader.subscribe("race").replay(replay).await.unwrap();
         subscribers.push((reader, subscription));
     }
     for task in tasks {
@@ -316,13 +416,14 @@ async fn many_clients_at_once_all_receive_everything() {
     let mut readers = Vec::new();
     for i in 0..40 {
         let reader = client(&server, &format!("reader{i}")).await;
-        let subscription = reader.subscribe("fan.out", Replay::None).await.unwrap();
+        let subscription = reader.subscribe("fan.out").await.unwrap();
         readers.push((reader, subscription));
     }
     let publisher = client(&server, "publisher").await;
     for i in 0..200 {
         publisher
-            .publish_no_reply("fan.out", Payload::text(&i.to_string()))
+            .publish("fan.out", Payload::text(&i.to_string()))
+            .no_reply()
             .await
             .unwrap();
     }
@@ -450,7 +551,7 @@ async fn channel_options_limit_history_and_characters() {
         .unwrap_err();
     assert!(
         code_of(&bad) == Some(ErrorCode::InvalidArgument)
-            || matches!(bad, ClientError::InvalidArgument(_)),
+            || bad.kind() == ErrorKind::InvalidArgument,
         "{bad}"
     );
     server.shutdown().await;
@@ -513,7 +614,7 @@ async fn groups_directory_membership_posting_and_history() {
     assert_eq!(groups[0].description, "people who write Rust");
 
     let refused = mallory
-        .post_group("rustaceans", Payload::text("let me in"))
+        .post("rustaceans", Payload::text("let me in"))
         .await
         .unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
@@ -524,7 +625,7 @@ async fn groups_directory_membership_posting_and_history() {
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
 
     let before = bob
-        .post_group("rustaceans", Payload::text("first"))
+        .post("rustaceans", Payload::text("first"))
         .await
         .unwrap();
     let message = loop {
@@ -538,7 +639,7 @@ async fn groups_directory_membership_posting_and_history() {
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     let since = switchboard_client::ReceivedMessage::time_us(&message) + 1;
-    bob.post_group("rustaceans", Payload::text("second"))
+    bob.post("rustaceans", Payload::text("second"))
         .await
         .unwrap();
     let later = alice
@@ -560,7 +661,7 @@ async fn groups_directory_membership_posting_and_history() {
     let names: HashSet<_> = members.iter().map(|m| m.name.to_string()).collect();
     assert_eq!(names, HashSet::from(["alice".to_owned(), "bob".to_owned()]));
     bob_again
-        .post_group("rustaceans", Payload::text("back"))
+        .post("rustaceans", Payload::text("back"))
         .await
         .unwrap();
     bob_again.leave_group("rustaceans").await.unwrap();
@@ -573,7 +674,7 @@ async fn groups_directory_membership_posting_and_history() {
     };
     assert_eq!(left.subject, "bob");
     let refused = bob_again
-        .post_group("rustaceans", Payload::text("gone"))
+        .post("rustaceans", Payload::text("gone"))
         .await
         .unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
@@ -641,7 +742,7 @@ async fn unix_socket_sessions_may_stop_the_server_tcp_ones_may_not() {
         .await
         .unwrap();
     let tcp = client(&server, "tcp").await;
-    let mut subscription = tcp.subscribe("x", Replay::None).await.unwrap();
+    let mut subscription = tcp.subscribe("x").await.unwrap();
     let refused = tcp.stop_server().await.unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
 
@@ -667,14 +768,12 @@ async fn unix_socket_sessions_may_stop_the_server_tcp_ones_may_not() {
         .await
         .unwrap();
     if let Some(Err(error)) = ended {
-        match error {
-            ClientError::ConnectionClosed {
-                reason: CloseReason::Disconnect { code, reason },
-            } => {
-                assert_eq!(code, ErrorCode::ShuttingDown);
+        match error.close_reason() {
+            Some(CloseReason::Disconnect { code, reason }) => {
+                assert_eq!(*code, ErrorCode::ShuttingDown);
                 assert_eq!(reason, "server shutting down");
             }
-            other => panic!("unexpected end: {other}"),
+            _ => panic!("unexpected end: {error}"),
         }
     }
     assert!(matches!(
@@ -727,7 +826,8 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
                 let text = format!("#Grow {index}-{i}");
                 pending.push(
                     publisher
-                        .publish_pipelined(&channel, Payload::text(&text))
+                        .publish(&channel, Payload::text(&text))
+                        .pipelined()
                         .await
                         .unwrap(),
                 );
@@ -748,7 +848,7 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
     let mut subscribers = Vec::new();
     for (round, reader) in readers.into_iter().enumerate() {
         let (pattern, replay) = kinds[round % kinds.len()];
-        let subscription = reader.subscribe(pattern, replay).await.unwrap();
+        let subscription = reader.subscribe(pattern).replay(replay).await.unwrap();
         subscribers.push((pattern, reader, subscription));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
@@ -775,7 +875,7 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() {
-    use switchboard_proto::packet::SlowConsumerPolicy;
+    use switchboard_client::SlowConsumerPolicy;
     let server = Server::builder()
         .listen_tcp("127.0.0.1:0")
         .configure(|config| config.outbound_queue_bytes = 256 * 1024)
@@ -798,12 +898,13 @@ async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() 
     let reader = Client::connect(ClientConfig::new(addr, "reader").with_subscription_capacity(16))
         .await
         .unwrap();
-    let mut ticks = reader.subscribe("ticks", Replay::None).await.unwrap();
+    let mut ticks = reader.subscribe("ticks").await.unwrap();
     let total = 20_000u64;
     let body = vec![b't'; 1024];
     for _ in 0..total {
         publisher
-            .publish_no_reply("ticks", Payload::bytes(body.clone()))
+            .publish("ticks", Payload::bytes(body.clone()))
+            .no_reply()
             .await
             .unwrap();
     }
@@ -841,11 +942,12 @@ async fn publishes_alternating_between_channels_keep_their_channels() {
     let server = server().await;
     let reader = client(&server, "reader").await;
     let writer = client(&server, "writer").await;
-    let mut all = reader.subscribe("alt.>", Replay::None).await.unwrap();
+    let mut all = reader.subscribe("alt.>").await.unwrap();
     let channels = ["alt.a", "alt.b", "alt.b", "alt.a", "alt.ab", "alt.a"];
     for (index, channel) in channels.iter().enumerate() {
         writer
-            .publish_no_reply(channel, Payload::text(&index.to_string()))
+            .publish(channel, Payload::text(&index.to_string()))
+            .no_reply()
             .await
             .unwrap();
     }

@@ -25,7 +25,7 @@ pub(super) struct FrameReader<R> {
 /// A read buffer grown past this is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 16 * 1024;
 /// Bytes asked of the socket per read while frames stream in.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = switchboard_proto::batch::READ_CHUNK_BYTES;
 /// Bytes asked of the socket per read otherwise.
 const SMALL_READ: usize = 4 * 1024;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use switchboard_client::proto::packet::Durability;
+use switchboard_client::Durability;
 
 /// What `bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

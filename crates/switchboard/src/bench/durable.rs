@@ -10,7 +10,7 @@
 //! whatever --sync asked).
 
 use anyhow::{Context as _, Result};
-use switchboard_client::proto::packet::{ChannelOptions, Durability};
+use switchboard_client::{ChannelOptions, Durability};
 
 use super::report::Report;
 use super::target::Target;

@@ -49,7 +49,7 @@ impl Target {
         let probe = Client::connect(config.clone().with_name("bench-probe"))
             .await
             .with_context(|| format!("cannot connect to {address}"))?;
-        let software = probe.server_software().to_owned();
+        let software = probe.session().server_software.clone();
         let _ = probe.close().await;
         let server_pid = if embedded.is_some() {
             Some(std::process::id())

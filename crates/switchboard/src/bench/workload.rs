@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hdrhistogram::Histogram;
-use switchboard_client::{Client, OCTET_STREAM, Payload, Replay, Subscription, Text};
+use switchboard_client::{Client, OCTET_STREAM, Payload, Subscription, Text};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -38,7 +38,7 @@ use super::{Limit, TIMESTAMP_BYTES};
 /// How publishes are sent.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Pace {
-    /// `publish_no_reply` in batches, as fast as the window allows; after each batch a
+    /// `publish(..).no_reply()` in batches, as fast as the window allows; after each batch a
     /// flush (one round trip) is started, and the next batch waits for the previous
     /// flush, so the server is never more than two batches behind and a refused
     /// publish is noticed.
@@ -46,7 +46,7 @@ pub(super) enum Pace {
     /// This many messages per second per publisher, each body starting with its send
     /// time; subscribers record the one-way latency.
     Rate(f64),
-    /// `publish_pipelined` with at most this many acks outstanding per publisher; the
+    /// `publish(..).pipelined()` with at most this many acks outstanding per publisher; the
     /// time from queueing to ack is recorded.
     Acked { in_flight: usize },
 }
@@ -560,7 +560,7 @@ async fn connect_subscribers(
             let name = &channels[channel].name;
             let client = target.connect(&format!("sub-{channel}-{index}")).await?;
             let subscription = client
-                .subscribe(name, Replay::None)
+                .subscribe(name)
                 .await
                 .with_context(|| format!("cannot subscribe to {name}"))?;
             Ok((channel, index, client, subscription))
@@ -802,7 +802,8 @@ async fn flood(job: &PublisherJob, result: &mut PublisherResult) -> Result<()> {
         for _ in 0..count {
             if let Err(error) = job
                 .client
-                .publish_no_reply(name, payload(job.body.clone()))
+                .publish(name, payload(job.body.clone()))
+                .no_reply()
                 .await
             {
                 refused = Some(error);
@@ -856,8 +857,11 @@ async fn paced(job: &PublisherJob, rate: f64, result: &mut PublisherResult) -> R
             let mut body = vec![0x5a; size];
             body[8..TIMESTAMP_BYTES].copy_from_slice(&sent.to_le_bytes());
             body[..8].copy_from_slice(&now_ns().to_le_bytes());
-            let queued =
-                runtime.block_on(client.publish_no_reply(&channel.name, payload(body.into())));
+            let queued = runtime.block_on(
+                client
+                    .publish(&channel.name, payload(body.into()))
+                    .no_reply(),
+            );
             if let Err(error) = queued {
                 return (sent, Some(anyhow!(error).context("publishing failed")));
             }
@@ -890,7 +894,8 @@ async fn acknowledged(
                 let queued_at = Instant::now();
                 let ack = job
                     .client
-                    .publish_pipelined(name, payload(job.body.clone()))
+                    .publish(name, payload(job.body.clone()))
+                    .pipelined()
                     .await
                     .context("publishing failed")?;
                 result.published += 1;

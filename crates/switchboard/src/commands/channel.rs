@@ -2,9 +2,8 @@
 
 use anyhow::{Result, anyhow};
 use serde_json::json;
-use switchboard_client::ReceivedMessage;
-use switchboard_proto::packet::{
-    ChannelInfo, ChannelOptions, Durability, Since, SlowConsumerPolicy,
+use switchboard_client::{
+    ChannelInfo, ChannelOptions, Durability, ReceivedMessage, Since, SlowConsumerPolicy,
 };
 
 use super::{Context, transfer};

@@ -86,9 +86,7 @@ pub async fn members(ctx: &Context, args: GroupName) -> Result<()> {
 
 pub async fn post(ctx: &Context, args: PostArgs) -> Result<()> {
     let client = ctx.connect().await?;
-    let ack = client
-        .post_group(&args.group, Payload::text(&args.text))
-        .await?;
+    let ack = client.post(&args.group, Payload::text(&args.text)).await?;
     if ctx.json {
         print_json(&json!({"id": ack.id.to_string(), "seq": ack.seq, "group": args.group}));
     } else {

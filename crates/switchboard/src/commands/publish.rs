@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use serde_json::json;
@@ -101,7 +102,7 @@ async fn publish_file(ctx: &Context, args: &PublishArgs, path: &Path) -> Result<
     let headers = parse_headers(&args.headers)?;
     let client = ctx.connect().await?;
     let ack = if len > stream_threshold(&client) {
-        let limit = client.server_limits().max_body;
+        let limit = client.session().limits.max_body;
         if len > limit {
             bail!(
                 "{} is {len} bytes, over the server's limit of {limit}",
@@ -109,10 +110,13 @@ async fn publish_file(ctx: &Context, args: &PublishArgs, path: &Path) -> Result<
             );
         }
         let bar = progress_bar(len, "sending");
+        let progress = bar.clone();
+        let mut payload = Payload::with_content_type(content_type, Bytes::new());
+        payload.headers = headers;
         let published = client
-            .publish_stream_with(&args.channel, content_type, headers, file, len, |sent| {
-                bar.set_position(sent)
-            })
+            .publish(&args.channel, payload)
+            .stream_from(file, len)
+            .progress(move |sent| progress.set_position(sent))
             .await;
         bar.finish_and_clear();
         published.with_context(|| format!("cannot publish {}", path.display()))?
@@ -161,7 +165,7 @@ async fn publish_lines(ctx: &Context, args: &PublishArgs, source: &str) -> Resul
             Payload::with_content_type(content_type.as_str(), line.as_bytes().to_vec()),
             &args.headers,
         )?;
-        in_flight.push_back(client.publish_pipelined(&args.channel, payload).await?);
+        in_flight.push_back(client.publish(&args.channel, payload).pipelined().await?);
         // Print acks as they arrive, without waiting for the input to end.
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(ack) = in_flight.next().await {

@@ -32,11 +32,11 @@ pub async fn relay(ctx: &Context, args: RelayArgs) -> Result<()> {
 
 pub async fn listen(ctx: &Context, args: ListenArgs) -> Result<()> {
     let client = ctx.connect().await?;
-    let mut directs = client.directs()?;
+    let mut directs = client.direct_feed()?;
     if ctx.json {
-        print_json(&json!({"client_id": client.client_id(), "name": ctx.name()}));
+        print_json(&json!({"client_id": client.session().client_id, "name": ctx.name()}));
     } else {
-        crate::outln!("client id: {}", client.client_id());
+        crate::outln!("client id: {}", client.session().client_id);
     }
     let mut received = 0u64;
     while args.count.is_none_or(|count| received < count) {

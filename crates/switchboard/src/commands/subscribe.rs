@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
-use futures::stream::SelectAll;
-use switchboard_client::ReceivedMessage;
-use switchboard_proto::packet::Replay;
+use switchboard_client::{ReceivedMessage, Replay};
 
 use super::{Context, transfer};
 use crate::cli::SubscribeArgs;
@@ -72,21 +70,28 @@ pub async fn subscribe(ctx: &Context, args: SubscribeArgs) -> Result<()> {
         (None, None) => Replay::None,
     };
     let output = Output::prepare(&args).await?;
+    let Some((first, rest)) = args.patterns.split_first() else {
+        bail!("give at least one pattern");
+    };
     let client = ctx.connect().await?;
-    let mut streams = SelectAll::new();
-    for pattern in &args.patterns {
-        streams.push(client.subscribe(pattern, replay).await?);
-    }
+    // One subscription for all the patterns: a message matching several of them, or
+    // replayed for several, is printed once.
+    let subscribing = rest
+        .iter()
+        .fold(client.subscribe(first), |subscribing, pattern| {
+            subscribing.pattern(pattern)
+        });
+    let mut messages = subscribing.replay(replay).await?;
     let mut received = 0u64;
     while args.count.is_none_or(|count| received < count) {
-        let Some(message) = streams.next().await else {
+        let Some(message) = messages.next().await else {
             bail!("the server closed the connection");
         };
         output.handle(ctx, message?).await?;
         received += 1;
     }
-    // Messages queued behind the last one (and their bodies) go with the subscriptions.
-    drop(streams);
+    // Messages queued behind the last one (and their bodies) go with the subscription.
+    drop(messages);
     let _ = client.close().await;
     Ok(())
 }

@@ -21,7 +21,7 @@ pub const STREAM_THRESHOLD: u64 = 1024 * 1024;
 
 /// The size above which `pub --file` streams a file to `client`'s server.
 pub fn stream_threshold(client: &Client) -> u64 {
-    STREAM_THRESHOLD.min(u64::from(client.server_limits().max_frame))
+    STREAM_THRESHOLD.min(u64::from(client.session().limits.max_frame))
 }
 
 /// A progress bar for `len` bytes on stderr, or a hidden one when the transfer is small
