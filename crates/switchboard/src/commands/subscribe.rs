@@ -1,5 +1,6 @@
-//! `sub`: prints messages of one or more patterns as they arrive, after any replay; with
-//! `--output`, writes their bodies to files instead and prints only the metadata.
+//! `sub`: prints messages of one or more patterns as they arrive, after any replay, each
+//! message once however many of the patterns match it; with `--output`, writes their
+//! bodies to files instead and prints only the metadata.
 
 use std::path::{Path, PathBuf};
 
