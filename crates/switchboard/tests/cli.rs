@@ -819,6 +819,14 @@ fn the_log_is_plain_text_on_a_pipe_and_in_the_log_file() {
             "{text}"
         );
         assert!(text.contains("conn{peer=tcp 127.0.0.1:"), "{text}");
+        assert!(
+            text.contains("store opened") && text.contains("policy=synced every 100ms"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Interval("),
+            "a debug value in the log: {text}"
+        );
     }
 }
 

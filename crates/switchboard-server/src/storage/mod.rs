@@ -52,6 +52,31 @@ impl SyncPolicy {
     }
 }
 
+/// In words, for logs and `--check` output: "synced every 100ms", "synced before each ack".
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Never => f.write_str("never synced (the system writes back)"),
+            SyncPolicy::Interval(every) => {
+                write!(f, "synced every {}", humantime_ms(*every))
+            }
+            SyncPolicy::Always => f.write_str("synced before each acknowledgement"),
+        }
+    }
+}
+
+/// `100ms`, `2s`: a duration as a person would write it.
+fn humantime_ms(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms % 1000 == 0 && ms > 0 {
+        format!("{}s", ms / 1000)
+    } else if ms > 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}µs", duration.as_micros())
+    }
+}
+
 impl Default for SyncPolicy {
     fn default() -> Self {
         SyncPolicy::Interval(Duration::from_millis(100))
@@ -158,4 +183,23 @@ impl Storage for MemoryStorage {
         Box::pin(std::future::ready(Ok(())))
     }
     fn close(&self, _next_seqs: &[(LogKind, String, u64)]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_policies_read_as_words() {
+        assert_eq!(SyncPolicy::default().to_string(), "synced every 100ms");
+        assert_eq!(
+            SyncPolicy::Interval(Duration::from_secs(2)).to_string(),
+            "synced every 2s"
+        );
+        assert_eq!(
+            SyncPolicy::Always.to_string(),
+            "synced before each acknowledgement"
+        );
+        assert!(!SyncPolicy::Never.to_string().contains("Never"));
+    }
 }

@@ -154,7 +154,7 @@ impl FjallStorage {
                 return Err(error);
             }
         };
-        info!(target: log::GENERAL, dir = %dir.display(), ?policy, "store opened");
+        info!(target: log::GENERAL, dir = %dir.display(), %policy, "store opened");
         Ok(FjallStorage {
             dir,
             open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
