@@ -68,7 +68,7 @@ impl std::fmt::Display for SyncPolicy {
 /// `100ms`, `2s`: a duration as a person would write it.
 fn humantime_ms(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 && ms > 0 {
+    if ms > 0 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms > 0 {
         format!("{ms}ms")
