@@ -29,6 +29,14 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 /// Largest amount of one body buffered between the dispatch task and its reader.
+///
+/// ```
+/// use switchboard_client::{BODY_BUFFER_BYTES, CHUNK_SIZE};
+///
+/// // A whole chunk always fits in the buffer of a reader that falls behind.
+/// assert!(CHUNK_SIZE <= BODY_BUFFER_BYTES);
+/// println!("an unread body holds at most {} MiB", BODY_BUFFER_BYTES >> 20);
+/// ```
 pub const BODY_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the dispatch task tells a body's reader.
@@ -142,6 +150,19 @@ impl BodySender {
 /// ([`io::ErrorKind::ConnectionAborted`]).
 ///
 /// Dropping the reader before the end discards the rest of the body.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use tokio::io::AsyncReadExt;
+///
+/// let Some(message) = client.get_message("logs.nightly", None).await? else {
+///     return Ok(());
+/// };
+/// let mut log = String::new();
+/// message.body_reader().read_to_string(&mut log).await?;
+/// println!("{} lines", log.lines().count());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct BodyReader {
     source: Source,
@@ -216,11 +237,38 @@ impl BodyReader {
     }
 
     /// Length of the whole body, as announced.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// let mut body = message.body_reader();
+    /// let total = body.total_len().max(1);
+    /// let mut file = tokio::fs::File::create("dataset.tar").await?;
+    /// let mut done = 0;
+    /// while let Some(part) = body.chunk().await? {
+    ///     file.write_all(&part).await?;
+    ///     done += part.len() as u64;
+    ///     eprint!("\r{}%", done * 100 / total);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn total_len(&self) -> u64 {
         self.total_len
     }
 
     /// Whether the body is streamed (rather than already in memory).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let body = message.body_reader();
+    /// if body.is_streamed() {
+    ///     println!("{} bytes on their way", body.total_len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_streamed(&self) -> bool {
         matches!(self.source, Source::Streamed(_))
     }
@@ -229,6 +277,20 @@ impl BodyReader {
     ///
     /// Parts handed out this way no longer count against the body's buffer: the caller
     /// holds them.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use sha2::{Digest, Sha256};
+    ///
+    /// let mut body = message.body_reader();
+    /// let mut hasher = Sha256::new();
+    /// while let Some(part) = body.chunk().await? {
+    ///     hasher.update(&part);
+    /// }
+    /// println!("sha256 {:x}", hasher.finalize());
+    /// # Ok(()) }
+    /// ```
     pub async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
         if !self.current.is_empty() {
             self.permit = None;
@@ -243,6 +305,16 @@ impl BodyReader {
     ///
     /// If anything fails (the stream, the digest, the disk), the file is removed, so a
     /// file left behind always holds a complete, verified body.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let body = message.body_reader();
+    /// let total = body.total_len();
+    /// let saved = body.save_to("backup.tar.gz", |done| eprint!("\r{done}/{total} bytes")).await?;
+    /// assert_eq!(saved, total);
+    /// # Ok(()) }
+    /// ```
     pub async fn save_to(
         mut self,
         path: impl AsRef<Path>,

@@ -47,6 +47,18 @@ pub use publish::{PendingAck, PublishBuilder};
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
 /// The server's size limits, from SESSION_ACK.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// let limits = client.session().limits;
+/// let len = std::fs::metadata("video.mp4")?.len();
+/// if len > limits.max_body {
+///     println!("too large: the server takes at most {} bytes", limits.max_body);
+/// } else if len > u64::from(limits.max_frame) {
+///     println!("will be streamed in chunks");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Largest content of one frame, hence largest body sent in one piece; larger
@@ -57,6 +69,16 @@ pub struct ServerLimits {
 }
 
 /// What the server said about this session when it opened it: [`Client::session`].
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// let session = client.session();
+/// println!(
+///     "{} is client {} (session {}) on {}, heartbeat {:?}",
+///     session.name, session.client_id, session.session_id, session.server_software, session.heartbeat,
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionInfo {
@@ -80,6 +102,20 @@ pub struct SessionInfo {
 /// a [`PendingAck`]) exists, or until [`Client::close`]. When the last handle is dropped
 /// the writer says DISCONNECT and both tasks stop (within a short grace period if the
 /// server has stopped reading).
+///
+/// ```no_run
+/// use switchboard_client::{Client, ClientConfig, Payload};
+///
+/// # async fn demo() -> switchboard_client::Result<()> {
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "alice")).await?;
+/// let worker = client.clone();
+/// let task = tokio::spawn(async move {
+///     worker.publish("jobs", Payload::text("from a task")).await
+/// });
+/// task.await.expect("the task ran to the end")?;
+/// client.close().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,

@@ -9,6 +9,12 @@ use bytes::Bytes;
 use crate::error::{ErrorDetail, Result};
 
 /// The server a client connects to when none is given.
+///
+/// ```
+/// use switchboard_client::{ClientConfig, DEFAULT_SERVER};
+///
+/// assert_eq!(ClientConfig::default().server(), DEFAULT_SERVER);
+/// ```
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7420";
 
 /// How to reach and identify with a Switchboard server.
@@ -37,17 +43,62 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Default heartbeat interval asked of the server.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// assert_eq!(ClientConfig::default().heartbeat(), ClientConfig::DEFAULT_HEARTBEAT);
+    /// ```
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
     /// Default time a request may wait for its answer.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("127.0.0.1:7420", "alice");
+    /// assert_eq!(config.request_timeout(), ClientConfig::DEFAULT_REQUEST_TIMEOUT);
+    /// ```
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default number of messages a subscription buffers before the reader waits.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// // Twice the default, for a consumer that works in bursts.
+    /// let config = ClientConfig::new("127.0.0.1:7420", "indexer")
+    ///     .with_subscription_capacity(2 * ClientConfig::DEFAULT_SUBSCRIPTION_CAPACITY);
+    /// assert_eq!(config.subscription_capacity(), 8192);
+    /// ```
     pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
     /// Default number of items the group and direct feeds keep before dropping the oldest.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.feed_capacity(), ClientConfig::DEFAULT_FEED_CAPACITY);
+    /// ```
     pub const DEFAULT_FEED_CAPACITY: usize = 1024;
     /// Default number of frames queued for the writer before senders wait.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.send_queue_capacity(), ClientConfig::DEFAULT_SEND_QUEUE_CAPACITY);
+    /// ```
     pub const DEFAULT_SEND_QUEUE_CAPACITY: usize = 4096;
 
     /// A configuration for `server` (`"HOST:PORT"` or `"unix:/path"`) under `name`.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let tcp = ClientConfig::new("hub.example.com:7420", "alice");
+    /// let local = ClientConfig::new("unix:/run/switchboard.sock", "backup-job");
+    /// assert_eq!(tcp.server(), "hub.example.com:7420");
+    /// assert_eq!(local.name(), "backup-job");
+    /// ```
     pub fn new(server: impl Into<String>, name: impl Into<String>) -> Self {
         ClientConfig {
             server: server.into(),
@@ -57,6 +108,13 @@ impl ClientConfig {
     }
 
     /// Connects to `server` instead.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_server("10.0.0.5:7420");
+    /// assert_eq!(config.server(), "10.0.0.5:7420");
+    /// ```
     #[must_use]
     pub fn with_server(mut self, server: impl Into<String>) -> Self {
         self.server = server.into();
@@ -64,6 +122,13 @@ impl ClientConfig {
     }
 
     /// Uses `name` as the session name (also the member name in groups).
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_name("sensor-7");
+    /// assert_eq!(config.name(), "sensor-7");
+    /// ```
     #[must_use]
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -71,6 +136,15 @@ impl ClientConfig {
     }
 
     /// Asks for this heartbeat interval; the server's answer is what is used.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// // Notice a dead server within about three seconds.
+    /// let config = ClientConfig::default().with_heartbeat(Duration::from_secs(1));
+    /// assert_eq!(config.heartbeat(), Duration::from_secs(1));
+    /// ```
     #[must_use]
     pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
         self.heartbeat = heartbeat;
@@ -78,6 +152,14 @@ impl ClientConfig {
     }
 
     /// Sends these opaque credentials (a token) in SESSION_INIT.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let token = std::env::var("SWITCHBOARD_TOKEN").unwrap_or_default();
+    /// let config = ClientConfig::new("127.0.0.1:7420", "alice").with_credentials(token);
+    /// assert!(config.credentials().is_some());
+    /// ```
     #[must_use]
     pub fn with_credentials(mut self, credentials: impl Into<Bytes>) -> Self {
         self.credentials = Some(credentials.into());
@@ -85,6 +167,13 @@ impl ClientConfig {
     }
 
     /// Authenticates every frame with HMAC-SHA256 under this pre-shared key.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_hmac_key(b"pre-shared secret".to_vec());
+    /// assert_eq!(config.hmac_key(), Some(&b"pre-shared secret"[..]));
+    /// ```
     #[must_use]
     pub fn with_hmac_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.hmac_key = Some(key.into());
@@ -92,6 +181,14 @@ impl ClientConfig {
     }
 
     /// How long connecting, and each request, may take.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_request_timeout(Duration::from_secs(5));
+    /// assert_eq!(config.request_timeout(), Duration::from_secs(5));
+    /// ```
     #[must_use]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -99,6 +196,15 @@ impl ClientConfig {
     }
 
     /// How many messages each subscription buffers (at least 1).
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_subscription_capacity(64);
+    /// assert_eq!(config.subscription_capacity(), 64);
+    /// // Zero is raised to one: a subscription always has room for a message.
+    /// assert_eq!(config.with_subscription_capacity(0).subscription_capacity(), 1);
+    /// ```
     #[must_use]
     pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity.max(1);
@@ -106,6 +212,14 @@ impl ClientConfig {
     }
 
     /// How many items the group and direct feeds keep (at least 1).
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// // Keep more of a busy group's traffic before the oldest items are dropped.
+    /// let config = ClientConfig::default().with_feed_capacity(10_000);
+    /// assert_eq!(config.feed_capacity(), 10_000);
+    /// ```
     #[must_use]
     pub fn with_feed_capacity(mut self, capacity: usize) -> Self {
         self.feed_capacity = capacity.max(1);
@@ -113,6 +227,13 @@ impl ClientConfig {
     }
 
     /// How many frames may wait for the writer (at least 1).
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_send_queue_capacity(256);
+    /// assert_eq!(config.send_queue_capacity(), 256);
+    /// ```
     #[must_use]
     pub fn with_send_queue_capacity(mut self, capacity: usize) -> Self {
         self.send_queue_capacity = capacity.max(1);
@@ -120,46 +241,112 @@ impl ClientConfig {
     }
 
     /// The server address as given.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("unix:/run/switchboard.sock", "alice");
+    /// assert_eq!(config.server(), "unix:/run/switchboard.sock");
+    /// ```
     pub fn server(&self) -> &str {
         &self.server
     }
 
     /// The session name.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// assert_eq!(ClientConfig::new("127.0.0.1:7420", "alice").name(), "alice");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The heartbeat interval asked for.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_heartbeat(Duration::from_millis(500));
+    /// assert_eq!(config.heartbeat(), Duration::from_millis(500));
+    /// ```
     pub fn heartbeat(&self) -> Duration {
         self.heartbeat
     }
 
     /// The credentials, if any.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// assert!(ClientConfig::default().credentials().is_none());
+    /// let config = ClientConfig::default().with_credentials("token-123");
+    /// assert_eq!(config.credentials().map(|token| &token[..]), Some(&b"token-123"[..]));
+    /// ```
     pub fn credentials(&self) -> Option<&Bytes> {
         self.credentials.as_ref()
     }
 
     /// The HMAC key, if any.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// if config.hmac_key().is_none() {
+    ///     println!("frames to {} are not authenticated", config.server());
+    /// }
+    /// ```
     pub fn hmac_key(&self) -> Option<&[u8]> {
         self.hmac_key.as_deref()
     }
 
     /// The time allowed for connecting and for each request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.request_timeout(), Duration::from_secs(30));
+    /// ```
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
 
     /// Messages buffered per subscription.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.subscription_capacity(), ClientConfig::DEFAULT_SUBSCRIPTION_CAPACITY);
+    /// ```
     pub fn subscription_capacity(&self) -> usize {
         self.subscription_capacity
     }
 
     /// Items kept by each feed.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// assert_eq!(ClientConfig::default().with_feed_capacity(0).feed_capacity(), 1);
+    /// ```
     pub fn feed_capacity(&self) -> usize {
         self.feed_capacity
     }
 
     /// Frames that may wait for the writer.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default().with_send_queue_capacity(1024);
+    /// assert_eq!(config.send_queue_capacity(), 1024);
+    /// ```
     pub fn send_queue_capacity(&self) -> usize {
         self.send_queue_capacity
     }

@@ -8,12 +8,40 @@ use switchboard_proto::subject::NameError;
 use switchboard_proto::{ErrorCode, FrameType, ProtoError};
 
 /// The result type of every fallible client call.
+///
+/// ```
+/// use switchboard_client::{Payload, Result};
+///
+/// fn reading(celsius: f64) -> Result<Payload> {
+///     Ok(Payload::json(&celsius)?.with_header("unit", "celsius"))
+/// }
+///
+/// assert_eq!(reading(21.5)?.headers.len(), 1);
+/// # Ok::<(), switchboard_client::ClientError>(())
+/// ```
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// Why a connection ended.
 ///
 /// Kept as plain data (no I/O error inside) so that one reason can be handed to every
 /// request, subscription and feed that was still open when the connection went away.
+///
+/// ```
+/// use switchboard_client::{CloseReason, ErrorCode};
+///
+/// fn worth_reconnecting(reason: &CloseReason) -> bool {
+///     match reason {
+///         // This client hung up, or the server asked it to go away for good.
+///         CloseReason::Client => false,
+///         CloseReason::Disconnect { code, .. } => *code != ErrorCode::AuthFailed,
+///         // A network hiccup, a restart, a missed heartbeat: try again.
+///         _ => true,
+///     }
+/// }
+///
+/// assert!(worth_reconnecting(&CloseReason::HeartbeatTimeout));
+/// assert!(!worth_reconnecting(&CloseReason::Client));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// This client closed the connection: [`crate::Client::close`], or the last handle
@@ -45,6 +73,17 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The wire code the server gave, if it gave one (DISCONNECT or a final ERROR).
+    ///
+    /// ```
+    /// use switchboard_client::{CloseReason, ErrorCode};
+    ///
+    /// let reason = CloseReason::Disconnect {
+    ///     code: ErrorCode::ShuttingDown,
+    ///     reason: "restarting for an upgrade".into(),
+    /// };
+    /// assert_eq!(reason.code(), Some(ErrorCode::ShuttingDown));
+    /// assert_eq!(CloseReason::Eof.code(), None);
+    /// ```
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             CloseReason::Disconnect { code, .. } | CloseReason::ServerError { code, .. } => {
@@ -81,6 +120,19 @@ impl std::fmt::Display for CloseReason {
 /// Why a payload could not be encoded or decoded: the
 /// [`source`](std::error::Error::source) of a [`ClientError`] of kind
 /// [`ErrorKind::Payload`].
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::error::Error as _;
+/// use switchboard_client::{ErrorKind, Payload, PayloadError};
+///
+/// // JSON object keys must be strings; these are pairs.
+/// let board: HashMap<(u8, u8), &str> = HashMap::from([((0, 0), "rook")]);
+/// let error = Payload::json(&board).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::Payload);
+/// let cause = error.source().and_then(|cause| cause.downcast_ref::<PayloadError>());
+/// assert!(matches!(cause, Some(PayloadError::Json(_))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     /// The body is not the JSON of the type asked for.
@@ -130,6 +182,17 @@ pub struct ClientError {
 }
 
 /// What kind of failure a [`ClientError`] is.
+///
+/// ```
+/// use switchboard_client::{Client, ClientConfig, ErrorKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A server address needs a port: refused before anything is sent.
+/// let error = Client::connect(ClientConfig::new("localhost", "alice")).await.unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -168,6 +231,16 @@ pub enum ErrorKind {
 
 impl ClientError {
     /// What kind of failure this is.
+    ///
+    /// ```
+    /// use switchboard_client::{ErrorKind, Payload};
+    ///
+    /// let error = Payload::json(&std::collections::HashMap::from([((1, 2), 3)])).unwrap_err();
+    /// match error.kind() {
+    ///     ErrorKind::Payload => println!("cannot encode that: {error}"),
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         match &*self.detail {
             ErrorDetail::Io(_) => ErrorKind::Io,
@@ -193,6 +266,20 @@ impl ClientError {
 
     /// The wire code, for errors that carry one (a server's ERROR or DISCONNECT, the
     /// first of the no-reply failures).
+    ///
+    /// ```
+    /// use switchboard_client::{ClientError, ErrorCode};
+    ///
+    /// /// Whether the channel has to be created before trying again.
+    /// fn is_missing(error: &ClientError) -> bool {
+    ///     error.code() == Some(ErrorCode::NotFound)
+    /// }
+    ///
+    /// // Errors raised on this side carry no wire code.
+    /// let error = ClientError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    /// assert_eq!(error.code(), None);
+    /// assert!(!is_missing(&error));
+    /// ```
     pub fn code(&self) -> Option<ErrorCode> {
         match &*self.detail {
             ErrorDetail::Server { code, .. } => Some(*code),
@@ -203,11 +290,61 @@ impl ClientError {
     }
 
     /// Whether the connection is gone (every later call on it will fail too).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::net::{Shutdown, TcpListener};
+    /// use switchboard_client::{Client, ClientConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // A peer that hangs up at once.
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let address = listener.local_addr()?.to_string();
+    /// let peer = std::thread::spawn(move || -> std::io::Result<()> {
+    ///     let (mut socket, _) = listener.accept()?;
+    ///     socket.shutdown(Shutdown::Write)?;
+    ///     socket.read_to_end(&mut Vec::new())?;
+    ///     Ok(())
+    /// });
+    ///
+    /// let error = Client::connect(ClientConfig::new(address, "alice")).await.unwrap_err();
+    /// assert!(error.is_closed());
+    /// # peer.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         matches!(*self.detail, ErrorDetail::ConnectionClosed { .. })
     }
 
     /// Why the connection ended, for an error saying it is gone.
+    ///
+    /// ```
+    /// use switchboard_client::{Client, ClientConfig, CloseReason};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// # let address = listener.local_addr()?.to_string();
+    /// # let peer = std::thread::spawn(move || -> std::io::Result<()> {
+    /// #     let (mut socket, _) = listener.accept()?;
+    /// #     socket.shutdown(std::net::Shutdown::Write)?;
+    /// #     std::io::Read::read_to_end(&mut socket, &mut Vec::new())?;
+    /// #     Ok(())
+    /// # });
+    /// // `address` is a peer that closes the connection without a word.
+    /// let error = Client::connect(ClientConfig::new(address, "alice")).await.unwrap_err();
+    /// match error.close_reason() {
+    ///     Some(CloseReason::Disconnect { code, reason }) => println!("sent away ({code}): {reason}"),
+    ///     Some(reason) => println!("connection gone: {reason}"),
+    ///     None => println!("failed: {error}"),
+    /// }
+    /// assert_eq!(error.close_reason(), Some(&CloseReason::Eof));
+    /// # peer.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn close_reason(&self) -> Option<&CloseReason> {
         match &*self.detail {
             ErrorDetail::ConnectionClosed { reason } => Some(reason),
@@ -216,6 +353,22 @@ impl ClientError {
     }
 
     /// Whether an answer (or room in the send queue) did not come in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard_client::{Client, ClientConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // Something listens on this port, but never answers.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let config = ClientConfig::new(silent.local_addr()?.to_string(), "alice")
+    ///     .with_request_timeout(Duration::from_millis(100));
+    /// let error = Client::connect(config).await.unwrap_err();
+    /// assert!(error.is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(*self.detail, ErrorDetail::Timeout { .. })
     }

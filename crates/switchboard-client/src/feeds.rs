@@ -26,6 +26,26 @@ use crate::payload::{ReceivedDirect, ReceivedMessage};
 use crate::shared::lock;
 
 /// An item of the group feed.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+/// use switchboard_client::{EventKind, GroupItem};
+///
+/// let mut feed = client.group_feed()?;
+/// while let Some(item) = feed.next().await {
+///     match item {
+///         GroupItem::Message(message) => {
+///             println!("[{}] {}: {:?}", message.channel(), message.sender_name(), message.text());
+///         }
+///         GroupItem::Event(event) if event.kind == EventKind::MemberJoined => {
+///             println!("{} joined {}", event.subject, event.channel);
+///         }
+///         GroupItem::Event(event) => println!("{:?} in {}", event.kind, event.channel),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupItem {
     /// A message posted to a group this session is a member of.
@@ -148,6 +168,21 @@ impl<T> FeedQueue<T> {
 /// The group feed: a [`Stream`] of [`GroupItem`]s. See the module docs for its policy.
 ///
 /// Holding it keeps the connection open, like any [`Client`] handle.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+/// use switchboard_client::GroupItem;
+///
+/// client.join_group("team").await?;
+/// let mut feed = client.group_feed()?;
+/// while let Some(item) = feed.next().await {
+///     if let GroupItem::Message(message) = item {
+///         println!("{}: {}", message.sender_name(), message.text().unwrap_or("<binary>"));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct GroupFeed {
     client: Client,
 }
@@ -161,6 +196,20 @@ impl GroupFeed {
     }
 
     /// Items dropped because the feed was full, since the session opened.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut feed = client.group_feed()?;
+    /// while let Some(item) = feed.next().await {
+    ///     if feed.dropped() > 0 {
+    ///         eprintln!("fell behind: {} group items lost so far", feed.dropped());
+    ///     }
+    ///     println!("{item:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.client.shared().group_feed.dropped()
     }
@@ -192,6 +241,17 @@ impl std::fmt::Debug for GroupFeed {
 /// for its policy.
 ///
 /// Holding it keeps the connection open, like any [`Client`] handle.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+///
+/// let mut directs = client.direct_feed()?;
+/// while let Some(direct) = directs.next().await {
+///     println!("from {}: {}", direct.sender_name(), direct.text().unwrap_or("<binary>"));
+/// }
+/// # Ok(()) }
+/// ```
 pub struct DirectFeed {
     client: Client,
 }
@@ -205,6 +265,19 @@ impl DirectFeed {
     }
 
     /// Items dropped because the feed was full, since the session opened.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut directs = client.direct_feed()?;
+    /// while let Some(direct) = directs.next().await {
+    ///     println!("{:?}", direct.text());
+    /// }
+    /// // The connection ended: say whether anything was lost on the way.
+    /// println!("{} direct bodies dropped", directs.dropped());
+    /// # Ok(()) }
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.client.shared().direct_feed.dropped()
     }

@@ -23,15 +23,51 @@ use crate::error::{PayloadError, Result};
 use crate::shared::lock;
 
 /// Content type of [`Payload::text`].
+///
+/// ```
+/// use switchboard_client::{Payload, TEXT_PLAIN};
+///
+/// assert_eq!(Payload::text("hello").content_type, TEXT_PLAIN);
+/// ```
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Content type of [`Payload::bytes`].
+///
+/// ```
+/// use switchboard_client::{OCTET_STREAM, Payload};
+///
+/// assert_eq!(Payload::bytes(vec![0xde, 0xad]).content_type, OCTET_STREAM);
+/// ```
 pub const OCTET_STREAM: &str = "application/octet-stream";
 /// Content type of [`Payload::json`].
+///
+/// ```
+/// use switchboard_client::{JSON, Payload};
+///
+/// // Content types are plain strings: a JSON body made elsewhere.
+/// let payload = Payload::with_content_type(JSON, r#"{"celsius":21.5}"#);
+/// assert_eq!(payload, Payload::json(&serde_json::json!({ "celsius": 21.5 }))?);
+/// # Ok::<(), switchboard_client::ClientError>(())
+/// ```
 pub const JSON: &str = "application/json";
 /// Content type of [`Payload::msgpack`] and [`Payload::typed`].
+///
+/// ```
+/// use switchboard_client::{MSGPACK, Payload};
+///
+/// assert_eq!(Payload::typed(&(1, "two"))?.content_type, MSGPACK);
+/// # Ok::<(), switchboard_client::ClientError>(())
+/// ```
 pub const MSGPACK: &str = "application/msgpack";
 
 /// A body to publish, with its content type and user headers.
+///
+/// ```
+/// use switchboard_client::Payload;
+///
+/// let payload = Payload::text("deploy finished #ops").with_header("host", "web-1");
+/// assert_eq!(&payload.body[..], b"deploy finished #ops");
+/// assert_eq!(payload.headers[0].0, "host");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Payload {
     /// MIME type of the body.
@@ -44,16 +80,46 @@ pub struct Payload {
 
 impl Payload {
     /// UTF-8 text (`text/plain; charset=utf-8`). Hashtags in it are indexed by the server.
+    ///
+    /// ```
+    /// use switchboard_client::Payload;
+    ///
+    /// let payload = Payload::text("release 1.2 is out #rust #release");
+    /// assert_eq!(payload.content_type, "text/plain; charset=utf-8");
+    /// ```
     pub fn text(text: &str) -> Payload {
         Payload::with_content_type(TEXT_PLAIN, Bytes::copy_from_slice(text.as_bytes()))
     }
 
     /// Opaque bytes (`application/octet-stream`).
+    ///
+    /// ```
+    /// use switchboard_client::Payload;
+    ///
+    /// let frame: Vec<u8> = vec![0x01, 0x02, 0xff];
+    /// let payload = Payload::bytes(frame);
+    /// assert_eq!(payload.body.len(), 3);
+    /// ```
     pub fn bytes(body: impl Into<Bytes>) -> Payload {
         Payload::with_content_type(OCTET_STREAM, body)
     }
 
     /// `value` as JSON (`application/json`).
+    ///
+    /// ```
+    /// use serde::Serialize;
+    /// use switchboard_client::Payload;
+    ///
+    /// #[derive(Serialize)]
+    /// struct Reading {
+    ///     sensor: &'static str,
+    ///     celsius: f64,
+    /// }
+    ///
+    /// let payload = Payload::json(&Reading { sensor: "hall", celsius: 21.5 })?;
+    /// assert_eq!(&payload.body[..], br#"{"sensor":"hall","celsius":21.5}"#);
+    /// # Ok::<(), switchboard_client::ClientError>(())
+    /// ```
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
         let body = serde_json::to_vec(value).map_err(PayloadError::from)?;
         Ok(Payload::with_content_type(JSON, body))
@@ -61,6 +127,21 @@ impl Payload {
 
     /// `value` as MessagePack with named fields (`application/msgpack`), so that readers
     /// in other languages see a map rather than a bare array.
+    ///
+    /// ```
+    /// use serde::Serialize;
+    /// use switchboard_client::{MSGPACK, Payload};
+    ///
+    /// #[derive(Serialize)]
+    /// struct Reading {
+    ///     sensor: &'static str,
+    ///     celsius: f64,
+    /// }
+    ///
+    /// let payload = Payload::msgpack(&Reading { sensor: "hall", celsius: 21.5 })?;
+    /// assert_eq!(payload.content_type, MSGPACK);
+    /// # Ok::<(), switchboard_client::ClientError>(())
+    /// ```
     pub fn msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
         let body = rmp_serde::to_vec_named(value).map_err(PayloadError::from)?;
         Ok(Payload::with_content_type(MSGPACK, body))
@@ -68,11 +149,33 @@ impl Payload {
 
     /// The default encoding for serde types: MessagePack (compact, and
     /// [`ReceivedMessage::decode`] reads it back).
+    ///
+    /// ```
+    /// use serde::Serialize;
+    /// use switchboard_client::Payload;
+    ///
+    /// #[derive(Serialize)]
+    /// enum Command {
+    ///     Restart { service: String },
+    /// }
+    ///
+    /// let payload = Payload::typed(&Command::Restart { service: "web".into() })?;
+    /// assert_eq!(payload, Payload::msgpack(&Command::Restart { service: "web".into() })?);
+    /// # Ok::<(), switchboard_client::ClientError>(())
+    /// ```
     pub fn typed<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
         Payload::msgpack(value)
     }
 
     /// A body with an explicit content type.
+    ///
+    /// ```
+    /// use switchboard_client::Payload;
+    ///
+    /// let csv = "sensor,celsius\nhall,21.5\n";
+    /// let payload = Payload::with_content_type("text/csv", csv);
+    /// assert_eq!(payload.content_type, "text/csv");
+    /// ```
     pub fn with_content_type(content_type: impl Into<Text>, body: impl Into<Bytes>) -> Payload {
         Payload {
             content_type: content_type.into(),
@@ -82,6 +185,15 @@ impl Payload {
     }
 
     /// Adds a user header.
+    ///
+    /// ```
+    /// use switchboard_client::Payload;
+    ///
+    /// let payload = Payload::text("backup done")
+    ///     .with_header("host", "db-2")
+    ///     .with_header("trace-id", "4bf92f35");
+    /// assert_eq!(payload.headers.len(), 2);
+    /// ```
     #[must_use]
     pub fn with_header(mut self, name: impl Into<Text>, value: impl Into<Text>) -> Payload {
         self.headers.push((name.into(), value.into()));
@@ -138,6 +250,24 @@ fn find_header<'a>(headers: &'a [(Text, Text)], name: &str) -> Option<&'a str> {
 /// see only the part carried by the MESSAGE frame itself (usually nothing).
 ///
 /// Clones share a streamed body: only one of them can read it.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+///
+/// let mut chat = client.subscribe("chat.>").await?;
+/// while let Some(message) = chat.next().await {
+///     let message = message?;
+///     println!(
+///         "[{}] {} #{}: {}",
+///         message.channel(),
+///         message.sender_name(),
+///         message.seq(),
+///         message.text().unwrap_or("<binary>"),
+///     );
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
     message: Message,
@@ -174,12 +304,30 @@ impl ReceivedMessage {
     }
 
     /// Whether the body is streamed after the message (see the type's documentation).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(mut message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// if message.is_streamed() {
+    ///     message.save_body_to("upload.bin", |_| {}).await?;
+    /// } else {
+    ///     println!("{}", message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_streamed(&self) -> bool {
         self.message.stream.is_some()
     }
 
     /// Length of the whole body: the announced length of a streamed body, else the
     /// length of [`ReceivedMessage::body`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// println!("{} bytes of {}", message.body_len(), message.content_type());
+    /// # Ok(()) }
+    /// ```
     pub fn body_len(&self) -> u64 {
         match self.message.stream {
             Some(stream) => stream.total_len,
@@ -191,6 +339,19 @@ impl ReceivedMessage {
     /// its length and SHA-256 digest at the end), or the body in memory.
     ///
     /// `None` if a streamed body was already taken (by this message or a clone).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(mut message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// if let Some(mut body) = message.take_body_reader() {
+    ///     let mut contents = Vec::new();
+    ///     body.read_to_end(&mut contents).await?;
+    ///     println!("{} bytes, length and digest checked", contents.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn take_body_reader(&mut self) -> Option<BodyReader> {
         let Some(start) = self.message.stream else {
             return Some(BodyReader::memory(self.message.body.clone()));
@@ -205,6 +366,14 @@ impl ReceivedMessage {
 
     /// The body as an [`tokio::io::AsyncRead`]; see [`ReceivedMessage::take_body_reader`].
     /// If the body was already taken, every read fails.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let mut body = message.body_reader();
+    /// tokio::io::copy(&mut body, &mut tokio::io::stdout()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn body_reader(mut self) -> BodyReader {
         let total_len = self.body_len();
         self.take_body_reader().unwrap_or_else(|| {
@@ -215,6 +384,14 @@ impl ReceivedMessage {
     /// Writes the whole body to the file at `path` as it arrives, calling `progress`
     /// with the bytes written so far; returns the body's length. On any failure
     /// (including a length or digest mismatch) the file is removed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(mut message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let len = message.save_body_to("report.pdf", |done| eprint!("\r{done} bytes")).await?;
+    /// println!("saved {len} bytes");
+    /// # Ok(()) }
+    /// ```
     pub async fn save_body_to(
         &mut self,
         path: impl AsRef<Path>,
@@ -227,67 +404,192 @@ impl ReceivedMessage {
     }
 
     /// The server-assigned id (a time-ordered UUID).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// // Fetch the same message again later, by its id.
+    /// let again = client.get_message(message.channel(), Some(message.id())).await?;
+    /// assert_eq!(again.map(|found| found.id()), Some(message.id()));
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> Uuid {
         self.message.id
     }
 
     /// Sequence number in its channel or group, from 1.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use switchboard_client::Since;
+    ///
+    /// // What came after it.
+    /// let newer = client.get_messages("chat.rust", Since::Seq(message.seq() + 1), None).await?;
+    /// println!("{} newer messages", newer.len());
+    /// # Ok(()) }
+    /// ```
     pub fn seq(&self) -> u64 {
         self.message.seq
     }
 
     /// The channel or group it was published to.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// if message.channel().starts_with("alerts.") {
+    ///     eprintln!("ALERT: {}", message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn channel(&self) -> &str {
         &self.message.channel
     }
 
     /// Whether it lives in a channel or a group.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use switchboard_client::Scope;
+    ///
+    /// let place = match message.scope() {
+    ///     Scope::Group => "group",
+    ///     _ => "channel",
+    /// };
+    /// println!("in {place} {}", message.channel());
+    /// # Ok(()) }
+    /// ```
     pub fn scope(&self) -> Scope {
         self.message.scope
     }
 
     /// Server time of the publish.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let age = message.time().elapsed().unwrap_or_default();
+    /// println!("published {}s ago", age.as_secs());
+    /// # Ok(()) }
+    /// ```
     pub fn time(&self) -> SystemTime {
         system_time(self.message.time_us)
     }
 
     /// Server time of the publish, in microseconds since the Unix epoch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use switchboard_client::Since;
+    ///
+    /// // Everything published since this message, by time.
+    /// let since = client.get_messages("chat.rust", Since::Time(message.time_us()), None).await?;
+    /// println!("{} messages since", since.len());
+    /// # Ok(()) }
+    /// ```
     pub fn time_us(&self) -> u64 {
         self.message.time_us
     }
 
     /// Client id of the publisher.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// // Answer the publisher privately.
+    /// client.relay(&[message.sender_id()], "got it", "text/plain").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sender_id(&self) -> u64 {
         self.message.sender_id
     }
 
     /// Session name of the publisher.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// if message.sender_name() != client.session().name {
+    ///     println!("{} says {:?}", message.sender_name(), message.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn sender_name(&self) -> &str {
         &self.message.sender_name
     }
 
     /// MIME type of the body (empty if the publisher gave none).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use switchboard_client::JSON;
+    ///
+    /// if message.content_type() == JSON {
+    ///     let value: serde_json::Value = message.decode()?;
+    ///     println!("{value:#}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn content_type(&self) -> &str {
         &self.message.content_type
     }
 
     /// User headers, in the order they were published.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// for (name, value) in message.headers() {
+    ///     println!("{name}: {value}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn headers(&self) -> &[(Text, Text)] {
         &self.message.user_headers
     }
 
     /// The first user header called `name`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let trace = message.header("trace-id").unwrap_or("-");
+    /// println!("trace {trace}");
+    /// # Ok(()) }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.message.user_headers, name)
     }
 
     /// The raw body (of a streamed body, only the part in the MESSAGE frame).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// let body: &[u8] = message.body();
+    /// std::fs::write("last-message.bin", body)?;
+    /// # Ok(()) }
+    /// ```
     pub fn body(&self) -> &Bytes {
         &self.message.body
     }
 
     /// The body as text, if it is valid UTF-8 (whatever the content type says). Of a
     /// streamed body, only the part in the MESSAGE frame.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// match message.text() {
+    ///     Some(text) => println!("{text}"),
+    ///     None => println!("<{} bytes of binary>", message.body_len()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.message.body).ok()
     }
@@ -295,17 +597,58 @@ impl ReceivedMessage {
     /// The body as `T`: MessagePack or JSON according to the content type; any other
     /// content type is an error. Of a streamed body, only the part in the MESSAGE frame
     /// is seen: read those with [`ReceivedMessage::body_reader`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # let Some(message) = client.get_message("chat.rust", None).await? else { return Ok(()) };
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Reading {
+    ///     sensor: String,
+    ///     celsius: f64,
+    /// }
+    ///
+    /// let reading: Reading = message.decode()?;
+    /// println!("{}: {} °C", reading.sensor, reading.celsius);
+    /// # Ok(()) }
+    /// ```
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         decode_body(&self.message.content_type, &self.message.body)
     }
 
     /// Whether it came from history (replay or fetch) rather than live delivery.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    /// use switchboard_client::Replay;
+    ///
+    /// let mut chat = client.subscribe("chat.rust").replay(Replay::Last(20)).await?;
+    /// while let Some(message) = chat.next().await {
+    ///     let message = message?;
+    ///     let marker = if message.is_replay() { "(history)" } else { "" };
+    ///     println!("{marker} {}", message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_replay(&self) -> bool {
         self.replay
     }
 }
 
 /// A body relayed to this client by another one.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+///
+/// let mut directs = client.direct_feed()?;
+/// while let Some(direct) = directs.next().await {
+///     println!("{} (client {}): {:?}", direct.sender_name(), direct.sender_id(), direct.text());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedDirect {
     direct: Direct,
@@ -318,41 +661,128 @@ impl ReceivedDirect {
     }
 
     /// Client id of the sender.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// // Answer the sender.
+    /// client.relay(&[direct.sender_id()], "pong", "text/plain").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sender_id(&self) -> u64 {
         self.direct.sender_id
     }
 
     /// Session name of the sender.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// println!("private message from {}", direct.sender_name());
+    /// # Ok(()) }
+    /// ```
     pub fn sender_name(&self) -> &str {
         &self.direct.sender_name
     }
 
     /// Server time of the relay.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// let delay = direct.time().elapsed().unwrap_or_default();
+    /// println!("relayed {} ms ago", delay.as_millis());
+    /// # Ok(()) }
+    /// ```
     pub fn time(&self) -> SystemTime {
         system_time(self.direct.time_us)
     }
 
     /// Server time of the relay, in microseconds since the Unix epoch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// let mut inbox = vec![direct];
+    /// inbox.sort_by_key(|direct| direct.time_us());
+    /// # Ok(()) }
+    /// ```
     pub fn time_us(&self) -> u64 {
         self.direct.time_us
     }
 
     /// MIME type of the body (empty if the sender gave none).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// if direct.content_type().starts_with("text/") {
+    ///     println!("{}", direct.text().unwrap_or("<not UTF-8>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn content_type(&self) -> &str {
         &self.direct.content_type
     }
 
     /// The raw body.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// println!("{} bytes: {:02x?}", direct.body().len(), &direct.body()[..]);
+    /// # Ok(()) }
+    /// ```
     pub fn body(&self) -> &Bytes {
         &self.direct.body
     }
 
     /// The body as text, if it is valid UTF-8.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// if let Some(text) = direct.text() {
+    ///     println!("{}: {text}", direct.sender_name());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.direct.body).ok()
     }
 
     /// The body as `T`: MessagePack or JSON according to the content type.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// # use futures::StreamExt;
+    /// # let mut directs = client.direct_feed()?;
+    /// # let Some(direct) = directs.next().await else { return Ok(()) };
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Invite {
+    ///     group: String,
+    /// }
+    ///
+    /// let invite: Invite = direct.decode()?;
+    /// client.join_group(&invite.group).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         decode_body(&self.direct.content_type, &self.direct.body)
     }

@@ -224,6 +224,17 @@ fn message_tags(message: &Message) -> Vec<String> {
 
 /// A subscription being set up: [`crate::Client::subscribe`] returns it, and awaiting it
 /// sends the request and yields the [`Subscription`].
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use switchboard_client::Replay;
+///
+/// let builder = client.subscribe("orders.*").pattern("#urgent").replay(Replay::Last(50));
+/// // Nothing is sent until it is awaited.
+/// let orders = builder.await?;
+/// println!("subscribed to {:?}", orders.patterns());
+/// # Ok(()) }
+/// ```
 #[must_use = "a subscription is only requested when awaited"]
 #[derive(Debug)]
 pub struct SubscribeBuilder<'a> {
@@ -296,6 +307,21 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
 /// one `Err` says why before the end; after [`Subscription::unsubscribe`] or
 /// [`crate::Client::close`] it just ends. Dropping it unsubscribes in the background.
 /// Holding it keeps the connection open, like any [`Client`] handle.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use futures::StreamExt;
+///
+/// let mut alerts = client.subscribe("alerts.>").await?;
+/// while let Some(message) = alerts.next().await {
+///     match message {
+///         Ok(message) => println!("{}: {:?}", message.channel(), message.text()),
+///         // The server or the connection ended it; the stream ends next.
+///         Err(error) => eprintln!("subscription ended: {error}"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Subscription {
     client: Client,
     /// The server's id for each pattern, in the order of `patterns`.
@@ -352,29 +378,86 @@ impl Subscription {
     }
 
     /// The ids the server gave this subscription, one per pattern.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// let chat = client.subscribe("chat.*").pattern("#rust").await?;
+    /// for (pattern, id) in chat.patterns().iter().zip(chat.subscription_ids()) {
+    ///     println!("{pattern} is subscription {id} on the server");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn subscription_ids(&self) -> &[u64] {
         &self.subscription_ids
     }
 
     /// How many replayed messages the server announced, all patterns together (repeats
     /// among them are handed out once).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    /// use switchboard_client::Replay;
+    ///
+    /// let mut chat = client.subscribe("chat.rust").replay(Replay::Last(100)).await?;
+    /// // One pattern, so no repeats: the first `replay_count` messages are the history.
+    /// let replayed = chat.replay_count() as usize;
+    /// let history: Vec<_> = chat.by_ref().take(replayed).collect().await;
+    /// println!("caught up on {} messages", history.len());
+    /// # Ok(()) }
+    /// ```
     pub fn replay_count(&self) -> u64 {
         self.replay_count
     }
 
     /// The patterns, as given to [`crate::Client::subscribe`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// let news = client.subscribe("news.>").pattern("#breaking").pattern("news.>").await?;
+    /// // A pattern given twice counts once.
+    /// assert_eq!(news.patterns(), ["news.>", "#breaking"]);
+    /// # Ok(()) }
+    /// ```
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
     /// Messages the server reported skipped for this subscription (slow consumer with
     /// drop-oldest policy).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut ticks = client.subscribe("prices.>").await?;
+    /// while let Some(message) = ticks.next().await {
+    ///     let message = message?;
+    ///     if ticks.skipped() > 0 {
+    ///         eprintln!("too slow: {} ticks skipped so far", ticks.skipped());
+    ///     }
+    ///     println!("{:?}", message.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn skipped(&self) -> u64 {
         self.state.skipped.load(Ordering::Relaxed)
     }
 
     /// Cancels the subscription and waits for the server to confirm. Messages still
     /// queued locally are discarded.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut chat = client.subscribe("chat.rust").await?;
+    /// if let Some(first) = chat.next().await {
+    ///     println!("first message: {:?}", first?.text());
+    /// }
+    /// chat.unsubscribe().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.active = false;
         // Stop accepting first: the dispatch task may be waiting on this very queue, and

@@ -34,6 +34,14 @@ use crate::writer::Command;
 
 /// Size of the pieces a streamed body is read and sent in (at most the server's
 /// `max_frame`).
+///
+/// ```
+/// use switchboard_client::CHUNK_SIZE;
+///
+/// // How many chunks a 10 MiB upload takes (more if the server's frames are smaller).
+/// let len: u64 = 10 * 1024 * 1024;
+/// assert_eq!(len.div_ceil(CHUNK_SIZE as u64), 10);
+/// ```
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Chunks of one upload that may wait in the writer's queue at once.

@@ -50,6 +50,24 @@ struct ReaderBody<'a> {
 /// (kind [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)) before anything is sent.
 /// [`PublishBuilder::stream_from`] reads the body from an [`AsyncRead`] instead, so that
 /// its size is bounded by the server's `max_body`, not by memory.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use switchboard_client::Payload;
+///
+/// // Awaited: the ack says where the message was stored.
+/// let ack = client.publish("orders", Payload::text("order 17")).header("shop", "north").await?;
+/// println!("stored as seq {}", ack.seq);
+///
+/// // Pipelined: queue now, collect the ack later.
+/// let pending = client.publish("orders", Payload::text("order 18")).pipelined().await?;
+/// pending.await?;
+///
+/// // Fire and forget: failures come back from flush.
+/// client.publish("metrics", Payload::text("cpu=12")).no_reply().await?;
+/// client.flush().await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a publish is only sent when awaited"]
 pub struct PublishBuilder<'a> {
     client: &'a Client,
@@ -482,6 +500,21 @@ async fn upload(
 /// server's ERROR, or a timeout).
 ///
 /// Dropping it does not cancel the publish, which is already queued; the ack is ignored.
+///
+/// ```no_run
+/// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use switchboard_client::Payload;
+///
+/// // Queue a batch without waiting for each ack in turn, then collect them.
+/// let mut pending = Vec::new();
+/// for line in ["one", "two", "three"] {
+///     pending.push(client.publish("lines", Payload::text(line)).pipelined().await?);
+/// }
+/// for ack in pending {
+///     println!("stored as seq {}", ack.await?.seq);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct PendingAck {
     request_id: u32,
     ack: Pin<Box<dyn Future<Output = Result<PublishAck>> + Send>>,
