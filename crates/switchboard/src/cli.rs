@@ -320,11 +320,29 @@ pub struct ServeArgs {
     /// How often `--sync interval` syncs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub sync_interval: std::time::Duration,
+    /// Free space to leave on the data volume: uploads and durable publishes that would
+    /// eat into it are refused (STORAGE_FULL) until space is freed. Bytes (`512MiB`,
+    /// `1GB`) or a percentage of the volume (`5%`). Default: 2% of the volume, at most
+    /// 1 GiB.
+    #[arg(long, value_name = "SIZE")]
+    pub disk_reserve: Option<switchboard_server::DiskReserve>,
+    /// Most bytes of streamed bodies kept on disk; new uploads past it are refused
+    /// (STORAGE_FULL). Bytes (`10GiB`). Default: bounded by the disk reserve only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_blob_bytes: Option<u64>,
     /// Threads serving connections. Default: one per CPU. Fewer leave cores to clients
     /// on the same machine (see docs/BENCHMARKS.md: one thread did better for large
     /// messages and latency on 2 cores, worse for fan-out to many connections).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+}
+
+/// `10GiB`, `500MB`, `4096`: a size in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    match text.parse::<switchboard_server::DiskReserve>()? {
+        switchboard_server::DiskReserve::Bytes(bytes) => Ok(bytes),
+        _ => Err(format!("{text:?} is not a size in bytes")),
+    }
 }
 
 /// The sync policies of `serve --sync`.

@@ -26,7 +26,8 @@ use tracing::{error, info};
 use self::record::encode_record;
 use self::sink::FjallSink;
 use self::trim::Trimmer;
-use super::writer::{Op, QueueLimits, Writer};
+use super::space::{DiskGuard, DiskReserve};
+use super::writer::{Op, QueueLimits, Writer, WriterHealth};
 use super::{LogKind, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy};
 use crate::hub::message::StoredMessage;
 use crate::log;
@@ -56,10 +57,34 @@ struct Open {
     messages: Keyspace,
 }
 
+/// The open database, shared by the store, the writer's sink and the trim thread, so
+/// that the sink can close it and open it again after a failed write.
+type Engine = Arc<parking_lot::RwLock<Option<Open>>>;
+
+/// Opens the database in `dir` with its two keyspaces.
+fn open_database(dir: &Path) -> Result<Open, StorageError> {
+    let db = Database::builder(dir)
+        .worker_threads(2)
+        .open()
+        .map_err(|e| storage_error(&format!("cannot open the store in {}", dir.display()), e))?;
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .map_err(|e| storage_error("cannot open keyspace meta", e))?;
+    let messages = db
+        .keyspace("messages", || {
+            KeyspaceCreateOptions::default().with_kv_separation(Some(
+                KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
+            ))
+        })
+        .map_err(|e| storage_error("cannot open keyspace messages", e))?;
+    Ok(Open { db, meta, messages })
+}
+
 /// The store. Open one per data directory (fjall locks it against other processes).
 pub struct FjallStorage {
     dir: PathBuf,
-    open: parking_lot::RwLock<Option<Open>>,
+    open: Engine,
+    guard: Option<Arc<DiskGuard>>,
     writer: Writer,
     trimmer: Arc<Trimmer>,
     /// Filled by `load`, for the writer's trims.
@@ -75,8 +100,10 @@ impl std::fmt::Debug for FjallStorage {
     }
 }
 
-/// Checks that `dir` is a usable directory, creating it if its parent exists.
-fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
+/// Checks that `dir` is a usable directory, creating it if its parent exists. A
+/// directory that is there but whose volume is full is usable, read-only: the reason is
+/// returned.
+fn prepare_dir(dir: &Path) -> Result<Option<String>, StorageError> {
     if dir.exists() {
         if !dir.is_dir() {
             return Err(StorageError(format!(
@@ -107,62 +134,97 @@ fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
     // Creating a file is the one portable test of writability (permission bits lie for
     // root and on read-only mounts).
     let probe = dir.join(".switchboard-write-test");
-    std::fs::write(&probe, b"ok")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            storage_error(
-                &format!("data directory {} is not writable", dir.display()),
-                e,
-            )
-        })
+    match std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(Some(format!(
+                "the data volume of {} is full ({e})",
+                dir.display()
+            )))
+        }
+        Err(e) => Err(storage_error(
+            &format!("data directory {} is not writable", dir.display()),
+            e,
+        )),
+    }
+}
+
+/// How a store is opened besides its directory and sync policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Free space writes must leave on the data volume; `None` checks none (and does
+    /// not watch the directory either).
+    pub reserve: Option<DiskReserve>,
 }
 
 impl FjallStorage {
-    /// Opens (or creates) the store in `dir`, failing clearly if it cannot.
+    /// Opens (or creates) the store in `dir`, failing clearly if it cannot, with the
+    /// default disk reserve.
     pub fn open(dir: impl Into<PathBuf>, policy: SyncPolicy) -> Result<FjallStorage, StorageError> {
+        let options = StoreOptions {
+            reserve: Some(DiskReserve::Default),
+        };
+        FjallStorage::open_with(dir, policy, options)
+    }
+
+    /// Opens (or creates) the store in `dir`. On a full volume the store opens read-only:
+    /// history is read back, writes are refused with the reason until there is room
+    /// again, then taken without a restart.
+    pub fn open_with(
+        dir: impl Into<PathBuf>,
+        policy: SyncPolicy,
+        options: StoreOptions,
+    ) -> Result<FjallStorage, StorageError> {
         let dir = dir.into();
-        prepare_dir(&dir)?;
-        let db = Database::builder(&dir)
-            .worker_threads(2)
-            .open()
-            .map_err(|e| {
-                storage_error(&format!("cannot open the store in {}", dir.display()), e)
-            })?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(|e| storage_error("cannot open keyspace meta", e))?;
-        let messages = db
-            .keyspace("messages", || {
-                KeyspaceCreateOptions::default().with_kv_separation(Some(
-                    KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
-                ))
-            })
-            .map_err(|e| storage_error("cannot open keyspace messages", e))?;
-        let (trimmer, trim_thread) = Trimmer::start(&db, &messages)?;
+        let mut read_only = prepare_dir(&dir)?;
+        let guard = options
+            .reserve
+            .map(|reserve| Arc::new(DiskGuard::new(&dir, reserve)));
+        if read_only.is_none()
+            && let Some(guard) = &guard
+            && let Err(full) = guard.has_room()
+        {
+            read_only = Some(full.0);
+        }
+        let engine: Engine = Arc::new(parking_lot::RwLock::new(Some(open_database(&dir)?)));
+        let (trimmer, trim_thread) = Trimmer::start(&engine)?;
         let chunks = Arc::new(Mutex::new(ChunkIndex::new()));
-        let sink = FjallSink::new(
-            db.clone(),
-            meta.clone(),
-            messages.clone(),
-            trimmer.clone(),
-            chunks.clone(),
-        );
-        let writer = match Writer::start(policy, QueueLimits::default(), sink) {
+        let sink = FjallSink::new(dir.clone(), engine.clone(), trimmer.clone(), chunks.clone());
+        let writer = match Writer::start(
+            policy,
+            QueueLimits::default(),
+            sink,
+            guard.clone(),
+            read_only.clone(),
+        ) {
             Ok(writer) => writer,
             Err(error) => {
                 trimmer.stop(Some(trim_thread));
                 return Err(error);
             }
         };
-        info!(target: log::GENERAL, dir = %dir.display(), %policy, "store opened");
+        match &read_only {
+            None => info!(target: log::GENERAL, dir = %dir.display(), %policy, "store opened"),
+            Some(reason) => {
+                error!(target: log::ERROR, dir = %dir.display(), %policy, %reason, "store opened read-only");
+            }
+        }
         Ok(FjallStorage {
             dir,
-            open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
+            open: engine,
+            guard,
             writer,
             trimmer,
             chunks,
             trim_thread: Mutex::new(Some(trim_thread)),
         })
+    }
+
+    /// The guard of the data directory (its reserve and identity), shared with the
+    /// blob store beside it.
+    pub fn guard(&self) -> Option<Arc<DiskGuard>> {
+        self.guard.clone()
     }
 
     /// Runs `work` on the open database, or fails if the store was closed.
@@ -257,6 +319,15 @@ impl Storage for FjallStorage {
 
     fn syncs(&self) -> u64 {
         self.writer.syncs()
+    }
+
+    fn health(&self) -> WriterHealth {
+        let mut health = self.writer.health();
+        if let Some(gone) = self.guard.as_ref().and_then(|guard| guard.gone()) {
+            health.refusing = Some(gone);
+        }
+        health.disk_full_refusals = self.guard.as_ref().map_or(0, |guard| guard.refusals());
+        health
     }
 
     fn close(&self, next_seqs: &[(LogKind, String, u64)]) {
