@@ -366,3 +366,76 @@ async fn a_deleted_data_directory_is_noticed_and_writes_are_refused() {
         stop(&mut server);
     }
 }
+
+/// Bodies kept on disk, by counting the blob directory's body files.
+fn stored_bodies(data: &Path) -> usize {
+    std::fs::read_dir(data.join("blobs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name != "spool" && !name.ends_with(".sha256")
+        })
+        .count()
+}
+
+async fn upload(client: &Client, channel: &str, len: usize) -> Result<u64, Option<ErrorCode>> {
+    let body = vec![9u8; len];
+    client
+        .publish(channel, Payload::default())
+        .stream_from(&body[..], len as u64)
+        .await
+        .map(|ack| ack.seq)
+        .map_err(|e| e.code())
+}
+
+/// Finding 4: retention counts streamed bodies: a channel's `max_total_bytes` removes
+/// the oldest streamed messages (and their files), and the server's `--max-blob-bytes`
+/// refuses new uploads with STORAGE_FULL once the bodies on disk would pass it, until
+/// some are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_counts_streamed_bodies_per_channel_and_in_total() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let log = parent.path().join("serve.log");
+    let (mut server, addr) = serve(&data, &log, &["--max-blob-bytes", "5MiB"]);
+    let client = connect(&addr, "uploader").await;
+    let small = ChannelOptions {
+        max_total_bytes: Some(3 << 20),
+        ..ChannelOptions::default()
+    };
+    client.create_channel("small", small).await.unwrap();
+    for _ in 0..3 {
+        upload(&client, "small", 2 << 20).await.unwrap();
+    }
+    // 6 MiB uploaded to a channel keeping 3 MiB: one 2 MiB body is left.
+    let kept = client.get_messages("small", Since::All, None).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(stored_bodies(&data), 1);
+
+    client
+        .create_channel("big", ChannelOptions::default())
+        .await
+        .unwrap();
+    upload(&client, "big", 2 << 20).await.unwrap();
+    // 4 MiB stored; 2 MiB more would pass the 5 MiB budget.
+    assert_eq!(
+        upload(&client, "big", 2 << 20).await,
+        Err(Some(ErrorCode::StorageFull))
+    );
+    assert_eq!(stat(&client, "blob_bytes").await, 4 << 20);
+    // A body that fits is taken.
+    upload(&client, "big", 1 << 20).await.unwrap();
+    stop(&mut server);
+
+    // The budget counts what is on disk after a restart too.
+    let (mut server, addr) = serve(&data, &log, &["--max-blob-bytes", "5MiB"]);
+    let client = connect(&addr, "uploader").await;
+    assert_eq!(stat(&client, "blob_bytes").await, 5 << 20);
+    assert_eq!(
+        upload(&client, "big", 1 << 20).await,
+        Err(Some(ErrorCode::StorageFull))
+    );
+    stop(&mut server);
+}
