@@ -168,6 +168,9 @@ fn refuse(message: &str) -> ! {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Salvage a data directory the server cannot open (stop the server first): intact
+    /// records go to a fresh store, the damaged one is moved to DIR.damaged-<time>.
+    Repair(RepairArgs),
     /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
     /// token in --token-file).
     Stop(ClientOptions),
@@ -223,7 +226,7 @@ impl Command {
     /// The client options given with the command; `None` for `serve`.
     pub fn client_options_mut(&mut self) -> Option<&mut ClientOptions> {
         Some(match self {
-            Command::Serve(_) => return None,
+            Command::Serve(_) | Command::Repair(_) => return None,
             Command::Stop(client)
             | Command::Whoami(client)
             | Command::Clients(client)
@@ -335,6 +338,21 @@ pub struct ServeArgs {
     /// messages and latency on 2 cores, worse for fan-out to many connections).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The data directory to repair.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "switchboard-data",
+        env = "SWITCHBOARD_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `10GiB`, `500MB`, `4096`: a size in bytes.

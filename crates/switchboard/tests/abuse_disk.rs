@@ -410,7 +410,10 @@ async fn retention_counts_streamed_bodies_per_channel_and_in_total() {
         upload(&client, "small", 2 << 20).await.unwrap();
     }
     // 6 MiB uploaded to a channel keeping 3 MiB: one 2 MiB body is left.
-    let kept = client.get_messages("small", Since::All, None).await.unwrap();
+    let kept = client
+        .get_messages("small", Since::All, None)
+        .await
+        .unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(stored_bodies(&data), 1);
 
@@ -437,5 +440,90 @@ async fn retention_counts_streamed_bodies_per_channel_and_in_total() {
         upload(&client, "big", 1 << 20).await,
         Err(Some(ErrorCode::StorageFull))
     );
+    stop(&mut server);
+}
+
+/// Flips a byte inside `needle` in every journal file under `dir`; how many it changed.
+fn flip_in_journals(dir: &Path, needle: &[u8]) -> usize {
+    let mut changed = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "jnl") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                    bytes[at + needle.len() - 1] ^= 0x20;
+                    std::fs::write(&path, bytes).unwrap();
+                    changed += 1;
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Finding 9: one flipped byte in the journal makes the server refuse the store;
+/// `switchboard repair` keeps every intact message, moves the damaged store aside and
+/// reports what was kept and lost, and the server then opens the repaired store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_salvages_every_intact_message_of_a_damaged_store() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let log = parent.path().join("serve.log");
+    let (mut server, addr) = serve(&data, &log, &["--sync", "always"]);
+    let client = connect(&addr, "writer").await;
+    create(&client).await;
+    for i in 1..=50 {
+        publish(&client, &format!("message {i:02}")).await.unwrap();
+    }
+    stop(&mut server);
+
+    assert!(flip_in_journals(&data, b"message 25") > 0);
+    let refused = Command::new(support::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "the damaged store was opened");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("cannot open the store"), "{why}");
+
+    let repaired = Command::new(support::BIN)
+        .args(["repair", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&repaired.stdout).unwrap();
+    let channel = &report["channels"][0];
+    assert_eq!(channel["name"], "disk");
+    assert_eq!(channel["kept"], 49, "{report}");
+    assert_eq!(channel["lost"], 1, "{report}");
+    let damaged = PathBuf::from(report["damaged_dir"].as_str().unwrap());
+    assert!(damaged.is_dir(), "the damaged store was not kept aside");
+
+    let (mut server, addr) = serve(&data, &log, &[]);
+    let client = connect(&addr, "reader").await;
+    let stored = history(&client).await;
+    let expected: Vec<String> = (1..=50)
+        .filter(|&i| i != 25)
+        .map(|i| format!("message {i:02}"))
+        .collect();
+    assert_eq!(stored, expected);
+    // Numbering goes on after the newest salvaged message.
+    assert_eq!(publish(&client, "after").await, Ok(51));
     stop(&mut server);
 }

@@ -6,6 +6,7 @@
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
 
 mod fjall;
+mod repair;
 mod space;
 mod writer;
 
@@ -18,6 +19,7 @@ use switchboard_proto::packet::{ChannelOptions, Durability, Message};
 use crate::hub::message::StoredMessage;
 
 pub use fjall::{FjallStorage, StoreOptions};
+pub use repair::{LogReport, RepairReport, repair};
 pub use space::{DiskGuard, DiskReserve, Space, SpaceProbe, human_bytes};
 pub use writer::WriterHealth as StoreHealth;
 
