@@ -4,12 +4,12 @@
 //!
 //! Checks are cheap: the free-space figure is cached and refreshed only when it is older
 //! than [`REFRESH_EVERY`] or when more than [`REFRESH_BYTES`] were admitted since, so a
-//! publish costs a lock and a clock read, not a system call. The directory's identity is
+//! publish costs a few atomic operations and a clock read, not a system call nor a lock. The directory's identity is
 //! checked with the same refresh, and on demand by the storage writer after each sync.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -151,21 +151,25 @@ impl Identity {
     }
 }
 
-/// The cached figure and what was admitted since it was taken.
-struct Cached {
-    space: Space,
-    taken: Instant,
-    admitted: u64,
-}
-
 /// Guards one data directory: its free space against the reserve, and its identity.
+///
+/// The admission path takes no lock: the figure, its age and what was admitted on it are
+/// atomics, and one caller at a time refreshes them.
 pub struct DiskGuard {
     dir: PathBuf,
     reserve: DiskReserve,
     probe: SpaceProbe,
-    cached: Mutex<Cached>,
+    /// When the guard was made: figure ages are counted from here, in milliseconds.
+    epoch: Instant,
+    available: AtomicU64,
+    total: AtomicU64,
+    taken_ms: AtomicU64,
+    /// Bytes admitted since the figure was taken.
+    admitted: AtomicU64,
+    refreshing: AtomicBool,
     identity: Option<Identity>,
     /// Set once the directory was found gone or replaced (for good: its contents are lost).
+    is_gone: AtomicBool,
     gone: Mutex<Option<String>>,
     refused: AtomicU64,
 }
@@ -206,20 +210,26 @@ impl DiskGuard {
             dir: dir.to_owned(),
             reserve,
             probe,
-            cached: Mutex::new(Cached {
-                space,
-                taken: Instant::now(),
-                admitted: 0,
-            }),
+            epoch: Instant::now(),
+            available: AtomicU64::new(space.available),
+            total: AtomicU64::new(space.total),
+            taken_ms: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            refreshing: AtomicBool::new(false),
             identity,
+            is_gone: AtomicBool::new(false),
             gone: Mutex::new(None),
             refused: AtomicU64::new(0),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The reserve in bytes on this volume.
     pub fn reserve_bytes(&self) -> u64 {
-        self.reserve.bytes(self.cached.lock().space.total)
+        self.reserve.bytes(self.total.load(Ordering::Relaxed))
     }
 
     /// Writes of `incoming` bytes refused by the reserve so far.
@@ -227,22 +237,41 @@ impl DiskGuard {
         self.refused.load(Ordering::Relaxed)
     }
 
+    fn gone_error(&self) -> StorageError {
+        let reason = self.gone.lock().clone().unwrap_or_default();
+        StorageError::unavailable(reason)
+    }
+
     /// Admits a write of `incoming` bytes, or refuses it when it would leave less than
     /// the reserve free (or the directory is gone).
     pub fn admit(&self, incoming: u64) -> Result<(), StorageError> {
-        if let Some(reason) = self.gone.lock().clone() {
-            return Err(StorageError::unavailable(reason));
+        if self.is_gone.load(Ordering::Acquire) {
+            return Err(self.gone_error());
         }
-        let mut cached = self.cached.lock();
-        if cached.taken.elapsed() >= REFRESH_EVERY || cached.admitted >= REFRESH_BYTES {
-            drop(cached);
-            self.refresh()?;
-            cached = self.cached.lock();
+        let stale = self
+            .now_ms()
+            .saturating_sub(self.taken_ms.load(Ordering::Relaxed))
+            >= REFRESH_EVERY.as_millis() as u64
+            || self.admitted.load(Ordering::Relaxed) >= REFRESH_BYTES;
+        // One caller refreshes; the others go on with the figure they have.
+        if stale
+            && self
+                .refreshing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let refreshed = self.refresh();
+            self.refreshing.store(false, Ordering::Release);
+            refreshed?;
         }
-        let reserve = self.reserve.bytes(cached.space.total);
-        let left = cached.space.available.saturating_sub(cached.admitted);
+        let reserve = self.reserve.bytes(self.total.load(Ordering::Relaxed));
+        let before = self.admitted.fetch_add(incoming, Ordering::AcqRel);
+        let left = self
+            .available
+            .load(Ordering::Relaxed)
+            .saturating_sub(before);
         if left.saturating_sub(incoming) < reserve {
-            drop(cached);
+            self.admitted.fetch_sub(incoming, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(StorageError::disk_full(format!(
                 "the data volume has {} free, under the reserve of {}",
@@ -250,7 +279,6 @@ impl DiskGuard {
                 human_bytes(reserve)
             )));
         }
-        cached.admitted = cached.admitted.saturating_add(incoming);
         Ok(())
     }
 
@@ -259,11 +287,10 @@ impl DiskGuard {
         self.check_identity()?;
         match (self.probe)(&self.dir) {
             Ok(space) => {
-                *self.cached.lock() = Cached {
-                    space,
-                    taken: Instant::now(),
-                    admitted: 0,
-                };
+                self.available.store(space.available, Ordering::Relaxed);
+                self.total.store(space.total, Ordering::Relaxed);
+                self.admitted.store(0, Ordering::Release);
+                self.taken_ms.store(self.now_ms(), Ordering::Release);
             }
             Err(e) => {
                 // The figure stays as it was; the identity check above catches a vanished
@@ -278,12 +305,12 @@ impl DiskGuard {
     /// one opened: the store may take writes again.
     pub fn has_room(&self) -> Result<(), StorageError> {
         self.refresh()?;
-        let cached = self.cached.lock();
-        let reserve = self.reserve.bytes(cached.space.total);
-        if cached.space.available < reserve {
+        let available = self.available.load(Ordering::Relaxed);
+        let reserve = self.reserve_bytes();
+        if available < reserve {
             return Err(StorageError::disk_full(format!(
                 "the data volume has {} free, under the reserve of {}",
-                human_bytes(cached.space.available),
+                human_bytes(available),
                 human_bytes(reserve)
             )));
         }
@@ -293,8 +320,8 @@ impl DiskGuard {
     /// Checks that the data directory is still the one opened; once it is not, every
     /// later check fails too.
     pub fn check_identity(&self) -> Result<(), StorageError> {
-        if let Some(reason) = self.gone.lock().clone() {
-            return Err(StorageError::unavailable(reason));
+        if self.is_gone.load(Ordering::Acquire) {
+            return Err(self.gone_error());
         }
         let Some(expected) = &self.identity else {
             return Ok(());
@@ -311,6 +338,7 @@ impl DiskGuard {
         );
         error!(target: log::ERROR, dir = %self.dir.display(), "{reason}");
         *self.gone.lock() = Some(reason.clone());
+        self.is_gone.store(true, Ordering::Release);
         Err(StorageError::unavailable(reason))
     }
 
