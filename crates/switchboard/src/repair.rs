@@ -14,6 +14,8 @@ pub fn run(args: &RepairArgs) -> Result<()> {
         .with_context(|| format!("cannot repair {}", dir.display()))?;
     if args.json {
         println!("{}", as_json(&args.data_dir, &report));
+    } else if report.intact {
+        println!("{} is intact: nothing to repair", dir.display());
     } else {
         print_text(&args.data_dir, &report);
     }
@@ -34,7 +36,8 @@ fn log_json(log: &LogReport) -> serde_json::Value {
 fn as_json(dir: &std::path::Path, report: &RepairReport) -> serde_json::Value {
     json!({
         "data_dir": dir.display().to_string(),
-        "damaged_dir": report.damaged_dir.display().to_string(),
+        "intact": report.intact,
+        "damaged_dir": (!report.intact).then(|| report.damaged_dir.display().to_string()),
         "files_scanned": report.files_scanned,
         "damaged_frames": report.damaged_frames,
         "channels": report.channels.iter().map(log_json).collect::<Vec<_>>(),

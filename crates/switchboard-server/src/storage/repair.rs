@@ -5,6 +5,8 @@
 //! pass, moves the damaged directory aside (`DIR.damaged-<unix time>`), writes a fresh
 //! store with what was found and moves the streamed bodies over.
 //!
+//! Everything salvaged is held in memory until the fresh store is written.
+//!
 //! What comes back: channels (their options), groups, member lists and messages whose
 //! frames are intact. What does not: the sequence counters (raw numbers, not frames: a
 //! history continues after its newest salvaged message), messages in damaged frames, and
@@ -29,6 +31,8 @@ use crate::hub::message::StoredMessage;
 /// What a repair kept and lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
+    /// The store opened and read back without a damaged record: nothing was changed.
+    pub intact: bool,
     /// Where the damaged directory was moved.
     pub damaged_dir: PathBuf,
     pub files_scanned: u64,
@@ -189,7 +193,21 @@ fn check_not_in_use(_dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Salvages the store in `dir`: see the module documentation.
+/// Whether the store opens and reads back without a damaged record.
+fn store_is_intact(dir: &Path) -> bool {
+    let options = StoreOptions { reserve: None };
+    let Ok(store) = FjallStorage::open_with(dir, SyncPolicy::Never, options) else {
+        return false;
+    };
+    let intact = store
+        .load()
+        .is_ok_and(|snapshot| snapshot.corrupt_records == 0);
+    store.close(&[]);
+    intact
+}
+
+/// Salvages the store in `dir` (see the module documentation); a store that opens and
+/// reads back whole is left as it is.
 pub fn repair(dir: &Path) -> Result<RepairReport, StorageError> {
     if !dir.is_dir() {
         return Err(StorageError(format!(
@@ -198,12 +216,20 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StorageError> {
         )));
     }
     check_not_in_use(dir)?;
+    // Scanned before the database opens the files, since opening may change them (a
+    // torn journal tail is cut off).
     let mut salvage = Salvage::default();
     let files = files(dir)?;
     for path in &files {
         let bytes = std::fs::read(path)
             .map_err(|e| StorageError(format!("cannot read {}: {e}", path.display())))?;
         salvage.scan(&bytes);
+    }
+    if store_is_intact(dir) {
+        return Ok(RepairReport {
+            intact: true,
+            ..RepairReport::default()
+        });
     }
 
     let stamp = SystemTime::now()

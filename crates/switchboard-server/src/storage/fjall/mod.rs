@@ -644,4 +644,19 @@ mod tests {
         let lost: Vec<u64> = if a.missing == 1 { vec![100] } else { vec![] };
         check_repaired(&dir, &lost);
     }
+
+    #[tokio::test]
+    async fn repair_leaves_an_intact_store_alone_and_refuses_one_in_use() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        damaged_store_fixture(&dir, false).await;
+        let report = crate::storage::repair(&dir).unwrap();
+        assert!(report.intact);
+        check_repaired(&dir, &[]);
+
+        let store = open(&dir);
+        let error = crate::storage::repair(&dir).unwrap_err();
+        assert!(error.to_string().contains("in use"), "{error}");
+        store.close(&[]);
+    }
 }
