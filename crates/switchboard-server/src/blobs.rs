@@ -154,7 +154,7 @@ impl BlobStore {
     /// Takes `len` bytes of the budget for a new upload, or refuses it.
     fn reserve(&self, len: u64) -> Result<(), BlobError> {
         if let Some(guard) = &self.guard
-            && let Err(error) = guard.admit(len)
+            && let Err(error) = guard.admit_upload(len)
         {
             return Err(if error.is_disk_full() {
                 BlobError::Full(error.0)
@@ -163,7 +163,8 @@ impl BlobStore {
             });
         }
         let max = self.max_bytes.unwrap_or(u64::MAX);
-        self.budget
+        let over_budget = self
+            .budget
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(len).filter(|&total| total <= max)
@@ -176,7 +177,13 @@ impl BlobStore {
                     human_bytes(len),
                     human_bytes(max)
                 ))
-            })
+            });
+        if over_budget.is_err()
+            && let Some(guard) = &self.guard
+        {
+            guard.abandoned(len);
+        }
+        over_budget
     }
 
     /// A blob directory of its own in the system's temporary directory, for a server
@@ -216,6 +223,7 @@ impl BlobStore {
             written: 0,
             expected,
             held,
+            guard: self.guard.clone(),
         })
     }
 
@@ -331,6 +339,8 @@ pub struct Upload {
     written: u64,
     expected: u64,
     held: Held,
+    /// Told of the announced bytes as they arrive, and of those that never will.
+    guard: Option<Arc<DiskGuard>>,
 }
 
 /// Bytes of the budget held by an upload or a blob, given back when it is dropped (for a
@@ -370,6 +380,9 @@ impl Upload {
             )));
         };
         file.write_all(data).await?;
+        if let Some(guard) = &self.guard {
+            guard.received(data.len() as u64);
+        }
         self.hasher.update(data);
         self.written = written;
         Ok(())
@@ -380,6 +393,9 @@ impl Drop for Upload {
     fn drop(&mut self) {
         remove_spooled(&self.path);
         self.held.give_back();
+        if let Some(guard) = &self.guard {
+            guard.abandoned(self.expected.saturating_sub(self.written));
+        }
     }
 }
 

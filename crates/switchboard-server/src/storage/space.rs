@@ -166,6 +166,9 @@ pub struct DiskGuard {
     taken_ms: AtomicU64,
     /// Bytes admitted since the figure was taken.
     admitted: AtomicU64,
+    /// Bytes announced by uploads in progress and not yet received: they will land
+    /// whatever the next figure says, so they count until they do.
+    pending: AtomicU64,
     refreshing: AtomicBool,
     identity: Option<Identity>,
     /// Set once the directory was found gone or replaced (for good: its contents are lost).
@@ -215,6 +218,7 @@ impl DiskGuard {
             total: AtomicU64::new(space.total),
             taken_ms: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
             identity,
             is_gone: AtomicBool::new(false),
@@ -245,6 +249,27 @@ impl DiskGuard {
     /// Admits a write of `incoming` bytes, or refuses it when it would leave less than
     /// the reserve free (or the directory is gone).
     pub fn admit(&self, incoming: u64) -> Result<(), StorageError> {
+        self.admit_into(incoming, &self.admitted)
+    }
+
+    /// Admits an upload announcing `len` bytes: they count against the free space until
+    /// they arrive ([`DiskGuard::received`]) or the upload ends ([`DiskGuard::abandoned`]).
+    pub fn admit_upload(&self, len: u64) -> Result<(), StorageError> {
+        self.admit_into(len, &self.pending)
+    }
+
+    /// `bytes` of an admitted upload were written.
+    pub fn received(&self, bytes: u64) {
+        saturating_sub(&self.pending, bytes);
+        self.admitted.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// An admitted upload ended with `bytes` of it never received.
+    pub fn abandoned(&self, bytes: u64) {
+        saturating_sub(&self.pending, bytes);
+    }
+
+    fn admit_into(&self, incoming: u64, counter: &AtomicU64) -> Result<(), StorageError> {
         if self.is_gone.load(Ordering::Acquire) {
             return Err(self.gone_error());
         }
@@ -265,17 +290,18 @@ impl DiskGuard {
             refreshed?;
         }
         let reserve = self.reserve.bytes(self.total.load(Ordering::Relaxed));
-        let before = self.admitted.fetch_add(incoming, Ordering::AcqRel);
-        let left = self
-            .available
-            .load(Ordering::Relaxed)
-            .saturating_sub(before);
-        if left.saturating_sub(incoming) < reserve {
-            self.admitted.fetch_sub(incoming, Ordering::AcqRel);
+        counter.fetch_add(incoming, Ordering::AcqRel);
+        let used = self
+            .admitted
+            .load(Ordering::Acquire)
+            .saturating_add(self.pending.load(Ordering::Acquire));
+        let left = self.available.load(Ordering::Relaxed).saturating_sub(used);
+        if left < reserve {
+            saturating_sub(counter, incoming);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(StorageError::disk_full(format!(
                 "the data volume has {} free, under the reserve of {}",
-                human_bytes(left),
+                human_bytes(left.saturating_add(incoming)),
                 human_bytes(reserve)
             )));
         }
@@ -305,7 +331,10 @@ impl DiskGuard {
     /// one opened: the store may take writes again.
     pub fn has_room(&self) -> Result<(), StorageError> {
         self.refresh()?;
-        let available = self.available.load(Ordering::Relaxed);
+        let available = self
+            .available
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.pending.load(Ordering::Acquire));
         let reserve = self.reserve_bytes();
         if available < reserve {
             return Err(StorageError::disk_full(format!(
@@ -346,6 +375,12 @@ impl DiskGuard {
     pub fn gone(&self) -> Option<String> {
         self.gone.lock().clone()
     }
+}
+
+fn saturating_sub(counter: &AtomicU64, bytes: u64) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
+        Some(value.saturating_sub(bytes))
+    });
 }
 
 /// Writes a fresh random id in the directory's identity file.
@@ -428,6 +463,30 @@ mod tests {
         guard.admit(5_000_000).unwrap();
         available.store(500_000, Ordering::SeqCst);
         assert!(guard.has_room().unwrap_err().is_disk_full());
+    }
+
+    #[test]
+    fn announced_upload_bytes_count_until_they_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let available = Arc::new(AtomicU64::new(10_000_000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let guard = DiskGuard::with_probe(
+            dir.path(),
+            DiskReserve::Bytes(1_000_000),
+            probe(available.clone(), calls.clone()),
+        );
+        guard.admit_upload(6_000_000).unwrap();
+        // A fresh figure does not see the upload's bytes yet; they still count.
+        guard.refresh().unwrap();
+        assert!(guard.admit_upload(4_000_000).unwrap_err().is_disk_full());
+        assert!(guard.admit(4_000_000).unwrap_err().is_disk_full());
+        // Half arrived (and the volume says so); the rest was abandoned.
+        guard.received(3_000_000);
+        available.store(7_000_000, Ordering::SeqCst);
+        guard.abandoned(3_000_000);
+        guard.refresh().unwrap();
+        guard.admit_upload(5_000_000).unwrap();
+        assert!(guard.admit(2_000_000).unwrap_err().is_disk_full());
     }
 
     #[test]
