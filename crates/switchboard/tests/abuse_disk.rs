@@ -261,7 +261,19 @@ async fn a_failed_write_is_logged_and_recovered_from_without_a_restart() {
     // Every acknowledged message the failure left unwritten is logged with its seq.
     let unwritten = stat(&client, "store_unwritten_messages").await;
     assert!(unwritten >= 1);
-    let text = log_text(&log);
+    // The lines are written as the failure is handled; give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = log_text(&log);
+        let count = text
+            .lines()
+            .filter(|line| line.contains("ERROR") && line.contains("message not on disk"))
+            .count() as u64;
+        if count >= unwritten || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let logged: Vec<&str> = text
         .lines()
         .filter(|line| line.contains("ERROR") && line.contains("message not on disk"))

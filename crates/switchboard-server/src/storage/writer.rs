@@ -525,27 +525,29 @@ fn sync(shared: &Shared, sink: &mut impl Sink, done: &mut Done) -> Result<(), St
 fn fail(shared: &Shared, done: &mut Done, error: &StorageError) -> Vec<Vec<Op>> {
     shared.failures.fetch_add(1, Ordering::Relaxed);
     error!(target: log::ERROR, %error, synced = done.synced, "writing to the store failed; refusing durable writes until it recovers");
+    let is_message = |op: &&Op| matches!(op, Op::Append { .. });
+    let mut kept = std::mem::take(&mut done.unsynced);
     let mut queue = shared.queue.lock();
-    queue.failed = Some(error.0.clone());
     let queued = std::mem::take(&mut queue.ops);
     queue.bytes = 0;
-    drop(queue);
-    shared.room.notify_all();
-    let mut kept = std::mem::take(&mut done.unsynced);
     if !queued.is_empty() {
         kept.push(queued);
     }
+    // Counted before anyone can see the store refuse writes, so that STATS never shows
+    // the failure without what it left unwritten.
+    let unwritten = kept.iter().flatten().filter(is_message).count() as u64;
+    shared.unwritten.fetch_add(unwritten, Ordering::Relaxed);
+    queue.failed = Some(error.0.clone());
+    drop(queue);
+    shared.room.notify_all();
     if std::mem::take(&mut done.unsynced_partial) {
         error!(target: log::ERROR, "some messages written since the last sync were not kept in memory and may be lost");
     }
-    let mut unwritten = 0;
     for op in kept.iter().flatten() {
         if let Op::Append { kind, log, seq, .. } = op {
-            unwritten += 1;
             error!(target: log::ERROR, kind = kind_name(*kind), log = %log, seq, "message not on disk after the failure: kept in memory and written again once the store recovers; lost if the server stops first");
         }
     }
-    shared.unwritten.fetch_add(unwritten, Ordering::Relaxed);
     done.unsynced_bytes = 0;
     // Waiting publishes hear of the failure once what it left unwritten is logged.
     shared
