@@ -54,6 +54,12 @@ pub enum ErrorCode {
     LimitReached,
     /// A streamed body was broken off or its digest did not match.
     StreamAborted,
+    /// The data volume is too full to take the write (under the disk reserve, or a
+    /// byte budget for stored bodies is used up); it may succeed once space is freed.
+    StorageFull,
+    /// The store takes no durable writes for now (it failed and is recovering, started
+    /// read-only, or lost its data directory); reads still work.
+    StorageUnavailable,
     /// The server failed in a way that is not the caller's fault.
     Internal,
     /// The client closed the session normally.
@@ -89,6 +95,8 @@ impl ErrorCode {
             ErrorCode::Rejected => 108,
             ErrorCode::LimitReached => 109,
             ErrorCode::StreamAborted => 110,
+            ErrorCode::StorageFull => 120,
+            ErrorCode::StorageUnavailable => 121,
             ErrorCode::Internal => 500,
             ErrorCode::Other(code) => code,
         }
@@ -120,6 +128,8 @@ impl ErrorCode {
             108 => ErrorCode::Rejected,
             109 => ErrorCode::LimitReached,
             110 => ErrorCode::StreamAborted,
+            120 => ErrorCode::StorageFull,
+            121 => ErrorCode::StorageUnavailable,
             500 => ErrorCode::Internal,
             other => ErrorCode::Other(other),
         }
@@ -151,6 +161,8 @@ impl ErrorCode {
             ErrorCode::Rejected => "REJECTED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::StreamAborted => "STREAM_ABORTED",
+            ErrorCode::StorageFull => "STORAGE_FULL",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Other(_) => "UNKNOWN",
         }

@@ -12,8 +12,16 @@
 //!
 //! An upload becomes visible only by a rename after its length and digest were checked,
 //! so a broken transfer never leaves a half-stored body behind.
+//!
+//! Space: an upload is refused when it opens, knowing its announced length, if it would
+//! leave less than the disk reserve free (the data directory's [`DiskGuard`]), or if the
+//! bodies on disk and those being received would pass the server's budget for bodies
+//! (`max_blob_bytes`: new uploads are refused, nothing stored is removed for them).
+//! Bodies count against that budget from the moment their upload opens until their file
+//! is deleted.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
@@ -22,6 +30,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::log;
+use crate::storage::{DiskGuard, human_bytes};
 
 /// Length of a body digest.
 pub const DIGEST_LEN: usize = 32;
@@ -42,6 +51,29 @@ pub enum BlobError {
     WrongLength { expected: u64, got: u64 },
     #[error("the SHA-256 of the body does not match the digest sent")]
     DigestMismatch,
+    /// The data volume or the budget for bodies has no room for it.
+    #[error("cannot store the body: {0}")]
+    Full(String),
+    /// The data directory is gone.
+    #[error("cannot store the body: {0}")]
+    Unavailable(String),
+}
+
+/// Bytes of bodies on disk or being received, shared with every upload and blob so that
+/// each gives its bytes back when its file goes.
+#[derive(Debug, Default)]
+struct Budget {
+    used: AtomicU64,
+}
+
+impl Budget {
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
 }
 
 /// Where blobs live, and whether they outlive the server.
@@ -53,6 +85,10 @@ pub struct BlobStore {
     /// deletes them only when their message is trimmed.
     durable: bool,
     next_upload: AtomicU64,
+    guard: Option<Arc<DiskGuard>>,
+    /// Most bytes of bodies on disk and being received (`None`: no budget).
+    max_bytes: Option<u64>,
+    budget: Arc<Budget>,
 }
 
 impl BlobStore {
@@ -74,12 +110,80 @@ impl BlobStore {
         if leftovers > 0 {
             info!(target: log::GENERAL, leftovers, "removed incomplete uploads");
         }
+        let mut stored = 0;
+        for entry in std::fs::read_dir(&dir).map_err(dir_error(&dir))? {
+            let Ok(entry) = entry else { continue };
+            let digest = entry.file_name().to_string_lossy().ends_with(".sha256");
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+                && !digest
+            {
+                stored += meta.len();
+            }
+        }
         Ok(BlobStore {
             dir,
             spool,
             durable,
             next_upload: AtomicU64::new(1),
+            guard: None,
+            max_bytes: None,
+            budget: Arc::new(Budget {
+                used: AtomicU64::new(stored),
+            }),
         })
+    }
+
+    /// Admits uploads against the data directory's disk reserve.
+    pub fn with_guard(mut self, guard: Option<Arc<DiskGuard>>) -> BlobStore {
+        self.guard = guard;
+        self
+    }
+
+    /// Refuses uploads that would bring the bodies kept over `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: Option<u64>) -> BlobStore {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Bytes of bodies on disk and being received.
+    pub fn bytes_used(&self) -> u64 {
+        self.budget.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `len` bytes of the budget for a new upload, or refuses it.
+    fn reserve(&self, len: u64) -> Result<(), BlobError> {
+        if let Some(guard) = &self.guard
+            && let Err(error) = guard.admit_upload(len)
+        {
+            return Err(if error.is_disk_full() {
+                BlobError::Full(error.0)
+            } else {
+                BlobError::Unavailable(error.0)
+            });
+        }
+        let max = self.max_bytes.unwrap_or(u64::MAX);
+        let over_budget = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(len).filter(|&total| total <= max)
+            })
+            .map(drop)
+            .map_err(|used| {
+                BlobError::Full(format!(
+                    "the stored bodies ({}) and this one ({}) would pass the server's budget for bodies of {}",
+                    human_bytes(used),
+                    human_bytes(len),
+                    human_bytes(max)
+                ))
+            });
+        if over_budget.is_err()
+            && let Some(guard) = &self.guard
+        {
+            guard.abandoned(len);
+        }
+        over_budget
     }
 
     /// A blob directory of its own in the system's temporary directory, for a server
@@ -104,6 +208,11 @@ impl BlobStore {
 
     /// Starts receiving a body of `expected` bytes.
     pub async fn begin(&self, expected: u64) -> Result<Upload, BlobError> {
+        self.reserve(expected)?;
+        let held = Held {
+            budget: self.budget.clone(),
+            bytes: expected,
+        };
         let n = self.next_upload.fetch_add(1, Ordering::Relaxed);
         let path = self.spool.join(n.to_string());
         let file = tokio::fs::File::create(&path).await?;
@@ -113,6 +222,8 @@ impl BlobStore {
             hasher: Sha256::new(),
             written: 0,
             expected,
+            held,
+            guard: self.guard.clone(),
         })
     }
 
@@ -152,6 +263,7 @@ impl BlobStore {
             digest_path: None,
             len: upload.expected,
             digest: *digest,
+            held: upload.held.take(),
         };
         let digest_path = verified
             .digest_path
@@ -182,6 +294,7 @@ impl BlobStore {
             len: verified.len,
             digest: verified.digest,
             delete_on_drop: AtomicBool::new(!self.durable),
+            held: verified.held.take(),
         })
     }
 
@@ -201,6 +314,11 @@ impl BlobStore {
             len,
             digest,
             delete_on_drop: AtomicBool::new(!self.durable),
+            // Counted when the store opened, by the size of its file.
+            held: Held {
+                budget: self.budget.clone(),
+                bytes: actual_len,
+            },
         })
     }
 
@@ -220,6 +338,31 @@ pub struct Upload {
     hasher: Sha256,
     written: u64,
     expected: u64,
+    held: Held,
+    /// Told of the announced bytes as they arrive, and of those that never will.
+    guard: Option<Arc<DiskGuard>>,
+}
+
+/// Bytes of the budget held by an upload or a blob, given back when it is dropped (for a
+/// blob: only when its file is deleted).
+#[derive(Debug)]
+struct Held {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Held {
+    /// Moves the bytes to a new owner; this one then gives nothing back.
+    fn take(&mut self) -> Held {
+        Held {
+            budget: self.budget.clone(),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+
+    fn give_back(&mut self) {
+        self.budget.release(std::mem::take(&mut self.bytes));
+    }
 }
 
 impl Upload {
@@ -237,6 +380,9 @@ impl Upload {
             )));
         };
         file.write_all(data).await?;
+        if let Some(guard) = &self.guard {
+            guard.received(data.len() as u64);
+        }
         self.hasher.update(data);
         self.written = written;
         Ok(())
@@ -246,6 +392,10 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         remove_spooled(&self.path);
+        self.held.give_back();
+        if let Some(guard) = &self.guard {
+            guard.abandoned(self.expected.saturating_sub(self.written));
+        }
     }
 }
 
@@ -259,6 +409,7 @@ pub struct Verified {
     digest_path: Option<PathBuf>,
     len: u64,
     digest: [u8; DIGEST_LEN],
+    held: Held,
 }
 
 impl Verified {
@@ -273,6 +424,7 @@ impl Drop for Verified {
         if let Some(path) = &self.digest_path {
             remove_spooled(path);
         }
+        self.held.give_back();
     }
 }
 
@@ -291,6 +443,7 @@ pub struct Blob {
     len: u64,
     digest: [u8; DIGEST_LEN],
     delete_on_drop: AtomicBool,
+    held: Held,
 }
 
 impl Blob {
@@ -317,6 +470,7 @@ impl Drop for Blob {
         if self.delete_on_drop.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(&self.digest_path);
+            self.held.give_back();
         }
     }
 }

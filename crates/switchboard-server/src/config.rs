@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::storage::SyncPolicy;
+use crate::storage::{DiskReserve, SyncPolicy};
 
 /// Everything a server can be told. `ServerConfig::default()` is what `switchboard serve`
 /// runs with when given no options.
@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// When the store syncs to disk (with a data directory).
     pub sync: SyncPolicy,
+    /// Free space durable writes and uploads must leave on the data volume.
+    pub disk_reserve: DiskReserve,
+    /// Most bytes of streamed bodies kept on disk (and being received); new uploads
+    /// past it are refused. `None`: bounded by the disk reserve only.
+    pub max_blob_bytes: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +85,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             data_dir: None,
             sync: SyncPolicy::default(),
+            disk_reserve: DiskReserve::default(),
+            max_blob_bytes: None,
         }
     }
 }

@@ -43,8 +43,9 @@ pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};
 pub use hub::message::StoredMessage;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use storage::{
-    FjallStorage, GroupSnapshot, LogKind, LogSnapshot, MemoryStorage, Snapshot, Storage,
-    StorageError, SyncFuture, SyncPolicy,
+    DiskGuard, DiskReserve, FjallStorage, GroupSnapshot, LogKind, LogReport, LogSnapshot,
+    MemoryStorage, RepairReport, Snapshot, Space, SpaceProbe, Storage, StorageError, StoreHealth,
+    StoreOptions, SyncFuture, SyncPolicy, repair,
 };
 
 /// Log categories, used as `tracing` targets.

@@ -17,7 +17,7 @@ use crate::error::ServerError;
 use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
-use crate::storage::{FjallStorage, MemoryStorage, Storage, SyncPolicy};
+use crate::storage::{FjallStorage, MemoryStorage, Storage, StoreOptions, SyncPolicy};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -104,9 +104,17 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        let mut guard = None;
         let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
             (Some(storage), _) => storage,
-            (None, Some(dir)) => Arc::new(FjallStorage::open(dir, config.sync)?),
+            (None, Some(dir)) => {
+                let options = StoreOptions {
+                    reserve: Some(config.disk_reserve),
+                };
+                let store = FjallStorage::open_with(dir, config.sync, options)?;
+                guard = store.guard();
+                Arc::new(store)
+            }
             (None, None) => Arc::new(MemoryStorage),
         };
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
@@ -115,7 +123,9 @@ impl ServerBuilder {
             Some(dir) => BlobStore::open(dir.join("blobs"), true),
             None => BlobStore::temporary(),
         }
-        .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?;
+        .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?
+        .with_guard(guard)
+        .with_max_bytes(config.max_blob_bytes);
         let hub = Arc::new(Hub::new(config.clone(), storage, hooks, blobs));
         hub.restore(snapshot);
 

@@ -118,9 +118,10 @@ async fn a_full_disk_refuses_publishes_clearly_and_the_server_goes_on() {
         }
     }
     let refusal = refusal.expect("a 6 MiB disk fills up before 32 MiB were stored");
+    // The disk reserve refuses before a write can fail.
     assert_eq!(
         refusal.code,
-        switchboard_proto::ErrorCode::Internal,
+        switchboard_proto::ErrorCode::StorageFull,
         "{refusal:?}"
     );
     assert!(

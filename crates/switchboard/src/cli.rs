@@ -168,6 +168,9 @@ fn refuse(message: &str) -> ! {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Salvage a data directory the server cannot open (stop the server first): intact
+    /// records go to a fresh store, the damaged one is moved to DIR.damaged-<time>.
+    Repair(RepairArgs),
     /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
     /// token in --token-file).
     Stop(ClientOptions),
@@ -223,7 +226,7 @@ impl Command {
     /// The client options given with the command; `None` for `serve`.
     pub fn client_options_mut(&mut self) -> Option<&mut ClientOptions> {
         Some(match self {
-            Command::Serve(_) => return None,
+            Command::Serve(_) | Command::Repair(_) => return None,
             Command::Stop(client)
             | Command::Whoami(client)
             | Command::Clients(client)
@@ -320,11 +323,44 @@ pub struct ServeArgs {
     /// How often `--sync interval` syncs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub sync_interval: std::time::Duration,
+    /// Free space to leave on the data volume: uploads and durable publishes that would
+    /// eat into it are refused (STORAGE_FULL) until space is freed. Bytes (`512MiB`,
+    /// `1GB`) or a percentage of the volume (`5%`). Default: 2% of the volume, at most
+    /// 1 GiB.
+    #[arg(long, value_name = "SIZE")]
+    pub disk_reserve: Option<switchboard_server::DiskReserve>,
+    /// Most bytes of streamed bodies kept on disk; new uploads past it are refused
+    /// (STORAGE_FULL). Bytes (`10GiB`). Default: bounded by the disk reserve only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_blob_bytes: Option<u64>,
     /// Threads serving connections. Default: one per CPU. Fewer leave cores to clients
     /// on the same machine (see docs/BENCHMARKS.md: one thread did better for large
     /// messages and latency on 2 cores, worse for fan-out to many connections).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The data directory to repair.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "switchboard-data",
+        env = "SWITCHBOARD_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `10GiB`, `500MB`, `4096`: a size in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    match text.parse::<switchboard_server::DiskReserve>()? {
+        switchboard_server::DiskReserve::Bytes(bytes) => Ok(bytes),
+        _ => Err(format!("{text:?} is not a size in bytes")),
+    }
 }
 
 /// The sync policies of `serve --sync`.

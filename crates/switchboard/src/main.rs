@@ -13,6 +13,7 @@ mod chat;
 mod cli;
 mod commands;
 mod output;
+mod repair;
 mod serve;
 mod since;
 
@@ -89,6 +90,7 @@ fn read_token(file: Option<&Path>, from_env: Option<String>, what: &str) -> Resu
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Repair(args) => repair::run(&args),
         mut command => {
             let ctx = client_context(&mut command)?;
             run_client(&ctx, command).await
@@ -130,7 +132,9 @@ fn client_context(command: &mut Command) -> Result<commands::Context> {
 
 async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
     match command {
-        Command::Serve(_) => anyhow::bail!("serve is not a client command"),
+        Command::Serve(_) | Command::Repair(_) => {
+            anyhow::bail!("serve and repair are not client commands")
+        }
         Command::Stop(_) => commands::session::stop(ctx).await,
         Command::Whoami(_) => commands::session::whoami(ctx).await,
         Command::Clients(_) => commands::session::clients(ctx).await,

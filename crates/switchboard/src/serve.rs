@@ -107,6 +107,8 @@ fn config_from(
         require_channel_creation: args.require_create,
         data_dir: (!args.memory).then(|| args.data_dir.clone()),
         sync,
+        disk_reserve: args.disk_reserve.unwrap_or(defaults.disk_reserve),
+        max_blob_bytes: args.max_blob_bytes,
         ..defaults
     }
 }

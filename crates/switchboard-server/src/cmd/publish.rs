@@ -116,8 +116,14 @@ impl DurableAcks {
                         ack: next.ack,
                     },
                     Err(error) => {
+                        // The store failed (and may recover), or it was closed.
+                        let code = if error.is_unavailable() {
+                            ErrorCode::StorageUnavailable
+                        } else {
+                            ErrorCode::Internal
+                        };
                         let refusal = Refusal::new(
-                            ErrorCode::Internal,
+                            code,
                             format!("the message was not made durable: {error}"),
                         );
                         Outgoing::Packet {

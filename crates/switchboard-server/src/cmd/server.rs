@@ -40,6 +40,24 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
         value: hub.store_syncs(),
     });
     stats.push(gauge("groups", hub.group_count()));
+    let health = hub.store_health();
+    stats.push(Stat {
+        name: "store_writable".into(),
+        value: u64::from(health.refusing.is_none()),
+    });
+    for (name, value) in [
+        ("store_write_failures", health.failures),
+        ("store_recoveries", health.recoveries),
+        ("store_unwritten_messages", health.unwritten_messages),
+        ("store_lost_messages", health.lost_messages),
+        ("disk_full_refusals", health.disk_full_refusals),
+        ("blob_bytes", hub.blobs().bytes_used()),
+    ] {
+        stats.push(Stat {
+            name: name.into(),
+            value,
+        });
+    }
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;

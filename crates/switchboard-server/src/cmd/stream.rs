@@ -10,10 +10,10 @@ use tracing::info;
 
 use super::publish::{acknowledge, run_hooks};
 use super::session::Session;
-use crate::blobs::Upload;
+use crate::blobs::{BlobError, Upload};
 use crate::error::Refusal;
-use crate::hub::Hub;
 use crate::hub::admission::{Admission, BodyShape};
+use crate::hub::{Hub, blob_refusal};
 use crate::log;
 
 /// Uploads one session may have open at once.
@@ -70,10 +70,13 @@ pub(crate) async fn open(
     let mut upload = match hub.blobs().begin(stream.total_len).await {
         Ok(upload) => upload,
         Err(error) => {
-            let refusal = Refusal::new(
-                ErrorCode::Internal,
-                format!("cannot store the body: {error}"),
-            );
+            let refusal = match error {
+                BlobError::Io(error) => Refusal::new(
+                    ErrorCode::Internal,
+                    format!("cannot store the body: {error}"),
+                ),
+                error => blob_refusal(&error),
+            };
             session.refuse(request_id, refusal).await;
             return;
         }

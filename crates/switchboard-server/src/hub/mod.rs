@@ -274,6 +274,11 @@ impl Hub {
         self.storage.syncs()
     }
 
+    /// Whether the store takes writes, and its failures and recoveries.
+    pub fn store_health(&self) -> crate::storage::StoreHealth {
+        self.storage.health()
+    }
+
     /// The durability channels get when they ask for none: memory only without a durable
     /// store, else the store's sync policy.
     fn default_durability(&self) -> Durability {
@@ -601,9 +606,10 @@ impl Hub {
             .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
         Ok(Arc::new(match body {
             Body::Streamed(upload) => {
-                let blob = self.blobs.store(upload, &id).map_err(|e| {
-                    Refusal::new(ErrorCode::Internal, format!("cannot store the body: {e}"))
-                })?;
+                let blob = self
+                    .blobs
+                    .store(upload, &id)
+                    .map_err(|e| blob_refusal(&e))?;
                 stored.with_blob(blob)
             }
             Body::Inline { .. } => stored,
@@ -750,6 +756,25 @@ fn refused_to_store(stored: &StoredMessage, error: &crate::storage::StorageError
 }
 
 fn storage_refusal(error: &crate::storage::StorageError) -> Refusal {
-    error!(target: log::ERROR, %error, "storage failed");
-    Refusal::new(ErrorCode::Internal, format!("storage failed: {error}"))
+    let code = if error.is_disk_full() {
+        // Refused before anything was written: the store is healthy, the disk is not.
+        ErrorCode::StorageFull
+    } else if error.is_unavailable() {
+        ErrorCode::StorageUnavailable
+    } else {
+        error!(target: log::ERROR, %error, "storage failed");
+        ErrorCode::Internal
+    };
+    Refusal::new(code, format!("storage failed: {error}"))
+}
+
+/// A streamed body that could not be stored.
+pub(crate) fn blob_refusal(error: &crate::blobs::BlobError) -> Refusal {
+    use crate::blobs::BlobError;
+    let code = match error {
+        BlobError::Full(_) => ErrorCode::StorageFull,
+        BlobError::Unavailable(_) => ErrorCode::StorageUnavailable,
+        _ => ErrorCode::Internal,
+    };
+    Refusal::new(code, error.to_string())
 }

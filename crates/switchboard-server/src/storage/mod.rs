@@ -6,6 +6,8 @@
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
 
 mod fjall;
+mod repair;
+mod space;
 mod writer;
 
 use std::future::Future;
@@ -16,12 +18,42 @@ use switchboard_proto::packet::{ChannelOptions, Durability, Message};
 
 use crate::hub::message::StoredMessage;
 
-pub use fjall::FjallStorage;
+pub use fjall::{FjallStorage, StoreOptions};
+pub use repair::{LogReport, RepairReport, repair};
+pub use space::{DiskGuard, DiskReserve, Space, SpaceProbe, human_bytes};
+pub use writer::WriterHealth as StoreHealth;
 
 /// A failure of the storage engine.
+///
+/// The kinds callers tell apart (a full disk, a store that takes no writes for now) are
+/// marked by the start of the message, so that every engine can keep building errors
+/// from plain strings.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct StorageError(pub String);
+
+const DISK_FULL: &str = "disk full: ";
+const UNAVAILABLE: &str = "storage unavailable: ";
+
+impl StorageError {
+    /// The write would leave less free space than the reserve (or than a byte budget).
+    pub fn disk_full(reason: impl std::fmt::Display) -> StorageError {
+        StorageError(format!("{DISK_FULL}{reason}"))
+    }
+
+    /// The store takes no writes for now: it failed, is read-only, or lost its directory.
+    pub fn unavailable(reason: impl std::fmt::Display) -> StorageError {
+        StorageError(format!("{UNAVAILABLE}{reason}"))
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        self.0.starts_with(DISK_FULL)
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.0.starts_with(UNAVAILABLE)
+    }
+}
 
 /// Whether a history belongs to a channel or a group (they have separate name spaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,6 +176,11 @@ pub trait Storage: Send + Sync + 'static {
     /// How many syncs to disk were made (for STATS; shows group commit at work).
     fn syncs(&self) -> u64 {
         0
+    }
+    /// Whether the store takes writes now (and why not), and its failures and
+    /// recoveries, for STATS.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
     }
     /// The server is stopping: record where each history's sequence stands, sync, and
     /// stop background work.

@@ -11,12 +11,20 @@
 //! The queue is bounded (records and bytes); a full queue makes the appender wait, which
 //! holds back the publishers of that history instead of growing memory without limit.
 //!
-//! A failed write or sync is final: every ticket not covered by an earlier successful
-//! sync is refused, whatever was still queued is dropped, and later records are refused
-//! when they are queued. The store cannot promise anything after such a failure: the
-//! embedded database refuses every write once a journal write failed, and after a failed
-//! `fdatasync` the kernel may have dropped the unwritten pages, so a later sync that
-//! succeeds proves nothing.
+//! Before a record is queued, the data directory's guard admits it: a record that would
+//! leave less free space than the reserve is refused at once (the store stays healthy).
+//!
+//! A failed write or sync stops the store: every ticket not covered by an earlier
+//! successful sync is refused and later records are refused when they are queued. The
+//! records no sync covered (the failed batch, what was queued, and with `interval` what
+//! was written since the last sync) are kept in memory and each one is logged under
+//! ERROR with its history and seq. Then the writer tries to recover, every
+//! [`RETRY_EVERY`]: once the guard sees room above the reserve, the sink reopens the
+//! database (the embedded database refuses every write once a journal write failed,
+//! and after a failed `fdatasync` a later sync proves nothing, so only a fresh open can
+//! be trusted), writes the kept records again, syncs, and the store takes writes again.
+//! A store that stops before it recovered logs each kept record as lost. A data
+//! directory deleted or replaced never recovers: what it held is gone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +34,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, info, warn};
 
+use super::space::DiskGuard;
 use super::{LogKind, StorageError, SyncFuture, SyncPolicy};
 use crate::log;
+
+/// How often a failed store tries to recover.
+pub(super) const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often an idle writer checks that the data directory is still there.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Records written but not yet synced that are kept for writing again after a failed
+/// sync; past this the oldest are no longer kept (and said to be at risk if the sync
+/// then fails).
+const KEEP_UNSYNCED_BYTES: usize = 64 * 1024 * 1024;
 
 /// One queued change, applied in queue order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +87,30 @@ impl Op {
 
 /// Where the writer puts batches: the database, or a test double.
 pub(super) trait Sink: Send + 'static {
-    /// Writes every op (draining `ops`) as one batch, handed to the operating system but
-    /// not necessarily on disk yet.
-    fn write(&mut self, ops: &mut Vec<Op>) -> Result<(), StorageError>;
+    /// Writes every op as one batch, handed to the operating system but not necessarily
+    /// on disk yet. The same ops may be written again after a failure: writing them twice
+    /// must leave what writing them once does.
+    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// After a failure: closes the database and opens it again, so that writes can be
+    /// trusted again.
+    fn reopen(&mut self) -> Result<(), StorageError>;
+}
+
+/// What the writer has been through, for STATS.
+#[derive(Debug, Clone, Default)]
+pub struct WriterHealth {
+    /// Why writes are refused now, if they are.
+    pub refusing: Option<String>,
+    pub failures: u64,
+    pub recoveries: u64,
+    /// Messages a failure left unwritten (each logged with its history and seq).
+    pub unwritten_messages: u64,
+    /// Messages lost for good: unwritten when the server stopped.
+    pub lost_messages: u64,
+    /// Writes refused because the disk reserve would have been used.
+    pub disk_full_refusals: u64,
 }
 
 /// How much may wait in the queue before appenders wait for the writer.
@@ -132,12 +169,21 @@ struct Shared {
     progress: watch::Sender<Progress>,
     syncs: AtomicU64,
     limits: QueueLimits,
+    guard: Option<Arc<DiskGuard>>,
+    failures: AtomicU64,
+    recoveries: AtomicU64,
+    unwritten: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Shared {
     fn closed() -> StorageError {
         StorageError("the store is closed".into())
     }
+}
+
+fn failed_error(reason: &str) -> StorageError {
+    StorageError::unavailable(format!("the store failed: {reason}"))
 }
 
 /// Owns the writer thread; [`Writer::stop`] (or dropping it) writes and syncs whatever
@@ -149,28 +195,45 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread over `sink`.
+    /// With a `guard`, records are admitted against its reserve and the directory is
+    /// checked; with `read_only`, the store starts refusing writes for that reason and
+    /// takes them once it recovers (a disk full at start).
     pub fn start(
         policy: SyncPolicy,
         limits: QueueLimits,
         sink: impl Sink,
+        guard: Option<Arc<DiskGuard>>,
+        read_only: Option<String>,
     ) -> Result<Writer, StorageError> {
-        let (progress, _) = watch::channel(Progress::default());
+        let (progress, _) = watch::channel(Progress {
+            synced: 0,
+            failed: read_only.clone(),
+        });
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                failed: read_only,
+                ..Queue::default()
+            }),
             work: Condvar::new(),
             room: Condvar::new(),
             progress,
             syncs: AtomicU64::new(0),
             limits,
+            guard,
+            failures: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            unwritten: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         });
         let interval = match policy {
             SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
             SyncPolicy::Never | SyncPolicy::Always => None,
         };
+        let keep_unsynced = policy != SyncPolicy::Never;
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || run(&worker, interval, sink))
+            .spawn(move || run(&worker, interval, keep_unsynced, sink))
             .map_err(|e| StorageError(format!("cannot start the storage writer: {e}")))?;
         Ok(Writer {
             shared,
@@ -182,11 +245,15 @@ impl Writer {
     /// failed or closed.
     pub fn push(&self, op: Op) -> Result<(), StorageError> {
         let weight = op.weight();
+        let is_record = !matches!(op, Op::Trim { .. });
+        if is_record && let Some(guard) = &self.shared.guard {
+            guard.admit(weight as u64)?;
+        }
         let limits = self.shared.limits;
         let mut queue = self.shared.queue.lock();
         loop {
             if let Some(reason) = &queue.failed {
-                return Err(StorageError(format!("the store failed: {reason}")));
+                return Err(failed_error(reason));
             }
             if queue.stop {
                 return Err(Shared::closed());
@@ -201,7 +268,6 @@ impl Writer {
             self.shared.room.wait(&mut queue);
             queue.blocked -= 1;
         }
-        let is_record = !matches!(op, Op::Trim { .. });
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
@@ -236,9 +302,7 @@ impl Writer {
                 .await
                 .map_err(|_| Shared::closed())?;
             match &reached.failed {
-                Some(reason) if reached.synced < ticket => {
-                    Err(StorageError(format!("the store failed: {reason}")))
-                }
+                Some(reason) if reached.synced < ticket => Err(failed_error(reason)),
                 _ => Ok(()),
             }
         })
@@ -247,6 +311,19 @@ impl Writer {
     /// How many syncs completed.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether writes are taken, and what failures and recoveries there were.
+    pub fn health(&self) -> WriterHealth {
+        let shared = &self.shared;
+        WriterHealth {
+            refusing: shared.queue.lock().failed.clone(),
+            failures: shared.failures.load(Ordering::Relaxed),
+            recoveries: shared.recoveries.load(Ordering::Relaxed),
+            unwritten_messages: shared.unwritten.load(Ordering::Relaxed),
+            lost_messages: shared.lost.load(Ordering::Relaxed),
+            disk_full_refusals: 0,
+        }
     }
 
     /// Writes and syncs everything queued, then ends the thread. Later records are
@@ -274,14 +351,84 @@ struct Done {
     /// Records up to this number were synced.
     synced: u64,
     last_sync: Instant,
+    /// Batches written since the last sync, kept to be written again if it fails
+    /// (empty with `never`, which promises nothing before the system writes back).
+    unsynced: Vec<Vec<Op>>,
+    unsynced_bytes: usize,
+    /// Some batches written since the last sync were not kept (over the bound).
+    unsynced_partial: bool,
 }
 
-fn run(shared: &Shared, interval: Option<Duration>, mut sink: impl Sink) {
+impl Done {
+    fn keep_written(&mut self, batch: &mut Vec<Op>, keep: bool) {
+        if !keep {
+            batch.clear();
+            return;
+        }
+        let bytes: usize = batch.iter().map(Op::weight).sum();
+        if self.unsynced_bytes + bytes > KEEP_UNSYNCED_BYTES {
+            self.unsynced.clear();
+            self.unsynced_bytes = 0;
+            self.unsynced_partial = true;
+            batch.clear();
+            return;
+        }
+        self.unsynced_bytes += bytes;
+        self.unsynced.push(std::mem::take(batch));
+    }
+
+    fn synced_all(&mut self) {
+        self.unsynced.clear();
+        self.unsynced_bytes = 0;
+        self.unsynced_partial = false;
+    }
+}
+
+/// Why the writer stopped writing: a failure to recover from, or the end.
+enum Halt {
+    Failed(StorageError),
+    Stopped,
+}
+
+/// `keep_unsynced`: written batches are kept until synced (not with `never`, which
+/// promises nothing before the system writes back).
+fn run(shared: &Shared, interval: Option<Duration>, keep_unsynced: bool, mut sink: impl Sink) {
     let mut done = Done {
         written: 0,
         synced: 0,
         last_sync: Instant::now(),
+        unsynced: Vec::new(),
+        unsynced_bytes: 0,
+        unsynced_partial: false,
     };
+    let started_failed = shared.queue.lock().failed.clone();
+    if let Some(reason) = started_failed {
+        error!(target: log::ERROR, %reason, "the store starts read-only: reads are served, writes refused until it recovers");
+        if !recover(shared, &mut sink, &mut done, Vec::new()) {
+            return;
+        }
+    }
+    loop {
+        match write_until_halt(shared, interval, keep_unsynced, &mut sink, &mut done) {
+            Halt::Stopped => return,
+            Halt::Failed(error) => {
+                let kept = fail(shared, &mut done, &error);
+                if !recover(shared, &mut sink, &mut done, kept) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The writer's normal work: batches written and synced until a failure or the end.
+fn write_until_halt(
+    shared: &Shared,
+    interval: Option<Duration>,
+    keep_unsynced: bool,
+    sink: &mut impl Sink,
+    done: &mut Done,
+) -> Halt {
     // Swapped with the queue's vector each batch, so that neither allocates again.
     let mut batch: Vec<Op> = Vec::new();
     loop {
@@ -294,14 +441,28 @@ fn run(shared: &Shared, interval: Option<Duration>, mut sink: impl Sink) {
                 break;
             }
             queue.writer_idle = true;
-            match interval {
+            let timed_out = match interval {
                 Some(every) if done.written > done.synced => {
                     let left = every.saturating_sub(done.last_sync.elapsed());
-                    shared.work.wait_for(&mut queue, left);
+                    shared.work.wait_for(&mut queue, left).timed_out()
                 }
-                _ => shared.work.wait(&mut queue),
-            }
+                _ => shared
+                    .work
+                    .wait_for(&mut queue, IDLE_CHECK_EVERY)
+                    .timed_out(),
+            };
             queue.writer_idle = false;
+            if timed_out
+                && queue.ops.is_empty()
+                && let Some(guard) = &shared.guard
+            {
+                // Idle: a deleted data directory is noticed without waiting for a write.
+                drop(queue);
+                if let Err(error) = guard.check_identity() {
+                    return Halt::Failed(error);
+                }
+                queue = shared.queue.lock();
+            }
         }
         std::mem::swap(&mut queue.ops, &mut batch);
         queue.bytes = 0;
@@ -315,16 +476,15 @@ fn run(shared: &Shared, interval: Option<Duration>, mut sink: impl Sink) {
         drop(queue);
 
         if !batch.is_empty() {
-            let result = sink.write(&mut batch);
-            batch.clear();
-            if let Err(error) = result {
+            if let Err(error) = sink.write(&batch) {
                 // What was written before this batch may still be made durable.
                 if done.written > done.synced {
-                    let _ = sync(shared, &mut sink, &mut done);
+                    let _ = sync(shared, sink, done);
                 }
-                fail(shared, &done, &error);
-                return wait_for_stop(shared);
+                done.unsynced.push(std::mem::take(&mut batch));
+                return Halt::Failed(error);
             }
+            done.keep_written(&mut batch, keep_unsynced);
         }
         done.written = through;
         // Tickets taken while the batch was written are covered by a sync now, not
@@ -335,46 +495,139 @@ fn run(shared: &Shared, interval: Option<Duration>, mut sink: impl Sink) {
             || stopping;
         if done.written > done.synced
             && due
-            && let Err(error) = sync(shared, &mut sink, &mut done)
+            && let Err(error) = sync(shared, sink, done)
         {
-            fail(shared, &done, &error);
-            return wait_for_stop(shared);
+            return Halt::Failed(error);
         }
         if stopping {
-            return;
+            return Halt::Stopped;
         }
     }
 }
 
 fn sync(shared: &Shared, sink: &mut impl Sink, done: &mut Done) -> Result<(), StorageError> {
     sink.sync()?;
+    // A sync into a deleted directory succeeds and keeps nothing.
+    if let Some(guard) = &shared.guard {
+        guard.check_identity()?;
+    }
     shared.syncs.fetch_add(1, Ordering::Relaxed);
     done.synced = done.written;
     done.last_sync = Instant::now();
+    done.synced_all();
     let synced = done.synced;
     shared.progress.send_modify(|p| p.synced = synced);
     Ok(())
 }
 
-/// Refuses every ticket a sync did not cover, and everything queued or queued later.
-fn fail(shared: &Shared, done: &Done, error: &StorageError) {
-    error!(target: log::ERROR, %error, synced = done.synced, "writing to the store failed; refusing further writes");
+/// Refuses every ticket a sync did not cover and every record queued later; returns
+/// the records no sync covered, each logged.
+fn fail(shared: &Shared, done: &mut Done, error: &StorageError) -> Vec<Vec<Op>> {
+    shared.failures.fetch_add(1, Ordering::Relaxed);
+    error!(target: log::ERROR, %error, synced = done.synced, "writing to the store failed; refusing durable writes until it recovers");
+    let is_message = |op: &&Op| matches!(op, Op::Append { .. });
+    let mut kept = std::mem::take(&mut done.unsynced);
     let mut queue = shared.queue.lock();
-    queue.failed = Some(error.0.clone());
-    queue.ops.clear();
+    let queued = std::mem::take(&mut queue.ops);
     queue.bytes = 0;
+    if !queued.is_empty() {
+        kept.push(queued);
+    }
+    // Counted before anyone can see the store refuse writes, so that STATS never shows
+    // the failure without what it left unwritten.
+    let unwritten = kept.iter().flatten().filter(is_message).count() as u64;
+    shared.unwritten.fetch_add(unwritten, Ordering::Relaxed);
+    queue.failed = Some(error.0.clone());
     drop(queue);
     shared.room.notify_all();
+    if std::mem::take(&mut done.unsynced_partial) {
+        error!(target: log::ERROR, "some messages written since the last sync were not kept in memory and may be lost");
+    }
+    for op in kept.iter().flatten() {
+        if let Op::Append { kind, log, seq, .. } = op {
+            error!(target: log::ERROR, kind = kind_name(*kind), log = %log, seq, "message not on disk after the failure: kept in memory and written again once the store recovers; lost if the server stops first");
+        }
+    }
+    done.unsynced_bytes = 0;
+    // Waiting publishes hear of the failure once what it left unwritten is logged.
     shared
         .progress
         .send_modify(|p| p.failed = Some(error.0.clone()));
+    kept
 }
 
-fn wait_for_stop(shared: &Shared) {
-    let mut queue = shared.queue.lock();
-    while !queue.stop {
-        shared.work.wait(&mut queue);
+fn kind_name(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Channel => "channel",
+        LogKind::Group => "group",
     }
+}
+
+/// Waits until the store can be written again (room above the reserve, the directory
+/// still there, the database reopened, the kept records written and synced), then takes
+/// writes again and returns true; returns false when the writer is stopped first.
+fn recover(shared: &Shared, sink: &mut impl Sink, done: &mut Done, kept: Vec<Vec<Op>>) -> bool {
+    let mut last_reason = String::new();
+    loop {
+        {
+            let mut queue = shared.queue.lock();
+            if !queue.stop {
+                shared.work.wait_for(&mut queue, RETRY_EVERY);
+            }
+            if queue.stop {
+                drop(queue);
+                let mut lost = 0;
+                for op in kept.iter().flatten() {
+                    if let Op::Append { kind, log, seq, .. } = op {
+                        lost += 1;
+                        error!(target: log::ERROR, kind = kind_name(*kind), log = %log, seq, "message lost: the store did not recover before the server stopped");
+                    }
+                }
+                shared.lost.fetch_add(lost, Ordering::Relaxed);
+                return false;
+            }
+        }
+        let attempt = (|| {
+            if let Some(guard) = &shared.guard {
+                guard.has_room()?;
+            }
+            sink.reopen()?;
+            for batch in &kept {
+                sink.write(batch)?;
+            }
+            sink.sync()?;
+            if let Some(guard) = &shared.guard {
+                guard.check_identity()?;
+            }
+            Ok::<(), StorageError>(())
+        })();
+        match attempt {
+            Ok(()) => break,
+            Err(error) => {
+                // Said once per reason, not every second.
+                if error.0 != last_reason {
+                    warn!(target: log::ERROR, %error, "the store cannot recover yet");
+                    last_reason = error.0;
+                }
+            }
+        }
+    }
+    let mut queue = shared.queue.lock();
+    let through = queue.queued;
+    queue.failed = None;
+    drop(queue);
+    shared.syncs.fetch_add(1, Ordering::Relaxed);
+    shared.recoveries.fetch_add(1, Ordering::Relaxed);
+    done.written = through;
+    done.synced = through;
+    done.last_sync = Instant::now();
+    done.synced_all();
+    shared.progress.send_modify(|p| {
+        p.synced = through;
+        p.failed = None;
+    });
+    info!(target: log::GENERAL, rewritten = kept.iter().flatten().count(), "the store recovered: durable writes are taken again");
+    true
 }
 
 #[cfg(test)]
@@ -396,12 +649,15 @@ mod tests {
         hold: AtomicBool,
         /// Writes begun (including one held back).
         entered: AtomicU64,
+        /// Reopening fails while set.
+        refuse_reopen: AtomicBool,
+        reopens: AtomicU64,
     }
 
     struct TestSink(Arc<Seen>);
 
     impl Sink for TestSink {
-        fn write(&mut self, ops: &mut Vec<Op>) -> Result<(), StorageError> {
+        fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
             self.0.entered.fetch_add(1, Ordering::SeqCst);
             while self.0.hold.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
@@ -411,10 +667,10 @@ mod tests {
                 return Err(StorageError("no space left".into()));
             }
             let values = ops
-                .drain(..)
+                .iter()
                 .map(|op| match op {
-                    Op::Put { value, .. } | Op::Append { frame: value, .. } => value,
-                    Op::Trim { log, .. } => Bytes::from(log),
+                    Op::Put { value, .. } | Op::Append { frame: value, .. } => value.clone(),
+                    Op::Trim { log, .. } => Bytes::from(log.clone()),
                 })
                 .collect();
             batches.push(values);
@@ -425,6 +681,15 @@ mod tests {
                 return Err(StorageError("disk gone".into()));
             }
             self.0.syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn reopen(&mut self) -> Result<(), StorageError> {
+            if self.0.refuse_reopen.load(Ordering::SeqCst) {
+                return Err(StorageError("still broken".into()));
+            }
+            self.0.reopens.fetch_add(1, Ordering::SeqCst);
+            self.0.fail_write.store(0, Ordering::SeqCst);
+            self.0.fail_sync.store(false, Ordering::SeqCst);
             Ok(())
         }
     }
@@ -440,7 +705,7 @@ mod tests {
 
     fn start(policy: SyncPolicy, limits: QueueLimits) -> (Writer, Arc<Seen>) {
         let seen = Arc::new(Seen::default());
-        let writer = Writer::start(policy, limits, TestSink(seen.clone())).unwrap();
+        let writer = Writer::start(policy, limits, TestSink(seen.clone()), None, None).unwrap();
         (writer, seen)
     }
 
@@ -543,6 +808,88 @@ mod tests {
         assert!(error.0.contains("disk gone"), "{error}");
         assert!(writer.push(put("b")).is_err());
         writer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_recovers_and_writes_what_the_failure_left_unwritten() {
+        let (writer, seen) = start(
+            SyncPolicy::Interval(Duration::from_millis(5)),
+            QueueLimits::default(),
+        );
+        seen.refuse_reopen.store(true, Ordering::SeqCst);
+        seen.fail_write.store(2, Ordering::SeqCst);
+        writer.push(put("kept")).unwrap();
+        writer.sync().await.unwrap();
+        // Acknowledged at once under `interval`; its batch fails.
+        writer.push(put("unwritten")).unwrap();
+        assert!(writer.sync().await.is_err());
+        let error = writer.push(put("refused")).unwrap_err();
+        assert!(error.is_unavailable(), "{error}");
+        let health = writer.health();
+        assert_eq!((health.failures, health.unwritten_messages), (1, 1));
+        assert!(health.refusing.is_some());
+        // Still broken at the next attempt: still refused.
+        std::thread::sleep(RETRY_EVERY + Duration::from_millis(200));
+        assert!(writer.push(put("refused")).is_err());
+        seen.refuse_reopen.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + RETRY_EVERY * 5;
+        while writer.health().refusing.is_some() {
+            assert!(Instant::now() < deadline, "the store never recovered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(seen.reopens.load(Ordering::SeqCst), 1);
+        writer.push(put("after")).unwrap();
+        writer.sync().await.unwrap();
+        assert_eq!(
+            written(&seen),
+            [
+                Bytes::from("kept"),
+                Bytes::from("unwritten"),
+                Bytes::from("after")
+            ]
+        );
+        assert_eq!(writer.health().recoveries, 1);
+        writer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_store_started_read_only_takes_writes_once_it_recovers() {
+        let seen = Arc::new(Seen::default());
+        seen.refuse_reopen.store(true, Ordering::SeqCst);
+        let writer = Writer::start(
+            SyncPolicy::Always,
+            QueueLimits::default(),
+            TestSink(seen.clone()),
+            None,
+            Some("disk full at start".into()),
+        )
+        .unwrap();
+        let error = writer.push(put("a")).unwrap_err();
+        assert!(error.to_string().contains("disk full at start"), "{error}");
+        seen.refuse_reopen.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + RETRY_EVERY * 5;
+        while writer.push(put("a")).is_err() {
+            assert!(Instant::now() < deadline, "the store never recovered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        writer.sync().await.unwrap();
+        assert_eq!(written(&seen), [Bytes::from("a")]);
+        writer.stop();
+    }
+
+    #[test]
+    fn unwritten_messages_are_counted_lost_when_the_store_stops_before_recovering() {
+        let (writer, seen) = start(SyncPolicy::Never, QueueLimits::default());
+        seen.refuse_reopen.store(true, Ordering::SeqCst);
+        seen.fail_write.store(1, Ordering::SeqCst);
+        writer.push(put("a")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while writer.health().failures == 0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writer.stop();
+        assert_eq!(writer.health().lost_messages, 1);
     }
 
     #[test]

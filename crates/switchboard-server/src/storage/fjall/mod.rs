@@ -26,7 +26,8 @@ use tracing::{error, info};
 use self::record::encode_record;
 use self::sink::FjallSink;
 use self::trim::Trimmer;
-use super::writer::{Op, QueueLimits, Writer};
+use super::space::{DiskGuard, DiskReserve};
+use super::writer::{Op, QueueLimits, Writer, WriterHealth};
 use super::{LogKind, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy};
 use crate::hub::message::StoredMessage;
 use crate::log;
@@ -36,6 +37,8 @@ mod load;
 mod record;
 mod sink;
 mod trim;
+
+pub(super) use self::record::record_codec;
 
 /// Bodies larger than this are kept in blob files, out of the LSM tree.
 const SEPARATION_THRESHOLD: u32 = 4 * 1024;
@@ -56,10 +59,34 @@ struct Open {
     messages: Keyspace,
 }
 
+/// The open database, shared by the store, the writer's sink and the trim thread, so
+/// that the sink can close it and open it again after a failed write.
+type Engine = Arc<parking_lot::RwLock<Option<Open>>>;
+
+/// Opens the database in `dir` with its two keyspaces.
+fn open_database(dir: &Path) -> Result<Open, StorageError> {
+    let db = Database::builder(dir)
+        .worker_threads(2)
+        .open()
+        .map_err(|e| storage_error(&format!("cannot open the store in {}", dir.display()), e))?;
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .map_err(|e| storage_error("cannot open keyspace meta", e))?;
+    let messages = db
+        .keyspace("messages", || {
+            KeyspaceCreateOptions::default().with_kv_separation(Some(
+                KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
+            ))
+        })
+        .map_err(|e| storage_error("cannot open keyspace messages", e))?;
+    Ok(Open { db, meta, messages })
+}
+
 /// The store. Open one per data directory (fjall locks it against other processes).
 pub struct FjallStorage {
     dir: PathBuf,
-    open: parking_lot::RwLock<Option<Open>>,
+    open: Engine,
+    guard: Option<Arc<DiskGuard>>,
     writer: Writer,
     trimmer: Arc<Trimmer>,
     /// Filled by `load`, for the writer's trims.
@@ -75,8 +102,10 @@ impl std::fmt::Debug for FjallStorage {
     }
 }
 
-/// Checks that `dir` is a usable directory, creating it if its parent exists.
-fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
+/// Checks that `dir` is a usable directory, creating it if its parent exists. A
+/// directory that is there but whose volume is full is usable, read-only: the reason is
+/// returned.
+fn prepare_dir(dir: &Path) -> Result<Option<String>, StorageError> {
     if dir.exists() {
         if !dir.is_dir() {
             return Err(StorageError(format!(
@@ -107,62 +136,97 @@ fn prepare_dir(dir: &Path) -> Result<(), StorageError> {
     // Creating a file is the one portable test of writability (permission bits lie for
     // root and on read-only mounts).
     let probe = dir.join(".switchboard-write-test");
-    std::fs::write(&probe, b"ok")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            storage_error(
-                &format!("data directory {} is not writable", dir.display()),
-                e,
-            )
-        })
+    match std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(Some(format!(
+                "the data volume of {} is full ({e})",
+                dir.display()
+            )))
+        }
+        Err(e) => Err(storage_error(
+            &format!("data directory {} is not writable", dir.display()),
+            e,
+        )),
+    }
+}
+
+/// How a store is opened besides its directory and sync policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Free space writes must leave on the data volume; `None` checks none (and does
+    /// not watch the directory either).
+    pub reserve: Option<DiskReserve>,
 }
 
 impl FjallStorage {
-    /// Opens (or creates) the store in `dir`, failing clearly if it cannot.
+    /// Opens (or creates) the store in `dir`, failing clearly if it cannot, with the
+    /// default disk reserve.
     pub fn open(dir: impl Into<PathBuf>, policy: SyncPolicy) -> Result<FjallStorage, StorageError> {
+        let options = StoreOptions {
+            reserve: Some(DiskReserve::Default),
+        };
+        FjallStorage::open_with(dir, policy, options)
+    }
+
+    /// Opens (or creates) the store in `dir`. On a full volume the store opens read-only:
+    /// history is read back, writes are refused with the reason until there is room
+    /// again, then taken without a restart.
+    pub fn open_with(
+        dir: impl Into<PathBuf>,
+        policy: SyncPolicy,
+        options: StoreOptions,
+    ) -> Result<FjallStorage, StorageError> {
         let dir = dir.into();
-        prepare_dir(&dir)?;
-        let db = Database::builder(&dir)
-            .worker_threads(2)
-            .open()
-            .map_err(|e| {
-                storage_error(&format!("cannot open the store in {}", dir.display()), e)
-            })?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(|e| storage_error("cannot open keyspace meta", e))?;
-        let messages = db
-            .keyspace("messages", || {
-                KeyspaceCreateOptions::default().with_kv_separation(Some(
-                    KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
-                ))
-            })
-            .map_err(|e| storage_error("cannot open keyspace messages", e))?;
-        let (trimmer, trim_thread) = Trimmer::start(&db, &messages)?;
+        let mut read_only = prepare_dir(&dir)?;
+        let guard = options
+            .reserve
+            .map(|reserve| Arc::new(DiskGuard::new(&dir, reserve)));
+        if read_only.is_none()
+            && let Some(guard) = &guard
+            && let Err(full) = guard.has_room()
+        {
+            read_only = Some(full.0);
+        }
+        let engine: Engine = Arc::new(parking_lot::RwLock::new(Some(open_database(&dir)?)));
+        let (trimmer, trim_thread) = Trimmer::start(&engine)?;
         let chunks = Arc::new(Mutex::new(ChunkIndex::new()));
-        let sink = FjallSink::new(
-            db.clone(),
-            meta.clone(),
-            messages.clone(),
-            trimmer.clone(),
-            chunks.clone(),
-        );
-        let writer = match Writer::start(policy, QueueLimits::default(), sink) {
+        let sink = FjallSink::new(dir.clone(), engine.clone(), trimmer.clone(), chunks.clone());
+        let writer = match Writer::start(
+            policy,
+            QueueLimits::default(),
+            sink,
+            guard.clone(),
+            read_only.clone(),
+        ) {
             Ok(writer) => writer,
             Err(error) => {
                 trimmer.stop(Some(trim_thread));
                 return Err(error);
             }
         };
-        info!(target: log::GENERAL, dir = %dir.display(), %policy, "store opened");
+        match &read_only {
+            None => info!(target: log::GENERAL, dir = %dir.display(), %policy, "store opened"),
+            Some(reason) => {
+                error!(target: log::ERROR, dir = %dir.display(), %policy, %reason, "store opened read-only");
+            }
+        }
         Ok(FjallStorage {
             dir,
-            open: parking_lot::RwLock::new(Some(Open { db, meta, messages })),
+            open: engine,
+            guard,
             writer,
             trimmer,
             chunks,
             trim_thread: Mutex::new(Some(trim_thread)),
         })
+    }
+
+    /// The guard of the data directory (its reserve and identity), shared with the
+    /// blob store beside it.
+    pub fn guard(&self) -> Option<Arc<DiskGuard>> {
+        self.guard.clone()
     }
 
     /// Runs `work` on the open database, or fails if the store was closed.
@@ -257,6 +321,15 @@ impl Storage for FjallStorage {
 
     fn syncs(&self) -> u64 {
         self.writer.syncs()
+    }
+
+    fn health(&self) -> WriterHealth {
+        let mut health = self.writer.health();
+        if let Some(gone) = self.guard.as_ref().and_then(|guard| guard.gone()) {
+            health.refusing = Some(gone);
+        }
+        health.disk_full_refusals = self.guard.as_ref().map_or(0, |guard| guard.refusals());
+        health
     }
 
     fn close(&self, next_seqs: &[(LogKind, String, u64)]) {
@@ -436,6 +509,154 @@ mod tests {
             channels(&snapshot),
             [("a".to_owned(), 2, vec![1]), ("b".to_owned(), 2, vec![1])]
         );
+        store.close(&[]);
+    }
+
+    /// A store with channel "a" (200 messages, one chunk each) and group "g" with two
+    /// members and one message; with `flush`, the memtables are written as tables.
+    async fn damaged_store_fixture(dir: &Path, flush: bool) {
+        let store = open(dir);
+        store.load().unwrap();
+        let options = ChannelOptions {
+            history: Some(10_000),
+            ..ChannelOptions::default()
+        };
+        store.put_channel("a", &options).unwrap();
+        for seq in 1..=200 {
+            store
+                .append(LogKind::Channel, "a", &message("a", seq))
+                .unwrap();
+            store.sync().await.unwrap();
+        }
+        store.put_group("g", "the group").unwrap();
+        store
+            .put_members("g", &["ann".to_owned(), "bob".to_owned()])
+            .unwrap();
+        let mut post = Message {
+            scope: Scope::Group,
+            channel: "g".into(),
+            seq: 1,
+            body: Bytes::from("to the group"),
+            ..Message::default()
+        };
+        post.sender_name = "ann".into();
+        let post = StoredMessage::encode(&record_codec(), &post.as_envelope(), Vec::new()).unwrap();
+        store.append(LogKind::Group, "g", &post).unwrap();
+        store.sync().await.unwrap();
+        if flush {
+            store
+                .with_open(|open| {
+                    open.messages.rotate_memtable_and_wait().unwrap();
+                    open.meta.rotate_memtable_and_wait().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        }
+        store.close(&[]);
+    }
+
+    /// Flips a byte inside the first occurrence of `needle` in every file under `dir`
+    /// whose path contains `within`; returns how many files were damaged.
+    fn flip(dir: &Path, needle: &[u8], within: &str) -> usize {
+        let mut damaged = 0;
+        let mut pending = vec![dir.to_owned()];
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                if !path.to_string_lossy().contains(within) {
+                    continue;
+                }
+                let mut bytes = std::fs::read(&path).unwrap();
+                if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                    bytes[at + needle.len() - 1] ^= 0x5A;
+                    std::fs::write(&path, bytes).unwrap();
+                    damaged += 1;
+                }
+            }
+        }
+        damaged
+    }
+
+    fn opens_and_loads(dir: &Path) -> Result<Snapshot, StorageError> {
+        let store = FjallStorage::open(dir, SyncPolicy::Always)?;
+        let snapshot = store.load();
+        store.close(&[]);
+        snapshot
+    }
+
+    fn check_repaired(dir: &Path, lost: &[u64]) {
+        let snapshot = opens_and_loads(dir).expect("the repaired store opens");
+        let expected: Vec<u64> = (1..=200).filter(|seq| !lost.contains(seq)).collect();
+        assert_eq!(channels(&snapshot), [("a".to_owned(), 201, expected)]);
+        assert_eq!(snapshot.groups.len(), 1);
+        let group = &snapshot.groups[0];
+        assert_eq!(group.description, "the group");
+        assert_eq!(group.members, ["ann", "bob"]);
+        assert_eq!(group.history.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_the_journal_is_repaired_keeping_every_intact_message() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        damaged_store_fixture(&dir, false).await;
+        assert!(opens_and_loads(&dir).is_ok());
+        assert!(
+            flip(&dir, b"a #100", ".jnl") > 0,
+            "no journal holds message 100"
+        );
+        let refused = opens_and_loads(&dir);
+        assert!(refused.is_err(), "a damaged journal went unnoticed");
+
+        let report = crate::storage::repair(&dir).unwrap();
+        assert_eq!(report.channels.len(), 1);
+        let a = &report.channels[0];
+        assert_eq!(
+            (a.kept, a.first_seq, a.last_seq, a.missing),
+            (199, 1, 200, 1)
+        );
+        assert!(report.damaged_frames >= 1);
+        assert!(report.damaged_dir.is_dir());
+        check_repaired(&dir, &[100]);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_a_table_is_repaired_keeping_every_intact_message() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        damaged_store_fixture(&dir, true).await;
+        assert!(
+            flip(&dir, b"a #100", "keyspaces") > 0,
+            "no table holds message 100"
+        );
+        let refused = opens_and_loads(&dir);
+        assert!(refused.is_err(), "a damaged table went unnoticed");
+
+        let report = crate::storage::repair(&dir).unwrap();
+        let a = &report.channels[0];
+        // The journal may still hold a copy of the damaged message.
+        assert!(a.kept >= 199, "{report:?}");
+        assert_eq!(a.kept + a.missing, 200, "{report:?}");
+        let lost: Vec<u64> = if a.missing == 1 { vec![100] } else { vec![] };
+        check_repaired(&dir, &lost);
+    }
+
+    #[tokio::test]
+    async fn repair_leaves_an_intact_store_alone_and_refuses_one_in_use() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        damaged_store_fixture(&dir, false).await;
+        let report = crate::storage::repair(&dir).unwrap();
+        assert!(report.intact);
+        check_repaired(&dir, &[]);
+
+        let store = open(&dir);
+        let error = crate::storage::repair(&dir).unwrap_err();
+        assert!(error.to_string().contains("in use"), "{error}");
         store.close(&[]);
     }
 }

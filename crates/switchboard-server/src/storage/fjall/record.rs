@@ -14,7 +14,7 @@ use crate::storage::StorageError;
 
 /// Frames with the full limits and no HMAC: the storage format, independent of the key
 /// sessions use.
-pub(super) fn record_codec() -> FrameCodec {
+pub(crate) fn record_codec() -> FrameCodec {
     FrameCodec::new(Limits {
         max_header_len: usize::from(u16::MAX),
         max_content_len: u32::MAX,

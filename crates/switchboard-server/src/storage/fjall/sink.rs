@@ -8,15 +8,16 @@
 //! messages up to the trim's mark.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::PersistMode;
 use parking_lot::Mutex;
 use tracing::error;
 
 use super::trim::Trimmer;
-use super::{ChunkIndex, keys, storage_error};
+use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
 use crate::log;
 use crate::storage::writer::{Op, Sink};
 use crate::storage::{LogKind, StorageError};
@@ -36,9 +37,9 @@ struct Chunk {
 
 /// Writes the storage writer's batches.
 pub(super) struct FjallSink {
-    db: Database,
-    meta: Keyspace,
-    messages: Keyspace,
+    dir: PathBuf,
+    /// The database, shared with the store and the trim thread; reopened after a failure.
+    engine: Engine,
     trimmer: Arc<Trimmer>,
     /// Filled by `load`, kept up to date here.
     chunks: Arc<Mutex<ChunkIndex>>,
@@ -46,29 +47,30 @@ pub(super) struct FjallSink {
     building: Vec<Chunk>,
     /// This batch's trims, coalesced per history.
     trims: HashMap<(LogKind, String), u64>,
+    /// A reopen closed the engine and could not open it again.
+    closed_by_reopen: bool,
 }
 
 impl FjallSink {
     pub fn new(
-        db: Database,
-        meta: Keyspace,
-        messages: Keyspace,
+        dir: PathBuf,
+        engine: Engine,
         trimmer: Arc<Trimmer>,
         chunks: Arc<Mutex<ChunkIndex>>,
     ) -> FjallSink {
         FjallSink {
-            db,
-            meta,
-            messages,
+            dir,
+            engine,
             trimmer,
             chunks,
             building: Vec::new(),
             trims: HashMap::new(),
+            closed_by_reopen: false,
         }
     }
 
     /// Adds a message to its history's chunk of this batch.
-    fn add_message(&mut self, kind: LogKind, log: String, seq: u64, frame: &Bytes) {
+    fn add_message(&mut self, kind: LogKind, log: &str, seq: u64, frame: &Bytes) {
         match self
             .building
             .iter_mut()
@@ -80,7 +82,7 @@ impl FjallSink {
             }
             None => self.building.push(Chunk {
                 kind,
-                log,
+                log: log.to_owned(),
                 first: seq,
                 last: seq,
                 frames: BytesMut::from(frame.as_ref()),
@@ -91,8 +93,8 @@ impl FjallSink {
     /// Removes the chunks this batch's trims cover entirely. A separate batch from the
     /// records': an insert and a removal of one key in one batch would share a sequence
     /// number, and the removal might not win.
-    fn trim(&mut self) -> Result<(), StorageError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+    fn trim(&mut self, open: &Open) -> Result<(), StorageError> {
+        let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
         let mut far = Vec::new();
         let mut removed = 0;
         let mut index = self.chunks.lock();
@@ -100,7 +102,7 @@ impl FjallSink {
             // Where loading cuts a chunk trimmed in part; also keeps the next seq when
             // every message is trimmed away.
             batch.insert(
-                &self.meta,
+                &open.meta,
                 keys::trim_key(kind, &log),
                 through.to_be_bytes(),
             );
@@ -117,7 +119,7 @@ impl FjallSink {
                     // Weak removals: each chunk key is written exactly once, and a weak
                     // tombstone vanishes together with the value it meets in a flush or
                     // compaction, where a plain one would stay behind.
-                    batch.remove_weak(&self.messages, key);
+                    batch.remove_weak(&open.messages, key);
                 } else {
                     far.push(key);
                 }
@@ -135,20 +137,27 @@ impl FjallSink {
 }
 
 impl Sink for FjallSink {
-    fn write(&mut self, ops: &mut Vec<Op>) -> Result<(), StorageError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        for op in ops.drain(..) {
+    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let engine = self.engine.clone();
+        let open = engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
+        self.building.clear();
+        self.trims.clear();
+        for op in ops {
             match op {
-                Op::Put { key, value } => batch.insert(&self.meta, key, value.as_ref()),
+                Op::Put { key, value } => batch.insert(&open.meta, key.as_slice(), value.as_ref()),
                 Op::Append {
                     kind,
                     log,
                     seq,
                     frame,
-                } => self.add_message(kind, log, seq, &frame),
+                } => self.add_message(*kind, log, *seq, frame),
                 Op::Trim { kind, log, through } => {
-                    let slot = self.trims.entry((kind, log)).or_insert(through);
-                    *slot = (*slot).max(through);
+                    let slot = self.trims.entry((*kind, log.clone())).or_insert(*through);
+                    *slot = (*slot).max(*through);
                 }
             }
         }
@@ -156,7 +165,7 @@ impl Sink for FjallSink {
         for chunk in self.building.drain(..) {
             let prefix = keys::log_prefix(chunk.kind, &chunk.log);
             batch.insert(
-                &self.messages,
+                &open.messages,
                 keys::chunk_key(&prefix, chunk.first),
                 chunk.frames.as_ref(),
             );
@@ -168,11 +177,18 @@ impl Sink for FjallSink {
         }
         let mut index = self.chunks.lock();
         for (prefix, first, last) in written {
-            index.entry(prefix).or_default().push_back((first, last));
+            // In order of first seq, once each: a batch written again after a failure
+            // must not list its chunk twice.
+            let chunks = index.entry(prefix).or_default();
+            let at = chunks.partition_point(|&(known, _)| known < first);
+            match chunks.get_mut(at) {
+                Some(known) if known.0 == first => known.1 = known.1.max(last),
+                _ => chunks.insert(at, (first, last)),
+            }
         }
         drop(index);
         if !self.trims.is_empty()
-            && let Err(error) = self.trim()
+            && let Err(error) = self.trim(open)
         {
             // The publishes are stored; only the trim is lost. Loading drops the
             // messages past the retention again, and keeps the rest.
@@ -182,8 +198,28 @@ impl Sink for FjallSink {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.db
+        let open = self.engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        open.db
             .persist(PersistMode::SyncData)
             .map_err(|e| storage_error("fdatasync of the journal", e))
+    }
+
+    fn reopen(&mut self) -> Result<(), StorageError> {
+        let mut slot = self.engine.write();
+        if slot.is_none() && !self.closed_by_reopen {
+            return Err(StorageError("the store is closed".into()));
+        }
+        // The old handles go first: the database's lock and threads are released only
+        // when the last one is dropped.
+        *slot = None;
+        self.closed_by_reopen = true;
+        // On failure the engine stays closed (reads fail, the store stays failed) and
+        // the next attempt opens it again.
+        *slot = Some(open_database(&self.dir)?);
+        self.closed_by_reopen = false;
+        Ok(())
     }
 }

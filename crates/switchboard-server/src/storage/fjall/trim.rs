@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::PersistMode;
 use parking_lot::{Condvar, Mutex};
 use tracing::error;
 
-use super::storage_error;
+use super::{Engine, storage_error};
 use crate::log;
 use crate::storage::StorageError;
 
@@ -26,21 +26,18 @@ pub(super) struct Trimmer {
 }
 
 impl Trimmer {
-    /// Starts the trim thread, removing chunks from `messages`.
-    pub fn start(
-        db: &Database,
-        messages: &Keyspace,
-    ) -> Result<(Arc<Trimmer>, JoinHandle<()>), StorageError> {
+    /// Starts the trim thread, removing chunks from the engine's messages.
+    pub fn start(engine: &Engine) -> Result<(Arc<Trimmer>, JoinHandle<()>), StorageError> {
         let trimmer = Arc::new(Trimmer {
             queue: Mutex::new(TrimQueue::default()),
             wake: Condvar::new(),
         });
         let thread = {
             let trimmer = trimmer.clone();
-            let (db, messages) = (db.clone(), messages.clone());
+            let engine = engine.clone();
             std::thread::Builder::new()
                 .name("switchboard-trim".into())
-                .spawn(move || trimmer.run(&db, &messages))
+                .spawn(move || trimmer.run(&engine))
                 .map_err(|e| storage_error("cannot start the trim thread", e))?
         };
         Ok((trimmer, thread))
@@ -61,7 +58,7 @@ impl Trimmer {
         }
     }
 
-    fn run(&self, db: &Database, messages: &Keyspace) {
+    fn run(&self, engine: &Engine) {
         loop {
             let keys = {
                 let mut queue = self.queue.lock();
@@ -73,10 +70,15 @@ impl Trimmer {
                 }
                 std::mem::take(&mut queue.keys)
             };
-            let mut batch = db.batch().durability(Some(PersistMode::Buffer));
+            // The engine is held only while committing, so that the writer can reopen it.
+            let open = engine.read();
+            let Some(open) = open.as_ref() else {
+                continue;
+            };
+            let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
             for key in keys {
                 // Weak removals, like the writer's own: see `FjallSink::trim`.
-                batch.remove_weak(messages, key);
+                batch.remove_weak(&open.messages, key);
             }
             if let Err(error) = batch.commit() {
                 error!(target: log::ERROR, %error, "trimming history failed");
