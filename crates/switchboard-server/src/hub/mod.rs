@@ -45,7 +45,7 @@ use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
-use crate::outbox::{Outbox, OutboxReceiver, Outgoing, OwnedPermit};
+use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
@@ -620,9 +620,11 @@ impl Hub {
         subscription_id: u64,
         pattern: &Pattern,
         replay: Replay,
-        permit: OwnedPermit<Outgoing>,
+        permit: ReplyPermit,
     ) {
-        let send = |permit: OwnedPermit<Outgoing>, messages: Vec<Arc<StoredMessage>>| {
+        let replay_limit = caller.outbox.reply_limit();
+        let send = |permit: ReplyPermit, mut messages: Vec<Arc<StoredMessage>>| {
+            keep_newest_within(&mut messages, replay_limit);
             let ack = SubscribeAck {
                 subscription_id,
                 replay_count: messages.len() as u64,
@@ -731,6 +733,20 @@ impl Hub {
             }
         }
     }
+}
+
+/// Cuts a replay to its newest messages that weigh at most `limit` bytes in the queue
+/// (at least one). A replay is a snapshot, taken under the locks that order it with live
+/// delivery, so it cannot be produced page by page like a history fetch; this is its
+/// bound (SUBSCRIBE_ACK's replay count says how many were kept).
+fn keep_newest_within(messages: &mut Vec<Arc<StoredMessage>>, limit: usize) {
+    let mut weight = messages_weight(messages);
+    let mut cut = 0;
+    while weight > limit && cut + 1 < messages.len() {
+        weight -= messages_weight(&messages[cut..=cut]);
+        cut += 1;
+    }
+    messages.drain(..cut);
 }
 
 /// The range a replay asks for, or `None` for live only.
