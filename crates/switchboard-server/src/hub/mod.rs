@@ -13,6 +13,7 @@ mod channels;
 pub mod directory;
 mod groups;
 pub mod history;
+pub mod listing;
 pub mod message;
 mod routes;
 pub mod stats;
@@ -23,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelInfo, ChannelOptions, ClientInfo, Durability, Envelope, Packet, Publish, PublishAck,
-    Replay, Scope, Since, StreamStart, SubscribeAck,
+    ChannelOptions, Durability, Envelope, Packet, Publish, PublishAck, Replay, Scope, Since,
+    StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
@@ -241,18 +242,9 @@ impl Hub {
         self.directory.len()
     }
 
-    /// Every connected client but `except`, by id.
-    pub fn list_clients(&self, except: u64) -> Vec<ClientInfo> {
-        self.directory.list(except)
-    }
-
     /// The outbound queue of a connected client.
     pub fn outbox_of(&self, client_id: u64) -> Option<Outbox> {
         self.directory.outbox(client_id)
-    }
-
-    pub fn channel_infos(&self) -> Vec<ChannelInfo> {
-        self.channels.list().iter().map(|c| c.info()).collect()
     }
 
     pub fn channel_count(&self) -> usize {

@@ -244,6 +244,7 @@ impl Storage for FjallStorage {
                     online: false,
                 })
                 .collect(),
+            next: None,
         })?;
         self.writer.push(Op::Put {
             key: keys::members_key(group),
