@@ -244,7 +244,7 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match &*self.detail {
             ErrorDetail::Io(_) => ErrorKind::Io,
-            ErrorDetail::Protocol(_) => ErrorKind::Protocol,
+            ErrorDetail::Protocol(_) | ErrorDetail::ListingStalled => ErrorKind::Protocol,
             ErrorDetail::Server { .. } => ErrorKind::Server,
             ErrorDetail::ConnectionClosed { .. } => ErrorKind::Closed,
             ErrorDetail::Timeout { .. } => ErrorKind::Timeout,
@@ -463,6 +463,10 @@ pub(crate) enum ErrorDetail {
     /// A body is over the server's limit for one frame or one message.
     #[error("body of {len} bytes is over the server's limit of {max}")]
     TooLarge { len: u64, max: u64 },
+    /// The server sent a listing page that does not advance (empty, or the same cursor
+    /// again) while saying that more follows.
+    #[error("the server's listing did not advance past its cursor")]
+    ListingStalled,
     /// The server answered with a frame of the wrong type.
     #[error("expected {expected} in answer, got {got}")]
     UnexpectedReply {

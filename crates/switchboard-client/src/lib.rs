@@ -98,6 +98,7 @@ mod dispatch;
 mod error;
 mod feeds;
 mod inbound;
+mod listing;
 mod payload;
 mod requests;
 mod shared;
@@ -110,6 +111,7 @@ pub use client::{Client, PendingAck, PublishBuilder, ServerLimits, SessionInfo};
 pub use config::{ClientConfig, DEFAULT_SERVER};
 pub use error::{ClientError, CloseReason, ErrorKind, PayloadError, Result};
 pub use feeds::{DirectFeed, GroupFeed, GroupItem};
+pub use listing::ListPage;
 pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };

@@ -61,6 +61,9 @@ pub mod key {
     pub const SLOW_CONSUMER: u8 = 0x2C;
     pub const BYTES: u8 = 0x2D;
     pub const DURABILITY: u8 = 0x2E;
+    /// Where a listing continues: in a request, the page starts after it; in a reply,
+    /// present when more entries follow, to be sent back for the next page.
+    pub const CURSOR: u8 = 0xFF;
 }
 
 /// Largest encoding of a u64 as LEB128.

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    Chunk, ErrorPacket, Heartbeat, Message, Publish, PublishAck, Relay, Replay, Scope, SessionAck,
-    SessionInit, Subscribe,
+    Chunk, ErrorPacket, GroupInfo, GroupList, Heartbeat, ListGroups, Message, Publish, PublishAck,
+    Relay, Replay, Scope, SessionAck, SessionInit, Subscribe,
 };
 use switchboard_proto::{
     ErrorCode, Flags, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Packet, Preface,
@@ -206,6 +206,35 @@ fn vectors() -> Vec<Vector> {
                 stream_id: 1,
                 data: Bytes::from_static(b" world"),
                 digest: Some(HELLO_WORLD_SHA256),
+            }
+            .into(),
+        },
+        Vector {
+            name: "list_groups_page",
+            desc: "LIST_GROUPS after cursor \"team\" (CURSOR 0xFF), limit 50; request id 9",
+            key: None,
+            request_id: 9,
+            flags: Flags::empty(),
+            packet: ListGroups {
+                cursor: Some(Bytes::from_static(b"team")),
+                limit: Some(50),
+            }
+            .into(),
+        },
+        Vector {
+            name: "group_list_partial",
+            desc: "GROUP_LIST with one group \"zoo\" (description \"animals\", 3 members), \
+                   more to follow after cursor \"zoo\" (CURSOR 0xFF); request id 9",
+            key: None,
+            request_id: 9,
+            flags: Flags::empty(),
+            packet: GroupList {
+                groups: vec![GroupInfo {
+                    name: "zoo".into(),
+                    description: "animals".into(),
+                    member_count: 3,
+                }],
+                next: Some(Bytes::from_static(b"zoo")),
             }
             .into(),
         },

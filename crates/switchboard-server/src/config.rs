@@ -39,10 +39,12 @@ pub struct ServerConfig {
     /// Frames queued per connection before it counts as a slow consumer. Queue slots are
     /// allocated as they fill, so a large bound costs an idle connection nothing.
     pub outbound_queue: usize,
-    /// Bytes of deliveries (frames, plus 64 per frame for its slot) queued per connection
-    /// before it counts as a slow consumer, whatever `outbound_queue` allows. Like
-    /// nats-server's `max_pending`: a reader that keeps up drains a burst far smaller
-    /// than this; one that stopped reading reaches it.
+    /// Bytes of frames (plus 64 per frame for its slot) queued per connection before it
+    /// counts as a slow consumer, whatever `outbound_queue` allows. Like nats-server's
+    /// `max_pending`: a reader that keeps up drains a burst far smaller than this; one
+    /// that stopped reading reaches it. Replies to the session's own requests count too,
+    /// but wait instead while half of this is queued (the session is then not served
+    /// until its client reads), and a replay is at most half of this.
     pub outbound_queue_bytes: usize,
     /// Most connections at once.
     pub max_connections: usize,

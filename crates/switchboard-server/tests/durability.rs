@@ -146,6 +146,7 @@ async fn a_restart_brings_back_channels_history_groups_and_sequence_numbers() {
     match bob
         .request(Packet::GroupMembers(GroupMembers {
             group: "club".into(),
+            ..GroupMembers::default()
         }))
         .await
     {

@@ -207,7 +207,10 @@ async fn silent_client_is_closed_after_three_heartbeats_and_leaves_the_list() {
         elapsed < Duration::from_secs(3),
         "closed too late: {elapsed:?}"
     );
-    match watcher.request(Packet::ListClients(ListClients)).await {
+    match watcher
+        .request(Packet::ListClients(ListClients::default()))
+        .await
+    {
         Packet::ClientList(list) => assert!(list.clients.iter().all(|c| c.name != "silent")),
         other => panic!("{other:?}"),
     }

@@ -113,7 +113,10 @@ async fn concurrent_joins_leave_the_full_member_list_in_storage() {
 
     let (mut carol, _) = RawClient::connect_session(&server, "carol").await;
     let Packet::MemberList(list) = carol
-        .request(Packet::GroupMembers(GroupMembers { group: "g".into() }))
+        .request(Packet::GroupMembers(GroupMembers {
+            group: "g".into(),
+            ..GroupMembers::default()
+        }))
         .await
     else {
         panic!("no member list");
@@ -153,7 +156,10 @@ async fn of_two_concurrent_creations_only_the_winner_reaches_storage() {
     assert_eq!((created, refused), (1, 1), "{answers:?}");
 
     let (mut carol, _) = RawClient::connect_session(&server, "carol").await;
-    let Packet::GroupList(list) = carol.request(Packet::ListGroups(ListGroups)).await else {
+    let Packet::GroupList(list) = carol
+        .request(Packet::ListGroups(ListGroups::default()))
+        .await
+    else {
         panic!("no group list");
     };
     let held = list.groups[0].description.to_string();

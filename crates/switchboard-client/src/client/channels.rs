@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use switchboard_proto::packet::{
     ChannelInfo, ChannelList, ChannelOptions, CreateChannel, GetMessage, GetMessages, ListChannels,
     Replay, Scope, Since, Subscribe,
@@ -14,6 +16,7 @@ use uuid::Uuid;
 
 use crate::client::{Client, expect};
 use crate::error::{ErrorDetail, Result};
+use crate::listing::{ListPage, collect_pages};
 use crate::payload::ReceivedMessage;
 use crate::requests::{Pending, PendingSubscription};
 use crate::subscription::{SubscribeBuilder, Subscription, SubscriptionState};
@@ -43,7 +46,8 @@ impl Client {
         expect(&reply, FrameType::ChannelInfo, ChannelInfo::from_frame)
     }
 
-    /// Every channel on the server.
+    /// Every channel on the server, in name order, however many pages the server
+    /// answers in.
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
@@ -53,8 +57,38 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn list_channels(&self) -> Result<Vec<ChannelInfo>> {
-        let reply = self.call(ListChannels).await?;
-        Ok(expect(&reply, FrameType::ChannelList, ChannelList::from_frame)?.channels)
+        collect_pages(|cursor| self.channels_page(cursor, None)).await
+    }
+
+    /// One page of the channel list: the channels after `cursor` (none: from the first),
+    /// at most `limit` of them (none: as many as one frame holds).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = client.channels_page(cursor, Some(100)).await?;
+    ///     for channel in &page.entries {
+    ///         println!("{}", channel.name);
+    ///     }
+    ///     cursor = page.next;
+    ///     if cursor.is_none() {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn channels_page(
+        &self,
+        cursor: Option<Bytes>,
+        limit: Option<u64>,
+    ) -> Result<ListPage<ChannelInfo>> {
+        let reply = self.call(ListChannels { cursor, limit }).await?;
+        let list = expect(&reply, FrameType::ChannelList, ChannelList::from_frame)?;
+        Ok(ListPage {
+            entries: list.channels,
+            next: list.next,
+        })
     }
 
     /// Subscribes to a channel name, a wildcard pattern (`chat.*`, `chat.>`) or a hashtag

@@ -1,5 +1,6 @@
 //! Groups: the directory, membership, posting, history and the group feed.
 
+use bytes::Bytes;
 use switchboard_proto::FrameType;
 use switchboard_proto::packet::{
     CreateGroup, GetMessages, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
@@ -9,6 +10,7 @@ use switchboard_proto::packet::{
 use crate::client::{Client, expect, expect_ok};
 use crate::error::Result;
 use crate::feeds::GroupFeed;
+use crate::listing::{ListPage, collect_pages};
 use crate::payload::ReceivedMessage;
 
 impl Client {
@@ -30,7 +32,7 @@ impl Client {
         expect_ok(&reply)
     }
 
-    /// The group directory.
+    /// The group directory, in name order, however many pages the server answers in.
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
@@ -40,8 +42,22 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn list_groups(&self) -> Result<Vec<GroupInfo>> {
-        let reply = self.call(ListGroups).await?;
-        Ok(expect(&reply, FrameType::GroupList, GroupList::from_frame)?.groups)
+        collect_pages(|cursor| self.groups_page(cursor, None)).await
+    }
+
+    /// One page of the group directory: the groups after `cursor` (none: from the
+    /// first), at most `limit` of them (none: as many as one frame holds).
+    pub async fn groups_page(
+        &self,
+        cursor: Option<Bytes>,
+        limit: Option<u64>,
+    ) -> Result<ListPage<GroupInfo>> {
+        let reply = self.call(ListGroups { cursor, limit }).await?;
+        let list = expect(&reply, FrameType::GroupList, GroupList::from_frame)?;
+        Ok(ListPage {
+            entries: list.groups,
+            next: list.next,
+        })
     }
 
     /// Joins a group under this session's name; its messages then arrive on the
@@ -75,7 +91,8 @@ impl Client {
         expect_ok(&reply)
     }
 
-    /// The members of a group, and whether each is online.
+    /// The members of a group, in name order, and whether each is online, however many
+    /// pages the server answers in.
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
@@ -85,8 +102,28 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn group_members(&self, name: &str) -> Result<Vec<MemberInfo>> {
-        let reply = self.call(GroupMembers { group: name.into() }).await?;
-        Ok(expect(&reply, FrameType::MemberList, MemberList::from_frame)?.members)
+        collect_pages(|cursor| self.members_page(name, cursor, None)).await
+    }
+
+    /// One page of a group's members: those after `cursor` (none: from the first), at
+    /// most `limit` of them (none: as many as one frame holds).
+    pub async fn members_page(
+        &self,
+        name: &str,
+        cursor: Option<Bytes>,
+        limit: Option<u64>,
+    ) -> Result<ListPage<MemberInfo>> {
+        let request = GroupMembers {
+            group: name.into(),
+            cursor,
+            limit,
+        };
+        let reply = self.call(request).await?;
+        let list = expect(&reply, FrameType::MemberList, MemberList::from_frame)?;
+        Ok(ListPage {
+            entries: list.members,
+            next: list.next,
+        })
     }
 
     /// A group's history from `since`, oldest first.

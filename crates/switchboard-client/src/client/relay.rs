@@ -10,9 +10,11 @@ use switchboard_proto::packet::{
 use crate::client::{Client, expect};
 use crate::error::{ErrorDetail, Result};
 use crate::feeds::DirectFeed;
+use crate::listing::{ListPage, collect_pages};
 
 impl Client {
-    /// The other connected clients.
+    /// The other connected clients, in client id order, however many pages the server
+    /// answers in.
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
@@ -22,8 +24,22 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn list_clients(&self) -> Result<Vec<ClientInfo>> {
-        let reply = self.call(ListClients).await?;
-        Ok(expect(&reply, FrameType::ClientList, ClientList::from_frame)?.clients)
+        collect_pages(|cursor| self.clients_page(cursor, None)).await
+    }
+
+    /// One page of the other connected clients: those after `cursor` (none: from the
+    /// first), at most `limit` of them (none: as many as one frame holds).
+    pub async fn clients_page(
+        &self,
+        cursor: Option<Bytes>,
+        limit: Option<u64>,
+    ) -> Result<ListPage<ClientInfo>> {
+        let reply = self.call(ListClients { cursor, limit }).await?;
+        let list = expect(&reply, FrameType::ClientList, ClientList::from_frame)?;
+        Ok(ListPage {
+            entries: list.clients,
+            next: list.next,
+        })
     }
 
     /// Relays a body to up to 255 connected clients; one outcome per receiver, in order.

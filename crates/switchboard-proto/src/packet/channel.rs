@@ -1,9 +1,10 @@
 //! Channels: CREATE_CHANNEL, CHANNEL_INFO, LIST_CHANNELS and CHANNEL_LIST.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::{
-    Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet,
+    Encode, cursor_len, for_each_field, for_each_record, list_request, read_cursor, records_len,
+    required, text_len, write_cursor,
 };
 use crate::error::ProtoError;
 use crate::fields::{Field, FieldReader, FieldWriter, key};
@@ -258,15 +259,17 @@ impl Encode for ChannelInfo {
     }
 }
 
-unit_packet! {
-    /// Asks for the list of channels.
+list_request! {
+    /// Asks for a page of the list of channels, in name order.
     ListChannels => ListChannels
 }
 
-/// The answer to LIST_CHANNELS.
+/// The answer to LIST_CHANNELS: one page, in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChannelList {
     pub channels: Vec<ChannelInfo>,
+    /// Present when more channels follow: the cursor of the next page.
+    pub next: Option<Bytes>,
 }
 
 impl ChannelList {
@@ -274,7 +277,17 @@ impl ChannelList {
         let channels = for_each_record(&frame.content, |record| {
             ChannelInfo::read_fields(record, FrameType::ChannelList)
         })?;
-        Ok(ChannelList { channels })
+        Ok(ChannelList {
+            channels,
+            next: read_cursor(frame)?,
+        })
+    }
+}
+
+impl ChannelInfo {
+    /// At most what this entry takes in a CHANNEL_LIST's content.
+    pub fn record_len(&self) -> usize {
+        2 + self.encoded_len()
     }
 }
 
@@ -282,7 +295,9 @@ impl Encode for ChannelList {
     fn frame_type(&self) -> FrameType {
         FrameType::ChannelList
     }
-    fn write_fields(&self, _fields: &mut FieldWriter<'_>) {}
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        write_cursor(fields, self.next.as_ref());
+    }
     fn write_content(&self, dst: &mut BytesMut) {
         let mut fields = FieldWriter::new(dst);
         for channel in &self.channels {
@@ -291,5 +306,8 @@ impl Encode for ChannelList {
     }
     fn content_len(&self) -> usize {
         records_len(&self.channels, ChannelInfo::encoded_len)
+    }
+    fn fields_len_hint(&self) -> usize {
+        cursor_len(self.next.as_ref())
     }
 }

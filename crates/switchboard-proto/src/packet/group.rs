@@ -1,10 +1,11 @@
 //! The group directory: CREATE_GROUP, LIST_GROUPS / GROUP_LIST, JOIN_GROUP, LEAVE_GROUP
 //! and GROUP_MEMBERS / MEMBER_LIST. Posting to a group is a PUBLISH with scope group.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::{
-    Encode, for_each_field, for_each_record, records_len, required, text_len, unit_packet,
+    Encode, cursor_len, for_each_field, for_each_record, list_request, read_cursor, records_len,
+    required, text_len, write_cursor, write_page_request,
 };
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
@@ -50,8 +51,8 @@ impl Encode for CreateGroup {
     }
 }
 
-unit_packet! {
-    /// Asks for the directory of groups.
+list_request! {
+    /// Asks for a page of the directory of groups, in name order.
     ListGroups => ListGroups
 }
 
@@ -63,10 +64,19 @@ pub struct GroupInfo {
     pub member_count: u64,
 }
 
-/// The answer to LIST_GROUPS.
+/// The answer to LIST_GROUPS: one page, in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupList {
     pub groups: Vec<GroupInfo>,
+    /// Present when more groups follow: the cursor of the next page.
+    pub next: Option<Bytes>,
+}
+
+impl GroupInfo {
+    /// At most what this entry takes in a GROUP_LIST's content.
+    pub fn record_len(&self) -> usize {
+        2 + text_len(&self.name) + text_len(&self.description) + 12
+    }
 }
 
 impl GroupList {
@@ -84,7 +94,10 @@ impl GroupList {
             }
             Ok(info)
         })?;
-        Ok(GroupList { groups })
+        Ok(GroupList {
+            groups,
+            next: read_cursor(frame)?,
+        })
     }
 }
 
@@ -92,7 +105,12 @@ impl Encode for GroupList {
     fn frame_type(&self) -> FrameType {
         FrameType::GroupList
     }
-    fn write_fields(&self, _fields: &mut FieldWriter<'_>) {}
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        write_cursor(fields, self.next.as_ref());
+    }
+    fn fields_len_hint(&self) -> usize {
+        cursor_len(self.next.as_ref())
+    }
     fn write_content(&self, dst: &mut BytesMut) {
         let mut fields = FieldWriter::new(dst);
         for group in &self.groups {
@@ -160,9 +178,46 @@ group_request! {
     LeaveGroup => LeaveGroup
 }
 
-group_request! {
-    /// Asks for the members of a group.
-    GroupMembers => GroupMembers
+/// Asks for a page of the members of a group, in name order (cursor and limit as in
+/// the LIST requests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupMembers {
+    pub group: Text,
+    /// The `next` of the previous page's reply; none for the first page.
+    pub cursor: Option<Bytes>,
+    /// Most members wanted in this page (the server may send fewer).
+    pub limit: Option<u64>,
+}
+
+impl GroupMembers {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut packet = GroupMembers::default();
+        let mut group = None;
+        for_each_field(&frame.headers, |field| {
+            match field.key {
+                key::CHANNEL => group = Some(field.text()?),
+                key::CURSOR => packet.cursor = Some(field.bytes()),
+                key::LIMIT => packet.limit = Some(field.uint()?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        packet.group = required(group, FrameType::GroupMembers, "group")?;
+        Ok(packet)
+    }
+}
+
+impl Encode for GroupMembers {
+    fn frame_type(&self) -> FrameType {
+        FrameType::GroupMembers
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.text(key::CHANNEL, &self.group);
+        write_page_request(fields, self.cursor.as_ref(), self.limit);
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.group) + cursor_len(self.cursor.as_ref()) + 12
+    }
 }
 
 /// One member of a group.
@@ -173,19 +228,31 @@ pub struct MemberInfo {
     pub online: bool,
 }
 
-/// The answer to GROUP_MEMBERS.
+/// The answer to GROUP_MEMBERS: one page, in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MemberList {
     pub group: Text,
     pub members: Vec<MemberInfo>,
+    /// Present when more members follow: the cursor of the next page.
+    pub next: Option<Bytes>,
+}
+
+impl MemberInfo {
+    /// At most what this entry takes in a MEMBER_LIST's content.
+    pub fn record_len(&self) -> usize {
+        2 + text_len(&self.name) + 3
+    }
 }
 
 impl MemberList {
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
         let mut group = Text::default();
+        let mut next = None;
         for_each_field(&frame.headers, |field| {
-            if field.key == key::CHANNEL {
-                group = field.text()?;
+            match field.key {
+                key::CHANNEL => group = field.text()?,
+                key::CURSOR => next = Some(field.bytes()),
+                _ => {}
             }
             Ok(())
         })?;
@@ -201,7 +268,11 @@ impl MemberList {
             }
             Ok(info)
         })?;
-        Ok(MemberList { group, members })
+        Ok(MemberList {
+            group,
+            members,
+            next,
+        })
     }
 }
 
@@ -211,6 +282,7 @@ impl Encode for MemberList {
     }
     fn write_fields(&self, fields: &mut FieldWriter<'_>) {
         fields.text(key::CHANNEL, &self.group);
+        write_cursor(fields, self.next.as_ref());
     }
     fn write_content(&self, dst: &mut BytesMut) {
         let mut fields = FieldWriter::new(dst);
@@ -226,6 +298,6 @@ impl Encode for MemberList {
         records_len(&self.members, |member| text_len(&member.name) + 3)
     }
     fn fields_len_hint(&self) -> usize {
-        text_len(&self.group)
+        text_len(&self.group) + cursor_len(self.next.as_ref())
     }
 }

@@ -299,3 +299,83 @@ macro_rules! unit_packet {
     };
 }
 pub(crate) use unit_packet;
+
+/// Declares a listing request: an optional cursor (the page starts after the entry it
+/// names, as given by the previous page's reply) and an optional limit on the entries of
+/// the page. Neither: the first page, as large as one frame holds.
+macro_rules! list_request {
+    ($(#[$doc:meta])* $name:ident => $frame:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            /// The `next` of the previous page's reply; none for the first page.
+            pub cursor: Option<::bytes::Bytes>,
+            /// Most entries wanted in this page (the server may send fewer).
+            pub limit: Option<u64>,
+        }
+
+        impl $name {
+            pub fn from_frame(frame: &$crate::frame::Frame) -> Result<Self, $crate::error::ProtoError> {
+                let mut packet = $name::default();
+                $crate::packet::for_each_field(&frame.headers, |field| {
+                    match field.key {
+                        $crate::fields::key::CURSOR => packet.cursor = Some(field.bytes()),
+                        $crate::fields::key::LIMIT => packet.limit = Some(field.uint()?),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                Ok(packet)
+            }
+        }
+
+        impl $crate::packet::Encode for $name {
+            fn frame_type(&self) -> $crate::frame::FrameType {
+                $crate::frame::FrameType::$frame
+            }
+            fn write_fields(&self, fields: &mut $crate::fields::FieldWriter<'_>) {
+                $crate::packet::write_page_request(fields, self.cursor.as_ref(), self.limit);
+            }
+            fn fields_len_hint(&self) -> usize {
+                $crate::packet::cursor_len(self.cursor.as_ref()) + 12
+            }
+        }
+    };
+}
+pub(crate) use list_request;
+
+/// Writes the cursor and limit of a listing request.
+pub(crate) fn write_page_request(
+    fields: &mut FieldWriter<'_>,
+    cursor: Option<&Bytes>,
+    limit: Option<u64>,
+) {
+    if let Some(cursor) = cursor {
+        fields.bytes(key::CURSOR, cursor);
+    }
+    fields.opt_uint(key::LIMIT, limit);
+}
+
+/// The cursor of a listing reply's header block, if any.
+pub(crate) fn read_cursor(frame: &Frame) -> Result<Option<Bytes>, ProtoError> {
+    let mut cursor = None;
+    for_each_field(&frame.headers, |field| {
+        if field.key == key::CURSOR {
+            cursor = Some(field.bytes());
+        }
+        Ok(())
+    })?;
+    Ok(cursor)
+}
+
+/// Writes the cursor of a listing reply, if more entries follow.
+pub(crate) fn write_cursor(fields: &mut FieldWriter<'_>, cursor: Option<&Bytes>) {
+    if let Some(cursor) = cursor {
+        fields.bytes(key::CURSOR, cursor);
+    }
+}
+
+/// Reserved header bytes for an optional cursor field.
+pub(crate) fn cursor_len(cursor: Option<&Bytes>) -> usize {
+    cursor.map_or(0, |cursor| cursor.len() + 1 + crate::fields::MAX_VARINT_LEN)
+}

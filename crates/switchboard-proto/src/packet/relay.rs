@@ -5,8 +5,8 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::{
-    Encode, content_is_body, for_each_field, for_each_record, records_len, required, text_len,
-    unit_packet,
+    Encode, content_is_body, cursor_len, for_each_field, for_each_record, list_request,
+    read_cursor, records_len, required, text_len, unit_packet, write_cursor,
 };
 use crate::error::ProtoError;
 use crate::fields::{FieldWriter, key};
@@ -21,8 +21,8 @@ unit_packet! {
     Identify => Identify
 }
 
-unit_packet! {
-    /// Asks for the other connected clients.
+list_request! {
+    /// Asks for a page of the other connected clients, in client id order.
     ListClients => ListClients
 }
 
@@ -78,10 +78,20 @@ pub struct ClientInfo {
     pub connected_since_us: u64,
 }
 
-/// The answer to LIST_CLIENTS: every connected client but the asker.
+/// The answer to LIST_CLIENTS: one page of the connected clients but the asker, in
+/// client id order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientList {
     pub clients: Vec<ClientInfo>,
+    /// Present when more clients follow: the cursor of the next page.
+    pub next: Option<Bytes>,
+}
+
+impl ClientInfo {
+    /// At most what this entry takes in a CLIENT_LIST's content.
+    pub fn record_len(&self) -> usize {
+        2 + text_len(&self.name) + 24
+    }
 }
 
 impl ClientList {
@@ -99,7 +109,10 @@ impl ClientList {
             }
             Ok(info)
         })?;
-        Ok(ClientList { clients })
+        Ok(ClientList {
+            clients,
+            next: read_cursor(frame)?,
+        })
     }
 }
 
@@ -107,7 +120,12 @@ impl Encode for ClientList {
     fn frame_type(&self) -> FrameType {
         FrameType::ClientList
     }
-    fn write_fields(&self, _fields: &mut FieldWriter<'_>) {}
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        write_cursor(fields, self.next.as_ref());
+    }
+    fn fields_len_hint(&self) -> usize {
+        cursor_len(self.next.as_ref())
+    }
     fn write_content(&self, dst: &mut BytesMut) {
         let mut fields = FieldWriter::new(dst);
         for client in &self.clients {

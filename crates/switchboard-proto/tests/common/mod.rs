@@ -99,6 +99,11 @@ pub fn text() -> BoxedStrategy<Text> {
 
 /// A name that is never empty, as channels, groups and clients have: any Unicode, a
 /// dotted ASCII name, or a mixed-script one.
+/// An optional listing cursor (opaque bytes).
+pub fn cursor() -> BoxedStrategy<Option<Bytes>> {
+    prop::option::of(prop::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from)).boxed()
+}
+
 pub fn name() -> BoxedStrategy<Text> {
     prop_oneof![
         prop::collection::vec(any::<char>(), 1..=20).prop_map(|c| Text::from(String::from_iter(c))),
@@ -301,17 +306,24 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                 })
             })
             .boxed(),
-        FrameType::ListClients => Just(Packet::from(ListClients)).boxed(),
-        FrameType::ClientList => prop::collection::vec(
-            (uint(), text(), uint()).prop_map(|(client_id, name, connected_since_us)| ClientInfo {
-                client_id,
-                name,
-                connected_since_us,
-            }),
-            0..6,
+        FrameType::ListClients => (cursor(), prop::option::of(uint()))
+            .prop_map(|(cursor, limit)| Packet::from(ListClients { cursor, limit }))
+            .boxed(),
+        FrameType::ClientList => (
+            prop::collection::vec(
+                (uint(), text(), uint()).prop_map(|(client_id, name, connected_since_us)| {
+                    ClientInfo {
+                        client_id,
+                        name,
+                        connected_since_us,
+                    }
+                }),
+                0..6,
+            ),
+            cursor(),
         )
-        .prop_map(|clients| Packet::from(ClientList { clients }))
-        .boxed(),
+            .prop_map(|(clients, next)| Packet::from(ClientList { clients, next }))
+            .boxed(),
         FrameType::Relay => (prop::collection::vec(uint(), 0..40), text(), body())
             .prop_map(|(receivers, content_type, body)| {
                 Packet::from(Relay {
@@ -410,32 +422,45 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
         FrameType::MessagesEnd => (uint(), uint())
             .prop_map(|(count, last_seq)| Packet::from(MessagesEnd { count, last_seq }))
             .boxed(),
-        FrameType::ListChannels => Just(Packet::from(ListChannels)).boxed(),
-        FrameType::ChannelList => prop::collection::vec(channel_info(), 0..4)
-            .prop_map(|channels| Packet::from(ChannelList { channels }))
+        FrameType::ListChannels => (cursor(), prop::option::of(uint()))
+            .prop_map(|(cursor, limit)| Packet::from(ListChannels { cursor, limit }))
+            .boxed(),
+        FrameType::ChannelList => (prop::collection::vec(channel_info(), 0..4), cursor())
+            .prop_map(|(channels, next)| Packet::from(ChannelList { channels, next }))
             .boxed(),
         FrameType::CreateGroup => (name(), text())
             .prop_map(|(name, description)| Packet::from(CreateGroup { name, description }))
             .boxed(),
-        FrameType::ListGroups => Just(Packet::from(ListGroups)).boxed(),
-        FrameType::GroupList => prop::collection::vec(
-            (text(), text(), uint()).prop_map(|(name, description, member_count)| GroupInfo {
-                name,
-                description,
-                member_count,
-            }),
-            0..6,
+        FrameType::ListGroups => (cursor(), prop::option::of(uint()))
+            .prop_map(|(cursor, limit)| Packet::from(ListGroups { cursor, limit }))
+            .boxed(),
+        FrameType::GroupList => (
+            prop::collection::vec(
+                (text(), text(), uint()).prop_map(|(name, description, member_count)| GroupInfo {
+                    name,
+                    description,
+                    member_count,
+                }),
+                0..6,
+            ),
+            cursor(),
         )
-        .prop_map(|groups| Packet::from(GroupList { groups }))
-        .boxed(),
+            .prop_map(|(groups, next)| Packet::from(GroupList { groups, next }))
+            .boxed(),
         FrameType::JoinGroup => name()
             .prop_map(|group| Packet::from(JoinGroup { group }))
             .boxed(),
         FrameType::LeaveGroup => name()
             .prop_map(|group| Packet::from(LeaveGroup { group }))
             .boxed(),
-        FrameType::GroupMembers => name()
-            .prop_map(|group| Packet::from(GroupMembers { group }))
+        FrameType::GroupMembers => (name(), cursor(), prop::option::of(uint()))
+            .prop_map(|(group, cursor, limit)| {
+                Packet::from(GroupMembers {
+                    group,
+                    cursor,
+                    limit,
+                })
+            })
             .boxed(),
         FrameType::MemberList => (
             text(),
@@ -443,8 +468,15 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                 (text(), any::<bool>()).prop_map(|(name, online)| MemberInfo { name, online }),
                 0..8,
             ),
+            cursor(),
         )
-            .prop_map(|(group, members)| Packet::from(MemberList { group, members }))
+            .prop_map(|(group, members, next)| {
+                Packet::from(MemberList {
+                    group,
+                    members,
+                    next,
+                })
+            })
             .boxed(),
         FrameType::Stop => Just(Packet::from(Stop)).boxed(),
         FrameType::Stats => Just(Packet::from(Stats)).boxed(),

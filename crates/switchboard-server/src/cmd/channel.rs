@@ -1,9 +1,10 @@
 //! CREATE_CHANNEL and LIST_CHANNELS.
 
-use switchboard_proto::packet::{ChannelList, CreateChannel, Packet};
+use switchboard_proto::packet::{ChannelList, CreateChannel, ListChannels, Packet};
 
 use super::session::Session;
 use crate::hub::Hub;
+use crate::hub::listing::PageSize;
 
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateChannel) {
     match hub.create_channel(&create.name, &create.options) {
@@ -16,9 +17,17 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
     }
 }
 
-pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let channels = hub.channel_infos();
-    session
-        .reply(request_id, Packet::ChannelList(ChannelList { channels }))
-        .await;
+/// One page of the channel list (see `hub::listing`).
+pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListChannels) {
+    let size = PageSize::new(list.limit, hub.config().max_frame);
+    match hub.channel_page(list.cursor.as_ref(), size) {
+        Ok(page) => {
+            let reply = ChannelList {
+                channels: page.entries,
+                next: page.next,
+            };
+            session.reply(request_id, Packet::ChannelList(reply)).await;
+        }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
 }

@@ -1,9 +1,10 @@
 //! IDENTIFY and LIST_CLIENTS: who this session is, and who else is connected.
 
-use switchboard_proto::packet::{ClientList, Identity, Packet};
+use switchboard_proto::packet::{ClientList, Identity, ListClients, Packet};
 
 use super::session::Session;
 use crate::hub::Hub;
+use crate::hub::listing::PageSize;
 
 pub(crate) async fn identify(session: &Session, request_id: u32) {
     let identity = Identity {
@@ -15,10 +16,17 @@ pub(crate) async fn identify(session: &Session, request_id: u32) {
     session.reply(request_id, Packet::Identity(identity)).await;
 }
 
-/// Every other connected client.
-pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let clients = hub.list_clients(session.caller.client_id);
-    session
-        .reply(request_id, Packet::ClientList(ClientList { clients }))
-        .await;
+/// One page of the other connected clients (see `hub::listing`).
+pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListClients) {
+    let size = PageSize::new(list.limit, hub.config().max_frame);
+    match hub.client_page(session.caller.client_id, list.cursor.as_ref(), size) {
+        Ok(page) => {
+            let reply = ClientList {
+                clients: page.entries,
+                next: page.next,
+            };
+            session.reply(request_id, Packet::ClientList(reply)).await;
+        }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
 }

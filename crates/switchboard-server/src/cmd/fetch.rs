@@ -1,4 +1,13 @@
 //! GET_MESSAGE and GET_MESSAGES over channels, groups (members only) and hashtags.
+//!
+//! A GET_MESSAGES answer is sent page by page: each page is read from the history only
+//! once the previous one was queued, and queuing waits for the session's reply budget
+//! (see `outbox`), so an answer costs about a page of memory however much it covers, and
+//! a client that pipelines fetches without reading them is simply not served further.
+//! A channel or group history is paged by sequence number within the range the request
+//! named when it arrived (messages trimmed meanwhile are not sent; MESSAGES_END counts
+//! what was). A hashtag's recent messages (at most its retention) are taken at once and
+//! sent in the same pages.
 
 use std::sync::Arc;
 
@@ -9,7 +18,11 @@ use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
-use crate::outbox::Outgoing;
+use crate::outbox::{Gone, Outgoing};
+
+/// About how many bytes of frames one page of an answer holds (a page holds at least one
+/// message, whatever its size).
+const PAGE_BYTES: usize = 256 * 1024;
 
 /// The hashtag a tag-scope request names: lower-cased, without its optional '#'.
 fn tag_of(name: &str) -> Result<String, Refusal> {
@@ -42,7 +55,9 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
         .map(|(found, _)| found)
     };
     match found {
-        Ok(Some(message)) => send(session, request_id, vec![message], None).await,
+        Ok(Some(message)) => {
+            let _ = send(session, request_id, vec![message], None).await;
+        }
         Ok(None) => {
             let what = match get.id {
                 Some(id) => format!("no message {id} in {}", get.channel),
@@ -55,29 +70,92 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
 }
 
 pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, get: GetMessages) {
-    let found = if get.scope == Scope::Tag {
-        tag_of(&get.channel).map(|tag| (hub.tagged(&tag, get.since, get.limit), 0))
-    } else {
-        hub.read_history(get.scope, &get.channel, &session.caller.name, |history| {
-            history.range(get.since, get.limit)
-        })
-    };
-    match found {
-        Ok((messages, last_seq)) => {
-            let end = MessagesEnd {
-                count: messages.len() as u64,
-                last_seq,
-            };
-            send(
-                session,
-                request_id,
-                messages,
-                Some(Box::new(Packet::MessagesEnd(end))),
-            )
-            .await;
+    if get.scope == Scope::Tag {
+        match tag_of(&get.channel) {
+            Ok(tag) => {
+                let messages = hub.tagged(&tag, get.since, get.limit);
+                send_snapshot(session, request_id, messages).await;
+            }
+            Err(refusal) => session.refuse(request_id, refusal).await,
         }
-        Err(refusal) => session.refuse(request_id, refusal).await,
+        return;
     }
+    let reader = &session.caller.name;
+    let first = hub.read_history(get.scope, &get.channel, reader, |history| {
+        let window = history.window(get.since, get.limit);
+        let page = window.map(|(first, last)| history.page(first, last, PAGE_BYTES));
+        (window, page.unwrap_or_default())
+    });
+    let ((window, mut page), last_seq) = match first {
+        Ok(found) => found,
+        Err(refusal) => {
+            session.refuse(request_id, refusal).await;
+            return;
+        }
+    };
+    let mut count = 0u64;
+    if let Some((_, last)) = window {
+        while let Some(newest) = page.last().map(|message| message.seq()) {
+            count += page.len() as u64;
+            if send(session, request_id, page, None).await.is_err() {
+                return;
+            }
+            if newest >= last {
+                break;
+            }
+            let next = hub.read_history(get.scope, &get.channel, reader, |history| {
+                history.page(newest + 1, last, PAGE_BYTES)
+            });
+            page = match next {
+                Ok((page, _)) => page,
+                Err(refusal) => {
+                    session.refuse(request_id, refusal).await;
+                    return;
+                }
+            };
+        }
+    }
+    let end = MessagesEnd { count, last_seq };
+    let _ = send(
+        session,
+        request_id,
+        Vec::new(),
+        Some(Box::new(Packet::MessagesEnd(end))),
+    )
+    .await;
+}
+
+/// Sends messages taken at once (a hashtag's), in pages, then MESSAGES_END.
+async fn send_snapshot(session: &Session, request_id: u32, messages: Vec<Arc<StoredMessage>>) {
+    let count = messages.len() as u64;
+    let mut rest = messages.as_slice();
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let take = rest
+            .iter()
+            .take_while(|message| {
+                let more = bytes == 0 || bytes < PAGE_BYTES;
+                bytes += message.live_frame().len();
+                more
+            })
+            .count();
+        let (page, after) = rest.split_at(take);
+        if send(session, request_id, page.to_vec(), None)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        rest = after;
+    }
+    let end = MessagesEnd { count, last_seq: 0 };
+    let _ = send(
+        session,
+        request_id,
+        Vec::new(),
+        Some(Box::new(Packet::MessagesEnd(end))),
+    )
+    .await;
 }
 
 async fn send(
@@ -85,8 +163,8 @@ async fn send(
     request_id: u32,
     messages: Vec<Arc<StoredMessage>>,
     tail: Option<Box<Packet>>,
-) {
-    let _ = session
+) -> Result<(), Gone> {
+    session
         .outbox()
         .send(Outgoing::Sequence {
             request_id,
@@ -94,5 +172,5 @@ async fn send(
             messages,
             tail,
         })
-        .await;
+        .await
 }

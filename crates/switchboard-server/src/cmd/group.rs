@@ -2,11 +2,12 @@
 //! GROUP_MEMBERS.
 
 use switchboard_proto::packet::{
-    CreateGroup, GroupList, GroupMembers, MemberList, OkReply, Packet,
+    CreateGroup, GroupList, GroupMembers, ListGroups, MemberList, OkReply, Packet,
 };
 
 use super::session::Session;
 use crate::hub::Hub;
+use crate::hub::listing::PageSize;
 
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateGroup) {
     match hub.create_group(&create.name, &create.description) {
@@ -15,11 +16,19 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
     }
 }
 
-pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
-    let groups = hub.group_infos();
-    session
-        .reply(request_id, Packet::GroupList(GroupList { groups }))
-        .await;
+/// One page of the group directory (see `hub::listing`).
+pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListGroups) {
+    let size = PageSize::new(list.limit, hub.config().max_frame);
+    match hub.group_page(list.cursor.as_ref(), size) {
+        Ok(page) => {
+            let reply = GroupList {
+                groups: page.entries,
+                next: page.next,
+            };
+            session.reply(request_id, Packet::GroupList(reply)).await;
+        }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
 }
 
 pub(crate) async fn membership(
@@ -36,11 +45,13 @@ pub(crate) async fn membership(
 }
 
 pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, members: GroupMembers) {
-    match hub.group_members(&members.group) {
-        Ok(list) => {
+    let size = PageSize::new(members.limit, hub.config().max_frame);
+    match hub.member_page(&members.group, members.cursor.as_ref(), size) {
+        Ok(page) => {
             let list = MemberList {
                 group: members.group,
-                members: list,
+                members: page.entries,
+                next: page.next,
             };
             session.reply(request_id, Packet::MemberList(list)).await;
         }

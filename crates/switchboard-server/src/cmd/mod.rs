@@ -83,10 +83,10 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
             );
         }
         Packet::Identify(_) => clients::identify(session, request_id).await,
-        Packet::ListClients(_) => clients::list(hub, session, request_id).await,
+        Packet::ListClients(list) => clients::list(hub, session, request_id, list).await,
         Packet::Relay(relay) => relay::relay(hub, session, request_id, relay).await,
         Packet::CreateChannel(create) => channel::create(hub, session, request_id, create).await,
-        Packet::ListChannels(_) => channel::list(hub, session, request_id).await,
+        Packet::ListChannels(list) => channel::list(hub, session, request_id, list).await,
         Packet::Publish(publish) => {
             let quiet = frame.flags.contains(Flags::NO_REPLY);
             if publish.stream.is_some() {
@@ -106,7 +106,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
         Packet::GetMessage(get) => fetch::get_message(hub, session, request_id, get).await,
         Packet::GetMessages(get) => fetch::get_messages(hub, session, request_id, get).await,
         Packet::CreateGroup(create) => group::create(hub, session, request_id, create).await,
-        Packet::ListGroups(_) => group::list(hub, session, request_id).await,
+        Packet::ListGroups(list) => group::list(hub, session, request_id, list).await,
         Packet::JoinGroup(join) => {
             group::membership(hub, session, request_id, &join.group, true).await
         }

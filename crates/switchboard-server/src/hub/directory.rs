@@ -122,12 +122,14 @@ impl Directory {
     }
 
     /// Every connected client but `except`, by id.
-    pub fn list(&self, except: u64) -> Vec<ClientInfo> {
+    /// Every client but `except` whose id is above `after`, in id order.
+    pub fn list_after(&self, except: u64, after: Option<u64>) -> Vec<ClientInfo> {
         let inner = self.inner.read();
         let mut list: Vec<ClientInfo> = inner
             .clients
             .values()
             .filter(|entry| entry.client_id != except)
+            .filter(|entry| after.is_none_or(|after| entry.client_id > after))
             .map(|entry| ClientInfo {
                 client_id: entry.client_id,
                 name: entry.name.clone(),

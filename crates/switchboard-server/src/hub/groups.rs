@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{
-    ChannelOptions, Event, EventKind, GroupInfo, MemberInfo, Packet, Publish, Scope,
+    ChannelOptions, Event, EventKind, GroupInfo, Packet, Publish, Scope,
 };
 use switchboard_proto::subject;
 use tracing::{error, info};
@@ -44,17 +44,6 @@ impl Group {
 
     pub fn is_member(&self, name: &str) -> bool {
         self.members.lock().contains(name)
-    }
-
-    pub fn member_list(&self, online: impl Fn(&str) -> bool) -> Vec<MemberInfo> {
-        self.members
-            .lock()
-            .iter()
-            .map(|name| MemberInfo {
-                name: name.as_str().into(),
-                online: online(name),
-            })
-            .collect()
     }
 }
 
@@ -96,6 +85,11 @@ impl GroupTable {
         let group = Arc::new(make()?);
         map.insert(group.name.clone(), group);
         Ok(true)
+    }
+
+    /// The table, read-locked (listing in name order).
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Group>>> {
+        self.map.read()
     }
 
     pub fn list(&self) -> Vec<Arc<Group>> {
@@ -231,22 +225,8 @@ impl Hub {
         Ok(())
     }
 
-    pub fn group_infos(&self) -> Vec<GroupInfo> {
-        self.groups
-            .list()
-            .iter()
-            .map(|group| group.info())
-            .collect()
-    }
-
     pub fn group_count(&self) -> usize {
         self.groups.list().len()
-    }
-
-    /// GROUP_MEMBERS: every member, and whether it is connected now.
-    pub fn group_members(&self, name: &str) -> Result<Vec<MemberInfo>, Refusal> {
-        let group = self.group(name)?;
-        Ok(group.member_list(|member| self.directory.is_online(member)))
     }
 
     /// Runs `read` on a group's history, if `reader` is a member.

@@ -130,18 +130,46 @@ impl History {
     /// Messages from `since` on, oldest first: with `Since::All`, the newest `limit`;
     /// otherwise the first `limit` from that point.
     pub fn range(&self, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
+        let (start, end) = self.bounds(since, limit);
+        self.messages.range(start..end).cloned().collect()
+    }
+
+    /// The first and last sequence numbers of what [`History::range`] would return, if
+    /// anything: a fetch is then sent page by page within them.
+    pub fn window(&self, since: Since, limit: Option<u64>) -> Option<(u64, u64)> {
+        let (start, end) = self.bounds(since, limit);
+        if start >= end {
+            return None;
+        }
+        Some((self.messages[start].seq(), self.messages[end - 1].seq()))
+    }
+
+    /// The messages with sequence numbers from `first` through `last`, oldest first, up
+    /// to `max_bytes` of frames (at least one message, whatever its size).
+    pub fn page(&self, first: u64, last: u64, max_bytes: usize) -> Vec<Arc<StoredMessage>> {
+        let start = self.messages.partition_point(|m| m.seq() < first);
+        let mut bytes = 0;
+        let mut page = Vec::new();
+        for message in self.messages.range(start..) {
+            if message.seq() > last || (!page.is_empty() && bytes >= max_bytes) {
+                break;
+            }
+            bytes += message.live_frame().len();
+            page.push(message.clone());
+        }
+        page
+    }
+
+    /// The index range of [`History::range`].
+    fn bounds(&self, since: Since, limit: Option<u64>) -> (usize, usize) {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let start = match since {
             Since::All => self.messages.len().saturating_sub(limit),
             Since::Seq(seq) => self.messages.partition_point(|m| m.seq() < seq),
             Since::Time(time) => self.messages.partition_point(|m| m.time_us() < time),
         };
-        self.messages
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect()
+        let end = start.saturating_add(limit).min(self.messages.len());
+        (start, end.max(start))
     }
 }
 
@@ -180,6 +208,39 @@ mod tests {
         assert_eq!(history.info().last_seq, u64::MAX - 1);
         history.push(message(u64::MAX), 0);
         assert_eq!(history.info().last_seq, u64::MAX);
+    }
+
+    #[test]
+    fn pages_cover_the_window_in_order_and_stop_at_its_end() {
+        let mut history = History::new(Retention {
+            max_count: 100,
+            ..KEEP
+        });
+        for seq in 1..=50 {
+            history.push(message(seq), seq);
+        }
+        assert_eq!(history.window(Since::All, Some(20)), Some((31, 50)));
+        assert_eq!(history.window(Since::Seq(10), Some(5)), Some((10, 14)));
+        assert_eq!(history.window(Since::Seq(51), None), None);
+        let frame = history.latest().unwrap().live_frame().len();
+        let (first, last) = history.window(Since::Seq(10), Some(25)).unwrap();
+        let mut next = first;
+        let mut seen = Vec::new();
+        loop {
+            let page = history.page(next, last, 3 * frame);
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            seen.extend(page.iter().map(|m| m.seq()));
+            next = page.last().unwrap().seq() + 1;
+        }
+        assert_eq!(seen, (10..=34).collect::<Vec<_>>());
+        assert_eq!(
+            history.page(40, 40, 0).len(),
+            1,
+            "one message even over the bytes"
+        );
     }
 
     #[test]

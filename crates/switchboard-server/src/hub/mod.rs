@@ -13,6 +13,7 @@ mod channels;
 pub mod directory;
 mod groups;
 pub mod history;
+pub mod listing;
 pub mod message;
 mod routes;
 pub mod stats;
@@ -23,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelInfo, ChannelOptions, ClientInfo, Durability, Envelope, Packet, Publish, PublishAck,
-    Replay, Scope, Since, StreamStart, SubscribeAck,
+    ChannelOptions, Durability, Envelope, Packet, Publish, PublishAck, Replay, Scope, Since,
+    StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
@@ -45,7 +46,7 @@ use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
-use crate::outbox::{Outbox, OutboxReceiver, Outgoing, OwnedPermit};
+use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
@@ -241,18 +242,9 @@ impl Hub {
         self.directory.len()
     }
 
-    /// Every connected client but `except`, by id.
-    pub fn list_clients(&self, except: u64) -> Vec<ClientInfo> {
-        self.directory.list(except)
-    }
-
     /// The outbound queue of a connected client.
     pub fn outbox_of(&self, client_id: u64) -> Option<Outbox> {
         self.directory.outbox(client_id)
-    }
-
-    pub fn channel_infos(&self) -> Vec<ChannelInfo> {
-        self.channels.list().iter().map(|c| c.info()).collect()
     }
 
     pub fn channel_count(&self) -> usize {
@@ -626,9 +618,11 @@ impl Hub {
         subscription_id: u64,
         pattern: &Pattern,
         replay: Replay,
-        permit: OwnedPermit<Outgoing>,
+        permit: ReplyPermit,
     ) {
-        let send = |permit: OwnedPermit<Outgoing>, messages: Vec<Arc<StoredMessage>>| {
+        let replay_limit = caller.outbox.reply_limit();
+        let send = |permit: ReplyPermit, mut messages: Vec<Arc<StoredMessage>>| {
+            keep_newest_within(&mut messages, replay_limit);
             let ack = SubscribeAck {
                 subscription_id,
                 replay_count: messages.len() as u64,
@@ -737,6 +731,20 @@ impl Hub {
             }
         }
     }
+}
+
+/// Cuts a replay to its newest messages that weigh at most `limit` bytes in the queue
+/// (at least one). A replay is a snapshot, taken under the locks that order it with live
+/// delivery, so it cannot be produced page by page like a history fetch; this is its
+/// bound (SUBSCRIBE_ACK's replay count says how many were kept).
+fn keep_newest_within(messages: &mut Vec<Arc<StoredMessage>>, limit: usize) {
+    let mut weight = messages_weight(messages);
+    let mut cut = 0;
+    while weight > limit && cut + 1 < messages.len() {
+        weight -= messages_weight(&messages[cut..=cut]);
+        cut += 1;
+    }
+    messages.drain(..cut);
 }
 
 /// The range a replay asks for, or `None` for live only.

@@ -1,10 +1,14 @@
 //! A connection's outbound queue: what the hub and the session's own requests hand to the
 //! connection's writer task.
 //!
-//! The queue is bounded. Replies to the session's own requests wait for room (the reader
-//! is then held back, which is the right backpressure for a client that does not read its
-//! answers). Deliveries to other sessions never wait: a full queue marks a slow consumer,
-//! which is disconnected, so that one slow reader cannot stall a publisher or anyone else.
+//! The queue is bounded, in items and in bytes. Replies to the session's own requests
+//! count against the byte budget like deliveries, but wait instead of overflowing: a reply
+//! is queued only while the queued bytes are under the reply limit (half the budget), so
+//! a session that does not read its answers stops being served (its request loop waits
+//! here and reads nothing more) with at most that much queued, and deliveries keep the
+//! other half. Deliveries to other sessions never wait: a full queue marks a slow
+//! consumer, which is disconnected, so that one slow reader cannot stall a publisher or
+//! anyone else.
 //!
 //! On a drop-oldest channel, live frames are queued as droppable: when the queue is full,
 //! the oldest of them still queued are taken back out to make room, and only a queue
@@ -16,17 +20,20 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use switchboard_proto::packet::{Disconnect, Packet, PublishAck};
+use switchboard_proto::packet::{Disconnect, Encode, Packet, PublishAck};
 use switchboard_proto::{ErrorCode, Flags};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::queue::OwnedPermit;
+pub(crate) use self::queue::TryRecvError;
 use self::queue::TrySendError;
-pub(crate) use self::queue::{OwnedPermit, TryRecvError};
 use crate::hub::message::StoredMessage;
 
 mod queue;
@@ -77,17 +84,46 @@ struct KillSwitch {
 /// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
 const ITEM_OVERHEAD: usize = 64;
 
-/// What a queued item counts against the byte bound: deliveries only (replies wait for
-/// room instead of overflowing).
+/// What a queued item counts against the byte bound: its frames (for a packet, the upper
+/// bound its encoder reserves) plus the per-item overhead.
 fn weight(item: &Outgoing) -> usize {
     match item {
         Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
         Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
+        Outgoing::Packet { packet, .. } => packet_weight(packet),
+        Outgoing::PublishAck { .. } => ITEM_OVERHEAD,
+        Outgoing::Sequence {
+            head,
+            messages,
+            tail,
+            ..
+        } => {
+            head.as_deref().map_or(0, packet_weight)
+                + tail.as_deref().map_or(0, packet_weight)
+                + messages_weight(messages)
+        }
         // Counted when queued and uncounted by whoever takes the frame out, writer or
         // dropper; see `DroppableFrame::take`.
-        _ => 0,
+        Outgoing::Droppable(_) | Outgoing::Dropped | Outgoing::Close(_) => 0,
     }
 }
+
+fn packet_weight(packet: &Packet) -> usize {
+    ITEM_OVERHEAD + packet.fields_len_hint() + packet.content_len()
+}
+
+/// What stored messages weigh in a queue: their frames (a streamed body counts its
+/// MESSAGE frame; its chunks are read from the file as they are sent).
+pub(crate) fn messages_weight(messages: &[Arc<StoredMessage>]) -> usize {
+    messages
+        .iter()
+        .map(|message| message.live_frame().len() + ITEM_OVERHEAD)
+        .sum()
+}
+
+/// How often a reply waiting for room looks again on its own (it is woken as the writer
+/// drains, but a writer that ended does not drain any more).
+const REPLY_RECHECK: Duration = Duration::from_millis(100);
 
 /// A queued frame that may be dropped before the writer gets to it.
 #[derive(Debug)]
@@ -128,6 +164,12 @@ struct OutboxState {
     /// Bytes of deliveries queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
+    /// Replies are queued only while the queued bytes are under this (half the budget).
+    reply_limit: usize,
+    /// A reply waits for the queued bytes to fall under the reply limit.
+    reply_waiting: AtomicBool,
+    /// Woken by the writer when the queued bytes fall under the reply limit.
+    drained: Notify,
     droppables: Droppables,
     /// The server-wide count of frames dropped for slow consumers.
     dropped_total: Arc<AtomicU64>,
@@ -158,7 +200,13 @@ impl OutboxReceiver {
         }
         let weight = weight(&item);
         if weight > 0 {
-            self.state.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            let before = self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+            if before.saturating_sub(weight) < self.state.reply_limit
+                && self.state.reply_waiting.load(Ordering::SeqCst)
+            {
+                self.state.reply_waiting.store(false, Ordering::SeqCst);
+                self.state.drained.notify_waiters();
+            }
         }
         item
     }
@@ -213,6 +261,24 @@ impl WriterWatch {
     }
 }
 
+/// Room for one reply, taken in advance by [`Outbox::reserve`]; given back if dropped
+/// unused.
+#[derive(Debug)]
+pub(crate) struct ReplyPermit {
+    permit: OwnedPermit<Outgoing>,
+    state: Arc<OutboxState>,
+}
+
+impl ReplyPermit {
+    /// Queues the reply without waiting (counted against the byte budget).
+    pub fn send(self, item: Outgoing) {
+        self.state
+            .queued_bytes
+            .fetch_add(weight(&item), Ordering::SeqCst);
+        self.permit.send(item);
+    }
+}
+
 /// The queue has been closed: the connection is gone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gone;
@@ -246,6 +312,9 @@ impl Outbox {
             },
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
+            reply_limit: max_bytes / 2,
+            reply_waiting: AtomicBool::new(false),
+            drained: Notify::new(),
             droppables: Droppables::default(),
             dropped_total,
             writer: Mutex::new(None),
@@ -377,31 +446,90 @@ impl Outbox {
         }
     }
 
-    /// Queues an item, waiting for room. Gives up once the connection is being closed
-    /// (killed, or the server is stopping): a client that reads nothing would otherwise
-    /// keep its session waiting here forever, where it never sees the kill switch.
+    /// Queues a reply, waiting for room: for the queued bytes to fall under the reply
+    /// limit, then for a slot. Gives up once the connection is being closed (killed, or
+    /// the server is stopping): a client that reads nothing would otherwise keep its
+    /// session waiting here forever, where it never sees the kill switch.
     pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
-        tokio::select! {
+        self.reply_room().await?;
+        let weight = weight(&item);
+        self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
+        let sent = tokio::select! {
             biased;
             sent = self.tx.send(item) => sent.map_err(|_| Gone),
+            () = self.state.kill.token.cancelled() => Err(Gone),
+        };
+        if sent.is_err() {
+            self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Queues the connection's last item, waiting for a slot even if it is being closed
+    /// (the caller bounds the wait), but not for the byte budget.
+    pub async fn send_last(&self, item: Outgoing) -> Result<(), Gone> {
+        let weight = weight(&item);
+        self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
+        self.tx.send(item).await.map_err(|_| {
+            self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+            Gone
+        })
+    }
+
+    /// Waits for room for one reply (as [`Outbox::send`] does), so that it can be queued
+    /// later without waiting (while holding a lock that must not be held across an
+    /// await). Gives up like [`Outbox::send`].
+    pub async fn reserve(&self) -> Result<ReplyPermit, Gone> {
+        self.reply_room().await?;
+        tokio::select! {
+            biased;
+            permit = self.tx.clone().reserve_owned() => permit
+                .map(|permit| ReplyPermit {
+                    permit,
+                    state: self.state.clone(),
+                })
+                .map_err(|_| Gone),
             () = self.state.kill.token.cancelled() => Err(Gone),
         }
     }
 
-    /// Queues the connection's last item, waiting for room even if it is being closed
-    /// (the caller bounds the wait).
-    pub async fn send_last(&self, item: Outgoing) -> Result<(), Gone> {
-        self.tx.send(item).await.map_err(|_| Gone)
+    /// The most bytes of replies queued at once before the next reply waits (the queue
+    /// may go over by the last reply queued).
+    pub fn reply_limit(&self) -> usize {
+        self.state.reply_limit
     }
 
-    /// Waits for room for one item, so that it can be queued later without waiting
-    /// (while holding a lock that must not be held across an await). Gives up like
-    /// [`Outbox::send`].
-    pub async fn reserve(&self) -> Result<OwnedPermit<Outgoing>, Gone> {
-        tokio::select! {
-            biased;
-            permit = self.tx.clone().reserve_owned() => permit.map_err(|_| Gone),
-            () = self.state.kill.token.cancelled() => Err(Gone),
+    /// Bytes queued and not yet taken by the writer: deliveries and replies.
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> usize {
+        self.state.queued_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the queued bytes are under the reply limit.
+    async fn reply_room(&self) -> Result<(), Gone> {
+        let state = &self.state;
+        loop {
+            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit {
+                return Ok(());
+            }
+            if self.tx.is_closed() || state.kill.token.is_cancelled() {
+                return Err(Gone);
+            }
+            let drained = state.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            state.reply_waiting.store(true, Ordering::SeqCst);
+            // Looked at again once the writer can see the flag: it may have drained the
+            // queue in between, and would then have woken nobody.
+            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                () = state.kill.token.cancelled() => return Err(Gone),
+                () = drained => {}
+                () = tokio::time::sleep(REPLY_RECHECK) => {}
+            }
         }
     }
 
@@ -434,5 +562,65 @@ impl Outbox {
             .lock()
             .clone()
             .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::packet::{ErrorPacket, Packet};
+
+    use super::*;
+
+    fn reply(len: usize) -> Outgoing {
+        Outgoing::Packet {
+            request_id: 1,
+            flags: Flags::empty(),
+            packet: Box::new(Packet::Error(ErrorPacket::new(
+                ErrorCode::Internal,
+                "x".repeat(len),
+            ))),
+        }
+    }
+
+    /// Replies count against the byte budget and wait while half of it is queued; the
+    /// writer taking them wakes the waiting reply.
+    #[tokio::test]
+    async fn a_reply_waits_while_half_the_budget_is_queued() {
+        let (outbox, mut rx) =
+            Outbox::new(1, 1024, 4096, &CancellationToken::new(), Arc::default());
+        outbox.send(reply(3000)).await.unwrap();
+        assert!(outbox.queued_bytes() > outbox.reply_limit());
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(reply(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a reply went over the budget");
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken once the queue drained")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
+        assert_eq!(outbox.queued_bytes(), 0, "everything taken is uncounted");
+    }
+
+    /// A reply waiting for room gives up once the writer is gone.
+    #[tokio::test]
+    async fn a_waiting_reply_gives_up_when_the_writer_is_gone() {
+        let (outbox, rx) = Outbox::new(1, 1024, 4096, &CancellationToken::new(), Arc::default());
+        outbox.send(reply(3000)).await.unwrap();
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(reply(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        let sent = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("gave up in time")
+            .unwrap();
+        assert!(sent.is_err());
     }
 }

@@ -136,6 +136,11 @@ impl<T> Sender<T> {
         Ok(OwnedPermit { sender: Some(self) })
     }
 
+    /// Whether the receiver is gone (nothing queued will be taken any more).
+    pub fn is_closed(&self) -> bool {
+        self.chan.room.is_closed()
+    }
+
     /// Queues an item whose room was already taken.
     fn push(&self, item: T) -> Result<(), T> {
         let mut state = self.chan.state.lock();

@@ -308,6 +308,7 @@ impl Storage for FjallStorage {
                     online: false,
                 })
                 .collect(),
+            next: None,
         })?;
         self.writer.push(Op::Put {
             key: keys::members_key(group),
