@@ -849,6 +849,8 @@ fn the_log_file_is_plain_text_while_the_terminal_gets_colours() {
         &[("RUST_LOG", "info")],
     );
     server.expect("switchboard listening on 127.0.0.1:");
+    // The line after it is printed once the address line is whole (port included).
+    server.expect("switchboard keeps history in memory only");
     let screen = server.text();
     let addr = screen
         .lines()
