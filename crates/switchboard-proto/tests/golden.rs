@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    Chunk, ErrorPacket, Heartbeat, Message, Publish, PublishAck, Relay, Replay, Scope, SessionAck,
-    SessionInit, Subscribe,
+    Chunk, DeleteChannel, ErrorPacket, Event, EventKind, Heartbeat, Message, Publish, PublishAck,
+    Relay, Replay, Scope, SessionAck, SessionInit, Subscribe,
 };
 use switchboard_proto::{
     ErrorCode, Flags, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Packet, Preface,
@@ -206,6 +206,32 @@ fn vectors() -> Vec<Vector> {
                 stream_id: 1,
                 data: Bytes::from_static(b" world"),
                 digest: Some(HELLO_WORLD_SHA256),
+            }
+            .into(),
+        },
+        Vector {
+            name: "delete_channel",
+            desc: "DELETE_CHANNEL \"news\"; request id 9",
+            key: None,
+            request_id: 9,
+            flags: Flags::empty(),
+            packet: DeleteChannel {
+                name: "news".into(),
+            }
+            .into(),
+        },
+        Vector {
+            name: "event_group_deleted",
+            desc: "EVENT GROUP_DELETED (kind 6) of group \"friends\" (scope 1), time \
+                   1700000000000000 us; request id 0",
+            key: None,
+            request_id: 0,
+            flags: Flags::empty(),
+            packet: Event {
+                scope: Scope::Group,
+                channel: "friends".into(),
+                time_us: 1_700_000_000_000_000,
+                ..Event::new(EventKind::GroupDeleted)
             }
             .into(),
         },

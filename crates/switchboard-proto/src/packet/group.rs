@@ -161,6 +161,12 @@ group_request! {
 }
 
 group_request! {
+    /// Deletes a group: its history, its members and its directory entry; answered by
+    /// OK. Every member's sessions get an EVENT `GROUP_DELETED`.
+    DeleteGroup => DeleteGroup
+}
+
+group_request! {
     /// Asks for the members of a group.
     GroupMembers => GroupMembers
 }
