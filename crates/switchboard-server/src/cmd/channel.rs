@@ -1,6 +1,6 @@
-//! CREATE_CHANNEL and LIST_CHANNELS.
+//! CREATE_CHANNEL, LIST_CHANNELS and DELETE_CHANNEL.
 
-use switchboard_proto::packet::{ChannelList, CreateChannel, Packet};
+use switchboard_proto::packet::{ChannelList, CreateChannel, DeleteChannel, OkReply, Packet};
 
 use super::session::Session;
 use crate::hub::Hub;
@@ -21,4 +21,13 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32) {
     session
         .reply(request_id, Packet::ChannelList(ChannelList { channels }))
         .await;
+}
+
+/// DELETE_CHANNEL. Anyone may delete a channel until sessions are authenticated; then
+/// only its owner or an admin will.
+pub(crate) async fn delete(hub: &Hub, session: &Session, request_id: u32, delete: DeleteChannel) {
+    match hub.delete_channel(&delete.name) {
+        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
 }

@@ -34,8 +34,10 @@ use crate::log;
 /// One queued change, applied in queue order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
-    /// A directory record (a channel's options, a group, its members) under its key.
+    /// A directory record (a channel's options, a group, a member) under its key.
     Put { key: Vec<u8>, value: Bytes },
+    /// A directory record removed (a member who left).
+    Remove { key: Vec<u8> },
     /// A message appended to a history: its frame as stored.
     Append {
         kind: LogKind,
@@ -50,6 +52,10 @@ pub(super) enum Op {
         log: String,
         through: u64,
     },
+    /// A channel or group deleted: its directory records, counters and every message.
+    /// Applied after every record queued before it was written, and before any queued
+    /// after it (the name may be created again).
+    DeleteLog { kind: LogKind, log: String },
 }
 
 /// What a queued record costs besides its bytes (the queue entry, allocations).
@@ -62,7 +68,8 @@ impl Op {
                 Op::Put { key, value } => key.len() + value.len(),
                 // What its key would take: the history's name and the sequence number.
                 Op::Append { log, frame, .. } => log.len() + 8 + frame.len(),
-                Op::Trim { log, .. } => log.len(),
+                Op::Remove { key } => key.len(),
+                Op::Trim { log, .. } | Op::DeleteLog { log, .. } => log.len(),
             }
     }
 }
@@ -131,6 +138,9 @@ struct Shared {
     room: Condvar,
     progress: watch::Sender<Progress>,
     syncs: AtomicU64,
+    /// What every record queued so far weighs: a measure of the store's write volume
+    /// that does not depend on the database's own accounting.
+    queued_bytes: AtomicU64,
     limits: QueueLimits,
 }
 
@@ -161,6 +171,7 @@ impl Writer {
             room: Condvar::new(),
             progress,
             syncs: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
             limits,
         });
         let interval = match policy {
@@ -201,6 +212,9 @@ impl Writer {
             self.shared.room.wait(&mut queue);
             queue.blocked -= 1;
         }
+        self.shared
+            .queued_bytes
+            .fetch_add(weight as u64, Ordering::Relaxed);
         let is_record = !matches!(op, Op::Trim { .. });
         queue.ops.push(op);
         queue.bytes += weight;
@@ -247,6 +261,11 @@ impl Writer {
     /// How many syncs completed.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The weight of every record queued so far (keys, values and a fixed overhead).
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Writes and syncs everything queued, then ends the thread. Later records are
@@ -414,7 +433,8 @@ mod tests {
                 .drain(..)
                 .map(|op| match op {
                     Op::Put { value, .. } | Op::Append { frame: value, .. } => value,
-                    Op::Trim { log, .. } => Bytes::from(log),
+                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => Bytes::from(log),
+                    Op::Remove { key } => Bytes::from(key),
                 })
                 .collect();
             batches.push(values);

@@ -88,6 +88,71 @@ impl FjallSink {
         }
     }
 
+    /// Writes the directory records and the chunks built so far as one batch.
+    fn commit_records(
+        &mut self,
+        directory: &mut HashMap<Vec<u8>, Option<Bytes>>,
+    ) -> Result<(), StorageError> {
+        if directory.is_empty() && self.building.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for (key, value) in directory.drain() {
+            match value {
+                Some(value) => batch.insert(&self.meta, key, value.as_ref()),
+                None => batch.remove(&self.meta, key),
+            }
+        }
+        let mut written = Vec::with_capacity(self.building.len());
+        for chunk in self.building.drain(..) {
+            let prefix = keys::log_prefix(chunk.kind, &chunk.log);
+            batch.insert(
+                &self.messages,
+                keys::chunk_key(&prefix, chunk.first),
+                chunk.frames.as_ref(),
+            );
+            written.push((prefix, chunk.first, chunk.last));
+        }
+        if let Err(e) = batch.commit() {
+            self.trims.clear();
+            return Err(storage_error("writing to the journal", e));
+        }
+        let mut index = self.chunks.lock();
+        for (prefix, first, last) in written {
+            index.entry(prefix).or_default().push_back((first, last));
+        }
+        Ok(())
+    }
+
+    /// Removes everything stored for a history and its channel or group: every chunk,
+    /// the directory records, its members (groups) and its counters. Plain tombstones,
+    /// not weak ones: a name created again writes some of the same keys again.
+    fn delete_log(&mut self, kind: LogKind, log: &str) -> Result<(), StorageError> {
+        self.trims.remove(&(kind, log.to_owned()));
+        let prefix = keys::log_prefix(kind, log);
+        let chunks = self.chunks.lock().remove(&prefix).unwrap_or_default();
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for (first, _) in chunks {
+            batch.remove(&self.messages, keys::chunk_key(&prefix, first));
+        }
+        match kind {
+            LogKind::Channel => batch.remove(&self.meta, keys::channel_key(log)),
+            LogKind::Group => {
+                batch.remove(&self.meta, keys::group_key(log));
+                batch.remove(&self.meta, keys::members_key(log));
+                for key in self.meta.prefix(keys::members_prefix(log)) {
+                    let key = key.key().map_err(|e| storage_error("reading members", e))?;
+                    batch.remove(&self.meta, key);
+                }
+            }
+        }
+        batch.remove(&self.meta, keys::next_seq_key(kind, log));
+        batch.remove(&self.meta, keys::trim_key(kind, log));
+        batch
+            .commit()
+            .map_err(|e| storage_error("deleting a history", e))
+    }
+
     /// Removes the chunks this batch's trims cover entirely. A separate batch from the
     /// records': an insert and a removal of one key in one batch would share a sequence
     /// number, and the removal might not win.
@@ -136,10 +201,18 @@ impl FjallSink {
 
 impl Sink for FjallSink {
     fn write(&mut self, ops: &mut Vec<Op>) -> Result<(), StorageError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        // The last put or removal of each directory key in this batch: one batch must not
+        // hold two writes of one key (they would share a sequence number, and either
+        // might win), and a member who joins and leaves within a batch leaves nothing.
+        let mut directory: HashMap<Vec<u8>, Option<Bytes>> = HashMap::new();
         for op in ops.drain(..) {
             match op {
-                Op::Put { key, value } => batch.insert(&self.meta, key, value.as_ref()),
+                Op::Put { key, value } => {
+                    directory.insert(key, Some(value));
+                }
+                Op::Remove { key } => {
+                    directory.insert(key, None);
+                }
                 Op::Append {
                     kind,
                     log,
@@ -150,27 +223,15 @@ impl Sink for FjallSink {
                     let slot = self.trims.entry((kind, log)).or_insert(through);
                     *slot = (*slot).max(through);
                 }
+                Op::DeleteLog { kind, log } => {
+                    // What came before is written first, the deletion in a batch of its
+                    // own, and what follows (the name created again) after it.
+                    self.commit_records(&mut directory)?;
+                    self.delete_log(kind, &log)?;
+                }
             }
         }
-        let mut written = Vec::with_capacity(self.building.len());
-        for chunk in self.building.drain(..) {
-            let prefix = keys::log_prefix(chunk.kind, &chunk.log);
-            batch.insert(
-                &self.messages,
-                keys::chunk_key(&prefix, chunk.first),
-                chunk.frames.as_ref(),
-            );
-            written.push((prefix, chunk.first, chunk.last));
-        }
-        if let Err(e) = batch.commit() {
-            self.trims.clear();
-            return Err(storage_error("writing to the journal", e));
-        }
-        let mut index = self.chunks.lock();
-        for (prefix, first, last) in written {
-            index.entry(prefix).or_default().push_back((first, last));
-        }
-        drop(index);
+        self.commit_records(&mut directory)?;
         if !self.trims.is_empty()
             && let Err(error) = self.trim()
         {
