@@ -458,8 +458,32 @@ impl Dispatcher {
             Err(error) => return tracing::warn!(%error, "undecodable EVENT dropped"),
         };
         match event.kind {
-            EventKind::MemberJoined | EventKind::MemberLeft => {
+            EventKind::MemberJoined | EventKind::MemberLeft | EventKind::GroupDeleted => {
                 self.shared.group_feed.push(GroupItem::Event(event));
+            }
+            EventKind::ChannelDeleted => {
+                // Consumers with a pattern naming the channel exactly end, and every one
+                // of their patterns is unsubscribed: the server keeps routes by name, and
+                // a channel created again under it would feed them otherwise. Wildcard
+                // and hashtag consumers go on.
+                let channel = event.channel.to_string();
+                let ended = {
+                    let mut table = self.shared.subscriptions();
+                    let mut ended = Vec::new();
+                    for subscription_id in table.exact_on(&channel) {
+                        if let Some(entry) = table.remove(subscription_id) {
+                            entry.state.end(EndReason::ChannelDeleted {
+                                channel: channel.clone(),
+                            });
+                            ended.push(subscription_id);
+                            ended.extend(table.remove_siblings(&entry.state));
+                        }
+                    }
+                    ended
+                };
+                for subscription_id in ended {
+                    self.shared.schedule_unsubscribe(subscription_id);
+                }
             }
             EventKind::Skipped => {
                 tracing::debug!(

@@ -274,6 +274,11 @@ impl Hub {
         self.storage.syncs()
     }
 
+    /// What every record handed to the store weighed, in bytes.
+    pub fn store_bytes_queued(&self) -> u64 {
+        self.storage.bytes_queued()
+    }
+
     /// The durability channels get when they ask for none: memory only without a durable
     /// store, else the store's sync policy.
     fn default_durability(&self) -> Durability {
