@@ -806,6 +806,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deleted_channel_ends_only_the_subscriptions_naming_it_and_unsubscribes_them() {
+        let mut fixture = Fixture::new();
+        let (_, mut exact) = fixture.subscribe(1, "news", 0).await;
+        let (_, mut other) = fixture.subscribe(2, "sports", 0).await;
+        let (_, mut wildcard) = fixture.subscribe(3, "*", 0).await;
+        let mut deleted = Event::new(EventKind::ChannelDeleted);
+        deleted.channel = "news".into();
+        fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &deleted))
+            .await;
+        assert!(exact.recv().await.is_none());
+        assert_eq!(fixture.shared.subscriptions().len(), 2);
+        assert_eq!(fixture.shared.take_chores().unsubscribe, [1]);
+        // The others go on: the wildcard follows a channel created again under the name.
+        for channel in ["sports", "news"] {
+            fixture
+                .dispatcher
+                .dispatch(frame(0, Flags::empty(), &message(channel, 1, "on")))
+                .await;
+        }
+        assert_eq!(drain(&mut other), [(1, false)]);
+        assert_eq!(drain(&mut wildcard), [(1, false), (1, false)]);
+    }
+
+    #[tokio::test]
     async fn disconnect_ends_the_connection_with_its_reason() {
         let mut fixture = Fixture::new();
         let goodbye = Disconnect::new(ErrorCode::ShuttingDown, "maintenance");
