@@ -180,12 +180,14 @@ impl ChannelTable {
         }
     }
 
-    /// Takes a channel out of the table; `None` if there is none of that name.
-    pub fn remove(&self, name: &str) -> Option<Arc<Channel>> {
+    /// Takes a channel out of the table and runs `retire` on it under the table's lock,
+    /// so that no channel of that name can be created (and stored) before `retire` is
+    /// done; `None` if there is no channel of that name.
+    pub fn remove_with<T>(&self, name: &str, retire: impl FnOnce(&Channel) -> T) -> Option<T> {
         let mut map = self.map.write();
         let channel = map.remove(name)?;
         self.aging.lock().remove(name);
-        Some(channel)
+        Some(retire(&channel))
     }
 
     /// The channels with a maximum age.

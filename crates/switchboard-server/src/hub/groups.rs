@@ -102,9 +102,13 @@ impl GroupTable {
         self.map.read().values().cloned().collect()
     }
 
-    /// Takes a group out of the table; `None` if there is none of that name.
-    pub fn remove(&self, name: &str) -> Option<Arc<Group>> {
-        self.map.write().remove(name)
+    /// Takes a group out of the table and runs `retire` on it under the table's lock,
+    /// so that no group of that name can be created (and stored) before `retire` is
+    /// done; `None` if there is no group of that name.
+    pub fn remove_with<T>(&self, name: &str, retire: impl FnOnce(&Group) -> T) -> Option<T> {
+        let mut map = self.map.write();
+        let group = map.remove(name)?;
+        Some(retire(&group))
     }
 }
 
@@ -248,22 +252,27 @@ impl Hub {
     /// EVENT `GROUP_DELETED`. The name may be created again, as a new empty group.
     pub fn delete_group(&self, name: &str) -> Result<(), Refusal> {
         subject::validate_group(name)?;
-        let group = self
-            .groups
-            .remove(name)
-            .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
-        let mut history = group.history.lock();
-        let messages = history.take_all();
-        // Under the history lock, so that it follows every append of the group.
-        let stored = self.storage.delete_group(name);
         let mut event = Event::new(EventKind::GroupDeleted);
         event.scope = Scope::Group;
         event.channel = name.into();
         event.time_us = now_us();
-        if let Some(frame) = self.shared_frame(&Packet::Event(event)) {
-            self.tell_members(&group, |outbox| outbox.deliver(frame.clone()));
-        }
-        drop(history);
+        let frame = self.shared_frame(&Packet::Event(event));
+        let (messages, stored) = self
+            .groups
+            .remove_with(name, |group| {
+                let mut history = group.history.lock();
+                let messages = history.take_all();
+                // Under the history lock, after every append of the group; under the
+                // table's, before the name can be created again.
+                let stored = self.storage.delete_group(name);
+                // Still under the history lock: after every message of the group queued.
+                if let Some(frame) = &frame {
+                    self.tell_members(group, |outbox| outbox.deliver(frame.clone()));
+                }
+                drop(history);
+                (messages, stored)
+            })
+            .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
         drop(messages);
         info!(target: log::GENERAL, group = name, "group deleted");
         stored.map_err(|e| storage_refusal(&e))

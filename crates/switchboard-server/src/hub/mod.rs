@@ -424,28 +424,33 @@ impl Hub {
     /// again, as a new empty channel whose sequence numbers start at 1.
     pub fn delete_channel(&self, name: &str) -> Result<(), Refusal> {
         subject::validate_channel(name)?;
-        let channel = self
-            .channels
-            .remove(name)
-            .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
-        let mut history = channel.history.lock();
-        let messages = history.take_all();
-        // Under the history lock, so that it follows every append of the channel.
-        let stored = if self.rules.durability_of(&channel.options) == Durability::Memory {
-            Ok(())
-        } else {
-            self.storage.delete_channel(name)
-        };
-        self.tags.lock().remove(&messages);
         let mut event = Event::new(EventKind::ChannelDeleted);
         event.channel = name.into();
         event.time_us = now_us();
-        if let Some(frame) = self.shared_frame(&Packet::Event(event)) {
-            for outbox in self.routes.connections_for(name) {
-                outbox.deliver(frame.clone());
-            }
-        }
-        drop(history);
+        let frame = self.shared_frame(&Packet::Event(event));
+        let (messages, stored) = self
+            .channels
+            .remove_with(name, |channel| {
+                let mut history = channel.history.lock();
+                let messages = history.take_all();
+                // Under the history lock, after every append of the channel; under the
+                // table's, before the name can be created again.
+                let stored = if self.rules.durability_of(&channel.options) == Durability::Memory {
+                    Ok(())
+                } else {
+                    self.storage.delete_channel(name)
+                };
+                self.tags.lock().remove(&messages);
+                // Still under the history lock: after every message of the channel queued.
+                if let Some(frame) = &frame {
+                    for outbox in self.routes.connections_for(name) {
+                        outbox.deliver(frame.clone());
+                    }
+                }
+                drop(history);
+                (messages, stored)
+            })
+            .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
         // The last references to streamed bodies, unless a reader is still sending one.
         drop(messages);
         info!(target: log::GENERAL, channel = name, "channel deleted");
