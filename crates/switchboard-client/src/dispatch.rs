@@ -458,8 +458,32 @@ impl Dispatcher {
             Err(error) => return tracing::warn!(%error, "undecodable EVENT dropped"),
         };
         match event.kind {
-            EventKind::MemberJoined | EventKind::MemberLeft => {
+            EventKind::MemberJoined | EventKind::MemberLeft | EventKind::GroupDeleted => {
                 self.shared.group_feed.push(GroupItem::Event(event));
+            }
+            EventKind::ChannelDeleted => {
+                // Consumers with a pattern naming the channel exactly end, and every one
+                // of their patterns is unsubscribed: the server keeps routes by name, and
+                // a channel created again under it would feed them otherwise. Wildcard
+                // and hashtag consumers go on.
+                let channel = event.channel.to_string();
+                let ended = {
+                    let mut table = self.shared.subscriptions();
+                    let mut ended = Vec::new();
+                    for subscription_id in table.exact_on(&channel) {
+                        if let Some(entry) = table.remove(subscription_id) {
+                            entry.state.end(EndReason::ChannelDeleted {
+                                channel: channel.clone(),
+                            });
+                            ended.push(subscription_id);
+                            ended.extend(table.remove_siblings(&entry.state));
+                        }
+                    }
+                    ended
+                };
+                for subscription_id in ended {
+                    self.shared.schedule_unsubscribe(subscription_id);
+                }
             }
             EventKind::Skipped => {
                 tracing::debug!(
@@ -779,6 +803,32 @@ mod tests {
         assert!(receiver.recv().await.is_none());
         assert_eq!(fixture.shared.subscriptions().len(), 1);
         assert_eq!(fixture.shared.take_chores().unsubscribe, [1]);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_channel_ends_only_the_subscriptions_naming_it_and_unsubscribes_them() {
+        let mut fixture = Fixture::new();
+        let (_, mut exact) = fixture.subscribe(1, "news", 0).await;
+        let (_, mut other) = fixture.subscribe(2, "sports", 0).await;
+        let (_, mut wildcard) = fixture.subscribe(3, "*", 0).await;
+        let mut deleted = Event::new(EventKind::ChannelDeleted);
+        deleted.channel = "news".into();
+        fixture
+            .dispatcher
+            .dispatch(frame(0, Flags::empty(), &deleted))
+            .await;
+        assert!(exact.recv().await.is_none());
+        assert_eq!(fixture.shared.subscriptions().len(), 2);
+        assert_eq!(fixture.shared.take_chores().unsubscribe, [1]);
+        // The others go on: the wildcard follows a channel created again under the name.
+        for channel in ["sports", "news"] {
+            fixture
+                .dispatcher
+                .dispatch(frame(0, Flags::empty(), &message(channel, 1, "on")))
+                .await;
+        }
+        assert_eq!(drain(&mut other), [(1, false)]);
+        assert_eq!(drain(&mut wildcard), [(1, false), (1, false)]);
     }
 
     #[tokio::test]

@@ -217,7 +217,7 @@ pub enum ErrorKind {
     BodyLength,
     /// The server answered with a frame of the wrong type.
     UnexpectedReply,
-    /// The server ended the subscription.
+    /// The server ended the subscription, or deleted the channel it named.
     SubscriptionClosed,
     /// The group feed or the direct feed is already held by another handle.
     FeedTaken,
@@ -257,7 +257,9 @@ impl ClientError {
                 ErrorKind::BodyLength
             }
             ErrorDetail::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,
-            ErrorDetail::SubscriptionClosed { .. } => ErrorKind::SubscriptionClosed,
+            ErrorDetail::SubscriptionClosed { .. } | ErrorDetail::ChannelDeleted { .. } => {
+                ErrorKind::SubscriptionClosed
+            }
             ErrorDetail::FeedTaken(_) => ErrorKind::FeedTaken,
             ErrorDetail::NoReplyFailures { .. } => ErrorKind::NoReplyFailures,
             ErrorDetail::StreamedBodyBeforeEnd { .. } => ErrorKind::StreamedBodyBeforeEnd,
@@ -476,6 +478,9 @@ pub(crate) enum ErrorDetail {
     /// The server ended this subscription (EVENT SubscriptionClosed).
     #[error("the server closed subscription {subscription_id}")]
     SubscriptionClosed { subscription_id: u64 },
+    /// The channel this subscription named was deleted (EVENT ChannelDeleted).
+    #[error("channel {channel} was deleted")]
+    ChannelDeleted { channel: String },
     /// The group feed or the direct feed is already held by another handle.
     #[error("the {0} feed is already taken; drop the other handle first")]
     FeedTaken(&'static str),

@@ -48,6 +48,8 @@ pub(crate) enum EndReason {
     Unsubscribed,
     /// The server ended it, or one of its patterns (EVENT SubscriptionClosed).
     ClosedByServer { subscription_id: u64 },
+    /// The channel one of its patterns names exactly was deleted (EVENT ChannelDeleted).
+    ChannelDeleted { channel: String },
     /// The connection ended.
     Connection(CloseReason),
 }
@@ -78,6 +80,12 @@ impl SubscriptionState {
             EndReason::ClosedByServer { subscription_id } => Some(
                 ErrorDetail::SubscriptionClosed {
                     subscription_id: *subscription_id,
+                }
+                .into(),
+            ),
+            EndReason::ChannelDeleted { channel } => Some(
+                ErrorDetail::ChannelDeleted {
+                    channel: channel.clone(),
                 }
                 .into(),
             ),
@@ -186,6 +194,15 @@ impl SubscriptionTable {
             }
             targets.push((*id, entry.sender.clone()));
         }
+    }
+
+    /// The subscriptions whose pattern is exactly `channel`.
+    pub(crate) fn exact_on(&self, channel: &str) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| matches!(&entry.pattern, Pattern::Exact(name) if name == channel))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Removes every other subscription of the consumer that `state` belongs to, and

@@ -105,6 +105,8 @@ frame_types! {
     ListChannels = 0x2A, "LIST_CHANNELS";
     /// Answer to LIST_CHANNELS.
     ChannelList = 0x2B, "CHANNEL_LIST";
+    /// Delete a channel: its history, its streamed bodies and its stored options.
+    DeleteChannel = 0x2C, "DELETE_CHANNEL";
     /// Create a group in the directory.
     CreateGroup = 0x30, "CREATE_GROUP";
     /// Ask for the directory of groups.
@@ -119,6 +121,8 @@ frame_types! {
     GroupMembers = 0x35, "GROUP_MEMBERS";
     /// Answer to GROUP_MEMBERS.
     MemberList = 0x36, "MEMBER_LIST";
+    /// Delete a group: its history, its members and its directory entry.
+    DeleteGroup = 0x37, "DELETE_GROUP";
     /// Ask the server to shut down (admin only).
     Stop = 0x40, "STOP";
     /// Ask for server statistics.
@@ -129,7 +133,8 @@ frame_types! {
     Message = 0x50, "MESSAGE";
     /// A body relayed from another client.
     Direct = 0x51, "DIRECT";
-    /// A subscription or group event: join, leave, skipped messages, closed subscription.
+    /// A subscription, channel or group event: join, leave, skipped messages, closed
+    /// subscription, deleted channel or group.
     Event = 0x52, "EVENT";
     /// A further piece of a streamed body.
     Chunk = 0x60, "CHUNK";

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    Chunk, ErrorPacket, GroupInfo, GroupList, Heartbeat, ListGroups, Message, Publish, PublishAck,
-    Relay, Replay, Scope, SessionAck, SessionInit, Subscribe,
+    Chunk, DeleteChannel, ErrorPacket, Event, EventKind, GroupInfo, GroupList, Heartbeat,
+    ListGroups, Message, Publish, PublishAck, Relay, Replay, Scope, SessionAck, SessionInit,
+    Subscribe,
 };
 use switchboard_proto::{
     ErrorCode, Flags, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Packet, Preface,
@@ -222,6 +223,17 @@ fn vectors() -> Vec<Vector> {
             .into(),
         },
         Vector {
+            name: "delete_channel",
+            desc: "DELETE_CHANNEL \"news\"; request id 9",
+            key: None,
+            request_id: 9,
+            flags: Flags::empty(),
+            packet: DeleteChannel {
+                name: "news".into(),
+            }
+            .into(),
+        },
+        Vector {
             name: "group_list_partial",
             desc: "GROUP_LIST with one group \"zoo\" (description \"animals\", 3 members), \
                    more to follow after cursor \"zoo\" (CURSOR 0xFF); request id 9",
@@ -235,6 +247,21 @@ fn vectors() -> Vec<Vector> {
                     member_count: 3,
                 }],
                 next: Some(Bytes::from_static(b"zoo")),
+            }
+            .into(),
+        },
+        Vector {
+            name: "event_group_deleted",
+            desc: "EVENT GROUP_DELETED (kind 6) of group \"friends\" (scope 1), time \
+                   1700000000000000 us; request id 0",
+            key: None,
+            request_id: 0,
+            flags: Flags::empty(),
+            packet: Event {
+                scope: Scope::Group,
+                channel: "friends".into(),
+                time_us: 1_700_000_000_000_000,
+                ..Event::new(EventKind::GroupDeleted)
             }
             .into(),
         },

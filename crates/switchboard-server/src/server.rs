@@ -130,6 +130,8 @@ impl ServerBuilder {
         hub.restore(snapshot);
 
         let tracker = TaskTracker::new();
+        // Lets messages past their channel's maximum age go from idle channels too.
+        tracker.spawn(hub.clone().run_expiry(EXPIRY_PERIOD));
         let mut tcp_addrs = Vec::new();
         for addr in &config.tcp {
             let listener = TcpListener::bind(addr)
@@ -161,6 +163,9 @@ impl ServerBuilder {
         })
     }
 }
+
+/// How often messages past their channel's maximum age are trimmed away.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(1);
 
 async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) {
     loop {

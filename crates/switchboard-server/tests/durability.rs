@@ -353,7 +353,16 @@ impl switchboard_server::Storage for SlowDisk {
     fn put_group(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
         Ok(())
     }
-    fn put_members(&self, _: &str, _: &[String]) -> Result<(), switchboard_server::StorageError> {
+    fn add_member(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn remove_member(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn delete_channel(&self, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn delete_group(&self, _: &str) -> Result<(), switchboard_server::StorageError> {
         Ok(())
     }
     fn sync(&self) -> switchboard_server::SyncFuture {

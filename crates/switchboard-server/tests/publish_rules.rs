@@ -67,8 +67,17 @@ impl Storage for Recording {
     fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError> {
         MemoryStorage.put_group(name, description)
     }
-    fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError> {
-        MemoryStorage.put_members(group, members)
+    fn add_member(&self, group: &str, member: &str) -> Result<(), StorageError> {
+        MemoryStorage.add_member(group, member)
+    }
+    fn remove_member(&self, group: &str, member: &str) -> Result<(), StorageError> {
+        MemoryStorage.remove_member(group, member)
+    }
+    fn delete_channel(&self, name: &str) -> Result<(), StorageError> {
+        MemoryStorage.delete_channel(name)
+    }
+    fn delete_group(&self, name: &str) -> Result<(), StorageError> {
+        MemoryStorage.delete_group(name)
     }
     fn sync(&self) -> SyncFuture {
         self.syncs_asked.fetch_add(1, Ordering::SeqCst);

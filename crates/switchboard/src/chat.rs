@@ -340,6 +340,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
                         EventKind::MemberLeft => {
                             format!("* {} left @{}", event.subject, event.channel)
                         }
+                        EventKind::GroupDeleted => format!("* @{} was deleted", event.channel),
                         _ => continue,
                     },
                 };

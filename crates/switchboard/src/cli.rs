@@ -236,6 +236,7 @@ impl Command {
             Command::Relay(args) => &mut args.client,
             Command::Listen(args) => &mut args.client,
             Command::Channel(ChannelCommand::Create(args)) => &mut args.client,
+            Command::Channel(ChannelCommand::Delete(args)) => &mut args.client,
             Command::Publish(args) => &mut args.client,
             Command::Subscribe(args) => &mut args.client,
             Command::Get(args) => &mut args.client,
@@ -243,6 +244,7 @@ impl Command {
             Command::Tag(args) => &mut args.client,
             Command::Group(GroupCommand::Create(args)) => &mut args.client,
             Command::Group(GroupCommand::History(args)) => &mut args.client,
+            Command::Group(GroupCommand::Delete(args)) => &mut args.client,
             Command::Join(args) | Command::Leave(args) | Command::Members(args) => &mut args.client,
             Command::Post(args) => &mut args.client,
             Command::Chat(args) => &mut args.client,
@@ -414,6 +416,16 @@ pub struct ListenArgs {
 pub enum ChannelCommand {
     /// Create a channel with options.
     Create(ChannelCreateArgs),
+    /// Delete a channel with its history and streamed bodies; its subscribers are told.
+    Delete(ChannelDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelDeleteArgs {
+    /// The channel's name.
+    pub channel: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -543,6 +555,8 @@ pub enum GroupCommand {
     Create(GroupCreateArgs),
     /// Print a group's messages (members only).
     History(GroupHistoryArgs),
+    /// Delete a group with its history and members; its members are told.
+    Delete(GroupName),
 }
 
 #[derive(Debug, Args)]

@@ -145,6 +145,9 @@ async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
         Command::Channel(cli::ChannelCommand::Create(args)) => {
             commands::channel::create(ctx, args).await
         }
+        Command::Channel(cli::ChannelCommand::Delete(args)) => {
+            commands::channel::delete(ctx, args).await
+        }
         Command::Publish(args) => commands::publish::publish(ctx, args).await,
         Command::Subscribe(args) => commands::subscribe::subscribe(ctx, args).await,
         Command::Get(args) => commands::channel::get(ctx, args).await,
@@ -155,6 +158,7 @@ async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
         Command::Group(cli::GroupCommand::History(args)) => {
             commands::group::history(ctx, args).await
         }
+        Command::Group(cli::GroupCommand::Delete(args)) => commands::group::delete(ctx, args).await,
         Command::Join(args) => commands::group::join(ctx, args, true).await,
         Command::Leave(args) => commands::group::join(ctx, args, false).await,
         Command::Members(args) => commands::group::members(ctx, args).await,

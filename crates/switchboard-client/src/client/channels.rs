@@ -6,15 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use switchboard_proto::packet::{
-    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, GetMessage, GetMessages, ListChannels,
-    Replay, Scope, Since, Subscribe,
+    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, DeleteChannel, GetMessage,
+    GetMessages, ListChannels, Replay, Scope, Since, Subscribe,
 };
 use switchboard_proto::subject::Pattern;
 use switchboard_proto::{ErrorCode, FrameType};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::client::{Client, expect};
+use crate::client::{Client, expect, expect_ok};
 use crate::error::{ErrorDetail, Result};
 use crate::listing::{ListPage, collect_pages};
 use crate::payload::ReceivedMessage;
@@ -89,6 +89,24 @@ impl Client {
             entries: list.channels,
             next: list.next,
         })
+    }
+
+    /// Deletes a channel: its history, its streamed bodies and its options. Subscriptions
+    /// naming the channel exactly, on every client, end with an error of kind
+    /// [`ErrorKind::SubscriptionClosed`](crate::ErrorKind); wildcard and hashtag
+    /// subscriptions go on. The name can then be created again, as a new empty channel
+    /// numbered from 1. Any session may delete a channel for now; once sessions are
+    /// authenticated, only its owner or an admin will.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// client.delete_channel("alerts").await?;
+    /// assert!(client.list_channels().await?.iter().all(|c| c.name != "alerts"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_channel(&self, name: &str) -> Result<()> {
+        let reply = self.call(DeleteChannel { name: name.into() }).await?;
+        expect_ok(&reply)
     }
 
     /// Subscribes to a channel name, a wildcard pattern (`chat.*`, `chat.>`) or a hashtag

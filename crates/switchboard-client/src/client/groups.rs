@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use switchboard_proto::FrameType;
 use switchboard_proto::packet::{
-    CreateGroup, GetMessages, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
-    ListGroups, MemberInfo, MemberList, Scope, Since,
+    CreateGroup, DeleteGroup, GetMessages, GroupInfo, GroupList, GroupMembers, JoinGroup,
+    LeaveGroup, ListGroups, MemberInfo, MemberList, Scope, Since,
 };
 
 use crate::client::{Client, expect, expect_ok};
@@ -88,6 +88,22 @@ impl Client {
     /// ```
     pub async fn leave_group(&self, name: &str) -> Result<()> {
         let reply = self.call(LeaveGroup { group: name.into() }).await?;
+        expect_ok(&reply)
+    }
+
+    /// Deletes a group: its history, its members and its directory entry. Every member's
+    /// sessions get a [`GroupItem::Event`](crate::GroupItem) of kind
+    /// [`EventKind::GroupDeleted`](crate::EventKind). The name can then be created again,
+    /// as a new empty group. Any session may delete a group for now; once sessions are
+    /// authenticated, only its owner or an admin will.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// client.delete_group("team").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_group(&self, name: &str) -> Result<()> {
+        let reply = self.call(DeleteGroup { group: name.into() }).await?;
         expect_ok(&reply)
     }
 

@@ -1,4 +1,4 @@
-//! Channels: CREATE_CHANNEL, CHANNEL_INFO, LIST_CHANNELS and CHANNEL_LIST.
+//! Channels: CREATE_CHANNEL, CHANNEL_INFO, LIST_CHANNELS, CHANNEL_LIST and DELETE_CHANNEL.
 
 use bytes::{Bytes, BytesMut};
 
@@ -309,5 +309,39 @@ impl Encode for ChannelList {
     }
     fn fields_len_hint(&self) -> usize {
         cursor_len(self.next.as_ref())
+    }
+}
+
+/// Deletes a channel: its history, its streamed bodies and its stored options; answered
+/// by OK. Every connection routed to the channel gets an EVENT `CHANNEL_DELETED`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteChannel {
+    pub name: Text,
+}
+
+impl DeleteChannel {
+    pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        let mut name = None;
+        for_each_field(&frame.headers, |field| {
+            if field.key == key::CHANNEL {
+                name = Some(field.text()?);
+            }
+            Ok(())
+        })?;
+        Ok(DeleteChannel {
+            name: required(name, FrameType::DeleteChannel, "channel")?,
+        })
+    }
+}
+
+impl Encode for DeleteChannel {
+    fn frame_type(&self) -> FrameType {
+        FrameType::DeleteChannel
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.text(key::CHANNEL, &self.name);
+    }
+    fn fields_len_hint(&self) -> usize {
+        text_len(&self.name)
     }
 }

@@ -1,4 +1,5 @@
-//! EVENT: something happened to a group or subscription that the client should know.
+//! EVENT: something happened to a group, channel or subscription that the client should
+//! know.
 
 use super::{Encode, Scope, for_each_field, required, text_len};
 use crate::error::ProtoError;
@@ -18,6 +19,10 @@ pub enum EventKind {
     Skipped,
     /// The server ended subscription `subscription_id`.
     SubscriptionClosed,
+    /// The channel `channel` was deleted (sent to the connections routed to it).
+    ChannelDeleted,
+    /// The group `channel` was deleted (sent to its members' sessions).
+    GroupDeleted,
     Other(u64),
 }
 
@@ -28,6 +33,8 @@ impl EventKind {
             EventKind::MemberLeft => 2,
             EventKind::Skipped => 3,
             EventKind::SubscriptionClosed => 4,
+            EventKind::ChannelDeleted => 5,
+            EventKind::GroupDeleted => 6,
             EventKind::Other(value) => value,
         }
     }
@@ -38,6 +45,8 @@ impl EventKind {
             2 => EventKind::MemberLeft,
             3 => EventKind::Skipped,
             4 => EventKind::SubscriptionClosed,
+            5 => EventKind::ChannelDeleted,
+            6 => EventKind::GroupDeleted,
             other => EventKind::Other(other),
         }
     }

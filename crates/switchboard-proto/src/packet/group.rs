@@ -178,6 +178,12 @@ group_request! {
     LeaveGroup => LeaveGroup
 }
 
+group_request! {
+    /// Deletes a group: its history, its members and its directory entry; answered by
+    /// OK. Every member's sessions get an EVENT `GROUP_DELETED`.
+    DeleteGroup => DeleteGroup
+}
+
 /// Asks for a page of the members of a group, in name order (cursor and limit as in
 /// the LIST requests).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

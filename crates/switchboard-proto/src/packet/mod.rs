@@ -19,15 +19,15 @@ mod subscribe;
 
 pub use admin::{Stat, Stats, StatsReply, Stop};
 pub use channel::{
-    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, Durability, ListChannels,
-    SlowConsumerPolicy,
+    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, DeleteChannel, Durability,
+    ListChannels, SlowConsumerPolicy,
 };
 pub use direct::Direct;
 pub use event::{Event, EventKind};
 pub use fetch::{GetMessage, GetMessages, MessagesEnd, Since};
 pub use group::{
-    CreateGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup, ListGroups, MemberInfo,
-    MemberList,
+    CreateGroup, DeleteGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
+    ListGroups, MemberInfo, MemberList,
 };
 pub use message::{Envelope, Message};
 pub use publish::{Publish, PublishAck, StreamStart};
@@ -257,6 +257,7 @@ packets! {
     MessagesEnd(MessagesEnd),
     ListChannels(ListChannels),
     ChannelList(ChannelList),
+    DeleteChannel(DeleteChannel),
     CreateGroup(CreateGroup),
     ListGroups(ListGroups),
     GroupList(GroupList),
@@ -264,6 +265,7 @@ packets! {
     LeaveGroup(LeaveGroup),
     GroupMembers(GroupMembers),
     MemberList(MemberList),
+    DeleteGroup(DeleteGroup),
     Stop(Stop),
     Stats(Stats),
     StatsReply(StatsReply),

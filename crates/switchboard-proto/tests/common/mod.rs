@@ -10,12 +10,13 @@ use proptest::strategy::Union;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use switchboard_proto::packet::{
     ChannelInfo, ChannelList, ChannelOptions, Chunk, ClientInfo, ClientList, CreateChannel,
-    CreateGroup, DIGEST_LEN, Direct, Disconnect, Durability, Encode, ErrorPacket, Event, EventKind,
-    GetMessage, GetMessages, GroupInfo, GroupList, GroupMembers, Heartbeat, Identify, Identity,
-    JoinGroup, LeaveGroup, ListChannels, ListClients, ListGroups, MemberInfo, MemberList, Message,
-    MessagesEnd, OkReply, Publish, PublishAck, Relay, RelayOutcome, RelayResult, RelayStatus,
-    Replay, Scope, SessionAck, SessionInit, Since, SlowConsumerPolicy, Stat, Stats, StatsReply,
-    Stop, StreamAbort, StreamStart, Subscribe, SubscribeAck, Unsubscribe,
+    CreateGroup, DIGEST_LEN, DeleteChannel, DeleteGroup, Direct, Disconnect, Durability, Encode,
+    ErrorPacket, Event, EventKind, GetMessage, GetMessages, GroupInfo, GroupList, GroupMembers,
+    Heartbeat, Identify, Identity, JoinGroup, LeaveGroup, ListChannels, ListClients, ListGroups,
+    MemberInfo, MemberList, Message, MessagesEnd, OkReply, Publish, PublishAck, Relay,
+    RelayOutcome, RelayResult, RelayStatus, Replay, Scope, SessionAck, SessionInit, Since,
+    SlowConsumerPolicy, Stat, Stats, StatsReply, Stop, StreamAbort, StreamStart, Subscribe,
+    SubscribeAck, Unsubscribe,
 };
 use switchboard_proto::{
     ErrorCode, Flags, Frame, FrameCodec, FrameType, Limits, MacKey, Packet, Text,
@@ -428,6 +429,12 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
         FrameType::ChannelList => (prop::collection::vec(channel_info(), 0..4), cursor())
             .prop_map(|(channels, next)| Packet::from(ChannelList { channels, next }))
             .boxed(),
+        FrameType::DeleteChannel => name()
+            .prop_map(|name| Packet::from(DeleteChannel { name }))
+            .boxed(),
+        FrameType::DeleteGroup => name()
+            .prop_map(|group| Packet::from(DeleteGroup { group }))
+            .boxed(),
         FrameType::CreateGroup => (name(), text())
             .prop_map(|(name, description)| Packet::from(CreateGroup { name, description }))
             .boxed(),
@@ -529,8 +536,10 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                     EventKind::MemberLeft,
                     EventKind::Skipped,
                     EventKind::SubscriptionClosed,
+                    EventKind::ChannelDeleted,
+                    EventKind::GroupDeleted,
                 ]),
-                // Canonical form: numbers 1..=4 always mean the named kinds.
+                // Canonical form: numbers 1..=6 always mean the named kinds.
                 uint().prop_map(EventKind::from_u64),
             ],
             scope(),

@@ -1,6 +1,8 @@
-//! CREATE_CHANNEL and LIST_CHANNELS.
+//! CREATE_CHANNEL, LIST_CHANNELS and DELETE_CHANNEL.
 
-use switchboard_proto::packet::{ChannelList, CreateChannel, ListChannels, Packet};
+use switchboard_proto::packet::{
+    ChannelList, CreateChannel, DeleteChannel, ListChannels, OkReply, Packet,
+};
 
 use super::session::Session;
 use crate::hub::Hub;
@@ -28,6 +30,15 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: Li
             };
             session.reply(request_id, Packet::ChannelList(reply)).await;
         }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+/// DELETE_CHANNEL. Anyone may delete a channel until sessions are authenticated; then
+/// only its owner or an admin will.
+pub(crate) async fn delete(hub: &Hub, session: &Session, request_id: u32, delete: DeleteChannel) {
+    match hub.delete_channel(&delete.name) {
+        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }
 }

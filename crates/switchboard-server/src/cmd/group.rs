@@ -1,8 +1,8 @@
-//! The group directory: CREATE_GROUP, LIST_GROUPS, JOIN_GROUP, LEAVE_GROUP and
-//! GROUP_MEMBERS.
+//! The group directory: CREATE_GROUP, LIST_GROUPS, JOIN_GROUP, LEAVE_GROUP,
+//! GROUP_MEMBERS and DELETE_GROUP.
 
 use switchboard_proto::packet::{
-    CreateGroup, GroupList, GroupMembers, ListGroups, MemberList, OkReply, Packet,
+    CreateGroup, DeleteGroup, GroupList, GroupMembers, ListGroups, MemberList, OkReply, Packet,
 };
 
 use super::session::Session;
@@ -55,6 +55,15 @@ pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, membe
             };
             session.reply(request_id, Packet::MemberList(list)).await;
         }
+        Err(refusal) => session.refuse(request_id, refusal).await,
+    }
+}
+
+/// DELETE_GROUP. Anyone may delete a group until sessions are authenticated; then only
+/// its owner or an admin will.
+pub(crate) async fn delete(hub: &Hub, session: &Session, request_id: u32, delete: DeleteGroup) {
+    match hub.delete_group(&delete.group) {
+        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }
 }

@@ -87,6 +87,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
         Packet::Relay(relay) => relay::relay(hub, session, request_id, relay).await,
         Packet::CreateChannel(create) => channel::create(hub, session, request_id, create).await,
         Packet::ListChannels(list) => channel::list(hub, session, request_id, list).await,
+        Packet::DeleteChannel(delete) => channel::delete(hub, session, request_id, delete).await,
         Packet::Publish(publish) => {
             let quiet = frame.flags.contains(Flags::NO_REPLY);
             if publish.stream.is_some() {
@@ -114,6 +115,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
             group::membership(hub, session, request_id, &leave.group, false).await
         }
         Packet::GroupMembers(members) => group::members(hub, session, request_id, members).await,
+        Packet::DeleteGroup(delete) => group::delete(hub, session, request_id, delete).await,
         Packet::Stop(_) => server::stop(hub, session, request_id).await,
         Packet::Stats(_) => server::stats(hub, session, request_id).await,
         Packet::SessionInit(_) => {
@@ -156,11 +158,13 @@ fn sent_by_clients(frame_type: FrameType) -> bool {
         | FrameType::GetMessage
         | FrameType::GetMessages
         | FrameType::ListChannels
+        | FrameType::DeleteChannel
         | FrameType::CreateGroup
         | FrameType::ListGroups
         | FrameType::JoinGroup
         | FrameType::LeaveGroup
         | FrameType::GroupMembers
+        | FrameType::DeleteGroup
         | FrameType::Stop
         | FrameType::Stats
         | FrameType::Chunk

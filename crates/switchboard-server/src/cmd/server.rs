@@ -39,6 +39,10 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
         name: "store_syncs".into(),
         value: hub.store_syncs(),
     });
+    stats.push(Stat {
+        name: "store_bytes_queued".into(),
+        value: hub.store_bytes_queued(),
+    });
     stats.push(gauge("groups", hub.group_count()));
     let health = hub.store_health();
     stats.push(Stat {

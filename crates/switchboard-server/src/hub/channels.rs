@@ -85,8 +85,13 @@ pub fn retention_of(options: &ChannelOptions, config: &ServerConfig) -> Retentio
     Retention {
         max_count: options.history.unwrap_or(config.default_history),
         max_bytes: options.max_total_bytes,
-        max_age_us: options.max_age_ms.map(|ms| ms.saturating_mul(1000)),
+        max_age_us: max_age_us(options),
     }
+}
+
+/// How long a channel's messages live, in microseconds, if it says.
+pub fn max_age_us(options: &ChannelOptions) -> Option<u64> {
+    options.max_age_ms.map(|ms| ms.saturating_mul(1000))
 }
 
 /// Whether explicitly requested options conflict with those a channel has.
@@ -107,6 +112,9 @@ fn conflicts(requested: &ChannelOptions, existing: &ChannelOptions) -> bool {
 #[derive(Debug, Default)]
 pub struct ChannelTable {
     map: RwLock<BTreeMap<String, Arc<Channel>>>,
+    /// The channels with a maximum age, which the clock trims: kept apart so that the
+    /// periodic trim visits only them. Changed only under the table's write lock.
+    aging: Mutex<BTreeMap<String, Arc<Channel>>>,
 }
 
 impl ChannelTable {
@@ -133,6 +141,7 @@ impl ChannelTable {
             return Ok((channel.clone(), false));
         }
         let channel = Arc::new(make()?);
+        self.note_aging(&channel);
         map.insert(name.to_owned(), channel.clone());
         Ok((channel, true))
     }
@@ -157,9 +166,33 @@ impl ChannelTable {
 
     /// Inserts a channel restored from storage.
     pub fn restore(&self, channel: Channel) {
-        self.map
-            .write()
-            .insert(channel.name.clone(), Arc::new(channel));
+        let channel = Arc::new(channel);
+        let mut map = self.map.write();
+        self.note_aging(&channel);
+        map.insert(channel.name.clone(), channel);
+    }
+
+    fn note_aging(&self, channel: &Arc<Channel>) {
+        if channel.options.max_age_ms.is_some() {
+            self.aging
+                .lock()
+                .insert(channel.name.clone(), channel.clone());
+        }
+    }
+
+    /// Takes a channel out of the table and runs `retire` on it under the table's lock,
+    /// so that no channel of that name can be created (and stored) before `retire` is
+    /// done; `None` if there is no channel of that name.
+    pub fn remove_with<T>(&self, name: &str, retire: impl FnOnce(&Channel) -> T) -> Option<T> {
+        let mut map = self.map.write();
+        let channel = map.remove(name)?;
+        self.aging.lock().remove(name);
+        Some(retire(&channel))
+    }
+
+    /// The channels with a maximum age.
+    pub fn aging(&self) -> Vec<Arc<Channel>> {
+        self.aging.lock().values().cloned().collect()
     }
 
     pub fn list(&self) -> Vec<Arc<Channel>> {

@@ -1,7 +1,7 @@
 //! Groups: each with a description, a member list kept by user name (so membership
 //! outlives a connection) and a history of the group's messages; and the hub's group
-//! operations (create, join, leave, post, read), which take a group's history, then its
-//! members, then the directory.
+//! operations (create, join, leave, post, read, delete), which take a group's history,
+//! then its members, then the directory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tracing::{error, info};
 use super::admission::Admission;
 use super::channels::retention_of;
 use super::history::History;
-use super::{Body, Caller, Hub, Published, refused_to_store, storage_refusal};
+use super::{Body, Caller, Hub, Published, deleted_meanwhile, refused_to_store, storage_refusal};
 use crate::error::Refusal;
 use crate::log;
 use crate::outbox::Outbox;
@@ -95,6 +95,15 @@ impl GroupTable {
     pub fn list(&self) -> Vec<Arc<Group>> {
         self.map.read().values().cloned().collect()
     }
+
+    /// Takes a group out of the table and runs `retire` on it under the table's lock,
+    /// so that no group of that name can be created (and stored) before `retire` is
+    /// done; `None` if there is no group of that name.
+    pub fn remove_with<T>(&self, name: &str, retire: impl FnOnce(&Group) -> T) -> Option<T> {
+        let mut map = self.map.write();
+        let group = map.remove(name)?;
+        Some(retire(&group))
+    }
 }
 
 impl Hub {
@@ -109,6 +118,9 @@ impl Hub {
         body: Body,
     ) -> Result<Published, Refusal> {
         let mut history = group.history.lock();
+        if history.is_deleted() {
+            return Err(deleted_meanwhile("group", &group.name));
+        }
         let stored = self.seal(caller, &publish, &history, Vec::new(), body)?;
         if admission.is_stored() {
             self.storage
@@ -199,9 +211,13 @@ impl Hub {
                 )))
             };
         }
-        // Saved under the lock, so that lists reach storage in the order they changed.
-        let list: Vec<String> = members.iter().cloned().collect();
-        if let Err(e) = self.storage.put_members(name, &list) {
+        // Saved under the lock, so that changes reach storage in the order they were made.
+        let saved = if join {
+            self.storage.add_member(name, &caller.name)
+        } else {
+            self.storage.remove_member(name, &caller.name)
+        };
+        if let Err(e) = saved {
             error!(target: log::ERROR, group = name, error = %e, "saving members failed");
         }
         drop(members);
@@ -223,6 +239,37 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// DELETE_GROUP: the group, its history (streamed bodies included) and its members
+    /// go, in memory and in storage; every online member's sessions are told with an
+    /// EVENT `GROUP_DELETED`. The name may be created again, as a new empty group.
+    pub fn delete_group(&self, name: &str) -> Result<(), Refusal> {
+        subject::validate_group(name)?;
+        let mut event = Event::new(EventKind::GroupDeleted);
+        event.scope = Scope::Group;
+        event.channel = name.into();
+        event.time_us = now_us();
+        let frame = self.shared_frame(&Packet::Event(event));
+        let (messages, stored) = self
+            .groups
+            .remove_with(name, |group| {
+                let mut history = group.history.lock();
+                let messages = history.take_all();
+                // Under the history lock, after every append of the group; under the
+                // table's, before the name can be created again.
+                let stored = self.storage.delete_group(name);
+                // Still under the history lock: after every message of the group queued.
+                if let Some(frame) = &frame {
+                    self.tell_members(group, |outbox| outbox.deliver(frame.clone()));
+                }
+                drop(history);
+                (messages, stored)
+            })
+            .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
+        drop(messages);
+        info!(target: log::GENERAL, group = name, "group deleted");
+        stored.map_err(|e| storage_refusal(&e))
     }
 
     pub fn group_count(&self) -> usize {

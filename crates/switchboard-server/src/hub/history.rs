@@ -8,6 +8,7 @@ use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
 use super::message::StoredMessage;
+use crate::time::now_us;
 
 /// Limits on what a history keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct History {
     last_time_us: u64,
     bytes: u64,
     retention: Retention,
+    /// Its channel or group was deleted: a publish that found it just before must not
+    /// add to it.
+    deleted: bool,
 }
 
 /// Counts describing a history.
@@ -44,6 +48,7 @@ impl History {
             last_time_us: 0,
             bytes: 0,
             retention,
+            deleted: false,
         }
     }
 
@@ -119,25 +124,56 @@ impl History {
         }
     }
 
+    /// Whether its channel or group was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The position of the oldest message not past the maximum age at `now_us`: reads
+    /// start there, so that an expired message is never served, even before a trim
+    /// removes it.
+    fn first_live(&self, now_us: u64) -> usize {
+        match self.retention.max_age_us {
+            Some(max) => self
+                .messages
+                .partition_point(|m| now_us.saturating_sub(m.time_us()) > max),
+            None => 0,
+        }
+    }
+
     pub fn latest(&self) -> Option<Arc<StoredMessage>> {
-        self.messages.back().cloned()
+        self.latest_at(now_us())
+    }
+
+    fn latest_at(&self, now_us: u64) -> Option<Arc<StoredMessage>> {
+        let live = self.first_live(now_us);
+        self.messages.range(live..).next_back().cloned()
     }
 
     pub fn find(&self, id: &Uuid) -> Option<Arc<StoredMessage>> {
-        self.messages.iter().rev().find(|m| m.id() == *id).cloned()
+        let live = self.first_live(now_us());
+        self.messages
+            .range(live..)
+            .rev()
+            .find(|m| m.id() == *id)
+            .cloned()
     }
 
     /// Messages from `since` on, oldest first: with `Since::All`, the newest `limit`;
-    /// otherwise the first `limit` from that point.
+    /// otherwise the first `limit` from that point. Expired messages are left out.
     pub fn range(&self, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
-        let (start, end) = self.bounds(since, limit);
+        self.range_at(since, limit, now_us())
+    }
+
+    fn range_at(&self, since: Since, limit: Option<u64>, now_us: u64) -> Vec<Arc<StoredMessage>> {
+        let (start, end) = self.bounds(since, limit, now_us);
         self.messages.range(start..end).cloned().collect()
     }
 
     /// The first and last sequence numbers of what [`History::range`] would return, if
     /// anything: a fetch is then sent page by page within them.
     pub fn window(&self, since: Since, limit: Option<u64>) -> Option<(u64, u64)> {
-        let (start, end) = self.bounds(since, limit);
+        let (start, end) = self.bounds(since, limit, now_us());
         if start >= end {
             return None;
         }
@@ -145,9 +181,13 @@ impl History {
     }
 
     /// The messages with sequence numbers from `first` through `last`, oldest first, up
-    /// to `max_bytes` of frames (at least one message, whatever its size).
+    /// to `max_bytes` of frames (at least one message, whatever its size). Messages that
+    /// expired since the window was taken are left out.
     pub fn page(&self, first: u64, last: u64, max_bytes: usize) -> Vec<Arc<StoredMessage>> {
-        let start = self.messages.partition_point(|m| m.seq() < first);
+        let start = self
+            .messages
+            .partition_point(|m| m.seq() < first)
+            .max(self.first_live(now_us()));
         let mut bytes = 0;
         let mut page = Vec::new();
         for message in self.messages.range(start..) {
@@ -160,16 +200,30 @@ impl History {
         page
     }
 
-    /// The index range of [`History::range`].
-    fn bounds(&self, since: Since, limit: Option<u64>) -> (usize, usize) {
+    /// The index range of [`History::range`] at time `now_us`.
+    fn bounds(&self, since: Since, limit: Option<u64>, now_us: u64) -> (usize, usize) {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let live = self.first_live(now_us);
         let start = match since {
             Since::All => self.messages.len().saturating_sub(limit),
             Since::Seq(seq) => self.messages.partition_point(|m| m.seq() < seq),
             Since::Time(time) => self.messages.partition_point(|m| m.time_us() < time),
-        };
+        }
+        .max(live);
         let end = start.saturating_add(limit).min(self.messages.len());
         (start, end.max(start))
+    }
+
+    /// Takes every message out (the history is being deleted): each is retired, so
+    /// that its streamed body goes once nobody is sending it.
+    pub fn take_all(&mut self) -> Vec<Arc<StoredMessage>> {
+        self.deleted = true;
+        self.bytes = 0;
+        let messages: Vec<_> = self.messages.drain(..).collect();
+        for message in &messages {
+            message.retire();
+        }
+        messages
     }
 }
 
@@ -250,5 +304,26 @@ mod tests {
             assert_eq!((info.count, info.first_seq, info.last_seq), (0, 0, 0));
             assert_eq!(history.next_seq(), 1);
         }
+    }
+
+    #[test]
+    fn reads_never_return_a_message_past_the_maximum_age() {
+        let aging = Retention {
+            max_age_us: Some(10),
+            ..KEEP
+        };
+        // Messages published at times 1..=5; no publish since, so no trim.
+        let history = History::restore(aging, 0, (1..=5).map(message).collect());
+        let seqs = |messages: Vec<Arc<StoredMessage>>| -> Vec<u64> {
+            messages.iter().map(|m| m.seq()).collect()
+        };
+        assert_eq!(seqs(history.range_at(Since::All, None, 5)), [1, 2, 3, 4, 5]);
+        // At 13, messages older than 10 µs (times 1 and 2) are expired.
+        assert_eq!(seqs(history.range_at(Since::All, None, 13)), [3, 4, 5]);
+        assert_eq!(seqs(history.range_at(Since::Seq(1), Some(2), 13)), [3, 4]);
+        assert_eq!(seqs(history.range_at(Since::All, Some(10), 13)), [3, 4, 5]);
+        assert_eq!(history.latest_at(15).map(|m| m.seq()), Some(5));
+        assert!(history.latest_at(16).is_none());
+        assert!(history.range_at(Since::All, None, 100).is_empty());
     }
 }

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
-    ChannelOptions, Durability, Envelope, Packet, Publish, PublishAck, Replay, Scope, Since,
-    StreamStart, SubscribeAck,
+    ChannelOptions, Durability, Envelope, Event, EventKind, Packet, Publish, PublishAck, Replay,
+    Scope, Since, StreamStart, SubscribeAck,
 };
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
@@ -33,7 +33,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{error, info, warn};
 
 use self::admission::{Admission, BodyShape, PublishRules, Target};
-use self::channels::{Channel, ChannelTable, effective_options, retention_of};
+use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::{History, Retention};
@@ -271,6 +271,11 @@ impl Hub {
         self.storage.health()
     }
 
+    /// What every record handed to the store weighed, in bytes.
+    pub fn store_bytes_queued(&self) -> u64 {
+        self.storage.bytes_queued()
+    }
+
     /// The durability channels get when they ask for none: memory only without a durable
     /// store, else the store's sync policy.
     fn default_durability(&self) -> Durability {
@@ -340,7 +345,7 @@ impl Hub {
             let history = self.restore_history(LogKind::Channel, saved, retention);
             let mut tags = self.tags.lock();
             for message in history.range(Since::All, None) {
-                tags.push(&message);
+                tags.push(&message, max_age_us(&options));
             }
             drop(tags);
             self.channels.restore(Channel::new(name, options, history));
@@ -406,6 +411,75 @@ impl Hub {
             .channels
             .create(name, requested, || self.new_channel(name, options))?;
         Ok(channel)
+    }
+
+    /// DELETE_CHANNEL: the channel, its history (streamed bodies included) and its
+    /// hashtag entries go, in memory and in storage. Every connection routed to it (by
+    /// its name or a wildcard) is told with an EVENT `CHANNEL_DELETED`; routes stay, so
+    /// a subscription keeps matching a channel created later under that name (clients
+    /// end their subscriptions to the exact name when told). The name may be created
+    /// again, as a new empty channel whose sequence numbers start at 1.
+    pub fn delete_channel(&self, name: &str) -> Result<(), Refusal> {
+        subject::validate_channel(name)?;
+        let mut event = Event::new(EventKind::ChannelDeleted);
+        event.channel = name.into();
+        event.time_us = now_us();
+        let frame = self.shared_frame(&Packet::Event(event));
+        let (messages, stored) = self
+            .channels
+            .remove_with(name, |channel| {
+                let mut history = channel.history.lock();
+                let messages = history.take_all();
+                // Under the history lock, after every append of the channel; under the
+                // table's, before the name can be created again.
+                let stored = if self.rules.durability_of(&channel.options) == Durability::Memory {
+                    Ok(())
+                } else {
+                    self.storage.delete_channel(name)
+                };
+                self.tags.lock().remove(&messages);
+                // Still under the history lock: after every message of the channel queued.
+                if let Some(frame) = &frame {
+                    for outbox in self.routes.connections_for(name) {
+                        outbox.deliver(frame.clone());
+                    }
+                }
+                drop(history);
+                (messages, stored)
+            })
+            .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
+        // The last references to streamed bodies, unless a reader is still sending one.
+        drop(messages);
+        info!(target: log::GENERAL, channel = name, "channel deleted");
+        stored.map_err(|e| storage_refusal(&e))
+    }
+
+    /// Trims the messages past their maximum age from every channel that has one, so
+    /// that an idle channel lets them go too (reads already skip them). Visits only
+    /// those channels.
+    pub fn expire_aged(&self) {
+        let now = now_us();
+        for channel in self.channels.aging() {
+            let mut history = channel.history.lock();
+            if let Some(through) = history.trim(now)
+                && self.rules.durability_of(&channel.options) != Durability::Memory
+            {
+                self.storage.trim(LogKind::Channel, &channel.name, through);
+            }
+        }
+    }
+
+    /// Runs [`Hub::expire_aged`] every `period` until the server shuts down; the server
+    /// owns the task.
+    pub async fn run_expiry(self: Arc<Self>, period: std::time::Duration) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutting_down() => return,
+                _ = ticks.tick() => self.expire_aged(),
+            }
+        }
     }
 
     /// PUBLISH to a channel: stores, indexes and routes the message in one critical
@@ -517,6 +591,9 @@ impl Hub {
         let name = channel.name.as_str();
         let tags = subject::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
+        if history.is_deleted() {
+            return Err(deleted_meanwhile("channel", name));
+        }
         let stored = self.seal(caller, &publish, &history, tags, body)?;
         if admission.is_stored() {
             self.storage
@@ -533,7 +610,7 @@ impl Hub {
             self.routes.deliver(name, &[], &stored, drop_oldest)
         } else {
             let mut tags = self.tags.lock();
-            tags.push(&stored);
+            tags.push(&stored, max_age_us(&channel.options));
             let delivered = self
                 .routes
                 .deliver(name, stored.tags(), &stored, drop_oldest);
@@ -761,6 +838,11 @@ fn replay_range(replay: Replay) -> Option<(Since, Option<u64>)> {
 fn refused_to_store(stored: &StoredMessage, error: &crate::storage::StorageError) -> Refusal {
     stored.retire();
     storage_refusal(error)
+}
+
+/// A publish found its channel or group, which was deleted before it could add to it.
+fn deleted_meanwhile(what: &str, name: &str) -> Refusal {
+    Refusal::not_found(format!("{what} {name} was deleted meanwhile"))
 }
 
 fn storage_refusal(error: &crate::storage::StorageError) -> Refusal {

@@ -219,6 +219,23 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// Every connection with an exact or wildcard route matching `channel`, once each.
+    pub fn connections_for(&self, channel: &str) -> Vec<Outbox> {
+        let mut targets: Vec<&Outbox> = Vec::new();
+        if let Some(subscribers) = self.exact.get(channel) {
+            targets.extend(subscribers.outboxes());
+        }
+        if !self.tree.is_empty() {
+            let tokens: Vec<&str> = channel.split('.').collect();
+            self.tree.collect(&tokens, &mut targets);
+        }
+        targets.sort_unstable_by_key(|outbox| outbox.conn_id());
+        targets.dedup_by_key(|outbox| outbox.conn_id());
+        targets.into_iter().cloned().collect()
+    }
+}
+
 /// The routing table behind its lock. Publishers read it while holding their channel's
 /// lock; subscribers write it while holding the locks of the channels they replay.
 #[derive(Debug, Default)]
@@ -237,6 +254,11 @@ impl Routes {
         self.table
             .read()
             .deliver(channel, tags, message, drop_oldest)
+    }
+
+    /// Every connection routed to `channel` by its name or a wildcard.
+    pub fn connections_for(&self, channel: &str) -> Vec<Outbox> {
+        self.table.read().connections_for(channel)
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, RouteTable> {

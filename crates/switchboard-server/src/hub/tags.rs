@@ -9,19 +9,31 @@ use parking_lot::{Mutex, MutexGuard};
 use switchboard_proto::packet::Since;
 
 use super::message::StoredMessage;
+use crate::time::now_us;
+
+/// A message in the index, with the time it expires at (its channel's maximum age after
+/// its publish time; `u64::MAX` for never): a tag mixes channels of different ages, so
+/// each entry carries its own.
+#[derive(Debug)]
+struct Entry {
+    expires_us: u64,
+    message: Arc<StoredMessage>,
+}
+
+type Map = HashMap<String, VecDeque<Entry>>;
 
 /// Recent messages per tag, newest last. Lock order: a channel's history, then this, then
 /// the routes.
 #[derive(Debug)]
 pub struct TagIndex {
     per_tag: usize,
-    map: Mutex<HashMap<String, VecDeque<Arc<StoredMessage>>>>,
+    map: Mutex<Map>,
 }
 
 /// The locked index.
 pub struct TagGuard<'a> {
     per_tag: usize,
-    map: MutexGuard<'a, HashMap<String, VecDeque<Arc<StoredMessage>>>>,
+    map: MutexGuard<'a, Map>,
 }
 
 impl TagIndex {
@@ -41,35 +53,82 @@ impl TagIndex {
 }
 
 impl TagGuard<'_> {
-    pub fn push(&mut self, message: &Arc<StoredMessage>) {
+    /// Indexes a message of a channel whose messages expire after `max_age_us`, if set.
+    pub fn push(&mut self, message: &Arc<StoredMessage>, max_age_us: Option<u64>) {
+        let expires_us = max_age_us.map_or(u64::MAX, |age| message.time_us().saturating_add(age));
         for tag in message.tags() {
             let recent = self.map.entry(tag.clone()).or_default();
-            recent.push_back(message.clone());
+            recent.push_back(Entry {
+                expires_us,
+                message: message.clone(),
+            });
             if recent.len() > self.per_tag {
                 recent.pop_front();
             }
         }
     }
 
-    /// Messages of `tag`, oldest first, with the same range rules as a history.
+    /// Messages of `tag`, oldest first, with the same range rules as a history; expired
+    /// messages are left out.
     pub fn range(&self, tag: &str, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
         let Some(recent) = self.map.get(tag) else {
             return Vec::new();
         };
+        let now = now_us();
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let start = match since {
-            Since::All => recent.len().saturating_sub(limit),
-            // Tag streams mix channels, so their seqs are not ordered; filter instead.
-            Since::Seq(seq) => {
-                return recent
+        let live = |entry: &&Entry| entry.expires_us >= now;
+        match since {
+            Since::All => {
+                let mut newest: Vec<_> = recent
                     .iter()
-                    .filter(|m| m.seq() >= seq)
+                    .rev()
+                    .filter(live)
                     .take(limit)
-                    .cloned()
+                    .map(|entry| entry.message.clone())
                     .collect();
+                newest.reverse();
+                newest
             }
-            Since::Time(time) => recent.partition_point(|m| m.time_us() < time),
-        };
-        recent.iter().skip(start).take(limit).cloned().collect()
+            // Tag streams mix channels, so their seqs are not ordered; filter instead.
+            Since::Seq(seq) => recent
+                .iter()
+                .filter(live)
+                .filter(|entry| entry.message.seq() >= seq)
+                .take(limit)
+                .map(|entry| entry.message.clone())
+                .collect(),
+            Since::Time(time) => {
+                let start = recent.partition_point(|entry| entry.message.time_us() < time);
+                recent
+                    .iter()
+                    .skip(start)
+                    .filter(live)
+                    .take(limit)
+                    .map(|entry| entry.message.clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// Removes the given messages (those of a deleted channel) from every tag they carry.
+    pub fn remove(&mut self, messages: &[Arc<StoredMessage>]) {
+        let mut by_tag: HashMap<&str, Vec<*const StoredMessage>> = HashMap::new();
+        for message in messages {
+            for tag in message.tags() {
+                by_tag
+                    .entry(tag.as_str())
+                    .or_default()
+                    .push(Arc::as_ptr(message));
+            }
+        }
+        for (tag, mut gone) in by_tag {
+            gone.sort_unstable();
+            if let Some(recent) = self.map.get_mut(tag) {
+                recent.retain(|entry| gone.binary_search(&Arc::as_ptr(&entry.message)).is_err());
+                if recent.is_empty() {
+                    self.map.remove(tag);
+                }
+            }
+        }
     }
 }

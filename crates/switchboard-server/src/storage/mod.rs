@@ -4,6 +4,7 @@
 //! The hub keeps every history's retained messages in memory and tells a [`Storage`] of
 //! each change, in publish order, under the history's lock; the store gives everything
 //! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
+//! Deleting a channel or group removes everything stored for it.
 
 mod fjall;
 mod repair;
@@ -168,8 +169,17 @@ pub trait Storage: Send + Sync + 'static {
     fn trim(&self, kind: LogKind, log: &str, through_seq: u64);
     /// A group was created.
     fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError>;
-    /// A group's member list changed.
-    fn put_members(&self, group: &str, members: &[String]) -> Result<(), StorageError>;
+    /// `member` joined `group`. One small record per member, so that a join costs the
+    /// same whatever the size of the group.
+    fn add_member(&self, group: &str, member: &str) -> Result<(), StorageError>;
+    /// `member` left `group`.
+    fn remove_member(&self, group: &str, member: &str) -> Result<(), StorageError>;
+    /// A channel was deleted: its options, its counters and every stored message go.
+    /// Ordered with the appends like a trim; a channel of that name created later
+    /// starts empty.
+    fn delete_channel(&self, name: &str) -> Result<(), StorageError>;
+    /// A group was deleted: its description, members, counters and every message go.
+    fn delete_group(&self, name: &str) -> Result<(), StorageError>;
     /// Everything appended so far, on disk: resolves once a sync covered it, or with
     /// an error if it cannot be (a failed write or sync).
     fn sync(&self) -> SyncFuture;
@@ -177,11 +187,19 @@ pub trait Storage: Send + Sync + 'static {
     fn syncs(&self) -> u64 {
         0
     }
+
     /// Whether the store takes writes now (and why not), and its failures and
     /// recoveries, for STATS.
     fn health(&self) -> StoreHealth {
         StoreHealth::default()
     }
+
+    /// What every record handed to the store so far weighs, in bytes (keys, values and
+    /// a small fixed overhead per record): the store's write volume, for STATS.
+    fn bytes_queued(&self) -> u64 {
+        0
+    }
+
     /// The server is stopping: record where each history's sequence stands, sync, and
     /// stop background work.
     fn close(&self, next_seqs: &[(LogKind, String, u64)]);
@@ -213,7 +231,16 @@ impl Storage for MemoryStorage {
     fn put_group(&self, _name: &str, _description: &str) -> Result<(), StorageError> {
         Ok(())
     }
-    fn put_members(&self, _group: &str, _members: &[String]) -> Result<(), StorageError> {
+    fn add_member(&self, _group: &str, _member: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn remove_member(&self, _group: &str, _member: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn delete_channel(&self, _name: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn delete_group(&self, _name: &str) -> Result<(), StorageError> {
         Ok(())
     }
     fn sync(&self) -> SyncFuture {

@@ -12,8 +12,8 @@
 //! history continues after its newest salvaged message), messages in damaged frames, and
 //! anything in table blocks the database compressed (its deeper levels); messages already
 //! trimmed but not yet compacted away may come back, and are trimmed again to their
-//! channel's retention when the server loads them. When a group's member list was
-//! written several times, the copy in the most recently modified file wins.
+//! channel's retention when the server loads them. Every member record found comes back,
+//! so a member who left may be a member again after a repair.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -86,10 +86,14 @@ impl Salvage {
                     .insert(group.name.to_string(), group.description.to_string());
             }
             Packet::MemberList(list) => {
-                self.members.insert(
-                    list.group.to_string(),
-                    list.members.iter().map(|m| m.name.to_string()).collect(),
-                );
+                // One record per member (older stores: one list per group): every member
+                // found is kept, once.
+                let members = self.members.entry(list.group.to_string()).or_default();
+                for member in &list.members {
+                    if !members.iter().any(|known| known == member.name.as_str()) {
+                        members.push(member.name.to_string());
+                    }
+                }
             }
             Packet::Message(message) => {
                 if let Some(scope) = scope_key(message.scope) {
@@ -325,7 +329,9 @@ fn write_fresh(
                     let description = salvage.groups.get(&log.name).cloned().unwrap_or_default();
                     store.put_group(&log.name, &description)?;
                     if let Some(members) = salvage.members.remove(&log.name) {
-                        store.put_members(&log.name, &members)?;
+                        for member in &members {
+                            store.add_member(&log.name, member)?;
+                        }
                     }
                 }
             }

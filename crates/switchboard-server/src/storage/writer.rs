@@ -52,8 +52,10 @@ const KEEP_UNSYNCED_BYTES: usize = 64 * 1024 * 1024;
 /// One queued change, applied in queue order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
-    /// A directory record (a channel's options, a group, its members) under its key.
+    /// A directory record (a channel's options, a group, a member) under its key.
     Put { key: Vec<u8>, value: Bytes },
+    /// A directory record removed (a member who left).
+    Remove { key: Vec<u8> },
     /// A message appended to a history: its frame as stored.
     Append {
         kind: LogKind,
@@ -68,6 +70,10 @@ pub(super) enum Op {
         log: String,
         through: u64,
     },
+    /// A channel or group deleted: its directory records, counters and every message.
+    /// Applied after every record queued before it was written, and before any queued
+    /// after it (the name may be created again).
+    DeleteLog { kind: LogKind, log: String },
 }
 
 /// What a queued record costs besides its bytes (the queue entry, allocations).
@@ -80,7 +86,8 @@ impl Op {
                 Op::Put { key, value } => key.len() + value.len(),
                 // What its key would take: the history's name and the sequence number.
                 Op::Append { log, frame, .. } => log.len() + 8 + frame.len(),
-                Op::Trim { log, .. } => log.len(),
+                Op::Remove { key } => key.len(),
+                Op::Trim { log, .. } | Op::DeleteLog { log, .. } => log.len(),
             }
     }
 }
@@ -168,6 +175,9 @@ struct Shared {
     room: Condvar,
     progress: watch::Sender<Progress>,
     syncs: AtomicU64,
+    /// What every record queued so far weighs: a measure of the store's write volume
+    /// that does not depend on the database's own accounting.
+    queued_bytes: AtomicU64,
     limits: QueueLimits,
     guard: Option<Arc<DiskGuard>>,
     failures: AtomicU64,
@@ -218,6 +228,7 @@ impl Writer {
             room: Condvar::new(),
             progress,
             syncs: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
             limits,
             guard,
             failures: AtomicU64::new(0),
@@ -246,7 +257,9 @@ impl Writer {
     pub fn push(&self, op: Op) -> Result<(), StorageError> {
         let weight = op.weight();
         let is_record = !matches!(op, Op::Trim { .. });
-        if is_record && let Some(guard) = &self.shared.guard {
+        // Removals free space: only what adds to the store is held to the disk reserve.
+        let adds = matches!(op, Op::Put { .. } | Op::Append { .. });
+        if adds && let Some(guard) = &self.shared.guard {
             guard.admit(weight as u64)?;
         }
         let limits = self.shared.limits;
@@ -268,6 +281,9 @@ impl Writer {
             self.shared.room.wait(&mut queue);
             queue.blocked -= 1;
         }
+        self.shared
+            .queued_bytes
+            .fetch_add(weight as u64, Ordering::Relaxed);
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
@@ -324,6 +340,11 @@ impl Writer {
             lost_messages: shared.lost.load(Ordering::Relaxed),
             disk_full_refusals: 0,
         }
+    }
+
+    /// The weight of every record queued so far (keys, values and a fixed overhead).
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Writes and syncs everything queued, then ends the thread. Later records are
@@ -670,7 +691,8 @@ mod tests {
                 .iter()
                 .map(|op| match op {
                     Op::Put { value, .. } | Op::Append { frame: value, .. } => value.clone(),
-                    Op::Trim { log, .. } => Bytes::from(log.clone()),
+                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => Bytes::from(log.clone()),
+                    Op::Remove { key } => Bytes::from(key.clone()),
                 })
                 .collect();
             batches.push(values);

@@ -1,4 +1,4 @@
-//! `channels`, `channel create`, `get`, `history` and `tag`.
+//! `channels`, `channel create`, `channel delete`, `get`, `history` and `tag`.
 
 use anyhow::{Result, anyhow};
 use serde_json::json;
@@ -8,7 +8,8 @@ use switchboard_client::{
 
 use super::{Context, transfer};
 use crate::cli::{
-    ChannelCreateArgs, DurabilityArg, GetArgs, HistoryArgs, SlowConsumerArg, TagArgs,
+    ChannelCreateArgs, ChannelDeleteArgs, DurabilityArg, GetArgs, HistoryArgs, SlowConsumerArg,
+    TagArgs,
 };
 use crate::output::{message_json, message_text, print_json};
 use crate::since::{self, SincePoint};
@@ -45,6 +46,18 @@ pub async fn list(ctx: &Context) -> Result<()> {
     }
     if !ctx.json && channels.is_empty() {
         crate::outln!("(no channels)");
+    }
+    let _ = client.close().await;
+    Ok(())
+}
+
+pub async fn delete(ctx: &Context, args: ChannelDeleteArgs) -> Result<()> {
+    let client = ctx.connect().await?;
+    client.delete_channel(&args.channel).await?;
+    if ctx.json {
+        print_json(&json!({"channel": args.channel, "deleted": true}));
+    } else {
+        crate::outln!("channel {} deleted", args.channel);
     }
     let _ = client.close().await;
     Ok(())

@@ -1,4 +1,5 @@
-//! Groups: `groups`, `group create`, `group history`, `join`, `leave`, `members`, `post`.
+//! Groups: `groups`, `group create`, `group history`, `group delete`, `join`, `leave`,
+//! `members`, `post`.
 
 use anyhow::Result;
 use serde_json::json;
@@ -42,6 +43,18 @@ pub async fn create(ctx: &Context, args: GroupCreateArgs) -> Result<()> {
         print_json(&json!({"group": args.group, "created": true}));
     } else {
         crate::outln!("group {} created", args.group);
+    }
+    let _ = client.close().await;
+    Ok(())
+}
+
+pub async fn delete(ctx: &Context, args: GroupName) -> Result<()> {
+    let client = ctx.connect().await?;
+    client.delete_group(&args.group).await?;
+    if ctx.json {
+        print_json(&json!({"group": args.group, "deleted": true}));
+    } else {
+        crate::outln!("group {} deleted", args.group);
     }
     let _ = client.close().await;
     Ok(())

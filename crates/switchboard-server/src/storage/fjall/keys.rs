@@ -5,7 +5,9 @@
 //! keyspace "meta"
 //!   c/<channel>         CREATE_CHANNEL frame: the channel's options
 //!   g/<group>           CREATE_GROUP frame: name and description
-//!   m/<group>           MEMBER_LIST frame: the members
+//!   m/<group> 0x00 <member>   empty: one member of the group
+//!   m/<group>           MEMBER_LIST frame: the members, as earlier versions kept them
+//!                       (read, then rewritten as one key per member, at load)
 //!   n/<kind><name>      u64: next sequence number, written at shutdown (and by earlier
 //!                       versions at trims)
 //!   t/<kind><name>      u64: the newest sequence number trimmed away
@@ -45,9 +47,34 @@ pub(super) fn group_key(name: &str) -> Vec<u8> {
     format!("g/{name}").into_bytes()
 }
 
-/// `m/<group>`: a group's members.
+/// `m/<group>`: a group's members as one list, as earlier versions stored them.
 pub(super) fn members_key(group: &str) -> Vec<u8> {
     format!("m/{group}").into_bytes()
+}
+
+/// `m/<group> 0x00`: what the key of every member of a group begins with.
+pub(super) fn members_prefix(group: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(group.len() + 3);
+    prefix.extend_from_slice(b"m/");
+    prefix.extend_from_slice(group.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+/// `m/<group> 0x00 <member>`: one member of a group.
+pub(super) fn member_key(group: &str, member: &str) -> Vec<u8> {
+    let mut key = members_prefix(group);
+    key.extend_from_slice(member.as_bytes());
+    key
+}
+
+/// The group and member a member key names, or `None` if `key` is not one.
+pub(super) fn member_of(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(b"m/")?;
+    let split = rest.iter().position(|&byte| byte == 0)?;
+    let group = std::str::from_utf8(&rest[..split]).ok()?;
+    let member = std::str::from_utf8(&rest[split + 1..]).ok()?;
+    Some((group, member))
 }
 
 /// `n/<kind><name>`: a history's next sequence number.
@@ -109,6 +136,11 @@ mod tests {
         assert_eq!(chunk_seq(&key), Some(0x0102));
         assert!(is_counter(b"n/cnews") && is_counter(b"t/cnews"));
         assert!(!is_counter(b"c/news"));
+        assert_eq!(member_key("team", "ann"), b"m/team\0ann");
+        assert_eq!(member_of(b"m/team\0ann"), Some(("team", "ann")));
+        assert_eq!(member_of(b"m/team"), None);
+        assert!(member_key("team", "ann").starts_with(&members_prefix("team")));
+        assert!(!member_key("teams", "ann").starts_with(&members_prefix("team")));
     }
 
     #[test]

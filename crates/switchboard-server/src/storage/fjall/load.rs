@@ -1,10 +1,12 @@
 //! Loading at start: every record read back and checked, histories rebuilt with their
-//! next sequence numbers, and each history's chunks noted for the writer's trims.
+//! next sequence numbers, each history's chunks noted for the writer's trims, and member
+//! lists of earlier versions rewritten as one record per member.
 
 use std::collections::{HashMap, VecDeque};
 
+use fjall::PersistMode;
 use switchboard_proto::packet::{ChannelOptions, Message, Packet};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::record::{decode_chunk, decode_record};
 use super::{ChunkIndex, Open, keys, storage_error};
@@ -18,11 +20,20 @@ impl Open {
         let mut corrupt = 0;
         let mut groups: Vec<(String, String)> = Vec::new();
         let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        // Member lists as earlier versions stored them, to rewrite one key per member.
+        let mut legacy_lists: Vec<(String, Vec<String>)> = Vec::new();
         for entry in self.meta.iter() {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|e| storage_error("reading meta", e))?;
             if keys::is_counter(&key) {
+                continue;
+            }
+            if let Some((group, member)) = keys::member_of(&key) {
+                members
+                    .entry(group.to_owned())
+                    .or_default()
+                    .push(member.to_owned());
                 continue;
             }
             match decode_record(&key, &value) {
@@ -40,13 +51,21 @@ impl Open {
                     groups.push((group.name.to_string(), group.description.to_string()));
                 }
                 Some(Packet::MemberList(list)) => {
-                    members.insert(
-                        list.group.to_string(),
-                        list.members.iter().map(|m| m.name.to_string()).collect(),
-                    );
+                    let names: Vec<String> =
+                        list.members.iter().map(|m| m.name.to_string()).collect();
+                    members
+                        .entry(list.group.to_string())
+                        .or_default()
+                        .extend(names.iter().cloned());
+                    legacy_lists.push((list.group.to_string(), names));
                 }
                 _ => corrupt += 1,
             }
+        }
+        self.migrate_member_lists(&legacy_lists)?;
+        for list in members.values_mut() {
+            list.sort_unstable();
+            list.dedup();
         }
         for (name, description) in groups {
             let (next_seq, messages) =
@@ -68,6 +87,24 @@ impl Open {
         }
         snapshot.corrupt_records = corrupt;
         Ok(snapshot)
+    }
+
+    /// Rewrites member lists stored whole by earlier versions as one key per member, in
+    /// one batch per list, so that joins after this one cost the same however large the
+    /// group.
+    fn migrate_member_lists(&self, lists: &[(String, Vec<String>)]) -> Result<(), StorageError> {
+        for (group, names) in lists {
+            let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+            for name in names {
+                batch.insert(&self.meta, keys::member_key(group, name), b"");
+            }
+            batch.remove(&self.meta, keys::members_key(group));
+            batch
+                .commit()
+                .map_err(|e| storage_error("rewriting a member list", e))?;
+            info!(target: log::GENERAL, group = %group, members = names.len(), "member list rewritten as one record per member");
+        }
+        Ok(())
     }
 
     /// The history's next sequence number and messages, and its chunks into `chunks`.

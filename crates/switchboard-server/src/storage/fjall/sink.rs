@@ -134,31 +134,20 @@ impl FjallSink {
             .commit()
             .map_err(|e| storage_error("trimming history", e))
     }
-}
-
-impl Sink for FjallSink {
-    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        let engine = self.engine.clone();
-        let open = engine.read();
-        let Some(open) = open.as_ref() else {
-            return Err(StorageError("the store is closed".into()));
-        };
+    /// Writes the directory records and the chunks built so far as one batch.
+    fn commit_records(
+        &mut self,
+        open: &Open,
+        directory: &mut HashMap<Vec<u8>, Option<Bytes>>,
+    ) -> Result<(), StorageError> {
+        if directory.is_empty() && self.building.is_empty() {
+            return Ok(());
+        }
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
-        self.building.clear();
-        self.trims.clear();
-        for op in ops {
-            match op {
-                Op::Put { key, value } => batch.insert(&open.meta, key.as_slice(), value.as_ref()),
-                Op::Append {
-                    kind,
-                    log,
-                    seq,
-                    frame,
-                } => self.add_message(*kind, log, *seq, frame),
-                Op::Trim { kind, log, through } => {
-                    let slot = self.trims.entry((*kind, log.clone())).or_insert(*through);
-                    *slot = (*slot).max(*through);
-                }
+        for (key, value) in directory.drain() {
+            match value {
+                Some(value) => batch.insert(&open.meta, key, value.as_ref()),
+                None => batch.remove(&open.meta, key),
             }
         }
         let mut written = Vec::with_capacity(self.building.len());
@@ -186,7 +175,80 @@ impl Sink for FjallSink {
                 _ => chunks.insert(at, (first, last)),
             }
         }
-        drop(index);
+        Ok(())
+    }
+
+    /// Removes everything stored for a history and its channel or group: every chunk,
+    /// the directory records, its members (groups) and its counters. Plain tombstones,
+    /// not weak ones: a name created again writes some of the same keys again. Safe to
+    /// repeat (a batch written again after a failure): removing what is gone is a no-op.
+    fn delete_log(&mut self, open: &Open, kind: LogKind, log: &str) -> Result<(), StorageError> {
+        self.trims.remove(&(kind, log.to_owned()));
+        let prefix = keys::log_prefix(kind, log);
+        let chunks = self.chunks.lock().remove(&prefix).unwrap_or_default();
+        let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
+        for (first, _) in chunks {
+            batch.remove(&open.messages, keys::chunk_key(&prefix, first));
+        }
+        match kind {
+            LogKind::Channel => batch.remove(&open.meta, keys::channel_key(log)),
+            LogKind::Group => {
+                batch.remove(&open.meta, keys::group_key(log));
+                batch.remove(&open.meta, keys::members_key(log));
+                for key in open.meta.prefix(keys::members_prefix(log)) {
+                    let key = key.key().map_err(|e| storage_error("reading members", e))?;
+                    batch.remove(&open.meta, key);
+                }
+            }
+        }
+        batch.remove(&open.meta, keys::next_seq_key(kind, log));
+        batch.remove(&open.meta, keys::trim_key(kind, log));
+        batch
+            .commit()
+            .map_err(|e| storage_error("deleting a history", e))
+    }
+}
+
+impl Sink for FjallSink {
+    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let engine = self.engine.clone();
+        let open = engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        self.building.clear();
+        self.trims.clear();
+        // The last put or removal of each directory key in this batch: one batch must not
+        // hold two writes of one key (they would share a sequence number, and either
+        // might win), and a member who joins and leaves within a batch leaves nothing.
+        let mut directory: HashMap<Vec<u8>, Option<Bytes>> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Put { key, value } => {
+                    directory.insert(key.clone(), Some(value.clone()));
+                }
+                Op::Remove { key } => {
+                    directory.insert(key.clone(), None);
+                }
+                Op::Append {
+                    kind,
+                    log,
+                    seq,
+                    frame,
+                } => self.add_message(*kind, log, *seq, frame),
+                Op::Trim { kind, log, through } => {
+                    let slot = self.trims.entry((*kind, log.clone())).or_insert(*through);
+                    *slot = (*slot).max(*through);
+                }
+                Op::DeleteLog { kind, log } => {
+                    // What came before is written first, the deletion in a batch of its
+                    // own, and what follows (the name created again) after it.
+                    self.commit_records(open, &mut directory)?;
+                    self.delete_log(open, *kind, log)?;
+                }
+            }
+        }
+        self.commit_records(open, &mut directory)?;
         if !self.trims.is_empty()
             && let Err(error) = self.trim(open)
         {
