@@ -264,10 +264,20 @@ impl ServerHandle {
             .report()
             .into_iter()
             .map(|stat| (stat.name.to_string(), stat.value))
-            .chain([(
-                "connections_current".to_owned(),
-                self.hub.connection_count() as u64,
-            )])
+            .chain([
+                (
+                    "connections_current".to_owned(),
+                    self.hub.connection_count() as u64,
+                ),
+                (
+                    "partial_frame_bytes".to_owned(),
+                    self.hub.frame_budget().held() as u64,
+                ),
+                (
+                    "frames_refused_busy".to_owned(),
+                    self.hub.frame_budget().refused(),
+                ),
+            ])
             .collect()
     }
 

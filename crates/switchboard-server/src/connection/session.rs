@@ -42,7 +42,7 @@ pub(super) async fn open<S: Transport>(
     peer: Peer,
 ) -> Option<Opened<S::Read>> {
     let (reader, mut writer) = stream.into_halves();
-    let mut reader = FrameReader::new(reader);
+    let mut reader = FrameReader::new(reader, hub.frame_budget().clone());
     match accept(hub, &mut reader, &mut writer, &peer).await {
         Ok(accepted) => Some(register(hub, accepted, reader, writer).await),
         Err(Ended::Gone(error)) => {
