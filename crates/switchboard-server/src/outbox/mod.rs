@@ -6,6 +6,13 @@
 //! answers). Deliveries to other sessions never wait: a full queue marks a slow consumer,
 //! which is disconnected, so that one slow reader cannot stall a publisher or anyone else.
 //!
+//! Direct messages (relays) are unsolicited: the receiver never asked for them, so they
+//! must never cost it its connection. They may fill only a share of the byte budget
+//! ([`DIRECT_SHARE`]), leaving the rest to what the receiver asked for (its replies and
+//! subscriptions); one that does not fit is refused, and the sender told, while the
+//! receiver keeps its connection. Group posts and events are not unsolicited in this
+//! sense: joining a group asks for them, as subscribing asks for a channel's messages.
+//!
 //! On a drop-oldest channel, live frames are queued as droppable: when the queue is full,
 //! the oldest of them still queued are taken back out to make room, and only a queue
 //! with nothing left to drop disconnects.
@@ -44,6 +51,9 @@ pub(crate) enum Outgoing {
     PublishAck { request_id: u32, ack: PublishAck },
     /// A frame encoded once and shared by every receiver (a live message).
     Shared(Bytes),
+    /// A direct message (a relayed body), counted against the share of the budget for
+    /// unsolicited traffic until the writer takes it.
+    Direct(Bytes),
     /// An answer made of several frames that must stay together: an optional first
     /// packet, stored messages sent as REPLAY frames with `request_id`, an optional last
     /// packet. Queued as one item so that nothing queued later can come between them.
@@ -77,11 +87,15 @@ struct KillSwitch {
 /// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
 const ITEM_OVERHEAD: usize = 64;
 
+/// The share of a connection's byte budget that direct messages may fill: a quarter, so
+/// that unsolicited traffic never takes the room its own replies and subscriptions need.
+pub(crate) const DIRECT_SHARE: usize = 4;
+
 /// What a queued item counts against the byte bound: deliveries only (replies wait for
 /// room instead of overflowing).
 fn weight(item: &Outgoing) -> usize {
     match item {
-        Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
+        Outgoing::Shared(frame) | Outgoing::Direct(frame) => frame.len() + ITEM_OVERHEAD,
         Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
         // Counted when queued and uncounted by whoever takes the frame out, writer or
         // dropper; see `DroppableFrame::take`.
@@ -128,6 +142,8 @@ struct OutboxState {
     /// Bytes of deliveries queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
+    /// Bytes of direct messages among them.
+    direct_bytes: AtomicUsize,
     droppables: Droppables,
     /// The server-wide count of frames dropped for slow consumers.
     dropped_total: Arc<AtomicU64>,
@@ -160,7 +176,13 @@ impl OutboxReceiver {
         if weight > 0 {
             self.state.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
         }
-        item
+        match item {
+            Outgoing::Direct(frame) => {
+                self.state.direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+                Outgoing::Shared(frame)
+            }
+            item => item,
+        }
     }
 
     pub async fn recv(&mut self) -> Option<Outgoing> {
@@ -217,6 +239,17 @@ impl WriterWatch {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gone;
 
+/// What became of a direct message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectDelivery {
+    Queued,
+    /// The receiver's share for direct messages (or its whole queue) is full; it keeps
+    /// its connection.
+    NoRoom,
+    /// The connection is gone.
+    Gone,
+}
+
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy)]
 enum Refused {
@@ -246,6 +279,7 @@ impl Outbox {
             },
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
+            direct_bytes: AtomicUsize::new(0),
             droppables: Droppables::default(),
             dropped_total,
             writer: Mutex::new(None),
@@ -272,6 +306,28 @@ impl Outbox {
     /// connection is gone or too slow (it is then being disconnected).
     pub fn deliver(&self, frame: Bytes) -> bool {
         self.offer(Outgoing::Shared(frame))
+    }
+
+    /// Queues a direct message without waiting, if it fits in the share of the budget for
+    /// unsolicited traffic. Never disconnects the receiver.
+    pub fn deliver_direct(&self, frame: Bytes) -> DirectDelivery {
+        let weight = frame.len() + ITEM_OVERHEAD;
+        let direct_bytes = &self.state.direct_bytes;
+        let before = direct_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before.saturating_add(weight) > self.state.max_bytes / DIRECT_SHARE {
+            direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+            return DirectDelivery::NoRoom;
+        }
+        match self.try_deliver(Outgoing::Direct(frame), weight) {
+            Ok(()) => DirectDelivery::Queued,
+            Err(refused) => {
+                direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+                match refused {
+                    Refused::Full => DirectDelivery::NoRoom,
+                    Refused::Closed => DirectDelivery::Gone,
+                }
+            }
+        }
     }
 
     /// Queues a live message without waiting: its shared frame, or, for a streamed
