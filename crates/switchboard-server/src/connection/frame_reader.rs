@@ -386,4 +386,43 @@ mod tests {
             .unwrap();
         assert!(end.is_none(), "a clean end of stream");
     }
+
+    #[tokio::test]
+    async fn a_large_partial_frame_takes_budget_and_buffer_as_its_bytes_come() {
+        use switchboard_proto::packet::Publish;
+        let (mut client, server) = pair().await;
+        let (read_half, _write_half) = server.into_halves();
+        let budget = Arc::new(FrameBudget::new(3 * 1024 * 1024));
+        let mut reader = FrameReader::new(read_half, budget.clone());
+        let codec = FrameCodec::new(Limits::default());
+        let publish = Packet::Publish(Publish {
+            channel: "big".into(),
+            body: bytes::Bytes::from(vec![1u8; 2 * 1024 * 1024]),
+            ..Publish::default()
+        });
+        let mut frame = BytesMut::new();
+        codec
+            .encode_packet(1, Flags::empty(), &publish, &mut frame)
+            .unwrap();
+        let sent = 300 * 1024;
+        client.write_all(&frame[..sent]).await.unwrap();
+        let mut arrived = 0;
+        while arrived < sent {
+            reader.admit_partial_frame(&codec).unwrap();
+            arrived += reader.fill().await.unwrap();
+        }
+        reader.admit_partial_frame(&codec).unwrap();
+        assert_eq!(budget.held(), frame.len(), "charged at its declared length");
+        assert!(
+            reader.buffer_capacity() <= 2 * sent + READ_CHUNK,
+            "{} bytes of buffer for {sent} arrived of {}",
+            reader.buffer_capacity(),
+            frame.len()
+        );
+        // A second one does not fit what is left.
+        assert!(budget.take(frame.len()).is_err());
+        // The reader going away gives its share back.
+        drop(reader);
+        assert_eq!(budget.held(), 0);
+    }
 }
