@@ -7,6 +7,10 @@
 //! come), the MAC flag against the session's use of HMAC, the frame type, the content
 //! CRC and the HMAC tag. The decoded frame's header
 //! block and content are slices of the read buffer.
+//!
+//! The lengths a prefix declares are the peer's word, not yet its bytes: decoding never
+//! reserves more than [`RESERVE_AHEAD`] bytes beyond what has arrived, so the buffer of a
+//! frame still arriving grows with its bytes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -25,6 +29,19 @@ pub struct FrameCodec {
     limits: Limits,
     mac: Option<MacKey>,
     version: u8,
+}
+
+/// Bytes of buffer a decode that needs more reserves ahead of what has arrived, at most.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// What the prefix of a frame still arriving says: enough to account for it before its
+/// bytes are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// The request id the frame carries (for an answer refusing it).
+    pub request_id: u32,
+    /// Bytes of the whole frame: prefix, header block, content and tag.
+    pub total_len: usize,
 }
 
 /// A packet to send with its request id and extra flags: the item of the `Encoder`.
@@ -361,7 +378,7 @@ impl Decoder for FrameCodec {
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         let total = content_end + mac_len;
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         let content_crc = crc32c::crc32c(&src[header_end..content_end]);
@@ -400,6 +417,20 @@ impl Decoder for FrameCodec {
 }
 
 impl FrameCodec {
+    /// The head of the frame at the front of `src`: `None` until its fixed prefix is in,
+    /// an error if the prefix is bad (wrong sync or version, lengths over the limits).
+    /// Its length is [`declared_frame_len`]'s.
+    pub fn frame_head(&self, src: &[u8]) -> Result<Option<FrameHead>, ProtoError> {
+        if src.len() < FIXED_HEADER_LEN {
+            return Ok(None);
+        }
+        let prefix = self.parse_prefix(src)?;
+        Ok(declared_frame_len(src).map(|total_len| FrameHead {
+            request_id: prefix.request_id,
+            total_len,
+        }))
+    }
+
     /// How many bytes the frame at the front of `src` needs in all, as far as known.
     fn bytes_needed(&self, src: &[u8]) -> usize {
         if src.len() < FIXED_HEADER_LEN {
@@ -413,6 +444,23 @@ impl FrameCodec {
             Err(_) => FIXED_HEADER_LEN,
         }
     }
+}
+
+/// Bytes of the whole frame at the front of `src` as its prefix declares them (prefix,
+/// header block, content, and a tag if its own MAC flag says one follows); `None` until
+/// the prefix is in. Nothing is checked: the same bytes always give the same length,
+/// which is what accounting for a frame still arriving needs.
+pub fn declared_frame_len(src: &[u8]) -> Option<usize> {
+    let prefix = src.first_chunk::<FIXED_HEADER_LEN>()?;
+    let header_len = usize::from(u16::from_be_bytes([prefix[6], prefix[7]]));
+    let content_len = u32::from_be_bytes([prefix[12], prefix[13], prefix[14], prefix[15]]) as usize;
+    let flags = Flags(u16::from_be_bytes([prefix[4], prefix[5]]));
+    let mac_len = if flags.contains(Flags::MAC) {
+        MAC_TAG_LEN
+    } else {
+        0
+    };
+    Some(FIXED_HEADER_LEN + header_len + content_len + mac_len)
 }
 
 /// Views a frame this process encoded itself as a [`Frame`] whose header block and content

@@ -50,6 +50,11 @@ pub enum ErrorCode {
     HeartbeatTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// A frame was not completed within the server's frame deadline from its first byte.
+    FrameTimeout,
+    /// The server is short of a resource shared by all connections (memory for frames
+    /// being read): the frame is refused; trying again later may succeed.
+    ServerBusy,
     /// A server-side limit (connections, subscriptions, streams) was reached.
     LimitReached,
     /// A streamed body was broken off or its digest did not match.
@@ -84,6 +89,8 @@ impl ErrorCode {
             ErrorCode::HeartbeatTimeout => 9,
             ErrorCode::SlowConsumer => 10,
             ErrorCode::ShuttingDown => 11,
+            ErrorCode::FrameTimeout => 12,
+            ErrorCode::ServerBusy => 13,
             ErrorCode::InvalidArgument => 100,
             ErrorCode::NotFound => 101,
             ErrorCode::AlreadyExists => 102,
@@ -117,6 +124,8 @@ impl ErrorCode {
             9 => ErrorCode::HeartbeatTimeout,
             10 => ErrorCode::SlowConsumer,
             11 => ErrorCode::ShuttingDown,
+            12 => ErrorCode::FrameTimeout,
+            13 => ErrorCode::ServerBusy,
             100 => ErrorCode::InvalidArgument,
             101 => ErrorCode::NotFound,
             102 => ErrorCode::AlreadyExists,
@@ -150,6 +159,8 @@ impl ErrorCode {
             ErrorCode::HeartbeatTimeout => "HEARTBEAT_TIMEOUT",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::FrameTimeout => "FRAME_TIMEOUT",
+            ErrorCode::ServerBusy => "SERVER_BUSY",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",

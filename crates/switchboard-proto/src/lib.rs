@@ -31,7 +31,7 @@ pub mod preface;
 pub mod subject;
 pub mod text;
 
-pub use codec::FrameCodec;
+pub use codec::{FrameCodec, FrameHead};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{FIXED_HEADER_LEN, Flags, Frame, FrameType, MAC_TAG_LEN, SYNC};
 pub use limits::Limits;

@@ -612,3 +612,40 @@ proptest! {
         }
     }
 }
+
+/// A frame declaring megabytes gets buffer only as its bytes arrive: the declared length
+/// is the peer's word, and a peer that never sends the rest must not cost the reader
+/// the whole of it.
+#[test]
+fn a_large_declared_length_reserves_only_a_bounded_step_ahead() {
+    use switchboard_proto::codec::RESERVE_AHEAD;
+    for mac in [false, true] {
+        let codec = codec(mac);
+        let publish = Publish {
+            body: Bytes::from(vec![7u8; 4 * 1024 * 1024]),
+            ..sample_publish()
+        };
+        let bytes = encode(&codec, 9, Flags::empty(), &Packet::from(publish));
+        let head = codec.frame_head(&bytes).unwrap().unwrap();
+        assert_eq!(head.request_id, 9);
+        assert_eq!(head.total_len, bytes.len());
+        assert_eq!(
+            codec.frame_head(&bytes[..FIXED_HEADER_LEN - 1]).unwrap(),
+            None
+        );
+
+        let mut decoder = codec.clone();
+        let mut partial = BytesMut::from(&bytes[..100_000]);
+        assert!(decoder.decode(&mut partial).unwrap().is_none());
+        // Growing a buffer may double it; never to the declared 4 MiB.
+        assert!(
+            partial.capacity() <= 2 * 100_000 + RESERVE_AHEAD,
+            "reserved {} bytes for 100,000 arrived",
+            partial.capacity()
+        );
+        // The rest arriving still decodes the frame.
+        partial.extend_from_slice(&bytes[100_000..]);
+        let frame = decoder.decode(&mut partial).unwrap().unwrap();
+        assert_eq!(frame.request_id, 9);
+    }
+}

@@ -24,6 +24,20 @@ pub struct ServerConfig {
     pub heartbeat_max: Duration,
     /// Time a new connection has to send its preface and SESSION_INIT.
     pub handshake_timeout: Duration,
+    /// Time a frame has to arrive whole, from its first byte. Bytes trickling in keep the
+    /// heartbeat deadline alive, not this one: a frame that takes longer closes the
+    /// session with FRAME_TIMEOUT.
+    pub frame_timeout: Duration,
+    /// Bytes all connections together may hold for large frames still arriving (those
+    /// over 64 KiB, counted at their declared length). A frame that does not fit is
+    /// refused with SERVER_BUSY and its session closed.
+    pub partial_frame_budget: usize,
+    /// Connections the kernel queues for a listener before the server accepts them
+    /// (`listen(2)`'s backlog; the system may cap it, e.g. at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// How often the server logs a summary of sessions opened, closed and refused (at
+    /// info, only when something changed); the sessions themselves are logged at debug.
+    pub connection_summary_interval: Duration,
     /// Largest content of one frame.
     pub max_frame: u32,
     /// Largest message body.
@@ -74,6 +88,10 @@ impl Default for ServerConfig {
             heartbeat_min: Duration::from_millis(50),
             heartbeat_max: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            partial_frame_budget: 256 * 1024 * 1024,
+            backlog: 1024,
+            connection_summary_interval: Duration::from_secs(60),
             max_frame: switchboard_proto::Limits::DEFAULT_MAX_CONTENT,
             max_body: 4 * 1024 * 1024 * 1024,
             max_relay_bytes: 1024 * 1024,

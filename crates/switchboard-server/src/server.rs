@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::blobs::BlobStore;
 use crate::config::ServerConfig;
@@ -134,12 +134,13 @@ impl ServerBuilder {
         tracker.spawn(hub.clone().run_expiry(EXPIRY_PERIOD));
         let mut tcp_addrs = Vec::new();
         for addr in &config.tcp {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?;
+            let listener =
+                bind_tcp(addr, config.backlog)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             let local = listener.local_addr().map_err(|source| ServerError::Bind {
                 addr: addr.clone(),
                 source,
@@ -148,6 +149,7 @@ impl ServerBuilder {
             tcp_addrs.push(local);
             tracker.spawn(accept_tcp(hub.clone(), listener, tracker.clone()));
         }
+        tracker.spawn(log_connection_summaries(hub.clone()));
         let unix_path = match &config.unix {
             Some(path) => {
                 bind_unix(&hub, path, &tracker)?;
@@ -167,6 +169,86 @@ impl ServerBuilder {
 /// How often messages past their channel's maximum age are trimmed away.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(1);
 
+/// Binds a TCP listener with the configured backlog (`TcpListener::bind` always asks
+/// for 1024 or less, depending on the platform). Every address the name resolves to is
+/// tried, like `TcpListener::bind`.
+async fn bind_tcp(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does on Unix: a restarted server can bind at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
+/// Logs, at info, how many sessions opened and closed and how many connections were
+/// refused since the last summary, every `connection_summary_interval` in which
+/// something changed (each session is logged only at debug: under churn, a line per
+/// connection would grow the log without bound). Ends at shutdown.
+async fn log_connection_summaries(hub: Arc<Hub>) {
+    let every = hub.config().connection_summary_interval;
+    if every.is_zero() {
+        return;
+    }
+    let totals = |hub: &Hub| {
+        let counters = hub.counters();
+        [
+            &counters.connections_total,
+            &counters.connections_closed,
+            &counters.connections_refused,
+        ]
+        .map(|counter| counter.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let mut last = totals(&hub);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = hub.shutting_down() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = totals(&hub);
+        if now == last {
+            continue;
+        }
+        let [opened, closed, refused] = [0, 1, 2].map(|i| now[i] - last[i]);
+        last = now;
+        info!(
+            target: log::CONNECTION,
+            opened,
+            closed,
+            refused,
+            current = hub.connection_count(),
+            "sessions in the last {}",
+            humantime_secs(every)
+        );
+    }
+}
+
+/// A duration as a short text ("60s", "250ms").
+fn humantime_secs(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
@@ -176,7 +258,7 @@ async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) 
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                info!(target: log::CONNECTION, %peer, "accepted");
+                debug!(target: log::CONNECTION, %peer, "accepted");
                 tracker.spawn(connection::serve(hub.clone(), stream, Peer::Tcp(peer)));
             }
             Err(error) => {
@@ -194,7 +276,7 @@ fn bind_unix(
     path: &std::path::Path,
     tracker: &TaskTracker,
 ) -> Result<(), ServerError> {
-    use tokio::net::UnixListener;
+    use tokio::net::UnixSocket;
     let bind_error = |source| ServerError::Bind {
         addr: format!("unix:{}", path.display()),
         source,
@@ -209,7 +291,12 @@ fn bind_unix(
         }
         std::fs::remove_file(path).map_err(bind_error)?;
     }
-    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    let listener = UnixSocket::new_stream()
+        .and_then(|socket| {
+            socket.bind(path)?;
+            socket.listen(hub.config().backlog)
+        })
+        .map_err(bind_error)?;
     info!(target: log::GENERAL, path = %path.display(), "listening on Unix socket");
     let hub = hub.clone();
     let inner_tracker = tracker.clone();
@@ -221,7 +308,7 @@ fn bind_unix(
             };
             match accepted {
                 Ok((stream, _)) => {
-                    info!(target: log::CONNECTION, "accepted on Unix socket");
+                    debug!(target: log::CONNECTION, "accepted on Unix socket");
                     inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix));
                 }
                 Err(error) => {
@@ -279,10 +366,20 @@ impl ServerHandle {
             .report()
             .into_iter()
             .map(|stat| (stat.name.to_string(), stat.value))
-            .chain([(
-                "connections_current".to_owned(),
-                self.hub.connection_count() as u64,
-            )])
+            .chain([
+                (
+                    "connections_current".to_owned(),
+                    self.hub.connection_count() as u64,
+                ),
+                (
+                    "partial_frame_bytes".to_owned(),
+                    self.hub.frame_budget().held() as u64,
+                ),
+                (
+                    "frames_refused_busy".to_owned(),
+                    self.hub.frame_budget().refused(),
+                ),
+            ])
             .collect()
     }
 

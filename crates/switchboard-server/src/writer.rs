@@ -253,7 +253,7 @@ impl Writer<'_> {
             // receiver into each connection's.
             Outgoing::Shared(frame) => self.batch.push_frame(frame),
             Outgoing::Dropped => {}
-            Outgoing::Droppable(_) => {
+            Outgoing::Droppable(_) | Outgoing::Direct(_) => {
                 // The receiver turns these into Shared or Dropped before they get here.
             }
             Outgoing::Streamed(message) => self.start_stream(0, Flags::empty(), message),

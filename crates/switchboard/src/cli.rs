@@ -268,6 +268,26 @@ pub struct ServeArgs {
     /// Also write the log to this file.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Size at which the log file is renamed with `.1` appended (replacing the previous
+    /// one) and a new one started; 0 for no cap.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+    /// Connections the kernel queues for each listener before the server accepts them
+    /// (the system may cap it, e.g. at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub backlog: u32,
+    /// Time a frame has to arrive whole, from its first byte; a slower one closes its
+    /// session with FRAME_TIMEOUT.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub frame_timeout: std::time::Duration,
+    /// Bytes all connections together may hold for large frames (over 64 KiB) still
+    /// arriving; a frame beyond it is refused with SERVER_BUSY.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub partial_frame_budget: usize,
+    /// How often sessions opened, closed and refused are summed up in the log (at info,
+    /// when something changed); each session is logged at debug.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub connection_summary: std::time::Duration,
     /// Log level for the GENERAL, CONNECTION and ERROR categories (or set RUST_LOG).
     #[arg(long, default_value = "info")]
     pub log_level: String,

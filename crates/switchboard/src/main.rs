@@ -12,6 +12,7 @@ mod bench;
 mod chat;
 mod cli;
 mod commands;
+mod log_file;
 mod output;
 mod repair;
 mod serve;

@@ -16,6 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::{ServeArgs, SyncArg};
+use crate::log_file::RotatingFile;
 
 /// The Unix socket a server listening on `port` uses by default, and that `stop` tries.
 pub fn default_unix_socket(port: u16) -> PathBuf {
@@ -38,8 +39,8 @@ impl<'writer> FormatFields<'writer> for FileFields {
     }
 }
 
-/// Logs to stderr and, with --log-file, to a file, in the categories GENERAL, CONNECTION
-/// and ERROR (the event targets). Colours only on a terminal: never in the file, nor on
+/// Logs to stderr and, with --log-file, to a file capped at --log-max-bytes, in the
+/// categories GENERAL, CONNECTION and ERROR (the event targets). Colours only on a terminal: never in the file, nor on
 /// a stderr that is a file or a pipe.
 fn init_logging(args: &ServeArgs) -> Result<()> {
     let level = &args.log_level;
@@ -53,10 +54,7 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr);
     let file = match &args.log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = RotatingFile::open(path, args.log_max_bytes)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()
@@ -109,6 +107,10 @@ fn config_from(
         sync,
         disk_reserve: args.disk_reserve.unwrap_or(defaults.disk_reserve),
         max_blob_bytes: args.max_blob_bytes,
+        backlog: args.backlog,
+        frame_timeout: args.frame_timeout,
+        partial_frame_budget: args.partial_frame_budget,
+        connection_summary_interval: args.connection_summary,
         ..defaults
     }
 }

@@ -460,6 +460,9 @@ fn serve_in(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
         data.as_os_str(),
         "--log-file".as_ref(),
         log.as_os_str(),
+        // Sessions are logged at debug (at info only in a periodic summary).
+        "--log-level".as_ref(),
+        "debug".as_ref(),
     ]);
     (child, addr, socket)
 }
@@ -751,8 +754,9 @@ fn the_log_is_plain_text_on_a_pipe_and_in_the_log_file() {
     let log = dir.path().join("hub.log");
     let data = dir.path().join("data");
     let mut server = StdCommand::new(BIN)
-        // Also the connection's span, whose fields the layers format once and share.
-        .env("RUST_LOG", "info")
+        // Also the connection's span, whose fields the layers format once and share
+        // (sessions are logged at debug).
+        .env("RUST_LOG", "info,CONNECTION=debug")
         .args([
             "serve",
             "--listen",
@@ -846,7 +850,7 @@ fn the_log_file_is_plain_text_while_the_terminal_gets_colours() {
             "--log-file",
             log.to_str().unwrap(),
         ],
-        &[("RUST_LOG", "info")],
+        &[("RUST_LOG", "info,CONNECTION=debug")],
     );
     server.expect("switchboard listening on 127.0.0.1:");
     // The line after it is printed once the address line is whole (port included).

@@ -212,7 +212,9 @@ pub enum RelayStatus {
     Delivered,
     /// No client with that id is connected.
     Unknown,
-    /// The receiver is connected but its queue is full; the body was not delivered.
+    /// The receiver is connected but has no room for direct messages now (they may fill
+    /// a quarter of its outbound queue), or it is closing; the body was not delivered.
+    /// The receiver keeps its connection; sending again later may succeed.
     Dropped,
 }
 

@@ -9,6 +9,7 @@ use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
+use crate::outbox::DirectDelivery;
 use crate::time::now_us;
 
 /// Checks the whole relay first: either every receiver gets the body or none does.
@@ -60,23 +61,33 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
         return;
     };
     let mut delivered = 0;
+    let mut dropped = 0;
+    // A receiver without room is not disconnected: the body is dropped for it and the
+    // sender told (a relay is unsolicited; see `outbox`).
     let outcomes = relay
         .receivers
         .iter()
         .map(|&client_id| {
-            let status = match hub.outbox_of(client_id) {
+            let status = match hub
+                .outbox_of(client_id)
+                .map(|o| o.deliver_direct(frame.clone()))
+            {
                 None => RelayStatus::Unknown,
-                Some(outbox) if outbox.deliver(frame.clone()) => {
+                Some(DirectDelivery::Queued) => {
                     delivered += 1;
                     RelayStatus::Delivered
                 }
-                Some(_) => RelayStatus::Dropped,
+                Some(DirectDelivery::NoRoom | DirectDelivery::Gone) => {
+                    dropped += 1;
+                    RelayStatus::Dropped
+                }
             };
             RelayOutcome { client_id, status }
         })
         .collect();
     Counters::add(&hub.counters().relays, 1);
     Counters::add(&hub.counters().relayed_deliveries, delivered);
+    Counters::add(&hub.counters().relay_deliveries_dropped, dropped);
     session
         .reply(request_id, Packet::RelayResult(RelayResult { outcomes }))
         .await;

@@ -62,6 +62,11 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
             value,
         });
     }
+    stats.push(gauge("partial_frame_bytes", hub.frame_budget().held()));
+    stats.push(Stat {
+        name: "frames_refused_busy".into(),
+        value: hub.frame_budget().refused(),
+    });
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;

@@ -1,15 +1,64 @@
 //! Frames read from a connection's byte stream into a buffer that is released whenever
 //! a read would block between frames, so that an idle connection holds no read buffer.
+//!
+//! A frame still arriving is the peer's promise, not its bytes: its buffer grows only as
+//! the bytes come, a large one is admitted against the server-wide [`FrameBudget`]
+//! before more of it is read, and the time it started is kept so that the request loop
+//! can give it a deadline.
 
 use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use switchboard_proto::{Frame, FrameCodec, ProtoError};
+use switchboard_proto::codec::declared_frame_len;
+use switchboard_proto::{Frame, FrameCodec, FrameHead, ProtoError};
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
+use super::frame_budget::{FrameBudget, NoRoom, UNCOUNTED_FRAME_LEN};
 use super::transport::Readable;
+
+/// A large frame that arrived while the server's budget for partial frames was spent.
+#[derive(Debug)]
+pub(super) struct BusyFrame {
+    pub head: FrameHead,
+    pub no_room: NoRoom,
+}
+
+impl BusyFrame {
+    /// The message of the ERROR and DISCONNECT refusing it.
+    pub(super) fn message(&self) -> String {
+        format!(
+            "server busy: a frame of {} bytes does not fit in what is left of the {} bytes \
+             the server keeps for large frames being read ({} held); try again later",
+            self.no_room.len, self.no_room.limit, self.no_room.held
+        )
+    }
+}
+
+/// Why no frame could be read.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// The bytes are not a frame, or the stream failed.
+    Frame(ProtoError),
+    Busy(Box<BusyFrame>),
+}
+
+impl From<ProtoError> for ReadError {
+    fn from(error: ProtoError) -> Self {
+        ReadError::Frame(error)
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(error: std::io::Error) -> Self {
+        ReadError::Frame(ProtoError::Io(error))
+    }
+}
 
 /// Reads frames from a byte stream into a buffer that is released while idle.
 ///
@@ -20,6 +69,39 @@ pub(super) struct FrameReader<R> {
     buf: BytesMut,
     /// The last read filled all the room the buffer had.
     streaming: bool,
+    /// The partial frame at the front of the buffer holds its declared length of the
+    /// budget (`declared_frame_len`, which gives the same length from the same bytes
+    /// when it is given back).
+    charged: bool,
+    /// When the reader first waited for the rest of the frame at the front of the
+    /// buffer ([`millis_now`]); `None` between frames. Four bytes rather than an
+    /// `Instant`'s sixteen: every idle connection holds a reader.
+    frame_started: Option<NonZeroU32>,
+    budget: Arc<FrameBudget>,
+}
+
+/// Milliseconds since the first call, wrapping after 49 days (differences stay right
+/// as long as no frame takes that long, which the frame deadline sees to).
+fn millis_now() -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Truncation is the wrap-around.
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u32
+}
+
+/// Milliseconds from `started` to `now`, both of [`millis_now`]. A start that reads as
+/// later than now (the clock wrapped to 0, which a start cannot be, and was recorded as
+/// 1) counts as no time.
+fn millis_between(started: NonZeroU32, now: u32) -> u64 {
+    let waited = now.wrapping_sub(started.get());
+    if waited > u32::MAX / 2 {
+        0
+    } else {
+        u64::from(waited)
+    }
+}
+
+fn whole_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A read buffer grown past this is given back once it is empty.
@@ -30,12 +112,74 @@ const READ_CHUNK: usize = switchboard_proto::batch::READ_CHUNK_BYTES;
 const SMALL_READ: usize = 4 * 1024;
 
 impl<R: Readable> FrameReader<R> {
-    pub(super) fn new(reader: R) -> Self {
+    pub(super) fn new(reader: R, budget: Arc<FrameBudget>) -> Self {
         FrameReader {
             reader,
             buf: BytesMut::new(),
             streaming: false,
+            charged: false,
+            frame_started: None,
+            budget,
         }
+    }
+
+    /// When the wait for more bytes ends: `idle_limit` from now (the heartbeat
+    /// deadline), or sooner when the frame at the front of the buffer, still arriving,
+    /// must be complete (`frame_limit` after the reader first waited for its rest).
+    pub(super) fn wait_deadline(&mut self, idle_limit: Duration, frame_limit: Duration) -> Instant {
+        let now = Instant::now();
+        let heartbeat = now + idle_limit;
+        if self.buf.is_empty() {
+            return heartbeat;
+        }
+        let now_ms = millis_now();
+        let started = *self
+            .frame_started
+            .get_or_insert(NonZeroU32::new(now_ms).unwrap_or(NonZeroU32::MIN));
+        let waited_ms = millis_between(started, now_ms);
+        let left_ms = whole_millis(frame_limit).saturating_sub(waited_ms);
+        heartbeat.min(now + Duration::from_millis(left_ms))
+    }
+
+    /// Whether the frame at the front of the buffer has been arriving for `frame_limit`
+    /// or more (counted as [`FrameReader::wait_deadline`] does, in whole milliseconds, so
+    /// that a wait ended by the frame deadline is always seen as such).
+    pub(super) fn frame_overdue(&self, frame_limit: Duration) -> bool {
+        self.frame_started.is_some_and(|started| {
+            millis_between(started, millis_now()) >= whole_millis(frame_limit)
+        })
+    }
+
+    /// Bytes of the frame still arriving that are in, and what its head declares (when
+    /// its prefix is in).
+    pub(super) fn partial_frame(&self, codec: &FrameCodec) -> (usize, Option<usize>) {
+        let declared = codec
+            .frame_head(&self.buf)
+            .ok()
+            .flatten()
+            .map(|head| head.total_len);
+        (self.buf.len(), declared)
+    }
+
+    /// Admits the frame at the front of the buffer, still arriving, against the budget
+    /// if it is large; once per frame. To be called before each [`FrameReader::fill`]
+    /// (apart, so that the future of a waiting fill holds nothing more).
+    pub(super) fn admit_partial_frame(&mut self, codec: &FrameCodec) -> Result<(), Box<BusyFrame>> {
+        if self.charged || self.buf.is_empty() {
+            return Ok(());
+        }
+        // A bad prefix is left for the decoder to report.
+        let Ok(Some(head)) = codec.frame_head(&self.buf) else {
+            return Ok(());
+        };
+        if head.total_len <= UNCOUNTED_FRAME_LEN || head.total_len <= self.buf.len() {
+            return Ok(());
+        }
+        self.budget
+            .take(head.total_len)
+            .map_err(|no_room| Box::new(BusyFrame { head, no_room }))?;
+        self.charged = true;
+        Ok(())
     }
 
     /// Whether bytes are waiting in the buffer (perhaps a frame, perhaps part of one).
@@ -58,9 +202,16 @@ impl<R: Readable> FrameReader<R> {
         if self.buf.is_empty() {
             return Ok(None);
         }
+        // The frame leaves the buffer when decoded: its share of the budget goes first.
+        if self.charged && declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len()) {
+            self.give_back_charge();
+        }
         let frame = codec.decode(&mut self.buf)?;
-        if frame.is_some() && self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
-            self.buf = BytesMut::new();
+        if frame.is_some() {
+            self.frame_started = None;
+            if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
+                self.buf = BytesMut::new();
+            }
         }
         Ok(frame)
     }
@@ -71,9 +222,10 @@ impl<R: Readable> FrameReader<R> {
             // A connection that sends a frame now and then reads into a small buffer;
             // once a read fills all the room it had, frames are streaming in and reads
             // get room for a burst (a few KiB would mean one system call per handful of
-            // 1 KiB publishes).
+            // 1 KiB publishes). A large frame gets room in proportion to what it has sent
+            // (the buffer at most doubles), never the length it declares.
             let want = if self.streaming {
-                READ_CHUNK
+                READ_CHUNK.max(self.buf.len())
             } else {
                 SMALL_READ
             };
@@ -110,13 +262,14 @@ impl<R: Readable> FrameReader<R> {
     pub(super) async fn read_frame(
         &mut self,
         codec: &mut FrameCodec,
-    ) -> Result<Option<Frame>, ProtoError> {
+    ) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(frame) = self.buffered_frame(codec)? {
                 return Ok(Some(frame));
             }
+            self.admit_partial_frame(codec).map_err(ReadError::Busy)?;
             if self.fill().await? == 0 {
-                return self.ended();
+                return Ok(self.ended()?);
             }
         }
     }
@@ -141,10 +294,26 @@ impl<R: Readable> FrameReader<R> {
     }
 }
 
+impl<R> FrameReader<R> {
+    /// Gives back the budget the frame at the front of the buffer holds, if any.
+    fn give_back_charge(&mut self) {
+        if self.charged {
+            self.charged = false;
+            if let Some(len) = declared_frame_len(&self.buf) {
+                self.budget.give_back(len);
+            }
+        }
+    }
+}
+
+impl<R> Drop for FrameReader<R> {
+    fn drop(&mut self) {
+        self.give_back_charge();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use switchboard_proto::packet::{Heartbeat, Packet};
     use switchboard_proto::{Flags, Limits};
     use tokio::io::AsyncWriteExt;
@@ -166,7 +335,8 @@ mod tests {
     async fn the_read_buffer_is_released_while_no_bytes_come_and_taken_again_when_they_do() {
         let (mut client, server) = pair().await;
         let (read_half, _write_half) = server.into_halves();
-        let mut reader = FrameReader::new(read_half);
+        let budget = Arc::new(FrameBudget::new(1 << 20));
+        let mut reader = FrameReader::new(read_half, budget);
         let mut codec = FrameCodec::new(Limits::default());
         let mut frames = BytesMut::new();
         for request_id in 1..=2 {
@@ -215,5 +385,44 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(end.is_none(), "a clean end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_large_partial_frame_takes_budget_and_buffer_as_its_bytes_come() {
+        use switchboard_proto::packet::Publish;
+        let (mut client, server) = pair().await;
+        let (read_half, _write_half) = server.into_halves();
+        let budget = Arc::new(FrameBudget::new(3 * 1024 * 1024));
+        let mut reader = FrameReader::new(read_half, budget.clone());
+        let codec = FrameCodec::new(Limits::default());
+        let publish = Packet::Publish(Publish {
+            channel: "big".into(),
+            body: bytes::Bytes::from(vec![1u8; 2 * 1024 * 1024]),
+            ..Publish::default()
+        });
+        let mut frame = BytesMut::new();
+        codec
+            .encode_packet(1, Flags::empty(), &publish, &mut frame)
+            .unwrap();
+        let sent = 300 * 1024;
+        client.write_all(&frame[..sent]).await.unwrap();
+        let mut arrived = 0;
+        while arrived < sent {
+            reader.admit_partial_frame(&codec).unwrap();
+            arrived += reader.fill().await.unwrap();
+        }
+        reader.admit_partial_frame(&codec).unwrap();
+        assert_eq!(budget.held(), frame.len(), "charged at its declared length");
+        assert!(
+            reader.buffer_capacity() <= 2 * sent + READ_CHUNK,
+            "{} bytes of buffer for {sent} arrived of {}",
+            reader.buffer_capacity(),
+            frame.len()
+        );
+        // A second one does not fit what is left.
+        assert!(budget.take(frame.len()).is_err());
+        // The reader going away gives its share back.
+        drop(reader);
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -11,7 +11,7 @@ use switchboard_proto::{
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::frame_reader::FrameReader;
+use super::frame_reader::{FrameReader, ReadError};
 use super::transport::Readable;
 
 /// How the opening of a connection ended without a session.
@@ -159,8 +159,12 @@ async fn read_session_init<R: Readable>(
         Ok(Some(frame)) => frame,
         // Closed between frames: the peer left, it sent nothing wrong.
         Ok(None) => return Err(Ended::Gone(std::io::ErrorKind::UnexpectedEof.into())),
-        Err(ProtoError::Io(error)) => return Err(Ended::Gone(error)),
-        Err(error) => return Err(Refused::frame(0, &error).into()),
+        Err(ReadError::Frame(ProtoError::Io(error))) => return Err(Ended::Gone(error)),
+        Err(ReadError::Frame(error)) => return Err(Refused::frame(0, &error).into()),
+        Err(ReadError::Busy(busy)) => {
+            let message = busy.message();
+            return Err(Refused::new(busy.head.request_id, ErrorCode::ServerBusy, message).into());
+        }
     };
     let request_id = frame.request_id;
     // Judged by the type before decoding: any other first frame, even a malformed one,

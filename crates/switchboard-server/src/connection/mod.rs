@@ -4,6 +4,7 @@
 //!
 //! * `transport`: the byte streams a connection is served on;
 //! * `frame_reader`: frames read into a buffer released while the connection is idle;
+//! * `frame_budget`: the server-wide budget for large frames still arriving;
 //! * `handshake`: prefaces and SESSION_INIT, and the refusals written before a session
 //!   exists;
 //! * `session`: a session's registration (limits, hook, writer, SESSION_ACK, directory)
@@ -12,6 +13,7 @@
 //!
 //! What a request does is `cmd`'s business; this module only hands it the frames.
 
+mod frame_budget;
 mod frame_reader;
 mod handshake;
 mod request_loop;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info_span};
 
+pub(crate) use self::frame_budget::FrameBudget;
 use self::frame_reader::FrameReader;
 pub(crate) use self::transport::Transport;
 use crate::cmd::Session;
@@ -53,7 +56,9 @@ pub(crate) fn serve<S: Transport>(
     peer: Peer,
 ) -> impl Future<Output = ()> + Send {
     let span = info_span!("conn", peer = %peer.describe());
-    run(hub, stream, peer).instrument(span)
+    // The peer is boxed: an async fn keeps its arguments for its whole life, and the
+    // box is freed once the handshake has taken what it needs.
+    run(hub, stream, Box::new(peer)).instrument(span)
 }
 
 /// An open session and what serving it needs.
@@ -65,11 +70,11 @@ struct Opened<R> {
 /// The connection task. Its future lives as long as the connection, so what it holds
 /// while waiting is what an idle connection costs: the handshake, serving requests and
 /// the cleanup are each boxed, and their state exists only while they run.
-async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Peer) {
+async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Box<Peer>) {
     let Some(Opened {
         mut session,
         mut reader,
-    }) = Box::pin(session::open(&hub, stream, peer)).await
+    }) = Box::pin(session::open(&hub, stream, *peer)).await
     else {
         return;
     };

@@ -1,12 +1,18 @@
 //! The request loop: serves the frames of an open session one after another until the
 //! session ends (the peer leaves or says goodbye, a bad frame, the heartbeat deadline,
-//! the slow-consumer kill switch, or shutdown), and says why it ended.
+//! the frame deadline, a large frame the server has no room for, the slow-consumer kill
+//! switch, or shutdown), and says why it ended.
+//!
+//! Two deadlines bound a wait: the heartbeat deadline (three heartbeats without a byte)
+//! and, while a frame is arriving, the frame deadline from the frame's first byte, which
+//! bytes trickling in do not move: a peer cannot keep a partial frame, and what it holds,
+//! alive by sending a byte now and then.
 
 use switchboard_proto::packet::{ErrorPacket, Packet};
 use switchboard_proto::{ErrorCode, ProtoError};
 use tracing::warn;
 
-use super::frame_reader::FrameReader;
+use super::frame_reader::{BusyFrame, FrameReader};
 use super::transport::Readable;
 use crate::cmd::{self, AfterRequest, Session};
 use crate::hub::Hub;
@@ -37,11 +43,19 @@ pub(super) async fn request_loop<R: Readable>(
         {
             return end;
         }
+        // A large frame still arriving is admitted against the server's budget before
+        // more of it is read.
+        if let Err(busy) = reader.admit_partial_frame(hub.codec()) {
+            return Box::pin(refuse_busy(session, *busy)).await;
+        }
         // The kill switch is a child of the shutdown token, so it wakes for both.
         let wake = tokio::select! {
             biased;
             () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
-            read = tokio::time::timeout(session.idle_limit, reader.fill()) => Wake::Read(read),
+            read = tokio::time::timeout_at(
+                reader.wait_deadline(session.idle_limit, hub.config().frame_timeout),
+                reader.fill(),
+            ) => Wake::Read(read),
         };
         let client_id = session.caller.client_id;
         match wake {
@@ -52,6 +66,9 @@ pub(super) async fn request_loop<R: Readable>(
                 let (code, reason) = session.caller.outbox.kill_reason();
                 warn!(target: log::ERROR, client_id, %code, %reason, "closing session");
                 return (code, reason);
+            }
+            Wake::Read(Err(_)) if reader.frame_overdue(hub.config().frame_timeout) => {
+                return frame_timed_out(hub, session, reader);
             }
             Wake::Read(Err(_)) => {
                 let idle_limit = session.idle_limit;
@@ -107,6 +124,40 @@ async fn serve_buffered<R: Readable>(
             return Some((code, reason));
         }
     }
+}
+
+/// Refuses a large frame the server has no room for, answering its request id; the
+/// session ends (the rest of the frame is still on its way and cannot be skipped).
+async fn refuse_busy(session: &Session, busy: BusyFrame) -> (ErrorCode, String) {
+    let message = busy.message();
+    let client_id = session.caller.client_id;
+    let BusyFrame { head, no_room } = busy;
+    warn!(target: log::ERROR, client_id, len = no_room.len, held = no_room.held, "large frame refused: the partial-frame budget is spent; closing");
+    let refusal = ErrorPacket::new(ErrorCode::ServerBusy, message.as_str());
+    session.reply(head.request_id, Packet::Error(refusal)).await;
+    (ErrorCode::ServerBusy, message)
+}
+
+/// The frame deadline passed with the frame still incomplete.
+fn frame_timed_out<R: Readable>(
+    hub: &Hub,
+    session: &Session,
+    reader: &FrameReader<R>,
+) -> (ErrorCode, String) {
+    let limit = hub.config().frame_timeout;
+    let (arrived, declared) = reader.partial_frame(hub.codec());
+    Counters::add(&hub.counters().frame_timeouts, 1);
+    let client_id = session.caller.client_id;
+    warn!(target: log::ERROR, client_id, arrived, ?declared, "frame not complete within {limit:?}; closing");
+    let declared = declared.map_or_else(|| "?".to_owned(), |len| len.to_string());
+    (
+        ErrorCode::FrameTimeout,
+        format!(
+            "a frame must arrive whole within {} ms of its first byte; {arrived} of its \
+             {declared} bytes came",
+            limit.as_millis()
+        ),
+    )
 }
 
 /// Tells the peer why its frame is refused; the session ends with that reason.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchboard_proto::packet::{Disconnect, Packet, SessionAck};
 use switchboard_proto::{ErrorCode, Text};
 use tokio::io::AsyncWrite;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::frame_reader::FrameReader;
@@ -42,7 +42,7 @@ pub(super) async fn open<S: Transport>(
     peer: Peer,
 ) -> Option<Opened<S::Read>> {
     let (reader, mut writer) = stream.into_halves();
-    let mut reader = FrameReader::new(reader);
+    let mut reader = FrameReader::new(reader, hub.frame_budget().clone());
     match accept(hub, &mut reader, &mut writer, &peer).await {
         Ok(accepted) => Some(register(hub, accepted, reader, writer).await),
         Err(Ended::Gone(error)) => {
@@ -52,6 +52,7 @@ pub(super) async fn open<S: Transport>(
         }
         Err(Ended::ShuttingDown) => None,
         Err(Ended::Refused(refused)) => {
+            Counters::add(&hub.counters().connections_refused, 1);
             refused.tell(hub.codec(), &mut writer).await;
             None
         }
@@ -176,7 +177,7 @@ where
         outbox,
     });
     Counters::add(&hub.counters().connections_total, 1);
-    info!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
+    debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
     Opened { session, reader }
 }
 
@@ -223,5 +224,6 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
     };
     writer.finished_within(grace).await;
     hub.hooks().on_disconnect(&info, &reason);
-    info!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
+    Counters::add(&hub.counters().connections_closed, 1);
+    debug!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
 }

@@ -135,6 +135,8 @@ pub struct Hub {
     shutdown: CancellationToken,
     next_client_id: AtomicU64,
     storage_closed: std::sync::atomic::AtomicBool,
+    /// What large frames still arriving may hold, all connections together.
+    frame_budget: Arc<crate::connection::FrameBudget>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -156,6 +158,9 @@ impl Hub {
         };
         let codec =
             FrameCodec::new(limits).with_mac_key(config.hmac_key.as_deref().map(MacKey::new));
+        let frame_budget = Arc::new(crate::connection::FrameBudget::new(
+            config.partial_frame_budget,
+        ));
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
@@ -173,7 +178,13 @@ impl Hub {
             shutdown: CancellationToken::new(),
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
+            frame_budget,
         }
+    }
+
+    /// The server-wide budget for large frames still arriving.
+    pub fn frame_budget(&self) -> &Arc<crate::connection::FrameBudget> {
+        &self.frame_budget
     }
 
     pub fn config(&self) -> &ServerConfig {

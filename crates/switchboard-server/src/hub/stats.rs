@@ -15,6 +15,14 @@ pub struct Counters {
     pub slow_consumers_disconnected: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
+    /// Sessions closed because a frame did not arrive whole within the frame deadline.
+    pub frame_timeouts: AtomicU64,
+    /// Relayed bodies not delivered because the receiver had no room for direct messages.
+    pub relay_deliveries_dropped: AtomicU64,
+    /// Sessions closed, for whatever reason.
+    pub connections_closed: AtomicU64,
+    /// Connections refused before a session opened (limits, hooks, bad handshakes).
+    pub connections_refused: AtomicU64,
     pub corrupt_records_skipped: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
@@ -42,6 +50,10 @@ impl Counters {
             ),
             stat("protocol_errors", &self.protocol_errors),
             stat("heartbeat_timeouts", &self.heartbeat_timeouts),
+            stat("frame_timeouts", &self.frame_timeouts),
+            stat("relay_deliveries_dropped", &self.relay_deliveries_dropped),
+            stat("connections_closed", &self.connections_closed),
+            stat("connections_refused", &self.connections_refused),
             stat("corrupt_records_skipped", &self.corrupt_records_skipped),
             stat("slow_consumer_skipped", &self.slow_consumer_skipped),
         ]

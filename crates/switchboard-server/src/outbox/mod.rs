@@ -10,6 +10,13 @@
 //! consumer, which is disconnected, so that one slow reader cannot stall a publisher or
 //! anyone else.
 //!
+//! Direct messages (relays) are unsolicited: the receiver never asked for them, so they
+//! must never cost it its connection. They may fill only a share of the byte budget
+//! ([`DIRECT_SHARE`]), leaving the rest to what the receiver asked for (its replies and
+//! subscriptions); one that does not fit is refused, and the sender told, while the
+//! receiver keeps its connection. Group posts and events are not unsolicited in this
+//! sense: joining a group asks for them, as subscribing asks for a channel's messages.
+//!
 //! On a drop-oldest channel, live frames are queued as droppable: when the queue is full,
 //! the oldest of them still queued are taken back out to make room, and only a queue
 //! with nothing left to drop disconnects.
@@ -51,6 +58,9 @@ pub(crate) enum Outgoing {
     PublishAck { request_id: u32, ack: PublishAck },
     /// A frame encoded once and shared by every receiver (a live message).
     Shared(Bytes),
+    /// A direct message (a relayed body), counted against the share of the budget for
+    /// unsolicited traffic until the writer takes it.
+    Direct(Bytes),
     /// An answer made of several frames that must stay together: an optional first
     /// packet, stored messages sent as REPLAY frames with `request_id`, an optional last
     /// packet. Queued as one item so that nothing queued later can come between them.
@@ -84,11 +94,15 @@ struct KillSwitch {
 /// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
 const ITEM_OVERHEAD: usize = 64;
 
+/// The share of a connection's byte budget that direct messages may fill: a quarter, so
+/// that unsolicited traffic never takes the room its own replies and subscriptions need.
+pub(crate) const DIRECT_SHARE: usize = 4;
+
 /// What a queued item counts against the byte bound: its frames (for a packet, the upper
 /// bound its encoder reserves) plus the per-item overhead.
 fn weight(item: &Outgoing) -> usize {
     match item {
-        Outgoing::Shared(frame) => frame.len() + ITEM_OVERHEAD,
+        Outgoing::Shared(frame) | Outgoing::Direct(frame) => frame.len() + ITEM_OVERHEAD,
         Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
         Outgoing::Packet { packet, .. } => packet_weight(packet),
         Outgoing::PublishAck { .. } => ITEM_OVERHEAD,
@@ -170,6 +184,8 @@ struct OutboxState {
     reply_waiting: AtomicBool,
     /// Woken by the writer when the queued bytes fall under the reply limit.
     drained: Notify,
+    /// Bytes of direct messages among them.
+    direct_bytes: AtomicUsize,
     droppables: Droppables,
     /// The server-wide count of frames dropped for slow consumers.
     dropped_total: Arc<AtomicU64>,
@@ -208,7 +224,13 @@ impl OutboxReceiver {
                 self.state.drained.notify_waiters();
             }
         }
-        item
+        match item {
+            Outgoing::Direct(frame) => {
+                self.state.direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+                Outgoing::Shared(frame)
+            }
+            item => item,
+        }
     }
 
     pub async fn recv(&mut self) -> Option<Outgoing> {
@@ -283,6 +305,17 @@ impl ReplyPermit {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gone;
 
+/// What became of a direct message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectDelivery {
+    Queued,
+    /// The receiver's share for direct messages (or its whole queue) is full; it keeps
+    /// its connection.
+    NoRoom,
+    /// The connection is gone.
+    Gone,
+}
+
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy)]
 enum Refused {
@@ -315,6 +348,7 @@ impl Outbox {
             reply_limit: max_bytes / 2,
             reply_waiting: AtomicBool::new(false),
             drained: Notify::new(),
+            direct_bytes: AtomicUsize::new(0),
             droppables: Droppables::default(),
             dropped_total,
             writer: Mutex::new(None),
@@ -341,6 +375,28 @@ impl Outbox {
     /// connection is gone or too slow (it is then being disconnected).
     pub fn deliver(&self, frame: Bytes) -> bool {
         self.offer(Outgoing::Shared(frame))
+    }
+
+    /// Queues a direct message without waiting, if it fits in the share of the budget for
+    /// unsolicited traffic. Never disconnects the receiver.
+    pub fn deliver_direct(&self, frame: Bytes) -> DirectDelivery {
+        let weight = frame.len() + ITEM_OVERHEAD;
+        let direct_bytes = &self.state.direct_bytes;
+        let before = direct_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before.saturating_add(weight) > self.state.max_bytes / DIRECT_SHARE {
+            direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+            return DirectDelivery::NoRoom;
+        }
+        match self.try_deliver(Outgoing::Direct(frame), weight) {
+            Ok(()) => DirectDelivery::Queued,
+            Err(refused) => {
+                direct_bytes.fetch_sub(weight, Ordering::Relaxed);
+                match refused {
+                    Refused::Full => DirectDelivery::NoRoom,
+                    Refused::Closed => DirectDelivery::Gone,
+                }
+            }
+        }
     }
 
     /// Queues a live message without waiting: its shared frame, or, for a streamed
