@@ -35,6 +35,7 @@ mod outbox;
 mod server;
 mod storage;
 mod time;
+mod unix_socket;
 mod writer;
 
 pub use config::{DEFAULT_ADDR, ServerConfig};
