@@ -42,6 +42,12 @@ pub struct ClientOptions {
     #[arg(long)]
     pub json: bool,
 
+    /// Print bodies, names and channels as received. By default text output shows control
+    /// and invisible characters escaped (`^[`, `\n`, `\u{202e}`), so that a message cannot
+    /// drive the terminal or forge a line.
+    #[arg(long)]
+    pub raw: bool,
+
     /// File holding the pre-shared HMAC key (the server must use the same key).
     #[arg(long, env = "SWITCHBOARD_HMAC_KEY_FILE", value_name = "FILE")]
     pub hmac_key_file: Option<PathBuf>,
@@ -64,10 +70,11 @@ pub struct ClientOptions {
 }
 
 /// The ids of the client options, as clap knows them.
-const CLIENT_OPTIONS: [&str; 6] = [
+const CLIENT_OPTIONS: [&str; 7] = [
     "server",
     "name",
     "json",
+    "raw",
     "hmac_key_file",
     "token_file",
     "token",
@@ -132,6 +139,7 @@ impl ClientOptions {
             "server" => self.server.clone_from(&other.server),
             "name" => self.name.clone_from(&other.name),
             "json" => self.json = other.json,
+            "raw" => self.raw = other.raw,
             "hmac_key_file" => self.hmac_key_file.clone_from(&other.hmac_key_file),
             "token_file" => self.token_file.clone_from(&other.token_file),
             "token" => self.token.clone_from(&other.token),
