@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// When the store syncs to disk (with a data directory).
     pub sync: SyncPolicy,
+    /// The memory budget, in bytes, that subscriptions, channels, groups and hashtag index
+    /// entries are admitted against in all (estimated sizes); past it, creating more is
+    /// refused with LIMIT_REACHED. Default: half the machine's physical memory where it
+    /// can be read (Linux), else 4 GiB.
+    pub max_memory: u64,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             data_dir: None,
             sync: SyncPolicy::default(),
+            max_memory: crate::budget::default_max_memory(),
         }
     }
 }

@@ -25,6 +25,7 @@
 //! refused or failed).
 
 mod blobs;
+mod budget;
 mod cmd;
 mod config;
 mod connection;

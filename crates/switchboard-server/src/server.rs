@@ -253,10 +253,14 @@ impl ServerHandle {
             .report()
             .into_iter()
             .map(|stat| (stat.name.to_string(), stat.value))
-            .chain([(
-                "connections_current".to_owned(),
-                self.hub.connection_count() as u64,
-            )])
+            .chain([
+                (
+                    "connections_current".to_owned(),
+                    self.hub.connection_count() as u64,
+                ),
+                ("memory_budget_used".to_owned(), self.hub.budget().used()),
+                ("memory_budget_limit".to_owned(), self.hub.budget().limit()),
+            ])
             .collect()
     }
 

@@ -107,6 +107,7 @@ fn config_from(
         require_channel_creation: args.require_create,
         data_dir: (!args.memory).then(|| args.data_dir.clone()),
         sync,
+        max_memory: args.max_memory.unwrap_or(defaults.max_memory),
         ..defaults
     }
 }

@@ -40,6 +40,14 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
         value: hub.store_syncs(),
     });
     stats.push(gauge("groups", hub.group_count()));
+    stats.push(Stat {
+        name: "memory_budget_used".into(),
+        value: hub.budget().used(),
+    });
+    stats.push(Stat {
+        name: "memory_budget_limit".into(),
+        value: hub.budget().limit(),
+    });
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;

@@ -18,6 +18,7 @@ use super::admission::Admission;
 use super::channels::retention_of;
 use super::history::History;
 use super::{Body, Caller, Hub, Published, refused_to_store, storage_refusal};
+use crate::budget;
 use crate::error::Refusal;
 use crate::log;
 use crate::outbox::Outbox;
@@ -163,10 +164,13 @@ impl Hub {
             ));
         }
         let retention = retention_of(&ChannelOptions::default(), &self.config);
+        let cost = budget::group_cost(name, description);
         let created = self.groups.insert_with(name, || {
-            self.storage
-                .put_group(name, description)
-                .map_err(|e| storage_refusal(&e))?;
+            self.budget.charge(cost, "groups")?;
+            if let Err(error) = self.storage.put_group(name, description) {
+                self.budget.release(cost);
+                return Err(storage_refusal(&error));
+            }
             Ok(Group {
                 name: name.to_owned(),
                 description: description.to_owned(),
@@ -271,6 +275,8 @@ impl Hub {
     pub(super) fn restore_group(&self, saved: GroupSnapshot) {
         let retention = retention_of(&ChannelOptions::default(), &self.config);
         let name = saved.name.clone();
+        self.budget
+            .charge_anyway(budget::group_cost(&name, &saved.description));
         let history = self.restore_history(LogKind::Group, saved.history, retention);
         self.groups.insert(Group {
             name,

@@ -9,6 +9,7 @@ use parking_lot::{Mutex, MutexGuard};
 use switchboard_proto::packet::Since;
 
 use super::message::StoredMessage;
+use crate::budget::{self, MemoryBudget};
 
 /// Recent messages per tag, newest last. Lock order: a channel's history, then this, then
 /// the routes.
@@ -41,9 +42,21 @@ impl TagIndex {
 }
 
 impl TagGuard<'_> {
-    pub fn push(&mut self, message: &Arc<StoredMessage>) {
+    /// Indexes `message` under its tags. A tag new to the index is charged to `budget`;
+    /// when the budget is exhausted, the message is not indexed under new tags (it is
+    /// published and routed all the same; only fetching and replaying by that tag miss
+    /// it).
+    pub fn push(&mut self, message: &Arc<StoredMessage>, budget: &MemoryBudget) {
         for tag in message.tags() {
-            let recent = self.map.entry(tag.clone()).or_default();
+            let recent = match self.map.get_mut(tag.as_str()) {
+                Some(recent) => recent,
+                None => {
+                    if budget.charge(budget::tag_cost(tag), "hashtags").is_err() {
+                        continue;
+                    }
+                    self.map.entry(tag.clone()).or_default()
+                }
+            };
             recent.push_back(message.clone());
             if recent.len() > self.per_tag {
                 recent.pop_front();
