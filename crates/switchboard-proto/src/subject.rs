@@ -4,6 +4,10 @@
 //! Server and clients share these rules: the server routes a live message to a connection
 //! once, and the client hands it to each of its subscriptions that matches, using the
 //! same functions.
+//!
+//! Every name (client, channel, group, hashtag pattern, header name) is made of visible
+//! characters only: no control character and no invisible or bidirectional formatting
+//! character ([`is_invisible`]), so that two names that look the same are the same name.
 
 /// Longest channel or group name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -17,6 +21,11 @@ pub enum NameError {
     TooLong(usize),
     #[error("name contains whitespace or a control character")]
     BadCharacter,
+    #[error(
+        "name contains the invisible or bidirectional-control character U+{:04X}; names are visible characters only",
+        u32::from(*.0)
+    )]
+    Invisible(char),
     #[error("name has an empty token (two dots in a row, or a dot at an end)")]
     EmptyToken,
     #[error("wildcards '*' and '>' are for subscription patterns, not channel names")]
@@ -31,6 +40,60 @@ pub enum NameError {
     BadHashtag,
 }
 
+/// Longest client name (given at SESSION_INIT), in bytes.
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+
+/// Whether `c` is a character a name may not hold because it cannot be seen, or changes
+/// how the text around it is displayed: control characters (C0, DEL, C1), the line and
+/// paragraph separators, Unicode's format characters (category Cf: zero-width space,
+/// joiners, bidirectional marks, embeddings, overrides and isolates, the byte-order mark,
+/// tags) and the other default-ignorable code points (variation selectors, fillers).
+///
+/// The zero-width joiner and non-joiner are refused too: they matter in emoji sequences
+/// and some scripts' prose, but a name is an identifier, and `al\u{200d}ice` must not
+/// pass for `alice`.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
+}
+
+/// Refuses a name holding an invisible character ([`is_invisible`]); control characters
+/// are reported as such.
+fn check_visible(name: &str) -> Result<(), NameError> {
+    match name.chars().find(|&c| is_invisible(c)) {
+        Some(c) if c.is_control() => Err(NameError::BadCharacter),
+        Some(c) => Err(NameError::Invisible(c)),
+        None => Ok(()),
+    }
+}
+
 fn check_common(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -38,10 +101,39 @@ fn check_common(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong(name.len()));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if name.chars().any(char::is_whitespace) {
         return Err(NameError::BadCharacter);
     }
-    Ok(())
+    check_visible(name)
+}
+
+/// Why a client name (SESSION_INIT) or a header name is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientNameError {
+    #[error("a client name is 1 to 64 bytes, not {0}")]
+    Length(usize),
+    #[error("a client name may not start or end with whitespace")]
+    EdgeWhitespace,
+    #[error("client {0}")]
+    Character(NameError),
+}
+
+/// Checks a client name: 1 to 64 bytes of visible characters; spaces are allowed inside
+/// ("Ada L."), not at either end, where they would make a second "Ada L.".
+pub fn validate_client_name(name: &str) -> Result<(), ClientNameError> {
+    if name.is_empty() || name.len() > MAX_CLIENT_NAME_LEN {
+        return Err(ClientNameError::Length(name.len()));
+    }
+    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        return Err(ClientNameError::EdgeWhitespace);
+    }
+    check_visible(name).map_err(ClientNameError::Character)
+}
+
+/// Checks the name of a user header: like a group name (1 to 255 bytes, no whitespace,
+/// visible characters only), without the reserved prefixes.
+pub fn validate_header_name(name: &str) -> Result<(), NameError> {
+    check_common(name)
 }
 
 /// Checks a channel name: dot-separated non-empty tokens, no wildcards, no whitespace.
@@ -302,5 +394,77 @@ mod tests {
         assert_eq!(validate_channel("a.*"), Err(NameError::Wildcard));
         assert_eq!(validate_channel(""), Err(NameError::Empty));
         assert!(validate_group("Cool.Group").is_ok());
+    }
+
+    #[test]
+    fn invisible_and_bidirectional_characters_are_refused_in_every_name() {
+        for bad in [
+            "alice\u{200b}",
+            "\u{feff}alice",
+            "al\u{200d}ice",
+            "al\u{200c}ice",
+            "evil\u{202e}gnp.exe",
+            "a\u{2066}b\u{2069}",
+            "soft\u{ad}hyphen",
+            "tag\u{e0041}",
+            "filler\u{3164}",
+            "vs\u{fe0f}",
+        ] {
+            let hidden = bad.chars().find(|&c| is_invisible(c)).unwrap();
+            let refused = Err(NameError::Invisible(hidden));
+            assert_eq!(validate_channel(bad), refused, "{bad:?}");
+            assert_eq!(validate_group(bad), refused, "{bad:?}");
+            assert_eq!(Pattern::parse(bad).map(|_| ()), refused, "{bad:?}");
+            assert_eq!(validate_header_name(bad), refused, "{bad:?}");
+            assert_eq!(
+                validate_client_name(bad),
+                Err(ClientNameError::Character(NameError::Invisible(hidden))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Pattern::parse("#rust\u{200b}"),
+            Err(NameError::Invisible('\u{200b}'))
+        );
+        let message = validate_client_name("alice\u{200b}")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("U+200B"), "{message}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_name() {
+        for bad in ["a\u{1b}]0;x", "a\u{7f}", "a\u{85}b", "a\u{9b}b"] {
+            assert_eq!(validate_channel(bad), Err(NameError::BadCharacter));
+            assert_eq!(validate_group(bad), Err(NameError::BadCharacter));
+            assert_eq!(validate_header_name(bad), Err(NameError::BadCharacter));
+            assert!(validate_client_name(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn visible_names_in_any_script_pass() {
+        for good in [
+            "alice",
+            "zoë",
+            "日本語",
+            "Ωμέγα",
+            "emoji🎉",
+            "חדשות",
+            "اخبار",
+        ] {
+            assert_eq!(validate_channel(good), Ok(()), "{good:?}");
+            assert_eq!(validate_client_name(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(validate_client_name("Ada L."), Ok(()));
+        assert_eq!(
+            validate_client_name("alice "),
+            Err(ClientNameError::EdgeWhitespace)
+        );
+        assert_eq!(validate_client_name(""), Err(ClientNameError::Length(0)));
+        assert_eq!(
+            validate_client_name(&"x".repeat(65)),
+            Err(ClientNameError::Length(65))
+        );
     }
 }

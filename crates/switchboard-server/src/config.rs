@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Most bytes of streamed bodies kept on disk (and being received); new uploads
     /// past it are refused. `None`: bounded by the disk reserve only.
     pub max_blob_bytes: Option<u64>,
+    /// The memory budget, in bytes, that subscriptions, channels, groups and hashtag index
+    /// entries are admitted against in all (estimated sizes); past it, creating more is
+    /// refused with LIMIT_REACHED. Default: half the machine's physical memory where it
+    /// can be read (Linux), else 4 GiB.
+    pub max_memory: u64,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             sync: SyncPolicy::default(),
             disk_reserve: DiskReserve::default(),
             max_blob_bytes: None,
+            max_memory: crate::budget::default_max_memory(),
         }
     }
 }

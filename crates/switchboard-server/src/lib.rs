@@ -25,6 +25,7 @@
 //! refused or failed).
 
 mod blobs;
+mod budget;
 mod cmd;
 mod config;
 mod connection;
@@ -35,6 +36,7 @@ mod outbox;
 mod server;
 mod storage;
 mod time;
+mod unix_socket;
 mod writer;
 
 pub use config::{DEFAULT_ADDR, ServerConfig};

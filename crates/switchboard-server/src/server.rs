@@ -150,18 +150,15 @@ impl ServerBuilder {
             tracker.spawn(accept_tcp(hub.clone(), listener, tracker.clone()));
         }
         tracker.spawn(log_connection_summaries(hub.clone()));
-        let unix_path = match &config.unix {
-            Some(path) => {
-                bind_unix(&hub, path, &tracker)?;
-                Some(path.clone())
-            }
+        let unix_socket = match &config.unix {
+            Some(path) => Some(bind_unix(&hub, path, &tracker)?),
             None => None,
         };
         Ok(ServerHandle {
             hub,
             tracker,
             tcp_addrs,
-            unix_path,
+            unix_socket,
         })
     }
 }
@@ -275,28 +272,20 @@ fn bind_unix(
     hub: &Arc<Hub>,
     path: &std::path::Path,
     tracker: &TaskTracker,
-) -> Result<(), ServerError> {
+) -> Result<crate::unix_socket::BoundSocket, ServerError> {
     use tokio::net::UnixSocket;
     let bind_error = |source| ServerError::Bind {
         addr: format!("unix:{}", path.display()),
         source,
     };
-    if path.exists() {
-        // A socket file left by a server that died: remove it, unless a server answers.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(bind_error(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another server is listening on this socket",
-            )));
-        }
-        std::fs::remove_file(path).map_err(bind_error)?;
-    }
+    crate::unix_socket::clear_stale(path).map_err(bind_error)?;
     let listener = UnixSocket::new_stream()
         .and_then(|socket| {
             socket.bind(path)?;
             socket.listen(hub.config().backlog)
         })
         .map_err(bind_error)?;
+    let bound = crate::unix_socket::BoundSocket::identify(path).map_err(bind_error)?;
     info!(target: log::GENERAL, path = %path.display(), "listening on Unix socket");
     let hub = hub.clone();
     let inner_tracker = tracker.clone();
@@ -318,7 +307,7 @@ fn bind_unix(
             }
         }
     });
-    Ok(())
+    Ok(bound)
 }
 
 #[cfg(not(unix))]
@@ -326,7 +315,7 @@ fn bind_unix(
     _hub: &Arc<Hub>,
     _path: &std::path::Path,
     _tracker: &TaskTracker,
-) -> Result<(), ServerError> {
+) -> Result<crate::unix_socket::BoundSocket, ServerError> {
     Err(ServerError::UnixUnsupported)
 }
 
@@ -337,7 +326,7 @@ pub struct ServerHandle {
     hub: Arc<Hub>,
     tracker: TaskTracker,
     tcp_addrs: Vec<SocketAddr>,
-    unix_path: Option<PathBuf>,
+    unix_socket: Option<crate::unix_socket::BoundSocket>,
 }
 
 impl ServerHandle {
@@ -351,7 +340,7 @@ impl ServerHandle {
     }
 
     pub fn unix_path(&self) -> Option<&std::path::Path> {
-        self.unix_path.as_deref()
+        self.unix_socket.as_ref().map(|socket| socket.path())
     }
 
     /// Resolves when shutdown has begun: a STOP request, or [`ServerHandle::shutdown`].
@@ -379,6 +368,8 @@ impl ServerHandle {
                     "frames_refused_busy".to_owned(),
                     self.hub.frame_budget().refused(),
                 ),
+                ("memory_budget_used".to_owned(), self.hub.budget().used()),
+                ("memory_budget_limit".to_owned(), self.hub.budget().limit()),
             ])
             .collect()
     }
@@ -398,8 +389,8 @@ impl ServerHandle {
         {
             warn!(target: log::ERROR, "sessions did not close within {grace:?}");
         }
-        if let Some(path) = &self.unix_path {
-            let _ = std::fs::remove_file(path);
+        if let Some(socket) = &self.unix_socket {
+            socket.remove_if_ours();
         }
         let hub = self.hub.clone();
         // Joins the store's threads and syncs: blocking work, off the async workers.

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::ChatArgs;
 use crate::commands::Context;
-use crate::output::{direct_text, message_text};
+use crate::output::{direct_text, message_text, shown};
 
 const HELP: &str = "\
 commands:
@@ -32,7 +32,14 @@ anything else is posted to the current channel or group";
 /// Prints a line without tearing the prompt.
 type Printer = Arc<Mutex<Box<dyn FnMut(String) + Send>>>;
 
+/// Prints one line, its control characters escaped (unless `--raw`): every line the shell
+/// prints may hold names, channels or bodies that others chose, and a terminal must not
+/// obey them. Escaping text already escaped changes nothing.
 fn say(printer: &Printer, line: String) {
+    let line = match shown(&line) {
+        std::borrow::Cow::Borrowed(_) => line,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    };
     if let Ok(mut print) = printer.lock() {
         print(line);
     }
@@ -97,7 +104,11 @@ impl Chat {
         let (verb, rest) = command.split_once(' ').unwrap_or((command, ""));
         let rest = rest.trim();
         match verb {
-            "help" => say(&self.printer, HELP.to_owned()),
+            "help" => {
+                for line in HELP.lines() {
+                    say(&self.printer, line.to_owned());
+                }
+            }
             "join" if rest.starts_with('@') => {
                 let group = &rest[1..];
                 self.client.join_group(group).await?;

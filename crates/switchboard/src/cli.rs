@@ -42,6 +42,12 @@ pub struct ClientOptions {
     #[arg(long)]
     pub json: bool,
 
+    /// Print bodies, names and channels as received. By default text output shows control
+    /// and invisible characters escaped (`^[`, `\n`, `\u{202e}`), so that a message cannot
+    /// drive the terminal or forge a line.
+    #[arg(long)]
+    pub raw: bool,
+
     /// File holding the pre-shared HMAC key (the server must use the same key).
     #[arg(long, env = "SWITCHBOARD_HMAC_KEY_FILE", value_name = "FILE")]
     pub hmac_key_file: Option<PathBuf>,
@@ -64,10 +70,11 @@ pub struct ClientOptions {
 }
 
 /// The ids of the client options, as clap knows them.
-const CLIENT_OPTIONS: [&str; 6] = [
+const CLIENT_OPTIONS: [&str; 7] = [
     "server",
     "name",
     "json",
+    "raw",
     "hmac_key_file",
     "token_file",
     "token",
@@ -132,6 +139,7 @@ impl ClientOptions {
             "server" => self.server.clone_from(&other.server),
             "name" => self.name.clone_from(&other.name),
             "json" => self.json = other.json,
+            "raw" => self.raw = other.raw,
             "hmac_key_file" => self.hmac_key_file.clone_from(&other.hmac_key_file),
             "token_file" => self.token_file.clone_from(&other.token_file),
             "token" => self.token.clone_from(&other.token),
@@ -322,6 +330,11 @@ pub struct ServeArgs {
     /// Messages a channel keeps unless created with --history.
     #[arg(long, default_value_t = 1000)]
     pub history: u64,
+    /// Memory budget for what clients make the server keep (subscriptions, channels,
+    /// groups, hashtags), in bytes or with a unit (512MiB, 2GiB, 1G); past it, creating
+    /// more is refused with LIMIT_REACHED. Default: half the machine's memory.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
     /// Refuse publishing to channels that were not created first.
     #[arg(long)]
     pub require_create: bool,
@@ -622,4 +635,44 @@ pub struct ChatArgs {
     pub input: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientOptions,
+}
+
+/// A size in bytes: a number, optionally followed by K, M, G or T (powers of 1024; `KiB`,
+/// `KB` and `k` are read the same).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 536870912, 512MiB, 2G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("unknown unit {unit:?}: use K, M, G or T")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64 kb"), Ok(64 << 10));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5X").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
 }

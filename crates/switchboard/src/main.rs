@@ -118,6 +118,7 @@ fn client_context(command: &mut Command) -> Result<commands::Context> {
     let options = command
         .client_options_mut()
         .context("serve is not a client command")?;
+    output::print_raw(options.raw);
     Ok(commands::Context {
         hmac_key: options
             .hmac_key_file

@@ -1,11 +1,71 @@
 //! How results are printed: readable text by default, one JSON object per line with
 //! `--json`.
+//!
+//! Text output never hands the reader's terminal a character someone else chose to drive
+//! it: control characters (C0, DEL, C1) and invisible or bidirectional formatting
+//! characters in bodies, names and channels are shown escaped, as `less` does (`^[` for
+//! ESC, `\n` for a newline, `\u{202e}` for the others), so a body can neither retitle the
+//! terminal nor forge a line of its own. `--raw` prints them as received. JSON escapes
+//! them by itself.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use serde_json::{Value, json};
 use switchboard_client::{ReceivedDirect, ReceivedMessage, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// Whether text output shows what senders chose as received (`--raw`), set once at start.
+static RAW: AtomicBool = AtomicBool::new(false);
+
+/// Prints bodies and names as received from now on (`--raw`), control characters included.
+pub fn print_raw(raw: bool) {
+    RAW.store(raw, Ordering::Relaxed);
+}
+
+/// `text` as text output shows it: escaped ([`escape_controls`]) unless `--raw`.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if RAW.load(Ordering::Relaxed) {
+        Cow::Borrowed(text)
+    } else {
+        escape_controls(text)
+    }
+}
+
+/// Whether a terminal would act on `c` rather than show it, or show nothing: control
+/// characters and the invisible and bidirectional formatting characters names may not
+/// hold, except the zero-width joiner and the variation selectors, which draw emoji.
+fn needs_escape(c: char) -> bool {
+    switchboard_proto::subject::is_invisible(c)
+        && !matches!(c, '\u{200D}' | '\u{FE00}'..='\u{FE0F}')
+}
+
+/// `text` with every character a terminal would act on shown instead: `\n`, `\r`, `\t`,
+/// `^X` for the other C0 controls and DEL (`^[` is ESC), `\u{...}` for C1 controls and
+/// invisible or bidirectional formatting characters. Borrowed when nothing needed it.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            '\u{0}'..='\u{1f}' => {
+                shown.push('^');
+                shown.push(char::from(c as u8 + b'@'));
+            }
+            '\u{7f}' => shown.push_str("^?"),
+            c if needs_escape(c) => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => shown.push(c),
+        }
+    }
+    Cow::Owned(shown)
+}
 
 /// RFC 3339 text for a time in microseconds since the Unix epoch.
 pub fn rfc3339(time_us: u64) -> String {
@@ -79,9 +139,9 @@ pub fn message_text(message: &ReceivedMessage) -> String {
             "<streamed body of {} bytes of {}; use --output FILE to save it>",
             message.body_len(),
             if message.content_type().is_empty() {
-                "binary"
+                Cow::Borrowed("binary")
             } else {
-                message.content_type()
+                shown(message.content_type())
             }
         )
     } else {
@@ -93,16 +153,16 @@ pub fn message_text(message: &ReceivedMessage) -> String {
 /// The start of a message's line: time, channel or group, seq and sender.
 pub fn message_heading(message: &ReceivedMessage) -> String {
     let place = if message.scope() == Scope::Group {
-        format!("@{}", message.channel())
+        format!("@{}", shown(message.channel()))
     } else {
-        message.channel().to_owned()
+        shown(message.channel()).into_owned()
     };
     format!(
         "[{}] {} #{} {}({})",
         rfc3339(message.time_us()),
         place,
         message.seq(),
-        message.sender_name(),
+        shown(message.sender_name()),
         message.sender_id(),
     )
 }
@@ -121,23 +181,24 @@ pub fn direct_text(direct: &ReceivedDirect) -> String {
     format!(
         "[{}] from {}({}): {}",
         rfc3339(direct.time_us()),
-        direct.sender_name(),
+        shown(direct.sender_name()),
         direct.sender_id(),
         body_text(direct.body(), direct.content_type())
     )
 }
 
-/// A body as one printable line: the text itself, or a summary of binary content.
+/// A body as one printable line: the text itself (escaped unless `--raw`), or a summary of
+/// binary content.
 pub fn body_text(body: &[u8], content_type: &str) -> String {
     match std::str::from_utf8(body) {
-        Ok(text) => text.to_owned(),
+        Ok(text) => shown(text).into_owned(),
         Err(_) => format!(
             "<{} bytes of {}>",
             body.len(),
             if content_type.is_empty() {
-                "binary"
+                Cow::Borrowed("binary")
             } else {
-                content_type
+                shown(content_type)
             }
         ),
     }
@@ -157,5 +218,33 @@ pub fn emit(line: std::fmt::Arguments<'_>) {
         && error.kind() == std::io::ErrorKind::BrokenPipe
     {
         std::process::exit(141);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_invisible_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            escape_controls("\u{1b}]0;pwned\u{7}title"),
+            "^[]0;pwned^Gtitle"
+        );
+        assert_eq!(
+            escape_controls("one\nesc #99 admin(1): forged"),
+            "one\\nesc #99 admin(1): forged"
+        );
+        assert_eq!(escape_controls("a\r\tb\u{7f}"), "a\\r\\tb^?");
+        assert_eq!(escape_controls("csi\u{9b}31m"), "csi\\u{9b}31m");
+        assert_eq!(escape_controls("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape_controls("zero\u{200b}width"), "zero\\u{200b}width");
+    }
+
+    #[test]
+    fn ordinary_text_is_borrowed_unchanged() {
+        for text in ["plain", "zoë 日本語", "👩\u{200d}💻 ❤\u{fe0f}", "C:\\path"] {
+            assert!(matches!(escape_controls(text), Cow::Borrowed(t) if t == text));
+        }
     }
 }

@@ -111,6 +111,7 @@ fn config_from(
         frame_timeout: args.frame_timeout,
         partial_frame_budget: args.partial_frame_budget,
         connection_summary_interval: args.connection_summary,
+        max_memory: args.max_memory.unwrap_or(defaults.max_memory),
         ..defaults
     }
 }
@@ -121,6 +122,7 @@ pub async fn run(
     admin_token: Option<String>,
 ) -> Result<()> {
     init_logging(&args)?;
+    let terminated = termination();
     let config = config_from(&args, hmac_key, admin_token);
     let handle = Server::builder()
         .config(config)
@@ -152,31 +154,39 @@ pub async fn run(
     }
     tokio::select! {
         () = handle.stopping() => {}
-        () = termination() => {}
+        () = terminated => {}
     }
     handle.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGINT, or SIGTERM where there is one.
-async fn termination() {
+/// Resolves on SIGINT, or SIGTERM where there is one. The handlers are installed when this
+/// is called, not when the future is first polled: a signal that arrives right after the
+/// server announced itself must drain it too, not kill it.
+fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

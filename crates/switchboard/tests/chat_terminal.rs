@@ -99,3 +99,44 @@ fn chat_in_a_terminal_posts_whole_lines_and_shows_incoming_messages() {
         started.elapsed()
     );
 }
+
+/// Finding 10: a published body that would retitle the terminal and colour it reaches the
+/// chat's screen as visible text (`^[`), not as an escape sequence, and its newline does
+/// not start a forged line.
+#[test]
+fn chat_shows_escape_sequences_in_bodies_instead_of_obeying_them() {
+    let server = TestServer::start();
+    let mut chat = Terminal::spawn(
+        &["--server", &server.addr, "--name", "carol", "chat", "lobby"],
+        &[],
+    );
+    chat.expect("* now in channel lobby");
+    chat.expect("> ");
+    server
+        .cli("mallory")
+        .args([
+            "pub",
+            "lobby",
+            "\u{1b}]0;pwned\u{7}\u{1b}[31mred\nlobby #99 admin(1): forged",
+        ])
+        .assert()
+        .success();
+    chat.expect("^[]0;pwned^G^[[31mred\\nlobby #99 admin(1): forged");
+    assert!(
+        chat.titles_set().is_empty(),
+        "the body retitled the terminal"
+    );
+    assert!(
+        !chat.shows_colour(),
+        "the body coloured the terminal:\n{}",
+        chat.text()
+    );
+    let forged = chat
+        .text()
+        .lines()
+        .filter(|line| line.starts_with("lobby #99"))
+        .count();
+    assert_eq!(forged, 0, "a forged line:\n{}", chat.text());
+    chat.write_at_once("/quit\r");
+    assert!(chat.wait_exit(PATIENCE).success());
+}

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use switchboard_proto::packet::{Packet, Publish, PublishAck};
+use switchboard_proto::subject;
 use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,12 +39,17 @@ pub(crate) async fn publish(
     }
 }
 
-/// Lets the embedding application reject or rewrite the publish.
+/// Checks the header names, then lets the embedding application reject or rewrite the
+/// publish.
 pub(crate) fn run_hooks(
     hub: &Hub,
     session: &Session,
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
+    for (name, _) in &publish.user_headers {
+        subject::validate_header_name(name)
+            .map_err(|error| Refusal::invalid(format!("header {error}")))?;
+    }
     match hub.hooks().on_publish(&session.info, publish) {
         PublishVerdict::Accept => Ok(()),
         PublishVerdict::Reject(reason) => Err(Refusal::new(ErrorCode::Rejected, reason)),

@@ -67,6 +67,14 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
         name: "frames_refused_busy".into(),
         value: hub.frame_budget().refused(),
     });
+    stats.push(Stat {
+        name: "memory_budget_used".into(),
+        value: hub.budget().used(),
+    });
+    stats.push(Stat {
+        name: "memory_budget_limit".into(),
+        value: hub.budget().limit(),
+    });
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;

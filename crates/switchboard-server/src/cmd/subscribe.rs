@@ -70,8 +70,14 @@ pub(crate) async fn subscribe(
             .await;
         return;
     }
+    if let Err(refusal) = hub.admit_subscription(&pattern) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     // Room for the ack and replay is reserved before the hub takes its locks.
     let Ok(permit) = session.outbox().reserve().await else {
+        hub.budget()
+            .release(crate::budget::subscription_cost(&pattern));
         return;
     };
     let subscription_id = session.next_subscription_id();

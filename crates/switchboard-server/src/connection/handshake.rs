@@ -178,8 +178,8 @@ async fn read_session_init<R: Readable>(
     }
     let init =
         SessionInit::from_frame(&frame).map_err(|error| Refused::frame(request_id, &error))?;
-    if init.name.is_empty() || init.name.len() > 64 || init.name.chars().any(char::is_control) {
-        let message = "a client name is 1 to 64 bytes without control characters";
+    if let Err(error) = switchboard_proto::subject::validate_client_name(&init.name) {
+        let message = error.to_string();
         return Err(Refused::new(request_id, ErrorCode::InvalidArgument, message).into());
     }
     Ok((request_id, init))

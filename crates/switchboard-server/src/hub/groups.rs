@@ -18,6 +18,7 @@ use super::admission::Admission;
 use super::channels::retention_of;
 use super::history::History;
 use super::{Body, Caller, Hub, Published, deleted_meanwhile, refused_to_store, storage_refusal};
+use crate::budget;
 use crate::error::Refusal;
 use crate::log;
 use crate::outbox::Outbox;
@@ -169,10 +170,13 @@ impl Hub {
             ));
         }
         let retention = retention_of(&ChannelOptions::default(), &self.config);
+        let cost = budget::group_cost(name, description);
         let created = self.groups.insert_with(name, || {
-            self.storage
-                .put_group(name, description)
-                .map_err(|e| storage_refusal(&e))?;
+            self.budget.charge(cost, "groups")?;
+            if let Err(error) = self.storage.put_group(name, description) {
+                self.budget.release(cost);
+                return Err(storage_refusal(&error));
+            }
             Ok(Group {
                 name: name.to_owned(),
                 description: description.to_owned(),
@@ -251,9 +255,10 @@ impl Hub {
         event.channel = name.into();
         event.time_us = now_us();
         let frame = self.shared_frame(&Packet::Event(event));
-        let (messages, stored) = self
+        let (messages, stored, cost) = self
             .groups
             .remove_with(name, |group| {
+                let cost = budget::group_cost(&group.name, &group.description);
                 let mut history = group.history.lock();
                 let messages = history.take_all();
                 // Under the history lock, after every append of the group; under the
@@ -264,10 +269,11 @@ impl Hub {
                     self.tell_members(group, |outbox| outbox.deliver(frame.clone()));
                 }
                 drop(history);
-                (messages, stored)
+                (messages, stored, cost)
             })
             .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
         drop(messages);
+        self.budget.release(cost);
         info!(target: log::GENERAL, group = name, "group deleted");
         stored.map_err(|e| storage_refusal(&e))
     }
@@ -298,6 +304,8 @@ impl Hub {
     pub(super) fn restore_group(&self, saved: GroupSnapshot) {
         let retention = retention_of(&ChannelOptions::default(), &self.config);
         let name = saved.name.clone();
+        self.budget
+            .charge_anyway(budget::group_cost(&name, &saved.description));
         let history = self.restore_history(LogKind::Group, saved.history, retention);
         self.groups.insert(Group {
             name,

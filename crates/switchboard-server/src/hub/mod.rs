@@ -42,6 +42,7 @@ use self::routes::Routes;
 use self::stats::Counters;
 use self::tags::TagIndex;
 use crate::blobs::{BlobStore, Verified};
+use crate::budget::{self, MemoryBudget};
 use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
@@ -137,6 +138,8 @@ pub struct Hub {
     storage_closed: std::sync::atomic::AtomicBool,
     /// What large frames still arriving may hold, all connections together.
     frame_budget: Arc<crate::connection::FrameBudget>,
+    /// What clients' subscriptions, channels, groups and hashtags may take in all.
+    budget: MemoryBudget,
 }
 
 impl std::fmt::Debug for Hub {
@@ -164,6 +167,7 @@ impl Hub {
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
+            budget: MemoryBudget::new(config.max_memory),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -189,6 +193,11 @@ impl Hub {
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The server-wide memory budget.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// The codec of this server's frames (its limits and HMAC key).
@@ -353,10 +362,11 @@ impl Hub {
             };
             let retention = retention_of(&options, &self.config);
             let name = saved.name.clone();
+            self.budget.charge_anyway(budget::channel_cost(&name));
             let history = self.restore_history(LogKind::Channel, saved, retention);
             let mut tags = self.tags.lock();
             for message in history.range(Since::All, None) {
-                tags.push(&message, max_age_us(&options));
+                tags.push(&message, max_age_us(&options), &self.budget);
             }
             drop(tags);
             self.channels.restore(Channel::new(name, options, history));
@@ -400,10 +410,13 @@ impl Hub {
     }
 
     fn new_channel(&self, name: &str, options: ChannelOptions) -> Result<Channel, Refusal> {
-        if self.rules.durability_of(&options) != Durability::Memory {
-            self.storage
-                .put_channel(name, &options)
-                .map_err(|e| storage_refusal(&e))?;
+        let cost = budget::channel_cost(name);
+        self.budget.charge(cost, "channels")?;
+        if self.rules.durability_of(&options) != Durability::Memory
+            && let Err(error) = self.storage.put_channel(name, &options)
+        {
+            self.budget.release(cost);
+            return Err(storage_refusal(&error));
         }
         info!(target: log::GENERAL, channel = name, "channel created");
         let history = History::new(retention_of(&options, &self.config));
@@ -448,7 +461,7 @@ impl Hub {
                 } else {
                     self.storage.delete_channel(name)
                 };
-                self.tags.lock().remove(&messages);
+                self.tags.lock().remove(&messages, &self.budget);
                 // Still under the history lock: after every message of the channel queued.
                 if let Some(frame) = &frame {
                     for outbox in self.routes.connections_for(name) {
@@ -461,6 +474,7 @@ impl Hub {
             .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
         // The last references to streamed bodies, unless a reader is still sending one.
         drop(messages);
+        self.budget.release(budget::channel_cost(name));
         info!(target: log::GENERAL, channel = name, "channel deleted");
         stored.map_err(|e| storage_refusal(&e))
     }
@@ -621,7 +635,7 @@ impl Hub {
             self.routes.deliver(name, &[], &stored, drop_oldest)
         } else {
             let mut tags = self.tags.lock();
-            tags.push(&stored, max_age_us(&channel.options));
+            tags.push(&stored, max_age_us(&channel.options), &self.budget);
             let delivered = self
                 .routes
                 .deliver(name, stored.tags(), &stored, drop_oldest);
@@ -776,6 +790,14 @@ impl Hub {
     /// routed to it, unless another of its subscriptions shares the route.
     pub fn unsubscribe(&self, pattern: &Pattern, conn_id: u64) {
         self.routes.write().remove(pattern, conn_id);
+        self.budget.release(budget::subscription_cost(pattern));
+    }
+
+    /// Charges a new subscription to `pattern` to the memory budget, or refuses it. What
+    /// is charged is given back by [`Hub::unsubscribe`].
+    pub fn admit_subscription(&self, pattern: &Pattern) -> Result<(), Refusal> {
+        self.budget
+            .charge(budget::subscription_cost(pattern), "subscriptions")
     }
 
     /// Runs `read` on the history of the channel or group `name` (groups: for members

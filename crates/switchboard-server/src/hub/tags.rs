@@ -9,6 +9,7 @@ use parking_lot::{Mutex, MutexGuard};
 use switchboard_proto::packet::Since;
 
 use super::message::StoredMessage;
+use crate::budget::{self, MemoryBudget};
 use crate::time::now_us;
 
 /// A message in the index, with the time it expires at (its channel's maximum age after
@@ -54,10 +55,26 @@ impl TagIndex {
 
 impl TagGuard<'_> {
     /// Indexes a message of a channel whose messages expire after `max_age_us`, if set.
-    pub fn push(&mut self, message: &Arc<StoredMessage>, max_age_us: Option<u64>) {
+    /// A tag new to the index is charged to `budget`; when the budget is exhausted, the
+    /// message is not indexed under new tags (it is published and routed all the same;
+    /// only fetching and replaying by that tag miss it).
+    pub fn push(
+        &mut self,
+        message: &Arc<StoredMessage>,
+        max_age_us: Option<u64>,
+        budget: &MemoryBudget,
+    ) {
         let expires_us = max_age_us.map_or(u64::MAX, |age| message.time_us().saturating_add(age));
         for tag in message.tags() {
-            let recent = self.map.entry(tag.clone()).or_default();
+            let recent = match self.map.get_mut(tag.as_str()) {
+                Some(recent) => recent,
+                None => {
+                    if budget.charge(budget::tag_cost(tag), "hashtags").is_err() {
+                        continue;
+                    }
+                    self.map.entry(tag.clone()).or_default()
+                }
+            };
             recent.push_back(Entry {
                 expires_us,
                 message: message.clone(),
@@ -110,8 +127,9 @@ impl TagGuard<'_> {
         }
     }
 
-    /// Removes the given messages (those of a deleted channel) from every tag they carry.
-    pub fn remove(&mut self, messages: &[Arc<StoredMessage>]) {
+    /// Removes the given messages (those of a deleted channel) from every tag they carry;
+    /// a tag left with none leaves the index and gives its share of `budget` back.
+    pub fn remove(&mut self, messages: &[Arc<StoredMessage>], budget: &MemoryBudget) {
         let mut by_tag: HashMap<&str, Vec<*const StoredMessage>> = HashMap::new();
         for message in messages {
             for tag in message.tags() {
@@ -127,6 +145,7 @@ impl TagGuard<'_> {
                 recent.retain(|entry| gone.binary_search(&Arc::as_ptr(&entry.message)).is_err());
                 if recent.is_empty() {
                     self.map.remove(tag);
+                    budget.release(budget::tag_cost(tag));
                 }
             }
         }

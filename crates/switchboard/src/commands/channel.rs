@@ -11,7 +11,7 @@ use crate::cli::{
     ChannelCreateArgs, ChannelDeleteArgs, DurabilityArg, GetArgs, HistoryArgs, SlowConsumerArg,
     TagArgs,
 };
-use crate::output::{message_json, message_text, print_json};
+use crate::output::{message_json, message_text, print_json, shown};
 use crate::since::{self, SincePoint};
 
 fn channel_json(info: &ChannelInfo) -> serde_json::Value {
@@ -37,7 +37,7 @@ pub async fn list(ctx: &Context) -> Result<()> {
         } else {
             crate::outln!(
                 "{:<32} {:>8} messages  (seq {}..{})",
-                info.name,
+                shown(&info.name),
                 info.message_count,
                 info.first_seq,
                 info.last_seq

@@ -8,7 +8,7 @@ use switchboard_client::Payload;
 use super::Context;
 use super::channel::{print_messages, since_of};
 use crate::cli::{GroupCreateArgs, GroupHistoryArgs, GroupName, PostArgs};
-use crate::output::print_json;
+use crate::output::{print_json, shown};
 
 pub async fn list(ctx: &Context) -> Result<()> {
     let client = ctx.connect().await?;
@@ -23,9 +23,9 @@ pub async fn list(ctx: &Context) -> Result<()> {
         } else {
             crate::outln!(
                 "{:<24} {:>4} members  {}",
-                group.name,
+                shown(&group.name),
                 group.member_count,
-                group.description
+                shown(&group.description)
             );
         }
     }
@@ -88,7 +88,7 @@ pub async fn members(ctx: &Context, args: GroupName) -> Result<()> {
         } else {
             crate::outln!(
                 "{}{}",
-                member.name,
+                shown(&member.name),
                 if member.online { "  (online)" } else { "" }
             );
         }

@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use super::Context;
-use crate::output::{print_json, rfc3339};
+use crate::output::{print_json, rfc3339, shown};
 
 pub async fn whoami(ctx: &Context) -> Result<()> {
     let client = ctx.connect().await?;
@@ -39,7 +39,7 @@ pub async fn clients(ctx: &Context) -> Result<()> {
             crate::outln!(
                 "{:>8}  {:<24} since {}",
                 info.client_id,
-                info.name,
+                shown(&info.name),
                 rfc3339(info.connected_since_us)
             );
         }

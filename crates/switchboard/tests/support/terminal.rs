@@ -21,8 +21,24 @@ const COLUMNS: u16 = 160;
 /// What the program has drawn, as a terminal would show it: the bytes it wrote go
 /// through a terminal emulator, so text that was drawn and then erased is not counted.
 struct Screen {
-    terminal: Mutex<vt100::Parser>,
+    terminal: Mutex<vt100::Parser<Requests>>,
     grown: Condvar,
+}
+
+/// What the program asked of the terminal beyond drawing: window titles it set.
+#[derive(Default)]
+struct Requests {
+    titles: Vec<Vec<u8>>,
+}
+
+impl vt100::Callbacks for Requests {
+    fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
+        self.titles.push(title.to_vec());
+    }
+
+    fn set_window_icon_name(&mut self, _: &mut vt100::Screen, name: &[u8]) {
+        self.titles.push(name.to_vec());
+    }
 }
 
 /// The binary running in a pseudo-terminal.
@@ -71,10 +87,11 @@ impl Terminal {
         let mut reader = pair.master.try_clone_reader().expect("terminal reader");
         let writer = pair.master.take_writer().expect("terminal writer");
         let screen = Arc::new(Screen {
-            terminal: Mutex::new(vt100::Parser::new(
+            terminal: Mutex::new(vt100::Parser::new_with_callbacks(
                 NonZeroU16::new(ROWS).expect("rows"),
                 NonZeroU16::new(COLUMNS).expect("columns"),
                 0,
+                Requests::default(),
             )),
             grown: Condvar::new(),
         });
@@ -106,6 +123,17 @@ impl Terminal {
             .expect("screen")
             .screen()
             .contents()
+    }
+
+    /// Every window title or icon name the program set, in order.
+    pub fn titles_set(&self) -> Vec<Vec<u8>> {
+        self.screen
+            .terminal
+            .lock()
+            .expect("screen")
+            .callbacks()
+            .titles
+            .clone()
     }
 
     /// Whether any text on the screen is drawn in a colour.
