@@ -27,6 +27,9 @@ const CHANNEL_OVERHEAD: u64 = 1024;
 const GROUP_OVERHEAD: u64 = 1024;
 /// What a hashtag index entry costs besides its tag: the map entry and its queue.
 const TAG_OVERHEAD: u64 = 128;
+/// What a group membership costs besides the member's name: its entry in the group's
+/// member set.
+const MEMBER_OVERHEAD: u64 = 64;
 /// What one token of a wildcard pattern costs besides its text (tree node).
 const TOKEN_OVERHEAD: u64 = 64;
 
@@ -73,6 +76,12 @@ impl MemoryBudget {
             used: AtomicU64::new(0),
             limit,
         }
+    }
+
+    /// A budget nothing can exhaust (for tests of other parts).
+    #[cfg(test)]
+    pub fn unlimited() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(MemoryBudget::new(u64::MAX))
     }
 
     /// Charges `bytes` for `what` (named in the refusal), or refuses with LIMIT_REACHED
@@ -143,6 +152,11 @@ pub fn group_cost(name: &str, description: &str) -> u64 {
     GROUP_OVERHEAD + 2 * name.len() as u64 + description.len() as u64
 }
 
+/// The estimated cost of `member`'s membership of a group.
+pub fn member_cost(member: &str) -> u64 {
+    MEMBER_OVERHEAD + member.len() as u64
+}
+
 /// The estimated cost of a hashtag index entry for `tag`.
 pub fn tag_cost(tag: &str) -> u64 {
     TAG_OVERHEAD + tag.len() as u64
@@ -191,5 +205,6 @@ mod tests {
         assert!(channel_cost("news") > CHANNEL_OVERHEAD);
         assert!(group_cost("club", "a description") > GROUP_OVERHEAD);
         assert!(tag_cost("rust") > TAG_OVERHEAD);
+        assert!(member_cost("alice") > MEMBER_OVERHEAD);
     }
 }
