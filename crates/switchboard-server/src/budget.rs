@@ -1,12 +1,14 @@
 //! The server's memory budget: one byte account, shared by every session, that the state
-//! clients can make the server keep (subscriptions, channels, groups, hashtag index
-//! entries) is admitted against, so that no mix of clients can grow it until the process
-//! is at risk. Each item is charged an estimate of what it costs (its names plus the
-//! structures around it) when created and released when removed; a creation that would
-//! pass the limit is refused with `LIMIT_REACHED` before anything is allocated.
+//! clients can make the server keep (subscriptions, channels, groups, group memberships,
+//! hashtag index entries) is admitted against, so that no mix of clients can grow it
+//! until the process is at risk. Each item is charged an estimate of what it costs (its
+//! names plus the structures around it) when created and released when removed; a
+//! creation that would pass the limit is refused with `LIMIT_REACHED` before anything is
+//! allocated. Queued outbound bytes are admitted against it too, in steps, by each
+//! connection's outbox (see `outbox::reservation`).
 //!
-//! What it does not count: message histories (bounded per channel by retention) and
-//! queued deliveries (bounded per session by the outbound queue's byte limit).
+//! What it does not count: message histories (bounded per channel by retention) and the
+//! first bytes every connection may queue (a small allowance each).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -25,7 +25,7 @@
 //! [`reservation`]): a delivery that needs budget the server has no room for is treated
 //! like one that finds the connection's own queue full (a slow consumer; on a
 //! drop-oldest channel, older frames dropped, or this one; a direct message refused;
-//! a reply waits).
+//! a reply waits, though one may go over so that every session is answered).
 //!
 //! The queue itself is [`queue`], whose storage exists only while items are queued, and
 //! which lets the writer task go away while it is empty (see [`OutboxReceiver::park`]):
@@ -654,13 +654,17 @@ impl Outbox {
         }
     }
 
-    /// Whether the server's memory budget covers `weight` more queued bytes (taking the
-    /// steps needed).
+    /// Whether a reply of `weight` bytes may be queued as far as the server's memory
+    /// budget goes: if the budget covers it (taking the steps needed), or if nothing
+    /// queued is uncovered yet. One reply may go over, as with the reply limit, so that a
+    /// budget full of state never leaves a session unanswered; the next waits for the
+    /// queue to drain back into what it holds.
     fn budget_room(&self, weight: usize) -> bool {
         let state = &self.state;
         let queued = state.queued_bytes.load(Ordering::SeqCst);
         state.reservation.covers(queued.saturating_add(weight))
             || state.reservation.grow(&state.queued_bytes, weight)
+            || state.reservation.covers(queued)
     }
 
     /// Asks the connection to close with the given reason (the first reason wins).
@@ -833,6 +837,34 @@ mod tests {
         );
         rx.park(|_| {});
         assert_eq!(budget.used(), 0, "an idle queue holds nothing");
+    }
+
+    /// With no room in the budget, a reply to a connection with nothing uncovered queued
+    /// still goes out (the session is answered); the next waits until the queue drained.
+    #[tokio::test]
+    async fn a_full_budget_lets_one_reply_over_and_holds_the_next() {
+        let (budget, outbox, mut rx) = budgeted(0);
+        tokio::time::timeout(Duration::from_secs(1), outbox.send(reply(200 * 1024)))
+            .await
+            .expect("the first reply goes out")
+            .unwrap();
+        assert_eq!(budget.used(), 0);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(reply(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a second reply went over the budget"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("let through once the queue drained")
+            .unwrap()
+            .unwrap();
+        assert_eq!(budget.used(), 0);
     }
 
     /// On a drop-oldest channel, no room in the budget drops older frames (or this one)
