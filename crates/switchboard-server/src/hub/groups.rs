@@ -235,6 +235,19 @@ impl Hub {
             error!(target: log::ERROR, group = name, error = %e, "saving members failed");
         }
         drop(members);
+        if join
+            && !self
+                .groups
+                .get(name)
+                .is_some_and(|now| Arc::ptr_eq(&now, &group))
+        {
+            // The group was deleted meanwhile. If the delete took the members before this
+            // join, it did not release this membership: it is released here.
+            if group.members.lock().remove(caller.name.as_str()) {
+                self.budget.release(cost);
+            }
+            return Err(deleted_meanwhile("group", name));
+        }
         info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
         let mut event = Event::new(if join {
             EventKind::MemberJoined
@@ -278,13 +291,14 @@ impl Hub {
                     self.tell_members(group, |outbox| outbox.deliver(frame.clone()));
                 }
                 drop(history);
-                let members = group.members.lock();
+                // Taken out, so that a join racing with the delete can tell whether its
+                // membership was released here (see `set_membership`).
+                let members = std::mem::take(&mut *group.members.lock());
                 let cost = budget::group_cost(&group.name, &group.description)
                     + members
                         .iter()
                         .map(|member| budget::member_cost(member))
                         .sum::<u64>();
-                drop(members);
                 (messages, stored, cost)
             })
             .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
