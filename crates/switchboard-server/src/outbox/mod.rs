@@ -867,6 +867,18 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
+    /// A direct message the budget has no room for is refused and the receiver kept.
+    #[test]
+    fn a_direct_message_without_budget_is_refused_not_fatal() {
+        let (budget, outbox, _rx) = budgeted(0);
+        let small = Bytes::from(vec![0u8; 1024]);
+        assert_eq!(outbox.deliver_direct(small), DirectDelivery::Queued);
+        let large = Bytes::from(vec![0u8; 100 * 1024]);
+        assert_eq!(outbox.deliver_direct(large), DirectDelivery::NoRoom);
+        assert!(!outbox.is_killed());
+        assert_eq!(budget.used(), 0);
+    }
+
     /// On a drop-oldest channel, no room in the budget drops older frames (or this one)
     /// and keeps the connection.
     #[test]
