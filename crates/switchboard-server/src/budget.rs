@@ -1,12 +1,14 @@
 //! The server's memory budget: one byte account, shared by every session, that the state
-//! clients can make the server keep (subscriptions, channels, groups, hashtag index
-//! entries) is admitted against, so that no mix of clients can grow it until the process
-//! is at risk. Each item is charged an estimate of what it costs (its names plus the
-//! structures around it) when created and released when removed; a creation that would
-//! pass the limit is refused with `LIMIT_REACHED` before anything is allocated.
+//! clients can make the server keep (subscriptions, channels, groups, group memberships,
+//! hashtag index entries) is admitted against, so that no mix of clients can grow it
+//! until the process is at risk. Each item is charged an estimate of what it costs (its
+//! names plus the structures around it) when created and released when removed; a
+//! creation that would pass the limit is refused with `LIMIT_REACHED` before anything is
+//! allocated. Queued outbound bytes are admitted against it too, in steps, by each
+//! connection's outbox (see `outbox::reservation`).
 //!
-//! What it does not count: message histories (bounded per channel by retention) and
-//! queued deliveries (bounded per session by the outbound queue's byte limit).
+//! What it does not count: message histories (bounded per channel by retention) and the
+//! first bytes every connection may queue (a small allowance each).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,6 +29,9 @@ const CHANNEL_OVERHEAD: u64 = 1024;
 const GROUP_OVERHEAD: u64 = 1024;
 /// What a hashtag index entry costs besides its tag: the map entry and its queue.
 const TAG_OVERHEAD: u64 = 128;
+/// What a group membership costs besides the member's name: its entry in the group's
+/// member set.
+const MEMBER_OVERHEAD: u64 = 64;
 /// What one token of a wildcard pattern costs besides its text (tree node).
 const TOKEN_OVERHEAD: u64 = 64;
 
@@ -73,6 +78,12 @@ impl MemoryBudget {
             used: AtomicU64::new(0),
             limit,
         }
+    }
+
+    /// A budget nothing can exhaust (for tests of other parts).
+    #[cfg(test)]
+    pub fn unlimited() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(MemoryBudget::new(u64::MAX))
     }
 
     /// Charges `bytes` for `what` (named in the refusal), or refuses with LIMIT_REACHED
@@ -143,6 +154,11 @@ pub fn group_cost(name: &str, description: &str) -> u64 {
     GROUP_OVERHEAD + 2 * name.len() as u64 + description.len() as u64
 }
 
+/// The estimated cost of `member`'s membership of a group.
+pub fn member_cost(member: &str) -> u64 {
+    MEMBER_OVERHEAD + member.len() as u64
+}
+
 /// The estimated cost of a hashtag index entry for `tag`.
 pub fn tag_cost(tag: &str) -> u64 {
     TAG_OVERHEAD + tag.len() as u64
@@ -191,5 +207,6 @@ mod tests {
         assert!(channel_cost("news") > CHANNEL_OVERHEAD);
         assert!(group_cost("club", "a description") > GROUP_OVERHEAD);
         assert!(tag_cost("rust") > TAG_OVERHEAD);
+        assert!(member_cost("alice") > MEMBER_OVERHEAD);
     }
 }

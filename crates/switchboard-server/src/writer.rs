@@ -520,7 +520,14 @@ mod tests {
                 Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap())
             })
             .collect();
-        let (outbox, rx) = Outbox::new(1, 4, usize::MAX, &CancellationToken::new(), Arc::default());
+        let (outbox, rx) = Outbox::new(
+            1,
+            4,
+            usize::MAX,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
         outbox
             .send(Outgoing::Sequence {
                 request_id: 7,
@@ -565,8 +572,14 @@ mod tests {
     async fn shared_frames_large_and_small_go_out_whole_and_in_order_in_one_write() {
         let codec = FrameCodec::new(Limits::default());
         let sizes = [10, 100_000, 20, WRITE_APART_BYTES, 5];
-        let (outbox, rx) =
-            Outbox::new(1, 16, usize::MAX, &CancellationToken::new(), Arc::default());
+        let (outbox, rx) = Outbox::new(
+            1,
+            16,
+            usize::MAX,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
         for (index, size) in sizes.iter().enumerate() {
             let message = Message {
                 channel: "mixed".into(),

@@ -331,8 +331,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     pub history: u64,
     /// Memory budget for what clients make the server keep (subscriptions, channels,
-    /// groups, hashtags), in bytes or with a unit (512MiB, 2GiB, 1G); past it, creating
-    /// more is refused with LIMIT_REACHED. Default: half the machine's memory.
+    /// groups, group members, hashtags, queued outbound bytes), in bytes or with a unit
+    /// (512MiB, 2GiB, 1G); past it, creating more is refused with LIMIT_REACHED and a
+    /// queue that needs more is treated as full. Default: half the machine's memory.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
     /// Refuse publishing to channels that were not created first.

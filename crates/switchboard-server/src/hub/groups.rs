@@ -199,10 +199,20 @@ impl Hub {
     pub fn set_membership(&self, caller: &Caller, name: &str, join: bool) -> Result<(), Refusal> {
         let group = self.group(name)?;
         let mut members = group.members.lock();
+        let cost = budget::member_cost(&caller.name);
         let changed = if join {
-            members.insert(caller.name.to_string())
+            if members.contains(caller.name.as_str()) {
+                false
+            } else {
+                self.budget.charge(cost, "group members")?;
+                members.insert(caller.name.to_string())
+            }
         } else {
-            members.remove(caller.name.as_str())
+            let removed = members.remove(caller.name.as_str());
+            if removed {
+                self.budget.release(cost);
+            }
+            removed
         };
         if !changed {
             drop(members);
@@ -225,6 +235,19 @@ impl Hub {
             error!(target: log::ERROR, group = name, error = %e, "saving members failed");
         }
         drop(members);
+        if join
+            && !self
+                .groups
+                .get(name)
+                .is_some_and(|now| Arc::ptr_eq(&now, &group))
+        {
+            // The group was deleted meanwhile. If the delete took the members before this
+            // join, it did not release this membership: it is released here.
+            if group.members.lock().remove(caller.name.as_str()) {
+                self.budget.release(cost);
+            }
+            return Err(deleted_meanwhile("group", name));
+        }
         info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
         let mut event = Event::new(if join {
             EventKind::MemberJoined
@@ -258,7 +281,6 @@ impl Hub {
         let (messages, stored, cost) = self
             .groups
             .remove_with(name, |group| {
-                let cost = budget::group_cost(&group.name, &group.description);
                 let mut history = group.history.lock();
                 let messages = history.take_all();
                 // Under the history lock, after every append of the group; under the
@@ -269,6 +291,14 @@ impl Hub {
                     self.tell_members(group, |outbox| outbox.deliver(frame.clone()));
                 }
                 drop(history);
+                // Taken out, so that a join racing with the delete can tell whether its
+                // membership was released here (see `set_membership`).
+                let members = std::mem::take(&mut *group.members.lock());
+                let cost = budget::group_cost(&group.name, &group.description)
+                    + members
+                        .iter()
+                        .map(|member| budget::member_cost(member))
+                        .sum::<u64>();
                 (messages, stored, cost)
             })
             .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
@@ -306,6 +336,9 @@ impl Hub {
         let name = saved.name.clone();
         self.budget
             .charge_anyway(budget::group_cost(&name, &saved.description));
+        for member in &saved.members {
+            self.budget.charge_anyway(budget::member_cost(member));
+        }
         let history = self.restore_history(LogKind::Group, saved.history, retention);
         self.groups.insert(Group {
             name,

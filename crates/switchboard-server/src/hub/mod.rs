@@ -139,7 +139,7 @@ pub struct Hub {
     /// What large frames still arriving may hold, all connections together.
     frame_budget: Arc<crate::connection::FrameBudget>,
     /// What clients' subscriptions, channels, groups and hashtags may take in all.
-    budget: MemoryBudget,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -167,7 +167,7 @@ impl Hub {
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
-            budget: MemoryBudget::new(config.max_memory),
+            budget: Arc::new(MemoryBudget::new(config.max_memory)),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -241,6 +241,7 @@ impl Hub {
             self.config.outbound_queue_bytes,
             &self.shutdown,
             self.counters.slow_consumer_skipped.clone(),
+            self.budget.clone(),
         )
     }
 

@@ -21,6 +21,12 @@
 //! the oldest of them still queued are taken back out to make room, and only a queue
 //! with nothing left to drop disconnects.
 //!
+//! What all connections queue counts against the server's memory budget too (see
+//! [`reservation`]): a delivery that needs budget the server has no room for is treated
+//! like one that finds the connection's own queue full (a slow consumer; on a
+//! drop-oldest channel, older frames dropped, or this one; a direct message refused;
+//! a reply waits, though one may go over so that every session is answered).
+//!
 //! The queue itself is [`queue`], whose storage exists only while items are queued, and
 //! which lets the writer task go away while it is empty (see [`OutboxReceiver::park`]):
 //! an idle connection has no writer task at all.
@@ -41,9 +47,12 @@ use tokio_util::sync::CancellationToken;
 use self::queue::OwnedPermit;
 pub(crate) use self::queue::TryRecvError;
 use self::queue::TrySendError;
+use self::reservation::Reservation;
+use crate::budget::MemoryBudget;
 use crate::hub::message::StoredMessage;
 
 mod queue;
+mod reservation;
 
 /// One item of a connection's outbound queue.
 #[derive(Debug)]
@@ -186,6 +195,8 @@ struct OutboxState {
     drained: Notify,
     /// Bytes of direct messages among them.
     direct_bytes: AtomicUsize,
+    /// The server's memory budget held for the queued bytes.
+    reservation: Reservation,
     droppables: Droppables,
     /// The server-wide count of frames dropped for slow consumers.
     dropped_total: Arc<AtomicU64>,
@@ -217,9 +228,11 @@ impl OutboxReceiver {
         let weight = weight(&item);
         if weight > 0 {
             let before = self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
-            if before.saturating_sub(weight) < self.state.reply_limit
-                && self.state.reply_waiting.load(Ordering::SeqCst)
-            {
+            let now = before.saturating_sub(weight);
+            self.state
+                .reservation
+                .drained_to(&self.state.queued_bytes, now);
+            if now < self.state.reply_limit && self.state.reply_waiting.load(Ordering::SeqCst) {
                 self.state.reply_waiting.store(false, Ordering::SeqCst);
                 self.state.drained.notify_waiters();
             }
@@ -255,8 +268,10 @@ impl OutboxReceiver {
     /// (to start a new task) when an item is queued or the last sender goes, or at once
     /// if one of those happened already. Called by the writer task as it exits.
     pub fn park(self, resume: impl FnOnce(OutboxReceiver) + Send + 'static) {
-        // The task is ending: its handle is dropped so that its memory goes with it.
+        // The task is ending: its handle is dropped so that its memory goes with it, and
+        // an idle queue holds no budget.
         drop(self.state.writer.lock().take());
+        self.state.reservation.shrink(&self.state.queued_bytes, 0);
         let OutboxReceiver { rx, state } = self;
         rx.park(move |rx| resume(OutboxReceiver { rx, state }));
     }
@@ -292,11 +307,15 @@ pub(crate) struct ReplyPermit {
 }
 
 impl ReplyPermit {
-    /// Queues the reply without waiting (counted against the byte budget).
+    /// Queues the reply without waiting (counted against the byte budget; covered by the
+    /// server's budget if it has room, as the room was looked for when the permit was
+    /// taken).
     pub fn send(self, item: Outgoing) {
-        self.state
-            .queued_bytes
-            .fetch_add(weight(&item), Ordering::SeqCst);
+        let weight = weight(&item);
+        let before = self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
+        if !self.state.reservation.covers(before.saturating_add(weight)) {
+            self.state.reservation.grow(&self.state.queued_bytes, 0);
+        }
         self.permit.send(item);
     }
 }
@@ -321,6 +340,8 @@ pub(crate) enum DirectDelivery {
 enum Refused {
     /// No room within the byte budget or the queue's slots: a slow consumer.
     Full,
+    /// No room in the server's memory budget.
+    NoBudget,
     /// The connection is gone.
     Closed,
 }
@@ -335,6 +356,7 @@ impl Outbox {
         max_bytes: usize,
         shutdown: &CancellationToken,
         dropped_total: Arc<AtomicU64>,
+        budget: Arc<MemoryBudget>,
     ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = queue::channel(capacity.max(1));
         let state = Arc::new(OutboxState {
@@ -349,6 +371,7 @@ impl Outbox {
             reply_waiting: AtomicBool::new(false),
             drained: Notify::new(),
             direct_bytes: AtomicUsize::new(0),
+            reservation: Reservation::new(budget),
             droppables: Droppables::default(),
             dropped_total,
             writer: Mutex::new(None),
@@ -392,7 +415,7 @@ impl Outbox {
             Err(refused) => {
                 direct_bytes.fetch_sub(weight, Ordering::Relaxed);
                 match refused {
-                    Refused::Full => DirectDelivery::NoRoom,
+                    Refused::Full | Refused::NoBudget => DirectDelivery::NoRoom,
                     Refused::Closed => DirectDelivery::Gone,
                 }
             }
@@ -417,12 +440,23 @@ impl Outbox {
     pub fn deliver_droppable(&self, frame: &Bytes) -> bool {
         let weight = frame.len() + ITEM_OVERHEAD;
         let mut queued = self.state.droppables.queued.lock();
-        self.drop_oldest(&mut queued, weight);
+        self.drop_oldest(&mut queued, weight, self.state.max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(frame.clone())),
         });
         // Queued under the droppables' lock, so that they stay in queue order.
-        let delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
+        let mut delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
+        if let Err(Refused::NoBudget) = delivered {
+            // No room in the server's budget: make room within what this queue holds.
+            let covered = self.state.reservation.covered();
+            self.drop_oldest(&mut queued, weight, covered);
+            delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
+            if let Err(Refused::NoBudget) = delivered {
+                // Nothing left to drop but this frame: dropped, the connection kept.
+                self.count_dropped();
+                return true;
+            }
+        }
         if delivered.is_ok() {
             queued.push_back(slot);
         }
@@ -430,9 +464,14 @@ impl Outbox {
         self.delivered(delivered)
     }
 
-    /// Drops the oldest droppable frames still queued until `weight` more bytes fit in the
-    /// budget, or none is left.
-    fn drop_oldest(&self, queued: &mut VecDeque<Arc<DroppableFrame>>, weight: usize) {
+    /// Drops the oldest droppable frames still queued until `weight` more bytes fit in
+    /// `max_bytes`, or none is left.
+    fn drop_oldest(
+        &self,
+        queued: &mut VecDeque<Arc<DroppableFrame>>,
+        weight: usize,
+        max_bytes: usize,
+    ) {
         // Frames the writer already took sit at the front: forget them.
         while queued
             .front()
@@ -445,19 +484,24 @@ impl Outbox {
             .queued_bytes
             .load(Ordering::Relaxed)
             .saturating_add(weight)
-            > self.state.max_bytes
+            > max_bytes
         {
             let Some(oldest) = queued.pop_front() else {
                 break;
             };
             if oldest.take(&self.state.queued_bytes).is_some() {
-                self.state
-                    .droppables
-                    .unreported
-                    .fetch_add(1, Ordering::Relaxed);
-                self.state.dropped_total.fetch_add(1, Ordering::Relaxed);
+                self.count_dropped();
             }
         }
+    }
+
+    /// Counts a dropped frame, for the client and the server's stats.
+    fn count_dropped(&self) {
+        self.state
+            .droppables
+            .unreported
+            .fetch_add(1, Ordering::Relaxed);
+        self.state.dropped_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a delivery without waiting; false if the connection is gone or too slow.
@@ -467,15 +511,22 @@ impl Outbox {
         self.delivered(delivered)
     }
 
-    /// Queues a delivery of `weight` bytes if it fits in the byte budget and the queue.
-    /// The weight is counted before the item is queued, so that the writer never takes
-    /// off more than was added; it is taken back off if the item is refused.
+    /// Queues a delivery of `weight` bytes if it fits in the byte budget, the server's
+    /// memory budget and the queue. The weight is counted before the item is queued, so
+    /// that the writer never takes off more than was added; it is taken back off if the
+    /// item is refused.
     fn try_deliver(&self, item: Outgoing, weight: usize) -> Result<(), Refused> {
         let queued_bytes = &self.state.queued_bytes;
         let before = queued_bytes.fetch_add(weight, Ordering::Relaxed);
-        if before.saturating_add(weight) > self.state.max_bytes {
+        let after = before.saturating_add(weight);
+        if after > self.state.max_bytes {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::Full);
+        }
+        let reservation = &self.state.reservation;
+        if !reservation.covers(after) && !reservation.grow(queued_bytes, 0) {
+            queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            return Err(Refused::NoBudget);
         }
         self.tx.try_send(item).map_err(|error| {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
@@ -498,6 +549,13 @@ impl Outbox {
                 );
                 false
             }
+            Err(Refused::NoBudget) => {
+                self.kill(
+                    ErrorCode::SlowConsumer,
+                    "slow consumer: the server's memory budget has no room for its queue",
+                );
+                false
+            }
             Err(Refused::Closed) => false,
         }
     }
@@ -507,8 +565,8 @@ impl Outbox {
     /// the server is stopping): a client that reads nothing would otherwise keep its
     /// session waiting here forever, where it never sees the kill switch.
     pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
-        self.reply_room().await?;
         let weight = weight(&item);
+        self.reply_room(weight).await?;
         self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
         let sent = tokio::select! {
             biased;
@@ -536,7 +594,7 @@ impl Outbox {
     /// later without waiting (while holding a lock that must not be held across an
     /// await). Gives up like [`Outbox::send`].
     pub async fn reserve(&self) -> Result<ReplyPermit, Gone> {
-        self.reply_room().await?;
+        self.reply_room(ITEM_OVERHEAD).await?;
         tokio::select! {
             biased;
             permit = self.tx.clone().reserve_owned() => permit
@@ -561,11 +619,16 @@ impl Outbox {
         self.state.queued_bytes.load(Ordering::SeqCst)
     }
 
-    /// Waits until the queued bytes are under the reply limit.
-    async fn reply_room(&self) -> Result<(), Gone> {
+    /// Waits until the queued bytes are under the reply limit and the server's memory
+    /// budget covers `weight` more (the budget is looked at again every
+    /// [`REPLY_RECHECK`]: room in it is made by other connections, which wake nobody
+    /// here).
+    async fn reply_room(&self, weight: usize) -> Result<(), Gone> {
         let state = &self.state;
         loop {
-            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit {
+            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit
+                && self.budget_room(weight)
+            {
                 return Ok(());
             }
             if self.tx.is_closed() || state.kill.token.is_cancelled() {
@@ -577,7 +640,9 @@ impl Outbox {
             state.reply_waiting.store(true, Ordering::SeqCst);
             // Looked at again once the writer can see the flag: it may have drained the
             // queue in between, and would then have woken nobody.
-            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit {
+            if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit
+                && self.budget_room(weight)
+            {
                 return Ok(());
             }
             tokio::select! {
@@ -587,6 +652,19 @@ impl Outbox {
                 () = tokio::time::sleep(REPLY_RECHECK) => {}
             }
         }
+    }
+
+    /// Whether a reply of `weight` bytes may be queued as far as the server's memory
+    /// budget goes: if the budget covers it (taking the steps needed), or if nothing
+    /// queued is uncovered yet. One reply may go over, as with the reply limit, so that a
+    /// budget full of state never leaves a session unanswered; the next waits for the
+    /// queue to drain back into what it holds.
+    fn budget_room(&self, weight: usize) -> bool {
+        let state = &self.state;
+        let queued = state.queued_bytes.load(Ordering::SeqCst);
+        state.reservation.covers(queued.saturating_add(weight))
+            || state.reservation.grow(&state.queued_bytes, weight)
+            || state.reservation.covers(queued)
     }
 
     /// Asks the connection to close with the given reason (the first reason wins).
@@ -642,8 +720,14 @@ mod tests {
     /// writer taking them wakes the waiting reply.
     #[tokio::test]
     async fn a_reply_waits_while_half_the_budget_is_queued() {
-        let (outbox, mut rx) =
-            Outbox::new(1, 1024, 4096, &CancellationToken::new(), Arc::default());
+        let (outbox, mut rx) = Outbox::new(
+            1,
+            1024,
+            4096,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
         outbox.send(reply(3000)).await.unwrap();
         assert!(outbox.queued_bytes() > outbox.reply_limit());
         let waiting = tokio::spawn({
@@ -665,7 +749,14 @@ mod tests {
     /// A reply waiting for room gives up once the writer is gone.
     #[tokio::test]
     async fn a_waiting_reply_gives_up_when_the_writer_is_gone() {
-        let (outbox, rx) = Outbox::new(1, 1024, 4096, &CancellationToken::new(), Arc::default());
+        let (outbox, rx) = Outbox::new(
+            1,
+            1024,
+            4096,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
         outbox.send(reply(3000)).await.unwrap();
         let waiting = tokio::spawn({
             let outbox = outbox.clone();
@@ -678,5 +769,129 @@ mod tests {
             .expect("gave up in time")
             .unwrap();
         assert!(sent.is_err());
+    }
+
+    fn budgeted(limit: u64) -> (Arc<MemoryBudget>, Outbox, OutboxReceiver) {
+        let budget = Arc::new(MemoryBudget::new(limit));
+        let (outbox, rx) = Outbox::new(
+            1,
+            1 << 20,
+            64 << 20,
+            &CancellationToken::new(),
+            Arc::default(),
+            budget.clone(),
+        );
+        (budget, outbox, rx)
+    }
+
+    /// Queued bytes past the allowance take the server's budget in steps; a delivery the
+    /// budget has no room for makes a slow consumer, though the connection's own bound is
+    /// far; a closed connection gives everything back.
+    #[test]
+    fn queued_bytes_are_admitted_against_the_server_budget() {
+        let limit = 3 * reservation::STEP as u64;
+        let (budget, outbox, rx) = budgeted(limit);
+        let frame = Bytes::from(vec![0u8; 256 * 1024]);
+        assert!(outbox.deliver(frame.clone()));
+        assert_eq!(budget.used(), reservation::STEP as u64);
+        let mut delivered = 1;
+        while outbox.deliver(frame.clone()) {
+            delivered += 1;
+            assert!(budget.used() <= limit);
+        }
+        assert!(outbox.is_killed());
+        assert_eq!(outbox.kill_reason().0, ErrorCode::SlowConsumer);
+        assert_eq!(budget.used(), limit);
+        assert!(delivered * frame.len() <= limit as usize + reservation::ALLOWANCE);
+        drop((outbox, rx));
+        assert_eq!(budget.used(), 0, "a closed connection gives its share back");
+    }
+
+    /// A draining queue gives steps back, but only two past what it needs, so that a
+    /// queue going up and down around a step's edge leaves the shared account alone; an
+    /// idle writer gives back everything.
+    #[test]
+    fn steps_are_given_back_with_hysteresis() {
+        let (budget, outbox, mut rx) = budgeted(u64::MAX);
+        let frame = Bytes::from(vec![0u8; 64 * 1024]);
+        for _ in 0..80 {
+            assert!(outbox.deliver(frame.clone()));
+        }
+        let peak = budget.used();
+        assert_eq!(peak, 5 * reservation::STEP as u64);
+        // Around the edge of a step: nothing given back or taken.
+        for _ in 0..100 {
+            rx.try_recv().unwrap();
+            assert!(outbox.deliver(frame.clone()));
+            assert_eq!(budget.used(), peak);
+        }
+        while rx.try_recv().is_ok() {}
+        assert!(
+            budget.used() <= 2 * reservation::STEP as u64,
+            "{}",
+            budget.used()
+        );
+        assert!(
+            budget.used() > 0,
+            "one spare step is kept while the writer runs"
+        );
+        rx.park(|_| {});
+        assert_eq!(budget.used(), 0, "an idle queue holds nothing");
+    }
+
+    /// With no room in the budget, a reply to a connection with nothing uncovered queued
+    /// still goes out (the session is answered); the next waits until the queue drained.
+    #[tokio::test]
+    async fn a_full_budget_lets_one_reply_over_and_holds_the_next() {
+        let (budget, outbox, mut rx) = budgeted(0);
+        tokio::time::timeout(Duration::from_secs(1), outbox.send(reply(200 * 1024)))
+            .await
+            .expect("the first reply goes out")
+            .unwrap();
+        assert_eq!(budget.used(), 0);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(reply(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a second reply went over the budget"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("let through once the queue drained")
+            .unwrap()
+            .unwrap();
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// A direct message the budget has no room for is refused and the receiver kept.
+    #[test]
+    fn a_direct_message_without_budget_is_refused_not_fatal() {
+        let (budget, outbox, _rx) = budgeted(0);
+        let small = Bytes::from(vec![0u8; 1024]);
+        assert_eq!(outbox.deliver_direct(small), DirectDelivery::Queued);
+        let large = Bytes::from(vec![0u8; 100 * 1024]);
+        assert_eq!(outbox.deliver_direct(large), DirectDelivery::NoRoom);
+        assert!(!outbox.is_killed());
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// On a drop-oldest channel, no room in the budget drops older frames (or this one)
+    /// and keeps the connection.
+    #[test]
+    fn drop_oldest_frames_make_room_within_the_budget() {
+        let limit = reservation::STEP as u64;
+        let (budget, outbox, _rx) = budgeted(limit);
+        let frame = Bytes::from(vec![0u8; 100 * 1024]);
+        for _ in 0..100 {
+            assert!(outbox.deliver_droppable(&frame));
+            assert!(budget.used() <= limit);
+        }
+        assert!(!outbox.is_killed());
+        assert!(outbox.queued_bytes() <= limit as usize + reservation::ALLOWANCE);
+        assert!(outbox.state.dropped_total.load(Ordering::Relaxed) > 80);
     }
 }
