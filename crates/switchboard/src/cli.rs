@@ -128,6 +128,14 @@ impl Cli {
                 }
             }
         }
+        if let Command::Serve(args) = &mut cli.command {
+            args.given = command
+                .ids()
+                .map(|id| id.as_str())
+                .filter(|id| given_explicitly(command, id))
+                .map(str::to_owned)
+                .collect();
+        }
         cli
     }
 }
@@ -154,6 +162,14 @@ fn on_command_line(matches: &ArgMatches, id: &str) -> bool {
     matches!(
         matches.try_get_raw(id),
         Ok(Some(_)) if matches.value_source(id) == Some(ValueSource::CommandLine)
+    )
+}
+
+/// Whether `id` was given on the command line or in the environment (not a default).
+fn given_explicitly(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
     )
 }
 
@@ -261,8 +277,25 @@ impl Command {
     }
 }
 
+/// `serve`'s options. Each may also be set in the --config file; one given here or in the
+/// environment wins over the file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read the settings from this TOML file (see docs/switchboard.example.toml). The
+    /// options given here and the environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the settings and print the effective ones (secrets masked) as TOML, or as
+    /// JSON with `--check json`, then exit: 0 when they are valid, 1 with the file, line,
+    /// column and reason when not.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        default_missing_value = "toml"
+    )]
+    pub check: Option<CheckFormat>,
     /// TCP address to listen on (repeatable).
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:7420")]
     pub listen: Vec<String>,
@@ -374,6 +407,10 @@ pub struct ServeArgs {
     /// messages and latency on 2 cores, worse for fan-out to many connections).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// The ids of the options given on the command line or in the environment: the ones
+    /// the config file does not override.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -392,15 +429,25 @@ pub struct RepairArgs {
 }
 
 /// `10GiB`, `500MB`, `4096`: a size in bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     match text.parse::<switchboard_server::DiskReserve>()? {
         switchboard_server::DiskReserve::Bytes(bytes) => Ok(bytes),
         _ => Err(format!("{text:?} is not a size in bytes")),
     }
 }
 
-/// The sync policies of `serve --sync`.
+/// How `serve --check` prints the effective settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Toml,
+    Json,
+}
+
+/// The sync policies of `serve --sync`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum SyncArg {
     Always,
     Interval,
@@ -640,7 +687,7 @@ pub struct ChatArgs {
 
 /// A size in bytes: a number, optionally followed by K, M, G or T (powers of 1024; `KiB`,
 /// `KB` and `k` are read the same).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -10,8 +10,10 @@ macro_rules! outln {
 
 mod bench;
 mod chat;
+mod check;
 mod cli;
 mod commands;
+mod config;
 mod log_file;
 mod output;
 mod repair;
@@ -26,7 +28,21 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_arguments();
+    let mut cli = Cli::parse_arguments();
+    if let Command::Serve(args) = &mut cli.command {
+        let settled = config::apply(args).and_then(|()| match args.check {
+            Some(format) => check::run(args, format).map(|()| Some(ExitCode::SUCCESS)),
+            None => Ok(None),
+        });
+        match settled {
+            Ok(None) => {}
+            Ok(Some(code)) => return code,
+            Err(error) => {
+                eprintln!("switchboard: {}", one_line(&error));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve(ServeArgs {
         threads: Some(threads),
@@ -100,6 +116,12 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let (hmac_key, admin_token) = read_serve_secrets(&args)?;
+    serve::run(args, hmac_key, admin_token).await
+}
+
+/// The server's HMAC key and admin token, read from their files or the environment.
+fn read_serve_secrets(args: &ServeArgs) -> Result<(Option<Vec<u8>>, Option<String>)> {
     let hmac_key = args
         .hmac_key_file
         .as_deref()
@@ -110,7 +132,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         args.admin_token.clone(),
         "admin token",
     )?;
-    serve::run(args, hmac_key, admin_token).await
+    Ok((hmac_key, admin_token))
 }
 
 /// What a client command needs from its options, with the secrets read.

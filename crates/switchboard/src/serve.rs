@@ -74,7 +74,8 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn config_from(
+/// The server's configuration from the options (after the config file is applied).
+pub fn config_from(
     args: &ServeArgs,
     hmac_key: Option<Vec<u8>>,
     admin_token: Option<String>,

@@ -1,0 +1,181 @@
+//! `serve --check`: prints the settings the server would run with, in the config file's
+//! own sections and keys, with every secret masked.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use switchboard_server::{DiskReserve, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{CheckFormat, ServeArgs, SyncArg};
+
+/// The effective settings, shaped like the config file.
+#[derive(Serialize)]
+struct Effective {
+    listen: Listen,
+    log: Log,
+    limits: Limits,
+    storage: Storage,
+    runtime: Runtime,
+    secrets: Secrets,
+}
+
+#[derive(Serialize)]
+struct Listen {
+    tcp: Vec<String>,
+    unix: UnixSetting,
+    backlog: u32,
+}
+
+/// A socket path, or `false` for none (as the file writes it).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UnixSetting {
+    Path(PathBuf),
+    Off(bool),
+}
+
+#[derive(Serialize)]
+struct Log {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    max_bytes: String,
+    level: String,
+    connection_summary: String,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    heartbeat: String,
+    frame_timeout: String,
+    partial_frame_budget: String,
+    max_relay_bytes: String,
+    max_body: String,
+    history: u64,
+    max_memory: String,
+    require_create: bool,
+}
+
+#[derive(Serialize)]
+struct Storage {
+    memory: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    sync: SyncArg,
+    sync_interval: String,
+    disk_reserve: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_blob_bytes: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Runtime {
+    threads: usize,
+}
+
+/// Where the secrets come from; never the secrets.
+#[derive(Serialize)]
+struct Secrets {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hmac_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_token: Option<&'static str>,
+}
+
+/// Validates what can be checked without starting the server (the log level, the secret
+/// files) and prints the effective settings.
+pub fn run(args: &ServeArgs, format: CheckFormat) -> Result<()> {
+    EnvFilter::try_new(format!("GENERAL={}", args.log_level))
+        .with_context(|| format!("log level {:?} is not valid", args.log_level))?;
+    // Read only to prove they are readable and not empty; what they hold is dropped.
+    let _secrets = crate::read_serve_secrets(args)?;
+    let config = crate::serve::config_from(args, None, None);
+    let effective = effective(args, &config);
+    if format == CheckFormat::Json {
+        let json =
+            serde_json::to_string_pretty(&effective).context("cannot format the settings")?;
+        crate::outln!("{json}");
+    } else {
+        let text = toml::to_string(&effective).context("cannot format the settings")?;
+        match &args.config {
+            Some(path) => crate::outln!("# effective settings, from {}", path.display()),
+            None => crate::outln!("# effective settings (no config file)"),
+        }
+        crate::outln!("{}", text.trim_end());
+    }
+    Ok(())
+}
+
+fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    Effective {
+        listen: Listen {
+            tcp: config.tcp.clone(),
+            unix: config
+                .unix
+                .clone()
+                .map_or(UnixSetting::Off(false), UnixSetting::Path),
+            backlog: config.backlog,
+        },
+        log: Log {
+            file: args.log_file.clone(),
+            max_bytes: size(args.log_max_bytes),
+            level: args.log_level.clone(),
+            connection_summary: duration(config.connection_summary_interval),
+        },
+        limits: Limits {
+            heartbeat: duration(config.heartbeat),
+            frame_timeout: duration(config.frame_timeout),
+            partial_frame_budget: size(config.partial_frame_budget as u64),
+            max_relay_bytes: size(config.max_relay_bytes as u64),
+            max_body: size(config.max_body),
+            history: config.default_history,
+            max_memory: size(config.max_memory),
+            require_create: config.require_channel_creation,
+        },
+        storage: Storage {
+            memory: config.data_dir.is_none(),
+            data_dir: config.data_dir.clone(),
+            sync: args.sync,
+            sync_interval: duration(args.sync_interval),
+            disk_reserve: match config.disk_reserve {
+                DiskReserve::Bytes(bytes) => size(bytes),
+                DiskReserve::Percent(percent) => format!("{percent}%"),
+                DiskReserve::Default => "2% of the volume, at most 1GiB".to_owned(),
+            },
+            max_blob_bytes: config.max_blob_bytes.map(size),
+        },
+        runtime: Runtime { threads },
+        secrets: Secrets {
+            hmac_key_file: args.hmac_key_file.clone(),
+            admin_token_file: args.admin_token_file.clone(),
+            admin_token: (args.admin_token_file.is_none()
+                && args
+                    .admin_token
+                    .as_deref()
+                    .is_some_and(|token| !token.is_empty()))
+            .then_some("(set in SWITCHBOARD_ADMIN_TOKEN)"),
+        },
+    }
+}
+
+/// `bytes` in the largest binary unit that divides it exactly: "64MiB", "1000".
+fn size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+fn duration(duration: std::time::Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}

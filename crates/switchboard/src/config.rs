@@ -1,0 +1,433 @@
+//! `serve --config FILE`: the server's settings read from a TOML file.
+//!
+//! The file sits between the built-in defaults and the environment: an option given on
+//! the command line or in an environment variable wins over the file's value. Relative
+//! paths in the file are taken from the file's own directory, so that the same file works
+//! whatever directory the server is started in.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use switchboard_server::DiskReserve;
+
+use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
+
+/// The whole file. Every key is optional; a key the server does not know is an error, so
+/// that a misspelt setting is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    listen: ListenSection,
+    #[serde(default)]
+    log: LogSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    runtime: RuntimeSection,
+    #[serde(default)]
+    secrets: SecretsSection,
+}
+
+/// `[listen]`: where the server accepts connections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenSection {
+    tcp: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "unix_socket")]
+    unix: Option<UnixSocket>,
+    backlog: Option<u32>,
+}
+
+/// `unix = "PATH"` or `unix = false`.
+#[derive(Debug)]
+enum UnixSocket {
+    Path(PathBuf),
+    Off,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "size")]
+    max_bytes: Option<u64>,
+    level: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    connection_summary: Option<Duration>,
+}
+
+/// `[limits]`: what one session, one message and all clients together may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default, deserialize_with = "duration")]
+    heartbeat: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    frame_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    partial_frame_budget: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_relay_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_body: Option<u64>,
+    history: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_memory: Option<u64>,
+    require_create: Option<bool>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    data_dir: Option<PathBuf>,
+    memory: Option<bool>,
+    sync: Option<SyncArg>,
+    #[serde(default, deserialize_with = "duration")]
+    sync_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "disk_reserve")]
+    disk_reserve: Option<DiskReserve>,
+    #[serde(default, deserialize_with = "size_in_bytes")]
+    max_blob_bytes: Option<u64>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeSection {
+    #[serde(default, deserialize_with = "threads")]
+    threads: Option<u16>,
+}
+
+/// `[secrets]`: the files holding them; the secrets themselves never go in this file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsSection {
+    hmac_key_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+}
+
+/// Reads `--config` if given and fills in every option not given on the command line or
+/// in the environment.
+pub fn apply(args: &mut ServeArgs) -> Result<()> {
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let file = load(&path)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    file.apply_to(args, base)
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// Reads and parses the file; an error names the file, line and column.
+fn load(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        let reason = error.message().trim().replace('\n', " ");
+        match error.span() {
+            Some(span) => {
+                let (line, column) = line_and_column(&text, span.start);
+                anyhow!("{}:{line}:{column}: {reason}", path.display())
+            }
+            None => anyhow!("{}: {reason}", path.display()),
+        }
+    })
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Sets `slot` to the file's `value`, unless the option was given explicitly.
+fn fill<T>(slot: &mut T, value: Option<T>, given: bool) {
+    if let (Some(value), false) = (value, given) {
+        *slot = value;
+    }
+}
+
+impl ConfigFile {
+    fn apply_to(self, args: &mut ServeArgs, base: &Path) -> Result<()> {
+        let ConfigFile {
+            listen,
+            log,
+            limits,
+            storage,
+            runtime,
+            secrets,
+        } = self;
+        if storage.memory == Some(true) && storage.data_dir.is_some() {
+            anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
+        }
+        let resolve = |path: PathBuf| base.join(path);
+        let given = std::mem::take(&mut args.given);
+        let is_given = |id: &str| given.iter().any(|given| given == id);
+
+        fill(&mut args.listen, listen.tcp, is_given("listen"));
+        if !is_given("unix") && !is_given("no_unix") {
+            match listen.unix {
+                Some(UnixSocket::Path(path)) => args.unix = Some(resolve(path)),
+                Some(UnixSocket::Off) => args.no_unix = true,
+                None => {}
+            }
+        }
+        fill(&mut args.backlog, listen.backlog, is_given("backlog"));
+
+        fill(
+            &mut args.log_file,
+            log.file.map(|path| Some(resolve(path))),
+            is_given("log_file"),
+        );
+        fill(
+            &mut args.log_max_bytes,
+            log.max_bytes,
+            is_given("log_max_bytes"),
+        );
+        fill(&mut args.log_level, log.level, is_given("log_level"));
+        fill(
+            &mut args.connection_summary,
+            log.connection_summary,
+            is_given("connection_summary"),
+        );
+
+        let heartbeat_ms = limits
+            .heartbeat
+            .map(|heartbeat| u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX));
+        fill(
+            &mut args.heartbeat_ms,
+            heartbeat_ms,
+            is_given("heartbeat_ms"),
+        );
+        fill(
+            &mut args.frame_timeout,
+            limits.frame_timeout,
+            is_given("frame_timeout"),
+        );
+        fill(
+            &mut args.partial_frame_budget,
+            limits.partial_frame_budget.map(to_usize).transpose()?,
+            is_given("partial_frame_budget"),
+        );
+        fill(
+            &mut args.max_relay_bytes,
+            limits.max_relay_bytes.map(to_usize).transpose()?,
+            is_given("max_relay_bytes"),
+        );
+        fill(
+            &mut args.max_body,
+            limits.max_body.map(Some),
+            is_given("max_body"),
+        );
+        fill(&mut args.history, limits.history, is_given("history"));
+        fill(
+            &mut args.max_memory,
+            limits.max_memory.map(Some),
+            is_given("max_memory"),
+        );
+        fill(
+            &mut args.require_create,
+            limits.require_create,
+            is_given("require_create"),
+        );
+
+        // A data directory given explicitly (flag or SWITCHBOARD_DATA_DIR) wins over the
+        // file's `memory = true`, as --memory wins over the file's data_dir.
+        fill(
+            &mut args.data_dir,
+            storage.data_dir.map(resolve),
+            is_given("data_dir") || is_given("memory"),
+        );
+        fill(
+            &mut args.memory,
+            storage.memory,
+            is_given("memory") || is_given("data_dir"),
+        );
+        fill(&mut args.sync, storage.sync, is_given("sync"));
+        fill(
+            &mut args.sync_interval,
+            storage.sync_interval,
+            is_given("sync_interval"),
+        );
+        fill(
+            &mut args.disk_reserve,
+            storage.disk_reserve.map(Some),
+            is_given("disk_reserve"),
+        );
+        fill(
+            &mut args.max_blob_bytes,
+            storage.max_blob_bytes.map(Some),
+            is_given("max_blob_bytes"),
+        );
+
+        fill(
+            &mut args.threads,
+            runtime.threads.map(Some),
+            is_given("threads"),
+        );
+
+        fill(
+            &mut args.hmac_key_file,
+            secrets.hmac_key_file.map(|path| Some(resolve(path))),
+            is_given("hmac_key_file"),
+        );
+        // SWITCHBOARD_ADMIN_TOKEN is the environment's way to set the admin token, so it
+        // wins over the file's token file.
+        fill(
+            &mut args.admin_token_file,
+            secrets.admin_token_file.map(|path| Some(resolve(path))),
+            is_given("admin_token_file") || is_given("admin_token"),
+        );
+        args.given = given;
+        Ok(())
+    }
+}
+
+fn to_usize(bytes: u64) -> Result<usize> {
+    usize::try_from(bytes).map_err(|_| anyhow!("{bytes} bytes is too large for this machine"))
+}
+
+/// A size: a number of bytes, or a string with a unit read by `parse`.
+struct SizeVisitor(fn(&str) -> Result<u64, String>);
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = u64;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a size: a number of bytes, or a string such as \"512MiB\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<u64, E> {
+        Ok(bytes)
+    }
+
+    fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<u64, E> {
+        u64::try_from(bytes).map_err(|_| E::custom(format!("{bytes} is not a size")))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+}
+
+/// A size with binary units (`512MiB`, `2G`), read as --max-memory reads it.
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    deserializer
+        .deserialize_any(SizeVisitor(parse_bytes))
+        .map(Some)
+}
+
+/// A size as --max-blob-bytes reads it (`MB` decimal, `MiB` binary).
+fn size_in_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    deserializer
+        .deserialize_any(SizeVisitor(parse_size))
+        .map(Some)
+}
+
+/// A duration such as "100ms", "30s" or "1m".
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map(Some).map_err(|error| {
+        de::Error::custom(format!(
+            "{text:?} is not a duration ({error}; e.g. \"100ms\", \"30s\")"
+        ))
+    })
+}
+
+/// A reserve as --disk-reserve reads it: a size, or a percentage such as "5%".
+fn disk_reserve<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DiskReserve>, D::Error> {
+    struct ReserveVisitor;
+
+    impl Visitor<'_> for ReserveVisitor {
+        type Value = DiskReserve;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a size (\"1GiB\") or a percentage of the volume (\"5%\")")
+        }
+
+        fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<DiskReserve, E> {
+            Ok(DiskReserve::Bytes(bytes))
+        }
+
+        fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<DiskReserve, E> {
+            SizeVisitor(parse_size)
+                .visit_i64(bytes)
+                .map(DiskReserve::Bytes)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<DiskReserve, E> {
+            text.parse().map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(ReserveVisitor).map(Some)
+}
+
+/// Worker threads, 1..=1024 as --threads takes them.
+fn threads<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let threads = u64::deserialize(deserializer)?;
+    match u16::try_from(threads) {
+        Ok(threads @ 1..=1024) => Ok(Some(threads)),
+        _ => Err(de::Error::custom(format!(
+            "{threads} threads: give 1 to 1024"
+        ))),
+    }
+}
+
+/// `unix = "PATH"` for a socket, `unix = false` for none.
+fn unix_socket<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<UnixSocket>, D::Error> {
+    struct UnixVisitor;
+
+    impl Visitor<'_> for UnixVisitor {
+        type Value = UnixSocket;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("the socket's path, or false for no Unix socket")
+        }
+
+        fn visit_str<E: de::Error>(self, path: &str) -> Result<UnixSocket, E> {
+            if path.is_empty() {
+                return Err(E::custom("give the socket's path, or false for none"));
+            }
+            Ok(UnixSocket::Path(PathBuf::from(path)))
+        }
+
+        fn visit_bool<E: de::Error>(self, on: bool) -> Result<UnixSocket, E> {
+            match on {
+                false => Ok(UnixSocket::Off),
+                true => Err(E::custom(
+                    "unix = true: give the socket's path, or false for none",
+                )),
+            }
+        }
+    }
+    deserializer.deserialize_any(UnixVisitor).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_and_column;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let text = "[a]\nkey = 1\n  bad = \"é\"x\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 4), (2, 1));
+        assert_eq!(line_and_column(text, 10), (2, 7));
+        let x = text.find('x').unwrap_or_default();
+        assert_eq!(line_and_column(text, x), (3, 12));
+    }
+}
