@@ -284,11 +284,15 @@ impl ConfigFile {
             is_given("hmac_key_file"),
         );
         // SWITCHBOARD_ADMIN_TOKEN is the environment's way to set the admin token, so it
-        // wins over the file's token file.
+        // wins over the file's token file; set but empty, it sets nothing.
+        let token_in_env = args
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| !token.is_empty());
         fill(
             &mut args.admin_token_file,
             secrets.admin_token_file.map(|path| Some(resolve(path))),
-            is_given("admin_token_file") || is_given("admin_token"),
+            is_given("admin_token_file") || token_in_env,
         );
         args.given = given;
         Ok(())

@@ -243,6 +243,21 @@ hmac_key_file = "hmac.key"
     assert!(!stdout.contains("token-in-a-file"), "{stdout}");
     assert!(!stdout.contains("key-in-a-file"), "{stdout}");
 
+    // The environment's token wins over the file's token file; an empty one does not.
+    let from_env = effective(
+        &["--config", config.to_str().unwrap()],
+        &[("SWITCHBOARD_ADMIN_TOKEN", "token-in-env")],
+    );
+    assert_eq!(from_env["secrets"].get("admin_token_file"), None);
+    let empty = effective(
+        &["--config", config.to_str().unwrap()],
+        &[("SWITCHBOARD_ADMIN_TOKEN", "")],
+    );
+    assert_eq!(
+        empty["secrets"]["admin_token_file"],
+        token_file.to_str().unwrap()
+    );
+
     // A token from the environment shows as set, never as itself.
     let (ok, stdout, stderr) = check(&[], &[("SWITCHBOARD_ADMIN_TOKEN", "token-in-env")]);
     assert!(ok, "{stderr}");
