@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use switchboard_server::{DiskReserve, ServerConfig};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{CheckFormat, ServeArgs, SyncArg};
 
@@ -88,8 +87,7 @@ struct Secrets {
 /// Validates what can be checked without starting the server (the log level, the secret
 /// files) and prints the effective settings.
 pub fn run(args: &ServeArgs, format: CheckFormat) -> Result<()> {
-    EnvFilter::try_new(format!("GENERAL={}", args.log_level))
-        .with_context(|| format!("log level {:?} is not valid", args.log_level))?;
+    crate::config::check_log_level(&args.log_level).map_err(anyhow::Error::msg)?;
     // Read only to prove they are readable and not empty; what they hold is dropped.
     let _secrets = crate::read_serve_secrets(args)?;
     let config = crate::serve::config_from(args, None, None);

@@ -59,6 +59,7 @@ struct LogSection {
     file: Option<PathBuf>,
     #[serde(default, deserialize_with = "size")]
     max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "log_level")]
     level: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     connection_summary: Option<Duration>,
@@ -348,6 +349,23 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
             "{text:?} is not a duration ({error}; e.g. \"100ms\", \"30s\")"
         ))
     })
+}
+
+/// A log level: off, error, warn, info, debug or trace.
+fn log_level<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let level = String::deserialize(deserializer)?;
+    check_log_level(&level).map_err(de::Error::custom)?;
+    Ok(Some(level))
+}
+
+/// Whether `level` is one `--log-level` takes.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    level
+        .parse::<tracing_subscriber::filter::LevelFilter>()
+        .map(drop)
+        .map_err(|_| {
+            format!("log level {level:?} is not one of off, error, warn, info, debug, trace")
+        })
 }
 
 /// A reserve as --disk-reserve reads it: a size, or a percentage such as "5%".

@@ -319,6 +319,9 @@ fn a_bad_value_is_refused_with_its_line_and_column() {
     let reason = refused("[storage]\nsync_interval = \"10 parsecs\"\n");
     assert!(reason.starts_with("2:17: "), "{reason}");
     assert!(reason.contains("not a duration"), "{reason}");
+    let reason = refused("[log]\nlevel = \"loud\"\n");
+    assert!(reason.starts_with("2:9: "), "{reason}");
+    assert!(reason.contains("not one of off, error"), "{reason}");
     let reason = refused("[limits]\nhistory = \"many\"\n");
     assert!(reason.starts_with("2:11: "), "{reason}");
     let reason = refused("[storage]\nmemory = true\ndata_dir = \"d\"\n");
