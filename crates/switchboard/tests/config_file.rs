@@ -380,3 +380,27 @@ fn the_example_config_file_is_valid_and_complete() {
         assert!(mentioned(key), "{key} missing from the example");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_unix_socket_comes_from_the_file_unless_a_flag_says_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[listen]\nunix = \"hub.sock\"\n");
+    let config = config.to_str().unwrap();
+    let socket = dir.path().join("hub.sock");
+    let settings = effective(&["--config", config], &[]);
+    assert_eq!(settings["listen"]["unix"], socket.to_str().unwrap());
+    let settings = effective(&["--config", config, "--no-unix"], &[]);
+    assert_eq!(settings["listen"]["unix"], false);
+    let settings = effective(&["--config", config, "--unix", "/tmp/elsewhere.sock"], &[]);
+    assert_eq!(settings["listen"]["unix"], "/tmp/elsewhere.sock");
+
+    let config = write_config(dir.path(), "[listen]\nunix = false\n");
+    let settings = effective(&["--config", config.to_str().unwrap()], &[]);
+    assert_eq!(
+        settings["listen"]["unix"], false,
+        "no socket, even on port 7420"
+    );
+    let reason = refused("[listen]\nunix = true\n");
+    assert!(reason.starts_with("2:8: "), "{reason}");
+}
