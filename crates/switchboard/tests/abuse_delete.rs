@@ -2,34 +2,18 @@
 //! durable server, the client library, and a restart; what was deleted is gone from
 //! memory, from the store and from the blob directory, and those who followed it are told.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use switchboard_client::{
-    ChannelOptions, Client, ClientConfig, ErrorCode, ErrorKind, EventKind, GroupItem, Payload,
-    Replay, Since,
+    ChannelOptions, ErrorCode, ErrorKind, EventKind, GroupItem, Payload, Replay, Since,
 };
-use switchboard_server::{Server, ServerHandle, SyncPolicy};
+use switchboard_server::SyncPolicy;
+
+mod support;
+use support::library::client;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn durable_server(dir: &Path) -> ServerHandle {
-    Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .data_dir(dir)
-        .sync(SyncPolicy::Always)
-        .start()
-        .await
-        .expect("server starts")
-}
-
-async fn client(server: &ServerHandle, name: &str) -> Client {
-    let addr = server.tcp_addr().expect("tcp").to_string();
-    Client::connect(ClientConfig::new(addr, name))
-        .await
-        .expect("client connects")
-}
 
 /// Waits until `done` holds, or fails after `WAIT`.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -46,7 +30,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told() {
     let dir = tempfile::tempdir().unwrap();
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Always).await;
     let alice = client(&server, "alice").await;
     let bob = client(&server, "bob").await;
     alice
@@ -142,7 +126,7 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
     server.shutdown().await;
 
     // After a restart: nothing of the deleted channel came back.
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Always).await;
     let carol = client(&server, "carol").await;
     let history = carol
         .get_messages("doomed", Since::All, None)
@@ -175,7 +159,7 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
 #[tokio::test]
 async fn a_deleted_group_tells_its_members_and_is_gone_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Always).await;
     let alice = client(&server, "alice").await;
     let bob = client(&server, "bob").await;
     let mut bob_feed = bob.group_feed().unwrap();
@@ -217,7 +201,7 @@ async fn a_deleted_group_tells_its_members_and_is_gone_after_a_restart() {
     bob.close().await.unwrap();
     server.shutdown().await;
 
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Always).await;
     let carol = client(&server, "carol").await;
     assert!(carol.list_groups().await.unwrap().is_empty());
     // The name is free again, and the new group has no member and no history.
@@ -238,7 +222,7 @@ async fn a_deleted_group_tells_its_members_and_is_gone_after_a_restart() {
 #[tokio::test]
 async fn deleting_an_unknown_channel_is_refused_with_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Always).await;
     let alice = client(&server, "alice").await;
     let error = alice.delete_channel("nothing").await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::NotFound));

@@ -3,30 +3,16 @@
 
 use std::path::Path;
 
-use switchboard_client::{Client, ClientConfig};
-use switchboard_server::{FjallStorage, Server, ServerHandle, Storage, SyncPolicy};
+use switchboard_client::Client;
+use switchboard_server::{FjallStorage, ServerHandle, Storage, SyncPolicy};
+
+mod support;
+use support::library::client;
 
 /// Members already in the large group before the server starts.
 const LARGE: usize = 20_000;
 /// Joins measured in each group.
 const JOINS: usize = 100;
-
-async fn durable_server(dir: &Path) -> ServerHandle {
-    Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .data_dir(dir)
-        .sync(SyncPolicy::Never)
-        .start()
-        .await
-        .expect("server starts")
-}
-
-async fn client(server: &ServerHandle, name: &str) -> Client {
-    let addr = server.tcp_addr().expect("tcp").to_string();
-    Client::connect(ClientConfig::new(addr, name))
-        .await
-        .expect("client connects")
-}
 
 async fn store_bytes(client: &Client) -> u64 {
     let stats = client.stats().await.unwrap();
@@ -91,7 +77,7 @@ async fn a_join_costs_the_same_in_a_group_of_twenty_thousand_as_in_an_empty_one(
         }
         store.close(&[]);
     }
-    let server = durable_server(dir.path()).await;
+    let server = support::library::durable_server(dir.path(), SyncPolicy::Never).await;
     let observer = client(&server, "observer").await;
     assert_eq!(observer.group_members("large").await.unwrap().len(), LARGE);
 

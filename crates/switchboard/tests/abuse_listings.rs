@@ -6,8 +6,11 @@
 use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
-use switchboard_client::{ChannelOptions, Client, ClientConfig};
+use switchboard_client::ChannelOptions;
 use switchboard_server::{Server, ServerHandle};
+
+mod support;
+use support::library::client;
 
 /// Small, so that a few hundred entries make many pages.
 const MAX_FRAME: u32 = 16 * 1024;
@@ -19,13 +22,6 @@ async fn server() -> ServerHandle {
         .start()
         .await
         .expect("server starts")
-}
-
-async fn client(server: &ServerHandle, name: &str) -> Client {
-    let addr = server.tcp_addr().expect("tcp").to_string();
-    Client::connect(ClientConfig::new(addr, name))
-        .await
-        .expect("client connects")
 }
 
 /// Finding: listings break past one frame. On a server whose frames hold 16 KiB, 1,500

@@ -5,25 +5,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchboard_client::{ChannelOptions, Client, ClientConfig, Payload, Replay, Since};
-use switchboard_server::{Server, ServerHandle};
+use switchboard_client::{ChannelOptions, Payload, Replay, Since};
+
+mod support;
+use support::library::{client, server};
 
 const MAX_AGE: Duration = Duration::from_millis(400);
-
-async fn server() -> ServerHandle {
-    Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .start()
-        .await
-        .expect("server starts")
-}
-
-async fn client(server: &ServerHandle, name: &str) -> Client {
-    let addr = server.tcp_addr().expect("tcp").to_string();
-    Client::connect(ClientConfig::new(addr, name))
-        .await
-        .expect("client connects")
-}
 
 /// Finding 12: once past the channel's maximum age, a message is never served (fetch,
 /// latest, replay, hashtag), and the server trims it from the idle channel by itself.

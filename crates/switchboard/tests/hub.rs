@@ -13,24 +13,12 @@ use switchboard_client::{
 };
 // The server's publish hook sees the protocol's own packet.
 use switchboard_proto::packet::Publish;
-use switchboard_server::{Hooks, PublishVerdict, Server, ServerHandle, SessionInfo};
+use switchboard_server::{Hooks, PublishVerdict, Server, SessionInfo};
+
+mod support;
+use support::library::{client, server};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn server() -> ServerHandle {
-    Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .start()
-        .await
-        .expect("server starts")
-}
-
-async fn client(server: &ServerHandle, name: &str) -> Client {
-    let addr = server.tcp_addr().expect("tcp").to_string();
-    Client::connect(ClientConfig::new(addr, name))
-        .await
-        .expect("client connects")
-}
 
 fn code_of(error: &ClientError) -> Option<ErrorCode> {
     error.code()

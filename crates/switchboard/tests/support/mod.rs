@@ -12,6 +12,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use switchboard_server::{Server, ServerHandle};
 
+pub mod library;
 #[cfg(unix)]
 pub mod terminal;
 
