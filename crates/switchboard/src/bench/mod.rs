@@ -290,27 +290,11 @@ fn run_id() -> String {
     format!("{millis}-{}", std::process::id())
 }
 
-/// Parses a body size: `16`, `1k`, `64K`, `1m`, `2KiB`, `512b`. Suffixes are powers of
-/// 1024, as message sizes usually are.
+/// Parses a body size: `16`, `1k`, `64K`, `1m`, `2KiB`, `512b`, with the suffixes every
+/// size flag takes (powers of 1024, as message sizes usually are).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let trimmed = text.trim();
-    let lower = trimmed.to_ascii_lowercase();
-    let without_unit = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, multiplier) = match without_unit.char_indices().last() {
-        Some((index, 'k')) => (&without_unit[..index], 1024),
-        Some((index, 'm')) => (&without_unit[..index], 1024 * 1024),
-        _ => (without_unit, 1),
-    };
-    let number: usize = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("{trimmed:?} is not a size such as 16, 1k or 64k"))?;
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{trimmed:?} is too large"))
+    let bytes = crate::cli::parse_bytes(text)?;
+    usize::try_from(bytes).map_err(|_| format!("{:?} is too large", text.trim()))
 }
 
 #[cfg(test)]
