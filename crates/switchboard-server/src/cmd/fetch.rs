@@ -115,14 +115,7 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
             };
         }
     }
-    let end = MessagesEnd { count, last_seq };
-    let _ = send(
-        session,
-        request_id,
-        Vec::new(),
-        Some(Box::new(Packet::MessagesEnd(end))),
-    )
-    .await;
+    send_end(session, request_id, MessagesEnd { count, last_seq }).await;
 }
 
 /// Sends messages taken at once (a hashtag's), in pages, then MESSAGES_END.
@@ -148,7 +141,11 @@ async fn send_snapshot(session: &Session, request_id: u32, messages: Vec<Arc<Sto
         }
         rest = after;
     }
-    let end = MessagesEnd { count, last_seq: 0 };
+    send_end(session, request_id, MessagesEnd { count, last_seq: 0 }).await;
+}
+
+/// Ends an answer with MESSAGES_END; a session already gone has nothing to be told.
+async fn send_end(session: &Session, request_id: u32, end: MessagesEnd) {
     let _ = send(
         session,
         request_id,
