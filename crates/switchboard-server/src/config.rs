@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::security::SecurityConfig;
 use crate::storage::{DiskReserve, SyncPolicy};
 
 /// Everything a server can be told. `ServerConfig::default()` is what `switchboard serve`
@@ -80,6 +81,8 @@ pub struct ServerConfig {
     /// refused with LIMIT_REACHED. Default: half the machine's physical memory where it
     /// can be read (Linux), else 4 GiB.
     pub max_memory: u64,
+    /// Users, tokens, JWT keys and roles; the default has none, an open hub.
+    pub security: SecurityConfig,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             disk_reserve: DiskReserve::default(),
             max_blob_bytes: None,
             max_memory: crate::budget::default_max_memory(),
+            security: SecurityConfig::default(),
         }
     }
 }

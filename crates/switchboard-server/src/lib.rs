@@ -33,6 +33,7 @@ mod error;
 mod hooks;
 mod hub;
 mod outbox;
+pub mod security;
 mod server;
 mod storage;
 mod time;

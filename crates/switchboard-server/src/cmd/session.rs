@@ -18,11 +18,15 @@ use crate::hooks::SessionInfo;
 use crate::hub::Caller;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
+use crate::security::Identity;
 
 /// A session's own state, owned by its connection task.
 pub(crate) struct Session {
     pub caller: Caller,
     pub info: SessionInfo,
+    /// Who the session is, as its handshake proved.
+    #[allow(dead_code)] // read by the permission checks
+    pub identity: Identity,
     pub connected_since_us: u64,
     /// Nothing heard for this long ends the session (three heartbeats); the connection's
     /// request loop keeps to it. Kept here rather than passed along, where each async
@@ -41,12 +45,14 @@ impl Session {
     pub fn new(
         caller: Caller,
         info: SessionInfo,
+        identity: Identity,
         connected_since_us: u64,
         idle_limit: Duration,
     ) -> Session {
         Session {
             caller,
             info,
+            identity,
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),

@@ -23,6 +23,7 @@ use crate::hub::stats::Counters;
 use crate::hub::{Caller, Hub};
 use crate::log;
 use crate::outbox::Outgoing;
+use crate::security::Identity;
 use crate::time::now_us;
 use crate::writer;
 
@@ -32,6 +33,7 @@ struct Accepted {
     request_id: u32,
     name: Text,
     info: SessionInfo,
+    identity: Identity,
     heartbeat: Duration,
 }
 
@@ -115,6 +117,7 @@ where
     Ok(Accepted {
         request_id,
         name,
+        identity: Identity::open(info.admin),
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })
@@ -143,6 +146,7 @@ where
         request_id,
         name,
         info,
+        identity,
         heartbeat,
     } = accepted;
     let client_id = info.client_id;
@@ -157,7 +161,7 @@ where
         name,
         outbox: outbox.clone(),
     };
-    let session = Session::new(caller, info, connected_since_us, heartbeat * 3);
+    let session = Session::new(caller, info, identity, connected_since_us, heartbeat * 3);
     let ack = SessionAck {
         client_id,
         session_id,

@@ -48,6 +48,7 @@ use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
 use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
+use crate::security::{Policy, SharedPolicy, shared_policy};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
@@ -140,6 +141,9 @@ pub struct Hub {
     frame_budget: Arc<crate::connection::FrameBudget>,
     /// What clients' subscriptions, channels, groups and hashtags may take in all.
     budget: Arc<MemoryBudget>,
+    /// Who may do what; replaced whole by a reload.
+    #[allow(dead_code)] // read by authentication and the permission checks
+    policy: SharedPolicy,
 }
 
 impl std::fmt::Debug for Hub {
@@ -168,6 +172,7 @@ impl Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
+            policy: shared_policy(config.security.clone()),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -234,6 +239,12 @@ impl Hub {
 
     /// The outbound queue of a new connection, with this server's bounds; it is closed
     /// (its kill switch pulled) when the server shuts down.
+    /// The security policy in force now.
+    #[allow(dead_code)] // read by authentication and the permission checks
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
     pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
         Outbox::new(
             conn_id,

@@ -1,0 +1,52 @@
+//! Who may do what. The configuration of identities and roles ([`SecurityConfig`]), the
+//! identity a session proves in its handshake ([`Identity`]), and the policy the hub
+//! holds while serving: compiled once from the configuration and swapped whole on a
+//! reload, so a request sees one consistent version of it.
+//!
+//! * `config`: users, tokens, JWT keys, the Unix uid map and roles, as configured;
+//! * `identity`: who a session is and how it proved it;
+//! * `permissions`: what a role allows, and the per-session cache of decisions;
+//! * `limits`: what a role may use (rates, counts, sizes).
+//!
+//! Without any identity configured the hub is open, as it has always been on a local
+//! machine: every session is anonymous and may do everything but the admin operations,
+//! which need the Unix socket or the admin token.
+
+mod config;
+mod identity;
+pub mod limits;
+pub mod permissions;
+
+use std::sync::Arc;
+
+pub use self::config::{
+    JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
+};
+pub use self::identity::{AuthMethod, Identity};
+
+/// The security settings in force, compiled from a [`SecurityConfig`]. Held by the hub
+/// behind an atomic pointer: a reload builds a new one and swaps it in.
+#[derive(Debug)]
+#[allow(dead_code)] // read by authentication and the permission checks
+pub(crate) struct Policy {
+    pub config: SecurityConfig,
+}
+
+#[allow(dead_code)] // read by authentication and the permission checks
+impl Policy {
+    pub fn new(config: SecurityConfig) -> Policy {
+        Policy { config }
+    }
+
+    /// Whether any way of logging in is configured; if not, the hub is open.
+    pub fn requires_identity(&self) -> bool {
+        self.config.has_identities()
+    }
+}
+
+/// The policy the hub serves with, replaced whole by a reload.
+pub(crate) type SharedPolicy = arc_swap::ArcSwap<Policy>;
+
+pub(crate) fn shared_policy(config: SecurityConfig) -> SharedPolicy {
+    arc_swap::ArcSwap::new(Arc::new(Policy::new(config)))
+}
