@@ -117,7 +117,7 @@ where
     Ok(Accepted {
         request_id,
         name,
-        identity: Identity::open(info.admin),
+        identity: hub.policy().anonymous_identity(info.admin),
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })

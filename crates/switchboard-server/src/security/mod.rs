@@ -42,6 +42,21 @@ impl Policy {
     pub fn requires_identity(&self) -> bool {
         self.config.has_identities()
     }
+
+    /// The identity of a session that presented no credentials: under the anonymous
+    /// role if one is configured, else open.
+    pub fn anonymous_identity(&self, admin: bool) -> Identity {
+        match &self.config.anonymous_role {
+            Some(role) => Identity {
+                user: None,
+                roles: vec![role.clone()],
+                method: AuthMethod::Anonymous,
+                admin,
+                expires_at_us: None,
+            },
+            None => Identity::open(admin),
+        }
+    }
 }
 
 /// The policy the hub serves with, replaced whole by a reload.
