@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::{ErrorDetail, Result};
+use crate::tls::TlsOptions;
 
 /// The server a client connects to when none is given.
 ///
@@ -39,6 +40,7 @@ pub struct ClientConfig {
     subscription_capacity: usize,
     feed_capacity: usize,
     send_queue_capacity: usize,
+    tls: Option<TlsOptions>,
 }
 
 impl ClientConfig {
@@ -240,6 +242,27 @@ impl ClientConfig {
         self
     }
 
+    /// Speaks TLS to the server with these options (a `tls://HOST:PORT` address uses TLS
+    /// with the default options: the system's root certificates).
+    ///
+    /// ```
+    /// use switchboard_client::{ClientConfig, TlsOptions};
+    ///
+    /// let config = ClientConfig::new("hub.example.com:7421", "alice")
+    ///     .with_tls(TlsOptions::new().with_ca_file("ca.pem"));
+    /// assert!(config.tls().and_then(|tls| tls.ca_file()).is_some());
+    /// ```
+    #[must_use]
+    pub fn with_tls(mut self, options: TlsOptions) -> Self {
+        self.tls = Some(options);
+        self
+    }
+
+    /// The TLS options set with [`ClientConfig::with_tls`], if any.
+    pub fn tls(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
+    }
+
     /// The server address as given.
     ///
     /// ```
@@ -353,7 +376,20 @@ impl ClientConfig {
 
     /// The parsed server address.
     pub(crate) fn address(&self) -> Result<ServerAddress> {
-        ServerAddress::parse(&self.server)
+        match (ServerAddress::parse(&self.server)?, &self.tls) {
+            (ServerAddress::Tcp(host_port), Some(options)) => {
+                Ok(ServerAddress::Tls(host_port, options.clone()))
+            }
+            (ServerAddress::Tls(host_port, _), Some(options)) => {
+                Ok(ServerAddress::Tls(host_port, options.clone()))
+            }
+            (ServerAddress::Unix(_), Some(_)) => Err(ErrorDetail::InvalidAddress(format!(
+                "{} (TLS is for TCP addresses)",
+                self.server
+            ))
+            .into()),
+            (address, None) => Ok(address),
+        }
     }
 }
 
@@ -369,6 +405,7 @@ impl Default for ClientConfig {
             subscription_capacity: Self::DEFAULT_SUBSCRIPTION_CAPACITY,
             feed_capacity: Self::DEFAULT_FEED_CAPACITY,
             send_queue_capacity: Self::DEFAULT_SEND_QUEUE_CAPACITY,
+            tls: None,
         }
     }
 }
@@ -386,6 +423,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("subscription_capacity", &self.subscription_capacity)
             .field("feed_capacity", &self.feed_capacity)
             .field("send_queue_capacity", &self.send_queue_capacity)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -397,6 +435,8 @@ pub(crate) enum ServerAddress {
     Tcp(String),
     /// `unix:/path`.
     Unix(PathBuf),
+    /// `tls://HOST:PORT` (or `HOST:PORT` with TLS options), with the options in force.
+    Tls(String, TlsOptions),
 }
 
 impl ServerAddress {
@@ -407,11 +447,17 @@ impl ServerAddress {
             }
             return Ok(ServerAddress::Unix(PathBuf::from(path)));
         }
+        let (tls, host_port) = match server.strip_prefix("tls://") {
+            Some(host_port) => (true, host_port),
+            None => (false, server),
+        };
         // A port is required: connecting to a bare host would pick no port at all.
-        match server.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(ServerAddress::Tcp(server.to_owned()))
-            }
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(if tls {
+                ServerAddress::Tls(host_port.to_owned(), TlsOptions::new())
+            } else {
+                ServerAddress::Tcp(host_port.to_owned())
+            }),
             _ => Err(ErrorDetail::InvalidAddress(server.to_owned()).into()),
         }
     }
@@ -435,12 +481,39 @@ mod tests {
             ServerAddress::parse("unix:/run/sb.sock").ok(),
             Some(ServerAddress::Unix("/run/sb.sock".into()))
         );
-        for bad in ["localhost", "unix:", ":7420", "host:port", "host:70000"] {
+        assert_eq!(
+            ServerAddress::parse("tls://hub.example.com:7421").ok(),
+            Some(ServerAddress::Tls(
+                "hub.example.com:7421".into(),
+                TlsOptions::new()
+            ))
+        );
+        for bad in [
+            "localhost",
+            "unix:",
+            ":7420",
+            "host:port",
+            "host:70000",
+            "tls://",
+            "tls://host",
+        ] {
             assert!(
                 ServerAddress::parse(bad).is_err(),
                 "{bad} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn tls_options_make_a_tcp_address_tls_and_are_refused_for_a_unix_socket() {
+        let options = TlsOptions::new().with_server_name("hub");
+        let tcp = ClientConfig::new("127.0.0.1:7421", "n").with_tls(options.clone());
+        assert_eq!(
+            tcp.address().ok(),
+            Some(ServerAddress::Tls("127.0.0.1:7421".into(), options.clone()))
+        );
+        let unix = ClientConfig::new("unix:/run/sb.sock", "n").with_tls(options);
+        assert!(unix.address().is_err());
     }
 
     #[test]

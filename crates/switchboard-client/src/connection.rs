@@ -49,7 +49,13 @@ pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
     let limit = config.request_timeout();
     tokio::time::timeout(limit, async {
         let (reader, writer) = connect_transport(&address).await?;
-        handshake(reader, writer, config).await
+        let opened = handshake(reader, writer, config).await;
+        match (&address, opened) {
+            // A TLS 1.3 server refuses a client certificate after the client's side of the
+            // handshake is done: the refusal arrives as an alert on the first read.
+            (ServerAddress::Tls(host_port, _), Err(error)) => Err(tls_refusal(host_port, error)),
+            (_, opened) => opened,
+        }
     })
     .await
     .map_err(|_| {
@@ -58,6 +64,17 @@ pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
             after: limit,
         })
     })?
+}
+
+/// A TLS fault that surfaced as an I/O error, in plain words; any other error as it is.
+fn tls_refusal(host_port: &str, error: ClientError) -> ClientError {
+    match error.detail() {
+        ErrorDetail::Io(io) => match crate::tls::rustls_error(io) {
+            Some(cause) => crate::tls::handshake_error(host_port, cause),
+            None => error,
+        },
+        _ => error,
+    }
 }
 
 /// Opens the socket and splits it into owned halves.
@@ -69,6 +86,13 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
             // latency to the last frame of each batch.
             stream.set_nodelay(true)?;
             let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        ServerAddress::Tls(host_port, options) => {
+            let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
+            stream.set_nodelay(true)?;
+            let stream = crate::tls::connect(stream, host_port, options).await?;
+            let (read, write) = tokio::io::split(stream);
             Ok((Box::new(read), Box::new(write)))
         }
         #[cfg(unix)]

@@ -243,7 +243,7 @@ impl ClientError {
     /// ```
     pub fn kind(&self) -> ErrorKind {
         match &*self.detail {
-            ErrorDetail::Io(_) => ErrorKind::Io,
+            ErrorDetail::Io(_) | ErrorDetail::Tls(_) => ErrorKind::Io,
             ErrorDetail::Protocol(_) | ErrorDetail::ListingStalled => ErrorKind::Protocol,
             ErrorDetail::Server { .. } => ErrorKind::Server,
             ErrorDetail::ConnectionClosed { .. } => ErrorKind::Closed,
@@ -445,6 +445,9 @@ pub(crate) enum ErrorDetail {
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
     /// The server sent something that is not valid protocol.
+    /// A TLS handshake failed, or the server refused the TLS session (its reason in words).
+    #[error("{0}")]
+    Tls(String),
     #[error("protocol error: {0}")]
     Protocol(#[source] ProtoError),
     /// The server answered the request with ERROR.

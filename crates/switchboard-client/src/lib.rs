@@ -103,6 +103,7 @@ mod payload;
 mod requests;
 mod shared;
 mod subscription;
+mod tls;
 mod upload;
 mod writer;
 
@@ -116,6 +117,7 @@ pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };
 pub use subscription::{SubscribeBuilder, Subscription};
+pub use tls::TlsOptions;
 pub use upload::CHUNK_SIZE;
 
 // The plain data types of the protocol that the API takes and returns.

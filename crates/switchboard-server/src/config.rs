@@ -12,6 +12,8 @@ use crate::storage::{DiskReserve, SyncPolicy};
 pub struct ServerConfig {
     /// TCP addresses to listen on ("127.0.0.1:7420"; port 0 picks a free port).
     pub tcp: Vec<String>,
+    /// TLS listeners, each with its certificate files and client certificate policy.
+    pub tls: Vec<crate::tls::TlsListenerConfig>,
     /// Unix socket path to listen on. Sessions on it may use admin operations (STOP).
     pub unix: Option<PathBuf>,
     /// Pre-shared HMAC-SHA256 key; when set, every frame must carry a valid tag.
@@ -89,6 +91,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             tcp: Vec::new(),
+            tls: Vec::new(),
             unix: None,
             hmac_key: None,
             admin_token: None,

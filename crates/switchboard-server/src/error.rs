@@ -12,10 +12,12 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("no listener configured: give a TCP address or a Unix socket path")]
+    #[error("no listener configured: give a TCP or TLS address or a Unix socket path")]
     NoListener,
     #[error("Unix sockets are not available on this platform")]
     UnixUnsupported,
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
 }

@@ -10,7 +10,7 @@ pub struct SessionInfo {
     pub client_id: u64,
     pub session_id: Uuid,
     pub name: String,
-    /// "tcp 127.0.0.1:50312" or "unix".
+    /// "tcp 127.0.0.1:50312", "tls 127.0.0.1:50312" or "unix".
     pub peer: String,
     pub admin: bool,
 }
@@ -29,6 +29,18 @@ pub enum PublishVerdict {
 pub trait Hooks: Send + Sync + 'static {
     /// A session is being opened; `Err(reason)` refuses it.
     fn on_connect(&self, _session: &SessionInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A TLS session that presented a verified client certificate is being opened, before
+    /// [`Hooks::on_connect`]; `certificate_names` are its subject CN, then its DNS and
+    /// email alternative names. `Err(reason)` refuses it. (The names are not kept in
+    /// [`SessionInfo`]: every session, TLS or not, would carry the room for them.)
+    fn on_client_certificate(
+        &self,
+        _session: &SessionInfo,
+        _certificate_names: &[String],
+    ) -> Result<(), String> {
         Ok(())
     }
 

@@ -37,6 +37,7 @@ pub mod security;
 mod server;
 mod storage;
 mod time;
+pub mod tls;
 mod unix_socket;
 mod writer;
 
@@ -50,6 +51,7 @@ pub use storage::{
     MemoryStorage, RepairReport, Snapshot, Space, SpaceProbe, Storage, StorageError, StoreHealth,
     StoreOptions, SyncFuture, SyncPolicy, repair,
 };
+pub use tls::{ClientAuth, TlsError, TlsListenerConfig, TlsReloader};
 
 /// Log categories, used as `tracing` targets.
 pub mod log {

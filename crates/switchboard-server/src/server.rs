@@ -18,6 +18,7 @@ use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
 use crate::storage::{FjallStorage, MemoryStorage, Storage, StoreOptions, SyncPolicy};
+use crate::tls::{TlsError, TlsListener, TlsListenerConfig, TlsReloader, accept_tls};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -50,6 +51,12 @@ impl ServerBuilder {
     /// Adds a TCP listener ("127.0.0.1:7420"; port 0 for any free port).
     pub fn listen_tcp(mut self, addr: impl Into<String>) -> Self {
         self.config.tcp.push(addr.into());
+        self
+    }
+
+    /// Adds a TLS listener (its files are read at start; see [`TlsListenerConfig`]).
+    pub fn listen_tls(mut self, listener: TlsListenerConfig) -> Self {
+        self.config.tls.push(listener);
         self
     }
 
@@ -101,9 +108,15 @@ impl ServerBuilder {
     /// Loads storage, binds every listener and starts accepting.
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         let config = self.config;
-        if config.tcp.is_empty() && config.unix.is_none() {
+        if config.tcp.is_empty() && config.tls.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        // Read before anything is opened: a bad certificate file is a start-up error.
+        let tls_listeners = config
+            .tls
+            .iter()
+            .map(|settings| TlsListener::load(settings.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut guard = None;
         let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
             (Some(storage), _) => storage,
@@ -149,6 +162,24 @@ impl ServerBuilder {
             tcp_addrs.push(local);
             tracker.spawn(accept_tcp(hub.clone(), listener, tracker.clone()));
         }
+        let mut tls_addrs = Vec::new();
+        for tls in &tls_listeners {
+            let addr = &tls.settings().addr;
+            let bind_error = |source| ServerError::Bind {
+                addr: format!("tls:{addr}"),
+                source,
+            };
+            let listener = bind_tcp(addr, config.backlog).await.map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            info!(target: log::GENERAL, addr = %local, client_auth = %tls.settings().client_auth, "listening on TLS");
+            tls_addrs.push(local);
+            tracker.spawn(accept_tls(
+                hub.clone(),
+                listener,
+                tls.clone(),
+                tracker.clone(),
+            ));
+        }
         tracker.spawn(log_connection_summaries(hub.clone()));
         let unix_socket = match &config.unix {
             Some(path) => Some(bind_unix(&hub, path, &tracker)?),
@@ -158,6 +189,8 @@ impl ServerBuilder {
             hub,
             tracker,
             tcp_addrs,
+            tls_addrs,
+            tls: TlsReloader::new(tls_listeners),
             unix_socket,
         })
     }
@@ -326,6 +359,8 @@ pub struct ServerHandle {
     hub: Arc<Hub>,
     tracker: TaskTracker,
     tcp_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    tls: TlsReloader,
     unix_socket: Option<crate::unix_socket::BoundSocket>,
 }
 
@@ -337,6 +372,25 @@ impl ServerHandle {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// The TLS addresses listened on, in the order configured.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Re-reads every TLS listener's certificate, key and client CA files and puts them
+    /// in force for new handshakes; connections already open keep theirs. When a file
+    /// cannot be read, every listener keeps the configuration it had and the error names
+    /// the file.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.reload()
+    }
+
+    /// What reloads the TLS files, for a task of its own (a signal handler) that outlives
+    /// a borrow of the handle.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls.clone()
     }
 
     pub fn unix_path(&self) -> Option<&std::path::Path> {

@@ -18,6 +18,20 @@ struct Effective {
     storage: Storage,
     runtime: Runtime,
     secrets: Secrets,
+    /// Last: TOML writes arrays of tables after the plain tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tls: Vec<Tls>,
+}
+
+/// A TLS listener, as `[[tls]]` writes it.
+#[derive(Serialize)]
+struct Tls {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    client_auth: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -91,6 +105,16 @@ pub fn run(args: &ServeArgs, format: CheckFormat) -> Result<()> {
     // Read only to prove they are readable and not empty; what they hold is dropped.
     let _secrets = crate::read_serve_secrets(args)?;
     let config = crate::serve::config_from(args, None, None);
+    // Reads each TLS listener's files as the server would, so a bad one fails here.
+    for listener in &config.tls {
+        listener.check().with_context(|| {
+            let origin = match &args.config {
+                Some(path) if args.tls.is_empty() => format!(" in {}", path.display()),
+                _ => String::new(),
+            };
+            format!("TLS listener {}{origin}", listener.addr)
+        })?;
+    }
     let effective = effective(args, &config);
     if format == CheckFormat::Json {
         let json =
@@ -160,6 +184,17 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                     .is_some_and(|token| !token.is_empty()))
             .then_some("(set in SWITCHBOARD_ADMIN_TOKEN)"),
         },
+        tls: config
+            .tls
+            .iter()
+            .map(|listener| Tls {
+                listen: listener.addr.clone(),
+                cert: listener.cert_file.clone(),
+                key: listener.key_file.clone(),
+                client_auth: listener.client_auth.to_string(),
+                client_ca: listener.client_ca_file.clone(),
+            })
+            .collect(),
     }
 }
 

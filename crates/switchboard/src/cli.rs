@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Client options")]
 pub struct ClientOptions {
-    /// Server to connect to: HOST:PORT or unix:PATH.
+    /// Server to connect to: HOST:PORT, tls://HOST:PORT or unix:PATH.
     #[arg(long, env = "SWITCHBOARD_SERVER", default_value = "127.0.0.1:7420")]
     pub server: String,
 
@@ -67,10 +67,33 @@ pub struct ClientOptions {
         default_missing_value = ""
     )]
     pub token: Option<String>,
+
+    /// Speak TLS to the server (as a tls:// address does), checking its certificate
+    /// against the system's root certificates, or --ca-file.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust the CA certificates of this PEM file instead of the system's (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Present this client certificate (PEM, leaf first) when the server asks for one;
+    /// needs --key (implies --tls).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Check the server's certificate against this name instead of the address's host
+    /// (implies --tls).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// The ids of the client options, as clap knows them.
-const CLIENT_OPTIONS: [&str; 7] = [
+const CLIENT_OPTIONS: [&str; 12] = [
     "server",
     "name",
     "json",
@@ -78,6 +101,11 @@ const CLIENT_OPTIONS: [&str; 7] = [
     "hmac_key_file",
     "token_file",
     "token",
+    "tls",
+    "ca_file",
+    "cert",
+    "key",
+    "tls_server_name",
 ];
 
 impl Cli {
@@ -141,6 +169,29 @@ impl Cli {
 }
 
 impl ClientOptions {
+    /// The TLS options the flags ask for; `None` when none of them is given (a tls://
+    /// address still uses TLS, with the system's roots).
+    pub fn tls_options(&self) -> Option<switchboard_client::TlsOptions> {
+        let wanted = self.tls
+            || self.ca_file.is_some()
+            || self.cert.is_some()
+            || self.tls_server_name.is_some();
+        if !wanted {
+            return None;
+        }
+        let mut options = switchboard_client::TlsOptions::new();
+        if let Some(path) = &self.ca_file {
+            options = options.with_ca_file(path);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            options = options.with_client_certificate(cert, key);
+        }
+        if let Some(name) = &self.tls_server_name {
+            options = options.with_server_name(name);
+        }
+        Some(options)
+    }
+
     /// Takes option `id` from `other`.
     fn take_option(&mut self, other: &ClientOptions, id: &str) {
         match id {
@@ -151,6 +202,11 @@ impl ClientOptions {
             "hmac_key_file" => self.hmac_key_file.clone_from(&other.hmac_key_file),
             "token_file" => self.token_file.clone_from(&other.token_file),
             "token" => self.token.clone_from(&other.token),
+            "tls" => self.tls = other.tls,
+            "ca_file" => self.ca_file.clone_from(&other.ca_file),
+            "cert" => self.cert.clone_from(&other.cert),
+            "key" => self.key.clone_from(&other.key),
+            "tls_server_name" => self.tls_server_name.clone_from(&other.tls_server_name),
             _ => {}
         }
     }
@@ -299,6 +355,26 @@ pub struct ServeArgs {
     /// TCP address to listen on (repeatable).
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:7420")]
     pub listen: Vec<String>,
+    /// TLS address to listen on (repeatable), serving --tls-cert and --tls-key. Given
+    /// here, these options replace the config file's TLS listeners.
+    #[arg(long = "tls", value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub tls: Vec<String>,
+    /// The TLS listeners' certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS listeners' private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether TLS clients must present a certificate: none, optional or required.
+    /// Default: required with --tls-client-ca, else none.
+    #[arg(long, value_name = "MODE", requires = "tls")]
+    pub tls_client_auth: Option<switchboard_server::ClientAuth>,
+    /// The config file's TLS listeners (paths already taken from the file's directory).
+    #[arg(skip)]
+    pub tls_from_file: Vec<switchboard_server::TlsListenerConfig>,
     /// Unix socket to listen on; sessions there may stop the server. Default: a socket
     /// named after the port in the temporary directory (none when the port is 0).
     #[arg(long, value_name = "PATH")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use switchboard_server::DiskReserve;
+use switchboard_server::{ClientAuth, DiskReserve, TlsListenerConfig};
 
 use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
 
@@ -33,6 +33,21 @@ pub struct ConfigFile {
     runtime: RuntimeSection,
     #[serde(default)]
     secrets: SecretsSection,
+    /// `[[tls]]`: one table per TLS listener.
+    #[serde(default)]
+    tls: Vec<TlsSection>,
+}
+
+/// `[[tls]]`: a TLS listener, its certificate files and its client certificate policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default, deserialize_with = "client_auth")]
+    client_auth: Option<ClientAuth>,
+    client_ca: Option<PathBuf>,
 }
 
 /// `[listen]`: where the server accepts connections.
@@ -169,6 +184,7 @@ impl ConfigFile {
             storage,
             runtime,
             secrets,
+            tls,
         } = self;
         if storage.memory == Some(true) && storage.data_dir.is_some() {
             anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
@@ -295,6 +311,29 @@ impl ConfigFile {
             secrets.admin_token_file.map(|path| Some(resolve(path))),
             is_given("admin_token_file") || token_in_env,
         );
+        // The flags' listeners, when given, replace the file's (see config_from).
+        args.tls_from_file = tls
+            .into_iter()
+            .map(|listener| {
+                let client_auth = listener.client_auth.unwrap_or(match listener.client_ca {
+                    Some(_) => ClientAuth::Required,
+                    None => ClientAuth::None,
+                });
+                if client_auth != ClientAuth::None && listener.client_ca.is_none() {
+                    anyhow::bail!(
+                        "[[tls]] listen = {:?}: client_auth = \"{client_auth}\" needs client_ca",
+                        listener.listen
+                    );
+                }
+                Ok(TlsListenerConfig {
+                    addr: listener.listen,
+                    cert_file: resolve(listener.cert),
+                    key_file: resolve(listener.key),
+                    client_auth,
+                    client_ca_file: listener.client_ca.map(resolve),
+                })
+            })
+            .collect::<Result<_>>()?;
         args.given = given;
         Ok(())
     }
@@ -396,6 +435,12 @@ fn disk_reserve<'de, D: Deserializer<'de>>(
         }
     }
     deserializer.deserialize_any(ReserveVisitor).map(Some)
+}
+
+/// A client certificate policy: "none", "optional" or "required".
+fn client_auth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<ClientAuth>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(de::Error::custom)
 }
 
 /// Worker threads, 1..=1024 as --threads takes them.

@@ -151,6 +151,7 @@ fn client_context(command: &mut Command) -> Result<commands::Context> {
         server: std::mem::take(&mut options.server),
         name: options.name.take(),
         json: options.json,
+        tls: options.tls_options(),
     })
 }
 

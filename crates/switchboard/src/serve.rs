@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use switchboard_server::{Server, ServerConfig, SyncPolicy};
+use switchboard_server::{ClientAuth, Server, ServerConfig, SyncPolicy, TlsListenerConfig};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
@@ -89,6 +89,23 @@ pub fn config_from(
         })
     };
     let defaults = ServerConfig::default();
+    let tls = if args.tls.is_empty() {
+        args.tls_from_file.clone()
+    } else {
+        args.tls
+            .iter()
+            .map(|addr| TlsListenerConfig {
+                addr: addr.clone(),
+                cert_file: args.tls_cert.clone().unwrap_or_default(),
+                key_file: args.tls_key.clone().unwrap_or_default(),
+                client_auth: args.tls_client_auth.unwrap_or(match args.tls_client_ca {
+                    Some(_) => ClientAuth::Required,
+                    None => ClientAuth::None,
+                }),
+                client_ca_file: args.tls_client_ca.clone(),
+            })
+            .collect()
+    };
     let sync = match args.sync {
         SyncArg::Always => SyncPolicy::Always,
         SyncArg::Interval => SyncPolicy::Interval(args.sync_interval),
@@ -96,6 +113,7 @@ pub fn config_from(
     };
     ServerConfig {
         tcp: args.listen.clone(),
+        tls,
         unix,
         hmac_key,
         admin_token,
@@ -132,6 +150,9 @@ pub async fn run(
         .context("cannot start the server")?;
     for addr in handle.tcp_addrs() {
         eprintln!("switchboard listening on {addr}");
+    }
+    for addr in handle.tls_addrs() {
+        eprintln!("switchboard listening on tls://{addr}");
     }
     if let Some(path) = handle.unix_path() {
         eprintln!("switchboard listening on unix:{}", path.display());

@@ -27,7 +27,7 @@ use tracing::{Instrument, info_span};
 
 pub(crate) use self::frame_budget::FrameBudget;
 use self::frame_reader::FrameReader;
-pub(crate) use self::transport::Transport;
+pub(crate) use self::transport::{Readable, Transport};
 use crate::cmd::Session;
 use crate::hub::Hub;
 
@@ -37,6 +37,12 @@ pub(crate) enum Peer {
     Tcp(std::net::SocketAddr),
     #[cfg_attr(not(unix), allow(dead_code))]
     Unix,
+    /// A TLS listener, with the names of the client's verified certificate (subject CN,
+    /// then DNS and email alternative names), empty when it presented none.
+    Tls {
+        addr: std::net::SocketAddr,
+        certificate_names: Vec<String>,
+    },
 }
 
 impl Peer {
@@ -44,6 +50,17 @@ impl Peer {
         match self {
             Peer::Tcp(addr) => format!("tcp {addr}"),
             Peer::Unix => "unix".to_owned(),
+            Peer::Tls { addr, .. } => format!("tls {addr}"),
+        }
+    }
+
+    /// The names of the client's verified certificate; empty without TLS or without one.
+    pub(crate) fn certificate_names(&self) -> &[String] {
+        match self {
+            Peer::Tls {
+                certificate_names, ..
+            } => certificate_names,
+            _ => &[],
         }
     }
 }
@@ -71,10 +88,16 @@ struct Opened<R> {
 /// while waiting is what an idle connection costs: the handshake, serving requests and
 /// the cleanup are each boxed, and their state exists only while they run.
 async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Box<Peer>) {
+    // The peer leaves its box in a block of its own: a box moved out of is freed only
+    // when its binding goes out of scope, which for the argument is the connection's end.
+    let peer = {
+        let boxed = peer;
+        *boxed
+    };
     let Some(Opened {
         mut session,
         mut reader,
-    }) = Box::pin(session::open(&hub, stream, *peer)).await
+    }) = Box::pin(session::open(&hub, stream, peer)).await
     else {
         return;
     };

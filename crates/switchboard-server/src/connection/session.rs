@@ -111,6 +111,13 @@ where
         let message = "the server is at its connection limit";
         return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
     }
+    let certificate_names = peer.certificate_names();
+    if !certificate_names.is_empty() {
+        debug!(target: log::CONNECTION, ?certificate_names, "client certificate");
+        if let Err(reason) = hub.hooks().on_client_certificate(&info, certificate_names) {
+            return Err(Refused::new(request_id, ErrorCode::Rejected, reason).into());
+        }
+    }
     if let Err(reason) = hub.hooks().on_connect(&info) {
         return Err(Refused::new(request_id, ErrorCode::Rejected, reason).into());
     }

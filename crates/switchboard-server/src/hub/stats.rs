@@ -24,6 +24,9 @@ pub struct Counters {
     /// Connections refused before a session opened (limits, hooks, bad handshakes).
     pub connections_refused: AtomicU64,
     pub corrupt_records_skipped: AtomicU64,
+    /// TLS connections dropped because their TLS handshake failed or timed out (also
+    /// counted in `connections_refused`).
+    pub tls_handshakes_failed: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
 }
@@ -55,6 +58,7 @@ impl Counters {
             stat("connections_closed", &self.connections_closed),
             stat("connections_refused", &self.connections_refused),
             stat("corrupt_records_skipped", &self.corrupt_records_skipped),
+            stat("tls_handshakes_failed", &self.tls_handshakes_failed),
             stat("slow_consumer_skipped", &self.slow_consumer_skipped),
         ]
     }

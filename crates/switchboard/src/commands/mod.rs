@@ -19,6 +19,8 @@ pub struct Context {
     pub json: bool,
     pub token: Option<String>,
     pub hmac_key: Option<Vec<u8>>,
+    /// TLS options from --tls, --ca-file, --cert/--key and --tls-server-name.
+    pub tls: Option<switchboard_client::TlsOptions>,
 }
 
 impl Context {
@@ -39,6 +41,9 @@ impl Context {
         }
         if let Some(key) = &self.hmac_key {
             config = config.with_hmac_key(key.clone());
+        }
+        if let Some(tls) = &self.tls {
+            config = config.with_tls(tls.clone());
         }
         config
     }

@@ -1,0 +1,158 @@
+//! Accepting TLS connections, and the configurations a reload swaps: each listener holds
+//! its rustls configuration in an `ArcSwap`; every handshake takes the one in force when
+//! it starts, so a reload changes what new handshakes see and nothing of the connections
+//! already open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info};
+
+use super::names::certificate_names;
+use super::settings::{TlsError, TlsListenerConfig};
+use super::stream::TlsTransport;
+use crate::connection::{self, Peer};
+use crate::hub::Hub;
+use crate::hub::stats::Counters;
+use crate::log;
+
+/// One TLS listener's settings and the rustls configuration in force.
+pub(crate) struct TlsListener {
+    settings: TlsListenerConfig,
+    current: ArcSwap<rustls::ServerConfig>,
+}
+
+impl TlsListener {
+    /// Reads the listener's files; an error names the file at fault.
+    pub(crate) fn load(settings: TlsListenerConfig) -> Result<TlsListener, TlsError> {
+        let current = ArcSwap::new(settings.load()?);
+        Ok(TlsListener { settings, current })
+    }
+
+    pub(crate) fn settings(&self) -> &TlsListenerConfig {
+        &self.settings
+    }
+}
+
+/// Re-reads every TLS listener's certificate, key and client CA files and puts the new
+/// configurations in force together: either every listener gets its new files or, when
+/// one cannot be read, none changes.
+#[derive(Clone, Default)]
+pub struct TlsReloader {
+    listeners: Arc<[Arc<TlsListener>]>,
+}
+
+impl TlsReloader {
+    pub(crate) fn new(listeners: Vec<Arc<TlsListener>>) -> Self {
+        TlsReloader {
+            listeners: listeners.into(),
+        }
+    }
+
+    /// Reloads every listener's files. New handshakes use them; connections already open
+    /// keep the certificate they were opened with. On an error, the configurations in
+    /// force stay and the error names the file at fault.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = self
+            .listeners
+            .iter()
+            .map(|listener| listener.settings.load())
+            .collect::<Result<Vec<_>, _>>()?;
+        for (listener, config) in self.listeners.iter().zip(fresh) {
+            listener.current.store(config);
+            info!(target: log::GENERAL, addr = %listener.settings.addr, "TLS certificates reloaded");
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
+}
+
+/// Accepts connections on a TLS listener until shutdown; each runs its TLS handshake on a
+/// task of its own, so a slow handshake never holds up the next accept.
+pub(crate) async fn accept_tls(
+    hub: Arc<Hub>,
+    socket: TcpListener,
+    tls: Arc<TlsListener>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = hub.shutting_down() => return,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                debug!(target: log::CONNECTION, %peer, "accepted on TLS");
+                let config = tls.current.load_full();
+                tracker.spawn(serve_tls(hub.clone(), stream, peer, config));
+            }
+            Err(error) => {
+                error!(target: log::ERROR, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake, within the handshake time limit, then the connection as on plain
+/// TCP. A peer that does not complete the handshake (plaintext, garbage, an HTTP request,
+/// a certificate the listener refuses) is dropped and counted as refused.
+async fn serve_tls(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+) {
+    let limit = hub.config().handshake_timeout;
+    let handshake = Box::pin(tokio::time::timeout(
+        limit,
+        TlsAcceptor::from(config).accept(stream),
+    ));
+    let handshake = tokio::select! {
+        () = hub.shutting_down() => return,
+        handshake = handshake => handshake,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            refused(&hub);
+            debug!(target: log::CONNECTION, peer = %addr, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            refused(&hub);
+            debug!(target: log::CONNECTION, peer = %addr, "no TLS handshake within {limit:?}; closing");
+            return;
+        }
+    };
+    let certificate_names = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| certificate_names(leaf))
+        .unwrap_or_default();
+    debug!(target: log::CONNECTION, peer = %addr, ?certificate_names, "TLS handshake complete");
+    let peer = Peer::Tls {
+        addr,
+        certificate_names,
+    };
+    connection::serve(hub, TlsTransport(stream), peer).await;
+}
+
+fn refused(hub: &Hub) {
+    Counters::add(&hub.counters().connections_refused, 1);
+    Counters::add(&hub.counters().tls_handshakes_failed, 1);
+}
