@@ -1,10 +1,11 @@
 //! The server under test: one this process starts (`--embedded`, on 127.0.0.1:0) or the
 //! one at `--server`; how to open bench connections to it, and what can be read about
-//! the server process (memory, CPU time) from `/proc`.
+//! the server process (memory, CPU time) from `/proc`. With `--embedded --tls`, the
+//! embedded server listens on TLS only, with a certificate made for the run.
 
 use anyhow::{Context as _, Result, bail};
-use switchboard_client::{Client, ClientConfig};
-use switchboard_server::{Server, ServerHandle};
+use switchboard_client::{Client, ClientConfig, TlsOptions};
+use switchboard_server::{Server, ServerHandle, TlsListenerConfig};
 
 use super::Settings;
 use crate::commands::Context;
@@ -18,6 +19,8 @@ pub(super) struct Target {
     software: String,
     /// The process whose memory and CPU time are the server's: this one when embedded.
     server_pid: Option<u32>,
+    /// The embedded TLS listener's certificate files, removed at the end.
+    certificates: Option<RunCertificates>,
 }
 
 impl Target {
@@ -28,8 +31,20 @@ impl Target {
                 "--server-pid is for an external server; with --embedded the server is this process"
             );
         }
+        let certificates = match (settings.embedded, &ctx.tls) {
+            (true, Some(_)) => Some(RunCertificates::make()?),
+            _ => None,
+        };
         let (address, embedded) = if settings.embedded {
-            let mut builder = Server::builder().listen_tcp("127.0.0.1:0");
+            let mut builder = Server::builder();
+            builder = match &certificates {
+                Some(files) => builder.listen_tls(TlsListenerConfig::new(
+                    "127.0.0.1:0",
+                    files.dir.join("server.pem"),
+                    files.dir.join("server.key"),
+                )),
+                None => builder.listen_tcp("127.0.0.1:0"),
+            };
             if let Some(key) = &ctx.hmac_key {
                 builder = builder.hmac_key(key.clone());
             }
@@ -37,15 +52,22 @@ impl Target {
                 .start()
                 .await
                 .context("cannot start the embedded server")?;
-            let address = handle
-                .tcp_addr()
-                .context("the embedded server has no TCP address")?
-                .to_string();
+            let address = match &certificates {
+                Some(_) => handle
+                    .tls_addrs()
+                    .first()
+                    .map(|addr| format!("tls://{addr}")),
+                None => handle.tcp_addr().map(|addr| addr.to_string()),
+            }
+            .context("the embedded server has no address")?;
             (address, Some(handle))
         } else {
             (ctx.server.clone(), None)
         };
-        let config = ctx.config_for(&address);
+        let mut config = ctx.config_for(&address);
+        if let Some(files) = &certificates {
+            config = config.with_tls(TlsOptions::new().with_ca_file(files.dir.join("ca.pem")));
+        }
         let probe = Client::connect(config.clone().with_name("bench-probe"))
             .await
             .with_context(|| format!("cannot connect to {address}"))?;
@@ -62,6 +84,7 @@ impl Target {
             config,
             software,
             server_pid,
+            certificates,
         })
     }
 
@@ -111,6 +134,46 @@ impl Target {
         if let Some(handle) = self.embedded {
             handle.shutdown().await;
         }
+        if let Some(files) = self.certificates {
+            let _ = std::fs::remove_dir_all(&files.dir);
+        }
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 made for one run (ca.pem, server.pem and
+/// server.key in a directory of their own).
+struct RunCertificates {
+    dir: std::path::PathBuf,
+}
+
+impl RunCertificates {
+    fn make() -> Result<RunCertificates> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "switchboard bench CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &ca)?;
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-bench-tls-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for (file, pem) in [
+            ("ca.pem", ca.pem()),
+            ("server.pem", server.pem()),
+            ("server.key", key.serialize_pem()),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, pem)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(RunCertificates { dir })
     }
 }
 
