@@ -91,7 +91,8 @@ impl ClientConfig {
     /// ```
     pub const DEFAULT_SEND_QUEUE_CAPACITY: usize = 4096;
 
-    /// A configuration for `server` (`"HOST:PORT"` or `"unix:/path"`) under `name`.
+    /// A configuration for `server` (`"HOST:PORT"`, `"tls://HOST:PORT"` or `"unix:/path"`)
+    /// under `name`.
     ///
     /// ```
     /// use switchboard_client::ClientConfig;

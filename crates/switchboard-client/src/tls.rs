@@ -186,9 +186,13 @@ pub(crate) fn handshake_error(host_port: &str, cause: &rustls::Error) -> ClientE
         Error::InvalidCertificate(other) => {
             format!("the server's certificate is not trusted: {other:?}")
         }
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate (CertificateRequired): give a \
+             certificate and key issued by a CA it trusts"
+                .to_owned()
+        }
         Error::AlertReceived(
-            alert @ (AlertDescription::CertificateRequired
-            | AlertDescription::BadCertificate
+            alert @ (AlertDescription::BadCertificate
             | AlertDescription::UnknownCA
             | AlertDescription::CertificateUnknown
             | AlertDescription::AccessDenied),

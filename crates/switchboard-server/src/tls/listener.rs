@@ -126,6 +126,17 @@ async fn serve_tls(
     };
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
+        // Gone before saying anything (a port probe, a health check): nothing was refused,
+        // as on plain TCP.
+        Ok(Err(error))
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            debug!(target: log::CONNECTION, peer = %addr, %error, "connection ended during the TLS handshake");
+            return;
+        }
         Ok(Err(error)) => {
             refused(&hub);
             debug!(target: log::CONNECTION, peer = %addr, %error, "TLS handshake failed");
