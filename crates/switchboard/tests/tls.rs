@@ -555,3 +555,84 @@ fn the_cli_talks_tls_to_a_serve_process() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test]
+async fn a_silent_connection_on_a_tls_port_is_dropped_at_the_handshake_limit() {
+    let pki = Pki::new();
+    let server = Server::builder()
+        .listen_tls(pki.listener())
+        .configure(|config| config.handshake_timeout = Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let addr = server.tls_addrs()[0];
+    let started = Instant::now();
+    let received = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let mut received = Vec::new();
+        let _ = socket.read_to_end(&mut received);
+        received
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    assert!(received.is_empty(), "{received:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert_eq!(stat(&server, "tls_handshakes_failed"), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_changes_every_listener_or_none() {
+    let pki = Pki::new();
+    let dir = pki.dir.path();
+    let (second_cert, second_key) = write_pair(dir, "second", pki.ca.issue("hub", &["127.0.0.1"]));
+    let server = Server::builder()
+        .listen_tls(pki.listener())
+        .listen_tls(TlsListenerConfig::new(
+            "127.0.0.1:0",
+            &second_cert,
+            &second_key,
+        ))
+        .start()
+        .await
+        .unwrap();
+    let other = Ca::new("Other CA");
+    let other_file = other.write(dir, "other-ca.pem");
+    // The first listener's files are renewed by another CA; the second's key is broken.
+    let (cert, key) = other.issue("hub", &["127.0.0.1"]);
+    std::fs::write(&pki.cert_file, cert).unwrap();
+    std::fs::write(&pki.key_file, key).unwrap();
+    std::fs::write(&second_key, "broken").unwrap();
+    let error = server.reload_tls().expect_err("the second key is broken");
+    assert!(error.to_string().contains("second.key"), "{error}");
+
+    // Neither listener changed: both still serve certificates of the first CA.
+    for addr in server.tls_addrs() {
+        let config = ClientConfig::new(format!("tls://{addr}"), "probe")
+            .with_tls(TlsOptions::new().with_ca_file(&pki.ca_file))
+            .with_request_timeout(WAIT);
+        Client::connect(config).await.unwrap();
+    }
+    // Once the broken file is fixed, both change together.
+    std::fs::write(&second_key, pki.ca.issue("hub", &["127.0.0.1"]).1).unwrap();
+    let error = server
+        .reload_tls()
+        .expect_err("the key no longer matches its certificate");
+    assert!(error.to_string().contains("second"), "{error}");
+    let (cert, key) = other.issue("hub", &["127.0.0.1"]);
+    std::fs::write(&second_cert, cert).unwrap();
+    std::fs::write(&second_key, key).unwrap();
+    server.reload_tls().unwrap();
+    for addr in server.tls_addrs() {
+        let config = ClientConfig::new(format!("tls://{addr}"), "probe")
+            .with_tls(TlsOptions::new().with_ca_file(&other_file))
+            .with_request_timeout(WAIT);
+        Client::connect(config).await.unwrap();
+    }
+    server.shutdown().await;
+}
