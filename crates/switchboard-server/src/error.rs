@@ -16,6 +16,8 @@ pub enum ServerError {
     NoListener,
     #[error("Unix sockets are not available on this platform")]
     UnixUnsupported,
+    #[error("{0}")]
+    Config(#[from] crate::security::ReloadError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
 }
