@@ -465,3 +465,60 @@ async fn a_reload_disconnects_the_sessions_it_no_longer_accepts() {
     ));
     server.shutdown().await;
 }
+
+/// A role's hashtag cap counts the tags a user's messages bring into the index: a
+/// message bringing more is refused with LIMIT_REACHED, tags already in use are free,
+/// and tags leaving the index (their channel deleted) give their places back.
+#[tokio::test]
+async fn a_roles_hashtag_cap_counts_the_tags_a_user_brings_into_use() {
+    let clock = ManualClock::new();
+    let server = start(&clock, |config| {
+        config.security = guest_config(LimitSpec {
+            max_hashtags: Some(2),
+            ..LimitSpec::default()
+        });
+    })
+    .await;
+    let mut alice = session(&server, "alice").await;
+    let mut tagged = async |channel: &str, text: &str| {
+        alice
+            .request(Packet::Publish(Publish {
+                channel: channel.into(),
+                content_type: "text/plain".into(),
+                body: text.to_owned().into(),
+                ..Publish::default()
+            }))
+            .await
+    };
+    assert!(matches!(
+        tagged("a", "#rust and #tokio").await,
+        Packet::PublishAck(_)
+    ));
+    let answer = tagged("a", "now #serde").await;
+    assert_eq!(refused(&answer).code, ErrorCode::LimitReached);
+    assert_eq!(
+        refused(&answer).message.as_str(),
+        "a user may bring at most 2 hashtags into use"
+    );
+    assert!(matches!(
+        tagged("b", "#rust again").await,
+        Packet::PublishAck(_)
+    ));
+    // Channel a goes; #tokio (only there) leaves the index, #rust stays (in b).
+    let deleted = alice
+        .request(Packet::DeleteChannel(DeleteChannel { name: "a".into() }))
+        .await;
+    assert!(matches!(deleted, Packet::Ok(_)), "{deleted:?}");
+    assert!(matches!(
+        alice
+            .request(Packet::Publish(Publish {
+                channel: "b".into(),
+                content_type: "text/plain".into(),
+                body: "now #serde".into(),
+                ..Publish::default()
+            }))
+            .await,
+        Packet::PublishAck(_)
+    ));
+    server.shutdown().await;
+}

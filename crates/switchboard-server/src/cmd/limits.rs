@@ -152,6 +152,11 @@ impl Session {
                 "channels",
             ),
             Owned::Group => (&session.usage.groups, session.limits.max_groups, "groups"),
+            Owned::Hashtag => (
+                &session.usage.hashtags,
+                session.limits.max_hashtags,
+                "hashtags",
+            ),
         };
         reserve(hub, counter, cap, what)?;
         Ok(Created(Some((kind, session.usage.clone()))))
@@ -176,7 +181,78 @@ impl Created {
             match kind {
                 Owned::Channel => usage.channels.release(1),
                 Owned::Group => usage.groups.release(1),
+                Owned::Hashtag => usage.hashtags.release(1),
             }
+        }
+    }
+}
+
+/// Hashtags a publish would bring into the index, counted against its user's cap until
+/// the publish is known to have happened.
+pub(super) struct NewTags {
+    tags: Vec<String>,
+    usage: Option<Arc<Usage>>,
+}
+
+impl NewTags {
+    /// Nothing counted (a publish to a group carries no indexed tags).
+    pub fn reserve_none() -> NewTags {
+        NewTags {
+            tags: Vec::new(),
+            usage: None,
+        }
+    }
+
+    /// Counts the tags of a message that are new to the index against the user's cap,
+    /// all or none.
+    pub fn reserve(
+        hub: &Hub,
+        session: &Session,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<NewTags, Refusal> {
+        let none = NewTags::reserve_none();
+        let Some(limits) = &session.limits else {
+            return Ok(none);
+        };
+        let Some(cap) = limits.limits.max_hashtags else {
+            return Ok(none);
+        };
+        let mut tags = switchboard_proto::subject::message_hashtags(content_type, body);
+        tags.retain(|tag| !hub.has_tag(tag));
+        if tags.is_empty() {
+            return Ok(none);
+        }
+        limits
+            .usage
+            .hashtags
+            .reserve_many(tags.len() as u64, Some(cap))
+            .map_err(|cap| {
+                Counters::add(&hub.counters().limit_refusals, 1);
+                Refusal::new(
+                    ErrorCode::LimitReached,
+                    format!("a user may bring at most {cap} hashtags into use"),
+                )
+            })?;
+        Ok(NewTags {
+            tags,
+            usage: Some(limits.usage.clone()),
+        })
+    }
+
+    /// The publish happened: the tags count until they leave the index.
+    pub fn made(self, hub: &Hub) {
+        if let Some(usage) = &self.usage {
+            for tag in &self.tags {
+                hub.usage().own(Owned::Hashtag, tag, usage);
+            }
+        }
+    }
+
+    /// It did not: the count goes back.
+    pub fn not_made(self) {
+        if let Some(usage) = self.usage {
+            usage.hashtags.release(self.tags.len() as u64);
         }
     }
 }

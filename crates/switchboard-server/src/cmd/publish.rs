@@ -9,6 +9,7 @@ use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
@@ -45,12 +46,29 @@ pub(crate) async fn publish(
         }
         _ => None,
     };
+    let new_tags = match publish.scope {
+        Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
+        _ => Ok(NewTags::reserve_none()),
+    };
+    let new_tags = match new_tags {
+        Ok(new_tags) => new_tags,
+        Err(refusal) => {
+            if let Some((creation, _)) = creation {
+                creation.not_made();
+            }
+            return session.refuse(request_id, refusal).await;
+        }
+    };
     let result = hub.publish(&session.caller, publish, unchanged.then_some(body_crc));
     if let Some((creation, channel)) = creation {
         match &result {
             Ok(_) => creation.made(hub, &channel),
             Err(_) => creation.not_made(),
         }
+    }
+    match &result {
+        Ok(_) => new_tags.made(hub),
+        Err(_) => new_tags.not_made(),
     }
     match result {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,

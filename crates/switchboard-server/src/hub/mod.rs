@@ -401,6 +401,11 @@ impl Hub {
         self.channels.len()
     }
 
+    /// Whether the hashtag index holds `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.lock().contains(tag)
+    }
+
     /// Recent messages carrying `tag`, oldest first.
     pub fn tagged(&self, tag: &str, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
         self.tags.lock().range(tag, since, limit)
@@ -582,7 +587,7 @@ impl Hub {
         event.channel = name.into();
         event.time_us = now_us();
         let frame = self.shared_frame(&Packet::Event(event));
-        let (messages, stored) = self
+        let (messages, stored, tags_left) = self
             .channels
             .remove_with(name, |channel| {
                 let mut history = channel.history.lock();
@@ -594,7 +599,7 @@ impl Hub {
                 } else {
                     self.storage.delete_channel(name)
                 };
-                self.tags.lock().remove(&messages, &self.budget);
+                let tags_left = self.tags.lock().remove(&messages, &self.budget);
                 // Still under the history lock: after every message of the channel queued.
                 if let Some(frame) = &frame {
                     for outbox in self.routes.connections_for(name) {
@@ -602,9 +607,12 @@ impl Hub {
                     }
                 }
                 drop(history);
-                (messages, stored)
+                (messages, stored, tags_left)
             })
             .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
+        for tag in &tags_left {
+            self.usage.disown(Owned::Hashtag, tag);
+        }
         // The last references to streamed bodies, unless a reader is still sending one.
         drop(messages);
         self.budget.release(budget::channel_cost(name));

@@ -44,6 +44,9 @@ pub struct LimitSpec {
     /// Groups a user created that still exist.
     #[serde(default)]
     pub max_groups: Option<u64>,
+    /// Hashtags a user's messages brought into the hashtag index that are still in it.
+    #[serde(default)]
+    pub max_hashtags: Option<u64>,
     /// Largest body a session may publish or relay, in bytes.
     #[serde(default)]
     pub max_body: Option<u64>,
@@ -83,6 +86,7 @@ pub struct Limits {
     pub max_subscriptions: Option<u64>,
     pub max_channels: Option<u64>,
     pub max_groups: Option<u64>,
+    pub max_hashtags: Option<u64>,
     pub max_body: Option<u64>,
 }
 
@@ -110,6 +114,7 @@ impl Limits {
         max_subscriptions: Some(1000),
         max_channels: Some(100),
         max_groups: Some(100),
+        max_hashtags: Some(1000),
         max_body: None,
     };
 
@@ -122,6 +127,7 @@ impl Limits {
         max_subscriptions: None,
         max_channels: None,
         max_groups: None,
+        max_hashtags: None,
         max_body: None,
     };
 
@@ -157,6 +163,7 @@ impl Limits {
             max_subscriptions: cap(spec.max_subscriptions, defaults.max_subscriptions),
             max_channels: cap(spec.max_channels, defaults.max_channels),
             max_groups: cap(spec.max_groups, defaults.max_groups),
+            max_hashtags: cap(spec.max_hashtags, defaults.max_hashtags),
             max_body: cap(spec.max_body, defaults.max_body),
         }
     }
@@ -170,6 +177,7 @@ impl Limits {
             max_subscriptions: generous_cap(self.max_subscriptions, other.max_subscriptions),
             max_channels: generous_cap(self.max_channels, other.max_channels),
             max_groups: generous_cap(self.max_groups, other.max_groups),
+            max_hashtags: generous_cap(self.max_hashtags, other.max_hashtags),
             max_body: generous_cap(self.max_body, other.max_body),
         }
     }

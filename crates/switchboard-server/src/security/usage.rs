@@ -20,6 +20,7 @@ pub(crate) struct Usage {
     pub subscriptions: Counter,
     pub channels: Counter,
     pub groups: Counter,
+    pub hashtags: Counter,
 }
 
 /// A count held against a cap.
@@ -29,15 +30,20 @@ pub(crate) struct Counter(AtomicU64);
 impl Counter {
     /// Counts one more unless `cap` is reached; `Err` gives the cap.
     pub fn reserve(&self, cap: Option<u64>) -> Result<(), u64> {
+        self.reserve_many(1, cap)
+    }
+
+    /// Counts `count` more, all or none, unless that passes `cap`; `Err` gives the cap.
+    pub fn reserve_many(&self, count: u64, cap: Option<u64>) -> Result<(), u64> {
         match cap {
             None => {
-                self.0.fetch_add(1, Ordering::Relaxed);
+                self.0.fetch_add(count, Ordering::Relaxed);
                 Ok(())
             }
             Some(cap) => self
                 .0
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                    (held < cap).then_some(held + 1)
+                    (held.saturating_add(count) <= cap).then_some(held + count)
                 })
                 .map(drop)
                 .map_err(|_| cap),
@@ -62,6 +68,8 @@ impl Counter {
 pub(crate) enum Owned {
     Channel,
     Group,
+    /// A hashtag the user's message brought into the index.
+    Hashtag,
 }
 
 /// A session's limits and the usage record they are counted in. `None` on a session
@@ -118,6 +126,7 @@ impl UsageTable {
             match kind {
                 Owned::Channel => usage.channels.release(1),
                 Owned::Group => usage.groups.release(1),
+                Owned::Hashtag => usage.hashtags.release(1),
             }
         }
     }
