@@ -34,7 +34,8 @@ pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
 /// server's reload source and put in force; the answer is OK, or ERROR with the reason
 /// it was refused (the configuration in force is kept).
 pub(crate) async fn reload(hub: &Hub, session: &Session, request_id: u32) {
-    // Once roles carry admin permissions, a session whose roles grant `reload` may too.
+    // The permission check goes here: a session whose roles grant
+    // `AdminOperation::Reload` may reload too, once roles are enforced.
     if !session.info.admin && !session.identity.admin {
         session
             .refuse(
