@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use switchboard_client::{Client, ClientConfig};
+use switchboard_server::security::limits::AddressLimits;
 use switchboard_server::{Server, ServerHandle};
 
 use super::Settings;
@@ -29,7 +30,17 @@ impl Target {
             );
         }
         let (address, embedded) = if settings.embedded {
-            let mut builder = Server::builder().listen_tcp("127.0.0.1:0");
+            // The benchmark is the embedded server's only client, from one address: the
+            // per-address limits would measure themselves.
+            let mut builder = Server::builder()
+                .listen_tcp("127.0.0.1:0")
+                .configure(|config| {
+                    config.limits.per_address = AddressLimits {
+                        connections_per_ip: 0,
+                        new_connections_per_second: 0,
+                        new_connection_burst: 0,
+                    };
+                });
             if let Some(key) = &ctx.hmac_key {
                 builder = builder.hmac_key(key.clone());
             }
