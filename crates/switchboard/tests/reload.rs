@@ -306,3 +306,26 @@ fn per_address_limits_come_from_the_file() {
     assert!(reason.contains("switchboard.toml:7:"), "{reason}");
     assert!(reason.contains("publish_rate"), "{reason}");
 }
+
+/// `[limits.no_role]` limits the sessions without a role (every session of a hub
+/// without roles).
+#[test]
+fn limits_for_sessions_without_a_role_come_from_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(
+        &dir.path().join("switchboard.toml"),
+        "[limits.no_role]\nmax_body = 5\n",
+    );
+    let server = serve(dir.path());
+    let refused = cli_at(&server.addr, "alice")
+        .args(["pub", "news", "0123456789"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("limit of 5 bytes"), "{stderr}");
+    cli_at(&server.addr, "alice")
+        .args(["pub", "news", "short"])
+        .assert()
+        .success();
+    assert_eq!(server.stat("limit_refusals"), 1);
+}
