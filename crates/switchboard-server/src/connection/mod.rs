@@ -62,7 +62,10 @@ pub(crate) fn serve<S: Transport>(
     let span = info_span!("conn", peer = %peer.describe());
     // The peer is boxed: an async fn keeps its arguments for its whole life, and the
     // box is freed once the handshake has taken what it needs.
-    run(hub, stream, Box::new(peer), slot).instrument(span)
+    // The slot is boxed too: a pointer in the task's future, which lives as long as the
+    // connection, costs an idle session less than the slot itself (the task's size is
+    // rounded up to whole cache lines).
+    run(hub, stream, Box::new(peer), slot.map(Box::new)).instrument(span)
 }
 
 /// Tells a connection refused before its handshake why (the server's preface, then an
@@ -102,7 +105,12 @@ struct Opened<R> {
 /// The connection task. Its future lives as long as the connection, so what it holds
 /// while waiting is what an idle connection costs: the handshake, serving requests and
 /// the cleanup are each boxed, and their state exists only while they run.
-async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Box<Peer>, slot: Option<AddressSlot>) {
+async fn run<S: Transport>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer: Box<Peer>,
+    slot: Option<Box<AddressSlot>>,
+) {
     let Some(Opened {
         mut session,
         mut reader,
