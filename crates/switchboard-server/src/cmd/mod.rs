@@ -65,7 +65,13 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
     if let Some(limits) = &session.limits
         && let Err(refusal) = limits::admit(hub, limits, &packet)
     {
-        session.refuse(request_id, refusal).await;
+        // Logged at debug only, unlike other refusals: a client over its rate would
+        // otherwise write a log line for every request it floods in (the counters say
+        // how many).
+        debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+        session
+            .reply(request_id, Packet::Error(refusal.to_packet()))
+            .await;
         return AfterRequest::Continue;
     }
     match packet {
