@@ -107,8 +107,7 @@ impl Session {
             }
             (Some(current), None) => {
                 current.usage.subscriptions.release(held);
-                hub.usage()
-                    .leave(self.identity.user.as_deref(), current.usage);
+                hub.usage().leave(current.usage);
                 None
             }
         };

@@ -14,6 +14,8 @@ use super::limits::{Bucket, Limits};
 /// One user's buckets and counts.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
+    /// The user it counts for; `None` for an anonymous session's own record.
+    user: Option<Box<str>>,
     pub publishes: Bucket,
     pub relays: Bucket,
     pub requests: Bucket,
@@ -96,15 +98,25 @@ impl UsageTable {
     /// anonymous session.
     pub fn join(&self, user: Option<&str>) -> Arc<Usage> {
         match user {
-            Some(user) => self.users.lock().entry(user.into()).or_default().clone(),
+            Some(user) => self
+                .users
+                .lock()
+                .entry(user.into())
+                .or_insert_with(|| {
+                    Arc::new(Usage {
+                        user: Some(user.into()),
+                        ..Usage::default()
+                    })
+                })
+                .clone(),
             None => Arc::default(),
         }
     }
 
-    /// A session of `user` no longer counts in `usage`: the record goes with the last
-    /// session, unless something the user created still counts in it.
-    pub fn leave(&self, user: Option<&str>, usage: Arc<Usage>) {
-        let Some(user) = user else { return };
+    /// A session no longer counts in `usage`: the record goes with the last session,
+    /// unless something the user created still counts in it.
+    pub fn leave(&self, usage: Arc<Usage>) {
+        let Some(user) = &usage.user else { return };
         let mut users = self.users.lock();
         // Ours and the table's: no other session and nothing owned refers to it.
         if Arc::strong_count(&usage) == 2 {
@@ -128,11 +140,41 @@ impl UsageTable {
                 Owned::Group => usage.groups.release(1),
                 Owned::Hashtag => usage.hashtags.release(1),
             }
+            // The user's last reference may have been this: its record goes too.
+            self.leave(usage);
         }
     }
 
     /// Users with a record now.
     pub fn users(&self) -> usize {
         self.users.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_record_lives_while_a_session_or_something_it_created_does() {
+        let table = UsageTable::default();
+        let first = table.join(Some("alice"));
+        let second = table.join(Some("alice"));
+        assert!(Arc::ptr_eq(&first, &second), "sessions of a user share it");
+        first.channels.reserve(Some(1)).unwrap();
+        assert_eq!(second.channels.reserve(Some(1)), Err(1));
+        table.own(Owned::Channel, "news", &first);
+        table.leave(first);
+        table.leave(second);
+        assert_eq!(table.users(), 1, "the channel still counts");
+        table.disown(Owned::Channel, "news");
+        assert_eq!(table.users(), 0);
+        let again = table.join(Some("alice"));
+        assert_eq!(again.channels.reserve(Some(1)), Ok(()));
+        table.leave(again);
+        assert_eq!(table.users(), 0);
+        let anonymous = table.join(None);
+        table.leave(anonymous);
+        assert_eq!(table.users(), 0);
     }
 }
