@@ -501,7 +501,8 @@ impl Dispatcher {
                     self.shared.group_feed.push(GroupItem::Event(event));
                 }
             }
-            EventKind::SubscriptionClosed => {
+            // A subscription the policy no longer allows ends like one the server closed.
+            EventKind::SubscriptionClosed | EventKind::SubscriptionRevoked => {
                 // A consumer of several patterns ends as a whole: the rest of its
                 // patterns are cancelled too.
                 let subscription_id = event.subscription_id;

@@ -57,6 +57,10 @@ pub enum ErrorCode {
     ServerBusy,
     /// A server-side limit (connections, subscriptions, streams) was reached.
     LimitReached,
+    /// A rate limit was reached (requests, publishes or relays of a user, or new
+    /// connections from one address): the message says when to retry ("retry in
+    /// 120 ms"). Nothing was done; the same request may succeed after that delay.
+    RateLimited,
     /// A streamed body was broken off or its digest did not match.
     StreamAborted,
     /// The data volume is too full to take the write (under the disk reserve, or a
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::Rejected => 108,
             ErrorCode::LimitReached => 109,
             ErrorCode::StreamAborted => 110,
+            ErrorCode::RateLimited => 111,
             ErrorCode::StorageFull => 120,
             ErrorCode::StorageUnavailable => 121,
             ErrorCode::Internal => 500,
@@ -137,6 +142,7 @@ impl ErrorCode {
             108 => ErrorCode::Rejected,
             109 => ErrorCode::LimitReached,
             110 => ErrorCode::StreamAborted,
+            111 => ErrorCode::RateLimited,
             120 => ErrorCode::StorageFull,
             121 => ErrorCode::StorageUnavailable,
             500 => ErrorCode::Internal,
@@ -172,6 +178,7 @@ impl ErrorCode {
             ErrorCode::Rejected => "REJECTED",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::StreamAborted => "STREAM_ABORTED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::StorageFull => "STORAGE_FULL",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",

@@ -129,6 +129,8 @@ frame_types! {
     Stats = 0x41, "STATS";
     /// Answer to STATS.
     StatsReply = 0x42, "STATS_REPLY";
+    /// Ask the server to re-read its configuration (admin only).
+    Reload = 0x43, "RELOAD";
     /// A message of a channel, group or hashtag: pushed live, replayed, or fetched.
     Message = 0x50, "MESSAGE";
     /// A body relayed from another client.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::packet::{
     Chunk, DeleteChannel, ErrorPacket, Event, EventKind, GroupInfo, GroupList, Heartbeat,
-    ListGroups, Message, Publish, PublishAck, Relay, Replay, Scope, SessionAck, SessionInit,
-    Subscribe,
+    ListGroups, Message, Publish, PublishAck, Relay, Reload, Replay, Scope, SessionAck,
+    SessionInit, Subscribe,
 };
 use switchboard_proto::{
     ErrorCode, Flags, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Packet, Preface,
@@ -262,6 +262,42 @@ fn vectors() -> Vec<Vector> {
                 channel: "friends".into(),
                 time_us: 1_700_000_000_000_000,
                 ..Event::new(EventKind::GroupDeleted)
+            }
+            .into(),
+        },
+        Vector {
+            name: "error_rate_limited",
+            desc: "ERROR code RATE_LIMITED (111), message \"publish rate of 10 per second \
+                   (burst 20) reached; retry in 120 ms\"; request id 4",
+            key: None,
+            request_id: 4,
+            flags: Flags::empty(),
+            packet: ErrorPacket::new(
+                ErrorCode::RateLimited,
+                "publish rate of 10 per second (burst 20) reached; retry in 120 ms",
+            )
+            .into(),
+        },
+        Vector {
+            name: "reload",
+            desc: "RELOAD, no fields; request id 5",
+            key: None,
+            request_id: 5,
+            flags: Flags::empty(),
+            packet: Reload.into(),
+        },
+        Vector {
+            name: "event_subscription_revoked",
+            desc: "EVENT SUBSCRIPTION_REVOKED (kind 7) of subscription 3, pattern \"chat.*\", \
+                   time 1700000000000000 us; request id 0",
+            key: None,
+            request_id: 0,
+            flags: Flags::empty(),
+            packet: Event {
+                channel: "chat.*".into(),
+                subscription_id: 3,
+                time_us: 1_700_000_000_000_000,
+                ..Event::new(EventKind::SubscriptionRevoked)
             }
             .into(),
         },

@@ -23,7 +23,7 @@ use common::{
 
 #[test]
 fn every_frame_type_has_a_strategy_producing_it() {
-    assert_eq!(FrameType::ALL.len(), 41, "the packet enum has 41 variants");
+    assert_eq!(FrameType::ALL.len(), 42, "the packet enum has 42 variants");
     let mut runner = TestRunner::new(config(1));
     let mut seen = HashSet::new();
     for &frame_type in FrameType::ALL {

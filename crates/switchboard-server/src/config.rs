@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::security::SecurityConfig;
+use crate::security::limits::LimitSettings;
 use crate::storage::{DiskReserve, SyncPolicy};
 
 /// Everything a server can be told. `ServerConfig::default()` is what `switchboard serve`
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub max_memory: u64,
     /// Users, tokens, JWT keys and roles; the default has none, an open hub.
     pub security: SecurityConfig,
+    /// Connections per IP address, and the limits of sessions without a role (roles
+    /// carry their own in `security`). Reloadable, like `security`.
+    pub limits: LimitSettings,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             max_blob_bytes: None,
             max_memory: crate::budget::default_max_memory(),
             security: SecurityConfig::default(),
+            limits: LimitSettings::default(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum ServerError {
     UnixUnsupported,
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(#[from] crate::security::ReloadError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
 }

@@ -17,6 +17,10 @@ use crate::error::ServerError;
 use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
+use crate::security::ReloadError;
+use crate::security::addresses::AddressRefusal;
+use crate::security::limits::{Clock, retry_hint};
+use crate::security::reload::ReloadSource;
 use crate::storage::{FjallStorage, MemoryStorage, Storage, StoreOptions, SyncPolicy};
 use crate::tls::{TlsError, TlsListener, TlsListenerConfig, TlsReloader, accept_tls};
 
@@ -30,6 +34,8 @@ impl Server {
             config: ServerConfig::default(),
             storage: None,
             hooks: None,
+            clock: None,
+            reload_source: None,
         }
     }
 }
@@ -39,6 +45,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     storage: Option<Arc<dyn Storage>>,
     hooks: Option<Arc<dyn Hooks>>,
+    clock: Option<Arc<dyn Clock>>,
+    reload_source: Option<ReloadSource>,
 }
 
 impl ServerBuilder {
@@ -99,6 +107,25 @@ impl ServerBuilder {
         self
     }
 
+    /// Rate limits read the time from `clock` instead of the system's (a
+    /// [`ManualClock`](crate::security::limits::ManualClock) in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How the server reads its configuration again when asked to reload (a RELOAD
+    /// request, or [`ServerHandle::reload_from_source`]): the binary re-reads the file
+    /// it was started with. Only the security settings and limits of what it returns are
+    /// put in force.
+    pub fn reload_source(
+        mut self,
+        source: impl Fn() -> Result<ServerConfig, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.reload_source = Some(Arc::new(source));
+        self
+    }
+
     /// Changes the configuration in place.
     pub fn configure(mut self, change: impl FnOnce(&mut ServerConfig)) -> Self {
         change(&mut self.config);
@@ -111,6 +138,7 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.tls.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        crate::security::reload::validate(&config.security)?;
         // Read before anything is opened: a bad certificate file is a start-up error.
         let tls_listeners = config
             .tls
@@ -139,7 +167,13 @@ impl ServerBuilder {
         .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?
         .with_guard(guard)
         .with_max_bytes(config.max_blob_bytes);
-        let hub = Arc::new(Hub::new(config.clone(), storage, hooks, blobs));
+        let mut hub = Hub::new(config.clone(), storage, hooks, blobs)
+            .with_reload_source(self.reload_source)
+            .with_tls(TlsReloader::new(tls_listeners.clone()));
+        if let Some(clock) = self.clock {
+            hub = hub.with_clock(clock);
+        }
+        let hub = Arc::new(hub);
         hub.restore(snapshot);
 
         let tracker = TaskTracker::new();
@@ -287,9 +321,22 @@ async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) 
         };
         match accepted {
             Ok((stream, peer)) => {
+                let limits = hub.policy().limits.per_address;
+                let slot = match hub.addresses().admit(peer.ip(), &limits, hub.now_ns()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        refuse_address(&hub, &tracker, stream, peer, refusal);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 debug!(target: log::CONNECTION, %peer, "accepted");
-                tracker.spawn(connection::serve(hub.clone(), stream, Peer::Tcp(peer)));
+                tracker.spawn(connection::serve(
+                    hub.clone(),
+                    stream,
+                    Peer::Tcp(peer),
+                    Some(slot),
+                ));
             }
             Err(error) => {
                 // Out of descriptors or similar: wait a little instead of spinning.
@@ -298,6 +345,65 @@ async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) 
             }
         }
     }
+}
+
+/// Refuses a connection its address may not open now: counted, logged at debug (a
+/// flood must not flood the log), and told why with an ERROR after the server's preface
+/// while there is room to (see `connection::refuse`), else just closed.
+fn refuse_address(
+    hub: &Arc<Hub>,
+    tracker: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    refusal: AddressRefusal,
+) {
+    let (code, message) = count_address_refusal(hub, peer, refusal);
+    if let Some(permit) = hub.refusal_permit() {
+        let codec = hub.codec().clone();
+        tracker.spawn(async move {
+            connection::refuse(&codec, stream, code, message).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Counts and logs a connection its address may not open now; returns the error to
+/// tell it, where the transport allows telling it before a TLS handshake.
+pub(crate) fn count_address_refusal(
+    hub: &Hub,
+    peer: SocketAddr,
+    refusal: AddressRefusal,
+) -> (switchboard_proto::ErrorCode, String) {
+    let counters = hub.counters();
+    crate::hub::stats::Counters::add(&counters.connections_refused, 1);
+    let (code, message) = match refusal {
+        AddressRefusal::TooMany(limit) => {
+            crate::hub::stats::Counters::add(&counters.connections_refused_per_ip, 1);
+            (
+                switchboard_proto::ErrorCode::LimitReached,
+                format!(
+                    "{} has {limit} connections open, the most one address may",
+                    peer.ip()
+                ),
+            )
+        }
+        AddressRefusal::TooFast(wait) => {
+            crate::hub::stats::Counters::add(&counters.connections_rate_limited_per_ip, 1);
+            let rate = hub.policy().limits.per_address;
+            (
+                switchboard_proto::ErrorCode::RateLimited,
+                format!(
+                    "{} opens connections faster than {} per second (burst {}); {}",
+                    peer.ip(),
+                    rate.new_connections_per_second,
+                    rate.new_connection_burst,
+                    retry_hint(wait)
+                ),
+            )
+        }
+    };
+    debug!(target: log::CONNECTION, %peer, %code, %message, "connection refused");
+    (code, message)
 }
 
 #[cfg(unix)]
@@ -331,7 +437,7 @@ fn bind_unix(
             match accepted {
                 Ok((stream, _)) => {
                     debug!(target: log::CONNECTION, "accepted on Unix socket");
-                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix));
+                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix, None));
                 }
                 Err(error) => {
                     error!(target: log::ERROR, %error, "accept failed");
@@ -402,6 +508,22 @@ impl ServerHandle {
         self.hub.shutting_down().await;
     }
 
+    /// Puts the security settings and limits of `config` in force (users, tokens, roles
+    /// and their limits, per-address limits); the rest of it (listeners, storage, sizes)
+    /// needs a restart. A configuration that does not pass the checks is refused and the
+    /// one in force kept; either way the outcome is logged and counted. Live sessions
+    /// are re-checked: those whose user is gone are disconnected.
+    pub fn reload(&self, config: &ServerConfig) -> Result<(), ReloadError> {
+        self.hub.reload(config)
+    }
+
+    /// Reads the configuration again from the builder's
+    /// [`reload_source`](ServerBuilder::reload_source) and puts it in force, as a RELOAD
+    /// request does.
+    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
+        self.hub.reload_from_source()
+    }
+
     /// Named counters, as STATS reports them.
     pub fn stats(&self) -> Vec<(String, u64)> {
         self.hub
@@ -425,6 +547,11 @@ impl ServerHandle {
                 ("memory_budget_used".to_owned(), self.hub.budget().used()),
                 ("memory_budget_limit".to_owned(), self.hub.budget().limit()),
             ])
+            .chain(
+                self.hub
+                    .limit_gauges()
+                    .map(|(name, value)| (name.to_owned(), value)),
+            )
             .collect()
     }
 

@@ -68,6 +68,9 @@ struct Limits {
     history: u64,
     max_memory: String,
     require_create: bool,
+    connections_per_ip: u32,
+    new_connections_per_second_per_ip: u32,
+    new_connection_burst_per_ip: u32,
 }
 
 #[derive(Serialize)]
@@ -160,6 +163,9 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
             history: config.default_history,
             max_memory: size(config.max_memory),
             require_create: config.require_channel_creation,
+            connections_per_ip: config.limits.per_address.connections_per_ip,
+            new_connections_per_second_per_ip: config.limits.per_address.new_connections_per_second,
+            new_connection_burst_per_ip: config.limits.per_address.new_connection_burst,
         },
         storage: Storage {
             memory: config.data_dir.is_none(),

@@ -254,6 +254,10 @@ pub enum Command {
     /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
     /// token in --token-file).
     Stop(ClientOptions),
+    /// Make a running server re-read its config file and put its users, roles and
+    /// limits in force (admin, like stop); prints the reason and exits 1 if the server
+    /// refuses the file, keeping the configuration it had.
+    Reload(ClientOptions),
     /// Show this client's id, name and session.
     Whoami(ClientOptions),
     /// List the other connected clients.
@@ -308,6 +312,7 @@ impl Command {
         Some(match self {
             Command::Serve(_) | Command::Repair(_) => return None,
             Command::Stop(client)
+            | Command::Reload(client)
             | Command::Whoami(client)
             | Command::Clients(client)
             | Command::Channels(client)
@@ -487,6 +492,13 @@ pub struct ServeArgs {
     /// the config file does not override.
     #[arg(skip)]
     pub given: Vec<String>,
+    /// Users and roles, from the config file (reloadable). Boxed: read once, and large.
+    #[arg(skip)]
+    pub security: Box<switchboard_server::security::SecurityConfig>,
+    /// Per-address limits and those of sessions without a role, from the config file
+    /// (reloadable).
+    #[arg(skip)]
+    pub limits: Box<switchboard_server::security::limits::LimitSettings>,
 }
 
 #[derive(Debug, Args)]

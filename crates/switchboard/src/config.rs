@@ -5,6 +5,7 @@
 //! paths in the file are taken from the file's own directory, so that the same file works
 //! whatever directory the server is started in.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use switchboard_server::security::limits::{AddressLimits, LimitSettings, LimitSpec};
+use switchboard_server::security::{RoleSpec, SecurityConfig, UserSpec};
 use switchboard_server::{ClientAuth, DiskReserve, TlsListenerConfig};
 
 use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
@@ -36,6 +39,14 @@ pub struct ConfigFile {
     /// `[[tls]]`: one table per TLS listener.
     #[serde(default)]
     tls: Vec<TlsSection>,
+    /// `[auth]`, `[[users]]` and `[roles.NAME]` (read into the server's
+    /// `SecurityConfig` as they are).
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    users: Vec<UserSpec>,
+    #[serde(default)]
+    roles: BTreeMap<String, RoleSpec>,
 }
 
 /// `[[tls]]`: a TLS listener, its certificate files and its client certificate policy.
@@ -48,6 +59,14 @@ struct TlsSection {
     #[serde(default, deserialize_with = "client_auth")]
     client_auth: Option<ClientAuth>,
     client_ca: Option<PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    /// The role of sessions without credentials.
+    anonymous_role: Option<String>,
 }
 
 /// `[listen]`: where the server accepts connections.
@@ -98,6 +117,14 @@ struct LimitsSection {
     #[serde(default, deserialize_with = "size")]
     max_memory: Option<u64>,
     require_create: Option<bool>,
+    /// Connections open at once from one IP address (0: no limit).
+    connections_per_ip: Option<u32>,
+    /// New connections per second from one IP address (0: no limit).
+    new_connections_per_second_per_ip: Option<u32>,
+    /// New connections one IP address may open at once after a quiet spell.
+    new_connection_burst_per_ip: Option<u32>,
+    /// Per-user limits of sessions without a role (keys as in `[roles.NAME.limits]`).
+    no_role: Option<LimitSpec>,
 }
 
 /// `[storage]`.
@@ -159,6 +186,49 @@ fn load(path: &Path) -> Result<ConfigFile> {
     })
 }
 
+/// What a reload puts in force: the security settings and limits of the file at `path`,
+/// read and parsed again.
+pub fn reloadable(path: &Path) -> Result<(SecurityConfig, LimitSettings)> {
+    let file = load(path)?;
+    let limits = file.limits.settings();
+    Ok((security_config(file.auth, file.users, file.roles), limits))
+}
+
+fn security_config(
+    auth: AuthSection,
+    users: Vec<UserSpec>,
+    roles: BTreeMap<String, RoleSpec>,
+) -> SecurityConfig {
+    SecurityConfig {
+        users,
+        roles,
+        anonymous_role: auth.anonymous_role,
+        ..SecurityConfig::default()
+    }
+}
+
+impl LimitsSection {
+    /// The per-address limits (defaults for the keys left out) and those of sessions
+    /// without a role.
+    fn settings(&self) -> LimitSettings {
+        let defaults = AddressLimits::default();
+        LimitSettings {
+            per_address: AddressLimits {
+                connections_per_ip: self
+                    .connections_per_ip
+                    .unwrap_or(defaults.connections_per_ip),
+                new_connections_per_second: self
+                    .new_connections_per_second_per_ip
+                    .unwrap_or(defaults.new_connections_per_second),
+                new_connection_burst: self
+                    .new_connection_burst_per_ip
+                    .unwrap_or(defaults.new_connection_burst),
+            },
+            no_role: self.no_role.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
@@ -185,7 +255,12 @@ impl ConfigFile {
             runtime,
             secrets,
             tls,
+            auth,
+            users,
+            roles,
         } = self;
+        *args.limits = limits.settings();
+        *args.security = security_config(auth, users, roles);
         if storage.memory == Some(true) && storage.data_dir.is_some() {
             anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
         }

@@ -161,6 +161,7 @@ async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
             anyhow::bail!("serve and repair are not client commands")
         }
         Command::Stop(_) => commands::session::stop(ctx).await,
+        Command::Reload(_) => commands::session::reload(ctx).await,
         Command::Whoami(_) => commands::session::whoami(ctx).await,
         Command::Clients(_) => commands::session::clients(ctx).await,
         Command::Stats(_) => commands::session::stats(ctx).await,

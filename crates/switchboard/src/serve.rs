@@ -131,6 +131,8 @@ pub fn config_from(
         partial_frame_budget: args.partial_frame_budget,
         connection_summary_interval: args.connection_summary,
         max_memory: args.max_memory.unwrap_or(defaults.max_memory),
+        security: (*args.security).clone(),
+        limits: (*args.limits).clone(),
         ..defaults
     }
 }
@@ -142,12 +144,22 @@ pub async fn run(
 ) -> Result<()> {
     init_logging(&args)?;
     let terminated = termination();
+    let hangups = hangups();
     let config = config_from(&args, hmac_key, admin_token);
-    let handle = Server::builder()
-        .config(config)
-        .start()
-        .await
-        .context("cannot start the server")?;
+    let mut builder = Server::builder().config(config.clone());
+    if let Some(path) = args.config.clone() {
+        // A reload re-reads the file; only its users, roles and limits change.
+        builder = builder.reload_source(move || {
+            let (security, limits) =
+                crate::config::reloadable(&path).map_err(|error| format!("{error:#}"))?;
+            Ok(ServerConfig {
+                security,
+                limits,
+                ..config.clone()
+            })
+        });
+    }
+    let handle = builder.start().await.context("cannot start the server")?;
     for addr in handle.tcp_addrs() {
         eprintln!("switchboard listening on {addr}");
     }
@@ -177,9 +189,44 @@ pub async fn run(
     tokio::select! {
         () = handle.stopping() => {}
         () = terminated => {}
+        () = reload_on_hangup(&handle, hangups) => {}
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP, caught from now on (its default action would end the server).
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::hangup())
+            .inspect_err(|error| {
+                tracing::error!(target: "ERROR", %error, "cannot handle SIGHUP; reload with `switchboard reload`");
+            })
+            .ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the configuration on every SIGHUP, for as long as the server runs (the
+/// server logs and counts the outcome). Never resolves.
+async fn reload_on_hangup(handle: &switchboard_server::ServerHandle, hangups: Hangups) {
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            let _ = handle.reload_from_source();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (handle, hangups);
+    std::future::pending::<()>().await
 }
 
 /// Resolves on SIGINT, or SIGTERM where there is one. The handlers are installed when this

@@ -2,7 +2,7 @@
 //! the server.
 
 use switchboard_proto::FrameType;
-use switchboard_proto::packet::{Identify, Identity, Stats, StatsReply, Stop};
+use switchboard_proto::packet::{Identify, Identity, Reload, Stats, StatsReply, Stop};
 
 use crate::client::{Client, expect, expect_ok};
 use crate::error::Result;
@@ -45,6 +45,20 @@ impl Client {
     /// ```
     pub async fn stop_server(&self) -> Result<()> {
         let reply = self.call(Stop).await?;
+        expect_ok(&reply)
+    }
+
+    /// Asks the server to re-read its configuration and put it in force (admin sessions
+    /// only). An error carries the reason a bad configuration was refused; the server
+    /// then keeps the one it had.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// client.reload_server().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn reload_server(&self) -> Result<()> {
+        let reply = self.call(Reload).await?;
         expect_ok(&reply)
     }
 }

@@ -1,4 +1,4 @@
-//! Administration: STOP and STATS / STATS_REPLY.
+//! Administration: STOP, RELOAD and STATS / STATS_REPLY.
 
 use bytes::BytesMut;
 
@@ -12,6 +12,13 @@ unit_packet! {
     /// Asks the server to shut down gracefully. Allowed to admin sessions only (the local
     /// Unix socket, or a session holding the admin token). Answered by OK before draining.
     Stop => Stop
+}
+
+unit_packet! {
+    /// Asks the server to re-read the configuration it was started with and put it in
+    /// force (admin sessions only). Answered by OK once in force, or ERROR with the
+    /// reason, the old configuration kept.
+    Reload => Reload
 }
 
 unit_packet! {

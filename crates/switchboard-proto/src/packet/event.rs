@@ -23,6 +23,9 @@ pub enum EventKind {
     ChannelDeleted,
     /// The group `channel` was deleted (sent to its members' sessions).
     GroupDeleted,
+    /// The server ended subscription `subscription_id` because the policy in force
+    /// since a reload no longer allows it; `channel` holds its pattern.
+    SubscriptionRevoked,
     Other(u64),
 }
 
@@ -35,6 +38,7 @@ impl EventKind {
             EventKind::SubscriptionClosed => 4,
             EventKind::ChannelDeleted => 5,
             EventKind::GroupDeleted => 6,
+            EventKind::SubscriptionRevoked => 7,
             EventKind::Other(value) => value,
         }
     }
@@ -47,6 +51,7 @@ impl EventKind {
             4 => EventKind::SubscriptionClosed,
             5 => EventKind::ChannelDeleted,
             6 => EventKind::GroupDeleted,
+            7 => EventKind::SubscriptionRevoked,
             other => EventKind::Other(other),
         }
     }

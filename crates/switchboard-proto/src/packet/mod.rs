@@ -17,7 +17,7 @@ mod session;
 mod stream;
 mod subscribe;
 
-pub use admin::{Stat, Stats, StatsReply, Stop};
+pub use admin::{Reload, Stat, Stats, StatsReply, Stop};
 pub use channel::{
     ChannelInfo, ChannelList, ChannelOptions, CreateChannel, DeleteChannel, Durability,
     ListChannels, SlowConsumerPolicy,
@@ -267,6 +267,7 @@ packets! {
     MemberList(MemberList),
     DeleteGroup(DeleteGroup),
     Stop(Stop),
+    Reload(Reload),
     Stats(Stats),
     StatsReply(StatsReply),
     Message(Message),

@@ -486,6 +486,7 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
             })
             .boxed(),
         FrameType::Stop => Just(Packet::from(Stop)).boxed(),
+        FrameType::Reload => Just(Packet::from(switchboard_proto::packet::Reload)).boxed(),
         FrameType::Stats => Just(Packet::from(Stats)).boxed(),
         FrameType::StatsReply => prop::collection::vec(
             (text(), uint()).prop_map(|(name, value)| Stat { name, value }),
@@ -538,8 +539,9 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                     EventKind::SubscriptionClosed,
                     EventKind::ChannelDeleted,
                     EventKind::GroupDeleted,
+                    EventKind::SubscriptionRevoked,
                 ]),
-                // Canonical form: numbers 1..=6 always mean the named kinds.
+                // Canonical form: numbers 1..=7 always mean the named kinds.
                 uint().prop_map(EventKind::from_u64),
             ],
             scope(),

@@ -7,15 +7,29 @@ use switchboard_proto::packet::{
 use super::session::Session;
 use crate::hub::Hub;
 use crate::hub::listing::PageSize;
+use crate::security::usage::Owned;
 
+/// CREATE_CHANNEL; a new channel counts against its creator's cap until deleted.
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateChannel) {
-    match hub.create_channel(&create.name, &create.options) {
-        Ok(channel) => {
+    let creation = match session.reserve_creation(hub, Owned::Channel) {
+        Ok(creation) => creation,
+        Err(refusal) => return session.refuse(request_id, refusal).await,
+    };
+    match hub.create_channel_new(&create.name, &create.options) {
+        Ok((channel, new)) => {
+            if new {
+                creation.made(hub, &create.name);
+            } else {
+                creation.not_made();
+            }
             session
                 .reply(request_id, Packet::ChannelInfo(channel.info()))
                 .await;
         }
-        Err(refusal) => session.refuse(request_id, refusal).await,
+        Err(refusal) => {
+            creation.not_made();
+            session.refuse(request_id, refusal).await;
+        }
     }
 }
 

@@ -8,11 +8,23 @@ use switchboard_proto::packet::{
 use super::session::Session;
 use crate::hub::Hub;
 use crate::hub::listing::PageSize;
+use crate::security::usage::Owned;
 
+/// CREATE_GROUP; a new group counts against its creator's cap until deleted.
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateGroup) {
+    let creation = match session.reserve_creation(hub, Owned::Group) {
+        Ok(creation) => creation,
+        Err(refusal) => return session.refuse(request_id, refusal).await,
+    };
     match hub.create_group(&create.name, &create.description) {
-        Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
-        Err(refusal) => session.refuse(request_id, refusal).await,
+        Ok(()) => {
+            creation.made(hub, &create.name);
+            session.reply(request_id, Packet::Ok(OkReply)).await;
+        }
+        Err(refusal) => {
+            creation.not_made();
+            session.refuse(request_id, refusal).await;
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod channel;
 mod clients;
 mod fetch;
 mod group;
+pub(crate) mod limits;
 mod publish;
 mod relay;
 mod server;
@@ -61,6 +62,18 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
         }
     };
     debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %packet.frame_type(), "request");
+    if let Some(limits) = &session.limits
+        && let Err(refusal) = limits::admit(hub, limits, &packet)
+    {
+        // Logged at debug only, unlike other refusals: a client over its rate would
+        // otherwise write a log line for every request it floods in (the counters say
+        // how many).
+        debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+        session
+            .reply(request_id, Packet::Error(refusal.to_packet()))
+            .await;
+        return AfterRequest::Continue;
+    }
     match packet {
         Packet::Heartbeat(_) => {
             if !frame.flags.contains(Flags::PONG) {
@@ -117,6 +130,7 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
         Packet::GroupMembers(members) => group::members(hub, session, request_id, members).await,
         Packet::DeleteGroup(delete) => group::delete(hub, session, request_id, delete).await,
         Packet::Stop(_) => server::stop(hub, session, request_id).await,
+        Packet::Reload(_) => server::reload(hub, session, request_id).await,
         Packet::Stats(_) => server::stats(hub, session, request_id).await,
         Packet::SessionInit(_) => {
             session
@@ -166,6 +180,7 @@ fn sent_by_clients(frame_type: FrameType) -> bool {
         | FrameType::GroupMembers
         | FrameType::DeleteGroup
         | FrameType::Stop
+        | FrameType::Reload
         | FrameType::Stats
         | FrameType::Chunk
         | FrameType::StreamAbort => true,

@@ -3,17 +3,19 @@
 
 use std::time::Duration;
 
-use switchboard_proto::packet::{Packet, Publish, PublishAck};
+use switchboard_proto::packet::{Packet, Publish, PublishAck, Scope};
 use switchboard_proto::subject;
 use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
+use crate::security::usage::Owned;
 use crate::storage::SyncFuture;
 
 /// `body_crc` is the CRC32C of the body as checked in its frame.
@@ -33,7 +35,42 @@ pub(crate) async fn publish(
     // The same slice of the same (immutable) buffer is the same body; a hook that
     // rewrote it made the CRC stale.
     let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
-    match hub.publish(&session.caller, publish, unchanged.then_some(body_crc)) {
+    // Publishing to a channel nobody created creates it: for a limited user, that
+    // counts against its channel cap like CREATE_CHANNEL.
+    let creation = match &session.limits {
+        Some(_) if publish.scope == Scope::Channel && !hub.has_channel(&publish.channel) => {
+            match session.reserve_creation(hub, Owned::Channel) {
+                Ok(creation) => Some((creation, publish.channel.to_string())),
+                Err(refusal) => return session.refuse(request_id, refusal).await,
+            }
+        }
+        _ => None,
+    };
+    let new_tags = match publish.scope {
+        Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
+        _ => Ok(NewTags::reserve_none()),
+    };
+    let new_tags = match new_tags {
+        Ok(new_tags) => new_tags,
+        Err(refusal) => {
+            if let Some((creation, _)) = creation {
+                creation.not_made();
+            }
+            return session.refuse(request_id, refusal).await;
+        }
+    };
+    let result = hub.publish(&session.caller, publish, unchanged.then_some(body_crc));
+    if let Some((creation, channel)) = creation {
+        match &result {
+            Ok(_) => creation.made(hub, &channel),
+            Err(_) => creation.not_made(),
+        }
+    }
+    match &result {
+        Ok(_) => new_tags.made(hub),
+        Err(_) => new_tags.not_made(),
+    }
+    match result {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

@@ -19,14 +19,18 @@ use crate::hub::Caller;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::Identity;
+use crate::security::usage::SessionLimits;
 
 /// A session's own state, owned by its connection task.
 pub(crate) struct Session {
     pub caller: Caller,
     pub info: SessionInfo,
     /// Who the session is, as its handshake proved.
-    #[allow(dead_code)] // read by the permission checks
     pub identity: Identity,
+    /// What its roles let it use, and its user's usage; `None` when nothing limits it.
+    pub(crate) limits: Option<Box<SessionLimits>>,
+    /// Changes when a reload puts a new policy in force (see `cmd::limits::policy_changed`).
+    pub(crate) policy_changes: tokio::sync::watch::Receiver<u64>,
     pub connected_since_us: u64,
     /// Nothing heard for this long ends the session (three heartbeats); the connection's
     /// request loop keeps to it. Kept here rather than passed along, where each async
@@ -48,11 +52,14 @@ impl Session {
         identity: Identity,
         connected_since_us: u64,
         idle_limit: Duration,
+        policy_changes: tokio::sync::watch::Receiver<u64>,
     ) -> Session {
         Session {
             caller,
             info,
             identity,
+            limits: None,
+            policy_changes,
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),

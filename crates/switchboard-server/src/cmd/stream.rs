@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
+use switchboard_proto::packet::{Chunk, Publish, Scope, StreamAbort};
 use tracing::info;
 
 use super::publish::{acknowledge, run_hooks};
@@ -15,6 +15,7 @@ use crate::error::Refusal;
 use crate::hub::admission::{Admission, BodyShape};
 use crate::hub::{Hub, blob_refusal};
 use crate::log;
+use crate::security::usage::Owned;
 
 /// Uploads one session may have open at once.
 pub(crate) const MAX_OPEN_STREAMS: usize = 16;
@@ -140,7 +141,25 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
             return;
         }
     };
-    match hub.publish_streamed(&session.caller, publish, upload) {
+    // A streamed publish to a channel nobody created creates it too: counted against a
+    // limited user's channel cap like CREATE_CHANNEL.
+    let creation = match &session.limits {
+        Some(_) if publish.scope == Scope::Channel && !hub.has_channel(&publish.channel) => {
+            match session.reserve_creation(hub, Owned::Channel) {
+                Ok(creation) => Some((creation, publish.channel.to_string())),
+                Err(refusal) => return session.refuse(request_id, refusal).await,
+            }
+        }
+        _ => None,
+    };
+    let result = hub.publish_streamed(&session.caller, publish, upload);
+    if let Some((creation, channel)) = creation {
+        match &result {
+            Ok(_) => creation.made(hub, &channel),
+            Err(_) => creation.not_made(),
+        }
+    }
+    match result {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

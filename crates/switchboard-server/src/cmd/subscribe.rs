@@ -37,6 +37,10 @@ impl Subscriptions {
         Some(self.entries.remove(at).1)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &(u64, Pattern)> {
+        self.entries.iter()
+    }
+
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + '_ {
         self.entries.drain(..)
     }
@@ -70,7 +74,12 @@ pub(crate) async fn subscribe(
             .await;
         return;
     }
+    if let Err(refusal) = session.count_subscription(hub) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     if let Err(refusal) = hub.admit_subscription(&pattern) {
+        session.uncount_subscriptions(1);
         session.refuse(request_id, refusal).await;
         return;
     }
@@ -78,6 +87,7 @@ pub(crate) async fn subscribe(
     let Ok(permit) = session.outbox().reserve().await else {
         hub.budget()
             .release(crate::budget::subscription_cost(&pattern));
+        session.uncount_subscriptions(1);
         return;
     };
     let subscription_id = session.next_subscription_id();
@@ -101,6 +111,7 @@ pub(crate) async fn unsubscribe(
     match session.subscriptions.remove(&unsubscribe.subscription_id) {
         Some(pattern) => {
             hub.unsubscribe(&pattern, session.caller.client_id);
+            session.uncount_subscriptions(1);
             session.reply(request_id, Packet::Ok(OkReply)).await;
         }
         None => {

@@ -30,6 +30,7 @@ use self::frame_reader::FrameReader;
 pub(crate) use self::transport::{Readable, Transport};
 use crate::cmd::Session;
 use crate::hub::Hub;
+use crate::security::addresses::AddressSlot;
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
@@ -67,16 +68,50 @@ impl Peer {
 
 /// Serves one accepted connection until it closes. Not an async fn: that would be one
 /// more layer of state around `run` for every connection's life.
+///
+/// `slot` counts the connection against its address's limit until it closes.
 pub(crate) fn serve<S: Transport>(
     hub: Arc<Hub>,
     stream: S,
     peer: Peer,
+    slot: Option<AddressSlot>,
 ) -> impl Future<Output = ()> + Send {
     let span = info_span!("conn", peer = %peer.describe());
     // The peer is boxed: an async fn keeps its arguments for its whole life, and the
     // box is freed once the handshake has taken what it needs.
-    run(hub, stream, Box::new(peer)).instrument(span)
+    // The slot is boxed too: a pointer in the task's future, which lives as long as the
+    // connection, costs an idle session less than the slot itself (the task's size is
+    // rounded up to whole cache lines).
+    run(hub, stream, Box::new(peer), slot.map(Box::new)).instrument(span)
 }
+
+/// Tells a connection refused before its handshake why (the server's preface, then an
+/// ERROR), and closes it. What the peer already sent is read and dropped for a moment
+/// first: closing a socket with unread bytes resets it, and the reset could reach the
+/// peer before the ERROR does.
+pub(crate) async fn refuse(
+    codec: &switchboard_proto::FrameCodec,
+    mut stream: tokio::net::TcpStream,
+    code: switchboard_proto::ErrorCode,
+    message: String,
+) {
+    use tokio::io::AsyncReadExt;
+    let refused = handshake::Refused::Error {
+        request_id: 0,
+        code,
+        message,
+        preface_first: true,
+    };
+    let linger = async {
+        refused.tell(codec, &mut stream).await;
+        let mut sink = [0u8; 512];
+        while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
+}
+
+/// How long a refused connection is drained before it is closed.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An open session and what serving it needs.
 struct Opened<R> {
@@ -87,7 +122,12 @@ struct Opened<R> {
 /// The connection task. Its future lives as long as the connection, so what it holds
 /// while waiting is what an idle connection costs: the handshake, serving requests and
 /// the cleanup are each boxed, and their state exists only while they run.
-async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Box<Peer>) {
+async fn run<S: Transport>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer: Box<Peer>,
+    slot: Option<Box<AddressSlot>>,
+) {
     // The peer leaves its box in a block of its own: a box moved out of is freed only
     // when its binding goes out of scope, which for the argument is the connection's end.
     let peer = {
@@ -104,4 +144,5 @@ async fn run<S: Transport>(hub: Arc<Hub>, stream: S, peer: Box<Peer>) {
     let (code, reason) = request_loop::request_loop(&hub, &mut session, &mut reader).await;
     drop(reader);
     Box::pin(session::close(&hub, session, code, reason)).await;
+    drop(slot);
 }

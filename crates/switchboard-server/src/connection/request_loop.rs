@@ -22,6 +22,8 @@ use crate::log;
 /// What woke the waiting request loop.
 enum Wake {
     Closing,
+    /// A reload put a new policy in force.
+    PolicyChanged,
     Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
 }
 
@@ -52,6 +54,8 @@ pub(super) async fn request_loop<R: Readable>(
         let wake = tokio::select! {
             biased;
             () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
+            // The hub holds the sender for as long as sessions run: no error to see.
+            Ok(()) = session.policy_changes.changed() => Wake::PolicyChanged,
             read = tokio::time::timeout_at(
                 reader.wait_deadline(session.idle_limit, hub.config().frame_timeout),
                 reader.fill(),
@@ -94,6 +98,11 @@ pub(super) async fn request_loop<R: Readable>(
                     ),
                     Err(error) => Box::pin(bad_frame(hub, session, error)).await,
                 };
+            }
+            Wake::PolicyChanged => {
+                if let Some(end) = Box::pin(cmd::limits::policy_changed(hub, session)).await {
+                    return end;
+                }
             }
             Wake::Read(Ok(Ok(_))) => {}
         }

@@ -34,6 +34,9 @@ struct Accepted {
     name: Text,
     info: SessionInfo,
     identity: Identity,
+    /// Subscribed before the identity was judged by the policy, so that no reload
+    /// after that goes unnoticed.
+    policy_changes: tokio::sync::watch::Receiver<u64>,
     heartbeat: Duration,
 }
 
@@ -121,10 +124,12 @@ where
     if let Err(reason) = hub.hooks().on_connect(&info) {
         return Err(Refused::new(request_id, ErrorCode::Rejected, reason).into());
     }
+    let policy_changes = hub.policy_changes();
     Ok(Accepted {
         request_id,
         name,
         identity: hub.policy().anonymous_identity(info.admin),
+        policy_changes,
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })
@@ -154,6 +159,7 @@ where
         name,
         info,
         identity,
+        policy_changes,
         heartbeat,
     } = accepted;
     let client_id = info.client_id;
@@ -168,7 +174,16 @@ where
         name,
         outbox: outbox.clone(),
     };
-    let session = Session::new(caller, info, identity, connected_since_us, heartbeat * 3);
+    let mut session = Session::new(
+        caller,
+        info,
+        identity,
+        connected_since_us,
+        heartbeat * 3,
+        policy_changes,
+    );
+    let limits = hub.policy().session_limits(&session.identity);
+    session.apply_limits(hub, limits);
     let ack = SessionAck {
         client_id,
         session_id,
@@ -196,6 +211,7 @@ where
 /// flush.
 pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
     let client_id = session.caller.client_id;
+    session.release_limits(hub);
     hub.unregister_session(client_id, session.take_subscriptions());
     if code == ErrorCode::SlowConsumer {
         Counters::add(&hub.counters().slow_consumers_disconnected, 1);

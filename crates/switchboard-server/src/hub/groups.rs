@@ -304,6 +304,8 @@ impl Hub {
             .ok_or_else(|| Refusal::not_found(format!("no group named {name}")))?;
         drop(messages);
         self.budget.release(cost);
+        self.usage()
+            .disown(crate::security::usage::Owned::Group, name);
         info!(target: log::GENERAL, group = name, "group deleted");
         stored.map_err(|e| storage_refusal(&e))
     }

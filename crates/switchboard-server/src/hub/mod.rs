@@ -48,9 +48,16 @@ use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
 use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
+use crate::security::addresses::AddressTable;
+use crate::security::limits::{Clock, SystemClock};
+use crate::security::reload::{self, ReloadError, ReloadSource};
+use crate::security::usage::{Owned, UsageTable};
 use crate::security::{Policy, SharedPolicy, shared_policy};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
+
+/// Refused connections told why at once; past it, they are closed without a word.
+const MAX_REFUSALS_TELLING: usize = 256;
 
 /// A stored publish: its acknowledgement, and whether the store must sync before it may
 /// be sent (durability `always`).
@@ -142,8 +149,22 @@ pub struct Hub {
     /// What clients' subscriptions, channels, groups and hashtags may take in all.
     budget: Arc<MemoryBudget>,
     /// Who may do what; replaced whole by a reload.
-    #[allow(dead_code)] // read by authentication and the permission checks
     policy: SharedPolicy,
+    /// Bumped by every reload: sessions wait on it to re-check themselves.
+    policy_generation: tokio::sync::watch::Sender<u64>,
+    /// The TLS listeners' certificates, reloaded with the policy.
+    tls: crate::tls::TlsReloader,
+    /// How a RELOAD request or a signal reads the configuration again, if it can.
+    reload_source: Option<ReloadSource>,
+    /// What each user uses now, against its limits.
+    usage: UsageTable,
+    /// Connections per IP address.
+    addresses: Arc<AddressTable>,
+    /// Where rate limits read the time.
+    clock: Arc<dyn Clock>,
+    /// Refused connections being told why, at most this many at once (the rest are
+    /// closed without a word).
+    refusals: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -172,7 +193,17 @@ impl Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
-            policy: shared_policy(config.security.clone()),
+            policy: shared_policy(Policy::with_limits(
+                config.security.clone(),
+                config.limits.clone(),
+            )),
+            policy_generation: tokio::sync::watch::Sender::new(0),
+            tls: crate::tls::TlsReloader::default(),
+            reload_source: None,
+            usage: UsageTable::default(),
+            addresses: Arc::default(),
+            clock: Arc::new(SystemClock::default()),
+            refusals: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_TELLING)),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -188,6 +219,109 @@ impl Hub {
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
             frame_budget,
+        }
+    }
+
+    /// Rate limits read the time from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Hub {
+        self.clock = clock;
+        self
+    }
+
+    /// RELOAD requests and [`Hub::reload_from_source`] read the configuration so.
+    pub fn with_reload_source(mut self, source: Option<ReloadSource>) -> Hub {
+        self.reload_source = source;
+        self
+    }
+
+    /// Gauges of the limit state: addresses and users tracked now.
+    pub fn limit_gauges(&self) -> [(&'static str, u64); 2] {
+        [
+            ("limit_addresses_tracked", self.addresses.len() as u64),
+            ("limit_users_tracked", self.usage.users() as u64),
+        ]
+    }
+
+    /// Now, for rate limits, in nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// What each user uses now.
+    pub(crate) fn usage(&self) -> &UsageTable {
+        &self.usage
+    }
+
+    /// Connections per IP address.
+    pub(crate) fn addresses(&self) -> &Arc<AddressTable> {
+        &self.addresses
+    }
+
+    /// Room to tell a refused connection why, if any is left.
+    pub(crate) fn refusal_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.refusals.clone().try_acquire_owned().ok()
+    }
+
+    /// Reloads these TLS listeners' certificates with every reload.
+    pub(crate) fn with_tls(mut self, tls: crate::tls::TlsReloader) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Wakes when a reload put a new policy in force.
+    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_generation.subscribe()
+    }
+
+    /// Puts the security settings and limits of `config` in force (the rest of it needs
+    /// a restart), or keeps those in force and says why not. Live sessions re-check
+    /// themselves against the new policy.
+    pub fn reload(&self, config: &ServerConfig) -> Result<(), ReloadError> {
+        // The certificates go first: they are the part that can still fail, and a
+        // reload is all or nothing.
+        let result = reload::validate(&config.security)
+            .and_then(|()| {
+                self.tls
+                    .reload()
+                    .map_err(|error| ReloadError::Tls(error.to_string()))
+            })
+            .map(|()| {
+                let policy = Policy::with_limits(config.security.clone(), config.limits.clone());
+                self.policy.store(Arc::new(policy));
+                self.policy_generation
+                    .send_modify(|generation| *generation += 1);
+            });
+        self.reloaded(&result);
+        result
+    }
+
+    /// Reads the configuration again from the reload source and puts it in force.
+    /// Reading a configuration file is brief blocking I/O, done in place.
+    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
+        let result = match &self.reload_source {
+            None => Err(ReloadError::NoSource),
+            Some(source) => source().map_err(ReloadError::Read),
+        };
+        match result {
+            Ok(config) => self.reload(&config),
+            Err(error) => {
+                let result = Err(error);
+                self.reloaded(&result);
+                result
+            }
+        }
+    }
+
+    fn reloaded(&self, result: &Result<(), ReloadError>) {
+        match result {
+            Ok(()) => {
+                Counters::add(&self.counters.reloads, 1);
+                info!(target: log::GENERAL, generation = *self.policy_generation.borrow(), "configuration reloaded");
+            }
+            Err(error) => {
+                Counters::add(&self.counters.reloads_failed, 1);
+                error!(target: log::ERROR, %error, "reload refused; the configuration in force is kept");
+            }
         }
     }
 
@@ -240,8 +374,7 @@ impl Hub {
     /// The outbound queue of a new connection, with this server's bounds; it is closed
     /// (its kill switch pulled) when the server shuts down.
     /// The security policy in force now.
-    #[allow(dead_code)] // read by authentication and the permission checks
-    pub fn policy(&self) -> Arc<Policy> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
     }
 
@@ -281,6 +414,11 @@ impl Hub {
 
     pub fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+
+    /// Whether the hashtag index holds `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.lock().contains(tag)
     }
 
     /// Recent messages carrying `tag`, oldest first.
@@ -435,18 +573,21 @@ impl Hub {
         Ok(Channel::new(name.to_owned(), options, history))
     }
 
-    /// CREATE_CHANNEL.
-    pub fn create_channel(
+    /// CREATE_CHANNEL, saying whether the channel is new.
+    pub fn create_channel_new(
         &self,
         name: &str,
         requested: &ChannelOptions,
-    ) -> Result<Arc<Channel>, Refusal> {
+    ) -> Result<(Arc<Channel>, bool), Refusal> {
         subject::validate_channel(name)?;
         let options = effective_options(requested, &self.config, self.default_durability())?;
-        let (channel, _) = self
-            .channels
-            .create(name, requested, || self.new_channel(name, options))?;
-        Ok(channel)
+        self.channels
+            .create(name, requested, || self.new_channel(name, options))
+    }
+
+    /// Whether a channel of this name exists.
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.channels.get(name).is_some()
     }
 
     /// DELETE_CHANNEL: the channel, its history (streamed bodies included) and its
@@ -461,7 +602,7 @@ impl Hub {
         event.channel = name.into();
         event.time_us = now_us();
         let frame = self.shared_frame(&Packet::Event(event));
-        let (messages, stored) = self
+        let (messages, stored, tags_left) = self
             .channels
             .remove_with(name, |channel| {
                 let mut history = channel.history.lock();
@@ -473,7 +614,7 @@ impl Hub {
                 } else {
                     self.storage.delete_channel(name)
                 };
-                self.tags.lock().remove(&messages, &self.budget);
+                let tags_left = self.tags.lock().remove(&messages, &self.budget);
                 // Still under the history lock: after every message of the channel queued.
                 if let Some(frame) = &frame {
                     for outbox in self.routes.connections_for(name) {
@@ -481,12 +622,16 @@ impl Hub {
                     }
                 }
                 drop(history);
-                (messages, stored)
+                (messages, stored, tags_left)
             })
             .ok_or_else(|| Refusal::not_found(format!("no channel named {name}")))?;
+        for tag in &tags_left {
+            self.usage.disown(Owned::Hashtag, tag);
+        }
         // The last references to streamed bodies, unless a reader is still sending one.
         drop(messages);
         self.budget.release(budget::channel_cost(name));
+        self.usage.disown(Owned::Channel, name);
         info!(target: log::GENERAL, channel = name, "channel deleted");
         stored.map_err(|e| storage_refusal(&e))
     }

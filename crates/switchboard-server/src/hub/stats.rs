@@ -27,6 +27,21 @@ pub struct Counters {
     /// TLS connections dropped because their TLS handshake failed or timed out (also
     /// counted in `connections_refused`).
     pub tls_handshakes_failed: AtomicU64,
+    /// Requests refused with RATE_LIMITED (a user's publish, relay or request rate).
+    pub rate_limited: AtomicU64,
+    /// Requests refused by a user's or role's caps (subscriptions, channels, groups,
+    /// body size).
+    pub limit_refusals: AtomicU64,
+    /// Connections refused because their address had too many open.
+    pub connections_refused_per_ip: AtomicU64,
+    /// Connections refused because their address opened them too fast.
+    pub connections_rate_limited_per_ip: AtomicU64,
+    /// Configurations put in force by a reload.
+    pub reloads: AtomicU64,
+    /// Reloads refused (the configuration could not be read or was not valid).
+    pub reloads_failed: AtomicU64,
+    /// Sessions ended by a reload (their user removed, or credentials now required).
+    pub sessions_ended_by_reload: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
 }
@@ -60,6 +75,19 @@ impl Counters {
             stat("corrupt_records_skipped", &self.corrupt_records_skipped),
             stat("tls_handshakes_failed", &self.tls_handshakes_failed),
             stat("slow_consumer_skipped", &self.slow_consumer_skipped),
+            stat("rate_limited", &self.rate_limited),
+            stat("limit_refusals", &self.limit_refusals),
+            stat(
+                "connections_refused_per_ip",
+                &self.connections_refused_per_ip,
+            ),
+            stat(
+                "connections_rate_limited_per_ip",
+                &self.connections_rate_limited_per_ip,
+            ),
+            stat("reloads", &self.reloads),
+            stat("reloads_failed", &self.reloads_failed),
+            stat("sessions_ended_by_reload", &self.sessions_ended_by_reload),
         ]
     }
 }

@@ -127,9 +127,20 @@ impl TagGuard<'_> {
         }
     }
 
+    /// Whether `tag` is in the index.
+    pub fn contains(&self, tag: &str) -> bool {
+        self.map.contains_key(tag)
+    }
+
     /// Removes the given messages (those of a deleted channel) from every tag they carry;
-    /// a tag left with none leaves the index and gives its share of `budget` back.
-    pub fn remove(&mut self, messages: &[Arc<StoredMessage>], budget: &MemoryBudget) {
+    /// a tag left with none leaves the index and gives its share of `budget` back. Returns
+    /// the tags that left.
+    pub fn remove(
+        &mut self,
+        messages: &[Arc<StoredMessage>],
+        budget: &MemoryBudget,
+    ) -> Vec<String> {
+        let mut left = Vec::new();
         let mut by_tag: HashMap<&str, Vec<*const StoredMessage>> = HashMap::new();
         for message in messages {
             for tag in message.tags() {
@@ -146,8 +157,10 @@ impl TagGuard<'_> {
                 if recent.is_empty() {
                     self.map.remove(tag);
                     budget.release(budget::tag_cost(tag));
+                    left.push(tag.to_owned());
                 }
             }
         }
+        left
     }
 }

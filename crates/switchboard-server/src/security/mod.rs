@@ -6,23 +6,33 @@
 //! * `config`: users, tokens, JWT keys, the Unix uid map and roles, as configured;
 //! * `identity`: who a session is and how it proved it;
 //! * `permissions`: what a role allows, and the per-session cache of decisions;
-//! * `limits`: what a role may use (rates, counts, sizes).
+//! * `limits`: what a role may use (rates, counts, sizes);
+//! * `usage`: what each user uses now, counted against those limits;
+//! * `addresses`: connections per IP address, checked before the handshake;
+//! * `reload`: putting a new configuration in force while serving.
 //!
 //! Without any identity configured the hub is open, as it has always been on a local
 //! machine: every session is anonymous and may do everything but the admin operations,
 //! which need the Unix socket or the admin token.
 
+pub(crate) mod addresses;
 mod config;
 mod identity;
 pub mod limits;
 pub mod permissions;
+pub(crate) mod reload;
+pub(crate) mod usage;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use self::limits::{LimitSettings, Limits};
 
 pub use self::config::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
 };
 pub use self::identity::{AuthMethod, Identity};
+pub use self::reload::ReloadError;
 
 /// The security settings in force, compiled from a [`SecurityConfig`]. Held by the hub
 /// behind an atomic pointer: a reload builds a new one and swaps it in.
@@ -30,12 +40,64 @@ pub use self::identity::{AuthMethod, Identity};
 #[allow(dead_code)] // read by authentication and the permission checks
 pub(crate) struct Policy {
     pub config: SecurityConfig,
+    /// Per-address limits and those of sessions without a role.
+    pub limits: LimitSettings,
+    /// Each role's limits, resolved against the defaults.
+    role_limits: HashMap<String, Limits>,
+    /// The limits of sessions without a role.
+    no_role_limits: Limits,
 }
 
 #[allow(dead_code)] // read by authentication and the permission checks
 impl Policy {
     pub fn new(config: SecurityConfig) -> Policy {
-        Policy { config }
+        Policy::with_limits(config, LimitSettings::default())
+    }
+
+    /// The policy of `config` with these server-wide limits.
+    pub fn with_limits(config: SecurityConfig, limits: LimitSettings) -> Policy {
+        let role_limits = config
+            .roles
+            .iter()
+            .map(|(name, role)| {
+                (
+                    name.clone(),
+                    Limits::resolve(&role.limits, &Limits::ROLE_DEFAULTS),
+                )
+            })
+            .collect();
+        let no_role_limits = Limits::resolve(&limits.no_role, &Limits::NONE);
+        Policy {
+            config,
+            limits,
+            role_limits,
+            no_role_limits,
+        }
+    }
+
+    /// The limits of a session with this identity, the most generous of its roles';
+    /// `None` if nothing limits it (an admin, or no role on a server that sets no
+    /// limits for sessions without one).
+    pub fn session_limits(&self, identity: &Identity) -> Option<Limits> {
+        if identity.admin {
+            return None;
+        }
+        let limits = if identity.roles.is_empty() {
+            self.no_role_limits
+        } else {
+            identity
+                .roles
+                .iter()
+                .map(|role| {
+                    self.role_limits
+                        .get(role)
+                        .copied()
+                        .unwrap_or(Limits::ROLE_DEFAULTS)
+                })
+                .reduce(|a, b| a.most_generous(&b))
+                .unwrap_or(Limits::ROLE_DEFAULTS)
+        };
+        (!limits.is_unlimited()).then_some(limits)
     }
 
     /// Whether any way of logging in is configured; if not, the hub is open.
@@ -62,6 +124,6 @@ impl Policy {
 /// The policy the hub serves with, replaced whole by a reload.
 pub(crate) type SharedPolicy = arc_swap::ArcSwap<Policy>;
 
-pub(crate) fn shared_policy(config: SecurityConfig) -> SharedPolicy {
-    arc_swap::ArcSwap::new(Arc::new(Policy::new(config)))
+pub(crate) fn shared_policy(policy: Policy) -> SharedPolicy {
+    arc_swap::ArcSwap::new(Arc::new(policy))
 }

@@ -19,6 +19,7 @@ use crate::connection::{self, Peer};
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
 use crate::log;
+use crate::security::addresses::AddressSlot;
 
 /// One TLS listener's settings and the rustls configuration in force.
 pub(crate) struct TlsListener {
@@ -93,10 +94,20 @@ pub(crate) async fn accept_tls(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let limits = hub.policy().limits.per_address;
+                let slot = match hub.addresses().admit(peer.ip(), &limits, hub.now_ns()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        // Nothing can be said before a TLS handshake: counted, logged
+                        // and closed.
+                        crate::server::count_address_refusal(&hub, peer, refusal);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 debug!(target: log::CONNECTION, %peer, "accepted on TLS");
                 let config = tls.current.load_full();
-                tracker.spawn(serve_tls(hub.clone(), stream, peer, config));
+                tracker.spawn(serve_tls(hub.clone(), stream, peer, config, slot));
             }
             Err(error) => {
                 error!(target: log::ERROR, %error, "accept failed");
@@ -114,6 +125,7 @@ async fn serve_tls(
     stream: TcpStream,
     addr: std::net::SocketAddr,
     config: Arc<rustls::ServerConfig>,
+    slot: AddressSlot,
 ) {
     let limit = hub.config().handshake_timeout;
     let handshake = Box::pin(tokio::time::timeout(
@@ -160,7 +172,7 @@ async fn serve_tls(
         addr,
         certificate_names,
     };
-    connection::serve(hub, TlsTransport(stream), peer).await;
+    connection::serve(hub, TlsTransport(stream), peer, Some(slot)).await;
 }
 
 fn refused(hub: &Hub) {

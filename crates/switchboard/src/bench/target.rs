@@ -5,6 +5,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use switchboard_client::{Client, ClientConfig, TlsOptions};
+use switchboard_server::security::limits::AddressLimits;
 use switchboard_server::{Server, ServerHandle, TlsListenerConfig};
 
 use super::Settings;
@@ -36,7 +37,15 @@ impl Target {
             _ => None,
         };
         let (address, embedded) = if settings.embedded {
-            let mut builder = Server::builder();
+            // The benchmark is the embedded server's only client, from one address: the
+            // per-address limits would measure themselves.
+            let mut builder = Server::builder().configure(|config| {
+                config.limits.per_address = AddressLimits {
+                    connections_per_ip: 0,
+                    new_connections_per_second: 0,
+                    new_connection_burst: 0,
+                };
+            });
             builder = match &certificates {
                 Some(files) => builder.listen_tls(TlsListenerConfig::new(
                     "127.0.0.1:0",

@@ -1,4 +1,4 @@
-//! `whoami`, `clients`, `stats` and `stop`.
+//! `whoami`, `clients`, `stats`, `stop` and `reload`.
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
@@ -70,7 +70,7 @@ pub async fn stats(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// Where `stop` connects: an explicit unix: address, the server's default socket for a
+/// Where `stop` and `reload` connect: an explicit unix: address, the server's default socket for a
 /// TCP address (unless a token was given), or the TCP address with the token.
 fn stop_target(ctx: &Context) -> String {
     if ctx.server.starts_with("unix:") || ctx.token.is_some() {
@@ -104,6 +104,21 @@ pub async fn stop(ctx: &Context) -> Result<()> {
         print_json(&json!({"stopped": true, "server": target}));
     } else {
         crate::outln!("server at {target} is stopping");
+    }
+    Ok(())
+}
+
+/// `reload`: the server re-reads its config file; a refusal's reason is the error.
+pub async fn reload(ctx: &Context) -> Result<()> {
+    let target = stop_target(ctx);
+    let client = ctx.connect_to(&target).await?;
+    let result = client.reload_server().await;
+    let _ = client.close().await;
+    result.context("the server refused the configuration and keeps the one it had")?;
+    if ctx.json {
+        print_json(&json!({"reloaded": true, "server": target}));
+    } else {
+        crate::outln!("server at {target} reloaded its configuration");
     }
     Ok(())
 }
