@@ -18,6 +18,8 @@ pub enum ServerError {
     UnixUnsupported,
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("roles: {0}")]
+    Permissions(#[from] crate::security::permissions::PolicyError),
 }
 
 /// A request refused with a wire error code and a human message.

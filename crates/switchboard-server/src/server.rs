@@ -104,6 +104,7 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        crate::security::validate(&config.security)?;
         let mut guard = None;
         let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
             (Some(storage), _) => storage,

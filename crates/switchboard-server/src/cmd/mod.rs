@@ -8,6 +8,7 @@ mod channel;
 mod clients;
 mod fetch;
 mod group;
+mod permission;
 mod publish;
 mod relay;
 mod server;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard_proto::packet::{Packet, Publish, PublishAck};
+use switchboard_proto::packet::{Packet, Publish, PublishAck, Scope};
 use switchboard_proto::subject;
 use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
@@ -14,6 +14,7 @@ use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
+use crate::security::permissions::Operation;
 use crate::storage::SyncFuture;
 
 /// `body_crc` is the CRC32C of the body as checked in its frame.
@@ -39,13 +40,18 @@ pub(crate) async fn publish(
     }
 }
 
-/// Checks the header names, then lets the embedding application reject or rewrite the
-/// publish.
+/// Checks that the session may publish there (or post to the group) and the header
+/// names, then lets the embedding application reject or rewrite the publish.
 pub(crate) fn run_hooks(
     hub: &Hub,
     session: &Session,
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
+    let operation = match publish.scope {
+        Scope::Group => Operation::PostToGroup,
+        Scope::Channel | Scope::Tag => Operation::Publish,
+    };
+    session.permit(hub, operation, &publish.channel)?;
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;

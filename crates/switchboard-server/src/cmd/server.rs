@@ -6,12 +6,20 @@ use tracing::info;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
+use crate::hub::stats::Counters;
 use crate::log;
+use crate::security::permissions::AdminOperation;
 
 /// STOP: admin sessions only (the local Unix socket, or the admin token). The OK is
 /// queued before shutdown begins, so it reaches the caller before the DISCONNECT.
 pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
-    if !session.info.admin {
+    if !session.permissions.is_everything() {
+        if let Err(refusal) = session.permit_admin(hub, AdminOperation::Stop) {
+            session.refuse(request_id, refusal).await;
+            return;
+        }
+    } else if !session.info.admin {
+        Counters::add(&hub.counters().permission_denials, 1);
         session
             .refuse(
                 request_id,
@@ -28,6 +36,10 @@ pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
 }
 
 pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
+    if let Err(refusal) = session.permit_admin(hub, AdminOperation::Stats) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let mut stats = hub.counters().report();
     let gauge = |name: &str, value: usize| Stat {
         name: name.into(),

@@ -3,6 +3,7 @@
 //! task owns it, hands it to every request it serves, and closes it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_proto::Flags;
@@ -19,14 +20,17 @@ use crate::hub::Caller;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::Identity;
+use crate::security::permissions::{Coverage, Grants, Operation, SessionPermissions};
 
 /// A session's own state, owned by its connection task.
 pub(crate) struct Session {
     pub caller: Caller,
     pub info: SessionInfo,
     /// Who the session is, as its handshake proved.
-    #[allow(dead_code)] // read by the permission checks
     pub identity: Identity,
+    /// What its roles allow, with its cache of decisions; shared with the routes that
+    /// filter deliveries on its behalf and with its directory entry.
+    pub permissions: Arc<SessionPermissions>,
     pub connected_since_us: u64,
     /// Nothing heard for this long ends the session (three heartbeats); the connection's
     /// request loop keeps to it. Kept here rather than passed along, where each async
@@ -46,6 +50,7 @@ impl Session {
         caller: Caller,
         info: SessionInfo,
         identity: Identity,
+        grants: Grants,
         connected_since_us: u64,
         idle_limit: Duration,
     ) -> Session {
@@ -53,6 +58,7 @@ impl Session {
             caller,
             info,
             identity,
+            permissions: SessionPermissions::new(grants),
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),
@@ -99,6 +105,22 @@ impl Session {
     /// remove their routes.
     pub fn take_subscriptions(&mut self) -> impl Iterator<Item = Pattern> + '_ {
         self.subscriptions.drain().map(|(_, pattern)| pattern)
+    }
+
+    /// The ids of this session's subscriptions that `grants` (a reloaded policy's,
+    /// before they are put in force with [`SessionPermissions::replace`]) no longer
+    /// allow. The caller removes them (as UNSUBSCRIBE does) and tells the session.
+    /// Subscriptions that `grants` allow only in part stay: their deliveries are filtered
+    /// by the grants in force.
+    #[allow(dead_code)] // for a reload of the policy
+    pub fn revoked_subscriptions(&self, grants: &Grants) -> Vec<u64> {
+        self.subscriptions
+            .iter()
+            .filter(|(_, pattern)| {
+                grants.coverage(Operation::Subscribe, pattern) == Coverage::Denied
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The session is closing: publishes already stored get their answers (within

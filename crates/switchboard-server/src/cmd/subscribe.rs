@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE.
 
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{OkReply, Packet, Subscribe, Unsubscribe};
+use switchboard_proto::packet::{OkReply, Packet, Replay, Subscribe, Unsubscribe};
 use switchboard_proto::subject::Pattern;
 
 use super::session::Session;
@@ -37,6 +37,10 @@ impl Subscriptions {
         Some(self.entries.remove(at).1)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &(u64, Pattern)> {
+        self.entries.iter()
+    }
+
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + '_ {
         self.entries.drain(..)
     }
@@ -52,6 +56,14 @@ pub(crate) async fn subscribe(
         Ok(pattern) => pattern,
         Err(error) => {
             session.refuse(request_id, Refusal::from(error)).await;
+            return;
+        }
+    };
+    let replay = subscribe.replay != Replay::None;
+    let filter = match session.permit_subscription(hub, &pattern, replay) {
+        Ok(filter) => filter,
+        Err(refusal) => {
+            session.refuse(request_id, refusal).await;
             return;
         }
     };
@@ -88,6 +100,7 @@ pub(crate) async fn subscribe(
         &pattern,
         subscribe.replay,
         permit,
+        filter.as_ref(),
     );
     session.subscriptions.insert(subscription_id, pattern);
 }

@@ -161,7 +161,15 @@ where
         name,
         outbox: outbox.clone(),
     };
-    let session = Session::new(caller, info, identity, connected_since_us, heartbeat * 3);
+    let grants = hub.policy().grants(&identity);
+    let session = Session::new(
+        caller,
+        info,
+        identity,
+        grants,
+        connected_since_us,
+        heartbeat * 3,
+    );
     let ack = SessionAck {
         client_id,
         session_id,
@@ -179,6 +187,8 @@ where
         name: name.clone(),
         connected_since_us,
         outbox,
+        user: session.identity.user.as_deref().map(std::sync::Arc::from),
+        permissions: session.permissions.clone(),
     });
     Counters::add(&hub.counters().connections_total, 1);
     debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");

@@ -26,6 +26,8 @@ pub struct Counters {
     pub corrupt_records_skipped: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
+    /// Requests refused with FORBIDDEN because the session's roles do not allow them.
+    pub permission_denials: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +58,7 @@ impl Counters {
             stat("connections_refused", &self.connections_refused),
             stat("corrupt_records_skipped", &self.corrupt_records_skipped),
             stat("slow_consumer_skipped", &self.slow_consumer_skipped),
+            stat("permission_denials", &self.permission_denials),
         ]
     }
 }

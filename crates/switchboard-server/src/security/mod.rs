@@ -17,7 +17,10 @@ mod identity;
 pub mod limits;
 pub mod permissions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use self::permissions::{CompiledRole, Grants, PolicyError};
 
 pub use self::config::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
@@ -30,12 +33,75 @@ pub use self::identity::{AuthMethod, Identity};
 #[allow(dead_code)] // read by authentication and the permission checks
 pub(crate) struct Policy {
     pub config: SecurityConfig,
+    /// Every configured role, compiled.
+    roles: HashMap<String, Arc<CompiledRole>>,
+}
+
+/// Checks the permission rules of a security configuration: every pattern parses,
+/// `{user}` stands only as a whole token of a channel, group or user pattern, and the
+/// anonymous role and every user's roles are configured. The first problem is the error.
+pub fn validate(config: &SecurityConfig) -> Result<(), PolicyError> {
+    for (name, spec) in &config.roles {
+        CompiledRole::compile(name, spec)?;
+    }
+    if let Some(role) = &config.anonymous_role
+        && !config.roles.contains_key(role)
+    {
+        return Err(PolicyError::UnknownAnonymousRole(role.clone()));
+    }
+    for user in &config.users {
+        if let Some(role) = user.roles.iter().find(|r| !config.roles.contains_key(*r)) {
+            return Err(PolicyError::UnknownUserRole {
+                user: user.name.clone(),
+                role: role.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[allow(dead_code)] // read by authentication and the permission checks
 impl Policy {
+    /// Compiles the roles. A role that does not compile (the server validates the
+    /// configuration before it starts, see [`validate`]) stands as one that allows
+    /// nothing, so that a bad rule never widens what a session may do.
     pub fn new(config: SecurityConfig) -> Policy {
-        Policy { config }
+        let roles = config
+            .roles
+            .iter()
+            .map(|(name, spec)| {
+                let role = CompiledRole::compile(name, spec).unwrap_or_else(|error| {
+                    tracing::error!(target: crate::log::ERROR, %error, "role allows nothing");
+                    CompiledRole::nothing()
+                });
+                (name.clone(), Arc::new(role))
+            })
+            .collect();
+        Policy { config, roles }
+    }
+
+    /// Whether any role is configured; without one, every session may do everything
+    /// (admin operations aside) and nothing is checked.
+    pub fn has_roles(&self) -> bool {
+        !self.roles.is_empty()
+    }
+
+    /// What `identity` may do under this policy. Admin identities, and the sessions of a
+    /// hub without roles, get grants that answer without a lookup.
+    pub fn grants(&self, identity: &Identity) -> Grants {
+        if identity.admin {
+            return Grants::Everything { admin: true };
+        }
+        if identity.method == AuthMethod::Open {
+            return Grants::Everything { admin: false };
+        }
+        // A role that is not configured grants nothing.
+        let roles = identity
+            .roles
+            .iter()
+            .filter_map(|name| self.roles.get(name).cloned())
+            .collect();
+        Grants::of_roles(roles, identity.user.as_deref())
     }
 
     /// Whether any way of logging in is configured; if not, the hub is open.
