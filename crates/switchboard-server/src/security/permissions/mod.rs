@@ -96,3 +96,6 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Er
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
