@@ -56,7 +56,7 @@ pub(super) fn reachable(session: &Session, entry: &ClientEntry) -> bool {
     grants.is_everything()
         || grants.allows(
             Operation::Relay,
-            entry.user.as_deref().unwrap_or(ANONYMOUS_USER),
+            entry.permissions.user().unwrap_or(ANONYMOUS_USER),
         )
 }
 
@@ -81,7 +81,7 @@ fn permit(hub: &Hub, session: &Session, relay: &Relay) -> Result<(), Refusal> {
                 Some("it does not take relays"),
             ));
         }
-        let user = entry.user.as_deref().unwrap_or(ANONYMOUS_USER);
+        let user = entry.permissions.user().unwrap_or(ANONYMOUS_USER);
         if !grants.is_everything() && !grants.allows(Operation::Relay, user) {
             return Err(denied(hub, "relay to", user, None));
         }

@@ -19,8 +19,8 @@ use crate::hooks::SessionInfo;
 use crate::hub::Caller;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
-use crate::security::Identity;
 use crate::security::permissions::{Coverage, Grants, Operation, SessionPermissions};
+use crate::security::{Identity, Policy};
 
 /// A session's own state, owned by its connection task.
 pub(crate) struct Session {
@@ -50,7 +50,7 @@ impl Session {
         caller: Caller,
         info: SessionInfo,
         identity: Identity,
-        grants: Grants,
+        permissions: Arc<SessionPermissions>,
         connected_since_us: u64,
         idle_limit: Duration,
     ) -> Session {
@@ -58,7 +58,7 @@ impl Session {
             caller,
             info,
             identity,
-            permissions: SessionPermissions::new(grants),
+            permissions,
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),
@@ -107,20 +107,45 @@ impl Session {
         self.subscriptions.drain().map(|(_, pattern)| pattern)
     }
 
-    /// The ids of this session's subscriptions that `grants` (a reloaded policy's,
-    /// before they are put in force with [`SessionPermissions::replace`]) no longer
-    /// allow. The caller removes them (as UNSUBSCRIBE does) and tells the session.
-    /// Subscriptions that `grants` allow only in part stay: their deliveries are filtered
-    /// by the grants in force.
-    #[allow(dead_code)] // for a reload of the policy
+    /// The ids of this session's subscriptions that `grants` (a reloaded policy's, not
+    /// yet in force) no longer allow. Subscriptions that `grants` allow only in part
+    /// stay when their routes are filtered (every wildcard and hashtag route of a
+    /// session that may not do everything is); those made while the session could do
+    /// everything have unfiltered routes, so they are revoked unless `grants` allow them
+    /// whole.
     pub fn revoked_subscriptions(&self, grants: &Grants) -> Vec<u64> {
+        let unfiltered = self.permissions.is_everything();
         self.subscriptions
             .iter()
-            .filter(|(_, pattern)| {
-                grants.coverage(Operation::Subscribe, pattern) == Coverage::Denied
-            })
+            .filter(
+                |(_, pattern)| match grants.coverage(Operation::Subscribe, pattern) {
+                    Coverage::Denied => true,
+                    Coverage::Filtered => unfiltered,
+                    Coverage::Allowed => false,
+                },
+            )
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Puts `policy` (a reloaded one) in force for this session, and returns the ids of
+    /// the subscriptions it no longer allows ([`Session::revoked_subscriptions`]); the
+    /// caller removes them as UNSUBSCRIBE does and tells the session (EVENT
+    /// `SUBSCRIPTION_CLOSED` with the subscription's id). The session's own permissions are updated in place, so
+    /// the routes filtering on its behalf see the new grants at once; a session moving
+    /// from or to grants that allow everything gets a new value, also handed to its
+    /// directory entry.
+    #[allow(dead_code)] // for a reload of the policy
+    pub fn reload_permissions(&mut self, hub: &crate::hub::Hub, policy: &Policy) -> Vec<u64> {
+        let grants = policy.grants(&self.identity);
+        let revoked = self.revoked_subscriptions(&grants);
+        if !self.permissions.is_everything() && !grants.is_everything() {
+            self.permissions.replace(grants);
+        } else {
+            self.permissions = policy.permissions(&self.identity);
+            hub.set_client_permissions(self.caller.client_id, self.permissions.clone());
+        }
+        revoked
     }
 
     /// The session is closing: publishes already stored get their answers (within

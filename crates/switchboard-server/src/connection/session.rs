@@ -161,12 +161,12 @@ where
         name,
         outbox: outbox.clone(),
     };
-    let grants = hub.policy().grants(&identity);
+    let permissions = hub.policy().permissions(&identity);
     let session = Session::new(
         caller,
         info,
         identity,
-        grants,
+        permissions,
         connected_since_us,
         heartbeat * 3,
     );
@@ -187,7 +187,6 @@ where
         name: name.clone(),
         connected_since_us,
         outbox,
-        user: session.identity.user.as_deref().map(std::sync::Arc::from),
         permissions: session.permissions.clone(),
     });
     Counters::add(&hub.counters().connections_total, 1);

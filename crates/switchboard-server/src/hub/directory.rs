@@ -18,9 +18,7 @@ pub struct ClientEntry {
     pub name: Text,
     pub connected_since_us: u64,
     pub outbox: Outbox,
-    /// The session's authenticated user, `None` when anonymous: what relay rules match.
-    pub user: Option<Arc<str>>,
-    /// What the session may do (whether it may be relayed to, for others' relays).
+    /// What the session may do and its user (what others' relay rules match).
     pub permissions: Arc<SessionPermissions>,
 }
 
@@ -120,6 +118,13 @@ impl Directory {
                     .filter_map(|id| inner.clients.get(id))
                     .map(|entry| entry.outbox.clone()),
             );
+        }
+    }
+
+    /// Replaces a connected client's permissions (a reload).
+    pub fn set_permissions(&self, client_id: u64, permissions: Arc<SessionPermissions>) {
+        if let Some(entry) = self.inner.write().clients.get_mut(&client_id) {
+            entry.permissions = permissions;
         }
     }
 

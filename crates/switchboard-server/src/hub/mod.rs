@@ -279,6 +279,15 @@ impl Hub {
         self.directory.outbox(client_id)
     }
 
+    /// Replaces a connected client's permissions in the directory (a reload).
+    pub fn set_client_permissions(
+        &self,
+        client_id: u64,
+        permissions: Arc<crate::security::permissions::SessionPermissions>,
+    ) {
+        self.directory.set_permissions(client_id, permissions);
+    }
+
     /// A connected client's directory entry: its queue, user and permissions.
     pub fn client_entry(&self, client_id: u64) -> Option<directory::ClientEntry> {
         self.directory.entry(client_id)

@@ -27,8 +27,24 @@ use crate::security::permissions::{Operation, SessionPermissions};
 /// Whose permissions a route's deliveries are checked against.
 pub type DeliveryFilter = Arc<SessionPermissions>;
 
-fn admits(filter: Option<&DeliveryFilter>, channel: &str) -> bool {
-    filter.is_none_or(|permissions| permissions.allows(Operation::Subscribe, channel))
+/// What a route keeps per connection to decide whether a message reaches it: nothing
+/// for exact routes (the channel was checked at subscribe time), an optional filter for
+/// wildcard and hashtag routes.
+trait RouteFilter: Clone + std::fmt::Debug + Default {
+    fn admits(&self, channel: &str) -> bool;
+}
+
+impl RouteFilter for () {
+    fn admits(&self, _channel: &str) -> bool {
+        true
+    }
+}
+
+impl RouteFilter for Option<DeliveryFilter> {
+    fn admits(&self, channel: &str) -> bool {
+        self.as_ref()
+            .is_none_or(|permissions| permissions.allows(Operation::Subscribe, channel))
+    }
 }
 
 /// Connections on one route, with how many of their subscriptions use it, sorted by
@@ -39,10 +55,10 @@ fn admits(filter: Option<&DeliveryFilter>, channel: &str) -> bool {
 /// session costs), delivery walks it front to back, and adding or removing one costs a
 /// binary search and a move of what follows.
 #[derive(Debug, Default)]
-struct Subscribers(Vec<(u64, Outbox, u32, Option<DeliveryFilter>)>);
+struct Subscribers<F = Option<DeliveryFilter>>(Vec<(u64, Outbox, u32, F)>);
 
-impl Subscribers {
-    fn add(&mut self, outbox: &Outbox, filter: Option<&DeliveryFilter>) {
+impl<F: RouteFilter> Subscribers<F> {
+    fn add(&mut self, outbox: &Outbox, filter: F) {
         let conn_id = outbox.conn_id();
         match self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
             Ok(at) => self.0[at].2 += 1,
@@ -52,8 +68,7 @@ impl Subscribers {
                 if self.0.is_empty() {
                     self.0.reserve_exact(1);
                 }
-                self.0
-                    .insert(at, (conn_id, outbox.clone(), 1, filter.cloned()));
+                self.0.insert(at, (conn_id, outbox.clone(), 1, filter));
             }
         }
     }
@@ -82,7 +97,7 @@ impl Subscribers {
     fn outboxes_for<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Outbox> + 'a {
         self.0
             .iter()
-            .filter(move |(_, _, _, filter)| admits(filter.as_ref(), channel))
+            .filter(move |(_, _, _, filter)| filter.admits(channel))
             .map(|(_, outbox, _, _)| outbox)
     }
 }
@@ -110,8 +125,8 @@ impl Node {
         filter: Option<&DeliveryFilter>,
     ) {
         match tokens.split_first() {
-            None => self.end.add(outbox, filter),
-            Some((PatternToken::Rest, _)) => self.rest.add(outbox, filter),
+            None => self.end.add(outbox, filter.cloned()),
+            Some((PatternToken::Rest, _)) => self.rest.add(outbox, filter.cloned()),
             Some((PatternToken::One, rest)) => self
                 .one
                 .get_or_insert_default()
@@ -164,7 +179,7 @@ impl Node {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Subscribers>,
+    exact: HashMap<String, Subscribers<()>>,
     tags: HashMap<String, Subscribers>,
     tree: Node,
 }
@@ -175,16 +190,12 @@ impl RouteTable {
     /// checked when the session subscribed).
     pub fn add(&mut self, pattern: &Pattern, outbox: &Outbox, filter: Option<&DeliveryFilter>) {
         match pattern {
-            Pattern::Exact(name) => self
-                .exact
-                .entry(name.clone())
-                .or_default()
-                .add(outbox, None),
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().add(outbox, ()),
             Pattern::Tag(tag) => self
                 .tags
                 .entry(tag.clone())
                 .or_default()
-                .add(outbox, filter),
+                .add(outbox, filter.cloned()),
             Pattern::Wildcard(tokens) => self.tree.insert(tokens, outbox, filter),
         }
     }

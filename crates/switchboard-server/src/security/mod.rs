@@ -20,7 +20,7 @@ pub mod permissions;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use self::permissions::{CompiledRole, Grants, PolicyError};
+use self::permissions::{CompiledRole, Grants, PolicyError, SessionPermissions};
 
 pub use self::config::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
@@ -35,6 +35,10 @@ pub(crate) struct Policy {
     pub config: SecurityConfig,
     /// Every configured role, compiled.
     roles: HashMap<String, Arc<CompiledRole>>,
+    /// The permissions every open session shares, and those every admin session shares:
+    /// they allow everything, never consult a cache, and cost a session one pointer.
+    open: Arc<SessionPermissions>,
+    admin: Arc<SessionPermissions>,
 }
 
 /// Checks the permission rules of a security configuration: every pattern parses,
@@ -77,7 +81,23 @@ impl Policy {
                 (name.clone(), Arc::new(role))
             })
             .collect();
-        Policy { config, roles }
+        Policy {
+            config,
+            roles,
+            open: SessionPermissions::new(Grants::Everything { admin: false }, None),
+            admin: SessionPermissions::new(Grants::Everything { admin: true }, None),
+        }
+    }
+
+    /// The permissions of a session of `identity`: shared by all sessions without a
+    /// user whose grants allow everything, its own (with its own cache) otherwise.
+    pub fn permissions(&self, identity: &Identity) -> Arc<SessionPermissions> {
+        let user = identity.user.as_deref();
+        match (self.grants(identity), user) {
+            (Grants::Everything { admin: true }, None) => self.admin.clone(),
+            (Grants::Everything { admin: false }, None) => self.open.clone(),
+            (grants, user) => SessionPermissions::new(grants, user),
+        }
     }
 
     /// Whether any role is configured; without one, every session may do everything

@@ -26,10 +26,14 @@ struct Decisions {
     by_operation: [Option<HashMap<Box<str>, bool>>; CACHED.len()],
 }
 
-/// One session's grants and its cache of decisions.
+/// One session's grants and its cache of decisions. The cache is allocated on the first
+/// decision, so a session that never needs one (an open hub's, an admin's) costs two
+/// words for it.
 pub struct SessionPermissions {
     grants: ArcSwap<Grants>,
-    cache: Mutex<Decisions>,
+    /// The session's authenticated user, as others' relay rules see it.
+    user: Option<Box<str>>,
+    cache: Mutex<Option<Box<Decisions>>>,
 }
 
 impl std::fmt::Debug for SessionPermissions {
@@ -41,11 +45,17 @@ impl std::fmt::Debug for SessionPermissions {
 }
 
 impl SessionPermissions {
-    pub fn new(grants: Grants) -> Arc<SessionPermissions> {
+    pub fn new(grants: Grants, user: Option<&str>) -> Arc<SessionPermissions> {
         Arc::new(SessionPermissions {
             grants: ArcSwap::from_pointee(grants),
-            cache: Mutex::new(Decisions::default()),
+            user: user.map(Box::from),
+            cache: Mutex::new(None),
         })
+    }
+
+    /// The session's user; `None` when anonymous.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The grants in force.
@@ -62,7 +72,7 @@ impl SessionPermissions {
     /// old ones.
     pub fn replace(&self, grants: Grants) {
         self.grants.store(Arc::new(grants));
-        *self.cache.lock() = Decisions::default();
+        *self.cache.lock() = None;
     }
 
     /// Whether `operation` on the concrete subject `name` is allowed; cached for the
@@ -75,14 +85,18 @@ impl SessionPermissions {
         let Some(slot) = CACHED.iter().position(|cached| *cached == operation) else {
             return grants.allows(operation, name);
         };
-        if let Some(&known) = self.cache.lock().by_operation[slot]
+        if let Some(&known) = self
+            .cache
+            .lock()
             .as_ref()
+            .and_then(|cache| cache.by_operation[slot].as_ref())
             .and_then(|map| map.get(name))
         {
             return known;
         }
         let decision = grants.allows(operation, name);
         let mut cache = self.cache.lock();
+        let cache = cache.get_or_insert_with(Box::default);
         let map = cache.by_operation[slot].get_or_insert_with(|| HashMap::with_capacity(8));
         if map.len() >= CACHE_CAPACITY {
             map.clear();
@@ -94,12 +108,8 @@ impl SessionPermissions {
     /// How many decisions are cached, all operations together.
     #[cfg(test)]
     pub fn cached(&self) -> usize {
-        self.cache
-            .lock()
-            .by_operation
-            .iter()
-            .flatten()
-            .map(HashMap::len)
-            .sum()
+        self.cache.lock().as_ref().map_or(0, |cache| {
+            cache.by_operation.iter().flatten().map(HashMap::len).sum()
+        })
     }
 }

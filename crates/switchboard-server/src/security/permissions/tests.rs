@@ -48,6 +48,9 @@ fn user(name: Option<&str>, roles: &[&str]) -> Identity {
     }
 }
 
+/// Roles, user, operation, subject, and whether it is allowed.
+type Case<'a> = (&'a [&'a RoleSpec], Option<&'a str>, Operation, &'a str, bool);
+
 #[test]
 fn decisions_across_roles_deny_wins() {
     let reader = role(
@@ -56,7 +59,7 @@ fn decisions_across_roles_deny_wins() {
     );
     let restricted = role(rule(&[], &["chat.admin"]), rule(&[], &["chat.admin"]));
     let inbox = role(rule(&["inbox.{user}"], &[]), rule(&["inbox.{user}"], &[]));
-    let cases: &[(&[&RoleSpec], Option<&str>, Operation, &str, bool)] = &[
+    let cases: &[Case<'_>] = &[
         (&[&reader], None, Operation::Publish, "chat.rust", true),
         (&[&reader], None, Operation::Publish, "chat.admin", true),
         (
@@ -270,7 +273,7 @@ fn a_role_that_fails_to_compile_allows_nothing() {
 #[test]
 fn the_cache_is_bounded_and_forgets_on_replace() {
     let spec = role(rule(&["chat.>"], &[]), Rule::default());
-    let permissions = SessionPermissions::new(grants(&[spec], None));
+    let permissions = SessionPermissions::new(grants(&[spec], None), None);
     for index in 0..CACHE_CAPACITY * 3 {
         assert!(permissions.allows(Operation::Publish, &format!("chat.{index}")));
     }
