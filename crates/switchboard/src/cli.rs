@@ -411,6 +411,9 @@ pub struct ServeArgs {
     /// the config file does not override.
     #[arg(skip)]
     pub given: Vec<String>,
+    /// Identities and roles, from the config file only.
+    #[arg(skip)]
+    pub security: Box<switchboard_server::security::SecurityConfig>,
 }
 
 #[derive(Debug, Args)]

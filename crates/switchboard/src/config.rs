@@ -5,6 +5,7 @@
 //! paths in the file are taken from the file's own directory, so that the same file works
 //! whatever directory the server is started in.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use switchboard_server::DiskReserve;
+use switchboard_server::security::RoleSpec;
 
 use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
 
@@ -33,6 +35,19 @@ pub struct ConfigFile {
     runtime: RuntimeSection,
     #[serde(default)]
     secrets: SecretsSection,
+    #[serde(default)]
+    auth: AuthSection,
+    /// `[roles.NAME]`: what each role allows (docs/security-perms.md).
+    #[serde(default)]
+    roles: BTreeMap<String, RoleSpec>,
+}
+
+/// `[auth]`: how sessions prove who they are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    /// The role of sessions that present no credentials.
+    anonymous_role: Option<String>,
 }
 
 /// `[listen]`: where the server accepts connections.
@@ -169,6 +184,8 @@ impl ConfigFile {
             storage,
             runtime,
             secrets,
+            auth,
+            roles,
         } = self;
         if storage.memory == Some(true) && storage.data_dir.is_some() {
             anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
@@ -296,6 +313,12 @@ impl ConfigFile {
             is_given("admin_token_file") || token_in_env,
         );
         args.given = given;
+
+        args.security.roles = roles;
+        if auth.anonymous_role.is_some() {
+            args.security.anonymous_role = auth.anonymous_role;
+        }
+        switchboard_server::security::validate(&args.security)?;
         Ok(())
     }
 }

@@ -113,6 +113,7 @@ pub fn config_from(
         partial_frame_budget: args.partial_frame_budget,
         connection_summary_interval: args.connection_summary,
         max_memory: args.max_memory.unwrap_or(defaults.max_memory),
+        security: (*args.security).clone(),
         ..defaults
     }
 }

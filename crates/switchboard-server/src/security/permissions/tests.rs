@@ -49,7 +49,13 @@ fn user(name: Option<&str>, roles: &[&str]) -> Identity {
 }
 
 /// Roles, user, operation, subject, and whether it is allowed.
-type Case<'a> = (&'a [&'a RoleSpec], Option<&'a str>, Operation, &'a str, bool);
+type Case<'a> = (
+    &'a [&'a RoleSpec],
+    Option<&'a str>,
+    Operation,
+    &'a str,
+    bool,
+);
 
 #[test]
 fn decisions_across_roles_deny_wins() {
