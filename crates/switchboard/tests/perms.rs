@@ -140,3 +140,41 @@ fn roles_that_do_not_make_sense_are_refused_with_the_file() {
     let (ok, stderr) = check(&config);
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn the_bench_runs_under_a_role_of_many_patterns() {
+    let output = std::process::Command::new(support::BIN)
+        .args([
+            "--json",
+            "bench",
+            "pubsub",
+            "--embedded",
+            "--role-patterns",
+            "50",
+            "--count",
+            "500",
+            "--size",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = &json_lines(stdout.as_bytes())[0];
+    assert_eq!(report["received"], 500, "{report}");
+    assert!(
+        report["notes"].to_string().contains("50 allow patterns"),
+        "{report}"
+    );
+
+    let refused = std::process::Command::new(support::BIN)
+        .args(["bench", "pubsub", "--role-patterns", "5"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--embedded"));
+}
