@@ -106,13 +106,14 @@ impl Policy {
         !self.roles.is_empty()
     }
 
-    /// What `identity` may do under this policy. Admin identities, and the sessions of a
-    /// hub without roles, get grants that answer without a lookup.
+    /// What `identity` may do under this policy. Admin identities, open sessions, and
+    /// every session of a hub without any role (identities alone restrict who may
+    /// connect, not what they may do) get grants that answer without a lookup.
     pub fn grants(&self, identity: &Identity) -> Grants {
         if identity.admin {
             return Grants::Everything { admin: true };
         }
-        if identity.method == AuthMethod::Open {
+        if identity.method == AuthMethod::Open || !self.has_roles() {
             return Grants::Everything { admin: false };
         }
         // A role that is not configured grants nothing.

@@ -232,6 +232,10 @@ fn the_policy_gives_open_admin_and_role_grants() {
     assert!(!reader.allows(Operation::Publish, "news"));
     let nobody = policy.grants(&user(Some("bob"), &["missing"]));
     assert!(!nobody.allows(Operation::Publish, "chat.x"));
+
+    // Users without any role configured on the hub are not restricted.
+    let no_roles = Policy::new(SecurityConfig::default());
+    assert!(no_roles.grants(&user(Some("ada"), &[])).is_everything());
 }
 
 #[test]
