@@ -239,6 +239,34 @@ fn the_policy_gives_open_admin_and_role_grants() {
 }
 
 #[test]
+fn user_rules_follow_the_identity() {
+    let mut config = SecurityConfig::default();
+    config.roles.insert(
+        "member".into(),
+        role(
+            rule(&["inbox.{user}"], &[]),
+            rule(&["inbox.{user}", "{user}.>"], &["{user}.private"]),
+        ),
+    );
+    let policy = Policy::new(config);
+    let ada = policy.grants(&user(Some("ada"), &["member"]));
+    assert!(ada.allows(Operation::Publish, "inbox.ada"));
+    assert!(!ada.allows(Operation::Publish, "inbox.bob"));
+    let coverage = |grants: &Grants, pattern: &str| {
+        grants.coverage(Operation::Subscribe, &Pattern::parse(pattern).unwrap())
+    };
+    assert_eq!(coverage(&ada, "inbox.ada"), Coverage::Allowed);
+    assert_eq!(coverage(&ada, "inbox.*"), Coverage::Denied);
+    assert_eq!(coverage(&ada, "ada.>"), Coverage::Filtered);
+    assert_eq!(coverage(&ada, "ada.private"), Coverage::Denied);
+    assert_eq!(coverage(&ada, "bob.>"), Coverage::Denied);
+    // An anonymous session under the same role has no user: nothing with {user} applies.
+    let anonymous = policy.grants(&user(None, &["member"]));
+    assert!(!anonymous.allows(Operation::Publish, "inbox.anonymous"));
+    assert_eq!(coverage(&anonymous, "inbox.*"), Coverage::Denied);
+}
+
+#[test]
 fn validation_names_the_role_key_and_pattern() {
     let mut config = SecurityConfig::default();
     config
