@@ -22,6 +22,8 @@ pub enum ServerError {
     Config(#[from] crate::security::ReloadError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("roles: {0}")]
+    Permissions(#[from] crate::security::permissions::PolicyError),
 }
 
 /// A request refused with a wire error code and a human message.

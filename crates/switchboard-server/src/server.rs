@@ -138,6 +138,7 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.tls.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        crate::security::validate(&config.security)?;
         crate::security::reload::validate(&config.security)?;
         // Read before anything is opened: a bad certificate file is a start-up error.
         let tls_listeners = config

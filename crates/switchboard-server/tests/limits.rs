@@ -15,18 +15,41 @@ use switchboard_proto::packet::{
 };
 use switchboard_proto::{ErrorCode, FrameCodec, Limits, PREFACE_LEN, PROTOCOL_VERSION, Preface};
 use switchboard_server::security::limits::{AddressLimits, LimitSpec, ManualClock};
+use switchboard_server::security::permissions::{ChannelRule, GroupRules, Rule};
 use switchboard_server::security::{RoleSpec, SecurityConfig, UserSpec};
 use switchboard_server::{Server, ServerConfig, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::Decoder;
 
-/// A server whose anonymous sessions take the role `guest` with these limits.
+/// A server whose anonymous sessions take the role `guest`, which may do everything but
+/// the admin operations, with these limits.
 fn guest_config(limits: LimitSpec) -> SecurityConfig {
     let mut security = SecurityConfig::default();
+    let everything = || Rule {
+        allow: vec![">".to_owned(), "#*".to_owned()],
+        deny: Vec::new(),
+    };
     security.roles.insert(
         "guest".to_owned(),
         RoleSpec {
+            publish: everything(),
+            subscribe: everything(),
+            history: everything(),
+            relay: Rule {
+                allow: vec!["*".to_owned()],
+                deny: Vec::new(),
+            },
+            create_channel: ChannelRule {
+                allow: vec![">".to_owned()],
+                ..ChannelRule::default()
+            },
+            groups: GroupRules {
+                create: everything(),
+                join: everything(),
+                post: everything(),
+                read: everything(),
+            },
             limits,
             ..RoleSpec::default()
         },

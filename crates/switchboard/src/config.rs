@@ -40,7 +40,7 @@ pub struct ConfigFile {
     #[serde(default)]
     tls: Vec<TlsSection>,
     /// `[auth]`, `[[users]]` and `[roles.NAME]` (read into the server's
-    /// `SecurityConfig` as they are).
+    /// `SecurityConfig` as they are; docs/SECURITY.md).
     #[serde(default)]
     auth: AuthSection,
     #[serde(default)]
@@ -61,11 +61,11 @@ struct TlsSection {
     client_ca: Option<PathBuf>,
 }
 
-/// `[auth]`.
+/// `[auth]`: how sessions prove who they are.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthSection {
-    /// The role of sessions without credentials.
+    /// The role of sessions that present no credentials.
     anonymous_role: Option<String>,
 }
 
@@ -410,6 +410,7 @@ impl ConfigFile {
             })
             .collect::<Result<_>>()?;
         args.given = given;
+        switchboard_server::security::validate(&args.security)?;
         Ok(())
     }
 }

@@ -4,13 +4,25 @@ use switchboard_proto::packet::{
     ChannelList, CreateChannel, DeleteChannel, ListChannels, OkReply, Packet,
 };
 
+use super::permission::denied;
 use super::session::Session;
+use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::listing::PageSize;
+use crate::security::permissions::Operation;
 use crate::security::usage::Owned;
 
 /// CREATE_CHANNEL; a new channel counts against its creator's cap until deleted.
-pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateChannel) {
+pub(crate) async fn create(
+    hub: &Hub,
+    session: &Session,
+    request_id: u32,
+    mut create: CreateChannel,
+) {
+    if let Err(refusal) = permit_create(hub, session, &mut create) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let creation = match session.reserve_creation(hub, Owned::Channel) {
         Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
@@ -31,6 +43,44 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
             session.refuse(request_id, refusal).await;
         }
     }
+}
+
+/// Whether the session may create the channel, with the options it asks: asking for
+/// more history or a larger body than its roles' caps is FORBIDDEN; an option left
+/// unset whose server default is over the cap is set to the cap.
+fn permit_create(hub: &Hub, session: &Session, create: &mut CreateChannel) -> Result<(), Refusal> {
+    session.permit(hub, Operation::CreateChannel, &create.name)?;
+    let (max_history, max_body) = session.permissions.grants().channel_caps(&create.name);
+    let options = &mut create.options;
+    let capped = [
+        (
+            &mut options.history,
+            max_history,
+            hub.config().default_history,
+            "history",
+            "messages",
+        ),
+        (
+            &mut options.max_bytes,
+            max_body,
+            hub.config().max_body,
+            "max_bytes",
+            "bytes",
+        ),
+    ];
+    for (asked, cap, default, what, unit) in capped {
+        let Some(cap) = cap else { continue };
+        match *asked {
+            Some(value) if value > cap => {
+                let why = format!("{what} {value} is over the role's cap of {cap} {unit}");
+                return Err(denied(hub, "create channel", &create.name, Some(&why)));
+            }
+            Some(_) => {}
+            None if default > cap => *asked = Some(cap),
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// One page of the channel list (see `hub::listing`).

@@ -2,9 +2,12 @@
 
 use switchboard_proto::packet::{ClientList, Identity, ListClients, Packet};
 
+use super::relay;
 use super::session::Session;
 use crate::hub::Hub;
+use crate::hub::directory::ClientEntry;
 use crate::hub::listing::PageSize;
+use crate::security::permissions::AdminOperation;
 
 pub(crate) async fn identify(session: &Session, request_id: u32) {
     let identity = Identity {
@@ -16,10 +19,19 @@ pub(crate) async fn identify(session: &Session, request_id: u32) {
     session.reply(request_id, Packet::Identity(identity)).await;
 }
 
-/// One page of the other connected clients (see `hub::listing`).
+/// One page of the other connected clients (see `hub::listing`). A session whose roles
+/// do not grant the `clients` admin operation sees only the clients it may relay to.
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListClients) {
     let size = PageSize::new(list.limit, hub.config().max_frame);
-    match hub.client_page(session.caller.client_id, list.cursor.as_ref(), size) {
+    let grants = session.permissions.grants();
+    let everyone = grants.may_admin(AdminOperation::Clients);
+    let visible = |entry: &ClientEntry| everyone || relay::reachable(session, entry);
+    match hub.client_page(
+        session.caller.client_id,
+        list.cursor.as_ref(),
+        size,
+        visible,
+    ) {
         Ok(page) => {
             let reply = ClientList {
                 clients: page.entries,

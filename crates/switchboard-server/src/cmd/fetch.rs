@@ -19,6 +19,48 @@ use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
 use crate::outbox::{Gone, Outgoing};
+use crate::security::permissions::Operation;
+
+/// Whether the session may read this history: a channel's (`history`), a group's
+/// (`groups.read`) or a hashtag's (`history` with `#tag` or `#*`).
+fn permit_read(hub: &Hub, session: &Session, scope: Scope, name: &str) -> Result<(), Refusal> {
+    match scope {
+        Scope::Channel => session.permit(hub, Operation::History, name),
+        Scope::Group => session.permit(hub, Operation::ReadGroup, name),
+        Scope::Tag => {
+            let grants = session.permissions.grants();
+            let tag = tag_of(name)?;
+            if grants.allows_tag(Operation::History, &tag) {
+                Ok(())
+            } else {
+                Err(super::permission::denied(
+                    hub,
+                    Operation::History.describe(),
+                    &format!("#{tag}"),
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+/// A hashtag's messages as the session may see them: those of channels whose history it
+/// may read.
+fn readable_tagged(
+    session: &Session,
+    mut messages: Vec<Arc<StoredMessage>>,
+) -> Vec<Arc<StoredMessage>> {
+    if !session.permissions.is_everything() {
+        messages.retain(|message| {
+            message.envelope().is_ok_and(|envelope| {
+                session
+                    .permissions
+                    .allows(Operation::History, &envelope.channel)
+            })
+        });
+    }
+    messages
+}
 
 /// About how many bytes of frames one page of an answer holds (a page holds at least one
 /// message, whatever its size).
@@ -34,9 +76,13 @@ fn tag_of(name: &str) -> Result<String, Refusal> {
 }
 
 pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, get: GetMessage) {
+    if let Err(refusal) = permit_read(hub, session, get.scope, &get.channel) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let found = if get.scope == Scope::Tag {
         tag_of(&get.channel).map(|tag| {
-            let recent = hub.tagged(&tag, Since::All, None);
+            let recent = readable_tagged(session, hub.tagged(&tag, Since::All, None));
             match &get.id {
                 Some(id) => recent.into_iter().rev().find(|m| m.id() == *id),
                 None => recent.last().cloned(),
@@ -70,10 +116,14 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
 }
 
 pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, get: GetMessages) {
+    if let Err(refusal) = permit_read(hub, session, get.scope, &get.channel) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     if get.scope == Scope::Tag {
         match tag_of(&get.channel) {
             Ok(tag) => {
-                let messages = hub.tagged(&tag, get.since, get.limit);
+                let messages = readable_tagged(session, hub.tagged(&tag, get.since, get.limit));
                 send_snapshot(session, request_id, messages).await;
             }
             Err(refusal) => session.refuse(request_id, refusal).await,

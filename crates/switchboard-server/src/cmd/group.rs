@@ -8,10 +8,15 @@ use switchboard_proto::packet::{
 use super::session::Session;
 use crate::hub::Hub;
 use crate::hub::listing::PageSize;
+use crate::security::permissions::Operation;
 use crate::security::usage::Owned;
 
 /// CREATE_GROUP; a new group counts against its creator's cap until deleted.
 pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create: CreateGroup) {
+    if let Err(refusal) = session.permit(hub, Operation::CreateGroup, &create.name) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let creation = match session.reserve_creation(hub, Owned::Group) {
         Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
@@ -50,6 +55,11 @@ pub(crate) async fn membership(
     group: &str,
     join: bool,
 ) {
+    // Leaving is always allowed.
+    if join && let Err(refusal) = session.permit(hub, Operation::JoinGroup, group) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     match hub.set_membership(&session.caller, group, join) {
         Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
@@ -57,6 +67,10 @@ pub(crate) async fn membership(
 }
 
 pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, members: GroupMembers) {
+    if let Err(refusal) = session.permit(hub, Operation::ReadGroup, &members.group) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let size = PageSize::new(members.limit, hub.config().max_frame);
     match hub.member_page(&members.group, members.cursor.as_ref(), size) {
         Ok(page) => {

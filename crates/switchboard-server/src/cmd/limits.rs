@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{Event, EventKind, Packet};
-use switchboard_proto::subject::Pattern;
 use tracing::warn;
 
 use super::session::Session;
@@ -18,7 +17,7 @@ use crate::hub::stats::Counters;
 use crate::log;
 use crate::security::limits::{Limits, Rate, retry_hint};
 use crate::security::usage::{Counter, Owned, SessionLimits, Usage};
-use crate::security::{Identity, Policy, reload};
+use crate::security::{Policy, reload};
 use crate::time::now_us;
 
 /// Checks a request against the session's rates and body size before it is served.
@@ -283,12 +282,7 @@ pub(crate) async fn policy_changed(
 /// Ends every subscription the policy no longer allows, telling the client with an
 /// EVENT SUBSCRIPTION_REVOKED each.
 async fn revoke_subscriptions(hub: &Hub, session: &mut Session, policy: &Policy) {
-    let revoked: Vec<u64> = session
-        .subscriptions
-        .iter()
-        .filter(|(_, pattern)| !may_subscribe(policy, &session.identity, pattern))
-        .map(|(id, _)| *id)
-        .collect();
+    let revoked = session.reload_permissions(hub, policy);
     for subscription_id in revoked {
         let Some(pattern) = session.subscriptions.remove(&subscription_id) else {
             continue;
@@ -301,11 +295,4 @@ async fn revoke_subscriptions(hub: &Hub, session: &mut Session, policy: &Policy)
         event.time_us = now_us();
         session.reply(0, Packet::Event(event)).await;
     }
-}
-
-/// Whether the policy lets this identity hold a subscription to `pattern`. The
-/// permission engine's subscribe check is called here; until roles' rules are enforced,
-/// every subscription stays.
-fn may_subscribe(_policy: &Policy, _identity: &Identity, _pattern: &Pattern) -> bool {
-    true
 }

@@ -9,6 +9,7 @@ mod clients;
 mod fetch;
 mod group;
 pub(crate) mod limits;
+mod permission;
 mod publish;
 mod relay;
 mod server;

@@ -15,6 +15,7 @@ use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
+use crate::security::permissions::Operation;
 use crate::security::usage::Owned;
 use crate::storage::SyncFuture;
 
@@ -76,13 +77,18 @@ pub(crate) async fn publish(
     }
 }
 
-/// Checks the header names, then lets the embedding application reject or rewrite the
-/// publish.
+/// Checks that the session may publish there (or post to the group) and the header
+/// names, then lets the embedding application reject or rewrite the publish.
 pub(crate) fn run_hooks(
     hub: &Hub,
     session: &Session,
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
+    let operation = match publish.scope {
+        Scope::Group => Operation::PostToGroup,
+        Scope::Channel | Scope::Tag => Operation::Publish,
+    };
+    session.permit(hub, operation, &publish.channel)?;
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;

@@ -5,11 +5,14 @@ use switchboard_proto::packet::{
     Direct, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult, RelayStatus,
 };
 
+use super::permission::{ANONYMOUS_USER, denied};
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
+use crate::hub::directory::ClientEntry;
 use crate::hub::stats::Counters;
 use crate::outbox::DirectDelivery;
+use crate::security::permissions::{Grants, Operation};
 use crate::time::now_us;
 
 /// Checks the whole relay first: either every receiver gets the body or none does.
@@ -39,8 +42,55 @@ fn check(hub: &Hub, relay: &Relay) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether the session may relay to the client of `entry`: the client takes relays (all
+/// its roles say `receive_relay`; admin senders reach it regardless) and the sender's
+/// `relay` rule allows its user (a client without a user counts as `anonymous`).
+pub(super) fn reachable(session: &Session, entry: &ClientEntry) -> bool {
+    let grants = session.permissions.grants();
+    if matches!(*grants, Grants::Everything { admin: true }) {
+        return true;
+    }
+    if !entry.permissions.grants().receives_relay() {
+        return false;
+    }
+    grants.is_everything()
+        || grants.allows(
+            Operation::Relay,
+            entry.permissions.user().unwrap_or(ANONYMOUS_USER),
+        )
+}
+
+/// Checks every receiver the relay names against the session's permissions; one it may
+/// not reach refuses the whole relay. Receivers not connected are left to be reported
+/// `unknown`.
+fn permit(hub: &Hub, session: &Session, relay: &Relay) -> Result<(), Refusal> {
+    let grants = session.permissions.grants();
+    if matches!(*grants, Grants::Everything { admin: true }) {
+        return Ok(());
+    }
+    for &client_id in &relay.receivers {
+        let Some(entry) = hub.client_entry(client_id) else {
+            continue;
+        };
+        if !entry.permissions.grants().receives_relay() {
+            let subject = format!("client {client_id}");
+            return Err(denied(
+                hub,
+                "relay to",
+                &subject,
+                Some("it does not take relays"),
+            ));
+        }
+        let user = entry.permissions.user().unwrap_or(ANONYMOUS_USER);
+        if !grants.is_everything() && !grants.allows(Operation::Relay, user) {
+            return Err(denied(hub, "relay to", user, None));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: Relay) {
-    if let Err(refusal) = check(hub, &relay) {
+    if let Err(refusal) = check(hub, &relay).and_then(|()| permit(hub, session, &relay)) {
         session.refuse(request_id, refusal).await;
         return;
     }

@@ -8,21 +8,16 @@ use switchboard_proto::ErrorCode;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hub::Hub;
+use crate::hub::stats::Counters;
 use crate::log;
 use crate::security::ReloadError;
+use crate::security::permissions::AdminOperation;
 
 /// STOP: admin sessions only (the local Unix socket, or the admin token). The OK is
 /// queued before shutdown begins, so it reaches the caller before the DISCONNECT.
 pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
-    if !session.info.admin {
-        session
-            .refuse(
-                request_id,
-                Refusal::forbidden(
-                    "stopping the server needs an admin session: connect over the server's Unix socket or present the admin token",
-                ),
-            )
-            .await;
+    if let Err(refusal) = permit_server_admin(hub, session, AdminOperation::Stop) {
+        session.refuse(request_id, refusal).await;
         return;
     }
     session.reply(request_id, Packet::Ok(OkReply)).await;
@@ -30,21 +25,36 @@ pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
     hub.begin_shutdown();
 }
 
-/// RELOAD: admin sessions only for now. The configuration is read again from the
-/// server's reload source and put in force; the answer is OK, or ERROR with the reason
-/// it was refused (the configuration in force is kept).
+/// Whether the session may stop or reload the server: by its roles' admin operations
+/// where roles restrict it; a session whose roles do not restrict it (an open hub, a
+/// hub without roles) must be an admin session, as stopping always needed.
+fn permit_server_admin(
+    hub: &Hub,
+    session: &Session,
+    operation: AdminOperation,
+) -> Result<(), Refusal> {
+    if !session.permissions.is_everything() {
+        return session.permit_admin(hub, operation);
+    }
+    if session.info.admin || session.identity.admin {
+        return Ok(());
+    }
+    Counters::add(&hub.counters().permission_denials, 1);
+    Err(Refusal::forbidden(format!(
+        "{} needs an admin session: connect over the server's Unix socket or present the admin token",
+        match operation {
+            AdminOperation::Reload => "reloading the configuration",
+            _ => "stopping the server",
+        }
+    )))
+}
+
+/// RELOAD: admin sessions, or sessions whose roles grant `reload`. The configuration is
+/// read again from the server's reload source and put in force; the answer is OK, or
+/// ERROR with the reason it was refused (the configuration in force is kept).
 pub(crate) async fn reload(hub: &Hub, session: &Session, request_id: u32) {
-    // The permission check goes here: a session whose roles grant
-    // `AdminOperation::Reload` may reload too, once roles are enforced.
-    if !session.info.admin && !session.identity.admin {
-        session
-            .refuse(
-                request_id,
-                Refusal::forbidden(
-                    "reloading the configuration needs an admin session: connect over the server's Unix socket or present the admin token",
-                ),
-            )
-            .await;
+    if let Err(refusal) = permit_server_admin(hub, session, AdminOperation::Reload) {
+        session.refuse(request_id, refusal).await;
         return;
     }
     info!(target: log::GENERAL, client_id = session.caller.client_id, name = %session.caller.name, "reload requested");
@@ -65,6 +75,10 @@ pub(crate) async fn reload(hub: &Hub, session: &Session, request_id: u32) {
 }
 
 pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
+    if let Err(refusal) = session.permit_admin(hub, AdminOperation::Stats) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let mut stats = hub.counters().report();
     let gauge = |name: &str, value: usize| Stat {
         name: name.into(),

@@ -3,6 +3,7 @@
 //! task owns it, hands it to every request it serves, and closes it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_proto::Flags;
@@ -18,8 +19,9 @@ use crate::hooks::SessionInfo;
 use crate::hub::Caller;
 use crate::log;
 use crate::outbox::{Outbox, Outgoing};
-use crate::security::Identity;
+use crate::security::permissions::{Coverage, Grants, Operation, SessionPermissions};
 use crate::security::usage::SessionLimits;
+use crate::security::{Identity, Policy};
 
 /// A session's own state, owned by its connection task.
 pub(crate) struct Session {
@@ -31,6 +33,9 @@ pub(crate) struct Session {
     pub(crate) limits: Option<Box<SessionLimits>>,
     /// Changes when a reload puts a new policy in force (see `cmd::limits::policy_changed`).
     pub(crate) policy_changes: tokio::sync::watch::Receiver<u64>,
+    /// What its roles allow, with its cache of decisions; shared with the routes that
+    /// filter deliveries on its behalf and with its directory entry.
+    pub permissions: Arc<SessionPermissions>,
     pub connected_since_us: u64,
     /// Nothing heard for this long ends the session (three heartbeats); the connection's
     /// request loop keeps to it. Kept here rather than passed along, where each async
@@ -50,6 +55,7 @@ impl Session {
         caller: Caller,
         info: SessionInfo,
         identity: Identity,
+        permissions: Arc<SessionPermissions>,
         connected_since_us: u64,
         idle_limit: Duration,
         policy_changes: tokio::sync::watch::Receiver<u64>,
@@ -60,6 +66,7 @@ impl Session {
             identity,
             limits: None,
             policy_changes,
+            permissions,
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),
@@ -106,6 +113,46 @@ impl Session {
     /// remove their routes.
     pub fn take_subscriptions(&mut self) -> impl Iterator<Item = Pattern> + '_ {
         self.subscriptions.drain().map(|(_, pattern)| pattern)
+    }
+
+    /// The ids of this session's subscriptions that `grants` (a reloaded policy's, not
+    /// yet in force) no longer allow. Subscriptions that `grants` allow only in part
+    /// stay when their routes are filtered (every wildcard and hashtag route of a
+    /// session that may not do everything is); those made while the session could do
+    /// everything have unfiltered routes, so they are revoked unless `grants` allow them
+    /// whole.
+    pub fn revoked_subscriptions(&self, grants: &Grants) -> Vec<u64> {
+        let unfiltered = self.permissions.is_everything();
+        self.subscriptions
+            .iter()
+            .filter(
+                |(_, pattern)| match grants.coverage(Operation::Subscribe, pattern) {
+                    Coverage::Denied => true,
+                    Coverage::Filtered => unfiltered,
+                    Coverage::Allowed => false,
+                },
+            )
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Puts `policy` (a reloaded one) in force for this session, and returns the ids of
+    /// the subscriptions it no longer allows ([`Session::revoked_subscriptions`]); the
+    /// caller removes them as UNSUBSCRIBE does and tells the session (EVENT
+    /// `SUBSCRIPTION_REVOKED` with the subscription's id). The session's own permissions
+    /// are updated in place, so the routes filtering on its behalf see the new grants at once; a session moving
+    /// from or to grants that allow everything gets a new value, also handed to its
+    /// directory entry.
+    pub fn reload_permissions(&mut self, hub: &crate::hub::Hub, policy: &Policy) -> Vec<u64> {
+        let grants = policy.grants(&self.identity);
+        let revoked = self.revoked_subscriptions(&grants);
+        if !self.permissions.is_everything() && !grants.is_everything() {
+            self.permissions.replace(grants);
+        } else {
+            self.permissions = policy.permissions(&self.identity);
+            hub.set_client_permissions(self.caller.client_id, self.permissions.clone());
+        }
+        revoked
     }
 
     /// The session is closing: publishes already stored get their answers (within

@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE.
 
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{OkReply, Packet, Subscribe, Unsubscribe};
+use switchboard_proto::packet::{OkReply, Packet, Replay, Subscribe, Unsubscribe};
 use switchboard_proto::subject::Pattern;
 
 use super::session::Session;
@@ -59,6 +59,14 @@ pub(crate) async fn subscribe(
             return;
         }
     };
+    let replay = subscribe.replay != Replay::None;
+    let filter = match session.permit_subscription(hub, &pattern, replay) {
+        Ok(filter) => filter,
+        Err(refusal) => {
+            session.refuse(request_id, refusal).await;
+            return;
+        }
+    };
     if session.subscriptions.len() >= hub.config().max_subscriptions {
         session
             .refuse(
@@ -98,6 +106,7 @@ pub(crate) async fn subscribe(
         &pattern,
         subscribe.replay,
         permit,
+        filter.as_ref(),
     );
     session.subscriptions.insert(subscription_id, pattern);
 }

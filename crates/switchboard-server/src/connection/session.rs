@@ -174,10 +174,12 @@ where
         name,
         outbox: outbox.clone(),
     };
+    let permissions = hub.policy().permissions(&identity);
     let mut session = Session::new(
         caller,
         info,
         identity,
+        permissions,
         connected_since_us,
         heartbeat * 3,
         policy_changes,
@@ -201,6 +203,7 @@ where
         name: name.clone(),
         connected_since_us,
         outbox,
+        permissions: session.permissions.clone(),
     });
     Counters::add(&hub.counters().connections_total, 1);
     debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");

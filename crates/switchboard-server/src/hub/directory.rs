@@ -1,12 +1,14 @@
 //! The client directory: every connected session by client id and by name.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use switchboard_proto::Text;
 use switchboard_proto::packet::ClientInfo;
 
 use crate::outbox::Outbox;
+use crate::security::permissions::SessionPermissions;
 
 /// A connected session as others see it.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct ClientEntry {
     pub name: Text,
     pub connected_since_us: u64,
     pub outbox: Outbox,
+    /// What the session may do and its user (what others' relay rules match).
+    pub permissions: Arc<SessionPermissions>,
 }
 
 #[derive(Debug, Default)]
@@ -117,19 +121,38 @@ impl Directory {
         }
     }
 
+    /// Replaces a connected client's permissions (a reload).
+    pub fn set_permissions(&self, client_id: u64, permissions: Arc<SessionPermissions>) {
+        if let Some(entry) = self.inner.write().clients.get_mut(&client_id) {
+            entry.permissions = permissions;
+        }
+    }
+
+    /// A connected client's entry.
+    pub fn entry(&self, client_id: u64) -> Option<ClientEntry> {
+        self.inner.read().clients.get(&client_id).cloned()
+    }
+
     pub fn is_online(&self, name: &str) -> bool {
         self.inner.read().by_name.contains_key(name)
     }
 
     /// Every connected client but `except`, by id.
     /// Every client but `except` whose id is above `after`, in id order.
-    pub fn list_after(&self, except: u64, after: Option<u64>) -> Vec<ClientInfo> {
+    /// Only those `visible` accepts are listed.
+    pub fn list_after(
+        &self,
+        except: u64,
+        after: Option<u64>,
+        visible: impl Fn(&ClientEntry) -> bool,
+    ) -> Vec<ClientInfo> {
         let inner = self.inner.read();
         let mut list: Vec<ClientInfo> = inner
             .clients
             .values()
             .filter(|entry| entry.client_id != except)
             .filter(|entry| after.is_none_or(|after| entry.client_id > after))
+            .filter(|entry| visible(entry))
             .map(|entry| ClientInfo {
                 client_id: entry.client_id,
                 name: entry.name.clone(),

@@ -164,9 +164,10 @@ impl Hub {
         except: u64,
         cursor: Option<&Bytes>,
         size: PageSize,
+        visible: impl Fn(&super::directory::ClientEntry) -> bool,
     ) -> Result<Page<ClientInfo>, Refusal> {
         let after = id_cursor(cursor)?;
-        let clients = self.directory.list_after(except, after);
+        let clients = self.directory.list_after(except, after, visible);
         Ok(take_page(
             clients.into_iter(),
             size,

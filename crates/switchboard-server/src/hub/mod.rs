@@ -412,6 +412,20 @@ impl Hub {
         self.directory.outbox(client_id)
     }
 
+    /// Replaces a connected client's permissions in the directory (a reload).
+    pub fn set_client_permissions(
+        &self,
+        client_id: u64,
+        permissions: Arc<crate::security::permissions::SessionPermissions>,
+    ) {
+        self.directory.set_permissions(client_id, permissions);
+    }
+
+    /// A connected client's directory entry: its queue, user and permissions.
+    pub fn client_entry(&self, client_id: u64) -> Option<directory::ClientEntry> {
+        self.directory.entry(client_id)
+    }
+
     pub fn channel_count(&self) -> usize {
         self.channels.len()
     }
@@ -870,6 +884,9 @@ impl Hub {
     /// SUBSCRIBE: registers the route and queues the acknowledgement and the replayed
     /// history as one item, while holding the locks that order publishes on every
     /// channel replayed, so that replay and live delivery neither overlap nor leave a gap.
+    // Each argument is a different part of one subscription; bundling them would only
+    // move the list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         caller: &Caller,
@@ -878,8 +895,17 @@ impl Hub {
         pattern: &Pattern,
         replay: Replay,
         permit: ReplyPermit,
+        filter: Option<&routes::DeliveryFilter>,
     ) {
         let replay_limit = caller.outbox.reply_limit();
+        // What a filtered subscription may replay: channels it may subscribe to and read.
+        let readable = |channel: &str| {
+            filter.is_none_or(|permissions| {
+                use crate::security::permissions::Operation;
+                permissions.allows(Operation::Subscribe, channel)
+                    && permissions.allows(Operation::History, channel)
+            })
+        };
         let send = |permit: ReplyPermit, mut messages: Vec<Arc<StoredMessage>>| {
             keep_newest_within(&mut messages, replay_limit);
             let ack = SubscribeAck {
@@ -897,10 +923,17 @@ impl Hub {
         match pattern {
             Pattern::Tag(tag) => {
                 let tags = self.tags.lock();
-                let messages =
+                let mut messages =
                     replay.map_or_else(Vec::new, |(since, limit)| tags.range(tag, since, limit));
+                if filter.is_some() {
+                    messages.retain(|message| {
+                        message
+                            .envelope()
+                            .is_ok_and(|envelope| readable(&envelope.channel))
+                    });
+                }
                 let mut routes = self.routes.write();
-                routes.add(pattern, &caller.outbox);
+                routes.add(pattern, &caller.outbox, filter);
                 send(permit, messages);
                 drop(routes);
                 drop(tags);
@@ -908,7 +941,7 @@ impl Hub {
             _ if replay.is_none() => {
                 // Queued under the routes lock, so no live message can overtake the ack.
                 let mut routes = self.routes.write();
-                routes.add(pattern, &caller.outbox);
+                routes.add(pattern, &caller.outbox, filter);
                 send(permit, Vec::new());
                 drop(routes);
             }
@@ -918,7 +951,7 @@ impl Hub {
                     Pattern::Exact(name) => table.get(name).into_iter().collect(),
                     _ => table
                         .iter()
-                        .filter(|(name, _)| pattern.matches_channel(name))
+                        .filter(|(name, _)| pattern.matches_channel(name) && readable(name))
                         .map(|(_, channel)| channel)
                         .collect(),
                 };
@@ -934,7 +967,7 @@ impl Hub {
                     }
                 }
                 let mut routes = self.routes.write();
-                routes.add(pattern, &caller.outbox);
+                routes.add(pattern, &caller.outbox, filter);
                 send(permit, messages);
                 drop(routes);
                 drop(histories);

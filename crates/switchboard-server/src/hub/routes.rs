@@ -5,6 +5,11 @@
 //! number of subscriptions. A connection appears once per route however many of its
 //! subscriptions share it (a count keeps track), and a message is queued once per
 //! connection however many routes match it.
+//!
+//! A route may carry a session's permissions as a filter (its hashtag subscriptions,
+//! and its wildcard subscriptions when the hub has roles): a message reaches the
+//! connection through that route only if the session may subscribe to the message's
+//! channel. Routes without a filter (every route of an open hub) cost nothing more.
 
 use std::sync::Arc;
 
@@ -17,6 +22,30 @@ use switchboard_proto::subject::{Pattern, PatternToken};
 
 use super::message::StoredMessage;
 use crate::outbox::Outbox;
+use crate::security::permissions::{Operation, SessionPermissions};
+
+/// Whose permissions a route's deliveries are checked against.
+pub type DeliveryFilter = Arc<SessionPermissions>;
+
+/// What a route keeps per connection to decide whether a message reaches it: nothing
+/// for exact routes (the channel was checked at subscribe time), an optional filter for
+/// wildcard and hashtag routes.
+trait RouteFilter: Clone + std::fmt::Debug + Default {
+    fn admits(&self, channel: &str) -> bool;
+}
+
+impl RouteFilter for () {
+    fn admits(&self, _channel: &str) -> bool {
+        true
+    }
+}
+
+impl RouteFilter for Option<DeliveryFilter> {
+    fn admits(&self, channel: &str) -> bool {
+        self.as_ref()
+            .is_none_or(|permissions| permissions.allows(Operation::Subscribe, channel))
+    }
+}
 
 /// Connections on one route, with how many of their subscriptions use it, sorted by
 /// connection id.
@@ -26,10 +55,10 @@ use crate::outbox::Outbox;
 /// session costs), delivery walks it front to back, and adding or removing one costs a
 /// binary search and a move of what follows.
 #[derive(Debug, Default)]
-struct Subscribers(Vec<(u64, Outbox, u32)>);
+struct Subscribers<F = Option<DeliveryFilter>>(Vec<(u64, Outbox, u32, F)>);
 
-impl Subscribers {
-    fn add(&mut self, outbox: &Outbox) {
+impl<F: RouteFilter> Subscribers<F> {
+    fn add(&mut self, outbox: &Outbox, filter: F) {
         let conn_id = outbox.conn_id();
         match self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
             Ok(at) => self.0[at].2 += 1,
@@ -39,7 +68,7 @@ impl Subscribers {
                 if self.0.is_empty() {
                     self.0.reserve_exact(1);
                 }
-                self.0.insert(at, (conn_id, outbox.clone(), 1));
+                self.0.insert(at, (conn_id, outbox.clone(), 1, filter));
             }
         }
     }
@@ -61,7 +90,15 @@ impl Subscribers {
     }
 
     fn outboxes(&self) -> impl Iterator<Item = &Outbox> {
-        self.0.iter().map(|(_, outbox, _)| outbox)
+        self.0.iter().map(|(_, outbox, _, _)| outbox)
+    }
+
+    /// The outboxes whose filter (if any) admits a message of `channel`.
+    fn outboxes_for<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Outbox> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, _, _, filter)| filter.admits(channel))
+            .map(|(_, outbox, _, _)| outbox)
     }
 }
 
@@ -81,18 +118,24 @@ impl Node {
         self.literal.is_empty() && self.one.is_none() && self.rest.is_empty() && self.end.is_empty()
     }
 
-    fn insert(&mut self, tokens: &[PatternToken], outbox: &Outbox) {
+    fn insert(
+        &mut self,
+        tokens: &[PatternToken],
+        outbox: &Outbox,
+        filter: Option<&DeliveryFilter>,
+    ) {
         match tokens.split_first() {
-            None => self.end.add(outbox),
-            Some((PatternToken::Rest, _)) => self.rest.add(outbox),
-            Some((PatternToken::One, rest)) => {
-                self.one.get_or_insert_default().insert(rest, outbox)
-            }
+            None => self.end.add(outbox, filter.cloned()),
+            Some((PatternToken::Rest, _)) => self.rest.add(outbox, filter.cloned()),
+            Some((PatternToken::One, rest)) => self
+                .one
+                .get_or_insert_default()
+                .insert(rest, outbox, filter),
             Some((PatternToken::Literal(literal), rest)) => self
                 .literal
                 .entry(literal.clone())
                 .or_default()
-                .insert(rest, outbox),
+                .insert(rest, outbox, filter),
         }
     }
 
@@ -119,34 +162,41 @@ impl Node {
         }
     }
 
-    fn collect<'a>(&'a self, tokens: &[&str], out: &mut Vec<&'a Outbox>) {
+    fn collect<'a>(&'a self, channel: &'a str, tokens: &[&str], out: &mut Vec<&'a Outbox>) {
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend(self.end.outboxes());
+            out.extend(self.end.outboxes_for(channel));
             return;
         };
-        out.extend(self.rest.outboxes());
+        out.extend(self.rest.outboxes_for(channel));
         if let Some(child) = self.literal.get(*first) {
-            child.collect(rest, out);
+            child.collect(channel, rest, out);
         }
         if let Some(child) = &self.one {
-            child.collect(rest, out);
+            child.collect(channel, rest, out);
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Subscribers>,
+    exact: HashMap<String, Subscribers<()>>,
     tags: HashMap<String, Subscribers>,
     tree: Node,
 }
 
 impl RouteTable {
-    pub fn add(&mut self, pattern: &Pattern, outbox: &Outbox) {
+    /// Routes `pattern` to `outbox`; with a filter, only messages of channels the
+    /// filter's session may subscribe to (exact routes never need one: the channel was
+    /// checked when the session subscribed).
+    pub fn add(&mut self, pattern: &Pattern, outbox: &Outbox, filter: Option<&DeliveryFilter>) {
         match pattern {
-            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().add(outbox),
-            Pattern::Tag(tag) => self.tags.entry(tag.clone()).or_default().add(outbox),
-            Pattern::Wildcard(tokens) => self.tree.insert(tokens, outbox),
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().add(outbox, ()),
+            Pattern::Tag(tag) => self
+                .tags
+                .entry(tag.clone())
+                .or_default()
+                .add(outbox, filter.cloned()),
+            Pattern::Wildcard(tokens) => self.tree.insert(tokens, outbox, filter),
         }
     }
 
@@ -198,12 +248,12 @@ impl RouteTable {
         }
         for tag in tags {
             if let Some(subscribers) = self.tags.get(tag) {
-                targets.extend(subscribers.outboxes());
+                targets.extend(subscribers.outboxes_for(channel));
             }
         }
         if !self.tree.is_empty() {
             let tokens: Vec<&str> = channel.split('.').collect();
-            self.tree.collect(&tokens, &mut targets);
+            self.tree.collect(channel, &tokens, &mut targets);
         }
         if targets.len() > 1 {
             targets.sort_unstable_by_key(|outbox| outbox.conn_id());
@@ -228,7 +278,7 @@ impl RouteTable {
         }
         if !self.tree.is_empty() {
             let tokens: Vec<&str> = channel.split('.').collect();
-            self.tree.collect(&tokens, &mut targets);
+            self.tree.collect(channel, &tokens, &mut targets);
         }
         targets.sort_unstable_by_key(|outbox| outbox.conn_id());
         targets.dedup_by_key(|outbox| outbox.conn_id());

@@ -44,6 +44,8 @@ pub struct Counters {
     pub sessions_ended_by_reload: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
+    /// Requests refused with FORBIDDEN because the session's roles do not allow them.
+    pub permission_denials: AtomicU64,
 }
 
 impl Counters {
@@ -88,6 +90,7 @@ impl Counters {
             stat("reloads", &self.reloads),
             stat("reloads_failed", &self.reloads_failed),
             stat("sessions_ended_by_reload", &self.sessions_ended_by_reload),
+            stat("permission_denials", &self.permission_denials),
         ]
     }
 }

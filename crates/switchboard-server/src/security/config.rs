@@ -115,8 +115,8 @@ pub struct UnixUserSpec {
 }
 
 /// `[roles.NAME]`: what a role may do and use. Every list is empty by default: a role
-/// allows nothing it does not name.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// allows nothing it does not name (but its sessions may be relayed to).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
     /// Channels it may publish to.
@@ -148,4 +148,21 @@ pub struct RoleSpec {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for RoleSpec {
+    /// What an empty `[roles.NAME]` table gives.
+    fn default() -> RoleSpec {
+        RoleSpec {
+            publish: Rule::default(),
+            subscribe: Rule::default(),
+            history: Rule::default(),
+            relay: Rule::default(),
+            receive_relay: yes(),
+            create_channel: ChannelRule::default(),
+            groups: GroupRules::default(),
+            admin: Vec::new(),
+            limits: LimitSpec::default(),
+        }
+    }
 }

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use self::limits::{LimitSettings, Limits};
+use self::permissions::{CompiledRole, Grants, PolicyError, SessionPermissions};
 
 pub use self::config::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
@@ -46,15 +47,48 @@ pub(crate) struct Policy {
     role_limits: HashMap<String, Limits>,
     /// The limits of sessions without a role.
     no_role_limits: Limits,
+    /// Every configured role, compiled.
+    roles: HashMap<String, Arc<CompiledRole>>,
+    /// The permissions every open session shares, and those every admin session shares:
+    /// they allow everything, never consult a cache, and cost a session one pointer.
+    open: Arc<SessionPermissions>,
+    admin: Arc<SessionPermissions>,
+}
+
+/// Checks the permission rules of a security configuration: every pattern parses,
+/// `{user}` stands only as a whole token of a channel, group or user pattern, and the
+/// anonymous role and every user's roles are configured. The first problem is the error.
+pub fn validate(config: &SecurityConfig) -> Result<(), PolicyError> {
+    for (name, spec) in &config.roles {
+        CompiledRole::compile(name, spec)?;
+    }
+    if let Some(role) = &config.anonymous_role
+        && !config.roles.contains_key(role)
+    {
+        return Err(PolicyError::UnknownAnonymousRole(role.clone()));
+    }
+    for user in &config.users {
+        if let Some(role) = user.roles.iter().find(|r| !config.roles.contains_key(*r)) {
+            return Err(PolicyError::UnknownUserRole {
+                user: user.name.clone(),
+                role: role.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[allow(dead_code)] // read by authentication and the permission checks
 impl Policy {
+    /// The policy of `config` with the default server-wide limits.
     pub fn new(config: SecurityConfig) -> Policy {
         Policy::with_limits(config, LimitSettings::default())
     }
 
-    /// The policy of `config` with these server-wide limits.
+    /// The policy of `config` with these server-wide limits. Compiles the roles: a
+    /// role that does not compile (the server validates the configuration before it
+    /// starts or reloads, see [`validate`]) stands as one that allows nothing, so that a
+    /// bad rule never widens what a session may do.
     pub fn with_limits(config: SecurityConfig, limits: LimitSettings) -> Policy {
         let role_limits = config
             .roles
@@ -67,11 +101,25 @@ impl Policy {
             })
             .collect();
         let no_role_limits = Limits::resolve(&limits.no_role, &Limits::NONE);
+        let roles = config
+            .roles
+            .iter()
+            .map(|(name, spec)| {
+                let role = CompiledRole::compile(name, spec).unwrap_or_else(|error| {
+                    tracing::error!(target: crate::log::ERROR, %error, "role allows nothing");
+                    CompiledRole::nothing()
+                });
+                (name.clone(), Arc::new(role))
+            })
+            .collect();
         Policy {
             config,
             limits,
             role_limits,
             no_role_limits,
+            roles,
+            open: SessionPermissions::new(Grants::Everything { admin: false }, None),
+            admin: SessionPermissions::new(Grants::Everything { admin: true }, None),
         }
     }
 
@@ -98,6 +146,42 @@ impl Policy {
                 .unwrap_or(Limits::ROLE_DEFAULTS)
         };
         (!limits.is_unlimited()).then_some(limits)
+    }
+
+    /// The permissions of a session of `identity`: shared by all sessions without a
+    /// user whose grants allow everything, its own (with its own cache) otherwise.
+    pub fn permissions(&self, identity: &Identity) -> Arc<SessionPermissions> {
+        let user = identity.user.as_deref();
+        match (self.grants(identity), user) {
+            (Grants::Everything { admin: true }, None) => self.admin.clone(),
+            (Grants::Everything { admin: false }, None) => self.open.clone(),
+            (grants, user) => SessionPermissions::new(grants, user),
+        }
+    }
+
+    /// Whether any role is configured; without one, every session may do everything
+    /// (admin operations aside) and nothing is checked.
+    pub fn has_roles(&self) -> bool {
+        !self.roles.is_empty()
+    }
+
+    /// What `identity` may do under this policy. Admin identities, open sessions, and
+    /// every session of a hub without any role (identities alone restrict who may
+    /// connect, not what they may do) get grants that answer without a lookup.
+    pub fn grants(&self, identity: &Identity) -> Grants {
+        if identity.admin {
+            return Grants::Everything { admin: true };
+        }
+        if identity.method == AuthMethod::Open || !self.has_roles() {
+            return Grants::Everything { admin: false };
+        }
+        // A role that is not configured grants nothing.
+        let roles = identity
+            .roles
+            .iter()
+            .filter_map(|name| self.roles.get(name).cloned())
+            .collect();
+        Grants::of_roles(roles, identity.user.as_deref())
     }
 
     /// Whether any way of logging in is configured; if not, the hub is open.

@@ -29,8 +29,10 @@ pub enum ReloadError {
     Tls(String),
 }
 
-/// Checks what a policy needs of a configuration: every role it names exists.
+/// Checks what a policy needs of a configuration: its rules compile and every role it
+/// names exists.
 pub(crate) fn validate(config: &SecurityConfig) -> Result<(), ReloadError> {
+    super::validate(config).map_err(|error| ReloadError::Invalid(error.to_string()))?;
     let known = |role: &String| config.roles.contains_key(role);
     let named = config
         .users
@@ -156,7 +158,7 @@ mod tests {
         let mut config = SecurityConfig::default();
         config.users.push(user("alice", &["writer"]));
         let error = validate(&config).unwrap_err();
-        assert!(error.to_string().contains("[roles.writer]"), "{error}");
+        assert!(error.to_string().contains("\"writer\""), "{error}");
         config
             .roles
             .insert("writer".to_owned(), RoleSpec::default());

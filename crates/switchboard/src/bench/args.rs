@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// (flow control) [default: 16 MiB worth of bodies, 64..4096 messages].
     #[arg(long, value_name = "N")]
     pub window: Option<u64>,
+    /// With --embedded: the bench's sessions take a role of N allow patterns (for
+    /// publish, subscribe, history and channel creation), of which only the last matches
+    /// the bench's channels, to measure what permission checks cost.
+    #[arg(long, value_name = "N", requires = "embedded")]
+    pub role_patterns: Option<usize>,
     /// Give up waiting for the last deliveries after this long without progress.
     #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,

@@ -99,6 +99,10 @@ pub(super) struct Settings {
     pub server_pid: Option<u32>,
     pub window: u64,
     pub drain_timeout: Duration,
+    /// The role of N allow patterns the embedded server gives the bench's sessions.
+    pub role_patterns: Option<usize>,
+    /// The channel names' prefix, which the role's last pattern covers.
+    pub channel_prefix: String,
 }
 
 impl Settings {
@@ -142,6 +146,8 @@ impl Settings {
             server_pid: args.server_pid,
             window,
             drain_timeout: args.drain_timeout,
+            role_patterns: args.role_patterns,
+            channel_prefix: args.channel.clone(),
         };
         settings.check()?;
         Ok(settings)
@@ -181,6 +187,9 @@ impl Settings {
         }
         if self.window == 0 {
             bail!("--window must be at least 1");
+        }
+        if self.role_patterns == Some(0) {
+            bail!("--role-patterns must be at least 1: the last pattern is the one that matches");
         }
         if self.mode == BenchMode::Channels && self.channel_count() > 100_000 {
             bail!("--publishers is the number of channels here: at most 100000");

@@ -156,6 +156,11 @@ impl Report {
                 worker_cores()
             ));
         }
+        if let Some(patterns) = settings.role_patterns {
+            notes.push(format!(
+                "role: the bench's sessions hold a role of {patterns} allow patterns per operation, the last one matching"
+            ));
+        }
         Report {
             mode: mode_name(settings.mode),
             server: target.address().to_owned(),

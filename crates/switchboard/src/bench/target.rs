@@ -5,7 +5,9 @@
 
 use anyhow::{Context as _, Result, bail};
 use switchboard_client::{Client, ClientConfig, TlsOptions};
+use switchboard_server::security::RoleSpec;
 use switchboard_server::security::limits::AddressLimits;
+use switchboard_server::security::permissions::{AdminOperation, ChannelRule, Rule};
 use switchboard_server::{Server, ServerHandle, TlsListenerConfig};
 
 use super::Settings;
@@ -54,6 +56,13 @@ impl Target {
                 )),
                 None => builder.listen_tcp("127.0.0.1:0"),
             };
+            if let Some(patterns) = settings.role_patterns {
+                let role = bench_role(patterns, &settings.channel_prefix);
+                builder = builder.configure(|config| {
+                    config.security.roles.insert(BENCH_ROLE.to_owned(), role);
+                    config.security.anonymous_role = Some(BENCH_ROLE.to_owned());
+                });
+            }
             if let Some(key) = &ctx.hmac_key {
                 builder = builder.hmac_key(key.clone());
             }
@@ -183,6 +192,32 @@ impl RunCertificates {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(RunCertificates { dir })
+    }
+}
+
+/// The role `--role-patterns` gives the bench's sessions.
+const BENCH_ROLE: &str = "bench";
+
+/// A role of `patterns` allow patterns per operation the bench uses, every one but the
+/// last naming channels the bench never touches, so that a decision without a cache
+/// would try them all.
+fn bench_role(patterns: usize, prefix: &str) -> RoleSpec {
+    let mut allow: Vec<String> = (1..patterns).map(|n| format!("unused{n}.>")).collect();
+    allow.push(format!("{prefix}.>"));
+    let rule = Rule {
+        allow: allow.clone(),
+        deny: Vec::new(),
+    };
+    RoleSpec {
+        publish: rule.clone(),
+        subscribe: rule.clone(),
+        history: rule,
+        create_channel: ChannelRule {
+            allow,
+            ..ChannelRule::default()
+        },
+        admin: vec![AdminOperation::Stats, AdminOperation::Clients],
+        ..RoleSpec::default()
     }
 }
 

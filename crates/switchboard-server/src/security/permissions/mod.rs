@@ -1,6 +1,17 @@
-//! What a role allows: allow and deny lists of subject patterns per operation.
+//! What a role allows: allow and deny lists of subject patterns per operation, as
+//! configured (the types below), compiled (`pattern`: rule patterns and the subset rule;
+//! `grants`: a role's rules and an identity's roles together) and decided per session
+//! with a bounded cache (`cache`). docs/security-perms.md describes the semantics.
 
-use serde::Deserialize;
+mod cache;
+mod grants;
+mod pattern;
+
+use serde::{Deserialize, Deserializer};
+
+pub use self::cache::{CACHE_CAPACITY, SessionPermissions};
+pub use self::grants::{CompiledRole, Coverage, Grants, Operation, PolicyError};
+pub use self::pattern::{RulePattern, RulePatternError, RuleToken, USER_PLACEHOLDER};
 
 /// Allow and deny lists of patterns in the hub's wildcard syntax (`*`, `>`, `#tag`),
 /// `{user}` standing for the session's user. Deny wins.
@@ -24,8 +35,9 @@ pub struct ChannelRule {
     /// Most history a channel it creates may keep.
     #[serde(default)]
     pub max_history: Option<u64>,
-    /// Largest body a channel it creates may take, in bytes.
-    #[serde(default)]
+    /// Largest body a channel it creates may take, in bytes (a number, or a size such
+    /// as `"1MiB"`).
+    #[serde(default, deserialize_with = "size")]
     pub max_body: Option<u64>,
 }
 
@@ -53,3 +65,37 @@ pub enum AdminOperation {
     /// The full client list (without it, a session sees only clients it may relay to).
     Clients,
 }
+
+impl AdminOperation {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminOperation::Stop => "stop",
+            AdminOperation::Reload => "reload",
+            AdminOperation::Stats => "stats",
+            AdminOperation::Clients => "clients",
+        }
+    }
+}
+
+/// A size: a number of bytes, or a string with a unit (`"1MiB"`, `"500KB"`).
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(Some(bytes)),
+        Size::Text(text) => match text.parse::<crate::storage::DiskReserve>() {
+            Ok(crate::storage::DiskReserve::Bytes(bytes)) => Ok(Some(bytes)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "{text:?} is not a size in bytes"
+            ))),
+            Err(error) => Err(serde::de::Error::custom(error)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
