@@ -108,6 +108,7 @@ impl FakeServer {
             max_frame,
             max_body,
             software: "fake-server/0".into(),
+            ..SessionAck::default()
         };
         self.send(request_id, Flags::empty(), ack).await;
         init

@@ -18,6 +18,8 @@ pub enum ServerError {
     UnixUnsupported,
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("security configuration: {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// A request refused with a wire error code and a human message.

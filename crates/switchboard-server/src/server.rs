@@ -104,6 +104,7 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
+        config.security.check()?;
         let mut guard = None;
         let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
             (Some(storage), _) => storage,
@@ -298,7 +299,8 @@ fn bind_unix(
             match accepted {
                 Ok((stream, _)) => {
                     debug!(target: log::CONNECTION, "accepted on Unix socket");
-                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix));
+                    let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix { uid }));
                 }
                 Err(error) => {
                     error!(target: log::ERROR, %error, "accept failed");

@@ -30,20 +30,40 @@ use self::frame_reader::FrameReader;
 pub(crate) use self::transport::Transport;
 use crate::cmd::Session;
 use crate::hub::Hub;
+use crate::security::authenticate::PeerFacts;
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
 pub(crate) enum Peer {
     Tcp(std::net::SocketAddr),
+    /// The Unix socket, and the peer's uid when the platform tells it.
     #[cfg_attr(not(unix), allow(dead_code))]
-    Unix,
+    Unix {
+        uid: Option<u32>,
+    },
 }
 
 impl Peer {
     fn describe(&self) -> String {
         match self {
             Peer::Tcp(addr) => format!("tcp {addr}"),
-            Peer::Unix => "unix".to_owned(),
+            Peer::Unix { .. } => "unix".to_owned(),
+        }
+    }
+
+    /// What the connection says about who is at the other end, for authentication. A
+    /// TLS connection adds the names of its client certificate here.
+    fn facts(&self) -> PeerFacts {
+        match self {
+            Peer::Tcp(addr) => PeerFacts {
+                address: Some(addr.ip()),
+                ..PeerFacts::default()
+            },
+            Peer::Unix { uid } => PeerFacts {
+                unix: true,
+                unix_uid: *uid,
+                ..PeerFacts::default()
+            },
         }
     }
 }

@@ -144,6 +144,8 @@ pub struct Hub {
     /// Who may do what; replaced whole by a reload.
     #[allow(dead_code)] // read by authentication and the permission checks
     policy: SharedPolicy,
+    /// Failed logins per address, and the bound on password checks at once.
+    logins: crate::security::throttle::LoginThrottle,
 }
 
 impl std::fmt::Debug for Hub {
@@ -173,6 +175,7 @@ impl Hub {
             rules: PublishRules::new(&config, storage.is_durable()),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
             policy: shared_policy(config.security.clone()),
+            logins: Default::default(),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -243,6 +246,11 @@ impl Hub {
     #[allow(dead_code)] // read by authentication and the permission checks
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
+    }
+
+    /// Failed logins per address.
+    pub(crate) fn logins(&self) -> &crate::security::throttle::LoginThrottle {
+        &self.logins
     }
 
     pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {

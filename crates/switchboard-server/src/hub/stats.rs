@@ -24,6 +24,9 @@ pub struct Counters {
     /// Connections refused before a session opened (limits, hooks, bad handshakes).
     pub connections_refused: AtomicU64,
     pub corrupt_records_skipped: AtomicU64,
+    /// Logins refused: wrong credentials, none where they are required, or an address
+    /// refused for its failures.
+    pub auth_failures: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
 }
@@ -40,6 +43,7 @@ impl Counters {
         };
         vec![
             stat("connections_total", &self.connections_total),
+            stat("auth_failures", &self.auth_failures),
             stat("messages_published", &self.messages_published),
             stat("messages_delivered", &self.messages_delivered),
             stat("relays", &self.relays),
