@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use switchboard_server::DiskReserve;
+use switchboard_server::security::{JwtSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec};
 
 use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
 
@@ -33,6 +34,36 @@ pub struct ConfigFile {
     runtime: RuntimeSection,
     #[serde(default)]
     secrets: SecretsSection,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    users: Vec<UserSpec>,
+    #[serde(default)]
+    tokens: Vec<TokenSpec>,
+    #[serde(default)]
+    jwt: Option<JwtSpec>,
+    #[serde(default)]
+    unix_users: Vec<UnixUserSpec>,
+}
+
+/// `[auth]`: sessions without credentials, and failed logins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    /// The role of sessions that present no credentials once users are configured.
+    anonymous_role: Option<String>,
+    /// Serve a non-loopback address with no identities configured (an open hub).
+    allow_anonymous: Option<bool>,
+    /// Failed logins from one address within `failure_window` before it is refused.
+    max_failures: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    failure_window: Option<Duration>,
+    /// How long an address is refused after `max_failures`.
+    #[serde(default, deserialize_with = "duration")]
+    refuse_for: Option<Duration>,
+    /// The delay of the answer to a first failed login; it doubles with each one.
+    #[serde(default, deserialize_with = "duration")]
+    failure_delay: Option<Duration>,
 }
 
 /// `[listen]`: where the server accepts connections.
@@ -169,6 +200,11 @@ impl ConfigFile {
             storage,
             runtime,
             secrets,
+            auth,
+            users,
+            tokens,
+            jwt,
+            unix_users,
         } = self;
         if storage.memory == Some(true) && storage.data_dir.is_some() {
             anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
@@ -295,9 +331,46 @@ impl ConfigFile {
             secrets.admin_token_file.map(|path| Some(resolve(path))),
             is_given("admin_token_file") || token_in_env,
         );
+        fill(
+            &mut args.allow_anonymous,
+            auth.allow_anonymous,
+            is_given("allow_anonymous"),
+        );
+        *args.security = security_config(auth, users, tokens, jwt, unix_users, &resolve);
+        args.security.check().map_err(|error| anyhow!("{error}"))?;
         args.given = given;
         Ok(())
     }
+}
+
+/// The identities of the file as the server takes them; key files relative to the file.
+fn security_config(
+    auth: AuthSection,
+    users: Vec<UserSpec>,
+    tokens: Vec<TokenSpec>,
+    jwt: Option<JwtSpec>,
+    unix_users: Vec<UnixUserSpec>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> SecurityConfig {
+    let jwt = jwt.map(|mut jwt| {
+        jwt.secret_file = jwt.secret_file.map(resolve);
+        jwt.public_key_file = jwt.public_key_file.map(resolve);
+        jwt
+    });
+    let mut security = SecurityConfig {
+        users,
+        tokens,
+        jwt,
+        unix_users,
+        anonymous_role: auth.anonymous_role,
+        ..SecurityConfig::default()
+    };
+    let throttle = &mut security.throttle;
+    fill(&mut throttle.max_failures, auth.max_failures, false);
+    fill(&mut throttle.window, auth.failure_window, false);
+    fill(&mut throttle.refuse_for, auth.refuse_for, false);
+    fill(&mut throttle.delay, auth.failure_delay, false);
+    security
 }
 
 fn to_usize(bytes: u64) -> Result<usize> {

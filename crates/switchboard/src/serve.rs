@@ -113,6 +113,7 @@ pub fn config_from(
         partial_frame_budget: args.partial_frame_budget,
         connection_summary_interval: args.connection_summary,
         max_memory: args.max_memory.unwrap_or(defaults.max_memory),
+        security: (*args.security).clone(),
         ..defaults
     }
 }
@@ -125,6 +126,7 @@ pub async fn run(
     init_logging(&args)?;
     let terminated = termination();
     let config = config_from(&args, hmac_key, admin_token);
+    protected_mode(&config, args.allow_anonymous)?;
     let handle = Server::builder()
         .config(config)
         .start()
@@ -159,6 +161,37 @@ pub async fn run(
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Protected mode: a hub with no identities configured lets in anyone who reaches it,
+/// which is the point on a loopback address and a surprise on any other. Such a server
+/// refuses to start unless told that is what is meant.
+pub fn protected_mode(config: &ServerConfig, allow_anonymous: bool) -> Result<()> {
+    if allow_anonymous || config.security.has_identities() {
+        return Ok(());
+    }
+    if let Some(exposed) = config.tcp.iter().find(|addr| !is_loopback(addr)) {
+        anyhow::bail!(
+            "refusing to serve {exposed} with no users configured: anyone who reaches it could \
+             use the hub. Add [[users]] (passwords from `switchboard passwd`), [[tokens]] or \
+             [jwt] to the --config file, listen on 127.0.0.1 only, or pass --allow-anonymous \
+             (or set allow_anonymous = true in [auth]) to serve it open"
+        );
+    }
+    Ok(())
+}
+
+/// Whether every address `addr` stands for is a loopback one. An address that does not
+/// resolve is not judged here: binding it fails with its own error.
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(resolved) => {
+            let resolved: Vec<_> = resolved.collect();
+            resolved.iter().all(|addr| addr.ip().is_loopback())
+        }
+        Err(_) => true,
+    }
 }
 
 /// Resolves on SIGINT, or SIGTERM where there is one. The handlers are installed when this
