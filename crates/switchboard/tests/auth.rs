@@ -359,3 +359,43 @@ fn passwd_asks_twice_without_echo_on_a_terminal() {
     terminal.expect("the passwords differ");
     assert!(!terminal.wait_exit(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn auth_keys_and_the_unix_uid_map_are_read_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nallow_anonymous = true\nmax_failures = 3\nfailure_window = \"10s\"\n\
+         refuse_for = \"2m\"\nfailure_delay = \"50ms\"\n\
+         [[unix_users]]\nuid = 1000\nuser = \"alice\"\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--check", "json", "--config"])
+        .arg(&config)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let settings: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    let auth = &settings["auth"];
+    assert_eq!(auth["allow_anonymous"], true);
+    assert_eq!(auth["max_failures"], 3);
+    assert_eq!(auth["failure_window"], "10s");
+    assert_eq!(auth["refuse_for"], "2m");
+    assert_eq!(auth["failure_delay"], "50ms");
+    assert_eq!(settings["unix_users"][0]["uid"], 1000);
+    assert_eq!(settings["unix_users"][0]["user"], "alice");
+
+    std::fs::write(&config, "[[unix_users]]\nuid = 1000\nuser = \"\"\n").unwrap();
+    Command::new(BIN)
+        .args(["serve", "--check", "--config"])
+        .arg(&config)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "[[unix_users]] uid 1000: user \"\" is not a valid name",
+        ));
+}
