@@ -626,3 +626,33 @@ async fn the_unix_socket_peer_is_known_by_its_uid() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_identities_the_admin_token_still_makes_an_admin() {
+    let server = start_with(identities(), |config| {
+        config.admin_token = Some("the-admin-token".into());
+    })
+    .await;
+    let mut user = tcp(&server).await;
+    ack(user.init(with_password("x", "alice", "wonderland")).await);
+    user.send(Packet::Stop(switchboard_proto::packet::Stop))
+        .await;
+    let (code, _) = refusal(user.next(WAIT).await.unwrap());
+    assert_eq!(code, ErrorCode::Forbidden, "a user is no admin");
+
+    let mut admin = tcp(&server).await;
+    let init = SessionInit {
+        credentials: Bytes::from_static(b"the-admin-token"),
+        ..named("operator")
+    };
+    let opened = ack(admin.init(init).await);
+    assert_eq!(
+        (opened.name.as_str(), opened.user.as_str()),
+        ("operator", "")
+    );
+    admin
+        .send(Packet::Stop(switchboard_proto::packet::Stop))
+        .await;
+    assert!(matches!(admin.next(WAIT).await, Some(Packet::Ok(_))));
+    server.shutdown().await;
+}

@@ -399,3 +399,29 @@ fn auth_keys_and_the_unix_uid_map_are_read_from_the_file() {
             "[[unix_users]] uid 1000: user \"\" is not a valid name",
         ));
 }
+
+#[cfg(unix)]
+#[test]
+fn user_asks_for_the_password_without_echo_on_a_terminal() {
+    use support::terminal::Terminal;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = config_with_identities(dir.path());
+    let (mut server, addr) = serve_process(&[
+        "--config".as_ref(),
+        arg(&config),
+        "--memory".as_ref(),
+        "--no-unix".as_ref(),
+    ]);
+    let mut terminal = Terminal::spawn(&["--server", &addr, "--user", "alice", "whoami"], &[]);
+    terminal.expect("Password for alice:");
+    terminal.write_at_once("wonderland\r");
+    terminal.expect("user:       alice");
+    assert!(terminal.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        !terminal.text().contains("wonderland"),
+        "{}",
+        terminal.text()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
