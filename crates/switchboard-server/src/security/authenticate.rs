@@ -91,10 +91,19 @@ impl Denied {
 const BAD_PASSWORD: &str = "unknown user or wrong password";
 
 /// A configured user.
-#[derive(Debug)]
 struct User {
     password: Option<String>,
     roles: Vec<String>,
+}
+
+impl std::fmt::Debug for User {
+    // The hash stays out of logs: only whether there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 /// The identities of a [`SecurityConfig`], checked and ready to log in against.

@@ -23,9 +23,18 @@ pub(crate) fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The configured tokens' digests, by index in the configuration.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct TokenTable {
     digests: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for TokenTable {
+    // Digests stay out of logs: only how many there are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenTable")
+            .field("tokens", &self.digests.len())
+            .finish()
+    }
 }
 
 impl TokenTable {
