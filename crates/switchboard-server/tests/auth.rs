@@ -38,7 +38,7 @@ fn now_secs() -> u64 {
 }
 
 /// Users alice (password "wonderland", role "staff") and bob (no password), a token
-/// "deploy-token" for the user deploy, and an ES256 key.
+/// "deploy-token" for the user deploy, an ES256 key, and failed logins hardly slowed.
 fn identities() -> SecurityConfig {
     let mut config = SecurityConfig::default();
     config.roles.insert("staff".into(), RoleSpec::default());
@@ -70,6 +70,13 @@ fn identities() -> SecurityConfig {
         roles_claim: None,
         leeway_seconds: Some(0),
     });
+    // Failed logins are the point of most tests here: barely slowed, never refused.
+    config.throttle = ThrottleSpec {
+        max_failures: 1000,
+        delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+        ..ThrottleSpec::default()
+    };
     config
 }
 

@@ -57,7 +57,8 @@ fn config_with_identities(dir: &Path) -> (std::path::PathBuf, String) {
     std::fs::write(
         &config,
         format!(
-            "[[users]]\nname = \"alice\"\npassword = \"{hash}\"\n\n{entry}\n\
+            "[auth]\nfailure_delay = \"1ms\"\n\n\
+             [[users]]\nname = \"alice\"\npassword = \"{hash}\"\n\n{entry}\n\
              [jwt]\nalgorithm = \"HS256\"\nsecret_file = \"jwt.secret\"\naudience = \"hub\"\n"
         ),
     )
