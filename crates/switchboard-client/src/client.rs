@@ -94,6 +94,8 @@ pub struct SessionInfo {
     pub limits: ServerLimits,
     /// The server's software and version, as it announced them.
     pub server_software: String,
+    /// The user the session is authenticated as; `None` for an anonymous session.
+    pub user: Option<String>,
 }
 
 /// A connection to a Switchboard server. Clone it freely: clones share the connection.
@@ -192,7 +194,13 @@ impl Client {
         let session = SessionInfo {
             client_id: ack.client_id,
             session_id: ack.session_id,
-            name: config.name().to_owned(),
+            // The server names an authenticated session after its user, and says so.
+            name: if ack.name.is_empty() {
+                config.name().to_owned()
+            } else {
+                ack.name.to_string()
+            },
+            user: (!ack.user.is_empty()).then(|| ack.user.to_string()),
             heartbeat,
             limits: ServerLimits {
                 max_frame,

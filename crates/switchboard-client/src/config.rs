@@ -35,6 +35,8 @@ pub struct ClientConfig {
     name: String,
     heartbeat: Duration,
     credentials: Option<Bytes>,
+    password: Option<(String, Bytes)>,
+    jwt: Option<Bytes>,
     hmac_key: Option<Vec<u8>>,
     request_timeout: Duration,
     subscription_capacity: usize,
@@ -154,7 +156,8 @@ impl ClientConfig {
         self
     }
 
-    /// Sends these opaque credentials (a token) in SESSION_INIT.
+    /// Sends these opaque credentials (a bearer token) in SESSION_INIT. The same as
+    /// [`with_token`](Self::with_token).
     ///
     /// ```
     /// use switchboard_client::ClientConfig;
@@ -166,6 +169,49 @@ impl ClientConfig {
     #[must_use]
     pub fn with_credentials(mut self, credentials: impl Into<Bytes>) -> Self {
         self.credentials = Some(credentials.into());
+        self
+    }
+
+    /// Logs in with a bearer token: the admin token or a named token from the server's
+    /// `[[tokens]]`.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("127.0.0.1:7420", "deploy").with_token("s3cret");
+    /// assert_eq!(config.credentials().map(|token| &token[..]), Some(&b"s3cret"[..]));
+    /// ```
+    #[must_use]
+    pub fn with_token(self, token: impl Into<Bytes>) -> Self {
+        self.with_credentials(token)
+    }
+
+    /// Logs in as `user` with a password. The session is then named after the user.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("127.0.0.1:7420", "alice").with_password("alice", "hunter2");
+    /// assert_eq!(config.password().map(|(user, _)| user), Some("alice"));
+    /// assert!(!format!("{config:?}").contains("hunter2"));
+    /// ```
+    #[must_use]
+    pub fn with_password(mut self, user: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.password = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Logs in with a JSON Web Token from an identity provider the server trusts.
+    ///
+    /// ```
+    /// use switchboard_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("127.0.0.1:7420", "svc").with_jwt("eyJ...");
+    /// assert!(config.jwt().is_some());
+    /// ```
+    #[must_use]
+    pub fn with_jwt(mut self, jwt: impl Into<Bytes>) -> Self {
+        self.jwt = Some(jwt.into());
         self
     }
 
@@ -313,6 +359,18 @@ impl ClientConfig {
         self.credentials.as_ref()
     }
 
+    /// The user and password to log in with, if any.
+    pub fn password(&self) -> Option<(&str, &Bytes)> {
+        self.password
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password))
+    }
+
+    /// The JSON Web Token to log in with, if any.
+    pub fn jwt(&self) -> Option<&Bytes> {
+        self.jwt.as_ref()
+    }
+
     /// The HMAC key, if any.
     ///
     /// ```
@@ -401,6 +459,8 @@ impl Default for ClientConfig {
             name: "switchboard-client".to_owned(),
             heartbeat: Self::DEFAULT_HEARTBEAT,
             credentials: None,
+            password: None,
+            jwt: None,
             hmac_key: None,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             subscription_capacity: Self::DEFAULT_SUBSCRIPTION_CAPACITY,
@@ -419,6 +479,11 @@ impl std::fmt::Debug for ClientConfig {
             .field("name", &self.name)
             .field("heartbeat", &self.heartbeat)
             .field("credentials", &self.credentials.as_ref().map(|_| ".."))
+            .field(
+                "password",
+                &self.password.as_ref().map(|(user, _)| (user, "..")),
+            )
+            .field("jwt", &self.jwt.as_ref().map(|_| ".."))
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| ".."))
             .field("request_timeout", &self.request_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
@@ -521,8 +586,13 @@ mod tests {
     fn debug_hides_secrets() {
         let config = ClientConfig::new("h:1", "n")
             .with_credentials(&b"token-value"[..])
+            .with_password("alice", "password-value")
+            .with_jwt("jwt-value")
             .with_hmac_key(b"key-value".to_vec());
         let shown = format!("{config:?}");
+        assert!(shown.contains("alice"));
+        assert!(!shown.contains("password-value"));
+        assert!(!shown.contains("jwt-value"));
         assert!(!shown.contains("token-value"));
         assert!(!shown.contains("key-value"));
     }

@@ -135,12 +135,20 @@ pub(crate) async fn handshake(
             .await);
     }
 
-    let init = SessionInit {
+    let mut init = SessionInit {
         name: config.name().into(),
         heartbeat_ms: u32::try_from(config.heartbeat().as_millis()).unwrap_or(u32::MAX),
         credentials: config.credentials().cloned().unwrap_or_default(),
         software: SOFTWARE.into(),
+        ..SessionInit::default()
     };
+    if let Some((user, password)) = config.password() {
+        init.user = user.into();
+        init.password = password.clone();
+    }
+    if let Some(jwt) = config.jwt() {
+        init.jwt = jwt.clone();
+    }
     let mut out = BytesMut::new();
     codec.encode_packet(SESSION_INIT_ID, Flags::empty(), &init, &mut out)?;
     writer.write_all(&out).await?;

@@ -108,6 +108,7 @@ impl FakeServer {
             max_frame,
             max_body,
             software: "fake-server/0".into(),
+            ..SessionAck::default()
         };
         self.send(request_id, Flags::empty(), ack).await;
         init
@@ -213,6 +214,40 @@ async fn handshake_sends_preface_and_session_init() {
     assert_eq!(client.session().limits.max_body, 4 * 1024 * 1024);
     assert_eq!(client.session().heartbeat, Duration::from_millis(2500));
     assert_eq!(client.session().server_software, "fake-server/0");
+}
+
+#[tokio::test]
+async fn a_password_login_takes_the_name_and_user_the_server_gives() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut server = FakeServer::accept(Box::new(stream), None).await;
+        let (request_id, _, packet) = server.recv_request().await;
+        let Packet::SessionInit(init) = packet else {
+            panic!("expected SESSION_INIT, got {packet:?}");
+        };
+        let ack = SessionAck {
+            client_id: 7,
+            session_id: session_id(),
+            name: "alice".into(),
+            user: "alice".into(),
+            ..SessionAck::default()
+        };
+        server.send(request_id, Flags::empty(), ack).await;
+        (server, init)
+    };
+    let config = ClientConfig::new(&address, "impostor")
+        .with_password("alice", "wonderland")
+        .with_jwt("unused-jwt");
+    let (client, (_server, init)) = tokio::join!(Client::connect(config), server);
+    let client = client.unwrap();
+    assert_eq!(init.user, "alice");
+    assert_eq!(&init.password[..], b"wonderland");
+    assert_eq!(&init.jwt[..], b"unused-jwt");
+    assert!(!format!("{init:?}").contains("wonderland"));
+    assert_eq!(client.session().name, "alice");
+    assert_eq!(client.session().user.as_deref(), Some("alice"));
 }
 
 #[tokio::test]

@@ -61,6 +61,13 @@ pub mod key {
     pub const SLOW_CONSUMER: u8 = 0x2C;
     pub const BYTES: u8 = 0x2D;
     pub const DURABILITY: u8 = 0x2E;
+    /// SESSION_INIT: the user logging in with a password; SESSION_ACK: the user the
+    /// session is authenticated as.
+    pub const USER: u8 = 0x2F;
+    /// SESSION_INIT: the password of `USER`.
+    pub const PASSWORD: u8 = 0x30;
+    /// SESSION_INIT: a JSON Web Token.
+    pub const JWT: u8 = 0x31;
     /// Where a listing continues: in a request, the page starts after it; in a reply,
     /// present when more entries follow, to be sent back for the next page.
     pub const CURSOR: u8 = 0xFF;

@@ -79,6 +79,70 @@ fn vectors() -> Vec<Vector> {
                 max_frame: 8 * 1024 * 1024,
                 max_body: 64 * 1024 * 1024,
                 software: "switchboard/0.1.0".into(),
+                ..SessionAck::default()
+            }
+            .into(),
+        },
+        Vector {
+            name: "session_init_token",
+            desc: "SESSION_INIT name \"deploy\", heartbeat 0, bearer token (CREDENTIALS) \
+                   \"s3cret-token\"; request id 1",
+            key: None,
+            request_id: 1,
+            flags: Flags::empty(),
+            packet: SessionInit {
+                name: "deploy".into(),
+                credentials: Bytes::from_static(b"s3cret-token"),
+                ..SessionInit::default()
+            }
+            .into(),
+        },
+        Vector {
+            name: "session_init_password",
+            desc: "SESSION_INIT name \"alice\", heartbeat 0, user \"alice\", password \
+                   \"hunter2\"; request id 1",
+            key: None,
+            request_id: 1,
+            flags: Flags::empty(),
+            packet: SessionInit {
+                name: "alice".into(),
+                user: "alice".into(),
+                password: Bytes::from_static(b"hunter2"),
+                ..SessionInit::default()
+            }
+            .into(),
+        },
+        Vector {
+            name: "session_init_jwt",
+            desc: "SESSION_INIT name \"svc\", heartbeat 0, JWT \"eyJhbGciOiJIUzI1NiJ9.e30.sig\"; \
+                   request id 1",
+            key: None,
+            request_id: 1,
+            flags: Flags::empty(),
+            packet: SessionInit {
+                name: "svc".into(),
+                jwt: Bytes::from_static(b"eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+                ..SessionInit::default()
+            }
+            .into(),
+        },
+        Vector {
+            name: "session_ack_user",
+            desc: "SESSION_ACK client id 42, session 01900000-0000-7000-8000-000000000001, \
+                   heartbeat 5000 ms, max frame 8388608, max body 67108864, software \
+                   \"switchboard/0.1.0\", name \"alice\", user \"alice\"; request id 1",
+            key: None,
+            request_id: 1,
+            flags: Flags::empty(),
+            packet: SessionAck {
+                client_id: 42,
+                session_id: SESSION_ID,
+                heartbeat_ms: 5000,
+                max_frame: 8 * 1024 * 1024,
+                max_body: 64 * 1024 * 1024,
+                software: "switchboard/0.1.0".into(),
+                name: "alice".into(),
+                user: "alice".into(),
             }
             .into(),
         },

@@ -24,6 +24,8 @@ pub enum ServerError {
     Storage(#[from] crate::storage::StorageError),
     #[error("roles: {0}")]
     Permissions(#[from] crate::security::permissions::PolicyError),
+    #[error("security configuration: {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// A request refused with a wire error code and a human message.

@@ -139,6 +139,7 @@ impl ServerBuilder {
             return Err(ServerError::NoListener);
         }
         crate::security::validate(&config.security)?;
+        config.security.check()?;
         crate::security::reload::validate(&config.security)?;
         // Read before anything is opened: a bad certificate file is a start-up error.
         let tls_listeners = config
@@ -438,7 +439,13 @@ fn bind_unix(
             match accepted {
                 Ok((stream, _)) => {
                     debug!(target: log::CONNECTION, "accepted on Unix socket");
-                    inner_tracker.spawn(connection::serve(hub.clone(), stream, Peer::Unix, None));
+                    let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+                    inner_tracker.spawn(connection::serve(
+                        hub.clone(),
+                        stream,
+                        Peer::Unix { uid },
+                        None,
+                    ));
                 }
                 Err(error) => {
                     error!(target: log::ERROR, %error, "accept failed");

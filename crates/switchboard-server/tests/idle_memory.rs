@@ -64,8 +64,8 @@ static GLOBAL: Counting = Counting;
 /// under the usual limit of 1024 open files.
 const SESSIONS: usize = 400;
 /// Heap bytes an idle subscribed session may hold on the server: about 2.4 KiB now (of
-/// which about 160 bytes are its identity, its address's connection count and its wait
-/// for a reload), and about 14 KiB when its read buffer, queue slots, writer task and the
+/// which about 170 bytes are its permissions, its address's connection count and its
+/// wait for a reload; open sessions share one identity), and about 14 KiB when its read buffer, queue slots, writer task and the
 /// state of every request handler stayed allocated while idle (docs/BENCHMARKS.md, idle
 /// connections).
 const BOUND_PER_SESSION: isize = 2560;

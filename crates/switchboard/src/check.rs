@@ -18,7 +18,16 @@ struct Effective {
     storage: Storage,
     runtime: Runtime,
     secrets: Secrets,
+    auth: Auth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<Jwt>,
     /// Last: TOML writes arrays of tables after the plain tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    users: Vec<User>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tokens: Vec<Token>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unix_users: Vec<UnixUser>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tls: Vec<Tls>,
 }
@@ -33,6 +42,61 @@ struct Tls {
     #[serde(skip_serializing_if = "Option::is_none")]
     client_ca: Option<PathBuf>,
 }
+
+/// `[auth]`.
+#[derive(Serialize)]
+struct Auth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_role: Option<String>,
+    allow_anonymous: bool,
+    max_failures: u32,
+    failure_window: String,
+    refuse_for: String,
+    failure_delay: String,
+}
+
+/// `[[users]]`, the password hash masked.
+#[derive(Serialize)]
+struct User {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'static str>,
+    roles: Vec<String>,
+}
+
+/// `[[tokens]]`, the digest masked.
+#[derive(Serialize)]
+struct Token {
+    name: String,
+    user: String,
+    sha256: &'static str,
+    roles: Vec<String>,
+}
+
+/// `[jwt]`: where its key is; the key files hold no secret but the HS256 one.
+#[derive(Serialize)]
+struct Jwt {
+    algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    user_claim: String,
+    roles_claim: String,
+}
+
+#[derive(Serialize)]
+struct UnixUser {
+    uid: u32,
+    user: String,
+}
+
+/// What `--check` shows instead of a secret.
+const MASKED: &str = "(set, not shown)";
 
 #[derive(Serialize)]
 struct Listen {
@@ -118,6 +182,7 @@ pub fn run(args: &ServeArgs, format: CheckFormat) -> Result<()> {
             format!("TLS listener {}{origin}", listener.addr)
         })?;
     }
+    crate::serve::protected_mode(&config, args.allow_anonymous)?;
     let effective = effective(args, &config);
     if format == CheckFormat::Json {
         let json =
@@ -190,6 +255,56 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                     .is_some_and(|token| !token.is_empty()))
             .then_some("(set in SWITCHBOARD_ADMIN_TOKEN)"),
         },
+        auth: Auth {
+            anonymous_role: config.security.anonymous_role.clone(),
+            allow_anonymous: args.allow_anonymous,
+            max_failures: config.security.throttle.max_failures,
+            failure_window: duration(config.security.throttle.window),
+            refuse_for: duration(config.security.throttle.refuse_for),
+            failure_delay: duration(config.security.throttle.delay),
+        },
+        users: config
+            .security
+            .users
+            .iter()
+            .map(|user| User {
+                name: user.name.clone(),
+                password: user.password.as_ref().map(|_| MASKED),
+                roles: user.roles.clone(),
+            })
+            .collect(),
+        tokens: config
+            .security
+            .tokens
+            .iter()
+            .map(|token| Token {
+                name: token.name.clone(),
+                user: token.user.clone(),
+                sha256: MASKED,
+                roles: token.roles.clone(),
+            })
+            .collect(),
+        jwt: config.security.jwt.as_ref().map(|jwt| Jwt {
+            algorithm: format!("{:?}", jwt.algorithm),
+            secret_file: jwt.secret_file.clone(),
+            public_key_file: jwt.public_key_file.clone(),
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+            user_claim: jwt.user_claim.clone().unwrap_or_else(|| "sub".to_owned()),
+            roles_claim: jwt
+                .roles_claim
+                .clone()
+                .unwrap_or_else(|| "roles".to_owned()),
+        }),
+        unix_users: config
+            .security
+            .unix_users
+            .iter()
+            .map(|unix| UnixUser {
+                uid: unix.uid,
+                user: unix.user.clone(),
+            })
+            .collect(),
         tls: config
             .tls
             .iter()

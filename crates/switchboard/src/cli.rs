@@ -52,10 +52,20 @@ pub struct ClientOptions {
     #[arg(long, env = "SWITCHBOARD_HMAC_KEY_FILE", value_name = "FILE")]
     pub hmac_key_file: Option<PathBuf>,
 
-    /// File holding the admin token, sent as the session's credentials (allows `stop`
-    /// over TCP). The token may instead be in SWITCHBOARD_TOKEN.
+    /// File holding a bearer token to log in with: a named token from the server's
+    /// `[[tokens]]`, or the admin token (which allows `stop` over TCP). The token may
+    /// instead be in SWITCHBOARD_TOKEN.
     #[arg(long, env = "SWITCHBOARD_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Log in as this user; the password comes from SWITCHBOARD_PASSWORD, or is asked
+    /// for (without echo) on a terminal.
+    #[arg(long, env = "SWITCHBOARD_USER", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// File holding a JSON Web Token to log in with.
+    #[arg(long, env = "SWITCHBOARD_JWT_FILE", value_name = "FILE")]
+    pub jwt_file: Option<PathBuf>,
 
     /// The admin token from SWITCHBOARD_TOKEN. As a flag it is refused (see `token_file`).
     #[arg(
@@ -93,7 +103,7 @@ pub struct ClientOptions {
 }
 
 /// The ids of the client options, as clap knows them.
-const CLIENT_OPTIONS: [&str; 12] = [
+const CLIENT_OPTIONS: [&str; 14] = [
     "server",
     "name",
     "json",
@@ -106,6 +116,8 @@ const CLIENT_OPTIONS: [&str; 12] = [
     "cert",
     "key",
     "tls_server_name",
+    "user",
+    "jwt_file",
 ];
 
 impl Cli {
@@ -207,6 +219,8 @@ impl ClientOptions {
             "cert" => self.cert.clone_from(&other.cert),
             "key" => self.key.clone_from(&other.key),
             "tls_server_name" => self.tls_server_name.clone_from(&other.tls_server_name),
+            "user" => self.user.clone_from(&other.user),
+            "jwt_file" => self.jwt_file.clone_from(&other.jwt_file),
             _ => {}
         }
     }
@@ -251,6 +265,12 @@ pub enum Command {
     /// Salvage a data directory the server cannot open (stop the server first): intact
     /// records go to a fresh store, the damaged one is moved to DIR.damaged-<time>.
     Repair(RepairArgs),
+    /// Read a password (without echo, twice on a terminal; one line from stdin
+    /// otherwise) and print its argon2id hash for a `[[users]]` entry.
+    Passwd,
+    /// Make credentials for the server's config file.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Stop a running server gracefully (admin: over its Unix socket, or with the admin
     /// token in --token-file).
     Stop(ClientOptions),
@@ -310,7 +330,9 @@ impl Command {
     /// The client options given with the command; `None` for `serve`.
     pub fn client_options_mut(&mut self) -> Option<&mut ClientOptions> {
         Some(match self {
-            Command::Serve(_) | Command::Repair(_) => return None,
+            Command::Serve(_) | Command::Repair(_) | Command::Passwd | Command::Token(_) => {
+                return None;
+            }
             Command::Stop(client)
             | Command::Reload(client)
             | Command::Whoami(client)
@@ -488,17 +510,43 @@ pub struct ServeArgs {
     /// messages and latency on 2 cores, worse for fan-out to many connections).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Serve a non-loopback TCP address although no users, tokens or JWT keys are
+    /// configured: anyone who reaches the port may use the hub. Without it the server
+    /// refuses to start that way (see docs/SECURITY.md).
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
     /// The ids of the options given on the command line or in the environment: the ones
     /// the config file does not override.
     #[arg(skip)]
     pub given: Vec<String>,
-    /// Users and roles, from the config file (reloadable). Boxed: read once, and large.
+    /// Identities and roles from the config file (`[auth]`, `[[users]]`, `[[tokens]]`,
+    /// `[jwt]`, `[[unix_users]]`, `[roles.NAME]`; reloadable). Boxed: read once, and
+    /// large.
     #[arg(skip)]
     pub security: Box<switchboard_server::security::SecurityConfig>,
     /// Per-address limits and those of sessions without a role, from the config file
     /// (reloadable).
     #[arg(skip)]
     pub limits: Box<switchboard_server::security::limits::LimitSettings>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token, and the `[[tokens]]` entry (with its SHA-256) that
+    /// makes it log in as USER.
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// A label for the token, shown in logs; not the token.
+    pub name: String,
+    /// The user the token logs in as.
+    #[arg(long)]
+    pub user: String,
+    /// A role the token adds to the user's (repeatable).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use switchboard_server::security::limits::{AddressLimits, LimitSettings, LimitSpec};
-use switchboard_server::security::{RoleSpec, SecurityConfig, UserSpec};
+use switchboard_server::security::{
+    JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
+};
 use switchboard_server::{ClientAuth, DiskReserve, TlsListenerConfig};
 
 use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
@@ -39,12 +41,18 @@ pub struct ConfigFile {
     /// `[[tls]]`: one table per TLS listener.
     #[serde(default)]
     tls: Vec<TlsSection>,
-    /// `[auth]`, `[[users]]` and `[roles.NAME]` (read into the server's
+    /// `[auth]`, `[[users]]`, `[[tokens]]`, `[jwt]`, `[[unix_users]]` and `[roles.NAME]` (read into the server's
     /// `SecurityConfig` as they are; docs/SECURITY.md).
     #[serde(default)]
     auth: AuthSection,
     #[serde(default)]
     users: Vec<UserSpec>,
+    #[serde(default)]
+    tokens: Vec<TokenSpec>,
+    #[serde(default)]
+    jwt: Option<JwtSpec>,
+    #[serde(default)]
+    unix_users: Vec<UnixUserSpec>,
     #[serde(default)]
     roles: BTreeMap<String, RoleSpec>,
 }
@@ -61,12 +69,24 @@ struct TlsSection {
     client_ca: Option<PathBuf>,
 }
 
-/// `[auth]`: how sessions prove who they are.
+/// `[auth]`: sessions without credentials, and failed logins.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthSection {
-    /// The role of sessions that present no credentials.
+    /// The role of sessions that present no credentials once users are configured.
     anonymous_role: Option<String>,
+    /// Serve a non-loopback address with no identities configured (an open hub).
+    allow_anonymous: Option<bool>,
+    /// Failed logins from one address within `failure_window` before it is refused.
+    max_failures: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    failure_window: Option<Duration>,
+    /// How long an address is refused after `max_failures`.
+    #[serde(default, deserialize_with = "duration")]
+    refuse_for: Option<Duration>,
+    /// The delay of the answer to a first failed login; it doubles with each one.
+    #[serde(default, deserialize_with = "duration")]
+    failure_delay: Option<Duration>,
 }
 
 /// `[listen]`: where the server accepts connections.
@@ -190,21 +210,21 @@ fn load(path: &Path) -> Result<ConfigFile> {
 /// read and parsed again.
 pub fn reloadable(path: &Path) -> Result<(SecurityConfig, LimitSettings)> {
     let file = load(path)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let resolve = |relative: PathBuf| base.join(relative);
     let limits = file.limits.settings();
-    Ok((security_config(file.auth, file.users, file.roles), limits))
-}
-
-fn security_config(
-    auth: AuthSection,
-    users: Vec<UserSpec>,
-    roles: BTreeMap<String, RoleSpec>,
-) -> SecurityConfig {
-    SecurityConfig {
-        users,
-        roles,
-        anonymous_role: auth.anonymous_role,
-        ..SecurityConfig::default()
-    }
+    let security = security_config(
+        file.auth,
+        file.users,
+        file.tokens,
+        file.jwt,
+        file.unix_users,
+        file.roles,
+        &resolve,
+    );
+    switchboard_server::security::validate(&security)?;
+    security.check().map_err(|error| anyhow!("{error}"))?;
+    Ok((security, limits))
 }
 
 impl LimitsSection {
@@ -257,10 +277,12 @@ impl ConfigFile {
             tls,
             auth,
             users,
+            tokens,
+            jwt,
+            unix_users,
             roles,
         } = self;
         *args.limits = limits.settings();
-        *args.security = security_config(auth, users, roles);
         if storage.memory == Some(true) && storage.data_dir.is_some() {
             anyhow::bail!("[storage] sets both data_dir and memory = true: choose one");
         }
@@ -409,10 +431,49 @@ impl ConfigFile {
                 })
             })
             .collect::<Result<_>>()?;
+        fill(
+            &mut args.allow_anonymous,
+            auth.allow_anonymous,
+            is_given("allow_anonymous"),
+        );
+        *args.security = security_config(auth, users, tokens, jwt, unix_users, roles, &resolve);
+        args.security.check().map_err(|error| anyhow!("{error}"))?;
         args.given = given;
         switchboard_server::security::validate(&args.security)?;
         Ok(())
     }
+}
+
+/// The identities of the file as the server takes them; key files relative to the file.
+fn security_config(
+    auth: AuthSection,
+    users: Vec<UserSpec>,
+    tokens: Vec<TokenSpec>,
+    jwt: Option<JwtSpec>,
+    unix_users: Vec<UnixUserSpec>,
+    roles: BTreeMap<String, RoleSpec>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> SecurityConfig {
+    let jwt = jwt.map(|mut jwt| {
+        jwt.secret_file = jwt.secret_file.map(resolve);
+        jwt.public_key_file = jwt.public_key_file.map(resolve);
+        jwt
+    });
+    let mut security = SecurityConfig {
+        users,
+        tokens,
+        jwt,
+        unix_users,
+        roles,
+        anonymous_role: auth.anonymous_role,
+        ..SecurityConfig::default()
+    };
+    let throttle = &mut security.throttle;
+    fill(&mut throttle.max_failures, auth.max_failures, false);
+    fill(&mut throttle.window, auth.failure_window, false);
+    fill(&mut throttle.refuse_for, auth.refuse_for, false);
+    fill(&mut throttle.delay, auth.failure_delay, false);
+    security
 }
 
 fn to_usize(bytes: u64) -> Result<usize> {

@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod config;
 mod log_file;
+mod login;
 mod output;
 mod repair;
 mod serve;
@@ -108,6 +109,8 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Repair(args) => repair::run(&args),
+        Command::Passwd => login::passwd(),
+        Command::Token(cli::TokenCommand::New(args)) => login::new_token(&args),
         mut command => {
             let ctx = client_context(&mut command)?;
             run_client(&ctx, command).await
@@ -148,6 +151,16 @@ fn client_context(command: &mut Command) -> Result<commands::Context> {
             .map(|path| read_secret_file(path, "HMAC key"))
             .transpose()?,
         token: read_token(options.token_file.as_deref(), options.token.take(), "token")?,
+        password: match &options.user {
+            Some(user) => Some(login::client_password(user)?),
+            None => None,
+        },
+        user: options.user.take(),
+        jwt: options
+            .jwt_file
+            .as_deref()
+            .map(|path| read_secret_file(path, "JWT"))
+            .transpose()?,
         server: std::mem::take(&mut options.server),
         name: options.name.take(),
         json: options.json,
@@ -157,8 +170,8 @@ fn client_context(command: &mut Command) -> Result<commands::Context> {
 
 async fn run_client(ctx: &commands::Context, command: Command) -> Result<()> {
     match command {
-        Command::Serve(_) | Command::Repair(_) => {
-            anyhow::bail!("serve and repair are not client commands")
+        Command::Serve(_) | Command::Repair(_) | Command::Passwd | Command::Token(_) => {
+            anyhow::bail!("serve, repair, passwd and token are not client commands")
         }
         Command::Stop(_) => commands::session::stop(ctx).await,
         Command::Reload(_) => commands::session::reload(ctx).await,

@@ -146,6 +146,7 @@ pub async fn run(
     let terminated = termination();
     let hangups = hangups();
     let config = config_from(&args, hmac_key, admin_token);
+    protected_mode(&config, args.allow_anonymous)?;
     let mut builder = Server::builder().config(config.clone());
     if let Some(path) = args.config.clone() {
         // A reload re-reads the file; only its users, roles and limits change.
@@ -227,6 +228,43 @@ async fn reload_on_hangup(handle: &switchboard_server::ServerHandle, hangups: Ha
     #[cfg(not(unix))]
     let _ = (handle, hangups);
     std::future::pending::<()>().await
+}
+
+/// Protected mode: a hub with no identities configured lets in anyone who reaches it,
+/// which is the point on a loopback address and a surprise on any other. Such a server
+/// refuses to start unless told that is what is meant.
+pub fn protected_mode(config: &ServerConfig, allow_anonymous: bool) -> Result<()> {
+    if allow_anonymous || config.security.has_identities() {
+        return Ok(());
+    }
+    // A TLS listener that requires client certificates lets in only their holders.
+    let tls = config
+        .tls
+        .iter()
+        .filter(|listener| listener.client_auth != switchboard_server::ClientAuth::Required)
+        .map(|listener| &listener.addr);
+    if let Some(exposed) = config.tcp.iter().chain(tls).find(|addr| !is_loopback(addr)) {
+        anyhow::bail!(
+            "refusing to serve {exposed} with no users configured: anyone who reaches it could \
+             use the hub. Add [[users]] (passwords from `switchboard passwd`), [[tokens]] or \
+             [jwt] to the --config file, listen on 127.0.0.1 only, or pass --allow-anonymous \
+             (or set allow_anonymous = true in [auth]) to serve it open"
+        );
+    }
+    Ok(())
+}
+
+/// Whether every address `addr` stands for is a loopback one. An address that does not
+/// resolve is not judged here: binding it fails with its own error.
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(resolved) => {
+            let resolved: Vec<_> = resolved.collect();
+            resolved.iter().all(|addr| addr.ip().is_loopback())
+        }
+        Err(_) => true,
+    }
 }
 
 /// Resolves on SIGINT, or SIGTERM where there is one. The handlers are installed when this

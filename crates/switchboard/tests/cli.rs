@@ -716,10 +716,11 @@ fn secrets_come_from_files_or_the_environment_never_from_the_command_line() {
             .timeout(Duration::from_secs(30));
         command
     };
+    // A wrong token is refused at login, not let in as a plain session.
     stop(&wrong_token)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("admin"));
+        .stderr(predicate::str::contains("AUTH_FAILED: invalid token"));
     stop(&admin_token).assert().success();
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "server exit status {status:?}");

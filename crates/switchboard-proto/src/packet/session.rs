@@ -12,16 +12,42 @@ use crate::text::Text;
 ///
 /// HMAC use is negotiated by the frame itself: a client holding the pre-shared key tags
 /// this frame (flag MAC), and a server configured with a key refuses an untagged one.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Credentials come in one of three kinds: a bearer token (`credentials`), a user and
+/// password (`user`, `password`), or a JSON Web Token (`jwt`). Secrets are kept out of
+/// the `Debug` output.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct SessionInit {
-    /// The client's chosen name (also the user name for group membership).
+    /// The client's chosen name (also the user name for group membership). An
+    /// authenticated session is named after its user instead.
     pub name: Text,
     /// The heartbeat interval the client asks for, in milliseconds (0: server default).
     pub heartbeat_ms: u32,
-    /// Opaque credentials (a token), empty when none.
+    /// A bearer token (the admin token or a named token), empty when none.
     pub credentials: bytes::Bytes,
     /// Client software and version, for logs.
     pub software: Text,
+    /// The user logging in with `password`, empty when none.
+    pub user: Text,
+    /// The password of `user`, empty when none.
+    pub password: bytes::Bytes,
+    /// A JSON Web Token, empty when none.
+    pub jwt: bytes::Bytes,
+}
+
+impl std::fmt::Debug for SessionInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |bytes: &bytes::Bytes| if bytes.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("SessionInit")
+            .field("name", &self.name)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("credentials", &secret(&self.credentials))
+            .field("software", &self.software)
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("jwt", &secret(&self.jwt))
+            .finish()
+    }
 }
 
 impl SessionInit {
@@ -34,6 +60,9 @@ impl SessionInit {
                 key::HEARTBEAT_MS => packet.heartbeat_ms = field.uint_as()?,
                 key::CREDENTIALS => packet.credentials = field.bytes(),
                 key::SOFTWARE => packet.software = field.text()?,
+                key::USER => packet.user = field.text()?,
+                key::PASSWORD => packet.password = field.bytes(),
+                key::JWT => packet.jwt = field.bytes(),
                 _ => {}
             }
             Ok(())
@@ -57,9 +86,24 @@ impl Encode for SessionInit {
         if !self.software.is_empty() {
             fields.text(key::SOFTWARE, &self.software);
         }
+        if !self.user.is_empty() {
+            fields.text(key::USER, &self.user);
+        }
+        if !self.password.is_empty() {
+            fields.bytes(key::PASSWORD, &self.password);
+        }
+        if !self.jwt.is_empty() {
+            fields.bytes(key::JWT, &self.jwt);
+        }
     }
     fn fields_len_hint(&self) -> usize {
-        text_len(&self.name) + self.credentials.len() + text_len(&self.software) + 8
+        text_len(&self.name)
+            + self.credentials.len()
+            + text_len(&self.software)
+            + text_len(&self.user)
+            + self.password.len()
+            + self.jwt.len()
+            + 20
     }
 }
 
@@ -76,6 +120,11 @@ pub struct SessionAck {
     pub max_body: u64,
     /// Server software and version.
     pub software: Text,
+    /// The session's effective name: the one asked for, or the authenticated user's.
+    /// Empty from servers that do not send it.
+    pub name: Text,
+    /// The user the session is authenticated as; empty for an anonymous session.
+    pub user: Text,
 }
 
 impl SessionAck {
@@ -90,6 +139,8 @@ impl SessionAck {
                 key::MAX_FRAME => packet.max_frame = field.uint_as()?,
                 key::MAX_BODY => packet.max_body = field.uint()?,
                 key::SOFTWARE => packet.software = field.text()?,
+                key::CLIENT_NAME => packet.name = field.text()?,
+                key::USER => packet.user = field.text()?,
                 _ => {}
             }
             Ok(())
@@ -112,9 +163,15 @@ impl Encode for SessionAck {
             .uint(key::MAX_FRAME, u64::from(self.max_frame))
             .uint(key::MAX_BODY, self.max_body)
             .text(key::SOFTWARE, &self.software);
+        if !self.name.is_empty() {
+            fields.text(key::CLIENT_NAME, &self.name);
+        }
+        if !self.user.is_empty() {
+            fields.text(key::USER, &self.user);
+        }
     }
     fn fields_len_hint(&self) -> usize {
-        64 + self.software.len()
+        72 + self.software.len() + text_len(&self.name) + text_len(&self.user)
     }
 }
 

@@ -264,19 +264,30 @@ pub fn extra_flags() -> BoxedStrategy<Flags> {
 /// frame type cannot be added without a strategy here.
 pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
     match frame_type {
-        FrameType::SessionInit => (name(), uint32(), body(), text())
-            .prop_map(|(name, heartbeat_ms, credentials, software)| {
-                Packet::from(SessionInit {
-                    name,
-                    heartbeat_ms,
-                    credentials,
-                    software,
-                })
-            })
-            .boxed(),
-        FrameType::SessionAck => (uint(), uuid(), uint32(), uint32(), uint(), text())
+        FrameType::SessionInit => ((name(), uint32(), body(), text()), (text(), body(), body()))
             .prop_map(
-                |(client_id, session_id, heartbeat_ms, max_frame, max_body, software)| {
+                |((name, heartbeat_ms, credentials, software), (user, password, jwt))| {
+                    Packet::from(SessionInit {
+                        name,
+                        heartbeat_ms,
+                        credentials,
+                        software,
+                        user,
+                        password,
+                        jwt,
+                    })
+                },
+            )
+            .boxed(),
+        FrameType::SessionAck => (
+            (uint(), uuid(), uint32(), uint32(), uint(), text()),
+            (text(), text()),
+        )
+            .prop_map(
+                |(
+                    (client_id, session_id, heartbeat_ms, max_frame, max_body, software),
+                    (name, user),
+                )| {
                     Packet::from(SessionAck {
                         client_id,
                         session_id,
@@ -284,6 +295,8 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                         max_frame,
                         max_body,
                         software,
+                        name,
+                        user,
                     })
                 },
             )

@@ -266,7 +266,7 @@ pub(crate) async fn policy_changed(
     session.policy_changes.borrow_and_update();
     let policy = hub.policy();
     match reload::recheck(&policy, &session.identity) {
-        Ok(identity) => session.identity = identity,
+        Ok(identity) => session.identity = identity.into_shared(),
         Err(reason) => {
             Counters::add(&hub.counters().sessions_ended_by_reload, 1);
             warn!(target: log::ERROR, client_id = session.caller.client_id, %reason, "session ended by a reload");

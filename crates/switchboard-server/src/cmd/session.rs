@@ -28,7 +28,7 @@ pub(crate) struct Session {
     pub caller: Caller,
     pub info: SessionInfo,
     /// Who the session is, as its handshake proved.
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// What its roles let it use, and its user's usage; `None` when nothing limits it.
     pub(crate) limits: Option<Box<SessionLimits>>,
     /// Changes when a reload puts a new policy in force (see `cmd::limits::policy_changed`).
@@ -63,7 +63,7 @@ impl Session {
         Session {
             caller,
             info,
-            identity,
+            identity: identity.into_shared(),
             limits: None,
             policy_changes,
             permissions,

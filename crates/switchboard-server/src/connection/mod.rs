@@ -31,13 +31,17 @@ pub(crate) use self::transport::{Readable, Transport};
 use crate::cmd::Session;
 use crate::hub::Hub;
 use crate::security::addresses::AddressSlot;
+use crate::security::authenticate::PeerFacts;
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
 pub(crate) enum Peer {
     Tcp(std::net::SocketAddr),
+    /// The Unix socket, and the peer's uid when the platform tells it.
     #[cfg_attr(not(unix), allow(dead_code))]
-    Unix,
+    Unix {
+        uid: Option<u32>,
+    },
     /// A TLS listener, with the names of the client's verified certificate (subject CN,
     /// then DNS and email alternative names), empty when it presented none.
     Tls {
@@ -50,7 +54,7 @@ impl Peer {
     fn describe(&self) -> String {
         match self {
             Peer::Tcp(addr) => format!("tcp {addr}"),
-            Peer::Unix => "unix".to_owned(),
+            Peer::Unix { .. } => "unix".to_owned(),
             Peer::Tls { addr, .. } => format!("tls {addr}"),
         }
     }
@@ -62,6 +66,29 @@ impl Peer {
                 certificate_names, ..
             } => certificate_names,
             _ => &[],
+        }
+    }
+
+    /// What the connection says about who is at the other end, for authentication.
+    fn facts(&self) -> PeerFacts {
+        match self {
+            Peer::Tcp(addr) => PeerFacts {
+                address: Some(addr.ip()),
+                ..PeerFacts::default()
+            },
+            Peer::Tls {
+                addr,
+                certificate_names,
+            } => PeerFacts {
+                address: Some(addr.ip()),
+                certificate_names: certificate_names.clone(),
+                ..PeerFacts::default()
+            },
+            Peer::Unix { uid } => PeerFacts {
+                unix: true,
+                unix_uid: *uid,
+                ..PeerFacts::default()
+            },
         }
     }
 }

@@ -18,6 +18,10 @@ use crate::cmd::{self, AfterRequest, Session};
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
 use crate::log;
+use crate::time::now_us;
+
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What woke the waiting request loop.
 enum Wake {
@@ -37,7 +41,12 @@ pub(super) async fn request_loop<R: Readable>(
     session: &mut Session,
     reader: &mut FrameReader<R>,
 ) -> (ErrorCode, String) {
+    // A session whose credentials expire (a JWT's `exp`) ends then, busy or idle.
+    let expiry = session.identity.expires_at_us.map(instant_of);
     loop {
+        if let Some(end) = expiry.and_then(|expiry| credentials_expired(session, expiry)) {
+            return end;
+        }
         // Frames may be waiting already: sent right behind SESSION_INIT, or left by a
         // batch that stopped at a partial frame or for the kill switch.
         if reader.has_bytes()
@@ -50,16 +59,17 @@ pub(super) async fn request_loop<R: Readable>(
         if let Err(busy) = reader.admit_partial_frame(hub.codec()) {
             return Box::pin(refuse_busy(session, *busy)).await;
         }
+        let mut deadline = reader.wait_deadline(session.idle_limit, hub.config().frame_timeout);
+        if let Some(expiry) = expiry {
+            deadline = deadline.min(expiry);
+        }
         // The kill switch is a child of the shutdown token, so it wakes for both.
         let wake = tokio::select! {
             biased;
             () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
             // The hub holds the sender for as long as sessions run: no error to see.
             Ok(()) = session.policy_changes.changed() => Wake::PolicyChanged,
-            read = tokio::time::timeout_at(
-                reader.wait_deadline(session.idle_limit, hub.config().frame_timeout),
-                reader.fill(),
-            ) => Wake::Read(read),
+            read = tokio::time::timeout_at(deadline, reader.fill()) => Wake::Read(read),
         };
         let client_id = session.caller.client_id;
         match wake {
@@ -71,6 +81,7 @@ pub(super) async fn request_loop<R: Readable>(
                 warn!(target: log::ERROR, client_id, %code, %reason, "closing session");
                 return (code, reason);
             }
+            Wake::Read(Err(_)) if expiry.is_some_and(|expiry| expiry <= Instant::now()) => {}
             Wake::Read(Err(_)) if reader.frame_overdue(hub.config().frame_timeout) => {
                 return frame_timed_out(hub, session, reader);
             }
@@ -107,6 +118,22 @@ pub(super) async fn request_loop<R: Readable>(
             Wake::Read(Ok(Ok(_))) => {}
         }
     }
+}
+
+/// The instant of a wall-clock time in microseconds since the Unix epoch.
+fn instant_of(at_us: u64) -> Instant {
+    let left = Duration::from_micros(at_us.saturating_sub(now_us()));
+    // Far-off expiries are capped so that adding them to now cannot overflow.
+    Instant::now() + left.min(Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// The end of a session whose credentials have expired, if they have.
+fn credentials_expired(session: &Session, expiry: Instant) -> Option<(ErrorCode, String)> {
+    if expiry > Instant::now() {
+        return None;
+    }
+    warn!(target: log::CONNECTION, client_id = session.caller.client_id, user = ?session.identity.user, "credentials expired; closing");
+    Some((ErrorCode::AuthFailed, "token expired".to_owned()))
 }
 
 /// Serves every frame complete in the read buffer; returns why the session ends if it

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::packet::{Disconnect, Packet, SessionAck};
+use switchboard_proto::packet::{Disconnect, Packet, SessionAck, SessionInit};
 use switchboard_proto::{ErrorCode, Text};
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
@@ -24,6 +24,7 @@ use crate::hub::{Caller, Hub};
 use crate::log;
 use crate::outbox::Outgoing;
 use crate::security::Identity;
+use crate::security::authenticate::{Credentials, Login, authenticate};
 use crate::time::now_us;
 use crate::writer;
 
@@ -93,27 +94,24 @@ where
             return Err(Refused::new(0, ErrorCode::SessionRequired, "handshake timed out").into());
         }
     };
+    if hub.connection_count() >= hub.config().max_connections {
+        let message = "the server is at its connection limit";
+        return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
+    }
+    // Watched from before the policy is read: a reload while logging in is not missed.
+    let policy_changes = hub.policy_changes();
+    let Login { identity, name } = log_in(hub, request_id, &init, peer).await?;
     // The name is kept for the session's life: a copy of its own, because the decoded
     // one is a slice of the read buffer, which it would keep from being freed.
-    let name = Text::from(init.name.as_str());
-    let admin = matches!(peer, Peer::Unix)
-        || hub
-            .config()
-            .admin_token
-            .as_deref()
-            .is_some_and(|token| !token.is_empty() && init.credentials == token.as_bytes());
+    let name = Text::from(name.as_str());
     let client_id = hub.next_client_id();
     let info = SessionInfo {
         client_id,
         session_id: Uuid::now_v7(),
         name: name.to_string(),
         peer: peer.describe(),
-        admin,
+        admin: identity.admin,
     };
-    if hub.connection_count() >= hub.config().max_connections {
-        let message = "the server is at its connection limit";
-        return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
-    }
     let certificate_names = peer.certificate_names();
     if !certificate_names.is_empty() {
         debug!(target: log::CONNECTION, ?certificate_names, "client certificate");
@@ -124,15 +122,61 @@ where
     if let Err(reason) = hub.hooks().on_connect(&info) {
         return Err(Refused::new(request_id, ErrorCode::Rejected, reason).into());
     }
-    let policy_changes = hub.policy_changes();
     Ok(Accepted {
         request_id,
         name,
-        identity: hub.policy().anonymous_identity(info.admin),
+        identity,
         policy_changes,
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })
+}
+
+/// Authenticates the session. A failed login is counted, logged with the peer's
+/// address, and answered late (the later the more the address failed lately); an
+/// address that failed too often is refused without a look at its credentials.
+async fn log_in(
+    hub: &Hub,
+    request_id: u32,
+    init: &SessionInit,
+    peer: &Peer,
+) -> Result<Login, Ended> {
+    let facts = peer.facts();
+    let policy = hub.policy();
+    let throttle = &policy.config.throttle;
+    if let Some(address) = facts.address
+        && let Some(left) = hub.logins().refused(address)
+    {
+        Counters::add(&hub.counters().auth_failures, 1);
+        warn!(target: log::CONNECTION, peer = %peer.describe(), "login refused: too many failed logins from this address");
+        let message = format!(
+            "too many failed logins from this address; try again in {} s",
+            left.as_secs().max(1)
+        );
+        return Err(Refused::new(request_id, ErrorCode::AuthFailed, message).into());
+    }
+    let credentials = Credentials {
+        name: init.name.as_str(),
+        token: &init.credentials,
+        user: init.user.as_str(),
+        password: &init.password,
+        jwt: &init.jwt,
+    };
+    let admin_token = hub.config().admin_token.as_deref();
+    match authenticate(&policy, admin_token, credentials, &facts, hub.logins()).await {
+        Ok(login) => Ok(login),
+        Err(denied) => {
+            if denied.failed_login {
+                Counters::add(&hub.counters().auth_failures, 1);
+                warn!(target: log::CONNECTION, peer = %peer.describe(), user = %init.user, reason = %denied.message, "login failed");
+                if let Some(address) = facts.address {
+                    let delay = hub.logins().failed(address, throttle);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Err(Refused::new(request_id, denied.code, denied.message).into())
+        }
+    }
 }
 
 fn negotiate_heartbeat(hub: &Hub, asked_ms: u32) -> Duration {
@@ -193,6 +237,15 @@ where
         max_frame: hub.config().max_frame,
         max_body: hub.config().max_body,
         software: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
+        // A copy, not a clone: a clone of the session's name would allocate a shared
+        // count that stays for the session's life.
+        name: Text::from(session.caller.name.as_str()),
+        user: session
+            .identity
+            .user
+            .as_deref()
+            .map(Text::from)
+            .unwrap_or_default(),
     };
     session.reply(request_id, Packet::SessionAck(ack)).await;
     // Only now can others reach the session (relays by id, group posts by name), so the
@@ -206,7 +259,8 @@ where
         permissions: session.permissions.clone(),
     });
     Counters::add(&hub.counters().connections_total, 1);
-    debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
+    let method = session.identity.method;
+    debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, ?method, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
     Opened { session, reader }
 }
 

@@ -165,6 +165,8 @@ pub struct Hub {
     /// Refused connections being told why, at most this many at once (the rest are
     /// closed without a word).
     refusals: Arc<tokio::sync::Semaphore>,
+    /// Failed logins per address, and the bound on password checks at once.
+    logins: crate::security::throttle::LoginThrottle,
 }
 
 impl std::fmt::Debug for Hub {
@@ -204,6 +206,7 @@ impl Hub {
             addresses: Arc::default(),
             clock: Arc::new(SystemClock::default()),
             refusals: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_TELLING)),
+            logins: Default::default(),
             config,
             codec,
             channels: ChannelTable::default(),
@@ -376,6 +379,11 @@ impl Hub {
     /// The security policy in force now.
     pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
+    }
+
+    /// Failed logins per address.
+    pub(crate) fn logins(&self) -> &crate::security::throttle::LoginThrottle {
+        &self.logins
     }
 
     pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {

@@ -42,6 +42,9 @@ pub struct Counters {
     pub reloads_failed: AtomicU64,
     /// Sessions ended by a reload (their user removed, or credentials now required).
     pub sessions_ended_by_reload: AtomicU64,
+    /// Logins refused: wrong credentials, none where they are required, or an address
+    /// refused for its failures.
+    pub auth_failures: AtomicU64,
     /// Frames dropped for slow consumers of drop-oldest channels; shared with outboxes.
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
     /// Requests refused with FORBIDDEN because the session's roles do not allow them.
@@ -60,6 +63,7 @@ impl Counters {
         };
         vec![
             stat("connections_total", &self.connections_total),
+            stat("auth_failures", &self.auth_failures),
             stat("messages_published", &self.messages_published),
             stat("messages_delivered", &self.messages_delivered),
             stat("relays", &self.relays),

@@ -34,9 +34,18 @@ pub struct SecurityConfig {
     /// configured, such sessions are refused.
     #[serde(default)]
     pub anonymous_role: Option<String>,
+    /// How failed logins are slowed and refused.
+    #[serde(default)]
+    pub throttle: super::ThrottleSpec,
 }
 
 impl SecurityConfig {
+    /// Checks the identities: valid names, argon2id hashes, token digests, no user or
+    /// token twice, roles that exist, readable and valid JWT key files.
+    pub fn check(&self) -> Result<(), super::SecurityError> {
+        super::authenticate::Authenticator::new(self).map(|_| ())
+    }
+
     /// Whether any way of logging in is configured.
     pub fn has_identities(&self) -> bool {
         !self.users.is_empty()
@@ -96,6 +105,9 @@ pub struct JwtSpec {
     /// The claim listing roles (default `roles`).
     #[serde(default)]
     pub roles_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
+    #[serde(default)]
+    pub leeway_seconds: Option<u64>,
 }
 
 /// The signature algorithms accepted for JWTs.

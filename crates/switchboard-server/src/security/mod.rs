@@ -9,18 +9,26 @@
 //! * `limits`: what a role may use (rates, counts, sizes);
 //! * `usage`: what each user uses now, counted against those limits;
 //! * `addresses`: connections per IP address, checked before the handshake;
-//! * `reload`: putting a new configuration in force while serving.
+//! * `reload`: putting a new configuration in force while serving;
+//! * `authenticate`: credentials and connection facts turned into an identity;
+//! * `password`, `token`, `jwt`: the three kinds of credentials;
+//! * `throttle`: failed logins slowed and refused per address.
 //!
 //! Without any identity configured the hub is open, as it has always been on a local
 //! machine: every session is anonymous and may do everything but the admin operations,
 //! which need the Unix socket or the admin token.
 
 pub(crate) mod addresses;
+pub(crate) mod authenticate;
 mod config;
 mod identity;
+mod jwt;
 pub mod limits;
+mod password;
 pub mod permissions;
 pub(crate) mod reload;
+pub(crate) mod throttle;
+mod token;
 pub(crate) mod usage;
 
 use std::collections::HashMap;
@@ -29,11 +37,17 @@ use std::sync::Arc;
 use self::limits::{LimitSettings, Limits};
 use self::permissions::{CompiledRole, Grants, PolicyError, SessionPermissions};
 
+pub use self::authenticate::SecurityError;
 pub use self::config::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, TokenSpec, UnixUserSpec, UserSpec,
 };
 pub use self::identity::{AuthMethod, Identity};
+pub use self::password::{PasswordError, check_password_hash, hash_password};
 pub use self::reload::ReloadError;
+pub use self::throttle::ThrottleSpec;
+pub use self::token::{parse_sha256, token_sha256};
+
+use self::authenticate::Authenticator;
 
 /// The security settings in force, compiled from a [`SecurityConfig`]. Held by the hub
 /// behind an atomic pointer: a reload builds a new one and swaps it in.
@@ -53,6 +67,8 @@ pub(crate) struct Policy {
     /// they allow everything, never consult a cache, and cost a session one pointer.
     open: Arc<SessionPermissions>,
     admin: Arc<SessionPermissions>,
+    /// The identities, checked and compiled.
+    pub auth: Authenticator,
 }
 
 /// Checks the permission rules of a security configuration: every pattern parses,
@@ -112,8 +128,16 @@ impl Policy {
                 (name.clone(), Arc::new(role))
             })
             .collect();
+        // A configuration that does not check out (see [`SecurityConfig::check`]) is
+        // logged and logs nobody in with credentials; the server refuses to start or
+        // reload with it, so this is a last line only.
+        let auth = Authenticator::new(&config).unwrap_or_else(|error| {
+            tracing::error!(target: crate::log::ERROR, %error, "security configuration refused");
+            Authenticator::default()
+        });
         Policy {
             config,
+            auth,
             limits,
             role_limits,
             no_role_limits,

@@ -33,6 +33,9 @@ pub enum ReloadError {
 /// names exists.
 pub(crate) fn validate(config: &SecurityConfig) -> Result<(), ReloadError> {
     super::validate(config).map_err(|error| ReloadError::Invalid(error.to_string()))?;
+    config
+        .check()
+        .map_err(|error| ReloadError::Invalid(error.to_string()))?;
     let known = |role: &String| config.roles.contains_key(role);
     let named = config
         .users

@@ -18,6 +18,10 @@ pub struct Context {
     pub name: Option<String>,
     pub json: bool,
     pub token: Option<String>,
+    /// `--user`, and its password.
+    pub user: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub jwt: Option<Vec<u8>>,
     pub hmac_key: Option<Vec<u8>>,
     /// TLS options from --tls, --ca-file, --cert/--key and --tls-server-name.
     pub tls: Option<switchboard_client::TlsOptions>,
@@ -38,6 +42,12 @@ impl Context {
         let mut config = ClientConfig::new(server, self.name());
         if let Some(token) = &self.token {
             config = config.with_credentials(token.clone().into_bytes());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            config = config.with_password(user.clone(), password.clone());
+        }
+        if let Some(jwt) = &self.jwt {
+            config = config.with_jwt(jwt.clone());
         }
         if let Some(key) = &self.hmac_key {
             config = config.with_hmac_key(key.clone());

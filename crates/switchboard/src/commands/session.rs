@@ -15,10 +15,14 @@ pub async fn whoami(ctx: &Context) -> Result<()> {
             "name": identity.name.as_str(),
             "session_id": identity.session_id.to_string(),
             "connected_since": rfc3339(identity.connected_since_us),
+            "user": client.session().user,
         }));
     } else {
         crate::outln!("client id:  {}", identity.client_id);
         crate::outln!("name:       {}", identity.name);
+        if let Some(user) = &client.session().user {
+            crate::outln!("user:       {user}");
+        }
         crate::outln!("session id: {}", identity.session_id);
     }
     let _ = client.close().await;

@@ -72,6 +72,9 @@ impl Terminal {
             "SWITCHBOARD_TOKEN_FILE",
             "SWITCHBOARD_ADMIN_TOKEN",
             "SWITCHBOARD_HMAC_KEY_FILE",
+            "SWITCHBOARD_USER",
+            "SWITCHBOARD_PASSWORD",
+            "SWITCHBOARD_JWT_FILE",
             "RUST_LOG",
         ] {
             command.env_remove(name);
