@@ -30,6 +30,9 @@ struct Effective {
     unix_users: Vec<UnixUser>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tls: Vec<Tls>,
+    /// What each role may do and use, as the file says it.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    roles: std::collections::BTreeMap<String, switchboard_server::security::RoleSpec>,
 }
 
 /// A TLS listener, as `[[tls]]` writes it.
@@ -305,6 +308,7 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                 user: unix.user.clone(),
             })
             .collect(),
+        roles: config.security.roles.clone(),
         tls: config
             .tls
             .iter()

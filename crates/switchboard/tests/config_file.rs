@@ -404,3 +404,34 @@ fn the_unix_socket_comes_from_the_file_unless_a_flag_says_otherwise() {
     let reason = refused("[listen]\nunix = true\n");
     assert!(reason.starts_with("2:8: "), "{reason}");
 }
+
+/// The complete example of docs/SECURITY.md passes `--check` as it stands: its users,
+/// token, Unix uid, roles and limits are read, the secrets masked.
+#[test]
+fn the_security_guide_example_is_valid() {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/SECURITY.md");
+    let guide = std::fs::read_to_string(guide).unwrap();
+    let section = &guide[guide.find("## A complete example").expect("the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + section[start..].find("```").expect("the block's end");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &section[start..end]);
+    let settings = effective(&["--config", config.to_str().unwrap()], &[]);
+    assert_eq!(settings["users"][0]["name"], "alice");
+    assert_eq!(settings["users"][0]["password"], "(set, not shown)");
+    assert_eq!(settings["tokens"][0]["sha256"], "(set, not shown)");
+    assert_eq!(settings["unix_users"][0]["uid"], 1001);
+    assert_eq!(settings["auth"]["anonymous_role"], "visitor");
+    assert_eq!(
+        settings["roles"]["member"]["publish"]["deny"][0],
+        "chat.announce"
+    );
+    assert_eq!(
+        settings["roles"]["member"]["limits"]["publishes_per_second"],
+        100
+    );
+    assert_eq!(settings["limits"]["connections_per_ip"], 256);
+    let shown = serde_json::to_string(&settings).unwrap();
+    assert!(!shown.contains("argon2id"), "{shown}");
+    assert!(!shown.contains("7a86a834"), "{shown}");
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::limits::LimitSpec;
 use super::permissions::{AdminOperation, ChannelRule, GroupRules, Rule};
@@ -128,31 +128,31 @@ pub struct UnixUserSpec {
 
 /// `[roles.NAME]`: what a role may do and use. Every list is empty by default: a role
 /// allows nothing it does not name (but its sessions may be relayed to).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
     /// Channels it may publish to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Rule::is_empty")]
     pub publish: Rule,
     /// Channels and hashtags it may subscribe to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Rule::is_empty")]
     pub subscribe: Rule,
     /// Channels whose history it may read (get, history, replay).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Rule::is_empty")]
     pub history: Rule,
     /// Users it may relay to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Rule::is_empty")]
     pub relay: Rule,
     /// Whether its sessions may be relayed to.
     #[serde(default = "yes")]
     pub receive_relay: bool,
     /// Channels it may create, and the caps on what it may ask for them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ChannelRule::is_empty")]
     pub create_channel: ChannelRule,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "GroupRules::is_empty")]
     pub groups: GroupRules,
     /// Admin operations it may use.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin: Vec<AdminOperation>,
     #[serde(default)]
     pub limits: LimitSpec,

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[roles.NAME.limits]`, and `[limits.no_role]` for sessions without a role. A key left
 /// out takes its default ([`Limits::ROLE_DEFAULTS`] for a role; none for sessions
 /// without a role); 0 means no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     /// PUBLISH requests per second (a streamed publish counts once).

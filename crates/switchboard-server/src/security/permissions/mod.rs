@@ -1,13 +1,13 @@
 //! What a role allows: allow and deny lists of subject patterns per operation, as
 //! configured (the types below), compiled (`pattern`: rule patterns and the subset rule;
 //! `grants`: a role's rules and an identity's roles together) and decided per session
-//! with a bounded cache (`cache`). docs/security-perms.md describes the semantics.
+//! with a bounded cache (`cache`). docs/SECURITY.md (permissions) describes the semantics.
 
 mod cache;
 mod grants;
 mod pattern;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::cache::{CACHE_CAPACITY, SessionPermissions};
 pub use self::grants::{CompiledRole, Coverage, Grants, Operation, PolicyError};
@@ -15,7 +15,7 @@ pub use self::pattern::{RulePattern, RulePatternError, RuleToken, USER_PLACEHOLD
 
 /// Allow and deny lists of patterns in the hub's wildcard syntax (`*`, `>`, `#tag`),
 /// `{user}` standing for the session's user. Deny wins.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default)]
@@ -24,8 +24,34 @@ pub struct Rule {
     pub deny: Vec<String>,
 }
 
+impl Rule {
+    /// Whether it names no pattern (`--check` leaves it out).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+impl ChannelRule {
+    /// Whether it names no pattern and no cap.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.max_history.is_none()
+            && self.max_body.is_none()
+    }
+}
+
+impl GroupRules {
+    /// Whether none of its rules names a pattern.
+    pub fn is_empty(&self) -> bool {
+        [&self.create, &self.join, &self.post, &self.read]
+            .iter()
+            .all(|rule| rule.is_empty())
+    }
+}
+
 /// `create_channel`: the channels a role may create, and caps on their options.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRule {
     #[serde(default)]
@@ -42,7 +68,7 @@ pub struct ChannelRule {
 }
 
 /// `groups`: the groups a role may create, join, post to and read.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRules {
     #[serde(default)]
@@ -56,7 +82,7 @@ pub struct GroupRules {
 }
 
 /// The admin operations a role may be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminOperation {
     Stop,
