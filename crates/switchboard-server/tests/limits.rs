@@ -129,6 +129,31 @@ async fn publish(client: &mut RawClient, channel: &str, body: &str) -> Packet {
         .await
 }
 
+/// Loopback addresses are exempt from the per-address limits unless `limit_loopback`
+/// says otherwise: local clients and benchmarks open as many connections as they need.
+#[tokio::test]
+async fn loopback_is_exempt_from_the_per_address_limits_by_default() {
+    let clock = ManualClock::new();
+    let server = start(&clock, |config| {
+        config.limits.per_address = AddressLimits {
+            connections_per_ip: 1,
+            new_connections_per_second: 1,
+            new_connection_burst: 1,
+            ..AddressLimits::default()
+        };
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let (stream, answer) = open_from(&server, "127.0.0.1", &format!("local{i}")).await;
+        assert!(matches!(answer, Packet::SessionAck(_)), "{answer:?}");
+        held.push(stream);
+    }
+    assert_eq!(stat(&server, "connections_refused_per_ip"), 0);
+    assert_eq!(stat(&server, "connections_rate_limited_per_ip"), 0);
+    server.shutdown().await;
+}
+
 /// One address at its connection limit is refused with LIMIT_REACHED before its
 /// handshake; another address, and the sessions already open, are still served.
 #[cfg(target_os = "linux")]
@@ -138,6 +163,7 @@ async fn an_address_at_its_connection_limit_is_refused_and_others_are_served() {
     let server = start(&clock, |config| {
         config.limits.per_address = AddressLimits {
             connections_per_ip: 3,
+            limit_loopback: true,
             ..AddressLimits::default()
         };
     })
@@ -183,6 +209,7 @@ async fn new_connections_from_one_address_are_rate_limited() {
             connections_per_ip: 0,
             new_connections_per_second: 2,
             new_connection_burst: 2,
+            limit_loopback: true,
         };
     })
     .await;

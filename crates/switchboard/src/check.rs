@@ -138,6 +138,7 @@ struct Limits {
     connections_per_ip: u32,
     new_connections_per_second_per_ip: u32,
     new_connection_burst_per_ip: u32,
+    limit_loopback: bool,
 }
 
 #[derive(Serialize)]
@@ -234,6 +235,7 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
             connections_per_ip: config.limits.per_address.connections_per_ip,
             new_connections_per_second_per_ip: config.limits.per_address.new_connections_per_second,
             new_connection_burst_per_ip: config.limits.per_address.new_connection_burst,
+            limit_loopback: config.limits.per_address.limit_loopback,
         },
         storage: Storage {
             memory: config.data_dir.is_none(),

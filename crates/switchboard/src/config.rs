@@ -143,6 +143,8 @@ struct LimitsSection {
     new_connections_per_second_per_ip: Option<u32>,
     /// New connections one IP address may open at once after a quiet spell.
     new_connection_burst_per_ip: Option<u32>,
+    /// Hold loopback addresses to the per-address limits too (default: exempt).
+    limit_loopback: Option<bool>,
     /// Per-user limits of sessions without a role (keys as in `[roles.NAME.limits]`).
     no_role: Option<LimitSpec>,
 }
@@ -243,6 +245,7 @@ impl LimitsSection {
                 new_connection_burst: self
                     .new_connection_burst_per_ip
                     .unwrap_or(defaults.new_connection_burst),
+                limit_loopback: self.limit_loopback.unwrap_or(defaults.limit_loopback),
             },
             no_role: self.no_role.clone().unwrap_or_default(),
         }

@@ -256,7 +256,7 @@ fn per_address_limits_come_from_the_file() {
     let config = dir.path().join("switchboard.toml");
     write_config(
         &config,
-        "[limits]\nconnections_per_ip = 1\nnew_connections_per_second_per_ip = 50\n",
+        "[limits]\nconnections_per_ip = 1\nnew_connections_per_second_per_ip = 50\nlimit_loopback = true\n",
     );
     let check = StdCommand::new(BIN)
         .args(["serve", "--check", "--config"])

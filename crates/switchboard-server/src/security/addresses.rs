@@ -44,14 +44,24 @@ struct Table {
 /// A connection counted against its address, until it is dropped.
 #[derive(Debug)]
 pub(crate) struct AddressSlot {
-    table: Arc<AddressTable>,
-    ip: IpAddr,
+    /// The table and the address counted; `None` for an address the limits exempt.
+    counted: Option<(Arc<AddressTable>, IpAddr)>,
+}
+
+impl AddressSlot {
+    /// A connection from an address the limits do not count (loopback by default).
+    fn exempt() -> AddressSlot {
+        AddressSlot { counted: None }
+    }
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut table = self.table.entries.lock();
-        if let Some(entry) = table.entries.get_mut(&self.ip) {
+        let Some((table, ip)) = &self.counted else {
+            return;
+        };
+        let mut table = table.entries.lock();
+        if let Some(entry) = table.entries.get_mut(ip) {
             entry.open = entry.open.saturating_sub(1);
         }
     }
@@ -68,6 +78,9 @@ impl AddressTable {
         limits: &AddressLimits,
         now_ns: u64,
     ) -> Result<AddressSlot, AddressRefusal> {
+        if ip.is_loopback() && !limits.limit_loopback {
+            return Ok(AddressSlot::exempt());
+        }
         let mut table = self.entries.lock();
         if table.entries.len() >= table.swept_to.max(SWEEP_FLOOR / 2) * 2 {
             table
@@ -87,8 +100,7 @@ impl AddressTable {
         }
         entry.open += 1;
         Ok(AddressSlot {
-            table: self.clone(),
-            ip,
+            counted: Some((self.clone(), ip)),
         })
     }
 
@@ -109,6 +121,7 @@ mod tests {
             connections_per_ip: 2,
             new_connections_per_second: 1000,
             new_connection_burst: 10,
+            limit_loopback: true,
         };
         for i in 0..5000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
@@ -124,6 +137,7 @@ mod tests {
             connections_per_ip: 2,
             new_connections_per_second: 0,
             new_connection_burst: 0,
+            limit_loopback: true,
         };
         let ip = IpAddr::from([10, 0, 0, 1]);
         let first = table.admit(ip, &limits, 0).unwrap();

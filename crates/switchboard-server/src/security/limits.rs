@@ -199,17 +199,22 @@ pub struct AddressLimits {
     pub new_connections_per_second: u32,
     /// ...and how many may come at once after a quiet spell.
     pub new_connection_burst: u32,
+    /// Whether loopback addresses are held to these limits too. Off by default: a client
+    /// on the server's own machine is as trusted as the machine (and benchmarks and test
+    /// suites open thousands of connections from 127.0.0.1).
+    pub limit_loopback: bool,
 }
 
 impl Default for AddressLimits {
-    /// High enough for a test suite or a benchmark on one machine opening hundreds of
-    /// connections from 127.0.0.1; low enough that one address cannot take the whole
-    /// connection limit or keep the accept loop busy on its own.
+    /// Low enough that one remote address cannot take the whole connection limit or
+    /// keep the accept loop busy on its own; high enough for a host behind which many
+    /// clients share an address.
     fn default() -> Self {
         AddressLimits {
             connections_per_ip: 1024,
             new_connections_per_second: 200,
             new_connection_burst: 1000,
+            limit_loopback: false,
         }
     }
 }

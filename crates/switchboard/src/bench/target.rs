@@ -6,7 +6,7 @@
 use anyhow::{Context as _, Result, bail};
 use switchboard_client::{Client, ClientConfig, TlsOptions};
 use switchboard_server::security::RoleSpec;
-use switchboard_server::security::limits::AddressLimits;
+use switchboard_server::security::limits::{AddressLimits, LimitSpec};
 use switchboard_server::security::permissions::{AdminOperation, ChannelRule, Rule};
 use switchboard_server::{Server, ServerHandle, TlsListenerConfig};
 
@@ -46,6 +46,7 @@ impl Target {
                     connections_per_ip: 0,
                     new_connections_per_second: 0,
                     new_connection_burst: 0,
+                    limit_loopback: false,
                 };
             });
             builder = match &certificates {
@@ -217,6 +218,18 @@ fn bench_role(patterns: usize, prefix: &str) -> RoleSpec {
             ..ChannelRule::default()
         },
         admin: vec![AdminOperation::Stats, AdminOperation::Clients],
+        // The permission checks are measured, not the rate limits a role has by default.
+        limits: LimitSpec {
+            publishes_per_second: Some(0),
+            relays_per_second: Some(0),
+            requests_per_second: Some(0),
+            max_subscriptions: Some(0),
+            max_channels: Some(0),
+            max_groups: Some(0),
+            max_hashtags: Some(0),
+            max_body: Some(0),
+            ..LimitSpec::default()
+        },
         ..RoleSpec::default()
     }
 }
