@@ -48,6 +48,29 @@ pub(crate) async fn create(
 /// Whether the session may create the channel, with the options it asks: asking for
 /// more history or a larger body than its roles' caps is FORBIDDEN; an option left
 /// unset whose server default is over the cap is set to the cap.
+/// Publishing to a channel nobody created creates it with the server's defaults, so a
+/// session its roles restrict needs the permission to create that channel too, and
+/// defaults within its role's caps (otherwise it creates the channel first, with
+/// options inside them). Sessions that may do everything pay nothing.
+pub(super) fn permit_implicit_create(
+    hub: &Hub,
+    session: &Session,
+    channel: &str,
+) -> Result<(), Refusal> {
+    if session.permissions.is_everything() || hub.has_channel(channel) {
+        return Ok(());
+    }
+    session.permit(hub, Operation::CreateChannel, channel)?;
+    let (max_history, max_body) = session.permissions.grants().channel_caps(channel);
+    let over = max_history.is_some_and(|cap| hub.config().default_history > cap)
+        || max_body.is_some_and(|cap| hub.config().max_body > cap);
+    if over {
+        let why = "the server's default options are over the role's caps: create it first with options within them";
+        return Err(denied(hub, "create channel", channel, Some(why)));
+    }
+    Ok(())
+}
+
 fn permit_create(hub: &Hub, session: &Session, create: &mut CreateChannel) -> Result<(), Refusal> {
     session.permit(hub, Operation::CreateChannel, &create.name)?;
     let (max_history, max_body) = session.permissions.grants().channel_caps(&create.name);

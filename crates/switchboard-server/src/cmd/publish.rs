@@ -77,8 +77,8 @@ pub(crate) async fn publish(
     }
 }
 
-/// Checks that the session may publish there (or post to the group) and the header
-/// names, then lets the embedding application reject or rewrite the publish.
+/// Checks that the session may publish there (or post to the group), and create the
+/// channel if the publish would, and the header names, then lets the embedding application reject or rewrite the publish.
 pub(crate) fn run_hooks(
     hub: &Hub,
     session: &Session,
@@ -89,6 +89,9 @@ pub(crate) fn run_hooks(
         Scope::Channel | Scope::Tag => Operation::Publish,
     };
     session.permit(hub, operation, &publish.channel)?;
+    if publish.scope == Scope::Channel {
+        super::channel::permit_implicit_create(hub, session, &publish.channel)?;
+    }
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;
