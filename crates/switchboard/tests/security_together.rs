@@ -154,42 +154,72 @@ impl Ca {
     }
 }
 
+/// A server with a TLS listener requiring client certificates from a CA of the test.
+struct MtlsHub {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    ca_file: PathBuf,
+    server: ServerHandle,
+}
+
+impl MtlsHub {
+    async fn start(security: SecurityConfig) -> MtlsHub {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("Switchboard test CA");
+        let ca_file = dir.path().join("ca.pem");
+        ca.write(&ca_file);
+        let (cert_file, key_file) = ca.issue(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
+        let server = Server::builder()
+            .listen_tls(
+                TlsListenerConfig::new("127.0.0.1:0", cert_file, key_file)
+                    .with_client_auth(ClientAuth::Required, &ca_file),
+            )
+            .admin_token(ADMIN_TOKEN)
+            .configure(|config| config.security = security)
+            .start()
+            .await
+            .expect("server starts");
+        MtlsHub {
+            dir,
+            ca,
+            ca_file,
+            server,
+        }
+    }
+
+    /// A client presenting a certificate for `common_name` and `names`.
+    async fn connect(
+        &self,
+        stem: &str,
+        common_name: Option<&str>,
+        names: &[&str],
+    ) -> Result<Client, ClientError> {
+        let (cert, key) = self.ca.issue(self.dir.path(), stem, common_name, names);
+        let tls = TlsOptions::new()
+            .with_ca_file(&self.ca_file)
+            .with_client_certificate(cert, key);
+        let address = format!("tls://{}", self.server.tls_addrs()[0]);
+        Client::connect(
+            ClientConfig::new(address, "asked-for")
+                .with_tls(tls)
+                .with_request_timeout(WAIT),
+        )
+        .await
+    }
+}
+
 /// A client certificate naming a configured user logs in as that user, by its CN or by
 /// a subject alternative name alone; one naming nobody is refused when there is no
 /// anonymous role.
 #[tokio::test]
 async fn a_client_certificate_logs_in_as_the_user_it_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("Switchboard test CA");
-    let ca_file = dir.path().join("ca.pem");
-    ca.write(&ca_file);
-    let (cert_file, key_file) = ca.issue(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
     let mut security = security();
     security.users.push(user("alice", Some("wonderland"), &[]));
     security.users.push(user("bob", None, &[]));
-    let server = Server::builder()
-        .listen_tls(
-            TlsListenerConfig::new("127.0.0.1:0", cert_file, key_file)
-                .with_client_auth(ClientAuth::Required, &ca_file),
-        )
-        .configure(|config| config.security = security)
-        .start()
-        .await
-        .expect("server starts");
-    let address = format!("tls://{}", server.tls_addrs()[0]);
-    let connect = |stem: &str, common_name: Option<&str>, names: &[&str]| {
-        let (cert, key) = ca.issue(dir.path(), stem, common_name, names);
-        let tls = TlsOptions::new()
-            .with_ca_file(&ca_file)
-            .with_client_certificate(cert, key);
-        Client::connect(
-            ClientConfig::new(address.clone(), "asked-for")
-                .with_tls(tls)
-                .with_request_timeout(WAIT),
-        )
-    };
+    let hub = MtlsHub::start(security).await;
 
-    let alice = connect("alice", Some("alice"), &["device-17.example"])
+    let alice = hub
+        .connect("alice", Some("alice"), &["device-17.example"])
         .await
         .expect("alice's certificate logs in");
     assert_eq!(alice.session().user.as_deref(), Some("alice"));
@@ -197,17 +227,84 @@ async fn a_client_certificate_logs_in_as_the_user_it_names() {
     let identity = alice.identity().await.unwrap();
     assert_eq!(identity.name, "alice");
 
-    let bob = connect("bob", None, &["bob"])
+    let bob = hub
+        .connect("bob", None, &["bob"])
         .await
         .expect("a certificate naming bob only in its SAN logs in");
     assert_eq!(bob.session().user.as_deref(), Some("bob"));
 
-    let refused = connect("mallory", Some("mallory"), &["mallory.example"])
+    let refused = hub
+        .connect("mallory", Some("mallory"), &["mallory.example"])
         .await
         .map(drop);
     let error = refused.expect_err("a certificate naming no user is refused");
     assert_eq!(error.code(), Some(ErrorCode::AuthFailed), "{error}");
-    server.shutdown().await;
+    hub.server.shutdown().await;
+}
+
+/// Users whose roles are given: alice may publish to `news.>` with the role writer.
+fn writers(alice_roles: &[&str]) -> SecurityConfig {
+    let mut security = security();
+    security.roles.insert(
+        "writer".into(),
+        RoleSpec {
+            publish: rule(&["news.>"], &[]),
+            ..RoleSpec::default()
+        },
+    );
+    security.roles.insert("idle".into(), RoleSpec::default());
+    security.users.push(user("alice", None, alice_roles));
+    security
+}
+
+/// A certificate login takes its roles from the user's entry, and follows that entry
+/// through a reload as a password login does: roles taken away are gone from the live
+/// session, and roles given are there.
+#[tokio::test]
+async fn a_reload_changes_the_roles_of_a_certificate_login() {
+    let hub = MtlsHub::start(writers(&["writer"])).await;
+    let alice = hub.connect("alice", Some("alice"), &[]).await.unwrap();
+    alice
+        .publish("news.x", Payload::text("as a writer"))
+        .await
+        .expect("the writer role allows news.>");
+
+    let mut demoted = ServerConfig {
+        security: writers(&["idle"]),
+        ..ServerConfig::default()
+    };
+    hub.server.reload(&demoted).expect("the reload is accepted");
+    // The session takes the new policy on its own time; a request after it is answered
+    // under the new roles.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match alice.publish("news.x", Payload::text("demoted")).await {
+            Err(error) if error.code() == Some(ErrorCode::Forbidden) => break,
+            Err(error) => panic!("unexpected {error}"),
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the certificate session kept the role the reload took away"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alice.is_closed(), "alice is still configured");
+
+    demoted.security = writers(&["writer"]);
+    hub.server.reload(&demoted).expect("the reload is accepted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice
+        .publish("news.x", Payload::text("promoted"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the certificate session never got the role back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hub.server.shutdown().await;
 }
 
 /// `{user}` in a rule stands for the logged-in user: alice may use her own inbox and not

@@ -74,18 +74,27 @@ pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, 
     match &identity.user {
         Some(user) => {
             let listed = config.users.iter().find(|spec| &spec.name == user);
-            let known = listed.is_some()
-                || config.tokens.iter().any(|token| &token.user == user)
-                || config.unix_users.iter().any(|unix| &unix.user == user)
-                || (identity.method == AuthMethod::Jwt && config.jwt.is_some());
+            let known = match identity.method {
+                // A password or a certificate logs in only the users of `[[users]]`:
+                // the entry gone, such a session has nothing left to stand on.
+                AuthMethod::Password | AuthMethod::Certificate => listed.is_some(),
+                _ => {
+                    listed.is_some()
+                        || config.tokens.iter().any(|token| &token.user == user)
+                        || config.unix_users.iter().any(|unix| &unix.user == user)
+                        || (identity.method == AuthMethod::Jwt && config.jwt.is_some())
+                }
+            };
             if !known {
                 return Err(format!("user {user} was removed by a configuration reload"));
             }
             let mut identity = identity.clone();
             // Roles that come from the user's own entry follow it; a token's or a JWT's
             // were granted with the credentials and stay.
-            if let (Some(spec), AuthMethod::Password | AuthMethod::UnixPeer) =
-                (listed, identity.method)
+            if let (
+                Some(spec),
+                AuthMethod::Password | AuthMethod::Certificate | AuthMethod::UnixPeer,
+            ) = (listed, identity.method)
             {
                 identity.roles = spec.roles.clone();
             }
@@ -140,6 +149,32 @@ mod tests {
         config.users.clear();
         config.users.push(user("bob", &[]));
         let reason = recheck(&Policy::new(config), &alice()).unwrap_err();
+        assert_eq!(reason, "user alice was removed by a configuration reload");
+    }
+
+    #[test]
+    fn a_certificate_login_follows_its_users_entry() {
+        let mut config = SecurityConfig::default();
+        config
+            .roles
+            .insert("writer".to_owned(), RoleSpec::default());
+        config.users.push(user("alice", &["writer"]));
+        config.tokens.push(crate::security::TokenSpec {
+            name: "ci".to_owned(),
+            user: "alice".to_owned(),
+            sha256: "00".repeat(32),
+            roles: Vec::new(),
+        });
+        let certificate = Identity {
+            method: AuthMethod::Certificate,
+            ..alice()
+        };
+        let kept = recheck(&Policy::new(config.clone()), &certificate).expect("still listed");
+        assert_eq!(kept.roles, ["writer"]);
+
+        // A token for alice does not keep a session her certificate opened.
+        config.users.clear();
+        let reason = recheck(&Policy::new(config), &certificate).unwrap_err();
         assert_eq!(reason, "user alice was removed by a configuration reload");
     }
 
