@@ -543,6 +543,77 @@ async fn a_reload_revokes_live_subscriptions_and_removed_users() {
     server.shutdown().await;
 }
 
+/// A reload that denies one channel under a live wildcard subscription keeps the
+/// subscription and stops delivering that channel alone.
+#[tokio::test]
+async fn a_reload_narrowing_a_wildcard_filters_it_without_revoking_it() {
+    let server = start(newsroom(false)).await;
+    let root = admin(&server).await;
+    let alice = login(&server, "alice", "wonderland").await;
+    let mut news = alice.subscribe("news.>").await.unwrap();
+
+    let mut narrowed = newsroom(false);
+    narrowed
+        .roles
+        .get_mut("reader")
+        .unwrap()
+        .subscribe
+        .deny
+        .push("news.secret".into());
+    server
+        .reload(&ServerConfig {
+            security: narrowed,
+            ..ServerConfig::default()
+        })
+        .expect("the reload is accepted");
+    // The session re-checks itself on its own time; a refused SUBSCRIBE shows it has.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice.subscribe("news.secret").await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new rules never reached the session"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (channel, body) in [("news.secret", "hidden"), ("news.open", "shown")] {
+        root.publish(channel, Payload::text(body)).await.unwrap();
+    }
+    assert_eq!(next_text(&mut news).await, "shown");
+    assert!(!alice.is_closed());
+    server.shutdown().await;
+}
+
+/// With an anonymous role, a certificate naming no user opens an anonymous session
+/// under that role instead of being refused.
+#[tokio::test]
+async fn a_certificate_naming_nobody_is_anonymous_when_a_role_allows_it() {
+    let mut security = writers(&["writer"]);
+    security.roles.insert(
+        "guest".into(),
+        RoleSpec {
+            publish: rule(&["lobby"], &[]),
+            ..RoleSpec::default()
+        },
+    );
+    security.anonymous_role = Some("guest".into());
+    let hub = MtlsHub::start(security).await;
+    let stranger = hub
+        .connect("stranger", Some("stranger"), &[])
+        .await
+        .expect("an anonymous session");
+    assert_eq!(stranger.session().user, None);
+    stranger
+        .publish("lobby", Payload::text("hi"))
+        .await
+        .unwrap();
+    assert_code(
+        stranger.publish("news.x", Payload::text("no")).await,
+        ErrorCode::Forbidden,
+        "publish to news.x is not permitted",
+    );
+    hub.server.shutdown().await;
+}
+
 /// A role's publish rate is per user: two sessions of alice share one bucket, and bob
 /// has his own.
 #[tokio::test]
