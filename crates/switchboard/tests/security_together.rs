@@ -614,6 +614,63 @@ async fn a_certificate_naming_nobody_is_anonymous_when_a_role_allows_it() {
     hub.server.shutdown().await;
 }
 
+/// Alice with a password and a named token `ci` (role writer) unless `without_token`.
+fn alice_with_token(without_token: bool) -> SecurityConfig {
+    let mut security = writers(&[]);
+    security.users[0] = user("alice", Some("wonderland"), &[]);
+    if !without_token {
+        let digest = switchboard_server::security::token_sha256(b"ci-secret");
+        security
+            .tokens
+            .push(switchboard_server::security::TokenSpec {
+                name: "ci".into(),
+                user: "alice".into(),
+                sha256: digest.iter().map(|byte| format!("{byte:02x}")).collect(),
+                roles: vec!["writer".into()],
+            });
+    }
+    security
+}
+
+/// Removing a token from the configuration and reloading ends the sessions it opened,
+/// even though its user is still configured; the user's password session stays.
+#[tokio::test]
+async fn a_reload_removing_a_token_ends_the_sessions_it_opened() {
+    let server = start(alice_with_token(false)).await;
+    let by_token = Client::connect(config(&server, "ci").with_token(b"ci-secret".to_vec()))
+        .await
+        .expect("the token logs in");
+    assert_eq!(by_token.session().user.as_deref(), Some("alice"));
+    by_token
+        .publish("news.x", Payload::text("with the token's role"))
+        .await
+        .unwrap();
+    let by_password = login(&server, "alice", "wonderland").await;
+
+    server
+        .reload(&ServerConfig {
+            security: alice_with_token(true),
+            ..ServerConfig::default()
+        })
+        .expect("the reload is accepted");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !by_token.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed token's session is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reason = by_token.close_reason().expect("a close reason");
+    assert_eq!(reason.code(), Some(ErrorCode::AuthFailed), "{reason:?}");
+    assert!(format!("{reason}").contains("removed"), "{reason}");
+    by_password
+        .identity()
+        .await
+        .expect("the password session stays");
+    server.shutdown().await;
+}
+
 /// A role's publish rate is per user: two sessions of alice share one bucket, and bob
 /// has his own.
 #[tokio::test]

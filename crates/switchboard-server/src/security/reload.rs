@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{AuthMethod, Identity, Policy, SecurityConfig};
+use super::token::parse_sha256;
+use super::{AuthMethod, Identity, Policy, SecurityConfig, TokenSpec};
 use crate::config::ServerConfig;
 
 /// Where a reload gets the configuration: the embedding application's way of reading it
@@ -74,6 +75,23 @@ pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, 
     match &identity.user {
         Some(user) => {
             let listed = config.users.iter().find(|spec| &spec.name == user);
+            if identity.method == AuthMethod::Token {
+                // The credentials are the token itself: its entry gone (or its secret
+                // changed), the session goes, whoever else still names the user.
+                let Some(token) = token_entry(config, identity) else {
+                    return Err(format!(
+                        "the token of user {user} was removed by a configuration reload"
+                    ));
+                };
+                let mut identity = identity.clone();
+                identity.roles = listed.map(|spec| spec.roles.clone()).unwrap_or_default();
+                for role in &token.roles {
+                    if !identity.roles.contains(role) {
+                        identity.roles.push(role.clone());
+                    }
+                }
+                return Ok(identity);
+            }
             let known = match identity.method {
                 // A password or a certificate logs in only the users of `[[users]]`:
                 // the entry gone, such a session has nothing left to stand on.
@@ -112,6 +130,16 @@ pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, 
     }
 }
 
+/// The entry of the named token `identity` logged in with, if the configuration still
+/// lists it, for the same user.
+fn token_entry<'a>(config: &'a SecurityConfig, identity: &Identity) -> Option<&'a TokenSpec> {
+    let digest = identity.token_sha256?;
+    config.tokens.iter().find(|spec| {
+        identity.user.as_ref() == Some(&spec.user)
+            && parse_sha256(&spec.sha256).is_ok_and(|listed| listed == digest)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +160,7 @@ mod tests {
             method: AuthMethod::Password,
             admin: false,
             expires_at_us: None,
+            token_sha256: None,
         }
     }
 
@@ -176,6 +205,41 @@ mod tests {
         config.users.clear();
         let reason = recheck(&Policy::new(config), &certificate).unwrap_err();
         assert_eq!(reason, "user alice was removed by a configuration reload");
+    }
+
+    #[test]
+    fn a_token_login_lasts_as_long_as_its_token_entry() {
+        let token = |sha256: String, roles: &[&str]| TokenSpec {
+            name: "ci".to_owned(),
+            user: "alice".to_owned(),
+            sha256,
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+        };
+        let digest = crate::security::token_sha256(b"secret");
+        let hex = |digest: [u8; 32]| digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut config = SecurityConfig::default();
+        for role in ["reader", "writer"] {
+            config.roles.insert(role.to_owned(), RoleSpec::default());
+        }
+        config.users.push(user("alice", &["reader"]));
+        config.tokens.push(token(hex(digest), &["writer"]));
+        let session = Identity {
+            method: AuthMethod::Token,
+            token_sha256: Some(digest),
+            ..alice()
+        };
+        let kept = recheck(&Policy::new(config.clone()), &session).expect("still listed");
+        assert_eq!(kept.roles, ["reader", "writer"]);
+
+        // The same name with another secret is another token.
+        config.tokens[0] = token(hex(crate::security::token_sha256(b"new")), &["writer"]);
+        let reason = recheck(&Policy::new(config.clone()), &session).unwrap_err();
+        assert_eq!(
+            reason,
+            "the token of user alice was removed by a configuration reload"
+        );
+        config.tokens.clear();
+        assert!(recheck(&Policy::new(config), &session).is_err());
     }
 
     #[test]
