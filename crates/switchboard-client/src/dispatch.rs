@@ -501,18 +501,25 @@ impl Dispatcher {
                     self.shared.group_feed.push(GroupItem::Event(event));
                 }
             }
-            // A subscription the policy no longer allows ends like one the server closed.
+            // A subscription the policy no longer allows ends like one the server closed,
+            // with a reason of its own so the caller can tell the two apart.
             EventKind::SubscriptionClosed | EventKind::SubscriptionRevoked => {
                 // A consumer of several patterns ends as a whole: the rest of its
                 // patterns are cancelled too.
                 let subscription_id = event.subscription_id;
+                let reason = if event.kind == EventKind::SubscriptionRevoked {
+                    EndReason::Revoked {
+                        subscription_id,
+                        pattern: event.channel.to_string(),
+                    }
+                } else {
+                    EndReason::ClosedByServer { subscription_id }
+                };
                 let siblings = {
                     let mut table = self.shared.subscriptions();
                     let removed = table.remove(subscription_id);
                     removed.map(|entry| {
-                        entry
-                            .state
-                            .end(EndReason::ClosedByServer { subscription_id });
+                        entry.state.end(reason);
                         table.remove_siblings(&entry.state)
                     })
                 };

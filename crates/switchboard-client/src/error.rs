@@ -219,6 +219,9 @@ pub enum ErrorKind {
     UnexpectedReply,
     /// The server ended the subscription, or deleted the channel it named.
     SubscriptionClosed,
+    /// The server's permissions, reloaded, no longer allow the subscription; subscribing
+    /// again is refused too until they do.
+    SubscriptionRevoked,
     /// The group feed or the direct feed is already held by another handle.
     FeedTaken,
     /// Publishes sent without reply failed since the last flush; [`ClientError::code`]
@@ -260,6 +263,7 @@ impl ClientError {
             ErrorDetail::SubscriptionClosed { .. } | ErrorDetail::ChannelDeleted { .. } => {
                 ErrorKind::SubscriptionClosed
             }
+            ErrorDetail::SubscriptionRevoked { .. } => ErrorKind::SubscriptionRevoked,
             ErrorDetail::FeedTaken(_) => ErrorKind::FeedTaken,
             ErrorDetail::NoReplyFailures { .. } => ErrorKind::NoReplyFailures,
             ErrorDetail::StreamedBodyBeforeEnd { .. } => ErrorKind::StreamedBodyBeforeEnd,
@@ -481,6 +485,15 @@ pub(crate) enum ErrorDetail {
     /// The server ended this subscription (EVENT SubscriptionClosed).
     #[error("the server closed subscription {subscription_id}")]
     SubscriptionClosed { subscription_id: u64 },
+    /// The server's permissions, reloaded, no longer allow this subscription's pattern
+    /// (EVENT SubscriptionRevoked).
+    #[error(
+        "subscription {subscription_id} to {pattern} was revoked: the server's permissions no longer allow it"
+    )]
+    SubscriptionRevoked {
+        subscription_id: u64,
+        pattern: String,
+    },
     /// The channel this subscription named was deleted (EVENT ChannelDeleted).
     #[error("channel {channel} was deleted")]
     ChannelDeleted { channel: String },

@@ -48,6 +48,12 @@ pub(crate) enum EndReason {
     Unsubscribed,
     /// The server ended it, or one of its patterns (EVENT SubscriptionClosed).
     ClosedByServer { subscription_id: u64 },
+    /// A reload of the server's permissions no longer allows one of its patterns
+    /// (EVENT SubscriptionRevoked).
+    Revoked {
+        subscription_id: u64,
+        pattern: String,
+    },
     /// The channel one of its patterns names exactly was deleted (EVENT ChannelDeleted).
     ChannelDeleted { channel: String },
     /// The connection ended.
@@ -80,6 +86,16 @@ impl SubscriptionState {
             EndReason::ClosedByServer { subscription_id } => Some(
                 ErrorDetail::SubscriptionClosed {
                     subscription_id: *subscription_id,
+                }
+                .into(),
+            ),
+            EndReason::Revoked {
+                subscription_id,
+                pattern,
+            } => Some(
+                ErrorDetail::SubscriptionRevoked {
+                    subscription_id: *subscription_id,
+                    pattern: pattern.clone(),
                 }
                 .into(),
             ),
@@ -321,7 +337,8 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
 /// other hand, each receive every message that matches them.
 ///
 /// The stream ends when the subscription does. If the server or the connection ended it,
-/// one `Err` says why before the end; after [`Subscription::unsubscribe`] or
+/// one `Err` says why before the end (of kind [`crate::ErrorKind::SubscriptionRevoked`]
+/// when a reload of the server's permissions no longer allows it); after [`Subscription::unsubscribe`] or
 /// [`crate::Client::close`] it just ends. Dropping it unsubscribes in the background.
 /// Holding it keeps the connection open, like any [`Client`] handle.
 ///
@@ -652,6 +669,17 @@ mod tests {
             state.end_error().as_ref().map(ClientError::detail),
             Some(ErrorDetail::SubscriptionClosed { subscription_id: 9 })
         ));
+        let state = SubscriptionState::default();
+        state.end(EndReason::Revoked {
+            subscription_id: 4,
+            pattern: "news.>".into(),
+        });
+        let revoked = state.end_error().expect("a revocation is reported");
+        assert_eq!(revoked.kind(), crate::ErrorKind::SubscriptionRevoked);
+        assert!(
+            revoked.to_string().contains("news.> was revoked"),
+            "{revoked}"
+        );
         let state = SubscriptionState::default();
         state.end(EndReason::Connection(CloseReason::Client));
         assert!(state.end_error().is_none());

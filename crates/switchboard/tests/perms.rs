@@ -79,10 +79,18 @@ fn a_denied_publish_shows_forbidden_and_the_rule_in_force_elsewhere() {
         "{stderr}"
     );
 
-    cli_at(&addr, "guest")
+    // A publish that would create a channel the role may not create is refused too.
+    let uncreated = cli_at(&addr, "guest")
         .args(["pub", "chat.rust", "hello"])
         .assert()
-        .success();
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&uncreated.stderr);
+    assert!(
+        stderr.contains("create channel chat.rust is not permitted"),
+        "{stderr}"
+    );
 
     // The size string caps the channels the role creates.
     let created = cli_at(&addr, "guest")
@@ -95,6 +103,10 @@ fn a_denied_publish_shows_forbidden_and_the_rule_in_force_elsewhere() {
     let info = &json_lines(&created)[0];
     assert_eq!(info["max_bytes"], 1024, "{info}");
     assert_eq!(info["history"], 10, "{info}");
+    cli_at(&addr, "guest")
+        .args(["pub", "own.a", "hello"])
+        .assert()
+        .success();
 
     let stats = cli_at(&addr, "guest")
         .args(["--json", "stats"])

@@ -127,8 +127,7 @@ impl Served {
 fn sighup_and_reload_put_a_changed_file_in_force_and_keep_the_old_one_on_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("switchboard.toml");
-    let roles =
-        "[auth]\nanonymous_role = \"guest\"\n[roles.guest]\npublish = { allow = [\">\"] }\n";
+    let roles = "[auth]\nanonymous_role = \"guest\"\n[roles.guest]\npublish = { allow = [\">\"] }\ncreate_channel = { allow = [\">\"] }\n";
     write_config(&config, roles);
     let server = serve(dir.path());
     let publish = |body: &str| {

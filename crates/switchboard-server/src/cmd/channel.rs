@@ -1,7 +1,8 @@
 //! CREATE_CHANNEL, LIST_CHANNELS and DELETE_CHANNEL.
 
 use switchboard_proto::packet::{
-    ChannelList, CreateChannel, DeleteChannel, ListChannels, OkReply, Packet,
+    ChannelList, ChannelOptions, CreateChannel, DeleteChannel, ListChannels, OkReply, Packet,
+    Publish, Scope,
 };
 
 use super::permission::denied;
@@ -48,27 +49,28 @@ pub(crate) async fn create(
 /// Whether the session may create the channel, with the options it asks: asking for
 /// more history or a larger body than its roles' caps is FORBIDDEN; an option left
 /// unset whose server default is over the cap is set to the cap.
-/// Publishing to a channel nobody created creates it with the server's defaults, so a
-/// session its roles restrict needs the permission to create that channel too, and
-/// defaults within its role's caps (otherwise it creates the channel first, with
-/// options inside them). Sessions that may do everything pay nothing.
-pub(super) fn permit_implicit_create(
+/// Publishing to a channel nobody created creates it, so a session its roles restrict
+/// needs the permission to create that channel as well, and gets it with the server's
+/// defaults capped by its role's caps, as CREATE_CHANNEL without options would. Returns
+/// the options to create the channel with first, when they differ from the defaults;
+/// sessions that may do everything pay nothing.
+pub(super) fn implicit_creation(
     hub: &Hub,
     session: &Session,
-    channel: &str,
-) -> Result<(), Refusal> {
-    if session.permissions.is_everything() || hub.has_channel(channel) {
-        return Ok(());
+    publish: &Publish,
+) -> Result<Option<ChannelOptions>, Refusal> {
+    if publish.scope != Scope::Channel
+        || session.permissions.is_everything()
+        || hub.has_channel(&publish.channel)
+    {
+        return Ok(None);
     }
-    session.permit(hub, Operation::CreateChannel, channel)?;
-    let (max_history, max_body) = session.permissions.grants().channel_caps(channel);
-    let over = max_history.is_some_and(|cap| hub.config().default_history > cap)
-        || max_body.is_some_and(|cap| hub.config().max_body > cap);
-    if over {
-        let why = "the server's default options are over the role's caps: create it first with options within them";
-        return Err(denied(hub, "create channel", channel, Some(why)));
-    }
-    Ok(())
+    let mut create = CreateChannel {
+        name: publish.channel.clone(),
+        options: ChannelOptions::default(),
+    };
+    permit_create(hub, session, &mut create)?;
+    Ok((create.options != ChannelOptions::default()).then_some(create.options))
 }
 
 fn permit_create(hub: &Hub, session: &Session, create: &mut CreateChannel) -> Result<(), Refusal> {

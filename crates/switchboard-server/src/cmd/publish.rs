@@ -36,6 +36,10 @@ pub(crate) async fn publish(
     // The same slice of the same (immutable) buffer is the same body; a hook that
     // rewrote it made the CRC stale.
     let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
+    let implicit = match super::channel::implicit_creation(hub, session, &publish) {
+        Ok(implicit) => implicit,
+        Err(refusal) => return session.refuse(request_id, refusal).await,
+    };
     // Publishing to a channel nobody created creates it: for a limited user, that
     // counts against its channel cap like CREATE_CHANNEL.
     let creation = match &session.limits {
@@ -47,6 +51,14 @@ pub(crate) async fn publish(
         }
         _ => None,
     };
+    if let Some(options) = &implicit
+        && let Err(refusal) = hub.create_channel_new(&publish.channel, options)
+    {
+        if let Some((creation, _)) = creation {
+            creation.not_made();
+        }
+        return session.refuse(request_id, refusal).await;
+    }
     let new_tags = match publish.scope {
         Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
         _ => Ok(NewTags::reserve_none()),
@@ -77,8 +89,8 @@ pub(crate) async fn publish(
     }
 }
 
-/// Checks that the session may publish there (or post to the group), and create the
-/// channel if the publish would, and the header names, then lets the embedding application reject or rewrite the publish.
+/// Checks that the session may publish there (or post to the group) and the header
+/// names, then lets the embedding application reject or rewrite the publish.
 pub(crate) fn run_hooks(
     hub: &Hub,
     session: &Session,
@@ -89,9 +101,6 @@ pub(crate) fn run_hooks(
         Scope::Channel | Scope::Tag => Operation::Publish,
     };
     session.permit(hub, operation, &publish.channel)?;
-    if publish.scope == Scope::Channel {
-        super::channel::permit_implicit_create(hub, session, &publish.channel)?;
-    }
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;

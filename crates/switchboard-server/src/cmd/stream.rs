@@ -63,6 +63,11 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
+    // Refused before any of the body arrives if the session may not create the channel.
+    if let Err(refusal) = super::channel::implicit_creation(hub, session, &publish) {
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     let body = BodyShape::Streamed(stream.total_len);
     if let Err(refusal) = hub.admit(&session.caller, &publish, body) {
         session.refuse(request_id, refusal).await;
@@ -152,6 +157,18 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
         }
         _ => None,
     };
+    let implicit = super::channel::implicit_creation(hub, session, &publish).and_then(|implicit| {
+        implicit.map_or(Ok(()), |options| {
+            hub.create_channel_new(&publish.channel, &options)
+                .map(|_| ())
+        })
+    });
+    if let Err(refusal) = implicit {
+        if let Some((creation, _)) = creation {
+            creation.not_made();
+        }
+        return session.refuse(request_id, refusal).await;
+    }
     let result = hub.publish_streamed(&session.caller, publish, upload);
     if let Some((creation, channel)) = creation {
         match &result {

@@ -20,7 +20,7 @@ use super::config::SecurityConfig;
 use super::jwt::JwtVerifier;
 use super::password::{check_password_hash, dummy_hash, verify_blocking};
 use super::throttle::LoginThrottle;
-use super::token::{TokenTable, parse_sha256, secrets_equal};
+use super::token::{TokenTable, parse_sha256, secrets_equal, token_sha256};
 use super::{AuthMethod, Identity, Policy};
 
 /// A configuration refused: the part of it at fault, and why.
@@ -290,7 +290,10 @@ pub(crate) async fn authenticate(
             let spec = &policy.config.tokens[index];
             let mut roles = auth.roles_of(&spec.user);
             add_roles(&mut roles, &spec.roles);
-            named(&spec.user, AuthMethod::Token, own_uid, roles, None)
+            Identity {
+                token_sha256: Some(token_sha256(credentials.token)),
+                ..named(&spec.user, AuthMethod::Token, own_uid, roles, None)
+            }
         }
     } else if !credentials.user.is_empty() || !credentials.password.is_empty() {
         if credentials.user.is_empty() {
@@ -394,6 +397,7 @@ fn named(
         method,
         admin,
         expires_at_us,
+        token_sha256: None,
     }
 }
 
@@ -404,6 +408,7 @@ fn unnamed(method: AuthMethod, admin: bool, roles: Vec<String>) -> Identity {
         method,
         admin,
         expires_at_us: None,
+        token_sha256: None,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Identity {
     /// When the credentials stop being valid (a JWT's `exp`), in microseconds since the
     /// Unix epoch; the session is closed then.
     pub expires_at_us: Option<u64>,
+    /// The digest of the named token the session logged in with: a reload that no
+    /// longer lists it ends the session.
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 impl Identity {
@@ -44,6 +47,7 @@ impl Identity {
             method: AuthMethod::Open,
             admin,
             expires_at_us: None,
+            token_sha256: None,
         }
     }
 
@@ -54,7 +58,8 @@ impl Identity {
         let is_plain_open = self.method == AuthMethod::Open
             && self.user.is_none()
             && self.roles.is_empty()
-            && self.expires_at_us.is_none();
+            && self.expires_at_us.is_none()
+            && self.token_sha256.is_none();
         if !is_plain_open {
             return Arc::new(self);
         }

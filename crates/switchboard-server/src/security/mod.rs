@@ -223,6 +223,7 @@ impl Policy {
                 method: AuthMethod::Anonymous,
                 admin,
                 expires_at_us: None,
+                token_sha256: None,
             },
             None => Identity::open(admin),
         }

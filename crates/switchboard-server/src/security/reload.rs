@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{AuthMethod, Identity, Policy, SecurityConfig};
+use super::token::parse_sha256;
+use super::{AuthMethod, Identity, Policy, SecurityConfig, TokenSpec};
 use crate::config::ServerConfig;
 
 /// Where a reload gets the configuration: the embedding application's way of reading it
@@ -74,18 +75,44 @@ pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, 
     match &identity.user {
         Some(user) => {
             let listed = config.users.iter().find(|spec| &spec.name == user);
-            let known = listed.is_some()
-                || config.tokens.iter().any(|token| &token.user == user)
-                || config.unix_users.iter().any(|unix| &unix.user == user)
-                || (identity.method == AuthMethod::Jwt && config.jwt.is_some());
+            if identity.method == AuthMethod::Token {
+                // The credentials are the token itself: its entry gone (or its secret
+                // changed), the session goes, whoever else still names the user.
+                let Some(token) = token_entry(config, identity) else {
+                    return Err(format!(
+                        "the token of user {user} was removed by a configuration reload"
+                    ));
+                };
+                let mut identity = identity.clone();
+                identity.roles = listed.map(|spec| spec.roles.clone()).unwrap_or_default();
+                for role in &token.roles {
+                    if !identity.roles.contains(role) {
+                        identity.roles.push(role.clone());
+                    }
+                }
+                return Ok(identity);
+            }
+            let known = match identity.method {
+                // A password or a certificate logs in only the users of `[[users]]`:
+                // the entry gone, such a session has nothing left to stand on.
+                AuthMethod::Password | AuthMethod::Certificate => listed.is_some(),
+                _ => {
+                    listed.is_some()
+                        || config.tokens.iter().any(|token| &token.user == user)
+                        || config.unix_users.iter().any(|unix| &unix.user == user)
+                        || (identity.method == AuthMethod::Jwt && config.jwt.is_some())
+                }
+            };
             if !known {
                 return Err(format!("user {user} was removed by a configuration reload"));
             }
             let mut identity = identity.clone();
             // Roles that come from the user's own entry follow it; a token's or a JWT's
             // were granted with the credentials and stay.
-            if let (Some(spec), AuthMethod::Password | AuthMethod::UnixPeer) =
-                (listed, identity.method)
+            if let (
+                Some(spec),
+                AuthMethod::Password | AuthMethod::Certificate | AuthMethod::UnixPeer,
+            ) = (listed, identity.method)
             {
                 identity.roles = spec.roles.clone();
             }
@@ -101,6 +128,16 @@ pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, 
             Ok(policy.anonymous_identity(identity.admin))
         }
     }
+}
+
+/// The entry of the named token `identity` logged in with, if the configuration still
+/// lists it, for the same user.
+fn token_entry<'a>(config: &'a SecurityConfig, identity: &Identity) -> Option<&'a TokenSpec> {
+    let digest = identity.token_sha256?;
+    config.tokens.iter().find(|spec| {
+        identity.user.as_ref() == Some(&spec.user)
+            && parse_sha256(&spec.sha256).is_ok_and(|listed| listed == digest)
+    })
 }
 
 #[cfg(test)]
@@ -123,6 +160,7 @@ mod tests {
             method: AuthMethod::Password,
             admin: false,
             expires_at_us: None,
+            token_sha256: None,
         }
     }
 
@@ -141,6 +179,67 @@ mod tests {
         config.users.push(user("bob", &[]));
         let reason = recheck(&Policy::new(config), &alice()).unwrap_err();
         assert_eq!(reason, "user alice was removed by a configuration reload");
+    }
+
+    #[test]
+    fn a_certificate_login_follows_its_users_entry() {
+        let mut config = SecurityConfig::default();
+        config
+            .roles
+            .insert("writer".to_owned(), RoleSpec::default());
+        config.users.push(user("alice", &["writer"]));
+        config.tokens.push(crate::security::TokenSpec {
+            name: "ci".to_owned(),
+            user: "alice".to_owned(),
+            sha256: "00".repeat(32),
+            roles: Vec::new(),
+        });
+        let certificate = Identity {
+            method: AuthMethod::Certificate,
+            ..alice()
+        };
+        let kept = recheck(&Policy::new(config.clone()), &certificate).expect("still listed");
+        assert_eq!(kept.roles, ["writer"]);
+
+        // A token for alice does not keep a session her certificate opened.
+        config.users.clear();
+        let reason = recheck(&Policy::new(config), &certificate).unwrap_err();
+        assert_eq!(reason, "user alice was removed by a configuration reload");
+    }
+
+    #[test]
+    fn a_token_login_lasts_as_long_as_its_token_entry() {
+        let token = |sha256: String, roles: &[&str]| TokenSpec {
+            name: "ci".to_owned(),
+            user: "alice".to_owned(),
+            sha256,
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+        };
+        let digest = crate::security::token_sha256(b"secret");
+        let hex = |digest: [u8; 32]| digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut config = SecurityConfig::default();
+        for role in ["reader", "writer"] {
+            config.roles.insert(role.to_owned(), RoleSpec::default());
+        }
+        config.users.push(user("alice", &["reader"]));
+        config.tokens.push(token(hex(digest), &["writer"]));
+        let session = Identity {
+            method: AuthMethod::Token,
+            token_sha256: Some(digest),
+            ..alice()
+        };
+        let kept = recheck(&Policy::new(config.clone()), &session).expect("still listed");
+        assert_eq!(kept.roles, ["reader", "writer"]);
+
+        // The same name with another secret is another token.
+        config.tokens[0] = token(hex(crate::security::token_sha256(b"new")), &["writer"]);
+        let reason = recheck(&Policy::new(config.clone()), &session).unwrap_err();
+        assert_eq!(
+            reason,
+            "the token of user alice was removed by a configuration reload"
+        );
+        config.tokens.clear();
+        assert!(recheck(&Policy::new(config), &session).is_err());
     }
 
     #[test]

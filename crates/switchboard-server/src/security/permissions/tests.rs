@@ -45,6 +45,7 @@ fn user(name: Option<&str>, roles: &[&str]) -> Identity {
         },
         admin: false,
         expires_at_us: None,
+        token_sha256: None,
     }
 }
 
