@@ -92,7 +92,7 @@ macro_rules! volume_or_skip {
 }
 
 /// `switchboard serve` on `data` with `args`, logging to `log`.
-fn serve(data: &Path, log: &Path, args: &[&str]) -> (Child, String) {
+fn serve(data: &Path, log: &Path, args: &[&str]) -> (support::KillOnDrop, String) {
     let mut all: Vec<&std::ffi::OsStr> = vec![
         "--no-unix".as_ref(),
         "--data-dir".as_ref(),

@@ -6,12 +6,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use support::{arg, cli_at, serve_process};
 
-fn serve_logging(log: &Path, extra: &[&str]) -> (Child, String) {
+fn serve_logging(log: &Path, extra: &[&str]) -> (support::KillOnDrop, String) {
     let mut args = vec![
         arg(log),
         "--memory".as_ref(),
@@ -28,7 +27,7 @@ fn serve_logging(log: &Path, extra: &[&str]) -> (Child, String) {
     serve_process(&args)
 }
 
-fn stop(mut server: Child) {
+fn stop(mut server: support::KillOnDrop) {
     let _ = server.kill();
     let _ = server.wait();
 }

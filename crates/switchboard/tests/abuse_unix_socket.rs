@@ -33,7 +33,7 @@ fn serve_refused(path: &Path) -> String {
     stderr
 }
 
-fn serve_on(path: &Path) -> Child {
+fn serve_on(path: &Path) -> support::KillOnDrop {
     serve_process(&["--memory".as_ref(), "--unix".as_ref(), arg(path)]).0
 }
 

@@ -2,7 +2,7 @@
 //! or as its own process for `serve`/`stop`), the CLI run as real processes.
 
 use std::io::Write;
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -449,7 +449,7 @@ fn chat_reads_commands_and_lines_from_a_file() {
 }
 
 /// `switchboard serve` with a Unix socket, a data directory and a log file in `dir`.
-fn serve_in(dir: &std::path::Path) -> (Child, String, std::path::PathBuf) {
+fn serve_in(dir: &std::path::Path) -> (support::KillOnDrop, String, std::path::PathBuf) {
     let socket = dir.join("hub.sock");
     let data = dir.join("data");
     let log = dir.join("hub.log");

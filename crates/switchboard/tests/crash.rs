@@ -16,7 +16,7 @@ mod support;
 const WRITERS: usize = 4;
 
 /// Starts `switchboard serve` on the directory and returns it with its address.
-fn serve(dir: &Path, sync: &[&str]) -> (Child, String) {
+fn serve(dir: &Path, sync: &[&str]) -> (support::KillOnDrop, String) {
     let mut args: Vec<&std::ffi::OsStr> =
         vec!["--no-unix".as_ref(), "--data-dir".as_ref(), dir.as_os_str()];
     args.extend(sync.iter().map(std::ffi::OsStr::new));

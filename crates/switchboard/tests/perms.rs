@@ -3,7 +3,6 @@
 //! clear FORBIDDEN. Real server processes and the CLI as a process.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 mod support;
 
@@ -45,15 +44,6 @@ fn check(config: &Path) -> (bool, String) {
     )
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_denied_publish_shows_forbidden_and_the_rule_in_force_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +54,7 @@ fn a_denied_publish_shows_forbidden_and_the_rule_in_force_elsewhere() {
         arg(Path::new("--config")),
         arg(&config),
     ]);
-    let _served = Served(child);
+    let _served = child;
 
     let denied = cli_at(&addr, "guest")
         .args(["pub", "locked.x", "hello"])

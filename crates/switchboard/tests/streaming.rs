@@ -177,16 +177,18 @@ fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
     let source = dir.path().join("big.bin");
     let digest = write_body(&source, LEN);
     let received = dir.path().join("received.bin");
-    let mut sub = StdCommand::new(support::BIN)
-        .env_remove("SWITCHBOARD_SERVER")
-        .args([
-            "--server", &addr, "--name", "bob", "sub", "big", "--count", "1", "--output",
-        ])
-        .arg(&received)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = support::KillOnDrop(
+        StdCommand::new(support::BIN)
+            .env_remove("SWITCHBOARD_SERVER")
+            .args([
+                "--server", &addr, "--name", "bob", "sub", "big", "--count", "1", "--output",
+            ])
+            .arg(&received)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_client_at(&addr, "bob");
     let started = Instant::now();
     cli("alice")

@@ -114,14 +114,41 @@ pub fn wait_for_client_at(addr: &str, name: &str) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// A child process killed when dropped, so that a test failing half-way leaves no server
+/// behind it.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `switchboard serve --listen 127.0.0.1:0` with `args` as its own process and
 /// returns it with its TCP address once it is listening.
-pub fn serve_process(args: &[&std::ffi::OsStr]) -> (Child, String) {
+pub fn serve_process(args: &[&std::ffi::OsStr]) -> (KillOnDrop, String) {
     serve_process_with_env(args, &[])
 }
 
 /// `serve_process` with variables `env` set in its environment.
-pub fn serve_process_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Child, String) {
+pub fn serve_process_with_env(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (KillOnDrop, String) {
     let mut child = StdCommand::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -144,7 +171,7 @@ pub fn serve_process_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -
     };
     // Keeps reading so the server never writes into a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (KillOnDrop(child), addr)
 }
 
 /// Each line of output as JSON.
