@@ -18,7 +18,7 @@ use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
 use crate::security::ReloadError;
-use crate::security::addresses::AddressRefusal;
+use crate::security::addresses::{AddressRefusal, AddressSlot};
 use crate::security::limits::{Clock, retry_hint};
 use crate::security::reload::ReloadSource;
 use crate::storage::{FjallStorage, MemoryStorage, Storage, StoreOptions, SyncPolicy};
@@ -316,6 +316,35 @@ fn humantime_secs(duration: Duration) -> String {
 }
 
 async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) {
+    let serving = hub.clone();
+    let refusing = hub.clone();
+    let refusals = tracker.clone();
+    accept_loop(
+        hub,
+        listener,
+        move |stream, peer, slot| {
+            debug!(target: log::CONNECTION, %peer, "accepted");
+            tracker.spawn(connection::serve(
+                serving.clone(),
+                stream,
+                Peer::Tcp(peer),
+                Some(slot),
+            ));
+        },
+        move |stream, peer, refusal| refuse_address(&refusing, &refusals, stream, peer, refusal),
+    )
+    .await;
+}
+
+/// Accepts connections on a TCP listener (plain or TLS) until shutdown. Each is first
+/// admitted by its address's limits, then handed to `serve` with its place in them, or
+/// to `refuse` with the reason.
+pub(crate) async fn accept_loop(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, AddressSlot),
+    mut refuse: impl FnMut(tokio::net::TcpStream, SocketAddr, AddressRefusal),
+) {
     loop {
         let accepted = tokio::select! {
             () = hub.shutting_down() => return,
@@ -324,21 +353,13 @@ async fn accept_tcp(hub: Arc<Hub>, listener: TcpListener, tracker: TaskTracker) 
         match accepted {
             Ok((stream, peer)) => {
                 let limits = hub.policy().limits.per_address;
-                let slot = match hub.addresses().admit(peer.ip(), &limits, hub.now_ns()) {
-                    Ok(slot) => slot,
-                    Err(refusal) => {
-                        refuse_address(&hub, &tracker, stream, peer, refusal);
-                        continue;
+                match hub.addresses().admit(peer.ip(), &limits, hub.now_ns()) {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        serve(stream, peer, slot);
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                debug!(target: log::CONNECTION, %peer, "accepted");
-                tracker.spawn(connection::serve(
-                    hub.clone(),
-                    stream,
-                    Peer::Tcp(peer),
-                    Some(slot),
-                ));
+                    Err(refusal) => refuse(stream, peer, refusal),
+                }
             }
             Err(error) => {
                 // Out of descriptors or similar: wait a little instead of spinning.

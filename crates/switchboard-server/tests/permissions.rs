@@ -145,7 +145,20 @@ async fn publish_frame_and_stream_to_a_denied_channel_are_forbidden_and_counted(
         &client.request(publish("free", "hi")).await,
         "create channel free is not permitted",
     );
-    assert_eq!(stat(&server, "permission_denials"), before + 3);
+    // A streamed one is refused before its body is sent.
+    let streamed = Packet::Publish(Publish {
+        channel: "fresh".into(),
+        stream: Some(StreamStart {
+            stream_id: 2,
+            total_len: 10,
+        }),
+        ..Publish::default()
+    });
+    assert_forbidden(
+        &client.request(streamed).await,
+        "create channel fresh is not permitted",
+    );
+    assert_eq!(stat(&server, "permission_denials"), before + 4);
     let mut root = admin(&server).await;
     assert!(matches!(
         root.request(Packet::CreateChannel(CreateChannel {

@@ -5,6 +5,7 @@ use switchboard_proto::packet::{
     Publish, Scope,
 };
 
+use super::limits::Created;
 use super::permission::denied;
 use super::session::Session;
 use crate::error::Refusal;
@@ -49,28 +50,78 @@ pub(crate) async fn create(
 /// Whether the session may create the channel, with the options it asks: asking for
 /// more history or a larger body than its roles' caps is FORBIDDEN; an option left
 /// unset whose server default is over the cap is set to the cap.
-/// Publishing to a channel nobody created creates it, so a session its roles restrict
-/// needs the permission to create that channel as well, and gets it with the server's
-/// defaults capped by its role's caps, as CREATE_CHANNEL without options would. Returns
-/// the options to create the channel with first, when they differ from the defaults;
-/// sessions that may do everything pay nothing.
-pub(super) fn implicit_creation(
+/// A channel a publish to an unknown name creates, counted against a limited user's
+/// channel cap until the publish is known to have been stored or refused.
+#[must_use]
+pub(super) struct ImplicitChannel(Option<(Created, String)>);
+
+impl ImplicitChannel {
+    /// The publish was stored (the channel exists and counts) or refused (it does not).
+    pub fn settle(self, hub: &Hub, stored: bool) {
+        if let Some((creation, name)) = self.0 {
+            if stored {
+                creation.made(hub, &name);
+            } else {
+                creation.not_made();
+            }
+        }
+    }
+}
+
+/// Publishing to a channel nobody created creates it, as CREATE_CHANNEL without options
+/// would: a session its roles restrict needs the permission to create that channel, and
+/// gets the server's defaults capped by its role (the channel is then created first,
+/// with those options); a limited user has it counted against its channel cap. Sessions
+/// neither restricted nor limited pay nothing, not even the lookup of the channel. This
+/// checks the permission alone, for a streamed publish before its body arrives.
+pub(super) fn permit_implicit_channel(
     hub: &Hub,
     session: &Session,
     publish: &Publish,
-) -> Result<Option<ChannelOptions>, Refusal> {
+) -> Result<(), Refusal> {
     if publish.scope != Scope::Channel
         || session.permissions.is_everything()
         || hub.has_channel(&publish.channel)
     {
-        return Ok(None);
+        return Ok(());
     }
     let mut create = CreateChannel {
         name: publish.channel.clone(),
         options: ChannelOptions::default(),
     };
-    permit_create(hub, session, &mut create)?;
-    Ok((create.options != ChannelOptions::default()).then_some(create.options))
+    permit_create(hub, session, &mut create)
+}
+
+/// The creation [`permit_implicit_channel`] allows, done: counted against a limited
+/// user's cap, and the channel created first when the role's caps change its defaults.
+pub(super) fn implicit_channel(
+    hub: &Hub,
+    session: &Session,
+    publish: &Publish,
+) -> Result<ImplicitChannel, Refusal> {
+    let restricted = !session.permissions.is_everything();
+    if publish.scope != Scope::Channel
+        || (!restricted && session.limits.is_none())
+        || hub.has_channel(&publish.channel)
+    {
+        return Ok(ImplicitChannel(None));
+    }
+    let mut create = CreateChannel {
+        name: publish.channel.clone(),
+        options: ChannelOptions::default(),
+    };
+    if restricted {
+        permit_create(hub, session, &mut create)?;
+    }
+    let creation = session.reserve_creation(hub, Owned::Channel)?;
+    let implicit = ImplicitChannel(Some((creation, publish.channel.to_string())));
+    if create.options != ChannelOptions::default()
+        && let Err(refusal) = hub.create_channel_new(&publish.channel, &create.options)
+    {
+        implicit.settle(hub, false);
+        return Err(refusal);
+    }
+    Ok(implicit)
 }
 
 fn permit_create(hub: &Hub, session: &Session, create: &mut CreateChannel) -> Result<(), Refusal> {

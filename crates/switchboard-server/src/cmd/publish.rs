@@ -16,7 +16,6 @@ use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
-use crate::security::usage::Owned;
 use crate::storage::SyncFuture;
 
 /// `body_crc` is the CRC32C of the body as checked in its frame.
@@ -36,29 +35,10 @@ pub(crate) async fn publish(
     // The same slice of the same (immutable) buffer is the same body; a hook that
     // rewrote it made the CRC stale.
     let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
-    let implicit = match super::channel::implicit_creation(hub, session, &publish) {
-        Ok(implicit) => implicit,
+    let creation = match super::channel::implicit_channel(hub, session, &publish) {
+        Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    // Publishing to a channel nobody created creates it: for a limited user, that
-    // counts against its channel cap like CREATE_CHANNEL.
-    let creation = match &session.limits {
-        Some(_) if publish.scope == Scope::Channel && !hub.has_channel(&publish.channel) => {
-            match session.reserve_creation(hub, Owned::Channel) {
-                Ok(creation) => Some((creation, publish.channel.to_string())),
-                Err(refusal) => return session.refuse(request_id, refusal).await,
-            }
-        }
-        _ => None,
-    };
-    if let Some(options) = &implicit
-        && let Err(refusal) = hub.create_channel_new(&publish.channel, options)
-    {
-        if let Some((creation, _)) = creation {
-            creation.not_made();
-        }
-        return session.refuse(request_id, refusal).await;
-    }
     let new_tags = match publish.scope {
         Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
         _ => Ok(NewTags::reserve_none()),
@@ -66,19 +46,12 @@ pub(crate) async fn publish(
     let new_tags = match new_tags {
         Ok(new_tags) => new_tags,
         Err(refusal) => {
-            if let Some((creation, _)) = creation {
-                creation.not_made();
-            }
+            creation.settle(hub, false);
             return session.refuse(request_id, refusal).await;
         }
     };
     let result = hub.publish(&session.caller, publish, unchanged.then_some(body_crc));
-    if let Some((creation, channel)) = creation {
-        match &result {
-            Ok(_) => creation.made(hub, &channel),
-            Err(_) => creation.not_made(),
-        }
-    }
+    creation.settle(hub, result.is_ok());
     match &result {
         Ok(_) => new_tags.made(hub),
         Err(_) => new_tags.not_made(),

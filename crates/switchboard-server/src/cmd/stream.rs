@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{Chunk, Publish, Scope, StreamAbort};
+use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
 use tracing::info;
 
 use super::publish::{acknowledge, run_hooks};
@@ -15,7 +15,6 @@ use crate::error::Refusal;
 use crate::hub::admission::{Admission, BodyShape};
 use crate::hub::{Hub, blob_refusal};
 use crate::log;
-use crate::security::usage::Owned;
 
 /// Uploads one session may have open at once.
 pub(crate) const MAX_OPEN_STREAMS: usize = 16;
@@ -63,8 +62,9 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    // Refused before any of the body arrives if the session may not create the channel.
-    if let Err(refusal) = super::channel::implicit_creation(hub, session, &publish) {
+    // Refused before any of the body arrives if the session may not create the channel;
+    // the creation itself waits for the whole body.
+    if let Err(refusal) = super::channel::permit_implicit_channel(hub, session, &publish) {
         session.refuse(request_id, refusal).await;
         return;
     }
@@ -146,36 +146,12 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
             return;
         }
     };
-    // A streamed publish to a channel nobody created creates it too: counted against a
-    // limited user's channel cap like CREATE_CHANNEL.
-    let creation = match &session.limits {
-        Some(_) if publish.scope == Scope::Channel && !hub.has_channel(&publish.channel) => {
-            match session.reserve_creation(hub, Owned::Channel) {
-                Ok(creation) => Some((creation, publish.channel.to_string())),
-                Err(refusal) => return session.refuse(request_id, refusal).await,
-            }
-        }
-        _ => None,
+    let creation = match super::channel::implicit_channel(hub, session, &publish) {
+        Ok(creation) => creation,
+        Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    let implicit = super::channel::implicit_creation(hub, session, &publish).and_then(|implicit| {
-        implicit.map_or(Ok(()), |options| {
-            hub.create_channel_new(&publish.channel, &options)
-                .map(|_| ())
-        })
-    });
-    if let Err(refusal) = implicit {
-        if let Some((creation, _)) = creation {
-            creation.not_made();
-        }
-        return session.refuse(request_id, refusal).await;
-    }
     let result = hub.publish_streamed(&session.caller, publish, upload);
-    if let Some((creation, channel)) = creation {
-        match &result {
-            Ok(_) => creation.made(hub, &channel),
-            Err(_) => creation.not_made(),
-        }
-    }
+    creation.settle(hub, result.is_ok());
     match result {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
         Err(refusal) => session.refuse(request_id, refusal).await,

@@ -4,13 +4,12 @@
 //! already open.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 use super::names::certificate_names;
 use super::settings::{TlsError, TlsListenerConfig};
@@ -87,34 +86,22 @@ pub(crate) async fn accept_tls(
     tls: Arc<TlsListener>,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = hub.shutting_down() => return,
-            accepted = socket.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let limits = hub.policy().limits.per_address;
-                let slot = match hub.addresses().admit(peer.ip(), &limits, hub.now_ns()) {
-                    Ok(slot) => slot,
-                    Err(refusal) => {
-                        // Nothing can be said before a TLS handshake: counted, logged
-                        // and closed.
-                        crate::server::count_address_refusal(&hub, peer, refusal);
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                debug!(target: log::CONNECTION, %peer, "accepted on TLS");
-                let config = tls.current.load_full();
-                tracker.spawn(serve_tls(hub.clone(), stream, peer, config, slot));
-            }
-            Err(error) => {
-                error!(target: log::ERROR, %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let serving = hub.clone();
+    let refusing = hub.clone();
+    crate::server::accept_loop(
+        hub,
+        socket,
+        move |stream, peer, slot| {
+            debug!(target: log::CONNECTION, %peer, "accepted on TLS");
+            let config = tls.current.load_full();
+            tracker.spawn(serve_tls(serving.clone(), stream, peer, config, slot));
+        },
+        // Nothing can be said before a TLS handshake: counted, logged and closed.
+        move |_stream, peer, refusal| {
+            crate::server::count_address_refusal(&refusing, peer, refusal);
+        },
+    )
+    .await;
 }
 
 /// The TLS handshake, within the handshake time limit, then the connection as on plain
