@@ -4,29 +4,19 @@
 //! configuration no longer accepts is disconnected with the reason. Real processes.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BIN, cli_at, wait_exit};
+use support::{BIN, ConfigServer, cli_at, wait_exit};
 
 /// A server process started with `--config`, its stderr collected; killed when dropped.
 struct Served {
-    child: Child,
+    server: ConfigServer,
     addr: String,
     socket: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const LISTEN: &str =
@@ -37,41 +27,11 @@ fn write_config(path: &Path, rest: &str) {
 }
 
 fn serve(dir: &Path) -> Served {
-    let config = dir.join("switchboard.toml");
-    let mut child = StdCommand::new(BIN)
-        .env_remove("SWITCHBOARD_DATA_DIR")
-        .env_remove("SWITCHBOARD_ADMIN_TOKEN")
-        .env_remove("RUST_LOG")
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .expect("line");
-        if let Some(addr) = line.strip_prefix("switchboard listening on ")
-            && !addr.starts_with("unix:")
-        {
-            break addr.to_owned();
-        }
-    };
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let collected = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            collected.lock().unwrap().push(line);
-        }
-    });
+    let server = ConfigServer::start(&dir.join("switchboard.toml"), false);
     Served {
-        child,
-        addr,
+        addr: server.tcp.clone(),
         socket: dir.join("server.sock"),
-        log,
+        server,
     }
 }
 
@@ -81,11 +41,7 @@ impl Served {
     }
 
     fn hangup(&self) {
-        let status = StdCommand::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.server.hangup();
     }
 
     /// A counter, read over the Unix socket.
@@ -112,11 +68,7 @@ impl Served {
     }
 
     fn logged(&self, text: &str) -> bool {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|line| line.contains(text))
+        self.server.logged(text)
     }
 }
 

@@ -8,9 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use jsonwebtoken::{EncodingKey, Header};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use switchboard_client::{
     Client, ClientConfig, ClientError, ErrorCode, ErrorKind, Payload, Subscription, TlsOptions,
 };
@@ -20,6 +17,8 @@ use switchboard_server::security::{
     JwtAlgorithm, JwtSpec, RoleSpec, SecurityConfig, ThrottleSpec, UserSpec, hash_password,
 };
 use switchboard_server::{ClientAuth, Server, ServerConfig, ServerHandle, TlsListenerConfig};
+
+use support::certs::Ca;
 
 const WAIT: Duration = Duration::from_secs(5);
 const ADMIN_TOKEN: &str = "security-together-admin";
@@ -103,57 +102,6 @@ fn stat(server: &ServerHandle, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
-/// A certificate authority of this test.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    /// Writes a certificate for `common_name` (none if `None`) and the DNS/IP `names`,
-    /// and its key, as `stem.pem` and `stem.key` in `dir`.
-    fn issue(
-        &self,
-        dir: &Path,
-        stem: &str,
-        common_name: Option<&str>,
-        names: &[&str],
-    ) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        // rcgen puts a default CN in an empty name; a SAN-only certificate has none.
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        if let Some(common_name) = common_name {
-            params
-                .distinguished_name
-                .push(DnType::CommonName, common_name);
-        }
-        let key = KeyPair::generate().unwrap();
-        let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        let cert_file = dir.join(format!("{stem}.pem"));
-        let key_file = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert_file, certificate.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        (cert_file, key_file)
-    }
-
-    fn write(&self, path: &Path) {
-        std::fs::write(path, self.issuer.pem()).unwrap();
-    }
-}
-
 /// A server with a TLS listener requiring client certificates from a CA of the test.
 struct MtlsHub {
     dir: tempfile::TempDir,
@@ -167,8 +115,9 @@ impl MtlsHub {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("Switchboard test CA");
         let ca_file = dir.path().join("ca.pem");
-        ca.write(&ca_file);
-        let (cert_file, key_file) = ca.issue(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
+        ca.write_to(&ca_file);
+        let (cert_file, key_file) =
+            ca.issue_files(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
         let server = Server::builder()
             .listen_tls(
                 TlsListenerConfig::new("127.0.0.1:0", cert_file, key_file)
@@ -194,7 +143,9 @@ impl MtlsHub {
         common_name: Option<&str>,
         names: &[&str],
     ) -> Result<Client, ClientError> {
-        let (cert, key) = self.ca.issue(self.dir.path(), stem, common_name, names);
+        let (cert, key) = self
+            .ca
+            .issue_files(self.dir.path(), stem, common_name, names);
         let tls = TlsOptions::new()
             .with_ca_file(&self.ca_file)
             .with_client_certificate(cert, key);
@@ -765,24 +716,17 @@ mod served {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    pub use super::support::{BIN, wait_exit};
+    pub use super::support::{BIN, ConfigServer, wait_exit};
 
     pub const LISTEN: &str = "[listen]\ntcp = [\"127.0.0.1:0\"]\nunix = \"server.sock\"\n\
                               [storage]\nmemory = true\n[auth]\nfailure_delay = \"1ms\"\n";
 
     pub struct Served {
-        child: Child,
+        server: ConfigServer,
         pub config: PathBuf,
         pub tcp: String,
         pub tls: Option<String>,
         pub unix: String,
-    }
-
-    impl Drop for Served {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 
     /// Writes `LISTEN` and `rest` as the config file in `dir` and serves it; `tls` says
@@ -790,38 +734,13 @@ mod served {
     pub fn serve(dir: &Path, rest: &str, tls: bool) -> Served {
         let config = dir.join("switchboard.toml");
         std::fs::write(&config, format!("{LISTEN}{rest}")).unwrap();
-        let mut child = Command::new(BIN)
-            .env_remove("SWITCHBOARD_DATA_DIR")
-            .env_remove("SWITCHBOARD_ADMIN_TOKEN")
-            .env_remove("RUST_LOG")
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (mut tcp, mut tls_addr) = (None, None);
-        while tcp.is_none() || (tls && tls_addr.is_none()) {
-            let line = lines
-                .next()
-                .expect("the server prints its addresses")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("switchboard listening on ") {
-                if addr.starts_with("tls://") {
-                    tls_addr = Some(addr.to_owned());
-                } else if !addr.starts_with("unix:") {
-                    tcp = Some(addr.to_owned());
-                }
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let server = ConfigServer::start(&config, tls);
         Served {
-            child,
             unix: format!("unix:{}", dir.join("server.sock").display()),
             config,
-            tcp: tcp.unwrap(),
-            tls: tls_addr,
+            tcp: server.tcp.clone(),
+            tls: server.tls.clone(),
+            server,
         }
     }
 
@@ -831,11 +750,7 @@ mod served {
         }
 
         pub fn hangup(&self) {
-            let status = Command::new("kill")
-                .args(["-HUP", &self.child.id().to_string()])
-                .status()
-                .expect("kill runs");
-            assert!(status.success());
+            self.server.hangup();
         }
     }
 
@@ -921,7 +836,6 @@ mod served {
     }
 }
 
-#[cfg(unix)]
 mod support;
 
 /// End to end: a `sub` logged in as alice receives `news.x`; the file changed to deny
@@ -979,9 +893,9 @@ fn a_sighup_reloads_the_tls_certificates() {
     let new_ca = Ca::new("New CA");
     let old_ca_file = dir.path().join("old-ca.pem");
     let new_ca_file = dir.path().join("new-ca.pem");
-    old_ca.write(&old_ca_file);
-    new_ca.write(&new_ca_file);
-    old_ca.issue(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
+    old_ca.write_to(&old_ca_file);
+    new_ca.write_to(&new_ca_file);
+    old_ca.issue_files(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
     let server = serve(
         dir.path(),
         "[[tls]]\nlisten = \"127.0.0.1:0\"\ncert = \"server.pem\"\nkey = \"server.key\"\n",
@@ -1002,7 +916,7 @@ fn a_sighup_reloads_the_tls_certificates() {
             .success();
     });
 
-    new_ca.issue(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
+    new_ca.issue_files(dir.path(), "server", Some("hub"), &["127.0.0.1"]);
     server.hangup();
     // The signal is handled on its own time: wait until the new certificate is served.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

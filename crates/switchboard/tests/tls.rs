@@ -2,67 +2,19 @@
 //! library and the CLI against a real `serve` process.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use switchboard_client::{Client, ClientConfig, ErrorKind, Payload, TlsOptions};
 use switchboard_server::{ClientAuth, Hooks, Server, ServerHandle, SessionInfo, TlsListenerConfig};
 
 mod support;
 
+use support::certs::{Ca, write_pair};
+
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A certificate authority of this test.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    /// A certificate (PEM) and its key (PEM) for `common_name` and these DNS/IP names.
-    fn issue(&self, common_name: &str, names: &[&str]) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let key = KeyPair::generate().unwrap();
-        let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        (certificate.pem(), key.serialize_pem())
-    }
-
-    fn write(&self, dir: &Path, file: &str) -> PathBuf {
-        let path = dir.join(file);
-        std::fs::write(&path, self.issuer.pem()).unwrap();
-        path
-    }
-}
-
-/// Certificate and key files in `dir` named after `stem`.
-fn write_pair(dir: &Path, stem: &str, (cert, key): (String, String)) -> (PathBuf, PathBuf) {
-    let cert_file = dir.join(format!("{stem}.pem"));
-    let key_file = dir.join(format!("{stem}.key"));
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
-    (cert_file, key_file)
-}
 
 /// A CA, a server certificate it issued for 127.0.0.1 and localhost, and its files.
 struct Pki {
@@ -77,7 +29,7 @@ impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("Switchboard test CA");
-        let ca_file = ca.write(dir.path(), "ca.pem");
+        let ca_file = ca.write_in(dir.path(), "ca.pem");
         let (cert_file, key_file) = write_pair(
             dir.path(),
             "server",
@@ -233,7 +185,7 @@ async fn a_client_trusting_another_ca_is_refused_with_a_clear_error() {
     let pki = Pki::new();
     let server = tls_server(pki.listener()).await;
     let other = Ca::new("Some other CA");
-    let other_file = other.write(pki.dir.path(), "other-ca.pem");
+    let other_file = other.write_in(pki.dir.path(), "other-ca.pem");
 
     let error = connect(
         &server,
@@ -423,7 +375,7 @@ async fn reloaded_certificates_serve_new_handshakes_and_old_sessions_keep_workin
 
     // New certificate files from a new CA, replacing the old ones on disk.
     let second = Ca::new("Second CA");
-    let second_file = second.write(pki.dir.path(), "second-ca.pem");
+    let second_file = second.write_in(pki.dir.path(), "second-ca.pem");
     let (cert, key) = second.issue("hub", &["127.0.0.1"]);
     std::fs::write(&pki.cert_file, cert).unwrap();
     std::fs::write(&pki.key_file, key).unwrap();
@@ -602,7 +554,7 @@ async fn a_reload_changes_every_listener_or_none() {
         .await
         .unwrap();
     let other = Ca::new("Other CA");
-    let other_file = other.write(dir, "other-ca.pem");
+    let other_file = other.write_in(dir, "other-ca.pem");
     // The first listener's files are renewed by another CA; the second's key is broken.
     let (cert, key) = other.issue("hub", &["127.0.0.1"]);
     std::fs::write(&pki.cert_file, cert).unwrap();

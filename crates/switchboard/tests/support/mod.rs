@@ -12,6 +12,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use switchboard_server::{Server, ServerHandle};
 
+pub mod certs;
 pub mod library;
 #[cfg(unix)]
 pub mod terminal;
@@ -224,4 +225,78 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
 /// A path as an argument.
 pub fn arg(path: &Path) -> &std::ffi::OsStr {
     path.as_os_str()
+}
+
+/// `switchboard serve --config FILE` as its own process, killed when dropped: its TCP
+/// address, its TLS address when asked to wait for one, and every line it logs.
+pub struct ConfigServer {
+    pub child: KillOnDrop,
+    pub tcp: String,
+    pub tls: Option<String>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConfigServer {
+    /// Starts the server on `config`, with no data directory, admin token or log filter
+    /// from the environment; with `tls`, waits for a TLS listener's address too.
+    pub fn start(config: &Path, tls: bool) -> ConfigServer {
+        let mut child = StdCommand::new(BIN)
+            .env_remove("SWITCHBOARD_DATA_DIR")
+            .env_remove("SWITCHBOARD_ADMIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (mut tcp, mut tls_addr) = (None, None);
+        while tcp.is_none() || (tls && tls_addr.is_none()) {
+            let line = lines
+                .next()
+                .expect("the server prints its addresses")
+                .expect("line");
+            if let Some(addr) = line.strip_prefix("switchboard listening on ") {
+                if addr.starts_with("tls://") {
+                    tls_addr = Some(addr.to_owned());
+                } else if !addr.starts_with("unix:") {
+                    tcp = Some(addr.to_owned());
+                }
+            }
+        }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = log.clone();
+        // Keeps reading so the server never writes into a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        ConfigServer {
+            child: KillOnDrop(child),
+            tcp: tcp.expect("a TCP address"),
+            tls: tls_addr,
+            log,
+        }
+    }
+
+    /// Sends SIGHUP: the server reloads its config file.
+    #[cfg(unix)]
+    pub fn hangup(&self) {
+        let status = StdCommand::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Whether the server has logged a line holding `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
+    }
 }
