@@ -238,16 +238,26 @@ impl FrameReader {
         Ok(self.io.read_buf(&mut self.buffer).await?)
     }
 
-    /// Reads the server's 10-byte preface.
+    /// Reads the server's 10-byte preface. A TLS record instead (a TLS server answering
+    /// a plain client's preface with an alert) is told as such, with what to do.
     pub(crate) async fn read_preface(&mut self) -> Result<Preface> {
         while self.buffer.len() < PREFACE_LEN {
             if self.fill().await? == 0 {
+                if looks_like_tls(&self.buffer) {
+                    return Err(ErrorDetail::Tls(TLS_PORT.into()).into());
+                }
                 return Err(ClientError::closed(CloseReason::Eof));
             }
         }
         let mut bytes = [0u8; PREFACE_LEN];
         bytes.copy_from_slice(&self.buffer.split_to(PREFACE_LEN));
-        Ok(Preface::decode(&bytes)?)
+        Preface::decode(&bytes).map_err(|error| {
+            if looks_like_tls(&bytes) {
+                ErrorDetail::Tls(TLS_PORT.into()).into()
+            } else {
+                error.into()
+            }
+        })
     }
 
     /// The next frame, or `None` when the server closed the connection between frames.
@@ -281,4 +291,12 @@ impl FrameReader {
             _ => fallback,
         }
     }
+}
+
+/// What a plain client is told when the server answered in TLS.
+const TLS_PORT: &str = "the server answered with TLS: this port takes TLS connections (connect to tls://HOST:PORT, or pass --tls)";
+
+/// Whether `bytes` begin a TLS record: a handshake or an alert, TLS 1.x.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
 }

@@ -448,10 +448,10 @@ pub(crate) enum ErrorDetail {
     /// Connecting, reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
-    /// The server sent something that is not valid protocol.
     /// A TLS handshake failed, or the server refused the TLS session (its reason in words).
     #[error("{0}")]
     Tls(String),
+    /// The server sent something that is not valid protocol.
     #[error("protocol error: {0}")]
     Protocol(#[source] ProtoError),
     /// The server answered the request with ERROR.

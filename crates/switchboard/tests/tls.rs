@@ -261,9 +261,18 @@ async fn plaintext_garbage_and_http_on_a_tls_port_are_dropped() {
     assert_eq!(stat(&server, "tls_handshakes_failed"), 3);
     assert_eq!(stat(&server, "connections_refused"), 3);
 
-    // The plain client, pointed at the TLS port, fails without hanging.
+    // The plain client, pointed at the TLS port, fails without hanging, and is told why.
     let plain = ClientConfig::new(addr.to_string(), "plain").with_request_timeout(WAIT);
-    assert!(Client::connect(plain).await.is_err());
+    let error = Client::connect(plain)
+        .await
+        .err()
+        .expect("a plain client is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("this port takes TLS connections"),
+        "{error}"
+    );
     server.shutdown().await;
 }
 
