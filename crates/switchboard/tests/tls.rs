@@ -263,10 +263,9 @@ async fn plaintext_garbage_and_http_on_a_tls_port_are_dropped() {
 
     // The plain client, pointed at the TLS port, fails without hanging, and is told why.
     let plain = ClientConfig::new(addr.to_string(), "plain").with_request_timeout(WAIT);
-    let error = Client::connect(plain)
-        .await
-        .err()
-        .expect("a plain client is refused");
+    let Err(error) = Client::connect(plain).await else {
+        panic!("a plain client is refused");
+    };
     assert!(
         error
             .to_string()
