@@ -22,10 +22,6 @@ pub enum ServerError {
     Config(#[from] crate::security::ReloadError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
-    #[error("roles: {0}")]
-    Permissions(#[from] crate::security::permissions::PolicyError),
-    #[error("security configuration: {0}")]
-    Security(#[from] crate::security::SecurityError),
 }
 
 /// A request refused with a wire error code and a human message.

@@ -17,10 +17,10 @@ use crate::error::ServerError;
 use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::log;
-use crate::security::ReloadError;
 use crate::security::addresses::{AddressRefusal, AddressSlot};
 use crate::security::limits::{Clock, retry_hint};
 use crate::security::reload::ReloadSource;
+use crate::security::{Policy, ReloadError};
 use crate::storage::{FjallStorage, MemoryStorage, Storage, StoreOptions, SyncPolicy};
 use crate::tls::{TlsError, TlsListener, TlsListenerConfig, TlsReloader, accept_tls};
 
@@ -138,9 +138,7 @@ impl ServerBuilder {
         if config.tcp.is_empty() && config.tls.is_empty() && config.unix.is_none() {
             return Err(ServerError::NoListener);
         }
-        crate::security::validate(&config.security)?;
-        config.security.check()?;
-        crate::security::reload::validate(&config.security)?;
+        let policy = Policy::build(config.security.clone(), config.limits.clone())?;
         // Read before anything is opened: a bad certificate file is a start-up error.
         let tls_listeners = config
             .tls
@@ -169,7 +167,7 @@ impl ServerBuilder {
         .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?
         .with_guard(guard)
         .with_max_bytes(config.max_blob_bytes);
-        let mut hub = Hub::new(config.clone(), storage, hooks, blobs)
+        let mut hub = Hub::new(config.clone(), policy, storage, hooks, blobs)
             .with_reload_source(self.reload_source)
             .with_tls(TlsReloader::new(tls_listeners.clone()));
         if let Some(clock) = self.clock {

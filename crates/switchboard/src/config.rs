@@ -224,8 +224,7 @@ pub fn reloadable(path: &Path) -> Result<(SecurityConfig, LimitSettings)> {
         file.roles,
         &resolve,
     );
-    switchboard_server::security::validate(&security)?;
-    security.check().map_err(|error| anyhow!("{error}"))?;
+    // Checked by the server as it builds the policy to put in force, once.
     Ok((security, limits))
 }
 

@@ -50,7 +50,7 @@ use crate::log;
 use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
 use crate::security::addresses::AddressTable;
 use crate::security::limits::{Clock, SystemClock};
-use crate::security::reload::{self, ReloadError, ReloadSource};
+use crate::security::reload::{ReloadError, ReloadSource};
 use crate::security::usage::{Owned, UsageTable};
 use crate::security::{Policy, SharedPolicy, shared_policy};
 use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
@@ -176,8 +176,11 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub serving `config` under `policy`, built from its security settings (see
+    /// [`Policy::build`]).
     pub fn new(
         config: ServerConfig,
+        policy: Policy,
         storage: Arc<dyn Storage>,
         hooks: Arc<dyn Hooks>,
         blobs: BlobStore,
@@ -195,10 +198,7 @@ impl Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
             budget: Arc::new(MemoryBudget::new(config.max_memory)),
-            policy: shared_policy(Policy::with_limits(
-                config.security.clone(),
-                config.limits.clone(),
-            )),
+            policy: shared_policy(policy),
             policy_generation: tokio::sync::watch::Sender::new(0),
             tls: crate::tls::TlsReloader::default(),
             reload_source: None,
@@ -282,14 +282,14 @@ impl Hub {
     pub fn reload(&self, config: &ServerConfig) -> Result<(), ReloadError> {
         // The certificates go first: they are the part that can still fail, and a
         // reload is all or nothing.
-        let result = reload::validate(&config.security)
-            .and_then(|()| {
+        let result = Policy::build(config.security.clone(), config.limits.clone())
+            .and_then(|policy| {
                 self.tls
                     .reload()
+                    .map(|()| policy)
                     .map_err(|error| ReloadError::Tls(error.to_string()))
             })
-            .map(|()| {
-                let policy = Policy::with_limits(config.security.clone(), config.limits.clone());
+            .map(|policy| {
                 self.policy.store(Arc::new(policy));
                 self.policy_generation
                     .send_modify(|generation| *generation += 1);

@@ -75,9 +75,18 @@ pub(crate) struct Policy {
 /// `{user}` stands only as a whole token of a channel, group or user pattern, and the
 /// anonymous role and every user's roles are configured. The first problem is the error.
 pub fn validate(config: &SecurityConfig) -> Result<(), PolicyError> {
-    for (name, spec) in &config.roles {
-        CompiledRole::compile(name, spec)?;
-    }
+    compile_roles(config).map(drop)
+}
+
+/// Every role of `config`, compiled, once [`validate`]'s checks pass.
+fn compile_roles(
+    config: &SecurityConfig,
+) -> Result<HashMap<String, Arc<CompiledRole>>, PolicyError> {
+    let roles = config
+        .roles
+        .iter()
+        .map(|(name, spec)| Ok((name.clone(), Arc::new(CompiledRole::compile(name, spec)?))))
+        .collect::<Result<_, PolicyError>>()?;
     if let Some(role) = &config.anonymous_role
         && !config.roles.contains_key(role)
     {
@@ -91,21 +100,29 @@ pub fn validate(config: &SecurityConfig) -> Result<(), PolicyError> {
             });
         }
     }
-    Ok(())
+    Ok(roles)
 }
 
 #[allow(dead_code)] // read by authentication and the permission checks
 impl Policy {
-    /// The policy of `config` with the default server-wide limits.
+    /// The policy of `config` with the default server-wide limits; for tests, whose
+    /// configurations are valid.
+    #[cfg(test)]
     pub fn new(config: SecurityConfig) -> Policy {
-        Policy::with_limits(config, LimitSettings::default())
+        match Policy::build(config, LimitSettings::default()) {
+            Ok(policy) => policy,
+            Err(error) => panic!("a test configuration is not valid: {error}"),
+        }
     }
 
-    /// The policy of `config` with these server-wide limits. Compiles the roles: a
-    /// role that does not compile (the server validates the configuration before it
-    /// starts or reloads, see [`validate`]) stands as one that allows nothing, so that a
-    /// bad rule never widens what a session may do.
-    pub fn with_limits(config: SecurityConfig, limits: LimitSettings) -> Policy {
+    /// Compiles `config` with these server-wide limits, or says what is wrong with it:
+    /// its role rules first, then its identities (the JWT key files are read here, and
+    /// every role a token names must exist). Start-up and every reload build the policy
+    /// they put in force with this, once.
+    pub fn build(config: SecurityConfig, limits: LimitSettings) -> Result<Policy, ReloadError> {
+        let invalid = |error: &dyn std::fmt::Display| ReloadError::Invalid(error.to_string());
+        let roles = compile_roles(&config).map_err(|error| invalid(&error))?;
+        let auth = Authenticator::new(&config).map_err(|error| invalid(&error))?;
         let role_limits = config
             .roles
             .iter()
@@ -117,25 +134,7 @@ impl Policy {
             })
             .collect();
         let no_role_limits = Limits::resolve(&limits.no_role, &Limits::NONE);
-        let roles = config
-            .roles
-            .iter()
-            .map(|(name, spec)| {
-                let role = CompiledRole::compile(name, spec).unwrap_or_else(|error| {
-                    tracing::error!(target: crate::log::ERROR, %error, "role allows nothing");
-                    CompiledRole::nothing()
-                });
-                (name.clone(), Arc::new(role))
-            })
-            .collect();
-        // A configuration that does not check out (see [`SecurityConfig::check`]) is
-        // logged and logs nobody in with credentials; the server refuses to start or
-        // reload with it, so this is a last line only.
-        let auth = Authenticator::new(&config).unwrap_or_else(|error| {
-            tracing::error!(target: crate::log::ERROR, %error, "security configuration refused");
-            Authenticator::default()
-        });
-        Policy {
+        Ok(Policy {
             config,
             auth,
             limits,
@@ -144,7 +143,7 @@ impl Policy {
             roles,
             open: SessionPermissions::new(Grants::Everything { admin: false }, None),
             admin: SessionPermissions::new(Grants::Everything { admin: true }, None),
-        }
+        })
     }
 
     /// The limits of a session with this identity, the most generous of its roles';

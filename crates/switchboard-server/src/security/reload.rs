@@ -30,41 +30,6 @@ pub enum ReloadError {
     Tls(String),
 }
 
-/// Checks what a policy needs of a configuration: its rules compile and every role it
-/// names exists.
-pub(crate) fn validate(config: &SecurityConfig) -> Result<(), ReloadError> {
-    super::validate(config).map_err(|error| ReloadError::Invalid(error.to_string()))?;
-    config
-        .check()
-        .map_err(|error| ReloadError::Invalid(error.to_string()))?;
-    let known = |role: &String| config.roles.contains_key(role);
-    let named = config
-        .users
-        .iter()
-        .flat_map(|user| user.roles.iter().map(move |role| (&user.name, role)))
-        .chain(
-            config
-                .tokens
-                .iter()
-                .flat_map(|token| token.roles.iter().map(move |role| (&token.name, role))),
-        );
-    for (holder, role) in named {
-        if !known(role) {
-            return Err(ReloadError::Invalid(format!(
-                "{holder} has the role {role}, which no [roles.{role}] defines"
-            )));
-        }
-    }
-    if let Some(role) = &config.anonymous_role
-        && !known(role)
-    {
-        return Err(ReloadError::Invalid(format!(
-            "anonymous_role is {role}, which no [roles.{role}] defines"
-        )));
-    }
-    Ok(())
-}
-
 /// The identity a live session keeps under a new policy, or why it must end.
 pub(crate) fn recheck(policy: &Policy, identity: &Identity) -> Result<Identity, String> {
     if identity.admin && identity.user.is_none() {
@@ -259,11 +224,19 @@ mod tests {
     fn a_role_nobody_defines_is_refused() {
         let mut config = SecurityConfig::default();
         config.users.push(user("alice", &["writer"]));
-        let error = validate(&config).unwrap_err();
+        let build = |config: &SecurityConfig| {
+            Policy::build(
+                config.clone(),
+                crate::security::limits::LimitSettings::default(),
+            )
+        };
+        let Err(error) = build(&config) else {
+            panic!("a role nobody defines is accepted");
+        };
         assert!(error.to_string().contains("\"writer\""), "{error}");
         config
             .roles
             .insert("writer".to_owned(), RoleSpec::default());
-        assert_eq!(validate(&config), Ok(()));
+        assert!(build(&config).is_ok());
     }
 }

@@ -157,25 +157,6 @@ impl CompiledRole {
         })
     }
 
-    /// A role that allows nothing and denies everything: what a role that failed to
-    /// compile stands as, so that a bad rule never widens what a session may do.
-    pub fn nothing() -> CompiledRole {
-        let everything = || CompiledRule {
-            allow: Vec::new(),
-            deny: vec![
-                RulePattern::Tokens(vec![super::pattern::RuleToken::Rest]),
-                RulePattern::Tag(None),
-            ],
-        };
-        CompiledRole {
-            rules: std::array::from_fn(|_| everything()),
-            receive_relay: false,
-            max_history: Some(0),
-            max_body: Some(0),
-            admin: Vec::new(),
-        }
-    }
-
     fn rule(&self, operation: Operation) -> &CompiledRule {
         &self.rules[operation.index()]
     }

@@ -296,17 +296,20 @@ fn validation_names_the_role_key_and_pattern() {
     assert!(error.contains("guest"), "{error}");
 }
 
+/// A bad rule never widens what a session may do: a role that does not compile is never
+/// put in force, at start or by a reload.
 #[test]
-fn a_role_that_fails_to_compile_allows_nothing() {
+fn a_role_that_fails_to_compile_is_never_put_in_force() {
     let mut config = SecurityConfig::default();
     config.roles.insert(
         "bad".into(),
         role(rule(&[">"], &["a..b"]), rule(&[">"], &[])),
     );
-    let policy = Policy::new(config);
-    let grants = policy.grants(&user(Some("ada"), &["bad"]));
-    assert!(!grants.allows(Operation::Publish, "chat"));
-    assert!(!grants.allows(Operation::Subscribe, "chat"));
+    let built = Policy::build(config, crate::security::limits::LimitSettings::default());
+    let Err(error) = built else {
+        panic!("a role that does not compile was built");
+    };
+    assert!(error.to_string().contains("a..b"), "{error}");
 }
 
 #[test]
