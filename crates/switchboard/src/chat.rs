@@ -332,7 +332,7 @@ pub async fn run(ctx: &Context, args: ChatArgs) -> Result<()> {
         &printer,
         format!(
             "* connected as {} (client id {}); /help for commands",
-            ctx.name(),
+            client.session().name,
             client.session().client_id
         ),
     );

@@ -308,7 +308,7 @@ pub enum Command {
     /// Manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Join a group under --name.
+    /// Join a group, as the session's name (the logged-in user, else --name).
     Join(GroupName),
     /// Leave a group.
     Leave(GroupName),

@@ -126,6 +126,18 @@ fn the_cli_logs_in_with_a_password_a_token_or_a_jwt() {
         .success()
         .stdout(predicate::str::contains("name:       alice"))
         .stdout(predicate::str::contains("user:       alice"));
+    // Commands that print the session's name print the user's, not the one asked for.
+    cli(&addr)
+        .args(["--user", "alice", "group", "create", "team"])
+        .env("SWITCHBOARD_PASSWORD", "wonderland")
+        .assert()
+        .success();
+    cli(&addr)
+        .args(["--user", "alice", "--json", "join", "team"])
+        .env("SWITCHBOARD_PASSWORD", "wonderland")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(r#""member":"alice""#));
     whoami(&addr)
         .args(["--user", "alice"])
         .env("SWITCHBOARD_PASSWORD", "wrong")

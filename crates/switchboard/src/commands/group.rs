@@ -67,7 +67,8 @@ pub async fn join(ctx: &Context, args: GroupName, join: bool) -> Result<()> {
     } else {
         client.leave_group(&args.group).await?;
     }
-    let name = ctx.name();
+    // The server's name for the session: a logged-in user's, whatever --name asked.
+    let name = &client.session().name;
     if ctx.json {
         print_json(&json!({"group": args.group, "member": name, "joined": join}));
     } else if join {

@@ -34,7 +34,9 @@ pub async fn listen(ctx: &Context, args: ListenArgs) -> Result<()> {
     let client = ctx.connect().await?;
     let mut directs = client.direct_feed()?;
     if ctx.json {
-        print_json(&json!({"client_id": client.session().client_id, "name": ctx.name()}));
+        print_json(
+            &json!({"client_id": client.session().client_id, "name": client.session().name}),
+        );
     } else {
         crate::outln!("client id: {}", client.session().client_id);
     }
