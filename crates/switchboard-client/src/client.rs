@@ -174,12 +174,38 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let session = connection::open(&config).await?;
+        Ok(Client::start(session, &config))
+    }
+
+    /// Opens a session over a byte stream the caller connected (an in-process pipe, a
+    /// WebSocket adapted to bytes, a tunnel), with the rest of `config` as
+    /// [`Client::connect`] uses it; its server address is not used.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: tokio::io::DuplexStream) -> switchboard_client::Result<()> {
+    /// use switchboard_client::{Client, ClientConfig};
+    ///
+    /// let client = Client::connect_over(stream, ClientConfig::new("", "alice")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_over<S>(stream: S, config: ClientConfig) -> Result<Client>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        let session = connection::open_over(Box::new(reader), Box::new(writer), &config).await?;
+        Ok(Client::start(session, &config))
+    }
+
+    /// Starts the background tasks of a session that completed its handshake.
+    fn start(session: Session, config: &ClientConfig) -> Client {
         let Session {
             reader,
             writer,
             codec,
             ack,
-        } = connection::open(&config).await?;
+        } = session;
         let heartbeat = if ack.heartbeat_ms > 0 {
             Duration::from_millis(u64::from(ack.heartbeat_ms))
         } else {
@@ -227,7 +253,7 @@ impl Client {
             server = config.server(),
             "session open"
         );
-        Ok(Client {
+        Client {
             inner: Arc::new(ClientInner {
                 shared,
                 commands,
@@ -237,7 +263,7 @@ impl Client {
                 tasks: Mutex::new(vec![reader_task, writer_task]),
                 last_channel: Mutex::new(Text::default()),
             }),
-        })
+        }
     }
 
     /// What the server said about this session when it opened it: ids, name, heartbeat,

@@ -66,6 +66,24 @@ pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
     })?
 }
 
+/// Opens a session over a transport the caller already connected, within the request
+/// timeout.
+pub(crate) async fn open_over(
+    reader: BoxedReader,
+    writer: BoxedWriter,
+    config: &ClientConfig,
+) -> Result<Session> {
+    let limit = config.request_timeout();
+    tokio::time::timeout(limit, handshake(reader, writer, config))
+        .await
+        .map_err(|_| {
+            ClientError::from(ErrorDetail::Timeout {
+                what: "connecting",
+                after: limit,
+            })
+        })?
+}
+
 /// A TLS fault that surfaced as an I/O error, in plain words; any other error as it is.
 fn tls_refusal(host_port: &str, error: ClientError) -> ClientError {
     match error.detail() {

@@ -24,6 +24,7 @@
 //! channels, groups), `CONNECTION` (sessions opening and closing) and `ERROR` (everything
 //! refused or failed).
 
+mod attach;
 mod blobs;
 mod budget;
 mod cmd;
@@ -41,6 +42,7 @@ pub mod tls;
 mod unix_socket;
 mod writer;
 
+pub use attach::{AttachedPeer, HubHandle};
 pub use config::{DEFAULT_ADDR, ServerConfig};
 pub use error::ServerError;
 pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};

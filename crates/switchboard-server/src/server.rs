@@ -553,33 +553,13 @@ impl ServerHandle {
 
     /// Named counters, as STATS reports them.
     pub fn stats(&self) -> Vec<(String, u64)> {
-        self.hub
-            .counters()
-            .report()
-            .into_iter()
-            .map(|stat| (stat.name.to_string(), stat.value))
-            .chain([
-                (
-                    "connections_current".to_owned(),
-                    self.hub.connection_count() as u64,
-                ),
-                (
-                    "partial_frame_bytes".to_owned(),
-                    self.hub.frame_budget().held() as u64,
-                ),
-                (
-                    "frames_refused_busy".to_owned(),
-                    self.hub.frame_budget().refused(),
-                ),
-                ("memory_budget_used".to_owned(), self.hub.budget().used()),
-                ("memory_budget_limit".to_owned(), self.hub.budget().limit()),
-            ])
-            .chain(
-                self.hub
-                    .limit_gauges()
-                    .map(|(name, value)| (name.to_owned(), value)),
-            )
-            .collect()
+        stats_of(&self.hub)
+    }
+
+    /// A handle for front ends in the same process (the web listener): attach
+    /// connections to the hub, read its counters, learn when it stops.
+    pub fn hub(&self) -> crate::HubHandle {
+        crate::HubHandle::new(self.hub.clone(), self.tracker.clone())
     }
 
     /// Shuts down gracefully: stops accepting, answers requests in progress, sends every
@@ -605,4 +585,33 @@ impl ServerHandle {
         let _ = tokio::task::spawn_blocking(move || hub.close_storage()).await;
         info!(target: log::GENERAL, "server stopped");
     }
+}
+
+/// Named counters, as STATS reports them.
+pub(crate) fn stats_of(hub: &Hub) -> Vec<(String, u64)> {
+    hub.counters()
+        .report()
+        .into_iter()
+        .map(|stat| (stat.name.to_string(), stat.value))
+        .chain([
+            (
+                "connections_current".to_owned(),
+                hub.connection_count() as u64,
+            ),
+            (
+                "partial_frame_bytes".to_owned(),
+                hub.frame_budget().held() as u64,
+            ),
+            (
+                "frames_refused_busy".to_owned(),
+                hub.frame_budget().refused(),
+            ),
+            ("memory_budget_used".to_owned(), hub.budget().used()),
+            ("memory_budget_limit".to_owned(), hub.budget().limit()),
+        ])
+        .chain(
+            hub.limit_gauges()
+                .map(|(name, value)| (name.to_owned(), value)),
+        )
+        .collect()
 }

@@ -13,6 +13,7 @@ use crate::cli::{CheckFormat, ServeArgs, SyncArg};
 #[derive(Serialize)]
 struct Effective {
     listen: Listen,
+    http: Http,
     log: Log,
     limits: Limits,
     storage: Storage,
@@ -108,6 +109,19 @@ struct Listen {
     backlog: u32,
 }
 
+#[derive(Serialize)]
+struct Http {
+    /// The address, or `false` for no web listener.
+    listen: HttpListen,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum HttpListen {
+    Addr(String),
+    Off(bool),
+}
+
 /// A socket path, or `false` for none (as the file writes it).
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -186,7 +200,7 @@ pub fn run(args: &ServeArgs, format: CheckFormat) -> Result<()> {
             format!("TLS listener {}{origin}", listener.addr)
         })?;
     }
-    crate::serve::protected_mode(&config, args.allow_anonymous)?;
+    crate::serve::protected_mode(&config, crate::serve::web_addr(args), args.allow_anonymous)?;
     let effective = effective(args, &config);
     if format == CheckFormat::Json {
         let json =
@@ -216,6 +230,12 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                 .clone()
                 .map_or(UnixSetting::Off(false), UnixSetting::Path),
             backlog: config.backlog,
+        },
+        http: Http {
+            listen: match args.no_http {
+                true => HttpListen::Off(false),
+                false => HttpListen::Addr(args.http.clone()),
+            },
         },
         log: Log {
             file: args.log_file.clone(),

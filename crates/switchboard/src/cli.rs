@@ -409,6 +409,13 @@ pub struct ServeArgs {
     /// Do not listen on a Unix socket.
     #[arg(long, conflicts_with = "unix")]
     pub no_unix: bool,
+    /// Address of the web listener: the console, the HTTP API, Server-Sent Events, the
+    /// protocol over WebSocket, /metrics and health checks.
+    #[arg(long, value_name = "ADDR", default_value = switchboard_web::DEFAULT_HTTP_ADDR)]
+    pub http: String,
+    /// Do not listen for HTTP.
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
     /// Also write the log to this file.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     #[serde(default)]
     listen: ListenSection,
     #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
     log: LogSection,
     #[serde(default)]
     limits: LimitsSection,
@@ -97,6 +99,22 @@ struct ListenSection {
     #[serde(default, deserialize_with = "unix_socket")]
     unix: Option<UnixSocket>,
     backlog: Option<u32>,
+}
+
+/// `[http]`: the web listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    /// `listen = "ADDR"`, or `listen = false` for no web listener.
+    #[serde(default, deserialize_with = "http_listen")]
+    listen: Option<HttpListen>,
+}
+
+/// `listen = "ADDR"` or `listen = false`.
+#[derive(Debug)]
+enum HttpListen {
+    Addr(String),
+    Off,
 }
 
 /// `unix = "PATH"` or `unix = false`.
@@ -271,6 +289,7 @@ impl ConfigFile {
     fn apply_to(self, args: &mut ServeArgs, base: &Path) -> Result<()> {
         let ConfigFile {
             listen,
+            http,
             log,
             limits,
             storage,
@@ -301,6 +320,13 @@ impl ConfigFile {
             }
         }
         fill(&mut args.backlog, listen.backlog, is_given("backlog"));
+        if !is_given("http") && !is_given("no_http") {
+            match http.listen {
+                Some(HttpListen::Addr(addr)) => args.http = addr,
+                Some(HttpListen::Off) => args.no_http = true,
+                None => {}
+            }
+        }
 
         fill(
             &mut args.log_file,
@@ -621,6 +647,37 @@ fn unix_socket<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Unix
         }
     }
     deserializer.deserialize_any(UnixVisitor).map(Some)
+}
+
+/// `listen = "ADDR"` for the web listener, `listen = false` for none.
+fn http_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<HttpListen>, D::Error> {
+    struct HttpVisitor;
+
+    impl Visitor<'_> for HttpVisitor {
+        type Value = HttpListen;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter
+                .write_str("an address such as \"127.0.0.1:7480\", or false for no web listener")
+        }
+
+        fn visit_str<E: de::Error>(self, addr: &str) -> Result<HttpListen, E> {
+            if addr.is_empty() {
+                return Err(E::custom("give the address, or false for none"));
+            }
+            Ok(HttpListen::Addr(addr.to_owned()))
+        }
+
+        fn visit_bool<E: de::Error>(self, on: bool) -> Result<HttpListen, E> {
+            match on {
+                false => Ok(HttpListen::Off),
+                true => Err(E::custom(
+                    "listen = true: give the address, or false for none",
+                )),
+            }
+        }
+    }
+    deserializer.deserialize_any(HttpVisitor).map(Some)
 }
 
 #[cfg(test)]

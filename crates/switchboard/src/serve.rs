@@ -146,7 +146,7 @@ pub async fn run(
     let terminated = termination();
     let hangups = hangups();
     let config = config_from(&args, hmac_key, admin_token);
-    protected_mode(&config, args.allow_anonymous)?;
+    protected_mode(&config, web_addr(&args), args.allow_anonymous)?;
     let mut builder = Server::builder().config(config.clone());
     if let Some(path) = args.config.clone() {
         // A reload re-reads the file; only its users, roles and limits change.
@@ -169,6 +169,24 @@ pub async fn run(
     }
     if let Some(path) = handle.unix_path() {
         eprintln!("switchboard listening on unix:{}", path.display());
+    }
+    let web = match args.no_http {
+        true => None,
+        false => {
+            let config = switchboard_web::WebConfig {
+                addr: args.http.clone(),
+            };
+            match switchboard_web::WebServer::start(handle.hub(), config).await {
+                Ok(web) => Some(web),
+                Err(error) => {
+                    handle.shutdown().await;
+                    return Err(error).context("cannot start the server");
+                }
+            }
+        }
+    };
+    if let Some(web) = &web {
+        eprintln!("switchboard listening on http://{}", web.local_addr());
     }
     match &args.memory {
         true => eprintln!("switchboard keeps history in memory only (--memory)"),
@@ -193,6 +211,9 @@ pub async fn run(
         () = reload_on_hangup(&handle, hangups) => {}
     }
     handle.shutdown().await;
+    if let Some(web) = web {
+        web.stopped().await;
+    }
     Ok(())
 }
 
@@ -233,7 +254,16 @@ async fn reload_on_hangup(handle: &switchboard_server::ServerHandle, hangups: Ha
 /// Protected mode: a hub with no identities configured lets in anyone who reaches it,
 /// which is the point on a loopback address and a surprise on any other. Such a server
 /// refuses to start unless told that is what is meant.
-pub fn protected_mode(config: &ServerConfig, allow_anonymous: bool) -> Result<()> {
+/// The web listener's address, when there is one.
+pub fn web_addr(args: &ServeArgs) -> Option<&str> {
+    (!args.no_http).then_some(args.http.as_str())
+}
+
+pub fn protected_mode(
+    config: &ServerConfig,
+    web: Option<&str>,
+    allow_anonymous: bool,
+) -> Result<()> {
     if allow_anonymous || config.security.has_identities() {
         return Ok(());
     }
@@ -243,7 +273,14 @@ pub fn protected_mode(config: &ServerConfig, allow_anonymous: bool) -> Result<()
         .iter()
         .filter(|listener| listener.client_auth != switchboard_server::ClientAuth::Required)
         .map(|listener| &listener.addr);
-    if let Some(exposed) = config.tcp.iter().chain(tls).find(|addr| !is_loopback(addr)) {
+    if let Some(exposed) = config
+        .tcp
+        .iter()
+        .chain(tls)
+        .map(String::as_str)
+        .chain(web)
+        .find(|addr| !is_loopback(addr))
+    {
         anyhow::bail!(
             "refusing to serve {exposed} with no users configured: anyone who reaches it could \
              use the hub. Add [[users]] (passwords from `switchboard passwd`), [[tokens]] or \

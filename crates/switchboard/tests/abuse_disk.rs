@@ -497,6 +497,7 @@ async fn repair_salvages_every_intact_message_of_a_damaged_store() {
     let refused = Command::new(support::BIN)
         .args([
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--no-unix",

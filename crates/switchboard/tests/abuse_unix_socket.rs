@@ -17,7 +17,14 @@ use support::{BIN, arg, serve_process, wait_exit};
 /// non-zero.
 fn serve_refused(path: &Path) -> String {
     let mut child = StdCommand::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--memory", "--unix"])
+        .args([
+            "serve",
+            "--no-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "--unix",
+        ])
         .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -225,7 +225,7 @@ fn check_masks_hashes_and_digests() {
         .trim_matches('"')
         .to_owned();
     let output = Command::new(BIN)
-        .args(["serve", "--check", "--config"])
+        .args(["serve", "--no-http", "--check", "--config"])
         .arg(&config)
         .assert()
         .success()
@@ -291,7 +291,7 @@ fn bad_identities_in_the_config_file_are_named_with_the_file() {
         let config = dir.path().join(format!("bad-{index}.toml"));
         std::fs::write(&config, &text).unwrap();
         Command::new(BIN)
-            .args(["serve", "--check", "--config"])
+            .args(["serve", "--no-http", "--check", "--config"])
             .arg(&config)
             .assert()
             .failure()
@@ -307,7 +307,14 @@ fn protected_mode_refuses_an_open_hub_on_a_public_address() {
         let mut command = StdCommand::new(BIN);
         command
             .env_remove("SWITCHBOARD_ALLOW_ANONYMOUS")
-            .args(["serve", "--listen", "0.0.0.0:0", "--memory", "--no-unix"])
+            .args([
+                "serve",
+                "--no-http",
+                "--listen",
+                "0.0.0.0:0",
+                "--memory",
+                "--no-unix",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -385,7 +392,7 @@ fn auth_keys_and_the_unix_uid_map_are_read_from_the_file() {
     )
     .unwrap();
     let output = Command::new(BIN)
-        .args(["serve", "--check", "json", "--config"])
+        .args(["serve", "--no-http", "--check", "json", "--config"])
         .arg(&config)
         .assert()
         .success()
@@ -404,7 +411,7 @@ fn auth_keys_and_the_unix_uid_map_are_read_from_the_file() {
 
     std::fs::write(&config, "[[unix_users]]\nuid = 1000\nuser = \"\"\n").unwrap();
     Command::new(BIN)
-        .args(["serve", "--check", "--config"])
+        .args(["serve", "--no-http", "--check", "--config"])
         .arg(&config)
         .assert()
         .failure()

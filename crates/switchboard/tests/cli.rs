@@ -535,6 +535,7 @@ fn serve_refuses_an_unusable_data_directory_with_a_clear_error() {
     let assert = Command::new(BIN)
         .args([
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--no-unix",
@@ -576,6 +577,7 @@ fn serve_takes_a_thread_count_and_refuses_zero() {
     Command::new(BIN)
         .args([
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--memory",
@@ -652,6 +654,7 @@ fn serve_help_lists_only_the_server_options() {
             "--name",
             "carol",
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--memory",
@@ -667,6 +670,7 @@ fn serve_help_lists_only_the_server_options() {
             "--hmac-key-file",
             "key",
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--memory",
@@ -680,7 +684,14 @@ fn serve_help_lists_only_the_server_options() {
 #[test]
 fn secrets_come_from_files_or_the_environment_never_from_the_command_line() {
     Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-unix", "--memory"])
+        .args([
+            "serve",
+            "--no-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-unix",
+            "--memory",
+        ])
         .args(["--admin-token", "s3cret"])
         .timeout(Duration::from_secs(10))
         .assert()
@@ -760,6 +771,7 @@ fn the_log_is_plain_text_on_a_pipe_and_in_the_log_file() {
         .env("RUST_LOG", "info,CONNECTION=debug")
         .args([
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--no-unix",
@@ -844,6 +856,7 @@ fn the_log_file_is_plain_text_while_the_terminal_gets_colours() {
     let server = Terminal::spawn(
         &[
             "serve",
+            "--no-http",
             "--listen",
             "127.0.0.1:0",
             "--no-unix",

@@ -28,7 +28,7 @@ fn serve_command(args: &[&str]) -> Command {
         command.env_remove(variable);
     }
     command
-        .arg("serve")
+        .args(["serve", "--no-http"])
         .args(args)
         .timeout(Duration::from_secs(60));
     command
@@ -48,7 +48,7 @@ impl ServeProcess {
             command.env_remove(variable);
         }
         let mut child = command
-            .arg("serve")
+            .args(["serve", "--no-http"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

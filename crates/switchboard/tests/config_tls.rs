@@ -40,7 +40,7 @@ fn serve(args: &[&str]) -> Command {
     command
         .env_remove("SWITCHBOARD_DATA_DIR")
         .env_remove("RUST_LOG")
-        .arg("serve")
+        .args(["serve", "--no-http"])
         .args(args)
         .timeout(Duration::from_secs(60));
     command
@@ -185,7 +185,7 @@ fn a_server_serves_tls_as_its_config_file_says() {
     let config = write_config(dir.path(), TLS_CONFIG);
     let mut server = StdCommand::new(support::BIN)
         .env_remove("SWITCHBOARD_DATA_DIR")
-        .args(["serve", "--config", &config])
+        .args(["serve", "--no-http", "--config", &config])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

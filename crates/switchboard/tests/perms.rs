@@ -33,7 +33,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 /// `serve --config FILE --check`: its success and stderr.
 fn check(config: &Path) -> (bool, String) {
     let output = std::process::Command::new(support::BIN)
-        .args(["serve", "--memory", "--check", "--config"])
+        .args(["serve", "--no-http", "--memory", "--check", "--config"])
         .arg(config)
         .env_remove("SWITCHBOARD_ADMIN_TOKEN")
         .output()

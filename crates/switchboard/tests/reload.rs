@@ -210,7 +210,7 @@ fn per_address_limits_come_from_the_file() {
         "[limits]\nconnections_per_ip = 1\nnew_connections_per_second_per_ip = 50\nlimit_loopback = true\n",
     );
     let check = StdCommand::new(BIN)
-        .args(["serve", "--check", "--config"])
+        .args(["serve", "--no-http", "--check", "--config"])
         .arg(&config)
         .output()
         .expect("check runs");
@@ -249,7 +249,7 @@ fn per_address_limits_come_from_the_file() {
 
     write_config(&config, "[roles.guest.limits]\npublish_rate = 5\n");
     let check = StdCommand::new(BIN)
-        .args(["serve", "--check", "--config"])
+        .args(["serve", "--no-http", "--check", "--config"])
         .arg(&config)
         .output()
         .expect("check runs");

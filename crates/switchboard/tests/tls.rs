@@ -459,7 +459,14 @@ async fn a_listener_with_unreadable_files_does_not_start() {
 fn the_cli_talks_tls_to_a_serve_process() {
     let pki = Pki::new();
     let mut server = std::process::Command::new(support::BIN)
-        .args(["serve", "--memory", "--no-unix", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--no-http",
+            "--memory",
+            "--no-unix",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--tls")
         .arg("127.0.0.1:0")
         .arg("--tls-cert")

@@ -48,6 +48,9 @@ pub(crate) enum Peer {
         addr: std::net::SocketAddr,
         certificate_names: Vec<String>,
     },
+    /// A connection a front end in the same process handed over (see
+    /// [`crate::HubHandle::attach`]): a WebSocket, or the HTTP API's own sessions.
+    Attached(crate::attach::AttachedPeer),
 }
 
 impl Peer {
@@ -56,6 +59,7 @@ impl Peer {
             Peer::Tcp(addr) => format!("tcp {addr}"),
             Peer::Unix { .. } => "unix".to_owned(),
             Peer::Tls { addr, .. } => format!("tls {addr}"),
+            Peer::Attached(peer) => peer.to_string(),
         }
     }
 
@@ -87,6 +91,10 @@ impl Peer {
             Peer::Unix { uid } => PeerFacts {
                 unix: true,
                 unix_uid: *uid,
+                ..PeerFacts::default()
+            },
+            Peer::Attached(peer) => PeerFacts {
+                address: Some(peer.addr().ip()),
                 ..PeerFacts::default()
             },
         }

@@ -151,7 +151,7 @@ pub fn serve_process_with_env(
     env: &[(&str, &str)],
 ) -> (KillOnDrop, String) {
     let mut child = StdCommand::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -166,6 +166,7 @@ pub fn serve_process_with_env(
             .expect("line");
         if let Some(addr) = line.strip_prefix("switchboard listening on ")
             && !addr.starts_with("unix:")
+            && !addr.starts_with("http://")
         {
             break addr.to_owned();
         }
@@ -233,6 +234,8 @@ pub struct ConfigServer {
     pub child: KillOnDrop,
     pub tcp: String,
     pub tls: Option<String>,
+    /// The web listener's address (always on a free port of its own).
+    pub http: String,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -244,15 +247,15 @@ impl ConfigServer {
             .env_remove("SWITCHBOARD_DATA_DIR")
             .env_remove("SWITCHBOARD_ADMIN_TOKEN")
             .env_remove("RUST_LOG")
-            .args(["serve", "--config"])
+            .args(["serve", "--http", "127.0.0.1:0", "--config"])
             .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the server starts");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (mut tcp, mut tls_addr) = (None, None);
-        while tcp.is_none() || (tls && tls_addr.is_none()) {
+        let (mut tcp, mut tls_addr, mut http) = (None, None, None);
+        while tcp.is_none() || http.is_none() || (tls && tls_addr.is_none()) {
             let line = lines
                 .next()
                 .expect("the server prints its addresses")
@@ -260,6 +263,8 @@ impl ConfigServer {
             if let Some(addr) = line.strip_prefix("switchboard listening on ") {
                 if addr.starts_with("tls://") {
                     tls_addr = Some(addr.to_owned());
+                } else if let Some(addr) = addr.strip_prefix("http://") {
+                    http = Some(addr.to_owned());
                 } else if !addr.starts_with("unix:") {
                     tcp = Some(addr.to_owned());
                 }
@@ -277,6 +282,7 @@ impl ConfigServer {
             child: KillOnDrop(child),
             tcp: tcp.expect("a TCP address"),
             tls: tls_addr,
+            http: http.expect("an HTTP address"),
             log,
         }
     }

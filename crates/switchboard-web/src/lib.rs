@@ -1,0 +1,143 @@
+//! The Switchboard hub on the web: one HTTP listener, in the server's process, that
+//! serves the HTTP API, Server-Sent Events, the protocol over WebSocket, Prometheus
+//! metrics, health checks and the browser console.
+//!
+//! Everything here reaches the hub the way a client does: a WebSocket is attached to the
+//! hub as a connection of its own, and the HTTP API opens protocol sessions in process,
+//! so identities, permissions and limits are those of the binary protocol, enforced in
+//! one place.
+//!
+//! * `api`: `/api/v1`, the HTTP API;
+//! * `gateway`: the protocol sessions that serve HTTP requests, kept per client;
+//! * `error`: errors as JSON with the protocol's codes and the matching HTTP status;
+//! * `health`: `/healthz` and `/readyz`;
+//! * `ws`: `/ws`, a WebSocket carrying protocol frames;
+//! * `console`: the browser console, its assets embedded in the binary.
+
+mod api;
+mod console;
+mod error;
+mod gateway;
+mod health;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use std::future::IntoFuture;
+
+use axum::Router;
+use switchboard_server::HubHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+/// The web listener's settings.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Address to listen on ("127.0.0.1:7480"; port 0 for any free port).
+    pub addr: String,
+}
+
+/// The address the web listener uses unless told otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7480";
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            addr: DEFAULT_HTTP_ADDR.to_owned(),
+        }
+    }
+}
+
+/// Why the web listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) hub: HubHandle,
+    pub(crate) gateway: Arc<gateway::Gateway>,
+}
+
+/// A running web listener. It stops when the hub shuts down; [`WebServer::stopped`]
+/// waits for that.
+#[derive(Debug)]
+pub struct WebServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl WebServer {
+    /// Binds `config.addr` and serves until the hub shuts down.
+    pub async fn start(hub: HubHandle, config: WebConfig) -> Result<WebServer, WebError> {
+        let bind_error = |source| WebError::Bind {
+            addr: config.addr.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&config.addr).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        info!(target: switchboard_server::log::GENERAL, %addr, "listening for HTTP");
+        let gateway = Arc::new(gateway::Gateway::new(hub.clone()));
+        let state = AppState {
+            hub: hub.clone(),
+            gateway: gateway.clone(),
+        };
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            let sweeping = hub.clone();
+            let sweeper = gateway.clone();
+            // Closes idle HTTP sessions until the hub shuts down.
+            let sweep = async move {
+                let mut ticks = tokio::time::interval(gateway::IDLE / 4);
+                loop {
+                    tokio::select! {
+                        () = sweeping.shutting_down() => return,
+                        _ = ticks.tick() => { sweeper.close_idle(); }
+                    }
+                }
+            };
+            let stopping = hub.clone();
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stopping.shutting_down().await });
+            let (served, ()) = tokio::join!(serve.into_future(), sweep);
+            if let Err(error) = served {
+                error!(target: switchboard_server::log::ERROR, %error, "the HTTP listener failed");
+            }
+            gateway.close_all();
+        });
+        Ok(WebServer { addr, task })
+    }
+
+    /// The address listened on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until the listener has stopped (after the hub began shutting down and the
+    /// requests in progress were answered).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Every route of the web listener.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::routes())
+        .merge(health::routes())
+        .merge(ws::routes())
+        .merge(console::routes())
+        .with_state(state)
+}
