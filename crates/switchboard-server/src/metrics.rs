@@ -307,4 +307,39 @@ mod tests {
             Duration::from_micros(101) + Duration::from_secs(60)
         );
     }
+
+    #[test]
+    fn readiness_names_the_first_thing_that_is_wrong() {
+        let ready = Readiness {
+            draining: false,
+            store_refusing: None,
+            listeners_configured: 2,
+            listeners_running: 2,
+        };
+        assert_eq!(ready.not_ready(), None);
+        let listener_down = Readiness {
+            listeners_running: 1,
+            ..ready.clone()
+        };
+        assert_eq!(
+            listener_down.not_ready().as_deref(),
+            Some("1 of 2 listeners accepting")
+        );
+        let store_and_listener = Readiness {
+            store_refusing: Some("disk full".to_owned()),
+            ..listener_down.clone()
+        };
+        assert_eq!(
+            store_and_listener.not_ready().as_deref(),
+            Some("the store refuses writes: disk full")
+        );
+        let draining = Readiness {
+            draining: true,
+            ..store_and_listener
+        };
+        assert_eq!(
+            draining.not_ready().as_deref(),
+            Some("draining: the server is stopping")
+        );
+    }
 }
