@@ -102,6 +102,14 @@ impl HubHandle {
         self.hub.shutting_down().await;
     }
 
+    /// Resolves once the server has drained: shutdown began and every session (and
+    /// every other task the server owns) has ended. A front end that should answer
+    /// while the server drains, such as a readiness check, serves until then.
+    pub async fn drained(&self) {
+        self.hub.shutting_down().await;
+        self.tracker.wait().await;
+    }
+
     /// Whether shutdown has begun (the server drains its sessions and stops).
     pub fn is_shutting_down(&self) -> bool {
         self.hub.is_shutting_down()
@@ -110,6 +118,18 @@ impl HubHandle {
     /// Named counters, as STATS reports them.
     pub fn stats(&self) -> Vec<(String, u64)> {
         crate::server::stats_of(&self.hub)
+    }
+
+    /// Whether the server takes work: not draining, its store taking writes, every
+    /// listener accepting.
+    pub fn readiness(&self) -> crate::metrics::Readiness {
+        crate::server::readiness_of(&self.hub)
+    }
+
+    /// Everything a metrics scrape reports. Reads every counter once, and locks each
+    /// history in turn for its size (never two at once).
+    pub fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        crate::server::metrics_of(&self.hub)
     }
 }
 

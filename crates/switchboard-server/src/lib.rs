@@ -33,6 +33,7 @@ mod connection;
 mod error;
 mod hooks;
 mod hub;
+pub mod metrics;
 mod outbox;
 pub mod security;
 mod server;

@@ -194,7 +194,12 @@ impl ServerBuilder {
             })?;
             info!(target: log::GENERAL, addr = %local, "listening on TCP");
             tcp_addrs.push(local);
-            tracker.spawn(accept_tcp(hub.clone(), listener, tracker.clone()));
+            let up = hub.listener_up();
+            let accepting = accept_tcp(hub.clone(), listener, tracker.clone());
+            tracker.spawn(async move {
+                accepting.await;
+                drop(up);
+            });
         }
         let mut tls_addrs = Vec::new();
         for tls in &tls_listeners {
@@ -207,12 +212,12 @@ impl ServerBuilder {
             let local = listener.local_addr().map_err(bind_error)?;
             info!(target: log::GENERAL, addr = %local, client_auth = %tls.settings().client_auth, "listening on TLS");
             tls_addrs.push(local);
-            tracker.spawn(accept_tls(
-                hub.clone(),
-                listener,
-                tls.clone(),
-                tracker.clone(),
-            ));
+            let up = hub.listener_up();
+            let accepting = accept_tls(hub.clone(), listener, tls.clone(), tracker.clone());
+            tracker.spawn(async move {
+                accepting.await;
+                drop(up);
+            });
         }
         tracker.spawn(log_connection_summaries(hub.clone()));
         let unix_socket = match &config.unix {
@@ -396,9 +401,9 @@ pub(crate) fn count_address_refusal(
     refusal: AddressRefusal,
 ) -> (switchboard_proto::ErrorCode, String) {
     let counters = hub.counters();
-    crate::hub::stats::Counters::add(&counters.connections_refused, 1);
     let (code, message) = match refusal {
         AddressRefusal::TooMany(limit) => {
+            counters.refused(crate::metrics::RefusalReason::AddressLimit);
             crate::hub::stats::Counters::add(&counters.connections_refused_per_ip, 1);
             (
                 switchboard_proto::ErrorCode::LimitReached,
@@ -409,6 +414,7 @@ pub(crate) fn count_address_refusal(
             )
         }
         AddressRefusal::TooFast(wait) => {
+            counters.refused(crate::metrics::RefusalReason::AddressRate);
             crate::hub::stats::Counters::add(&counters.connections_rate_limited_per_ip, 1);
             let rate = hub.policy().limits.per_address;
             (
@@ -447,9 +453,11 @@ fn bind_unix(
         .map_err(bind_error)?;
     let bound = crate::unix_socket::BoundSocket::identify(path).map_err(bind_error)?;
     info!(target: log::GENERAL, path = %path.display(), "listening on Unix socket");
+    let up = hub.listener_up();
     let hub = hub.clone();
     let inner_tracker = tracker.clone();
     tracker.spawn(async move {
+        let _up = up;
         loop {
             let accepted = tokio::select! {
                 () = hub.shutting_down() => return,
@@ -585,6 +593,89 @@ impl ServerHandle {
         let _ = tokio::task::spawn_blocking(move || hub.close_storage()).await;
         info!(target: log::GENERAL, "server stopped");
     }
+}
+
+/// Whether the server takes work (see [`crate::metrics::Readiness`]).
+pub(crate) fn readiness_of(hub: &Hub) -> crate::metrics::Readiness {
+    crate::metrics::Readiness {
+        draining: hub.is_shutting_down(),
+        store_refusing: hub.store_health().refusing,
+        listeners_configured: listeners_configured(hub.config()),
+        listeners_running: hub
+            .counters()
+            .listeners_running
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn listeners_configured(config: &ServerConfig) -> u64 {
+    (config.tcp.len() + config.tls.len() + usize::from(config.unix.is_some())) as u64
+}
+
+/// Everything a metrics scrape reports (see [`crate::metrics::MetricsSnapshot`]).
+pub(crate) fn metrics_of(hub: &Hub) -> crate::metrics::MetricsSnapshot {
+    use crate::metrics::{RefusalReason, Transport};
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = hub.counters();
+    let config = hub.config();
+    let health = hub.store_health();
+    let (history_messages, history_bytes) = hub.history_totals();
+    let mut snapshot = crate::metrics::MetricsSnapshot::default();
+    snapshot.connections_open = Transport::ALL
+        .iter()
+        .map(|&transport| {
+            let open = &counters.connections_open_by[transport.index()];
+            (transport, open.load(Relaxed))
+        })
+        .collect();
+    snapshot.connections_opened = Transport::ALL
+        .iter()
+        .map(|&transport| {
+            let opened = &counters.connections_opened_by[transport.index()];
+            (transport, opened.load(Relaxed))
+        })
+        .collect();
+    snapshot.connections_refused = RefusalReason::ALL
+        .iter()
+        .map(|&reason| {
+            let refused = &counters.connections_refused_by[reason.index()];
+            (reason, refused.load(Relaxed))
+        })
+        .collect();
+    snapshot.connections_closed = counters.connections_closed.load(Relaxed);
+    snapshot.messages_published = counters.messages_published.load(Relaxed);
+    snapshot.messages_delivered = counters.messages_delivered.load(Relaxed);
+    snapshot.relays = counters.relays.load(Relaxed);
+    snapshot.relayed_deliveries = counters.relayed_deliveries.load(Relaxed);
+    snapshot.relay_deliveries_dropped = counters.relay_deliveries_dropped.load(Relaxed);
+    snapshot.slow_consumer_skipped = counters.slow_consumer_skipped.load(Relaxed);
+    snapshot.slow_consumers_disconnected = counters.slow_consumers_disconnected.load(Relaxed);
+    snapshot.bytes_received = counters.bytes_received.load(Relaxed);
+    snapshot.bytes_sent = counters.bytes_sent.load(Relaxed);
+    snapshot.subscriptions = counters.subscriptions.load(Relaxed);
+    snapshot.channels = hub.channel_count() as u64;
+    snapshot.groups = hub.group_count() as u64;
+    snapshot.history_messages = history_messages;
+    snapshot.history_bytes = history_bytes;
+    snapshot.store_syncs = hub.store_syncs();
+    snapshot.store_sync_latency = hub.store_sync_latency();
+    snapshot.store_refusing = health.refusing;
+    snapshot.store_write_failures = health.failures;
+    snapshot.publish_ack_latency = counters.publish_ack_latency.snapshot();
+    snapshot.auth_failures = counters.auth_failures.load(Relaxed);
+    snapshot.permission_denials = counters.permission_denials.load(Relaxed);
+    snapshot.rate_limited = counters.rate_limited.load(Relaxed);
+    snapshot.limit_refusals = counters.limit_refusals.load(Relaxed);
+    snapshot.protocol_errors = counters.protocol_errors.load(Relaxed);
+    snapshot.heartbeat_timeouts = counters.heartbeat_timeouts.load(Relaxed);
+    snapshot.reloads = counters.reloads.load(Relaxed);
+    snapshot.reloads_failed = counters.reloads_failed.load(Relaxed);
+    snapshot.memory_budget_used = hub.budget().used();
+    snapshot.memory_budget_limit = hub.budget().limit();
+    snapshot.listeners_configured = listeners_configured(config);
+    snapshot.listeners_running = counters.listeners_running.load(Relaxed);
+    snapshot.shutting_down = hub.is_shutting_down();
+    snapshot
 }
 
 /// Named counters, as STATS reports them.

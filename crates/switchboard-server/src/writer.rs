@@ -12,9 +12,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use switchboard_proto::batch::WriteBatch;
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
@@ -51,6 +52,8 @@ struct OutgoingStream {
 /// frames are written between their chunks, so a large body never holds up the rest.
 struct Writer<'a> {
     codec: &'a FrameCodec,
+    /// The server's count of bytes written to sessions.
+    sent: &'a AtomicU64,
     batch: WriteBatch,
     streams: VecDeque<OutgoingStream>,
     next_stream_id: u64,
@@ -96,6 +99,7 @@ where
         &mut rx,
         &mut parts.sink,
         parts.hub.codec(),
+        &parts.hub.counters().bytes_sent,
         parts.conn_id,
         &mut parts.next_stream_id,
         Some(LINGER),
@@ -128,6 +132,7 @@ async fn run<W>(
     rx: &mut OutboxReceiver,
     sink: &mut W,
     codec: &FrameCodec,
+    sent: &AtomicU64,
     conn_id: u64,
     next_stream_id: &mut u64,
     linger: Option<Duration>,
@@ -137,6 +142,7 @@ where
 {
     let mut writer = Writer {
         codec,
+        sent,
         batch: WriteBatch::new(),
         streams: VecDeque::new(),
         next_stream_id: *next_stream_id,
@@ -216,7 +222,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         writer.pump().await;
         writer.report_dropped(rx.take_dropped());
     }
-    write_out(&mut writer.batch, sink).await?;
+    write_out(&mut writer.batch, sink, writer.sent).await?;
     Ok(closing)
 }
 
@@ -224,8 +230,13 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 async fn write_out<W: AsyncWrite + Unpin>(
     batch: &mut WriteBatch,
     sink: &mut W,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
+    let bytes = batch.remaining() as u64;
     sink.write_all_buf(batch).await?;
+    if bytes > 0 {
+        sent.fetch_add(bytes, Ordering::Relaxed);
+    }
     batch.clear(KEEP_BUFFER);
     Ok(())
 }
@@ -284,7 +295,7 @@ impl Writer<'_> {
                         report_encode_failure(codec, request_id, &error, &mut self.batch);
                     }
                     if self.batch.is_full() {
-                        write_out(&mut self.batch, sink).await?;
+                        write_out(&mut self.batch, sink, self.sent).await?;
                     }
                 }
                 if let Some(tail) = tail {
@@ -543,7 +554,16 @@ mod tests {
         drop(outbox);
         let mut sink = Recorder::default();
         let mut rx = rx;
-        let ending = run(&mut rx, &mut sink, &codec, 1, &mut 0, None).await;
+        let ending = run(
+            &mut rx,
+            &mut sink,
+            &codec,
+            &AtomicU64::new(0),
+            1,
+            &mut 0,
+            None,
+        )
+        .await;
         assert_eq!(ending, Ending::Done);
 
         // 16 MiB went out, in writes no larger than a batch and one message.
@@ -596,7 +616,16 @@ mod tests {
             ..Recorder::default()
         };
         let mut rx = rx;
-        let ending = run(&mut rx, &mut sink, &codec, 1, &mut 0, None).await;
+        let ending = run(
+            &mut rx,
+            &mut sink,
+            &codec,
+            &AtomicU64::new(0),
+            1,
+            &mut 0,
+            None,
+        )
+        .await;
         assert_eq!(ending, Ending::Done);
         assert_eq!(sink.writes, 1, "one vectored write for the whole batch");
 

@@ -1,6 +1,7 @@
 //! Health checks for orchestrators and load balancers: `/healthz` answers while the
-//! process serves; `/readyz` answers 200 while the hub takes new work and 503 once it
-//! drains to stop.
+//! process serves; `/readyz` answers 200 while the hub takes new work, and 503 with the
+//! reason while it does not: draining to stop, its store refusing writes, or a protocol
+//! listener not accepting.
 
 use axum::Router;
 use axum::extract::State;
@@ -19,10 +20,12 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.hub.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.hub.readiness().not_ready() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }

@@ -11,6 +11,7 @@
 //! * `gateway`: the protocol sessions that serve HTTP requests, kept per client;
 //! * `error`: errors as JSON with the protocol's codes and the matching HTTP status;
 //! * `health`: `/healthz` and `/readyz`;
+//! * `metrics`: `/metrics`, for Prometheus;
 //! * `ws`: `/ws`, a WebSocket carrying protocol frames;
 //! * `console`: the browser console, its assets embedded in the binary.
 
@@ -19,6 +20,7 @@ mod console;
 mod error;
 mod gateway;
 mod health;
+mod metrics;
 mod ws;
 
 use std::net::SocketAddr;
@@ -68,8 +70,8 @@ pub(crate) struct AppState {
     pub(crate) gateway: Arc<gateway::Gateway>,
 }
 
-/// A running web listener. It stops when the hub shuts down; [`WebServer::stopped`]
-/// waits for that.
+/// A running web listener. It stops once the hub has shut down and drained (answering
+/// `/readyz` with 503 while it drains); [`WebServer::stopped`] waits for that.
 #[derive(Debug)]
 pub struct WebServer {
     addr: SocketAddr,
@@ -110,7 +112,8 @@ impl WebServer {
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(async move { stopping.shutting_down().await });
+            // Serves while the hub drains, so that /readyz says so.
+            .with_graceful_shutdown(async move { stopping.drained().await });
             let (served, ()) = tokio::join!(serve.into_future(), sweep);
             if let Err(error) = served {
                 error!(target: switchboard_server::log::ERROR, %error, "the HTTP listener failed");
@@ -137,6 +140,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(ws::routes())
         .merge(console::routes())
         .with_state(state)

@@ -1,7 +1,8 @@
 //! PUBLISH to a channel or group, through the embedding application's hook, and its
 //! acknowledgement (after the store synced, for durability `always`).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use switchboard_proto::packet::{Packet, Publish, PublishAck, Scope};
 use switchboard_proto::subject;
@@ -14,6 +15,7 @@ use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published};
+use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
 use crate::storage::SyncFuture;
@@ -27,6 +29,7 @@ pub(crate) async fn publish(
     mut publish: Publish,
     body_crc: u32,
 ) {
+    let started = Instant::now();
     let body = (publish.body.as_ptr() as usize, publish.body.len());
     if let Err(refusal) = run_hooks(hub, session, &mut publish) {
         session.refuse(request_id, refusal).await;
@@ -57,7 +60,7 @@ pub(crate) async fn publish(
         Err(_) => new_tags.not_made(),
     }
     match result {
-        Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
+        Ok(published) => acknowledge(hub, session, request_id, quiet, published, started).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }
 }
@@ -87,12 +90,16 @@ pub(crate) fn run_hooks(
 /// Answers a stored publish. With durability `always` the answer waits for the store's
 /// sync, but the session does not: it hands the wait to its [`DurableAcks`] and reads on,
 /// so that pipelined publishes of one connection share a sync (group commit).
+///
+/// `started` is when the publish was read: the time until its ack is queued is what the
+/// publish-to-ack latency histogram counts (publishes that want no ack are not counted).
 pub(crate) async fn acknowledge(
     hub: &Hub,
     session: &mut Session,
     request_id: u32,
     quiet: bool,
     published: Published,
+    started: Instant,
 ) {
     if published.must_sync {
         let waiting = Waiting {
@@ -100,22 +107,27 @@ pub(crate) async fn acknowledge(
             quiet,
             ack: published.ack,
             synced: hub.sync_storage(),
+            started,
         };
         let outbox = session.outbox().clone();
+        let latency = hub.counters().publish_ack_latency.clone();
         let acks = session
             .durable_acks
-            .get_or_insert_with(|| DurableAcks::start(outbox));
+            .get_or_insert_with(|| DurableAcks::start(outbox, latency));
         let _ = acks.queue.send(waiting).await;
         return;
     }
     if !quiet {
-        let _ = session
+        let queued = session
             .outbox()
             .send(Outgoing::PublishAck {
                 request_id,
                 ack: published.ack,
             })
             .await;
+        if queued.is_ok() {
+            hub.counters().publish_ack_latency.record(started.elapsed());
+        }
     }
 }
 
@@ -125,6 +137,8 @@ struct Waiting {
     quiet: bool,
     ack: PublishAck,
     synced: SyncFuture,
+    /// When the publish was read.
+    started: Instant,
 }
 
 /// Publishes of a session waiting for the store to sync, answered in order by a task the
@@ -139,16 +153,19 @@ pub(super) struct DurableAcks {
 const MAX_WAITING: usize = 4096;
 
 impl DurableAcks {
-    fn start(outbox: Outbox) -> DurableAcks {
+    fn start(outbox: Outbox, latency: Arc<LatencyHistogram>) -> DurableAcks {
         let (queue, mut waiting) = mpsc::channel::<Waiting>(MAX_WAITING);
         let task = tokio::spawn(async move {
             while let Some(next) = waiting.recv().await {
                 let item = match next.synced.await {
                     Ok(()) if next.quiet => continue,
-                    Ok(()) => Outgoing::PublishAck {
-                        request_id: next.request_id,
-                        ack: next.ack,
-                    },
+                    Ok(()) => {
+                        latency.record(next.started.elapsed());
+                        Outgoing::PublishAck {
+                            request_id: next.request_id,
+                            ack: next.ack,
+                        }
+                    }
                     Err(error) => {
                         // The store failed (and may recover), or it was closed.
                         let code = if error.is_unavailable() {

@@ -124,6 +124,8 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
     let Some(digest) = chunk.digest else {
         return;
     };
+    // A streamed publish is read once its last chunk is: its latency starts there.
+    let started = std::time::Instant::now();
     let Some(ingest) = session.streams.remove(&chunk.stream_id) else {
         return;
     };
@@ -153,7 +155,7 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
     let result = hub.publish_streamed(&session.caller, publish, upload);
     creation.settle(hub, result.is_ok());
     match result {
-        Ok(published) => acknowledge(hub, session, request_id, quiet, published).await,
+        Ok(published) => acknowledge(hub, session, request_id, quiet, published, started).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }
 }

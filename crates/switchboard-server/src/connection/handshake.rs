@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame_reader::{FrameReader, ReadError};
 use super::transport::Readable;
+use crate::metrics::RefusalReason;
 
 /// How the opening of a connection ended without a session.
 pub(super) enum Ended {
@@ -105,6 +106,24 @@ impl Refused {
             }
         }
         let _ = writer.shutdown().await;
+    }
+}
+
+impl Refused {
+    /// Why the connection was refused, as metrics count it. The refusals are told by
+    /// their codes: each code is given before a session opens for one reason only.
+    pub fn reason(&self) -> RefusalReason {
+        match self {
+            Refused::Http => RefusalReason::Protocol,
+            Refused::Error { code, .. } => match code {
+                ErrorCode::AuthFailed => RefusalReason::Auth,
+                ErrorCode::LimitReached => RefusalReason::ConnectionLimit,
+                ErrorCode::Rejected => RefusalReason::Rejected,
+                ErrorCode::SessionRequired => RefusalReason::Handshake,
+                ErrorCode::ServerBusy => RefusalReason::Busy,
+                _ => RefusalReason::Protocol,
+            },
+        }
     }
 }
 

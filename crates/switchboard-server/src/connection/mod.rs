@@ -30,6 +30,8 @@ use self::frame_reader::FrameReader;
 pub(crate) use self::transport::{Readable, Transport};
 use crate::cmd::Session;
 use crate::hub::Hub;
+use crate::hub::stats::Counters;
+use crate::metrics::Transport as TransportKind;
 use crate::security::addresses::AddressSlot;
 use crate::security::authenticate::PeerFacts;
 
@@ -60,6 +62,17 @@ impl Peer {
             Peer::Unix { .. } => "unix".to_owned(),
             Peer::Tls { addr, .. } => format!("tls {addr}"),
             Peer::Attached(peer) => peer.to_string(),
+        }
+    }
+
+    /// The transport, as metrics label connections.
+    fn transport(&self) -> TransportKind {
+        match self {
+            Peer::Tcp(_) => TransportKind::Tcp,
+            Peer::Unix { .. } => TransportKind::Unix,
+            Peer::Tls { .. } => TransportKind::Tls,
+            Peer::Attached(crate::attach::AttachedPeer::WebSocket(_)) => TransportKind::WebSocket,
+            Peer::Attached(crate::attach::AttachedPeer::Http(_)) => TransportKind::Http,
         }
     }
 
@@ -154,6 +167,18 @@ struct Opened<R> {
     reader: FrameReader<R>,
 }
 
+/// Counts a session of the transport at index `transport` opened, or closed.
+fn count_session(hub: &Hub, transport: u8, opened: bool) {
+    let counters = hub.counters();
+    let transport = usize::from(transport);
+    if opened {
+        Counters::add(&counters.connections_opened_by[transport], 1);
+        Counters::add(&counters.connections_open_by[transport], 1);
+    } else {
+        counters.connections_open_by[transport].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The connection task. Its future lives as long as the connection, so what it holds
 /// while waiting is what an idle connection costs: the handshake, serving requests and
 /// the cleanup are each boxed, and their state exists only while they run.
@@ -169,6 +194,8 @@ async fn run<S: Transport>(
         let boxed = peer;
         *boxed
     };
+    // One byte kept for the connection's life: which transport's gauge it is in.
+    let transport = peer.transport().index() as u8;
     let Some(Opened {
         mut session,
         mut reader,
@@ -176,8 +203,10 @@ async fn run<S: Transport>(
     else {
         return;
     };
+    count_session(&hub, transport, true);
     let (code, reason) = request_loop::request_loop(&hub, &mut session, &mut reader).await;
     drop(reader);
     Box::pin(session::close(&hub, session, code, reason)).await;
+    count_session(&hub, transport, false);
     drop(slot);
 }

@@ -115,7 +115,9 @@ pub(super) async fn request_loop<R: Readable>(
                     return end;
                 }
             }
-            Wake::Read(Ok(Ok(_))) => {}
+            Wake::Read(Ok(Ok(read))) => {
+                Counters::add(&hub.counters().bytes_received, read as u64);
+            }
         }
     }
 }

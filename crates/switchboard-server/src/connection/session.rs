@@ -58,7 +58,7 @@ pub(super) async fn open<S: Transport>(
         }
         Err(Ended::ShuttingDown) => None,
         Err(Ended::Refused(refused)) => {
-            Counters::add(&hub.counters().connections_refused, 1);
+            hub.counters().refused(refused.reason());
             refused.tell(hub.codec(), &mut writer).await;
             None
         }

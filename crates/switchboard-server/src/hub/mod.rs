@@ -120,6 +120,18 @@ impl Destination {
     }
 }
 
+/// A listener counted as accepting while this lives (see [`Hub::listener_up`]).
+pub(crate) struct ListenerUp(Arc<Hub>);
+
+impl Drop for ListenerUp {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .listeners_running
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Everything sessions share. Its state is reached only through its methods, which take
 /// the locks in the documented order.
 pub struct Hub {
@@ -461,6 +473,35 @@ impl Hub {
     /// Whether the store takes writes, and its failures and recoveries.
     pub fn store_health(&self) -> crate::storage::StoreHealth {
         self.storage.health()
+    }
+
+    /// How long the store's syncs to disk took.
+    pub fn store_sync_latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.storage.sync_latency()
+    }
+
+    /// Messages kept in the histories of every channel and group, and their bytes. Takes
+    /// each history's lock in turn, never two at once.
+    pub fn history_totals(&self) -> (u64, u64) {
+        let mut totals = (0, 0);
+        let channels = self.channels.list();
+        let groups = self.groups.list();
+        let histories = channels
+            .iter()
+            .map(|channel| &channel.history)
+            .chain(groups.iter().map(|group| &group.history));
+        for history in histories {
+            let info = history.lock().info();
+            totals.0 += info.count;
+            totals.1 += info.bytes;
+        }
+        totals
+    }
+
+    /// Counts a listener as accepting until the returned guard is dropped.
+    pub(crate) fn listener_up(self: &Arc<Self>) -> ListenerUp {
+        Counters::add(&self.counters.listeners_running, 1);
+        ListenerUp(self.clone())
     }
 
     /// What every record handed to the store weighed, in bytes.
@@ -928,6 +969,7 @@ impl Hub {
             });
         };
         let replay = replay_range(replay);
+        Counters::add(&self.counters.subscriptions, 1);
         match pattern {
             Pattern::Tag(tag) => {
                 let tags = self.tags.lock();
@@ -989,6 +1031,7 @@ impl Hub {
     pub fn unsubscribe(&self, pattern: &Pattern, conn_id: u64) {
         self.routes.write().remove(pattern, conn_id);
         self.budget.release(budget::subscription_cost(pattern));
+        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Charges a new subscription to `pattern` to the memory budget, or refuses it. What

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchboard_proto::packet::Stat;
 
+use crate::metrics::{LatencyHistogram, RefusalReason, Transport};
+
 /// Monotonic counters; gauges are computed when reported.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -49,11 +51,32 @@ pub struct Counters {
     pub slow_consumer_skipped: std::sync::Arc<AtomicU64>,
     /// Requests refused with FORBIDDEN because the session's roles do not allow them.
     pub permission_denials: AtomicU64,
+    /// Sessions ever opened, and open now, per transport (see [`Transport::index`]).
+    pub connections_opened_by: [AtomicU64; Transport::ALL.len()],
+    pub connections_open_by: [AtomicU64; Transport::ALL.len()],
+    /// Connections refused before a session opened, per reason (see
+    /// [`RefusalReason::index`]).
+    pub connections_refused_by: [AtomicU64; RefusalReason::ALL.len()],
+    /// Bytes read from sessions after their handshake, and written to them.
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Subscriptions held now (a gauge: routes added less routes removed).
+    pub subscriptions: AtomicU64,
+    /// Listeners accepting now (a gauge).
+    pub listeners_running: AtomicU64,
+    /// From a PUBLISH read to its PUBLISH_ACK queued; shared with the durable-ack tasks.
+    pub publish_ack_latency: std::sync::Arc<LatencyHistogram>,
 }
 
 impl Counters {
     pub fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused before a session opened, in the total and by reason.
+    pub fn refused(&self, reason: RefusalReason) {
+        Counters::add(&self.connections_refused, 1);
+        Counters::add(&self.connections_refused_by[reason.index()], 1);
     }
 
     pub fn report(&self) -> Vec<Stat> {

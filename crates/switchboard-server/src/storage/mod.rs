@@ -188,6 +188,11 @@ pub trait Storage: Send + Sync + 'static {
         0
     }
 
+    /// How long its syncs to disk took (empty for a store that never syncs).
+    fn sync_latency(&self) -> crate::metrics::HistogramSnapshot {
+        crate::metrics::HistogramSnapshot::default()
+    }
+
     /// Whether the store takes writes now (and why not), and its failures and
     /// recoveries, for STATS.
     fn health(&self) -> StoreHealth {

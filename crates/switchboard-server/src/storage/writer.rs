@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 use super::space::DiskGuard;
 use super::{LogKind, StorageError, SyncFuture, SyncPolicy};
 use crate::log;
+use crate::metrics::{HistogramSnapshot, LatencyHistogram};
 
 /// How often a failed store tries to recover.
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -175,6 +176,8 @@ struct Shared {
     room: Condvar,
     progress: watch::Sender<Progress>,
     syncs: AtomicU64,
+    /// How long each sync took.
+    sync_latency: LatencyHistogram,
     /// What every record queued so far weighs: a measure of the store's write volume
     /// that does not depend on the database's own accounting.
     queued_bytes: AtomicU64,
@@ -228,6 +231,7 @@ impl Writer {
             room: Condvar::new(),
             progress,
             syncs: AtomicU64::new(0),
+            sync_latency: LatencyHistogram::default(),
             queued_bytes: AtomicU64::new(0),
             limits,
             guard,
@@ -327,6 +331,11 @@ impl Writer {
     /// How many syncs completed.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// How long the syncs took.
+    pub fn sync_latency(&self) -> HistogramSnapshot {
+        self.shared.sync_latency.snapshot()
     }
 
     /// Whether writes are taken, and what failures and recoveries there were.
@@ -527,7 +536,9 @@ fn write_until_halt(
 }
 
 fn sync(shared: &Shared, sink: &mut impl Sink, done: &mut Done) -> Result<(), StorageError> {
+    let started = Instant::now();
     sink.sync()?;
+    shared.sync_latency.record(started.elapsed());
     // A sync into a deleted directory succeeds and keeps nothing.
     if let Some(guard) = &shared.guard {
         guard.check_identity()?;

@@ -163,6 +163,7 @@ async fn serve_tls(
 }
 
 fn refused(hub: &Hub) {
-    Counters::add(&hub.counters().connections_refused, 1);
+    hub.counters()
+        .refused(crate::metrics::RefusalReason::TlsHandshake);
     Counters::add(&hub.counters().tls_handshakes_failed, 1);
 }

@@ -347,6 +347,10 @@ impl Storage for FjallStorage {
         self.writer.syncs()
     }
 
+    fn sync_latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.writer.sync_latency()
+    }
+
     fn health(&self) -> WriterHealth {
         let mut health = self.writer.health();
         if let Some(gone) = self.guard.as_ref().and_then(|guard| guard.gone()) {
