@@ -108,7 +108,12 @@ export async function adminPage(view) {
     if (!clients) return;
     clientTable.replaceChildren(
       el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'User'), el('th', {}, 'Connected since'))),
-      el('tbody', {}, clients.map((entry) => el('tr', {},
+      el('tbody', {},
+        el('tr', { class: 'self' },
+          el('td', { class: 'number' }, String(client.session.clientId)),
+          el('td', {}, `${client.session.name} (this console)`),
+          el('td', {}, client.session.user || '—'), el('td', {}, '')),
+        clients.map((entry) => el('tr', {},
         el('td', { class: 'number' }, String(entry.clientId)), el('td', {}, entry.name),
         el('td', {}, entry.user || '—'), el('td', {}, formatTime(entry.connectedSinceUs))))));
   };

@@ -32,6 +32,8 @@ export async function groupsPage(view) {
     const group = name.value.trim();
     const made = await attempt(async () => {
       await app.client.createGroup(group, description.value);
+      // Whoever makes a group means to be in it.
+      await app.client.joinGroup(group);
       return true;
     });
     if (made) location.hash = `#/group/${encodeURIComponent(group)}`;
