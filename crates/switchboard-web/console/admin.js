@@ -107,15 +107,14 @@ export async function adminPage(view) {
     const clients = await attempt(() => client.clients());
     if (!clients) return;
     clientTable.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'User'), el('th', {}, 'Connected since'))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'Connected since'))),
       el('tbody', {},
         el('tr', { class: 'self' },
           el('td', { class: 'number' }, String(client.session.clientId)),
-          el('td', {}, `${client.session.name} (this console)`),
-          el('td', {}, client.session.user || '—'), el('td', {}, '')),
+          el('td', {}, `${client.session.name} (this console)`), el('td', {}, '')),
         clients.map((entry) => el('tr', {},
         el('td', { class: 'number' }, String(entry.clientId)), el('td', {}, entry.name),
-        el('td', {}, entry.user || '—'), el('td', {}, formatTime(entry.connectedSinceUs))))));
+        el('td', {}, formatTime(entry.connectedSinceUs))))));
   };
   await poll();
   await listClients();

@@ -35,10 +35,10 @@ export async function directPage(view) {
   const clients = await attempt(() => client.clients());
   if (clients) {
     people.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'User'), el('th', {}, ''))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, ''))),
       el('tbody', {}, clients.map((entry) => el('tr', {},
         el('td', { class: 'number' }, String(entry.clientId)),
-        el('td', {}, entry.name), el('td', {}, entry.user || '—'),
+        el('td', {}, entry.name),
         el('td', {}, el('button', { type: 'button', onclick: () => {
           to.value = String(entry.clientId);
           form.querySelector('textarea').focus();

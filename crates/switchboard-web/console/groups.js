@@ -2,7 +2,7 @@
 // is online) and its conversation, live from the session's group feed.
 
 import { app, onLeave } from './app.js';
-import { el, page, attempt, renderMessage, composer } from './ui.js';
+import { el, page, attempt, renderMessage, composer, showError } from './ui.js';
 
 export async function groupsPage(view) {
   const table = el('table', { class: 'listing', id: 'group-list' });
@@ -51,8 +51,23 @@ export async function groupPage(view, name) {
   const messages = el('ol', { class: 'messages', id: 'messages', 'aria-live': 'polite' });
   const scroller = el('div', { class: 'scroller', tabindex: 0, 'aria-label': `Conversation of ${name}` }, messages);
   const showMembers = async () => {
-    const list = await attempt(() => client.groupMembers(name));
-    if (!list) return;
+    let list;
+    try {
+      list = await client.groupMembers(name);
+    } catch (error) {
+      if (error.code !== 'FORBIDDEN') {
+        showError(error);
+        return;
+      }
+      join.hidden = false;
+      leave.hidden = true;
+      members.replaceChildren(el('li', {}, 'Join the group to see its members and conversation.'));
+      return;
+    }
+    const self = client.session.user ?? client.session.name;
+    const member = list.some((entry) => (entry.user || entry.name) === self);
+    join.hidden = member;
+    leave.hidden = !member;
     members.replaceChildren(...list.map((member) => el('li', { class: member.online ? 'online' : 'offline' },
       el('span', { class: 'dot', 'aria-hidden': 'true' }),
       member.user || member.name,
@@ -67,6 +82,7 @@ export async function groupPage(view, name) {
     scroller.scrollTop = scroller.scrollHeight;
   };
   const loadConversation = async () => {
+    if (leave.hidden) return;
     const history = await attempt(() => client.groupMessages(name, { last: 50 }));
     for (const message of history ?? []) add(message);
   };

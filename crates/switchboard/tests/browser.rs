@@ -426,8 +426,14 @@ async fn the_console_in_a_browser() {
     log_in(&browser, &base, "root").await;
     go(&browser, &base, "#/admin").await;
     wait_text(&browser, "#admin-clients", "root").await;
-    // Two polls make a rate.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Some traffic for the charts, over a few polls.
+    for n in 0..4 {
+        cli(&server, "root")
+            .args(["pub", "news", &format!("traffic {n}")])
+            .assert()
+            .success();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
     wait_text(&browser, "#counters", "messages_published").await;
     screenshot(&browser, "admin").await;
     find(&browser, "#stop-server")
