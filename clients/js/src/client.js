@@ -81,6 +81,8 @@ export class Subscription {
     /** How many replayed messages come first. */
     this.replayCount = 0;
     this.#queue = new AsyncQueue(() => this.close());
+    /** Called as a streamed body arrives: (bytesReceived, total, message). */
+    this.onProgress = undefined;
   }
 
   /** @internal */
@@ -235,6 +237,7 @@ export class Client {
     if (patterns.length === 0) throw new TypeError('subscribe to at least one pattern');
     const replay = replayFields(options.replay);
     const subscription = new Subscription(this, patterns);
+    subscription.onProgress = options.onProgress;
     const subscribed = patterns.map((pattern) => this.#subscribeOne(subscription, pattern, replay, options.onProgress));
     const outcomes = await Promise.allSettled(subscribed);
     const failed = outcomes.find((outcome) => outcome.status === 'rejected');
@@ -818,24 +821,28 @@ export class Client {
 
   /** A live MESSAGE: a channel's to each matching subscription, a group's to the feeds. */
   #live(packet) {
-    const { message, ready } = this.#receiveMessage(packet);
-    if (message.scope === 'group') {
+    if (packet.scope === SCOPE.GROUP) {
+      const { message, ready } = this.#receiveMessage(packet);
       for (const feed of this.#groupFeeds) {
         const item = { group: message.channel, kind: 'message', message };
         feed.push(item, ready?.then((complete) => (complete ? item : null)));
       }
       return;
     }
-    let tags = null;
-    const delivered = new Set();
+    const streamed = (packet.flags & Flag.STREAM) !== 0;
+    // Streamed bodies are not searched for hashtags (nor does the server index them).
+    let messageTags = streamed ? [] : null;
+    const matching = new Set();
     for (const { pattern, subscription } of this.#routes.values()) {
-      if (delivered.has(subscription)) continue;
-      if (pattern.tag !== null) tags ??= messageHashtags(message.contentType, message.body);
-      if (pattern.matchesMessage(message.channel, tags ?? [])) {
-        delivered.add(subscription);
-        subscription.queue.push(message, ready);
-      }
+      if (matching.has(subscription)) continue;
+      if (pattern.tag !== null) messageTags ??= messageHashtags(packet.contentType, packet.content);
+      if (pattern.matchesMessage(packet.channel, messageTags ?? [])) matching.add(subscription);
     }
+    if (matching.size === 0) return;
+    const progress = [...matching].map((subscription) => subscription.onProgress).filter(Boolean);
+    const onProgress = progress.length ? (...args) => progress.forEach((report) => report(...args)) : undefined;
+    const { message, ready } = this.#receiveMessage(packet, onProgress);
+    for (const subscription of matching) subscription.queue.push(message, ready);
   }
 
   #event(packet) {
