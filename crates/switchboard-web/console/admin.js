@@ -107,7 +107,7 @@ export async function adminPage(view) {
     const clients = await attempt(() => client.clients());
     if (!clients) return;
     clientTable.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'Connected since'))),
+      el('thead', {}, el('tr', {}, el('th', { class: 'number' }, 'Client id'), el('th', {}, 'Name'), el('th', {}, 'Connected since'))),
       el('tbody', {},
         el('tr', { class: 'self' },
           el('td', { class: 'number' }, String(client.session.clientId)),

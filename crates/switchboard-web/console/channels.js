@@ -14,7 +14,7 @@ export async function channelsPage(view) {
     if (!channels) return;
     channels.sort((a, b) => a.name.localeCompare(b.name));
     list.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Channel'), el('th', {}, 'Messages'), el('th', {}, 'Max characters'))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Channel'), el('th', { class: 'number' }, 'Messages'), el('th', { class: 'number' }, 'Max characters'))),
       el('tbody', {}, channels.map((channel) => el('tr', {},
         el('td', {}, el('a', { href: `#/channel/${encodeURIComponent(channel.name)}` }, channel.name)),
         el('td', { class: 'number' }, channel.messages),
@@ -55,10 +55,14 @@ export async function channelPage(view, name) {
     label: `Message to ${name}`,
     send: (body, contentType) => client.publish(name, body, contentType ? { contentType } : {}),
   });
+  const count = el('span', { id: 'message-count' });
+  let total = info?.messages ?? 0;
+  const showCount = () => {
+    count.textContent = total === 1 ? '1 message' : `${total} messages`;
+  };
+  showCount();
   page(view, name,
-    el('p', { class: 'subtitle' },
-      info ? `${info.messages} messages` : 'no messages yet',
-      maxChars ? ` · at most ${maxChars} characters` : ''),
+    el('p', { class: 'subtitle' }, count, maxChars ? ` · at most ${maxChars} characters` : ''),
     status, scroller, form);
 
   const shown = new Map();
@@ -87,8 +91,18 @@ export async function channelPage(view, name) {
       try {
         for await (const message of live) {
           const stick = nearBottom();
+          if (!shown.has(message.seq)) {
+            total += 1;
+            showCount();
+          }
           add(message);
-          if (stick) scroller.scrollTop = scroller.scrollHeight;
+          if (stick) {
+            scroller.scrollTop = scroller.scrollHeight;
+            // An image takes its height once loaded.
+            shown.get(message.seq)?.querySelector('img')?.addEventListener('load', () => {
+              scroller.scrollTop = scroller.scrollHeight;
+            });
+          }
         }
       } catch (error) {
         if (app.client === client) showError(error);
@@ -140,9 +154,10 @@ export async function followPage(view, pattern) {
     location.hash = `#/follow/${encodeURIComponent(input.value.trim())}`;
   } }, el('label', { for: 'follow-pattern' }, 'Pattern or hashtag'), input, el('button', { type: 'submit' }, 'Follow'));
   const messages = el('ol', { class: 'messages', id: 'messages', 'aria-live': 'polite' });
+  const status = el('p', { class: 'status', id: 'follow-status' });
   page(view, pattern ? `Following ${pattern}` : 'Follow', form,
     el('p', { class: 'subtitle' }, 'A wildcard: * is one token, > the rest. A hashtag: #tag, as written in messages.'),
-    el('div', { class: 'scroller' }, messages));
+    status, el('div', { class: 'scroller' }, messages));
   if (!pattern) {
     input.focus();
     return;
@@ -163,6 +178,7 @@ export async function followPage(view, pattern) {
     return;
   }
   onLeave(() => live.close());
+  status.textContent = 'Live: new messages appear at the top.';
   if (pattern.startsWith('#')) {
     const tagged = await attempt(() => client.tagMessages(pattern.slice(1), { last: PAGE }));
     for (const message of tagged ?? []) add(message);

@@ -35,7 +35,7 @@ export async function directPage(view) {
   const clients = await attempt(() => client.clients());
   if (clients) {
     people.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Client id'), el('th', {}, 'Name'), el('th', {}, ''))),
+      el('thead', {}, el('tr', {}, el('th', { class: 'number' }, 'Client id'), el('th', {}, 'Name'), el('th', {}, ''))),
       el('tbody', {}, clients.map((entry) => el('tr', {},
         el('td', { class: 'number' }, String(entry.clientId)),
         el('td', {}, entry.name),

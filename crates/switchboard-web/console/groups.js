@@ -11,7 +11,7 @@ export async function groupsPage(view) {
     if (!groups) return;
     groups.sort((a, b) => a.name.localeCompare(b.name));
     table.replaceChildren(
-      el('thead', {}, el('tr', {}, el('th', {}, 'Group'), el('th', {}, 'Description'), el('th', {}, 'Members'), el('th', {}, ''))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Group'), el('th', {}, 'Description'), el('th', { class: 'number' }, 'Members'), el('th', {}, ''))),
       el('tbody', {}, groups.map((group) => el('tr', {},
         el('td', {}, el('a', { href: `#/group/${encodeURIComponent(group.name)}` }, group.name)),
         el('td', {}, group.description || ''),

@@ -262,6 +262,20 @@ async fn the_console_in_a_browser() {
             .assert()
             .success();
     }
+    let lines: String = (1..=120).map(|n| format!("line {n:03}\n")).collect();
+    cli(&server, "root")
+        .args(["pub", "long", "--lines", "-"])
+        .write_stdin(lines)
+        .assert()
+        .success();
+    let picture = dir.path().join("picture.svg");
+    std::fs::write(
+        &picture,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"120\" height=\"60\">\
+         <rect width=\"120\" height=\"60\" rx=\"8\" fill=\"#0b5cad\"/>\
+         <circle cx=\"30\" cy=\"30\" r=\"18\" fill=\"#f2a900\"/></svg>",
+    )
+    .expect("write the picture");
     log_in(&browser, &base, "alice").await;
     wait_text(&browser, "#channel-list", "news").await;
     screenshot(&browser, "channels").await;
@@ -295,9 +309,56 @@ async fn the_console_in_a_browser() {
     );
     drop(subscriber);
     wait_text(&browser, "#messages .message", "hello from the browser").await;
+
+    // An image is shown, with a download link.
+    cli(&server, "root")
+        .args(["pub", "news", "--content-type", "image/svg+xml", "--file"])
+        .arg(&picture)
+        .assert()
+        .success();
+    wait_text(&browser, "#messages a.download", "Download image/svg+xml").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let width = browser
+            .execute(
+                "const image = document.querySelector('#messages img.image');\
+                 return image && image.complete ? image.naturalWidth : 0;",
+                vec![],
+            )
+            .await
+            .expect("run a script");
+        if width.as_u64() == Some(120) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the image never loaded: {width}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     screenshot(&browser, "channel").await;
 
+    // A long history loads further back as the list scrolls up.
+    go(&browser, &base, "#/channel/long").await;
+    wait_text(&browser, "#messages .message .text", "line 120").await;
+    wait_text(&browser, "#messages .message .text", "line 071").await;
+    let shown = find(&browser, "#messages")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(!shown.contains("line 070"), "only the last page at first");
+    let scroll_up = "document.querySelector('.scroller').scrollTop = 0; return null;";
+    browser.execute(scroll_up, vec![]).await.expect("scroll");
+    wait_text(&browser, "#messages .message .text", "line 021").await;
+    browser.execute(scroll_up, vec![]).await.expect("scroll");
+    wait_text(&browser, "#messages .message .text", "line 001").await;
+    let count = browser
+        .find_all(Locator::Css("#messages .message"))
+        .await
+        .expect("messages")
+        .len();
+    assert_eq!(count, 120, "every message once, in one list");
+
     // A hashtag in a message is a link to follow it.
+    go(&browser, &base, "#/channel/news").await;
     wait_text(&browser, "#messages a.hashtag", "#launch")
         .await
         .click()
@@ -306,6 +367,14 @@ async fn the_console_in_a_browser() {
     wait_text(&browser, "h1", "Following #launch").await;
     wait_text(&browser, "#messages", "hello from the terminal").await;
     screenshot(&browser, "follow").await;
+    go(&browser, &base, "#/follow/*").await;
+    wait_text(&browser, "h1", "Following *").await;
+    wait_text(&browser, "#follow-status", "Live").await;
+    cli(&server, "root")
+        .args(["pub", "long", "into the wild"])
+        .assert()
+        .success();
+    wait_text(&browser, "#messages .message", "into the wild").await;
 
     // A channel of 150 characters at most: the 151st is refused before sending.
     go(&browser, &base, "#/channels").await;
