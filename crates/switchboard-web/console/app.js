@@ -167,7 +167,12 @@ function route() {
     const match = hash.match(pattern);
     if (match) {
       const argument = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
-      Promise.resolve(show(argument)).then(() => view.querySelector('h1')?.focus({ preventScroll: true }))
+      // A page that put focus on its first field keeps it; otherwise its heading gets it,
+      // so that keyboard and screen-reader users start at the new page.
+      Promise.resolve(show(argument))
+        .then(() => {
+          if (!view.contains(document.activeElement)) view.querySelector('h1')?.focus({ preventScroll: true });
+        })
         .catch((error) => showError(error));
       return;
     }

@@ -47,8 +47,8 @@ export async function channelPage(view, name) {
   const client = app.client;
   const info = (await attempt(() => client.channels()))?.find((channel) => channel.name === name);
   const messages = el('ol', { class: 'messages', id: 'messages', 'aria-live': 'polite' });
-  const scroller = el('div', { class: 'scroller', tabindex: 0, 'aria-label': `Messages of ${name}` }, messages);
-  const status = el('p', { class: 'status' });
+  const status = el('p', { class: 'status history-edge', 'aria-live': 'polite' });
+  const scroller = el('div', { class: 'scroller', tabindex: 0, 'aria-label': `Messages of ${name}` }, status, messages);
   const maxChars = info?.maxChars ?? null;
   const { form } = composer({
     maxChars,
@@ -63,7 +63,7 @@ export async function channelPage(view, name) {
   showCount();
   page(view, name,
     el('p', { class: 'subtitle' }, count, maxChars ? ` · at most ${maxChars} characters` : ''),
-    status, scroller, form);
+    scroller, form);
 
   const shown = new Map();
   let oldest = null;
