@@ -73,6 +73,12 @@ export async function channelPage(view, name) {
     if (shown.has(message.seq)) return;
     const item = renderMessage(message);
     shown.set(message.seq, item);
+    const image = item.querySelector('img');
+    // An image takes its height once loaded: a list read at its end stays at its end.
+    image?.addEventListener('load', () => {
+      const below = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
+      if (below < 60 + image.offsetHeight) scroller.scrollTop = scroller.scrollHeight;
+    });
     const after = [...shown.keys()].filter((seq) => seq > message.seq).sort((a, b) => a - b)[0];
     if (after !== undefined) messages.insertBefore(item, shown.get(after));
     else messages.append(item);
@@ -96,13 +102,7 @@ export async function channelPage(view, name) {
             showCount();
           }
           add(message);
-          if (stick) {
-            scroller.scrollTop = scroller.scrollHeight;
-            // An image takes its height once loaded.
-            shown.get(message.seq)?.querySelector('img')?.addEventListener('load', () => {
-              scroller.scrollTop = scroller.scrollHeight;
-            });
-          }
+          if (stick) scroller.scrollTop = scroller.scrollHeight;
         }
       } catch (error) {
         if (app.client === client) showError(error);

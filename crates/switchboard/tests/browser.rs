@@ -1,7 +1,7 @@
 //! The web console in a real browser: Debian's Chromium, headless, driven through
 //! chromedriver over WebDriver, against `switchboard serve` as its own process with users
 //! from a config file. One run walks the console's main paths (log in, channels, the
-//! character limit, hashtags, a group between two browser windows, a direct message, a
+//! character limit, hashtags, a group between two browsers, a direct message, a
 //! denial, the admin page and stop) and saves a screenshot of each main page under
 //! `browser-screenshots/` in the test's target directory.
 //!
@@ -418,77 +418,50 @@ async fn the_console_in_a_browser() {
         .await
         .expect("create");
     wait_text(&browser, "#members", "alice").await;
-    let alice_window = browser.window().await.expect("a window");
-    let bob_window = browser
-        .new_window(false)
-        .await
-        .expect("a second window")
-        .handle;
-    browser
-        .switch_to_window(bob_window.clone())
-        .await
-        .expect("switch");
-    log_in(&browser, &base, "bob").await;
-    let bob_id = client_id(&browser).await;
-    go(&browser, &base, "#/groups").await;
-    find(&browser, "button[data-join=\"team\"]")
+    // Bob in a browser of his own (a second Chromium with its own profile).
+    let second = driver.browser(&dir.path().join("profile-2")).await;
+    log_in(&second, &base, "bob").await;
+    let bob_id = client_id(&second).await;
+    go(&second, &base, "#/groups").await;
+    find(&second, "button[data-join=\"team\"]")
         .await
         .click()
         .await
         .expect("join");
-    wait_text(&browser, "#members", "bob").await;
-    send(&browser, "hi alice, bob here").await;
-    browser
-        .switch_to_window(alice_window.clone())
-        .await
-        .expect("switch");
+    wait_text(&second, "#members", "bob").await;
+    send(&second, "hi alice, bob here").await;
     wait_text(&browser, "#messages", "hi alice, bob here").await;
     wait_text(&browser, "#members li.online", "bob").await;
     send(&browser, "welcome bob").await;
-    browser
-        .switch_to_window(bob_window.clone())
-        .await
-        .expect("switch");
-    wait_text(&browser, "#messages", "welcome bob").await;
-    screenshot(&browser, "group").await;
+    wait_text(&second, "#messages", "welcome bob").await;
+    screenshot(&second, "group").await;
 
     // A direct message from alice to bob's client id lands in bob's inbox.
-    browser
-        .switch_to_window(alice_window.clone())
-        .await
-        .expect("switch");
     go(&browser, &base, "#/direct").await;
     type_into(&browser, "#direct-to", &bob_id).await;
     send(&browser, "a word in private").await;
     wait_text(&browser, "#direct-result", "delivered").await;
-    browser
-        .switch_to_window(bob_window.clone())
-        .await
-        .expect("switch");
-    wait_text(&browser, "#unread", "1").await;
-    go(&browser, &base, "#/direct").await;
-    wait_text(&browser, "#inbox", "a word in private").await;
-    screenshot(&browser, "direct").await;
+    wait_text(&second, "#unread", "1").await;
+    go(&second, &base, "#/direct").await;
+    wait_text(&second, "#inbox", "a word in private").await;
+    screenshot(&second, "direct").await;
 
     // A user whose role does not allow publishing sees the denial, with its code.
-    log_out(&browser).await;
-    log_in(&browser, &base, "eve").await;
-    go(&browser, &base, "#/channel/news").await;
-    wait_text(&browser, "#messages", "hello from the browser").await;
-    send(&browser, "may I?").await;
-    wait_text(&browser, "#error", "FORBIDDEN").await;
-    screenshot(&browser, "denied").await;
+    log_out(&second).await;
+    log_in(&second, &base, "eve").await;
+    go(&second, &base, "#/channel/news").await;
+    wait_text(&second, "#messages", "hello from the browser").await;
+    send(&second, "may I?").await;
+    wait_text(&second, "#error", "FORBIDDEN").await;
+    screenshot(&second, "denied").await;
 
     // On a phone-width screen.
-    browser.set_window_size(390, 800).await.expect("resize");
-    go(&browser, &base, "#/channel/news").await;
-    wait_text(&browser, "#messages", "hello from the browser").await;
-    screenshot(&browser, "phone").await;
-    browser.close_window().await.expect("close bob's window");
-    browser
-        .switch_to_window(alice_window)
-        .await
-        .expect("switch");
+    second.set_window_size(390, 800).await.expect("resize");
+    go(&second, &base, "#/channels").await;
+    go(&second, &base, "#/channel/news").await;
+    wait_text(&second, "#messages", "hello from the browser").await;
+    screenshot(&second, "phone").await;
+    second.close().await.expect("the second browser closes");
 
     // The admin's page: live charts, clients, and stop.
     log_out(&browser).await;
