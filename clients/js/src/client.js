@@ -115,6 +115,8 @@ export class Client {
   #sendChain = Promise.resolve();
   #prefaceRead = false;
   #draining = false;
+  /** Settles when the frames received so far have been read. */
+  #drained = Promise.resolve();
   #lastSent = 0;
   #lastReceived = 0;
   #heartbeat = null;
@@ -173,7 +175,9 @@ export class Client {
     ws.onmessage = (event) => this.#receive(event.data);
     ws.onclose = (event) => {
       const reason = event.reason ? `: ${event.reason}` : '';
-      this.#shutdown(SwitchboardError.closed(`the connection closed (${event.code}${reason})`));
+      const error = SwitchboardError.closed(`the connection closed (${event.code}${reason})`);
+      // Frames that arrived before the close are read first: they may say why.
+      this.#drained.then(() => this.#shutdown(error));
     };
     ws.onerror = () => {
       // A close event follows with what there is to say.
@@ -671,7 +675,7 @@ export class Client {
   #receive(data) {
     this.#lastReceived = Date.now();
     this.#reader.push(new Uint8Array(data));
-    if (!this.#draining) this.#drain();
+    if (!this.#draining) this.#drained = this.#drain();
   }
 
   async #drain() {
@@ -696,6 +700,10 @@ export class Client {
           throw new FramingError('BAD_MAC', 4, this.#macKey ? 'the server sent a frame without an HMAC tag' : 'the server tags its frames: an HMAC key is needed');
         }
         if (this.#macKey !== undefined && !(await verifyTag(frame, this.#macKey))) {
+          // A server with another key refuses the session with an ERROR this key cannot
+          // verify: its code is still worth showing.
+          const packet = this.session === null ? decodePacket(frame) : null;
+          if (packet?.type === 'ERROR') throw SwitchboardError.fromPacket(packet);
           throw new FramingError('BAD_MAC', 4, 'a frame from the server has a wrong HMAC tag');
         }
         this.#handle(decodePacket(frame));
