@@ -86,7 +86,7 @@ export class Subscription {
   }
 
   /** @internal */
-  get queue() {
+  get _queue() {
     return this.#queue;
   }
 
@@ -264,7 +264,7 @@ export class Client {
         if (remaining === 0) settle.resolve();
       } else if (packet.type === 'MESSAGE') {
         const { message, ready } = this.#receiveMessage(packet, onProgress);
-        subscription.queue.push(message, ready);
+        subscription._queue.push(message, ready);
         if (--remaining <= 0) settle.resolve();
       } else {
         settle.reject(unexpected(packet));
@@ -850,7 +850,7 @@ export class Client {
     const progress = [...matching].map((subscription) => subscription.onProgress).filter(Boolean);
     const onProgress = progress.length ? (...args) => progress.forEach((report) => report(...args)) : undefined;
     const { message, ready } = this.#receiveMessage(packet, onProgress);
-    for (const subscription of matching) subscription.queue.push(message, ready);
+    for (const subscription of matching) subscription._queue.push(message, ready);
   }
 
   #event(packet) {
@@ -873,9 +873,9 @@ export class Client {
         const { subscription } = route;
         const stillRouted = [...this.#routes.values()].some((other) => other.subscription === subscription);
         if (packet.kind === EVENT.SUBSCRIPTION_REVOKED) {
-          subscription.queue.end(new SwitchboardError('FORBIDDEN', 106, `the subscription to ${packet.channel ?? route.pattern.source} was revoked`));
+          subscription._queue.end(new SwitchboardError('FORBIDDEN', 106, `the subscription to ${packet.channel ?? route.pattern.source} was revoked`));
         } else if (!stillRouted) {
-          subscription.queue.end();
+          subscription._queue.end();
         }
         return;
       }
@@ -886,7 +886,7 @@ export class Client {
           if (route.pattern.source === packet.channel) ended.add(route.subscription);
         }
         for (const subscription of ended) {
-          subscription.queue.end(new SwitchboardError('NOT_FOUND', 101, `channel ${packet.channel} was deleted`));
+          subscription._queue.end(new SwitchboardError('NOT_FOUND', 101, `channel ${packet.channel} was deleted`));
           subscription.close().catch(() => {});
         }
         return;
@@ -923,7 +923,7 @@ export class Client {
     for (const stream of this.#inbound.values()) stream.reject(error);
     this.#inbound.clear();
     const feedError = this.#userClosed ? null : error;
-    for (const { subscription } of this.#routes.values()) subscription.queue.end(feedError);
+    for (const { subscription } of this.#routes.values()) subscription._queue.end(feedError);
     this.#routes.clear();
     for (const feed of [...this.#groupFeeds, ...this.#directFeeds]) feed.end(feedError);
     this.#groupFeeds.clear();
