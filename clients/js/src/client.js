@@ -86,7 +86,7 @@ export class Subscription {
   }
 
   /** @internal */
-  get queue() {
+  get _queue() {
     return this.#queue;
   }
 
@@ -115,6 +115,8 @@ export class Client {
   #sendChain = Promise.resolve();
   #prefaceRead = false;
   #draining = false;
+  /** Settles when the frames received so far have been read. */
+  #drained = Promise.resolve();
   #lastSent = 0;
   #lastReceived = 0;
   #heartbeat = null;
@@ -173,7 +175,9 @@ export class Client {
     ws.onmessage = (event) => this.#receive(event.data);
     ws.onclose = (event) => {
       const reason = event.reason ? `: ${event.reason}` : '';
-      this.#shutdown(SwitchboardError.closed(`the connection closed (${event.code}${reason})`));
+      const error = SwitchboardError.closed(`the connection closed (${event.code}${reason})`);
+      // Frames that arrived before the close are read first: they may say why.
+      this.#drained.then(() => this.#shutdown(error));
     };
     ws.onerror = () => {
       // A close event follows with what there is to say.
@@ -260,7 +264,7 @@ export class Client {
         if (remaining === 0) settle.resolve();
       } else if (packet.type === 'MESSAGE') {
         const { message, ready } = this.#receiveMessage(packet, onProgress);
-        subscription.queue.push(message, ready);
+        subscription._queue.push(message, ready);
         if (--remaining <= 0) settle.resolve();
       } else {
         settle.reject(unexpected(packet));
@@ -671,7 +675,7 @@ export class Client {
   #receive(data) {
     this.#lastReceived = Date.now();
     this.#reader.push(new Uint8Array(data));
-    if (!this.#draining) this.#drain();
+    if (!this.#draining) this.#drained = this.#drain();
   }
 
   async #drain() {
@@ -696,6 +700,10 @@ export class Client {
           throw new FramingError('BAD_MAC', 4, this.#macKey ? 'the server sent a frame without an HMAC tag' : 'the server tags its frames: an HMAC key is needed');
         }
         if (this.#macKey !== undefined && !(await verifyTag(frame, this.#macKey))) {
+          // A server with another key refuses the session with an ERROR this key cannot
+          // verify: its code is still worth showing.
+          const packet = this.session === null ? decodePacket(frame) : null;
+          if (packet?.type === 'ERROR') throw SwitchboardError.fromPacket(packet);
           throw new FramingError('BAD_MAC', 4, 'a frame from the server has a wrong HMAC tag');
         }
         this.#handle(decodePacket(frame));
@@ -842,7 +850,7 @@ export class Client {
     const progress = [...matching].map((subscription) => subscription.onProgress).filter(Boolean);
     const onProgress = progress.length ? (...args) => progress.forEach((report) => report(...args)) : undefined;
     const { message, ready } = this.#receiveMessage(packet, onProgress);
-    for (const subscription of matching) subscription.queue.push(message, ready);
+    for (const subscription of matching) subscription._queue.push(message, ready);
   }
 
   #event(packet) {
@@ -865,9 +873,9 @@ export class Client {
         const { subscription } = route;
         const stillRouted = [...this.#routes.values()].some((other) => other.subscription === subscription);
         if (packet.kind === EVENT.SUBSCRIPTION_REVOKED) {
-          subscription.queue.end(new SwitchboardError('FORBIDDEN', 106, `the subscription to ${packet.channel ?? route.pattern.source} was revoked`));
+          subscription._queue.end(new SwitchboardError('FORBIDDEN', 106, `the subscription to ${packet.channel ?? route.pattern.source} was revoked`));
         } else if (!stillRouted) {
-          subscription.queue.end();
+          subscription._queue.end();
         }
         return;
       }
@@ -878,7 +886,7 @@ export class Client {
           if (route.pattern.source === packet.channel) ended.add(route.subscription);
         }
         for (const subscription of ended) {
-          subscription.queue.end(new SwitchboardError('NOT_FOUND', 101, `channel ${packet.channel} was deleted`));
+          subscription._queue.end(new SwitchboardError('NOT_FOUND', 101, `channel ${packet.channel} was deleted`));
           subscription.close().catch(() => {});
         }
         return;
@@ -915,7 +923,7 @@ export class Client {
     for (const stream of this.#inbound.values()) stream.reject(error);
     this.#inbound.clear();
     const feedError = this.#userClosed ? null : error;
-    for (const { subscription } of this.#routes.values()) subscription.queue.end(feedError);
+    for (const { subscription } of this.#routes.values()) subscription._queue.end(feedError);
     this.#routes.clear();
     for (const feed of [...this.#groupFeeds, ...this.#directFeeds]) feed.end(feedError);
     this.#groupFeeds.clear();

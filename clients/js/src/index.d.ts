@@ -74,6 +74,7 @@ export interface PublishAck {
   channel: string;
   seq: number;
   id: string;
+  /** The time in the message id (UUID v7): milliseconds precision, in µs. */
   timestampUs: number;
 }
 
@@ -96,6 +97,8 @@ export class Subscription implements AsyncIterable<Message> {
   readonly patterns: string[];
   /** How many replayed messages came first. */
   readonly replayCount: number;
+  /** Called as a streamed body arrives: (bytesReceived, total, message). */
+  onProgress?: (bytesReceived: number, total: number, message: Message) => void;
   /** Ends the subscription (unsubscribes); a pending iteration ends. */
   close(): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterator<Message>;
@@ -141,23 +144,31 @@ export interface GroupInfo {
 }
 
 export interface GroupMember {
+  /** The member's user name (membership is by name). */
   name: string;
+  /** The same as name. */
   user: string;
   online: boolean;
 }
 
 export interface GroupFeedItem {
   group: string;
+  /** 'deleted': the group was deleted, and with it the membership. */
   kind: 'message' | 'join' | 'leave' | 'deleted';
+  /** With kind 'message'. */
   message?: Message;
+  /** With kinds 'join' and 'leave'. */
   member?: string;
+  /** With events: when it happened, µs. */
   timestampUs?: number;
 }
 
 export interface ClientInfo {
   clientId: bigint;
+  /** The session's name (a logged-in session's is its user's). */
   name: string;
-  user: string;
+  /** Not told by the protocol's client list: null. */
+  user: string | null;
   connectedSinceUs: number;
 }
 
@@ -190,6 +201,7 @@ export interface Stat {
 /** An async iterable of pushes; close() ends it. */
 export interface Feed<T> extends AsyncIterable<T> {
   close(): void;
+  next(): Promise<IteratorResult<T>>;
 }
 
 export class Client {

@@ -44,8 +44,9 @@ export async function startServer({ args = [], env = {}, config } = {}) {
     const found = {};
     const look = (chunk) => {
       output += chunk;
-      const http = /switchboard listening on http:\/\/(\S+)/.exec(output);
-      const tcp = /switchboard listening on (\d[\d.]*:\d+)/.exec(output);
+      // Whole lines only: an address may arrive in two pieces.
+      const http = /switchboard listening on http:\/\/(\S+)\r?\n/.exec(output);
+      const tcp = /switchboard listening on (\d[\d.]*:\d+)\r?\n/.exec(output);
       if (http) found.http = http[1];
       if (tcp) found.tcp = tcp[1];
       if (found.http && found.tcp) resolveAddresses(found);
