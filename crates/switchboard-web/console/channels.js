@@ -53,7 +53,7 @@ export async function channelPage(view, name) {
   const { form } = composer({
     maxChars,
     label: `Message to ${name}`,
-    send: (body, contentType) => client.publish(name, body, contentType ? { contentType } : {}),
+    send: (body, contentType, onProgress) => client.publish(name, body, { contentType, onProgress }),
   });
   const count = el('span', { id: 'message-count' });
   let total = info?.messages ?? 0;

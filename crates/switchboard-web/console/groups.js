@@ -2,7 +2,7 @@
 // is online) and its conversation, live from the session's group feed.
 
 import { app, onLeave } from './app.js';
-import { el, page, attempt, renderMessage, composer, showError } from './ui.js';
+import { el, page, attempt, renderMessage, composer, showError, localError } from './ui.js';
 
 export async function groupsPage(view) {
   const table = el('table', { class: 'listing', id: 'group-list' });
@@ -105,7 +105,7 @@ export async function groupPage(view, name) {
   } }, 'Leave');
   const { form } = composer({
     label: `Message to ${name}`,
-    send: (body, contentType) => client.post(name, body, contentType ? { contentType } : {}),
+    send: (body, contentType, onProgress) => client.post(name, body, { contentType, onProgress }),
   });
   page(view, name,
     el('div', { class: 'group-layout' },
@@ -115,7 +115,10 @@ export async function groupPage(view, name) {
   const listener = (item) => {
     if (item.group !== name) return;
     if (item.kind === 'message' && item.message) add(item.message);
-    else showMembers();
+    else if (item.kind === 'deleted') {
+      location.hash = '#/groups';
+      showError(localError('NOT_FOUND', `the group ${name} was deleted`));
+    } else showMembers();
   };
   app.groupListeners.add(listener);
   onLeave(() => app.groupListeners.delete(listener));

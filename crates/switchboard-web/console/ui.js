@@ -137,8 +137,9 @@ export function composer({ maxChars = null, send, label = 'Message', fileInput =
   const counter = el('span', { class: 'counter', 'aria-live': 'polite' });
   const file = fileInput ? el('input', { type: 'file', 'aria-label': 'Attach a file' }) : null;
   const button = el('button', { type: 'submit' }, 'Send');
+  const progress = el('progress', { max: 1, value: 0, hidden: true, 'aria-label': 'Upload progress' });
   const form = el('form', { class: 'composer' }, area,
-    el('div', { class: 'composer-bar' }, counter, file, button));
+    el('div', { class: 'composer-bar' }, counter, file, progress, button));
 
   const update = () => {
     const count = charCount(area.value);
@@ -157,10 +158,19 @@ export function composer({ maxChars = null, send, label = 'Message', fileInput =
     event.preventDefault();
     const picked = file?.files?.[0];
     if (picked) {
+      progress.hidden = false;
+      progress.value = 0;
+      button.disabled = true;
+      const onProgress = (done, total) => {
+        progress.max = total || 1;
+        progress.value = done;
+      };
       const sent = await attempt(async () => {
-        await send(picked, picked.type || 'application/octet-stream');
+        await send(picked, picked.type || 'application/octet-stream', onProgress);
         return true;
       });
+      button.disabled = false;
+      progress.hidden = true;
       if (sent) {
         file.value = '';
         clearError();
