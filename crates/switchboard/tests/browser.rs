@@ -203,15 +203,31 @@ async fn go(browser: &Client, base: &str, route: &str) {
         .expect("navigate");
 }
 
+/// Logs in with the keyboard only: the user field has focus, Tab moves to the password,
+/// Enter submits.
 async fn log_in(browser: &Client, base: &str, user: &str) {
     go(browser, base, "").await;
-    type_into(browser, "#login-user", user).await;
-    type_into(browser, "#login-password", PASSWORD).await;
-    find(browser, "#login-submit")
+    find(browser, "#login-form").await;
+    let focused = browser.active_element().await.expect("a focused element");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("login-user"),
+        "the login page starts at the user field"
+    );
+    focused
+        .send_keys(&format!("{user}{}", char::from(Key::Tab)))
         .await
-        .click()
+        .expect("type");
+    let focused = browser.active_element().await.expect("a focused element");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("login-password"),
+        "Tab goes from the user to the password"
+    );
+    focused
+        .send_keys(&format!("{PASSWORD}{}", char::from(Key::Enter)))
         .await
-        .expect("log in");
+        .expect("type");
     wait_text(browser, "#who-name", user).await;
 }
 
@@ -388,7 +404,9 @@ async fn the_console_in_a_browser() {
     wait_text(&browser, "h1", "short").await;
     wait_text(&browser, ".counter", "0 / 150").await;
     send(&browser, &"x".repeat(151)).await;
+    // Refused by the page itself: nothing reached the server.
     wait_text(&browser, "#error", "TOO_LONG").await;
+    wait_text(&browser, "#error", "Nothing was sent").await;
     wait_text(&browser, ".counter.over", "151 / 150").await;
     screenshot(&browser, "too-long").await;
     let history = cli(&server, "root")
@@ -478,6 +496,12 @@ async fn the_console_in_a_browser() {
     }
     wait_text(&browser, "#counters", "messages_published").await;
     screenshot(&browser, "admin").await;
+    find(&browser, "#reload-server")
+        .await
+        .click()
+        .await
+        .expect("reload");
+    wait_text(&browser, "#admin-status", "reloaded").await;
     find(&browser, "#stop-server")
         .await
         .click()
