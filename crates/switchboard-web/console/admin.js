@@ -13,14 +13,14 @@ function svg(tag, attributes = {}) {
   return node;
 }
 
-/** A line chart of the last POINTS values, drawn as an SVG polyline. */
+/** A bar chart of the last POINTS values (one a second, newest on the right), in SVG. */
 function chart(title, unit) {
   const width = 300;
   const height = 100;
-  const line = svg('polyline', { fill: 'none', class: 'line', 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke' });
-  const grid = svg('line', { x1: 0, y1: height, x2: width, y2: height, class: 'axis' });
+  const bars = svg('g', { class: 'bars' });
+  const axis = svg('line', { x1: 0, y1: height, x2: width, y2: height, class: 'axis' });
   const drawing = svg('svg', { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': title });
-  drawing.append(grid, line);
+  drawing.append(axis, bars);
   const now = el('span', { class: 'now' }, '–');
   const peak = el('span', { class: 'peak' });
   const figure = el('figure', { class: 'chart' },
@@ -32,11 +32,17 @@ function chart(title, unit) {
       values.push(value);
       if (values.length > POINTS) values.shift();
       const max = Math.max(1, ...values);
-      const step = width / (POINTS - 1);
+      const step = width / POINTS;
       const offset = POINTS - values.length;
-      line.setAttribute('points', values
-        .map((v, i) => `${((offset + i) * step).toFixed(1)},${(height - (v / max) * (height - 4)).toFixed(1)}`)
-        .join(' '));
+      bars.replaceChildren(...values.map((v, i) => {
+        const barHeight = Math.max(v > 0 ? 2 : 0, (v / max) * (height - 4));
+        return svg('rect', {
+          x: ((offset + i) * step + 0.5).toFixed(1),
+          y: (height - barHeight).toFixed(1),
+          width: (step - 1).toFixed(1),
+          height: barHeight.toFixed(1),
+        });
+      }));
       now.textContent = Number.isInteger(value) ? String(value) : value.toFixed(1);
       peak.textContent = `(peak ${max})`;
     },

@@ -479,6 +479,16 @@ async fn the_console_in_a_browser() {
     go(&second, &base, "#/channel/news").await;
     wait_text(&second, "#messages", "hello from the browser").await;
     screenshot(&second, "phone").await;
+
+    // Anonymously, where the server gives such sessions a role.
+    log_out(&second).await;
+    type_into(&second, "#login-name", "visitor").await;
+    find(&second, "#anonymous-form button")
+        .await
+        .click()
+        .await
+        .expect("connect anonymously");
+    wait_text(&second, "#who-name", "visitor (anonymous)").await;
     second.close().await.expect("the second browser closes");
 
     // The admin's page: live charts, clients, and stop.
