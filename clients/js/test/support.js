@@ -70,6 +70,9 @@ export async function startServer({ args = [], env = {}, config } = {}) {
     dir,
     exited,
     output: () => output,
+    /** Sends the server process a signal ('SIGSTOP', 'SIGCONT', 'SIGKILL'...). */
+    signal: (name) => child.kill(name),
+    pid: child.pid,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);

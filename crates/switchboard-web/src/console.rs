@@ -51,6 +51,7 @@ const CLIENT: &[Asset] = assets!("../../../clients/js/src/":
     "message.js",
     "packets.js",
     "queue.js",
+    "sha256.js",
     "subject.js",
 );
 
