@@ -1,0 +1,12 @@
+/**
+ * The Switchboard client for browsers and Node: the protocol over WebSocket.
+ *
+ *     import { Client } from './index.js';
+ *     const client = await Client.connect('ws://127.0.0.1:7480/ws', { name: 'alice' });
+ *
+ * @module
+ */
+
+export { Client, Subscription } from './client.js';
+export { ErrorCode, SwitchboardError } from './errors.js';
+export { crc32c } from './crc32c.js';
