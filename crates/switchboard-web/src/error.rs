@@ -73,7 +73,13 @@ impl From<ClientError> for ApiError {
             ErrorKind::Timeout => ErrorCode::ServerBusy,
             _ => ErrorCode::Internal,
         });
+        // The server's own words, without the client's "server error CODE: " before them
+        // (the code is a field of its own here).
         let message = error.to_string();
+        let message = message
+            .strip_prefix(&format!("server error {code}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
         let retry_after = (code == ErrorCode::RateLimited)
             .then(|| retry_after_seconds(&message))
             .flatten();
