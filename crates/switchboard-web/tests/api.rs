@@ -328,11 +328,16 @@ async fn stats_answer_and_an_admin_stops_the_server() {
 }
 
 #[tokio::test]
-async fn unknown_paths_are_json_404s() {
+async fn unknown_paths_and_methods_are_json_errors() {
     let (server, web) = hub_with_web(|_| {}).await;
     let reply = get(web.local_addr(), "/api/v1/no-such-thing").await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.code(), "NOT_FOUND");
     assert_eq!(reply.json()["error"]["number"], 101);
+    let wrong_method = Request::new("PUT", "/api/v1/channels")
+        .send(web.local_addr())
+        .await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.code(), "INVALID_ARGUMENT");
     server.shutdown().await;
 }

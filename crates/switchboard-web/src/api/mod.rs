@@ -49,7 +49,17 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(admin::routes())
         .merge(events::routes())
         .merge(openapi::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+}
+
+/// A known path asked with a method it does not take: a JSON 405.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidArgument,
+        format!("{} does not take {method}", uri.path()),
+    )
+    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// Every path not routed: a JSON 404 in the API's error format.
