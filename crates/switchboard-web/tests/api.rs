@@ -59,6 +59,19 @@ async fn a_published_body_reads_back_as_json_raw_by_id_and_in_history() {
         .json();
     assert_eq!(newest[0]["body"], "three");
 
+    let with_header = Request::new("POST", "/api/v1/channels/traced/messages")
+        .header("Switchboard-Header-Trace", "abc-123")
+        .body("traced")
+        .send(addr)
+        .await;
+    assert_eq!(with_header.status, 201, "{}", with_header.text());
+    let traced = get(addr, "/api/v1/channels/traced/messages/latest")
+        .await
+        .json();
+    assert_eq!(traced["headers"], json!([["trace", "abc-123"]]));
+    let traced = get(addr, "/api/v1/channels/traced/messages/latest?raw").await;
+    assert_eq!(traced.header("switchboard-header-trace"), Some("abc-123"));
+
     let tagged = get(addr, "/api/v1/tags/rust/messages").await.json();
     assert_eq!(tagged[0]["body"], "one #rust");
 

@@ -55,12 +55,18 @@ pub(super) async fn send<'a>(
     to: impl FnOnce(Payload) -> PublishBuilder<'a>,
 ) -> Result<PublishAck, ApiError> {
     let content_type = content_type(headers);
+    let with_headers = |mut builder: PublishBuilder<'a>| {
+        for (name, value) in message_headers(headers) {
+            builder = builder.header(name, value);
+        }
+        builder
+    };
     let ack = match upload(headers, body, client.session().limits).await? {
         Upload::Buffered(bytes) => {
-            to(Payload::with_content_type(content_type.as_str(), bytes)).await?
+            with_headers(to(Payload::with_content_type(content_type.as_str(), bytes))).await?
         }
         Upload::Streamed { reader, len } => {
-            to(Payload::default())
+            with_headers(to(Payload::default()))
                 .content_type(content_type.as_str())
                 .stream_from(reader, len)
                 .await?
@@ -68,6 +74,21 @@ pub(super) async fn send<'a>(
     };
     Ok(ack)
 }
+
+/// Request headers that become the message's own: `Switchboard-Header-NAME: VALUE` gives
+/// the header NAME (lower case, as HTTP header names are case-insensitive).
+fn message_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix(HEADER_PREFIX)?;
+            Some((name.to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The prefix of the HTTP headers that carry a message's headers, both ways.
+const HEADER_PREFIX: &str = "switchboard-header-";
 
 async fn history(
     Session(client): Session,
@@ -132,6 +153,12 @@ fn raw(message: ReceivedMessage) -> Response {
     put("switchboard-id", message.id().to_string());
     put("switchboard-time-us", message.time_us().to_string());
     put("content-type", message.content_type().to_owned());
+    for (name, value) in message.headers() {
+        let name = HeaderName::try_from(format!("{HEADER_PREFIX}{name}"));
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(value)) {
+            headers.append(name, value);
+        }
+    }
     headers.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(message.body_len()),
