@@ -19,6 +19,8 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     /// Seconds to wait before trying again (sent as Retry-After).
     pub(crate) retry_after: Option<u64>,
+    /// A status other than the code's own (411 for a body that needs its length).
+    pub(crate) status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -27,12 +29,19 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            status: None,
         }
+    }
+
+    /// The same error answered with `status`.
+    pub(crate) fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = Some(status);
+        self
     }
 
     /// The HTTP status that says what the code says.
     pub(crate) fn status(&self) -> StatusCode {
-        status_of(self.code)
+        self.status.unwrap_or_else(|| status_of(self.code))
     }
 }
 
@@ -64,12 +73,49 @@ impl From<ClientError> for ApiError {
             ErrorKind::Timeout => ErrorCode::ServerBusy,
             _ => ErrorCode::Internal,
         });
-        ApiError::new(code, error.to_string())
+        // The server's own words, without the client's "server error CODE: " before them
+        // (the code is a field of its own here).
+        let message = error.to_string();
+        let message = message
+            .strip_prefix(&format!("server error {code}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
+        let retry_after = (code == ErrorCode::RateLimited)
+            .then(|| retry_after_seconds(&message))
+            .flatten();
+        ApiError {
+            retry_after,
+            ..ApiError::new(code, message)
+        }
     }
 }
 
+/// The wait a RATE_LIMITED refusal names, in whole seconds rounded up (at least 1).
+///
+/// The server ends every such message with "retry in N ms" (one function writes them
+/// all); without it, no Retry-After is sent rather than a guess.
+fn retry_after_seconds(message: &str) -> Option<u64> {
+    let (_, rest) = message.rsplit_once("retry in ")?;
+    let ms: u64 = rest.strip_suffix(" ms")?.trim().parse().ok()?;
+    Some(ms.div_ceil(1000).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_seconds;
+
+    #[test]
+    fn the_wait_of_a_rate_limit_rounds_up_to_seconds() {
+        let message = "publish rate of 1 per second (burst 1) reached; retry in 120 ms";
+        assert_eq!(retry_after_seconds(message), Some(1));
+        assert_eq!(retry_after_seconds("...; retry in 2001 ms"), Some(3));
+        assert_eq!(retry_after_seconds("slow down"), None);
+    }
+}
+
+/// The JSON body of an error.
 #[derive(Serialize)]
-struct Body<'a> {
+pub(crate) struct Body<'a> {
     error: Detail<'a>,
 }
 
@@ -80,16 +126,22 @@ struct Detail<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Body {
+impl ApiError {
+    /// What the error says as JSON (also the data of an event stream's `error` event).
+    pub(crate) fn body(&self) -> Body<'_> {
+        Body {
             error: Detail {
                 code: self.code.to_string(),
                 number: self.code.as_u16(),
                 message: &self.message,
             },
-        };
-        let mut response = (self.status(), Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use parking_lot::Mutex;
@@ -55,6 +56,20 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// The credentials of a request: its `Authorization` header, or else an
+    /// `access_token` query parameter (a bearer token or JWT, for browsers' EventSource,
+    /// which cannot send headers).
+    pub(crate) fn from_parts(parts: &Parts) -> Result<Credentials, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Credentials::from_headers(&parts.headers);
+        }
+        let query = parts.uri.query().unwrap_or("");
+        let token = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "access_token")
+            .map(|(_, token)| token.into_owned());
+        Ok(token.map_or(Credentials::Anonymous, Credentials::Bearer))
+    }
+
     /// The credentials of a request's `Authorization` header.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Credentials, ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -217,6 +232,17 @@ impl Gateway {
         {
             sessions.remove(key);
         }
+    }
+
+    /// A session of its own for a long-lived request (an event stream), not shared with
+    /// the client's other requests, whose replies its backpressure would hold up. It
+    /// closes when the last handle on it is dropped.
+    pub(crate) async fn dedicated_session(
+        &self,
+        credentials: &Credentials,
+        addr: SocketAddr,
+    ) -> Result<Client, ApiError> {
+        self.open(credentials, addr).await
     }
 
     /// Opens a session in process and logs in.
