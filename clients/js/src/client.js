@@ -25,10 +25,12 @@ import {
   verifyTag,
 } from './frame.js';
 import { importHmacKey, sha256 } from './hmac.js';
+import { InboundStreams } from './inbound.js';
 import { DirectMessage, Message, channelInfo, publishAck, relayStatus, slowConsumerValue } from './message.js';
 import { decodePacket, encodePacket } from './packets.js';
 import { AsyncQueue } from './queue.js';
 import { Pattern, messageHashtags } from './subject.js';
+import { Subscription } from './subscription.js';
 
 const SOFTWARE = 'switchboard-js/0.1.0';
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
@@ -67,42 +69,6 @@ function normalizeHeaders(headers) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A live subscription: an async iterable of messages. */
-export class Subscription {
-  #client;
-  #queue;
-  #closed = false;
-
-  constructor(client, patterns) {
-    this.#client = client;
-    this.patterns = patterns;
-    /** The server's subscription ids. */
-    this.ids = [];
-    /** How many replayed messages come first. */
-    this.replayCount = 0;
-    this.#queue = new AsyncQueue(() => this.close());
-    /** Called as a streamed body arrives: (bytesReceived, total, message). */
-    this.onProgress = undefined;
-  }
-
-  /** @internal */
-  get _queue() {
-    return this.#queue;
-  }
-
-  /** Unsubscribes and ends the iteration (after the messages already received). */
-  async close() {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#queue.end();
-    await this.#client._unsubscribe(this);
-  }
-
-  [Symbol.asyncIterator]() {
-    return this.#queue[Symbol.asyncIterator]();
-  }
-}
-
 export class Client {
   #ws;
   #reader;
@@ -124,8 +90,8 @@ export class Client {
   #routes = new Map();
   #groupFeeds = new Set();
   #directFeeds = new Set();
-  /** The server's streamed bodies being received, by stream id. */
-  #inbound = new Map();
+  /** The server's streamed bodies being received. */
+  #inbound = new InboundStreams();
   #ended = null;
   #userClosed = false;
   #endedNormally = false;
@@ -744,10 +710,10 @@ export class Client {
         }
         return;
       case 'CHUNK':
-        this.#receiveChunk(packet);
+        this.#inbound.chunk(packet);
         return;
       case 'STREAM_ABORT':
-        this.#abortInbound(packet.streamId, SwitchboardError.fromPacket(packet));
+        this.#inbound.abort(packet.streamId, SwitchboardError.fromPacket(packet));
         return;
       case 'DIRECT':
         for (const feed of this.#directFeeds) feed.push(new DirectMessage(packet));
@@ -777,54 +743,7 @@ export class Client {
   #receiveMessage(packet, onProgress) {
     const message = new Message(packet);
     if (!(packet.flags & Flag.STREAM)) return { message, ready: null };
-    const ready = new Promise((resolve, reject) => {
-      const stream = { message, total: packet.totalLen ?? 0, pieces: [], received: 0, resolve, reject, onProgress };
-      this.#inbound.set(packet.streamId, stream);
-      this.#addPiece(stream, packet.content ?? new Uint8Array(0));
-    });
-    const settled = ready.catch(() => null);
-    return { message, ready: settled };
-  }
-
-  #addPiece(stream, piece) {
-    if (piece.length === 0) return;
-    stream.pieces.push(piece);
-    stream.received += piece.length;
-    stream.onProgress?.(stream.received, stream.total, stream.message);
-  }
-
-  #receiveChunk(packet) {
-    const stream = this.#inbound.get(packet.streamId);
-    if (!stream) return;
-    this.#addPiece(stream, packet.content);
-    if (!(packet.flags & Flag.LAST)) return;
-    this.#inbound.delete(packet.streamId);
-    const body = new Uint8Array(stream.received);
-    let at = 0;
-    for (const piece of stream.pieces) {
-      body.set(piece, at);
-      at += piece.length;
-    }
-    stream.pieces = null;
-    if (body.length !== stream.total) {
-      stream.reject(new SwitchboardError('STREAM_ABORTED', 110, `a streamed body of ${body.length} bytes, announced ${stream.total}`));
-      return;
-    }
-    sha256(body).then((digest) => {
-      if (!packet.digest || digest.some((byte, i) => byte !== packet.digest[i])) {
-        stream.reject(new SwitchboardError('STREAM_ABORTED', 110, 'a streamed body does not match its digest'));
-        return;
-      }
-      stream.message.body = body;
-      stream.resolve(stream.message);
-    }, stream.reject);
-  }
-
-  #abortInbound(streamId, error) {
-    const stream = this.#inbound.get(streamId);
-    if (!stream) return;
-    this.#inbound.delete(streamId);
-    stream.reject(error);
+    return { message, ready: this.#inbound.open(packet.streamId, message, packet.totalLen ?? 0, packet.content, onProgress) };
   }
 
   /** A live MESSAGE: a channel's to each matching subscription, a group's to the feeds. */
@@ -920,8 +839,7 @@ export class Client {
     this.#ended = error;
     clearInterval(this.#heartbeat);
     for (const entry of [...this.#pending.values()]) entry.settle.reject(error);
-    for (const stream of this.#inbound.values()) stream.reject(error);
-    this.#inbound.clear();
+    this.#inbound.abortAll(error);
     const feedError = this.#userClosed ? null : error;
     for (const { subscription } of this.#routes.values()) subscription._queue.end(feedError);
     this.#routes.clear();

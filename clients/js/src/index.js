@@ -7,6 +7,7 @@
  * @module
  */
 
-export { Client, Subscription } from './client.js';
+export { Client } from './client.js';
+export { Subscription } from './subscription.js';
 export { ErrorCode, SwitchboardError } from './errors.js';
 export { crc32c } from './crc32c.js';

@@ -37,7 +37,7 @@ test('a request without an answer fails with TIMEOUT, and the session goes on', 
   }
 });
 
-test('a server that goes away ends requests, subscriptions, feeds and closed with CLOSED', { skip: process.platform === 'win32' && 'needs SIGSTOP' }, async () => {
+test('a server that goes away ends requests, subscriptions, feeds and closed with CLOSED', { skip: process.platform !== 'linux' && 'stops the server with SIGSTOP, watched in /proc' }, async () => {
   const server = await startServer();
   try {
     const client = await Client.connect(server.url, { name: 'abandoned' });
@@ -46,6 +46,7 @@ test('a server that goes away ends requests, subscriptions, feeds and closed wit
     const reading = subscription[Symbol.asyncIterator]().next();
     const feeding = feed[Symbol.asyncIterator]().next();
     server.signal('SIGSTOP');
+    await waitUntilStopped(server);
     const pending = client.stats();
     server.signal('SIGKILL');
     server.signal('SIGCONT');
