@@ -46,6 +46,7 @@ const CLIENT: &[Asset] = assets!("../../../clients/js/src/":
     "fields.js",
     "frame.js",
     "hmac.js",
+    "inbound.js",
     "index.d.ts",
     "index.js",
     "message.js",
@@ -53,6 +54,7 @@ const CLIENT: &[Asset] = assets!("../../../clients/js/src/":
     "queue.js",
     "sha256.js",
     "subject.js",
+    "subscription.js",
 );
 
 pub(crate) fn routes() -> Router<AppState> {
