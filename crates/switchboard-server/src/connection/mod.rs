@@ -63,6 +63,18 @@ impl Peer {
         }
     }
 
+    /// The transport's name, as metrics label connections: "tcp", "tls", "unix",
+    /// "websocket" or "http".
+    #[allow(dead_code)]
+    pub(crate) fn transport(&self) -> &'static str {
+        match self {
+            Peer::Tcp(_) => "tcp",
+            Peer::Unix { .. } => "unix",
+            Peer::Tls { .. } => "tls",
+            Peer::Attached(peer) => peer.transport(),
+        }
+    }
+
     /// The names of the client's verified certificate; empty without TLS or without one.
     pub(crate) fn certificate_names(&self) -> &[String] {
         match self {
