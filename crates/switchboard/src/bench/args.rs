@@ -27,6 +27,15 @@ pub enum BenchMode {
     Idle,
 }
 
+/// How bench connections reach the embedded server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTransport {
+    /// The protocol over TCP.
+    Tcp,
+    /// The protocol over WebSocket, through the web listener.
+    Ws,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to measure (the same as --mode).
@@ -45,6 +54,16 @@ pub struct BenchArgs {
     /// not used).
     #[arg(long)]
     pub embedded: bool,
+    /// With --embedded: how the bench connects, over TCP or over WebSocket (the embedded
+    /// server's web listener, ws://.../ws). Against --server, give a ws:// address.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TRANSPORT",
+        default_value = "tcp",
+        requires = "embedded"
+    )]
+    pub transport: BenchTransport,
     /// Publishing connections [default: 1; channels: 4, one channel each].
     #[arg(long, value_name = "P")]
     pub publishers: Option<usize>,

@@ -85,6 +85,7 @@ pub(super) enum Limit {
 pub(super) struct Settings {
     pub mode: BenchMode,
     pub embedded: bool,
+    pub transport: args::BenchTransport,
     pub publishers: usize,
     pub subscribers: usize,
     pub size: usize,
@@ -134,6 +135,7 @@ impl Settings {
         let settings = Settings {
             mode,
             embedded: args.embedded,
+            transport: args.transport,
             publishers,
             subscribers,
             size,
