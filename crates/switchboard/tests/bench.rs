@@ -121,6 +121,30 @@ fn pubsub_runs_over_websocket_too() {
 }
 
 #[test]
+fn one_run_compares_tcp_and_websocket() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "bench",
+            "--embedded",
+            "pubsub",
+            "--transport",
+            "tcp,ws",
+            "--count",
+            "500",
+            "--size",
+            "1k",
+        ])
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("switchboard runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("over TCP:"), "{text}");
+    assert!(text.contains("ws://"), "{text}");
+    assert!(text.contains("WebSocket / TCP: "), "{text}");
+}
+
+#[test]
 fn pubsub_with_large_bodies_and_a_small_window() {
     let report = bench(&[
         "--mode", "pubsub", "--count", "300", "--size", "64k", "--window", "8",

@@ -36,6 +36,15 @@ pub enum BenchTransport {
     Ws,
 }
 
+impl BenchTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTransport::Tcp => "TCP",
+            BenchTransport::Ws => "WebSocket",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to measure (the same as --mode).
@@ -55,15 +64,17 @@ pub struct BenchArgs {
     #[arg(long)]
     pub embedded: bool,
     /// With --embedded: how the bench connects, over TCP or over WebSocket (the embedded
-    /// server's web listener, ws://.../ws). Against --server, give a ws:// address.
+    /// server's web listener, ws://.../ws); "tcp,ws" runs the bench once over each and
+    /// compares them. Against --server, give a ws:// address instead.
     #[arg(
         long,
         value_enum,
         value_name = "TRANSPORT",
+        value_delimiter = ',',
         default_value = "tcp",
         requires = "embedded"
     )]
-    pub transport: BenchTransport,
+    pub transport: Vec<BenchTransport>,
     /// Publishing connections [default: 1; channels: 4, one channel each].
     #[arg(long, value_name = "P")]
     pub publishers: Option<usize>,
