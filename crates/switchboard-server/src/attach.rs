@@ -110,7 +110,7 @@ impl HubHandle {
             .addresses()
             .admit(addr.ip(), &limits, self.hub.now_ns())
         {
-            Ok(slot) => Ok(ConnectionSlot(slot)),
+            Ok(slot) => Ok(ConnectionSlot { _held: slot }),
             Err(refusal) => {
                 let (code, message) =
                     crate::server::count_address_refusal(&self.hub, addr, refusal);
@@ -152,7 +152,9 @@ impl HubHandle {
 
 /// A connection's place in its address's limits, held until it is dropped.
 #[derive(Debug)]
-pub struct ConnectionSlot(#[allow(dead_code)] AddressSlot);
+pub struct ConnectionSlot {
+    _held: AddressSlot,
+}
 
 /// Why [`HubHandle::admit`] refused a connection.
 #[derive(Debug, Clone)]

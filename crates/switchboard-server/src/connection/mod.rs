@@ -65,7 +65,7 @@ impl Peer {
 
     /// The transport's name, as metrics label connections: "tcp", "tls", "unix",
     /// "websocket" or "http".
-    #[allow(dead_code)]
+    #[allow(dead_code)] // Read by the connection metrics.
     pub(crate) fn transport(&self) -> &'static str {
         match self {
             Peer::Tcp(_) => "tcp",
