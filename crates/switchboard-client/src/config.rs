@@ -442,6 +442,22 @@ impl ClientConfig {
             (ServerAddress::Tls(host_port, _), Some(options)) => {
                 Ok(ServerAddress::Tls(host_port, options.clone()))
             }
+            (
+                ServerAddress::WebSocket {
+                    url,
+                    host_port,
+                    tls: Some(_),
+                },
+                Some(options),
+            ) => Ok(ServerAddress::WebSocket {
+                url,
+                host_port,
+                tls: Some(options.clone()),
+            }),
+            (ServerAddress::WebSocket { .. }, Some(_)) => Err(ErrorDetail::InvalidAddress(
+                format!("{} (TLS over WebSocket is wss://)", self.server),
+            )
+            .into()),
             (ServerAddress::Unix(_), Some(_)) => Err(ErrorDetail::InvalidAddress(format!(
                 "{} (TLS is for TCP addresses)",
                 self.server
@@ -503,6 +519,13 @@ pub(crate) enum ServerAddress {
     Unix(PathBuf),
     /// `tls://HOST:PORT` (or `HOST:PORT` with TLS options), with the options in force.
     Tls(String, TlsOptions),
+    /// `ws://HOST:PORT/PATH` or `wss://...`: the URL, its `HOST:PORT`, and for wss the
+    /// TLS options in force.
+    WebSocket {
+        url: String,
+        host_port: String,
+        tls: Option<TlsOptions>,
+    },
 }
 
 impl ServerAddress {
@@ -512,6 +535,31 @@ impl ServerAddress {
                 return Err(ErrorDetail::InvalidAddress(server.to_owned()).into());
             }
             return Ok(ServerAddress::Unix(PathBuf::from(path)));
+        }
+        if let Some((secure, rest)) = server
+            .strip_prefix("ws://")
+            .map(|rest| (false, rest))
+            .or_else(|| server.strip_prefix("wss://").map(|rest| (true, rest)))
+        {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            let default_port = if secure { 443 } else { 80 };
+            let host_port = match authority.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    authority.to_owned()
+                }
+                // A bracketed IPv6 address without a port, or a name.
+                _ if !authority.is_empty()
+                    && (authority.ends_with(']') || !authority.contains(':')) =>
+                {
+                    format!("{authority}:{default_port}")
+                }
+                _ => return Err(ErrorDetail::InvalidAddress(server.to_owned()).into()),
+            };
+            return Ok(ServerAddress::WebSocket {
+                url: server.to_owned(),
+                host_port,
+                tls: secure.then(TlsOptions::new),
+            });
         }
         let (tls, host_port) = match server.strip_prefix("tls://") {
             Some(host_port) => (true, host_port),
@@ -554,7 +602,26 @@ mod tests {
                 TlsOptions::new()
             ))
         );
+        assert_eq!(
+            ServerAddress::parse("ws://127.0.0.1:7480/ws").ok(),
+            Some(ServerAddress::WebSocket {
+                url: "ws://127.0.0.1:7480/ws".into(),
+                host_port: "127.0.0.1:7480".into(),
+                tls: None,
+            })
+        );
+        assert_eq!(
+            ServerAddress::parse("wss://hub.example.com/ws").ok(),
+            Some(ServerAddress::WebSocket {
+                url: "wss://hub.example.com/ws".into(),
+                host_port: "hub.example.com:443".into(),
+                tls: Some(TlsOptions::new()),
+            })
+        );
         for bad in [
+            "ws://",
+            "wss:///ws",
+            "ws://host:port/ws",
             "localhost",
             "unix:",
             ":7420",

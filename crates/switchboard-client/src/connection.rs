@@ -113,6 +113,27 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
             let (read, write) = tokio::io::split(stream);
             Ok((Box::new(read), Box::new(write)))
         }
+        ServerAddress::WebSocket {
+            url,
+            host_port,
+            tls,
+        } => {
+            let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
+            stream.set_nodelay(true)?;
+            match tls {
+                None => {
+                    let socket = crate::websocket::connect(url, stream).await?;
+                    let (read, write) = tokio::io::split(socket);
+                    Ok((Box::new(read), Box::new(write)))
+                }
+                Some(options) => {
+                    let stream = crate::tls::connect(stream, host_port, options).await?;
+                    let socket = crate::websocket::connect(url, stream).await?;
+                    let (read, write) = tokio::io::split(socket);
+                    Ok((Box::new(read), Box::new(write)))
+                }
+            }
+        }
         #[cfg(unix)]
         ServerAddress::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path).await?;

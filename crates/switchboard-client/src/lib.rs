@@ -105,6 +105,7 @@ mod shared;
 mod subscription;
 mod tls;
 mod upload;
+mod websocket;
 mod writer;
 
 pub use body::{BODY_BUFFER_BYTES, BodyReader};

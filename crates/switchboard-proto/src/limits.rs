@@ -25,3 +25,18 @@ impl Default for Limits {
         }
     }
 }
+
+/// The most bytes a sender puts in one WebSocket message (see PROTOCOL.md, "WebSocket"):
+/// a write of many small frames goes out whole, a longer one spans several messages.
+pub const WEBSOCKET_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The largest WebSocket message a receiver whose frames may be `limits` large takes: one
+/// whole frame at its largest (fixed header, header block, content, HMAC tag), and never
+/// less than a sender's [`WEBSOCKET_MESSAGE_BYTES`].
+pub fn websocket_message_limit(limits: &Limits) -> usize {
+    let largest_frame = crate::FIXED_HEADER_LEN
+        + limits.max_header_len
+        + limits.max_content_len as usize
+        + crate::MAC_TAG_LEN;
+    largest_frame.max(WEBSOCKET_MESSAGE_BYTES)
+}

@@ -22,6 +22,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Peer, Readable, Transport};
 use crate::hub::Hub;
+use crate::security::addresses::AddressSlot;
+use crate::tls::{TlsError, TlsListener, TlsListenerConfig};
 
 /// Where an attached connection came from, as its session and the log describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,41 @@ impl HubHandle {
         true
     }
 
+    /// Counts a connection from `addr` against the per-address limits (connections open
+    /// at once, new connections per second), as the server's own listeners do before a
+    /// handshake: the connection holds its place until the [`ConnectionSlot`] is dropped.
+    /// A refusal is counted and logged like theirs, and says why.
+    pub fn admit(&self, addr: SocketAddr) -> Result<ConnectionSlot, AdmissionRefused> {
+        let limits = self.hub.policy().limits.per_address;
+        match self
+            .hub
+            .addresses()
+            .admit(addr.ip(), &limits, self.hub.now_ns())
+        {
+            Ok(slot) => Ok(ConnectionSlot { _held: slot }),
+            Err(refusal) => {
+                let (code, message) =
+                    crate::server::count_address_refusal(&self.hub, addr, refusal);
+                Err(AdmissionRefused { code, message })
+            }
+        }
+    }
+
+    /// Reads a TLS certificate and key for a listener outside the server (the web
+    /// listener), with the server's rules, and reloads them with the server's own TLS
+    /// listeners from now on (SIGHUP, RELOAD). An error names the file at fault.
+    pub fn load_tls(&self, settings: TlsListenerConfig) -> Result<ReloadableTls, TlsError> {
+        let listener = Arc::new(TlsListener::load(settings)?);
+        self.hub.tls_reloader().add(listener.clone());
+        Ok(ReloadableTls(listener))
+    }
+
+    /// The size limits of the frames the server accepts: what a transport that carries
+    /// frames in messages sizes its messages by.
+    pub fn frame_limits(&self) -> switchboard_proto::Limits {
+        self.hub.codec().limits()
+    }
+
     /// Resolves when shutdown has begun.
     pub async fn shutting_down(&self) {
         self.hub.shutting_down().await;
@@ -130,6 +167,48 @@ impl HubHandle {
     /// history in turn for its size (never two at once).
     pub fn metrics(&self) -> crate::metrics::MetricsSnapshot {
         crate::server::metrics_of(&self.hub)
+    }
+}
+
+/// A connection's place in its address's limits, held until it is dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _held: AddressSlot,
+}
+
+/// Why [`HubHandle::admit`] refused a connection.
+#[derive(Debug, Clone)]
+pub struct AdmissionRefused {
+    /// The protocol's code for it (`LIMIT_REACHED`, `RATE_LIMITED`).
+    pub code: switchboard_proto::ErrorCode,
+    /// What to tell the client.
+    pub message: String,
+}
+
+impl fmt::Display for AdmissionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AdmissionRefused {}
+
+/// A TLS configuration the server keeps current (see [`HubHandle::load_tls`]).
+#[derive(Clone)]
+pub struct ReloadableTls(Arc<TlsListener>);
+
+impl ReloadableTls {
+    /// The configuration in force: a handshake starting now uses this one.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.0.current()
+    }
+}
+
+impl fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadableTls")
+            .field("addr", &self.0.settings().addr)
+            .finish()
     }
 }
 

@@ -43,7 +43,7 @@ pub mod tls;
 mod unix_socket;
 mod writer;
 
-pub use attach::{AttachedPeer, HubHandle};
+pub use attach::{AdmissionRefused, AttachedPeer, ConnectionSlot, HubHandle, ReloadableTls};
 pub use config::{DEFAULT_ADDR, ServerConfig};
 pub use error::ServerError;
 pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};

@@ -167,9 +167,12 @@ impl ServerBuilder {
         .map_err(|e| ServerError::Storage(crate::storage::StorageError(e.to_string())))?
         .with_guard(guard)
         .with_max_bytes(config.max_blob_bytes);
+        // One reloader, shared by the hub (RELOAD) and the handle (SIGHUP), so that a
+        // listener added later is reloaded by both.
+        let tls_reloader = TlsReloader::new(tls_listeners.clone());
         let mut hub = Hub::new(config.clone(), policy, storage, hooks, blobs)
             .with_reload_source(self.reload_source)
-            .with_tls(TlsReloader::new(tls_listeners.clone()));
+            .with_tls(tls_reloader.clone());
         if let Some(clock) = self.clock {
             hub = hub.with_clock(clock);
         }
@@ -229,7 +232,7 @@ impl ServerBuilder {
             tracker,
             tcp_addrs,
             tls_addrs,
-            tls: TlsReloader::new(tls_listeners),
+            tls: tls_reloader,
             unix_socket,
         })
     }

@@ -20,6 +20,7 @@ mod console;
 mod error;
 mod gateway;
 mod health;
+mod listener;
 mod metrics;
 mod ws;
 
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::future::IntoFuture;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use switchboard_server::HubHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -39,6 +41,19 @@ use tracing::{error, info};
 pub struct WebConfig {
     /// Address to listen on ("127.0.0.1:7480"; port 0 for any free port).
     pub addr: String,
+    /// Origins (`https://app.example.com`) whose pages may open `/ws`, besides the
+    /// listener's own; `"*"` for any.
+    pub allowed_origins: Vec<String>,
+    /// TLS for the listener (https, wss): the certificate chain and key, PEM.
+    pub tls: Option<WebTls>,
+}
+
+/// The web listener's certificate and key (PEM files), read as the server reads its TLS
+/// listeners' and reloaded with them.
+#[derive(Debug, Clone)]
+pub struct WebTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 /// The address the web listener uses unless told otherwise.
@@ -48,6 +63,8 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             addr: DEFAULT_HTTP_ADDR.to_owned(),
+            allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -61,6 +78,8 @@ pub enum WebError {
         #[source]
         source: std::io::Error,
     },
+    #[error("HTTP TLS: {0}")]
+    Tls(#[from] switchboard_server::TlsError),
 }
 
 /// What every handler shares.
@@ -85,15 +104,27 @@ impl WebServer {
             addr: config.addr.clone(),
             source,
         };
-        let listener = TcpListener::bind(&config.addr).await.map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
+        // Read before anything is opened: a bad certificate file is a start-up error.
+        let tls = match &config.tls {
+            Some(files) => Some(hub.load_tls(switchboard_server::TlsListenerConfig::new(
+                config.addr.clone(),
+                files.cert_file.clone(),
+                files.key_file.clone(),
+            ))?),
+            None => None,
+        };
+        let socket = TcpListener::bind(&config.addr).await.map_err(bind_error)?;
+        let addr = socket.local_addr().map_err(bind_error)?;
+        let origins = ws::OriginPolicy::new(&config.allowed_origins, tls.is_some());
+        // A no-op tap: it gives the custom listener axum's `ConnectInfo<SocketAddr>`.
+        let listener = listener::WebListener::new(socket, hub.clone(), tls).tap_io(|_| {});
         info!(target: switchboard_server::log::GENERAL, %addr, "listening for HTTP");
         let gateway = Arc::new(gateway::Gateway::new(hub.clone()));
         let state = AppState {
             hub: hub.clone(),
             gateway: gateway.clone(),
         };
-        let app = router(state);
+        let app = router(state, origins);
         let task = tokio::spawn(async move {
             let sweeping = hub.clone();
             let sweeper = gateway.clone();
@@ -136,12 +167,12 @@ impl WebServer {
 }
 
 /// Every route of the web listener.
-fn router(state: AppState) -> Router {
+fn router(state: AppState, origins: ws::OriginPolicy) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(health::routes())
         .merge(metrics::routes())
-        .merge(ws::routes())
+        .merge(ws::routes(origins))
         .merge(console::routes())
         .with_state(state)
 }

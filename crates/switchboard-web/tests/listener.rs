@@ -20,6 +20,7 @@ async fn hub_with_web() -> (ServerHandle, WebServer) {
         server.hub(),
         WebConfig {
             addr: "127.0.0.1:0".to_owned(),
+            ..WebConfig::default()
         },
     )
     .await

@@ -25,6 +25,7 @@ async fn start(builder: ServerBuilder) -> (ServerHandle, WebServer) {
         server.hub(),
         WebConfig {
             addr: "127.0.0.1:0".to_owned(),
+            ..WebConfig::default()
         },
     )
     .await

@@ -113,6 +113,11 @@ struct Listen {
 struct Http {
     /// The address, or `false` for no web listener.
     listen: HttpListen,
+    allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -236,6 +241,9 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                 true => HttpListen::Off(false),
                 false => HttpListen::Addr(args.http.clone()),
             },
+            allowed_origins: args.http_allowed_origins.clone(),
+            tls_cert: args.http_tls_cert.clone(),
+            tls_key: args.http_tls_key.clone(),
         },
         log: Log {
             file: args.log_file.clone(),

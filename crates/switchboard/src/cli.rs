@@ -416,6 +416,18 @@ pub struct ServeArgs {
     /// Do not listen for HTTP.
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
+    /// Certificate chain (PEM) for the web listener: https and wss. Reloaded with the
+    /// other certificates.
+    #[arg(long, value_name = "FILE", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for the web listener's certificate.
+    #[arg(long, value_name = "FILE", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// An origin (https://app.example.com) whose pages may open /ws, besides the
+    /// listener's own; repeat for more, "*" for any. Requests without Origin (not from
+    /// a browser) are always let in.
+    #[arg(long = "http-allowed-origin", value_name = "ORIGIN")]
+    pub http_allowed_origins: Vec<String>,
     /// Also write the log to this file.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

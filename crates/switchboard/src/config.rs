@@ -108,6 +108,11 @@ struct HttpSection {
     /// `listen = "ADDR"`, or `listen = false` for no web listener.
     #[serde(default, deserialize_with = "http_listen")]
     listen: Option<HttpListen>,
+    /// Origins whose pages may open `/ws`, besides the listener's own.
+    allowed_origins: Option<Vec<String>>,
+    /// Certificate chain and key (PEM) for https and wss.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// `listen = "ADDR"` or `listen = false`.
@@ -325,6 +330,21 @@ impl ConfigFile {
                 Some(HttpListen::Addr(addr)) => args.http = addr,
                 Some(HttpListen::Off) => args.no_http = true,
                 None => {}
+            }
+        }
+        fill(
+            &mut args.http_allowed_origins,
+            http.allowed_origins,
+            is_given("http_allowed_origins"),
+        );
+        if !is_given("http_tls_cert") && !is_given("http_tls_key") {
+            match (http.tls_cert, http.tls_key) {
+                (Some(cert), Some(key)) => {
+                    args.http_tls_cert = Some(resolve(cert));
+                    args.http_tls_key = Some(resolve(key));
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("[http] needs both tls_cert and tls_key, or neither"),
             }
         }
 

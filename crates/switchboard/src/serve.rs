@@ -175,6 +175,15 @@ pub async fn run(
         false => {
             let config = switchboard_web::WebConfig {
                 addr: args.http.clone(),
+                allowed_origins: args.http_allowed_origins.clone(),
+                tls: args
+                    .http_tls_cert
+                    .clone()
+                    .zip(args.http_tls_key.clone())
+                    .map(|(cert_file, key_file)| switchboard_web::WebTls {
+                        cert_file,
+                        key_file,
+                    }),
             };
             match switchboard_web::WebServer::start(handle.hub(), config).await {
                 Ok(web) => Some(web),
@@ -186,7 +195,12 @@ pub async fn run(
         }
     };
     if let Some(web) = &web {
-        eprintln!("switchboard listening on http://{}", web.local_addr());
+        let scheme = if args.http_tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("switchboard listening on {scheme}://{}", web.local_addr());
     }
     match &args.memory {
         true => eprintln!("switchboard keeps history in memory only (--memory)"),

@@ -100,6 +100,51 @@ fn pubsub_delivers_every_message() {
 }
 
 #[test]
+fn pubsub_runs_over_websocket_too() {
+    let report = bench(&[
+        "pubsub",
+        "--transport",
+        "ws",
+        "--count",
+        "2000",
+        "--size",
+        "1k",
+    ]);
+    assert_clean_flow(&report, "pubsub", 1);
+    assert_nothing_lost(&report, 1);
+    assert_eq!(count(&report, "received"), 2000);
+    let server = report["server"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        server.starts_with("ws://"),
+        "the bench went over WebSocket: {report}"
+    );
+}
+
+#[test]
+fn one_run_compares_tcp_and_websocket() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "bench",
+            "--embedded",
+            "pubsub",
+            "--transport",
+            "tcp,ws",
+            "--count",
+            "500",
+            "--size",
+            "1k",
+        ])
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("switchboard runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("over TCP:"), "{text}");
+    assert!(text.contains("ws://"), "{text}");
+    assert!(text.contains("WebSocket / TCP: "), "{text}");
+}
+
+#[test]
 fn pubsub_with_large_bodies_and_a_small_window() {
     let report = bench(&[
         "--mode", "pubsub", "--count", "300", "--size", "64k", "--window", "8",

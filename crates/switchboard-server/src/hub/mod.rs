@@ -268,6 +268,11 @@ impl Hub {
     }
 
     /// Connections per IP address.
+    /// What reloads the TLS listeners' files.
+    pub(crate) fn tls_reloader(&self) -> &crate::tls::TlsReloader {
+        &self.tls
+    }
+
     pub(crate) fn addresses(&self) -> &Arc<AddressTable> {
         &self.addresses
     }

@@ -36,33 +36,46 @@ impl TlsListener {
     pub(crate) fn settings(&self) -> &TlsListenerConfig {
         &self.settings
     }
+
+    /// The rustls configuration in force: the one a handshake starting now uses.
+    pub(crate) fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.current.load_full()
+    }
 }
 
 /// Re-reads every TLS listener's certificate, key and client CA files and puts the new
 /// configurations in force together: either every listener gets its new files or, when
 /// one cannot be read, none changes.
+///
+/// Clones share their listeners: a listener added later (the web listener's, see
+/// [`crate::HubHandle::load_tls`]) is reloaded with the others.
 #[derive(Clone, Default)]
 pub struct TlsReloader {
-    listeners: Arc<[Arc<TlsListener>]>,
+    listeners: Arc<parking_lot::RwLock<Vec<Arc<TlsListener>>>>,
 }
 
 impl TlsReloader {
     pub(crate) fn new(listeners: Vec<Arc<TlsListener>>) -> Self {
         TlsReloader {
-            listeners: listeners.into(),
+            listeners: Arc::new(parking_lot::RwLock::new(listeners)),
         }
+    }
+
+    /// Reloads `listener` with the others from now on.
+    pub(crate) fn add(&self, listener: Arc<TlsListener>) {
+        self.listeners.write().push(listener);
     }
 
     /// Reloads every listener's files. New handshakes use them; connections already open
     /// keep the certificate they were opened with. On an error, the configurations in
     /// force stay and the error names the file at fault.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = self
-            .listeners
+        let listeners = self.listeners.read().clone();
+        let fresh = listeners
             .iter()
             .map(|listener| listener.settings.load())
             .collect::<Result<Vec<_>, _>>()?;
-        for (listener, config) in self.listeners.iter().zip(fresh) {
+        for (listener, config) in listeners.iter().zip(fresh) {
             listener.current.store(config);
             info!(target: log::GENERAL, addr = %listener.settings.addr, "TLS certificates reloaded");
         }
@@ -73,7 +86,7 @@ impl TlsReloader {
 impl std::fmt::Debug for TlsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsReloader")
-            .field("listeners", &self.listeners.len())
+            .field("listeners", &self.listeners.read().len())
             .finish()
     }
 }

@@ -28,6 +28,7 @@ pub async fn hub_with_web(change: impl FnOnce(&mut ServerConfig)) -> (ServerHand
         server.hub(),
         WebConfig {
             addr: "127.0.0.1:0".to_owned(),
+            ..WebConfig::default()
         },
     )
     .await

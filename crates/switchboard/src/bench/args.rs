@@ -27,6 +27,24 @@ pub enum BenchMode {
     Idle,
 }
 
+/// How bench connections reach the embedded server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTransport {
+    /// The protocol over TCP.
+    Tcp,
+    /// The protocol over WebSocket, through the web listener.
+    Ws,
+}
+
+impl BenchTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTransport::Tcp => "TCP",
+            BenchTransport::Ws => "WebSocket",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to measure (the same as --mode).
@@ -45,6 +63,18 @@ pub struct BenchArgs {
     /// not used).
     #[arg(long)]
     pub embedded: bool,
+    /// With --embedded: how the bench connects, over TCP or over WebSocket (the embedded
+    /// server's web listener, ws://.../ws); "tcp,ws" runs the bench once over each and
+    /// compares them. Against --server, give a ws:// address instead.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TRANSPORT",
+        value_delimiter = ',',
+        default_value = "tcp",
+        requires = "embedded"
+    )]
+    pub transport: Vec<BenchTransport>,
     /// Publishing connections [default: 1; channels: 4, one channel each].
     #[arg(long, value_name = "P")]
     pub publishers: Option<usize>,

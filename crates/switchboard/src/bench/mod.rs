@@ -54,7 +54,64 @@ pub(super) const TIMESTAMP_BYTES: usize = 16;
 /// Runs the benchmark `args` describe, prints its report, and fails if the run lost or
 /// refused anything.
 pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
+    let transports = args.transport.clone();
     let settings = Settings::resolve(args)?;
+    if let [transport] = transports[..] {
+        return run_over(
+            ctx,
+            Settings {
+                transport,
+                ..settings
+            },
+        )
+        .await;
+    }
+    // The same bench over each transport in turn, each on a fresh embedded server, then
+    // how their throughput compares.
+    let mut received = Vec::new();
+    for &transport in &transports {
+        let settings = Settings {
+            transport,
+            channel_base: format!(
+                "{}.{}",
+                settings.channel_base,
+                transport.name().to_lowercase()
+            ),
+            ..settings.clone()
+        };
+        if !ctx.json {
+            if transport != transports[0] {
+                crate::outln!("");
+            }
+            crate::outln!("over {}:", transport.name());
+        }
+        let report = run_once(ctx, &settings).await?;
+        report.verdict()?;
+        received.push((transport, report.receive_msgs_per_s));
+    }
+    if let (false, [(first, Some(base)), rest @ ..]) = (ctx.json, &received[..]) {
+        for (transport, rate) in rest {
+            if let Some(rate) = rate {
+                crate::outln!(
+                    "{} / {}: {:.2} x the messages received per second",
+                    transport.name(),
+                    first.name(),
+                    rate / base
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run, its report printed and its verdict returned.
+async fn run_over(ctx: &Context, settings: Settings) -> Result<()> {
+    run_once(ctx, &settings).await?.verdict()
+}
+
+/// One run on a fresh target; its report printed and returned.
+async fn run_once(ctx: &Context, settings: &Settings) -> Result<report::Report> {
+    let settings = settings.clone();
     let target = Target::start(ctx, &settings).await?;
     let outcome = match settings.mode {
         BenchMode::Pubsub => pubsub::run(&target, &settings).await,
@@ -68,7 +125,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
     target.stop().await;
     let report = outcome?;
     report.print(ctx.json);
-    report.verdict()
+    Ok(report)
 }
 
 /// When publishing stops.
@@ -85,6 +142,7 @@ pub(super) enum Limit {
 pub(super) struct Settings {
     pub mode: BenchMode,
     pub embedded: bool,
+    pub transport: args::BenchTransport,
     pub publishers: usize,
     pub subscribers: usize,
     pub size: usize,
@@ -134,6 +192,7 @@ impl Settings {
         let settings = Settings {
             mode,
             embedded: args.embedded,
+            transport: args::BenchTransport::Tcp,
             publishers,
             subscribers,
             size,

@@ -24,6 +24,8 @@ pub(super) struct Target {
     server_pid: Option<u32>,
     /// The embedded TLS listener's certificate files, removed at the end.
     certificates: Option<RunCertificates>,
+    /// The embedded server's web listener, when the bench connects over WebSocket.
+    web: Option<switchboard_web::WebServer>,
 }
 
 impl Target {
@@ -83,6 +85,24 @@ impl Target {
         } else {
             (ctx.server.clone(), None)
         };
+        let (address, web) = match (&embedded, settings.transport) {
+            (Some(handle), super::args::BenchTransport::Ws) => {
+                if certificates.is_some() {
+                    bail!("--transport ws is plain WebSocket; leave out --tls");
+                }
+                let web = switchboard_web::WebServer::start(
+                    handle.hub(),
+                    switchboard_web::WebConfig {
+                        addr: "127.0.0.1:0".to_owned(),
+                        ..switchboard_web::WebConfig::default()
+                    },
+                )
+                .await
+                .context("cannot start the embedded web listener")?;
+                (format!("ws://{}/ws", web.local_addr()), Some(web))
+            }
+            _ => (address, None),
+        };
         let mut config = ctx.config_for(&address);
         if let Some(files) = &certificates {
             config = config.with_tls(TlsOptions::new().with_ca_file(files.dir.join("ca.pem")));
@@ -104,6 +124,7 @@ impl Target {
             software,
             server_pid,
             certificates,
+            web,
         })
     }
 
@@ -152,6 +173,9 @@ impl Target {
     pub async fn stop(self) {
         if let Some(handle) = self.embedded {
             handle.shutdown().await;
+        }
+        if let Some(web) = self.web {
+            web.stopped().await;
         }
         if let Some(files) = self.certificates {
             let _ = std::fs::remove_dir_all(&files.dir);
