@@ -334,10 +334,16 @@ async fn stats_answer_and_an_admin_stops_the_server() {
         .send(addr)
         .await;
     assert_eq!(stopped.status, 202, "{}", stopped.text());
-    tokio::time::timeout(WAIT, web.stopped())
+    tokio::time::timeout(WAIT, server.stopping())
         .await
-        .expect("the listener stops with the hub");
-    drop(server);
+        .expect("the stop request stops the hub");
+    // As `serve` does: the hub drains, then the listener, which answers until then, stops.
+    tokio::time::timeout(WAIT, async {
+        server.shutdown().await;
+        web.stopped().await;
+    })
+    .await
+    .expect("the listener stops with the hub");
 }
 
 #[tokio::test]
