@@ -3,7 +3,9 @@
 #
 #  1. publishing over HTTP with wrk: keep-alive connections POSTing one body each
 #     (a Lua script), so it measures the request path, not connection set-up;
-#  2. the delivery rate of a Server-Sent Events stream (`curl -N`) while wrk publishes
+#  2. the same publishes over TCP for reference: `switchboard bench request` with as
+#     many connections, each waiting for its ack before the next, as wrk's do;
+#  3. the delivery rate of a Server-Sent Events stream (`curl -N`) while wrk publishes
 #     to the channel it subscribes to: events received per second, and how many of the
 #     published messages it received.
 #
@@ -54,6 +56,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [[ -n $http ]] || { echo "bench-http: the server did not start:" >&2; cat "$work/serve.err" >&2; exit 1; }
+tcp=$(cat "$work/serve.out" "$work/serve.err" | sed -n 's|^switchboard listening on \([0-9.]*:[0-9]*\)$|\1|p' | head -n1)
 base="http://$http"
 echo "server: $BIN ($PROFILE) on $base"
 
@@ -75,7 +78,15 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/publish.l
 publish_rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-publish.txt")
 publish_p99=$(awk '$1 == "99%" {print $2}' "$work/wrk-publish.txt")
 
-# 2. Delivery to an event stream while publishing.
+# 2. The same publishes over TCP.
+echo
+echo "== publish over TCP: switchboard bench request, $CONNECTIONS connections, 1 in flight each"
+"$BIN" bench request --server "$tcp" --publishers "$CONNECTIONS" --size "$BODY_BYTES" \
+    --duration "${DURATION}s" --channel bench.tcp | tee "$work/tcp-publish.txt"
+tcp_rps=$(awk '$1 == "acked" {gsub(",", "", $3); print $3}' "$work/tcp-publish.txt")
+ratio=$(awk -v h="$publish_rps" -v t="$tcp_rps" 'BEGIN { if (t > 0) printf "%.2f", h / t; else print "n/a" }')
+
+# 3. Delivery to an event stream while publishing.
 echo
 echo "== SSE: one curl -N subscriber on bench.sse while wrk publishes to it for ${DURATION}s"
 curl -s -N --max-time $((DURATION + 3)) "$base/api/v1/events?pattern=bench.sse" >"$work/events.txt" || true &
@@ -97,4 +108,5 @@ fi
 echo
 echo "summary ($PROFILE, $BODY_BYTES B, $CONNECTIONS connections):"
 echo "  HTTP publish: ${publish_rps} requests/s, p99 ${publish_p99}"
+echo "  TCP publish:  ${tcp_rps} acked/s (HTTP / TCP: ${ratio})"
 echo "  SSE delivery: ${sse_rate} events/s, ${received} of ${published} published"
