@@ -2,12 +2,12 @@
 //! reading messages back as JSON or raw, history, channels, tags, groups, clients and
 //! relays, the server's counters and its stop, and JSON errors for what is not there.
 
-mod api_support;
+mod support;
 
-use api_support::{Request, WAIT, get, hub_with_web};
 use base64::Engine;
 use futures::StreamExt;
 use serde_json::json;
+use support::{Request, WAIT, get, hub_with_web};
 use switchboard_client::{Client, ClientConfig};
 
 #[tokio::test]

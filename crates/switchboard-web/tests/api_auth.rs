@@ -3,13 +3,13 @@
 //! refusals as JSON with the protocol's codes and the statuses that say the same
 //! (401, 403, 429 with Retry-After).
 
-mod api_support;
+mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api_support::{Request, hub_with_web};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
+use support::{Request, hub_with_web};
 use switchboard_server::security::{SecurityConfig, ThrottleSpec, hash_password, token_sha256};
 
 const JWT_SECRET: &[u8] = b"a secret shared with the identity provider";

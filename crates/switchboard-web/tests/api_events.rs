@@ -2,12 +2,12 @@
 //! `?access_token=` for browsers, and resuming with `Last-Event-ID` with no gap and no
 //! duplicate while messages are being published.
 
-mod api_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use api_support::{EventStream, Request, WAIT, hub_with_web};
+use support::{EventStream, Request, WAIT, hub_with_web};
 use switchboard_client::{Client, ClientConfig, Payload};
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn resuming_under_concurrent_publishing_loses_and_repeats_nothing() {
     });
 
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let record = |seen: &mut BTreeMap<String, Vec<u64>>, event: &api_support::SseEvent| {
+    let record = |seen: &mut BTreeMap<String, Vec<u64>>, event: &support::SseEvent| {
         let message = event.json();
         let channel = message["channel"].as_str().unwrap().to_owned();
         seen.entry(channel)

@@ -2,12 +2,12 @@
 //! path it describes answers (neither the JSON 404 of an unknown path nor a 405), and
 //! its examples and the real answers fit its schemas.
 
-mod api_support;
+mod support;
 
 use std::collections::BTreeSet;
 
-use api_support::{EventStream, Request, get, hub_with_web};
 use serde_json::{Value, json};
+use support::{EventStream, Request, get, hub_with_web};
 use switchboard_client::ErrorCode;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

@@ -1,6 +1,8 @@
 //! The web listener beside a hub: health checks, the protocol over WebSocket, and
 //! sessions attached in process.
 
+mod support;
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -11,21 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn hub_with_web() -> (ServerHandle, WebServer) {
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let web = WebServer::start(
-        server.hub(),
-        WebConfig {
-            addr: "127.0.0.1:0".to_owned(),
-            ..WebConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    (server, web)
+    support::start(Server::builder(), WebConfig::default()).await
 }
 
 /// A bare HTTP/1.1 GET: the status code and the body.

@@ -3,6 +3,8 @@
 //! while the store refuses writes; and (ignored, run by hand) the cost of a scrape with
 //! 10,000 sessions open.
 
+mod support;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +22,7 @@ use switchboard_web::{WebConfig, WebServer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 async fn start(builder: ServerBuilder) -> (ServerHandle, WebServer) {
-    let server = builder.listen_tcp("127.0.0.1:0").start().await.unwrap();
-    let web = WebServer::start(
-        server.hub(),
-        WebConfig {
-            addr: "127.0.0.1:0".to_owned(),
-            ..WebConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    (server, web)
+    support::start(builder, WebConfig::default()).await
 }
 
 /// A response read whole: status, headers (lower-cased names) and body.

@@ -2,6 +2,8 @@
 //! limits (shared with its own listeners), and TLS (https, wss) with the server's
 //! certificate loading and reload.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,22 +15,8 @@ use switchboard_web::{WebConfig, WebServer, WebTls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(config: WebConfig, per_address: AddressLimits) -> (ServerHandle, WebServer) {
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .configure(|config| config.limits.per_address = per_address)
-        .start()
-        .await
-        .unwrap();
-    let web = WebServer::start(
-        server.hub(),
-        WebConfig {
-            addr: "127.0.0.1:0".to_owned(),
-            ..config
-        },
-    )
-    .await
-    .unwrap();
-    (server, web)
+    let builder = Server::builder().configure(|config| config.limits.per_address = per_address);
+    support::start(builder, config).await
 }
 
 /// The status line of a plain GET to the web listener.

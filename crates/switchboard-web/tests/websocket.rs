@@ -1,6 +1,8 @@
 //! The protocol over WebSocket against a real hub and web listener: the whole client API
 //! through `ws://`, HMAC, and what the upgrade and the socket refuse.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,17 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn hub_with_web(builder: ServerBuilder, config: WebConfig) -> (ServerHandle, WebServer) {
-    let server = builder.listen_tcp("127.0.0.1:0").start().await.unwrap();
-    let web = WebServer::start(
-        server.hub(),
-        WebConfig {
-            addr: "127.0.0.1:0".to_owned(),
-            ..config
-        },
-    )
-    .await
-    .unwrap();
-    (server, web)
+    support::start(builder, config).await
 }
 
 fn ws_url(addr: SocketAddr) -> String {

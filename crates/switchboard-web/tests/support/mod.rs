@@ -1,13 +1,13 @@
-//! What the HTTP API's tests share: a hub with its web listener on port 0, and a small
-//! HTTP/1.1 client over a plain TcpStream (requests, and an event stream read as it
-//! arrives).
+//! What the web listener's tests share: a hub with its web listener on port 0, and a
+//! small HTTP/1.1 client over a plain TcpStream (requests, and an event stream read as
+//! it arrives).
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_server::{Server, ServerConfig, ServerHandle};
+use switchboard_server::{Server, ServerBuilder, ServerConfig, ServerHandle};
 use switchboard_web::{WebConfig, WebServer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -18,17 +18,18 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A hub (TCP on port 0) and its web listener on port 0, `change` applied to the
 /// server's configuration first.
 pub async fn hub_with_web(change: impl FnOnce(&mut ServerConfig)) -> (ServerHandle, WebServer) {
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .configure(change)
-        .start()
-        .await
-        .unwrap();
+    start(Server::builder().configure(change), WebConfig::default()).await
+}
+
+/// The hub `builder` makes, with a TCP listener on port 0, and its web listener on port 0
+/// with the rest of `config`.
+pub async fn start(builder: ServerBuilder, config: WebConfig) -> (ServerHandle, WebServer) {
+    let server = builder.listen_tcp("127.0.0.1:0").start().await.unwrap();
     let web = WebServer::start(
         server.hub(),
         WebConfig {
             addr: "127.0.0.1:0".to_owned(),
-            ..WebConfig::default()
+            ..config
         },
     )
     .await
