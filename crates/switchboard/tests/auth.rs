@@ -327,6 +327,19 @@ fn protected_mode_refuses_an_open_hub_on_a_public_address() {
     assert!(message.contains("--allow-anonymous"), "{message}");
     assert!(message.contains("[[users]]"), "{message}");
 
+    // The web listener is a door like any other.
+    let web = StdCommand::new(BIN)
+        .env_remove("SWITCHBOARD_ALLOW_ANONYMOUS")
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"])
+        .args(["--memory", "--no-unix"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!web.status.success());
+    let message = String::from_utf8_lossy(&web.stderr);
+    assert!(message.contains("refusing to serve 0.0.0.0:0"), "{message}");
+
     let starts = |mut command: StdCommand| {
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
