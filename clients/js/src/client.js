@@ -34,7 +34,7 @@ import { Subscription } from './subscription.js';
 
 const SOFTWARE = 'switchboard-js/0.1.0';
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
-/** The most a streamed body's chunk carries (the server sends 1 MiB chunks too). */
+/** The most a streamed body's chunk carries, when the server's max_frame is not smaller. */
 const CHUNK_BYTES = 1024 * 1024;
 /** Bytes queued on the socket before an upload waits for them to drain. */
 const UPLOAD_BUFFERED_BYTES = 4 * 1024 * 1024;

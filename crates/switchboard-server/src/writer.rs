@@ -35,7 +35,8 @@ const KEEP_BUFFER: usize = 16 * 1024;
 /// How long a writer waits for more to write before it exits (a busy connection does not
 /// start a task per burst).
 const LINGER: Duration = Duration::from_millis(100);
-/// Size of the CHUNK frames a streamed body is sent in.
+/// Size of the CHUNK frames a streamed body is sent in (smaller if the connection's
+/// frames are; see [`chunk_len`]).
 pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A streamed body being sent: its MESSAGE frame went out, its chunks follow.
@@ -368,42 +369,56 @@ impl Writer<'_> {
         let Some(stream) = self.streams.front_mut() else {
             return;
         };
-        match next_chunk(stream).await {
+        let max_len = chunk_len(self.codec);
+        let failure = match next_chunk(stream, max_len).await {
             Ok(chunk) => {
                 let last = chunk.digest.is_some();
-                encode_packet(
-                    self.codec,
-                    stream.request_id,
-                    Flags::empty(),
-                    &chunk,
-                    &mut self.batch,
-                );
-                if last {
-                    self.streams.pop_front();
+                match self
+                    .batch
+                    .encode(self.codec, stream.request_id, Flags::empty(), &chunk)
+                {
+                    Ok(()) if last => {
+                        self.streams.pop_front();
+                        return;
+                    }
+                    Ok(()) => return,
+                    // A chunk the receiver cannot take would leave its reader waiting
+                    // for the rest of the body forever: end the stream instead.
+                    Err(error) => {
+                        format!("a chunk of the stored body could not be encoded: {error}")
+                    }
                 }
             }
-            Err(error) => {
-                tracing::error!(target: log::ERROR, stream_id = stream.stream_id, %error, "cannot read a stored body; aborting its stream");
-                let abort = StreamAbort {
-                    stream_id: stream.stream_id,
-                    code: switchboard_proto::ErrorCode::Internal,
-                    reason: format!("the stored body could not be read: {error}").into(),
-                };
-                encode_packet(
-                    self.codec,
-                    stream.request_id,
-                    Flags::empty(),
-                    &abort,
-                    &mut self.batch,
-                );
-                self.streams.pop_front();
-            }
-        }
+            Err(error) => format!("the stored body could not be read: {error}"),
+        };
+        tracing::error!(target: log::ERROR, stream_id = stream.stream_id, reason = %failure, "cannot send a stored body; aborting its stream");
+        let abort = StreamAbort {
+            stream_id: stream.stream_id,
+            code: switchboard_proto::ErrorCode::Internal,
+            reason: failure.into(),
+        };
+        encode_packet(
+            self.codec,
+            stream.request_id,
+            Flags::empty(),
+            &abort,
+            &mut self.batch,
+        );
+        self.streams.pop_front();
     }
 }
 
-/// Reads the next piece of a body from its file.
-async fn next_chunk(stream: &mut OutgoingStream) -> std::io::Result<Chunk> {
+/// The most body bytes one CHUNK carries: [`CHUNK_BYTES`], or less when the connection's
+/// frames are smaller (a server configured with a small `max_frame`), so that every
+/// chunk fits the frames the receiver was told to expect.
+fn chunk_len(codec: &FrameCodec) -> usize {
+    usize::try_from(codec.limits().max_content_len)
+        .map_or(CHUNK_BYTES, |max_content| max_content.min(CHUNK_BYTES))
+        .max(1)
+}
+
+/// Reads the next piece of a body from its file, at most `max_len` bytes.
+async fn next_chunk(stream: &mut OutgoingStream, max_len: usize) -> std::io::Result<Chunk> {
     let Some(blob) = stream.message.blob() else {
         return Err(std::io::Error::other("the message has no stored body"));
     };
@@ -414,9 +429,7 @@ async fn next_chunk(stream: &mut OutgoingStream) -> std::io::Result<Chunk> {
         return Err(std::io::Error::other("the body file is not open"));
     };
     let left = blob.len() - stream.sent;
-    let want = usize::try_from(left)
-        .unwrap_or(CHUNK_BYTES)
-        .min(CHUNK_BYTES);
+    let want = usize::try_from(left).unwrap_or(max_len).min(max_len);
     let mut data = BytesMut::zeroed(want);
     file.read_exact(&mut data).await?;
     stream.sent += want as u64;

@@ -11,7 +11,7 @@ use switchboard_proto::packet::{
     Chunk, GetMessage, GetMessages, Packet, Publish, Replay, Since, StreamAbort, StreamStart,
     Subscribe,
 };
-use switchboard_proto::{ErrorCode, Flags};
+use switchboard_proto::{ErrorCode, Flags, Limits};
 use switchboard_server::{Server, ServerHandle};
 
 const CHUNK: usize = 256 * 1024;
@@ -28,8 +28,20 @@ async fn send_stream(
     data: &[u8],
     digest: [u8; 32],
 ) -> u32 {
+    send_stream_in(client, channel, stream_id, data, digest, CHUNK).await
+}
+
+/// Sends a streamed PUBLISH of `data` in pieces of `chunk` bytes; returns its request id.
+async fn send_stream_in(
+    client: &mut RawClient,
+    channel: &str,
+    stream_id: u64,
+    data: &[u8],
+    digest: [u8; 32],
+    chunk: usize,
+) -> u32 {
     let request_id = client.next_request_id();
-    let first = data.len().min(CHUNK);
+    let first = data.len().min(chunk);
     let publish = Packet::Publish(Publish {
         channel: channel.into(),
         content_type: "application/octet-stream".into(),
@@ -45,7 +57,7 @@ async fn send_stream(
     let pieces: Vec<&[u8]> = if rest.is_empty() {
         vec![&[][..]]
     } else {
-        rest.chunks(CHUNK).collect()
+        rest.chunks(chunk).collect()
     };
     let count = pieces.len();
     for (index, piece) in pieces.into_iter().enumerate() {
@@ -154,6 +166,58 @@ async fn a_streamed_body_reaches_subscribers_and_fetchers_whole() {
                 channel: "files".into(),
                 since: Since::All,
                 ..GetMessages::default()
+            }),
+        )
+        .await;
+    assert_eq!(receive_stream(&mut fetcher).await, data);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_with_small_frames_sends_bodies_in_chunks_that_fit_them() {
+    const MAX_FRAME: u32 = 16 * 1024;
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .configure(|config| config.max_frame = MAX_FRAME)
+        .start()
+        .await
+        .unwrap();
+    // Receivers that take no frame larger than the server announced.
+    let strict = |client: &mut RawClient, ack: &switchboard_proto::packet::SessionAck| {
+        assert_eq!(ack.max_frame, MAX_FRAME);
+        client.codec.set_limits(Limits {
+            max_content_len: ack.max_frame,
+            ..Limits::default()
+        });
+    };
+    let (mut reader, ack) = RawClient::connect_session(&server, "reader").await;
+    strict(&mut reader, &ack);
+    reader
+        .request(Packet::Subscribe(Subscribe {
+            pattern: "files".into(),
+            replay: Replay::None,
+        }))
+        .await;
+    let (mut writer, _) = RawClient::connect_session(&server, "writer").await;
+    let data = body(3 * 1024 * 1024 + 17);
+    let digest: [u8; 32] = Sha256::digest(&data).into();
+    let request_id =
+        send_stream_in(&mut writer, "files", 1, &data, digest, MAX_FRAME as usize).await;
+    match answer(&mut writer, request_id).await {
+        Packet::PublishAck(ack) => assert_eq!(ack.seq, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(receive_stream(&mut reader).await, data);
+
+    let (mut fetcher, ack) = RawClient::connect_session(&server, "fetcher").await;
+    strict(&mut fetcher, &ack);
+    fetcher
+        .send(
+            2,
+            Flags::empty(),
+            &Packet::GetMessage(GetMessage {
+                channel: "files".into(),
+                ..GetMessage::default()
             }),
         )
         .await;

@@ -482,6 +482,10 @@ pub struct ServeArgs {
     /// Largest message body in bytes.
     #[arg(long)]
     pub max_body: Option<u64>,
+    /// Largest content of one frame, in bytes or with a unit (64KiB, 8MiB); bodies over
+    /// it are streamed in chunks of at most this size. At least 4KiB. Default: 8MiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_frame)]
+    pub max_frame: Option<u32>,
     /// Messages a channel keeps unless created with --history.
     #[arg(long, default_value_t = 1000)]
     pub history: u64,
@@ -842,6 +846,29 @@ pub struct ChatArgs {
 
 /// A size in bytes: a number, optionally followed by K, M, G or T (powers of 1024; `KiB`,
 /// `KB` and `k` are read the same).
+/// The smallest `--max-frame`: a frame must still hold a page of a listing and the
+/// replies the protocol sends in one frame.
+pub const MIN_MAX_FRAME: u32 = 4 * 1024;
+
+/// A `--max-frame` size: at least [`MIN_MAX_FRAME`], and within a frame's 32-bit length.
+pub fn parse_max_frame(text: &str) -> Result<u32, String> {
+    max_frame_from(parse_bytes(text)?)
+}
+
+/// Checks a frame content size given in bytes.
+pub fn max_frame_from(bytes: u64) -> Result<u32, String> {
+    match u32::try_from(bytes) {
+        Ok(max_frame) if max_frame >= MIN_MAX_FRAME => Ok(max_frame),
+        Ok(_) => Err(format!(
+            "a max_frame of {bytes} bytes is too small: at least {MIN_MAX_FRAME}"
+        )),
+        Err(_) => Err(format!(
+            "a max_frame of {bytes} bytes is too large: at most {}",
+            u32::MAX
+        )),
+    }
+}
+
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

@@ -19,7 +19,7 @@ use switchboard_server::security::{
 };
 use switchboard_server::{ClientAuth, DiskReserve, TlsListenerConfig};
 
-use crate::cli::{ServeArgs, SyncArg, parse_bytes, parse_size};
+use crate::cli::{ServeArgs, SyncArg, max_frame_from, parse_bytes, parse_size};
 
 /// The whole file. Every key is optional; a key the server does not know is an error, so
 /// that a misspelt setting is not silently ignored.
@@ -156,6 +156,8 @@ struct LimitsSection {
     max_relay_bytes: Option<u64>,
     #[serde(default, deserialize_with = "size")]
     max_body: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_frame: Option<u64>,
     history: Option<u64>,
     #[serde(default, deserialize_with = "size")]
     max_memory: Option<u64>,
@@ -393,6 +395,12 @@ impl ConfigFile {
             limits.max_body.map(Some),
             is_given("max_body"),
         );
+        let max_frame = limits
+            .max_frame
+            .map(|bytes| max_frame_from(bytes).map(Some))
+            .transpose()
+            .map_err(|reason| anyhow!("[limits] {reason}"))?;
+        fill(&mut args.max_frame, max_frame, is_given("max_frame"));
         fill(&mut args.history, limits.history, is_given("history"));
         fill(
             &mut args.max_memory,

@@ -120,6 +120,7 @@ pub fn config_from(
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
         max_relay_bytes: args.max_relay_bytes,
         max_body: args.max_body.unwrap_or(defaults.max_body),
+        max_frame: args.max_frame.unwrap_or(defaults.max_frame),
         default_history: args.history,
         require_channel_creation: args.require_create,
         data_dir: (!args.memory).then(|| args.data_dir.clone()),

@@ -435,3 +435,27 @@ fn the_security_guide_example_is_valid() {
     assert!(!shown.contains("argon2id"), "{shown}");
     assert!(!shown.contains("7a86a834"), "{shown}");
 }
+
+#[test]
+fn max_frame_comes_from_the_flag_or_the_file_and_is_at_least_4_kib() {
+    assert_eq!(effective(&[], &[])["limits"]["max_frame"], "8MiB");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[limits]\nmax_frame = \"64KiB\"\n");
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        effective(&["--config", config], &[])["limits"]["max_frame"],
+        "64KiB"
+    );
+    assert_eq!(
+        effective(&["--config", config, "--max-frame", "16KiB"], &[])["limits"]["max_frame"],
+        "16KiB"
+    );
+
+    let (ok, _, stderr) = check(&["--max-frame", "1KiB"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("at least 4096"), "{stderr}");
+    let reason = refused("[limits]\nmax_frame = 100\n");
+    assert!(reason.contains("at least 4096"), "{reason}");
+    let reason = refused("[limits]\nmax_frame = \"8GiB\"\n");
+    assert!(reason.contains("too large"), "{reason}");
+}
