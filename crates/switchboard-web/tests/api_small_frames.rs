@@ -1,9 +1,9 @@
 //! The HTTP API on a hub whose frames are smaller than a streaming chunk: bodies over
 //! `max_frame` are streamed into the hub and read back whole.
 
-mod api_support;
+mod support;
 
-use api_support::{Request, get, hub_with_web};
+use support::{Request, get, hub_with_web};
 
 const MAX_FRAME: u32 = 16 * 1024;
 
