@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+
+import pytest
 
 import switchboard
 from switchboard import Replay
@@ -54,3 +59,37 @@ def test_blocking_iterator_while_another_thread_publishes(server: Server) -> Non
         assert texts == ["t0", "t1", "t2"]
         subscription.unsubscribe()
         assert subscription.next() is None
+
+
+SCRIPT = """
+import sys
+import switchboard
+
+with switchboard.Client(sys.argv[1], name="interrupted") as client:
+    subscription = client.subscribe("quiet.x")
+    try:
+        print("waiting", flush=True)
+        for message in subscription:
+            pass
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is a Unix signal")
+def test_ctrl_c_interrupts_a_blocking_wait(server: Server) -> None:
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, server.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert script.stdout is not None
+        assert script.stdout.readline() == "waiting\n"
+        script.send_signal(signal.SIGINT)
+        out, err = script.communicate(timeout=10)
+    finally:
+        script.kill()
+    assert "interrupted" in out, err
+    assert script.returncode == 0, err
