@@ -1,0 +1,386 @@
+//! `NativeClient`: one connected Rust client, its calls exposed to Python for either API
+//! (the `blocking` flag, fixed at connect time, says which; see [`crate::bridge`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use switchboard_client::{Client, ClientConfig, Payload, PendingAck, Replay, Since, TlsOptions};
+use tokio::sync::Mutex;
+
+use crate::bridge::run;
+use crate::errors;
+use crate::subscription::NativeSubscription;
+use crate::values::{self, Ack, Channel, ClientEntry, IdentityInfo, Message};
+
+/// Connects and opens a session; the Python `connect` and `Client` give it its shape.
+#[pyfunction]
+#[pyo3(signature = (
+    server, name, *, blocking, user=None, password=None, token=None, tls=false,
+    ca_file=None, cert_file=None, key_file=None, server_name=None, request_timeout=None,
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn connect<'py>(
+    py: Python<'py>,
+    server: String,
+    name: String,
+    blocking: bool,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    tls: bool,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    server_name: Option<String>,
+    request_timeout: Option<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut config = ClientConfig::new(server, name);
+    match (user, password) {
+        (Some(user), Some(password)) => config = config.with_password(user, password.into_bytes()),
+        (None, None) => {}
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "user and password go together",
+            ));
+        }
+    }
+    if let Some(token) = token {
+        config = config.with_token(token.into_bytes());
+    }
+    if let Some(seconds) = request_timeout {
+        let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err("request_timeout must be a positive number")
+        })?;
+        config = config.with_request_timeout(timeout);
+    }
+    let wants_tls = tls || ca_file.is_some() || cert_file.is_some() || server_name.is_some();
+    if wants_tls {
+        let mut options = TlsOptions::new();
+        if let Some(ca_file) = ca_file {
+            options = options.with_ca_file(ca_file);
+        }
+        if let Some(server_name) = server_name {
+            options = options.with_server_name(server_name);
+        }
+        match (cert_file, key_file) {
+            (Some(cert), Some(key)) => options = options.with_client_certificate(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "cert_file and key_file go together",
+                ));
+            }
+        }
+        config = config.with_tls(options);
+    }
+    run(py, blocking, async move {
+        let client = Client::connect(config).await.map_err(errors::to_py)?;
+        Ok(NativeClient { client, blocking })
+    })
+}
+
+#[pyclass(frozen, module = "switchboard._native")]
+pub(crate) struct NativeClient {
+    client: Client,
+    #[pyo3(get)]
+    blocking: bool,
+}
+
+fn payload(body: Vec<u8>, content_type: String, headers: Vec<(String, String)>) -> Payload {
+    headers.into_iter().fold(
+        Payload::with_content_type(content_type, body),
+        |payload, (name, value)| payload.with_header(name, value),
+    )
+}
+
+fn replay(kind: &str, value: u64) -> PyResult<Replay> {
+    match kind {
+        "none" => Ok(Replay::None),
+        "last" => Ok(Replay::Last(value)),
+        "since_seq" => Ok(Replay::SinceSeq(value)),
+        "since_time" => Ok(Replay::SinceTime(value)),
+        // Every sequence number is at or above zero.
+        "all" => Ok(Replay::SinceSeq(0)),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "unknown replay kind {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl NativeClient {
+    #[getter]
+    fn client_id(&self) -> u64 {
+        self.client.session().client_id
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.client.session().name.to_string()
+    }
+
+    #[getter]
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn publish<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        body: Vec<u8>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let ack = client
+                .publish(&channel, payload(body, content_type, headers))
+                .await
+                .map_err(errors::to_py)?;
+            Ok(Ack::from(ack))
+        })
+    }
+
+    fn publish_pipelined<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        body: Vec<u8>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        let blocking = self.blocking;
+        run(py, blocking, async move {
+            let pending = client
+                .publish(&channel, payload(body, content_type, headers))
+                .pipelined()
+                .await
+                .map_err(errors::to_py)?;
+            Ok(NativePendingAck {
+                pending: Arc::new(Mutex::new(Some(pending))),
+                blocking,
+            })
+        })
+    }
+
+    fn publish_no_reply<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        body: Vec<u8>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client
+                .publish(&channel, payload(body, content_type, headers))
+                .no_reply()
+                .await
+                .map_err(errors::to_py)
+        })
+    }
+
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.flush().await.map_err(errors::to_py)
+        })
+    }
+
+    fn subscribe<'py>(
+        &self,
+        py: Python<'py>,
+        patterns: Vec<String>,
+        replay_kind: String,
+        replay_value: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let replay = replay(&replay_kind, replay_value)?;
+        let Some((first, more)) = patterns.split_first() else {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "subscribe needs at least one pattern",
+            ));
+        };
+        let (first, more) = (first.clone(), more.to_vec());
+        let client = self.client.clone();
+        let blocking = self.blocking;
+        run(py, blocking, async move {
+            let builder = more
+                .iter()
+                .fold(client.subscribe(&first), |builder, pattern| {
+                    builder.pattern(pattern)
+                });
+            let subscription = builder.replay(replay).await.map_err(errors::to_py)?;
+            Ok(NativeSubscription::new(subscription, blocking))
+        })
+    }
+
+    #[pyo3(signature = (channel, id=None))]
+    fn get_message<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = id
+            .map(|id| uuid::Uuid::parse_str(&id))
+            .transpose()
+            .map_err(|error| {
+                pyo3::exceptions::PyValueError::new_err(format!("not a message id: {error}"))
+            })?;
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            match client
+                .get_message(&channel, id)
+                .await
+                .map_err(errors::to_py)?
+            {
+                Some(message) => Ok(Some(Message::read(message).await?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    #[pyo3(signature = (channel, since_kind, since_value, limit=None))]
+    fn get_messages<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        since_kind: &str,
+        since_value: u64,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let since = match since_kind {
+            "all" => Since::All,
+            "seq" => Since::Seq(since_value),
+            "time" => Since::Time(since_value),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown since kind {other:?}"
+                )));
+            }
+        };
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let messages = client
+                .get_messages(&channel, since, limit)
+                .await
+                .map_err(errors::to_py)?;
+            Message::read_all(messages).await
+        })
+    }
+
+    fn list_channels<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let channels = client.list_channels().await.map_err(errors::to_py)?;
+            Ok(channels.into_iter().map(Channel::from).collect::<Vec<_>>())
+        })
+    }
+
+    #[pyo3(signature = (
+        name, *, history=None, max_bytes=None, max_chars=None, max_age_ms=None,
+        max_total_bytes=None, slow_consumer=None, durability=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_channel<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        history: Option<u64>,
+        max_bytes: Option<u64>,
+        max_chars: Option<u64>,
+        max_age_ms: Option<u64>,
+        max_total_bytes: Option<u64>,
+        slow_consumer: Option<&str>,
+        durability: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = values::channel_options(
+            history,
+            max_bytes,
+            max_chars,
+            max_age_ms,
+            max_total_bytes,
+            slow_consumer,
+            durability,
+        )?;
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let info = client
+                .create_channel(&name, options)
+                .await
+                .map_err(errors::to_py)?;
+            Ok(Channel::from(info))
+        })
+    }
+
+    fn delete_channel<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.delete_channel(&name).await.map_err(errors::to_py)
+        })
+    }
+
+    fn identity<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let identity = client.identity().await.map_err(errors::to_py)?;
+            Ok(IdentityInfo::from(identity))
+        })
+    }
+
+    fn list_clients<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let clients = client.list_clients().await.map_err(errors::to_py)?;
+            Ok(clients
+                .into_iter()
+                .map(ClientEntry::from)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let reply = client.stats().await.map_err(errors::to_py)?;
+            Ok(reply
+                .stats
+                .into_iter()
+                .map(|stat| (stat.name.to_string(), stat.value))
+                .collect::<HashMap<_, _>>())
+        })
+    }
+
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.close().await.map_err(errors::to_py)
+        })
+    }
+}
+
+/// The ack of a pipelined publish, awaited (or waited for) once.
+#[pyclass(frozen, module = "switchboard._native")]
+pub(crate) struct NativePendingAck {
+    // A tokio mutex: the ack is awaited while held, by at most one caller at a time.
+    pending: Arc<Mutex<Option<PendingAck>>>,
+    blocking: bool,
+}
+
+#[pymethods]
+impl NativePendingAck {
+    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pending = Arc::clone(&self.pending);
+        run(py, self.blocking, async move {
+            let taken = pending.lock().await.take();
+            let pending = taken.ok_or_else(|| errors::internal("this ack was already awaited"))?;
+            let ack = pending.await.map_err(errors::to_py)?;
+            Ok(Ack::from(ack))
+        })
+    }
+}

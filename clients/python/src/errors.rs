@@ -1,0 +1,50 @@
+//! Turns the Rust client's errors into the exception classes of `switchboard.errors`,
+//! chosen by the error's kind and the server's code.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use switchboard_client::{ClientError, ErrorCode, ErrorKind};
+
+/// The Python exception for `error`, carrying its message and the server's code.
+pub(crate) fn to_py(error: ClientError) -> PyErr {
+    Python::attach(|py| build(py, &error).unwrap_or_else(|failure| failure))
+}
+
+fn build(py: Python<'_>, error: &ClientError) -> PyResult<PyErr> {
+    let class_name = class_for(error.kind(), error.code());
+    let module = py.import("switchboard.errors")?;
+    let class = module.getattr(class_name)?;
+    let (code, number) = match error.code() {
+        Some(code) => (Some(code.name()), Some(code.as_u16())),
+        None => (None, None),
+    };
+    let instance = class.call1((error.to_string(), code, number))?;
+    Ok(PyErr::from_value(instance))
+}
+
+/// The name of the class in `switchboard.errors` for an error of this kind and code.
+fn class_for(kind: ErrorKind, code: Option<ErrorCode>) -> &'static str {
+    match code {
+        Some(ErrorCode::AuthFailed) => return "AuthFailed",
+        Some(ErrorCode::NotFound) => return "NotFound",
+        Some(ErrorCode::Forbidden) => return "Forbidden",
+        Some(ErrorCode::TooLarge | ErrorCode::FrameTooLarge | ErrorCode::TooManyCharacters) => {
+            return "TooLarge";
+        }
+        Some(ErrorCode::RateLimited) => return "RateLimited",
+        Some(ErrorCode::InvalidArgument) => return "InvalidArgument",
+        _ => {}
+    }
+    match kind {
+        ErrorKind::Closed => "ConnectionClosed",
+        ErrorKind::Timeout => "Timeout",
+        ErrorKind::TooLarge => "TooLarge",
+        ErrorKind::InvalidArgument => "InvalidArgument",
+        _ => "SwitchboardError",
+    }
+}
+
+/// An error in the binding's own use of the client, not from the hub.
+pub(crate) fn internal(message: impl Into<String>) -> PyErr {
+    PyRuntimeError::new_err(message.into())
+}

@@ -1,0 +1,25 @@
+//! The native half of the Python package `switchboard`: a binding of the Rust client.
+//!
+//! Every call exists once, as a Rust future; [`bridge::run`] hands it to asyncio as an
+//! awaitable (the async API) or runs it to completion with the interpreter released
+//! (the blocking API). The Python modules of the package give both APIs their shape,
+//! their type hints and their exception classes; this crate only moves calls and data
+//! across.
+
+mod bridge;
+mod client;
+mod errors;
+mod subscription;
+mod values;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(client::connect, module)?)?;
+    module.add_class::<client::NativeClient>()?;
+    module.add_class::<client::NativePendingAck>()?;
+    module.add_class::<subscription::NativeSubscription>()?;
+    values::register(module)?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+"""Python client for the Switchboard message hub, a binding of its Rust client.
+
+Two APIs with the same methods::
+
+    async with await switchboard.connect("127.0.0.1:7420", name="alice") as client:
+        ack = await client.publish("chat.python", "hello")
+
+    with switchboard.Client("127.0.0.1:7420", name="alice") as client:
+        ack = client.publish("chat.python", "hello")
+"""
+
+from ._client import (
+    AsyncClient,
+    AsyncPendingAck,
+    AsyncSubscription,
+    Client,
+    PendingAck,
+    Subscription,
+    connect,
+)
+from ._native import Ack, Channel, ClientInfo, Identity, Message
+from ._types import Body, Replay, TlsConfig
+from .errors import (
+    AuthFailed,
+    ConnectionClosed,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+    SwitchboardError,
+    Timeout,
+    TooLarge,
+)
+
+__all__ = [
+    "Ack",
+    "AsyncClient",
+    "AsyncPendingAck",
+    "AsyncSubscription",
+    "AuthFailed",
+    "Body",
+    "Channel",
+    "Client",
+    "ClientInfo",
+    "ConnectionClosed",
+    "Forbidden",
+    "Identity",
+    "InvalidArgument",
+    "Message",
+    "NotFound",
+    "PendingAck",
+    "RateLimited",
+    "Replay",
+    "Subscription",
+    "SwitchboardError",
+    "Timeout",
+    "TlsConfig",
+    "TooLarge",
+    "connect",
+]
