@@ -31,5 +31,5 @@ cargo test --workspace --locked
 # first run in clients/python/target) and installs it with the test tools.
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python pytest pytest-asyncio
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8,<10" "pytest-asyncio>=1,<2"
 SWITCHBOARD_BIN="$PWD/target/debug/switchboard" "$venv/bin/pytest" -q clients/python/tests
