@@ -46,8 +46,7 @@ pub(crate) struct Session {
 /// timeout.
 pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
     let address = config.address()?;
-    let limit = config.request_timeout();
-    tokio::time::timeout(limit, async {
+    within_timeout(config, async {
         let (reader, writer) = connect_transport(&address).await?;
         let opened = handshake(reader, writer, config).await;
         match (&address, opened) {
@@ -58,12 +57,6 @@ pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
         }
     })
     .await
-    .map_err(|_| {
-        ClientError::from(ErrorDetail::Timeout {
-            what: "connecting",
-            after: limit,
-        })
-    })?
 }
 
 /// Opens a session over a transport the caller already connected, within the request
@@ -73,15 +66,21 @@ pub(crate) async fn open_over(
     writer: BoxedWriter,
     config: &ClientConfig,
 ) -> Result<Session> {
+    within_timeout(config, handshake(reader, writer, config)).await
+}
+
+/// Runs the opening of a session within the configured request timeout.
+async fn within_timeout(
+    config: &ClientConfig,
+    opening: impl std::future::Future<Output = Result<Session>>,
+) -> Result<Session> {
     let limit = config.request_timeout();
-    tokio::time::timeout(limit, handshake(reader, writer, config))
-        .await
-        .map_err(|_| {
-            ClientError::from(ErrorDetail::Timeout {
-                what: "connecting",
-                after: limit,
-            })
-        })?
+    tokio::time::timeout(limit, opening).await.map_err(|_| {
+        ClientError::from(ErrorDetail::Timeout {
+            what: "connecting",
+            after: limit,
+        })
+    })?
 }
 
 /// A TLS fault that surfaced as an I/O error, in plain words; any other error as it is.
