@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::{Sink, Stream};
 use switchboard_proto::Limits;
 use switchboard_proto::limits::{WEBSOCKET_MESSAGE_BYTES, websocket_message_limit};
@@ -135,17 +135,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     ) -> Poll<io::Result<usize>> {
         let total = bufs.iter().map(|buf| buf.len()).sum::<usize>();
         let take = total.min(WEBSOCKET_MESSAGE_BYTES);
-        ready!(self.get_mut().poll_send(cx, || {
-            let mut message = BytesMut::with_capacity(take);
-            for buf in bufs {
-                let room = take - message.len();
-                if room == 0 {
-                    break;
-                }
-                message.extend_from_slice(&buf[..buf.len().min(room)]);
-            }
-            message.freeze()
-        }))?;
+        ready!(
+            self.get_mut()
+                .poll_send(cx, || switchboard_proto::limits::websocket_message(bufs))
+        )?;
         Poll::Ready(Ok(take))
     }
 

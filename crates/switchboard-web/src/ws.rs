@@ -27,7 +27,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, Stream, StreamExt};
 use switchboard_client::ErrorCode;
@@ -333,7 +333,7 @@ impl AsyncWrite for WsBytes {
     ) -> Poll<io::Result<usize>> {
         let total = bufs.iter().map(|buf| buf.len()).sum::<usize>();
         let take = total.min(WEBSOCKET_MESSAGE_BYTES);
-        ready!(self.poll_queue(cx, || gather(bufs, take)))?;
+        ready!(self.poll_queue(cx, || switchboard_proto::limits::websocket_message(bufs)))?;
         Poll::Ready(Ok(take))
     }
 
@@ -350,19 +350,6 @@ impl AsyncWrite for WsBytes {
         self.writer.close();
         Poll::Ready(Ok(()))
     }
-}
-
-/// The first `take` bytes of `bufs`, in one buffer.
-pub(crate) fn gather(bufs: &[io::IoSlice<'_>], take: usize) -> Bytes {
-    let mut message = BytesMut::with_capacity(take);
-    for buf in bufs {
-        let room = take - message.len();
-        if room == 0 {
-            break;
-        }
-        message.extend_from_slice(&buf[..buf.len().min(room)]);
-    }
-    message.freeze()
 }
 
 #[cfg(test)]
@@ -397,12 +384,5 @@ mod tests {
         assert!(
             OriginPolicy::new(&["*".to_owned()], false).allows(&headers(Some("http://x"), "h"))
         );
-    }
-
-    #[test]
-    fn a_vectored_write_is_gathered_up_to_the_limit() {
-        let bufs = [io::IoSlice::new(b"abc"), io::IoSlice::new(b"defg")];
-        assert_eq!(&gather(&bufs, 7)[..], b"abcdefg");
-        assert_eq!(&gather(&bufs, 5)[..], b"abcde");
     }
 }
