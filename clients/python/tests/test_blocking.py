@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -77,9 +78,11 @@ with switchboard.Client(sys.argv[1], name="interrupted") as client:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is a Unix signal")
-def test_ctrl_c_interrupts_a_blocking_wait(server: Server) -> None:
+def test_ctrl_c_interrupts_a_blocking_wait(server: Server, tmp_path: Path) -> None:
+    # Run away from the source tree, whose switchboard/ has no built module in it.
     script = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, server.address],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
