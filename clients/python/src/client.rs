@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use switchboard_client::{Client, ClientConfig, Payload, PendingAck, Replay, Since, TlsOptions};
 use tokio::sync::Mutex;
 
+use crate::body::{self, ProgressCounter};
 use crate::bridge::run;
 use crate::errors;
 use crate::subscription::NativeSubscription;
@@ -233,13 +234,14 @@ impl NativeClient {
                 pyo3::exceptions::PyValueError::new_err(format!("not a message id: {error}"))
             })?;
         let client = self.client.clone();
-        run(py, self.blocking, async move {
+        let blocking = self.blocking;
+        run(py, blocking, async move {
             match client
                 .get_message(&channel, id)
                 .await
                 .map_err(errors::to_py)?
             {
-                Some(message) => Ok(Some(Message::read(message).await?)),
+                Some(message) => Ok(Some(Message::read(message, blocking).await?)),
                 None => Ok(None),
             }
         })
@@ -265,12 +267,13 @@ impl NativeClient {
             }
         };
         let client = self.client.clone();
-        run(py, self.blocking, async move {
+        let blocking = self.blocking;
+        run(py, blocking, async move {
             let messages = client
                 .get_messages(&channel, since, limit)
                 .await
                 .map_err(errors::to_py)?;
-            Message::read_all(messages).await
+            Message::read_all(messages, blocking).await
         })
     }
 
@@ -361,6 +364,67 @@ impl NativeClient {
         run(py, self.blocking, async move {
             client.close().await.map_err(errors::to_py)
         })
+    }
+
+    // -- payloads: large bodies --
+
+    /// Publishes `length` bytes read from `source` (a path, opened here, or a Python
+    /// binary file object) as a streamed body, in bounded memory; see [`crate::body`]
+    /// for `progress`.
+    #[pyo3(signature = (channel, source, length, content_type, headers, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn publish_file<'py>(
+        &self,
+        py: Python<'py>,
+        channel: String,
+        source: Py<PyAny>,
+        length: Option<u64>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let path: Option<std::path::PathBuf> = source.extract(py).ok();
+        let client = self.client.clone();
+        let counter = ProgressCounter::default();
+        let sent = counter.clone();
+        let future = async move {
+            let payload = payload(Vec::new(), content_type, headers);
+            let (reader, len, failure): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64, _) =
+                match path {
+                    Some(path) => {
+                        let file = tokio::fs::File::open(&path).await?;
+                        let len = file.metadata().await?.len();
+                        (Box::new(file), length.unwrap_or(len), None)
+                    }
+                    None => {
+                        let len = length.ok_or_else(|| {
+                            pyo3::exceptions::PyValueError::new_err(
+                                "the length of a file object is needed",
+                            )
+                        })?;
+                        let (reader, failure) = body::python_reader(source);
+                        (Box::new(reader), len, Some(failure))
+                    }
+                };
+            let progress = sent.clone();
+            let published = client
+                .publish(&channel, payload)
+                .stream_from(reader, len)
+                .progress(move |done| progress.set(done))
+                .await;
+            match published {
+                Ok(ack) => {
+                    sent.set(len);
+                    Ok(Ack::from(ack))
+                }
+                Err(error) => {
+                    // The source's own exception says more than the upload's.
+                    let raised = failure.and_then(|slot| slot.lock().ok()?.take());
+                    Err(raised.unwrap_or_else(|| errors::to_py(error)))
+                }
+            }
+        };
+        body::run_with_progress(py, self.blocking, future, counter, progress)
     }
 }
 

@@ -6,9 +6,11 @@
 //! their type hints and their exception classes; this crate only moves calls and data
 //! across.
 
+mod body;
 mod bridge;
 mod client;
 mod errors;
+mod msgpack;
 mod subscription;
 mod values;
 
@@ -21,5 +23,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::NativePendingAck>()?;
     module.add_class::<subscription::NativeSubscription>()?;
     values::register(module)?;
+    msgpack::register(module)?;
+    body::register(module)?;
     Ok(())
 }

@@ -47,13 +47,14 @@ impl NativeSubscription {
     /// The next message, or None when the subscription has ended.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let subscription = Arc::clone(&self.subscription);
-        run(py, self.blocking, async move {
+        let blocking = self.blocking;
+        run(py, blocking, async move {
             let mut guard = subscription.lock().await;
             let Some(stream) = guard.as_mut() else {
                 return Ok(None);
             };
             match stream.next().await {
-                Some(Ok(message)) => Ok(Some(Message::read(message).await?)),
+                Some(Ok(message)) => Ok(Some(Message::read(message, blocking).await?)),
                 Some(Err(error)) => Err(errors::to_py(error)),
                 None => Ok(None),
             }

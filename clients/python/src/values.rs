@@ -7,8 +7,9 @@ use switchboard_client::{
     ChannelInfo, ChannelOptions, ClientInfo, Durability, Identity, PublishAck, ReceivedMessage,
     Scope, SlowConsumerPolicy,
 };
-use tokio::io::AsyncReadExt;
 
+use crate::body::{self, BodyStream, PendingBody, ProgressCounter, Source};
+use crate::bridge::run;
 use crate::errors;
 
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,7 +21,8 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A message from a channel, a group or a hashtag, with its whole body.
+/// A message from a channel, a group or a hashtag. A body the server streams (larger
+/// than its frame limit) is not read until asked for (see [`crate::body`]).
 #[pyclass(frozen, module = "switchboard._native")]
 pub(crate) struct Message {
     #[pyo3(get)]
@@ -44,13 +46,19 @@ pub(crate) struct Message {
     #[pyo3(get)]
     is_replay: bool,
     body: bytes::Bytes,
+    #[pyo3(get)]
+    body_len: u64,
+    #[pyo3(get)]
+    is_streamed: bool,
+    pending: PendingBody,
+    blocking: bool,
 }
 
 #[pymethods]
 impl Message {
     #[getter]
-    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.body)
+    fn body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, self.whole_body()?))
     }
 
     #[getter]
@@ -59,8 +67,8 @@ impl Message {
     }
 
     /// The body as text, or None when it is not valid UTF-8.
-    fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.body).ok()
+    fn text(&self) -> PyResult<Option<&str>> {
+        Ok(std::str::from_utf8(self.whole_body()?).ok())
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -73,31 +81,87 @@ impl Message {
     fn __repr__(&self) -> String {
         format!(
             "Message(channel={:?}, seq={}, sender_name={:?}, content_type={:?}, body_len={})",
-            self.channel,
-            self.seq,
-            self.sender_name,
-            self.content_type,
-            self.body.len()
+            self.channel, self.seq, self.sender_name, self.content_type, self.body_len
         )
+    }
+
+    // -- payloads: typed values and large bodies --
+
+    /// The body as `target` (a dataclass, a pydantic model, dict, list, ...), read as
+    /// MessagePack or JSON according to the content type.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        target: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let body = PyBytes::new(py, self.whole_body()?);
+        py.import("switchboard._payload")?
+            .getattr("decode")?
+            .call1((&self.content_type, body, target))
+    }
+
+    /// The body's plain data (dicts, lists, ...), read as MessagePack or JSON according
+    /// to the content type.
+    fn value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let body = PyBytes::new(py, self.whole_body()?);
+        py.import("switchboard._payload")?
+            .getattr("parse")?
+            .call1((&self.content_type, body))
+    }
+
+    /// The body parsed as JSON, whatever the content type.
+    fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let body = PyBytes::new(py, self.whole_body()?);
+        py.import("switchboard._payload")?
+            .getattr("parse_json")?
+            .call1((body,))
+    }
+
+    /// Reads the whole body into memory (a streamed one as it arrives, checked).
+    fn read_body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pending = std::sync::Arc::clone(&self.pending);
+        run(py, self.blocking, async move {
+            let body = body::read_all(pending).await?;
+            Ok(Python::attach(|py| PyBytes::new(py, &body).unbind()))
+        })
+    }
+
+    /// Writes the body to the file at `path` as it arrives and returns its length; the
+    /// length and SHA-256 digest of a streamed body are checked, and the file removed
+    /// when they do not match (or anything else fails).
+    #[pyo3(signature = (path, progress=None))]
+    fn save_to<'py>(
+        &self,
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let pending = std::sync::Arc::clone(&self.pending);
+        let counter = ProgressCounter::default();
+        let future = body::save(pending, path, counter.clone());
+        body::run_with_progress(py, self.blocking, future, counter, progress)
+    }
+
+    /// The body's chunks as they arrive: `for` (blocking API) or `async for` (asyncio).
+    fn body_stream(&self) -> BodyStream {
+        BodyStream::new(std::sync::Arc::clone(&self.pending), self.blocking)
     }
 }
 
 impl Message {
-    /// Copies `message` out, reading a streamed body to its end first.
-    // TODO-next: bodies larger than memory go to a file or a Python stream instead.
-    pub(crate) async fn read(mut message: ReceivedMessage) -> PyResult<Message> {
-        let body = if message.is_streamed() {
-            let mut reader = message
+    /// Copies `message` out. A streamed body stays where it is, to be read when asked
+    /// for (see [`crate::body`]); `blocking` says which API those reads serve.
+    pub(crate) async fn read(mut message: ReceivedMessage, blocking: bool) -> PyResult<Message> {
+        let body = message.body().clone();
+        let is_streamed = message.is_streamed();
+        let body_len = message.body_len();
+        let source = if is_streamed {
+            let reader = message
                 .take_body_reader()
                 .ok_or_else(|| errors::internal("the message's body was already taken"))?;
-            let mut body = Vec::new();
-            reader
-                .read_to_end(&mut body)
-                .await
-                .map_err(|error| errors::internal(format!("reading a streamed body: {error}")))?;
-            bytes::Bytes::from(body)
+            Source::Streamed(reader)
         } else {
-            message.body().clone()
+            Source::Memory(body.clone())
         };
         Ok(Message {
             id: message.id().to_string(),
@@ -115,15 +179,34 @@ impl Message {
                 .collect(),
             is_replay: message.is_replay(),
             body,
+            body_len,
+            is_streamed,
+            pending: std::sync::Arc::new(tokio::sync::Mutex::new(Some(source))),
+            blocking,
         })
     }
 
-    pub(crate) async fn read_all(messages: Vec<ReceivedMessage>) -> PyResult<Vec<Message>> {
+    pub(crate) async fn read_all(
+        messages: Vec<ReceivedMessage>,
+        blocking: bool,
+    ) -> PyResult<Vec<Message>> {
         let mut read = Vec::with_capacity(messages.len());
         for message in messages {
-            read.push(Message::read(message).await?);
+            read.push(Message::read(message, blocking).await?);
         }
         Ok(read)
+    }
+
+    /// The body in memory; a streamed body is not (see `save_to`, `body_stream`).
+    fn whole_body(&self) -> PyResult<&[u8]> {
+        if self.is_streamed {
+            return Err(body::body_error(format!(
+                "this message's body ({} bytes) is streamed, not held in memory: \
+                 use save_to(path), body_stream() or read_body()",
+                self.body_len
+            )));
+        }
+        Ok(&self.body)
     }
 }
 

@@ -18,11 +18,13 @@ from ._client import (
     Subscription,
     connect,
 )
-from ._native import Ack, Channel, ClientInfo, Identity, Message
+from ._native import Ack, BodyStream, Channel, ClientInfo, Identity, Message
 from ._types import Body, Replay, TlsConfig
 from .errors import (
     AuthFailed,
+    BodyError,
     ConnectionClosed,
+    DecodeError,
     Forbidden,
     InvalidArgument,
     NotFound,
@@ -39,10 +41,13 @@ __all__ = [
     "AsyncSubscription",
     "AuthFailed",
     "Body",
+    "BodyError",
+    "BodyStream",
     "Channel",
     "Client",
     "ClientInfo",
     "ConnectionClosed",
+    "DecodeError",
     "Forbidden",
     "Identity",
     "InvalidArgument",

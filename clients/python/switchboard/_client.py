@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _native
 from ._native import Ack, Channel, ClientInfo, Identity, Message
@@ -24,6 +26,18 @@ __all__ = [
 
 DEFAULT_SERVER = "127.0.0.1:7420"
 Headers = Optional[Sequence[tuple[str, str]]]
+
+
+class Readable(Protocol):
+    """A binary file object, as far as publishing from it goes."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+Source = Union[str, "os.PathLike[str]", Readable]
+"""Where a large body comes from: a path, or a binary file object (its ``read``)."""
+Progress = Optional[Callable[[int], object]]
+"""Called with the bytes moved so far (about 10 times a second, and at the end)."""
 
 
 def _connect_options(
@@ -50,6 +64,29 @@ def _connect_options(
     else:
         options["tls"] = bool(tls)
     return options
+
+
+def _file_source(source: Source, length: Optional[int]) -> tuple[Any, Optional[int]]:
+    """What the native call takes for ``source``, and the length to send: a file
+    object's is what remains from its position to its end, unless given."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source), length
+    if not callable(getattr(source, "read", None)):
+        raise TypeError(f"a body source is a path or a binary file object, not {source!r}")
+    if length is not None:
+        return source, length
+    file: Any = source  # a file object may also tell, seek and have a descriptor
+    try:
+        return source, os.fstat(file.fileno()).st_size - file.tell()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        start = file.tell()
+        end = file.seek(0, io.SEEK_END)
+        file.seek(start)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        raise TypeError("give length= for a file object that cannot seek") from None
+    return source, end - start
 
 
 def _since(since_seq: Optional[int], since_time: Union[datetime, float, None]) -> tuple[str, int]:
@@ -159,9 +196,10 @@ class AsyncClient:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> Ack:
         """Publishes and waits for the server's ack."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         return await self._native.publish(channel, data, kind, list(headers or ()))
 
     async def publish_pipelined(
@@ -171,9 +209,10 @@ class AsyncClient:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> AsyncPendingAck:
         """Queues the message and returns at once with its ack to await later."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         native = await self._native.publish_pipelined(channel, data, kind, list(headers or ()))
         return AsyncPendingAck(native)
 
@@ -184,9 +223,10 @@ class AsyncClient:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> None:
         """Publishes without an ack; failures are reported by :meth:`flush`."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         await self._native.publish_no_reply(channel, data, kind, list(headers or ()))
 
     async def flush(self) -> None:
@@ -261,6 +301,31 @@ class AsyncClient:
     async def close(self) -> None:
         """Closes the session; calls in flight fail with ConnectionClosed."""
         await self._native.close()
+
+    # -- payloads: large bodies --
+
+    async def publish_file(
+        self,
+        channel: str,
+        source: Source,
+        *,
+        content_type: Optional[str] = None,
+        headers: Headers = None,
+        progress: Progress = None,
+        length: Optional[int] = None,
+    ) -> Ack:
+        """Publishes the contents of a file (a path or a binary file object, read from
+        its position) as a streamed body, in bounded memory, and waits for the ack.
+        ``progress`` is called with the bytes sent so far."""
+        native_source, size = _file_source(source, length)
+        return await self._native.publish_file(
+            channel,
+            native_source,
+            size,
+            content_type or "application/octet-stream",
+            list(headers or ()),
+            progress,
+        )
 
 
 class PendingAck:
@@ -353,9 +418,10 @@ class Client:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> Ack:
         """Publishes and waits for the server's ack."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         return self._native.publish(channel, data, kind, list(headers or ()))
 
     def publish_pipelined(
@@ -365,9 +431,10 @@ class Client:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> PendingAck:
         """Queues the message and returns at once with its ack to wait for later."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         return PendingAck(self._native.publish_pipelined(channel, data, kind, list(headers or ())))
 
     def publish_no_reply(
@@ -377,9 +444,10 @@ class Client:
         *,
         content_type: Optional[str] = None,
         headers: Headers = None,
+        format: str = "msgpack",
     ) -> None:
         """Publishes without an ack; failures are reported by :meth:`flush`."""
-        data, kind = encode_body(body, content_type)
+        data, kind = encode_body(body, content_type, format)
         self._native.publish_no_reply(channel, data, kind, list(headers or ()))
 
     def flush(self) -> None:
@@ -453,3 +521,28 @@ class Client:
     def close(self) -> None:
         """Closes the session; calls in flight fail with ConnectionClosed."""
         self._native.close()
+
+    # -- payloads: large bodies --
+
+    def publish_file(
+        self,
+        channel: str,
+        source: Source,
+        *,
+        content_type: Optional[str] = None,
+        headers: Headers = None,
+        progress: Progress = None,
+        length: Optional[int] = None,
+    ) -> Ack:
+        """Publishes the contents of a file (a path or a binary file object, read from
+        its position) as a streamed body, in bounded memory, and waits for the ack.
+        ``progress`` is called with the bytes sent so far."""
+        native_source, size = _file_source(source, length)
+        return self._native.publish_file(
+            channel,
+            native_source,
+            size,
+            content_type or "application/octet-stream",
+            list(headers or ()),
+            progress,
+        )

@@ -3,7 +3,11 @@
 # with blocking=False, and the result itself when blocking=True; hence `Any` here. The
 # typed API is in switchboard._client.
 
-from typing import Any, Optional
+from collections.abc import AsyncIterator, Iterator
+from os import PathLike
+from typing import Any, Callable, Optional, TypeVar
+
+_T = TypeVar("_T")
 
 class Message:
     """A message from a channel, a group or a hashtag, with its whole body."""
@@ -34,6 +38,38 @@ class Message:
     def body(self) -> bytes: ...
     def text(self) -> Optional[str]: ...
     def header(self, name: str) -> Optional[str]: ...
+
+    # -- payloads: typed values and large bodies --
+    @property
+    def body_len(self) -> int: ...
+    @property
+    def is_streamed(self) -> bool: ...
+    def decode(self, target: type[_T]) -> _T: ...
+    def value(self) -> Any: ...
+    def json(self) -> Any: ...
+    def read_body(self) -> Any:
+        """The whole body (bytes); an awaitable of it in the asyncio API."""
+    def save_to(
+        self, path: str | PathLike[str], progress: Optional[Callable[[int], object]] = None
+    ) -> Any:
+        """Saves the body to ``path``; returns (or, in the asyncio API, resolves to) its
+        length."""
+    def body_stream(self) -> BodyStream: ...
+
+class BodyStream:
+    """A body's chunks as they arrive: ``for`` (blocking API) or ``async for`` (asyncio)."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def __anext__(self) -> bytes: ...
+
+class ProgressCounter:
+    @property
+    def value(self) -> int: ...
+
+def msgpack_encode(value: Any) -> bytes: ...
+def msgpack_decode(body: bytes) -> Any: ...
 
 class Ack:
     """The server's acknowledgement of a published message."""
@@ -162,3 +198,14 @@ class NativeClient:
     def list_clients(self) -> Any: ...
     def stats(self) -> Any: ...
     def close(self) -> Any: ...
+
+    # -- payloads: large bodies --
+    def publish_file(
+        self,
+        channel: str,
+        source: Any,
+        length: Optional[int],
+        content_type: str,
+        headers: list[tuple[str, str]],
+        progress: Optional[Callable[[int], object]] = None,
+    ) -> Any: ...

@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional, Union
+from typing import Any, ClassVar, Optional, Protocol, Union
+
+from ._payload import encode_value
 
 __all__ = ["Body", "Replay", "TlsConfig"]
 
-Body = Union[bytes, bytearray, memoryview, str]
-"""A message body: bytes as they are (``application/octet-stream``) or text (UTF-8,
-``text/plain``)."""
+
+class DataclassInstance(Protocol):
+    """An instance of a dataclass."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+class PydanticModel(Protocol):
+    """A pydantic model (or anything with its ``model_dump``)."""
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
+Body = Union[
+    bytes,
+    bytearray,
+    memoryview,
+    str,
+    Mapping[Any, Any],
+    list[Any],
+    tuple[Any, ...],
+    DataclassInstance,
+    PydanticModel,
+]
+"""A message body: bytes as they are (``application/octet-stream``), text (UTF-8,
+``text/plain``), or a typed value (a dict, list, tuple, dataclass or pydantic model)
+written as MessagePack or JSON (see ``switchboard._payload``)."""
 
 OCTET_STREAM = "application/octet-stream"
 TEXT_PLAIN = "text/plain; charset=utf-8"
 
 
-def encode_body(body: Body, content_type: Optional[str]) -> tuple[bytes, str]:
-    """The bytes of ``body`` and its content type (``content_type`` when given)."""
+def encode_body(
+    body: Body, content_type: Optional[str], format: str = "msgpack"
+) -> tuple[bytes, str]:
+    """The bytes of ``body`` and its content type (``content_type`` when given). A typed
+    value is written in ``format``: "msgpack" (the default, as the Rust client's
+    ``Payload::typed``) or "json"."""
     if isinstance(body, str):
         return body.encode("utf-8"), content_type or TEXT_PLAIN
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body), content_type or OCTET_STREAM
-    raise TypeError(f"a body is bytes or str, not {type(body).__name__}")
+    data, kind = encode_value(body, format)
+    return data, content_type or kind
 
 
 def to_micros(time: Union[datetime, float]) -> int:

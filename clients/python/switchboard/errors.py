@@ -11,7 +11,9 @@ from typing import Optional
 
 __all__ = [
     "AuthFailed",
+    "BodyError",
     "ConnectionClosed",
+    "DecodeError",
     "Forbidden",
     "InvalidArgument",
     "NotFound",
@@ -67,3 +69,27 @@ class Timeout(SwitchboardError):
 
 class InvalidArgument(SwitchboardError, ValueError):
     """An argument was refused, by the client or by the server."""
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+
+class DecodeError(SwitchboardError, ValueError):
+    """A body could not be read as the type asked for: not MessagePack or JSON, or data
+    that does not fit. ``path`` names the field (``"location.floor"``, ``"tags[2]"``)."""
+
+    def __init__(
+        self,
+        message: str,
+        code: Optional[str] = None,
+        number: Optional[int] = None,
+        *,
+        path: str = "",
+    ) -> None:
+        super().__init__(f"{path}: {message}" if path else message, code, number)
+        self.path = path
+
+
+class BodyError(SwitchboardError):
+    """A streamed body could not be received whole: it broke off, was longer or shorter
+    than announced, did not match its SHA-256 digest, or was already read."""
