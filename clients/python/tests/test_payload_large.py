@@ -4,12 +4,15 @@ streams of chunks, digest checked, in bounded memory; failures leave the session
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +295,84 @@ def test_100_mib_in_bounded_memory(server: Server, tmp_path: Path) -> None:
     grown_mib = (after - before) / 1024
     print(f"peak RSS grew by {grown_mib:.1f} MiB for a 100 MiB body sent and received")
     assert grown_mib < 40, f"peak RSS grew by {grown_mib:.1f} MiB"
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32C (Castagnoli), as the protocol's frames carry it."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_entry(index: int) -> int:
+    for _ in range(8):
+        index = (index >> 1) ^ 0x82F63B78 if index & 1 else index >> 1
+    return index
+
+
+CRC32C_TABLE = [_crc32c_entry(index) for index in range(256)]
+CHUNK_FRAME = 0x60
+
+
+class CorruptingProxy:
+    """A TCP proxy in front of the server that changes one byte of the first CHUNK frame
+    it forwards to the client, fixing the frame's CRCs: the frames stay valid and only
+    the body's SHA-256 digest can tell."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.corrupted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with self.listener:
+            client, _ = self.listener.accept()
+        server = socket.create_connection(self.upstream)
+        threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+        self._pump_frames(server, client)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def _pump_frames(self, source: socket.socket, target: socket.socket) -> None:
+        reader = source.makefile("rb")
+        with contextlib.suppress(OSError):
+            target.sendall(reader.read(10))  # the connection preface
+            while len(prefix := reader.read(24)) == 24:
+                header_len = int.from_bytes(prefix[6:8], "big")
+                content_len = int.from_bytes(prefix[12:16], "big")
+                header = reader.read(header_len)
+                content = reader.read(content_len)
+                if prefix[3] == CHUNK_FRAME and content and not self.corrupted.is_set():
+                    content = bytes([content[0] ^ 0xFF]) + content[1:]
+                    start = prefix[:16] + crc32c(content).to_bytes(4, "big")
+                    prefix = start + crc32c(header, crc32c(start)).to_bytes(4, "big")
+                    self.corrupted.set()
+                target.sendall(prefix + header + content)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def test_a_body_that_does_not_match_its_digest(small_frames: Server, tmp_path: Path) -> None:
+    body = bytes(2 * MIB)
+    with switchboard.Client(small_frames.address, name="honest") as writer:
+        writer.publish("big.digest", body)
+    proxy = CorruptingProxy(small_frames.address)
+    with switchboard.Client(proxy.address, name="misled") as reader:
+        message = reader.latest("big.digest")
+        assert message is not None and message.is_streamed
+        with pytest.raises(BodyError, match="does not match its SHA-256 digest"):
+            message.save_to(tmp_path / "corrupt.bin")
+        assert proxy.corrupted.is_set()
+        # The unverified file is not left behind, and the session goes on.
+        assert not (tmp_path / "corrupt.bin").exists()
+        assert reader.publish("big.digest", "after").seq == 2
