@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional, TypeVar
 _T = TypeVar("_T")
 
 class Message:
-    """A message from a channel, a group or a hashtag, with its whole body."""
+    """A message from a channel, a group or a hashtag. A streamed body (``is_streamed``)
+    is read with ``save_to``, ``body_stream`` or ``read_body``."""
 
     @property
     def id(self) -> str: ...
