@@ -310,10 +310,12 @@ test('stats, and admin operations refused without the admin token', async () => 
 });
 
 test('heartbeats keep an idle session open', async () => {
-  const client = await connect('idler', { heartbeatMs: 100 });
-  assert.equal(client.session.heartbeatMs, 100);
-  // The server closes a session silent for 3 intervals; this one stays quiet for 8.
-  await new Promise((resolve) => setTimeout(resolve, 800));
+  const client = await connect('idler', { heartbeatMs: 250 });
+  assert.equal(client.session.heartbeatMs, 250);
+  // The server closes a session silent for 3 intervals; this one stays quiet for 8. The
+  // time waited is what is under test; intervals of 250 ms let a busy machine delay a
+  // heartbeat by half a second without closing the session.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
   assert.equal((await client.identity()).name, 'idler');
 });
 

@@ -43,77 +43,168 @@ async function decodeGolden(entry) {
   return decodePacket(frame);
 }
 
-/** What each entry's `desc` says, checked on the decoded packet. */
+const SESSION = {
+  clientId: 42n,
+  sessionId: '01900000-0000-7000-8000-000000000001',
+  heartbeatMs: 5000,
+  maxFrame: 8388608,
+  maxBody: 67108864,
+  software: 'switchboard/0.1.0',
+};
+const MESSAGE_ID = '01890a5d-ac96-774b-bcce-b302099a8057';
+const TIME_US = 1700000000000000;
+const HELLO_WORLD_SHA256 = new Uint8Array(await crypto.subtle.digest('SHA-256', utf8('hello world')));
+
+/**
+ * What each entry's `desc` says, written out here from the words (not from any encoder):
+ * the whole decoded packet, every property of it, must be this.
+ */
 const EXPECTED = {
-  session_init: { type: 'SESSION_INIT', requestId: 1, name: 'alice', heartbeatMs: 5000 },
-  session_ack: {
-    type: 'SESSION_ACK',
-    clientId: 42n,
-    sessionId: '01900000-0000-7000-8000-000000000001',
-    heartbeatMs: 5000,
-    maxFrame: 8388608,
-    maxBody: 67108864,
-    software: 'switchboard/0.1.0',
+  session_init: { type: 'SESSION_INIT', flags: 0, requestId: 1, name: 'alice', heartbeatMs: 5000 },
+  session_ack: { type: 'SESSION_ACK', flags: 0, requestId: 1, ...SESSION },
+  session_init_token: {
+    type: 'SESSION_INIT',
+    flags: 0,
+    requestId: 1,
+    name: 'deploy',
+    heartbeatMs: 0,
+    credentials: utf8('s3cret-token'),
   },
-  session_init_token: { name: 'deploy', heartbeatMs: 0, credentials: utf8('s3cret-token') },
-  session_init_password: { name: 'alice', user: 'alice', password: utf8('hunter2') },
-  session_init_jwt: { name: 'svc', jwt: utf8('eyJhbGciOiJIUzI1NiJ9.e30.sig') },
-  session_ack_user: { clientId: 42n, name: 'alice', user: 'alice' },
-  publish: { type: 'PUBLISH', requestId: 2, channel: 'chat', contentType: 'text/plain', content: utf8('hi') },
-  publish_ack: { type: 'PUBLISH_ACK', messageId: '01890a5d-ac96-774b-bcce-b302099a8057', seq: 1 },
-  message: {
-    type: 'MESSAGE',
-    requestId: 0,
+  session_init_password: {
+    type: 'SESSION_INIT',
+    flags: 0,
+    requestId: 1,
+    name: 'alice',
+    heartbeatMs: 0,
+    user: 'alice',
+    password: utf8('hunter2'),
+  },
+  session_init_jwt: {
+    type: 'SESSION_INIT',
+    flags: 0,
+    requestId: 1,
+    name: 'svc',
+    heartbeatMs: 0,
+    jwt: utf8('eyJhbGciOiJIUzI1NiJ9.e30.sig'),
+  },
+  session_ack_user: { type: 'SESSION_ACK', flags: 0, requestId: 1, ...SESSION, name: 'alice', user: 'alice' },
+  publish: {
+    type: 'PUBLISH',
+    flags: 0,
+    requestId: 2,
+    headers: [],
     channel: 'chat',
-    seq: 1,
-    time: 1700000000000000,
-    senderId: 42n,
-    senderName: 'alice',
+    contentType: 'text/plain',
     content: utf8('hi'),
   },
-  error_not_found: { type: 'ERROR', requestId: 3, code: 101, message: 'no such channel: nope' },
-  heartbeat_pong: { type: 'HEARTBEAT', flags: Flag.PONG },
-  publish_hmac: { type: 'PUBLISH', requestId: 4, flags: Flag.MAC, channel: 'chat', content: utf8('hi') },
-  relay: { type: 'RELAY', receivers: [7n, 8n, 9n], contentType: 'text/plain', content: utf8('psst') },
-  subscribe: { type: 'SUBSCRIBE', channel: 'chat.>', lastN: 10 },
+  publish_ack: { type: 'PUBLISH_ACK', flags: 0, requestId: 2, messageId: MESSAGE_ID, seq: 1 },
+  message: {
+    type: 'MESSAGE',
+    flags: 0,
+    requestId: 0,
+    headers: [],
+    channel: 'chat',
+    messageId: MESSAGE_ID,
+    seq: 1,
+    time: TIME_US,
+    senderId: 42n,
+    senderName: 'alice',
+    contentType: 'text/plain',
+    content: utf8('hi'),
+  },
+  error_not_found: { type: 'ERROR', flags: 0, requestId: 3, code: 101, message: 'no such channel: nope' },
+  heartbeat_pong: { type: 'HEARTBEAT', flags: Flag.PONG, requestId: 0 },
+  publish_hmac: {
+    type: 'PUBLISH',
+    flags: Flag.MAC,
+    requestId: 4,
+    headers: [],
+    channel: 'chat',
+    contentType: 'text/plain',
+    content: utf8('hi'),
+  },
+  relay: {
+    type: 'RELAY',
+    flags: 0,
+    requestId: 5,
+    receivers: [7n, 8n, 9n],
+    contentType: 'text/plain',
+    content: utf8('psst'),
+  },
+  subscribe: { type: 'SUBSCRIBE', flags: 0, requestId: 6, channel: 'chat.>', lastN: 10 },
   publish_group_headers: {
-    channel: 'friends',
-    scope: 1,
+    type: 'PUBLISH',
     flags: Flag.NO_REPLY,
+    requestId: 7,
     headers: [
       ['lang', 'fr'],
       ['émoji', '🎉'],
     ],
+    channel: 'friends',
+    scope: 1,
     content: utf8('salut'),
   },
-  chunk_last: { type: 'CHUNK', streamId: 1, flags: Flag.LAST, content: utf8(' world') },
-  list_groups_page: { type: 'LIST_GROUPS', cursor: utf8('team'), limit: 50 },
-  delete_channel: { type: 'DELETE_CHANNEL', channel: 'news' },
+  chunk_last: {
+    type: 'CHUNK',
+    flags: Flag.LAST,
+    requestId: 8,
+    streamId: 1,
+    digest: HELLO_WORLD_SHA256,
+    content: utf8(' world'),
+  },
+  list_groups_page: { type: 'LIST_GROUPS', flags: 0, requestId: 9, cursor: utf8('team'), limit: 50 },
+  delete_channel: { type: 'DELETE_CHANNEL', flags: 0, requestId: 9, channel: 'news' },
   group_list_partial: {
     type: 'GROUP_LIST',
+    flags: 0,
+    requestId: 9,
     cursor: utf8('zoo'),
     records: [{ channel: 'zoo', description: 'animals', memberCount: 3 }],
   },
-  event_group_deleted: { type: 'EVENT', kind: 6, scope: 1, channel: 'friends', time: 1700000000000000 },
-  error_rate_limited: { type: 'ERROR', code: 111 },
-  reload: { type: 'RELOAD', requestId: 5 },
-  event_subscription_revoked: { type: 'EVENT', kind: 7, subscriptionId: 3n, channel: 'chat.*' },
+  event_group_deleted: {
+    type: 'EVENT',
+    flags: 0,
+    requestId: 0,
+    kind: 6,
+    scope: 1,
+    channel: 'friends',
+    time: TIME_US,
+  },
+  error_rate_limited: {
+    type: 'ERROR',
+    flags: 0,
+    requestId: 4,
+    code: 111,
+    message: 'publish rate of 10 per second (burst 20) reached; retry in 120 ms',
+  },
+  reload: { type: 'RELOAD', flags: 0, requestId: 5 },
+  event_subscription_revoked: {
+    type: 'EVENT',
+    flags: 0,
+    requestId: 0,
+    kind: 7,
+    channel: 'chat.*',
+    subscriptionId: 3n,
+    time: TIME_US,
+  },
 };
 
 test('every golden frame decodes to what it describes and encodes back byte for byte', async () => {
   const entries = goldenEntries();
   assert.ok(entries.length >= 23, `found ${entries.length} golden entries`);
-  const described = entries.filter((entry) => EXPECTED[entry.name]).length;
-  assert.equal(described, Object.keys(EXPECTED).length, 'every expectation has its golden entry');
+  const named = entries.map((entry) => entry.name);
+  assert.deepEqual(new Set(named).size, named.length, 'golden names are unique');
+  // Both ways: a frame added to the file needs its description written out here.
+  assert.deepEqual(named.toSorted(), Object.keys(EXPECTED).toSorted(), 'every golden entry has its expectation');
   for (const entry of entries) {
     const packet = await decodeGolden(entry);
-    // Entries added later are still checked byte for byte below.
-    for (const [property, value] of Object.entries(EXPECTED[entry.name] ?? {})) {
-      assert.deepEqual(packet[property], value, `${entry.name}: ${property}`);
-    }
+    assert.deepEqual({ ...packet }, EXPECTED[entry.name], `${entry.name} decoded`);
     const key = entry.key === undefined ? undefined : await importHmacKey(entry.key);
     const bytes = await encodeFrame(encodePacket(packet), key);
     assert.equal(toHex(bytes), entry.hex, `${entry.name} re-encoded`);
+    // Encoded from the expectation alone, not from what was decoded.
+    const fromWords = await encodeFrame(encodePacket(structuredClone(EXPECTED[entry.name])), key);
+    assert.equal(toHex(fromWords), entry.hex, `${entry.name} encoded from its description`);
   }
 });
 

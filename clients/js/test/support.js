@@ -98,8 +98,11 @@ export function cli(args, { input, env = {}, timeout = 20_000 } = {}) {
   });
 }
 
-/** The next value of an async iterator, failing after `ms`. */
-export async function nextWithin(iterator, ms = 5_000) {
+/**
+ * The next value of an async iterator, failing after `ms` (generous, for a busy machine:
+ * the wait ends as soon as the value arrives).
+ */
+export async function nextWithin(iterator, ms = 15_000) {
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`nothing arrived within ${ms} ms`)), ms);

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use common::{RawClient, start_server_with, stat};
 use switchboard_proto::packet::{Packet, Publish, Relay, RelayStatus, Replay, Subscribe};
@@ -73,7 +71,8 @@ async fn a_relay_flood_never_disconnects_its_target() {
         }))
         .await;
     assert!(matches!(acked, Packet::PublishAck(_)), "{acked:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The delivery was queued (or the target marked slow) before the ack was sent; the
+    // target reading everything below shows it was not disconnected since.
     assert_eq!(stat(&server, "slow_consumers_disconnected"), 0);
 
     // The target reads: every delivered relay, the message, then the answer to its own

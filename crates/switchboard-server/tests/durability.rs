@@ -405,9 +405,10 @@ async fn a_session_keeps_reading_while_its_publishes_wait_for_the_disk() {
             other => panic!("{other:?}"),
         }
     }
-    // Waiting for each sync in turn would take 200 × 50 ms = 10 s.
+    // Waiting for each sync in turn would take 200 × 50 ms = 10 s; half of that leaves
+    // room for a busy machine and still tells the two apart.
     let took = started.elapsed();
-    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     // Answers come in publish order, each with its own seq.
     let expected: Vec<(u32, u64)> = (0..count).map(|i| (1000 + i, u64::from(i) + 1)).collect();
     assert_eq!(acked, expected);

@@ -7,11 +7,34 @@ use std::time::Duration;
 
 use switchboard_proto::packet::{Packet, Publish, Subscribe};
 
+/// Tasks alive on the test's runtime, which the server runs on.
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits until no more than `idle` tasks are alive: every writer task has exited (each
+/// does once its queue has stayed empty for its linger time).
+async fn wait_for_writers_to_exit(idle: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while alive_tasks() > idle {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks alive, {idle} expected: a writer never exited",
+            alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A writer that went away while its connection was idle comes back for the next item:
 /// a live message, and the DISCONNECT of a server shutting down.
 #[tokio::test]
 async fn a_connection_idle_long_enough_to_lose_its_writer_still_gets_what_is_sent() {
     let server = common::start_server().await;
+    // An idle connection is one task, its request loop: anything more is a writer.
+    let idle = alive_tasks() + 2;
     let (mut subscriber, _) = common::RawClient::connect_session(&server, "quiet").await;
     let ack = subscriber
         .request(Packet::Subscribe(Subscribe {
@@ -23,8 +46,8 @@ async fn a_connection_idle_long_enough_to_lose_its_writer_still_gets_what_is_sen
     let (mut publisher, _) = common::RawClient::connect_session(&server, "loud").await;
 
     for round in 0..2u8 {
-        // Well past the writers' linger time: both sessions are idle.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Both sessions idle long enough for their writers to exit.
+        wait_for_writers_to_exit(idle).await;
         let publish = Packet::Publish(Publish {
             channel: "quiet.news".into(),
             body: vec![round; 3].into(),
@@ -38,7 +61,7 @@ async fn a_connection_idle_long_enough_to_lose_its_writer_still_gets_what_is_sen
         }
     }
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_writers_to_exit(idle).await;
     server.shutdown().await;
     let packets = subscriber.until_closed().await;
     assert!(

@@ -18,17 +18,92 @@ use switchboard_server::{
     SyncFuture,
 };
 
-/// Records group writes in the order they complete; the first of each kind is slow.
+/// Records group writes in the order they complete; the first write of a kind can be held
+/// inside the store.
 #[derive(Default)]
 struct Recording {
-    slow_group: AtomicBool,
-    slow_members: AtomicBool,
+    group_gate: Gate,
+    member_gate: Gate,
     groups: Mutex<Vec<(String, String)>>,
     /// Member changes in the order they reached the store: group, member, joined.
     members: Mutex<Vec<(String, String, bool)>>,
 }
 
-const SLOW: Duration = Duration::from_millis(300);
+/// Holds the first write through it, once armed, inside the store until released, and
+/// counts the writes that came in while it was held.
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    state: std::sync::Mutex<GateState>,
+    /// Signalled on every change of `state`.
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    holding: bool,
+    released: bool,
+    passed_while_holding: usize,
+}
+
+/// How long anything here waits at most, so that a failing test never leaves a thread
+/// blocked.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// How long the second write is given to reach the store while the first is held. A hub
+/// that keeps its lock while it writes makes the second wait (so it never comes, and this
+/// is waited in full); one that does not lets it through at once.
+const CHANCE: Duration = Duration::from_millis(300);
+
+impl Gate {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by each write: the first after `arm` is held until `release`.
+    fn pass(&self) {
+        let mut state = self.state.lock().expect("gate");
+        if !self.armed.swap(false, Ordering::SeqCst) {
+            if state.holding {
+                state.passed_while_holding += 1;
+                self.changed.notify_all();
+            }
+            return;
+        }
+        state.holding = true;
+        self.changed.notify_all();
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, LIMIT, |state| !state.released)
+            .expect("gate");
+        state.holding = false;
+    }
+
+    /// Once the first write is held, runs `second`, gives its write the chance to reach
+    /// the store before the first one is let go, then lets it go. Blocks the calling
+    /// thread (the runtime's workers go on serving): the store blocks a worker while it
+    /// holds a write, so nothing here depends on the runtime.
+    fn race(&self, second: impl FnOnce()) {
+        let state = self.state.lock().expect("gate");
+        let (state, waited) = self
+            .changed
+            .wait_timeout_while(state, LIMIT, |state| !state.holding)
+            .expect("gate");
+        assert!(
+            !waited.timed_out(),
+            "the first write never reached the store"
+        );
+        drop(state);
+        second();
+        let state = self.state.lock().expect("gate");
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, CHANCE, |state| state.passed_while_holding == 0)
+            .expect("gate");
+        state.released = true;
+        self.changed.notify_all();
+    }
+}
 
 impl Storage for Recording {
     fn is_durable(&self) -> bool {
@@ -52,18 +127,14 @@ impl Storage for Recording {
         MemoryStorage.trim(kind, log, through_seq);
     }
     fn put_group(&self, name: &str, description: &str) -> Result<(), StorageError> {
-        if self.slow_group.swap(false, Ordering::SeqCst) {
-            std::thread::sleep(SLOW);
-        }
+        self.group_gate.pass();
         self.groups
             .lock()
             .push((name.to_owned(), description.to_owned()));
         Ok(())
     }
     fn add_member(&self, group: &str, member: &str) -> Result<(), StorageError> {
-        if self.slow_members.swap(false, Ordering::SeqCst) {
-            std::thread::sleep(SLOW);
-        }
+        self.member_gate.pass();
         self.members
             .lock()
             .push((group.to_owned(), member.to_owned(), true));
@@ -116,11 +187,16 @@ async fn concurrent_joins_leave_every_member_in_storage() {
         Packet::Ok(_)
     ));
 
-    storage.slow_members.store(true, Ordering::SeqCst);
+    // Alice's join is held inside the store while Bob joins: the race happens every
+    // time, and the store must still end with both.
+    storage.member_gate.arm();
     let join = || Packet::JoinGroup(JoinGroup { group: "g".into() });
     let alice_joins = tokio::spawn(async move { alice.request(join()).await });
-    tokio::time::sleep(SLOW / 6).await;
-    let bob_joins = tokio::spawn(async move { bob.request(join()).await });
+    let mut bob_joins = None;
+    storage
+        .member_gate
+        .race(|| bob_joins = Some(tokio::spawn(async move { bob.request(join()).await })));
+    let bob_joins = bob_joins.expect("bob joined");
     assert!(matches!(alice_joins.await.unwrap(), Packet::Ok(_)));
     assert!(matches!(bob_joins.await.unwrap(), Packet::Ok(_)));
 
@@ -162,10 +238,16 @@ async fn of_two_concurrent_creations_only_the_winner_reaches_storage() {
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
     let (mut bob, _) = RawClient::connect_session(&server, "bob").await;
 
-    storage.slow_group.store(true, Ordering::SeqCst);
+    // Alice's creation is held inside the store while Bob creates the same group.
+    storage.group_gate.arm();
     let alice_creates = tokio::spawn(async move { alice.request(create("g", "alice's")).await });
-    tokio::time::sleep(SLOW / 6).await;
-    let bob_creates = tokio::spawn(async move { bob.request(create("g", "bob's")).await });
+    let mut bob_creates = None;
+    storage.group_gate.race(|| {
+        bob_creates = Some(tokio::spawn(async move {
+            bob.request(create("g", "bob's")).await
+        }))
+    });
+    let bob_creates = bob_creates.expect("bob created");
     let answers = [alice_creates.await.unwrap(), bob_creates.await.unwrap()];
     let created = answers
         .iter()

@@ -166,8 +166,21 @@ async fn resuming_under_concurrent_publishing_loses_and_repeats_nothing() {
         last_id = event.id.unwrap();
     }
     drop(stream);
-    // Messages keep coming while nobody listens.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Messages keep coming while nobody listens: wait for one more (unless the
+    // publisher is already done).
+    let published = || {
+        server
+            .stats()
+            .into_iter()
+            .find(|(name, _)| name == "messages_published")
+            .map_or(0, |(_, value)| value)
+    };
+    let at_drop = published();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while published() == at_drop && !publishing.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut resumed = EventStream::open(
         addr,
         "/api/v1/events?pattern=race.*",

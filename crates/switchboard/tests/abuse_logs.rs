@@ -32,9 +32,10 @@ fn stop(mut server: support::KillOnDrop) {
     let _ = server.wait();
 }
 
-/// Waits until the log holds `wanted`; false after 5 s.
+/// Waits until the log holds `wanted`; false after 20 s (generous for a busy machine:
+/// the wait ends as soon as the line is there).
 fn log_shows(log: &Path, wanted: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::fs::read_to_string(log).is_ok_and(|text| text.contains(wanted)) {
             return true;
@@ -115,11 +116,12 @@ fn the_log_file_rotates_at_its_cap() {
     for _ in 0..100 {
         drop(std::net::TcpStream::connect(&addr).unwrap());
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous for a busy machine: the wait ends as soon as the file is there.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !rotated.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Each write keeps both files within the cap, whenever the server is stopped.
     stop(server);
     assert!(rotated.exists(), "no rotated file");
     let current = std::fs::metadata(&log).unwrap().len();

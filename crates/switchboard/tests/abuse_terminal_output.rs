@@ -19,7 +19,7 @@ const ESCAPED: &str = "^[]0;pwned^G^[[31mred\\u{202e}txt\\nesc #99 admin(1): for
 fn sub_prints_escape_sequences_and_newlines_escaped_one_line_per_message() {
     let server = TestServer::start();
     let mut sub = server.spawn("reader", &["sub", "news", "--count", "2"]);
-    server.wait_for_client("reader");
+    server.wait_for_subscriber("reader", 1);
     for body in [HOSTILE, "plain"] {
         server
             .cli("mallory")

@@ -22,7 +22,10 @@ use switchboard_server::security::hash_password;
 
 mod support;
 
-use support::{ConfigServer, KillOnDrop, cli_at, read_lines, wait_exit, wait_for_client_at};
+use support::{
+    ConfigServer, KillOnDrop, cli_at, read_lines, subscriptions_at, wait_exit,
+    wait_for_subscriber_at,
+};
 
 /// How long any one thing may take to show in the page.
 const WAIT: Duration = Duration::from_secs(5);
@@ -313,8 +316,10 @@ async fn the_console_in_a_browser() {
     );
 
     // A message sent from the page reaches a CLI subscriber.
+    // The page holds subscriptions of its own: the subscriber's is one more.
+    let before = subscriptions_at(&server.http);
     let mut subscriber = spawn_subscriber(&server);
-    wait_for_client_at(&server.tcp, "root");
+    wait_for_subscriber_at(&server.tcp, &server.http, "root", before + 1);
     send(&browser, "hello from the browser").await;
     let lines = read_lines(&mut subscriber, 1);
     assert!(

@@ -15,7 +15,7 @@ use support::{TestServer, read_lines, wait_exit};
 /// A `sub` process on `channel` that prints one JSON line per message.
 fn subscriber(server: &TestServer, name: &str, channel: &str) -> StdChild {
     let child = server.spawn(name, &["--json", "sub", channel]);
-    server.wait_for_client(name);
+    server.wait_for_subscriber(name, 1);
     child
 }
 

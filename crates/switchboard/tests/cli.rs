@@ -12,7 +12,8 @@ use serde_json::Value;
 mod support;
 
 use support::{
-    BIN, TestServer, json_lines, read_lines, serve_process, serve_process_with_env, wait_exit,
+    BIN, TestServer, json_lines, read_lines, serve_process, serve_process_with_env,
+    serve_process_with_web, wait_exit,
 };
 
 #[test]
@@ -191,16 +192,7 @@ fn subscribe_prints_live_messages_and_hashtags() {
     let server = TestServer::start();
     let mut sub = server.spawn("bob", &["--json", "sub", "#rust", "--count", "2"]);
     // Wait until the subscription is registered before publishing.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = server.stdout("probe", &["--json", "clients"]);
-        if json_lines(&out).iter().any(|c| c["name"] == "bob") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "subscriber never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_for_subscriber("bob", 1);
     server
         .cli("alice")
         .args(["pub", "a", "I love #Rust"])
@@ -247,7 +239,7 @@ fn payloads(lines: &[String]) -> Vec<String> {
 fn a_message_matching_two_patterns_is_printed_once() {
     let server = TestServer::start();
     let mut sub = server.spawn("bob", &["--json", "sub", "chat.>", "#rust", "--count", "2"]);
-    server.wait_for_client("bob");
+    server.wait_for_subscriber("bob", 2);
     for text in ["Anyone here likes #Rust?", "end"] {
         server
             .cli("alice")
@@ -273,7 +265,7 @@ fn overlapping_replays_are_printed_once() {
         "bob",
         &["--json", "sub", "chat.general", "#rust", "--last", "5"],
     );
-    server.wait_for_client("bob");
+    server.wait_for_subscriber("bob", 2);
     server
         .cli("alice")
         .args(["pub", "chat.general", "end"])
@@ -448,37 +440,41 @@ fn chat_reads_commands_and_lines_from_a_file() {
     assert_eq!(messages[0]["from"], "dave");
 }
 
-/// `switchboard serve` with a Unix socket, a data directory and a log file in `dir`.
-fn serve_in(dir: &std::path::Path) -> (support::KillOnDrop, String, std::path::PathBuf) {
+/// `switchboard serve` with a Unix socket, a data directory and a log file in `dir`: the
+/// process, its TCP address, its socket and its web listener's address.
+fn serve_in(dir: &std::path::Path) -> (support::KillOnDrop, String, std::path::PathBuf, String) {
     let socket = dir.join("hub.sock");
     let data = dir.join("data");
     let log = dir.join("hub.log");
-    let (child, addr) = serve_process(&[
-        "--unix".as_ref(),
-        socket.as_os_str(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-        "--log-file".as_ref(),
-        log.as_os_str(),
-        // Sessions are logged at debug (at info only in a periodic summary).
-        "--log-level".as_ref(),
-        "debug".as_ref(),
-    ]);
-    (child, addr, socket)
+    let (child, addr, http) = serve_process_with_web(
+        &[
+            "--unix".as_ref(),
+            socket.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--log-file".as_ref(),
+            log.as_os_str(),
+            // Sessions are logged at debug (at info only in a periodic summary).
+            "--log-level".as_ref(),
+            "debug".as_ref(),
+        ],
+        &[],
+    );
+    (child, addr, socket, http)
 }
 
 #[cfg(unix)]
 #[test]
 fn stop_ends_the_server_gracefully_with_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, socket) = serve_in(dir.path());
+    let (mut child, addr, socket, http) = serve_in(dir.path());
     let mut sub = StdCommand::new(BIN)
         .args(["--server", &addr, "--name", "watcher", "sub", "anything"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    support::wait_for_subscriber_at(&addr, &http, "watcher", 1);
     // Over TCP without a token, stop is refused.
     Command::new(BIN)
         .args(["--server", &addr, "stop"])
@@ -511,7 +507,7 @@ fn stop_ends_the_server_gracefully_with_exit_zero() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, _socket) = serve_in(dir.path());
+    let (mut child, addr, _socket, _http) = serve_in(dir.path());
     Command::new(BIN)
         .args(["--server", &addr, "pub", "x", "before"])
         .assert()

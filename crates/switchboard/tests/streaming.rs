@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 
 mod support;
 
-use support::{TestServer, cli_at, json_lines, serve_process, wait_exit, wait_for_client_at};
+use support::{
+    TestServer, cli_at, json_lines, serve_process_with_web, wait_exit, wait_for_subscriber_at,
+};
 
 const MIB: usize = 1024 * 1024;
 const BODY_LEN: usize = 64 * MIB;
@@ -65,7 +67,7 @@ fn a_64_mib_message_streams_through_pub_sub_and_get() {
             received.to_str().unwrap(),
         ],
     );
-    server.wait_for_client("bob");
+    server.wait_for_subscriber("bob", 1);
 
     let out = server.stdout(
         "alice",
@@ -167,11 +169,14 @@ fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
     const LEN: usize = 256 * MIB;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut server, addr) = serve_process(&[
-        "--no-unix".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ]);
+    let (mut server, addr, http) = serve_process_with_web(
+        &[
+            "--no-unix".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+        &[],
+    );
     let cli = |name: &str| cli_at(&addr, name);
 
     let source = dir.path().join("big.bin");
@@ -189,7 +194,7 @@ fn a_256_mib_message_reaches_a_subscriber_with_bounded_server_memory() {
             .spawn()
             .unwrap(),
     );
-    wait_for_client_at(&addr, "bob");
+    wait_for_subscriber_at(&addr, &http, "bob", 1);
     let started = Instant::now();
     cli("alice")
         .args(["pub", "big", "--file"])

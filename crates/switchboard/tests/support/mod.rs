@@ -72,12 +72,33 @@ impl TestServer {
             .unwrap()
     }
 
-    /// Waits until a client called `name` is connected, and a moment more for the
-    /// request it sends next (connected is not yet subscribed).
-    pub fn wait_for_client(&self, name: &str) {
-        wait_for_client_at(&self.addr, name);
+    /// Subscriptions the server holds now, all sessions together.
+    pub fn subscriptions(&self) -> u64 {
+        self.handle.hub().metrics().subscriptions
+    }
+
+    /// Waits until a client called `name` is connected and the server holds
+    /// `subscriptions` subscriptions in all (connected is not yet subscribed).
+    pub fn wait_for_subscriber(&self, name: &str, subscriptions: u64) {
+        wait_for_listed(&self.addr, name);
+        wait_until(&format!("{subscriptions} subscriptions"), || {
+            self.subscriptions() >= subscriptions
+        });
     }
 }
+
+/// Polls `ready` until it holds, failing after `PATIENCE_SECS` with `what`.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(PATIENCE_SECS);
+    while !ready() {
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a wait for something that should happen at once may take: generous, since
+/// the machine may be busy with other builds.
+pub const PATIENCE_SECS: u64 = 30;
 
 impl Drop for TestServer {
     fn drop(&mut self) {
@@ -95,10 +116,9 @@ pub fn cli_at(addr: &str, name: &str) -> Command {
     command
 }
 
-/// Waits until `clients` on `addr` lists `name`, then a moment more.
-pub fn wait_for_client_at(addr: &str, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+/// Waits until `clients` on `addr` lists `name`.
+fn wait_for_listed(addr: &str, name: &str) {
+    wait_until(&format!("{name} connected"), || {
         let out = cli_at(addr, "probe")
             .args(["--json", "clients"])
             .assert()
@@ -106,13 +126,34 @@ pub fn wait_for_client_at(addr: &str, name: &str) {
             .get_output()
             .stdout
             .clone();
-        if json_lines(&out).iter().any(|client| client["name"] == name) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{name} never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+        json_lines(&out).iter().any(|client| client["name"] == name)
+    });
+}
+
+/// Waits until a client called `name` is connected to the server at `addr`, whose web
+/// listener is at `http`, and that server holds `subscriptions` subscriptions in all.
+pub fn wait_for_subscriber_at(addr: &str, http: &str, name: &str, subscriptions: u64) {
+    wait_for_listed(addr, name);
+    wait_until(&format!("{subscriptions} subscriptions"), || {
+        subscriptions_at(http) >= subscriptions
+    });
+}
+
+/// The subscriptions gauge of the server whose web listener is at `http`, read from
+/// its `/metrics`.
+pub fn subscriptions_at(http: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("the web listener answers");
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {http}\r\n\r\n").as_bytes())
+        .expect("request written");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_subscriptions "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no subscriptions gauge in /metrics:\n{response}"))
 }
 
 /// A child process killed when dropped, so that a test failing half-way leaves no server
@@ -150,6 +191,15 @@ pub fn serve_process_with_env(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (KillOnDrop, String) {
+    let (child, addr, _http) = serve_process_with_web(args, env);
+    (child, addr)
+}
+
+/// `serve_process_with_env`, returning the web listener's address too.
+pub fn serve_process_with_web(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (KillOnDrop, String, String) {
     let mut child = StdCommand::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(args)
@@ -159,21 +209,30 @@ pub fn serve_process_with_env(
         .spawn()
         .expect("server starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
+    let (mut addr, mut http) = (None, None);
+    while addr.is_none() || http.is_none() {
         let line = lines
             .next()
             .expect("server prints its address")
             .expect("line");
-        if let Some(addr) = line.strip_prefix("switchboard listening on ")
-            && !addr.starts_with("unix:")
-            && !addr.starts_with("http://")
-        {
-            break addr.to_owned();
+        if let Some(listening) = line.strip_prefix("switchboard listening on ") {
+            if let Some(web) = listening
+                .strip_prefix("http://")
+                .or_else(|| listening.strip_prefix("https://"))
+            {
+                http = Some(web.to_owned());
+            } else if !listening.starts_with("unix:") {
+                addr = Some(listening.to_owned());
+            }
         }
-    };
+    }
     // Keeps reading so the server never writes into a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (KillOnDrop(child), addr)
+    (
+        KillOnDrop(child),
+        addr.expect("a TCP address"),
+        http.expect("an HTTP address"),
+    )
 }
 
 /// Each line of output as JSON.
