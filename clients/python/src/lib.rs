@@ -9,6 +9,7 @@
 mod bridge;
 mod client;
 mod errors;
+mod feeds;
 mod subscription;
 mod values;
 
@@ -21,5 +22,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::NativePendingAck>()?;
     module.add_class::<subscription::NativeSubscription>()?;
     values::register(module)?;
+    feeds::register(module)?;
     Ok(())
 }

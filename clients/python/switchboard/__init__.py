@@ -11,14 +11,30 @@ Two APIs with the same methods::
 
 from ._client import (
     AsyncClient,
+    AsyncDirectFeed,
+    AsyncGroupFeed,
     AsyncPendingAck,
     AsyncSubscription,
     Client,
+    DirectFeed,
+    GroupFeed,
+    GroupItem,
     PendingAck,
     Subscription,
     connect,
 )
-from ._native import Ack, Channel, ClientInfo, Identity, Message
+from ._native import (
+    Ack,
+    Channel,
+    ClientInfo,
+    DirectMessage,
+    Group,
+    GroupEvent,
+    Identity,
+    Member,
+    Message,
+    RelayOutcome,
+)
 from ._types import Body, Replay, TlsConfig
 from .errors import (
     AuthFailed,
@@ -35,6 +51,8 @@ from .errors import (
 __all__ = [
     "Ack",
     "AsyncClient",
+    "AsyncDirectFeed",
+    "AsyncGroupFeed",
     "AsyncPendingAck",
     "AsyncSubscription",
     "AuthFailed",
@@ -43,13 +61,21 @@ __all__ = [
     "Client",
     "ClientInfo",
     "ConnectionClosed",
+    "DirectFeed",
+    "DirectMessage",
     "Forbidden",
+    "Group",
+    "GroupEvent",
+    "GroupFeed",
+    "GroupItem",
     "Identity",
     "InvalidArgument",
+    "Member",
     "Message",
     "NotFound",
     "PendingAck",
     "RateLimited",
+    "RelayOutcome",
     "Replay",
     "Subscription",
     "SwitchboardError",
