@@ -66,7 +66,8 @@ pub(crate) struct Member {
 #[pymethods]
 impl Member {
     fn __repr__(&self) -> String {
-        format!("Member(name={:?}, online={})", self.name, self.online)
+        let online = if self.online { "True" } else { "False" };
+        format!("Member(name={:?}, online={online})", self.name)
     }
 }
 
