@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::IntoPyObjectExt;
@@ -12,7 +12,7 @@ use switchboard_client::{
     DirectFeed, Event, EventKind, GroupFeed, GroupInfo, GroupItem, MemberInfo, ReceivedDirect,
     RelayOutcome, RelayStatus,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::bridge::run;
 use crate::values::Message;
@@ -210,20 +210,56 @@ impl From<Event> for GroupEvent {
     }
 }
 
+/// A feed taken from the client, read by one `next` call at a time, that `close` ends
+/// even while a `next` call waits on it.
+struct FeedSlot<F> {
+    // A tokio mutex, held across the wait for the next item: concurrent `next` calls
+    // take turns. `None` once closed, which gives the feed back to the client.
+    feed: Mutex<Option<F>>,
+    closed: watch::Sender<bool>,
+}
+
+impl<F: Stream + Unpin> FeedSlot<F> {
+    fn new(feed: F) -> Arc<FeedSlot<F>> {
+        Arc::new(FeedSlot {
+            feed: Mutex::new(Some(feed)),
+            closed: watch::Sender::new(false),
+        })
+    }
+
+    /// The next item, or None once the feed ended or was closed.
+    async fn next(&self) -> Option<F::Item> {
+        let mut closed = self.closed.subscribe();
+        let mut guard = tokio::select! {
+            guard = self.feed.lock() => guard,
+            _ = closed.wait_for(|closed| *closed) => return None,
+        };
+        let stream = guard.as_mut()?;
+        tokio::select! {
+            item = stream.next() => item,
+            _ = closed.wait_for(|closed| *closed) => None,
+        }
+    }
+
+    async fn close(&self) {
+        // Ends a `next` call waiting on the feed, which then lets go of the lock.
+        self.closed.send_replace(true);
+        self.feed.lock().await.take();
+    }
+}
+
 /// The group feed: a `Message` or a `GroupEvent` per `next` call, None once the
 /// connection ended or the feed was closed.
 #[pyclass(frozen, module = "switchboard._native")]
 pub(crate) struct NativeGroupFeed {
-    // A tokio mutex, held across the wait for the next item: concurrent `next` calls
-    // take turns. `None` once closed, which gives the feed back to the client.
-    feed: Arc<Mutex<Option<GroupFeed>>>,
+    slot: Arc<FeedSlot<GroupFeed>>,
     blocking: bool,
 }
 
 impl NativeGroupFeed {
     pub(crate) fn new(feed: GroupFeed, blocking: bool) -> NativeGroupFeed {
         NativeGroupFeed {
-            feed: Arc::new(Mutex::new(Some(feed))),
+            slot: FeedSlot::new(feed),
             blocking,
         }
     }
@@ -232,13 +268,9 @@ impl NativeGroupFeed {
 #[pymethods]
 impl NativeGroupFeed {
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let feed = Arc::clone(&self.feed);
+        let slot = Arc::clone(&self.slot);
         run(py, self.blocking, async move {
-            let mut guard = feed.lock().await;
-            let Some(stream) = guard.as_mut() else {
-                return Ok(None);
-            };
-            match stream.next().await {
+            match slot.next().await {
                 Some(GroupItem::Message(message)) => Ok(Some(GroupFeedItem::Message(Box::new(
                     Message::read(message).await?,
                 )))),
@@ -249,9 +281,9 @@ impl NativeGroupFeed {
     }
 
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let feed = Arc::clone(&self.feed);
+        let slot = Arc::clone(&self.slot);
         run(py, self.blocking, async move {
-            feed.lock().await.take();
+            slot.close().await;
             Ok(())
         })
     }
@@ -280,15 +312,14 @@ impl<'py> IntoPyObject<'py> for GroupFeedItem {
 /// the feed was closed.
 #[pyclass(frozen, module = "switchboard._native")]
 pub(crate) struct NativeDirectFeed {
-    // As in `NativeGroupFeed`.
-    feed: Arc<Mutex<Option<DirectFeed>>>,
+    slot: Arc<FeedSlot<DirectFeed>>,
     blocking: bool,
 }
 
 impl NativeDirectFeed {
     pub(crate) fn new(feed: DirectFeed, blocking: bool) -> NativeDirectFeed {
         NativeDirectFeed {
-            feed: Arc::new(Mutex::new(Some(feed))),
+            slot: FeedSlot::new(feed),
             blocking,
         }
     }
@@ -297,20 +328,16 @@ impl NativeDirectFeed {
 #[pymethods]
 impl NativeDirectFeed {
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let feed = Arc::clone(&self.feed);
+        let slot = Arc::clone(&self.slot);
         run(py, self.blocking, async move {
-            let mut guard = feed.lock().await;
-            let Some(stream) = guard.as_mut() else {
-                return Ok(None);
-            };
-            Ok(stream.next().await.map(DirectMessage::from))
+            Ok(slot.next().await.map(DirectMessage::from))
         })
     }
 
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let feed = Arc::clone(&self.feed);
+        let slot = Arc::clone(&self.slot);
         run(py, self.blocking, async move {
-            feed.lock().await.take();
+            slot.close().await;
             Ok(())
         })
     }

@@ -53,13 +53,19 @@ def _connect_options(
     jwt: Optional[str] = None,
     hmac_key: Optional[bytes] = None,
 ) -> dict[str, Any]:
+    # A session logs in one way at most; the server would refuse a mix.
+    logins = [user is not None or password is not None, token is not None, jwt is not None]
+    if sum(logins) > 1:
+        raise ValueError("log in with one of user and password, token or jwt")
+    if hmac_key is not None and not isinstance(hmac_key, bytes):
+        raise TypeError(f"hmac_key is bytes, not {type(hmac_key).__name__}")
     options: dict[str, Any] = {
         "user": user,
         "password": password,
         "token": token,
         "request_timeout": request_timeout,
         "jwt": jwt,
-        "hmac_key": None if hmac_key is None else bytes(hmac_key),
+        "hmac_key": hmac_key,
     }
     if isinstance(tls, TlsConfig):
         options.update(

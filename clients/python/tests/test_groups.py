@@ -112,6 +112,17 @@ async def test_feed_is_taken_once_and_given_back(server: Server) -> None:
         await again.close()
 
 
+async def test_close_ends_a_waiting_feed(server: Server) -> None:
+    async with await switchboard.connect(server.address, name="closing") as client:
+        feed = client.group_feed()
+        waiting = asyncio.ensure_future(feed.next())
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(feed.close(), 10)
+        assert await asyncio.wait_for(waiting, 10) is None
+        # The feed was given back.
+        await client.group_feed().close()
+
+
 async def test_feed_ends_when_the_client_closes(server: Server) -> None:
     client = await switchboard.connect(server.address, name="ending")
     feed = client.group_feed()
@@ -187,3 +198,19 @@ def test_blocking_feed_ends_when_the_client_closes(server: Server) -> None:
     feed = client.group_feed()
     threading.Timer(0.2, client.close).start()
     assert list(feed) == []
+
+
+def test_blocking_close_ends_a_waiting_feed(server: Server) -> None:
+    with switchboard.Client(server.address, name="bclosing") as client:
+        feed = client.group_feed()
+        items: list[switchboard.GroupItem] = []
+        reading = threading.Thread(target=lambda: items.extend(feed))
+        reading.start()
+        time.sleep(0.1)
+        # Closed from a thread of its own, so that a close that waits on the reader
+        # fails the test instead of hanging it.
+        closing = threading.Thread(target=feed.close, daemon=True)
+        closing.start()
+        closing.join(timeout=10)
+        reading.join(timeout=10)
+        assert not closing.is_alive() and not reading.is_alive() and items == []

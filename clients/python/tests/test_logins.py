@@ -127,3 +127,12 @@ async def test_wrong_or_missing_hmac_key(hmac_server: Server, key: Optional[byte
     # Each side checks the other's tags: the refusal names the HMAC, not a timeout.
     assert not isinstance(caught.value, switchboard.Timeout)
     assert "HMAC" in caught.value.message
+
+
+def test_one_login_at_a_time() -> None:
+    with pytest.raises(ValueError):
+        switchboard.Client("127.0.0.1:1", token="t", jwt="j")
+    with pytest.raises(ValueError):
+        switchboard.Client("127.0.0.1:1", user="u", password="p", jwt="j")
+    with pytest.raises(TypeError):
+        switchboard.Client("127.0.0.1:1", hmac_key="a str")  # type: ignore[arg-type]

@@ -72,6 +72,15 @@ async def test_direct_feed_ends_when_the_client_closes(server: Server) -> None:
     assert await asyncio.wait_for(waiting, 10) is None
 
 
+async def test_close_ends_a_waiting_direct_feed(server: Server) -> None:
+    async with await switchboard.connect(server.address, name="dclosing") as client:
+        directs = client.direct_feed()
+        waiting = asyncio.ensure_future(directs.next())
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(directs.close(), 10)
+        assert await asyncio.wait_for(waiting, 10) is None
+
+
 def test_blocking_relay_and_direct_feed(server: Server) -> None:
     with (
         switchboard.Client(server.address, name="bsender") as sender,
