@@ -308,6 +308,7 @@ class AsyncClient:
         await self._native.join_group(name)
 
     async def leave_group(self, name: str) -> None:
+        """Leaves a group (always allowed); its posts stop arriving on the group feed."""
         await self._native.leave_group(name)
 
     async def delete_group(self, name: str) -> None:
@@ -592,6 +593,7 @@ class Client:
         self._native.join_group(name)
 
     def leave_group(self, name: str) -> None:
+        """Leaves a group (always allowed); its posts stop arriving on the group feed."""
         self._native.leave_group(name)
 
     def delete_group(self, name: str) -> None:
