@@ -28,8 +28,9 @@ fi
 cargo test --workspace --locked
 
 # The Python client: pip builds the binding (a release build by maturin, warm after the
-# first run in clients/python/target) and installs it with the test tools.
+# first run in clients/python/target) and installs it with the test tools (trustme makes
+# the TLS tests' certificates).
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8,<10" "pytest-asyncio>=1,<2"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8,<10" "pytest-asyncio>=1,<2" "trustme>=1,<2"
 SWITCHBOARD_BIN="$PWD/target/debug/switchboard" "$venv/bin/pytest" -q clients/python/tests

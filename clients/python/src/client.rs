@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use switchboard_client::{Client, ClientConfig, Payload, PendingAck, Replay, Since, TlsOptions};
+use switchboard_client::{
+    Client, ClientConfig, Payload, PendingAck, ReceivedMessage, Replay, Since, TlsOptions,
+};
 use tokio::sync::Mutex;
 
 use crate::body::{self, ProgressCounter};
 use crate::bridge::run;
 use crate::errors;
+use crate::feeds::{Group, Member, NativeDirectFeed, NativeGroupFeed, Relayed};
 use crate::subscription::NativeSubscription;
 use crate::values::{self, Ack, Channel, ClientEntry, IdentityInfo, Message};
 
@@ -20,6 +23,7 @@ use crate::values::{self, Ack, Channel, ClientEntry, IdentityInfo, Message};
 #[pyo3(signature = (
     server, name, *, blocking, user=None, password=None, token=None, tls=false,
     ca_file=None, cert_file=None, key_file=None, server_name=None, request_timeout=None,
+    jwt=None, hmac_key=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn connect<'py>(
@@ -36,6 +40,8 @@ pub(crate) fn connect<'py>(
     key_file: Option<String>,
     server_name: Option<String>,
     request_timeout: Option<f64>,
+    jwt: Option<String>,
+    hmac_key: Option<Vec<u8>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut config = ClientConfig::new(server, name);
     match (user, password) {
@@ -49,6 +55,12 @@ pub(crate) fn connect<'py>(
     }
     if let Some(token) = token {
         config = config.with_token(token.into_bytes());
+    }
+    if let Some(jwt) = jwt {
+        config = config.with_jwt(jwt.into_bytes());
+    }
+    if let Some(key) = hmac_key {
+        config = config.with_hmac_key(key);
     }
     if let Some(seconds) = request_timeout {
         let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
@@ -426,6 +438,172 @@ impl NativeClient {
         };
         body::run_with_progress(py, self.blocking, future, counter, progress)
     }
+
+    // Groups, relay and direct messages, hashtag history, the admin calls.
+
+    fn list_groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let groups = client.list_groups().await.map_err(errors::to_py)?;
+            Ok(groups.into_iter().map(Group::from).collect::<Vec<_>>())
+        })
+    }
+
+    fn create_group<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        description: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client
+                .create_group(&name, &description)
+                .await
+                .map_err(errors::to_py)
+        })
+    }
+
+    fn join_group<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.join_group(&name).await.map_err(errors::to_py)
+        })
+    }
+
+    fn leave_group<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.leave_group(&name).await.map_err(errors::to_py)
+        })
+    }
+
+    fn delete_group<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.delete_group(&name).await.map_err(errors::to_py)
+        })
+    }
+
+    fn group_members<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let members = client.group_members(&name).await.map_err(errors::to_py)?;
+            Ok(members.into_iter().map(Member::from).collect::<Vec<_>>())
+        })
+    }
+
+    fn post<'py>(
+        &self,
+        py: Python<'py>,
+        group: String,
+        body: Vec<u8>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let ack = client
+                .post(&group, payload(body, content_type, headers))
+                .await
+                .map_err(errors::to_py)?;
+            Ok(Ack::from(ack))
+        })
+    }
+
+    #[pyo3(signature = (group, since_kind, since_value, limit=None))]
+    fn group_messages<'py>(
+        &self,
+        py: Python<'py>,
+        group: String,
+        since_kind: &str,
+        since_value: u64,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let since = since(since_kind, since_value)?;
+        let client = self.client.clone();
+        let blocking = self.blocking;
+        run(py, blocking, async move {
+            let messages = client
+                .group_messages(&group, since)
+                .await
+                .map_err(errors::to_py)?;
+            Message::read_all(limited(messages, since, limit), blocking).await
+        })
+    }
+
+    fn group_feed(&self) -> PyResult<NativeGroupFeed> {
+        let feed = self.client.group_feed().map_err(errors::to_py)?;
+        Ok(NativeGroupFeed::new(feed, self.blocking))
+    }
+
+    fn relay<'py>(
+        &self,
+        py: Python<'py>,
+        receivers: Vec<u64>,
+        body: Vec<u8>,
+        content_type: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            let outcomes = client
+                .relay(&receivers, body, &content_type)
+                .await
+                .map_err(errors::to_py)?;
+            Ok(outcomes.into_iter().map(Relayed::from).collect::<Vec<_>>())
+        })
+    }
+
+    fn direct_feed(&self) -> PyResult<NativeDirectFeed> {
+        let feed = self.client.direct_feed().map_err(errors::to_py)?;
+        Ok(NativeDirectFeed::new(feed, self.blocking))
+    }
+
+    #[pyo3(signature = (tag, since_kind, since_value, limit=None))]
+    fn tag_messages<'py>(
+        &self,
+        py: Python<'py>,
+        tag: String,
+        since_kind: &str,
+        since_value: u64,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let since = since(since_kind, since_value)?;
+        let client = self.client.clone();
+        let blocking = self.blocking;
+        run(py, blocking, async move {
+            // The Rust client asks for a hashtag's newest messages; a starting point is
+            // applied here, to the few the server keeps per hashtag.
+            let fetch_limit = if since == Since::All { limit } else { None };
+            let messages = client
+                .tag_messages(&tag, fetch_limit)
+                .await
+                .map_err(errors::to_py)?;
+            let messages = messages
+                .into_iter()
+                .filter(|message| match since {
+                    Since::All => true,
+                    Since::Seq(seq) => message.seq() >= seq,
+                    Since::Time(time_us) => message.time_us() >= time_us,
+                })
+                .collect();
+            Message::read_all(limited(messages, since, limit), blocking).await
+        })
+    }
+
+    fn stop_server<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.stop_server().await.map_err(errors::to_py)
+        })
+    }
+
+    fn reload_server<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        run(py, self.blocking, async move {
+            client.reload_server().await.map_err(errors::to_py)
+        })
+    }
 }
 
 /// The ack of a pipelined publish, awaited (or waited for) once.
@@ -447,4 +625,35 @@ impl NativePendingAck {
             Ok(Ack::from(ack))
         })
     }
+}
+
+fn since(kind: &str, value: u64) -> PyResult<Since> {
+    match kind {
+        "all" => Ok(Since::All),
+        "seq" => Ok(Since::Seq(value)),
+        "time" => Ok(Since::Time(value)),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "unknown since kind {other:?}"
+        ))),
+    }
+}
+
+/// At most `limit` of `messages` (oldest first), chosen as the server chooses for a
+/// channel: the newest ones without a starting point, else the first ones from it. The
+/// Rust client fetches a group's history without a limit, so it is applied here.
+fn limited(
+    mut messages: Vec<ReceivedMessage>,
+    since: Since,
+    limit: Option<u64>,
+) -> Vec<ReceivedMessage> {
+    let Some(limit) = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)) else {
+        return messages;
+    };
+    if since == Since::All {
+        let excess = messages.len().saturating_sub(limit);
+        messages.drain(..excess);
+    } else {
+        messages.truncate(limit);
+    }
+    messages
 }

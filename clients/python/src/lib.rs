@@ -10,6 +10,7 @@ mod body;
 mod bridge;
 mod client;
 mod errors;
+mod feeds;
 mod msgpack;
 mod subscription;
 mod values;
@@ -25,5 +26,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     values::register(module)?;
     msgpack::register(module)?;
     body::register(module)?;
+    feeds::register(module)?;
     Ok(())
 }

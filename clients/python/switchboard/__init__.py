@@ -11,14 +11,31 @@ Two APIs with the same methods::
 
 from ._client import (
     AsyncClient,
+    AsyncDirectFeed,
+    AsyncGroupFeed,
     AsyncPendingAck,
     AsyncSubscription,
     Client,
+    DirectFeed,
+    GroupFeed,
+    GroupItem,
     PendingAck,
     Subscription,
     connect,
 )
-from ._native import Ack, BodyStream, Channel, ClientInfo, Identity, Message
+from ._native import (
+    Ack,
+    BodyStream,
+    Channel,
+    ClientInfo,
+    DirectMessage,
+    Group,
+    GroupEvent,
+    Identity,
+    Member,
+    Message,
+    RelayOutcome,
+)
 from ._types import Body, Replay, TlsConfig
 from .errors import (
     AuthFailed,
@@ -37,6 +54,8 @@ from .errors import (
 __all__ = [
     "Ack",
     "AsyncClient",
+    "AsyncDirectFeed",
+    "AsyncGroupFeed",
     "AsyncPendingAck",
     "AsyncSubscription",
     "AuthFailed",
@@ -48,13 +67,21 @@ __all__ = [
     "ClientInfo",
     "ConnectionClosed",
     "DecodeError",
+    "DirectFeed",
+    "DirectMessage",
     "Forbidden",
+    "Group",
+    "GroupEvent",
+    "GroupFeed",
+    "GroupItem",
     "Identity",
     "InvalidArgument",
+    "Member",
     "Message",
     "NotFound",
     "PendingAck",
     "RateLimited",
+    "RelayOutcome",
     "Replay",
     "Subscription",
     "SwitchboardError",

@@ -11,14 +11,30 @@ from types import TracebackType
 from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _native
-from ._native import Ack, Channel, ClientInfo, Identity, Message
+from ._native import (
+    Ack,
+    Channel,
+    ClientInfo,
+    DirectMessage,
+    Group,
+    GroupEvent,
+    Identity,
+    Member,
+    Message,
+    RelayOutcome,
+)
 from ._types import Body, Replay, TlsConfig, encode_body, to_micros
 
 __all__ = [
     "AsyncClient",
+    "AsyncDirectFeed",
+    "AsyncGroupFeed",
     "AsyncPendingAck",
     "AsyncSubscription",
     "Client",
+    "DirectFeed",
+    "GroupFeed",
+    "GroupItem",
     "PendingAck",
     "Subscription",
     "connect",
@@ -26,6 +42,8 @@ __all__ = [
 
 DEFAULT_SERVER = "127.0.0.1:7420"
 Headers = Optional[Sequence[tuple[str, str]]]
+GroupItem = Union[Message, GroupEvent]
+"""An item of the group feed: a post to a joined group, or a member event."""
 
 
 class Readable(Protocol):
@@ -46,12 +64,22 @@ def _connect_options(
     token: Optional[str],
     tls: Union[bool, TlsConfig],
     request_timeout: Optional[float],
+    jwt: Optional[str] = None,
+    hmac_key: Optional[bytes] = None,
 ) -> dict[str, Any]:
+    # A session logs in one way at most; the server would refuse a mix.
+    logins = [user is not None or password is not None, token is not None, jwt is not None]
+    if sum(logins) > 1:
+        raise ValueError("log in with one of user and password, token or jwt")
+    if hmac_key is not None and not isinstance(hmac_key, bytes):
+        raise TypeError(f"hmac_key is bytes, not {type(hmac_key).__name__}")
     options: dict[str, Any] = {
         "user": user,
         "password": password,
         "token": token,
         "request_timeout": request_timeout,
+        "jwt": jwt,
+        "hmac_key": hmac_key,
     }
     if isinstance(tls, TlsConfig):
         options.update(
@@ -108,11 +136,14 @@ async def connect(
     token: Optional[str] = None,
     tls: Union[bool, TlsConfig] = False,
     request_timeout: Optional[float] = None,
+    jwt: Optional[str] = None,
+    hmac_key: Optional[bytes] = None,
 ) -> AsyncClient:
     """Connects to the hub at ``server`` (``HOST:PORT``, ``tls://HOST:PORT`` or
     ``unix:/path``) and opens a session as ``name``, logging in with ``user`` and
-    ``password`` or with ``token`` when given."""
-    options = _connect_options(user, password, token, tls, request_timeout)
+    ``password``, with ``token`` or with a ``jwt`` when given. ``hmac_key`` is the
+    pre-shared key of a server started with ``--hmac-key-file``."""
+    options = _connect_options(user, password, token, tls, request_timeout, jwt, hmac_key)
     native = await _native.connect(server, name, blocking=False, **options)
     return AsyncClient(native)
 
@@ -327,6 +358,105 @@ class AsyncClient:
             progress,
         )
 
+    # Groups, relay and direct messages, hashtag history, the admin calls.
+
+    async def list_groups(self) -> list[Group]:
+        """The group directory, in name order."""
+        return await self._native.list_groups()
+
+    async def create_group(self, name: str, description: str = "") -> None:
+        """Creates a group in the directory (joining it is a separate call)."""
+        await self._native.create_group(name, description)
+
+    async def join_group(self, name: str) -> None:
+        """Joins a group: its posts and member events then arrive on the group feed."""
+        await self._native.join_group(name)
+
+    async def leave_group(self, name: str) -> None:
+        """Leaves a group (always allowed); its posts stop arriving on the group feed."""
+        await self._native.leave_group(name)
+
+    async def delete_group(self, name: str) -> None:
+        """Deletes a group, its history and its members."""
+        await self._native.delete_group(name)
+
+    async def group_members(self, name: str) -> list[Member]:
+        """The members of a group, in name order, and whether each is online."""
+        return await self._native.group_members(name)
+
+    async def post(
+        self,
+        group: str,
+        body: Body,
+        *,
+        content_type: Optional[str] = None,
+        headers: Headers = None,
+        format: str = "msgpack",
+    ) -> Ack:
+        """Posts to a group this session is a member of and waits for the server's ack.
+        The body is taken as :meth:`publish` takes it, typed values included."""
+        data, kind = encode_body(body, content_type, format)
+        return await self._native.post(group, data, kind, list(headers or ()))
+
+    async def group_history(
+        self,
+        group: str,
+        *,
+        since_seq: Optional[int] = None,
+        since_time: Union[datetime, float, None] = None,
+        limit: Optional[int] = None,
+    ) -> list[Message]:
+        """The posts a group holds, oldest first, from a seq or a time on (members only).
+        With ``limit`` and no starting point, the newest ``limit`` posts."""
+        kind, value = _since(since_seq, since_time)
+        return await self._native.group_messages(group, kind, value, limit)
+
+    def group_feed(self) -> AsyncGroupFeed:
+        """The feed of posts to the groups this session joined, and of their member
+        events: ``async for item in client.group_feed()``. One feed at a time."""
+        return AsyncGroupFeed(self._native.group_feed())
+
+    async def relay(
+        self,
+        ids: Sequence[int],
+        body: Body,
+        *,
+        content_type: Optional[str] = None,
+        format: str = "msgpack",
+    ) -> list[RelayOutcome]:
+        """Relays a body to 1 to 255 connected clients by id; one outcome per id, in
+        order (``delivered``, ``unknown`` when no such client is connected, ``dropped``).
+        The body is taken as :meth:`publish` takes it, typed values included."""
+        data, kind = encode_body(body, content_type, format)
+        return await self._native.relay(list(ids), data, kind)
+
+    def direct_feed(self) -> AsyncDirectFeed:
+        """The feed of bodies other clients relayed to this one:
+        ``async for direct in client.direct_feed()``. One feed at a time."""
+        return AsyncDirectFeed(self._native.direct_feed())
+
+    async def tag_history(
+        self,
+        tag: str,
+        *,
+        since_seq: Optional[int] = None,
+        since_time: Union[datetime, float, None] = None,
+        limit: Optional[int] = None,
+    ) -> list[Message]:
+        """The recent messages carrying a hashtag (with or without ``#``), oldest first.
+        With ``limit`` and no starting point, the newest ``limit`` of them."""
+        kind, value = _since(since_seq, since_time)
+        return await self._native.tag_messages(tag, kind, value, limit)
+
+    async def stop_server(self) -> None:
+        """Asks the server to shut down (admin sessions only)."""
+        await self._native.stop_server()
+
+    async def reload_server(self) -> None:
+        """Asks the server to re-read its configuration (admin sessions only); a refused
+        configuration is an error, and the server keeps the one it had."""
+        await self._native.reload_server()
+
 
 class PendingAck:
     """The ack of a pipelined publish: :meth:`wait` (once) for the :class:`Ack`."""
@@ -384,8 +514,10 @@ class Client:
         token: Optional[str] = None,
         tls: Union[bool, TlsConfig] = False,
         request_timeout: Optional[float] = None,
+        jwt: Optional[str] = None,
+        hmac_key: Optional[bytes] = None,
     ) -> None:
-        options = _connect_options(user, password, token, tls, request_timeout)
+        options = _connect_options(user, password, token, tls, request_timeout, jwt, hmac_key)
         self._native: _native.NativeClient = _native.connect(server, name, blocking=True, **options)
 
     def __enter__(self) -> Client:
@@ -546,3 +678,204 @@ class Client:
             list(headers or ()),
             progress,
         )
+
+    # Groups, relay and direct messages, hashtag history, the admin calls.
+
+    def list_groups(self) -> list[Group]:
+        """The group directory, in name order."""
+        return self._native.list_groups()
+
+    def create_group(self, name: str, description: str = "") -> None:
+        """Creates a group in the directory (joining it is a separate call)."""
+        self._native.create_group(name, description)
+
+    def join_group(self, name: str) -> None:
+        """Joins a group: its posts and member events then arrive on the group feed."""
+        self._native.join_group(name)
+
+    def leave_group(self, name: str) -> None:
+        """Leaves a group (always allowed); its posts stop arriving on the group feed."""
+        self._native.leave_group(name)
+
+    def delete_group(self, name: str) -> None:
+        """Deletes a group, its history and its members."""
+        self._native.delete_group(name)
+
+    def group_members(self, name: str) -> list[Member]:
+        """The members of a group, in name order, and whether each is online."""
+        return self._native.group_members(name)
+
+    def post(
+        self,
+        group: str,
+        body: Body,
+        *,
+        content_type: Optional[str] = None,
+        headers: Headers = None,
+        format: str = "msgpack",
+    ) -> Ack:
+        """Posts to a group this session is a member of and waits for the server's ack.
+        The body is taken as :meth:`publish` takes it, typed values included."""
+        data, kind = encode_body(body, content_type, format)
+        return self._native.post(group, data, kind, list(headers or ()))
+
+    def group_history(
+        self,
+        group: str,
+        *,
+        since_seq: Optional[int] = None,
+        since_time: Union[datetime, float, None] = None,
+        limit: Optional[int] = None,
+    ) -> list[Message]:
+        """The posts a group holds, oldest first, from a seq or a time on (members only).
+        With ``limit`` and no starting point, the newest ``limit`` posts."""
+        kind, value = _since(since_seq, since_time)
+        return self._native.group_messages(group, kind, value, limit)
+
+    def group_feed(self) -> GroupFeed:
+        """The feed of posts to the groups this session joined, and of their member
+        events: ``for item in client.group_feed()``. One feed at a time."""
+        return GroupFeed(self._native.group_feed())
+
+    def relay(
+        self,
+        ids: Sequence[int],
+        body: Body,
+        *,
+        content_type: Optional[str] = None,
+        format: str = "msgpack",
+    ) -> list[RelayOutcome]:
+        """Relays a body to 1 to 255 connected clients by id; one outcome per id, in
+        order (``delivered``, ``unknown`` when no such client is connected, ``dropped``).
+        The body is taken as :meth:`publish` takes it, typed values included."""
+        data, kind = encode_body(body, content_type, format)
+        return self._native.relay(list(ids), data, kind)
+
+    def direct_feed(self) -> DirectFeed:
+        """The feed of bodies other clients relayed to this one:
+        ``for direct in client.direct_feed()``. One feed at a time."""
+        return DirectFeed(self._native.direct_feed())
+
+    def tag_history(
+        self,
+        tag: str,
+        *,
+        since_seq: Optional[int] = None,
+        since_time: Union[datetime, float, None] = None,
+        limit: Optional[int] = None,
+    ) -> list[Message]:
+        """The recent messages carrying a hashtag (with or without ``#``), oldest first.
+        With ``limit`` and no starting point, the newest ``limit`` of them."""
+        kind, value = _since(since_seq, since_time)
+        return self._native.tag_messages(tag, kind, value, limit)
+
+    def stop_server(self) -> None:
+        """Asks the server to shut down (admin sessions only)."""
+        self._native.stop_server()
+
+    def reload_server(self) -> None:
+        """Asks the server to re-read its configuration (admin sessions only); a refused
+        configuration is an error, and the server keeps the one it had."""
+        self._native.reload_server()
+
+
+# The feeds of groups and direct messages.
+
+
+class AsyncGroupFeed:
+    """Posts to the groups this session joined and their member events, as
+    :class:`Message` and :class:`GroupEvent`: ``async for item in feed``. Iteration ends
+    when the client is closed or :meth:`close` gives the feed back."""
+
+    def __init__(self, native: _native.NativeGroupFeed) -> None:
+        self._native = native
+
+    def __aiter__(self) -> AsyncIterator[GroupItem]:
+        return self
+
+    async def __anext__(self) -> GroupItem:
+        item = await self._native.next()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def next(self) -> Optional[GroupItem]:
+        """The next item, or None once the feed has ended."""
+        return await self._native.next()
+
+    async def close(self) -> None:
+        """Ends this feed; the client's group feed can then be taken again."""
+        await self._native.close()
+
+
+class AsyncDirectFeed:
+    """Bodies other clients relayed to this one: ``async for direct in feed``. Iteration
+    ends when the client is closed or :meth:`close` gives the feed back."""
+
+    def __init__(self, native: _native.NativeDirectFeed) -> None:
+        self._native = native
+
+    def __aiter__(self) -> AsyncIterator[DirectMessage]:
+        return self
+
+    async def __anext__(self) -> DirectMessage:
+        direct = await self._native.next()
+        if direct is None:
+            raise StopAsyncIteration
+        return direct
+
+    async def next(self) -> Optional[DirectMessage]:
+        """The next body, or None once the feed has ended."""
+        return await self._native.next()
+
+    async def close(self) -> None:
+        """Ends this feed; the client's direct feed can then be taken again."""
+        await self._native.close()
+
+
+class GroupFeed:
+    """The blocking :class:`AsyncGroupFeed`: ``for item in feed``."""
+
+    def __init__(self, native: _native.NativeGroupFeed) -> None:
+        self._native = native
+
+    def __iter__(self) -> Iterator[GroupItem]:
+        return self
+
+    def __next__(self) -> GroupItem:
+        item = self._native.next()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def next(self) -> Optional[GroupItem]:
+        """The next item, or None once the feed has ended."""
+        return self._native.next()
+
+    def close(self) -> None:
+        """Ends this feed; the client's group feed can then be taken again."""
+        self._native.close()
+
+
+class DirectFeed:
+    """The blocking :class:`AsyncDirectFeed`: ``for direct in feed``."""
+
+    def __init__(self, native: _native.NativeDirectFeed) -> None:
+        self._native = native
+
+    def __iter__(self) -> Iterator[DirectMessage]:
+        return self
+
+    def __next__(self) -> DirectMessage:
+        direct = self._native.next()
+        if direct is None:
+            raise StopIteration
+        return direct
+
+    def next(self) -> Optional[DirectMessage]:
+        """The next body, or None once the feed has ended."""
+        return self._native.next()
+
+    def close(self) -> None:
+        """Ends this feed; the client's direct feed can then be taken again."""
+        self._native.close()

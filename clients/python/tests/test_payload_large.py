@@ -294,7 +294,10 @@ def test_100_mib_in_bounded_memory(server: Server, tmp_path: Path) -> None:
     assert sha256_of(target) == expected
     grown_mib = (after - before) / 1024
     print(f"peak RSS grew by {grown_mib:.1f} MiB for a 100 MiB body sent and received")
-    assert grown_mib < 40, f"peak RSS grew by {grown_mib:.1f} MiB"
+    # Holding the body whole anywhere would take at least 100 MiB. What is measured is the
+    # bounded buffers (8 chunks of 1 MiB going out, 8 MiB coming in, the writer's buffer)
+    # and the allocator's arenas for the runtime's threads: 27 to 40 MiB on a busy machine.
+    assert grown_mib < 64, f"peak RSS grew by {grown_mib:.1f} MiB"
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
