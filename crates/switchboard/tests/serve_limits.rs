@@ -1,10 +1,13 @@
 //! `switchboard serve` options end to end: the server as its own process with the option,
 //! the client library or the CLI against it, and what the option promises observed from
-//! the outside (`--max-relay-bytes`, `--max-body`, `--history`, `--require-create`,
-//! `--sync never`, `--hmac-key-file`).
+//! the outside (`--handshake-timeout`, `--max-relay-bytes`, `--max-body`, `--history`,
+//! `--require-create`, `--sync never`, `--hmac-key-file`).
 
 use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchboard_client::{ChannelOptions, Client, ClientConfig, ErrorKind, Payload, Since};
@@ -286,4 +289,63 @@ fn hmac_key_file_admits_clients_with_the_same_key_and_refuses_others() {
         .assert()
         .success();
     assert_eq!(support::json_lines(&out.get_output().stdout).len(), 1);
+}
+
+/// Reads until the server closes `stream`; how long that took.
+fn until_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("closed by the server within 5 s");
+    started.elapsed()
+}
+
+#[test]
+fn handshake_timeout_closes_connections_that_do_not_open_a_session_in_time() {
+    let (_server, addr) = serve_memory(&["--handshake-timeout", "200ms"]);
+    // Nothing at all.
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let took = until_closed(&mut silent);
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+    // A preface, and no SESSION_INIT.
+    let mut quiet = TcpStream::connect(&addr).expect("connect");
+    quiet
+        .write_all(&switchboard_proto::Preface::encode(
+            switchboard_proto::PROTOCOL_VERSION,
+        ))
+        .expect("preface");
+    let took = until_closed(&mut quiet);
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+    // A client opening its session at once is served.
+    support::cli_at(&addr, "prompt")
+        .args(["pub", "in.time", "hello"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn handshake_timeout_comes_from_the_config_file_unless_the_flag_says_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(&config, "[limits]\nhandshake_timeout = \"250ms\"\n").unwrap();
+    let check = |extra: &[&str]| {
+        let out = assert_cmd::Command::new(support::BIN)
+            .env_remove("SWITCHBOARD_DATA_DIR")
+            .args(["serve", "--memory", "--config"])
+            .arg(&config)
+            .args(extra)
+            .args(["--check", "json"])
+            .timeout(Duration::from_secs(30))
+            .assert()
+            .success();
+        let settings: serde_json::Value =
+            serde_json::from_slice(&out.get_output().stdout).expect("JSON");
+        settings["limits"]["handshake_timeout"].clone()
+    };
+    assert_eq!(check(&[]), "250ms");
+    assert_eq!(check(&["--handshake-timeout", "2s"]), "2s");
 }
