@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::{RawClient, WAIT, start_server};
-use switchboard_proto::packet::{Identify, ListClients, Packet, Publish};
+use switchboard_proto::packet::{Identify, ListClients, Packet, Publish, SessionInit};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MAGIC, PREFACE_LEN, Preface};
 use switchboard_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,17 +160,24 @@ async fn hmac_is_required_when_configured() {
         good.request(Packet::Identify(Identify)).await,
         Packet::Identity(_)
     ));
-    // The wrong key: refused.
+    // The wrong key: refused with BAD_MAC and no session. The refusal carries the
+    // server's tag, so it is read with the server's key.
     let mut wrong = RawClient::connect(&server).await.with_mac(b"guess");
+    let init = SessionInit {
+        name: "mallory".into(),
+        ..SessionInit::default()
+    };
     wrong
-        .send(1, Flags::empty(), &Packet::SessionInit(Default::default()))
+        .send(1, Flags::empty(), &Packet::SessionInit(init))
         .await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, wrong.stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!rest.is_empty(), "an ERROR frame is sent before closing");
+    wrong
+        .codec
+        .set_mac_key(Some(switchboard_proto::MacKey::new(b"shared-secret")));
+    let packets = wrong.until_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Error(e)] if e.code == ErrorCode::BadMac),
+        "{packets:?}"
+    );
     // No tag at all: refused with BAD_MAC (readable by a client with the key).
     let mut none = RawClient::connect(&server).await;
     none.send(1, Flags::empty(), &Packet::SessionInit(Default::default()))

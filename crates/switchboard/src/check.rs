@@ -147,6 +147,7 @@ struct Log {
 #[derive(Serialize)]
 struct Limits {
     heartbeat: String,
+    handshake_timeout: String,
     frame_timeout: String,
     partial_frame_budget: String,
     max_relay_bytes: String,
@@ -254,6 +255,7 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
         },
         limits: Limits {
             heartbeat: duration(config.heartbeat),
+            handshake_timeout: duration(config.handshake_timeout),
             frame_timeout: duration(config.frame_timeout),
             partial_frame_budget: size(config.partial_frame_budget as u64),
             max_relay_bytes: size(config.max_relay_bytes as u64),

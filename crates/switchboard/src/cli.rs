@@ -439,6 +439,10 @@ pub struct ServeArgs {
     /// (the system may cap it, e.g. at net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
+    /// Time a new connection has to send its preface and SESSION_INIT (and a TLS
+    /// connection its TLS handshake); a slower one is closed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub handshake_timeout: std::time::Duration,
     /// Time a frame has to arrive whole, from its first byte; a slower one closes its
     /// session with FRAME_TIMEOUT.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]

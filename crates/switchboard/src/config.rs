@@ -149,6 +149,8 @@ struct LimitsSection {
     #[serde(default, deserialize_with = "duration")]
     heartbeat: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
     frame_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "size")]
     partial_frame_budget: Option<u64>,
@@ -374,6 +376,11 @@ impl ConfigFile {
             &mut args.heartbeat_ms,
             heartbeat_ms,
             is_given("heartbeat_ms"),
+        );
+        fill(
+            &mut args.handshake_timeout,
+            limits.handshake_timeout,
+            is_given("handshake_timeout"),
         );
         fill(
             &mut args.frame_timeout,

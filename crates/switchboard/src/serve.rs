@@ -128,6 +128,7 @@ pub fn config_from(
         disk_reserve: args.disk_reserve.unwrap_or(defaults.disk_reserve),
         max_blob_bytes: args.max_blob_bytes,
         backlog: args.backlog,
+        handshake_timeout: args.handshake_timeout,
         frame_timeout: args.frame_timeout,
         partial_frame_budget: args.partial_frame_budget,
         connection_summary_interval: args.connection_summary,

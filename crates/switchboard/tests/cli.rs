@@ -506,12 +506,35 @@ fn stop_ends_the_server_gracefully_with_exit_zero() {
 #[cfg(unix)]
 #[test]
 fn sigterm_drains_and_exits_zero() {
+    use futures::StreamExt;
+    use switchboard_client::{Client, ClientConfig, CloseReason};
+    use switchboard_proto::ErrorCode;
+
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, _socket, _http) = serve_in(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    // A subscriber whose subscription is acknowledged before anything is published.
+    let subscriber = runtime
+        .block_on(Client::connect(ClientConfig::new(addr.as_str(), "watcher")))
+        .unwrap();
+    let mut subscription = runtime
+        .block_on(subscriber.subscribe("x").into_future())
+        .unwrap();
     Command::new(BIN)
         .args(["--server", &addr, "pub", "x", "before"])
         .assert()
         .success();
+    let live = runtime
+        .block_on(tokio::time::timeout(
+            Duration::from_secs(15),
+            subscription.next(),
+        ))
+        .expect("delivered in time")
+        .expect("a message")
+        .unwrap();
+    assert_eq!(live.text(), Some("before"));
+
     let pid = child.id().to_string();
     assert!(
         StdCommand::new("kill")
@@ -520,8 +543,33 @@ fn sigterm_drains_and_exits_zero() {
             .unwrap()
             .success()
     );
+    // The subscriber is told why before the connection closes.
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(Ok(_)) = subscription.next().await {}
+        })
+        .await
+        .expect("the subscription ends in time")
+    });
+    match subscriber.close_reason() {
+        Some(CloseReason::Disconnect { code, reason }) => {
+            assert_eq!(code, ErrorCode::ShuttingDown);
+            assert_eq!(reason, "server shutting down");
+        }
+        other => panic!("expected DISCONNECT SHUTTING_DOWN, got {other:?}"),
+    }
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
+
+    // What was acknowledged before the signal is there after a restart.
+    let (_child, addr, _socket, _http) = serve_in(dir.path());
+    let out = Command::new(BIN)
+        .args(["--server", &addr, "--json", "get", "x"])
+        .assert()
+        .success();
+    let messages = json_lines(&out.get_output().stdout);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].to_string().contains("before"), "{messages:?}");
 }
 
 #[test]
@@ -549,6 +597,19 @@ fn serve_refuses_an_unusable_data_directory_with_a_clear_error() {
     );
 }
 
+/// The async runtime's threads of process `pid`, by the name tokio gives them
+/// ("tokio-rt-worker"; older versions' "tokio-runtime-worker" cut to the kernel's 15
+/// bytes). Its blocking pool shares the name, but a memory-only server serving plain
+/// publishes never starts a blocking thread.
+#[cfg(target_os = "linux")]
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| matches!(name.trim_end(), "tokio-rt-worker" | "tokio-runtime-w"))
+        .count()
+}
+
 #[test]
 fn serve_takes_a_thread_count_and_refuses_zero() {
     let (mut child, addr) =
@@ -567,8 +628,27 @@ fn serve_takes_a_thread_count_and_refuses_zero() {
         .output()
         .expect("get runs");
     assert!(String::from_utf8_lossy(&got.stdout).contains("hello"));
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        runtime_workers(child.id()),
+        1,
+        "--threads 1 runs one worker"
+    );
     let _ = child.kill();
     let _ = child.wait();
+    // And the count follows the option, so the check above can tell.
+    #[cfg(target_os = "linux")]
+    {
+        let (mut child, addr) =
+            serve_process(&["--threads".as_ref(), "3".as_ref(), "--memory".as_ref()]);
+        support::cli_at(&addr, "threads")
+            .args(["pub", "three.threads", "hello"])
+            .assert()
+            .success();
+        assert_eq!(runtime_workers(child.id()), 3, "--threads 3 runs three");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     Command::new(BIN)
         .args([
