@@ -42,6 +42,7 @@ from importlib import metadata
 from typing import Callable, Optional
 
 import nats
+from nats.aio.msg import Msg
 
 import switchboard
 
@@ -66,14 +67,24 @@ class Settings:
 
 
 @dataclass
+class Row:
+    """A line of the table: a Switchboard measure set against a nats-py one."""
+
+    label: str
+    count: int
+    switchboard: str
+    nats: str
+
+
+@dataclass
 class Results:
-    """Rates (messages per second) per workload and broker, one per run."""
+    """Rates (messages per second) per measure and broker, one per run."""
 
     rates: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
 
-    def add(self, workload: str, broker: str, rate: float) -> None:
-        self.rates.setdefault((workload, broker), []).append(rate)
+    def add(self, measure: str, broker: str, rate: float) -> None:
+        self.rates.setdefault((measure, broker), []).append(rate)
 
 
 # ----- the brokers -----
@@ -207,7 +218,7 @@ async def subscribe_switchboard(address: str, subject: str, size: int, count: in
 async def subscribe_nats(url: str, subject: str, size: int, count: int) -> float:
     client = await nats.connect(url, name="bench-subscriber")
     try:
-        subscription = await client.subscribe(subject)
+        subscription = await client.subscribe(subject, pending_msgs_limit=2 * count)
         await client.flush()
         publisher = await start_publisher(NATS, url, subject, size, count)
 
@@ -222,6 +233,32 @@ async def subscribe_nats(url: str, subject: str, size: int, count: int) -> float
                 if received == count:
                     break
             return received, first, last
+
+        return await finish_subscribe(receive, publisher, count)
+    finally:
+        await client.close()
+
+
+async def subscribe_nats_callback(url: str, subject: str, size: int, count: int) -> float:
+    """nats-py's fastest way to receive: a callback (its ``async for`` makes a task and
+    an ``asyncio.wait`` per message)."""
+    client = await nats.connect(url, name="bench-subscriber")
+    try:
+        times: list[float] = []
+        finished = asyncio.Event()
+
+        async def counted(_message: Msg) -> None:
+            times.append(time.perf_counter())
+            if len(times) == count:
+                finished.set()
+
+        await client.subscribe(subject, cb=counted, pending_msgs_limit=2 * count)
+        await client.flush()
+        publisher = await start_publisher(NATS, url, subject, size, count)
+
+        async def receive() -> tuple[int, float, float]:
+            await finished.wait()
+            return len(times), times[0], times[-1]
 
         return await finish_subscribe(receive, publisher, count)
     finally:
@@ -289,45 +326,64 @@ def label_size(size: int) -> str:
 
 async def measure(settings: Settings, switchboard_address: str, nats_url: str) -> Results:
     results = Results()
+    for size in settings.sizes:
+        publish = f"publish {label_size(size)}"
+        results.rows.append(Row(publish, settings.publish_count[size], publish, publish))
+        if settings.blocking:
+            results.rows.append(
+                Row(
+                    f"{publish}, blocking Client (nats-py: asyncio)",
+                    settings.publish_count[size],
+                    f"{publish}, blocking",
+                    publish,
+                )
+            )
+    for size in settings.sizes:
+        subscribe, count = f"subscribe {label_size(size)}", settings.subscribe_count[size]
+        results.rows.append(Row(f"{subscribe}, async for", count, subscribe, subscribe))
+        results.rows.append(
+            Row(f"{subscribe} (nats-py: callback)", count, subscribe, f"{subscribe}, callback")
+        )
     for run in range(settings.runs):
         # Alternate which broker goes first, so that neither always meets a warmer cache.
         brokers = [SWITCHBOARD, NATS] if run % 2 == 0 else [NATS, SWITCHBOARD]
         for size in settings.sizes:
             body = bytes(size)
             count = settings.publish_count[size]
-            workload = f"publish {label_size(size)}"
+            publish = f"publish {label_size(size)}"
             for broker in brokers:
                 subject = f"bench.publish.{size}.{run}"
                 if broker == SWITCHBOARD:
                     rate = await publish_switchboard(switchboard_address, subject, body, count)
                 else:
                     rate = await publish_nats(nats_url, subject, body, count)
-                results.add(workload, broker, rate)
-                report(run, workload, broker, rate)
+                record(results, run, publish, broker, rate)
             if settings.blocking:
-                workload_blocking = f"publish {label_size(size)}, blocking Client"
                 subject = f"bench.blocking.{size}.{run}"
                 rate = await asyncio.to_thread(
                     publish_switchboard_blocking, switchboard_address, subject, body, count
                 )
-                results.add(workload_blocking, SWITCHBOARD, rate)
-                report(run, workload_blocking, SWITCHBOARD, rate)
+                record(results, run, f"{publish}, blocking", SWITCHBOARD, rate)
         for size in settings.sizes:
             count = settings.subscribe_count[size]
-            workload = f"subscribe {label_size(size)}"
+            subscribe = f"subscribe {label_size(size)}"
             for broker in brokers:
                 subject = f"bench.subscribe.{size}.{run}"
                 if broker == SWITCHBOARD:
                     rate = await subscribe_switchboard(switchboard_address, subject, size, count)
+                    record(results, run, subscribe, broker, rate)
                 else:
                     rate = await subscribe_nats(nats_url, subject, size, count)
-                results.add(workload, broker, rate)
-                report(run, workload, broker, rate)
+                    record(results, run, subscribe, broker, rate)
+                    subject = f"bench.subscribe.callback.{size}.{run}"
+                    rate = await subscribe_nats_callback(nats_url, subject, size, count)
+                    record(results, run, f"{subscribe}, callback", broker, rate)
     return results
 
 
-def report(run: int, workload: str, broker: str, rate: float) -> None:
-    print(f"run {run + 1}: {workload:<32} {broker:<12} {rate:>12,.0f} msg/s", file=sys.stderr)
+def record(results: Results, run: int, measure: str, broker: str, rate: float) -> None:
+    results.add(measure, broker, rate)
+    print(f"run {run + 1}: {measure:<28} {broker:<12} {rate:>12,.0f} msg/s", file=sys.stderr)
 
 
 # ----- the table -----
@@ -341,35 +397,20 @@ def spread(rates: list[float]) -> str:
     return f"{min(rates) / 1000:,.0f}-{max(rates) / 1000:,.0f} k"
 
 
-def table(results: Results, settings: Settings) -> str:
+def table(results: Results) -> str:
     lines = [
-        "| workload | count | nats-py msg/s | Switchboard msg/s | Switchboard / nats-py "
+        "| workload | messages | nats-py msg/s | Switchboard msg/s | Switchboard / nats-py "
         "| range nats-py | range Switchboard |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    workloads = list(dict.fromkeys(workload for workload, _ in results.rates))
-    for workload in workloads:
-        ours = results.rates[(workload, SWITCHBOARD)]
-        # The blocking variant has no nats-py twin: it is set against the asyncio one.
-        reference = workload.replace(", blocking Client", "")
-        theirs = results.rates.get((reference, NATS), [])
-        size = int(re.findall(r"(\d+) (B|KiB)", workload)[0][0])
-        size = size * 1024 if "KiB" in workload else size
-        counts = (
-            settings.subscribe_count
-            if workload.startswith("subscribe")
-            else (settings.publish_count)
-        )
-        ours_median = statistics.median(ours)
-        if theirs:
-            theirs_median = statistics.median(theirs)
-            ratio = f"{ours_median / theirs_median:.2f}x"
-            theirs_text, theirs_spread = thousands(theirs_median), spread(theirs)
-        else:
-            ratio, theirs_text, theirs_spread = "-", "-", "-"
+    for row in results.rows:
+        ours = results.rates[(row.switchboard, SWITCHBOARD)]
+        theirs = results.rates[(row.nats, NATS)]
+        ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
         lines.append(
-            f"| {workload} | {counts[size]:,} | {theirs_text} | {thousands(ours_median)} "
-            f"| {ratio} | {theirs_spread} | {spread(ours)} |"
+            f"| {row.label} | {row.count:,} | {thousands(theirs_median)} "
+            f"| {thousands(ours_median)} | {ours_median / theirs_median:.2f}x "
+            f"| {spread(theirs)} | {spread(ours)} |"
         )
     return "\n".join(lines)
 
@@ -459,9 +500,7 @@ async def compare(settings: Settings, command: str) -> None:
     print(f"```sh\n{command}\n```\n")
     print(describe(settings) + "\n")
     print(f"Medians of {settings.runs} runs (msg/s); the ranges are min-max over the runs.\n")
-    print(table(results, settings))
-    for note in results.notes:
-        print(f"\n{note}")
+    print(table(results))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
