@@ -2,9 +2,7 @@
 //! batches of what is already queued (`next_batch`), which is how the Python iterators
 //! read them: one call per batch rather than one awaitable per message.
 
-use std::sync::Arc;
-
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use futures::{FutureExt, StreamExt};
 use pyo3::prelude::*;
