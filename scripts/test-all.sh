@@ -8,7 +8,8 @@
 #     (clients/js/test, started by crates/switchboard/tests/js_client.rs);
 #   * then the Python client (clients/python): built by pip into a virtualenv under
 #     target/python-venv and tested with pytest against the server binary that
-#     `cargo test` built.
+#     `cargo test` built (the Rust interop example beside it), then checked by mypy
+#     --strict and ruff.
 # The tools are checked first, so that a missing one is named at once rather than by a
 # failing test minutes later. .ci/run installs them when they are missing.
 set -euo pipefail
@@ -32,5 +33,9 @@ cargo test --workspace --locked
 # the TLS tests' certificates).
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8,<10" "pytest-asyncio>=1,<2" "trustme>=1,<2"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python \
+    "pytest>=8,<10" "pytest-asyncio>=1,<2" "trustme>=1,<2" "mypy>=2,<3" "ruff>=0.17,<0.18"
 SWITCHBOARD_BIN="$PWD/target/debug/switchboard" "$venv/bin/pytest" -q clients/python/tests
+# The package promises type hints that hold (mypy --strict) and lint-clean code.
+(cd clients/python && "../../$venv/bin/mypy" switchboard tests bench \
+    && "../../$venv/bin/ruff" check . && "../../$venv/bin/ruff" format --check .)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use switchboard_client::{
     Client, ClientConfig, Payload, PendingAck, ReceivedMessage, Replay, Since, TlsOptions,
+    TryNoReply,
 };
 use tokio::sync::Mutex;
 
@@ -104,6 +105,14 @@ pub(crate) struct NativeClient {
 fn payload(body: Vec<u8>, content_type: String, headers: Vec<(String, String)>) -> Payload {
     headers.into_iter().fold(
         Payload::with_content_type(content_type, body),
+        |payload, (name, value)| payload.with_header(name, value),
+    )
+}
+
+/// Like [`payload`], from a body Python lends for the call (copied once, here).
+fn payload_from_slice(body: &[u8], content_type: &str, headers: Vec<(String, String)>) -> Payload {
+    headers.into_iter().fold(
+        Payload::with_content_type(content_type, bytes::Bytes::copy_from_slice(body)),
         |payload, (name, value)| payload.with_header(name, value),
     )
 }
@@ -253,7 +262,7 @@ impl NativeClient {
                 .await
                 .map_err(errors::to_py)?
             {
-                Some(message) => Ok(Some(Message::read(message, blocking).await?)),
+                Some(message) => Ok(Some(Message::read(message, blocking)?)),
                 None => Ok(None),
             }
         })
@@ -285,7 +294,7 @@ impl NativeClient {
                 .get_messages(&channel, since, limit)
                 .await
                 .map_err(errors::to_py)?;
-            Message::read_all(messages, blocking).await
+            Message::read_all(messages, blocking)
         })
     }
 
@@ -528,7 +537,7 @@ impl NativeClient {
                 .group_messages(&group, since)
                 .await
                 .map_err(errors::to_py)?;
-            Message::read_all(limited(messages, since, limit), blocking).await
+            Message::read_all(limited(messages, since, limit), blocking)
         })
     }
 
@@ -587,7 +596,7 @@ impl NativeClient {
                     Since::Time(time_us) => message.time_us() >= time_us,
                 })
                 .collect();
-            Message::read_all(limited(messages, since, limit), blocking).await
+            Message::read_all(limited(messages, since, limit), blocking)
         })
     }
 
@@ -603,6 +612,37 @@ impl NativeClient {
         run(py, self.blocking, async move {
             client.reload_server().await.map_err(errors::to_py)
         })
+    }
+
+    // ----- fast paths: no future per message -----
+
+    /// Queues a publish without reply at once, without a future, when the send queue
+    /// has room, and returns None. When the queue is full, the async API gets an
+    /// awaitable that queues it once there is room (backpressure), and the blocking API
+    /// waits for room here with the interpreter released, then returns None.
+    fn try_publish_no_reply<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        body: &[u8],
+        content_type: &str,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let body = payload_from_slice(body, content_type, headers);
+        let attempt = self
+            .client
+            .publish(channel, body)
+            .try_no_reply()
+            .map_err(errors::to_py)?;
+        match attempt {
+            TryNoReply::Queued => Ok(None),
+            TryNoReply::Full(wait) => {
+                let waited = run(py, self.blocking, async move {
+                    wait.send().await.map_err(errors::to_py)
+                })?;
+                Ok((!self.blocking).then_some(waited))
+            }
+        }
     }
 }
 

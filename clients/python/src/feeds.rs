@@ -273,7 +273,7 @@ impl NativeGroupFeed {
         run(py, blocking, async move {
             match slot.next().await {
                 Some(GroupItem::Message(message)) => Ok(Some(GroupFeedItem::Message(Box::new(
-                    Message::read(message, blocking).await?,
+                    Message::read(message, blocking)?,
                 )))),
                 Some(GroupItem::Event(event)) => Ok(Some(GroupFeedItem::Event(event.into()))),
                 None => Ok(None),

@@ -151,7 +151,7 @@ impl Message {
 impl Message {
     /// Copies `message` out. A streamed body stays where it is, to be read when asked
     /// for (see [`crate::body`]); `blocking` says which API those reads serve.
-    pub(crate) async fn read(mut message: ReceivedMessage, blocking: bool) -> PyResult<Message> {
+    pub(crate) fn read(mut message: ReceivedMessage, blocking: bool) -> PyResult<Message> {
         let body = message.body().clone();
         let is_streamed = message.is_streamed();
         let body_len = message.body_len();
@@ -186,15 +186,14 @@ impl Message {
         })
     }
 
-    pub(crate) async fn read_all(
+    pub(crate) fn read_all(
         messages: Vec<ReceivedMessage>,
         blocking: bool,
     ) -> PyResult<Vec<Message>> {
-        let mut read = Vec::with_capacity(messages.len());
-        for message in messages {
-            read.push(Message::read(message, blocking).await?);
-        }
-        Ok(read)
+        messages
+            .into_iter()
+            .map(|message| Message::read(message, blocking))
+            .collect()
     }
 
     /// The body in memory; a streamed body is not (see `save_to`, `body_stream`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_SERVER = "127.0.0.1:7420"
+# The most messages a subscription takes from the native side in one call: what is
+# already queued is taken at once, so a fast stream costs one call per batch.
+BATCH_SIZE = 256
 Headers = Optional[Sequence[tuple[str, str]]]
 GroupItem = Union[Message, GroupEvent]
 """An item of the group feed: a post to a joined group, or a member event."""
@@ -164,6 +168,7 @@ class AsyncSubscription:
 
     def __init__(self, native: _native.NativeSubscription) -> None:
         self._native = native
+        self._buffered: deque[Message] = deque()
 
     @property
     def patterns(self) -> list[str]:
@@ -178,17 +183,28 @@ class AsyncSubscription:
         return self
 
     async def __anext__(self) -> Message:
-        message = await self._native.next()
-        if message is None:
-            raise StopAsyncIteration
-        return message
+        buffered = self._buffered
+        if buffered or await self._refill():
+            return buffered.popleft()
+        raise StopAsyncIteration
 
     async def next(self) -> Optional[Message]:
         """The next message, or None once the subscription has ended."""
-        return await self._native.next()
+        if self._buffered or await self._refill():
+            return self._buffered.popleft()
+        return None
 
     async def unsubscribe(self) -> None:
+        self._buffered.clear()
         await self._native.unsubscribe()
+
+    async def _refill(self) -> bool:
+        """Takes the next batch; False once the subscription has ended."""
+        batch = self._native.next_batch(BATCH_SIZE)
+        if not isinstance(batch, list):
+            batch = await batch
+        self._buffered.extend(batch)
+        return bool(batch)
 
 
 class AsyncClient:
@@ -258,7 +274,10 @@ class AsyncClient:
     ) -> None:
         """Publishes without an ack; failures are reported by :meth:`flush`."""
         data, kind = encode_body(body, content_type, format)
-        await self._native.publish_no_reply(channel, data, kind, list(headers or ()))
+        # Queued at once unless the send queue is full; then this waits for room.
+        waiting = self._native.try_publish_no_reply(channel, data, kind, list(headers or ()))
+        if waiting is not None:
+            await waiting
 
     async def flush(self) -> None:
         """Waits until every message sent so far is handled by the server."""
@@ -473,6 +492,7 @@ class Subscription:
 
     def __init__(self, native: _native.NativeSubscription) -> None:
         self._native = native
+        self._buffered: deque[Message] = deque()
 
     @property
     def patterns(self) -> list[str]:
@@ -487,16 +507,27 @@ class Subscription:
         return self
 
     def __next__(self) -> Message:
-        message = self._native.next()
+        message = self.next()
         if message is None:
             raise StopIteration
         return message
 
     def next(self) -> Optional[Message]:
         """The next message, or None once the subscription has ended."""
-        return self._native.next()
+        while True:
+            # Another thread may take the last buffered message between a check and a
+            # pop, so the pop is the check.
+            try:
+                return self._buffered.popleft()
+            except IndexError:
+                pass
+            batch: list[Message] = self._native.next_batch(BATCH_SIZE)
+            if not batch:
+                return None
+            self._buffered.extend(batch)
 
     def unsubscribe(self) -> None:
+        self._buffered.clear()
         self._native.unsubscribe()
 
 
@@ -580,7 +611,8 @@ class Client:
     ) -> None:
         """Publishes without an ack; failures are reported by :meth:`flush`."""
         data, kind = encode_body(body, content_type, format)
-        self._native.publish_no_reply(channel, data, kind, list(headers or ()))
+        # Queued at once unless the send queue is full; then this waits for room.
+        self._native.try_publish_no_reply(channel, data, kind, list(headers or ()))
 
     def flush(self) -> None:
         """Waits until every message sent so far is handled by the server."""

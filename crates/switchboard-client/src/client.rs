@@ -40,7 +40,7 @@ mod groups;
 mod publish;
 mod relay;
 
-pub use publish::{PendingAck, PublishBuilder};
+pub use publish::{PendingAck, PublishBuilder, TryNoReply, WaitForRoom};
 
 /// Shortest heartbeat interval used, whatever the configuration or server says: a zero
 /// interval would make the writer spin.

@@ -105,11 +105,15 @@ pub(crate) async fn run_reader(
             AfterFrame::Close(reason) => break reason,
         }
     };
-    // Once this client said goodbye, the server hanging up is the expected end.
+    // Once this client said goodbye, the server hanging up (or saying goodbye back
+    // before the writer has recorded the client's own close) is the expected end.
     let reason = match reason {
-        CloseReason::Eof | CloseReason::Io(_) if shared.goodbye_sent.is_cancelled() => {
-            CloseReason::Client
-        }
+        CloseReason::Eof
+        | CloseReason::Io(_)
+        | CloseReason::Disconnect {
+            code: ErrorCode::Normal,
+            ..
+        } if shared.goodbye_sent.is_cancelled() => CloseReason::Client,
         other => other,
     };
     dispatcher.end_streams(&reason);

@@ -25,7 +25,8 @@
 //!   builder, [`PublishBuilder`]: awaiting it waits for the server's ack;
 //!   [`PublishBuilder::pipelined`] returns once the frame is queued, with a
 //!   [`PendingAck`] to await later; [`PublishBuilder::no_reply`] asks for no ack at all
-//!   (failures come back from [`Client::flush`]). Content type, headers and a body read
+//!   (failures come back from [`Client::flush`]), and [`PublishBuilder::try_no_reply`]
+//!   does the same without suspending when the send queue has room. Content type, headers and a body read
 //!   from an [`AsyncRead`](tokio::io::AsyncRead) (with a progress callback) are options
 //!   of the same builder.
 //! * [`Client::subscribe`] returns a [`SubscribeBuilder`]: more patterns, a replay, then
@@ -109,7 +110,9 @@ mod websocket;
 mod writer;
 
 pub use body::{BODY_BUFFER_BYTES, BodyReader};
-pub use client::{Client, PendingAck, PublishBuilder, ServerLimits, SessionInfo};
+pub use client::{
+    Client, PendingAck, PublishBuilder, ServerLimits, SessionInfo, TryNoReply, WaitForRoom,
+};
 pub use config::{ClientConfig, DEFAULT_SERVER};
 pub use error::{ClientError, CloseReason, ErrorKind, PayloadError, Result};
 pub use feeds::{DirectFeed, GroupFeed, GroupItem};

@@ -10,7 +10,7 @@ use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use switchboard_client::{
     Client, ClientConfig, ClientError, CloseReason, ErrorCode, ErrorKind, EventKind, GroupItem,
-    Payload, ReceivedMessage, Replay, Scope, Since,
+    Payload, ReceivedMessage, Replay, Scope, Since, TryNoReply,
 };
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{
@@ -1432,4 +1432,59 @@ async fn closing_does_not_wait_for_unread_bodies() {
         .await
         .expect("close does not wait for the unread body");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+}
+
+#[tokio::test]
+async fn try_no_reply_queues_without_waiting_and_hands_back_a_full_queue() {
+    let config = config("unused:1").with_send_queue_capacity(2);
+    let (client, mut server, _) = connected(config, 60_000).await;
+    // One body shared by every publish: the socket fills up, not the test's memory.
+    let body = Bytes::from(vec![7u8; 512 * 1024]);
+    let mut queued = 0u32;
+    let sending = loop {
+        assert!(queued < 1000, "the send queue never filled up");
+        match client
+            .publish("bulk", Payload::bytes(body.clone()))
+            .try_no_reply()
+            .unwrap()
+        {
+            TryNoReply::Queued => queued += 1,
+            TryNoReply::Full(wait) => {
+                // Full only until the writer task has run; full for good once the
+                // socket is, since the server reads nothing: backpressure holds.
+                let mut sending = Box::pin(wait.send());
+                let patience = Duration::from_millis(200);
+                if tokio::time::timeout(patience, &mut sending).await.is_err() {
+                    break sending;
+                }
+                queued += 1;
+            }
+        }
+    };
+    assert!(queued > 0);
+    let reading = async {
+        let mut ids = Vec::new();
+        while ids.len() < queued as usize + 1 {
+            let (request_id, flags, packet) = server.recv_request().await;
+            assert!(flags.contains(Flags::NO_REPLY));
+            let Packet::Publish(publish) = packet else {
+                panic!("expected a PUBLISH, got {packet:?}");
+            };
+            assert_eq!(publish.body.len(), body.len());
+            ids.push(request_id);
+        }
+        ids
+    };
+    let (sent, ids) = tokio::join!(sending, reading);
+    sent.unwrap();
+    // In the order they were queued, the one that waited last.
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+
+    drop(server);
+    client.close().await.unwrap();
+    let after_close = client
+        .publish("bulk", Payload::text("late"))
+        .try_no_reply()
+        .unwrap_err();
+    assert!(after_close.is_closed(), "{after_close}");
 }

@@ -376,6 +376,33 @@ impl<'a> PublishBuilder<'a> {
     /// needs its ack, so a larger one, or one read from a reader, is refused before
     /// anything is sent.
     pub async fn no_reply(self) -> Result<()> {
+        match self.try_no_reply()? {
+            TryNoReply::Queued => Ok(()),
+            TryNoReply::Full(wait) => wait.send().await,
+        }
+    }
+
+    /// [`PublishBuilder::no_reply`] without waiting: queues the frame if the send queue
+    /// has room and says so, or hands back a [`WaitForRoom`] that queues it once room is
+    /// made. For callers that must not suspend on every message (bindings to other
+    /// languages' event loops): the common case costs no future and no task switch,
+    /// and a full queue still holds the caller back.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::{Payload, TryNoReply};
+    ///
+    /// match client.publish("ticks", Payload::bytes(vec![1, 2, 3])).try_no_reply()? {
+    ///     TryNoReply::Queued => {}
+    ///     TryNoReply::Full(wait) => wait.send().await?,
+    /// }
+    /// client.flush().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Fails at once, as `no_reply` does, for a body that would need streaming, for a
+    /// closed client, and for a body read from a reader.
+    pub fn try_no_reply(self) -> Result<TryNoReply> {
         if self.reader.is_some() {
             return Err(ErrorDetail::InvalidArgument(
                 "a body read from a reader is streamed, and a streamed body needs its ack".into(),
@@ -392,11 +419,12 @@ impl<'a> PublishBuilder<'a> {
         });
         // The deadline (a clock read) and its timer matter only when the queue is full.
         match client.inner.commands.try_send(command) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(TryNoReply::Queued),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(client.inner.shared.closed_error()),
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                client.send_command(command, client.deadline()).await
-            }
+            Err(mpsc::error::TrySendError::Full(command)) => Ok(TryNoReply::Full(WaitForRoom {
+                client: client.clone(),
+                command: Box::new(command),
+            })),
         }
     }
 
@@ -494,6 +522,39 @@ async fn upload(
         .await?
         .send_body(body.reader.as_mut(), progress)
         .await
+}
+
+/// What [`PublishBuilder::try_no_reply`] did with a publish.
+#[must_use = "a full queue leaves the publish unsent until `WaitForRoom::send` is awaited"]
+#[derive(Debug)]
+pub enum TryNoReply {
+    /// The frame is in the send queue.
+    Queued,
+    /// The send queue was full; the publish is sent by awaiting [`WaitForRoom::send`].
+    Full(WaitForRoom),
+}
+
+/// A publish without reply that found the send queue full: [`WaitForRoom::send`] waits
+/// for room (within the request timeout) and queues it. Dropping it drops the publish.
+pub struct WaitForRoom {
+    client: Client,
+    // Boxed: a full queue is the rare case, and keeps `TryNoReply` small.
+    command: Box<Command>,
+}
+
+impl WaitForRoom {
+    /// Waits for room in the send queue and queues the publish; fails with a timeout
+    /// after the client's request timeout, or when the client is closed.
+    pub async fn send(self) -> Result<()> {
+        let WaitForRoom { client, command } = self;
+        client.send_command(*command, client.deadline()).await
+    }
+}
+
+impl std::fmt::Debug for WaitForRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitForRoom").finish_non_exhaustive()
+    }
 }
 
 /// The ack of a publish in flight; a future resolving to its [`PublishAck`] (or to the
