@@ -189,24 +189,6 @@ impl NativeClient {
         })
     }
 
-    fn publish_no_reply<'py>(
-        &self,
-        py: Python<'py>,
-        channel: String,
-        body: Vec<u8>,
-        content_type: String,
-        headers: Vec<(String, String)>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.client.clone();
-        run(py, self.blocking, async move {
-            client
-                .publish(&channel, payload(body, content_type, headers))
-                .no_reply()
-                .await
-                .map_err(errors::to_py)
-        })
-    }
-
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client.clone();
         run(py, self.blocking, async move {

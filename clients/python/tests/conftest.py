@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -49,18 +49,19 @@ class Server:
         return done.stdout
 
 
-def start_server(*extra: str) -> Server:
+def is_plain(address: str) -> bool:
+    """Whether a listening address is the plain protocol's (TCP or Unix socket)."""
+    return not address.startswith(("http://", "tls://"))
+
+
+def launch(
+    args: list[str], ready: Callable[[list[str]], bool]
+) -> tuple[subprocess.Popen[str], list[str], list[str]]:
+    """Starts `switchboard serve ARGS` and waits until the listening addresses it printed
+    are `ready`; returns the process, those addresses in the order printed, and its log
+    (kept filling from stderr, so that the server never blocks on a full pipe)."""
     process = subprocess.Popen(
-        [
-            binary(),
-            "serve",
-            "--memory",
-            "--no-unix",
-            "--no-http",
-            "--listen",
-            "127.0.0.1:0",
-            *extra,
-        ],
+        [binary(), "serve", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -68,18 +69,27 @@ def start_server(*extra: str) -> Server:
     )
     assert process.stderr is not None
     log: list[str] = []
+    addresses: list[str] = []
     for line in process.stderr:
         log.append(line)
         found = LISTENING.search(line)
-        if found and not found.group(1).startswith(("http://", "tls://")):
-            server = Server(process, found.group(1), log)
-            break
+        if found:
+            addresses.append(found.group(1))
+            if ready(addresses):
+                break
     else:
         process.wait(timeout=10)
         raise RuntimeError("the server exited before listening:\n" + "".join(log))
-    # Keep draining stderr so that the server never blocks on a full pipe.
     threading.Thread(target=lambda: log.extend(process.stderr or ()), daemon=True).start()
-    return server
+    return process, addresses, log
+
+
+def start_server(*extra: str) -> Server:
+    process, addresses, log = launch(
+        ["--memory", "--no-unix", "--no-http", "--listen", "127.0.0.1:0", *extra],
+        lambda addresses: any(is_plain(address) for address in addresses),
+    )
+    return Server(process, next(filter(is_plain, addresses)), log)
 
 
 def stop_server(server: Server) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import switchboard
 from switchboard import Replay
 
-from conftest import LISTENING, binary
+from conftest import launch
 
 
 @dataclass
@@ -31,43 +30,16 @@ class Doors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     socket = tmp_path_factory.mktemp("unix") / "switchboard.sock"
-    process = subprocess.Popen(
-        [
-            binary(),
-            "serve",
-            "--memory",
-            "--listen",
-            "127.0.0.1:0",
-            "--unix",
-            str(socket),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
+    args = ["--memory", "--listen", "127.0.0.1:0", "--unix", str(socket), "--http", "127.0.0.1:0"]
+    process, addresses, _log = launch(args, lambda addresses: len(addresses) == 3)
     found: dict[str, str] = {}
-    log: list[str] = []
-    for line in process.stderr:
-        log.append(line)
-        listening = LISTENING.search(line)
-        if listening:
-            address = listening.group(1)
-            if address.startswith("unix:"):
-                found["unix"] = address
-            elif address.startswith("http://"):
-                found["websocket"] = "ws://" + address.removeprefix("http://") + "/ws"
-            else:
-                found["tcp"] = address
-        if len(found) == 3:
-            break
-    else:
-        process.kill()
-        raise RuntimeError("the server did not open its three doors:\n" + "".join(log))
-    threading.Thread(target=lambda: log.extend(process.stderr or ()), daemon=True).start()
+    for address in addresses:
+        if address.startswith("unix:"):
+            found["unix"] = address
+        elif address.startswith("http://"):
+            found["websocket"] = "ws://" + address.removeprefix("http://") + "/ws"
+        else:
+            found["tcp"] = address
     yield Doors(process, found["tcp"], found["unix"], found["websocket"])
     process.terminate()
     try:
