@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use switchboard_client::{
-    Client, ClientConfig, Payload, PendingAck, ReceivedMessage, Replay, Since, TlsOptions,
-    TryNoReply,
+    Client, ClientConfig, Payload, PendingAck, Replay, Since, TlsOptions, TryNoReply,
 };
 use tokio::sync::Mutex;
 
@@ -516,10 +515,10 @@ impl NativeClient {
         let blocking = self.blocking;
         run(py, blocking, async move {
             let messages = client
-                .group_messages(&group, since)
+                .group_messages(&group, since, limit)
                 .await
                 .map_err(errors::to_py)?;
-            Message::read_all(limited(messages, since, limit), blocking)
+            Message::read_all(messages, blocking)
         })
     }
 
@@ -563,22 +562,11 @@ impl NativeClient {
         let client = self.client.clone();
         let blocking = self.blocking;
         run(py, blocking, async move {
-            // The Rust client asks for a hashtag's newest messages; a starting point is
-            // applied here, to the few the server keeps per hashtag.
-            let fetch_limit = if since == Since::All { limit } else { None };
             let messages = client
-                .tag_messages(&tag, fetch_limit)
+                .tag_messages(&tag, since, limit)
                 .await
                 .map_err(errors::to_py)?;
-            let messages = messages
-                .into_iter()
-                .filter(|message| match since {
-                    Since::All => true,
-                    Since::Seq(seq) => message.seq() >= seq,
-                    Since::Time(time_us) => message.time_us() >= time_us,
-                })
-                .collect();
-            Message::read_all(limited(messages, since, limit), blocking)
+            Message::read_all(messages, blocking)
         })
     }
 
@@ -658,24 +646,4 @@ fn since(kind: &str, value: u64) -> PyResult<Since> {
             "unknown since kind {other:?}"
         ))),
     }
-}
-
-/// At most `limit` of `messages` (oldest first), chosen as the server chooses for a
-/// channel: the newest ones without a starting point, else the first ones from it. The
-/// Rust client fetches a group's history without a limit, so it is applied here.
-fn limited(
-    mut messages: Vec<ReceivedMessage>,
-    since: Since,
-    limit: Option<u64>,
-) -> Vec<ReceivedMessage> {
-    let Some(limit) = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)) else {
-        return messages;
-    };
-    if since == Since::All {
-        let excess = messages.len().saturating_sub(limit);
-        messages.drain(..excess);
-    } else {
-        messages.truncate(limit);
-    }
-    messages
 }

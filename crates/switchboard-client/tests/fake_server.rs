@@ -503,7 +503,7 @@ async fn history_fetches_gather_until_messages_end() {
     let seqs: Vec<u64> = messages.unwrap().iter().map(|m| m.seq()).collect();
     assert_eq!(seqs, [5, 6]);
 
-    let fetching = client.tag_messages("#Rust", Some(10));
+    let fetching = client.tag_messages("#Rust", Since::All, Some(10));
     let answering = async {
         let (request_id, _, packet) = server.recv_request().await;
         let Packet::GetMessages(request) = packet else {

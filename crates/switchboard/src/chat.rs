@@ -208,11 +208,9 @@ impl Chat {
                             .await?
                     }
                     Place::Group(group) => {
-                        let mut all = self.client.group_messages(group, Since::All).await?;
-                        let keep = all
-                            .len()
-                            .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
-                        all.split_off(keep)
+                        self.client
+                            .group_messages(group, Since::All, Some(count))
+                            .await?
                     }
                     Place::Nowhere => bail!("join a channel or group first"),
                 };

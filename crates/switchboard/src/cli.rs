@@ -818,6 +818,9 @@ pub struct GroupHistoryArgs {
     /// From a time (RFC 3339, HH:MM:SS today UTC, or an age such as 10m) or a sequence number.
     #[arg(long, value_name = "SEQ|TIME")]
     pub since: Option<String>,
+    /// At most this many messages (without --since: the newest N).
+    #[arg(long)]
+    pub limit: Option<u64>,
     #[command(flatten)]
     pub client: ClientOptions,
 }

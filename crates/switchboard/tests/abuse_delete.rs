@@ -65,7 +65,14 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
         "the streamed body is kept at {}",
         blob.display()
     );
-    assert_eq!(alice.tag_messages("gone", None).await.unwrap().len(), 4);
+    assert_eq!(
+        alice
+            .tag_messages("gone", Since::All, None)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     for _ in 0..4 {
         tokio::time::timeout(WAIT, following.next())
             .await
@@ -100,7 +107,7 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::NotFound));
-    let tagged = alice.tag_messages("gone", None).await.unwrap();
+    let tagged = alice.tag_messages("gone", Since::All, None).await.unwrap();
     assert_eq!(tagged.len(), 1, "only the kept channel's message is tagged");
     eventually("the streamed body's file is removed", || !blob.exists()).await;
 
@@ -135,7 +142,7 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
     let texts: Vec<&str> = history.iter().filter_map(|m| m.text()).collect();
     assert_eq!(texts, ["fresh"]);
     assert_eq!(history[0].seq(), 1);
-    let tagged = carol.tag_messages("gone", None).await.unwrap();
+    let tagged = carol.tag_messages("gone", Since::All, None).await.unwrap();
     assert_eq!(tagged.len(), 1);
     assert!(!blob.exists());
     let mut replay = carol
@@ -208,7 +215,10 @@ async fn a_deleted_group_tells_its_members_and_is_gone_after_a_restart() {
     carol.create_group("crew", "a new crew").await.unwrap();
     assert!(carol.group_members("crew").await.unwrap().is_empty());
     carol.join_group("crew").await.unwrap();
-    let history = carol.group_messages("crew", Since::All).await.unwrap();
+    let history = carol
+        .group_messages("crew", Since::All, None)
+        .await
+        .unwrap();
     assert!(
         history.is_empty(),
         "{} old messages came back",

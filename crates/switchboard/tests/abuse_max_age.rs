@@ -63,7 +63,7 @@ async fn expired_messages_of_an_idle_channel_are_never_served_and_are_trimmed() 
             .is_none()
     );
     let tagged: Vec<String> = alice
-        .tag_messages("ephemeral", None)
+        .tag_messages("ephemeral", Since::All, None)
         .await
         .unwrap()
         .iter()

@@ -406,6 +406,38 @@ fn groups_from_the_command_line() {
         &["--json", "group", "history", "book-club", "--since", "1h"],
     );
     assert_eq!(json_lines(&out)[0]["payload"], "chapter one");
+    for chapter in ["chapter two", "chapter three"] {
+        server
+            .cli("bob")
+            .args(["post", "book-club", chapter])
+            .assert()
+            .success();
+    }
+    // --limit alone keeps the newest; after --since, the first from there.
+    let out = server.stdout(
+        "alice",
+        &["--json", "group", "history", "book-club", "--limit", "2"],
+    );
+    let payloads: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|m| m["payload"].clone())
+        .collect();
+    assert_eq!(payloads, ["chapter two", "chapter three"]);
+    let out = server.stdout(
+        "alice",
+        &[
+            "--json",
+            "group",
+            "history",
+            "book-club",
+            "--since",
+            "1",
+            "--limit",
+            "1",
+        ],
+    );
+    assert_eq!(json_lines(&out).len(), 1);
+    assert_eq!(json_lines(&out)[0]["payload"], "chapter one");
     server
         .cli("bob")
         .args(["leave", "book-club"])

@@ -231,7 +231,10 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     assert_eq!(next(&mut exact).await.unwrap().text(), Some("second"));
     assert_eq!(next(&mut one).await.unwrap().text(), Some("second"));
 
-    let tagged = publisher.tag_messages("tokio", None).await.unwrap();
+    let tagged = publisher
+        .tag_messages("tokio", Since::All, None)
+        .await
+        .unwrap();
     assert_eq!(tagged.len(), 2);
     assert_eq!(tagged[1].channel(), "other");
     server.shutdown().await;
@@ -607,7 +610,7 @@ async fn groups_directory_membership_posting_and_history() {
         .unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
     let refused = mallory
-        .group_messages("rustaceans", Since::All)
+        .group_messages("rustaceans", Since::All, None)
         .await
         .unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
@@ -631,7 +634,7 @@ async fn groups_directory_membership_posting_and_history() {
         .await
         .unwrap();
     let later = alice
-        .group_messages("rustaceans", Since::Time(since))
+        .group_messages("rustaceans", Since::Time(since), None)
         .await
         .unwrap();
     assert_eq!(

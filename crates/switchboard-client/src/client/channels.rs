@@ -242,11 +242,16 @@ impl Client {
         .await
     }
 
-    /// The latest messages carrying a hashtag (given with or without `#`), oldest first.
+    /// The recent messages carrying a hashtag (given with or without `#`), oldest first,
+    /// from `since`; with `limit`, at most that many: the first from `since`, or the newest
+    /// when `since` is [`Since::All`]. A hashtag gathers several channels, whose seqs are
+    /// their own: [`Since::Seq`] keeps the messages at or above that seq in each channel.
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
-    /// for message in client.tag_messages("#rust", Some(10)).await? {
+    /// use switchboard_client::Since;
+    ///
+    /// for message in client.tag_messages("#rust", Since::All, Some(10)).await? {
     ///     println!("{}: {}", message.channel(), message.text().unwrap_or("<binary>"));
     /// }
     /// # Ok(()) }
@@ -254,6 +259,7 @@ impl Client {
     pub async fn tag_messages(
         &self,
         tag: &str,
+        since: Since,
         limit: Option<u64>,
     ) -> Result<Vec<ReceivedMessage>> {
         let tag = tag.strip_prefix('#').unwrap_or(tag).to_lowercase();
@@ -263,7 +269,7 @@ impl Client {
         self.collect(GetMessages {
             scope: Scope::Tag,
             channel: tag.into(),
-            since: Since::All,
+            since,
             limit,
         })
         .await

@@ -142,22 +142,28 @@ impl Client {
         })
     }
 
-    /// A group's history from `since`, oldest first.
+    /// A group's history from `since`, oldest first; with `limit`, at most that many: the
+    /// first from `since`, or the newest when `since` is [`Since::All`] (as for channels).
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
     /// use switchboard_client::Since;
     ///
-    /// let history = client.group_messages("team", Since::All).await?;
-    /// println!("{} messages in the group", history.len());
+    /// let history = client.group_messages("team", Since::All, Some(20)).await?;
+    /// println!("the last {} messages of the group", history.len());
     /// # Ok(()) }
     /// ```
-    pub async fn group_messages(&self, group: &str, since: Since) -> Result<Vec<ReceivedMessage>> {
+    pub async fn group_messages(
+        &self,
+        group: &str,
+        since: Since,
+        limit: Option<u64>,
+    ) -> Result<Vec<ReceivedMessage>> {
         self.collect(GetMessages {
             scope: Scope::Group,
             channel: group.into(),
             since,
-            limit: None,
+            limit,
         })
         .await
     }

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use switchboard_client::Since;
 
 use super::Session;
 use super::body::JsonBody;
@@ -132,14 +131,6 @@ async fn history(
 ) -> Result<Json<Vec<MessageView>>, ApiError> {
     let since = params.since()?;
     let limit = params.number("limit")?;
-    let messages = client.group_messages(&group, since).await?;
-    let mut views: Vec<MessageView> = messages.iter().map(MessageView::of).collect();
-    if let Some(limit) = limit.map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)) {
-        if since == Since::All {
-            views.drain(..views.len().saturating_sub(limit));
-        } else {
-            views.truncate(limit);
-        }
-    }
-    Ok(Json(views))
+    let messages = client.group_messages(&group, since, limit).await?;
+    Ok(Json(messages.iter().map(MessageView::of).collect()))
 }

@@ -4,6 +4,7 @@
 use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
+use switchboard_client::Since;
 
 use super::Session;
 use super::params::Params;
@@ -20,6 +21,8 @@ async fn tagged(
     Path(tag): Path<String>,
     params: Params,
 ) -> Result<Json<Vec<MessageView>>, ApiError> {
-    let messages = client.tag_messages(&tag, params.number("limit")?).await?;
+    let messages = client
+        .tag_messages(&tag, Since::All, params.number("limit")?)
+        .await?;
     Ok(Json(messages.iter().map(MessageView::of).collect()))
 }

@@ -158,7 +158,7 @@ pub async fn history(ctx: &Context, args: HistoryArgs) -> Result<()> {
 pub async fn tag(ctx: &Context, args: TagArgs) -> Result<()> {
     let tag = args.tag.trim_start_matches('#');
     let client = ctx.connect().await?;
-    let messages = client.tag_messages(tag, args.limit).await?;
+    let messages = client.tag_messages(tag, Since::All, args.limit).await?;
     print_messages(ctx, &messages);
     drop(messages);
     let _ = client.close().await;

@@ -113,7 +113,9 @@ pub async fn post(ctx: &Context, args: PostArgs) -> Result<()> {
 pub async fn history(ctx: &Context, args: GroupHistoryArgs) -> Result<()> {
     let since = since_of(args.since.as_deref())?;
     let client = ctx.connect().await?;
-    let messages = client.group_messages(&args.group, since).await?;
+    let messages = client
+        .group_messages(&args.group, since, args.limit)
+        .await?;
     let _ = client.close().await;
     print_messages(ctx, &messages);
     Ok(())
