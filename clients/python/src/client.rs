@@ -89,7 +89,10 @@ pub(crate) fn connect<'py>(
         config = config.with_tls(options);
     }
     run(py, blocking, async move {
-        let client = Client::connect(config).await.map_err(errors::to_py)?;
+        let server = config.server().to_owned();
+        let client = Client::connect(config)
+            .await
+            .map_err(|error| errors::connecting(error, &server))?;
         Ok(NativeClient { client, blocking })
     })
 }

@@ -7,10 +7,21 @@ use switchboard_client::{ClientError, ErrorCode, ErrorKind};
 
 /// The Python exception for `error`, carrying its message and the server's code.
 pub(crate) fn to_py(error: ClientError) -> PyErr {
-    Python::attach(|py| build(py, &error).unwrap_or_else(|failure| failure))
+    let message = error.to_string();
+    Python::attach(|py| build(py, &error, message).unwrap_or_else(|failure| failure))
 }
 
-fn build(py: Python<'_>, error: &ClientError) -> PyResult<PyErr> {
+/// Like [`to_py`] for a failure to open a session: a network failure names the address,
+/// which the I/O error alone ("Connection refused") does not.
+pub(crate) fn connecting(error: ClientError, server: &str) -> PyErr {
+    let message = match error.kind() {
+        ErrorKind::Io => format!("could not connect to {server}: {error}"),
+        _ => error.to_string(),
+    };
+    Python::attach(|py| build(py, &error, message).unwrap_or_else(|failure| failure))
+}
+
+fn build(py: Python<'_>, error: &ClientError, message: String) -> PyResult<PyErr> {
     let class_name = class_for(error.kind(), error.code());
     let module = py.import("switchboard.errors")?;
     let class = module.getattr(class_name)?;
@@ -18,7 +29,7 @@ fn build(py: Python<'_>, error: &ClientError) -> PyResult<PyErr> {
         Some(code) => (Some(code.name()), Some(code.as_u16())),
         None => (None, None),
     };
-    let instance = class.call1((error.to_string(), code, number))?;
+    let instance = class.call1((message, code, number))?;
     Ok(PyErr::from_value(instance))
 }
 
@@ -36,6 +47,7 @@ fn class_for(kind: ErrorKind, code: Option<ErrorCode>) -> &'static str {
         _ => {}
     }
     match kind {
+        ErrorKind::Io => "ConnectionFailed",
         ErrorKind::Closed => "ConnectionClosed",
         ErrorKind::Timeout => "Timeout",
         ErrorKind::TooLarge => "TooLarge",

@@ -13,6 +13,7 @@ __all__ = [
     "AuthFailed",
     "BodyError",
     "ConnectionClosed",
+    "ConnectionFailed",
     "DecodeError",
     "Forbidden",
     "InvalidArgument",
@@ -59,11 +60,16 @@ class AuthFailed(SwitchboardError):
     """The server refused the credentials."""
 
 
-class ConnectionClosed(SwitchboardError):
+class ConnectionClosed(SwitchboardError, ConnectionError):
     """The connection is closed (by the client, the server or the network)."""
 
 
-class Timeout(SwitchboardError):
+class ConnectionFailed(SwitchboardError, ConnectionError):
+    """The hub could not be reached (refused, unreachable, a failed TLS handshake), or
+    reading from or writing to it failed."""
+
+
+class Timeout(SwitchboardError, TimeoutError):
     """The server did not answer in time."""
 
 

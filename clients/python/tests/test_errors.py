@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 import switchboard
@@ -57,3 +59,27 @@ async def test_invalid_arguments_are_refused_before_sending(server: Server) -> N
             await client.create_channel("bad.x", durability="sometimes")
         with pytest.raises(TypeError):
             await client.publish("bad.x", 42)  # type: ignore[arg-type]
+
+
+def _closed_port() -> str:
+    """A loopback address where nothing listens: a port the kernel gave out and took back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+async def test_an_unreachable_hub_is_a_connection_error_naming_the_address() -> None:
+    address = _closed_port()
+    with pytest.raises(switchboard.ConnectionFailed) as caught:
+        await switchboard.connect(address, name="nobody")
+    assert isinstance(caught.value, ConnectionError)
+    assert f"could not connect to {address}" in caught.value.message
+    with pytest.raises(ConnectionError, match=address):
+        switchboard.Client(address, name="nobody")
+
+
+def test_kinds_are_also_python_builtin_exceptions() -> None:
+    assert issubclass(switchboard.ConnectionClosed, ConnectionError)
+    assert issubclass(switchboard.Timeout, TimeoutError)
+    assert issubclass(switchboard.InvalidArgument, ValueError)
