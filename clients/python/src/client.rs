@@ -2,12 +2,14 @@
 //! (the `blocking` flag, fixed at connect time, says which; see [`crate::bridge`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use switchboard_client::{
-    Client, ClientConfig, Payload, PendingAck, Replay, Since, TlsOptions, TryNoReply,
+    Client, ClientConfig, Payload, PendingAck, ReceivedMessage, Replay, Since, TlsOptions,
+    TryNoReply,
 };
 use tokio::sync::Mutex;
 
@@ -104,17 +106,15 @@ pub(crate) struct NativeClient {
     blocking: bool,
 }
 
-fn payload(body: Vec<u8>, content_type: String, headers: Vec<(String, String)>) -> Payload {
+/// A payload of `body` with its content type and headers. The fast path passes a body
+/// Python lends for the call, copied once into `Bytes`; the others pass an owned `Vec`.
+fn payload(
+    body: impl Into<bytes::Bytes>,
+    content_type: impl Into<switchboard_client::Text>,
+    headers: Vec<(String, String)>,
+) -> Payload {
     headers.into_iter().fold(
         Payload::with_content_type(content_type, body),
-        |payload, (name, value)| payload.with_header(name, value),
-    )
-}
-
-/// Like [`payload`], from a body Python lends for the call (copied once, here).
-fn payload_from_slice(body: &[u8], content_type: &str, headers: Vec<(String, String)>) -> Payload {
-    headers.into_iter().fold(
-        Payload::with_content_type(content_type, bytes::Bytes::copy_from_slice(body)),
         |payload, (name, value)| payload.with_header(name, value),
     )
 }
@@ -261,24 +261,10 @@ impl NativeClient {
         since_value: u64,
         limit: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let since = match since_kind {
-            "all" => Since::All,
-            "seq" => Since::Seq(since_value),
-            "time" => Since::Time(since_value),
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "unknown since kind {other:?}"
-                )));
-            }
-        };
+        let since = since(since_kind, since_value)?;
         let client = self.client.clone();
-        let blocking = self.blocking;
-        run(py, blocking, async move {
-            let messages = client
-                .get_messages(&channel, since, limit)
-                .await
-                .map_err(errors::to_py)?;
-            Message::read_all(messages, blocking)
+        self.read_messages(py, async move {
+            client.get_messages(&channel, since, limit).await
         })
     }
 
@@ -515,13 +501,8 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let since = since(since_kind, since_value)?;
         let client = self.client.clone();
-        let blocking = self.blocking;
-        run(py, blocking, async move {
-            let messages = client
-                .group_messages(&group, since, limit)
-                .await
-                .map_err(errors::to_py)?;
-            Message::read_all(messages, blocking)
+        self.read_messages(py, async move {
+            client.group_messages(&group, since, limit).await
         })
     }
 
@@ -563,14 +544,10 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let since = since(since_kind, since_value)?;
         let client = self.client.clone();
-        let blocking = self.blocking;
-        run(py, blocking, async move {
-            let messages = client
-                .tag_messages(&tag, since, limit)
-                .await
-                .map_err(errors::to_py)?;
-            Message::read_all(messages, blocking)
-        })
+        self.read_messages(
+            py,
+            async move { client.tag_messages(&tag, since, limit).await },
+        )
     }
 
     fn stop_server<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -601,7 +578,7 @@ impl NativeClient {
         content_type: &str,
         headers: Vec<(String, String)>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let body = payload_from_slice(body, content_type, headers);
+        let body = payload(bytes::Bytes::copy_from_slice(body), content_type, headers);
         let attempt = self
             .client
             .publish(channel, body)
@@ -636,6 +613,21 @@ impl NativePendingAck {
             let pending = taken.ok_or_else(|| errors::internal("this ack was already awaited"))?;
             let ack = pending.await.map_err(errors::to_py)?;
             Ok(Ack::from(ack))
+        })
+    }
+}
+
+impl NativeClient {
+    /// Runs a fetch of a message list (a channel's, a group's or a hashtag's history) and
+    /// hands its messages to Python.
+    fn read_messages<'py, F>(&self, py: Python<'py>, fetch: F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = switchboard_client::Result<Vec<ReceivedMessage>>> + Send + 'static,
+    {
+        let blocking = self.blocking;
+        run(py, blocking, async move {
+            let messages = fetch.await.map_err(errors::to_py)?;
+            Message::read_all(messages, blocking)
         })
     }
 }

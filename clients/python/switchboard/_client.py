@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Callable, Generic, Optional, Protocol, TypeVar, Union
 
 from . import _native
 from ._native import (
@@ -811,103 +811,77 @@ class Client:
         self._native.reload_server()
 
 
-# The feeds of groups and direct messages.
+# The feeds of groups and direct messages: the same iteration over either native feed.
+
+Item = TypeVar("Item")
 
 
-class AsyncGroupFeed:
+class _NativeFeed(Protocol):
+    # An awaitable or the value itself, as the native module's stub says.
+    def next(self) -> Any: ...  # noqa: ANN401
+    def close(self) -> Any: ...  # noqa: ANN401
+
+
+class _AsyncFeed(Generic[Item]):
+    def __init__(self, native: _NativeFeed) -> None:
+        self._native = native
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        item: Optional[Item] = await self._native.next()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def next(self) -> Optional[Item]:
+        """The next item, or None once the feed has ended."""
+        item: Optional[Item] = await self._native.next()
+        return item
+
+    async def close(self) -> None:
+        """Ends this feed; the client's feed of this kind can then be taken again."""
+        await self._native.close()
+
+
+class _Feed(Generic[Item]):
+    def __init__(self, native: _NativeFeed) -> None:
+        self._native = native
+
+    def __iter__(self) -> Iterator[Item]:
+        return self
+
+    def __next__(self) -> Item:
+        item: Optional[Item] = self._native.next()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def next(self) -> Optional[Item]:
+        """The next item, or None once the feed has ended."""
+        item: Optional[Item] = self._native.next()
+        return item
+
+    def close(self) -> None:
+        """Ends this feed; the client's feed of this kind can then be taken again."""
+        self._native.close()
+
+
+class AsyncGroupFeed(_AsyncFeed[GroupItem]):
     """Posts to the groups this session joined and their member events, as
     :class:`Message` and :class:`GroupEvent`: ``async for item in feed``. Iteration ends
     when the client is closed or :meth:`close` gives the feed back."""
 
-    def __init__(self, native: _native.NativeGroupFeed) -> None:
-        self._native = native
 
-    def __aiter__(self) -> AsyncIterator[GroupItem]:
-        return self
-
-    async def __anext__(self) -> GroupItem:
-        item = await self._native.next()
-        if item is None:
-            raise StopAsyncIteration
-        return item
-
-    async def next(self) -> Optional[GroupItem]:
-        """The next item, or None once the feed has ended."""
-        return await self._native.next()
-
-    async def close(self) -> None:
-        """Ends this feed; the client's group feed can then be taken again."""
-        await self._native.close()
-
-
-class AsyncDirectFeed:
+class AsyncDirectFeed(_AsyncFeed[DirectMessage]):
     """Bodies other clients relayed to this one: ``async for direct in feed``. Iteration
     ends when the client is closed or :meth:`close` gives the feed back."""
 
-    def __init__(self, native: _native.NativeDirectFeed) -> None:
-        self._native = native
 
-    def __aiter__(self) -> AsyncIterator[DirectMessage]:
-        return self
-
-    async def __anext__(self) -> DirectMessage:
-        direct = await self._native.next()
-        if direct is None:
-            raise StopAsyncIteration
-        return direct
-
-    async def next(self) -> Optional[DirectMessage]:
-        """The next body, or None once the feed has ended."""
-        return await self._native.next()
-
-    async def close(self) -> None:
-        """Ends this feed; the client's direct feed can then be taken again."""
-        await self._native.close()
-
-
-class GroupFeed:
+class GroupFeed(_Feed[GroupItem]):
     """The blocking :class:`AsyncGroupFeed`: ``for item in feed``."""
 
-    def __init__(self, native: _native.NativeGroupFeed) -> None:
-        self._native = native
 
-    def __iter__(self) -> Iterator[GroupItem]:
-        return self
-
-    def __next__(self) -> GroupItem:
-        item = self._native.next()
-        if item is None:
-            raise StopIteration
-        return item
-
-    def next(self) -> Optional[GroupItem]:
-        """The next item, or None once the feed has ended."""
-        return self._native.next()
-
-    def close(self) -> None:
-        """Ends this feed; the client's group feed can then be taken again."""
-        self._native.close()
-
-
-class DirectFeed:
+class DirectFeed(_Feed[DirectMessage]):
     """The blocking :class:`AsyncDirectFeed`: ``for direct in feed``."""
-
-    def __init__(self, native: _native.NativeDirectFeed) -> None:
-        self._native = native
-
-    def __iter__(self) -> Iterator[DirectMessage]:
-        return self
-
-    def __next__(self) -> DirectMessage:
-        direct = self._native.next()
-        if direct is None:
-            raise StopIteration
-        return direct
-
-    def next(self) -> Optional[DirectMessage]:
-        """The next body, or None once the feed has ended."""
-        return self._native.next()
-
-    def close(self) -> None:
-        """Ends this feed; the client's direct feed can then be taken again."""
-        self._native.close()
