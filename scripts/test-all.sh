@@ -16,13 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in chromium chromedriver promtool node; do
+for tool in chromium chromedriver promtool node redis-server; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=("python3 with venv")
 if ((${#missing[@]})); then
     echo "missing: ${missing[*]}" >&2
-    echo "install them with: apt-get install chromium chromium-driver prometheus python3-venv (and Node 20 or later)" >&2
+    echo "install them with: apt-get install chromium chromium-driver prometheus python3-venv redis-server redis-sentinel (and Node 20 or later)" >&2
     exit 1
 fi
 

@@ -49,6 +49,7 @@ const EVENT = Object.freeze({
   CHANNEL_DELETED: 5,
   GROUP_DELETED: 6,
   SUBSCRIPTION_REVOKED: 7,
+  EPOCH_CHANGED: 8,
 });
 
 const SCOPE = Object.freeze({ CHANNEL: 0, GROUP: 1, TAG: 2 });

@@ -198,6 +198,7 @@ impl From<Event> for GroupEvent {
             EventKind::ChannelDeleted => "channel_deleted".to_owned(),
             EventKind::GroupDeleted => "group_deleted".to_owned(),
             EventKind::SubscriptionRevoked => "subscription_revoked".to_owned(),
+            EventKind::EpochChanged => "epoch_changed".to_owned(),
             EventKind::Other(number) => format!("other({number})"),
         };
         GroupEvent {

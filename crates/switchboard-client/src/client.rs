@@ -320,6 +320,13 @@ impl Client {
         self.inner.shared.skipped()
     }
 
+    /// The newest channels and groups whose history began a new epoch while this
+    /// connection followed them (cluster mode, after the backplane lost messages), oldest
+    /// first; at most [`crate::MAX_EPOCH_CHANGES`] are kept.
+    pub fn epoch_changes(&self) -> Vec<crate::EpochChange> {
+        self.inner.shared.epoch_changes()
+    }
+
     /// Flushes, says DISCONNECT (NORMAL) and stops the background tasks. Every handle of
     /// this connection then fails with an error that
     /// [`is_closed`](crate::ClientError::is_closed).

@@ -531,6 +531,19 @@ impl Dispatcher {
                     self.shared.schedule_unsubscribe(sibling);
                 }
             }
+            // A channel's history began a new epoch on a cluster: messages may be
+            // missing between the last one seen and the first of the new epoch.
+            EventKind::EpochChanged => {
+                tracing::warn!(
+                    channel = %event.channel,
+                    first_seq = event.count,
+                    "history began a new epoch; messages may be missing"
+                );
+                self.shared.note_epoch_change(&event);
+                if event.scope == Scope::Group {
+                    self.shared.group_feed.push(GroupItem::Event(event));
+                }
+            }
             EventKind::Other(kind) => {
                 if event.scope == Scope::Group {
                     self.shared.group_feed.push(GroupItem::Event(event));

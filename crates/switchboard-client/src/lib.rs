@@ -120,6 +120,7 @@ pub use listing::ListPage;
 pub use payload::{
     JSON, MSGPACK, OCTET_STREAM, Payload, ReceivedDirect, ReceivedMessage, TEXT_PLAIN,
 };
+pub use shared::{EpochChange, MAX_EPOCH_CHANGES};
 pub use subscription::{SubscribeBuilder, Subscription};
 pub use tls::TlsOptions;
 pub use upload::CHUNK_SIZE;

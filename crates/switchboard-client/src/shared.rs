@@ -11,6 +11,22 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// How many announced epoch changes a connection keeps.
+pub const MAX_EPOCH_CHANGES: usize = 64;
+
+/// A channel's (or group's) history that began a new epoch on a cluster: messages
+/// before `first_seq` may be missing, and sequence numbers before it belong to another
+/// series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochChange {
+    /// A channel or a group.
+    pub scope: switchboard_proto::packet::Scope,
+    /// Its name.
+    pub channel: String,
+    /// The first sequence number of the new epoch.
+    pub first_seq: u64,
+}
+
 use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 use crate::feeds::{FeedQueue, GroupItem};
 use crate::payload::ReceivedDirect;
@@ -54,6 +70,9 @@ pub(crate) struct Shared {
     /// Ids of the streams this client opens (streamed publishes), from 1.
     next_stream_id: AtomicU64,
     skipped: AtomicU64,
+    /// The newest epoch changes the server announced (cluster mode), at most
+    /// [`MAX_EPOCH_CHANGES`].
+    epoch_changes: Mutex<std::collections::VecDeque<EpochChange>>,
     close_reason: OnceLock<CloseReason>,
     /// How far the connection is in closing, in the order the signals are given (see
     /// [`crate::Client::close`] and [`Shared::terminate`]); each is a cheap check for the
@@ -84,6 +103,7 @@ impl Shared {
             next_no_reply_id: AtomicU32::new(0),
             next_stream_id: AtomicU64::new(1),
             skipped: AtomicU64::new(0),
+            epoch_changes: Mutex::default(),
             close_reason: OnceLock::new(),
             close_started: CancellationToken::new(),
             goodbye_sent: CancellationToken::new(),
@@ -179,6 +199,31 @@ impl Shared {
         for sibling in siblings {
             self.schedule_unsubscribe(sibling);
         }
+    }
+
+    /// Keeps an EVENT `EPOCH_CHANGED`, dropping the oldest kept past the bound.
+    pub(crate) fn note_epoch_change(&self, event: &switchboard_proto::packet::Event) {
+        let mut changes = self
+            .epoch_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if changes.len() == MAX_EPOCH_CHANGES {
+            changes.pop_front();
+        }
+        changes.push_back(EpochChange {
+            scope: event.scope,
+            channel: event.channel.to_string(),
+            first_seq: event.count,
+        });
+    }
+
+    /// The epoch changes kept, oldest first.
+    pub(crate) fn epoch_changes(&self) -> Vec<EpochChange> {
+        let changes = self
+            .epoch_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        changes.iter().cloned().collect()
     }
 
     /// Counts messages the server skipped for this connection.

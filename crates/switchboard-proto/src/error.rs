@@ -69,6 +69,13 @@ pub enum ErrorCode {
     /// The store takes no durable writes for now (it failed and is recovering, started
     /// read-only, or lost its data directory); reads still work.
     StorageUnavailable,
+    /// Cluster mode: the shared backplane (Redis) did not answer within the node's
+    /// bound, or is not connected. Nothing is known to be done (a publish may or may not
+    /// have been stored); retrying later may succeed.
+    BackplaneUnavailable,
+    /// A streamed body kept by another node of a cluster cannot be fetched (that node is
+    /// gone or its link broke): the message exists but its body cannot be sent.
+    BodyUnavailable,
     /// The server failed in a way that is not the caller's fault.
     Internal,
     /// The client closed the session normally.
@@ -109,6 +116,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 111,
             ErrorCode::StorageFull => 120,
             ErrorCode::StorageUnavailable => 121,
+            ErrorCode::BackplaneUnavailable => 122,
+            ErrorCode::BodyUnavailable => 123,
             ErrorCode::Internal => 500,
             ErrorCode::Other(code) => code,
         }
@@ -145,6 +154,8 @@ impl ErrorCode {
             111 => ErrorCode::RateLimited,
             120 => ErrorCode::StorageFull,
             121 => ErrorCode::StorageUnavailable,
+            122 => ErrorCode::BackplaneUnavailable,
+            123 => ErrorCode::BodyUnavailable,
             500 => ErrorCode::Internal,
             other => ErrorCode::Other(other),
         }
@@ -181,6 +192,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::StorageFull => "STORAGE_FULL",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::BackplaneUnavailable => "BACKPLANE_UNAVAILABLE",
+            ErrorCode::BodyUnavailable => "BODY_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Other(_) => "UNKNOWN",
         }

@@ -45,7 +45,7 @@ mod writer;
 
 pub use attach::{AdmissionRefused, AttachedPeer, ConnectionSlot, HubHandle, ReloadableTls};
 pub use config::{DEFAULT_ADDR, ServerConfig};
-pub use error::ServerError;
+pub use error::{Refusal, ServerError};
 pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};
 pub use hub::message::StoredMessage;
 pub use server::{Server, ServerBuilder, ServerHandle};

@@ -54,9 +54,11 @@ pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::AlreadyExists => StatusCode::CONFLICT,
         ErrorCode::TooLarge | ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServerBusy | ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::ServerBusy
+        | ErrorCode::ShuttingDown
+        | ErrorCode::StorageUnavailable
+        | ErrorCode::BackplaneUnavailable
+        | ErrorCode::BodyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Internal | ErrorCode::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
         // Refusals of what was asked: invalid names, too many characters or receivers,

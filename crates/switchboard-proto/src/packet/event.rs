@@ -26,6 +26,11 @@ pub enum EventKind {
     /// The server ended subscription `subscription_id` because the policy in force
     /// since a reload no longer allows it; `channel` holds its pattern.
     SubscriptionRevoked,
+    /// Cluster mode: the history of `channel` (of `scope`) may have lost messages (the
+    /// backplane restarted without persistence, or failed over to a replica that had not
+    /// received them), so it starts a new epoch; `count` is the first sequence number of
+    /// the new epoch. Messages after it are not a continuation of those before.
+    EpochChanged,
     Other(u64),
 }
 
@@ -39,6 +44,7 @@ impl EventKind {
             EventKind::ChannelDeleted => 5,
             EventKind::GroupDeleted => 6,
             EventKind::SubscriptionRevoked => 7,
+            EventKind::EpochChanged => 8,
             EventKind::Other(value) => value,
         }
     }
@@ -52,6 +58,7 @@ impl EventKind {
             5 => EventKind::ChannelDeleted,
             6 => EventKind::GroupDeleted,
             7 => EventKind::SubscriptionRevoked,
+            8 => EventKind::EpochChanged,
             other => EventKind::Other(other),
         }
     }

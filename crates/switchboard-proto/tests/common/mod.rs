@@ -553,8 +553,9 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                     EventKind::ChannelDeleted,
                     EventKind::GroupDeleted,
                     EventKind::SubscriptionRevoked,
+                    EventKind::EpochChanged,
                 ]),
-                // Canonical form: numbers 1..=7 always mean the named kinds.
+                // Canonical form: numbers 1..=8 always mean the named kinds.
                 uint().prop_map(EventKind::from_u64),
             ],
             scope(),

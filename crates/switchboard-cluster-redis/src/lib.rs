@@ -1,0 +1,15 @@
+//! Cluster mode on Redis: several `switchboard serve` processes that clients see as one
+//! hub. Redis holds what they share (channel and group histories as streams, metadata,
+//! members, the node registry and the client directory) and carries live messages
+//! between them over pub/sub; Redis assigns every message's sequence number and epoch in
+//! one script, so all nodes agree on the order.
+//!
+//! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
+
+pub mod error;
+pub mod keys;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::BackplaneError;
+pub use keys::Keys;
