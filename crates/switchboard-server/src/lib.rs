@@ -27,6 +27,7 @@
 mod attach;
 mod blobs;
 mod budget;
+pub mod cluster;
 mod cmd;
 mod config;
 mod connection;

@@ -265,6 +265,9 @@ pub struct Readiness {
     /// Protocol listeners (TCP, TLS, Unix) configured, and accepting now.
     pub listeners_configured: u64,
     pub listeners_running: u64,
+    /// Cluster mode: why the backplane is unusable now; `None` while it works (or on a
+    /// single server).
+    pub backplane_down: Option<String>,
 }
 
 impl Readiness {
@@ -275,6 +278,9 @@ impl Readiness {
         }
         if let Some(reason) = &self.store_refusing {
             return Some(format!("the store refuses writes: {reason}"));
+        }
+        if let Some(reason) = &self.backplane_down {
+            return Some(format!("backplane unavailable: {reason}"));
         }
         if self.listeners_running < self.listeners_configured {
             return Some(format!(
@@ -315,8 +321,17 @@ mod tests {
             store_refusing: None,
             listeners_configured: 2,
             listeners_running: 2,
+            backplane_down: None,
         };
         assert_eq!(ready.not_ready(), None);
+        let backplane_down = Readiness {
+            backplane_down: Some("connection refused".to_owned()),
+            ..ready.clone()
+        };
+        assert_eq!(
+            backplane_down.not_ready().as_deref(),
+            Some("backplane unavailable: connection refused")
+        );
         let listener_down = Readiness {
             listeners_running: 1,
             ..ready.clone()

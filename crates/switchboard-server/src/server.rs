@@ -36,6 +36,7 @@ impl Server {
             hooks: None,
             clock: None,
             reload_source: None,
+            backplane: None,
         }
     }
 }
@@ -47,9 +48,18 @@ pub struct ServerBuilder {
     hooks: Option<Arc<dyn Hooks>>,
     clock: Option<Arc<dyn Clock>>,
     reload_source: Option<ReloadSource>,
+    backplane: Option<Arc<dyn crate::cluster::Backplane>>,
 }
 
 impl ServerBuilder {
+    /// Cluster mode: this server becomes a node of the cluster sharing `backplane`. Its
+    /// channels, history and live messages are then the cluster's; it keeps no store of
+    /// its own (a data directory holds only streamed bodies).
+    pub fn backplane(mut self, backplane: Arc<dyn crate::cluster::Backplane>) -> Self {
+        self.backplane = Some(backplane);
+        self
+    }
+
     /// Replaces the whole configuration (listeners included).
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -148,6 +158,8 @@ impl ServerBuilder {
         let mut guard = None;
         let storage: Arc<dyn Storage> = match (self.storage, &config.data_dir) {
             (Some(storage), _) => storage,
+            // The cluster's backplane is the store.
+            (None, _) if self.backplane.is_some() => Arc::new(MemoryStorage),
             (None, Some(dir)) => {
                 let options = StoreOptions {
                     reserve: Some(config.disk_reserve),
@@ -180,6 +192,11 @@ impl ServerBuilder {
         hub.restore(snapshot);
 
         let tracker = TaskTracker::new();
+        if let Some(backplane) = self.backplane {
+            let node = crate::cluster::node::ClusterNode::new(backplane);
+            hub.join_cluster(node.clone());
+            tracker.spawn(node.run(Arc::downgrade(&hub), hub.shutdown_token()));
+        }
         // Lets messages past their channel's maximum age go from idle channels too.
         tracker.spawn(hub.clone().run_expiry(EXPIRY_PERIOD));
         let mut tcp_addrs = Vec::new();
@@ -591,6 +608,13 @@ impl ServerHandle {
         if let Some(socket) = &self.unix_socket {
             socket.remove_if_ours();
         }
+        if let Some(cluster) = self.hub.cluster()
+            && tokio::time::timeout(Duration::from_secs(3), cluster.backplane().close())
+                .await
+                .is_err()
+        {
+            warn!(target: log::ERROR, "the cluster did not hear this node leave; it will expire");
+        }
         let hub = self.hub.clone();
         // Joins the store's threads and syncs: blocking work, off the async workers.
         let _ = tokio::task::spawn_blocking(move || hub.close_storage()).await;
@@ -608,6 +632,10 @@ pub(crate) fn readiness_of(hub: &Hub) -> crate::metrics::Readiness {
             .counters()
             .listeners_running
             .load(std::sync::atomic::Ordering::Relaxed),
+        backplane_down: hub.cluster().and_then(|cluster| {
+            let health = cluster.health();
+            (!health.connected).then_some(health.detail)
+        }),
     }
 }
 
@@ -707,5 +735,40 @@ pub(crate) fn stats_of(hub: &Hub) -> Vec<(String, u64)> {
             hub.limit_gauges()
                 .map(|(name, value)| (name.to_owned(), value)),
         )
+        .chain(cluster_stats(hub))
         .collect()
+}
+
+/// Cluster mode's counters: the node's own, and the backplane's.
+fn cluster_stats(hub: &Hub) -> Vec<(String, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cluster) = hub.cluster() else {
+        return Vec::new();
+    };
+    let counters = hub.counters();
+    let health = cluster.health();
+    [
+        ("backplane_up", u64::from(health.connected)),
+        (
+            "cluster_epoch_changes",
+            counters.cluster_epoch_changes.load(Relaxed),
+        ),
+        (
+            "cluster_gaps_recovered",
+            counters.cluster_gaps_recovered.load(Relaxed),
+        ),
+        (
+            "cluster_messages_skipped",
+            counters.cluster_messages_skipped.load(Relaxed),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .chain(
+        health
+            .counters
+            .into_iter()
+            .map(|(name, value)| (format!("backplane_{name}"), value)),
+    )
+    .collect()
 }

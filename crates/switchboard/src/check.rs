@@ -17,6 +17,8 @@ struct Effective {
     log: Log,
     limits: Limits,
     storage: Storage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Cluster>,
     runtime: Runtime,
     secrets: Secrets,
     auth: Auth,
@@ -174,6 +176,29 @@ struct Storage {
     max_blob_bytes: Option<String>,
 }
 
+/// `[cluster]`, with any password in the URL masked.
+#[derive(Serialize)]
+struct Cluster {
+    url: String,
+    timeout: String,
+    prefix: String,
+    durability_mismatch: crate::cli::MismatchArg,
+}
+
+/// A Redis URL with its password (if any) masked.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[derive(Serialize)]
 struct Runtime {
     threads: usize,
@@ -281,6 +306,12 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
             },
             max_blob_bytes: config.max_blob_bytes.map(size),
         },
+        cluster: args.cluster.as_ref().map(|url| Cluster {
+            url: mask_password(url),
+            timeout: duration(args.cluster_timeout),
+            prefix: args.cluster_prefix.clone(),
+            durability_mismatch: args.cluster_durability_mismatch,
+        }),
         runtime: Runtime { threads },
         secrets: Secrets {
             hmac_key_file: args.hmac_key_file.clone(),

@@ -258,6 +258,8 @@ fn refuse(message: &str) -> ! {
         .exit()
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
@@ -532,6 +534,31 @@ pub struct ServeArgs {
     /// (STORAGE_FULL). Bytes (`10GiB`). Default: bounded by the disk reserve only.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_blob_bytes: Option<u64>,
+    /// Run as one node of a cluster: several servers that clients see as one hub, sharing
+    /// channels, history and live messages through this Redis 7 (`redis://HOST:PORT`,
+    /// `redis://:PASSWORD@HOST:PORT/DB`, or through Sentinel:
+    /// `redis+sentinel://HOST:PORT,HOST:PORT/MASTER`). The node keeps no store of its own
+    /// then; see docs/CLUSTER.md for what is shared and what a Redis failure can lose.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SWITCHBOARD_CLUSTER",
+        conflicts_with = "memory"
+    )]
+    pub cluster: Option<String>,
+    /// Cluster mode: how long a backplane operation may take before the request is
+    /// refused with BACKPLANE_UNAVAILABLE (a publish refused so may or may not be stored).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub cluster_timeout: std::time::Duration,
+    /// Cluster mode: the prefix of every Redis key and channel the cluster uses, so that
+    /// several clusters can share one Redis.
+    #[arg(long, value_name = "PREFIX", default_value = "sb:")]
+    pub cluster_prefix: String,
+    /// Cluster mode: what to do when Redis promises less durability than --sync (its
+    /// `appendfsync`: always for `--sync always`, everysec for `interval`): `refuse` to
+    /// use it (the node waits, not ready, until Redis is reconfigured) or `warn` once.
+    #[arg(long, value_enum, default_value_t = MismatchArg::Refuse)]
+    pub cluster_durability_mismatch: MismatchArg,
     /// Threads serving connections. Default: one per CPU. Fewer leave cores to clients
     /// on the same machine (see docs/BENCHMARKS.md: one thread did better for large
     /// messages and latency on 2 cores, worse for fan-out to many connections).
@@ -615,6 +642,16 @@ pub enum SyncArg {
     Always,
     Interval,
     Never,
+}
+
+/// What a cluster node does when Redis promises less durability than it needs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MismatchArg {
+    Refuse,
+    Warn,
 }
 
 /// Durability of one channel (`channel create --durability`).

@@ -37,6 +37,8 @@ pub struct ConfigFile {
     #[serde(default)]
     storage: StorageSection,
     #[serde(default)]
+    cluster: ClusterSection,
+    #[serde(default)]
     runtime: RuntimeSection,
     #[serde(default)]
     secrets: SecretsSection,
@@ -191,6 +193,17 @@ struct StorageSection {
     max_blob_bytes: Option<u64>,
 }
 
+/// `[cluster]`: run as a node of a cluster on Redis (docs/CLUSTER.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    url: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    prefix: Option<String>,
+    durability_mismatch: Option<crate::cli::MismatchArg>,
+}
+
 /// `[runtime]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +315,7 @@ impl ConfigFile {
             log,
             limits,
             storage,
+            cluster,
             runtime,
             secrets,
             tls,
@@ -449,6 +463,26 @@ impl ConfigFile {
             is_given("max_blob_bytes"),
         );
 
+        fill(
+            &mut args.cluster,
+            cluster.url.map(Some),
+            is_given("cluster"),
+        );
+        fill(
+            &mut args.cluster_timeout,
+            cluster.timeout,
+            is_given("cluster_timeout"),
+        );
+        fill(
+            &mut args.cluster_prefix,
+            cluster.prefix,
+            is_given("cluster_prefix"),
+        );
+        fill(
+            &mut args.cluster_durability_mismatch,
+            cluster.durability_mismatch,
+            is_given("cluster_durability_mismatch"),
+        );
         fill(
             &mut args.threads,
             runtime.threads.map(Some),

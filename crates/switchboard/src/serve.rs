@@ -145,6 +145,9 @@ pub async fn run(
     admin_token: Option<String>,
 ) -> Result<()> {
     init_logging(&args)?;
+    if args.cluster.is_some() {
+        anyhow::bail!("--cluster: cluster mode is not part of this build yet");
+    }
     let terminated = termination();
     let hangups = hangups();
     let config = config_from(&args, hmac_key, admin_token);

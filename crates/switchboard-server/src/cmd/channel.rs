@@ -1,13 +1,14 @@
 //! CREATE_CHANNEL, LIST_CHANNELS and DELETE_CHANNEL.
 
 use switchboard_proto::packet::{
-    ChannelList, ChannelOptions, CreateChannel, DeleteChannel, ListChannels, OkReply, Packet,
-    Publish, Scope,
+    ChannelInfo, ChannelList, ChannelOptions, CreateChannel, DeleteChannel, ListChannels, OkReply,
+    Packet, Publish, Scope,
 };
 
 use super::limits::Created;
 use super::permission::denied;
 use super::session::Session;
+use crate::cluster::node::ClusterNode;
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::listing::PageSize;
@@ -29,22 +30,42 @@ pub(crate) async fn create(
         Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    match hub.create_channel_new(&create.name, &create.options) {
-        Ok((channel, new)) => {
+    let created = match hub.cluster() {
+        Some(cluster) => cluster_create(hub, cluster, &create).await,
+        None => hub
+            .create_channel_new(&create.name, &create.options)
+            .map(|(channel, new)| (channel.info(), new)),
+    };
+    match created {
+        Ok((info, new)) => {
             if new {
                 creation.made(hub, &create.name);
             } else {
                 creation.not_made();
             }
-            session
-                .reply(request_id, Packet::ChannelInfo(channel.info()))
-                .await;
+            session.reply(request_id, Packet::ChannelInfo(info)).await;
         }
         Err(refusal) => {
             creation.not_made();
             session.refuse(request_id, refusal).await;
         }
     }
+}
+
+/// CREATE_CHANNEL in cluster mode: the backplane decides whether it is new.
+async fn cluster_create(
+    hub: &Hub,
+    cluster: &ClusterNode,
+    create: &CreateChannel,
+) -> Result<(ChannelInfo, bool), Refusal> {
+    let options = hub.channel_options(&create.name, &create.options)?;
+    let (_, created) = cluster
+        .create_channel(hub, &create.name, &create.options, options)
+        .await?;
+    let meta = cluster.channel_meta(&create.name).await?.ok_or_else(|| {
+        Refusal::not_found(format!("channel {} was deleted meanwhile", create.name))
+    })?;
+    Ok((meta.info(&create.name), created))
 }
 
 /// Whether the session may create the channel, with the options it asks: asking for
@@ -162,7 +183,11 @@ fn permit_create(hub: &Hub, session: &Session, create: &mut CreateChannel) -> Re
 /// One page of the channel list (see `hub::listing`).
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListChannels) {
     let size = PageSize::new(list.limit, hub.config().max_frame);
-    match hub.channel_page(list.cursor.as_ref(), size) {
+    let page = match hub.cluster() {
+        Some(cluster) => cluster_page(hub, cluster, list.cursor.as_ref(), list.limit).await,
+        None => hub.channel_page(list.cursor.as_ref(), size),
+    };
+    match page {
         Ok(page) => {
             let reply = ChannelList {
                 channels: page.entries,
@@ -174,10 +199,44 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: Li
     }
 }
 
+/// Channels listed from the backplane, at most this many per page.
+const CLUSTER_LIST_BATCH: usize = 256;
+
+/// A page of LIST_CHANNELS in cluster mode, read from the backplane.
+async fn cluster_page(
+    hub: &Hub,
+    cluster: &ClusterNode,
+    cursor: Option<&bytes::Bytes>,
+    limit: Option<u64>,
+) -> Result<crate::hub::listing::Page<ChannelInfo>, Refusal> {
+    let after = Hub::channel_cursor(cursor)?;
+    let want = match limit {
+        None | Some(0) => CLUSTER_LIST_BATCH,
+        Some(limit) => usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(CLUSTER_LIST_BATCH),
+    };
+    // One more than a page, to know whether another follows.
+    let names = cluster.list_channels(after, want + 1).await?;
+    let mut infos = Vec::with_capacity(names.len());
+    for name in &names {
+        // A channel deleted since it was listed is left out.
+        if let Some(meta) = cluster.channel_meta(name).await? {
+            infos.push(meta.info(name));
+        }
+    }
+    let size = PageSize::new(Some(want as u64), hub.config().max_frame);
+    Ok(Hub::channel_page_of(infos, size))
+}
+
 /// DELETE_CHANNEL. Anyone may delete a channel until sessions are authenticated; then
 /// only its owner or an admin will.
 pub(crate) async fn delete(hub: &Hub, session: &Session, request_id: u32, delete: DeleteChannel) {
-    match hub.delete_channel(&delete.name) {
+    let deleted = match hub.cluster() {
+        Some(cluster) => cluster.delete_channel(hub, &delete.name).await,
+        None => hub.delete_channel(&delete.name),
+    };
+    match deleted {
         Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

@@ -12,9 +12,11 @@
 use std::sync::Arc;
 
 use switchboard_proto::packet::{GetMessage, GetMessages, MessagesEnd, Packet, Scope, Since};
-use switchboard_proto::subject::Pattern;
+use switchboard_proto::subject::{self, Pattern};
 
 use super::session::Session;
+use crate::cluster::Query;
+use crate::cluster::node::{ClusterNode, query_of};
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
@@ -80,7 +82,9 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
         session.refuse(request_id, refusal).await;
         return;
     }
-    let found = if get.scope == Scope::Tag {
+    let found = if let (Scope::Channel, Some(cluster)) = (get.scope, hub.cluster()) {
+        cluster_message(hub, cluster, &get.channel, get.id).await
+    } else if get.scope == Scope::Tag {
         tag_of(&get.channel).map(|tag| {
             let recent = readable_tagged(session, hub.tagged(&tag, Since::All, None));
             match &get.id {
@@ -118,6 +122,10 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
 pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, get: GetMessages) {
     if let Err(refusal) = permit_read(hub, session, get.scope, &get.channel) {
         session.refuse(request_id, refusal).await;
+        return;
+    }
+    if let (Scope::Channel, Some(cluster)) = (get.scope, hub.cluster()) {
+        cluster_messages(hub, cluster, session, request_id, &get).await;
         return;
     }
     if get.scope == Scope::Tag {
@@ -171,7 +179,19 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
 /// Sends messages taken at once (a hashtag's), in pages, then MESSAGES_END.
 async fn send_snapshot(session: &Session, request_id: u32, messages: Vec<Arc<StoredMessage>>) {
     let count = messages.len() as u64;
-    let mut rest = messages.as_slice();
+    if send_pages(session, request_id, &messages).await.is_err() {
+        return;
+    }
+    send_end(session, request_id, MessagesEnd { count, last_seq: 0 }).await;
+}
+
+/// Sends messages in pages of about [`PAGE_BYTES`].
+async fn send_pages(
+    session: &Session,
+    request_id: u32,
+    messages: &[Arc<StoredMessage>],
+) -> Result<(), Gone> {
+    let mut rest = messages;
     while !rest.is_empty() {
         let mut bytes = 0;
         let take = rest
@@ -183,15 +203,93 @@ async fn send_snapshot(session: &Session, request_id: u32, messages: Vec<Arc<Sto
             })
             .count();
         let (page, after) = rest.split_at(take);
-        if send(session, request_id, page.to_vec(), None)
-            .await
-            .is_err()
-        {
-            return;
-        }
+        send(session, request_id, page.to_vec(), None).await?;
         rest = after;
     }
-    send_end(session, request_id, MessagesEnd { count, last_seq: 0 }).await;
+    Ok(())
+}
+
+/// Messages read from the cluster's backplane per request: each holds up to a frame, so
+/// this bounds what one read holds in memory.
+const CLUSTER_READ_BATCH: u64 = 64;
+
+/// GET_MESSAGE of a channel in cluster mode: read from the backplane, so that every node
+/// answers alike.
+async fn cluster_message(
+    hub: &Hub,
+    cluster: &ClusterNode,
+    name: &str,
+    id: Option<uuid::Uuid>,
+) -> Result<Option<Arc<StoredMessage>>, Refusal> {
+    subject::validate_channel(name)?;
+    let query = id.map_or(Query::Last(1), Query::ById);
+    match cluster.read(hub, name, query, 1).await? {
+        Some((_, messages)) => Ok(messages.last().cloned()),
+        None => Err(Refusal::not_found(format!("no channel named {name}"))),
+    }
+}
+
+/// GET_MESSAGES of a channel in cluster mode, read from the backplane page by page
+/// within the history as it stood at the first read.
+async fn cluster_messages(
+    hub: &Hub,
+    cluster: &ClusterNode,
+    session: &Session,
+    request_id: u32,
+    get: &GetMessages,
+) {
+    if let Err(refusal) = subject::validate_channel(&get.channel) {
+        session.refuse(request_id, refusal.into()).await;
+        return;
+    }
+    let wanted = get.limit.unwrap_or(u64::MAX);
+    let mut query = query_of(get.since, get.limit);
+    let mut count = 0u64;
+    let mut last_seq = None;
+    loop {
+        let batch = match query {
+            // The newest n come in one read: their start is only known to the backplane.
+            Query::Last(n) => n,
+            _ => (wanted - count).min(CLUSTER_READ_BATCH),
+        };
+        let read = match cluster.read(hub, &get.channel, query, batch).await {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                let refusal = Refusal::not_found(format!("no channel named {}", get.channel));
+                session.refuse(request_id, refusal).await;
+                return;
+            }
+            Err(refusal) => {
+                session.refuse(request_id, refusal).await;
+                return;
+            }
+        };
+        let (page, mut messages) = read;
+        let top = *last_seq.get_or_insert(page.top_seq);
+        messages.retain(|message| message.seq() <= top);
+        let got = page.entries.len() as u64;
+        count += messages.len() as u64;
+        let next = messages.last().map(|message| message.seq() + 1);
+        if send_pages(session, request_id, &messages).await.is_err() {
+            return;
+        }
+        match next {
+            Some(next)
+                if !matches!(query, Query::Last(_))
+                    && got == batch
+                    && count < wanted
+                    && next <= top =>
+            {
+                query = Query::SinceSeq(next);
+            }
+            _ => break,
+        }
+    }
+    let end = MessagesEnd {
+        count,
+        last_seq: last_seq.unwrap_or(0),
+    };
+    send_end(session, request_id, end).await;
 }
 
 /// Ends an answer with MESSAGES_END; a session already gone has nothing to be told.

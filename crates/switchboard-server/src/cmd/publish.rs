@@ -53,7 +53,15 @@ pub(crate) async fn publish(
             return session.refuse(request_id, refusal).await;
         }
     };
-    let result = hub.publish(&session.caller, publish, unchanged.then_some(body_crc));
+    let body_crc = unchanged.then_some(body_crc);
+    let result = match hub.cluster() {
+        Some(cluster) if publish.scope == Scope::Channel => {
+            cluster
+                .publish(hub, &session.caller, &publish, body_crc)
+                .await
+        }
+        _ => hub.publish(&session.caller, publish, body_crc),
+    };
     creation.settle(hub, result.is_ok());
     match &result {
         Ok(_) => new_tags.made(hub),

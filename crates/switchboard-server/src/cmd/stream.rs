@@ -62,6 +62,17 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
+    if hub.cluster().is_some() && publish.scope == switchboard_proto::packet::Scope::Channel {
+        // Bodies stay on the node that received them and other nodes fetch them over the
+        // node link, which this version does not have yet: refused before any byte comes.
+        let refusal = Refusal::new(
+            switchboard_proto::ErrorCode::BodyUnavailable,
+            "streamed bodies are not shared across a cluster yet; publish bodies that fit \
+             in one frame",
+        );
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     // Refused before any of the body arrives if the session may not create the channel;
     // the creation itself waits for the whole body.
     if let Err(refusal) = super::channel::permit_implicit_channel(hub, session, &publish) {

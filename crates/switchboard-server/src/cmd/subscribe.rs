@@ -91,11 +91,27 @@ pub(crate) async fn subscribe(
         session.refuse(request_id, refusal).await;
         return;
     }
+    // Cluster mode: the feed is followed and the replayed channels are in step before
+    // the hub joins replay and live delivery, as it does on one server.
+    if let Some(cluster) = hub.cluster()
+        && let Err(refusal) = cluster
+            .prepare_subscription(hub, &pattern, subscribe.replay)
+            .await
+    {
+        hub.budget()
+            .release(crate::budget::subscription_cost(&pattern));
+        session.uncount_subscriptions(1);
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     // Room for the ack and replay is reserved before the hub takes its locks.
     let Ok(permit) = session.outbox().reserve().await else {
         hub.budget()
             .release(crate::budget::subscription_cost(&pattern));
         session.uncount_subscriptions(1);
+        if let Some(cluster) = hub.cluster() {
+            cluster.subscription_ended(hub, &pattern);
+        }
         return;
     };
     let subscription_id = session.next_subscription_id();

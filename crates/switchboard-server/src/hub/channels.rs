@@ -18,6 +18,9 @@ pub struct Channel {
     /// Options with every default filled in.
     pub options: ChannelOptions,
     pub history: Mutex<History>,
+    /// Cluster mode: which incarnation of the name this is (the backplane's), so that a
+    /// publish that found it does not add to a channel created again since; 0 otherwise.
+    pub cid: u64,
 }
 
 impl Channel {
@@ -26,7 +29,15 @@ impl Channel {
             name,
             options,
             history: Mutex::new(history),
+            cid: 0,
         }
+    }
+
+    /// The same channel, as the incarnation `cid` of its name in a cluster.
+    #[must_use]
+    pub fn with_cid(mut self, cid: u64) -> Self {
+        self.cid = cid;
+        self
     }
 
     pub fn info(&self) -> ChannelInfo {
@@ -95,7 +106,7 @@ pub fn max_age_us(options: &ChannelOptions) -> Option<u64> {
 }
 
 /// Whether explicitly requested options conflict with those a channel has.
-fn conflicts(requested: &ChannelOptions, existing: &ChannelOptions) -> bool {
+pub(crate) fn conflicts(requested: &ChannelOptions, existing: &ChannelOptions) -> bool {
     fn differs<T: PartialEq>(asked: Option<T>, have: Option<T>) -> bool {
         asked.is_some() && asked != have
     }

@@ -29,6 +29,26 @@ pub struct History {
     /// Its channel or group was deleted: a publish that found it just before must not
     /// add to it.
     deleted: bool,
+    /// Cluster mode: where this node's copy stands in the backplane's history.
+    pub(crate) cluster: ClusterPosition,
+}
+
+/// Cluster mode: how a node's cached history relates to the backplane's.
+///
+/// The cache holds a contiguous run of the channel's newest messages ending at
+/// `delivered`: every message in it was delivered live to the connections routed here
+/// when it came, so a replay from it followed by live delivery neither repeats nor
+/// misses one, exactly as on a single server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterPosition {
+    /// The epoch of the cached messages (0: none seen yet).
+    pub epoch: u64,
+    /// The newest seq delivered live here; `None` until the node is in step with the
+    /// channel (after it started following it, or after an epoch change).
+    pub delivered: Option<u64>,
+    /// The newest seq delivered through a hashtag's feed while the channel itself is not
+    /// followed here (such deliveries skip the cache: they have gaps by nature).
+    pub tagged: u64,
 }
 
 /// Counts describing a history.
@@ -49,6 +69,7 @@ impl History {
             bytes: 0,
             retention,
             deleted: false,
+            cluster: ClusterPosition::default(),
         }
     }
 
@@ -212,6 +233,42 @@ impl History {
         .max(live);
         let end = start.saturating_add(limit).min(self.messages.len());
         (start, end.max(start))
+    }
+
+    /// Cluster mode: forgets the cached messages (the node stopped following the
+    /// channel, or its epoch changed), so the cache is again an empty run.
+    pub fn clear_cache(&mut self) {
+        for message in self.messages.drain(..) {
+            message.retire();
+        }
+        self.bytes = 0;
+        self.next_seq = 1;
+        self.cluster.delivered = None;
+    }
+
+    /// Cluster mode: an empty cache whose next message is the one after `seq`.
+    pub fn next_seq_after(&mut self, seq: u64) {
+        self.next_seq = seq.saturating_add(1);
+    }
+
+    /// Cluster mode: the seqs of the oldest and newest cached messages.
+    pub fn cached_bounds(&self) -> Option<(u64, u64)> {
+        Some((self.messages.front()?.seq(), self.messages.back()?.seq()))
+    }
+
+    /// Cluster mode: puts messages older than every cached one in front of them (oldest
+    /// first in `older`), within the retention.
+    pub fn prepend(&mut self, older: Vec<Arc<StoredMessage>>) {
+        let room = usize::try_from(self.retention.max_count)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.messages.len());
+        let skip = older.len().saturating_sub(room);
+        for message in older.into_iter().skip(skip).rev() {
+            self.bytes += message.body_len();
+            self.last_time_us = self.last_time_us.max(message.time_us());
+            self.next_seq = self.next_seq.max(message.seq().saturating_add(1));
+            self.messages.push_front(message);
+        }
     }
 
     /// Takes every message out (the history is being deleted): each is retired, so

@@ -119,6 +119,19 @@ impl Hub {
         }))
     }
 
+    /// Cluster mode: the channel after which a LIST_CHANNELS page starts.
+    pub(crate) fn channel_cursor(cursor: Option<&Bytes>) -> Result<Option<&str>, Refusal> {
+        name_cursor(cursor)
+    }
+
+    /// Cluster mode: a page of LIST_CHANNELS from channels read from the backplane, in
+    /// name order.
+    pub(crate) fn channel_page_of(infos: Vec<ChannelInfo>, size: PageSize) -> Page<ChannelInfo> {
+        take_page(infos.into_iter(), size, ChannelInfo::record_len, |info| {
+            Bytes::copy_from_slice(info.name.as_bytes())
+        })
+    }
+
     /// A page of LIST_GROUPS, in name order, after the group the cursor names.
     pub fn group_page(
         &self,

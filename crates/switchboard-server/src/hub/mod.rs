@@ -9,7 +9,8 @@
 //! await: a caller that must queue a reply under a lock reserves queue room first.
 
 pub mod admission;
-mod channels;
+pub(crate) mod channels;
+pub(crate) mod cluster;
 pub mod directory;
 mod groups;
 pub mod history;
@@ -179,6 +180,8 @@ pub struct Hub {
     refusals: Arc<tokio::sync::Semaphore>,
     /// Failed logins per address, and the bound on password checks at once.
     logins: crate::security::throttle::LoginThrottle,
+    /// Cluster mode: this server as a node of a cluster (set once, at start).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -234,7 +237,18 @@ impl Hub {
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
             frame_budget,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: this server as a node of a cluster, if it is one.
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::node::ClusterNode>> {
+        self.cluster.get()
+    }
+
+    /// Makes this hub a node of a cluster; once, before it serves anyone.
+    pub(crate) fn join_cluster(&self, node: Arc<crate::cluster::node::ClusterNode>) {
+        let _ = self.cluster.set(node);
     }
 
     /// Rate limits read the time from `clock` (tests move it by hand).
@@ -380,6 +394,11 @@ impl Hub {
     /// Resolves once the server starts shutting down.
     pub fn shutting_down(&self) -> WaitForCancellationFuture<'_> {
         self.shutdown.cancelled()
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -623,8 +642,14 @@ impl Hub {
         self.blobs.close();
     }
 
+    /// A new session's client id: unique on this server, and in a cluster unique across
+    /// it too, its node's number in the high 32 bits.
     pub fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+        let local = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        match self.cluster.get() {
+            Some(cluster) => cluster.backplane().node_id() << 32 | (local & 0xFFFF_FFFF),
+            None => local,
+        }
     }
 
     fn new_channel(&self, name: &str, options: ChannelOptions) -> Result<Channel, Refusal> {
@@ -651,6 +676,17 @@ impl Hub {
         let options = effective_options(requested, &self.config, self.default_durability())?;
         self.channels
             .create(name, requested, || self.new_channel(name, options))
+    }
+
+    /// The options a CREATE_CHANNEL asking `requested` gets: the server's defaults filled
+    /// in, and checked against its limits.
+    pub(crate) fn channel_options(
+        &self,
+        name: &str,
+        requested: &ChannelOptions,
+    ) -> Result<ChannelOptions, Refusal> {
+        subject::validate_channel(name)?;
+        effective_options(requested, &self.config, self.default_durability())
     }
 
     /// Whether a channel of this name exists.
@@ -850,25 +886,45 @@ impl Hub {
                 .append(LogKind::Channel, name, &stored)
                 .map_err(|e| refused_to_store(&stored, &e))?;
         }
-        if let Some(through) = history.push(stored.clone(), stored.time_us())
-            && admission.is_stored()
+        let delivered = self.commit(
+            channel,
+            &mut history,
+            &stored,
+            admission.drop_oldest,
+            admission.is_stored(),
+        );
+        drop(history);
+        Ok(self.published(&stored, delivered, admission.must_sync()))
+    }
+
+    /// Keeps a message of `channel` in its history (trimming the store too when `stored`),
+    /// indexes its hashtags and routes it, under the history's lock, which the caller
+    /// holds. Returns on how many connections it was queued.
+    fn commit(
+        &self,
+        channel: &Channel,
+        history: &mut History,
+        message: &Arc<StoredMessage>,
+        drop_oldest: bool,
+        stored: bool,
+    ) -> u64 {
+        let name = channel.name.as_str();
+        if let Some(through) = history.push(message.clone(), message.time_us())
+            && stored
         {
             self.storage.trim(LogKind::Channel, name, through);
         }
-        let drop_oldest = admission.drop_oldest;
-        let delivered = if stored.tags().is_empty() {
-            self.routes.deliver(name, &[], &stored, drop_oldest)
+        if message.tags().is_empty() {
+            self.routes.deliver(name, &[], message, drop_oldest)
         } else {
             let mut tags = self.tags.lock();
-            tags.push(&stored, max_age_us(&channel.options), &self.budget);
+            tags.push(message, max_age_us(&channel.options), &self.budget);
             let delivered = self
                 .routes
-                .deliver(name, stored.tags(), &stored, drop_oldest);
+                .deliver(name, message.tags(), message, drop_oldest);
             drop(tags);
             delivered
-        };
-        drop(history);
-        Ok(self.published(&stored, delivered, admission.must_sync()))
+        }
     }
 
     /// Counts a publish stored and queued on `delivered` connections, and its answer.
@@ -1035,6 +1091,9 @@ impl Hub {
     /// routed to it, unless another of its subscriptions shares the route.
     pub fn unsubscribe(&self, pattern: &Pattern, conn_id: u64) {
         self.routes.write().remove(pattern, conn_id);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.subscription_ended(self, pattern);
+        }
         self.budget.release(budget::subscription_cost(pattern));
         self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }

@@ -270,6 +270,43 @@ impl RouteTable {
 }
 
 impl RouteTable {
+    /// Whether some connection has an exact or wildcard route matching `channel`.
+    pub fn covers(&self, channel: &str) -> bool {
+        if self.exact.contains_key(channel) {
+            return true;
+        }
+        if self.tree.is_empty() {
+            return false;
+        }
+        let tokens: Vec<&str> = channel.split('.').collect();
+        let mut targets = Vec::new();
+        self.tree.collect(channel, &tokens, &mut targets);
+        !targets.is_empty()
+    }
+
+    /// Queues `message` once on every connection routed to one of `tags`, and on no
+    /// other (cluster mode: a message that came through a hashtag's feed only).
+    pub fn deliver_tagged(
+        &self,
+        channel: &str,
+        tags: &[String],
+        message: &Arc<StoredMessage>,
+        drop_oldest: bool,
+    ) -> u64 {
+        let mut targets: Vec<&Outbox> = Vec::new();
+        for tag in tags {
+            if let Some(subscribers) = self.tags.get(tag) {
+                targets.extend(subscribers.outboxes_for(channel));
+            }
+        }
+        targets.sort_unstable_by_key(|outbox| outbox.conn_id());
+        targets.dedup_by_key(|outbox| outbox.conn_id());
+        targets
+            .into_iter()
+            .filter(|outbox| outbox.deliver_message(message, drop_oldest))
+            .count() as u64
+    }
+
     /// Every connection with an exact or wildcard route matching `channel`, once each.
     pub fn connections_for(&self, channel: &str) -> Vec<Outbox> {
         let mut targets: Vec<&Outbox> = Vec::new();
@@ -309,6 +346,10 @@ impl Routes {
     /// Every connection routed to `channel` by its name or a wildcard.
     pub fn connections_for(&self, channel: &str) -> Vec<Outbox> {
         self.table.read().connections_for(channel)
+    }
+
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, RouteTable> {
+        self.table.read()
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, RouteTable> {

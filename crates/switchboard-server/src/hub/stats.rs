@@ -66,6 +66,12 @@ pub struct Counters {
     pub listeners_running: AtomicU64,
     /// From a PUBLISH read to its PUBLISH_ACK queued; shared with the durable-ack tasks.
     pub publish_ack_latency: std::sync::Arc<LatencyHistogram>,
+    /// Cluster mode (reported only there): channel histories that began a new epoch,
+    /// messages read back to close gaps in the live feed, and messages that could not be
+    /// (trimmed meanwhile).
+    pub cluster_epoch_changes: AtomicU64,
+    pub cluster_gaps_recovered: AtomicU64,
+    pub cluster_messages_skipped: AtomicU64,
 }
 
 impl Counters {

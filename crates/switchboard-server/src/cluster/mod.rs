@@ -1,0 +1,198 @@
+//! Cluster mode's seam: what the hub needs from a shared backplane (Redis today; a
+//! second engine would implement the same trait), and the node-side logic that keeps
+//! this server's subscribers in step with the rest of the cluster ([`node`]).
+//!
+//! In cluster mode the backplane decides every message's sequence number, time and
+//! epoch, and every node (the publishing one included) delivers from the backplane's live
+//! feed. A node keeps, for each channel it follows, a cache of the channel's newest
+//! messages: the same [`crate::hub::history::History`] a single server keeps, so that
+//! replay-then-live works under the same locks as on one server.
+
+pub mod memory;
+pub(crate) mod node;
+pub(crate) mod payload;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use switchboard_proto::packet::ChannelOptions;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use crate::error::Refusal;
+
+/// What every backplane operation returns: bounded in time by the backplane, which
+/// answers BACKPLANE_UNAVAILABLE itself when it cannot tell.
+pub type BackplaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Refusal>> + Send + 'a>>;
+
+/// What a node listens to on the backplane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// One channel's messages (and its deletion).
+    Channel(String),
+    /// The messages of every channel whose name starts with this text (the literal
+    /// start of a wildcard pattern; empty for a pattern starting with a wildcard). The
+    /// node filters by the pattern itself.
+    ChannelPrefix(String),
+    /// The messages carrying a hashtag, from any channel.
+    Tag(String),
+}
+
+/// A message as the backplane carries it: the position the backplane gave it, and the
+/// node-made payload (see [`payload`]).
+#[derive(Debug, Clone)]
+pub struct LiveMessage {
+    pub seq: u64,
+    pub epoch: u64,
+    pub time_us: u64,
+    pub payload: Bytes,
+}
+
+/// What the backplane's live feed brings.
+#[derive(Debug, Clone)]
+pub enum BackplaneEvent {
+    /// A message of `channel`, from the channel's own topic (or a prefix), or from a
+    /// hashtag's topic (`via_tag`).
+    Message {
+        channel: String,
+        via_tag: bool,
+        message: LiveMessage,
+    },
+    /// `channel` was deleted, after every message it had.
+    ChannelDeleted { channel: String },
+    /// The feed was broken and is whole again: messages published meanwhile never came
+    /// through it, so followed channels must be caught up from history.
+    Resubscribed,
+}
+
+/// A channel as the backplane knows it.
+#[derive(Debug, Clone)]
+pub struct ChannelMeta {
+    pub options: ChannelOptions,
+    /// Changes each time a channel of this name is created, so that a publish that
+    /// found the channel before it was deleted does not add to its successor.
+    pub cid: u64,
+    pub epoch: u64,
+    pub top_seq: u64,
+    /// What the history holds now: messages, the oldest's seq, body bytes.
+    pub count: u64,
+    pub first_seq: u64,
+    pub bytes: u64,
+}
+
+impl ChannelMeta {
+    /// The channel as LIST_CHANNELS and CREATE_CHANNEL describe it.
+    pub fn info(&self, name: &str) -> switchboard_proto::packet::ChannelInfo {
+        switchboard_proto::packet::ChannelInfo {
+            name: name.into(),
+            message_count: self.count,
+            first_seq: self.first_seq,
+            last_seq: self.top_seq,
+            bytes: self.bytes,
+            options: self.options,
+        }
+    }
+}
+
+/// A channel message to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub channel: String,
+    /// The channel's `cid` as the node knows it; 0 when the node saw no channel and
+    /// may create it with `create_with`.
+    pub cid: u64,
+    pub create_with: Option<ChannelOptions>,
+    pub id: Uuid,
+    pub payload: Bytes,
+    pub body_len: u64,
+    pub tags: Vec<String>,
+    /// Retention: at most this many messages (0: no bound), and this many body bytes.
+    pub max_count: u64,
+    pub max_bytes: Option<u64>,
+}
+
+/// Where an appended message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub epoch: u64,
+    pub time_us: u64,
+    pub cid: u64,
+}
+
+/// Which messages of a history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    SinceSeq(u64),
+    SinceTime(u64),
+    /// The newest n.
+    Last(u64),
+    ById(Uuid),
+}
+
+/// A stored message read back.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub time_us: u64,
+    pub payload: Bytes,
+}
+
+/// A consistent slice of a history: its epoch and bounds when read, and the entries.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub epoch: u64,
+    pub first_seq: u64,
+    pub top_seq: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// The backplane's state, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct BackplaneHealth {
+    pub connected: bool,
+    /// Why not, or where to (never a password).
+    pub detail: String,
+    /// Counters worth exporting, by name.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// A shared store and live feed for several servers.
+pub trait Backplane: Send + Sync + 'static {
+    /// The live feed, taken once by the node.
+    fn events(&self) -> Option<mpsc::Receiver<BackplaneEvent>>;
+    /// Starts following `topic`; ends once the feed will bring everything published from
+    /// now on. Following twice is harmless.
+    fn follow(&self, topic: Topic) -> BackplaneFuture<'_, ()>;
+    fn unfollow(&self, topic: Topic);
+    fn channel<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, Option<ChannelMeta>>;
+    /// Creates a channel unless it exists; says whether it was created.
+    fn create_channel<'a>(
+        &'a self,
+        name: &'a str,
+        options: &'a ChannelOptions,
+    ) -> BackplaneFuture<'a, (ChannelMeta, bool)>;
+    /// Deletes a channel; says whether it existed.
+    fn delete_channel<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, bool>;
+    /// Channel names after `after`, in name order.
+    fn list_channels<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BackplaneFuture<'a, Vec<String>>;
+    fn append(&self, append: Append) -> BackplaneFuture<'_, Appended>;
+    /// Reads a channel's history; `None` when there is no such channel.
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        query: Query,
+        limit: u64,
+    ) -> BackplaneFuture<'a, Option<Page>>;
+    fn health(&self) -> BackplaneHealth;
+    /// This node's number in the cluster, unique and never reused (below 2^21): client
+    /// ids are `node_id << 32 | n`, unique across the cluster and routable to their node.
+    fn node_id(&self) -> u64;
+    /// Leaves the cluster cleanly (a node that is killed leaves by expiry instead).
+    fn close(&self) -> BackplaneFuture<'_, ()>;
+}

@@ -1,0 +1,570 @@
+//! [`ClusterNode`]: this server as one node of a cluster. It publishes through the
+//! backplane, follows the backplane's feeds for what its connections subscribe to
+//! (each feed once, however many subscriptions share it), takes the feed in through
+//! one task that keeps every followed channel in step (closing gaps from history), and
+//! reads history from the backplane, so that every node answers alike.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use switchboard_proto::ErrorCode;
+use switchboard_proto::FrameCodec;
+use switchboard_proto::packet::{
+    ChannelOptions, Envelope, Publish, PublishAck, Replay, Scope, Since, StreamStart,
+};
+use switchboard_proto::subject::{self, Pattern, PatternToken};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::payload::{self, Placed};
+use super::{Append, Backplane, BackplaneEvent, BackplaneHealth, ChannelMeta, Page, Query, Topic};
+use crate::error::Refusal;
+use crate::hub::admission::{BodyShape, Target};
+use crate::hub::channels::Channel;
+use crate::hub::cluster::Ingested;
+use crate::hub::message::StoredMessage;
+use crate::hub::{Caller, Hub, Published};
+use crate::log;
+use crate::time::now_us;
+
+/// Most channels a wildcard subscription brings in step or replays at once.
+const MAX_WILDCARD_CHANNELS: usize = 10_000;
+/// Entries read per history request when catching up or answering a fetch.
+pub(crate) const READ_BATCH: u64 = 512;
+
+/// This server as a node of a cluster.
+pub(crate) struct ClusterNode {
+    backplane: Arc<dyn Backplane>,
+    /// Feeds followed, with how many subscriptions here use each.
+    follows: Mutex<HashMap<Topic, usize>>,
+    /// Encodes payloads (no HMAC tag).
+    payload_codec: FrameCodec,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode").finish_non_exhaustive()
+    }
+}
+
+/// The feed that brings what `pattern` matches.
+pub(crate) fn topic_of(pattern: &Pattern) -> Topic {
+    match pattern {
+        Pattern::Exact(name) => Topic::Channel(name.clone()),
+        Pattern::Tag(tag) => Topic::Tag(tag.clone()),
+        Pattern::Wildcard(tokens) => {
+            let mut prefix = String::new();
+            for token in tokens {
+                match token {
+                    PatternToken::Literal(literal) => {
+                        prefix.push_str(literal);
+                        prefix.push('.');
+                    }
+                    PatternToken::One | PatternToken::Rest => break,
+                }
+            }
+            Topic::ChannelPrefix(prefix)
+        }
+    }
+}
+
+impl ClusterNode {
+    pub(crate) fn new(backplane: Arc<dyn Backplane>) -> Arc<ClusterNode> {
+        Arc::new(ClusterNode {
+            backplane,
+            follows: Mutex::new(HashMap::new()),
+            payload_codec: payload::payload_codec(),
+        })
+    }
+
+    pub(crate) fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
+    pub(crate) fn health(&self) -> BackplaneHealth {
+        self.backplane.health()
+    }
+
+    /// Takes the backplane's feed in until `shutdown`; the server owns the task.
+    pub(crate) async fn run(self: Arc<Self>, hub: Weak<Hub>, shutdown: CancellationToken) {
+        let Some(mut events) = self.backplane.events() else {
+            error!(target: log::ERROR, "cluster feed already taken");
+            return;
+        };
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.recv() => event,
+            };
+            let Some(event) = event else { return };
+            let Some(hub) = hub.upgrade() else { return };
+            match event {
+                BackplaneEvent::Message {
+                    channel,
+                    via_tag,
+                    message,
+                } => {
+                    self.take_in(&hub, &channel, via_tag, message).await;
+                }
+                BackplaneEvent::ChannelDeleted { channel } => {
+                    if hub.forget_channel(&channel) {
+                        info!(target: log::GENERAL, channel, "channel deleted on another node");
+                    }
+                }
+                BackplaneEvent::Resubscribed => self.catch_up(&hub).await,
+            }
+        }
+    }
+
+    /// One message from the feed.
+    async fn take_in(&self, hub: &Hub, name: &str, via_tag: bool, live: super::LiveMessage) {
+        if via_tag && hub.routes_cover(name) {
+            // The channel's own feed brings it here too, in order with the channel.
+            return;
+        }
+        let local = hub.local_channel(name);
+        let wanted = via_tag
+            || hub.routes_cover(name)
+            || local
+                .as_ref()
+                .is_some_and(|channel| channel.history.lock().cluster.delivered.is_some());
+        if !wanted {
+            return;
+        }
+        let channel = match local {
+            Some(channel) => channel,
+            None => match self.adopt(hub, name).await {
+                Some(channel) => channel,
+                None => return,
+            },
+        };
+        let placed = match payload::place(hub.codec(), &live.payload, live.seq, live.time_us) {
+            Ok(placed) => placed,
+            Err(e) => {
+                error!(target: log::ERROR, channel = name, seq = live.seq, error = %e, "message from the cluster not readable; skipped");
+                return;
+            }
+        };
+        if via_tag {
+            hub.ingest_tagged(&channel, placed, live.epoch);
+            return;
+        }
+        match hub.ingest(&channel, placed, live.epoch) {
+            Ingested::Gap { from } => {
+                debug!(
+                    channel = name,
+                    from,
+                    to = live.seq,
+                    "closing a gap in the cluster feed"
+                );
+                self.read_into(hub, &channel, Query::SinceSeq(from), live.seq - from)
+                    .await;
+                hub.counters()
+                    .cluster_gaps_recovered
+                    .fetch_add(live.seq - from, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(placed) =
+                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
+                {
+                    hub.ingest(&channel, placed, live.epoch);
+                }
+            }
+            Ingested::Delivered(_) | Ingested::Duplicate => {}
+        }
+    }
+
+    /// The local entry for `name`, made from what the backplane knows of it.
+    async fn adopt(&self, hub: &Hub, name: &str) -> Option<Arc<Channel>> {
+        match self.backplane.channel(name).await {
+            Ok(Some(meta)) => match hub.adopt_channel(name, &meta) {
+                Ok(channel) => Some(channel),
+                Err(refusal) => {
+                    warn!(target: log::ERROR, channel = name, error = %refusal.message, "cannot follow channel");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(refusal) => {
+                warn!(target: log::ERROR, channel = name, error = %refusal.message, "cannot read channel from the cluster");
+                None
+            }
+        }
+    }
+
+    /// Reads `query` from the backplane into `channel`'s cache, delivering what is new
+    /// here; `false` if the backplane could not be read.
+    async fn read_into(&self, hub: &Hub, channel: &Channel, query: Query, limit: u64) -> bool {
+        match self.backplane.read(&channel.name, query, limit).await {
+            Ok(Some(page)) => {
+                let entries = self.place_all(hub, &channel.name, &page);
+                hub.merge(channel, page.epoch, page.top_seq, entries);
+                true
+            }
+            Ok(None) => {
+                hub.forget_channel(&channel.name);
+                true
+            }
+            Err(refusal) => {
+                warn!(target: log::ERROR, channel = %channel.name, error = %refusal.message, "cannot read history from the cluster");
+                false
+            }
+        }
+    }
+
+    fn place_all(&self, hub: &Hub, name: &str, page: &Page) -> Vec<Placed> {
+        page.entries
+            .iter()
+            .filter_map(|entry| {
+                match payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us) {
+                    Ok(placed) => Some(placed),
+                    Err(e) => {
+                        error!(target: log::ERROR, channel = name, seq = entry.seq, error = %e, "stored message not readable; skipped");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// After the feed broke: every channel in step is read from where it stood, so that
+    /// its subscribers get what was published meanwhile, in order.
+    async fn catch_up(&self, hub: &Hub) {
+        let channels = hub.channels_in_step();
+        info!(target: log::CONNECTION, channels = channels.len(), "cluster feed restored; catching up");
+        for (channel, delivered, epoch) in channels {
+            let mut from = delivered + 1;
+            loop {
+                let page = match self
+                    .backplane
+                    .read(&channel.name, Query::SinceSeq(from), READ_BATCH)
+                    .await
+                {
+                    Ok(Some(page)) => page,
+                    Ok(None) => {
+                        hub.forget_channel(&channel.name);
+                        break;
+                    }
+                    Err(refusal) => {
+                        warn!(target: log::ERROR, channel = %channel.name, error = %refusal.message, "cannot catch up channel");
+                        break;
+                    }
+                };
+                if page.epoch != epoch {
+                    // A new epoch: its positions are not the old ones; take its newest.
+                    let retention = channel.options.history.unwrap_or(READ_BATCH);
+                    self.read_into(hub, &channel, Query::Last(retention), retention)
+                        .await;
+                    break;
+                }
+                let got = page.entries.len() as u64;
+                let next = page.entries.last().map(|e| e.seq + 1);
+                let entries = self.place_all(hub, &channel.name, &page);
+                hub.merge(&channel, page.epoch, page.top_seq, entries);
+                match next {
+                    Some(next) if got == READ_BATCH && next <= page.top_seq => from = next,
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Before a subscription's route is added: follows its feed, and brings the channels
+    /// it replays (or all it matches, for a first follow) in step, so that the hub's
+    /// replay-then-live join works on this node's caches exactly as on one server.
+    pub(crate) async fn prepare_subscription(
+        &self,
+        hub: &Hub,
+        pattern: &Pattern,
+        replay: Replay,
+    ) -> Result<(), Refusal> {
+        let topic = topic_of(pattern);
+        self.follow(topic.clone()).await?;
+        let names = match pattern {
+            Pattern::Exact(name) => vec![name.clone()],
+            Pattern::Wildcard(_) => match self.matching_channels(pattern, &topic).await {
+                Ok(names) => names,
+                Err(refusal) => {
+                    self.unfollow(&topic);
+                    return Err(refusal);
+                }
+            },
+            // Hashtags replay from this node's recent index.
+            Pattern::Tag(_) => return Ok(()),
+        };
+        for name in names {
+            if let Err(refusal) = self.bring_in_step(hub, &name, replay).await {
+                self.unfollow(&topic);
+                hub.drop_unrouted_caches();
+                return Err(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// Channels `pattern` matches now, by their names' literal start.
+    async fn matching_channels(
+        &self,
+        pattern: &Pattern,
+        topic: &Topic,
+    ) -> Result<Vec<String>, Refusal> {
+        let Topic::ChannelPrefix(prefix) = topic else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.backplane.list_channels(after.as_deref(), 1000).await?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for name in page {
+                if name.starts_with(prefix.as_str()) && pattern.matches_channel(&name) {
+                    names.push(name);
+                }
+            }
+            if names.len() >= MAX_WILDCARD_CHANNELS {
+                warn!(target: log::GENERAL, pattern = %pattern, "wildcard matches more channels than are replayed");
+                names.truncate(MAX_WILDCARD_CHANNELS);
+                break;
+            }
+            after = Some(last);
+        }
+        Ok(names)
+    }
+
+    /// Makes `name`'s cache hold what `replay` asks (or only its position, for no
+    /// replay), delivering to connections already routed here anything they lack.
+    async fn bring_in_step(&self, hub: &Hub, name: &str, replay: Replay) -> Result<(), Refusal> {
+        let query = match replay {
+            Replay::None => None,
+            Replay::SinceSeq(seq) => Some(Query::SinceSeq(seq)),
+            Replay::SinceTime(time) => Some(Query::SinceTime(time)),
+            Replay::Last(count) => Some(Query::Last(count)),
+        };
+        let in_step = hub
+            .local_channel(name)
+            .is_some_and(|c| c.history.lock().cluster.delivered.is_some());
+        if query.is_none() && in_step {
+            return Ok(());
+        }
+        let Some(meta) = self.backplane.channel(name).await? else {
+            // Nothing to replay; its first message will come through the feed.
+            return Ok(());
+        };
+        let channel = hub.adopt_channel(name, &meta)?;
+        match query {
+            None => {
+                hub.merge(&channel, meta.epoch, meta.top_seq, Vec::new());
+            }
+            Some(query) => {
+                let limit = channel
+                    .options
+                    .history
+                    .unwrap_or(hub.config().default_history);
+                let page = self
+                    .backplane
+                    .read(name, query, limit)
+                    .await?
+                    .unwrap_or_default();
+                let entries = self.place_all(hub, name, &page);
+                hub.merge(&channel, page.epoch, page.top_seq, entries);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows `topic` for one more subscription.
+    async fn follow(&self, topic: Topic) -> Result<(), Refusal> {
+        *self.follows.lock().entry(topic.clone()).or_default() += 1;
+        match self.backplane.follow(topic.clone()).await {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                self.unfollow(&topic);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// One subscription less on `topic`; the last one stops following it.
+    fn unfollow(&self, topic: &Topic) {
+        let mut follows = self.follows.lock();
+        let Some(count) = follows.get_mut(topic) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            follows.remove(topic);
+            // Under the lock, so that a follow that comes next is queued after it.
+            self.backplane.unfollow(topic.clone());
+        }
+    }
+
+    /// A subscription to `pattern` ended.
+    pub(crate) fn subscription_ended(&self, hub: &Hub, pattern: &Pattern) {
+        let topic = topic_of(pattern);
+        let last = self
+            .follows
+            .lock()
+            .get(&topic)
+            .is_some_and(|count| *count == 1);
+        self.unfollow(&topic);
+        if last {
+            hub.drop_unrouted_caches();
+        }
+    }
+
+    /// PUBLISH of an inline body to a channel, through the backplane, which gives the
+    /// message its position; this node delivers it when it comes back through the feed.
+    pub(crate) async fn publish(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        body_crc: Option<u32>,
+    ) -> Result<Published, Refusal> {
+        let name = publish.channel.as_str();
+        for attempt in 0..2 {
+            let known = match hub.local_channel(name) {
+                Some(channel) => Some((channel.cid, channel.options)),
+                None => {
+                    subject::validate_channel(name)?;
+                    self.backplane
+                        .channel(name)
+                        .await?
+                        .map(|meta| (meta.cid, meta.options))
+                }
+            };
+            let (rules, ids, _) = hub.publish_parts();
+            let shape = BodyShape::Frame(&publish.body);
+            let (cid, create_with, admission) = match &known {
+                Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
+                None => {
+                    let admission = rules.admit(Target::NewChannel { name }, shape)?;
+                    (0, Some(rules.default_options()?), admission)
+                }
+            };
+            let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
+            let time_us = now_us();
+            let id = ids.next(time_us);
+            let envelope = Envelope {
+                scope: Scope::Channel,
+                channel: name,
+                id,
+                seq: 0,
+                time_us: 0,
+                sender_id: caller.client_id,
+                sender_name: &caller.name,
+                content_type: &publish.content_type,
+                user_headers: &publish.user_headers,
+                body: &publish.body,
+                body_crc,
+                stream: None::<StreamStart>,
+            };
+            let payload = payload::encode(&self.payload_codec, &envelope, admission.drop_oldest)
+                .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+            let append = Append {
+                channel: name.to_owned(),
+                cid,
+                create_with,
+                id,
+                payload,
+                body_len: publish.body.len() as u64,
+                tags: subject::message_hashtags(&publish.content_type, &publish.body),
+                max_count: options.history.unwrap_or(hub.config().default_history),
+                max_bytes: options.max_total_bytes,
+            };
+            match self.backplane.append(append).await {
+                Ok(appended) => {
+                    hub.count_published();
+                    return Ok(Published {
+                        ack: PublishAck {
+                            id,
+                            seq: appended.seq,
+                        },
+                        must_sync: false,
+                    });
+                }
+                // The channel this node knew was deleted (and maybe created again)
+                // elsewhere: look again, once.
+                Err(refusal) if refusal.code == ErrorCode::NotFound && cid != 0 && attempt == 0 => {
+                    hub.forget_channel(name);
+                }
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        Err(Refusal::not_found(format!(
+            "channel {name} was deleted meanwhile"
+        )))
+    }
+
+    /// CREATE_CHANNEL with the options the hub's rules filled in.
+    pub(crate) async fn create_channel(
+        &self,
+        hub: &Hub,
+        name: &str,
+        requested: &ChannelOptions,
+        options: ChannelOptions,
+    ) -> Result<(Arc<Channel>, bool), Refusal> {
+        let (meta, created) = self.backplane.create_channel(name, &options).await?;
+        if !created && crate::hub::channels::conflicts(requested, &meta.options) {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyExists,
+                format!("channel {name} already exists with other options"),
+            ));
+        }
+        Ok((hub.adopt_channel(name, &meta)?, created))
+    }
+
+    /// DELETE_CHANNEL, for every node.
+    pub(crate) async fn delete_channel(&self, hub: &Hub, name: &str) -> Result<(), Refusal> {
+        subject::validate_channel(name)?;
+        if !self.backplane.delete_channel(name).await? {
+            return Err(Refusal::not_found(format!("no channel named {name}")));
+        }
+        hub.forget_channel(name);
+        Ok(())
+    }
+
+    /// Channel names after `after`, in name order.
+    pub(crate) async fn list_channels(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Refusal> {
+        self.backplane.list_channels(after, limit).await
+    }
+
+    /// What a channel is, from the backplane.
+    pub(crate) async fn channel_meta(&self, name: &str) -> Result<Option<ChannelMeta>, Refusal> {
+        self.backplane.channel(name).await
+    }
+
+    /// A history read, as stored messages placed for this node.
+    pub(crate) async fn read(
+        &self,
+        hub: &Hub,
+        name: &str,
+        query: Query,
+        limit: u64,
+    ) -> Result<Option<(Page, Vec<Arc<StoredMessage>>)>, Refusal> {
+        let Some(page) = self.backplane.read(name, query, limit).await? else {
+            return Ok(None);
+        };
+        let messages = self
+            .place_all(hub, name, &page)
+            .into_iter()
+            .map(|placed| Arc::new(placed.message))
+            .collect();
+        Ok(Some((page, messages)))
+    }
+}
+
+/// The backplane query for a history request.
+pub(crate) fn query_of(since: Since, limit: Option<u64>) -> Query {
+    match (since, limit) {
+        (Since::All, Some(count)) => Query::Last(count),
+        (Since::All, None) => Query::SinceSeq(0),
+        (Since::Seq(seq), _) => Query::SinceSeq(seq),
+        (Since::Time(time), _) => Query::SinceTime(time),
+    }
+}
