@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod url;
 
 pub use error::BackplaneError;
 pub use keys::Keys;
