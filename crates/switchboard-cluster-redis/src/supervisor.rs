@@ -642,7 +642,7 @@ async fn ask_sentinel(
 
 /// The wait after `failures` failed attempts in a row: exponential, capped, with full
 /// jitter so that many nodes do not come back at the same instant.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let cap = MIN_BACKOFF
         .saturating_mul(1u32 << failures.min(16))
         .min(MAX_BACKOFF);
