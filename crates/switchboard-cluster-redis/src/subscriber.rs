@@ -3,18 +3,24 @@
 //! confirmed again) when it breaks, when the command connection moved to another
 //! master, or when the node's own liveness probes stop coming back on it.
 //!
+//! The connection is read one reply at a time and only as fast as the node takes
+//! events, so a slow node leaves the backlog in Redis; past Redis's
+//! `client-output-buffer-limit` Redis closes the connection, and the node hears
+//! `Resubscribed` and reads back what it missed.
+//!
 //! The probe is what catches a connection that is open but useless: left on a master
 //! that was demoted, or on a server that stopped answering. Probes are published
 //! through the command connection, so they reach whatever server the node writes to.
 
-use std::collections::HashSet;
+mod connection;
+mod frame;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
-use redis::{Client, ConnectionInfo, Msg};
+use redis::ConnectionInfo;
 use switchboard_server::log;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::BackplaneError;
 use crate::supervisor::{Supervisor, backoff};
 use crate::url::redacted;
+use connection::{Incoming, Kind, PubSubConnection};
 
 /// How often a probe is published.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,8 +38,8 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// The most names in one SUBSCRIBE or PSUBSCRIBE.
 pub const BATCH: usize = 512;
-/// How often the probe deadline is checked.
-const PROBE_CHECK: Duration = Duration::from_millis(250);
+/// How often the deadlines are checked.
+const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a subscriber without a master looks for one (besides being woken).
 const MASTER_POLL: Duration = Duration::from_millis(250);
 
@@ -68,10 +75,11 @@ pub enum SubscriberEvent {
 /// What the subscriber knows of its connection, for readiness and statistics.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriberHealth {
+    /// A connection is up and every followed topic was confirmed on it once.
     pub connected: bool,
     /// Topics followed (confirmed or waiting for a connection).
     pub followed: usize,
-    /// Connections made.
+    /// Connections made (every followed topic confirmed).
     pub connects: u64,
     /// Connections made again after one was lost (each sent `Resubscribed`).
     pub resubscribes: u64,
@@ -100,6 +108,26 @@ pub struct Subscriber {
 struct Wanted {
     topics: HashSet<Topic>,
     waiters: Vec<(Topic, oneshot::Sender<()>)>,
+}
+
+/// Where a topic stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Subscribing,
+    Subscribed,
+    Unsubscribing,
+}
+
+/// One connection and what was asked of it.
+struct Link {
+    connection: PubSubConnection,
+    standing: HashMap<Topic, Standing>,
+    /// Confirmations still to come, in the order Redis sends them.
+    expected: VecDeque<(Kind, String)>,
+    opened: Instant,
+    last_probe: Instant,
+    /// Whether every topic of the first round was confirmed (the connection is up).
+    up: bool,
 }
 
 /// Why a connection ended.
@@ -213,7 +241,7 @@ impl Subscriber {
         let prober = tokio::spawn(Arc::clone(&self).publish_probes(probes.clone()));
         let mut connections = self.supervisor.connections();
         let mut failures = 0u32;
-        let mut connected_before = false;
+        let mut was_up = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -229,55 +257,36 @@ impl Subscriber {
             };
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                attempt = self.connect(&info) => attempt,
+                attempt = self.open(&info) => attempt,
             };
-            let (mut sink, stream, mut subscribed) = match attempt {
-                Ok(connection) => connection,
-                Err(reason) => {
-                    self.lost(&reason, false);
-                    let delay = backoff(failures);
-                    failures = failures.saturating_add(1);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
+            let end = match attempt {
+                Ok(mut link) => {
+                    failures = 0;
+                    self.serve(
+                        &mut link,
+                        &info,
+                        &mut was_up,
+                        &events,
+                        &mut connections,
+                        &shutdown,
+                    )
+                    .await
                 }
+                Err(reason) => End::Lost(reason),
             };
-            failures = 0;
-            {
-                let mut health = self.lock_health();
-                health.connected = true;
-                health.connects += 1;
-                health.last_error = None;
-                if connected_before {
-                    health.resubscribes += 1;
-                }
-            }
-            tracing::info!(target: log::CONNECTION, master = %redacted(&info), "pub/sub connected");
-            if connected_before {
-                let sent = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    sent = events.send(SubscriberEvent::Resubscribed) => sent,
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-            connected_before = true;
-            let end = self
-                .serve(
-                    &mut sink,
-                    stream,
-                    &mut subscribed,
-                    &events,
-                    &mut connections,
-                    &shutdown,
-                )
-                .await;
             match end {
                 End::Stop => break,
-                End::Lost(reason) => self.lost(&reason, true),
+                End::Lost(reason) => {
+                    let was_connected = self.lost(&reason);
+                    if !was_connected {
+                        let delay = backoff(failures);
+                        failures = failures.saturating_add(1);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
             }
         }
         self.lock_health().connected = false;
@@ -290,13 +299,15 @@ impl Subscriber {
         tracing::info!(target: log::CONNECTION, "pub/sub subscriber stopped");
     }
 
-    fn lost(&self, reason: &str, was_connected: bool) {
-        let repeated = {
+    /// Records why a connection ended; whether it had been up.
+    fn lost(&self, reason: &str) -> bool {
+        let (was_connected, repeated) = {
             let mut health = self.lock_health();
+            let was_connected = health.connected;
             health.connected = false;
             let repeated = health.last_error.as_deref() == Some(reason);
             health.last_error = Some(reason.to_owned());
-            repeated
+            (was_connected, repeated)
         };
         if was_connected {
             tracing::warn!(target: log::CONNECTION, %reason, "pub/sub connection lost");
@@ -305,18 +316,15 @@ impl Subscriber {
         } else {
             tracing::error!(target: log::ERROR, %reason, "pub/sub connection failed");
         }
+        was_connected
     }
 
-    /// Connects to `info`, follows the probe and every wanted topic, and confirms them.
-    async fn connect(
-        &self,
-        info: &ConnectionInfo,
-    ) -> Result<(PubSubSink, PubSubStream, HashSet<Topic>), String> {
+    /// Connects to `info` and asks for the probe and every wanted topic.
+    async fn open(&self, info: &ConnectionInfo) -> Result<Link, String> {
         let shown = redacted(info);
-        let client = Client::open(info.clone()).map_err(|error| format!("{shown}: {error}"))?;
         let bound = self.supervisor.config().connect_timeout;
-        let pubsub = match tokio::time::timeout(bound, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => pubsub,
+        let connection = match tokio::time::timeout(bound, PubSubConnection::connect(info)).await {
+            Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return Err(format!("cannot connect to {shown}: {error}")),
             Err(_) => {
                 return Err(format!(
@@ -324,32 +332,50 @@ impl Subscriber {
                 ));
             }
         };
-        let (mut sink, stream) = pubsub.split();
-        self.confirm(sink.subscribe(&self.probe_topic)).await?;
-        let mut subscribed = HashSet::new();
-        self.sync(&mut sink, &mut subscribed).await?;
-        Ok((sink, stream, subscribed))
+        let now = Instant::now();
+        let mut link = Link {
+            connection,
+            standing: HashMap::new(),
+            expected: VecDeque::new(),
+            opened: now,
+            last_probe: now,
+            up: false,
+        };
+        self.request(
+            &mut link,
+            Kind::Subscribe,
+            vec![self.probe_topic.clone()],
+            false,
+        )
+        .await?;
+        self.sync(&mut link).await?;
+        Ok(link)
     }
 
     /// Reads the connection until it ends; follows what is wanted as it changes.
     async fn serve(
         &self,
-        sink: &mut PubSubSink,
-        mut stream: PubSubStream,
-        subscribed: &mut HashSet<Topic>,
+        link: &mut Link,
+        info: &ConnectionInfo,
+        was_up: &mut bool,
         events: &mpsc::Sender<SubscriberEvent>,
         connections: &mut watch::Receiver<u64>,
         shutdown: &CancellationToken,
     ) -> End {
-        let mut last_probe = Instant::now();
-        let mut check = tokio::time::interval(PROBE_CHECK);
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if !link.up && link.expected.is_empty() {
+                link.up = true;
+                if !self.announce(info, was_up, events, shutdown).await {
+                    return End::Stop;
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Stop,
                 _ = self.wake.notified() => {
-                    if let Err(reason) = self.sync(sink, subscribed).await {
+                    if let Err(reason) = self.sync(link).await {
                         return End::Lost(reason);
                     }
                 }
@@ -362,112 +388,179 @@ impl Subscriber {
                             .to_owned(),
                     );
                 }
-                message = stream.next() => {
-                    let Some(message) = message else {
-                        return End::Lost("the pub/sub connection closed".to_owned());
-                    };
-                    if message.get_channel_name() == self.probe_topic {
-                        last_probe = Instant::now();
-                        self.probe_returned(&message);
-                        continue;
+                incoming = link.connection.next() => match incoming {
+                    None => return End::Lost("Redis closed the pub/sub connection".to_owned()),
+                    Some(Err(reason)) => return End::Lost(reason),
+                    Some(Ok(Incoming::Confirmation { kind, name })) => {
+                        if let Err(reason) = link.confirmed(kind, name) {
+                            return End::Lost(reason);
+                        }
+                        self.answer_followers(link);
                     }
-                    let event = SubscriberEvent::Push(push(&message));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return End::Stop,
-                        sent = events.send(event) => if sent.is_err() {
-                            tracing::info!(target: log::CONNECTION, "nobody reads the pub/sub events");
-                            return End::Stop;
+                    Some(Ok(Incoming::Message(push))) => {
+                        if push.topic == self.probe_topic {
+                            link.last_probe = Instant::now();
+                            self.probe_returned(&push.payload);
+                            continue;
+                        }
+                        // Waiting here is the backpressure: nothing more is read.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return End::Stop,
+                            sent = events.send(SubscriberEvent::Push(push)) => if sent.is_err() {
+                                tracing::info!(target: log::CONNECTION, "nobody reads the pub/sub events");
+                                return End::Stop;
+                            }
                         }
                     }
-                }
+                },
                 _ = check.tick() => {
-                    if last_probe.elapsed() > PROBE_DEADLINE && self.supervisor.health().connected {
-                        self.lock_health().probe_failures += 1;
-                        return End::Lost(format!(
-                            "no liveness probe came back within {PROBE_DEADLINE:?}"
-                        ));
+                    if let Some(reason) = self.overdue(link) {
+                        return End::Lost(reason);
                     }
                 }
             }
         }
     }
 
-    /// Makes the connection's subscriptions what is wanted, in batches, and answers the
-    /// followers whose topics are now confirmed. `Err` means the connection is unusable.
-    async fn sync(
+    /// The connection is up: says so, and tells the node it may have missed messages
+    /// if an earlier connection was up. `false` when the task must stop.
+    async fn announce(
         &self,
-        sink: &mut PubSubSink,
-        subscribed: &mut HashSet<Topic>,
-    ) -> Result<(), String> {
-        let (follow, unfollow, waiters) = {
-            let mut wanted = self.lock_wanted();
-            let follow: Vec<Topic> = wanted.topics.difference(subscribed).cloned().collect();
-            let unfollow: Vec<Topic> = subscribed.difference(&wanted.topics).cloned().collect();
-            (follow, unfollow, std::mem::take(&mut wanted.waiters))
-        };
-        let result = self.apply(sink, subscribed, follow, unfollow).await;
-        let mut waiting = Vec::new();
-        for (topic, waiter) in waiters {
-            if subscribed.contains(&topic) || !self.lock_wanted().topics.contains(&topic) {
-                // The follower may have given up; then nobody needs the answer.
-                let _ = waiter.send(());
-            } else if !waiter.is_closed() {
-                waiting.push((topic, waiter));
+        info: &ConnectionInfo,
+        was_up: &mut bool,
+        events: &mpsc::Sender<SubscriberEvent>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        {
+            let mut health = self.lock_health();
+            health.connected = true;
+            health.connects += 1;
+            health.last_error = None;
+            if *was_up {
+                health.resubscribes += 1;
             }
         }
-        if !waiting.is_empty() {
-            self.lock_wanted().waiters.extend(waiting);
+        tracing::info!(target: log::CONNECTION, master = %redacted(info), "pub/sub connected");
+        if !std::mem::replace(was_up, true) {
+            return true;
         }
-        result
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            sent = events.send(SubscriberEvent::Resubscribed) => sent.is_ok(),
+        }
     }
 
-    async fn apply(
-        &self,
-        sink: &mut PubSubSink,
-        subscribed: &mut HashSet<Topic>,
-        follow: Vec<Topic>,
-        unfollow: Vec<Topic>,
-    ) -> Result<(), String> {
+    /// Why the connection must be made again, if it must.
+    fn overdue(&self, link: &Link) -> Option<String> {
+        let bound = self.supervisor.config().connect_timeout + self.supervisor.config().op_timeout;
+        if !link.up && link.opened.elapsed() > bound {
+            return Some(format!("subscriptions not confirmed within {bound:?}"));
+        }
+        if link.last_probe.elapsed() > PROBE_DEADLINE && self.supervisor.health().connected {
+            self.lock_health().probe_failures += 1;
+            return Some(format!(
+                "no liveness probe came back within {PROBE_DEADLINE:?}"
+            ));
+        }
+        None
+    }
+
+    /// Asks for what is wanted and not yet asked for (and drops what is no longer
+    /// wanted), in batches; answers the followers already confirmed.
+    async fn sync(&self, link: &mut Link) -> Result<(), String> {
+        let (follow, unfollow) = {
+            let wanted = self.lock_wanted();
+            let follow: Vec<Topic> = wanted
+                .topics
+                .iter()
+                .filter(|topic| {
+                    matches!(
+                        link.standing.get(*topic),
+                        None | Some(Standing::Unsubscribing)
+                    )
+                })
+                .cloned()
+                .collect();
+            let unfollow: Vec<Topic> = link
+                .standing
+                .iter()
+                .filter(|(topic, standing)| {
+                    **standing != Standing::Unsubscribing && !wanted.topics.contains(*topic)
+                })
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            (follow, unfollow)
+        };
         let (exact, glob) = split_kinds(follow);
-        for batch in exact.chunks(BATCH) {
-            self.confirm(sink.subscribe(batch)).await?;
-            subscribed.extend(batch.iter().cloned().map(Topic::Exact));
-        }
-        for batch in glob.chunks(BATCH) {
-            self.confirm(sink.psubscribe(batch)).await?;
-            subscribed.extend(batch.iter().cloned().map(Topic::Glob));
-        }
+        self.request(link, Kind::Subscribe, exact, true).await?;
+        self.request(link, Kind::Psubscribe, glob, true).await?;
         let (exact, glob) = split_kinds(unfollow);
-        for batch in exact.chunks(BATCH) {
-            self.confirm(sink.unsubscribe(batch)).await?;
-            for name in batch {
-                subscribed.remove(&Topic::Exact(name.clone()));
+        self.request(link, Kind::Unsubscribe, exact, true).await?;
+        self.request(link, Kind::Punsubscribe, glob, true).await?;
+        self.answer_followers(link);
+        Ok(())
+    }
+
+    /// Sends `names` in batches and notes the confirmations to expect; `tracked` topics
+    /// are the node's (the probe is not).
+    async fn request(
+        &self,
+        link: &mut Link,
+        kind: Kind,
+        names: Vec<String>,
+        tracked: bool,
+    ) -> Result<(), String> {
+        let bound = self.supervisor.config().op_timeout;
+        for batch in names.chunks(BATCH) {
+            match tokio::time::timeout(bound, link.connection.request(kind, batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(format!("{}: {error}", kind.command())),
+                Err(_) => {
+                    return Err(format!("{} not sent within {bound:?}", kind.command()));
+                }
             }
-        }
-        for batch in glob.chunks(BATCH) {
-            self.confirm(sink.punsubscribe(batch)).await?;
             for name in batch {
-                subscribed.remove(&Topic::Glob(name.clone()));
+                link.expected.push_back((kind, name.clone()));
+                if tracked {
+                    let topic = topic_of(kind, name);
+                    let standing = match kind {
+                        Kind::Subscribe | Kind::Psubscribe => Standing::Subscribing,
+                        Kind::Unsubscribe | Kind::Punsubscribe => Standing::Unsubscribing,
+                    };
+                    link.standing.insert(topic, standing);
+                }
             }
         }
         Ok(())
     }
 
-    /// Waits for Redis to confirm a (un)subscription, within the operation bound.
-    async fn confirm(
-        &self,
-        request: impl Future<Output = redis::RedisResult<()>>,
-    ) -> Result<(), String> {
-        let bound = self.supervisor.config().op_timeout;
-        match tokio::time::timeout(bound, request).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(format!("a subscription failed: {error}")),
-            Err(_) => Err(format!("a subscription was not confirmed within {bound:?}")),
+    /// Answers the followers whose topics are confirmed (or no longer wanted).
+    fn answer_followers(&self, link: &Link) {
+        let answered = {
+            let mut wanted = self.lock_wanted();
+            let Wanted { topics, waiters } = &mut *wanted;
+            let mut answered = Vec::new();
+            let mut index = 0;
+            while index < waiters.len() {
+                let topic = &waiters[index].0;
+                if link.standing.get(topic) == Some(&Standing::Subscribed)
+                    || !topics.contains(topic)
+                {
+                    answered.push(waiters.swap_remove(index).1);
+                } else {
+                    index += 1;
+                }
+            }
+            answered
+        };
+        for waiter in answered {
+            // The follower may have given up; then nobody needs the answer.
+            let _ = waiter.send(());
         }
     }
 
-    fn probe_returned(&self, message: &Msg) {
-        let sent = std::str::from_utf8(message.get_payload_bytes())
+    fn probe_returned(&self, payload: &[u8]) {
+        let sent = std::str::from_utf8(payload)
             .ok()
             .and_then(|payload| payload.parse::<u64>().ok())
             .map(Duration::from_micros);
@@ -511,6 +604,41 @@ impl Subscriber {
     }
 }
 
+impl Link {
+    /// Takes a confirmation; `Err` when it is not the one expected next.
+    fn confirmed(&mut self, kind: Kind, name: String) -> Result<(), String> {
+        match self.expected.pop_front() {
+            Some((expected_kind, expected_name))
+                if expected_kind == kind && expected_name == name => {}
+            other => {
+                return Err(format!(
+                    "Redis confirmed {} {name} while {other:?} was expected",
+                    kind.command()
+                ));
+            }
+        }
+        let topic = topic_of(kind, &name);
+        // A later request for the same topic decides where it stands.
+        match (kind, self.standing.get(&topic)) {
+            (Kind::Subscribe | Kind::Psubscribe, Some(Standing::Subscribing)) => {
+                self.standing.insert(topic, Standing::Subscribed);
+            }
+            (Kind::Unsubscribe | Kind::Punsubscribe, Some(Standing::Unsubscribing)) => {
+                self.standing.remove(&topic);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn topic_of(kind: Kind, name: &str) -> Topic {
+    match kind {
+        Kind::Subscribe | Kind::Unsubscribe => Topic::Exact(name.to_owned()),
+        Kind::Psubscribe | Kind::Punsubscribe => Topic::Glob(name.to_owned()),
+    }
+}
+
 fn split_kinds(topics: Vec<Topic>) -> (Vec<String>, Vec<String>) {
     let mut exact = Vec::new();
     let mut glob = Vec::new();
@@ -521,17 +649,4 @@ fn split_kinds(topics: Vec<Topic>) -> (Vec<String>, Vec<String>) {
         }
     }
     (exact, glob)
-}
-
-fn push(message: &Msg) -> Push {
-    let pattern = if message.from_pattern() {
-        message.get_pattern::<String>().ok()
-    } else {
-        None
-    };
-    Push {
-        topic: message.get_channel_name().to_owned(),
-        pattern,
-        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
-    }
 }

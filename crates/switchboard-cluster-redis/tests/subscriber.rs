@@ -330,6 +330,125 @@ async fn a_silent_connection_is_caught_by_the_probe() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_topics_followed_at_once_are_batched_and_all_confirmed() {
+    bounded(async {
+        let redis = redis(RedisOptions::default());
+        let mut node = Node::start(&redis.url()).await;
+        let mut publisher = publisher(&redis.url()).await;
+        let topics: Vec<Topic> = (0..1200).map(|n| exact(&format!("sb:c:many{n}"))).collect();
+        let follows = topics
+            .iter()
+            .map(|topic| node.subscriber.follow(topic.clone()));
+        for result in futures::future::join_all(follows).await {
+            assert!(result.is_ok(), "{result:?}");
+        }
+        assert_eq!(node.subscriber.health().followed, 1200);
+        let numsub: Vec<redis::Value> = redis
+            .command(&["PUBSUB", "NUMSUB", "sb:c:many0", "sb:c:many1199"])
+            .expect("numsub");
+        assert_eq!(numsub.get(1), Some(&redis::Value::Int(1)));
+        assert_eq!(numsub.get(3), Some(&redis::Value::Int(1)));
+        publish(&mut publisher, "sb:c:many1199", "last").await;
+        assert_eq!(
+            node.next_push().await,
+            pushed("sb:c:many1199", None, "last")
+        );
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_while_redis_is_down_fails_in_time_and_takes_effect_later() {
+    bounded(async {
+        let mut redis = redis(RedisOptions::default());
+        let mut node = Node::start(&redis.url()).await;
+        node.follow(exact("sb:c:before")).await;
+        redis.kill();
+        let started = Instant::now();
+        let result = node.subscriber.follow(exact("sb:c:during")).await;
+        assert!(started.elapsed() <= OP_TIMEOUT + Duration::from_millis(100));
+        assert!(result.is_err(), "a follow was confirmed by a dead Redis");
+        redis.restart().expect("redis restarts");
+        node.resubscribed(Duration::from_secs(10)).await;
+        let mut publisher = publisher(&redis.url()).await;
+        publish(&mut publisher, "sb:c:during", "late follow").await;
+        publish(&mut publisher, "sb:c:before", "early follow").await;
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match node.next_event(DELIVERY).await {
+                SubscriberEvent::Push(push) => seen.push(push),
+                SubscriberEvent::Resubscribed => {}
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                pushed("sb:c:during", None, "late follow"),
+                pushed("sb:c:before", None, "early follow"),
+            ]
+        );
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_keep_up_is_cut_off_by_redis_and_resubscribed() {
+    bounded(async {
+        let redis = redis(RedisOptions::default());
+        let _: () = redis
+            .command(&[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 256kb 0 0",
+            ])
+            .expect("config set");
+        let mut node = Node::start(&redis.url()).await;
+        node.follow(exact("sb:c:flood")).await;
+        // Nobody reads the events while far more than every buffer on the way is sent:
+        // the backlog must stay in Redis, which then closes the connection.
+        let mut publisher = publisher(&redis.url()).await;
+        let payload = "x".repeat(16 * 1024);
+        let mut pipeline = redis::pipe();
+        for _ in 0..2048 {
+            pipeline
+                .cmd("PUBLISH")
+                .arg("sb:c:flood")
+                .arg(&payload)
+                .ignore();
+        }
+        let flooded = tokio::time::timeout(
+            Duration::from_secs(20),
+            pipeline.query_async::<()>(&mut publisher),
+        )
+        .await;
+        assert!(matches!(flooded, Ok(Ok(()))), "{flooded:?}");
+        let mut pushes = 0;
+        // Ends at `Resubscribed` (or fails the test if it never comes).
+        while let SubscriberEvent::Push(_) = node.next_event(Duration::from_secs(5)).await {
+            pushes += 1;
+        }
+        assert!(
+            pushes < 2048,
+            "every message arrived: nothing was left in Redis"
+        );
+        assert_eq!(node.subscriber.health().resubscribes, 1);
+        publish(&mut publisher, "sb:c:flood", "after").await;
+        loop {
+            // Messages read before the cut may still be queued ahead of this one.
+            let push = node.next_push().await;
+            if push.payload.as_ref() == b"after" {
+                break;
+            }
+        }
+        node.stop().await;
+    })
+    .await;
+}
+
 /// A TCP proxy whose connections can be frozen one by one: a frozen connection stays
 /// open and carries nothing either way, like a peer behind a dead network path.
 struct Proxy {
