@@ -403,29 +403,34 @@ async fn a_node_that_does_not_keep_up_is_cut_off_by_redis_and_resubscribed() {
                 "CONFIG",
                 "SET",
                 "client-output-buffer-limit",
-                "pubsub 256kb 0 0",
+                "pubsub 1mb 0 0",
             ])
             .expect("config set");
         let mut node = Node::start(&redis.url()).await;
         node.follow(exact("sb:c:flood")).await;
-        // Nobody reads the events while far more than every buffer on the way is sent:
-        // the backlog must stay in Redis, which then closes the connection.
+        // Nobody reads the events while far more than every buffer on the way is sent,
+        // at a pace a reader that kept up would follow: the backlog must stay in
+        // Redis, which then closes the connection.
         let mut publisher = publisher(&redis.url()).await;
         let payload = "x".repeat(16 * 1024);
-        let mut pipeline = redis::pipe();
-        for _ in 0..2048 {
-            pipeline
-                .cmd("PUBLISH")
-                .arg("sb:c:flood")
-                .arg(&payload)
-                .ignore();
+        for _ in 0..64 {
+            let mut pipeline = redis::pipe();
+            for _ in 0..32 {
+                pipeline
+                    .cmd("PUBLISH")
+                    .arg("sb:c:flood")
+                    .arg(&payload)
+                    .ignore();
+            }
+            let flooded = tokio::time::timeout(
+                Duration::from_secs(5),
+                pipeline.query_async::<()>(&mut publisher),
+            )
+            .await;
+            assert!(matches!(flooded, Ok(Ok(()))), "{flooded:?}");
+            // A pause, so that a reader that keeps up stays under the limit.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let flooded = tokio::time::timeout(
-            Duration::from_secs(20),
-            pipeline.query_async::<()>(&mut publisher),
-        )
-        .await;
-        assert!(matches!(flooded, Ok(Ok(()))), "{flooded:?}");
         let mut pushes = 0;
         // Ends at `Resubscribed` (or fails the test if it never comes).
         while let SubscriberEvent::Push(_) = node.next_event(Duration::from_secs(5)).await {
