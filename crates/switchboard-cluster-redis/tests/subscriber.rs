@@ -454,6 +454,65 @@ async fn a_node_that_does_not_keep_up_is_cut_off_by_redis_and_resubscribed() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_url_are_used_by_both_connections() {
+    bounded(async {
+        let redis = redis(RedisOptions::default());
+        let _: () = redis
+            .command(&[
+                "ACL", "SETUSER", "node", "on", ">n0de-pw", "~*", "&*", "+@all",
+            ])
+            .expect("acl setuser");
+        let _: () = redis
+            .command(&["CONFIG", "SET", "requirepass", "default-pw"])
+            .expect("requirepass");
+        for url in [
+            format!("redis://node:n0de-pw@127.0.0.1:{}", redis.port()),
+            format!("redis://:default-pw@127.0.0.1:{}", redis.port()),
+        ] {
+            let mut node = Node::start(&url).await;
+            node.follow(exact("sb:c:auth")).await;
+            let mut publisher = publisher(&url).await;
+            publish(&mut publisher, "sb:c:auth", "authenticated").await;
+            assert_eq!(
+                node.next_push().await,
+                pushed("sb:c:auth", None, "authenticated")
+            );
+            node.stop().await;
+        }
+    })
+    .await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_url_serves_both_connections() {
+    bounded(async {
+        let socket_dir = tempfile::tempdir().expect("temp dir");
+        let socket = socket_dir.path().join("redis.sock");
+        let redis = redis(RedisOptions {
+            extra: vec![
+                "--unixsocket".to_owned(),
+                socket.display().to_string(),
+                "--unixsocketperm".to_owned(),
+                "700".to_owned(),
+            ],
+            ..RedisOptions::default()
+        });
+        let url = format!("unix://{}", socket.display());
+        let mut node = Node::start(&url).await;
+        node.follow(exact("sb:c:local")).await;
+        let mut publisher = publisher(&redis.url()).await;
+        publish(&mut publisher, "sb:c:local", "over the socket").await;
+        assert_eq!(
+            node.next_push().await,
+            pushed("sb:c:local", None, "over the socket")
+        );
+        node.stop().await;
+    })
+    .await;
+}
+
 /// A TCP proxy whose connections can be frozen one by one: a frozen connection stays
 /// open and carries nothing either way, like a peer behind a dead network path.
 struct Proxy {

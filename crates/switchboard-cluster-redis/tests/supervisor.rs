@@ -419,3 +419,28 @@ async fn a_replica_given_as_the_address_is_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_reported_without_showing_it() {
+    bounded(async {
+        let redis = redis(RedisOptions::default());
+        let _: () = redis
+            .command(&["CONFIG", "SET", "requirepass", "right-pw"])
+            .expect("requirepass");
+        let running = Running::start(config(&format!(
+            "redis://:wrong-pw@127.0.0.1:{}",
+            redis.port()
+        )));
+        let result = running
+            .supervisor
+            .wait_connected(Duration::from_millis(1500))
+            .await;
+        assert!(result.is_err(), "connected with a wrong password");
+        let why = running.supervisor.health().last_error.unwrap_or_default();
+        assert!(why.to_lowercase().contains("pass"), "{why}");
+        assert!(!why.contains("wrong-pw"), "{why}");
+        assert!(!running.supervisor.target().to_string().contains("wrong-pw"));
+        running.stop().await;
+    })
+    .await;
+}
