@@ -178,6 +178,15 @@ impl Keys {
     }
 }
 
+// The subscriber's liveness probe.
+impl Keys {
+    /// Pub/sub channel of one subscriber's liveness probes (`id` is random per process),
+    /// published through the command connection and expected back on the pub/sub one.
+    pub fn probe_topic(&self, id: &str) -> String {
+        format!("{}probe:{id}", self.prefix)
+    }
+}
+
 /// `text` as a Redis glob matching exactly itself.
 pub fn escape_glob(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());

@@ -8,8 +8,11 @@
 
 pub mod error;
 pub mod keys;
+pub mod subscriber;
+pub mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod url;
 
 pub use error::BackplaneError;
 pub use keys::Keys;
