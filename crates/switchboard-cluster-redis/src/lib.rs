@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod live;
 #[cfg(feature = "testing")]
 pub mod testing;
 
