@@ -6,6 +6,7 @@
 //!
 //! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
 
+pub mod channels;
 pub mod error;
 pub mod keys;
 pub mod live;
