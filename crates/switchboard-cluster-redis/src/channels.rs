@@ -33,6 +33,10 @@ static TAG_READ: LazyLock<Script> =
 /// exactly only up to 14 digits, and no page is anywhere near this.
 const MAX_COUNT: u64 = u32::MAX as u64;
 
+/// The largest stream length Redis takes for MAXLEN (a signed 64-bit count); any
+/// larger limit means the same: none in practice.
+const MAX_LENGTH: u64 = i64::MAX as u64;
+
 /// What is stored about a channel besides its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMeta {
@@ -175,7 +179,8 @@ pub struct Append<'a> {
     pub payload: &'a [u8],
     /// The body's length, which the byte budget counts.
     pub body_len: u64,
-    /// Each tag's stream gets the message, and each tag's topic its live payload.
+    /// Each tag's stream gets the message, and each tag's topic its live payload (once
+    /// per distinct tag).
     pub tags: &'a [String],
     /// How many entries a tag stream keeps; 0 for no limit.
     pub tag_max_len: u64,
@@ -224,12 +229,16 @@ pub async fn append(
     message: &Append<'_>,
 ) -> Result<Appended, AppendError> {
     let name = message.name;
+    // A tag named twice would index the message twice.
+    let mut tags: Vec<&str> = message.tags.iter().map(String::as_str).collect();
+    tags.sort_unstable();
+    tags.dedup();
     let mut invocation = APPEND.prepare_invoke();
     invocation
         .key(keys.channel_meta(name))
         .key(keys.channel_stream(name))
         .key(keys.channels());
-    for tag in message.tags {
+    for tag in &tags {
         invocation.key(keys.tag_stream(tag));
     }
     invocation
@@ -238,7 +247,7 @@ pub async fn append(
         .arg(message.generation)
         .arg(message.new_epoch)
         .arg(message.now_us)
-        .arg(message.max_len)
+        .arg(message.max_len.min(MAX_LENGTH))
         .arg(message.max_bytes)
         .arg(&message.id[..])
         .arg(message.payload)
@@ -246,8 +255,8 @@ pub async fn append(
         .arg(keys.channel_topic(name))
         .arg(new_cid())
         .arg(name)
-        .arg(message.tag_max_len);
-    for tag in message.tags {
+        .arg(message.tag_max_len.min(MAX_LENGTH));
+    for tag in &tags {
         invocation.arg(keys.tag_topic(tag));
     }
     let reply: Value = invocation.invoke_async(conn).await?;

@@ -236,6 +236,13 @@ async fn max_len_is_exact_and_its_bytes_are_released() {
         assert_eq!((page.first_seq, page.top_seq), (8, 10));
         assert_eq!(fx.stream_len("c").await, 3);
         assert_eq!(fx.meta_field("c", "b").await.as_deref(), Some("21"));
+        // Past what Redis counts in: no limit in practice.
+        fx.appended(&Append {
+            max_len: u64::MAX,
+            ..message("c")
+        })
+        .await;
+        assert_eq!(fx.seqs("c", Query::SinceSeq(0), 100).await, [8, 9, 10, 11]);
     })
     .await;
 }
@@ -749,7 +756,7 @@ async fn tags_get_a_stream_entry_and_a_live_payload() {
 async fn tag_queries() {
     within(async {
         let mut fx = Fixture::start().await;
-        let tags = ["t".to_owned()];
+        let tags = ["t".to_owned(), "t".to_owned()];
         // Channel a gets seqs 1..=4 and channel b seqs 1..=2, interleaved.
         let plan = [
             ("a", 100),
