@@ -183,6 +183,15 @@ async fn seqs_count_from_one_and_the_reply_matches_the_stream() {
             })
             .collect();
         assert_eq!(page.entries, expected);
+        assert_eq!(fx.seqs("news", Query::SinceTime(NOW + 2), 10).await, [2, 3]);
+        assert_eq!(
+            fx.seqs("news", Query::SinceTime(u64::MAX), 10).await,
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            fx.seqs("news", Query::SinceSeq(u64::MAX), 10).await,
+            Vec::<u64>::new()
+        );
         let meta = channels::meta(&mut fx.conn, &fx.keys, "news")
             .await
             .expect("meta")
