@@ -6,10 +6,12 @@
 //!
 //! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
 
+pub mod channels;
 pub mod error;
 pub mod keys;
 pub mod subscriber;
 pub mod supervisor;
+pub mod live;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod url;
