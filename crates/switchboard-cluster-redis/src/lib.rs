@@ -7,6 +7,7 @@
 //! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
 
 pub mod error;
+pub mod groups;
 pub mod keys;
 #[cfg(feature = "testing")]
 pub mod testing;
