@@ -553,7 +553,7 @@ pub async fn post(
         .map_err(BackplaneError::from)?;
     let mut reply = array(reply, "group post")?.into_iter();
     let status = reply.next().ok_or_else(|| short("group post"))?;
-    match status_of(&status)? {
+    match bytes_of(&status)? {
         b"OK" => {
             let [seq, epoch, time_us, new_epoch] = fixed(reply.collect(), "group post")?;
             Ok(Appended {
@@ -606,7 +606,7 @@ pub async fn read(
     let reply: Value = invocation.invoke_async(conn).await?;
     let mut reply = array(reply, "group read")?.into_iter();
     let status = reply.next().ok_or_else(|| short("group read"))?;
-    match status_of(&status)? {
+    match bytes_of(&status)? {
         b"NONE" => return Ok(None),
         b"OK" => {}
         other => {
@@ -666,11 +666,14 @@ fn entry(value: Value) -> Result<Entry, BackplaneError> {
     }
 }
 
-fn short(what: &str) -> BackplaneError {
+// Reading script replies; nodes.rs uses them too. A reply of another shape than the
+// scripts promise is a `BackplaneError::Reply`, never a panic.
+
+pub(crate) fn short(what: &str) -> BackplaneError {
     BackplaneError::Reply(format!("{what}: reply too short"))
 }
 
-fn array(value: Value, what: &str) -> Result<Vec<Value>, BackplaneError> {
+pub(crate) fn array(value: Value, what: &str) -> Result<Vec<Value>, BackplaneError> {
     match value {
         Value::Array(items) => Ok(items),
         other => Err(BackplaneError::Reply(format!(
@@ -680,14 +683,17 @@ fn array(value: Value, what: &str) -> Result<Vec<Value>, BackplaneError> {
 }
 
 /// Exactly `N` items.
-fn fixed<const N: usize>(items: Vec<Value>, what: &str) -> Result<[Value; N], BackplaneError> {
+pub(crate) fn fixed<const N: usize>(
+    items: Vec<Value>,
+    what: &str,
+) -> Result<[Value; N], BackplaneError> {
     let len = items.len();
     items
         .try_into()
         .map_err(|_| BackplaneError::Reply(format!("{what}: {len} items, expected {N}")))
 }
 
-fn bytes_of(value: &Value) -> Result<&[u8], BackplaneError> {
+pub(crate) fn bytes_of(value: &Value) -> Result<&[u8], BackplaneError> {
     match value {
         Value::BulkString(bytes) => Ok(bytes),
         Value::SimpleString(text) => Ok(text.as_bytes()),
@@ -697,11 +703,7 @@ fn bytes_of(value: &Value) -> Result<&[u8], BackplaneError> {
     }
 }
 
-fn status_of(value: &Value) -> Result<&[u8], BackplaneError> {
-    bytes_of(value)
-}
-
-fn text(value: Value) -> Result<String, BackplaneError> {
+pub(crate) fn text(value: Value) -> Result<String, BackplaneError> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes)
             .map_err(|_| BackplaneError::Reply("a name or description is not UTF-8".to_owned())),
@@ -713,7 +715,7 @@ fn text(value: Value) -> Result<String, BackplaneError> {
 }
 
 /// A non-negative integer, sent by Redis as an integer or as decimal text.
-fn number(value: &Value) -> Result<u64, BackplaneError> {
+pub(crate) fn number(value: &Value) -> Result<u64, BackplaneError> {
     match value {
         Value::Int(number) => u64::try_from(*number)
             .map_err(|_| BackplaneError::Reply(format!("negative number {number}"))),
@@ -727,7 +729,7 @@ fn number(value: &Value) -> Result<u64, BackplaneError> {
     }
 }
 
-fn parse_u64(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

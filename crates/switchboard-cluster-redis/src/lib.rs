@@ -9,6 +9,7 @@
 pub mod error;
 pub mod groups;
 pub mod keys;
+pub mod nodes;
 #[cfg(feature = "testing")]
 pub mod testing;
 
