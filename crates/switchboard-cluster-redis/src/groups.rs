@@ -10,6 +10,10 @@
 //! Joins, leaves, posts and the deletion are scripts that also publish on the group's
 //! topic, so every node sees them in one order; the payloads are read with [`decode`].
 //! Seq, time and epoch come from Redis, by the rules channels follow.
+//!
+//! Join, leave and delete update a user's set of groups in the same script as the
+//! group's members, which standalone Redis and Sentinel allow; on Redis Cluster that set
+//! is in another slot, so these scripts would need splitting there.
 
 use std::sync::LazyLock;
 

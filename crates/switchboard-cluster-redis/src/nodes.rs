@@ -523,7 +523,7 @@ mod tests {
                 name: name.to_owned(),
                 user: user.to_owned(),
                 connected_us: 1_700_000_000_000_000,
-                receives_relay: name.len() % 2 == 0,
+                receives_relay: name.len().is_multiple_of(2),
             };
             let decoded = ClientRecord::decode(record.id, record.encode().as_bytes()).unwrap();
             assert_eq!(decoded, record);
