@@ -95,7 +95,8 @@ impl Keys {
         self.tagged("g", name, "s")
     }
 
-    /// Set: the group's members by user name.
+    /// Sorted set (all scores 0): the group's members by user name, for paging in name
+    /// order.
     pub fn group_members(&self, name: &str) -> String {
         self.tagged("g", name, "members")
     }

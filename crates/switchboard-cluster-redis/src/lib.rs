@@ -8,10 +8,12 @@
 
 pub mod channels;
 pub mod error;
+pub mod groups;
 pub mod keys;
 pub mod subscriber;
 pub mod supervisor;
 pub mod live;
+pub mod nodes;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod url;
