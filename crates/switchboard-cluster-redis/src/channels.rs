@@ -52,7 +52,9 @@ pub struct ChannelMeta {
 }
 
 /// Creates the channel `name` with `options` unless it exists. Returns what is stored
-/// and whether it was created now; an existing channel is returned unchanged.
+/// and whether it was created now; an existing channel is returned unchanged (the
+/// generation rule is left to the next [`append`] or [`read`], which report the epoch
+/// it gives).
 pub async fn create(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -82,7 +84,9 @@ pub async fn create(
     Ok((meta, flag(&created, "channel created")?))
 }
 
-/// What is stored about the channel `name`, or `None` if there is no such channel.
+/// What is stored about the channel `name`, or `None` if there is no such channel. The
+/// epoch is as stored: an older generation's is replaced by the next [`append`] or
+/// [`read`].
 pub async fn meta(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -144,7 +148,7 @@ pub async fn list(
         Some(after) => format!("({after}"),
         None => "-".to_owned(),
     };
-    let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+    let names: Value = redis::cmd("ZRANGEBYLEX")
         .arg(keys.channels())
         .arg(start)
         .arg("+")
@@ -153,7 +157,10 @@ pub async fn list(
         .arg(limit)
         .query_async(conn)
         .await?;
-    Ok(names)
+    array(names, "channel list")?
+        .into_iter()
+        .map(|name| string(name, "channel name"))
+        .collect()
 }
 
 /// One message to append, with the channel's rules that apply to it.
