@@ -7,16 +7,18 @@
 //! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
 
 pub mod channels;
+pub mod engine;
 pub mod error;
 pub mod groups;
 pub mod keys;
-pub mod subscriber;
-pub mod supervisor;
 pub mod live;
 pub mod nodes;
+pub mod subscriber;
+pub mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod url;
 
+pub use engine::{RedisBackplane, RedisConfig, StartError};
 pub use error::BackplaneError;
 pub use keys::Keys;

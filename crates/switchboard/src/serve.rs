@@ -145,14 +145,14 @@ pub async fn run(
     admin_token: Option<String>,
 ) -> Result<()> {
     init_logging(&args)?;
-    if args.cluster.is_some() {
-        anyhow::bail!("--cluster: cluster mode is not part of this build yet");
-    }
     let terminated = termination();
     let hangups = hangups();
     let config = config_from(&args, hmac_key, admin_token);
     protected_mode(&config, web_addr(&args), args.allow_anonymous)?;
     let mut builder = Server::builder().config(config.clone());
+    if let Some(url) = &args.cluster {
+        builder = builder.backplane(join_cluster(&args, url).await?);
+    }
     if let Some(path) = args.config.clone() {
         // A reload re-reads the file; only its users, roles and limits change.
         builder = builder.reload_source(move || {
@@ -208,6 +208,9 @@ pub async fn run(
         eprintln!("switchboard listening on {scheme}://{}", web.local_addr());
     }
     match &args.memory {
+        _ if args.cluster.is_some() => {
+            eprintln!("switchboard keeps history in the cluster's Redis")
+        }
         true => eprintln!("switchboard keeps history in memory only (--memory)"),
         false => {
             let sync = match args.sync {
@@ -234,6 +237,37 @@ pub async fn run(
         web.stopped().await;
     }
     Ok(())
+}
+
+/// Joins the cluster on Redis at `url`: waits for Redis (bounded) and registers this
+/// node, or says why it cannot.
+async fn join_cluster(
+    args: &ServeArgs,
+    url: &str,
+) -> Result<std::sync::Arc<switchboard_cluster_redis::RedisBackplane>> {
+    use switchboard_cluster_redis::supervisor::{Fsync, MismatchPolicy};
+    let mut config = switchboard_cluster_redis::RedisConfig::new(url);
+    config.prefix = args.cluster_prefix.clone();
+    config.op_timeout = args.cluster_timeout;
+    // What Redis must promise for this node's --sync to hold.
+    config.required_fsync = match args.sync {
+        SyncArg::Always => Some(Fsync::Always),
+        SyncArg::Interval => Some(Fsync::EverySec),
+        SyncArg::Never => None,
+    };
+    config.on_fsync_mismatch = match args.cluster_durability_mismatch {
+        crate::cli::MismatchArg::Refuse => MismatchPolicy::Refuse,
+        crate::cli::MismatchArg::Warn => MismatchPolicy::Warn,
+    };
+    let backplane = switchboard_cluster_redis::RedisBackplane::start(config)
+        .await
+        .context("cannot join the cluster")?;
+    eprintln!(
+        "switchboard is node {} of the cluster on {}",
+        backplane.incarnation(),
+        crate::check::mask_password(url)
+    );
+    Ok(backplane)
 }
 
 /// SIGHUP, caught from now on (its default action would end the server).

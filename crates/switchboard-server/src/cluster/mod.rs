@@ -22,6 +22,12 @@ use uuid::Uuid;
 
 pub use crate::error::Refusal;
 
+/// The channel a message payload belongs to (a backplane that carries hashtag feeds
+/// learns it here: the payload is the hub's, opaque to the backplane otherwise).
+pub fn channel_of(payload: &Bytes) -> Option<String> {
+    payload::channel_of(payload)
+}
+
 /// What every backplane operation returns: bounded in time by the backplane, which
 /// answers BACKPLANE_UNAVAILABLE itself when it cannot tell.
 pub type BackplaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Refusal>> + Send + 'a>>;

@@ -201,7 +201,7 @@ impl ClusterNode {
                 true
             }
             Ok(None) => {
-                hub.forget_channel(&channel.name);
+                hub.lost_channel(&channel.name);
                 true
             }
             Err(refusal) => {
@@ -241,7 +241,7 @@ impl ClusterNode {
                 {
                     Ok(Some(page)) => page,
                     Ok(None) => {
-                        hub.forget_channel(&channel.name);
+                        hub.lost_channel(&channel.name);
                         break;
                     }
                     Err(refusal) => {
@@ -423,10 +423,15 @@ impl ClusterNode {
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
         let name = publish.channel.as_str();
+        // The second attempt, after the channel this node knew was found deleted: what
+        // the backplane has now (or nothing, and the publish creates it).
+        let mut fresh: Option<Option<(u64, ChannelOptions)>> = None;
         for attempt in 0..2 {
-            let known = match hub.local_channel(name) {
-                Some(channel) => Some((channel.cid, channel.options)),
-                None => {
+            let local = hub.local_channel(name).map(|c| (c.cid, c.options));
+            let known = match (fresh.take(), local) {
+                (Some(fresh), _) => fresh,
+                (None, Some(local)) => Some(local),
+                (None, None) => {
                     subject::validate_channel(name)?;
                     self.backplane
                         .channel(name)
@@ -485,9 +490,13 @@ impl ClusterNode {
                     });
                 }
                 // The channel this node knew was deleted (and maybe created again)
-                // elsewhere: look again, once.
+                // elsewhere, or lost with the backplane's data: look again, once.
                 Err(refusal) if refusal.code == ErrorCode::NotFound && cid != 0 && attempt == 0 => {
-                    hub.forget_channel(name);
+                    let meta = self.backplane.channel(name).await?;
+                    if let Some(meta) = &meta {
+                        hub.adopt_channel(name, meta)?;
+                    }
+                    fresh = Some(meta.map(|meta| (meta.cid, meta.options)));
                 }
                 Err(refusal) => return Err(refusal),
             }

@@ -42,6 +42,16 @@ pub(crate) fn encode(
     Ok(buf.freeze())
 }
 
+/// The channel of the message in a payload, if the payload is readable.
+pub(crate) fn channel_of(payload: &Bytes) -> Option<String> {
+    if payload.len() < 2 || payload[0] != VERSION {
+        return None;
+    }
+    let frame = payload.slice(2..);
+    let message = Message::from_frame(&view_encoded(&frame).ok()?).ok()?;
+    Some(message.channel.to_string())
+}
+
 /// A message read back from a payload, placed at `seq` and `time_us`.
 #[derive(Debug)]
 pub(crate) struct Placed {

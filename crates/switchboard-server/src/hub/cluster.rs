@@ -42,24 +42,50 @@ impl Hub {
     }
 
     /// The local entry for a channel the backplane knows, made if missing. An entry left
-    /// from an older channel of the same name is replaced.
+    /// from an older channel of the same name (deleted and created again while this node
+    /// did not hear it, or lost with the backplane's data) is replaced without a word:
+    /// the new channel's first message reaches its subscribers after an EVENT
+    /// `EPOCH_CHANGED`, since the old entry's epoch is carried over for comparison.
     pub(crate) fn adopt_channel(
         &self,
         name: &str,
         meta: &ChannelMeta,
     ) -> Result<Arc<Channel>, Refusal> {
+        let mut old_epoch = 0;
         if let Some(existing) = self.channels.get(name) {
             if existing.cid == meta.cid {
                 return Ok(existing);
             }
-            self.forget_channel(name);
+            let removed = self.channels.remove_with(name, |channel| {
+                let mut history = channel.history.lock();
+                let epoch = history.cluster.epoch;
+                let messages = history.take_all();
+                (epoch, self.tags.lock().remove(&messages, &self.budget))
+            });
+            if let Some((epoch, tags_left)) = removed {
+                old_epoch = epoch;
+                for tag in &tags_left {
+                    self.usage.disown(Owned::Hashtag, tag);
+                }
+                self.budget.release(budget::channel_cost(name));
+            }
         }
         let (channel, _) = self.channels.get_or_insert_with(name, || {
             self.budget.charge(budget::channel_cost(name), "channels")?;
-            let history = History::new(retention_of(&meta.options, &self.config));
+            let mut history = History::new(retention_of(&meta.options, &self.config));
+            history.cluster.epoch = old_epoch;
             Ok(Channel::new(name.to_owned(), meta.options, history).with_cid(meta.cid))
         })?;
         Ok(channel)
+    }
+
+    /// A followed channel the backplane no longer has (its data was lost, or it was
+    /// deleted while this node was cut off): it falls out of step, keeping its epoch so
+    /// that the next message's new epoch is announced.
+    pub(crate) fn lost_channel(&self, name: &str) {
+        if let Some(channel) = self.channels.get(name) {
+            channel.history.lock().clear_cache();
+        }
     }
 
     /// Forgets a channel that was deleted (here or by another node): the connections

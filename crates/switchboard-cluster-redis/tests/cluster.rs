@@ -1,0 +1,334 @@
+//! Three servers as one hub on a real Redis: cross-node fan-out (exact, wildcard,
+//! hashtag), history from any node, replay then live while others publish, unique
+//! client ids; and the faults: Redis killed and restarted without persistence (a new
+//! epoch, which subscribers are told of) and with `appendfsync always` (nothing
+//! acknowledged lost), Redis paused (requests refused within the bound, never hung),
+//! and the pub/sub connections killed (the nodes catch up).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, Replay, Since, Subscription};
+use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
+use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
+use switchboard_server::{Server, ServerHandle};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Node {
+    server: ServerHandle,
+    backplane: Arc<RedisBackplane>,
+}
+
+async fn node(redis: &RedisProc) -> Node {
+    let mut config = RedisConfig::new(redis.url());
+    config.op_timeout = Duration::from_millis(1000);
+    let backplane = RedisBackplane::start(config).await.expect("node joins");
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .backplane(backplane.clone())
+        .start()
+        .await
+        .expect("node starts");
+    Node { server, backplane }
+}
+
+async fn cluster(redis: &RedisProc, nodes: usize) -> Vec<Node> {
+    let mut started = Vec::new();
+    for _ in 0..nodes {
+        started.push(node(redis).await);
+    }
+    started
+}
+
+async fn client(node: &Node, name: &str) -> Client {
+    let addr = node.server.tcp_addr().expect("tcp address");
+    let config =
+        ClientConfig::new(addr.to_string(), name).with_request_timeout(Duration::from_secs(10));
+    Client::connect(config).await.expect("client connects")
+}
+
+async fn next(subscription: &mut Subscription) -> (u64, String) {
+    let message = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("a message within the wait")
+        .expect("the subscription goes on")
+        .expect("a message, not an error");
+    (message.seq(), message.text().unwrap_or_default().to_owned())
+}
+
+/// Publishes until one is acknowledged (the cluster is back after a fault).
+async fn publish_when_back(client: &Client, channel: &str, text: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.publish(channel, Payload::text(text)).await {
+            Ok(ack) => return ack.seq,
+            Err(error) if Instant::now() < deadline => {
+                assert_eq!(
+                    error.code(),
+                    Some(ErrorCode::BackplaneUnavailable),
+                    "{error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the cluster did not come back: {error}"),
+        }
+    }
+}
+
+fn redis() -> RedisProc {
+    RedisProc::start(RedisOptions::default()).expect("redis-server starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_every_node_once_exact_wildcard_and_hashtag() {
+    let redis = redis();
+    let nodes = cluster(&redis, 3).await;
+    let publisher = client(&nodes[0], "pub").await;
+    let on_b = client(&nodes[1], "b").await;
+    let on_c = client(&nodes[2], "c").await;
+    let mut exact = on_b.subscribe("news.world").await.expect("subscribe");
+    let mut both = on_c
+        .subscribe("news.*")
+        .pattern("#breaking")
+        .await
+        .expect("subscribe");
+    let mut tag = on_b.subscribe("#breaking").await.expect("subscribe");
+    publisher
+        .publish("news.world", Payload::text("one #breaking"))
+        .await
+        .expect("published");
+    publisher
+        .publish("sport", Payload::text("two #breaking"))
+        .await
+        .expect("published");
+    publisher
+        .publish("news.world", Payload::text("three"))
+        .await
+        .expect("published");
+    assert_eq!(next(&mut exact).await, (1, "one #breaking".to_owned()));
+    assert_eq!(next(&mut exact).await, (2, "three".to_owned()));
+    assert_eq!(next(&mut both).await, (1, "one #breaking".to_owned()));
+    assert_eq!(next(&mut both).await, (1, "two #breaking".to_owned()));
+    assert_eq!(next(&mut both).await, (2, "three".to_owned()));
+    assert_eq!(next(&mut tag).await, (1, "one #breaking".to_owned()));
+    assert_eq!(next(&mut tag).await, (1, "two #breaking".to_owned()));
+    // One Redis subscription per channel per node, whatever the number of clients.
+    let more = client(&nodes[1], "b2").await;
+    let _again = more.subscribe("news.world").await.expect("subscribe");
+    let counts: Vec<redis::Value> = redis
+        .command(&["PUBSUB", "NUMSUB", "sb:c:news.world"])
+        .expect("numsub");
+    assert_eq!(
+        counts.get(1),
+        Some(&redis::Value::Int(1)),
+        "node B follows news.world once: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_any_node_and_replay_then_live_without_gap() {
+    let redis = redis();
+    let nodes = cluster(&redis, 3).await;
+    let clients = [
+        client(&nodes[0], "a").await,
+        client(&nodes[1], "b").await,
+        client(&nodes[2], "c").await,
+    ];
+    for i in 0..30 {
+        let ack = clients[i % 3]
+            .publish("log", Payload::text(&format!("m{i}")))
+            .await
+            .expect("published");
+        assert_eq!(ack.seq, i as u64 + 1);
+    }
+    for client in &clients {
+        let all = client
+            .get_messages("log", Since::All, None)
+            .await
+            .expect("history");
+        assert_eq!(
+            all.iter()
+                .map(|m| m.text().unwrap_or("").to_owned())
+                .collect::<Vec<_>>(),
+            (0..30).map(|i| format!("m{i}")).collect::<Vec<_>>()
+        );
+        let newest = client
+            .get_messages("log", Since::All, Some(3))
+            .await
+            .expect("history");
+        assert_eq!(
+            newest.iter().map(|m| m.seq()).collect::<Vec<_>>(),
+            [28, 29, 30]
+        );
+        assert_eq!(
+            client
+                .get_message("log", None)
+                .await
+                .expect("latest")
+                .map(|m| m.seq()),
+            Some(30)
+        );
+    }
+    // Replay then live while two nodes publish.
+    const EACH: u64 = 150;
+    let mut publishers = Vec::new();
+    for (i, node) in nodes.iter().take(2).enumerate() {
+        let client = client(node, &format!("racer{i}")).await;
+        publishers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                client
+                    .publish("race", Payload::text(&format!("{i}-{n}")))
+                    .await
+                    .expect("published");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut subscription = clients[2]
+        .subscribe("race")
+        .replay(Replay::SinceSeq(1))
+        .await
+        .expect("subscribe");
+    let mut seqs = Vec::new();
+    while seqs.len() < (2 * EACH) as usize {
+        seqs.push(next(&mut subscription).await.0);
+    }
+    assert_eq!(seqs, (1..=2 * EACH).collect::<Vec<_>>());
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_are_unique_across_nodes() {
+    let redis = redis();
+    let nodes = cluster(&redis, 3).await;
+    let mut ids = BTreeSet::new();
+    for node in &nodes {
+        for i in 0..10 {
+            let client = client(node, &format!("c{i}")).await;
+            let id = client.identity().await.expect("identity").client_id;
+            assert_eq!(id >> 32, node.backplane.incarnation());
+            assert!(ids.insert(id), "id {id} given twice");
+        }
+    }
+    let incarnations: BTreeSet<u64> = nodes.iter().map(|n| n.backplane.incarnation()).collect();
+    assert_eq!(incarnations.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_starts_a_new_epoch_subscribers_are_told_of() {
+    let mut redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let publisher = client(&nodes[0], "pub").await;
+    let reader = client(&nodes[1], "reader").await;
+    let mut subscription = reader.subscribe("ledger").await.expect("subscribe");
+    for i in 1..=3 {
+        publisher
+            .publish("ledger", Payload::text(&format!("old {i}")))
+            .await
+            .expect("published");
+        assert_eq!(next(&mut subscription).await.0, i);
+    }
+    redis.restart().expect("restart");
+    let seq = publish_when_back(&publisher, "ledger", "new").await;
+    assert_eq!(seq, 1, "the history was lost: the channel starts again");
+    assert_eq!(next(&mut subscription).await, (1, "new".to_owned()));
+    let changes = reader.epoch_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].channel, "ledger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_appendfsync_always_nothing_acknowledged_is_lost_across_a_kill() {
+    let mut redis = RedisProc::start(RedisOptions::durable()).expect("redis-server starts");
+    let nodes = cluster(&redis, 2).await;
+    let publisher = client(&nodes[0], "pub").await;
+    let watcher = client(&nodes[1], "watcher").await;
+    let mut live = watcher.subscribe("durable").await.expect("subscribe");
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let ack = publisher
+            .publish("durable", Payload::text(&format!("m{i}")))
+            .await
+            .expect("published");
+        acked.push(ack.seq);
+    }
+    for seq in 1..=50 {
+        assert_eq!(next(&mut live).await.0, seq);
+    }
+    redis.kill();
+    redis.restart().expect("restart");
+    let after = publish_when_back(&publisher, "durable", "after").await;
+    assert_eq!(after, 51, "the history went on where it was");
+    // Nothing was lost, so the same epoch goes on: no announcement.
+    assert_eq!(next(&mut live).await, (51, "after".to_owned()));
+    assert!(
+        watcher.epoch_changes().is_empty(),
+        "{:?}",
+        watcher.epoch_changes()
+    );
+    let reader = client(&nodes[1], "reader").await;
+    let history = reader
+        .get_messages("durable", Since::All, None)
+        .await
+        .expect("history");
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq()).collect();
+    for seq in &acked {
+        assert!(seqs.contains(seq), "acknowledged seq {seq} lost: {seqs:?}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_gets_requests_refused_within_the_bound_then_serves_again() {
+    let redis = redis();
+    let nodes = cluster(&redis, 1).await;
+    let publisher = client(&nodes[0], "pub").await;
+    publisher
+        .publish("p", Payload::text("before"))
+        .await
+        .expect("published");
+    redis.pause().expect("pause");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let refused = publisher.publish("p", Payload::text("paused")).await;
+        let took = started.elapsed();
+        assert_eq!(
+            refused.err().and_then(|e| e.code()),
+            Some(ErrorCode::BackplaneUnavailable)
+        );
+        assert!(took < Duration::from_millis(2500), "refused after {took:?}");
+    }
+    redis.resume().expect("resume");
+    publish_when_back(&publisher, "p", "after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pubsub_connections_are_replaced_and_nothing_is_missed() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let publisher = client(&nodes[0], "pub").await;
+    let reader = client(&nodes[1], "reader").await;
+    let mut subscription = reader.subscribe("feed").await.expect("subscribe");
+    publisher
+        .publish("feed", Payload::text("m1"))
+        .await
+        .expect("published");
+    assert_eq!(next(&mut subscription).await.0, 1);
+    redis.kill_pubsub_clients().expect("client kill");
+    for i in 2..=20 {
+        publisher
+            .publish("feed", Payload::text(&format!("m{i}")))
+            .await
+            .expect("published");
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 19 {
+        seqs.push(next(&mut subscription).await.0);
+    }
+    assert_eq!(seqs, (2..=20).collect::<Vec<_>>());
+}
