@@ -238,7 +238,7 @@ impl Subscriber {
         shutdown: CancellationToken,
     ) {
         let probes = shutdown.child_token();
-        let prober = tokio::spawn(Arc::clone(&self).publish_probes(probes.clone()));
+        let mut prober = tokio::spawn(Arc::clone(&self).publish_probes(probes.clone()));
         let mut connections = self.supervisor.connections();
         let mut failures = 0u32;
         let mut was_up = false;
@@ -293,8 +293,9 @@ impl Subscriber {
         probes.cancel();
         // The prober ends at its next await point; its operations are bounded.
         let bound = self.supervisor.config().op_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(bound, prober).await.is_err() {
+        if tokio::time::timeout(bound, &mut prober).await.is_err() {
             tracing::warn!(target: log::ERROR, "the pub/sub probe did not stop in time");
+            prober.abort();
         }
         tracing::info!(target: log::CONNECTION, "pub/sub subscriber stopped");
     }
