@@ -730,6 +730,35 @@ impl Backplane for RedisBackplane {
         self.incarnation
     }
 
+    fn read_tag<'a>(
+        &'a self,
+        tag: &'a str,
+        query: Query,
+        limit: u64,
+    ) -> BackplaneFuture<'a, Vec<seam::TaggedEntry>> {
+        async move {
+            let keys = self.keys.clone();
+            let tag = tag.to_owned();
+            let entries = self
+                .run_read(move |conn| {
+                    async move { channels::tag_read(conn, &keys, &tag, redis_query(query), limit).await }
+                        .boxed()
+                })
+                .await
+                .map_err(|e| unavailable(&e))?;
+            Ok(entries
+                .into_iter()
+                .map(|entry| seam::TaggedEntry {
+                    channel: entry.channel,
+                    seq: entry.seq,
+                    time_us: entry.time_us,
+                    payload: entry.payload,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
     fn close(&self) -> BackplaneFuture<'_, ()> {
         async move {
             if self.closed.swap(true, Ordering::AcqRel) {

@@ -332,3 +332,43 @@ async fn killed_pubsub_connections_are_replaced_and_nothing_is_missed() {
     }
     assert_eq!(seqs, (2..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashtag_history_is_the_same_from_every_node() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let a = client(&nodes[0], "a").await;
+    let b = client(&nodes[1], "b").await;
+    a.publish("one", Payload::text("first #rust"))
+        .await
+        .expect("published");
+    b.publish("two", Payload::text("second #Rust"))
+        .await
+        .expect("published");
+    a.publish("one", Payload::text("untagged"))
+        .await
+        .expect("published");
+    for client in [&a, &b] {
+        let tagged = client
+            .tag_messages("#rust", Since::All, None)
+            .await
+            .expect("tag history");
+        let seen: Vec<(String, String)> = tagged
+            .iter()
+            .map(|m| (m.channel().to_owned(), m.text().unwrap_or("").to_owned()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("one".to_owned(), "first #rust".to_owned()),
+                ("two".to_owned(), "second #Rust".to_owned())
+            ]
+        );
+        let newest = client
+            .tag_messages("rust", Since::All, Some(1))
+            .await
+            .expect("tag history");
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].channel(), "two");
+    }
+}

@@ -201,4 +201,33 @@ pub trait Backplane: Send + Sync + 'static {
     fn node_id(&self) -> u64;
     /// Leaves the cluster cleanly (a node that is killed leaves by expiry instead).
     fn close(&self) -> BackplaneFuture<'_, ()>;
+
+    /// The newest messages carrying a hashtag, from every channel, oldest first (a
+    /// tag's recent messages, within what the backplane keeps per tag).
+    fn read_tag<'a>(
+        &'a self,
+        tag: &'a str,
+        query: Query,
+        limit: u64,
+    ) -> BackplaneFuture<'a, Vec<TaggedEntry>> {
+        let _ = (tag, query, limit);
+        Box::pin(std::future::ready(Err(not_supported("hashtag history"))))
+    }
+}
+
+/// A message of a hashtag's history, with its channel.
+#[derive(Debug, Clone)]
+pub struct TaggedEntry {
+    pub channel: String,
+    pub seq: u64,
+    pub time_us: u64,
+    pub payload: Bytes,
+}
+
+/// What a backplane that lacks an operation answers.
+pub fn not_supported(what: &str) -> Refusal {
+    Refusal::new(
+        switchboard_proto::ErrorCode::BackplaneUnavailable,
+        format!("backplane unavailable: {what} is not supported by this backplane"),
+    )
 }

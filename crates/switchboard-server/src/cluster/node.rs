@@ -548,6 +548,28 @@ impl ClusterNode {
         self.backplane.channel(name).await
     }
 
+    /// A hashtag's history read from the backplane, as stored messages placed here.
+    pub(crate) async fn read_tag(
+        &self,
+        hub: &Hub,
+        tag: &str,
+        query: Query,
+        limit: u64,
+    ) -> Result<Vec<Arc<StoredMessage>>, Refusal> {
+        let entries = self.backplane.read_tag(tag, query, limit).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| {
+                payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us)
+                    .map_err(|e| {
+                        error!(target: log::ERROR, channel = %entry.channel, seq = entry.seq, error = %e, "stored message not readable; skipped");
+                    })
+                    .ok()
+                    .map(|placed| Arc::new(placed.message))
+            })
+            .collect())
+    }
+
     /// A history read, as stored messages placed for this node.
     pub(crate) async fn read(
         &self,

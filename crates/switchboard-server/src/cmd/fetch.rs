@@ -84,6 +84,17 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
     }
     let found = if let (Scope::Channel, Some(cluster)) = (get.scope, hub.cluster()) {
         cluster_message(hub, cluster, &get.channel, get.id).await
+    } else if let (Scope::Tag, Some(cluster)) = (get.scope, hub.cluster()) {
+        match tag_of(&get.channel) {
+            Ok(tag) => {
+                let query = get.id.map_or(Query::Last(1), Query::ById);
+                cluster
+                    .read_tag(hub, &tag, query, 1)
+                    .await
+                    .map(|found| readable_tagged(session, found).pop())
+            }
+            Err(refusal) => Err(refusal),
+        }
     } else if get.scope == Scope::Tag {
         tag_of(&get.channel).map(|tag| {
             let recent = readable_tagged(session, hub.tagged(&tag, Since::All, None));
@@ -130,6 +141,17 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
     }
     if get.scope == Scope::Tag {
         match tag_of(&get.channel) {
+            Ok(tag) if hub.cluster().is_some() => {
+                let Some(cluster) = hub.cluster() else { return };
+                let query = query_of(get.since, get.limit);
+                let limit = get.limit.unwrap_or(u64::from(u32::MAX));
+                match cluster.read_tag(hub, &tag, query, limit).await {
+                    Ok(found) => {
+                        send_snapshot(session, request_id, readable_tagged(session, found)).await;
+                    }
+                    Err(refusal) => session.refuse(request_id, refusal).await,
+                }
+            }
             Ok(tag) => {
                 let messages = readable_tagged(session, hub.tagged(&tag, get.since, get.limit));
                 send_snapshot(session, request_id, messages).await;

@@ -108,6 +108,10 @@ pub struct BenchArgs {
     /// idle: sessions to open [default: 1000].
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Subscribers connect here instead of --server (another node of the same cluster),
+    /// so that what is measured is a message's way from one node to another.
+    #[arg(long, value_name = "ADDR", conflicts_with = "embedded")]
+    pub subscriber_server: Option<String>,
     /// Against --server: the server's process id, to read its memory (idle) and its
     /// CPU time from /proc/PID (Linux).
     #[arg(long, value_name = "PID")]

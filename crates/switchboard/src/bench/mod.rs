@@ -155,6 +155,8 @@ pub(super) struct Settings {
     pub sync: Option<SyncPolicy>,
     pub connections: usize,
     pub server_pid: Option<u32>,
+    /// Where subscribers connect, when not to the server publishers use.
+    pub subscriber_server: Option<String>,
     pub window: u64,
     pub drain_timeout: Duration,
     /// The role of N allow patterns the embedded server gives the bench's sessions.
@@ -203,6 +205,7 @@ impl Settings {
             sync: args.sync,
             connections: args.connections.unwrap_or(DEFAULT_IDLE_CONNECTIONS),
             server_pid: args.server_pid,
+            subscriber_server: args.subscriber_server.clone(),
             window,
             drain_timeout: args.drain_timeout,
             role_patterns: args.role_patterns,

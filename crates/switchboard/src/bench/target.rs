@@ -26,6 +26,8 @@ pub(super) struct Target {
     certificates: Option<RunCertificates>,
     /// The embedded server's web listener, when the bench connects over WebSocket.
     web: Option<switchboard_web::WebServer>,
+    /// Where subscribers connect, when not to `address` (another node of a cluster).
+    subscriber_config: Option<(String, ClientConfig)>,
 }
 
 impl Target {
@@ -117,6 +119,10 @@ impl Target {
         } else {
             settings.server_pid
         };
+        let subscriber_config = settings
+            .subscriber_server
+            .as_ref()
+            .map(|address| (address.clone(), config.clone().with_server(address.clone())));
         Ok(Target {
             address,
             embedded,
@@ -125,6 +131,7 @@ impl Target {
             server_pid,
             certificates,
             web,
+            subscriber_config,
         })
     }
 
@@ -133,6 +140,17 @@ impl Target {
         Client::connect(self.config.clone().with_name(format!("bench-{role}")))
             .await
             .with_context(|| format!("{role} cannot connect to {}", self.address))
+    }
+
+    /// Opens one subscribing connection named `bench-ROLE`: to --subscriber-server when
+    /// given, else as [`Target::connect`].
+    pub async fn connect_subscriber(&self, role: &str) -> Result<Client> {
+        let Some((address, config)) = &self.subscriber_config else {
+            return self.connect(role).await;
+        };
+        Client::connect(config.clone().with_name(format!("bench-{role}")))
+            .await
+            .with_context(|| format!("{role} cannot connect to {address}"))
     }
 
     pub fn address(&self) -> &str {

@@ -558,7 +558,9 @@ async fn connect_subscribers(
     futures::stream::iter(wanted)
         .map(|(channel, index)| async move {
             let name = &channels[channel].name;
-            let client = target.connect(&format!("sub-{channel}-{index}")).await?;
+            let client = target
+                .connect_subscriber(&format!("sub-{channel}-{index}"))
+                .await?;
             let subscription = client
                 .subscribe(name)
                 .await
