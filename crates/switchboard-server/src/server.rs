@@ -740,7 +740,7 @@ pub(crate) fn stats_of(hub: &Hub) -> Vec<(String, u64)> {
 }
 
 /// Cluster mode's counters: the node's own, and the backplane's.
-fn cluster_stats(hub: &Hub) -> Vec<(String, u64)> {
+pub(crate) fn cluster_stats(hub: &Hub) -> Vec<(String, u64)> {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(cluster) = hub.cluster() else {
         return Vec::new();

@@ -132,6 +132,12 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
             value,
         });
     }
+    for (name, value) in crate::server::cluster_stats(hub) {
+        stats.push(Stat {
+            name: name.into(),
+            value,
+        });
+    }
     session
         .reply(request_id, Packet::StatsReply(StatsReply { stats }))
         .await;
