@@ -730,6 +730,26 @@ impl Backplane for RedisBackplane {
         self.incarnation
     }
 
+    fn trim_age<'a>(
+        &'a self,
+        channel: &'a str,
+        max_age_us: u64,
+        now_us: u64,
+    ) -> BackplaneFuture<'a, u64> {
+        async move {
+            let keys = self.keys.clone();
+            let name = channel.to_owned();
+            self.supervisor
+                .run(move |conn| {
+                    async move { channels::trim_age(conn, &keys, &name, max_age_us, now_us).await }
+                        .boxed()
+                })
+                .await
+                .map_err(|e| unavailable(&e))
+        }
+        .boxed()
+    }
+
     fn read_tag<'a>(
         &'a self,
         tag: &'a str,

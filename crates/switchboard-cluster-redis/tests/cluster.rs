@@ -372,3 +372,52 @@ async fn hashtag_history_is_the_same_from_every_node() {
         assert_eq!(newest[0].channel(), "two");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_their_age_are_never_served_and_are_trimmed_from_redis() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let a = client(&nodes[0], "a").await;
+    let b = client(&nodes[1], "b").await;
+    let options = switchboard_client::ChannelOptions {
+        max_age_ms: Some(300),
+        ..Default::default()
+    };
+    a.create_channel("fleeting", options)
+        .await
+        .expect("created");
+    a.publish("fleeting", Payload::text("soon gone"))
+        .await
+        .expect("published");
+    let fresh = b
+        .get_messages("fleeting", Since::All, None)
+        .await
+        .expect("history");
+    assert_eq!(fresh.len(), 1);
+    // The age is time itself: wait past it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for client in [&a, &b] {
+        let aged = client
+            .get_messages("fleeting", Since::All, None)
+            .await
+            .expect("history");
+        assert!(aged.is_empty(), "an expired message was served");
+        assert!(
+            client
+                .get_message("fleeting", None)
+                .await
+                .expect("latest")
+                .is_none()
+        );
+    }
+    // The node that knows the channel trims it within its period (1 s).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let length: u64 = redis.command(&["XLEN", "sb:{c:fleeting}:s"]).expect("xlen");
+        if length == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never trimmed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -195,7 +195,12 @@ impl ServerBuilder {
         if let Some(backplane) = self.backplane {
             let node = crate::cluster::node::ClusterNode::new(backplane);
             hub.join_cluster(node.clone());
-            tracker.spawn(node.run(Arc::downgrade(&hub), hub.shutdown_token()));
+            tracker.spawn(node.clone().run(Arc::downgrade(&hub), hub.shutdown_token()));
+            tracker.spawn(node.run_trims(
+                Arc::downgrade(&hub),
+                EXPIRY_PERIOD,
+                hub.shutdown_token(),
+            ));
         }
         // Lets messages past their channel's maximum age go from idle channels too.
         tracker.spawn(hub.clone().run_expiry(EXPIRY_PERIOD));

@@ -213,6 +213,23 @@ pub trait Backplane: Send + Sync + 'static {
         let _ = (tag, query, limit);
         Box::pin(std::future::ready(Err(not_supported("hashtag history"))))
     }
+
+    /// Removes a channel's messages older than `max_age_us` at `now_us` (a channel
+    /// option); says how many. Reads skip them anyway; this frees their room.
+    fn trim_age<'a>(
+        &'a self,
+        channel: &'a str,
+        max_age_us: u64,
+        now_us: u64,
+    ) -> BackplaneFuture<'a, u64> {
+        let _ = (channel, max_age_us, now_us);
+        trim_default()
+    }
+}
+
+/// Removes a channel's messages older than `max_age_us` at `now_us`; says how many.
+pub(crate) fn trim_default() -> BackplaneFuture<'static, u64> {
+    Box::pin(std::future::ready(Ok(0)))
 }
 
 /// A message of a hashtag's history, with its channel.

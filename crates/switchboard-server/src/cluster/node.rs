@@ -117,6 +117,33 @@ impl ClusterNode {
         }
     }
 
+    /// Trims the messages past their channel's maximum age from the backplane, for the
+    /// channels with one that this node knows, every `period` until `shutdown`. Several
+    /// nodes may trim the same channel: a trim is idempotent.
+    pub(crate) async fn run_trims(
+        self: Arc<Self>,
+        hub: Weak<Hub>,
+        period: std::time::Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let Some(hub) = hub.upgrade() else { return };
+            let aging = hub.aging_channels();
+            drop(hub);
+            for (name, max_age) in aging {
+                if let Err(refusal) = self.backplane.trim_age(&name, max_age, now_us()).await {
+                    debug!(channel = %name, error = %refusal.message, "age trim not done");
+                }
+            }
+        }
+    }
+
     /// One message from the feed.
     async fn take_in(&self, hub: &Hub, name: &str, via_tag: bool, live: super::LiveMessage) {
         if via_tag && hub.routes_cover(name) {
@@ -581,9 +608,20 @@ impl ClusterNode {
         let Some(page) = self.backplane.read(name, query, limit).await? else {
             return Ok(None);
         };
+        // Messages past the channel's maximum age are never served, even before a trim
+        // removed them, as on one server.
+        let max_age = match hub.local_channel(name) {
+            Some(channel) => crate::hub::channels::max_age_us(&channel.options),
+            None => match self.backplane.channel(name).await? {
+                Some(meta) => crate::hub::channels::max_age_us(&meta.options),
+                None => None,
+            },
+        };
+        let oldest = max_age.map_or(0, |age| now_us().saturating_sub(age));
         let messages = self
             .place_all(hub, name, &page)
             .into_iter()
+            .filter(|placed| placed.message.time_us() >= oldest)
             .map(|placed| Arc::new(placed.message))
             .collect();
         Ok(Some((page, messages)))

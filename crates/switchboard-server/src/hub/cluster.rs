@@ -348,6 +348,15 @@ impl Hub {
         }
     }
 
+    /// The channels known here with a maximum age, and that age in microseconds.
+    pub(crate) fn aging_channels(&self) -> Vec<(String, u64)> {
+        self.channels
+            .aging()
+            .into_iter()
+            .filter_map(|channel| Some((channel.name.clone(), max_age_us(&channel.options)?)))
+            .collect()
+    }
+
     /// The hub's rules, ids and codec, for cluster publishes.
     pub(crate) fn publish_parts(
         &self,
