@@ -460,10 +460,14 @@ impl ClusterNode {
                 (None, Some(local)) => Some(local),
                 (None, None) => {
                     subject::validate_channel(name)?;
-                    self.backplane
-                        .channel(name)
-                        .await?
-                        .map(|meta| (meta.cid, meta.options))
+                    // Kept here, so that the next publish needs no lookup.
+                    match self.backplane.channel(name).await? {
+                        Some(meta) => {
+                            let channel = hub.adopt_channel(name, &meta)?;
+                            Some((channel.cid, channel.options))
+                        }
+                        None => None,
+                    }
                 }
             };
             let (rules, ids, _) = hub.publish_parts();
