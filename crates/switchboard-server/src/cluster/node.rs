@@ -473,6 +473,13 @@ impl ClusterNode {
             let (rules, ids, _) = hub.publish_parts();
             let shape = BodyShape::Frame(&publish.body);
             let (cid, create_with, admission) = match &known {
+                // Made here with the options a role's caps gave it, not yet the cluster's:
+                // the publish creates it with those options.
+                Some((0, options)) => (
+                    0,
+                    Some(*options),
+                    rules.admit(Target::Channel(options), shape)?,
+                ),
                 Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
                 None => {
                     let admission = rules.admit(Target::NewChannel { name }, shape)?;
