@@ -48,10 +48,12 @@ run() { # NAME ARGS...
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    parts = [f"received {r['receive_msgs_per_s']:.0f} msg/s", f"loss {r['loss']}", f"out of order {r['out_of_order']}"]
+    rate, loss, disorder = r.get("receive_msgs_per_s"), r.get("loss"), r.get("out_of_order")
+    parts = [f"received {rate:.0f} msg/s", f"loss {loss}", f"out of order {disorder}"]
     lat = r.get("latency_us")
     if lat:
-        parts.append(f"p50 {lat['p50']} us  p99 {lat['p99']} us  p99.9 {lat['p99_9']} us")
+        p50, p99, p999 = lat.get("p50"), lat.get("p99"), lat.get("p99_9")
+        parts.append(f"p50 {p50} us  p99 {p99} us  p99.9 {p999} us")
     print("  ".join(parts))
 '
 }
@@ -64,6 +66,10 @@ echo "== throughput, 1 KiB, one publisher and one subscriber, for $D"
 run "single server" pubsub --server "127.0.0.1:$single" --size 1k --duration "$D"
 run "cluster A -> A" pubsub --server "127.0.0.1:$a" --size 1k --duration "$D"
 run "cluster A -> B" pubsub --server "127.0.0.1:$a" --subscriber-server "127.0.0.1:$b" --size 1k --duration "$D"
+
+echo "== throughput, 1 KiB, four channels each with a publisher and a subscriber, for $D"
+run "single server" channels --server "127.0.0.1:$single" --size 1k --duration "$D"
+run "cluster A -> B" channels --server "127.0.0.1:$a" --subscriber-server "127.0.0.1:$b" --size 1k --duration "$D"
 
 echo "== Redis commands per published message (1000 publishes, one subscribing node)"
 redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null

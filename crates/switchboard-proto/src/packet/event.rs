@@ -29,7 +29,8 @@ pub enum EventKind {
     /// Cluster mode: the history of `channel` (of `scope`) may have lost messages (the
     /// backplane restarted without persistence, or failed over to a replica that had not
     /// received them), so it starts a new epoch; `count` is the first sequence number of
-    /// the new epoch. Messages after it are not a continuation of those before.
+    /// the new epoch this node delivers. Messages after it are not a continuation of
+    /// those before.
     EpochChanged,
     Other(u64),
 }
