@@ -289,12 +289,10 @@ impl ClusterNode {
             if joined && sessions.contains_key(user) {
                 followed.users.insert(user.to_owned());
             }
-            let mut users = followed.users.clone();
+            // Taken before a leave: the one leaving is told too, then sent nothing more.
+            let users = followed.users.clone();
             if !joined {
-                // The one leaving is told too; after this, it is sent nothing more.
-                if followed.users.remove(user) {
-                    users.insert(user.to_owned());
-                }
+                followed.users.remove(user);
                 if followed.is_unused() {
                     groups.remove(group);
                     self.backplane().unfollow(Topic::Group(group.to_owned()));
