@@ -488,3 +488,27 @@ async fn no_post_is_accepted_after_its_senders_leave_was_acknowledged() {
     assert_eq!(posts, accepted);
     reader.await.expect("reader task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_made_while_the_feed_was_cut_are_delivered_in_order_once_it_is_back() {
+    let redis = redis();
+    let nodes = cluster(&redis).await;
+    let ann = client(&nodes[0], "ann").await;
+    let bob = client(&nodes[1], "bob").await;
+    ann.create_group("team", "").await.expect("created");
+    ann.join_group("team").await.expect("joined");
+    let mut feed = bob.group_feed().expect("feed");
+    bob.join_group("team").await.expect("joined");
+    ann.post("team", Payload::text("m1")).await.expect("posted");
+    assert_eq!(take(&mut feed, 2).await, ["joined:bob", "post:ann:m1"]);
+    redis.kill_pubsub_clients().expect("client kill");
+    for i in 2..=20 {
+        ann.post("team", Payload::text(&format!("m{i}")))
+            .await
+            .expect("posted");
+    }
+    let expected: Vec<String> = (2..=20).map(|i| format!("post:ann:m{i}")).collect();
+    assert_eq!(take(&mut feed, 19).await, expected);
+    ann.post("team", Payload::text("end")).await.expect("posted");
+    assert_eq!(take(&mut feed, 1).await, ["post:ann:end"], "nothing twice");
+}
