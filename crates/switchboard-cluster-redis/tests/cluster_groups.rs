@@ -509,6 +509,8 @@ async fn posts_made_while_the_feed_was_cut_are_delivered_in_order_once_it_is_bac
     }
     let expected: Vec<String> = (2..=20).map(|i| format!("post:ann:m{i}")).collect();
     assert_eq!(take(&mut feed, 19).await, expected);
-    ann.post("team", Payload::text("end")).await.expect("posted");
+    ann.post("team", Payload::text("end"))
+        .await
+        .expect("posted");
     assert_eq!(take(&mut feed, 1).await, ["post:ann:end"], "nothing twice");
 }
