@@ -17,7 +17,7 @@ use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits};
 use switchboard_server::Refusal;
 use switchboard_server::cluster::{
     self as seam, Append, Appended, Backplane, BackplaneEvent, BackplaneFuture, BackplaneHealth,
-    ChannelMeta, Entry, LiveMessage, Page, Query,
+    ChannelMeta, Entry, GroupAppend, GroupMeta, LiveMessage, Membership, Page, Query,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::channels::{self, AppendError};
+use crate::engine_groups;
 use crate::error::BackplaneError;
 use crate::keys::Keys;
 use crate::live::{self, Live};
@@ -120,18 +121,18 @@ impl std::fmt::Debug for RedisBackplane {
     }
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// A new epoch or channel incarnation: random, non-zero, exact as a double.
-fn random_id() -> u64 {
+pub(crate) fn random_id() -> u64 {
     (rand::random::<u64>() & EPOCH_MASK).max(1)
 }
 
-fn unavailable(error: &BackplaneError) -> Refusal {
+pub(crate) fn unavailable(error: &BackplaneError) -> Refusal {
     error.refusal()
 }
 
@@ -230,7 +231,7 @@ impl RedisBackplane {
     /// turned out broken (Redis restarted or failed over since it was last used), it runs
     /// once more on the next connection, within what is left of the operation bound: a
     /// read right after a restart is answered rather than refused.
-    async fn run_read<T>(
+    pub(crate) async fn run_read<T>(
         &self,
         op: impl for<'c> FnOnce(
             &'c mut redis::aio::MultiplexedConnection,
@@ -265,6 +266,10 @@ impl RedisBackplane {
     /// The keys this node uses (for tests and tools).
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
     }
 
     /// Renews the registration every second; registers again (with the same
@@ -401,6 +406,7 @@ async fn translate(
 ) {
     let channel_prefix = keys.channel_topic_prefix();
     let tag_prefix = keys.tag_topic("");
+    let group_prefix = engine_groups::topic_prefix(&keys);
     loop {
         let push = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -409,6 +415,12 @@ async fn translate(
         let event = match push {
             None => return,
             Some(SubscriberEvent::Resubscribed) => BackplaneEvent::Resubscribed,
+            Some(SubscriberEvent::Push(push)) if push.topic.starts_with(&group_prefix) => {
+                match engine_groups::event(&push.topic[group_prefix.len()..], &push.payload) {
+                    Some(event) => event,
+                    None => continue,
+                }
+            }
             Some(SubscriberEvent::Push(push)) => {
                 let (channel, via_tag) =
                     if let Some(channel) = push.topic.strip_prefix(&channel_prefix) {
@@ -506,6 +518,7 @@ impl Backplane for RedisBackplane {
                 Topic::Glob(self.keys.channel_topic_glob(&prefix))
             }
             seam::Topic::Tag(tag) => Topic::Exact(self.keys.tag_topic(&tag)),
+            seam::Topic::Group(name) => engine_groups::topic(&self.keys, &name),
         };
         async move {
             self.subscriber
@@ -523,6 +536,7 @@ impl Backplane for RedisBackplane {
                 Topic::Glob(self.keys.channel_topic_glob(&prefix))
             }
             seam::Topic::Tag(tag) => Topic::Exact(self.keys.tag_topic(&tag)),
+            seam::Topic::Group(name) => engine_groups::topic(&self.keys, &name),
         };
         self.subscriber.unfollow(topic);
     }
@@ -800,6 +814,70 @@ impl Backplane for RedisBackplane {
             left.map_err(|e| unavailable(&e))
         }
         .boxed()
+    }
+
+    fn create_group<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+        creator: &'a str,
+    ) -> BackplaneFuture<'a, (GroupMeta, bool)> {
+        self.create_group_now(name, description, creator).boxed()
+    }
+
+    fn group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, Option<GroupMeta>> {
+        self.group_now(name).boxed()
+    }
+
+    fn delete_group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, bool> {
+        self.delete_group_now(name).boxed()
+    }
+
+    fn list_groups<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BackplaneFuture<'a, Vec<(String, GroupMeta)>> {
+        self.list_groups_now(after, limit).boxed()
+    }
+
+    fn set_group_member<'a>(
+        &'a self,
+        name: &'a str,
+        user: &'a str,
+        join: bool,
+    ) -> BackplaneFuture<'a, Membership> {
+        self.set_group_member_now(name, user, join).boxed()
+    }
+
+    fn group_members<'a>(
+        &'a self,
+        name: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BackplaneFuture<'a, Option<Vec<String>>> {
+        self.group_members_now(name, after, limit).boxed()
+    }
+
+    fn is_group_member<'a>(&'a self, name: &'a str, user: &'a str) -> BackplaneFuture<'a, bool> {
+        self.is_group_member_now(name, user).boxed()
+    }
+
+    fn groups_of<'a>(&'a self, user: &'a str) -> BackplaneFuture<'a, Vec<String>> {
+        self.groups_of_now(user).boxed()
+    }
+
+    fn post_to_group(&self, post: GroupAppend) -> BackplaneFuture<'_, Appended> {
+        self.post_to_group_now(post).boxed()
+    }
+
+    fn read_group<'a>(
+        &'a self,
+        name: &'a str,
+        query: Query,
+        limit: u64,
+    ) -> BackplaneFuture<'a, Option<Page>> {
+        self.read_group_now(name, query, limit).boxed()
     }
 }
 

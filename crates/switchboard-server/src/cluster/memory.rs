@@ -79,7 +79,7 @@ impl NodeShared {
         let channel_wanted = follows.iter().any(|topic| match topic {
             Topic::Channel(name) => name == channel,
             Topic::ChannelPrefix(prefix) => channel.starts_with(prefix.as_str()),
-            Topic::Tag(_) => false,
+            Topic::Tag(_) | Topic::Group(_) => false,
         });
         let tags = tags
             .iter()

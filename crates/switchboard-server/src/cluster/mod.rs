@@ -8,6 +8,7 @@
 //! messages: the same [`crate::hub::history::History`] a single server keeps, so that
 //! replay-then-live works under the same locks as on one server.
 
+pub(crate) mod groups;
 pub mod memory;
 pub(crate) mod node;
 pub(crate) mod payload;
@@ -43,6 +44,8 @@ pub enum Topic {
     ChannelPrefix(String),
     /// The messages carrying a hashtag, from any channel.
     Tag(String),
+    /// One group's posts, member changes and deletion, in one order.
+    Group(String),
 }
 
 /// A message as the backplane carries it: the position the backplane gave it, and the
@@ -70,6 +73,17 @@ pub enum BackplaneEvent {
     /// The feed was broken and is whole again: messages published meanwhile never came
     /// through it, so followed channels must be caught up from history.
     Resubscribed,
+    /// A post to `group`, placed by the backplane (the payload is a node-made one, of
+    /// scope Group).
+    GroupPost { group: String, message: LiveMessage },
+    /// `user` joined (or left) `group`, in order with the group's posts.
+    GroupMember {
+        group: String,
+        user: String,
+        joined: bool,
+    },
+    /// `group` was deleted, after every post and member change it had.
+    GroupDeleted { group: String },
 }
 
 /// A channel as the backplane knows it.
@@ -225,6 +239,86 @@ pub trait Backplane: Send + Sync + 'static {
         let _ = (channel, max_age_us, now_us);
         trim_default()
     }
+
+    /// Creates a group unless one of that name exists; says whether it was created.
+    fn create_group<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+        creator: &'a str,
+    ) -> BackplaneFuture<'a, (GroupMeta, bool)> {
+        let _ = (name, description, creator);
+        groups_unsupported()
+    }
+    /// A group as the backplane knows it, if it exists.
+    fn group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, Option<GroupMeta>> {
+        let _ = name;
+        groups_unsupported()
+    }
+    /// Deletes a group with its posts and members, announced on its topic after all
+    /// it had; says whether it existed.
+    fn delete_group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, bool> {
+        let _ = name;
+        groups_unsupported()
+    }
+    /// Groups after `after`, in name order.
+    fn list_groups<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BackplaneFuture<'a, Vec<(String, GroupMeta)>> {
+        let _ = (after, limit);
+        groups_unsupported()
+    }
+    /// Adds `user` to (or removes it from) a group's members, announced on the group's
+    /// topic in order with its posts.
+    fn set_group_member<'a>(
+        &'a self,
+        name: &'a str,
+        user: &'a str,
+        join: bool,
+    ) -> BackplaneFuture<'a, Membership> {
+        let _ = (name, user, join);
+        groups_unsupported()
+    }
+    /// Members after `after`, in name order; `None` when there is no such group.
+    fn group_members<'a>(
+        &'a self,
+        name: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BackplaneFuture<'a, Option<Vec<String>>> {
+        let _ = (name, after, limit);
+        groups_unsupported()
+    }
+    /// Whether `user` is a member of the group (false when there is no such group).
+    fn is_group_member<'a>(&'a self, name: &'a str, user: &'a str) -> BackplaneFuture<'a, bool> {
+        let _ = (name, user);
+        groups_unsupported()
+    }
+    /// The groups `user` is a member of, in name order.
+    fn groups_of<'a>(&'a self, user: &'a str) -> BackplaneFuture<'a, Vec<String>> {
+        let _ = user;
+        groups_unsupported()
+    }
+    /// Appends a post if its sender is a member, in one step with the check, so that
+    /// no post of a user is stored after that user's leave. Refused FORBIDDEN for a
+    /// non-member, NOT_FOUND when there is no such group.
+    fn post_to_group(&self, post: GroupAppend) -> BackplaneFuture<'_, Appended> {
+        let _ = post;
+        groups_unsupported()
+    }
+    /// Reads a group's posts; `None` when there is no such group. Membership is the
+    /// caller's to check.
+    fn read_group<'a>(
+        &'a self,
+        name: &'a str,
+        query: Query,
+        limit: u64,
+    ) -> BackplaneFuture<'a, Option<Page>> {
+        let _ = (name, query, limit);
+        groups_unsupported()
+    }
 }
 
 /// Removes a channel's messages older than `max_age_us` at `now_us`; says how many.
@@ -247,4 +341,44 @@ pub fn not_supported(what: &str) -> Refusal {
         switchboard_proto::ErrorCode::BackplaneUnavailable,
         format!("backplane unavailable: {what} is not supported by this backplane"),
     )
+}
+
+/// The answer of a backplane without groups.
+fn groups_unsupported<'a, T: Send + 'a>() -> BackplaneFuture<'a, T> {
+    Box::pin(std::future::ready(Err(Refusal::new(
+        switchboard_proto::ErrorCode::BackplaneUnavailable,
+        "not supported by this backplane",
+    ))))
+}
+
+/// A group as the backplane knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMeta {
+    pub description: String,
+    pub member_count: u64,
+    /// Changes each time a group of this name is created.
+    pub cid: u64,
+    pub epoch: u64,
+    pub top_seq: u64,
+}
+
+/// What a JOIN_GROUP or LEAVE_GROUP did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Changed,
+    /// Already a member (join), or not one (leave).
+    Unchanged,
+    NoSuchGroup,
+}
+
+/// A group post to append.
+#[derive(Debug, Clone)]
+pub struct GroupAppend {
+    pub group: String,
+    /// The user name the post is sent under; only a member may post.
+    pub sender: String,
+    pub id: Uuid,
+    pub payload: Bytes,
+    /// Posts the group keeps (0: no bound).
+    pub max_count: u64,
 }

@@ -40,6 +40,7 @@ pub(crate) struct ClusterNode {
     follows: Mutex<HashMap<Topic, usize>>,
     /// Encodes payloads (no HMAC tag).
     payload_codec: FrameCodec,
+    groups: super::groups::GroupFollows,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -75,11 +76,20 @@ impl ClusterNode {
             backplane,
             follows: Mutex::new(HashMap::new()),
             payload_codec: payload::payload_codec(),
+            groups: Default::default(),
         })
     }
 
     pub(crate) fn backplane(&self) -> &Arc<dyn Backplane> {
         &self.backplane
+    }
+
+    pub(crate) fn group_follows(&self) -> &super::groups::GroupFollows {
+        &self.groups
+    }
+
+    pub(crate) fn payload_codec(&self) -> &FrameCodec {
+        &self.payload_codec
     }
 
     pub(crate) fn health(&self) -> BackplaneHealth {
@@ -112,7 +122,13 @@ impl ClusterNode {
                         info!(target: log::GENERAL, channel, "channel deleted on another node");
                     }
                 }
-                BackplaneEvent::Resubscribed => self.catch_up(&hub).await,
+                BackplaneEvent::Resubscribed => {
+                    self.catch_up(&hub).await;
+                    self.catch_up_groups(&hub).await;
+                }
+                event @ (BackplaneEvent::GroupPost { .. }
+                | BackplaneEvent::GroupMember { .. }
+                | BackplaneEvent::GroupDeleted { .. }) => self.take_in_group(&hub, event).await,
             }
         }
     }

@@ -95,6 +95,13 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
             }
             Err(refusal) => Err(refusal),
         }
+    } else if let (Scope::Group, Some(cluster)) = (get.scope, hub.cluster()) {
+        let query = get.id.map_or(Query::Last(1), Query::ById);
+        let reader = &session.caller.name;
+        cluster
+            .read_group(hub, &get.channel, reader, query, 1)
+            .await
+            .map(|(_, messages)| messages.last().cloned())
     } else if get.scope == Scope::Tag {
         tag_of(&get.channel).map(|tag| {
             let recent = readable_tagged(session, hub.tagged(&tag, Since::All, None));
@@ -135,7 +142,7 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
         session.refuse(request_id, refusal).await;
         return;
     }
-    if let (Scope::Channel, Some(cluster)) = (get.scope, hub.cluster()) {
+    if let (Scope::Channel | Scope::Group, Some(cluster)) = (get.scope, hub.cluster()) {
         cluster_messages(hub, cluster, session, request_id, &get).await;
         return;
     }
@@ -251,8 +258,8 @@ async fn cluster_message(
     }
 }
 
-/// GET_MESSAGES of a channel in cluster mode, read from the backplane page by page
-/// within the history as it stood at the first read.
+/// GET_MESSAGES of a channel or group in cluster mode, read from the backplane page by
+/// page within the history as it stood at the first read.
 async fn cluster_messages(
     hub: &Hub,
     cluster: &ClusterNode,
@@ -260,7 +267,11 @@ async fn cluster_messages(
     request_id: u32,
     get: &GetMessages,
 ) {
-    if let Err(refusal) = subject::validate_channel(&get.channel) {
+    let valid = match get.scope {
+        Scope::Group => subject::validate_group(&get.channel),
+        _ => subject::validate_channel(&get.channel),
+    };
+    if let Err(refusal) = valid {
         session.refuse(request_id, refusal.into()).await;
         return;
     }
@@ -274,7 +285,14 @@ async fn cluster_messages(
             Query::Last(n) => n,
             _ => (wanted - count).min(CLUSTER_READ_BATCH),
         };
-        let read = match cluster.read(hub, &get.channel, query, batch).await {
+        let read = match get.scope {
+            Scope::Group => cluster
+                .read_group(hub, &get.channel, &session.caller.name, query, batch)
+                .await
+                .map(Some),
+            _ => cluster.read(hub, &get.channel, query, batch).await,
+        };
+        let read = match read {
             Ok(Some(read)) => read,
             Ok(None) => {
                 let refusal = Refusal::not_found(format!("no channel named {}", get.channel));

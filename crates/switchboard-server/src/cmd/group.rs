@@ -21,7 +21,15 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
         Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    match hub.create_group(&create.name, &create.description) {
+    let created = match hub.cluster() {
+        Some(cluster) => {
+            cluster
+                .create_group(&session.caller, &create.name, &create.description)
+                .await
+        }
+        None => hub.create_group(&create.name, &create.description),
+    };
+    match created {
         Ok(()) => {
             creation.made(hub, &create.name);
             session.reply(request_id, Packet::Ok(OkReply)).await;
@@ -36,7 +44,15 @@ pub(crate) async fn create(hub: &Hub, session: &Session, request_id: u32, create
 /// One page of the group directory (see `hub::listing`).
 pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: ListGroups) {
     let size = PageSize::new(list.limit, hub.config().max_frame);
-    match hub.group_page(list.cursor.as_ref(), size) {
+    let page = match hub.cluster() {
+        Some(cluster) => {
+            cluster
+                .group_page(hub, list.cursor.as_ref(), list.limit)
+                .await
+        }
+        None => hub.group_page(list.cursor.as_ref(), size),
+    };
+    match page {
         Ok(page) => {
             let reply = GroupList {
                 groups: page.entries,
@@ -60,7 +76,11 @@ pub(crate) async fn membership(
         session.refuse(request_id, refusal).await;
         return;
     }
-    match hub.set_membership(&session.caller, group, join) {
+    let changed = match hub.cluster() {
+        Some(cluster) => cluster.set_membership(&session.caller, group, join).await,
+        None => hub.set_membership(&session.caller, group, join),
+    };
+    match changed {
         Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }
@@ -72,7 +92,15 @@ pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, membe
         return;
     }
     let size = PageSize::new(members.limit, hub.config().max_frame);
-    match hub.member_page(&members.group, members.cursor.as_ref(), size) {
+    let page = match hub.cluster() {
+        Some(cluster) => {
+            cluster
+                .member_page(hub, &members.group, members.cursor.as_ref(), members.limit)
+                .await
+        }
+        None => hub.member_page(&members.group, members.cursor.as_ref(), size),
+    };
+    match page {
         Ok(page) => {
             let list = MemberList {
                 group: members.group,
@@ -88,7 +116,11 @@ pub(crate) async fn members(hub: &Hub, session: &Session, request_id: u32, membe
 /// DELETE_GROUP. Anyone may delete a group until sessions are authenticated; then only
 /// its owner or an admin will.
 pub(crate) async fn delete(hub: &Hub, session: &Session, request_id: u32, delete: DeleteGroup) {
-    match hub.delete_group(&delete.group) {
+    let deleted = match hub.cluster() {
+        Some(cluster) => cluster.delete_group(hub, &delete.group).await,
+        None => hub.delete_group(&delete.group),
+    };
+    match deleted {
         Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(refusal) => session.refuse(request_id, refusal).await,
     }

@@ -60,6 +60,9 @@ pub(crate) async fn publish(
                 .publish(hub, &session.caller, &publish, body_crc)
                 .await
         }
+        Some(cluster) if publish.scope == Scope::Group => {
+            cluster.post(hub, &session.caller, &publish, body_crc).await
+        }
         _ => hub.publish(&session.caller, publish, body_crc),
     };
     creation.settle(hub, result.is_ok());

@@ -62,7 +62,12 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    if hub.cluster().is_some() && publish.scope == switchboard_proto::packet::Scope::Channel {
+    if hub.cluster().is_some()
+        && matches!(
+            publish.scope,
+            switchboard_proto::packet::Scope::Channel | switchboard_proto::packet::Scope::Group
+        )
+    {
         // Bodies stay on the node that received them and other nodes fetch them over the
         // node link, which this version does not have yet: refused before any byte comes.
         let refusal = Refusal::new(

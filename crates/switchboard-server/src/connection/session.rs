@@ -247,6 +247,11 @@ where
             .map(Text::from)
             .unwrap_or_default(),
     };
+    if let Some(cluster) = hub.cluster() {
+        // Before the answer: once the client is told it is connected, its groups are
+        // followed here, so that what they bring from then on reaches it.
+        cluster.session_opened(&session.caller.name).await;
+    }
     session.reply(request_id, Packet::SessionAck(ack)).await;
     // Only now can others reach the session (relays by id, group posts by name), so the
     // SESSION_ACK is always the first frame it is sent.
@@ -270,6 +275,9 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
     let client_id = session.caller.client_id;
     session.release_limits(hub);
     hub.unregister_session(client_id, session.take_subscriptions());
+    if let Some(cluster) = hub.cluster() {
+        cluster.session_closed(&session.caller.name);
+    }
     if code == ErrorCode::SlowConsumer {
         Counters::add(&hub.counters().slow_consumers_disconnected, 1);
     }

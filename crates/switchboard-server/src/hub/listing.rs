@@ -46,7 +46,7 @@ pub struct Page<T> {
 
 /// Takes entries, in listing order, until the page is full; `key` makes the cursor of
 /// an entry. A page holds at least one entry when there is one, whatever its size.
-fn take_page<T>(
+pub(crate) fn take_page<T>(
     entries: impl Iterator<Item = T>,
     size: PageSize,
     len: impl Fn(&T) -> usize,

@@ -11,6 +11,7 @@
 pub mod admission;
 pub(crate) mod channels;
 pub(crate) mod cluster;
+mod cluster_groups;
 pub mod directory;
 mod groups;
 pub mod history;
