@@ -151,7 +151,7 @@ pub fn check(log: &[Record]) -> Result<(), Violation> {
     one_message_per_place(log)?;
     acks_kept(log)?;
     subscribers_in_order(log)?;
-    replays_complete(log)?;
+    deliveries_complete(log)?;
     subscribers_caught_up(log)?;
     Ok(())
 }
@@ -431,16 +431,26 @@ fn subscribers_in_order(log: &[Record]) -> Result<(), Violation> {
 
 /// A subscriber that replayed from seq 1 saw, in its last epoch, every message of the
 /// final history up to the newest it saw: the replay and the live feed left no gap.
-fn replays_complete(log: &[Record]) -> Result<(), Violation> {
+/// A live subscriber on a channel that kept one epoch saw every message from the first
+/// it was given to the newest.
+fn deliveries_complete(log: &[Record]) -> Result<(), Violation> {
+    let changed = epoch_changes(log);
     for (sub, stream) in subscriber_streams(log) {
-        let Some(Record::Subscribe {
-            channel,
-            replay_from: Some(1),
-            error: None,
-            ..
-        }) = stream.first().copied()
+        let Some(
+            subscribed @ Record::Subscribe {
+                channel,
+                replay_from,
+                error: None,
+                ..
+            },
+        ) = stream.first().copied()
         else {
             continue;
+        };
+        let replayed = match replay_from {
+            Some(1) => true,
+            None if !changed.contains_key(channel.as_str()) => false,
+            _ => continue,
         };
         let Some((read, messages)) = final_reads(log, channel).into_iter().next() else {
             continue;
@@ -464,7 +474,9 @@ fn replays_complete(log: &[Record]) -> Result<(), Violation> {
                 _ => {}
             }
         }
-        let Some(&newest) = seen.last() else { continue };
+        let (Some(&oldest), Some(&newest)) = (seen.first(), seen.last()) else {
+            continue;
+        };
         let acked_after: BTreeSet<&str> = log
             .iter()
             .filter_map(|record| match record {
@@ -478,19 +490,27 @@ fn replays_complete(log: &[Record]) -> Result<(), Violation> {
                 _ => None,
             })
             .collect();
+        let from = match replayed {
+            true => told_first.unwrap_or(1),
+            false => oldest,
+        };
         for message in messages {
-            let in_epoch = told_first.is_none_or(|first| message.seq >= first);
             let owed = match told_first {
                 None => true,
                 Some(_) => acked_after.contains(message.body.as_str()),
             };
-            if in_epoch && owed && message.seq <= newest && !seen.contains(&message.seq) {
-                let subscribed = stream.first().copied().unwrap_or(read);
+            if owed && (from..=newest).contains(&message.seq) && !seen.contains(&message.seq) {
+                let (invariant, how) = match replayed {
+                    true => ("replay-complete", "replayed from seq 1".to_owned()),
+                    false => (
+                        "live-without-gaps",
+                        format!("followed live from seq {from}"),
+                    ),
+                };
                 return Err(violation(
-                    "replays-complete",
+                    invariant,
                     format!(
-                        "{sub} replayed `{channel}` from seq 1 and saw up to seq {newest} but \
-                         not seq {}",
+                        "{sub} {how} `{channel}` and saw up to seq {newest} but not seq {}",
                         message.seq
                     ),
                     vec![subscribed, read],
@@ -753,7 +773,18 @@ mod tests {
     fn a_gap_after_replay_is_caught() {
         let mut log = good_log();
         log.remove(6);
-        assert_eq!(broken(&log), "replays-complete");
+        assert_eq!(broken(&log), "replay-complete");
+    }
+
+    #[test]
+    fn a_gap_in_a_live_feed_is_caught() {
+        let mut log = good_log();
+        // The live subscriber is given seq 2, then 4: it never got 3.
+        log.insert(6, deliver("s2", 2, "b"));
+        log.insert(7, deliver("s2", 3, "x"));
+        assert_eq!(check(&log), Ok(()));
+        log.remove(7);
+        assert_eq!(broken(&log), "live-without-gaps");
     }
 
     #[test]
