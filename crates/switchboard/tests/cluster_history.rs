@@ -342,7 +342,11 @@ fn run(seed: u64, seconds: u64) {
     let mut servers = Vec::new();
     for node in 0..NODES {
         let data = work.path().join(format!("node{node}"));
-        let args: [&OsStr; 8] = [
+        // Channels keep far more than a run publishes, so that no acknowledged
+        // message leaves the history by retention, however long the run.
+        let args: [&OsStr; 10] = [
+            OsStr::new("--history"),
+            OsStr::new("1000000"),
             OsStr::new("--cluster"),
             OsStr::new(&url),
             OsStr::new("--sync"),
