@@ -10,11 +10,13 @@
 //! strongest promise, so that a kill and restart must lose nothing acknowledged: any
 //! acknowledged message missing afterwards is a finding, not an expected loss.
 //!
-//! The seed is printed; `SB_SEED=N cargo test -p switchboard --test cluster_history
-//! -- --ignored` runs one seed again (or a random one without `SB_SEED`), and
-//! `SB_CHECK_SECONDS` makes the faulty phase longer than CI's. `SB_CHECK_PERSISTENCE=none`
-//! runs Redis without persistence (and the nodes with `--sync never`), where a kill loses
-//! messages and the checker requires that every loss was announced as a new epoch.
+//! The seed fixes the workload's choices (channels, pauses, which fault and for how
+//! long), not the machine's timing, and every run prints it.
+//! `SB_SEED=N cargo test -p switchboard --test cluster_history -- --ignored` runs one
+//! seed again (or a random one without `SB_SEED`); `SB_CHECK_SECONDS` makes the faulty
+//! phase longer than CI's; `SB_CHECK_PERSISTENCE=none` runs Redis without persistence
+//! (and the nodes with `--sync never`), where a kill loses messages and the checker
+//! requires that every loss was announced as a new epoch.
 
 #[path = "cluster_history/checker.rs"]
 mod checker;
@@ -126,8 +128,15 @@ fn seen(message: &switchboard_client::ReceivedMessage) -> Seen {
     }
 }
 
-/// Publishes `body` once and logs how it ended.
-async fn publish(log: &Log, client: &Client, who: &str, node: usize, channel: &str, body: String) {
+/// Publishes `body` once and logs how it ended; the seq if it was acknowledged.
+async fn publish(
+    log: &Log,
+    client: &Client,
+    who: &str,
+    node: usize,
+    channel: &str,
+    body: String,
+) -> Option<u64> {
     let start_ms = log.now();
     let result = tokio::time::timeout(
         REQUEST_TIMEOUT * 2,
@@ -150,6 +159,10 @@ async fn publish(log: &Log, client: &Client, who: &str, node: usize, channel: &s
             error: error.to_string(),
         },
     };
+    let seq = match outcome {
+        Outcome::Acked { seq, .. } => Some(seq),
+        _ => None,
+    };
     log.push(Record::Publish {
         client: who.to_owned(),
         node,
@@ -159,6 +172,7 @@ async fn publish(log: &Log, client: &Client, who: &str, node: usize, channel: &s
         end_ms: log.now(),
         outcome,
     });
+    seq
 }
 
 /// A subscriber's own connection and task; `newest` is the highest seq it has seen.
@@ -285,6 +299,75 @@ async fn read_history(
     ok
 }
 
+/// Publishes one last message to `channel` once the cluster is back, retrying within
+/// the settle bound; its seq.
+async fn fence(log: &Log, client: &Client, channel: &str) -> Result<u64, checker::Violation> {
+    let deadline = Instant::now() + SETTLE;
+    let mut attempt = 0;
+    loop {
+        // Each try a body of its own: a refused one may still have landed.
+        attempt += 1;
+        let body = format!("fence-{channel}-{attempt}");
+        if let Some(seq) = publish(log, client, "fence", 0, channel, body).await {
+            return Ok(seq);
+        }
+        if Instant::now() >= deadline {
+            return Err(checker::Violation {
+                invariant: "cluster-comes-back",
+                detail: format!(
+                    "no publish to `{channel}` acknowledged within {SETTLE:?} of the last fault"
+                ),
+                records: Vec::new(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (bounded) until every subscriber has seen its channel's fence, and logs how
+/// far each got.
+async fn drain(log: &Log, subscribers: &[Subscriber], fences: &[(&str, u64)]) {
+    for subscriber in subscribers {
+        let wanted = fences
+            .iter()
+            .find(|(channel, _)| *channel == subscriber.channel)
+            .map_or(0, |(_, seq)| *seq);
+        let deadline = Instant::now() + SETTLE;
+        while subscriber.newest.load(Ordering::Relaxed) < wanted
+            && Instant::now() < deadline
+            && !subscriber.task.is_finished()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        log.push(Record::Drained {
+            sub: subscriber.name.clone(),
+            channel: subscriber.channel.to_owned(),
+            upto: subscriber.newest.load(Ordering::Relaxed),
+            wanted,
+        });
+    }
+}
+
+/// Reads every channel's whole history from every node, retrying a refused read within
+/// the settle bound.
+async fn read_final_histories(log: &Log, addrs: &[String]) {
+    for (node, addr) in addrs.iter().enumerate() {
+        let who = format!("final{node}");
+        let client = connect(addr, &who).await;
+        for channel in CHANNELS {
+            let deadline = Instant::now() + SETTLE;
+            loop {
+                let last_try = Instant::now() >= deadline;
+                if read_history(log, &client, &who, node, channel, true, last_try).await || last_try
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// Injects faults into Redis until `until`, one at a time with calm in between.
 fn inject_faults(redis: &mut RedisProc, log: &Log, rng: &mut Rng, until: Instant) {
     let mut kind = rng.below(3);
@@ -323,6 +406,34 @@ fn inject_faults(redis: &mut RedisProc, log: &Log, rng: &mut Rng, until: Instant
     }
 }
 
+/// Starts the nodes as `switchboard serve --cluster` processes on the Redis at `url`.
+fn start_nodes(
+    work: &std::path::Path,
+    url: &str,
+    sync: &str,
+) -> Vec<(support::KillOnDrop, String)> {
+    let mut servers = Vec::new();
+    for node in 0..NODES {
+        let data = work.join(format!("node{node}"));
+        // Channels keep far more than a run publishes, so that no acknowledged
+        // message leaves the history by retention, however long the run.
+        let args: [&OsStr; 10] = [
+            OsStr::new("--history"),
+            OsStr::new("1000000"),
+            OsStr::new("--cluster"),
+            OsStr::new(url),
+            OsStr::new("--sync"),
+            OsStr::new(sync),
+            OsStr::new("--cluster-timeout"),
+            OsStr::new("1s"),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+        ];
+        servers.push(support::serve_process(&args));
+    }
+    servers
+}
+
 /// Runs the workload with `seed` for `seconds` of faults, checks the log, and fails
 /// with the seed, the first broken invariant and the whole log if it does not hold.
 fn run(seed: u64, seconds: u64) {
@@ -338,26 +449,7 @@ fn run(seed: u64, seconds: u64) {
         false => (RedisOptions::default(), "never"),
     };
     let mut redis = RedisProc::start(options).expect("redis-server starts");
-    let url = redis.url();
-    let mut servers = Vec::new();
-    for node in 0..NODES {
-        let data = work.path().join(format!("node{node}"));
-        // Channels keep far more than a run publishes, so that no acknowledged
-        // message leaves the history by retention, however long the run.
-        let args: [&OsStr; 10] = [
-            OsStr::new("--history"),
-            OsStr::new("1000000"),
-            OsStr::new("--cluster"),
-            OsStr::new(&url),
-            OsStr::new("--sync"),
-            OsStr::new(sync),
-            OsStr::new("--cluster-timeout"),
-            OsStr::new("1s"),
-            OsStr::new("--data-dir"),
-            data.as_os_str(),
-        ];
-        servers.push(support::serve_process(&args));
-    }
+    let servers = start_nodes(work.path(), &redis.url(), sync);
     let addrs: Vec<String> = servers.iter().map(|(_, addr)| addr.clone()).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -475,69 +567,10 @@ fn run(seed: u64, seconds: u64) {
         let fencer = connect(&addrs[0], "fence").await;
         let mut fences = Vec::new();
         for channel in CHANNELS {
-            let deadline = Instant::now() + SETTLE;
-            let seq = loop {
-                publish(
-                    &log,
-                    &fencer,
-                    "fence",
-                    0,
-                    channel,
-                    format!("fence-{channel}"),
-                )
-                .await;
-                let acked = log.records().iter().rev().find_map(|record| match record {
-                    Record::Publish {
-                        client,
-                        channel: to,
-                        outcome: Outcome::Acked { seq, .. },
-                        ..
-                    } if client == "fence" && to == channel => Some(*seq),
-                    _ => None,
-                });
-                if let Some(seq) = acked {
-                    break seq;
-                }
-                assert!(Instant::now() < deadline, "the cluster did not come back");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            fences.push((channel, seq));
+            fences.push((channel, fence(&log, &fencer, channel).await?));
         }
-        for subscriber in &subscribers {
-            let wanted = fences
-                .iter()
-                .find(|(channel, _)| *channel == subscriber.channel)
-                .map_or(0, |(_, seq)| *seq);
-            let deadline = Instant::now() + SETTLE;
-            while subscriber.newest.load(Ordering::Relaxed) < wanted
-                && Instant::now() < deadline
-                && !subscriber.task.is_finished()
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            log.push(Record::Drained {
-                sub: subscriber.name.clone(),
-                channel: subscriber.channel.to_owned(),
-                upto: subscriber.newest.load(Ordering::Relaxed),
-                wanted,
-            });
-        }
-        for (node, addr) in addrs.iter().enumerate() {
-            let who = format!("final{node}");
-            let client = connect(addr, &who).await;
-            for channel in CHANNELS {
-                let deadline = Instant::now() + SETTLE;
-                loop {
-                    let last_try = Instant::now() >= deadline;
-                    if read_history(&log, &client, &who, node, channel, true, last_try).await
-                        || last_try
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        drain(&log, &subscribers, &fences).await;
+        read_final_histories(&log, &addrs).await;
         stop_subscribers.store(true, Ordering::Relaxed);
         for subscriber in subscribers {
             subscriber.task.await.expect("a subscriber task");
