@@ -300,7 +300,9 @@ fn one_message_per_place(log: &[Record]) -> Result<(), Violation> {
                     vec![first, record],
                 ));
             }
-            by_body.insert((channel, body), ((seq, id), record));
+            by_body
+                .entry((channel, body))
+                .or_insert(((seq, id), record));
             if let Some((first_body, first)) = by_seq.get(&(channel, seq))
                 && *first_body != body
             {
@@ -310,7 +312,7 @@ fn one_message_per_place(log: &[Record]) -> Result<(), Violation> {
                     vec![first, record],
                 ));
             }
-            by_seq.insert((channel, seq), (body, record));
+            by_seq.entry((channel, seq)).or_insert((body, record));
         }
     }
     Ok(())
