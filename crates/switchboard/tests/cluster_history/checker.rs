@@ -152,6 +152,7 @@ pub fn check(log: &[Record]) -> Result<(), Violation> {
     acks_kept(log)?;
     subscribers_in_order(log)?;
     deliveries_complete(log)?;
+    deliveries_owed(log)?;
     subscribers_caught_up(log)?;
     Ok(())
 }
@@ -523,6 +524,71 @@ fn deliveries_complete(log: &[Record]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// A subscription gets every message published after it was made that the final
+/// history holds (it may not have seen one published while it was being made), unless
+/// it was told the final epoch began after that message: messages before an epoch's
+/// announced first seq may be missing.
+fn deliveries_owed(log: &[Record]) -> Result<(), Violation> {
+    for (sub, stream) in subscriber_streams(log) {
+        let Some(
+            subscribed @ Record::Subscribe {
+                channel,
+                end_ms: subscribed_ms,
+                error: None,
+                ..
+            },
+        ) = stream.first().copied()
+        else {
+            continue;
+        };
+        let Some((read, messages)) = final_reads(log, channel).into_iter().next() else {
+            continue;
+        };
+        let seen: BTreeSet<&str> = stream
+            .iter()
+            .filter_map(|record| match record {
+                Record::Deliver { message, .. } => Some(message.body.as_str()),
+                _ => None,
+            })
+            .collect();
+        let final_first = stream.iter().rev().find_map(|record| match record {
+            Record::EpochChanged { first_seq, .. } => Some(*first_seq),
+            _ => None,
+        });
+        let held: BTreeMap<&str, u64> = messages.iter().map(|m| (m.body.as_str(), m.seq)).collect();
+        for record in log {
+            let Record::Publish {
+                channel: to,
+                body,
+                start_ms,
+                outcome: Outcome::Acked { .. },
+                ..
+            } = record
+            else {
+                continue;
+            };
+            let Some(&seq) = held.get(body.as_str()) else {
+                continue;
+            };
+            let excused = final_first.is_some_and(|first| seq < first);
+            if to == channel
+                && start_ms > subscribed_ms
+                && !excused
+                && !seen.contains(body.as_str())
+            {
+                return Err(violation(
+                    "deliveries-owed",
+                    format!(
+                        "{sub} never got seq {seq} of `{channel}`, published after it subscribed"
+                    ),
+                    vec![subscribed, record, read],
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// After the faults stop, every subscriber reaches the newest message of the final
 /// history (within the run's bound).
 fn subscribers_caught_up(log: &[Record]) -> Result<(), Violation> {
@@ -583,14 +649,14 @@ mod tests {
         }
     }
 
-    fn subscribe(sub: &str, replay_from: Option<u64>) -> Record {
+    fn subscribe(sub: &str, replay_from: Option<u64>, at: u64) -> Record {
         Record::Subscribe {
             sub: sub.to_owned(),
             node: 1,
             channel: "c".to_owned(),
             replay_from,
-            start_ms: 0,
-            end_ms: 0,
+            start_ms: at,
+            end_ms: at,
             error: None,
         }
     }
@@ -630,12 +696,12 @@ mod tests {
     fn good_log() -> Vec<Record> {
         let history = vec![seen(1, "a"), seen(2, "b"), seen(3, "x"), seen(4, "c")];
         vec![
-            subscribe("s1", Some(1)),
+            subscribe("s1", Some(1), 0),
             acked("a", 1, 1),
             acked("b", 2, 2),
             unavailable("x", 3),
             deliver("s1", 1, "a"),
-            subscribe("s2", None),
+            subscribe("s2", None, 3),
             deliver("s1", 2, "b"),
             deliver("s1", 3, "x"),
             acked("c", 4, 4),
@@ -711,7 +777,7 @@ mod tests {
     fn a_lost_ack_is_excused_by_an_announced_epoch_change_only() {
         let history = vec![seen(1, "c")];
         let mut log = vec![
-            subscribe("s2", None),
+            subscribe("s2", None, 0),
             acked("a", 1, 1),
             deliver("s2", 1, "a"),
             acked("c", 1, 20),
@@ -743,7 +809,7 @@ mod tests {
         };
         let history = vec![seen(1, "d")];
         let mut log = vec![
-            subscribe("s2", None),
+            subscribe("s2", None, 0),
             acked("a", 1, 1),
             deliver("s2", 1, "a"),
             told(10),
@@ -762,6 +828,25 @@ mod tests {
         // Without the second announcement, "b" and "c" were lost silently.
         log.remove(8);
         assert_eq!(broken(&log), "acks-kept");
+    }
+
+    #[test]
+    fn a_message_never_delivered_is_caught_unless_before_an_announced_first_seq() {
+        let mut log = good_log();
+        // s2, subscribed before any publish, was given seq 4 only.
+        log[5] = subscribe("s2", None, 0);
+        assert_eq!(broken(&log), "deliveries-owed");
+        // Told that the epoch it follows began at seq 4: the ones before may be missing.
+        log.insert(
+            7,
+            Record::EpochChanged {
+                sub: "s2".to_owned(),
+                channel: "c".to_owned(),
+                first_seq: 4,
+                at_ms: 3,
+            },
+        );
+        assert_eq!(check(&log), Ok(()));
     }
 
     #[test]
