@@ -1,0 +1,905 @@
+//! The history checker: reads the log of a cluster run (every operation's start, end
+//! and result) and says whether the history the clients saw holds together, or which
+//! invariant broke first and on which records.
+//!
+//! A message is known by its body (every publish sends a body of its own), so that a
+//! publish with no ack can still be found, and found twice. Sequence numbers are only
+//! one series within an epoch: a channel on which an epoch change was announced keeps
+//! the checks that hold across epochs (one body, one place; the final history agrees
+//! with the nodes and with every ack made after the change) and drops the ones that
+//! do not (an ack from before the change may be gone).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How a publish ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Acked {
+        seq: u64,
+        id: String,
+    },
+    /// Refused with BACKPLANE_UNAVAILABLE: it may or may not be in the history.
+    Unavailable {
+        error: String,
+    },
+    /// No answer within the request timeout: it may or may not be in the history.
+    TimedOut,
+    /// Any other failure, which this workload never expects.
+    Failed {
+        error: String,
+    },
+}
+
+/// One message as a read or a delivery showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub seq: u64,
+    pub id: String,
+    pub body: String,
+}
+
+/// One line of the log. Times are milliseconds since the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Record {
+    Publish {
+        client: String,
+        node: usize,
+        channel: String,
+        body: String,
+        start_ms: u64,
+        end_ms: u64,
+        outcome: Outcome,
+    },
+    /// A subscription made (or refused); `replay_from` is the replay asked for.
+    Subscribe {
+        sub: String,
+        node: usize,
+        channel: String,
+        replay_from: Option<u64>,
+        start_ms: u64,
+        end_ms: u64,
+        error: Option<String>,
+    },
+    /// A message a subscriber received.
+    Deliver {
+        sub: String,
+        channel: String,
+        at_ms: u64,
+        message: Seen,
+    },
+    /// An EVENT EPOCH_CHANGED the subscriber's connection was told of, logged before
+    /// the delivery it came before.
+    EpochChanged {
+        sub: String,
+        channel: String,
+        first_seq: u64,
+        at_ms: u64,
+    },
+    /// A subscription that ended before the run did.
+    SubscriptionEnded {
+        sub: String,
+        channel: String,
+        at_ms: u64,
+        error: String,
+    },
+    /// A history read (`Since::All`); `final_read` for the reads after the faults.
+    History {
+        reader: String,
+        node: usize,
+        channel: String,
+        start_ms: u64,
+        end_ms: u64,
+        final_read: bool,
+        result: Result<Vec<Seen>, String>,
+    },
+    /// A fault injected into Redis, from start to end.
+    Fault {
+        kind: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    /// A subscriber after the run: the newest seq it had seen when the wait for it to
+    /// reach `wanted` (the final history's newest) ended.
+    Drained {
+        sub: String,
+        channel: String,
+        upto: u64,
+        wanted: u64,
+    },
+}
+
+/// The first invariant a log breaks, with the records that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+    pub records: Vec<Record>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invariant `{}` violated: {}",
+            self.invariant, self.detail
+        )?;
+        for record in &self.records {
+            let line = serde_json::to_string(record).map_err(|_| fmt::Error)?;
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+fn violation(invariant: &'static str, detail: String, records: Vec<&Record>) -> Violation {
+    Violation {
+        invariant,
+        detail,
+        records: records.into_iter().cloned().collect(),
+    }
+}
+
+/// Checks every invariant over `log`, in a fixed order, and returns the first broken.
+pub fn check(log: &[Record]) -> Result<(), Violation> {
+    no_unexpected_failures(log)?;
+    nodes_converge(log)?;
+    one_message_per_place(log)?;
+    acks_kept(log)?;
+    subscribers_in_order(log)?;
+    deliveries_complete(log)?;
+    deliveries_owed(log)?;
+    subscribers_caught_up(log)?;
+    Ok(())
+}
+
+/// Channels on which an epoch change was announced, with the times of every
+/// announcement (to any subscriber).
+fn epoch_changes(log: &[Record]) -> BTreeMap<&str, Vec<u64>> {
+    let mut changes: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for record in log {
+        if let Record::EpochChanged { channel, at_ms, .. } = record {
+            changes.entry(channel.as_str()).or_default().push(*at_ms);
+        }
+    }
+    changes
+}
+
+/// The final reads of `channel`, one per node.
+fn final_reads<'a>(log: &'a [Record], wanted: &str) -> Vec<(&'a Record, &'a Vec<Seen>)> {
+    log.iter()
+        .filter_map(|record| match record {
+            Record::History {
+                channel,
+                final_read: true,
+                result: Ok(messages),
+                ..
+            } if channel == wanted => Some((record, messages)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn channels(log: &[Record]) -> BTreeSet<&str> {
+    log.iter()
+        .filter_map(|record| match record {
+            Record::Publish { channel, .. }
+            | Record::Subscribe { channel, .. }
+            | Record::History { channel, .. } => Some(channel.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Publishes and subscriptions fail only in the ways a fault explains, and every
+/// subscription lasts the run.
+fn no_unexpected_failures(log: &[Record]) -> Result<(), Violation> {
+    for record in log {
+        let detail = match record {
+            Record::Publish {
+                outcome: Outcome::Failed { error },
+                ..
+            } => format!("a publish failed: {error}"),
+            Record::SubscriptionEnded { error, .. } => {
+                format!("a subscription ended: {error}")
+            }
+            Record::History {
+                final_read: true,
+                result: Err(error),
+                ..
+            } => format!("a final history read failed: {error}"),
+            _ => continue,
+        };
+        return Err(violation("no-unexpected-failure", detail, vec![record]));
+    }
+    Ok(())
+}
+
+/// Every node reads the same final history of every channel.
+fn nodes_converge(log: &[Record]) -> Result<(), Violation> {
+    for channel in channels(log) {
+        let reads = final_reads(log, channel);
+        let Some((first, reference)) = reads.first() else {
+            return Err(violation(
+                "nodes-converge",
+                format!("no final history of `{channel}`"),
+                Vec::new(),
+            ));
+        };
+        for (other, messages) in &reads[1..] {
+            if messages != reference {
+                return Err(violation(
+                    "nodes-converge",
+                    format!("two nodes read different histories of `{channel}`"),
+                    vec![first, other],
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a message was seen: (seq, id), and the record that showed it.
+type Place<'a> = ((u64, &'a str), &'a Record);
+
+/// Each (channel, epoch, seq) is one message, and each message has one place. Without
+/// an epoch change the whole run is one epoch, so acks, deliveries and every read must
+/// agree; with one, each read and each subscriber's epoch must agree within itself and
+/// no body may appear at two places in any of them.
+fn one_message_per_place(log: &[Record]) -> Result<(), Violation> {
+    let changed = epoch_changes(log);
+    let mut by_body: BTreeMap<(&str, &str), Place<'_>> = BTreeMap::new();
+    let mut by_seq: BTreeMap<(&str, u64), (&str, &Record)> = BTreeMap::new();
+    for record in log {
+        let mut observations: Vec<(&str, u64, &str, &str)> = Vec::new();
+        match record {
+            Record::Publish {
+                channel,
+                body,
+                outcome: Outcome::Acked { seq, id },
+                ..
+            } => observations.push((channel, *seq, id, body)),
+            Record::Deliver {
+                channel, message, ..
+            } => observations.push((channel, message.seq, &message.id, &message.body)),
+            Record::History {
+                channel,
+                result: Ok(messages),
+                ..
+            } => {
+                let mut bodies = BTreeSet::new();
+                for message in messages {
+                    if !bodies.insert(message.body.as_str()) {
+                        return Err(violation(
+                            "one-message-per-place",
+                            format!("`{}` twice in one read of `{channel}`", message.body),
+                            vec![record],
+                        ));
+                    }
+                    observations.push((channel, message.seq, &message.id, &message.body));
+                }
+            }
+            _ => {}
+        }
+        for (channel, seq, id, body) in observations {
+            if changed.contains_key(channel) {
+                continue;
+            }
+            if let Some(((first_seq, first_id), first)) = by_body.get(&(channel, body))
+                && (*first_seq != seq || *first_id != id)
+            {
+                return Err(violation(
+                    "one-message-per-place",
+                    format!(
+                        "`{body}` in `{channel}` seen as seq {first_seq} ({first_id}) and as \
+                         seq {seq} ({id})"
+                    ),
+                    vec![first, record],
+                ));
+            }
+            by_body
+                .entry((channel, body))
+                .or_insert(((seq, id), record));
+            if let Some((first_body, first)) = by_seq.get(&(channel, seq))
+                && *first_body != body
+            {
+                return Err(violation(
+                    "one-message-per-place",
+                    format!("seq {seq} of `{channel}` seen as `{first_body}` and as `{body}`"),
+                    vec![first, record],
+                ));
+            }
+            by_seq.entry((channel, seq)).or_insert((body, record));
+        }
+    }
+    Ok(())
+}
+
+/// Every acknowledged publish is in the final history at its seq, unless an epoch
+/// change on its channel was announced after it began; and nothing is in the final
+/// history that no one published.
+fn acks_kept(log: &[Record]) -> Result<(), Violation> {
+    let changed = epoch_changes(log);
+    let mut published: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for record in log {
+        if let Record::Publish { channel, body, .. } = record {
+            published.insert((channel, body));
+        }
+    }
+    for channel in channels(log) {
+        let Some((read, messages)) = final_reads(log, channel).into_iter().next() else {
+            continue;
+        };
+        for message in messages {
+            if !published.contains(&(channel, message.body.as_str())) {
+                return Err(violation(
+                    "acks-kept",
+                    format!("`{}` in `{channel}` was never published", message.body),
+                    vec![read],
+                ));
+            }
+        }
+        let at: BTreeMap<u64, &Seen> = messages.iter().map(|m| (m.seq, m)).collect();
+        for record in log {
+            let Record::Publish {
+                channel: published_to,
+                body,
+                start_ms,
+                outcome: Outcome::Acked { seq, id },
+                ..
+            } = record
+            else {
+                continue;
+            };
+            if published_to != channel {
+                continue;
+            }
+            let kept = at
+                .get(seq)
+                .is_some_and(|found| &found.body == body && &found.id == id);
+            if kept {
+                continue;
+            }
+            // Lost with an epoch its subscribers were told had ended (any later change:
+            // the loss may be announced a few epochs on).
+            if changed
+                .get(channel)
+                .is_some_and(|told| told.iter().any(|at_ms| at_ms >= start_ms))
+            {
+                continue;
+            }
+            return Err(violation(
+                "acks-kept",
+                format!("acknowledged seq {seq} of `{channel}` is not in the final history"),
+                vec![record, read],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What one subscriber saw, in order, with the epoch changes it was told of.
+fn subscriber_streams(log: &[Record]) -> BTreeMap<&str, Vec<&Record>> {
+    let mut streams: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for record in log {
+        match record {
+            Record::Subscribe { sub, .. }
+            | Record::Deliver { sub, .. }
+            | Record::EpochChanged { sub, .. }
+            | Record::Drained { sub, .. } => streams.entry(sub).or_default().push(record),
+            _ => {}
+        }
+    }
+    streams
+}
+
+/// Within an epoch a subscriber's seqs strictly increase; each step back needs an epoch
+/// change it was told of and had not yet used. (The log notes a change when the next
+/// message is taken, which may be a message or two before the new epoch's first.)
+fn subscribers_in_order(log: &[Record]) -> Result<(), Violation> {
+    for (sub, stream) in subscriber_streams(log) {
+        let mut previous: Option<&Record> = None;
+        let mut told = 0_usize;
+        for record in stream {
+            match record {
+                Record::EpochChanged { .. } => told += 1,
+                Record::Deliver { message, .. } => {
+                    if let Some(last_record @ Record::Deliver { message: last, .. }) = previous
+                        && message.seq <= last.seq
+                    {
+                        if told == 0 {
+                            return Err(violation(
+                                "subscribers-in-order",
+                                format!(
+                                    "{sub} saw seq {} after seq {} with no epoch change",
+                                    message.seq, last.seq
+                                ),
+                                vec![last_record, record],
+                            ));
+                        }
+                        told -= 1;
+                    }
+                    previous = Some(record);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subscriber that replayed from seq 1 saw, in its last epoch, every message of the
+/// final history up to the newest it saw: the replay and the live feed left no gap.
+/// A live subscriber on a channel that kept one epoch saw every message from the first
+/// it was given to the newest.
+fn deliveries_complete(log: &[Record]) -> Result<(), Violation> {
+    let changed = epoch_changes(log);
+    for (sub, stream) in subscriber_streams(log) {
+        let Some(
+            subscribed @ Record::Subscribe {
+                channel,
+                replay_from,
+                error: None,
+                ..
+            },
+        ) = stream.first().copied()
+        else {
+            continue;
+        };
+        let replayed = match replay_from {
+            Some(1) => true,
+            None if !changed.contains_key(channel.as_str()) => false,
+            _ => continue,
+        };
+        let Some((read, messages)) = final_reads(log, channel).into_iter().next() else {
+            continue;
+        };
+        // The last epoch: after the last change this subscriber was told of.
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        let mut since_ms = 0;
+        let mut told_first = None;
+        for record in &stream {
+            match record {
+                Record::EpochChanged {
+                    at_ms, first_seq, ..
+                } => {
+                    seen.clear();
+                    since_ms = *at_ms;
+                    told_first = Some(*first_seq);
+                }
+                Record::Deliver { message, .. } => {
+                    seen.insert(message.seq);
+                }
+                _ => {}
+            }
+        }
+        let (Some(&oldest), Some(&newest)) = (seen.first(), seen.last()) else {
+            continue;
+        };
+        let acked_after: BTreeSet<&str> = log
+            .iter()
+            .filter_map(|record| match record {
+                Record::Publish {
+                    channel: to,
+                    body,
+                    start_ms,
+                    outcome: Outcome::Acked { .. },
+                    ..
+                } if to == channel && *start_ms >= since_ms => Some(body.as_str()),
+                _ => None,
+            })
+            .collect();
+        let from = match replayed {
+            true => told_first.unwrap_or(1),
+            false => oldest,
+        };
+        for message in messages {
+            let owed = match told_first {
+                None => true,
+                Some(_) => acked_after.contains(message.body.as_str()),
+            };
+            if owed && (from..=newest).contains(&message.seq) && !seen.contains(&message.seq) {
+                let (invariant, how) = match replayed {
+                    true => ("replay-complete", "replayed from seq 1".to_owned()),
+                    false => (
+                        "live-without-gaps",
+                        format!("followed live from seq {from}"),
+                    ),
+                };
+                return Err(violation(
+                    invariant,
+                    format!(
+                        "{sub} {how} `{channel}` and saw up to seq {newest} but not seq {}",
+                        message.seq
+                    ),
+                    vec![subscribed, read],
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subscription gets every message published after it was made that the final
+/// history holds (it may not have seen one published while it was being made), unless
+/// it was told the final epoch began after that message: messages before an epoch's
+/// announced first seq may be missing.
+fn deliveries_owed(log: &[Record]) -> Result<(), Violation> {
+    for (sub, stream) in subscriber_streams(log) {
+        let Some(
+            subscribed @ Record::Subscribe {
+                channel,
+                end_ms: subscribed_ms,
+                error: None,
+                ..
+            },
+        ) = stream.first().copied()
+        else {
+            continue;
+        };
+        let Some((read, messages)) = final_reads(log, channel).into_iter().next() else {
+            continue;
+        };
+        let seen: BTreeSet<&str> = stream
+            .iter()
+            .filter_map(|record| match record {
+                Record::Deliver { message, .. } => Some(message.body.as_str()),
+                _ => None,
+            })
+            .collect();
+        let final_first = stream.iter().rev().find_map(|record| match record {
+            Record::EpochChanged { first_seq, .. } => Some(*first_seq),
+            _ => None,
+        });
+        let held: BTreeMap<&str, u64> = messages.iter().map(|m| (m.body.as_str(), m.seq)).collect();
+        for record in log {
+            let Record::Publish {
+                channel: to,
+                body,
+                start_ms,
+                outcome: Outcome::Acked { .. },
+                ..
+            } = record
+            else {
+                continue;
+            };
+            let Some(&seq) = held.get(body.as_str()) else {
+                continue;
+            };
+            let excused = final_first.is_some_and(|first| seq < first);
+            if to == channel
+                && start_ms > subscribed_ms
+                && !excused
+                && !seen.contains(body.as_str())
+            {
+                return Err(violation(
+                    "deliveries-owed",
+                    format!(
+                        "{sub} never got seq {seq} of `{channel}`, published after it subscribed"
+                    ),
+                    vec![subscribed, record, read],
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After the faults stop, every subscriber reaches the newest message of the final
+/// history (within the run's bound).
+fn subscribers_caught_up(log: &[Record]) -> Result<(), Violation> {
+    for record in log {
+        if let Record::Drained {
+            sub, upto, wanted, ..
+        } = record
+            && upto < wanted
+        {
+            return Err(violation(
+                "subscribers-caught-up",
+                format!("{sub} stopped at seq {upto} of {wanted}"),
+                vec![record],
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(seq: u64, body: &str) -> Seen {
+        Seen {
+            seq,
+            id: format!("id-{body}"),
+            body: body.to_owned(),
+        }
+    }
+
+    fn acked(body: &str, seq: u64, at: u64) -> Record {
+        Record::Publish {
+            client: "p".to_owned(),
+            node: 0,
+            channel: "c".to_owned(),
+            body: body.to_owned(),
+            start_ms: at,
+            end_ms: at + 1,
+            outcome: Outcome::Acked {
+                seq,
+                id: format!("id-{body}"),
+            },
+        }
+    }
+
+    fn unavailable(body: &str, at: u64) -> Record {
+        Record::Publish {
+            client: "p".to_owned(),
+            node: 0,
+            channel: "c".to_owned(),
+            body: body.to_owned(),
+            start_ms: at,
+            end_ms: at + 1,
+            outcome: Outcome::Unavailable {
+                error: "BACKPLANE_UNAVAILABLE".to_owned(),
+            },
+        }
+    }
+
+    fn subscribe(sub: &str, replay_from: Option<u64>, at: u64) -> Record {
+        Record::Subscribe {
+            sub: sub.to_owned(),
+            node: 1,
+            channel: "c".to_owned(),
+            replay_from,
+            start_ms: at,
+            end_ms: at,
+            error: None,
+        }
+    }
+
+    fn deliver(sub: &str, seq: u64, body: &str) -> Record {
+        Record::Deliver {
+            sub: sub.to_owned(),
+            channel: "c".to_owned(),
+            at_ms: 50,
+            message: seen(seq, body),
+        }
+    }
+
+    fn final_history(node: usize, messages: Vec<Seen>) -> Record {
+        Record::History {
+            reader: format!("r{node}"),
+            node,
+            channel: "c".to_owned(),
+            start_ms: 100,
+            end_ms: 101,
+            final_read: true,
+            result: Ok(messages),
+        }
+    }
+
+    fn drained(sub: &str, upto: u64, wanted: u64) -> Record {
+        Record::Drained {
+            sub: sub.to_owned(),
+            channel: "c".to_owned(),
+            upto,
+            wanted,
+        }
+    }
+
+    /// A run that holds: three acks, one publish refused that did land, a replaying
+    /// subscriber and a live one, two nodes that agree.
+    fn good_log() -> Vec<Record> {
+        let history = vec![seen(1, "a"), seen(2, "b"), seen(3, "x"), seen(4, "c")];
+        vec![
+            subscribe("s1", Some(1), 0),
+            acked("a", 1, 1),
+            acked("b", 2, 2),
+            unavailable("x", 3),
+            deliver("s1", 1, "a"),
+            subscribe("s2", None, 3),
+            deliver("s1", 2, "b"),
+            deliver("s1", 3, "x"),
+            acked("c", 4, 4),
+            deliver("s1", 4, "c"),
+            deliver("s2", 4, "c"),
+            final_history(0, history.clone()),
+            final_history(1, history),
+            drained("s1", 4, 4),
+            drained("s2", 4, 4),
+        ]
+    }
+
+    fn broken(log: &[Record]) -> &'static str {
+        match check(log) {
+            Ok(()) => panic!("the checker passed a bad log"),
+            Err(violation) => {
+                // What a failing run prints must render.
+                assert!(violation.to_string().contains(violation.invariant));
+                violation.invariant
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_log_passes_and_survives_json() {
+        let log = good_log();
+        assert_eq!(check(&log), Ok(()));
+        let lines: Vec<String> = log
+            .iter()
+            .map(|record| serde_json::to_string(record).expect("serialises"))
+            .collect();
+        let back: Vec<Record> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("parses"))
+            .collect();
+        assert_eq!(back, log);
+    }
+
+    #[test]
+    fn a_duplicate_seq_is_caught() {
+        let mut log = good_log();
+        // Two publishes acknowledged with the same seq.
+        log.insert(9, acked("d", 4, 5));
+        assert_eq!(broken(&log), "one-message-per-place");
+    }
+
+    #[test]
+    fn a_message_stored_twice_is_caught() {
+        let mut log = good_log();
+        let history = vec![
+            seen(1, "a"),
+            seen(2, "b"),
+            seen(3, "x"),
+            seen(4, "c"),
+            seen(5, "x"),
+        ];
+        log[11] = final_history(0, history.clone());
+        log[12] = final_history(1, history);
+        assert_eq!(broken(&log), "one-message-per-place");
+    }
+
+    #[test]
+    fn a_lost_ack_is_caught() {
+        let mut log = good_log();
+        let history = vec![seen(1, "a"), seen(3, "x"), seen(4, "c")];
+        log[11] = final_history(0, history.clone());
+        log[12] = final_history(1, history);
+        log.retain(|record| !matches!(record, Record::Deliver { message, .. } if message.seq == 2));
+        assert_eq!(broken(&log), "acks-kept");
+    }
+
+    #[test]
+    fn a_lost_ack_is_excused_by_an_announced_epoch_change_only() {
+        let history = vec![seen(1, "c")];
+        let mut log = vec![
+            subscribe("s2", None, 0),
+            acked("a", 1, 1),
+            deliver("s2", 1, "a"),
+            acked("c", 1, 20),
+            deliver("s2", 1, "c"),
+            final_history(0, history.clone()),
+            final_history(1, history),
+            drained("s2", 1, 1),
+        ];
+        assert_eq!(broken(&log), "one-message-per-place");
+        log.insert(
+            4,
+            Record::EpochChanged {
+                sub: "s2".to_owned(),
+                channel: "c".to_owned(),
+                first_seq: 1,
+                at_ms: 15,
+            },
+        );
+        assert_eq!(check(&log), Ok(()));
+    }
+
+    #[test]
+    fn a_loss_announced_by_a_later_epoch_change_is_excused() {
+        let told = |at_ms| Record::EpochChanged {
+            sub: "s2".to_owned(),
+            channel: "c".to_owned(),
+            first_seq: 1,
+            at_ms,
+        };
+        let history = vec![seen(1, "d")];
+        let mut log = vec![
+            subscribe("s2", None, 0),
+            acked("a", 1, 1),
+            deliver("s2", 1, "a"),
+            told(10),
+            acked("b", 1, 20),
+            deliver("s2", 1, "b"),
+            acked("c", 2, 21),
+            deliver("s2", 2, "c"),
+            told(40),
+            acked("d", 1, 50),
+            deliver("s2", 1, "d"),
+            final_history(0, history.clone()),
+            final_history(1, history),
+            drained("s2", 1, 1),
+        ];
+        assert_eq!(check(&log), Ok(()));
+        // Without the second announcement, "b" and "c" were lost silently.
+        log.remove(8);
+        assert_eq!(broken(&log), "acks-kept");
+    }
+
+    #[test]
+    fn a_message_never_delivered_is_caught_unless_before_an_announced_first_seq() {
+        let mut log = good_log();
+        // s2, subscribed before any publish, was given seq 4 only.
+        log[5] = subscribe("s2", None, 0);
+        assert_eq!(broken(&log), "deliveries-owed");
+        // Told that the epoch it follows began at seq 4: the ones before may be missing.
+        log.insert(
+            7,
+            Record::EpochChanged {
+                sub: "s2".to_owned(),
+                channel: "c".to_owned(),
+                first_seq: 4,
+                at_ms: 3,
+            },
+        );
+        assert_eq!(check(&log), Ok(()));
+    }
+
+    #[test]
+    fn reordering_is_caught() {
+        let mut log = good_log();
+        log.swap(6, 7);
+        assert_eq!(broken(&log), "subscribers-in-order");
+    }
+
+    #[test]
+    fn a_gap_after_replay_is_caught() {
+        let mut log = good_log();
+        log.remove(6);
+        assert_eq!(broken(&log), "replay-complete");
+    }
+
+    #[test]
+    fn a_gap_in_a_live_feed_is_caught() {
+        let mut log = good_log();
+        // The live subscriber is given seq 2, then 4: it never got 3.
+        log.insert(6, deliver("s2", 2, "b"));
+        log.insert(7, deliver("s2", 3, "x"));
+        assert_eq!(check(&log), Ok(()));
+        log.remove(7);
+        assert_eq!(broken(&log), "live-without-gaps");
+    }
+
+    #[test]
+    fn diverging_nodes_are_caught() {
+        let mut log = good_log();
+        log[12] = final_history(1, vec![seen(1, "a"), seen(2, "b"), seen(3, "x")]);
+        assert_eq!(broken(&log), "nodes-converge");
+    }
+
+    #[test]
+    fn a_phantom_message_is_caught() {
+        let mut log = good_log();
+        let history = vec![
+            seen(1, "a"),
+            seen(2, "b"),
+            seen(3, "x"),
+            seen(4, "c"),
+            seen(5, "?"),
+        ];
+        log[11] = final_history(0, history.clone());
+        log[12] = final_history(1, history);
+        assert_eq!(broken(&log), "acks-kept");
+    }
+
+    #[test]
+    fn a_subscriber_left_behind_is_caught() {
+        let mut log = good_log();
+        log[14] = drained("s2", 3, 4);
+        assert_eq!(broken(&log), "subscribers-caught-up");
+    }
+}
