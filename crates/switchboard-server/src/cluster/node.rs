@@ -193,7 +193,22 @@ impl ClusterNode {
             hub.ingest_tagged(&channel, placed, live.epoch);
             return;
         }
-        match hub.ingest(&channel, placed, live.epoch) {
+        match hub.ingest(&channel, placed, live.epoch, false) {
+            Ingested::NewEpoch => {
+                let retention = channel
+                    .options
+                    .history
+                    .unwrap_or(hub.config().default_history);
+                let read = self
+                    .read_into(hub, &channel, Query::Last(retention), retention)
+                    .await;
+                if let Ok(placed) =
+                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
+                {
+                    // Delivered by the read if it was there; otherwise the epoch starts here.
+                    hub.ingest(&channel, placed, live.epoch, !read);
+                }
+            }
             Ingested::Gap { from } => {
                 debug!(
                     channel = name,
@@ -209,7 +224,7 @@ impl ClusterNode {
                 if let Ok(placed) =
                     payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
                 {
-                    hub.ingest(&channel, placed, live.epoch);
+                    hub.ingest(&channel, placed, live.epoch, true);
                 }
             }
             Ingested::Delivered(_) | Ingested::Duplicate => {}

@@ -33,6 +33,9 @@ pub(crate) enum Ingested {
     /// Messages from `from` on (before this one) never came: they must be read back and
     /// merged first.
     Gap { from: u64 },
+    /// The message belongs to a new epoch: the epoch's kept messages must be read back
+    /// and merged first.
+    NewEpoch,
 }
 
 impl Hub {
@@ -126,7 +129,15 @@ impl Hub {
     }
 
     /// Takes in a message of `channel` from the channel's feed, in the backplane's order.
-    pub(crate) fn ingest(&self, channel: &Channel, placed: Placed, epoch: u64) -> Ingested {
+    /// With `force_epoch`, a new epoch starts at this message (its earlier messages could
+    /// not be read back).
+    pub(crate) fn ingest(
+        &self,
+        channel: &Channel,
+        placed: Placed,
+        epoch: u64,
+        force_epoch: bool,
+    ) -> Ingested {
         let message = Arc::new(placed.message);
         let seq = message.seq();
         let mut history = channel.history.lock();
@@ -134,6 +145,11 @@ impl Hub {
             return Ingested::Duplicate;
         }
         if history.cluster.epoch != epoch {
+            if history.cluster.epoch != 0 && !force_epoch {
+                // The new epoch's earlier messages are read back first, so that its
+                // subscribers get all of it that is kept, not only what comes next.
+                return Ingested::NewEpoch;
+            }
             self.change_epoch(channel, &mut history, epoch, seq);
         }
         match history.cluster.delivered {
