@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::channels::{self, AppendError};
+use crate::engine_directory::NodeDirectory;
 use crate::error::BackplaneError;
 use crate::keys::Keys;
 use crate::live::{self, Live};
@@ -96,20 +97,22 @@ pub enum StartError {
 
 /// The hub's backplane on Redis.
 pub struct RedisBackplane {
-    supervisor: Arc<Supervisor>,
-    subscriber: Arc<Subscriber>,
-    keys: Keys,
+    pub(crate) supervisor: Arc<Supervisor>,
+    pub(crate) subscriber: Arc<Subscriber>,
+    pub(crate) keys: Keys,
     incarnation: u64,
     info: NodeInfo,
     events: Mutex<Option<mpsc::Receiver<BackplaneEvent>>>,
     /// Encodes channel options for Redis.
     codec: FrameCodec,
-    shutdown: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The node found its registration expired (Redis lost it, or the node was cut off
     /// longer than its time to live) and registered again.
     reregistrations: AtomicU64,
     closed: AtomicBool,
+    /// This node's clients in the directory, and its relays in flight.
+    pub(crate) directory: Arc<NodeDirectory>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -196,6 +199,7 @@ impl RedisBackplane {
         let (subscriber, pushes, subscriber_task) =
             Subscriber::start(supervisor.clone(), FEED_CAPACITY, shutdown.child_token());
         let (feed, events) = mpsc::channel(FEED_CAPACITY);
+        let (directory, relay_answers) = NodeDirectory::new(incarnation);
         let backplane = Arc::new(RedisBackplane {
             supervisor,
             subscriber,
@@ -211,11 +215,13 @@ impl RedisBackplane {
             tasks: Mutex::new(Vec::new()),
             reregistrations: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            directory: directory.clone(),
         });
         let translator = tokio::spawn(translate(
             backplane.keys.clone(),
             pushes,
             feed,
+            directory.clone(),
             shutdown.child_token(),
         ));
         let heartbeat = tokio::spawn(Arc::clone(&backplane).heartbeat(shutdown.child_token()));
@@ -223,6 +229,7 @@ impl RedisBackplane {
             .tasks
             .lock()
             .extend([supervisor_task, subscriber_task, translator, heartbeat]);
+        backplane.start_directory(relay_answers).await?;
         Ok(backplane)
     }
 
@@ -230,7 +237,7 @@ impl RedisBackplane {
     /// turned out broken (Redis restarted or failed over since it was last used), it runs
     /// once more on the next connection, within what is left of the operation bound: a
     /// read right after a restart is answered rather than refused.
-    async fn run_read<T>(
+    pub(crate) async fn run_read<T>(
         &self,
         op: impl for<'c> FnOnce(
             &'c mut redis::aio::MultiplexedConnection,
@@ -301,6 +308,7 @@ impl RedisBackplane {
                     .await;
                 if again.is_ok() {
                     self.reregistrations.fetch_add(1, Ordering::Relaxed);
+                    self.directory.publish_all_again();
                 }
             }
         }
@@ -397,8 +405,10 @@ async fn translate(
     keys: Keys,
     mut pushes: mpsc::Receiver<SubscriberEvent>,
     feed: mpsc::Sender<BackplaneEvent>,
+    directory: Arc<NodeDirectory>,
     shutdown: CancellationToken,
 ) {
+    let node_topic = keys.node_topic(directory.incarnation());
     let channel_prefix = keys.channel_topic_prefix();
     let tag_prefix = keys.tag_topic("");
     loop {
@@ -409,6 +419,12 @@ async fn translate(
         let event = match push {
             None => return,
             Some(SubscriberEvent::Resubscribed) => BackplaneEvent::Resubscribed,
+            Some(SubscriberEvent::Push(push)) if push.topic == node_topic => {
+                match directory.take(&push.payload) {
+                    Some(relay) => BackplaneEvent::Relay(relay),
+                    None => continue,
+                }
+            }
             Some(SubscriberEvent::Push(push)) => {
                 let (channel, via_tag) =
                     if let Some(channel) = push.topic.strip_prefix(&channel_prefix) {
@@ -751,6 +767,51 @@ impl Backplane for RedisBackplane {
             left.map_err(|e| unavailable(&e))
         }
         .boxed()
+    }
+
+    fn client_joined(&self, record: seam::ClientRecord) {
+        self.directory.joined(record);
+    }
+
+    fn client_left(&self, id: u64) {
+        self.directory.left(id);
+    }
+
+    fn list_clients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BackplaneFuture<'_, Vec<seam::ClientRecord>> {
+        self.list_directory(after, limit).boxed()
+    }
+
+    fn client_records<'a>(
+        &'a self,
+        ids: &'a [u64],
+    ) -> BackplaneFuture<'a, Vec<Option<seam::ClientRecord>>> {
+        self.directory_records(ids).boxed()
+    }
+
+    fn relay(
+        &self,
+        node: u64,
+        request: seam::RelayRequest,
+    ) -> BackplaneFuture<'_, Vec<switchboard_proto::packet::RelayOutcome>> {
+        let bound = self.supervisor.config().op_timeout;
+        async move {
+            self.directory
+                .relay(&self.supervisor, &self.keys, node, request, bound)
+                .await
+        }
+        .boxed()
+    }
+
+    fn answer_relay(
+        &self,
+        relay: &seam::IncomingRelay,
+        outcomes: Vec<switchboard_proto::packet::RelayOutcome>,
+    ) {
+        self.directory.answer(relay, &outcomes);
     }
 }
 

@@ -8,6 +8,7 @@
 //! messages: the same [`crate::hub::history::History`] a single server keeps, so that
 //! replay-then-live works under the same locks as on one server.
 
+pub mod directory;
 pub mod memory;
 pub(crate) mod node;
 pub(crate) mod payload;
@@ -20,6 +21,7 @@ use switchboard_proto::packet::ChannelOptions;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use self::directory::{ClientRecord, IncomingRelay, RelayRequest};
 pub use crate::error::Refusal;
 
 /// The channel a message payload belongs to (a backplane that carries hashtag feeds
@@ -70,6 +72,9 @@ pub enum BackplaneEvent {
     /// The feed was broken and is whole again: messages published meanwhile never came
     /// through it, so followed channels must be caught up from history.
     Resubscribed,
+    /// Another node relays a body to clients of this one; answered with
+    /// [`Backplane::answer_relay`].
+    Relay(IncomingRelay),
 }
 
 /// A channel as the backplane knows it.
@@ -201,4 +206,49 @@ pub trait Backplane: Send + Sync + 'static {
     fn node_id(&self) -> u64;
     /// Leaves the cluster cleanly (a node that is killed leaves by expiry instead).
     fn close(&self) -> BackplaneFuture<'_, ()>;
+    /// A client connected to this node: published to the directory soon after, in a
+    /// batch, without waiting (a session's start never waits on the backplane).
+    fn client_joined(&self, _record: ClientRecord) {}
+    /// A client of this node left (published like [`Backplane::client_joined`]).
+    fn client_left(&self, _id: u64) {}
+    /// Clients of the live nodes after the client `after`, in id order.
+    fn list_clients(
+        &self,
+        _after: Option<u64>,
+        _limit: usize,
+    ) -> BackplaneFuture<'_, Vec<ClientRecord>> {
+        unsupported()
+    }
+    /// The records of these clients, in their order: `None` for one whose node is not
+    /// live or that is not connected there.
+    fn client_records<'a>(
+        &'a self,
+        _ids: &'a [u64],
+    ) -> BackplaneFuture<'a, Vec<Option<ClientRecord>>> {
+        unsupported()
+    }
+    /// Relays a body to clients of another node, which answers with one outcome per
+    /// receiver, in order; refused when the node does not answer within the bound.
+    fn relay(
+        &self,
+        _node: u64,
+        _request: RelayRequest,
+    ) -> BackplaneFuture<'_, Vec<switchboard_proto::packet::RelayOutcome>> {
+        unsupported()
+    }
+    /// Answers a relay from another node ([`BackplaneEvent::Relay`]), without waiting.
+    fn answer_relay(
+        &self,
+        _relay: &IncomingRelay,
+        _outcomes: Vec<switchboard_proto::packet::RelayOutcome>,
+    ) {
+    }
+}
+
+/// What a backplane answers for an operation it does not have.
+fn unsupported<'a, T: Send + 'a>() -> BackplaneFuture<'a, T> {
+    Box::pin(std::future::ready(Err(Refusal::new(
+        switchboard_proto::ErrorCode::BackplaneUnavailable,
+        "not supported by this backplane",
+    ))))
 }

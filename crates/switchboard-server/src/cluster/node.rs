@@ -113,6 +113,11 @@ impl ClusterNode {
                     }
                 }
                 BackplaneEvent::Resubscribed => self.catch_up(&hub).await,
+                BackplaneEvent::Relay(relay) => {
+                    let outcomes =
+                        super::directory::deliver(&hub, self.backplane.node_id(), &relay);
+                    self.backplane.answer_relay(&relay, outcomes);
+                }
             }
         }
     }
