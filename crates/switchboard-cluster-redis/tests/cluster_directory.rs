@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchboard_client::{Client, ClientConfig, RelayStatus};
+use switchboard_cluster_redis::nodes::{self, ClientRecord};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
 use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
 use switchboard_server::{Server, ServerHandle};
@@ -250,5 +251,36 @@ async fn a_relay_to_a_client_that_left_is_unknown() {
         .await
         .expect("relay");
     assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].status, RelayStatus::Unknown);
+    // Its record written again, as if its removal had not reached Redis yet: its node,
+    // which no longer has it, still answers unknown.
+    let redis_client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = tokio::time::timeout(WAIT, redis_client.get_multiplexed_async_connection())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    let lingering = ClientRecord {
+        id: leaving_id,
+        name: "leaving".to_owned(),
+        user: String::new(),
+        connected_us: 1,
+        receives_relay: true,
+    };
+    let node_b = nodes[1].backplane.incarnation();
+    let keys = nodes[1].backplane.keys();
+    nodes::add_clients(
+        &mut conn,
+        keys,
+        node_b,
+        &[lingering],
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("record written");
+    assert_eq!(listed_when(&sender, &[leaving_id]).await, vec![leaving_id]);
+    let outcomes = sender
+        .relay(&[leaving_id], "still too late", "text/plain")
+        .await
+        .expect("relay");
     assert_eq!(outcomes[0].status, RelayStatus::Unknown);
 }

@@ -66,8 +66,10 @@ async fn a_killed_nodes_clients_leave_every_listing_within_its_registration_ttl(
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect();
-    let mut nodes: Vec<(support::KillOnDrop, String)> =
-        dirs.iter().map(|dir| serve_node(&redis, dir.path())).collect();
+    let mut nodes: Vec<(support::KillOnDrop, String)> = dirs
+        .iter()
+        .map(|dir| serve_node(&redis, dir.path()))
+        .collect();
     let mut clients = Vec::new();
     for (index, (_, addr)) in nodes.iter().enumerate() {
         for i in 0..2 {
