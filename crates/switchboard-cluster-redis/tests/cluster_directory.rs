@@ -2,7 +2,7 @@
 //! LIST_CLIENTS on any node shows every node's clients in id order and in pages; client
 //! ids stay distinct across thousands of sessions on three nodes; a relay reaches
 //! receivers on this node and on others with one outcome each; a receiver that left,
-//! or on no live node, is unknown.
+//! or on no live node, is unknown; one whose node does not answer in time is dropped.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchboard_client::{Client, ClientConfig, RelayStatus};
-use switchboard_cluster_redis::nodes::{self, ClientRecord};
+use switchboard_cluster_redis::nodes::{self, ClientRecord, NodeInfo};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
 use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
 use switchboard_server::{Server, ServerHandle};
@@ -283,4 +283,65 @@ async fn a_relay_to_a_client_that_left_is_unknown() {
         .await
         .expect("relay");
     assert_eq!(outcomes[0].status, RelayStatus::Unknown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_of_a_node_that_does_not_answer_are_dropped_within_the_bound() {
+    let redis = redis();
+    let nodes = cluster(&redis, 1).await;
+    let sender = client(&nodes[0], "sender").await;
+    let redis_client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = tokio::time::timeout(WAIT, redis_client.get_multiplexed_async_connection())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    // A node that registered, listed a client and follows its topic, but never answers.
+    let keys = nodes[0].backplane.keys();
+    let silent = 1_000u64;
+    let info = NodeInfo {
+        link_addr: String::new(),
+        started_us: 1,
+        version: "0".to_owned(),
+    };
+    nodes::reregister(&mut conn, keys, silent, &info, Duration::from_secs(30))
+        .await
+        .expect("registered");
+    let receiver = silent << 32 | 1;
+    let record = ClientRecord {
+        id: receiver,
+        name: "silent".to_owned(),
+        user: String::new(),
+        connected_us: 1,
+        receives_relay: true,
+    };
+    nodes::add_clients(&mut conn, keys, silent, &[record], Duration::from_secs(30))
+        .await
+        .expect("record written");
+    let mut pubsub = redis_client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(keys.node_topic(silent))
+        .await
+        .expect("subscribed");
+    let started = Instant::now();
+    let outcomes = sender
+        .relay(&[receiver], "anyone there?", "text/plain")
+        .await
+        .expect("relay");
+    let waited = started.elapsed();
+    assert_eq!(outcomes[0].status, RelayStatus::Dropped);
+    // The node bound is 1 s in these tests.
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    let mut messages = pubsub.on_message();
+    let request = tokio::time::timeout(WAIT, messages.next())
+        .await
+        .expect("the relay reached the silent node")
+        .expect("a message");
+    let payload: Vec<u8> = request.get_payload().expect("bytes");
+    assert!(
+        payload.ends_with(b"anyone there?"),
+        "the request carries the body"
+    );
 }
