@@ -345,3 +345,29 @@ async fn receivers_of_a_node_that_does_not_answer_are_dropped_within_the_bound()
         "the request carries the body"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_registration_expired_lists_its_clients_again_when_it_comes_back() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let observer = client(&nodes[0], "observer").await;
+    let on_b = [client(&nodes[1], "b1").await, client(&nodes[1], "b2").await];
+    let expected: Vec<u64> = on_b.iter().map(id).collect();
+    assert_eq!(listed_when(&observer, &expected).await, expected);
+    // What Redis forgets when the node's registration expires.
+    let node_b = nodes[1].backplane.incarnation();
+    let keys = nodes[1].backplane.keys();
+    let node_b_text = node_b.to_string();
+    let (info, ids, records) = (
+        keys.node_info(node_b),
+        keys.node_clients(node_b),
+        keys.node_client_info(node_b),
+    );
+    let _: redis::Value = redis
+        .command(&["ZREM", &keys.nodes(), &node_b_text])
+        .expect("zrem");
+    let _: redis::Value = redis.command(&["DEL", &info, &ids, &records]).expect("del");
+    // The next heartbeat registers the node again, and every client with it (their
+    // records are gone: only the node can write them again).
+    assert_eq!(listed_when(&observer, &expected).await, expected);
+}
