@@ -2,17 +2,20 @@
 //! LIST_CLIENTS on any node shows every node's clients in id order and in pages; client
 //! ids stay distinct across thousands of sessions on three nodes; a relay reaches
 //! receivers on this node and on others with one outcome each; a receiver that left,
-//! or on no live node, is unknown; one whose node does not answer in time is dropped.
+//! or on no live node, is unknown; one whose node does not answer in time is dropped;
+//! relay rules hold across nodes; a node that registers again lists its clients again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, RelayStatus};
+use switchboard_client::{Client, ClientConfig, ErrorCode, RelayStatus};
 use switchboard_cluster_redis::nodes::{self, ClientRecord, NodeInfo};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
 use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
+use switchboard_server::security::RoleSpec;
+use switchboard_server::security::permissions::Rule;
 use switchboard_server::{Server, ServerHandle};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -370,4 +373,123 @@ async fn a_node_whose_registration_expired_lists_its_clients_again_when_it_comes
     // The next heartbeat registers the node again, and every client with it (their
     // records are gone: only the node can write them again).
     assert_eq!(listed_when(&observer, &expected).await, expected);
+}
+
+/// A node whose anonymous sessions take `role`.
+async fn node_with_role(redis: &RedisProc, role: RoleSpec) -> Node {
+    let mut config = RedisConfig::new(redis.url());
+    config.op_timeout = Duration::from_millis(1000);
+    let backplane = RedisBackplane::start(config).await.expect("node joins");
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .backplane(backplane.clone())
+        .configure(|config| {
+            config.security.roles.insert("guest".into(), role);
+            config.security.anonymous_role = Some("guest".into());
+        })
+        .start()
+        .await
+        .expect("node starts");
+    Node { server, backplane }
+}
+
+fn relay_to(users: &[&str]) -> Rule {
+    Rule {
+        allow: users.iter().map(|user| (*user).to_owned()).collect(),
+        deny: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_rules_hold_for_receivers_on_other_nodes() {
+    let redis = redis();
+    // A's sessions may relay to no anonymous user; B's may; C's take no relays.
+    let a = node_with_role(
+        &redis,
+        RoleSpec {
+            relay: relay_to(&["someone"]),
+            ..RoleSpec::default()
+        },
+    )
+    .await;
+    let b = node_with_role(
+        &redis,
+        RoleSpec {
+            relay: relay_to(&["anonymous"]),
+            ..RoleSpec::default()
+        },
+    )
+    .await;
+    let c = node_with_role(
+        &redis,
+        RoleSpec {
+            relay: relay_to(&["anonymous"]),
+            receive_relay: false,
+            ..RoleSpec::default()
+        },
+    )
+    .await;
+    let on_a = client(&a, "on-a").await;
+    let on_b = client(&b, "on-b").await;
+    let on_c = client(&c, "on-c").await;
+    let mut feed_a = on_a.direct_feed().expect("direct feed");
+    let mut feed_b = on_b.direct_feed().expect("direct feed");
+    // B lists only those it may relay to: A's client, not C's (it takes no relays)...
+    assert_eq!(listed_when(&on_b, &[id(&on_a)]).await, vec![id(&on_a)]);
+    // ...once C's record is there for sure (C lists A and B).
+    let both = [id(&on_a), id(&on_b)];
+    assert_eq!(listed_when(&on_c, &both).await, both.to_vec());
+    assert_eq!(
+        on_b.list_clients().await.expect("list").len(),
+        1,
+        "C's client is not listed to B"
+    );
+    // A lists nobody: it may relay to no anonymous user.
+    assert!(on_a.list_clients().await.expect("list").is_empty());
+
+    let refused = on_a
+        .relay(&[id(&on_b)], "psst", "text/plain")
+        .await
+        .expect_err("A may not relay to B's anonymous client");
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("relay to anonymous is not permitted"),
+        "{refused}"
+    );
+    let refused = on_b
+        .relay(&[id(&on_a), id(&on_c)], "psst", "text/plain")
+        .await
+        .expect_err("C's client takes no relays");
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+    assert!(
+        refused.to_string().contains("does not take relays"),
+        "{refused}"
+    );
+    // Nothing was delivered to anyone; what B may send arrives.
+    let outcomes = on_b
+        .relay(&[id(&on_a)], "hello", "text/plain")
+        .await
+        .expect("relay");
+    assert_eq!(outcomes[0].status, RelayStatus::Delivered);
+    let direct = tokio::time::timeout(WAIT, feed_a.next())
+        .await
+        .expect("the body within the wait")
+        .expect("the feed goes on");
+    assert_eq!(
+        direct.text(),
+        Some("hello"),
+        "the refused relays never came"
+    );
+    let outcomes = on_c
+        .relay(&[id(&on_b)], "to b", "text/plain")
+        .await
+        .expect("relay");
+    assert_eq!(outcomes[0].status, RelayStatus::Delivered);
+    let direct = tokio::time::timeout(WAIT, feed_b.next())
+        .await
+        .expect("the body within the wait")
+        .expect("the feed goes on");
+    assert_eq!(direct.text(), Some("to b"), "the refused relay never came");
 }
