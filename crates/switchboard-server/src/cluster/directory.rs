@@ -131,16 +131,16 @@ pub(crate) async fn client_page(
     Ok(Hub::client_page_of(clients, size, read_up_to))
 }
 
-/// Relays `direct` to the receivers of other nodes that the directory knows
-/// (`records`), one message per node, all nodes at once. Returns each node's outcomes
-/// in the order its receivers appear in `receivers`. A node that does not answer
-/// within the backplane's bound gets `Dropped` for each of its receivers: the sender is
-/// told the body may not have arrived and that sending again later may succeed (it may
-/// also have arrived: the answer, not the delivery, is what was lost).
+/// Relays `request` (its receivers left empty) to the receivers of other nodes that
+/// the directory knows (`records`), one message per node, all nodes at once. Returns
+/// each node's outcomes in the order its receivers appear in `receivers`. A node that
+/// does not answer within the backplane's bound gets `Dropped` for each of its
+/// receivers: the sender is told the body may not have arrived and that sending again
+/// later may succeed (it may also have arrived: the answer, not the delivery, is what
+/// was lost).
 pub(crate) async fn relay_to_nodes(
     cluster: &ClusterNode,
-    direct: &Direct,
-    to_any_client: bool,
+    request: &RelayRequest,
     receivers: &[u64],
     records: &HashMap<u64, ClientRecord>,
 ) -> HashMap<u64, VecDeque<RelayStatus>> {
@@ -152,13 +152,8 @@ pub(crate) async fn relay_to_nodes(
     }
     let calls = by_node.into_iter().map(|(node, ids)| async move {
         let request = RelayRequest {
-            sender_id: direct.sender_id,
-            sender_name: direct.sender_name.as_str().to_owned(),
-            time_us: direct.time_us,
-            to_any_client,
-            content_type: direct.content_type.as_str().to_owned(),
-            body: direct.body.clone(),
             receivers: ids.clone(),
+            ..request.clone()
         };
         let statuses = match cluster.backplane().relay(node, request).await {
             Ok(outcomes) if outcomes.len() == ids.len() => {

@@ -1,17 +1,17 @@
 //! RELAY: a body sent straight to other clients by id, stored nowhere.
 
+use std::collections::HashMap;
+
 use switchboard_proto::ErrorCode;
 use switchboard_proto::packet::{
     Direct, MAX_RECEIVERS, Packet, Relay, RelayOutcome, RelayResult, RelayStatus,
 };
 
-use std::collections::HashMap;
-
 use super::permission::{ANONYMOUS_USER, denied};
 use super::session::Session;
-use crate::cluster::ClientRecord;
 use crate::cluster::directory;
 use crate::cluster::node::ClusterNode;
+use crate::cluster::{ClientRecord, RelayRequest};
 use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::hub::directory::ClientEntry;
@@ -156,14 +156,15 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
         },
         None => None,
     };
+    let time_us = now_us();
     let direct = Direct {
         sender_id: session.caller.client_id,
         sender_name: session.caller.name.clone(),
-        time_us: now_us(),
+        time_us,
         content_type: relay.content_type.clone(),
         body: relay.body.clone(),
     };
-    let Some(frame) = hub.shared_frame(&Packet::Direct(direct.clone())) else {
+    let Some(frame) = hub.shared_frame(&Packet::Direct(direct)) else {
         session
             .refuse(
                 request_id,
@@ -174,11 +175,19 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
     };
     let mut remote_statuses = match &remote {
         Some((cluster, records)) if !records.is_empty() => {
-            let admin = matches!(
-                *session.permissions.grants(),
-                Grants::Everything { admin: true }
-            );
-            directory::relay_to_nodes(cluster, &direct, admin, &relay.receivers, records).await
+            let request = RelayRequest {
+                sender_id: session.caller.client_id,
+                sender_name: session.caller.name.as_str().to_owned(),
+                time_us,
+                to_any_client: matches!(
+                    *session.permissions.grants(),
+                    Grants::Everything { admin: true }
+                ),
+                content_type: relay.content_type.as_str().to_owned(),
+                body: relay.body.clone(),
+                receivers: Vec::new(),
+            };
+            directory::relay_to_nodes(cluster, &request, &relay.receivers, records).await
         }
         _ => HashMap::new(),
     };
