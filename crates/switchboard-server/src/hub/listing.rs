@@ -283,6 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_page_read_up_to_a_bound_goes_on_after_it() {
+        let clients = |ids: &[u64]| -> Vec<ClientInfo> {
+            ids.iter()
+                .map(|&client_id| ClientInfo {
+                    client_id,
+                    name: "c".into(),
+                    connected_since_us: 0,
+                })
+                .collect()
+        };
+        let cursor = |id: u64| Some(Bytes::copy_from_slice(&id.to_be_bytes()));
+        // Every client up to 9 fits: the next page starts after 9, not after 5.
+        let page =
+            Hub::client_page_of(clients(&[2, 5]), PageSize::new(Some(10), u32::MAX), Some(9));
+        assert_eq!(page.entries.len(), 2);
+        assert_eq!(page.next, cursor(9));
+        // A full page goes on after its last entry, whatever the bound.
+        let page = Hub::client_page_of(
+            clients(&[2, 5, 7]),
+            PageSize::new(Some(2), u32::MAX),
+            Some(9),
+        );
+        assert_eq!(page.next, cursor(5));
+        // Nothing more known: the listing ends.
+        let page = Hub::client_page_of(clients(&[2]), PageSize::new(Some(2), u32::MAX), None);
+        assert_eq!(page.next, None);
+    }
+
+    #[test]
     fn cursors_that_this_server_did_not_give_are_refused() {
         assert!(name_cursor(Some(&Bytes::from_static(&[0xFF, 0xFE]))).is_err());
         assert!(id_cursor(Some(&Bytes::from_static(b"123"))).is_err());
