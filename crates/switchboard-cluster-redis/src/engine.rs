@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::channels::{self, AppendError};
+use crate::engine_directory::NodeDirectory;
 use crate::engine_groups;
 use crate::error::BackplaneError;
 use crate::keys::Keys;
@@ -97,20 +98,22 @@ pub enum StartError {
 
 /// The hub's backplane on Redis.
 pub struct RedisBackplane {
-    supervisor: Arc<Supervisor>,
-    subscriber: Arc<Subscriber>,
-    keys: Keys,
+    pub(crate) supervisor: Arc<Supervisor>,
+    pub(crate) subscriber: Arc<Subscriber>,
+    pub(crate) keys: Keys,
     incarnation: u64,
     info: NodeInfo,
     events: Mutex<Option<mpsc::Receiver<BackplaneEvent>>>,
     /// Encodes channel options for Redis.
     codec: FrameCodec,
-    shutdown: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The node found its registration expired (Redis lost it, or the node was cut off
     /// longer than its time to live) and registered again.
     reregistrations: AtomicU64,
     closed: AtomicBool,
+    /// This node's clients in the directory, and its relays in flight.
+    pub(crate) directory: Arc<NodeDirectory>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -197,6 +200,7 @@ impl RedisBackplane {
         let (subscriber, pushes, subscriber_task) =
             Subscriber::start(supervisor.clone(), FEED_CAPACITY, shutdown.child_token());
         let (feed, events) = mpsc::channel(FEED_CAPACITY);
+        let (directory, relay_answers) = NodeDirectory::new(incarnation);
         let backplane = Arc::new(RedisBackplane {
             supervisor,
             subscriber,
@@ -212,11 +216,13 @@ impl RedisBackplane {
             tasks: Mutex::new(Vec::new()),
             reregistrations: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            directory: directory.clone(),
         });
         let translator = tokio::spawn(translate(
             backplane.keys.clone(),
             pushes,
             feed,
+            directory.clone(),
             shutdown.child_token(),
         ));
         let heartbeat = tokio::spawn(Arc::clone(&backplane).heartbeat(shutdown.child_token()));
@@ -224,6 +230,7 @@ impl RedisBackplane {
             .tasks
             .lock()
             .extend([supervisor_task, subscriber_task, translator, heartbeat]);
+        backplane.start_directory(relay_answers).await?;
         Ok(backplane)
     }
 
@@ -306,6 +313,7 @@ impl RedisBackplane {
                     .await;
                 if again.is_ok() {
                     self.reregistrations.fetch_add(1, Ordering::Relaxed);
+                    self.directory.publish_all_again();
                 }
             }
         }
@@ -402,8 +410,10 @@ async fn translate(
     keys: Keys,
     mut pushes: mpsc::Receiver<SubscriberEvent>,
     feed: mpsc::Sender<BackplaneEvent>,
+    directory: Arc<NodeDirectory>,
     shutdown: CancellationToken,
 ) {
+    let node_topic = keys.node_topic(directory.incarnation());
     let channel_prefix = keys.channel_topic_prefix();
     let tag_prefix = keys.tag_topic("");
     let group_prefix = engine_groups::topic_prefix(&keys);
@@ -418,6 +428,12 @@ async fn translate(
             Some(SubscriberEvent::Push(push)) if push.topic.starts_with(&group_prefix) => {
                 match engine_groups::event(&push.topic[group_prefix.len()..], &push.payload) {
                     Some(event) => event,
+                    None => continue,
+                }
+            }
+            Some(SubscriberEvent::Push(push)) if push.topic == node_topic => {
+                match directory.take(&push.payload) {
+                    Some(relay) => BackplaneEvent::Relay(relay),
                     None => continue,
                 }
             }
@@ -878,6 +894,51 @@ impl Backplane for RedisBackplane {
         limit: u64,
     ) -> BackplaneFuture<'a, Option<Page>> {
         self.read_group_now(name, query, limit).boxed()
+    }
+
+    fn client_joined(&self, record: seam::ClientRecord) {
+        self.directory.joined(record);
+    }
+
+    fn client_left(&self, id: u64) {
+        self.directory.left(id);
+    }
+
+    fn list_clients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BackplaneFuture<'_, Vec<seam::ClientRecord>> {
+        self.list_directory(after, limit).boxed()
+    }
+
+    fn client_records<'a>(
+        &'a self,
+        ids: &'a [u64],
+    ) -> BackplaneFuture<'a, Vec<Option<seam::ClientRecord>>> {
+        self.directory_records(ids).boxed()
+    }
+
+    fn relay(
+        &self,
+        node: u64,
+        request: seam::RelayRequest,
+    ) -> BackplaneFuture<'_, Vec<switchboard_proto::packet::RelayOutcome>> {
+        let bound = self.supervisor.config().op_timeout;
+        async move {
+            self.directory
+                .relay(&self.supervisor, &self.keys, node, request, bound)
+                .await
+        }
+        .boxed()
+    }
+
+    fn answer_relay(
+        &self,
+        relay: &seam::IncomingRelay,
+        outcomes: Vec<switchboard_proto::packet::RelayOutcome>,
+    ) {
+        self.directory.answer(relay, &outcomes);
     }
 }
 

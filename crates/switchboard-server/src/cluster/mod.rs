@@ -8,6 +8,7 @@
 //! messages: the same [`crate::hub::history::History`] a single server keeps, so that
 //! replay-then-live works under the same locks as on one server.
 
+pub mod directory;
 pub(crate) mod groups;
 pub mod memory;
 pub(crate) mod node;
@@ -21,6 +22,7 @@ use switchboard_proto::packet::ChannelOptions;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use self::directory::{ClientRecord, IncomingRelay, RelayRequest};
 pub use crate::error::Refusal;
 
 /// The channel a message payload belongs to (a backplane that carries hashtag feeds
@@ -84,6 +86,9 @@ pub enum BackplaneEvent {
     },
     /// `group` was deleted, after every post and member change it had.
     GroupDeleted { group: String },
+    /// Another node relays a body to clients of this one; answered with
+    /// [`Backplane::answer_relay`].
+    Relay(IncomingRelay),
 }
 
 /// A channel as the backplane knows it.
@@ -248,18 +253,18 @@ pub trait Backplane: Send + Sync + 'static {
         creator: &'a str,
     ) -> BackplaneFuture<'a, (GroupMeta, bool)> {
         let _ = (name, description, creator);
-        groups_unsupported()
+        unsupported()
     }
     /// A group as the backplane knows it, if it exists.
     fn group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, Option<GroupMeta>> {
         let _ = name;
-        groups_unsupported()
+        unsupported()
     }
     /// Deletes a group with its posts and members, announced on its topic after all
     /// it had; says whether it existed.
     fn delete_group<'a>(&'a self, name: &'a str) -> BackplaneFuture<'a, bool> {
         let _ = name;
-        groups_unsupported()
+        unsupported()
     }
     /// Groups after `after`, in name order.
     fn list_groups<'a>(
@@ -268,7 +273,7 @@ pub trait Backplane: Send + Sync + 'static {
         limit: usize,
     ) -> BackplaneFuture<'a, Vec<(String, GroupMeta)>> {
         let _ = (after, limit);
-        groups_unsupported()
+        unsupported()
     }
     /// Adds `user` to (or removes it from) a group's members, announced on the group's
     /// topic in order with its posts.
@@ -279,7 +284,7 @@ pub trait Backplane: Send + Sync + 'static {
         join: bool,
     ) -> BackplaneFuture<'a, Membership> {
         let _ = (name, user, join);
-        groups_unsupported()
+        unsupported()
     }
     /// Members after `after`, in name order; `None` when there is no such group.
     fn group_members<'a>(
@@ -289,24 +294,24 @@ pub trait Backplane: Send + Sync + 'static {
         limit: usize,
     ) -> BackplaneFuture<'a, Option<Vec<String>>> {
         let _ = (name, after, limit);
-        groups_unsupported()
+        unsupported()
     }
     /// Whether `user` is a member of the group (false when there is no such group).
     fn is_group_member<'a>(&'a self, name: &'a str, user: &'a str) -> BackplaneFuture<'a, bool> {
         let _ = (name, user);
-        groups_unsupported()
+        unsupported()
     }
     /// The groups `user` is a member of, in name order.
     fn groups_of<'a>(&'a self, user: &'a str) -> BackplaneFuture<'a, Vec<String>> {
         let _ = user;
-        groups_unsupported()
+        unsupported()
     }
     /// Appends a post if its sender is a member, in one step with the check, so that
     /// no post of a user is stored after that user's leave. Refused FORBIDDEN for a
     /// non-member, NOT_FOUND when there is no such group.
     fn post_to_group(&self, post: GroupAppend) -> BackplaneFuture<'_, Appended> {
         let _ = post;
-        groups_unsupported()
+        unsupported()
     }
     /// Reads a group's posts; `None` when there is no such group. Membership is the
     /// caller's to check.
@@ -317,7 +322,44 @@ pub trait Backplane: Send + Sync + 'static {
         limit: u64,
     ) -> BackplaneFuture<'a, Option<Page>> {
         let _ = (name, query, limit);
-        groups_unsupported()
+        unsupported()
+    }
+    /// A client connected to this node: published to the directory soon after, in a
+    /// batch, without waiting (a session's start never waits on the backplane).
+    fn client_joined(&self, _record: ClientRecord) {}
+    /// A client of this node left (published like [`Backplane::client_joined`]).
+    fn client_left(&self, _id: u64) {}
+    /// Clients of the live nodes after the client `after`, in id order.
+    fn list_clients(
+        &self,
+        _after: Option<u64>,
+        _limit: usize,
+    ) -> BackplaneFuture<'_, Vec<ClientRecord>> {
+        unsupported()
+    }
+    /// The records of these clients, in their order: `None` for one whose node is not
+    /// live or that is not connected there.
+    fn client_records<'a>(
+        &'a self,
+        _ids: &'a [u64],
+    ) -> BackplaneFuture<'a, Vec<Option<ClientRecord>>> {
+        unsupported()
+    }
+    /// Relays a body to clients of another node, which answers with one outcome per
+    /// receiver, in order; refused when the node does not answer within the bound.
+    fn relay(
+        &self,
+        _node: u64,
+        _request: RelayRequest,
+    ) -> BackplaneFuture<'_, Vec<switchboard_proto::packet::RelayOutcome>> {
+        unsupported()
+    }
+    /// Answers a relay from another node ([`BackplaneEvent::Relay`]), without waiting.
+    fn answer_relay(
+        &self,
+        _relay: &IncomingRelay,
+        _outcomes: Vec<switchboard_proto::packet::RelayOutcome>,
+    ) {
     }
 }
 
@@ -341,14 +383,6 @@ pub fn not_supported(what: &str) -> Refusal {
         switchboard_proto::ErrorCode::BackplaneUnavailable,
         format!("backplane unavailable: {what} is not supported by this backplane"),
     )
-}
-
-/// The answer of a backplane without groups.
-fn groups_unsupported<'a, T: Send + 'a>() -> BackplaneFuture<'a, T> {
-    Box::pin(std::future::ready(Err(Refusal::new(
-        switchboard_proto::ErrorCode::BackplaneUnavailable,
-        "not supported by this backplane",
-    ))))
 }
 
 /// A group as the backplane knows it.
@@ -381,4 +415,12 @@ pub struct GroupAppend {
     pub payload: Bytes,
     /// Posts the group keeps (0: no bound).
     pub max_count: u64,
+}
+
+/// What a backplane answers for an operation it does not have.
+fn unsupported<'a, T: Send + 'a>() -> BackplaneFuture<'a, T> {
+    Box::pin(std::future::ready(Err(Refusal::new(
+        switchboard_proto::ErrorCode::BackplaneUnavailable,
+        "not supported by this backplane",
+    ))))
 }

@@ -129,6 +129,11 @@ impl ClusterNode {
                 event @ (BackplaneEvent::GroupPost { .. }
                 | BackplaneEvent::GroupMember { .. }
                 | BackplaneEvent::GroupDeleted { .. }) => self.take_in_group(&hub, event).await,
+                BackplaneEvent::Relay(relay) => {
+                    let outcomes =
+                        super::directory::deliver(&hub, self.backplane.node_id(), &relay);
+                    self.backplane.answer_relay(&relay, outcomes);
+                }
             }
         }
     }

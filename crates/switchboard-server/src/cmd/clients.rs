@@ -4,6 +4,7 @@ use switchboard_proto::packet::{ClientList, Identity, ListClients, Packet};
 
 use super::relay;
 use super::session::Session;
+use crate::cluster::{ClientRecord, directory};
 use crate::hub::Hub;
 use crate::hub::directory::ClientEntry;
 use crate::hub::listing::PageSize;
@@ -26,12 +27,29 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: Li
     let grants = session.permissions.grants();
     let everyone = grants.may_admin(AdminOperation::Clients);
     let visible = |entry: &ClientEntry| everyone || relay::reachable(session, entry);
-    match hub.client_page(
-        session.caller.client_id,
-        list.cursor.as_ref(),
-        size,
-        visible,
-    ) {
+    let page = match hub.cluster() {
+        Some(cluster) => {
+            let visible_there =
+                |record: &ClientRecord| everyone || relay::reachable_record(session, record);
+            directory::client_page(
+                hub,
+                cluster,
+                session.caller.client_id,
+                list.cursor.as_ref(),
+                size,
+                visible,
+                visible_there,
+            )
+            .await
+        }
+        None => hub.client_page(
+            session.caller.client_id,
+            list.cursor.as_ref(),
+            size,
+            visible,
+        ),
+    };
+    match page {
         Ok(page) => {
             let reply = ClientList {
                 clients: page.entries,

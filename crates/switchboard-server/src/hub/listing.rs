@@ -35,6 +35,11 @@ impl PageSize {
             .saturating_sub(CONTENT_MARGIN);
         PageSize { entries, bytes }
     }
+
+    /// The most entries a page holds.
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
 }
 
 /// One page of a listing: its entries, and the cursor of the next page if more follow.
@@ -188,6 +193,41 @@ impl Hub {
             |info| Bytes::copy_from_slice(&info.client_id.to_be_bytes()),
         ))
     }
+
+    /// Cluster mode: the client after which a LIST_CLIENTS page starts.
+    pub(crate) fn client_cursor(cursor: Option<&Bytes>) -> Result<Option<u64>, Refusal> {
+        id_cursor(cursor)
+    }
+
+    /// Cluster mode: this node's clients but `except` after `after`, in id order.
+    pub(crate) fn local_clients_after(
+        &self,
+        except: u64,
+        after: Option<u64>,
+        visible: impl Fn(&super::directory::ClientEntry) -> bool,
+    ) -> Vec<ClientInfo> {
+        self.directory.list_after(except, after, visible)
+    }
+
+    /// Cluster mode: a page of LIST_CLIENTS from clients in id order, read up to
+    /// `read_up_to` when more are known to follow it.
+    pub(crate) fn client_page_of(
+        clients: Vec<ClientInfo>,
+        size: PageSize,
+        read_up_to: Option<u64>,
+    ) -> Page<ClientInfo> {
+        let cursor = |id: u64| Bytes::copy_from_slice(&id.to_be_bytes());
+        let mut page = take_page(clients.into_iter(), size, ClientInfo::record_len, |info| {
+            cursor(info.client_id)
+        });
+        if page.next.is_none()
+            && let Some(bound) = read_up_to
+        {
+            // Every client up to the bound is on this page: the next starts after it.
+            page.next = Some(cursor(bound));
+        }
+        page
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +280,35 @@ mod tests {
         );
         assert_eq!(page.entries.len(), 1);
         assert!(page.next.is_some());
+    }
+
+    #[test]
+    fn a_cluster_page_read_up_to_a_bound_goes_on_after_it() {
+        let clients = |ids: &[u64]| -> Vec<ClientInfo> {
+            ids.iter()
+                .map(|&client_id| ClientInfo {
+                    client_id,
+                    name: "c".into(),
+                    connected_since_us: 0,
+                })
+                .collect()
+        };
+        let cursor = |id: u64| Some(Bytes::copy_from_slice(&id.to_be_bytes()));
+        // Every client up to 9 fits: the next page starts after 9, not after 5.
+        let page =
+            Hub::client_page_of(clients(&[2, 5]), PageSize::new(Some(10), u32::MAX), Some(9));
+        assert_eq!(page.entries.len(), 2);
+        assert_eq!(page.next, cursor(9));
+        // A full page goes on after its last entry, whatever the bound.
+        let page = Hub::client_page_of(
+            clients(&[2, 5, 7]),
+            PageSize::new(Some(2), u32::MAX),
+            Some(9),
+        );
+        assert_eq!(page.next, cursor(5));
+        // Nothing more known: the listing ends.
+        let page = Hub::client_page_of(clients(&[2]), PageSize::new(Some(2), u32::MAX), None);
+        assert_eq!(page.next, None);
     }
 
     #[test]

@@ -436,6 +436,11 @@ impl Hub {
 
     /// Makes a session reachable by others (relays by id, group posts by name).
     pub fn register_session(&self, entry: ClientEntry) {
+        if let Some(cluster) = self.cluster() {
+            cluster
+                .backplane()
+                .client_joined(crate::cluster::directory::record_of(&entry));
+        }
         self.directory.insert(entry);
     }
 
@@ -445,6 +450,9 @@ impl Hub {
             self.unsubscribe(&pattern, client_id);
         }
         self.directory.remove(client_id);
+        if let Some(cluster) = self.cluster() {
+            cluster.backplane().client_left(client_id);
+        }
     }
 
     /// Sessions connected now.
@@ -464,6 +472,14 @@ impl Hub {
         permissions: Arc<crate::security::permissions::SessionPermissions>,
     ) {
         self.directory.set_permissions(client_id, permissions);
+        // Other nodes decide relays and listings from the record: it follows a reload.
+        if let Some(cluster) = self.cluster()
+            && let Some(entry) = self.directory.entry(client_id)
+        {
+            cluster
+                .backplane()
+                .client_joined(crate::cluster::directory::record_of(&entry));
+        }
     }
 
     /// A connected client's directory entry: its queue, user and permissions.
