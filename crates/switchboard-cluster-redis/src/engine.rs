@@ -496,7 +496,7 @@ async fn translate(
     }
 }
 
-fn redis_query(query: Query) -> channels::Query {
+pub(crate) fn redis_query(query: Query) -> channels::Query {
     match query {
         Query::SinceSeq(seq) => channels::Query::SinceSeq(seq),
         Query::SinceTime(time) => channels::Query::SinceTime(time),
@@ -505,7 +505,7 @@ fn redis_query(query: Query) -> channels::Query {
     }
 }
 
-fn seam_page(page: channels::Page) -> Page {
+pub(crate) fn seam_page(page: channels::Page) -> Page {
     Page {
         epoch: page.epoch,
         first_seq: page.first_seq,

@@ -7,11 +7,11 @@ use futures::FutureExt;
 use switchboard_proto::ErrorCode;
 use switchboard_server::Refusal;
 use switchboard_server::cluster::{
-    Appended, BackplaneEvent, Entry, GroupAppend, GroupMeta, LiveMessage, Membership, Page, Query,
+    Appended, BackplaneEvent, GroupAppend, GroupMeta, LiveMessage, Membership, Page, Query,
 };
 use tracing::warn;
 
-use crate::engine::{RedisBackplane, now_us, random_id, unavailable};
+use crate::engine::{RedisBackplane, now_us, random_id, redis_query, seam_page, unavailable};
 use crate::error::BackplaneError;
 use crate::groups::{self, GroupLive, JoinOutcome, LeaveOutcome, PostError};
 use crate::keys::Keys;
@@ -73,15 +73,6 @@ fn seam_meta(meta: groups::GroupMeta) -> GroupMeta {
         cid: meta.cid,
         epoch: meta.epoch,
         top_seq: meta.top_seq,
-    }
-}
-
-fn group_query(query: Query) -> groups::Query {
-    match query {
-        Query::SinceSeq(seq) => groups::Query::SinceSeq(seq),
-        Query::SinceTime(time) => groups::Query::SinceTime(time),
-        Query::Last(count) => groups::Query::Last(count),
-        Query::ById(id) => groups::Query::ById(*id.as_bytes()),
     }
 }
 
@@ -302,7 +293,7 @@ impl RedisBackplane {
                         conn,
                         &keys,
                         &name,
-                        group_query(query),
+                        redis_query(query),
                         limit,
                         generation,
                         random_id(),
@@ -313,19 +304,6 @@ impl RedisBackplane {
             })
             .await
             .map_err(|e| refused(&e))?;
-        Ok(page.map(|page| Page {
-            epoch: page.epoch,
-            first_seq: page.first_seq,
-            top_seq: page.top_seq,
-            entries: page
-                .entries
-                .into_iter()
-                .map(|entry| Entry {
-                    seq: entry.seq,
-                    time_us: entry.time_us,
-                    payload: entry.payload,
-                })
-                .collect(),
-        }))
+        Ok(page.map(seam_page))
     }
 }

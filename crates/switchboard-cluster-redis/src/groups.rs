@@ -129,41 +129,9 @@ pub enum PostError {
     Backplane(#[from] BackplaneError),
 }
 
-/// Which posts to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
-    /// From this seq on.
-    SinceSeq(u64),
-    /// From the first post at or after this time (µs) on.
-    SinceTime(u64),
-    /// The newest n, oldest first.
-    Last(u64),
-    /// The newest one.
-    Latest,
-    /// The post with this id.
-    ById([u8; 16]),
-}
-
-/// One stored post.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub seq: u64,
-    pub time_us: u64,
-    pub id: [u8; 16],
-    pub payload: Bytes,
-}
-
-/// Posts read in one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub epoch: u64,
-    /// The oldest seq still stored (0 when there is none).
-    pub first_seq: u64,
-    /// The newest seq given (0 before the first post).
-    pub top_seq: u64,
-    /// Oldest first, at most the limit asked.
-    pub entries: Vec<Entry>,
-}
+// A group's posts are read with the same queries into the same shapes as a channel's
+// messages.
+pub use crate::channels::{Entry, Page, Query};
 
 /// What a node receives on a group's topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,59 +5,15 @@
 //! acknowledged lost), Redis paused (requests refused within the bound, never hung),
 //! and the pub/sub connections killed (the nodes catch up).
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, Replay, Since, Subscription};
+use switchboard_client::{Client, ErrorCode, Payload, Replay, Since};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
-use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
-use switchboard_server::{Server, ServerHandle};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-struct Node {
-    server: ServerHandle,
-    backplane: Arc<RedisBackplane>,
-}
-
-async fn node(redis: &RedisProc) -> Node {
-    let mut config = RedisConfig::new(redis.url());
-    config.op_timeout = Duration::from_millis(1000);
-    let backplane = RedisBackplane::start(config).await.expect("node joins");
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .backplane(backplane.clone())
-        .start()
-        .await
-        .expect("node starts");
-    Node { server, backplane }
-}
-
-async fn cluster(redis: &RedisProc, nodes: usize) -> Vec<Node> {
-    let mut started = Vec::new();
-    for _ in 0..nodes {
-        started.push(node(redis).await);
-    }
-    started
-}
-
-async fn client(node: &Node, name: &str) -> Client {
-    let addr = node.server.tcp_addr().expect("tcp address");
-    let config =
-        ClientConfig::new(addr.to_string(), name).with_request_timeout(Duration::from_secs(10));
-    Client::connect(config).await.expect("client connects")
-}
-
-async fn next(subscription: &mut Subscription) -> (u64, String) {
-    let message = tokio::time::timeout(WAIT, subscription.next())
-        .await
-        .expect("a message within the wait")
-        .expect("the subscription goes on")
-        .expect("a message, not an error");
-    (message.seq(), message.text().unwrap_or_default().to_owned())
-}
 
 /// Publishes until one is acknowledged (the cluster is back after a fault).
 async fn publish_when_back(client: &Client, channel: &str, text: &str) -> u64 {
@@ -76,10 +32,6 @@ async fn publish_when_back(client: &Client, channel: &str, text: &str) -> u64 {
             Err(error) => panic!("the cluster did not come back: {error}"),
         }
     }
-}
-
-fn redis() -> RedisProc {
-    RedisProc::start(RedisOptions::default()).expect("redis-server starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,60 +5,25 @@
 //! or on no live node, is unknown; one whose node does not answer in time is dropped;
 //! relay rules hold across nodes; a node that registers again lists its clients again.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorCode, RelayStatus};
+use switchboard_client::{Client, ErrorCode, RelayStatus};
 use switchboard_cluster_redis::nodes::{self, ClientRecord, NodeInfo};
-use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
+use switchboard_cluster_redis::testing::RedisProc;
 use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
+use switchboard_server::Server;
 use switchboard_server::security::RoleSpec;
 use switchboard_server::security::permissions::Rule;
-use switchboard_server::{Server, ServerHandle};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Node {
-    server: ServerHandle,
-    backplane: Arc<RedisBackplane>,
-}
-
-async fn node(redis: &RedisProc) -> Node {
-    let mut config = RedisConfig::new(redis.url());
-    config.op_timeout = Duration::from_millis(1000);
-    let backplane = RedisBackplane::start(config).await.expect("node joins");
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .backplane(backplane.clone())
-        .start()
-        .await
-        .expect("node starts");
-    Node { server, backplane }
-}
-
-async fn cluster(redis: &RedisProc, nodes: usize) -> Vec<Node> {
-    let mut started = Vec::new();
-    for _ in 0..nodes {
-        started.push(node(redis).await);
-    }
-    started
-}
-
-async fn client(node: &Node, name: &str) -> Client {
-    let addr = node.server.tcp_addr().expect("tcp address");
-    let config =
-        ClientConfig::new(addr.to_string(), name).with_request_timeout(Duration::from_secs(10));
-    Client::connect(config).await.expect("client connects")
-}
 
 fn id(client: &Client) -> u64 {
     client.session().client_id
-}
-
-fn redis() -> RedisProc {
-    RedisProc::start(RedisOptions::default()).expect("redis-server starts")
 }
 
 /// The ids `observer` lists, once they are `expected` (the directory is written a

@@ -4,59 +4,15 @@
 //! and stores nothing; a deletion reaches every member; history reads alike from any
 //! node; and a leave racing with posts never lets a post of the user follow the leave.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
+
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchboard_client::{
-    Client, ClientConfig, ErrorCode, EventKind, GroupFeed, GroupItem, Payload, Since,
-};
-use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
-use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
-use switchboard_server::{Server, ServerHandle};
+use switchboard_client::{ErrorCode, EventKind, GroupFeed, GroupItem, Payload, Since};
 use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(15);
-
-struct Node {
-    server: ServerHandle,
-    _backplane: Arc<RedisBackplane>,
-}
-
-async fn node(redis: &RedisProc) -> Node {
-    let mut config = RedisConfig::new(redis.url());
-    config.op_timeout = Duration::from_millis(2000);
-    let backplane = RedisBackplane::start(config).await.expect("node joins");
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .backplane(backplane.clone())
-        .start()
-        .await
-        .expect("node starts");
-    Node {
-        server,
-        _backplane: backplane,
-    }
-}
-
-async fn cluster(redis: &RedisProc) -> Vec<Node> {
-    let mut started = Vec::new();
-    for _ in 0..3 {
-        started.push(node(redis).await);
-    }
-    started
-}
-
-fn redis() -> RedisProc {
-    RedisProc::start(RedisOptions::default()).expect("redis-server starts")
-}
-
-async fn client(node: &Node, name: &str) -> Client {
-    let addr = node.server.tcp_addr().expect("tcp address");
-    let config =
-        ClientConfig::new(addr.to_string(), name).with_request_timeout(Duration::from_secs(10));
-    Client::connect(config).await.expect("client connects")
-}
 
 /// A group item in a word: `post:<sender>:<text>`, `joined:<user>`, `left:<user>`,
 /// `deleted:<group>`.
@@ -103,7 +59,7 @@ fn error_code(result: switchboard_client::Result<impl std::fmt::Debug>) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_made_on_one_node_is_listed_on_every_node() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let on_a = client(&nodes[0], "ann").await;
     let on_b = client(&nodes[1], "bob").await;
     let on_c = client(&nodes[2], "cat").await;
@@ -164,7 +120,7 @@ async fn a_group_made_on_one_node_is_listed_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_other_nodes_get_each_post_once_in_order() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let ann = client(&nodes[0], "ann").await;
     let bob = client(&nodes[1], "bob").await;
     ann.create_group("team", "").await.expect("created");
@@ -213,7 +169,7 @@ async fn members_on_other_nodes_get_each_post_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_members_post_is_forbidden_and_nothing_is_stored() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let ann = client(&nodes[0], "ann").await;
     let dave = client(&nodes[1], "dave").await;
     ann.create_group("team", "").await.expect("created");
@@ -248,7 +204,7 @@ async fn a_non_members_post_is_forbidden_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_leaves_reach_online_members_in_order_with_posts() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let ann = client(&nodes[0], "ann").await;
     let bob = client(&nodes[1], "bob").await;
     let cat = client(&nodes[2], "cat").await;
@@ -298,7 +254,7 @@ async fn joins_and_leaves_reach_online_members_in_order_with_posts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_group_is_announced_to_members_on_every_node() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let ann = client(&nodes[0], "ann").await;
     let bob = client(&nodes[1], "bob").await;
     let cat = client(&nodes[2], "cat").await;
@@ -345,7 +301,7 @@ async fn a_deleted_group_is_announced_to_members_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_history_reads_alike_from_any_node() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let members = [
         client(&nodes[0], "ann").await,
         client(&nodes[1], "bob").await,
@@ -399,7 +355,7 @@ async fn group_history_reads_alike_from_any_node() {
 async fn no_post_is_accepted_after_its_senders_leave_was_acknowledged() {
     const ROUNDS: usize = 200;
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let poster = client(&nodes[0], "racer").await;
     let leaver = client(&nodes[1], "racer").await;
     let watcher = client(&nodes[2], "watcher").await;
@@ -492,7 +448,7 @@ async fn no_post_is_accepted_after_its_senders_leave_was_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_made_while_the_feed_was_cut_are_delivered_in_order_once_it_is_back() {
     let redis = redis();
-    let nodes = cluster(&redis).await;
+    let nodes = cluster(&redis, 3).await;
     let ann = client(&nodes[0], "ann").await;
     let bob = client(&nodes[1], "bob").await;
     ann.create_group("team", "").await.expect("created");

@@ -4,59 +4,19 @@
 //! since a failover may lose writes the replica had not received — the channel begins a
 //! new epoch that the subscriber is told of.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
+
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, Since, Subscription};
+use switchboard_client::{Client, ErrorCode, Payload, Since};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc, SentinelSet};
-use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
-use switchboard_server::{Server, ServerHandle};
 
 const TEST_BOUND: Duration = Duration::from_secs(40);
 const FAILOVER_BOUND: Duration = Duration::from_secs(15);
-const WAIT: Duration = Duration::from_secs(10);
 const MASTER_NAME: &str = "sbnodes";
 const CHANNEL: &str = "ledger";
-
-struct Node {
-    server: ServerHandle,
-    _backplane: Arc<RedisBackplane>,
-}
-
-async fn node(url: &str) -> Node {
-    let mut config = RedisConfig::new(url);
-    config.op_timeout = Duration::from_millis(1000);
-    let backplane = RedisBackplane::start(config)
-        .await
-        .expect("node joins through the sentinels");
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .backplane(backplane.clone())
-        .start()
-        .await
-        .expect("node starts");
-    Node {
-        server,
-        _backplane: backplane,
-    }
-}
-
-async fn client(node: &Node, name: &str) -> Client {
-    let addr = node.server.tcp_addr().expect("tcp address");
-    let config =
-        ClientConfig::new(addr.to_string(), name).with_request_timeout(Duration::from_secs(5));
-    Client::connect(config).await.expect("client connects")
-}
-
-async fn next(subscription: &mut Subscription) -> (u64, String) {
-    let message = tokio::time::timeout(WAIT, subscription.next())
-        .await
-        .expect("a message within the wait")
-        .expect("the subscription goes on")
-        .expect("a message, not an error");
-    (message.seq(), message.text().unwrap_or_default().to_owned())
-}
 
 /// Waits until the replica has copied the master and says its link is up.
 fn wait_replicating(replica: &RedisProc, bound: Duration) {
@@ -155,8 +115,8 @@ async fn a_failover_under_two_nodes_brings_acks_back_and_tells_the_subscriber_of
             .expect("sentinels settle");
 
         let url = sentinels.url();
-        let publishing = node(&url).await;
-        let subscribing = node(&url).await;
+        let publishing = node_at(&url).await;
+        let subscribing = node_at(&url).await;
         let publisher = client(&publishing, "publisher").await;
         let reader = client(&subscribing, "reader").await;
         let mut subscription = reader.subscribe(CHANNEL).await.expect("subscribe");
