@@ -76,11 +76,13 @@ redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
 $B --json bench pubsub --server "127.0.0.1:$a" --subscriber-server "127.0.0.1:$b" --size 16 --count 1000 >/dev/null
 redis-cli -p "$redis_port" INFO commandstats | python3 -c '
 import sys
-calls = {}
+calls, usec = {}, {}
 for line in sys.stdin:
     if line.startswith("cmdstat_"):
         name, rest = line[8:].split(":", 1)
         calls[name] = int(rest.split("calls=")[1].split(",")[0])
+        usec[name] = float(rest.split("usec_per_call=")[1].split(",")[0])
 for name, n in sorted(calls.items(), key=lambda kv: -kv[1]):
-    print(f"  {name:24} {n:6}  ({n / 1000:.2f} per message)")
+    if n >= 100:
+        print(f"  {name:24} {n:6}  ({n / 1000:.2f} per message, {usec[name]:.1f} us each in Redis)")
 '
