@@ -194,6 +194,7 @@ impl ServerBuilder {
         let tracker = TaskTracker::new();
         if let Some(backplane) = self.backplane {
             let node = crate::cluster::node::ClusterNode::new(backplane);
+            node.attach(Arc::downgrade(&hub));
             hub.join_cluster(node.clone());
             tracker.spawn(node.clone().run(Arc::downgrade(&hub), hub.shutdown_token()));
             tracker.spawn(node.run_trims(

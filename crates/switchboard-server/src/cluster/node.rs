@@ -28,6 +28,10 @@ use crate::hub::{Caller, Hub, Published};
 use crate::log;
 use crate::time::now_us;
 
+/// A publish on its way to the backplane (see [`ClusterNode::start_publish`]).
+pub(crate) type PendingPublish =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishAck, Refusal>> + Send>>;
+
 /// Most channels a wildcard subscription brings in step or replays at once.
 const MAX_WILDCARD_CHANNELS: usize = 10_000;
 /// Entries read per history request when catching up or answering a fetch.
@@ -36,6 +40,8 @@ pub(crate) const READ_BATCH: u64 = 512;
 /// This server as a node of a cluster.
 pub(crate) struct ClusterNode {
     backplane: Arc<dyn Backplane>,
+    /// The hub this node serves (set when it joins), for work that outlives a request.
+    hub: std::sync::OnceLock<Weak<Hub>>,
     /// Feeds followed, with how many subscriptions here use each.
     follows: Mutex<HashMap<Topic, usize>>,
     /// Encodes payloads (no HMAC tag).
@@ -74,10 +80,16 @@ impl ClusterNode {
     pub(crate) fn new(backplane: Arc<dyn Backplane>) -> Arc<ClusterNode> {
         Arc::new(ClusterNode {
             backplane,
+            hub: std::sync::OnceLock::new(),
             follows: Mutex::new(HashMap::new()),
             payload_codec: payload::payload_codec(),
             groups: Default::default(),
         })
+    }
+
+    /// Records the hub this node serves.
+    pub(crate) fn attach(&self, hub: Weak<Hub>) {
+        let _ = self.hub.set(hub);
     }
 
     pub(crate) fn backplane(&self) -> &Arc<dyn Backplane> {
@@ -485,99 +497,134 @@ impl ClusterNode {
         publish: &Publish,
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
+        let ack = self
+            .start_publish(hub, caller, publish, body_crc)
+            .await?
+            .await?;
+        Ok(Published {
+            ack,
+            must_sync: false,
+        })
+    }
+
+    /// A publish checked and encoded, and the append still to be made: a future that
+    /// owns what it needs, so that a session can queue it, poll it once (which sends the
+    /// backplane request, in the session's order) and read its next frame while Redis
+    /// answers.
+    pub(crate) async fn start_publish(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        body_crc: Option<u32>,
+    ) -> Result<PendingPublish, Refusal> {
         let name = publish.channel.as_str();
-        // The second attempt, after the channel this node knew was found deleted: what
-        // the backplane has now (or nothing, and the publish creates it).
-        let mut fresh: Option<Option<(u64, ChannelOptions)>> = None;
-        for attempt in 0..2 {
-            let local = hub.local_channel(name).map(|c| (c.cid, c.options));
-            let known = match (fresh.take(), local) {
-                (Some(fresh), _) => fresh,
-                (None, Some(local)) => Some(local),
-                (None, None) => {
-                    subject::validate_channel(name)?;
-                    // Kept here, so that the next publish needs no lookup.
-                    match self.backplane.channel(name).await? {
-                        Some(meta) => {
-                            let channel = hub.adopt_channel(name, &meta)?;
-                            Some((channel.cid, channel.options))
-                        }
-                        None => None,
+        let local = hub.local_channel(name).map(|c| (c.cid, c.options));
+        let known = match local {
+            Some(local) => Some(local),
+            None => {
+                subject::validate_channel(name)?;
+                // Kept here, so that the next publish needs no lookup.
+                match self.backplane.channel(name).await? {
+                    Some(meta) => {
+                        let channel = hub.adopt_channel(name, &meta)?;
+                        Some((channel.cid, channel.options))
                     }
+                    None => None,
                 }
-            };
-            let (rules, ids, _) = hub.publish_parts();
-            let shape = BodyShape::Frame(&publish.body);
-            let (cid, create_with, admission) = match &known {
-                // Made here with the options a role's caps gave it, not yet the cluster's:
-                // the publish creates it with those options.
-                Some((0, options)) => (
-                    0,
-                    Some(*options),
-                    rules.admit(Target::Channel(options), shape)?,
-                ),
-                Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
-                None => {
-                    let admission = rules.admit(Target::NewChannel { name }, shape)?;
-                    (0, Some(rules.default_options()?), admission)
-                }
-            };
-            let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
-            let time_us = now_us();
-            let id = ids.next(time_us);
-            let envelope = Envelope {
-                scope: Scope::Channel,
-                channel: name,
-                id,
-                seq: 0,
-                time_us: 0,
-                sender_id: caller.client_id,
-                sender_name: &caller.name,
-                content_type: &publish.content_type,
-                user_headers: &publish.user_headers,
-                body: &publish.body,
-                body_crc,
-                stream: None::<StreamStart>,
-            };
-            let payload = payload::encode(&self.payload_codec, &envelope, admission.drop_oldest)
-                .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
-            let append = Append {
-                channel: name.to_owned(),
-                cid,
-                create_with,
-                id,
-                payload,
-                body_len: publish.body.len() as u64,
-                tags: subject::message_hashtags(&publish.content_type, &publish.body),
-                max_count: options.history.unwrap_or(hub.config().default_history),
-                max_bytes: options.max_total_bytes,
-            };
-            match self.backplane.append(append).await {
-                Ok(appended) => {
-                    hub.count_published();
-                    return Ok(Published {
-                        ack: PublishAck {
+            }
+        };
+        let (rules, ids, _) = hub.publish_parts();
+        let shape = BodyShape::Frame(&publish.body);
+        let (cid, create_with, admission) = match &known {
+            // Made here with the options a role's caps gave it, not yet the cluster's:
+            // the publish creates it with those options.
+            Some((0, options)) => (
+                0,
+                Some(*options),
+                rules.admit(Target::Channel(options), shape)?,
+            ),
+            Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
+            None => {
+                let admission = rules.admit(Target::NewChannel { name }, shape)?;
+                (0, Some(rules.default_options()?), admission)
+            }
+        };
+        let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
+        let time_us = now_us();
+        let id = ids.next(time_us);
+        let envelope = Envelope {
+            scope: Scope::Channel,
+            channel: name,
+            id,
+            seq: 0,
+            time_us: 0,
+            sender_id: caller.client_id,
+            sender_name: &caller.name,
+            content_type: &publish.content_type,
+            user_headers: &publish.user_headers,
+            body: &publish.body,
+            body_crc,
+            stream: None::<StreamStart>,
+        };
+        let payload = payload::encode(&self.payload_codec, &envelope, admission.drop_oldest)
+            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+        let append = Append {
+            channel: name.to_owned(),
+            cid,
+            create_with,
+            id,
+            payload,
+            body_len: publish.body.len() as u64,
+            tags: subject::message_hashtags(&publish.content_type, &publish.body),
+            max_count: options.history.unwrap_or(hub.config().default_history),
+            max_bytes: options.max_total_bytes,
+        };
+        let backplane = self.backplane.clone();
+        let hub = self.hub.get().cloned().unwrap_or_default();
+        Ok(Box::pin(async move {
+            let mut append = append;
+            for attempt in 0..2 {
+                let retry = (append.cid != 0 && attempt == 0).then(|| append.clone());
+                match backplane.append(append).await {
+                    Ok(appended) => {
+                        if let Some(hub) = hub.upgrade() {
+                            hub.count_published();
+                        }
+                        return Ok(PublishAck {
                             id,
                             seq: appended.seq,
-                        },
-                        must_sync: false,
-                    });
-                }
-                // The channel this node knew was deleted (and maybe created again)
-                // elsewhere, or lost with the backplane's data: look again, once.
-                Err(refusal) if refusal.code == ErrorCode::NotFound && cid != 0 && attempt == 0 => {
-                    let meta = self.backplane.channel(name).await?;
-                    if let Some(meta) = &meta {
-                        hub.adopt_channel(name, meta)?;
+                        });
                     }
-                    fresh = Some(meta.map(|meta| (meta.cid, meta.options)));
+                    // The channel this node knew was deleted (and maybe created again)
+                    // elsewhere, or lost with the backplane's data: look again, once.
+                    Err(refusal) if refusal.code == ErrorCode::NotFound && retry.is_some() => {
+                        let Some(mut again) = retry else {
+                            return Err(refusal);
+                        };
+                        match backplane.channel(&again.channel).await? {
+                            Some(meta) => {
+                                if let Some(hub) = hub.upgrade() {
+                                    hub.adopt_channel(&again.channel, &meta)?;
+                                }
+                                again.cid = meta.cid;
+                                again.create_with = None;
+                            }
+                            None => {
+                                again.cid = 0;
+                                again.create_with = Some(options);
+                            }
+                        }
+                        append = again;
+                    }
+                    Err(refusal) => return Err(refusal),
                 }
-                Err(refusal) => return Err(refusal),
             }
-        }
-        Err(Refusal::not_found(format!(
-            "channel {name} was deleted meanwhile"
-        )))
+            Err(Refusal::not_found(format!(
+                "channel {} was deleted meanwhile",
+                append.channel
+            )))
+        }))
     }
 
     /// CREATE_CHANNEL with the options the hub's rules filled in.
