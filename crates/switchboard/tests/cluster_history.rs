@@ -21,6 +21,8 @@
 #[path = "cluster_history/checker.rs"]
 mod checker;
 mod support;
+#[path = "cluster_history/traffic.rs"]
+mod traffic;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use checker::{Outcome, Record, Seen};
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, Replay, Since};
+use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, PublishAck, Replay, Since};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
 
 const CHANNELS: [&str; 3] = ["ledger", "orders", "audit"];
@@ -105,12 +107,26 @@ impl Log {
     }
 }
 
-async fn connect(addr: &str, name: &str) -> Client {
+/// Connects `name` to `node` and logs the client id it was given (every connection is
+/// logged, so that the checker knows whom every node's client list must show).
+async fn connect(log: &Log, addr: &str, node: usize, name: &str) -> (Client, u64) {
     let config = ClientConfig::new(addr, name).with_request_timeout(REQUEST_TIMEOUT);
     let deadline = Instant::now() + SETTLE;
     loop {
-        match Client::connect(config.clone()).await {
-            Ok(client) => return client,
+        let connected = match Client::connect(config.clone()).await {
+            Ok(client) => client.identity().await.map(|me| (client, me.client_id)),
+            Err(error) => Err(error),
+        };
+        match connected {
+            Ok((client, client_id)) => {
+                log.push(Record::Connected {
+                    client: name.to_owned(),
+                    node,
+                    client_id,
+                    at_ms: log.now(),
+                });
+                return (client, client_id);
+            }
             Err(error) if Instant::now() < deadline => {
                 eprintln!("{name} retries connecting: {error}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,11 +136,42 @@ async fn connect(addr: &str, name: &str) -> Client {
     }
 }
 
+/// Closes `name`'s connection (its last handle) and logs that it left.
+fn disconnect(log: &Log, client: Client, name: &str) {
+    drop(client);
+    log.push(Record::Disconnected {
+        client: name.to_owned(),
+        at_ms: log.now(),
+    });
+}
+
 fn seen(message: &switchboard_client::ReceivedMessage) -> Seen {
     Seen {
         seq: message.seq(),
         id: message.id().to_string(),
         body: message.text().unwrap_or("<binary>").to_owned(),
+    }
+}
+
+/// How a publish or a post ended, from its answer (or the lack of one).
+fn outcome_of(
+    result: Result<switchboard_client::Result<PublishAck>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
+        Ok(Ok(ack)) => Outcome::Acked {
+            seq: ack.seq,
+            id: ack.id.to_string(),
+        },
+        Ok(Err(error)) if error.code() == Some(ErrorCode::BackplaneUnavailable) => {
+            Outcome::Unavailable {
+                error: error.to_string(),
+            }
+        }
+        Ok(Err(error)) if error.is_timeout() => Outcome::TimedOut,
+        Err(_) => Outcome::TimedOut,
+        Ok(Err(error)) => Outcome::Failed {
+            error: error.to_string(),
+        },
     }
 }
 
@@ -143,22 +190,7 @@ async fn publish(
         client.publish(channel, Payload::text(&body)),
     )
     .await;
-    let outcome = match result {
-        Ok(Ok(ack)) => Outcome::Acked {
-            seq: ack.seq,
-            id: ack.id.to_string(),
-        },
-        Ok(Err(error)) if error.code() == Some(ErrorCode::BackplaneUnavailable) => {
-            Outcome::Unavailable {
-                error: error.to_string(),
-            }
-        }
-        Ok(Err(error)) if error.is_timeout() => Outcome::TimedOut,
-        Err(_) => Outcome::TimedOut,
-        Ok(Err(error)) => Outcome::Failed {
-            error: error.to_string(),
-        },
-    };
+    let outcome = outcome_of(result);
     let seq = match outcome {
         Outcome::Acked { seq, .. } => Some(seq),
         _ => None,
@@ -194,7 +226,7 @@ async fn subscriber(
     replay_from: Option<u64>,
     stop: Arc<AtomicBool>,
 ) -> Option<Subscriber> {
-    let client = connect(addr, &name).await;
+    let (client, _) = connect(log, addr, node, &name).await;
     let start_ms = log.now();
     let mut builder = client.subscribe(channel);
     if let Some(seq) = replay_from {
@@ -210,7 +242,10 @@ async fn subscriber(
         end_ms: log.now(),
         error: subscribed.as_ref().err().map(ToString::to_string),
     });
-    let mut subscription = subscribed.ok()?;
+    let Ok(mut subscription) = subscribed else {
+        disconnect(log, client, &name);
+        return None;
+    };
     let newest = Arc::new(AtomicU64::new(0));
     let task = {
         let (log, name, newest) = (log.clone(), name.clone(), newest.clone());
@@ -353,7 +388,7 @@ async fn drain(log: &Log, subscribers: &[Subscriber], fences: &[(&str, u64)]) {
 async fn read_final_histories(log: &Log, addrs: &[String]) {
     for (node, addr) in addrs.iter().enumerate() {
         let who = format!("final{node}");
-        let client = connect(addr, &who).await;
+        let (client, _) = connect(log, addr, node, &who).await;
         for channel in CHANNELS {
             let deadline = Instant::now() + SETTLE;
             loop {
@@ -482,16 +517,35 @@ fn run(seed: u64, seconds: u64) {
         }
         subscribers
     });
+    let (members, gone_id) = runtime.block_on(traffic::start(&log, &addrs, &stop_subscribers));
 
-    // The workload: publishers and readers on every node, subscribers joining.
+    // The workload: publishers and readers on every node, subscribers joining, members
+    // relaying to each other and posting to groups.
     let mut work_tasks = Vec::new();
+    for member in &members {
+        let others: Vec<u64> = members
+            .iter()
+            .filter(|other| other.client_id != member.client_id)
+            .map(|other| other.client_id)
+            .chain([gone_id])
+            .collect();
+        work_tasks.push(runtime.spawn(traffic::work(
+            log.clone(),
+            member.client.clone(),
+            member.name.clone(),
+            member.node,
+            others,
+            rng.fork(),
+            stop_work.clone(),
+        )));
+    }
     for (node, addr) in addrs.iter().enumerate() {
         for k in 0..PUBLISHERS_PER_NODE {
             let (log, addr, stop) = (log.clone(), addr.clone(), stop_work.clone());
             let mut rng = rng.fork();
             work_tasks.push(runtime.spawn(async move {
                 let who = format!("p{node}{k}");
-                let client = connect(&addr, &who).await;
+                let (client, _) = connect(&log, &addr, node, &who).await;
                 let mut count = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
@@ -499,18 +553,20 @@ fn run(seed: u64, seconds: u64) {
                     publish(&log, &client, &who, node, channel, format!("{who}-{count}")).await;
                     tokio::time::sleep(rng.millis(20, 60)).await;
                 }
+                disconnect(&log, client, &who);
             }));
         }
         let (log, addr, stop) = (log.clone(), addr.clone(), stop_work.clone());
         let mut rng = rng.fork();
         work_tasks.push(runtime.spawn(async move {
             let who = format!("r{node}");
-            let client = connect(&addr, &who).await;
+            let (client, _) = connect(&log, &addr, node, &who).await;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(rng.millis(300, 800)).await;
                 let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
                 read_history(&log, &client, &who, node, channel, false, false).await;
             }
+            disconnect(&log, client, &who);
         }));
     }
     let joiners = {
@@ -564,16 +620,21 @@ fn run(seed: u64, seconds: u64) {
             task.await.expect("a workload task");
         }
         subscribers.extend(joiners.await.expect("the joiners"));
-        let fencer = connect(&addrs[0], "fence").await;
+        let (fencer, _) = connect(&log, &addrs[0], 0, "fence").await;
         let mut fences = Vec::new();
         for channel in CHANNELS {
             fences.push((channel, fence(&log, &fencer, channel).await?));
         }
         drain(&log, &subscribers, &fences).await;
+        traffic::settle(&log).await;
+        traffic::read_directories(&log, &addrs).await;
         read_final_histories(&log, &addrs).await;
         stop_subscribers.store(true, Ordering::Relaxed);
         for subscriber in subscribers {
             subscriber.task.await.expect("a subscriber task");
+        }
+        for member in members {
+            member.finish(&log).await;
         }
         checker::check(&log.records())
     });
@@ -602,6 +663,7 @@ fn run(seed: u64, seconds: u64) {
 fn summary(records: &[Record]) -> String {
     let (mut acked, mut indeterminate, mut delivered, mut reads, mut epochs) = (0, 0, 0, 0, 0);
     let mut subscribed = 0;
+    let (mut relayed, mut directs, mut posted, mut group_messages) = (0, 0, 0, 0);
     let mut faults: Vec<&str> = Vec::new();
     for record in records {
         match record {
@@ -615,13 +677,22 @@ fn summary(records: &[Record]) -> String {
             Record::History { .. } => reads += 1,
             Record::EpochChanged { .. } => epochs += 1,
             Record::Fault { kind, .. } => faults.push(kind),
+            Record::Relay { result: Ok(_), .. } => relayed += 1,
+            Record::Direct { .. } => directs += 1,
+            Record::Post {
+                outcome: Outcome::Acked { .. },
+                ..
+            } => posted += 1,
+            Record::GroupMessage { .. } => group_messages += 1,
             _ => {}
         }
     }
     format!(
         "{} records: {acked} publishes acknowledged, {indeterminate} refused or timed out, \
          {subscribed} subscriptions, {delivered} deliveries, {reads} history reads, \
-         {epochs} epoch changes told, faults {faults:?}",
+         {epochs} epoch changes told, {relayed} relays answered, {directs} bodies relayed \
+         received, {posted} group posts accepted, {group_messages} group posts received, \
+         faults {faults:?}",
         records.len()
     )
 }
