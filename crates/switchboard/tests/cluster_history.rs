@@ -1,10 +1,12 @@
 //! The cluster's history under faults, checked from the outside: three
 //! `switchboard serve --cluster` processes on one Redis, a seeded random workload
 //! (publishers on every node, subscribers replaying from seq 1 or live, some joining
-//! mid-run, history reads), and Redis killed and restarted, paused, and its pub/sub
-//! connections cut while it runs. Every operation is logged as a JSON line; the checker
-//! (`cluster_history/checker.rs`) then says whether acks, deliveries and every node's
-//! final history agree.
+//! mid-run, history reads; clients relaying to each other across nodes and joining,
+//! posting to and leaving groups, in `cluster_history/traffic.rs`), and Redis killed
+//! and restarted, paused, and its pub/sub connections cut while it runs. Every
+//! operation is logged as a JSON line; the checker (`cluster_history/checker.rs`) then
+//! says whether acks, deliveries, relays, group posts, every node's final history and
+//! every node's client list agree.
 //!
 //! Redis runs with `appendfsync always` and the nodes with `--sync always`, the
 //! strongest promise, so that a kill and restart must lose nothing acknowledged: any
@@ -664,6 +666,7 @@ fn summary(records: &[Record]) -> String {
     let (mut acked, mut indeterminate, mut delivered, mut reads, mut epochs) = (0, 0, 0, 0, 0);
     let mut subscribed = 0;
     let (mut relayed, mut directs, mut posted, mut group_messages) = (0, 0, 0, 0);
+    let (mut refused_posts, mut statuses) = (0, std::collections::BTreeMap::new());
     let mut faults: Vec<&str> = Vec::new();
     for record in records {
         match record {
@@ -677,12 +680,21 @@ fn summary(records: &[Record]) -> String {
             Record::History { .. } => reads += 1,
             Record::EpochChanged { .. } => epochs += 1,
             Record::Fault { kind, .. } => faults.push(kind),
-            Record::Relay { result: Ok(_), .. } => relayed += 1,
+            Record::Relay {
+                result: Ok(outcomes),
+                ..
+            } => {
+                relayed += 1;
+                for (_, status) in outcomes {
+                    *statuses.entry(status.as_str()).or_insert(0) += 1;
+                }
+            }
             Record::Direct { .. } => directs += 1,
             Record::Post {
                 outcome: Outcome::Acked { .. },
                 ..
             } => posted += 1,
+            Record::Post { .. } => refused_posts += 1,
             Record::GroupMessage { .. } => group_messages += 1,
             _ => {}
         }
@@ -690,9 +702,9 @@ fn summary(records: &[Record]) -> String {
     format!(
         "{} records: {acked} publishes acknowledged, {indeterminate} refused or timed out, \
          {subscribed} subscriptions, {delivered} deliveries, {reads} history reads, \
-         {epochs} epoch changes told, {relayed} relays answered, {directs} bodies relayed \
-         received, {posted} group posts accepted, {group_messages} group posts received, \
-         faults {faults:?}",
+         {epochs} epoch changes told, {relayed} relays answered (receivers {statuses:?}), \
+         {directs} relayed bodies received, {posted} group posts accepted and {refused_posts} \
+         not, {group_messages} group posts received, faults {faults:?}",
         records.len()
     )
 }
