@@ -217,6 +217,12 @@ fn violation(invariant: &'static str, detail: String, records: Vec<&Record>) -> 
 
 /// Checks every invariant over `log`, in a fixed order, and returns the first broken.
 pub fn check(log: &[Record]) -> Result<(), Violation> {
+    check_with(log, DIRECTORY_REPAIR_MS)
+}
+
+/// [`check`], with `repair_ms` instead of [`DIRECTORY_REPAIR_MS`] (0: no `unknown`
+/// excused near a fault).
+pub fn check_with(log: &[Record], repair_ms: u64) -> Result<(), Violation> {
     no_unexpected_failures(log)?;
     nodes_converge(log)?;
     one_message_per_place(log)?;
@@ -227,7 +233,7 @@ pub fn check(log: &[Record]) -> Result<(), Violation> {
     subscribers_caught_up(log)?;
     relays_reach_only_targets(log)?;
     relays_delivered_arrive(log)?;
-    relays_unknown_only_when_gone(log)?;
+    relays_unknown_only_when_gone(log, repair_ms)?;
     posts_only_from_members(log)?;
     group_feeds_in_order(log)?;
     posts_reach_members(log)?;
@@ -824,12 +830,12 @@ fn relays_delivered_arrive(log: &[Record]) -> Result<(), Violation> {
 /// missing from the directory: observed after a kill and restart of Redis (with
 /// `appendfsync always`), for a few hundred milliseconds, until the nodes' heartbeats
 /// (every second) publish their clients again. Twice the heartbeat, to be safe.
-const DIRECTORY_REPAIR_MS: u64 = 2_000;
+pub const DIRECTORY_REPAIR_MS: u64 = 2_000;
 
 /// `unknown` only for a receiver that was not connected for the whole relay (every node
 /// stays up in this run, so every connected receiver is on a live node), except for a
-/// relay that overlapped a fault or began within [`DIRECTORY_REPAIR_MS`] of its end.
-fn relays_unknown_only_when_gone(log: &[Record]) -> Result<(), Violation> {
+/// relay that overlapped a fault or began within `repair_ms` of its end.
+fn relays_unknown_only_when_gone(log: &[Record], repair_ms: u64) -> Result<(), Violation> {
     let gone = disconnections(log);
     let faults: Vec<(u64, u64)> = log
         .iter()
@@ -863,7 +869,7 @@ fn relays_unknown_only_when_gone(log: &[Record]) -> Result<(), Violation> {
             continue;
         };
         let near_a_fault = faults.iter().any(|(fault_start, fault_end)| {
-            *fault_start <= *end_ms && *start_ms <= fault_end + DIRECTORY_REPAIR_MS
+            *fault_start <= *end_ms && *start_ms <= fault_end + repair_ms
         });
         if near_a_fault {
             continue;
@@ -1565,7 +1571,8 @@ mod tests {
         let mut log = traffic_log();
         log[8] = relay("r2", &[4, 2], &[(4, "unknown"), (2, "unknown")], 13);
         assert_eq!(broken(&log), "relay-unknown-only-when-gone");
-        // Within the directory's repair time after a fault on Redis: excused.
+        // Within the directory's repair time after a fault on Redis: excused, unless
+        // asked not to.
         log.insert(
             8,
             Record::Fault {
@@ -1575,6 +1582,10 @@ mod tests {
             },
         );
         assert_eq!(check(&log), Ok(()));
+        assert_eq!(
+            check_with(&log, 0).map_err(|violation| violation.invariant),
+            Err("relay-unknown-only-when-gone")
+        );
     }
 
     #[test]
