@@ -18,9 +18,7 @@
 //! seed again (or a random one without `SB_SEED`); `SB_CHECK_SECONDS` makes the faulty
 //! phase longer than CI's; `SB_CHECK_PERSISTENCE=none` runs Redis without persistence
 //! (and the nodes with `--sync never`), where a kill loses messages and the checker
-//! requires that every loss was announced as a new epoch. `SB_CHECK_RELAY_GRACE_MS=0`
-//! excuses no relay `unknown` for a connected receiver, not even right after a fault
-//! (an open finding: right after Redis restarts, some are reported `unknown`).
+//! requires that every loss was announced as a new epoch.
 
 #[path = "cluster_history/checker.rs"]
 mod checker;
@@ -640,7 +638,7 @@ fn run(seed: u64, seconds: u64) {
         for member in members {
             member.finish(&log).await;
         }
-        checker::check_with(&log.records(), relay_grace_ms())
+        checker::check(&log.records())
     });
     drop(servers);
     drop(redis);
@@ -709,15 +707,6 @@ fn summary(records: &[Record]) -> String {
          not, {group_messages} group posts received, faults {faults:?}",
         records.len()
     )
-}
-
-/// How long after a fault a relay may report a connected receiver `unknown`;
-/// `SB_CHECK_RELAY_GRACE_MS=0` excuses none (see `checker::DIRECTORY_REPAIR_MS`).
-fn relay_grace_ms() -> u64 {
-    std::env::var("SB_CHECK_RELAY_GRACE_MS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(checker::DIRECTORY_REPAIR_MS)
 }
 
 fn seconds() -> u64 {

@@ -217,12 +217,6 @@ fn violation(invariant: &'static str, detail: String, records: Vec<&Record>) -> 
 
 /// Checks every invariant over `log`, in a fixed order, and returns the first broken.
 pub fn check(log: &[Record]) -> Result<(), Violation> {
-    check_with(log, DIRECTORY_REPAIR_MS)
-}
-
-/// [`check`], with `repair_ms` instead of [`DIRECTORY_REPAIR_MS`] (0: no `unknown`
-/// excused near a fault).
-pub fn check_with(log: &[Record], repair_ms: u64) -> Result<(), Violation> {
     no_unexpected_failures(log)?;
     nodes_converge(log)?;
     one_message_per_place(log)?;
@@ -233,7 +227,7 @@ pub fn check_with(log: &[Record], repair_ms: u64) -> Result<(), Violation> {
     subscribers_caught_up(log)?;
     relays_reach_only_targets(log)?;
     relays_delivered_arrive(log)?;
-    relays_unknown_only_when_gone(log, repair_ms)?;
+    relays_unknown_only_when_gone(log)?;
     posts_only_from_members(log)?;
     group_feeds_in_order(log)?;
     posts_reach_members(log)?;
@@ -826,26 +820,11 @@ fn relays_delivered_arrive(log: &[Record]) -> Result<(), Violation> {
     }
 }
 
-/// How long after a fault on Redis a relay may still find another node's clients
-/// missing from the directory: observed after a kill and restart of Redis (with
-/// `appendfsync always`), for a few hundred milliseconds, until the nodes' heartbeats
-/// (every second) publish their clients again. Twice the heartbeat, to be safe.
-pub const DIRECTORY_REPAIR_MS: u64 = 2_000;
-
-/// `unknown` only for a receiver that was not connected for the whole relay (every node
-/// stays up in this run, so every connected receiver is on a live node), except for a
-/// relay that overlapped a fault or began within `repair_ms` of its end.
-fn relays_unknown_only_when_gone(log: &[Record], repair_ms: u64) -> Result<(), Violation> {
+/// `unknown` only for a receiver that was not connected for the whole relay: every node
+/// stays up in this run, so every connected receiver is on a live node, faults or not
+/// (a node between two pub/sub connections answers `dropped`).
+fn relays_unknown_only_when_gone(log: &[Record]) -> Result<(), Violation> {
     let gone = disconnections(log);
-    let faults: Vec<(u64, u64)> = log
-        .iter()
-        .filter_map(|record| match record {
-            Record::Fault {
-                start_ms, end_ms, ..
-            } => Some((*start_ms, *end_ms)),
-            _ => None,
-        })
-        .collect();
     let connected: BTreeMap<u64, (&str, u64)> = log
         .iter()
         .filter_map(|record| match record {
@@ -868,12 +847,6 @@ fn relays_unknown_only_when_gone(log: &[Record], repair_ms: u64) -> Result<(), V
         else {
             continue;
         };
-        let near_a_fault = faults.iter().any(|(fault_start, fault_end)| {
-            *fault_start <= *end_ms && *start_ms <= fault_end + repair_ms
-        });
-        if near_a_fault {
-            continue;
-        }
         for (id, status) in outcomes {
             let Some((name, since_ms)) = connected.get(id).copied() else {
                 continue;
@@ -1571,8 +1544,7 @@ mod tests {
         let mut log = traffic_log();
         log[8] = relay("r2", &[4, 2], &[(4, "unknown"), (2, "unknown")], 13);
         assert_eq!(broken(&log), "relay-unknown-only-when-gone");
-        // Within the directory's repair time after a fault on Redis: excused, unless
-        // asked not to.
+        // A fault on Redis meanwhile excuses nothing.
         log.insert(
             8,
             Record::Fault {
@@ -1581,11 +1553,7 @@ mod tests {
                 end_ms: 8,
             },
         );
-        assert_eq!(check(&log), Ok(()));
-        assert_eq!(
-            check_with(&log, 0).map_err(|violation| violation.invariant),
-            Err("relay-unknown-only-when-gone")
-        );
+        assert_eq!(broken(&log), "relay-unknown-only-when-gone");
     }
 
     #[test]
