@@ -231,6 +231,7 @@ pub fn check(log: &[Record]) -> Result<(), Violation> {
     posts_only_from_members(log)?;
     group_feeds_in_order(log)?;
     posts_reach_members(log)?;
+    joins_announced(log)?;
     directory_converges(log)?;
     Ok(())
 }
@@ -1038,6 +1039,82 @@ fn posts_reach_members(log: &[Record]) -> Result<(), Violation> {
     }
 }
 
+/// The joins not (yet) announced to the joiner: every acknowledged join of a client
+/// that was known to be outside the group (it had never joined, or its last operation
+/// was an acknowledged leave) must bring its own MEMBER_JOINED to its group feed. With
+/// the joins whose outcome is unknown, the count of those events is bounded on both
+/// sides; the second element says which bound is broken (true: too few), with the join
+/// or the event that shows it.
+pub fn joins_unannounced(log: &[Record]) -> Vec<(&Record, bool)> {
+    let mut announced: BTreeMap<(&str, &str), Vec<&Record>> = BTreeMap::new();
+    let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for record in log {
+        match record {
+            Record::GroupEvent {
+                client,
+                group,
+                kind,
+                subject,
+                ..
+            } if kind == "MemberJoined" && subject == client => {
+                announced.entry((client, group)).or_default().push(record);
+                pairs.insert((client, group));
+            }
+            Record::GroupOp { client, group, .. } => {
+                pairs.insert((client, group));
+            }
+            _ => {}
+        }
+    }
+    let mut broken = Vec::new();
+    for (client, group) in pairs {
+        let ops = group_ops(log, client, group);
+        let (mut owed, mut attempts, mut last_owed) = (0, 0, None);
+        let mut outside = true;
+        for op in &ops {
+            let Record::GroupOp { join, error, .. } = op else {
+                continue;
+            };
+            if *join {
+                attempts += 1;
+                if outside && error.is_none() {
+                    owed += 1;
+                    last_owed = Some(*op);
+                }
+            }
+            outside = !*join && error.is_none();
+        }
+        let events = announced
+            .get(&(client, group))
+            .map_or(&[][..], Vec::as_slice);
+        if let Some(op) = last_owed.filter(|_| events.len() < owed) {
+            broken.push((op, true));
+        } else if events.len() > attempts
+            && let Some(event) = events.last()
+        {
+            broken.push((*event, false));
+        }
+    }
+    broken
+}
+
+/// Every join that made a client a member was announced to it, and no more.
+fn joins_announced(log: &[Record]) -> Result<(), Violation> {
+    match joins_unannounced(log).into_iter().next() {
+        None => Ok(()),
+        Some((op, missing)) => Err(violation(
+            "joins-announced",
+            match missing {
+                true => "a join that made its client a member never brought it its own \
+                         MEMBER_JOINED"
+                    .to_owned(),
+                false => "a client was told more joins of its own than it made".to_owned(),
+            },
+            vec![op],
+        )),
+    }
+}
+
 /// The client ids connected when `log` ends, but `lister`'s own (LIST_CLIENTS lists
 /// the others).
 pub fn connected_clients(log: &[Record], lister: &str) -> BTreeSet<u64> {
@@ -1441,6 +1518,16 @@ mod tests {
         }
     }
 
+    fn joined_event(client: &str, at_ms: u64) -> Record {
+        Record::GroupEvent {
+            client: client.to_owned(),
+            group: "g".to_owned(),
+            kind: "MemberJoined".to_owned(),
+            subject: client.to_owned(),
+            at_ms,
+        }
+    }
+
     fn directory(lister: &str, listed: &[u64]) -> Record {
         Record::Directory {
             lister: lister.to_owned(),
@@ -1469,7 +1556,9 @@ mod tests {
             direct("cy", "r1", 12),
             relay("r2", &[4, 2], &[(4, "unknown"), (2, "dropped")], 13),
             group_op("ann", true, 20, None),
+            joined_event("ann", 21),
             group_op("bob", true, 20, None),
+            joined_event("bob", 21),
             post("ann", "p1", 1, 30),
             got_post("ann", "p1", 1),
             got_post("bob", "p1", 1),
@@ -1488,6 +1577,7 @@ mod tests {
                 },
             },
             group_op("bob", true, 40, None),
+            joined_event("bob", 41),
             post("bob", "p3", 3, 50),
             got_post("ann", "p3", 3),
             got_post("bob", "p3", 3),
@@ -1560,10 +1650,10 @@ mod tests {
     fn a_post_accepted_after_an_acknowledged_leave_is_caught() {
         let mut log = traffic_log();
         // bob posts between its leave and its next join, and is accepted.
-        log.insert(15, post("bob", "p-bad", 3, 33));
+        log.insert(17, post("bob", "p-bad", 3, 33));
         assert_eq!(broken(&log), "posts-only-from-members");
         // A leave that was never answered leaves the membership open.
-        log[14] = group_op("bob", false, 32, Some("timed out"));
+        log[16] = group_op("bob", false, 32, Some("timed out"));
         assert_ne!(
             check(&log).map_err(|v| v.invariant),
             Err("posts-only-from-members")
@@ -1573,17 +1663,17 @@ mod tests {
     #[test]
     fn a_post_accepted_from_one_who_never_joined_is_caught() {
         let mut log = traffic_log();
-        log[17] = post("cy", "p-refused", 3, 35);
+        log[19] = post("cy", "p-refused", 3, 35);
         assert_eq!(broken(&log), "posts-only-from-members");
     }
 
     #[test]
     fn group_posts_out_of_order_or_twice_are_caught() {
         let mut log = traffic_log();
-        log.swap(12, 16);
+        log.swap(14, 18);
         assert_eq!(broken(&log), "group-feed-in-order");
         let mut log = traffic_log();
-        log.insert(13, got_post("ann", "p1", 1));
+        log.insert(15, got_post("ann", "p1", 1));
         assert_eq!(broken(&log), "group-feed-in-order");
     }
 
@@ -1592,8 +1682,20 @@ mod tests {
         let mut log = traffic_log();
         // bob was away for p2: not owed.
         assert_eq!(check(&log), Ok(()));
-        log.remove(21);
+        log.remove(24);
         assert_eq!(broken(&log), "posts-reach-members");
+    }
+
+    #[test]
+    fn a_join_not_announced_to_its_joiner_or_one_never_made_is_caught() {
+        let mut log = traffic_log();
+        // bob's second join brought no MEMBER_JOINED.
+        log.remove(21);
+        assert_eq!(broken(&log), "joins-announced");
+        // cy was told of a join of its own it never made.
+        let mut log = traffic_log();
+        log.insert(20, joined_event("cy", 37));
+        assert_eq!(broken(&log), "joins-announced");
     }
 
     #[test]

@@ -284,14 +284,16 @@ async fn post(log: &Log, client: &Client, who: &str, node: usize, group: &str, b
     });
 }
 
-/// Waits (bounded) until every relay reported delivered and every post owed to a
-/// member has arrived; the checker then says whether they did.
+/// Waits (bounded) until every relay reported delivered, every post owed to a member
+/// and every join owed to its joiner has arrived; the checker then says whether they
+/// did.
 pub async fn settle(log: &Log) {
     let deadline = Instant::now() + SETTLE;
     while Instant::now() < deadline {
         let records = log.records();
         if checker::relays_missing(&records).is_empty()
             && checker::posts_missing(&records).is_empty()
+            && checker::joins_unannounced(&records).is_empty()
         {
             return;
         }
