@@ -821,11 +821,32 @@ fn relays_delivered_arrive(log: &[Record]) -> Result<(), Violation> {
     }
 }
 
+/// How long after Redis came back without its data the nodes may be missing from it:
+/// each finds its registration gone at its next heartbeat (every second) and registers
+/// again with its clients; with room for a reconnection and a batch.
+const REREGISTER_MS: u64 = 3_000;
+
 /// `unknown` only for a receiver that was not connected for the whole relay: every node
 /// stays up in this run, so every connected receiver is on a live node, faults or not
-/// (a node between two pub/sub connections answers `dropped`).
+/// (a node between two pub/sub connections answers `dropped`). Only a restart that
+/// lost Redis' data (an epoch change was announced after it began) unregisters the
+/// nodes, for up to [`REREGISTER_MS`] after it.
 fn relays_unknown_only_when_gone(log: &[Record]) -> Result<(), Violation> {
     let gone = disconnections(log);
+    let told: Vec<u64> = epoch_changes(log).into_values().flatten().collect();
+    let data_lost: Vec<(u64, u64)> = log
+        .iter()
+        .filter_map(|record| match record {
+            Record::Fault {
+                kind,
+                start_ms,
+                end_ms,
+            } if kind == "kill-restart" && told.iter().any(|at_ms| at_ms >= start_ms) => {
+                Some((*start_ms, end_ms + REREGISTER_MS))
+            }
+            _ => None,
+        })
+        .collect();
     let connected: BTreeMap<u64, (&str, u64)> = log
         .iter()
         .filter_map(|record| match record {
@@ -848,6 +869,12 @@ fn relays_unknown_only_when_gone(log: &[Record]) -> Result<(), Violation> {
         else {
             continue;
         };
+        if data_lost
+            .iter()
+            .any(|(from_ms, to_ms)| from_ms <= end_ms && start_ms <= to_ms)
+        {
+            continue;
+        }
         for (id, status) in outcomes {
             let Some((name, since_ms)) = connected.get(id).copied() else {
                 continue;
@@ -1634,7 +1661,8 @@ mod tests {
         let mut log = traffic_log();
         log[8] = relay("r2", &[4, 2], &[(4, "unknown"), (2, "unknown")], 13);
         assert_eq!(broken(&log), "relay-unknown-only-when-gone");
-        // A fault on Redis meanwhile excuses nothing.
+        // A restart of Redis meanwhile excuses nothing, unless it lost the data (and
+        // with it the nodes' registrations): an epoch change was announced.
         log.insert(
             8,
             Record::Fault {
@@ -1644,6 +1672,13 @@ mod tests {
             },
         );
         assert_eq!(broken(&log), "relay-unknown-only-when-gone");
+        log.push(Record::EpochChanged {
+            sub: "s".to_owned(),
+            channel: "c".to_owned(),
+            first_seq: 1,
+            at_ms: 9,
+        });
+        assert_eq!(check(&log), Ok(()));
     }
 
     #[test]
