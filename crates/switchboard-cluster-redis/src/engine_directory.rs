@@ -232,13 +232,17 @@ impl NodeDirectory {
             .await
             .map_err(|e| e.refusal())?;
         if listeners == 0 {
-            // No node follows that topic: the node is not running, nor its clients.
+            // The directory holds the node as live, but nothing follows its topic: its
+            // pub/sub connection is being made again (after Redis restarted, or cut it),
+            // or it died and its registration has not expired yet. Either way the
+            // receivers may still be connected and the body did not reach them: dropped,
+            // as for a node that does not answer, so that the sender may try again.
             return Ok(request
                 .receivers
                 .iter()
                 .map(|&client_id| RelayOutcome {
                     client_id,
-                    status: RelayStatus::Unknown,
+                    status: RelayStatus::Dropped,
                 })
                 .collect());
         }

@@ -2,8 +2,9 @@
 //! LIST_CLIENTS on any node shows every node's clients in id order and in pages; client
 //! ids stay distinct across thousands of sessions on three nodes; a relay reaches
 //! receivers on this node and on others with one outcome each; a receiver that left,
-//! or on no live node, is unknown; one whose node does not answer in time is dropped;
-//! relay rules hold across nodes; a node that registers again lists its clients again.
+//! or on no live node, is unknown; one whose node does not answer in time, or does not
+//! follow its topic at the moment, is dropped; relay rules hold across nodes; a node
+//! that registers again lists its clients again.
 
 mod common;
 
@@ -312,6 +313,47 @@ async fn receivers_of_a_node_that_does_not_answer_are_dropped_within_the_bound()
         payload.ends_with(b"anyone there?"),
         "the request carries the body"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_of_a_live_node_not_following_its_topic_are_dropped_not_unknown() {
+    // What a node looks like while its pub/sub connection is made again after Redis
+    // restarted: registered, its clients listed, but nothing follows its topic yet.
+    let redis = redis();
+    let nodes = cluster(&redis, 1).await;
+    let sender = client(&nodes[0], "sender").await;
+    let redis_client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = tokio::time::timeout(WAIT, redis_client.get_multiplexed_async_connection())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    let keys = nodes[0].backplane.keys();
+    let deaf = 1_001u64;
+    let info = NodeInfo {
+        link_addr: String::new(),
+        started_us: 1,
+        version: "0".to_owned(),
+    };
+    nodes::reregister(&mut conn, keys, deaf, &info, Duration::from_secs(30))
+        .await
+        .expect("registered");
+    let receiver = deaf << 32 | 1;
+    let record = ClientRecord {
+        id: receiver,
+        name: "between-connections".to_owned(),
+        user: String::new(),
+        connected_us: 1,
+        receives_relay: true,
+    };
+    nodes::add_clients(&mut conn, keys, deaf, &[record], Duration::from_secs(30))
+        .await
+        .expect("record written");
+    let outcomes = sender
+        .relay(&[receiver], "are you back?", "text/plain")
+        .await
+        .expect("relay");
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].status, RelayStatus::Dropped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,12 @@
 //! The cluster's history under faults, checked from the outside: three
 //! `switchboard serve --cluster` processes on one Redis, a seeded random workload
 //! (publishers on every node, subscribers replaying from seq 1 or live, some joining
-//! mid-run, history reads), and Redis killed and restarted, paused, and its pub/sub
-//! connections cut while it runs. Every operation is logged as a JSON line; the checker
-//! (`cluster_history/checker.rs`) then says whether acks, deliveries and every node's
-//! final history agree.
+//! mid-run, history reads; clients relaying to each other across nodes and joining,
+//! posting to and leaving groups, in `cluster_history/traffic.rs`), and Redis killed
+//! and restarted, paused, and its pub/sub connections cut while it runs. Every
+//! operation is logged as a JSON line; the checker (`cluster_history/checker.rs`) then
+//! says whether acks, deliveries, relays, group posts, every node's final history and
+//! every node's client list agree.
 //!
 //! Redis runs with `appendfsync always` and the nodes with `--sync always`, the
 //! strongest promise, so that a kill and restart must lose nothing acknowledged: any
@@ -21,6 +23,8 @@
 #[path = "cluster_history/checker.rs"]
 mod checker;
 mod support;
+#[path = "cluster_history/traffic.rs"]
+mod traffic;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -30,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use checker::{Outcome, Record, Seen};
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, Replay, Since};
+use switchboard_client::{Client, ClientConfig, ErrorCode, Payload, PublishAck, Replay, Since};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc};
 
 const CHANNELS: [&str; 3] = ["ledger", "orders", "audit"];
@@ -105,12 +109,26 @@ impl Log {
     }
 }
 
-async fn connect(addr: &str, name: &str) -> Client {
+/// Connects `name` to `node` and logs the client id it was given (every connection is
+/// logged, so that the checker knows whom every node's client list must show).
+async fn connect(log: &Log, addr: &str, node: usize, name: &str) -> (Client, u64) {
     let config = ClientConfig::new(addr, name).with_request_timeout(REQUEST_TIMEOUT);
     let deadline = Instant::now() + SETTLE;
     loop {
-        match Client::connect(config.clone()).await {
-            Ok(client) => return client,
+        let connected = match Client::connect(config.clone()).await {
+            Ok(client) => client.identity().await.map(|me| (client, me.client_id)),
+            Err(error) => Err(error),
+        };
+        match connected {
+            Ok((client, client_id)) => {
+                log.push(Record::Connected {
+                    client: name.to_owned(),
+                    node,
+                    client_id,
+                    at_ms: log.now(),
+                });
+                return (client, client_id);
+            }
             Err(error) if Instant::now() < deadline => {
                 eprintln!("{name} retries connecting: {error}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,11 +138,42 @@ async fn connect(addr: &str, name: &str) -> Client {
     }
 }
 
+/// Closes `name`'s connection (its last handle) and logs that it left.
+fn disconnect(log: &Log, client: Client, name: &str) {
+    drop(client);
+    log.push(Record::Disconnected {
+        client: name.to_owned(),
+        at_ms: log.now(),
+    });
+}
+
 fn seen(message: &switchboard_client::ReceivedMessage) -> Seen {
     Seen {
         seq: message.seq(),
         id: message.id().to_string(),
         body: message.text().unwrap_or("<binary>").to_owned(),
+    }
+}
+
+/// How a publish or a post ended, from its answer (or the lack of one).
+fn outcome_of(
+    result: Result<switchboard_client::Result<PublishAck>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
+        Ok(Ok(ack)) => Outcome::Acked {
+            seq: ack.seq,
+            id: ack.id.to_string(),
+        },
+        Ok(Err(error)) if error.code() == Some(ErrorCode::BackplaneUnavailable) => {
+            Outcome::Unavailable {
+                error: error.to_string(),
+            }
+        }
+        Ok(Err(error)) if error.is_timeout() => Outcome::TimedOut,
+        Err(_) => Outcome::TimedOut,
+        Ok(Err(error)) => Outcome::Failed {
+            error: error.to_string(),
+        },
     }
 }
 
@@ -143,22 +192,7 @@ async fn publish(
         client.publish(channel, Payload::text(&body)),
     )
     .await;
-    let outcome = match result {
-        Ok(Ok(ack)) => Outcome::Acked {
-            seq: ack.seq,
-            id: ack.id.to_string(),
-        },
-        Ok(Err(error)) if error.code() == Some(ErrorCode::BackplaneUnavailable) => {
-            Outcome::Unavailable {
-                error: error.to_string(),
-            }
-        }
-        Ok(Err(error)) if error.is_timeout() => Outcome::TimedOut,
-        Err(_) => Outcome::TimedOut,
-        Ok(Err(error)) => Outcome::Failed {
-            error: error.to_string(),
-        },
-    };
+    let outcome = outcome_of(result);
     let seq = match outcome {
         Outcome::Acked { seq, .. } => Some(seq),
         _ => None,
@@ -194,7 +228,7 @@ async fn subscriber(
     replay_from: Option<u64>,
     stop: Arc<AtomicBool>,
 ) -> Option<Subscriber> {
-    let client = connect(addr, &name).await;
+    let (client, _) = connect(log, addr, node, &name).await;
     let start_ms = log.now();
     let mut builder = client.subscribe(channel);
     if let Some(seq) = replay_from {
@@ -210,7 +244,10 @@ async fn subscriber(
         end_ms: log.now(),
         error: subscribed.as_ref().err().map(ToString::to_string),
     });
-    let mut subscription = subscribed.ok()?;
+    let Ok(mut subscription) = subscribed else {
+        disconnect(log, client, &name);
+        return None;
+    };
     let newest = Arc::new(AtomicU64::new(0));
     let task = {
         let (log, name, newest) = (log.clone(), name.clone(), newest.clone());
@@ -353,7 +390,7 @@ async fn drain(log: &Log, subscribers: &[Subscriber], fences: &[(&str, u64)]) {
 async fn read_final_histories(log: &Log, addrs: &[String]) {
     for (node, addr) in addrs.iter().enumerate() {
         let who = format!("final{node}");
-        let client = connect(addr, &who).await;
+        let (client, _) = connect(log, addr, node, &who).await;
         for channel in CHANNELS {
             let deadline = Instant::now() + SETTLE;
             loop {
@@ -482,16 +519,35 @@ fn run(seed: u64, seconds: u64) {
         }
         subscribers
     });
+    let (members, gone_id) = runtime.block_on(traffic::start(&log, &addrs, &stop_subscribers));
 
-    // The workload: publishers and readers on every node, subscribers joining.
+    // The workload: publishers and readers on every node, subscribers joining, members
+    // relaying to each other and posting to groups.
     let mut work_tasks = Vec::new();
+    for member in &members {
+        let others: Vec<u64> = members
+            .iter()
+            .filter(|other| other.client_id != member.client_id)
+            .map(|other| other.client_id)
+            .chain([gone_id])
+            .collect();
+        work_tasks.push(runtime.spawn(traffic::work(
+            log.clone(),
+            member.client.clone(),
+            member.name.clone(),
+            member.node,
+            others,
+            rng.fork(),
+            stop_work.clone(),
+        )));
+    }
     for (node, addr) in addrs.iter().enumerate() {
         for k in 0..PUBLISHERS_PER_NODE {
             let (log, addr, stop) = (log.clone(), addr.clone(), stop_work.clone());
             let mut rng = rng.fork();
             work_tasks.push(runtime.spawn(async move {
                 let who = format!("p{node}{k}");
-                let client = connect(&addr, &who).await;
+                let (client, _) = connect(&log, &addr, node, &who).await;
                 let mut count = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
@@ -499,18 +555,20 @@ fn run(seed: u64, seconds: u64) {
                     publish(&log, &client, &who, node, channel, format!("{who}-{count}")).await;
                     tokio::time::sleep(rng.millis(20, 60)).await;
                 }
+                disconnect(&log, client, &who);
             }));
         }
         let (log, addr, stop) = (log.clone(), addr.clone(), stop_work.clone());
         let mut rng = rng.fork();
         work_tasks.push(runtime.spawn(async move {
             let who = format!("r{node}");
-            let client = connect(&addr, &who).await;
+            let (client, _) = connect(&log, &addr, node, &who).await;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(rng.millis(300, 800)).await;
                 let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
                 read_history(&log, &client, &who, node, channel, false, false).await;
             }
+            disconnect(&log, client, &who);
         }));
     }
     let joiners = {
@@ -564,16 +622,21 @@ fn run(seed: u64, seconds: u64) {
             task.await.expect("a workload task");
         }
         subscribers.extend(joiners.await.expect("the joiners"));
-        let fencer = connect(&addrs[0], "fence").await;
+        let (fencer, _) = connect(&log, &addrs[0], 0, "fence").await;
         let mut fences = Vec::new();
         for channel in CHANNELS {
             fences.push((channel, fence(&log, &fencer, channel).await?));
         }
         drain(&log, &subscribers, &fences).await;
+        traffic::settle(&log).await;
+        traffic::read_directories(&log, &addrs).await;
         read_final_histories(&log, &addrs).await;
         stop_subscribers.store(true, Ordering::Relaxed);
         for subscriber in subscribers {
             subscriber.task.await.expect("a subscriber task");
+        }
+        for member in members {
+            member.finish(&log).await;
         }
         checker::check(&log.records())
     });
@@ -602,6 +665,8 @@ fn run(seed: u64, seconds: u64) {
 fn summary(records: &[Record]) -> String {
     let (mut acked, mut indeterminate, mut delivered, mut reads, mut epochs) = (0, 0, 0, 0, 0);
     let mut subscribed = 0;
+    let (mut relayed, mut directs, mut posted, mut group_messages) = (0, 0, 0, 0);
+    let (mut refused_posts, mut statuses) = (0, std::collections::BTreeMap::new());
     let mut faults: Vec<&str> = Vec::new();
     for record in records {
         match record {
@@ -615,13 +680,31 @@ fn summary(records: &[Record]) -> String {
             Record::History { .. } => reads += 1,
             Record::EpochChanged { .. } => epochs += 1,
             Record::Fault { kind, .. } => faults.push(kind),
+            Record::Relay {
+                result: Ok(outcomes),
+                ..
+            } => {
+                relayed += 1;
+                for (_, status) in outcomes {
+                    *statuses.entry(status.as_str()).or_insert(0) += 1;
+                }
+            }
+            Record::Direct { .. } => directs += 1,
+            Record::Post {
+                outcome: Outcome::Acked { .. },
+                ..
+            } => posted += 1,
+            Record::Post { .. } => refused_posts += 1,
+            Record::GroupMessage { .. } => group_messages += 1,
             _ => {}
         }
     }
     format!(
         "{} records: {acked} publishes acknowledged, {indeterminate} refused or timed out, \
          {subscribed} subscriptions, {delivered} deliveries, {reads} history reads, \
-         {epochs} epoch changes told, faults {faults:?}",
+         {epochs} epoch changes told, {relayed} relays answered (receivers {statuses:?}), \
+         {directs} relayed bodies received, {posted} group posts accepted and {refused_posts} \
+         not, {group_messages} group posts received, faults {faults:?}",
         records.len()
     )
 }
