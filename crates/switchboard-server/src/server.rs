@@ -37,6 +37,7 @@ impl Server {
             clock: None,
             reload_source: None,
             backplane: None,
+            node_link: None,
         }
     }
 }
@@ -49,6 +50,7 @@ pub struct ServerBuilder {
     clock: Option<Arc<dyn Clock>>,
     reload_source: Option<ReloadSource>,
     backplane: Option<Arc<dyn crate::cluster::Backplane>>,
+    node_link: Option<std::net::TcpListener>,
 }
 
 impl ServerBuilder {
@@ -57,6 +59,14 @@ impl ServerBuilder {
     /// its own (a data directory holds only streamed bodies).
     pub fn backplane(mut self, backplane: Arc<dyn crate::cluster::Backplane>) -> Self {
         self.backplane = Some(backplane);
+        self
+    }
+
+    /// Cluster mode: where this node answers other nodes asking for the streamed bodies
+    /// it keeps (the node link). The backplane must advertise this listener's address.
+    /// Without it, other nodes cannot read bodies streamed to this node.
+    pub fn node_link(mut self, listener: std::net::TcpListener) -> Self {
+        self.node_link = Some(listener);
         self
     }
 
@@ -195,6 +205,16 @@ impl ServerBuilder {
         if let Some(backplane) = self.backplane {
             let node = crate::cluster::node::ClusterNode::new(backplane);
             hub.join_cluster(node.clone());
+            if let Some(listener) = self.node_link {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(|e| ServerError::Bind {
+                        addr: "node link".into(),
+                        source: e,
+                    })?;
+                tracker.spawn(node.bodies().clone().serve(listener, hub.shutdown_token()));
+            }
             tracker.spawn(node.clone().run(Arc::downgrade(&hub), hub.shutdown_token()));
             tracker.spawn(node.run_trims(
                 Arc::downgrade(&hub),

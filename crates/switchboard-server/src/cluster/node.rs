@@ -16,9 +16,11 @@ use switchboard_proto::packet::{
 use switchboard_proto::subject::{self, Pattern, PatternToken};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use uuid::Uuid;
 
 use super::payload::{self, Placed};
 use super::{Append, Backplane, BackplaneEvent, BackplaneHealth, ChannelMeta, Page, Query, Topic};
+use crate::blobs::Verified;
 use crate::error::Refusal;
 use crate::hub::admission::{BodyShape, Target};
 use crate::hub::channels::Channel;
@@ -41,6 +43,8 @@ pub(crate) struct ClusterNode {
     /// Encodes payloads (no HMAC tag).
     payload_codec: FrameCodec,
     groups: super::groups::GroupFollows,
+    /// Streamed bodies: those this node keeps, and the link that fetches the others.
+    bodies: Arc<super::bodies::NodeLink>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -73,10 +77,11 @@ pub(crate) fn topic_of(pattern: &Pattern) -> Topic {
 impl ClusterNode {
     pub(crate) fn new(backplane: Arc<dyn Backplane>) -> Arc<ClusterNode> {
         Arc::new(ClusterNode {
-            backplane,
+            backplane: backplane.clone(),
             follows: Mutex::new(HashMap::new()),
             payload_codec: payload::payload_codec(),
             groups: Default::default(),
+            bodies: super::bodies::NodeLink::new(backplane.clone()),
         })
     }
 
@@ -187,7 +192,13 @@ impl ClusterNode {
                 None => return,
             },
         };
-        let placed = match payload::place(hub.codec(), &live.payload, live.seq, live.time_us) {
+        let placed = match payload::place_with(
+            &self.bodies,
+            hub.codec(),
+            &live.payload,
+            live.seq,
+            live.time_us,
+        ) {
             Ok(placed) => placed,
             Err(e) => {
                 error!(target: log::ERROR, channel = name, seq = live.seq, error = %e, "message from the cluster not readable; skipped");
@@ -207,9 +218,13 @@ impl ClusterNode {
                 let read = self
                     .read_into(hub, &channel, Query::Last(retention), retention)
                     .await;
-                if let Ok(placed) =
-                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
-                {
+                if let Ok(placed) = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &live.payload,
+                    live.seq,
+                    live.time_us,
+                ) {
                     // Delivered by the read if it was there; otherwise the epoch starts here.
                     hub.ingest(&channel, placed, live.epoch, !read);
                 }
@@ -226,9 +241,13 @@ impl ClusterNode {
                 hub.counters()
                     .cluster_gaps_recovered
                     .fetch_add(live.seq - from, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(placed) =
-                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
-                {
+                if let Ok(placed) = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &live.payload,
+                    live.seq,
+                    live.time_us,
+                ) {
                     hub.ingest(&channel, placed, live.epoch, true);
                 }
             }
@@ -278,7 +297,7 @@ impl ClusterNode {
         page.entries
             .iter()
             .filter_map(|entry| {
-                match payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us) {
+                match payload::place_with(&self.bodies, hub.codec(), &entry.payload, entry.seq, entry.time_us) {
                     Ok(placed) => Some(placed),
                     Err(e) => {
                         error!(target: log::ERROR, channel = name, seq = entry.seq, error = %e, "stored message not readable; skipped");
@@ -485,6 +504,41 @@ impl ClusterNode {
         publish: &Publish,
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
+        self.publish_body(hub, caller, publish, body_crc, None)
+            .await
+    }
+
+    /// A streamed publish whose body arrived whole: the body becomes a blob this node
+    /// keeps (other nodes fetch it over the node link); the backplane gets the message
+    /// without it.
+    pub(crate) async fn publish_streamed(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        upload: Verified,
+    ) -> Result<Published, Refusal> {
+        self.publish_body(hub, caller, publish, None, Some(upload))
+            .await
+    }
+
+    /// The node link's side of this node: the bodies it keeps and fetches.
+    pub(crate) fn bodies(&self) -> &Arc<super::bodies::NodeLink> {
+        &self.bodies
+    }
+
+    async fn publish_body(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        body_crc: Option<u32>,
+        mut upload: Option<Verified>,
+    ) -> Result<Published, Refusal> {
+        let streamed_len = upload.as_ref().map(Verified::len);
+        // A streamed body is kept under the message's id, so the id stays the same if
+        // the append is tried again.
+        let mut streamed_id: Option<Uuid> = None;
         let name = publish.channel.as_str();
         // The second attempt, after the channel this node knew was found deleted: what
         // the backplane has now (or nothing, and the publish creates it).
@@ -507,7 +561,10 @@ impl ClusterNode {
                 }
             };
             let (rules, ids, _) = hub.publish_parts();
-            let shape = BodyShape::Frame(&publish.body);
+            let shape = match streamed_len {
+                Some(len) => BodyShape::Streamed(len),
+                None => BodyShape::Frame(&publish.body),
+            };
             let (cid, create_with, admission) = match &known {
                 // Made here with the options a role's caps gave it, not yet the cluster's:
                 // the publish creates it with those options.
@@ -524,7 +581,18 @@ impl ClusterNode {
             };
             let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
             let time_us = now_us();
-            let id = ids.next(time_us);
+            let id = match (streamed_len, streamed_id) {
+                (Some(_), Some(id)) => id,
+                (Some(_), None) => *streamed_id.insert(ids.next(time_us)),
+                (None, _) => ids.next(time_us),
+            };
+            if let Some(verified) = upload.take() {
+                let blob = hub
+                    .blobs()
+                    .store(verified, &id)
+                    .map_err(|e| crate::hub::blob_refusal(&e))?;
+                self.bodies.keep(id, blob);
+            }
             let envelope = Envelope {
                 scope: Scope::Channel,
                 channel: name,
@@ -535,19 +603,34 @@ impl ClusterNode {
                 sender_name: &caller.name,
                 content_type: &publish.content_type,
                 user_headers: &publish.user_headers,
-                body: &publish.body,
+                body: if streamed_len.is_some() {
+                    &[]
+                } else {
+                    &publish.body
+                },
                 body_crc,
-                stream: None::<StreamStart>,
+                stream: streamed_len.map(|total_len| StreamStart {
+                    stream_id: 0,
+                    total_len,
+                }),
             };
-            let payload = payload::encode(&self.payload_codec, &envelope, admission.drop_oldest)
-                .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+            let payload = match streamed_len {
+                Some(_) => payload::encode_streamed(
+                    &self.payload_codec,
+                    &envelope,
+                    admission.drop_oldest,
+                    self.backplane.node_id(),
+                ),
+                None => payload::encode(&self.payload_codec, &envelope, admission.drop_oldest),
+            }
+            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
             let append = Append {
                 channel: name.to_owned(),
                 cid,
                 create_with,
                 id,
                 payload,
-                body_len: publish.body.len() as u64,
+                body_len: streamed_len.unwrap_or(publish.body.len() as u64),
                 tags: subject::message_hashtags(&publish.content_type, &publish.body),
                 max_count: options.history.unwrap_or(hub.config().default_history),
                 max_bytes: options.max_total_bytes,
@@ -634,7 +717,7 @@ impl ClusterNode {
         Ok(entries
             .iter()
             .filter_map(|entry| {
-                payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us)
+                payload::place_with(&self.bodies, hub.codec(), &entry.payload, entry.seq, entry.time_us)
                     .map_err(|e| {
                         error!(target: log::ERROR, channel = %entry.channel, seq = entry.seq, error = %e, "stored message not readable; skipped");
                     })

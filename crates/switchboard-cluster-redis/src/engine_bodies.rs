@@ -1,0 +1,67 @@
+//! The Redis side of the node link: where each node answers for the streamed bodies it
+//! keeps (the address it registered), and the key all nodes sign node-link requests with.
+
+use futures::FutureExt;
+use rand::RngCore;
+
+use crate::engine::{RedisBackplane, unavailable};
+use crate::error::BackplaneError;
+use crate::nodes;
+
+/// Bytes of the node-link key.
+const KEY_LEN: usize = 32;
+
+impl RedisBackplane {
+    /// The node-link address node `node` registered, if it is live.
+    pub(crate) async fn node_link_addr_of(
+        &self,
+        node: u64,
+    ) -> Result<Option<String>, switchboard_server::cluster::Refusal> {
+        let keys = self.keys().clone();
+        self.supervisor
+            .run(move |conn| {
+                async move {
+                    let live = nodes::live_nodes(conn, &keys).await?;
+                    Ok(live
+                        .into_iter()
+                        .find(|(incarnation, _)| *incarnation == node)
+                        .map(|(_, info)| info.link_addr))
+                }
+                .boxed()
+            })
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+
+    /// The cluster's node-link key: the first node to ask makes it (SET NX), every node
+    /// then reads the same one. It lives as long as the cluster's keys.
+    pub(crate) async fn node_link_key_of(
+        &self,
+    ) -> Result<Vec<u8>, switchboard_server::cluster::Refusal> {
+        let key_name = format!("{}node-link-key", self.keys().prefix());
+        let mut fresh = [0u8; KEY_LEN];
+        rand::rng().fill_bytes(&mut fresh);
+        self.supervisor
+            .run(move |conn| {
+                async move {
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key_name)
+                        .arg(&fresh[..])
+                        .arg("NX")
+                        .query_async(conn)
+                        .await?;
+                    let key: Option<Vec<u8>> =
+                        redis::cmd("GET").arg(&key_name).query_async(conn).await?;
+                    match key {
+                        Some(key) if key.len() == KEY_LEN => Ok(key),
+                        _ => Err(BackplaneError::Reply(
+                            "the node-link key is missing or damaged".into(),
+                        )),
+                    }
+                }
+                .boxed()
+            })
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+}
