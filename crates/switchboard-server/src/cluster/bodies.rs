@@ -96,6 +96,16 @@ struct Kept {
     bodies: HashMap<Uuid, Blob>,
 }
 
+impl Drop for Kept {
+    /// A node that leaves the cluster comes back as another node, which no message
+    /// names: the bodies it kept are of no more use, even in a data directory.
+    fn drop(&mut self) {
+        for blob in self.bodies.values() {
+            blob.retire();
+        }
+    }
+}
+
 /// A body being read, from this node's file or from its origin.
 pub struct BodyReader {
     source: Source,

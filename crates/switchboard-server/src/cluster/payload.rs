@@ -213,6 +213,45 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_payload_names_its_origin_and_carries_no_body() {
+        let codec = payload_codec();
+        let headers = Vec::new();
+        let envelope = Envelope {
+            scope: Scope::Channel,
+            channel: "files",
+            id: Uuid::now_v7(),
+            seq: 0,
+            time_us: 0,
+            sender_id: 7,
+            sender_name: "ann",
+            content_type: "application/octet-stream",
+            user_headers: &headers,
+            body: b"",
+            body_crc: None,
+            stream: Some(switchboard_proto::packet::StreamStart {
+                stream_id: 0,
+                total_len: 40 << 20,
+            }),
+        };
+        let payload = encode_streamed(&codec, &envelope, false, 42).unwrap();
+        // A node that reads only version 1 refuses it instead of taking an empty body.
+        assert_ne!(payload[0], VERSION);
+        assert!(payload.len() < 200, "the body is not in the payload");
+        assert_eq!(channel_of(&payload).as_deref(), Some("files"));
+        assert!(matches!(
+            place(&codec, &payload, 3, 3),
+            Err(PayloadError::Streamed)
+        ));
+        let link = NodeLink::new(super::super::memory::MemoryBackplane::new().node());
+        let placed = place_with(&link, &codec, &payload, 3, 1234).unwrap();
+        let blob = placed.message.blob().expect("a body to fetch");
+        assert_eq!(blob.len(), 40 << 20);
+        let remote = blob.remote_body().expect("kept by its origin");
+        assert_eq!(remote.origin, 42);
+        assert_eq!(remote.id, envelope.id);
+    }
+
+    #[test]
     fn damaged_payloads_are_refused_not_trusted() {
         let codec = payload_codec();
         assert!(matches!(
@@ -226,6 +265,11 @@ mod tests {
         assert!(matches!(
             place(&codec, &Bytes::from_static(b"\x01\x00garbage"), 1, 1),
             Err(PayloadError::Frame(_))
+        ));
+        // A streamed payload too short to name its origin.
+        assert!(matches!(
+            place(&codec, &Bytes::from_static(b"\x02\x00\x00\x01"), 1, 1),
+            Err(PayloadError::Short)
         ));
     }
 }
