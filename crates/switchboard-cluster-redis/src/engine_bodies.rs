@@ -6,26 +6,29 @@ use rand::RngCore;
 
 use crate::engine::{RedisBackplane, unavailable};
 use crate::error::BackplaneError;
-use crate::nodes;
 
 /// Bytes of the node-link key.
 const KEY_LEN: usize = 32;
+/// The field of a node's info that holds its link address (see `nodes::live_nodes`).
+const INFO_LINK_ADDR: &str = "a";
 
 impl RedisBackplane {
-    /// The node-link address node `node` registered, if it is live.
+    /// The node-link address node `node` registered, if it is live (its info expires
+    /// with its registration, and goes when it leaves).
     pub(crate) async fn node_link_addr_of(
         &self,
         node: u64,
     ) -> Result<Option<String>, switchboard_server::cluster::Refusal> {
-        let keys = self.keys().clone();
+        let info_key = self.keys().node_info(node);
         self.supervisor
             .run(move |conn| {
                 async move {
-                    let live = nodes::live_nodes(conn, &keys).await?;
-                    Ok(live
-                        .into_iter()
-                        .find(|(incarnation, _)| *incarnation == node)
-                        .map(|(_, info)| info.link_addr))
+                    let addr: Option<String> = redis::cmd("HGET")
+                        .arg(&info_key)
+                        .arg(INFO_LINK_ADDR)
+                        .query_async(conn)
+                        .await?;
+                    Ok(addr)
                 }
                 .boxed()
             })
