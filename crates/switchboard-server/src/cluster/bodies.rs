@@ -17,8 +17,12 @@
 //! link breaks, or whose digest does not match is reported as unavailable; the writer
 //! then aborts the stream, so a receiver never takes a truncated body for a whole one.
 //!
-//! Retention: the origin keeps the newest [`MAX_KEPT`] bodies it received (within the
-//! server's budget for bodies), for as long as it runs. Past that a reader gets
+//! Retention: the origin keeps a body as long as its message can be in the channel's
+//! history by count, as far as the origin sees: once this node appended a message at
+//! least `history` seqs later to the same channel, the body goes. Bodies also count
+//! against the server's budget for bodies, and the origin keeps at most [`MAX_KEPT`]
+//! (the oldest goes first), so that channels trimmed by age or bytes, or deleted, cannot
+//! make it keep bodies without bound. A body past that, or of a node that stopped, is
 //! BODY_UNAVAILABLE.
 
 use std::collections::{HashMap, VecDeque};
@@ -49,8 +53,8 @@ const UNKNOWN: u8 = 1;
 const REFUSED: u8 = 2;
 const BUSY: u8 = 3;
 
-/// Bodies an origin keeps for other nodes to fetch (the oldest goes first).
-pub const MAX_KEPT: usize = 1024;
+/// Most bodies an origin keeps for other nodes to fetch (the oldest goes first).
+pub const MAX_KEPT: usize = 4096;
 /// Longest wait to connect to an origin, or for it to answer a request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for the next bytes of a body, either way.
@@ -92,8 +96,19 @@ impl std::fmt::Debug for NodeLink {
 
 #[derive(Default)]
 struct Kept {
+    /// Ids in the order kept; may hold ids already gone, compacted now and then.
     order: VecDeque<Uuid>,
     bodies: HashMap<Uuid, Blob>,
+    /// Per channel, the seq of each body kept for it, oldest first.
+    positions: HashMap<String, VecDeque<(u64, Uuid)>>,
+}
+
+impl Kept {
+    fn remove(&mut self, id: &Uuid) {
+        if let Some(blob) = self.bodies.remove(id) {
+            blob.retire();
+        }
+    }
 }
 
 impl Drop for Kept {
@@ -144,13 +159,40 @@ impl NodeLink {
         let mut kept = self.kept.lock();
         kept.order.push_back(id);
         kept.bodies.insert(id, blob);
-        while kept.order.len() > MAX_KEPT {
-            if let Some(oldest) = kept.order.pop_front()
-                && let Some(blob) = kept.bodies.remove(&oldest)
-            {
-                blob.retire();
-            }
+        while kept.bodies.len() > MAX_KEPT {
+            let Some(oldest) = kept.order.pop_front() else {
+                break;
+            };
+            kept.remove(&oldest);
         }
+        if kept.order.len() > 2 * kept.bodies.len() + 64 {
+            let Kept { order, bodies, .. } = &mut *kept;
+            order.retain(|id| bodies.contains_key(id));
+        }
+    }
+
+    /// The message of kept body `id` was stored at `seq` in `channel`, whose history
+    /// holds `history` messages: bodies of that channel now past its history go.
+    pub(crate) fn placed(&self, channel: &str, id: Uuid, seq: u64, history: u64) {
+        let mut kept = self.kept.lock();
+        let mut gone = Vec::new();
+        let positions = kept.positions.entry(channel.to_owned()).or_default();
+        positions.push_back((seq, id));
+        while let Some(&(oldest, oldest_id)) = positions.front() {
+            if oldest.saturating_add(history) > seq {
+                break;
+            }
+            positions.pop_front();
+            gone.push(oldest_id);
+        }
+        for id in gone {
+            kept.remove(&id);
+        }
+    }
+
+    /// The message of kept body `id` was not stored: nobody will ask for it.
+    pub(crate) fn forget(&self, id: &Uuid) {
+        self.kept.lock().remove(id);
     }
 
     /// The length, digest and file of a kept body, opened (so that it stays readable
@@ -381,5 +423,46 @@ impl BodyReader {
             return Err(unavailable("the body's digest does not match"));
         }
         Ok((data.freeze(), Some(actual)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blobs::BlobStore;
+
+    async fn stored(blobs: &BlobStore, id: &Uuid) -> Blob {
+        let mut upload = blobs.begin(3).await.unwrap();
+        upload.write(b"abc").await.unwrap();
+        let digest: [u8; DIGEST_LEN] = Sha256::digest(b"abc").into();
+        let verified = blobs.verify(upload, &digest, false).await.unwrap();
+        blobs.store(verified, id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_kept_while_its_message_can_be_in_the_history() {
+        let blobs = BlobStore::temporary().unwrap();
+        let link = NodeLink::new(super::super::memory::MemoryBackplane::new().node());
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        for (seq, id) in ids.iter().enumerate() {
+            link.keep(*id, stored(&blobs, id).await);
+            // History of 2: seq n pushes out seq n - 2.
+            link.placed("files", *id, seq as u64 + 1, 2);
+        }
+        for (index, id) in ids.iter().enumerate() {
+            let kept = link.open_kept(id).await.is_some();
+            assert_eq!(kept, index >= 2, "body of seq {}", index + 1);
+        }
+        // Another channel's bodies are not pushed out by this one's.
+        let other = Uuid::now_v7();
+        link.keep(other, stored(&blobs, &other).await);
+        link.placed("other", other, 1, 1);
+        link.placed("files", Uuid::now_v7(), 100, 2);
+        assert!(link.open_kept(&other).await.is_some());
+        // A body whose message was not stored goes, file and budget.
+        link.forget(&other);
+        assert!(link.open_kept(&other).await.is_none());
+        assert_eq!(blobs.bytes_used(), 0, "every body gone gave its bytes back");
+        blobs.close();
     }
 }

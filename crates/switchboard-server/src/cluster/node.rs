@@ -635,7 +635,21 @@ impl ClusterNode {
                 max_count: options.history.unwrap_or(hub.config().default_history),
                 max_bytes: options.max_total_bytes,
             };
-            match self.backplane.append(append).await {
+            let history = append.max_count;
+            let appended = self.backplane.append(append).await;
+            if streamed_len.is_some() {
+                match &appended {
+                    Ok(appended) => self.bodies.placed(name, id, appended.seq, history),
+                    // Tried again under the same id, or perhaps stored: kept.
+                    Err(refusal)
+                        if refusal.code == ErrorCode::BackplaneUnavailable
+                            || (refusal.code == ErrorCode::NotFound
+                                && cid != 0
+                                && attempt == 0) => {}
+                    Err(_) => self.bodies.forget(&id),
+                }
+            }
+            match appended {
                 Ok(appended) => {
                     hub.count_published();
                     return Ok(Published {
