@@ -404,6 +404,9 @@ impl Writer<'_> {
                     }
                 }
             }
+            Err(error) if code == switchboard_proto::ErrorCode::BodyUnavailable => {
+                format!("the body could not be fetched from its node: {error}")
+            }
             Err(error) => format!("the stored body could not be read: {error}"),
         };
         tracing::error!(target: log::ERROR, stream_id = stream.stream_id, reason = %failure, "cannot send a stored body; aborting its stream");
@@ -470,7 +473,7 @@ async fn next_remote_chunk(stream: &mut OutgoingStream, max_len: usize) -> std::
             .link
             .open(body, blob.len())
             .await
-            .map_err(|e| std::io::Error::other(format!("body unavailable: {e}")))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         stream.remote = Some(reader);
     }
     let Some(reader) = stream.remote.as_mut() else {
@@ -479,7 +482,7 @@ async fn next_remote_chunk(stream: &mut OutgoingStream, max_len: usize) -> std::
     let (data, digest) = reader
         .next(max_len)
         .await
-        .map_err(|e| std::io::Error::other(format!("body unavailable: {e}")))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     stream.sent += data.len() as u64;
     Ok(Chunk {
         stream_id: stream.stream_id,
