@@ -185,6 +185,53 @@ async fn a_link_cut_mid_body_aborts_the_stream_instead_of_a_short_body() {
 }
 
 #[tokio::test]
+async fn a_node_link_that_never_answers_is_given_up_within_its_bound() {
+    let redis = redis();
+    // Node A advertises a listener that takes connections and says nothing.
+    let link = std::net::TcpListener::bind("127.0.0.1:0").expect("link binds");
+    let silent = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("silent binds");
+    let silent_addr = silent.local_addr().expect("silent address");
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut config = RedisConfig::new(redis.url());
+    config.op_timeout = Duration::from_millis(1000);
+    config.link_addr = silent_addr.to_string();
+    let backplane = RedisBackplane::start(config).await.expect("node joins");
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .backplane(backplane.clone())
+        .node_link(link)
+        .start()
+        .await
+        .expect("node starts");
+    let a = Node { server, backplane };
+    let b = node_with_link(&redis).await;
+    let (data, _) = body(2 * MIB);
+    publish_body(&a, "files.silent", &data).await;
+
+    let on_b = client(&b, "reader").await;
+    let stored = on_b
+        .get_message("files.silent", None)
+        .await
+        .expect("get_message")
+        .expect("the message is in the history");
+    let started = std::time::Instant::now();
+    assert_unavailable(read_body(stored).await);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "a silent origin held the reader for {took:?}"
+    );
+    holding.abort();
+}
+
+#[tokio::test]
 async fn the_node_link_refuses_a_request_without_the_clusters_key() {
     let redis: RedisProc = redis();
     let link = std::net::TcpListener::bind("127.0.0.1:0").expect("link binds");
