@@ -86,6 +86,8 @@ pub struct NodeLink {
     key: OnceCell<MacKey>,
     fetching: Arc<Semaphore>,
     serving: Arc<Semaphore>,
+    /// Connections not yet authenticated, so that strangers cannot hold without bound.
+    handshakes: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for NodeLink {
@@ -146,6 +148,7 @@ impl NodeLink {
             key: OnceCell::new(),
             fetching: Arc::new(Semaphore::new(MAX_FETCHES)),
             serving: Arc::new(Semaphore::new(MAX_FETCHES)),
+            handshakes: Arc::new(Semaphore::new(2 * MAX_FETCHES)),
         })
     }
 
@@ -297,7 +300,14 @@ impl NodeLink {
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
         let mut asked = [0u8; 16 + TAG_LEN];
-        timed(stream.read_exact(&mut asked)).await?;
+        let Ok(handshake) = self.handshakes.clone().try_acquire_owned() else {
+            return stream.write_all(&[BUSY]).await;
+        };
+        // A node sends its request at once: a connection that does not is dropped soon.
+        tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut asked))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+        drop(handshake);
         let (id, tag) = asked.split_at(16);
         let key = match self.key().await {
             Ok(key) => key,
