@@ -183,6 +183,14 @@ impl ServerBuilder {
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
         let snapshot = storage.load()?;
         let blobs = match &config.data_dir {
+            // A node's bodies are of use only while it runs (it comes back as another
+            // node, which no message names): a directory of their own, emptied at start,
+            // apart from the bodies of a server that used this data directory alone.
+            Some(dir) if self.backplane.is_some() => {
+                let blobs = dir.join("cluster-blobs");
+                let _ = std::fs::remove_dir_all(&blobs);
+                BlobStore::open(blobs, false)
+            }
             Some(dir) => BlobStore::open(dir.join("blobs"), true),
             None => BlobStore::temporary(),
         }
