@@ -64,6 +64,16 @@ async fn publish_body(node: &Node, channel: &str, data: &[u8]) {
         .expect("the streamed publish is taken");
 }
 
+/// A counter of `node`'s stats.
+fn stat(node: &Node, name: &str) -> u64 {
+    node.server
+        .stats()
+        .into_iter()
+        .find(|(stat, _)| stat == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
+
 fn assert_unavailable(result: std::io::Result<[u8; 32]>) {
     let error = result.expect_err("the body must not be handed over");
     assert!(
@@ -103,6 +113,12 @@ async fn a_large_body_is_read_live_and_from_history_on_other_nodes() {
         .expect("get_message")
         .expect("the message is in the history");
     assert_eq!(read_body(own).await.expect("the whole body"), digest);
+
+    assert_eq!(stat(&a, "cluster_bodies_kept"), 1);
+    assert_eq!(stat(&a, "cluster_bodies_served"), 2);
+    assert_eq!(stat(&b, "cluster_bodies_fetched"), 1);
+    assert_eq!(stat(&c, "cluster_bodies_fetched"), 1);
+    assert_eq!(stat(&a, "cluster_bodies_fetched"), 0, "read from its own file");
 }
 
 #[tokio::test]
@@ -121,6 +137,7 @@ async fn a_body_whose_node_is_gone_is_unavailable_and_the_session_goes_on() {
         .expect("get_message")
         .expect("the message is in the history");
     assert_unavailable(read_body(stored).await);
+    assert_eq!(stat(&b, "cluster_bodies_unavailable"), 1);
 
     // The session is still good for the next request.
     on_b.publish("files.gone", Payload::text("after"))
@@ -239,7 +256,7 @@ async fn the_node_link_refuses_a_request_without_the_clusters_key() {
     let mut config = RedisConfig::new(redis.url());
     config.link_addr = link_addr.to_string();
     let backplane = RedisBackplane::start(config).await.expect("node joins");
-    let _server = Server::builder()
+    let server = Server::builder()
         .listen_tcp("127.0.0.1:0")
         .backplane(backplane.clone())
         .node_link(link)
@@ -263,6 +280,8 @@ async fn the_node_link_refuses_a_request_without_the_clusters_key() {
     };
     // Signed with another key: refused.
     assert_eq!(ask(vec![7; 32]).await, 2);
+    let node = Node { server, backplane };
+    assert_eq!(stat(&node, "cluster_link_refused"), 1);
     // Signed with the cluster's key: accepted, and the body is simply unknown.
     let mut redis_conn = redis::Client::open(redis.url())
         .expect("url")

@@ -803,5 +803,6 @@ pub(crate) fn cluster_stats(hub: &Hub) -> Vec<(String, u64)> {
             .into_iter()
             .map(|(name, value)| (format!("backplane_{name}"), value)),
     )
+    .chain(cluster.bodies().stats())
     .collect()
 }

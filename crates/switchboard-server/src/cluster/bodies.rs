@@ -27,6 +27,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -88,6 +90,20 @@ pub struct NodeLink {
     serving: Arc<Semaphore>,
     /// Connections not yet authenticated, so that strangers cannot hold without bound.
     handshakes: Arc<Semaphore>,
+    counters: Arc<LinkCounters>,
+}
+
+/// What the node link did, for `stats`.
+#[derive(Debug, Default)]
+struct LinkCounters {
+    /// Bodies read whole from other nodes.
+    fetched: AtomicU64,
+    /// Bodies that could not be read whole (from another node or this one's).
+    unavailable: AtomicU64,
+    /// Bodies sent whole to other nodes.
+    served: AtomicU64,
+    /// Requests refused for a wrong key.
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeLink {
@@ -130,6 +146,7 @@ pub struct BodyReader {
     read: u64,
     hasher: Sha256,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    counters: Arc<LinkCounters>,
 }
 
 enum Source {
@@ -149,7 +166,27 @@ impl NodeLink {
             fetching: Arc::new(Semaphore::new(MAX_FETCHES)),
             serving: Arc::new(Semaphore::new(MAX_FETCHES)),
             handshakes: Arc::new(Semaphore::new(2 * MAX_FETCHES)),
+            counters: Arc::default(),
         })
+    }
+
+    /// The node link's counters, named for `stats`.
+    pub(crate) fn stats(&self) -> Vec<(String, u64)> {
+        let counters = &self.counters;
+        let kept = self.kept.lock().bodies.len() as u64;
+        [
+            ("cluster_bodies_kept", kept),
+            ("cluster_bodies_fetched", counters.fetched.load(Relaxed)),
+            (
+                "cluster_bodies_unavailable",
+                counters.unavailable.load(Relaxed),
+            ),
+            ("cluster_bodies_served", counters.served.load(Relaxed)),
+            ("cluster_link_refused", counters.refused.load(Relaxed)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
     }
 
     /// This node's id in the cluster.
@@ -225,6 +262,14 @@ impl NodeLink {
 
     /// Starts reading body `body` of `len` bytes.
     pub async fn open(&self, body: &RemoteBody, len: u64) -> Result<BodyReader, Unavailable> {
+        let opened = self.open_source(body, len).await;
+        if opened.is_err() {
+            self.counters.unavailable.fetch_add(1, Relaxed);
+        }
+        opened
+    }
+
+    async fn open_source(&self, body: &RemoteBody, len: u64) -> Result<BodyReader, Unavailable> {
         if body.origin == self.node_id() {
             let Some((file, kept_len, digest)) = self.open_kept(&body.id).await else {
                 return Err(unavailable("this node no longer keeps the body"));
@@ -232,7 +277,12 @@ impl NodeLink {
             if kept_len != len {
                 return Err(unavailable("the kept body has another length"));
             }
-            return Ok(BodyReader::new(Source::File { file, digest }, len, None));
+            return Ok(BodyReader::new(
+                Source::File { file, digest },
+                len,
+                None,
+                self.counters.clone(),
+            ));
         }
         let permit = tokio::time::timeout(CONNECT_TIMEOUT, self.fetching.clone().acquire_owned())
             .await
@@ -256,7 +306,12 @@ impl NodeLink {
                 body.origin
             )));
         }
-        Ok(BodyReader::new(Source::Link(stream), len, Some(permit)))
+        Ok(BodyReader::new(
+            Source::Link(stream),
+            len,
+            Some(permit),
+            self.counters.clone(),
+        ))
     }
 
     /// Answers node-link requests on `listener` until `shutdown`.
@@ -318,6 +373,7 @@ impl NodeLink {
         };
         if !key.verify(&[&nonce, id], tag) {
             warn!(target: log::ERROR, "node link request with a wrong key refused");
+            self.counters.refused.fetch_add(1, Relaxed);
             return stream.write_all(&[REFUSED]).await;
         }
         let Ok(_permit) = self.serving.clone().try_acquire_owned() else {
@@ -340,6 +396,7 @@ impl NodeLink {
             left -= want as u64;
         }
         timed(stream.write_all(&digest)).await?;
+        self.counters.served.fetch_add(1, Relaxed);
         stream.shutdown().await
     }
 }
@@ -385,6 +442,7 @@ impl BodyReader {
         source: Source,
         len: u64,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        counters: Arc<LinkCounters>,
     ) -> BodyReader {
         BodyReader {
             source,
@@ -392,12 +450,30 @@ impl BodyReader {
             read: 0,
             hasher: Sha256::new(),
             _permit: permit,
+            counters,
         }
     }
 
     /// The next piece of the body, at most `max_len` bytes, and with the last piece the
     /// body's digest, checked.
     pub async fn next(
+        &mut self,
+        max_len: usize,
+    ) -> Result<(Bytes, Option<[u8; DIGEST_LEN]>), Unavailable> {
+        let next = self.read_next(max_len).await;
+        match &next {
+            Err(_) => {
+                self.counters.unavailable.fetch_add(1, Relaxed);
+            }
+            Ok((_, Some(_))) if matches!(self.source, Source::Link(_)) => {
+                self.counters.fetched.fetch_add(1, Relaxed);
+            }
+            Ok(_) => {}
+        }
+        next
+    }
+
+    async fn read_next(
         &mut self,
         max_len: usize,
     ) -> Result<(Bytes, Option<[u8; DIGEST_LEN]>), Unavailable> {
