@@ -118,7 +118,11 @@ async fn a_large_body_is_read_live_and_from_history_on_other_nodes() {
     assert_eq!(stat(&a, "cluster_bodies_served"), 2);
     assert_eq!(stat(&b, "cluster_bodies_fetched"), 1);
     assert_eq!(stat(&c, "cluster_bodies_fetched"), 1);
-    assert_eq!(stat(&a, "cluster_bodies_fetched"), 0, "read from its own file");
+    assert_eq!(
+        stat(&a, "cluster_bodies_fetched"),
+        0,
+        "read from its own file"
+    );
 }
 
 #[tokio::test]

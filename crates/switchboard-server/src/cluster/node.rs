@@ -297,7 +297,14 @@ impl ClusterNode {
         page.entries
             .iter()
             .filter_map(|entry| {
-                match payload::place_with(&self.bodies, hub.codec(), &entry.payload, entry.seq, entry.time_us) {
+                let placed = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &entry.payload,
+                    entry.seq,
+                    entry.time_us,
+                );
+                match placed {
                     Ok(placed) => Some(placed),
                     Err(e) => {
                         error!(target: log::ERROR, channel = name, seq = entry.seq, error = %e, "stored message not readable; skipped");
@@ -731,7 +738,14 @@ impl ClusterNode {
         Ok(entries
             .iter()
             .filter_map(|entry| {
-                payload::place_with(&self.bodies, hub.codec(), &entry.payload, entry.seq, entry.time_us)
+                let placed = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &entry.payload,
+                    entry.seq,
+                    entry.time_us,
+                );
+                placed
                     .map_err(|e| {
                         error!(target: log::ERROR, channel = %entry.channel, seq = entry.seq, error = %e, "stored message not readable; skipped");
                     })
