@@ -940,6 +940,14 @@ impl Backplane for RedisBackplane {
     ) {
         self.directory.answer(relay, &outcomes);
     }
+
+    fn node_link_addr(&self, node: u64) -> BackplaneFuture<'_, Option<String>> {
+        self.node_link_addr_of(node).boxed()
+    }
+
+    fn node_link_key(&self) -> BackplaneFuture<'_, Vec<u8>> {
+        self.node_link_key_of().boxed()
+    }
 }
 
 impl Drop for RedisBackplane {

@@ -8,6 +8,7 @@
 
 pub mod channels;
 pub mod engine;
+mod engine_bodies;
 mod engine_directory;
 mod engine_groups;
 pub mod error;

@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cluster::bodies::RemoteBody;
 use crate::log;
 use crate::storage::{DiskGuard, human_bytes};
 
@@ -295,6 +296,7 @@ impl BlobStore {
             digest: verified.digest,
             delete_on_drop: AtomicBool::new(!self.durable),
             held: verified.held.take(),
+            remote: None,
         })
     }
 
@@ -319,6 +321,7 @@ impl BlobStore {
                 budget: self.budget.clone(),
                 bytes: actual_len,
             },
+            remote: None,
         })
     }
 
@@ -444,9 +447,33 @@ pub struct Blob {
     digest: [u8; DIGEST_LEN],
     delete_on_drop: AtomicBool,
     held: Held,
+    /// Set when the body is on another node of a cluster (or kept by this node for the
+    /// cluster): it is read through the node link, not from `path`.
+    remote: Option<RemoteBody>,
 }
 
 impl Blob {
+    /// A body of `len` bytes kept by a node of the cluster, read when it is sent.
+    pub fn remote(len: u64, body: RemoteBody) -> Blob {
+        Blob {
+            path: PathBuf::new(),
+            digest_path: PathBuf::new(),
+            len,
+            digest: [0; DIGEST_LEN],
+            delete_on_drop: AtomicBool::new(false),
+            held: Held {
+                budget: Arc::default(),
+                bytes: 0,
+            },
+            remote: Some(body),
+        }
+    }
+
+    /// Where the body is when it is not in this node's file.
+    pub fn remote_body(&self) -> Option<&RemoteBody> {
+        self.remote.as_ref()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -467,7 +494,7 @@ impl Blob {
 
 impl Drop for Blob {
     fn drop(&mut self) {
-        if self.delete_on_drop.load(Ordering::Acquire) {
+        if self.delete_on_drop.load(Ordering::Acquire) && self.remote.is_none() {
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(&self.digest_path);
             self.held.give_back();

@@ -37,6 +37,7 @@ impl Server {
             clock: None,
             reload_source: None,
             backplane: None,
+            node_link: None,
         }
     }
 }
@@ -49,6 +50,7 @@ pub struct ServerBuilder {
     clock: Option<Arc<dyn Clock>>,
     reload_source: Option<ReloadSource>,
     backplane: Option<Arc<dyn crate::cluster::Backplane>>,
+    node_link: Option<std::net::TcpListener>,
 }
 
 impl ServerBuilder {
@@ -57,6 +59,14 @@ impl ServerBuilder {
     /// its own (a data directory holds only streamed bodies).
     pub fn backplane(mut self, backplane: Arc<dyn crate::cluster::Backplane>) -> Self {
         self.backplane = Some(backplane);
+        self
+    }
+
+    /// Cluster mode: where this node answers other nodes asking for the streamed bodies
+    /// it keeps (the node link). The backplane must advertise this listener's address.
+    /// Without it, other nodes cannot read bodies streamed to this node.
+    pub fn node_link(mut self, listener: std::net::TcpListener) -> Self {
+        self.node_link = Some(listener);
         self
     }
 
@@ -173,6 +183,14 @@ impl ServerBuilder {
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
         let snapshot = storage.load()?;
         let blobs = match &config.data_dir {
+            // A node's bodies are of use only while it runs (it comes back as another
+            // node, which no message names): a directory of their own, emptied at start,
+            // apart from the bodies of a server that used this data directory alone.
+            Some(dir) if self.backplane.is_some() => {
+                let blobs = dir.join("cluster-blobs");
+                let _ = std::fs::remove_dir_all(&blobs);
+                BlobStore::open(blobs, false)
+            }
             Some(dir) => BlobStore::open(dir.join("blobs"), true),
             None => BlobStore::temporary(),
         }
@@ -194,8 +212,17 @@ impl ServerBuilder {
         let tracker = TaskTracker::new();
         if let Some(backplane) = self.backplane {
             let node = crate::cluster::node::ClusterNode::new(backplane);
-            node.attach(Arc::downgrade(&hub));
             hub.join_cluster(node.clone());
+            if let Some(listener) = self.node_link {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(|e| ServerError::Bind {
+                        addr: "node link".into(),
+                        source: e,
+                    })?;
+                tracker.spawn(node.bodies().clone().serve(listener, hub.shutdown_token()));
+            }
             tracker.spawn(node.clone().run(Arc::downgrade(&hub), hub.shutdown_token()));
             tracker.spawn(node.run_trims(
                 Arc::downgrade(&hub),
@@ -776,5 +803,6 @@ pub(crate) fn cluster_stats(hub: &Hub) -> Vec<(String, u64)> {
             .into_iter()
             .map(|(name, value)| (format!("backplane_{name}"), value)),
     )
+    .chain(cluster.bodies().stats())
     .collect()
 }

@@ -24,6 +24,7 @@ use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use crate::cluster::bodies::BodyReader;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
 use crate::log;
@@ -45,6 +46,8 @@ struct OutgoingStream {
     request_id: u32,
     message: Arc<StoredMessage>,
     file: Option<tokio::fs::File>,
+    /// A body kept by a node of the cluster, once its reading started.
+    remote: Option<BodyReader>,
     sent: u64,
 }
 
@@ -360,6 +363,7 @@ impl Writer<'_> {
             request_id,
             message,
             file: None,
+            remote: None,
             sent: 0,
         });
     }
@@ -370,7 +374,18 @@ impl Writer<'_> {
             return;
         };
         let max_len = chunk_len(self.codec);
-        let failure = match next_chunk(stream, max_len).await {
+        let mut code = switchboard_proto::ErrorCode::Internal;
+        let next = if stream
+            .message
+            .blob()
+            .is_some_and(|blob| blob.remote_body().is_some())
+        {
+            code = switchboard_proto::ErrorCode::BodyUnavailable;
+            next_remote_chunk(stream, max_len).await
+        } else {
+            next_chunk(stream, max_len).await
+        };
+        let failure = match next {
             Ok(chunk) => {
                 let last = chunk.digest.is_some();
                 match self
@@ -389,12 +404,15 @@ impl Writer<'_> {
                     }
                 }
             }
+            Err(error) if code == switchboard_proto::ErrorCode::BodyUnavailable => {
+                format!("the body could not be fetched from its node: {error}")
+            }
             Err(error) => format!("the stored body could not be read: {error}"),
         };
         tracing::error!(target: log::ERROR, stream_id = stream.stream_id, reason = %failure, "cannot send a stored body; aborting its stream");
         let abort = StreamAbort {
             stream_id: stream.stream_id,
-            code: switchboard_proto::ErrorCode::Internal,
+            code,
             reason: failure.into(),
         };
         encode_packet(
@@ -437,6 +455,39 @@ async fn next_chunk(stream: &mut OutgoingStream, max_len: usize) -> std::io::Res
         stream_id: stream.stream_id,
         data: data.freeze(),
         digest: (stream.sent == blob.len()).then(|| *blob.digest()),
+    })
+}
+
+/// Reads the next piece of a body a node of the cluster keeps; the last piece carries the
+/// digest, checked against the bytes read. A body that cannot be read whole is an error,
+/// never a short body.
+async fn next_remote_chunk(stream: &mut OutgoingStream, max_len: usize) -> std::io::Result<Chunk> {
+    let Some(blob) = stream.message.blob() else {
+        return Err(std::io::Error::other("the message has no stored body"));
+    };
+    let Some(body) = blob.remote_body() else {
+        return Err(std::io::Error::other("the body is not a cluster's"));
+    };
+    if stream.remote.is_none() {
+        let reader = body
+            .link
+            .open(body, blob.len())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        stream.remote = Some(reader);
+    }
+    let Some(reader) = stream.remote.as_mut() else {
+        return Err(std::io::Error::other("the body is not open"));
+    };
+    let (data, digest) = reader
+        .next(max_len)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    stream.sent += data.len() as u64;
+    Ok(Chunk {
+        stream_id: stream.stream_id,
+        data,
+        digest,
     })
 }
 

@@ -183,6 +183,7 @@ struct Cluster {
     timeout: String,
     prefix: String,
     durability_mismatch: crate::cli::MismatchArg,
+    node_addr: String,
 }
 
 /// A Redis URL with its password (if any) masked.
@@ -311,6 +312,7 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
             timeout: duration(args.cluster_timeout),
             prefix: args.cluster_prefix.clone(),
             durability_mismatch: args.cluster_durability_mismatch,
+            node_addr: args.cluster_node_addr.clone(),
         }),
         runtime: Runtime { threads },
         secrets: Secrets {

@@ -559,6 +559,11 @@ pub struct ServeArgs {
     /// use it (the node waits, not ready, until Redis is reconfigured) or `warn` once.
     #[arg(long, value_enum, default_value_t = MismatchArg::Refuse)]
     pub cluster_durability_mismatch: MismatchArg,
+    /// Cluster mode: where this node answers other nodes for the streamed bodies it
+    /// keeps (the node link; port 0 for any free port). Other nodes must reach this
+    /// address: give a routable one when the nodes run on several machines.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub cluster_node_addr: String,
     /// Threads serving connections. Default: one per CPU. Fewer leave cores to clients
     /// on the same machine (see docs/BENCHMARKS.md: one thread did better for large
     /// messages and latency on 2 cores, worse for fan-out to many connections).

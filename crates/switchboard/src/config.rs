@@ -202,6 +202,7 @@ struct ClusterSection {
     timeout: Option<Duration>,
     prefix: Option<String>,
     durability_mismatch: Option<crate::cli::MismatchArg>,
+    node_addr: Option<String>,
 }
 
 /// `[runtime]`.
@@ -482,6 +483,11 @@ impl ConfigFile {
             &mut args.cluster_durability_mismatch,
             cluster.durability_mismatch,
             is_given("cluster_durability_mismatch"),
+        );
+        fill(
+            &mut args.cluster_node_addr,
+            cluster.node_addr,
+            is_given("cluster_node_addr"),
         );
         fill(
             &mut args.threads,

@@ -151,7 +151,8 @@ pub async fn run(
     protected_mode(&config, web_addr(&args), args.allow_anonymous)?;
     let mut builder = Server::builder().config(config.clone());
     if let Some(url) = &args.cluster {
-        builder = builder.backplane(join_cluster(&args, url).await?);
+        let (backplane, node_link) = join_cluster(&args, url).await?;
+        builder = builder.backplane(backplane).node_link(node_link);
     }
     if let Some(path) = args.config.clone() {
         // A reload re-reads the file; only its users, roles and limits change.
@@ -244,9 +245,24 @@ pub async fn run(
 async fn join_cluster(
     args: &ServeArgs,
     url: &str,
-) -> Result<std::sync::Arc<switchboard_cluster_redis::RedisBackplane>> {
+) -> Result<(
+    std::sync::Arc<switchboard_cluster_redis::RedisBackplane>,
+    std::net::TcpListener,
+)> {
     use switchboard_cluster_redis::supervisor::{Fsync, MismatchPolicy};
     let mut config = switchboard_cluster_redis::RedisConfig::new(url);
+    // Bound before joining, so that the node registers the address actually bound
+    // (port 0 picks a free one); other nodes fetch streamed bodies there.
+    let node_link = std::net::TcpListener::bind(&args.cluster_node_addr).with_context(|| {
+        format!(
+            "cannot listen on {} for the node link",
+            args.cluster_node_addr
+        )
+    })?;
+    config.link_addr = node_link
+        .local_addr()
+        .context("the node link's address")?
+        .to_string();
     config.prefix = args.cluster_prefix.clone();
     config.op_timeout = args.cluster_timeout;
     // What Redis must promise for this node's --sync to hold.
@@ -267,7 +283,7 @@ async fn join_cluster(
         backplane.incarnation(),
         crate::check::mask_password(url)
     );
-    Ok(backplane)
+    Ok((backplane, node_link))
 }
 
 /// SIGHUP, caught from now on (its default action would end the server).

@@ -72,3 +72,22 @@ pub async fn next(subscription: &mut Subscription) -> (u64, String) {
         .expect("a message, not an error");
     (message.seq(), message.text().unwrap_or_default().to_owned())
 }
+
+/// A node on `redis` that answers for its streamed bodies on a node link of its own
+/// (bound first, so that the node registers the address other nodes fetch from).
+pub async fn node_with_link(redis: &RedisProc) -> Node {
+    let link = std::net::TcpListener::bind("127.0.0.1:0").expect("node link binds");
+    let link_addr = link.local_addr().expect("node link address");
+    let mut config = RedisConfig::new(redis.url());
+    config.op_timeout = Duration::from_millis(1000);
+    config.link_addr = link_addr.to_string();
+    let backplane = RedisBackplane::start(config).await.expect("node joins");
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .backplane(backplane.clone())
+        .node_link(link)
+        .start()
+        .await
+        .expect("node starts");
+    Node { server, backplane }
+}

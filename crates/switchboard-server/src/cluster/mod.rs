@@ -8,6 +8,7 @@
 //! messages: the same [`crate::hub::history::History`] a single server keeps, so that
 //! replay-then-live works under the same locks as on one server.
 
+pub mod bodies;
 pub mod directory;
 pub(crate) mod groups;
 pub mod memory;
@@ -360,6 +361,16 @@ pub trait Backplane: Send + Sync + 'static {
         _relay: &IncomingRelay,
         _outcomes: Vec<switchboard_proto::packet::RelayOutcome>,
     ) {
+    }
+    /// Where node `node` answers node-link requests (streamed bodies it keeps); `None`
+    /// when that node is not live.
+    fn node_link_addr(&self, _node: u64) -> BackplaneFuture<'_, Option<String>> {
+        unsupported()
+    }
+    /// The key every node of the cluster signs node-link requests with: made by the
+    /// first node that asks, the same for all.
+    fn node_link_key(&self) -> BackplaneFuture<'_, Vec<u8>> {
+        unsupported()
     }
 }
 

@@ -16,9 +16,11 @@ use switchboard_proto::packet::{
 use switchboard_proto::subject::{self, Pattern, PatternToken};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use uuid::Uuid;
 
 use super::payload::{self, Placed};
 use super::{Append, Backplane, BackplaneEvent, BackplaneHealth, ChannelMeta, Page, Query, Topic};
+use crate::blobs::Verified;
 use crate::error::Refusal;
 use crate::hub::admission::{BodyShape, Target};
 use crate::hub::channels::Channel;
@@ -28,10 +30,6 @@ use crate::hub::{Caller, Hub, Published};
 use crate::log;
 use crate::time::now_us;
 
-/// A publish on its way to the backplane (see [`ClusterNode::start_publish`]).
-pub(crate) type PendingPublish =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishAck, Refusal>> + Send>>;
-
 /// Most channels a wildcard subscription brings in step or replays at once.
 const MAX_WILDCARD_CHANNELS: usize = 10_000;
 /// Entries read per history request when catching up or answering a fetch.
@@ -40,13 +38,13 @@ pub(crate) const READ_BATCH: u64 = 512;
 /// This server as a node of a cluster.
 pub(crate) struct ClusterNode {
     backplane: Arc<dyn Backplane>,
-    /// The hub this node serves (set when it joins), for work that outlives a request.
-    hub: std::sync::OnceLock<Weak<Hub>>,
     /// Feeds followed, with how many subscriptions here use each.
     follows: Mutex<HashMap<Topic, usize>>,
     /// Encodes payloads (no HMAC tag).
     payload_codec: FrameCodec,
     groups: super::groups::GroupFollows,
+    /// Streamed bodies: those this node keeps, and the link that fetches the others.
+    bodies: Arc<super::bodies::NodeLink>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -79,17 +77,12 @@ pub(crate) fn topic_of(pattern: &Pattern) -> Topic {
 impl ClusterNode {
     pub(crate) fn new(backplane: Arc<dyn Backplane>) -> Arc<ClusterNode> {
         Arc::new(ClusterNode {
-            backplane,
-            hub: std::sync::OnceLock::new(),
+            backplane: backplane.clone(),
             follows: Mutex::new(HashMap::new()),
             payload_codec: payload::payload_codec(),
             groups: Default::default(),
+            bodies: super::bodies::NodeLink::new(backplane.clone()),
         })
-    }
-
-    /// Records the hub this node serves.
-    pub(crate) fn attach(&self, hub: Weak<Hub>) {
-        let _ = self.hub.set(hub);
     }
 
     pub(crate) fn backplane(&self) -> &Arc<dyn Backplane> {
@@ -199,7 +192,13 @@ impl ClusterNode {
                 None => return,
             },
         };
-        let placed = match payload::place(hub.codec(), &live.payload, live.seq, live.time_us) {
+        let placed = match payload::place_with(
+            &self.bodies,
+            hub.codec(),
+            &live.payload,
+            live.seq,
+            live.time_us,
+        ) {
             Ok(placed) => placed,
             Err(e) => {
                 error!(target: log::ERROR, channel = name, seq = live.seq, error = %e, "message from the cluster not readable; skipped");
@@ -219,9 +218,13 @@ impl ClusterNode {
                 let read = self
                     .read_into(hub, &channel, Query::Last(retention), retention)
                     .await;
-                if let Ok(placed) =
-                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
-                {
+                if let Ok(placed) = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &live.payload,
+                    live.seq,
+                    live.time_us,
+                ) {
                     // Delivered by the read if it was there; otherwise the epoch starts here.
                     hub.ingest(&channel, placed, live.epoch, !read);
                 }
@@ -238,9 +241,13 @@ impl ClusterNode {
                 hub.counters()
                     .cluster_gaps_recovered
                     .fetch_add(live.seq - from, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(placed) =
-                    payload::place(hub.codec(), &live.payload, live.seq, live.time_us)
-                {
+                if let Ok(placed) = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &live.payload,
+                    live.seq,
+                    live.time_us,
+                ) {
                     hub.ingest(&channel, placed, live.epoch, true);
                 }
             }
@@ -290,7 +297,14 @@ impl ClusterNode {
         page.entries
             .iter()
             .filter_map(|entry| {
-                match payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us) {
+                let placed = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &entry.payload,
+                    entry.seq,
+                    entry.time_us,
+                );
+                match placed {
                     Ok(placed) => Some(placed),
                     Err(e) => {
                         error!(target: log::ERROR, channel = name, seq = entry.seq, error = %e, "stored message not readable; skipped");
@@ -497,134 +511,177 @@ impl ClusterNode {
         publish: &Publish,
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
-        let ack = self
-            .start_publish(hub, caller, publish, body_crc)
-            .await?
-            .await?;
-        Ok(Published {
-            ack,
-            must_sync: false,
-        })
+        self.publish_body(hub, caller, publish, body_crc, None)
+            .await
     }
 
-    /// A publish checked and encoded, and the append still to be made: a future that
-    /// owns what it needs, so that a session can queue it, poll it once (which sends the
-    /// backplane request, in the session's order) and read its next frame while Redis
-    /// answers.
-    pub(crate) async fn start_publish(
+    /// A streamed publish whose body arrived whole: the body becomes a blob this node
+    /// keeps (other nodes fetch it over the node link); the backplane gets the message
+    /// without it.
+    pub(crate) async fn publish_streamed(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        upload: Verified,
+    ) -> Result<Published, Refusal> {
+        self.publish_body(hub, caller, publish, None, Some(upload))
+            .await
+    }
+
+    /// The node link's side of this node: the bodies it keeps and fetches.
+    pub(crate) fn bodies(&self) -> &Arc<super::bodies::NodeLink> {
+        &self.bodies
+    }
+
+    async fn publish_body(
         &self,
         hub: &Hub,
         caller: &Caller,
         publish: &Publish,
         body_crc: Option<u32>,
-    ) -> Result<PendingPublish, Refusal> {
+        mut upload: Option<Verified>,
+    ) -> Result<Published, Refusal> {
+        let streamed_len = upload.as_ref().map(Verified::len);
+        // A streamed body is kept under the message's id, so the id stays the same if
+        // the append is tried again.
+        let mut streamed_id: Option<Uuid> = None;
         let name = publish.channel.as_str();
-        let local = hub.local_channel(name).map(|c| (c.cid, c.options));
-        let known = match local {
-            Some(local) => Some(local),
-            None => {
-                subject::validate_channel(name)?;
-                // Kept here, so that the next publish needs no lookup.
-                match self.backplane.channel(name).await? {
-                    Some(meta) => {
-                        let channel = hub.adopt_channel(name, &meta)?;
-                        Some((channel.cid, channel.options))
+        // The second attempt, after the channel this node knew was found deleted: what
+        // the backplane has now (or nothing, and the publish creates it).
+        let mut fresh: Option<Option<(u64, ChannelOptions)>> = None;
+        for attempt in 0..2 {
+            let local = hub.local_channel(name).map(|c| (c.cid, c.options));
+            let known = match (fresh.take(), local) {
+                (Some(fresh), _) => fresh,
+                (None, Some(local)) => Some(local),
+                (None, None) => {
+                    subject::validate_channel(name)?;
+                    // Kept here, so that the next publish needs no lookup.
+                    match self.backplane.channel(name).await? {
+                        Some(meta) => {
+                            let channel = hub.adopt_channel(name, &meta)?;
+                            Some((channel.cid, channel.options))
+                        }
+                        None => None,
                     }
-                    None => None,
+                }
+            };
+            let (rules, ids, _) = hub.publish_parts();
+            let shape = match streamed_len {
+                Some(len) => BodyShape::Streamed(len),
+                None => BodyShape::Frame(&publish.body),
+            };
+            let (cid, create_with, admission) = match &known {
+                // Made here with the options a role's caps gave it, not yet the cluster's:
+                // the publish creates it with those options.
+                Some((0, options)) => (
+                    0,
+                    Some(*options),
+                    rules.admit(Target::Channel(options), shape)?,
+                ),
+                Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
+                None => {
+                    let admission = rules.admit(Target::NewChannel { name }, shape)?;
+                    (0, Some(rules.default_options()?), admission)
+                }
+            };
+            let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
+            let time_us = now_us();
+            let id = match (streamed_len, streamed_id) {
+                (Some(_), Some(id)) => id,
+                (Some(_), None) => *streamed_id.insert(ids.next(time_us)),
+                (None, _) => ids.next(time_us),
+            };
+            if let Some(verified) = upload.take() {
+                let blob = hub
+                    .blobs()
+                    .store(verified, &id)
+                    .map_err(|e| crate::hub::blob_refusal(&e))?;
+                self.bodies.keep(id, blob);
+            }
+            let envelope = Envelope {
+                scope: Scope::Channel,
+                channel: name,
+                id,
+                seq: 0,
+                time_us: 0,
+                sender_id: caller.client_id,
+                sender_name: &caller.name,
+                content_type: &publish.content_type,
+                user_headers: &publish.user_headers,
+                body: if streamed_len.is_some() {
+                    &[]
+                } else {
+                    &publish.body
+                },
+                body_crc,
+                stream: streamed_len.map(|total_len| StreamStart {
+                    stream_id: 0,
+                    total_len,
+                }),
+            };
+            let payload = match streamed_len {
+                Some(_) => payload::encode_streamed(
+                    &self.payload_codec,
+                    &envelope,
+                    admission.drop_oldest,
+                    self.backplane.node_id(),
+                ),
+                None => payload::encode(&self.payload_codec, &envelope, admission.drop_oldest),
+            }
+            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+            let append = Append {
+                channel: name.to_owned(),
+                cid,
+                create_with,
+                id,
+                payload,
+                body_len: streamed_len.unwrap_or(publish.body.len() as u64),
+                tags: subject::message_hashtags(&publish.content_type, &publish.body),
+                max_count: options.history.unwrap_or(hub.config().default_history),
+                max_bytes: options.max_total_bytes,
+            };
+            let history = append.max_count;
+            let appended = self.backplane.append(append).await;
+            if streamed_len.is_some() {
+                match &appended {
+                    Ok(appended) => self.bodies.placed(name, id, appended.seq, history),
+                    // Tried again under the same id, or perhaps stored: kept.
+                    Err(refusal)
+                        if refusal.code == ErrorCode::BackplaneUnavailable
+                            || (refusal.code == ErrorCode::NotFound
+                                && cid != 0
+                                && attempt == 0) => {}
+                    Err(_) => self.bodies.forget(&id),
                 }
             }
-        };
-        let (rules, ids, _) = hub.publish_parts();
-        let shape = BodyShape::Frame(&publish.body);
-        let (cid, create_with, admission) = match &known {
-            // Made here with the options a role's caps gave it, not yet the cluster's:
-            // the publish creates it with those options.
-            Some((0, options)) => (
-                0,
-                Some(*options),
-                rules.admit(Target::Channel(options), shape)?,
-            ),
-            Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
-            None => {
-                let admission = rules.admit(Target::NewChannel { name }, shape)?;
-                (0, Some(rules.default_options()?), admission)
-            }
-        };
-        let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
-        let time_us = now_us();
-        let id = ids.next(time_us);
-        let envelope = Envelope {
-            scope: Scope::Channel,
-            channel: name,
-            id,
-            seq: 0,
-            time_us: 0,
-            sender_id: caller.client_id,
-            sender_name: &caller.name,
-            content_type: &publish.content_type,
-            user_headers: &publish.user_headers,
-            body: &publish.body,
-            body_crc,
-            stream: None::<StreamStart>,
-        };
-        let payload = payload::encode(&self.payload_codec, &envelope, admission.drop_oldest)
-            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
-        let append = Append {
-            channel: name.to_owned(),
-            cid,
-            create_with,
-            id,
-            payload,
-            body_len: publish.body.len() as u64,
-            tags: subject::message_hashtags(&publish.content_type, &publish.body),
-            max_count: options.history.unwrap_or(hub.config().default_history),
-            max_bytes: options.max_total_bytes,
-        };
-        let backplane = self.backplane.clone();
-        let hub = self.hub.get().cloned().unwrap_or_default();
-        Ok(Box::pin(async move {
-            let mut append = append;
-            for attempt in 0..2 {
-                let retry = (append.cid != 0 && attempt == 0).then(|| append.clone());
-                match backplane.append(append).await {
-                    Ok(appended) => {
-                        if let Some(hub) = hub.upgrade() {
-                            hub.count_published();
-                        }
-                        return Ok(PublishAck {
+            match appended {
+                Ok(appended) => {
+                    hub.count_published();
+                    return Ok(Published {
+                        ack: PublishAck {
                             id,
                             seq: appended.seq,
-                        });
-                    }
-                    // The channel this node knew was deleted (and maybe created again)
-                    // elsewhere, or lost with the backplane's data: look again, once.
-                    Err(refusal) if refusal.code == ErrorCode::NotFound && retry.is_some() => {
-                        let Some(mut again) = retry else {
-                            return Err(refusal);
-                        };
-                        match backplane.channel(&again.channel).await? {
-                            Some(meta) => {
-                                if let Some(hub) = hub.upgrade() {
-                                    hub.adopt_channel(&again.channel, &meta)?;
-                                }
-                                again.cid = meta.cid;
-                                again.create_with = None;
-                            }
-                            None => {
-                                again.cid = 0;
-                                again.create_with = Some(options);
-                            }
-                        }
-                        append = again;
-                    }
-                    Err(refusal) => return Err(refusal),
+                        },
+                        must_sync: false,
+                    });
                 }
+                // The channel this node knew was deleted (and maybe created again)
+                // elsewhere, or lost with the backplane's data: look again, once.
+                Err(refusal) if refusal.code == ErrorCode::NotFound && cid != 0 && attempt == 0 => {
+                    let meta = self.backplane.channel(name).await?;
+                    if let Some(meta) = &meta {
+                        hub.adopt_channel(name, meta)?;
+                    }
+                    fresh = Some(meta.map(|meta| (meta.cid, meta.options)));
+                }
+                Err(refusal) => return Err(refusal),
             }
-            Err(Refusal::not_found(format!(
-                "channel {} was deleted meanwhile",
-                append.channel
-            )))
-        }))
+        }
+        Err(Refusal::not_found(format!(
+            "channel {name} was deleted meanwhile"
+        )))
     }
 
     /// CREATE_CHANNEL with the options the hub's rules filled in.
@@ -681,7 +738,14 @@ impl ClusterNode {
         Ok(entries
             .iter()
             .filter_map(|entry| {
-                payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us)
+                let placed = payload::place_with(
+                    &self.bodies,
+                    hub.codec(),
+                    &entry.payload,
+                    entry.seq,
+                    entry.time_us,
+                );
+                placed
                     .map_err(|e| {
                         error!(target: log::ERROR, channel = %entry.channel, seq = entry.seq, error = %e, "stored message not readable; skipped");
                     })

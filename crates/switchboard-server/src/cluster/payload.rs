@@ -2,15 +2,26 @@
 //! version byte, a flags byte, and the message's MESSAGE frame encoded without sequence
 //! number, time or HMAC tag (the backplane assigns the first two; each node signs with
 //! its own key). A receiving node puts the position in and encodes its live frame.
+//!
+//! A message whose body was streamed has version 2: after the flags byte comes the id of
+//! the node that keeps the body (8 bytes), and the frame carries the body's length in
+//! its stream field and no body. A node that knows only version 1 refuses such a payload
+//! as of an unknown version rather than reading it as a message with an empty body.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_proto::codec::view_encoded;
 use switchboard_proto::packet::{Envelope, Message};
 use switchboard_proto::{Flags, FrameCodec, Limits, ProtoError, subject};
 
+use std::sync::Arc;
+
+use super::bodies::{NodeLink, RemoteBody};
+use crate::blobs::Blob;
 use crate::hub::message::StoredMessage;
 
 const VERSION: u8 = 1;
+/// A message whose body stays on its origin node.
+const VERSION_STREAMED: u8 = 2;
 /// The channel drops the oldest queued messages of a slow subscriber rather than
 /// disconnecting it.
 const DROP_OLDEST: u8 = 1;
@@ -42,12 +53,47 @@ pub(crate) fn encode(
     Ok(buf.freeze())
 }
 
+/// The payload of a message whose streamed body `origin` keeps: `envelope` has an empty
+/// body and its `stream` set to the body's length.
+pub(crate) fn encode_streamed(
+    codec: &FrameCodec,
+    envelope: &Envelope<'_>,
+    drop_oldest: bool,
+    origin: u64,
+) -> Result<Bytes, ProtoError> {
+    let unplaced = Envelope {
+        seq: 0,
+        time_us: 0,
+        ..*envelope
+    };
+    let mut buf = BytesMut::with_capacity(160);
+    buf.put_u8(VERSION_STREAMED);
+    buf.put_u8(if drop_oldest { DROP_OLDEST } else { 0 });
+    buf.put_u64(origin);
+    codec.encode_packet(0, Flags::empty(), &unplaced, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// The frame inside a payload, and the origin of its body if it was streamed.
+fn frame_of(payload: &Bytes) -> Result<(Bytes, Option<u64>), PayloadError> {
+    if payload.len() < 2 {
+        return Err(PayloadError::Short);
+    }
+    match payload[0] {
+        VERSION => Ok((payload.slice(2..), None)),
+        VERSION_STREAMED if payload.len() >= 10 => {
+            let mut origin = [0u8; 8];
+            origin.copy_from_slice(&payload[2..10]);
+            Ok((payload.slice(10..), Some(u64::from_be_bytes(origin))))
+        }
+        VERSION_STREAMED => Err(PayloadError::Short),
+        other => Err(PayloadError::Version(other)),
+    }
+}
+
 /// The channel of the message in a payload, if the payload is readable.
 pub(crate) fn channel_of(payload: &Bytes) -> Option<String> {
-    if payload.len() < 2 || payload[0] != VERSION {
-        return None;
-    }
-    let frame = payload.slice(2..);
+    let (frame, _) = frame_of(payload).ok()?;
     let message = Message::from_frame(&view_encoded(&frame).ok()?).ok()?;
     Some(message.channel.to_string())
 }
@@ -60,21 +106,37 @@ pub(crate) struct Placed {
 }
 
 /// Decodes a payload and encodes its live frame with `live_codec` (the node's, which may
-/// sign it) at the given position.
+/// sign it) at the given position. A streamed body is refused: only [`place_with`] knows
+/// how to fetch one.
 pub(crate) fn place(
     live_codec: &FrameCodec,
     payload: &Bytes,
     seq: u64,
     time_us: u64,
 ) -> Result<Placed, PayloadError> {
-    if payload.len() < 2 {
-        return Err(PayloadError::Short);
-    }
-    if payload[0] != VERSION {
-        return Err(PayloadError::Version(payload[0]));
-    }
+    place_inner(live_codec, payload, seq, time_us, None)
+}
+
+/// [`place`], with streamed bodies read through the node link `link`.
+pub(crate) fn place_with(
+    link: &Arc<NodeLink>,
+    live_codec: &FrameCodec,
+    payload: &Bytes,
+    seq: u64,
+    time_us: u64,
+) -> Result<Placed, PayloadError> {
+    place_inner(live_codec, payload, seq, time_us, Some(link))
+}
+
+fn place_inner(
+    live_codec: &FrameCodec,
+    payload: &Bytes,
+    seq: u64,
+    time_us: u64,
+    link: Option<&Arc<NodeLink>>,
+) -> Result<Placed, PayloadError> {
+    let (frame, origin) = frame_of(payload)?;
     let drop_oldest = payload[1] & DROP_OLDEST != 0;
-    let frame = payload.slice(2..);
     let message = Message::from_frame(&view_encoded(&frame)?)?;
     let tags = subject::message_hashtags(&message.content_type, &message.body);
     let envelope = Envelope {
@@ -82,9 +144,20 @@ pub(crate) fn place(
         time_us,
         ..message.as_envelope()
     };
-    let message = StoredMessage::encode(live_codec, &envelope, tags)?;
+    let mut stored = StoredMessage::encode(live_codec, &envelope, tags)?;
+    if let Some(origin) = origin {
+        let (Some(stream), Some(link)) = (message.stream, link) else {
+            return Err(PayloadError::Streamed);
+        };
+        let body = RemoteBody {
+            origin,
+            id: message.id,
+            link: link.clone(),
+        };
+        stored = stored.with_blob(Blob::remote(stream.total_len, body));
+    }
     Ok(Placed {
-        message,
+        message: stored,
         drop_oldest,
     })
 }
@@ -98,6 +171,8 @@ pub(crate) enum PayloadError {
     Version(u8),
     #[error("message payload: {0}")]
     Frame(#[from] ProtoError),
+    #[error("message payload with a streamed body this node cannot fetch")]
+    Streamed,
 }
 
 #[cfg(test)]
@@ -138,6 +213,45 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_payload_names_its_origin_and_carries_no_body() {
+        let codec = payload_codec();
+        let headers = Vec::new();
+        let envelope = Envelope {
+            scope: Scope::Channel,
+            channel: "files",
+            id: Uuid::now_v7(),
+            seq: 0,
+            time_us: 0,
+            sender_id: 7,
+            sender_name: "ann",
+            content_type: "application/octet-stream",
+            user_headers: &headers,
+            body: b"",
+            body_crc: None,
+            stream: Some(switchboard_proto::packet::StreamStart {
+                stream_id: 0,
+                total_len: 40 << 20,
+            }),
+        };
+        let payload = encode_streamed(&codec, &envelope, false, 42).unwrap();
+        // A node that reads only version 1 refuses it instead of taking an empty body.
+        assert_ne!(payload[0], VERSION);
+        assert!(payload.len() < 200, "the body is not in the payload");
+        assert_eq!(channel_of(&payload).as_deref(), Some("files"));
+        assert!(matches!(
+            place(&codec, &payload, 3, 3),
+            Err(PayloadError::Streamed)
+        ));
+        let link = NodeLink::new(super::super::memory::MemoryBackplane::new().node());
+        let placed = place_with(&link, &codec, &payload, 3, 1234).unwrap();
+        let blob = placed.message.blob().expect("a body to fetch");
+        assert_eq!(blob.len(), 40 << 20);
+        let remote = blob.remote_body().expect("kept by its origin");
+        assert_eq!(remote.origin, 42);
+        assert_eq!(remote.id, envelope.id);
+    }
+
+    #[test]
     fn damaged_payloads_are_refused_not_trusted() {
         let codec = payload_codec();
         assert!(matches!(
@@ -151,6 +265,11 @@ mod tests {
         assert!(matches!(
             place(&codec, &Bytes::from_static(b"\x01\x00garbage"), 1, 1),
             Err(PayloadError::Frame(_))
+        ));
+        // A streamed payload too short to name its origin.
+        assert!(matches!(
+            place(&codec, &Bytes::from_static(b"\x02\x00\x00\x01"), 1, 1),
+            Err(PayloadError::Short)
         ));
     }
 }

@@ -62,18 +62,13 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    if hub.cluster().is_some()
-        && matches!(
-            publish.scope,
-            switchboard_proto::packet::Scope::Channel | switchboard_proto::packet::Scope::Group
-        )
-    {
-        // Bodies stay on the node that received them and other nodes fetch them over the
-        // node link, which this version does not have yet: refused before any byte comes.
+    if hub.cluster().is_some() && publish.scope == switchboard_proto::packet::Scope::Group {
+        // A channel's streamed body stays on this node and other nodes fetch it over the
+        // node link; groups do not go that way yet: refused before any byte comes.
         let refusal = Refusal::new(
             switchboard_proto::ErrorCode::BodyUnavailable,
-            "streamed bodies are not shared across a cluster yet; publish bodies that fit \
-             in one frame",
+            "streamed bodies are not shared with groups across a cluster yet; post bodies \
+             that fit in one frame",
         );
         session.refuse(request_id, refusal).await;
         return;
@@ -168,7 +163,14 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
         Ok(creation) => creation,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    let result = hub.publish_streamed(&session.caller, publish, upload);
+    let result = match hub.cluster() {
+        Some(cluster) if publish.scope == switchboard_proto::packet::Scope::Channel => {
+            cluster
+                .publish_streamed(hub, &session.caller, &publish, upload)
+                .await
+        }
+        _ => hub.publish_streamed(&session.caller, publish, upload),
+    };
     creation.settle(hub, result.is_ok());
     match result {
         Ok(published) => acknowledge(hub, session, request_id, quiet, published, started).await,
