@@ -299,3 +299,52 @@ async fn the_node_link_refuses_a_request_without_the_clusters_key() {
         .expect("the key is there once a node served");
     assert_eq!(ask(key).await, 1);
 }
+
+#[tokio::test]
+async fn a_large_group_post_reaches_members_on_other_nodes_whole() {
+    let redis = redis();
+    let a = node_with_link(&redis).await;
+    let b = node_with_link(&redis).await;
+    let poster = client(&a, "poster").await;
+    let member = client(&b, "member").await;
+    poster.create_group("crew", "").await.expect("created");
+    poster.join_group("crew").await.expect("joined");
+    member.join_group("crew").await.expect("joined");
+    let mut feed = member.group_feed().expect("feed");
+    let (data, digest) = body(3 * MIB);
+    poster
+        .post("crew", Payload::default())
+        .stream_from(&data[..], data.len() as u64)
+        .await
+        .expect("the streamed post is taken");
+    let post = loop {
+        let item = tokio::time::timeout(WAIT, feed.next())
+            .await
+            .expect("an item within the wait")
+            .expect("the feed goes on");
+        if let switchboard_client::GroupItem::Message(message) = item {
+            break message;
+        }
+    };
+    assert_eq!(post.body_len(), 3 * MIB);
+    assert_eq!(read_body(post).await.expect("the whole body"), digest);
+    let history = member
+        .group_messages("crew", switchboard_client::Since::All, None)
+        .await
+        .expect("group history");
+    let stored = history
+        .into_iter()
+        .last()
+        .expect("the post is in the history");
+    assert_eq!(read_body(stored).await.expect("the whole body"), digest);
+    // A streamed post from someone who is not a member is refused.
+    let outsider = client(&b, "outsider").await;
+    let refused = outsider
+        .post("crew", Payload::default())
+        .stream_from(&data[..], data.len() as u64)
+        .await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(switchboard_client::ErrorCode::Forbidden)
+    );
+}

@@ -334,7 +334,13 @@ impl ClusterNode {
             }
             PostStep::Next => {}
         }
-        match payload::place(hub.codec(), &live.payload, live.seq, live.time_us) {
+        match payload::place_with(
+            self.bodies(),
+            hub.codec(),
+            &live.payload,
+            live.seq,
+            live.time_us,
+        ) {
             Ok(placed) => self.deliver_post(hub, group, live.epoch, placed),
             Err(e) => {
                 error!(target: log::ERROR, group, seq = live.seq, error = %e, "group post from the cluster not readable; skipped");
@@ -409,7 +415,7 @@ impl ClusterNode {
         page.entries
             .iter()
             .filter_map(|entry| {
-                match payload::place(hub.codec(), &entry.payload, entry.seq, entry.time_us) {
+                match payload::place_with(self.bodies(), hub.codec(), &entry.payload, entry.seq, entry.time_us) {
                     Ok(placed) => Some(placed),
                     Err(e) => {
                         error!(target: log::ERROR, group, seq = entry.seq, error = %e, "stored group post not readable; skipped");
@@ -602,6 +608,30 @@ impl ClusterNode {
         publish: &Publish,
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
+        self.post_body(hub, caller, publish, body_crc, None).await
+    }
+
+    /// A streamed group post whose body arrived whole: the body stays on this node, as
+    /// a channel message's does (other nodes fetch it over the node link).
+    pub(crate) async fn post_streamed(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        upload: crate::blobs::Verified,
+    ) -> Result<Published, Refusal> {
+        self.post_body(hub, caller, publish, None, Some(upload))
+            .await
+    }
+
+    async fn post_body(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        body_crc: Option<u32>,
+        upload: Option<crate::blobs::Verified>,
+    ) -> Result<Published, Refusal> {
         let name = publish.channel.as_str();
         subject::validate_group(name)?;
         let (rules, ids, _) = hub.publish_parts();
@@ -610,8 +640,20 @@ impl ClusterNode {
             sender: &caller.name,
             member: true,
         };
-        let admission = rules.admit(target, BodyShape::Frame(&publish.body))?;
+        let streamed_len = upload.as_ref().map(crate::blobs::Verified::len);
+        let shape = match streamed_len {
+            Some(len) => BodyShape::Streamed(len),
+            None => BodyShape::Frame(&publish.body),
+        };
+        let admission = rules.admit(target, shape)?;
         let id = ids.next(now_us());
+        if let Some(verified) = upload {
+            let blob = hub
+                .blobs()
+                .store(verified, &id)
+                .map_err(|e| crate::hub::blob_refusal(&e))?;
+            self.bodies().keep(id, blob);
+        }
         let envelope = switchboard_proto::packet::Envelope {
             scope: Scope::Group,
             channel: name,
@@ -622,12 +664,28 @@ impl ClusterNode {
             sender_name: &caller.name,
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
-            body: &publish.body,
+            body: if streamed_len.is_some() {
+                &[]
+            } else {
+                &publish.body
+            },
             body_crc,
-            stream: None::<StreamStart>,
+            stream: streamed_len.map(|total_len| StreamStart {
+                stream_id: 0,
+                total_len,
+            }),
         };
-        let payload = payload::encode(self.payload_codec(), &envelope, admission.drop_oldest)
-            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+        let payload = match streamed_len {
+            Some(_) => payload::encode_streamed(
+                self.payload_codec(),
+                &envelope,
+                admission.drop_oldest,
+                self.backplane().node_id(),
+            ),
+            None => payload::encode(self.payload_codec(), &envelope, admission.drop_oldest),
+        }
+        .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+        let history = hub.group_retention();
         let appended = self
             .backplane()
             .post_to_group(GroupAppend {
@@ -635,9 +693,23 @@ impl ClusterNode {
                 sender: caller.name.to_string(),
                 id,
                 payload,
-                max_count: hub.group_retention(),
+                max_count: history,
             })
-            .await?;
+            .await;
+        if streamed_len.is_some() {
+            // Its bodies are kept by position among the group's posts, apart from any
+            // channel of the same name.
+            match &appended {
+                Ok(appended) => {
+                    self.bodies()
+                        .placed(&format!("group {name}"), id, appended.seq, history)
+                }
+                // Perhaps stored: kept.
+                Err(refusal) if refusal.code == ErrorCode::BackplaneUnavailable => {}
+                Err(_) => self.bodies().forget(&id),
+            }
+        }
+        let appended = appended?;
         hub.count_published();
         Ok(Published {
             ack: PublishAck {

@@ -108,6 +108,7 @@ pub(crate) struct Placed {
 /// Decodes a payload and encodes its live frame with `live_codec` (the node's, which may
 /// sign it) at the given position. A streamed body is refused: only [`place_with`] knows
 /// how to fetch one.
+#[cfg(test)]
 pub(crate) fn place(
     live_codec: &FrameCodec,
     payload: &Bytes,

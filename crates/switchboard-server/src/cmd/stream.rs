@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{Chunk, Publish, StreamAbort};
+use switchboard_proto::packet::{Chunk, Publish, Scope, StreamAbort};
 use tracing::info;
 
 use super::publish::{acknowledge, run_hooks};
@@ -62,17 +62,6 @@ pub(crate) async fn open(
         session.refuse(request_id, refusal).await;
         return;
     }
-    if hub.cluster().is_some() && publish.scope == switchboard_proto::packet::Scope::Group {
-        // A channel's streamed body stays on this node and other nodes fetch it over the
-        // node link; groups do not go that way yet: refused before any byte comes.
-        let refusal = Refusal::new(
-            switchboard_proto::ErrorCode::BodyUnavailable,
-            "streamed bodies are not shared with groups across a cluster yet; post bodies \
-             that fit in one frame",
-        );
-        session.refuse(request_id, refusal).await;
-        return;
-    }
     // Refused before any of the body arrives if the session may not create the channel;
     // the creation itself waits for the whole body.
     if let Err(refusal) = super::channel::permit_implicit_channel(hub, session, &publish) {
@@ -80,7 +69,19 @@ pub(crate) async fn open(
         return;
     }
     let body = BodyShape::Streamed(stream.total_len);
-    if let Err(refusal) = hub.admit(&session.caller, &publish, body) {
+    let admitted = if hub.cluster().is_some() && publish.scope == Scope::Group {
+        // The cluster's groups are in the backplane, whose post checks membership with
+        // the append; the size rules are judged here, before the body comes.
+        let target = crate::hub::admission::Target::Group {
+            name: &publish.channel,
+            sender: &session.caller.name,
+            member: true,
+        };
+        hub.publish_parts().0.admit(target, body).map(|_| ())
+    } else {
+        hub.admit(&session.caller, &publish, body).map(|_| ())
+    };
+    if let Err(refusal) = admitted {
         session.refuse(request_id, refusal).await;
         return;
     }
@@ -167,6 +168,11 @@ pub(crate) async fn chunk(hub: &Hub, session: &mut Session, chunk: Chunk) {
         Some(cluster) if publish.scope == switchboard_proto::packet::Scope::Channel => {
             cluster
                 .publish_streamed(hub, &session.caller, &publish, upload)
+                .await
+        }
+        Some(cluster) if publish.scope == switchboard_proto::packet::Scope::Group => {
+            cluster
+                .post_streamed(hub, &session.caller, &publish, upload)
                 .await
         }
         _ => hub.publish_streamed(&session.caller, publish, upload),
