@@ -472,3 +472,33 @@ async fn pipelined_publishes_never_reorder_when_redis_forgets_its_scripts_mid_bu
     );
     assert!(stored.len() >= results.iter().filter(|r| r.is_ok()).count());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hashtag_subscription_replays_the_clusters_recent_messages_then_live() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let a = client(&nodes[0], "a").await;
+    let b = client(&nodes[1], "b").await;
+    for (channel, text) in [
+        ("one", "first #news"),
+        ("two", "second #news"),
+        ("one", "untagged"),
+    ] {
+        a.publish(channel, Payload::text(text))
+            .await
+            .expect("published");
+    }
+    // Node B never followed #news: its replay comes from the cluster.
+    let mut tagged = b
+        .subscribe("#news")
+        .replay(Replay::Last(10))
+        .await
+        .expect("subscribe");
+    assert_eq!(tagged.replay_count(), 2);
+    assert_eq!(next(&mut tagged).await, (1, "first #news".to_owned()));
+    assert_eq!(next(&mut tagged).await, (1, "second #news".to_owned()));
+    a.publish("three", Payload::text("third #news"))
+        .await
+        .expect("published");
+    assert_eq!(next(&mut tagged).await, (1, "third #news".to_owned()));
+}

@@ -378,7 +378,23 @@ impl ClusterNode {
                 }
             },
             // Hashtags replay from this node's recent index.
-            Pattern::Tag(_) => return Ok(()),
+            Pattern::Tag(tag) => {
+                let query = match replay {
+                    Replay::None => return Ok(()),
+                    Replay::SinceSeq(seq) => Query::SinceSeq(seq),
+                    Replay::SinceTime(time) => Query::SinceTime(time),
+                    Replay::Last(count) => Query::Last(count),
+                };
+                let limit = hub.config().default_history;
+                match self.read_tag(hub, tag, query, limit).await {
+                    Ok(messages) => hub.merge_tagged(tag, messages),
+                    Err(refusal) => {
+                        self.unfollow(&topic);
+                        return Err(refusal);
+                    }
+                }
+                return Ok(());
+            }
         };
         for name in names {
             if let Err(refusal) = self.bring_in_step(hub, &name, replay).await {

@@ -364,6 +364,12 @@ impl Hub {
         }
     }
 
+    /// Cluster mode: merges a hashtag's messages read back from the backplane into this
+    /// node's index of it, before a replay of the tag is taken from it.
+    pub(crate) fn merge_tagged(&self, tag: &str, messages: Vec<Arc<StoredMessage>>) {
+        self.tags.lock().merge(tag, messages, &self.budget);
+    }
+
     /// The channels known here with a maximum age, and that age in microseconds.
     pub(crate) fn aging_channels(&self) -> Vec<(String, u64)> {
         self.channels

@@ -85,6 +85,42 @@ impl TagGuard<'_> {
         }
     }
 
+    /// Cluster mode: puts messages of `tag` read back from the backplane (oldest first)
+    /// among those indexed, in time order, leaving out any already there, so that a
+    /// replay of the tag on this node covers the cluster's recent messages.
+    pub fn merge(&mut self, tag: &str, messages: Vec<Arc<StoredMessage>>, budget: &MemoryBudget) {
+        if messages.is_empty() {
+            return;
+        }
+        let recent = match self.map.get_mut(tag) {
+            Some(recent) => recent,
+            None => {
+                if budget.charge(budget::tag_cost(tag), "hashtags").is_err() {
+                    return;
+                }
+                self.map.entry(tag.to_owned()).or_default()
+            }
+        };
+        let present: std::collections::HashSet<uuid::Uuid> =
+            recent.iter().map(|entry| entry.message.id()).collect();
+        for message in messages {
+            if present.contains(&message.id()) {
+                continue;
+            }
+            let at = recent.partition_point(|entry| entry.message.time_us() <= message.time_us());
+            recent.insert(
+                at,
+                Entry {
+                    expires_us: u64::MAX,
+                    message,
+                },
+            );
+        }
+        while recent.len() > self.per_tag {
+            recent.pop_front();
+        }
+    }
+
     /// Messages of `tag`, oldest first, with the same range rules as a history; expired
     /// messages are left out.
     pub fn range(&self, tag: &str, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
