@@ -12,7 +12,6 @@ use switchboard_server::cluster::{
 use tracing::warn;
 
 use crate::engine::{RedisBackplane, now_us, random_id, redis_query, seam_page, unavailable};
-use crate::error::BackplaneError;
 use crate::groups::{self, GroupLive, JoinOutcome, LeaveOutcome, PostError};
 use crate::keys::Keys;
 use crate::subscriber::Topic;
@@ -76,10 +75,6 @@ fn seam_meta(meta: groups::GroupMeta) -> GroupMeta {
     }
 }
 
-fn refused(error: &BackplaneError) -> Refusal {
-    unavailable(error)
-}
-
 impl RedisBackplane {
     pub(crate) async fn create_group_now(
         &self,
@@ -109,7 +104,7 @@ impl RedisBackplane {
                 .boxed()
             })
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         Ok((seam_meta(meta), created))
     }
 
@@ -119,7 +114,7 @@ impl RedisBackplane {
         let meta = self
             .run_read(move |conn| async move { groups::meta(conn, &keys, &name).await }.boxed())
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         Ok(meta.map(seam_meta))
     }
 
@@ -130,7 +125,7 @@ impl RedisBackplane {
             .supervisor()
             .run(move |conn| async move { groups::delete(conn, &keys, &name).await }.boxed())
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         Ok(deleted.is_some())
     }
 
@@ -147,7 +142,7 @@ impl RedisBackplane {
                 async move { groups::list(conn, &keys, after.as_deref(), limit).await }.boxed()
             })
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         Ok(page
             .groups
             .into_iter()
@@ -183,7 +178,7 @@ impl RedisBackplane {
                 .boxed()
             })
             .await
-            .map_err(|e| refused(&e))
+            .map_err(|e| unavailable(&e))
     }
 
     pub(crate) async fn group_members_now(
@@ -201,7 +196,7 @@ impl RedisBackplane {
                 .boxed()
         })
         .await
-        .map_err(|e| refused(&e))
+        .map_err(|e| unavailable(&e))
     }
 
     pub(crate) async fn is_group_member_now(
@@ -215,7 +210,7 @@ impl RedisBackplane {
             async move { groups::is_member(conn, &keys, &name, &user).await }.boxed()
         })
         .await
-        .map_err(|e| refused(&e))
+        .map_err(|e| unavailable(&e))
     }
 
     pub(crate) async fn groups_of_now(&self, user: &str) -> Result<Vec<String>, Refusal> {
@@ -225,7 +220,7 @@ impl RedisBackplane {
             async move { groups::groups_of(conn, &keys, &user).await }.boxed()
         })
         .await
-        .map_err(|e| refused(&e))
+        .map_err(|e| unavailable(&e))
     }
 
     pub(crate) async fn post_to_group_now(&self, post: GroupAppend) -> Result<Appended, Refusal> {
@@ -252,7 +247,7 @@ impl RedisBackplane {
                 .boxed()
             })
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         match result {
             Ok(appended) => Ok(Appended {
                 seq: appended.seq,
@@ -273,7 +268,7 @@ impl RedisBackplane {
                     "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
                 ),
             )),
-            Err(PostError::Backplane(error)) => Err(refused(&error)),
+            Err(PostError::Backplane(error)) => Err(unavailable(&error)),
         }
     }
 
@@ -303,7 +298,7 @@ impl RedisBackplane {
                 .boxed()
             })
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| unavailable(&e))?;
         Ok(page.map(seam_page))
     }
 }

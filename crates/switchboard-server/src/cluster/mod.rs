@@ -231,7 +231,7 @@ pub trait Backplane: Send + Sync + 'static {
         limit: u64,
     ) -> BackplaneFuture<'a, Vec<TaggedEntry>> {
         let _ = (tag, query, limit);
-        Box::pin(std::future::ready(Err(not_supported("hashtag history"))))
+        unsupported()
     }
 
     /// Removes a channel's messages older than `max_age_us` at `now_us` (a channel
@@ -243,7 +243,7 @@ pub trait Backplane: Send + Sync + 'static {
         now_us: u64,
     ) -> BackplaneFuture<'a, u64> {
         let _ = (channel, max_age_us, now_us);
-        trim_default()
+        Box::pin(std::future::ready(Ok(0)))
     }
 
     /// Creates a group unless one of that name exists; says whether it was created.
@@ -374,11 +374,6 @@ pub trait Backplane: Send + Sync + 'static {
     }
 }
 
-/// Removes a channel's messages older than `max_age_us` at `now_us`; says how many.
-pub(crate) fn trim_default() -> BackplaneFuture<'static, u64> {
-    Box::pin(std::future::ready(Ok(0)))
-}
-
 /// A message of a hashtag's history, with its channel.
 #[derive(Debug, Clone)]
 pub struct TaggedEntry {
@@ -386,14 +381,6 @@ pub struct TaggedEntry {
     pub seq: u64,
     pub time_us: u64,
     pub payload: Bytes,
-}
-
-/// What a backplane that lacks an operation answers.
-pub fn not_supported(what: &str) -> Refusal {
-    Refusal::new(
-        switchboard_proto::ErrorCode::BackplaneUnavailable,
-        format!("backplane unavailable: {what} is not supported by this backplane"),
-    )
 }
 
 /// A group as the backplane knows it.
