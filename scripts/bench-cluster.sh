@@ -6,10 +6,11 @@
 # Redis commands each published message costs.
 #
 # Usage: scripts/bench-cluster.sh [DURATION]   (default 5s per measurement)
-# Needs redis-server and a release build (cargo build --release -p switchboard).
+# Needs redis-server and a release build (cargo build --release -p switchboard);
+# SWITCHBOARD_BIN names another binary (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=target/release/switchboard
+B=${SWITCHBOARD_BIN:-target/release/switchboard}
 D=${1:-5s}
 [ -x "$B" ] || { echo "build first: cargo build --release -p switchboard" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit 1; }

@@ -235,20 +235,106 @@ pub async fn append(
     keys: &Keys,
     message: &Append<'_>,
 ) -> Result<Appended, AppendError> {
+    let command = append_command(keys, message);
+    let reply = match command.query_async::<Value>(conn).await {
+        Err(error) if is_noscript(&error) => {
+            APPEND.load_async(conn).await?;
+            command.query_async(conn).await?
+        }
+        other => other?,
+    };
+    appended(reply)
+}
+
+/// Appends messages in one pipeline (one write, one round trip): Redis runs them in
+/// this order, each atomically, and each has its own outcome, in the same order.
+///
+/// Where the script was missing from Redis' cache (Redis restarted, or its scripts were
+/// flushed), the appends it refused are sent again once the script is loaded, but only
+/// when every append after the first refused one was refused too: sending a refused
+/// append again after a later one was stored would change their order, so in that
+/// (racy, rare) case the refused ones fail instead.
+pub async fn append_many(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    messages: &[Append<'_>],
+) -> Result<Vec<Result<Appended, AppendError>>, BackplaneError> {
+    let commands: Vec<redis::Cmd> = messages
+        .iter()
+        .map(|message| append_command(keys, message))
+        .collect();
+    let mut outcomes = run_pipeline(conn, &commands).await?;
+    let first_refused = outcomes
+        .iter()
+        .position(|outcome| matches!(outcome, Err(error) if is_noscript(error)));
+    if let Some(first) = first_refused {
+        let all_after_refused = outcomes[first..]
+            .iter()
+            .all(|outcome| matches!(outcome, Err(error) if is_noscript(error)));
+        if all_after_refused {
+            APPEND.load_async(conn).await?;
+            let again = run_pipeline(conn, &commands[first..]).await?;
+            outcomes.truncate(first);
+            outcomes.extend(again);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(reply) => appended(reply),
+            Err(error) if is_noscript(&error) => {
+                Err(AppendError::Backplane(BackplaneError::Unavailable(
+                    "the append script was missing from Redis while other appends went on; retry"
+                        .to_owned(),
+                )))
+            }
+            Err(error) => Err(error.into()),
+        })
+        .collect())
+}
+
+async fn run_pipeline(
+    conn: &mut MultiplexedConnection,
+    commands: &[redis::Cmd],
+) -> Result<Vec<redis::RedisResult<Value>>, BackplaneError> {
+    let mut pipeline = redis::pipe();
+    pipeline.ignore_errors();
+    for command in commands {
+        pipeline.add_command(command.clone());
+    }
+    let outcomes: Vec<redis::RedisResult<Value>> = pipeline.query_async(conn).await?;
+    if outcomes.len() != commands.len() {
+        return Err(BackplaneError::Reply(format!(
+            "{} replies to a pipeline of {} appends",
+            outcomes.len(),
+            commands.len()
+        )));
+    }
+    Ok(outcomes)
+}
+
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// The EVALSHA of the append script for `message`.
+fn append_command(keys: &Keys, message: &Append<'_>) -> redis::Cmd {
     let name = message.name;
     // A tag named twice would index the message twice.
     let mut tags: Vec<&str> = message.tags.iter().map(String::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
-    let mut invocation = APPEND.prepare_invoke();
-    invocation
-        .key(keys.channel_meta(name))
-        .key(keys.channel_stream(name))
-        .key(keys.channels());
+    let mut command = redis::cmd("EVALSHA");
+    command
+        .arg(APPEND.get_hash())
+        .arg(3 + tags.len())
+        .arg(keys.channel_meta(name))
+        .arg(keys.channel_stream(name))
+        .arg(keys.channels());
     for tag in &tags {
-        invocation.key(keys.tag_stream(tag));
+        command.arg(keys.tag_stream(tag));
     }
-    invocation
+    command
         .arg(message.cid)
         .arg(message.default_options)
         .arg(message.generation)
@@ -264,9 +350,13 @@ pub async fn append(
         .arg(name)
         .arg(message.tag_max_len.min(MAX_LENGTH));
     for tag in &tags {
-        invocation.arg(keys.tag_topic(tag));
+        command.arg(keys.tag_topic(tag));
     }
-    let reply: Value = invocation.invoke_async(conn).await?;
+    command
+}
+
+/// What the append script answered.
+fn appended(reply: Value) -> Result<Appended, AppendError> {
     let mut reply = array(reply, "append")?.into_iter();
     let status = reply.next().unwrap_or(Value::Nil);
     match text(&status) {

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::appender::{Appender, OwnedAppend};
 use crate::channels::{self, AppendError};
 use crate::engine_directory::NodeDirectory;
 use crate::engine_groups;
@@ -114,6 +115,8 @@ pub struct RedisBackplane {
     closed: AtomicBool,
     /// This node's clients in the directory, and its relays in flight.
     pub(crate) directory: Arc<NodeDirectory>,
+    /// Channel appends, sent in batches in the order queued.
+    appender: Appender,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -201,6 +204,8 @@ impl RedisBackplane {
             Subscriber::start(supervisor.clone(), FEED_CAPACITY, shutdown.child_token());
         let (feed, events) = mpsc::channel(FEED_CAPACITY);
         let (directory, relay_answers) = NodeDirectory::new(incarnation);
+        let (appender, appender_task) =
+            Appender::start(supervisor.clone(), keys.clone(), shutdown.child_token());
         let backplane = Arc::new(RedisBackplane {
             supervisor,
             subscriber,
@@ -217,6 +222,7 @@ impl RedisBackplane {
             reregistrations: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             directory: directory.clone(),
+            appender,
         });
         let translator = tokio::spawn(translate(
             backplane.keys.clone(),
@@ -226,10 +232,13 @@ impl RedisBackplane {
             shutdown.child_token(),
         ));
         let heartbeat = tokio::spawn(Arc::clone(&backplane).heartbeat(shutdown.child_token()));
-        backplane
-            .tasks
-            .lock()
-            .extend([supervisor_task, subscriber_task, translator, heartbeat]);
+        backplane.tasks.lock().extend([
+            supervisor_task,
+            subscriber_task,
+            translator,
+            heartbeat,
+            appender_task,
+        ]);
         backplane.start_directory(relay_answers).await?;
         Ok(backplane)
     }
@@ -496,6 +505,28 @@ async fn translate(
     }
 }
 
+/// What a client is told of a channel append's outcome.
+fn appended(outcome: Result<channels::Appended, AppendError>) -> Result<Appended, Refusal> {
+    match outcome {
+        Ok(appended) => Ok(Appended {
+            seq: appended.seq,
+            epoch: appended.epoch,
+            time_us: appended.time_us,
+            cid: appended.cid,
+        }),
+        Err(AppendError::Deleted) => Err(Refusal::not_found(
+            "the channel was deleted meanwhile".to_owned(),
+        )),
+        Err(AppendError::StaleGeneration { stored }) => Err(Refusal::new(
+            ErrorCode::BackplaneUnavailable,
+            format!(
+                "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
+            ),
+        )),
+        Err(AppendError::Backplane(error)) => Err(unavailable(&error)),
+    }
+}
+
 pub(crate) fn redis_query(query: Query) -> channels::Query {
     match query {
         Query::SinceSeq(seq) => channels::Query::SinceSeq(seq),
@@ -629,59 +660,7 @@ impl Backplane for RedisBackplane {
     }
 
     fn append(&self, append: Append) -> BackplaneFuture<'_, Appended> {
-        async move {
-            let keys = self.keys.clone();
-            let default_options = append
-                .create_with
-                .as_ref()
-                .map(|options| self.encode_options(options))
-                .unwrap_or_default();
-            let generation = self.supervisor.generation();
-            let result = self
-                .supervisor
-                .run(move |conn| {
-                    async move {
-                        let message = channels::Append {
-                            name: &append.channel,
-                            cid: append.cid,
-                            default_options: &default_options,
-                            generation,
-                            new_epoch: random_id(),
-                            now_us: now_us(),
-                            max_len: append.max_count,
-                            max_bytes: append.max_bytes.unwrap_or(0),
-                            id: *append.id.as_bytes(),
-                            payload: &append.payload,
-                            body_len: append.body_len,
-                            tags: &append.tags,
-                            tag_max_len: TAG_HISTORY,
-                        };
-                        Ok(channels::append(conn, &keys, &message).await)
-                    }
-                    .boxed()
-                })
-                .await
-                .map_err(|e| unavailable(&e))?;
-            match result {
-                Ok(appended) => Ok(Appended {
-                    seq: appended.seq,
-                    epoch: appended.epoch,
-                    time_us: appended.time_us,
-                    cid: appended.cid,
-                }),
-                Err(AppendError::Deleted) => Err(Refusal::not_found(
-                    "the channel was deleted meanwhile".to_owned(),
-                )),
-                Err(AppendError::StaleGeneration { stored }) => Err(Refusal::new(
-                    ErrorCode::BackplaneUnavailable,
-                    format!(
-                        "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
-                    ),
-                )),
-                Err(AppendError::Backplane(error)) => Err(unavailable(&error)),
-            }
-        }
-        .boxed()
+        async move { self.queue_append(append).await?.await }.boxed()
     }
 
     fn read<'a>(
@@ -752,6 +731,8 @@ impl Backplane for RedisBackplane {
                     "reregistrations",
                     self.reregistrations.load(Ordering::Relaxed),
                 ),
+                ("append_batches", self.appender.batches()),
+                ("appends_batched", self.appender.appends()),
             ],
         }
     }
@@ -947,6 +928,37 @@ impl Backplane for RedisBackplane {
 
     fn node_link_key(&self) -> BackplaneFuture<'_, Vec<u8>> {
         self.node_link_key_of().boxed()
+    }
+
+    fn queue_append(&self, append: Append) -> BackplaneFuture<'_, seam::QueuedAppend> {
+        async move {
+            let default_options = append
+                .create_with
+                .as_ref()
+                .map(|options| self.encode_options(options))
+                .unwrap_or_default();
+            let owned = OwnedAppend {
+                name: append.channel,
+                cid: append.cid,
+                default_options,
+                new_epoch: random_id(),
+                now_us: now_us(),
+                max_len: append.max_count,
+                max_bytes: append.max_bytes.unwrap_or(0),
+                id: *append.id.as_bytes(),
+                payload: append.payload,
+                body_len: append.body_len,
+                tags: append.tags,
+                tag_max_len: TAG_HISTORY,
+            };
+            let pending = self
+                .appender
+                .queue(owned)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            Ok(async move { appended(pending.outcome().await) }.boxed())
+        }
+        .boxed()
     }
 }
 

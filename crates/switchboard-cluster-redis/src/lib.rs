@@ -6,6 +6,7 @@
 //!
 //! See docs/CLUSTER.md for the design, the data model and what is guaranteed.
 
+mod appender;
 pub mod channels;
 pub mod engine;
 mod engine_bodies;

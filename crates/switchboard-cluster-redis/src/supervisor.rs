@@ -204,8 +204,20 @@ impl Supervisor {
             &'c mut MultiplexedConnection,
         ) -> BoxFuture<'c, Result<T, BackplaneError>>,
     ) -> Result<T, BackplaneError> {
+        self.run_within(self.config.op_timeout, op).await
+    }
+
+    /// [`Supervisor::run`] bounded by `bound` instead of `op_timeout` (what is left of
+    /// the bound of operations that waited their turn).
+    pub async fn run_within<T>(
+        &self,
+        bound: Duration,
+        op: impl for<'c> FnOnce(
+            &'c mut MultiplexedConnection,
+        ) -> BoxFuture<'c, Result<T, BackplaneError>>,
+    ) -> Result<T, BackplaneError> {
         let (id, mut connection) = self.current()?;
-        match tokio::time::timeout(self.config.op_timeout, op(&mut connection)).await {
+        match tokio::time::timeout(bound, op(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 if error.breaks_connection() {
@@ -215,14 +227,8 @@ impl Supervisor {
             }
             Err(_) => {
                 self.lock().health.timeouts += 1;
-                self.drop_connection(
-                    id,
-                    &format!(
-                        "an operation got no answer within {:?}",
-                        self.config.op_timeout
-                    ),
-                );
-                Err(BackplaneError::Timeout(self.config.op_timeout))
+                self.drop_connection(id, &format!("an operation got no answer within {bound:?}"));
+                Err(BackplaneError::Timeout(bound))
             }
         }
     }

@@ -448,6 +448,54 @@ async fn a_connections_pipelined_publishes_are_stored_and_delivered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_publishes_share_round_trips_and_what_follows_them_sees_them_stored() {
+    let redis = redis();
+    let nodes = cluster(&redis, 1).await;
+    let publisher = client(&nodes[0], "pub").await;
+    const COUNT: usize = 2000;
+    let options = switchboard_client::ChannelOptions {
+        history: Some(COUNT as u64),
+        ..Default::default()
+    };
+    publisher
+        .create_channel("batched", options)
+        .await
+        .expect("created");
+    for i in 0..COUNT {
+        publisher
+            .publish("batched", Payload::text(&i.to_string()))
+            .no_reply()
+            .await
+            .expect("queued");
+    }
+    // Read on the same connection right behind the publishes, with no flush: the
+    // session answers it only once every publish before it is stored.
+    assert_eq!(
+        numbers(&publisher, "batched").await,
+        (0..COUNT).collect::<Vec<_>>()
+    );
+    let stats = publisher.stats().await.expect("stats");
+    let stat = |name: &str| {
+        stats
+            .stats
+            .iter()
+            .find(|stat| stat.name == name)
+            .map(|stat| stat.value)
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    };
+    let (batches, appends) = (
+        stat("backplane_append_batches"),
+        stat("backplane_appends_batched"),
+    );
+    assert!(appends >= COUNT as u64, "{appends} appends sent");
+    // The session read on while its publishes were out, so they went to Redis together.
+    assert!(
+        appends >= 4 * batches,
+        "{appends} appends in {batches} round trips"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_publishes_never_reorder_when_redis_forgets_its_scripts_mid_burst() {
     let redis = redis();
     let nodes = cluster(&redis, 1).await;

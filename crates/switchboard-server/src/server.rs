@@ -212,6 +212,7 @@ impl ServerBuilder {
         let tracker = TaskTracker::new();
         if let Some(backplane) = self.backplane {
             let node = crate::cluster::node::ClusterNode::new(backplane);
+            node.attach_hub(Arc::downgrade(&hub));
             hub.join_cluster(node.clone());
             if let Some(listener) = self.node_link {
                 let listener = listener

@@ -372,7 +372,21 @@ pub trait Backplane: Send + Sync + 'static {
     fn node_link_key(&self) -> BackplaneFuture<'_, Vec<u8>> {
         unsupported()
     }
+    /// Takes `append`'s place in this node's order of appends and returns once it has
+    /// it; the future it returns is the append's outcome. Appends one caller queues one
+    /// after another are stored in that order, so a session may queue its publishes and
+    /// read on (pipelining) without waiting for each outcome. An engine that cannot
+    /// queue stores the append before returning.
+    fn queue_append(&self, append: Append) -> BackplaneFuture<'_, QueuedAppend> {
+        Box::pin(async move {
+            let outcome = self.append(append).await;
+            Ok(Box::pin(std::future::ready(outcome)) as QueuedAppend)
+        })
+    }
 }
+
+/// The outcome of a queued append ([`Backplane::queue_append`]).
+pub type QueuedAppend = BackplaneFuture<'static, Appended>;
 
 /// A message of a hashtag's history, with its channel.
 #[derive(Debug, Clone)]

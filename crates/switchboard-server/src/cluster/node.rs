@@ -45,6 +45,37 @@ pub(crate) struct ClusterNode {
     groups: super::groups::GroupFollows,
     /// Streamed bodies: those this node keeps, and the link that fetches the others.
     bodies: Arc<super::bodies::NodeLink>,
+    /// The hub this node serves, for publishes answered after the session moved on.
+    hub: std::sync::OnceLock<Weak<Hub>>,
+}
+
+/// The outcome of a queued publish ([`ClusterNode::queue_publish`]).
+pub(crate) type QueuedPublish =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Published, Refusal>> + Send>>;
+
+/// A streamed body's part in preparing its append.
+struct Streamed<'a> {
+    /// The body's length; `None` for a body in the frame.
+    len: Option<u64>,
+    /// The message's id, kept across attempts.
+    id: &'a mut Option<Uuid>,
+    /// The body, until it becomes a blob this node keeps.
+    upload: &'a mut Option<Verified>,
+}
+
+/// A publish ready to append.
+struct Prepared {
+    append: Append,
+    /// The channel incarnation the append names (0: created if missing).
+    cid: u64,
+    id: Uuid,
+}
+
+fn published(id: Uuid, seq: u64) -> Published {
+    Published {
+        ack: PublishAck { id, seq },
+        must_sync: false,
+    }
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -82,6 +113,7 @@ impl ClusterNode {
             payload_codec: payload::payload_codec(),
             groups: Default::default(),
             bodies: super::bodies::NodeLink::new(backplane.clone()),
+            hub: std::sync::OnceLock::new(),
         })
     }
 
@@ -567,99 +599,22 @@ impl ClusterNode {
         // the backplane has now (or nothing, and the publish creates it).
         let mut fresh: Option<Option<(u64, ChannelOptions)>> = None;
         for attempt in 0..2 {
-            let local = hub.local_channel(name).map(|c| (c.cid, c.options));
-            let known = match (fresh.take(), local) {
-                (Some(fresh), _) => fresh,
-                (None, Some(local)) => Some(local),
-                (None, None) => {
-                    subject::validate_channel(name)?;
-                    // Kept here, so that the next publish needs no lookup.
-                    match self.backplane.channel(name).await? {
-                        Some(meta) => {
-                            let channel = hub.adopt_channel(name, &meta)?;
-                            Some((channel.cid, channel.options))
-                        }
-                        None => None,
-                    }
-                }
-            };
-            let (rules, ids, _) = hub.publish_parts();
-            let shape = match streamed_len {
-                Some(len) => BodyShape::Streamed(len),
-                None => BodyShape::Frame(&publish.body),
-            };
-            let (cid, create_with, admission) = match &known {
-                // Made here with the options a role's caps gave it, not yet the cluster's:
-                // the publish creates it with those options.
-                Some((0, options)) => (
-                    0,
-                    Some(*options),
-                    rules.admit(Target::Channel(options), shape)?,
-                ),
-                Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
-                None => {
-                    let admission = rules.admit(Target::NewChannel { name }, shape)?;
-                    (0, Some(rules.default_options()?), admission)
-                }
-            };
-            let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
-            let time_us = now_us();
-            let id = match (streamed_len, streamed_id) {
-                (Some(_), Some(id)) => id,
-                (Some(_), None) => *streamed_id.insert(ids.next(time_us)),
-                (None, _) => ids.next(time_us),
-            };
-            if let Some(verified) = upload.take() {
-                let blob = hub
-                    .blobs()
-                    .store(verified, &id)
-                    .map_err(|e| crate::hub::blob_refusal(&e))?;
-                self.bodies.keep(id, blob);
-            }
-            let envelope = Envelope {
-                scope: Scope::Channel,
-                channel: name,
-                id,
-                seq: 0,
-                time_us: 0,
-                sender_id: caller.client_id,
-                sender_name: &caller.name,
-                content_type: &publish.content_type,
-                user_headers: &publish.user_headers,
-                body: if streamed_len.is_some() {
-                    &[]
-                } else {
-                    &publish.body
-                },
-                body_crc,
-                stream: streamed_len.map(|total_len| StreamStart {
-                    stream_id: 0,
-                    total_len,
-                }),
-            };
-            let payload = match streamed_len {
-                Some(_) => payload::encode_streamed(
-                    &self.payload_codec,
-                    &envelope,
-                    admission.drop_oldest,
-                    self.backplane.node_id(),
-                ),
-                None => payload::encode(&self.payload_codec, &envelope, admission.drop_oldest),
-            }
-            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
-            let append = Append {
-                channel: name.to_owned(),
-                cid,
-                create_with,
-                id,
-                payload,
-                body_len: streamed_len.unwrap_or(publish.body.len() as u64),
-                tags: subject::message_hashtags(&publish.content_type, &publish.body),
-                max_count: options.history.unwrap_or(hub.config().default_history),
-                max_bytes: options.max_total_bytes,
-            };
-            let history = append.max_count;
-            let appended = self.backplane.append(append).await;
+            let prepared = self
+                .prepare(
+                    hub,
+                    caller,
+                    publish,
+                    body_crc,
+                    Streamed {
+                        len: streamed_len,
+                        id: &mut streamed_id,
+                        upload: &mut upload,
+                    },
+                    fresh.take(),
+                )
+                .await?;
+            let (cid, id, history) = (prepared.cid, prepared.id, prepared.append.max_count);
+            let appended = self.backplane.append(prepared.append).await;
             if streamed_len.is_some() {
                 match &appended {
                     Ok(appended) => self.bodies.placed(name, id, appended.seq, history),
@@ -675,22 +630,12 @@ impl ClusterNode {
             match appended {
                 Ok(appended) => {
                     hub.count_published();
-                    return Ok(Published {
-                        ack: PublishAck {
-                            id,
-                            seq: appended.seq,
-                        },
-                        must_sync: false,
-                    });
+                    return Ok(published(id, appended.seq));
                 }
                 // The channel this node knew was deleted (and maybe created again)
                 // elsewhere, or lost with the backplane's data: look again, once.
                 Err(refusal) if refusal.code == ErrorCode::NotFound && cid != 0 && attempt == 0 => {
-                    let meta = self.backplane.channel(name).await?;
-                    if let Some(meta) = &meta {
-                        hub.adopt_channel(name, meta)?;
-                    }
-                    fresh = Some(meta.map(|meta| (meta.cid, meta.options)));
+                    fresh = Some(self.look_again(hub, name).await?);
                 }
                 Err(refusal) => return Err(refusal),
             }
@@ -698,6 +643,177 @@ impl ClusterNode {
         Err(Refusal::not_found(format!(
             "channel {name} was deleted meanwhile"
         )))
+    }
+
+    /// PUBLISH of an inline body to a channel, queued behind the node's earlier appends:
+    /// returns once it has its place, so that the session can read on; the future it
+    /// returns is the outcome. Where the channel this node knew was deleted elsewhere
+    /// meanwhile, the outcome is that of [`ClusterNode::publish`] tried again.
+    pub(crate) async fn queue_publish(
+        self: &Arc<Self>,
+        hub: &Hub,
+        caller: &Caller,
+        publish: Publish,
+        body_crc: Option<u32>,
+    ) -> Result<QueuedPublish, Refusal> {
+        let prepared = self
+            .prepare(
+                hub,
+                caller,
+                &publish,
+                body_crc,
+                Streamed {
+                    len: None,
+                    id: &mut None,
+                    upload: &mut None,
+                },
+                None,
+            )
+            .await?;
+        let (cid, id) = (prepared.cid, prepared.id);
+        let queued = self.backplane.queue_append(prepared.append).await?;
+        let node = Arc::clone(self);
+        let caller = caller.clone();
+        Ok(Box::pin(async move {
+            let hub = node.hub.get().and_then(Weak::upgrade);
+            match (queued.await, hub) {
+                (Ok(appended), Some(hub)) => {
+                    hub.count_published();
+                    Ok(published(id, appended.seq))
+                }
+                (Ok(appended), None) => Ok(published(id, appended.seq)),
+                (Err(refusal), Some(hub)) if refusal.code == ErrorCode::NotFound && cid != 0 => {
+                    node.publish(&hub, &caller, &publish, body_crc).await
+                }
+                (Err(refusal), _) => Err(refusal),
+            }
+        }))
+    }
+
+    /// Lets queued publishes reach the hub they serve.
+    pub(crate) fn attach_hub(&self, hub: Weak<Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    /// The channel as the backplane has it now (adopted here), after an append found the
+    /// one this node knew deleted.
+    async fn look_again(
+        &self,
+        hub: &Hub,
+        name: &str,
+    ) -> Result<Option<(u64, ChannelOptions)>, Refusal> {
+        let meta = self.backplane.channel(name).await?;
+        if let Some(meta) = &meta {
+            hub.adopt_channel(name, meta)?;
+        }
+        Ok(meta.map(|meta| (meta.cid, meta.options)))
+    }
+
+    /// The append of a publish: the channel found (asked of the backplane when this node
+    /// does not know it), the publish admitted by its rules, the message given its id and
+    /// encoded. A streamed body becomes a blob this node keeps.
+    async fn prepare(
+        &self,
+        hub: &Hub,
+        caller: &Caller,
+        publish: &Publish,
+        body_crc: Option<u32>,
+        streamed: Streamed<'_>,
+        fresh: Option<Option<(u64, ChannelOptions)>>,
+    ) -> Result<Prepared, Refusal> {
+        let name = publish.channel.as_str();
+        let local = hub.local_channel(name).map(|c| (c.cid, c.options));
+        let known = match (fresh, local) {
+            (Some(fresh), _) => fresh,
+            (None, Some(local)) => Some(local),
+            (None, None) => {
+                subject::validate_channel(name)?;
+                // Kept here, so that the next publish needs no lookup.
+                match self.backplane.channel(name).await? {
+                    Some(meta) => {
+                        let channel = hub.adopt_channel(name, &meta)?;
+                        Some((channel.cid, channel.options))
+                    }
+                    None => None,
+                }
+            }
+        };
+        let (rules, ids, _) = hub.publish_parts();
+        let shape = match streamed.len {
+            Some(len) => BodyShape::Streamed(len),
+            None => BodyShape::Frame(&publish.body),
+        };
+        let (cid, create_with, admission) = match &known {
+            // Made here with the options a role's caps gave it, not yet the cluster's:
+            // the publish creates it with those options.
+            Some((0, options)) => (
+                0,
+                Some(*options),
+                rules.admit(Target::Channel(options), shape)?,
+            ),
+            Some((cid, options)) => (*cid, None, rules.admit(Target::Channel(options), shape)?),
+            None => {
+                let admission = rules.admit(Target::NewChannel { name }, shape)?;
+                (0, Some(rules.default_options()?), admission)
+            }
+        };
+        let options = known.map_or_else(|| create_with.unwrap_or_default(), |(_, o)| o);
+        let time_us = now_us();
+        let id = match (streamed.len, *streamed.id) {
+            (Some(_), Some(id)) => id,
+            (Some(_), None) => *streamed.id.insert(ids.next(time_us)),
+            (None, _) => ids.next(time_us),
+        };
+        if let Some(verified) = streamed.upload.take() {
+            let blob = hub
+                .blobs()
+                .store(verified, &id)
+                .map_err(|e| crate::hub::blob_refusal(&e))?;
+            self.bodies.keep(id, blob);
+        }
+        let envelope = Envelope {
+            scope: Scope::Channel,
+            channel: name,
+            id,
+            seq: 0,
+            time_us: 0,
+            sender_id: caller.client_id,
+            sender_name: &caller.name,
+            content_type: &publish.content_type,
+            user_headers: &publish.user_headers,
+            body: if streamed.len.is_some() {
+                &[]
+            } else {
+                &publish.body
+            },
+            body_crc,
+            stream: streamed.len.map(|total_len| StreamStart {
+                stream_id: 0,
+                total_len,
+            }),
+        };
+        let payload = match streamed.len {
+            Some(_) => payload::encode_streamed(
+                &self.payload_codec,
+                &envelope,
+                admission.drop_oldest,
+                self.backplane.node_id(),
+            ),
+            None => payload::encode(&self.payload_codec, &envelope, admission.drop_oldest),
+        }
+        .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
+        let append = Append {
+            channel: name.to_owned(),
+            cid,
+            create_with,
+            id,
+            payload,
+            body_len: streamed.len.unwrap_or(publish.body.len() as u64),
+            tags: subject::message_hashtags(&publish.content_type, &publish.body),
+            max_count: options.history.unwrap_or(hub.config().default_history),
+            max_bytes: options.max_total_bytes,
+        };
+        Ok(Prepared { append, cid, id })
     }
 
     /// CREATE_CHANNEL with the options the hub's rules filled in.

@@ -77,6 +77,12 @@ async fn cluster_create(
 pub(super) struct ImplicitChannel(Option<(Created, String)>);
 
 impl ImplicitChannel {
+    /// Nothing was reserved: the publish goes to a channel that exists, or the session
+    /// is not counted.
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// The publish was stored (the channel exists and counts) or refused (it does not).
     pub fn settle(self, hub: &Hub, stored: bool) {
         if let Some((creation, name)) = self.0 {

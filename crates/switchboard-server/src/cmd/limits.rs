@@ -193,6 +193,11 @@ pub(super) struct NewTags {
 }
 
 impl NewTags {
+    /// Nothing was counted against the user's cap.
+    pub fn is_none(&self) -> bool {
+        self.usage.is_none() || self.tags.is_empty()
+    }
+
     /// Nothing counted (a publish to a group carries no indexed tags).
     pub fn reserve_none() -> NewTags {
         NewTags {

@@ -6,6 +6,7 @@
 
 mod channel;
 mod clients;
+mod cluster_acks;
 mod fetch;
 mod group;
 pub(crate) mod limits;
@@ -74,6 +75,12 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
             .reply(request_id, Packet::Error(refusal.to_packet()))
             .await;
         return AfterRequest::Continue;
+    }
+    if let Some(acks) = &mut session.cluster_acks
+        && !matches!(packet, Packet::Publish(_) | Packet::Heartbeat(_))
+    {
+        // What follows publishes sees them stored, as on a single server.
+        acks.settle().await;
     }
     match packet {
         Packet::Heartbeat(_) => {

@@ -10,6 +10,7 @@ use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::cluster_acks::ClusterAcks;
 use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
@@ -55,6 +56,29 @@ pub(crate) async fn publish(
     };
     let body_crc = unchanged.then_some(body_crc);
     let result = match hub.cluster() {
+        // Nothing was reserved against the user's caps, so nothing waits on the outcome
+        // but the answer: queued, and the session reads on.
+        Some(cluster)
+            if publish.scope == Scope::Channel && creation.is_none() && new_tags.is_none() =>
+        {
+            match cluster
+                .queue_publish(hub, &session.caller, publish, body_crc)
+                .await
+            {
+                Ok(outcome) => {
+                    let acks = session.cluster_acks.get_or_insert_with(|| {
+                        Box::new(ClusterAcks::start(
+                            session.caller.client_id,
+                            session.caller.outbox.clone(),
+                            hub.counters().publish_ack_latency.clone(),
+                        ))
+                    });
+                    acks.push(request_id, quiet, outcome, started).await;
+                    return;
+                }
+                Err(refusal) => Err(refusal),
+            }
+        }
         Some(cluster) if publish.scope == Scope::Channel => {
             cluster
                 .publish(hub, &session.caller, &publish, body_crc)

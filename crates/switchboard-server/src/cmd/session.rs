@@ -11,6 +11,7 @@ use switchboard_proto::packet::Packet;
 use switchboard_proto::subject::Pattern;
 use tracing::info;
 
+use super::cluster_acks::ClusterAcks;
 use super::publish::DurableAcks;
 use super::stream::Ingest;
 use super::subscribe::Subscriptions;
@@ -47,6 +48,8 @@ pub(crate) struct Session {
     pub(super) streams: HashMap<u64, Ingest>,
     /// Publishes waiting for the store to sync before they are acknowledged.
     pub(super) durable_acks: Option<DurableAcks>,
+    /// Publishes queued on the cluster's backplane, not yet stored.
+    pub(super) cluster_acks: Option<Box<ClusterAcks>>,
     next_subscription_id: u64,
 }
 
@@ -72,6 +75,7 @@ impl Session {
             subscriptions: Subscriptions::default(),
             streams: HashMap::new(),
             durable_acks: None,
+            cluster_acks: None,
             next_subscription_id: 0,
         }
     }
@@ -159,6 +163,9 @@ impl Session {
     /// `limit`) before the goodbye.
     pub async fn finish_durable_acks(&mut self, limit: Duration) {
         if let Some(acks) = self.durable_acks.take() {
+            acks.finish(limit).await;
+        }
+        if let Some(acks) = self.cluster_acks.take() {
             acks.finish(limit).await;
         }
     }
