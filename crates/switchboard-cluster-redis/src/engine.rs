@@ -423,6 +423,7 @@ async fn translate(
     shutdown: CancellationToken,
 ) {
     let node_topic = keys.node_topic(directory.incarnation());
+    let control_topic = keys.control_topic();
     let channel_prefix = keys.channel_topic_prefix();
     let tag_prefix = keys.tag_topic("");
     let group_prefix = engine_groups::topic_prefix(&keys);
@@ -436,6 +437,12 @@ async fn translate(
             Some(SubscriberEvent::Resubscribed) => BackplaneEvent::Resubscribed,
             Some(SubscriberEvent::Push(push)) if push.topic.starts_with(&group_prefix) => {
                 match engine_groups::event(&push.topic[group_prefix.len()..], &push.payload) {
+                    Some(event) => event,
+                    None => continue,
+                }
+            }
+            Some(SubscriberEvent::Push(push)) if push.topic == control_topic => {
+                match engine_groups::control_event(&push.payload) {
                     Some(event) => event,
                     None => continue,
                 }

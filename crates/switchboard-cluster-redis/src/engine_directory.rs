@@ -317,18 +317,22 @@ impl NodeDirectory {
 }
 
 impl RedisBackplane {
-    /// Follows this node's topic (so that relays reach it from the start) and starts the
+    /// Follows this node's topic (so that relays reach it from the start) and the
+    /// control topic (joins made anywhere), and starts the
     /// directory's tasks, owned with the others.
     pub(crate) async fn start_directory(
         &self,
         relay_answers: mpsc::Receiver<(u64, Bytes)>,
     ) -> Result<(), StartError> {
         let own_topic = Topic::Exact(self.keys.node_topic(self.directory.incarnation()));
-        if let Err(error) = self.subscriber.follow(own_topic).await {
-            self.shutdown.cancel();
-            return Err(StartError::Register(format!(
-                "cannot follow this node's topic: {error}"
-            )));
+        let control = Topic::Exact(self.keys.control_topic());
+        for topic in [own_topic, control] {
+            if let Err(error) = self.subscriber.follow(topic).await {
+                self.shutdown.cancel();
+                return Err(StartError::Register(format!(
+                    "cannot follow this node's topics: {error}"
+                )));
+            }
         }
         let writer = tokio::spawn(Arc::clone(&self.directory).publish_changes(
             self.supervisor.clone(),

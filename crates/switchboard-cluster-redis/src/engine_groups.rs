@@ -29,6 +29,19 @@ pub(crate) fn topic_prefix(keys: &Keys) -> String {
     keys.group_topic("")
 }
 
+/// The feed event a control topic's payload stands for; `None` for one not understood
+/// (a kind a newer node announces).
+pub(crate) fn control_event(payload: &[u8]) -> Option<BackplaneEvent> {
+    let joined = payload.strip_prefix(b"J")?;
+    let split = joined.iter().position(|&b| b == 0)?;
+    let group = std::str::from_utf8(&joined[..split]).ok()?;
+    let user = std::str::from_utf8(&joined[split + 1..]).ok()?;
+    Some(BackplaneEvent::JoinedAnywhere {
+        group: group.to_owned(),
+        user: user.to_owned(),
+    })
+}
+
 /// The feed event a group topic's payload stands for; `None` for one not understood.
 pub(crate) fn event(group: &str, payload: &bytes::Bytes) -> Option<BackplaneEvent> {
     let group = group.to_owned();

@@ -388,7 +388,8 @@ async fn range_by_name(
         .await?)
 }
 
-/// Adds `user` to the group's members and publishes `J:<user>` on its topic, atomically.
+/// Adds `user` to the group's members and publishes `J:<user>` on its topic (and the
+/// join on the control topic), atomically.
 pub async fn join(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -431,6 +432,7 @@ async fn membership(
         .arg(name)
         .arg(user)
         .arg(keys.group_topic(name))
+        .arg(keys.control_topic())
         .invoke_async(conn)
         .await?;
     match number(&reply)? {

@@ -173,7 +173,8 @@ impl Keys {
         format!("{}n:{incarnation}", self.prefix)
     }
 
-    /// Pub/sub channel every node follows: channels and groups created or deleted.
+    /// Pub/sub channel every node follows: joins to groups, so that the node where the
+    /// user who joined has sessions follows the group for them.
     pub fn control_topic(&self) -> String {
         self.plain("ctl")
     }

@@ -167,6 +167,48 @@ async fn members_on_other_nodes_get_each_post_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_through_one_node_reaches_the_users_sessions_on_the_others() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let ann = client(&nodes[1], "ann").await;
+    ann.create_group("crew", "").await.expect("created");
+    ann.join_group("crew").await.expect("joined");
+    // dan is connected to node 0, where no member of the group is, and joins through
+    // node 1.
+    let dan_here = client(&nodes[0], "dan").await;
+    let mut dan_feed = dan_here.group_feed().expect("feed");
+    let dan_there = client(&nodes[1], "dan").await;
+    dan_there.join_group("crew").await.expect("joined");
+    // Node 0 follows the group for dan once the join reaches it: post until a post
+    // arrives there; from the first that does, every later one follows in order.
+    let mut first = None;
+    let mut sent = 0;
+    while first.is_none() && sent < 100 {
+        ann.post("crew", Payload::text(&format!("p{sent}")))
+            .await
+            .expect("posted");
+        sent += 1;
+        if let Ok(Some(item)) =
+            tokio::time::timeout(Duration::from_millis(50), dan_feed.next()).await
+        {
+            let item = describe(&item);
+            if let Some(n) = item.strip_prefix("post:ann:p") {
+                first = Some(n.parse::<usize>().expect("a post number"));
+            }
+        }
+    }
+    let first = first.expect("dan's session on node 0 never got the group's posts");
+    ann.post("crew", Payload::text("last"))
+        .await
+        .expect("posted");
+    let mut expected: Vec<String> = (first + 1..sent)
+        .map(|i| format!("post:ann:p{i}"))
+        .collect();
+    expected.push("post:ann:last".to_owned());
+    assert_eq!(take(&mut dan_feed, expected.len()).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_members_post_is_forbidden_and_nothing_is_stored() {
     let redis = redis();
     let nodes = cluster(&redis, 3).await;
@@ -469,4 +511,30 @@ async fn posts_made_while_the_feed_was_cut_are_delivered_in_order_once_it_is_bac
         .await
         .expect("posted");
     assert_eq!(take(&mut feed, 1).await, ["post:ann:end"], "nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_missed_before_any_reached_a_newly_following_node_are_read_back() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let ann = client(&nodes[0], "ann").await;
+    let bob = client(&nodes[1], "bob").await;
+    ann.create_group("fresh", "").await.expect("created");
+    ann.join_group("fresh").await.expect("joined");
+    ann.post("fresh", Payload::text("before"))
+        .await
+        .expect("posted");
+    // Node 1 follows the group afresh for bob, and no post has reached it yet when its
+    // feed is cut.
+    let mut feed = bob.group_feed().expect("feed");
+    bob.join_group("fresh").await.expect("joined");
+    assert_eq!(take(&mut feed, 1).await, ["joined:bob"]);
+    redis.kill_pubsub_clients().expect("client kill");
+    for i in 1..=20 {
+        ann.post("fresh", Payload::text(&format!("m{i}")))
+            .await
+            .expect("posted");
+    }
+    let expected: Vec<String> = (1..=20).map(|i| format!("post:ann:m{i}")).collect();
+    assert_eq!(take(&mut feed, 20).await, expected);
 }

@@ -741,3 +741,20 @@ fn history_holds_under_faults_chosen_seed() {
         });
     run(seed, seconds());
 }
+
+/// Checks a log a failed run kept (its path is printed): `SB_CHECK_LOG=PATH`.
+#[test]
+#[ignore = "by hand: SB_CHECK_LOG=path of a kept cluster-history.jsonl"]
+fn check_a_kept_log() {
+    let Ok(path) = std::env::var("SB_CHECK_LOG") else {
+        panic!("set SB_CHECK_LOG to the path of a kept cluster-history.jsonl");
+    };
+    let text = std::fs::read_to_string(&path).expect("the log is readable");
+    let records: Vec<Record> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a record per line"))
+        .collect();
+    if let Err(violation) = checker::check(&records) {
+        panic!("{violation}");
+    }
+}

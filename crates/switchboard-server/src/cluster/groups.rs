@@ -158,8 +158,19 @@ impl ClusterNode {
         }
     }
 
+    /// Whether `user`, who joined `group` through some node, has sessions here that do
+    /// not get the group's traffic yet.
+    pub(crate) fn must_follow_for(&self, group: &str, user: &str) -> bool {
+        let inner = self.group_follows().inner.lock();
+        inner.sessions.contains_key(user)
+            && !inner
+                .groups
+                .get(group)
+                .is_some_and(|followed| followed.users.contains(user))
+    }
+
     /// Follows `group` with `user` as a member online here.
-    async fn take_member(&self, group: &str, user: &str) {
+    pub(crate) async fn take_member(&self, group: &str, user: &str) {
         if self.hold(group).await.is_ok() {
             let mut inner = self.group_follows().inner.lock();
             // Not for a user whose sessions all closed meanwhile.
@@ -196,17 +207,34 @@ impl ClusterNode {
             .entry(group.to_owned())
             .or_default()
             .holds += 1;
-        match self
+        if let Err(refusal) = self
             .backplane()
             .follow(Topic::Group(group.to_owned()))
             .await
         {
-            Ok(()) => Ok(()),
-            Err(refusal) => {
-                self.release(group);
-                Err(refusal)
-            }
+            self.release(group);
+            return Err(refusal);
         }
+        // Followed afresh: where the posts stand now is where this node starts, so that
+        // a post it misses from here on (its feed cut) is read back, at the next post or
+        // when the feed is whole again, rather than passed over. Read after the follow
+        // was confirmed: a post placed before this read was made before the follow's
+        // purpose (a join, a session) and is not owed to anyone here.
+        let fresh = self
+            .group_follows()
+            .inner
+            .lock()
+            .groups
+            .get(group)
+            .is_some_and(|followed| followed.delivered.is_none());
+        if fresh
+            && let Ok(Some(meta)) = self.backplane().group(group).await
+            && let Some(followed) = self.group_follows().inner.lock().groups.get_mut(group)
+            && followed.delivered.is_none()
+        {
+            followed.delivered = Some((meta.epoch, meta.top_seq));
+        }
+        Ok(())
     }
 
     fn release(&self, group: &str) {

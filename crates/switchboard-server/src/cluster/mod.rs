@@ -90,6 +90,9 @@ pub enum BackplaneEvent {
     /// Another node relays a body to clients of this one; answered with
     /// [`Backplane::answer_relay`].
     Relay(IncomingRelay),
+    /// `user` joined `group`, through any node: a node with sessions of `user` follows
+    /// the group for them.
+    JoinedAnywhere { group: String, user: String },
 }
 
 /// A channel as the backplane knows it.

@@ -32,6 +32,8 @@ use crate::time::now_us;
 
 /// Most channels a wildcard subscription brings in step or replays at once.
 const MAX_WILDCARD_CHANNELS: usize = 10_000;
+/// Joins made elsewhere waiting for this node to follow their group, at most.
+const JOINS_QUEUE: usize = 1024;
 /// Entries read per history request when catching up or answering a fetch.
 pub(crate) const READ_BATCH: u64 = 512;
 
@@ -139,6 +141,17 @@ impl ClusterNode {
             error!(target: log::ERROR, "cluster feed already taken");
             return;
         };
+        // Joins made on other nodes that this node must follow a group for: followed by a
+        // task of their own, since a follow waits on the feed this loop reads.
+        let (joins, mut joined) = tokio::sync::mpsc::channel::<(String, String)>(JOINS_QUEUE);
+        let _follower = {
+            let node = Arc::clone(&self);
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                while let Some((group, user)) = joined.recv().await {
+                    node.take_member(&group, &user).await;
+                }
+            }))
+        };
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -170,6 +183,13 @@ impl ClusterNode {
                     let outcomes =
                         super::directory::deliver(&hub, self.backplane.node_id(), &relay);
                     self.backplane.answer_relay(&relay, outcomes);
+                }
+                BackplaneEvent::JoinedAnywhere { group, user } => {
+                    if self.must_follow_for(&group, &user)
+                        && joins.try_send((group.clone(), user)).is_err()
+                    {
+                        warn!(target: log::ERROR, group, "too many joins to follow at once; a member's other sessions get the group's traffic after they reconnect");
+                    }
                 }
             }
         }
