@@ -937,6 +937,21 @@ impl Backplane for RedisBackplane {
         self.node_link_key_of().boxed()
     }
 
+    fn names_online<'a>(&'a self, names: &'a [String]) -> BackplaneFuture<'a, Vec<bool>> {
+        async move {
+            let keys = self.keys.clone();
+            let names = names.to_vec();
+            self.run_read(move |conn| {
+                let keys = keys.clone();
+                let names = names.clone();
+                async move { nodes::names_online(conn, &keys, &names).await }.boxed()
+            })
+            .await
+            .map_err(|e| unavailable(&e))
+        }
+        .boxed()
+    }
+
     fn queue_append(&self, append: Append) -> BackplaneFuture<'_, seam::QueuedAppend> {
         async move {
             let default_options = append

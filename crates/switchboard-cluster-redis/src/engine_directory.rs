@@ -64,6 +64,24 @@ pub(crate) struct NodeDirectory {
 struct Clients {
     connected: HashMap<u64, ClientRecord>,
     changed: HashSet<u64>,
+    /// Sessions here by client name, and the names whose count Redis has not been told.
+    names: HashMap<String, usize>,
+    changed_names: HashSet<String>,
+}
+
+impl Clients {
+    fn count_name(&mut self, name: &str, up: bool) {
+        let count = self.names.entry(name.to_owned()).or_default();
+        if up {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.names.remove(name);
+            }
+        }
+        self.changed_names.insert(name.to_owned());
+    }
 }
 
 impl NodeDirectory {
@@ -89,14 +107,19 @@ impl NodeDirectory {
     pub(crate) fn joined(&self, record: ClientRecord) {
         let mut clients = self.clients.lock();
         clients.changed.insert(record.id);
-        clients.connected.insert(record.id, record);
+        clients.count_name(&record.name, true);
+        if let Some(replaced) = clients.connected.insert(record.id, record) {
+            clients.count_name(&replaced.name, false);
+        }
         drop(clients);
         self.changed.notify_one();
     }
 
     pub(crate) fn left(&self, id: u64) {
         let mut clients = self.clients.lock();
-        clients.connected.remove(&id);
+        if let Some(record) = clients.connected.remove(&id) {
+            clients.count_name(&record.name, false);
+        }
         clients.changed.insert(id);
         drop(clients);
         self.changed.notify_one();
@@ -107,6 +130,8 @@ impl NodeDirectory {
         let mut clients = self.clients.lock();
         let ids: Vec<u64> = clients.connected.keys().copied().collect();
         clients.changed.extend(ids);
+        let names: Vec<String> = clients.names.keys().cloned().collect();
+        clients.changed_names.extend(names);
         drop(clients);
         self.changed.notify_one();
     }
@@ -125,7 +150,7 @@ impl NodeDirectory {
                 () = self.changed.notified() => {}
             }
             loop {
-                let (added, removed) = {
+                let (added, removed, names) = {
                     let mut clients = self.clients.lock();
                     let changed = std::mem::take(&mut clients.changed);
                     let mut added = Vec::new();
@@ -136,14 +161,26 @@ impl NodeDirectory {
                             None => removed.push(id),
                         }
                     }
-                    (added, removed)
+                    let names: Vec<(String, usize)> = std::mem::take(&mut clients.changed_names)
+                        .into_iter()
+                        .map(|name| {
+                            let count = clients.names.get(&name).copied().unwrap_or(0);
+                            (name, count)
+                        })
+                        .collect();
+                    (added, removed, names)
                 };
-                if added.is_empty() && removed.is_empty() {
+                if added.is_empty() && removed.is_empty() && names.is_empty() {
                     break;
                 }
                 let failed = self.write(&supervisor, &keys, ttl, added, removed).await;
-                if !failed.is_empty() {
-                    self.clients.lock().changed.extend(failed);
+                let failed_names = self.write_names(&supervisor, &keys, ttl, names).await;
+                if !failed.is_empty() || !failed_names.is_empty() {
+                    {
+                        let mut clients = self.clients.lock();
+                        clients.changed.extend(failed);
+                        clients.changed_names.extend(failed_names);
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(RETRY_AFTER) => {}
@@ -151,6 +188,33 @@ impl NodeDirectory {
                 }
             }
         }
+    }
+
+    /// Writes the session counts of names in batches; returns the names not written.
+    async fn write_names(
+        &self,
+        supervisor: &Supervisor,
+        keys: &Keys,
+        ttl: Duration,
+        names: Vec<(String, usize)>,
+    ) -> Vec<String> {
+        let incarnation = self.incarnation;
+        let mut failed = Vec::new();
+        for batch in names.chunks(RECORDS_PER_WRITE) {
+            let keys = keys.clone();
+            let counts = batch.to_vec();
+            let written = supervisor
+                .run(move |conn| {
+                    async move { nodes::set_names(conn, &keys, incarnation, &counts, ttl).await }
+                        .boxed()
+                })
+                .await;
+            if let Err(error) = written {
+                warn!(target: switchboard_server::log::ERROR, %error, names = batch.len(), "cannot publish client names to the cluster directory; retrying");
+                failed.extend(batch.iter().map(|(name, _)| name.clone()));
+            }
+        }
+        failed
     }
 
     /// Writes records and removals in batches; returns the ids of those not written.

@@ -167,6 +167,12 @@ impl Keys {
         self.tagged("n", &incarnation.to_string(), "cinfo")
     }
 
+    /// Hash, expiring with the node: client name → how many of its sessions are there
+    /// (whether a group member is online anywhere).
+    pub fn node_names(&self, incarnation: u64) -> String {
+        self.tagged("n", &incarnation.to_string(), "names")
+    }
+
     /// Pub/sub channel of one node: relays to its clients, answers to its requests,
     /// its own liveness probes.
     pub fn node_topic(&self, incarnation: u64) -> String {

@@ -162,6 +162,7 @@ pub async fn reregister(
         .key(keys.node_info(incarnation))
         .key(keys.node_clients(incarnation))
         .key(keys.node_client_info(incarnation))
+        .key(keys.node_names(incarnation))
         .arg(incarnation)
         .arg(ttl_ms(ttl))
         .arg(&info.link_addr)
@@ -186,6 +187,7 @@ pub async fn heartbeat(
         .key(keys.node_info(incarnation))
         .key(keys.node_clients(incarnation))
         .key(keys.node_client_info(incarnation))
+        .key(keys.node_names(incarnation))
         .arg(incarnation)
         .arg(ttl_ms(ttl))
         .invoke_async(conn)
@@ -209,10 +211,80 @@ pub async fn deregister(
         .arg(keys.node_info(incarnation))
         .arg(keys.node_clients(incarnation))
         .arg(keys.node_client_info(incarnation))
+        .arg(keys.node_names(incarnation))
         .ignore()
         .exec_async(conn)
         .await?;
     Ok(())
+}
+
+/// Writes how many sessions of each name the node has now (0 removes the name); the
+/// key lives as long as the node.
+pub async fn set_names(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    incarnation: u64,
+    names: &[(String, usize)],
+    ttl: Duration,
+) -> Result<(), BackplaneError> {
+    let key = keys.node_names(incarnation);
+    let (present, gone): (Vec<_>, Vec<_>) = names.iter().partition(|(_, count)| *count > 0);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    if !present.is_empty() {
+        let hset = pipe.cmd("HSET").arg(&key);
+        for (name, count) in &present {
+            hset.arg(name).arg(*count);
+        }
+        hset.ignore();
+    }
+    if !gone.is_empty() {
+        let hdel = pipe.cmd("HDEL").arg(&key);
+        for (name, _) in &gone {
+            hdel.arg(name);
+        }
+        hdel.ignore();
+    }
+    pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms(ttl)).ignore();
+    pipe.exec_async(conn).await?;
+    Ok(())
+}
+
+/// Whether each name has a session on some live node, in the order given.
+pub async fn names_online(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    names: &[String],
+) -> Result<Vec<bool>, BackplaneError> {
+    let mut online = vec![false; names.len()];
+    if names.is_empty() {
+        return Ok(online);
+    }
+    let incarnations = live_incarnations(conn, keys).await?;
+    if incarnations.is_empty() {
+        return Ok(online);
+    }
+    let mut pipe = redis::pipe();
+    for incarnation in &incarnations {
+        pipe.cmd("HMGET")
+            .arg(keys.node_names(*incarnation))
+            .arg(names);
+    }
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    for reply in replies {
+        let counts = array(reply, "node names")?;
+        if counts.len() != names.len() {
+            return Err(BackplaneError::Reply(format!(
+                "node names: {} counts for {} names",
+                counts.len(),
+                names.len()
+            )));
+        }
+        for (online, count) in online.iter_mut().zip(counts) {
+            *online |= count != Value::Nil;
+        }
+    }
+    Ok(online)
 }
 
 /// The incarnations of the live nodes, in order.

@@ -538,3 +538,62 @@ async fn posts_missed_before_any_reached_a_newly_following_node_are_read_back() 
     let expected: Vec<String> = (1..=20).map(|i| format!("post:ann:m{i}")).collect();
     assert_eq!(take(&mut feed, 20).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_online_with_a_session_on_any_node() {
+    let redis = redis();
+    let nodes = cluster(&redis, 2).await;
+    let ann = client(&nodes[0], "ann").await;
+    let bob = client(&nodes[1], "bob").await;
+    ann.create_group("desk", "").await.expect("created");
+    ann.join_group("desk").await.expect("joined");
+    bob.join_group("desk").await.expect("joined");
+    {
+        let cat = client(&nodes[1], "cat").await;
+        cat.join_group("desk").await.expect("joined");
+        cat.close().await.expect("closed");
+    }
+    // The directory is written in batches soon after a session opens or closes: wait
+    // for the listing from node 0 to show bob (on node 1) online and cat gone.
+    let want = vec![
+        ("ann".to_owned(), true),
+        ("bob".to_owned(), true),
+        ("cat".to_owned(), false),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let members: Vec<(String, bool)> = ann
+            .group_members("desk")
+            .await
+            .expect("members")
+            .into_iter()
+            .map(|member| (member.name.to_string(), member.online))
+            .collect();
+        if members == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members from node 0: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.close().await.expect("closed");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let bob_online = ann
+            .group_members("desk")
+            .await
+            .expect("members")
+            .iter()
+            .any(|member| member.name.as_str() == "bob" && member.online);
+        if !bob_online {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob still online after closing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -595,8 +595,9 @@ impl ClusterNode {
         ))
     }
 
-    /// A page of GROUP_MEMBERS from the backplane, in name order; whether each member
-    /// is online is what this node knows.
+    /// A page of GROUP_MEMBERS from the backplane, in name order; a member is online
+    /// with a session on any live node (this node's own view when the backplane cannot
+    /// say).
     pub(crate) async fn member_page(
         &self,
         hub: &Hub,
@@ -614,10 +615,36 @@ impl ClusterNode {
         else {
             return Err(Refusal::not_found(format!("no group named {group}")));
         };
-        let infos = members.into_iter().map(|name| MemberInfo {
-            online: hub.is_online_here(&name),
-            name: name.into(),
-        });
+        let mut online: Vec<bool> = members
+            .iter()
+            .map(|name| hub.is_online_here(name))
+            .collect();
+        let elsewhere: Vec<String> = members
+            .iter()
+            .zip(&online)
+            .filter(|(_, here)| !**here)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !elsewhere.is_empty() {
+            match self.backplane().names_online(&elsewhere).await {
+                Ok(anywhere) => {
+                    let mut anywhere = anywhere.into_iter();
+                    for here in online.iter_mut().filter(|here| !**here) {
+                        *here = anywhere.next().unwrap_or(false);
+                    }
+                }
+                Err(refusal) => {
+                    warn!(target: log::ERROR, group, error = %refusal.message, "cannot tell which members are online on other nodes; listing this node's view");
+                }
+            }
+        }
+        let infos = members
+            .into_iter()
+            .zip(online)
+            .map(|(name, online)| MemberInfo {
+                online,
+                name: name.into(),
+            });
         let size = PageSize::new(Some(want as u64), hub.config().max_frame);
         Ok(listing::take_page(
             infos,

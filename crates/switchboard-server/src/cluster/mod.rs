@@ -386,6 +386,11 @@ pub trait Backplane: Send + Sync + 'static {
             Ok(Box::pin(std::future::ready(outcome)) as QueuedAppend)
         })
     }
+    /// Whether each client name has a session on some live node, in the order given
+    /// (GROUP_MEMBERS' `online`).
+    fn names_online<'a>(&'a self, _names: &'a [String]) -> BackplaneFuture<'a, Vec<bool>> {
+        unsupported()
+    }
 }
 
 /// The outcome of a queued append ([`Backplane::queue_append`]).
