@@ -2,7 +2,6 @@
 //! streaming in and the publishes waiting for a sync, and how it answers. The connection
 //! task owns it, hands it to every request it serves, and closes it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tracing::info;
 
 use super::cluster_acks::ClusterAcks;
 use super::publish::DurableAcks;
-use super::stream::Ingest;
+use super::stream::OpenStreams;
 use super::subscribe::Subscriptions;
 use crate::error::Refusal;
 use crate::hooks::SessionInfo;
@@ -45,7 +44,7 @@ pub(crate) struct Session {
     pub(super) subscriptions: Subscriptions,
     /// Streamed bodies being received, by stream id; dropped (and their spool files
     /// removed) with the session.
-    pub(super) streams: HashMap<u64, Ingest>,
+    pub(super) streams: OpenStreams,
     /// Publishes waiting for the store to sync before they are acknowledged.
     pub(super) durable_acks: Option<DurableAcks>,
     /// Publishes queued on the cluster's backplane, not yet stored.
@@ -73,7 +72,7 @@ impl Session {
             connected_since_us,
             idle_limit,
             subscriptions: Subscriptions::default(),
-            streams: HashMap::new(),
+            streams: OpenStreams::default(),
             durable_acks: None,
             cluster_acks: None,
             next_subscription_id: 0,

@@ -29,6 +29,46 @@ pub(super) struct Ingest {
     upload: Upload,
 }
 
+/// A session's uploads in progress, by stream id: at most [`MAX_OPEN_STREAMS`], so a
+/// vector searched in order (24 bytes in the session for its whole life, against a hash
+/// map's 48, and every idle session has one).
+#[derive(Debug, Default)]
+pub(super) struct OpenStreams {
+    open: Vec<(u64, Ingest)>,
+}
+
+impl OpenStreams {
+    fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    fn contains_key(&self, stream_id: &u64) -> bool {
+        self.open.iter().any(|(id, _)| id == stream_id)
+    }
+
+    /// Opens a stream whose id is not open (see [`OpenStreams::contains_key`]).
+    fn insert(&mut self, stream_id: u64, ingest: Ingest) {
+        self.open.push((stream_id, ingest));
+    }
+
+    fn get_mut(&mut self, stream_id: &u64) -> Option<&mut Ingest> {
+        self.open
+            .iter_mut()
+            .find(|(id, _)| id == stream_id)
+            .map(|(_, ingest)| ingest)
+    }
+
+    fn remove(&mut self, stream_id: &u64) -> Option<Ingest> {
+        let index = self.open.iter().position(|(id, _)| id == stream_id)?;
+        let (_, ingest) = self.open.swap_remove(index);
+        if self.open.is_empty() {
+            // The session keeps no storage for uploads while it has none.
+            self.open = Vec::new();
+        }
+        Some(ingest)
+    }
+}
+
 fn aborted(message: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::StreamAborted, message)
 }

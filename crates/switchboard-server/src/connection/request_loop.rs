@@ -25,7 +25,10 @@ use tokio::time::Instant;
 
 /// What woke the waiting request loop.
 enum Wake {
+    /// The session was killed, or the server is shutting down.
     Closing,
+    /// The outbox's signal: the loop looks again at why.
+    Signalled,
     /// A reload put a new policy in force.
     PolicyChanged,
     Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
@@ -63,13 +66,24 @@ pub(super) async fn request_loop<R: Readable>(
         if let Some(expiry) = expiry {
             deadline = deadline.min(expiry);
         }
-        // The kill switch is a child of the shutdown token, so it wakes for both.
-        let wake = tokio::select! {
-            biased;
-            () = session.caller.outbox.kill_switch().cancelled() => Wake::Closing,
-            // The hub holds the sender for as long as sessions run: no error to see.
-            Ok(()) = session.policy_changes.changed() => Wake::PolicyChanged,
-            read = tokio::time::timeout_at(deadline, reader.fill()) => Wake::Read(read),
+        // The kill switch, shutdown and a reload all wake the outbox's signal: one
+        // future for the three, enabled before they are looked at so that none is missed.
+        let wake = {
+            let signal = session.caller.outbox.signal();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if session.caller.outbox.is_killed() {
+                Wake::Closing
+            } else if session.policy_changes.has_changed().unwrap_or(false) {
+                // (An error would mean the hub dropped the sender: no reload to see.)
+                Wake::PolicyChanged
+            } else {
+                tokio::select! {
+                    biased;
+                    () = signal => Wake::Signalled,
+                    read = tokio::time::timeout_at(deadline, reader.fill()) => Wake::Read(read),
+                }
+            }
         };
         let client_id = session.caller.client_id;
         match wake {
@@ -110,6 +124,8 @@ pub(super) async fn request_loop<R: Readable>(
                     Err(error) => Box::pin(bad_frame(hub, session, error)).await,
                 };
             }
+            // Looked at again from the top: what woke it is seen before the next wait.
+            Wake::Signalled => {}
             Wake::PolicyChanged => {
                 if let Some(end) = Box::pin(cmd::limits::policy_changed(hub, session)).await {
                     return end;

@@ -163,6 +163,14 @@ impl Directory {
         list
     }
 
+    /// Wakes every connected session's request loop to look again at what it waits
+    /// for (see `Outbox::signal`).
+    pub fn nudge_all(&self) {
+        for entry in self.inner.read().clients.values() {
+            entry.outbox.nudge();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().clients.len()
     }

@@ -325,6 +325,9 @@ impl Hub {
                 self.policy.store(Arc::new(policy));
                 self.policy_generation
                     .send_modify(|generation| *generation += 1);
+                // Sessions wait on their outbox's signal, not on the watch; one
+                // registered after this looks at the watch before it first waits.
+                self.directory.nudge_all();
             });
         self.reloaded(&result);
         result
@@ -409,6 +412,9 @@ impl Hub {
     /// Starts shutting down: accept loops stop, sessions finish their request and close.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        // Every kill switch now reads as pulled; the sessions waiting are woken to see
+        // it (one registered after this looks before it first waits).
+        self.directory.nudge_all();
     }
 
     /// The outbound queue of a new connection, with this server's bounds; it is closed

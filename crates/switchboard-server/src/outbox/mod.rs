@@ -91,11 +91,17 @@ pub(crate) enum Outgoing {
     Close(Disconnect),
 }
 
-/// Why the hub wants a connection closed, set by whoever pulls the kill switch first.
-/// The token is a child of the server's shutdown token, so shutting down pulls it too.
+/// Whether the hub wants a connection closed, and why (set by whoever pulls the kill
+/// switch first). Shutting the server down pulls every kill switch: the server's token
+/// is looked at with the connection's own flag.
+///
+/// Not a child cancellation token: that is an allocation of its own (and a slot in the
+/// parent's list) kept for the connection's whole life, and waiting on it is a future
+/// in every idle connection's task. Pulling it wakes the outbox's [`OutboxState::signal`].
 #[derive(Debug)]
 struct KillSwitch {
-    token: CancellationToken,
+    shutdown: CancellationToken,
+    pulled: AtomicBool,
     reason: Mutex<Option<(ErrorCode, String)>>,
 }
 
@@ -191,8 +197,13 @@ struct OutboxState {
     reply_limit: usize,
     /// A reply waits for the queued bytes to fall under the reply limit.
     reply_waiting: AtomicBool,
-    /// Woken by the writer when the queued bytes fall under the reply limit.
-    drained: Notify,
+    /// Wakes whoever waits on the connection (its request loop, a reply waiting for
+    /// room) when something they look at may have changed: the queued bytes fell under
+    /// the reply limit, the kill switch was pulled, the server started shutting down, or
+    /// a reload put a new policy in force. One `Notify` for all of them, so that an idle
+    /// connection waits on one small future; a waiter looks at what changed, and waits
+    /// again if nothing it cares about did.
+    signal: Notify,
     /// Bytes of direct messages among them.
     direct_bytes: AtomicUsize,
     /// The server's memory budget held for the queued bytes.
@@ -234,7 +245,7 @@ impl OutboxReceiver {
                 .drained_to(&self.state.queued_bytes, now);
             if now < self.state.reply_limit && self.state.reply_waiting.load(Ordering::SeqCst) {
                 self.state.reply_waiting.store(false, Ordering::SeqCst);
-                self.state.drained.notify_waiters();
+                self.state.signal.notify_waiters();
             }
         }
         match item {
@@ -362,14 +373,15 @@ impl Outbox {
         let state = Arc::new(OutboxState {
             conn_id,
             kill: KillSwitch {
-                token: shutdown.child_token(),
+                shutdown: shutdown.clone(),
+                pulled: AtomicBool::new(false),
                 reason: Mutex::new(None),
             },
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
             reply_limit: max_bytes / 2,
             reply_waiting: AtomicBool::new(false),
-            drained: Notify::new(),
+            signal: Notify::new(),
             direct_bytes: AtomicUsize::new(0),
             reservation: Reservation::new(budget),
             droppables: Droppables::default(),
@@ -571,7 +583,7 @@ impl Outbox {
         let sent = tokio::select! {
             biased;
             sent = self.tx.send(item) => sent.map_err(|_| Gone),
-            () = self.state.kill.token.cancelled() => Err(Gone),
+            () = self.killed() => Err(Gone),
         };
         if sent.is_err() {
             self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
@@ -603,7 +615,7 @@ impl Outbox {
                     state: self.state.clone(),
                 })
                 .map_err(|_| Gone),
-            () = self.state.kill.token.cancelled() => Err(Gone),
+            () = self.killed() => Err(Gone),
         }
     }
 
@@ -631,10 +643,10 @@ impl Outbox {
             {
                 return Ok(());
             }
-            if self.tx.is_closed() || state.kill.token.is_cancelled() {
+            if self.tx.is_closed() || self.is_killed() {
                 return Err(Gone);
             }
-            let drained = state.drained.notified();
+            let drained = state.signal.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
             state.reply_waiting.store(true, Ordering::SeqCst);
@@ -645,9 +657,9 @@ impl Outbox {
             {
                 return Ok(());
             }
+            // Woken for a kill too: the loop then sees it above.
             tokio::select! {
                 biased;
-                () = state.kill.token.cancelled() => return Err(Gone),
                 () = drained => {}
                 () = tokio::time::sleep(REPLY_RECHECK) => {}
             }
@@ -674,21 +686,44 @@ impl Outbox {
             *slot = Some((code, reason.to_owned()));
         }
         drop(slot);
-        self.state.kill.token.cancel();
+        self.state.kill.pulled.store(true, Ordering::SeqCst);
+        self.state.signal.notify_waiters();
     }
 
-    /// Whether someone asked the connection to close.
+    /// Whether someone asked the connection to close, or the server is shutting down.
     pub fn is_killed(&self) -> bool {
-        self.state.kill.token.is_cancelled()
+        self.state.kill.pulled.load(Ordering::SeqCst) || self.state.kill.shutdown.is_cancelled()
     }
 
-    /// The token pulled to close the connection, to wait on (a smaller future than an
-    /// async method around it, which matters to a connection waiting while idle).
-    pub fn kill_switch(&self) -> &CancellationToken {
-        &self.state.kill.token
+    /// Resolves once the connection is asked to close (see [`Outbox::is_killed`]).
+    async fn killed(&self) {
+        loop {
+            let signal = self.state.signal.notified();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            signal.await;
+        }
     }
 
-    /// Why the connection is being closed, once [`Outbox::kill_switch`] was pulled.
+    /// Wakes whoever waits on the connection's [`Outbox::signal`], to look again at what
+    /// they wait for: the server is shutting down, or a reload changed the policy.
+    pub fn nudge(&self) {
+        self.state.signal.notify_waiters();
+    }
+
+    /// Woken when the connection is killed, when the server starts shutting down, on a
+    /// reload, and now and then for nothing (a drained queue): the connection's request
+    /// loop waits on it while idle (one small future rather than one per cause).
+    /// Enable it, then look at the causes, then wait: a wake between the look and the
+    /// wait is not lost.
+    pub fn signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.state.signal.notified()
+    }
+
+    /// Why the connection is being closed, once it was killed.
     pub fn kill_reason(&self) -> (ErrorCode, String) {
         self.state
             .kill
