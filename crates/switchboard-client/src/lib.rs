@@ -102,6 +102,7 @@ mod inbound;
 mod listing;
 mod payload;
 mod requests;
+mod send_queue;
 mod shared;
 mod subscription;
 mod tls;

@@ -30,7 +30,7 @@ pub use group::{
     ListGroups, MemberInfo, MemberList,
 };
 pub use message::{Envelope, Message};
-pub use publish::{Publish, PublishAck, StreamStart};
+pub use publish::{Publish, PublishAck, PublishRef, StreamStart};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
     RelayResult, RelayStatus,
