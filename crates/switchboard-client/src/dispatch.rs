@@ -21,7 +21,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::packet::{Direct, Event, EventKind, Message, Scope, SubscribeAck};
+use switchboard_proto::packet::{
+    Direct, Event, EventKind, Message, Scope, SubscribeAck, TextCache,
+};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -128,6 +130,16 @@ fn read_failure(error: &ClientError) -> CloseReason {
     }
 }
 
+/// What became of a live message offered to its single consumer.
+enum SingleConsumer {
+    /// Queued (or dropped with a consumer that is gone).
+    Queued,
+    /// The consumer's queue is full: wait for room outside the table's lock.
+    Full(u64, mpsc::Sender<ReceivedMessage>, ReceivedMessage),
+    /// Not the single-consumer case: the packet, for the general way.
+    NotSo(Message),
+}
+
 /// Routes frames; owned by the dispatch task.
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
@@ -138,6 +150,8 @@ pub(crate) struct Dispatcher {
     streams: InboundStreams,
     /// The subscriptions a live message goes to, kept to be reused for the next one.
     targets: Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
+    /// The last channel, sender and content type decoded, shared by the messages alike.
+    texts: TextCache,
 }
 
 impl Dispatcher {
@@ -147,6 +161,7 @@ impl Dispatcher {
             connection_error: None,
             streams: InboundStreams::default(),
             targets: Vec::new(),
+            texts: TextCache::default(),
         }
     }
 
@@ -323,7 +338,7 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let packet = match Message::from_frame(&frame) {
+        let packet = match Message::from_frame_cached(&frame, &mut self.texts) {
             Ok(message) => message,
             Err(error) => return self.bad_frame(request_id, error),
         };
@@ -413,6 +428,13 @@ impl Dispatcher {
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
+        let packet = match self.deliver_to_single_consumer(packet, replay) {
+            SingleConsumer::Queued => return,
+            SingleConsumer::Full(subscription_id, sender, message) => {
+                return self.deliver(subscription_id, sender, message).await;
+            }
+            SingleConsumer::NotSo(packet) => packet,
+        };
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.shared
@@ -427,6 +449,30 @@ impl Dispatcher {
         if let Some((last_id, last_sender)) = last {
             let message = self.streams.recipient(packet, replay);
             self.deliver(last_id, last_sender, message).await;
+        }
+    }
+
+    /// The common case of a live message: one subscription matches, its queue has room,
+    /// and the body is whole. The message is queued under the table's lock (no await
+    /// there), without cloning the queue's sender.
+    fn deliver_to_single_consumer(&mut self, packet: Message, replay: bool) -> SingleConsumer {
+        if packet.stream.is_some() {
+            return SingleConsumer::NotSo(packet);
+        }
+        let table = self.shared.subscriptions();
+        let Some((subscription_id, sender)) = table.single_match(&packet) else {
+            return SingleConsumer::NotSo(packet);
+        };
+        match sender.try_send(ReceivedMessage::new(packet, replay)) {
+            Ok(()) => SingleConsumer::Queued,
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                SingleConsumer::Full(subscription_id, sender.clone(), message)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                drop(table);
+                self.shared.drop_subscription(subscription_id);
+                SingleConsumer::Queued
+            }
         }
     }
 

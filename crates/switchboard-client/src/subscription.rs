@@ -212,6 +212,28 @@ impl SubscriptionTable {
         }
     }
 
+    /// The one subscription a live message goes to, if exactly one matches it (the
+    /// common case, which needs no list of targets and no clone of a sender).
+    pub(crate) fn single_match(
+        &self,
+        message: &Message,
+    ) -> Option<(u64, &mpsc::Sender<ReceivedMessage>)> {
+        let tags = if self.tag_patterns > 0 {
+            message_tags(message)
+        } else {
+            Vec::new()
+        };
+        let mut matching = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags));
+        let (id, entry) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        Some((*id, &entry.sender))
+    }
+
     /// The subscriptions whose pattern is exactly `channel`.
     pub(crate) fn exact_on(&self, channel: &str) -> Vec<u64> {
         self.entries
