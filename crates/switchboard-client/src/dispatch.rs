@@ -19,6 +19,7 @@
 //! [`RequestTable`]: crate::requests::RequestTable
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use switchboard_proto::packet::{
@@ -62,14 +63,20 @@ pub(crate) async fn run_reader(
             break CloseReason::Client;
         }
         let buffered = match reader.buffered_frame() {
-            // Dispatch first: it is almost always ready at once, and the shutdown future
-            // is then never polled (nor registered). A dispatch waiting for a full
-            // subscription still gives way to shutdown.
-            Ok(Some(frame)) => Some(tokio::select! {
-                biased;
-                flow = dispatcher.dispatch(frame) => flow,
-                () = shared.stop_tasks.cancelled() => break CloseReason::Client,
-            }),
+            // Dispatch is almost always complete on its first poll: only then is the
+            // shutdown future made at all. A dispatch waiting for a full subscription
+            // still gives way to shutdown.
+            Ok(Some(frame)) => {
+                let mut dispatch = std::pin::pin!(dispatcher.dispatch(frame));
+                match futures::poll!(dispatch.as_mut()) {
+                    Poll::Ready(flow) => Some(flow),
+                    Poll::Pending => Some(tokio::select! {
+                        biased;
+                        flow = dispatch => flow,
+                        () = shared.stop_tasks.cancelled() => break CloseReason::Client,
+                    }),
+                }
+            }
             Ok(None) => None,
             Err(error) => Some(AfterFrame::Close(read_failure(&error))),
         };
