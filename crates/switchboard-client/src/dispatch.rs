@@ -27,6 +27,8 @@ use switchboard_proto::packet::{
 };
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::message_queue;
 use tokio::time::Instant;
 
 use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
@@ -142,7 +144,7 @@ enum SingleConsumer {
     /// Queued (or dropped with a consumer that is gone).
     Queued,
     /// The consumer's queue is full: wait for room outside the table's lock.
-    Full(u64, mpsc::Sender<ReceivedMessage>, ReceivedMessage),
+    Full(u64, message_queue::Sender<ReceivedMessage>, ReceivedMessage),
     /// Not the single-consumer case: the packet, for the general way.
     NotSo(Message),
 }
@@ -156,7 +158,7 @@ pub(crate) struct Dispatcher {
     /// Streamed bodies still arriving.
     streams: InboundStreams,
     /// The subscriptions a live message goes to, kept to be reused for the next one.
-    targets: Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
+    targets: Vec<(u64, message_queue::Sender<ReceivedMessage>)>,
     /// The last channel, sender and content type decoded, shared by the messages alike.
     texts: TextCache,
 }
@@ -488,7 +490,7 @@ impl Dispatcher {
     async fn deliver(
         &mut self,
         subscription_id: u64,
-        sender: mpsc::Sender<ReceivedMessage>,
+        sender: message_queue::Sender<ReceivedMessage>,
         message: ReceivedMessage,
     ) {
         // Room is the rule; only a full queue costs a wait.
@@ -670,8 +672,8 @@ mod tests {
             id: u64,
             pattern: &str,
             replay_count: u64,
-        ) -> (u32, mpsc::Receiver<ReceivedMessage>) {
-            let (sender, receiver) = mpsc::channel(16);
+        ) -> (u32, message_queue::Receiver<ReceivedMessage>) {
+            let (sender, receiver) = message_queue::channel(16);
             let (done, answer) = oneshot::channel();
             let request_id = self
                 .shared
@@ -696,7 +698,7 @@ mod tests {
         }
     }
 
-    fn drain(receiver: &mut mpsc::Receiver<ReceivedMessage>) -> Vec<(u64, bool)> {
+    fn drain(receiver: &mut message_queue::Receiver<ReceivedMessage>) -> Vec<(u64, bool)> {
         let mut seen = Vec::new();
         while let Ok(message) = receiver.try_recv() {
             seen.push((message.seq(), message.is_replay()));
@@ -851,7 +853,7 @@ mod tests {
     #[tokio::test]
     async fn the_patterns_of_one_consumer_get_a_message_once_and_end_together() {
         let mut fixture = Fixture::new();
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = message_queue::channel(16);
         let state = Arc::new(SubscriptionState::default());
         for (id, pattern) in [(1, "chat.>"), (2, "#rust")] {
             let entry = SubscriptionEntry {

@@ -100,6 +100,7 @@ mod error;
 mod feeds;
 mod inbound;
 mod listing;
+mod message_queue;
 mod payload;
 mod requests;
 mod send_queue;
