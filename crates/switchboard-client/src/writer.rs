@@ -164,8 +164,9 @@ impl Writer {
     /// Runs until the connection ends, then ends it for everyone else too.
     pub(crate) async fn run(mut self) {
         let reason = self.serve().await;
-        self.queue.shut();
+        // The reason first, so that callers refused by the queue find it.
         self.shared.terminate(reason);
+        self.queue.shut();
     }
 
     async fn serve(&mut self) -> CloseReason {
