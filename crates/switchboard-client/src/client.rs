@@ -21,7 +21,7 @@ use std::time::Duration;
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::Packet;
 use switchboard_proto::{Flags, Frame, FrameType, Limits, ProtoError, Text};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -31,8 +31,9 @@ use crate::connection::{self, Session};
 use crate::dispatch::{self, Dispatcher};
 use crate::error::{CloseReason, ErrorDetail, Result};
 use crate::requests::Pending;
+use crate::send_queue::SendQueue;
 use crate::shared::{Shared, lock};
-use crate::writer::{CLOSE_GRACE, Command, Writer};
+use crate::writer::{CLOSE_GRACE, Command, QueueError, Writer, queue_command};
 
 mod admin;
 mod channels;
@@ -125,7 +126,8 @@ pub struct Client {
 
 struct ClientInner {
     shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
+    /// Where frames wait for the writer task, encoded already.
+    queue: Arc<SendQueue>,
     session: SessionInfo,
     request_timeout: Duration,
     subscription_capacity: usize,
@@ -141,8 +143,8 @@ impl Drop for ClientInner {
             return;
         }
         self.shared.goodbye_sent.cancel();
-        // Dropping cannot wait: if the queue has no room for the goodbye, stop at once.
-        if self.commands.try_send(Command::Close(None)).is_err() {
+        // Dropping cannot wait: if the queue is full, stop at once.
+        if self.queue.is_full() || !self.queue.close(None) {
             self.shared.terminate(CloseReason::Client);
         }
     }
@@ -240,8 +242,8 @@ impl Client {
         };
 
         let shared = Arc::new(Shared::new(config.feed_capacity()));
-        let (commands, queue) = mpsc::channel(config.send_queue_capacity());
-        let writer = Writer::new(writer, codec, queue, shared.clone(), heartbeat);
+        let queue = Arc::new(SendQueue::new(codec, config.send_queue_capacity()));
+        let writer = Writer::new(writer, queue.clone(), shared.clone(), heartbeat);
         let writer_task = tokio::spawn(writer.run());
         let reader_task = tokio::spawn(dispatch::run_reader(
             reader,
@@ -256,7 +258,7 @@ impl Client {
         Client {
             inner: Arc::new(ClientInner {
                 shared,
-                commands,
+                queue,
                 session,
                 request_timeout: config.request_timeout(),
                 subscription_capacity: config.subscription_capacity(),
@@ -359,12 +361,7 @@ impl Client {
         };
         self.inner.shared.goodbye_sent.cancel();
         let (done, written) = oneshot::channel();
-        let queued = tokio::time::timeout(
-            CLOSE_GRACE,
-            self.inner.commands.send(Command::Close(Some(done))),
-        )
-        .await;
-        if matches!(queued, Ok(Ok(()))) {
+        if self.inner.queue.close(Some(done)) {
             let _ = tokio::time::timeout(CLOSE_GRACE, written).await;
         }
         self.inner.shared.terminate(CloseReason::Client);
@@ -453,14 +450,19 @@ impl Client {
 
     /// Puts a command in the writer's queue, waiting for room until `deadline`.
     pub(crate) async fn send_command(&self, command: Command, deadline: Instant) -> Result<()> {
-        match tokio::time::timeout_at(deadline, self.inner.commands.send(command)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self.inner.shared.closed_error()),
-            Err(_) => Err(ErrorDetail::Timeout {
+        let queued = queue_command(&self.inner.shared, &self.inner.queue, command, deadline).await;
+        queued.map_err(|error| self.queue_error(error))
+    }
+
+    /// The error for a frame that was not queued.
+    pub(crate) fn queue_error(&self, error: QueueError) -> crate::ClientError {
+        match error {
+            QueueError::Closed => self.inner.shared.closed_error(),
+            QueueError::TimedOut => ErrorDetail::Timeout {
                 what: "queueing a frame",
                 after: self.inner.request_timeout,
             }
-            .into()),
+            .into(),
         }
     }
 

@@ -19,11 +19,16 @@
 //! [`RequestTable`]: crate::requests::RequestTable
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use switchboard_proto::packet::{Direct, Event, EventKind, Message, Scope, SubscribeAck};
+use switchboard_proto::packet::{
+    Direct, Event, EventKind, Message, Scope, SubscribeAck, TextCache,
+};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::message_queue;
 use tokio::time::Instant;
 
 use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
@@ -60,14 +65,20 @@ pub(crate) async fn run_reader(
             break CloseReason::Client;
         }
         let buffered = match reader.buffered_frame() {
-            // Dispatch first: it is almost always ready at once, and the shutdown future
-            // is then never polled (nor registered). A dispatch waiting for a full
-            // subscription still gives way to shutdown.
-            Ok(Some(frame)) => Some(tokio::select! {
-                biased;
-                flow = dispatcher.dispatch(frame) => flow,
-                () = shared.stop_tasks.cancelled() => break CloseReason::Client,
-            }),
+            // Dispatch is almost always complete on its first poll: only then is the
+            // shutdown future made at all. A dispatch waiting for a full subscription
+            // still gives way to shutdown.
+            Ok(Some(frame)) => {
+                let mut dispatch = std::pin::pin!(dispatcher.dispatch(frame));
+                match futures::poll!(dispatch.as_mut()) {
+                    Poll::Ready(flow) => Some(flow),
+                    Poll::Pending => Some(tokio::select! {
+                        biased;
+                        flow = dispatch => flow,
+                        () = shared.stop_tasks.cancelled() => break CloseReason::Client,
+                    }),
+                }
+            }
             Ok(None) => None,
             Err(error) => Some(AfterFrame::Close(read_failure(&error))),
         };
@@ -128,6 +139,16 @@ fn read_failure(error: &ClientError) -> CloseReason {
     }
 }
 
+/// What became of a live message offered to its single consumer.
+enum SingleConsumer {
+    /// Queued (or dropped with a consumer that is gone).
+    Queued,
+    /// The consumer's queue is full: wait for room outside the table's lock.
+    Full(u64, message_queue::Sender<ReceivedMessage>, ReceivedMessage),
+    /// Not the single-consumer case: the packet, for the general way.
+    NotSo(Message),
+}
+
 /// Routes frames; owned by the dispatch task.
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
@@ -137,7 +158,9 @@ pub(crate) struct Dispatcher {
     /// Streamed bodies still arriving.
     streams: InboundStreams,
     /// The subscriptions a live message goes to, kept to be reused for the next one.
-    targets: Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
+    targets: Vec<(u64, message_queue::Sender<ReceivedMessage>)>,
+    /// The last channel, sender and content type decoded, shared by the messages alike.
+    texts: TextCache,
 }
 
 impl Dispatcher {
@@ -147,6 +170,7 @@ impl Dispatcher {
             connection_error: None,
             streams: InboundStreams::default(),
             targets: Vec::new(),
+            texts: TextCache::default(),
         }
     }
 
@@ -323,7 +347,7 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let packet = match Message::from_frame(&frame) {
+        let packet = match Message::from_frame_cached(&frame, &mut self.texts) {
             Ok(message) => message,
             Err(error) => return self.bad_frame(request_id, error),
         };
@@ -413,6 +437,13 @@ impl Dispatcher {
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
+        let packet = match self.deliver_to_single_consumer(packet, replay) {
+            SingleConsumer::Queued => return,
+            SingleConsumer::Full(subscription_id, sender, message) => {
+                return self.deliver(subscription_id, sender, message).await;
+            }
+            SingleConsumer::NotSo(packet) => packet,
+        };
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.shared
@@ -430,12 +461,36 @@ impl Dispatcher {
         }
     }
 
+    /// The common case of a live message: one subscription matches, its queue has room,
+    /// and the body is whole. The message is queued under the table's lock (no await
+    /// there), without cloning the queue's sender.
+    fn deliver_to_single_consumer(&mut self, packet: Message, replay: bool) -> SingleConsumer {
+        if packet.stream.is_some() {
+            return SingleConsumer::NotSo(packet);
+        }
+        let table = self.shared.subscriptions();
+        let Some((subscription_id, sender)) = table.single_match(&packet) else {
+            return SingleConsumer::NotSo(packet);
+        };
+        match sender.try_send(ReceivedMessage::new(packet, replay)) {
+            Ok(()) => SingleConsumer::Queued,
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                SingleConsumer::Full(subscription_id, sender.clone(), message)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                drop(table);
+                self.shared.drop_subscription(subscription_id);
+                SingleConsumer::Queued
+            }
+        }
+    }
+
     /// Waits for room in a subscription's queue; see the backpressure note in
     /// [`crate::subscription`].
     async fn deliver(
         &mut self,
         subscription_id: u64,
-        sender: mpsc::Sender<ReceivedMessage>,
+        sender: message_queue::Sender<ReceivedMessage>,
         message: ReceivedMessage,
     ) {
         // Room is the rule; only a full queue costs a wait.
@@ -617,8 +672,8 @@ mod tests {
             id: u64,
             pattern: &str,
             replay_count: u64,
-        ) -> (u32, mpsc::Receiver<ReceivedMessage>) {
-            let (sender, receiver) = mpsc::channel(16);
+        ) -> (u32, message_queue::Receiver<ReceivedMessage>) {
+            let (sender, receiver) = message_queue::channel(16);
             let (done, answer) = oneshot::channel();
             let request_id = self
                 .shared
@@ -643,7 +698,7 @@ mod tests {
         }
     }
 
-    fn drain(receiver: &mut mpsc::Receiver<ReceivedMessage>) -> Vec<(u64, bool)> {
+    fn drain(receiver: &mut message_queue::Receiver<ReceivedMessage>) -> Vec<(u64, bool)> {
         let mut seen = Vec::new();
         while let Ok(message) = receiver.try_recv() {
             seen.push((message.seq(), message.is_replay()));
@@ -798,7 +853,7 @@ mod tests {
     #[tokio::test]
     async fn the_patterns_of_one_consumer_get_a_message_once_and_end_together() {
         let mut fixture = Fixture::new();
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = message_queue::channel(16);
         let state = Arc::new(SubscriptionState::default());
         for (id, pattern) in [(1, "chat.>"), (2, "#rust")] {
             let entry = SubscriptionEntry {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use switchboard_proto::Frame;
 use switchboard_proto::packet::SubscribeAck;
 use switchboard_proto::subject::Pattern;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::message_queue;
 
 use crate::error::{ClientError, CloseReason, Result};
 use crate::payload::ReceivedMessage;
@@ -56,7 +58,7 @@ pub(crate) enum Pending {
 /// delivering to it once the server acknowledges.
 pub(crate) struct PendingSubscription {
     pub pattern: Pattern,
-    pub sender: mpsc::Sender<ReceivedMessage>,
+    pub sender: message_queue::Sender<ReceivedMessage>,
     pub state: Arc<SubscriptionState>,
     pub done: oneshot::Sender<Result<SubscribeAck>>,
 }

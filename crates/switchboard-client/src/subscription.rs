@@ -31,10 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use crate::message_queue;
 use futures::Stream;
 use switchboard_proto::packet::{Message, Replay, SubscribeAck, Unsubscribe};
 use switchboard_proto::subject::{Pattern, message_hashtags};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::client::Client;
@@ -113,7 +113,7 @@ impl SubscriptionState {
 /// A subscription the server acknowledged, as the dispatch task sees it.
 pub(crate) struct SubscriptionEntry {
     pub pattern: Pattern,
-    pub sender: mpsc::Sender<ReceivedMessage>,
+    pub sender: message_queue::Sender<ReceivedMessage>,
     pub state: Arc<SubscriptionState>,
 }
 
@@ -164,7 +164,10 @@ impl SubscriptionTable {
     }
 
     /// The queue of one subscription.
-    pub(crate) fn sender(&self, subscription_id: u64) -> Option<mpsc::Sender<ReceivedMessage>> {
+    pub(crate) fn sender(
+        &self,
+        subscription_id: u64,
+    ) -> Option<message_queue::Sender<ReceivedMessage>> {
         self.entries
             .get(&subscription_id)
             .map(|entry| entry.sender.clone())
@@ -179,7 +182,10 @@ impl SubscriptionTable {
 
     /// The subscriptions a live channel message goes to: one per consumer.
     #[cfg(test)]
-    pub(crate) fn matching(&self, message: &Message) -> Vec<(u64, mpsc::Sender<ReceivedMessage>)> {
+    pub(crate) fn matching(
+        &self,
+        message: &Message,
+    ) -> Vec<(u64, message_queue::Sender<ReceivedMessage>)> {
         let mut targets = Vec::new();
         self.matching_into(message, &mut targets);
         targets
@@ -190,7 +196,7 @@ impl SubscriptionTable {
     pub(crate) fn matching_into(
         &self,
         message: &Message,
-        targets: &mut Vec<(u64, mpsc::Sender<ReceivedMessage>)>,
+        targets: &mut Vec<(u64, message_queue::Sender<ReceivedMessage>)>,
     ) {
         let tags = if self.tag_patterns > 0 {
             message_tags(message)
@@ -210,6 +216,28 @@ impl SubscriptionTable {
             }
             targets.push((*id, entry.sender.clone()));
         }
+    }
+
+    /// The one subscription a live message goes to, if exactly one matches it (the
+    /// common case, which needs no list of targets and no clone of a sender).
+    pub(crate) fn single_match(
+        &self,
+        message: &Message,
+    ) -> Option<(u64, &message_queue::Sender<ReceivedMessage>)> {
+        let tags = if self.tag_patterns > 0 {
+            message_tags(message)
+        } else {
+            Vec::new()
+        };
+        let mut matching = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags));
+        let (id, entry) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        Some((*id, &entry.sender))
     }
 
     /// The subscriptions whose pattern is exactly `channel`.
@@ -362,7 +390,7 @@ pub struct Subscription {
     subscription_ids: Vec<u64>,
     replay_count: u64,
     patterns: Vec<String>,
-    receiver: mpsc::Receiver<ReceivedMessage>,
+    receiver: message_queue::Receiver<ReceivedMessage>,
     state: Arc<SubscriptionState>,
     /// Ids handed out while replays of several patterns may still repeat them.
     settling: Option<Settling>,
@@ -380,7 +408,7 @@ impl Subscription {
     /// A consumer with no pattern acknowledged yet; see [`Subscription::add`].
     pub(crate) fn new(
         client: Client,
-        receiver: mpsc::Receiver<ReceivedMessage>,
+        receiver: message_queue::Receiver<ReceivedMessage>,
         state: Arc<SubscriptionState>,
     ) -> Self {
         Subscription {
@@ -586,8 +614,8 @@ impl std::fmt::Debug for Subscription {
 mod tests {
     use super::*;
 
-    fn entry(pattern: &str) -> (SubscriptionEntry, mpsc::Receiver<ReceivedMessage>) {
-        let (sender, receiver) = mpsc::channel(4);
+    fn entry(pattern: &str) -> (SubscriptionEntry, message_queue::Receiver<ReceivedMessage>) {
+        let (sender, receiver) = message_queue::channel(4);
         let entry = SubscriptionEntry {
             pattern: Pattern::parse(pattern).unwrap(),
             sender,

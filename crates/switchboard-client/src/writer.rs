@@ -1,16 +1,17 @@
 //! The writer task: the only code that writes to the socket.
 //!
-//! Callers queue [`Command`]s on a bounded channel (a full queue makes them wait, which is
-//! the client's send-side backpressure). The task encodes every frame that is already
-//! queued into one [`WriteBatch`] and writes it at once (large bodies from their own
-//! buffers, in the same vectored write), so a burst of thousands of publishes costs a
-//! handful of system calls, not one per message. It flushes once the queue is empty. Between batches it sends heartbeats and the chores the dispatch task
-//! leaves in [`Shared`] (answers to the server's heartbeats, cancellations of dropped
-//! subscriptions), which therefore never wait for room in the queue.
+//! Callers encode their frames straight into the [`SendQueue`] (a full queue makes them
+//! wait, which is the client's send-side backpressure). The task takes everything queued
+//! at once, as one [`WriteBatch`], and writes it (large bodies from their own buffers, in
+//! the same vectored write), so a burst of thousands of publishes costs a handful of
+//! system calls, not one per message. It flushes once the queue is empty. Between batches
+//! it sends heartbeats and the chores the dispatch task leaves in [`Shared`] (answers to
+//! the server's heartbeats, cancellations of dropped subscriptions), which therefore never
+//! wait for room in the queue.
 //!
-//! The queue is bounded in frames, not bytes. Chunks of a streamed publish are queued
-//! with [`Command::SendHeld`]: each holds a permit of its upload's own small budget until
-//! it has been written, which bounds the memory one upload ties up in the queue.
+//! Chunks of a streamed publish are queued with [`Command::SendHeld`]: each holds a permit
+//! of its upload's own small budget until it has been written, which bounds the memory one
+//! upload ties up in the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,13 @@ use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connection::BoxedWriter;
-use crate::error::{CloseReason, ErrorDetail};
+use crate::error::{ClientError, CloseReason, ErrorDetail};
 use crate::requests::{Pending, is_no_reply_id};
+use crate::send_queue::{Push, PushError, SendQueue};
 use crate::shared::Shared;
 
 /// A buffer that grew past this (a very large body went through) is given back. A
@@ -35,20 +37,90 @@ const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long writing may still take once the client is closing.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// What callers ask of the writer task.
+/// A frame for the writer, as callers other than the publish fast path hand it over.
 #[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "nearly every command is a Send; boxing it would cost an allocation per frame"
-)]
 pub(crate) enum Command {
     /// Write one frame.
     Send(Outbound),
     /// Write one frame, then release the permit (once the bytes went to the socket).
     SendHeld(Outbound, OwnedSemaphorePermit),
-    /// Write what is queued before this, then DISCONNECT (NORMAL), and stop; `done` is
-    /// told once that is written.
-    Close(Option<oneshot::Sender<()>>),
+}
+
+/// Why a frame was not queued.
+#[derive(Debug)]
+pub(crate) enum QueueError {
+    Closed,
+    TimedOut,
+}
+
+/// Queues a command's frame, waiting for room until `deadline`. A frame that cannot be
+/// encoded fails its own request (or is reported with the publishes sent without reply),
+/// exactly as a frame the writer could not write would: the call itself succeeds.
+pub(crate) async fn queue_command(
+    shared: &Shared,
+    queue: &SendQueue,
+    command: Command,
+    deadline: Instant,
+) -> Result<(), QueueError> {
+    let (outbound, permit) = match command {
+        Command::Send(outbound) => (outbound, None),
+        Command::SendHeld(outbound, permit) => (outbound, Some(permit)),
+    };
+    let pushed = queue
+        .push(
+            outbound.request_id,
+            outbound.flags,
+            &outbound.packet,
+            permit,
+            deadline,
+        )
+        .await;
+    match pushed {
+        Ok(()) => Ok(()),
+        Err(PushError::Refused(error)) => {
+            refuse(shared, outbound.request_id, error);
+            Ok(())
+        }
+        Err(PushError::Closed) => Err(QueueError::Closed),
+        Err(PushError::TimedOut) => Err(QueueError::TimedOut),
+    }
+}
+
+/// What [`try_queue`] did with a frame.
+pub(crate) enum TryQueue {
+    Queued,
+    Full,
+    Closed,
+}
+
+/// Queues a frame at once if the queue has room; see [`queue_command`] for a frame that
+/// cannot be encoded.
+pub(crate) fn try_queue<P: Encode + ?Sized>(
+    shared: &Shared,
+    queue: &SendQueue,
+    request_id: u32,
+    flags: Flags,
+    packet: &P,
+) -> TryQueue {
+    match queue.try_push(request_id, flags, packet, &mut None) {
+        Push::Queued => TryQueue::Queued,
+        Push::Refused(error) => {
+            refuse(shared, request_id, error);
+            TryQueue::Queued
+        }
+        Push::Full => TryQueue::Full,
+        Push::Closed => TryQueue::Closed,
+    }
+}
+
+/// Fails the request whose frame could not be encoded (nothing of it was queued).
+fn refuse(shared: &Shared, request_id: u32, error: ProtoError) {
+    let error: ClientError = ErrorDetail::Protocol(error).into();
+    if is_no_reply_id(request_id) {
+        shared.record_no_reply_failure(error);
+    } else if let Some(pending) = shared.requests().take(request_id) {
+        pending.fail(error);
+    }
 }
 
 /// The writer task's state.
@@ -57,26 +129,32 @@ pub(crate) struct Writer {
     codec: FrameCodec,
     /// The frames of the next write; large bodies stay in their own buffers.
     batch: WriteBatch,
-    commands: mpsc::Receiver<Command>,
+    queue: Arc<SendQueue>,
     shared: Arc<Shared>,
     heartbeat: Duration,
     /// Permits of frames in the batch, released once the batch is written.
     held: Vec<OwnedSemaphorePermit>,
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Callers waiting for room must not wait for a writer that is gone.
+        self.queue.shut();
+    }
+}
+
 impl Writer {
     pub(crate) fn new(
         io: BoxedWriter,
-        codec: FrameCodec,
-        commands: mpsc::Receiver<Command>,
+        queue: Arc<SendQueue>,
         shared: Arc<Shared>,
         heartbeat: Duration,
     ) -> Self {
         Writer {
             io,
-            codec,
-            batch: WriteBatch::with_capacity(64 * 1024),
-            commands,
+            codec: queue.codec().clone(),
+            batch: WriteBatch::new(),
+            queue,
             shared,
             heartbeat,
             held: Vec::new(),
@@ -86,7 +164,9 @@ impl Writer {
     /// Runs until the connection ends, then ends it for everyone else too.
     pub(crate) async fn run(mut self) {
         let reason = self.serve().await;
+        // The reason first, so that callers refused by the queue find it.
         self.shared.terminate(reason);
+        self.queue.shut();
     }
 
     async fn serve(&mut self) -> CloseReason {
@@ -94,25 +174,21 @@ impl Writer {
             tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let mut close: Option<Option<oneshot::Sender<()>>> = None;
-            tokio::select! {
-                biased;
-                () = self.shared.stop_tasks.cancelled() => return CloseReason::Client,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.encode_command(command, &mut close),
-                    // Every handle is gone without a Close: say goodbye all the same.
-                    None => close = Some(None),
-                },
-                () = self.shared.chores_added.notified() => {}
-                _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
+            if self.shared.stop_tasks.is_cancelled() {
+                return CloseReason::Client;
             }
-            self.encode_chores();
-            while close.is_none() && !self.batch.is_full() {
-                match self.commands.try_recv() {
-                    Ok(command) => self.encode_command(command, &mut close),
-                    Err(_) => break,
+            // The batch is empty here: what callers queued becomes the next write.
+            let close = self.queue.take(&mut self.batch, &mut self.held);
+            if self.batch.is_empty() && close.is_none() {
+                tokio::select! {
+                    biased;
+                    () = self.shared.stop_tasks.cancelled() => return CloseReason::Client,
+                    () = self.queue.wait_for_work() => continue,
+                    () = self.shared.chores_added.notified() => {}
+                    _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
                 }
             }
+            self.encode_chores();
             if let Some(done) = close {
                 self.encode(
                     0,
@@ -132,47 +208,10 @@ impl Writer {
         }
     }
 
-    /// Encodes a command into the batch, or notes that it asks to close.
-    fn encode_command(
-        &mut self,
-        command: Command,
-        close: &mut Option<Option<oneshot::Sender<()>>>,
-    ) {
-        match command {
-            Command::Send(outbound) => self.encode_outbound(&outbound),
-            Command::SendHeld(outbound, permit) => {
-                self.encode_outbound(&outbound);
-                self.held.push(permit);
-            }
-            Command::Close(done) => *close = Some(done),
-        }
-    }
-
-    fn encode_outbound(&mut self, outbound: &Outbound) {
-        if let Err(error) = self.batch.encode(
-            &self.codec,
-            outbound.request_id,
-            outbound.flags,
-            &outbound.packet,
-        ) {
-            self.refuse(outbound.request_id, error);
-        }
-    }
-
     /// Encodes a frame the client sends on its own account (heartbeats, chores).
     fn encode<P: Encode + ?Sized>(&mut self, request_id: u32, flags: Flags, packet: &P) {
         if let Err(error) = self.batch.encode(&self.codec, request_id, flags, packet) {
             tracing::warn!(%error, "could not encode a frame of the client's own");
-        }
-    }
-
-    /// Fails the request whose frame could not be encoded (nothing of it was written).
-    fn refuse(&self, request_id: u32, error: ProtoError) {
-        let error = ErrorDetail::Protocol(error).into();
-        if is_no_reply_id(request_id) {
-            self.shared.record_no_reply_failure(error);
-        } else if let Some(pending) = self.shared.requests().take(request_id) {
-            pending.fail(error);
         }
     }
 
@@ -204,7 +243,7 @@ impl Writer {
         written.map_err(|error| CloseReason::Io(error.to_string()))?;
         self.held.clear();
         self.batch.clear(KEEP_BUFFER_BYTES);
-        if self.commands.is_empty() {
+        if self.queue.is_empty() {
             self.io
                 .flush()
                 .await
@@ -228,14 +267,16 @@ mod tests {
     use std::task::{Context, Poll};
 
     use bytes::{Bytes, BytesMut};
+    use futures::FutureExt;
     use switchboard_proto::batch::WRITE_APART_BYTES;
     use switchboard_proto::packet::{Packet, Publish};
     use switchboard_proto::{FrameType, Limits};
     use tokio::io::AsyncWrite;
     use tokio_util::codec::Decoder;
 
+    use tokio::sync::oneshot;
+
     use super::*;
-    use crate::error::ClientError;
 
     /// Collects what is written and counts the write calls.
     #[derive(Clone, Default)]
@@ -262,26 +303,26 @@ mod tests {
         }
     }
 
-    /// Queues a Close behind what `commands` holds and runs a writer over `receiver`,
-    /// writing into `recorder`, until it has said goodbye.
-    async fn run_until_closed(
-        commands: &mpsc::Sender<Command>,
-        receiver: mpsc::Receiver<Command>,
-        recorder: &Recorder,
-        codec: &FrameCodec,
-        shared: &Arc<Shared>,
-    ) {
+    /// Asks for a Close behind what `queue` holds and runs a writer over it, writing into
+    /// `recorder`, until it has said goodbye.
+    async fn run_until_closed(queue: &Arc<SendQueue>, recorder: &Recorder, shared: &Arc<Shared>) {
         let (done, closed) = oneshot::channel();
-        commands.try_send(Command::Close(Some(done))).unwrap();
+        assert!(queue.close(Some(done)));
         let writer = Writer::new(
             Box::new(recorder.clone()),
-            codec.clone(),
-            receiver,
+            queue.clone(),
             shared.clone(),
             Duration::from_secs(60),
         );
         writer.run().await;
         closed.await.unwrap();
+    }
+
+    /// Queues a command without waiting.
+    fn send(shared: &Shared, queue: &SendQueue, command: Command) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let queued = queue_command(shared, queue, command, deadline).now_or_never();
+        assert!(matches!(queued, Some(Ok(()))), "queued at once");
     }
 
     fn publish(index: u32) -> Command {
@@ -300,12 +341,12 @@ mod tests {
     async fn queued_frames_are_coalesced_into_few_writes() {
         let recorder = Recorder::default();
         let shared = Arc::new(Shared::new(4));
-        let (commands, receiver) = mpsc::channel(2000);
-        for index in 1..=1000 {
-            commands.try_send(publish(index)).unwrap();
-        }
         let codec = FrameCodec::new(Limits::default());
-        run_until_closed(&commands, receiver, &recorder, &codec, &shared).await;
+        let queue = Arc::new(SendQueue::new(codec.clone(), 2000));
+        for index in 1..=1000 {
+            send(&shared, &queue, publish(index));
+        }
+        run_until_closed(&queue, &recorder, &shared).await;
 
         let writes = recorder.writes.load(Ordering::Relaxed);
         assert!(writes <= 3, "1000 queued frames took {writes} writes");
@@ -337,12 +378,14 @@ mod tests {
             let codec = FrameCodec::new(Limits::default()).with_mac_key(key);
             let recorder = Recorder::default();
             let shared = Arc::new(Shared::new(4));
-            let (commands, receiver) = mpsc::channel(100);
+            let queue = Arc::new(SendQueue::new(codec.clone(), 100));
             let sizes = [10, 100_000, 20, 40_000, 70_000, 5, WRITE_APART_BYTES];
             for (index, size) in sizes.iter().enumerate() {
                 let body = Bytes::from(vec![index as u8; *size]);
-                commands
-                    .try_send(Command::Send(Outbound {
+                send(
+                    &shared,
+                    &queue,
+                    Command::Send(Outbound {
                         request_id: index as u32 + 1,
                         flags: Flags::empty(),
                         packet: Packet::Publish(Publish {
@@ -350,10 +393,10 @@ mod tests {
                             body,
                             ..Publish::default()
                         }),
-                    }))
-                    .unwrap();
+                    }),
+                );
             }
-            run_until_closed(&commands, receiver, &recorder, &codec, &shared).await;
+            run_until_closed(&queue, &recorder, &shared).await;
             let mut bytes = BytesMut::from(&recorder.bytes.lock().unwrap()[..]);
             let mut decoder = codec;
             let mut seen = Vec::new();
@@ -375,9 +418,15 @@ mod tests {
         let shared = Arc::new(Shared::new(4));
         let (done, answer) = oneshot::channel();
         let request_id = shared.register(Pending::Reply(done)).unwrap();
-        let (commands, receiver) = mpsc::channel(8);
-        commands
-            .try_send(Command::Send(Outbound {
+        let codec = FrameCodec::new(Limits {
+            max_content_len: 32,
+            ..Limits::default()
+        });
+        let queue = Arc::new(SendQueue::new(codec, 8));
+        send(
+            &shared,
+            &queue,
+            Command::Send(Outbound {
                 request_id,
                 flags: Flags::empty(),
                 packet: Packet::Publish(Publish {
@@ -385,18 +434,13 @@ mod tests {
                     body: Bytes::from(vec![0u8; 64]),
                     ..Publish::default()
                 }),
-            }))
-            .unwrap();
-        commands.try_send(publish(99)).unwrap();
-        commands.try_send(Command::Close(None)).unwrap();
-        let codec = FrameCodec::new(Limits {
-            max_content_len: 32,
-            ..Limits::default()
-        });
+            }),
+        );
+        send(&shared, &queue, publish(99));
+        assert!(queue.close(None));
         Writer::new(
             Box::new(recorder.clone()),
-            codec,
-            receiver,
+            queue,
             shared,
             Duration::from_secs(60),
         )

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::message_queue;
 use switchboard_proto::packet::{
     ChannelInfo, ChannelList, ChannelOptions, CreateChannel, DeleteChannel, GetMessage,
     GetMessages, ListChannels, Replay, Scope, Since, Subscribe,
 };
 use switchboard_proto::subject::Pattern;
 use switchboard_proto::{ErrorCode, FrameType};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::client::{Client, expect, expect_ok};
@@ -144,7 +144,7 @@ impl Client {
         for pattern in &patterns {
             parsed.push(Pattern::parse(pattern)?);
         }
-        let (sender, receiver) = mpsc::channel(self.subscription_capacity());
+        let (sender, receiver) = message_queue::channel(self.subscription_capacity());
         let state = Arc::new(SubscriptionState::default());
         // Dropped half way (an error, a timeout), it cancels what was acknowledged.
         let mut subscription = Subscription::new(self.clone(), receiver, state.clone());

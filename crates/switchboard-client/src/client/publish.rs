@@ -12,10 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use switchboard_proto::codec::Outbound;
-use switchboard_proto::packet::{Publish, PublishAck, Scope};
+use switchboard_proto::packet::{Publish, PublishAck, PublishRef, Scope};
 use switchboard_proto::{Flags, FrameType, Text};
 use tokio::io::AsyncRead;
-use tokio::sync::mpsc;
 
 use crate::client::{Client, expect};
 use crate::error::{ClientError, ErrorDetail, Result};
@@ -23,7 +22,7 @@ use crate::payload::Payload;
 use crate::requests::Pending;
 use crate::shared::lock;
 use crate::upload::UploadHead;
-use crate::writer::Command;
+use crate::writer::{Command, TryQueue, try_queue};
 
 /// A progress callback: told the bytes of a streamed body handed to the connection so
 /// far, after each chunk.
@@ -410,21 +409,46 @@ impl<'a> PublishBuilder<'a> {
             .into());
         }
         let client = self.client;
-        let publish = client.publish_packet(self.scope, self.target, self.payload)?;
+        let payload = self.payload;
+        client.check_body(payload.body.len())?;
         let request_id = client.inner.shared.next_no_reply_id();
-        let command = Command::Send(Outbound {
+        let publish = PublishRef {
+            scope: self.scope,
+            channel: self.target,
+            content_type: &payload.content_type,
+            user_headers: &payload.headers,
+            body: &payload.body,
+        };
+        // Encoded straight into the send queue; the deadline (a clock read) and its timer
+        // matter only when the queue is full.
+        let shared = &client.inner.shared;
+        match try_queue(
+            shared,
+            &client.inner.queue,
             request_id,
-            flags: Flags::NO_REPLY,
-            packet: publish.into(),
-        });
-        // The deadline (a clock read) and its timer matter only when the queue is full.
-        match client.inner.commands.try_send(command) {
-            Ok(()) => Ok(TryNoReply::Queued),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(client.inner.shared.closed_error()),
-            Err(mpsc::error::TrySendError::Full(command)) => Ok(TryNoReply::Full(WaitForRoom {
-                client: client.clone(),
-                command: Box::new(command),
-            })),
+            Flags::NO_REPLY,
+            &publish,
+        ) {
+            TryQueue::Queued => Ok(TryNoReply::Queued),
+            TryQueue::Closed => Err(shared.closed_error()),
+            TryQueue::Full => {
+                let publish = Publish {
+                    scope: self.scope,
+                    channel: self.target.into(),
+                    content_type: payload.content_type,
+                    user_headers: payload.headers,
+                    body: payload.body,
+                    stream: None,
+                };
+                Ok(TryNoReply::Full(WaitForRoom {
+                    client: client.clone(),
+                    command: Box::new(Command::Send(Outbound {
+                        request_id,
+                        flags: Flags::NO_REPLY,
+                        packet: publish.into(),
+                    })),
+                }))
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::publish::user_headers_len;
 use super::{Encode, Scope, StreamStart, content_is_body, for_each_field, put_content, required};
 use crate::error::ProtoError;
-use crate::fields::{FieldWriter, key};
+use crate::fields::{Field, FieldWriter, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -38,6 +38,20 @@ pub struct Message {
 
 impl Message {
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        Self::decode(frame, |_, field| field.text())
+    }
+
+    /// [`Message::from_frame`] for a stream of messages: a channel, sender name or
+    /// content type equal to the one `cache` holds is shared from it rather than sliced
+    /// from the frame and checked again.
+    pub fn from_frame_cached(frame: &Frame, cache: &mut TextCache) -> Result<Self, ProtoError> {
+        Self::decode(frame, |slot, field| cache.text(slot, field))
+    }
+
+    fn decode(
+        frame: &Frame,
+        mut text: impl FnMut(CachedText, &Field<'_>) -> Result<Text, ProtoError>,
+    ) -> Result<Self, ProtoError> {
         let mut packet = Message {
             body: frame.content.clone(),
             ..Message::default()
@@ -46,14 +60,14 @@ impl Message {
         let (mut stream_id, mut total_len) = (None, None);
         for_each_field(&frame.headers, |field| {
             match field.key {
-                key::CHANNEL => channel = Some(field.text()?),
+                key::CHANNEL => channel = Some(text(CachedText::Channel, &field)?),
                 key::SCOPE => packet.scope = Scope::read(&field, FrameType::Message)?,
                 key::MESSAGE_ID => id = Some(field.uuid()?),
                 key::SEQ => seq = Some(field.uint()?),
                 key::TIME => packet.time_us = field.uint()?,
                 key::SENDER_ID => packet.sender_id = field.uint()?,
-                key::SENDER_NAME => packet.sender_name = field.text()?,
-                key::CONTENT_TYPE => packet.content_type = field.text()?,
+                key::SENDER_NAME => packet.sender_name = text(CachedText::SenderName, &field)?,
+                key::CONTENT_TYPE => packet.content_type = text(CachedText::ContentType, &field)?,
                 key::USER_HEADER => packet.user_headers.push(field.user_header()?),
                 key::STREAM_ID => stream_id = Some(field.uint()?),
                 key::TOTAL_LEN => total_len = Some(field.uint()?),
@@ -66,6 +80,40 @@ impl Message {
         packet.seq = required(seq, FrameType::Message, "seq")?;
         packet.stream = StreamStart::read(frame, stream_id, total_len)?;
         Ok(packet)
+    }
+}
+
+/// The text fields of a MESSAGE that [`TextCache`] keeps.
+#[derive(Debug, Clone, Copy)]
+enum CachedText {
+    Channel,
+    SenderName,
+    ContentType,
+}
+
+/// The last channel, sender name and content type a reader decoded (see
+/// [`Message::from_frame_cached`]). The cache holds copies of its own, so that it keeps
+/// no read buffer alive.
+#[derive(Debug, Default)]
+pub struct TextCache {
+    channel: Text,
+    sender_name: Text,
+    content_type: Text,
+}
+
+impl TextCache {
+    fn text(&mut self, which: CachedText, field: &Field<'_>) -> Result<Text, ProtoError> {
+        let slot = match which {
+            CachedText::Channel => &mut self.channel,
+            CachedText::SenderName => &mut self.sender_name,
+            CachedText::ContentType => &mut self.content_type,
+        };
+        if slot.as_bytes().as_ref() == field.value {
+            return Ok(slot.clone());
+        }
+        let text = field.text()?;
+        *slot = Text::from(text.as_str());
+        Ok(slot.clone())
     }
 }
 
@@ -177,5 +225,76 @@ impl Encode for Message {
     content_is_body!(body);
     fn fields_len_hint(&self) -> usize {
         self.as_envelope().fields_len_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::codec::FrameCodec;
+    use crate::limits::Limits;
+
+    fn frame_of(message: &Message) -> Frame {
+        let mut codec = FrameCodec::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        codec
+            .encode_packet(0, Flags::empty(), message, &mut buffer)
+            .unwrap();
+        codec.decode(&mut buffer).unwrap().unwrap()
+    }
+
+    #[test]
+    fn cached_decoding_gives_the_same_messages() {
+        let mut cache = TextCache::default();
+        for (seq, (channel, sender, content_type)) in [
+            ("chat.rust", "ada", "text/plain"),
+            ("chat.rust", "ada", "text/plain"),
+            ("chat.rust", "", "text/plain"),
+            ("chat.zig", "bob", ""),
+            ("chat.zig", "bob", ""),
+            ("chat.rust", "ada", "text/plain"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let message = Message {
+                channel: channel.into(),
+                id: Uuid::now_v7(),
+                seq: seq as u64 + 1,
+                sender_name: sender.into(),
+                content_type: content_type.into(),
+                body: Bytes::from_static(b"hello"),
+                ..Message::default()
+            };
+            let frame = frame_of(&message);
+            let cached = Message::from_frame_cached(&frame, &mut cache).unwrap();
+            assert_eq!(cached, Message::from_frame(&frame).unwrap());
+            assert_eq!(cached, message);
+        }
+    }
+
+    #[test]
+    fn cached_decoding_still_refuses_text_that_is_not_utf8() {
+        let message = Message {
+            channel: Text::from_utf8(Bytes::from_static(b"ok")).unwrap(),
+            id: Uuid::now_v7(),
+            seq: 1,
+            ..Message::default()
+        };
+        let mut frame = frame_of(&message);
+        // The channel's value, in the header block, replaced by bytes that are not UTF-8.
+        let mut headers = frame.headers.to_vec();
+        let at = headers
+            .windows(2)
+            .position(|pair| pair == b"ok")
+            .expect("the channel is in the header block");
+        headers[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        frame.headers = Bytes::from(headers);
+        let mut cache = TextCache::default();
+        assert!(Message::from_frame(&frame).is_err());
+        assert!(Message::from_frame_cached(&frame, &mut cache).is_err());
     }
 }

@@ -29,8 +29,8 @@ pub use group::{
     CreateGroup, DeleteGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
     ListGroups, MemberInfo, MemberList,
 };
-pub use message::{Envelope, Message};
-pub use publish::{Publish, PublishAck, StreamStart};
+pub use message::{Envelope, Message, TextCache};
+pub use publish::{Publish, PublishAck, PublishRef, StreamStart};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
     RelayResult, RelayStatus,

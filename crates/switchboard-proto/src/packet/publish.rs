@@ -113,6 +113,46 @@ impl Encode for Publish {
     }
 }
 
+/// A PUBLISH borrowed from its caller's parts, for encoding only: the same frame as
+/// [`Publish`] without first building an owned packet (no copy nor shared reference of
+/// the channel's name per message).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub scope: Scope,
+    pub channel: &'a str,
+    pub content_type: &'a str,
+    pub user_headers: &'a [(Text, Text)],
+    pub body: &'a Bytes,
+}
+
+impl Encode for PublishRef<'_> {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Publish
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        fields.bytes(key::CHANNEL, self.channel.as_bytes());
+        self.scope.write(fields);
+        if !self.content_type.is_empty() {
+            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
+        }
+        for (name, value) in self.user_headers {
+            fields.user_header(name, value);
+        }
+    }
+    fn write_content(&self, dst: &mut bytes::BytesMut) {
+        super::put_content(dst, self.body);
+    }
+    fn content_len(&self) -> usize {
+        self.body.len()
+    }
+    fn body(&self) -> Option<&Bytes> {
+        Some(self.body)
+    }
+    fn fields_len_hint(&self) -> usize {
+        self.channel.len() + self.content_type.len() + 11 + user_headers_len(self.user_headers)
+    }
+}
+
 pub(crate) fn user_headers_len(headers: &[(Text, Text)]) -> usize {
     headers
         .iter()
@@ -153,5 +193,49 @@ impl Encode for PublishAck {
         fields
             .uuid(key::MESSAGE_ID, &self.id)
             .uint(key::SEQ, self.seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::FrameCodec;
+    use crate::limits::Limits;
+
+    fn encoded<P: Encode>(packet: &P) -> BytesMut {
+        let codec = FrameCodec::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        codec
+            .encode_packet(7, Flags::NO_REPLY, packet, &mut buffer)
+            .unwrap();
+        buffer
+    }
+
+    #[test]
+    fn a_borrowed_publish_encodes_as_the_owned_one() {
+        let headers = [(Text::from("trace"), Text::from("a1"))];
+        for (scope, content_type, headers) in [
+            (Scope::Channel, "", &[][..]),
+            (Scope::Group, "text/plain", &headers[..]),
+        ] {
+            let owned = Publish {
+                scope,
+                channel: "chat.rust".into(),
+                content_type: content_type.into(),
+                user_headers: headers.to_vec(),
+                body: Bytes::from_static(b"hello #rust"),
+                stream: None,
+            };
+            let borrowed = PublishRef {
+                scope,
+                channel: "chat.rust",
+                content_type,
+                user_headers: headers,
+                body: &owned.body,
+            };
+            assert_eq!(encoded(&borrowed), encoded(&owned));
+        }
     }
 }
