@@ -222,7 +222,7 @@ impl FrameCodec {
         };
         let content_crc = packet
             .content_crc()
-            .unwrap_or_else(|| crc32c::crc32c(content));
+            .unwrap_or_else(|| crate::crc::crc32c(content));
         if let Err(error) =
             self.write_prefix(start, header_end, head, content.len(), content_crc, dst)
         {
@@ -246,7 +246,7 @@ impl FrameCodec {
         content_crc: Option<u32>,
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
-        let content_crc = content_crc.unwrap_or_else(|| crc32c::crc32c(&dst[header_end..]));
+        let content_crc = content_crc.unwrap_or_else(|| crate::crc::crc32c(&dst[header_end..]));
         let content_len = dst.len() - header_end;
         self.write_prefix(start, header_end, head, content_len, content_crc, dst)?;
         if let Some(mac) = &self.mac {
@@ -295,8 +295,8 @@ impl FrameCodec {
         prefix[8..12].copy_from_slice(&head.request_id.to_be_bytes());
         prefix[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
         prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
-        let header_crc = crc32c::crc32c_append(
-            crc32c::crc32c(&dst[start..start + 20]),
+        let header_crc = crate::crc::crc32c_append(
+            crate::crc::crc32c(&dst[start..start + 20]),
             &dst[start + FIXED_HEADER_LEN..header_end],
         );
         dst[start + 20..start + 24].copy_from_slice(&header_crc.to_be_bytes());
@@ -356,8 +356,8 @@ impl Decoder for FrameCodec {
             src.reserve(header_end - src.len());
             return Ok(None);
         }
-        let header_crc = crc32c::crc32c_append(
-            crc32c::crc32c(&src[..20]),
+        let header_crc = crate::crc::crc32c_append(
+            crate::crc::crc32c(&src[..20]),
             &src[FIXED_HEADER_LEN..header_end],
         );
         if header_crc != prefix.header_crc {
@@ -381,7 +381,7 @@ impl Decoder for FrameCodec {
             src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
-        let content_crc = crc32c::crc32c(&src[header_end..content_end]);
+        let content_crc = crate::crc::crc32c(&src[header_end..content_end]);
         if content_crc != prefix.content_crc {
             return Err(ProtoError::ContentCrcMismatch {
                 expected: prefix.content_crc,

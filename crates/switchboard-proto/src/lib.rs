@@ -21,6 +21,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod crc;
 pub mod error;
 pub mod fields;
 pub mod frame;

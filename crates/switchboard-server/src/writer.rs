@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use switchboard_proto::batch::WriteBatch;
+use switchboard_proto::batch::{WRITE_APART_BYTES, WriteBatch};
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
 };
@@ -267,6 +267,14 @@ impl Writer<'_> {
             // A large shared frame goes out from its own buffer, not copied once per
             // receiver into each connection's.
             Outgoing::Shared(frame) => self.batch.push_frame(frame),
+            Outgoing::Live(message) => {
+                let frame = message.live_frame();
+                if frame.len() >= WRITE_APART_BYTES {
+                    self.batch.push_frame(frame.clone());
+                } else {
+                    self.batch.buffer().extend_from_slice(frame);
+                }
+            }
             Outgoing::Dropped => {}
             Outgoing::Droppable(_) | Outgoing::Direct(_) => {
                 // The receiver turns these into Shared or Dropped before they get here.

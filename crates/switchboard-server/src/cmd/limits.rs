@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use switchboard_proto::ErrorCode;
-use switchboard_proto::packet::{Event, EventKind, Packet};
+use switchboard_proto::packet::{Event, EventKind, Packet, Publish};
 use tracing::warn;
 
 use super::session::Session;
@@ -32,14 +32,7 @@ pub(super) fn admit(hub: &Hub, session: &SessionLimits, packet: &Packet) -> Resu
         | Packet::Chunk(_)
         | Packet::StreamAbort(_)
         | Packet::SessionInit(_) => return Ok(()),
-        Packet::Publish(publish) => {
-            let len = publish
-                .stream
-                .as_ref()
-                .map_or(publish.body.len() as u64, |stream| stream.total_len);
-            check_body(hub, limits, len)?;
-            (&usage.publishes, limits.publishes, "publish")
-        }
+        Packet::Publish(publish) => return admit_publish(hub, session, publish),
         Packet::Relay(relay) => {
             check_body(hub, limits, relay.body.len() as u64)?;
             (&usage.relays, limits.relays, "relay")
@@ -51,6 +44,32 @@ pub(super) fn admit(hub: &Hub, session: &SessionLimits, packet: &Packet) -> Resu
         Counters::add(&hub.counters().rate_limited, 1);
         rate_limited(what, rate, &retry_hint(wait))
     })
+}
+
+/// [`admit`] for a PUBLISH, which the request loop may serve without making a
+/// [`Packet`] of it.
+pub(super) fn admit_publish(
+    hub: &Hub,
+    session: &SessionLimits,
+    publish: &Publish,
+) -> Result<(), Refusal> {
+    let limits = &session.limits;
+    let len = publish
+        .stream
+        .as_ref()
+        .map_or(publish.body.len() as u64, |stream| stream.total_len);
+    check_body(hub, limits, len)?;
+    let Some(rate) = limits.publishes else {
+        return Ok(());
+    };
+    session
+        .usage
+        .publishes
+        .take(rate, hub.now_ns())
+        .map_err(|wait| {
+            Counters::add(&hub.counters().rate_limited, 1);
+            rate_limited("publish", rate, &retry_hint(wait))
+        })
 }
 
 fn rate_limited(what: &str, rate: Rate, retry: &str) -> Refusal {

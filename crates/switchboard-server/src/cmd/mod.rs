@@ -18,7 +18,7 @@ mod session;
 mod stream;
 mod subscribe;
 
-use switchboard_proto::packet::{Encode, Packet};
+use switchboard_proto::packet::{Encode, Packet, Publish};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType};
 use tracing::debug;
 
@@ -34,6 +34,45 @@ pub(crate) enum AfterRequest {
     Continue,
     /// End the session, telling the peer this code and reason.
     Close(ErrorCode, String),
+}
+
+/// Serves a frame that needs no waiting at once, without the future of [`apply`] (which
+/// holds the state of every kind of request, and is moved into place for each frame): a
+/// PUBLISH of an inline body on a server outside a cluster. Returns the answer still to
+/// send, or the frame, for [`apply`], if it is not one of those.
+pub(crate) fn apply_at_once(
+    hub: &Hub,
+    session: &Session,
+    frame: Frame,
+) -> Result<publish::Answer, Frame> {
+    if frame.frame_type != FrameType::Publish
+        || frame.flags.contains(Flags::STREAM)
+        || hub.cluster().is_some()
+    {
+        return Err(frame);
+    }
+    // A PUBLISH that does not decode is refused by `apply`, which decodes it again.
+    let Ok(publish) = Publish::from_frame(&frame) else {
+        return Err(frame);
+    };
+    let request_id = frame.request_id;
+    debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %frame.frame_type, "request");
+    if let Some(limits) = &session.limits
+        && let Err(refusal) = limits::admit_publish(hub, limits, &publish)
+    {
+        // As in `apply`: at debug only.
+        debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+        return Ok(publish::Answer::OverLimit(request_id, refusal));
+    }
+    let quiet = frame.flags.contains(Flags::NO_REPLY);
+    Ok(publish::publish_at_once(
+        hub,
+        session,
+        request_id,
+        quiet,
+        publish,
+        frame.content_crc,
+    ))
 }
 
 /// Serves one frame of an open session.

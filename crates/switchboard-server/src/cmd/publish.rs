@@ -10,6 +10,7 @@ use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::channel::ImplicitChannel;
 use super::cluster_acks::ClusterAcks;
 use super::limits::NewTags;
 use super::session::Session;
@@ -30,37 +31,20 @@ pub(crate) async fn publish(
     mut publish: Publish,
     body_crc: u32,
 ) {
+    let Some(cluster) = hub.cluster() else {
+        let answer = publish_at_once(hub, session, request_id, quiet, publish, body_crc);
+        return answer.send(hub, session).await;
+    };
     let started = Instant::now();
-    let body = (publish.body.as_ptr() as usize, publish.body.len());
-    if let Err(refusal) = run_hooks(hub, session, &mut publish) {
-        session.refuse(request_id, refusal).await;
-        return;
-    }
-    // The same slice of the same (immutable) buffer is the same body; a hook that
-    // rewrote it made the CRC stale.
-    let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
-    let creation = match super::channel::implicit_channel(hub, session, &publish) {
-        Ok(creation) => creation,
+    let prepared = match Prepared::prepare(hub, session, &mut publish, body_crc) {
+        Ok(prepared) => prepared,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
-    let new_tags = match publish.scope {
-        Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
-        _ => Ok(NewTags::reserve_none()),
-    };
-    let new_tags = match new_tags {
-        Ok(new_tags) => new_tags,
-        Err(refusal) => {
-            creation.settle(hub, false);
-            return session.refuse(request_id, refusal).await;
-        }
-    };
-    let body_crc = unchanged.then_some(body_crc);
-    let result = match hub.cluster() {
+    let body_crc = prepared.body_crc;
+    let result = match publish.scope {
         // Nothing was reserved against the user's caps, so nothing waits on the outcome
         // but the answer: queued, and the session reads on.
-        Some(cluster)
-            if publish.scope == Scope::Channel && creation.is_none() && new_tags.is_none() =>
-        {
+        Scope::Channel if prepared.reserves_nothing() => {
             match cluster
                 .queue_publish(hub, &session.caller, publish, body_crc)
                 .await
@@ -79,24 +63,150 @@ pub(crate) async fn publish(
                 Err(refusal) => Err(refusal),
             }
         }
-        Some(cluster) if publish.scope == Scope::Channel => {
+        Scope::Channel => {
             cluster
                 .publish(hub, &session.caller, &publish, body_crc)
                 .await
         }
-        Some(cluster) if publish.scope == Scope::Group => {
-            cluster.post(hub, &session.caller, &publish, body_crc).await
-        }
-        _ => hub.publish(&session.caller, publish, body_crc),
+        Scope::Group => cluster.post(hub, &session.caller, &publish, body_crc).await,
+        Scope::Tag => hub.publish(&session.caller, publish, body_crc),
     };
-    creation.settle(hub, result.is_ok());
-    match &result {
-        Ok(_) => new_tags.made(hub),
-        Err(_) => new_tags.not_made(),
+    prepared.settle(hub, result.is_ok());
+    Answer::of(request_id, quiet, result, started)
+        .send(hub, session)
+        .await;
+}
+
+/// PUBLISH on a server outside a cluster, which needs no waiting until its answer:
+/// served synchronously, so that a run of publishes read together is served without
+/// an async request handler per frame. Returns the answer still to send.
+pub(crate) fn publish_at_once(
+    hub: &Hub,
+    session: &Session,
+    request_id: u32,
+    quiet: bool,
+    mut publish: Publish,
+    body_crc: u32,
+) -> Answer {
+    let started = Instant::now();
+    let prepared = match Prepared::prepare(hub, session, &mut publish, body_crc) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return Answer::Refuse(request_id, refusal),
+    };
+    let result = hub.publish(&session.caller, publish, prepared.body_crc);
+    prepared.settle(hub, result.is_ok());
+    Answer::of(request_id, quiet, result, started)
+}
+
+/// What is left to send once a publish was served.
+pub(crate) enum Answer {
+    /// Nothing: a publish that wants no acknowledgement and waits for no sync.
+    Nothing,
+    Ack {
+        request_id: u32,
+        quiet: bool,
+        published: Published,
+        started: Instant,
+    },
+    /// An ERROR, logged as a refused request.
+    Refuse(u32, Refusal),
+    /// An ERROR for a request over a limit (logged at debug only, where it was found).
+    OverLimit(u32, Refusal),
+}
+
+impl Answer {
+    fn of(
+        request_id: u32,
+        quiet: bool,
+        result: Result<Published, Refusal>,
+        started: Instant,
+    ) -> Answer {
+        match result {
+            Ok(published) if quiet && !published.must_sync => Answer::Nothing,
+            Ok(published) => Answer::Ack {
+                request_id,
+                quiet,
+                published,
+                started,
+            },
+            Err(refusal) => Answer::Refuse(request_id, refusal),
+        }
     }
-    match result {
-        Ok(published) => acknowledge(hub, session, request_id, quiet, published, started).await,
-        Err(refusal) => session.refuse(request_id, refusal).await,
+
+    pub(crate) fn is_nothing(&self) -> bool {
+        matches!(self, Answer::Nothing)
+    }
+
+    pub(crate) async fn send(self, hub: &Hub, session: &mut Session) {
+        match self {
+            Answer::Nothing => {}
+            Answer::Ack {
+                request_id,
+                quiet,
+                published,
+                started,
+            } => acknowledge(hub, session, request_id, quiet, published, started).await,
+            Answer::Refuse(request_id, refusal) => session.refuse(request_id, refusal).await,
+            Answer::OverLimit(request_id, refusal) => {
+                session
+                    .reply(request_id, Packet::Error(refusal.to_packet()))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A publish past its checks, with what it reserved: the channel it may create and the
+/// hashtags it may add, settled once it was made or refused.
+struct Prepared {
+    creation: ImplicitChannel,
+    new_tags: NewTags,
+    /// The body's CRC32C, unless a hook rewrote the body.
+    body_crc: Option<u32>,
+}
+
+impl Prepared {
+    fn prepare(
+        hub: &Hub,
+        session: &Session,
+        publish: &mut Publish,
+        body_crc: u32,
+    ) -> Result<Prepared, Refusal> {
+        let body = (publish.body.as_ptr() as usize, publish.body.len());
+        run_hooks(hub, session, publish)?;
+        // The same slice of the same (immutable) buffer is the same body; a hook that
+        // rewrote it made the CRC stale.
+        let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
+        let creation = super::channel::implicit_channel(hub, session, publish)?;
+        let new_tags = match publish.scope {
+            Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
+            _ => Ok(NewTags::reserve_none()),
+        };
+        match new_tags {
+            Ok(new_tags) => Ok(Prepared {
+                creation,
+                new_tags,
+                body_crc: unchanged.then_some(body_crc),
+            }),
+            Err(refusal) => {
+                creation.settle(hub, false);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Nothing was reserved: settling it does nothing whatever the outcome.
+    fn reserves_nothing(&self) -> bool {
+        self.creation.is_none() && self.new_tags.is_none()
+    }
+
+    fn settle(self, hub: &Hub, made: bool) {
+        self.creation.settle(hub, made);
+        if made {
+            self.new_tags.made(hub);
+        } else {
+            self.new_tags.not_made();
+        }
     }
 }
 

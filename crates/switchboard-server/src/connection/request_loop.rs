@@ -174,6 +174,15 @@ async fn serve_buffered<R: Readable>(
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
+        let frame = match cmd::apply_at_once(hub, session, frame) {
+            Ok(answer) => {
+                if !answer.is_nothing() {
+                    answer.send(hub, session).await;
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
         if let AfterRequest::Close(code, reason) = cmd::apply(hub, session, frame).await {
             return Some((code, reason));
         }

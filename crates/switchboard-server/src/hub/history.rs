@@ -31,6 +31,9 @@ pub struct History {
     deleted: bool,
     /// Cluster mode: where this node's copy stands in the backplane's history.
     pub(crate) cluster: ClusterPosition,
+    /// The last message trimmed, if nothing else held it: the next message is encoded
+    /// into its buffer instead of a new one (see [`StoredMessage::encode_reusing`]).
+    spare: Option<Arc<StoredMessage>>,
 }
 
 /// Cluster mode: how a node's cached history relates to the backplane's.
@@ -70,6 +73,7 @@ impl History {
             retention,
             deleted: false,
             cluster: ClusterPosition::default(),
+            spare: None,
         }
     }
 
@@ -127,9 +131,20 @@ impl History {
             trimmed = Some(oldest.seq());
             self.bytes -= oldest.body_len();
             oldest.retire();
-            self.messages.pop_front();
+            if let Some(mut oldest) = self.messages.pop_front()
+                && self.spare.is_none()
+                && StoredMessage::is_reusable(&mut oldest)
+            {
+                self.spare = Some(oldest);
+            }
         }
         trimmed
+    }
+
+    /// A message trimmed earlier that nothing holds any more, to encode the next one
+    /// into.
+    pub fn take_spare(&mut self) -> Option<Arc<StoredMessage>> {
+        self.spare.take()
     }
 
     pub fn info(&self) -> HistoryInfo {

@@ -4,6 +4,8 @@
 //! shared by history and every subscriber's queue, so history costs one copy of each
 //! body, not two, and a delivery costs a reference count.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::codec::view_encoded;
 use switchboard_proto::packet::{Envelope, Message};
@@ -11,6 +13,9 @@ use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use uuid::Uuid;
 
 use crate::blobs::Blob;
+
+/// The largest frame whose buffer a history keeps to encode its next message into.
+const MAX_REUSED_FRAME: usize = 4 * 1024;
 
 /// A published message, shared by history, hashtag indexes and delivery queues.
 ///
@@ -47,6 +52,50 @@ impl StoredMessage {
             inline_len: envelope.body.len(),
             tags,
             blob: None,
+        })
+    }
+
+    /// Encodes `envelope` like [`StoredMessage::encode`], into the record and the frame
+    /// buffer of `spare` when it has them to give (a message its history let go that
+    /// nothing else holds any more): a warm channel then allocates nothing per message.
+    pub fn encode_reusing(
+        spare: Option<Arc<StoredMessage>>,
+        codec: &FrameCodec,
+        envelope: &Envelope<'_>,
+        tags: Vec<String>,
+    ) -> Result<Arc<StoredMessage>, ProtoError> {
+        let Some(mut spare) = spare else {
+            return StoredMessage::encode(codec, envelope, tags).map(Arc::new);
+        };
+        let Some(record) = Arc::get_mut(&mut spare) else {
+            return StoredMessage::encode(codec, envelope, tags).map(Arc::new);
+        };
+        let frame = std::mem::take(&mut record.frame);
+        let mut buf = frame.try_into_mut().unwrap_or_default();
+        buf.clear();
+        codec.encode_packet(0, Flags::empty(), envelope, &mut buf)?;
+        // Split off rather than frozen whole: that makes the buffer a shared one (once,
+        // the first time round), which the next message takes back as a mutable buffer
+        // without allocating; a frozen vector would get a new shared count every time.
+        let frame = buf.split().freeze();
+        *record = StoredMessage {
+            frame,
+            seq: envelope.seq,
+            id: envelope.id,
+            time_us: envelope.time_us,
+            inline_len: envelope.body.len(),
+            tags,
+            blob: None,
+        };
+        Ok(spare)
+    }
+
+    /// Whether this message, let go by its history, is worth keeping to encode the next
+    /// one into: a small inline frame (a large one would sit unused, uncounted, beside
+    /// each channel's history) that nothing else holds.
+    pub fn is_reusable(message: &mut Arc<StoredMessage>) -> bool {
+        Arc::get_mut(message).is_some_and(|message| {
+            message.blob.is_none() && message.frame.len() <= MAX_REUSED_FRAME
         })
     }
 

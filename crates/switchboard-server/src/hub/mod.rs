@@ -903,7 +903,7 @@ impl Hub {
         if history.is_deleted() {
             return Err(deleted_meanwhile("channel", name));
         }
-        let stored = self.seal(caller, &publish, &history, tags, body)?;
+        let stored = self.seal(caller, &publish, &mut history, tags, body)?;
         if admission.is_stored() {
             self.storage
                 .append(LogKind::Channel, name, &stored)
@@ -968,7 +968,7 @@ impl Hub {
         &self,
         caller: &Caller,
         publish: &Publish,
-        history: &History,
+        history: &mut History,
         tags: Vec<String>,
         body: Body,
     ) -> Result<Arc<StoredMessage>, Refusal> {
@@ -1000,18 +1000,23 @@ impl Hub {
             body_crc,
             stream,
         };
-        let stored = StoredMessage::encode(&self.codec, &envelope, tags)
-            .map_err(|e| Refusal::new(ErrorCode::TooLarge, e.to_string()))?;
-        Ok(Arc::new(match body {
+        let too_large =
+            |e: switchboard_proto::ProtoError| Refusal::new(ErrorCode::TooLarge, e.to_string());
+        match body {
             Body::Streamed(upload) => {
+                let stored =
+                    StoredMessage::encode(&self.codec, &envelope, tags).map_err(too_large)?;
                 let blob = self
                     .blobs
                     .store(upload, &id)
                     .map_err(|e| blob_refusal(&e))?;
-                stored.with_blob(blob)
+                Ok(Arc::new(stored.with_blob(blob)))
             }
-            Body::Inline { .. } => stored,
-        }))
+            Body::Inline { .. } => {
+                StoredMessage::encode_reusing(history.take_spare(), &self.codec, &envelope, tags)
+                    .map_err(too_large)
+            }
+        }
     }
 
     /// SUBSCRIBE: registers the route and queues the acknowledgement and the replayed

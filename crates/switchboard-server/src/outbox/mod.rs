@@ -65,8 +65,12 @@ pub(crate) enum Outgoing {
     },
     /// A publish acknowledgement, the most frequent reply, kept small and unboxed.
     PublishAck { request_id: u32, ack: PublishAck },
-    /// A frame encoded once and shared by every receiver (a live message).
+    /// A frame encoded once and shared by every receiver.
     Shared(Bytes),
+    /// A live message, whose frame the writer copies or writes as it is: queued by a
+    /// count on the message rather than on its frame (a frame's first shared count would
+    /// be an allocation per message).
+    Live(Arc<StoredMessage>),
     /// A direct message (a relayed body), counted against the share of the budget for
     /// unsolicited traffic until the writer takes it.
     Direct(Bytes),
@@ -118,7 +122,9 @@ pub(crate) const DIRECT_SHARE: usize = 4;
 fn weight(item: &Outgoing) -> usize {
     match item {
         Outgoing::Shared(frame) | Outgoing::Direct(frame) => frame.len() + ITEM_OVERHEAD,
-        Outgoing::Streamed(message) => message.live_frame().len() + ITEM_OVERHEAD,
+        Outgoing::Streamed(message) | Outgoing::Live(message) => {
+            message.live_frame().len() + ITEM_OVERHEAD
+        }
         Outgoing::Packet { packet, .. } => packet_weight(packet),
         Outgoing::PublishAck { .. } => ITEM_OVERHEAD,
         Outgoing::Sequence {
@@ -442,7 +448,7 @@ impl Outbox {
         } else if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
         } else {
-            self.offer(Outgoing::Shared(message.live_frame().clone()))
+            self.offer(Outgoing::Live(message.clone()))
         }
     }
 
