@@ -400,6 +400,7 @@ mod tests {
 
     use super::record::{decode_chunk, record_codec};
     use super::*;
+    use crate::storage::writer::Sink;
 
     fn message(channel: &str, seq: u64) -> StoredMessage {
         let message = Message {
@@ -512,6 +513,45 @@ mod tests {
         for chunk in stored_chunks(&store, "a") {
             assert!(chunk.iter().any(|&seq| seq > 2950), "{chunk:?}");
         }
+        store.close(&[]);
+    }
+
+    /// A batch's records and its trims are one journal write (one fjall batch, so one
+    /// sequence number), and the trim still removes the chunks it covers.
+    #[tokio::test]
+    async fn a_batch_writes_its_records_and_trims_in_one_journal_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store
+            .append(LogKind::Channel, "a", &message("a", 1))
+            .unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(stored_chunks(&store, "a"), [vec![1]]);
+
+        let mut sink = FjallSink::new(
+            dir.path().to_owned(),
+            store.open.clone(),
+            store.trimmer.clone(),
+            store.chunks.clone(),
+        );
+        let seqno = || store.with_open(|open| Ok(open.db.seqno())).unwrap();
+        let append = |seq| Op::Append {
+            kind: LogKind::Channel,
+            log: "a".into(),
+            seq,
+            frame: message("a", seq).record_bytes(),
+        };
+        let trim = Op::Trim {
+            kind: LogKind::Channel,
+            log: "a".into(),
+            through: 1,
+        };
+        let before = seqno();
+        sink.write(&[append(2), trim, append(3)]).unwrap();
+        assert_eq!(seqno() - before, 1, "more than one batch written");
+        assert_eq!(stored_chunks(&store, "a"), [vec![2, 3]]);
         store.close(&[]);
     }
 

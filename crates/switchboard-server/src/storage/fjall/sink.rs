@@ -1,5 +1,6 @@
 //! The storage writer's way into the database: each batch of queued records becomes one
-//! fjall write batch (two when it trims), with one chunk per history it appends to.
+//! fjall write batch (one journal write), with one chunk per history it appends to and
+//! the removals of its trims.
 //!
 //! One chunk per history per batch, instead of one record per message, makes the
 //! database's work (memtable entries, journal entries, tombstones at trims) scale with
@@ -14,11 +15,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use fjall::PersistMode;
 use parking_lot::Mutex;
-use tracing::error;
 
 use super::trim::Trimmer;
 use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
-use crate::log;
 use crate::storage::writer::{Op, Sink};
 use crate::storage::{LogKind, StorageError};
 
@@ -90,57 +89,20 @@ impl FjallSink {
         }
     }
 
-    /// Removes the chunks this batch's trims cover entirely. A separate batch from the
-    /// records': an insert and a removal of one key in one batch would share a sequence
-    /// number, and the removal might not win.
-    fn trim(&mut self, open: &Open) -> Result<(), StorageError> {
-        let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
-        let mut far = Vec::new();
-        let mut removed = 0;
-        let mut index = self.chunks.lock();
-        for ((kind, log), through) in self.trims.drain() {
-            // Where loading cuts a chunk trimmed in part; also keeps the next seq when
-            // every message is trimmed away.
-            batch.insert(
-                &open.meta,
-                keys::trim_key(kind, &log),
-                through.to_be_bytes(),
-            );
-            let prefix = keys::log_prefix(kind, &log);
-            let Some(chunks) = index.get_mut(&prefix) else {
-                continue;
-            };
-            while let Some(&(first, last)) = chunks.front()
-                && last <= through
-            {
-                chunks.pop_front();
-                let key = keys::chunk_key(&prefix, first);
-                if removed < INLINE_TRIM_CHUNKS {
-                    // Weak removals: each chunk key is written exactly once, and a weak
-                    // tombstone vanishes together with the value it meets in a flush or
-                    // compaction, where a plain one would stay behind.
-                    batch.remove_weak(&open.messages, key);
-                } else {
-                    far.push(key);
-                }
-                removed += 1;
-            }
-        }
-        drop(index);
-        if !far.is_empty() {
-            self.trimmer.add(far);
-        }
-        batch
-            .commit()
-            .map_err(|e| storage_error("trimming history", e))
-    }
-    /// Writes the directory records and the chunks built so far as one batch.
-    fn commit_records(
+    /// Writes the directory records, the chunks built so far and, with `with_trims`, this
+    /// batch's trims as one fjall batch: one journal write however much the batch holds.
+    ///
+    /// A trim removes the chunks it covers entirely among those already on disk; a chunk
+    /// this batch writes is left for a later trim, since one batch must not both write
+    /// and remove a key (the two would share a sequence number, and either might win).
+    fn commit(
         &mut self,
         open: &Open,
         directory: &mut HashMap<Vec<u8>, Option<Bytes>>,
+        with_trims: bool,
     ) -> Result<(), StorageError> {
-        if directory.is_empty() && self.building.is_empty() {
+        let with_trims = with_trims && !self.trims.is_empty();
+        if directory.is_empty() && self.building.is_empty() && !with_trims {
             return Ok(());
         }
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
@@ -160,11 +122,61 @@ impl FjallSink {
             );
             written.push((prefix, chunk.first, chunk.last));
         }
+        // Chunks a trim removes, by history: taken off the index once the batch is in.
+        let mut trimmed: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut far = Vec::new();
+        if with_trims {
+            let mut removed = 0;
+            let index = self.chunks.lock();
+            for ((kind, log), through) in self.trims.drain() {
+                // Where loading cuts a chunk trimmed in part; also keeps the next seq
+                // when every message is trimmed away.
+                batch.insert(
+                    &open.meta,
+                    keys::trim_key(kind, &log),
+                    through.to_be_bytes(),
+                );
+                let prefix = keys::log_prefix(kind, &log);
+                let Some(chunks) = index.get(&prefix) else {
+                    continue;
+                };
+                let mut covered = 0;
+                for &(first, last) in chunks {
+                    let rewritten = || {
+                        written
+                            .iter()
+                            .any(|(known, seq, _)| *known == prefix && *seq == first)
+                    };
+                    if last > through || rewritten() {
+                        break;
+                    }
+                    let key = keys::chunk_key(&prefix, first);
+                    if removed < INLINE_TRIM_CHUNKS {
+                        // Weak removals: each chunk key is written exactly once, and a
+                        // weak tombstone vanishes together with the value it meets in a
+                        // flush or compaction, where a plain one would stay behind.
+                        batch.remove_weak(&open.messages, key);
+                    } else {
+                        far.push(key);
+                    }
+                    removed += 1;
+                    covered += 1;
+                }
+                if covered > 0 {
+                    trimmed.push((prefix, covered));
+                }
+            }
+        }
         if let Err(e) = batch.commit() {
             self.trims.clear();
             return Err(storage_error("writing to the journal", e));
         }
         let mut index = self.chunks.lock();
+        for (prefix, covered) in trimmed {
+            if let Some(chunks) = index.get_mut(&prefix) {
+                chunks.drain(..covered.min(chunks.len()));
+            }
+        }
         for (prefix, first, last) in written {
             // In order of first seq, once each: a batch written again after a failure
             // must not list its chunk twice.
@@ -174,6 +186,10 @@ impl FjallSink {
                 Some(known) if known.0 == first => known.1 = known.1.max(last),
                 _ => chunks.insert(at, (first, last)),
             }
+        }
+        drop(index);
+        if !far.is_empty() {
+            self.trimmer.add(far);
         }
         Ok(())
     }
@@ -243,20 +259,12 @@ impl Sink for FjallSink {
                 Op::DeleteLog { kind, log } => {
                     // What came before is written first, the deletion in a batch of its
                     // own, and what follows (the name created again) after it.
-                    self.commit_records(open, &mut directory)?;
+                    self.commit(open, &mut directory, false)?;
                     self.delete_log(open, *kind, log)?;
                 }
             }
         }
-        self.commit_records(open, &mut directory)?;
-        if !self.trims.is_empty()
-            && let Err(error) = self.trim(open)
-        {
-            // The publishes are stored; only the trim is lost. Loading drops the
-            // messages past the retention again, and keeps the rest.
-            error!(target: log::ERROR, %error, "trimming history failed");
-        }
-        Ok(())
+        self.commit(open, &mut directory, true)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
