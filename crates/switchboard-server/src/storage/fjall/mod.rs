@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{
+    CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+};
 use parking_lot::Mutex;
 use switchboard_proto::packet::{
     ChannelOptions, CreateChannel, CreateGroup, MemberInfo, MemberList,
@@ -67,6 +69,10 @@ type Engine = Arc<parking_lot::RwLock<Option<Open>>>;
 fn open_database(dir: &Path) -> Result<Open, StorageError> {
     let db = Database::builder(dir)
         .worker_threads(2)
+        // The journal lives until the next flush: compressing it only cost the writer
+        // thread CPU per byte (lz4 of every chunk), and the tables and blob files that
+        // keep the messages are compressed as before.
+        .journal_compression(CompressionType::None)
         .open()
         .map_err(|e| storage_error(&format!("cannot open the store in {}", dir.display()), e))?;
     let meta = db

@@ -9,11 +9,12 @@
 //! messages up to the trim's mark.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use fjall::PersistMode;
+use bytes::Bytes;
+use fjall::{PersistMode, Slice};
 use parking_lot::Mutex;
 
 use super::trim::Trimmer;
@@ -31,7 +32,43 @@ struct Chunk {
     log: String,
     first: u64,
     last: u64,
-    frames: BytesMut,
+    /// The frames, shared with the queued records: copied once, straight into the
+    /// database's value when the batch is committed (no growing buffer copied again as
+    /// it fills, no second copy into the database).
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    /// The database's value: the frames back to back.
+    fn value(&self) -> Result<Slice, StorageError> {
+        let mut frames = Frames {
+            rest: self.frames.iter(),
+            current: &[],
+        };
+        Slice::from_reader(&mut frames, self.len).map_err(|e| storage_error("building a chunk", e))
+    }
+}
+
+/// Reads frames back to back, to fill a value of known length in one pass.
+struct Frames<'a> {
+    rest: std::slice::Iter<'a, Bytes>,
+    current: &'a [u8],
+}
+
+impl Read for Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(frame) => self.current = frame,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
+    }
 }
 
 /// Writes the storage writer's batches.
@@ -44,8 +81,9 @@ pub(super) struct FjallSink {
     chunks: Arc<Mutex<ChunkIndex>>,
     /// This batch's chunks; few histories per batch, so a list.
     building: Vec<Chunk>,
-    /// This batch's trims, coalesced per history.
-    trims: HashMap<(LogKind, String), u64>,
+    /// This batch's trims, coalesced per history (few per batch, so a list: no name
+    /// copied nor hashed per trim).
+    trims: Vec<(LogKind, String, u64)>,
     /// A reopen closed the engine and could not open it again.
     closed_by_reopen: bool,
 }
@@ -63,7 +101,7 @@ impl FjallSink {
             trimmer,
             chunks,
             building: Vec::new(),
-            trims: HashMap::new(),
+            trims: Vec::new(),
             closed_by_reopen: false,
         }
     }
@@ -77,14 +115,16 @@ impl FjallSink {
         {
             Some(chunk) => {
                 chunk.last = seq;
-                chunk.frames.extend_from_slice(frame);
+                chunk.len += frame.len();
+                chunk.frames.push(frame.clone());
             }
             None => self.building.push(Chunk {
                 kind,
                 log: log.to_owned(),
                 first: seq,
                 last: seq,
-                frames: BytesMut::from(frame.as_ref()),
+                frames: vec![frame.clone()],
+                len: frame.len(),
             }),
         }
     }
@@ -118,7 +158,7 @@ impl FjallSink {
             batch.insert(
                 &open.messages,
                 keys::chunk_key(&prefix, chunk.first),
-                chunk.frames.as_ref(),
+                chunk.value()?,
             );
             written.push((prefix, chunk.first, chunk.last));
         }
@@ -128,7 +168,7 @@ impl FjallSink {
         if with_trims {
             let mut removed = 0;
             let index = self.chunks.lock();
-            for ((kind, log), through) in self.trims.drain() {
+            for (kind, log, through) in self.trims.drain(..) {
                 // Where loading cuts a chunk trimmed in part; also keeps the next seq
                 // when every message is trimmed away.
                 batch.insert(
@@ -199,7 +239,8 @@ impl FjallSink {
     /// not weak ones: a name created again writes some of the same keys again. Safe to
     /// repeat (a batch written again after a failure): removing what is gone is a no-op.
     fn delete_log(&mut self, open: &Open, kind: LogKind, log: &str) -> Result<(), StorageError> {
-        self.trims.remove(&(kind, log.to_owned()));
+        self.trims
+            .retain(|(known, name, _)| (*known, name.as_str()) != (kind, log));
         let prefix = keys::log_prefix(kind, log);
         let chunks = self.chunks.lock().remove(&prefix).unwrap_or_default();
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
@@ -253,8 +294,14 @@ impl Sink for FjallSink {
                     frame,
                 } => self.add_message(*kind, log, *seq, frame),
                 Op::Trim { kind, log, through } => {
-                    let slot = self.trims.entry((*kind, log.clone())).or_insert(*through);
-                    *slot = (*slot).max(*through);
+                    match self
+                        .trims
+                        .iter_mut()
+                        .find(|(known, name, _)| known == kind && name == log)
+                    {
+                        Some((_, _, slot)) => *slot = (*slot).max(*through),
+                        None => self.trims.push((*kind, log.clone(), *through)),
+                    }
                 }
                 Op::DeleteLog { kind, log } => {
                     // What came before is written first, the deletion in a batch of its
