@@ -55,7 +55,8 @@ const TRIM_DELAY: Duration = Duration::from_millis(100);
 /// then fails).
 const KEEP_UNSYNCED_BYTES: usize = 64 * 1024 * 1024;
 
-/// One queued change, applied in queue order.
+/// One queued change, applied in queue order. History names are shared (`Arc<str>`): the
+/// consecutive records of one history take no copy of its name each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
     /// A directory record (a channel's options, a group, a member) under its key.
@@ -65,7 +66,7 @@ pub(super) enum Op {
     /// A message appended to a history: its frame as stored.
     Append {
         kind: LogKind,
-        log: String,
+        log: Arc<str>,
         seq: u64,
         frame: Bytes,
     },
@@ -73,13 +74,13 @@ pub(super) enum Op {
     /// it was written, so that a trim never misses a message still in the queue.
     Trim {
         kind: LogKind,
-        log: String,
+        log: Arc<str>,
         through: u64,
     },
     /// A channel or group deleted: its directory records, counters and every message.
     /// Applied after every record queued before it was written, and before any queued
     /// after it (the name may be created again).
-    DeleteLog { kind: LogKind, log: String },
+    DeleteLog { kind: LogKind, log: Arc<str> },
 }
 
 /// What a queued record costs besides its bytes (the queue entry, allocations).
@@ -726,7 +727,9 @@ mod tests {
                 .iter()
                 .map(|op| match op {
                     Op::Put { value, .. } | Op::Append { frame: value, .. } => value.clone(),
-                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => Bytes::from(log.clone()),
+                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => {
+                        Bytes::copy_from_slice(log.as_bytes())
+                    }
                     Op::Remove { key } => Bytes::from(key.clone()),
                 })
                 .collect();
@@ -754,7 +757,7 @@ mod tests {
     fn put(value: &str) -> Op {
         Op::Append {
             kind: LogKind::Channel,
-            log: value.to_owned(),
+            log: value.into(),
             seq: 1,
             frame: Bytes::copy_from_slice(value.as_bytes()),
         }
@@ -1002,7 +1005,7 @@ mod tests {
             writer
                 .push(Op::Append {
                     kind: LogKind::Channel,
-                    log: String::new(),
+                    log: "".into(),
                     seq: 1,
                     frame: value.clone(),
                 })

@@ -98,6 +98,9 @@ pub struct FjallStorage {
     /// Filled by `load`, for the writer's trims.
     chunks: Arc<Mutex<ChunkIndex>>,
     trim_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The history appended to or trimmed last: its records share this name instead of
+    /// each taking a copy (and the writer freeing it).
+    last_log: Mutex<Option<(LogKind, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -226,6 +229,7 @@ impl FjallStorage {
             trimmer,
             chunks,
             trim_thread: Mutex::new(Some(trim_thread)),
+            last_log: Mutex::new(None),
         })
     }
 
@@ -236,6 +240,21 @@ impl FjallStorage {
     }
 
     /// Runs `work` on the open database, or fails if the store was closed.
+    /// The history's name for a queued record: the one the previous record took when it
+    /// is the same history (a publish's append and trim, consecutive publishes).
+    fn shared_name(&self, kind: LogKind, log: &str) -> Arc<str> {
+        let mut last = self.last_log.lock();
+        if let Some((last_kind, name)) = &*last
+            && *last_kind == kind
+            && **name == *log
+        {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(log);
+        *last = Some((kind, name.clone()));
+        name
+    }
+
     fn with_open<T>(
         &self,
         work: impl FnOnce(&Open) -> Result<T, StorageError>,
@@ -278,7 +297,7 @@ impl Storage for FjallStorage {
     ) -> Result<(), StorageError> {
         self.writer.push(Op::Append {
             kind,
-            log: log.to_owned(),
+            log: self.shared_name(kind, log),
             seq: message.seq(),
             frame: message.record_bytes(),
         })
@@ -288,7 +307,7 @@ impl Storage for FjallStorage {
         // Refused only once the store failed or closed; nothing is trimmed then anyway.
         let _ = self.writer.push(Op::Trim {
             kind,
-            log: log.to_owned(),
+            log: self.shared_name(kind, log),
             through: through_seq,
         });
     }
@@ -330,14 +349,14 @@ impl Storage for FjallStorage {
     fn delete_channel(&self, name: &str) -> Result<(), StorageError> {
         self.writer.push(Op::DeleteLog {
             kind: LogKind::Channel,
-            log: name.to_owned(),
+            log: name.into(),
         })
     }
 
     fn delete_group(&self, name: &str) -> Result<(), StorageError> {
         self.writer.push(Op::DeleteLog {
             kind: LogKind::Group,
-            log: name.to_owned(),
+            log: name.into(),
         })
     }
 

@@ -29,7 +29,7 @@ const INLINE_TRIM_CHUNKS: usize = if cfg!(test) { 8 } else { 64 * 1024 };
 /// The messages one batch appends to one history.
 struct Chunk {
     kind: LogKind,
-    log: String,
+    log: Arc<str>,
     first: u64,
     last: u64,
     /// The frames, shared with the queued records: copied once, straight into the
@@ -83,7 +83,7 @@ pub(super) struct FjallSink {
     building: Vec<Chunk>,
     /// This batch's trims, coalesced per history (few per batch, so a list: no name
     /// copied nor hashed per trim).
-    trims: Vec<(LogKind, String, u64)>,
+    trims: Vec<(LogKind, Arc<str>, u64)>,
     /// A reopen closed the engine and could not open it again.
     closed_by_reopen: bool,
 }
@@ -107,11 +107,11 @@ impl FjallSink {
     }
 
     /// Adds a message to its history's chunk of this batch.
-    fn add_message(&mut self, kind: LogKind, log: &str, seq: u64, frame: &Bytes) {
+    fn add_message(&mut self, kind: LogKind, log: &Arc<str>, seq: u64, frame: &Bytes) {
         match self
             .building
             .iter_mut()
-            .find(|chunk| chunk.kind == kind && chunk.log == log)
+            .find(|chunk| chunk.kind == kind && chunk.log == *log)
         {
             Some(chunk) => {
                 chunk.last = seq;
@@ -120,7 +120,7 @@ impl FjallSink {
             }
             None => self.building.push(Chunk {
                 kind,
-                log: log.to_owned(),
+                log: log.clone(),
                 first: seq,
                 last: seq,
                 frames: vec![frame.clone()],
@@ -240,7 +240,7 @@ impl FjallSink {
     /// repeat (a batch written again after a failure): removing what is gone is a no-op.
     fn delete_log(&mut self, open: &Open, kind: LogKind, log: &str) -> Result<(), StorageError> {
         self.trims
-            .retain(|(known, name, _)| (*known, name.as_str()) != (kind, log));
+            .retain(|(known, name, _)| (*known, &**name) != (kind, log));
         let prefix = keys::log_prefix(kind, log);
         let chunks = self.chunks.lock().remove(&prefix).unwrap_or_default();
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
