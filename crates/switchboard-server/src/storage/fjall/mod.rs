@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fjall::{
-    CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
-};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use parking_lot::Mutex;
 use switchboard_proto::packet::{
     ChannelOptions, CreateChannel, CreateGroup, MemberInfo, MemberList,
@@ -68,11 +66,15 @@ type Engine = Arc<parking_lot::RwLock<Option<Open>>>;
 /// Opens the database in `dir` with its two keyspaces.
 fn open_database(dir: &Path) -> Result<Open, StorageError> {
     let db = Database::builder(dir)
-        .worker_threads(2)
-        // The journal lives until the next flush: compressing it only cost the writer
-        // thread CPU per byte (lz4 of every chunk), and the tables and blob files that
-        // keep the messages are compressed as before.
-        .journal_compression(CompressionType::None)
+        // One background worker for flushes and compactions. With more, the first one
+        // leaves compactions to the others by putting each back on the shared queue
+        // and taking the next message at once: while another worker compacts, a
+        // queued compaction keeps it spinning on a core the hub needs.
+        .worker_threads(1)
+        // The journal keeps fjall's lz4 for large records (chunks of several messages):
+        // without it the writer thread spends less CPU, but writes every byte of
+        // compressible bodies to the page cache and the disk (about 9 times more for
+        // the bench's 1 KiB bodies).
         .open()
         .map_err(|e| storage_error(&format!("cannot open the store in {}", dir.display()), e))?;
     let meta = db
