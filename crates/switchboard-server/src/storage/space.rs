@@ -4,8 +4,9 @@
 //!
 //! Checks are cheap: the free-space figure is cached and refreshed only when it is older
 //! than [`REFRESH_EVERY`] or when more than [`REFRESH_BYTES`] were admitted since, so a
-//! publish costs a few atomic operations and a clock read, not a system call nor a lock. The directory's identity is
-//! checked with the same refresh, and on demand by the storage writer after each sync.
+//! publish costs a few atomic operations and a clock read, not a system call nor a lock. The
+//! directory's identity is checked with the same refresh, and on demand by the storage
+//! writer after each sync: one `stat` of the identity file, which the guard holds open.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,29 +126,56 @@ pub fn volume_space(dir: &Path) -> std::io::Result<Space> {
     }
 }
 
-/// What identifies a data directory: its device and inode (on Unix), and the random id
-/// written in its identity file when the guard was made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What identifies a data directory: its identity file, written with a random id when the
+/// guard was made.
+///
+/// On Unix the file is kept open, so that its inode is not freed (and its number not
+/// reused) while the guard lives: the file found at its path is this one exactly when
+/// its device and inode are, which one `stat` tells. A directory deleted, or replaced by
+/// another (even one holding a copy of the file), fails that. The storage writer checks
+/// after every sync, so the check must cost no more than that one system call.
+#[derive(Debug)]
 struct Identity {
+    path: PathBuf,
+    #[cfg(unix)]
+    _held: std::fs::File,
     #[cfg(unix)]
     dev_ino: (u64, u64),
+    #[cfg(not(unix))]
     id: String,
 }
 
 impl Identity {
-    fn read(dir: &Path) -> std::io::Result<Identity> {
-        let id = std::fs::read_to_string(dir.join(IDENTITY_FILE))?;
+    fn open(dir: &Path) -> std::io::Result<Identity> {
+        let path = dir.join(IDENTITY_FILE);
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(dir)?;
+            let held = std::fs::File::open(&path)?;
+            let meta = held.metadata()?;
             Ok(Identity {
+                path,
+                _held: held,
                 dev_ino: (meta.dev(), meta.ino()),
-                id,
             })
         }
         #[cfg(not(unix))]
-        Ok(Identity { id })
+        {
+            let id = std::fs::read_to_string(&path)?;
+            Ok(Identity { path, id })
+        }
+    }
+
+    /// Whether the identity file at the directory's path is still this one.
+    fn is_current(&self) -> std::io::Result<bool> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&self.path)?;
+            Ok((meta.dev(), meta.ino()) == self.dev_ino)
+        }
+        #[cfg(not(unix))]
+        Ok(std::fs::read_to_string(&self.path)? == self.id)
     }
 }
 
@@ -197,7 +225,7 @@ impl DiskGuard {
 
     /// As [`DiskGuard::new`], with the free space taken from `probe`.
     pub fn with_probe(dir: &Path, reserve: DiskReserve, probe: SpaceProbe) -> DiskGuard {
-        let identity = write_identity(dir).and_then(|()| Identity::read(dir));
+        let identity = write_identity(dir).and_then(|()| Identity::open(dir));
         let identity = match identity {
             Ok(identity) => Some(identity),
             Err(e) => {
@@ -355,8 +383,8 @@ impl DiskGuard {
         let Some(expected) = &self.identity else {
             return Ok(());
         };
-        let problem = match Identity::read(&self.dir) {
-            Ok(found) if &found == expected => return Ok(()),
+        let problem = match expected.is_current() {
+            Ok(true) => return Ok(()),
             Ok(_) => "was replaced by another directory",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was deleted",
             Err(_) => "cannot be read",

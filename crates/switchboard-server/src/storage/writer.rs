@@ -6,7 +6,10 @@
 //! newest record queued so far (trims do not count: they need not be on disk first). A
 //! ticket is kept once a sync covered every record up to it, so all the publishes that
 //! arrive while one batch is written and synced share the next batch and its one
-//! `fdatasync` (group commit), however many connections they came from.
+//! `fdatasync` (group commit), however many connections they came from. Trims queued
+//! alone wait (up to [`TRIM_DELAY`]) for records to share their write, so that a publish
+//! awaiting its sync costs one write and one `fdatasync`, not a second write for the trim
+//! the previous publish caused.
 //!
 //! The queue is bounded (records and bytes); a full queue makes the appender wait, which
 //! holds back the publishers of that history instead of growing memory without limit.
@@ -45,12 +48,15 @@ use crate::metrics::{HistogramSnapshot, LatencyHistogram};
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle writer checks that the data directory is still there.
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long trims queued without records may wait for records to share a write with.
+const TRIM_DELAY: Duration = Duration::from_millis(100);
 /// Records written but not yet synced that are kept for writing again after a failed
 /// sync; past this the oldest are no longer kept (and said to be at risk if the sync
 /// then fails).
 const KEEP_UNSYNCED_BYTES: usize = 64 * 1024 * 1024;
 
-/// One queued change, applied in queue order.
+/// One queued change, applied in queue order. History names are shared (`Arc<str>`): the
+/// consecutive records of one history take no copy of its name each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Op {
     /// A directory record (a channel's options, a group, a member) under its key.
@@ -60,7 +66,7 @@ pub(super) enum Op {
     /// A message appended to a history: its frame as stored.
     Append {
         kind: LogKind,
-        log: String,
+        log: Arc<str>,
         seq: u64,
         frame: Bytes,
     },
@@ -68,13 +74,13 @@ pub(super) enum Op {
     /// it was written, so that a trim never misses a message still in the queue.
     Trim {
         kind: LogKind,
-        log: String,
+        log: Arc<str>,
         through: u64,
     },
     /// A channel or group deleted: its directory records, counters and every message.
     /// Applied after every record queued before it was written, and before any queued
     /// after it (the name may be created again).
-    DeleteLog { kind: LogKind, log: String },
+    DeleteLog { kind: LogKind, log: Arc<str> },
 }
 
 /// What a queued record costs besides its bytes (the queue entry, allocations).
@@ -461,26 +467,38 @@ fn write_until_halt(
 ) -> Halt {
     // Swapped with the queue's vector each batch, so that neither allocates again.
     let mut batch: Vec<Op> = Vec::new();
+    // Since when trims alone have been waiting in the queue.
+    let mut trims_waiting: Option<Instant> = None;
     loop {
         let mut queue = shared.queue.lock();
-        loop {
+        let take = loop {
+            // Trims alone are not worth a write of their own: they wait for the next
+            // records (a publish's trim rides with the next publish), for a while at most.
+            let records = queue.last_put > done.written;
+            let trims_due = !queue.ops.is_empty()
+                && (queue.blocked > 0
+                    || trims_waiting.is_some_and(|since| since.elapsed() >= TRIM_DELAY));
+            if records || trims_due || queue.stop {
+                break true;
+            }
             let due = interval.is_some_and(|every| {
                 done.written > done.synced && done.last_sync.elapsed() >= every
             });
-            if !queue.ops.is_empty() || queue.requested > done.synced || due || queue.stop {
-                break;
+            if queue.requested > done.synced || due {
+                break false;
+            }
+            let mut wait = IDLE_CHECK_EVERY;
+            if let Some(every) = interval
+                && done.written > done.synced
+            {
+                wait = every.saturating_sub(done.last_sync.elapsed());
+            }
+            if !queue.ops.is_empty() {
+                let since = *trims_waiting.get_or_insert_with(Instant::now);
+                wait = wait.min(TRIM_DELAY.saturating_sub(since.elapsed()));
             }
             queue.writer_idle = true;
-            let timed_out = match interval {
-                Some(every) if done.written > done.synced => {
-                    let left = every.saturating_sub(done.last_sync.elapsed());
-                    shared.work.wait_for(&mut queue, left).timed_out()
-                }
-                _ => shared
-                    .work
-                    .wait_for(&mut queue, IDLE_CHECK_EVERY)
-                    .timed_out(),
-            };
+            let timed_out = shared.work.wait_for(&mut queue, wait).timed_out();
             queue.writer_idle = false;
             if timed_out
                 && queue.ops.is_empty()
@@ -493,14 +511,21 @@ fn write_until_halt(
                 }
                 queue = shared.queue.lock();
             }
-        }
-        std::mem::swap(&mut queue.ops, &mut batch);
-        queue.bytes = 0;
-        let through = queue.queued;
+        };
+        let through = if take {
+            std::mem::swap(&mut queue.ops, &mut batch);
+            queue.bytes = 0;
+            trims_waiting = None;
+            queue.queued
+        } else {
+            // Only a sync is wanted: what is queued is trims, which need not be on disk
+            // first, so they do not delay it.
+            done.written
+        };
         let requested = queue.requested;
         // Records queued after `stop` are refused, so this batch is the last.
         let stopping = queue.stop;
-        if queue.blocked > 0 {
+        if take && queue.blocked > 0 {
             shared.room.notify_all();
         }
         drop(queue);
@@ -702,7 +727,9 @@ mod tests {
                 .iter()
                 .map(|op| match op {
                     Op::Put { value, .. } | Op::Append { frame: value, .. } => value.clone(),
-                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => Bytes::from(log.clone()),
+                    Op::Trim { log, .. } | Op::DeleteLog { log, .. } => {
+                        Bytes::copy_from_slice(log.as_bytes())
+                    }
                     Op::Remove { key } => Bytes::from(key.clone()),
                 })
                 .collect();
@@ -730,7 +757,7 @@ mod tests {
     fn put(value: &str) -> Op {
         Op::Append {
             kind: LogKind::Channel,
-            log: value.to_owned(),
+            log: value.into(),
             seq: 1,
             frame: Bytes::copy_from_slice(value.as_bytes()),
         }
@@ -806,6 +833,50 @@ mod tests {
         // The sync right after the record's batch kept the ticket; the trim's batch
         // needed none.
         assert_eq!(seen.syncs.load(Ordering::SeqCst), 1);
+        writer.stop();
+    }
+
+    /// Waits until the writer wrote `n` batches.
+    fn batches_written(seen: &Seen, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.batches.lock().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never wrote batch {n}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn trims_alone_wait_for_the_next_records_and_share_their_write() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        let trim = |log: &str| Op::Trim {
+            kind: LogKind::Channel,
+            log: log.into(),
+            through: 1,
+        };
+        writer.push(put("a")).unwrap();
+        batches_written(&seen, 1);
+        writer.push(trim("trim-a")).unwrap();
+        // Well under the delay: a slow machine can only make the writer later still.
+        std::thread::sleep(TRIM_DELAY / 5);
+        assert_eq!(
+            seen.batches.lock().len(),
+            1,
+            "a trim alone was written at once"
+        );
+        writer.push(put("b")).unwrap();
+        batches_written(&seen, 2);
+        assert_eq!(
+            seen.batches.lock()[1],
+            [Bytes::from("trim-a"), Bytes::from("b")],
+            "the trim rides with the next record"
+        );
+        // With no record to follow, a trim is written once it waited the delay.
+        writer.push(trim("trim-b")).unwrap();
+        batches_written(&seen, 3);
+        assert_eq!(seen.batches.lock()[2], [Bytes::from("trim-b")]);
         writer.stop();
     }
 
@@ -934,7 +1005,7 @@ mod tests {
             writer
                 .push(Op::Append {
                     kind: LogKind::Channel,
-                    log: String::new(),
+                    log: "".into(),
                     seq: 1,
                     frame: value.clone(),
                 })

@@ -66,7 +66,15 @@ type Engine = Arc<parking_lot::RwLock<Option<Open>>>;
 /// Opens the database in `dir` with its two keyspaces.
 fn open_database(dir: &Path) -> Result<Open, StorageError> {
     let db = Database::builder(dir)
-        .worker_threads(2)
+        // One background worker for flushes and compactions. With more, the first one
+        // leaves compactions to the others by putting each back on the shared queue
+        // and taking the next message at once: while another worker compacts, a
+        // queued compaction keeps it spinning on a core the hub needs.
+        .worker_threads(1)
+        // The journal keeps fjall's lz4 for large records (chunks of several messages):
+        // without it the writer thread spends less CPU, but writes every byte of
+        // compressible bodies to the page cache and the disk (about 9 times more for
+        // the bench's 1 KiB bodies).
         .open()
         .map_err(|e| storage_error(&format!("cannot open the store in {}", dir.display()), e))?;
     let meta = db
@@ -92,6 +100,9 @@ pub struct FjallStorage {
     /// Filled by `load`, for the writer's trims.
     chunks: Arc<Mutex<ChunkIndex>>,
     trim_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The history appended to or trimmed last: its records share this name instead of
+    /// each taking a copy (and the writer freeing it).
+    last_log: Mutex<Option<(LogKind, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -220,6 +231,7 @@ impl FjallStorage {
             trimmer,
             chunks,
             trim_thread: Mutex::new(Some(trim_thread)),
+            last_log: Mutex::new(None),
         })
     }
 
@@ -230,6 +242,21 @@ impl FjallStorage {
     }
 
     /// Runs `work` on the open database, or fails if the store was closed.
+    /// The history's name for a queued record: the one the previous record took when it
+    /// is the same history (a publish's append and trim, consecutive publishes).
+    fn shared_name(&self, kind: LogKind, log: &str) -> Arc<str> {
+        let mut last = self.last_log.lock();
+        if let Some((last_kind, name)) = &*last
+            && *last_kind == kind
+            && **name == *log
+        {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(log);
+        *last = Some((kind, name.clone()));
+        name
+    }
+
     fn with_open<T>(
         &self,
         work: impl FnOnce(&Open) -> Result<T, StorageError>,
@@ -272,7 +299,7 @@ impl Storage for FjallStorage {
     ) -> Result<(), StorageError> {
         self.writer.push(Op::Append {
             kind,
-            log: log.to_owned(),
+            log: self.shared_name(kind, log),
             seq: message.seq(),
             frame: message.record_bytes(),
         })
@@ -282,7 +309,7 @@ impl Storage for FjallStorage {
         // Refused only once the store failed or closed; nothing is trimmed then anyway.
         let _ = self.writer.push(Op::Trim {
             kind,
-            log: log.to_owned(),
+            log: self.shared_name(kind, log),
             through: through_seq,
         });
     }
@@ -324,14 +351,14 @@ impl Storage for FjallStorage {
     fn delete_channel(&self, name: &str) -> Result<(), StorageError> {
         self.writer.push(Op::DeleteLog {
             kind: LogKind::Channel,
-            log: name.to_owned(),
+            log: name.into(),
         })
     }
 
     fn delete_group(&self, name: &str) -> Result<(), StorageError> {
         self.writer.push(Op::DeleteLog {
             kind: LogKind::Group,
-            log: name.to_owned(),
+            log: name.into(),
         })
     }
 
@@ -400,6 +427,7 @@ mod tests {
 
     use super::record::{decode_chunk, record_codec};
     use super::*;
+    use crate::storage::writer::Sink;
 
     fn message(channel: &str, seq: u64) -> StoredMessage {
         let message = Message {
@@ -512,6 +540,45 @@ mod tests {
         for chunk in stored_chunks(&store, "a") {
             assert!(chunk.iter().any(|&seq| seq > 2950), "{chunk:?}");
         }
+        store.close(&[]);
+    }
+
+    /// A batch's records and its trims are one journal write (one fjall batch, so one
+    /// sequence number), and the trim still removes the chunks it covers.
+    #[tokio::test]
+    async fn a_batch_writes_its_records_and_trims_in_one_journal_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store
+            .append(LogKind::Channel, "a", &message("a", 1))
+            .unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(stored_chunks(&store, "a"), [vec![1]]);
+
+        let mut sink = FjallSink::new(
+            dir.path().to_owned(),
+            store.open.clone(),
+            store.trimmer.clone(),
+            store.chunks.clone(),
+        );
+        let seqno = || store.with_open(|open| Ok(open.db.seqno())).unwrap();
+        let append = |seq| Op::Append {
+            kind: LogKind::Channel,
+            log: "a".into(),
+            seq,
+            frame: message("a", seq).record_bytes(),
+        };
+        let trim = Op::Trim {
+            kind: LogKind::Channel,
+            log: "a".into(),
+            through: 1,
+        };
+        let before = seqno();
+        sink.write(&[append(2), trim, append(3)]).unwrap();
+        assert_eq!(seqno() - before, 1, "more than one batch written");
+        assert_eq!(stored_chunks(&store, "a"), [vec![2, 3]]);
         store.close(&[]);
     }
 

@@ -1,5 +1,6 @@
 //! The storage writer's way into the database: each batch of queued records becomes one
-//! fjall write batch (two when it trims), with one chunk per history it appends to.
+//! fjall write batch (one journal write), with one chunk per history it appends to and
+//! the removals of its trims.
 //!
 //! One chunk per history per batch, instead of one record per message, makes the
 //! database's work (memtable entries, journal entries, tombstones at trims) scale with
@@ -8,17 +9,16 @@
 //! messages up to the trim's mark.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use fjall::PersistMode;
+use bytes::Bytes;
+use fjall::{PersistMode, Slice};
 use parking_lot::Mutex;
-use tracing::error;
 
 use super::trim::Trimmer;
 use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
-use crate::log;
 use crate::storage::writer::{Op, Sink};
 use crate::storage::{LogKind, StorageError};
 
@@ -29,10 +29,46 @@ const INLINE_TRIM_CHUNKS: usize = if cfg!(test) { 8 } else { 64 * 1024 };
 /// The messages one batch appends to one history.
 struct Chunk {
     kind: LogKind,
-    log: String,
+    log: Arc<str>,
     first: u64,
     last: u64,
-    frames: BytesMut,
+    /// The frames, shared with the queued records: copied once, straight into the
+    /// database's value when the batch is committed (no growing buffer copied again as
+    /// it fills, no second copy into the database).
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    /// The database's value: the frames back to back.
+    fn value(&self) -> Result<Slice, StorageError> {
+        let mut frames = Frames {
+            rest: self.frames.iter(),
+            current: &[],
+        };
+        Slice::from_reader(&mut frames, self.len).map_err(|e| storage_error("building a chunk", e))
+    }
+}
+
+/// Reads frames back to back, to fill a value of known length in one pass.
+struct Frames<'a> {
+    rest: std::slice::Iter<'a, Bytes>,
+    current: &'a [u8],
+}
+
+impl Read for Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(frame) => self.current = frame,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
+    }
 }
 
 /// Writes the storage writer's batches.
@@ -45,8 +81,9 @@ pub(super) struct FjallSink {
     chunks: Arc<Mutex<ChunkIndex>>,
     /// This batch's chunks; few histories per batch, so a list.
     building: Vec<Chunk>,
-    /// This batch's trims, coalesced per history.
-    trims: HashMap<(LogKind, String), u64>,
+    /// This batch's trims, coalesced per history (few per batch, so a list: no name
+    /// copied nor hashed per trim).
+    trims: Vec<(LogKind, Arc<str>, u64)>,
     /// A reopen closed the engine and could not open it again.
     closed_by_reopen: bool,
 }
@@ -64,83 +101,48 @@ impl FjallSink {
             trimmer,
             chunks,
             building: Vec::new(),
-            trims: HashMap::new(),
+            trims: Vec::new(),
             closed_by_reopen: false,
         }
     }
 
     /// Adds a message to its history's chunk of this batch.
-    fn add_message(&mut self, kind: LogKind, log: &str, seq: u64, frame: &Bytes) {
+    fn add_message(&mut self, kind: LogKind, log: &Arc<str>, seq: u64, frame: &Bytes) {
         match self
             .building
             .iter_mut()
-            .find(|chunk| chunk.kind == kind && chunk.log == log)
+            .find(|chunk| chunk.kind == kind && chunk.log == *log)
         {
             Some(chunk) => {
                 chunk.last = seq;
-                chunk.frames.extend_from_slice(frame);
+                chunk.len += frame.len();
+                chunk.frames.push(frame.clone());
             }
             None => self.building.push(Chunk {
                 kind,
-                log: log.to_owned(),
+                log: log.clone(),
                 first: seq,
                 last: seq,
-                frames: BytesMut::from(frame.as_ref()),
+                frames: vec![frame.clone()],
+                len: frame.len(),
             }),
         }
     }
 
-    /// Removes the chunks this batch's trims cover entirely. A separate batch from the
-    /// records': an insert and a removal of one key in one batch would share a sequence
-    /// number, and the removal might not win.
-    fn trim(&mut self, open: &Open) -> Result<(), StorageError> {
-        let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
-        let mut far = Vec::new();
-        let mut removed = 0;
-        let mut index = self.chunks.lock();
-        for ((kind, log), through) in self.trims.drain() {
-            // Where loading cuts a chunk trimmed in part; also keeps the next seq when
-            // every message is trimmed away.
-            batch.insert(
-                &open.meta,
-                keys::trim_key(kind, &log),
-                through.to_be_bytes(),
-            );
-            let prefix = keys::log_prefix(kind, &log);
-            let Some(chunks) = index.get_mut(&prefix) else {
-                continue;
-            };
-            while let Some(&(first, last)) = chunks.front()
-                && last <= through
-            {
-                chunks.pop_front();
-                let key = keys::chunk_key(&prefix, first);
-                if removed < INLINE_TRIM_CHUNKS {
-                    // Weak removals: each chunk key is written exactly once, and a weak
-                    // tombstone vanishes together with the value it meets in a flush or
-                    // compaction, where a plain one would stay behind.
-                    batch.remove_weak(&open.messages, key);
-                } else {
-                    far.push(key);
-                }
-                removed += 1;
-            }
-        }
-        drop(index);
-        if !far.is_empty() {
-            self.trimmer.add(far);
-        }
-        batch
-            .commit()
-            .map_err(|e| storage_error("trimming history", e))
-    }
-    /// Writes the directory records and the chunks built so far as one batch.
-    fn commit_records(
+    /// Writes the directory records, the chunks built so far and, with `with_trims`, this
+    /// batch's trims as one fjall batch: one journal write however much the batch holds.
+    ///
+    /// A trim removes the chunks it covers entirely among those already on disk; a chunk
+    /// this batch writes is left for a later trim, since one batch must not both write
+    /// and remove a key (the two would share a sequence number, and either might win).
+    fn commit(
         &mut self,
         open: &Open,
         directory: &mut HashMap<Vec<u8>, Option<Bytes>>,
+        with_trims: bool,
     ) -> Result<(), StorageError> {
-        if directory.is_empty() && self.building.is_empty() {
+        let with_trims = with_trims && !self.trims.is_empty();
+        if directory.is_empty() && self.building.is_empty() && !with_trims {
             return Ok(());
         }
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
@@ -156,15 +158,65 @@ impl FjallSink {
             batch.insert(
                 &open.messages,
                 keys::chunk_key(&prefix, chunk.first),
-                chunk.frames.as_ref(),
+                chunk.value()?,
             );
             written.push((prefix, chunk.first, chunk.last));
+        }
+        // Chunks a trim removes, by history: taken off the index once the batch is in.
+        let mut trimmed: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut far = Vec::new();
+        if with_trims {
+            let mut removed = 0;
+            let index = self.chunks.lock();
+            for (kind, log, through) in self.trims.drain(..) {
+                // Where loading cuts a chunk trimmed in part; also keeps the next seq
+                // when every message is trimmed away.
+                batch.insert(
+                    &open.meta,
+                    keys::trim_key(kind, &log),
+                    through.to_be_bytes(),
+                );
+                let prefix = keys::log_prefix(kind, &log);
+                let Some(chunks) = index.get(&prefix) else {
+                    continue;
+                };
+                let mut covered = 0;
+                for &(first, last) in chunks {
+                    let rewritten = || {
+                        written
+                            .iter()
+                            .any(|(known, seq, _)| *known == prefix && *seq == first)
+                    };
+                    if last > through || rewritten() {
+                        break;
+                    }
+                    let key = keys::chunk_key(&prefix, first);
+                    if removed < INLINE_TRIM_CHUNKS {
+                        // Weak removals: each chunk key is written exactly once, and a
+                        // weak tombstone vanishes together with the value it meets in a
+                        // flush or compaction, where a plain one would stay behind.
+                        batch.remove_weak(&open.messages, key);
+                    } else {
+                        far.push(key);
+                    }
+                    removed += 1;
+                    covered += 1;
+                }
+                if covered > 0 {
+                    trimmed.push((prefix, covered));
+                }
+            }
         }
         if let Err(e) = batch.commit() {
             self.trims.clear();
             return Err(storage_error("writing to the journal", e));
         }
         let mut index = self.chunks.lock();
+        for (prefix, covered) in trimmed {
+            if let Some(chunks) = index.get_mut(&prefix) {
+                chunks.drain(..covered.min(chunks.len()));
+            }
+        }
         for (prefix, first, last) in written {
             // In order of first seq, once each: a batch written again after a failure
             // must not list its chunk twice.
@@ -175,6 +227,10 @@ impl FjallSink {
                 _ => chunks.insert(at, (first, last)),
             }
         }
+        drop(index);
+        if !far.is_empty() {
+            self.trimmer.add(far);
+        }
         Ok(())
     }
 
@@ -183,7 +239,8 @@ impl FjallSink {
     /// not weak ones: a name created again writes some of the same keys again. Safe to
     /// repeat (a batch written again after a failure): removing what is gone is a no-op.
     fn delete_log(&mut self, open: &Open, kind: LogKind, log: &str) -> Result<(), StorageError> {
-        self.trims.remove(&(kind, log.to_owned()));
+        self.trims
+            .retain(|(known, name, _)| (*known, &**name) != (kind, log));
         let prefix = keys::log_prefix(kind, log);
         let chunks = self.chunks.lock().remove(&prefix).unwrap_or_default();
         let mut batch = open.db.batch().durability(Some(PersistMode::Buffer));
@@ -237,26 +294,24 @@ impl Sink for FjallSink {
                     frame,
                 } => self.add_message(*kind, log, *seq, frame),
                 Op::Trim { kind, log, through } => {
-                    let slot = self.trims.entry((*kind, log.clone())).or_insert(*through);
-                    *slot = (*slot).max(*through);
+                    match self
+                        .trims
+                        .iter_mut()
+                        .find(|(known, name, _)| known == kind && name == log)
+                    {
+                        Some((_, _, slot)) => *slot = (*slot).max(*through),
+                        None => self.trims.push((*kind, log.clone(), *through)),
+                    }
                 }
                 Op::DeleteLog { kind, log } => {
                     // What came before is written first, the deletion in a batch of its
                     // own, and what follows (the name created again) after it.
-                    self.commit_records(open, &mut directory)?;
+                    self.commit(open, &mut directory, false)?;
                     self.delete_log(open, *kind, log)?;
                 }
             }
         }
-        self.commit_records(open, &mut directory)?;
-        if !self.trims.is_empty()
-            && let Err(error) = self.trim(open)
-        {
-            // The publishes are stored; only the trim is lost. Loading drops the
-            // messages past the retention again, and keeps the rest.
-            error!(target: log::ERROR, %error, "trimming history failed");
-        }
-        Ok(())
+        self.commit(open, &mut directory, true)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
