@@ -175,6 +175,7 @@ impl Cli {
                 .filter(|id| given_explicitly(command, id))
                 .map(str::to_owned)
                 .collect();
+            args.http_chosen = args.given.iter().any(|id| id == "http");
         }
         cli
     }
@@ -412,7 +413,9 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "unix")]
     pub no_unix: bool,
     /// Address of the web listener: the console, the HTTP API, Server-Sent Events, the
-    /// protocol over WebSocket, /metrics and health checks.
+    /// protocol over WebSocket, /metrics and health checks. When the default is taken
+    /// (another server on this machine), the server serves without HTTP and says so; an
+    /// address given here or in the config file that cannot be used stops it.
     #[arg(long, value_name = "ADDR", default_value = switchboard_web::DEFAULT_HTTP_ADDR)]
     pub http: String,
     /// Do not listen for HTTP.
@@ -578,6 +581,10 @@ pub struct ServeArgs {
     /// the config file does not override.
     #[arg(skip)]
     pub given: Vec<String>,
+    /// The web listener's address was chosen (flag, environment or config file), not
+    /// the default: failing to listen there stops the server.
+    #[arg(skip)]
+    pub http_chosen: bool,
     /// Identities and roles from the config file (`[auth]`, `[[users]]`, `[[tokens]]`,
     /// `[jwt]`, `[[unix_users]]`, `[roles.NAME]`; reloadable). Boxed: read once, and
     /// large.

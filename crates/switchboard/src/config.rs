@@ -346,7 +346,10 @@ impl ConfigFile {
         fill(&mut args.backlog, listen.backlog, is_given("backlog"));
         if !is_given("http") && !is_given("no_http") {
             match http.listen {
-                Some(HttpListen::Addr(addr)) => args.http = addr,
+                Some(HttpListen::Addr(addr)) => {
+                    args.http = addr;
+                    args.http_chosen = true;
+                }
                 Some(HttpListen::Off) => args.no_http = true,
                 None => {}
             }

@@ -193,6 +193,17 @@ pub async fn run(
             };
             match switchboard_web::WebServer::start(handle.hub(), config).await {
                 Ok(web) => Some(web),
+                // The default address taken (another server on this machine): the
+                // hub serves on; a chosen address is a promise and stops it.
+                Err(switchboard_web::WebError::Bind { addr, source })
+                    if !args.http_chosen && source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    tracing::warn!(target: switchboard_server::log::GENERAL, %addr, "the default web address is in use: serving without HTTP; choose one with --http ADDR, or --no-http");
+                    eprintln!(
+                        "switchboard: {addr} (the default web address) is in use: serving without HTTP (choose one with --http ADDR)"
+                    );
+                    None
+                }
                 Err(error) => {
                     handle.shutdown().await;
                     return Err(error).context("cannot start the server");
