@@ -86,6 +86,10 @@ def test_ctrl_c_interrupts_a_blocking_wait(server: Server, tmp_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal leaves it: a suite started in the background by a
+        # non-interactive shell inherits it ignored, and Python then never turns it into
+        # KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert script.stdout is not None
