@@ -512,6 +512,17 @@ async fn translate(
     }
 }
 
+/// The refusal of a write a script found made under a newer backplane generation than
+/// this node's (it must handshake again first).
+pub(crate) fn stale_generation(stored: u64) -> Refusal {
+    Refusal::new(
+        ErrorCode::BackplaneUnavailable,
+        format!(
+            "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
+        ),
+    )
+}
+
 /// What a client is told of a channel append's outcome.
 fn appended(outcome: Result<channels::Appended, AppendError>) -> Result<Appended, Refusal> {
     match outcome {
@@ -524,12 +535,7 @@ fn appended(outcome: Result<channels::Appended, AppendError>) -> Result<Appended
         Err(AppendError::Deleted) => Err(Refusal::not_found(
             "the channel was deleted meanwhile".to_owned(),
         )),
-        Err(AppendError::StaleGeneration { stored }) => Err(Refusal::new(
-            ErrorCode::BackplaneUnavailable,
-            format!(
-                "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
-            ),
-        )),
+        Err(AppendError::StaleGeneration { stored }) => Err(stale_generation(stored)),
         Err(AppendError::Backplane(error)) => Err(unavailable(&error)),
     }
 }

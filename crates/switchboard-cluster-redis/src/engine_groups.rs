@@ -4,14 +4,15 @@
 //! group topics' payloads become the hub's feed events.
 
 use futures::FutureExt;
-use switchboard_proto::ErrorCode;
 use switchboard_server::Refusal;
 use switchboard_server::cluster::{
     Appended, BackplaneEvent, GroupAppend, GroupMeta, LiveMessage, Membership, Page, Query,
 };
 use tracing::warn;
 
-use crate::engine::{RedisBackplane, now_us, random_id, redis_query, seam_page, unavailable};
+use crate::engine::{
+    RedisBackplane, now_us, random_id, redis_query, seam_page, stale_generation, unavailable,
+};
 use crate::groups::{self, GroupLive, JoinOutcome, LeaveOutcome, PostError};
 use crate::keys::Keys;
 use crate::subscriber::Topic;
@@ -275,12 +276,7 @@ impl RedisBackplane {
             Err(PostError::Deleted) => {
                 Err(Refusal::not_found(format!("no group named {}", post.group)))
             }
-            Err(PostError::StaleGeneration { stored }) => Err(Refusal::new(
-                ErrorCode::BackplaneUnavailable,
-                format!(
-                    "backplane unavailable: this node's view of Redis is older than another node's (generation {stored}); retry"
-                ),
-            )),
+            Err(PostError::StaleGeneration { stored }) => Err(stale_generation(stored)),
             Err(PostError::Backplane(error)) => Err(unavailable(&error)),
         }
     }

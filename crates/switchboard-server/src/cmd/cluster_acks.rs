@@ -8,14 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_proto::Flags;
-use switchboard_proto::packet::Packet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::info;
 
+use super::session::refused;
 use crate::cluster::node::QueuedPublish;
-use crate::log;
 use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 
@@ -72,14 +69,7 @@ impl ClusterAcks {
                             ack: published.ack,
                         }
                     }
-                    Err(refusal) => {
-                        info!(target: log::ERROR, client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused");
-                        Outgoing::Packet {
-                            request_id,
-                            flags: Flags::empty(),
-                            packet: Box::new(Packet::Error(refusal.to_packet())),
-                        }
-                    }
+                    Err(refusal) => refused(client_id, request_id, refusal),
                 };
                 if outbox.send(item).await.is_err() {
                     return;

@@ -107,8 +107,10 @@ impl Session {
 
     /// Queues an ERROR answering `request_id`.
     pub async fn refuse(&self, request_id: u32, refusal: Refusal) {
-        info!(target: log::ERROR, client_id = self.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused");
-        self.reply(request_id, Packet::Error(refusal.to_packet()))
+        let _ = self
+            .caller
+            .outbox
+            .send(refused(self.caller.client_id, request_id, refusal))
             .await;
     }
 
@@ -167,5 +169,16 @@ impl Session {
         if let Some(acks) = self.cluster_acks.take() {
             acks.finish(limit).await;
         }
+    }
+}
+
+/// The ERROR answering a refused request, logged as refused (also for answers sent after
+/// the session moved on).
+pub(super) fn refused(client_id: u64, request_id: u32, refusal: Refusal) -> Outgoing {
+    info!(target: log::ERROR, client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused");
+    Outgoing::Packet {
+        request_id,
+        flags: Flags::empty(),
+        packet: Box::new(Packet::Error(refusal.to_packet())),
     }
 }
