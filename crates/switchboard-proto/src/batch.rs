@@ -113,6 +113,17 @@ impl WriteBatch {
         }
     }
 
+    /// Adds bytes that are not a whole frame (a body kept apart from its encoded head,
+    /// say) after everything in the batch: copied into the buffer if small, else kept
+    /// apart.
+    pub fn push_bytes(&mut self, bytes: &Bytes) {
+        if bytes.len() >= WRITE_APART_BYTES {
+            self.push_apart(bytes.clone());
+        } else {
+            self.buffer.extend_from_slice(bytes);
+        }
+    }
+
     /// Adds `bytes` after everything in the batch, without copying them.
     fn push_apart(&mut self, bytes: Bytes) {
         if bytes.is_empty() {

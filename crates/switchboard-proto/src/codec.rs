@@ -196,6 +196,47 @@ impl FrameCodec {
         Ok(())
     }
 
+    /// [`FrameCodec::encode_reframed`] for a frame this process encoded whose content is
+    /// kept apart from its head: appends the prefix and header block of `encoded_head`
+    /// (the frame's first bytes, through its header block) under `request_id` with
+    /// `flags` added, for the caller to write `content` right after them from its own
+    /// buffer. The content CRC is the head's own. Returns the HMAC tag to send after the
+    /// content when the session uses one.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_reframed_head(
+        &self,
+        encoded_head: &[u8],
+        content: &[u8],
+        request_id: u32,
+        flags: Flags,
+        dst: &mut BytesMut,
+    ) -> Result<Option<[u8; MAC_TAG_LEN]>, ProtoError> {
+        let layout = EncodedLayout::of_head(encoded_head)?;
+        let start = dst.len();
+        dst.extend_from_slice(&encoded_head[..layout.header_end]);
+        let head = Head {
+            frame_type: layout.frame_type,
+            flags: layout.flags | flags,
+            request_id,
+        };
+        if let Err(error) = self.write_prefix(
+            start,
+            start + layout.header_end,
+            head,
+            content.len(),
+            layout.content_crc,
+            dst,
+        ) {
+            dst.truncate(start);
+            return Err(error);
+        }
+        Ok(self
+            .mac
+            .as_ref()
+            .map(|mac| mac.tag(&[&dst[start..], content])))
+    }
+
     /// Appends the fixed prefix and header block of a frame whose content the caller
     /// writes itself right after them, from its own buffer: a large body goes out
     /// without being copied into `dst`. Returns the HMAC tag to send after the content
@@ -480,6 +521,27 @@ pub fn view_encoded(encoded: &Bytes) -> Result<Frame, ProtoError> {
     })
 }
 
+/// [`view_encoded`] for a frame whose content is kept apart from its head: `head` holds
+/// the frame's prefix and header block (and perhaps more after them, such as its tag),
+/// `content` the content the prefix declares.
+pub fn view_encoded_apart(head: &Bytes, content: &Bytes) -> Result<Frame, ProtoError> {
+    let layout = EncodedLayout::of_head(head)?;
+    if layout.content_end - layout.header_end != content.len() {
+        return Err(ProtoError::Truncated {
+            needed: layout.content_end - layout.header_end,
+            have: content.len(),
+        });
+    }
+    Ok(Frame {
+        frame_type: layout.frame_type,
+        flags: layout.flags,
+        request_id: layout.request_id,
+        headers: head.slice(FIXED_HEADER_LEN..layout.header_end),
+        content: content.clone(),
+        content_crc: layout.content_crc,
+    })
+}
+
 /// Where the parts of a frame this process encoded lie, read from its prefix without
 /// checking CRCs or the tag.
 struct EncodedLayout {
@@ -494,6 +556,19 @@ struct EncodedLayout {
 
 impl EncodedLayout {
     fn of(encoded: &[u8]) -> Result<EncodedLayout, ProtoError> {
+        let layout = EncodedLayout::of_head(encoded)?;
+        if layout.content_end > encoded.len() {
+            return Err(ProtoError::Truncated {
+                needed: layout.content_end,
+                have: encoded.len(),
+            });
+        }
+        Ok(layout)
+    }
+
+    /// The layout from the prefix alone, with the header block in `encoded` but not
+    /// necessarily the content.
+    fn of_head(encoded: &[u8]) -> Result<EncodedLayout, ProtoError> {
         let Some(prefix) = encoded.first_chunk::<FIXED_HEADER_LEN>() else {
             return Err(ProtoError::Truncated {
                 needed: FIXED_HEADER_LEN,
@@ -511,9 +586,9 @@ impl EncodedLayout {
             .ok()
             .and_then(|len| header_end.checked_add(len))
             .unwrap_or(usize::MAX);
-        if content_end > encoded.len() {
+        if header_end > encoded.len() {
             return Err(ProtoError::Truncated {
-                needed: content_end,
+                needed: header_end,
                 have: encoded.len(),
             });
         }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use switchboard_proto::batch::{WRITE_APART_BYTES, WriteBatch};
+use switchboard_proto::batch::WriteBatch;
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
 };
@@ -267,14 +267,7 @@ impl Writer<'_> {
             // A large shared frame goes out from its own buffer, not copied once per
             // receiver into each connection's.
             Outgoing::Shared(frame) => self.batch.push_frame(frame),
-            Outgoing::Live(message) => {
-                let frame = message.live_frame();
-                if frame.len() >= WRITE_APART_BYTES {
-                    self.batch.push_frame(frame.clone());
-                } else {
-                    self.batch.buffer().extend_from_slice(frame);
-                }
-            }
+            Outgoing::Live(message) => message.put_live(&mut self.batch),
             Outgoing::Dropped => {}
             Outgoing::Droppable(_) | Outgoing::Direct(_) => {
                 // The receiver turns these into Shared or Dropped before they get here.
@@ -298,12 +291,9 @@ impl Writer<'_> {
                 for message in messages {
                     if message.blob().is_some() {
                         self.start_stream(request_id, Flags::REPLAY, message);
-                    } else if let Err(error) = codec.encode_reframed(
-                        message.live_frame(),
-                        request_id,
-                        Flags::REPLAY,
-                        self.batch.buffer(),
-                    ) {
+                    } else if let Err(error) =
+                        message.put_reframed(codec, request_id, Flags::REPLAY, &mut self.batch)
+                    {
                         report_encode_failure(codec, request_id, &error, &mut self.batch);
                     }
                     if self.batch.is_full() {
@@ -680,7 +670,7 @@ mod tests {
                 ..Message::default()
             };
             let stored = StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap();
-            assert!(outbox.deliver(stored.live_frame().clone()));
+            assert!(outbox.deliver(stored.live_frame_bytes()));
         }
         drop(outbox);
         let mut sink = Recorder {

@@ -227,7 +227,7 @@ async fn send_pages(
             .iter()
             .take_while(|message| {
                 let more = bytes == 0 || bytes < PAGE_BYTES;
-                bytes += message.live_frame().len();
+                bytes += message.frame_len();
                 more
             })
             .count();

@@ -5,6 +5,12 @@
 //! the bytes come, a large one is admitted against the server-wide [`FrameBudget`]
 //! before more of it is read, and the time it started is kept so that the request loop
 //! can give it a deadline.
+//!
+//! A large frame (from [`OWN_BUFFER_FRAME_LEN`] bytes) is read into a buffer of its own,
+//! of its exact length, once its prefix is in: the hub keeps a large body as it was read,
+//! shared by history and every receiver rather than copied, and a body must not keep a
+//! read buffer of other frames alive. Reads then stop at the end of that frame, with a
+//! little room to see the head of the next one.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -12,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 use switchboard_proto::codec::declared_frame_len;
 use switchboard_proto::{Frame, FrameCodec, FrameHead, ProtoError};
 use tokio::io::AsyncReadExt;
@@ -69,6 +75,13 @@ pub(super) struct FrameReader<R> {
     buf: BytesMut,
     /// The last read filled all the room the buffer had.
     streaming: bool,
+    /// The buffer is the own buffer of the large frame at its front (see the module's
+    /// documentation); it is never grown.
+    own: bool,
+    /// The last frame had a buffer of its own: the next read into the shared buffer asks
+    /// for little, in case it is the head of another large frame (whose bytes would be
+    /// copied to its own buffer).
+    after_own: bool,
     /// The partial frame at the front of the buffer holds its declared length of the
     /// budget (`declared_frame_len`, which gives the same length from the same bytes
     /// when it is given back).
@@ -110,6 +123,17 @@ const KEEP_READ_BUFFER: usize = 16 * 1024;
 const READ_CHUNK: usize = switchboard_proto::batch::READ_CHUNK_BYTES;
 /// Bytes asked of the socket per read otherwise.
 const SMALL_READ: usize = 4 * 1024;
+/// Frames at least this long are read into a buffer of their own (see the module's
+/// documentation): the size from which the hub keeps a body apart from its MESSAGE head.
+pub(super) const OWN_BUFFER_FRAME_LEN: usize = crate::hub::message::BODY_APART_BYTES;
+/// Frames longer than this grow in the shared buffer as their bytes come instead: a
+/// buffer of the declared length is allocated at once only up to this length, beyond
+/// which what a frame declares is no measure of what it will send.
+const OWN_BUFFER_MAX_FRAME_LEN: usize = 1024 * 1024;
+/// Room a frame's own buffer has past its end, so that the read finishing the frame also
+/// brings the head of the next one (moved on into a buffer of its own if it is large
+/// too): one read per frame while large frames stream in.
+const NEXT_HEAD_ROOM: usize = 1024;
 
 impl<R: Readable> FrameReader<R> {
     pub(super) fn new(reader: R, budget: Arc<FrameBudget>) -> Self {
@@ -117,6 +141,8 @@ impl<R: Readable> FrameReader<R> {
             reader,
             buf: BytesMut::new(),
             streaming: false,
+            own: false,
+            after_own: false,
             charged: false,
             frame_started: None,
             budget,
@@ -206,8 +232,50 @@ impl<R: Readable> FrameReader<R> {
         if self.charged && declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len()) {
             self.give_back_charge();
         }
+        self.give_large_frame_its_own_buffer(codec)?;
+        if let Some(frame) = self.copy_out_whole_large_frame(codec)? {
+            return Ok(Some(frame));
+        }
         let frame = codec.decode(&mut self.buf)?;
         if frame.is_some() {
+            self.frame_started = None;
+            if self.own {
+                self.after_own = true;
+                // What is left (the head of the next frame, if it came) still shares the
+                // frame's buffer: the next read, or the next frame's own buffer, moves it.
+                self.own = false;
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+            } else if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
+                self.buf = BytesMut::new();
+            }
+        }
+        Ok(frame)
+    }
+
+    /// A large frame that arrived whole with other bytes (read before its length was
+    /// known) is decoded from a copy of its own: its body must not keep the shared
+    /// buffer alive.
+    fn copy_out_whole_large_frame(
+        &mut self,
+        codec: &mut FrameCodec,
+    ) -> Result<Option<Frame>, ProtoError> {
+        if self.own {
+            return Ok(None);
+        }
+        let Some(len) = declared_frame_len(&self.buf) else {
+            return Ok(None);
+        };
+        if !(OWN_BUFFER_FRAME_LEN..=OWN_BUFFER_MAX_FRAME_LEN).contains(&len) || len > self.buf.len()
+        {
+            return Ok(None);
+        }
+        let mut own = BytesMut::with_capacity(len);
+        own.extend_from_slice(&self.buf[..len]);
+        let frame = codec.decode(&mut own)?;
+        if frame.is_some() {
+            self.buf.advance(len);
             self.frame_started = None;
             if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
                 self.buf = BytesMut::new();
@@ -216,15 +284,49 @@ impl<R: Readable> FrameReader<R> {
         Ok(frame)
     }
 
+    /// Moves a large frame at the front of the shared buffer, once its prefix is in, to
+    /// a buffer of its exact length (and a little room; [`NEXT_HEAD_ROOM`]), which will
+    /// hold that frame only: what came in is copied, the rest is read straight into it.
+    fn give_large_frame_its_own_buffer(&mut self, codec: &FrameCodec) -> Result<(), ProtoError> {
+        if self.own {
+            return Ok(());
+        }
+        let Some(len) = declared_frame_len(&self.buf) else {
+            return Ok(());
+        };
+        if !(OWN_BUFFER_FRAME_LEN..=OWN_BUFFER_MAX_FRAME_LEN).contains(&len) {
+            return Ok(());
+        }
+        // Lengths past the limits are refused before anything is reserved for them.
+        codec.frame_head(&self.buf)?;
+        if len <= self.buf.len() {
+            return Ok(());
+        }
+        let mut own = BytesMut::with_capacity(len + NEXT_HEAD_ROOM);
+        own.extend_from_slice(&self.buf);
+        self.buf = own;
+        self.own = true;
+        Ok(())
+    }
+
     /// Reads more bytes into the buffer; 0 at the end of the stream. Cancel-safe.
     pub(super) async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.own {
+            // Boxed: the future of a fill is what every idle connection holds, and this
+            // state is only for large frames.
+            return Box::pin(self.fill_own()).await;
+        }
         loop {
             // A connection that sends a frame now and then reads into a small buffer;
             // once a read fills all the room it had, frames are streaming in and reads
             // get room for a burst (a few KiB would mean one system call per handful of
-            // 1 KiB publishes). A large frame gets room in proportion to what it has sent
-            // (the buffer at most doubles), never the length it declares.
-            let want = if self.streaming {
+            // 1 KiB publishes). A frame too large for a buffer of its own gets room in
+            // proportion to what it has sent (the buffer at most doubles), never the
+            // length it declares. Right after a frame that had its own buffer, little is
+            // asked: a few bytes more may be the head of another one.
+            let want = if self.after_own {
+                NEXT_HEAD_ROOM
+            } else if self.streaming {
                 READ_CHUNK.max(self.buf.len())
             } else {
                 SMALL_READ
@@ -254,8 +356,25 @@ impl<R: Readable> FrameReader<R> {
             };
             let read = read?;
             self.streaming = read == room;
+            self.after_own = false;
             return Ok(read);
         }
+    }
+
+    /// Reads the rest of the large frame at the front into its own buffer, and perhaps
+    /// the head of the next one, never more than the buffer's room.
+    async fn fill_own(&mut self) -> std::io::Result<usize> {
+        let room = self.buf.capacity() - self.buf.len();
+        if room == 0 {
+            // Whole already, and not taken: nothing may be read before it is.
+            return std::future::pending().await;
+        }
+        let read = self
+            .reader
+            .read_buf(&mut (&mut self.buf).limit(room))
+            .await?;
+        self.streaming = read == room;
+        Ok(read)
     }
 
     /// The next frame, `None` at a clean end of stream.

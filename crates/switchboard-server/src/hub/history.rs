@@ -230,7 +230,7 @@ impl History {
             if message.seq() > last || (!page.is_empty() && bytes >= max_bytes) {
                 break;
             }
-            bytes += message.live_frame().len();
+            bytes += message.frame_len();
             page.push(message.clone());
         }
         page
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(history.window(Since::All, Some(20)), Some((31, 50)));
         assert_eq!(history.window(Since::Seq(10), Some(5)), Some((10, 14)));
         assert_eq!(history.window(Since::Seq(51), None), None);
-        let frame = history.latest().unwrap().live_frame().len();
+        let frame = history.latest().unwrap().frame_len();
         let (first, last) = history.window(Since::Seq(10), Some(25)).unwrap();
         let mut next = first;
         let mut seen = Vec::new();

@@ -2,12 +2,18 @@
 //!
 //! The buffer is the message's live MESSAGE frame, encoded once at publish time and
 //! shared by history and every subscriber's queue, so history costs one copy of each
-//! body, not two, and a delivery costs a reference count.
+//! body, not two, and a delivery costs a reference count. A large inline body is not
+//! copied into that frame at all: the message keeps the frame's head (prefix and header
+//! block, then its HMAC tag if it has one) and the body as it was read, in the PUBLISH's
+//! own buffer, and writers send the three pieces in one vectored write. The bytes on the
+//! wire are the same either way.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_proto::codec::view_encoded;
+use switchboard_proto::batch::{WRITE_APART_BYTES, WriteBatch};
+use switchboard_proto::codec::{view_encoded, view_encoded_apart};
+use switchboard_proto::frame::FIXED_HEADER_LEN;
 use switchboard_proto::packet::{Envelope, Message};
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use uuid::Uuid;
@@ -17,6 +23,10 @@ use crate::blobs::Blob;
 /// The largest frame whose buffer a history keeps to encode its next message into.
 const MAX_REUSED_FRAME: usize = 4 * 1024;
 
+/// Inline bodies at least this large are kept apart from their MESSAGE head rather than
+/// copied into it: the size from which writers send a piece from its own buffer.
+pub const BODY_APART_BYTES: usize = WRITE_APART_BYTES;
+
 /// A published message, shared by history, hashtag indexes and delivery queues.
 ///
 /// Only what the hub looks at on every publish is kept beside the frame; the envelope
@@ -24,7 +34,12 @@ const MAX_REUSED_FRAME: usize = 4 * 1024;
 /// that must not hold HMAC tags).
 #[derive(Debug)]
 pub struct StoredMessage {
+    /// The live frame; when the body is kept apart, the frame's head (prefix and header
+    /// block) followed by its HMAC tag if it has one.
     frame: Bytes,
+    /// A large inline body kept in its own buffer, not copied into `frame`; empty
+    /// otherwise.
+    body_apart: Bytes,
     seq: u64,
     id: Uuid,
     time_us: u64,
@@ -46,10 +61,42 @@ impl StoredMessage {
         codec.encode_packet(0, Flags::empty(), envelope, &mut buf)?;
         Ok(StoredMessage {
             frame: buf.freeze(),
+            body_apart: Bytes::new(),
             seq: envelope.seq,
             id: envelope.id,
             time_us: envelope.time_us,
             inline_len: envelope.body.len(),
+            tags,
+            blob: None,
+        })
+    }
+
+    /// Encodes `envelope`, whose body is `body`, as a live frame whose body is kept
+    /// apart when it is at least [`BODY_APART_BYTES`]: only the head is encoded, and
+    /// `body` is shared, not copied (the caller makes sure it is a buffer of its own, not
+    /// a read buffer holding other bytes). A smaller body is encoded as by
+    /// [`StoredMessage::encode`].
+    pub fn encode_with_body(
+        codec: &FrameCodec,
+        envelope: &Envelope<'_>,
+        body: &Bytes,
+        tags: Vec<String>,
+    ) -> Result<StoredMessage, ProtoError> {
+        debug_assert_eq!(envelope.body, &body[..]);
+        if body.len() < BODY_APART_BYTES || envelope.stream.is_some() {
+            return StoredMessage::encode(codec, envelope, tags);
+        }
+        let mut head = BytesMut::new();
+        if let Some(tag) = codec.encode_head(0, Flags::empty(), envelope, body, &mut head)? {
+            head.extend_from_slice(&tag);
+        }
+        Ok(StoredMessage {
+            frame: head.freeze(),
+            body_apart: body.clone(),
+            seq: envelope.seq,
+            id: envelope.id,
+            time_us: envelope.time_us,
+            inline_len: body.len(),
             tags,
             blob: None,
         })
@@ -80,6 +127,7 @@ impl StoredMessage {
         let frame = buf.split().freeze();
         *record = StoredMessage {
             frame,
+            body_apart: Bytes::new(),
             seq: envelope.seq,
             id: envelope.id,
             time_us: envelope.time_us,
@@ -95,7 +143,9 @@ impl StoredMessage {
     /// each channel's history) that nothing else holds.
     pub fn is_reusable(message: &mut Arc<StoredMessage>) -> bool {
         Arc::get_mut(message).is_some_and(|message| {
-            message.blob.is_none() && message.frame.len() <= MAX_REUSED_FRAME
+            message.blob.is_none()
+                && message.body_apart.is_empty()
+                && message.frame.len() <= MAX_REUSED_FRAME
         })
     }
 
@@ -108,6 +158,7 @@ impl StoredMessage {
             time_us: envelope.time_us,
             inline_len: envelope.body.len(),
             frame,
+            body_apart: Bytes::new(),
             tags,
             blob: None,
         })
@@ -116,20 +167,21 @@ impl StoredMessage {
     /// The frame as stored: the live frame, or without its HMAC tag if it has one, so
     /// that the store does not depend on the key sessions use.
     pub fn record_bytes(&self) -> Bytes {
-        if self.frame.len() > 5 && self.frame[5] & Flags::MAC.0 as u8 != 0 {
+        let frame = self.live_frame_bytes();
+        if frame.len() > 5 && frame[5] & Flags::MAC.0 as u8 != 0 {
             let mut buf = BytesMut::new();
             let codec = FrameCodec::new(switchboard_proto::Limits {
                 max_header_len: usize::from(u16::MAX),
                 max_content_len: u32::MAX,
             });
             if codec
-                .encode_reframed(&self.frame, 0, Flags::empty(), &mut buf)
+                .encode_reframed(&frame, 0, Flags::empty(), &mut buf)
                 .is_ok()
             {
                 return buf.freeze();
             }
         }
-        self.frame.clone()
+        frame
     }
 
     /// Attaches a streamed body.
@@ -151,14 +203,87 @@ impl StoredMessage {
         }
     }
 
-    /// The live frame, identical for every receiver.
-    pub fn live_frame(&self) -> &Bytes {
-        &self.frame
+    /// Bytes of the live frame, body and tag included.
+    pub fn frame_len(&self) -> usize {
+        self.frame.len() + self.body_apart.len()
+    }
+
+    /// Where the head ends in `frame` when the body is kept apart (the tag follows).
+    fn head_end(&self) -> usize {
+        if self.body_apart.is_empty() || self.frame.len() < FIXED_HEADER_LEN {
+            return self.frame.len();
+        }
+        let header_len = usize::from(u16::from_be_bytes([self.frame[6], self.frame[7]]));
+        (FIXED_HEADER_LEN + header_len).min(self.frame.len())
+    }
+
+    /// The live frame in one buffer, identical for every receiver: shared, or for a body
+    /// kept apart, assembled (a copy; writers use [`StoredMessage::put_live`]).
+    pub fn live_frame_bytes(&self) -> Bytes {
+        if self.body_apart.is_empty() {
+            return self.frame.clone();
+        }
+        let head_end = self.head_end();
+        let mut frame = BytesMut::with_capacity(self.frame_len());
+        frame.extend_from_slice(&self.frame[..head_end]);
+        frame.extend_from_slice(&self.body_apart);
+        frame.extend_from_slice(&self.frame[head_end..]);
+        frame.freeze()
+    }
+
+    /// Adds the live frame to a write batch: copied if small, else written from its own
+    /// buffers (a body kept apart between its head and its tag).
+    pub fn put_live(&self, batch: &mut WriteBatch) {
+        if self.body_apart.is_empty() {
+            if self.frame.len() >= WRITE_APART_BYTES {
+                batch.push_frame(self.frame.clone());
+            } else {
+                batch.buffer().extend_from_slice(&self.frame);
+            }
+            return;
+        }
+        let head_end = self.head_end();
+        batch.buffer().extend_from_slice(&self.frame[..head_end]);
+        batch.push_bytes(&self.body_apart);
+        batch.buffer().extend_from_slice(&self.frame[head_end..]);
+    }
+
+    /// Adds the frame to a write batch as a copy under `request_id` with `flags` added
+    /// (a replayed or fetched message, encoded by `codec`, the session's): only the
+    /// prefix, the header CRC and the tag are made anew, and a body kept apart is
+    /// written from its own buffer. On error nothing was added.
+    pub fn put_reframed(
+        &self,
+        codec: &FrameCodec,
+        request_id: u32,
+        flags: Flags,
+        batch: &mut WriteBatch,
+    ) -> Result<(), ProtoError> {
+        if self.body_apart.is_empty() {
+            return codec.encode_reframed(&self.frame, request_id, flags, batch.buffer());
+        }
+        let head = &self.frame[..self.head_end()];
+        let tag = codec.encode_reframed_head(
+            head,
+            &self.body_apart,
+            request_id,
+            flags,
+            batch.buffer(),
+        )?;
+        batch.push_bytes(&self.body_apart);
+        if let Some(tag) = tag {
+            batch.buffer().extend_from_slice(&tag);
+        }
+        Ok(())
     }
 
     /// The envelope, read back from the live frame; its text fields and body borrow it.
     pub fn envelope(&self) -> Result<Message, ProtoError> {
-        Message::from_frame(&view_encoded(&self.frame)?)
+        if self.body_apart.is_empty() {
+            Message::from_frame(&view_encoded(&self.frame)?)
+        } else {
+            Message::from_frame(&view_encoded_apart(&self.frame, &self.body_apart)?)
+        }
     }
 
     /// Hashtags found in the body (lower-case, without '#').
@@ -183,6 +308,83 @@ impl StoredMessage {
         match &self.blob {
             Some(blob) => blob.len(),
             None => self.inline_len as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+    use switchboard_proto::packet::Message;
+    use switchboard_proto::{Limits, MacKey};
+
+    use super::*;
+
+    fn message(body_len: usize) -> Message {
+        Message {
+            channel: "large.body".into(),
+            seq: 7,
+            time_us: 1_700_000_000_000_000,
+            sender_id: 3,
+            sender_name: "sender".into(),
+            content_type: "application/x-test".into(),
+            user_headers: vec![("k".into(), "v".into())],
+            body: Bytes::from((0..body_len).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+            ..Message::default()
+        }
+    }
+
+    fn written(batch: &mut WriteBatch) -> Bytes {
+        let bytes = batch.copy_to_bytes(batch.remaining());
+        batch.clear(0);
+        bytes
+    }
+
+    /// Whatever reads a message whose body is kept apart gets the bytes it would get from
+    /// the message encoded in one buffer: the live frame, a replayed copy, the envelope
+    /// and the record for the store, with and without HMAC.
+    #[test]
+    fn a_body_kept_apart_reads_as_the_frame_in_one_buffer() {
+        for key in [None, Some(MacKey::new(b"a key"))] {
+            let codec = FrameCodec::new(Limits::default()).with_mac_key(key.clone());
+            for body_len in [0, 100, BODY_APART_BYTES - 1, BODY_APART_BYTES, 64 * 1024] {
+                let message = message(body_len);
+                let envelope = Envelope {
+                    body_crc: Some(switchboard_proto::crc::crc32c(&message.body)),
+                    ..message.as_envelope()
+                };
+                let whole =
+                    StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap();
+                let apart =
+                    StoredMessage::encode_with_body(&codec, &envelope, &message.body, Vec::new())
+                        .unwrap();
+                assert_eq!(
+                    !apart.body_apart.is_empty(),
+                    body_len >= BODY_APART_BYTES,
+                    "only large bodies are kept apart"
+                );
+                let frame = whole.live_frame_bytes();
+                assert_eq!(apart.live_frame_bytes(), frame);
+                assert_eq!(apart.frame_len(), frame.len());
+                assert_eq!(apart.body_len(), body_len as u64);
+
+                let mut batch = WriteBatch::new();
+                apart.put_live(&mut batch);
+                assert_eq!(written(&mut batch), frame, "live, {body_len} bytes");
+
+                let mut replayed = BytesMut::new();
+                codec
+                    .encode_reframed(&frame, 42, Flags::REPLAY, &mut replayed)
+                    .unwrap();
+                apart
+                    .put_reframed(&codec, 42, Flags::REPLAY, &mut batch)
+                    .unwrap();
+                assert_eq!(written(&mut batch), replayed, "replay, {body_len} bytes");
+
+                assert_eq!(apart.envelope().unwrap(), whole.envelope().unwrap());
+                assert_eq!(apart.envelope().unwrap(), message);
+                assert_eq!(apart.record_bytes(), whole.record_bytes());
+            }
         }
     }
 }

@@ -1012,6 +1012,13 @@ impl Hub {
                     .map_err(|e| blob_refusal(&e))?;
                 Ok(Arc::new(stored.with_blob(blob)))
             }
+            // A large body is not copied: the message keeps it in the PUBLISH's buffer,
+            // which the frame reader gave that frame alone.
+            Body::Inline { .. } if publish.body.len() >= message::BODY_APART_BYTES => {
+                StoredMessage::encode_with_body(&self.codec, &envelope, &publish.body, tags)
+                    .map(Arc::new)
+                    .map_err(too_large)
+            }
             Body::Inline { .. } => {
                 StoredMessage::encode_reusing(history.take_spare(), &self.codec, &envelope, tags)
                     .map_err(too_large)

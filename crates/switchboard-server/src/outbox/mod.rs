@@ -123,7 +123,7 @@ fn weight(item: &Outgoing) -> usize {
     match item {
         Outgoing::Shared(frame) | Outgoing::Direct(frame) => frame.len() + ITEM_OVERHEAD,
         Outgoing::Streamed(message) | Outgoing::Live(message) => {
-            message.live_frame().len() + ITEM_OVERHEAD
+            message.frame_len() + ITEM_OVERHEAD
         }
         Outgoing::Packet { packet, .. } => packet_weight(packet),
         Outgoing::PublishAck { .. } => ITEM_OVERHEAD,
@@ -152,7 +152,7 @@ fn packet_weight(packet: &Packet) -> usize {
 pub(crate) fn messages_weight(messages: &[Arc<StoredMessage>]) -> usize {
     messages
         .iter()
-        .map(|message| message.live_frame().len() + ITEM_OVERHEAD)
+        .map(|message| message.frame_len() + ITEM_OVERHEAD)
         .sum()
 }
 
@@ -160,18 +160,19 @@ pub(crate) fn messages_weight(messages: &[Arc<StoredMessage>]) -> usize {
 /// drains, but a writer that ended does not drain any more).
 const REPLY_RECHECK: Duration = Duration::from_millis(100);
 
-/// A queued frame that may be dropped before the writer gets to it.
+/// A queued live message that may be dropped before the writer gets to it.
 #[derive(Debug)]
 pub(crate) struct DroppableFrame {
-    frame: Mutex<Option<Bytes>>,
+    frame: Mutex<Option<Arc<StoredMessage>>>,
 }
 
 impl DroppableFrame {
-    /// The frame, if nobody took it yet, with its weight taken off the queue's count.
-    fn take(&self, queued_bytes: &AtomicUsize) -> Option<Bytes> {
-        let frame = self.frame.lock().take()?;
-        queued_bytes.fetch_sub(frame.len() + ITEM_OVERHEAD, Ordering::Relaxed);
-        Some(frame)
+    /// The message as a queue item, if nobody took it yet, with its weight taken off the
+    /// queue's count.
+    fn take(&self, queued_bytes: &AtomicUsize) -> Option<Outgoing> {
+        let message = self.frame.lock().take()?;
+        queued_bytes.fetch_sub(message.frame_len() + ITEM_OVERHEAD, Ordering::Relaxed);
+        Some(Outgoing::Live(message))
     }
 }
 
@@ -237,10 +238,9 @@ impl OutboxReceiver {
 
     fn taken(&self, item: Outgoing) -> Outgoing {
         if let Outgoing::Droppable(slot) = &item {
-            return match slot.take(&self.state.queued_bytes) {
-                Some(frame) => Outgoing::Shared(frame),
-                None => Outgoing::Dropped,
-            };
+            return slot
+                .take(&self.state.queued_bytes)
+                .unwrap_or(Outgoing::Dropped);
         }
         let weight = weight(&item);
         if weight > 0 {
@@ -444,7 +444,7 @@ impl Outbox {
     /// body, the message itself for the writer to stream.
     pub fn deliver_message(&self, message: &Arc<StoredMessage>, drop_oldest: bool) -> bool {
         if drop_oldest && message.blob().is_none() {
-            self.deliver_droppable(message.live_frame())
+            self.deliver_droppable(message)
         } else if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
         } else {
@@ -455,12 +455,12 @@ impl Outbox {
     /// Queues a live frame of a drop-oldest channel: when the queue is full, the oldest
     /// such frames still queued are dropped to make room (and counted, for the client and
     /// the server's stats). Only a queue with nothing left to drop disconnects.
-    pub fn deliver_droppable(&self, frame: &Bytes) -> bool {
-        let weight = frame.len() + ITEM_OVERHEAD;
+    fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
+        let weight = message.frame_len() + ITEM_OVERHEAD;
         let mut queued = self.state.droppables.queued.lock();
         self.drop_oldest(&mut queued, weight, self.state.max_bytes);
         let slot = Arc::new(DroppableFrame {
-            frame: Mutex::new(Some(frame.clone())),
+            frame: Mutex::new(Some(message.clone())),
         });
         // Queued under the droppables' lock, so that they stay in queue order.
         let mut delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
@@ -926,9 +926,16 @@ mod tests {
     fn drop_oldest_frames_make_room_within_the_budget() {
         let limit = reservation::STEP as u64;
         let (budget, outbox, _rx) = budgeted(limit);
-        let frame = Bytes::from(vec![0u8; 100 * 1024]);
+        let message = switchboard_proto::packet::Message {
+            channel: "drop".into(),
+            body: Bytes::from(vec![0u8; 100 * 1024]),
+            ..Default::default()
+        };
+        let codec = switchboard_proto::FrameCodec::new(switchboard_proto::Limits::default());
+        let frame =
+            Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap());
         for _ in 0..100 {
-            assert!(outbox.deliver_droppable(&frame));
+            assert!(outbox.deliver_message(&frame, true));
             assert!(budget.used() <= limit);
         }
         assert!(!outbox.is_killed());
