@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use switchboard_proto::packet::{Disconnect, ErrorPacket, SessionAck, SessionInit};
 use switchboard_proto::{
     Flags, Frame, FrameCodec, FrameType, Limits, MacKey, PREFACE_LEN, PROTOCOL_VERSION, Preface,
@@ -32,6 +32,14 @@ const SESSION_INIT_ID: u32 = 1;
 
 /// Room kept free in the read buffer, so that one read can take in many small frames.
 const READ_CHUNK: usize = switchboard_proto::batch::READ_CHUNK_BYTES;
+/// Frames from this long up to [`OWN_BUFFER_MAX_FRAME_LEN`] are read into a buffer of
+/// their own, of their length, once their prefix is in: a large body is then neither
+/// copied when the read buffer grows around it nor keeps other frames' bytes alive.
+const OWN_BUFFER_FRAME_LEN: usize = switchboard_proto::batch::WRITE_APART_BYTES;
+const OWN_BUFFER_MAX_FRAME_LEN: usize = 1024 * 1024;
+/// Room a frame's own buffer has past its end, so that the read finishing the frame also
+/// brings the head of the next one.
+const NEXT_HEAD_ROOM: usize = 1024;
 
 /// A session that completed its handshake.
 pub(crate) struct Session {
@@ -252,11 +260,17 @@ fn disconnect_from_frame(frame: &Frame) -> ClientError {
 }
 
 /// Reads frames from the read half of a transport through its own buffer, so that one
-/// read system call can take in many frames and a frame's body is never copied.
+/// read system call can take in many frames and a frame's body is never copied (a large
+/// frame gets a buffer of its own, read into directly; see [`OWN_BUFFER_FRAME_LEN`]).
 pub(crate) struct FrameReader {
     io: BoxedReader,
     buffer: BytesMut,
     codec: FrameCodec,
+    /// `buffer` is the own buffer of the large frame at its front; it is never grown.
+    own: bool,
+    /// The last frame had a buffer of its own: the next read asks for little, in case it
+    /// is the head of another large frame (whose bytes would be copied to its buffer).
+    after_own: bool,
 }
 
 impl FrameReader {
@@ -265,15 +279,72 @@ impl FrameReader {
             io,
             buffer: BytesMut::with_capacity(READ_CHUNK),
             codec,
+            own: false,
+            after_own: false,
         }
     }
 
     /// Reads more bytes into the buffer; 0 means the peer closed its side.
     async fn fill(&mut self) -> Result<usize> {
-        if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
-            self.buffer.reserve(READ_CHUNK);
+        if self.own {
+            // Never full here: a whole frame is taken before the next read.
+            let room = self.buffer.capacity() - self.buffer.len();
+            return Ok(self
+                .io
+                .read_buf(&mut (&mut self.buffer).limit(room))
+                .await?);
         }
-        Ok(self.io.read_buf(&mut self.buffer).await?)
+        let want = if self.after_own {
+            NEXT_HEAD_ROOM
+        } else {
+            READ_CHUNK
+        };
+        if self.buffer.capacity() - self.buffer.len() < want / 4 {
+            self.buffer.reserve(want);
+        }
+        let read = self.io.read_buf(&mut self.buffer).await?;
+        self.after_own = false;
+        Ok(read)
+    }
+
+    /// Moves a large frame at the front of the buffer, once its prefix is in and while
+    /// the rest is still to come, to a buffer of its own length (and [`NEXT_HEAD_ROOM`]):
+    /// what came in is copied once, the rest is read straight into it.
+    fn give_large_frame_its_own_buffer(&mut self) -> Result<()> {
+        if self.own {
+            return Ok(());
+        }
+        let Some(len) = switchboard_proto::codec::declared_frame_len(&self.buffer) else {
+            return Ok(());
+        };
+        if !(OWN_BUFFER_FRAME_LEN..=OWN_BUFFER_MAX_FRAME_LEN).contains(&len)
+            || len <= self.buffer.len()
+        {
+            return Ok(());
+        }
+        // Lengths past the limits are refused before anything is reserved for them.
+        self.codec.frame_head(&self.buffer)?;
+        let mut own = BytesMut::with_capacity(len + NEXT_HEAD_ROOM);
+        own.extend_from_slice(&self.buffer);
+        self.buffer = own;
+        self.own = true;
+        Ok(())
+    }
+
+    /// Decodes the frame at the front of the buffer, if it is whole.
+    fn decode(&mut self) -> Result<Option<Frame>> {
+        self.give_large_frame_its_own_buffer()?;
+        let frame = self.codec.decode(&mut self.buffer)?;
+        if frame.is_some() && self.own {
+            // What is left (the head of the next frame, if it came) shares the frame's
+            // buffer until the next read or the next frame's own buffer moves it.
+            self.own = false;
+            self.after_own = true;
+            if self.buffer.is_empty() {
+                self.buffer = BytesMut::new();
+            }
+        }
+        Ok(frame)
     }
 
     /// Reads the server's 10-byte preface. A TLS record instead (a TLS server answering
@@ -306,12 +377,12 @@ impl FrameReader {
         if self.buffer.is_empty() {
             return Ok(None);
         }
-        Ok(self.codec.decode(&mut self.buffer)?)
+        self.decode()
     }
 
     pub(crate) async fn read_frame(&mut self) -> Result<Option<Frame>> {
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
+            if let Some(frame) = self.decode()? {
                 return Ok(Some(frame));
             }
             if self.fill().await? == 0 {
