@@ -16,11 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtoError;
-use crate::fields::FieldWriter;
+use crate::fields::{BlockWriter, FieldWriter};
 use crate::frame::{FIXED_HEADER_LEN, Flags, Frame, FrameType, MAC_TAG_LEN, SYNC};
 use crate::limits::Limits;
 use crate::mac::MacKey;
-use crate::packet::{Encode, Packet};
+use crate::packet::{Encode, Envelope, Packet};
 use crate::preface::PROTOCOL_VERSION;
 
 /// Encodes and decodes frames for one session.
@@ -135,6 +135,49 @@ impl FrameCodec {
         if let Err(error) = self.seal(start, header_end, head, packet.content_crc(), dst) {
             dst.truncate(start);
             return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Appends one MESSAGE frame carrying `envelope` to `dst`: the same bytes as
+    /// [`FrameCodec::encode_packet`] gives for it, made the way a hub publishing many
+    /// small messages needs. The frame's length is worked out first, so the buffer is
+    /// reserved and sized once, the prefix and header block are written in place without
+    /// a capacity check per field, and the header CRC is one pass over both.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_envelope(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        envelope: &Envelope<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let header_len = envelope.header_block_len();
+        let content_len = envelope.body.len();
+        self.check_lengths(header_len, content_len)?;
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        let start = dst.len();
+        let header_end = start + FIXED_HEADER_LEN + header_len;
+        dst.reserve(FIXED_HEADER_LEN + header_len + content_len + mac_len);
+        dst.resize(header_end, 0);
+        let (prefix, block) = dst[start..header_end].split_at_mut(FIXED_HEADER_LEN);
+        let mut fields = BlockWriter::new(block);
+        envelope.write_header_block(&mut fields);
+        debug_assert_eq!(fields.written(), header_len, "header block length");
+        let content_crc = envelope
+            .body_crc
+            .unwrap_or_else(|| crate::crc::crc32c(envelope.body));
+        let head = Head {
+            frame_type: FrameType::Message,
+            flags: flags | envelope.flags(),
+            request_id,
+        };
+        self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+        dst.extend_from_slice(envelope.body);
+        if let Some(mac) = &self.mac {
+            let tag = mac.tag(&[&dst[start..]]);
+            dst.put_slice(&tag);
         }
         Ok(())
     }
@@ -268,6 +311,14 @@ impl FrameCodec {
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
         let header_len = header_end - start - FIXED_HEADER_LEN;
+        self.check_lengths(header_len, content_len)?;
+        let (prefix, block) = dst[start..header_end].split_at_mut(FIXED_HEADER_LEN);
+        self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+        Ok(())
+    }
+
+    /// Whether a header block and a content of these lengths may be sent.
+    fn check_lengths(&self, header_len: usize, content_len: usize) -> Result<(), ProtoError> {
         let max_header = self.limits.max_header_len.min(usize::from(u16::MAX));
         if header_len > max_header {
             return Err(ProtoError::HeaderTooLarge {
@@ -281,26 +332,37 @@ impl FrameCodec {
                 max: u64::from(self.limits.max_content_len),
             });
         }
+        Ok(())
+    }
+
+    /// Fills in the fixed prefix, header CRC included, of a frame whose header block,
+    /// already written, is `block`; the lengths were checked.
+    fn fill_prefix(
+        &self,
+        head: Head,
+        header_len: usize,
+        content_len: usize,
+        content_crc: u32,
+        prefix: &mut [u8],
+        block: &[u8],
+    ) {
         let flags = if self.mac.is_some() {
             head.flags.with(Flags::MAC)
         } else {
             head.flags.without(Flags::MAC)
         };
-        let prefix = &mut dst[start..start + FIXED_HEADER_LEN];
-        prefix[0..2].copy_from_slice(&SYNC);
-        prefix[2] = self.version;
-        prefix[3] = head.frame_type as u8;
-        prefix[4..6].copy_from_slice(&flags.0.to_be_bytes());
-        prefix[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
-        prefix[8..12].copy_from_slice(&head.request_id.to_be_bytes());
-        prefix[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
-        prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
-        let header_crc = crate::crc::crc32c_append(
-            crate::crc::crc32c(&dst[start..start + 20]),
-            &dst[start + FIXED_HEADER_LEN..header_end],
-        );
-        dst[start + 20..start + 24].copy_from_slice(&header_crc.to_be_bytes());
-        Ok(())
+        let mut fixed = [0u8; 20];
+        fixed[0..2].copy_from_slice(&SYNC);
+        fixed[2] = self.version;
+        fixed[3] = head.frame_type as u8;
+        fixed[4..6].copy_from_slice(&flags.0.to_be_bytes());
+        fixed[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
+        fixed[8..12].copy_from_slice(&head.request_id.to_be_bytes());
+        fixed[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
+        fixed[16..20].copy_from_slice(&content_crc.to_be_bytes());
+        let header_crc = crate::crc::header_crc(&fixed, block);
+        prefix[..20].copy_from_slice(&fixed);
+        prefix[20..FIXED_HEADER_LEN].copy_from_slice(&header_crc.to_be_bytes());
     }
 
     fn parse_prefix(&self, src: &[u8]) -> Result<Prefix, ProtoError> {
