@@ -418,10 +418,9 @@ impl Decoder for FrameCodec {
             src.reserve(header_end - src.len());
             return Ok(None);
         }
-        let header_crc = crate::crc::crc32c_append(
-            crate::crc::crc32c(&src[..20]),
-            &src[FIXED_HEADER_LEN..header_end],
-        );
+        let mut fixed = [0u8; 20];
+        fixed.copy_from_slice(&src[..20]);
+        let header_crc = crate::crc::header_crc(&fixed, &src[FIXED_HEADER_LEN..header_end]);
         if header_crc != prefix.header_crc {
             return Err(ProtoError::HeaderCrcMismatch {
                 expected: prefix.header_crc,
@@ -434,8 +433,10 @@ impl Decoder for FrameCodec {
             (true, false) => return Err(ProtoError::UnexpectedMac),
             _ => {}
         }
-        let frame_type = FrameType::from_u8(prefix.frame_type)
-            .ok_or(ProtoError::UnknownFrameType(prefix.frame_type))?;
+        // Not `ok_or`: an error built up front is dropped again on every decode.
+        let Some(frame_type) = FrameType::from_u8(prefix.frame_type) else {
+            return Err(ProtoError::UnknownFrameType(prefix.frame_type));
+        };
         let content_end = header_end + prefix.content_len;
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         let total = content_end + mac_len;

@@ -26,6 +26,7 @@ use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::log;
 
+pub(crate) use self::publish::PublishRun;
 pub(crate) use self::session::Session;
 
 /// What becomes of the session once a request is served.
@@ -40,9 +41,13 @@ pub(crate) enum AfterRequest {
 /// holds the state of every kind of request, and is moved into place for each frame): a
 /// PUBLISH of an inline body on a server outside a cluster. Returns the answer still to
 /// send, or the frame, for [`apply`], if it is not one of those.
+///
+/// `run` is what the publishes of the same read share; a frame handed back for [`apply`]
+/// must be followed by a fresh one, so that what that request changes is seen.
 pub(crate) fn apply_at_once(
     hub: &Hub,
     session: &Session,
+    run: &mut PublishRun,
     frame: Frame,
 ) -> Result<publish::Answer, Frame> {
     if frame.frame_type != FrameType::Publish
@@ -52,7 +57,7 @@ pub(crate) fn apply_at_once(
         return Err(frame);
     }
     // A PUBLISH that does not decode is refused by `apply`, which decodes it again.
-    let Ok(publish) = Publish::from_frame(&frame) else {
+    let Ok(publish) = Publish::from_frame_sharing(&frame, &mut run.texts) else {
         return Err(frame);
     };
     let request_id = frame.request_id;
@@ -68,6 +73,7 @@ pub(crate) fn apply_at_once(
     Ok(publish::publish_at_once(
         hub,
         session,
+        run,
         request_id,
         quiet,
         publish,
