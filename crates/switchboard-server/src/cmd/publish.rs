@@ -16,6 +16,7 @@ use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
+use crate::hub::channels::Channel;
 use crate::hub::{Hub, Published};
 use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
@@ -88,6 +89,8 @@ pub(crate) async fn publish(
 pub(crate) struct PublishRun {
     pub(super) texts: PublishTexts,
     everything: Option<bool>,
+    /// The channel the run published to last.
+    channel: Option<Arc<Channel>>,
 }
 
 impl PublishRun {
@@ -117,7 +120,12 @@ pub(crate) fn publish_at_once(
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
-    let result = hub.publish(&session.caller, publish, prepared.body_crc);
+    let result = hub.publish_in_run(
+        &session.caller,
+        publish,
+        prepared.body_crc,
+        &mut run.channel,
+    );
     prepared.settle(hub, result.is_ok());
     Answer::of(
         request_id,

@@ -167,7 +167,8 @@ async fn serve_buffered<R: Readable>(
     let mut codec = hub.codec().clone();
     let mut run = PublishRun::default();
     loop {
-        if hub.is_shutting_down() || session.caller.outbox.is_killed() {
+        // The kill switch is pulled by the server's shutdown too (one look, not two).
+        if session.caller.outbox.is_killed() {
             return None;
         }
         if !reader.holds_whole_frame() {
@@ -181,15 +182,14 @@ async fn serve_buffered<R: Readable>(
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
-        let frame = match cmd::apply_at_once(hub, session, &mut run, frame) {
-            Ok(answer) => {
-                if !answer.is_nothing() {
-                    answer.send(hub, session).await;
-                }
-                continue;
+        if let Some(answer) = cmd::apply_at_once(hub, session, &mut run, &frame) {
+            // Served: the frame's share of the read buffer is not kept while waiting.
+            drop(frame);
+            if !answer.is_nothing() {
+                answer.send(hub, session).await;
             }
-            Err(frame) => frame,
-        };
+            continue;
+        }
         // Whatever that request changed (a channel, the session's state), the
         // publishes after it see.
         run = PublishRun::default();
