@@ -31,6 +31,10 @@ pub struct FrameCodec {
     version: u8,
 }
 
+/// A MESSAGE whose prefix and header block surely fit this many bytes has them made on
+/// the stack by [`FrameCodec::encode_envelope`].
+const STACK_HEAD: usize = 256;
+
 /// Bytes of buffer a decode that needs more reserves ahead of what has arrived, at most.
 pub const RESERVE_AHEAD: usize = 64 * 1024;
 
@@ -153,10 +157,39 @@ impl FrameCodec {
         envelope: &Envelope<'_>,
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
-        let header_len = envelope.header_block_len();
         let content_len = envelope.body.len();
-        self.check_lengths(header_len, content_len)?;
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        let head = Head {
+            frame_type: FrameType::Message,
+            flags: flags | envelope.flags(),
+            request_id,
+        };
+        if envelope.header_block_bound() <= STACK_HEAD - FIXED_HEADER_LEN {
+            // The usual message: its prefix and header block are made on the stack, the
+            // block's length found by writing it, and appended in one copy.
+            let mut made = [0u8; STACK_HEAD];
+            let (prefix, block) = made.split_at_mut(FIXED_HEADER_LEN);
+            let mut fields = BlockWriter::new(block);
+            envelope.write_header_block(&mut fields);
+            let header_len = fields.written();
+            self.check_lengths(header_len, content_len)?;
+            let content_crc = envelope
+                .body_crc
+                .unwrap_or_else(|| crate::crc::crc32c(envelope.body));
+            let block = &block[..header_len];
+            self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+            let start = dst.len();
+            dst.reserve(FIXED_HEADER_LEN + header_len + content_len + mac_len);
+            dst.extend_from_slice(&made[..FIXED_HEADER_LEN + header_len]);
+            dst.extend_from_slice(envelope.body);
+            if let Some(mac) = &self.mac {
+                let tag = mac.tag(&[&dst[start..]]);
+                dst.put_slice(&tag);
+            }
+            return Ok(());
+        }
+        let header_len = envelope.header_block_len();
+        self.check_lengths(header_len, content_len)?;
         let start = dst.len();
         let header_end = start + FIXED_HEADER_LEN + header_len;
         dst.reserve(FIXED_HEADER_LEN + header_len + content_len + mac_len);
@@ -168,11 +201,6 @@ impl FrameCodec {
         let content_crc = envelope
             .body_crc
             .unwrap_or_else(|| crate::crc::crc32c(envelope.body));
-        let head = Head {
-            frame_type: FrameType::Message,
-            flags: flags | envelope.flags(),
-            request_id,
-        };
         self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
         dst.extend_from_slice(envelope.body);
         if let Some(mac) = &self.mac {

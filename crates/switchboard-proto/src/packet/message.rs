@@ -8,7 +8,8 @@ use super::publish::user_headers_len;
 use super::{Encode, Scope, StreamStart, content_is_body, for_each_field, put_content, required};
 use crate::error::ProtoError;
 use crate::fields::{
-    BlockWriter, Field, FieldWriter, bytes_field_len, key, uint_field_len, user_header_field_len,
+    BlockWriter, Field, FieldWriter, MAX_VARINT_LEN, bytes_field_len, key, uint_field_len,
+    user_header_field_len,
 };
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -185,6 +186,24 @@ impl Envelope<'_> {
             len += uint_field_len(stream.stream_id) + uint_field_len(stream.total_len);
         }
         len
+    }
+
+    /// At least the length of the header block, found with a few additions: each text
+    /// field counted with the longest length prefix, each integer as the longest
+    /// varint.
+    pub(crate) fn header_block_bound(&self) -> usize {
+        const TEXT_FIELD: usize = 1 + MAX_VARINT_LEN;
+        const UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
+        let mut bound = self.channel.len()
+            + self.sender_name.len()
+            + self.content_type.len()
+            + 3 * TEXT_FIELD
+            + 18
+            + 6 * UINT_FIELD;
+        for (name, value) in self.user_headers {
+            bound += name.len() + value.len() + TEXT_FIELD + MAX_VARINT_LEN;
+        }
+        bound
     }
 
     /// Writes the header block, the same fields in the same order as
