@@ -145,9 +145,10 @@ impl FrameCodec {
 
     /// Appends one MESSAGE frame carrying `envelope` to `dst`: the same bytes as
     /// [`FrameCodec::encode_packet`] gives for it, made the way a hub publishing many
-    /// small messages needs. The frame's length is worked out first, so the buffer is
-    /// reserved and sized once, the prefix and header block are written in place without
-    /// a capacity check per field, and the header CRC is one pass over both.
+    /// small messages needs. The header block is written without a capacity check per
+    /// field: for the usual message on the stack, with the prefix, and appended in one
+    /// copy; for a long one in place, its exact length worked out first so that the
+    /// buffer is reserved and sized once. The header CRC is one pass over both.
     ///
     /// On error nothing is left in `dst`.
     pub fn encode_envelope(
