@@ -16,11 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtoError;
-use crate::fields::FieldWriter;
+use crate::fields::{BlockWriter, FieldWriter};
 use crate::frame::{FIXED_HEADER_LEN, Flags, Frame, FrameType, MAC_TAG_LEN, SYNC};
 use crate::limits::Limits;
 use crate::mac::MacKey;
-use crate::packet::{Encode, Packet};
+use crate::packet::{Encode, Envelope, Packet};
 use crate::preface::PROTOCOL_VERSION;
 
 /// Encodes and decodes frames for one session.
@@ -30,6 +30,10 @@ pub struct FrameCodec {
     mac: Option<MacKey>,
     version: u8,
 }
+
+/// A MESSAGE whose prefix and header block surely fit this many bytes has them made on
+/// the stack by [`FrameCodec::encode_envelope`].
+const STACK_HEAD: usize = 256;
 
 /// Bytes of buffer a decode that needs more reserves ahead of what has arrived, at most.
 pub const RESERVE_AHEAD: usize = 64 * 1024;
@@ -135,6 +139,74 @@ impl FrameCodec {
         if let Err(error) = self.seal(start, header_end, head, packet.content_crc(), dst) {
             dst.truncate(start);
             return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Appends one MESSAGE frame carrying `envelope` to `dst`: the same bytes as
+    /// [`FrameCodec::encode_packet`] gives for it, made the way a hub publishing many
+    /// small messages needs. The header block is written without a capacity check per
+    /// field: for the usual message on the stack, with the prefix, and appended in one
+    /// copy; for a long one in place, its exact length worked out first so that the
+    /// buffer is reserved and sized once. The header CRC is one pass over both.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_envelope(
+        &self,
+        request_id: u32,
+        flags: Flags,
+        envelope: &Envelope<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let content_len = envelope.body.len();
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        let head = Head {
+            frame_type: FrameType::Message,
+            flags: flags | envelope.flags(),
+            request_id,
+        };
+        if envelope.header_block_bound() <= STACK_HEAD - FIXED_HEADER_LEN {
+            // The usual message: its prefix and header block are made on the stack, the
+            // block's length found by writing it, and appended in one copy.
+            let mut made = [0u8; STACK_HEAD];
+            let (prefix, block) = made.split_at_mut(FIXED_HEADER_LEN);
+            let mut fields = BlockWriter::new(block);
+            envelope.write_header_block(&mut fields);
+            let header_len = fields.written();
+            self.check_lengths(header_len, content_len)?;
+            let content_crc = envelope
+                .body_crc
+                .unwrap_or_else(|| crate::crc::crc32c(envelope.body));
+            let block = &block[..header_len];
+            self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+            let start = dst.len();
+            dst.reserve(FIXED_HEADER_LEN + header_len + content_len + mac_len);
+            dst.extend_from_slice(&made[..FIXED_HEADER_LEN + header_len]);
+            dst.extend_from_slice(envelope.body);
+            if let Some(mac) = &self.mac {
+                let tag = mac.tag(&[&dst[start..]]);
+                dst.put_slice(&tag);
+            }
+            return Ok(());
+        }
+        let header_len = envelope.header_block_len();
+        self.check_lengths(header_len, content_len)?;
+        let start = dst.len();
+        let header_end = start + FIXED_HEADER_LEN + header_len;
+        dst.reserve(FIXED_HEADER_LEN + header_len + content_len + mac_len);
+        dst.resize(header_end, 0);
+        let (prefix, block) = dst[start..header_end].split_at_mut(FIXED_HEADER_LEN);
+        let mut fields = BlockWriter::new(block);
+        envelope.write_header_block(&mut fields);
+        debug_assert_eq!(fields.written(), header_len, "header block length");
+        let content_crc = envelope
+            .body_crc
+            .unwrap_or_else(|| crate::crc::crc32c(envelope.body));
+        self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+        dst.extend_from_slice(envelope.body);
+        if let Some(mac) = &self.mac {
+            let tag = mac.tag(&[&dst[start..]]);
+            dst.put_slice(&tag);
         }
         Ok(())
     }
@@ -309,6 +381,14 @@ impl FrameCodec {
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError> {
         let header_len = header_end - start - FIXED_HEADER_LEN;
+        self.check_lengths(header_len, content_len)?;
+        let (prefix, block) = dst[start..header_end].split_at_mut(FIXED_HEADER_LEN);
+        self.fill_prefix(head, header_len, content_len, content_crc, prefix, block);
+        Ok(())
+    }
+
+    /// Whether a header block and a content of these lengths may be sent.
+    fn check_lengths(&self, header_len: usize, content_len: usize) -> Result<(), ProtoError> {
         let max_header = self.limits.max_header_len.min(usize::from(u16::MAX));
         if header_len > max_header {
             return Err(ProtoError::HeaderTooLarge {
@@ -322,26 +402,37 @@ impl FrameCodec {
                 max: u64::from(self.limits.max_content_len),
             });
         }
+        Ok(())
+    }
+
+    /// Fills in the fixed prefix, header CRC included, of a frame whose header block,
+    /// already written, is `block`; the lengths were checked.
+    fn fill_prefix(
+        &self,
+        head: Head,
+        header_len: usize,
+        content_len: usize,
+        content_crc: u32,
+        prefix: &mut [u8],
+        block: &[u8],
+    ) {
         let flags = if self.mac.is_some() {
             head.flags.with(Flags::MAC)
         } else {
             head.flags.without(Flags::MAC)
         };
-        let prefix = &mut dst[start..start + FIXED_HEADER_LEN];
-        prefix[0..2].copy_from_slice(&SYNC);
-        prefix[2] = self.version;
-        prefix[3] = head.frame_type as u8;
-        prefix[4..6].copy_from_slice(&flags.0.to_be_bytes());
-        prefix[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
-        prefix[8..12].copy_from_slice(&head.request_id.to_be_bytes());
-        prefix[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
-        prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
-        let header_crc = crate::crc::crc32c_append(
-            crate::crc::crc32c(&dst[start..start + 20]),
-            &dst[start + FIXED_HEADER_LEN..header_end],
-        );
-        dst[start + 20..start + 24].copy_from_slice(&header_crc.to_be_bytes());
-        Ok(())
+        let mut fixed = [0u8; 20];
+        fixed[0..2].copy_from_slice(&SYNC);
+        fixed[2] = self.version;
+        fixed[3] = head.frame_type as u8;
+        fixed[4..6].copy_from_slice(&flags.0.to_be_bytes());
+        fixed[6..8].copy_from_slice(&(header_len as u16).to_be_bytes());
+        fixed[8..12].copy_from_slice(&head.request_id.to_be_bytes());
+        fixed[12..16].copy_from_slice(&(content_len as u32).to_be_bytes());
+        fixed[16..20].copy_from_slice(&content_crc.to_be_bytes());
+        let header_crc = crate::crc::header_crc(&fixed, block);
+        prefix[..20].copy_from_slice(&fixed);
+        prefix[20..FIXED_HEADER_LEN].copy_from_slice(&header_crc.to_be_bytes());
     }
 
     fn parse_prefix(&self, src: &[u8]) -> Result<Prefix, ProtoError> {
@@ -397,10 +488,9 @@ impl Decoder for FrameCodec {
             src.reserve(header_end - src.len());
             return Ok(None);
         }
-        let header_crc = crate::crc::crc32c_append(
-            crate::crc::crc32c(&src[..20]),
-            &src[FIXED_HEADER_LEN..header_end],
-        );
+        let mut fixed = [0u8; 20];
+        fixed.copy_from_slice(&src[..20]);
+        let header_crc = crate::crc::header_crc(&fixed, &src[FIXED_HEADER_LEN..header_end]);
         if header_crc != prefix.header_crc {
             return Err(ProtoError::HeaderCrcMismatch {
                 expected: prefix.header_crc,
@@ -413,8 +503,10 @@ impl Decoder for FrameCodec {
             (true, false) => return Err(ProtoError::UnexpectedMac),
             _ => {}
         }
-        let frame_type = FrameType::from_u8(prefix.frame_type)
-            .ok_or(ProtoError::UnknownFrameType(prefix.frame_type))?;
+        // Not `ok_or`: an error built up front is dropped again on every decode.
+        let Some(frame_type) = FrameType::from_u8(prefix.frame_type) else {
+            return Err(ProtoError::UnknownFrameType(prefix.frame_type));
+        };
         let content_end = header_end + prefix.content_len;
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         let total = content_end + mac_len;

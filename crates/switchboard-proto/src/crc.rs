@@ -28,9 +28,33 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c_append(0, bytes)
 }
 
+/// The header CRC of a frame: the CRC32C of the first 20 bytes of its prefix followed
+/// by its header block (the prefix's last four bytes, where the CRC goes, left out).
+/// The same as `crc32c_append(crc32c(prefix), block)`, in one pass.
+pub fn header_crc(prefix: &[u8; 20], block: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if block.len() < SMALL && std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, as just checked.
+        return unsafe { sse42::header_crc(prefix, block) };
+    }
+    crc32c_append(crc32c(prefix), block)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod sse42 {
-    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u32, _mm_crc32_u64};
+
+    #[target_feature(enable = "sse4.2")]
+    pub(super) fn header_crc(prefix: &[u8; 20], block: &[u8]) -> u32 {
+        let (words, last) = prefix.as_chunks::<8>();
+        let mut state = u64::from(!0u32);
+        for word in words {
+            state = _mm_crc32_u64(state, u64::from_le_bytes(*word));
+        }
+        let last: [u8; 4] = [last[0], last[1], last[2], last[3]];
+        let state = _mm_crc32_u32(state as u32, u32::from_le_bytes(last));
+        crc32c_append(!state, block)
+    }
 
     #[target_feature(enable = "sse4.2")]
     pub(super) fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
@@ -70,6 +94,16 @@ mod tests {
                     );
                 }
             }
+        }
+        for len in 0..=SMALL + 16 {
+            let (prefix, block) = data.split_at(20);
+            let prefix: &[u8; 20] = prefix.try_into().unwrap();
+            let block = &block[..len];
+            assert_eq!(
+                header_crc(prefix, block),
+                crc32c::crc32c_append(crc32c::crc32c(prefix), block),
+                "header block of {len} bytes"
+            );
         }
         assert_eq!(
             crc32c(b"123456789"),

@@ -83,10 +83,28 @@ pub fn put_varint(buf: &mut BytesMut, value: u64) {
     buf.extend_from_slice(&bytes[..len]);
 }
 
-/// Writes `value` as a varint at the start of `out` (at least [`MAX_VARINT_LEN`] bytes)
-/// and returns its length. Encoding on the stack and appending once costs a fraction of
+/// Writes `value` as a varint at the start of `out` (which must have room for it: at most
+/// [`MAX_VARINT_LEN`] bytes) and returns its length. Encoding on the stack and appending once costs a fraction of
 /// appending byte by byte, which showed in encode profiles.
 fn write_varint(mut value: u64, out: &mut [u8]) -> usize {
+    if value < 0x80 {
+        out[0] = value as u8;
+        return 1;
+    }
+    let len = varint_len(value);
+    if len <= 8 && out.len() >= 8 {
+        // The seven-bit groups spread over eight bytes at once, the continuation bit
+        // set on every byte but the last: a timestamp's eight bytes cost a few shifts
+        // instead of a loop. Bytes past `len` are written too, and left for whatever
+        // the caller writes next.
+        let mut spread = 0u64;
+        for group in 0..8 {
+            spread |= (value << group) & (0x7f << (8 * group));
+        }
+        let continuation = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
+        out[..8].copy_from_slice(&(spread | continuation).to_le_bytes());
+        return len;
+    }
     let mut len = 0;
     while value >= 0x80 {
         out[len] = (value as u8) | 0x80;
@@ -193,8 +211,7 @@ impl<'a> FieldWriter<'a> {
     /// A USER_HEADER field: varint key length, key, value.
     pub fn user_header(&mut self, name: &str, value: &str) -> &mut Self {
         self.buf.put_u8(key::USER_HEADER);
-        let inner = varint_len(name.len() as u64) + name.len() + value.len();
-        put_varint(self.buf, inner as u64);
+        put_varint(self.buf, user_header_value_len(name, value) as u64);
         put_varint(self.buf, name.len() as u64);
         self.buf.put_slice(name.as_bytes());
         self.buf.put_slice(value.as_bytes());
@@ -217,6 +234,95 @@ impl<'a> FieldWriter<'a> {
             }
         }
         self
+    }
+}
+
+/// Bytes a field with a value of `value_len` bytes takes: key, varint length, value.
+pub fn bytes_field_len(value_len: usize) -> usize {
+    1 + varint_len(value_len as u64) + value_len
+}
+
+/// Bytes an unsigned integer field takes.
+pub fn uint_field_len(value: u64) -> usize {
+    2 + varint_len(value)
+}
+
+/// Bytes a USER_HEADER field takes.
+pub fn user_header_field_len(name: &str, value: &str) -> usize {
+    bytes_field_len(user_header_value_len(name, value))
+}
+
+fn user_header_value_len(name: &str, value: &str) -> usize {
+    varint_len(name.len() as u64) + name.len() + value.len()
+}
+
+/// Writes fields into a header block already sized to hold them exactly (its length
+/// worked out with [`bytes_field_len`] and its kin): no capacity check or growth per
+/// field, as [`FieldWriter`] must do on a growing buffer. The same bytes as
+/// [`FieldWriter`] for the same fields.
+///
+/// Writing past the end of the block panics: sizing the block is the caller's part.
+pub struct BlockWriter<'a> {
+    block: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> BlockWriter<'a> {
+    pub fn new(block: &'a mut [u8]) -> Self {
+        BlockWriter { block, at: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.at
+    }
+
+    /// A field with raw bytes as value.
+    pub fn bytes(&mut self, key: u8, value: &[u8]) -> &mut Self {
+        self.block[self.at] = key;
+        self.at += 1;
+        self.varint(value.len() as u64);
+        self.put(value);
+        self
+    }
+
+    /// An unsigned integer field.
+    pub fn uint(&mut self, key: u8, value: u64) -> &mut Self {
+        let len = write_varint(value, &mut self.block[self.at + 2..]);
+        self.block[self.at] = key;
+        self.block[self.at + 1] = len as u8;
+        self.at += 2 + len;
+        self
+    }
+
+    /// A 16-byte UUID field.
+    pub fn uuid(&mut self, key: u8, value: &Uuid) -> &mut Self {
+        let field = &mut self.block[self.at..self.at + 18];
+        field[0] = key;
+        field[1] = 16;
+        field[2..].copy_from_slice(value.as_bytes());
+        self.at += 18;
+        self
+    }
+
+    /// A USER_HEADER field: varint key length, key, value.
+    pub fn user_header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.block[self.at] = key::USER_HEADER;
+        self.at += 1;
+        self.varint(user_header_value_len(name, value) as u64);
+        self.varint(name.len() as u64);
+        self.put(name.as_bytes());
+        self.put(value.as_bytes());
+        self
+    }
+
+    fn varint(&mut self, value: u64) {
+        self.at += write_varint(value, &mut self.block[self.at..]);
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.block[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
     }
 }
 
@@ -389,5 +495,44 @@ impl<'a> Iterator for RecordReader<'a> {
             block: record,
             source: self.source,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// LEB128 one byte at a time, as the format defines it.
+    fn reference_varint(mut value: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while value >= 0x80 {
+            bytes.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        bytes.push(value as u8);
+        bytes
+    }
+
+    #[test]
+    fn varints_are_written_as_the_format_defines_them() {
+        let mut values = vec![0, 1, u64::MAX - 1, u64::MAX];
+        for bits in 1..64 {
+            let edge = 1u64 << bits;
+            values.extend([edge - 1, edge, edge + 1, edge | 0x55]);
+        }
+        values.extend((0..64).map(|i| 0x0123_4567_89ab_cdefu64.rotate_left(i)));
+        for value in values {
+            let expected = reference_varint(value);
+            assert_eq!(varint_len(value), expected.len(), "length of {value:#x}");
+            // Room for the varint exactly, and room to spare (where the fast path
+            // writes eight bytes at once).
+            for room in [expected.len(), MAX_VARINT_LEN + 4] {
+                let mut out = vec![0xee; room];
+                let len = write_varint(value, &mut out);
+                assert_eq!(&out[..len], &expected[..], "{value:#x} in {room} bytes");
+                let mut read: &[u8] = &out[..len];
+                assert_eq!(get_varint(&mut read), Ok(value));
+            }
+        }
     }
 }

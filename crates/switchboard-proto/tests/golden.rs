@@ -459,6 +459,36 @@ fn packets_encode_to_the_golden_bytes() {
     }
 }
 
+/// The hub's encoder of live messages gives the golden bytes too.
+#[test]
+fn messages_encode_to_the_golden_bytes_from_their_envelope() {
+    let entries = golden_entries();
+    let mut checked = 0;
+    for (entry, vector) in entries.iter().zip(vectors()) {
+        let Packet::Message(message) = &vector.packet else {
+            continue;
+        };
+        let golden = hex::decode(&entry.hex).expect("hex");
+        let mut encoded = BytesMut::new();
+        codec_for(vector.key)
+            .encode_envelope(
+                vector.request_id,
+                vector.flags,
+                &message.as_envelope(),
+                &mut encoded,
+            )
+            .expect("encode");
+        assert_eq!(
+            hex::encode(&encoded),
+            hex::encode(&golden),
+            "{}: encoding differs from the golden bytes",
+            vector.name
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "the golden file holds a MESSAGE");
+}
+
 #[test]
 fn golden_bytes_decode_to_the_packets() {
     let entries = golden_entries();

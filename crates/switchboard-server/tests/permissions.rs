@@ -190,6 +190,58 @@ async fn publish_frame_and_stream_to_a_denied_channel_are_forbidden_and_counted(
     still_open(&mut client).await;
 }
 
+/// Publishes written in one go reach the server in one read and are served as a run
+/// that shares what it looked up: each is still checked on its own and answered in
+/// order, a denial between two allowed publishes to one channel included.
+#[tokio::test]
+async fn publishes_read_together_are_each_checked_and_answered_in_order() {
+    let server = server_with(guest()).await;
+    let (mut client, _) = RawClient::connect_session(&server, "guest").await;
+    let before = stat(&server, "permission_denials");
+    let channels = [
+        "own.a", "own.a", "locked.x", "own.a", "locked.x", "locked.y", "own.b",
+    ];
+    let mut frames = bytes::BytesMut::new();
+    let mut ids = Vec::new();
+    for channel in channels {
+        let id = client.next_request_id();
+        ids.push(id);
+        client
+            .codec
+            .encode_packet(
+                id,
+                switchboard_proto::Flags::empty(),
+                &publish(channel, channel),
+                &mut frames,
+            )
+            .expect("encode");
+    }
+    client.send_raw(&frames).await;
+    let mut seqs = Vec::new();
+    for (channel, id) in channels.into_iter().zip(ids) {
+        let frame = client.next_frame().await.expect("an answer");
+        assert_eq!(
+            frame.request_id, id,
+            "answers in the order of the publishes"
+        );
+        let answer = Packet::from_frame(&frame).expect("valid packet");
+        if channel.starts_with("locked.") {
+            assert_forbidden(&answer, &format!("publish to {channel}"));
+        } else {
+            match answer {
+                Packet::PublishAck(ack) => seqs.push((channel, ack.seq)),
+                other => panic!("expected PUBLISH_ACK for {channel}, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        seqs,
+        [("own.a", 1), ("own.a", 2), ("own.a", 3), ("own.b", 1)]
+    );
+    assert_eq!(stat(&server, "permission_denials") - before, 3);
+    still_open(&mut client).await;
+}
+
 #[tokio::test]
 async fn a_wildcard_not_covered_by_an_allow_pattern_is_forbidden() {
     let server = server_with(guest()).await;

@@ -7,7 +7,10 @@ use uuid::Uuid;
 use super::publish::user_headers_len;
 use super::{Encode, Scope, StreamStart, content_is_body, for_each_field, put_content, required};
 use crate::error::ProtoError;
-use crate::fields::{Field, FieldWriter, key};
+use crate::fields::{
+    BlockWriter, Field, FieldWriter, MAX_VARINT_LEN, bytes_field_len, key, uint_field_len,
+    user_header_field_len,
+};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -157,6 +160,79 @@ pub struct Envelope<'a> {
     /// CRC32C of `body`, if known (the body of a checked PUBLISH frame).
     pub body_crc: Option<u32>,
     pub stream: Option<StreamStart>,
+}
+
+impl Envelope<'_> {
+    /// Exactly the length of the header block [`Encode::write_fields`] writes.
+    pub(crate) fn header_block_len(&self) -> usize {
+        let mut len = bytes_field_len(self.channel.len())
+            + 18
+            + uint_field_len(self.seq)
+            + uint_field_len(self.time_us)
+            + uint_field_len(self.sender_id);
+        if self.scope != Scope::Channel {
+            len += uint_field_len(u64::from(self.scope.as_u8()));
+        }
+        if !self.sender_name.is_empty() {
+            len += bytes_field_len(self.sender_name.len());
+        }
+        if !self.content_type.is_empty() {
+            len += bytes_field_len(self.content_type.len());
+        }
+        for (name, value) in self.user_headers {
+            len += user_header_field_len(name, value);
+        }
+        if let Some(stream) = &self.stream {
+            len += uint_field_len(stream.stream_id) + uint_field_len(stream.total_len);
+        }
+        len
+    }
+
+    /// At least the length of the header block, found with a few additions: each text
+    /// field counted with the longest length prefix, each integer as the longest
+    /// varint.
+    pub(crate) fn header_block_bound(&self) -> usize {
+        const TEXT_FIELD: usize = 1 + MAX_VARINT_LEN;
+        const UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
+        let mut bound = self.channel.len()
+            + self.sender_name.len()
+            + self.content_type.len()
+            + 3 * TEXT_FIELD
+            + 18
+            + 6 * UINT_FIELD;
+        for (name, value) in self.user_headers {
+            bound += name.len() + value.len() + TEXT_FIELD + MAX_VARINT_LEN;
+        }
+        bound
+    }
+
+    /// Writes the header block, the same fields in the same order as
+    /// [`Encode::write_fields`], into a block of [`Envelope::header_block_len`] bytes.
+    pub(crate) fn write_header_block(&self, fields: &mut BlockWriter<'_>) {
+        fields.bytes(key::CHANNEL, self.channel.as_bytes());
+        if self.scope != Scope::Channel {
+            fields.uint(key::SCOPE, u64::from(self.scope.as_u8()));
+        }
+        fields
+            .uuid(key::MESSAGE_ID, &self.id)
+            .uint(key::SEQ, self.seq)
+            .uint(key::TIME, self.time_us)
+            .uint(key::SENDER_ID, self.sender_id);
+        if !self.sender_name.is_empty() {
+            fields.bytes(key::SENDER_NAME, self.sender_name.as_bytes());
+        }
+        if !self.content_type.is_empty() {
+            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
+        }
+        for (name, value) in self.user_headers {
+            fields.user_header(name, value);
+        }
+        if let Some(stream) = &self.stream {
+            fields
+                .uint(key::STREAM_ID, stream.stream_id)
+                .uint(key::TOTAL_LEN, stream.total_len);
+        }
+    }
 }
 
 impl Encode for Envelope<'_> {

@@ -30,7 +30,7 @@ pub use group::{
     ListGroups, MemberInfo, MemberList,
 };
 pub use message::{Envelope, Message, TextCache};
-pub use publish::{Publish, PublishAck, PublishRef, StreamStart};
+pub use publish::{Publish, PublishAck, PublishRef, PublishTexts, StreamStart};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
     RelayResult, RelayStatus,
@@ -166,7 +166,11 @@ pub(crate) fn required<T>(
     frame: FrameType,
     field: &'static str,
 ) -> Result<T, ProtoError> {
-    value.ok_or(ProtoError::MissingField { frame, field })
+    // Not `ok_or`: an error built up front is dropped again on every decode.
+    match value {
+        Some(value) => Ok(value),
+        None => Err(ProtoError::MissingField { frame, field }),
+    }
 }
 
 /// Size of a record list, for reservation.

@@ -58,6 +58,31 @@ pub struct Publish {
 
 impl Publish {
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
+        Self::decode(frame, |_, field| field.text())
+    }
+
+    /// [`Publish::from_frame`] for one of a run of publishes: a channel or content type
+    /// equal to the previous publish's (which `last` holds) is shared from it rather than
+    /// sliced from the frame and checked again.
+    pub fn from_frame_sharing(frame: &Frame, last: &mut PublishTexts) -> Result<Self, ProtoError> {
+        Self::decode(frame, |which, field| {
+            let slot = match which {
+                PublishText::Channel => &mut last.channel,
+                PublishText::ContentType => &mut last.content_type,
+            };
+            if slot.as_bytes().as_ref() == field.value {
+                return Ok(slot.clone());
+            }
+            let text = field.text()?;
+            *slot = text.clone();
+            Ok(text)
+        })
+    }
+
+    fn decode(
+        frame: &Frame,
+        mut text: impl FnMut(PublishText, &Field<'_>) -> Result<Text, ProtoError>,
+    ) -> Result<Self, ProtoError> {
         let mut packet = Publish {
             body: frame.content.clone(),
             ..Publish::default()
@@ -65,9 +90,9 @@ impl Publish {
         let (mut channel, mut stream_id, mut total_len) = (None, None, None);
         for_each_field(&frame.headers, |field| {
             match field.key {
-                key::CHANNEL => channel = Some(field.text()?),
+                key::CHANNEL => channel = Some(text(PublishText::Channel, &field)?),
                 key::SCOPE => packet.scope = Scope::read(&field, FrameType::Publish)?,
-                key::CONTENT_TYPE => packet.content_type = field.text()?,
+                key::CONTENT_TYPE => packet.content_type = text(PublishText::ContentType, &field)?,
                 key::USER_HEADER => packet.user_headers.push(field.user_header()?),
                 key::STREAM_ID => stream_id = Some(field.uint()?),
                 key::TOTAL_LEN => total_len = Some(field.uint()?),
@@ -79,6 +104,22 @@ impl Publish {
         packet.stream = StreamStart::read(frame, stream_id, total_len)?;
         Ok(packet)
     }
+}
+
+/// The text fields of a PUBLISH that [`PublishTexts`] keeps.
+#[derive(Debug, Clone, Copy)]
+enum PublishText {
+    Channel,
+    ContentType,
+}
+
+/// The channel and content type of the last PUBLISH decoded by
+/// [`Publish::from_frame_sharing`]. They are slices of the frame they came from, not
+/// copies: keep this only as long as the frames of one read, or it holds their buffer.
+#[derive(Debug, Default)]
+pub struct PublishTexts {
+    channel: Text,
+    content_type: Text,
 }
 
 impl Encode for Publish {
@@ -237,5 +278,68 @@ mod tests {
             };
             assert_eq!(encoded(&borrowed), encoded(&owned));
         }
+    }
+}
+
+#[cfg(test)]
+mod shared_texts {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::codec::FrameCodec;
+    use crate::limits::Limits;
+
+    fn frame_of(publish: &Publish) -> Frame {
+        let mut codec = FrameCodec::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        codec
+            .encode_packet(1, Flags::empty(), publish, &mut buffer)
+            .unwrap();
+        codec.decode(&mut buffer).unwrap().unwrap()
+    }
+
+    #[test]
+    fn shared_decoding_gives_the_same_publishes() {
+        let mut last = PublishTexts::default();
+        for (channel, content_type) in [
+            ("chat.rust", "text/plain"),
+            ("chat.rust", "text/plain"),
+            ("chat.rust", ""),
+            ("chat.zig", ""),
+            ("chat.zig", "text/plain"),
+            ("chat.rust", "text/plain"),
+        ] {
+            let publish = Publish {
+                channel: channel.into(),
+                content_type: content_type.into(),
+                body: Bytes::from_static(b"hello"),
+                ..Publish::default()
+            };
+            let frame = frame_of(&publish);
+            let shared = Publish::from_frame_sharing(&frame, &mut last).unwrap();
+            assert_eq!(shared, Publish::from_frame(&frame).unwrap());
+            assert_eq!(shared, publish);
+        }
+    }
+
+    #[test]
+    fn shared_decoding_still_refuses_text_that_is_not_utf8() {
+        let publish = Publish {
+            channel: "ok".into(),
+            ..Publish::default()
+        };
+        let mut last = PublishTexts::default();
+        let mut frame = frame_of(&publish);
+        Publish::from_frame_sharing(&frame, &mut last).unwrap();
+        let mut headers = frame.headers.to_vec();
+        let at = headers
+            .windows(2)
+            .position(|pair| pair == b"ok")
+            .expect("the channel is in the header block");
+        headers[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        frame.headers = Bytes::from(headers);
+        assert!(Publish::from_frame(&frame).is_err());
+        assert!(Publish::from_frame_sharing(&frame, &mut last).is_err());
     }
 }

@@ -126,7 +126,17 @@ pub(super) fn implicit_channel(
     session: &Session,
     publish: &Publish,
 ) -> Result<ImplicitChannel, Refusal> {
-    let restricted = !session.permissions.is_everything();
+    implicit_channel_knowing(hub, session, session.permissions.is_everything(), publish)
+}
+
+/// [`implicit_channel`] by a caller that knows whether the session may do everything.
+pub(super) fn implicit_channel_knowing(
+    hub: &Hub,
+    session: &Session,
+    everything: bool,
+    publish: &Publish,
+) -> Result<ImplicitChannel, Refusal> {
+    let restricted = !everything;
     if publish.scope != Scope::Channel
         || (!restricted && session.limits.is_none())
         || hub.has_channel(&publish.channel)

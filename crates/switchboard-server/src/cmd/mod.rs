@@ -26,6 +26,7 @@ use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::log;
 
+pub(crate) use self::publish::PublishRun;
 pub(crate) use self::session::Session;
 
 /// What becomes of the session once a request is served.
@@ -39,21 +40,26 @@ pub(crate) enum AfterRequest {
 /// Serves a frame that needs no waiting at once, without the future of [`apply`] (which
 /// holds the state of every kind of request, and is moved into place for each frame): a
 /// PUBLISH of an inline body on a server outside a cluster. Returns the answer still to
-/// send, or the frame, for [`apply`], if it is not one of those.
+/// send, or `None` if the frame is not one of those and is for [`apply`]. (The frame is
+/// lent, not moved in and handed back: a frame is large enough for its moves to show.)
+///
+/// `run` is what the publishes of the same read share; a frame handed back for [`apply`]
+/// must be followed by a fresh one, so that what that request changes is seen.
 pub(crate) fn apply_at_once(
     hub: &Hub,
     session: &Session,
-    frame: Frame,
-) -> Result<publish::Answer, Frame> {
+    run: &mut PublishRun,
+    frame: &Frame,
+) -> Option<publish::Answer> {
     if frame.frame_type != FrameType::Publish
         || frame.flags.contains(Flags::STREAM)
         || hub.cluster().is_some()
     {
-        return Err(frame);
+        return None;
     }
     // A PUBLISH that does not decode is refused by `apply`, which decodes it again.
-    let Ok(publish) = Publish::from_frame(&frame) else {
-        return Err(frame);
+    let Ok(publish) = Publish::from_frame_sharing(frame, &mut run.texts) else {
+        return None;
     };
     let request_id = frame.request_id;
     debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %frame.frame_type, "request");
@@ -62,12 +68,13 @@ pub(crate) fn apply_at_once(
     {
         // As in `apply`: at debug only.
         debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
-        return Ok(publish::Answer::OverLimit(request_id, refusal));
+        return Some(publish::Answer::OverLimit(request_id, refusal));
     }
     let quiet = frame.flags.contains(Flags::NO_REPLY);
-    Ok(publish::publish_at_once(
+    Some(publish::publish_at_once(
         hub,
         session,
+        run,
         request_id,
         quiet,
         publish,

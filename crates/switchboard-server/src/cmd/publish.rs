@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_proto::packet::{Packet, Publish, PublishAck, Scope};
+use switchboard_proto::packet::{Packet, Publish, PublishAck, PublishTexts, Scope};
 use switchboard_proto::subject;
 use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
+use crate::hub::channels::Channel;
 use crate::hub::{Hub, Published};
 use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
@@ -32,11 +33,13 @@ pub(crate) async fn publish(
     body_crc: u32,
 ) {
     let Some(cluster) = hub.cluster() else {
-        let answer = publish_at_once(hub, session, request_id, quiet, publish, body_crc);
+        let mut run = PublishRun::default();
+        let answer = publish_at_once(hub, session, &mut run, request_id, quiet, publish, body_crc);
         return answer.send(hub, session).await;
     };
     let started = Instant::now();
-    let prepared = match Prepared::prepare(hub, session, &mut publish, body_crc) {
+    let everything = session.permissions.is_everything();
+    let prepared = match Prepared::prepare(hub, session, everything, &mut publish, body_crc) {
         Ok(prepared) => prepared,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
@@ -77,25 +80,59 @@ pub(crate) async fn publish(
         .await;
 }
 
+/// What the publishes read together (the frames of one read) share, found out once for
+/// all of them instead of once per publish: the texts of the previous PUBLISH, and
+/// whether the session may do everything. It lives only while the frames of one read
+/// are served, as if they had arrived at the same instant (a reload that lands between
+/// two of them is seen from the next read on, as the session's limits are).
+#[derive(Default)]
+pub(crate) struct PublishRun {
+    pub(super) texts: PublishTexts,
+    everything: Option<bool>,
+    /// The channel the run published to last.
+    channel: Option<Arc<Channel>>,
+}
+
+impl PublishRun {
+    fn may_do_everything(&mut self, session: &Session) -> bool {
+        *self
+            .everything
+            .get_or_insert_with(|| session.permissions.is_everything())
+    }
+}
+
 /// PUBLISH on a server outside a cluster, which needs no waiting until its answer:
 /// served synchronously, so that a run of publishes read together is served without
 /// an async request handler per frame. Returns the answer still to send.
 pub(crate) fn publish_at_once(
     hub: &Hub,
     session: &Session,
+    run: &mut PublishRun,
     request_id: u32,
     quiet: bool,
     mut publish: Publish,
     body_crc: u32,
 ) -> Answer {
-    let started = Instant::now();
-    let prepared = match Prepared::prepare(hub, session, &mut publish, body_crc) {
+    // Only an acknowledged publish has a latency to record: a quiet one reads no clock.
+    let started = (!quiet).then(Instant::now);
+    let everything = run.may_do_everything(session);
+    let prepared = match Prepared::prepare(hub, session, everything, &mut publish, body_crc) {
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
-    let result = hub.publish(&session.caller, publish, prepared.body_crc);
+    let result = hub.publish_in_run(
+        &session.caller,
+        publish,
+        prepared.body_crc,
+        &mut run.channel,
+    );
     prepared.settle(hub, result.is_ok());
-    Answer::of(request_id, quiet, result, started)
+    Answer::of(
+        request_id,
+        quiet,
+        result,
+        started.unwrap_or_else(Instant::now),
+    )
 }
 
 /// What is left to send once a publish was served.
@@ -166,18 +203,20 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// `everything`: whether the session may do everything, as its permissions say.
     fn prepare(
         hub: &Hub,
         session: &Session,
+        everything: bool,
         publish: &mut Publish,
         body_crc: u32,
     ) -> Result<Prepared, Refusal> {
         let body = (publish.body.as_ptr() as usize, publish.body.len());
-        run_hooks(hub, session, publish)?;
+        run_hooks_knowing(hub, session, everything, publish)?;
         // The same slice of the same (immutable) buffer is the same body; a hook that
         // rewrote it made the CRC stale.
         let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
-        let creation = super::channel::implicit_channel(hub, session, publish)?;
+        let creation = super::channel::implicit_channel_knowing(hub, session, everything, publish)?;
         let new_tags = match publish.scope {
             Scope::Channel => NewTags::reserve(hub, session, &publish.content_type, &publish.body),
             _ => Ok(NewTags::reserve_none()),
@@ -217,11 +256,24 @@ pub(crate) fn run_hooks(
     session: &Session,
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
-    let operation = match publish.scope {
-        Scope::Group => Operation::PostToGroup,
-        Scope::Channel | Scope::Tag => Operation::Publish,
-    };
-    session.permit(hub, operation, &publish.channel)?;
+    run_hooks_knowing(hub, session, session.permissions.is_everything(), publish)
+}
+
+/// [`run_hooks`] by a caller that knows whether the session may do everything (then no
+/// permission needs looking up).
+fn run_hooks_knowing(
+    hub: &Hub,
+    session: &Session,
+    everything: bool,
+    publish: &mut Publish,
+) -> Result<(), Refusal> {
+    if !everything {
+        let operation = match publish.scope {
+            Scope::Group => Operation::PostToGroup,
+            Scope::Channel | Scope::Tag => Operation::Publish,
+        };
+        session.permit(hub, operation, &publish.channel)?;
+    }
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;

@@ -220,6 +220,11 @@ impl<R: Readable> FrameReader<R> {
         &mut self.reader
     }
 
+    /// Whether a whole frame (as its prefix declares it) is in the buffer.
+    pub(super) fn holds_whole_frame(&self) -> bool {
+        declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len())
+    }
+
     /// The next frame if it is already complete in the buffer, without reading.
     pub(super) fn buffered_frame(
         &mut self,

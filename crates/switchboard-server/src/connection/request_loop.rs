@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::frame_reader::{BusyFrame, FrameReader};
 use super::transport::Readable;
-use crate::cmd::{self, AfterRequest, Session};
+use crate::cmd::{self, AfterRequest, PublishRun, Session};
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
 use crate::log;
@@ -165,24 +165,34 @@ async fn serve_buffered<R: Readable>(
     reader: &mut FrameReader<R>,
 ) -> Option<(ErrorCode, String)> {
     let mut codec = hub.codec().clone();
+    let mut run = PublishRun::default();
     loop {
-        if hub.is_shutting_down() || session.caller.outbox.is_killed() {
+        // The kill switch is pulled by the server's shutdown too (one look, not two).
+        if session.caller.outbox.is_killed() {
             return None;
+        }
+        if !reader.holds_whole_frame() {
+            // What the run keeps are slices of the read buffer: let go of them before the
+            // reader makes room for the rest of a frame, so that it may reuse its buffer
+            // rather than take another.
+            run = PublishRun::default();
         }
         let frame = match reader.buffered_frame(&mut codec) {
             Ok(Some(frame)) => frame,
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
-        let frame = match cmd::apply_at_once(hub, session, frame) {
-            Ok(answer) => {
-                if !answer.is_nothing() {
-                    answer.send(hub, session).await;
-                }
-                continue;
+        if let Some(answer) = cmd::apply_at_once(hub, session, &mut run, &frame) {
+            // Served: the frame's share of the read buffer is not kept while waiting.
+            drop(frame);
+            if !answer.is_nothing() {
+                answer.send(hub, session).await;
             }
-            Err(frame) => frame,
-        };
+            continue;
+        }
+        // Whatever that request changed (a channel, the session's state), the
+        // publishes after it see.
+        run = PublishRun::default();
         if let AfterRequest::Close(code, reason) = cmd::apply(hub, session, frame).await {
             return Some((code, reason));
         }

@@ -58,7 +58,7 @@ impl StoredMessage {
         tags: Vec<String>,
     ) -> Result<StoredMessage, ProtoError> {
         let mut buf = BytesMut::new();
-        codec.encode_packet(0, Flags::empty(), envelope, &mut buf)?;
+        codec.encode_envelope(0, Flags::empty(), envelope, &mut buf)?;
         Ok(StoredMessage {
             frame: buf.freeze(),
             body_apart: Bytes::new(),
@@ -120,7 +120,7 @@ impl StoredMessage {
         let frame = std::mem::take(&mut record.frame);
         let mut buf = frame.try_into_mut().unwrap_or_default();
         buf.clear();
-        codec.encode_packet(0, Flags::empty(), envelope, &mut buf)?;
+        codec.encode_envelope(0, Flags::empty(), envelope, &mut buf)?;
         // Split off rather than frozen whole: that makes the buffer a shared one (once,
         // the first time round), which the next message takes back as a mutable buffer
         // without allocating; a frozen vector would get a new shared count every time.

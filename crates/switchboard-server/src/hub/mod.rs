@@ -803,7 +803,48 @@ impl Hub {
         publish: Publish,
         body_crc: Option<u32>,
     ) -> Result<Published, Refusal> {
-        self.publish_body(caller, publish, Body::Inline { crc: body_crc })
+        self.publish_body(caller, publish, Body::Inline { crc: body_crc }, None)
+    }
+
+    /// [`Hub::publish`] of one of the publishes read together: `last` is the channel
+    /// the run published to last, used again for the same name instead of a lookup in
+    /// the channel table (its read lock, a search and a reference count per publish),
+    /// and set to the channel this publish went to. A channel deleted since is looked
+    /// up again, as a publish without a run would.
+    pub fn publish_in_run(
+        &self,
+        caller: &Caller,
+        publish: Publish,
+        body_crc: Option<u32>,
+        last: &mut Option<Arc<Channel>>,
+    ) -> Result<Published, Refusal> {
+        if publish.scope == Scope::Channel
+            && let Some(channel) = last.take_if(|last| last.name == publish.channel.as_str())
+        {
+            let body = Body::Inline { crc: body_crc };
+            let admission = self
+                .rules
+                .admit(Target::Channel(&channel.options), body.shape(&publish))?;
+            let tags = subject::message_hashtags(&publish.content_type, &publish.body);
+            let mut history = channel.history.lock();
+            if !history.is_deleted() {
+                let made = self.publish_locked(
+                    caller,
+                    &channel,
+                    &mut history,
+                    &admission,
+                    &publish,
+                    body,
+                    tags,
+                );
+                drop(history);
+                *last = Some(channel);
+                return made.map(|(stored, delivered)| {
+                    self.published(&stored, delivered, admission.must_sync())
+                });
+            }
+        }
+        self.publish_body(caller, publish, Body::Inline { crc: body_crc }, Some(last))
     }
 
     /// PUBLISH of a body that was streamed into `upload`.
@@ -813,7 +854,7 @@ impl Hub {
         publish: Publish,
         upload: Verified,
     ) -> Result<Published, Refusal> {
-        self.publish_body(caller, publish, Body::Streamed(upload))
+        self.publish_body(caller, publish, Body::Streamed(upload), None)
     }
 
     /// Where a publish goes. A hashtag is never a destination; a channel nobody created
@@ -852,11 +893,13 @@ impl Hub {
         self.rules.admit(destination.target(publish, caller), body)
     }
 
+    /// `found`, if given, is set to the channel the publish went to.
     fn publish_body(
         &self,
         caller: &Caller,
         publish: Publish,
         body: Body,
+        found: Option<&mut Option<Arc<Channel>>>,
     ) -> Result<Published, Refusal> {
         let shape = body.shape(&publish);
         let destination = self.destination(&publish)?;
@@ -865,7 +908,11 @@ impl Hub {
             .admit(destination.target(&publish, caller), shape)?;
         match destination {
             Destination::Channel(channel) => {
-                self.publish_to_channel(caller, &channel, admission, publish, body)
+                let published = self.publish_to_channel(caller, &channel, admission, publish, body);
+                if let Some(found) = found {
+                    *found = Some(channel);
+                }
+                published
             }
             Destination::NewChannel => {
                 let name = publish.channel.as_str();
@@ -879,7 +926,11 @@ impl Hub {
                 } else {
                     self.rules.admit(Target::Channel(&channel.options), shape)?
                 };
-                self.publish_to_channel(caller, &channel, admission, publish, body)
+                let published = self.publish_to_channel(caller, &channel, admission, publish, body);
+                if let Some(found) = found {
+                    *found = Some(channel);
+                }
+                published
             }
             Destination::Group(group) => {
                 self.post_to_group(caller, &group, admission, publish, body)
@@ -897,13 +948,40 @@ impl Hub {
         publish: Publish,
         body: Body,
     ) -> Result<Published, Refusal> {
-        let name = channel.name.as_str();
         let tags = subject::message_hashtags(&publish.content_type, &publish.body);
         let mut history = channel.history.lock();
         if history.is_deleted() {
-            return Err(deleted_meanwhile("channel", name));
+            return Err(deleted_meanwhile("channel", &channel.name));
         }
-        let stored = self.seal(caller, &publish, &mut history, tags, body)?;
+        let (stored, delivered) = self.publish_locked(
+            caller,
+            channel,
+            &mut history,
+            &admission,
+            &publish,
+            body,
+            tags,
+        )?;
+        drop(history);
+        Ok(self.published(&stored, delivered, admission.must_sync()))
+    }
+
+    /// [`Hub::publish_to_channel`] once the history is locked and found not deleted:
+    /// returns the message and on how many connections it was queued.
+    // The parts of one publish, as its callers hold them.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_locked(
+        &self,
+        caller: &Caller,
+        channel: &Channel,
+        history: &mut History,
+        admission: &Admission,
+        publish: &Publish,
+        body: Body,
+        tags: Vec<String>,
+    ) -> Result<(Arc<StoredMessage>, u64), Refusal> {
+        let name = channel.name.as_str();
+        let stored = self.seal(caller, publish, history, tags, body)?;
         if admission.is_stored() {
             self.storage
                 .append(LogKind::Channel, name, &stored)
@@ -911,13 +989,12 @@ impl Hub {
         }
         let delivered = self.commit(
             channel,
-            &mut history,
+            history,
             &stored,
             admission.drop_oldest,
             admission.is_stored(),
         );
-        drop(history);
-        Ok(self.published(&stored, delivered, admission.must_sync()))
+        Ok((stored, delivered))
     }
 
     /// Keeps a message of `channel` in its history (trimming the store too when `stored`),
@@ -1240,4 +1317,65 @@ pub(crate) fn blob_refusal(error: &crate::blobs::BlobError) -> Refusal {
         _ => ErrorCode::Internal,
     };
     Refusal::new(code, error.to_string())
+}
+
+#[cfg(test)]
+mod publish_run_tests {
+    use super::*;
+    use crate::hooks::NoHooks;
+    use crate::security::SecurityConfig;
+    use crate::storage::MemoryStorage;
+
+    fn hub() -> Hub {
+        Hub::new(
+            ServerConfig::default(),
+            Policy::new(SecurityConfig::default()),
+            Arc::new(MemoryStorage),
+            Arc::new(NoHooks),
+            BlobStore::temporary().expect("a temporary blob directory"),
+        )
+    }
+
+    fn hello(channel: &str) -> Publish {
+        Publish {
+            channel: channel.into(),
+            body: Bytes::from_static(b"hello"),
+            ..Publish::default()
+        }
+    }
+
+    /// The channel a run keeps is used while it lives; once deleted (by another
+    /// session, between two publishes of one read), the next publish finds the name
+    /// anew and creates the channel again, as a publish outside a run does.
+    #[tokio::test]
+    async fn a_run_publishes_to_a_channel_created_again_after_a_delete() {
+        let hub = hub();
+        let (outbox, _queue) = hub.new_outbox(1);
+        let caller = Caller {
+            client_id: 1,
+            name: "ada".into(),
+            outbox,
+        };
+        let mut last = None;
+        let first = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        assert_eq!(first.map(|made| made.ack.seq).ok(), Some(1));
+        let second = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        assert_eq!(second.map(|made| made.ack.seq).ok(), Some(2));
+        let kept = last.clone().expect("the run keeps the channel");
+        hub.delete_channel("chat").expect("deleted");
+        let again = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        assert_eq!(
+            again
+                .map(|made| made.ack.seq)
+                .map_err(|refusal| refusal.message),
+            Ok(1),
+            "a new channel, from its first sequence number"
+        );
+        let now = last.expect("the run keeps the new channel");
+        assert!(!Arc::ptr_eq(&kept, &now));
+        assert!(hub.has_channel("chat"));
+        // Another channel in between: each publish goes where it names.
+        let other = hub.publish_in_run(&caller, hello("news"), None, &mut Some(now));
+        assert_eq!(other.map(|made| made.ack.seq).ok(), Some(1));
+    }
 }
