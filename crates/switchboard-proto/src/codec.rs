@@ -372,8 +372,11 @@ impl Decoder for FrameCodec {
             (true, false) => return Err(ProtoError::UnexpectedMac),
             _ => {}
         }
-        let frame_type = FrameType::from_u8(prefix.frame_type)
-            .ok_or(ProtoError::UnknownFrameType(prefix.frame_type))?;
+        // The error built only when needed (not `ok_or`, which builds and drops one per
+        // frame).
+        let Some(frame_type) = FrameType::from_u8(prefix.frame_type) else {
+            return Err(ProtoError::UnknownFrameType(prefix.frame_type));
+        };
         let content_end = header_end + prefix.content_len;
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         let total = content_end + mac_len;
