@@ -197,6 +197,8 @@ where
             Ok(true) => break,
             Err(error) => {
                 debug!(target: log::CONNECTION, conn_id, %error, "write failed");
+                // What the failed batch took is no longer queued.
+                rx.settle();
                 return Ending::Done;
             }
         }
