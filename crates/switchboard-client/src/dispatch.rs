@@ -69,7 +69,12 @@ pub(crate) async fn run_reader(
             // shutdown future made at all. A dispatch waiting for a full subscription
             // still gives way to shutdown.
             Ok(Some(frame)) => {
-                let mut dispatch = std::pin::pin!(dispatcher.dispatch(frame));
+                // Most frames of a burst are live messages served here, without a future.
+                let Some(unfinished) = dispatcher.dispatch_at_once(frame) else {
+                    heard = true;
+                    continue;
+                };
+                let mut dispatch = std::pin::pin!(dispatcher.finish(unfinished));
                 match futures::poll!(dispatch.as_mut()) {
                     Poll::Ready(flow) => Some(flow),
                     Poll::Pending => Some(tokio::select! {
@@ -100,7 +105,10 @@ pub(crate) async fn run_reader(
             let read = tokio::time::timeout_at(last_heard + silence_limit, reader.read_frame());
             match read.await {
                 Err(_) => AfterFrame::Close(CloseReason::HeartbeatTimeout),
-                Ok(Ok(Some(frame))) => dispatcher.dispatch(frame).await,
+                Ok(Ok(Some(frame))) => match dispatcher.dispatch_at_once(frame) {
+                    None => AfterFrame::Continue,
+                    Some(unfinished) => dispatcher.finish(unfinished).await,
+                },
                 Ok(Ok(None)) => AfterFrame::Close(dispatcher.end_of_stream_reason()),
                 Ok(Err(error)) => AfterFrame::Close(read_failure(&error)),
             }
@@ -149,6 +157,16 @@ enum SingleConsumer {
     NotSo(Message),
 }
 
+/// What is left of a frame [`Dispatcher::dispatch_at_once`] could not serve at once.
+pub(crate) enum Unfinished {
+    /// Not a live message: served the general way.
+    Frame(Frame),
+    /// A live message, decoded, for more than one subscription (or a streamed body).
+    Live(Message, bool),
+    /// A live message whose one subscription's queue is full: it waits for room.
+    Full(u64, message_queue::Sender<ReceivedMessage>, ReceivedMessage),
+}
+
 /// Routes frames; owned by the dispatch task.
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
@@ -188,6 +206,51 @@ impl Dispatcher {
             },
             None => CloseReason::Eof,
         }
+    }
+
+    /// Serves a live MESSAGE that needs no waiting, as [`Dispatcher::dispatch`] would,
+    /// without building its future (most frames of a busy connection are these); hands
+    /// back what is left of any other frame, for [`Dispatcher::finish`]. `None` once the
+    /// frame was served.
+    pub(crate) fn dispatch_at_once(&mut self, frame: Frame) -> Option<Unfinished> {
+        if frame.frame_type != FrameType::Message || frame.request_id != 0 {
+            return Some(Unfinished::Frame(frame));
+        }
+        let packet = match Message::from_frame_cached(&frame, &mut self.texts) {
+            Ok(message) => message,
+            Err(error) => {
+                self.bad_frame(0, error);
+                return None;
+            }
+        };
+        let replay = frame.flags.contains(Flags::REPLAY);
+        if let Some(stream) = packet.stream {
+            self.streams.open(stream.stream_id, stream.total_len);
+        }
+        if packet.scope == Scope::Group {
+            let message = self.streams.recipient(packet, replay);
+            self.shared.group_feed.push(GroupItem::Message(message));
+            return None;
+        }
+        match self.deliver_to_single_consumer(packet, replay) {
+            SingleConsumer::Queued => None,
+            SingleConsumer::Full(subscription_id, sender, message) => {
+                Some(Unfinished::Full(subscription_id, sender, message))
+            }
+            SingleConsumer::NotSo(packet) => Some(Unfinished::Live(packet, replay)),
+        }
+    }
+
+    /// Serves what [`Dispatcher::dispatch_at_once`] left.
+    pub(crate) async fn finish(&mut self, unfinished: Unfinished) -> AfterFrame {
+        match unfinished {
+            Unfinished::Frame(frame) => return self.dispatch(frame).await,
+            Unfinished::Live(packet, replay) => self.deliver_to_all(packet, replay).await,
+            Unfinished::Full(subscription_id, sender, message) => {
+                self.deliver(subscription_id, sender, message).await;
+            }
+        }
+        AfterFrame::Continue
     }
 
     /// Handles one frame from the server.
@@ -444,6 +507,11 @@ impl Dispatcher {
             }
             SingleConsumer::NotSo(packet) => packet,
         };
+        self.deliver_to_all(packet, replay).await;
+    }
+
+    /// Delivers a live message to every subscription it matches.
+    async fn deliver_to_all(&mut self, packet: Message, replay: bool) {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.shared

@@ -122,7 +122,20 @@ pub fn varint_len(value: u64) -> usize {
 }
 
 /// Reads a varint from the front of `buf`, advancing it.
+#[inline]
 pub fn get_varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
+    // Most varints of a frame (field lengths, small numbers) are one byte: read inline,
+    // the rest out of line.
+    if let Some((&byte, rest)) = buf.split_first()
+        && byte & 0x80 == 0
+    {
+        *buf = rest;
+        return Ok(u64::from(byte));
+    }
+    get_long_varint(buf)
+}
+
+fn get_long_varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
     let mut value: u64 = 0;
     for index in 0..MAX_VARINT_LEN {
         let Some((&byte, rest)) = buf.split_first() else {
@@ -354,6 +367,7 @@ impl Field<'_> {
     }
 
     /// The value as an unsigned varint filling the whole value.
+    #[inline]
     pub fn uint(&self) -> Result<u64, ProtoError> {
         let mut slice: &[u8] = self.value;
         let value = get_varint(&mut slice).map_err(|reason| ProtoError::MalformedField {
@@ -425,6 +439,7 @@ impl<'a> FieldReader<'a> {
 impl<'a> Iterator for FieldReader<'a> {
     type Item = Result<Field<'a>, ProtoError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (&key, rest) = self.block.split_first()?;
         let mut slice = rest;
@@ -534,5 +549,32 @@ mod tests {
                 assert_eq!(get_varint(&mut read), Ok(value));
             }
         }
+    }
+
+    /// One-byte varints take a short path; every length reads back what was written and
+    /// leaves what follows, and bad encodings are still refused.
+    #[test]
+    fn varints_read_back_at_every_length_and_bad_ones_are_refused() {
+        let mut values = vec![0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, u64::MAX];
+        values.extend((0..64).map(|shift| 1u64 << shift));
+        for value in values {
+            let mut buf = BytesMut::new();
+            put_varint(&mut buf, value);
+            assert_eq!(buf.len(), varint_len(value));
+            buf.extend_from_slice(&[0xAB]);
+            let mut slice: &[u8] = &buf;
+            assert_eq!(get_varint(&mut slice), Ok(value));
+            assert_eq!(slice, &[0xAB]);
+        }
+        assert!(get_varint(&mut &[][..]).is_err(), "empty");
+        assert!(get_varint(&mut &[0x80][..]).is_err(), "truncated");
+        assert!(
+            get_varint(&mut &[0xFF; 9][..]).is_err(),
+            "truncated after nine"
+        );
+        let mut overflow = [0xFF; 10];
+        overflow[9] = 0x02;
+        assert!(get_varint(&mut &overflow[..]).is_err(), "past u64");
+        assert!(get_varint(&mut &[0x80; 11][..]).is_err(), "longer than ten");
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use switchboard_proto::batch::WriteBatch;
+use switchboard_proto::batch::{BATCH_BYTES, WriteBatch};
 use switchboard_proto::packet::{
     Chunk, Encode, Event, EventKind, Packet, StreamAbort, StreamStart,
 };
@@ -30,9 +30,11 @@ use crate::hub::message::StoredMessage;
 use crate::log;
 use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
 
-/// A buffer grown past this is released after each batch (an idle connection's writer
-/// holds none at all).
-const KEEP_BUFFER: usize = 16 * 1024;
+/// A buffer grown past this (by a packet larger than a batch) is released after its
+/// batch. Any other is kept from one batch to the next while the queue has more, so that
+/// a burst does not allocate and grow a buffer per batch, and released once the queue is
+/// drained (an idle connection's writer holds none at all).
+const KEEP_BUFFER: usize = 2 * BATCH_BYTES;
 /// How long a writer waits for more to write before it exits (a busy connection does not
 /// start a task per burst).
 const LINGER: Duration = Duration::from_millis(100);
@@ -61,6 +63,8 @@ struct Writer<'a> {
     batch: WriteBatch,
     streams: VecDeque<OutgoingStream>,
     next_stream_id: u64,
+    /// Bytes queued when the batch started: how large its buffer will need to be.
+    hint: usize,
 }
 
 /// What a writer task owns besides its queue, kept by the queue while no task runs.
@@ -150,11 +154,12 @@ where
         batch: WriteBatch::new(),
         streams: VecDeque::new(),
         next_stream_id: *next_stream_id,
+        hint: 0,
     };
     let mut open = true;
     loop {
         let first = if writer.streams.is_empty() {
-            match rx.try_recv() {
+            match rx.try_take() {
                 Ok(item) => Some(item),
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
@@ -176,7 +181,7 @@ where
                 }
             }
         } else if open {
-            match rx.try_recv() {
+            match rx.try_take() {
                 Ok(item) => Some(item),
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => {
@@ -192,6 +197,8 @@ where
             Ok(true) => break,
             Err(error) => {
                 debug!(target: log::CONNECTION, conn_id, %error, "write failed");
+                // What the failed batch took is no longer queued.
+                rx.settle();
                 return Ending::Done;
             }
         }
@@ -214,14 +221,23 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<bool> {
     let mut closing = false;
     if let Some(first) = first {
+        writer.hint = rx.queued_bytes_hint();
         closing = writer.put(first, sink).await?;
         while !closing && !writer.batch.is_full() {
-            match rx.try_recv() {
+            match rx.try_take() {
+                // Most of a burst: a small live frame, copied without the general path.
+                Ok(Outgoing::Live(message)) => match message.small_live_frame() {
+                    Some(frame) => writer.copy_frame(frame),
+                    None => closing = writer.put(Outgoing::Live(message), sink).await?,
+                },
                 Ok(item) => closing = writer.put(item, sink).await?,
                 Err(_) => break,
             }
         }
     }
+    // What the batch took leaves the queue's counts before the write, which may wait
+    // for a slow reader.
+    rx.settle();
     if !closing {
         writer.pump().await;
         writer.report_dropped(rx.take_dropped());
@@ -267,7 +283,10 @@ impl Writer<'_> {
             // A large shared frame goes out from its own buffer, not copied once per
             // receiver into each connection's.
             Outgoing::Shared(frame) => self.batch.push_frame(frame),
-            Outgoing::Live(message) => message.put_live(&mut self.batch),
+            Outgoing::Live(message) => match message.small_live_frame() {
+                Some(frame) => self.copy_frame(frame),
+                None => message.put_live(&mut self.batch),
+            },
             Outgoing::Dropped => {}
             Outgoing::Droppable(_) | Outgoing::Direct(_) => {
                 // The receiver turns these into Shared or Dropped before they get here.
@@ -322,6 +341,18 @@ impl Writer<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// Copies a small frame into the batch's buffer. A buffer that must grow grows at
+    /// once to what was queued when the batch started (up to a batch), not by doubling,
+    /// which would copy what it holds at every step of a burst.
+    fn copy_frame(&mut self, frame: &[u8]) {
+        let hint = self.hint.min(BATCH_BYTES);
+        let buffer = self.batch.buffer();
+        if buffer.capacity() - buffer.len() < frame.len() {
+            buffer.reserve(hint.saturating_sub(buffer.len()).max(frame.len()));
+        }
+        buffer.extend_from_slice(frame);
     }
 
     /// Tells the client how many live messages were dropped for it (drop-oldest channels).

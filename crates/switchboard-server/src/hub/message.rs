@@ -231,6 +231,13 @@ impl StoredMessage {
         frame.freeze()
     }
 
+    /// The live frame, when it is one buffer small enough to be copied into a write
+    /// batch (most of a burst of small messages).
+    pub fn small_live_frame(&self) -> Option<&[u8]> {
+        (self.body_apart.is_empty() && self.frame.len() < WRITE_APART_BYTES)
+            .then_some(&self.frame[..])
+    }
+
     /// Adds the live frame to a write batch: copied if small, else written from its own
     /// buffers (a body kept apart between its head and its tag).
     pub fn put_live(&self, batch: &mut WriteBatch) {

@@ -224,25 +224,69 @@ struct OutboxState {
 }
 
 /// The receiving side, owned by the writer task.
+///
+/// Items are taken one by one, but what they free (their slots, their bytes, the
+/// server's budget they held) is given back per batch by [`OutboxReceiver::settle`]:
+/// the queue's counters are shared with every publisher, and touching them once per
+/// item was most of what a delivery cost.
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
     rx: queue::Receiver<Outgoing>,
     state: Arc<OutboxState>,
+    /// Bytes of the items taken since the last settle, still counted as queued.
+    unsettled_bytes: usize,
+    /// Bytes of direct messages among them.
+    unsettled_direct: usize,
 }
 
 impl OutboxReceiver {
+    fn new(rx: queue::Receiver<Outgoing>, state: Arc<OutboxState>) -> Self {
+        OutboxReceiver {
+            rx,
+            state,
+            unsettled_bytes: 0,
+            unsettled_direct: 0,
+        }
+    }
+
     /// How many frames were dropped since the last call (to tell the client).
     pub fn take_dropped(&self) -> u64 {
         self.state.droppables.unreported.swap(0, Ordering::Relaxed)
     }
 
-    fn taken(&self, item: Outgoing) -> Outgoing {
+    /// Bytes queued and not yet written out: a hint of how much the writer is about to
+    /// take.
+    pub fn queued_bytes_hint(&self) -> usize {
+        self.state.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    fn taken(&mut self, item: Outgoing) -> Outgoing {
+        // The most frequent item first, without the general match.
+        if let Outgoing::Live(message) = &item {
+            self.unsettled_bytes += message.frame_len() + ITEM_OVERHEAD;
+            return item;
+        }
         if let Outgoing::Droppable(slot) = &item {
             return slot
                 .take(&self.state.queued_bytes)
                 .unwrap_or(Outgoing::Dropped);
         }
         let weight = weight(&item);
+        self.unsettled_bytes += weight;
+        match item {
+            Outgoing::Direct(frame) => {
+                self.unsettled_direct += weight;
+                Outgoing::Shared(frame)
+            }
+            item => item,
+        }
+    }
+
+    /// Gives back what the items taken since the last time held: their slots, their
+    /// bytes (waking a reply waiting for room) and the server's budget they needed.
+    pub fn settle(&mut self) {
+        self.rx.settle();
+        let weight = std::mem::take(&mut self.unsettled_bytes);
         if weight > 0 {
             let before = self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
             let now = before.saturating_sub(weight);
@@ -254,22 +298,34 @@ impl OutboxReceiver {
                 self.state.signal.notify_waiters();
             }
         }
-        match item {
-            Outgoing::Direct(frame) => {
-                self.state.direct_bytes.fetch_sub(weight, Ordering::Relaxed);
-                Outgoing::Shared(frame)
-            }
-            item => item,
+        let direct = std::mem::take(&mut self.unsettled_direct);
+        if direct > 0 {
+            self.state.direct_bytes.fetch_sub(direct, Ordering::Relaxed);
         }
     }
 
+    /// The next item, waiting for one; what it held is given back at once.
     pub async fn recv(&mut self) -> Option<Outgoing> {
+        self.settle();
         let item = self.rx.recv().await?;
-        Some(self.taken(item))
+        let item = self.taken(item);
+        self.settle();
+        Some(item)
     }
 
+    /// The next item if one is queued; what it held is given back at once.
+    #[cfg(test)]
     pub fn try_recv(&mut self) -> Result<Outgoing, TryRecvError> {
-        let item = self.rx.try_recv()?;
+        let item = self.try_take();
+        self.settle();
+        item
+    }
+
+    /// The next item if one is queued, what it held given back by the next
+    /// [`OutboxReceiver::settle`]: for the writer, which takes a batch, then settles,
+    /// then writes.
+    pub fn try_take(&mut self) -> Result<Outgoing, TryRecvError> {
+        let item = self.rx.try_take()?;
         Ok(self.taken(item))
     }
 
@@ -284,13 +340,14 @@ impl OutboxReceiver {
     /// Ends the writer task while the queue is empty: `resume` gets the receiver back
     /// (to start a new task) when an item is queued or the last sender goes, or at once
     /// if one of those happened already. Called by the writer task as it exits.
-    pub fn park(self, resume: impl FnOnce(OutboxReceiver) + Send + 'static) {
+    pub fn park(mut self, resume: impl FnOnce(OutboxReceiver) + Send + 'static) {
+        self.settle();
         // The task is ending: its handle is dropped so that its memory goes with it, and
         // an idle queue holds no budget.
         drop(self.state.writer.lock().take());
         self.state.reservation.shrink(&self.state.queued_bytes, 0);
-        let OutboxReceiver { rx, state } = self;
-        rx.park(move |rx| resume(OutboxReceiver { rx, state }));
+        let OutboxReceiver { rx, state, .. } = self;
+        rx.park(move |rx| resume(OutboxReceiver::new(rx, state)));
     }
 }
 
@@ -399,7 +456,7 @@ impl Outbox {
                 tx,
                 state: state.clone(),
             },
-            OutboxReceiver { rx, state },
+            OutboxReceiver::new(rx, state),
         )
     }
 
@@ -448,7 +505,9 @@ impl Outbox {
         } else if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
         } else {
-            self.offer(Outgoing::Live(message.clone()))
+            let weight = message.frame_len() + ITEM_OVERHEAD;
+            let delivered = self.try_deliver(Outgoing::Live(message.clone()), weight);
+            self.delivered(delivered)
         }
     }
 
@@ -785,6 +844,43 @@ mod tests {
             .unwrap();
         assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
         assert_eq!(outbox.queued_bytes(), 0, "everything taken is uncounted");
+    }
+
+    /// What the writer takes stays counted until it settles (its batch is then about to
+    /// be written): then the bytes are given back at once, and a reply waiting for room
+    /// is woken.
+    #[tokio::test]
+    async fn taken_items_are_uncounted_when_the_writer_settles() {
+        let (outbox, mut rx) = Outbox::new(
+            1,
+            1024,
+            4096,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
+        outbox.send(reply(1000)).await.unwrap();
+        outbox.send(reply(1000)).await.unwrap();
+        let queued = outbox.queued_bytes();
+        assert!(queued > outbox.reply_limit());
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(reply(10)).await }
+        });
+        assert!(matches!(rx.try_take(), Ok(Outgoing::Packet { .. })));
+        assert!(matches!(rx.try_take(), Ok(Outgoing::Packet { .. })));
+        assert_eq!(outbox.queued_bytes(), queued, "counted until settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a reply went over the budget");
+        rx.settle();
+        assert_eq!(outbox.queued_bytes(), 0);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken once the writer settled")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Packet { .. })));
+        assert_eq!(outbox.queued_bytes(), 0);
     }
 
     /// A reply waiting for room gives up once the writer is gone.

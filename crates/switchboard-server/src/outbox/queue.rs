@@ -7,6 +7,12 @@
 //! allocated when items come and freed when the receiver has taken them all. Its
 //! receiver can also leave the queue while it is empty ([`Receiver::park`]) and be handed
 //! back by the next item queued, so that no task waits on an idle queue.
+//!
+//! The receiver takes everything queued at once, under one lock, into a hand of its own
+//! and gives the slots of what it took back in one go ([`Receiver::try_take`],
+//! [`Receiver::settle`]): a writer draining a burst pays for the lock and the slots once
+//! per burst, not once per item, and the queue and the hand swap their storage rather
+//! than allocate.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,10 +30,18 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             closed: false,
             receiver: None,
             parked: None,
+            last_take: 0,
         }),
         room: Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)),
     });
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    (
+        Sender { chan: chan.clone() },
+        Receiver {
+            chan,
+            hand: VecDeque::new(),
+            unsettled: 0,
+        },
+    )
 }
 
 struct Chan<T> {
@@ -59,7 +73,14 @@ struct State<T> {
     receiver: Option<Waker>,
     /// The receiver, parked: given back by the next push or the last sender's drop.
     parked: Option<Box<dyn FnOnce() + Send>>,
+    /// How many items the receiver took at once last time: the storage a queue that
+    /// starts again from nothing is given at once, so that a burst does not grow it one
+    /// doubling (and one copy of everything queued) at a time.
+    last_take: usize,
 }
+
+/// The most slots a queue starting from nothing is given at once.
+const MAX_PRESIZE: usize = 512;
 
 pub(crate) enum TrySendError<T> {
     Full(#[allow(dead_code)] T),
@@ -147,6 +168,10 @@ impl<T> Sender<T> {
         if state.closed {
             return Err(item);
         }
+        if state.items.capacity() == 0 && state.last_take > 1 {
+            let presize = state.last_take.min(MAX_PRESIZE);
+            state.items.reserve_exact(presize);
+        }
         state.items.push_back(item);
         let receiver = state.receiver.take();
         let parked = state.parked.take();
@@ -184,31 +209,56 @@ impl<T> Drop for OwnedPermit<T> {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Receiver<T> {
     chan: Arc<Chan<T>>,
+    /// Items taken from the queue in one go and not handed out yet. They keep their
+    /// slots: the queue and the hand together never hold more than the capacity.
+    hand: VecDeque<T>,
+    /// Items handed out whose slots were not given back yet (see [`Receiver::settle`]).
+    unsettled: usize,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("chan", &self.chan)
+            .field("in_hand", &self.hand.len())
+            .field("unsettled", &self.unsettled)
+            .finish()
+    }
 }
 
 impl<T> Receiver<T> {
-    /// The next item; `None` once every sender is gone and the queue is empty.
+    /// The next item; `None` once every sender is gone and the queue is empty. Its slot
+    /// is given back at once, with those of items taken before.
     pub async fn recv(&mut self) -> Option<T> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        let item = std::future::poll_fn(|cx| self.poll_recv(cx)).await;
+        self.settle();
+        item
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut state = self.chan.state.lock();
-        if let Some(item) = state.items.pop_front() {
-            drop(state);
-            self.chan.room.add_permits(1);
+        if let Some(item) = self.take_from_hand() {
             return Poll::Ready(Some(item));
+        }
+        self.settle();
+        let mut state = self.chan.state.lock();
+        if !state.items.is_empty() {
+            std::mem::swap(&mut state.items, &mut self.hand);
+            state.last_take = self.hand.len();
+            drop(state);
+            return Poll::Ready(self.take_from_hand());
         }
         if state.senders == 0 {
             return Poll::Ready(None);
         }
         // Drained, and about to wait: the storage of a burst is not kept for an idle
-        // connection (a busy one drains with `try_recv` and does not come here per item).
+        // connection, neither in the queue nor in the hand.
         if state.items.capacity() > 0 {
             state.items = VecDeque::new();
+        }
+        if self.hand.capacity() > 0 {
+            self.hand = VecDeque::new();
         }
         match &mut state.receiver {
             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -217,30 +267,63 @@ impl<T> Receiver<T> {
         Poll::Pending
     }
 
-    /// The next item if one is queued.
+    /// The next item if one is queued, its slot given back at once.
+    #[cfg(test)]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let item = self.try_take();
+        self.settle();
+        item
+    }
+
+    /// The next item if one is queued, without giving its slot back yet: the slots of
+    /// the items taken are given back together by the next [`Receiver::settle`] (or the
+    /// next time the hand is empty). For a receiver that drains a burst before acting.
+    pub fn try_take(&mut self) -> Result<T, TryRecvError> {
+        if let Some(item) = self.take_from_hand() {
+            return Ok(item);
+        }
+        self.settle();
         let mut state = self.chan.state.lock();
-        match state.items.pop_front() {
-            Some(item) => {
-                drop(state);
-                self.chan.room.add_permits(1);
-                Ok(item)
-            }
-            None if state.senders == 0 => Err(TryRecvError::Disconnected),
-            None => Err(TryRecvError::Empty),
+        if state.items.is_empty() {
+            return Err(if state.senders == 0 {
+                TryRecvError::Disconnected
+            } else {
+                TryRecvError::Empty
+            });
+        }
+        // Everything queued, in one go; the queue keeps the hand's empty storage.
+        std::mem::swap(&mut state.items, &mut self.hand);
+        state.last_take = self.hand.len();
+        drop(state);
+        self.take_from_hand().ok_or(TryRecvError::Empty)
+    }
+
+    fn take_from_hand(&mut self) -> Option<T> {
+        let item = self.hand.pop_front()?;
+        self.unsettled += 1;
+        Some(item)
+    }
+
+    /// Gives back the slots of the items taken since the last time.
+    pub fn settle(&mut self) {
+        if self.unsettled > 0 {
+            self.chan.room.add_permits(self.unsettled);
+            self.unsettled = 0;
         }
     }
 
     /// Leaves the queue while it is empty: `resume` gets the receiver back when an
     /// item is queued or the last sender goes, or at once if one of those happened.
-    pub fn park(self, resume: impl FnOnce(Receiver<T>) + Send + 'static)
+    pub fn park(mut self, resume: impl FnOnce(Receiver<T>) + Send + 'static)
     where
         T: Send + 'static,
     {
+        self.settle();
         let chan = self.chan.clone();
         let mut state = chan.state.lock();
-        if state.items.is_empty() && state.senders > 0 {
+        if state.items.is_empty() && self.hand.is_empty() && state.senders > 0 {
             state.items = VecDeque::new();
+            self.hand = VecDeque::new();
             // The waker is the parking task's: it must not keep that task's memory.
             state.receiver = None;
             state.parked = Some(Box::new(move || resume(self)));
@@ -253,7 +336,7 @@ impl<T> Receiver<T> {
     /// Slots of item storage the queue holds (for tests of idle memory).
     #[cfg(test)]
     pub fn allocated_slots(&self) -> usize {
-        self.chan.state.lock().items.capacity()
+        self.chan.state.lock().items.capacity() + self.hand.capacity()
     }
 }
 
@@ -337,6 +420,41 @@ mod tests {
         drop(tx.clone().reserve_owned().await.unwrap());
         tx.try_send(8).map_err(|_| "full").unwrap();
         assert_eq!(rx.recv().await, Some(8));
+    }
+
+    /// Items taken in one go keep their slots while in the receiver's hand, and those
+    /// handed out give theirs back together: the queue never holds more than its
+    /// capacity, and a receiver that settles frees the room of everything it took.
+    #[test]
+    fn items_taken_in_one_go_give_their_slots_back_when_settled() {
+        let (tx, mut rx) = channel::<u32>(3);
+        for item in 0..3 {
+            tx.try_send(item).map_err(|_| "full").unwrap();
+        }
+        assert_eq!(rx.try_take(), Ok(0));
+        assert!(
+            matches!(tx.try_send(9), Err(TrySendError::Full(9))),
+            "an item handed out keeps its slot until settled"
+        );
+        rx.settle();
+        tx.try_send(3).map_err(|_| "full").unwrap();
+        assert!(
+            matches!(tx.try_send(9), Err(TrySendError::Full(9))),
+            "the items still in hand keep theirs"
+        );
+        assert_eq!(rx.try_take(), Ok(1));
+        assert_eq!(rx.try_take(), Ok(2));
+        // The hand is empty: taking more settles what it handed out.
+        assert_eq!(rx.try_take(), Ok(3));
+        tx.try_send(4).map_err(|_| "full").unwrap();
+        tx.try_send(5).map_err(|_| "full").unwrap();
+        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
+        rx.settle();
+        tx.try_send(6).map_err(|_| "full").unwrap();
+        assert_eq!(rx.try_recv(), Ok(4));
+        assert_eq!(rx.try_recv(), Ok(5));
+        assert_eq!(rx.try_recv(), Ok(6));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     }
 
     /// A parked receiver, handed back by whatever resumes it.
