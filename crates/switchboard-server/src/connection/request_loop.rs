@@ -174,6 +174,7 @@ async fn serve_buffered<R: Readable>(
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
+        session.more_read = reader.has_bytes();
         let frame = match cmd::apply_at_once(hub, session, frame) {
             Ok(answer) => {
                 if !answer.is_nothing() {

@@ -62,7 +62,9 @@ use crate::time::{MessageIds, now_us};
 const MAX_REFUSALS_TELLING: usize = 256;
 
 /// A stored publish: its acknowledgement, and whether the store must sync before it may
-/// be sent (durability `always`).
+/// be sent (durability `always`). Such a message was handed to the store as awaited
+/// ([`crate::storage::Storage::append_awaited`]): the caller must then ask for the sync
+/// (`Hub::sync_storage_here` or `Hub::sync_storage`), which is what gets it written.
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
     pub ack: PublishAck,
@@ -512,6 +514,12 @@ impl Hub {
         self.storage.sync()
     }
 
+    /// Everything stored so far, synced on the calling thread if the store is idle
+    /// (`None` when not done here: see [`Storage::sync_here`]).
+    pub fn sync_storage_here(&self) -> Option<Result<(), crate::storage::StorageError>> {
+        self.storage.sync_here()
+    }
+
     /// How many syncs to disk the store made.
     pub fn store_syncs(&self) -> u64 {
         self.storage.syncs()
@@ -905,9 +913,7 @@ impl Hub {
         }
         let stored = self.seal(caller, &publish, &mut history, tags, body)?;
         if admission.is_stored() {
-            self.storage
-                .append(LogKind::Channel, name, &stored)
-                .map_err(|e| refused_to_store(&stored, &e))?;
+            self.store(LogKind::Channel, name, &stored, admission)?;
         }
         let delivered = self.commit(
             channel,
@@ -951,6 +957,23 @@ impl Hub {
     }
 
     /// Counts a publish stored and queued on `delivered` connections, and its answer.
+    /// Hands a message to the store; one its publisher waits to see synced is left for
+    /// that sync to write.
+    fn store(
+        &self,
+        kind: LogKind,
+        log: &str,
+        stored: &StoredMessage,
+        admission: Admission,
+    ) -> Result<(), Refusal> {
+        let queued = if admission.must_sync() {
+            self.storage.append_awaited(kind, log, stored)
+        } else {
+            self.storage.append(kind, log, stored)
+        };
+        queued.map_err(|e| refused_to_store(stored, &e))
+    }
+
     fn published(&self, stored: &StoredMessage, delivered: u64, must_sync: bool) -> Published {
         Counters::add(&self.counters.messages_published, 1);
         Counters::add(&self.counters.messages_delivered, delivered);
