@@ -482,6 +482,9 @@ impl switchboard_server::Storage for Ledger {
             Ok(())
         })
     }
+    fn can_sync_here(&self) -> bool {
+        true
+    }
     fn sync_here(&self) -> Option<Result<(), switchboard_server::StorageError>> {
         let covers = self.0.appended.load(SeqCst);
         std::thread::sleep(LEDGER_SYNC);

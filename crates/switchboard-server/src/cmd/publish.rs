@@ -291,7 +291,8 @@ async fn synced_here(hub: &Hub, session: &Session) -> bool {
         .durable_acks
         .as_ref()
         .is_none_or(|acks| acks.unanswered.load(Ordering::Relaxed) == 0);
-    if !in_order || session.more_read || !has_other_workers() {
+    if !in_order || session.more_read || !has_other_workers() || !hub.can_sync_storage_here() {
+        // Asked for at once: the writer thread (woken if idle) syncs for everyone.
         return false;
     }
     // What this worker has queued runs first: a task it woke last cannot be taken by

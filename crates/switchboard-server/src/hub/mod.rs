@@ -520,6 +520,11 @@ impl Hub {
         self.storage.sync_here()
     }
 
+    /// Whether [`Hub::sync_storage_here`] would sync on the calling thread now.
+    pub fn can_sync_storage_here(&self) -> bool {
+        self.storage.can_sync_here()
+    }
+
     /// How many syncs to disk the store made.
     pub fn store_syncs(&self) -> u64 {
         self.storage.syncs()

@@ -201,6 +201,12 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_here(&self) -> Option<Result<(), StorageError>> {
         None
     }
+    /// Whether [`Storage::sync_here`] would sync on the calling thread now (it may still
+    /// not, if the store got busy meanwhile): a cheap look, for a caller that prepares
+    /// its thread before blocking it.
+    fn can_sync_here(&self) -> bool {
+        false
+    }
     /// How many syncs to disk were made (for STATS; shows group commit at work).
     fn syncs(&self) -> u64 {
         0

@@ -379,12 +379,28 @@ impl Writer {
         })
     }
 
+    /// Whether [`Writer::sync_here`] would sync on the calling thread now: the writer
+    /// thread waits for work, no publish waits for a sync, and the store is healthy.
+    pub fn can_sync_here(&self) -> bool {
+        let shared = &*self.shared;
+        if shared.engine.is_locked() {
+            return false;
+        }
+        let synced = shared.progress.borrow().synced;
+        let queue = shared.queue.lock();
+        queue.writer_idle
+            && queue.requested <= synced
+            && queue.failed.is_none()
+            && !queue.stop
+            && queue.blocked == 0
+    }
+
     /// Writes and syncs everything queued so far on the calling thread, if the writer
     /// thread is idle and the store healthy: `Some(Ok(()))` once every record queued
     /// before this call is on disk. `None` when it is not done here (the writer thread
-    /// is busy, appenders wait for room, the store failed or is stopping, or this write
-    /// or sync failed, which the writer thread then handles): [`Writer::sync`] then says
-    /// when, or whether, they are on disk.
+    /// is busy, other publishes already wait for a sync, appenders wait for room, the
+    /// store failed or is stopping, or this write or sync failed, which the writer thread
+    /// then handles): [`Writer::sync`] then says when, or whether, they are on disk.
     ///
     /// The caller's thread is blocked for one write and one `fdatasync`.
     pub fn sync_here(&self) -> Option<Result<(), StorageError>> {
@@ -400,6 +416,11 @@ impl Writer {
         let ticket = queue.last_put;
         if ticket <= engine.done.synced {
             return Some(Ok(()));
+        }
+        // Other publishes already wait for a sync: the writer thread makes one for all
+        // of them (group commit) rather than this caller's sync and then theirs.
+        if queue.requested > engine.done.synced {
+            return None;
         }
         queue.requested = queue.requested.max(ticket);
         let through = if ticket > engine.done.written {

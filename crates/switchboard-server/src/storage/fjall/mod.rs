@@ -388,6 +388,10 @@ impl Storage for FjallStorage {
         self.writer.sync_here()
     }
 
+    fn can_sync_here(&self) -> bool {
+        self.writer.can_sync_here()
+    }
+
     fn syncs(&self) -> u64 {
         self.writer.syncs()
     }
