@@ -414,3 +414,158 @@ async fn a_session_keeps_reading_while_its_publishes_wait_for_the_disk() {
     assert_eq!(acked, expected);
     server.shutdown().await;
 }
+
+/// What a [`Ledger`] store was asked to do and what its syncs covered.
+#[derive(Default)]
+struct LedgerCounts {
+    appended: std::sync::atomic::AtomicU64,
+    /// Messages covered by a completed sync.
+    synced: std::sync::atomic::AtomicU64,
+    /// Syncs made on the publishing session's own thread.
+    synced_here: std::sync::atomic::AtomicU64,
+    /// Syncs waited for in the background.
+    sync_waits: std::sync::atomic::AtomicU64,
+}
+
+/// A store whose syncs take 20 ms, made on the session's thread or waited for, and which
+/// counts how many messages each one covered.
+struct Ledger(std::sync::Arc<LedgerCounts>);
+
+const LEDGER_SYNC: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl switchboard_server::Storage for Ledger {
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn load(&self) -> Result<switchboard_server::Snapshot, switchboard_server::StorageError> {
+        Ok(Default::default())
+    }
+    fn put_channel(
+        &self,
+        _: &str,
+        _: &ChannelOptions,
+    ) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn append(
+        &self,
+        _: switchboard_server::LogKind,
+        _: &str,
+        _: &switchboard_server::StoredMessage,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.0.appended.fetch_add(1, SeqCst);
+        Ok(())
+    }
+    fn trim(&self, _: switchboard_server::LogKind, _: &str, _: u64) {}
+    fn put_group(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn add_member(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn remove_member(&self, _: &str, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn delete_channel(&self, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn delete_group(&self, _: &str) -> Result<(), switchboard_server::StorageError> {
+        Ok(())
+    }
+    fn sync(&self) -> switchboard_server::SyncFuture {
+        self.0.sync_waits.fetch_add(1, SeqCst);
+        let counts = self.0.clone();
+        let covers = counts.appended.load(SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(LEDGER_SYNC).await;
+            counts.synced.fetch_max(covers, SeqCst);
+            Ok(())
+        })
+    }
+    fn can_sync_here(&self) -> bool {
+        true
+    }
+    fn sync_here(&self) -> Option<Result<(), switchboard_server::StorageError>> {
+        let covers = self.0.appended.load(SeqCst);
+        std::thread::sleep(LEDGER_SYNC);
+        self.0.synced.fetch_max(covers, SeqCst);
+        self.0.synced_here.fetch_add(1, SeqCst);
+        Some(Ok(()))
+    }
+    fn close(&self, _: &[(switchboard_server::LogKind, String, u64)]) {}
+}
+
+use std::sync::atomic::Ordering::SeqCst;
+
+async fn start_on_ledger() -> (ServerHandle, std::sync::Arc<LedgerCounts>) {
+    let counts = std::sync::Arc::new(LedgerCounts::default());
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .sync(SyncPolicy::Always)
+        .storage(std::sync::Arc::new(Ledger(counts.clone())))
+        .start()
+        .await
+        .unwrap();
+    (server, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_awaiting_each_ack_has_its_sync_made_on_its_own_thread_before_the_ack() {
+    let (server, counts) = start_on_ledger().await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    for i in 1..=20u64 {
+        let seq = publish_ok(&mut alice, "one.at.a.time", &i.to_string()).await;
+        assert_eq!(seq, i);
+        // Never acknowledged before a sync covered it.
+        assert!(
+            counts.synced.load(SeqCst) >= seq,
+            "ack {seq} before its sync"
+        );
+    }
+    // No wake-up of the store's writer and back: each sync was made by the session.
+    assert_eq!(counts.synced_here.load(SeqCst), 20);
+    assert_eq!(counts.sync_waits.load(SeqCst), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_wait_for_shared_syncs_and_are_answered_in_order() {
+    let (server, counts) = start_on_ledger().await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    // All in one write, as a pipelining client sends them.
+    let count = 100u32;
+    let mut out = bytes::BytesMut::new();
+    for i in 0..count {
+        alice
+            .codec
+            .encode_packet(
+                1000 + i,
+                switchboard_proto::Flags::empty(),
+                &publish("pipelined", &i.to_string()),
+                &mut out,
+            )
+            .unwrap();
+    }
+    alice.send_raw(&out).await;
+    let mut acked = Vec::new();
+    while acked.len() < count as usize {
+        let frame = alice.next_frame().await.expect("answers");
+        match Packet::from_frame(&frame).unwrap() {
+            Packet::PublishAck(ack) => {
+                assert!(
+                    counts.synced.load(SeqCst) >= ack.seq,
+                    "ack {} before its sync",
+                    ack.seq
+                );
+                acked.push((frame.request_id, ack.seq));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<(u32, u64)> = (0..count).map(|i| (1000 + i, u64::from(i) + 1)).collect();
+    assert_eq!(acked, expected);
+    // The session read on while they waited: at most the first of the read was synced
+    // on its thread (if it came alone), every other one waited for a shared sync.
+    assert!(counts.synced_here.load(SeqCst) <= 1);
+    server.shutdown().await;
+}

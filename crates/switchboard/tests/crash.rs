@@ -31,12 +31,14 @@ struct Acked {
     at: Instant,
 }
 
-/// Publishes from several connections until the server dies; returns every ack.
+/// Publishes from several connections, each with up to `in_flight` publishes awaiting
+/// their ack, until the server dies; returns every ack.
 async fn publish_until_killed(
     addr: &str,
     server: &mut Child,
     kill_after: Duration,
     round: u64,
+    in_flight: usize,
 ) -> (Vec<Acked>, Instant) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -57,7 +59,7 @@ async fn publish_until_killed(
                     break;
                 };
                 pending.push_back((text, ack));
-                if pending.len() >= 32 {
+                if pending.len() >= in_flight {
                     let (text, ack) = pending.pop_front().expect("pending");
                     match ack.await {
                         Ok(ack) => acked.lock().expect("lock").push(Acked {
@@ -152,6 +154,19 @@ fn check_well_formed(history: &[(u64, String)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_always_keeps_every_acknowledged_message_through_sigkill() {
+    keeps_every_acknowledged_message_through_sigkill(32).await;
+}
+
+/// Publishers that each await every ack: the store syncs on the publishing session's own
+/// thread whenever its writer thread is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_always_keeps_every_message_acknowledged_one_at_a_time_through_sigkill() {
+    keeps_every_acknowledged_message_through_sigkill(1).await;
+}
+
+/// Four rounds of publishing with `--sync always` until SIGKILL; after each, every
+/// message ever acknowledged is read back.
+async fn keeps_every_acknowledged_message_through_sigkill(in_flight: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut all_acked: Vec<Acked> = Vec::new();
     for round in 0..4u64 {
@@ -164,6 +179,7 @@ async fn sync_always_keeps_every_acknowledged_message_through_sigkill() {
             &mut server,
             Duration::from_millis(300 + 100 * round),
             round,
+            in_flight,
         )
         .await;
         assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
@@ -209,7 +225,7 @@ async fn sync_interval_loses_at_most_the_documented_window() {
     );
     create_channel(&addr).await;
     let (acked, killed_at) =
-        publish_until_killed(&addr, &mut server, Duration::from_millis(400), 0).await;
+        publish_until_killed(&addr, &mut server, Duration::from_millis(400), 0, 32).await;
     assert!(!acked.is_empty());
     let (mut server, addr) = serve(
         dir.path(),

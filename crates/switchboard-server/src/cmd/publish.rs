@@ -2,6 +2,7 @@
 //! acknowledgement (after the store synced, for durability `always`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use switchboard_proto::packet::{Packet, Publish, PublishAck, PublishTexts, Scope};
@@ -286,7 +287,10 @@ fn run_hooks_knowing(
 
 /// Answers a stored publish. With durability `always` the answer waits for the store's
 /// sync, but the session does not: it hands the wait to its [`DurableAcks`] and reads on,
-/// so that pipelined publishes of one connection share a sync (group commit).
+/// so that pipelined publishes of one connection share a sync (group commit). A
+/// publisher that awaits each ack (nothing more read, no ack of its own waiting) has the
+/// store sync on this thread when it is idle, and is answered at once: no wake-up of the
+/// storage thread, and none back from it.
 ///
 /// `started` is when the publish was read: the time until its ack is queued is what the
 /// publish-to-ack latency histogram counts (publishes that want no ack are not counted).
@@ -298,7 +302,7 @@ pub(crate) async fn acknowledge(
     published: Published,
     started: Instant,
 ) {
-    if published.must_sync {
+    if published.must_sync && !synced_here(hub, session).await {
         let waiting = Waiting {
             request_id,
             quiet,
@@ -310,7 +314,8 @@ pub(crate) async fn acknowledge(
         let latency = hub.counters().publish_ack_latency.clone();
         let acks = session
             .durable_acks
-            .get_or_insert_with(|| DurableAcks::start(outbox, latency));
+            .get_or_insert_with(|| Box::new(DurableAcks::start(outbox, latency)));
+        acks.unanswered.fetch_add(1, Ordering::Relaxed);
         let _ = acks.queue.send(waiting).await;
         return;
     }
@@ -328,6 +333,34 @@ pub(crate) async fn acknowledge(
     }
 }
 
+/// Whether the store synced everything so far on the session's thread, for a publish
+/// that may be answered at once then: one whose client sent nothing more yet (a
+/// pipelining client's publishes wait together for one sync) and whose answer cannot
+/// pass an earlier one still waiting, on a runtime with another worker to serve the other
+/// sessions meanwhile.
+async fn synced_here(hub: &Hub, session: &Session) -> bool {
+    let in_order = session
+        .durable_acks
+        .as_ref()
+        .is_none_or(|acks| acks.unanswered.load(Ordering::Relaxed) == 0);
+    if !in_order || session.more_read || !has_other_workers() || !hub.can_sync_storage_here() {
+        // Asked for at once: the writer thread (woken if idle) syncs for everyone.
+        return false;
+    }
+    // What this worker has queued runs first: a task it woke last cannot be taken by
+    // another worker while this one is blocked in the sync.
+    tokio::task::yield_now().await;
+    matches!(hub.sync_storage_here(), Some(Ok(())))
+}
+
+/// Whether the runtime has workers besides the current one.
+fn has_other_workers() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && runtime.metrics().num_workers() > 1
+    })
+}
+
 /// Acknowledgements waiting for a sync, in publish order.
 struct Waiting {
     request_id: u32,
@@ -343,6 +376,8 @@ struct Waiting {
 /// nothing while each sync covers everything written before it.
 pub(super) struct DurableAcks {
     queue: mpsc::Sender<Waiting>,
+    /// Publishes queued and not yet answered (or found quiet).
+    unanswered: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -352,10 +387,15 @@ const MAX_WAITING: usize = 4096;
 impl DurableAcks {
     fn start(outbox: Outbox, latency: Arc<LatencyHistogram>) -> DurableAcks {
         let (queue, mut waiting) = mpsc::channel::<Waiting>(MAX_WAITING);
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let answered = unanswered.clone();
         let task = tokio::spawn(async move {
             while let Some(next) = waiting.recv().await {
                 let item = match next.synced.await {
-                    Ok(()) if next.quiet => continue,
+                    Ok(()) if next.quiet => {
+                        answered.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
                     Ok(()) => {
                         latency.record(next.started.elapsed());
                         Outgoing::PublishAck {
@@ -381,17 +421,25 @@ impl DurableAcks {
                         }
                     }
                 };
-                if outbox.send(item).await.is_err() {
+                let sent = outbox.send(item).await;
+                answered.fetch_sub(1, Ordering::Relaxed);
+                if sent.is_err() {
                     return;
                 }
             }
         });
-        DurableAcks { queue, task }
+        DurableAcks {
+            queue,
+            unanswered,
+            task,
+        }
     }
 
     /// Answers everything still waiting, within `limit`, before the session closes.
     pub(super) async fn finish(self, limit: Duration) {
-        let DurableAcks { queue, mut task } = self;
+        let DurableAcks {
+            queue, mut task, ..
+        } = self;
         drop(queue);
         if tokio::time::timeout(limit, &mut task).await.is_err() {
             task.abort();

@@ -46,7 +46,10 @@ pub(crate) struct Session {
     /// removed) with the session.
     pub(super) streams: OpenStreams,
     /// Publishes waiting for the store to sync before they are acknowledged.
-    pub(super) durable_acks: Option<DurableAcks>,
+    pub(super) durable_acks: Option<Box<DurableAcks>>,
+    /// More bytes were already read when the request being served was: the client did
+    /// not wait for its answer (set by the request loop).
+    pub(crate) more_read: bool,
     /// Publishes queued on the cluster's backplane, not yet stored.
     pub(super) cluster_acks: Option<Box<ClusterAcks>>,
     next_subscription_id: u64,
@@ -74,6 +77,7 @@ impl Session {
             subscriptions: Subscriptions::default(),
             streams: OpenStreams::default(),
             durable_acks: None,
+            more_read: false,
             cluster_acks: None,
             next_subscription_id: 0,
         }

@@ -182,6 +182,7 @@ async fn serve_buffered<R: Readable>(
             Ok(None) => return None,
             Err(error) => return Some(bad_frame(hub, session, error).await),
         };
+        session.more_read = reader.has_bytes();
         if let Some(answer) = cmd::apply_at_once(hub, session, &mut run, &frame) {
             // Served: the frame's share of the read buffer is not kept while waiting.
             drop(frame);

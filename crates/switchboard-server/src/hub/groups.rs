@@ -17,7 +17,7 @@ use tracing::{error, info};
 use super::admission::Admission;
 use super::channels::retention_of;
 use super::history::History;
-use super::{Body, Caller, Hub, Published, deleted_meanwhile, refused_to_store, storage_refusal};
+use super::{Body, Caller, Hub, Published, deleted_meanwhile, storage_refusal};
 use crate::budget;
 use crate::error::Refusal;
 use crate::log;
@@ -124,9 +124,7 @@ impl Hub {
         }
         let stored = self.seal(caller, &publish, &mut history, Vec::new(), body)?;
         if admission.is_stored() {
-            self.storage
-                .append(LogKind::Group, &group.name, &stored)
-                .map_err(|e| refused_to_store(&stored, &e))?;
+            self.store(LogKind::Group, &group.name, &stored, admission)?;
         }
         if let Some(through) = history.push(stored.clone(), stored.time_us())
             && admission.is_stored()

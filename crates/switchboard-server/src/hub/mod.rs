@@ -62,7 +62,9 @@ use crate::time::{MessageIds, now_us};
 const MAX_REFUSALS_TELLING: usize = 256;
 
 /// A stored publish: its acknowledgement, and whether the store must sync before it may
-/// be sent (durability `always`).
+/// be sent (durability `always`). Such a message was handed to the store as awaited
+/// ([`crate::storage::Storage::append_awaited`]): the caller must then ask for the sync
+/// (`Hub::sync_storage_here` or `Hub::sync_storage`), which is what gets it written.
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
     pub ack: PublishAck,
@@ -510,6 +512,17 @@ impl Hub {
     /// Resolves once everything stored so far is on disk.
     pub fn sync_storage(&self) -> SyncFuture {
         self.storage.sync()
+    }
+
+    /// Everything stored so far, synced on the calling thread if the store is idle
+    /// (`None` when not done here: see [`Storage::sync_here`]).
+    pub fn sync_storage_here(&self) -> Option<Result<(), crate::storage::StorageError>> {
+        self.storage.sync_here()
+    }
+
+    /// Whether [`Hub::sync_storage_here`] would sync on the calling thread now.
+    pub fn can_sync_storage_here(&self) -> bool {
+        self.storage.can_sync_here()
     }
 
     /// How many syncs to disk the store made.
@@ -983,9 +996,7 @@ impl Hub {
         let name = channel.name.as_str();
         let stored = self.seal(caller, publish, history, tags, body)?;
         if admission.is_stored() {
-            self.storage
-                .append(LogKind::Channel, name, &stored)
-                .map_err(|e| refused_to_store(&stored, &e))?;
+            self.store(LogKind::Channel, name, &stored, *admission)?;
         }
         let delivered = self.commit(
             channel,
@@ -1025,6 +1036,23 @@ impl Hub {
             drop(tags);
             delivered
         }
+    }
+
+    /// Hands a message to the store; one its publisher waits to see synced is left for
+    /// that sync to write.
+    fn store(
+        &self,
+        kind: LogKind,
+        log: &str,
+        stored: &StoredMessage,
+        admission: Admission,
+    ) -> Result<(), Refusal> {
+        let queued = if admission.must_sync() {
+            self.storage.append_awaited(kind, log, stored)
+        } else {
+            self.storage.append(kind, log, stored)
+        };
+        queued.map_err(|e| refused_to_store(stored, &e))
     }
 
     /// Counts a publish stored and queued on `delivered` connections, and its answer.

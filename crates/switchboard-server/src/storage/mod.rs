@@ -163,6 +163,17 @@ pub trait Storage: Send + Sync + 'static {
     /// the [`Storage::sync`] futures that cover it, and every later append.
     fn append(&self, kind: LogKind, log: &str, message: &StoredMessage)
     -> Result<(), StorageError>;
+    /// As [`Storage::append`], for a message whose publisher then waits for a sync
+    /// ([`Storage::sync_here`] or [`Storage::sync`]): the store may leave it queued until
+    /// that sync asks for it.
+    fn append_awaited(
+        &self,
+        kind: LogKind,
+        log: &str,
+        message: &StoredMessage,
+    ) -> Result<(), StorageError> {
+        self.append(kind, log, message)
+    }
     /// Messages up to and including `through_seq` left a history. Done in the
     /// background; failures are logged, not returned, since the publish that caused the
     /// trim has already succeeded.
@@ -183,6 +194,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Everything appended so far, on disk: resolves once a sync covered it, or with
     /// an error if it cannot be (a failed write or sync).
     fn sync(&self) -> SyncFuture;
+    /// Everything appended so far, written and synced on the calling thread if the store
+    /// is idle: `Some(Ok(()))` once it is on disk. `None` when it was not done here
+    /// (the store is busy, failed, or keeps nothing to sync): [`Storage::sync`] then
+    /// says when, or whether, it is on disk. Blocks the caller for a write and a sync.
+    fn sync_here(&self) -> Option<Result<(), StorageError>> {
+        None
+    }
+    /// Whether [`Storage::sync_here`] would sync on the calling thread now (it may still
+    /// not, if the store got busy meanwhile): a cheap look, for a caller that prepares
+    /// its thread before blocking it.
+    fn can_sync_here(&self) -> bool {
+        false
+    }
     /// How many syncs to disk were made (for STATS; shows group commit at work).
     fn syncs(&self) -> u64 {
         0

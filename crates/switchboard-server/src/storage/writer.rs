@@ -17,6 +17,14 @@
 //! Before a record is queued, the data directory's guard admits it: a record that would
 //! leave less free space than the reserve is refused at once (the store stays healthy).
 //!
+//! When the writer thread is idle, a publish waiting for its sync may write and sync on
+//! its own thread instead ([`Writer::sync_here`]): the batch, the sink and what was
+//! written and synced are under one lock that the writer thread holds whenever it is not
+//! waiting for work, so batches are still taken from the queue and written one at a time
+//! in queue order. A lone publisher then costs no wake-up of the writer thread and none
+//! of its own thread's back, which at one `fdatasync` per acknowledgement is a visible
+//! share of each one.
+//!
 //! A failed write or sync stops the store: every ticket not covered by an earlier
 //! successful sync is refused and later records are refused when they are queued. The
 //! records no sync covered (the failed batch, what was queued, and with `interval` what
@@ -35,7 +43,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -176,6 +184,14 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// What writes: held by the writer thread except while it waits for work, and by a
+    /// publish writing on its own thread ([`Writer::sync_here`]). Taken before `queue`
+    /// when both are held.
+    engine: Mutex<Engine>,
+    /// Syncs due this often (`interval`), besides the ones publishes wait for.
+    interval: Option<Duration>,
+    /// Written batches are kept until synced (not with `never`).
+    keep_unsynced: bool,
     /// Wakes the writer.
     work: Condvar,
     /// Wakes appenders waiting for room.
@@ -228,11 +244,30 @@ impl Writer {
             synced: 0,
             failed: read_only.clone(),
         });
+        let interval = match policy {
+            SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
+            SyncPolicy::Never | SyncPolicy::Always => None,
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 failed: read_only,
                 ..Queue::default()
             }),
+            engine: Mutex::new(Engine {
+                sink: Box::new(sink),
+                done: Done {
+                    written: 0,
+                    synced: 0,
+                    last_sync: Instant::now(),
+                    unsynced: Vec::new(),
+                    unsynced_bytes: 0,
+                    unsynced_partial: false,
+                },
+                batch: Vec::new(),
+                failure: None,
+            }),
+            interval,
+            keep_unsynced: policy != SyncPolicy::Never,
             work: Condvar::new(),
             room: Condvar::new(),
             progress,
@@ -246,15 +281,10 @@ impl Writer {
             unwritten: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         });
-        let interval = match policy {
-            SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
-            SyncPolicy::Never | SyncPolicy::Always => None,
-        };
-        let keep_unsynced = policy != SyncPolicy::Never;
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || run(&worker, interval, keep_unsynced, sink))
+            .spawn(move || run(&worker))
             .map_err(|e| StorageError(format!("cannot start the storage writer: {e}")))?;
         Ok(Writer {
             shared,
@@ -265,6 +295,18 @@ impl Writer {
     /// Queues a record, waiting for room if the queue is full. Fails once the store
     /// failed or closed.
     pub fn push(&self, op: Op) -> Result<(), StorageError> {
+        self.queue_op(op, false)
+    }
+
+    /// Queues a record whose caller then waits for its sync ([`Writer::sync_here`] or
+    /// [`Writer::sync`]): the writer thread is not woken for it, since the sync either
+    /// writes it on the caller's thread or wakes the writer. (Woken for the record, it
+    /// would only contend with the caller for the batch.)
+    pub fn push_awaited(&self, op: Op) -> Result<(), StorageError> {
+        self.queue_op(op, true)
+    }
+
+    fn queue_op(&self, op: Op, awaited: bool) -> Result<(), StorageError> {
         let weight = op.weight();
         let is_record = !matches!(op, Op::Trim { .. });
         // Removals free space: only what adds to the store is held to the disk reserve.
@@ -294,13 +336,16 @@ impl Writer {
         self.shared
             .queued_bytes
             .fetch_add(weight as u64, Ordering::Relaxed);
+        // A trim needs the writer only to start its wait for records to share a write:
+        // with anything queued before it, the writer was woken already, or a sync will be.
+        let wanted = !awaited && (is_record || queue.ops.is_empty());
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
         if is_record {
             queue.last_put = queue.queued;
         }
-        let wake = std::mem::take(&mut queue.writer_idle);
+        let wake = wanted && std::mem::take(&mut queue.writer_idle);
         drop(queue);
         if wake {
             self.shared.work.notify_one();
@@ -332,6 +377,75 @@ impl Writer {
                 _ => Ok(()),
             }
         })
+    }
+
+    /// Whether [`Writer::sync_here`] would sync on the calling thread now: the writer
+    /// thread waits for work, no publish waits for a sync, and the store is healthy.
+    pub fn can_sync_here(&self) -> bool {
+        let shared = &*self.shared;
+        if shared.engine.is_locked() {
+            return false;
+        }
+        let synced = shared.progress.borrow().synced;
+        let queue = shared.queue.lock();
+        queue.writer_idle
+            && queue.requested <= synced
+            && queue.failed.is_none()
+            && !queue.stop
+            && queue.blocked == 0
+    }
+
+    /// Writes and syncs everything queued so far on the calling thread, if the writer
+    /// thread is idle and the store healthy: `Some(Ok(()))` once every record queued
+    /// before this call is on disk. `None` when it is not done here (the writer thread
+    /// is busy, other publishes already wait for a sync, appenders wait for room, the
+    /// store failed or is stopping, or this write or sync failed, which the writer thread
+    /// then handles): [`Writer::sync`] then says when, or whether, they are on disk.
+    ///
+    /// The caller's thread is blocked for one write and one `fdatasync`.
+    pub fn sync_here(&self) -> Option<Result<(), StorageError>> {
+        let shared = &*self.shared;
+        let mut engine = shared.engine.try_lock()?;
+        if engine.failure.is_some() {
+            return None;
+        }
+        let mut queue = shared.queue.lock();
+        if queue.failed.is_some() || queue.stop || queue.blocked > 0 {
+            return None;
+        }
+        let ticket = queue.last_put;
+        if ticket <= engine.done.synced {
+            return Some(Ok(()));
+        }
+        // Other publishes already wait for a sync: the writer thread makes one for all
+        // of them (group commit) rather than this caller's sync and then theirs.
+        if queue.requested > engine.done.synced {
+            return None;
+        }
+        queue.requested = queue.requested.max(ticket);
+        let through = if ticket > engine.done.written {
+            // Trims queued with the records ride with them, as on the writer thread.
+            std::mem::swap(&mut queue.ops, &mut engine.batch);
+            queue.bytes = 0;
+            queue.queued
+        } else {
+            engine.done.written
+        };
+        drop(queue);
+        let engine_state = &mut *engine;
+        let written = write_batch(shared, engine_state, through)
+            .and_then(|()| sync(shared, engine_state.sink.as_mut(), &mut engine_state.done));
+        match written {
+            Ok(()) => Some(Ok(())),
+            Err(error) => {
+                // The writer thread refuses what no sync covered and recovers.
+                engine.failure = Some(error);
+                drop(engine);
+                let _queue = shared.queue.lock();
+                shared.work.notify_one();
+                None
+            }
+        }
     }
 
     /// How many syncs completed.
@@ -380,7 +494,18 @@ impl Drop for Writer {
     }
 }
 
-/// What the writer thread knows about the records it handled.
+/// What writes, with what it wrote and synced, under one lock (see [`Shared::engine`]).
+struct Engine {
+    sink: Box<dyn Sink>,
+    done: Done,
+    /// Swapped with the queue's vector each batch, so that neither allocates again.
+    batch: Vec<Op>,
+    /// Why a write or sync made on a publish's own thread failed, for the writer thread
+    /// to stop the store and recover.
+    failure: Option<StorageError>,
+}
+
+/// What the writer knows about the records it handled.
 struct Done {
     /// Records up to this number were written.
     written: u64,
@@ -426,30 +551,21 @@ enum Halt {
     Stopped,
 }
 
-/// `keep_unsynced`: written batches are kept until synced (not with `never`, which
-/// promises nothing before the system writes back).
-fn run(shared: &Shared, interval: Option<Duration>, keep_unsynced: bool, mut sink: impl Sink) {
-    let mut done = Done {
-        written: 0,
-        synced: 0,
-        last_sync: Instant::now(),
-        unsynced: Vec::new(),
-        unsynced_bytes: 0,
-        unsynced_partial: false,
-    };
+fn run(shared: &Shared) {
+    let mut engine = shared.engine.lock();
     let started_failed = shared.queue.lock().failed.clone();
     if let Some(reason) = started_failed {
         error!(target: log::ERROR, %reason, "the store starts read-only: reads are served, writes refused until it recovers");
-        if !recover(shared, &mut sink, &mut done, Vec::new()) {
+        if !recover(shared, &mut engine, Vec::new()) {
             return;
         }
     }
     loop {
-        match write_until_halt(shared, interval, keep_unsynced, &mut sink, &mut done) {
+        match write_until_halt(shared, &mut engine) {
             Halt::Stopped => return,
             Halt::Failed(error) => {
-                let kept = fail(shared, &mut done, &error);
-                if !recover(shared, &mut sink, &mut done, kept) {
+                let kept = fail(shared, &mut engine.done, &error);
+                if !recover(shared, &mut engine, kept) {
                     return;
                 }
             }
@@ -457,38 +573,50 @@ fn run(shared: &Shared, interval: Option<Duration>, keep_unsynced: bool, mut sin
     }
 }
 
+/// What the writer thread does next.
+enum Next {
+    /// Write everything queued (and sync if that is due).
+    Take,
+    /// Only sync: what is queued is trims, which need not be on disk first, so they do
+    /// not delay it.
+    Sync,
+    /// Wait for work this long at most.
+    Wait(Duration),
+}
+
 /// The writer's normal work: batches written and synced until a failure or the end.
-fn write_until_halt(
-    shared: &Shared,
-    interval: Option<Duration>,
-    keep_unsynced: bool,
-    sink: &mut impl Sink,
-    done: &mut Done,
-) -> Halt {
-    // Swapped with the queue's vector each batch, so that neither allocates again.
-    let mut batch: Vec<Op> = Vec::new();
+/// `engine` is let go only while the thread waits for work.
+fn write_until_halt(shared: &Shared, engine: &mut MutexGuard<'_, Engine>) -> Halt {
     // Since when trims alone have been waiting in the queue.
     let mut trims_waiting: Option<Instant> = None;
     loop {
+        // A publish writing on its own thread failed.
+        if let Some(error) = engine.failure.take() {
+            return Halt::Failed(error);
+        }
         let mut queue = shared.queue.lock();
-        let take = loop {
-            // Trims alone are not worth a write of their own: they wait for the next
-            // records (a publish's trim rides with the next publish), for a while at most.
-            let records = queue.last_put > done.written;
-            let trims_due = !queue.ops.is_empty()
-                && (queue.blocked > 0
-                    || trims_waiting.is_some_and(|since| since.elapsed() >= TRIM_DELAY));
-            if records || trims_due || queue.stop {
-                break true;
-            }
-            let due = interval.is_some_and(|every| {
+        if queue.ops.is_empty() {
+            // A publish's own write may have taken the trims that were waiting.
+            trims_waiting = None;
+        }
+        let done = &engine.done;
+        // Trims alone are not worth a write of their own: they wait for the next
+        // records (a publish's trim rides with the next publish), for a while at most.
+        let records = queue.last_put > done.written;
+        let trims_due = !queue.ops.is_empty()
+            && (queue.blocked > 0
+                || trims_waiting.is_some_and(|since| since.elapsed() >= TRIM_DELAY));
+        let next = if records || trims_due || queue.stop {
+            Next::Take
+        } else if queue.requested > done.synced
+            || shared.interval.is_some_and(|every| {
                 done.written > done.synced && done.last_sync.elapsed() >= every
-            });
-            if queue.requested > done.synced || due {
-                break false;
-            }
+            })
+        {
+            Next::Sync
+        } else {
             let mut wait = IDLE_CHECK_EVERY;
-            if let Some(every) = interval
+            if let Some(every) = shared.interval
                 && done.written > done.synced
             {
                 wait = every.saturating_sub(done.last_sync.elapsed());
@@ -497,60 +625,60 @@ fn write_until_halt(
                 let since = *trims_waiting.get_or_insert_with(Instant::now);
                 wait = wait.min(TRIM_DELAY.saturating_sub(since.elapsed()));
             }
-            queue.writer_idle = true;
-            let timed_out = shared.work.wait_for(&mut queue, wait).timed_out();
-            queue.writer_idle = false;
-            if timed_out
-                && queue.ops.is_empty()
-                && let Some(guard) = &shared.guard
-            {
-                // Idle: a deleted data directory is noticed without waiting for a write.
-                drop(queue);
-                if let Err(error) = guard.check_identity() {
+            Next::Wait(wait)
+        };
+        let through = match next {
+            Next::Wait(wait) => {
+                queue.writer_idle = true;
+                // The engine is free while the thread waits, for a publish to write on
+                // its own thread; the queue's lock goes before the engine's is taken
+                // again (the order is engine, then queue).
+                let idle = MutexGuard::unlocked(engine, move || {
+                    let timed_out = shared.work.wait_for(&mut queue, wait).timed_out();
+                    queue.writer_idle = false;
+                    timed_out && queue.ops.is_empty()
+                });
+                if idle
+                    && let Some(guard) = &shared.guard
+                    && let Err(error) = guard.check_identity()
+                {
+                    // Idle: a deleted data directory is noticed without waiting for a
+                    // write.
                     return Halt::Failed(error);
                 }
-                queue = shared.queue.lock();
+                continue;
             }
-        };
-        let through = if take {
-            std::mem::swap(&mut queue.ops, &mut batch);
-            queue.bytes = 0;
-            trims_waiting = None;
-            queue.queued
-        } else {
-            // Only a sync is wanted: what is queued is trims, which need not be on disk
-            // first, so they do not delay it.
-            done.written
+            Next::Take => {
+                std::mem::swap(&mut queue.ops, &mut engine.batch);
+                queue.bytes = 0;
+                trims_waiting = None;
+                queue.queued
+            }
+            Next::Sync => engine.done.written,
         };
         let requested = queue.requested;
         // Records queued after `stop` are refused, so this batch is the last.
         let stopping = queue.stop;
-        if take && queue.blocked > 0 {
+        if matches!(next, Next::Take) && queue.blocked > 0 {
             shared.room.notify_all();
         }
         drop(queue);
 
-        if !batch.is_empty() {
-            if let Err(error) = sink.write(&batch) {
-                // What was written before this batch may still be made durable.
-                if done.written > done.synced {
-                    let _ = sync(shared, sink, done);
-                }
-                done.unsynced.push(std::mem::take(&mut batch));
-                return Halt::Failed(error);
-            }
-            done.keep_written(&mut batch, keep_unsynced);
+        if let Err(error) = write_batch(shared, engine, through) {
+            return Halt::Failed(error);
         }
-        done.written = through;
         // Tickets taken while the batch was written are covered by a sync now, not
         // after another round.
         let requested = requested.max(shared.queue.lock().requested);
-        let due = interval.is_some_and(|every| done.last_sync.elapsed() >= every)
+        let Engine { sink, done, .. } = &mut **engine;
+        let due = shared
+            .interval
+            .is_some_and(|every| done.last_sync.elapsed() >= every)
             || requested > done.synced
             || stopping;
         if done.written > done.synced
             && due
-            && let Err(error) = sync(shared, sink, done)
+            && let Err(error) = sync(shared, sink.as_mut(), done)
         {
             return Halt::Failed(error);
         }
@@ -560,7 +688,29 @@ fn write_until_halt(
     }
 }
 
-fn sync(shared: &Shared, sink: &mut impl Sink, done: &mut Done) -> Result<(), StorageError> {
+/// Writes the engine's batch, taken from the queue with the records up to `through`.
+/// A failed write keeps the batch among the records no sync covered, after syncing what
+/// was written before it.
+fn write_batch(shared: &Shared, engine: &mut Engine, through: u64) -> Result<(), StorageError> {
+    let Engine {
+        sink, done, batch, ..
+    } = engine;
+    if !batch.is_empty() {
+        if let Err(error) = sink.write(batch) {
+            // What was written before this batch may still be made durable.
+            if done.written > done.synced {
+                let _ = sync(shared, sink.as_mut(), done);
+            }
+            done.unsynced.push(std::mem::take(batch));
+            return Err(error);
+        }
+        done.keep_written(batch, shared.keep_unsynced);
+    }
+    done.written = through;
+    Ok(())
+}
+
+fn sync(shared: &Shared, sink: &mut dyn Sink, done: &mut Done) -> Result<(), StorageError> {
     let started = Instant::now();
     sink.sync()?;
     shared.sync_latency.record(started.elapsed());
@@ -623,7 +773,8 @@ fn kind_name(kind: LogKind) -> &'static str {
 /// Waits until the store can be written again (room above the reserve, the directory
 /// still there, the database reopened, the kept records written and synced), then takes
 /// writes again and returns true; returns false when the writer is stopped first.
-fn recover(shared: &Shared, sink: &mut impl Sink, done: &mut Done, kept: Vec<Vec<Op>>) -> bool {
+fn recover(shared: &Shared, engine: &mut Engine, kept: Vec<Vec<Op>>) -> bool {
+    let Engine { sink, done, .. } = engine;
     let mut last_reason = String::new();
     loop {
         {
@@ -709,6 +860,9 @@ mod tests {
         /// Reopening fails while set.
         refuse_reopen: AtomicBool,
         reopens: AtomicU64,
+        /// The threads that wrote each batch, and synced, in order.
+        writers: Mutex<Vec<std::thread::ThreadId>>,
+        syncers: Mutex<Vec<std::thread::ThreadId>>,
     }
 
     struct TestSink(Arc<Seen>);
@@ -734,12 +888,14 @@ mod tests {
                 })
                 .collect();
             batches.push(values);
+            self.0.writers.lock().push(std::thread::current().id());
             Ok(())
         }
         fn sync(&mut self) -> Result<(), StorageError> {
             if self.0.fail_sync.load(Ordering::SeqCst) {
                 return Err(StorageError("disk gone".into()));
             }
+            self.0.syncers.lock().push(std::thread::current().id());
             self.0.syncs.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -1049,6 +1205,89 @@ mod tests {
         writer.stop();
         let values: Vec<Bytes> = (0..=5).map(|i| Bytes::from(i.to_string())).collect();
         assert_eq!(written(&seen), values);
+    }
+
+    /// Waits until the writer thread waits for work.
+    fn writer_idle(writer: &Writer) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !writer.shared.queue.lock().writer_idle {
+            assert!(Instant::now() < deadline, "the writer never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn an_idle_writer_lets_the_caller_write_and_sync_on_its_own_thread() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        let here = std::thread::current().id();
+        for (i, value) in ["a", "b", "c"].into_iter().enumerate() {
+            writer_idle(&writer);
+            // As a publish that awaits its sync queues it: without waking the writer,
+            // which would otherwise race the caller for the batch.
+            writer.push_awaited(put(value)).unwrap();
+            // What this returns is said only once the record is written and synced.
+            assert!(matches!(writer.sync_here(), Some(Ok(()))), "record {i}");
+            assert_eq!(seen.syncs.load(Ordering::SeqCst), i as u64 + 1);
+            assert_eq!(seen.batches.lock()[i], [Bytes::from(value)]);
+        }
+        assert_eq!(*seen.writers.lock(), [here; 3]);
+        assert_eq!(*seen.syncers.lock(), [here; 3]);
+        // Covered already: no second sync.
+        assert!(matches!(writer.sync_here(), Some(Ok(()))));
+        assert_eq!(seen.syncs.load(Ordering::SeqCst), 3);
+        writer.stop();
+    }
+
+    #[tokio::test]
+    async fn an_awaited_record_waits_for_its_sync_to_be_asked_for() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        writer_idle(&writer);
+        writer.push_awaited(put("a")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(written(&seen).is_empty(), "the writer was woken for it");
+        // Asked for by a ticket (a pipelining publisher's): the writer thread writes it.
+        writer.sync().await.unwrap();
+        assert_eq!(written(&seen), [Bytes::from("a")]);
+        assert_ne!(seen.writers.lock()[0], std::thread::current().id());
+        writer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_keeps_the_batch_and_the_sync_on_its_own_thread() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        seen.hold.store(true, Ordering::SeqCst);
+        writer.push(put("a")).unwrap();
+        entered(&seen, 1);
+        writer.push(put("b")).unwrap();
+        // The writer thread is in its write: the caller is not let in.
+        assert!(writer.sync_here().is_none());
+        let ticket = writer.sync();
+        seen.hold.store(false, Ordering::SeqCst);
+        ticket.await.unwrap();
+        assert_eq!(written(&seen), [Bytes::from("a"), Bytes::from("b")]);
+        let here = std::thread::current().id();
+        assert!(seen.writers.lock().iter().all(|id| *id != here));
+        writer.stop();
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_on_the_callers_thread_stops_the_store() {
+        let (writer, seen) = start(SyncPolicy::Always, QueueLimits::default());
+        writer.push(put("a")).unwrap();
+        writer.sync().await.unwrap();
+        writer_idle(&writer);
+        seen.refuse_reopen.store(true, Ordering::SeqCst);
+        seen.fail_sync.store(true, Ordering::SeqCst);
+        writer.push(put("b")).unwrap();
+        // Never a success for a record no sync covered.
+        assert!(writer.sync_here().is_none());
+        let error = writer.sync().await.unwrap_err();
+        assert!(error.0.contains("disk gone"), "{error}");
+        assert!(writer.push(put("c")).is_err());
+        assert!(writer.sync_here().is_none());
+        assert_eq!(writer.health().failures, 1);
+        writer.stop();
+        assert_eq!(writer.health().lost_messages, 1);
     }
 
     #[test]

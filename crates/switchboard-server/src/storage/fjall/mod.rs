@@ -305,6 +305,20 @@ impl Storage for FjallStorage {
         })
     }
 
+    fn append_awaited(
+        &self,
+        kind: LogKind,
+        log: &str,
+        message: &StoredMessage,
+    ) -> Result<(), StorageError> {
+        self.writer.push_awaited(Op::Append {
+            kind,
+            log: self.shared_name(kind, log),
+            seq: message.seq(),
+            frame: message.record_bytes(),
+        })
+    }
+
     fn trim(&self, kind: LogKind, log: &str, through_seq: u64) {
         // Refused only once the store failed or closed; nothing is trimmed then anyway.
         let _ = self.writer.push(Op::Trim {
@@ -368,6 +382,14 @@ impl Storage for FjallStorage {
 
     fn sync(&self) -> SyncFuture {
         self.writer.sync()
+    }
+
+    fn sync_here(&self) -> Option<Result<(), StorageError>> {
+        self.writer.sync_here()
+    }
+
+    fn can_sync_here(&self) -> bool {
+        self.writer.can_sync_here()
     }
 
     fn syncs(&self) -> u64 {
