@@ -4,91 +4,18 @@
 //! In steady state a publish sent without reply allocates nothing (it is encoded straight
 //! into the send queue), and a received message allocates at most itself.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use switchboard_client::{Client, ClientConfig, Payload, Text};
-use switchboard_server::Server;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
+use common::{client_runtime, counted_during, start_server};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made on this thread while `work` runs.
-async fn allocations_during(work: impl std::future::Future<Output = ()>) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|counting| counting.set(true));
-    work.await;
-    COUNTING.with(|counting| counting.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
-
-/// A server on its own runtime and threads, so that its allocations are not counted;
-/// returns its address and a sender that stops it.
-fn start_server() -> (std::net::SocketAddr, std_mpsc::Sender<()>) {
-    let (address_tx, address_rx) = std_mpsc::channel();
-    let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(async move {
-            let server = Server::builder()
-                .listen_tcp("127.0.0.1:0")
-                .start()
-                .await
-                .expect("server starts");
-            address_tx
-                .send(server.tcp_addr().expect("a TCP address"))
-                .expect("test waits");
-            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-            server.shutdown().await;
-        });
-    });
-    let address = address_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    (address, stop_tx)
-}
+static GLOBAL: common::Counting = common::Counting;
 
 fn body() -> Payload {
     Payload {
@@ -98,13 +25,9 @@ fn body() -> Payload {
     }
 }
 
-/// The client on the test's thread (a current-thread runtime): its tasks run here, so
-/// their allocations are the ones counted.
-fn client_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime")
+/// Allocations made on this thread while `work` runs.
+async fn allocations_during(work: impl std::future::Future<Output = ()>) -> u64 {
+    counted_during(work).await.allocations
 }
 
 /// Receives `count` messages of 16 bytes.

@@ -3,90 +3,18 @@
 //! Counted by a global allocator that counts the bytes allocated on the thread the
 //! receiving client runs on (the server and the publisher run on threads of their own).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use switchboard_client::{Client, ClientConfig, Payload, Text};
-use switchboard_server::Server;
 
-struct Counting;
-
-static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count(bytes: usize) {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    // A reallocation may move: counted as a new allocation of its new size.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod common;
+use common::{client_runtime, counted_during, start_server};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// A server on its own runtime and threads; returns its address and a sender that stops
-/// it.
-fn start_server() -> (std::net::SocketAddr, std_mpsc::Sender<()>) {
-    let (address_tx, address_rx) = std_mpsc::channel();
-    let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(async move {
-            let server = Server::builder()
-                .listen_tcp("127.0.0.1:0")
-                .start()
-                .await
-                .expect("server starts");
-            address_tx
-                .send(server.tcp_addr().expect("a TCP address"))
-                .expect("test waits");
-            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-            server.shutdown().await;
-        });
-    });
-    let address = address_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    (address, stop_tx)
-}
-
-fn client_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime")
-}
+static GLOBAL: common::Counting = common::Counting;
 
 /// A body of `len` bytes that differs with `seed`.
 fn body(len: usize, seed: u64) -> Bytes {
@@ -174,13 +102,13 @@ fn large_frames_arrive_whole_and_are_allocated_once() {
         }
         // 64 KiB messages: each is allocated once, in a buffer of its size.
         go_tx.send((LARGE, false)).expect("publisher runs");
-        let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
-        COUNTING.with(|counting| counting.set(true));
-        for _ in 0..LARGE {
-            assert_eq!(next_body(&mut subscription).await.len(), 64 * 1024);
-        }
-        COUNTING.with(|counting| counting.set(false));
-        let per_message = (ALLOCATED_BYTES.load(Ordering::Relaxed) - before) / LARGE;
+        let counted = counted_during(async {
+            for _ in 0..LARGE {
+                assert_eq!(next_body(&mut subscription).await.len(), 64 * 1024);
+            }
+        })
+        .await;
+        let per_message = counted.bytes / LARGE;
         println!("{per_message} bytes allocated per 64 KiB message received");
         let bound = 64 * 1024 + 8 * 1024;
         assert!(

@@ -710,3 +710,18 @@ impl Encoder<&Frame> for FrameCodec {
         self.encode_frame(item, dst)
     }
 }
+
+/// `packet` encoded under `request_id` with the default limits and decoded back: the
+/// frame a peer would receive (for tests of decoding).
+#[cfg(test)]
+pub(crate) fn round_trip<P: Encode + ?Sized>(request_id: u32, packet: &P) -> Frame {
+    let mut codec = FrameCodec::new(crate::limits::Limits::default());
+    let mut buffer = BytesMut::new();
+    codec
+        .encode_packet(request_id, Flags::empty(), packet, &mut buffer)
+        .expect("encodes");
+    codec
+        .decode(&mut buffer)
+        .expect("decodes")
+        .expect("a whole frame")
+}

@@ -306,20 +306,10 @@ impl Encode for Message {
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
-
     use super::*;
-    use crate::codec::FrameCodec;
-    use crate::limits::Limits;
 
     fn frame_of(message: &Message) -> Frame {
-        let mut codec = FrameCodec::new(Limits::default());
-        let mut buffer = BytesMut::new();
-        codec
-            .encode_packet(0, Flags::empty(), message, &mut buffer)
-            .unwrap();
-        codec.decode(&mut buffer).unwrap().unwrap()
+        crate::codec::round_trip(0, message)
     }
 
     #[test]

@@ -283,20 +283,10 @@ mod tests {
 
 #[cfg(test)]
 mod shared_texts {
-    use bytes::BytesMut;
-    use tokio_util::codec::Decoder;
-
     use super::*;
-    use crate::codec::FrameCodec;
-    use crate::limits::Limits;
 
     fn frame_of(publish: &Publish) -> Frame {
-        let mut codec = FrameCodec::new(Limits::default());
-        let mut buffer = BytesMut::new();
-        codec
-            .encode_packet(1, Flags::empty(), publish, &mut buffer)
-            .unwrap();
-        codec.decode(&mut buffer).unwrap().unwrap()
+        crate::codec::round_trip(1, publish)
     }
 
     #[test]
