@@ -32,6 +32,7 @@ use crate::dispatch::{self, Dispatcher};
 use crate::error::{CloseReason, ErrorDetail, Result};
 use crate::requests::Pending;
 use crate::send_queue::SendQueue;
+use crate::send_queue::Write;
 use crate::shared::{Shared, lock};
 use crate::writer::{CLOSE_GRACE, Command, QueueError, Writer, queue_command};
 
@@ -207,6 +208,7 @@ impl Client {
             writer,
             codec,
             ack,
+            socket,
         } = session;
         let heartbeat = if ack.heartbeat_ms > 0 {
             Duration::from_millis(u64::from(ack.heartbeat_ms))
@@ -243,6 +245,9 @@ impl Client {
 
         let shared = Arc::new(Shared::new(config.feed_capacity()));
         let queue = Arc::new(SendQueue::new(codec, config.send_queue_capacity()));
+        if let Some(socket) = socket {
+            queue.share_socket(socket);
+        }
         let writer = Writer::new(writer, queue.clone(), shared.clone(), heartbeat);
         let writer_task = tokio::spawn(writer.run());
         let reader_task = tokio::spawn(dispatch::run_reader(
@@ -421,10 +426,34 @@ impl Client {
     ) -> Result<InFlight<T>> {
         let deadline = self.deadline();
         let (done, answer) = oneshot::channel();
-        let request_id = self.inner.shared.register(pending(done))?;
+        let (request_id, alone) = {
+            let mut requests = self.inner.shared.requests();
+            let request_id = requests.register(pending(done))?;
+            (request_id, requests.len() == 1)
+        };
         let guard = RequestGuard::new(self, request_id);
-        self.enqueue(request_id, Flags::empty(), packet.into(), deadline)
-            .await?;
+        // A request alone in flight is most likely awaited before the next is sent: it
+        // is written at once if it can be, rather than by the writer after a wake-up.
+        // Pipelined requests stay queued and go out together.
+        let write = if alone {
+            Write::NowIfIdle
+        } else {
+            Write::Queued
+        };
+        let command = Command::Send(Outbound {
+            request_id,
+            flags: Flags::empty(),
+            packet: packet.into(),
+        });
+        let queued = queue_command(
+            &self.inner.shared,
+            &self.inner.queue,
+            command,
+            write,
+            deadline,
+        )
+        .await;
+        queued.map_err(|error| self.queue_error(error))?;
         Ok(InFlight {
             guard,
             answer,
@@ -432,25 +461,16 @@ impl Client {
         })
     }
 
-    /// Puts a frame in the writer's queue, waiting for room until `deadline`.
-    async fn enqueue(
-        &self,
-        request_id: u32,
-        flags: Flags,
-        packet: Packet,
-        deadline: Instant,
-    ) -> Result<()> {
-        let command = Command::Send(Outbound {
-            request_id,
-            flags,
-            packet,
-        });
-        self.send_command(command, deadline).await
-    }
-
     /// Puts a command in the writer's queue, waiting for room until `deadline`.
     pub(crate) async fn send_command(&self, command: Command, deadline: Instant) -> Result<()> {
-        let queued = queue_command(&self.inner.shared, &self.inner.queue, command, deadline).await;
+        let queued = queue_command(
+            &self.inner.shared,
+            &self.inner.queue,
+            command,
+            Write::Queued,
+            deadline,
+        )
+        .await;
         queued.map_err(|error| self.queue_error(error))
     }
 

@@ -5,6 +5,7 @@
 //! Nothing here runs in the background: once [`open`] returns, the reader half goes to
 //! the dispatch task and the write half to the writer task.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 use crate::config::{ClientConfig, ServerAddress};
+use crate::direct::{SharedSocket, SharedWriter};
 use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
 
 /// The read half of a transport, whichever it is.
@@ -48,6 +50,9 @@ pub(crate) struct Session {
     /// The codec for outgoing frames, with the server's limits in force.
     pub codec: FrameCodec,
     pub ack: SessionAck,
+    /// The socket's write half, for requests written by their callers (plain TCP and
+    /// Unix sockets only).
+    pub socket: Option<SharedSocket>,
 }
 
 /// Connects to the configured server and opens a session, all within the request
@@ -55,8 +60,9 @@ pub(crate) struct Session {
 pub(crate) async fn open(config: &ClientConfig) -> Result<Session> {
     let address = config.address()?;
     within_timeout(config, async {
-        let (reader, writer) = connect_transport(&address).await?;
+        let (reader, writer, socket) = connect_transport(&address).await?;
         let opened = handshake(reader, writer, config).await;
+        let opened = opened.map(|session| Session { socket, ..session });
         match (&address, opened) {
             // A TLS 1.3 server refuses a client certificate after the client's side of the
             // handshake is done: the refusal arrives as an alert on the first read.
@@ -102,8 +108,11 @@ fn tls_refusal(host_port: &str, error: ClientError) -> ClientError {
     }
 }
 
-/// Opens the socket and splits it into owned halves.
-async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, BoxedWriter)> {
+/// Opens the socket and splits it into owned halves; a plain socket's write half is also
+/// returned for sharing with callers.
+async fn connect_transport(
+    address: &ServerAddress,
+) -> Result<(BoxedReader, BoxedWriter, Option<SharedSocket>)> {
     match address {
         ServerAddress::Tcp(host_port) => {
             let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
@@ -111,14 +120,16 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
             // latency to the last frame of each batch.
             stream.set_nodelay(true)?;
             let (read, write) = stream.into_split();
-            Ok((Box::new(read), Box::new(write)))
+            let socket = SharedSocket::Tcp(Arc::new(write));
+            let writer = SharedWriter(socket.clone());
+            Ok((Box::new(read), Box::new(writer), Some(socket)))
         }
         ServerAddress::Tls(host_port, options) => {
             let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
             stream.set_nodelay(true)?;
             let stream = crate::tls::connect(stream, host_port, options).await?;
             let (read, write) = tokio::io::split(stream);
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), None))
         }
         ServerAddress::WebSocket {
             url,
@@ -131,13 +142,13 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
                 None => {
                     let socket = crate::websocket::connect(url, stream).await?;
                     let (read, write) = tokio::io::split(socket);
-                    Ok((Box::new(read), Box::new(write)))
+                    Ok((Box::new(read), Box::new(write), None))
                 }
                 Some(options) => {
                     let stream = crate::tls::connect(stream, host_port, options).await?;
                     let socket = crate::websocket::connect(url, stream).await?;
                     let (read, write) = tokio::io::split(socket);
-                    Ok((Box::new(read), Box::new(write)))
+                    Ok((Box::new(read), Box::new(write), None))
                 }
             }
         }
@@ -145,7 +156,9 @@ async fn connect_transport(address: &ServerAddress) -> Result<(BoxedReader, Boxe
         ServerAddress::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path).await?;
             let (read, write) = stream.into_split();
-            Ok((Box::new(read), Box::new(write)))
+            let socket = SharedSocket::Unix(Arc::new(write));
+            let writer = SharedWriter(socket.clone());
+            Ok((Box::new(read), Box::new(writer), Some(socket)))
         }
         #[cfg(not(unix))]
         ServerAddress::Unix(path) => Err(ErrorDetail::InvalidAddress(format!(
@@ -233,6 +246,7 @@ pub(crate) async fn handshake(
         writer,
         codec,
         ack,
+        socket: None,
     })
 }
 

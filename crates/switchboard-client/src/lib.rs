@@ -95,6 +95,7 @@ mod body;
 mod client;
 mod config;
 mod connection;
+mod direct;
 mod dispatch;
 mod error;
 mod feeds;

@@ -157,7 +157,6 @@ impl RequestTable {
     }
 
     /// Number of requests in flight.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

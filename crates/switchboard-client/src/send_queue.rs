@@ -7,12 +7,20 @@
 //! with no owned frame built and moved through a channel, and a burst of publishes is
 //! written in a handful of system calls.
 //!
+//! A request that is the only one in flight may be written by its caller at once, when
+//! the writer is idle and nothing is queued ([`crate::direct`]): the bytes go to the
+//! socket in the same order either way, since the writer only writes what it took from
+//! the queue, and takes nothing while a caller writes (both hold the queue's lock).
+//!
 //! The queue is bounded twice: in frames (the configured send queue capacity) and in
 //! buffered bytes ([`BATCH_BYTES`]; large bodies stay in their own buffers, see
 //! [`WriteBatch`]). A caller that finds it full waits, which is the client's send-side
 //! backpressure. Once closing has begun, or the writer is gone, nothing more is taken.
 
+use std::io::IoSlice;
 use std::sync::Mutex;
+
+use bytes::Buf;
 
 use switchboard_proto::batch::{BATCH_BYTES, WriteBatch};
 use switchboard_proto::packet::Encode;
@@ -20,7 +28,19 @@ use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 
+use crate::direct::SharedSocket;
 use crate::shared::lock;
+use crate::writer::KEEP_BUFFER_BYTES;
+
+/// How a frame offered to the queue may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// By the writer task, with whatever else is queued.
+    Queued,
+    /// By the caller at once if the writer is idle and nothing is queued (a request
+    /// the caller awaits before sending another); else queued.
+    NowIfIdle,
+}
 
 /// What became of a frame offered to the queue.
 #[derive(Debug)]
@@ -57,8 +77,12 @@ struct QueueState {
     close: Option<CloseRequest>,
     /// False once closing began or the writer is gone.
     accepting: bool,
-    /// The writer found the queue empty and waits to be woken.
+    /// The writer found the queue empty and waits to be woken; it holds nothing of its
+    /// own to write, so a caller may write to the socket.
     writer_idle: bool,
+    /// The socket, for callers writing at once; none over TLS or WebSocket, and none
+    /// once closing began.
+    socket: Option<SharedSocket>,
     /// Some caller found the queue full and waits for room.
     room_wanted: bool,
 }
@@ -85,12 +109,22 @@ impl SendQueue {
                 close: None,
                 accepting: true,
                 writer_idle: false,
+                socket: None,
                 room_wanted: false,
             }),
             codec,
             capacity: capacity.max(1),
             work: Notify::new(),
             room: Notify::new(),
+        }
+    }
+
+    /// Lets callers write their requests to `socket` themselves when the writer is idle
+    /// (see [`Write::NowIfIdle`]).
+    pub(crate) fn share_socket(&self, socket: SharedSocket) {
+        let mut state = lock(&self.state);
+        if state.accepting {
+            state.socket = Some(socket);
         }
     }
 
@@ -107,6 +141,7 @@ impl SendQueue {
         flags: Flags,
         packet: &P,
         permit: &mut Option<OwnedSemaphorePermit>,
+        write: Write,
     ) -> Push {
         let mut state = lock(&self.state);
         if !state.accepting {
@@ -123,6 +158,19 @@ impl SendQueue {
         if let Some(permit) = permit.take() {
             state.held.push(permit);
         }
+        if write == Write::NowIfIdle && state.frames == 1 && state.writer_idle {
+            let state = &mut *state;
+            if let Some(socket) = &state.socket
+                && write_now(socket, &mut state.batch)
+            {
+                state.frames = 0;
+                state.held.clear();
+                state.batch.clear(KEEP_BUFFER_BYTES);
+                return Push::Queued;
+            }
+            // What the socket did not take (or an error, which the writer meets and
+            // reports) is left to the writer, ahead of anything queued after it.
+        }
         let wake = std::mem::take(&mut state.writer_idle);
         drop(state);
         if wake {
@@ -138,6 +186,7 @@ impl SendQueue {
         flags: Flags,
         packet: &P,
         mut permit: Option<OwnedSemaphorePermit>,
+        write: Write,
         deadline: Instant,
     ) -> Result<(), PushError> {
         loop {
@@ -145,7 +194,7 @@ impl SendQueue {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push(request_id, flags, packet, &mut permit) {
+            match self.try_push(request_id, flags, packet, &mut permit, write) {
                 Push::Queued => return Ok(()),
                 Push::Closed => return Err(PushError::Closed),
                 Push::Refused(error) => return Err(PushError::Refused(error)),
@@ -171,6 +220,7 @@ impl SendQueue {
             return false;
         }
         state.accepting = false;
+        state.socket = None;
         state.close = Some(done);
         drop(state);
         self.work.notify_one();
@@ -180,19 +230,25 @@ impl SendQueue {
 
     /// Refuses everything from now on (the writer is gone), waking whoever waits.
     pub(crate) fn shut(&self) {
-        lock(&self.state).accepting = false;
+        let mut state = lock(&self.state);
+        state.accepting = false;
+        // The writer's end is the socket's end: no copy may keep it open.
+        state.socket = None;
+        drop(state);
         self.room.notify_waiters();
     }
 
     /// Hands what is queued to the writer: `batch` (which must be empty) is swapped with
     /// the queue's, and the frames' permits are moved to `held`. Returns the close
-    /// request, if closing was asked for.
+    /// request, if closing was asked for. From here until it waits for work again, the
+    /// writer may write: no caller writes to the socket meanwhile.
     pub(crate) fn take(
         &self,
         batch: &mut WriteBatch,
         held: &mut Vec<OwnedSemaphorePermit>,
     ) -> Option<CloseRequest> {
         let mut state = lock(&self.state);
+        state.writer_idle = false;
         let close = state.close.take();
         if state.frames == 0 && close.is_none() {
             return None;
@@ -213,6 +269,12 @@ impl SendQueue {
         lock(&self.state).frames == 0
     }
 
+    /// Whether the writer waits for work, so that a caller may write at once.
+    #[cfg(test)]
+    pub(crate) fn writer_is_idle(&self) -> bool {
+        lock(&self.state).writer_idle
+    }
+
     /// Completes once something was queued (or closing was asked for) after the writer
     /// found the queue empty; at once if something is queued already.
     pub(crate) async fn wait_for_work(&self) {
@@ -226,4 +288,15 @@ impl SendQueue {
         }
         work.await;
     }
+}
+
+/// Writes `batch` to the socket as far as it takes it without waiting; true once all of
+/// it is written.
+fn write_now(socket: &SharedSocket, batch: &mut WriteBatch) -> bool {
+    let mut slices = [IoSlice::new(&[]); 8];
+    let count = batch.chunks_vectored(&mut slices);
+    if let Ok(written) = socket.try_write_vectored(&slices[..count]) {
+        batch.advance(written);
+    }
+    batch.is_empty()
 }

@@ -27,12 +27,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::connection::BoxedWriter;
 use crate::error::{ClientError, CloseReason, ErrorDetail};
 use crate::requests::{Pending, is_no_reply_id};
-use crate::send_queue::{Push, PushError, SendQueue};
+use crate::send_queue::{Push, PushError, SendQueue, Write};
 use crate::shared::Shared;
 
 /// A buffer that grew past this (a very large body went through) is given back. A
 /// client has one connection, so it keeps a large buffer rather than allocating again.
-const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long writing may still take once the client is closing.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -53,13 +53,15 @@ pub(crate) enum QueueError {
     TimedOut,
 }
 
-/// Queues a command's frame, waiting for room until `deadline`. A frame that cannot be
-/// encoded fails its own request (or is reported with the publishes sent without reply),
-/// exactly as a frame the writer could not write would: the call itself succeeds.
+/// Queues a command's frame (or has it written at once, as `write` allows), waiting for
+/// room until `deadline`. A frame that cannot be encoded fails its own request (or is
+/// reported with the publishes sent without reply), exactly as a frame the writer could
+/// not write would: the call itself succeeds.
 pub(crate) async fn queue_command(
     shared: &Shared,
     queue: &SendQueue,
     command: Command,
+    write: Write,
     deadline: Instant,
 ) -> Result<(), QueueError> {
     let (outbound, permit) = match command {
@@ -72,6 +74,7 @@ pub(crate) async fn queue_command(
             outbound.flags,
             &outbound.packet,
             permit,
+            write,
             deadline,
         )
         .await;
@@ -102,7 +105,7 @@ pub(crate) fn try_queue<P: Encode + ?Sized>(
     flags: Flags,
     packet: &P,
 ) -> TryQueue {
-    match queue.try_push(request_id, flags, packet, &mut None) {
+    match queue.try_push(request_id, flags, packet, &mut None, Write::Queued) {
         Push::Queued => TryQueue::Queued,
         Push::Refused(error) => {
             refuse(shared, request_id, error);
@@ -178,14 +181,21 @@ impl Writer {
                 return CloseReason::Client;
             }
             // The batch is empty here: what callers queued becomes the next write.
-            let close = self.queue.take(&mut self.batch, &mut self.held);
+            let mut close = self.queue.take(&mut self.batch, &mut self.held);
             if self.batch.is_empty() && close.is_none() {
-                tokio::select! {
+                let beat = tokio::select! {
                     biased;
                     () = self.shared.stop_tasks.cancelled() => return CloseReason::Client,
                     () = self.queue.wait_for_work() => continue,
-                    () = self.shared.chores_added.notified() => {}
-                    _ = heartbeat.tick() => self.encode(0, Flags::empty(), &Heartbeat),
+                    () = self.shared.chores_added.notified() => false,
+                    _ = heartbeat.tick() => true,
+                };
+                // Callers may have written to the socket while the writer waited, and
+                // left the rest of a frame queued: taking the queue ends that, and what
+                // it holds goes out first.
+                close = self.queue.take(&mut self.batch, &mut self.held);
+                if beat {
+                    self.encode(0, Flags::empty(), &Heartbeat);
                 }
             }
             self.encode_chores();
@@ -321,7 +331,7 @@ mod tests {
     /// Queues a command without waiting.
     fn send(shared: &Shared, queue: &SendQueue, command: Command) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let queued = queue_command(shared, queue, command, deadline).now_or_never();
+        let queued = queue_command(shared, queue, command, Write::Queued, deadline).now_or_never();
         assert!(matches!(queued, Some(Ok(()))), "queued at once");
     }
 
