@@ -98,6 +98,7 @@ mod connection;
 mod dispatch;
 mod error;
 mod feeds;
+mod frame_buffers;
 mod inbound;
 mod listing;
 mod message_queue;
