@@ -294,8 +294,12 @@ impl FrameReader {
     /// Reads more bytes into the buffer; 0 means the peer closed its side.
     async fn fill(&mut self) -> Result<usize> {
         if let Some(own) = &mut self.own {
-            // Never full here: a whole frame is taken before the next read.
-            let room = own.capacity() - own.len();
+            // Up to the end of the frame and the head of the next one: a buffer used
+            // again may be larger. Never full here: a whole frame is taken before the
+            // next read.
+            let end = switchboard_proto::codec::declared_frame_len(own)
+                .map_or(own.capacity(), |len| len + NEXT_HEAD_ROOM);
+            let room = end.min(own.capacity()) - own.len();
             return Ok(self.io.read_buf(&mut own.limit(room)).await?);
         }
         let want = if self.after_own {
