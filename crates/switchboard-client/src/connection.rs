@@ -20,6 +20,7 @@ use tokio_util::codec::Decoder;
 use crate::config::{ClientConfig, ServerAddress};
 use crate::direct::{SharedSocket, SharedWriter};
 use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
+use crate::frame_buffers::{FrameBuffers, KEEP_FOR};
 
 /// The read half of a transport, whichever it is.
 pub(crate) type BoxedReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -280,8 +281,12 @@ pub(crate) struct FrameReader {
     io: BoxedReader,
     buffer: BytesMut,
     codec: FrameCodec,
-    /// `buffer` is the own buffer of the large frame at its front; it is never grown.
-    own: bool,
+    /// The own buffer of the large frame at the front (`buffer` is then empty); it is
+    /// never grown.
+    own: Option<Vec<u8>>,
+    /// Where own buffers come from and go back to once the application is done with
+    /// their frames.
+    frame_buffers: Arc<FrameBuffers>,
     /// The last frame had a buffer of its own: the next read asks for little, in case it
     /// is the head of another large frame (whose bytes would be copied to its buffer).
     after_own: bool,
@@ -293,20 +298,22 @@ impl FrameReader {
             io,
             buffer: BytesMut::with_capacity(READ_CHUNK),
             codec,
-            own: false,
+            own: None,
+            frame_buffers: FrameBuffers::new(),
             after_own: false,
         }
     }
 
     /// Reads more bytes into the buffer; 0 means the peer closed its side.
     async fn fill(&mut self) -> Result<usize> {
-        if self.own {
-            // Never full here: a whole frame is taken before the next read.
-            let room = self.buffer.capacity() - self.buffer.len();
-            return Ok(self
-                .io
-                .read_buf(&mut (&mut self.buffer).limit(room))
-                .await?);
+        if let Some(own) = &mut self.own {
+            // Up to the end of the frame and the head of the next one: a buffer used
+            // again may be larger. Never full here: a whole frame is taken before the
+            // next read.
+            let end = switchboard_proto::codec::declared_frame_len(own)
+                .map_or(own.capacity(), |len| len + NEXT_HEAD_ROOM);
+            let room = end.min(own.capacity()) - own.len();
+            return Ok(self.io.read_buf(&mut own.limit(room)).await?);
         }
         let want = if self.after_own {
             NEXT_HEAD_ROOM
@@ -315,6 +322,16 @@ impl FrameReader {
         };
         if self.buffer.capacity() - self.buffer.len() < want / 4 {
             self.buffer.reserve(want);
+        }
+        if self.frame_buffers.in_use() {
+            // Buffers kept for large frames are let go once none has come for a while.
+            if let Ok(read) =
+                tokio::time::timeout(KEEP_FOR, self.io.read_buf(&mut self.buffer)).await
+            {
+                self.after_own = false;
+                return Ok(read?);
+            }
+            self.frame_buffers.release_unused();
         }
         let read = self.io.read_buf(&mut self.buffer).await?;
         self.after_own = false;
@@ -325,7 +342,7 @@ impl FrameReader {
     /// the rest is still to come, to a buffer of its own length (and [`NEXT_HEAD_ROOM`]):
     /// what came in is copied once, the rest is read straight into it.
     fn give_large_frame_its_own_buffer(&mut self) -> Result<()> {
-        if self.own {
+        if self.own.is_some() {
             return Ok(());
         }
         let Some(len) = switchboard_proto::codec::declared_frame_len(&self.buffer) else {
@@ -338,27 +355,53 @@ impl FrameReader {
         }
         // Lengths past the limits are refused before anything is reserved for them.
         self.codec.frame_head(&self.buffer)?;
-        let mut own = BytesMut::with_capacity(len + NEXT_HEAD_ROOM);
+        let mut own = self.frame_buffers.take(len + NEXT_HEAD_ROOM);
         own.extend_from_slice(&self.buffer);
-        self.buffer = own;
-        self.own = true;
+        self.buffer.clear();
+        self.own = Some(own);
         Ok(())
     }
 
     /// Decodes the frame at the front of the buffer, if it is whole.
     fn decode(&mut self) -> Result<Option<Frame>> {
         self.give_large_frame_its_own_buffer()?;
-        let frame = self.codec.decode(&mut self.buffer)?;
-        if frame.is_some() && self.own {
-            // What is left (the head of the next frame, if it came) shares the frame's
-            // buffer until the next read or the next frame's own buffer moves it.
-            self.own = false;
-            self.after_own = true;
-            if self.buffer.is_empty() {
-                self.buffer = BytesMut::new();
-            }
+        let Some(own) = &self.own else {
+            return Ok(self.codec.decode(&mut self.buffer)?);
+        };
+        let Some(len) = switchboard_proto::codec::declared_frame_len(own) else {
+            return Ok(None);
+        };
+        if own.len() < len {
+            self.codec.check_partial(own)?;
+            return Ok(None);
         }
-        Ok(frame)
+        let Some(own) = self.own.take() else {
+            return Ok(None);
+        };
+        let have = own.len();
+        let own = self.frame_buffers.lend(own);
+        let Some((frame, len)) = self.codec.decode_whole(&own)? else {
+            return Err(ProtoError::Truncated { needed: len, have }.into());
+        };
+        // What came after the frame (the head of the next one, if it came) goes back to
+        // the shared buffer.
+        self.buffer.extend_from_slice(&own[len..]);
+        self.after_own = true;
+        Ok(Some(frame))
+    }
+
+    /// What the end of the stream means: a clean close between frames, or a truncated
+    /// frame.
+    fn ended(&mut self) -> Result<Option<Frame>> {
+        if let Some(own) = &self.own {
+            let needed = switchboard_proto::codec::declared_frame_len(own).unwrap_or(own.len() + 1);
+            return Err(ProtoError::Truncated {
+                needed,
+                have: own.len(),
+            }
+            .into());
+        }
+        Ok(self.codec.decode_eof(&mut self.buffer)?)
     }
 
     /// Reads the server's 10-byte preface. A TLS record instead (a TLS server answering
@@ -388,7 +431,7 @@ impl FrameReader {
     /// Cancel-safe: bytes already read stay in the buffer for the next call.
     /// The next frame if it is already complete in the buffer, without reading.
     pub(crate) fn buffered_frame(&mut self) -> Result<Option<Frame>> {
-        if self.buffer.is_empty() {
+        if self.buffer.is_empty() && self.own.is_none() {
             return Ok(None);
         }
         self.decode()
@@ -400,7 +443,7 @@ impl FrameReader {
                 return Ok(Some(frame));
             }
             if self.fill().await? == 0 {
-                return Ok(self.codec.decode_eof(&mut self.buffer)?);
+                return self.ended();
             }
         }
     }

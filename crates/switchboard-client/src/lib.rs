@@ -99,6 +99,7 @@ mod direct;
 mod dispatch;
 mod error;
 mod feeds;
+mod frame_buffers;
 mod inbound;
 mod listing;
 mod message_queue;

@@ -1488,3 +1488,47 @@ async fn try_no_reply_queues_without_waiting_and_hands_back_a_full_queue() {
         .unwrap_err();
     assert!(after_close.is_closed(), "{after_close}");
 }
+
+#[tokio::test]
+async fn a_large_message_whose_body_was_changed_on_the_way_is_refused() {
+    let (client, mut server, _) = connected(config("unused:1"), 5000).await;
+    let (subscription, _) = tokio::join!(client.subscribe("big"), server.ack_subscribe(1, 0));
+    let mut subscription = subscription.unwrap();
+
+    let body = patterned(64 * 1024);
+    let mut sound = message("big", 1, "");
+    sound.body = Bytes::from(body.clone());
+    server.send(0, Flags::empty(), sound).await;
+    let received = subscription.next().await.unwrap().unwrap();
+    assert!(
+        received.body()[..] == body[..],
+        "the sound message arrives whole"
+    );
+
+    // The same message with one byte of its body changed, its prefix sent first, so
+    // that the rest is read into a buffer of its own.
+    let mut changed = message("big", 2, "");
+    changed.body = Bytes::from(body);
+    let mut frame = bytes::BytesMut::new();
+    server
+        .framed
+        .codec()
+        .encode_packet(0, Flags::empty(), &Packet::Message(changed), &mut frame)
+        .unwrap();
+    let last = frame.len() - 1;
+    frame[last - 1000] ^= 0x01;
+    let raw = server.framed.get_mut();
+    raw.write_all(&frame[..100]).await.unwrap();
+    raw.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    raw.write_all(&frame[100..]).await.unwrap();
+    raw.flush().await.unwrap();
+
+    match tokio::time::timeout(PATIENCE, subscription.next()).await {
+        Ok(Some(Err(error))) => assert!(
+            matches!(error.close_reason(), Some(CloseReason::Protocol(_))),
+            "{error:?}"
+        ),
+        other => panic!("expected the connection to close as corrupt, got {other:?}"),
+    }
+}

@@ -1,5 +1,6 @@
 //! Receiving large messages: a large frame is read into a buffer of its own, so that its
-//! body is neither copied when the read buffer grows around it nor allocated twice.
+//! body is neither copied when the read buffer grows around it nor allocated twice, and
+//! that buffer is read into again once the application has dropped its message.
 //! Counted by a global allocator that counts the bytes allocated on the thread the
 //! receiving client runs on (the server and the publisher run on threads of their own).
 
@@ -15,6 +16,9 @@ use common::{client_runtime, counted_during, start_server};
 
 #[global_allocator]
 static GLOBAL: common::Counting = common::Counting;
+
+/// The allocator's counts are global: the tests of this file count one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A body of `len` bytes that differs with `seed`.
 fn body(len: usize, seed: u64) -> Bytes {
@@ -78,6 +82,9 @@ async fn next_body(subscription: &mut switchboard_client::Subscription) -> Bytes
 
 #[test]
 fn large_frames_arrive_whole_and_are_allocated_once() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     const ROUNDS: u64 = 3;
     const LARGE: u64 = 400;
     let (address, stop) = start_server();
@@ -114,6 +121,51 @@ fn large_frames_arrive_whole_and_are_allocated_once() {
         assert!(
             per_message <= bound,
             "{per_message} bytes allocated per 64 KiB message received (bound {bound})"
+        );
+        drop(go_tx);
+        drop(subscription);
+        client.close().await.expect("closed");
+    });
+    publishing.join().expect("publisher ends");
+    let _ = stop.send(());
+}
+
+#[test]
+fn the_buffer_of_a_large_frame_is_used_again_once_its_message_is_dropped() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    const LARGE: u64 = 400;
+    let (address, stop) = start_server();
+    let (go_tx, go_rx) = std_mpsc::channel();
+    let publishing = std::thread::spawn(move || publisher(address, go_rx));
+    client_runtime().block_on(async move {
+        let client = Client::connect(ClientConfig::new(address.to_string(), "subscriber"))
+            .await
+            .expect("connects");
+        let mut subscription = client.subscribe("large.frames").await.expect("subscribed");
+        // One message at a time, each dropped before the next is published: every
+        // large frame after the first can be read into the buffer of the one before.
+        let expected = body(64 * 1024, 0);
+        go_tx.send((1, false)).expect("publisher runs");
+        assert!(next_body(&mut subscription).await == expected);
+        let counted = counted_during(async {
+            for round in 0..LARGE {
+                go_tx.send((1, false)).expect("publisher runs");
+                let received = next_body(&mut subscription).await;
+                assert!(
+                    received == expected,
+                    "the body of message {round} arrived changed"
+                );
+            }
+        })
+        .await;
+        let per_message = counted.bytes / LARGE;
+        println!("{per_message} bytes allocated per 64 KiB message received and dropped");
+        let bound = 8 * 1024;
+        assert!(
+            per_message <= bound,
+            "{per_message} bytes allocated per 64 KiB message received and dropped (bound {bound})"
         );
         drop(go_tx);
         drop(subscription);

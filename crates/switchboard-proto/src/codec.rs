@@ -473,20 +473,103 @@ impl FrameCodec {
     }
 }
 
+/// How far the frame at the front of a buffer is in.
+enum Checked {
+    /// Not all in: at least this many more bytes are wanted (capped for a large
+    /// content, whose room is made as its bytes come).
+    Short(usize),
+    /// In and checked.
+    Whole(FrameParts),
+}
+
+/// Where the parts of a checked frame lie.
+struct FrameParts {
+    frame_type: FrameType,
+    /// Without MAC, which belongs to the framing layer.
+    flags: Flags,
+    request_id: u32,
+    header_end: usize,
+    content_end: usize,
+    total: usize,
+    content_crc: u32,
+}
+
+impl FrameParts {
+    /// The frame, as views of `bytes`, which begin with it.
+    fn frame_of(&self, bytes: &Bytes) -> Frame {
+        Frame {
+            frame_type: self.frame_type,
+            flags: self.flags,
+            request_id: self.request_id,
+            headers: bytes.slice(FIXED_HEADER_LEN..self.header_end),
+            content: bytes.slice(self.header_end..self.content_end),
+            content_crc: self.content_crc,
+        }
+    }
+}
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = ProtoError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        match self.check_frame(src)? {
+            Checked::Short(more) => {
+                src.reserve(more);
+                Ok(None)
+            }
+            Checked::Whole(parts) => {
+                let frame: Bytes = src.split_to(parts.total).freeze();
+                Ok(Some(parts.frame_of(&frame)))
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(ProtoError::Truncated {
+                needed: self.bytes_needed(src),
+                have: src.len(),
+            }),
+        }
+    }
+}
+
+impl FrameCodec {
+    /// Decodes the whole frame at the front of `src`, with every check
+    /// [`Decoder::decode`] makes, as a view of `src` (no byte copied): for a frame read
+    /// into a buffer of its own. `None` while the frame is not all in; what follows it
+    /// in `src`, from the returned length on, is the caller's.
+    pub fn decode_whole(&self, src: &Bytes) -> Result<Option<(Frame, usize)>, ProtoError> {
+        match self.check_frame(src)? {
+            Checked::Short(_) => Ok(None),
+            Checked::Whole(parts) => Ok(Some((parts.frame_of(src), parts.total))),
+        }
+    }
+
+    /// The checks [`Decoder::decode`] makes of a frame whose bytes are not all in yet:
+    /// its prefix, and its header CRC once the header block is in (so that a corrupt
+    /// length is seen before waiting for the content it declares).
+    pub fn check_partial(&self, src: &[u8]) -> Result<(), ProtoError> {
+        if declared_frame_len(src).is_some_and(|len| len <= src.len()) {
+            // Whole: the checks are the decoding's.
+            return Ok(());
+        }
+        self.check_frame(src).map(|_| ())
+    }
+
+    /// Checks the frame at the front of `src` as far as its bytes are in: the prefix,
+    /// the header CRC, the MAC flag, then, once it is whole, the content CRC and the tag.
+    fn check_frame(&self, src: &[u8]) -> Result<Checked, ProtoError> {
         if src.len() < FIXED_HEADER_LEN {
-            src.reserve(FIXED_HEADER_LEN - src.len());
-            return Ok(None);
+            return Ok(Checked::Short(FIXED_HEADER_LEN - src.len()));
         }
         let prefix = self.parse_prefix(src)?;
         let header_end = FIXED_HEADER_LEN + prefix.header_len;
         if src.len() < header_end {
-            src.reserve(header_end - src.len());
-            return Ok(None);
+            return Ok(Checked::Short(header_end - src.len()));
         }
         let mut fixed = [0u8; 20];
         fixed.copy_from_slice(&src[..20]);
@@ -511,8 +594,7 @@ impl Decoder for FrameCodec {
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
         let total = content_end + mac_len;
         if src.len() < total {
-            src.reserve((total - src.len()).min(RESERVE_AHEAD));
-            return Ok(None);
+            return Ok(Checked::Short((total - src.len()).min(RESERVE_AHEAD)));
         }
         let content_crc = crate::crc::crc32c(&src[header_end..content_end]);
         if content_crc != prefix.content_crc {
@@ -526,30 +608,17 @@ impl Decoder for FrameCodec {
         {
             return Err(ProtoError::BadMac);
         }
-        let frame: Bytes = src.split_to(total).freeze();
-        Ok(Some(Frame {
+        Ok(Checked::Whole(FrameParts {
             frame_type,
             flags: prefix.flags.without(Flags::MAC),
             request_id: prefix.request_id,
-            headers: frame.slice(FIXED_HEADER_LEN..header_end),
-            content: frame.slice(header_end..content_end),
+            header_end,
+            content_end,
+            total,
             content_crc,
         }))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
-        match self.decode(src)? {
-            Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
-            None => Err(ProtoError::Truncated {
-                needed: self.bytes_needed(src),
-                have: src.len(),
-            }),
-        }
-    }
-}
-
-impl FrameCodec {
     /// The head of the frame at the front of `src`: `None` until its fixed prefix is in,
     /// an error if the prefix is bad (wrong sync or version, lengths over the limits).
     /// Its length is [`declared_frame_len`]'s.

@@ -1,26 +1,45 @@
-//! CRC32C of the small pieces of a frame: its prefix, its header block and a small
-//! body.
+//! CRC32C of every piece of a frame: the small ones (its prefix, its header block, a
+//! small body) and the large bodies.
 //!
-//! The `crc32c` crate is built for long inputs: every call sets up three interleaved
-//! streams and walks alignment heads and tails byte by byte, which costs more than the
-//! checksum itself on the few dozen bytes a header holds. Here a small input takes the
-//! CPU's CRC32C instruction eight bytes at a time (unaligned loads are fine on x86-64),
-//! and anything long, or a CPU without the instruction, goes to the crate. Both compute
-//! the same CRC32C (Castagnoli), so either end may use either.
+//! Long inputs and short ones want different code. A short input takes the CPU's CRC32C
+//! instruction eight bytes at a time (unaligned loads are fine on x86-64): setting up
+//! anything wider costs more than the checksum of the few dozen bytes a header holds.
+//! A long input goes to `crc-fast`, which folds 64 bytes at a time with carry-less
+//! multiplications (VPCLMULQDQ where the CPU has it): on a 64 KiB body about four times
+//! the speed of the CRC32C instruction on three interleaved streams (the `crc32c`
+//! crate's way), which mattered because each 64 KiB message is checked three times on
+//! its way (publisher, hub, subscriber). Without SSE 4.2 the short inputs go to the
+//! `crc32c` crate. All compute the same CRC32C (Castagnoli), so either end may use
+//! either.
 
-/// Inputs at least this long go to the `crc32c` crate, whose interleaved streams win
-/// there.
+/// Inputs at least this long go to `crc-fast`.
 const SMALL: usize = 256;
 
 /// The CRC32C of `bytes` continuing from `crc` (0 to start), as
 /// `crc32c::crc32c_append` computes it.
 pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    if bytes.len() >= SMALL {
+        return long_crc32c_append(crc, bytes);
+    }
     #[cfg(target_arch = "x86_64")]
-    if bytes.len() < SMALL && std::arch::is_x86_feature_detected!("sse4.2") {
+    if std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2, as just checked.
         return unsafe { sse42::crc32c_append(crc, bytes) };
     }
     crc32c::crc32c_append(crc, bytes)
+}
+
+/// [`crc32c_append`] of a long input.
+fn long_crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    if crc == 0 {
+        return crc_fast::crc32_iscsi(bytes);
+    }
+    // The running state is the complement of the CRC so far, as the crate keeps it.
+    let mut digest =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
+    digest.update(bytes);
+    // A CRC-32's digest fits in 32 bits.
+    digest.finalize() as u32
 }
 
 /// The CRC32C of `bytes`.
@@ -83,7 +102,7 @@ mod tests {
         let data: Vec<u8> = (0..2 * SMALL + 16)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
             .collect();
-        for start in 0..8 {
+        for start in 0..64 {
             for len in 0..=SMALL + 16 {
                 let bytes = &data[start..start + len];
                 for crc in [0, 1, 0xdead_beef, u32::MAX] {
@@ -110,5 +129,41 @@ mod tests {
             0xe306_9283,
             "the standard check value"
         );
+    }
+
+    /// Long inputs, around the sizes the wide code works in (64 and 256 bytes and
+    /// their multiples, a 64 KiB body, up to a megabyte), from several alignments and
+    /// starting values, against the `crc32c` crate; and a changed byte anywhere in a
+    /// 64 KiB body changes its CRC.
+    #[test]
+    fn long_inputs_match_the_crate() {
+        let data: Vec<u8> = (0..(1 << 20) + 300)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut lengths: Vec<usize> = (SMALL..SMALL + 700).collect();
+        for base in [1024, 4096, 16 * 1024, 64 * 1024] {
+            lengths.extend(base - 65..=base + 65);
+        }
+        lengths.extend((1 << 20) - 3..=(1 << 20) + 3);
+        for len in lengths {
+            for start in [0, 1, 3, 8, 13, 64, 255] {
+                let bytes = &data[start..start + len];
+                for crc in [0, 1, 0xdead_beef, u32::MAX] {
+                    assert_eq!(
+                        crc32c_append(crc, bytes),
+                        crc32c::crc32c_append(crc, bytes),
+                        "start {start}, len {len}, crc {crc:#x}"
+                    );
+                }
+            }
+        }
+        let body = &data[..64 * 1024];
+        let sound = crc32c(body);
+        let mut changed = body.to_vec();
+        for at in [0, 1, 63, 64, 4095, 32 * 1024 + 7, 64 * 1024 - 1] {
+            changed[at] ^= 0x10;
+            assert_ne!(crc32c(&changed), sound, "byte {at} changed");
+            changed[at] ^= 0x10;
+        }
     }
 }

@@ -146,6 +146,40 @@ async fn corrupt_crc_is_an_error_and_the_connection_closes_but_others_go_on() {
 }
 
 #[tokio::test]
+async fn a_large_body_changed_on_the_way_is_refused() {
+    let server = start_server().await;
+    let (mut bad, _) = RawClient::connect_session(&server, "mallory").await;
+    let mut frame = BytesMut::new();
+    bad.codec
+        .encode_packet(
+            9,
+            Flags::empty(),
+            &Packet::Publish(Publish {
+                channel: "chat".into(),
+                body: bytes::Bytes::from(vec![7u8; 64 * 1024]),
+                ..Publish::default()
+            }),
+            &mut frame,
+        )
+        .unwrap();
+    // One byte of the body, well inside it, past the reach of any short-input path.
+    let at = frame.len() - 20_000;
+    frame[at] ^= 0x01;
+    // The prefix first: the rest is read into the frame's own buffer.
+    bad.send_raw(&frame[..100]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    bad.send_raw(&frame[100..]).await;
+    let packets = bad.until_closed().await;
+    assert!(
+        packets
+            .iter()
+            .any(|p| matches!(p, Packet::Error(e) if e.code == ErrorCode::BadFrame)),
+        "{packets:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn hmac_is_required_when_configured() {
     let server = Server::builder()
         .listen_tcp("127.0.0.1:0")
