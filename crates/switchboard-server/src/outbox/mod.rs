@@ -500,10 +500,10 @@ impl Outbox {
     /// Queues a live message without waiting: its shared frame, or, for a streamed
     /// body, the message itself for the writer to stream.
     pub fn deliver_message(&self, message: &Arc<StoredMessage>, drop_oldest: bool) -> bool {
-        if drop_oldest && message.blob().is_none() {
-            self.deliver_droppable(message)
-        } else if message.blob().is_some() {
+        if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
+        } else if drop_oldest {
+            self.deliver_droppable(message)
         } else {
             let weight = message.frame_len() + ITEM_OVERHEAD;
             let delivered = self.try_deliver(Outgoing::Live(message.clone()), weight);
