@@ -359,6 +359,20 @@ impl<T> Receiver<T> {
         self.take_from_hand().ok_or(TryRecvError::Empty)
     }
 
+    /// Hands the items at the front of the hand to `take` for as long as it accepts
+    /// them (an accepted item is dropped here, its slot given back by the next
+    /// [`Receiver::settle`]); stops at the first it refuses or when the hand is empty.
+    /// For a receiver that handles a run of items of one kind without taking each out.
+    pub fn take_while_in_hand(&mut self, mut take: impl FnMut(&T) -> bool) {
+        while let Some(item) = self.hand.front() {
+            if !take(item) {
+                break;
+            }
+            self.hand.pop_front();
+            self.unsettled += 1;
+        }
+    }
+
     fn take_from_hand(&mut self) -> Option<T> {
         let item = self.hand.pop_front()?;
         self.unsettled += 1;
