@@ -571,9 +571,25 @@ impl FrameCodec {
         if src.len() < header_end {
             return Ok(Checked::Short(header_end - src.len()));
         }
-        let mut fixed = [0u8; 20];
-        fixed.copy_from_slice(&src[..20]);
-        let header_crc = crate::crc::header_crc(&fixed, &src[FIXED_HEADER_LEN..header_end]);
+        let Some(fixed) = src.first_chunk::<20>() else {
+            return Ok(Checked::Short(FIXED_HEADER_LEN - src.len()));
+        };
+        let content_end = header_end + prefix.content_len;
+        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
+        let total = content_end + mac_len;
+        // A frame in whole (most small ones) has both CRCs computed in one pass; one
+        // still arriving has its head checked now, before its content is waited for.
+        let (header_crc, content_crc) = if src.len() >= total {
+            let (header_crc, content_crc) = crate::crc::frame_crcs(
+                fixed,
+                &src[FIXED_HEADER_LEN..header_end],
+                &src[header_end..content_end],
+            );
+            (header_crc, Some(content_crc))
+        } else {
+            let block = &src[FIXED_HEADER_LEN..header_end];
+            (crate::crc::header_crc(fixed, block), None)
+        };
         if header_crc != prefix.header_crc {
             return Err(ProtoError::HeaderCrcMismatch {
                 expected: prefix.header_crc,
@@ -590,13 +606,9 @@ impl FrameCodec {
         let Some(frame_type) = FrameType::from_u8(prefix.frame_type) else {
             return Err(ProtoError::UnknownFrameType(prefix.frame_type));
         };
-        let content_end = header_end + prefix.content_len;
-        let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
-        let total = content_end + mac_len;
-        if src.len() < total {
+        let Some(content_crc) = content_crc else {
             return Ok(Checked::Short((total - src.len()).min(RESERVE_AHEAD)));
-        }
-        let content_crc = crate::crc::crc32c(&src[header_end..content_end]);
+        };
         if content_crc != prefix.content_crc {
             return Err(ProtoError::ContentCrcMismatch {
                 expected: prefix.content_crc,

@@ -299,6 +299,87 @@ fn sample_publish() -> Publish {
     }
 }
 
+/// Each CRC refuses its own part, whether the frame arrives whole (both CRCs computed
+/// in one pass for a short one) or in two reads (the head checked before the content
+/// arrives), for bodies on both sides of the one-pass length.
+#[test]
+fn a_damaged_header_block_or_content_is_refused_by_its_own_crc() {
+    for mac in [false, true] {
+        let codec = codec(mac);
+        for body_len in [0, 1, 7, 16, 100, 255, 256, 1000] {
+            let publish = Publish {
+                body: Bytes::from(vec![0x5a; body_len]),
+                ..sample_publish()
+            };
+            let bytes = encode(&codec, 7, Flags::empty(), &Packet::from(publish));
+            let header_end =
+                FIXED_HEADER_LEN + usize::from(u16::from_be_bytes([bytes[6], bytes[7]]));
+            let content_at = header_end + body_len / 2;
+            let in_header = FIXED_HEADER_LEN + 1;
+
+            let mut damaged = bytes.clone();
+            damaged[in_header] ^= 0x10;
+            let mut decoder = codec.clone();
+            assert!(
+                matches!(
+                    decoder.decode(&mut damaged),
+                    Err(ProtoError::HeaderCrcMismatch { .. })
+                ),
+                "header block damaged, body {body_len}, mac {mac}"
+            );
+            let mut partial = BytesMut::from(&damaged[..header_end]);
+            assert!(
+                matches!(
+                    codec.clone().decode(&mut partial),
+                    Err(ProtoError::HeaderCrcMismatch { .. })
+                ),
+                "refused before the content arrives, body {body_len}, mac {mac}"
+            );
+
+            if body_len == 0 {
+                continue;
+            }
+            let mut damaged = bytes.clone();
+            damaged[content_at] ^= 0x01;
+            assert!(
+                matches!(
+                    codec.clone().decode(&mut damaged),
+                    Err(ProtoError::ContentCrcMismatch { .. })
+                ),
+                "content damaged, body {body_len}, mac {mac}"
+            );
+            let mut decoder = codec.clone();
+            let mut arriving = BytesMut::from(&damaged[..header_end]);
+            assert!(matches!(decoder.decode(&mut arriving), Ok(None)));
+            arriving.extend_from_slice(&damaged[header_end..]);
+            assert!(
+                matches!(
+                    decoder.decode(&mut arriving),
+                    Err(ProtoError::ContentCrcMismatch { .. })
+                ),
+                "content damaged, read in two parts, body {body_len}, mac {mac}"
+            );
+
+            // Both damaged: the header is looked at first, as it always was.
+            let mut damaged = bytes.clone();
+            damaged[in_header] ^= 0x10;
+            damaged[content_at] ^= 0x01;
+            assert!(matches!(
+                codec.clone().decode(&mut damaged),
+                Err(ProtoError::HeaderCrcMismatch { .. })
+            ));
+
+            let mut intact = bytes.clone();
+            let frame = codec
+                .clone()
+                .decode(&mut intact)
+                .expect("intact")
+                .expect("whole");
+            assert_eq!(frame.content.len(), body_len);
+        }
+    }
+}
+
 #[test]
 fn unknown_frame_type_is_refused_after_the_header_crc() {
     let known: Vec<u8> = FrameType::ALL.iter().map(|&t| t as u8).collect();

@@ -224,8 +224,19 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         writer.hint = rx.queued_bytes_hint();
         closing = writer.put(first, sink).await?;
         while !closing && !writer.batch.is_full() {
+            // Most of a burst: small live frames, copied from the queue's hand without
+            // taking each out of it.
+            rx.copy_small_live(|frame| {
+                if writer.batch.is_full() {
+                    return false;
+                }
+                writer.copy_frame(frame);
+                true
+            });
+            if writer.batch.is_full() {
+                break;
+            }
             match rx.try_take() {
-                // Most of a burst: a small live frame, copied without the general path.
                 Ok(Outgoing::Live(message)) => match message.small_live_frame() {
                     Some(frame) => writer.copy_frame(frame),
                     None => closing = writer.put(Outgoing::Live(message), sink).await?,

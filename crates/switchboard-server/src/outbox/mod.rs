@@ -329,6 +329,29 @@ impl OutboxReceiver {
         Ok(self.taken(item))
     }
 
+    /// Copies the small live frames at the front of what the writer has taken (most of
+    /// a fan-out burst) with `copy`, which says whether it had room for the frame; stops
+    /// at the first other item, or the first frame `copy` refuses, which stays queued.
+    /// What they held is given back by the next settle, as for
+    /// [`OutboxReceiver::try_take`].
+    pub fn copy_small_live(&mut self, mut copy: impl FnMut(&[u8]) -> bool) {
+        let mut weight = 0;
+        self.rx.take_while_in_hand(|item| {
+            let Outgoing::Live(message) = item else {
+                return false;
+            };
+            let Some(frame) = message.small_live_frame() else {
+                return false;
+            };
+            if !copy(frame) {
+                return false;
+            }
+            weight += message.frame_len() + ITEM_OVERHEAD;
+            true
+        });
+        self.unsettled_bytes += weight;
+    }
+
     /// Starts the writer task with `spawn` and keeps its handle. Under the handle's lock,
     /// so that a task started later (after this one parked) is never recorded first.
     pub fn launch(self, spawn: impl FnOnce(OutboxReceiver) -> JoinHandle<()>) {
@@ -500,10 +523,10 @@ impl Outbox {
     /// Queues a live message without waiting: its shared frame, or, for a streamed
     /// body, the message itself for the writer to stream.
     pub fn deliver_message(&self, message: &Arc<StoredMessage>, drop_oldest: bool) -> bool {
-        if drop_oldest && message.blob().is_none() {
-            self.deliver_droppable(message)
-        } else if message.blob().is_some() {
+        if message.blob().is_some() {
             self.offer(Outgoing::Streamed(message.clone()))
+        } else if drop_oldest {
+            self.deliver_droppable(message)
         } else {
             let weight = message.frame_len() + ITEM_OVERHEAD;
             let delivered = self.try_deliver(Outgoing::Live(message.clone()), weight);

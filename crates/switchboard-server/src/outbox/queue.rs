@@ -13,26 +13,34 @@
 //! [`Receiver::settle`]): a writer draining a burst pays for the lock and the slots once
 //! per burst, not once per item, and the queue and the hand swap their storage rather
 //! than allocate.
+//!
+//! Free slots are a count under the queue's lock, which every push takes anyway: a
+//! delivery costs one lock, not a lock and a semaphore's atomic besides (the semaphore's
+//! counter was shared with the receiver giving slots back, and with every other
+//! publisher). Senders that wait for room (replies) wait on a [`Notify`], woken when
+//! slots are given back or the queue closes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::Notify;
 
 /// A queue holding at most `capacity` items.
 pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            free: capacity,
+            room_wanted: false,
             senders: 1,
             closed: false,
             receiver: None,
             parked: None,
-            last_take: 0,
+            burst: 0,
         }),
-        room: Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)),
+        room: Notify::new(),
     });
     (
         Sender { chan: chan.clone() },
@@ -46,10 +54,9 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 struct Chan<T> {
     state: Mutex<State<T>>,
-    /// One permit per free slot: a sender takes one for each item it queues, the
-    /// receiver gives it back when it takes the item. Closed with the receiver, which
-    /// wakes the senders waiting for room.
-    room: Semaphore,
+    /// Wakes the senders waiting for room when slots are given back or the receiver
+    /// goes (they look again under the lock).
+    room: Notify,
 }
 
 impl<T> std::fmt::Debug for Chan<T> {
@@ -65,6 +72,11 @@ impl<T> std::fmt::Debug for Chan<T> {
 
 struct State<T> {
     items: VecDeque<T>,
+    /// Free slots: a sender takes one for each item it queues (or in advance, for a
+    /// permit), the receiver gives them back when it settles the items it took.
+    free: usize,
+    /// A sender is waiting for room: whoever gives slots back wakes the waiters.
+    room_wanted: bool,
     /// Live senders and unused permits; none left closes the queue for the receiver.
     senders: usize,
     /// The receiver is gone: nothing more is queued.
@@ -73,14 +85,17 @@ struct State<T> {
     receiver: Option<Waker>,
     /// The receiver, parked: given back by the next push or the last sender's drop.
     parked: Option<Box<dyn FnOnce() + Send>>,
-    /// How many items the receiver took at once last time: the storage a queue that
-    /// starts again from nothing is given at once, so that a burst does not grow it one
-    /// doubling (and one copy of everything queued) at a time.
-    last_take: usize,
+    /// About how many items the receiver takes at once: the most it took lately (it
+    /// falls by a quarter at each smaller take). What a queue that starts again from
+    /// nothing is given at once, so that a burst does not grow it one doubling (and one
+    /// copy of everything queued) at a time, even when small takes come between bursts.
+    burst: usize,
 }
 
-/// The most slots a queue starting from nothing is given at once.
-const MAX_PRESIZE: usize = 512;
+/// The most slots a queue starting from nothing is given at once: a busy fan-out writer
+/// takes a few thousand items at a time, and a queue presized short of that copies
+/// everything queued at each doubling.
+const MAX_PRESIZE: usize = 4096;
 
 pub(crate) enum TrySendError<T> {
     Full(#[allow(dead_code)] T),
@@ -131,58 +146,107 @@ impl<T> Drop for Sender<T> {
 impl<T> Sender<T> {
     /// Queues an item if there is room, without waiting.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        match self.chan.room.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
-            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
+        let mut state = self.chan.state.lock();
+        if state.closed {
+            return Err(TrySendError::Closed(item));
         }
-        self.push(item).map_err(TrySendError::Closed)
+        if state.free == 0 {
+            return Err(TrySendError::Full(item));
+        }
+        state.free -= 1;
+        push_locked(state, item);
+        Ok(())
     }
 
     /// Queues an item, waiting for room; gives it back if the receiver is gone.
     pub async fn send(&self, item: T) -> Result<(), T> {
-        match self.chan.room.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(item),
+        if self.room().await.is_err() {
+            return Err(item);
         }
         self.push(item)
     }
 
     /// Waits for room for one item, kept until the permit is used or dropped.
     pub async fn reserve_owned(self) -> Result<OwnedPermit<T>, ()> {
-        match self.chan.room.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(()),
-        }
+        self.room().await?;
         Ok(OwnedPermit { sender: Some(self) })
+    }
+
+    /// Takes a free slot, waiting for one; fails once the receiver is gone. Dropped
+    /// while waiting, it has taken nothing.
+    async fn room(&self) -> Result<(), ()> {
+        loop {
+            let freed = self.chan.room.notified();
+            tokio::pin!(freed);
+            // Enabled before looking, so that slots given back in between wake it.
+            freed.as_mut().enable();
+            {
+                let mut state = self.chan.state.lock();
+                if state.closed {
+                    return Err(());
+                }
+                if state.free > 0 {
+                    state.free -= 1;
+                    return Ok(());
+                }
+                state.room_wanted = true;
+            }
+            freed.await;
+        }
     }
 
     /// Whether the receiver is gone (nothing queued will be taken any more).
     pub fn is_closed(&self) -> bool {
-        self.chan.room.is_closed()
+        self.chan.state.lock().closed
     }
 
     /// Queues an item whose room was already taken.
     fn push(&self, item: T) -> Result<(), T> {
-        let mut state = self.chan.state.lock();
+        let state = self.chan.state.lock();
         if state.closed {
             return Err(item);
         }
-        if state.items.capacity() == 0 && state.last_take > 1 {
-            let presize = state.last_take.min(MAX_PRESIZE);
-            state.items.reserve_exact(presize);
-        }
-        state.items.push_back(item);
-        let receiver = state.receiver.take();
-        let parked = state.parked.take();
-        drop(state);
-        if let Some(receiver) = receiver {
-            receiver.wake();
-        }
-        if let Some(resume) = parked {
-            resume();
-        }
+        push_locked(state, item);
         Ok(())
+    }
+}
+
+/// Queues an item under the queue's lock, then lets go of the lock and wakes the
+/// receiver if it waits.
+fn push_locked<T>(mut state: parking_lot::MutexGuard<'_, State<T>>, item: T) {
+    if state.items.capacity() == 0 && state.burst > 1 {
+        let presize = state.burst.min(MAX_PRESIZE);
+        state.items.reserve_exact(presize);
+    }
+    state.items.push_back(item);
+    // Most pushes find the receiver busy: nothing to take out of the slots then.
+    let receiver = if state.receiver.is_some() {
+        state.receiver.take()
+    } else {
+        None
+    };
+    let parked = if state.parked.is_some() {
+        state.parked.take()
+    } else {
+        None
+    };
+    drop(state);
+    if let Some(receiver) = receiver {
+        receiver.wake();
+    }
+    if let Some(resume) = parked {
+        resume();
+    }
+}
+
+/// Gives `slots` back to the queue and wakes the senders waiting for room, if any.
+fn give_back<T>(chan: &Chan<T>, slots: usize) {
+    let mut state = chan.state.lock();
+    state.free += slots;
+    let wanted = std::mem::take(&mut state.room_wanted);
+    drop(state);
+    if wanted {
+        chan.room.notify_waiters();
     }
 }
 
@@ -204,7 +268,7 @@ impl<T> OwnedPermit<T> {
 impl<T> Drop for OwnedPermit<T> {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            sender.chan.room.add_permits(1);
+            give_back(&sender.chan, 1);
         }
     }
 }
@@ -241,12 +305,11 @@ impl<T> Receiver<T> {
         if let Some(item) = self.take_from_hand() {
             return Poll::Ready(Some(item));
         }
-        self.settle();
-        let mut state = self.chan.state.lock();
+        let mut state = lock_settled(&self.chan, &mut self.unsettled);
         if !state.items.is_empty() {
-            std::mem::swap(&mut state.items, &mut self.hand);
-            state.last_take = self.hand.len();
+            let short = take_all(&mut state, &mut self.hand);
             drop(state);
+            drop(short);
             return Poll::Ready(self.take_from_hand());
         }
         if state.senders == 0 {
@@ -282,8 +345,7 @@ impl<T> Receiver<T> {
         if let Some(item) = self.take_from_hand() {
             return Ok(item);
         }
-        self.settle();
-        let mut state = self.chan.state.lock();
+        let mut state = lock_settled(&self.chan, &mut self.unsettled);
         if state.items.is_empty() {
             return Err(if state.senders == 0 {
                 TryRecvError::Disconnected
@@ -291,11 +353,24 @@ impl<T> Receiver<T> {
                 TryRecvError::Empty
             });
         }
-        // Everything queued, in one go; the queue keeps the hand's empty storage.
-        std::mem::swap(&mut state.items, &mut self.hand);
-        state.last_take = self.hand.len();
+        let short = take_all(&mut state, &mut self.hand);
         drop(state);
+        drop(short);
         self.take_from_hand().ok_or(TryRecvError::Empty)
+    }
+
+    /// Hands the items at the front of the hand to `take` for as long as it accepts
+    /// them (an accepted item is dropped here, its slot given back by the next
+    /// [`Receiver::settle`]); stops at the first it refuses or when the hand is empty.
+    /// For a receiver that handles a run of items of one kind without taking each out.
+    pub fn take_while_in_hand(&mut self, mut take: impl FnMut(&T) -> bool) {
+        while let Some(item) = self.hand.front() {
+            if !take(item) {
+                break;
+            }
+            self.hand.pop_front();
+            self.unsettled += 1;
+        }
     }
 
     fn take_from_hand(&mut self) -> Option<T> {
@@ -307,7 +382,7 @@ impl<T> Receiver<T> {
     /// Gives back the slots of the items taken since the last time.
     pub fn settle(&mut self) {
         if self.unsettled > 0 {
-            self.chan.room.add_permits(self.unsettled);
+            give_back(&self.chan, self.unsettled);
             self.unsettled = 0;
         }
     }
@@ -340,13 +415,73 @@ impl<T> Receiver<T> {
     }
 }
 
+/// Moves everything queued into the receiver's empty `hand`, in one go: the queue keeps
+/// the hand's empty storage if it could hold a burst like the last ones, and otherwise starts
+/// from nothing, to be given room for such a burst at once by the next push (rather than
+/// growing by doublings, each a copy of everything queued). Returns the storage let go
+/// of, to be freed once the lock is.
+fn take_all<T>(state: &mut State<T>, hand: &mut VecDeque<T>) -> VecDeque<T> {
+    std::mem::swap(&mut state.items, hand);
+    state.burst = hand.len().max(state.burst - state.burst / 4);
+    if state.items.capacity() < state.burst.min(MAX_PRESIZE) {
+        std::mem::take(&mut state.items)
+    } else {
+        VecDeque::new()
+    }
+}
+
+/// The queue's state, locked, with the slots of `unsettled` items given back under the
+/// same lock (the senders waiting for room are woken once it is let go of).
+fn lock_settled<'a, T>(chan: &'a Chan<T>, unsettled: &mut usize) -> SettledGuard<'a, T> {
+    let mut state = chan.state.lock();
+    let mut wake = false;
+    if *unsettled > 0 {
+        state.free += std::mem::take(unsettled);
+        wake = std::mem::take(&mut state.room_wanted);
+    }
+    SettledGuard {
+        state: Some(state),
+        room: wake.then_some(&chan.room),
+    }
+}
+
+/// The queue's state locked by the receiver, which wakes the senders waiting for room
+/// once the lock is let go of, if it gave slots back.
+struct SettledGuard<'a, T> {
+    state: Option<parking_lot::MutexGuard<'a, State<T>>>,
+    room: Option<&'a Notify>,
+}
+
+impl<T> std::ops::Deref for SettledGuard<'_, T> {
+    type Target = State<T>;
+    fn deref(&self) -> &State<T> {
+        self.state.as_deref().expect("locked until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for SettledGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut State<T> {
+        self.state.as_deref_mut().expect("locked until dropped")
+    }
+}
+
+impl<T> Drop for SettledGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.state.take());
+        if let Some(room) = self.room {
+            room.notify_waiters();
+        }
+    }
+}
+
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.chan.room.close();
         let mut state = self.chan.state.lock();
         state.closed = true;
         let items = std::mem::take(&mut state.items);
         drop(state);
+        // Senders waiting for room see the queue closed.
+        self.chan.room.notify_waiters();
         // Dropped outside the lock: an item may hold anything.
         drop(items);
     }
@@ -387,6 +522,45 @@ mod tests {
         assert_eq!(rx.recv().await, Some(1));
         waiting.await.unwrap().unwrap();
         assert_eq!(rx.recv().await, Some(2));
+    }
+
+    /// Slots given back by a receiver taking its next burst (which settles under the
+    /// lock it takes anyway) or by a permit dropped unused wake a sender waiting for
+    /// room.
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_from_a_settling_take_and_from_a_dropped_permit() {
+        let (tx, mut rx) = channel::<u32>(1);
+        tx.send(1).await.unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(rx.try_take(), Ok(1));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "taken but not settled: no room yet");
+        assert_eq!(rx.try_take(), Err(TryRecvError::Empty));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the take that settled")
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.try_recv(), Ok(2));
+
+        let permit = tx.clone().reserve_owned().await.unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(3).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the permit holds the only slot");
+        drop(permit);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the permit given back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.try_recv(), Ok(3));
     }
 
     #[tokio::test]
