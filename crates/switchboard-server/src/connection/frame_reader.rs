@@ -149,12 +149,10 @@ impl<R: Readable> FrameReader<R> {
         }
     }
 
-    /// When the wait for more bytes ends: `idle_limit` from now (the heartbeat
-    /// deadline), or sooner when the frame at the front of the buffer, still arriving,
-    /// must be complete (`frame_limit` after the reader first waited for its rest).
-    pub(super) fn wait_deadline(&mut self, idle_limit: Duration, frame_limit: Duration) -> Instant {
-        let now = Instant::now();
-        let heartbeat = now + idle_limit;
+    /// When the wait for more bytes ends: at `heartbeat` (the heartbeat deadline), or
+    /// sooner when the frame at the front of the buffer, still arriving, must be complete
+    /// (`frame_limit` after the reader first waited for its rest).
+    pub(super) fn wait_deadline(&mut self, heartbeat: Instant, frame_limit: Duration) -> Instant {
         if self.buf.is_empty() {
             return heartbeat;
         }
@@ -164,7 +162,28 @@ impl<R: Readable> FrameReader<R> {
             .get_or_insert(NonZeroU32::new(now_ms).unwrap_or(NonZeroU32::MIN));
         let waited_ms = millis_between(started, now_ms);
         let left_ms = whole_millis(frame_limit).saturating_sub(waited_ms);
-        heartbeat.min(now + Duration::from_millis(left_ms))
+        heartbeat.min(Instant::now() + Duration::from_millis(left_ms))
+    }
+
+    /// Whether the reader is between frames with no buffer: nothing of a frame is read,
+    /// so the connection may wait without its task (see `parking`).
+    pub(super) fn is_between_frames(&self) -> bool {
+        self.buf.is_empty() && !self.own && !self.charged
+    }
+
+    /// Lets go of the buffer while it is empty (a parked connection holds none).
+    pub(super) fn release_buffer(&mut self) {
+        if self.buf.is_empty() && !self.own {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Ready once a read would not block (bytes, the end of the stream, or an error).
+    pub(super) fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.reader.poll_read_ready(cx)
     }
 
     /// Whether the frame at the front of the buffer has been arriving for `frame_limit`
