@@ -253,7 +253,7 @@ async fn serve_session<R: Readable>(
                 let parked = Box::new(Parked {
                     connection,
                     heartbeat: deadline,
-                    span: tracing::Span::current(),
+                    span: enabled_span(),
                 });
                 match hub.parking().park(parked) {
                     Ok(()) => return,
@@ -286,7 +286,15 @@ async fn serve_session<R: Readable>(
 struct Parked<R> {
     connection: Connection<R>,
     heartbeat: Instant,
-    span: tracing::Span,
+    /// Boxed, and only when enabled: connection spans are off at the default log level,
+    /// and every parked session would keep one otherwise.
+    span: Option<Box<tracing::Span>>,
+}
+
+/// The span a task runs in, if it is enabled.
+fn enabled_span() -> Option<Box<tracing::Span>> {
+    let span = tracing::Span::current();
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 impl<R: Readable> ParkedSession for Parked<R> {
@@ -319,6 +327,7 @@ impl<R: Readable> ParkedSession for Parked<R> {
             heartbeat,
             span,
         } = *self;
+        let span = span.map_or_else(tracing::Span::none, |span| *span);
         tracker.spawn(serve_session(hub.clone(), connection, Some(heartbeat)).instrument(span));
     }
 }
