@@ -250,18 +250,15 @@ async fn serve_session<R: Readable>(
             Outcome::Park {
                 heartbeat: deadline,
             } => {
-                let parked = Box::new(Parked {
-                    connection,
-                    heartbeat: deadline,
-                    span: enabled_span(),
-                });
+                let parked = Box::new(Parked::new(connection, deadline));
                 match hub.parking().park(parked) {
                     Ok(()) => return,
                     Err(back) => {
                         // No task takes parked sessions: the server is stopping, which
                         // this session sees next.
-                        connection = back.connection;
-                        heartbeat = Some(back.heartbeat);
+                        let (back, deadline, _) = (*back).into_connection(&hub);
+                        connection = back;
+                        heartbeat = Some(deadline);
                         continue;
                     }
                 }
@@ -281,14 +278,56 @@ async fn serve_session<R: Readable>(
     }
 }
 
-/// A session parked without a task: its connection, its heartbeat deadline, and the
-/// span its task ran in.
+/// A session parked without a task: its connection (the read half without a reader,
+/// which has no buffer between frames), its heartbeat deadline, and the span its task ran
+/// in.
 struct Parked<R> {
-    connection: Connection<R>,
+    session: Session,
+    read: R,
+    transport: u8,
+    slot: Option<Box<AddressSlot>>,
     heartbeat: Instant,
     /// Boxed, and only when enabled: connection spans are off at the default log level,
     /// and every parked session would keep one otherwise.
     span: Option<Box<tracing::Span>>,
+}
+
+impl<R: Readable> Parked<R> {
+    fn new(connection: Connection<R>, heartbeat: Instant) -> Self {
+        let Connection {
+            session,
+            reader,
+            transport,
+            slot,
+        } = connection;
+        Parked {
+            session,
+            read: reader.into_read_half(),
+            transport,
+            slot,
+            heartbeat,
+            span: enabled_span(),
+        }
+    }
+
+    /// The connection again, with its heartbeat deadline and span.
+    fn into_connection(self, hub: &Hub) -> (Connection<R>, Instant, Option<Box<tracing::Span>>) {
+        let Parked {
+            session,
+            read,
+            transport,
+            slot,
+            heartbeat,
+            span,
+        } = self;
+        let connection = Connection {
+            session,
+            reader: FrameReader::new(read, hub.frame_budget().clone()),
+            transport,
+            slot,
+        };
+        (connection, heartbeat, span)
+    }
 }
 
 /// The span a task runs in, if it is enabled.
@@ -299,34 +338,26 @@ fn enabled_span() -> Option<Box<tracing::Span>> {
 
 impl<R: Readable> ParkedSession for Parked<R> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.connection.reader.poll_read_ready(cx)
+        self.read.poll_read_ready(cx)
     }
 
     fn outbox(&self) -> &crate::outbox::Outbox {
-        self.connection.session.outbox()
+        self.session.outbox()
     }
 
     fn policy_changed(&self) -> bool {
-        self.connection
-            .session
-            .policy_changes
-            .has_changed()
-            .unwrap_or(false)
+        self.session.policy_changes.has_changed().unwrap_or(false)
     }
 
     fn deadline(&self) -> Instant {
-        let expiry = self.connection.session.identity.expires_at_us;
+        let expiry = self.session.identity.expires_at_us;
         expiry.map_or(self.heartbeat, |expiry| {
             self.heartbeat.min(request_loop::instant_of(expiry))
         })
     }
 
     fn resume(self: Box<Self>, hub: &Arc<Hub>, tracker: &TaskTracker) {
-        let Parked {
-            connection,
-            heartbeat,
-            span,
-        } = *self;
+        let (connection, heartbeat, span) = (*self).into_connection(hub);
         let span = span.map_or_else(tracing::Span::none, |span| *span);
         tracker.spawn(serve_session(hub.clone(), connection, Some(heartbeat)).instrument(span));
     }

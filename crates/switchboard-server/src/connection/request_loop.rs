@@ -126,7 +126,6 @@ pub(super) async fn request_loop<R: Readable>(
         let client_id = session.caller.client_id;
         match wake {
             Wake::Read(Err(_)) if park_at.is_some() => {
-                reader.release_buffer();
                 return Outcome::Park {
                     heartbeat: heartbeat_at,
                 };
