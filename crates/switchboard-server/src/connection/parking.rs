@@ -263,6 +263,8 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
             if deadline > now {
                 break;
             }
+            // Taken off first, so that the loop moves on whatever the entry's state.
+            table.deadlines.pop_first();
             if let Some(session) = table.remove(key) {
                 resumed.push(session);
             }
