@@ -233,6 +233,8 @@ impl ServerBuilder {
         }
         // Lets messages past their channel's maximum age go from idle channels too.
         tracker.spawn(hub.clone().run_expiry(EXPIRY_PERIOD));
+        // Waits for the idle sessions parked without a task of their own.
+        tracker.spawn(crate::connection::run_parking(hub.clone(), tracker.clone()));
         let mut tcp_addrs = Vec::new();
         for addr in &config.tcp {
             let listener =
@@ -754,6 +756,7 @@ pub(crate) fn stats_of(hub: &Hub) -> Vec<(String, u64)> {
                 "connections_current".to_owned(),
                 hub.connection_count() as u64,
             ),
+            ("sessions_parked".to_owned(), hub.parking().parked() as u64),
             (
                 "partial_frame_bytes".to_owned(),
                 hub.frame_budget().held() as u64,

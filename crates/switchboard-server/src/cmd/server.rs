@@ -85,6 +85,7 @@ pub(crate) async fn stats(hub: &Hub, session: &Session, request_id: u32) {
         value: value as u64,
     };
     stats.push(gauge("connections_current", hub.connection_count()));
+    stats.push(gauge("sessions_parked", hub.parking().parked()));
     stats.push(gauge("channels", hub.channel_count()));
     stats.push(Stat {
         name: "store_syncs".into(),

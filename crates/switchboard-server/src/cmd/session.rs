@@ -83,6 +83,12 @@ impl Session {
         }
     }
 
+    /// Whether the session may wait without a task of its own: no upload is open (its
+    /// chunks are on their way, and what it holds is not left alone).
+    pub fn may_park(&self) -> bool {
+        self.streams.is_empty()
+    }
+
     pub(super) fn next_subscription_id(&mut self) -> u64 {
         self.next_subscription_id += 1;
         self.next_subscription_id

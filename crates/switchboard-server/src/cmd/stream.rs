@@ -42,6 +42,10 @@ impl OpenStreams {
         self.open.len()
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     fn contains_key(&self, stream_id: &u64) -> bool {
         self.open.iter().any(|(id, _)| id == stream_id)
     }

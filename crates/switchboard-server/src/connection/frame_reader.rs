@@ -82,15 +82,26 @@ pub(super) struct FrameReader<R> {
     /// for little, in case it is the head of another large frame (whose bytes would be
     /// copied to its own buffer).
     after_own: bool,
-    /// The partial frame at the front of the buffer holds its declared length of the
-    /// budget (`declared_frame_len`, which gives the same length from the same bytes
-    /// when it is given back).
-    charged: bool,
+    /// What the partial frame at the front of the buffer holds of the budget (its
+    /// declared length), given back when it is decoded or the reader goes.
+    charge: Option<Charge>,
     /// When the reader first waited for the rest of the frame at the front of the
     /// buffer ([`millis_now`]); `None` between frames. Four bytes rather than an
     /// `Instant`'s sixteen: every idle connection holds a reader.
     frame_started: Option<NonZeroU32>,
     budget: Arc<FrameBudget>,
+}
+
+/// Budget held by a large frame still arriving; given back when dropped.
+struct Charge {
+    budget: Arc<FrameBudget>,
+    len: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.give_back(self.len);
+    }
 }
 
 /// Milliseconds since the first call, wrapping after 49 days (differences stay right
@@ -143,18 +154,16 @@ impl<R: Readable> FrameReader<R> {
             streaming: false,
             own: false,
             after_own: false,
-            charged: false,
+            charge: None,
             frame_started: None,
             budget,
         }
     }
 
-    /// When the wait for more bytes ends: `idle_limit` from now (the heartbeat
-    /// deadline), or sooner when the frame at the front of the buffer, still arriving,
-    /// must be complete (`frame_limit` after the reader first waited for its rest).
-    pub(super) fn wait_deadline(&mut self, idle_limit: Duration, frame_limit: Duration) -> Instant {
-        let now = Instant::now();
-        let heartbeat = now + idle_limit;
+    /// When the wait for more bytes ends: at `heartbeat` (the heartbeat deadline), or
+    /// sooner when the frame at the front of the buffer, still arriving, must be complete
+    /// (`frame_limit` after the reader first waited for its rest).
+    pub(super) fn wait_deadline(&mut self, heartbeat: Instant, frame_limit: Duration) -> Instant {
         if self.buf.is_empty() {
             return heartbeat;
         }
@@ -164,7 +173,13 @@ impl<R: Readable> FrameReader<R> {
             .get_or_insert(NonZeroU32::new(now_ms).unwrap_or(NonZeroU32::MIN));
         let waited_ms = millis_between(started, now_ms);
         let left_ms = whole_millis(frame_limit).saturating_sub(waited_ms);
-        heartbeat.min(now + Duration::from_millis(left_ms))
+        heartbeat.min(Instant::now() + Duration::from_millis(left_ms))
+    }
+
+    /// Whether the reader is between frames with no buffer: nothing of a frame is read,
+    /// so the connection may wait without its task (see `parking`).
+    pub(super) fn is_between_frames(&self) -> bool {
+        self.buf.is_empty() && !self.own && self.charge.is_none()
     }
 
     /// Whether the frame at the front of the buffer has been arriving for `frame_limit`
@@ -191,7 +206,7 @@ impl<R: Readable> FrameReader<R> {
     /// if it is large; once per frame. To be called before each [`FrameReader::fill`]
     /// (apart, so that the future of a waiting fill holds nothing more).
     pub(super) fn admit_partial_frame(&mut self, codec: &FrameCodec) -> Result<(), Box<BusyFrame>> {
-        if self.charged || self.buf.is_empty() {
+        if self.charge.is_some() || self.buf.is_empty() {
             return Ok(());
         }
         // A bad prefix is left for the decoder to report.
@@ -204,7 +219,10 @@ impl<R: Readable> FrameReader<R> {
         self.budget
             .take(head.total_len)
             .map_err(|no_room| Box::new(BusyFrame { head, no_room }))?;
-        self.charged = true;
+        self.charge = Some(Charge {
+            budget: self.budget.clone(),
+            len: head.total_len,
+        });
         Ok(())
     }
 
@@ -234,8 +252,10 @@ impl<R: Readable> FrameReader<R> {
             return Ok(None);
         }
         // The frame leaves the buffer when decoded: its share of the budget goes first.
-        if self.charged && declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len()) {
-            self.give_back_charge();
+        if self.charge.is_some()
+            && declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len())
+        {
+            self.charge = None;
         }
         self.give_large_frame_its_own_buffer(codec)?;
         if let Some(frame) = self.copy_out_whole_large_frame(codec)? {
@@ -419,20 +439,11 @@ impl<R: Readable> FrameReader<R> {
 }
 
 impl<R> FrameReader<R> {
-    /// Gives back the budget the frame at the front of the buffer holds, if any.
-    fn give_back_charge(&mut self) {
-        if self.charged {
-            self.charged = false;
-            if let Some(len) = declared_frame_len(&self.buf) {
-                self.budget.give_back(len);
-            }
-        }
-    }
-}
-
-impl<R> Drop for FrameReader<R> {
-    fn drop(&mut self) {
-        self.give_back_charge();
+    /// The byte stream alone, for a connection that parks between frames (see
+    /// [`FrameReader::is_between_frames`]): it holds no buffer, and a reader is made
+    /// again with [`FrameReader::new`] when it resumes.
+    pub(super) fn into_read_half(self) -> R {
+        self.reader
     }
 }
 

@@ -9,24 +9,34 @@
 //!   exists;
 //! * `session`: a session's registration (limits, hook, writer, SESSION_ACK, directory)
 //!   and its cleanup;
-//! * `request_loop`: serving requests until the session ends.
+//! * `request_loop`: serving requests until the session ends, or until it has been idle
+//!   for a moment;
+//! * `parking`: idle sessions kept without a task of their own, one shared task waiting
+//!   for all of them.
 //!
 //! What a request does is `cmd`'s business; this module only hands it the frames.
 
 mod frame_budget;
 mod frame_reader;
 mod handshake;
+mod parking;
 mod request_loop;
 mod session;
 mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
 pub(crate) use self::frame_budget::FrameBudget;
 use self::frame_reader::FrameReader;
+use self::parking::ParkedSession;
+pub(crate) use self::parking::{Parking, run as run_parking};
+use self::request_loop::Outcome;
 pub(crate) use self::transport::{Readable, Transport};
 use crate::cmd::Session;
 use crate::hub::Hub;
@@ -179,9 +189,9 @@ fn count_session(hub: &Hub, transport: u8, opened: bool) {
     }
 }
 
-/// The connection task. Its future lives as long as the connection, so what it holds
-/// while waiting is what an idle connection costs: the handshake, serving requests and
-/// the cleanup are each boxed, and their state exists only while they run.
+/// The connection task. Its future lives as long as the connection is busy, so what it
+/// holds while waiting is what a connection costs until it parks: the handshake, serving
+/// requests and the cleanup are each boxed, and their state exists only while they run.
 async fn run<S: Transport>(
     hub: Arc<Hub>,
     stream: S,
@@ -196,17 +206,159 @@ async fn run<S: Transport>(
     };
     // One byte kept for the connection's life: which transport's gauge it is in.
     let transport = peer.transport().index() as u8;
-    let Some(Opened {
-        mut session,
-        mut reader,
-    }) = Box::pin(session::open(&hub, stream, peer)).await
-    else {
+    let Some(Opened { session, reader }) = Box::pin(session::open(&hub, stream, peer)).await else {
         return;
     };
     count_session(&hub, transport, true);
-    let (code, reason) = request_loop::request_loop(&hub, &mut session, &mut reader).await;
-    drop(reader);
-    Box::pin(session::close(&hub, session, code, reason)).await;
-    count_session(&hub, transport, false);
-    drop(slot);
+    let connection = Connection {
+        session,
+        reader,
+        transport,
+        slot,
+    };
+    serve_session(hub, connection, None).await;
+}
+
+/// What a connection holds once its session is open, in its task or parked.
+struct Connection<R> {
+    session: Session,
+    reader: FrameReader<R>,
+    /// Which transport's gauge the connection is in.
+    transport: u8,
+    /// Counts the connection against its address's limit until it closes.
+    slot: Option<Box<AddressSlot>>,
+}
+
+/// Serves an open session until it ends, or until it parks (then its task ends and the
+/// shared task of parked sessions starts another when it needs one). `heartbeat` is the
+/// deadline carried over from before the session parked.
+async fn serve_session<R: Readable>(
+    hub: Arc<Hub>,
+    mut connection: Connection<R>,
+    mut heartbeat: Option<Instant>,
+) {
+    loop {
+        let outcome = request_loop::request_loop(
+            &hub,
+            &mut connection.session,
+            &mut connection.reader,
+            heartbeat.take(),
+        )
+        .await;
+        let (code, reason) = match outcome {
+            Outcome::End(code, reason) => (code, reason),
+            Outcome::Park {
+                heartbeat: deadline,
+            } => {
+                let parked = Box::new(Parked::new(connection, deadline));
+                match hub.parking().park(parked) {
+                    Ok(()) => return,
+                    Err(back) => {
+                        // No task takes parked sessions: the server is stopping, which
+                        // this session sees next.
+                        let (back, deadline, _) = (*back).into_connection(&hub);
+                        connection = back;
+                        heartbeat = Some(deadline);
+                        continue;
+                    }
+                }
+            }
+        };
+        let Connection {
+            session,
+            reader,
+            transport,
+            slot,
+        } = connection;
+        drop(reader);
+        Box::pin(session::close(&hub, session, code, reason)).await;
+        count_session(&hub, transport, false);
+        drop(slot);
+        return;
+    }
+}
+
+/// A session parked without a task: its connection (the read half without a reader,
+/// which has no buffer between frames), its heartbeat deadline, and the span its task ran
+/// in.
+struct Parked<R> {
+    session: Session,
+    read: R,
+    transport: u8,
+    slot: Option<Box<AddressSlot>>,
+    heartbeat: Instant,
+    /// Boxed, and only when enabled: connection spans are off at the default log level,
+    /// and every parked session would keep one otherwise.
+    span: Option<Box<tracing::Span>>,
+}
+
+impl<R: Readable> Parked<R> {
+    fn new(connection: Connection<R>, heartbeat: Instant) -> Self {
+        let Connection {
+            session,
+            reader,
+            transport,
+            slot,
+        } = connection;
+        Parked {
+            session,
+            read: reader.into_read_half(),
+            transport,
+            slot,
+            heartbeat,
+            span: enabled_span(),
+        }
+    }
+
+    /// The connection again, with its heartbeat deadline and span.
+    fn into_connection(self, hub: &Hub) -> (Connection<R>, Instant, Option<Box<tracing::Span>>) {
+        let Parked {
+            session,
+            read,
+            transport,
+            slot,
+            heartbeat,
+            span,
+        } = self;
+        let connection = Connection {
+            session,
+            reader: FrameReader::new(read, hub.frame_budget().clone()),
+            transport,
+            slot,
+        };
+        (connection, heartbeat, span)
+    }
+}
+
+/// The span a task runs in, if it is enabled.
+fn enabled_span() -> Option<Box<tracing::Span>> {
+    let span = tracing::Span::current();
+    (!span.is_disabled()).then(|| Box::new(span))
+}
+
+impl<R: Readable> ParkedSession for Parked<R> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.read.poll_read_ready(cx)
+    }
+
+    fn outbox(&self) -> &crate::outbox::Outbox {
+        self.session.outbox()
+    }
+
+    fn policy_changed(&self) -> bool {
+        self.session.policy_changes.has_changed().unwrap_or(false)
+    }
+
+    fn deadline(&self) -> Instant {
+        let expiry = self.session.identity.expires_at_us;
+        expiry.map_or(self.heartbeat, |expiry| {
+            self.heartbeat.min(request_loop::instant_of(expiry))
+        })
+    }
+
+    fn resume(self: Box<Self>, hub: &Arc<Hub>, tracker: &TaskTracker) {
+        let (connection, heartbeat, span) = (*self).into_connection(hub);
+        let span = span.map_or_else(tracing::Span::none, |span| *span);
+        tracker.spawn(serve_session(hub.clone(), connection, Some(heartbeat)).instrument(span));
+    }
 }

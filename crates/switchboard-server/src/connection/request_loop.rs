@@ -7,6 +7,10 @@
 //! and, while a frame is arriving, the frame deadline from the frame's first byte, which
 //! bytes trickling in do not move: a peer cannot keep a partial frame, and what it holds,
 //! alive by sending a byte now and then.
+//!
+//! A session that has waited [`PARK_AFTER`] between frames, with nothing of a frame
+//! read, leaves the loop to park without a task (see `parking`); it comes back with its
+//! heartbeat deadline unchanged.
 
 use switchboard_proto::packet::{ErrorPacket, Packet};
 use switchboard_proto::{ErrorCode, ProtoError};
@@ -34,38 +38,72 @@ enum Wake {
     Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
 }
 
-/// Serves requests until the session ends; returns why it ended.
+/// How long a session waits between frames in its own task before it parks: a session
+/// that is busy keeps its task (parking and resuming cost more than a wait), one that
+/// went quiet gives it up.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// How the request loop ended.
+pub(super) enum Outcome {
+    /// The session ends, with this code and reason.
+    End(ErrorCode, String),
+    /// The session went quiet and may park; nothing is buffered. `heartbeat` is its
+    /// heartbeat deadline, which parking does not move.
+    Park { heartbeat: Instant },
+}
+
+impl From<(ErrorCode, String)> for Outcome {
+    fn from((code, reason): (ErrorCode, String)) -> Self {
+        Outcome::End(code, reason)
+    }
+}
+
+/// Serves requests until the session ends (returns why), or until it has waited
+/// [`PARK_AFTER`] between frames (returns its heartbeat deadline, for it to park).
+/// `heartbeat` is the heartbeat deadline of a session coming back from parking.
 ///
-/// This is where an idle connection waits, so it holds only what waiting needs; serving
-/// frames takes far more (the future of every request handler, a codec), which is boxed
-/// and lives only while there are bytes to serve.
+/// This is where a connection waits before it parks, so it holds only what waiting
+/// needs; serving frames takes far more (the future of every request handler, a codec),
+/// which is boxed and lives only while there are bytes to serve.
 pub(super) async fn request_loop<R: Readable>(
     hub: &Hub,
     session: &mut Session,
     reader: &mut FrameReader<R>,
-) -> (ErrorCode, String) {
+    mut heartbeat: Option<Instant>,
+) -> Outcome {
     // A session whose credentials expire (a JWT's `exp`) ends then, busy or idle.
     let expiry = session.identity.expires_at_us.map(instant_of);
     loop {
         if let Some(end) = expiry.and_then(|expiry| credentials_expired(session, expiry)) {
-            return end;
+            return end.into();
         }
         // Frames may be waiting already: sent right behind SESSION_INIT, or left by a
         // batch that stopped at a partial frame or for the kill switch.
         if reader.has_bytes()
             && let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await
         {
-            return end;
+            return end.into();
         }
         // A large frame still arriving is admitted against the server's budget before
         // more of it is read.
         if let Err(busy) = reader.admit_partial_frame(hub.codec()) {
-            return Box::pin(refuse_busy(session, *busy)).await;
+            return Box::pin(refuse_busy(session, *busy)).await.into();
         }
-        let mut deadline = reader.wait_deadline(session.idle_limit, hub.config().frame_timeout);
+        let now = Instant::now();
+        let heartbeat_at = heartbeat.take().unwrap_or(now + session.idle_limit);
+        let mut deadline = reader.wait_deadline(heartbeat_at, hub.config().frame_timeout);
         if let Some(expiry) = expiry {
             deadline = deadline.min(expiry);
         }
+        // Parking is worth it only before the deadline, between frames, with no upload
+        // open (what an upload holds is not waited on alone).
+        let park_at = Some(now + PARK_AFTER).filter(|&park_at| {
+            park_at < deadline
+                && reader.is_between_frames()
+                && session.may_park()
+                && hub.parking().is_open()
+        });
+        let wait_until = park_at.unwrap_or(deadline);
         // The kill switch, shutdown and a reload all wake the outbox's signal: one
         // future for the three, enabled before they are looked at so that none is missed.
         let wake = {
@@ -81,29 +119,34 @@ pub(super) async fn request_loop<R: Readable>(
                 tokio::select! {
                     biased;
                     () = signal => Wake::Signalled,
-                    read = tokio::time::timeout_at(deadline, reader.fill()) => Wake::Read(read),
+                    read = tokio::time::timeout_at(wait_until, reader.fill()) => Wake::Read(read),
                 }
             }
         };
         let client_id = session.caller.client_id;
         match wake {
+            Wake::Read(Err(_)) if park_at.is_some() => {
+                return Outcome::Park {
+                    heartbeat: heartbeat_at,
+                };
+            }
             Wake::Closing if hub.is_shutting_down() => {
-                return (ErrorCode::ShuttingDown, "server shutting down".to_owned());
+                return Outcome::End(ErrorCode::ShuttingDown, "server shutting down".to_owned());
             }
             Wake::Closing => {
                 let (code, reason) = session.caller.outbox.kill_reason();
                 warn!(target: log::ERROR, client_id, %code, %reason, "closing session");
-                return (code, reason);
+                return Outcome::End(code, reason);
             }
             Wake::Read(Err(_)) if expiry.is_some_and(|expiry| expiry <= Instant::now()) => {}
             Wake::Read(Err(_)) if reader.frame_overdue(hub.config().frame_timeout) => {
-                return frame_timed_out(hub, session, reader);
+                return frame_timed_out(hub, session, reader).into();
             }
             Wake::Read(Err(_)) => {
                 let idle_limit = session.idle_limit;
                 Counters::add(&hub.counters().heartbeat_timeouts, 1);
                 warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
-                return (
+                return Outcome::End(
                     ErrorCode::HeartbeatTimeout,
                     format!(
                         "nothing received for {} ms (three heartbeats)",
@@ -113,22 +156,22 @@ pub(super) async fn request_loop<R: Readable>(
             }
             Wake::Read(Ok(Err(error))) => {
                 // The peer is gone (a reset): like an end of stream, not a protocol error.
-                return (ErrorCode::Normal, format!("connection lost: {error}"));
+                return Outcome::End(ErrorCode::Normal, format!("connection lost: {error}"));
             }
             Wake::Read(Ok(Ok(0))) => {
                 return match reader.ended() {
-                    Ok(_) => (
+                    Ok(_) => Outcome::End(
                         ErrorCode::Normal,
                         "connection closed by the client".to_owned(),
                     ),
-                    Err(error) => Box::pin(bad_frame(hub, session, error)).await,
+                    Err(error) => Box::pin(bad_frame(hub, session, error)).await.into(),
                 };
             }
             // Looked at again from the top: what woke it is seen before the next wait.
             Wake::Signalled => {}
             Wake::PolicyChanged => {
                 if let Some(end) = Box::pin(cmd::limits::policy_changed(hub, session)).await {
-                    return end;
+                    return end.into();
                 }
             }
             Wake::Read(Ok(Ok(read))) => {
@@ -139,7 +182,7 @@ pub(super) async fn request_loop<R: Readable>(
 }
 
 /// The instant of a wall-clock time in microseconds since the Unix epoch.
-fn instant_of(at_us: u64) -> Instant {
+pub(super) fn instant_of(at_us: u64) -> Instant {
     let left = Duration::from_micros(at_us.saturating_sub(now_us()));
     // Far-off expiries are capped so that adding them to now cannot overflow.
     Instant::now() + left.min(Duration::from_secs(100 * 365 * 24 * 3600))

@@ -185,6 +185,8 @@ pub struct Hub {
     logins: crate::security::throttle::LoginThrottle,
     /// Cluster mode: this server as a node of a cluster (set once, at start).
     cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
+    /// Idle sessions parked without a task of their own.
+    parking: crate::connection::Parking,
 }
 
 impl std::fmt::Debug for Hub {
@@ -241,6 +243,7 @@ impl Hub {
             storage_closed: std::sync::atomic::AtomicBool::new(false),
             frame_budget,
             cluster: std::sync::OnceLock::new(),
+            parking: crate::connection::Parking::default(),
         }
     }
 
@@ -417,6 +420,13 @@ impl Hub {
         // Every kill switch now reads as pulled; the sessions waiting are woken to see
         // it (one registered after this looks before it first waits).
         self.directory.nudge_all();
+        // The task of the parked sessions ends them all, and then itself.
+        self.parking.wake();
+    }
+
+    /// Idle sessions parked without a task of their own.
+    pub(crate) fn parking(&self) -> &crate::connection::Parking {
+        &self.parking
     }
 
     /// The outbound queue of a new connection, with this server's bounds; it is closed

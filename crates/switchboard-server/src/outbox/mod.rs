@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use switchboard_proto::packet::{Disconnect, Encode, Packet, PublishAck};
 use switchboard_proto::{ErrorCode, Flags};
@@ -221,6 +222,9 @@ struct OutboxState {
     /// The writer task while one runs: it exits while the connection is idle and is
     /// started again by the next item queued.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The session's waker while it is parked without a task (see
+    /// `connection::parking`): woken with the signal, since nothing waits on that.
+    parked: AtomicWaker,
 }
 
 /// The receiving side, owned by the writer task.
@@ -473,6 +477,7 @@ impl Outbox {
             droppables: Droppables::default(),
             dropped_total,
             writer: Mutex::new(None),
+            parked: AtomicWaker::new(),
         });
         (
             Outbox {
@@ -776,6 +781,7 @@ impl Outbox {
         drop(slot);
         self.state.kill.pulled.store(true, Ordering::SeqCst);
         self.state.signal.notify_waiters();
+        self.state.parked.wake();
     }
 
     /// Whether someone asked the connection to close, or the server is shutting down.
@@ -800,6 +806,18 @@ impl Outbox {
     /// they wait for: the server is shutting down, or a reload changed the policy.
     pub fn nudge(&self) {
         self.state.signal.notify_waiters();
+        self.state.parked.wake();
+    }
+
+    /// The session is parked without a task: `waker` is woken with the signal (the kill
+    /// switch, shutdown, a reload).
+    pub fn set_parked_waker(&self, waker: &std::task::Waker) {
+        self.state.parked.register(waker);
+    }
+
+    /// The session has a task again: its parked waker is let go.
+    pub fn forget_parked_waker(&self) {
+        drop(self.state.parked.take());
     }
 
     /// Woken when the connection is killed, when the server starts shutting down, on a

@@ -1,0 +1,338 @@
+//! Idle sessions parked without a task of their own.
+//!
+//! A task per connection costs more than an idle session needs (its header, the
+//! scheduler's fields and a future that holds every state of the request loop's wait,
+//! rounded up to whole cache lines). So a session that has waited a moment with nothing
+//! buffered leaves its task: its state goes into a compact record handed to the
+//! [`Parking`] of its hub, and one shared task, [`run`], waits for all parked sessions
+//! at once. The writer side does the same with its queue (`OutboxReceiver::park`).
+//!
+//! Each parked session has a waker of its own, a small `Arc` that pushes the session's
+//! key onto the ready list and wakes the shared task; it is given to the socket's
+//! readiness and to the outbox, whose kill switch, shutdown and reload nudges wake it.
+//! So a wake costs the shared task one look at that session, never a scan of all.
+//! The deadlines (three heartbeats, a JWT's expiry) are kept in one ordered set with a
+//! single timer for the earliest. Whatever wakes a parked session gives it a task again,
+//! which serves it exactly as before it parked: it reads what came, or ends the session
+//! for the reason it was woken.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
+use crate::outbox::Outbox;
+
+/// A session's state while it is parked: what its task would hold while waiting.
+pub(super) trait ParkedSession: Send {
+    /// Ready once a read would not block (bytes, the end of the stream, or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// The session's outbox, whose signal (kill switch, shutdown, reload) wakes it.
+    fn outbox(&self) -> &Outbox;
+    /// Whether a reload put a new policy in force since the session last looked.
+    fn policy_changed(&self) -> bool;
+    /// When the session must be looked at whatever happens (its heartbeat deadline, or
+    /// its credentials' expiry).
+    fn deadline(&self) -> Instant;
+    /// Gives the session a task again.
+    fn resume(self: Box<Self>, hub: &Arc<Hub>, tracker: &TaskTracker);
+}
+
+/// The parked sessions of a hub: what connection tasks hand over, for [`run`] to take.
+#[derive(Default)]
+pub(crate) struct Parking {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking")
+            .field("parked", &self.parked())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    inbox: Mutex<Inbox>,
+    /// A task runs [`run`] and takes sessions.
+    open: AtomicBool,
+    /// Sessions parked now (a gauge for STATS).
+    parked: AtomicUsize,
+}
+
+/// What the shared task has to look at, filled by connection tasks and wakers.
+///
+/// Neither list is bounded by a length of its own: `incoming` holds at most one record
+/// per connection, and a key is on `ready` at most once per waker, so both stay under
+/// the connection limit.
+#[derive(Default)]
+struct Inbox {
+    incoming: Vec<Box<dyn ParkedSession>>,
+    ready: Vec<u32>,
+    /// The shared task's waker while it waits.
+    waker: Option<Waker>,
+}
+
+impl Inbox {
+    fn wake(mut guard: parking_lot::MutexGuard<'_, Inbox>) {
+        let waker = guard.waker.take();
+        drop(guard);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Parking {
+    /// Whether sessions may park: a task takes them, and the server is not stopping.
+    pub(super) fn is_open(&self) -> bool {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Sessions parked now.
+    pub(crate) fn parked(&self) -> usize {
+        self.shared.parked.load(Ordering::Relaxed)
+    }
+
+    /// Hands a session over; gives it back when no task takes parked sessions (the
+    /// server is stopping), for its own task to go on serving it.
+    pub(super) fn park<P: ParkedSession + 'static>(&self, session: Box<P>) -> Result<(), Box<P>> {
+        let mut inbox = self.shared.inbox.lock();
+        if !self.is_open() {
+            return Err(session);
+        }
+        inbox.incoming.push(session);
+        self.shared.parked.fetch_add(1, Ordering::Relaxed);
+        Inbox::wake(inbox);
+        Ok(())
+    }
+
+    /// Wakes the shared task to look at the server's state (it is shutting down).
+    pub(crate) fn wake(&self) {
+        Inbox::wake(self.shared.inbox.lock());
+    }
+}
+
+/// The waker of one parked session: puts its key on the ready list (once until the
+/// shared task looks) and wakes the shared task.
+struct SessionWaker {
+    key: u32,
+    queued: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Wake for SessionWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut inbox = self.shared.inbox.lock();
+        inbox.ready.push(self.key);
+        Inbox::wake(inbox);
+    }
+}
+
+/// One parked session in the shared task's table.
+struct Entry {
+    session: Box<dyn ParkedSession>,
+    waker: Arc<SessionWaker>,
+    deadline: Instant,
+}
+
+/// The shared task's own state: the parked sessions by key, and their deadlines in
+/// order.
+#[derive(Default)]
+struct Table {
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    deadlines: BTreeSet<(Instant, u32)>,
+}
+
+impl Table {
+    fn is_empty(&self) -> bool {
+        self.deadlines.is_empty()
+    }
+
+    fn insert(&mut self, session: Box<dyn ParkedSession>, shared: &Arc<Shared>) -> u32 {
+        let key = self.free.pop().unwrap_or_else(|| {
+            self.entries.push(None);
+            // More sessions than keys would need more connections than a process has.
+            u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
+        });
+        let deadline = session.deadline();
+        self.deadlines.insert((deadline, key));
+        self.entries[key as usize] = Some(Entry {
+            session,
+            waker: Arc::new(SessionWaker {
+                key,
+                queued: AtomicBool::new(false),
+                shared: shared.clone(),
+            }),
+            deadline,
+        });
+        key
+    }
+
+    fn remove(&mut self, key: u32) -> Option<Box<dyn ParkedSession>> {
+        let entry = self.entries.get_mut(key as usize)?.take()?;
+        self.deadlines.remove(&(entry.deadline, key));
+        self.free.push(key);
+        entry.session.outbox().forget_parked_waker();
+        Some(entry.session)
+    }
+
+    /// Looks at a parked session after a wake (or when it arrives): whether it needs its
+    /// task again. Otherwise its waker is registered anew with what may wake it.
+    fn needs_task(&mut self, key: u32, shutting_down: bool) -> bool {
+        let Some(Some(entry)) = self.entries.get_mut(key as usize) else {
+            // The key of a session resumed since (a waker it left behind).
+            return false;
+        };
+        // Cleared before looking, so that a wake during the look queues the key again.
+        entry.waker.queued.store(false, Ordering::Release);
+        let waker = Waker::from(entry.waker.clone());
+        // Registered before the looks, so that nothing happening after them is missed.
+        entry.session.outbox().set_parked_waker(&waker);
+        if shutting_down || entry.session.outbox().is_killed() || entry.session.policy_changed() {
+            return true;
+        }
+        let mut cx = Context::from_waker(&waker);
+        entry.session.poll_read_ready(&mut cx).is_ready()
+    }
+}
+
+/// The task that waits for every parked session of `hub` and gives each a task again
+/// (on `tracker`) when its socket is readable, its outbox signals, or its deadline
+/// passes. It ends once the server is shutting down and every parked session resumed.
+pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
+    let shared = hub.parking().shared.clone();
+    shared.open.store(true, Ordering::Relaxed);
+    let mut table = Table::default();
+    let never = far_future();
+    let mut timer = Box::pin(tokio::time::sleep_until(never));
+    let mut incoming = Vec::new();
+    let mut ready = Vec::new();
+    let mut resumed = Vec::new();
+    loop {
+        // A flood of wakes never keeps the worker from its other tasks.
+        tokio::task::consume_budget().await;
+        let waiting = Waiting {
+            shared: &shared,
+            hub: &hub,
+            next_deadline: table
+                .deadlines
+                .first()
+                .map_or(never, |&(deadline, _)| deadline),
+        };
+        std::future::poll_fn(|cx| waiting.poll(timer.as_mut(), &mut incoming, &mut ready, cx))
+            .await;
+        let shutting_down = hub.is_shutting_down();
+        for session in incoming.drain(..) {
+            let key = table.insert(session, &shared);
+            ready.push(key);
+        }
+        if shutting_down {
+            // Every session ends now: no need to wait for each one's wake.
+            ready.clear();
+            ready.extend(table.deadlines.iter().map(|&(_, key)| key));
+        }
+        for key in ready.drain(..) {
+            if table.needs_task(key, shutting_down)
+                && let Some(session) = table.remove(key)
+            {
+                resumed.push(session);
+            }
+        }
+        // Within the timer's resolution of now counts as passed, so that a timer that
+        // fired never finds its deadline still ahead (and fires again at once).
+        let now = Instant::now() + TIMER_SLACK;
+        while let Some(&(deadline, key)) = table.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            // Taken off first, so that the loop moves on whatever the entry's state.
+            table.deadlines.pop_first();
+            if let Some(session) = table.remove(key) {
+                resumed.push(session);
+            }
+        }
+        shared.parked.fetch_sub(resumed.len(), Ordering::Relaxed);
+        for session in resumed.drain(..) {
+            session.resume(&hub, &tracker);
+        }
+        if shutting_down && table.is_empty() {
+            let inbox = shared.inbox.lock();
+            if inbox.incoming.is_empty() {
+                shared.open.store(false, Ordering::Relaxed);
+                return;
+            }
+            drop(inbox);
+        }
+    }
+}
+
+/// What the shared task waits for.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    hub: &'a Hub,
+    /// The earliest deadline of a parked session (far off when none is parked).
+    next_deadline: Instant,
+}
+
+impl Waiting<'_> {
+    /// Takes what the shared task has to look at, or waits for it, for the earliest
+    /// deadline, or for the server to start shutting down.
+    fn poll(
+        &self,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+        incoming: &mut Vec<Box<dyn ParkedSession>>,
+        ready: &mut Vec<u32>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let mut inbox = self.shared.inbox.lock();
+        if !inbox.incoming.is_empty() || !inbox.ready.is_empty() {
+            std::mem::swap(incoming, &mut inbox.incoming);
+            std::mem::swap(ready, &mut inbox.ready);
+            return Poll::Ready(());
+        }
+        if self.hub.is_shutting_down() {
+            return Poll::Ready(());
+        }
+        let next = self.next_deadline;
+        if timer.deadline() != next {
+            timer.as_mut().reset(next);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !inbox
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            inbox.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// How early a deadline may be served: the timer's resolution.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A deadline never reached, for a timer with nothing to wait for.
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600)
+}
