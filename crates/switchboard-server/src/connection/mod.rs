@@ -237,7 +237,7 @@ async fn serve_session<R: Readable>(
     mut connection: Connection<R>,
     mut heartbeat: Option<Instant>,
 ) {
-    loop {
+    let (code, reason) = loop {
         let outcome = request_loop::request_loop(
             &hub,
             &mut connection.session,
@@ -245,37 +245,34 @@ async fn serve_session<R: Readable>(
             heartbeat.take(),
         )
         .await;
-        let (code, reason) = match outcome {
-            Outcome::End(code, reason) => (code, reason),
-            Outcome::Park {
-                heartbeat: deadline,
-            } => {
-                let parked = Box::new(Parked::new(connection, deadline));
-                match hub.parking().park(parked) {
-                    Ok(()) => return,
-                    Err(back) => {
-                        // No task takes parked sessions: the server is stopping, which
-                        // this session sees next.
-                        let (back, deadline, _) = (*back).into_connection(&hub);
-                        connection = back;
-                        heartbeat = Some(deadline);
-                        continue;
-                    }
-                }
-            }
+        let deadline = match outcome {
+            Outcome::End(code, reason) => break (code, reason),
+            Outcome::Park { heartbeat } => heartbeat,
         };
-        let Connection {
-            session,
-            reader,
-            transport,
-            slot,
-        } = connection;
-        drop(reader);
-        Box::pin(session::close(&hub, session, code, reason)).await;
-        count_session(&hub, transport, false);
-        drop(slot);
-        return;
-    }
+        match hub
+            .parking()
+            .park(Box::new(Parked::new(connection, deadline)))
+        {
+            Ok(()) => return,
+            // No task takes parked sessions: the server is stopping, which this session
+            // sees next.
+            Err(back) => {
+                let (back, deadline, _) = (*back).into_connection(&hub);
+                connection = back;
+                heartbeat = Some(deadline);
+            }
+        }
+    };
+    let Connection {
+        session,
+        reader,
+        transport,
+        slot,
+    } = connection;
+    drop(reader);
+    Box::pin(session::close(&hub, session, code, reason)).await;
+    count_session(&hub, transport, false);
+    drop(slot);
 }
 
 /// A session parked without a task: its connection (the read half without a reader,

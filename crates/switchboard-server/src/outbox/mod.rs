@@ -861,14 +861,7 @@ mod tests {
     /// writer taking them wakes the waiting reply.
     #[tokio::test]
     async fn a_reply_waits_while_half_the_budget_is_queued() {
-        let (outbox, mut rx) = Outbox::new(
-            1,
-            1024,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, mut rx) = small_outbox();
         outbox.send(reply(3000)).await.unwrap();
         assert!(outbox.queued_bytes() > outbox.reply_limit());
         let waiting = tokio::spawn({
@@ -892,14 +885,7 @@ mod tests {
     /// is woken.
     #[tokio::test]
     async fn taken_items_are_uncounted_when_the_writer_settles() {
-        let (outbox, mut rx) = Outbox::new(
-            1,
-            1024,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, mut rx) = small_outbox();
         outbox.send(reply(1000)).await.unwrap();
         outbox.send(reply(1000)).await.unwrap();
         let queued = outbox.queued_bytes();
@@ -927,14 +913,7 @@ mod tests {
     /// A reply waiting for room gives up once the writer is gone.
     #[tokio::test]
     async fn a_waiting_reply_gives_up_when_the_writer_is_gone() {
-        let (outbox, rx) = Outbox::new(
-            1,
-            1024,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, rx) = small_outbox();
         outbox.send(reply(3000)).await.unwrap();
         let waiting = tokio::spawn({
             let outbox = outbox.clone();
@@ -947,6 +926,18 @@ mod tests {
             .expect("gave up in time")
             .unwrap();
         assert!(sent.is_err());
+    }
+
+    /// An outbox of 1 KiB of allowance and a 4 KiB bound, outside any server budget.
+    fn small_outbox() -> (Outbox, OutboxReceiver) {
+        Outbox::new(
+            1,
+            1024,
+            4096,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        )
     }
 
     fn budgeted(limit: u64) -> (Arc<MemoryBudget>, Outbox, OutboxReceiver) {

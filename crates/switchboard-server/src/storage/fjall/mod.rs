@@ -241,7 +241,6 @@ impl FjallStorage {
         self.guard.clone()
     }
 
-    /// Runs `work` on the open database, or fails if the store was closed.
     /// The history's name for a queued record: the one the previous record took when it
     /// is the same history (a publish's append and trim, consecutive publishes).
     fn shared_name(&self, kind: LogKind, log: &str) -> Arc<str> {
@@ -255,6 +254,16 @@ impl FjallStorage {
         let name: Arc<str> = Arc::from(log);
         *last = Some((kind, name.clone()));
         name
+    }
+
+    /// The queued record of a message appended to a history.
+    fn append_op(&self, kind: LogKind, log: &str, message: &StoredMessage) -> Op {
+        Op::Append {
+            kind,
+            log: self.shared_name(kind, log),
+            seq: message.seq(),
+            frame: message.record_bytes(),
+        }
     }
 
     fn with_open<T>(
@@ -297,12 +306,7 @@ impl Storage for FjallStorage {
         log: &str,
         message: &StoredMessage,
     ) -> Result<(), StorageError> {
-        self.writer.push(Op::Append {
-            kind,
-            log: self.shared_name(kind, log),
-            seq: message.seq(),
-            frame: message.record_bytes(),
-        })
+        self.writer.push(self.append_op(kind, log, message))
     }
 
     fn append_awaited(
@@ -311,12 +315,7 @@ impl Storage for FjallStorage {
         log: &str,
         message: &StoredMessage,
     ) -> Result<(), StorageError> {
-        self.writer.push_awaited(Op::Append {
-            kind,
-            log: self.shared_name(kind, log),
-            seq: message.seq(),
-            frame: message.record_bytes(),
-        })
+        self.writer.push_awaited(self.append_op(kind, log, message))
     }
 
     fn trim(&self, kind: LogKind, log: &str, through_seq: u64) {
