@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use switchboard_proto::packet::{
-    Direct, Event, EventKind, Message, Scope, SubscribeAck, TextCache,
-};
+use switchboard_proto::packet::{Direct, Event, EventKind, Scope, SubscribeAck};
 use switchboard_proto::{ErrorCode, Flags, Frame, FrameType, ProtoError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,7 +33,7 @@ use crate::connection::{FrameReader, disconnect_reason, error_from_frame};
 use crate::error::{ClientError, CloseReason, ErrorDetail};
 use crate::feeds::GroupItem;
 use crate::inbound::InboundStreams;
-use crate::payload::{ReceivedDirect, ReceivedMessage};
+use crate::payload::{NamesCache, ReceivedDirect, ReceivedMessage};
 use crate::requests::{Pending, is_no_reply_id};
 use crate::shared::Shared;
 use crate::subscription::{EndReason, SubscriptionEntry};
@@ -153,8 +151,8 @@ enum SingleConsumer {
     Queued,
     /// The consumer's queue is full: wait for room outside the table's lock.
     Full(u64, message_queue::Sender<ReceivedMessage>, ReceivedMessage),
-    /// Not the single-consumer case: the packet, for the general way.
-    NotSo(Message),
+    /// Not the single-consumer case: the message, for the general way.
+    NotSo(ReceivedMessage),
 }
 
 /// What is left of a frame [`Dispatcher::dispatch_at_once`] could not serve at once.
@@ -162,7 +160,7 @@ pub(crate) enum Unfinished {
     /// Not a live message: served the general way.
     Frame(Frame),
     /// A live message, decoded, for more than one subscription (or a streamed body).
-    Live(Message, bool),
+    Live(ReceivedMessage),
     /// A live message whose one subscription's queue is full: it waits for room.
     Full(u64, message_queue::Sender<ReceivedMessage>, ReceivedMessage),
 }
@@ -178,7 +176,7 @@ pub(crate) struct Dispatcher {
     /// The subscriptions a live message goes to, kept to be reused for the next one.
     targets: Vec<(u64, message_queue::Sender<ReceivedMessage>)>,
     /// The last channel, sender and content type decoded, shared by the messages alike.
-    texts: TextCache,
+    names: NamesCache,
 }
 
 impl Dispatcher {
@@ -188,7 +186,7 @@ impl Dispatcher {
             connection_error: None,
             streams: InboundStreams::default(),
             targets: Vec::new(),
-            texts: TextCache::default(),
+            names: NamesCache::default(),
         }
     }
 
@@ -216,28 +214,27 @@ impl Dispatcher {
         if frame.frame_type != FrameType::Message || frame.request_id != 0 {
             return Some(Unfinished::Frame(frame));
         }
-        let packet = match Message::from_frame_cached(&frame, &mut self.texts) {
+        let message = match ReceivedMessage::from_frame(&frame, &mut self.names) {
             Ok(message) => message,
             Err(error) => {
                 self.bad_frame(0, error);
                 return None;
             }
         };
-        let replay = frame.flags.contains(Flags::REPLAY);
-        if let Some(stream) = packet.stream {
+        if let Some(stream) = message.stream_start() {
             self.streams.open(stream.stream_id, stream.total_len);
         }
-        if packet.scope == Scope::Group {
-            let message = self.streams.recipient(packet, replay);
+        if message.scope() == Scope::Group {
+            let message = self.streams.recipient(message);
             self.shared.group_feed.push(GroupItem::Message(message));
             return None;
         }
-        match self.deliver_to_single_consumer(packet, replay) {
+        match self.deliver_to_single_consumer(message) {
             SingleConsumer::Queued => None,
             SingleConsumer::Full(subscription_id, sender, message) => {
                 Some(Unfinished::Full(subscription_id, sender, message))
             }
-            SingleConsumer::NotSo(packet) => Some(Unfinished::Live(packet, replay)),
+            SingleConsumer::NotSo(message) => Some(Unfinished::Live(message)),
         }
     }
 
@@ -245,7 +242,7 @@ impl Dispatcher {
     pub(crate) async fn finish(&mut self, unfinished: Unfinished) -> AfterFrame {
         match unfinished {
             Unfinished::Frame(frame) => return self.dispatch(frame).await,
-            Unfinished::Live(packet, replay) => self.deliver_to_all(packet, replay).await,
+            Unfinished::Live(message) => self.deliver_to_all(message).await,
             Unfinished::Full(subscription_id, sender, message) => {
                 self.deliver(subscription_id, sender, message).await;
             }
@@ -410,19 +407,18 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let packet = match Message::from_frame_cached(&frame, &mut self.texts) {
+        let message = match ReceivedMessage::from_frame(&frame, &mut self.names) {
             Ok(message) => message,
             Err(error) => return self.bad_frame(request_id, error),
         };
-        let replay = frame.flags.contains(Flags::REPLAY);
-        if let Some(stream) = packet.stream {
+        if let Some(stream) = message.stream_start() {
             self.streams.open(stream.stream_id, stream.total_len);
         }
         if request_id == 0 {
-            return self.deliver_live(packet, replay).await;
+            return self.deliver_live(message).await;
         }
-        let stream_id = packet.stream.map(|stream| stream.stream_id);
-        let message = self.streams.recipient(packet, replay);
+        let stream_id = message.stream_start().map(|stream| stream.stream_id);
+        let message = self.streams.recipient(message);
 
         // Decide under the lock, deliver after it.
         enum Target {
@@ -494,37 +490,37 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_live(&mut self, packet: Message, replay: bool) {
-        if packet.scope == Scope::Group {
-            let message = self.streams.recipient(packet, replay);
+    async fn deliver_live(&mut self, message: ReceivedMessage) {
+        if message.scope() == Scope::Group {
+            let message = self.streams.recipient(message);
             self.shared.group_feed.push(GroupItem::Message(message));
             return;
         }
-        let packet = match self.deliver_to_single_consumer(packet, replay) {
+        let message = match self.deliver_to_single_consumer(message) {
             SingleConsumer::Queued => return,
             SingleConsumer::Full(subscription_id, sender, message) => {
                 return self.deliver(subscription_id, sender, message).await;
             }
-            SingleConsumer::NotSo(packet) => packet,
+            SingleConsumer::NotSo(message) => message,
         };
-        self.deliver_to_all(packet, replay).await;
+        self.deliver_to_all(message).await;
     }
 
     /// Delivers a live message to every subscription it matches.
-    async fn deliver_to_all(&mut self, packet: Message, replay: bool) {
+    async fn deliver_to_all(&mut self, message: ReceivedMessage) {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.shared
             .subscriptions()
-            .matching_into(&packet, &mut targets);
+            .matching_into(&message, &mut targets);
         let last = targets.pop();
         for (subscription_id, sender) in targets.drain(..) {
-            let message = self.streams.recipient(packet.clone(), replay);
-            self.deliver(subscription_id, sender, message).await;
+            let copy = self.streams.recipient(message.clone());
+            self.deliver(subscription_id, sender, copy).await;
         }
         self.targets = targets;
         if let Some((last_id, last_sender)) = last {
-            let message = self.streams.recipient(packet, replay);
+            let message = self.streams.recipient(message);
             self.deliver(last_id, last_sender, message).await;
         }
     }
@@ -532,15 +528,15 @@ impl Dispatcher {
     /// The common case of a live message: one subscription matches, its queue has room,
     /// and the body is whole. The message is queued under the table's lock (no await
     /// there), without cloning the queue's sender.
-    fn deliver_to_single_consumer(&mut self, packet: Message, replay: bool) -> SingleConsumer {
-        if packet.stream.is_some() {
-            return SingleConsumer::NotSo(packet);
+    fn deliver_to_single_consumer(&mut self, message: ReceivedMessage) -> SingleConsumer {
+        if message.is_streamed() {
+            return SingleConsumer::NotSo(message);
         }
         let table = self.shared.subscriptions();
-        let Some((subscription_id, sender)) = table.single_match(&packet) else {
-            return SingleConsumer::NotSo(packet);
+        let Some((subscription_id, sender)) = table.single_match(&message) else {
+            return SingleConsumer::NotSo(message);
         };
-        match sender.try_send(ReceivedMessage::new(packet, replay)) {
+        match sender.try_send(message) {
             Ok(()) => SingleConsumer::Queued,
             Err(mpsc::error::TrySendError::Full(message)) => {
                 SingleConsumer::Full(subscription_id, sender.clone(), message)
@@ -698,6 +694,7 @@ mod tests {
     use crate::body;
     use crate::requests::PendingSubscription;
     use crate::subscription::{SubscriptionEntry, SubscriptionState};
+    use switchboard_proto::packet::Message;
 
     /// A frame as the server would send it, through the real codec.
     fn frame<P: Encode>(request_id: u32, flags: Flags, packet: &P) -> Frame {

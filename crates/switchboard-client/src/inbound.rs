@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io;
 
 use switchboard_proto::Frame;
-use switchboard_proto::packet::{Chunk, Message, StreamAbort};
+use switchboard_proto::packet::{Chunk, StreamAbort};
 
 use crate::body::{self, BodySender, TrySend};
 use crate::error::{CloseReason, ErrorDetail};
@@ -73,15 +73,15 @@ impl InboundStreams {
 
     /// The message as one recipient gets it: a streamed body gets a channel of its own,
     /// fed by the stream's chunks.
-    pub(crate) fn recipient(&mut self, packet: Message, replay: bool) -> ReceivedMessage {
-        let Some(start) = packet.stream else {
-            return ReceivedMessage::new(packet, replay);
+    pub(crate) fn recipient(&mut self, message: ReceivedMessage) -> ReceivedMessage {
+        let Some(start) = message.stream_start() else {
+            return message;
         };
         let (sender, receiver) = body::channel();
         if let Some(stream) = self.streams.get_mut(&start.stream_id) {
             stream.senders.push(sender);
         }
-        ReceivedMessage::streamed(packet, replay, receiver)
+        message.with_body_receiver(receiver)
     }
 
     /// Hands a CHUNK to every recipient of its stream, waiting for room when a body's

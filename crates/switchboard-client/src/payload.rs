@@ -14,8 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchboard_proto::Text;
-use switchboard_proto::packet::{Direct, Message, Scope};
+use switchboard_proto::fields::Field;
+#[cfg(test)]
+use switchboard_proto::packet::Message;
+use switchboard_proto::packet::{Direct, MessageFields, Scope, StreamStart};
+use switchboard_proto::{Flags, Frame, ProtoError, Text};
 use uuid::Uuid;
 
 use crate::body::{BodyReader, BodyReceiver};
@@ -270,36 +273,188 @@ fn find_header<'a>(headers: &'a [(Text, Text)], name: &str) -> Option<&'a str> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
-    message: Message,
+    /// Shared with the messages before it that had the same three names (see
+    /// [`NamesCache`]): one count to raise instead of three texts to clone.
+    names: Arc<MessageNames>,
+    body: Bytes,
+    id: Uuid,
+    seq: u64,
+    time_us: u64,
+    sender_id: u64,
+    /// What few messages carry. Kept out of line so that a message stays small: every
+    /// message is moved several times on its way from the socket to its consumer.
+    extras: Option<Arc<Extras>>,
+    scope: Scope,
     replay: bool,
+}
+
+/// The texts of a message that the messages of a subscription usually share.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageNames {
+    channel: Text,
+    sender_name: Text,
+    content_type: Text,
+}
+
+/// The parts of a message that most messages lack.
+#[derive(Debug, Default)]
+struct Extras {
+    user_headers: Vec<(Text, Text)>,
+    stream: Option<StreamStart>,
     /// The channel a streamed body arrives through, until a reader takes it.
-    stream: Option<Arc<Mutex<Option<BodyReceiver>>>>,
+    receiver: Option<Mutex<Option<BodyReceiver>>>,
+}
+
+impl ReceivedMessage {
+    fn user_headers(&self) -> &[(Text, Text)] {
+        self.extras
+            .as_ref()
+            .map_or(&[], |extras| &extras.user_headers)
+    }
+
+    fn stream(&self) -> Option<StreamStart> {
+        self.extras.as_ref().and_then(|extras| extras.stream)
+    }
 }
 
 impl PartialEq for ReceivedMessage {
     fn eq(&self, other: &Self) -> bool {
-        self.message == other.message && self.replay == other.replay
+        self.names == other.names
+            && self.body == other.body
+            && self.id == other.id
+            && self.seq == other.seq
+            && self.time_us == other.time_us
+            && self.sender_id == other.sender_id
+            && self.scope == other.scope
+            && self.replay == other.replay
+            && self.user_headers() == other.user_headers()
+            && self.stream() == other.stream()
     }
 }
 
 impl Eq for ReceivedMessage {}
 
+/// The last names a connection's reader decoded, shared with the next message whose
+/// names are the same bytes: a subscription's messages mostly come from one channel,
+/// sender and content type, and comparing the bytes costs less than slicing and
+/// checking them again. The cache holds copies of its own, so that it keeps no read
+/// buffer alive.
+#[derive(Debug, Default)]
+pub(crate) struct NamesCache {
+    last: Arc<MessageNames>,
+}
+
+impl NamesCache {
+    fn names(
+        &mut self,
+        fields: &MessageFields<'_>,
+    ) -> std::result::Result<Arc<MessageNames>, ProtoError> {
+        let sender_name = fields
+            .sender_name
+            .as_ref()
+            .map_or(&b""[..], |field| field.value);
+        let content_type = fields
+            .content_type
+            .as_ref()
+            .map_or(&b""[..], |field| field.value);
+        let last = &self.last;
+        let same_channel = last.channel.as_bytes().as_ref() == fields.channel.value;
+        let same_sender = last.sender_name.as_bytes().as_ref() == sender_name;
+        let same_content_type = last.content_type.as_bytes().as_ref() == content_type;
+        if same_channel && same_sender && same_content_type {
+            return Ok(last.clone());
+        }
+        let copy = |kept: &Text, same: bool, field: Option<&Field<'_>>| match field {
+            _ if same => Ok(kept.clone()),
+            Some(field) => field.text().map(|text| Text::from(text.as_str())),
+            None => Ok(Text::default()),
+        };
+        let names = MessageNames {
+            channel: copy(&last.channel, same_channel, Some(&fields.channel))?,
+            sender_name: copy(&last.sender_name, same_sender, fields.sender_name.as_ref())?,
+            content_type: copy(
+                &last.content_type,
+                same_content_type,
+                fields.content_type.as_ref(),
+            )?,
+        };
+        self.last = Arc::new(names);
+        Ok(self.last.clone())
+    }
+}
+
 impl ReceivedMessage {
-    /// Wraps a decoded MESSAGE that carries its whole body; `replay` is its REPLAY flag.
+    /// Decodes a MESSAGE frame; its body, if streamed, is not attached yet (see
+    /// [`ReceivedMessage::with_body_receiver`]).
+    pub(crate) fn from_frame(
+        frame: &Frame,
+        names: &mut NamesCache,
+    ) -> std::result::Result<Self, ProtoError> {
+        let fields = MessageFields::read(frame)?;
+        let names = names.names(&fields)?;
+        let extras = (!fields.user_headers.is_empty() || fields.stream.is_some()).then(|| {
+            Arc::new(Extras {
+                user_headers: fields.user_headers,
+                stream: fields.stream,
+                receiver: None,
+            })
+        });
+        Ok(ReceivedMessage {
+            names,
+            body: frame.content.clone(),
+            id: fields.id,
+            seq: fields.seq,
+            time_us: fields.time_us,
+            sender_id: fields.sender_id,
+            extras,
+            scope: fields.scope,
+            replay: frame.flags.contains(Flags::REPLAY),
+        })
+    }
+
+    /// Wraps a decoded MESSAGE; `replay` is its REPLAY flag.
+    #[cfg(test)]
     pub(crate) fn new(message: Message, replay: bool) -> Self {
+        let extras = (!message.user_headers.is_empty() || message.stream.is_some()).then(|| {
+            Arc::new(Extras {
+                user_headers: message.user_headers,
+                stream: message.stream,
+                receiver: None,
+            })
+        });
         ReceivedMessage {
-            message,
+            names: Arc::new(MessageNames {
+                channel: message.channel,
+                sender_name: message.sender_name,
+                content_type: message.content_type,
+            }),
+            body: message.body,
+            id: message.id,
+            seq: message.seq,
+            time_us: message.time_us,
+            sender_id: message.sender_id,
+            extras,
+            scope: message.scope,
             replay,
-            stream: None,
         }
     }
 
-    /// A streamed MESSAGE whose body arrives through `receiver`.
-    pub(crate) fn streamed(message: Message, replay: bool, receiver: BodyReceiver) -> Self {
+    /// The start of a streamed body, if the body is streamed.
+    pub(crate) fn stream_start(&self) -> Option<StreamStart> {
+        self.stream()
+    }
+
+    /// This streamed message with its body arriving through `receiver`, for one
+    /// recipient of its own.
+    pub(crate) fn with_body_receiver(&self, receiver: BodyReceiver) -> Self {
+        let extras = Extras {
+            user_headers: self.user_headers().to_vec(),
+            stream: self.stream(),
+            receiver: Some(Mutex::new(Some(receiver))),
+        };
         ReceivedMessage {
-            message,
-            replay,
-            stream: Some(Arc::new(Mutex::new(Some(receiver)))),
+            extras: Some(Arc::new(extras)),
+            ..self.clone()
         }
     }
 
@@ -316,7 +471,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn is_streamed(&self) -> bool {
-        self.message.stream.is_some()
+        self.stream().is_some()
     }
 
     /// Length of the whole body: the announced length of a streamed body, else the
@@ -329,9 +484,9 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn body_len(&self) -> u64 {
-        match self.message.stream {
+        match self.stream() {
             Some(stream) => stream.total_len,
-            None => self.message.body.len() as u64,
+            None => self.body.len() as u64,
         }
     }
 
@@ -353,12 +508,12 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn take_body_reader(&mut self) -> Option<BodyReader> {
-        let Some(start) = self.message.stream else {
-            return Some(BodyReader::memory(self.message.body.clone()));
+        let Some(start) = self.stream() else {
+            return Some(BodyReader::memory(self.body.clone()));
         };
-        let receiver = lock(self.stream.as_ref()?).take()?;
+        let receiver = lock(self.extras.as_ref()?.receiver.as_ref()?).take()?;
         Some(BodyReader::streamed(
-            self.message.body.clone(),
+            self.body.clone(),
             receiver,
             start.total_len,
         ))
@@ -414,7 +569,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn id(&self) -> Uuid {
-        self.message.id
+        self.id
     }
 
     /// Sequence number in its channel or group, from 1.
@@ -430,7 +585,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn seq(&self) -> u64 {
-        self.message.seq
+        self.seq
     }
 
     /// The channel or group it was published to.
@@ -444,7 +599,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn channel(&self) -> &str {
-        &self.message.channel
+        &self.names.channel
     }
 
     /// Whether it lives in a channel or a group.
@@ -462,7 +617,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn scope(&self) -> Scope {
-        self.message.scope
+        self.scope
     }
 
     /// Server time of the publish.
@@ -475,7 +630,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn time(&self) -> SystemTime {
-        system_time(self.message.time_us)
+        system_time(self.time_us)
     }
 
     /// Server time of the publish, in microseconds since the Unix epoch.
@@ -491,7 +646,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn time_us(&self) -> u64 {
-        self.message.time_us
+        self.time_us
     }
 
     /// Client id of the publisher.
@@ -504,7 +659,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn sender_id(&self) -> u64 {
-        self.message.sender_id
+        self.sender_id
     }
 
     /// Session name of the publisher.
@@ -518,7 +673,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn sender_name(&self) -> &str {
-        &self.message.sender_name
+        &self.names.sender_name
     }
 
     /// MIME type of the body (empty if the publisher gave none).
@@ -535,7 +690,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn content_type(&self) -> &str {
-        &self.message.content_type
+        &self.names.content_type
     }
 
     /// User headers, in the order they were published.
@@ -549,7 +704,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn headers(&self) -> &[(Text, Text)] {
-        &self.message.user_headers
+        self.user_headers()
     }
 
     /// The first user header called `name`.
@@ -562,7 +717,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.message.user_headers, name)
+        find_header(self.user_headers(), name)
     }
 
     /// The raw body (of a streamed body, only the part in the MESSAGE frame).
@@ -575,7 +730,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn body(&self) -> &Bytes {
-        &self.message.body
+        &self.body
     }
 
     /// The body as text, if it is valid UTF-8 (whatever the content type says). Of a
@@ -591,7 +746,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.message.body).ok()
+        std::str::from_utf8(&self.body).ok()
     }
 
     /// The body as `T`: MessagePack or JSON according to the content type; any other
@@ -614,7 +769,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        decode_body(&self.message.content_type, &self.message.body)
+        decode_body(&self.names.content_type, &self.body)
     }
 
     /// Whether it came from history (replay or fetch) rather than live delivery.
@@ -795,6 +950,96 @@ mod tests {
     use super::*;
     use crate::ClientError;
     use crate::error::ErrorDetail;
+
+    /// `message` as the server sends it: encoded and decoded back into a frame.
+    fn frame_of(message: &Message, flags: Flags) -> Frame {
+        use bytes::BytesMut;
+        use switchboard_proto::{FrameCodec, Limits};
+        use tokio_util::codec::Decoder;
+
+        let mut codec = FrameCodec::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        codec.encode_packet(0, flags, message, &mut buffer).unwrap();
+        codec.decode(&mut buffer).unwrap().unwrap()
+    }
+
+    #[test]
+    fn messages_alike_share_their_names_and_decode_as_the_packet_does() {
+        let mut cache = NamesCache::default();
+        let mut previous: Option<ReceivedMessage> = None;
+        for (seq, (channel, sender, content_type, shared)) in [
+            ("chat.rust", "ada", "text/plain", false),
+            ("chat.rust", "ada", "text/plain", true),
+            ("chat.rust", "", "text/plain", false),
+            ("chat.zig", "bob", "", false),
+            ("chat.zig", "bob", "", true),
+            ("chat.rust", "ada", "text/plain", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let message = Message {
+                channel: channel.into(),
+                id: Uuid::now_v7(),
+                seq: seq as u64 + 1,
+                time_us: 1_700_000_000_000_000 + seq as u64,
+                sender_id: 7,
+                sender_name: sender.into(),
+                content_type: content_type.into(),
+                user_headers: if seq == 3 {
+                    vec![("lang".into(), "en".into())]
+                } else {
+                    Vec::new()
+                },
+                body: Bytes::from_static(b"hello"),
+                ..Message::default()
+            };
+            let flags = if seq % 2 == 0 {
+                Flags::REPLAY
+            } else {
+                Flags::empty()
+            };
+            let received =
+                ReceivedMessage::from_frame(&frame_of(&message, flags), &mut cache).unwrap();
+            assert_eq!(received, ReceivedMessage::new(message, seq % 2 == 0));
+            assert_eq!(received.sender_name(), sender);
+            assert_eq!(received.header("lang"), (seq == 3).then_some("en"));
+            if let Some(previous) = &previous {
+                assert_eq!(
+                    Arc::ptr_eq(&previous.names, &received.names),
+                    shared,
+                    "message {seq}"
+                );
+            }
+            previous = Some(received);
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_refused_even_after_good_ones() {
+        let good = Message {
+            channel: "ok".into(),
+            id: Uuid::now_v7(),
+            seq: 1,
+            ..Message::default()
+        };
+        let mut cache = NamesCache::default();
+        assert!(ReceivedMessage::from_frame(&frame_of(&good, Flags::empty()), &mut cache).is_ok());
+        let mut frame = frame_of(&good, Flags::empty());
+        // The channel's value, in the header block, replaced by bytes that are not UTF-8.
+        let mut headers = frame.headers.to_vec();
+        let at = headers.windows(2).position(|pair| pair == b"ok").unwrap();
+        headers[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        frame.headers = Bytes::from(headers);
+        assert!(ReceivedMessage::from_frame(&frame, &mut cache).is_err());
+    }
+
+    #[test]
+    fn a_message_stays_small_enough_to_move_without_a_call() {
+        // Moves of up to 128 bytes are compiled inline; a message is moved several
+        // times between the socket and its consumer.
+        assert!(std::mem::size_of::<ReceivedMessage>() <= 128);
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Reading {

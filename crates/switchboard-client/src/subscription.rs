@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 
 use crate::message_queue;
 use futures::Stream;
-use switchboard_proto::packet::{Message, Replay, SubscribeAck, Unsubscribe};
+use switchboard_proto::packet::{Replay, SubscribeAck, Unsubscribe};
 use switchboard_proto::subject::{Pattern, message_hashtags};
 use uuid::Uuid;
 
@@ -184,7 +184,7 @@ impl SubscriptionTable {
     #[cfg(test)]
     pub(crate) fn matching(
         &self,
-        message: &Message,
+        message: &ReceivedMessage,
     ) -> Vec<(u64, message_queue::Sender<ReceivedMessage>)> {
         let mut targets = Vec::new();
         self.matching_into(message, &mut targets);
@@ -195,7 +195,7 @@ impl SubscriptionTable {
     /// message). Hashtags are only looked for when some subscription is to a hashtag.
     pub(crate) fn matching_into(
         &self,
-        message: &Message,
+        message: &ReceivedMessage,
         targets: &mut Vec<(u64, message_queue::Sender<ReceivedMessage>)>,
     ) {
         let tags = if self.tag_patterns > 0 {
@@ -204,7 +204,7 @@ impl SubscriptionTable {
             Vec::new()
         };
         for (id, entry) in &self.entries {
-            if !entry.pattern.matches_message(&message.channel, &tags) {
+            if !entry.pattern.matches_message(message.channel(), &tags) {
                 continue;
             }
             // A consumer with several matching patterns gets the message once.
@@ -222,7 +222,7 @@ impl SubscriptionTable {
     /// common case, which needs no list of targets and no clone of a sender).
     pub(crate) fn single_match(
         &self,
-        message: &Message,
+        message: &ReceivedMessage,
     ) -> Option<(u64, &message_queue::Sender<ReceivedMessage>)> {
         let tags = if self.tag_patterns > 0 {
             message_tags(message)
@@ -232,7 +232,7 @@ impl SubscriptionTable {
         let mut matching = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.pattern.matches_message(&message.channel, &tags));
+            .filter(|(_, entry)| entry.pattern.matches_message(message.channel(), &tags));
         let (id, entry) = matching.next()?;
         if matching.next().is_some() {
             return None;
@@ -279,8 +279,8 @@ impl SubscriptionTable {
 }
 
 /// The hashtags of a message, by the rule the server routes with.
-fn message_tags(message: &Message) -> Vec<String> {
-    message_hashtags(&message.content_type, &message.body)
+fn message_tags(message: &ReceivedMessage) -> Vec<String> {
+    message_hashtags(message.content_type(), message.body())
 }
 
 /// A subscription being set up: [`crate::Client::subscribe`] returns it, and awaiting it
@@ -613,6 +613,7 @@ impl std::fmt::Debug for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_proto::packet::Message;
 
     fn entry(pattern: &str) -> (SubscriptionEntry, message_queue::Receiver<ReceivedMessage>) {
         let (sender, receiver) = message_queue::channel(4);
@@ -624,16 +625,17 @@ mod tests {
         (entry, receiver)
     }
 
-    fn message(channel: &str, content_type: &str, body: &str) -> Message {
-        Message {
+    fn message(channel: &str, content_type: &str, body: &str) -> ReceivedMessage {
+        let message = Message {
             channel: channel.into(),
             content_type: content_type.into(),
             body: body.to_owned().into(),
             ..Message::default()
-        }
+        };
+        ReceivedMessage::new(message, false)
     }
 
-    fn matching_ids(table: &SubscriptionTable, message: &Message) -> Vec<u64> {
+    fn matching_ids(table: &SubscriptionTable, message: &ReceivedMessage) -> Vec<u64> {
         let mut ids: Vec<u64> = table
             .matching(message)
             .into_iter()

@@ -13,7 +13,7 @@
 //! either.
 
 /// Inputs at least this long go to `crc-fast`.
-const SMALL: usize = 256;
+const SMALL: usize = 448;
 
 /// The CRC32C of `bytes` continuing from `crc` (0 to start), as
 /// `crc32c::crc32c_append` computes it.

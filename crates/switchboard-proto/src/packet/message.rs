@@ -5,11 +5,11 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::publish::user_headers_len;
-use super::{Encode, Scope, StreamStart, content_is_body, for_each_field, put_content, required};
+use super::{Encode, Scope, StreamStart, content_is_body, put_content, required};
 use crate::error::ProtoError;
 use crate::fields::{
-    BlockWriter, Field, FieldWriter, MAX_VARINT_LEN, bytes_field_len, key, uint_field_len,
-    user_header_field_len,
+    BlockWriter, Field, FieldReader, FieldWriter, MAX_VARINT_LEN, bytes_field_len, key,
+    uint_field_len, user_header_field_len,
 };
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -41,82 +41,93 @@ pub struct Message {
 
 impl Message {
     pub fn from_frame(frame: &Frame) -> Result<Self, ProtoError> {
-        Self::decode(frame, |_, field| field.text())
-    }
-
-    /// [`Message::from_frame`] for a stream of messages: a channel, sender name or
-    /// content type equal to the one `cache` holds is shared from it rather than sliced
-    /// from the frame and checked again.
-    pub fn from_frame_cached(frame: &Frame, cache: &mut TextCache) -> Result<Self, ProtoError> {
-        Self::decode(frame, |slot, field| cache.text(slot, field))
-    }
-
-    fn decode(
-        frame: &Frame,
-        mut text: impl FnMut(CachedText, &Field<'_>) -> Result<Text, ProtoError>,
-    ) -> Result<Self, ProtoError> {
-        let mut packet = Message {
+        let fields = MessageFields::read(frame)?;
+        Ok(Message {
+            scope: fields.scope,
+            channel: fields.channel.text()?,
+            id: fields.id,
+            seq: fields.seq,
+            time_us: fields.time_us,
+            sender_id: fields.sender_id,
+            sender_name: optional_text(fields.sender_name)?,
+            content_type: optional_text(fields.content_type)?,
+            user_headers: fields.user_headers,
             body: frame.content.clone(),
-            ..Message::default()
-        };
+            stream: fields.stream,
+        })
+    }
+}
+
+/// A text field that may be absent: absent reads as empty.
+fn optional_text(field: Option<Field<'_>>) -> Result<Text, ProtoError> {
+    match field {
+        Some(field) => field.text(),
+        None => Ok(Text::default()),
+    }
+}
+
+/// The fields of a MESSAGE frame's header block, read and checked, with its channel,
+/// sender name and content type left where they lie.
+///
+/// This is [`Message::from_frame`] without making the three texts: a reader that
+/// receives many messages alike (a subscriber) compares their bytes with the ones it
+/// decoded last and shares those, rather than slicing and checking them again. Each
+/// text is checked as UTF-8 by [`Field::text`] when it is made.
+#[derive(Debug)]
+pub struct MessageFields<'a> {
+    pub scope: Scope,
+    pub channel: Field<'a>,
+    pub id: Uuid,
+    pub seq: u64,
+    pub time_us: u64,
+    pub sender_id: u64,
+    /// Absent reads as empty.
+    pub sender_name: Option<Field<'a>>,
+    /// Absent reads as empty.
+    pub content_type: Option<Field<'a>>,
+    pub user_headers: Vec<(Text, Text)>,
+    pub stream: Option<StreamStart>,
+}
+
+impl<'a> MessageFields<'a> {
+    // Inlined: the result is built where the caller keeps it rather than copied there.
+    #[inline]
+    pub fn read(frame: &'a Frame) -> Result<Self, ProtoError> {
         let (mut channel, mut id, mut seq) = (None, None, None);
         let (mut stream_id, mut total_len) = (None, None);
-        for_each_field(&frame.headers, |field| {
+        let mut scope = Scope::default();
+        let (mut time_us, mut sender_id) = (0, 0);
+        let (mut sender_name, mut content_type) = (None, None);
+        let mut user_headers = Vec::new();
+        for field in FieldReader::new(&frame.headers) {
+            let field = field?;
             match field.key {
-                key::CHANNEL => channel = Some(text(CachedText::Channel, &field)?),
-                key::SCOPE => packet.scope = Scope::read(&field, FrameType::Message)?,
+                key::CHANNEL => channel = Some(field),
+                key::SCOPE => scope = Scope::read(&field, FrameType::Message)?,
                 key::MESSAGE_ID => id = Some(field.uuid()?),
                 key::SEQ => seq = Some(field.uint()?),
-                key::TIME => packet.time_us = field.uint()?,
-                key::SENDER_ID => packet.sender_id = field.uint()?,
-                key::SENDER_NAME => packet.sender_name = text(CachedText::SenderName, &field)?,
-                key::CONTENT_TYPE => packet.content_type = text(CachedText::ContentType, &field)?,
-                key::USER_HEADER => packet.user_headers.push(field.user_header()?),
+                key::TIME => time_us = field.uint()?,
+                key::SENDER_ID => sender_id = field.uint()?,
+                key::SENDER_NAME => sender_name = Some(field),
+                key::CONTENT_TYPE => content_type = Some(field),
+                key::USER_HEADER => user_headers.push(field.user_header()?),
                 key::STREAM_ID => stream_id = Some(field.uint()?),
                 key::TOTAL_LEN => total_len = Some(field.uint()?),
                 _ => {}
             }
-            Ok(())
-        })?;
-        packet.channel = required(channel, FrameType::Message, "channel")?;
-        packet.id = required(id, FrameType::Message, "message id")?;
-        packet.seq = required(seq, FrameType::Message, "seq")?;
-        packet.stream = StreamStart::read(frame, stream_id, total_len)?;
-        Ok(packet)
-    }
-}
-
-/// The text fields of a MESSAGE that [`TextCache`] keeps.
-#[derive(Debug, Clone, Copy)]
-enum CachedText {
-    Channel,
-    SenderName,
-    ContentType,
-}
-
-/// The last channel, sender name and content type a reader decoded (see
-/// [`Message::from_frame_cached`]). The cache holds copies of its own, so that it keeps
-/// no read buffer alive.
-#[derive(Debug, Default)]
-pub struct TextCache {
-    channel: Text,
-    sender_name: Text,
-    content_type: Text,
-}
-
-impl TextCache {
-    fn text(&mut self, which: CachedText, field: &Field<'_>) -> Result<Text, ProtoError> {
-        let slot = match which {
-            CachedText::Channel => &mut self.channel,
-            CachedText::SenderName => &mut self.sender_name,
-            CachedText::ContentType => &mut self.content_type,
-        };
-        if slot.as_bytes().as_ref() == field.value {
-            return Ok(slot.clone());
         }
-        let text = field.text()?;
-        *slot = Text::from(text.as_str());
-        Ok(slot.clone())
+        Ok(MessageFields {
+            scope,
+            channel: required(channel, FrameType::Message, "channel")?,
+            id: required(id, FrameType::Message, "message id")?,
+            seq: required(seq, FrameType::Message, "seq")?,
+            time_us,
+            sender_id,
+            sender_name,
+            content_type,
+            user_headers,
+            stream: StreamStart::read(frame, stream_id, total_len)?,
+        })
     }
 }
 
@@ -313,15 +324,11 @@ mod tests {
     }
 
     #[test]
-    fn cached_decoding_gives_the_same_messages() {
-        let mut cache = TextCache::default();
+    fn fields_are_read_where_they_lie() {
         for (seq, (channel, sender, content_type)) in [
-            ("chat.rust", "ada", "text/plain"),
             ("chat.rust", "ada", "text/plain"),
             ("chat.rust", "", "text/plain"),
             ("chat.zig", "bob", ""),
-            ("chat.zig", "bob", ""),
-            ("chat.rust", "ada", "text/plain"),
         ]
         .into_iter()
         .enumerate()
@@ -330,20 +337,33 @@ mod tests {
                 channel: channel.into(),
                 id: Uuid::now_v7(),
                 seq: seq as u64 + 1,
+                time_us: 1_700_000_000_000_000,
+                sender_id: 42,
                 sender_name: sender.into(),
                 content_type: content_type.into(),
+                user_headers: vec![("lang".into(), "en".into())],
                 body: Bytes::from_static(b"hello"),
                 ..Message::default()
             };
             let frame = frame_of(&message);
-            let cached = Message::from_frame_cached(&frame, &mut cache).unwrap();
-            assert_eq!(cached, Message::from_frame(&frame).unwrap());
-            assert_eq!(cached, message);
+            let fields = MessageFields::read(&frame).unwrap();
+            assert_eq!(fields.channel.value, channel.as_bytes());
+            let value =
+                |field: &Option<Field<'_>>| field.as_ref().map(|field| field.value.to_vec());
+            let absent_if_empty = |text: &str| (!text.is_empty()).then(|| text.as_bytes().to_vec());
+            assert_eq!(value(&fields.sender_name), absent_if_empty(sender));
+            assert_eq!(value(&fields.content_type), absent_if_empty(content_type));
+            assert_eq!(
+                (fields.id, fields.seq, fields.time_us, fields.sender_id),
+                (message.id, message.seq, message.time_us, message.sender_id)
+            );
+            assert_eq!(fields.user_headers, message.user_headers);
+            assert_eq!(Message::from_frame(&frame).unwrap(), message);
         }
     }
 
     #[test]
-    fn cached_decoding_still_refuses_text_that_is_not_utf8() {
+    fn text_that_is_not_utf8_is_refused() {
         let message = Message {
             channel: Text::from_utf8(Bytes::from_static(b"ok")).unwrap(),
             id: Uuid::now_v7(),
@@ -359,8 +379,8 @@ mod tests {
             .expect("the channel is in the header block");
         headers[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
         frame.headers = Bytes::from(headers);
-        let mut cache = TextCache::default();
         assert!(Message::from_frame(&frame).is_err());
-        assert!(Message::from_frame_cached(&frame, &mut cache).is_err());
+        let fields = MessageFields::read(&frame).unwrap();
+        assert!(fields.channel.text().is_err());
     }
 }

@@ -29,7 +29,7 @@ pub use group::{
     CreateGroup, DeleteGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
     ListGroups, MemberInfo, MemberList,
 };
-pub use message::{Envelope, Message, TextCache};
+pub use message::{Envelope, Message, MessageFields};
 pub use publish::{Publish, PublishAck, PublishRef, PublishTexts, StreamStart};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
