@@ -125,9 +125,24 @@ impl FrameCodec {
     ) -> Result<(), ProtoError> {
         let start = dst.len();
         let mac_len = if self.mac.is_some() { MAC_TAG_LEN } else { 0 };
-        dst.reserve(FIXED_HEADER_LEN + packet.fields_len_hint() + packet.content_len() + mac_len);
-        dst.put_bytes(0, FIXED_HEADER_LEN);
-        packet.write_fields(&mut FieldWriter::new(dst));
+        if let Some(bound) = packet.block_bound()
+            && bound <= STACK_HEAD - FIXED_HEADER_LEN
+        {
+            // A short block written on the stack, after room for the prefix, and
+            // appended with it in one copy; the prefix is filled in by `seal`.
+            let mut made = [0u8; STACK_HEAD];
+            let mut fields = BlockWriter::new(&mut made[FIXED_HEADER_LEN..]);
+            packet.write_block(&mut fields);
+            let header_len = fields.written();
+            dst.reserve(FIXED_HEADER_LEN + header_len + packet.content_len() + mac_len);
+            dst.extend_from_slice(&made[..FIXED_HEADER_LEN + header_len]);
+        } else {
+            dst.reserve(
+                FIXED_HEADER_LEN + packet.fields_len_hint() + packet.content_len() + mac_len,
+            );
+            dst.put_bytes(0, FIXED_HEADER_LEN);
+            packet.write_fields(&mut FieldWriter::new(dst));
+        }
         let header_end = dst.len();
         packet.write_content(dst);
         let flags = flags | packet.flags();

@@ -42,7 +42,7 @@ pub use subscribe::{Replay, Subscribe, SubscribeAck, Unsubscribe};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ProtoError;
-use crate::fields::{Field, FieldReader, FieldWriter, RecordReader, key};
+use crate::fields::{BlockWriter, Field, FieldReader, FieldWriter, RecordReader, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -76,6 +76,17 @@ pub trait Encode {
     fn fields_len_hint(&self) -> usize {
         32
     }
+    /// For a packet that can also write its header block with [`BlockWriter`]
+    /// ([`Encode::write_block`]): an upper bound of the block's length. A short block is
+    /// then made on the stack with no capacity check per field, which is what a client
+    /// sending many small packets of one kind wants. `None` (the default): the block is
+    /// written with [`Encode::write_fields`] only.
+    fn block_bound(&self) -> Option<usize> {
+        None
+    }
+    /// Writes the same bytes as [`Encode::write_fields`] into a block of at least
+    /// [`Encode::block_bound`] bytes. Only called when `block_bound` is `Some`.
+    fn write_block(&self, _fields: &mut BlockWriter<'_>) {}
 }
 
 /// The [`Encode`] methods of a packet whose content is exactly one of its fields (a

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Encode, Scope, content_is_body, for_each_field, required, text_len};
 use crate::error::ProtoError;
-use crate::fields::{Field, FieldWriter, key};
+use crate::fields::{BlockWriter, Field, FieldWriter, MAX_VARINT_LEN, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -192,6 +192,28 @@ impl Encode for PublishRef<'_> {
     fn fields_len_hint(&self) -> usize {
         self.channel.len() + self.content_type.len() + 11 + user_headers_len(self.user_headers)
     }
+    fn block_bound(&self) -> Option<usize> {
+        const TEXT_FIELD: usize = 1 + MAX_VARINT_LEN;
+        const UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
+        let headers: usize = self
+            .user_headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + TEXT_FIELD + MAX_VARINT_LEN)
+            .sum();
+        Some(self.channel.len() + self.content_type.len() + 2 * TEXT_FIELD + UINT_FIELD + headers)
+    }
+    fn write_block(&self, fields: &mut BlockWriter<'_>) {
+        fields.bytes(key::CHANNEL, self.channel.as_bytes());
+        if self.scope != Scope::Channel {
+            fields.uint(key::SCOPE, u64::from(self.scope.as_u8()));
+        }
+        if !self.content_type.is_empty() {
+            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
+        }
+        for (name, value) in self.user_headers {
+            fields.user_header(name, value);
+        }
+    }
 }
 
 pub(crate) fn user_headers_len(headers: &[(Text, Text)]) -> usize {
@@ -257,9 +279,15 @@ mod tests {
     #[test]
     fn a_borrowed_publish_encodes_as_the_owned_one() {
         let headers = [(Text::from("trace"), Text::from("a1"))];
+        // A block made on the stack (a length of two varint bytes among them), and one
+        // too long for it, written in place.
+        let long_type = "x".repeat(150);
+        let too_long_type = "y".repeat(300);
         for (scope, content_type, headers) in [
             (Scope::Channel, "", &[][..]),
             (Scope::Group, "text/plain", &headers[..]),
+            (Scope::Channel, long_type.as_str(), &headers[..]),
+            (Scope::Channel, too_long_type.as_str(), &[][..]),
         ] {
             let owned = Publish {
                 scope,
