@@ -45,6 +45,10 @@ pub(crate) enum AfterFrame {
     Close(CloseReason),
 }
 
+/// How many frames of a burst the dispatch task serves from its buffer between two
+/// looks at the client's stop.
+const FRAMES_BETWEEN_STOP_CHECKS: u32 = 32;
+
 /// Reads frames until the connection ends, then ends it for everyone.
 pub(crate) async fn run_reader(
     mut reader: FrameReader,
@@ -55,12 +59,19 @@ pub(crate) async fn run_reader(
     let mut last_heard = Instant::now();
     // Frames were dispatched from the buffer since `last_heard` was last set.
     let mut heard = false;
+    // Frames dispatched from the buffer since the stop was last looked at.
+    let mut unchecked = 0u32;
     let reason = loop {
         // Frames already in the buffer are dispatched without arming the silence timer
         // and the shutdown select for each: a burst of small messages would pay more for
-        // those than for the messages.
-        if shared.stop_tasks.is_cancelled() {
-            break CloseReason::Client;
+        // those than for the messages. The stop is looked at every few frames of a
+        // burst (it takes a lock); the read from the socket below waits on it anyway.
+        unchecked += 1;
+        if unchecked >= FRAMES_BETWEEN_STOP_CHECKS {
+            if shared.stop_tasks.is_cancelled() {
+                break CloseReason::Client;
+            }
+            unchecked = 0;
         }
         let buffered = match reader.buffered_frame() {
             // Dispatch is almost always complete on its first poll: only then is the
@@ -214,7 +225,7 @@ impl Dispatcher {
         if frame.frame_type != FrameType::Message || frame.request_id != 0 {
             return Some(Unfinished::Frame(frame));
         }
-        let message = match ReceivedMessage::from_frame(&frame, &mut self.names) {
+        let message = match ReceivedMessage::from_frame(frame, &mut self.names) {
             Ok(message) => message,
             Err(error) => {
                 self.bad_frame(0, error);
@@ -407,7 +418,8 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let message = match ReceivedMessage::from_frame(&frame, &mut self.names) {
+        // A copy of the frame (two counts): a reply may hand the frame itself over.
+        let message = match ReceivedMessage::from_frame(frame.clone(), &mut self.names) {
             Ok(message) => message,
             Err(error) => return self.bad_frame(request_id, error),
         };
