@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hdrhistogram::Histogram;
 use switchboard_client::{Client, OCTET_STREAM, Payload, Subscription, Text};
@@ -696,16 +697,27 @@ async fn receive(
     };
     let mut last_seq: Option<u64> = None;
     loop {
-        let next = tokio::select! {
-            biased;
-            changed = phase.changed() => {
-                let now = changed.map_or(Phase::Stop, |()| *phase.borrow_and_update());
-                if now == Phase::Stop || result.received >= channel.total.load(Ordering::SeqCst) {
-                    break;
+        // A message already queued is taken without the select: arming the phase's
+        // future for every message of a flood cost more than the client's own work
+        // per message. A change of phase still comes first.
+        let ready = if phase.has_changed().unwrap_or(true) {
+            None
+        } else {
+            subscription.next().now_or_never()
+        };
+        let next = match ready {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                changed = phase.changed() => {
+                    let now = changed.map_or(Phase::Stop, |()| *phase.borrow_and_update());
+                    if now == Phase::Stop || result.received >= channel.total.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            next = subscription.next() => next,
+                next = subscription.next() => next,
+            },
         };
         let message = match next {
             Some(Ok(message)) => message,
