@@ -38,6 +38,13 @@ const KEEP_BUFFER: usize = 2 * BATCH_BYTES;
 /// How long a writer waits for more to write before it exits (a busy connection does not
 /// start a task per burst).
 const LINGER: Duration = Duration::from_millis(100);
+/// How many of a connection's first writer tasks exit as soon as their queue is drained,
+/// without the linger: the SESSION_ACK's and the one of the first answers. A session
+/// that opens, subscribes and then waits (most idle sessions) would otherwise keep a
+/// writer task for the linger time after it went quiet, and while many sessions open
+/// at once those tasks are a good part of the server's peak memory, which stays
+/// resident once they are gone.
+const OPENING_TASKS: u8 = 2;
 /// Size of the CHUNK frames a streamed body is sent in (smaller if the connection's
 /// frames are; see [`chunk_len`]).
 pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
@@ -74,9 +81,13 @@ struct Parts<W> {
     hub: Arc<Hub>,
     conn_id: u64,
     next_stream_id: u64,
+    /// Tasks still to start that exit as soon as the queue is drained (see
+    /// [`OPENING_TASKS`]).
+    opening: u8,
 }
 
-/// Starts the writer of a new connection.
+/// Sets up the writer of a new connection: its first task starts with the first item
+/// queued (the SESSION_ACK).
 pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>, conn_id: u64)
 where
     W: AsyncWrite + Send + Unpin + 'static,
@@ -86,8 +97,10 @@ where
         hub,
         conn_id,
         next_stream_id: 0,
+        opening: OPENING_TASKS,
     };
-    launch(rx, parts, tokio::runtime::Handle::current());
+    let runtime = tokio::runtime::Handle::current();
+    rx.park(move |rx| launch(rx, parts, runtime));
 }
 
 fn launch<W>(rx: OutboxReceiver, parts: Parts<W>, runtime: tokio::runtime::Handle)
@@ -103,6 +116,12 @@ async fn task<W>(mut rx: OutboxReceiver, mut parts: Parts<W>)
 where
     W: AsyncWrite + Send + Unpin + 'static,
 {
+    let linger = if parts.opening > 0 {
+        parts.opening -= 1;
+        Duration::ZERO
+    } else {
+        LINGER
+    };
     let ending = run(
         &mut rx,
         &mut parts.sink,
@@ -110,7 +129,7 @@ where
         &parts.hub.counters().bytes_sent,
         parts.conn_id,
         &mut parts.next_stream_id,
-        Some(LINGER),
+        Some(linger),
     )
     .await;
     if ending == Ending::Idle {
@@ -166,6 +185,12 @@ where
                     writer.batch = WriteBatch::new();
                     let next = match linger {
                         None => rx.recv().await,
+                        // Parking looks at the queue again: nothing queued meanwhile is
+                        // left behind.
+                        Some(linger) if linger.is_zero() => {
+                            *next_stream_id = writer.next_stream_id;
+                            return Ending::Idle;
+                        }
                         Some(linger) => match tokio::time::timeout(linger, rx.recv()).await {
                             Ok(next) => next,
                             Err(_) => {
@@ -565,7 +590,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use switchboard_proto::packet::{Message, MessagesEnd};
+    use switchboard_proto::packet::{Message, MessagesEnd, PublishAck};
     use switchboard_proto::{Frame, Limits};
     use tokio_util::codec::Decoder;
     use tokio_util::sync::CancellationToken;
@@ -617,6 +642,37 @@ mod tests {
         }
         fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A connection's first writer tasks (the SESSION_ACK's, the first answers') end as
+    /// soon as their queue is drained; the ones after them linger. Time is paused: the
+    /// runtime moves the clock to the next timer when nothing else can run, so a task
+    /// that lingers is still there when a 1 ms wait ends, and one that ended is not.
+    #[tokio::test(start_paused = true)]
+    async fn the_opening_writer_tasks_end_without_lingering() {
+        let hub = Arc::new(Hub::new(
+            crate::config::ServerConfig::default(),
+            crate::security::Policy::new(crate::security::SecurityConfig::default()),
+            Arc::new(crate::storage::MemoryStorage),
+            Arc::new(crate::hooks::NoHooks),
+            crate::blobs::BlobStore::temporary().expect("a temporary blob directory"),
+        ));
+        let (outbox, rx) = hub.new_outbox(1);
+        start(rx, tokio::io::sink(), hub.clone(), 1);
+        for task in 0..=OPENING_TASKS {
+            outbox
+                .send(Outgoing::PublishAck {
+                    request_id: u32::from(task) + 1,
+                    ack: PublishAck::default(),
+                })
+                .await
+                .expect("the queue is open");
+            let finished = outbox.writer().finished_within(Duration::from_secs(10));
+            let ended = tokio::time::timeout(Duration::from_millis(1), finished)
+                .await
+                .is_ok();
+            assert_eq!(ended, task < OPENING_TASKS, "writer task {task}");
         }
     }
 
