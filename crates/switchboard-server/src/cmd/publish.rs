@@ -23,6 +23,7 @@ use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
 use crate::storage::SyncFuture;
+use crate::time::now_us;
 
 /// `body_crc` is the CRC32C of the body as checked in its frame.
 pub(crate) async fn publish(
@@ -82,16 +83,20 @@ pub(crate) async fn publish(
 }
 
 /// What the publishes read together (the frames of one read) share, found out once for
-/// all of them instead of once per publish: the texts of the previous PUBLISH, and
-/// whether the session may do everything. It lives only while the frames of one read
-/// are served, as if they had arrived at the same instant (a reload that lands between
-/// two of them is seen from the next read on, as the session's limits are).
+/// all of them instead of once per publish: the texts of the previous PUBLISH, whether
+/// the session may do everything, and the time. It lives only while the frames of one
+/// read are served, as if they had arrived at the same instant (a reload that lands
+/// between two of them is seen from the next read on, as the session's limits are).
 #[derive(Default)]
 pub(crate) struct PublishRun {
     pub(super) texts: PublishTexts,
     everything: Option<bool>,
     /// The channel the run published to last.
     channel: Option<Arc<Channel>>,
+    /// The run's time, read once for its publishes: they are served within
+    /// microseconds of each other, and a clock read costs more than a small publish's
+    /// routing.
+    now_us: Option<u64>,
 }
 
 impl PublishRun {
@@ -99,6 +104,15 @@ impl PublishRun {
         *self
             .everything
             .get_or_insert_with(|| session.permissions.is_everything())
+    }
+
+    fn now_us(&mut self) -> u64 {
+        *self.now_us.get_or_insert_with(now_us)
+    }
+
+    /// The run waited (to queue an answer): the publishes after it read the clock anew.
+    pub(crate) fn waited(&mut self) {
+        self.now_us = None;
     }
 }
 
@@ -121,11 +135,13 @@ pub(crate) fn publish_at_once(
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
+    let now = run.now_us();
     let result = hub.publish_in_run(
         &session.caller,
         publish,
         prepared.body_crc,
         &mut run.channel,
+        now,
     );
     prepared.settle(hub, result.is_ok());
     Answer::of(
