@@ -36,7 +36,15 @@ pub(crate) async fn publish(
 ) {
     let Some(cluster) = hub.cluster() else {
         let mut run = PublishRun::default();
-        let answer = publish_at_once(hub, session, &mut run, request_id, quiet, publish, body_crc);
+        let answer = publish_at_once(
+            hub,
+            session,
+            &mut run,
+            request_id,
+            quiet,
+            &mut publish,
+            body_crc,
+        );
         return answer.send(hub, session).await;
     };
     let started = Instant::now();
@@ -118,20 +126,21 @@ impl PublishRun {
 
 /// PUBLISH on a server outside a cluster, which needs no waiting until its answer:
 /// served synchronously, so that a run of publishes read together is served without
-/// an async request handler per frame. Returns the answer still to send.
+/// an async request handler per frame. Returns the answer still to send. The publish
+/// is lent (a hook may rewrite it), not moved in.
 pub(crate) fn publish_at_once(
     hub: &Hub,
     session: &Session,
     run: &mut PublishRun,
     request_id: u32,
     quiet: bool,
-    mut publish: Publish,
+    publish: &mut Publish,
     body_crc: u32,
 ) -> Answer {
     // Only an acknowledged publish has a latency to record: a quiet one reads no clock.
     let started = (!quiet).then(Instant::now);
     let everything = run.may_do_everything(session);
-    let prepared = match Prepared::prepare(hub, session, everything, &mut publish, body_crc) {
+    let prepared = match Prepared::prepare(hub, session, everything, publish, body_crc) {
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
