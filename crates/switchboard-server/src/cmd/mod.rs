@@ -58,7 +58,7 @@ pub(crate) fn apply_at_once(
         return None;
     }
     // A PUBLISH that does not decode is refused by `apply`, which decodes it again.
-    let Ok(publish) = Publish::from_frame_sharing(frame, &mut run.texts) else {
+    let Ok(mut publish) = Publish::from_frame_sharing(frame, &mut run.texts) else {
         return None;
     };
     let request_id = frame.request_id;
@@ -77,7 +77,7 @@ pub(crate) fn apply_at_once(
         run,
         request_id,
         quiet,
-        publish,
+        &mut publish,
         frame.content_crc,
     ))
 }

@@ -23,6 +23,7 @@ use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
 use crate::storage::SyncFuture;
+use crate::time::now_us;
 
 /// `body_crc` is the CRC32C of the body as checked in its frame.
 pub(crate) async fn publish(
@@ -35,7 +36,15 @@ pub(crate) async fn publish(
 ) {
     let Some(cluster) = hub.cluster() else {
         let mut run = PublishRun::default();
-        let answer = publish_at_once(hub, session, &mut run, request_id, quiet, publish, body_crc);
+        let answer = publish_at_once(
+            hub,
+            session,
+            &mut run,
+            request_id,
+            quiet,
+            &mut publish,
+            body_crc,
+        );
         return answer.send(hub, session).await;
     };
     let started = Instant::now();
@@ -82,16 +91,20 @@ pub(crate) async fn publish(
 }
 
 /// What the publishes read together (the frames of one read) share, found out once for
-/// all of them instead of once per publish: the texts of the previous PUBLISH, and
-/// whether the session may do everything. It lives only while the frames of one read
-/// are served, as if they had arrived at the same instant (a reload that lands between
-/// two of them is seen from the next read on, as the session's limits are).
+/// all of them instead of once per publish: the texts of the previous PUBLISH, whether
+/// the session may do everything, and the time. It lives only while the frames of one
+/// read are served, as if they had arrived at the same instant (a reload that lands
+/// between two of them is seen from the next read on, as the session's limits are).
 #[derive(Default)]
 pub(crate) struct PublishRun {
     pub(super) texts: PublishTexts,
     everything: Option<bool>,
     /// The channel the run published to last.
     channel: Option<Arc<Channel>>,
+    /// The run's time, read once for its publishes: they are served within
+    /// microseconds of each other, and a clock read costs more than a small publish's
+    /// routing.
+    now_us: Option<u64>,
 }
 
 impl PublishRun {
@@ -100,32 +113,44 @@ impl PublishRun {
             .everything
             .get_or_insert_with(|| session.permissions.is_everything())
     }
+
+    fn now_us(&mut self) -> u64 {
+        *self.now_us.get_or_insert_with(now_us)
+    }
+
+    /// The run waited (to queue an answer): the publishes after it read the clock anew.
+    pub(crate) fn waited(&mut self) {
+        self.now_us = None;
+    }
 }
 
 /// PUBLISH on a server outside a cluster, which needs no waiting until its answer:
 /// served synchronously, so that a run of publishes read together is served without
-/// an async request handler per frame. Returns the answer still to send.
+/// an async request handler per frame. Returns the answer still to send. The publish
+/// is lent (a hook may rewrite it), not moved in.
 pub(crate) fn publish_at_once(
     hub: &Hub,
     session: &Session,
     run: &mut PublishRun,
     request_id: u32,
     quiet: bool,
-    mut publish: Publish,
+    publish: &mut Publish,
     body_crc: u32,
 ) -> Answer {
     // Only an acknowledged publish has a latency to record: a quiet one reads no clock.
     let started = (!quiet).then(Instant::now);
     let everything = run.may_do_everything(session);
-    let prepared = match Prepared::prepare(hub, session, everything, &mut publish, body_crc) {
+    let prepared = match Prepared::prepare(hub, session, everything, publish, body_crc) {
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
+    let now = run.now_us();
     let result = hub.publish_in_run(
         &session.caller,
         publish,
         prepared.body_crc,
         &mut run.channel,
+        now,
     );
     prepared.settle(hub, result.is_ok());
     Answer::of(

@@ -231,6 +231,7 @@ async fn serve_buffered<R: Readable>(
             drop(frame);
             if !answer.is_nothing() {
                 answer.send(hub, session).await;
+                run.waited();
             }
             continue;
         }

@@ -122,7 +122,7 @@ impl Hub {
         if history.is_deleted() {
             return Err(deleted_meanwhile("group", &group.name));
         }
-        let stored = self.seal(caller, &publish, &mut history, Vec::new(), body)?;
+        let stored = self.seal(caller, &publish, &mut history, Vec::new(), body, now_us())?;
         if admission.is_stored() {
             self.store(LogKind::Group, &group.name, &stored, admission)?;
         }

@@ -31,10 +31,20 @@ pub struct History {
     deleted: bool,
     /// Cluster mode: where this node's copy stands in the backplane's history.
     pub(crate) cluster: ClusterPosition,
-    /// The last message trimmed, if nothing else held it: the next message is encoded
-    /// into its buffer instead of a new one (see [`StoredMessage::encode_reusing`]).
-    spare: Option<Arc<StoredMessage>>,
+    /// Small messages trimmed, oldest first, kept to encode the next messages into
+    /// instead of new buffers (see [`StoredMessage::encode_reusing`]): one that a
+    /// delivery queue still held when it was trimmed (a subscriber more than a history
+    /// behind, which a burst of small publishes read at once makes every time) becomes
+    /// usable once its writer let go of it. At most [`MAX_SPARE_BYTES`] of frames.
+    spares: VecDeque<Arc<StoredMessage>>,
+    /// Bytes of the frames in `spares`.
+    spare_bytes: usize,
 }
+
+/// The most frame bytes a history keeps in messages trimmed for reuse: a burst of
+/// about a thousand small frames read at once, and little beside a quiet channel's
+/// history.
+const MAX_SPARE_BYTES: usize = 64 * 1024;
 
 /// Cluster mode: how a node's cached history relates to the backplane's.
 ///
@@ -73,7 +83,8 @@ impl History {
             retention,
             deleted: false,
             cluster: ClusterPosition::default(),
-            spare: None,
+            spares: VecDeque::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -131,20 +142,28 @@ impl History {
             trimmed = Some(oldest.seq());
             self.bytes -= oldest.body_len();
             oldest.retire();
-            if let Some(mut oldest) = self.messages.pop_front()
-                && self.spare.is_none()
-                && StoredMessage::is_reusable(&mut oldest)
+            if let Some(oldest) = self.messages.pop_front()
+                && StoredMessage::may_be_reused(&oldest)
+                && self.spare_bytes + oldest.frame_len() <= MAX_SPARE_BYTES
             {
-                self.spare = Some(oldest);
+                self.spare_bytes += oldest.frame_len();
+                self.spares.push_back(oldest);
             }
         }
         trimmed
     }
 
     /// A message trimmed earlier that nothing holds any more, to encode the next one
-    /// into.
+    /// into. The oldest is looked at, which queues let go of first; one still held goes
+    /// to the back, so that a slow subscriber holding it does not stop the others' reuse.
     pub fn take_spare(&mut self) -> Option<Arc<StoredMessage>> {
-        self.spare.take()
+        let mut oldest = self.spares.pop_front()?;
+        if Arc::get_mut(&mut oldest).is_none() {
+            self.spares.push_back(oldest);
+            return None;
+        }
+        self.spare_bytes -= oldest.frame_len();
+        Some(oldest)
     }
 
     pub fn info(&self) -> HistoryInfo {
@@ -397,5 +416,47 @@ mod tests {
         assert_eq!(history.latest_at(15).map(|m| m.seq()), Some(5));
         assert!(history.latest_at(16).is_none());
         assert!(history.range_at(Since::All, None, 100).is_empty());
+    }
+
+    /// A subscriber's queue may hold more than a history's worth of messages (a burst
+    /// read at once): the messages trimmed meanwhile are reused once the queue lets go
+    /// of them, and one still held elsewhere is never handed out nor in the way.
+    #[test]
+    fn trimmed_messages_still_queued_are_reused_once_let_go() {
+        let mut history = History::new(KEEP);
+        let mut queued = Vec::new();
+        for seq in 1..=25 {
+            let message = message(seq);
+            queued.push(message.clone());
+            history.push(message, seq);
+        }
+        for _ in 0..30 {
+            assert!(
+                history.take_spare().is_none(),
+                "every trimmed one is still queued"
+            );
+        }
+        // The writer sends the oldest ten; one of them (seq 3) is still held elsewhere.
+        let held = queued[2].clone();
+        queued.drain(..10);
+        let mut reused = Vec::new();
+        for _ in 0..30 {
+            if let Some(spare) = history.take_spare() {
+                reused.push(spare.seq());
+            }
+        }
+        reused.sort_unstable();
+        assert_eq!(reused, [1, 2, 4, 5, 6, 7, 8, 9, 10]);
+        drop(held);
+        queued.clear();
+        while let Some(spare) = history.take_spare() {
+            reused.push(spare.seq());
+        }
+        reused.sort_unstable();
+        assert_eq!(
+            reused,
+            (1..=15).collect::<Vec<_>>(),
+            "every trimmed message, once let go"
+        );
     }
 }

@@ -138,15 +138,11 @@ impl StoredMessage {
         Ok(spare)
     }
 
-    /// Whether this message, let go by its history, is worth keeping to encode the next
-    /// one into: a small inline frame (a large one would sit unused, uncounted, beside
-    /// each channel's history) that nothing else holds.
-    pub fn is_reusable(message: &mut Arc<StoredMessage>) -> bool {
-        Arc::get_mut(message).is_some_and(|message| {
-            message.blob.is_none()
-                && message.body_apart.is_empty()
-                && message.frame.len() <= MAX_REUSED_FRAME
-        })
+    /// Whether this message, let go by its history, is worth keeping to encode a later
+    /// one into once nothing else holds it: a small inline frame (a large one would sit
+    /// unused, uncounted, beside each channel's history).
+    pub fn may_be_reused(&self) -> bool {
+        self.blob.is_none() && self.body_apart.is_empty() && self.frame.len() <= MAX_REUSED_FRAME
     }
 
     /// A stored message from a live frame produced by [`StoredMessage::encode`].

@@ -834,12 +834,20 @@ impl Hub {
     /// the channel table (its read lock, a search and a reference count per publish),
     /// and set to the channel this publish went to. A channel deleted since is looked
     /// up again, as a publish without a run would.
+    ///
+    /// `now_us` is the run's time (one clock read for the publishes read together): a
+    /// publish to the run's channel is made at that time, or after the channel's last
+    /// message if that is later.
+    ///
+    /// The publish is lent, not moved in: a `Publish` is large enough for its moves
+    /// to show; only a publish that misses the run's channel is taken out of `publish`.
     pub fn publish_in_run(
         &self,
         caller: &Caller,
-        publish: Publish,
+        publish: &mut Publish,
         body_crc: Option<u32>,
         last: &mut Option<Arc<Channel>>,
+        now_us: u64,
     ) -> Result<Published, Refusal> {
         if publish.scope == Scope::Channel
             && let Some(channel) = last.take_if(|last| last.name == publish.channel.as_str())
@@ -847,7 +855,7 @@ impl Hub {
             let body = Body::Inline { crc: body_crc };
             let admission = self
                 .rules
-                .admit(Target::Channel(&channel.options), body.shape(&publish))?;
+                .admit(Target::Channel(&channel.options), body.shape(publish))?;
             let tags = subject::message_hashtags(&publish.content_type, &publish.body);
             let mut history = channel.history.lock();
             if !history.is_deleted() {
@@ -856,9 +864,10 @@ impl Hub {
                     &channel,
                     &mut history,
                     &admission,
-                    &publish,
+                    publish,
                     body,
                     tags,
+                    now_us,
                 );
                 drop(history);
                 *last = Some(channel);
@@ -867,6 +876,7 @@ impl Hub {
                 });
             }
         }
+        let publish = std::mem::take(publish);
         self.publish_body(caller, publish, Body::Inline { crc: body_crc }, Some(last))
     }
 
@@ -984,13 +994,14 @@ impl Hub {
             &publish,
             body,
             tags,
+            now_us(),
         )?;
         drop(history);
         Ok(self.published(&stored, delivered, admission.must_sync()))
     }
 
-    /// [`Hub::publish_to_channel`] once the history is locked and found not deleted:
-    /// returns the message and on how many connections it was queued.
+    /// [`Hub::publish_to_channel`] once the history is locked and found not deleted, at
+    /// `now_us`: returns the message and on how many connections it was queued.
     // The parts of one publish, as its callers hold them.
     #[allow(clippy::too_many_arguments)]
     fn publish_locked(
@@ -1002,9 +1013,10 @@ impl Hub {
         publish: &Publish,
         body: Body,
         tags: Vec<String>,
+        now_us: u64,
     ) -> Result<(Arc<StoredMessage>, u64), Refusal> {
         let name = channel.name.as_str();
-        let stored = self.seal(caller, publish, history, tags, body)?;
+        let stored = self.seal(caller, publish, history, tags, body, now_us)?;
         if admission.is_stored() {
             self.store(LogKind::Channel, name, &stored, *admission)?;
         }
@@ -1078,7 +1090,8 @@ impl Hub {
         }
     }
 
-    /// Builds and encodes the stored form of a publish at the history's next position.
+    /// Builds and encodes the stored form of a publish at the history's next position,
+    /// made at `now_us` (or after the history's last message, if that is later).
     fn seal(
         &self,
         caller: &Caller,
@@ -1086,8 +1099,9 @@ impl Hub {
         history: &mut History,
         tags: Vec<String>,
         body: Body,
+        now_us: u64,
     ) -> Result<Arc<StoredMessage>, Refusal> {
-        let time_us = history.next_time(now_us());
+        let time_us = history.next_time(now_us);
         // Every message's id comes from here, under its history's lock, so that ids
         // follow sequence numbers whatever the size of the body.
         let id = self.message_ids.next(time_us);
@@ -1395,13 +1409,13 @@ mod publish_run_tests {
             outbox,
         };
         let mut last = None;
-        let first = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        let first = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(first.map(|made| made.ack.seq).ok(), Some(1));
-        let second = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        let second = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(second.map(|made| made.ack.seq).ok(), Some(2));
         let kept = last.clone().expect("the run keeps the channel");
         hub.delete_channel("chat").expect("deleted");
-        let again = hub.publish_in_run(&caller, hello("chat"), None, &mut last);
+        let again = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(
             again
                 .map(|made| made.ack.seq)
@@ -1413,7 +1427,7 @@ mod publish_run_tests {
         assert!(!Arc::ptr_eq(&kept, &now));
         assert!(hub.has_channel("chat"));
         // Another channel in between: each publish goes where it names.
-        let other = hub.publish_in_run(&caller, hello("news"), None, &mut Some(now));
+        let other = hub.publish_in_run(&caller, &mut hello("news"), None, &mut Some(now), now_us());
         assert_eq!(other.map(|made| made.ack.seq).ok(), Some(1));
     }
 }
