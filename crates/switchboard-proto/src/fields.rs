@@ -181,6 +181,31 @@ fn varint_filling(bytes: &[u8]) -> Option<u64> {
     Some(value)
 }
 
+/// Where a header block's fields go: a growing buffer ([`FieldWriter`]) or a block
+/// sized beforehand ([`BlockWriter`]). A packet written both ways writes its fields
+/// once, generically; the two give the same bytes for the same fields.
+pub trait WriteFields {
+    /// A field with raw bytes as value.
+    fn bytes(&mut self, key: u8, value: &[u8]) -> &mut Self;
+    /// An unsigned integer field.
+    fn uint(&mut self, key: u8, value: u64) -> &mut Self;
+    /// A 16-byte UUID field.
+    fn uuid(&mut self, key: u8, value: &Uuid) -> &mut Self;
+    /// A USER_HEADER field: varint key length, key, value.
+    fn user_header(&mut self, name: &str, value: &str) -> &mut Self;
+}
+
+/// Most bytes a bytes field takes besides its value: its key and its length.
+pub const MAX_BYTES_FIELD_HEAD: usize = 1 + MAX_VARINT_LEN;
+/// Most bytes an unsigned integer field takes.
+pub const MAX_UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
+
+/// Most bytes a USER_HEADER field of this name and value takes: its key, its length
+/// and the name's length, each counted with the longest varint.
+pub fn user_header_field_bound(name: &str, value: &str) -> usize {
+    name.len() + value.len() + MAX_BYTES_FIELD_HEAD + MAX_VARINT_LEN
+}
+
 /// Writes fields straight into an encode buffer.
 pub struct FieldWriter<'a> {
     buf: &'a mut BytesMut,
@@ -363,6 +388,36 @@ impl<'a> BlockWriter<'a> {
     fn put(&mut self, bytes: &[u8]) {
         self.block[self.at..self.at + bytes.len()].copy_from_slice(bytes);
         self.at += bytes.len();
+    }
+}
+
+impl WriteFields for FieldWriter<'_> {
+    fn bytes(&mut self, key: u8, value: &[u8]) -> &mut Self {
+        FieldWriter::bytes(self, key, value)
+    }
+    fn uint(&mut self, key: u8, value: u64) -> &mut Self {
+        FieldWriter::uint(self, key, value)
+    }
+    fn uuid(&mut self, key: u8, value: &Uuid) -> &mut Self {
+        FieldWriter::uuid(self, key, value)
+    }
+    fn user_header(&mut self, name: &str, value: &str) -> &mut Self {
+        FieldWriter::user_header(self, name, value)
+    }
+}
+
+impl WriteFields for BlockWriter<'_> {
+    fn bytes(&mut self, key: u8, value: &[u8]) -> &mut Self {
+        BlockWriter::bytes(self, key, value)
+    }
+    fn uint(&mut self, key: u8, value: u64) -> &mut Self {
+        BlockWriter::uint(self, key, value)
+    }
+    fn uuid(&mut self, key: u8, value: &Uuid) -> &mut Self {
+        BlockWriter::uuid(self, key, value)
+    }
+    fn user_header(&mut self, name: &str, value: &str) -> &mut Self {
+        BlockWriter::user_header(self, name, value)
     }
 }
 

@@ -8,8 +8,9 @@ use super::publish::user_headers_len;
 use super::{Encode, Scope, StreamStart, content_is_body, put_content, required};
 use crate::error::ProtoError;
 use crate::fields::{
-    BlockWriter, Field, FieldReader, FieldWriter, MAX_VARINT_LEN, bytes_field_len, key,
-    uint_field_len, user_header_field_len,
+    BlockWriter, Field, FieldReader, FieldWriter, MAX_BYTES_FIELD_HEAD, MAX_UINT_FIELD,
+    WriteFields, bytes_field_len, key, uint_field_len, user_header_field_bound,
+    user_header_field_len,
 };
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -203,61 +204,25 @@ impl Envelope<'_> {
     /// field counted with the longest length prefix, each integer as the longest
     /// varint.
     pub(crate) fn header_block_bound(&self) -> usize {
-        const TEXT_FIELD: usize = 1 + MAX_VARINT_LEN;
-        const UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
         let mut bound = self.channel.len()
             + self.sender_name.len()
             + self.content_type.len()
-            + 3 * TEXT_FIELD
+            + 3 * MAX_BYTES_FIELD_HEAD
             + 18
-            + 6 * UINT_FIELD;
+            + 6 * MAX_UINT_FIELD;
         for (name, value) in self.user_headers {
-            bound += name.len() + value.len() + TEXT_FIELD + MAX_VARINT_LEN;
+            bound += user_header_field_bound(name, value);
         }
         bound
     }
 
-    /// Writes the header block, the same fields in the same order as
-    /// [`Encode::write_fields`], into a block of [`Envelope::header_block_len`] bytes.
+    /// Writes the header block into a block of [`Envelope::header_block_len`] bytes: the
+    /// same bytes as [`Encode::write_fields`].
     pub(crate) fn write_header_block(&self, fields: &mut BlockWriter<'_>) {
-        fields.bytes(key::CHANNEL, self.channel.as_bytes());
-        if self.scope != Scope::Channel {
-            fields.uint(key::SCOPE, u64::from(self.scope.as_u8()));
-        }
-        fields
-            .uuid(key::MESSAGE_ID, &self.id)
-            .uint(key::SEQ, self.seq)
-            .uint(key::TIME, self.time_us)
-            .uint(key::SENDER_ID, self.sender_id);
-        if !self.sender_name.is_empty() {
-            fields.bytes(key::SENDER_NAME, self.sender_name.as_bytes());
-        }
-        if !self.content_type.is_empty() {
-            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
-        }
-        for (name, value) in self.user_headers {
-            fields.user_header(name, value);
-        }
-        if let Some(stream) = &self.stream {
-            fields
-                .uint(key::STREAM_ID, stream.stream_id)
-                .uint(key::TOTAL_LEN, stream.total_len);
-        }
+        self.put_fields(fields);
     }
-}
 
-impl Encode for Envelope<'_> {
-    fn frame_type(&self) -> FrameType {
-        FrameType::Message
-    }
-    fn flags(&self) -> Flags {
-        if self.stream.is_some() {
-            Flags::STREAM
-        } else {
-            Flags::empty()
-        }
-    }
-    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+    fn put_fields<W: WriteFields>(&self, fields: &mut W) {
         fields.bytes(key::CHANNEL, self.channel.as_bytes());
         self.scope.write(fields);
         fields
@@ -275,6 +240,22 @@ impl Encode for Envelope<'_> {
             fields.user_header(name, value);
         }
         StreamStart::write(self.stream.as_ref(), fields);
+    }
+}
+
+impl Encode for Envelope<'_> {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Message
+    }
+    fn flags(&self) -> Flags {
+        if self.stream.is_some() {
+            Flags::STREAM
+        } else {
+            Flags::empty()
+        }
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        self.put_fields(fields);
     }
     fn write_content(&self, dst: &mut BytesMut) {
         put_content(dst, self.body);

@@ -42,7 +42,7 @@ pub use subscribe::{Replay, Subscribe, SubscribeAck, Unsubscribe};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ProtoError;
-use crate::fields::{BlockWriter, Field, FieldReader, FieldWriter, RecordReader, key};
+use crate::fields::{BlockWriter, Field, FieldReader, FieldWriter, RecordReader, WriteFields, key};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -133,7 +133,7 @@ impl Scope {
         }
     }
 
-    pub(crate) fn write(self, fields: &mut FieldWriter<'_>) {
+    pub(crate) fn write<W: WriteFields>(self, fields: &mut W) {
         if self != Scope::Channel {
             fields.uint(key::SCOPE, u64::from(self.as_u8()));
         }

@@ -5,7 +5,10 @@ use uuid::Uuid;
 
 use super::{Encode, Scope, content_is_body, for_each_field, required, text_len};
 use crate::error::ProtoError;
-use crate::fields::{BlockWriter, Field, FieldWriter, MAX_VARINT_LEN, key};
+use crate::fields::{
+    BlockWriter, Field, FieldWriter, MAX_BYTES_FIELD_HEAD, MAX_UINT_FIELD, WriteFields, key,
+    user_header_field_bound,
+};
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
 
@@ -19,7 +22,7 @@ pub struct StreamStart {
 }
 
 impl StreamStart {
-    pub(crate) fn write(stream: Option<&StreamStart>, fields: &mut FieldWriter<'_>) {
+    pub(crate) fn write<W: WriteFields>(stream: Option<&StreamStart>, fields: &mut W) {
         if let Some(stream) = stream {
             fields
                 .uint(key::STREAM_ID, stream.stream_id)
@@ -166,11 +169,8 @@ pub struct PublishRef<'a> {
     pub body: &'a Bytes,
 }
 
-impl Encode for PublishRef<'_> {
-    fn frame_type(&self) -> FrameType {
-        FrameType::Publish
-    }
-    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+impl PublishRef<'_> {
+    fn put_fields<W: WriteFields>(&self, fields: &mut W) {
         fields.bytes(key::CHANNEL, self.channel.as_bytes());
         self.scope.write(fields);
         if !self.content_type.is_empty() {
@@ -179,6 +179,15 @@ impl Encode for PublishRef<'_> {
         for (name, value) in self.user_headers {
             fields.user_header(name, value);
         }
+    }
+}
+
+impl Encode for PublishRef<'_> {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Publish
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        self.put_fields(fields);
     }
     fn write_content(&self, dst: &mut bytes::BytesMut) {
         super::put_content(dst, self.body);
@@ -193,26 +202,21 @@ impl Encode for PublishRef<'_> {
         self.channel.len() + self.content_type.len() + 11 + user_headers_len(self.user_headers)
     }
     fn block_bound(&self) -> Option<usize> {
-        const TEXT_FIELD: usize = 1 + MAX_VARINT_LEN;
-        const UINT_FIELD: usize = 2 + MAX_VARINT_LEN;
         let headers: usize = self
             .user_headers
             .iter()
-            .map(|(name, value)| name.len() + value.len() + TEXT_FIELD + MAX_VARINT_LEN)
+            .map(|(name, value)| user_header_field_bound(name, value))
             .sum();
-        Some(self.channel.len() + self.content_type.len() + 2 * TEXT_FIELD + UINT_FIELD + headers)
+        Some(
+            self.channel.len()
+                + self.content_type.len()
+                + 2 * MAX_BYTES_FIELD_HEAD
+                + MAX_UINT_FIELD
+                + headers,
+        )
     }
     fn write_block(&self, fields: &mut BlockWriter<'_>) {
-        fields.bytes(key::CHANNEL, self.channel.as_bytes());
-        if self.scope != Scope::Channel {
-            fields.uint(key::SCOPE, u64::from(self.scope.as_u8()));
-        }
-        if !self.content_type.is_empty() {
-            fields.bytes(key::CONTENT_TYPE, self.content_type.as_bytes());
-        }
-        for (name, value) in self.user_headers {
-            fields.user_header(name, value);
-        }
+        self.put_fields(fields);
     }
 }
 
