@@ -312,8 +312,22 @@ impl ReceivedMessage {
             .map_or(&[], |extras| &extras.user_headers)
     }
 
-    fn stream(&self) -> Option<StreamStart> {
+    /// The start of a streamed body, if the body is streamed.
+    pub(crate) fn stream_start(&self) -> Option<StreamStart> {
         self.extras.as_ref().and_then(|extras| extras.stream)
+    }
+}
+
+impl Extras {
+    /// The extras of a message with these parts; none for the usual message.
+    fn of(user_headers: Vec<(Text, Text)>, stream: Option<StreamStart>) -> Option<Arc<Extras>> {
+        (!user_headers.is_empty() || stream.is_some()).then(|| {
+            Arc::new(Extras {
+                user_headers,
+                stream,
+                receiver: None,
+            })
+        })
     }
 }
 
@@ -328,7 +342,7 @@ impl PartialEq for ReceivedMessage {
             && self.scope == other.scope
             && self.replay == other.replay
             && self.user_headers() == other.user_headers()
-            && self.stream() == other.stream()
+            && self.stream_start() == other.stream_start()
     }
 }
 
@@ -402,20 +416,13 @@ impl ReceivedMessage {
             stream,
             ..
         } = fields;
-        let extras = (!user_headers.is_empty() || stream.is_some()).then(|| {
-            Arc::new(Extras {
-                user_headers,
-                stream,
-                receiver: None,
-            })
-        });
         Ok(ReceivedMessage {
             names,
             id,
             seq,
             time_us,
             sender_id,
-            extras,
+            extras: Extras::of(user_headers, stream),
             scope,
             replay: frame.flags.contains(Flags::REPLAY),
             // Moved, not shared: one reference count less to raise and drop.
@@ -426,13 +433,7 @@ impl ReceivedMessage {
     /// Wraps a decoded MESSAGE; `replay` is its REPLAY flag.
     #[cfg(test)]
     pub(crate) fn new(message: Message, replay: bool) -> Self {
-        let extras = (!message.user_headers.is_empty() || message.stream.is_some()).then(|| {
-            Arc::new(Extras {
-                user_headers: message.user_headers,
-                stream: message.stream,
-                receiver: None,
-            })
-        });
+        let extras = Extras::of(message.user_headers, message.stream);
         ReceivedMessage {
             names: Arc::new(MessageNames {
                 channel: message.channel,
@@ -450,17 +451,12 @@ impl ReceivedMessage {
         }
     }
 
-    /// The start of a streamed body, if the body is streamed.
-    pub(crate) fn stream_start(&self) -> Option<StreamStart> {
-        self.stream()
-    }
-
     /// This streamed message with its body arriving through `receiver`, for one
     /// recipient of its own.
     pub(crate) fn with_body_receiver(&self, receiver: BodyReceiver) -> Self {
         let extras = Extras {
             user_headers: self.user_headers().to_vec(),
-            stream: self.stream(),
+            stream: self.stream_start(),
             receiver: Some(Mutex::new(Some(receiver))),
         };
         ReceivedMessage {
@@ -482,7 +478,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn is_streamed(&self) -> bool {
-        self.stream().is_some()
+        self.stream_start().is_some()
     }
 
     /// Length of the whole body: the announced length of a streamed body, else the
@@ -495,7 +491,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn body_len(&self) -> u64 {
-        match self.stream() {
+        match self.stream_start() {
             Some(stream) => stream.total_len,
             None => self.body.len() as u64,
         }
@@ -519,7 +515,7 @@ impl ReceivedMessage {
     /// # Ok(()) }
     /// ```
     pub fn take_body_reader(&mut self) -> Option<BodyReader> {
-        let Some(start) = self.stream() else {
+        let Some(start) = self.stream_start() else {
             return Some(BodyReader::memory(self.body.clone()));
         };
         let receiver = lock(self.extras.as_ref()?.receiver.as_ref()?).take()?;

@@ -110,24 +110,32 @@ async fn session_ack_gives_distinct_ids_and_the_heartbeat() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn corrupt_crc_is_an_error_and_the_connection_closes_but_others_go_on() {
-    let server = start_server().await;
-    let (mut bad, _) = RawClient::connect_session(&server, "mallory").await;
-    let (mut good, _) = RawClient::connect_session(&server, "alice").await;
+/// A PUBLISH to "chat" of `body` as `client` would send it (request id 9), to be
+/// changed before it is sent.
+fn publish_frame(client: &RawClient, body: bytes::Bytes) -> BytesMut {
     let mut frame = BytesMut::new();
-    bad.codec
+    client
+        .codec
         .encode_packet(
             9,
             Flags::empty(),
             &Packet::Publish(Publish {
                 channel: "chat".into(),
-                body: bytes::Bytes::from_static(b"hello"),
+                body,
                 ..Publish::default()
             }),
             &mut frame,
         )
         .unwrap();
+    frame
+}
+
+#[tokio::test]
+async fn corrupt_crc_is_an_error_and_the_connection_closes_but_others_go_on() {
+    let server = start_server().await;
+    let (mut bad, _) = RawClient::connect_session(&server, "mallory").await;
+    let (mut good, _) = RawClient::connect_session(&server, "alice").await;
+    let mut frame = publish_frame(&bad, bytes::Bytes::from_static(b"hello"));
     let last = frame.len() - 1;
     frame[last] ^= 0x01;
     bad.send_raw(&frame).await;
@@ -149,19 +157,7 @@ async fn corrupt_crc_is_an_error_and_the_connection_closes_but_others_go_on() {
 async fn a_large_body_changed_on_the_way_is_refused() {
     let server = start_server().await;
     let (mut bad, _) = RawClient::connect_session(&server, "mallory").await;
-    let mut frame = BytesMut::new();
-    bad.codec
-        .encode_packet(
-            9,
-            Flags::empty(),
-            &Packet::Publish(Publish {
-                channel: "chat".into(),
-                body: bytes::Bytes::from(vec![7u8; 64 * 1024]),
-                ..Publish::default()
-            }),
-            &mut frame,
-        )
-        .unwrap();
+    let mut frame = publish_frame(&bad, bytes::Bytes::from(vec![7u8; 64 * 1024]));
     // One byte of the body, well inside it, past the reach of any short-input path.
     let at = frame.len() - 20_000;
     frame[at] ^= 0x01;
