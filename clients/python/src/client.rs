@@ -217,10 +217,10 @@ impl NativeClient {
         run(py, blocking, async move {
             let builder = more
                 .iter()
-                .fold(client.subscribe(&first), |builder, pattern| {
+                .fold(client.subscribe(&first, replay), |builder, pattern| {
                     builder.pattern(pattern)
                 });
-            let subscription = builder.replay(replay).await.map_err(errors::to_py)?;
+            let subscription = builder.await.map_err(errors::to_py)?;
             Ok(NativeSubscription::new(subscription, blocking))
         })
     }

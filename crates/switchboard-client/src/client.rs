@@ -287,6 +287,28 @@ impl Client {
         &self.inner.session
     }
 
+    /// The server's size limits: shorthand for `session().limits`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) {
+    /// println!("frames up to {} bytes", client.server_limits().max_frame);
+    /// # }
+    /// ```
+    pub fn server_limits(&self) -> ServerLimits {
+        self.inner.session.limits
+    }
+
+    /// The server's software and version: shorthand for `session().server_software`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) {
+    /// println!("connected to {}", client.server_software());
+    /// # }
+    /// ```
+    pub fn server_software(&self) -> &str {
+        &self.inner.session.server_software
+    }
+
     /// Whether the connection has ended.
     ///
     /// ```no_run

@@ -6,7 +6,7 @@
 //!
 //! # async fn demo() -> switchboard_client::Result<()> {
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7420", "alice")).await?;
-//! let mut chat = client.subscribe("chat.*").replay(Replay::Last(10)).await?;
+//! let mut chat = client.subscribe("chat.*", Replay::Last(10)).await?;
 //! let ack = client.publish("chat.rust", Payload::text("hello #rust")).await?;
 //! println!("published as seq {}", ack.seq);
 //! while let Some(message) = chat.next().await {

@@ -256,9 +256,10 @@ fn find_header<'a>(headers: &'a [(Text, Text)], name: &str) -> Option<&'a str> {
 ///
 /// ```no_run
 /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use switchboard_client::Replay;
 /// use futures::StreamExt;
 ///
-/// let mut chat = client.subscribe("chat.>").await?;
+/// let mut chat = client.subscribe("chat.>", Replay::None).await?;
 /// while let Some(message) = chat.next().await {
 ///     let message = message?;
 ///     println!(
@@ -786,7 +787,7 @@ impl ReceivedMessage {
     /// use futures::StreamExt;
     /// use switchboard_client::Replay;
     ///
-    /// let mut chat = client.subscribe("chat.rust").replay(Replay::Last(20)).await?;
+    /// let mut chat = client.subscribe("chat.rust", Replay::Last(20)).await?;
     /// while let Some(message) = chat.next().await {
     ///     let message = message?;
     ///     let marker = if message.is_replay() { "(history)" } else { "" };

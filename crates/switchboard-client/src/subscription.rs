@@ -290,7 +290,7 @@ fn message_tags(message: &ReceivedMessage) -> Vec<String> {
 /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
 /// use switchboard_client::Replay;
 ///
-/// let builder = client.subscribe("orders.*").pattern("#urgent").replay(Replay::Last(50));
+/// let builder = client.subscribe("orders.*", Replay::Last(50)).pattern("#urgent");
 /// // Nothing is sent until it is awaited.
 /// let orders = builder.await?;
 /// println!("subscribed to {:?}", orders.patterns());
@@ -305,11 +305,11 @@ pub struct SubscribeBuilder<'a> {
 }
 
 impl<'a> SubscribeBuilder<'a> {
-    pub(crate) fn new(client: &'a Client, pattern: &str) -> Self {
+    pub(crate) fn new(client: &'a Client, pattern: &str, replay: Replay) -> Self {
         SubscribeBuilder {
             client,
             patterns: vec![pattern.to_owned()],
-            replay: Replay::None,
+            replay,
         }
     }
 
@@ -318,7 +318,9 @@ impl<'a> SubscribeBuilder<'a> {
     ///
     /// ```no_run
     /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
-    /// let news = client.subscribe("news.>").pattern("#breaking").await?;
+    /// use switchboard_client::Replay;
+    ///
+    /// let news = client.subscribe("news.>", Replay::None).pattern("#breaking").await?;
     /// assert_eq!(news.patterns(), ["news.>", "#breaking"]);
     /// # Ok(()) }
     /// ```
@@ -326,23 +328,6 @@ impl<'a> SubscribeBuilder<'a> {
         if !self.patterns.iter().any(|known| known == pattern) {
             self.patterns.push(pattern.to_owned());
         }
-        self
-    }
-
-    /// Replays history before live messages, for each pattern (default: none). Replays
-    /// come pattern by pattern, in the order the patterns were given; a message in
-    /// several of them is received once.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
-    /// use switchboard_client::Replay;
-    ///
-    /// let chat = client.subscribe("chat.rust").replay(Replay::Last(10)).await?;
-    /// println!("{} messages of history first", chat.replay_count());
-    /// # Ok(()) }
-    /// ```
-    pub fn replay(mut self, replay: Replay) -> Self {
-        self.replay = replay;
         self
     }
 }
@@ -372,9 +357,10 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
 ///
 /// ```no_run
 /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+/// use switchboard_client::Replay;
 /// use futures::StreamExt;
 ///
-/// let mut alerts = client.subscribe("alerts.>").await?;
+/// let mut alerts = client.subscribe("alerts.>", Replay::None).await?;
 /// while let Some(message) = alerts.next().await {
 ///     match message {
 ///         Ok(message) => println!("{}: {:?}", message.channel(), message.text()),
@@ -443,7 +429,9 @@ impl Subscription {
     ///
     /// ```no_run
     /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
-    /// let chat = client.subscribe("chat.*").pattern("#rust").await?;
+    /// use switchboard_client::Replay;
+    ///
+    /// let chat = client.subscribe("chat.*", Replay::None).pattern("#rust").await?;
     /// for (pattern, id) in chat.patterns().iter().zip(chat.subscription_ids()) {
     ///     println!("{pattern} is subscription {id} on the server");
     /// }
@@ -461,7 +449,7 @@ impl Subscription {
     /// use futures::StreamExt;
     /// use switchboard_client::Replay;
     ///
-    /// let mut chat = client.subscribe("chat.rust").replay(Replay::Last(100)).await?;
+    /// let mut chat = client.subscribe("chat.rust", Replay::Last(100)).await?;
     /// // One pattern, so no repeats: the first `replay_count` messages are the history.
     /// let replayed = chat.replay_count() as usize;
     /// let history: Vec<_> = chat.by_ref().take(replayed).collect().await;
@@ -476,7 +464,9 @@ impl Subscription {
     ///
     /// ```no_run
     /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
-    /// let news = client.subscribe("news.>").pattern("#breaking").pattern("news.>").await?;
+    /// use switchboard_client::Replay;
+    ///
+    /// let news = client.subscribe("news.>", Replay::None).pattern("#breaking").pattern("news.>").await?;
     /// // A pattern given twice counts once.
     /// assert_eq!(news.patterns(), ["news.>", "#breaking"]);
     /// # Ok(()) }
@@ -490,9 +480,10 @@ impl Subscription {
     ///
     /// ```no_run
     /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Replay;
     /// use futures::StreamExt;
     ///
-    /// let mut ticks = client.subscribe("prices.>").await?;
+    /// let mut ticks = client.subscribe("prices.>", Replay::None).await?;
     /// while let Some(message) = ticks.next().await {
     ///     let message = message?;
     ///     if ticks.skipped() > 0 {
@@ -511,9 +502,10 @@ impl Subscription {
     ///
     /// ```no_run
     /// # async fn demo(client: &switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Replay;
     /// use futures::StreamExt;
     ///
-    /// let mut chat = client.subscribe("chat.rust").await?;
+    /// let mut chat = client.subscribe("chat.rust", Replay::None).await?;
     /// if let Some(first) = chat.next().await {
     ///     println!("first message: {:?}", first?.text());
     /// }

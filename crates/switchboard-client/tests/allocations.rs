@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, Payload, Text};
+use switchboard_client::{Client, ClientConfig, Payload, Replay, Text};
 
 mod common;
 use common::{client_runtime, counted_during, start_server};
@@ -114,7 +114,10 @@ fn a_received_message_allocates_at_most_itself() {
         let client = Client::connect(ClientConfig::new(address.to_string(), "subscriber"))
             .await
             .expect("connects");
-        let mut subscription = client.subscribe("alloc.receive").await.expect("subscribed");
+        let mut subscription = client
+            .subscribe("alloc.receive", Replay::None)
+            .await
+            .expect("subscribed");
         go_tx.send(2_000).expect("publisher runs");
         receive(&mut subscription, 2_000).await;
         go_tx.send(MESSAGES).expect("publisher runs");

@@ -356,7 +356,7 @@ async fn many_acks_in_flight_all_resolve() {
 async fn live_messages_reach_each_matching_subscription_once() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
 
-    let subscribing = client.subscribe("chat.*").replay(Replay::Last(1));
+    let subscribing = client.subscribe("chat.*", Replay::Last(1));
     let (wildcard, (wildcard_request, pattern)) =
         tokio::join!(subscribing, server.ack_subscribe(1, 1));
     let mut wildcard = wildcard.unwrap();
@@ -366,8 +366,10 @@ async fn live_messages_reach_each_matching_subscription_once() {
 
     let mut others = Vec::new();
     for (id, pattern) in [(2, "chat.rust"), (3, "#rust"), (4, "news")] {
-        let (subscription, _) =
-            tokio::join!(client.subscribe(pattern), server.ack_subscribe(id, 0));
+        let (subscription, _) = tokio::join!(
+            client.subscribe(pattern, Replay::None),
+            server.ack_subscribe(id, 0)
+        );
         others.push(subscription.unwrap());
     }
 
@@ -415,10 +417,7 @@ async fn a_subscription_of_several_patterns_hands_out_each_message_once() {
             .await;
     };
     let (both, ()) = tokio::join!(
-        client
-            .subscribe("chat.>")
-            .pattern("#rust")
-            .replay(Replay::Last(1)),
+        client.subscribe("chat.>", Replay::Last(1)).pattern("#rust"),
         script
     );
     let mut both = both.unwrap();
@@ -524,7 +523,10 @@ async fn history_fetches_gather_until_messages_end() {
 #[tokio::test]
 async fn disconnect_fails_pending_requests_with_its_reason() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (subscription, _) = tokio::join!(client.subscribe("chat"), server.ack_subscribe(1, 0));
+    let (subscription, _) = tokio::join!(
+        client.subscribe("chat", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
     let mut subscription = subscription.unwrap();
 
     let listing = client.list_channels();
@@ -701,8 +703,14 @@ async fn feeds_buffer_pushes_until_taken() {
 #[tokio::test]
 async fn unsubscribing_and_dropping_cancel_on_the_server() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (kept, _) = tokio::join!(client.subscribe("a"), server.ack_subscribe(11, 0));
-    let (dropped, _) = tokio::join!(client.subscribe("b"), server.ack_subscribe(12, 0));
+    let (kept, _) = tokio::join!(
+        client.subscribe("a", Replay::None),
+        server.ack_subscribe(11, 0)
+    );
+    let (dropped, _) = tokio::join!(
+        client.subscribe("b", Replay::None),
+        server.ack_subscribe(12, 0)
+    );
 
     let unsubscribing = kept.unwrap().unsubscribe();
     let confirming = async {
@@ -779,7 +787,10 @@ async fn unix_sockets_work_too() {
 async fn a_slow_subscriber_slows_the_connection_but_loses_nothing() {
     let config = config("unused:1").with_subscription_capacity(2);
     let (client, mut server, _) = connected(config, 5000).await;
-    let (subscription, _) = tokio::join!(client.subscribe("ticks"), server.ack_subscribe(1, 0));
+    let (subscription, _) = tokio::join!(
+        client.subscribe("ticks", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
     let mut subscription = subscription.unwrap();
     for seq in 1..=20 {
         server
@@ -1181,8 +1192,14 @@ async fn a_reader_of_the_wrong_length_aborts_the_stream() {
 #[tokio::test]
 async fn streamed_messages_arrive_through_interleaved_chunks() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (files, _) = tokio::join!(client.subscribe("files.>"), server.ack_subscribe(1, 0));
-    let (logs, _) = tokio::join!(client.subscribe("logs"), server.ack_subscribe(2, 0));
+    let (files, _) = tokio::join!(
+        client.subscribe("files.>", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
+    let (logs, _) = tokio::join!(
+        client.subscribe("logs", Replay::None),
+        server.ack_subscribe(2, 0)
+    );
     let (mut files, mut logs) = (files.unwrap(), logs.unwrap());
     let big = patterned(3 * 1024 * 1024 + 7);
     let small = patterned(5000);
@@ -1238,7 +1255,10 @@ async fn streamed_messages_arrive_through_interleaved_chunks() {
 async fn a_large_body_flows_with_backpressure_and_a_dropped_one_does_not_stall() {
     let config = config("unused:1").with_subscription_capacity(2);
     let (client, mut server, _) = connected_with(config, 5000, 8 * 1024 * 1024, 1 << 30).await;
-    let (files, _) = tokio::join!(client.subscribe("files"), server.ack_subscribe(1, 0));
+    let (files, _) = tokio::join!(
+        client.subscribe("files", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
     let mut files = files.unwrap();
     // Five times the client's buffer, read slowly.
     let body = patterned(5 * switchboard_client::BODY_BUFFER_BYTES);
@@ -1399,7 +1419,10 @@ async fn fetched_lists_keep_receiving_bodies_after_their_end() {
 #[tokio::test]
 async fn closing_does_not_wait_for_unread_bodies() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (files, _) = tokio::join!(client.subscribe("files"), server.ack_subscribe(1, 0));
+    let (files, _) = tokio::join!(
+        client.subscribe("files", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
     let mut files = files.unwrap();
     let body = patterned(3 * switchboard_client::BODY_BUFFER_BYTES);
     let serving = async {
@@ -1492,7 +1515,10 @@ async fn try_no_reply_queues_without_waiting_and_hands_back_a_full_queue() {
 #[tokio::test]
 async fn a_large_message_whose_body_was_changed_on_the_way_is_refused() {
     let (client, mut server, _) = connected(config("unused:1"), 5000).await;
-    let (subscription, _) = tokio::join!(client.subscribe("big"), server.ack_subscribe(1, 0));
+    let (subscription, _) = tokio::join!(
+        client.subscribe("big", Replay::None),
+        server.ack_subscribe(1, 0)
+    );
     let mut subscription = subscription.unwrap();
 
     let body = patterned(64 * 1024);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, Payload, Text};
+use switchboard_client::{Client, ClientConfig, Payload, Replay, Text};
 
 mod common;
 use common::{client_runtime, counted_during, start_server};
@@ -94,7 +94,10 @@ fn large_frames_arrive_whole_and_are_allocated_once() {
         let client = Client::connect(ClientConfig::new(address.to_string(), "subscriber"))
             .await
             .expect("connects");
-        let mut subscription = client.subscribe("large.frames").await.expect("subscribed");
+        let mut subscription = client
+            .subscribe("large.frames", Replay::None)
+            .await
+            .expect("subscribed");
         // Every size arrives whole, in order, around every threshold.
         go_tx.send((ROUNDS, true)).expect("publisher runs");
         for round in 0..ROUNDS {
@@ -143,7 +146,10 @@ fn the_buffer_of_a_large_frame_is_used_again_once_its_message_is_dropped() {
         let client = Client::connect(ClientConfig::new(address.to_string(), "subscriber"))
             .await
             .expect("connects");
-        let mut subscription = client.subscribe("large.frames").await.expect("subscribed");
+        let mut subscription = client
+            .subscribe("large.frames", Replay::None)
+            .await
+            .expect("subscribed");
         // One message at a time, each dropped before the next is published: every
         // large frame after the first can be read into the buffer of the one before.
         let expected = body(64 * 1024, 0);

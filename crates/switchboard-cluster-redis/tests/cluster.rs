@@ -41,13 +41,19 @@ async fn messages_reach_every_node_once_exact_wildcard_and_hashtag() {
     let publisher = client(&nodes[0], "pub").await;
     let on_b = client(&nodes[1], "b").await;
     let on_c = client(&nodes[2], "c").await;
-    let mut exact = on_b.subscribe("news.world").await.expect("subscribe");
+    let mut exact = on_b
+        .subscribe("news.world", Replay::None)
+        .await
+        .expect("subscribe");
     let mut both = on_c
-        .subscribe("news.*")
+        .subscribe("news.*", Replay::None)
         .pattern("#breaking")
         .await
         .expect("subscribe");
-    let mut tag = on_b.subscribe("#breaking").await.expect("subscribe");
+    let mut tag = on_b
+        .subscribe("#breaking", Replay::None)
+        .await
+        .expect("subscribe");
     publisher
         .publish("news.world", Payload::text("one #breaking"))
         .await
@@ -69,7 +75,10 @@ async fn messages_reach_every_node_once_exact_wildcard_and_hashtag() {
     assert_eq!(next(&mut tag).await, (1, "two #breaking".to_owned()));
     // One Redis subscription per channel per node, whatever the number of clients.
     let more = client(&nodes[1], "b2").await;
-    let _again = more.subscribe("news.world").await.expect("subscribe");
+    let _again = more
+        .subscribe("news.world", Replay::None)
+        .await
+        .expect("subscribe");
     let counts: Vec<redis::Value> = redis
         .command(&["PUBSUB", "NUMSUB", "sb:c:news.world"])
         .expect("numsub");
@@ -140,8 +149,7 @@ async fn history_from_any_node_and_replay_then_live_without_gap() {
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut subscription = clients[2]
-        .subscribe("race")
-        .replay(Replay::SinceSeq(1))
+        .subscribe("race", Replay::SinceSeq(1))
         .await
         .expect("subscribe");
     let mut seqs = Vec::new();
@@ -177,7 +185,10 @@ async fn redis_restarted_without_persistence_starts_a_new_epoch_subscribers_are_
     let nodes = cluster(&redis, 2).await;
     let publisher = client(&nodes[0], "pub").await;
     let reader = client(&nodes[1], "reader").await;
-    let mut subscription = reader.subscribe("ledger").await.expect("subscribe");
+    let mut subscription = reader
+        .subscribe("ledger", Replay::None)
+        .await
+        .expect("subscribe");
     for i in 1..=3 {
         publisher
             .publish("ledger", Payload::text(&format!("old {i}")))
@@ -200,7 +211,10 @@ async fn with_appendfsync_always_nothing_acknowledged_is_lost_across_a_kill() {
     let nodes = cluster(&redis, 2).await;
     let publisher = client(&nodes[0], "pub").await;
     let watcher = client(&nodes[1], "watcher").await;
-    let mut live = watcher.subscribe("durable").await.expect("subscribe");
+    let mut live = watcher
+        .subscribe("durable", Replay::None)
+        .await
+        .expect("subscribe");
     let mut acked = Vec::new();
     for i in 0..50 {
         let ack = publisher
@@ -265,7 +279,10 @@ async fn killed_pubsub_connections_are_replaced_and_nothing_is_missed() {
     let nodes = cluster(&redis, 2).await;
     let publisher = client(&nodes[0], "pub").await;
     let reader = client(&nodes[1], "reader").await;
-    let mut subscription = reader.subscribe("feed").await.expect("subscribe");
+    let mut subscription = reader
+        .subscribe("feed", Replay::None)
+        .await
+        .expect("subscribe");
     publisher
         .publish("feed", Payload::text("m1"))
         .await
@@ -430,7 +447,10 @@ async fn a_connections_pipelined_publishes_are_stored_and_delivered_in_order() {
     let nodes = cluster(&redis, 2).await;
     let publisher = client(&nodes[0], "pub").await;
     let reader = client(&nodes[1], "reader").await;
-    let mut live = reader.subscribe("ordered").await.expect("subscribe");
+    let mut live = reader
+        .subscribe("ordered", Replay::None)
+        .await
+        .expect("subscribe");
     const COUNT: usize = 3000;
     let results = pipelined_burst(&redis, &publisher, "ordered", COUNT, false).await;
     let seqs: Vec<u64> = results
@@ -538,8 +558,7 @@ async fn a_hashtag_subscription_replays_the_clusters_recent_messages_then_live()
     }
     // Node B never followed #news: its replay comes from the cluster.
     let mut tagged = b
-        .subscribe("#news")
-        .replay(Replay::Last(10))
+        .subscribe("#news", Replay::Last(10))
         .await
         .expect("subscribe");
     assert_eq!(tagged.replay_count(), 2);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use switchboard_client::{Payload, ReceivedMessage};
+use switchboard_client::{Payload, ReceivedMessage, Replay};
 use switchboard_cluster_redis::testing::RedisProc;
 use switchboard_cluster_redis::{RedisBackplane, RedisConfig};
 use switchboard_server::Server;
@@ -89,7 +89,10 @@ async fn a_large_body_is_read_live_and_from_history_on_other_nodes() {
     let b = node_with_link(&redis).await;
     let c = node_with_link(&redis).await;
     let on_b = client(&b, "reader-b").await;
-    let mut live = on_b.subscribe("files.big").await.expect("subscribe");
+    let mut live = on_b
+        .subscribe("files.big", Replay::None)
+        .await
+        .expect("subscribe");
     let (data, digest) = body(BODY_LEN);
     publish_body(&a, "files.big", &data).await;
 
@@ -194,7 +197,10 @@ async fn a_link_cut_mid_body_aborts_the_stream_instead_of_a_short_body() {
     let b = node_with_link(&redis).await;
 
     let on_b = client(&b, "reader").await;
-    let mut live = on_b.subscribe("files.cut").await.expect("subscribe");
+    let mut live = on_b
+        .subscribe("files.cut", Replay::None)
+        .await
+        .expect("subscribe");
     let (data, _) = body(8 * MIB);
     publish_body(&a, "files.cut", &data).await;
     let message = next_message(&mut live).await;

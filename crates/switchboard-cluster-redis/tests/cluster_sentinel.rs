@@ -10,7 +10,7 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-use switchboard_client::{Client, ErrorCode, Payload, Since};
+use switchboard_client::{Client, ErrorCode, Payload, Replay, Since};
 use switchboard_cluster_redis::testing::{RedisOptions, RedisProc, SentinelSet};
 
 const TEST_BOUND: Duration = Duration::from_secs(40);
@@ -119,7 +119,10 @@ async fn a_failover_under_two_nodes_brings_acks_back_and_tells_the_subscriber_of
         let subscribing = node_at(&url).await;
         let publisher = client(&publishing, "publisher").await;
         let reader = client(&subscribing, "reader").await;
-        let mut subscription = reader.subscribe(CHANNEL).await.expect("subscribe");
+        let mut subscription = reader
+            .subscribe(CHANNEL, Replay::None)
+            .await
+            .expect("subscribe");
         for i in 1..=5 {
             let ack = publisher
                 .publish(CHANNEL, Payload::text(&format!("before {i}")))

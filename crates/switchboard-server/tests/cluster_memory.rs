@@ -64,15 +64,24 @@ async fn a_message_published_on_one_node_reaches_every_node_once() {
     let on_a = client(&nodes[0], "a").await;
     let on_b = client(&nodes[1], "b").await;
     let on_c = client(&nodes[2], "c").await;
-    let mut exact_a = on_a.subscribe("news.world").await.expect("subscribe");
-    let mut exact_b = on_b.subscribe("news.world").await.expect("subscribe");
+    let mut exact_a = on_a
+        .subscribe("news.world", Replay::None)
+        .await
+        .expect("subscribe");
+    let mut exact_b = on_b
+        .subscribe("news.world", Replay::None)
+        .await
+        .expect("subscribe");
     // Both a wildcard and a hashtag match: delivered once all the same.
     let mut both_c = on_c
-        .subscribe("news.*")
+        .subscribe("news.*", Replay::None)
         .pattern("#breaking")
         .await
         .expect("subscribe");
-    let mut tag_b = on_b.subscribe("#breaking").await.expect("subscribe");
+    let mut tag_b = on_b
+        .subscribe("#breaking", Replay::None)
+        .await
+        .expect("subscribe");
     for text in ["one #breaking", "two"] {
         publisher
             .publish("news.world", Payload::text(text))
@@ -186,8 +195,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_while_others_publish() {
     let reader = client(&nodes[2], "reader").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut subscription = reader
-        .subscribe("race")
-        .replay(Replay::SinceSeq(1))
+        .subscribe("race", Replay::SinceSeq(1))
         .await
         .expect("subscribe");
     let mut seqs = Vec::new();
@@ -206,7 +214,10 @@ async fn a_feed_running_late_behind_a_replay_delivers_nothing_twice() {
     let publisher = client(&nodes[0], "pub").await;
     let first = client(&nodes[1], "first").await;
     let second = client(&nodes[1], "second").await;
-    let mut live = first.subscribe("late").await.expect("subscribe");
+    let mut live = first
+        .subscribe("late", Replay::None)
+        .await
+        .expect("subscribe");
     nodes[1].backplane.hold_feed(true);
     for i in 1..=5 {
         publisher
@@ -216,8 +227,7 @@ async fn a_feed_running_late_behind_a_replay_delivers_nothing_twice() {
     }
     // The replay reads 1..=5 from the backplane before the feed brings them.
     let mut replayed = second
-        .subscribe("late")
-        .replay(Replay::SinceSeq(1))
+        .subscribe("late", Replay::SinceSeq(1))
         .await
         .expect("subscribe");
     nodes[1].backplane.hold_feed(false);
@@ -239,7 +249,10 @@ async fn a_node_cut_off_refuses_in_time_and_catches_up_in_order() {
     let (_backplane, nodes) = cluster(2).await;
     let publisher = client(&nodes[0], "pub").await;
     let reader = client(&nodes[1], "reader").await;
-    let mut subscription = reader.subscribe("feed").await.expect("subscribe");
+    let mut subscription = reader
+        .subscribe("feed", Replay::None)
+        .await
+        .expect("subscribe");
     publisher
         .publish("feed", Payload::text("before"))
         .await
@@ -274,7 +287,10 @@ async fn a_backplane_that_lost_its_data_starts_a_new_epoch_subscribers_are_told_
     let (backplane, nodes) = cluster(2).await;
     let publisher = client(&nodes[0], "pub").await;
     let reader = client(&nodes[1], "reader").await;
-    let mut subscription = reader.subscribe("ledger").await.expect("subscribe");
+    let mut subscription = reader
+        .subscribe("ledger", Replay::None)
+        .await
+        .expect("subscribe");
     for i in 1..=3 {
         publisher
             .publish("ledger", Payload::text(&format!("old {i}")))
@@ -326,7 +342,10 @@ async fn channels_created_listed_and_deleted_on_any_node() {
         .map(|info| info.name.to_string())
         .collect();
     assert_eq!(listed, ["made.on.a"]);
-    let mut watching = a.subscribe("made.on.a").await.expect("subscribe");
+    let mut watching = a
+        .subscribe("made.on.a", Replay::None)
+        .await
+        .expect("subscribe");
     b.publish("made.on.a", Payload::text("hello"))
         .await
         .expect("published");

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use switchboard_client::{Client, ClientConfig, Payload};
+use switchboard_client::{Client, ClientConfig, Payload, Replay};
 use switchboard_server::{AttachedPeer, Server, ServerHandle};
 use switchboard_web::{WebConfig, WebServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,7 +81,7 @@ async fn an_attached_stream_is_a_session_like_any_other() {
     ))
     .await
     .unwrap();
-    let mut news = tcp.subscribe("news").await.unwrap();
+    let mut news = tcp.subscribe("news", Replay::None).await.unwrap();
     let (near, far) = tokio::io::duplex(64 * 1024);
     let peer = AttachedPeer::Http("127.0.0.1:9".parse().unwrap());
     assert!(server.hub().attach(far, peer));

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, Payload};
+use switchboard_client::{Client, ClientConfig, Payload, Replay};
 use switchboard_proto::packet::ChannelOptions;
 use switchboard_server::{
     AttachedPeer, LogKind, Server, ServerBuilder, ServerHandle, Snapshot, Storage, StorageError,
@@ -90,7 +90,7 @@ async fn a_scrape_counts_sessions_by_transport_messages_refusals_and_latencies()
     let reader = Client::connect(ClientConfig::new(tcp.clone(), "reader"))
         .await
         .unwrap();
-    let mut news = reader.subscribe("news").await.unwrap();
+    let mut news = reader.subscribe("news", Replay::None).await.unwrap();
     let writer = Client::connect(ClientConfig::new(tcp.clone(), "writer"))
         .await
         .unwrap();
@@ -450,7 +450,7 @@ async fn a_scrape_with_ten_thousand_sessions_takes_well_under_a_scrape_interval(
                 .await
                 .unwrap();
         }
-        subscriptions.push(client.subscribe(&channel).await.unwrap());
+        subscriptions.push(client.subscribe(&channel, Replay::None).await.unwrap());
         clients.push(client);
     }
     println!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use switchboard_client::{Client, ClientConfig, Payload, TlsOptions};
+use switchboard_client::{Client, ClientConfig, Payload, Replay, TlsOptions};
 use switchboard_server::security::limits::AddressLimits;
 use switchboard_server::{Server, ServerHandle};
 use switchboard_web::{WebConfig, WebServer, WebTls};
@@ -129,7 +129,7 @@ async fn wss_speaks_the_protocol_and_a_reload_puts_new_certificates_in_force() {
         ClientConfig::new(url.clone(), "secure").with_tls(TlsOptions::new().with_ca_file(ca))
     };
     let client = Client::connect(trusting(&old.ca)).await.unwrap();
-    let mut echo = client.subscribe("echo").await.unwrap();
+    let mut echo = client.subscribe("echo", Replay::None).await.unwrap();
     client
         .publish("echo", Payload::text("sealed"))
         .await

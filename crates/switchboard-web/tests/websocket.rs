@@ -56,7 +56,7 @@ async fn the_whole_client_api_works_over_a_websocket() {
             .await
             .unwrap();
     }
-    let mut news = bob.subscribe("news").replay(Replay::Last(2)).await.unwrap();
+    let mut news = bob.subscribe("news", Replay::Last(2)).await.unwrap();
     for expected in ["old 1", "old 2"] {
         assert_eq!(next(&mut news).await.unwrap().text(), Some(expected));
     }
@@ -67,7 +67,7 @@ async fn the_whole_client_api_works_over_a_websocket() {
 
     // A streamed body of several MiB: frames span messages and messages hold many frames.
     let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let mut files = bob.subscribe("files").await.unwrap();
+    let mut files = bob.subscribe("files", Replay::None).await.unwrap();
     alice
         .publish("files", Payload::default())
         .stream_from(&body[..], body.len() as u64)
@@ -84,7 +84,7 @@ async fn the_whole_client_api_works_over_a_websocket() {
         received.extend_from_slice(&chunk);
     }
     assert!(received == body, "the streamed body arrives whole");
-    let mut large = bob.subscribe("large").await.unwrap();
+    let mut large = bob.subscribe("large", Replay::None).await.unwrap();
     let whole = vec![9u8; 3 * 1024 * 1024];
     tcp.publish("large", Payload::bytes(whole.clone()))
         .await
@@ -132,7 +132,7 @@ async fn hmac_works_over_a_websocket_and_a_wrong_key_is_refused() {
     let signed = Client::connect(ClientConfig::new(url.clone(), "signed").with_hmac_key(key))
         .await
         .unwrap();
-    let mut echo = signed.subscribe("echo").await.unwrap();
+    let mut echo = signed.subscribe("echo", Replay::None).await.unwrap();
     signed
         .publish("echo", Payload::text("tagged"))
         .await
@@ -258,7 +258,7 @@ async fn many_websocket_sessions_at_once() {
     .await;
     let mut subscriptions = Vec::new();
     for client in &clients {
-        subscriptions.push(client.subscribe("all").await.unwrap());
+        subscriptions.push(client.subscribe("all", Replay::None).await.unwrap());
     }
     clients[0]
         .publish("all", Payload::text("to everyone"))

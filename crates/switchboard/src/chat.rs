@@ -60,7 +60,7 @@ struct Chat {
 
 impl Chat {
     async fn switch_channel(&mut self, name: &str) -> Result<()> {
-        let mut subscription = self.client.subscribe(name).replay(Replay::Last(10)).await?;
+        let mut subscription = self.client.subscribe(name, Replay::Last(10)).await?;
         self.leave_place();
         let printer = self.printer.clone();
         let feed = tokio::spawn(async move {

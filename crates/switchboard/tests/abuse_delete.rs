@@ -41,8 +41,8 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
         .create_channel("kept", ChannelOptions::default())
         .await
         .unwrap();
-    let mut following = bob.subscribe("doomed").await.unwrap();
-    let mut wildcard = bob.subscribe("*").await.unwrap();
+    let mut following = bob.subscribe("doomed", Replay::None).await.unwrap();
+    let mut wildcard = bob.subscribe("*", Replay::None).await.unwrap();
     for i in 0..3 {
         alice
             .publish("doomed", Payload::text(&format!("old news {i} #gone")))
@@ -145,11 +145,7 @@ async fn a_deleted_channel_is_gone_with_its_bodies_and_its_subscribers_are_told(
     let tagged = carol.tag_messages("gone", Since::All, None).await.unwrap();
     assert_eq!(tagged.len(), 1);
     assert!(!blob.exists());
-    let mut replay = carol
-        .subscribe("doomed")
-        .replay(Replay::Last(10))
-        .await
-        .unwrap();
+    let mut replay = carol.subscribe("doomed", Replay::Last(10)).await.unwrap();
     let first = tokio::time::timeout(WAIT, replay.next())
         .await
         .unwrap()

@@ -71,9 +71,8 @@ async fn expired_messages_of_an_idle_channel_are_never_served_and_are_trimmed() 
         .collect();
     assert_eq!(tagged, ["kept #ephemeral"]);
     let mut replay = alice
-        .subscribe("fleeting")
+        .subscribe("fleeting", Replay::Last(10))
         .pattern("lasting")
-        .replay(Replay::Last(10))
         .await
         .unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), replay.next())

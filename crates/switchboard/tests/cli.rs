@@ -539,7 +539,7 @@ fn stop_ends_the_server_gracefully_with_exit_zero() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     use futures::StreamExt;
-    use switchboard_client::{Client, ClientConfig, CloseReason};
+    use switchboard_client::{Client, ClientConfig, CloseReason, Replay};
     use switchboard_proto::ErrorCode;
 
     let dir = tempfile::tempdir().unwrap();
@@ -551,7 +551,7 @@ fn sigterm_drains_and_exits_zero() {
         .block_on(Client::connect(ClientConfig::new(addr.as_str(), "watcher")))
         .unwrap();
     let mut subscription = runtime
-        .block_on(subscriber.subscribe("x").into_future())
+        .block_on(subscriber.subscribe("x", Replay::None).into_future())
         .unwrap();
     Command::new(BIN)
         .args(["--server", &addr, "pub", "x", "before"])

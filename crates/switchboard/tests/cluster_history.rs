@@ -230,11 +230,8 @@ async fn subscriber(
 ) -> Option<Subscriber> {
     let (client, _) = connect(log, addr, node, &name).await;
     let start_ms = log.now();
-    let mut builder = client.subscribe(channel);
-    if let Some(seq) = replay_from {
-        builder = builder.replay(Replay::SinceSeq(seq));
-    }
-    let subscribed = builder.await;
+    let replay = replay_from.map_or(Replay::None, Replay::SinceSeq);
+    let subscribed = client.subscribe(channel, replay).await;
     log.push(Record::Subscribe {
         sub: name.clone(),
         node,

@@ -48,6 +48,32 @@ async fn identity_and_client_list() {
 }
 
 #[tokio::test]
+async fn shorthands_do_what_their_builders_do() {
+    let server = server().await;
+    let alice = client(&server, "alice").await;
+    let bob = client(&server, "bob").await;
+    assert_eq!(alice.server_limits(), alice.session().limits);
+    assert_eq!(alice.server_software(), alice.session().server_software);
+    assert!(alice.server_software().starts_with("switchboard"));
+    let mut live = bob.subscribe("short.hand", Replay::None).await.unwrap();
+    alice
+        .publish_no_reply("short.hand", Payload::text("no reply"))
+        .await
+        .unwrap();
+    let pending = alice
+        .publish_pipelined("short.hand", Payload::text("pipelined"))
+        .await
+        .unwrap();
+    let ack = pending.await.unwrap();
+    assert_eq!(ack.seq, 2, "both were stored, in order");
+    for expected in ["no reply", "pipelined"] {
+        let message = next(&mut live).await.unwrap();
+        assert_eq!(message.text(), Some(expected));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn relay_reaches_up_to_255_receivers_and_refuses_256() {
     let server = server().await;
     let sender = client(&server, "sender").await;
@@ -196,10 +222,10 @@ async fn subscribers_get_messages_live_by_name_wildcard_and_hashtag() {
     let server = server().await;
     let publisher = client(&server, "pub").await;
     let reader = client(&server, "reader").await;
-    let mut exact = reader.subscribe("chat.rust").await.unwrap();
-    let mut one = reader.subscribe("chat.*").await.unwrap();
-    let mut rest = reader.subscribe("chat.>").await.unwrap();
-    let mut tag = reader.subscribe("#tokio").await.unwrap();
+    let mut exact = reader.subscribe("chat.rust", Replay::None).await.unwrap();
+    let mut one = reader.subscribe("chat.*", Replay::None).await.unwrap();
+    let mut rest = reader.subscribe("chat.>", Replay::None).await.unwrap();
+    let mut tag = reader.subscribe("#tokio", Replay::None).await.unwrap();
 
     publisher
         .publish("chat.rust", Payload::text("hello"))
@@ -259,12 +285,16 @@ async fn one_subscription_of_several_patterns_receives_each_message_once() {
     let server = server().await;
     let publisher = client(&server, "pub").await;
     let reader = client(&server, "reader").await;
-    let mut both = reader.subscribe("chat.>").pattern("#rust").await.unwrap();
+    let mut both = reader
+        .subscribe("chat.>", Replay::None)
+        .pattern("#rust")
+        .await
+        .unwrap();
     assert_eq!(both.patterns(), ["chat.>", "#rust"]);
     assert_eq!(both.subscription_ids().len(), 2);
     // Separate subscriptions are separate consumers: each gets what matches it.
-    let mut channel = reader.subscribe("chat.>").await.unwrap();
-    let mut tag = reader.subscribe("#rust").await.unwrap();
+    let mut channel = reader.subscribe("chat.>", Replay::None).await.unwrap();
+    let mut tag = reader.subscribe("#rust", Replay::None).await.unwrap();
 
     for (name, text) in [
         ("chat.general", "Anyone here likes #Rust?"),
@@ -309,9 +339,8 @@ async fn overlapping_replays_of_one_subscription_give_each_message_once() {
         publisher.publish(name, Payload::text(text)).await.unwrap();
     }
     let mut both = reader
-        .subscribe("chat.general")
+        .subscribe("chat.general", Replay::Last(5))
         .pattern("#rust")
-        .replay(Replay::Last(5))
         .await
         .unwrap();
     // Each pattern's replay is announced; repeats among them are dropped.
@@ -376,7 +405,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishin
     {
         tokio::time::sleep(Duration::from_millis(3 * round as u64)).await;
         let reader = client(&server, &format!("reader{round}")).await;
-        let subscription = reader.subscribe("race").replay(replay).await.unwrap();
+        let subscription = reader.subscribe("race", replay).await.unwrap();
         subscribers.push((reader, subscription));
     }
     for task in tasks {
@@ -407,7 +436,7 @@ async fn many_clients_at_once_all_receive_everything() {
     let mut readers = Vec::new();
     for i in 0..40 {
         let reader = client(&server, &format!("reader{i}")).await;
-        let subscription = reader.subscribe("fan.out").await.unwrap();
+        let subscription = reader.subscribe("fan.out", Replay::None).await.unwrap();
         readers.push((reader, subscription));
     }
     let publisher = client(&server, "publisher").await;
@@ -733,7 +762,7 @@ async fn unix_socket_sessions_may_stop_the_server_tcp_ones_may_not() {
         .await
         .unwrap();
     let tcp = client(&server, "tcp").await;
-    let mut subscription = tcp.subscribe("x").await.unwrap();
+    let mut subscription = tcp.subscribe("x", Replay::None).await.unwrap();
     let refused = tcp.stop_server().await.unwrap_err();
     assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
 
@@ -839,7 +868,7 @@ async fn wildcard_and_hashtag_replay_have_no_gap_while_channels_are_being_create
     let mut subscribers = Vec::new();
     for (round, reader) in readers.into_iter().enumerate() {
         let (pattern, replay) = kinds[round % kinds.len()];
-        let subscription = reader.subscribe(pattern).replay(replay).await.unwrap();
+        let subscription = reader.subscribe(pattern, replay).await.unwrap();
         subscribers.push((pattern, reader, subscription));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
@@ -889,7 +918,7 @@ async fn a_slow_subscriber_of_a_drop_oldest_channel_learns_how_much_it_missed() 
     let reader = Client::connect(ClientConfig::new(addr, "reader").with_subscription_capacity(16))
         .await
         .unwrap();
-    let mut ticks = reader.subscribe("ticks").await.unwrap();
+    let mut ticks = reader.subscribe("ticks", Replay::None).await.unwrap();
     let total = 20_000u64;
     let body = vec![b't'; 1024];
     for _ in 0..total {
@@ -933,7 +962,7 @@ async fn publishes_alternating_between_channels_keep_their_channels() {
     let server = server().await;
     let reader = client(&server, "reader").await;
     let writer = client(&server, "writer").await;
-    let mut all = reader.subscribe("alt.>").await.unwrap();
+    let mut all = reader.subscribe("alt.>", Replay::None).await.unwrap();
     let channels = ["alt.a", "alt.b", "alt.b", "alt.a", "alt.ab", "alt.a"];
     for (index, channel) in channels.iter().enumerate() {
         writer

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use jsonwebtoken::{EncodingKey, Header};
 use switchboard_client::{
-    Client, ClientConfig, ClientError, ErrorCode, ErrorKind, Payload, Subscription, TlsOptions,
+    Client, ClientConfig, ClientError, ErrorCode, ErrorKind, Payload, Replay, Subscription,
+    TlsOptions,
 };
 use switchboard_server::security::limits::{LimitSpec, ManualClock};
 use switchboard_server::security::permissions::{ChannelRule, Rule};
@@ -301,11 +302,14 @@ async fn user_rules_follow_the_password_login() {
         "publish to inbox.bob.x is not permitted",
     );
     assert_code(
-        bob.subscribe("inbox.>").await.map(drop),
+        bob.subscribe("inbox.>", Replay::None).await.map(drop),
         ErrorCode::Forbidden,
         "subscribe to inbox.> is not permitted",
     );
-    let mut inbox = bob.subscribe("inbox.bob.>").await.expect("bob's own inbox");
+    let mut inbox = bob
+        .subscribe("inbox.bob.>", Replay::None)
+        .await
+        .expect("bob's own inbox");
     alice
         .publish("inbox.bob.x", Payload::text("refused"))
         .await
@@ -435,8 +439,8 @@ async fn a_reload_revokes_live_subscriptions_and_removed_users() {
     let alice = login(&server, "alice", "wonderland").await;
     let bob = login(&server, "bob", "builder").await;
     let carol = login(&server, "carol", "christmas").await;
-    let mut news = alice.subscribe("news.>").await.unwrap();
-    let mut weather = alice.subscribe("weather").await.unwrap();
+    let mut news = alice.subscribe("news.>", Replay::None).await.unwrap();
+    let mut weather = alice.subscribe("weather", Replay::None).await.unwrap();
     root.publish("news.x", Payload::text("before"))
         .await
         .unwrap();
@@ -466,7 +470,7 @@ async fn a_reload_revokes_live_subscriptions_and_removed_users() {
 
     // The admin's own subscription shows when news.x has been delivered: alice's
     // session gets none of it.
-    let mut watch = root.subscribe("news.>").await.unwrap();
+    let mut watch = root.subscribe("news.>", Replay::None).await.unwrap();
     let delivered = stat(&server, "messages_delivered");
     root.publish("news.x", Payload::text("after"))
         .await
@@ -478,7 +482,7 @@ async fn a_reload_revokes_live_subscriptions_and_removed_users() {
         "only the admin's subscription got news.x"
     );
     assert_code(
-        alice.subscribe("news.>").await.map(drop),
+        alice.subscribe("news.>", Replay::None).await.map(drop),
         ErrorCode::Forbidden,
         "subscribe to news.> is not permitted",
     );
@@ -513,7 +517,7 @@ async fn a_reload_narrowing_a_wildcard_filters_it_without_revoking_it() {
     let server = start(newsroom(false)).await;
     let root = admin(&server).await;
     let alice = login(&server, "alice", "wonderland").await;
-    let mut news = alice.subscribe("news.>").await.unwrap();
+    let mut news = alice.subscribe("news.>", Replay::None).await.unwrap();
 
     let mut narrowed = newsroom(false);
     narrowed
@@ -531,7 +535,7 @@ async fn a_reload_narrowing_a_wildcard_filters_it_without_revoking_it() {
         .expect("the reload is accepted");
     // The session re-checks itself on its own time; a refused SUBSCRIBE shows it has.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while alice.subscribe("news.secret").await.is_ok() {
+    while alice.subscribe("news.secret", Replay::None).await.is_ok() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the new rules never reached the session"

@@ -63,7 +63,7 @@ async fn streamed_bodies_come_back_whole_from_a_server_with_small_frames() {
     let publisher = connect(&server, "publisher").await;
     assert_eq!(publisher.session().limits.max_frame, MAX_FRAME);
     let reader = connect(&server, "reader").await;
-    let mut live = reader.subscribe("files").await.unwrap();
+    let mut live = reader.subscribe("files", Replay::None).await.unwrap();
 
     let bodies: Vec<Vec<u8>> = SIZES.iter().map(|&len| body(len)).collect();
     let mut ids = Vec::new();
@@ -100,11 +100,7 @@ async fn streamed_bodies_come_back_whole_from_a_server_with_small_frames() {
         assert!(read_body(message).await == *data, "fetched: body whole");
     }
 
-    let mut replay = reader
-        .subscribe("files")
-        .replay(Replay::Last(2))
-        .await
-        .unwrap();
+    let mut replay = reader.subscribe("files", Replay::Last(2)).await.unwrap();
     for (data, id) in bodies.iter().zip(&ids) {
         let message = next_message(&mut replay).await;
         assert_eq!(message.id(), *id);

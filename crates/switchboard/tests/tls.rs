@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use switchboard_client::{Client, ClientConfig, ErrorKind, Payload, TlsOptions};
+use switchboard_client::{Client, ClientConfig, ErrorKind, Payload, Replay, TlsOptions};
 use switchboard_server::{ClientAuth, Hooks, Server, ServerHandle, SessionInfo, TlsListenerConfig};
 
 mod support;
@@ -144,7 +144,7 @@ async fn publish_and_subscribe_over_tls() {
     let reader = connect(&server, "reader", trust.with_server_name("localhost"))
         .await
         .unwrap();
-    let mut news = reader.subscribe("news").await.unwrap();
+    let mut news = reader.subscribe("news", Replay::None).await.unwrap();
 
     publisher
         .publish("news", Payload::text("over TLS"))
@@ -379,7 +379,7 @@ async fn reloaded_certificates_serve_new_handshakes_and_old_sessions_keep_workin
     let server = tls_server(pki.listener()).await;
     let first_trust = TlsOptions::new().with_ca_file(&pki.ca_file);
     let old = connect(&server, "old", first_trust.clone()).await.unwrap();
-    let mut old_news = old.subscribe("news").await.unwrap();
+    let mut old_news = old.subscribe("news", Replay::None).await.unwrap();
 
     // New certificate files from a new CA, replacing the old ones on disk.
     let second = Ca::new("Second CA");

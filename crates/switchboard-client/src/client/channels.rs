@@ -110,9 +110,10 @@ impl Client {
     }
 
     /// Subscribes to a channel name, a wildcard pattern (`chat.*`, `chat.>`) or a hashtag
-    /// (`#rust`). Awaiting the returned [`SubscribeBuilder`] sends the request; before
-    /// that, [`SubscribeBuilder::pattern`] adds more patterns to the same subscription and
-    /// [`SubscribeBuilder::replay`] asks for history first.
+    /// (`#rust`). `replay` asks for history before live messages ([`Replay::None`]: live
+    /// only); replays come pattern by pattern, in the order the patterns were given.
+    /// Awaiting the returned [`SubscribeBuilder`] sends the request; before that,
+    /// [`SubscribeBuilder::pattern`] adds more patterns to the same subscription.
     ///
     /// One subscription is one consumer: a message matching several of its patterns is
     /// received once, in the order the server sent it, and so is a message that the
@@ -124,14 +125,14 @@ impl Client {
     /// use futures::StreamExt;
     /// use switchboard_client::Replay;
     ///
-    /// let mut chat = client.subscribe("chat.>").pattern("#rust").replay(Replay::Last(5)).await?;
+    /// let mut chat = client.subscribe("chat.>", Replay::Last(5)).pattern("#rust").await?;
     /// while let Some(message) = chat.next().await {
     ///     println!("{}", message?.text().unwrap_or("<binary>"));
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn subscribe(&self, pattern: &str) -> SubscribeBuilder<'_> {
-        SubscribeBuilder::new(self, pattern)
+    pub fn subscribe(&self, pattern: &str, replay: Replay) -> SubscribeBuilder<'_> {
+        SubscribeBuilder::new(self, pattern, replay)
     }
 
     /// Sends one SUBSCRIBE per pattern, all feeding one consumer.

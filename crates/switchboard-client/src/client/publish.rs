@@ -110,6 +110,37 @@ impl Client {
         PublishBuilder::new(self, Scope::Group, group, payload)
     }
 
+    /// Publishes `payload` to `channel` without asking for an ack: shorthand for
+    /// `publish(channel, payload).no_reply()`. See [`PublishBuilder::no_reply`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Payload;
+    ///
+    /// client.publish_no_reply("metrics", Payload::text("cpu=12")).await?;
+    /// client.flush().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_no_reply(&self, channel: &str, payload: Payload) -> Result<()> {
+        self.publish(channel, payload).no_reply().await
+    }
+
+    /// Queues a publish of `payload` to `channel` and returns its ack to await later:
+    /// shorthand for `publish(channel, payload).pipelined()`. See
+    /// [`PublishBuilder::pipelined`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchboard_client::Client) -> switchboard_client::Result<()> {
+    /// use switchboard_client::Payload;
+    ///
+    /// let pending = client.publish_pipelined("orders", Payload::text("order 18")).await?;
+    /// println!("stored as seq {}", pending.await?.seq);
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_pipelined(&self, channel: &str, payload: Payload) -> Result<PendingAck> {
+        self.publish(channel, payload).pipelined().await
+    }
+
     /// Waits until everything queued so far was written and processed by the server.
     ///
     /// The server handles a connection's requests in order, so the answer to a request

@@ -145,11 +145,11 @@ async fn events(
     // Taken before subscribing: every message stamped from now on reaches the
     // subscription live.
     let live_from = now_us();
-    let mut builder = client.subscribe(patterns[0]);
+    let mut builder = client.subscribe(patterns[0], resumed.from);
     for pattern in &patterns[1..] {
         builder = builder.pattern(pattern);
     }
-    let subscription = builder.replay(resumed.from).await?;
+    let subscription = builder.await?;
     let subscribed = Event::default().event("subscribed").json_data(Subscribed {
         patterns: subscription.patterns(),
         replay_count: subscription.replay_count(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use futures::StreamExt;
+use switchboard_client::Replay;
 
 use super::Settings;
 use super::progress::Progress;
@@ -66,7 +67,7 @@ pub(super) async fn run(target: &Target, settings: &Settings) -> Result<Report> 
             async move {
                 let client = target.connect(&format!("idle-{index}")).await?;
                 let channel = format!("{}.{index}", settings.channel_base);
-                let subscription = client.subscribe(&channel).await?;
+                let subscription = client.subscribe(&channel, Replay::None).await?;
                 let opened = opened_so_far.fetch_add(1, Ordering::Relaxed) + 1;
                 progress.show(opened, &[]);
                 Ok((client, subscription))

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hdrhistogram::Histogram;
-use switchboard_client::{Client, OCTET_STREAM, Payload, Subscription, Text};
+use switchboard_client::{Client, OCTET_STREAM, Payload, Replay, Subscription, Text};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -563,7 +563,7 @@ async fn connect_subscribers(
                 .connect_subscriber(&format!("sub-{channel}-{index}"))
                 .await?;
             let subscription = client
-                .subscribe(name)
+                .subscribe(name, Replay::None)
                 .await
                 .with_context(|| format!("cannot subscribe to {name}"))?;
             Ok((channel, index, client, subscription))

@@ -79,10 +79,10 @@ pub async fn subscribe(ctx: &Context, args: SubscribeArgs) -> Result<()> {
     // replayed for several, is printed once.
     let subscribing = rest
         .iter()
-        .fold(client.subscribe(first), |subscribing, pattern| {
+        .fold(client.subscribe(first, replay), |subscribing, pattern| {
             subscribing.pattern(pattern)
         });
-    let mut messages = subscribing.replay(replay).await?;
+    let mut messages = subscribing.await?;
     let mut received = 0u64;
     while args.count.is_none_or(|count| received < count) {
         let Some(message) = messages.next().await else {
