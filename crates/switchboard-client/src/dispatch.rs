@@ -544,7 +544,7 @@ impl Dispatcher {
         if message.is_streamed() {
             return SingleConsumer::NotSo(message);
         }
-        let table = self.shared.subscriptions();
+        let mut table = self.shared.subscriptions();
         let Some((subscription_id, sender)) = table.single_match(&message) else {
             return SingleConsumer::NotSo(message);
         };

@@ -596,6 +596,12 @@ impl ReceivedMessage {
         self.seq
     }
 
+    /// The texts this message shares with the others the reader decoded while they
+    /// repeated: equal pointers mean equal names.
+    pub(crate) fn shared_names(&self) -> &Arc<MessageNames> {
+        &self.names
+    }
+
     /// The channel or group it was published to.
     ///
     /// ```no_run

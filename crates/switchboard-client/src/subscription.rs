@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::client::Client;
 use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
-use crate::payload::ReceivedMessage;
+use crate::payload::{MessageNames, ReceivedMessage};
 
 /// Why a subscription stopped receiving.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +125,17 @@ pub(crate) struct SubscriptionTable {
     /// some subscription can use them.
     tag_patterns: usize,
     closed: bool,
+    /// Where the last live message that had exactly one consumer went, by the names it
+    /// carried: while the reader hands out the same shared names (one publisher on one
+    /// channel) and no entry has come or gone, the next one goes there without its
+    /// channel being matched against every pattern again.
+    last_single: Option<LastSingle>,
+}
+
+struct LastSingle {
+    names: Arc<MessageNames>,
+    subscription_id: u64,
+    sender: message_queue::Sender<ReceivedMessage>,
 }
 
 impl SubscriptionTable {
@@ -140,6 +151,7 @@ impl SubscriptionTable {
         if matches!(entry.pattern, Pattern::Tag(_)) {
             self.tag_patterns += 1;
         }
+        self.last_single = None;
         if let Some(previous) = self.entries.insert(subscription_id, entry) {
             // A server reusing a live id ends the old subscription rather than merging.
             self.forget_kind(&previous);
@@ -153,6 +165,7 @@ impl SubscriptionTable {
     /// Removes a subscription.
     pub(crate) fn remove(&mut self, subscription_id: u64) -> Option<SubscriptionEntry> {
         let entry = self.entries.remove(&subscription_id)?;
+        self.last_single = None;
         self.forget_kind(&entry);
         Some(entry)
     }
@@ -221,23 +234,48 @@ impl SubscriptionTable {
     /// The one subscription a live message goes to, if exactly one matches it (the
     /// common case, which needs no list of targets and no clone of a sender).
     pub(crate) fn single_match(
-        &self,
+        &mut self,
         message: &ReceivedMessage,
     ) -> Option<(u64, &message_queue::Sender<ReceivedMessage>)> {
-        let tags = if self.tag_patterns > 0 {
-            message_tags(message)
-        } else {
-            Vec::new()
-        };
+        if self.tag_patterns > 0 {
+            // Hashtags depend on the body, not only on the names: match every time.
+            let tags = message_tags(message);
+            let (id, entry) = self.only_match(message, &tags)?;
+            return Some((id, &entry.sender));
+        }
+        let names = message.shared_names();
+        let known = self
+            .last_single
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(&last.names, names));
+        if !known {
+            let (subscription_id, entry) = self.only_match(message, &[])?;
+            let sender = entry.sender.clone();
+            self.last_single = Some(LastSingle {
+                names: names.clone(),
+                subscription_id,
+                sender,
+            });
+        }
+        let last = self.last_single.as_ref()?;
+        Some((last.subscription_id, &last.sender))
+    }
+
+    /// The one entry whose pattern matches `message`, if exactly one does.
+    fn only_match(
+        &self,
+        message: &ReceivedMessage,
+        tags: &[String],
+    ) -> Option<(u64, &SubscriptionEntry)> {
         let mut matching = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.pattern.matches_message(message.channel(), &tags));
+            .filter(|(_, entry)| entry.pattern.matches_message(message.channel(), tags));
         let (id, entry) = matching.next()?;
         if matching.next().is_some() {
             return None;
         }
-        Some((*id, &entry.sender))
+        Some((*id, entry))
     }
 
     /// The subscriptions whose pattern is exactly `channel`.
@@ -274,6 +312,7 @@ impl SubscriptionTable {
     pub(crate) fn close(&mut self, _reason: &CloseReason) -> Vec<SubscriptionEntry> {
         self.closed = true;
         self.tag_patterns = 0;
+        self.last_single = None;
         self.entries.drain().map(|(_, entry)| entry).collect()
     }
 }
@@ -635,6 +674,39 @@ mod tests {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    #[test]
+    fn the_last_single_consumer_is_forgotten_when_an_entry_comes_or_goes() {
+        use tokio::sync::mpsc::error::TryRecvError;
+
+        let mut table = SubscriptionTable::default();
+        let (wide, mut wide_receiver) = entry("chat.*");
+        assert!(table.insert(1, wide).is_ok());
+        let first = message("chat.rust", "text/plain", "one");
+        // A clone shares the names, as the reader's messages do while they repeat.
+        let again = first.clone();
+        let single = |table: &mut SubscriptionTable| table.single_match(&again).map(|(id, _)| id);
+        assert_eq!(table.single_match(&first).map(|(id, _)| id), Some(1));
+        assert_eq!(single(&mut table), Some(1));
+        drop(table.remove(1));
+        // The removed subscription's queue has no sender left: what was remembered
+        // went with its entry.
+        assert!(matches!(
+            wide_receiver.try_recv(),
+            Err(TryRecvError::Disconnected)
+        ));
+        assert_eq!(single(&mut table), None);
+        let (exact, _exact_receiver) = entry("chat.rust");
+        assert!(table.insert(2, exact).is_ok());
+        assert_eq!(single(&mut table), Some(2));
+        let (deep, _deep_receiver) = entry("chat.>");
+        assert!(table.insert(3, deep).is_ok());
+        assert_eq!(single(&mut table), None, "two consumers match now");
+        drop(table.remove(3));
+        assert_eq!(single(&mut table), Some(2));
+        table.close(&CloseReason::Client);
+        assert_eq!(single(&mut table), None);
     }
 
     #[test]
