@@ -212,9 +212,10 @@ struct OutboxState {
     /// Wakes whoever waits on the connection (its request loop, a reply waiting for
     /// room) when something they look at may have changed: the queued bytes fell under
     /// the reply limit, the kill switch was pulled, the server started shutting down, or
-    /// a reload put a new policy in force. One `Notify` for all of them, so that an idle
-    /// connection waits on one small future; a waiter looks at what changed, and waits
-    /// again if nothing it cares about did.
+    /// a reload put a new policy in force; and the queue's senders waiting for room
+    /// (slots given back, the receiver gone). One `Notify` for all of them, so that an
+    /// idle connection waits on one small future; a waiter looks at what changed, and
+    /// waits again if nothing it cares about did.
     signal: Notify,
     /// Bytes of direct messages among them.
     direct_bytes: AtomicUsize,
@@ -234,6 +235,14 @@ struct OutboxState {
 impl queue::Holder<Outgoing> for OutboxState {
     fn queue(&self) -> &queue::Chan<Outgoing> {
         &self.queue
+    }
+
+    /// The queue's senders waiting for room wait on the signal too: 32 bytes less per
+    /// connection than a `Notify` of their own, for a wake now and then that they look
+    /// at and ignore (a reply waiting for bytes, a kill, a reload), as the request loop
+    /// ignores the queue's.
+    fn room(&self) -> &Notify {
+        &self.signal
     }
 }
 

@@ -21,8 +21,9 @@
 //! Free slots are a count under the queue's lock, which every push takes anyway: a
 //! delivery costs one lock, not a lock and a semaphore's atomic besides (the semaphore's
 //! counter was shared with the receiver giving slots back, and with every other
-//! publisher). Senders that wait for room (replies) wait on a [`Notify`], woken when
-//! slots are given back or the queue closes.
+//! publisher). Senders that wait for room (replies) wait on a [`Notify`] that the
+//! queue's holder lends ([`Holder::room`]), woken when slots are given back or the queue
+//! closes.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -34,8 +35,11 @@ use tokio::sync::Notify;
 
 /// A queue holding at most `capacity` items.
 #[cfg(test)]
-pub(crate) fn channel<T: Send>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    halves(Arc::new(Chan::new(capacity)))
+pub(crate) fn channel<T: Send>(capacity: usize) -> (Sender<T, Alone<T>>, Receiver<T, Alone<T>>) {
+    halves(Arc::new(Alone {
+        chan: Chan::new(capacity),
+        room: Notify::new(),
+    }))
 }
 
 /// The sender and the receiver of the queue `holder` holds, which has never had either.
@@ -53,23 +57,36 @@ pub(crate) fn halves<T, H: Holder<T>>(holder: Arc<H>) -> (Sender<T, H>, Receiver
     )
 }
 
-/// What holds a queue: the queue alone, or a larger state shared by the same senders,
-/// which then keeps the queue inside it rather than in an allocation of its own.
+/// What holds a queue: a larger state shared by the same senders, which keeps the queue
+/// inside it rather than in an allocation of its own, and lends it a [`Notify`] to wake
+/// the senders waiting for room when slots are given back or the receiver goes (they
+/// look again under the lock, so a `Notify` that also wakes them for the holder's own
+/// reasons does no harm).
 pub(crate) trait Holder<T>: Send + Sync {
     fn queue(&self) -> &Chan<T>;
+    fn room(&self) -> &Notify;
 }
 
-impl<T: Send> Holder<T> for Chan<T> {
+/// A queue on its own, with a `Notify` of its own.
+#[cfg(test)]
+pub(crate) struct Alone<T> {
+    chan: Chan<T>,
+    room: Notify,
+}
+
+#[cfg(test)]
+impl<T: Send> Holder<T> for Alone<T> {
     fn queue(&self) -> &Chan<T> {
-        self
+        &self.chan
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
     }
 }
 
 pub(crate) struct Chan<T> {
     state: Mutex<State<T>>,
-    /// Wakes the senders waiting for room when slots are given back or the receiver
-    /// goes (they look again under the lock).
-    room: Notify,
 }
 
 impl<T> Chan<T> {
@@ -87,7 +104,6 @@ impl<T> Chan<T> {
                 parked: None,
                 burst: 0,
             }),
-            room: Notify::new(),
         }
     }
 }
@@ -141,7 +157,7 @@ pub(crate) enum TryRecvError {
     Disconnected,
 }
 
-pub(crate) struct Sender<T, H: Holder<T> = Chan<T>> {
+pub(crate) struct Sender<T, H: Holder<T>> {
     chan: Arc<H>,
     item: PhantomData<fn(T)>,
 }
@@ -221,7 +237,7 @@ impl<T, H: Holder<T>> Sender<T, H> {
     /// while waiting, it has taken nothing.
     async fn room(&self) -> Result<(), ()> {
         loop {
-            let freed = self.chan.queue().room.notified();
+            let freed = self.chan.room().notified();
             tokio::pin!(freed);
             // Enabled before looking, so that slots given back in between wake it.
             freed.as_mut().enable();
@@ -285,18 +301,18 @@ fn push_locked<T>(mut state: parking_lot::MutexGuard<'_, State<T>>, item: T) {
 }
 
 /// Gives `slots` back to the queue and wakes the senders waiting for room, if any.
-fn give_back<T>(chan: &Chan<T>, slots: usize) {
-    let mut state = chan.state.lock();
+fn give_back<T, H: Holder<T>>(holder: &H, slots: usize) {
+    let mut state = holder.queue().state.lock();
     state.free += slots;
     let wanted = std::mem::take(&mut state.room_wanted);
     drop(state);
     if wanted {
-        chan.room.notify_waiters();
+        holder.room().notify_waiters();
     }
 }
 
 /// Room for one item, taken in advance; given back if dropped unused.
-pub(crate) struct OwnedPermit<T, H: Holder<T> = Chan<T>> {
+pub(crate) struct OwnedPermit<T, H: Holder<T>> {
     sender: Option<Sender<T, H>>,
 }
 
@@ -320,12 +336,12 @@ impl<T, H: Holder<T>> OwnedPermit<T, H> {
 impl<T, H: Holder<T>> Drop for OwnedPermit<T, H> {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            give_back(sender.chan.queue(), 1);
+            give_back(&*sender.chan, 1);
         }
     }
 }
 
-pub(crate) struct Receiver<T, H: Holder<T> = Chan<T>> {
+pub(crate) struct Receiver<T, H: Holder<T>> {
     chan: Arc<H>,
     /// Items taken from the queue in one go and not handed out yet. They keep their
     /// slots: the queue and the hand together never hold more than the capacity.
@@ -362,7 +378,7 @@ impl<T, H: Holder<T>> Receiver<T, H> {
         if let Some(item) = self.take_from_hand() {
             return Poll::Ready(Some(item));
         }
-        let mut state = lock_settled(self.chan.queue(), &mut self.unsettled);
+        let mut state = lock_settled(&*self.chan, &mut self.unsettled);
         if !state.items.is_empty() {
             let short = take_all(&mut state, &mut self.hand);
             drop(state);
@@ -402,7 +418,7 @@ impl<T, H: Holder<T>> Receiver<T, H> {
         if let Some(item) = self.take_from_hand() {
             return Ok(item);
         }
-        let mut state = lock_settled(self.chan.queue(), &mut self.unsettled);
+        let mut state = lock_settled(&*self.chan, &mut self.unsettled);
         if state.items.is_empty() {
             return Err(if state.senders == 0 {
                 TryRecvError::Disconnected
@@ -439,7 +455,7 @@ impl<T, H: Holder<T>> Receiver<T, H> {
     /// Gives back the slots of the items taken since the last time.
     pub fn settle(&mut self) {
         if self.unsettled > 0 {
-            give_back(self.chan.queue(), self.unsettled);
+            give_back(&*self.chan, self.unsettled);
             self.unsettled = 0;
         }
     }
@@ -490,8 +506,8 @@ fn take_all<T>(state: &mut State<T>, hand: &mut VecDeque<T>) -> VecDeque<T> {
 
 /// The queue's state, locked, with the slots of `unsettled` items given back under the
 /// same lock (the senders waiting for room are woken once it is let go of).
-fn lock_settled<'a, T>(chan: &'a Chan<T>, unsettled: &mut usize) -> SettledGuard<'a, T> {
-    let mut state = chan.state.lock();
+fn lock_settled<'a, T, H: Holder<T>>(holder: &'a H, unsettled: &mut usize) -> SettledGuard<'a, T> {
+    let mut state = holder.queue().state.lock();
     let mut wake = false;
     if *unsettled > 0 {
         state.free += std::mem::take(unsettled);
@@ -499,7 +515,7 @@ fn lock_settled<'a, T>(chan: &'a Chan<T>, unsettled: &mut usize) -> SettledGuard
     }
     SettledGuard {
         state: Some(state),
-        room: wake.then_some(&chan.room),
+        room: wake.then_some(holder.room()),
     }
 }
 
@@ -539,7 +555,7 @@ impl<T, H: Holder<T>> Drop for Receiver<T, H> {
         let items = std::mem::take(&mut state.items);
         drop(state);
         // Senders waiting for room see the queue closed.
-        self.chan.queue().room.notify_waiters();
+        self.chan.room().notify_waiters();
         // Dropped outside the lock: an item may hold anything.
         drop(items);
     }
@@ -690,7 +706,9 @@ mod tests {
     }
 
     /// A parked receiver, handed back by whatever resumes it.
-    fn park_into(rx: Receiver<u32>) -> std::sync::mpsc::Receiver<Receiver<u32>> {
+    fn park_into(
+        rx: Receiver<u32, Alone<u32>>,
+    ) -> std::sync::mpsc::Receiver<Receiver<u32, Alone<u32>>> {
         let (resumed, back) = std::sync::mpsc::channel();
         rx.park(move |rx| resumed.send(rx).unwrap());
         back
