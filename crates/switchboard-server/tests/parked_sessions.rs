@@ -268,3 +268,28 @@ async fn a_parked_session_answers_its_next_request_and_parks_again() {
     }
     server.shutdown().await;
 }
+
+/// A session parks as soon as it goes quiet after its first request (its opening: a
+/// SUBSCRIBE here), without waiting the 100 ms that later quiet moments wait.
+#[tokio::test]
+async fn a_session_parks_at_once_after_its_first_request() {
+    const LINGER: Duration = Duration::from_millis(100);
+    let server = start_server().await;
+    let mut clients = Vec::new();
+    let mut fastest = Duration::MAX;
+    // Three sessions, one after another: a stall of the machine may delay one look at
+    // the gauge past the linger, not all three.
+    for index in 0..3u64 {
+        let (mut client, _) = RawClient::connect_session(&server, &format!("quick-{index}")).await;
+        subscribe(&mut client, &format!("quick.{index}")).await;
+        let acked = Instant::now();
+        parked(&server, index + 1).await;
+        fastest = fastest.min(acked.elapsed());
+        clients.push(client);
+    }
+    assert!(
+        fastest < LINGER,
+        "parked {fastest:?} after its first request at the soonest"
+    );
+    server.shutdown().await;
+}

@@ -50,6 +50,9 @@ pub(crate) struct Session {
     /// More bytes were already read when the request being served was: the client did
     /// not wait for its answer (set by the request loop).
     pub(crate) more_read: bool,
+    /// The session has not gone quiet since it served its first request: the next time
+    /// it does, it parks at once (see `connection::request_loop`).
+    pub(crate) opening: bool,
     /// Publishes queued on the cluster's backplane, not yet stored.
     pub(super) cluster_acks: Option<Box<ClusterAcks>>,
     next_subscription_id: u64,
@@ -78,6 +81,7 @@ impl Session {
             streams: OpenStreams::default(),
             durable_acks: None,
             more_read: false,
+            opening: true,
             cluster_acks: None,
             next_subscription_id: 0,
         }

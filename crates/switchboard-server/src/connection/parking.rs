@@ -149,19 +149,51 @@ impl Wake for SessionWaker {
 struct Entry {
     session: Box<dyn ParkedSession>,
     waker: Arc<SessionWaker>,
-    deadline: Instant,
+    deadline: Nanos,
 }
+
+/// A deadline as nanoseconds after the table's start: 8 bytes where an `Instant` is 16,
+/// in every parked session's entry and its place in the ordered set.
+type Nanos = u64;
 
 /// The shared task's own state: the parked sessions by key, and their deadlines in
 /// order.
-#[derive(Default)]
 struct Table {
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
-    deadlines: BTreeSet<(Instant, u32)>,
+    deadlines: BTreeSet<(Nanos, u32)>,
+    /// What the deadlines count from.
+    start: Instant,
 }
 
 impl Table {
+    fn new() -> Table {
+        Table {
+            entries: Vec::new(),
+            free: Vec::new(),
+            deadlines: BTreeSet::new(),
+            start: Instant::now(),
+        }
+    }
+
+    /// `at` as nanoseconds after the start (the start itself for an earlier instant,
+    /// which is as passed as it).
+    fn nanos(&self, at: Instant) -> Nanos {
+        let after = at.saturating_duration_since(self.start).as_nanos();
+        Nanos::try_from(after).unwrap_or(Nanos::MAX)
+    }
+
+    fn instant(&self, nanos: Nanos) -> Instant {
+        self.start + std::time::Duration::from_nanos(nanos)
+    }
+
+    /// The earliest deadline of a parked session, if any.
+    fn first_deadline(&self) -> Option<Instant> {
+        self.deadlines
+            .first()
+            .map(|&(deadline, _)| self.instant(deadline))
+    }
+
     fn is_empty(&self) -> bool {
         self.deadlines.is_empty()
     }
@@ -172,7 +204,7 @@ impl Table {
             // More sessions than keys would need more connections than a process has.
             u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
         });
-        let deadline = session.deadline();
+        let deadline = self.nanos(session.deadline());
         self.deadlines.insert((deadline, key));
         self.entries[key as usize] = Some(Entry {
             session,
@@ -220,7 +252,7 @@ impl Table {
 pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
     let shared = hub.parking().shared.clone();
     shared.open.store(true, Ordering::Relaxed);
-    let mut table = Table::default();
+    let mut table = Table::new();
     let never = far_future();
     let mut timer = Box::pin(tokio::time::sleep_until(never));
     let mut incoming = Vec::new();
@@ -232,10 +264,7 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
         let waiting = Waiting {
             shared: &shared,
             hub: &hub,
-            next_deadline: table
-                .deadlines
-                .first()
-                .map_or(never, |&(deadline, _)| deadline),
+            next_deadline: table.first_deadline().unwrap_or(never),
         };
         std::future::poll_fn(|cx| waiting.poll(timer.as_mut(), &mut incoming, &mut ready, cx))
             .await;
@@ -258,7 +287,7 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
         }
         // Within the timer's resolution of now counts as passed, so that a timer that
         // fired never finds its deadline still ahead (and fires again at once).
-        let now = Instant::now() + TIMER_SLACK;
+        let now = table.nanos(Instant::now() + TIMER_SLACK);
         while let Some(&(deadline, key)) = table.deadlines.first() {
             if deadline > now {
                 break;

@@ -10,7 +10,8 @@
 //!
 //! A session that has waited [`PARK_AFTER`] between frames, with nothing of a frame
 //! read, leaves the loop to park without a task (see `parking`); it comes back with its
-//! heartbeat deadline unchanged.
+//! heartbeat deadline unchanged. The first time a session goes quiet after serving its
+//! first request, it parks at once.
 
 use switchboard_proto::packet::{ErrorPacket, Packet};
 use switchboard_proto::{ErrorCode, ProtoError};
@@ -73,16 +74,20 @@ pub(super) async fn request_loop<R: Readable>(
 ) -> Outcome {
     // A session whose credentials expire (a JWT's `exp`) ends then, busy or idle.
     let expiry = session.identity.expires_at_us.map(instant_of);
+    // Frames were served since the loop started (a session's first request, if it is
+    // still `opening`).
+    let mut served = false;
     loop {
         if let Some(end) = expiry.and_then(|expiry| credentials_expired(session, expiry)) {
             return end.into();
         }
         // Frames may be waiting already: sent right behind SESSION_INIT, or left by a
         // batch that stopped at a partial frame or for the kill switch.
-        if reader.has_bytes()
-            && let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await
-        {
-            return end.into();
+        if reader.has_bytes() {
+            served = true;
+            if let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await {
+                return end.into();
+            }
         }
         // A large frame still arriving is admitted against the server's budget before
         // more of it is read.
@@ -95,14 +100,23 @@ pub(super) async fn request_loop<R: Readable>(
         if let Some(expiry) = expiry {
             deadline = deadline.min(expiry);
         }
+        // The first quiet moment after the session's first request parks it at once:
+        // most sessions that go quiet then (opened, subscribed) stay quiet, and a
+        // thousand sessions opening at once would otherwise each keep its task for the
+        // linger. A session that is busy after all resumes once and lingers from then on.
+        let at_once = session.opening && served;
+        let linger = if at_once { Duration::ZERO } else { PARK_AFTER };
         // Parking is worth it only before the deadline, between frames, with no upload
         // open (what an upload holds is not waited on alone).
-        let park_at = Some(now + PARK_AFTER).filter(|&park_at| {
+        let park_at = Some(now + linger).filter(|&park_at| {
             park_at < deadline
                 && reader.is_between_frames()
                 && session.may_park()
                 && hub.parking().is_open()
         });
+        if at_once && park_at.is_some() {
+            session.opening = false;
+        }
         let wait_until = park_at.unwrap_or(deadline);
         // The kill switch, shutdown and a reload all wake the outbox's signal: one
         // future for the three, enabled before they are looked at so that none is missed.

@@ -47,55 +47,105 @@ impl RouteFilter for Option<DeliveryFilter> {
     }
 }
 
+/// One connection on a route: its id, its outbox, how many of its subscriptions use the
+/// route, and its filter.
+type Subscriber<F> = (u64, Outbox, u32, F);
+
 /// Connections on one route, with how many of their subscriptions use it, sorted by
 /// connection id.
 ///
-/// A sorted vector rather than a map: most routes have one subscriber (a map would hold
-/// a table of several buckets for it, which is a good part of what an idle subscribed
-/// session costs), delivery walks it front to back, and adding or removing one costs a
-/// binary search and a move of what follows.
+/// Most routes have one subscriber: it is held inline, without an allocation of its own
+/// (a vector of one was 32 bytes of heap, and glibc's header, per subscribed session).
+/// Two or more are a sorted vector rather than a map: delivery walks it front to back,
+/// and adding or removing one costs a binary search and a move of what follows.
 #[derive(Debug, Default)]
-struct Subscribers<F = Option<DeliveryFilter>>(Vec<(u64, Outbox, u32, F)>);
+enum Subscribers<F = Option<DeliveryFilter>> {
+    #[default]
+    None,
+    One(Subscriber<F>),
+    Many(Vec<Subscriber<F>>),
+}
 
 impl<F: RouteFilter> Subscribers<F> {
+    fn as_slice(&self) -> &[Subscriber<F>] {
+        match self {
+            Subscribers::None => &[],
+            Subscribers::One(one) => std::slice::from_ref(one),
+            Subscribers::Many(many) => many,
+        }
+    }
+
     fn add(&mut self, outbox: &Outbox, filter: F) {
         let conn_id = outbox.conn_id();
-        match self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
-            Ok(at) => self.0[at].2 += 1,
-            Err(at) => {
-                // Room for exactly the first subscriber; a vector's default first growth
-                // takes four.
-                if self.0.is_empty() {
-                    self.0.reserve_exact(1);
-                }
-                self.0.insert(at, (conn_id, outbox.clone(), 1, filter));
+        *self = match std::mem::take(self) {
+            Subscribers::None => Subscribers::One((conn_id, outbox.clone(), 1, filter)),
+            Subscribers::One(mut one) if one.0 == conn_id => {
+                one.2 += 1;
+                Subscribers::One(one)
             }
-        }
+            Subscribers::One(one) => {
+                let new = (conn_id, outbox.clone(), 1, filter);
+                let mut many = Vec::with_capacity(2);
+                if one.0 < conn_id {
+                    many.extend([one, new]);
+                } else {
+                    many.extend([new, one]);
+                }
+                Subscribers::Many(many)
+            }
+            Subscribers::Many(mut many) => {
+                match many.binary_search_by_key(&conn_id, |entry| entry.0) {
+                    Ok(at) => many[at].2 += 1,
+                    Err(at) => many.insert(at, (conn_id, outbox.clone(), 1, filter)),
+                }
+                Subscribers::Many(many)
+            }
+        };
     }
 
     fn remove(&mut self, conn_id: u64) {
-        if let Ok(at) = self.0.binary_search_by_key(&conn_id, |entry| entry.0) {
-            self.0[at].2 -= 1;
-            if self.0[at].2 == 0 {
-                self.0.remove(at);
-                if self.0.len() * 4 < self.0.capacity() {
-                    self.0.shrink_to_fit();
+        *self = match std::mem::take(self) {
+            Subscribers::One(mut one) if one.0 == conn_id => {
+                one.2 -= 1;
+                if one.2 == 0 {
+                    Subscribers::None
+                } else {
+                    Subscribers::One(one)
                 }
             }
-        }
+            Subscribers::Many(mut many) => {
+                if let Ok(at) = many.binary_search_by_key(&conn_id, |entry| entry.0) {
+                    many[at].2 -= 1;
+                    if many[at].2 == 0 {
+                        many.remove(at);
+                    }
+                }
+                if many.len() == 1
+                    && let Some(last) = many.pop()
+                {
+                    Subscribers::One(last)
+                } else {
+                    if many.len() * 4 < many.capacity() {
+                        many.shrink_to_fit();
+                    }
+                    Subscribers::Many(many)
+                }
+            }
+            other => other,
+        };
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        matches!(self, Subscribers::None)
     }
 
     fn outboxes(&self) -> impl Iterator<Item = &Outbox> {
-        self.0.iter().map(|(_, outbox, _, _)| outbox)
+        self.as_slice().iter().map(|(_, outbox, _, _)| outbox)
     }
 
     /// The outboxes whose filter (if any) admits a message of `channel`.
     fn outboxes_for<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Outbox> + 'a {
-        self.0
+        self.as_slice()
             .iter()
             .filter(move |(_, _, _, filter)| filter.admits(channel))
             .map(|(_, outbox, _, _)| outbox)
@@ -354,5 +404,66 @@ impl Routes {
 
     pub fn write(&self) -> RwLockWriteGuard<'_, RouteTable> {
         self.table.write()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn outbox(conn_id: u64) -> Outbox {
+        let (outbox, _) = Outbox::new(
+            conn_id,
+            16,
+            4096,
+            &CancellationToken::new(),
+            Arc::default(),
+            crate::budget::MemoryBudget::unlimited(),
+        );
+        outbox
+    }
+
+    fn ids(subscribers: &Subscribers<()>) -> Vec<(u64, u32)> {
+        subscribers
+            .as_slice()
+            .iter()
+            .map(|(id, _, count, ())| (*id, *count))
+            .collect()
+    }
+
+    #[test]
+    fn subscribers_stay_sorted_and_counted_from_one_inline_to_many_and_back() {
+        let (one, two, three) = (outbox(1), outbox(2), outbox(3));
+        let mut subscribers = Subscribers::<()>::default();
+        subscribers.add(&two, ());
+        subscribers.add(&two, ());
+        assert!(matches!(subscribers, Subscribers::One(_)));
+        assert_eq!(ids(&subscribers), [(2, 2)]);
+        subscribers.add(&three, ());
+        subscribers.add(&one, ());
+        assert_eq!(ids(&subscribers), [(1, 1), (2, 2), (3, 1)]);
+        subscribers.remove(2);
+        subscribers.remove(9);
+        assert_eq!(ids(&subscribers), [(1, 1), (2, 1), (3, 1)]);
+        subscribers.remove(2);
+        subscribers.remove(1);
+        assert!(matches!(subscribers, Subscribers::One(_)));
+        assert_eq!(ids(&subscribers), [(3, 1)]);
+        assert_eq!(
+            subscribers
+                .outboxes()
+                .map(Outbox::conn_id)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        subscribers.remove(1);
+        assert_eq!(ids(&subscribers), [(3, 1)]);
+        subscribers.remove(3);
+        assert!(subscribers.is_empty());
+        assert!(ids(&subscribers).is_empty());
     }
 }

@@ -194,13 +194,14 @@ struct Droppables {
 /// and the directory hold one per subscription and session).
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: queue::Sender<Outgoing>,
-    state: Arc<OutboxState>,
+    /// Its state holds the queue: one allocation for both, one pointer for a handle.
+    tx: queue::Sender<Outgoing, OutboxState>,
 }
 
-/// What the senders of one connection share besides the queue, in one allocation.
+/// What the senders of one connection share, the queue included, in one allocation.
 #[derive(Debug)]
 struct OutboxState {
+    queue: queue::Chan<Outgoing>,
     conn_id: u64,
     kill: KillSwitch,
     /// Bytes of deliveries queued and not yet taken by the writer.
@@ -211,9 +212,10 @@ struct OutboxState {
     /// Wakes whoever waits on the connection (its request loop, a reply waiting for
     /// room) when something they look at may have changed: the queued bytes fell under
     /// the reply limit, the kill switch was pulled, the server started shutting down, or
-    /// a reload put a new policy in force. One `Notify` for all of them, so that an idle
-    /// connection waits on one small future; a waiter looks at what changed, and waits
-    /// again if nothing it cares about did.
+    /// a reload put a new policy in force; and the queue's senders waiting for room
+    /// (slots given back, the receiver gone). One `Notify` for all of them, so that an
+    /// idle connection waits on one small future; a waiter looks at what changed, and
+    /// waits again if nothing it cares about did.
     signal: Notify,
     /// Bytes of direct messages among them.
     direct_bytes: AtomicUsize,
@@ -228,6 +230,20 @@ struct OutboxState {
     /// The session's waker while it is parked without a task (see
     /// `connection::parking`): woken with the signal, since nothing waits on that.
     parked: AtomicWaker,
+}
+
+impl queue::Holder<Outgoing> for OutboxState {
+    fn queue(&self) -> &queue::Chan<Outgoing> {
+        &self.queue
+    }
+
+    /// The queue's senders waiting for room wait on the signal too: 32 bytes less per
+    /// connection than a `Notify` of their own, for a wake now and then that they look
+    /// at and ignore (a reply waiting for bytes, a kill, a reload), as the request loop
+    /// ignores the queue's.
+    fn room(&self) -> &Notify {
+        &self.signal
+    }
 }
 
 impl OutboxState {
@@ -245,8 +261,7 @@ impl OutboxState {
 /// item was most of what a delivery cost.
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
-    rx: queue::Receiver<Outgoing>,
-    state: Arc<OutboxState>,
+    rx: queue::Receiver<Outgoing, OutboxState>,
     /// Bytes of the items taken since the last settle, still counted as queued.
     unsettled_bytes: usize,
     /// Bytes of direct messages among them.
@@ -254,10 +269,13 @@ pub(crate) struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
-    fn new(rx: queue::Receiver<Outgoing>, state: Arc<OutboxState>) -> Self {
+    fn state(&self) -> &Arc<OutboxState> {
+        self.rx.holder()
+    }
+
+    fn new(rx: queue::Receiver<Outgoing, OutboxState>) -> Self {
         OutboxReceiver {
             rx,
-            state,
             unsettled_bytes: 0,
             unsettled_direct: 0,
         }
@@ -265,13 +283,16 @@ impl OutboxReceiver {
 
     /// How many frames were dropped since the last call (to tell the client).
     pub fn take_dropped(&self) -> u64 {
-        self.state.droppables.unreported.swap(0, Ordering::Relaxed)
+        self.state()
+            .droppables
+            .unreported
+            .swap(0, Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written out: a hint of how much the writer is about to
     /// take.
     pub fn queued_bytes_hint(&self) -> usize {
-        self.state.queued_bytes.load(Ordering::Relaxed)
+        self.state().queued_bytes.load(Ordering::Relaxed)
     }
 
     fn taken(&mut self, item: Outgoing) -> Outgoing {
@@ -282,7 +303,7 @@ impl OutboxReceiver {
         }
         if let Outgoing::Droppable(slot) = &item {
             return slot
-                .take(&self.state.queued_bytes)
+                .take(&self.state().queued_bytes)
                 .unwrap_or(Outgoing::Dropped);
         }
         let weight = weight(&item);
@@ -302,19 +323,25 @@ impl OutboxReceiver {
         self.rx.settle();
         let weight = std::mem::take(&mut self.unsettled_bytes);
         if weight > 0 {
-            let before = self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+            let before = self
+                .state()
+                .queued_bytes
+                .fetch_sub(weight, Ordering::SeqCst);
             let now = before.saturating_sub(weight);
-            self.state
+            self.state()
                 .reservation
-                .drained_to(&self.state.queued_bytes, now);
-            if now < self.state.reply_limit() && self.state.reply_waiting.load(Ordering::SeqCst) {
-                self.state.reply_waiting.store(false, Ordering::SeqCst);
-                self.state.signal.notify_waiters();
+                .drained_to(&self.state().queued_bytes, now);
+            if now < self.state().reply_limit() && self.state().reply_waiting.load(Ordering::SeqCst)
+            {
+                self.state().reply_waiting.store(false, Ordering::SeqCst);
+                self.state().signal.notify_waiters();
             }
         }
         let direct = std::mem::take(&mut self.unsettled_direct);
         if direct > 0 {
-            self.state.direct_bytes.fetch_sub(direct, Ordering::Relaxed);
+            self.state()
+                .direct_bytes
+                .fetch_sub(direct, Ordering::Relaxed);
         }
     }
 
@@ -369,7 +396,7 @@ impl OutboxReceiver {
     /// Starts the writer task with `spawn` and keeps its handle. Under the handle's lock,
     /// so that a task started later (after this one parked) is never recorded first.
     pub fn launch(self, spawn: impl FnOnce(OutboxReceiver) -> JoinHandle<()>) {
-        let state = self.state.clone();
+        let state = self.state().clone();
         let mut writer = state.writer.lock();
         *writer = Some(spawn(self));
     }
@@ -381,10 +408,12 @@ impl OutboxReceiver {
         self.settle();
         // The task is ending: its handle is dropped so that its memory goes with it, and
         // an idle queue holds no budget.
-        drop(self.state.writer.lock().take());
-        self.state.reservation.shrink(&self.state.queued_bytes, 0);
-        let OutboxReceiver { rx, state, .. } = self;
-        rx.park(move |rx| resume(OutboxReceiver::new(rx, state)));
+        drop(self.state().writer.lock().take());
+        self.state()
+            .reservation
+            .shrink(&self.state().queued_bytes, 0);
+        let OutboxReceiver { rx, .. } = self;
+        rx.park(move |rx| resume(OutboxReceiver::new(rx)));
     }
 }
 
@@ -413,7 +442,7 @@ impl WriterWatch {
 /// unused.
 #[derive(Debug)]
 pub(crate) struct ReplyPermit {
-    permit: OwnedPermit<Outgoing>,
+    permit: OwnedPermit<Outgoing, OutboxState>,
     state: Arc<OutboxState>,
 }
 
@@ -458,6 +487,10 @@ enum Refused {
 }
 
 impl Outbox {
+    fn state(&self) -> &Arc<OutboxState> {
+        self.tx.holder()
+    }
+
     /// A queue of at most `capacity` items, of which deliveries may hold at most
     /// `max_bytes` (frames plus a per-item overhead). Neither bound costs memory up
     /// front: an idle connection pays for neither.
@@ -469,8 +502,8 @@ impl Outbox {
         dropped_total: Arc<AtomicU64>,
         budget: Arc<MemoryBudget>,
     ) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = queue::channel(capacity.max(1));
         let state = Arc::new(OutboxState {
+            queue: queue::Chan::new(capacity.max(1)),
             conn_id,
             kill: KillSwitch {
                 shutdown: shutdown.clone(),
@@ -488,22 +521,17 @@ impl Outbox {
             writer: Mutex::new(None),
             parked: AtomicWaker::new(),
         });
-        (
-            Outbox {
-                tx,
-                state: state.clone(),
-            },
-            OutboxReceiver::new(rx, state),
-        )
+        let (tx, rx) = queue::halves(state);
+        (Outbox { tx }, OutboxReceiver::new(rx))
     }
 
     pub fn conn_id(&self) -> u64 {
-        self.state.conn_id
+        self.state().conn_id
     }
 
     /// Something to wait on for the connection's writer to finish.
     pub fn writer(&self) -> WriterWatch {
-        WriterWatch(self.state.clone())
+        WriterWatch(self.state().clone())
     }
 
     /// Queues a shared frame for delivery without waiting. Returns false if the
@@ -516,9 +544,9 @@ impl Outbox {
     /// unsolicited traffic. Never disconnects the receiver.
     pub fn deliver_direct(&self, frame: Bytes) -> DirectDelivery {
         let weight = frame.len() + ITEM_OVERHEAD;
-        let direct_bytes = &self.state.direct_bytes;
+        let direct_bytes = &self.state().direct_bytes;
         let before = direct_bytes.fetch_add(weight, Ordering::Relaxed);
-        if before.saturating_add(weight) > self.state.max_bytes / DIRECT_SHARE {
+        if before.saturating_add(weight) > self.state().max_bytes / DIRECT_SHARE {
             direct_bytes.fetch_sub(weight, Ordering::Relaxed);
             return DirectDelivery::NoRoom;
         }
@@ -553,9 +581,9 @@ impl Outbox {
     /// the server's stats). Only a queue with nothing left to drop disconnects.
     fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
         let weight = message.frame_len() + ITEM_OVERHEAD;
-        let mut guard = self.state.droppables.queued.lock();
+        let mut guard = self.state().droppables.queued.lock();
         let queued = &mut **guard.get_or_insert_with(Box::default);
-        self.drop_oldest(queued, weight, self.state.max_bytes);
+        self.drop_oldest(queued, weight, self.state().max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(message.clone())),
         });
@@ -563,7 +591,7 @@ impl Outbox {
         let mut delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
         if let Err(Refused::NoBudget) = delivered {
             // No room in the server's budget: make room within what this queue holds.
-            let covered = self.state.reservation.covered();
+            let covered = self.state().reservation.covered();
             self.drop_oldest(queued, weight, covered);
             delivered = self.try_deliver(Outgoing::Droppable(slot.clone()), weight);
             if let Err(Refused::NoBudget) = delivered {
@@ -595,7 +623,7 @@ impl Outbox {
             queued.pop_front();
         }
         while self
-            .state
+            .state()
             .queued_bytes
             .load(Ordering::Relaxed)
             .saturating_add(weight)
@@ -604,7 +632,7 @@ impl Outbox {
             let Some(oldest) = queued.pop_front() else {
                 break;
             };
-            if oldest.take(&self.state.queued_bytes).is_some() {
+            if oldest.take(&self.state().queued_bytes).is_some() {
                 self.count_dropped();
             }
         }
@@ -612,11 +640,11 @@ impl Outbox {
 
     /// Counts a dropped frame, for the client and the server's stats.
     fn count_dropped(&self) {
-        self.state
+        self.state()
             .droppables
             .unreported
             .fetch_add(1, Ordering::Relaxed);
-        self.state.dropped_total.fetch_add(1, Ordering::Relaxed);
+        self.state().dropped_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a delivery without waiting; false if the connection is gone or too slow.
@@ -631,14 +659,14 @@ impl Outbox {
     /// that the writer never takes off more than was added; it is taken back off if the
     /// item is refused.
     fn try_deliver(&self, item: Outgoing, weight: usize) -> Result<(), Refused> {
-        let queued_bytes = &self.state.queued_bytes;
+        let queued_bytes = &self.state().queued_bytes;
         let before = queued_bytes.fetch_add(weight, Ordering::Relaxed);
         let after = before.saturating_add(weight);
-        if after > self.state.max_bytes {
+        if after > self.state().max_bytes {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::Full);
         }
-        let reservation = &self.state.reservation;
+        let reservation = &self.state().reservation;
         if !reservation.covers(after) && !reservation.grow(queued_bytes, 0) {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::NoBudget);
@@ -682,14 +710,18 @@ impl Outbox {
     pub async fn send(&self, item: Outgoing) -> Result<(), Gone> {
         let weight = weight(&item);
         self.reply_room(weight).await?;
-        self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
+        self.state()
+            .queued_bytes
+            .fetch_add(weight, Ordering::SeqCst);
         let sent = tokio::select! {
             biased;
             sent = self.tx.send(item) => sent.map_err(|_| Gone),
             () = self.killed() => Err(Gone),
         };
         if sent.is_err() {
-            self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+            self.state()
+                .queued_bytes
+                .fetch_sub(weight, Ordering::SeqCst);
         }
         sent
     }
@@ -698,9 +730,13 @@ impl Outbox {
     /// (the caller bounds the wait), but not for the byte budget.
     pub async fn send_last(&self, item: Outgoing) -> Result<(), Gone> {
         let weight = weight(&item);
-        self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
+        self.state()
+            .queued_bytes
+            .fetch_add(weight, Ordering::SeqCst);
         self.tx.send(item).await.map_err(|_| {
-            self.state.queued_bytes.fetch_sub(weight, Ordering::SeqCst);
+            self.state()
+                .queued_bytes
+                .fetch_sub(weight, Ordering::SeqCst);
             Gone
         })
     }
@@ -715,7 +751,7 @@ impl Outbox {
             permit = self.tx.clone().reserve_owned() => permit
                 .map(|permit| ReplyPermit {
                     permit,
-                    state: self.state.clone(),
+                    state: self.state().clone(),
                 })
                 .map_err(|_| Gone),
             () = self.killed() => Err(Gone),
@@ -725,13 +761,13 @@ impl Outbox {
     /// The most bytes of replies queued at once before the next reply waits (the queue
     /// may go over by the last reply queued).
     pub fn reply_limit(&self) -> usize {
-        self.state.reply_limit()
+        self.state().reply_limit()
     }
 
     /// Bytes queued and not yet taken by the writer: deliveries and replies.
     #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
-        self.state.queued_bytes.load(Ordering::SeqCst)
+        self.state().queued_bytes.load(Ordering::SeqCst)
     }
 
     /// Waits until the queued bytes are under the reply limit and the server's memory
@@ -739,7 +775,7 @@ impl Outbox {
     /// [`REPLY_RECHECK`]: room in it is made by other connections, which wake nobody
     /// here).
     async fn reply_room(&self, weight: usize) -> Result<(), Gone> {
-        let state = &self.state;
+        let state = &self.state();
         loop {
             if state.queued_bytes.load(Ordering::SeqCst) < state.reply_limit()
                 && self.budget_room(weight)
@@ -775,7 +811,7 @@ impl Outbox {
     /// budget full of state never leaves a session unanswered; the next waits for the
     /// queue to drain back into what it holds.
     fn budget_room(&self, weight: usize) -> bool {
-        let state = &self.state;
+        let state = &self.state();
         let queued = state.queued_bytes.load(Ordering::SeqCst);
         state.reservation.covers(queued.saturating_add(weight))
             || state.reservation.grow(&state.queued_bytes, weight)
@@ -784,25 +820,25 @@ impl Outbox {
 
     /// Asks the connection to close with the given reason (the first reason wins).
     pub fn kill(&self, code: ErrorCode, reason: &str) {
-        let mut slot = self.state.kill.reason.lock();
+        let mut slot = self.state().kill.reason.lock();
         if slot.is_none() {
             *slot = Some(Box::new((code, reason.to_owned())));
         }
         drop(slot);
-        self.state.kill.pulled.store(true, Ordering::SeqCst);
-        self.state.signal.notify_waiters();
-        self.state.parked.wake();
+        self.state().kill.pulled.store(true, Ordering::SeqCst);
+        self.state().signal.notify_waiters();
+        self.state().parked.wake();
     }
 
     /// Whether someone asked the connection to close, or the server is shutting down.
     pub fn is_killed(&self) -> bool {
-        self.state.kill.pulled.load(Ordering::SeqCst) || self.state.kill.shutdown.is_cancelled()
+        self.state().kill.pulled.load(Ordering::SeqCst) || self.state().kill.shutdown.is_cancelled()
     }
 
     /// Resolves once the connection is asked to close (see [`Outbox::is_killed`]).
     async fn killed(&self) {
         loop {
-            let signal = self.state.signal.notified();
+            let signal = self.state().signal.notified();
             tokio::pin!(signal);
             signal.as_mut().enable();
             if self.is_killed() {
@@ -815,19 +851,19 @@ impl Outbox {
     /// Wakes whoever waits on the connection's [`Outbox::signal`], to look again at what
     /// they wait for: the server is shutting down, or a reload changed the policy.
     pub fn nudge(&self) {
-        self.state.signal.notify_waiters();
-        self.state.parked.wake();
+        self.state().signal.notify_waiters();
+        self.state().parked.wake();
     }
 
     /// The session is parked without a task: `waker` is woken with the signal (the kill
     /// switch, shutdown, a reload).
     pub fn set_parked_waker(&self, waker: &std::task::Waker) {
-        self.state.parked.register(waker);
+        self.state().parked.register(waker);
     }
 
     /// The session has a task again: its parked waker is let go.
     pub fn forget_parked_waker(&self) {
-        drop(self.state.parked.take());
+        drop(self.state().parked.take());
     }
 
     /// Woken when the connection is killed, when the server starts shutting down, on a
@@ -836,12 +872,12 @@ impl Outbox {
     /// Enable it, then look at the causes, then wait: a wake between the look and the
     /// wait is not lost.
     pub fn signal(&self) -> tokio::sync::futures::Notified<'_> {
-        self.state.signal.notified()
+        self.state().signal.notified()
     }
 
     /// Why the connection is being closed, once it was killed.
     pub fn kill_reason(&self) -> (ErrorCode, String) {
-        self.state
+        self.state()
             .kill
             .reason
             .lock()
@@ -1079,6 +1115,6 @@ mod tests {
         }
         assert!(!outbox.is_killed());
         assert!(outbox.queued_bytes() <= limit as usize + reservation::ALLOWANCE);
-        assert!(outbox.state.dropped_total.load(Ordering::Relaxed) > 80);
+        assert!(outbox.state().dropped_total.load(Ordering::Relaxed) > 80);
     }
 }

@@ -14,13 +14,19 @@
 //! per burst, not once per item, and the queue and the hand swap their storage rather
 //! than allocate.
 //!
+//! The queue may live inside a larger state shared by the same senders ([`Holder`]):
+//! the outbox keeps it in its own state, so that a connection pays for one allocation
+//! (and one header) for both, and a sender is one pointer.
+//!
 //! Free slots are a count under the queue's lock, which every push takes anyway: a
 //! delivery costs one lock, not a lock and a semaphore's atomic besides (the semaphore's
 //! counter was shared with the receiver giving slots back, and with every other
-//! publisher). Senders that wait for room (replies) wait on a [`Notify`], woken when
-//! slots are given back or the queue closes.
+//! publisher). Senders that wait for room (replies) wait on a [`Notify`] that the
+//! queue's holder lends ([`Holder::room`]), woken when slots are given back or the queue
+//! closes.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -28,35 +34,78 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 /// A queue holding at most `capacity` items.
-pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    let chan = Arc::new(Chan {
-        state: Mutex::new(State {
-            items: VecDeque::new(),
-            free: capacity,
-            room_wanted: false,
-            senders: 1,
-            closed: false,
-            receiver: None,
-            parked: None,
-            burst: 0,
-        }),
+#[cfg(test)]
+pub(crate) fn channel<T: Send>(capacity: usize) -> (Sender<T, Alone<T>>, Receiver<T, Alone<T>>) {
+    halves(Arc::new(Alone {
+        chan: Chan::new(capacity),
         room: Notify::new(),
-    });
+    }))
+}
+
+/// The sender and the receiver of the queue `holder` holds, which has never had either.
+pub(crate) fn halves<T, H: Holder<T>>(holder: Arc<H>) -> (Sender<T, H>, Receiver<T, H>) {
     (
-        Sender { chan: chan.clone() },
+        Sender {
+            chan: holder.clone(),
+            item: PhantomData,
+        },
         Receiver {
-            chan,
+            chan: holder,
             hand: VecDeque::new(),
             unsettled: 0,
         },
     )
 }
 
-struct Chan<T> {
-    state: Mutex<State<T>>,
-    /// Wakes the senders waiting for room when slots are given back or the receiver
-    /// goes (they look again under the lock).
+/// What holds a queue: a larger state shared by the same senders, which keeps the queue
+/// inside it rather than in an allocation of its own, and lends it a [`Notify`] to wake
+/// the senders waiting for room when slots are given back or the receiver goes (they
+/// look again under the lock, so a `Notify` that also wakes them for the holder's own
+/// reasons does no harm).
+pub(crate) trait Holder<T>: Send + Sync {
+    fn queue(&self) -> &Chan<T>;
+    fn room(&self) -> &Notify;
+}
+
+/// A queue on its own, with a `Notify` of its own.
+#[cfg(test)]
+pub(crate) struct Alone<T> {
+    chan: Chan<T>,
     room: Notify,
+}
+
+#[cfg(test)]
+impl<T: Send> Holder<T> for Alone<T> {
+    fn queue(&self) -> &Chan<T> {
+        &self.chan
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
+    }
+}
+
+pub(crate) struct Chan<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Chan<T> {
+    /// An empty queue of at most `capacity` items, with one sender to come (see
+    /// [`halves`]).
+    pub(crate) fn new(capacity: usize) -> Chan<T> {
+        Chan {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                free: capacity,
+                room_wanted: false,
+                senders: 1,
+                closed: false,
+                receiver: None,
+                parked: None,
+                burst: 0,
+            }),
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for Chan<T> {
@@ -108,23 +157,30 @@ pub(crate) enum TryRecvError {
     Disconnected,
 }
 
-#[derive(Debug)]
-pub(crate) struct Sender<T> {
-    chan: Arc<Chan<T>>,
+pub(crate) struct Sender<T, H: Holder<T>> {
+    chan: Arc<H>,
+    item: PhantomData<fn(T)>,
 }
 
-impl<T> Clone for Sender<T> {
+impl<T, H: Holder<T> + std::fmt::Debug> std::fmt::Debug for Sender<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("chan", &self.chan).finish()
+    }
+}
+
+impl<T, H: Holder<T>> Clone for Sender<T, H> {
     fn clone(&self) -> Self {
-        self.chan.state.lock().senders += 1;
+        self.chan.queue().state.lock().senders += 1;
         Sender {
             chan: self.chan.clone(),
+            item: PhantomData,
         }
     }
 }
 
-impl<T> Drop for Sender<T> {
+impl<T, H: Holder<T>> Drop for Sender<T, H> {
     fn drop(&mut self) {
-        let mut state = self.chan.state.lock();
+        let mut state = self.chan.queue().state.lock();
         state.senders -= 1;
         let (receiver, parked) = if state.senders == 0 {
             (state.receiver.take(), state.parked.take())
@@ -143,10 +199,15 @@ impl<T> Drop for Sender<T> {
     }
 }
 
-impl<T> Sender<T> {
+impl<T, H: Holder<T>> Sender<T, H> {
+    /// What holds the queue.
+    pub fn holder(&self) -> &Arc<H> {
+        &self.chan
+    }
+
     /// Queues an item if there is room, without waiting.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let mut state = self.chan.state.lock();
+        let mut state = self.chan.queue().state.lock();
         if state.closed {
             return Err(TrySendError::Closed(item));
         }
@@ -167,7 +228,7 @@ impl<T> Sender<T> {
     }
 
     /// Waits for room for one item, kept until the permit is used or dropped.
-    pub async fn reserve_owned(self) -> Result<OwnedPermit<T>, ()> {
+    pub async fn reserve_owned(self) -> Result<OwnedPermit<T, H>, ()> {
         self.room().await?;
         Ok(OwnedPermit { sender: Some(self) })
     }
@@ -176,12 +237,12 @@ impl<T> Sender<T> {
     /// while waiting, it has taken nothing.
     async fn room(&self) -> Result<(), ()> {
         loop {
-            let freed = self.chan.room.notified();
+            let freed = self.chan.room().notified();
             tokio::pin!(freed);
             // Enabled before looking, so that slots given back in between wake it.
             freed.as_mut().enable();
             {
-                let mut state = self.chan.state.lock();
+                let mut state = self.chan.queue().state.lock();
                 if state.closed {
                     return Err(());
                 }
@@ -197,12 +258,12 @@ impl<T> Sender<T> {
 
     /// Whether the receiver is gone (nothing queued will be taken any more).
     pub fn is_closed(&self) -> bool {
-        self.chan.state.lock().closed
+        self.chan.queue().state.lock().closed
     }
 
     /// Queues an item whose room was already taken.
     fn push(&self, item: T) -> Result<(), T> {
-        let state = self.chan.state.lock();
+        let state = self.chan.queue().state.lock();
         if state.closed {
             return Err(item);
         }
@@ -240,23 +301,30 @@ fn push_locked<T>(mut state: parking_lot::MutexGuard<'_, State<T>>, item: T) {
 }
 
 /// Gives `slots` back to the queue and wakes the senders waiting for room, if any.
-fn give_back<T>(chan: &Chan<T>, slots: usize) {
-    let mut state = chan.state.lock();
+fn give_back<T, H: Holder<T>>(holder: &H, slots: usize) {
+    let mut state = holder.queue().state.lock();
     state.free += slots;
     let wanted = std::mem::take(&mut state.room_wanted);
     drop(state);
     if wanted {
-        chan.room.notify_waiters();
+        holder.room().notify_waiters();
     }
 }
 
 /// Room for one item, taken in advance; given back if dropped unused.
-#[derive(Debug)]
-pub(crate) struct OwnedPermit<T> {
-    sender: Option<Sender<T>>,
+pub(crate) struct OwnedPermit<T, H: Holder<T>> {
+    sender: Option<Sender<T, H>>,
 }
 
-impl<T> OwnedPermit<T> {
+impl<T, H: Holder<T>> std::fmt::Debug for OwnedPermit<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("unused", &self.sender.is_some())
+            .finish()
+    }
+}
+
+impl<T, H: Holder<T>> OwnedPermit<T, H> {
     /// Queues the item without waiting (it is dropped if the receiver is gone).
     pub fn send(mut self, item: T) {
         if let Some(sender) = self.sender.take() {
@@ -265,16 +333,16 @@ impl<T> OwnedPermit<T> {
     }
 }
 
-impl<T> Drop for OwnedPermit<T> {
+impl<T, H: Holder<T>> Drop for OwnedPermit<T, H> {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            give_back(&sender.chan, 1);
+            give_back(&*sender.chan, 1);
         }
     }
 }
 
-pub(crate) struct Receiver<T> {
-    chan: Arc<Chan<T>>,
+pub(crate) struct Receiver<T, H: Holder<T>> {
+    chan: Arc<H>,
     /// Items taken from the queue in one go and not handed out yet. They keep their
     /// slots: the queue and the hand together never hold more than the capacity.
     hand: VecDeque<T>,
@@ -282,17 +350,22 @@ pub(crate) struct Receiver<T> {
     unsettled: usize,
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
+impl<T, H: Holder<T>> std::fmt::Debug for Receiver<T, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
-            .field("chan", &self.chan)
+            .field("chan", self.chan.queue())
             .field("in_hand", &self.hand.len())
             .field("unsettled", &self.unsettled)
             .finish()
     }
 }
 
-impl<T> Receiver<T> {
+impl<T, H: Holder<T>> Receiver<T, H> {
+    /// What holds the queue.
+    pub fn holder(&self) -> &Arc<H> {
+        &self.chan
+    }
+
     /// The next item; `None` once every sender is gone and the queue is empty. Its slot
     /// is given back at once, with those of items taken before.
     pub async fn recv(&mut self) -> Option<T> {
@@ -305,7 +378,7 @@ impl<T> Receiver<T> {
         if let Some(item) = self.take_from_hand() {
             return Poll::Ready(Some(item));
         }
-        let mut state = lock_settled(&self.chan, &mut self.unsettled);
+        let mut state = lock_settled(&*self.chan, &mut self.unsettled);
         if !state.items.is_empty() {
             let short = take_all(&mut state, &mut self.hand);
             drop(state);
@@ -345,7 +418,7 @@ impl<T> Receiver<T> {
         if let Some(item) = self.take_from_hand() {
             return Ok(item);
         }
-        let mut state = lock_settled(&self.chan, &mut self.unsettled);
+        let mut state = lock_settled(&*self.chan, &mut self.unsettled);
         if state.items.is_empty() {
             return Err(if state.senders == 0 {
                 TryRecvError::Disconnected
@@ -382,20 +455,21 @@ impl<T> Receiver<T> {
     /// Gives back the slots of the items taken since the last time.
     pub fn settle(&mut self) {
         if self.unsettled > 0 {
-            give_back(&self.chan, self.unsettled);
+            give_back(&*self.chan, self.unsettled);
             self.unsettled = 0;
         }
     }
 
     /// Leaves the queue while it is empty: `resume` gets the receiver back when an
     /// item is queued or the last sender goes, or at once if one of those happened.
-    pub fn park(mut self, resume: impl FnOnce(Receiver<T>) + Send + 'static)
+    pub fn park(mut self, resume: impl FnOnce(Receiver<T, H>) + Send + 'static)
     where
         T: Send + 'static,
+        H: 'static,
     {
         self.settle();
         let chan = self.chan.clone();
-        let mut state = chan.state.lock();
+        let mut state = chan.queue().state.lock();
         if state.items.is_empty() && self.hand.is_empty() && state.senders > 0 {
             state.items = VecDeque::new();
             self.hand = VecDeque::new();
@@ -411,7 +485,7 @@ impl<T> Receiver<T> {
     /// Slots of item storage the queue holds (for tests of idle memory).
     #[cfg(test)]
     pub fn allocated_slots(&self) -> usize {
-        self.chan.state.lock().items.capacity() + self.hand.capacity()
+        self.chan.queue().state.lock().items.capacity() + self.hand.capacity()
     }
 }
 
@@ -432,8 +506,8 @@ fn take_all<T>(state: &mut State<T>, hand: &mut VecDeque<T>) -> VecDeque<T> {
 
 /// The queue's state, locked, with the slots of `unsettled` items given back under the
 /// same lock (the senders waiting for room are woken once it is let go of).
-fn lock_settled<'a, T>(chan: &'a Chan<T>, unsettled: &mut usize) -> SettledGuard<'a, T> {
-    let mut state = chan.state.lock();
+fn lock_settled<'a, T, H: Holder<T>>(holder: &'a H, unsettled: &mut usize) -> SettledGuard<'a, T> {
+    let mut state = holder.queue().state.lock();
     let mut wake = false;
     if *unsettled > 0 {
         state.free += std::mem::take(unsettled);
@@ -441,7 +515,7 @@ fn lock_settled<'a, T>(chan: &'a Chan<T>, unsettled: &mut usize) -> SettledGuard
     }
     SettledGuard {
         state: Some(state),
-        room: wake.then_some(&chan.room),
+        room: wake.then_some(holder.room()),
     }
 }
 
@@ -474,14 +548,14 @@ impl<T> Drop for SettledGuard<'_, T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
+impl<T, H: Holder<T>> Drop for Receiver<T, H> {
     fn drop(&mut self) {
-        let mut state = self.chan.state.lock();
+        let mut state = self.chan.queue().state.lock();
         state.closed = true;
         let items = std::mem::take(&mut state.items);
         drop(state);
         // Senders waiting for room see the queue closed.
-        self.chan.room.notify_waiters();
+        self.chan.room().notify_waiters();
         // Dropped outside the lock: an item may hold anything.
         drop(items);
     }
@@ -632,7 +706,9 @@ mod tests {
     }
 
     /// A parked receiver, handed back by whatever resumes it.
-    fn park_into(rx: Receiver<u32>) -> std::sync::mpsc::Receiver<Receiver<u32>> {
+    fn park_into(
+        rx: Receiver<u32, Alone<u32>>,
+    ) -> std::sync::mpsc::Receiver<Receiver<u32, Alone<u32>>> {
         let (resumed, back) = std::sync::mpsc::channel();
         rx.park(move |rx| resumed.send(rx).unwrap());
         back
