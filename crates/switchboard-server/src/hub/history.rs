@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use switchboard_proto::message_head::MessageHead;
 use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
@@ -39,6 +40,9 @@ pub struct History {
     spares: VecDeque<Arc<StoredMessage>>,
     /// Bytes of the frames in `spares`.
     spare_bytes: usize,
+    /// The head of the last message encoded here, patched to encode the next one alike
+    /// (see [`MessageHead`]); boxed, as a history that is never published to needs none.
+    head: Option<Box<MessageHead>>,
 }
 
 /// The most frame bytes a history keeps in messages trimmed for reuse: a burst of a
@@ -87,6 +91,7 @@ impl History {
             cluster: ClusterPosition::default(),
             spares: VecDeque::new(),
             spare_bytes: 0,
+            head: None,
         }
     }
 
@@ -166,6 +171,11 @@ impl History {
         }
         self.spare_bytes -= oldest.frame_len();
         Some(oldest)
+    }
+
+    /// The head the next message is encoded from, if it fits.
+    pub fn message_head(&mut self) -> &mut MessageHead {
+        self.head.get_or_insert_default()
     }
 
     pub fn info(&self) -> HistoryInfo {

@@ -1149,8 +1149,15 @@ impl Hub {
                     .map_err(too_large)
             }
             Body::Inline { .. } => {
-                StoredMessage::encode_reusing(history.take_spare(), &self.codec, &envelope, tags)
-                    .map_err(too_large)
+                let spare = history.take_spare();
+                StoredMessage::encode_reusing(
+                    spare,
+                    &self.codec,
+                    &envelope,
+                    tags,
+                    history.message_head(),
+                )
+                .map_err(too_large)
             }
         }
     }
