@@ -8,6 +8,8 @@
 //! of writing every field again. The bytes are the ones [`FrameCodec::encode_envelope`]
 //! gives; whatever does not fit the kept head is encoded that way, and kept in its place.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{BufMut, BytesMut};
 
 use crate::codec::FrameCodec;
@@ -30,6 +32,9 @@ const SCOPE_FIELD: usize = 3;
 pub struct MessageHead {
     /// Prefix and header block as last encoded; empty if none is kept.
     bytes: Vec<u8>,
+    /// A number no other head kept here or anywhere has had: see
+    /// [`MessageHead::generation`].
+    generation: u64,
     scope: Scope,
     sender_id: u64,
     /// Whether the head was encoded with an HMAC key (the MAC flag of its prefix).
@@ -67,11 +72,31 @@ impl Span {
     }
 }
 
+/// Where the generations of heads come from.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 impl MessageHead {
+    /// Which head this is: a number that changes whenever another head is kept in its
+    /// place. While it stays the same, every message encoded through it had the same
+    /// channel, scope, sender, content type and user headers, which is what lets a
+    /// caller that knows a message is alike to one encoded before skip comparing them
+    /// (see [`FrameCodec::encode_live_message_alike`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether `envelope`, encoded by `codec`, has this head but for its id, seq, time
     /// and body: the same channel, scope, sender and content type, no user headers, an
     /// inline body, and a seq and time of the kept varint lengths.
     fn fits(&self, codec: &FrameCodec, envelope: &Envelope<'_>) -> bool {
+        self.fits_but_texts(codec, envelope)
+            && self.content_type.holds(&self.bytes, envelope.content_type)
+            && self.sender_name.holds(&self.bytes, envelope.sender_name)
+            && self.channel.holds(&self.bytes, envelope.channel)
+    }
+
+    /// [`MessageHead::fits`] but for the channel, sender name and content type.
+    fn fits_but_texts(&self, codec: &FrameCodec, envelope: &Envelope<'_>) -> bool {
         !self.bytes.is_empty()
             && envelope.sender_id == self.sender_id
             && envelope.scope == self.scope
@@ -80,14 +105,13 @@ impl MessageHead {
             && codec.uses_mac() == self.mac
             && varint_len(envelope.seq) == usize::from(self.seq_len)
             && varint_len(envelope.time_us) == usize::from(self.time_len)
-            && self.content_type.holds(&self.bytes, envelope.content_type)
-            && self.sender_name.holds(&self.bytes, envelope.sender_name)
-            && self.channel.holds(&self.bytes, envelope.channel)
     }
 
     /// Keeps `head`, the prefix and header block just encoded for `envelope`, if a
-    /// message alike may be patched from it; otherwise keeps nothing.
+    /// message alike may be patched from it; otherwise keeps nothing. Either way the
+    /// head has a new generation.
     fn keep(&mut self, head: &[u8], envelope: &Envelope<'_>, mac: bool) {
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         self.bytes.clear();
         if envelope.stream.is_some()
             || !envelope.user_headers.is_empty()
@@ -188,6 +212,27 @@ impl FrameCodec {
             self.uses_mac(),
         );
         Ok(())
+    }
+
+    /// [`FrameCodec::encode_live_message`] of an envelope that the caller knows has the
+    /// channel, scope, sender, content type and user headers of one it encoded through
+    /// `head` when its generation was `generation` (the next publish of a publisher
+    /// with the same header block): while the generation is the same, those are not
+    /// compared again.
+    ///
+    /// On error nothing is left in `dst`.
+    pub fn encode_live_message_alike(
+        &self,
+        envelope: &Envelope<'_>,
+        head: &mut MessageHead,
+        generation: u64,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        if head.generation == generation && head.fits_but_texts(self, envelope) {
+            debug_assert!(head.fits(self, envelope), "not alike: {envelope:?}");
+            return self.encode_from_head(head, envelope, dst);
+        }
+        self.encode_live_message(envelope, head, dst)
     }
 
     /// [`FrameCodec::encode_live_message`] of an envelope that fits `head`.
@@ -359,6 +404,43 @@ mod tests {
                 .unwrap();
             assert_eq!(dst, plain(&codec, &again), "{again:?}");
         }
+    }
+
+    /// A message alike to one encoded at the head's generation is patched; once
+    /// another head was kept (another content type from the same sender), the same
+    /// generation is not taken for it.
+    #[test]
+    fn a_message_alike_is_patched_while_the_generation_holds() {
+        let codec = FrameCodec::new(Limits::default());
+        let mut head = MessageHead::default();
+        let first = envelope(1, 1_700_000_000_000_000, b"first");
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message(&first, &mut head, &mut dst)
+            .unwrap();
+        let generation = head.generation();
+        let second = envelope(2, 1_700_000_000_000_001, b"second");
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message_alike(&second, &mut head, generation, &mut dst)
+            .unwrap();
+        assert_eq!(dst, plain(&codec, &second));
+        assert_eq!(head.generation(), generation);
+        let other = Envelope {
+            content_type: "text/plain",
+            ..envelope(3, 1_700_000_000_000_002, b"other")
+        };
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message(&other, &mut head, &mut dst)
+            .unwrap();
+        assert_ne!(head.generation(), generation);
+        let third = envelope(4, 1_700_000_000_000_003, b"third");
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message_alike(&third, &mut head, generation, &mut dst)
+            .unwrap();
+        assert_eq!(dst, plain(&codec, &third));
     }
 
     /// A head kept by a codec with or without HMAC is not used by the other.

@@ -98,17 +98,24 @@ impl StoredMessage {
     /// buffer of `spare` when it has them to give (a message its history let go that
     /// nothing else holds any more): a warm channel then allocates nothing per message.
     /// The frame is patched from `head`, the head of the channel's last message, when
-    /// the envelope fits it (see [`MessageHead`]), and kept there otherwise.
+    /// the envelope fits it (see [`MessageHead`]), and kept there otherwise; `alike` is
+    /// the head's generation when it encoded a message the caller knows this one is
+    /// alike to ([`FrameCodec::encode_live_message_alike`]).
     pub fn encode_reusing(
         spare: Option<Arc<StoredMessage>>,
         codec: &FrameCodec,
         envelope: &Envelope<'_>,
         tags: Vec<String>,
         head: &mut MessageHead,
+        alike: Option<u64>,
     ) -> Result<Arc<StoredMessage>, ProtoError> {
+        let encode = |head: &mut MessageHead, buf: &mut BytesMut| match alike {
+            Some(generation) => codec.encode_live_message_alike(envelope, head, generation, buf),
+            None => codec.encode_live_message(envelope, head, buf),
+        };
         let fresh = |head: &mut MessageHead, tags| {
             let mut buf = BytesMut::new();
-            codec.encode_live_message(envelope, head, &mut buf)?;
+            encode(head, &mut buf)?;
             Ok(Arc::new(StoredMessage::inline(
                 buf.freeze(),
                 envelope,
@@ -124,7 +131,7 @@ impl StoredMessage {
         let frame = std::mem::take(&mut record.frame);
         let mut buf = frame.try_into_mut().unwrap_or_default();
         buf.clear();
-        codec.encode_live_message(envelope, head, &mut buf)?;
+        encode(head, &mut buf)?;
         // Split off rather than frozen whole: that makes the buffer a shared one (once,
         // the first time round), which the next message takes back as a mutable buffer
         // without allocating; a frozen vector would get a new shared count every time.
