@@ -113,6 +113,11 @@ impl FrameCodec {
         self.mac.is_some()
     }
 
+    /// The key frames are tagged with, if any.
+    pub(crate) fn mac(&self) -> Option<&MacKey> {
+        self.mac.as_ref()
+    }
+
     /// Appends one frame carrying `packet` to `dst`, reserving memory at most once.
     ///
     /// On error nothing is left in `dst`.
@@ -403,7 +408,11 @@ impl FrameCodec {
     }
 
     /// Whether a header block and a content of these lengths may be sent.
-    fn check_lengths(&self, header_len: usize, content_len: usize) -> Result<(), ProtoError> {
+    pub(crate) fn check_lengths(
+        &self,
+        header_len: usize,
+        content_len: usize,
+    ) -> Result<(), ProtoError> {
         let max_header = self.limits.max_header_len.min(usize::from(u16::MAX));
         if header_len > max_header {
             return Err(ProtoError::HeaderTooLarge {

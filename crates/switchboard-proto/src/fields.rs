@@ -93,16 +93,9 @@ fn write_varint(mut value: u64, out: &mut [u8]) -> usize {
     }
     let len = varint_len(value);
     if len <= 8 && out.len() >= 8 {
-        // The seven-bit groups spread over eight bytes at once, the continuation bit
-        // set on every byte but the last: a timestamp's eight bytes cost a few shifts
-        // instead of a loop. Bytes past `len` are written too, and left for whatever
-        // the caller writes next. The value has at most 56 bits: its halves go 32 bits
-        // apart, then their halves 16 apart, then theirs 8 apart.
-        let mut spread = (value & 0x0fff_ffff) | ((value & 0x00ff_ffff_f000_0000) << 4);
-        spread = (spread & 0x0000_3fff_0000_3fff) | ((spread & 0x0fff_c000_0fff_c000) << 2);
-        spread = (spread & 0x007f_007f_007f_007f) | ((spread & 0x3f80_3f80_3f80_3f80) << 1);
-        let continuation = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
-        out[..8].copy_from_slice(&(spread | continuation).to_le_bytes());
+        // Bytes past `len` are written too, and left for whatever the caller writes
+        // next.
+        out[..8].copy_from_slice(&varint_word(value, len).to_le_bytes());
         return len;
     }
     let mut len = 0;
@@ -113,6 +106,46 @@ fn write_varint(mut value: u64, out: &mut [u8]) -> usize {
     }
     out[len] = value as u8;
     len + 1
+}
+
+/// The varint of `value`, which takes `len` bytes (at most eight: `value` has at most
+/// 56 bits), in the low bytes of a little-endian word: the seven-bit groups spread over
+/// eight bytes at once, the continuation bit set on every byte but the last, which costs
+/// a few shifts instead of a loop (a timestamp takes eight bytes). The value's halves go
+/// 32 bits apart, then their halves 16 apart, then theirs 8 apart.
+#[inline]
+pub(crate) fn varint_word(value: u64, len: usize) -> u64 {
+    debug_assert!((1..=8).contains(&len) && varint_len(value) == len);
+    let mut spread = (value & 0x0fff_ffff) | ((value & 0x00ff_ffff_f000_0000) << 4);
+    spread = (spread & 0x0000_3fff_0000_3fff) | ((spread & 0x0fff_c000_0fff_c000) << 2);
+    spread = (spread & 0x007f_007f_007f_007f) | ((spread & 0x3f80_3f80_3f80_3f80) << 1);
+    let continuation = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
+    spread | continuation
+}
+
+/// Whether two byte strings are equal, compared a word at a time inline: for the few
+/// dozen bytes of a header block or a name in it, a call to `memcmp` costs more than
+/// the comparison.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if len < 8 {
+        let mut differ = 0;
+        for (a, b) in a.iter().zip(b) {
+            differ |= a ^ b;
+        }
+        return differ == 0;
+    }
+    let word = |word: Option<&[u8; 8]>| word.map_or(0, |word| u64::from_le_bytes(*word));
+    // The last word overlaps the one before unless the length is a multiple of eight.
+    let mut differ = word(a.last_chunk()) ^ word(b.last_chunk());
+    for (a, b) in a.as_chunks::<8>().0.iter().zip(b.as_chunks::<8>().0) {
+        differ |= u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b);
+    }
+    differ == 0
 }
 
 /// Number of bytes `value` takes as a varint.
@@ -604,6 +637,22 @@ impl<'a> Iterator for RecordReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte strings of every length up to past a few words, differing in any one byte
+    /// or in none.
+    #[test]
+    fn short_byte_strings_compare_as_slices_do() {
+        for len in 0..40usize {
+            let a: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{len}, differing at {at}");
+            }
+            assert!(!same_bytes(&a, &a[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
 
     /// LEB128 one byte at a time, as the format defines it.
     fn reference_varint(mut value: u64) -> Vec<u8> {

@@ -12,6 +12,8 @@
 //! * [`codec`] — a `tokio_util` codec that checks every length against [`Limits`] before
 //!   reserving memory, verifies both CRC32C checksums and the HMAC tag;
 //! * [`packet`] — one typed struct per frame type, converting to and from frames;
+//! * [`message_head`] — the head of a channel's last MESSAGE, patched to encode the next
+//!   one alike;
 //! * [`batch`] — the sizes connections read and write by, and the write batch both ends'
 //!   writers gather frames into;
 //! * [`subject`] — channel names, wildcard patterns and hashtags, shared by server and
@@ -27,6 +29,7 @@ pub mod fields;
 pub mod frame;
 pub mod limits;
 pub mod mac;
+pub mod message_head;
 pub mod packet;
 pub mod preface;
 pub mod subject;

@@ -44,6 +44,12 @@ impl Text {
         &self.0
     }
 
+    /// Whether `other` is this very text: the same bytes of the same buffer (then equal
+    /// without comparing them, as long as both are held).
+    pub fn is_same(&self, other: &Text) -> bool {
+        self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
+    }
+
     /// Number of bytes.
     pub fn len(&self) -> usize {
         self.0.len()

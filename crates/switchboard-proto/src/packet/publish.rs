@@ -7,7 +7,7 @@ use super::{Encode, Scope, content_is_body, for_each_field, required, text_len};
 use crate::error::ProtoError;
 use crate::fields::{
     BlockWriter, Field, FieldWriter, MAX_BYTES_FIELD_HEAD, MAX_UINT_FIELD, WriteFields, key,
-    user_header_field_bound,
+    same_bytes, user_header_field_bound,
 };
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -64,11 +64,31 @@ impl Publish {
         Self::decode(frame, |_, field| field.text())
     }
 
-    /// [`Publish::from_frame`] for one of a run of publishes: a channel or content type
-    /// equal to the previous publish's (which `last` holds) is shared from it rather than
-    /// sliced from the frame and checked again.
+    /// [`Publish::from_frame`] for one of a run of publishes: a header block equal to
+    /// the previous publish's (which `last` holds) decodes to the same fields, which are
+    /// shared from it rather than read again; otherwise a channel or content type equal
+    /// to the previous publish's is shared from it rather than sliced from the frame and
+    /// checked again.
     pub fn from_frame_sharing(frame: &Frame, last: &mut PublishTexts) -> Result<Self, ProtoError> {
-        Self::decode(frame, |which, field| {
+        // A streamed publish's fields depend on its flag too: never shared whole.
+        let streamed = frame.flags.contains(Flags::STREAM);
+        if !streamed && !last.headers.is_empty() && same_bytes(&frame.headers, &last.headers) {
+            return Ok(Publish {
+                scope: last.scope,
+                channel: last.channel.clone(),
+                content_type: last.content_type.clone(),
+                // Not cloned when empty (most publishes): a clone costs a call even then.
+                user_headers: if last.user_headers.is_empty() {
+                    Vec::new()
+                } else {
+                    last.user_headers.clone()
+                },
+                body: frame.content.clone(),
+                stream: None,
+            });
+        }
+        last.headers = Bytes::new();
+        let publish = Self::decode(frame, |which, field| {
             let slot = match which {
                 PublishText::Channel => &mut last.channel,
                 PublishText::ContentType => &mut last.content_type,
@@ -79,7 +99,15 @@ impl Publish {
             let text = field.text()?;
             *slot = text.clone();
             Ok(text)
-        })
+        })?;
+        if !streamed {
+            // An absent content type left the slot as it was: it takes the publish's.
+            last.content_type = publish.content_type.clone();
+            last.scope = publish.scope;
+            last.user_headers.clone_from(&publish.user_headers);
+            last.headers = frame.headers.clone();
+        }
+        Ok(publish)
     }
 
     fn decode(
@@ -117,12 +145,18 @@ enum PublishText {
 }
 
 /// The channel and content type of the last PUBLISH decoded by
-/// [`Publish::from_frame_sharing`]. They are slices of the frame they came from, not
-/// copies: keep this only as long as the frames of one read, or it holds their buffer.
+/// [`Publish::from_frame_sharing`], and its header block with the rest of what it
+/// decoded to when it was not streamed. They are slices of the frame they came from,
+/// not copies: keep this only as long as the frames of one read, or it holds their
+/// buffer.
 #[derive(Debug, Default)]
 pub struct PublishTexts {
     channel: Text,
     content_type: Text,
+    /// The last header block decoded whole (not streamed), or empty.
+    headers: Bytes,
+    scope: Scope,
+    user_headers: Vec<(Text, Text)>,
 }
 
 impl Encode for Publish {
@@ -343,6 +377,60 @@ mod shared_texts {
             assert_eq!(shared, Publish::from_frame(&frame).unwrap());
             assert_eq!(shared, publish);
         }
+    }
+
+    /// Runs of publishes with the same header block (any scope, content type and user
+    /// headers) decode as alone, and so does a streamed one among them.
+    #[test]
+    fn a_header_block_decoded_before_gives_the_same_publish() {
+        let headers = vec![(Text::from("trace"), Text::from("a1"))];
+        let mut last = PublishTexts::default();
+        for (scope, content_type, user_headers, stream) in [
+            (Scope::Channel, "text/plain", vec![], None),
+            (Scope::Channel, "text/plain", vec![], None),
+            (Scope::Channel, "", vec![], None),
+            (Scope::Channel, "", vec![], None),
+            (Scope::Group, "", headers.clone(), None),
+            (Scope::Group, "", headers.clone(), None),
+            (Scope::Channel, "text/plain", headers.clone(), None),
+            (Scope::Channel, "text/plain", headers.clone(), None),
+        ] {
+            for body in [&b"one"[..], b"two"] {
+                let publish = Publish {
+                    scope,
+                    channel: "chat.rust".into(),
+                    content_type: content_type.into(),
+                    user_headers: user_headers.clone(),
+                    body: Bytes::copy_from_slice(body),
+                    stream,
+                };
+                let frame = frame_of(&publish);
+                let shared = Publish::from_frame_sharing(&frame, &mut last).unwrap();
+                assert_eq!(shared, publish);
+            }
+        }
+        // A header block decoded whole, then the same block with flag STREAM but no
+        // stream fields: refused, as alone; then the plain one again.
+        let publish = Publish {
+            channel: "chat.rust".into(),
+            body: Bytes::from_static(b"hello"),
+            ..Publish::default()
+        };
+        let frame = frame_of(&publish);
+        assert_eq!(
+            Publish::from_frame_sharing(&frame, &mut last).unwrap(),
+            publish
+        );
+        let streamed = Frame {
+            flags: frame.flags.with(Flags::STREAM),
+            ..frame.clone()
+        };
+        assert!(Publish::from_frame(&streamed).is_err());
+        assert!(Publish::from_frame_sharing(&streamed, &mut last).is_err());
+        assert_eq!(
+            Publish::from_frame_sharing(&frame, &mut last).unwrap(),
+            publish
+        );
     }
 
     #[test]

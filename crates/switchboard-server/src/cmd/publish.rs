@@ -17,8 +17,7 @@ use super::limits::NewTags;
 use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
-use crate::hub::channels::Channel;
-use crate::hub::{Hub, Published};
+use crate::hub::{Hub, Published, RunChannel};
 use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
@@ -99,8 +98,8 @@ pub(crate) async fn publish(
 pub(crate) struct PublishRun {
     pub(super) texts: PublishTexts,
     everything: Option<bool>,
-    /// The channel the run published to last.
-    channel: Option<Arc<Channel>>,
+    /// The channel the run published to last, and what that publish was like.
+    channel: RunChannel,
     /// The run's time, read once for its publishes: they are served within
     /// microseconds of each other, and a clock read costs more than a small publish's
     /// routing.

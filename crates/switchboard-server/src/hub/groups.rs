@@ -122,7 +122,15 @@ impl Hub {
         if history.is_deleted() {
             return Err(deleted_meanwhile("group", &group.name));
         }
-        let stored = self.seal(caller, &publish, &mut history, Vec::new(), body, now_us())?;
+        let stored = self.seal(
+            caller,
+            &publish,
+            &mut history,
+            Vec::new(),
+            body,
+            now_us(),
+            &mut None,
+        )?;
         if admission.is_stored() {
             self.store(LogKind::Group, &group.name, &stored, admission)?;
         }

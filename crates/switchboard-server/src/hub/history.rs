@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use switchboard_proto::message_head::MessageHead;
 use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
@@ -39,6 +40,9 @@ pub struct History {
     spares: VecDeque<Arc<StoredMessage>>,
     /// Bytes of the frames in `spares`.
     spare_bytes: usize,
+    /// The head of the last message encoded here, patched to encode the next one alike
+    /// (see [`MessageHead`]); boxed, as a history that is never published to needs none.
+    head: Option<Box<MessageHead>>,
 }
 
 /// The most frame bytes a history keeps in messages trimmed for reuse: a burst of a
@@ -87,6 +91,7 @@ impl History {
             cluster: ClusterPosition::default(),
             spares: VecDeque::new(),
             spare_bytes: 0,
+            head: None,
         }
     }
 
@@ -127,9 +132,17 @@ impl History {
 
     /// Drops the oldest messages beyond the retention; returns the highest seq dropped.
     pub fn trim(&mut self, now_us: u64) -> Option<u64> {
+        // Those over the count go whatever else holds: a full history drops one per push
+        // without each being weighed against the other limits.
+        let over_count = (self.messages.len() as u64).saturating_sub(self.retention.max_count);
         let mut trimmed = None;
+        for _ in 0..over_count {
+            trimmed = self.drop_oldest().or(trimmed);
+        }
+        if self.retention.max_bytes.is_none() && self.retention.max_age_us.is_none() {
+            return trimmed;
+        }
         while let Some(oldest) = self.messages.front() {
-            let over_count = self.messages.len() as u64 > self.retention.max_count;
             let over_bytes = self
                 .retention
                 .max_bytes
@@ -138,21 +151,28 @@ impl History {
                 .retention
                 .max_age_us
                 .is_some_and(|max| now_us.saturating_sub(oldest.time_us()) > max);
-            if !(over_count || over_bytes || too_old) {
+            if !(over_bytes || too_old) {
                 break;
             }
-            trimmed = Some(oldest.seq());
-            self.bytes -= oldest.body_len();
-            oldest.retire();
-            if let Some(oldest) = self.messages.pop_front()
-                && StoredMessage::may_be_reused(&oldest)
-                && self.spare_bytes + oldest.frame_len() <= MAX_SPARE_BYTES
-            {
-                self.spare_bytes += oldest.frame_len();
-                self.spares.push_back(oldest);
-            }
+            trimmed = self.drop_oldest().or(trimmed);
         }
         trimmed
+    }
+
+    /// Drops the oldest message, keeping it for reuse if it may be; returns its seq.
+    fn drop_oldest(&mut self) -> Option<u64> {
+        let oldest = self.messages.pop_front()?;
+        self.bytes -= oldest.body_len();
+        oldest.retire();
+        if StoredMessage::may_be_reused(&oldest)
+            && self.spare_bytes + oldest.frame_len() <= MAX_SPARE_BYTES
+        {
+            self.spare_bytes += oldest.frame_len();
+            let seq = oldest.seq();
+            self.spares.push_back(oldest);
+            return Some(seq);
+        }
+        Some(oldest.seq())
     }
 
     /// A message trimmed earlier that nothing holds any more, to encode the next one
@@ -166,6 +186,11 @@ impl History {
         }
         self.spare_bytes -= oldest.frame_len();
         Some(oldest)
+    }
+
+    /// The head the next message is encoded from, if it fits.
+    pub fn message_head(&mut self) -> &mut MessageHead {
+        self.head.get_or_insert_default()
     }
 
     pub fn info(&self) -> HistoryInfo {

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use switchboard_proto::batch::{WRITE_APART_BYTES, WriteBatch};
 use switchboard_proto::codec::{view_encoded, view_encoded_apart};
 use switchboard_proto::frame::FIXED_HEADER_LEN;
+use switchboard_proto::message_head::MessageHead;
 use switchboard_proto::packet::{Envelope, Message};
 use switchboard_proto::{Flags, FrameCodec, ProtoError};
 use uuid::Uuid;
@@ -59,16 +60,7 @@ impl StoredMessage {
     ) -> Result<StoredMessage, ProtoError> {
         let mut buf = BytesMut::new();
         codec.encode_envelope(0, Flags::empty(), envelope, &mut buf)?;
-        Ok(StoredMessage {
-            frame: buf.freeze(),
-            body_apart: Bytes::new(),
-            seq: envelope.seq,
-            id: envelope.id,
-            time_us: envelope.time_us,
-            inline_len: envelope.body.len(),
-            tags,
-            blob: None,
-        })
+        Ok(StoredMessage::inline(buf.freeze(), envelope, tags))
     }
 
     /// Encodes `envelope`, whose body is `body`, as a live frame whose body is kept
@@ -105,27 +97,51 @@ impl StoredMessage {
     /// Encodes `envelope` like [`StoredMessage::encode`], into the record and the frame
     /// buffer of `spare` when it has them to give (a message its history let go that
     /// nothing else holds any more): a warm channel then allocates nothing per message.
+    /// The frame is patched from `head`, the head of the channel's last message, when
+    /// the envelope fits it (see [`MessageHead`]), and kept there otherwise; `alike` is
+    /// the head's generation when it encoded a message the caller knows this one is
+    /// alike to ([`FrameCodec::encode_live_message_alike`]).
     pub fn encode_reusing(
         spare: Option<Arc<StoredMessage>>,
         codec: &FrameCodec,
         envelope: &Envelope<'_>,
         tags: Vec<String>,
+        head: &mut MessageHead,
+        alike: Option<u64>,
     ) -> Result<Arc<StoredMessage>, ProtoError> {
+        let encode = |head: &mut MessageHead, buf: &mut BytesMut| match alike {
+            Some(generation) => codec.encode_live_message_alike(envelope, head, generation, buf),
+            None => codec.encode_live_message(envelope, head, buf),
+        };
+        let fresh = |head: &mut MessageHead, tags| {
+            let mut buf = BytesMut::new();
+            encode(head, &mut buf)?;
+            Ok(Arc::new(StoredMessage::inline(
+                buf.freeze(),
+                envelope,
+                tags,
+            )))
+        };
         let Some(mut spare) = spare else {
-            return StoredMessage::encode(codec, envelope, tags).map(Arc::new);
+            return fresh(head, tags);
         };
         let Some(record) = Arc::get_mut(&mut spare) else {
-            return StoredMessage::encode(codec, envelope, tags).map(Arc::new);
+            return fresh(head, tags);
         };
         let frame = std::mem::take(&mut record.frame);
         let mut buf = frame.try_into_mut().unwrap_or_default();
         buf.clear();
-        codec.encode_envelope(0, Flags::empty(), envelope, &mut buf)?;
+        encode(head, &mut buf)?;
         // Split off rather than frozen whole: that makes the buffer a shared one (once,
         // the first time round), which the next message takes back as a mutable buffer
         // without allocating; a frozen vector would get a new shared count every time.
-        let frame = buf.split().freeze();
-        *record = StoredMessage {
+        *record = StoredMessage::inline(buf.split().freeze(), envelope, tags);
+        Ok(spare)
+    }
+
+    /// The record of a message whose live frame, body inline, `frame` is.
+    fn inline(frame: Bytes, envelope: &Envelope<'_>, tags: Vec<String>) -> StoredMessage {
+        StoredMessage {
             frame,
             body_apart: Bytes::new(),
             seq: envelope.seq,
@@ -134,8 +150,7 @@ impl StoredMessage {
             inline_len: envelope.body.len(),
             tags,
             blob: None,
-        };
-        Ok(spare)
+        }
     }
 
     /// Whether this message, let go by its history, is worth keeping to encode a later

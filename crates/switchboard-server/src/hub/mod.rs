@@ -71,6 +71,72 @@ pub struct Published {
     pub must_sync: bool,
 }
 
+/// What a run of publishes (the frames of one read, see [`Hub::publish_in_run`]) keeps
+/// from one to the next: the channel it published to last, and what its last publish
+/// there was like.
+#[derive(Debug, Default)]
+pub struct RunChannel {
+    channel: Option<Arc<Channel>>,
+    /// Set only with `channel`, by a publish made there.
+    last: Option<LastPublish>,
+}
+
+/// The last publish of a run, made on the run's channel: its channel and content type
+/// texts (slices of the read buffer, which the run holds anyway), and the generation of
+/// the channel's message head that encoded its message.
+#[derive(Debug)]
+struct LastPublish {
+    channel: Text,
+    content_type: Text,
+    head: u64,
+}
+
+impl RunChannel {
+    /// A run whose last publish went to `channel`.
+    #[cfg(test)]
+    fn at(channel: Arc<Channel>) -> RunChannel {
+        RunChannel {
+            channel: Some(channel),
+            last: None,
+        }
+    }
+
+    /// The channel the run published to last.
+    #[cfg(test)]
+    fn channel(&self) -> Option<&Arc<Channel>> {
+        self.channel.as_ref()
+    }
+
+    /// The head generation that encoded the run's last publish, if `publish` is alike
+    /// to it: the same channel and content type texts (the very slices: equal without
+    /// comparing them, as both are held) and no user headers. The session is the same,
+    /// and so is the scope (a channel's) on this path.
+    fn alike(&self, publish: &Publish) -> Option<u64> {
+        let last = self.last.as_ref()?;
+        (publish.user_headers.is_empty()
+            && publish.channel.is_same(&last.channel)
+            && publish.content_type.is_same(&last.content_type))
+        .then_some(last.head)
+    }
+
+    /// `publish` was made on the run's channel, its message encoded through the head of
+    /// generation `head` (`None`: not through a head, or not made); `alike` is what
+    /// [`RunChannel::alike`] said of it.
+    fn published(&mut self, publish: &Publish, head: Option<u64>, alike: Option<u64>) {
+        match (head, &mut self.last) {
+            (Some(head), Some(last)) if alike.is_some() => last.head = head,
+            (Some(head), _) if publish.user_headers.is_empty() => {
+                self.last = Some(LastPublish {
+                    channel: publish.channel.clone(),
+                    content_type: publish.content_type.clone(),
+                    head,
+                });
+            }
+            _ => self.last = None,
+        }
+    }
+}
+
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -829,7 +895,7 @@ impl Hub {
         self.publish_body(caller, publish, Body::Inline { crc: body_crc }, None)
     }
 
-    /// [`Hub::publish`] of one of the publishes read together: `last` is the channel
+    /// [`Hub::publish`] of one of the publishes read together: `run` keeps the channel
     /// the run published to last, used again for the same name instead of a lookup in
     /// the channel table (its read lock, a search and a reference count per publish),
     /// and set to the channel this publish went to. A channel deleted since is looked
@@ -846,38 +912,56 @@ impl Hub {
         caller: &Caller,
         publish: &mut Publish,
         body_crc: Option<u32>,
-        last: &mut Option<Arc<Channel>>,
+        run: &mut RunChannel,
         now_us: u64,
     ) -> Result<Published, Refusal> {
-        if publish.scope == Scope::Channel
-            && let Some(channel) = last.take_if(|last| last.name == publish.channel.as_str())
-        {
-            let body = Body::Inline { crc: body_crc };
-            let admission = self
-                .rules
-                .admit(Target::Channel(&channel.options), body.shape(publish))?;
-            let tags = subject::message_hashtags(&publish.content_type, &publish.body);
-            let mut history = channel.history.lock();
-            if !history.is_deleted() {
-                let made = self.publish_locked(
-                    caller,
-                    &channel,
-                    &mut history,
-                    &admission,
-                    publish,
-                    body,
-                    tags,
-                    now_us,
-                );
-                drop(history);
-                *last = Some(channel);
-                return made.map(|(stored, delivered)| {
-                    self.published(&stored, delivered, admission.must_sync())
-                });
+        if publish.scope == Scope::Channel {
+            // A publish alike to the run's last one went where it went, and its message
+            // may be encoded from the head that one's left, without comparing names.
+            let alike = run.alike(publish);
+            let found = match alike {
+                Some(_) => run.channel.take(),
+                None => run
+                    .channel
+                    .take_if(|last| last.name == publish.channel.as_str()),
+            };
+            if let Some(channel) = found {
+                let body = Body::Inline { crc: body_crc };
+                let admission = self
+                    .rules
+                    .admit(Target::Channel(&channel.options), body.shape(publish))?;
+                let tags = subject::message_hashtags(&publish.content_type, &publish.body);
+                let mut history = channel.history.lock();
+                if !history.is_deleted() {
+                    let mut head = alike;
+                    let made = self.publish_locked(
+                        caller,
+                        &channel,
+                        &mut history,
+                        &admission,
+                        publish,
+                        body,
+                        tags,
+                        now_us,
+                        &mut head,
+                    );
+                    drop(history);
+                    run.channel = Some(channel);
+                    run.published(publish, made.is_ok().then_some(head).flatten(), alike);
+                    return made.map(|(stored, delivered)| {
+                        self.published(&stored, delivered, admission.must_sync())
+                    });
+                }
             }
         }
+        run.last = None;
         let publish = std::mem::take(publish);
-        self.publish_body(caller, publish, Body::Inline { crc: body_crc }, Some(last))
+        self.publish_body(
+            caller,
+            publish,
+            Body::Inline { crc: body_crc },
+            Some(&mut run.channel),
+        )
     }
 
     /// PUBLISH of a body that was streamed into `upload`.
@@ -995,13 +1079,15 @@ impl Hub {
             body,
             tags,
             now_us(),
+            &mut None,
         )?;
         drop(history);
         Ok(self.published(&stored, delivered, admission.must_sync()))
     }
 
     /// [`Hub::publish_to_channel`] once the history is locked and found not deleted, at
-    /// `now_us`: returns the message and on how many connections it was queued.
+    /// `now_us`: returns the message and on how many connections it was queued. `head`
+    /// is as [`Hub::seal`] takes it.
     // The parts of one publish, as its callers hold them.
     #[allow(clippy::too_many_arguments)]
     fn publish_locked(
@@ -1014,9 +1100,10 @@ impl Hub {
         body: Body,
         tags: Vec<String>,
         now_us: u64,
+        head: &mut Option<u64>,
     ) -> Result<(Arc<StoredMessage>, u64), Refusal> {
         let name = channel.name.as_str();
-        let stored = self.seal(caller, publish, history, tags, body, now_us)?;
+        let stored = self.seal(caller, publish, history, tags, body, now_us, head)?;
         if admission.is_stored() {
             self.store(LogKind::Channel, name, &stored, *admission)?;
         }
@@ -1092,6 +1179,15 @@ impl Hub {
 
     /// Builds and encodes the stored form of a publish at the history's next position,
     /// made at `now_us` (or after the history's last message, if that is later).
+    ///
+    /// `head`: given, the generation of the history's [`MessageHead`] when it encoded a
+    /// message from the same caller with this publish's channel, scope, content type and
+    /// user headers, which the caller knows; set to the generation of the head the
+    /// message was encoded through, or `None` if it was not.
+    ///
+    /// [`MessageHead`]: switchboard_proto::message_head::MessageHead
+    // The parts of one publish, as its callers hold them.
+    #[allow(clippy::too_many_arguments)]
     fn seal(
         &self,
         caller: &Caller,
@@ -1100,7 +1196,9 @@ impl Hub {
         tags: Vec<String>,
         body: Body,
         now_us: u64,
+        head: &mut Option<u64>,
     ) -> Result<Arc<StoredMessage>, Refusal> {
+        let alike = head.take();
         let time_us = history.next_time(now_us);
         // Every message's id comes from here, under its history's lock, so that ids
         // follow sequence numbers whatever the size of the body.
@@ -1149,8 +1247,19 @@ impl Hub {
                     .map_err(too_large)
             }
             Body::Inline { .. } => {
-                StoredMessage::encode_reusing(history.take_spare(), &self.codec, &envelope, tags)
-                    .map_err(too_large)
+                let spare = history.take_spare();
+                let message_head = history.message_head();
+                let stored = StoredMessage::encode_reusing(
+                    spare,
+                    &self.codec,
+                    &envelope,
+                    tags,
+                    message_head,
+                    alike,
+                )
+                .map_err(too_large)?;
+                *head = Some(message_head.generation());
+                Ok(stored)
             }
         }
     }
@@ -1408,12 +1517,12 @@ mod publish_run_tests {
             name: "ada".into(),
             outbox,
         };
-        let mut last = None;
+        let mut last = RunChannel::default();
         let first = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(first.map(|made| made.ack.seq).ok(), Some(1));
         let second = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(second.map(|made| made.ack.seq).ok(), Some(2));
-        let kept = last.clone().expect("the run keeps the channel");
+        let kept = last.channel().cloned().expect("the run keeps the channel");
         hub.delete_channel("chat").expect("deleted");
         let again = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(
@@ -1423,11 +1532,20 @@ mod publish_run_tests {
             Ok(1),
             "a new channel, from its first sequence number"
         );
-        let now = last.expect("the run keeps the new channel");
+        let now = last
+            .channel()
+            .cloned()
+            .expect("the run keeps the new channel");
         assert!(!Arc::ptr_eq(&kept, &now));
         assert!(hub.has_channel("chat"));
         // Another channel in between: each publish goes where it names.
-        let other = hub.publish_in_run(&caller, &mut hello("news"), None, &mut Some(now), now_us());
+        let other = hub.publish_in_run(
+            &caller,
+            &mut hello("news"),
+            None,
+            &mut RunChannel::at(now),
+            now_us(),
+        );
         assert_eq!(other.map(|made| made.ack.seq).ok(), Some(1));
     }
 }
