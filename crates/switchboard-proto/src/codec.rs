@@ -58,10 +58,10 @@ pub struct Outbound {
 
 /// What a frame's prefix says besides lengths and CRCs.
 #[derive(Debug, Clone, Copy)]
-struct Head {
-    frame_type: FrameType,
-    flags: Flags,
-    request_id: u32,
+pub(crate) struct Head {
+    pub frame_type: FrameType,
+    pub flags: Flags,
+    pub request_id: u32,
 }
 
 /// The parsed fixed prefix of a frame.
@@ -431,7 +431,7 @@ impl FrameCodec {
 
     /// Fills in the fixed prefix, header CRC included, of a frame whose header block,
     /// already written, is `block`; the lengths were checked.
-    fn fill_prefix(
+    pub(crate) fn fill_prefix(
         &self,
         head: Head,
         header_len: usize,
@@ -684,13 +684,18 @@ impl FrameCodec {
     }
 }
 
+/// The header block's length as a frame's fixed prefix declares it (unchecked).
+pub(crate) fn declared_header_len(prefix: &[u8; FIXED_HEADER_LEN]) -> usize {
+    usize::from(u16::from_be_bytes([prefix[6], prefix[7]]))
+}
+
 /// Bytes of the whole frame at the front of `src` as its prefix declares them (prefix,
 /// header block, content, and a tag if its own MAC flag says one follows); `None` until
 /// the prefix is in. Nothing is checked: the same bytes always give the same length,
 /// which is what accounting for a frame still arriving needs.
 pub fn declared_frame_len(src: &[u8]) -> Option<usize> {
     let prefix = src.first_chunk::<FIXED_HEADER_LEN>()?;
-    let header_len = usize::from(u16::from_be_bytes([prefix[6], prefix[7]]));
+    let header_len = declared_header_len(prefix);
     let content_len = u32::from_be_bytes([prefix[12], prefix[13], prefix[14], prefix[15]]) as usize;
     let flags = Flags(u16::from_be_bytes([prefix[4], prefix[5]]));
     let mac_len = if flags.contains(Flags::MAC) {

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, BytesMut};
 
-use crate::codec::FrameCodec;
+use crate::codec::{FrameCodec, Head, declared_header_len};
 use crate::error::ProtoError;
 use crate::fields::{same_bytes, varint_len, varint_word};
-use crate::frame::{FIXED_HEADER_LEN, Flags, MAC_TAG_LEN};
+use crate::frame::{FIXED_HEADER_LEN, Flags, FrameType, MAC_TAG_LEN};
 use crate::packet::{Envelope, Scope};
 
 /// Heads longer than this are not kept: offsets into a kept head fit in a `u16`, and a
@@ -205,7 +205,7 @@ impl FrameCodec {
         let start = dst.len();
         self.encode_envelope(0, Flags::empty(), envelope, dst)?;
         let frame = &dst[start..];
-        let header_len = usize::from(u16::from_be_bytes([frame[6], frame[7]]));
+        let header_len = frame.first_chunk().map_or(0, declared_header_len);
         head.keep(
             &frame[..FIXED_HEADER_LEN + header_len],
             envelope,
@@ -266,13 +266,14 @@ impl FrameCodec {
             envelope.time_us,
         );
         let (prefix, block) = frame.split_at_mut(FIXED_HEADER_LEN);
-        prefix[12..16].copy_from_slice(&(body.len() as u32).to_be_bytes());
-        prefix[16..20].copy_from_slice(&content_crc.to_be_bytes());
-        let fixed: &[u8; 20] = prefix
-            .first_chunk()
-            .expect("a frame's prefix holds its first 20 bytes");
-        let header_crc = crate::crc::header_crc(fixed, block);
-        prefix[20..24].copy_from_slice(&header_crc.to_be_bytes());
+        // Only the lengths and CRCs differ from the kept prefix; it is written whole by
+        // the one function that knows its layout.
+        let live = Head {
+            frame_type: FrameType::Message,
+            flags: Flags::empty(),
+            request_id: 0,
+        };
+        self.fill_prefix(live, header_len, body.len(), content_crc, prefix, block);
         dst.extend_from_slice(body);
         if let Some(mac) = self.mac() {
             let tag = mac.tag(&[&dst[start..]]);
@@ -306,6 +307,29 @@ mod tests {
         }
     }
 
+    /// `envelope` encoded through `head` into a buffer of its own.
+    fn live(codec: &FrameCodec, envelope: &Envelope<'_>, head: &mut MessageHead) -> BytesMut {
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message(envelope, head, &mut dst)
+            .expect("encoded");
+        dst
+    }
+
+    /// `envelope` encoded as alike to what `head` encoded at `generation`.
+    fn alike(
+        codec: &FrameCodec,
+        envelope: &Envelope<'_>,
+        head: &mut MessageHead,
+        generation: u64,
+    ) -> BytesMut {
+        let mut dst = BytesMut::new();
+        codec
+            .encode_live_message_alike(envelope, head, generation, &mut dst)
+            .expect("encoded");
+        dst
+    }
+
     fn plain(codec: &FrameCodec, envelope: &Envelope<'_>) -> BytesMut {
         let mut encoded = BytesMut::new();
         codec
@@ -321,10 +345,7 @@ mod tests {
         let codec = FrameCodec::new(Limits::default());
         let mut head = MessageHead::default();
         let first = envelope(1, 1_700_000_000_000_000, b"first");
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message(&first, &mut head, &mut dst)
-            .expect("encoded");
+        let dst = live(&codec, &first, &mut head);
         assert_eq!(dst, plain(&codec, &first));
         let kept = head.bytes.clone();
         assert!(!kept.is_empty());
@@ -382,15 +403,9 @@ mod tests {
         ];
         for other in &others {
             let mut head = MessageHead::default();
-            let mut dst = BytesMut::new();
-            codec
-                .encode_live_message(&base, &mut head, &mut dst)
-                .unwrap();
+            live(&codec, &base, &mut head);
             assert!(!head.fits(&codec, other), "{other:?}");
-            let mut dst = BytesMut::new();
-            codec
-                .encode_live_message(other, &mut head, &mut dst)
-                .unwrap();
+            let dst = live(&codec, other, &mut head);
             assert_eq!(dst, plain(&codec, other), "{other:?}");
             let again = Envelope {
                 seq: 6,
@@ -398,10 +413,7 @@ mod tests {
                 ..*other
             };
             assert_eq!(head.fits(&codec, &again), other.user_headers.is_empty());
-            let mut dst = BytesMut::new();
-            codec
-                .encode_live_message(&again, &mut head, &mut dst)
-                .unwrap();
+            let dst = live(&codec, &again, &mut head);
             assert_eq!(dst, plain(&codec, &again), "{again:?}");
         }
     }
@@ -414,32 +426,20 @@ mod tests {
         let codec = FrameCodec::new(Limits::default());
         let mut head = MessageHead::default();
         let first = envelope(1, 1_700_000_000_000_000, b"first");
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message(&first, &mut head, &mut dst)
-            .unwrap();
+        live(&codec, &first, &mut head);
         let generation = head.generation();
         let second = envelope(2, 1_700_000_000_000_001, b"second");
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message_alike(&second, &mut head, generation, &mut dst)
-            .unwrap();
+        let dst = alike(&codec, &second, &mut head, generation);
         assert_eq!(dst, plain(&codec, &second));
         assert_eq!(head.generation(), generation);
         let other = Envelope {
             content_type: "text/plain",
             ..envelope(3, 1_700_000_000_000_002, b"other")
         };
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message(&other, &mut head, &mut dst)
-            .unwrap();
+        live(&codec, &other, &mut head);
         assert_ne!(head.generation(), generation);
         let third = envelope(4, 1_700_000_000_000_003, b"third");
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message_alike(&third, &mut head, generation, &mut dst)
-            .unwrap();
+        let dst = alike(&codec, &third, &mut head, generation);
         assert_eq!(dst, plain(&codec, &third));
     }
 
@@ -453,15 +453,9 @@ mod tests {
         let mut head = MessageHead::default();
         let first = envelope(1, 1_700_000_000_000_000, b"first");
         let second = envelope(2, 1_700_000_000_000_001, b"second");
-        let mut dst = BytesMut::new();
-        plain_codec
-            .encode_live_message(&first, &mut head, &mut dst)
-            .unwrap();
+        live(&plain_codec, &first, &mut head);
         for codec in [&tagging, &tagging, &plain_codec] {
-            let mut dst = BytesMut::new();
-            codec
-                .encode_live_message(&second, &mut head, &mut dst)
-                .unwrap();
+            let dst = live(codec, &second, &mut head);
             assert_eq!(dst, plain(codec, &second));
         }
     }
@@ -471,10 +465,7 @@ mod tests {
     fn a_body_over_the_limit_is_refused_from_a_kept_head() {
         let mut codec = FrameCodec::new(Limits::default());
         let mut head = MessageHead::default();
-        let mut dst = BytesMut::new();
-        codec
-            .encode_live_message(&envelope(1, 1 << 50, b"a"), &mut head, &mut dst)
-            .unwrap();
+        live(&codec, &envelope(1, 1 << 50, b"a"), &mut head);
         codec.set_limits(Limits {
             max_content_len: 4,
             ..Limits::default()

@@ -593,7 +593,6 @@ mod tests {
     use switchboard_proto::packet::{Message, MessagesEnd, PublishAck};
     use switchboard_proto::{Frame, Limits};
     use tokio_util::codec::Decoder;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::hub::message::StoredMessage;
@@ -691,14 +690,7 @@ mod tests {
                 Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap())
             })
             .collect();
-        let (outbox, rx) = Outbox::new(
-            1,
-            4,
-            usize::MAX,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, rx) = Outbox::unbudgeted(1, 4, usize::MAX);
         outbox
             .send(Outgoing::Sequence {
                 request_id: 7,
@@ -752,14 +744,7 @@ mod tests {
     async fn shared_frames_large_and_small_go_out_whole_and_in_order_in_one_write() {
         let codec = FrameCodec::new(Limits::default());
         let sizes = [10, 100_000, 20, WRITE_APART_BYTES, 5];
-        let (outbox, rx) = Outbox::new(
-            1,
-            16,
-            usize::MAX,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, rx) = Outbox::unbudgeted(1, 16, usize::MAX);
         for (index, size) in sizes.iter().enumerate() {
             let message = Message {
                 channel: "mixed".into(),

@@ -191,20 +191,11 @@ impl Directory {
 
 #[cfg(test)]
 mod tests {
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
     use crate::security::permissions::Grants;
 
     fn entry(client_id: u64, name: &str) -> ClientEntry {
-        let (outbox, _) = Outbox::new(
-            client_id,
-            16,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, _) = Outbox::unbudgeted(client_id, 16, 4096);
         ClientEntry {
             client_id,
             name: Text::from(name),

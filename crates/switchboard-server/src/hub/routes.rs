@@ -409,21 +409,10 @@ impl Routes {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
 
     fn outbox(conn_id: u64) -> Outbox {
-        let (outbox, _) = Outbox::new(
-            conn_id,
-            16,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        );
+        let (outbox, _) = Outbox::unbudgeted(conn_id, 16, 4096);
         outbox
     }
 

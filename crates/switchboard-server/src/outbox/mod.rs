@@ -487,6 +487,23 @@ enum Refused {
 }
 
 impl Outbox {
+    /// An outbox of its own (no server shutdown, budget or drop counter), for tests.
+    #[cfg(test)]
+    pub(crate) fn unbudgeted(
+        conn_id: u64,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> (Outbox, OutboxReceiver) {
+        Outbox::new(
+            conn_id,
+            capacity,
+            max_bytes,
+            &CancellationToken::new(),
+            Arc::default(),
+            MemoryBudget::unlimited(),
+        )
+    }
+
     fn state(&self) -> &Arc<OutboxState> {
         self.tx.holder()
     }
@@ -977,14 +994,7 @@ mod tests {
 
     /// An outbox of 1 KiB of allowance and a 4 KiB bound, outside any server budget.
     fn small_outbox() -> (Outbox, OutboxReceiver) {
-        Outbox::new(
-            1,
-            1024,
-            4096,
-            &CancellationToken::new(),
-            Arc::default(),
-            crate::budget::MemoryBudget::unlimited(),
-        )
+        Outbox::unbudgeted(1, 1024, 4096)
     }
 
     fn budgeted(limit: u64) -> (Arc<MemoryBudget>, Outbox, OutboxReceiver) {
