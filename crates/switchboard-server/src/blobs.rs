@@ -31,10 +31,14 @@ use uuid::Uuid;
 
 use crate::cluster::bodies::RemoteBody;
 use crate::log;
+use crate::scratch_dir::ScratchDir;
 use crate::storage::{DiskGuard, human_bytes};
 
 /// Length of a body digest.
 pub const DIGEST_LEN: usize = 32;
+/// How a memory-only server's blob directory is named in the temporary directory,
+/// before `<pid>-<instance>`.
+const TEMPORARY_PREFIX: &str = "switchboard-blobs-";
 
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,8 @@ pub struct BlobStore {
     /// Most bytes of bodies on disk and being received (`None`: no budget).
     max_bytes: Option<u64>,
     budget: Arc<Budget>,
+    /// A memory-only server's directory, removed with the store.
+    scratch: Option<ScratchDir>,
 }
 
 impl BlobStore {
@@ -132,6 +138,7 @@ impl BlobStore {
             budget: Arc::new(Budget {
                 used: AtomicU64::new(stored),
             }),
+            scratch: None,
         })
     }
 
@@ -188,15 +195,25 @@ impl BlobStore {
     }
 
     /// A blob directory of its own in the system's temporary directory, for a server
-    /// without a data directory.
+    /// without a data directory; it is removed when the store is dropped, or by the next
+    /// server to start if this one is killed.
     pub fn temporary() -> Result<BlobStore, BlobError> {
         static INSTANCE: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-blobs-{}-{}",
-            std::process::id(),
-            INSTANCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        BlobStore::open(dir, false)
+        let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let scratch =
+            ScratchDir::create(TEMPORARY_PREFIX, instance).map_err(|source| BlobError::Dir {
+                path: std::env::temp_dir()
+                    .join(format!(
+                        "{TEMPORARY_PREFIX}{}-{instance}",
+                        std::process::id()
+                    ))
+                    .display()
+                    .to_string(),
+                source,
+            })?;
+        let mut store = BlobStore::open(scratch.path().to_path_buf(), false)?;
+        store.scratch = Some(scratch);
+        Ok(store)
     }
 
     fn body_path(&self, id: &Uuid) -> PathBuf {

@@ -36,6 +36,7 @@ mod hooks;
 mod hub;
 pub mod metrics;
 mod outbox;
+mod scratch_dir;
 pub mod security;
 mod server;
 mod storage;
