@@ -113,3 +113,44 @@ def test_exit_is_clean(server: Server, name: str) -> None:
         outcomes = list(pool.map(lambda _: run_once(script, server.address), range(RUNS)))
     failed = [(code, output) for code, output in outcomes if code != 0 or output]
     assert not failed, f"{len(failed)} of {RUNS} runs failed; the first: {failed[0]}"
+
+
+def test_atexit_function_registered_before_import(server: Server) -> None:
+    """Runs after the gate closed: the blocking API still works there, and the asyncio
+    API refuses calls it could never answer rather than leaving them unresolved."""
+    script = textwrap.dedent("""
+        import asyncio
+        import atexit
+        import sys
+
+        ADDRESS = sys.argv[1]
+
+        def late() -> None:
+            import switchboard
+
+            with switchboard.Client(ADDRESS, name="exit-late") as client:
+                print("published", client.publish("exit.late", "one").seq)
+
+            async def connect() -> None:
+                try:
+                    await switchboard.connect(ADDRESS, name="exit-late-async")
+                except RuntimeError as error:
+                    print("refused:", error)
+
+            asyncio.run(connect())
+
+        atexit.register(late)
+        import switchboard
+
+        async def main() -> None:
+            client = await switchboard.connect(ADDRESS, name="exit-early")
+            await client.publish("exit.late", "zero")
+
+        asyncio.run(main())
+    """)
+    code, output = run_once(script, server.address)
+    assert code == 0, output
+    assert output.splitlines() == [
+        "published 2",
+        "refused: the interpreter is exiting: the client takes no more calls",
+    ]
