@@ -24,12 +24,6 @@ use crate::gate;
 /// on a subscription, and Python handles signals only while it holds the interpreter.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<CancelOnDone>()?;
-    module.add_class::<Complete>()?;
-    Ok(())
-}
-
 /// The runtime every call runs on, started by the first call. It is never shut down:
 /// its threads outlive the interpreter, kept out of it by [`crate::gate`].
 pub(crate) fn runtime() -> &'static Runtime {
@@ -173,6 +167,7 @@ impl Target {
 }
 
 /// The awaitable's done callback: cancels the call when the awaitable was cancelled.
+/// (It and [`Complete`] are made only here, so the module does not export them.)
 #[pyclass(frozen, module = "switchboard._native")]
 struct CancelOnDone(Mutex<Option<oneshot::Sender<()>>>);
 

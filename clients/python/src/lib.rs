@@ -35,7 +35,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     msgpack::register(module)?;
     body::register(module)?;
     feeds::register(module)?;
-    bridge::register(module)?;
     gate::register(module)?;
     Ok(())
 }

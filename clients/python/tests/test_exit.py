@@ -17,9 +17,10 @@ import pytest
 
 from conftest import Server
 
-# Runs of each script: at the rate the crash had, 30 runs of the five scripts failed
-# every time; with two at a time, the whole file takes about ten seconds.
-RUNS = 30
+# Runs of each script: the crash came in 1 to 3 runs in 10 of each of the first four,
+# so 20 runs of one failed about 9 times in 10, and the file failed every time; two at a
+# time, the file takes about 10 s on two idle cores (20 s on busy ones).
+RUNS = 20
 AT_ONCE = 2
 
 SCRIPTS = {
