@@ -103,8 +103,8 @@ where
         awaitable: awaitable.clone().unbind(),
     };
     runtime().spawn(async move {
-        // Only a cancellation ends the call early: an awaitable dropped unawaited (its
-        // sender with it) leaves the call to run to its end, as a task would.
+        // Only a cancellation ends the call early; the done callback drops its sender
+        // without sending for an awaitable resolved otherwise, which must not.
         let cancelled = async move {
             if cancelled.await.is_err() {
                 std::future::pending::<()>().await;
