@@ -78,11 +78,11 @@ where
         return crate::bridge::run(py, blocking, future);
     };
     if !blocking {
-        let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, future)?;
+        let awaitable = crate::bridge::awaitable(py, future)?;
         let watch = py.import("switchboard._progress")?.getattr("watch")?;
         return watch.call1((awaitable, counter, progress));
     }
-    let runtime = pyo3_async_runtimes::tokio::get_runtime();
+    let runtime = crate::bridge::runtime();
     let mut future = Box::pin(future);
     let mut reported = None;
     let mut report = |py: Python<'_>| -> PyResult<()> {
@@ -94,7 +94,7 @@ where
         Ok(())
     };
     loop {
-        let outcome = py.detach(|| {
+        let outcome = crate::gate::detach(py, || {
             runtime.block_on(async {
                 tokio::time::timeout(PROGRESS_INTERVAL, &mut future)
                     .await
@@ -119,7 +119,8 @@ where
 
 /// An exception of `switchboard.errors` by class name.
 fn switchboard_error(class_name: &str, message: String) -> PyErr {
-    Python::attach(|py| {
+    // Through the gate: this runs on the runtime's threads.
+    crate::gate::attach(|py| {
         let class = py
             .import("switchboard.errors")
             .and_then(|module| module.getattr(class_name));
@@ -128,6 +129,7 @@ fn switchboard_error(class_name: &str, message: String) -> PyErr {
             Err(error) => error,
         }
     })
+    .unwrap_or_else(crate::bridge::exiting)
 }
 
 /// `BodyError`: a streamed body that could not be received whole.
@@ -304,7 +306,7 @@ impl BodyStream {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let next = self.next_chunk();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::bridge::awaitable(py, async move {
             match next.await? {
                 Some(chunk) => Ok(Chunk(chunk)),
                 None => Err(PyStopAsyncIteration::new_err(())),
@@ -325,17 +327,18 @@ pub(crate) fn python_reader(
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let failure = Arc::new(StdMutex::new(None));
     let failed = Arc::clone(&failure);
-    // The thread ends at the end of the file, on a failure, or when the upload drops the
-    // receiver (finished or cancelled).
+    // The thread ends at the end of the file, on a failure, when the upload drops the
+    // receiver (finished or cancelled), or when the interpreter exits (the gate).
     tokio::task::spawn_blocking(move || loop {
-        let part = Python::attach(|py| -> PyResult<Vec<u8>> {
+        let part = crate::gate::attach(|py| -> PyResult<Vec<u8>> {
             let data = source.call_method1(py, "read", (READ_SIZE,))?;
             data.extract::<Vec<u8>>(py).map_err(|_| {
                 pyo3::exceptions::PyTypeError::new_err(
                     "the source's read() must return bytes (open the file in binary mode)",
                 )
             })
-        });
+        })
+        .unwrap_or_else(|| Err(crate::bridge::exiting()));
         let item = match part {
             Ok(part) if part.is_empty() => return,
             Ok(part) => Ok(Bytes::from(part)),

@@ -8,7 +8,7 @@ use switchboard_client::{ClientError, ErrorCode, ErrorKind};
 /// The Python exception for `error`, carrying its message and the server's code.
 pub(crate) fn to_py(error: ClientError) -> PyErr {
     let message = error.to_string();
-    Python::attach(|py| build(py, &error, message).unwrap_or_else(|failure| failure))
+    attach_build(&error, message)
 }
 
 /// Like [`to_py`] for a failure to open a session: a network failure names the address,
@@ -18,7 +18,14 @@ pub(crate) fn connecting(error: ClientError, server: &str) -> PyErr {
         ErrorKind::Io => format!("could not connect to {server}: {error}"),
         _ => error.to_string(),
     };
-    Python::attach(|py| build(py, &error, message).unwrap_or_else(|failure| failure))
+    attach_build(&error, message)
+}
+
+/// Built on whichever thread the error happened, often the runtime's: through the gate,
+/// so never while the interpreter exits (the error then could not reach anyone).
+fn attach_build(error: &ClientError, message: String) -> PyErr {
+    crate::gate::attach(|py| build(py, error, message).unwrap_or_else(|failure| failure))
+        .unwrap_or_else(crate::bridge::exiting)
 }
 
 fn build(py: Python<'_>, error: &ClientError, message: String) -> PyResult<PyErr> {

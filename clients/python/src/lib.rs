@@ -4,13 +4,15 @@
 //! awaitable (the async API) or runs it to completion with the interpreter released
 //! (the blocking API). The Python modules of the package give both APIs their shape,
 //! their type hints and their exception classes; this crate only moves calls and data
-//! across.
+//! across. The runtime's threads enter Python only through [`gate`], which an `atexit`
+//! hook closes before the interpreter finalizes.
 
 mod body;
 mod bridge;
 mod client;
 mod errors;
 mod feeds;
+mod gate;
 mod msgpack;
 mod subscription;
 mod values;
@@ -33,5 +35,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     msgpack::register(module)?;
     body::register(module)?;
     feeds::register(module)?;
+    gate::register(module)?;
     Ok(())
 }

@@ -122,7 +122,9 @@ impl Message {
         let pending = std::sync::Arc::clone(&self.pending);
         run(py, self.blocking, async move {
             let body = body::read_all(pending).await?;
-            Ok(Python::attach(|py| PyBytes::new(py, &body).unbind()))
+            // Through the gate: this runs on the runtime's threads.
+            crate::gate::attach(|py| PyBytes::new(py, &body).unbind())
+                .ok_or_else(crate::bridge::exiting)
         })
     }
 
