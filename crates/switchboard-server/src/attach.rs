@@ -228,6 +228,8 @@ where
     }
 }
 
+impl<S: AsyncWrite + Send + 'static> connection::WriteHalf for WriteHalf<S> {}
+
 /// Bytes read ahead to learn that a stream is ready: at most this many at a time.
 const READ_AHEAD: usize = 4096;
 

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use crate::cluster::bodies::BodyReader;
+use crate::connection::WriteHalf;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
 use crate::log;
@@ -88,10 +89,11 @@ struct Parts<W> {
 
 /// Sets up the writer of a new connection: its first task starts with the first item
 /// queued (the SESSION_ACK).
-pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>, conn_id: u64)
+pub(crate) fn start<W>(rx: OutboxReceiver, mut sink: W, hub: Arc<Hub>, conn_id: u64)
 where
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: WriteHalf,
 {
+    sink.park();
     let parts = Parts {
         sink,
         hub,
@@ -105,7 +107,7 @@ where
 
 fn launch<W>(rx: OutboxReceiver, parts: Parts<W>, runtime: tokio::runtime::Handle)
 where
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: WriteHalf,
 {
     rx.launch(move |rx| runtime.spawn(task(rx, parts)));
 }
@@ -114,7 +116,7 @@ where
 /// moment; then it parks its parts with the queue, which launches the next task.
 async fn task<W>(mut rx: OutboxReceiver, mut parts: Parts<W>)
 where
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: WriteHalf,
 {
     let linger = if parts.opening > 0 {
         parts.opening -= 1;
@@ -133,6 +135,8 @@ where
     )
     .await;
     if ending == Ending::Idle {
+        // The socket may leave the reactor while nothing is written (and nothing read).
+        parts.sink.park();
         let runtime = tokio::runtime::Handle::current();
         rx.park(move |rx| launch(rx, parts, runtime));
     }

@@ -293,3 +293,151 @@ async fn a_session_parks_at_once_after_its_first_request() {
     );
     server.shutdown().await;
 }
+
+/// Many sessions parked at once (on unix their sockets out of the runtime's reactor,
+/// watched by the parking task): some are woken by a burst of deliveries, which each
+/// gets whole and in order, some by their own request, some by their peer leaving; the
+/// rest are ended by shutdown. Each kind parks again (or is gone) afterwards.
+#[tokio::test]
+async fn many_parked_sessions_wake_by_delivery_by_request_by_their_peer_leaving_and_at_shutdown() {
+    const SESSIONS: usize = 90;
+    const BURST: u64 = 64;
+    let server = start_server().await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    let mut clients = Vec::new();
+    for index in 0..SESSIONS {
+        let (mut client, _) = RawClient::connect_session(&server, &format!("many-{index}")).await;
+        subscribe(&mut client, &format!("many.{index}")).await;
+        clients.push(client);
+    }
+    parked(&server, SESSIONS as u64 + 1).await;
+
+    // Woken by deliveries: a burst to every third session, published without waiting
+    // for each acknowledgement.
+    let mut sent = 0;
+    for index in (0..SESSIONS).step_by(3) {
+        for seq in 1..=BURST {
+            let publish = Packet::Publish(Publish {
+                channel: format!("many.{index}").into(),
+                body: Bytes::copy_from_slice(&seq.to_le_bytes()),
+                ..Publish::default()
+            });
+            let id = publisher.next_request_id();
+            publisher
+                .send(id, switchboard_proto::Flags::empty(), &publish)
+                .await;
+            sent += 1;
+        }
+    }
+    let mut acked = 0;
+    while acked < sent {
+        match publisher.next_packet().await {
+            Some(Packet::PublishAck(_)) => acked += 1,
+            other => panic!("expected PUBLISH_ACK, got {other:?}"),
+        }
+    }
+    for index in (0..SESSIONS).step_by(3) {
+        let client = &mut clients[index];
+        for seq in 1..=BURST {
+            match client.next_packet().await {
+                Some(Packet::Message(message)) => {
+                    assert_eq!(message.seq, seq, "session {index}");
+                    assert_eq!(message.body.as_ref(), seq.to_le_bytes(), "session {index}");
+                }
+                other => panic!("session {index}: expected MESSAGE {seq}, got {other:?}"),
+            }
+        }
+    }
+
+    // Woken by their own request.
+    for index in (1..SESSIONS).step_by(3) {
+        match clients[index].request(Packet::Identify(Identify)).await {
+            Packet::Identity(identity) => {
+                assert_eq!(identity.name.as_str(), format!("many-{index}"));
+            }
+            other => panic!("session {index}: expected IDENTITY, got {other:?}"),
+        }
+    }
+    parked(&server, SESSIONS as u64 + 1).await;
+
+    // Woken by their peer leaving: closed without a word while parked.
+    let mut left = Vec::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        if index % 3 == 2 {
+            drop(client);
+        } else {
+            left.push(client);
+        }
+    }
+    let open = left.len() as u64 + 1;
+    assert!(
+        eventually(WAIT, || stat(&server, "connections_current") == open).await,
+        "{:?}",
+        server.stats()
+    );
+    parked(&server, open).await;
+
+    // The rest, ended by shutdown while parked.
+    let ends = async {
+        let mut ends = Vec::new();
+        for client in &mut left {
+            ends.push(goodbye(client).await);
+        }
+        ends
+    };
+    let ((), ends) = tokio::join!(server.shutdown(), ends);
+    for (code, reason) in ends {
+        assert_eq!(code, ErrorCode::ShuttingDown, "{reason}");
+    }
+    assert_eq!(stat(&server, "sessions_parked"), 0);
+}
+
+/// A session on the Unix socket parks too (on unix its socket leaves the runtime's
+/// reactor like a TCP one), and is woken by deliveries and by its own requests.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_parked_unix_socket_session_gets_its_deliveries_and_is_answered() {
+    use futures::StreamExt;
+    use switchboard_client::{Client, ClientConfig, Payload, Replay};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("hub.sock");
+    let server = switchboard_server::Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .listen_unix(&path)
+        .start()
+        .await
+        .expect("server starts");
+    let local = Client::connect(ClientConfig::new(
+        format!("unix:{}", path.display()),
+        "local",
+    ))
+    .await
+    .expect("connects over the Unix socket");
+    let mut subscription = local
+        .subscribe("over.unix", Replay::None)
+        .await
+        .expect("subscribes");
+    parked(&server, 1).await;
+    let (mut publisher, _) = RawClient::connect_session(&server, "publisher").await;
+    for index in 1..=3u8 {
+        publish(
+            &mut publisher,
+            "over.unix",
+            Bytes::from(vec![b'0' + index; 4]),
+        )
+        .await;
+        let message = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .expect("delivered in time")
+            .expect("the subscription goes on")
+            .expect("a message");
+        assert_eq!(message.seq(), u64::from(index));
+        assert_eq!(message.body().as_ref(), [b'0' + index; 4]);
+    }
+    parked(&server, 2).await;
+    local
+        .publish("over.unix.back", Payload::text("from a parked session"))
+        .await
+        .expect("answered");
+    server.shutdown().await;
+}

@@ -8,6 +8,7 @@ macro_rules! outln {
     };
 }
 
+mod allocator;
 mod bench;
 mod chat;
 mod check;
@@ -27,6 +28,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, ServeArgs};
+
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse_arguments();

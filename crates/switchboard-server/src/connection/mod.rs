@@ -3,6 +3,7 @@
 //! that removes every trace of the session from the hub.
 //!
 //! * `transport`: the byte streams a connection is served on;
+//! * `detached`: a plain socket whose halves leave the reactor while parked (unix);
 //! * `frame_reader`: frames read into a buffer released while the connection is idle;
 //! * `frame_budget`: the server-wide budget for large frames still arriving;
 //! * `handshake`: prefaces and SESSION_INIT, and the refusals written before a session
@@ -16,6 +17,8 @@
 //!
 //! What a request does is `cmd`'s business; this module only hands it the frames.
 
+#[cfg(unix)]
+mod detached;
 mod frame_budget;
 mod frame_reader;
 mod handshake;
@@ -37,7 +40,7 @@ use self::frame_reader::FrameReader;
 use self::parking::ParkedSession;
 pub(crate) use self::parking::{Parking, run as run_parking};
 use self::request_loop::Outcome;
-pub(crate) use self::transport::{Readable, Transport};
+pub(crate) use self::transport::{Readable, Transport, WriteHalf};
 use crate::cmd::Session;
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
@@ -297,9 +300,11 @@ impl<R: Readable> Parked<R> {
             transport,
             slot,
         } = connection;
+        let mut read = reader.into_read_half();
+        read.park();
         Parked {
             session,
-            read: reader.into_read_half(),
+            read,
             transport,
             slot,
             heartbeat,
@@ -336,6 +341,10 @@ fn enabled_span() -> Option<Box<tracing::Span>> {
 impl<R: Readable> ParkedSession for Parked<R> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.read.poll_read_ready(cx)
+    }
+
+    fn watched(&self) -> Option<transport::Descriptor> {
+        self.read.watched()
     }
 
     fn outbox(&self) -> &crate::outbox::Outbox {

@@ -15,6 +15,13 @@
 //! single timer for the earliest. Whatever wakes a parked session gives it a task again,
 //! which serves it exactly as before it parked: it reads what came, or ends the session
 //! for the reason it was woken.
+//!
+//! A plain socket (TCP or Unix, on unix) leaves the runtime's reactor while its session
+//! is parked and its writer too (see `detached`): its readiness is watched instead in
+//! one poller of the shared task's own (epoll, or kqueue, through mio, which tokio
+//! itself is built on), itself registered with the reactor once. A session whose socket
+//! is watched there resumes on its first readiness (bytes, or the peer gone); the
+//! others are waited on through their read half's waker as above.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -28,13 +35,19 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::transport::Descriptor;
 use crate::hub::Hub;
+use crate::log;
 use crate::outbox::Outbox;
 
 /// A session's state while it is parked: what its task would hold while waiting.
 pub(super) trait ParkedSession: Send {
-    /// Ready once a read would not block (bytes, the end of the stream, or an error).
+    /// Ready once a read would not block (bytes, the end of the stream, or an error);
+    /// asked only of a session whose descriptor is not watched.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// The descriptor to watch for the session's readiness, if its socket left the
+    /// reactor.
+    fn watched(&self) -> Option<Descriptor>;
     /// The session's outbox, whose signal (kill switch, shutdown, reload) wakes it.
     fn outbox(&self) -> &Outbox;
     /// Whether a reload put a new policy in force since the session last looked.
@@ -160,6 +173,8 @@ type Nanos = u64;
 /// order.
 struct Table {
     entries: Vec<Option<Entry>>,
+    /// Where the descriptors of parked sockets out of the reactor are watched.
+    watch: Watch,
     free: Vec<u32>,
     deadlines: BTreeSet<(Nanos, u32)>,
     /// What the deadlines count from.
@@ -167,9 +182,10 @@ struct Table {
 }
 
 impl Table {
-    fn new() -> Table {
+    fn new(watch: Watch) -> Table {
         Table {
             entries: Vec::new(),
+            watch,
             free: Vec::new(),
             deadlines: BTreeSet::new(),
             start: Instant::now(),
@@ -198,7 +214,10 @@ impl Table {
         self.deadlines.is_empty()
     }
 
-    fn insert(&mut self, session: Box<dyn ParkedSession>, shared: &Arc<Shared>) -> u32 {
+    /// Takes a session in; its key, and whether what may wake it is watched (a
+    /// descriptor that could not be watched leaves the session nothing to wake it but
+    /// its deadline: it resumes at once).
+    fn insert(&mut self, session: Box<dyn ParkedSession>, shared: &Arc<Shared>) -> (u32, bool) {
         let key = self.free.pop().unwrap_or_else(|| {
             self.entries.push(None);
             // More sessions than keys would need more connections than a process has.
@@ -206,6 +225,16 @@ impl Table {
         });
         let deadline = self.nanos(session.deadline());
         self.deadlines.insert((deadline, key));
+        let watched = match session.watched() {
+            Some(fd) => match self.watch.add(fd, key) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(target: log::ERROR, %error, "cannot watch a parked socket; resuming it");
+                    false
+                }
+            },
+            None => true,
+        };
         self.entries[key as usize] = Some(Entry {
             session,
             waker: Arc::new(SessionWaker {
@@ -215,13 +244,16 @@ impl Table {
             }),
             deadline,
         });
-        key
+        (key, watched)
     }
 
     fn remove(&mut self, key: u32) -> Option<Box<dyn ParkedSession>> {
         let entry = self.entries.get_mut(key as usize)?.take()?;
         self.deadlines.remove(&(entry.deadline, key));
         self.free.push(key);
+        if let Some(fd) = entry.session.watched() {
+            self.watch.remove(fd);
+        }
         entry.session.outbox().forget_parked_waker();
         Some(entry.session)
     }
@@ -241,6 +273,10 @@ impl Table {
         if shutting_down || entry.session.outbox().is_killed() || entry.session.policy_changed() {
             return true;
         }
+        if entry.session.watched().is_some() {
+            // Its descriptor's readiness comes from the watch.
+            return false;
+        }
         let mut cx = Context::from_waker(&waker);
         entry.session.poll_read_ready(&mut cx).is_ready()
     }
@@ -251,12 +287,21 @@ impl Table {
 /// passes. It ends once the server is shutting down and every parked session resumed.
 pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
     let shared = hub.parking().shared.clone();
+    let watch = match Watch::new() {
+        Ok(watch) => watch,
+        Err(error) => {
+            // Sessions keep their tasks: more memory, nothing else lost.
+            tracing::error!(target: log::ERROR, %error, "cannot watch parked sockets; idle sessions will not park");
+            return;
+        }
+    };
     shared.open.store(true, Ordering::Relaxed);
-    let mut table = Table::new();
+    let mut table = Table::new(watch);
     let never = far_future();
     let mut timer = Box::pin(tokio::time::sleep_until(never));
     let mut incoming = Vec::new();
     let mut ready = Vec::new();
+    let mut readable = Vec::new();
     let mut resumed = Vec::new();
     loop {
         // A flood of wakes never keeps the worker from its other tasks.
@@ -266,12 +311,25 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
             hub: &hub,
             next_deadline: table.first_deadline().unwrap_or(never),
         };
-        std::future::poll_fn(|cx| waiting.poll(timer.as_mut(), &mut incoming, &mut ready, cx))
-            .await;
+        std::future::poll_fn(|cx| {
+            // Readiness of watched sockets is taken first, outside the inbox's lock.
+            let watched = table.watch.poll_ready(cx, &mut readable);
+            let waited = waiting.poll(timer.as_mut(), &mut incoming, &mut ready, cx);
+            if watched.is_ready() {
+                Poll::Ready(())
+            } else {
+                waited
+            }
+        })
+        .await;
         let shutting_down = hub.is_shutting_down();
         for session in incoming.drain(..) {
-            let key = table.insert(session, &shared);
-            ready.push(key);
+            let (key, watched) = table.insert(session, &shared);
+            if watched {
+                ready.push(key);
+            } else if let Some(session) = table.remove(key) {
+                resumed.push(session);
+            }
         }
         if shutting_down {
             // Every session ends now: no need to wait for each one's wake.
@@ -282,6 +340,13 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
             if table.needs_task(key, shutting_down)
                 && let Some(session) = table.remove(key)
             {
+                resumed.push(session);
+            }
+        }
+        // Readable (or gone): read by its task. A key whose session resumed since is
+        // not watched any more, and its entry, if any, is another session's.
+        for key in readable.drain(..) {
+            if let Some(session) = table.remove(key) {
                 resumed.push(session);
             }
         }
@@ -364,4 +429,109 @@ const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
 /// A deadline never reached, for a timer with nothing to wait for.
 fn far_future() -> Instant {
     Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// The poller of the descriptors of parked sockets out of the reactor: one epoll (or
+/// kqueue) instance, registered with the reactor once, each descriptor in it under its
+/// session's key. Edge-triggered: a descriptor readable when it is added is reported
+/// then, and its session resumes at its first report, so none is reported twice.
+#[cfg(unix)]
+struct Watch {
+    poller: tokio::io::unix::AsyncFd<mio::Poll>,
+    events: mio::Events,
+}
+
+/// Events taken from the poller at a time.
+#[cfg(unix)]
+const WATCH_EVENTS: usize = 256;
+
+#[cfg(unix)]
+impl Watch {
+    fn new() -> io::Result<Watch> {
+        let poll = mio::Poll::new()?;
+        // SAFETY: the descriptor registered is the poller's own, which it owns and keeps
+        // open, unchanged, for as long as it lives; the `AsyncFd` owns the poller, so
+        // the descriptor outlives the registration, and nothing else closes it.
+        let poller = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE)
+        }?;
+        Ok(Watch {
+            poller,
+            events: mio::Events::with_capacity(WATCH_EVENTS),
+        })
+    }
+
+    fn add(&self, fd: Descriptor, key: u32) -> io::Result<()> {
+        self.poller.get_ref().registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(key as usize),
+            mio::Interest::READABLE,
+        )
+    }
+
+    fn remove(&self, fd: Descriptor) {
+        // It fails only for a descriptor never added (adding failed): nothing to undo.
+        let _ = self
+            .poller
+            .get_ref()
+            .registry()
+            .deregister(&mut mio::unix::SourceFd(&fd));
+    }
+
+    /// Takes the keys of the descriptors reported ready into `keys`; ready if any were.
+    fn poll_ready(&mut self, cx: &mut Context<'_>, keys: &mut Vec<u32>) -> Poll<()> {
+        let Watch { poller, events } = self;
+        let before = keys.len();
+        while let Poll::Ready(Ok(mut guard)) = poller.poll_read_ready_mut(cx) {
+            match guard
+                .get_inner_mut()
+                .poll(events, Some(std::time::Duration::ZERO))
+            {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    tracing::error!(target: log::ERROR, %error, "cannot poll parked sockets");
+                    break;
+                }
+            }
+            let mut taken = 0;
+            for event in events.iter() {
+                // Keys are u32 (see `Table::insert`).
+                keys.push(u32::try_from(event.token().0).unwrap_or(u32::MAX));
+                taken += 1;
+            }
+            if taken < WATCH_EVENTS {
+                // Drained: wait for the next report (the loop registers the waker).
+                guard.clear_ready();
+            }
+        }
+        if keys.len() > before {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Off unix no socket leaves the reactor: nothing is ever watched.
+#[cfg(not(unix))]
+struct Watch;
+
+#[cfg(not(unix))]
+impl Watch {
+    fn new() -> io::Result<Watch> {
+        Ok(Watch)
+    }
+
+    fn add(&self, fd: Descriptor, _key: u32) -> io::Result<()> {
+        match fd {}
+    }
+
+    fn remove(&self, fd: Descriptor) {
+        match fd {}
+    }
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, _keys: &mut Vec<u32>) -> Poll<()> {
+        Poll::Pending
+    }
 }

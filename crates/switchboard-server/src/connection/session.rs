@@ -196,7 +196,7 @@ async fn register<R, W>(
     writer: W,
 ) -> Opened<R>
 where
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: super::WriteHalf,
 {
     let Accepted {
         request_id,

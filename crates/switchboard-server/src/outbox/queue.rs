@@ -53,6 +53,7 @@ pub(crate) fn halves<T, H: Holder<T>>(holder: Arc<H>) -> (Sender<T, H>, Receiver
             chan: holder,
             hand: VecDeque::new(),
             unsettled: 0,
+            closes: true,
         },
     )
 }
@@ -348,6 +349,8 @@ pub(crate) struct Receiver<T, H: Holder<T>> {
     hand: VecDeque<T>,
     /// Items handed out whose slots were not given back yet (see [`Receiver::settle`]).
     unsettled: usize,
+    /// Dropping it closes the queue: false only for what is left of it once it parked.
+    closes: bool,
 }
 
 impl<T, H: Holder<T>> std::fmt::Debug for Receiver<T, H> {
@@ -475,7 +478,19 @@ impl<T, H: Holder<T>> Receiver<T, H> {
             self.hand = VecDeque::new();
             // The waker is the parking task's: it must not keep that task's memory.
             state.receiver = None;
-            state.parked = Some(Box::new(move || resume(self)));
+            // Only the channel is kept (a parked connection keeps this for as long as
+            // it is idle): the hand is empty and everything settled, so the receiver
+            // is made again around it.
+            let kept = self.chan.clone();
+            self.closes = false;
+            state.parked = Some(Box::new(move || {
+                resume(Receiver {
+                    chan: kept,
+                    hand: VecDeque::new(),
+                    unsettled: 0,
+                    closes: true,
+                });
+            }));
             return;
         }
         drop(state);
@@ -550,6 +565,9 @@ impl<T> Drop for SettledGuard<'_, T> {
 
 impl<T, H: Holder<T>> Drop for Receiver<T, H> {
     fn drop(&mut self) {
+        if !self.closes {
+            return;
+        }
         let mut state = self.chan.queue().state.lock();
         state.closed = true;
         let items = std::mem::take(&mut state.items);

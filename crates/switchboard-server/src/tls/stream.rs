@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::connection::{Readable, Transport};
+use crate::connection::{Readable, Transport, WriteHalf};
 
 type Shared = Arc<Mutex<TlsStream<TcpStream>>>;
 
@@ -68,6 +68,8 @@ impl Readable for TlsReadHalf {
         socket.poll_read_ready(cx)
     }
 }
+
+impl WriteHalf for TlsWriteHalf {}
 
 impl AsyncWrite for TlsWriteHalf {
     fn poll_write(
