@@ -155,6 +155,76 @@ mod tests {
         }
     }
 
+    /// A publish without reply that finds the writer idle and the socket left alone for
+    /// a while is written by its caller; the publishes of a burst right behind it are
+    /// queued for the writer, which is woken, and every one arrives in order.
+    #[tokio::test]
+    async fn a_quiet_publish_is_written_by_its_caller_and_a_burst_is_queued() {
+        let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = ours.into_split();
+        let socket = SharedSocket::Unix(Arc::new(write));
+        let codec = FrameCodec::new(Limits::default());
+        let queue = Arc::new(SendQueue::new(codec.clone(), 1000));
+        queue.share_socket(socket.clone());
+        let shared = Arc::new(Shared::new(4));
+        let writer = Writer::new(
+            Box::new(SharedWriter(socket)),
+            queue.clone(),
+            shared,
+            Duration::from_secs(60),
+        );
+        let writer = tokio::spawn(writer.run());
+        until_writer_idle(&queue).await;
+        // Far longer than the quiet time, however loaded the machine.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let pushed = queue.try_push(
+            1,
+            Flags::NO_REPLY,
+            &publish(1, 64),
+            &mut None,
+            Write::NowIfQuiet,
+        );
+        assert!(matches!(pushed, crate::send_queue::Push::Queued));
+        assert!(queue.is_empty(), "written by the caller at once");
+        assert!(queue.writer_is_idle(), "the writer was not woken");
+
+        // A burst, without an await between: some publish of it comes within the quiet
+        // time of the one before, and is queued for the writer (which is woken).
+        let mut queued = false;
+        for index in 2..=100 {
+            let pushed = queue.try_push(
+                index,
+                Flags::NO_REPLY,
+                &publish(index, 64),
+                &mut None,
+                Write::NowIfQuiet,
+            );
+            assert!(matches!(pushed, crate::send_queue::Push::Queued));
+            queued |= !queue.is_empty();
+        }
+        assert!(queued, "a burst is queued, not written a frame at a time");
+        assert!(
+            !queue.writer_is_idle(),
+            "the writer was woken for the burst"
+        );
+
+        let mut received = BytesMut::new();
+        let mut decoder = codec;
+        let mut next = 1;
+        while next <= 100 {
+            tokio::time::timeout(Duration::from_secs(10), peer.read_buf(&mut received))
+                .await
+                .expect("the burst arrives")
+                .unwrap();
+            while let Some(frame) = decoder.decode(&mut received).unwrap() {
+                assert_eq!(frame.request_id, next);
+                next += 1;
+            }
+        }
+        assert!(queue.close(None));
+        writer.await.unwrap();
+    }
+
     /// Requests written by their callers and frames written by the writer task share one
     /// socket: when the socket takes only part of a caller's frame, the writer finishes
     /// it before anything queued after it, and the peer reads every frame whole, in order.

@@ -105,7 +105,7 @@ pub(crate) fn try_queue<P: Encode + ?Sized>(
     flags: Flags,
     packet: &P,
 ) -> TryQueue {
-    match queue.try_push(request_id, flags, packet, &mut None, Write::Queued) {
+    match queue.try_push(request_id, flags, packet, &mut None, Write::NowIfQuiet) {
         Push::Queued => TryQueue::Queued,
         Push::Refused(error) => {
             refuse(shared, request_id, error);
