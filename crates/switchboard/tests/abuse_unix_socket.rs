@@ -46,15 +46,7 @@ fn serve_on(path: &Path) -> support::KillOnDrop {
 
 /// SIGTERM, then waits for a clean exit.
 fn terminate(child: &mut Child) {
-    let pid = child.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(child, Duration::from_secs(15));
+    let status = support::terminate(child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
 

@@ -218,12 +218,7 @@ async fn sync_never_serves_its_data_and_keeps_it_through_a_clean_stop() {
     assert_eq!(served.len(), 20, "served before any sync");
     drop(client);
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = support::wait_exit(&mut server, std::time::Duration::from_secs(30));
+    let exit = support::terminate(&mut server, std::time::Duration::from_secs(30));
     assert!(exit.success(), "a clean stop: {exit:?}");
 
     let (_server, addr) = serve(dir.path());

@@ -5,12 +5,12 @@
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand};
+use std::process::Child;
 use std::time::Duration;
 
 mod support;
 
-use support::{serve_process_with_env, wait_exit};
+use support::{serve_process_with_env, terminate};
 
 /// The blob directories in `tmp`.
 fn blob_dirs(tmp: &Path) -> Vec<PathBuf> {
@@ -53,15 +53,7 @@ fn a_stopped_server_removes_its_directory_and_a_killed_ones_is_swept_by_the_next
         "the killed server's directory was not swept by the next server"
     );
 
-    let pid = stopped.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut stopped, Duration::from_secs(15));
+    let status = terminate(&mut stopped, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
     assert_eq!(
         blob_dirs(tmp.path()),

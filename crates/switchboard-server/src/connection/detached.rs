@@ -47,55 +47,38 @@ pub(crate) trait Splittable: Sized + Send + 'static {
     fn shutdown_write(plain: &Self::Plain);
 }
 
-impl Splittable for tokio::net::TcpStream {
-    type Plain = std::net::TcpStream;
-    type Read = tokio::net::tcp::OwnedReadHalf;
-    type Write = tokio::net::tcp::OwnedWriteHalf;
+/// The same impl for tokio's TCP and Unix streams, whose methods have the same names.
+macro_rules! splittable {
+    ($stream:ty, $plain:ty, $halves:ident) => {
+        impl Splittable for $stream {
+            type Plain = $plain;
+            type Read = tokio::net::$halves::OwnedReadHalf;
+            type Write = tokio::net::$halves::OwnedWriteHalf;
 
-    fn register(plain: Self::Plain) -> io::Result<Self> {
-        tokio::net::TcpStream::from_std(plain)
-    }
-    fn deregister(self) -> io::Result<Self::Plain> {
-        self.into_std()
-    }
-    fn split(self) -> (Self::Read, Self::Write) {
-        self.into_split()
-    }
-    fn reunite(read: Self::Read, write: Self::Write) -> Option<Self> {
-        read.reunite(write).ok()
-    }
-    fn poll_read_ready(read: &Self::Read, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        read.as_ref().poll_read_ready(cx)
-    }
-    fn shutdown_write(plain: &Self::Plain) {
-        let _ = plain.shutdown(std::net::Shutdown::Write);
-    }
+            fn register(plain: Self::Plain) -> io::Result<Self> {
+                <$stream>::from_std(plain)
+            }
+            fn deregister(self) -> io::Result<Self::Plain> {
+                self.into_std()
+            }
+            fn split(self) -> (Self::Read, Self::Write) {
+                self.into_split()
+            }
+            fn reunite(read: Self::Read, write: Self::Write) -> Option<Self> {
+                read.reunite(write).ok()
+            }
+            fn poll_read_ready(read: &Self::Read, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                read.as_ref().poll_read_ready(cx)
+            }
+            fn shutdown_write(plain: &Self::Plain) {
+                let _ = plain.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    };
 }
 
-impl Splittable for tokio::net::UnixStream {
-    type Plain = std::os::unix::net::UnixStream;
-    type Read = tokio::net::unix::OwnedReadHalf;
-    type Write = tokio::net::unix::OwnedWriteHalf;
-
-    fn register(plain: Self::Plain) -> io::Result<Self> {
-        tokio::net::UnixStream::from_std(plain)
-    }
-    fn deregister(self) -> io::Result<Self::Plain> {
-        self.into_std()
-    }
-    fn split(self) -> (Self::Read, Self::Write) {
-        self.into_split()
-    }
-    fn reunite(read: Self::Read, write: Self::Write) -> Option<Self> {
-        read.reunite(write).ok()
-    }
-    fn poll_read_ready(read: &Self::Read, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        read.as_ref().poll_read_ready(cx)
-    }
-    fn shutdown_write(plain: &Self::Plain) {
-        let _ = plain.shutdown(std::net::Shutdown::Write);
-    }
-}
+splittable!(tokio::net::TcpStream, std::net::TcpStream, tcp);
+splittable!(tokio::net::UnixStream, std::os::unix::net::UnixStream, unix);
 
 /// What the two halves share: the socket's descriptor and where a parked half leaves
 /// its tokio half.

@@ -282,6 +282,18 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
     }
 }
 
+/// Asks a server process to stop (SIGTERM, as a service manager does) and waits for it
+/// to exit, failing after `limit`.
+#[cfg(unix)]
+pub fn terminate(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let sent = StdCommand::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM failed: {sent:?}");
+    wait_exit(child, limit)
+}
+
 /// A path as an argument.
 pub fn arg(path: &Path) -> &std::ffi::OsStr {
     path.as_os_str()
