@@ -20,7 +20,7 @@ use tokio_util::codec::Decoder;
 use crate::config::{ClientConfig, ServerAddress};
 use crate::direct::{SharedSocket, SharedWriter};
 use crate::error::{ClientError, CloseReason, ErrorDetail, Result};
-use crate::frame_buffers::{FrameBuffers, KEEP_FOR};
+use switchboard_proto::frame_buffers::{FrameBuffers, KEEP_FOR};
 
 /// The read half of a transport, whichever it is.
 pub(crate) type BoxedReader = Box<dyn AsyncRead + Send + Unpin>;

@@ -99,7 +99,6 @@ mod direct;
 mod dispatch;
 mod error;
 mod feeds;
-mod frame_buffers;
 mod inbound;
 mod listing;
 mod message_queue;

@@ -16,6 +16,8 @@
 //!   one alike;
 //! * [`batch`] — the sizes connections read and write by, and the write batch both ends'
 //!   writers gather frames into;
+//! * [`frame_buffers`] — the buffers large frames are read into, used again once the
+//!   last view of their bytes is dropped;
 //! * [`subject`] — channel names, wildcard patterns and hashtags, shared by server and
 //!   clients so that both route messages the same way.
 //!
@@ -27,6 +29,7 @@ pub mod crc;
 pub mod error;
 pub mod fields;
 pub mod frame;
+pub mod frame_buffers;
 pub mod limits;
 pub mod mac;
 pub mod message_head;

@@ -2,8 +2,18 @@
 //! partial frames may hold together, so that many peers each sending the head of a large
 //! frame, and its body slowly or never, cannot make the server hold their declared
 //! lengths all at once.
+//!
+//! It also keeps the server's large-frame buffers ([`FrameBuffers`]): every connection
+//! reads its large frames into buffers taken from there, and a buffer comes back when the
+//! last view of its frame is dropped (its message trimmed from history and written to
+//! every receiver), for the next large frame of about its size, on any connection. One
+//! pool for the server, rather than one per connection, bounds what is kept unused
+//! whatever the number of connections, and costs an idle connection nothing.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use switchboard_proto::frame_buffers::FrameBuffers;
 
 /// Frames up to this size are not counted: every connection may hold one partial frame
 /// this large anyway (its read buffer), and counting them would cost the frequent small
@@ -17,6 +27,7 @@ pub(crate) struct FrameBudget {
     held: AtomicUsize,
     /// Large frames refused because the budget was spent.
     refused: AtomicU64,
+    buffers: Arc<FrameBuffers>,
 }
 
 /// A frame the budget had no room for.
@@ -35,7 +46,13 @@ impl FrameBudget {
             limit,
             held: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            buffers: FrameBuffers::new(),
         }
+    }
+
+    /// The buffers large frames are read into.
+    pub fn buffers(&self) -> &Arc<FrameBuffers> {
+        &self.buffers
     }
 
     /// Takes `len` bytes from the budget, or says why not.

@@ -7,10 +7,12 @@
 //! can give it a deadline.
 //!
 //! A large frame (from [`OWN_BUFFER_FRAME_LEN`] bytes) is read into a buffer of its own,
-//! of its exact length, once its prefix is in: the hub keeps a large body as it was read,
+//! of about its length, once its prefix is in: the hub keeps a large body as it was read,
 //! shared by history and every receiver rather than copied, and a body must not keep a
 //! read buffer of other frames alive. Reads then stop at the end of that frame, with a
-//! little room to see the head of the next one.
+//! little room to see the head of the next one. Such buffers come from the server's
+//! [`FrameBuffers`](switchboard_proto::frame_buffers::FrameBuffers) (kept with the
+//! [`FrameBudget`]) and go back there once the frame's last view is dropped.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -261,22 +263,46 @@ impl<R: Readable> FrameReader<R> {
         if let Some(frame) = self.copy_out_whole_large_frame(codec)? {
             return Ok(Some(frame));
         }
+        if self.own {
+            return self.own_frame(codec);
+        }
         let frame = codec.decode(&mut self.buf)?;
         if frame.is_some() {
             self.frame_started = None;
-            if self.own {
-                self.after_own = true;
-                // What is left (the head of the next frame, if it came) still shares the
-                // frame's buffer: the next read, or the next frame's own buffer, moves it.
-                self.own = false;
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new();
-                }
-            } else if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
+            if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
                 self.buf = BytesMut::new();
             }
         }
         Ok(frame)
+    }
+
+    /// The large frame in its own buffer once it is whole: the buffer is lent to the
+    /// frame (it comes back to the server's buffers when the frame's last view goes), and
+    /// what came after the frame (the head of the next one, if it came) is moved to a
+    /// buffer of its own.
+    fn own_frame(&mut self, codec: &FrameCodec) -> Result<Option<Frame>, ProtoError> {
+        let whole = declared_frame_len(&self.buf).is_some_and(|len| len <= self.buf.len());
+        if !whole {
+            codec.check_partial(&self.buf)?;
+            return Ok(None);
+        }
+        let have = self.buf.len();
+        // The buffer was made from a vector and never shared: no copy.
+        let own = Vec::from(std::mem::take(&mut self.buf));
+        let own = self.budget.buffers().lend(own);
+        let Some((frame, len)) = codec.decode_whole(&own)? else {
+            return Err(ProtoError::Truncated {
+                needed: have + 1,
+                have,
+            });
+        };
+        if own.len() > len {
+            self.buf = BytesMut::from(&own[len..]);
+        }
+        self.own = false;
+        self.after_own = true;
+        self.frame_started = None;
+        Ok(Some(frame))
     }
 
     /// A large frame that arrived whole with other bytes (read before its length was
@@ -296,9 +322,12 @@ impl<R: Readable> FrameReader<R> {
         {
             return Ok(None);
         }
-        let mut own = BytesMut::with_capacity(len);
+        let buffers = self.budget.buffers();
+        let mut own = buffers.take(len);
         own.extend_from_slice(&self.buf[..len]);
-        let frame = codec.decode(&mut own)?;
+        let frame = codec
+            .decode_whole(&buffers.lend(own))?
+            .map(|(frame, _)| frame);
         if frame.is_some() {
             self.buf.advance(len);
             self.frame_started = None;
@@ -310,8 +339,9 @@ impl<R: Readable> FrameReader<R> {
     }
 
     /// Moves a large frame at the front of the shared buffer, once its prefix is in, to
-    /// a buffer of its exact length (and a little room; [`NEXT_HEAD_ROOM`]), which will
-    /// hold that frame only: what came in is copied, the rest is read straight into it.
+    /// a buffer of its length (and a little room; [`NEXT_HEAD_ROOM`]), perhaps one used
+    /// before and a little larger, which will hold that frame only: what came in is
+    /// copied, the rest is read straight into it.
     fn give_large_frame_its_own_buffer(&mut self, codec: &FrameCodec) -> Result<(), ProtoError> {
         if self.own {
             return Ok(());
@@ -327,9 +357,11 @@ impl<R: Readable> FrameReader<R> {
         if len <= self.buf.len() {
             return Ok(());
         }
-        let mut own = BytesMut::with_capacity(len + NEXT_HEAD_ROOM);
+        let mut own = self.budget.buffers().take(len + NEXT_HEAD_ROOM);
         own.extend_from_slice(&self.buf);
-        self.buf = own;
+        // Through `Bytes`, the conversion there is: unique, so the vector's memory
+        // is kept as it is.
+        self.buf = BytesMut::from(bytes::Bytes::from(own));
         self.own = true;
         Ok(())
     }
@@ -389,7 +421,12 @@ impl<R: Readable> FrameReader<R> {
     /// Reads the rest of the large frame at the front into its own buffer, and perhaps
     /// the head of the next one, never more than the buffer's room.
     async fn fill_own(&mut self) -> std::io::Result<usize> {
-        let room = self.buf.capacity() - self.buf.len();
+        // A buffer used before may be larger than this frame needs: reads still stop a
+        // little past its end.
+        let end = declared_frame_len(&self.buf).map_or(self.buf.capacity(), |len| {
+            self.buf.capacity().min(len + NEXT_HEAD_ROOM)
+        });
+        let room = end.saturating_sub(self.buf.len());
         if room == 0 {
             // Whole already, and not taken: nothing may be read before it is.
             return std::future::pending().await;
@@ -559,5 +596,95 @@ mod tests {
         // The reader going away gives its share back.
         drop(reader);
         assert_eq!(budget.held(), 0);
+    }
+
+    /// A large PUBLISH of `body_len` bytes followed by heartbeats 2..=`heartbeats`+1.
+    fn large_then_heartbeats(codec: &FrameCodec, body_len: usize, heartbeats: u32) -> BytesMut {
+        use switchboard_proto::packet::Publish;
+        let publish = Packet::Publish(Publish {
+            channel: "big".into(),
+            body: bytes::Bytes::from(vec![7u8; body_len]),
+            ..Publish::default()
+        });
+        let mut bytes = BytesMut::new();
+        codec
+            .encode_packet(1, Flags::empty(), &publish, &mut bytes)
+            .unwrap();
+        for request_id in 2..=heartbeats + 1 {
+            codec
+                .encode_packet(
+                    request_id,
+                    Flags::empty(),
+                    &Packet::Heartbeat(Heartbeat),
+                    &mut bytes,
+                )
+                .unwrap();
+        }
+        bytes
+    }
+
+    /// Sends the head of `bytes` first and the rest a moment later, so that the rest of
+    /// the large frame in front is read straight into its own buffer; returns that frame.
+    async fn read_sent_in_two<R: Readable>(
+        reader: &mut FrameReader<R>,
+        codec: &mut FrameCodec,
+        client: &mut TcpStream,
+        bytes: &[u8],
+    ) -> Frame {
+        client.write_all(&bytes[..100]).await.unwrap();
+        let (frame, ()) = tokio::join!(reader.read_frame(codec), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.write_all(&bytes[100..]).await.unwrap();
+        });
+        frame.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_large_frames_buffer_is_read_into_again_once_the_frame_is_dropped() {
+        let (mut client, server) = pair().await;
+        let (read_half, _write_half) = server.into_halves();
+        let budget = Arc::new(FrameBudget::new(1 << 20));
+        let mut reader = FrameReader::new(read_half, budget.clone());
+        let mut codec = FrameCodec::new(Limits::default());
+
+        let first = large_then_heartbeats(&codec, 40 * 1024, 1);
+        let large = read_sent_in_two(&mut reader, &mut codec, &mut client, &first).await;
+        assert_eq!(large.content.len(), 40 * 1024);
+        let memory = large.content.as_ptr();
+        let heartbeat = reader.read_frame(&mut codec).await.unwrap().unwrap();
+        assert_eq!(heartbeat.request_id, 2);
+        assert!(budget.buffers().in_use(), "lent out");
+        drop(large);
+
+        // A smaller one goes into the same memory, and reads stop a little past its end
+        // although the buffer has room for more: the heartbeats behind it come whole.
+        let second = large_then_heartbeats(&codec, 30 * 1024, 40);
+        let large = read_sent_in_two(&mut reader, &mut codec, &mut client, &second).await;
+        assert_eq!(
+            large.content.as_ptr(),
+            memory,
+            "the same buffer, read into again"
+        );
+        assert_eq!(&large.content[..], &[7u8; 30 * 1024][..]);
+        for request_id in 2..=41 {
+            let heartbeat = reader.read_frame(&mut codec).await.unwrap().unwrap();
+            assert_eq!(heartbeat.request_id, request_id);
+        }
+
+        // Whole in one read with other frames: copied out into a kept buffer too.
+        drop(large);
+        let third = large_then_heartbeats(&codec, 30 * 1024, 1);
+        let mut both = BytesMut::new();
+        codec
+            .encode_packet(9, Flags::empty(), &Packet::Heartbeat(Heartbeat), &mut both)
+            .unwrap();
+        both.extend_from_slice(&third);
+        client.write_all(&both).await.unwrap();
+        // Let it all arrive, so that one read takes the small frame and the large one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut next = async || reader.read_frame(&mut codec).await.unwrap().unwrap();
+        assert_eq!(next().await.request_id, 9);
+        assert_eq!(next().await.content.as_ptr(), memory);
+        assert_eq!(next().await.request_id, 2);
     }
 }

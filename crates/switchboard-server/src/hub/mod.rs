@@ -867,15 +867,19 @@ impl Hub {
         }
     }
 
-    /// Runs [`Hub::expire_aged`] every `period` until the server shuts down; the server
-    /// owns the task.
+    /// Runs [`Hub::expire_aged`] every `period` until the server shuts down, and lets
+    /// go of the large-frame buffers kept unused once large frames stopped coming; the
+    /// server owns the task.
     pub async fn run_expiry(self: Arc<Self>, period: std::time::Duration) {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.shutting_down() => return,
-                _ = ticks.tick() => self.expire_aged(),
+                _ = ticks.tick() => {
+                    self.expire_aged();
+                    self.frame_budget.buffers().release_if_idle();
+                }
             }
         }
     }

@@ -1,21 +1,23 @@
-//! The buffers large frames are read into, used again once the application lets go of
-//! what it was given from them.
+//! The buffers large frames are read into, used again once whoever holds their bytes
+//! lets go of them.
 //!
-//! A large frame is read into a buffer of its own, and the body of its message reaches
-//! the application as a view of that buffer (no copy). A fresh buffer per frame costs
-//! more than its bytes: as 64 KiB buffers come and go the allocator gives the top of its
-//! heap back to the system, and every page of the next ones then faults in anew (about
-//! five page faults per 64 KiB message received). Instead, the buffer whose last view is
-//! dropped comes back to its connection's [`FrameBuffers`], and the next large frame of
-//! about its size is read into it.
+//! A large frame is read into a buffer of its own, and its body goes on as a view of that
+//! buffer (no copy): to the application on a client, into a channel's history and every
+//! receiver's queue on the server. A fresh buffer per frame costs more than its bytes: as
+//! 64 KiB buffers come and go the allocator gives the top of its heap back to the system,
+//! and every page of the next ones then faults in anew (about five page faults per 64 KiB
+//! message on a client, two to three on the server). Instead, the buffer whose last view
+//! is dropped comes back to the [`FrameBuffers`] it was lent from, and the next large
+//! frame of about its size is read into it.
 //!
-//! The application may be many messages behind the connection's reader (a subscriber
-//! works through what the reader queued), so buffers come back in bursts: a connection
-//! keeps up to [`KEPT_BUFFERS`] unused ones ([`KEPT_BYTES`] together), two fewer than
-//! that gave back a fault per message or more in `bench pubsub --size 64k`. They are
-//! kept only while large frames keep coming: once none was taken for [`KEEP_FOR`],
-//! what comes back is freed, and the reader lets go of what it kept (see
-//! [`FrameBuffers::in_use`]). A buffer whose connection is gone is freed.
+//! Buffers come back in bursts (an application many messages behind its connection's
+//! reader, a history trimming many messages at once), so up to [`KEPT_BUFFERS`] unused
+//! ones are kept ([`KEPT_BYTES`] together); two fewer than that gave back a fault per
+//! message or more in `bench pubsub --size 64k` on a client. They are kept only while
+//! large frames keep coming: once none was taken for [`KEEP_FOR`], what comes back is
+//! freed, and the owner lets go of what was kept ([`FrameBuffers::in_use`],
+//! [`FrameBuffers::release_unused`], [`FrameBuffers::release_if_idle`]). A buffer whose
+//! [`FrameBuffers`] is gone is freed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -24,15 +26,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 /// Unused buffers a connection keeps for its next large frames.
-const KEPT_BUFFERS: usize = 32;
+pub const KEPT_BUFFERS: usize = 32;
 /// Bytes those may hold together (so that few frames of a megabyte are kept).
-const KEPT_BYTES: usize = 4 * 1024 * 1024;
+pub const KEPT_BYTES: usize = 4 * 1024 * 1024;
 /// How long after the last large frame buffers are still kept.
-pub(crate) const KEEP_FOR: Duration = Duration::from_secs(1);
+pub const KEEP_FOR: Duration = Duration::from_secs(1);
 
-/// One connection's large-frame buffers: those unused, and a count of those lent out.
+/// Large-frame buffers (a client connection's, or a whole server's): those unused, and a
+/// count of those lent out.
 #[derive(Debug, Default)]
-pub(crate) struct FrameBuffers {
+pub struct FrameBuffers {
     unused: Mutex<Unused>,
     /// Buffers lent out as frames and not yet back (or freed).
     lent: AtomicUsize,
@@ -46,7 +49,8 @@ struct Unused {
 }
 
 impl FrameBuffers {
-    pub(crate) fn new() -> Arc<FrameBuffers> {
+    /// No buffers yet: they are made as large frames come, and kept as they come back.
+    pub fn new() -> Arc<FrameBuffers> {
         Arc::default()
     }
 
@@ -59,7 +63,7 @@ impl FrameBuffers {
 
     /// An empty buffer of at least `size` bytes, and not much more (a small frame must
     /// not hold a much larger buffer): an unused one if one fits, else a new one.
-    pub(crate) fn take(&self, size: usize) -> Vec<u8> {
+    pub fn take(&self, size: usize) -> Vec<u8> {
         let mut unused = self.unused();
         unused.last_taken = Some(Instant::now());
         let fitting = unused
@@ -79,18 +83,34 @@ impl FrameBuffers {
 
     /// Whether buffers are kept or lent out: the reader, waiting for bytes, then calls
     /// [`FrameBuffers::release_unused`] once nothing came for [`KEEP_FOR`].
-    pub(crate) fn in_use(&self) -> bool {
+    pub fn in_use(&self) -> bool {
         self.lent.load(Ordering::Relaxed) > 0 || !self.unused().buffers.is_empty()
     }
 
     /// Frees the unused buffers.
-    pub(crate) fn release_unused(&self) {
+    pub fn release_unused(&self) {
         let released = std::mem::take(&mut self.unused().buffers);
         drop(released);
     }
 
+    /// Frees the unused buffers if none was taken for [`KEEP_FOR`]: for an owner that
+    /// looks now and then rather than when its reads go quiet.
+    pub fn release_if_idle(&self) {
+        let mut unused = self.unused();
+        if unused.buffers.is_empty()
+            || unused
+                .last_taken
+                .is_some_and(|taken| taken.elapsed() < KEEP_FOR)
+        {
+            return;
+        }
+        let released = std::mem::take(&mut unused.buffers);
+        drop(unused);
+        drop(released);
+    }
+
     /// `buffer` as shared bytes that come back here when their last view is dropped.
-    pub(crate) fn lend(self: &Arc<FrameBuffers>, buffer: Vec<u8>) -> Bytes {
+    pub fn lend(self: &Arc<FrameBuffers>, buffer: Vec<u8>) -> Bytes {
         self.lent.fetch_add(1, Ordering::Relaxed);
         Bytes::from_owner(Lent {
             buffer,
@@ -183,6 +203,18 @@ mod tests {
         let lent = buffers.lend(buffers.take(64 * 1024));
         buffers.unused().last_taken = Instant::now().checked_sub(KEEP_FOR);
         drop(lent);
+        assert!(buffers.unused().buffers.is_empty());
+        assert!(!buffers.in_use());
+    }
+
+    #[test]
+    fn kept_buffers_are_released_once_none_was_taken_for_a_while() {
+        let buffers = FrameBuffers::new();
+        drop(buffers.lend(buffers.take(64 * 1024)));
+        buffers.release_if_idle();
+        assert_eq!(buffers.unused().buffers.len(), 1, "taken just now: kept");
+        buffers.unused().last_taken = Instant::now().checked_sub(KEEP_FOR);
+        buffers.release_if_idle();
         assert!(buffers.unused().buffers.is_empty());
         assert!(!buffers.in_use());
     }
