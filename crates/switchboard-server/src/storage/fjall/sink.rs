@@ -25,7 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fjall::{PersistMode, Slice};
 use parking_lot::Mutex;
-
 use tracing::{info, warn};
 
 use super::synclog::{self, Fit, SyncLog};
