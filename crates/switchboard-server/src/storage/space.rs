@@ -358,11 +358,18 @@ impl DiskGuard {
     /// Whether a fresh figure leaves at least the reserve free and the directory is the
     /// one opened: the store may take writes again.
     pub fn has_room(&self) -> Result<(), StorageError> {
+        self.has_room_for(0)
+    }
+
+    /// As [`DiskGuard::has_room`], with `bytes` more written first (a file made ahead of
+    /// time, whose size is taken from the volume at once).
+    pub fn has_room_for(&self, bytes: u64) -> Result<(), StorageError> {
         self.refresh()?;
         let available = self
             .available
             .load(Ordering::Relaxed)
-            .saturating_sub(self.pending.load(Ordering::Acquire));
+            .saturating_sub(self.pending.load(Ordering::Acquire))
+            .saturating_sub(bytes);
         let reserve = self.reserve_bytes();
         if available < reserve {
             return Err(StorageError::disk_full(format!(

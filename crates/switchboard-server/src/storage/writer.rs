@@ -115,6 +115,11 @@ pub(super) trait Sink: Send + 'static {
     fn write(&mut self, ops: &[Op]) -> Result<(), StorageError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// The writer has had nothing to do for a while: housekeeping that would otherwise
+    /// fall on a publish waiting for its sync. A failure is a failed sync.
+    fn idle(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// After a failure: closes the database and opens it again, so that writes can be
     /// trusted again.
     fn reopen(&mut self) -> Result<(), StorageError>;
@@ -644,6 +649,9 @@ fn write_until_halt(shared: &Shared, engine: &mut MutexGuard<'_, Engine>) -> Hal
                 {
                     // Idle: a deleted data directory is noticed without waiting for a
                     // write.
+                    return Halt::Failed(error);
+                }
+                if idle && let Err(error) = engine.sink.idle() {
                     return Halt::Failed(error);
                 }
                 continue;

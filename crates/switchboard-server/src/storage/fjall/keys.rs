@@ -11,6 +11,8 @@
 //!   n/<kind><name>      u64: next sequence number, written at shutdown (and by earlier
 //!                       versions at trims)
 //!   t/<kind><name>      u64: the newest sequence number trimmed away
+//!   s/synclog           u64 epoch, u64 number: the newest sync log record whose batch
+//!                       the database holds (written in that batch)
 //! keyspace "messages"
 //!   <kind><name> 0x00 <seq:u64>   a chunk: the MESSAGE frames (no HMAC tag) one batch
 //!                                 appended to the history, from <seq> on, back to back
@@ -87,9 +89,13 @@ pub(super) fn trim_key(kind: LogKind, name: &str) -> Vec<u8> {
     counter_key(b"t/", kind, name)
 }
 
-/// Whether a meta key holds one of a history's sequence numbers rather than a record.
+/// `s/synclog`: where the database stands in the sync log.
+pub(super) const SYNC_LOG_MARK: &[u8] = b"s/synclog";
+
+/// Whether a meta key holds numbers (a history's sequence numbers, the sync log's mark)
+/// rather than a record.
 pub(super) fn is_counter(key: &[u8]) -> bool {
-    key.starts_with(b"n/") || key.starts_with(b"t/")
+    key.starts_with(b"n/") || key.starts_with(b"t/") || key == SYNC_LOG_MARK
 }
 
 /// `<kind><name> 0x00`: what every chunk key of a history begins with.
@@ -135,6 +141,7 @@ mod tests {
         assert_eq!(key, b"cnews\0\0\0\0\0\0\0\x01\x02");
         assert_eq!(chunk_seq(&key), Some(0x0102));
         assert!(is_counter(b"n/cnews") && is_counter(b"t/cnews"));
+        assert!(is_counter(SYNC_LOG_MARK));
         assert!(!is_counter(b"c/news"));
         assert_eq!(member_key("team", "ann"), b"m/team\0ann");
         assert_eq!(member_of(b"m/team\0ann"), Some(("team", "ann")));

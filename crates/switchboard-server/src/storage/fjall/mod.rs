@@ -5,7 +5,8 @@
 //! The parts: [`keys`] (the key layout), [`record`] (records as protocol frames, checked
 //! when read back), [`sink`] (how the writer's batches become database writes: one chunk
 //! of messages per history per batch), [`trim`] (the thread that takes large removals
-//! off the writer) and [`load`] (reading everything back at start).
+//! off the writer), [`load`] (reading everything back at start) and [`synclog`] (the
+//! pre-written log that `sync always` acknowledgements are synced through).
 //!
 //! Every message is a protocol frame, so its CRC32C checks catch corruption on load. A
 //! chunk of one message is exactly the per-message record of earlier versions, so their
@@ -36,6 +37,7 @@ mod keys;
 mod load;
 mod record;
 mod sink;
+mod synclog;
 mod trim;
 
 pub(super) use self::record::record_codec;
@@ -203,7 +205,20 @@ impl FjallStorage {
         let engine: Engine = Arc::new(parking_lot::RwLock::new(Some(open_database(&dir)?)));
         let (trimmer, trim_thread) = Trimmer::start(&engine)?;
         let chunks = Arc::new(Mutex::new(ChunkIndex::new()));
-        let sink = FjallSink::new(dir.clone(), engine.clone(), trimmer.clone(), chunks.clone());
+        let mut sink = FjallSink::new(dir.clone(), engine.clone(), trimmer.clone(), chunks.clone());
+        if policy == SyncPolicy::Always {
+            sink = sink.with_log(synclog::LOG_BYTES, guard.clone());
+        }
+        // Before anything is read: what only the sync log kept goes back into the
+        // database. On a full volume the store opens read-only all the same, and the
+        // log is tried again when the store recovers.
+        if let Err(error) = sink.recover_log() {
+            if read_only.is_none() {
+                trimmer.stop(Some(trim_thread));
+                return Err(error);
+            }
+            error!(target: log::ERROR, %error, "the sync log cannot be replayed yet");
+        }
         let writer = match Writer::start(
             policy,
             QueueLimits::default(),
@@ -630,6 +645,172 @@ mod tests {
         store.close(&[]);
     }
 
+    /// Copies every file of `from` into `to` (made if missing), as a disk would hold
+    /// them after losing power.
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let path = entry.path();
+            let target = to.join(entry.file_name());
+            if path.is_dir() {
+                copy_dir(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+
+    fn synclog_path(dir: &Path) -> PathBuf {
+        dir.join(synclog::FILE_NAME)
+    }
+
+    /// `sync always` syncs only the sync log: a power loss may take everything the
+    /// database wrote since its last checkpoint, and every acknowledged record must
+    /// still come back, from the log.
+    #[tokio::test]
+    async fn acknowledged_records_come_back_from_the_sync_log_when_the_database_lost_them() {
+        let parent = tempfile::tempdir().unwrap();
+        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
+        let store = open(&live);
+        store.load().unwrap();
+        // What the disk holds at the checkpoint made at open.
+        copy_dir(&live, &image);
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store.put_group("g", "the group").unwrap();
+        store.add_member("g", "ann").unwrap();
+        // Fewer than the test log holds (16 blocks): no checkpoint in between.
+        for seq in 1..=10 {
+            store
+                .append(LogKind::Channel, "a", &message("a", seq))
+                .unwrap();
+            store.sync().await.unwrap();
+        }
+        store.trim(LogKind::Channel, "a", 2);
+        store
+            .append(LogKind::Channel, "a", &message("a", 11))
+            .unwrap();
+        store.sync().await.unwrap();
+        // The power goes: the database's files as at the checkpoint, the log as synced.
+        std::fs::copy(synclog_path(&live), synclog_path(&image)).unwrap();
+        store.close(&[]);
+        drop(store);
+
+        let store = open(&image);
+        let snapshot = store.load().unwrap();
+        assert_eq!(
+            channels(&snapshot),
+            [("a".to_owned(), 12, (3..=11).collect())]
+        );
+        assert_eq!(group_members(&snapshot, "g"), ["ann"]);
+        // Replayed, synced into the database, and the log started afresh: a second
+        // restart finds the same.
+        store.close(&[]);
+        drop(store);
+        let store = open(&image);
+        assert_eq!(
+            channels(&store.load().unwrap()),
+            [("a".to_owned(), 12, (3..=11).collect())]
+        );
+        store.close(&[]);
+    }
+
+    /// The database may hold batches the log lost (a log write that failed, or a power
+    /// loss that kept the journal's later blocks but not the log's): the records it
+    /// holds are not replayed over it.
+    #[tokio::test]
+    async fn records_the_database_holds_are_not_replayed_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store.sync().await.unwrap();
+        let older_log = std::fs::read(synclog_path(dir.path())).unwrap();
+        store.delete_channel("a").unwrap();
+        store.put_channel("b", &ChannelOptions::default()).unwrap();
+        store.sync().await.unwrap();
+        store.close(&[]);
+        drop(store);
+        // The log as it was before the deletion: its one record, the channel's creation,
+        // is older than what the database holds.
+        std::fs::write(synclog_path(dir.path()), older_log).unwrap();
+        let store = open(dir.path());
+        let snapshot = store.load().unwrap();
+        assert_eq!(channels(&snapshot), [("b".to_owned(), 1, vec![])]);
+        store.close(&[]);
+    }
+
+    /// Many more batches than the (test-sized) log holds, and some larger than it: the
+    /// log is checkpointed and started again as it fills, and everything comes back
+    /// after a restart that closed nothing.
+    #[tokio::test]
+    async fn the_sync_log_wraps_and_batches_larger_than_it_go_to_the_database() {
+        let parent = tempfile::tempdir().unwrap();
+        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
+        let store = open(&live);
+        store.load().unwrap();
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        let big = |seq| {
+            let message = Message {
+                scope: Scope::Channel,
+                channel: "a".into(),
+                seq,
+                body: Bytes::from(vec![b'x'; synclog::LOG_BYTES as usize]),
+                ..Message::default()
+            };
+            StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap()
+        };
+        for seq in 1..=100 {
+            let stored = if seq % 40 == 0 {
+                big(seq)
+            } else {
+                message("a", seq)
+            };
+            store.append(LogKind::Channel, "a", &stored).unwrap();
+            store.sync().await.unwrap();
+        }
+        // A copy of the files as a crash leaves them: nothing closed.
+        copy_dir(&live, &image);
+        store.close(&[]);
+        drop(store);
+        let store = open(&image);
+        let snapshot = store.load().unwrap();
+        assert_eq!(
+            channels(&snapshot),
+            [("a".to_owned(), 101, (1..=100).collect())]
+        );
+        store.close(&[]);
+    }
+
+    /// Without `sync always` the log is not used: one left by an earlier run is replayed
+    /// and removed.
+    #[tokio::test]
+    async fn a_store_opened_without_sync_always_replays_and_removes_the_log() {
+        let parent = tempfile::tempdir().unwrap();
+        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
+        let store = open(&live);
+        store.load().unwrap();
+        copy_dir(&live, &image);
+        store.put_channel("a", &ChannelOptions::default()).unwrap();
+        store
+            .append(LogKind::Channel, "a", &message("a", 1))
+            .unwrap();
+        store.sync().await.unwrap();
+        std::fs::copy(synclog_path(&live), synclog_path(&image)).unwrap();
+        store.close(&[]);
+        drop(store);
+        let store = FjallStorage::open(&image, SyncPolicy::default()).unwrap();
+        assert!(!synclog_path(&image).exists());
+        assert_eq!(
+            channels(&store.load().unwrap()),
+            [("a".to_owned(), 2, vec![1])]
+        );
+        store.close(&[]);
+        let never = tempfile::tempdir().unwrap();
+        let store = FjallStorage::open(never.path(), SyncPolicy::Never).unwrap();
+        assert!(!synclog_path(never.path()).exists());
+        store.close(&[]);
+    }
+
     /// A store with channel "a" (200 messages, one chunk each) and group "g" with two
     /// members and one message; with `flush`, the memtables are written as tables.
     async fn damaged_store_fixture(dir: &Path, flush: bool) {
@@ -964,7 +1145,7 @@ mod tests {
         assert_eq!(stored_chunks(&store, "gone"), [vec![1]]);
         let left: Vec<Vec<u8>> = meta_keys(&store)
             .into_iter()
-            .filter(|key| !key.ends_with(b"keep"))
+            .filter(|key| !key.ends_with(b"keep") && key != keys::SYNC_LOG_MARK)
             .collect();
         assert_eq!(left, [keys::channel_key("gone")]);
         let group_chunks = store

@@ -7,6 +7,15 @@
 //! batches rather than messages. A trim removes the chunks it covers entirely; a chunk it
 //! covers in part stays until a later trim covers the rest, and loading drops its
 //! messages up to the trim's mark.
+//!
+//! With `sync always` each batch is also written to the [`SyncLog`], and a sync is an
+//! `fdatasync` of that log instead of the database's journal; the database is synced at
+//! the log's checkpoints. Each batch records in the database, in the same write, the
+//! number of its log record, so that at open (and at a reopen after a failure) exactly
+//! the records the database lacks are replayed: the database's journal comes back as a
+//! prefix of what was written, the log holds the rest up to what was acknowledged, and
+//! replaying a record the database already holds part of is safe (ops written twice
+//! leave what writing them once does).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,9 +25,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fjall::{PersistMode, Slice};
 use parking_lot::Mutex;
+use tracing::{info, warn};
 
+use super::synclog::{self, Fit, SyncLog};
 use super::trim::Trimmer;
 use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
+use crate::log;
+use crate::storage::space::DiskGuard;
 use crate::storage::writer::{Op, Sink};
 use crate::storage::{LogKind, StorageError};
 
@@ -86,6 +99,58 @@ pub(super) struct FjallSink {
     trims: Vec<(LogKind, Arc<str>, u64)>,
     /// A reopen closed the engine and could not open it again.
     closed_by_reopen: bool,
+    /// Whether acknowledgements are made durable through the sync log (`sync always`).
+    use_log: bool,
+    /// The sync log's size (smaller in tests).
+    log_size: u64,
+    /// The sync log, once started; `None` without `sync always`, or when it could not
+    /// be made (no room for it): syncs then go to the database's journal.
+    log: Option<SyncLog>,
+    /// Admits the sync log's size when it is made.
+    guard: Option<Arc<DiskGuard>>,
+}
+
+/// Where a batch went besides the database.
+enum Logged {
+    /// No sync log: synced with the database's journal.
+    NoLog,
+    /// To the sync log, as the record of this epoch and number.
+    At(u64, u64),
+    /// Larger than the whole sync log: synced with the database at once.
+    TooLarge,
+}
+
+/// Makes everything the database holds durable, then starts the log afresh: its records
+/// are no longer needed.
+fn checkpoint(open: &Open, log: &mut SyncLog) -> Result<(), StorageError> {
+    open.db
+        .persist(PersistMode::SyncData)
+        .map_err(|e| storage_error("fdatasync of the journal", e))?;
+    log.restart()
+}
+
+/// Where the database stands in the sync log: the epoch and number of the newest record
+/// whose batch it holds.
+fn log_mark(open: &Open) -> Result<Option<(u64, u64)>, StorageError> {
+    let value = open
+        .meta
+        .get(keys::SYNC_LOG_MARK)
+        .map_err(|e| storage_error("reading the sync log's mark", e))?;
+    Ok(value.and_then(|value| {
+        let value: [u8; 16] = value.as_ref().try_into().ok()?;
+        let (epoch, number) = value.split_at(8);
+        Some((
+            u64::from_be_bytes(epoch.try_into().ok()?),
+            u64::from_be_bytes(number.try_into().ok()?),
+        ))
+    }))
+}
+
+fn mark_value(epoch: u64, number: u64) -> Bytes {
+    let mut value = Vec::with_capacity(16);
+    value.extend_from_slice(&epoch.to_be_bytes());
+    value.extend_from_slice(&number.to_be_bytes());
+    Bytes::from(value)
 }
 
 impl FjallSink {
@@ -103,7 +168,78 @@ impl FjallSink {
             building: Vec::new(),
             trims: Vec::new(),
             closed_by_reopen: false,
+            use_log: false,
+            log_size: synclog::LOG_BYTES,
+            log: None,
+            guard: None,
         }
+    }
+
+    /// Makes acknowledgements durable through a sync log of `size` bytes, made once
+    /// `guard` (if any) finds room for it. Takes effect at [`FjallSink::recover_log`].
+    pub fn with_log(mut self, size: u64, guard: Option<Arc<DiskGuard>>) -> FjallSink {
+        self.use_log = true;
+        self.log_size = size;
+        self.guard = guard;
+        self
+    }
+
+    /// Replays into the database the sync log's records it lacks, makes the database
+    /// durable and starts the log afresh; without `sync always`, removes the log instead.
+    /// Done when the database was opened, before anything is written or read.
+    pub fn recover_log(&mut self) -> Result<(), StorageError> {
+        self.log = None;
+        let engine = self.engine.clone();
+        let open = engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        let recovered = SyncLog::recover(&self.dir)?;
+        let existed = recovered.is_some();
+        let mut after_epoch = 0;
+        if let Some(recovered) = recovered {
+            after_epoch = recovered.epoch;
+            let mark = log_mark(open)?;
+            let mut replayed = 0;
+            for (number, ops) in &recovered.records {
+                let held = mark
+                    .is_some_and(|(epoch, newest)| epoch == recovered.epoch && *number <= newest);
+                if !held {
+                    self.write_database(open, ops, None)?;
+                    replayed += 1;
+                }
+            }
+            if replayed > 0 {
+                info!(target: log::GENERAL, records = replayed, "replayed the sync log's records the database did not hold");
+            }
+        }
+        open.db
+            .persist(PersistMode::SyncData)
+            .map_err(|e| storage_error("fdatasync of the journal", e))?;
+        if !self.use_log {
+            return if existed {
+                SyncLog::remove(&self.dir)
+            } else {
+                Ok(())
+            };
+        }
+        if !existed
+            && let Some(guard) = &self.guard
+            && let Err(error) = guard.has_room_for(self.log_size)
+        {
+            warn!(target: log::ERROR, %error, "no room for the sync log: acknowledgements sync the database's journal");
+            return Ok(());
+        }
+        match SyncLog::start(&self.dir, self.log_size, after_epoch) {
+            Ok(log) => self.log = Some(log),
+            // A log that could not be made leaves the journal's syncs, as without one.
+            Err(error) if !existed => {
+                let _ = SyncLog::remove(&self.dir);
+                warn!(target: log::ERROR, %error, "the sync log cannot be made: acknowledgements sync the database's journal");
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(())
     }
 
     /// Adds a message to its history's chunk of this batch.
@@ -264,15 +400,15 @@ impl FjallSink {
             .commit()
             .map_err(|e| storage_error("deleting a history", e))
     }
-}
 
-impl Sink for FjallSink {
-    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        let engine = self.engine.clone();
-        let open = engine.read();
-        let Some(open) = open.as_ref() else {
-            return Err(StorageError("the store is closed".into()));
-        };
+    /// Writes `ops` to the database as one batch (more around a deletion); with `mark`,
+    /// the sync log's mark, in the last of them.
+    fn write_database(
+        &mut self,
+        open: &Open,
+        ops: &[Op],
+        mark: Option<(u64, u64)>,
+    ) -> Result<(), StorageError> {
         self.building.clear();
         self.trims.clear();
         // The last put or removal of each directory key in this batch: one batch must not
@@ -311,10 +447,72 @@ impl Sink for FjallSink {
                 }
             }
         }
+        if let Some((epoch, number)) = mark {
+            directory.insert(
+                keys::SYNC_LOG_MARK.to_vec(),
+                Some(mark_value(epoch, number)),
+            );
+        }
         self.commit(open, &mut directory, true)
+    }
+}
+
+impl Sink for FjallSink {
+    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let engine = self.engine.clone();
+        let open = engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        // The log first: a batch in the database is then always in the log too, or
+        // synced with the database (too large for the log).
+        let logged = match &mut self.log {
+            None => Logged::NoLog,
+            Some(log) => {
+                let mut fit = log.prepare(ops);
+                if fit == Fit::Full {
+                    checkpoint(open, log)?;
+                    fit = Fit::Fits;
+                }
+                match fit {
+                    Fit::TooLarge => Logged::TooLarge,
+                    _ => Logged::At(log.next_mark().0, log.write_prepared()?),
+                }
+            }
+        };
+        match logged {
+            Logged::NoLog => self.write_database(open, ops, None),
+            Logged::At(epoch, number) => self.write_database(open, ops, Some((epoch, number))),
+            Logged::TooLarge => {
+                // Durable at once, through the database, before any later record is
+                // logged after it.
+                self.write_database(open, ops, None)?;
+                open.db
+                    .persist(PersistMode::SyncData)
+                    .map_err(|e| storage_error("fdatasync of the journal", e))
+            }
+        }
+    }
+
+    fn idle(&mut self) -> Result<(), StorageError> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        if !log.has_records() {
+            return Ok(());
+        }
+        let engine = self.engine.clone();
+        let open = engine.read();
+        let Some(open) = open.as_ref() else {
+            return Err(StorageError("the store is closed".into()));
+        };
+        checkpoint(open, log)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(log) = &mut self.log {
+            return log.sync();
+        }
         let open = self.engine.read();
         let Some(open) = open.as_ref() else {
             return Err(StorageError("the store is closed".into()));
@@ -337,6 +535,8 @@ impl Sink for FjallSink {
         // the next attempt opens it again.
         *slot = Some(open_database(&self.dir)?);
         self.closed_by_reopen = false;
-        Ok(())
+        drop(slot);
+        // What the failure may have kept from the database, the log may hold.
+        self.recover_log()
     }
 }
