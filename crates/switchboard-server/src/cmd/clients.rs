@@ -14,7 +14,7 @@ pub(crate) async fn identify(session: &Session, request_id: u32) {
     let identity = Identity {
         client_id: session.caller.client_id,
         name: session.caller.name.clone(),
-        session_id: session.info.session_id,
+        session_id: session.session_id,
         connected_since_us: session.connected_since_us,
     };
     session.reply(request_id, Packet::Identity(identity)).await;

@@ -303,7 +303,10 @@ fn run_hooks_knowing(
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;
     }
-    match hub.hooks().on_publish(&session.info, publish) {
+    let Some(info) = session.info.as_deref() else {
+        return Ok(());
+    };
+    match hub.hooks().on_publish(info, publish) {
         PublishVerdict::Accept => Ok(()),
         PublishVerdict::Reject(reason) => Err(Refusal::new(ErrorCode::Rejected, reason)),
     }

@@ -36,7 +36,7 @@ fn permit_server_admin(
     if !session.permissions.is_everything() {
         return session.permit_admin(hub, operation);
     }
-    if session.info.admin || session.identity.admin {
+    if session.identity.admin {
         return Ok(());
     }
     Counters::add(&hub.counters().permission_denials, 1);

@@ -95,7 +95,7 @@ pub(super) async fn request_loop<R: Readable>(
             return Box::pin(refuse_busy(session, *busy)).await.into();
         }
         let now = Instant::now();
-        let heartbeat_at = heartbeat.take().unwrap_or(now + session.idle_limit);
+        let heartbeat_at = heartbeat.take().unwrap_or(now + session.idle_limit());
         let mut deadline = reader.wait_deadline(heartbeat_at, hub.config().frame_timeout);
         if let Some(expiry) = expiry {
             deadline = deadline.min(expiry);
@@ -157,7 +157,7 @@ pub(super) async fn request_loop<R: Readable>(
                 return frame_timed_out(hub, session, reader).into();
             }
             Wake::Read(Err(_)) => {
-                let idle_limit = session.idle_limit;
+                let idle_limit = session.idle_limit();
                 Counters::add(&hub.counters().heartbeat_timeouts, 1);
                 warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
                 return Outcome::End(

@@ -253,6 +253,11 @@ pub struct Hub {
     cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
     /// Idle sessions parked without a task of their own.
     parking: crate::connection::Parking,
+    /// What every connection's outbox shares.
+    outboxes: Arc<crate::outbox::OutboxShared>,
+    /// The runtime connections are served on, known from the first connection's writer
+    /// (see [`Hub::runtime`]).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -280,10 +285,24 @@ impl Hub {
         let frame_budget = Arc::new(crate::connection::FrameBudget::new(
             config.partial_frame_budget,
         ));
+        let budget = Arc::new(MemoryBudget::new(config.max_memory));
+        let shutdown = CancellationToken::new();
+        let counters = Counters::default();
+        let parking = crate::connection::Parking::default();
+        let outboxes = Arc::new(
+            crate::outbox::OutboxShared::new(
+                config.outbound_queue,
+                config.outbound_queue_bytes,
+                shutdown.clone(),
+                counters.slow_consumer_skipped.clone(),
+                budget.clone(),
+            )
+            .with_parking(parking.waker()),
+        );
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
-            budget: Arc::new(MemoryBudget::new(config.max_memory)),
+            budget,
             policy: shared_policy(policy),
             policy_generation: tokio::sync::watch::Sender::new(0),
             tls: crate::tls::TlsReloader::default(),
@@ -299,18 +318,28 @@ impl Hub {
             routes: Routes::default(),
             directory: Directory::default(),
             groups: GroupTable::default(),
-            counters: Counters::default(),
+            counters,
             storage,
             blobs,
             hooks,
             message_ids: MessageIds::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
             frame_budget,
             cluster: std::sync::OnceLock::new(),
-            parking: crate::connection::Parking::default(),
+            parking,
+            outboxes,
+            runtime: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The runtime connections are served on, where their writer tasks are spawned
+    /// (whichever thread queues the item that starts one): one handle for the hub rather
+    /// than one in every idle connection's parked writer. The first call must be on that
+    /// runtime (a connection's writer is set up there, before anything starts it).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.get_or_init(tokio::runtime::Handle::current)
     }
 
     /// Cluster mode: this server as a node of a cluster, if it is one.
@@ -508,14 +537,7 @@ impl Hub {
     }
 
     pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
-        Outbox::new(
-            conn_id,
-            self.config.outbound_queue,
-            self.config.outbound_queue_bytes,
-            &self.shutdown,
-            self.counters.slow_consumer_skipped.clone(),
-            self.budget.clone(),
-        )
+        Outbox::new(conn_id, &self.outboxes)
     }
 
     /// Makes a session reachable by others (relays by id, group posts by name).
