@@ -76,8 +76,8 @@ struct Writer<'a> {
 }
 
 /// What a writer task owns besides its queue, kept by the queue while no task runs
-/// (every idle connection keeps one: the connection id is the queue's, and the runtime
-/// the hub's).
+/// (every idle connection keeps one: the connection id is the queue's, the runtime the
+/// hub's, and the sink is then what its half keeps while parked).
 struct Parts<W> {
     sink: W,
     /// For its codec, its counters and its runtime.
@@ -90,27 +90,32 @@ struct Parts<W> {
 
 /// Sets up the writer of a new connection: its first task starts with the first item
 /// queued (the SESSION_ACK).
-pub(crate) fn start<W>(rx: OutboxReceiver, mut sink: W, hub: Arc<Hub>)
+pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>)
 where
     W: WriteHalf,
 {
-    sink.park();
     // Called on the server's runtime: where every writer task of the hub is spawned,
     // whichever thread queues the item that starts one.
     hub.runtime();
     let parts = Parts {
-        sink,
+        sink: sink.into_parked(),
         hub,
         next_stream_id: 0,
         opening: OPENING_TASKS,
     };
-    rx.park(move |rx| launch(rx, parts));
+    rx.park(move |rx| launch::<W>(rx, parts));
 }
 
-fn launch<W>(rx: OutboxReceiver, parts: Parts<W>)
+fn launch<W>(rx: OutboxReceiver, parked: Parts<W::Parked>)
 where
     W: WriteHalf,
 {
+    let parts = Parts {
+        sink: W::from_parked(parked.sink),
+        hub: parked.hub,
+        next_stream_id: parked.next_stream_id,
+        opening: parked.opening,
+    };
     let runtime = parts.hub.runtime().clone();
     rx.launch(move |rx| runtime.spawn(task(rx, parts)));
 }
@@ -140,8 +145,13 @@ where
     .await;
     if ending == Ending::Idle {
         // The socket may leave the reactor while nothing is written (and nothing read).
-        parts.sink.park();
-        rx.park(move |rx| launch(rx, parts));
+        let parked = Parts {
+            sink: parts.sink.into_parked(),
+            hub: parts.hub,
+            next_stream_id: parts.next_stream_id,
+            opening: parts.opening,
+        };
+        rx.park(move |rx| launch::<W>(rx, parked));
     }
 }
 

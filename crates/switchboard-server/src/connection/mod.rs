@@ -40,7 +40,7 @@ use self::frame_reader::FrameReader;
 use self::parking::{Clock, Nanos, ParkedSession};
 pub(crate) use self::parking::{Parking, run as run_parking};
 use self::request_loop::Outcome;
-pub(crate) use self::transport::{Readable, Transport, WriteHalf};
+pub(crate) use self::transport::{Readable, Transport, WriteHalf, parked_as_itself};
 use crate::cmd::Session;
 use crate::hub::Hub;
 use crate::hub::stats::Counters;
