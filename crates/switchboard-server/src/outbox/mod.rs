@@ -162,15 +162,19 @@ impl DroppableFrame {
     }
 }
 
-/// The droppable frames of a connection still in its queue, oldest first.
+/// What an outbox locks only now and then: why its connection is being closed, and its
+/// droppable frames. One lock for both: a lock in the state is a word with its padding,
+/// in every connection's state.
 #[derive(Debug, Default)]
-struct Droppables {
-    /// Boxed when the first is queued: only drop-oldest channels queue them, and every
-    /// other connection's state holds 8 bytes here rather than a 32-byte deque.
+struct Rare {
+    /// Why the connection is being closed. Boxed: set only for a connection being
+    /// closed, and 24 bytes smaller in every other connection's state.
+    kill_reason: Option<Box<(ErrorCode, String)>>,
+    /// The droppable frames of the connection still in its queue, oldest first. Boxed
+    /// when the first is queued: only drop-oldest channels queue them, and every other
+    /// connection's state holds 8 bytes here rather than a 32-byte deque.
     #[allow(clippy::box_collection)]
-    queued: Mutex<Option<Box<VecDeque<Arc<DroppableFrame>>>>>,
-    /// Frames dropped and not yet reported to the client.
-    unreported: AtomicU64,
+    droppables: Option<Box<VecDeque<Arc<DroppableFrame>>>>,
 }
 
 /// The sending side of a connection's outbound queue, cheap to clone (and small: routes
@@ -247,13 +251,12 @@ struct OutboxState {
     ///
     /// Not a child cancellation token: that is an allocation of its own (and a slot in
     /// the parent's list) kept for the connection's whole life, and waiting on it is a
-    /// future in every idle connection's task. Pulling it wakes the signal. Two fields
-    /// of the state rather than a struct of its own, whose padding would be 8 bytes
-    /// more in every connection's state.
+    /// future in every idle connection's task. Pulling it wakes the signal. The flag
+    /// is a field of the state (a struct of its own would be 8 bytes of padding more in
+    /// every connection's state), the reason is in `rare`.
     killed: AtomicBool,
-    /// Why the connection is being closed. Boxed: set only for a connection being
-    /// closed, and 24 bytes smaller in every other connection's state.
-    kill_reason: Mutex<Option<Box<(ErrorCode, String)>>>,
+    /// The kill reason and the droppable frames.
+    rare: Mutex<Rare>,
     /// Bytes of deliveries queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     /// A reply waits for the queued bytes to fall under the reply limit.
@@ -270,7 +273,12 @@ struct OutboxState {
     direct_bytes: AtomicUsize,
     /// The server's memory budget held for the queued bytes.
     reservation: Reservation,
-    droppables: Droppables,
+    /// Held while the reservation changes (see [`Reservation::grow`]): a field of the
+    /// state rather than of the reservation, whose padding would make the state one of
+    /// glibc's 16-byte steps larger.
+    reservation_changing: Mutex<()>,
+    /// Droppable frames dropped and not yet reported to the client.
+    dropped_unreported: AtomicU64,
     /// The writer task while one runs: it exits while the connection is idle and is
     /// started again by the next item queued.
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -310,6 +318,17 @@ impl OutboxState {
     fn budget(&self) -> &MemoryBudget {
         &self.server.budget
     }
+
+    /// Covers the queued bytes and `extra` more with the server's budget (see
+    /// [`Reservation::grow`]).
+    fn grow_reservation(&self, extra: usize) -> bool {
+        self.reservation.grow(
+            &self.reservation_changing,
+            self.budget(),
+            &self.queued_bytes,
+            extra,
+        )
+    }
 }
 
 /// The receiving side, owned by the writer task.
@@ -347,10 +366,7 @@ impl OutboxReceiver {
 
     /// How many frames were dropped since the last call (to tell the client).
     pub fn take_dropped(&self) -> u64 {
-        self.state()
-            .droppables
-            .unreported
-            .swap(0, Ordering::Relaxed)
+        self.state().dropped_unreported.swap(0, Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written out: a hint of how much the writer is about to
@@ -392,9 +408,11 @@ impl OutboxReceiver {
                 .queued_bytes
                 .fetch_sub(weight, Ordering::SeqCst);
             let now = before.saturating_sub(weight);
-            self.state().reservation.drained_to(
-                self.state().budget(),
-                &self.state().queued_bytes,
+            let state = self.state();
+            state.reservation.drained_to(
+                &state.reservation_changing,
+                state.budget(),
+                &state.queued_bytes,
                 now,
             );
             if now < self.state().reply_limit() && self.state().reply_waiting.load(Ordering::SeqCst)
@@ -475,9 +493,13 @@ impl OutboxReceiver {
         // The task is ending: its handle is dropped so that its memory goes with it, and
         // an idle queue holds no budget.
         drop(self.state().writer.lock().take());
-        self.state()
-            .reservation
-            .shrink(self.state().budget(), &self.state().queued_bytes, 0);
+        let state = self.state();
+        state.reservation.shrink(
+            &state.reservation_changing,
+            state.budget(),
+            &state.queued_bytes,
+            0,
+        );
         let OutboxReceiver { rx, .. } = self;
         rx.park(move |rx| resume(OutboxReceiver::new(rx)));
     }
@@ -520,9 +542,7 @@ impl ReplyPermit {
         let weight = weight(&item);
         let before = self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
         if !self.state.reservation.covers(before.saturating_add(weight)) {
-            self.state
-                .reservation
-                .grow(self.state.budget(), &self.state.queued_bytes, 0);
+            self.state.grow_reservation(0);
         }
         self.permit.send(item);
     }
@@ -583,13 +603,14 @@ impl Outbox {
             conn_id,
             server: shared.clone(),
             killed: AtomicBool::new(false),
-            kill_reason: Mutex::new(None),
+            rare: Mutex::default(),
             queued_bytes: AtomicUsize::new(0),
             reply_waiting: AtomicBool::new(false),
             signal: Notify::new(),
             direct_bytes: AtomicUsize::new(0),
             reservation: Reservation::new(),
-            droppables: Droppables::default(),
+            reservation_changing: Mutex::new(()),
+            dropped_unreported: AtomicU64::new(0),
             writer: Mutex::new(None),
             parked: AtomicU32::new(0),
         });
@@ -653,8 +674,8 @@ impl Outbox {
     /// the server's stats). Only a queue with nothing left to drop disconnects.
     fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
         let weight = message.frame_len() + ITEM_OVERHEAD;
-        let mut guard = self.state().droppables.queued.lock();
-        let queued = &mut **guard.get_or_insert_with(Box::default);
+        let mut guard = self.state().rare.lock();
+        let queued = &mut **guard.droppables.get_or_insert_with(Box::default);
         self.drop_oldest(queued, weight, self.state().server.max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(message.clone())),
@@ -713,8 +734,7 @@ impl Outbox {
     /// Counts a dropped frame, for the client and the server's stats.
     fn count_dropped(&self) {
         self.state()
-            .droppables
-            .unreported
+            .dropped_unreported
             .fetch_add(1, Ordering::Relaxed);
         self.state()
             .server
@@ -741,8 +761,7 @@ impl Outbox {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::Full);
         }
-        let reservation = &self.state().reservation;
-        if !reservation.covers(after) && !reservation.grow(self.state().budget(), queued_bytes, 0) {
+        if !self.state().reservation.covers(after) && !self.state().grow_reservation(0) {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::NoBudget);
         }
@@ -889,19 +908,17 @@ impl Outbox {
         let state = &self.state();
         let queued = state.queued_bytes.load(Ordering::SeqCst);
         state.reservation.covers(queued.saturating_add(weight))
-            || state
-                .reservation
-                .grow(state.budget(), &state.queued_bytes, weight)
+            || state.grow_reservation(weight)
             || state.reservation.covers(queued)
     }
 
     /// Asks the connection to close with the given reason (the first reason wins).
     pub fn kill(&self, code: ErrorCode, reason: &str) {
-        let mut slot = self.state().kill_reason.lock();
-        if slot.is_none() {
-            *slot = Some(Box::new((code, reason.to_owned())));
+        let mut rare = self.state().rare.lock();
+        if rare.kill_reason.is_none() {
+            rare.kill_reason = Some(Box::new((code, reason.to_owned())));
         }
-        drop(slot);
+        drop(rare);
         self.state().killed.store(true, Ordering::SeqCst);
         self.state().signal.notify_waiters();
         self.wake_parked();
@@ -970,8 +987,9 @@ impl Outbox {
     /// Why the connection is being closed, once it was killed.
     pub fn kill_reason(&self) -> (ErrorCode, String) {
         self.state()
-            .kill_reason
+            .rare
             .lock()
+            .kill_reason
             .as_deref()
             .cloned()
             .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))

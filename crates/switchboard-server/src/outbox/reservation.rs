@@ -24,17 +24,17 @@ pub(crate) const STEP: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub(super) struct Reservation {
-    /// Queued bytes covered: the allowance plus what is held from the budget.
+    /// Queued bytes covered: the allowance plus what is held from the budget. Its
+    /// changes are serialised by a lock its holder lends (`changing`, taken only at step
+    /// edges), which lives beside it rather than in it: in here its padding would make
+    /// every connection's state larger.
     covered: AtomicUsize,
-    /// Serialises the changes of `covered` (taken only at step edges).
-    changing: Mutex<()>,
 }
 
 impl Reservation {
     pub fn new() -> Self {
         Reservation {
             covered: AtomicUsize::new(ALLOWANCE),
-            changing: Mutex::new(()),
         }
     }
 
@@ -51,8 +51,14 @@ impl Reservation {
 
     /// Takes the steps needed to cover the queue's bytes (as counted now, plus `extra`)
     /// from the budget; false if the budget has no room for them.
-    pub fn grow(&self, budget: &MemoryBudget, queued: &AtomicUsize, extra: usize) -> bool {
-        let _changing = self.changing.lock();
+    pub fn grow(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        extra: usize,
+    ) -> bool {
+        let _changing = changing.lock();
         let needed = queued.load(Ordering::SeqCst).saturating_add(extra);
         let covered = self.covered.load(Ordering::Relaxed);
         if needed <= covered {
@@ -70,15 +76,27 @@ impl Reservation {
     /// Called as the queue drains to `queued` bytes: gives back steps once two more than
     /// needed are held (keeping one spare).
     #[inline]
-    pub fn drained_to(&self, budget: &MemoryBudget, queued: &AtomicUsize, now: usize) {
+    pub fn drained_to(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        now: usize,
+    ) {
         if self.covered.load(Ordering::Relaxed) > now.saturating_add(2 * STEP + ALLOWANCE) {
-            self.shrink(budget, queued, 1);
+            self.shrink(changing, budget, queued, 1);
         }
     }
 
     /// Gives back every step the queue's bytes do not need, keeping `spare` steps.
-    pub fn shrink(&self, budget: &MemoryBudget, queued: &AtomicUsize, spare: usize) {
-        let _changing = self.changing.lock();
+    pub fn shrink(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        spare: usize,
+    ) {
+        let _changing = changing.lock();
         let queued = queued.load(Ordering::SeqCst);
         let covered = self.covered.load(Ordering::Relaxed);
         let needed = queued.saturating_sub(ALLOWANCE).div_ceil(STEP) + spare;
