@@ -64,7 +64,7 @@ pub(crate) async fn publish(
                 Ok(outcome) => {
                     let acks = session.cluster_acks.get_or_insert_with(|| {
                         Box::new(ClusterAcks::start(
-                            session.caller.client_id,
+                            session.caller.client_id(),
                             session.caller.outbox.clone(),
                             hub.counters().publish_ack_latency.clone(),
                         ))

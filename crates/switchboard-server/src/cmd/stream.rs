@@ -158,7 +158,7 @@ pub(crate) async fn open(
     }
     // The first part is in the file now; keep only the metadata in memory.
     publish.body = Bytes::new();
-    info!(target: log::GENERAL, client_id = session.caller.client_id, channel = %publish.channel, total_len = stream.total_len, "receiving a streamed body");
+    info!(target: log::GENERAL, client_id = session.caller.client_id(), channel = %publish.channel, total_len = stream.total_len, "receiving a streamed body");
     session.streams.insert(
         stream.stream_id,
         Ingest {

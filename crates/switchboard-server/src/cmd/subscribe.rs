@@ -187,7 +187,7 @@ pub(crate) async fn unsubscribe(
 ) {
     match session.subscriptions.remove(&unsubscribe.subscription_id) {
         Some(pattern) => {
-            hub.unsubscribe(&pattern, session.caller.client_id);
+            hub.unsubscribe(&pattern, session.caller.client_id());
             session.uncount_subscriptions(1);
             session.reply(request_id, Packet::Ok(OkReply)).await;
         }

@@ -211,14 +211,18 @@ async fn run<S: Transport>(
     };
     // One byte kept for the connection's life: which transport's gauge it is in.
     let transport = peer.transport().index() as u8;
-    let Some(Opened { session, reader }) = Box::pin(session::open(&hub, stream, peer)).await else {
+    let Some(Opened {
+        mut session,
+        reader,
+    }) = Box::pin(session::open(&hub, stream, peer)).await
+    else {
         return;
     };
+    session.transport = transport;
     count_session(&hub, transport, true);
     let connection = Connection {
         session,
         reader,
-        transport,
         slot,
     };
     serve_session(hub, connection, None).await;
@@ -228,8 +232,6 @@ async fn run<S: Transport>(
 struct Connection<R> {
     session: Session,
     reader: FrameReader<R>,
-    /// Which transport's gauge the connection is in.
-    transport: u8,
     /// Counts the connection against its address's limit until it closes.
     slot: Option<Box<AddressSlot>>,
 }
@@ -272,10 +274,10 @@ async fn serve_session<R: Readable>(
     let Connection {
         session,
         reader,
-        transport,
         slot,
     } = connection;
     drop(reader);
+    let transport = session.transport;
     Box::pin(session::close(&hub, session, code, reason)).await;
     count_session(&hub, transport, false);
     drop(slot);
@@ -287,7 +289,6 @@ async fn serve_session<R: Readable>(
 struct Parked<R> {
     session: Session,
     read: R,
-    transport: u8,
     slot: Option<Box<AddressSlot>>,
     /// On the parking table's clock: 8 bytes where an `Instant` is 16.
     heartbeat: Nanos,
@@ -301,7 +302,6 @@ impl<R: Readable> Parked<R> {
         let Connection {
             session,
             reader,
-            transport,
             slot,
         } = connection;
         let mut read = reader.into_read_half();
@@ -309,7 +309,6 @@ impl<R: Readable> Parked<R> {
         Parked {
             session,
             read,
-            transport,
             slot,
             heartbeat: clock.nanos(heartbeat),
             span: enabled_span(),
@@ -321,7 +320,6 @@ impl<R: Readable> Parked<R> {
         let Parked {
             session,
             read,
-            transport,
             slot,
             heartbeat,
             span,
@@ -329,7 +327,6 @@ impl<R: Readable> Parked<R> {
         let connection = Connection {
             session,
             reader: FrameReader::new(read, hub.frame_budget().clone()),
-            transport,
             slot,
         };
         (connection, hub.parking().clock().instant(heartbeat), span)

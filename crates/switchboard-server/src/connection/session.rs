@@ -211,7 +211,6 @@ where
     let (outbox, rx) = hub.new_outbox(client_id);
     writer::start(rx, writer, hub.clone());
     let caller = Caller {
-        client_id,
         // Moved, not cloned: a clone of a copied `Text` allocates a shared count.
         name,
         outbox: outbox.clone(),
@@ -270,7 +269,7 @@ where
 /// Removes every trace of the session from the hub, says goodbye and lets the writer
 /// flush.
 pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
-    let client_id = session.caller.client_id;
+    let client_id = session.caller.client_id();
     session.release_limits(hub);
     hub.unregister_session(client_id, session.take_subscriptions());
     if let Some(cluster) = hub.cluster() {

@@ -140,9 +140,16 @@ impl RunChannel {
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub client_id: u64,
     pub name: Text,
     pub outbox: Outbox,
+}
+
+impl Caller {
+    /// The session's client id: its outbox's connection id (not kept twice, in every
+    /// session's record).
+    pub fn client_id(&self) -> u64 {
+        self.outbox.conn_id()
+    }
 }
 
 /// Where the body of a publish is.
@@ -1241,7 +1248,7 @@ impl Hub {
             id,
             seq: history.next_seq(),
             time_us,
-            sender_id: caller.client_id,
+            sender_id: caller.client_id(),
             sender_name: &caller.name,
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
@@ -1535,7 +1542,6 @@ mod publish_run_tests {
         let hub = hub();
         let (outbox, _queue) = hub.new_outbox(1);
         let caller = Caller {
-            client_id: 1,
             name: "ada".into(),
             outbox,
         };
