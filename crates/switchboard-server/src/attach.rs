@@ -228,7 +228,9 @@ where
     }
 }
 
-impl<S: AsyncWrite + Send + 'static> connection::WriteHalf for WriteHalf<S> {}
+impl<S: AsyncWrite + Send + 'static> connection::WriteHalf for WriteHalf<S> {
+    connection::parked_as_itself!();
+}
 
 /// Bytes read ahead to learn that a stream is ready: at most this many at a time.
 const READ_AHEAD: usize = 4096;

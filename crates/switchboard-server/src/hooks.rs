@@ -52,10 +52,22 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// A session has ended, for the given reason.
     fn on_disconnect(&self, _session: &SessionInfo, _reason: &str) {}
+
+    /// Whether these hooks look at sessions once they are open ([`Hooks::on_publish`],
+    /// [`Hooks::on_disconnect`]). When false, neither is called and an open session
+    /// keeps no [`SessionInfo`]: every idle session would otherwise hold copies of its
+    /// name and its peer's description for nothing. True unless overridden.
+    fn follows_sessions(&self) -> bool {
+        true
+    }
 }
 
 /// Hooks that accept everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn follows_sessions(&self) -> bool {
+        false
+    }
+}

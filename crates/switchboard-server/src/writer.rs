@@ -75,12 +75,13 @@ struct Writer<'a> {
     hint: usize,
 }
 
-/// What a writer task owns besides its queue, kept by the queue while no task runs.
+/// What a writer task owns besides its queue, kept by the queue while no task runs
+/// (every idle connection keeps one: the connection id is the queue's, the runtime the
+/// hub's, and the sink is then what its half keeps while parked).
 struct Parts<W> {
     sink: W,
-    /// For its codec.
+    /// For its codec, its counters and its runtime.
     hub: Arc<Hub>,
-    conn_id: u64,
     next_stream_id: u64,
     /// Tasks still to start that exit as soon as the queue is drained (see
     /// [`OPENING_TASKS`]).
@@ -89,26 +90,33 @@ struct Parts<W> {
 
 /// Sets up the writer of a new connection: its first task starts with the first item
 /// queued (the SESSION_ACK).
-pub(crate) fn start<W>(rx: OutboxReceiver, mut sink: W, hub: Arc<Hub>, conn_id: u64)
+pub(crate) fn start<W>(rx: OutboxReceiver, sink: W, hub: Arc<Hub>)
 where
     W: WriteHalf,
 {
-    sink.park();
+    // Called on the server's runtime: where every writer task of the hub is spawned,
+    // whichever thread queues the item that starts one.
+    hub.runtime();
     let parts = Parts {
-        sink,
+        sink: sink.into_parked(),
         hub,
-        conn_id,
         next_stream_id: 0,
         opening: OPENING_TASKS,
     };
-    let runtime = tokio::runtime::Handle::current();
-    rx.park(move |rx| launch(rx, parts, runtime));
+    rx.park(move |rx| launch::<W>(rx, parts));
 }
 
-fn launch<W>(rx: OutboxReceiver, parts: Parts<W>, runtime: tokio::runtime::Handle)
+fn launch<W>(rx: OutboxReceiver, parked: Parts<W::Parked>)
 where
     W: WriteHalf,
 {
+    let parts = Parts {
+        sink: W::from_parked(parked.sink),
+        hub: parked.hub,
+        next_stream_id: parked.next_stream_id,
+        opening: parked.opening,
+    };
+    let runtime = parts.hub.runtime().clone();
     rx.launch(move |rx| runtime.spawn(task(rx, parts)));
 }
 
@@ -124,21 +132,26 @@ where
     } else {
         LINGER
     };
+    let conn_id = rx.conn_id();
     let ending = run(
         &mut rx,
         &mut parts.sink,
         parts.hub.codec(),
         &parts.hub.counters().bytes_sent,
-        parts.conn_id,
+        conn_id,
         &mut parts.next_stream_id,
         Some(linger),
     )
     .await;
     if ending == Ending::Idle {
         // The socket may leave the reactor while nothing is written (and nothing read).
-        parts.sink.park();
-        let runtime = tokio::runtime::Handle::current();
-        rx.park(move |rx| launch(rx, parts, runtime));
+        let parked = Parts {
+            sink: parts.sink.into_parked(),
+            hub: parts.hub,
+            next_stream_id: parts.next_stream_id,
+            opening: parts.opening,
+        };
+        rx.park(move |rx| launch::<W>(rx, parked));
     }
 }
 
@@ -662,7 +675,7 @@ mod tests {
             crate::blobs::BlobStore::temporary().expect("a temporary blob directory"),
         ));
         let (outbox, rx) = hub.new_outbox(1);
-        start(rx, tokio::io::sink(), hub.clone(), 1);
+        start(rx, tokio::io::sink(), hub.clone());
         for task in 0..=OPENING_TASKS {
             outbox
                 .send(Outgoing::PublishAck {

@@ -25,10 +25,19 @@ use live_bytes::LIVE_BYTES;
 /// Sessions measured: both ends of each are sockets of this process, so this stays well
 /// under the usual limit of 1024 open files.
 const SESSIONS: usize = 400;
-/// Heap bytes an idle subscribed session may hold on the server: 1 210 bytes now in a
+/// Heap bytes an idle subscribed session may hold on the server: 831 bytes now in a
 /// debug build, parked without a task of its own and (on unix) with its socket out of
-/// the runtime's reactor (of which about 170 bytes are its permissions and its
-/// address's connection count; open sessions share one identity); 1 249 while its
+/// the runtime's reactor (its permissions among them; open sessions share one
+/// identity); 846 while its parked record was one glibc step larger (the client id
+/// kept beside its outbox's connection id, the transport's byte outside the session);
+/// 862 while its outbox state was one glibc step larger (its kill reason
+/// and its droppable frames under two locks, its reservation's lock in a padded
+/// struct); 888 while its parked writer kept the empty place of its socket's tokio
+/// half and an exact route's key was a `String`; 1 210 while it kept the hooks' view of it (copies of its name
+/// and peer) without hooks to show it to, its outbox state held its own copies of the
+/// server-wide settings, its parked writer the runtime's handle and its connection id,
+/// a parked session had a waker of its own besides its outbox's, a subscription was a
+/// vector of one and a connection from an exempt address kept an empty slot; 1 249 while its
 /// parked writer kept a whole queue receiver; 1 489 while the socket stayed registered
 /// with the reactor; 1 681 while the directory kept a copy of the name by name, the queue and the outbox
 /// state were two allocations, a route's one subscriber was a vector of one and the
@@ -39,7 +48,7 @@ const SESSIONS: usize = 400;
 /// was a child cancellation token and its task held a hash map for uploads; about
 /// 14 KiB when its read buffer, queue slots, writer task and the state of every request
 /// handler stayed allocated while idle (docs/BENCHMARKS.md, idle connections).
-const BOUND_PER_SESSION: isize = 1240;
+const BOUND_PER_SESSION: isize = 848;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Opens a session named after `index` subscribed to a channel of its own: the preface,

@@ -12,9 +12,9 @@ use crate::security::permissions::AdminOperation;
 
 pub(crate) async fn identify(session: &Session, request_id: u32) {
     let identity = Identity {
-        client_id: session.caller.client_id,
+        client_id: session.caller.client_id(),
         name: session.caller.name.clone(),
-        session_id: session.info.session_id,
+        session_id: session.session_id,
         connected_since_us: session.connected_since_us,
     };
     session.reply(request_id, Packet::Identity(identity)).await;
@@ -34,7 +34,7 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: Li
             directory::client_page(
                 hub,
                 cluster,
-                session.caller.client_id,
+                session.caller.client_id(),
                 list.cursor.as_ref(),
                 size,
                 visible,
@@ -43,7 +43,7 @@ pub(crate) async fn list(hub: &Hub, session: &Session, request_id: u32, list: Li
             .await
         }
         None => hub.client_page(
-            session.caller.client_id,
+            session.caller.client_id(),
             list.cursor.as_ref(),
             size,
             visible,

@@ -293,7 +293,7 @@ pub(crate) async fn policy_changed(
         Ok(identity) => session.identity = identity.into_shared(),
         Err(reason) => {
             Counters::add(&hub.counters().sessions_ended_by_reload, 1);
-            warn!(target: log::ERROR, client_id = session.caller.client_id, %reason, "session ended by a reload");
+            warn!(target: log::ERROR, client_id = session.caller.client_id(), %reason, "session ended by a reload");
             return Some((ErrorCode::AuthFailed, reason));
         }
     }
@@ -311,7 +311,7 @@ async fn revoke_subscriptions(hub: &Hub, session: &mut Session, policy: &Policy)
         let Some(pattern) = session.subscriptions.remove(&subscription_id) else {
             continue;
         };
-        hub.unsubscribe(&pattern, session.caller.client_id);
+        hub.unsubscribe(&pattern, session.caller.client_id());
         session.uncount_subscriptions(1);
         let mut event = Event::new(EventKind::SubscriptionRevoked);
         event.subscription_id = subscription_id;

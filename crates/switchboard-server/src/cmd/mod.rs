@@ -62,12 +62,12 @@ pub(crate) fn apply_at_once(
         return None;
     };
     let request_id = frame.request_id;
-    debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %frame.frame_type, "request");
+    debug!(target: log::GENERAL, client_id = session.caller.client_id(), request_id, frame = %frame.frame_type, "request");
     if let Some(limits) = &session.limits
         && let Err(refusal) = limits::admit_publish(hub, limits, &publish)
     {
         // As in `apply`: at debug only.
-        debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+        debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
         return Some(publish::Answer::OverLimit(request_id, refusal));
     }
     let quiet = frame.flags.contains(Flags::NO_REPLY);
@@ -109,14 +109,14 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
             return AfterRequest::Continue;
         }
     };
-    debug!(target: log::GENERAL, client_id = session.caller.client_id, request_id, frame = %packet.frame_type(), "request");
+    debug!(target: log::GENERAL, client_id = session.caller.client_id(), request_id, frame = %packet.frame_type(), "request");
     if let Some(limits) = &session.limits
         && let Err(refusal) = limits::admit(hub, limits, &packet)
     {
         // Logged at debug only, unlike other refusals: a client over its rate would
         // otherwise write a log line for every request it floods in (the counters say
         // how many).
-        debug!(target: log::ERROR, client_id = session.caller.client_id, request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+        debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
         session
             .reply(request_id, Packet::Error(refusal.to_packet()))
             .await;

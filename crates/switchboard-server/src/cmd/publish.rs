@@ -64,7 +64,7 @@ pub(crate) async fn publish(
                 Ok(outcome) => {
                     let acks = session.cluster_acks.get_or_insert_with(|| {
                         Box::new(ClusterAcks::start(
-                            session.caller.client_id,
+                            session.caller.client_id(),
                             session.caller.outbox.clone(),
                             hub.counters().publish_ack_latency.clone(),
                         ))
@@ -303,7 +303,10 @@ fn run_hooks_knowing(
         subject::validate_header_name(name)
             .map_err(|error| Refusal::invalid(format!("header {error}")))?;
     }
-    match hub.hooks().on_publish(&session.info, publish) {
+    let Some(info) = session.info.as_deref() else {
+        return Ok(());
+    };
+    match hub.hooks().on_publish(info, publish) {
         PublishVerdict::Accept => Ok(()),
         PublishVerdict::Reject(reason) => Err(Refusal::new(ErrorCode::Rejected, reason)),
     }

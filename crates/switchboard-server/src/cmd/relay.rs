@@ -158,7 +158,7 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
     };
     let time_us = now_us();
     let direct = Direct {
-        sender_id: session.caller.client_id,
+        sender_id: session.caller.client_id(),
         sender_name: session.caller.name.clone(),
         time_us,
         content_type: relay.content_type.clone(),
@@ -176,7 +176,7 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
     let mut remote_statuses = match &remote {
         Some((cluster, records)) if !records.is_empty() => {
             let request = RelayRequest {
-                sender_id: session.caller.client_id,
+                sender_id: session.caller.client_id(),
                 sender_name: session.caller.name.as_str().to_owned(),
                 time_us,
                 to_any_client: matches!(

@@ -10,39 +10,91 @@ use crate::hub::Hub;
 
 /// A session's subscriptions by id, in id order. A vector rather than a hash map: most
 /// sessions hold one or a few, and a map's smallest table is several times their size.
+/// A single one is held inline: a vector of one is an allocation of 48 bytes with its
+/// header, in every session that subscribed once.
 #[derive(Default)]
-pub(super) struct Subscriptions {
-    entries: Vec<(u64, Pattern)>,
+pub(super) enum Subscriptions {
+    #[default]
+    None,
+    One((u64, Pattern)),
+    /// Two or more, or what is left of them.
+    Many(Vec<(u64, Pattern)>),
 }
 
 impl Subscriptions {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[(u64, Pattern)] {
+        match self {
+            Subscriptions::None => &[],
+            Subscriptions::One(one) => std::slice::from_ref(one),
+            Subscriptions::Many(many) => many,
+        }
     }
 
     pub fn insert(&mut self, id: u64, pattern: Pattern) {
-        // Grown by doubling from one entry, not from the four a vector starts with.
-        if self.entries.len() == self.entries.capacity() {
-            self.entries.reserve_exact(self.entries.len().max(1));
-        }
-        match self.entries.binary_search_by_key(&id, |(id, _)| *id) {
-            Ok(at) => self.entries[at].1 = pattern,
-            // Ids only grow, so this is nearly always the end.
-            Err(at) => self.entries.insert(at, (id, pattern)),
+        match self {
+            Subscriptions::None => *self = Subscriptions::One((id, pattern)),
+            Subscriptions::One(one) if one.0 == id => one.1 = pattern,
+            Subscriptions::One(_) => {
+                let Subscriptions::One(one) = std::mem::take(self) else {
+                    return;
+                };
+                let mut many = Vec::with_capacity(2);
+                if one.0 < id {
+                    many.extend([one, (id, pattern)]);
+                } else {
+                    many.extend([(id, pattern), one]);
+                }
+                *self = Subscriptions::Many(many);
+            }
+            Subscriptions::Many(entries) => {
+                // Grown by doubling, not from the four a vector grows to at first.
+                if entries.len() == entries.capacity() {
+                    entries.reserve_exact(entries.len().max(1));
+                }
+                match entries.binary_search_by_key(&id, |(id, _)| *id) {
+                    Ok(at) => entries[at].1 = pattern,
+                    // Ids only grow, so this is nearly always the end.
+                    Err(at) => entries.insert(at, (id, pattern)),
+                }
+            }
         }
     }
 
     pub fn remove(&mut self, id: &u64) -> Option<Pattern> {
-        let at = self.entries.binary_search_by_key(id, |(id, _)| *id).ok()?;
-        Some(self.entries.remove(at).1)
+        match self {
+            Subscriptions::None => None,
+            Subscriptions::One(one) if one.0 == *id => match std::mem::take(self) {
+                Subscriptions::One((_, pattern)) => Some(pattern),
+                _ => None,
+            },
+            Subscriptions::One(_) => None,
+            Subscriptions::Many(entries) => {
+                let at = entries.binary_search_by_key(id, |(id, _)| *id).ok()?;
+                let (_, pattern) = entries.remove(at);
+                if entries.is_empty() {
+                    *self = Subscriptions::None;
+                }
+                Some(pattern)
+            }
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(u64, Pattern)> {
-        self.entries.iter()
+        self.as_slice().iter()
     }
 
-    pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + '_ {
-        self.entries.drain(..)
+    /// Takes every subscription out.
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, Pattern)> + use<> {
+        let (one, many) = match std::mem::take(self) {
+            Subscriptions::None => (None, Vec::new()),
+            Subscriptions::One(one) => (Some(one), Vec::new()),
+            Subscriptions::Many(many) => (None, many),
+        };
+        one.into_iter().chain(many)
     }
 }
 
@@ -135,7 +187,7 @@ pub(crate) async fn unsubscribe(
 ) {
     match session.subscriptions.remove(&unsubscribe.subscription_id) {
         Some(pattern) => {
-            hub.unsubscribe(&pattern, session.caller.client_id);
+            hub.unsubscribe(&pattern, session.caller.client_id());
             session.uncount_subscriptions(1);
             session.reply(request_id, Packet::Ok(OkReply)).await;
         }
@@ -150,5 +202,48 @@ pub(crate) async fn unsubscribe(
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(subscriptions: &Subscriptions) -> Vec<u64> {
+        subscriptions.iter().map(|(id, _)| *id).collect()
+    }
+
+    fn pattern(name: &str) -> Pattern {
+        Pattern::parse(name).expect("a valid pattern")
+    }
+
+    /// One subscription inline, more in a vector, fewer again: always in id order, each
+    /// id with the pattern it was given last, and everything taken out by a drain.
+    #[test]
+    fn subscriptions_keep_id_order_held_inline_or_not() {
+        let mut subscriptions = Subscriptions::default();
+        assert_eq!(subscriptions.len(), 0);
+        subscriptions.insert(5, pattern("a"));
+        assert!(matches!(subscriptions, Subscriptions::One(_)));
+        subscriptions.insert(5, pattern("b"));
+        assert_eq!(ids(&subscriptions), [5]);
+        subscriptions.insert(3, pattern("c"));
+        subscriptions.insert(9, pattern("d"));
+        assert_eq!(ids(&subscriptions), [3, 5, 9]);
+        assert_eq!(subscriptions.remove(&7), None);
+        assert_eq!(subscriptions.remove(&5), Some(pattern("b")));
+        assert_eq!(ids(&subscriptions), [3, 9]);
+        assert_eq!(subscriptions.remove(&3), Some(pattern("c")));
+        assert_eq!(subscriptions.remove(&9), Some(pattern("d")));
+        assert!(matches!(subscriptions, Subscriptions::None));
+        subscriptions.insert(1, pattern("e"));
+        assert_eq!(subscriptions.remove(&2), None);
+        assert_eq!(subscriptions.remove(&1), Some(pattern("e")));
+        assert_eq!(subscriptions.len(), 0);
+        subscriptions.insert(1, pattern("f"));
+        subscriptions.insert(2, pattern("g"));
+        let drained: Vec<u64> = subscriptions.drain().map(|(id, _)| id).collect();
+        assert_eq!(drained, [1, 2]);
+        assert_eq!(subscriptions.len(), 0);
     }
 }

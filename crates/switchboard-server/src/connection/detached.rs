@@ -119,8 +119,8 @@ pub(crate) fn split<S: Splittable + AsRawFd>(stream: S) -> (DetachedRead<S>, Det
             half: Some(read),
         },
         DetachedWrite {
-            shared,
             half: Some(write),
+            end: WriteEnd(shared),
         },
     )
 }
@@ -210,10 +210,15 @@ pub(crate) struct DetachedRead<S: Splittable> {
 
 /// The write half of a socket that can leave the reactor.
 pub(crate) struct DetachedWrite<S: Splittable> {
-    shared: Arc<Shared<S>>,
-    /// The tokio half, while this half is not parked.
+    /// The tokio half, while this half is not parked. Dropped before `end`.
     half: Option<S::Write>,
+    end: WriteEnd<S>,
 }
+
+/// What a write half holds besides its tokio half, and all a parked one keeps (see
+/// [`WriteHalf::into_parked`]): the shared slot, and the end of the writing direction
+/// when it goes.
+pub(crate) struct WriteEnd<S: Splittable>(Arc<Shared<S>>);
 
 impl<S: Splittable> DetachedRead<S> {
     fn half(&mut self) -> io::Result<&mut S::Read> {
@@ -233,7 +238,7 @@ impl<S: Splittable> DetachedRead<S> {
 impl<S: Splittable> DetachedWrite<S> {
     fn half(&mut self) -> io::Result<&mut S::Write> {
         if self.half.is_none() {
-            self.half = Some(self.shared.take_write()?);
+            self.half = Some(self.end.0.take_write()?);
         }
         self.half.as_mut().ok_or_else(lost)
     }
@@ -321,19 +326,29 @@ impl<S: Splittable> AsyncWrite for DetachedWrite<S> {
 impl<S: Splittable> WriteHalf for DetachedWrite<S> {
     fn park(&mut self) {
         if let Some(half) = self.half.take() {
-            self.shared.put(None, Some(half));
+            self.end.0.put(None, Some(half));
         }
+    }
+
+    type Parked = WriteEnd<S>;
+
+    fn into_parked(mut self) -> WriteEnd<S> {
+        self.park();
+        self.end
+    }
+
+    fn from_parked(end: WriteEnd<S>) -> Self {
+        DetachedWrite { half: None, end }
     }
 }
 
-impl<S: Splittable> Drop for DetachedWrite<S> {
+impl<S: Splittable> Drop for WriteEnd<S> {
     /// The writing direction ends as it did when the registered write half was dropped:
-    /// the peer sees the end of the stream even while the read half lives on.
+    /// the peer sees the end of the stream even while the read half lives on. A half
+    /// that held its tokio half dropped it just before (which ended the direction), and
+    /// finds nothing of its own in the slot.
     fn drop(&mut self) {
-        if self.half.is_some() {
-            return;
-        }
-        let mut slot = self.shared.slot.lock();
+        let mut slot = self.0.slot.lock();
         match &mut *slot {
             Slot::Detached(plain) => S::shutdown_write(plain),
             Slot::Registered { write, .. } => drop(write.take()),

@@ -7,10 +7,11 @@
 //! [`Parking`] of its hub, and one shared task, [`run`], waits for all parked sessions
 //! at once. The writer side does the same with its queue (`OutboxReceiver::park`).
 //!
-//! Each parked session has a waker of its own, a small `Arc` that pushes the session's
-//! key onto the ready list and wakes the shared task; it is given to the socket's
-//! readiness and to the outbox, whose kill switch, shutdown and reload nudges wake it.
-//! So a wake costs the shared task one look at that session, never a scan of all.
+//! A parked session's outbox knows its key: its kill switch, shutdown and reload nudges
+//! push the key onto the ready list and wake the shared task. A session whose socket is
+//! waited on through its read half (not watched, below) also has a waker of its own, a
+//! small `Arc` that does the same, given to the socket's readiness. So a wake costs the
+//! shared task one look at that session, never a scan of all.
 //! The deadlines (three heartbeats, a JWT's expiry) are kept in one ordered set with a
 //! single timer for the earliest. Whatever wakes a parked session gives it a task again,
 //! which serves it exactly as before it parked: it reads what came, or ends the session
@@ -38,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use super::transport::Descriptor;
 use crate::hub::Hub;
 use crate::log;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, WakeParked};
 
 /// A session's state while it is parked: what its task would hold while waiting.
 pub(super) trait ParkedSession: Send {
@@ -53,8 +54,8 @@ pub(super) trait ParkedSession: Send {
     /// Whether a reload put a new policy in force since the session last looked.
     fn policy_changed(&self) -> bool;
     /// When the session must be looked at whatever happens (its heartbeat deadline, or
-    /// its credentials' expiry).
-    fn deadline(&self) -> Instant;
+    /// its credentials' expiry), on `clock`.
+    fn deadline(&self, clock: Clock) -> Nanos;
     /// Gives the session a task again.
     fn resume(self: Box<Self>, hub: &Arc<Hub>, tracker: &TaskTracker);
 }
@@ -73,20 +74,71 @@ impl std::fmt::Debug for Parking {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     inbox: Mutex<Inbox>,
     /// A task runs [`run`] and takes sessions.
     open: AtomicBool,
     /// Sessions parked now (a gauge for STATS).
     parked: AtomicUsize,
+    /// What parked sessions' instants count from.
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("parked", &self.parked.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl WakeParked for Shared {
+    fn wake_parked(&self, key: u32) {
+        let mut inbox = self.inbox.lock();
+        inbox.ready.push(key);
+        Inbox::wake(inbox);
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            inbox: Mutex::default(),
+            open: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
+            clock: Clock {
+                start: Instant::now(),
+            },
+        }
+    }
+}
+
+/// Instants in 8 bytes (an `Instant` is 16), in every parked session's record and
+/// entry and its place in the ordered set of deadlines: nanoseconds after the hub's
+/// parking table was made, before any session opened.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    /// `at` as nanoseconds after the start (the start itself for an earlier instant,
+    /// which is as passed as it).
+    pub(super) fn nanos(self, at: Instant) -> Nanos {
+        let after = at.saturating_duration_since(self.start).as_nanos();
+        Nanos::try_from(after).unwrap_or(Nanos::MAX)
+    }
+
+    pub(super) fn instant(self, nanos: Nanos) -> Instant {
+        self.start + std::time::Duration::from_nanos(nanos)
+    }
 }
 
 /// What the shared task has to look at, filled by connection tasks and wakers.
 ///
 /// Neither list is bounded by a length of its own: `incoming` holds at most one record
-/// per connection, and a key is on `ready` at most once per waker, so both stay under
-/// the connection limit.
+/// per connection, and a key is on `ready` at most once per waker and once per event
+/// its outbox was woken for (a kill, a reload, the shutdown), which are few.
 #[derive(Default)]
 struct Inbox {
     incoming: Vec<Box<dyn ParkedSession>>,
@@ -111,6 +163,11 @@ impl Parking {
         self.shared.open.load(Ordering::Relaxed)
     }
 
+    /// What parked sessions' instants count from.
+    pub(super) fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
     /// Sessions parked now.
     pub(crate) fn parked(&self) -> usize {
         self.shared.parked.load(Ordering::Relaxed)
@@ -129,14 +186,20 @@ impl Parking {
         Ok(())
     }
 
+    /// What outboxes wake their parked sessions through.
+    pub(crate) fn waker(&self) -> Arc<dyn WakeParked> {
+        self.shared.clone()
+    }
+
     /// Wakes the shared task to look at the server's state (it is shutting down).
     pub(crate) fn wake(&self) {
         Inbox::wake(self.shared.inbox.lock());
     }
 }
 
-/// The waker of one parked session: puts its key on the ready list (once until the
-/// shared task looks) and wakes the shared task.
+/// The waker of one parked session whose socket is not watched, given to its read
+/// half's readiness: puts its key on the ready list (once until the shared task looks)
+/// and wakes the shared task.
 struct SessionWaker {
     key: u32,
     queued: AtomicBool,
@@ -161,13 +224,13 @@ impl Wake for SessionWaker {
 /// One parked session in the shared task's table.
 struct Entry {
     session: Box<dyn ParkedSession>,
-    waker: Arc<SessionWaker>,
+    /// Only for a session whose socket is not watched (see [`SessionWaker`]).
+    waker: Option<Arc<SessionWaker>>,
     deadline: Nanos,
 }
 
-/// A deadline as nanoseconds after the table's start: 8 bytes where an `Instant` is 16,
-/// in every parked session's entry and its place in the ordered set.
-type Nanos = u64;
+/// An instant as nanoseconds on a [`Clock`].
+pub(super) type Nanos = u64;
 
 /// The shared task's own state: the parked sessions by key, and their deadlines in
 /// order.
@@ -178,29 +241,26 @@ struct Table {
     free: Vec<u32>,
     deadlines: BTreeSet<(Nanos, u32)>,
     /// What the deadlines count from.
-    start: Instant,
+    clock: Clock,
 }
 
 impl Table {
-    fn new(watch: Watch) -> Table {
+    fn new(watch: Watch, clock: Clock) -> Table {
         Table {
             entries: Vec::new(),
             watch,
             free: Vec::new(),
             deadlines: BTreeSet::new(),
-            start: Instant::now(),
+            clock,
         }
     }
 
-    /// `at` as nanoseconds after the start (the start itself for an earlier instant,
-    /// which is as passed as it).
     fn nanos(&self, at: Instant) -> Nanos {
-        let after = at.saturating_duration_since(self.start).as_nanos();
-        Nanos::try_from(after).unwrap_or(Nanos::MAX)
+        self.clock.nanos(at)
     }
 
     fn instant(&self, nanos: Nanos) -> Instant {
-        self.start + std::time::Duration::from_nanos(nanos)
+        self.clock.instant(nanos)
     }
 
     /// The earliest deadline of a parked session, if any.
@@ -223,25 +283,28 @@ impl Table {
             // More sessions than keys would need more connections than a process has.
             u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
         });
-        let deadline = self.nanos(session.deadline());
+        let deadline = session.deadline(self.clock);
         self.deadlines.insert((deadline, key));
-        let watched = match session.watched() {
+        let (watched, waker) = match session.watched() {
             Some(fd) => match self.watch.add(fd, key) {
-                Ok(()) => true,
+                Ok(()) => (true, None),
                 Err(error) => {
                     tracing::warn!(target: log::ERROR, %error, "cannot watch a parked socket; resuming it");
-                    false
+                    (false, None)
                 }
             },
-            None => true,
+            None => {
+                let waker = Arc::new(SessionWaker {
+                    key,
+                    queued: AtomicBool::new(false),
+                    shared: shared.clone(),
+                });
+                (true, Some(waker))
+            }
         };
         self.entries[key as usize] = Some(Entry {
             session,
-            waker: Arc::new(SessionWaker {
-                key,
-                queued: AtomicBool::new(false),
-                shared: shared.clone(),
-            }),
+            waker,
             deadline,
         });
         (key, watched)
@@ -254,29 +317,29 @@ impl Table {
         if let Some(fd) = entry.session.watched() {
             self.watch.remove(fd);
         }
-        entry.session.outbox().forget_parked_waker();
+        entry.session.outbox().forget_parked_key();
         Some(entry.session)
     }
 
     /// Looks at a parked session after a wake (or when it arrives): whether it needs its
-    /// task again. Otherwise its waker is registered anew with what may wake it.
+    /// task again. Otherwise what may wake it is told anew.
     fn needs_task(&mut self, key: u32, shutting_down: bool) -> bool {
         let Some(Some(entry)) = self.entries.get_mut(key as usize) else {
-            // The key of a session resumed since (a waker it left behind).
+            // The key of a session resumed since (a wake it left behind).
             return false;
         };
-        // Cleared before looking, so that a wake during the look queues the key again.
-        entry.waker.queued.store(false, Ordering::Release);
-        let waker = Waker::from(entry.waker.clone());
-        // Registered before the looks, so that nothing happening after them is missed.
-        entry.session.outbox().set_parked_waker(&waker);
+        // Told before the looks, so that nothing happening after them is missed.
+        entry.session.outbox().set_parked_key(key);
         if shutting_down || entry.session.outbox().is_killed() || entry.session.policy_changed() {
             return true;
         }
-        if entry.session.watched().is_some() {
+        let Some(waker) = &entry.waker else {
             // Its descriptor's readiness comes from the watch.
             return false;
-        }
+        };
+        // Cleared before looking, so that a wake during the look queues the key again.
+        waker.queued.store(false, Ordering::Release);
+        let waker = Waker::from(waker.clone());
         let mut cx = Context::from_waker(&waker);
         entry.session.poll_read_ready(&mut cx).is_ready()
     }
@@ -296,7 +359,7 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
         }
     };
     shared.open.store(true, Ordering::Relaxed);
-    let mut table = Table::new(watch);
+    let mut table = Table::new(watch, shared.clock);
     let never = far_future();
     let mut timer = Box::pin(tokio::time::sleep_until(never));
     let mut incoming = Vec::new();

@@ -95,7 +95,7 @@ pub(super) async fn request_loop<R: Readable>(
             return Box::pin(refuse_busy(session, *busy)).await.into();
         }
         let now = Instant::now();
-        let heartbeat_at = heartbeat.take().unwrap_or(now + session.idle_limit);
+        let heartbeat_at = heartbeat.take().unwrap_or(now + session.idle_limit());
         let mut deadline = reader.wait_deadline(heartbeat_at, hub.config().frame_timeout);
         if let Some(expiry) = expiry {
             deadline = deadline.min(expiry);
@@ -137,7 +137,7 @@ pub(super) async fn request_loop<R: Readable>(
                 }
             }
         };
-        let client_id = session.caller.client_id;
+        let client_id = session.caller.client_id();
         match wake {
             Wake::Read(Err(_)) if park_at.is_some() => {
                 return Outcome::Park {
@@ -157,7 +157,7 @@ pub(super) async fn request_loop<R: Readable>(
                 return frame_timed_out(hub, session, reader).into();
             }
             Wake::Read(Err(_)) => {
-                let idle_limit = session.idle_limit;
+                let idle_limit = session.idle_limit();
                 Counters::add(&hub.counters().heartbeat_timeouts, 1);
                 warn!(target: log::CONNECTION, client_id, "no heartbeat for {idle_limit:?}; closing");
                 return Outcome::End(
@@ -207,7 +207,7 @@ fn credentials_expired(session: &Session, expiry: Instant) -> Option<(ErrorCode,
     if expiry > Instant::now() {
         return None;
     }
-    warn!(target: log::CONNECTION, client_id = session.caller.client_id, user = ?session.identity.user, "credentials expired; closing");
+    warn!(target: log::CONNECTION, client_id = session.caller.client_id(), user = ?session.identity.user, "credentials expired; closing");
     Some((ErrorCode::AuthFailed, "token expired".to_owned()))
 }
 
@@ -262,7 +262,7 @@ async fn serve_buffered<R: Readable>(
 /// session ends (the rest of the frame is still on its way and cannot be skipped).
 async fn refuse_busy(session: &Session, busy: BusyFrame) -> (ErrorCode, String) {
     let message = busy.message();
-    let client_id = session.caller.client_id;
+    let client_id = session.caller.client_id();
     let BusyFrame { head, no_room } = busy;
     warn!(target: log::ERROR, client_id, len = no_room.len, held = no_room.held, "large frame refused: the partial-frame budget is spent; closing");
     let refusal = ErrorPacket::new(ErrorCode::ServerBusy, message.as_str());
@@ -279,7 +279,7 @@ fn frame_timed_out<R: Readable>(
     let limit = hub.config().frame_timeout;
     let (arrived, declared) = reader.partial_frame(hub.codec());
     Counters::add(&hub.counters().frame_timeouts, 1);
-    let client_id = session.caller.client_id;
+    let client_id = session.caller.client_id();
     warn!(target: log::ERROR, client_id, arrived, ?declared, "frame not complete within {limit:?}; closing");
     let declared = declared.map_or_else(|| "?".to_owned(), |len| len.to_string());
     (
@@ -295,7 +295,7 @@ fn frame_timed_out<R: Readable>(
 /// Tells the peer why its frame is refused; the session ends with that reason.
 async fn bad_frame(hub: &Hub, session: &Session, error: ProtoError) -> (ErrorCode, String) {
     Counters::add(&hub.counters().protocol_errors, 1);
-    warn!(target: log::ERROR, client_id = session.caller.client_id, %error, "bad frame; closing");
+    warn!(target: log::ERROR, client_id = session.caller.client_id(), %error, "bad frame; closing");
     session
         .reply(
             0,

@@ -25,7 +25,6 @@ use crate::log;
 use crate::outbox::Outgoing;
 use crate::security::Identity;
 use crate::security::authenticate::{Credentials, Login, authenticate};
-use crate::time::now_us;
 use crate::writer;
 
 /// A session the server accepts, not opened yet.
@@ -210,10 +209,8 @@ where
     let session_id = info.session_id;
     let admin = info.admin;
     let (outbox, rx) = hub.new_outbox(client_id);
-    writer::start(rx, writer, hub.clone(), client_id);
-    let connected_since_us = now_us();
+    writer::start(rx, writer, hub.clone());
     let caller = Caller {
-        client_id,
         // Moved, not cloned: a clone of a copied `Text` allocates a shared count.
         name,
         outbox: outbox.clone(),
@@ -222,9 +219,9 @@ where
     let mut session = Session::new(
         caller,
         info,
+        hub.hooks().follows_sessions(),
         identity,
         permissions,
-        connected_since_us,
         heartbeat * 3,
         policy_changes,
     );
@@ -259,7 +256,7 @@ where
     hub.register_session(ClientEntry {
         client_id,
         name: name.clone(),
-        connected_since_us,
+        connected_since_us: session.connected_since_us,
         outbox,
         permissions: session.permissions.clone(),
     });
@@ -272,7 +269,7 @@ where
 /// Removes every trace of the session from the hub, says goodbye and lets the writer
 /// flush.
 pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reason: String) {
-    let client_id = session.caller.client_id;
+    let client_id = session.caller.client_id();
     session.release_limits(hub);
     hub.unregister_session(client_id, session.take_subscriptions());
     if let Some(cluster) = hub.cluster() {
@@ -302,7 +299,7 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
     );
     // The disconnect hook gets the session's info; the session itself (with its outbox
     // sender) goes now, so that the writer sees the queue close.
-    let info = session.info.clone();
+    let info = session.info.take();
     let name = session.caller.name.clone();
     drop(session);
     drop(outbox);
@@ -315,7 +312,9 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
         Duration::ZERO
     };
     writer.finished_within(grace).await;
-    hub.hooks().on_disconnect(&info, &reason);
+    if let Some(info) = info {
+        hub.hooks().on_disconnect(&info, &reason);
+    }
     Counters::add(&hub.counters().connections_closed, 1);
     debug!(target: log::CONNECTION, client_id, name = %name, code = %code, %reason, "session closed");
 }

@@ -42,13 +42,42 @@ pub(crate) type Descriptor = std::os::fd::RawFd;
 pub(crate) type Descriptor = std::convert::Infallible;
 
 /// A write half for the writer task.
-pub(crate) trait WriteHalf: AsyncWrite + Send + Unpin + 'static {
+pub(crate) trait WriteHalf: AsyncWrite + Send + Unpin + Sized + 'static {
     /// The writer task ends while its queue is empty: a half that can lets go of what
     /// waiting needs (its first poll afterwards takes it back).
     fn park(&mut self) {}
+
+    /// What the half keeps while no writer task runs (every idle connection keeps one):
+    /// itself, or less.
+    type Parked: Send + 'static;
+
+    /// The half as its writer task ends, parked (see [`WriteHalf::park`]).
+    fn into_parked(self) -> Self::Parked;
+
+    /// The half again, for the next writer task.
+    fn from_parked(parked: Self::Parked) -> Self;
 }
 
-impl WriteHalf for tokio::io::Sink {}
+/// The [`WriteHalf`] items of a half that keeps itself while parked.
+macro_rules! parked_as_itself {
+    () => {
+        type Parked = Self;
+
+        fn into_parked(mut self) -> Self {
+            self.park();
+            self
+        }
+
+        fn from_parked(parked: Self) -> Self {
+            parked
+        }
+    };
+}
+pub(crate) use parked_as_itself;
+
+impl WriteHalf for tokio::io::Sink {
+    parked_as_itself!();
+}
 
 #[cfg(unix)]
 impl Transport for tokio::net::TcpStream {
@@ -85,4 +114,6 @@ impl Readable for tokio::net::tcp::OwnedReadHalf {
 }
 
 #[cfg(not(unix))]
-impl WriteHalf for tokio::net::tcp::OwnedWriteHalf {}
+impl WriteHalf for tokio::net::tcp::OwnedWriteHalf {
+    parked_as_itself!();
+}

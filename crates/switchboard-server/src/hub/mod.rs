@@ -140,9 +140,16 @@ impl RunChannel {
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub client_id: u64,
     pub name: Text,
     pub outbox: Outbox,
+}
+
+impl Caller {
+    /// The session's client id: its outbox's connection id (not kept twice, in every
+    /// session's record).
+    pub fn client_id(&self) -> u64 {
+        self.outbox.conn_id()
+    }
 }
 
 /// Where the body of a publish is.
@@ -253,6 +260,11 @@ pub struct Hub {
     cluster: std::sync::OnceLock<Arc<crate::cluster::node::ClusterNode>>,
     /// Idle sessions parked without a task of their own.
     parking: crate::connection::Parking,
+    /// What every connection's outbox shares.
+    outboxes: Arc<crate::outbox::OutboxShared>,
+    /// The runtime connections are served on, known from the first connection's writer
+    /// (see [`Hub::runtime`]).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -280,10 +292,24 @@ impl Hub {
         let frame_budget = Arc::new(crate::connection::FrameBudget::new(
             config.partial_frame_budget,
         ));
+        let budget = Arc::new(MemoryBudget::new(config.max_memory));
+        let shutdown = CancellationToken::new();
+        let counters = Counters::default();
+        let parking = crate::connection::Parking::default();
+        let outboxes = Arc::new(
+            crate::outbox::OutboxShared::new(
+                config.outbound_queue,
+                config.outbound_queue_bytes,
+                shutdown.clone(),
+                counters.slow_consumer_skipped.clone(),
+                budget.clone(),
+            )
+            .with_parking(parking.waker()),
+        );
         Hub {
             tags: TagIndex::new(usize::try_from(config.default_history).unwrap_or(1000)),
             rules: PublishRules::new(&config, storage.is_durable()),
-            budget: Arc::new(MemoryBudget::new(config.max_memory)),
+            budget,
             policy: shared_policy(policy),
             policy_generation: tokio::sync::watch::Sender::new(0),
             tls: crate::tls::TlsReloader::default(),
@@ -299,18 +325,28 @@ impl Hub {
             routes: Routes::default(),
             directory: Directory::default(),
             groups: GroupTable::default(),
-            counters: Counters::default(),
+            counters,
             storage,
             blobs,
             hooks,
             message_ids: MessageIds::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             next_client_id: AtomicU64::new(1),
             storage_closed: std::sync::atomic::AtomicBool::new(false),
             frame_budget,
             cluster: std::sync::OnceLock::new(),
-            parking: crate::connection::Parking::default(),
+            parking,
+            outboxes,
+            runtime: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The runtime connections are served on, where their writer tasks are spawned
+    /// (whichever thread queues the item that starts one): one handle for the hub rather
+    /// than one in every idle connection's parked writer. The first call must be on that
+    /// runtime (a connection's writer is set up there, before anything starts it).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.get_or_init(tokio::runtime::Handle::current)
     }
 
     /// Cluster mode: this server as a node of a cluster, if it is one.
@@ -508,14 +544,7 @@ impl Hub {
     }
 
     pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
-        Outbox::new(
-            conn_id,
-            self.config.outbound_queue,
-            self.config.outbound_queue_bytes,
-            &self.shutdown,
-            self.counters.slow_consumer_skipped.clone(),
-            self.budget.clone(),
-        )
+        Outbox::new(conn_id, &self.outboxes)
     }
 
     /// Makes a session reachable by others (relays by id, group posts by name).
@@ -1223,7 +1252,7 @@ impl Hub {
             id,
             seq: history.next_seq(),
             time_us,
-            sender_id: caller.client_id,
+            sender_id: caller.client_id(),
             sender_name: &caller.name,
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
@@ -1517,7 +1546,6 @@ mod publish_run_tests {
         let hub = hub();
         let (outbox, _queue) = hub.new_outbox(1);
         let caller = Caller {
-            client_id: 1,
             name: "ada".into(),
             outbox,
         };

@@ -33,11 +33,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use switchboard_proto::packet::{Disconnect, Encode, Packet, PublishAck};
 use switchboard_proto::{ErrorCode, Flags};
@@ -94,22 +93,6 @@ pub(crate) enum Outgoing {
     Dropped,
     /// Send this DISCONNECT, flush and close the connection.
     Close(Disconnect),
-}
-
-/// Whether the hub wants a connection closed, and why (set by whoever pulls the kill
-/// switch first). Shutting the server down pulls every kill switch: the server's token
-/// is looked at with the connection's own flag.
-///
-/// Not a child cancellation token: that is an allocation of its own (and a slot in the
-/// parent's list) kept for the connection's whole life, and waiting on it is a future
-/// in every idle connection's task. Pulling it wakes the outbox's [`OutboxState::signal`].
-#[derive(Debug)]
-struct KillSwitch {
-    shutdown: CancellationToken,
-    pulled: AtomicBool,
-    /// Boxed: set only for a connection being closed, and 24 bytes smaller in every
-    /// other connection's state.
-    reason: Mutex<Option<Box<(ErrorCode, String)>>>,
 }
 
 /// Bytes a queued delivery is counted for besides its frame: the queue slot and the
@@ -179,15 +162,19 @@ impl DroppableFrame {
     }
 }
 
-/// The droppable frames of a connection still in its queue, oldest first.
+/// What an outbox locks only now and then: why its connection is being closed, and its
+/// droppable frames. One lock for both: a lock in the state is a word with its padding,
+/// in every connection's state.
 #[derive(Debug, Default)]
-struct Droppables {
-    /// Boxed when the first is queued: only drop-oldest channels queue them, and every
-    /// other connection's state holds 8 bytes here rather than a 32-byte deque.
+struct Rare {
+    /// Why the connection is being closed. Boxed: set only for a connection being
+    /// closed, and 24 bytes smaller in every other connection's state.
+    kill_reason: Option<Box<(ErrorCode, String)>>,
+    /// The droppable frames of the connection still in its queue, oldest first. Boxed
+    /// when the first is queued: only drop-oldest channels queue them, and every other
+    /// connection's state holds 8 bytes here rather than a 32-byte deque.
     #[allow(clippy::box_collection)]
-    queued: Mutex<Option<Box<VecDeque<Arc<DroppableFrame>>>>>,
-    /// Frames dropped and not yet reported to the client.
-    unreported: AtomicU64,
+    droppables: Option<Box<VecDeque<Arc<DroppableFrame>>>>,
 }
 
 /// The sending side of a connection's outbound queue, cheap to clone (and small: routes
@@ -198,15 +185,80 @@ pub(crate) struct Outbox {
     tx: queue::Sender<Outgoing, OutboxState>,
 }
 
+/// What the outboxes of one server share, held once rather than copied into every
+/// connection's state: the server's shutdown (which pulls every kill switch), its memory
+/// budget, the queues' bounds and the count of frames dropped for slow consumers.
+#[derive(Debug)]
+pub(crate) struct OutboxShared {
+    shutdown: CancellationToken,
+    budget: Arc<MemoryBudget>,
+    /// The server-wide count of frames dropped for slow consumers.
+    dropped_total: Arc<AtomicU64>,
+    /// Items a queue holds at most.
+    capacity: usize,
+    /// Bytes of deliveries a queue holds at most.
+    max_bytes: usize,
+    /// Wakes a parked session by its key (see `connection::parking`); none for queues
+    /// outside a server.
+    parking: Option<Arc<dyn WakeParked>>,
+}
+
+/// Wakes a session parked without a task, by its key in the table of parked sessions:
+/// its kill switch was pulled, the server is shutting down, or a reload changed the
+/// policy. A key rather than a waker of the session's own, which would be an
+/// allocation per parked session (and 24 bytes in its outbox state).
+pub(crate) trait WakeParked: Send + Sync + std::fmt::Debug {
+    fn wake_parked(&self, key: u32);
+}
+
+impl OutboxShared {
+    /// Queues of at most `capacity` items, of which deliveries may hold at most
+    /// `max_bytes` (frames plus a per-item overhead). Neither bound costs memory up
+    /// front: an idle connection pays for neither.
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: usize,
+        shutdown: CancellationToken,
+        dropped_total: Arc<AtomicU64>,
+        budget: Arc<MemoryBudget>,
+    ) -> OutboxShared {
+        OutboxShared {
+            shutdown,
+            budget,
+            dropped_total,
+            capacity: capacity.max(1),
+            max_bytes,
+            parking: None,
+        }
+    }
+
+    /// Parked sessions are woken through `parking`.
+    pub(crate) fn with_parking(mut self, parking: Arc<dyn WakeParked>) -> OutboxShared {
+        self.parking = Some(parking);
+        self
+    }
+}
+
 /// What the senders of one connection share, the queue included, in one allocation.
 #[derive(Debug)]
 struct OutboxState {
     queue: queue::Chan<Outgoing>,
     conn_id: u64,
-    kill: KillSwitch,
+    server: Arc<OutboxShared>,
+    /// The kill switch: whether the hub wants the connection closed (set by whoever
+    /// pulls it first, with the reason). Shutting the server down pulls every kill
+    /// switch: the server's token is looked at with the connection's own flag.
+    ///
+    /// Not a child cancellation token: that is an allocation of its own (and a slot in
+    /// the parent's list) kept for the connection's whole life, and waiting on it is a
+    /// future in every idle connection's task. Pulling it wakes the signal. The flag
+    /// is a field of the state (a struct of its own would be 8 bytes of padding more in
+    /// every connection's state), the reason is in `rare`.
+    killed: AtomicBool,
+    /// The kill reason and the droppable frames.
+    rare: Mutex<Rare>,
     /// Bytes of deliveries queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
-    max_bytes: usize,
     /// A reply waits for the queued bytes to fall under the reply limit.
     reply_waiting: AtomicBool,
     /// Wakes whoever waits on the connection (its request loop, a reply waiting for
@@ -221,15 +273,26 @@ struct OutboxState {
     direct_bytes: AtomicUsize,
     /// The server's memory budget held for the queued bytes.
     reservation: Reservation,
-    droppables: Droppables,
-    /// The server-wide count of frames dropped for slow consumers.
-    dropped_total: Arc<AtomicU64>,
+    /// Held while the reservation changes (see [`Reservation::grow`]): a field of the
+    /// state rather than of the reservation, whose padding would make the state one of
+    /// glibc's 16-byte steps larger.
+    reservation_changing: Mutex<()>,
+    /// Droppable frames dropped and not yet reported to the client.
+    dropped_unreported: AtomicU64,
     /// The writer task while one runs: it exits while the connection is idle and is
     /// started again by the next item queued.
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// The session's waker while it is parked without a task (see
-    /// `connection::parking`): woken with the signal, since nothing waits on that.
-    parked: AtomicWaker,
+    /// The session's key, plus one, while it is parked without a task (see
+    /// `connection::parking`); zero otherwise. Woken with the signal, since nothing
+    /// waits on that.
+    parked: AtomicU32,
+}
+
+impl Drop for OutboxState {
+    /// A closed connection gives back the server's budget its queue held.
+    fn drop(&mut self) {
+        self.reservation.release_all(&self.server.budget);
+    }
 }
 
 impl queue::Holder<Outgoing> for OutboxState {
@@ -249,7 +312,22 @@ impl queue::Holder<Outgoing> for OutboxState {
 impl OutboxState {
     /// Replies are queued only while the queued bytes are under this (half the budget).
     fn reply_limit(&self) -> usize {
-        self.max_bytes / 2
+        self.server.max_bytes / 2
+    }
+
+    fn budget(&self) -> &MemoryBudget {
+        &self.server.budget
+    }
+
+    /// Covers the queued bytes and `extra` more with the server's budget (see
+    /// [`Reservation::grow`]).
+    fn grow_reservation(&self, extra: usize) -> bool {
+        self.reservation.grow(
+            &self.reservation_changing,
+            self.budget(),
+            &self.queued_bytes,
+            extra,
+        )
     }
 }
 
@@ -281,12 +359,14 @@ impl OutboxReceiver {
         }
     }
 
+    /// The connection's id.
+    pub fn conn_id(&self) -> u64 {
+        self.state().conn_id
+    }
+
     /// How many frames were dropped since the last call (to tell the client).
     pub fn take_dropped(&self) -> u64 {
-        self.state()
-            .droppables
-            .unreported
-            .swap(0, Ordering::Relaxed)
+        self.state().dropped_unreported.swap(0, Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written out: a hint of how much the writer is about to
@@ -328,9 +408,13 @@ impl OutboxReceiver {
                 .queued_bytes
                 .fetch_sub(weight, Ordering::SeqCst);
             let now = before.saturating_sub(weight);
-            self.state()
-                .reservation
-                .drained_to(&self.state().queued_bytes, now);
+            let state = self.state();
+            state.reservation.drained_to(
+                &state.reservation_changing,
+                state.budget(),
+                &state.queued_bytes,
+                now,
+            );
             if now < self.state().reply_limit() && self.state().reply_waiting.load(Ordering::SeqCst)
             {
                 self.state().reply_waiting.store(false, Ordering::SeqCst);
@@ -409,9 +493,13 @@ impl OutboxReceiver {
         // The task is ending: its handle is dropped so that its memory goes with it, and
         // an idle queue holds no budget.
         drop(self.state().writer.lock().take());
-        self.state()
-            .reservation
-            .shrink(&self.state().queued_bytes, 0);
+        let state = self.state();
+        state.reservation.shrink(
+            &state.reservation_changing,
+            state.budget(),
+            &state.queued_bytes,
+            0,
+        );
         let OutboxReceiver { rx, .. } = self;
         rx.park(move |rx| resume(OutboxReceiver::new(rx)));
     }
@@ -454,7 +542,7 @@ impl ReplyPermit {
         let weight = weight(&item);
         let before = self.state.queued_bytes.fetch_add(weight, Ordering::SeqCst);
         if !self.state.reservation.covers(before.saturating_add(weight)) {
-            self.state.reservation.grow(&self.state.queued_bytes, 0);
+            self.state.grow_reservation(0);
         }
         self.permit.send(item);
     }
@@ -494,49 +582,37 @@ impl Outbox {
         capacity: usize,
         max_bytes: usize,
     ) -> (Outbox, OutboxReceiver) {
-        Outbox::new(
-            conn_id,
+        let shared = Arc::new(OutboxShared::new(
             capacity,
             max_bytes,
-            &CancellationToken::new(),
+            CancellationToken::new(),
             Arc::default(),
             MemoryBudget::unlimited(),
-        )
+        ));
+        Outbox::new(conn_id, &shared)
     }
 
     fn state(&self) -> &Arc<OutboxState> {
         self.tx.holder()
     }
 
-    /// A queue of at most `capacity` items, of which deliveries may hold at most
-    /// `max_bytes` (frames plus a per-item overhead). Neither bound costs memory up
-    /// front: an idle connection pays for neither.
-    pub fn new(
-        conn_id: u64,
-        capacity: usize,
-        max_bytes: usize,
-        shutdown: &CancellationToken,
-        dropped_total: Arc<AtomicU64>,
-        budget: Arc<MemoryBudget>,
-    ) -> (Outbox, OutboxReceiver) {
+    /// A queue with the bounds of `shared`.
+    pub fn new(conn_id: u64, shared: &Arc<OutboxShared>) -> (Outbox, OutboxReceiver) {
         let state = Arc::new(OutboxState {
-            queue: queue::Chan::new(capacity.max(1)),
+            queue: queue::Chan::new(shared.capacity),
             conn_id,
-            kill: KillSwitch {
-                shutdown: shutdown.clone(),
-                pulled: AtomicBool::new(false),
-                reason: Mutex::new(None),
-            },
+            server: shared.clone(),
+            killed: AtomicBool::new(false),
+            rare: Mutex::default(),
             queued_bytes: AtomicUsize::new(0),
-            max_bytes,
             reply_waiting: AtomicBool::new(false),
             signal: Notify::new(),
             direct_bytes: AtomicUsize::new(0),
-            reservation: Reservation::new(budget),
-            droppables: Droppables::default(),
-            dropped_total,
+            reservation: Reservation::new(),
+            reservation_changing: Mutex::new(()),
+            dropped_unreported: AtomicU64::new(0),
             writer: Mutex::new(None),
-            parked: AtomicWaker::new(),
+            parked: AtomicU32::new(0),
         });
         let (tx, rx) = queue::halves(state);
         (Outbox { tx }, OutboxReceiver::new(rx))
@@ -563,7 +639,7 @@ impl Outbox {
         let weight = frame.len() + ITEM_OVERHEAD;
         let direct_bytes = &self.state().direct_bytes;
         let before = direct_bytes.fetch_add(weight, Ordering::Relaxed);
-        if before.saturating_add(weight) > self.state().max_bytes / DIRECT_SHARE {
+        if before.saturating_add(weight) > self.state().server.max_bytes / DIRECT_SHARE {
             direct_bytes.fetch_sub(weight, Ordering::Relaxed);
             return DirectDelivery::NoRoom;
         }
@@ -598,9 +674,9 @@ impl Outbox {
     /// the server's stats). Only a queue with nothing left to drop disconnects.
     fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
         let weight = message.frame_len() + ITEM_OVERHEAD;
-        let mut guard = self.state().droppables.queued.lock();
-        let queued = &mut **guard.get_or_insert_with(Box::default);
-        self.drop_oldest(queued, weight, self.state().max_bytes);
+        let mut guard = self.state().rare.lock();
+        let queued = &mut **guard.droppables.get_or_insert_with(Box::default);
+        self.drop_oldest(queued, weight, self.state().server.max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(message.clone())),
         });
@@ -658,10 +734,12 @@ impl Outbox {
     /// Counts a dropped frame, for the client and the server's stats.
     fn count_dropped(&self) {
         self.state()
-            .droppables
-            .unreported
+            .dropped_unreported
             .fetch_add(1, Ordering::Relaxed);
-        self.state().dropped_total.fetch_add(1, Ordering::Relaxed);
+        self.state()
+            .server
+            .dropped_total
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a delivery without waiting; false if the connection is gone or too slow.
@@ -679,12 +757,11 @@ impl Outbox {
         let queued_bytes = &self.state().queued_bytes;
         let before = queued_bytes.fetch_add(weight, Ordering::Relaxed);
         let after = before.saturating_add(weight);
-        if after > self.state().max_bytes {
+        if after > self.state().server.max_bytes {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::Full);
         }
-        let reservation = &self.state().reservation;
-        if !reservation.covers(after) && !reservation.grow(queued_bytes, 0) {
+        if !self.state().reservation.covers(after) && !self.state().grow_reservation(0) {
             queued_bytes.fetch_sub(weight, Ordering::Relaxed);
             return Err(Refused::NoBudget);
         }
@@ -831,25 +908,25 @@ impl Outbox {
         let state = &self.state();
         let queued = state.queued_bytes.load(Ordering::SeqCst);
         state.reservation.covers(queued.saturating_add(weight))
-            || state.reservation.grow(&state.queued_bytes, weight)
+            || state.grow_reservation(weight)
             || state.reservation.covers(queued)
     }
 
     /// Asks the connection to close with the given reason (the first reason wins).
     pub fn kill(&self, code: ErrorCode, reason: &str) {
-        let mut slot = self.state().kill.reason.lock();
-        if slot.is_none() {
-            *slot = Some(Box::new((code, reason.to_owned())));
+        let mut rare = self.state().rare.lock();
+        if rare.kill_reason.is_none() {
+            rare.kill_reason = Some(Box::new((code, reason.to_owned())));
         }
-        drop(slot);
-        self.state().kill.pulled.store(true, Ordering::SeqCst);
+        drop(rare);
+        self.state().killed.store(true, Ordering::SeqCst);
         self.state().signal.notify_waiters();
-        self.state().parked.wake();
+        self.wake_parked();
     }
 
     /// Whether someone asked the connection to close, or the server is shutting down.
     pub fn is_killed(&self) -> bool {
-        self.state().kill.pulled.load(Ordering::SeqCst) || self.state().kill.shutdown.is_cancelled()
+        self.state().killed.load(Ordering::SeqCst) || self.state().server.shutdown.is_cancelled()
     }
 
     /// Resolves once the connection is asked to close (see [`Outbox::is_killed`]).
@@ -869,18 +946,33 @@ impl Outbox {
     /// they wait for: the server is shutting down, or a reload changed the policy.
     pub fn nudge(&self) {
         self.state().signal.notify_waiters();
-        self.state().parked.wake();
+        self.wake_parked();
     }
 
-    /// The session is parked without a task: `waker` is woken with the signal (the kill
-    /// switch, shutdown, a reload).
-    pub fn set_parked_waker(&self, waker: &std::task::Waker) {
-        self.state().parked.register(waker);
+    /// Wakes the session if it is parked. After whatever it would look at was changed:
+    /// the parking task sets the key before it looks (both sequentially consistent), so
+    /// that one of the two sees the other.
+    fn wake_parked(&self) {
+        let state = self.state();
+        let key = state.parked.load(Ordering::SeqCst);
+        if key != 0
+            && let Some(parking) = &state.server.parking
+        {
+            parking.wake_parked(key - 1);
+        }
     }
 
-    /// The session has a task again: its parked waker is let go.
-    pub fn forget_parked_waker(&self) {
-        drop(self.state().parked.take());
+    /// The session is parked without a task under `key`: it is woken with the signal
+    /// (the kill switch, shutdown, a reload).
+    pub fn set_parked_key(&self, key: u32) {
+        self.state()
+            .parked
+            .store(key.saturating_add(1), Ordering::SeqCst);
+    }
+
+    /// The session has a task again: nothing wakes it as a parked one.
+    pub fn forget_parked_key(&self) {
+        self.state().parked.store(0, Ordering::SeqCst);
     }
 
     /// Woken when the connection is killed, when the server starts shutting down, on a
@@ -895,9 +987,9 @@ impl Outbox {
     /// Why the connection is being closed, once it was killed.
     pub fn kill_reason(&self) -> (ErrorCode, String) {
         self.state()
-            .kill
-            .reason
+            .rare
             .lock()
+            .kill_reason
             .as_deref()
             .cloned()
             .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
@@ -999,14 +1091,14 @@ mod tests {
 
     fn budgeted(limit: u64) -> (Arc<MemoryBudget>, Outbox, OutboxReceiver) {
         let budget = Arc::new(MemoryBudget::new(limit));
-        let (outbox, rx) = Outbox::new(
-            1,
+        let shared = Arc::new(OutboxShared::new(
             1 << 20,
             64 << 20,
-            &CancellationToken::new(),
+            CancellationToken::new(),
             Arc::default(),
             budget.clone(),
-        );
+        ));
+        let (outbox, rx) = Outbox::new(1, &shared);
         (budget, outbox, rx)
     }
 
@@ -1125,6 +1217,6 @@ mod tests {
         }
         assert!(!outbox.is_killed());
         assert!(outbox.queued_bytes() <= limit as usize + reservation::ALLOWANCE);
-        assert!(outbox.state().dropped_total.load(Ordering::Relaxed) > 80);
+        assert!(outbox.state().server.dropped_total.load(Ordering::Relaxed) > 80);
     }
 }

@@ -97,7 +97,7 @@ impl<T> Chan<T> {
         Chan {
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                free: capacity,
+                free: u32::try_from(capacity).unwrap_or(u32::MAX),
                 room_wanted: false,
                 senders: 1,
                 closed: false,
@@ -124,11 +124,11 @@ struct State<T> {
     items: VecDeque<T>,
     /// Free slots: a sender takes one for each item it queues (or in advance, for a
     /// permit), the receiver gives them back when it settles the items it took.
-    free: usize,
+    free: u32,
     /// A sender is waiting for room: whoever gives slots back wakes the waiters.
     room_wanted: bool,
     /// Live senders and unused permits; none left closes the queue for the receiver.
-    senders: usize,
+    senders: u32,
     /// The receiver is gone: nothing more is queued.
     closed: bool,
     /// The receiver, waiting for an item.
@@ -139,7 +139,13 @@ struct State<T> {
     /// falls by a quarter at each smaller take). What a queue that starts again from
     /// nothing is given at once, so that a burst does not grow it one doubling (and one
     /// copy of everything queued) at a time, even when small takes come between bursts.
-    burst: usize,
+    burst: u32,
+}
+
+/// A count of slots as the queue keeps it (4 bytes where a `usize` is 8: with the
+/// senders' count and the burst, 16 bytes less in every connection's state).
+fn slots_u32(slots: usize) -> u32 {
+    u32::try_from(slots).unwrap_or(u32::MAX)
 }
 
 /// The most slots a queue starting from nothing is given at once: a busy fan-out writer
@@ -277,7 +283,7 @@ impl<T, H: Holder<T>> Sender<T, H> {
 /// receiver if it waits.
 fn push_locked<T>(mut state: parking_lot::MutexGuard<'_, State<T>>, item: T) {
     if state.items.capacity() == 0 && state.burst > 1 {
-        let presize = state.burst.min(MAX_PRESIZE);
+        let presize = (state.burst as usize).min(MAX_PRESIZE);
         state.items.reserve_exact(presize);
     }
     state.items.push_back(item);
@@ -304,7 +310,7 @@ fn push_locked<T>(mut state: parking_lot::MutexGuard<'_, State<T>>, item: T) {
 /// Gives `slots` back to the queue and wakes the senders waiting for room, if any.
 fn give_back<T, H: Holder<T>>(holder: &H, slots: usize) {
     let mut state = holder.queue().state.lock();
-    state.free += slots;
+    state.free = state.free.saturating_add(slots_u32(slots));
     let wanted = std::mem::take(&mut state.room_wanted);
     drop(state);
     if wanted {
@@ -511,8 +517,8 @@ impl<T, H: Holder<T>> Receiver<T, H> {
 /// of, to be freed once the lock is.
 fn take_all<T>(state: &mut State<T>, hand: &mut VecDeque<T>) -> VecDeque<T> {
     std::mem::swap(&mut state.items, hand);
-    state.burst = hand.len().max(state.burst - state.burst / 4);
-    if state.items.capacity() < state.burst.min(MAX_PRESIZE) {
+    state.burst = slots_u32(hand.len()).max(state.burst - state.burst / 4);
+    if state.items.capacity() < (state.burst as usize).min(MAX_PRESIZE) {
         std::mem::take(&mut state.items)
     } else {
         VecDeque::new()
@@ -525,7 +531,9 @@ fn lock_settled<'a, T, H: Holder<T>>(holder: &'a H, unsettled: &mut usize) -> Se
     let mut state = holder.queue().state.lock();
     let mut wake = false;
     if *unsettled > 0 {
-        state.free += std::mem::take(unsettled);
+        state.free = state
+            .free
+            .saturating_add(slots_u32(std::mem::take(unsettled)));
         wake = std::mem::take(&mut state.room_wanted);
     }
     SettledGuard {

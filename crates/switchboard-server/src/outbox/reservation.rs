@@ -8,7 +8,6 @@
 //! shared account per message. A writer that goes idle gives back everything, and so
 //! does a connection that closes. Between steps, queuing costs one plain load.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -25,19 +24,17 @@ pub(crate) const STEP: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub(super) struct Reservation {
-    budget: Arc<MemoryBudget>,
-    /// Queued bytes covered: the allowance plus what is held from the budget.
+    /// Queued bytes covered: the allowance plus what is held from the budget. Its
+    /// changes are serialised by a lock its holder lends (`changing`, taken only at step
+    /// edges), which lives beside it rather than in it: in here its padding would make
+    /// every connection's state larger.
     covered: AtomicUsize,
-    /// Serialises the changes of `covered` (taken only at step edges).
-    changing: Mutex<()>,
 }
 
 impl Reservation {
-    pub fn new(budget: Arc<MemoryBudget>) -> Self {
+    pub fn new() -> Self {
         Reservation {
-            budget,
             covered: AtomicUsize::new(ALLOWANCE),
-            changing: Mutex::new(()),
         }
     }
 
@@ -54,8 +51,14 @@ impl Reservation {
 
     /// Takes the steps needed to cover the queue's bytes (as counted now, plus `extra`)
     /// from the budget; false if the budget has no room for them.
-    pub fn grow(&self, queued: &AtomicUsize, extra: usize) -> bool {
-        let _changing = self.changing.lock();
+    pub fn grow(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        extra: usize,
+    ) -> bool {
+        let _changing = changing.lock();
         let needed = queued.load(Ordering::SeqCst).saturating_add(extra);
         let covered = self.covered.load(Ordering::Relaxed);
         if needed <= covered {
@@ -63,7 +66,7 @@ impl Reservation {
         }
         let steps = (needed - covered).div_ceil(STEP);
         let bytes = steps.saturating_mul(STEP);
-        if self.budget.charge(bytes as u64, "queued bytes").is_err() {
+        if budget.charge(bytes as u64, "queued bytes").is_err() {
             return false;
         }
         self.covered.store(covered + bytes, Ordering::Relaxed);
@@ -73,15 +76,27 @@ impl Reservation {
     /// Called as the queue drains to `queued` bytes: gives back steps once two more than
     /// needed are held (keeping one spare).
     #[inline]
-    pub fn drained_to(&self, queued: &AtomicUsize, now: usize) {
+    pub fn drained_to(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        now: usize,
+    ) {
         if self.covered.load(Ordering::Relaxed) > now.saturating_add(2 * STEP + ALLOWANCE) {
-            self.shrink(queued, 1);
+            self.shrink(changing, budget, queued, 1);
         }
     }
 
     /// Gives back every step the queue's bytes do not need, keeping `spare` steps.
-    pub fn shrink(&self, queued: &AtomicUsize, spare: usize) {
-        let _changing = self.changing.lock();
+    pub fn shrink(
+        &self,
+        changing: &Mutex<()>,
+        budget: &MemoryBudget,
+        queued: &AtomicUsize,
+        spare: usize,
+    ) {
+        let _changing = changing.lock();
         let queued = queued.load(Ordering::SeqCst);
         let covered = self.covered.load(Ordering::Relaxed);
         let needed = queued.saturating_sub(ALLOWANCE).div_ceil(STEP) + spare;
@@ -89,14 +104,14 @@ impl Reservation {
         if held > needed {
             let freed = (held - needed) * STEP;
             self.covered.store(covered - freed, Ordering::Relaxed);
-            self.budget.release(freed as u64);
+            budget.release(freed as u64);
         }
     }
-}
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
+    /// Gives back all it holds, as its connection's state goes (the state holds the
+    /// budget, so that a connection's reservation need not hold a pointer to it).
+    pub fn release_all(&self, budget: &MemoryBudget) {
         let held = self.covered.load(Ordering::Relaxed) - ALLOWANCE;
-        self.budget.release(held as u64);
+        budget.release(held as u64);
     }
 }

@@ -53,6 +53,11 @@ impl AddressSlot {
     fn exempt() -> AddressSlot {
         AddressSlot { counted: None }
     }
+
+    /// Whether the connection is counted (dropping a slot that is not does nothing).
+    pub(crate) fn is_counted(&self) -> bool {
+        self.counted.is_some()
+    }
 }
 
 impl Drop for AddressSlot {

@@ -69,7 +69,9 @@ impl Readable for TlsReadHalf {
     }
 }
 
-impl WriteHalf for TlsWriteHalf {}
+impl WriteHalf for TlsWriteHalf {
+    crate::connection::parked_as_itself!();
+}
 
 impl AsyncWrite for TlsWriteHalf {
     fn poll_write(
