@@ -155,24 +155,33 @@ mod tests {
         }
     }
 
+    /// A send queue writing to `ours` (shared with its callers, as a connection's is),
+    /// and the writer task's state for it.
+    fn queue_and_writer(
+        ours: tokio::net::UnixStream,
+        heartbeat: Duration,
+    ) -> (FrameCodec, Arc<SendQueue>, Writer) {
+        let (_read, write) = ours.into_split();
+        let socket = SharedSocket::Unix(Arc::new(write));
+        let codec = FrameCodec::new(Limits::default());
+        let queue = Arc::new(SendQueue::new(codec.clone(), 1000));
+        queue.share_socket(socket.clone());
+        let writer = Writer::new(
+            Box::new(SharedWriter(socket)),
+            queue.clone(),
+            Arc::new(Shared::new(4)),
+            heartbeat,
+        );
+        (codec, queue, writer)
+    }
+
     /// A publish without reply that finds the writer idle and the socket left alone for
     /// a while is written by its caller; the publishes of a burst right behind it are
     /// queued for the writer, which is woken, and every one arrives in order.
     #[tokio::test]
     async fn a_quiet_publish_is_written_by_its_caller_and_a_burst_is_queued() {
         let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = ours.into_split();
-        let socket = SharedSocket::Unix(Arc::new(write));
-        let codec = FrameCodec::new(Limits::default());
-        let queue = Arc::new(SendQueue::new(codec.clone(), 1000));
-        queue.share_socket(socket.clone());
-        let shared = Arc::new(Shared::new(4));
-        let writer = Writer::new(
-            Box::new(SharedWriter(socket)),
-            queue.clone(),
-            shared,
-            Duration::from_secs(60),
-        );
+        let (codec, queue, writer) = queue_and_writer(ours, Duration::from_secs(60));
         let writer = tokio::spawn(writer.run());
         until_writer_idle(&queue).await;
         // Far longer than the quiet time, however loaded the machine.
@@ -248,18 +257,7 @@ mod tests {
         socket2::SockRef::from(&ours)
             .set_send_buffer_size(16 * 1024)
             .unwrap();
-        let (_read, write) = ours.into_split();
-        let socket = SharedSocket::Unix(Arc::new(write));
-        let codec = FrameCodec::new(Limits::default());
-        let queue = Arc::new(SendQueue::new(codec.clone(), 1000));
-        queue.share_socket(socket.clone());
-        let shared = Arc::new(Shared::new(4));
-        let writer = Writer::new(
-            Box::new(SharedWriter(socket)),
-            queue.clone(),
-            shared.clone(),
-            heartbeat,
-        );
+        let (codec, queue, writer) = queue_and_writer(ours, heartbeat);
         let writer = tokio::spawn(writer.run());
 
         // A small request with the writer idle is written by the caller: nothing is left

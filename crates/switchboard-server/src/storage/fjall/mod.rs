@@ -664,15 +664,22 @@ mod tests {
         dir.join(synclog::FILE_NAME)
     }
 
+    /// A store opened and loaded in `live`, and where `image`, a copy of its files as a
+    /// crash would leave them, is to go; both under a temporary directory kept with them.
+    fn live_store() -> (tempfile::TempDir, PathBuf, PathBuf, FjallStorage) {
+        let parent = tempfile::tempdir().unwrap();
+        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
+        let store = open(&live);
+        store.load().unwrap();
+        (parent, live, image, store)
+    }
+
     /// `sync always` syncs only the sync log: a power loss may take everything the
     /// database wrote since its last checkpoint, and every acknowledged record must
     /// still come back, from the log.
     #[tokio::test]
     async fn acknowledged_records_come_back_from_the_sync_log_when_the_database_lost_them() {
-        let parent = tempfile::tempdir().unwrap();
-        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
-        let store = open(&live);
-        store.load().unwrap();
+        let (_parent, live, image, store) = live_store();
         // What the disk holds at the checkpoint made at open.
         copy_dir(&live, &image);
         store.put_channel("a", &ChannelOptions::default()).unwrap();
@@ -744,10 +751,7 @@ mod tests {
     /// after a restart that closed nothing.
     #[tokio::test]
     async fn the_sync_log_wraps_and_batches_larger_than_it_go_to_the_database() {
-        let parent = tempfile::tempdir().unwrap();
-        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
-        let store = open(&live);
-        store.load().unwrap();
+        let (_parent, live, image, store) = live_store();
         store.put_channel("a", &ChannelOptions::default()).unwrap();
         let big = |seq| {
             let message = Message {
@@ -785,10 +789,7 @@ mod tests {
     /// and removed.
     #[tokio::test]
     async fn a_store_opened_without_sync_always_replays_and_removes_the_log() {
-        let parent = tempfile::tempdir().unwrap();
-        let (live, image) = (parent.path().join("live"), parent.path().join("image"));
-        let store = open(&live);
-        store.load().unwrap();
+        let (_parent, live, image, store) = live_store();
         copy_dir(&live, &image);
         store.put_channel("a", &ChannelOptions::default()).unwrap();
         store
