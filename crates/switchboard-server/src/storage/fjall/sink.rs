@@ -27,7 +27,7 @@ use fjall::{PersistMode, Slice};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-use super::synclog::{self, Fit, SyncLog};
+use super::synclog::{Fit, SyncLog};
 use super::trim::Trimmer;
 use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
 use crate::log;
@@ -99,14 +99,18 @@ pub(super) struct FjallSink {
     trims: Vec<(LogKind, Arc<str>, u64)>,
     /// A reopen closed the engine and could not open it again.
     closed_by_reopen: bool,
-    /// Whether acknowledgements are made durable through the sync log (`sync always`).
-    use_log: bool,
-    /// The sync log's size (smaller in tests).
-    log_size: u64,
+    /// The sync log to make acknowledgements durable through (`sync always`).
+    log_plan: Option<LogPlan>,
     /// The sync log, once started; `None` without `sync always`, or when it could not
     /// be made (no room for it): syncs then go to the database's journal.
     log: Option<SyncLog>,
-    /// Admits the sync log's size when it is made.
+}
+
+/// The sync log a store with `sync always` keeps.
+struct LogPlan {
+    /// Its size (smaller in tests).
+    size: u64,
+    /// Admits that size when the log is made.
     guard: Option<Arc<DiskGuard>>,
 }
 
@@ -120,12 +124,17 @@ enum Logged {
     TooLarge,
 }
 
+/// Makes everything written to the database durable: an `fdatasync` of its journal.
+fn sync_database(open: &Open) -> Result<(), StorageError> {
+    open.db
+        .persist(PersistMode::SyncData)
+        .map_err(|e| storage_error("fdatasync of the journal", e))
+}
+
 /// Makes everything the database holds durable, then starts the log afresh: its records
 /// are no longer needed.
 fn checkpoint(open: &Open, log: &mut SyncLog) -> Result<(), StorageError> {
-    open.db
-        .persist(PersistMode::SyncData)
-        .map_err(|e| storage_error("fdatasync of the journal", e))?;
+    sync_database(open)?;
     log.restart()
 }
 
@@ -168,19 +177,15 @@ impl FjallSink {
             building: Vec::new(),
             trims: Vec::new(),
             closed_by_reopen: false,
-            use_log: false,
-            log_size: synclog::LOG_BYTES,
+            log_plan: None,
             log: None,
-            guard: None,
         }
     }
 
     /// Makes acknowledgements durable through a sync log of `size` bytes, made once
     /// `guard` (if any) finds room for it. Takes effect at [`FjallSink::recover_log`].
     pub fn with_log(mut self, size: u64, guard: Option<Arc<DiskGuard>>) -> FjallSink {
-        self.use_log = true;
-        self.log_size = size;
-        self.guard = guard;
+        self.log_plan = Some(LogPlan { size, guard });
         self
     }
 
@@ -213,24 +218,22 @@ impl FjallSink {
                 info!(target: log::GENERAL, records = replayed, "replayed the sync log's records the database did not hold");
             }
         }
-        open.db
-            .persist(PersistMode::SyncData)
-            .map_err(|e| storage_error("fdatasync of the journal", e))?;
-        if !self.use_log {
+        sync_database(open)?;
+        let Some(plan) = &self.log_plan else {
             return if existed {
                 SyncLog::remove(&self.dir)
             } else {
                 Ok(())
             };
-        }
+        };
         if !existed
-            && let Some(guard) = &self.guard
-            && let Err(error) = guard.has_room_for(self.log_size)
+            && let Some(guard) = &plan.guard
+            && let Err(error) = guard.has_room_for(plan.size)
         {
             warn!(target: log::ERROR, %error, "no room for the sync log: acknowledgements sync the database's journal");
             return Ok(());
         }
-        match SyncLog::start(&self.dir, self.log_size, after_epoch) {
+        match SyncLog::start(&self.dir, plan.size, after_epoch) {
             Ok(log) => self.log = Some(log),
             // A log that could not be made leaves the journal's syncs, as without one.
             Err(error) if !existed => {
@@ -487,9 +490,7 @@ impl Sink for FjallSink {
                 // Durable at once, through the database, before any later record is
                 // logged after it.
                 self.write_database(open, ops, None)?;
-                open.db
-                    .persist(PersistMode::SyncData)
-                    .map_err(|e| storage_error("fdatasync of the journal", e))
+                sync_database(open)
             }
         }
     }
@@ -517,9 +518,7 @@ impl Sink for FjallSink {
         let Some(open) = open.as_ref() else {
             return Err(StorageError("the store is closed".into()));
         };
-        open.db
-            .persist(PersistMode::SyncData)
-            .map_err(|e| storage_error("fdatasync of the journal", e))
+        sync_database(open)
     }
 
     fn reopen(&mut self) -> Result<(), StorageError> {
