@@ -16,6 +16,12 @@
 //!   prints the rate (MB/s of bodies, 10^6 bytes) from the first write to the last byte
 //!   read.
 //!
+//! `--keep N` (relay, with `--size` the clients' body size) stands for a hub that keeps
+//! the last N bodies of its channel, as switchboard's history keeps 1 000: the relay reads
+//! each body into a buffer of its own, writes it on and keeps it, taking the buffer of
+//! the body that falls out of the last N for the next one. Each body is then copied into
+//! memory last touched N bodies ago, as a history's is.
+//!
 //! `--crc` adds the hub's CRC32C passes over each body: the publisher computes one,
 //! the relay checks one, the subscriber checks one (bodies are cut by a 4-byte length
 //! at the front, so each end knows where one ends). `--sndbuf BYTES` and `--rcvbuf
@@ -27,8 +33,11 @@
 //! E=target/release/examples/loopback_ceiling
 //! $E relay --listen 127.0.0.1:4300 &
 //! $E clients --relay 127.0.0.1:4300 --size 65536 --count 100000
+//! $E relay --listen 127.0.0.1:4301 --keep 1000 --size 65536 &
+//! $E clients --relay 127.0.0.1:4301 --size 65536 --count 100000
 //! ```
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -58,6 +67,7 @@ struct Options {
     count: u64,
     shape: Shape,
     crc: bool,
+    keep: Option<usize>,
     sndbuf: Option<u32>,
     rcvbuf: Option<u32>,
 }
@@ -65,7 +75,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: loopback_ceiling relay --listen ADDR [--shape split|copy] [--crc] \
-         [--sndbuf N] [--rcvbuf N]\n       loopback_ceiling clients --relay ADDR \
+         [--keep N --size BYTES] [--sndbuf N] [--rcvbuf N]\n       loopback_ceiling clients --relay ADDR \
          [--size BYTES] [--count N] [--crc] [--sndbuf N] [--rcvbuf N]"
     );
     std::process::exit(2)
@@ -84,6 +94,7 @@ fn parse() -> Options {
         count: 100_000,
         shape: Shape::Split,
         crc: false,
+        keep: None,
         sndbuf: None,
         rcvbuf: None,
     };
@@ -107,6 +118,7 @@ fn parse() -> Options {
                     _ => usage(),
                 }
             }
+            "--keep" => options.keep = Some(number().max(1) as usize),
             "--sndbuf" => options.sndbuf = Some(number() as u32),
             "--rcvbuf" => options.rcvbuf = Some(number() as u32),
             _ => usage(),
@@ -149,9 +161,10 @@ async fn relay(options: &Options) -> std::io::Result<()> {
         let (to, _) = listener.accept().await?;
         from.set_nodelay(true)?;
         to.set_nodelay(true)?;
-        let moved = match options.shape {
-            Shape::Copy => relay_in_turn(from, to, options.crc).await?,
-            Shape::Split => relay_split(from, to, options.crc).await?,
+        let moved = match (options.keep, options.shape) {
+            (Some(keep), _) => relay_keeping(from, to, keep, options.size).await?,
+            (None, Shape::Copy) => relay_in_turn(from, to, options.crc).await?,
+            (None, Shape::Split) => relay_split(from, to, options.crc).await?,
         };
         eprintln!("relay: moved {moved} bytes");
     }
@@ -172,6 +185,33 @@ async fn relay_in_turn(mut from: TcpStream, mut to: TcpStream, crc: bool) -> std
         }
         to.write_all(&buffer).await?;
         moved += buffer.len() as u64;
+    }
+}
+
+/// Reads each body of `size` bytes into a buffer of its own, writes it on and keeps the
+/// last `keep` of them; the buffer of the body that falls out is read into next.
+async fn relay_keeping(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    keep: usize,
+    size: usize,
+) -> std::io::Result<u64> {
+    let mut kept: VecDeque<Vec<u8>> = VecDeque::with_capacity(keep);
+    let mut moved = 0;
+    loop {
+        let mut body = if kept.len() == keep {
+            kept.pop_front().unwrap_or_default()
+        } else {
+            vec![0u8; size]
+        };
+        match from.read_exact(&mut body).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(moved),
+            Err(error) => return Err(error),
+        }
+        to.write_all(&body).await?;
+        moved += body.len() as u64;
+        kept.push_back(body);
     }
 }
 
