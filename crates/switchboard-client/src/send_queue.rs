@@ -15,6 +15,14 @@
 //! took from the queue, and takes nothing while a caller writes (both hold the queue's
 //! lock).
 //!
+//! Publishes without reply to one channel, queued one after another, share a frame when
+//! the server takes batches (SESSION_ACK FEATURES): the first opens a PUBLISH with flag
+//! BATCH, and each next one with the same header block and the next request id is
+//! appended to it in place (its length, its body; the frame's content length and both
+//! CRCs updated), as long as nothing else was queued after it and the writer has not
+//! taken it. A body then costs a copy and a CRC of its bytes instead of a frame's
+//! encoding, and the server decodes and routes the run once.
+//!
 //! The queue is bounded twice: in frames (the configured send queue capacity) and in
 //! buffered bytes ([`BATCH_BYTES`]; large bodies stay in their own buffers, see
 //! [`WriteBatch`]). A caller that finds it full waits, which is the client's send-side
@@ -26,8 +34,9 @@ use std::sync::Mutex;
 use bytes::Buf;
 
 use switchboard_proto::batch::{BATCH_BYTES, WriteBatch};
-use switchboard_proto::packet::Encode;
-use switchboard_proto::{Flags, FrameCodec, ProtoError};
+use switchboard_proto::crc::{crc32c_append, header_crc};
+use switchboard_proto::packet::{BATCH_LEN_BYTES, Encode, PublishBatchRef, PublishRef, Scope};
+use switchboard_proto::{FIXED_HEADER_LEN, Flags, FrameCodec, ProtoError, Text};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 
@@ -102,6 +111,62 @@ struct QueueState {
     /// When the socket was last written: the writer's last batch (read when it went
     /// idle) or a caller's frame written at once with [`Write::NowIfQuiet`].
     written_at: Option<std::time::Instant>,
+    /// The server takes PUBLISH batches, and frames carry no HMAC tag (which would sit
+    /// after the content, where bodies are appended).
+    batches: bool,
+    /// The batch bodies are appended to, if the last frame in the buffer is one.
+    open: Option<OpenBatch>,
+    /// The header fields of the open batch (kept when it closes, for their memory).
+    open_fields: BatchFields,
+}
+
+/// Bodies larger than this are not batched: a frame of their own costs little beside
+/// them.
+pub(crate) const BATCH_BODY_MAX: usize = 4 * 1024;
+/// A batch is closed once its content reaches this many bytes...
+pub(crate) const BATCH_CONTENT_MAX: usize = 64 * 1024;
+/// ... or it holds this many bodies.
+pub(crate) const BATCH_BODIES_MAX: usize = 1024;
+
+/// The PUBLISH with flag BATCH last encoded into the queue's buffer, nothing queued after
+/// it nor any of it written yet.
+struct OpenBatch {
+    /// Where the frame starts in the buffer.
+    start: usize,
+    header_len: usize,
+    /// The request id the next body must have to join it.
+    next_id: u32,
+    bodies: usize,
+    content_len: usize,
+    content_crc: u32,
+}
+
+/// The header fields of a batch: what a publish must share to join it.
+#[derive(Default)]
+struct BatchFields {
+    scope: Scope,
+    channel: String,
+    content_type: String,
+    user_headers: Vec<(Text, Text)>,
+}
+
+impl BatchFields {
+    fn matches(&self, publish: &PublishRef<'_>) -> bool {
+        self.channel == publish.channel
+            && self.scope == publish.scope
+            && self.content_type == publish.content_type
+            && self.user_headers[..] == *publish.user_headers
+    }
+
+    fn set(&mut self, publish: &PublishRef<'_>) {
+        self.scope = publish.scope;
+        self.channel.clear();
+        self.channel.push_str(publish.channel);
+        self.content_type.clear();
+        self.content_type.push_str(publish.content_type);
+        self.user_headers.clear();
+        self.user_headers.extend_from_slice(publish.user_headers);
+    }
 }
 
 /// Frames waiting for the writer; shared by the client's handles and its writer task.
@@ -129,6 +194,9 @@ impl SendQueue {
                 socket: None,
                 room_wanted: false,
                 written_at: None,
+                batches: false,
+                open: None,
+                open_fields: BatchFields::default(),
             }),
             codec,
             capacity: capacity.max(1),
@@ -144,6 +212,91 @@ impl SendQueue {
         if state.accepting {
             state.socket = Some(socket);
         }
+    }
+
+    /// Lets publishes without reply share PUBLISH frames (the server said it takes
+    /// batches); not when frames carry an HMAC tag.
+    pub(crate) fn allow_batches(&self) {
+        let mut state = lock(&self.state);
+        state.batches = !self.codec.uses_mac();
+    }
+
+    /// Queues a publish without reply, in the open batch if it may join it (see the
+    /// module's documentation), else as a frame of its own, which opens a batch unless
+    /// it is about to be written at once.
+    pub(crate) fn try_push_no_reply(&self, request_id: u32, publish: &PublishRef<'_>) -> Push {
+        let mut state = lock(&self.state);
+        let len = publish.body.len();
+        if !state.batches || len > BATCH_BODY_MAX {
+            drop(state);
+            return self.try_push(
+                request_id,
+                Flags::NO_REPLY,
+                publish,
+                &mut None,
+                Write::NowIfQuiet,
+            );
+        }
+        if !state.accepting {
+            return Push::Closed;
+        }
+        if state.frames >= self.capacity || state.batch.buffer().len() >= BATCH_BYTES {
+            state.room_wanted = true;
+            return Push::Full;
+        }
+        let state = &mut *state;
+        let max_content = BATCH_CONTENT_MAX.min(self.codec.limits().max_content_len as usize);
+        if let Some(open) = &mut state.open
+            && open.next_id == request_id
+            && open.bodies < BATCH_BODIES_MAX
+            && open.content_len + BATCH_LEN_BYTES + len <= max_content
+            && state.open_fields.matches(publish)
+        {
+            append(open, state.batch.buffer(), publish.body);
+            state.frames += 1;
+            if std::mem::take(&mut state.writer_idle) {
+                self.work.notify_one();
+            }
+            return Push::Queued;
+        }
+        state.open = None;
+        // The first frame of a burst, with the writer idle, is likely written at once:
+        // a batch of one is not worth its length.
+        if state.frames == 0 && state.writer_idle {
+            return self.push_locked(
+                state,
+                request_id,
+                Flags::NO_REPLY,
+                publish,
+                &mut None,
+                Write::NowIfQuiet,
+            );
+        }
+        let start = state.batch.buffer().len();
+        let batch = PublishBatchRef(*publish);
+        if let Err(error) = state
+            .batch
+            .encode(&self.codec, request_id, Flags::NO_REPLY, &batch)
+        {
+            return Push::Refused(error);
+        }
+        state.frames += 1;
+        let frame = &state.batch.buffer()[start..];
+        let header_len = usize::from(u16::from_be_bytes([frame[6], frame[7]]));
+        let content_crc = u32::from_be_bytes([frame[16], frame[17], frame[18], frame[19]]);
+        state.open = Some(OpenBatch {
+            start,
+            header_len,
+            next_id: switchboard_proto::packet::batch_request_id(request_id, 1),
+            bodies: 1,
+            content_len: BATCH_LEN_BYTES + len,
+            content_crc,
+        });
+        state.open_fields.set(publish);
+        if std::mem::take(&mut state.writer_idle) {
+            self.work.notify_one();
+        }
+        Push::Queued
     }
 
     /// The codec frames are encoded with.
@@ -169,6 +322,21 @@ impl SendQueue {
             state.room_wanted = true;
             return Push::Full;
         }
+        self.push_locked(&mut state, request_id, flags, packet, permit, write)
+    }
+
+    /// [`SendQueue::try_push`] once the queue was found open and with room.
+    fn push_locked<P: Encode + ?Sized>(
+        &self,
+        state: &mut QueueState,
+        request_id: u32,
+        flags: Flags,
+        packet: &P,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        write: Write,
+    ) -> Push {
+        // Whatever is queued now follows the open batch, which takes no more bodies.
+        state.open = None;
         if let Err(error) = state.batch.encode(&self.codec, request_id, flags, packet) {
             return Push::Refused(error);
         }
@@ -177,7 +345,6 @@ impl SendQueue {
             state.held.push(permit);
         }
         if write != Write::Queued && state.frames == 1 && state.writer_idle {
-            let state = &mut *state;
             // The clock is read only here, with the writer idle: once per burst at most.
             let now = (write == Write::NowIfQuiet).then(std::time::Instant::now);
             let quiet = match (now, state.written_at) {
@@ -199,9 +366,7 @@ impl SendQueue {
             // What the socket did not take (or an error, which the writer meets and
             // reports) is left to the writer, ahead of anything queued after it.
         }
-        let wake = std::mem::take(&mut state.writer_idle);
-        drop(state);
-        if wake {
+        if std::mem::take(&mut state.writer_idle) {
             self.work.notify_one();
         }
         Push::Queued
@@ -284,6 +449,7 @@ impl SendQueue {
         std::mem::swap(&mut state.batch, batch);
         held.append(&mut state.held);
         state.frames = 0;
+        state.open = None;
         let wake = std::mem::take(&mut state.room_wanted);
         drop(state);
         if wake {
@@ -328,4 +494,25 @@ fn write_now(socket: &SharedSocket, batch: &mut WriteBatch) -> bool {
         batch.advance(written);
     }
     batch.is_empty()
+}
+
+/// Appends `body` to the open batch at the end of `buffer`, updating the frame's content
+/// length and CRCs in place.
+fn append(open: &mut OpenBatch, buffer: &mut bytes::BytesMut, body: &[u8]) {
+    let from = buffer.len();
+    // Within u32: a batch's content is at most `BATCH_CONTENT_MAX`.
+    buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buffer.extend_from_slice(body);
+    open.content_crc = crc32c_append(open.content_crc, &buffer[from..]);
+    open.content_len += BATCH_LEN_BYTES + body.len();
+    open.bodies += 1;
+    open.next_id = switchboard_proto::packet::batch_request_id(open.next_id, 1);
+    let frame = &mut buffer[open.start..];
+    frame[12..16].copy_from_slice(&(open.content_len as u32).to_be_bytes());
+    frame[16..20].copy_from_slice(&open.content_crc.to_be_bytes());
+    let mut fixed = [0u8; 20];
+    fixed.copy_from_slice(&frame[..20]);
+    let block = &frame[FIXED_HEADER_LEN..FIXED_HEADER_LEN + open.header_len];
+    let crc = header_crc(&fixed, block);
+    frame[20..FIXED_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
 }
