@@ -18,10 +18,11 @@
 //! Publishes without reply to one channel, queued one after another, share a frame when
 //! the server takes batches (SESSION_ACK FEATURES): the first opens a PUBLISH with flag
 //! BATCH, and each next one with the same header block and the next request id is
-//! appended to it in place (its length, its body; the frame's content length and both
-//! CRCs updated), as long as nothing else was queued after it and the writer has not
-//! taken it. A body then costs a copy and a CRC of its bytes instead of a frame's
-//! encoding, and the server decodes and routes the run once.
+//! appended to it in place (its length, its body), as long as nothing else was queued
+//! after it and the writer has not taken it. The frame's content length and both CRCs
+//! are written when the batch closes (something else is queued, or the writer takes the
+//! buffer): a body then costs a copy instead of a frame's encoding, the CRC of the whole
+//! content is one pass, and the server decodes and routes the run once.
 //!
 //! The queue is bounded twice: in frames (the configured send queue capacity) and in
 //! buffered bytes ([`BATCH_BYTES`]; large bodies stay in their own buffers, see
@@ -129,7 +130,8 @@ pub(crate) const BATCH_CONTENT_MAX: usize = 64 * 1024;
 pub(crate) const BATCH_BODIES_MAX: usize = 1024;
 
 /// The PUBLISH with flag BATCH last encoded into the queue's buffer, nothing queued after
-/// it nor any of it written yet.
+/// it nor any of it written yet. Its prefix is stale (content length and CRCs of its first
+/// body) until [`OpenBatch::close`].
 struct OpenBatch {
     /// Where the frame starts in the buffer.
     start: usize,
@@ -138,7 +140,6 @@ struct OpenBatch {
     next_id: u32,
     bodies: usize,
     content_len: usize,
-    content_crc: u32,
 }
 
 /// The header fields of a batch: what a publish must share to join it.
@@ -252,14 +253,14 @@ impl SendQueue {
             && open.content_len + BATCH_LEN_BYTES + len <= max_content
             && state.open_fields.matches(publish)
         {
-            append(open, state.batch.buffer(), publish.body);
+            open.append(state.batch.buffer(), publish.body);
             state.frames += 1;
             if std::mem::take(&mut state.writer_idle) {
                 self.work.notify_one();
             }
             return Push::Queued;
         }
-        state.open = None;
+        close_batch(state);
         // The first frame of a burst, with the writer idle, is likely written at once:
         // a batch of one is not worth its length.
         if state.frames == 0 && state.writer_idle {
@@ -283,14 +284,12 @@ impl SendQueue {
         state.frames += 1;
         let frame = &state.batch.buffer()[start..];
         let header_len = usize::from(u16::from_be_bytes([frame[6], frame[7]]));
-        let content_crc = u32::from_be_bytes([frame[16], frame[17], frame[18], frame[19]]);
         state.open = Some(OpenBatch {
             start,
             header_len,
             next_id: switchboard_proto::packet::batch_request_id(request_id, 1),
             bodies: 1,
             content_len: BATCH_LEN_BYTES + len,
-            content_crc,
         });
         state.open_fields.set(publish);
         if std::mem::take(&mut state.writer_idle) {
@@ -336,7 +335,7 @@ impl SendQueue {
         write: Write,
     ) -> Push {
         // Whatever is queued now follows the open batch, which takes no more bodies.
-        state.open = None;
+        close_batch(state);
         if let Err(error) = state.batch.encode(&self.codec, request_id, flags, packet) {
             return Push::Refused(error);
         }
@@ -446,10 +445,10 @@ impl SendQueue {
         if state.frames == 0 && close.is_none() {
             return None;
         }
+        close_batch(&mut state);
         std::mem::swap(&mut state.batch, batch);
         held.append(&mut state.held);
         state.frames = 0;
-        state.open = None;
         let wake = std::mem::take(&mut state.room_wanted);
         drop(state);
         if wake {
@@ -496,23 +495,39 @@ fn write_now(socket: &SharedSocket, batch: &mut WriteBatch) -> bool {
     batch.is_empty()
 }
 
-/// Appends `body` to the open batch at the end of `buffer`, updating the frame's content
-/// length and CRCs in place.
-fn append(open: &mut OpenBatch, buffer: &mut bytes::BytesMut, body: &[u8]) {
-    let from = buffer.len();
-    // Within u32: a batch's content is at most `BATCH_CONTENT_MAX`.
-    buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buffer.extend_from_slice(body);
-    open.content_crc = crc32c_append(open.content_crc, &buffer[from..]);
-    open.content_len += BATCH_LEN_BYTES + body.len();
-    open.bodies += 1;
-    open.next_id = switchboard_proto::packet::batch_request_id(open.next_id, 1);
-    let frame = &mut buffer[open.start..];
-    frame[12..16].copy_from_slice(&(open.content_len as u32).to_be_bytes());
-    frame[16..20].copy_from_slice(&open.content_crc.to_be_bytes());
-    let mut fixed = [0u8; 20];
-    fixed.copy_from_slice(&frame[..20]);
-    let block = &frame[FIXED_HEADER_LEN..FIXED_HEADER_LEN + open.header_len];
-    let crc = header_crc(&fixed, block);
-    frame[20..FIXED_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
+/// Closes the open batch, if any: nothing more joins it, and its prefix is made right.
+fn close_batch(state: &mut QueueState) {
+    if let Some(open) = state.open.take() {
+        open.close(state.batch.buffer());
+    }
+}
+
+impl OpenBatch {
+    /// Appends `body` to the batch at the end of `buffer`.
+    fn append(&mut self, buffer: &mut bytes::BytesMut, body: &[u8]) {
+        // Within u32: a batch's content is at most `BATCH_CONTENT_MAX`.
+        buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buffer.extend_from_slice(body);
+        self.content_len += BATCH_LEN_BYTES + body.len();
+        self.bodies += 1;
+        self.next_id = switchboard_proto::packet::batch_request_id(self.next_id, 1);
+    }
+
+    /// Writes the frame's content length and both CRCs, once no more bodies join it.
+    fn close(self, buffer: &mut bytes::BytesMut) {
+        if self.bodies == 1 {
+            // As encoded.
+            return;
+        }
+        let frame = &mut buffer[self.start..];
+        let (head, rest) = frame.split_at_mut(FIXED_HEADER_LEN);
+        let (block, content) = rest.split_at(self.header_len);
+        let content_crc = crc32c_append(0, &content[..self.content_len]);
+        head[12..16].copy_from_slice(&(self.content_len as u32).to_be_bytes());
+        head[16..20].copy_from_slice(&content_crc.to_be_bytes());
+        let mut fixed = [0u8; 20];
+        fixed.copy_from_slice(&head[..20]);
+        let crc = header_crc(&fixed, block);
+        head[20..FIXED_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
+    }
 }
