@@ -124,9 +124,11 @@ struct QueueState {
 /// Bodies larger than this are not batched: a frame of their own costs little beside
 /// them.
 pub(crate) const BATCH_BODY_MAX: usize = 4 * 1024;
-/// A batch is closed once its content reaches this many bytes...
-pub(crate) const BATCH_CONTENT_MAX: usize = 64 * 1024;
-/// ... or it holds this many bodies.
+/// A batch is closed before its frame reaches this many bytes: a server reads a frame
+/// that large into a buffer of its own (a copy of every body when it came with others),
+/// while a smaller one is decoded in place, its bodies slices of the read buffer.
+pub(crate) const BATCH_FRAME_MAX: usize = switchboard_proto::batch::WRITE_APART_BYTES;
+/// A batch is closed once it holds this many bodies.
 pub(crate) const BATCH_BODIES_MAX: usize = 1024;
 
 /// The PUBLISH with flag BATCH last encoded into the queue's buffer, nothing queued after
@@ -246,10 +248,12 @@ impl SendQueue {
             return Push::Full;
         }
         let state = &mut *state;
-        let max_content = BATCH_CONTENT_MAX.min(self.codec.limits().max_content_len as usize);
+        let max_content = self.codec.limits().max_content_len as usize;
         if let Some(open) = &mut state.open
             && open.next_id == request_id
             && open.bodies < BATCH_BODIES_MAX
+            && FIXED_HEADER_LEN + open.header_len + open.content_len + BATCH_LEN_BYTES + len
+                < BATCH_FRAME_MAX
             && open.content_len + BATCH_LEN_BYTES + len <= max_content
             && state.open_fields.matches(publish)
         {
@@ -505,7 +509,7 @@ fn close_batch(state: &mut QueueState) {
 impl OpenBatch {
     /// Appends `body` to the batch at the end of `buffer`.
     fn append(&mut self, buffer: &mut bytes::BytesMut, body: &[u8]) {
-        // Within u32: a batch's content is at most `BATCH_CONTENT_MAX`.
+        // Within u32: a batch's frame is under `BATCH_FRAME_MAX`.
         buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
         buffer.extend_from_slice(body);
         self.content_len += BATCH_LEN_BYTES + body.len();
