@@ -1611,9 +1611,15 @@ async fn received_publishes(server: &mut FakeServer, count: usize) -> (Vec<(u32,
 #[tokio::test]
 async fn publishes_without_reply_share_frames_only_with_a_server_that_takes_batches() {
     const COUNT: usize = 300;
-    for (features, batched) in [(0, false), (features::PUBLISH_BATCH, true)] {
+    // With an HMAC key, whose tag follows the content, frames are never appended to.
+    let keyed = || config("unused:1").with_hmac_key(b"shared secret".to_vec());
+    for (config, features, batched) in [
+        (config("unused:1"), 0, false),
+        (config("unused:1"), features::PUBLISH_BATCH, true),
+        (keyed(), features::PUBLISH_BATCH, false),
+    ] {
         let (client, mut server, _) =
-            connected_announcing(config("unused:1"), 5000, MAX_FRAME, 4 * MIB, features).await;
+            connected_announcing(config, 5000, MAX_FRAME, 4 * MIB, features).await;
         for n in 0..COUNT {
             client
                 .publish("ticks", Payload::text(&n.to_string()))
