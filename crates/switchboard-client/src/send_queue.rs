@@ -535,3 +535,109 @@ impl OpenBatch {
         head[20..FIXED_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use switchboard_proto::packet::{BatchBodies, Heartbeat, Packet, batch_request_id};
+    use switchboard_proto::{FrameType, Limits};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    /// Everything the queue holds, as the writer would write it.
+    fn take_all(queue: &SendQueue, written: &mut BytesMut) {
+        let mut batch = WriteBatch::new();
+        let mut held = Vec::new();
+        queue.take(&mut batch, &mut held);
+        while batch.has_remaining() {
+            let chunk = batch.chunk();
+            written.extend_from_slice(chunk);
+            let len = chunk.len();
+            batch.advance(len);
+        }
+    }
+
+    /// Batches close where the writer takes the queue, where another frame is queued,
+    /// where the channel changes and at their bounds: every frame written is whole (its
+    /// CRCs right), and the publishes come out in order with their ids.
+    #[test]
+    fn batches_close_wherever_the_queue_moves_on_and_stay_whole() {
+        let codec = FrameCodec::new(Limits::default());
+        let queue = SendQueue::new(codec.clone(), 100_000);
+        queue.allow_batches();
+        let mut written = BytesMut::new();
+        let mut expected = Vec::new();
+        let mut id = 0xFFFF_FF00_u32;
+        for n in 0..5000_usize {
+            let channel = if n % 700 == 699 { "other" } else { "chat" };
+            // Mostly small bodies; now and then one too large to batch, or long enough
+            // that batches reach their frame bound.
+            let body = match n % 97 {
+                0 => Bytes::from(vec![b'x'; BATCH_BODY_MAX + 1]),
+                1 => Bytes::from(vec![b'y'; 3000]),
+                _ => Bytes::from(n.to_string()),
+            };
+            if n % 500 == 250 {
+                let heartbeat = Heartbeat;
+                let pushed =
+                    queue.try_push(7, Flags::empty(), &heartbeat, &mut None, Write::Queued);
+                assert!(matches!(pushed, Push::Queued));
+            }
+            let publish = PublishRef {
+                scope: Scope::Channel,
+                channel,
+                content_type: "",
+                user_headers: &[],
+                body: &body,
+            };
+            assert!(matches!(
+                queue.try_push_no_reply(id, &publish),
+                Push::Queued
+            ));
+            expected.push((id, channel, body));
+            id = batch_request_id(id, 1);
+            if n % 333 == 0 {
+                take_all(&queue, &mut written);
+            }
+        }
+        take_all(&queue, &mut written);
+
+        let mut decoder = codec.clone();
+        let mut publishes = Vec::new();
+        let (mut frames, mut heartbeats) = (0, 0);
+        while let Some(frame) = decoder.decode(&mut written).expect("a whole frame") {
+            frames += 1;
+            if frame.frame_type == FrameType::Heartbeat {
+                heartbeats += 1;
+                continue;
+            }
+            let Ok(Packet::Publish(publish)) = Packet::from_frame(&frame) else {
+                panic!("expected PUBLISH, got {frame:?}");
+            };
+            if frame.flags.contains(Flags::BATCH) {
+                let bodies: Vec<Bytes> = BatchBodies::new(&publish.body).collect();
+                assert!(bodies.len() <= BATCH_BODIES_MAX);
+                assert!(frame.headers.len() + frame.content.len() < BATCH_FRAME_MAX);
+                for (index, body) in bodies.into_iter().enumerate() {
+                    let body_id = batch_request_id(frame.request_id, index as u32);
+                    publishes.push((body_id, publish.channel.to_string(), body));
+                }
+            } else {
+                publishes.push((frame.request_id, publish.channel.to_string(), publish.body));
+            }
+        }
+        assert!(written.is_empty(), "nothing left over");
+        assert_eq!(heartbeats, 10);
+        assert_eq!(publishes.len(), expected.len());
+        for ((id, channel, body), (want_id, want_channel, want_body)) in
+            publishes.iter().zip(&expected)
+        {
+            assert_eq!(
+                (id, channel.as_str(), body),
+                (want_id, *want_channel, want_body)
+            );
+        }
+        assert!(frames < expected.len() / 5, "{frames} frames");
+    }
+}
