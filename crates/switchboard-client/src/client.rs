@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_proto::codec::Outbound;
-use switchboard_proto::packet::Packet;
+use switchboard_proto::packet::{Packet, features};
 use switchboard_proto::{Flags, Frame, FrameType, Limits, ProtoError, Text};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -245,6 +245,9 @@ impl Client {
 
         let shared = Arc::new(Shared::new(config.feed_capacity()));
         let queue = Arc::new(SendQueue::new(codec, config.send_queue_capacity()));
+        if ack.features & features::PUBLISH_BATCH != 0 {
+            queue.allow_batches();
+        }
         if let Some(socket) = socket {
             queue.share_socket(socket);
         }

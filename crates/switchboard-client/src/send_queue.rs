@@ -15,6 +15,15 @@
 //! took from the queue, and takes nothing while a caller writes (both hold the queue's
 //! lock).
 //!
+//! Publishes without reply to one channel, queued one after another, share a frame when
+//! the server takes batches (SESSION_ACK FEATURES): the first opens a PUBLISH with flag
+//! BATCH, and each next one with the same header block and the next request id is
+//! appended to it in place (its length, its body), as long as nothing else was queued
+//! after it and the writer has not taken it. The frame's content length and both CRCs
+//! are written when the batch closes (something else is queued, or the writer takes the
+//! buffer): a body then costs a copy instead of a frame's encoding, the CRC of the whole
+//! content is one pass, and the server decodes and routes the run once.
+//!
 //! The queue is bounded twice: in frames (the configured send queue capacity) and in
 //! buffered bytes ([`BATCH_BYTES`]; large bodies stay in their own buffers, see
 //! [`WriteBatch`]). A caller that finds it full waits, which is the client's send-side
@@ -26,8 +35,9 @@ use std::sync::Mutex;
 use bytes::Buf;
 
 use switchboard_proto::batch::{BATCH_BYTES, WriteBatch};
-use switchboard_proto::packet::Encode;
-use switchboard_proto::{Flags, FrameCodec, ProtoError};
+use switchboard_proto::crc::{crc32c_append, header_crc};
+use switchboard_proto::packet::{BATCH_LEN_BYTES, Encode, PublishBatchRef, PublishRef, Scope};
+use switchboard_proto::{FIXED_HEADER_LEN, Flags, FrameCodec, ProtoError, Text};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 
@@ -102,6 +112,64 @@ struct QueueState {
     /// When the socket was last written: the writer's last batch (read when it went
     /// idle) or a caller's frame written at once with [`Write::NowIfQuiet`].
     written_at: Option<std::time::Instant>,
+    /// The server takes PUBLISH batches, and frames carry no HMAC tag (which would sit
+    /// after the content, where bodies are appended).
+    batches: bool,
+    /// The batch bodies are appended to, if the last frame in the buffer is one.
+    open: Option<OpenBatch>,
+    /// The header fields of the open batch (kept when it closes, for their memory).
+    open_fields: BatchFields,
+}
+
+/// Bodies larger than this are not batched: a frame of their own costs little beside
+/// them.
+pub(crate) const BATCH_BODY_MAX: usize = 4 * 1024;
+/// A batch is closed before its frame reaches this many bytes: a server reads a frame
+/// that large into a buffer of its own (a copy of every body when it came with others),
+/// while a smaller one is decoded in place, its bodies slices of the read buffer.
+pub(crate) const BATCH_FRAME_MAX: usize = switchboard_proto::batch::WRITE_APART_BYTES;
+/// A batch is closed once it holds this many bodies.
+pub(crate) const BATCH_BODIES_MAX: usize = 1024;
+
+/// The PUBLISH with flag BATCH last encoded into the queue's buffer, nothing queued after
+/// it nor any of it written yet. Its prefix is stale (content length and CRCs of its first
+/// body) until [`OpenBatch::close`].
+struct OpenBatch {
+    /// Where the frame starts in the buffer.
+    start: usize,
+    header_len: usize,
+    /// The request id the next body must have to join it.
+    next_id: u32,
+    bodies: usize,
+    content_len: usize,
+}
+
+/// The header fields of a batch: what a publish must share to join it.
+#[derive(Default)]
+struct BatchFields {
+    scope: Scope,
+    channel: String,
+    content_type: String,
+    user_headers: Vec<(Text, Text)>,
+}
+
+impl BatchFields {
+    fn matches(&self, publish: &PublishRef<'_>) -> bool {
+        self.channel == publish.channel
+            && self.scope == publish.scope
+            && self.content_type == publish.content_type
+            && self.user_headers[..] == *publish.user_headers
+    }
+
+    fn set(&mut self, publish: &PublishRef<'_>) {
+        self.scope = publish.scope;
+        self.channel.clear();
+        self.channel.push_str(publish.channel);
+        self.content_type.clear();
+        self.content_type.push_str(publish.content_type);
+        self.user_headers.clear();
+        self.user_headers.extend_from_slice(publish.user_headers);
+    }
 }
 
 /// Frames waiting for the writer; shared by the client's handles and its writer task.
@@ -129,6 +197,9 @@ impl SendQueue {
                 socket: None,
                 room_wanted: false,
                 written_at: None,
+                batches: false,
+                open: None,
+                open_fields: BatchFields::default(),
             }),
             codec,
             capacity: capacity.max(1),
@@ -144,6 +215,91 @@ impl SendQueue {
         if state.accepting {
             state.socket = Some(socket);
         }
+    }
+
+    /// Lets publishes without reply share PUBLISH frames (the server said it takes
+    /// batches); not when frames carry an HMAC tag.
+    pub(crate) fn allow_batches(&self) {
+        let mut state = lock(&self.state);
+        state.batches = !self.codec.uses_mac();
+    }
+
+    /// Queues a publish without reply, in the open batch if it may join it (see the
+    /// module's documentation), else as a frame of its own, which opens a batch unless
+    /// it is about to be written at once.
+    pub(crate) fn try_push_no_reply(&self, request_id: u32, publish: &PublishRef<'_>) -> Push {
+        let mut state = lock(&self.state);
+        let len = publish.body.len();
+        if !state.batches || len > BATCH_BODY_MAX {
+            drop(state);
+            return self.try_push(
+                request_id,
+                Flags::NO_REPLY,
+                publish,
+                &mut None,
+                Write::NowIfQuiet,
+            );
+        }
+        if !state.accepting {
+            return Push::Closed;
+        }
+        if state.frames >= self.capacity || state.batch.buffer().len() >= BATCH_BYTES {
+            state.room_wanted = true;
+            return Push::Full;
+        }
+        let state = &mut *state;
+        let max_content = self.codec.limits().max_content_len as usize;
+        if let Some(open) = &mut state.open
+            && open.next_id == request_id
+            && open.bodies < BATCH_BODIES_MAX
+            && FIXED_HEADER_LEN + open.header_len + open.content_len + BATCH_LEN_BYTES + len
+                < BATCH_FRAME_MAX
+            && open.content_len + BATCH_LEN_BYTES + len <= max_content
+            && state.open_fields.matches(publish)
+        {
+            open.append(state.batch.buffer(), publish.body);
+            state.frames += 1;
+            if std::mem::take(&mut state.writer_idle) {
+                self.work.notify_one();
+            }
+            return Push::Queued;
+        }
+        close_batch(state);
+        // The first frame of a burst, with the writer idle, is likely written at once:
+        // a batch of one is not worth its length.
+        if state.frames == 0 && state.writer_idle {
+            return self.push_locked(
+                state,
+                request_id,
+                Flags::NO_REPLY,
+                publish,
+                &mut None,
+                Write::NowIfQuiet,
+            );
+        }
+        let start = state.batch.buffer().len();
+        let batch = PublishBatchRef(*publish);
+        if let Err(error) = state
+            .batch
+            .encode(&self.codec, request_id, Flags::NO_REPLY, &batch)
+        {
+            return Push::Refused(error);
+        }
+        state.frames += 1;
+        let frame = &state.batch.buffer()[start..];
+        let header_len = usize::from(u16::from_be_bytes([frame[6], frame[7]]));
+        state.open = Some(OpenBatch {
+            start,
+            header_len,
+            next_id: switchboard_proto::packet::batch_request_id(request_id, 1),
+            bodies: 1,
+            content_len: BATCH_LEN_BYTES + len,
+        });
+        state.open_fields.set(publish);
+        if std::mem::take(&mut state.writer_idle) {
+            self.work.notify_one();
+        }
+        Push::Queued
     }
 
     /// The codec frames are encoded with.
@@ -169,6 +325,21 @@ impl SendQueue {
             state.room_wanted = true;
             return Push::Full;
         }
+        self.push_locked(&mut state, request_id, flags, packet, permit, write)
+    }
+
+    /// [`SendQueue::try_push`] once the queue was found open and with room.
+    fn push_locked<P: Encode + ?Sized>(
+        &self,
+        state: &mut QueueState,
+        request_id: u32,
+        flags: Flags,
+        packet: &P,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        write: Write,
+    ) -> Push {
+        // Whatever is queued now follows the open batch, which takes no more bodies.
+        close_batch(state);
         if let Err(error) = state.batch.encode(&self.codec, request_id, flags, packet) {
             return Push::Refused(error);
         }
@@ -177,7 +348,6 @@ impl SendQueue {
             state.held.push(permit);
         }
         if write != Write::Queued && state.frames == 1 && state.writer_idle {
-            let state = &mut *state;
             // The clock is read only here, with the writer idle: once per burst at most.
             let now = (write == Write::NowIfQuiet).then(std::time::Instant::now);
             let quiet = match (now, state.written_at) {
@@ -199,9 +369,7 @@ impl SendQueue {
             // What the socket did not take (or an error, which the writer meets and
             // reports) is left to the writer, ahead of anything queued after it.
         }
-        let wake = std::mem::take(&mut state.writer_idle);
-        drop(state);
-        if wake {
+        if std::mem::take(&mut state.writer_idle) {
             self.work.notify_one();
         }
         Push::Queued
@@ -281,6 +449,7 @@ impl SendQueue {
         if state.frames == 0 && close.is_none() {
             return None;
         }
+        close_batch(&mut state);
         std::mem::swap(&mut state.batch, batch);
         held.append(&mut state.held);
         state.frames = 0;
@@ -328,4 +497,147 @@ fn write_now(socket: &SharedSocket, batch: &mut WriteBatch) -> bool {
         batch.advance(written);
     }
     batch.is_empty()
+}
+
+/// Closes the open batch, if any: nothing more joins it, and its prefix is made right.
+fn close_batch(state: &mut QueueState) {
+    if let Some(open) = state.open.take() {
+        open.close(state.batch.buffer());
+    }
+}
+
+impl OpenBatch {
+    /// Appends `body` to the batch at the end of `buffer`.
+    fn append(&mut self, buffer: &mut bytes::BytesMut, body: &[u8]) {
+        // Within u32: a batch's frame is under `BATCH_FRAME_MAX`.
+        buffer.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buffer.extend_from_slice(body);
+        self.content_len += BATCH_LEN_BYTES + body.len();
+        self.bodies += 1;
+        self.next_id = switchboard_proto::packet::batch_request_id(self.next_id, 1);
+    }
+
+    /// Writes the frame's content length and both CRCs, once no more bodies join it.
+    fn close(self, buffer: &mut bytes::BytesMut) {
+        if self.bodies == 1 {
+            // As encoded.
+            return;
+        }
+        let frame = &mut buffer[self.start..];
+        let (head, rest) = frame.split_at_mut(FIXED_HEADER_LEN);
+        let (block, content) = rest.split_at(self.header_len);
+        let content_crc = crc32c_append(0, &content[..self.content_len]);
+        head[12..16].copy_from_slice(&(self.content_len as u32).to_be_bytes());
+        head[16..20].copy_from_slice(&content_crc.to_be_bytes());
+        let mut fixed = [0u8; 20];
+        fixed.copy_from_slice(&head[..20]);
+        let crc = header_crc(&fixed, block);
+        head[20..FIXED_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use switchboard_proto::packet::{BatchBodies, Heartbeat, Packet, batch_request_id};
+    use switchboard_proto::{FrameType, Limits};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    /// Everything the queue holds, as the writer would write it.
+    fn take_all(queue: &SendQueue, written: &mut BytesMut) {
+        let mut batch = WriteBatch::new();
+        let mut held = Vec::new();
+        queue.take(&mut batch, &mut held);
+        while batch.has_remaining() {
+            let chunk = batch.chunk();
+            written.extend_from_slice(chunk);
+            let len = chunk.len();
+            batch.advance(len);
+        }
+    }
+
+    /// Batches close where the writer takes the queue, where another frame is queued,
+    /// where the channel changes and at their bounds: every frame written is whole (its
+    /// CRCs right), and the publishes come out in order with their ids.
+    #[test]
+    fn batches_close_wherever_the_queue_moves_on_and_stay_whole() {
+        let codec = FrameCodec::new(Limits::default());
+        let queue = SendQueue::new(codec.clone(), 100_000);
+        queue.allow_batches();
+        let mut written = BytesMut::new();
+        let mut expected = Vec::new();
+        let mut id = 0xFFFF_FF00_u32;
+        for n in 0..5000_usize {
+            let channel = if n % 700 == 699 { "other" } else { "chat" };
+            // Mostly small bodies; now and then one too large to batch, or long enough
+            // that batches reach their frame bound.
+            let body = match n % 97 {
+                0 => Bytes::from(vec![b'x'; BATCH_BODY_MAX + 1]),
+                1 => Bytes::from(vec![b'y'; 3000]),
+                _ => Bytes::from(n.to_string()),
+            };
+            if n % 500 == 250 {
+                let heartbeat = Heartbeat;
+                let pushed =
+                    queue.try_push(7, Flags::empty(), &heartbeat, &mut None, Write::Queued);
+                assert!(matches!(pushed, Push::Queued));
+            }
+            let publish = PublishRef {
+                scope: Scope::Channel,
+                channel,
+                content_type: "",
+                user_headers: &[],
+                body: &body,
+            };
+            assert!(matches!(
+                queue.try_push_no_reply(id, &publish),
+                Push::Queued
+            ));
+            expected.push((id, channel, body));
+            id = batch_request_id(id, 1);
+            if n % 333 == 0 {
+                take_all(&queue, &mut written);
+            }
+        }
+        take_all(&queue, &mut written);
+
+        let mut decoder = codec.clone();
+        let mut publishes = Vec::new();
+        let (mut frames, mut heartbeats) = (0, 0);
+        while let Some(frame) = decoder.decode(&mut written).expect("a whole frame") {
+            frames += 1;
+            if frame.frame_type == FrameType::Heartbeat {
+                heartbeats += 1;
+                continue;
+            }
+            let Ok(Packet::Publish(publish)) = Packet::from_frame(&frame) else {
+                panic!("expected PUBLISH, got {frame:?}");
+            };
+            if frame.flags.contains(Flags::BATCH) {
+                let bodies: Vec<Bytes> = BatchBodies::new(&publish.body).collect();
+                assert!(bodies.len() <= BATCH_BODIES_MAX);
+                assert!(frame.headers.len() + frame.content.len() < BATCH_FRAME_MAX);
+                for (index, body) in bodies.into_iter().enumerate() {
+                    let body_id = batch_request_id(frame.request_id, index as u32);
+                    publishes.push((body_id, publish.channel.to_string(), body));
+                }
+            } else {
+                publishes.push((frame.request_id, publish.channel.to_string(), publish.body));
+            }
+        }
+        assert!(written.is_empty(), "nothing left over");
+        assert_eq!(heartbeats, 10);
+        assert_eq!(publishes.len(), expected.len());
+        for ((id, channel, body), (want_id, want_channel, want_body)) in
+            publishes.iter().zip(&expected)
+        {
+            assert_eq!(
+                (id, channel.as_str(), body),
+                (want_id, *want_channel, want_body)
+            );
+        }
+        assert!(frames < expected.len() / 5, "{frames} frames");
+    }
 }

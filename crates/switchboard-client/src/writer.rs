@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use switchboard_proto::batch::WriteBatch;
 use switchboard_proto::codec::Outbound;
-use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, Unsubscribe};
+use switchboard_proto::packet::{Disconnect, Encode, Heartbeat, PublishRef, Unsubscribe};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, ProtoError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -89,23 +89,22 @@ pub(crate) async fn queue_command(
     }
 }
 
-/// What [`try_queue`] did with a frame.
+/// What [`try_queue_no_reply`] did with a frame.
 pub(crate) enum TryQueue {
     Queued,
     Full,
     Closed,
 }
 
-/// Queues a frame at once if the queue has room; see [`queue_command`] for a frame that
-/// cannot be encoded.
-pub(crate) fn try_queue<P: Encode + ?Sized>(
+/// Queues a publish without reply at once if the queue has room (in the open batch if it
+/// may join it); see [`queue_command`] for a frame that cannot be encoded.
+pub(crate) fn try_queue_no_reply(
     shared: &Shared,
     queue: &SendQueue,
     request_id: u32,
-    flags: Flags,
-    packet: &P,
+    publish: &PublishRef<'_>,
 ) -> TryQueue {
-    match queue.try_push(request_id, flags, packet, &mut None, Write::NowIfQuiet) {
+    match queue.try_push_no_reply(request_id, publish) {
         Push::Queued => TryQueue::Queued,
         Push::Refused(error) => {
             refuse(shared, request_id, error);

@@ -14,9 +14,9 @@ use switchboard_client::{
 };
 use switchboard_proto::codec::Outbound;
 use switchboard_proto::packet::{
-    ChannelList, Chunk, DIGEST_LEN, Direct, Disconnect, ErrorPacket, Event, Heartbeat, Identity,
-    Message, MessagesEnd, OkReply, Packet, Publish, PublishAck, SessionAck, SessionInit,
-    StreamAbort, StreamStart, SubscribeAck,
+    BatchBodies, ChannelList, Chunk, DIGEST_LEN, Direct, Disconnect, ErrorPacket, Event, Heartbeat,
+    Identity, Message, MessagesEnd, OkReply, Packet, Publish, PublishAck, SessionAck, SessionInit,
+    StreamAbort, StreamStart, SubscribeAck, batch_request_id, features,
 };
 use switchboard_proto::{Flags, Frame, FrameCodec, Limits, MacKey, PROTOCOL_VERSION, Preface};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -97,6 +97,18 @@ impl FakeServer {
         max_frame: u32,
         max_body: u64,
     ) -> SessionInit {
+        self.open_session_announcing(heartbeat_ms, max_frame, max_body, 0)
+            .await
+    }
+
+    /// Reads SESSION_INIT and accepts it with these limits and features.
+    async fn open_session_announcing(
+        &mut self,
+        heartbeat_ms: u32,
+        max_frame: u32,
+        max_body: u64,
+        features: u64,
+    ) -> SessionInit {
         let (request_id, _, packet) = self.recv_request().await;
         let Packet::SessionInit(init) = packet else {
             panic!("expected SESSION_INIT, got {packet:?}");
@@ -108,6 +120,7 @@ impl FakeServer {
             max_frame,
             max_body,
             software: "fake-server/0".into(),
+            features,
             ..SessionAck::default()
         };
         self.send(request_id, Flags::empty(), ack).await;
@@ -160,6 +173,17 @@ async fn connected_with(
     max_frame: u32,
     max_body: u64,
 ) -> (Client, FakeServer, SessionInit) {
+    connected_announcing(config, heartbeat_ms, max_frame, max_body, 0).await
+}
+
+/// A connected client, the server announcing these limits and features.
+async fn connected_announcing(
+    config: ClientConfig,
+    heartbeat_ms: u32,
+    max_frame: u32,
+    max_body: u64,
+    features: u64,
+) -> (Client, FakeServer, SessionInit) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let key = config.hmac_key().map(<[u8]>::to_vec);
@@ -168,7 +192,7 @@ async fn connected_with(
         let (stream, _) = listener.accept().await.unwrap();
         let mut server = FakeServer::accept(Box::new(stream), key.as_deref()).await;
         let init = server
-            .open_session_with(heartbeat_ms, max_frame, max_body)
+            .open_session_announcing(heartbeat_ms, max_frame, max_body, features)
             .await;
         (server, init)
     };
@@ -1556,5 +1580,125 @@ async fn a_large_message_whose_body_was_changed_on_the_way_is_refused() {
             "{error:?}"
         ),
         other => panic!("expected the connection to close as corrupt, got {other:?}"),
+    }
+}
+
+/// The publishes of `count` frames without reply: (request id, body) in order, and how
+/// many frames carried them.
+async fn received_publishes(server: &mut FakeServer, count: usize) -> (Vec<(u32, Bytes)>, usize) {
+    let mut publishes = Vec::new();
+    let mut frames = 0;
+    while publishes.len() < count {
+        let (request_id, flags, packet) = server.recv_request().await;
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        assert!(flags.contains(Flags::NO_REPLY));
+        assert_eq!(publish.channel, "ticks");
+        assert_eq!(publish.content_type, "text/plain; charset=utf-8");
+        frames += 1;
+        if flags.contains(Flags::BATCH) {
+            for (index, body) in BatchBodies::new(&publish.body).enumerate() {
+                publishes.push((batch_request_id(request_id, index as u32), body));
+            }
+        } else {
+            publishes.push((request_id, publish.body));
+        }
+    }
+    (publishes, frames)
+}
+
+#[tokio::test]
+async fn publishes_without_reply_share_frames_only_with_a_server_that_takes_batches() {
+    const COUNT: usize = 300;
+    // With an HMAC key, whose tag follows the content, frames are never appended to.
+    let keyed = || config("unused:1").with_hmac_key(b"shared secret".to_vec());
+    for (config, features, batched) in [
+        (config("unused:1"), 0, false),
+        (config("unused:1"), features::PUBLISH_BATCH, true),
+        (keyed(), features::PUBLISH_BATCH, false),
+    ] {
+        let (client, mut server, _) =
+            connected_announcing(config, 5000, MAX_FRAME, 4 * MIB, features).await;
+        for n in 0..COUNT {
+            client
+                .publish("ticks", Payload::text(&n.to_string()))
+                .no_reply()
+                .await
+                .unwrap();
+        }
+        // A body over the batch bound, and one to another channel, go in frames of
+        // their own.
+        client
+            .publish("ticks", Payload::text(&"x".repeat(5000)))
+            .no_reply()
+            .await
+            .unwrap();
+        client
+            .publish("other", Payload::text("elsewhere"))
+            .no_reply()
+            .await
+            .unwrap();
+        let (publishes, frames) = received_publishes(&mut server, COUNT + 1).await;
+        for (n, (_, body)) in publishes.iter().take(COUNT).enumerate() {
+            assert_eq!(body, n.to_string().as_bytes());
+        }
+        assert_eq!(publishes[COUNT].1.len(), 5000);
+        let ids: Vec<u32> = publishes.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids.windows(2)
+                .all(|pair| pair[1] == batch_request_id(pair[0], 1)),
+            "consecutive ids: {ids:?}"
+        );
+        // In a frame of its own (a batch of one, or a plain PUBLISH).
+        let (_, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Publish(publish) if publish.channel == "other"));
+        if batched {
+            assert!(frames < COUNT / 10, "{frames} frames for {COUNT} publishes");
+        } else {
+            assert_eq!(frames, COUNT + 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_publish_of_a_batch_surfaces_on_flush() {
+    let (client, mut server, _) = connected_announcing(
+        config("unused:1"),
+        5000,
+        MAX_FRAME,
+        4 * MIB,
+        features::PUBLISH_BATCH,
+    )
+    .await;
+    for n in 0..10 {
+        client
+            .publish("ticks", Payload::text(&n.to_string()))
+            .no_reply()
+            .await
+            .unwrap();
+    }
+    let (publishes, _) = received_publishes(&mut server, 10).await;
+    let refusal = ErrorPacket::new(ErrorCode::TooManyCharacters, "too long");
+    server.send(publishes[6].0, Flags::empty(), refusal).await;
+    let flushing = client.flush();
+    let answering = async {
+        let (request_id, _, packet) = server.recv_request().await;
+        assert!(matches!(packet, Packet::Identify(_)));
+        let identity = Identity {
+            client_id: 42,
+            name: "alice".into(),
+            session_id: session_id(),
+            connected_since_us: 0,
+        };
+        server.send(request_id, Flags::empty(), identity).await;
+    };
+    let (flushed, ()) = tokio::join!(flushing, answering);
+    match flushed {
+        Err(error) if error.kind() == ErrorKind::NoReplyFailures => {
+            assert!(error.to_string().starts_with("1 publish(es)"), "{error}");
+            assert_eq!(error.code(), Some(ErrorCode::TooManyCharacters));
+        }
+        other => panic!("expected the failed publish, got {other:?}"),
     }
 }

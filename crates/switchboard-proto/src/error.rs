@@ -256,6 +256,8 @@ pub enum ProtoError {
     },
     #[error("unexpected {0} frame here")]
     UnexpectedFrame(FrameType),
+    #[error("malformed batch of bodies: {0}")]
+    MalformedBatch(&'static str),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -281,6 +283,7 @@ impl ProtoError {
             | ProtoError::ContentCrcMismatch { .. }
             | ProtoError::Truncated { .. }
             | ProtoError::MalformedField { .. }
+            | ProtoError::MalformedBatch(_)
             | ProtoError::UnexpectedFrame(_) => ErrorCode::BadFrame,
             ProtoError::Io(_) => ErrorCode::Internal,
         }
@@ -296,6 +299,7 @@ impl ProtoError {
             ProtoError::MissingField { .. }
                 | ProtoError::InvalidField { .. }
                 | ProtoError::MalformedField { .. }
+                | ProtoError::MalformedBatch(_)
                 | ProtoError::UnexpectedFrame(_)
         )
     }

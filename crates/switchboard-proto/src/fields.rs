@@ -68,6 +68,9 @@ pub mod key {
     pub const PASSWORD: u8 = 0x30;
     /// SESSION_INIT: a JSON Web Token.
     pub const JWT: u8 = 0x31;
+    /// SESSION_ACK: what the server accepts beyond version 1's baseline, a bit set
+    /// (see `packet::features`).
+    pub const FEATURES: u8 = 0x32;
     /// Where a listing continues: in a request, the page starts after it; in a reply,
     /// present when more entries follow, to be sent back for the next page.
     pub const CURSOR: u8 = 0xFF;

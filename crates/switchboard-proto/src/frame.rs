@@ -167,6 +167,9 @@ impl Flags {
     pub const PONG: Flags = Flags(0x0010);
     /// The requester wants no answer unless the request fails (fire-and-forget publish).
     pub const NO_REPLY: Flags = Flags(0x0020);
+    /// A PUBLISH whose content is a run of bodies, each a 4-byte big-endian length and
+    /// its bytes, published in order with the frame's header block (NO_REPLY only).
+    pub const BATCH: Flags = Flags(0x0040);
 
     /// No flags.
     pub const fn empty() -> Flags {

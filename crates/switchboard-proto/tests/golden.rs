@@ -143,6 +143,7 @@ fn vectors() -> Vec<Vector> {
                 software: "switchboard/0.1.0".into(),
                 name: "alice".into(),
                 user: "alice".into(),
+                features: 0,
             }
             .into(),
         },

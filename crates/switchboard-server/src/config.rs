@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub max_history: u64,
     /// Refuse publishing to channels nobody created.
     pub require_channel_creation: bool,
+    /// Announce in SESSION_ACK that PUBLISH frames may carry a batch of bodies (flag
+    /// BATCH), so that clients send them. Batches are accepted either way; off, clients
+    /// send one frame per publish, as to a server that predates batches.
+    pub publish_batches: bool,
     /// Frames queued per connection before it counts as a slow consumer. Queue slots are
     /// allocated as they fill, so a large bound costs an idle connection nothing.
     pub outbound_queue: usize,
@@ -113,6 +117,7 @@ impl Default for ServerConfig {
             default_history: 1000,
             max_history: 1_000_000,
             require_channel_creation: false,
+            publish_batches: true,
             outbound_queue: 1 << 20,
             outbound_queue_bytes: 64 * 1024 * 1024,
             max_connections: 100_000,

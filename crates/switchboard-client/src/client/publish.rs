@@ -22,7 +22,7 @@ use crate::payload::Payload;
 use crate::requests::Pending;
 use crate::shared::lock;
 use crate::upload::UploadHead;
-use crate::writer::{Command, TryQueue, try_queue};
+use crate::writer::{Command, TryQueue, try_queue_no_reply};
 
 /// A progress callback: told the bytes of a streamed body handed to the connection so
 /// far, after each chunk.
@@ -453,13 +453,7 @@ impl<'a> PublishBuilder<'a> {
         // Encoded straight into the send queue; the deadline (a clock read) and its timer
         // matter only when the queue is full.
         let shared = &client.inner.shared;
-        match try_queue(
-            shared,
-            &client.inner.queue,
-            request_id,
-            Flags::NO_REPLY,
-            &publish,
-        ) {
+        match try_queue_no_reply(shared, &client.inner.queue, request_id, &publish) {
             TryQueue::Queued => Ok(TryNoReply::Queued),
             TryQueue::Closed => Err(shared.closed_error()),
             TryQueue::Full => {

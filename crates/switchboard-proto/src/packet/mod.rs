@@ -30,12 +30,15 @@ pub use group::{
     ListGroups, MemberInfo, MemberList,
 };
 pub use message::{Envelope, Message, MessageFields};
-pub use publish::{Publish, PublishAck, PublishRef, PublishTexts, StreamStart};
+pub use publish::{
+    BATCH_LEN_BYTES, BatchBodies, Publish, PublishAck, PublishBatchRef, PublishRef, PublishTexts,
+    StreamStart, batch_request_id,
+};
 pub use relay::{
     ClientInfo, ClientList, Identify, Identity, ListClients, MAX_RECEIVERS, Relay, RelayOutcome,
     RelayResult, RelayStatus,
 };
-pub use session::{Disconnect, ErrorPacket, Heartbeat, OkReply, SessionAck, SessionInit};
+pub use session::{Disconnect, ErrorPacket, Heartbeat, OkReply, SessionAck, SessionInit, features};
 pub use stream::{Chunk, DIGEST_LEN, StreamAbort};
 pub use subscribe::{Replay, Subscribe, SubscribeAck, Unsubscribe};
 

@@ -73,6 +73,7 @@ impl Publish {
         // A streamed publish's fields depend on its flag too: never shared whole.
         let streamed = frame.flags.contains(Flags::STREAM);
         if !streamed && !last.headers.is_empty() && same_bytes(&frame.headers, &last.headers) {
+            check_batch(frame)?;
             return Ok(Publish {
                 scope: last.scope,
                 channel: last.channel.clone(),
@@ -133,8 +134,92 @@ impl Publish {
         })?;
         packet.channel = required(channel, FrameType::Publish, "channel")?;
         packet.stream = StreamStart::read(frame, stream_id, total_len)?;
+        check_batch(frame)?;
         Ok(packet)
     }
+}
+
+/// Bytes of the length before each body of a batched PUBLISH.
+pub const BATCH_LEN_BYTES: usize = 4;
+
+/// Refuses a PUBLISH with flag BATCH whose flags or content are not a batch: flag STREAM
+/// or no flag NO_REPLY, or no body (`INVALID_ARGUMENT`, as a field out of range); a
+/// length running past the content or bytes left after the last body (`BAD_FRAME`, as a
+/// malformed field). Checked whole before any body is published, so that a malformed
+/// batch is refused whole.
+fn check_batch(frame: &Frame) -> Result<(), ProtoError> {
+    if !frame.flags.contains(Flags::BATCH) {
+        return Ok(());
+    }
+    let invalid = |reason: &str| ProtoError::InvalidField {
+        frame: FrameType::Publish,
+        field: "flags",
+        reason: reason.to_owned(),
+    };
+    if frame.flags.contains(Flags::STREAM) {
+        return Err(invalid("a batch of bodies cannot be streamed"));
+    }
+    if !frame.flags.contains(Flags::NO_REPLY) {
+        return Err(invalid("a batch of bodies is sent without reply only"));
+    }
+    if frame.content.is_empty() {
+        return Err(invalid("a batch holds at least one body"));
+    }
+    let mut rest = &frame.content[..];
+    while !rest.is_empty() {
+        let Some((len, after)) = rest.split_first_chunk::<BATCH_LEN_BYTES>() else {
+            return Err(ProtoError::MalformedBatch("a body length is cut short"));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > after.len() {
+            return Err(ProtoError::MalformedBatch("a body runs past the content"));
+        }
+        rest = &after[len..];
+    }
+    Ok(())
+}
+
+/// The bodies of a batched PUBLISH, in order, as slices of its content (no copies).
+/// Made from a frame that [`Publish::from_frame`] accepted, whose batch was checked;
+/// a content that is not one ends the bodies where it stops making sense.
+#[derive(Debug, Clone)]
+pub struct BatchBodies {
+    content: Bytes,
+    at: usize,
+}
+
+impl BatchBodies {
+    /// The bodies of `content`, a batch's.
+    pub fn new(content: &Bytes) -> Self {
+        BatchBodies {
+            content: content.clone(),
+            at: 0,
+        }
+    }
+}
+
+impl Iterator for BatchBodies {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        let rest = self.content.get(self.at..)?;
+        let (len, _) = rest.split_first_chunk::<BATCH_LEN_BYTES>()?;
+        let start = self.at + BATCH_LEN_BYTES;
+        let end = start.checked_add(u32::from_be_bytes(*len) as usize)?;
+        if end > self.content.len() {
+            return None;
+        }
+        self.at = end;
+        Some(self.content.slice(start..end))
+    }
+}
+
+/// The request id of body `index` of a batch whose frame carries `first`: the frame's
+/// id plus the index, wrapping inside the ids with the same high bit (a client's ids
+/// for publishes without reply all have it), so that an ERROR names that one publish.
+pub fn batch_request_id(first: u32, index: u32) -> u32 {
+    const HIGH: u32 = 0x8000_0000;
+    (first & HIGH) | (first.wrapping_add(index) & !HIGH)
 }
 
 /// The text fields of a PUBLISH that [`PublishTexts`] keeps.
@@ -251,6 +336,42 @@ impl Encode for PublishRef<'_> {
     }
     fn write_block(&self, fields: &mut BlockWriter<'_>) {
         self.put_fields(fields);
+    }
+}
+
+/// A PUBLISH of one body with flag BATCH, for encoding only: the frame a client opens a
+/// batch with, to which further bodies with the same header block are appended in
+/// place (each its length, then its bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishBatchRef<'a>(pub PublishRef<'a>);
+
+impl Encode for PublishBatchRef<'_> {
+    fn frame_type(&self) -> FrameType {
+        FrameType::Publish
+    }
+    fn flags(&self) -> Flags {
+        Flags::BATCH
+    }
+    fn write_fields(&self, fields: &mut FieldWriter<'_>) {
+        self.0.put_fields(fields);
+    }
+    fn write_content(&self, dst: &mut bytes::BytesMut) {
+        // Bodies of a batch are small (a sender batches only those): the length is
+        // within u32 because the frame's content is.
+        dst.extend_from_slice(&(self.0.body.len() as u32).to_be_bytes());
+        dst.extend_from_slice(self.0.body);
+    }
+    fn content_len(&self) -> usize {
+        BATCH_LEN_BYTES + self.0.body.len()
+    }
+    fn fields_len_hint(&self) -> usize {
+        self.0.fields_len_hint()
+    }
+    fn block_bound(&self) -> Option<usize> {
+        self.0.block_bound()
+    }
+    fn write_block(&self, fields: &mut BlockWriter<'_>) {
+        self.0.put_fields(fields);
     }
 }
 
@@ -451,5 +572,92 @@ mod shared_texts {
         frame.headers = Bytes::from(headers);
         assert!(Publish::from_frame(&frame).is_err());
         assert!(Publish::from_frame_sharing(&frame, &mut last).is_err());
+    }
+}
+
+#[cfg(test)]
+mod batches {
+    use bytes::{BufMut, BytesMut};
+
+    use crate::error::ErrorCode;
+
+    use super::*;
+
+    fn batch_frame(flags: Flags, content: &[u8]) -> Frame {
+        let publish = Publish {
+            channel: "chat".into(),
+            body: Bytes::copy_from_slice(content),
+            ..Publish::default()
+        };
+        let mut frame = crate::codec::round_trip(1, &publish);
+        frame.flags = flags;
+        frame
+    }
+
+    const BATCHED: Flags = Flags(Flags::NO_REPLY.0 | Flags::BATCH.0);
+
+    #[test]
+    fn a_batch_encoded_and_appended_to_gives_its_bodies_in_order() {
+        let first = Bytes::from_static(b"one");
+        let publish = PublishRef {
+            scope: Scope::Channel,
+            channel: "chat",
+            content_type: "",
+            user_headers: &[],
+            body: &first,
+        };
+        let mut frame = crate::codec::round_trip(1, &PublishBatchRef(publish));
+        assert!(frame.flags.contains(Flags::BATCH));
+        let mut content = BytesMut::from(&frame.content[..]);
+        for body in [&b""[..], b"three"] {
+            content.put_u32(body.len() as u32);
+            content.put_slice(body);
+        }
+        frame.content = content.freeze();
+        frame.flags = frame.flags.with(Flags::NO_REPLY);
+        let decoded = Publish::from_frame(&frame).unwrap();
+        assert_eq!(decoded.channel, "chat");
+        let bodies: Vec<Bytes> = BatchBodies::new(&decoded.body).collect();
+        assert_eq!(bodies, [&b"one"[..], b"", b"three"]);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_with_the_codes_of_the_order_of_checks() {
+        let cases: [(Flags, &[u8], ErrorCode); 5] = [
+            (BATCHED, &[0, 0, 0, 9, b'a'], ErrorCode::BadFrame),
+            (BATCHED, &[0, 0, 0, 1, b'a', 0, 0], ErrorCode::BadFrame),
+            (BATCHED, &[], ErrorCode::InvalidArgument),
+            (
+                Flags::BATCH,
+                &[0, 0, 0, 1, b'a'],
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                BATCHED.with(Flags::STREAM),
+                &[0, 0, 0, 1, b'a'],
+                ErrorCode::InvalidArgument,
+            ),
+        ];
+        for (flags, content, code) in cases {
+            let frame = batch_frame(flags, content);
+            let error = Publish::from_frame(&frame).unwrap_err();
+            assert_eq!(error.code(), code, "{content:?}");
+            assert!(!error.is_fatal());
+            let mut last = PublishTexts::default();
+            let sound = batch_frame(BATCHED, &[0, 0, 0, 1, b'a']);
+            Publish::from_frame_sharing(&sound, &mut last).unwrap();
+            // Refused also when the header block was decoded just before.
+            if !flags.contains(Flags::STREAM) {
+                assert!(Publish::from_frame_sharing(&frame, &mut last).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn request_ids_of_a_batch_wrap_inside_their_half() {
+        assert_eq!(batch_request_id(0x8000_0005, 2), 0x8000_0007);
+        assert_eq!(batch_request_id(0xFFFF_FFFF, 1), 0x8000_0000);
+        assert_eq!(batch_request_id(7, 3), 10);
+        assert_eq!(batch_request_id(0x7FFF_FFFF, 2), 1);
     }
 }

@@ -125,6 +125,15 @@ pub struct SessionAck {
     pub name: Text,
     /// The user the session is authenticated as; empty for an anonymous session.
     pub user: Text,
+    /// What the server accepts beyond version 1's baseline, a bit set of
+    /// [`features`]; 0 from servers that do not send it.
+    pub features: u64,
+}
+
+/// The bits of SESSION_ACK's FEATURES field.
+pub mod features {
+    /// The server accepts PUBLISH frames with flag BATCH (several bodies per frame).
+    pub const PUBLISH_BATCH: u64 = 1;
 }
 
 impl SessionAck {
@@ -141,6 +150,7 @@ impl SessionAck {
                 key::SOFTWARE => packet.software = field.text()?,
                 key::CLIENT_NAME => packet.name = field.text()?,
                 key::USER => packet.user = field.text()?,
+                key::FEATURES => packet.features = field.uint()?,
                 _ => {}
             }
             Ok(())
@@ -169,9 +179,12 @@ impl Encode for SessionAck {
         if !self.user.is_empty() {
             fields.text(key::USER, &self.user);
         }
+        if self.features != 0 {
+            fields.uint(key::FEATURES, self.features);
+        }
     }
     fn fields_len_hint(&self) -> usize {
-        72 + self.software.len() + text_len(&self.name) + text_len(&self.user)
+        84 + self.software.len() + text_len(&self.name) + text_len(&self.user)
     }
 }
 

@@ -245,9 +245,10 @@ pub fn channel_info() -> BoxedStrategy<ChannelInfo> {
 }
 
 /// Flags a caller may add to any packet without changing how it decodes: everything
-/// except STREAM and LAST (which the packets set themselves) and MAC (set by the codec).
+/// except STREAM and LAST (which the packets set themselves), MAC (set by the codec) and
+/// BATCH (which gives a PUBLISH's content a structure).
 pub fn extra_flags() -> BoxedStrategy<Flags> {
-    let allowed = !(Flags::STREAM.0 | Flags::LAST.0 | Flags::MAC.0);
+    let allowed = !(Flags::STREAM.0 | Flags::LAST.0 | Flags::MAC.0 | Flags::BATCH.0);
     prop_oneof![
         Just(Flags::empty()),
         prop::sample::select(vec![Flags::REPLAY, Flags::PONG, Flags::NO_REPLY]),
@@ -297,6 +298,7 @@ pub fn packet_of(frame_type: FrameType) -> BoxedStrategy<Packet> {
                         software,
                         name,
                         user,
+                        features: client_id % 4,
                     })
                 },
             )

@@ -63,6 +63,12 @@ pub(crate) fn apply_at_once(
     };
     let request_id = frame.request_id;
     debug!(target: log::GENERAL, client_id = session.caller.client_id(), request_id, frame = %frame.frame_type, "request");
+    if frame.flags.contains(Flags::BATCH) {
+        // Decoded (and its batch checked) above: each body is checked on its own.
+        return Some(publish::publish_batch_at_once(
+            hub, session, run, request_id, &publish,
+        ));
+    }
     if let Some(limits) = &session.limits
         && let Err(refusal) = limits::admit_publish(hub, limits, &publish)
     {
@@ -78,7 +84,7 @@ pub(crate) fn apply_at_once(
         request_id,
         quiet,
         &mut publish,
-        frame.content_crc,
+        Some(frame.content_crc),
     ))
 }
 
@@ -110,6 +116,14 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
         }
     };
     debug!(target: log::GENERAL, client_id = session.caller.client_id(), request_id, frame = %packet.frame_type(), "request");
+    let packet = match packet {
+        // Each body of a batch goes through the limits on its own.
+        Packet::Publish(publish) if frame.flags.contains(Flags::BATCH) => {
+            publish::publish_batch(hub, session, request_id, publish).await;
+            return AfterRequest::Continue;
+        }
+        packet => packet,
+    };
     if let Some(limits) = &session.limits
         && let Err(refusal) = limits::admit(hub, limits, &packet)
     {
@@ -160,7 +174,8 @@ pub(crate) async fn apply(hub: &Hub, session: &mut Session, frame: Frame) -> Aft
             if publish.stream.is_some() {
                 stream::open(hub, session, request_id, quiet, publish).await;
             } else {
-                publish::publish(hub, session, request_id, quiet, publish, frame.content_crc).await;
+                let crc = Some(frame.content_crc);
+                publish::publish(hub, session, request_id, quiet, publish, crc, false).await;
             }
         }
         Packet::Chunk(chunk) => stream::chunk(hub, session, chunk).await,

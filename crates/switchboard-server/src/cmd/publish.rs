@@ -5,11 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use switchboard_proto::packet::{Packet, Publish, PublishAck, PublishTexts, Scope};
+use bytes::Bytes;
+use switchboard_proto::packet::{
+    BatchBodies, Packet, Publish, PublishAck, PublishTexts, Scope, batch_request_id,
+};
 use switchboard_proto::subject;
 use switchboard_proto::{ErrorCode, Flags};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::debug;
 
 use super::channel::ImplicitChannel;
 use super::cluster_acks::ClusterAcks;
@@ -18,23 +22,30 @@ use super::session::Session;
 use crate::error::Refusal;
 use crate::hooks::PublishVerdict;
 use crate::hub::{Hub, Published, RunChannel};
+use crate::log;
 use crate::metrics::LatencyHistogram;
 use crate::outbox::{Outbox, Outgoing};
 use crate::security::permissions::Operation;
 use crate::storage::SyncFuture;
 use crate::time::now_us;
 
-/// `body_crc` is the CRC32C of the body as checked in its frame.
+/// `body_crc` is the CRC32C of the body as checked in its frame, if known (not for
+/// the bodies of a batch); `publish_permitted`: the session's permission to publish
+/// there was checked already (once for a batch's bodies).
 pub(crate) async fn publish(
     hub: &Hub,
     session: &mut Session,
     request_id: u32,
     quiet: bool,
     mut publish: Publish,
-    body_crc: u32,
+    body_crc: Option<u32>,
+    publish_permitted: bool,
 ) {
     let Some(cluster) = hub.cluster() else {
-        let mut run = PublishRun::default();
+        let mut run = PublishRun {
+            publish_permitted,
+            ..PublishRun::default()
+        };
         let answer = publish_at_once(
             hub,
             session,
@@ -48,7 +59,14 @@ pub(crate) async fn publish(
     };
     let started = Instant::now();
     let everything = session.permissions.is_everything();
-    let prepared = match Prepared::prepare(hub, session, everything, &mut publish, body_crc) {
+    let prepared = match Prepared::prepare(
+        hub,
+        session,
+        everything,
+        publish_permitted,
+        &mut publish,
+        body_crc,
+    ) {
         Ok(prepared) => prepared,
         Err(refusal) => return session.refuse(request_id, refusal).await,
     };
@@ -104,6 +122,9 @@ pub(crate) struct PublishRun {
     /// microseconds of each other, and a clock read costs more than a small publish's
     /// routing.
     now_us: Option<u64>,
+    /// The session may publish where the frame being served publishes, as checked once
+    /// for all the bodies of a batch.
+    pub(super) publish_permitted: bool,
 }
 
 impl PublishRun {
@@ -134,12 +155,13 @@ pub(crate) fn publish_at_once(
     request_id: u32,
     quiet: bool,
     publish: &mut Publish,
-    body_crc: u32,
+    body_crc: Option<u32>,
 ) -> Answer {
     // Only an acknowledged publish has a latency to record: a quiet one reads no clock.
     let started = (!quiet).then(Instant::now);
     let everything = run.may_do_everything(session);
-    let prepared = match Prepared::prepare(hub, session, everything, publish, body_crc) {
+    let permitted = run.publish_permitted;
+    let prepared = match Prepared::prepare(hub, session, everything, permitted, publish, body_crc) {
         Ok(prepared) => prepared,
         Err(refusal) => return Answer::Refuse(request_id, refusal),
     };
@@ -174,6 +196,8 @@ pub(crate) enum Answer {
     Refuse(u32, Refusal),
     /// An ERROR for a request over a limit (logged at debug only, where it was found).
     OverLimit(u32, Refusal),
+    /// What is left of the publishes of a batch, in order; never nested.
+    Several(Vec<Answer>),
 }
 
 impl Answer {
@@ -201,7 +225,19 @@ impl Answer {
 
     pub(crate) async fn send(self, hub: &Hub, session: &mut Session) {
         match self {
-            Answer::Nothing => {}
+            Answer::Several(answers) => {
+                for answer in answers {
+                    answer.send_one(hub, session).await;
+                }
+            }
+            one => one.send_one(hub, session).await,
+        }
+    }
+
+    async fn send_one(self, hub: &Hub, session: &mut Session) {
+        match self {
+            // Not nested (see `publish_batch_at_once`).
+            Answer::Nothing | Answer::Several(_) => {}
             Answer::Ack {
                 request_id,
                 quiet,
@@ -228,16 +264,18 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// `everything`: whether the session may do everything, as its permissions say.
+    /// `everything`: whether the session may do everything, as its permissions say;
+    /// `permitted`: whether its permission to publish there was checked already.
     fn prepare(
         hub: &Hub,
         session: &Session,
         everything: bool,
+        permitted: bool,
         publish: &mut Publish,
-        body_crc: u32,
+        body_crc: Option<u32>,
     ) -> Result<Prepared, Refusal> {
         let body = (publish.body.as_ptr() as usize, publish.body.len());
-        run_hooks_knowing(hub, session, everything, publish)?;
+        run_hooks_knowing(hub, session, everything || permitted, publish)?;
         // The same slice of the same (immutable) buffer is the same body; a hook that
         // rewrote it made the CRC stale.
         let unchanged = (publish.body.as_ptr() as usize, publish.body.len()) == body;
@@ -250,7 +288,7 @@ impl Prepared {
             Ok(new_tags) => Ok(Prepared {
                 creation,
                 new_tags,
-                body_crc: unchanged.then_some(body_crc),
+                body_crc: body_crc.filter(|_| unchanged),
             }),
             Err(refusal) => {
                 creation.settle(hub, false);
@@ -274,6 +312,114 @@ impl Prepared {
     }
 }
 
+/// A batched PUBLISH on a server outside a cluster, served as its publishes: body `k`
+/// in order, as a publish without reply with request id `batch_request_id(id, k)`, each
+/// through the session's limits, the hooks, history and routing like a PUBLISH of its
+/// own. What is the same for every body is done once: the header block was decoded
+/// once (by the caller, `publish` holding the whole content), the permission to publish
+/// there is checked once, and the run's channel and time serve them all.
+pub(crate) fn publish_batch_at_once(
+    hub: &Hub,
+    session: &Session,
+    run: &mut PublishRun,
+    request_id: u32,
+    publish: &Publish,
+) -> Answer {
+    let mut answers = Vec::new();
+    let bodies = BatchBodies::new(&publish.body);
+    if !run.may_do_everything(session)
+        && let Err(refusal) = permit_publish(hub, session, publish)
+    {
+        for (index, _) in bodies.enumerate() {
+            let id = batch_request_id(request_id, index as u32);
+            answers.push(Answer::Refuse(id, refusal.clone()));
+        }
+        return Answer::Several(answers);
+    }
+    run.publish_permitted = true;
+    for (index, body) in bodies.enumerate() {
+        let id = batch_request_id(request_id, index as u32);
+        let mut one = body_of_batch(publish, body);
+        if let Some(limits) = &session.limits
+            && let Err(refusal) = super::limits::admit_publish(hub, limits, &one)
+        {
+            debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id = id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+            answers.push(Answer::OverLimit(id, refusal));
+            continue;
+        }
+        // The body's CRC is not known (the frame's covers the whole batch): the
+        // message's is computed as it is encoded.
+        let answer = publish_at_once(hub, session, run, id, true, &mut one, None);
+        if !answer.is_nothing() {
+            answers.push(answer);
+        }
+    }
+    run.publish_permitted = false;
+    if answers.is_empty() {
+        Answer::Nothing
+    } else {
+        Answer::Several(answers)
+    }
+}
+
+/// [`publish_batch_at_once`] on a server in a cluster, where each publish may wait for
+/// the backplane.
+pub(crate) async fn publish_batch(
+    hub: &Hub,
+    session: &mut Session,
+    request_id: u32,
+    publish: Publish,
+) {
+    let bodies = BatchBodies::new(&publish.body);
+    if !session.permissions.is_everything()
+        && let Err(refusal) = permit_publish(hub, session, &publish)
+    {
+        for (index, _) in bodies.enumerate() {
+            let id = batch_request_id(request_id, index as u32);
+            session.refuse(id, refusal.clone()).await;
+        }
+        return;
+    }
+    for (index, body) in bodies.enumerate() {
+        let id = batch_request_id(request_id, index as u32);
+        let one = body_of_batch(&publish, body);
+        if let Some(limits) = &session.limits
+            && let Err(refusal) = super::limits::admit_publish(hub, limits, &one)
+        {
+            debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id = id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
+            session.reply(id, Packet::Error(refusal.to_packet())).await;
+            continue;
+        }
+        self::publish(hub, session, id, true, one, None, true).await;
+    }
+}
+
+/// One publish of a batch: the batch's header fields, with this body.
+fn body_of_batch(batch: &Publish, body: Bytes) -> Publish {
+    Publish {
+        scope: batch.scope,
+        channel: batch.channel.clone(),
+        content_type: batch.content_type.clone(),
+        // Not cloned when empty (most publishes): a clone costs a call even then.
+        user_headers: if batch.user_headers.is_empty() {
+            Vec::new()
+        } else {
+            batch.user_headers.clone()
+        },
+        body,
+        stream: None,
+    }
+}
+
+/// Checks that the session may publish there (or post to the group).
+fn permit_publish(hub: &Hub, session: &Session, publish: &Publish) -> Result<(), Refusal> {
+    let operation = match publish.scope {
+        Scope::Group => Operation::PostToGroup,
+        Scope::Channel | Scope::Tag => Operation::Publish,
+    };
+    session.permit(hub, operation, &publish.channel)
+}
+
 /// Checks that the session may publish there (or post to the group) and the header
 /// names, then lets the embedding application reject or rewrite the publish.
 pub(crate) fn run_hooks(
@@ -293,11 +439,7 @@ fn run_hooks_knowing(
     publish: &mut Publish,
 ) -> Result<(), Refusal> {
     if !everything {
-        let operation = match publish.scope {
-            Scope::Group => Operation::PostToGroup,
-            Scope::Channel | Scope::Tag => Operation::Publish,
-        };
-        session.permit(hub, operation, &publish.channel)?;
+        permit_publish(hub, session, publish)?;
     }
     for (name, _) in &publish.user_headers {
         subject::validate_header_name(name)

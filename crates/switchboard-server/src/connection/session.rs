@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::packet::{Disconnect, Packet, SessionAck, SessionInit};
+use switchboard_proto::packet::{Disconnect, Packet, SessionAck, SessionInit, features};
 use switchboard_proto::{ErrorCode, Text};
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
@@ -243,6 +243,11 @@ where
             .as_deref()
             .map(Text::from)
             .unwrap_or_default(),
+        features: if hub.config().publish_batches {
+            features::PUBLISH_BATCH
+        } else {
+            0
+        },
     };
     if let Some(cluster) = hub.cluster() {
         // Before the answer: once the client is told it is connected, its groups are
