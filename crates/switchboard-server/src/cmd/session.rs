@@ -41,7 +41,6 @@ pub(crate) struct Session {
     /// What its roles allow, with its cache of decisions; shared with the routes that
     /// filter deliveries on its behalf and with its directory entry.
     pub permissions: Arc<SessionPermissions>,
-    pub connected_since_us: u64,
     /// Nothing heard for this many milliseconds ends the session (three heartbeats; see
     /// [`Session::idle_limit`]). Kept here rather than passed along, where each async
     /// layer would hold a copy for the session's life; 4 bytes where a `Duration` is 16.
@@ -86,7 +85,6 @@ impl Session {
             limits: None,
             policy_changes,
             permissions,
-            connected_since_us: crate::time::now_us(),
             idle_limit_ms: u32::try_from(idle_limit.as_millis()).unwrap_or(u32::MAX),
             subscriptions: Subscriptions::default(),
             streams: OpenStreams::default(),

@@ -140,11 +140,16 @@ impl RunChannel {
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub name: Text,
+    /// The session's queue, whose state holds its id and name too.
     pub outbox: Outbox,
 }
 
 impl Caller {
+    /// The session's name: its outbox's (kept once, where the directory reads it too).
+    pub fn name(&self) -> &Text {
+        self.outbox.name()
+    }
+
     /// The session's client id: its outbox's connection id (not kept twice, in every
     /// session's record).
     pub fn client_id(&self) -> u64 {
@@ -190,8 +195,8 @@ impl Destination {
             },
             Destination::Group(group) => Target::Group {
                 name: &group.name,
-                sender: &caller.name,
-                member: group.is_member(&caller.name),
+                sender: caller.name(),
+                member: group.is_member(caller.name()),
             },
         }
     }
@@ -543,8 +548,8 @@ impl Hub {
         &self.logins
     }
 
-    pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
-        Outbox::new(conn_id, &self.outboxes)
+    pub fn new_outbox(&self, conn_id: u64, name: Text) -> (Outbox, OutboxReceiver) {
+        Outbox::new(conn_id, name, &self.outboxes)
     }
 
     /// Makes a session reachable by others (relays by id, group posts by name).
@@ -1253,7 +1258,7 @@ impl Hub {
             seq: history.next_seq(),
             time_us,
             sender_id: caller.client_id(),
-            sender_name: &caller.name,
+            sender_name: caller.name(),
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
             body: if stream.is_some() { &[] } else { &publish.body },
@@ -1544,11 +1549,8 @@ mod publish_run_tests {
     #[tokio::test]
     async fn a_run_publishes_to_a_channel_created_again_after_a_delete() {
         let hub = hub();
-        let (outbox, _queue) = hub.new_outbox(1);
-        let caller = Caller {
-            name: "ada".into(),
-            outbox,
-        };
+        let (outbox, _queue) = hub.new_outbox(1, "ada".into());
+        let caller = Caller { outbox };
         let mut last = RunChannel::default();
         let first = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(first.map(|made| made.ack.seq).ok(), Some(1));
