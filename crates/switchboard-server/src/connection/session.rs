@@ -34,9 +34,9 @@ struct Accepted {
     name: Text,
     info: SessionInfo,
     identity: Identity,
-    /// Subscribed before the identity was judged by the policy, so that no reload
-    /// after that goes unnoticed.
-    policy_changes: tokio::sync::watch::Receiver<u64>,
+    /// The hub's policy generation, read before the identity was judged by the policy,
+    /// so that no reload after that goes unnoticed.
+    policy_seen: u64,
     heartbeat: Duration,
 }
 
@@ -97,8 +97,8 @@ where
         let message = "the server is at its connection limit";
         return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
     }
-    // Watched from before the policy is read: a reload while logging in is not missed.
-    let policy_changes = hub.policy_changes();
+    // Read before the policy is: a reload while logging in is not missed.
+    let policy_seen = hub.policy_generation();
     let Login { identity, name } = log_in(hub, request_id, &init, peer).await?;
     // The name is kept for the session's life: a copy of its own, because the decoded
     // one is a slice of the read buffer, which it would keep from being freed.
@@ -125,7 +125,7 @@ where
         request_id,
         name,
         identity,
-        policy_changes,
+        policy_seen,
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })
@@ -202,7 +202,7 @@ where
         name,
         info,
         identity,
-        policy_changes,
+        policy_seen,
         heartbeat,
     } = accepted;
     let client_id = info.client_id;
@@ -222,7 +222,7 @@ where
         identity,
         permissions,
         heartbeat * 3,
-        policy_changes,
+        policy_seen,
     );
     let limits = hub.policy().session_limits(&session.identity);
     session.apply_limits(hub, limits);

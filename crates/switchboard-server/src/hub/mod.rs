@@ -244,8 +244,10 @@ pub struct Hub {
     budget: Arc<MemoryBudget>,
     /// Who may do what; replaced whole by a reload.
     policy: SharedPolicy,
-    /// Bumped by every reload: sessions wait on it to re-check themselves.
-    policy_generation: tokio::sync::watch::Sender<u64>,
+    /// Bumped by every reload: sessions compare it with the one they last saw, and
+    /// re-check themselves when it moved. A number rather than a watch: a watch's
+    /// receiver is 16 bytes in every session's record, what it last saw 8.
+    policy_generation: AtomicU64,
     /// The TLS listeners' certificates, reloaded with the policy.
     tls: crate::tls::TlsReloader,
     /// How a RELOAD request or a signal reads the configuration again, if it can.
@@ -316,7 +318,7 @@ impl Hub {
             rules: PublishRules::new(&config, storage.is_durable()),
             budget,
             policy: shared_policy(policy),
-            policy_generation: tokio::sync::watch::Sender::new(0),
+            policy_generation: AtomicU64::new(0),
             tls: crate::tls::TlsReloader::default(),
             reload_source: None,
             usage: UsageTable::default(),
@@ -415,9 +417,11 @@ impl Hub {
         self
     }
 
-    /// Wakes when a reload put a new policy in force.
-    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.policy_generation.subscribe()
+    /// How many reloads put a new policy in force. Sequentially consistent, like the
+    /// parked key a reload looks at after bumping it (see `Outbox::set_parked_key`):
+    /// a session parking as a reload happens either is woken or sees the number move.
+    pub(crate) fn policy_generation(&self) -> u64 {
+        self.policy_generation.load(Ordering::SeqCst)
     }
 
     /// Puts the security settings and limits of `config` in force (the rest of it needs
@@ -435,8 +439,7 @@ impl Hub {
             })
             .map(|policy| {
                 self.policy.store(Arc::new(policy));
-                self.policy_generation
-                    .send_modify(|generation| *generation += 1);
+                self.policy_generation.fetch_add(1, Ordering::SeqCst);
                 // Sessions wait on their outbox's signal, not on the watch; one
                 // registered after this looks at the watch before it first waits.
                 self.directory.nudge_all();
@@ -466,7 +469,7 @@ impl Hub {
         match result {
             Ok(()) => {
                 Counters::add(&self.counters.reloads, 1);
-                info!(target: log::GENERAL, generation = *self.policy_generation.borrow(), "configuration reloaded");
+                info!(target: log::GENERAL, generation = self.policy_generation(), "configuration reloaded");
             }
             Err(error) => {
                 Counters::add(&self.counters.reloads_failed, 1);
