@@ -168,19 +168,33 @@ impl DroppableFrame {
 /// state is a word with its padding, in every connection's state.
 #[derive(Debug, Default)]
 struct Rare {
-    /// Why the connection is being closed. Boxed: set only for a connection being
-    /// closed, and 24 bytes smaller in every other connection's state.
-    kill_reason: Option<Box<(ErrorCode, String)>>,
-    /// The droppable frames of the connection still in its queue, oldest first. Boxed
-    /// when the first is queued: only drop-oldest channels queue them, and every other
-    /// connection's state holds 8 bytes here rather than a 32-byte deque.
-    #[allow(clippy::box_collection)]
-    droppables: Option<Box<VecDeque<Arc<DroppableFrame>>>>,
+    /// Why the connection is being closed and its droppable frames, boxed together
+    /// when the first of them is needed: most connections are never killed nor queue a
+    /// droppable frame, and their state holds one word here rather than two (which made
+    /// it one of glibc's 16-byte steps larger).
+    closing: Option<Box<Closing>>,
     /// What the session may do and its user, as others' relays and listings judge it
     /// (the session reads its own copy, without this lock, on every request); set when
     /// the session is registered and by every reload. `None` for a queue without a
     /// registered session.
     permissions: Option<Arc<SessionPermissions>>,
+}
+
+/// What an outbox keeps only once its connection is being closed or queues droppable
+/// frames.
+#[derive(Debug, Default)]
+struct Closing {
+    /// Why the connection is being closed.
+    kill_reason: Option<(ErrorCode, String)>,
+    /// The droppable frames of the connection still in its queue, oldest first (only
+    /// drop-oldest channels queue them).
+    droppables: VecDeque<Arc<DroppableFrame>>,
+}
+
+impl Rare {
+    fn closing(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
+    }
 }
 
 /// The sending side of a connection's outbound queue, cheap to clone (and small: routes
@@ -711,7 +725,7 @@ impl Outbox {
     fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
         let weight = message.frame_len() + ITEM_OVERHEAD;
         let mut guard = self.state().rare.lock();
-        let queued = &mut **guard.droppables.get_or_insert_with(Box::default);
+        let queued = &mut guard.closing().droppables;
         self.drop_oldest(queued, weight, self.state().server.max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(message.clone())),
@@ -951,8 +965,9 @@ impl Outbox {
     /// Asks the connection to close with the given reason (the first reason wins).
     pub fn kill(&self, code: ErrorCode, reason: &str) {
         let mut rare = self.state().rare.lock();
-        if rare.kill_reason.is_none() {
-            rare.kill_reason = Some(Box::new((code, reason.to_owned())));
+        let closing = rare.closing();
+        if closing.kill_reason.is_none() {
+            closing.kill_reason = Some((code, reason.to_owned()));
         }
         drop(rare);
         self.state().killed.store(true, Ordering::SeqCst);
@@ -1025,9 +1040,9 @@ impl Outbox {
         self.state()
             .rare
             .lock()
-            .kill_reason
-            .as_deref()
-            .cloned()
+            .closing
+            .as_ref()
+            .and_then(|closing| closing.kill_reason.clone())
             .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
     }
 }
