@@ -674,7 +674,7 @@ mod tests {
             Arc::new(crate::hooks::NoHooks),
             crate::blobs::BlobStore::temporary().expect("a temporary blob directory"),
         ));
-        let (outbox, rx) = hub.new_outbox(1);
+        let (outbox, rx) = hub.new_outbox(1, switchboard_proto::Text::default());
         start(rx, tokio::io::sink(), hub.clone());
         for task in 0..=OPENING_TASKS {
             outbox

@@ -25,10 +25,16 @@ use live_bytes::LIVE_BYTES;
 /// Sessions measured: both ends of each are sockets of this process, so this stays well
 /// under the usual limit of 1024 open files.
 const SESSIONS: usize = 400;
-/// Heap bytes an idle subscribed session may hold on the server: 831 bytes now in a
+/// Heap bytes an idle subscribed session may hold on the server: 704 bytes now in a
 /// debug build, parked without a task of its own and (on unix) with its socket out of
 /// the runtime's reactor (its permissions among them; open sessions share one
-/// identity); 846 while its parked record was one glibc step larger (the client id
+/// identity); 740 while its outbox state kept its kill reason and droppable frames in
+/// two boxes and its queue's receiver two ways of waiting, and an exact route's slot
+/// kept the subscriber's id beside its outbox (48 bytes rather than 32); 747 while
+/// sessions kept a watch receiver for reloads; 831 while the directory's tables held a copy of its id, name, connection
+/// time and permissions (a 64-byte slot) where they now hold its outbox, its record
+/// kept its name and connection time beside its outbox's, and the directory's copy of
+/// its name made the name's buffer shared (an allocation of its own); 846 while its parked record was one glibc step larger (the client id
 /// kept beside its outbox's connection id, the transport's byte outside the session);
 /// 862 while its outbox state was one glibc step larger (its kill reason
 /// and its droppable frames under two locks, its reservation's lock in a padded
@@ -48,7 +54,7 @@ const SESSIONS: usize = 400;
 /// was a child cancellation token and its task held a hash map for uploads; about
 /// 14 KiB when its read buffer, queue slots, writer task and the state of every request
 /// handler stayed allocated while idle (docs/BENCHMARKS.md, idle connections).
-const BOUND_PER_SESSION: isize = 848;
+const BOUND_PER_SESSION: isize = 720;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Opens a session named after `index` subscribed to a channel of its own: the preface,

@@ -74,9 +74,9 @@ pub struct IncomingRelay {
 pub(crate) fn record_of(entry: &ClientEntry) -> ClientRecord {
     ClientRecord {
         id: entry.client_id,
-        name: entry.name.as_str().to_owned(),
+        name: entry.name().as_str().to_owned(),
         user: entry.permissions.user().map(str::to_owned),
-        connected_us: entry.connected_since_us,
+        connected_us: entry.connected_since_us(),
         receives_relay: entry.permissions.grants().receives_relay(),
     }
 }

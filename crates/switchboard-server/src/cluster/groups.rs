@@ -486,7 +486,7 @@ impl ClusterNode {
         }
         let (_, created) = self
             .backplane()
-            .create_group(name, description, &caller.name)
+            .create_group(name, description, caller.name())
             .await?;
         if !created {
             return Err(Refusal::new(
@@ -519,7 +519,7 @@ impl ClusterNode {
         join: bool,
     ) -> Result<(), Refusal> {
         subject::validate_group(name)?;
-        let user = caller.name.as_str();
+        let user = caller.name().as_str();
         if join {
             self.hold(name).await?;
         }
@@ -692,7 +692,7 @@ impl ClusterNode {
         let (rules, ids, _) = hub.publish_parts();
         let target = Target::Group {
             name,
-            sender: &caller.name,
+            sender: caller.name(),
             member: true,
         };
         let streamed_len = upload.as_ref().map(crate::blobs::Verified::len);
@@ -716,7 +716,7 @@ impl ClusterNode {
             seq: 0,
             time_us: 0,
             sender_id: caller.client_id(),
-            sender_name: &caller.name,
+            sender_name: caller.name(),
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
             body: if streamed_len.is_some() {
@@ -745,7 +745,7 @@ impl ClusterNode {
             .backplane()
             .post_to_group(GroupAppend {
                 group: name.to_owned(),
-                sender: caller.name.to_string(),
+                sender: caller.name().to_string(),
                 id,
                 payload,
                 max_count: history,

@@ -798,7 +798,7 @@ impl ClusterNode {
             seq: 0,
             time_us: 0,
             sender_id: caller.client_id(),
-            sender_name: &caller.name,
+            sender_name: caller.name(),
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
             body: if streamed.len.is_some() {

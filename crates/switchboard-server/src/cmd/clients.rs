@@ -1,5 +1,6 @@
 //! IDENTIFY and LIST_CLIENTS: who this session is, and who else is connected.
 
+use switchboard_proto::Text;
 use switchboard_proto::packet::{ClientList, Identity, ListClients, Packet};
 
 use super::relay;
@@ -13,9 +14,11 @@ use crate::security::permissions::AdminOperation;
 pub(crate) async fn identify(session: &Session, request_id: u32) {
     let identity = Identity {
         client_id: session.caller.client_id(),
-        name: session.caller.name.clone(),
+        // A copy: a clone would make the name's buffer shared, an allocation kept for
+        // the session's life.
+        name: Text::from(session.caller.name().as_str()),
         session_id: session.session_id,
-        connected_since_us: session.connected_since_us,
+        connected_since_us: session.caller.outbox.connected_since_us(),
     };
     session.reply(request_id, Packet::Identity(identity)).await;
 }

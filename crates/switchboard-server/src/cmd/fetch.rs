@@ -97,7 +97,7 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
         }
     } else if let (Scope::Group, Some(cluster)) = (get.scope, hub.cluster()) {
         let query = get.id.map_or(Query::Last(1), Query::ById);
-        let reader = &session.caller.name;
+        let reader = session.caller.name();
         cluster
             .read_group(hub, &get.channel, reader, query, 1)
             .await
@@ -114,7 +114,7 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
         hub.read_history(
             get.scope,
             &get.channel,
-            &session.caller.name,
+            session.caller.name(),
             |history| match &get.id {
                 Some(id) => history.find(id),
                 None => history.latest(),
@@ -167,7 +167,7 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
         }
         return;
     }
-    let reader = &session.caller.name;
+    let reader = session.caller.name();
     let first = hub.read_history(get.scope, &get.channel, reader, |history| {
         let window = history.window(get.since, get.limit);
         let page = window.map(|(first, last)| history.page(first, last, PAGE_BYTES));
@@ -287,7 +287,7 @@ async fn cluster_messages(
         };
         let read = match get.scope {
             Scope::Group => cluster
-                .read_group(hub, &get.channel, &session.caller.name, query, batch)
+                .read_group(hub, &get.channel, session.caller.name(), query, batch)
                 .await
                 .map(Some),
             _ => cluster.read(hub, &get.channel, query, batch).await,

@@ -287,7 +287,7 @@ pub(crate) async fn policy_changed(
     hub: &Hub,
     session: &mut Session,
 ) -> Option<(ErrorCode, String)> {
-    session.policy_changes.borrow_and_update();
+    session.policy_seen = hub.policy_generation();
     let policy = hub.policy();
     match reload::recheck(&policy, &session.identity) {
         Ok(identity) => session.identity = identity.into_shared(),

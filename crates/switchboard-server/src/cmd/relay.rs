@@ -159,7 +159,7 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
     let time_us = now_us();
     let direct = Direct {
         sender_id: session.caller.client_id(),
-        sender_name: session.caller.name.clone(),
+        sender_name: session.caller.name().clone(),
         time_us,
         content_type: relay.content_type.clone(),
         body: relay.body.clone(),
@@ -177,7 +177,7 @@ pub(crate) async fn relay(hub: &Hub, session: &Session, request_id: u32, relay: 
         Some((cluster, records)) if !records.is_empty() => {
             let request = RelayRequest {
                 sender_id: session.caller.client_id(),
-                sender_name: session.caller.name.as_str().to_owned(),
+                sender_name: session.caller.name().as_str().to_owned(),
                 time_us,
                 to_any_client: matches!(
                     *session.permissions.grants(),

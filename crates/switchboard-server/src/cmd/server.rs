@@ -21,7 +21,7 @@ pub(crate) async fn stop(hub: &Hub, session: &Session, request_id: u32) {
         return;
     }
     session.reply(request_id, Packet::Ok(OkReply)).await;
-    info!(target: log::GENERAL, client_id = session.caller.client_id(), name = %session.caller.name, "stop requested");
+    info!(target: log::GENERAL, client_id = session.caller.client_id(), name = %session.caller.name(), "stop requested");
     hub.begin_shutdown();
 }
 
@@ -57,7 +57,7 @@ pub(crate) async fn reload(hub: &Hub, session: &Session, request_id: u32) {
         session.refuse(request_id, refusal).await;
         return;
     }
-    info!(target: log::GENERAL, client_id = session.caller.client_id(), name = %session.caller.name, "reload requested");
+    info!(target: log::GENERAL, client_id = session.caller.client_id(), name = %session.caller.name(), "reload requested");
     match hub.reload_from_source() {
         Ok(()) => session.reply(request_id, Packet::Ok(OkReply)).await,
         Err(error) => {

@@ -36,12 +36,12 @@ pub(crate) struct Session {
     pub identity: Arc<Identity>,
     /// What its roles let it use, and its user's usage; `None` when nothing limits it.
     pub(crate) limits: Option<Box<SessionLimits>>,
-    /// Changes when a reload puts a new policy in force (see `cmd::limits::policy_changed`).
-    pub(crate) policy_changes: tokio::sync::watch::Receiver<u64>,
+    /// The hub's policy generation the session last checked itself against: a reload
+    /// moves the hub's (see `cmd::limits::policy_changed`).
+    pub(crate) policy_seen: u64,
     /// What its roles allow, with its cache of decisions; shared with the routes that
     /// filter deliveries on its behalf and with its directory entry.
     pub permissions: Arc<SessionPermissions>,
-    pub connected_since_us: u64,
     /// Nothing heard for this many milliseconds ends the session (three heartbeats; see
     /// [`Session::idle_limit`]). Kept here rather than passed along, where each async
     /// layer would hold a copy for the session's life; 4 bytes where a `Duration` is 16.
@@ -76,7 +76,7 @@ impl Session {
         identity: Identity,
         permissions: Arc<SessionPermissions>,
         idle_limit: Duration,
-        policy_changes: tokio::sync::watch::Receiver<u64>,
+        policy_seen: u64,
     ) -> Session {
         Session {
             caller,
@@ -84,9 +84,8 @@ impl Session {
             info: follows_sessions.then(|| Box::new(info)),
             identity: identity.into_shared(),
             limits: None,
-            policy_changes,
+            policy_seen,
             permissions,
-            connected_since_us: crate::time::now_us(),
             idle_limit_ms: u32::try_from(idle_limit.as_millis()).unwrap_or(u32::MAX),
             subscriptions: Subscriptions::default(),
             streams: OpenStreams::default(),
@@ -103,6 +102,12 @@ impl Session {
     /// request loop keeps to it.
     pub fn idle_limit(&self) -> Duration {
         Duration::from_millis(u64::from(self.idle_limit_ms))
+    }
+
+    /// Whether a reload put a new policy in force since the session last looked, given
+    /// the hub's policy generation now.
+    pub(crate) fn policy_changed(&self, generation: u64) -> bool {
+        generation != self.policy_seen
     }
 
     /// Whether the session may wait without a task of its own: no upload is open (its

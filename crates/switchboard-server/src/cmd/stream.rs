@@ -127,7 +127,7 @@ pub(crate) async fn open(
         // the append; the size rules are judged here, before the body comes.
         let target = crate::hub::admission::Target::Group {
             name: &publish.channel,
-            sender: &session.caller.name,
+            sender: session.caller.name(),
             member: true,
         };
         hub.publish_parts().0.admit(target, body).map(|_| ())

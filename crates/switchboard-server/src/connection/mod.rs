@@ -352,8 +352,8 @@ impl<R: Readable> ParkedSession for Parked<R> {
         self.session.outbox()
     }
 
-    fn policy_changed(&self) -> bool {
-        self.session.policy_changes.has_changed().unwrap_or(false)
+    fn policy_changed(&self, generation: u64) -> bool {
+        self.session.policy_changed(generation)
     }
 
     fn deadline(&self, clock: Clock) -> Nanos {

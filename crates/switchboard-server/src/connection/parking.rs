@@ -51,8 +51,9 @@ pub(super) trait ParkedSession: Send {
     fn watched(&self) -> Option<Descriptor>;
     /// The session's outbox, whose signal (kill switch, shutdown, reload) wakes it.
     fn outbox(&self) -> &Outbox;
-    /// Whether a reload put a new policy in force since the session last looked.
-    fn policy_changed(&self) -> bool;
+    /// Whether a reload put a new policy in force since the session last looked, given
+    /// the hub's policy generation now.
+    fn policy_changed(&self, generation: u64) -> bool;
     /// When the session must be looked at whatever happens (its heartbeat deadline, or
     /// its credentials' expiry), on `clock`.
     fn deadline(&self, clock: Clock) -> Nanos;
@@ -323,14 +324,17 @@ impl Table {
 
     /// Looks at a parked session after a wake (or when it arrives): whether it needs its
     /// task again. Otherwise what may wake it is told anew.
-    fn needs_task(&mut self, key: u32, shutting_down: bool) -> bool {
+    fn needs_task(&mut self, key: u32, shutting_down: bool, hub: &Hub) -> bool {
         let Some(Some(entry)) = self.entries.get_mut(key as usize) else {
             // The key of a session resumed since (a wake it left behind).
             return false;
         };
         // Told before the looks, so that nothing happening after them is missed.
         entry.session.outbox().set_parked_key(key);
-        if shutting_down || entry.session.outbox().is_killed() || entry.session.policy_changed() {
+        if shutting_down
+            || entry.session.outbox().is_killed()
+            || entry.session.policy_changed(hub.policy_generation())
+        {
             return true;
         }
         let Some(waker) = &entry.waker else {
@@ -400,7 +404,7 @@ pub(crate) async fn run(hub: Arc<Hub>, tracker: TaskTracker) {
             ready.extend(table.deadlines.iter().map(|&(_, key)| key));
         }
         for key in ready.drain(..) {
-            if table.needs_task(key, shutting_down)
+            if table.needs_task(key, shutting_down, &hub)
                 && let Some(session) = table.remove(key)
             {
                 resumed.push(session);

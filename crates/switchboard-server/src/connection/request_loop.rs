@@ -126,8 +126,7 @@ pub(super) async fn request_loop<R: Readable>(
             signal.as_mut().enable();
             if session.caller.outbox.is_killed() {
                 Wake::Closing
-            } else if session.policy_changes.has_changed().unwrap_or(false) {
-                // (An error would mean the hub dropped the sender: no reload to see.)
+            } else if session.policy_changed(hub.policy_generation()) {
                 Wake::PolicyChanged
             } else {
                 tokio::select! {

@@ -34,9 +34,9 @@ struct Accepted {
     name: Text,
     info: SessionInfo,
     identity: Identity,
-    /// Subscribed before the identity was judged by the policy, so that no reload
-    /// after that goes unnoticed.
-    policy_changes: tokio::sync::watch::Receiver<u64>,
+    /// The hub's policy generation, read before the identity was judged by the policy,
+    /// so that no reload after that goes unnoticed.
+    policy_seen: u64,
     heartbeat: Duration,
 }
 
@@ -97,8 +97,8 @@ where
         let message = "the server is at its connection limit";
         return Err(Refused::new(request_id, ErrorCode::LimitReached, message).into());
     }
-    // Watched from before the policy is read: a reload while logging in is not missed.
-    let policy_changes = hub.policy_changes();
+    // Read before the policy is: a reload while logging in is not missed.
+    let policy_seen = hub.policy_generation();
     let Login { identity, name } = log_in(hub, request_id, &init, peer).await?;
     // The name is kept for the session's life: a copy of its own, because the decoded
     // one is a slice of the read buffer, which it would keep from being freed.
@@ -125,7 +125,7 @@ where
         request_id,
         name,
         identity,
-        policy_changes,
+        policy_seen,
         info,
         heartbeat: negotiate_heartbeat(hub, init.heartbeat_ms),
     })
@@ -202,17 +202,16 @@ where
         name,
         info,
         identity,
-        policy_changes,
+        policy_seen,
         heartbeat,
     } = accepted;
     let client_id = info.client_id;
     let session_id = info.session_id;
     let admin = info.admin;
-    let (outbox, rx) = hub.new_outbox(client_id);
+    // The name moved, not cloned: a clone of a copied `Text` allocates a shared count.
+    let (outbox, rx) = hub.new_outbox(client_id, name);
     writer::start(rx, writer, hub.clone());
     let caller = Caller {
-        // Moved, not cloned: a clone of a copied `Text` allocates a shared count.
-        name,
         outbox: outbox.clone(),
     };
     let permissions = hub.policy().permissions(&identity);
@@ -223,7 +222,7 @@ where
         identity,
         permissions,
         heartbeat * 3,
-        policy_changes,
+        policy_seen,
     );
     let limits = hub.policy().session_limits(&session.identity);
     session.apply_limits(hub, limits);
@@ -236,7 +235,7 @@ where
         software: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
         // A copy, not a clone: a clone of the session's name would allocate a shared
         // count that stays for the session's life.
-        name: Text::from(session.caller.name.as_str()),
+        name: Text::from(session.caller.name().as_str()),
         user: session
             .identity
             .user
@@ -252,19 +251,17 @@ where
     if let Some(cluster) = hub.cluster() {
         // Before the answer: once the client is told it is connected, its groups are
         // followed here, so that what they bring from then on reaches it.
-        cluster.session_opened(&session.caller.name).await;
+        cluster.session_opened(session.caller.name()).await;
     }
     session.reply(request_id, Packet::SessionAck(ack)).await;
     // Only now can others reach the session (relays by id, group posts by name), so the
     // SESSION_ACK is always the first frame it is sent.
-    let name = &session.caller.name;
     hub.register_session(ClientEntry {
         client_id,
-        name: name.clone(),
-        connected_since_us: session.connected_since_us,
         outbox,
         permissions: session.permissions.clone(),
     });
+    let name = session.caller.name();
     Counters::add(&hub.counters().connections_total, 1);
     let method = session.identity.method;
     debug!(target: log::CONNECTION, client_id, name = %name, %session_id, admin, ?method, heartbeat_ms = heartbeat.as_millis() as u64, "session opened");
@@ -278,7 +275,7 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
     session.release_limits(hub);
     hub.unregister_session(client_id, session.take_subscriptions());
     if let Some(cluster) = hub.cluster() {
-        cluster.session_closed(&session.caller.name);
+        cluster.session_closed(session.caller.name());
     }
     if code == ErrorCode::SlowConsumer {
         Counters::add(&hub.counters().slow_consumers_disconnected, 1);
@@ -305,7 +302,7 @@ pub(super) async fn close(hub: &Hub, mut session: Session, code: ErrorCode, reas
     // The disconnect hook gets the session's info; the session itself (with its outbox
     // sender) goes now, so that the writer sees the queue close.
     let info = session.info.take();
-    let name = session.caller.name.clone();
+    let name = session.caller.name().clone();
     drop(session);
     drop(outbox);
     // The writer gets the grace period to flush what is queued, unless not even the

@@ -205,16 +205,16 @@ impl Hub {
     pub fn set_membership(&self, caller: &Caller, name: &str, join: bool) -> Result<(), Refusal> {
         let group = self.group(name)?;
         let mut members = group.members.lock();
-        let cost = budget::member_cost(&caller.name);
+        let cost = budget::member_cost(caller.name());
         let changed = if join {
-            if members.contains(caller.name.as_str()) {
+            if members.contains(caller.name().as_str()) {
                 false
             } else {
                 self.budget.charge(cost, "group members")?;
-                members.insert(caller.name.to_string())
+                members.insert(caller.name().to_string())
             }
         } else {
-            let removed = members.remove(caller.name.as_str());
+            let removed = members.remove(caller.name().as_str());
             if removed {
                 self.budget.release(cost);
             }
@@ -227,15 +227,15 @@ impl Hub {
             } else {
                 Err(Refusal::not_found(format!(
                     "{} is not a member of group {name}",
-                    caller.name
+                    caller.name()
                 )))
             };
         }
         // Saved under the lock, so that changes reach storage in the order they were made.
         let saved = if join {
-            self.storage.add_member(name, &caller.name)
+            self.storage.add_member(name, caller.name())
         } else {
-            self.storage.remove_member(name, &caller.name)
+            self.storage.remove_member(name, caller.name())
         };
         if let Err(e) = saved {
             error!(target: log::ERROR, group = name, error = %e, "saving members failed");
@@ -249,12 +249,12 @@ impl Hub {
         {
             // The group was deleted meanwhile. If the delete took the members before this
             // join, it did not release this membership: it is released here.
-            if group.members.lock().remove(caller.name.as_str()) {
+            if group.members.lock().remove(caller.name().as_str()) {
                 self.budget.release(cost);
             }
             return Err(deleted_meanwhile("group", name));
         }
-        info!(target: log::GENERAL, group = name, member = %caller.name, join, "membership changed");
+        info!(target: log::GENERAL, group = name, member = %caller.name(), join, "membership changed");
         let mut event = Event::new(if join {
             EventKind::MemberJoined
         } else {
@@ -262,7 +262,7 @@ impl Hub {
         });
         event.scope = Scope::Group;
         event.channel = name.into();
-        event.subject = caller.name.clone();
+        event.subject = caller.name().clone();
         event.time_us = now_us();
         let frame = self.shared_frame(&Packet::Event(event));
         if let Some(frame) = frame {

@@ -140,11 +140,16 @@ impl RunChannel {
 /// Who is asking: the parts of a session the hub needs.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub name: Text,
+    /// The session's queue, whose state holds its id and name too.
     pub outbox: Outbox,
 }
 
 impl Caller {
+    /// The session's name: its outbox's (kept once, where the directory reads it too).
+    pub fn name(&self) -> &Text {
+        self.outbox.name()
+    }
+
     /// The session's client id: its outbox's connection id (not kept twice, in every
     /// session's record).
     pub fn client_id(&self) -> u64 {
@@ -190,8 +195,8 @@ impl Destination {
             },
             Destination::Group(group) => Target::Group {
                 name: &group.name,
-                sender: &caller.name,
-                member: group.is_member(&caller.name),
+                sender: caller.name(),
+                member: group.is_member(caller.name()),
             },
         }
     }
@@ -239,8 +244,10 @@ pub struct Hub {
     budget: Arc<MemoryBudget>,
     /// Who may do what; replaced whole by a reload.
     policy: SharedPolicy,
-    /// Bumped by every reload: sessions wait on it to re-check themselves.
-    policy_generation: tokio::sync::watch::Sender<u64>,
+    /// Bumped by every reload: sessions compare it with the one they last saw, and
+    /// re-check themselves when it moved. A number rather than a watch: a watch's
+    /// receiver is 16 bytes in every session's record, what it last saw 8.
+    policy_generation: AtomicU64,
     /// The TLS listeners' certificates, reloaded with the policy.
     tls: crate::tls::TlsReloader,
     /// How a RELOAD request or a signal reads the configuration again, if it can.
@@ -311,7 +318,7 @@ impl Hub {
             rules: PublishRules::new(&config, storage.is_durable()),
             budget,
             policy: shared_policy(policy),
-            policy_generation: tokio::sync::watch::Sender::new(0),
+            policy_generation: AtomicU64::new(0),
             tls: crate::tls::TlsReloader::default(),
             reload_source: None,
             usage: UsageTable::default(),
@@ -410,9 +417,11 @@ impl Hub {
         self
     }
 
-    /// Wakes when a reload put a new policy in force.
-    pub(crate) fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.policy_generation.subscribe()
+    /// How many reloads put a new policy in force. Sequentially consistent, like the
+    /// parked key a reload looks at after bumping it (see `Outbox::set_parked_key`):
+    /// a session parking as a reload happens either is woken or sees the number move.
+    pub(crate) fn policy_generation(&self) -> u64 {
+        self.policy_generation.load(Ordering::SeqCst)
     }
 
     /// Puts the security settings and limits of `config` in force (the rest of it needs
@@ -430,8 +439,7 @@ impl Hub {
             })
             .map(|policy| {
                 self.policy.store(Arc::new(policy));
-                self.policy_generation
-                    .send_modify(|generation| *generation += 1);
+                self.policy_generation.fetch_add(1, Ordering::SeqCst);
                 // Sessions wait on their outbox's signal, not on the watch; one
                 // registered after this looks at the watch before it first waits.
                 self.directory.nudge_all();
@@ -461,7 +469,7 @@ impl Hub {
         match result {
             Ok(()) => {
                 Counters::add(&self.counters.reloads, 1);
-                info!(target: log::GENERAL, generation = *self.policy_generation.borrow(), "configuration reloaded");
+                info!(target: log::GENERAL, generation = self.policy_generation(), "configuration reloaded");
             }
             Err(error) => {
                 Counters::add(&self.counters.reloads_failed, 1);
@@ -543,8 +551,8 @@ impl Hub {
         &self.logins
     }
 
-    pub fn new_outbox(&self, conn_id: u64) -> (Outbox, OutboxReceiver) {
-        Outbox::new(conn_id, &self.outboxes)
+    pub fn new_outbox(&self, conn_id: u64, name: Text) -> (Outbox, OutboxReceiver) {
+        Outbox::new(conn_id, name, &self.outboxes)
     }
 
     /// Makes a session reachable by others (relays by id, group posts by name).
@@ -1253,7 +1261,7 @@ impl Hub {
             seq: history.next_seq(),
             time_us,
             sender_id: caller.client_id(),
-            sender_name: &caller.name,
+            sender_name: caller.name(),
             content_type: &publish.content_type,
             user_headers: &publish.user_headers,
             body: if stream.is_some() { &[] } else { &publish.body },
@@ -1544,11 +1552,8 @@ mod publish_run_tests {
     #[tokio::test]
     async fn a_run_publishes_to_a_channel_created_again_after_a_delete() {
         let hub = hub();
-        let (outbox, _queue) = hub.new_outbox(1);
-        let caller = Caller {
-            name: "ada".into(),
-            outbox,
-        };
+        let (outbox, _queue) = hub.new_outbox(1, "ada".into());
+        let caller = Caller { outbox };
         let mut last = RunChannel::default();
         let first = hub.publish_in_run(&caller, &mut hello("chat"), None, &mut last, now_us());
         assert_eq!(first.map(|made| made.ack.seq).ok(), Some(1));

@@ -47,56 +47,63 @@ impl RouteFilter for Option<DeliveryFilter> {
     }
 }
 
-/// One connection on a route: its id, its outbox, how many of its subscriptions use the
-/// route, and its filter.
-type Subscriber<F> = (u64, Outbox, u32, F);
+/// One connection on a route: its outbox (which holds its id), how many of its
+/// subscriptions use the route, and its filter.
+type Subscriber<F> = (Outbox, u32, F);
 
 /// Connections on one route, with how many of their subscriptions use it, sorted by
 /// connection id.
 ///
 /// Most routes have one subscriber: it is held inline, without an allocation of its own
-/// (a vector of one was 32 bytes of heap, and glibc's header, per subscribed session).
-/// Two or more are a sorted vector rather than a map: delivery walks it front to back,
-/// and adding or removing one costs a binary search and a move of what follows.
+/// (a vector of one was 32 bytes of heap, and glibc's header, per subscribed session),
+/// its fields those of the variant (so that its count shares a word with the variant's
+/// tag). Two or more are a sorted vector rather than a map: delivery walks it front to
+/// back, and adding or removing one costs a binary search and a move of what follows.
+/// The vector is boxed, and the connection's id read from its outbox rather than kept
+/// beside it, so that an exact route is 16 bytes rather than 32: the route table has a
+/// slot and more for every channel subscribed by name (most idle sessions' one route).
 #[derive(Debug, Default)]
 enum Subscribers<F = Option<DeliveryFilter>> {
     #[default]
     None,
-    One(Subscriber<F>),
-    Many(Vec<Subscriber<F>>),
+    One(Outbox, u32, F),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Subscriber<F>>>),
 }
 
 impl<F: RouteFilter> Subscribers<F> {
-    fn as_slice(&self) -> &[Subscriber<F>] {
-        match self {
-            Subscribers::None => &[],
-            Subscribers::One(one) => std::slice::from_ref(one),
-            Subscribers::Many(many) => many,
-        }
+    /// Each subscriber's outbox and filter.
+    fn entries(&self) -> impl Iterator<Item = (&Outbox, &F)> {
+        let (one, many): (Option<(&Outbox, &F)>, &[Subscriber<F>]) = match self {
+            Subscribers::None => (None, &[]),
+            Subscribers::One(outbox, _, filter) => (Some((outbox, filter)), &[]),
+            Subscribers::Many(many) => (None, many),
+        };
+        one.into_iter()
+            .chain(many.iter().map(|(outbox, _, filter)| (outbox, filter)))
     }
 
     fn add(&mut self, outbox: &Outbox, filter: F) {
         let conn_id = outbox.conn_id();
         *self = match std::mem::take(self) {
-            Subscribers::None => Subscribers::One((conn_id, outbox.clone(), 1, filter)),
-            Subscribers::One(mut one) if one.0 == conn_id => {
-                one.2 += 1;
-                Subscribers::One(one)
+            Subscribers::None => Subscribers::One(outbox.clone(), 1, filter),
+            Subscribers::One(one, count, kept) if one.conn_id() == conn_id => {
+                Subscribers::One(one, count + 1, kept)
             }
-            Subscribers::One(one) => {
-                let new = (conn_id, outbox.clone(), 1, filter);
+            Subscribers::One(one, count, kept) => {
+                let new = (outbox.clone(), 1, filter);
                 let mut many = Vec::with_capacity(2);
-                if one.0 < conn_id {
-                    many.extend([one, new]);
+                if one.conn_id() < conn_id {
+                    many.extend([(one, count, kept), new]);
                 } else {
-                    many.extend([new, one]);
+                    many.extend([new, (one, count, kept)]);
                 }
-                Subscribers::Many(many)
+                Subscribers::Many(Box::new(many))
             }
             Subscribers::Many(mut many) => {
-                match many.binary_search_by_key(&conn_id, |entry| entry.0) {
-                    Ok(at) => many[at].2 += 1,
-                    Err(at) => many.insert(at, (conn_id, outbox.clone(), 1, filter)),
+                match many.binary_search_by_key(&conn_id, |entry| entry.0.conn_id()) {
+                    Ok(at) => many[at].1 += 1,
+                    Err(at) => many.insert(at, (outbox.clone(), 1, filter)),
                 }
                 Subscribers::Many(many)
             }
@@ -105,25 +112,24 @@ impl<F: RouteFilter> Subscribers<F> {
 
     fn remove(&mut self, conn_id: u64) {
         *self = match std::mem::take(self) {
-            Subscribers::One(mut one) if one.0 == conn_id => {
-                one.2 -= 1;
-                if one.2 == 0 {
+            Subscribers::One(one, count, kept) if one.conn_id() == conn_id => {
+                if count == 1 {
                     Subscribers::None
                 } else {
-                    Subscribers::One(one)
+                    Subscribers::One(one, count - 1, kept)
                 }
             }
             Subscribers::Many(mut many) => {
-                if let Ok(at) = many.binary_search_by_key(&conn_id, |entry| entry.0) {
-                    many[at].2 -= 1;
-                    if many[at].2 == 0 {
+                if let Ok(at) = many.binary_search_by_key(&conn_id, |entry| entry.0.conn_id()) {
+                    many[at].1 -= 1;
+                    if many[at].1 == 0 {
                         many.remove(at);
                     }
                 }
                 if many.len() == 1
-                    && let Some(last) = many.pop()
+                    && let Some((outbox, count, filter)) = many.pop()
                 {
-                    Subscribers::One(last)
+                    Subscribers::One(outbox, count, filter)
                 } else {
                     if many.len() * 4 < many.capacity() {
                         many.shrink_to_fit();
@@ -140,15 +146,14 @@ impl<F: RouteFilter> Subscribers<F> {
     }
 
     fn outboxes(&self) -> impl Iterator<Item = &Outbox> {
-        self.as_slice().iter().map(|(_, outbox, _, _)| outbox)
+        self.entries().map(|(outbox, _)| outbox)
     }
 
     /// The outboxes whose filter (if any) admits a message of `channel`.
     fn outboxes_for<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Outbox> + 'a {
-        self.as_slice()
-            .iter()
-            .filter(move |(_, _, _, filter)| filter.admits(channel))
-            .map(|(_, outbox, _, _)| outbox)
+        self.entries()
+            .filter(move |(_, filter)| filter.admits(channel))
+            .map(|(outbox, _)| outbox)
     }
 }
 
@@ -424,11 +429,14 @@ mod tests {
     }
 
     fn ids(subscribers: &Subscribers<()>) -> Vec<(u64, u32)> {
-        subscribers
-            .as_slice()
-            .iter()
-            .map(|(id, _, count, ())| (*id, *count))
-            .collect()
+        match subscribers {
+            Subscribers::None => Vec::new(),
+            Subscribers::One(outbox, count, ()) => vec![(outbox.conn_id(), *count)],
+            Subscribers::Many(many) => many
+                .iter()
+                .map(|(outbox, count, ())| (outbox.conn_id(), *count))
+                .collect(),
+        }
     }
 
     #[test]
@@ -437,7 +445,7 @@ mod tests {
         let mut subscribers = Subscribers::<()>::default();
         subscribers.add(&two, ());
         subscribers.add(&two, ());
-        assert!(matches!(subscribers, Subscribers::One(_)));
+        assert!(matches!(subscribers, Subscribers::One(..)));
         assert_eq!(ids(&subscribers), [(2, 2)]);
         subscribers.add(&three, ());
         subscribers.add(&one, ());
@@ -447,7 +455,7 @@ mod tests {
         assert_eq!(ids(&subscribers), [(1, 1), (2, 1), (3, 1)]);
         subscribers.remove(2);
         subscribers.remove(1);
-        assert!(matches!(subscribers, Subscribers::One(_)));
+        assert!(matches!(subscribers, Subscribers::One(..)));
         assert_eq!(ids(&subscribers), [(3, 1)]);
         assert_eq!(
             subscribers

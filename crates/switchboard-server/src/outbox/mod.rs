@@ -39,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::packet::{Disconnect, Encode, Packet, PublishAck};
-use switchboard_proto::{ErrorCode, Flags};
+use switchboard_proto::{ErrorCode, Flags, Text};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,7 @@ use self::queue::TrySendError;
 use self::reservation::Reservation;
 use crate::budget::MemoryBudget;
 use crate::hub::message::StoredMessage;
+use crate::security::permissions::SessionPermissions;
 
 mod queue;
 mod reservation;
@@ -162,19 +163,38 @@ impl DroppableFrame {
     }
 }
 
-/// What an outbox locks only now and then: why its connection is being closed, and its
-/// droppable frames. One lock for both: a lock in the state is a word with its padding,
-/// in every connection's state.
+/// What an outbox locks only now and then: why its connection is being closed, its
+/// droppable frames, and what its session may do. One lock for all three: a lock in the
+/// state is a word with its padding, in every connection's state.
 #[derive(Debug, Default)]
 struct Rare {
-    /// Why the connection is being closed. Boxed: set only for a connection being
-    /// closed, and 24 bytes smaller in every other connection's state.
-    kill_reason: Option<Box<(ErrorCode, String)>>,
-    /// The droppable frames of the connection still in its queue, oldest first. Boxed
-    /// when the first is queued: only drop-oldest channels queue them, and every other
-    /// connection's state holds 8 bytes here rather than a 32-byte deque.
-    #[allow(clippy::box_collection)]
-    droppables: Option<Box<VecDeque<Arc<DroppableFrame>>>>,
+    /// Why the connection is being closed and its droppable frames, boxed together
+    /// when the first of them is needed: most connections are never killed nor queue a
+    /// droppable frame, and their state holds one word here rather than two (which made
+    /// it one of glibc's 16-byte steps larger).
+    closing: Option<Box<Closing>>,
+    /// What the session may do and its user, as others' relays and listings judge it
+    /// (the session reads its own copy, without this lock, on every request); set when
+    /// the session is registered and by every reload. `None` for a queue without a
+    /// registered session.
+    permissions: Option<Arc<SessionPermissions>>,
+}
+
+/// What an outbox keeps only once its connection is being closed or queues droppable
+/// frames.
+#[derive(Debug, Default)]
+struct Closing {
+    /// Why the connection is being closed.
+    kill_reason: Option<(ErrorCode, String)>,
+    /// The droppable frames of the connection still in its queue, oldest first (only
+    /// drop-oldest channels queue them).
+    droppables: VecDeque<Arc<DroppableFrame>>,
+}
+
+impl Rare {
+    fn closing(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
+    }
 }
 
 /// The sending side of a connection's outbound queue, cheap to clone (and small: routes
@@ -244,6 +264,13 @@ impl OutboxShared {
 struct OutboxState {
     queue: queue::Chan<Outgoing>,
     conn_id: u64,
+    /// The session's name, and when it connected (microseconds since the epoch): what
+    /// the directory lists and finds it by. Kept here, in an allocation every session
+    /// has and the directory, its routes and the session itself point to, rather than
+    /// in a directory entry of its own (a 64-byte slot in a table of 1.15 to 2.3 slots
+    /// per session) and again in the session's record.
+    name: Text,
+    connected_since_us: u64,
     server: Arc<OutboxShared>,
     /// The kill switch: whether the hub wants the connection closed (set by whoever
     /// pulls it first, with the reason). Shutting the server down pulls every kill
@@ -589,18 +616,20 @@ impl Outbox {
             Arc::default(),
             MemoryBudget::unlimited(),
         ));
-        Outbox::new(conn_id, &shared)
+        Outbox::new(conn_id, Text::default(), &shared)
     }
 
     fn state(&self) -> &Arc<OutboxState> {
         self.tx.holder()
     }
 
-    /// A queue with the bounds of `shared`.
-    pub fn new(conn_id: u64, shared: &Arc<OutboxShared>) -> (Outbox, OutboxReceiver) {
+    /// A queue with the bounds of `shared`, for the session `name` connecting now.
+    pub fn new(conn_id: u64, name: Text, shared: &Arc<OutboxShared>) -> (Outbox, OutboxReceiver) {
         let state = Arc::new(OutboxState {
             queue: queue::Chan::new(shared.capacity),
             conn_id,
+            name,
+            connected_since_us: crate::time::now_us(),
             server: shared.clone(),
             killed: AtomicBool::new(false),
             rare: Mutex::default(),
@@ -620,6 +649,27 @@ impl Outbox {
 
     pub fn conn_id(&self) -> u64 {
         self.state().conn_id
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> &Text {
+        &self.state().name
+    }
+
+    /// When the session connected, in microseconds since the epoch.
+    pub fn connected_since_us(&self) -> u64 {
+        self.state().connected_since_us
+    }
+
+    /// What the session may do, as others judge it (see [`Outbox::set_permissions`]).
+    pub(crate) fn permissions(&self) -> Option<Arc<SessionPermissions>> {
+        self.state().rare.lock().permissions.clone()
+    }
+
+    /// Puts the session's permissions where others' relays and listings see them: when
+    /// it is registered, and after a reload.
+    pub(crate) fn set_permissions(&self, permissions: Arc<SessionPermissions>) {
+        self.state().rare.lock().permissions = Some(permissions);
     }
 
     /// Something to wait on for the connection's writer to finish.
@@ -675,7 +725,7 @@ impl Outbox {
     fn deliver_droppable(&self, message: &Arc<StoredMessage>) -> bool {
         let weight = message.frame_len() + ITEM_OVERHEAD;
         let mut guard = self.state().rare.lock();
-        let queued = &mut **guard.droppables.get_or_insert_with(Box::default);
+        let queued = &mut guard.closing().droppables;
         self.drop_oldest(queued, weight, self.state().server.max_bytes);
         let slot = Arc::new(DroppableFrame {
             frame: Mutex::new(Some(message.clone())),
@@ -915,8 +965,9 @@ impl Outbox {
     /// Asks the connection to close with the given reason (the first reason wins).
     pub fn kill(&self, code: ErrorCode, reason: &str) {
         let mut rare = self.state().rare.lock();
-        if rare.kill_reason.is_none() {
-            rare.kill_reason = Some(Box::new((code, reason.to_owned())));
+        let closing = rare.closing();
+        if closing.kill_reason.is_none() {
+            closing.kill_reason = Some((code, reason.to_owned()));
         }
         drop(rare);
         self.state().killed.store(true, Ordering::SeqCst);
@@ -989,9 +1040,9 @@ impl Outbox {
         self.state()
             .rare
             .lock()
-            .kill_reason
-            .as_deref()
-            .cloned()
+            .closing
+            .as_ref()
+            .and_then(|closing| closing.kill_reason.clone())
             .unwrap_or((ErrorCode::Internal, "closed by the server".to_owned()))
     }
 }
@@ -1098,7 +1149,7 @@ mod tests {
             Arc::default(),
             budget.clone(),
         ));
-        let (outbox, rx) = Outbox::new(1, &shared);
+        let (outbox, rx) = Outbox::new(1, Text::default(), &shared);
         (budget, outbox, rx)
     }
 
