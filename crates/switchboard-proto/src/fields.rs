@@ -130,7 +130,7 @@ pub(crate) fn varint_word(value: u64, len: usize) -> u64 {
 /// dozen bytes of a header block or a name in it, a call to `memcmp` costs more than
 /// the comparison.
 #[inline]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let len = a.len();
     if len != b.len() {
         return false;
@@ -149,6 +149,18 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         differ |= u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b);
     }
     differ == 0
+}
+
+/// The value of an integer field, read as [`Field::uint`] reads it; `None` where that
+/// refuses it.
+#[inline]
+pub(crate) fn uint_value(value: &[u8]) -> Option<u64> {
+    if let Some(value) = varint_filling(value) {
+        return Some(value);
+    }
+    let mut slice = value;
+    let value = get_varint(&mut slice).ok()?;
+    slice.is_empty().then_some(value)
 }
 
 /// Number of bytes `value` takes as a varint.
