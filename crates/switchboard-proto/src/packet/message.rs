@@ -10,7 +10,7 @@ use crate::error::ProtoError;
 use crate::fields::{
     BlockWriter, Field, FieldReader, FieldWriter, MAX_BYTES_FIELD_HEAD, MAX_UINT_FIELD,
     WriteFields, bytes_field_len, get_varint, key, uint_field_len, uint_value,
-    user_header_field_bound, user_header_field_len,
+    user_header_field_bound, user_header_field_len, varint_in_word,
 };
 use crate::frame::{Flags, Frame, FrameType};
 use crate::text::Text;
@@ -216,7 +216,7 @@ impl<'a> MessageLayout<'a> {
 }
 
 /// An integer field of key `want` at the front of `block`, and what follows it.
-#[inline]
+#[inline(always)]
 fn uint_at(block: &[u8], want: u8) -> Option<(u64, &[u8])> {
     let [key, len, rest @ ..] = block else {
         return None;
@@ -226,8 +226,14 @@ fn uint_at(block: &[u8], want: u8) -> Option<(u64, &[u8])> {
     if *key != want || len >= 0x80 || len > rest.len() {
         return None;
     }
-    let (value, rest) = rest.split_at(len);
-    Some((uint_value(value)?, rest))
+    let (value, after) = rest.split_at(len);
+    // More fields follow the seq and the time (and mostly the sender id): eight bytes
+    // are at hand, loaded at once.
+    let value = match rest.first_chunk::<8>() {
+        Some(word) if len <= 8 => varint_in_word(u64::from_le_bytes(*word), len),
+        _ => uint_value(value),
+    }?;
+    Some((value, after))
 }
 
 impl Message {
