@@ -15,9 +15,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_proto::fields::Field;
+use switchboard_proto::fields::same_bytes;
 #[cfg(test)]
 use switchboard_proto::packet::Message;
-use switchboard_proto::packet::{Direct, MessageFields, Scope, StreamStart};
+use switchboard_proto::packet::{Direct, MessageFields, MessageLayout, Scope, StreamStart};
 use switchboard_proto::{Flags, Frame, ProtoError, Text};
 use uuid::Uuid;
 
@@ -354,12 +355,54 @@ impl Eq for ReceivedMessage {}
 /// sender and content type, and comparing the bytes costs less than slicing and
 /// checking them again. The cache holds copies of its own, so that it keeps no read
 /// buffer alive.
+///
+/// It also keeps the CHANNEL field and the tail of the last message when its header
+/// block is in the hub's usual layout ([`MessageLayout`]): a next message whose block
+/// has the same bytes there is read by position, its names taken from here unread.
 #[derive(Debug, Default)]
 pub(crate) struct NamesCache {
     last: Arc<MessageNames>,
+    /// The CHANNEL field and tail of the block `last` came from, if it was in the
+    /// usual layout.
+    layout: KeptLayout,
+}
+
+/// The parts of the last header block that messages alike share (buffers kept from one
+/// message to the next, not made again).
+#[derive(Debug, Default)]
+struct KeptLayout {
+    usual: bool,
+    channel_field: Vec<u8>,
+    tail: Vec<u8>,
 }
 
 impl NamesCache {
+    /// The names of a block in the usual layout whose CHANNEL field and tail are those
+    /// of the last message decoded.
+    #[inline]
+    fn alike(&self, layout: &MessageLayout<'_>) -> Option<Arc<MessageNames>> {
+        let kept = &self.layout;
+        (kept.usual
+            && same_bytes(&kept.channel_field, layout.channel_field)
+            && same_bytes(&kept.tail, layout.tail))
+        .then(|| self.last.clone())
+    }
+
+    /// Keeps the layout of the block just decoded in full, whose names are now `last`;
+    /// `None` (not the usual layout) forgets the one kept.
+    fn keep_layout(&mut self, layout: Option<&MessageLayout<'_>>) {
+        let kept = &mut self.layout;
+        let Some(layout) = layout else {
+            kept.usual = false;
+            return;
+        };
+        kept.usual = true;
+        kept.channel_field.clear();
+        kept.channel_field.extend_from_slice(layout.channel_field);
+        kept.tail.clear();
+        kept.tail.extend_from_slice(layout.tail);
+    }
+
     fn names(
         &mut self,
         fields: &MessageFields<'_>,
@@ -405,8 +448,42 @@ impl ReceivedMessage {
         frame: Frame,
         names: &mut NamesCache,
     ) -> std::result::Result<Self, ProtoError> {
+        let replay = frame.flags.contains(Flags::REPLAY);
+        // A streamed body's fields are not in the usual layout.
+        let layout = if frame.flags.contains(Flags::STREAM) {
+            None
+        } else {
+            MessageLayout::read(&frame.headers)
+        };
+        if let Some(layout) = &layout
+            && let Some(alike) = names.alike(layout)
+        {
+            return Ok(ReceivedMessage {
+                names: alike,
+                id: layout.id,
+                seq: layout.seq,
+                time_us: layout.time_us,
+                sender_id: layout.sender_id,
+                extras: None,
+                scope: Scope::Channel,
+                replay,
+                body: frame.content,
+            });
+        }
         let fields = MessageFields::read(&frame)?;
-        let names = names.names(&fields)?;
+        let cache = names;
+        let names = cache.names(&fields)?;
+        // Kept only when reading the block by position gives exactly what reading it in
+        // full gave: then a block alike but for the middle fields reads the same way.
+        let usual = layout.filter(|layout| {
+            fields.scope == Scope::Channel
+                && fields.user_headers.is_empty()
+                && fields.stream.is_none()
+                && (layout.id, layout.seq, layout.time_us, layout.sender_id)
+                    == (fields.id, fields.seq, fields.time_us, fields.sender_id)
+                && layout.tail_is_names()
+        });
+        cache.keep_layout(usual.as_ref());
         let MessageFields {
             scope,
             id,
@@ -425,7 +502,7 @@ impl ReceivedMessage {
             sender_id,
             extras: Extras::of(user_headers, stream),
             scope,
-            replay: frame.flags.contains(Flags::REPLAY),
+            replay,
             // Moved, not shared: one reference count less to raise and drop.
             body: frame.content,
         })
@@ -1046,6 +1123,43 @@ mod tests {
         headers[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
         frame.headers = Bytes::from(headers);
         assert!(ReceivedMessage::from_frame(frame, &mut cache).is_err());
+    }
+
+    #[test]
+    fn a_block_alike_but_for_its_middle_is_read_by_position_as_in_full() {
+        let message = |seq: u64| Message {
+            channel: "chat.rust".into(),
+            id: Uuid::now_v7(),
+            seq,
+            time_us: 1_700_000_000_000_000 + seq,
+            sender_id: 7 + seq,
+            sender_name: "ada".into(),
+            content_type: "text/plain".into(),
+            body: Bytes::from_static(b"hello"),
+            ..Message::default()
+        };
+        let mut cache = NamesCache::default();
+        for seq in 1..=3 {
+            let sent = message(seq);
+            let received =
+                ReceivedMessage::from_frame(frame_of(&sent, Flags::empty()), &mut cache).unwrap();
+            assert_eq!(received, ReceivedMessage::new(sent, false));
+        }
+        assert!(cache.layout.usual);
+
+        // A second SEQ field after the names, the same as the first in the first
+        // message: a full read takes the last one. A block like that is never kept as
+        // a layout, so the next one, alike but for its first SEQ, is read in full too.
+        let mut cache = NamesCache::default();
+        for seq in [10, 11] {
+            let mut frame = frame_of(&message(seq), Flags::empty());
+            let mut headers = frame.headers.to_vec();
+            headers.extend_from_slice(&[switchboard_proto::fields::key::SEQ, 1, 10]);
+            frame.headers = Bytes::from(headers);
+            let received = ReceivedMessage::from_frame(frame, &mut cache).unwrap();
+            assert_eq!(received.seq(), 10, "message {seq}");
+            assert!(!cache.layout.usual);
+        }
     }
 
     #[test]

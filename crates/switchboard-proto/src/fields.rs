@@ -130,7 +130,7 @@ pub(crate) fn varint_word(value: u64, len: usize) -> u64 {
 /// dozen bytes of a header block or a name in it, a call to `memcmp` costs more than
 /// the comparison.
 #[inline]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let len = a.len();
     if len != b.len() {
         return false;
@@ -149,6 +149,18 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         differ |= u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b);
     }
     differ == 0
+}
+
+/// The value of an integer field, read as [`Field::uint`] reads it; `None` where that
+/// refuses it.
+#[inline]
+pub(crate) fn uint_value(value: &[u8]) -> Option<u64> {
+    if let Some(value) = varint_filling(value) {
+        return Some(value);
+    }
+    let mut slice = value;
+    let value = get_varint(&mut slice).ok()?;
+    slice.is_empty().then_some(value)
 }
 
 /// Number of bytes `value` takes as a varint.
@@ -204,6 +216,22 @@ fn varint_filling(bytes: &[u8]) -> Option<u64> {
     for (at, &byte) in bytes.iter().enumerate() {
         word |= u64::from(byte) << (8 * at);
     }
+    varint_in_word(word, len)
+}
+
+/// [`varint_filling`] of the `len` low bytes of `word` (1 to 8; the bytes above are
+/// ignored): a reader that has eight bytes at hand loads them at once instead of
+/// gathering the value's bytes one by one.
+#[inline]
+pub(crate) fn varint_in_word(word: u64, len: usize) -> Option<u64> {
+    if len == 0 || len > 8 {
+        return None;
+    }
+    let word = if len == 8 {
+        word
+    } else {
+        word & ((1u64 << (8 * len)) - 1)
+    };
     let continuation = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
     if word & 0x8080_8080_8080_8080 != continuation {
         return None;
@@ -640,6 +668,47 @@ impl<'a> Iterator for RecordReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_varint_read_from_a_word_reads_as_from_its_bytes() {
+        let patterns: [&[u8]; 6] = [
+            &[0x05],
+            &[0x85, 0x01],
+            &[0x80, 0x00],
+            &[0x85, 0x81],
+            &[0x05, 0x01],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ];
+        for bytes in patterns {
+            for len in 1..=bytes.len() {
+                // Whatever follows the value in the word does not count.
+                let mut word = [0xaa; 8];
+                word[..len].copy_from_slice(&bytes[..len]);
+                assert_eq!(
+                    varint_in_word(u64::from_le_bytes(word), len),
+                    uint_value(&bytes[..len]),
+                    "{:x?}",
+                    &bytes[..len]
+                );
+            }
+        }
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            1 << 35,
+            1_700_000_000_000_000,
+            (1 << 56) - 1,
+        ] {
+            let mut bytes = [0u8; MAX_VARINT_LEN];
+            let len = write_varint(value, &mut bytes);
+            let mut word = [0x99; 8];
+            word[..len].copy_from_slice(&bytes[..len]);
+            assert_eq!(varint_in_word(u64::from_le_bytes(word), len), Some(value));
+        }
+    }
 
     /// Byte strings of every length up to past a few words, differing in any one byte
     /// or in none.

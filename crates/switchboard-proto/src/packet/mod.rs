@@ -29,7 +29,7 @@ pub use group::{
     CreateGroup, DeleteGroup, GroupInfo, GroupList, GroupMembers, JoinGroup, LeaveGroup,
     ListGroups, MemberInfo, MemberList,
 };
-pub use message::{Envelope, Message, MessageFields};
+pub use message::{Envelope, Message, MessageFields, MessageLayout};
 pub use publish::{
     BATCH_LEN_BYTES, BatchBodies, Publish, PublishAck, PublishBatchRef, PublishRef, PublishTexts,
     StreamStart, batch_request_id,
