@@ -88,6 +88,15 @@ const EXPECTED = {
     jwt: utf8('eyJhbGciOiJIUzI1NiJ9.e30.sig'),
   },
   session_ack_user: { type: 'SESSION_ACK', flags: 0, requestId: 1, ...SESSION, name: 'alice', user: 'alice' },
+  publish_batch: {
+    type: 'PUBLISH',
+    flags: 0x0060,
+    requestId: 0x80000005,
+    headers: [],
+    channel: 'chat',
+    contentType: 'text/plain',
+    content: Uint8Array.of(0, 0, 0, 2, ...utf8('hi'), 0, 0, 0, 5, ...utf8('there')),
+  },
   publish: {
     type: 'PUBLISH',
     flags: 0,

@@ -608,6 +608,12 @@ async fn failed_no_reply_publishes_surface_on_flush() {
     let refusal = ErrorPacket::new(ErrorCode::TooManyCharacters, "too long");
     server.send(ids[1], Flags::empty(), refusal).await;
 
+    flush_reports_one_failure(&client, &mut server, ErrorCode::TooManyCharacters).await;
+}
+
+/// Flushes `client` (whose flush asks the fake server who it is, which is answered) and
+/// checks that the flush reports exactly one failed publish without reply, with `code`.
+async fn flush_reports_one_failure(client: &Client, server: &mut FakeServer, code: ErrorCode) {
     let flushing = client.flush();
     let answering = async {
         let (request_id, _, packet) = server.recv_request().await;
@@ -624,7 +630,7 @@ async fn failed_no_reply_publishes_surface_on_flush() {
     match flushed {
         Err(error) if error.kind() == ErrorKind::NoReplyFailures => {
             assert!(error.to_string().starts_with("1 publish(es)"), "{error}");
-            assert_eq!(error.code(), Some(ErrorCode::TooManyCharacters));
+            assert_eq!(error.code(), Some(code));
         }
         other => panic!("expected the failed publish, got {other:?}"),
     }
@@ -1681,24 +1687,5 @@ async fn a_failed_publish_of_a_batch_surfaces_on_flush() {
     let (publishes, _) = received_publishes(&mut server, 10).await;
     let refusal = ErrorPacket::new(ErrorCode::TooManyCharacters, "too long");
     server.send(publishes[6].0, Flags::empty(), refusal).await;
-    let flushing = client.flush();
-    let answering = async {
-        let (request_id, _, packet) = server.recv_request().await;
-        assert!(matches!(packet, Packet::Identify(_)));
-        let identity = Identity {
-            client_id: 42,
-            name: "alice".into(),
-            session_id: session_id(),
-            connected_since_us: 0,
-        };
-        server.send(request_id, Flags::empty(), identity).await;
-    };
-    let (flushed, ()) = tokio::join!(flushing, answering);
-    match flushed {
-        Err(error) if error.kind() == ErrorKind::NoReplyFailures => {
-            assert!(error.to_string().starts_with("1 publish(es)"), "{error}");
-            assert_eq!(error.code(), Some(ErrorCode::TooManyCharacters));
-        }
-        other => panic!("expected the failed publish, got {other:?}"),
-    }
+    flush_reports_one_failure(&client, &mut server, ErrorCode::TooManyCharacters).await;
 }

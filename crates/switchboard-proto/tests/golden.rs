@@ -157,6 +157,20 @@ fn vectors() -> Vec<Vector> {
             packet: chat_publish().into(),
         },
         Vector {
+            name: "publish_batch",
+            desc: "PUBLISH to \"chat\", content type \"text/plain\", flags NO_REPLY and BATCH \
+                   (0x0060), two bodies \"hi\" and \"there\" (each after its 4-byte length); \
+                   request id 0x80000005 (the second body's is 0x80000006)",
+            key: None,
+            request_id: 0x8000_0005,
+            flags: Flags::NO_REPLY | Flags::BATCH,
+            packet: Publish {
+                body: Bytes::from_static(b"\0\0\0\x02hi\0\0\0\x05there"),
+                ..chat_publish()
+            }
+            .into(),
+        },
+        Vector {
             name: "publish_ack",
             desc: "PUBLISH_ACK message id 01890a5d-ac96-774b-bcce-b302099a8057, seq 1; \
                    request id 2",
