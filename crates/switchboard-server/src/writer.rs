@@ -28,6 +28,7 @@ use crate::cluster::bodies::BodyReader;
 use crate::connection::WriteHalf;
 use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
+use crate::hub::recycle;
 use crate::log;
 use crate::outbox::{OutboxReceiver, Outgoing, TryRecvError};
 
@@ -280,7 +281,10 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             }
             match rx.try_take() {
                 Ok(Outgoing::Live(message)) => match message.small_live_frame() {
-                    Some(frame) => writer.copy_frame(frame),
+                    Some(frame) => {
+                        writer.copy_frame(frame);
+                        recycle::give(message);
+                    }
                     None => closing = writer.put(Outgoing::Live(message), sink).await?,
                 },
                 Ok(item) => closing = writer.put(item, sink).await?,

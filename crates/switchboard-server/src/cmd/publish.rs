@@ -102,7 +102,7 @@ pub(crate) async fn publish(
         Scope::Tag => hub.publish(&session.caller, publish, body_crc),
     };
     prepared.settle(hub, result.is_ok());
-    Answer::of(request_id, quiet, result, started)
+    Answer::of(request_id, quiet, result, Some(started))
         .send(hub, session)
         .await;
 }
@@ -174,12 +174,7 @@ pub(crate) fn publish_at_once(
         now,
     );
     prepared.settle(hub, result.is_ok());
-    Answer::of(
-        request_id,
-        quiet,
-        result,
-        started.unwrap_or_else(Instant::now),
-    )
+    Answer::of(request_id, quiet, result, started)
 }
 
 /// What is left to send once a publish was served.
@@ -201,11 +196,13 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    /// `started` is when the publish was read, if a clock was read for it; a quiet
+    /// publish reads none unless it has an answer to wait for.
     fn of(
         request_id: u32,
         quiet: bool,
         result: Result<Published, Refusal>,
-        started: Instant,
+        started: Option<Instant>,
     ) -> Answer {
         match result {
             Ok(published) if quiet && !published.must_sync => Answer::Nothing,
@@ -213,7 +210,7 @@ impl Answer {
                 request_id,
                 quiet,
                 published,
-                started,
+                started: started.unwrap_or_else(Instant::now),
             },
             Err(refusal) => Answer::Refuse(request_id, refusal),
         }
@@ -337,14 +334,26 @@ pub(crate) fn publish_batch_at_once(
         return Answer::Several(answers);
     }
     run.publish_permitted = true;
+    // The batch's fields are cloned once for all its bodies: the publish of one body is
+    // the next one's with the body replaced, unless a hook may have rewritten it or
+    // the hub took it whole.
+    let hooked = session.info.is_some();
+    let mut last: Option<Publish> = None;
     for (index, body) in bodies.enumerate() {
         let id = batch_request_id(request_id, index as u32);
-        let mut one = body_of_batch(publish, body);
+        let mut one = match last.take() {
+            Some(mut one) if !hooked && one.channel.is_same(&publish.channel) => {
+                one.body = body;
+                one
+            }
+            _ => body_of_batch(publish, body),
+        };
         if let Some(limits) = &session.limits
             && let Err(refusal) = super::limits::admit_publish(hub, limits, &one)
         {
             debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id = id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
             answers.push(Answer::OverLimit(id, refusal));
+            last = Some(one);
             continue;
         }
         // The body's CRC is not known (the frame's covers the whole batch): the
@@ -353,6 +362,7 @@ pub(crate) fn publish_batch_at_once(
         if !answer.is_nothing() {
             answers.push(answer);
         }
+        last = Some(one);
     }
     run.publish_permitted = false;
     if answers.is_empty() {

@@ -160,6 +160,28 @@ impl StoredMessage {
         self.blob.is_none() && self.body_apart.is_empty() && self.frame.len() <= MAX_REUSED_FRAME
     }
 
+    /// The capacity of the frame buffer of `message`, if the message may be reused
+    /// ([`StoredMessage::may_be_reused`]) and nothing else holds it or its frame.
+    pub fn reusable_capacity(message: &mut Arc<StoredMessage>) -> Option<usize> {
+        let record = Arc::get_mut(message)?;
+        if !record.may_be_reused() {
+            return None;
+        }
+        // Taken as a mutable buffer and frozen again, which allocates nothing: the
+        // buffer's capacity can be known no other way.
+        match std::mem::take(&mut record.frame).try_into_mut() {
+            Ok(buf) => {
+                let capacity = buf.capacity();
+                record.frame = buf.freeze();
+                Some(capacity)
+            }
+            Err(frame) => {
+                record.frame = frame;
+                None
+            }
+        }
+    }
+
     /// A stored message from a live frame produced by [`StoredMessage::encode`].
     pub fn from_frame_bytes(frame: Bytes, tags: Vec<String>) -> Result<StoredMessage, ProtoError> {
         let envelope = Message::from_frame(&view_encoded(&frame)?)?;

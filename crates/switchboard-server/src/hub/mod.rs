@@ -17,6 +17,7 @@ mod groups;
 pub mod history;
 pub mod listing;
 pub mod message;
+pub(crate) mod recycle;
 mod routes;
 pub mod stats;
 mod tags;
@@ -1288,7 +1289,7 @@ impl Hub {
                     .map_err(too_large)
             }
             Body::Inline { .. } => {
-                let spare = history.take_spare();
+                let spare = history.take_spare().or_else(recycle::take);
                 let message_head = history.message_head();
                 let stored = StoredMessage::encode_reusing(
                     spare,

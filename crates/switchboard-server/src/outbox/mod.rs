@@ -50,6 +50,7 @@ use self::queue::TrySendError;
 use self::reservation::Reservation;
 use crate::budget::MemoryBudget;
 use crate::hub::message::StoredMessage;
+use crate::hub::recycle;
 use crate::security::permissions::SessionPermissions;
 
 mod queue;
@@ -486,21 +487,30 @@ impl OutboxReceiver {
     /// at the first other item, or the first frame `copy` refuses, which stays queued.
     /// What they held is given back by the next settle, as for
     /// [`OutboxReceiver::try_take`].
+    /// The messages copied are given to [`recycle`] (those whose last holder this queue
+    /// was are reused by the thread's next publishes).
     pub fn copy_small_live(&mut self, mut copy: impl FnMut(&[u8]) -> bool) {
         let mut weight = 0;
-        self.rx.take_while_in_hand(|item| {
-            let Outgoing::Live(message) = item else {
-                return false;
-            };
-            let Some(frame) = message.small_live_frame() else {
-                return false;
-            };
-            if !copy(frame) {
-                return false;
-            }
-            weight += message.frame_len() + ITEM_OVERHEAD;
-            true
-        });
+        self.rx.take_while_in_hand(
+            |item| {
+                let Outgoing::Live(message) = item else {
+                    return false;
+                };
+                let Some(frame) = message.small_live_frame() else {
+                    return false;
+                };
+                if !copy(frame) {
+                    return false;
+                }
+                weight += message.frame_len() + ITEM_OVERHEAD;
+                true
+            },
+            |item| {
+                if let Outgoing::Live(message) = item {
+                    recycle::give(message);
+                }
+            },
+        );
         self.unsettled_bytes += weight;
     }
 

@@ -449,15 +449,21 @@ impl<T, H: Holder<T>> Receiver<T, H> {
     }
 
     /// Hands the items at the front of the hand to `take` for as long as it accepts
-    /// them (an accepted item is dropped here, its slot given back by the next
+    /// them (an accepted item then goes to `taken`, its slot given back by the next
     /// [`Receiver::settle`]); stops at the first it refuses or when the hand is empty.
     /// For a receiver that handles a run of items of one kind without taking each out.
-    pub fn take_while_in_hand(&mut self, mut take: impl FnMut(&T) -> bool) {
+    pub fn take_while_in_hand(
+        &mut self,
+        mut take: impl FnMut(&T) -> bool,
+        mut taken: impl FnMut(T),
+    ) {
         while let Some(item) = self.hand.front() {
             if !take(item) {
                 break;
             }
-            self.hand.pop_front();
+            if let Some(item) = self.hand.pop_front() {
+                taken(item);
+            }
             self.unsettled += 1;
         }
     }
