@@ -335,25 +335,23 @@ pub(crate) fn publish_batch_at_once(
     }
     run.publish_permitted = true;
     // The batch's fields are cloned once for all its bodies: the publish of one body is
-    // the next one's with the body replaced, unless a hook may have rewritten it or
-    // the hub took it whole.
+    // the last one's with the body replaced (in place: a publish is large to move),
+    // unless a hook may have rewritten it or the hub took it whole.
     let hooked = session.info.is_some();
-    let mut last: Option<Publish> = None;
+    let mut one = body_of_batch(publish, Bytes::new());
     for (index, body) in bodies.enumerate() {
         let id = batch_request_id(request_id, index as u32);
-        let mut one = match last.take() {
-            Some(mut one) if !hooked && one.channel.is_same(&publish.channel) => {
-                one.body = body;
-                one
-            }
-            _ => body_of_batch(publish, body),
-        };
+        // A publish the hub took is left empty, its channel too.
+        if hooked || one.channel.is_empty() || !one.channel.is_same(&publish.channel) {
+            one = body_of_batch(publish, body);
+        } else {
+            one.body = body;
+        }
         if let Some(limits) = &session.limits
             && let Err(refusal) = super::limits::admit_publish(hub, limits, &one)
         {
             debug!(target: log::ERROR, client_id = session.caller.client_id(), request_id = id, code = %refusal.code, reason = %refusal.message, "request refused by a limit");
             answers.push(Answer::OverLimit(id, refusal));
-            last = Some(one);
             continue;
         }
         // The body's CRC is not known (the frame's covers the whole batch): the
@@ -362,7 +360,6 @@ pub(crate) fn publish_batch_at_once(
         if !answer.is_nothing() {
             answers.push(answer);
         }
-        last = Some(one);
     }
     run.publish_permitted = false;
     if answers.is_empty() {

@@ -44,6 +44,10 @@ enum Wake {
 /// went quiet gives it up.
 pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
 
+/// A read at least this large is a burst, after which the session lets the tasks it
+/// woke run before it reads on.
+const YIELD_AFTER_READ: usize = 16 * 1024;
+
 /// How the request loop ended.
 pub(super) enum Outcome {
     /// The session ends, with this code and reason.
@@ -77,6 +81,8 @@ pub(super) async fn request_loop<R: Readable>(
     // Frames were served since the loop started (a session's first request, if it is
     // still `opening`).
     let mut served = false;
+    // Bytes the last read brought.
+    let mut last_read = 0;
     loop {
         if let Some(end) = expiry.and_then(|expiry| credentials_expired(session, expiry)) {
             return end.into();
@@ -87,6 +93,14 @@ pub(super) async fn request_loop<R: Readable>(
             served = true;
             if let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await {
                 return end.into();
+            }
+            // After a burst, the tasks it woke (the subscribers' writers, on this worker
+            // as often as not) run before more is read: they write what it queued while
+            // that is still in the cache, and their queues stay a read long rather than
+            // growing by every read the socket has ready (tokio lets a task read on
+            // until its budget of 128 operations is spent).
+            if last_read >= YIELD_AFTER_READ {
+                tokio::task::yield_now().await;
             }
         }
         // A large frame still arriving is admitted against the server's budget before
@@ -188,6 +202,7 @@ pub(super) async fn request_loop<R: Readable>(
                 }
             }
             Wake::Read(Ok(Ok(read))) => {
+                last_read = read;
                 Counters::add(&hub.counters().bytes_received, read as u64);
             }
         }
