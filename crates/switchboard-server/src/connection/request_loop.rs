@@ -25,6 +25,7 @@ use crate::hub::stats::Counters;
 use crate::log;
 use crate::time::now_us;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -44,9 +45,9 @@ enum Wake {
 /// went quiet gives it up.
 pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
 
-/// A read at least this large is a burst, after which the session lets the tasks it
-/// woke run before it reads on.
-const YIELD_AFTER_READ: usize = 16 * 1024;
+/// Serving frames that delivered at least this many messages was a burst, after which
+/// the session lets the writers it woke run before it reads on.
+const YIELD_AFTER_DELIVERIES: u64 = 256;
 
 /// How the request loop ended.
 pub(super) enum Outcome {
@@ -81,8 +82,6 @@ pub(super) async fn request_loop<R: Readable>(
     // Frames were served since the loop started (a session's first request, if it is
     // still `opening`).
     let mut served = false;
-    // Bytes the last read brought.
-    let mut last_read = 0;
     loop {
         if let Some(end) = expiry.and_then(|expiry| credentials_expired(session, expiry)) {
             return end.into();
@@ -91,15 +90,20 @@ pub(super) async fn request_loop<R: Readable>(
         // batch that stopped at a partial frame or for the kill switch.
         if reader.has_bytes() {
             served = true;
+            let delivered = &hub.counters().messages_delivered;
+            let before = delivered.load(Ordering::Relaxed);
             if let Some(end) = Box::pin(serve_buffered(hub, session, reader)).await {
                 return end.into();
             }
-            // After a burst, the tasks it woke (the subscribers' writers, on this worker
-            // as often as not) run before more is read: they write what it queued while
-            // that is still in the cache, and their queues stay a read long rather than
-            // growing by every read the socket has ready (tokio lets a task read on
-            // until its budget of 128 operations is spent).
-            if last_read >= YIELD_AFTER_READ {
+            // After a burst of deliveries, the writers it woke (on this worker as often
+            // as not) run before more is read: they write what it queued while that is
+            // still in the cache, and their queues stay a read long rather than growing
+            // by every read the socket has ready (tokio lets a task read on until its
+            // budget of 128 operations is spent). Reads of a few large messages, or of
+            // publishes nobody receives, gain nothing by it and are read on. The count
+            // is the hub's, so it may include other sessions' deliveries: a yield more.
+            let burst = delivered.load(Ordering::Relaxed).wrapping_sub(before);
+            if burst >= YIELD_AFTER_DELIVERIES {
                 tokio::task::yield_now().await;
             }
         }
@@ -202,7 +206,6 @@ pub(super) async fn request_loop<R: Readable>(
                 }
             }
             Wake::Read(Ok(Ok(read))) => {
-                last_read = read;
                 Counters::add(&hub.counters().bytes_received, read as u64);
             }
         }
