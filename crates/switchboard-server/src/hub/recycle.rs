@@ -45,7 +45,6 @@ const SHARED_CHUNKS: usize = 16;
 const SHARED_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 /// Messages, each with its frame buffer's capacity, oldest first.
-#[derive(Default)]
 struct Spares {
     messages: Vec<(Arc<StoredMessage>, usize)>,
     frame_bytes: usize,
