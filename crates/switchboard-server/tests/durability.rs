@@ -345,7 +345,7 @@ impl switchboard_server::Storage for SlowDisk {
         &self,
         _: switchboard_server::LogKind,
         _: &str,
-        _: &switchboard_server::StoredMessage,
+        _: &std::sync::Arc<switchboard_server::StoredMessage>,
     ) -> Result<(), switchboard_server::StorageError> {
         Ok(())
     }
@@ -451,7 +451,7 @@ impl switchboard_server::Storage for Ledger {
         &self,
         _: switchboard_server::LogKind,
         _: &str,
-        _: &switchboard_server::StoredMessage,
+        _: &std::sync::Arc<switchboard_server::StoredMessage>,
     ) -> Result<(), switchboard_server::StorageError> {
         self.0.appended.fetch_add(1, SeqCst);
         Ok(())

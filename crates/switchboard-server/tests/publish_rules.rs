@@ -56,7 +56,7 @@ impl Storage for Recording {
         &self,
         _kind: LogKind,
         log: &str,
-        message: &StoredMessage,
+        message: &Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         self.appended.lock().push((log.to_owned(), message.seq()));
         Ok(())

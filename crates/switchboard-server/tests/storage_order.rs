@@ -119,7 +119,7 @@ impl Storage for Recording {
         &self,
         kind: LogKind,
         log: &str,
-        message: &StoredMessage,
+        message: &std::sync::Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         MemoryStorage.append(kind, log, message)
     }

@@ -23,7 +23,7 @@ const HANDED_OFF: u64 = 200;
 /// Messages, hence chunks, left after the trim.
 const KEPT: u64 = 10;
 
-fn message(channel: &str, seq: u64) -> StoredMessage {
+fn message(channel: &str, seq: u64) -> std::sync::Arc<StoredMessage> {
     let message = Message {
         scope: Scope::Channel,
         channel: channel.into(),
@@ -32,7 +32,9 @@ fn message(channel: &str, seq: u64) -> StoredMessage {
         ..Message::default()
     };
     let codec = FrameCodec::new(Limits::default());
-    StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).expect("encodes")
+    let stored =
+        StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).expect("encodes");
+    std::sync::Arc::new(stored)
 }
 
 fn data_dir() -> tempfile::TempDir {

@@ -379,7 +379,12 @@ impl Storage for RefusingStore {
     fn put_channel(&self, _: &str, _: &ChannelOptions) -> Result<(), StorageError> {
         Err(StorageError::unavailable("disk gone"))
     }
-    fn append(&self, _: LogKind, _: &str, _: &StoredMessage) -> Result<(), StorageError> {
+    fn append(
+        &self,
+        _: LogKind,
+        _: &str,
+        _: &std::sync::Arc<StoredMessage>,
+    ) -> Result<(), StorageError> {
         Err(StorageError::unavailable("disk gone"))
     }
     fn trim(&self, _: LogKind, _: &str, _: u64) {}

@@ -2,12 +2,17 @@
 //!
 //! The buffer is the message's live MESSAGE frame, encoded once at publish time and
 //! shared by history and every subscriber's queue, so history costs one copy of each
-//! body, not two, and a delivery costs a reference count. A large inline body is not
+//! body, not two, and a delivery costs a reference count. A frame small enough for
+//! writers to copy out is the record's own buffer, not a shared one: nothing but the
+//! record counts references to it, so a record let go is reused whole (see
+//! [`super::recycle`]) without an atomic operation on the frame, and a new one costs one
+//! allocation for it, not two. A large inline body is not
 //! copied into that frame at all: the message keeps the frame's head (prefix and header
 //! block, then its HMAC tag if it has one) and the body as it was read, in the PUBLISH's
 //! own buffer, and writers send the three pieces in one vectored write. The bytes on the
 //! wire are the same either way.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -28,6 +33,97 @@ const MAX_REUSED_FRAME: usize = 4 * 1024;
 /// copied into it: the size from which writers send a piece from its own buffer.
 pub const BODY_APART_BYTES: usize = WRITE_APART_BYTES;
 
+/// A frame's buffer: the record's own when writers copy the frame out (smaller than
+/// [`WRITE_APART_BYTES`]), shared when they send it from its own buffer.
+#[derive(Debug)]
+enum FrameBuf {
+    Own(BytesMut),
+    Shared(Bytes),
+}
+
+impl FrameBuf {
+    /// The buffer of a frame just encoded into `buf`.
+    fn encoded(buf: BytesMut) -> FrameBuf {
+        if buf.len() < WRITE_APART_BYTES {
+            FrameBuf::Own(buf)
+        } else {
+            FrameBuf::Shared(buf.freeze())
+        }
+    }
+
+    /// The frame as a shared buffer: a copy of one the record owns.
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            FrameBuf::Own(buf) => Bytes::copy_from_slice(buf),
+            FrameBuf::Shared(bytes) => bytes.clone(),
+        }
+    }
+}
+
+impl Default for FrameBuf {
+    fn default() -> FrameBuf {
+        FrameBuf::Own(BytesMut::new())
+    }
+}
+
+impl Deref for FrameBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FrameBuf::Own(buf) => buf,
+            FrameBuf::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// A message's frame as the store writes it: the message itself when its live frame is
+/// what is stored, so that queueing it for the store costs a reference count, not a copy.
+#[derive(Debug, Clone)]
+pub enum RecordFrame {
+    Message(Arc<StoredMessage>),
+    Bytes(Bytes),
+}
+
+impl Deref for RecordFrame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RecordFrame::Message(message) => &message.frame,
+            RecordFrame::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+impl RecordFrame {
+    /// What holding this frame keeps in memory: its bytes, and the message's record
+    /// when it is the message's own buffer.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            RecordFrame::Message(message) => {
+                std::mem::size_of::<StoredMessage>() + message.frame.len()
+            }
+            RecordFrame::Bytes(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// Two frames are equal when their bytes are.
+impl PartialEq for RecordFrame {
+    fn eq(&self, other: &RecordFrame) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for RecordFrame {}
+
+impl From<Bytes> for RecordFrame {
+    fn from(bytes: Bytes) -> RecordFrame {
+        RecordFrame::Bytes(bytes)
+    }
+}
+
 /// A published message, shared by history, hashtag indexes and delivery queues.
 ///
 /// Only what the hub looks at on every publish is kept beside the frame; the envelope
@@ -37,7 +133,7 @@ pub const BODY_APART_BYTES: usize = WRITE_APART_BYTES;
 pub struct StoredMessage {
     /// The live frame; when the body is kept apart, the frame's head (prefix and header
     /// block) followed by its HMAC tag if it has one.
-    frame: Bytes,
+    frame: FrameBuf,
     /// A large inline body kept in its own buffer, not copied into `frame`; empty
     /// otherwise.
     body_apart: Bytes,
@@ -60,7 +156,11 @@ impl StoredMessage {
     ) -> Result<StoredMessage, ProtoError> {
         let mut buf = BytesMut::new();
         codec.encode_envelope(0, Flags::empty(), envelope, &mut buf)?;
-        Ok(StoredMessage::inline(buf.freeze(), envelope, tags))
+        Ok(StoredMessage::inline(
+            FrameBuf::encoded(buf),
+            envelope,
+            tags,
+        ))
     }
 
     /// Encodes `envelope`, whose body is `body`, as a live frame whose body is kept
@@ -83,7 +183,7 @@ impl StoredMessage {
             head.extend_from_slice(&tag);
         }
         Ok(StoredMessage {
-            frame: head.freeze(),
+            frame: FrameBuf::encoded(head),
             body_apart: body.clone(),
             seq: envelope.seq,
             id: envelope.id,
@@ -117,7 +217,7 @@ impl StoredMessage {
             let mut buf = BytesMut::new();
             encode(head, &mut buf)?;
             Ok(Arc::new(StoredMessage::inline(
-                buf.freeze(),
+                FrameBuf::encoded(buf),
                 envelope,
                 tags,
             )))
@@ -128,19 +228,18 @@ impl StoredMessage {
         let Some(record) = Arc::get_mut(&mut spare) else {
             return fresh(head, tags);
         };
-        let frame = std::mem::take(&mut record.frame);
-        let mut buf = frame.try_into_mut().unwrap_or_default();
+        let mut buf = match std::mem::take(&mut record.frame) {
+            FrameBuf::Own(buf) => buf,
+            FrameBuf::Shared(_) => BytesMut::new(),
+        };
         buf.clear();
         encode(head, &mut buf)?;
-        // Split off rather than frozen whole: that makes the buffer a shared one (once,
-        // the first time round), which the next message takes back as a mutable buffer
-        // without allocating; a frozen vector would get a new shared count every time.
-        *record = StoredMessage::inline(buf.split().freeze(), envelope, tags);
+        *record = StoredMessage::inline(FrameBuf::encoded(buf), envelope, tags);
         Ok(spare)
     }
 
     /// The record of a message whose live frame, body inline, `frame` is.
-    fn inline(frame: Bytes, envelope: &Envelope<'_>, tags: Vec<String>) -> StoredMessage {
+    fn inline(frame: FrameBuf, envelope: &Envelope<'_>, tags: Vec<String>) -> StoredMessage {
         StoredMessage {
             frame,
             body_apart: Bytes::new(),
@@ -161,24 +260,12 @@ impl StoredMessage {
     }
 
     /// The capacity of the frame buffer of `message`, if the message may be reused
-    /// ([`StoredMessage::may_be_reused`]) and nothing else holds it or its frame.
+    /// ([`StoredMessage::may_be_reused`]) and nothing else holds it.
     pub fn reusable_capacity(message: &mut Arc<StoredMessage>) -> Option<usize> {
         let record = Arc::get_mut(message)?;
-        if !record.may_be_reused() {
-            return None;
-        }
-        // Taken as a mutable buffer and frozen again, which allocates nothing: the
-        // buffer's capacity can be known no other way.
-        match std::mem::take(&mut record.frame).try_into_mut() {
-            Ok(buf) => {
-                let capacity = buf.capacity();
-                record.frame = buf.freeze();
-                Some(capacity)
-            }
-            Err(frame) => {
-                record.frame = frame;
-                None
-            }
+        match &record.frame {
+            FrameBuf::Own(buf) if record.may_be_reused() => Some(buf.capacity()),
+            _ => None,
         }
     }
 
@@ -190,7 +277,7 @@ impl StoredMessage {
             id: envelope.id,
             time_us: envelope.time_us,
             inline_len: envelope.body.len(),
-            frame,
+            frame: FrameBuf::Shared(frame),
             body_apart: Bytes::new(),
             tags,
             blob: None,
@@ -198,23 +285,37 @@ impl StoredMessage {
     }
 
     /// The frame as stored: the live frame, or without its HMAC tag if it has one, so
-    /// that the store does not depend on the key sessions use.
-    pub fn record_bytes(&self) -> Bytes {
-        let frame = self.live_frame_bytes();
-        if frame.len() > 5 && frame[5] & Flags::MAC.0 as u8 != 0 {
-            let mut buf = BytesMut::new();
-            let codec = FrameCodec::new(switchboard_proto::Limits {
-                max_header_len: usize::from(u16::MAX),
-                max_content_len: u32::MAX,
-            });
-            if codec
-                .encode_reframed(&frame, 0, Flags::empty(), &mut buf)
-                .is_ok()
-            {
-                return buf.freeze();
-            }
+    /// that the store does not depend on the key sessions use. The message's own buffer
+    /// is shared when the live frame is what is stored.
+    pub fn record_frame(message: &Arc<StoredMessage>) -> RecordFrame {
+        if let Some(stripped) = message.stripped_record() {
+            return RecordFrame::Bytes(stripped);
         }
-        frame
+        match &message.frame {
+            // A message with a streamed body stays out of the store's queue, so that its
+            // blob goes when the history and the queues let go of it.
+            FrameBuf::Own(_) if message.body_apart.is_empty() && message.blob.is_none() => {
+                RecordFrame::Message(message.clone())
+            }
+            _ => RecordFrame::Bytes(message.live_frame_bytes()),
+        }
+    }
+
+    /// The frame without its HMAC tag, if it has one.
+    fn stripped_record(&self) -> Option<Bytes> {
+        if self.frame.len() <= 5 || self.frame[5] & Flags::MAC.0 as u8 == 0 {
+            return None;
+        }
+        let frame = self.live_frame_bytes();
+        let mut buf = BytesMut::new();
+        let codec = FrameCodec::new(switchboard_proto::Limits {
+            max_header_len: usize::from(u16::MAX),
+            max_content_len: u32::MAX,
+        });
+        codec
+            .encode_reframed(&frame, 0, Flags::empty(), &mut buf)
+            .ok()?;
+        Some(buf.freeze())
     }
 
     /// Attaches a streamed body.
@@ -254,7 +355,7 @@ impl StoredMessage {
     /// kept apart, assembled (a copy; writers use [`StoredMessage::put_live`]).
     pub fn live_frame_bytes(&self) -> Bytes {
         if self.body_apart.is_empty() {
-            return self.frame.clone();
+            return self.frame.to_bytes();
         }
         let head_end = self.head_end();
         let mut frame = BytesMut::with_capacity(self.frame_len());
@@ -276,7 +377,7 @@ impl StoredMessage {
     pub fn put_live(&self, batch: &mut WriteBatch) {
         if self.body_apart.is_empty() {
             if self.frame.len() >= WRITE_APART_BYTES {
-                batch.push_frame(self.frame.clone());
+                batch.push_frame(self.frame.to_bytes());
             } else {
                 batch.buffer().extend_from_slice(&self.frame);
             }
@@ -317,12 +418,15 @@ impl StoredMessage {
         Ok(())
     }
 
-    /// The envelope, read back from the live frame; its text fields and body borrow it.
+    /// The envelope, read back from the live frame; its text fields and body borrow it,
+    /// or a copy of it when the record owns the frame (one smaller than
+    /// [`WRITE_APART_BYTES`]: the paths that read envelopes back are rare).
     pub fn envelope(&self) -> Result<Message, ProtoError> {
+        let frame = self.frame.to_bytes();
         if self.body_apart.is_empty() {
-            Message::from_frame(&view_encoded(&self.frame)?)
+            Message::from_frame(&view_encoded(&frame)?)
         } else {
-            Message::from_frame(&view_encoded_apart(&self.frame, &self.body_apart)?)
+            Message::from_frame(&view_encoded_apart(&frame, &self.body_apart)?)
         }
     }
 
@@ -380,6 +484,69 @@ mod tests {
         bytes
     }
 
+    /// A small message's frame is its record's own: the store's queue shares the record
+    /// instead of copying the frame, a record nothing else holds is reused with its
+    /// buffer in place, and one still held by the store is not.
+    #[test]
+    fn a_small_frame_is_owned_by_its_record_shared_with_the_store_and_reused_in_place() {
+        let codec = FrameCodec::new(Limits::default());
+        let first = message(100);
+        let mut stored =
+            Arc::new(StoredMessage::encode(&codec, &first.as_envelope(), Vec::new()).unwrap());
+        let record = StoredMessage::record_frame(&stored);
+        assert!(
+            matches!(record, RecordFrame::Message(_)),
+            "shared, not copied"
+        );
+        assert_eq!(*record, *stored.live_frame_bytes());
+        assert_eq!(
+            StoredMessage::reusable_capacity(&mut stored),
+            None,
+            "the store still holds it"
+        );
+        drop(record);
+        let capacity = StoredMessage::reusable_capacity(&mut stored).expect("reusable");
+        assert!(capacity >= stored.frame_len());
+
+        let buffer = stored.small_live_frame().unwrap().as_ptr();
+        let record = Arc::as_ptr(&stored);
+        let second = Message {
+            seq: 8,
+            ..message(90)
+        };
+        let mut head = MessageHead::default();
+        let reused = StoredMessage::encode_reusing(
+            Some(stored),
+            &codec,
+            &second.as_envelope(),
+            Vec::new(),
+            &mut head,
+            None,
+        )
+        .unwrap();
+        assert!(
+            std::ptr::eq(Arc::as_ptr(&reused), record),
+            "the same record"
+        );
+        assert_eq!(
+            reused.small_live_frame().unwrap().as_ptr(),
+            buffer,
+            "the same buffer"
+        );
+        assert_eq!(reused.envelope().unwrap(), second);
+
+        let mac = FrameCodec::new(Limits::default()).with_mac_key(Some(MacKey::new(b"a key")));
+        let tagged =
+            Arc::new(StoredMessage::encode(&mac, &first.as_envelope(), Vec::new()).unwrap());
+        let untagged =
+            Arc::new(StoredMessage::encode(&codec, &first.as_envelope(), Vec::new()).unwrap());
+        assert_eq!(
+            *StoredMessage::record_frame(&tagged),
+            *untagged.live_frame_bytes(),
+            "stored without its tag"
+        );
+    }
+
     /// Whatever reads a message whose body is kept apart gets the bytes it would get from
     /// the message encoded in one buffer: the live frame, a replayed copy, the envelope
     /// and the record for the store, with and without HMAC.
@@ -423,7 +590,11 @@ mod tests {
 
                 assert_eq!(apart.envelope().unwrap(), whole.envelope().unwrap());
                 assert_eq!(apart.envelope().unwrap(), message);
-                assert_eq!(apart.record_bytes(), whole.record_bytes());
+                let (apart, whole) = (Arc::new(apart), Arc::new(whole));
+                assert_eq!(
+                    *StoredMessage::record_frame(&apart),
+                    *StoredMessage::record_frame(&whole)
+                );
             }
         }
     }

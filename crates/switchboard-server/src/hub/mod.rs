@@ -1195,7 +1195,7 @@ impl Hub {
         &self,
         kind: LogKind,
         log: &str,
-        stored: &StoredMessage,
+        stored: &Arc<StoredMessage>,
         admission: Admission,
     ) -> Result<(), Refusal> {
         let queued = if admission.must_sync() {

@@ -13,6 +13,7 @@ mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_proto::packet::{ChannelOptions, Durability, Message};
@@ -161,8 +162,12 @@ pub trait Storage: Send + Sync + 'static {
     /// A message was appended to a history. May only queue it: an error here means the
     /// store cannot take it (closed, or failed earlier); a write that fails later refuses
     /// the [`Storage::sync`] futures that cover it, and every later append.
-    fn append(&self, kind: LogKind, log: &str, message: &StoredMessage)
-    -> Result<(), StorageError>;
+    fn append(
+        &self,
+        kind: LogKind,
+        log: &str,
+        message: &Arc<StoredMessage>,
+    ) -> Result<(), StorageError>;
     /// As [`Storage::append`], for a message whose publisher then waits for a sync
     /// ([`Storage::sync_here`] or [`Storage::sync`]): the store may leave it queued until
     /// that sync asks for it.
@@ -170,7 +175,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         kind: LogKind,
         log: &str,
-        message: &StoredMessage,
+        message: &Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         self.append(kind, log, message)
     }
@@ -252,7 +257,7 @@ impl Storage for MemoryStorage {
         &self,
         _kind: LogKind,
         _log: &str,
-        _message: &StoredMessage,
+        _message: &Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         Ok(())
     }

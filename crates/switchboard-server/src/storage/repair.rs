@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -341,6 +342,7 @@ fn write_fresh(
                 .unwrap_or_default();
             for message in messages.values() {
                 let stored = StoredMessage::encode(&codec, &message.as_envelope(), Vec::new())
+                    .map(Arc::new)
                     .map_err(|e| StorageError(format!("re-encoding a message: {e}")))?;
                 store.append(kind, &log.name, &stored)?;
             }

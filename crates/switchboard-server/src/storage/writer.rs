@@ -49,6 +49,7 @@ use tracing::{error, info, warn};
 
 use super::space::DiskGuard;
 use super::{LogKind, StorageError, SyncFuture, SyncPolicy};
+use crate::hub::message::RecordFrame;
 use crate::log;
 use crate::metrics::{HistogramSnapshot, LatencyHistogram};
 
@@ -76,7 +77,7 @@ pub(super) enum Op {
         kind: LogKind,
         log: Arc<str>,
         seq: u64,
-        frame: Bytes,
+        frame: RecordFrame,
     },
     /// Messages up to `through` may go: applied only after every record queued before
     /// it was written, so that a trim never misses a message still in the queue.
@@ -100,7 +101,7 @@ impl Op {
             + match self {
                 Op::Put { key, value } => key.len() + value.len(),
                 // What its key would take: the history's name and the sequence number.
-                Op::Append { log, frame, .. } => log.len() + 8 + frame.len(),
+                Op::Append { log, frame, .. } => log.len() + 8 + frame.held_bytes(),
                 Op::Remove { key } => key.len(),
                 Op::Trim { log, .. } | Op::DeleteLog { log, .. } => log.len(),
             }
@@ -888,7 +889,8 @@ mod tests {
             let values = ops
                 .iter()
                 .map(|op| match op {
-                    Op::Put { value, .. } | Op::Append { frame: value, .. } => value.clone(),
+                    Op::Put { value, .. } => value.clone(),
+                    Op::Append { frame, .. } => Bytes::copy_from_slice(frame),
                     Op::Trim { log, .. } | Op::DeleteLog { log, .. } => {
                         Bytes::copy_from_slice(log.as_bytes())
                     }
@@ -923,7 +925,7 @@ mod tests {
             kind: LogKind::Channel,
             log: value.into(),
             seq: 1,
-            frame: Bytes::copy_from_slice(value.as_bytes()),
+            frame: Bytes::copy_from_slice(value.as_bytes()).into(),
         }
     }
 
@@ -1171,7 +1173,7 @@ mod tests {
                     kind: LogKind::Channel,
                     log: "".into(),
                     seq: 1,
-                    frame: value.clone(),
+                    frame: value.clone().into(),
                 })
                 .unwrap();
         }

@@ -272,12 +272,12 @@ impl FjallStorage {
     }
 
     /// The queued record of a message appended to a history.
-    fn append_op(&self, kind: LogKind, log: &str, message: &StoredMessage) -> Op {
+    fn append_op(&self, kind: LogKind, log: &str, message: &Arc<StoredMessage>) -> Op {
         Op::Append {
             kind,
             log: self.shared_name(kind, log),
             seq: message.seq(),
-            frame: message.record_bytes(),
+            frame: StoredMessage::record_frame(message),
         }
     }
 
@@ -319,7 +319,7 @@ impl Storage for FjallStorage {
         &self,
         kind: LogKind,
         log: &str,
-        message: &StoredMessage,
+        message: &Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         self.writer.push(self.append_op(kind, log, message))
     }
@@ -328,7 +328,7 @@ impl Storage for FjallStorage {
         &self,
         kind: LogKind,
         log: &str,
-        message: &StoredMessage,
+        message: &Arc<StoredMessage>,
     ) -> Result<(), StorageError> {
         self.writer.push_awaited(self.append_op(kind, log, message))
     }
@@ -465,7 +465,7 @@ mod tests {
     use super::*;
     use crate::storage::writer::Sink;
 
-    fn message(channel: &str, seq: u64) -> StoredMessage {
+    fn message(channel: &str, seq: u64) -> Arc<StoredMessage> {
         let message = Message {
             scope: Scope::Channel,
             channel: channel.into(),
@@ -473,7 +473,9 @@ mod tests {
             body: Bytes::from(format!("{channel} #{seq}")),
             ..Message::default()
         };
-        StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap()
+        Arc::new(
+            StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap(),
+        )
     }
 
     fn open(dir: &Path) -> FjallStorage {
@@ -604,7 +606,7 @@ mod tests {
             kind: LogKind::Channel,
             log: "a".into(),
             seq,
-            frame: message("a", seq).record_bytes(),
+            frame: StoredMessage::record_frame(&message("a", seq)),
         };
         let trim = Op::Trim {
             kind: LogKind::Channel,
@@ -761,7 +763,9 @@ mod tests {
                 body: Bytes::from(vec![b'x'; synclog::LOG_BYTES as usize]),
                 ..Message::default()
             };
-            StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap()
+            Arc::new(
+                StoredMessage::encode(&record_codec(), &message.as_envelope(), Vec::new()).unwrap(),
+            )
         };
         for seq in 1..=100 {
             let stored = if seq % 40 == 0 {
@@ -839,7 +843,9 @@ mod tests {
             ..Message::default()
         };
         post.sender_name = "ann".into();
-        let post = StoredMessage::encode(&record_codec(), &post.as_envelope(), Vec::new()).unwrap();
+        let post = Arc::new(
+            StoredMessage::encode(&record_codec(), &post.as_envelope(), Vec::new()).unwrap(),
+        );
         store.append(LogKind::Group, "g", &post).unwrap();
         store.sync().await.unwrap();
         if flush {

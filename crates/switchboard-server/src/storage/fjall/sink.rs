@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use super::synclog::{Fit, SyncLog};
 use super::trim::Trimmer;
 use super::{ChunkIndex, Engine, Open, keys, open_database, storage_error};
+use crate::hub::message::RecordFrame;
 use crate::log;
 use crate::storage::space::DiskGuard;
 use crate::storage::writer::{Op, Sink};
@@ -48,7 +49,7 @@ struct Chunk {
     /// The frames, shared with the queued records: copied once, straight into the
     /// database's value when the batch is committed (no growing buffer copied again as
     /// it fills, no second copy into the database).
-    frames: Vec<Bytes>,
+    frames: Vec<RecordFrame>,
     len: usize,
 }
 
@@ -65,7 +66,7 @@ impl Chunk {
 
 /// Reads frames back to back, to fill a value of known length in one pass.
 struct Frames<'a> {
-    rest: std::slice::Iter<'a, Bytes>,
+    rest: std::slice::Iter<'a, RecordFrame>,
     current: &'a [u8],
 }
 
@@ -246,7 +247,7 @@ impl FjallSink {
     }
 
     /// Adds a message to its history's chunk of this batch.
-    fn add_message(&mut self, kind: LogKind, log: &Arc<str>, seq: u64, frame: &Bytes) {
+    fn add_message(&mut self, kind: LogKind, log: &Arc<str>, seq: u64, frame: &RecordFrame) {
         match self
             .building
             .iter_mut()

@@ -460,7 +460,7 @@ fn decode_ops(bytes: &Bytes) -> Option<Vec<Op>> {
                 kind: reader.kind()?,
                 log: reader.name()?,
                 seq: reader.u64()?,
-                frame: reader.bytes()?,
+                frame: reader.bytes()?.into(),
             },
             TRIM => Op::Trim {
                 kind: reader.kind()?,
@@ -490,7 +490,7 @@ mod tests {
             kind: LogKind::Channel,
             log: "news".into(),
             seq,
-            frame: Bytes::from(body.to_owned()),
+            frame: Bytes::from(body.to_owned()).into(),
         }
     }
 
