@@ -9,6 +9,7 @@ use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
 use super::message::StoredMessage;
+use super::recycle;
 use crate::time::now_us;
 
 /// Limits on what a history keeps.
@@ -32,25 +33,10 @@ pub struct History {
     deleted: bool,
     /// Cluster mode: where this node's copy stands in the backplane's history.
     pub(crate) cluster: ClusterPosition,
-    /// Small messages trimmed, oldest first, kept to encode the next messages into
-    /// instead of new buffers (see [`StoredMessage::encode_reusing`]): one that a
-    /// delivery queue still held when it was trimmed (a subscriber more than a history
-    /// behind, which a burst of small publishes read at once makes every time) becomes
-    /// usable once its writer let go of it. At most [`MAX_SPARE_BYTES`] of frames.
-    spares: VecDeque<Arc<StoredMessage>>,
-    /// Bytes of the frames in `spares`.
-    spare_bytes: usize,
     /// The head of the last message encoded here, patched to encode the next one alike
     /// (see [`MessageHead`]); boxed, as a history that is never published to needs none.
     head: Option<Box<MessageHead>>,
 }
-
-/// The most frame bytes a history keeps in messages trimmed for reuse: a burst of a
-/// few hundred small frames read at once. What a quiet channel keeps beside its history
-/// is bounded by it (with the records, about twice this), which for a full history of
-/// small messages is a fifth more memory at most; 64 KiB caught a few more bursts but
-/// would have made that two thirds.
-const MAX_SPARE_BYTES: usize = 16 * 1024;
 
 /// Cluster mode: how a node's cached history relates to the backplane's.
 ///
@@ -89,8 +75,6 @@ impl History {
             retention,
             deleted: false,
             cluster: ClusterPosition::default(),
-            spares: VecDeque::new(),
-            spare_bytes: 0,
             head: None,
         }
     }
@@ -159,33 +143,16 @@ impl History {
         trimmed
     }
 
-    /// Drops the oldest message, keeping it for reuse if it may be; returns its seq.
+    /// Drops the oldest message and returns its seq. A small one that nothing else
+    /// holds is handed to [`recycle`], for the next publish to encode into; one that a
+    /// delivery queue still holds goes there when the queue's writer lets go of it.
     fn drop_oldest(&mut self) -> Option<u64> {
         let oldest = self.messages.pop_front()?;
         self.bytes -= oldest.body_len();
         oldest.retire();
-        if StoredMessage::may_be_reused(&oldest)
-            && self.spare_bytes + oldest.frame_len() <= MAX_SPARE_BYTES
-        {
-            self.spare_bytes += oldest.frame_len();
-            let seq = oldest.seq();
-            self.spares.push_back(oldest);
-            return Some(seq);
-        }
-        Some(oldest.seq())
-    }
-
-    /// A message trimmed earlier that nothing holds any more, to encode the next one
-    /// into. The oldest is looked at, which queues let go of first; one still held goes
-    /// to the back, so that a slow subscriber holding it does not stop the others' reuse.
-    pub fn take_spare(&mut self) -> Option<Arc<StoredMessage>> {
-        let mut oldest = self.spares.pop_front()?;
-        if Arc::get_mut(&mut oldest).is_none() {
-            self.spares.push_back(oldest);
-            return None;
-        }
-        self.spare_bytes -= oldest.frame_len();
-        Some(oldest)
+        let seq = oldest.seq();
+        recycle::give(oldest);
+        Some(seq)
     }
 
     /// The head the next message is encoded from, if it fits.
@@ -445,45 +412,30 @@ mod tests {
         assert!(history.range_at(Since::All, None, 100).is_empty());
     }
 
-    /// A subscriber's queue may hold more than a history's worth of messages (a burst
-    /// read at once): the messages trimmed meanwhile are reused once the queue lets go
-    /// of them, and one still held elsewhere is never handed out nor in the way.
+    /// What a history trims goes to the recycle pool when nothing else holds it; a
+    /// message still queued for a subscriber (one more than a history behind, which a
+    /// burst of small publishes read at once makes) is left to its queue's writer.
     #[test]
-    fn trimmed_messages_still_queued_are_reused_once_let_go() {
+    fn trimmed_messages_nothing_else_holds_are_handed_for_reuse() {
         let mut history = History::new(KEEP);
         let mut queued = Vec::new();
-        for seq in 1..=25 {
+        for seq in 1..=15 {
             let message = message(seq);
-            queued.push(message.clone());
+            if seq <= 3 {
+                queued.push(message.clone());
+            }
             history.push(message, seq);
         }
-        for _ in 0..30 {
-            assert!(
-                history.take_spare().is_none(),
-                "every trimmed one is still queued"
-            );
-        }
-        // The writer sends the oldest ten; one of them (seq 3) is still held elsewhere.
-        let held = queued[2].clone();
-        queued.drain(..10);
-        let mut reused = Vec::new();
-        for _ in 0..30 {
-            if let Some(spare) = history.take_spare() {
-                reused.push(spare.seq());
-            }
-        }
-        reused.sort_unstable();
-        assert_eq!(reused, [1, 2, 4, 5, 6, 7, 8, 9, 10]);
-        drop(held);
-        queued.clear();
-        while let Some(spare) = history.take_spare() {
-            reused.push(spare.seq());
-        }
-        reused.sort_unstable();
-        assert_eq!(
-            reused,
-            (1..=15).collect::<Vec<_>>(),
-            "every trimmed message, once let go"
+        // Trimmed 1..=5: 4 and 5 were let go, 1..=3 are still queued. This thread's own
+        // spares are taken first, the last given first.
+        let reused: Vec<u64> = std::iter::from_fn(recycle::take)
+            .take(2)
+            .map(|spare| spare.seq())
+            .collect();
+        assert_eq!(reused, [5, 4]);
+        assert!(
+            queued.iter().all(|message| Arc::strong_count(message) == 1),
+            "the history let go of the queued ones"
         );
     }
 }

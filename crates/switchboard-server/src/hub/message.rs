@@ -26,7 +26,8 @@ use uuid::Uuid;
 
 use crate::blobs::Blob;
 
-/// The largest frame whose buffer a history keeps to encode its next message into.
+/// The largest frame whose record is kept to encode a later message into (see
+/// [`super::recycle`]).
 const MAX_REUSED_FRAME: usize = 4 * 1024;
 
 /// Inline bodies at least this large are kept apart from their MESSAGE head rather than
@@ -252,10 +253,10 @@ impl StoredMessage {
         }
     }
 
-    /// Whether this message, let go by its history, is worth keeping to encode a later
-    /// one into once nothing else holds it: a small inline frame (a large one would sit
-    /// unused, uncounted, beside each channel's history).
-    pub fn may_be_reused(&self) -> bool {
+    /// Whether this message, let go by its last holder, is worth keeping to encode a
+    /// later one into: a small inline frame (large ones are rarer, and each would hold
+    /// its size in the pool).
+    fn may_be_reused(&self) -> bool {
         self.blob.is_none() && self.body_apart.is_empty() && self.frame.len() <= MAX_REUSED_FRAME
     }
 

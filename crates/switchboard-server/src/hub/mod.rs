@@ -1289,7 +1289,7 @@ impl Hub {
                     .map_err(too_large)
             }
             Body::Inline { .. } => {
-                let spare = history.take_spare().or_else(recycle::take);
+                let spare = recycle::take();
                 let message_head = history.message_head();
                 let stored = StoredMessage::encode_reusing(
                     spare,

@@ -1,15 +1,13 @@
-//! Small messages let go of by the last delivery queue that held them, kept so that
-//! the next messages published are encoded into their records and frame buffers
-//! instead of new ones.
+//! Small messages let go of by the last holder, kept so that the next messages
+//! published are encoded into their records and frame buffers instead of new ones.
 //!
-//! A history keeps the messages it trims for reuse ([`History::take_spare`]), but only
-//! a few, and a subscriber more than a history behind still holds them then. A burst
-//! of small publishes read at once puts every subscriber that far behind until its
-//! writer runs: thousands of messages at 16 B. Each message was then freed by the
-//! writer and the next publish allocated a record and a frame anew; with glibc's
+//! The last holder is the history that trims a message, or, for a subscriber more than
+//! a history behind, the writer that copies the message out after its history let it
+//! go. A burst of small publishes read at once puts every subscriber that far behind
+//! until its writer runs: thousands of messages at 16 B. Each message was then freed
+//! by the writer and the next publish allocated a record and a frame anew; with glibc's
 //! per-thread cache far smaller than such a burst, malloc and free took a sixth of the
-//! server's time at 16 B and 1 KiB bodies. The writer that copies a small frame out
-//! and holds its message's last reference gives the message here instead.
+//! server's time at 16 B and 1 KiB bodies.
 //!
 //! Each thread keeps what it was given, and a publish on that thread takes the message
 //! given last, whose memory is the likeliest still to be in the cache: a connection's
@@ -18,8 +16,6 @@
 //! a pool shared by all threads in one chunk, from which a thread with none of its own
 //! takes a chunk: a reader and a writer on two threads then exchange one lock per
 //! [`CHUNK`] messages. Both are bounded; what is given beyond the bounds is freed.
-//!
-//! [`History::take_spare`]: super::history::History::take_spare
 
 use std::cell::RefCell;
 use std::sync::Arc;
