@@ -307,14 +307,21 @@ impl StoredMessage {
         if self.frame.len() <= 5 || self.frame[5] & Flags::MAC.0 as u8 == 0 {
             return None;
         }
-        let frame = self.live_frame_bytes();
+        // Reframed from the record's own buffer; only a body kept apart is assembled.
+        let assembled;
+        let frame: &[u8] = if self.body_apart.is_empty() {
+            &self.frame
+        } else {
+            assembled = self.live_frame_bytes();
+            &assembled
+        };
         let mut buf = BytesMut::new();
         let codec = FrameCodec::new(switchboard_proto::Limits {
             max_header_len: usize::from(u16::MAX),
             max_content_len: u32::MAX,
         });
         codec
-            .encode_reframed(&frame, 0, Flags::empty(), &mut buf)
+            .encode_reframed(frame, 0, Flags::empty(), &mut buf)
             .ok()?;
         Some(buf.freeze())
     }
