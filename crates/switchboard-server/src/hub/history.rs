@@ -148,6 +148,11 @@ impl History {
     /// delivery queue still holds goes there when the queue's writer lets go of it.
     fn drop_oldest(&mut self) -> Option<u64> {
         let oldest = self.messages.pop_front()?;
+        // The next publish lets the next oldest go: its record is asked for now, a
+        // publish ahead of the first read of it.
+        if let Some(next) = self.messages.front() {
+            next.prefetch_record();
+        }
         self.bytes -= oldest.body_len();
         oldest.retire();
         let seq = oldest.seq();

@@ -17,6 +17,7 @@ mod groups;
 pub mod history;
 pub mod listing;
 pub mod message;
+mod prefetch;
 pub(crate) mod recycle;
 mod routes;
 pub mod stats;
