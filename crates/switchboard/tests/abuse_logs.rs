@@ -121,15 +121,20 @@ fn the_log_file_rotates_at_its_cap() {
     while !rotated.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Each write keeps both files within the cap, whenever the server is stopped.
+    // Each write keeps both files within the cap, whenever the server is stopped. A
+    // kill that lands inside a rotation, after the rename and before the new file is
+    // made, leaves no current file: the next start makes it.
     stop(server);
     assert!(rotated.exists(), "no rotated file");
-    let current = std::fs::metadata(&log).unwrap().len();
+    let current = std::fs::metadata(&log).map_or(0, |meta| meta.len());
     let kept = std::fs::metadata(&rotated).unwrap().len();
     assert!(current <= CAP, "the log file holds {current} bytes");
     assert!(
         kept <= CAP && kept > CAP / 2,
         "the rotated file holds {kept} bytes"
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(path == log || path == rotated, "{} is left", path.display());
+    }
 }
