@@ -9,7 +9,7 @@ use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
 use super::message::StoredMessage;
-use super::recycle;
+use super::{prefetch, recycle};
 use crate::time::now_us;
 
 /// Limits on what a history keeps.
@@ -151,7 +151,7 @@ impl History {
         // The next publish lets the next oldest go: its record is asked for now, a
         // publish ahead of the first read of it.
         if let Some(next) = self.messages.front() {
-            next.prefetch_record();
+            prefetch::arc(next);
         }
         self.bytes -= oldest.body_len();
         oldest.retire();

@@ -262,11 +262,6 @@ impl StoredMessage {
 
     /// The capacity of the frame buffer of `message`, if the message may be reused
     /// ([`StoredMessage::may_be_reused`]) and nothing else holds it.
-    /// Asks the CPU for this record (with its `Arc`'s counts) ahead of its use.
-    pub fn prefetch_record(self: &Arc<StoredMessage>) {
-        super::prefetch::value(Arc::as_ptr(self), 2 * size_of::<usize>());
-    }
-
     pub fn reusable_capacity(message: &mut Arc<StoredMessage>) -> Option<usize> {
         let record = Arc::get_mut(message)?;
         match &record.frame {

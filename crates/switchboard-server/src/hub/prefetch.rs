@@ -4,16 +4,18 @@
 //! for memory on the one thread that serves the publishing connection.
 
 use std::mem::size_of;
+use std::sync::Arc;
 
 const CACHE_LINE: usize = 64;
 
-/// Asks for the cache lines of the value behind `value` and of the `header` bytes
-/// before it (an `Arc`'s counts, say). A hint only: nothing is read or written,
-/// whatever the address.
+/// Asks for the cache lines of the value `value` shares and of the two counts the
+/// `Arc` keeps in front of it. A hint only: nothing is read or written, whatever the
+/// address.
 #[inline]
-pub(crate) fn value<T>(value: *const T, header: usize) {
-    let start = value.cast::<u8>().wrapping_sub(header);
-    for address in lines(start, header + size_of::<T>()) {
+pub(crate) fn arc<T>(value: &Arc<T>) {
+    let counts = 2 * size_of::<usize>();
+    let start = Arc::as_ptr(value).cast::<u8>().wrapping_sub(counts);
+    for address in lines(start, counts + size_of::<T>()) {
         line(address);
     }
 }
