@@ -29,6 +29,14 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, ServeArgs};
 
+/// Task polls between a runtime worker's looks at the sockets and timers: one, where tokio
+/// would wait 61. The server's busy workers run a few tasks back to back (a session
+/// reading publishes, the writers it wakes); looking at the sockets after each poll
+/// wakes a writer whose socket drained, or the other worker, at once rather than after
+/// dozens of polls, and the workers go to sleep half as often. Measured in
+/// docs/BENCHMARKS.md ("A worker looks at its sockets after every task").
+const EVENT_INTERVAL: u32 = 1;
+
 #[global_allocator]
 static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
     {
         builder.worker_threads(usize::from(*threads));
     }
+    builder.event_interval(EVENT_INTERVAL);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
