@@ -1,8 +1,11 @@
 //! Wire codec benchmarks: a PUBLISH to "bench.channel" (content type "text/plain") with a
 //! 16-byte and a 1 KiB body, encoded, decoded (including `Packet::from_frame`) and both,
 //! without and with an HMAC-SHA256 tag. Throughput is reported in frames per second.
+//! Then the CRC32C of bodies from 64 bytes to 64 KiB, by this crate's `crc` module and,
+//! beside it, by the `crc32c` and `crc-fast` crates alone, in bytes per second.
 //!
-//! Run with `cargo bench -p switchboard-proto --bench codec`.
+//! Run with `cargo bench -p switchboard-proto --bench codec` (`-- crc32c` for the CRCs
+//! alone).
 
 use std::hint::black_box;
 
@@ -87,5 +90,23 @@ fn bench_codec(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_codec);
+fn bench_crc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c");
+    for len in [64usize, 256, 1024, 4096, 64 * 1024] {
+        let body: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31)).collect();
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(format!("switchboard/{len}"), |b| {
+            b.iter(|| switchboard_proto::crc::crc32c(black_box(&body)))
+        });
+        group.bench_function(format!("crc32c-crate/{len}"), |b| {
+            b.iter(|| crc32c::crc32c(black_box(&body)))
+        });
+        group.bench_function(format!("crc-fast/{len}"), |b| {
+            b.iter(|| crc_fast::crc32_iscsi(black_box(&body)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_codec, bench_crc);
 criterion_main!(benches);

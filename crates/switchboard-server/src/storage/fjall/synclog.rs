@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use switchboard_proto::crc;
 
 use crate::storage::writer::Op;
 use crate::storage::{LogKind, StorageError};
@@ -159,7 +160,7 @@ impl SyncLog {
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
         header[12..20].copy_from_slice(&epoch.to_le_bytes());
-        let crc = crc32c::crc32c(&header[..20]);
+        let crc = crc::crc32c(&header[..20]);
         header[20..24].copy_from_slice(&crc.to_le_bytes());
         write_at(&self.file, &header, 0)
             .and_then(|()| self.file.sync_data())
@@ -205,8 +206,8 @@ impl SyncLog {
         self.buf[0..4].copy_from_slice(&len.to_le_bytes());
         self.buf[4..12].copy_from_slice(&self.epoch.to_le_bytes());
         self.buf[12..20].copy_from_slice(&number.to_le_bytes());
-        let mut crc = crc32c::crc32c(&self.buf[..20]);
-        crc = crc32c::crc32c_append(crc, &self.buf[RECORD_HEADER..]);
+        let mut crc = crc::crc32c(&self.buf[..20]);
+        crc = crc::crc32c_append(crc, &self.buf[RECORD_HEADER..]);
         self.buf[20..24].copy_from_slice(&crc.to_le_bytes());
         let blocks = padded(self.buf.len() as u64);
         // Whole blocks: the padding overwrites what an earlier epoch left there.
@@ -297,7 +298,7 @@ fn read_header(bytes: &[u8]) -> Option<u64> {
         return Some(0);
     }
     let crc = u32::from_le_bytes(header[20..24].try_into().ok()?);
-    if header[..8] != MAGIC[..] || crc32c::crc32c(&header[..20]) != crc {
+    if header[..8] != MAGIC[..] || crc::crc32c(&header[..20]) != crc {
         return None;
     }
     if u32::from_le_bytes(header[8..12].try_into().ok()?) != VERSION {
@@ -328,7 +329,7 @@ fn read_records(bytes: &Bytes, epoch: u64) -> Vec<(u64, Vec<Op>)> {
         let Some(payload) = bytes.get(start..start + len) else {
             break;
         };
-        if crc32c::crc32c_append(crc32c::crc32c(&header[..20]), payload) != crc {
+        if crc::crc32c_append(crc::crc32c(&header[..20]), payload) != crc {
             break;
         }
         let Some(ops) = decode_ops(&bytes.slice(start..start + len)) else {
