@@ -168,7 +168,8 @@ mod sse42 {
     /// CRC32C of `bytes` continuing from `crc`, as three streams side by side.
     #[target_feature(enable = "sse4.2,pclmulqdq")]
     pub(super) fn three_streams_append(crc: u32, bytes: &[u8]) -> u32 {
-        let (mut words, rest) = bytes.as_chunks::<8>();
+        let (all_words, _) = bytes.as_chunks::<8>();
+        let mut words = all_words;
         let mut state = u64::from(!crc);
         while words.len() >= 3 {
             let per_stream = (words.len() / 3).min(ROUND_WORDS);
@@ -188,15 +189,10 @@ mod sse42 {
                 ^ _mm_crc32_u64(0, skip(b, per_stream));
             words = others;
         }
-        for word in words {
-            state = _mm_crc32_u64(state, u64::from_le_bytes(*word));
-        }
-        // The instruction leaves the 32-bit state in the low half.
-        let mut state = state as u32;
-        for &byte in rest {
-            state = _mm_crc32_u8(state, byte);
-        }
-        !state
+        // The last few words and bytes, one stream. The instruction leaves the 32-bit
+        // state in the low half.
+        let joined = (all_words.len() - words.len()) * 8;
+        crc32c_append(!(state as u32), &bytes[joined..])
     }
 
     #[target_feature(enable = "sse4.2")]
