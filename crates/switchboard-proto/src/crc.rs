@@ -6,13 +6,14 @@
 //! - A short input takes the CPU's CRC32C instruction eight bytes at a time (unaligned
 //!   loads are fine on x86-64): setting up anything wider costs more than the checksum
 //!   of the few dozen bytes a header holds.
-//! - From [`THREE_STREAMS`] bytes on, the input is cut into three equal parts whose CRCs
+//! - From `THREE_STREAMS` bytes on, the input is cut into three equal parts whose CRCs
 //!   run side by side and are joined with one carry-less multiplication each. The
 //!   instruction takes three cycles but the CPU starts one per cycle, so one stream
 //!   leaves two thirds of it idle: three streams run at the instruction's full rate,
-//!   about eight bytes a cycle (1 KiB in 46 ns where one stream takes 108 and
-//!   `crc-fast`'s SSE code 108; 64 KiB in 2.7 µs where `crc-fast` takes 3.7).
-//! - On a CPU with AVX-512 and VPCLMULQDQ, inputs from [`WIDE_FOLD`] bytes on go to
+//!   about eight bytes a cycle (on an AMD EPYC without AVX-512, 1 KiB in 48–57 ns
+//!   where `crc-fast`'s SSE code takes 129, 64 KiB in 2.75 µs where it takes 4.57:
+//!   docs/BENCHMARKS.md).
+//! - On a CPU with AVX-512 and VPCLMULQDQ, inputs from `WIDE_FOLD` bytes on go to
 //!   `crc-fast`, which folds 256 bytes at a time there: a 64 KiB body in 0.7–0.9 µs.
 //! - CPUs without SSE 4.2 and carry-less multiplication use the `crc32c` crate for short
 //!   inputs and `crc-fast` for long ones.
