@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::RawClient;
 use switchboard_proto::packet::{
-    ChannelOptions, CreateChannel, CreateGroup, Durability, GetMessages, GroupMembers, JoinGroup,
-    Packet, Publish, Scope, Since,
+    ChannelOptions, CreateChannel, CreateGroup, Durability, GetMessage, GetMessages, GroupMembers,
+    JoinGroup, Packet, Publish, Replay, Scope, Since, Subscribe,
 };
 use switchboard_server::{Server, ServerHandle, SyncPolicy};
 
@@ -39,18 +39,26 @@ async fn publish_ok(client: &mut RawClient, channel: &str, text: &str) -> u64 {
 
 /// Every message of a history, as (seq, text).
 async fn history(client: &mut RawClient, scope: Scope, channel: &str) -> Vec<(u64, String)> {
+    fetch(client, scope, channel, Since::All, None).await
+}
+
+/// GET_MESSAGES from `since`, at most `limit`, as (seq, text).
+async fn fetch(
+    client: &mut RawClient,
+    scope: Scope,
+    channel: &str,
+    since: Since,
+    limit: Option<u64>,
+) -> Vec<(u64, String)> {
     let id = client.next_request_id();
+    let get = Packet::GetMessages(GetMessages {
+        scope,
+        channel: channel.into(),
+        since,
+        limit,
+    });
     client
-        .send(
-            id,
-            switchboard_proto::Flags::empty(),
-            &Packet::GetMessages(GetMessages {
-                scope,
-                channel: channel.into(),
-                since: Since::All,
-                limit: None,
-            }),
-        )
+        .send(id, switchboard_proto::Flags::empty(), &get)
         .await;
     let mut messages = Vec::new();
     loop {
@@ -62,6 +70,104 @@ async fn history(client: &mut RawClient, scope: Scope, channel: &str) -> Vec<(u6
             Packet::MessagesEnd(_) => return messages,
             Packet::Error(error) => panic!("{error:?}"),
             _ => {}
+        }
+    }
+}
+
+/// A durable history keeps only its newest messages in memory (8 192 at most): fetches,
+/// lookups by id and replays that reach older ones read them back from the store, and
+/// give exactly what was published, before and after a restart.
+#[tokio::test]
+async fn a_history_longer_than_what_stays_in_memory_reads_back_whole() {
+    const COUNT: u64 = 10_000;
+    let text = |n: u64| format!("message {n} {}", "x".repeat((n % 7) as usize));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let created = alice
+        .request(Packet::CreateChannel(CreateChannel {
+            name: "log".into(),
+            options: ChannelOptions {
+                history: Some(20_000),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await;
+    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    let mut ids = Vec::new();
+    for n in 1..=COUNT {
+        match alice.request(publish("log", &text(n))).await {
+            Packet::PublishAck(ack) => ids.push(ack.id),
+            other => panic!("publish failed: {other:?}"),
+        }
+    }
+    let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
+    assert_eq!(common::stat(&server, "history_messages_read_back"), 0);
+    reads_give_back(&mut alice, &all, &ids).await;
+    let read_back = common::stat(&server, "history_messages_read_back");
+    // At least what is out of memory, for the whole fetch.
+    assert!(read_back >= COUNT - 8_192, "{read_back} read back");
+    drop(alice);
+    server.shutdown().await;
+
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut bob, _) = RawClient::connect_session(&server, "bob").await;
+    reads_give_back(&mut bob, &all, &ids).await;
+    assert!(common::stat(&server, "history_messages_read_back") >= COUNT - 8_192);
+    drop(bob);
+    server.shutdown().await;
+}
+
+/// The reads of [`a_history_longer_than_what_stays_in_memory_reads_back_whole`]: the
+/// channel `log` holds `all` (seq, text), published with `ids`.
+async fn reads_give_back(client: &mut RawClient, all: &[(u64, String)], ids: &[uuid::Uuid]) {
+    let whole = history(client, Scope::Channel, "log").await;
+    assert!(whole == all, "the whole history, in order");
+    let some = fetch(client, Scope::Channel, "log", Since::Seq(100), Some(5)).await;
+    assert_eq!(some, all[99..104]);
+    for n in [10, 5_000, all.len()] {
+        let id = ids[n - 1];
+        let get = Packet::GetMessage(GetMessage {
+            scope: Scope::Channel,
+            channel: "log".into(),
+            id: Some(id),
+        });
+        match client.request(get).await {
+            Packet::Message(message) => {
+                assert_eq!((message.seq, message.id), (n as u64, id));
+                assert_eq!(message.body, all[n - 1].1.as_bytes());
+            }
+            other => panic!("message {n} by id: {other:?}"),
+        }
+    }
+    // A replay from seq 1 001 reaches past what stays in memory.
+    let id = client.next_request_id();
+    let subscribe = Packet::Subscribe(Subscribe {
+        pattern: "log".into(),
+        replay: Replay::SinceSeq(1_001),
+    });
+    client
+        .send(id, switchboard_proto::Flags::empty(), &subscribe)
+        .await;
+    let replay_count = match client.next_packet().await.expect("an answer") {
+        Packet::SubscribeAck(ack) => ack.replay_count,
+        other => panic!("subscribe: {other:?}"),
+    };
+    assert_eq!(
+        replay_count as usize,
+        all.len() - 1_000,
+        "the whole replay fits its bound"
+    );
+    for expected in &all[1_000..] {
+        match client.next_packet().await.expect("a replayed message") {
+            Packet::Message(message) => {
+                let got = (
+                    message.seq,
+                    String::from_utf8_lossy(&message.body).into_owned(),
+                );
+                assert_eq!(&got, expected);
+            }
+            other => panic!("replay: {other:?}"),
         }
     }
 }

@@ -18,8 +18,8 @@ use super::session::Session;
 use crate::cluster::Query;
 use crate::cluster::node::{ClusterNode, query_of};
 use crate::error::Refusal;
-use crate::hub::Hub;
 use crate::hub::message::StoredMessage;
+use crate::hub::{Hub, storage_refusal};
 use crate::outbox::{Gone, Outgoing};
 use crate::security::permissions::Operation;
 
@@ -120,7 +120,7 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
                 None => history.latest(),
             },
         )
-        .map(|(found, _)| found)
+        .and_then(|(found, _)| found.map_err(|error| storage_refusal(&error)))
     };
     match found {
         Ok(Some(message)) => {
@@ -170,8 +170,15 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
     let reader = session.caller.name();
     let first = hub.read_history(get.scope, &get.channel, reader, |history| {
         let window = history.window(get.since, get.limit);
-        let page = window.map(|(first, last)| history.page(first, last, PAGE_BYTES));
-        (window, page.unwrap_or_default())
+        let page = match window {
+            Some((first, last)) => history.page(first, last, PAGE_BYTES),
+            None => Ok(Vec::new()),
+        };
+        page.map(|page| (window, page))
+    });
+    let first = first.and_then(|(read, last_seq)| {
+        read.map(|read| (read, last_seq))
+            .map_err(|error| storage_refusal(&error))
     });
     let ((window, mut page), last_seq) = match first {
         Ok(found) => found,
@@ -193,8 +200,9 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
             let next = hub.read_history(get.scope, &get.channel, reader, |history| {
                 history.page(newest + 1, last, PAGE_BYTES)
             });
+            let next = next.and_then(|(page, _)| page.map_err(|error| storage_refusal(&error)));
             page = match next {
-                Ok((page, _)) => page,
+                Ok(page) => page,
                 Err(refusal) => {
                     session.refuse(request_id, refusal).await;
                     return;

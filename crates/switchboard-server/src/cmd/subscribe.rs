@@ -167,7 +167,7 @@ pub(crate) async fn subscribe(
         return;
     };
     let subscription_id = session.next_subscription_id();
-    hub.subscribe(
+    let subscribed = hub.subscribe(
         &session.caller,
         request_id,
         subscription_id,
@@ -176,6 +176,16 @@ pub(crate) async fn subscribe(
         permit,
         filter.as_ref(),
     );
+    if let Err(refusal) = subscribed {
+        hub.budget()
+            .release(crate::budget::subscription_cost(&pattern));
+        session.uncount_subscriptions(1);
+        if let Some(cluster) = hub.cluster() {
+            cluster.subscription_ended(hub, &pattern);
+        }
+        session.refuse(request_id, refusal).await;
+        return;
+    }
     session.subscriptions.insert(subscription_id, pattern);
 }
 

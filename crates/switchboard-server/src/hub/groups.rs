@@ -134,7 +134,7 @@ impl Hub {
         if admission.is_stored() {
             self.store(LogKind::Group, &group.name, &stored, admission)?;
         }
-        if let Some(through) = history.push(stored.clone(), stored.time_us())
+        if let Some(through) = history.push(stored.clone(), admission.is_stored(), stored.time_us())
             && admission.is_stored()
         {
             self.storage.trim(LogKind::Group, &group.name, through);
@@ -183,11 +183,13 @@ impl Hub {
                 self.budget.release(cost);
                 return Err(storage_refusal(&error));
             }
+            let mut history = History::new(retention);
+            self.keep_cold(LogKind::Group, name, true, &mut history);
             Ok(Group {
                 name: name.to_owned(),
                 description: description.to_owned(),
                 members: Mutex::new(Default::default()),
-                history: Mutex::new(History::new(retention)),
+                history: Mutex::new(history),
             })
         })?;
         if !created {
@@ -347,7 +349,8 @@ impl Hub {
         for member in &saved.members {
             self.budget.charge_anyway(budget::member_cost(member));
         }
-        let history = self.restore_history(LogKind::Group, saved.history, retention);
+        let mut history = self.restore_history(LogKind::Group, saved.history, retention);
+        self.keep_cold(LogKind::Group, &name, true, &mut history);
         self.groups.insert(Group {
             name,
             description: saved.description,

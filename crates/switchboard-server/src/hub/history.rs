@@ -1,15 +1,23 @@
 //! [`History`]: the retained messages of one channel or group, with sequence numbers and
 //! retention by count, total bytes and age.
+//!
+//! A history holds its messages in memory, oldest first; a durable one holds only its
+//! newest there and the rest in its [`ColdPart`], read back from the store when a read
+//! reaches them. Reads address both as one sequence: positions below the cold part's
+//! length are cold entries, the rest are the messages in memory.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use switchboard_proto::message_head::MessageHead;
 use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
+use super::cold::{ColdLog, ColdPart, Dropped};
 use super::message::StoredMessage;
 use super::{prefetch, recycle};
+use crate::storage::StorageError;
 use crate::time::now_us;
 
 /// Limits on what a history keeps.
@@ -23,7 +31,10 @@ pub struct Retention {
 /// The retained messages of one channel or group, oldest first.
 #[derive(Debug)]
 pub struct History {
+    /// The messages in memory: all of them, or the newest of a durable history.
     messages: VecDeque<Arc<StoredMessage>>,
+    /// A durable history's older messages, known here and read back from the store.
+    cold: Option<Box<ColdPart>>,
     next_seq: u64,
     last_time_us: u64,
     bytes: u64,
@@ -69,6 +80,7 @@ impl History {
     pub fn new(retention: Retention) -> Self {
         History {
             messages: VecDeque::new(),
+            cold: None,
             next_seq: 1,
             last_time_us: 0,
             bytes: 0,
@@ -93,6 +105,33 @@ impl History {
         history
     }
 
+    /// From now on, keeps only the newest messages in memory and reads older ones back
+    /// from `log`'s store, which holds every message in memory now.
+    pub fn keep_cold(&mut self, log: ColdLog) {
+        let mut cold = Box::new(ColdPart::new(log, &self.messages));
+        cold.evict(&mut self.messages, recycle::give);
+        self.cold = Some(cold);
+    }
+
+    /// As [`History::keep_cold`], with other limits on what stays in memory.
+    #[cfg(test)]
+    fn keep_cold_within(&mut self, log: ColdLog, max_messages: usize, max_bytes: u64) {
+        let mut cold = Box::new(ColdPart::with_limits(
+            log,
+            &self.messages,
+            max_messages,
+            max_bytes,
+        ));
+        cold.evict(&mut self.messages, recycle::give);
+        self.cold = Some(cold);
+    }
+
+    /// How many messages are in memory (all, unless the history keeps a cold part).
+    #[cfg(test)]
+    fn resident(&self) -> usize {
+        self.messages.len()
+    }
+
     /// The sequence number the next message gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -104,21 +143,85 @@ impl History {
         now_us.max(self.last_time_us)
     }
 
-    /// Appends a message (its seq must be `next_seq()`), then trims to the retention.
-    /// Returns the highest trimmed seq, if anything was trimmed.
-    pub fn push(&mut self, message: Arc<StoredMessage>, now_us: u64) -> Option<u64> {
+    /// Appends a message (its seq must be `next_seq()`), `stored` when it was just
+    /// appended to the store, then trims to the retention. Returns the highest trimmed
+    /// seq, if anything was trimmed.
+    pub fn push(&mut self, message: Arc<StoredMessage>, stored: bool, now_us: u64) -> Option<u64> {
         self.next_seq = message.seq().saturating_add(1);
         self.last_time_us = message.time_us();
         self.bytes += message.body_len();
+        if let Some(cold) = &mut self.cold {
+            cold.pushed(&message, stored);
+        }
         self.messages.push_back(message);
-        self.trim(now_us)
+        let trimmed = self.trim(now_us);
+        if let Some(cold) = &mut self.cold {
+            cold.evict(&mut self.messages, recycle::give);
+        }
+        trimmed
+    }
+
+    /// How many messages the history retains, in memory or not.
+    fn len(&self) -> usize {
+        self.cold_len() + self.messages.len()
+    }
+
+    fn cold_len(&self) -> usize {
+        self.cold.as_ref().map_or(0, |cold| cold.len())
+    }
+
+    /// The seq of the message at `index` (see the module's documentation).
+    fn seq_at(&self, index: usize) -> u64 {
+        match &self.cold {
+            Some(cold) if index < cold.len() => cold.seq_at(index),
+            _ => self.messages[index - self.cold_len()].seq(),
+        }
+    }
+
+    fn frame_len_at(&self, index: usize) -> usize {
+        match &self.cold {
+            Some(cold) if index < cold.len() => cold.frame_len_at(index),
+            _ => self.messages[index - self.cold_len()].frame_len(),
+        }
+    }
+
+    /// The first index whose message does not satisfy `before(seq, time_us)`, which
+    /// holds for a prefix of the history.
+    fn partition_point(&self, before: impl Fn(u64, u64) -> bool) -> usize {
+        let cold_len = self.cold_len();
+        if let Some(cold) = &self.cold
+            && cold_len > 0
+        {
+            let point = cold.partition_point(&before);
+            if point < cold_len {
+                return point;
+            }
+        }
+        cold_len
+            + self
+                .messages
+                .partition_point(|m| before(m.seq(), m.time_us()))
+    }
+
+    /// The messages at `range`, oldest first: cold ones read back from the store.
+    fn collect(&self, range: Range<usize>) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let cold_len = self.cold_len();
+        let mut messages = match &self.cold {
+            Some(cold) if range.start < cold_len => {
+                cold.read(range.start..range.end.min(cold_len))?
+            }
+            _ => Vec::new(),
+        };
+        let resident = range.start.max(cold_len) - cold_len..range.end.max(cold_len) - cold_len;
+        messages.extend(self.messages.range(resident).cloned());
+        Ok(messages)
     }
 
     /// Drops the oldest messages beyond the retention; returns the highest seq dropped.
     pub fn trim(&mut self, now_us: u64) -> Option<u64> {
         // Those over the count go whatever else holds: a full history drops one per push
         // without each being weighed against the other limits.
-        let over_count = (self.messages.len() as u64).saturating_sub(self.retention.max_count);
+        let over_count = (self.len() as u64).saturating_sub(self.retention.max_count);
         let mut trimmed = None;
         for _ in 0..over_count {
             trimmed = self.drop_oldest().or(trimmed);
@@ -126,15 +229,19 @@ impl History {
         if self.retention.max_bytes.is_none() && self.retention.max_age_us.is_none() {
             return trimmed;
         }
-        while let Some(oldest) = self.messages.front() {
+        while self.len() > 0 {
+            let oldest_time = match &self.cold {
+                Some(cold) if cold.len() > 0 => cold.time_at(0),
+                _ => self.messages.front().map_or(0, |m| m.time_us()),
+            };
             let over_bytes = self
                 .retention
                 .max_bytes
-                .is_some_and(|max| self.bytes > max && self.messages.len() > 1);
+                .is_some_and(|max| self.bytes > max && self.len() > 1);
             let too_old = self
                 .retention
                 .max_age_us
-                .is_some_and(|max| now_us.saturating_sub(oldest.time_us()) > max);
+                .is_some_and(|max| now_us.saturating_sub(oldest_time) > max);
             if !(over_bytes || too_old) {
                 break;
             }
@@ -147,17 +254,36 @@ impl History {
     /// holds is handed to [`recycle`], for the next publish to encode into; one that a
     /// delivery queue still holds goes there when the queue's writer lets go of it.
     fn drop_oldest(&mut self) -> Option<u64> {
+        if let Some(cold) = &mut self.cold
+            && let Some(dropped) = cold.drop_oldest()
+        {
+            return Some(match dropped {
+                Dropped::Stored { seq, body_len } => {
+                    self.bytes -= body_len;
+                    seq
+                }
+                Dropped::Kept(message) => self.let_go(message),
+            });
+        }
         let oldest = self.messages.pop_front()?;
+        if let Some(cold) = &mut self.cold {
+            cold.resident_dropped(&oldest);
+        }
         // The next publish lets the next oldest go: its record is asked for now, a
         // publish ahead of the first read of it.
         if let Some(next) = self.messages.front() {
             prefetch::arc(next);
         }
-        self.bytes -= oldest.body_len();
-        oldest.retire();
-        let seq = oldest.seq();
-        recycle::give(oldest);
-        Some(seq)
+        Some(self.let_go(oldest))
+    }
+
+    /// Lets go of a message that left the history; returns its seq.
+    fn let_go(&mut self, message: Arc<StoredMessage>) -> u64 {
+        self.bytes -= message.body_len();
+        message.retire();
+        let seq = message.seq();
+        recycle::give(message);
+        seq
     }
 
     /// The head the next message is encoded from, if it fits.
@@ -167,8 +293,8 @@ impl History {
 
     pub fn info(&self) -> HistoryInfo {
         HistoryInfo {
-            count: self.messages.len() as u64,
-            first_seq: self.messages.front().map_or(0, |m| m.seq()),
+            count: self.len() as u64,
+            first_seq: if self.len() > 0 { self.seq_at(0) } else { 0 },
             // The newest message counts too: at u64::MAX, next_seq cannot go past it.
             last_seq: self
                 .next_seq
@@ -188,40 +314,80 @@ impl History {
     /// removes it.
     fn first_live(&self, now_us: u64) -> usize {
         match self.retention.max_age_us {
-            Some(max) => self
-                .messages
-                .partition_point(|m| now_us.saturating_sub(m.time_us()) > max),
+            Some(max) => self.partition_point(|_, time| now_us.saturating_sub(time) > max),
             None => 0,
         }
     }
 
-    pub fn latest(&self) -> Option<Arc<StoredMessage>> {
+    pub fn latest(&self) -> Result<Option<Arc<StoredMessage>>, StorageError> {
         self.latest_at(now_us())
     }
 
-    fn latest_at(&self, now_us: u64) -> Option<Arc<StoredMessage>> {
+    fn latest_at(&self, now_us: u64) -> Result<Option<Arc<StoredMessage>>, StorageError> {
         let live = self.first_live(now_us);
-        self.messages.range(live..).next_back().cloned()
+        let len = self.len();
+        if live >= len {
+            return Ok(None);
+        }
+        Ok(self.collect(len - 1..len)?.pop())
     }
 
-    pub fn find(&self, id: &Uuid) -> Option<Arc<StoredMessage>> {
+    pub fn find(&self, id: &Uuid) -> Result<Option<Arc<StoredMessage>>, StorageError> {
         let live = self.first_live(now_us());
-        self.messages
-            .range(live..)
-            .rev()
-            .find(|m| m.id() == *id)
-            .cloned()
+        let cold_len = self.cold_len();
+        let resident = self.messages.range(live.max(cold_len) - cold_len..);
+        if let Some(found) = resident.rev().find(|m| m.id() == *id) {
+            return Ok(Some(found.clone()));
+        }
+        match self
+            .cold
+            .as_ref()
+            .and_then(|cold| cold.position_of(id, live))
+        {
+            Some(index) => Ok(self.collect(index..index + 1)?.pop()),
+            None => Ok(None),
+        }
     }
 
     /// Messages from `since` on, oldest first: with `Since::All`, the newest `limit`;
     /// otherwise the first `limit` from that point. Expired messages are left out.
-    pub fn range(&self, since: Since, limit: Option<u64>) -> Vec<Arc<StoredMessage>> {
+    pub fn range(
+        &self,
+        since: Since,
+        limit: Option<u64>,
+    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
         self.range_at(since, limit, now_us())
     }
 
-    fn range_at(&self, since: Since, limit: Option<u64>, now_us: u64) -> Vec<Arc<StoredMessage>> {
+    fn range_at(
+        &self,
+        since: Since,
+        limit: Option<u64>,
+        now_us: u64,
+    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
         let (start, end) = self.bounds(since, limit, now_us);
-        self.messages.range(start..end).cloned().collect()
+        self.collect(start..end)
+    }
+
+    /// What [`History::range`] returns, cut to its newest messages whose frames, with
+    /// `item_overhead` bytes each, weigh at most `max_weight` (at least one): a replay,
+    /// read back only as far as it is sent.
+    pub fn replay(
+        &self,
+        since: Since,
+        limit: Option<u64>,
+        max_weight: usize,
+        item_overhead: usize,
+    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let (mut start, end) = self.bounds(since, limit, now_us());
+        let mut weight: usize = (start..end)
+            .map(|index| self.frame_len_at(index) + item_overhead)
+            .sum();
+        while weight > max_weight && start + 1 < end {
+            weight -= self.frame_len_at(start) + item_overhead;
+            start += 1;
+        }
+        self.collect(start..end)
     }
 
     /// The first and last sequence numbers of what [`History::range`] would return, if
@@ -231,27 +397,31 @@ impl History {
         if start >= end {
             return None;
         }
-        Some((self.messages[start].seq(), self.messages[end - 1].seq()))
+        Some((self.seq_at(start), self.seq_at(end - 1)))
     }
 
     /// The messages with sequence numbers from `first` through `last`, oldest first, up
     /// to `max_bytes` of frames (at least one message, whatever its size). Messages that
     /// expired since the window was taken are left out.
-    pub fn page(&self, first: u64, last: u64, max_bytes: usize) -> Vec<Arc<StoredMessage>> {
+    pub fn page(
+        &self,
+        first: u64,
+        last: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
         let start = self
-            .messages
-            .partition_point(|m| m.seq() < first)
+            .partition_point(|seq, _| seq < first)
             .max(self.first_live(now_us()));
         let mut bytes = 0;
-        let mut page = Vec::new();
-        for message in self.messages.range(start..) {
-            if message.seq() > last || (!page.is_empty() && bytes >= max_bytes) {
+        let mut end = start;
+        while end < self.len() {
+            if self.seq_at(end) > last || (end > start && bytes >= max_bytes) {
                 break;
             }
-            bytes += message.frame_len();
-            page.push(message.clone());
+            bytes += self.frame_len_at(end);
+            end += 1;
         }
-        page
+        self.collect(start..end)
     }
 
     /// The index range of [`History::range`] at time `now_us`.
@@ -259,12 +429,12 @@ impl History {
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let live = self.first_live(now_us);
         let start = match since {
-            Since::All => self.messages.len().saturating_sub(limit),
-            Since::Seq(seq) => self.messages.partition_point(|m| m.seq() < seq),
-            Since::Time(time) => self.messages.partition_point(|m| m.time_us() < time),
+            Since::All => self.len().saturating_sub(limit),
+            Since::Seq(seq) => self.partition_point(|m_seq, _| m_seq < seq),
+            Since::Time(time) => self.partition_point(|_, m_time| m_time < time),
         }
         .max(live);
-        let end = start.saturating_add(limit).min(self.messages.len());
+        let end = start.saturating_add(limit).min(self.len());
         (start, end.max(start))
     }
 
@@ -309,7 +479,11 @@ impl History {
     pub fn take_all(&mut self) -> Vec<Arc<StoredMessage>> {
         self.deleted = true;
         self.bytes = 0;
-        let messages: Vec<_> = self.messages.drain(..).collect();
+        let mut messages = self
+            .cold
+            .as_mut()
+            .map_or_else(Vec::new, |cold| cold.take_kept());
+        messages.extend(self.messages.drain(..));
         for message in &messages {
             message.retire();
         }
@@ -319,10 +493,13 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_proto::packet::Message;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use switchboard_proto::packet::{ChannelOptions, Message};
     use switchboard_proto::{FrameCodec, Limits};
 
     use super::*;
+    use crate::storage::{LogKind, Snapshot, Storage, SyncFuture};
 
     const KEEP: Retention = Retention {
         max_count: 10,
@@ -330,15 +507,139 @@ mod tests {
         max_age_us: None,
     };
 
+    fn codec() -> FrameCodec {
+        FrameCodec::new(Limits::default())
+    }
+
     fn message(seq: u64) -> Arc<StoredMessage> {
         let message = Message {
             channel: "c".into(),
             seq,
+            id: Uuid::from_u128(u128::from(seq)),
             time_us: seq,
+            body: format!("body {seq}").into_bytes().into(),
             ..Message::default()
         };
-        let codec = FrameCodec::new(Limits::default());
-        Arc::new(StoredMessage::encode(&codec, &message.as_envelope(), Vec::new()).unwrap())
+        Arc::new(StoredMessage::encode(&codec(), &message.as_envelope(), Vec::new()).unwrap())
+    }
+
+    /// A store that reads back what it was given, and can hold back its writes.
+    #[derive(Default)]
+    struct Shelf {
+        messages: parking_lot::Mutex<Vec<Message>>,
+        /// While set, records queued from now on are not written.
+        holding: AtomicBool,
+        written: AtomicU64,
+        reads: AtomicU64,
+    }
+
+    impl Shelf {
+        /// Channel `c` of this store, to read back from.
+        fn log(self: &Arc<Self>) -> ColdLog {
+            let store: Arc<dyn Storage> = self.clone();
+            ColdLog::new(store, LogKind::Channel, "c", codec(), Default::default())
+        }
+
+        fn queued(&self) -> u64 {
+            self.messages.lock().len() as u64
+        }
+
+        fn hold(&self, hold: bool) {
+            self.holding.store(hold, Ordering::SeqCst);
+            if !hold {
+                self.written.store(self.queued(), Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Storage for Shelf {
+        fn is_durable(&self) -> bool {
+            true
+        }
+        fn load(&self) -> Result<Snapshot, StorageError> {
+            Ok(Snapshot::default())
+        }
+        fn put_channel(&self, _: &str, _: &ChannelOptions) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn append(
+            &self,
+            _: LogKind,
+            _: &str,
+            message: &Arc<StoredMessage>,
+        ) -> Result<(), StorageError> {
+            self.messages.lock().push(message.envelope().unwrap());
+            if !self.holding.load(Ordering::SeqCst) {
+                self.written.store(self.queued(), Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn trim(&self, _: LogKind, _: &str, _: u64) {}
+        fn put_group(&self, _: &str, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn add_member(&self, _: &str, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn remove_member(&self, _: &str, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn delete_channel(&self, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn delete_group(&self, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn sync(&self) -> SyncFuture {
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn close(&self, _: &[(LogKind, String, u64)]) {}
+        fn can_read_back(&self) -> bool {
+            true
+        }
+        fn queued_through(&self) -> u64 {
+            self.queued()
+        }
+        fn written_through(&self) -> u64 {
+            self.written.load(Ordering::SeqCst)
+        }
+        fn read_log(
+            &self,
+            _: LogKind,
+            _: &str,
+            first: u64,
+            last: u64,
+        ) -> Result<Vec<Message>, StorageError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let messages = self.messages.lock();
+            Ok(messages
+                .iter()
+                .filter(|m| (first..=last).contains(&m.seq))
+                .cloned()
+                .collect())
+        }
+    }
+
+    /// A history as the hub keeps it in memory only, and one keeping at most `resident`
+    /// messages in memory over `shelf`.
+    fn both(retention: Retention, resident: usize) -> [(History, Option<Arc<Shelf>>); 2] {
+        let shelf = Arc::new(Shelf::default());
+        let mut cold = History::new(retention);
+        cold.keep_cold_within(shelf.log(), resident, u64::MAX);
+        [(History::new(retention), None), (cold, Some(shelf))]
+    }
+
+    /// Publishes `message` as the hub does: stored first, then kept.
+    fn publish(history: &mut History, shelf: Option<&Arc<Shelf>>, message: Arc<StoredMessage>) {
+        if let Some(shelf) = shelf {
+            shelf.append(LogKind::Channel, "c", &message).unwrap();
+        }
+        let time = message.time_us();
+        history.push(message, shelf.is_some(), time);
+    }
+
+    fn seqs(messages: Result<Vec<Arc<StoredMessage>>, StorageError>) -> Vec<u64> {
+        messages.unwrap().iter().map(|m| m.seq()).collect()
     }
 
     #[test]
@@ -350,41 +651,44 @@ mod tests {
         assert_eq!(info.last_seq, u64::MAX);
         let mut history = History::restore(KEEP, u64::MAX, Vec::new());
         assert_eq!(history.info().last_seq, u64::MAX - 1);
-        history.push(message(u64::MAX), 0);
+        history.push(message(u64::MAX), false, 0);
         assert_eq!(history.info().last_seq, u64::MAX);
     }
 
+    /// Paged in memory or across the cold part and memory alike.
     #[test]
     fn pages_cover_the_window_in_order_and_stop_at_its_end() {
-        let mut history = History::new(Retention {
+        let retention = Retention {
             max_count: 100,
             ..KEEP
-        });
-        for seq in 1..=50 {
-            history.push(message(seq), seq);
-        }
-        assert_eq!(history.window(Since::All, Some(20)), Some((31, 50)));
-        assert_eq!(history.window(Since::Seq(10), Some(5)), Some((10, 14)));
-        assert_eq!(history.window(Since::Seq(51), None), None);
-        let frame = history.latest().unwrap().frame_len();
-        let (first, last) = history.window(Since::Seq(10), Some(25)).unwrap();
-        let mut next = first;
-        let mut seen = Vec::new();
-        loop {
-            let page = history.page(next, last, 3 * frame);
-            if page.is_empty() {
-                break;
+        };
+        for (mut history, shelf) in both(retention, 8) {
+            for seq in 1..=50 {
+                publish(&mut history, shelf.as_ref(), message(seq));
             }
-            assert!(page.len() <= 3);
-            seen.extend(page.iter().map(|m| m.seq()));
-            next = page.last().unwrap().seq() + 1;
+            assert_eq!(history.window(Since::All, Some(20)), Some((31, 50)));
+            assert_eq!(history.window(Since::Seq(10), Some(5)), Some((10, 14)));
+            assert_eq!(history.window(Since::Seq(51), None), None);
+            let frame = history.latest().unwrap().unwrap().frame_len();
+            let (first, last) = history.window(Since::Seq(10), Some(35)).unwrap();
+            let mut next = first;
+            let mut seen = Vec::new();
+            loop {
+                let page = history.page(next, last, 3 * frame).unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                assert!(page.len() <= 3);
+                seen.extend(page.iter().map(|m| m.seq()));
+                next = page.last().unwrap().seq() + 1;
+            }
+            assert_eq!(seen, (10..=44).collect::<Vec<_>>());
+            assert_eq!(
+                history.page(40, 40, 0).unwrap().len(),
+                1,
+                "one message even over the bytes"
+            );
         }
-        assert_eq!(seen, (10..=34).collect::<Vec<_>>());
-        assert_eq!(
-            history.page(40, 40, 0).len(),
-            1,
-            "one message even over the bytes"
-        );
     }
 
     #[test]
@@ -403,18 +707,166 @@ mod tests {
             ..KEEP
         };
         // Messages published at times 1..=5; no publish since, so no trim.
-        let history = History::restore(aging, 0, (1..=5).map(message).collect());
-        let seqs = |messages: Vec<Arc<StoredMessage>>| -> Vec<u64> {
-            messages.iter().map(|m| m.seq()).collect()
+        let shelf = Arc::new(Shelf::default());
+        for seq in 1..=5 {
+            shelf.append(LogKind::Channel, "c", &message(seq)).unwrap();
+        }
+        let mut cold = History::restore(aging, 0, (1..=5).map(message).collect());
+        cold.keep_cold_within(shelf.log(), 2, u64::MAX);
+        assert_eq!(cold.resident(), 2, "3 of the restored messages left memory");
+        let warm = History::restore(aging, 0, (1..=5).map(message).collect());
+        for history in [warm, cold] {
+            assert_eq!(seqs(history.range_at(Since::All, None, 5)), [1, 2, 3, 4, 5]);
+            // At 13, messages older than 10 µs (times 1 and 2) are expired.
+            assert_eq!(seqs(history.range_at(Since::All, None, 13)), [3, 4, 5]);
+            assert_eq!(seqs(history.range_at(Since::Seq(1), Some(2), 13)), [3, 4]);
+            assert_eq!(seqs(history.range_at(Since::All, Some(10), 13)), [3, 4, 5]);
+            let latest = |at| history.latest_at(at).unwrap().map(|m| m.seq());
+            assert_eq!(latest(15), Some(5));
+            assert_eq!(latest(16), None);
+            assert!(seqs(history.range_at(Since::All, None, 100)).is_empty());
+        }
+    }
+
+    /// A durable history keeps its newest messages in memory and reads the others back,
+    /// and every read gives what a history all in memory gives.
+    #[test]
+    fn a_durable_history_reads_back_what_it_does_not_keep_in_memory() {
+        let retention = Retention {
+            max_count: 40,
+            ..KEEP
         };
-        assert_eq!(seqs(history.range_at(Since::All, None, 5)), [1, 2, 3, 4, 5]);
-        // At 13, messages older than 10 µs (times 1 and 2) are expired.
-        assert_eq!(seqs(history.range_at(Since::All, None, 13)), [3, 4, 5]);
-        assert_eq!(seqs(history.range_at(Since::Seq(1), Some(2), 13)), [3, 4]);
-        assert_eq!(seqs(history.range_at(Since::All, Some(10), 13)), [3, 4, 5]);
-        assert_eq!(history.latest_at(15).map(|m| m.seq()), Some(5));
-        assert!(history.latest_at(16).is_none());
-        assert!(history.range_at(Since::All, None, 100).is_empty());
+        let [(mut warm, _), (mut cold, shelf)] = both(retention, 10);
+        let shelf = shelf.unwrap();
+        let mut ids = Vec::new();
+        for seq in 1..=60 {
+            let message = message(seq);
+            ids.push(message.id());
+            publish(&mut warm, None, message.clone());
+            publish(&mut cold, Some(&shelf), message);
+        }
+        assert_eq!(cold.resident(), 10);
+        assert_eq!(warm.resident(), 40);
+        let (warm_info, cold_info) = (warm.info(), cold.info());
+        assert_eq!(
+            (
+                cold_info.count,
+                cold_info.first_seq,
+                cold_info.last_seq,
+                cold_info.bytes
+            ),
+            (
+                warm_info.count,
+                warm_info.first_seq,
+                warm_info.last_seq,
+                warm_info.bytes
+            )
+        );
+        assert_eq!((cold_info.first_seq, cold_info.count), (21, 40));
+        let reads = shelf.reads.load(Ordering::SeqCst);
+        assert_eq!(seqs(cold.range(Since::All, Some(5))), [56, 57, 58, 59, 60]);
+        assert_eq!(
+            shelf.reads.load(Ordering::SeqCst),
+            reads,
+            "the newest are read from memory"
+        );
+        for (since, limit) in [
+            (Since::All, None),
+            (Since::All, Some(35)),
+            (Since::Seq(25), Some(20)),
+            (Since::Seq(1), Some(3)),
+            (Since::Time(49), None),
+        ] {
+            let (warm_read, cold_read) = (warm.range(since, limit), cold.range(since, limit));
+            assert_eq!(
+                seqs(cold_read.clone()),
+                seqs(warm_read),
+                "{since:?} {limit:?}"
+            );
+            for message in cold_read.unwrap() {
+                let original = message.envelope().unwrap();
+                assert_eq!(original.body, format!("body {}", message.seq()).as_bytes());
+            }
+        }
+        assert!(shelf.reads.load(Ordering::SeqCst) > reads);
+        // Found by id in the store, in memory, or not at all (trimmed).
+        let found = |id: &Uuid| cold.find(id).unwrap().map(|m| m.seq());
+        assert_eq!(found(&ids[24]), Some(25));
+        assert_eq!(found(&ids[57]), Some(58));
+        assert_eq!(found(&ids[3]), None);
+        // A replay reads back only what fits its bytes.
+        let frame = message(60).frame_len();
+        let replay = cold.replay(Since::All, None, 12 * (frame + 8), 8);
+        assert_eq!(seqs(replay), (49..=60).collect::<Vec<_>>());
+    }
+
+    /// A message leaves memory only once the store wrote it; one not stored, or with
+    /// hashtags, stays in memory while the history holds it.
+    #[test]
+    fn only_written_messages_leave_memory() {
+        let [_, (mut history, shelf)] = both(
+            Retention {
+                max_count: 100,
+                ..KEEP
+            },
+            4,
+        );
+        let shelf = shelf.unwrap();
+        shelf.hold(true);
+        for seq in 1..=10 {
+            publish(&mut history, Some(&shelf), message(seq));
+        }
+        assert_eq!(history.resident(), 10, "nothing was written yet");
+        shelf.hold(false);
+        publish(&mut history, Some(&shelf), message(11));
+        assert_eq!(history.resident(), 4);
+        // Not stored, and tagged: kept, and read from memory.
+        history.push(message(12), false, 12);
+        let tagged = Message {
+            channel: "c".into(),
+            seq: 13,
+            time_us: 13,
+            body: b"#news".to_vec().into(),
+            ..Message::default()
+        };
+        let tagged = Arc::new(
+            StoredMessage::encode(&codec(), &tagged.as_envelope(), vec!["news".into()]).unwrap(),
+        );
+        publish(&mut history, Some(&shelf), tagged);
+        for seq in 14..=30 {
+            publish(&mut history, Some(&shelf), message(seq));
+        }
+        assert_eq!(history.resident(), 4);
+        assert!(
+            shelf
+                .read_log(LogKind::Channel, "c", 12, 12)
+                .unwrap()
+                .is_empty(),
+            "12 was never stored"
+        );
+        assert_eq!(
+            seqs(history.range(Since::Seq(11), Some(4))),
+            [11, 12, 13, 14]
+        );
+        let taken: Vec<u64> = history.take_all().iter().map(|m| m.seq()).collect();
+        assert_eq!(
+            taken,
+            [12, 13, 27, 28, 29, 30],
+            "the kept ones and those in memory"
+        );
+        assert_eq!(history.info().count, 0);
+    }
+
+    /// A message the store cannot give back is left out of a read, not served wrong.
+    #[test]
+    fn a_message_missing_from_the_store_is_left_out() {
+        let [_, (mut history, shelf)] = both(KEEP, 2);
+        let shelf = shelf.unwrap();
+        for seq in 1..=6 {
+            publish(&mut history, Some(&shelf), message(seq));
+        }
+        shelf.messages.lock().retain(|m| m.seq != 3);
+        assert_eq!(seqs(history.range(Since::All, None)), [1, 2, 4, 5, 6]);
     }
 
     /// What a history trims goes to the recycle pool when nothing else holds it; a
@@ -429,7 +881,7 @@ mod tests {
             if seq <= 3 {
                 queued.push(message.clone());
             }
-            history.push(message, seq);
+            history.push(message, false, seq);
         }
         // Trimmed 1..=5: 4 and 5 were let go, 1..=3 are still queued. This thread's own
         // spares are taken first, the last given first.

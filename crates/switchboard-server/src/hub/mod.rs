@@ -12,6 +12,7 @@ pub mod admission;
 pub(crate) mod channels;
 pub(crate) mod cluster;
 mod cluster_groups;
+mod cold;
 pub mod directory;
 mod groups;
 pub mod history;
@@ -38,6 +39,7 @@ use tracing::{error, info, warn};
 
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
+use self::cold::ColdLog;
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::{History, Retention};
@@ -51,7 +53,9 @@ use crate::config::ServerConfig;
 use crate::error::Refusal;
 use crate::hooks::Hooks;
 use crate::log;
-use crate::outbox::{Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight};
+use crate::outbox::{
+    ITEM_OVERHEAD, Outbox, OutboxReceiver, Outgoing, ReplyPermit, messages_weight,
+};
 use crate::security::addresses::AddressTable;
 use crate::security::limits::{Clock, SystemClock};
 use crate::security::reload::{ReloadError, ReloadSource};
@@ -751,12 +755,15 @@ impl Hub {
             let retention = retention_of(&options, &self.config);
             let name = saved.name.clone();
             self.budget.charge_anyway(budget::channel_cost(&name));
-            let history = self.restore_history(LogKind::Channel, saved, retention);
+            let mut history = self.restore_history(LogKind::Channel, saved, retention);
             let mut tags = self.tags.lock();
-            for message in history.range(Since::All, None) {
+            // Still all in memory: nothing is read back.
+            for message in history.range(Since::All, None).unwrap_or_default() {
                 tags.push(&message, max_age_us(&options), &self.budget);
             }
             drop(tags);
+            let stored = self.rules.durability_of(&options) != Durability::Memory;
+            self.keep_cold(LogKind::Channel, &name, stored, &mut history);
             self.channels.restore(Channel::new(name, options, history));
         }
         for saved in snapshot.groups {
@@ -813,8 +820,26 @@ impl Hub {
             return Err(storage_refusal(&error));
         }
         info!(target: log::GENERAL, channel = name, "channel created");
-        let history = History::new(retention_of(&options, &self.config));
+        let mut history = History::new(retention_of(&options, &self.config));
+        let stored = self.rules.durability_of(&options) != Durability::Memory;
+        self.keep_cold(LogKind::Channel, name, stored, &mut history);
         Ok(Channel::new(name.to_owned(), options, history))
+    }
+
+    /// Lets the history of `name`, whose messages go to the store when `stored`, keep
+    /// only its newest messages in memory, when the store can read the others back
+    /// (not in cluster mode, where a history is a cache of the backplane's).
+    fn keep_cold(&self, kind: LogKind, name: &str, stored: bool, history: &mut History) {
+        if stored && self.storage.can_read_back() && self.cluster.get().is_none() {
+            let log = ColdLog::new(
+                self.storage.clone(),
+                kind,
+                name,
+                self.codec.clone(),
+                self.counters.messages_read_back.clone(),
+            );
+            history.keep_cold(log);
+        }
     }
 
     /// CREATE_CHANNEL, saying whether the channel is new.
@@ -1172,7 +1197,7 @@ impl Hub {
         stored: bool,
     ) -> u64 {
         let name = channel.name.as_str();
-        if let Some(through) = history.push(message.clone(), message.time_us())
+        if let Some(through) = history.push(message.clone(), stored, message.time_us())
             && stored
         {
             self.storage.trim(LogKind::Channel, name, through);
@@ -1310,6 +1335,8 @@ impl Hub {
     /// SUBSCRIBE: registers the route and queues the acknowledgement and the replayed
     /// history as one item, while holding the locks that order publishes on every
     /// channel replayed, so that replay and live delivery neither overlap nor leave a gap.
+    /// Refused, with nothing registered, when the replay cannot be read back from the
+    /// store.
     // Each argument is a different part of one subscription; bundling them would only
     // move the list elsewhere.
     #[allow(clippy::too_many_arguments)]
@@ -1322,7 +1349,7 @@ impl Hub {
         replay: Replay,
         permit: ReplyPermit,
         filter: Option<&routes::DeliveryFilter>,
-    ) {
+    ) -> Result<(), Refusal> {
         let replay_limit = caller.outbox.reply_limit();
         // What a filtered subscription may replay: channels it may subscribe to and read.
         let readable = |channel: &str| {
@@ -1387,7 +1414,16 @@ impl Hub {
                 let mut messages = Vec::new();
                 if let Some((since, limit)) = replay {
                     for history in &histories {
-                        messages.extend(history.range(since, limit));
+                        // Each history's part is cut as the whole replay is, before
+                        // anything is read back from the store.
+                        let part = history.replay(since, limit, replay_limit, ITEM_OVERHEAD);
+                        match part {
+                            Ok(part) => messages.extend(part),
+                            Err(error) => {
+                                self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                                return Err(storage_refusal(&error));
+                            }
+                        }
                     }
                     if histories.len() > 1 {
                         messages.sort_by_key(|m| m.time_us());
@@ -1401,6 +1437,7 @@ impl Hub {
                 drop(table);
             }
         }
+        Ok(())
     }
 
     /// UNSUBSCRIBE (or a session closing): the connection no longer wants what `pattern`
@@ -1499,7 +1536,7 @@ fn deleted_meanwhile(what: &str, name: &str) -> Refusal {
     Refusal::not_found(format!("{what} {name} was deleted meanwhile"))
 }
 
-fn storage_refusal(error: &crate::storage::StorageError) -> Refusal {
+pub(crate) fn storage_refusal(error: &crate::storage::StorageError) -> Refusal {
     let code = if error.is_disk_full() {
         // Refused before anything was written: the store is healthy, the disk is not.
         ErrorCode::StorageFull

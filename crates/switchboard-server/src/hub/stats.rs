@@ -72,6 +72,9 @@ pub struct Counters {
     pub cluster_epoch_changes: AtomicU64,
     pub cluster_gaps_recovered: AtomicU64,
     pub cluster_messages_skipped: AtomicU64,
+    /// Messages read back from the store for reads past what histories keep in memory;
+    /// shared with the histories.
+    pub messages_read_back: std::sync::Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -124,6 +127,7 @@ impl Counters {
             stat("reloads_failed", &self.reloads_failed),
             stat("sessions_ended_by_reload", &self.sessions_ended_by_reload),
             stat("permission_denials", &self.permission_denials),
+            stat("history_messages_read_back", &self.messages_read_back),
         ]
     }
 }

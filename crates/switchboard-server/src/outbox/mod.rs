@@ -99,7 +99,7 @@ pub(crate) enum Outgoing {
 
 /// Bytes a queued delivery is counted for besides its frame: the queue slot and the
 /// shared frame's bookkeeping, so that a flood of tiny frames is bounded too.
-const ITEM_OVERHEAD: usize = 64;
+pub(crate) const ITEM_OVERHEAD: usize = 64;
 
 /// The share of a connection's byte budget that direct messages may fill: a quarter, so
 /// that unsolicited traffic never takes the room its own replies and subscriptions need.

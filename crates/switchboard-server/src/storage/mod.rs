@@ -1,10 +1,12 @@
 //! The storage seam: where channel and group history, the channel and group directory
 //! and group membership are persisted.
 //!
-//! The hub keeps every history's retained messages in memory and tells a [`Storage`] of
-//! each change, in publish order, under the history's lock; the store gives everything
-//! back at start. [`MemoryStorage`] keeps nothing; [`FjallStorage`] keeps it on disk.
-//! Deleting a channel or group removes everything stored for it.
+//! The hub tells a [`Storage`] of each change to a history, in publish order, under the
+//! history's lock; the store gives everything back at start. A store that can read a
+//! history back while running ([`Storage::can_read_back`]) lets the hub keep only each
+//! history's newest messages in memory and read older ones from it. [`MemoryStorage`]
+//! keeps nothing; [`FjallStorage`] keeps it on disk. Deleting a channel or group removes
+//! everything stored for it.
 
 mod fjall;
 mod repair;
@@ -215,6 +217,38 @@ pub trait Storage: Send + Sync + 'static {
     /// How many syncs to disk were made (for STATS; shows group commit at work).
     fn syncs(&self) -> u64 {
         0
+    }
+
+    /// Whether [`Storage::read_log`] gives back, while the server runs, every message
+    /// written ([`Storage::written_through`]) and not trimmed: a history may then keep
+    /// only its newest messages in memory.
+    fn can_read_back(&self) -> bool {
+        false
+    }
+
+    /// The number of the newest record queued so far (records are numbered from 1 in
+    /// the order they are queued): a message appended before this call can be read back
+    /// once [`Storage::written_through`] reaches this number.
+    fn queued_through(&self) -> u64 {
+        0
+    }
+
+    /// Records up to this number are written, and readable by [`Storage::read_log`].
+    fn written_through(&self) -> u64 {
+        0
+    }
+
+    /// The stored messages of a history with sequence numbers from `first` through
+    /// `last`, oldest first. Only those written ([`Storage::written_through`]) are sure
+    /// to be there; a record that fails its checksum is reported and left out.
+    fn read_log(
+        &self,
+        _kind: LogKind,
+        _log: &str,
+        _first: u64,
+        _last: u64,
+    ) -> Result<Vec<Message>, StorageError> {
+        Ok(Vec::new())
     }
 
     /// How long its syncs to disk took (empty for a store that never syncs).

@@ -211,6 +211,12 @@ struct Shared {
     queued_bytes: AtomicU64,
     limits: QueueLimits,
     guard: Option<Arc<DiskGuard>>,
+    /// The number of the newest record queued ([`Queue::queued`], readable without the
+    /// queue's lock).
+    queued_through: AtomicU64,
+    /// Records up to this number are in the database ([`Done::written`], readable
+    /// without the engine's lock).
+    written_through: AtomicU64,
     failures: AtomicU64,
     recoveries: AtomicU64,
     unwritten: AtomicU64,
@@ -282,6 +288,8 @@ impl Writer {
             queued_bytes: AtomicU64::new(0),
             limits,
             guard,
+            queued_through: AtomicU64::new(0),
+            written_through: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             unwritten: AtomicU64::new(0),
@@ -348,6 +356,9 @@ impl Writer {
         queue.ops.push(op);
         queue.bytes += weight;
         queue.queued += 1;
+        self.shared
+            .queued_through
+            .store(queue.queued, Ordering::Release);
         if is_record {
             queue.last_put = queue.queued;
         }
@@ -452,6 +463,16 @@ impl Writer {
                 None
             }
         }
+    }
+
+    /// The number of the newest record queued so far.
+    pub fn queued_through(&self) -> u64 {
+        self.shared.queued_through.load(Ordering::Acquire)
+    }
+
+    /// Records up to this number are in the database (not necessarily synced).
+    pub fn written_through(&self) -> u64 {
+        self.shared.written_through.load(Ordering::Acquire)
     }
 
     /// How many syncs completed.
@@ -716,6 +737,7 @@ fn write_batch(shared: &Shared, engine: &mut Engine, through: u64) -> Result<(),
         done.keep_written(batch, shared.keep_unsynced);
     }
     done.written = through;
+    shared.written_through.store(through, Ordering::Release);
     Ok(())
 }
 
@@ -836,6 +858,7 @@ fn recover(shared: &Shared, engine: &mut Engine, kept: Vec<Vec<Op>>) -> bool {
     shared.syncs.fetch_add(1, Ordering::Relaxed);
     shared.recoveries.fetch_add(1, Ordering::Relaxed);
     done.written = through;
+    shared.written_through.store(through, Ordering::Release);
     done.synced = through;
     done.last_sync = Instant::now();
     done.synced_all();

@@ -5,8 +5,9 @@
 //! The parts: [`keys`] (the key layout), [`record`] (records as protocol frames, checked
 //! when read back), [`sink`] (how the writer's batches become database writes: one chunk
 //! of messages per history per batch), [`trim`] (the thread that takes large removals
-//! off the writer), [`load`] (reading everything back at start) and [`synclog`] (the
-//! pre-written log that `sync always` acknowledgements are synced through).
+//! off the writer), [`load`] (reading everything back at start), [`read`] (reading part
+//! of a history back while running) and [`synclog`] (the pre-written log that
+//! `sync always` acknowledgements are synced through).
 //!
 //! Every message is a protocol frame, so its CRC32C checks catch corruption on load. A
 //! chunk of one message is exactly the per-message record of earlier versions, so their
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use parking_lot::Mutex;
 use switchboard_proto::packet::{
-    ChannelOptions, CreateChannel, CreateGroup, MemberInfo, MemberList,
+    ChannelOptions, CreateChannel, CreateGroup, MemberInfo, MemberList, Message,
 };
 use tracing::{error, info};
 
@@ -35,6 +36,7 @@ use crate::log;
 
 mod keys;
 mod load;
+mod read;
 mod record;
 mod sink;
 mod synclog;
@@ -408,6 +410,28 @@ impl Storage for FjallStorage {
 
     fn syncs(&self) -> u64 {
         self.writer.syncs()
+    }
+
+    fn can_read_back(&self) -> bool {
+        true
+    }
+
+    fn queued_through(&self) -> u64 {
+        self.writer.queued_through()
+    }
+
+    fn written_through(&self) -> u64 {
+        self.writer.written_through()
+    }
+
+    fn read_log(
+        &self,
+        kind: LogKind,
+        log: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<Message>, StorageError> {
+        self.with_open(|open| open.read_messages(kind, log, first, last))
     }
 
     fn sync_latency(&self) -> crate::metrics::HistogramSnapshot {

@@ -1,0 +1,332 @@
+//! The older part of a durable history, kept out of memory: a history backed by a store
+//! that can read it back ([`Storage::can_read_back`]) holds only its newest messages
+//! (up to [`RESIDENT_MESSAGES`] and [`RESIDENT_BYTES`]); for each older one it keeps
+//! what lookups need (seq, time, id, sizes, about 56 bytes) and reads the message back
+//! from the store when a fetch or a replay reaches it.
+//!
+//! Without this, a durable channel with a large retention holds every retained message
+//! in memory: a million 1 KiB messages cost about 1.5 GB, and a channel filling up
+//! spends its publishes faulting in fresh pages.
+//!
+//! A message leaves memory only once the store has written it (its record number is
+//! covered by [`Storage::written_through`]), so whatever is not in memory can be read
+//! back. Some messages stay in memory however old: one whose body is a streamed file
+//! (its file lives as long as the message does), one with hashtags (the hashtag index
+//! holds it anyway, and a channel's deletion finds it there by identity), and one that
+//! was not stored (a publish that asked for no durability).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use switchboard_proto::FrameCodec;
+use tracing::error;
+use uuid::Uuid;
+
+use super::message::StoredMessage;
+use crate::log;
+use crate::storage::{LogKind, Storage, StorageError};
+
+/// Messages a durable history keeps in memory at most (its newest).
+pub const RESIDENT_MESSAGES: usize = 8 * 1024;
+/// Bytes of frames a durable history keeps in memory at most (at least its newest
+/// message, whatever its size).
+pub const RESIDENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The record number of a message that was not stored.
+const NOT_STORED: u64 = u64::MAX;
+
+/// Where a history's messages are read back from: the store, the history's name, the
+/// codec live frames are encoded with, and the count of messages read back.
+pub struct ColdLog {
+    storage: Arc<dyn Storage>,
+    kind: LogKind,
+    name: Arc<str>,
+    codec: FrameCodec,
+    read_back: Arc<AtomicU64>,
+}
+
+impl ColdLog {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        kind: LogKind,
+        name: &str,
+        codec: FrameCodec,
+        read_back: Arc<AtomicU64>,
+    ) -> ColdLog {
+        ColdLog {
+            storage,
+            kind,
+            name: Arc::from(name),
+            codec,
+            read_back,
+        }
+    }
+}
+
+impl std::fmt::Debug for ColdLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdLog")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// What a history keeps of a message older than those it holds in memory.
+#[derive(Debug)]
+enum Entry {
+    /// Only in the store.
+    Stored(Meta),
+    /// In memory all the same (see the module's documentation).
+    Kept(Arc<StoredMessage>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    seq: u64,
+    time_us: u64,
+    id: Uuid,
+    frame_len: u64,
+    body_len: u64,
+}
+
+impl Entry {
+    fn seq(&self) -> u64 {
+        match self {
+            Entry::Stored(meta) => meta.seq,
+            Entry::Kept(message) => message.seq(),
+        }
+    }
+
+    fn time_us(&self) -> u64 {
+        match self {
+            Entry::Stored(meta) => meta.time_us,
+            Entry::Kept(message) => message.time_us(),
+        }
+    }
+}
+
+/// The part of a history not in memory, and the store records of the part that is.
+#[derive(Debug)]
+pub struct ColdPart {
+    log: ColdLog,
+    entries: VecDeque<Entry>,
+    /// For each message in memory, oldest first, the number of the store record that
+    /// appended it (at most), or [`NOT_STORED`].
+    records: VecDeque<u64>,
+    /// Bytes of frames of the messages in memory.
+    resident_bytes: u64,
+    max_messages: usize,
+    max_bytes: u64,
+}
+
+/// An older message the history let go: what it still accounts for.
+pub enum Dropped {
+    /// Only its body's length was left.
+    Stored { seq: u64, body_len: u64 },
+    /// The message itself.
+    Kept(Arc<StoredMessage>),
+}
+
+impl ColdPart {
+    /// The cold part of a history whose messages in memory are `resident`, all read
+    /// from the store (or none): each counts as written.
+    pub fn new(log: ColdLog, resident: &VecDeque<Arc<StoredMessage>>) -> ColdPart {
+        ColdPart::with_limits(log, resident, RESIDENT_MESSAGES, RESIDENT_BYTES)
+    }
+
+    pub fn with_limits(
+        log: ColdLog,
+        resident: &VecDeque<Arc<StoredMessage>>,
+        max_messages: usize,
+        max_bytes: u64,
+    ) -> ColdPart {
+        ColdPart {
+            log,
+            entries: VecDeque::new(),
+            records: resident.iter().map(|_| 0).collect(),
+            resident_bytes: resident.iter().map(|m| m.frame_len() as u64).sum(),
+            max_messages: max_messages.max(1),
+            max_bytes,
+        }
+    }
+
+    /// How many messages are out of memory (or kept though older than those in it).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn seq_at(&self, index: usize) -> u64 {
+        self.entries[index].seq()
+    }
+
+    pub fn time_at(&self, index: usize) -> u64 {
+        self.entries[index].time_us()
+    }
+
+    pub fn frame_len_at(&self, index: usize) -> usize {
+        match &self.entries[index] {
+            Entry::Stored(meta) => usize::try_from(meta.frame_len).unwrap_or(usize::MAX),
+            Entry::Kept(message) => message.frame_len(),
+        }
+    }
+
+    /// The first index whose entry does not satisfy `before` (entries are in seq and
+    /// time order).
+    pub fn partition_point(&self, before: impl Fn(u64, u64) -> bool) -> usize {
+        self.entries
+            .partition_point(|entry| before(entry.seq(), entry.time_us()))
+    }
+
+    /// The newest index at or after `from` holding message `id`.
+    pub fn position_of(&self, id: &Uuid, from: usize) -> Option<usize> {
+        (from..self.entries.len())
+            .rev()
+            .find(|&index| match &self.entries[index] {
+                Entry::Stored(meta) => meta.id == *id,
+                Entry::Kept(message) => message.id() == *id,
+            })
+    }
+
+    /// A message now in memory, appended to the store (or not) just before.
+    pub fn pushed(&mut self, message: &StoredMessage, stored: bool) {
+        let record = if stored {
+            // Read after the append: at least the append's number, which is enough to
+            // know when it is written.
+            self.log.storage.queued_through()
+        } else {
+            NOT_STORED
+        };
+        self.records.push_back(record);
+        self.resident_bytes += message.frame_len() as u64;
+    }
+
+    /// The oldest message in memory left the history (trimmed).
+    pub fn resident_dropped(&mut self, message: &StoredMessage) {
+        self.records.pop_front();
+        self.resident_bytes = self
+            .resident_bytes
+            .saturating_sub(message.frame_len() as u64);
+    }
+
+    /// Drops the oldest entry, for a trim.
+    pub fn drop_oldest(&mut self) -> Option<Dropped> {
+        Some(match self.entries.pop_front()? {
+            Entry::Stored(meta) => Dropped::Stored {
+                seq: meta.seq,
+                body_len: meta.body_len,
+            },
+            Entry::Kept(message) => Dropped::Kept(message),
+        })
+    }
+
+    /// Moves the oldest messages of `resident` out of memory while it holds more than
+    /// the limits allow, as far as the store has written them. Those let go are handed
+    /// to `release` (for reuse).
+    pub fn evict(
+        &mut self,
+        resident: &mut VecDeque<Arc<StoredMessage>>,
+        mut release: impl FnMut(Arc<StoredMessage>),
+    ) {
+        let over = |resident: &VecDeque<Arc<StoredMessage>>, bytes: u64| {
+            resident.len() > 1 && (resident.len() > self.max_messages || bytes > self.max_bytes)
+        };
+        if !over(resident, self.resident_bytes) {
+            return;
+        }
+        let written = self.log.storage.written_through();
+        while over(resident, self.resident_bytes) {
+            let (Some(&record), Some(oldest)) = (self.records.front(), resident.front()) else {
+                break;
+            };
+            let keep = record == NOT_STORED || oldest.blob().is_some() || !oldest.tags().is_empty();
+            if !keep && record > written {
+                break;
+            }
+            let (Some(message), Some(_)) = (resident.pop_front(), self.records.pop_front()) else {
+                break;
+            };
+            self.resident_bytes = self
+                .resident_bytes
+                .saturating_sub(message.frame_len() as u64);
+            if keep {
+                self.entries.push_back(Entry::Kept(message));
+            } else {
+                self.entries.push_back(Entry::Stored(Meta {
+                    seq: message.seq(),
+                    time_us: message.time_us(),
+                    id: message.id(),
+                    frame_len: message.frame_len() as u64,
+                    body_len: message.body_len(),
+                }));
+                release(message);
+            }
+        }
+    }
+
+    /// The messages of entries `range`, oldest first, read back from the store where
+    /// they are not in memory. A message the store no longer has (a record that failed
+    /// its checksum) is reported and left out.
+    pub fn read(&self, range: Range<usize>) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let mut messages = Vec::with_capacity(range.len());
+        let mut index = range.start;
+        while index < range.end {
+            if let Entry::Kept(message) = &self.entries[index] {
+                messages.push(message.clone());
+                index += 1;
+                continue;
+            }
+            // A run of entries only in the store: one read.
+            let run_end = (index..range.end)
+                .find(|&i| matches!(self.entries[i], Entry::Kept(_)))
+                .unwrap_or(range.end);
+            self.read_run(index..run_end, &mut messages)?;
+            index = run_end;
+        }
+        Ok(messages)
+    }
+
+    fn read_run(
+        &self,
+        run: Range<usize>,
+        into: &mut Vec<Arc<StoredMessage>>,
+    ) -> Result<(), StorageError> {
+        let (first, last) = (self.seq_at(run.start), self.seq_at(run.end - 1));
+        let log = &self.log;
+        let found = log.storage.read_log(log.kind, &log.name, first, last)?;
+        let mut found = found.into_iter().peekable();
+        for index in run {
+            let seq = self.seq_at(index);
+            while found.next_if(|message| message.seq < seq).is_some() {}
+            let Some(message) = found.next_if(|message| message.seq == seq) else {
+                error!(target: log::ERROR, log = %log.name, seq, "a stored message could not be read back; left out");
+                continue;
+            };
+            match StoredMessage::encode(&log.codec, &message.as_envelope(), Vec::new()) {
+                Ok(stored) => {
+                    log.read_back.fetch_add(1, Ordering::Relaxed);
+                    into.push(Arc::new(stored));
+                }
+                Err(e) => {
+                    error!(target: log::ERROR, log = %log.name, seq, error = %e, "a stored message could not be encoded; left out");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every message kept in memory among the entries; the entries are cleared.
+    pub fn take_kept(&mut self) -> Vec<Arc<StoredMessage>> {
+        self.records.clear();
+        self.resident_bytes = 0;
+        self.entries
+            .drain(..)
+            .filter_map(|entry| match entry {
+                Entry::Kept(message) => Some(message),
+                Entry::Stored(_) => None,
+            })
+            .collect()
+    }
+}
