@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::RawClient;
 use switchboard_proto::packet::{
-    ChannelOptions, CreateChannel, CreateGroup, Durability, GetMessage, GetMessages, GroupMembers,
-    JoinGroup, Packet, Publish, Replay, Scope, Since, Subscribe,
+    ChannelOptions, CreateChannel, CreateGroup, DeleteChannel, Durability, GetMessage, GetMessages,
+    GroupMembers, JoinGroup, Packet, Publish, Replay, Scope, Since, Subscribe,
 };
 use switchboard_server::{Server, ServerHandle, SyncPolicy};
 
@@ -115,6 +115,71 @@ async fn a_history_longer_than_what_stays_in_memory_reads_back_whole() {
     reads_give_back(&mut bob, &all, &ids).await;
     assert!(common::stat(&server, "history_messages_read_back") >= COUNT - 8_192);
     drop(bob);
+    server.shutdown().await;
+}
+
+/// Messages with hashtags leave memory like the others: the channel's history reads them
+/// back, the hashtag index still serves its recent ones, and deleting the channel takes
+/// them out of the index too.
+#[tokio::test]
+async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
+    const COUNT: u64 = 9_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let created = alice
+        .request(Packet::CreateChannel(CreateChannel {
+            name: "tweets".into(),
+            options: ChannelOptions {
+                history: Some(20_000),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await;
+    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    let text = |n: u64| match n {
+        1..=20 => format!("early {n} #dawn"),
+        _ => format!("tweet {n}"),
+    };
+    for n in 1..=COUNT {
+        publish_ok(&mut alice, "tweets", &text(n)).await;
+    }
+    // Another channel's message under the same tag stays when this one goes.
+    publish_ok(&mut alice, "other", "elsewhere #dawn").await;
+    let early: Vec<(u64, String)> = (1..=20).map(|n| (n, text(n))).collect();
+    let read_back = common::stat(&server, "history_messages_read_back");
+    let first = fetch(
+        &mut alice,
+        Scope::Channel,
+        "tweets",
+        Since::Seq(1),
+        Some(20),
+    )
+    .await;
+    assert_eq!(
+        first, early,
+        "the tagged messages, read back from the store"
+    );
+    assert_eq!(
+        common::stat(&server, "history_messages_read_back") - read_back,
+        20,
+        "none of them was still in memory"
+    );
+    let tagged = history(&mut alice, Scope::Tag, "dawn").await;
+    assert_eq!(
+        tagged.len(),
+        21,
+        "the index keeps its recent ones: {tagged:?}"
+    );
+    let deleted = alice
+        .request(Packet::DeleteChannel(DeleteChannel {
+            name: "tweets".into(),
+        }))
+        .await;
+    assert!(matches!(deleted, Packet::Ok(_)), "{deleted:?}");
+    let tagged = history(&mut alice, Scope::Tag, "dawn").await;
+    assert_eq!(tagged, [(1, "elsewhere #dawn".to_owned())]);
+    drop(alice);
     server.shutdown().await;
 }
 

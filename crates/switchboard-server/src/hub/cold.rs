@@ -11,11 +11,12 @@
 //! A message leaves memory only once the store has written it (its record number is
 //! covered by [`Storage::written_through`]), so whatever is not in memory can be read
 //! back. Some messages stay in memory however old: one whose body is a streamed file
-//! (its file lives as long as the message does), one with hashtags (the hashtag index
-//! holds it anyway, and a channel's deletion finds it there by identity), and one that
-//! was not stored (a publish that asked for no durability).
+//! (its file lives as long as the message does), and one that was not stored (a
+//! publish that asked for no durability). A message with hashtags leaves memory like any
+//! other, but the hashtag index may still hold it: the tags of those that left are
+//! noted, so that a channel's deletion also takes its messages out of those tags.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +119,8 @@ pub struct ColdPart {
     records: VecDeque<u64>,
     /// Bytes of frames of the messages in memory.
     resident_bytes: u64,
+    /// The hashtags of the messages that left memory (see the module's documentation).
+    tags_out: BTreeSet<String>,
     max_messages: usize,
     max_bytes: u64,
 }
@@ -147,6 +150,7 @@ impl ColdPart {
             log,
             entries: VecDeque::new(),
             records: resident.iter().map(|_| 0).collect(),
+            tags_out: BTreeSet::new(),
             resident_bytes: resident.iter().map(|m| m.frame_len() as u64).sum(),
             max_messages: max_messages.max(1),
             max_bytes,
@@ -241,7 +245,7 @@ impl ColdPart {
             let (Some(&record), Some(oldest)) = (self.records.front(), resident.front()) else {
                 break;
             };
-            let keep = record == NOT_STORED || oldest.blob().is_some() || !oldest.tags().is_empty();
+            let keep = record == NOT_STORED || oldest.blob().is_some();
             if !keep && record > written {
                 break;
             }
@@ -254,6 +258,11 @@ impl ColdPart {
             if keep {
                 self.entries.push_back(Entry::Kept(message));
             } else {
+                for tag in message.tags() {
+                    if !self.tags_out.contains(tag) {
+                        self.tags_out.insert(tag.clone());
+                    }
+                }
                 self.entries.push_back(Entry::Stored(Meta {
                     seq: message.seq(),
                     time_us: message.time_us(),
@@ -315,6 +324,11 @@ impl ColdPart {
             }
         }
         Ok(())
+    }
+
+    /// The hashtags of the messages that left memory, taken out.
+    pub fn take_tags_out(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.tags_out).into_iter().collect()
     }
 
     /// Every message kept in memory among the entries; the entries are cleared.

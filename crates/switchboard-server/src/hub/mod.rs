@@ -886,6 +886,7 @@ impl Hub {
             .channels
             .remove_with(name, |channel| {
                 let mut history = channel.history.lock();
+                let tags_out = history.take_tags_out();
                 let messages = history.take_all();
                 // Under the history lock, after every append of the channel; under the
                 // table's, before the name can be created again.
@@ -894,7 +895,10 @@ impl Hub {
                 } else {
                     self.storage.delete_channel(name)
                 };
-                let tags_left = self.tags.lock().remove(&messages, &self.budget);
+                let mut tags = self.tags.lock();
+                let mut tags_left = tags.remove(&messages, &self.budget);
+                tags_left.extend(tags.remove_channel(&tags_out, name, &self.budget));
+                drop(tags);
                 // Still under the history lock: after every message of the channel queued.
                 if let Some(frame) = &frame {
                     for outbox in self.routes.connections_for(name) {

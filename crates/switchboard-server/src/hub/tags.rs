@@ -168,6 +168,36 @@ impl TagGuard<'_> {
         self.map.contains_key(tag)
     }
 
+    /// Removes from `tags` every message of `channel` (a channel being deleted, whose
+    /// history no longer held those messages in memory); returns the tags left empty.
+    /// Each message's channel is read from its frame: a deletion's cost, not a
+    /// publish's.
+    pub fn remove_channel(
+        &mut self,
+        tags: &[String],
+        channel: &str,
+        budget: &MemoryBudget,
+    ) -> Vec<String> {
+        let mut left = Vec::new();
+        for tag in tags {
+            let Some(recent) = self.map.get_mut(tag.as_str()) else {
+                continue;
+            };
+            recent.retain(|entry| {
+                entry
+                    .message
+                    .envelope()
+                    .map_or(true, |envelope| envelope.channel != channel)
+            });
+            if recent.is_empty() {
+                self.map.remove(tag.as_str());
+                budget.release(budget::tag_cost(tag));
+                left.push(tag.clone());
+            }
+        }
+        left
+    }
+
     /// Removes the given messages (those of a deleted channel) from every tag they carry;
     /// a tag left with none leaves the index and gives its share of `budget` back. Returns
     /// the tags that left.
