@@ -74,6 +74,20 @@ async fn fetch(
     }
 }
 
+/// Creates `name` with room for 20 000 messages: more than a history keeps in memory.
+async fn create_long_channel(client: &mut RawClient, name: &str) {
+    let created = client
+        .request(Packet::CreateChannel(CreateChannel {
+            name: name.into(),
+            options: ChannelOptions {
+                history: Some(20_000),
+                ..ChannelOptions::default()
+            },
+        }))
+        .await;
+    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+}
+
 /// A durable history keeps only its newest messages in memory (8 192 at most): fetches,
 /// lookups by id and replays that reach older ones read them back from the store, and
 /// give exactly what was published, before and after a restart.
@@ -84,16 +98,7 @@ async fn a_history_longer_than_what_stays_in_memory_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), SyncPolicy::default()).await;
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
-    let created = alice
-        .request(Packet::CreateChannel(CreateChannel {
-            name: "log".into(),
-            options: ChannelOptions {
-                history: Some(20_000),
-                ..ChannelOptions::default()
-            },
-        }))
-        .await;
-    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    create_long_channel(&mut alice, "log").await;
     let mut ids = Vec::new();
     for n in 1..=COUNT {
         match alice.request(publish("log", &text(n))).await {
@@ -127,16 +132,7 @@ async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), SyncPolicy::default()).await;
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
-    let created = alice
-        .request(Packet::CreateChannel(CreateChannel {
-            name: "tweets".into(),
-            options: ChannelOptions {
-                history: Some(20_000),
-                ..ChannelOptions::default()
-            },
-        }))
-        .await;
-    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    create_long_channel(&mut alice, "tweets").await;
     let text = |n: u64| match n {
         1..=20 => format!("early {n} #dawn"),
         _ => format!("tweet {n}"),
