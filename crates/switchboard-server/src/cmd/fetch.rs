@@ -22,6 +22,7 @@ use crate::hub::message::StoredMessage;
 use crate::hub::{Hub, storage_refusal};
 use crate::outbox::{Gone, Outgoing};
 use crate::security::permissions::Operation;
+use crate::storage::StorageError;
 
 /// Whether the session may read this history: a channel's (`history`), a group's
 /// (`groups.read`) or a hashtag's (`history` with `#tag` or `#*`).
@@ -62,6 +63,13 @@ fn readable_tagged(
         });
     }
     messages
+}
+
+/// A history read (with the history's last seq) whose messages may have been read back
+/// from the store: a store that failed refuses the request.
+fn read_back<T>((read, last_seq): (Result<T, StorageError>, u64)) -> Result<(T, u64), Refusal> {
+    read.map(|read| (read, last_seq))
+        .map_err(|error| storage_refusal(&error))
 }
 
 /// About how many bytes of frames one page of an answer holds (a page holds at least one
@@ -120,7 +128,8 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
                 None => history.latest(),
             },
         )
-        .and_then(|(found, _)| found.map_err(|error| storage_refusal(&error)))
+        .and_then(read_back)
+        .map(|(found, _)| found)
     };
     match found {
         Ok(Some(message)) => {
@@ -176,11 +185,7 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
         };
         page.map(|page| (window, page))
     });
-    let first = first.and_then(|(read, last_seq)| {
-        read.map(|read| (read, last_seq))
-            .map_err(|error| storage_refusal(&error))
-    });
-    let ((window, mut page), last_seq) = match first {
+    let ((window, mut page), last_seq) = match first.and_then(read_back) {
         Ok(found) => found,
         Err(refusal) => {
             session.refuse(request_id, refusal).await;
@@ -200,9 +205,8 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
             let next = hub.read_history(get.scope, &get.channel, reader, |history| {
                 history.page(newest + 1, last, PAGE_BYTES)
             });
-            let next = next.and_then(|(page, _)| page.map_err(|error| storage_refusal(&error)));
-            page = match next {
-                Ok(page) => page,
+            page = match next.and_then(read_back) {
+                Ok((page, _)) => page,
                 Err(refusal) => {
                     session.refuse(request_id, refusal).await;
                     return;

@@ -158,12 +158,7 @@ pub(crate) async fn subscribe(
     }
     // Room for the ack and replay is reserved before the hub takes its locks.
     let Ok(permit) = session.outbox().reserve().await else {
-        hub.budget()
-            .release(crate::budget::subscription_cost(&pattern));
-        session.uncount_subscriptions(1);
-        if let Some(cluster) = hub.cluster() {
-            cluster.subscription_ended(hub, &pattern);
-        }
+        withdraw(hub, session, &pattern);
         return;
     };
     let subscription_id = session.next_subscription_id();
@@ -177,16 +172,23 @@ pub(crate) async fn subscribe(
         filter.as_ref(),
     );
     if let Err(refusal) = subscribed {
-        hub.budget()
-            .release(crate::budget::subscription_cost(&pattern));
-        session.uncount_subscriptions(1);
-        if let Some(cluster) = hub.cluster() {
-            cluster.subscription_ended(hub, &pattern);
-        }
+        withdraw(hub, session, &pattern);
         session.refuse(request_id, refusal).await;
         return;
     }
     session.subscriptions.insert(subscription_id, pattern);
+}
+
+/// Gives back what an admitted subscription to `pattern` took (its share of the memory
+/// budget, the session's count, the cluster's interest) when it is not registered after
+/// all.
+fn withdraw(hub: &Hub, session: &Session, pattern: &Pattern) {
+    hub.budget()
+        .release(crate::budget::subscription_cost(pattern));
+    session.uncount_subscriptions(1);
+    if let Some(cluster) = hub.cluster() {
+        cluster.subscription_ended(hub, pattern);
+    }
 }
 
 pub(crate) async fn unsubscribe(

@@ -26,6 +26,7 @@ use tracing::error;
 use uuid::Uuid;
 
 use super::message::StoredMessage;
+use super::recycle;
 use crate::log;
 use crate::storage::{LogKind, Storage, StorageError};
 
@@ -228,12 +229,8 @@ impl ColdPart {
 
     /// Moves the oldest messages of `resident` out of memory while it holds more than
     /// the limits allow, as far as the store has written them. Those let go are handed
-    /// to `release` (for reuse).
-    pub fn evict(
-        &mut self,
-        resident: &mut VecDeque<Arc<StoredMessage>>,
-        mut release: impl FnMut(Arc<StoredMessage>),
-    ) {
+    /// to [`recycle`] (for reuse).
+    pub fn evict(&mut self, resident: &mut VecDeque<Arc<StoredMessage>>) {
         let over = |resident: &VecDeque<Arc<StoredMessage>>, bytes: u64| {
             resident.len() > 1 && (resident.len() > self.max_messages || bytes > self.max_bytes)
         };
@@ -270,7 +267,7 @@ impl ColdPart {
                     frame_len: message.frame_len() as u64,
                     body_len: message.body_len(),
                 }));
-                release(message);
+                recycle::give(message);
             }
         }
     }

@@ -108,22 +108,20 @@ impl History {
     /// From now on, keeps only the newest messages in memory and reads older ones back
     /// from `log`'s store, which holds every message in memory now.
     pub fn keep_cold(&mut self, log: ColdLog) {
-        let mut cold = Box::new(ColdPart::new(log, &self.messages));
-        cold.evict(&mut self.messages, recycle::give);
-        self.cold = Some(cold);
+        let cold = ColdPart::new(log, &self.messages);
+        self.attach_cold(cold);
     }
 
     /// As [`History::keep_cold`], with other limits on what stays in memory.
     #[cfg(test)]
     fn keep_cold_within(&mut self, log: ColdLog, max_messages: usize, max_bytes: u64) {
-        let mut cold = Box::new(ColdPart::with_limits(
-            log,
-            &self.messages,
-            max_messages,
-            max_bytes,
-        ));
-        cold.evict(&mut self.messages, recycle::give);
-        self.cold = Some(cold);
+        let cold = ColdPart::with_limits(log, &self.messages, max_messages, max_bytes);
+        self.attach_cold(cold);
+    }
+
+    fn attach_cold(&mut self, mut cold: ColdPart) {
+        cold.evict(&mut self.messages);
+        self.cold = Some(Box::new(cold));
     }
 
     /// How many messages are in memory (all, unless the history keeps a cold part).
@@ -156,7 +154,7 @@ impl History {
         self.messages.push_back(message);
         let trimmed = self.trim(now_us);
         if let Some(cold) = &mut self.cold {
-            cold.evict(&mut self.messages, recycle::give);
+            cold.evict(&mut self.messages);
         }
         trimmed
     }
@@ -175,6 +173,13 @@ impl History {
         match &self.cold {
             Some(cold) if index < cold.len() => cold.seq_at(index),
             _ => self.messages[index - self.cold_len()].seq(),
+        }
+    }
+
+    fn time_at(&self, index: usize) -> u64 {
+        match &self.cold {
+            Some(cold) if index < cold.len() => cold.time_at(index),
+            _ => self.messages[index - self.cold_len()].time_us(),
         }
     }
 
@@ -230,10 +235,7 @@ impl History {
             return trimmed;
         }
         while self.len() > 0 {
-            let oldest_time = match &self.cold {
-                Some(cold) if cold.len() > 0 => cold.time_at(0),
-                _ => self.messages.front().map_or(0, |m| m.time_us()),
-            };
+            let oldest_time = self.time_at(0);
             let over_bytes = self
                 .retention
                 .max_bytes

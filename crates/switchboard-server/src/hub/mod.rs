@@ -813,15 +813,13 @@ impl Hub {
     fn new_channel(&self, name: &str, options: ChannelOptions) -> Result<Channel, Refusal> {
         let cost = budget::channel_cost(name);
         self.budget.charge(cost, "channels")?;
-        if self.rules.durability_of(&options) != Durability::Memory
-            && let Err(error) = self.storage.put_channel(name, &options)
-        {
+        let stored = self.rules.durability_of(&options) != Durability::Memory;
+        if stored && let Err(error) = self.storage.put_channel(name, &options) {
             self.budget.release(cost);
             return Err(storage_refusal(&error));
         }
         info!(target: log::GENERAL, channel = name, "channel created");
         let mut history = History::new(retention_of(&options, &self.config));
-        let stored = self.rules.durability_of(&options) != Durability::Memory;
         self.keep_cold(LogKind::Channel, name, stored, &mut history);
         Ok(Channel::new(name.to_owned(), options, history))
     }
