@@ -52,7 +52,7 @@ pub use hooks::{Hooks, NoHooks, PublishVerdict, SessionInfo};
 pub use hub::message::StoredMessage;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use storage::{
-    DiskGuard, DiskReserve, FjallStorage, GroupSnapshot, LogKind, LogReport, LogSnapshot,
+    DiskGuard, DiskReserve, FjallStorage, GroupSnapshot, LoadSink, LogKind, LogReport, LogSnapshot,
     MemoryStorage, RepairReport, Snapshot, Space, SpaceProbe, Storage, StorageError, StoreHealth,
     StoreOptions, SyncFuture, SyncPolicy, repair,
 };

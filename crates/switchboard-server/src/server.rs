@@ -181,7 +181,6 @@ impl ServerBuilder {
             (None, None) => Arc::new(MemoryStorage),
         };
         let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let snapshot = storage.load()?;
         let blobs = match &config.data_dir {
             // A node's bodies are of use only while it runs (it comes back as another
             // node, which no message names): a directory of their own, emptied at start,
@@ -207,7 +206,7 @@ impl ServerBuilder {
             hub = hub.with_clock(clock);
         }
         let hub = Arc::new(hub);
-        hub.restore(snapshot);
+        hub.restore_stored()?;
 
         let tracker = TaskTracker::new();
         if let Some(backplane) = self.backplane {

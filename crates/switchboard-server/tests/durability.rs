@@ -124,8 +124,8 @@ async fn a_history_longer_than_what_stays_in_memory_reads_back_whole() {
 }
 
 /// Messages with hashtags leave memory like the others: the channel's history reads them
-/// back, the hashtag index still serves its recent ones, and deleting the channel takes
-/// them out of the index too.
+/// back, the hashtag index still serves its recent ones, before and after a restart, and
+/// deleting the channel takes them out of the index too.
 #[tokio::test]
 async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
     const COUNT: u64 = 9_000;
@@ -166,6 +166,27 @@ async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
         tagged.len(),
         21,
         "the index keeps its recent ones: {tagged:?}"
+    );
+    // Restarted, the history streams in from the store and lets the same ones go; the
+    // index gets its recent ones back, and the channel's deletion still reaches them.
+    drop(alice);
+    server.shutdown().await;
+    let server = start(dir.path(), SyncPolicy::default()).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    assert_eq!(history(&mut alice, Scope::Tag, "dawn").await, tagged);
+    let first = fetch(
+        &mut alice,
+        Scope::Channel,
+        "tweets",
+        Since::Seq(1),
+        Some(20),
+    )
+    .await;
+    assert_eq!(first, early);
+    assert_eq!(
+        common::stat(&server, "history_messages_read_back"),
+        20,
+        "after the restart too, none of them was in memory"
     );
     let deleted = alice
         .request(Packet::DeleteChannel(DeleteChannel {

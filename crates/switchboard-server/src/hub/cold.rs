@@ -208,6 +208,12 @@ impl ColdPart {
         self.resident_bytes += message.frame_len() as u64;
     }
 
+    /// A message now in memory that the store had already written (read at start).
+    pub fn pushed_written(&mut self, message: &StoredMessage) {
+        self.records.push_back(0);
+        self.resident_bytes += message.frame_len() as u64;
+    }
+
     /// The oldest message in memory left the history (trimmed).
     pub fn resident_dropped(&mut self, message: &StoredMessage) {
         self.records.pop_front();

@@ -340,17 +340,14 @@ impl Hub {
         Ok((read(&history), history.info().last_seq))
     }
 
-    /// Rebuilds a group from what storage gave back.
-    pub(super) fn restore_group(&self, saved: GroupSnapshot) {
-        let retention = retention_of(&ChannelOptions::default(), &self.config);
+    /// Rebuilds a group from what storage gave back, with its history rebuilt.
+    pub(super) fn restore_group(&self, saved: GroupSnapshot, history: History) {
         let name = saved.name.clone();
         self.budget
             .charge_anyway(budget::group_cost(&name, &saved.description));
         for member in &saved.members {
             self.budget.charge_anyway(budget::member_cost(member));
         }
-        let mut history = self.restore_history(LogKind::Group, saved.history, retention);
-        self.keep_cold(LogKind::Group, &name, true, &mut history);
         self.groups.insert(Group {
             name,
             description: saved.description,

@@ -91,18 +91,10 @@ impl History {
         }
     }
 
-    /// A history restored from storage.
-    pub fn restore(retention: Retention, next_seq: u64, messages: Vec<Arc<StoredMessage>>) -> Self {
-        let mut history = History::new(retention);
-        history.next_seq = next_seq.max(1);
-        for message in messages {
-            history.last_time_us = history.last_time_us.max(message.time_us());
-            // Saturating: a stored seq is input too, and u64::MAX must not wrap to 0.
-            history.next_seq = history.next_seq.max(message.seq().saturating_add(1));
-            history.bytes += message.body_len();
-            history.messages.push_back(message);
-        }
-        history
+    /// Moves the next sequence number up to `next_seq` (a restored history's, which the
+    /// store knows even when its newest messages were trimmed).
+    pub fn resume_at(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq).max(1);
     }
 
     /// From now on, keeps only the newest messages in memory and reads older ones back
@@ -145,11 +137,29 @@ impl History {
     /// appended to the store, then trims to the retention. Returns the highest trimmed
     /// seq, if anything was trimmed.
     pub fn push(&mut self, message: Arc<StoredMessage>, stored: bool, now_us: u64) -> Option<u64> {
+        self.append(message, now_us, |cold, message| {
+            cold.pushed(message, stored)
+        })
+    }
+
+    /// As [`History::push`], for a message read from the store at start: already
+    /// written, so free to leave memory at once.
+    pub fn push_restored(&mut self, message: Arc<StoredMessage>, now_us: u64) -> Option<u64> {
+        self.append(message, now_us, ColdPart::pushed_written)
+    }
+
+    fn append(
+        &mut self,
+        message: Arc<StoredMessage>,
+        now_us: u64,
+        note: impl FnOnce(&mut ColdPart, &StoredMessage),
+    ) -> Option<u64> {
+        // Saturating: a stored seq is input too, and u64::MAX must not wrap to 0.
         self.next_seq = message.seq().saturating_add(1);
         self.last_time_us = message.time_us();
         self.bytes += message.body_len();
         if let Some(cold) = &mut self.cold {
-            cold.pushed(&message, stored);
+            note(cold, &message);
         }
         self.messages.push_back(message);
         let trimmed = self.trim(now_us);
@@ -353,6 +363,7 @@ impl History {
 
     /// Messages from `since` on, oldest first: with `Since::All`, the newest `limit`;
     /// otherwise the first `limit` from that point. Expired messages are left out.
+    #[cfg(test)]
     pub fn range(
         &self,
         since: Since,
@@ -361,6 +372,7 @@ impl History {
         self.range_at(since, limit, now_us())
     }
 
+    #[cfg(test)]
     fn range_at(
         &self,
         since: Since,
@@ -371,7 +383,8 @@ impl History {
         self.collect(start..end)
     }
 
-    /// What [`History::range`] returns, cut to its newest messages whose frames, with
+    /// The messages from `since` on (with `Since::All`, the newest `limit`; otherwise
+    /// the first `limit` from that point; expired ones left out), cut to the newest whose frames, with
     /// `item_overhead` bytes each, weigh at most `max_weight` (at least one): a replay,
     /// read back only as far as it is sent.
     pub fn replay(
@@ -648,18 +661,30 @@ mod tests {
         history.push(message, shelf.is_some(), time);
     }
 
+    /// A history rebuilt from `messages` as at start.
+    fn restored(retention: Retention, messages: Vec<Arc<StoredMessage>>) -> History {
+        let mut history = History::new(retention);
+        for message in messages {
+            history.push_restored(message, 0);
+        }
+        history
+    }
+
     fn seqs(messages: Result<Vec<Arc<StoredMessage>>, StorageError>) -> Vec<u64> {
         messages.unwrap().iter().map(|m| m.seq()).collect()
     }
 
     #[test]
     fn restored_sequence_numbers_at_the_top_of_the_range_do_not_overflow() {
-        let history = History::restore(KEEP, 0, vec![message(u64::MAX - 1), message(u64::MAX)]);
+        let mut history = History::new(KEEP);
+        history.push_restored(message(u64::MAX - 1), 0);
+        history.push_restored(message(u64::MAX), 0);
         let info = history.info();
         assert_eq!(info.count, 2);
         assert_eq!(info.first_seq, u64::MAX - 1);
         assert_eq!(info.last_seq, u64::MAX);
-        let mut history = History::restore(KEEP, u64::MAX, Vec::new());
+        let mut history = History::new(KEEP);
+        history.resume_at(u64::MAX);
         assert_eq!(history.info().last_seq, u64::MAX - 1);
         history.push(message(u64::MAX), false, 0);
         assert_eq!(history.info().last_seq, u64::MAX);
@@ -703,7 +728,7 @@ mod tests {
 
     #[test]
     fn an_empty_history_reports_zeros() {
-        for history in [History::new(KEEP), History::restore(KEEP, 0, Vec::new())] {
+        for history in [History::new(KEEP), restored(KEEP, Vec::new())] {
             let info = history.info();
             assert_eq!((info.count, info.first_seq, info.last_seq), (0, 0, 0));
             assert_eq!(history.next_seq(), 1);
@@ -721,10 +746,10 @@ mod tests {
         for seq in 1..=5 {
             shelf.append(LogKind::Channel, "c", &message(seq)).unwrap();
         }
-        let mut cold = History::restore(aging, 0, (1..=5).map(message).collect());
+        let mut cold = restored(aging, (1..=5).map(message).collect());
         cold.keep_cold_within(shelf.log(), 2, u64::MAX);
         assert_eq!(cold.resident(), 2, "3 of the restored messages left memory");
-        let warm = History::restore(aging, 0, (1..=5).map(message).collect());
+        let warm = restored(aging, (1..=5).map(message).collect());
         for history in [warm, cold] {
             assert_eq!(seqs(history.range_at(Since::All, None, 5)), [1, 2, 3, 4, 5]);
             // At 13, messages older than 10 µs (times 1 and 2) are expired.

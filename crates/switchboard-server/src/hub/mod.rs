@@ -20,6 +20,7 @@ pub mod listing;
 pub mod message;
 mod prefetch;
 pub(crate) mod recycle;
+mod restore;
 mod routes;
 pub mod stats;
 mod tags;
@@ -35,14 +36,14 @@ use switchboard_proto::packet::{
 use switchboard_proto::subject::{self, Pattern};
 use switchboard_proto::{ErrorCode, Flags, FrameCodec, Limits, MacKey, Text};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
 use self::cold::ColdLog;
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
-use self::history::{History, Retention};
+use self::history::History;
 use self::message::StoredMessage;
 use self::routes::Routes;
 use self::stats::Counters;
@@ -61,7 +62,7 @@ use crate::security::limits::{Clock, SystemClock};
 use crate::security::reload::{ReloadError, ReloadSource};
 use crate::security::usage::{Owned, UsageTable};
 use crate::security::{Policy, SharedPolicy, shared_policy};
-use crate::storage::{LogKind, LogSnapshot, Snapshot, Storage, SyncFuture};
+use crate::storage::{LogKind, Storage, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
 /// Refused connections told why at once; past it, they are closed without a word.
@@ -692,86 +693,6 @@ impl Hub {
     /// store, else the store's sync policy.
     fn default_durability(&self) -> Durability {
         self.rules.default_durability()
-    }
-
-    /// Rebuilds a history from stored envelopes, re-encoding each as a live frame for
-    /// this server's key, and trims it to its retention.
-    fn restore_history(&self, kind: LogKind, saved: LogSnapshot, retention: Retention) -> History {
-        let mut messages = Vec::with_capacity(saved.messages.len());
-        for message in saved.messages {
-            let tags = match kind {
-                LogKind::Channel => subject::message_hashtags(&message.content_type, &message.body),
-                LogKind::Group => Vec::new(),
-            };
-            let blob = match &message.stream {
-                Some(stream) => match self.blobs.existing(&message.id, stream.total_len) {
-                    Some(blob) => Some(blob),
-                    None => {
-                        error!(target: log::ERROR, log = %saved.name, seq = message.seq, "the streamed body of a stored message is missing; skipped");
-                        Counters::add(&self.counters.corrupt_records_skipped, 1);
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            match StoredMessage::encode(&self.codec, &message.as_envelope(), tags) {
-                Ok(stored) => messages.push(Arc::new(match blob {
-                    Some(blob) => stored.with_blob(blob),
-                    None => stored,
-                })),
-                Err(e) => {
-                    error!(target: log::ERROR, log = %saved.name, seq = message.seq, error = %e, "stored message skipped");
-                }
-            }
-        }
-        let mut history = History::restore(retention, saved.next_seq, messages);
-        if let Some(through) = history.trim(now_us()) {
-            self.storage.trim(kind, &saved.name, through);
-        }
-        history
-    }
-
-    /// Rebuilds channels and groups from what storage gave back.
-    pub fn restore(&self, snapshot: Snapshot) {
-        let (channels, groups) = (snapshot.channels.len(), snapshot.groups.len());
-        Counters::add(
-            &self.counters.corrupt_records_skipped,
-            snapshot.corrupt_records,
-        );
-        for saved in snapshot.channels {
-            let options = match effective_options(
-                &saved.options,
-                &self.config,
-                self.default_durability(),
-            ) {
-                Ok(options) => options,
-                Err(refusal) => {
-                    // Options this server no longer allows (e.g. a lower history limit):
-                    // keep the messages under the defaults rather than drop the channel.
-                    warn!(target: log::ERROR, channel = %saved.name, reason = %refusal.message, "stored options refused; using defaults");
-                    saved.options
-                }
-            };
-            let retention = retention_of(&options, &self.config);
-            let name = saved.name.clone();
-            self.budget.charge_anyway(budget::channel_cost(&name));
-            let mut history = self.restore_history(LogKind::Channel, saved, retention);
-            let mut tags = self.tags.lock();
-            // Still all in memory: nothing is read back.
-            for message in history.range(Since::All, None).unwrap_or_default() {
-                tags.push(&message, max_age_us(&options), &self.budget);
-            }
-            drop(tags);
-            let stored = self.rules.durability_of(&options) != Durability::Memory;
-            self.keep_cold(LogKind::Channel, &name, stored, &mut history);
-            self.channels.restore(Channel::new(name, options, history));
-        }
-        for saved in snapshot.groups {
-            self.restore_group(saved);
-        }
-        if channels + groups > 0 {
-            info!(target: log::GENERAL, channels, groups, corrupt = snapshot.corrupt_records, "history restored");
-        }
     }
 
     /// Records where every history stands and closes the store (once).

@@ -54,7 +54,8 @@ impl TagIndex {
 }
 
 impl TagGuard<'_> {
-    /// Indexes a message of a channel whose messages expire after `max_age_us`, if set.
+    /// Indexes a message of a channel whose messages expire after `max_age_us`, if set,
+    /// among the tag's others in time order, keeping the newest.
     /// A tag new to the index is charged to `budget`; when the budget is exhausted, the
     /// message is not indexed under new tags (it is published and routed all the same;
     /// only fetching and replaying by that tag miss it).
@@ -75,10 +76,20 @@ impl TagGuard<'_> {
                     self.map.entry(tag.clone()).or_default()
                 }
             };
-            recent.push_back(Entry {
+            let entry = Entry {
                 expires_us,
                 message: message.clone(),
-            });
+            };
+            // In time order: a publish is the newest, but a restart indexes its
+            // channels one after another.
+            match recent.back() {
+                Some(last) if last.message.time_us() > message.time_us() => {
+                    let at = recent
+                        .partition_point(|entry| entry.message.time_us() <= message.time_us());
+                    recent.insert(at, entry);
+                }
+                _ => recent.push_back(entry),
+            }
             if recent.len() > self.per_tag {
                 recent.pop_front();
             }
@@ -228,5 +239,49 @@ impl TagGuard<'_> {
             }
         }
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::packet::Message;
+    use switchboard_proto::{FrameCodec, Limits};
+
+    use super::*;
+
+    /// Message `seq` of channel `channel`, published at `time_us`, tagged #t.
+    fn tagged(channel: &str, seq: u64, time_us: u64) -> Arc<StoredMessage> {
+        let message = Message {
+            channel: channel.into(),
+            seq,
+            time_us,
+            body: format!("{channel} {seq} #t").into_bytes().into(),
+            ..Message::default()
+        };
+        let codec = FrameCodec::new(Limits::default());
+        let stored =
+            StoredMessage::encode(&codec, &message.as_envelope(), vec!["t".to_owned()]).unwrap();
+        Arc::new(stored)
+    }
+
+    /// A restart indexes one channel after the other: the index still holds the tag's
+    /// newest messages, in time order.
+    #[test]
+    fn messages_indexed_out_of_time_order_keep_the_newest_in_order() {
+        let index = TagIndex::new(3);
+        let budget = MemoryBudget::unlimited();
+        let mut tags = index.lock();
+        for (seq, time) in [(1, 10), (2, 30), (3, 50)] {
+            tags.push(&tagged("a", seq, time), None, &budget);
+        }
+        for (seq, time) in [(1, 20), (2, 40)] {
+            tags.push(&tagged("b", seq, time), None, &budget);
+        }
+        let order: Vec<(u64, u64)> = tags
+            .range("t", Since::All, None)
+            .iter()
+            .map(|m| (m.time_us(), m.seq()))
+            .collect();
+        assert_eq!(order, [(30, 2), (40, 2), (50, 3)]);
     }
 }

@@ -13,6 +13,7 @@ mod repair;
 mod space;
 mod writer;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -139,6 +140,63 @@ pub struct LogSnapshot {
     pub messages: Vec<Message>,
 }
 
+/// Takes stored histories' messages as [`Storage::load_into`] reads them.
+pub trait LoadSink {
+    /// The messages given next, until the next call of this, belong to this history
+    /// (a group's options are the defaults). Called for every history, even empty.
+    fn history(&mut self, kind: LogKind, name: &str, options: &ChannelOptions);
+    /// The next message of that history, in sequence order.
+    fn message(&mut self, message: Message);
+}
+
+/// A [`LoadSink`] that keeps every message, to give a snapshot its messages back.
+#[derive(Default)]
+pub(crate) struct CollectedMessages {
+    logs: HashMap<(LogKind, String), Vec<Message>>,
+    current: Option<((LogKind, String), Vec<Message>)>,
+}
+
+impl CollectedMessages {
+    /// Puts the messages collected into `snapshot`'s histories.
+    pub(crate) fn fill(mut self, snapshot: &mut Snapshot) {
+        self.finish_current();
+        let logs = (snapshot
+            .channels
+            .iter_mut()
+            .map(|log| (LogKind::Channel, log)))
+        .chain(
+            snapshot
+                .groups
+                .iter_mut()
+                .map(|group| (LogKind::Group, &mut group.history)),
+        );
+        for (kind, log) in logs {
+            if let Some(messages) = self.logs.remove(&(kind, log.name.clone())) {
+                log.messages = messages;
+            }
+        }
+    }
+
+    fn finish_current(&mut self) {
+        if let Some((log, messages)) = self.current.take() {
+            self.logs.insert(log, messages);
+        }
+    }
+}
+
+impl LoadSink for CollectedMessages {
+    fn history(&mut self, kind: LogKind, name: &str, _options: &ChannelOptions) {
+        self.finish_current();
+        self.current = Some(((kind, name.to_owned()), Vec::new()));
+    }
+
+    fn message(&mut self, message: Message) {
+        if let Some((_, messages)) = &mut self.current {
+            messages.push(message);
+        }
+    }
+}
+
 /// One persisted group.
 #[derive(Debug, Default)]
 pub struct GroupSnapshot {
@@ -159,6 +217,30 @@ pub trait Storage: Send + Sync + 'static {
     fn is_durable(&self) -> bool;
     /// Everything persisted, to rebuild the hub at start.
     fn load(&self) -> Result<Snapshot, StorageError>;
+    /// As [`Storage::load`], but each history's messages go to `sink` as they are read,
+    /// and the snapshot comes back without them: a store that holds more than memory
+    /// should (one that reads back, see [`Storage::can_read_back`]) streams them here, so
+    /// that a restart never holds a whole history at once.
+    fn load_into(&self, sink: &mut dyn LoadSink) -> Result<Snapshot, StorageError> {
+        let mut snapshot = self.load()?;
+        let logs = (snapshot
+            .channels
+            .iter_mut()
+            .map(|log| (LogKind::Channel, log)))
+        .chain(
+            snapshot
+                .groups
+                .iter_mut()
+                .map(|group| (LogKind::Group, &mut group.history)),
+        );
+        for (kind, log) in logs {
+            sink.history(kind, &log.name, &log.options);
+            for message in std::mem::take(&mut log.messages) {
+                sink.message(message);
+            }
+        }
+        Ok(snapshot)
+    }
     /// A channel was created.
     fn put_channel(&self, name: &str, options: &ChannelOptions) -> Result<(), StorageError>;
     /// A message was appended to a history. May only queue it: an error here means the

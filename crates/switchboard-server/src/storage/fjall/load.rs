@@ -5,17 +5,22 @@
 use std::collections::{HashMap, VecDeque};
 
 use fjall::PersistMode;
-use switchboard_proto::packet::{ChannelOptions, Message, Packet};
+use switchboard_proto::packet::{ChannelOptions, Packet};
 use tracing::{info, warn};
 
 use super::record::{decode_chunk, decode_record};
 use super::{ChunkIndex, Open, keys, storage_error};
 use crate::log;
-use crate::storage::{GroupSnapshot, LogKind, LogSnapshot, Snapshot, StorageError};
+use crate::storage::{GroupSnapshot, LoadSink, LogKind, LogSnapshot, Snapshot, StorageError};
 
 impl Open {
-    /// Everything stored, and each history's chunks into `chunks`.
-    pub(super) fn load(&self, chunks: &mut ChunkIndex) -> Result<Snapshot, StorageError> {
+    /// Everything stored, each history's messages into `sink` (the snapshot comes without
+    /// them), and each history's chunks into `chunks`.
+    pub(super) fn load(
+        &self,
+        chunks: &mut ChunkIndex,
+        sink: &mut dyn LoadSink,
+    ) -> Result<Snapshot, StorageError> {
         let mut snapshot = Snapshot::default();
         let mut corrupt = 0;
         let mut groups: Vec<(String, String)> = Vec::new();
@@ -38,13 +43,14 @@ impl Open {
             }
             match decode_record(&key, &value) {
                 Some(Packet::CreateChannel(channel)) => {
-                    let (next_seq, messages) =
-                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, chunks)?;
+                    sink.history(LogKind::Channel, &channel.name, &channel.options);
+                    let next_seq =
+                        self.read_log(LogKind::Channel, &channel.name, &mut corrupt, chunks, sink)?;
                     snapshot.channels.push(LogSnapshot {
                         name: channel.name.to_string(),
                         options: channel.options,
                         next_seq,
-                        messages,
+                        messages: Vec::new(),
                     });
                 }
                 Some(Packet::CreateGroup(group)) => {
@@ -68,15 +74,15 @@ impl Open {
             list.dedup();
         }
         for (name, description) in groups {
-            let (next_seq, messages) =
-                self.read_log(LogKind::Group, &name, &mut corrupt, chunks)?;
+            sink.history(LogKind::Group, &name, &ChannelOptions::default());
+            let next_seq = self.read_log(LogKind::Group, &name, &mut corrupt, chunks, sink)?;
             snapshot.groups.push(GroupSnapshot {
                 members: members.remove(&name).unwrap_or_default(),
                 history: LogSnapshot {
                     name: name.clone(),
                     options: ChannelOptions::default(),
                     next_seq,
-                    messages,
+                    messages: Vec::new(),
                 },
                 name,
                 description,
@@ -107,30 +113,16 @@ impl Open {
         Ok(())
     }
 
-    /// The history's next sequence number and messages, and its chunks into `chunks`.
+    /// The history's next sequence number; its messages go to `sink` one chunk at a
+    /// time, and its chunks into `chunks`.
     fn read_log(
         &self,
         kind: LogKind,
         name: &str,
         corrupt: &mut u64,
         chunks: &mut ChunkIndex,
-    ) -> Result<(u64, Vec<Message>), StorageError> {
-        let prefix = keys::log_prefix(kind, name);
-        let mut messages = Vec::new();
-        // Each chunk's key seq, newest seq, and whether its end was lost to corruption.
-        let mut found: Vec<(u64, u64, bool)> = Vec::new();
-        for entry in self.messages.prefix(&prefix) {
-            let (key, value) = entry
-                .into_inner()
-                .map_err(|e| storage_error("reading messages", e))?;
-            let before = messages.len();
-            let damaged = decode_chunk(&key, &value, &mut messages);
-            *corrupt += damaged;
-            if let Some(first) = keys::chunk_seq(&key) {
-                let newest = messages[before..].iter().map(|m| m.seq).max();
-                found.push((first, newest.unwrap_or(first).max(first), damaged > 0));
-            }
-        }
+        sink: &mut dyn LoadSink,
+    ) -> Result<u64, StorageError> {
         let read_u64 = |key: Vec<u8>| -> Result<Option<u64>, StorageError> {
             Ok(self
                 .meta
@@ -141,9 +133,29 @@ impl Open {
         };
         let saved_next = read_u64(keys::next_seq_key(kind, name))?.unwrap_or(1);
         let trimmed = read_u64(keys::trim_key(kind, name))?.unwrap_or(0);
-        let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+        let prefix = keys::log_prefix(kind, name);
+        let mut last_seq = 0;
+        let mut chunk = Vec::new();
+        // Each chunk's key seq, newest seq, and whether its end was lost to corruption.
+        let mut found: Vec<(u64, u64, bool)> = Vec::new();
+        for entry in self.messages.prefix(&prefix) {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|e| storage_error("reading messages", e))?;
+            let damaged = decode_chunk(&key, &value, &mut chunk);
+            *corrupt += damaged;
+            let newest = chunk.iter().map(|m| m.seq).max();
+            last_seq = last_seq.max(newest.unwrap_or(0));
+            if let Some(first) = keys::chunk_seq(&key) {
+                found.push((first, newest.unwrap_or(first).max(first), damaged > 0));
+            }
+            for message in chunk.drain(..) {
+                if message.seq > trimmed {
+                    sink.message(message);
+                }
+            }
+        }
         let next_seq = saved_next.max(last_seq + 1).max(trimmed + 1);
-        messages.retain(|m| m.seq > trimmed);
         // A damaged chunk may have held messages up to where the next one begins.
         let mut index = VecDeque::with_capacity(found.len());
         for i in 0..found.len() {
@@ -154,6 +166,6 @@ impl Open {
             index.push_back((first, newest.max(first)));
         }
         chunks.insert(prefix, index);
-        Ok((next_seq, messages))
+        Ok(next_seq)
     }
 }

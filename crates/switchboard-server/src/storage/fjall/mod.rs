@@ -30,7 +30,9 @@ use self::sink::FjallSink;
 use self::trim::Trimmer;
 use super::space::{DiskGuard, DiskReserve};
 use super::writer::{Op, QueueLimits, Writer, WriterHealth};
-use super::{LogKind, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy};
+use super::{
+    CollectedMessages, LoadSink, LogKind, Snapshot, Storage, StorageError, SyncFuture, SyncPolicy,
+};
 use crate::hub::message::StoredMessage;
 use crate::log;
 
@@ -300,8 +302,15 @@ impl Storage for FjallStorage {
     }
 
     fn load(&self) -> Result<Snapshot, StorageError> {
+        let mut collected = CollectedMessages::default();
+        let mut snapshot = self.load_into(&mut collected)?;
+        collected.fill(&mut snapshot);
+        Ok(snapshot)
+    }
+
+    fn load_into(&self, sink: &mut dyn LoadSink) -> Result<Snapshot, StorageError> {
         let mut chunks = ChunkIndex::new();
-        let snapshot = self.with_open(|open| open.load(&mut chunks))?;
+        let snapshot = self.with_open(|open| open.load(&mut chunks, sink))?;
         self.chunks.lock().extend(chunks);
         Ok(snapshot)
     }
@@ -661,9 +670,11 @@ mod tests {
         store.sync().await.unwrap();
         assert!(store.syncs() > syncs_before);
         // Read back without a clean close: what the sync covered is in the journal.
-        let snapshot = store
-            .with_open(|open| open.load(&mut HashMap::new()))
+        let mut collected = CollectedMessages::default();
+        let mut snapshot = store
+            .with_open(|open| open.load(&mut HashMap::new(), &mut collected))
             .unwrap();
+        collected.fill(&mut snapshot);
         assert_eq!(
             channels(&snapshot),
             [("a".to_owned(), 2, vec![1]), ("b".to_owned(), 2, vec![1])]
