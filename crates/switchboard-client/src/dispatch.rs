@@ -418,17 +418,17 @@ impl Dispatcher {
 
     async fn on_message(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        // A copy of the frame (two counts): a reply may hand the frame itself over.
-        let message = match ReceivedMessage::from_frame(frame.clone(), &mut self.names) {
-            Ok(message) => message,
-            Err(error) => return self.bad_frame(request_id, error),
-        };
-        if let Some(stream) = message.stream_start() {
-            self.streams.open(stream.stream_id, stream.total_len);
-        }
         if request_id == 0 {
-            return self.deliver_live(message).await;
+            // A live message: the frame itself becomes the message.
+            if let Some(message) = self.received(frame, request_id) {
+                self.deliver_live(message).await;
+            }
+            return;
         }
+        // A copy of the frame (two counts): a reply may hand the frame itself over.
+        let Some(message) = self.received(frame.clone(), request_id) else {
+            return;
+        };
         let stream_id = message.stream_start().map(|stream| stream.stream_id);
         let message = self.streams.recipient(message);
 
@@ -487,6 +487,23 @@ impl Dispatcher {
                 if let Some(sender) = sender {
                     self.deliver(subscription_id, sender, message).await;
                 }
+            }
+        }
+    }
+
+    /// The message of a MESSAGE frame, its streamed body's stream opened; a frame that
+    /// does not decode fails its request instead.
+    fn received(&mut self, frame: Frame, request_id: u32) -> Option<ReceivedMessage> {
+        match ReceivedMessage::from_frame(frame, &mut self.names) {
+            Ok(message) => {
+                if let Some(stream) = message.stream_start() {
+                    self.streams.open(stream.stream_id, stream.total_len);
+                }
+                Some(message)
+            }
+            Err(error) => {
+                self.bad_frame(request_id, error);
+                None
             }
         }
     }
