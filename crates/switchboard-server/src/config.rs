@@ -83,6 +83,10 @@ pub struct ServerConfig {
     /// Most bytes of streamed bodies kept on disk (and being received); new uploads
     /// past it are refused. `None`: bounded by the disk reserve only.
     pub max_blob_bytes: Option<u64>,
+    /// Bytes of message frames each durable history keeps in memory, its newest (and at
+    /// least its newest message, and at most 8 192 messages); older ones are read back
+    /// from the store when a fetch or a replay reaches them.
+    pub history_in_memory: u64,
     /// The memory budget, in bytes, that subscriptions, channels, groups and hashtag index
     /// entries are admitted against in all (estimated sizes); past it, creating more is
     /// refused with LIMIT_REACHED. Default: half the machine's physical memory where it
@@ -127,6 +131,7 @@ impl Default for ServerConfig {
             sync: SyncPolicy::default(),
             disk_reserve: DiskReserve::default(),
             max_blob_bytes: None,
+            history_in_memory: crate::hub::DEFAULT_HISTORY_IN_MEMORY,
             max_memory: crate::budget::default_max_memory(),
             security: SecurityConfig::default(),
             limits: LimitSettings::default(),

@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::RawClient;
 use switchboard_proto::packet::{
-    ChannelOptions, CreateChannel, CreateGroup, DeleteChannel, Durability, GetMessage, GetMessages,
+    ChannelOptions, CreateChannel, CreateGroup, DeleteChannel, Durability, GetMessage,
     GroupMembers, JoinGroup, Packet, Publish, Replay, Scope, Since, Subscribe,
 };
 use switchboard_server::{Server, ServerHandle, SyncPolicy};
@@ -50,42 +50,20 @@ async fn fetch(
     since: Since,
     limit: Option<u64>,
 ) -> Vec<(u64, String)> {
-    let id = client.next_request_id();
-    let get = Packet::GetMessages(GetMessages {
-        scope,
-        channel: channel.into(),
-        since,
-        limit,
-    });
-    client
-        .send(id, switchboard_proto::Flags::empty(), &get)
-        .await;
-    let mut messages = Vec::new();
-    loop {
-        match client.next_packet().await.expect("answer") {
-            Packet::Message(message) => messages.push((
-                message.seq,
-                String::from_utf8_lossy(&message.body).into_owned(),
-            )),
-            Packet::MessagesEnd(_) => return messages,
-            Packet::Error(error) => panic!("{error:?}"),
-            _ => {}
-        }
-    }
+    let messages = client.fetch_messages(scope, channel, since, limit).await;
+    (messages.into_iter())
+        .map(|m| (m.seq, String::from_utf8_lossy(&m.body).into_owned()))
+        .collect()
+}
+
+/// The first 20 messages of channel `tweets`.
+async fn first_tweets(client: &mut RawClient) -> Vec<(u64, String)> {
+    fetch(client, Scope::Channel, "tweets", Since::Seq(1), Some(20)).await
 }
 
 /// Creates `name` with room for 20 000 messages: more than a history keeps in memory.
 async fn create_long_channel(client: &mut RawClient, name: &str) {
-    let created = client
-        .request(Packet::CreateChannel(CreateChannel {
-            name: name.into(),
-            options: ChannelOptions {
-                history: Some(20_000),
-                ..ChannelOptions::default()
-            },
-        }))
-        .await;
-    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    client.create_channel(name, 20_000).await;
 }
 
 /// A durable history keeps only its newest messages in memory (8 192 at most): fetches,
@@ -123,6 +101,38 @@ async fn a_history_longer_than_what_stays_in_memory_reads_back_whole() {
     server.shutdown().await;
 }
 
+/// `history_in_memory` bounds what a durable history keeps in memory: with 4 KiB, a
+/// history of 200 short messages holds a few dozen, and reads the rest back whole.
+#[tokio::test]
+async fn history_in_memory_bounds_the_messages_a_history_holds() {
+    const COUNT: u64 = 200;
+    let text = |n: u64| format!("message {n:03} {}", "y".repeat(64));
+    let dir = tempfile::tempdir().unwrap();
+    // Synced before each ack: every message before the last is written, free to leave.
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .data_dir(dir.path())
+        .sync(SyncPolicy::Always)
+        .configure(|config| config.history_in_memory = 4096)
+        .start()
+        .await
+        .unwrap();
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    for n in 1..=COUNT {
+        publish_ok(&mut alice, "log", &text(n)).await;
+    }
+    let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
+    assert_eq!(history(&mut alice, Scope::Channel, "log").await, all);
+    let read_back = common::stat(&server, "history_messages_read_back");
+    // Frames of about 170 bytes: some two dozen fit in 4 KiB.
+    assert!(
+        (150..=190).contains(&read_back),
+        "{read_back} of {COUNT} read back"
+    );
+    drop(alice);
+    server.shutdown().await;
+}
+
 /// Messages with hashtags leave memory like the others: the channel's history reads them
 /// back, the hashtag index still serves its recent ones, before and after a restart, and
 /// deleting the channel takes them out of the index too.
@@ -144,14 +154,7 @@ async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
     publish_ok(&mut alice, "other", "elsewhere #dawn").await;
     let early: Vec<(u64, String)> = (1..=20).map(|n| (n, text(n))).collect();
     let read_back = common::stat(&server, "history_messages_read_back");
-    let first = fetch(
-        &mut alice,
-        Scope::Channel,
-        "tweets",
-        Since::Seq(1),
-        Some(20),
-    )
-    .await;
+    let first = first_tweets(&mut alice).await;
     assert_eq!(
         first, early,
         "the tagged messages, read back from the store"
@@ -174,14 +177,7 @@ async fn tagged_messages_out_of_memory_leave_their_tags_with_their_channel() {
     let server = start(dir.path(), SyncPolicy::default()).await;
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
     assert_eq!(history(&mut alice, Scope::Tag, "dawn").await, tagged);
-    let first = fetch(
-        &mut alice,
-        Scope::Channel,
-        "tweets",
-        Since::Seq(1),
-        Some(20),
-    )
-    .await;
+    let first = first_tweets(&mut alice).await;
     assert_eq!(first, early);
     assert_eq!(
         common::stat(&server, "history_messages_read_back"),

@@ -9,9 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use switchboard_proto::packet::{
-    ChannelOptions, CreateChannel, GetMessages, Packet, Publish, Scope, Since,
-};
+use switchboard_proto::packet::{Packet, Publish, Scope, Since};
 use switchboard_server::{Server, ServerHandle, SyncPolicy};
 
 mod common;
@@ -43,24 +41,10 @@ async fn start(dir: &std::path::Path) -> ServerHandle {
 
 /// GET_MESSAGES of channel `log` from `since`, at most `limit`, as (seq, body).
 async fn fetch(client: &mut RawClient, since: Since, limit: u64) -> Vec<(u64, Bytes)> {
-    let id = client.next_request_id();
-    let get = Packet::GetMessages(GetMessages {
-        scope: Scope::Channel,
-        channel: "log".into(),
-        since,
-        limit: Some(limit),
-    });
-    client
-        .send(id, switchboard_proto::Flags::empty(), &get)
+    let messages = client
+        .fetch_messages(Scope::Channel, "log", since, Some(limit))
         .await;
-    let mut messages = Vec::new();
-    loop {
-        match client.next_packet().await.expect("answer") {
-            Packet::Message(message) => messages.push((message.seq, message.body)),
-            Packet::MessagesEnd(_) => return messages,
-            other => panic!("fetch failed: {other:?}"),
-        }
-    }
+    messages.into_iter().map(|m| (m.seq, m.body)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,16 +52,7 @@ async fn a_restart_loads_a_long_history_without_holding_it_whole() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
-    let created = alice
-        .request(Packet::CreateChannel(CreateChannel {
-            name: "log".into(),
-            options: ChannelOptions {
-                history: Some(20_000),
-                ..ChannelOptions::default()
-            },
-        }))
-        .await;
-    assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
+    alice.create_channel("log", 20_000).await;
     for n in 1..=COUNT {
         let reply = alice
             .request(Packet::Publish(Publish {

@@ -174,6 +174,7 @@ struct Storage {
     disk_reserve: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_blob_bytes: Option<String>,
+    history_in_memory: String,
 }
 
 /// `[cluster]`, with any password in the URL masked.
@@ -306,6 +307,7 @@ fn effective(args: &ServeArgs, config: &ServerConfig) -> Effective {
                 DiskReserve::Default => "2% of the volume, at most 1GiB".to_owned(),
             },
             max_blob_bytes: config.max_blob_bytes.map(size),
+            history_in_memory: size(config.history_in_memory),
         },
         cluster: args.cluster.as_ref().map(|url| Cluster {
             url: mask_password(url),

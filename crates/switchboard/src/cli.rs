@@ -537,6 +537,11 @@ pub struct ServeArgs {
     /// (STORAGE_FULL). Bytes (`10GiB`). Default: bounded by the disk reserve only.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_blob_bytes: Option<u64>,
+    /// Bytes of messages each durable channel or group keeps in memory: its newest (at
+    /// least one, at most 8 192); fetches and replays that reach older ones read them back
+    /// from the store. Bytes (`64MiB`). Default: 8 MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub history_in_memory: Option<u64>,
     /// Run as one node of a cluster: several servers that clients see as one hub, sharing
     /// channels, history and live messages through this Redis 7 (`redis://HOST:PORT`,
     /// `redis://:PASSWORD@HOST:PORT/DB`, or through Sentinel:

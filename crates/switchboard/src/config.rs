@@ -191,6 +191,8 @@ struct StorageSection {
     disk_reserve: Option<DiskReserve>,
     #[serde(default, deserialize_with = "size_in_bytes")]
     max_blob_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "size_in_bytes")]
+    history_in_memory: Option<u64>,
 }
 
 /// `[cluster]`: run as a node of a cluster on Redis (docs/CLUSTER.md).
@@ -465,6 +467,11 @@ impl ConfigFile {
             &mut args.max_blob_bytes,
             storage.max_blob_bytes.map(Some),
             is_given("max_blob_bytes"),
+        );
+        fill(
+            &mut args.history_in_memory,
+            storage.history_in_memory.map(Some),
+            is_given("history_in_memory"),
         );
 
         fill(

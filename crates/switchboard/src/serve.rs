@@ -127,6 +127,7 @@ pub fn config_from(
         sync,
         disk_reserve: args.disk_reserve.unwrap_or(defaults.disk_reserve),
         max_blob_bytes: args.max_blob_bytes,
+        history_in_memory: args.history_in_memory.unwrap_or(defaults.history_in_memory),
         backlog: args.backlog,
         handshake_timeout: args.handshake_timeout,
         frame_timeout: args.frame_timeout,

@@ -459,3 +459,24 @@ fn max_frame_comes_from_the_flag_or_the_file_and_is_at_least_4_kib() {
     let reason = refused("[limits]\nmax_frame = \"8GiB\"\n");
     assert!(reason.contains("too large"), "{reason}");
 }
+
+#[test]
+fn history_in_memory_comes_from_the_flag_or_the_file() {
+    assert_eq!(effective(&[], &[])["storage"]["history_in_memory"], "8MiB");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[storage]\nhistory_in_memory = \"64MiB\"\n");
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        effective(&["--config", config], &[])["storage"]["history_in_memory"],
+        "64MiB"
+    );
+    assert_eq!(
+        effective(&["--config", config, "--history-in-memory", "1MiB"], &[])["storage"]["history_in_memory"],
+        "1MiB"
+    );
+    let reason = refused("[storage]\nhistory_in_memory = \"lots\"\n");
+    assert!(
+        reason.contains("2:21") && reason.contains("not a size"),
+        "{reason}"
+    );
+}

@@ -32,8 +32,9 @@ use crate::storage::{LogKind, Storage, StorageError};
 
 /// Messages a durable history keeps in memory at most (its newest).
 pub const RESIDENT_MESSAGES: usize = 8 * 1024;
-/// Bytes of frames a durable history keeps in memory at most (at least its newest
-/// message, whatever its size).
+/// Bytes of frames a durable history keeps in memory at most unless configured
+/// otherwise (`ServerConfig::history_in_memory`; at least its newest message, whatever
+/// its size).
 pub const RESIDENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The record number of a message that was not stored.
@@ -137,8 +138,8 @@ pub enum Dropped {
 impl ColdPart {
     /// The cold part of a history whose messages in memory are `resident`, all read
     /// from the store (or none): each counts as written.
-    pub fn new(log: ColdLog, resident: &VecDeque<Arc<StoredMessage>>) -> ColdPart {
-        ColdPart::with_limits(log, resident, RESIDENT_MESSAGES, RESIDENT_BYTES)
+    pub fn new(log: ColdLog, resident: &VecDeque<Arc<StoredMessage>>, max_bytes: u64) -> ColdPart {
+        ColdPart::with_limits(log, resident, RESIDENT_MESSAGES, max_bytes)
     }
 
     pub fn with_limits(

@@ -97,10 +97,11 @@ impl History {
         self.next_seq = self.next_seq.max(next_seq).max(1);
     }
 
-    /// From now on, keeps only the newest messages in memory and reads older ones back
-    /// from `log`'s store, which holds every message in memory now.
-    pub fn keep_cold(&mut self, log: ColdLog) {
-        let cold = ColdPart::new(log, &self.messages);
+    /// From now on, keeps only the newest messages in memory (up to `max_bytes` of
+    /// frames) and reads older ones back from `log`'s store, which holds every message in
+    /// memory now.
+    pub fn keep_cold(&mut self, log: ColdLog, max_bytes: u64) {
+        let cold = ColdPart::new(log, &self.messages, max_bytes);
         self.attach_cold(cold);
     }
 

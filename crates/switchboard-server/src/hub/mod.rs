@@ -41,6 +41,7 @@ use tracing::{error, info};
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
 use self::cold::ColdLog;
+pub use self::cold::RESIDENT_BYTES as DEFAULT_HISTORY_IN_MEMORY;
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::History;
@@ -757,7 +758,7 @@ impl Hub {
                 self.codec.clone(),
                 self.counters.messages_read_back.clone(),
             );
-            history.keep_cold(log);
+            history.keep_cold(log, self.config.history_in_memory);
         }
     }
 

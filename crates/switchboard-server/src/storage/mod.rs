@@ -129,6 +129,15 @@ pub struct Snapshot {
     pub corrupt_records: u64,
 }
 
+impl Snapshot {
+    /// Every history, channels' then groups'.
+    fn logs_mut(&mut self) -> impl Iterator<Item = (LogKind, &mut LogSnapshot)> {
+        let channels = self.channels.iter_mut().map(|log| (LogKind::Channel, log));
+        let groups = (self.groups.iter_mut()).map(|group| (LogKind::Group, &mut group.history));
+        channels.chain(groups)
+    }
+}
+
 /// One persisted channel or group history.
 #[derive(Debug, Default)]
 pub struct LogSnapshot {
@@ -160,17 +169,7 @@ impl CollectedMessages {
     /// Puts the messages collected into `snapshot`'s histories.
     pub(crate) fn fill(mut self, snapshot: &mut Snapshot) {
         self.finish_current();
-        let logs = (snapshot
-            .channels
-            .iter_mut()
-            .map(|log| (LogKind::Channel, log)))
-        .chain(
-            snapshot
-                .groups
-                .iter_mut()
-                .map(|group| (LogKind::Group, &mut group.history)),
-        );
-        for (kind, log) in logs {
+        for (kind, log) in snapshot.logs_mut() {
             if let Some(messages) = self.logs.remove(&(kind, log.name.clone())) {
                 log.messages = messages;
             }
@@ -223,17 +222,7 @@ pub trait Storage: Send + Sync + 'static {
     /// that a restart never holds a whole history at once.
     fn load_into(&self, sink: &mut dyn LoadSink) -> Result<Snapshot, StorageError> {
         let mut snapshot = self.load()?;
-        let logs = (snapshot
-            .channels
-            .iter_mut()
-            .map(|log| (LogKind::Channel, log)))
-        .chain(
-            snapshot
-                .groups
-                .iter_mut()
-                .map(|group| (LogKind::Group, &mut group.history)),
-        );
-        for (kind, log) in logs {
+        for (kind, log) in snapshot.logs_mut() {
             sink.history(kind, &log.name, &log.options);
             for message in std::mem::take(&mut log.messages) {
                 sink.message(message);

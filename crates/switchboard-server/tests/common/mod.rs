@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use switchboard_proto::packet::{Packet, SessionAck, SessionInit};
+use switchboard_proto::packet::{
+    ChannelOptions, CreateChannel, GetMessages, Message, Packet, Scope, SessionAck, SessionInit,
+    Since,
+};
 use switchboard_proto::{
     Flags, Frame, FrameCodec, Limits, MacKey, PREFACE_LEN, PROTOCOL_VERSION, Preface,
 };
@@ -140,6 +143,48 @@ impl RawClient {
                 return Packet::from_frame(&frame).expect("valid packet");
             }
         }
+    }
+
+    /// GET_MESSAGES of `name` from `since`, at most `limit`: the messages until
+    /// MESSAGES_END (other pushes are passed over); panics on an ERROR.
+    pub async fn fetch_messages(
+        &mut self,
+        scope: Scope,
+        name: &str,
+        since: Since,
+        limit: Option<u64>,
+    ) -> Vec<Message> {
+        let id = self.next_request_id();
+        let get = Packet::GetMessages(GetMessages {
+            scope,
+            channel: name.into(),
+            since,
+            limit,
+        });
+        self.send(id, Flags::empty(), &get).await;
+        let mut messages = Vec::new();
+        loop {
+            match self.next_packet().await.expect("answer") {
+                Packet::Message(message) => messages.push(message),
+                Packet::MessagesEnd(_) => return messages,
+                Packet::Error(error) => panic!("fetch failed: {error:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Creates channel `name` retaining `history` messages; panics if it is refused.
+    pub async fn create_channel(&mut self, name: &str, history: u64) {
+        let created = self
+            .request(Packet::CreateChannel(CreateChannel {
+                name: name.into(),
+                options: ChannelOptions {
+                    history: Some(history),
+                    ..ChannelOptions::default()
+                },
+            }))
+            .await;
+        assert!(matches!(created, Packet::ChannelInfo(_)), "{created:?}");
     }
 
     pub fn next_request_id(&mut self) -> u32 {
