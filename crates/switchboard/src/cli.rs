@@ -637,9 +637,12 @@ pub struct RepairArgs {
 
 /// `10GiB`, `500MB`, `4096`: a size in bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    match text.parse::<switchboard_server::DiskReserve>()? {
-        switchboard_server::DiskReserve::Bytes(bytes) => Ok(bytes),
-        _ => Err(format!("{text:?} is not a size in bytes")),
+    // The reserve's parser also takes percentages, which its error suggests: not here.
+    match text.parse::<switchboard_server::DiskReserve>() {
+        Ok(switchboard_server::DiskReserve::Bytes(bytes)) => Ok(bytes),
+        _ => Err(format!(
+            "{text:?} is not a size in bytes (e.g. 512MiB, 1GB)"
+        )),
     }
 }
 

@@ -476,7 +476,7 @@ fn history_in_memory_comes_from_the_flag_or_the_file() {
     );
     let reason = refused("[storage]\nhistory_in_memory = \"lots\"\n");
     assert!(
-        reason.contains("2:21") && reason.contains("not a size"),
+        reason.contains("2:21") && reason.contains("not a size in bytes (e.g. 512MiB"),
         "{reason}"
     );
 }
