@@ -122,13 +122,73 @@ async fn history_in_memory_bounds_the_messages_a_history_holds() {
         publish_ok(&mut alice, "log", &text(n)).await;
     }
     let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
-    assert_eq!(history(&mut alice, Scope::Channel, "log").await, all);
-    let read_back = common::stat(&server, "history_messages_read_back");
-    // Frames of about 170 bytes: some two dozen fit in 4 KiB.
+    read_whole_and_mostly_back(&server, &mut alice, Scope::Channel, "log", &all).await;
+    drop(alice);
+    server.shutdown().await;
+}
+
+/// Fetches `name` whole, checks it gives `all` (200 messages of about 170-byte frames),
+/// and that all but the two dozen a 4 KiB `history_in_memory` holds were read back.
+async fn read_whole_and_mostly_back(
+    server: &ServerHandle,
+    client: &mut RawClient,
+    scope: Scope,
+    name: &str,
+    all: &[(u64, String)],
+) {
+    assert_eq!(history(client, scope, name).await, all);
+    let read_back = common::stat(server, "history_messages_read_back");
     assert!(
         (150..=190).contains(&read_back),
-        "{read_back} of {COUNT} read back"
+        "{read_back} of {} read back",
+        all.len()
     );
+}
+
+/// A group's history is restored the same way: streamed in, its older messages left in
+/// the store and read back whole.
+#[tokio::test]
+async fn a_group_history_comes_back_from_a_restart_out_of_memory() {
+    const COUNT: u64 = 200;
+    let text = |n: u64| format!("post {n:03} {}", "z".repeat(64));
+    let dir = tempfile::tempdir().unwrap();
+    let start_small = || {
+        Server::builder()
+            .listen_tcp("127.0.0.1:0")
+            .data_dir(dir.path())
+            .configure(|config| config.history_in_memory = 4096)
+            .start()
+    };
+    let server = start_small().await.unwrap();
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let created = alice
+        .request(Packet::CreateGroup(CreateGroup {
+            name: "club".into(),
+            description: "readers".into(),
+        }))
+        .await;
+    assert!(matches!(created, Packet::Ok(_)), "{created:?}");
+    let joined = alice
+        .request(Packet::JoinGroup(JoinGroup {
+            group: "club".into(),
+        }))
+        .await;
+    assert!(matches!(joined, Packet::Ok(_)), "{joined:?}");
+    for n in 1..=COUNT {
+        let mut post = publish("club", &text(n));
+        if let Packet::Publish(p) = &mut post {
+            p.scope = Scope::Group;
+        }
+        let acked = alice.request(post).await;
+        assert!(matches!(acked, Packet::PublishAck(_)), "{acked:?}");
+    }
+    drop(alice);
+    server.shutdown().await;
+
+    let server = start_small().await.unwrap();
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
+    read_whole_and_mostly_back(&server, &mut alice, Scope::Group, "club", &all).await;
     drop(alice);
     server.shutdown().await;
 }
