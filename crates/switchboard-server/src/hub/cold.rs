@@ -1,8 +1,8 @@
 //! The older part of a durable history, kept out of memory: a history backed by a store
 //! that can read it back ([`Storage::can_read_back`]) holds only its newest messages
-//! (up to [`RESIDENT_MESSAGES`] and [`RESIDENT_BYTES`]); for each older one it keeps
-//! what lookups need (seq, time, id, sizes, about 56 bytes) and reads the message back
-//! from the store when a fetch or a replay reaches it.
+//! (up to [`RESIDENT_MESSAGES`] and `ServerConfig::history_in_memory` bytes); for each
+//! older one it keeps what lookups need (seq, time, id, sizes, about 56 bytes) and reads
+//! the message back from the store when a fetch or a replay reaches it.
 //!
 //! Without this, a durable channel with a large retention holds every retained message
 //! in memory: a million 1 KiB messages cost about 1.5 GB, and a channel filling up
@@ -35,7 +35,7 @@ pub const RESIDENT_MESSAGES: usize = 8 * 1024;
 /// Bytes of frames a durable history keeps in memory at most unless configured
 /// otherwise (`ServerConfig::history_in_memory`; at least its newest message, whatever
 /// its size).
-pub const RESIDENT_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_HISTORY_IN_MEMORY: u64 = 8 * 1024 * 1024;
 
 /// The record number of a message that was not stored.
 const NOT_STORED: u64 = u64::MAX;

@@ -385,9 +385,9 @@ impl History {
     }
 
     /// The messages from `since` on (with `Since::All`, the newest `limit`; otherwise
-    /// the first `limit` from that point; expired ones left out), cut to the newest whose frames, with
-    /// `item_overhead` bytes each, weigh at most `max_weight` (at least one): a replay,
-    /// read back only as far as it is sent.
+    /// the first `limit` from that point; expired ones left out), cut to the newest
+    /// whose frames, with `item_overhead` bytes each, weigh at most `max_weight` (at
+    /// least one): a replay, read back only as far as it is sent.
     pub fn replay(
         &self,
         since: Since,

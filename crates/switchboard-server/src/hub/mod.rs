@@ -41,7 +41,7 @@ use tracing::{error, info};
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
 use self::cold::ColdLog;
-pub use self::cold::RESIDENT_BYTES as DEFAULT_HISTORY_IN_MEMORY;
+pub use self::cold::DEFAULT_HISTORY_IN_MEMORY;
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::History;
