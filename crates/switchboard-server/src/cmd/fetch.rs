@@ -18,11 +18,11 @@ use super::session::Session;
 use crate::cluster::Query;
 use crate::cluster::node::{ClusterNode, query_of};
 use crate::error::Refusal;
+use crate::hub::history::HistoryRead;
 use crate::hub::message::StoredMessage;
 use crate::hub::{Hub, storage_refusal};
 use crate::outbox::{Gone, Outgoing};
 use crate::security::permissions::Operation;
-use crate::storage::StorageError;
 
 /// Whether the session may read this history: a channel's (`history`), a group's
 /// (`groups.read`) or a hashtag's (`history` with `#tag` or `#*`).
@@ -65,11 +65,10 @@ fn readable_tagged(
     messages
 }
 
-/// A history read (with the history's last seq) whose messages may have been read back
-/// from the store: a store that failed refuses the request.
-fn read_back<T>((read, last_seq): (Result<T, StorageError>, u64)) -> Result<(T, u64), Refusal> {
-    read.map(|read| (read, last_seq))
-        .map_err(|error| storage_refusal(&error))
+/// The messages of a history read planned under its lock, those out of memory read back
+/// from the store now that the lock is released: a store that failed refuses the request.
+fn read_back(read: HistoryRead) -> Result<Vec<Arc<StoredMessage>>, Refusal> {
+    read.read().map_err(|error| storage_refusal(&error))
 }
 
 /// About how many bytes of frames one page of an answer holds (a page holds at least one
@@ -128,8 +127,8 @@ pub(crate) async fn get_message(hub: &Hub, session: &Session, request_id: u32, g
                 None => history.latest(),
             },
         )
-        .and_then(read_back)
-        .map(|(found, _)| found)
+        .and_then(|(found, _)| read_back(found))
+        .map(|mut found| found.pop())
     };
     match found {
         Ok(Some(message)) => {
@@ -177,15 +176,15 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
         return;
     }
     let reader = session.caller.name();
+    // Each page is planned under the history's lock and read back from the store after
+    // it is released: a publisher to the channel does not wait for the store. The next
+    // page starts after the last message planned, which a trim in between may have taken
+    // out of the one read.
     let first = hub.read_history(get.scope, &get.channel, reader, |history| {
         let window = history.window(get.since, get.limit);
-        let page = match window {
-            Some((first, last)) => history.page(first, last, PAGE_BYTES),
-            None => Ok(Vec::new()),
-        };
-        page.map(|page| (window, page))
+        window.map(|(first, last)| (history.page(first, last, PAGE_BYTES), last))
     });
-    let ((window, mut page), last_seq) = match first.and_then(read_back) {
+    let (mut planned, last_seq) = match first {
         Ok(found) => found,
         Err(refusal) => {
             session.refuse(request_id, refusal).await;
@@ -193,25 +192,33 @@ pub(crate) async fn get_messages(hub: &Hub, session: &Session, request_id: u32, 
         }
     };
     let mut count = 0u64;
-    if let Some((_, last)) = window {
-        while let Some(newest) = page.last().map(|message| message.seq()) {
-            count += page.len() as u64;
-            if send(session, request_id, page, None).await.is_err() {
+    while let Some((plan, last)) = planned.take() {
+        let Some(newest) = plan.last_seq() else {
+            break;
+        };
+        let page = match read_back(plan) {
+            Ok(page) => page,
+            Err(refusal) => {
+                session.refuse(request_id, refusal).await;
                 return;
             }
-            if newest >= last {
-                break;
+        };
+        count += page.len() as u64;
+        if !page.is_empty() && send(session, request_id, page, None).await.is_err() {
+            return;
+        }
+        if newest >= last {
+            break;
+        }
+        let next = hub.read_history(get.scope, &get.channel, reader, |history| {
+            history.page(newest + 1, last, PAGE_BYTES)
+        });
+        match next {
+            Ok((next, _)) => planned = Some((next, last)),
+            Err(refusal) => {
+                session.refuse(request_id, refusal).await;
+                return;
             }
-            let next = hub.read_history(get.scope, &get.channel, reader, |history| {
-                history.page(newest + 1, last, PAGE_BYTES)
-            });
-            page = match next.and_then(read_back) {
-                Ok((page, _)) => page,
-                Err(refusal) => {
-                    session.refuse(request_id, refusal).await;
-                    return;
-                }
-            };
         }
     }
     send_end(session, request_id, MessagesEnd { count, last_seq }).await;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchboard_proto::FrameCodec;
-use tracing::error;
+use tracing::{debug, error};
 use uuid::Uuid;
 
 use super::message::StoredMessage;
@@ -42,6 +42,7 @@ const NOT_STORED: u64 = u64::MAX;
 
 /// Where a history's messages are read back from: the store, the history's name, the
 /// codec live frames are encoded with, and the count of messages read back.
+#[derive(Clone)]
 pub struct ColdLog {
     storage: Arc<dyn Storage>,
     kind: LogKind,
@@ -279,55 +280,25 @@ impl ColdPart {
         }
     }
 
-    /// The messages of entries `range`, oldest first, read back from the store where
-    /// they are not in memory. A message the store no longer has (a record that failed
-    /// its checksum) is reported and left out.
-    pub fn read(&self, range: Range<usize>) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
-        let mut messages = Vec::with_capacity(range.len());
-        let mut index = range.start;
-        while index < range.end {
-            if let Entry::Kept(message) = &self.entries[index] {
-                messages.push(message.clone());
-                index += 1;
-                continue;
-            }
-            // A run of entries only in the store: one read.
-            let run_end = (index..range.end)
-                .find(|&i| matches!(self.entries[i], Entry::Kept(_)))
-                .unwrap_or(range.end);
-            self.read_run(index..run_end, &mut messages)?;
-            index = run_end;
-        }
-        Ok(messages)
-    }
-
-    fn read_run(
-        &self,
-        run: Range<usize>,
-        into: &mut Vec<Arc<StoredMessage>>,
-    ) -> Result<(), StorageError> {
-        let (first, last) = (self.seq_at(run.start), self.seq_at(run.end - 1));
-        let log = &self.log;
-        let found = log.storage.read_log(log.kind, &log.name, first, last)?;
-        let mut found = found.into_iter().peekable();
-        for index in run {
-            let seq = self.seq_at(index);
-            while found.next_if(|message| message.seq < seq).is_some() {}
-            let Some(message) = found.next_if(|message| message.seq == seq) else {
-                error!(target: log::ERROR, log = %log.name, seq, "a stored message could not be read back; left out");
-                continue;
-            };
-            match StoredMessage::encode(&log.codec, &message.as_envelope(), Vec::new()) {
-                Ok(stored) => {
-                    log.read_back.fetch_add(1, Ordering::Relaxed);
-                    into.push(Arc::new(stored));
-                }
-                Err(e) => {
-                    error!(target: log::ERROR, log = %log.name, seq, error = %e, "a stored message could not be encoded; left out");
-                }
+    /// What reading the messages of entries `range` takes, oldest first: those in memory
+    /// now, and where the others are in the store. Taken under the history's lock, read
+    /// once it is released ([`ColdRead::read`]), so that a publisher to the channel never
+    /// waits for the store.
+    pub fn plan(&self, range: Range<usize>) -> ColdRead {
+        let mut pieces: Vec<Piece> = Vec::new();
+        for entry in self.entries.range(range) {
+            match entry {
+                Entry::Kept(message) => pieces.push(Piece::Kept(message.clone())),
+                Entry::Stored(meta) => match pieces.last_mut() {
+                    Some(Piece::Stored(run)) => run.push(*meta),
+                    _ => pieces.push(Piece::Stored(vec![*meta])),
+                },
             }
         }
-        Ok(())
+        ColdRead {
+            log: self.log.clone(),
+            pieces,
+        }
     }
 
     /// The hashtags of the messages that left memory, taken out.
@@ -347,4 +318,78 @@ impl ColdPart {
             })
             .collect()
     }
+}
+
+/// Messages of a history to be read back, planned by [`ColdPart::plan`].
+pub struct ColdRead {
+    log: ColdLog,
+    pieces: Vec<Piece>,
+}
+
+/// Part of a [`ColdRead`]: a message in memory, or a run of messages only in the store.
+enum Piece {
+    Kept(Arc<StoredMessage>),
+    Stored(Vec<Meta>),
+}
+
+impl ColdRead {
+    /// The seq of the newest message planned, if any.
+    pub fn last_seq(&self) -> Option<u64> {
+        match self.pieces.last()? {
+            Piece::Kept(message) => Some(message.seq()),
+            Piece::Stored(run) => run.last().map(|meta| meta.seq),
+        }
+    }
+
+    /// The planned messages, oldest first, those of the store read back. A message the
+    /// store no longer has is left out: the history trimmed it or the channel went since
+    /// the plan was made (its id tells a message of a channel made anew under the same
+    /// name apart), or its record failed its checksum, which the store reports.
+    pub fn read(self) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let mut messages = Vec::new();
+        for piece in self.pieces {
+            match piece {
+                Piece::Kept(message) => messages.push(message),
+                Piece::Stored(run) => read_run(&self.log, &run, &mut messages)?,
+            }
+        }
+        Ok(messages)
+    }
+}
+
+/// Reads the messages of `run` (in seq order, at least one) back from the store in one
+/// read, into `into`.
+fn read_run(
+    log: &ColdLog,
+    run: &[Meta],
+    into: &mut Vec<Arc<StoredMessage>>,
+) -> Result<(), StorageError> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(());
+    };
+    let found = log
+        .storage
+        .read_log(log.kind, &log.name, first.seq, last.seq)?;
+    let mut found = found.into_iter().peekable();
+    for meta in run {
+        while found.next_if(|message| message.seq < meta.seq).is_some() {}
+        let Some(message) = found.next_if(|message| message.seq == meta.seq) else {
+            debug!(target: log::GENERAL, log = %log.name, seq = meta.seq, "a message planned for reading is no longer in the store; left out");
+            continue;
+        };
+        if message.id != meta.id {
+            debug!(target: log::GENERAL, log = %log.name, seq = meta.seq, "the store holds another message under a planned seq (the channel was made anew); left out");
+            continue;
+        }
+        match StoredMessage::encode(&log.codec, &message.as_envelope(), Vec::new()) {
+            Ok(stored) => {
+                log.read_back.fetch_add(1, Ordering::Relaxed);
+                into.push(Arc::new(stored));
+            }
+            Err(e) => {
+                error!(target: log::ERROR, log = %log.name, seq = meta.seq, error = %e, "a stored message could not be encoded; left out");
+            }
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use switchboard_proto::message_head::MessageHead;
 use switchboard_proto::packet::Since;
 use uuid::Uuid;
 
-use super::cold::{ColdLog, ColdPart, Dropped};
+use super::cold::{ColdLog, ColdPart, ColdRead, Dropped};
 use super::message::StoredMessage;
 use super::{prefetch, recycle};
 use crate::storage::StorageError;
@@ -26,6 +26,41 @@ pub struct Retention {
     pub max_count: u64,
     pub max_bytes: Option<u64>,
     pub max_age_us: Option<u64>,
+}
+
+/// Messages of a history taken under its lock: those in memory, and where the older
+/// ones are in the store, read back by [`HistoryRead::read`] after the lock is released.
+pub struct HistoryRead {
+    cold: Option<ColdRead>,
+    resident: Vec<Arc<StoredMessage>>,
+}
+
+impl HistoryRead {
+    fn nothing() -> HistoryRead {
+        HistoryRead {
+            cold: None,
+            resident: Vec::new(),
+        }
+    }
+
+    /// The seq of the newest message planned, if any.
+    pub fn last_seq(&self) -> Option<u64> {
+        match (self.resident.last(), &self.cold) {
+            (Some(newest), _) => Some(newest.seq()),
+            (None, Some(cold)) => cold.last_seq(),
+            (None, None) => None,
+        }
+    }
+
+    /// The messages, oldest first, those out of memory read back from the store.
+    pub fn read(self) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let mut messages = match self.cold {
+            Some(cold) => cold.read()?,
+            None => Vec::new(),
+        };
+        messages.extend(self.resident);
+        Ok(messages)
+    }
 }
 
 /// The retained messages of one channel or group, oldest first.
@@ -221,16 +256,24 @@ impl History {
 
     /// The messages at `range`, oldest first: cold ones read back from the store.
     fn collect(&self, range: Range<usize>) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        self.plan(range).read()
+    }
+
+    /// The messages at `range`, those in memory taken now, the others to be read back
+    /// from the store by [`HistoryRead::read`].
+    fn plan(&self, range: Range<usize>) -> HistoryRead {
         let cold_len = self.cold_len();
-        let mut messages = match &self.cold {
+        let cold = match &self.cold {
             Some(cold) if range.start < cold_len => {
-                cold.read(range.start..range.end.min(cold_len))?
+                Some(cold.plan(range.start..range.end.min(cold_len)))
             }
-            _ => Vec::new(),
+            _ => None,
         };
         let resident = range.start.max(cold_len) - cold_len..range.end.max(cold_len) - cold_len;
-        messages.extend(self.messages.range(resident).cloned());
-        Ok(messages)
+        HistoryRead {
+            cold,
+            resident: self.messages.range(resident).cloned().collect(),
+        }
     }
 
     /// Drops the oldest messages beyond the retention; returns the highest seq dropped.
@@ -332,33 +375,40 @@ impl History {
         }
     }
 
-    pub fn latest(&self) -> Result<Option<Arc<StoredMessage>>, StorageError> {
+    /// The newest message that has not expired, if any, to be read by
+    /// [`HistoryRead::read`] (after the lock is released).
+    pub fn latest(&self) -> HistoryRead {
         self.latest_at(now_us())
     }
 
-    fn latest_at(&self, now_us: u64) -> Result<Option<Arc<StoredMessage>>, StorageError> {
+    fn latest_at(&self, now_us: u64) -> HistoryRead {
         let live = self.first_live(now_us);
         let len = self.len();
         if live >= len {
-            return Ok(None);
+            return HistoryRead::nothing();
         }
-        Ok(self.collect(len - 1..len)?.pop())
+        self.plan(len - 1..len)
     }
 
-    pub fn find(&self, id: &Uuid) -> Result<Option<Arc<StoredMessage>>, StorageError> {
+    /// The message with `id`, if the history holds it and it has not expired, to be read
+    /// by [`HistoryRead::read`] (after the lock is released).
+    pub fn find(&self, id: &Uuid) -> HistoryRead {
         let live = self.first_live(now_us());
         let cold_len = self.cold_len();
         let resident = self.messages.range(live.max(cold_len) - cold_len..);
         if let Some(found) = resident.rev().find(|m| m.id() == *id) {
-            return Ok(Some(found.clone()));
+            return HistoryRead {
+                cold: None,
+                resident: vec![found.clone()],
+            };
         }
         match self
             .cold
             .as_ref()
             .and_then(|cold| cold.position_of(id, live))
         {
-            Some(index) => Ok(self.collect(index..index + 1)?.pop()),
-            None => Ok(None),
+            Some(index) => self.plan(index..index + 1),
+            None => HistoryRead::nothing(),
         }
     }
 
@@ -418,13 +468,9 @@ impl History {
 
     /// The messages with sequence numbers from `first` through `last`, oldest first, up
     /// to `max_bytes` of frames (at least one message, whatever its size). Messages that
-    /// expired since the window was taken are left out.
-    pub fn page(
-        &self,
-        first: u64,
-        last: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+    /// expired since the window was taken are left out. What is out of memory is read
+    /// back by [`HistoryRead::read`], once the history's lock is released.
+    pub fn page(&self, first: u64, last: u64, max_bytes: usize) -> HistoryRead {
         let start = self
             .partition_point(|seq, _| seq < first)
             .max(self.first_live(now_us()));
@@ -437,7 +483,7 @@ impl History {
             bytes += self.frame_len_at(end);
             end += 1;
         }
-        self.collect(start..end)
+        self.plan(start..end)
     }
 
     /// The index range of [`History::range`] at time `now_us`.
@@ -555,6 +601,8 @@ mod tests {
         holding: AtomicBool,
         written: AtomicU64,
         reads: AtomicU64,
+        /// Held by a test to keep reads waiting inside the store.
+        gate: parking_lot::Mutex<()>,
     }
 
     impl Shelf {
@@ -635,6 +683,7 @@ mod tests {
             last: u64,
         ) -> Result<Vec<Message>, StorageError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
+            drop(self.gate.lock());
             let messages = self.messages.lock();
             Ok(messages
                 .iter()
@@ -691,6 +740,70 @@ mod tests {
         assert_eq!(history.info().last_seq, u64::MAX);
     }
 
+    /// A history of 50 messages of which the newest 8 are in memory, the rest on `shelf`.
+    fn mostly_cold() -> (History, Arc<Shelf>) {
+        let shelf = Arc::new(Shelf::default());
+        let mut history = History::new(Retention {
+            max_count: 100,
+            ..KEEP
+        });
+        history.keep_cold_within(shelf.log(), 8, u64::MAX);
+        for seq in 1..=50 {
+            publish(&mut history, Some(&shelf), message(seq));
+        }
+        (history, shelf)
+    }
+
+    /// A page is planned under the history's lock and read from the store after it is
+    /// released: a publish gets the lock while the read waits on the store.
+    #[test]
+    fn a_page_is_read_from_the_store_without_the_history_lock() {
+        let (history, shelf) = mostly_cold();
+        let history = Arc::new(parking_lot::Mutex::new(history));
+        let gate = shelf.gate.lock();
+        let reader = std::thread::spawn({
+            let history = history.clone();
+            move || {
+                let page = history.lock().page(1, 45, usize::MAX);
+                page.read()
+            }
+        });
+        while shelf.reads.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let mut locked = history
+            .try_lock_for(std::time::Duration::from_secs(5))
+            .expect("the history's lock is free while the store is read");
+        publish(&mut locked, Some(&shelf), message(51));
+        drop(locked);
+        drop(gate);
+        let page = reader.join().unwrap();
+        assert_eq!(seqs(page), (1..=45).collect::<Vec<_>>());
+        assert_eq!(history.lock().info().last_seq, 51);
+    }
+
+    /// What changed in the store between a read's plan and the read: a message trimmed
+    /// meanwhile, and one of a channel made anew under the same name (same seq, another
+    /// id), are left out; the rest is read.
+    #[test]
+    fn messages_gone_from_the_store_since_the_plan_are_left_out() {
+        let (history, shelf) = mostly_cold();
+        let page = history.page(1, 12, usize::MAX);
+        let found = history.find(&Uuid::from_u128(5));
+        {
+            let mut stored = shelf.messages.lock();
+            stored.retain(|m| m.seq != 4 && m.seq != 12);
+            for m in stored.iter_mut().filter(|m| m.seq == 3 || m.seq == 5) {
+                m.id = Uuid::from_u128(1000 + u128::from(m.seq));
+            }
+        }
+        // A fetch goes on after the last message planned, read or not.
+        assert_eq!(page.last_seq(), Some(12));
+        assert_eq!(seqs(page.read()), [1, 2, 6, 7, 8, 9, 10, 11]);
+        assert!(found.read().unwrap().is_empty());
+        assert_eq!(seqs(history.find(&Uuid::from_u128(6)).read()), [6]);
+    }
+
     /// Paged in memory or across the cold part and memory alike.
     #[test]
     fn pages_cover_the_window_in_order_and_stop_at_its_end() {
@@ -705,12 +818,12 @@ mod tests {
             assert_eq!(history.window(Since::All, Some(20)), Some((31, 50)));
             assert_eq!(history.window(Since::Seq(10), Some(5)), Some((10, 14)));
             assert_eq!(history.window(Since::Seq(51), None), None);
-            let frame = history.latest().unwrap().unwrap().frame_len();
+            let frame = history.latest().read().unwrap().pop().unwrap().frame_len();
             let (first, last) = history.window(Since::Seq(10), Some(35)).unwrap();
             let mut next = first;
             let mut seen = Vec::new();
             loop {
-                let page = history.page(next, last, 3 * frame).unwrap();
+                let page = history.page(next, last, 3 * frame).read().unwrap();
                 if page.is_empty() {
                     break;
                 }
@@ -720,7 +833,7 @@ mod tests {
             }
             assert_eq!(seen, (10..=44).collect::<Vec<_>>());
             assert_eq!(
-                history.page(40, 40, 0).unwrap().len(),
+                history.page(40, 40, 0).read().unwrap().len(),
                 1,
                 "one message even over the bytes"
             );
@@ -757,7 +870,7 @@ mod tests {
             assert_eq!(seqs(history.range_at(Since::All, None, 13)), [3, 4, 5]);
             assert_eq!(seqs(history.range_at(Since::Seq(1), Some(2), 13)), [3, 4]);
             assert_eq!(seqs(history.range_at(Since::All, Some(10), 13)), [3, 4, 5]);
-            let latest = |at| history.latest_at(at).unwrap().map(|m| m.seq());
+            let latest = |at| history.latest_at(at).read().unwrap().pop().map(|m| m.seq());
             assert_eq!(latest(15), Some(5));
             assert_eq!(latest(16), None);
             assert!(seqs(history.range_at(Since::All, None, 100)).is_empty());
@@ -826,7 +939,7 @@ mod tests {
         }
         assert!(shelf.reads.load(Ordering::SeqCst) > reads);
         // Found by id in the store, in memory, or not at all (trimmed).
-        let found = |id: &Uuid| cold.find(id).unwrap().map(|m| m.seq());
+        let found = |id: &Uuid| cold.find(id).read().unwrap().pop().map(|m| m.seq());
         assert_eq!(found(&ids[24]), Some(25));
         assert_eq!(found(&ids[57]), Some(58));
         assert_eq!(found(&ids[3]), None);
