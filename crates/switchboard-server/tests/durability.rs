@@ -127,6 +127,131 @@ async fn history_in_memory_bounds_the_messages_a_history_holds() {
     server.shutdown().await;
 }
 
+/// A data directory's store that can pretend it has written nothing yet: while `holding`,
+/// [`Storage::written_through`] says 0, as a store that lags behind a burst does.
+struct Lagging {
+    store: switchboard_server::FjallStorage,
+    holding: std::sync::atomic::AtomicBool,
+}
+
+impl switchboard_server::Storage for Lagging {
+    fn is_durable(&self) -> bool {
+        self.store.is_durable()
+    }
+    fn load(&self) -> Result<switchboard_server::Snapshot, switchboard_server::StorageError> {
+        self.store.load()
+    }
+    fn put_channel(
+        &self,
+        name: &str,
+        options: &ChannelOptions,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.store.put_channel(name, options)
+    }
+    fn append(
+        &self,
+        kind: switchboard_server::LogKind,
+        log: &str,
+        message: &std::sync::Arc<switchboard_server::StoredMessage>,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.store.append(kind, log, message)
+    }
+    fn trim(&self, kind: switchboard_server::LogKind, log: &str, through_seq: u64) {
+        self.store.trim(kind, log, through_seq);
+    }
+    fn put_group(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.store.put_group(name, description)
+    }
+    fn add_member(
+        &self,
+        group: &str,
+        member: &str,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.store.add_member(group, member)
+    }
+    fn remove_member(
+        &self,
+        group: &str,
+        member: &str,
+    ) -> Result<(), switchboard_server::StorageError> {
+        self.store.remove_member(group, member)
+    }
+    fn delete_channel(&self, name: &str) -> Result<(), switchboard_server::StorageError> {
+        self.store.delete_channel(name)
+    }
+    fn delete_group(&self, name: &str) -> Result<(), switchboard_server::StorageError> {
+        self.store.delete_group(name)
+    }
+    fn sync(&self) -> switchboard_server::SyncFuture {
+        self.store.sync()
+    }
+    fn can_read_back(&self) -> bool {
+        self.store.can_read_back()
+    }
+    fn queued_through(&self) -> u64 {
+        self.store.queued_through()
+    }
+    fn written_through(&self) -> u64 {
+        if self.holding.load(std::sync::atomic::Ordering::SeqCst) {
+            0
+        } else {
+            self.store.written_through()
+        }
+    }
+    fn read_log(
+        &self,
+        kind: switchboard_server::LogKind,
+        log: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<switchboard_proto::packet::Message>, switchboard_server::StorageError> {
+        self.store.read_log(kind, log, first, last)
+    }
+    fn close(&self, next_seqs: &[(switchboard_server::LogKind, String, u64)]) {
+        self.store.close(next_seqs);
+    }
+}
+
+/// Publishes the store has not written when the last of them is served leave the history
+/// over its `history_in_memory` until the server comes back to it: within a few seconds
+/// of the store writing them, with no publish after, all but a few dozen are out of
+/// memory.
+#[tokio::test]
+async fn a_history_left_over_its_memory_bound_lets_go_once_the_store_wrote() {
+    const COUNT: u64 = 200;
+    let text = |n: u64| format!("message {n:03} {}", "x".repeat(64));
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Lagging {
+        store: switchboard_server::FjallStorage::open(dir.path(), SyncPolicy::Always).unwrap(),
+        holding: std::sync::atomic::AtomicBool::new(true),
+    });
+    let server = Server::builder()
+        .listen_tcp("127.0.0.1:0")
+        .storage(store.clone())
+        .configure(|config| config.history_in_memory = 4096)
+        .start()
+        .await
+        .unwrap();
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    for n in 1..=COUNT {
+        publish_ok(&mut alice, "lagged", &text(n)).await;
+    }
+    // Nothing left memory while the store seemed behind, and nothing is published once
+    // it caught up: the server's own rounds let the rest go.
+    store
+        .holding
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
+    read_whole_and_mostly_back(&server, &mut alice, Scope::Channel, "lagged", &all).await;
+    drop(alice);
+    server.shutdown().await;
+}
+
 /// Fetches `name` whole, checks it gives `all` (200 messages of about 170-byte frames),
 /// and that all but the two dozen a 4 KiB `history_in_memory` holds were read back.
 async fn read_whole_and_mostly_back(

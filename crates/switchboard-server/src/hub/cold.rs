@@ -49,7 +49,14 @@ pub struct ColdLog {
     name: Arc<str>,
     codec: FrameCodec,
     read_back: Arc<AtomicU64>,
+    sweeps: Option<Sweeps>,
 }
+
+/// The histories left holding more in memory than their bounds because the store had not
+/// written their newest messages yet, by kind and name: the hub visits them again
+/// ([`ColdPart::sweep`]), since a history that takes no more publishes would otherwise
+/// keep them in memory for good.
+pub type Sweeps = Arc<parking_lot::Mutex<Vec<(LogKind, Arc<str>)>>>;
 
 impl ColdLog {
     pub fn new(
@@ -65,7 +72,14 @@ impl ColdLog {
             name: Arc::from(name),
             codec,
             read_back,
+            sweeps: None,
         }
+    }
+
+    /// Notes the history in `sweeps` whenever it is left over its bounds.
+    pub fn swept_by(mut self, sweeps: Sweeps) -> ColdLog {
+        self.sweeps = Some(sweeps);
+        self
     }
 }
 
@@ -126,6 +140,8 @@ pub struct ColdPart {
     tags_out: BTreeSet<String>,
     max_messages: usize,
     max_bytes: u64,
+    /// Noted in the log's sweeps and not yet visited.
+    sweep_noted: bool,
 }
 
 /// An older message the history let go: what it still accounts for.
@@ -157,6 +173,7 @@ impl ColdPart {
             resident_bytes: resident.iter().map(|m| m.frame_len() as u64).sum(),
             max_messages: max_messages.max(1),
             max_bytes,
+            sweep_noted: false,
         }
     }
 
@@ -252,6 +269,9 @@ impl ColdPart {
             };
             let keep = record == NOT_STORED || oldest.blob().is_some();
             if !keep && record > written {
+                // The rest once the store has written it: at the next publish, or when
+                // the hub comes back to this history.
+                self.note_sweep();
                 break;
             }
             let (Some(message), Some(_)) = (resident.pop_front(), self.records.pop_front()) else {
@@ -278,6 +298,24 @@ impl ColdPart {
                 recycle::give(message);
             }
         }
+    }
+
+    /// Asks the hub to come back to this history, once.
+    fn note_sweep(&mut self) {
+        if self.sweep_noted {
+            return;
+        }
+        if let Some(sweeps) = &self.log.sweeps {
+            sweeps.lock().push((self.log.kind, self.log.name.clone()));
+            self.sweep_noted = true;
+        }
+    }
+
+    /// The hub's visit to a history it was asked to come back to: moves out of memory
+    /// what the store has written since (and asks again if some is still not written).
+    pub fn sweep(&mut self, resident: &mut VecDeque<Arc<StoredMessage>>) {
+        self.sweep_noted = false;
+        self.evict(resident);
     }
 
     /// What reading the messages of entries `range` takes, oldest first: those in memory

@@ -152,6 +152,14 @@ impl History {
         self.cold = Some(Box::new(cold));
     }
 
+    /// Moves out of memory what the store wrote since the last publish left this history
+    /// over its bounds in memory (see [`ColdPart::sweep`]).
+    pub fn sweep_cold(&mut self) {
+        if let Some(cold) = &mut self.cold {
+            cold.sweep(&mut self.messages);
+        }
+    }
+
     /// How many messages are in memory (all, unless the history keeps a cold part).
     #[cfg(test)]
     fn resident(&self) -> usize {
@@ -951,6 +959,38 @@ mod tests {
 
     /// A message leaves memory only once the store wrote it; one not stored stays in
     /// memory while the history holds it. The tags of those that left are noted.
+    /// A history left over its bounds by messages not yet written asks to be visited
+    /// once, however many publishes leave it so, and the visit lets them go once written.
+    #[test]
+    fn a_history_left_over_its_bounds_is_swept_once_written() {
+        let shelf = Arc::new(Shelf::default());
+        let sweeps = super::super::cold::Sweeps::default();
+        let mut history = History::new(Retention {
+            max_count: 100,
+            ..KEEP
+        });
+        history.keep_cold_within(shelf.log().swept_by(sweeps.clone()), 4, u64::MAX);
+        shelf.hold(true);
+        for seq in 1..=10 {
+            publish(&mut history, Some(&shelf), message(seq));
+        }
+        assert_eq!(history.resident(), 10);
+        assert_eq!(sweeps.lock().len(), 1, "asked once");
+        sweeps.lock().clear();
+        history.sweep_cold();
+        assert_eq!(history.resident(), 10, "still not written");
+        assert_eq!(sweeps.lock().len(), 1, "asked again");
+        sweeps.lock().clear();
+        shelf.hold(false);
+        history.sweep_cold();
+        assert_eq!(history.resident(), 4);
+        assert!(sweeps.lock().is_empty(), "nothing more asked");
+        assert_eq!(
+            seqs(history.page(1, 10, usize::MAX).read()),
+            (1..=10).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn only_written_messages_leave_memory() {
         let [_, (mut history, shelf)] = both(

@@ -40,8 +40,8 @@ use tracing::{error, info};
 
 use self::admission::{Admission, BodyShape, PublishRules, Target};
 use self::channels::{Channel, ChannelTable, effective_options, max_age_us, retention_of};
-use self::cold::ColdLog;
 pub use self::cold::DEFAULT_HISTORY_IN_MEMORY;
+use self::cold::{ColdLog, Sweeps};
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
 use self::history::History;
@@ -235,6 +235,9 @@ pub struct Hub {
     tags: TagIndex,
     counters: Counters,
     storage: Arc<dyn Storage>,
+    /// Durable histories to visit again once the store has written their newest messages
+    /// (see [`Hub::sweep_cold`]).
+    cold_sweeps: Sweeps,
     /// Streamed bodies.
     blobs: BlobStore,
     hooks: Arc<dyn Hooks>,
@@ -342,6 +345,7 @@ impl Hub {
             groups: GroupTable::default(),
             counters,
             storage,
+            cold_sweeps: Sweeps::default(),
             blobs,
             hooks,
             message_ids: MessageIds::new(),
@@ -757,7 +761,8 @@ impl Hub {
                 name,
                 self.codec.clone(),
                 self.counters.messages_read_back.clone(),
-            );
+            )
+            .swept_by(self.cold_sweeps.clone());
             history.keep_cold(log, self.config.history_in_memory);
         }
     }
@@ -855,9 +860,30 @@ impl Hub {
         }
     }
 
-    /// Runs [`Hub::expire_aged`] every `period` until the server shuts down, and lets
-    /// go of the large-frame buffers kept unused once large frames stopped coming; the
-    /// server owns the task.
+    /// Visits the durable histories that a publish left holding more in memory than their
+    /// bounds (the store had not written their newest messages yet), so that a history
+    /// that takes no more publishes still lets them go once they are written.
+    pub fn sweep_cold(&self) {
+        let due = std::mem::take(&mut *self.cold_sweeps.lock());
+        for (kind, name) in due {
+            match kind {
+                LogKind::Channel => {
+                    if let Some(channel) = self.channels.get(&name) {
+                        channel.history.lock().sweep_cold();
+                    }
+                }
+                LogKind::Group => {
+                    if let Some(group) = self.groups.get(&name) {
+                        group.history.lock().sweep_cold();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs [`Hub::expire_aged`] and [`Hub::sweep_cold`] every `period` until the server
+    /// shuts down, and lets go of the large-frame buffers kept unused once large frames
+    /// stopped coming; the server owns the task.
     pub async fn run_expiry(self: Arc<Self>, period: std::time::Duration) {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -866,6 +892,7 @@ impl Hub {
                 () = self.shutting_down() => return,
                 _ = ticks.tick() => {
                     self.expire_aged();
+                    self.sweep_cold();
                     self.frame_budget.buffers().release_if_idle();
                 }
             }
