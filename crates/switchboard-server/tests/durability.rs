@@ -128,10 +128,36 @@ async fn history_in_memory_bounds_the_messages_a_history_holds() {
 }
 
 /// A data directory's store that can pretend it has written nothing yet: while `holding`,
-/// [`Storage::written_through`] says 0, as a store that lags behind a burst does.
+/// [`Storage::written_through`] says 0, as a store that lags behind a burst does. Its
+/// reads wait while `gate` is held, and count in `reads`.
 struct Lagging {
     store: switchboard_server::FjallStorage,
     holding: std::sync::atomic::AtomicBool,
+    gate: std::sync::Mutex<()>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Lagging {
+    /// A server on a `Lagging` store in `dir`, keeping 4 KiB of each history in memory.
+    async fn serve(
+        dir: &std::path::Path,
+        holding: bool,
+    ) -> (std::sync::Arc<Lagging>, ServerHandle) {
+        let store = std::sync::Arc::new(Lagging {
+            store: switchboard_server::FjallStorage::open(dir, SyncPolicy::Always).unwrap(),
+            holding: std::sync::atomic::AtomicBool::new(holding),
+            gate: std::sync::Mutex::new(()),
+            reads: std::sync::atomic::AtomicU64::new(0),
+        });
+        let server = Server::builder()
+            .listen_tcp("127.0.0.1:0")
+            .storage(store.clone())
+            .configure(|config| config.history_in_memory = 4096)
+            .start()
+            .await
+            .unwrap();
+        (store, server)
+    }
 }
 
 impl switchboard_server::Storage for Lagging {
@@ -209,6 +235,8 @@ impl switchboard_server::Storage for Lagging {
         first: u64,
         last: u64,
     ) -> Result<Vec<switchboard_proto::packet::Message>, switchboard_server::StorageError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(self.gate.lock());
         self.store.read_log(kind, log, first, last)
     }
     fn close(&self, next_seqs: &[(switchboard_server::LogKind, String, u64)]) {
@@ -225,17 +253,7 @@ async fn a_history_left_over_its_memory_bound_lets_go_once_the_store_wrote() {
     const COUNT: u64 = 200;
     let text = |n: u64| format!("message {n:03} {}", "x".repeat(64));
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(Lagging {
-        store: switchboard_server::FjallStorage::open(dir.path(), SyncPolicy::Always).unwrap(),
-        holding: std::sync::atomic::AtomicBool::new(true),
-    });
-    let server = Server::builder()
-        .listen_tcp("127.0.0.1:0")
-        .storage(store.clone())
-        .configure(|config| config.history_in_memory = 4096)
-        .start()
-        .await
-        .unwrap();
+    let (store, server) = Lagging::serve(dir.path(), true).await;
     let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
     for n in 1..=COUNT {
         publish_ok(&mut alice, "lagged", &text(n)).await;
@@ -249,6 +267,105 @@ async fn a_history_left_over_its_memory_bound_lets_go_once_the_store_wrote() {
     let all: Vec<(u64, String)> = (1..=COUNT).map(|n| (n, text(n))).collect();
     read_whole_and_mostly_back(&server, &mut alice, Scope::Channel, "lagged", &all).await;
     drop(alice);
+    server.shutdown().await;
+}
+
+/// A subscribe whose replay reaches out of memory reads the store with no lock held: a
+/// publish to the channel is served while the read waits, and the subscriber still gets
+/// every message once and in order, the one published meanwhile with the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_read_from_the_store_holds_no_lock_and_loses_nothing() {
+    replay_while_a_publish_waits("replayed", Replay::SinceSeq(1), 1).await;
+}
+
+/// The same, for a wildcard asking for the last messages: the one published meanwhile
+/// counts among them, and the oldest planned gives way to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wildcard_replay_of_the_last_messages_counts_those_published_meanwhile() {
+    replay_while_a_publish_waits("replayed.>", Replay::Last(150), 52).await;
+}
+
+/// Publishes 200 messages to `replayed` (or `replayed.now` for a wildcard `pattern`) on a
+/// store that keeps most of them out of memory, subscribes with `replay` while the
+/// store's reads wait, publishes one more, and checks the replay runs from seq `first`
+/// through that one, followed live by the next.
+async fn replay_while_a_publish_waits(pattern: &str, replay: Replay, first: u64) {
+    const COUNT: u64 = 200;
+    let text = |n: u64| format!("message {n:03} {}", "r".repeat(64));
+    let dir = tempfile::tempdir().unwrap();
+    let (store, server) = Lagging::serve(dir.path(), false).await;
+    let channel = if pattern.ends_with('>') {
+        "replayed.now"
+    } else {
+        "replayed"
+    };
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    for n in 1..=COUNT {
+        publish_ok(&mut alice, channel, &text(n)).await;
+    }
+    let (mut bob, _) = RawClient::connect_session(&server, "bob").await;
+    // The gate is held on a thread of its own for five seconds at most: a publish that
+    // waited for the read would otherwise stall the runtime, and with it the test.
+    let (release, released_after) = std::sync::mpsc::channel::<()>();
+    let (gate_held, on_gate_held) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = std::thread::spawn({
+        let (store, released) = (store.clone(), released.clone());
+        move || {
+            let gate = store.gate.lock().unwrap();
+            gate_held.send(()).unwrap();
+            let _ = released_after.recv_timeout(std::time::Duration::from_secs(5));
+            released.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(gate);
+        }
+    });
+    on_gate_held.recv().unwrap();
+    let reads = store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let id = bob.next_request_id();
+    let subscribe = Packet::Subscribe(Subscribe {
+        pattern: pattern.into(),
+        replay,
+    });
+    bob.send(id, switchboard_proto::Flags::empty(), &subscribe)
+        .await;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(4), || {
+            store.reads.load(std::sync::atomic::Ordering::SeqCst) > reads
+        })
+        .await,
+        "the replay reads the store"
+    );
+    assert_eq!(
+        publish_ok(&mut alice, channel, &text(COUNT + 1)).await,
+        COUNT + 1
+    );
+    assert!(
+        !released.load(std::sync::atomic::Ordering::SeqCst),
+        "a publish is served while the replay waits on the store"
+    );
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let replay_count = match bob.next_packet().await.expect("an answer") {
+        Packet::SubscribeAck(ack) => ack.replay_count,
+        other => panic!("subscribe: {other:?}"),
+    };
+    assert_eq!(replay_count, COUNT + 2 - first);
+    for n in first..=COUNT + 2 {
+        if n == COUNT + 2 {
+            publish_ok(&mut alice, channel, &text(n)).await;
+        }
+        match bob.next_packet().await.expect("a message") {
+            Packet::Message(message) => {
+                let got = (
+                    message.seq,
+                    String::from_utf8_lossy(&message.body).into_owned(),
+                );
+                assert_eq!(got, (n, text(n)));
+            }
+            other => panic!("replay: {other:?}"),
+        }
+    }
+    drop((alice, bob));
     server.shutdown().await;
 }
 

@@ -371,6 +371,13 @@ enum Piece {
 }
 
 impl ColdRead {
+    /// Whether some planned message is only in the store.
+    pub fn needs_store(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|piece| matches!(piece, Piece::Stored(_)))
+    }
+
     /// The seq of the newest message planned, if any.
     pub fn last_seq(&self) -> Option<u64> {
         match self.pieces.last()? {
@@ -384,14 +391,36 @@ impl ColdRead {
     /// the plan was made (its id tells a message of a channel made anew under the same
     /// name apart), or its record failed its checksum, which the store reports.
     pub fn read(self) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
-        let mut messages = Vec::new();
-        for piece in self.pieces {
-            match piece {
-                Piece::Kept(message) => messages.push(message),
-                Piece::Stored(run) => read_run(&self.log, &run, &mut messages)?,
+        let needs_store = self.needs_store();
+        let read = || {
+            let mut messages = Vec::new();
+            for piece in self.pieces {
+                match piece {
+                    Piece::Kept(message) => messages.push(message),
+                    Piece::Stored(run) => read_run(&self.log, &run, &mut messages)?,
+                }
             }
+            Ok(messages)
+        };
+        if needs_store {
+            off_the_runtime(read)
+        } else {
+            read()
         }
-        Ok(messages)
+    }
+}
+
+/// Runs `read`, which waits on the disk, so that it stalls only the task that asked: on
+/// a multi-threaded runtime the worker first hands its other tasks, and the I/O and
+/// timer driver it may be running, to another thread, where a slow disk would otherwise
+/// hold up every connection that worker serves. Elsewhere (a current-thread runtime, or
+/// none) it runs as it is.
+fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
     }
 }
 

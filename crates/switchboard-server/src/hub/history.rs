@@ -43,6 +43,11 @@ impl HistoryRead {
         }
     }
 
+    /// Whether reading takes the store (some message is out of memory).
+    pub fn needs_store(&self) -> bool {
+        self.cold.as_ref().is_some_and(ColdRead::needs_store)
+    }
+
     /// The seq of the newest message planned, if any.
     pub fn last_seq(&self) -> Option<u64> {
         match (self.resident.last(), &self.cold) {
@@ -262,11 +267,6 @@ impl History {
                 .partition_point(|m| before(m.seq(), m.time_us()))
     }
 
-    /// The messages at `range`, oldest first: cold ones read back from the store.
-    fn collect(&self, range: Range<usize>) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
-        self.plan(range).read()
-    }
-
     /// The messages at `range`, those in memory taken now, the others to be read back
     /// from the store by [`HistoryRead::read`].
     fn plan(&self, range: Range<usize>) -> HistoryRead {
@@ -439,20 +439,20 @@ impl History {
         now_us: u64,
     ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
         let (start, end) = self.bounds(since, limit, now_us);
-        self.collect(start..end)
+        self.plan(start..end).read()
     }
 
     /// The messages from `since` on (with `Since::All`, the newest `limit`; otherwise
     /// the first `limit` from that point; expired ones left out), cut to the newest
     /// whose frames, with `item_overhead` bytes each, weigh at most `max_weight` (at
-    /// least one): a replay, read back only as far as it is sent.
+    /// least one): a replay, read back only as far as it is sent, by [`HistoryRead::read`].
     pub fn replay(
         &self,
         since: Since,
         limit: Option<u64>,
         max_weight: usize,
         item_overhead: usize,
-    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+    ) -> HistoryRead {
         let (mut start, end) = self.bounds(since, limit, now_us());
         let mut weight: usize = (start..end)
             .map(|index| self.frame_len_at(index) + item_overhead)
@@ -461,7 +461,7 @@ impl History {
             weight -= self.frame_len_at(start) + item_overhead;
             start += 1;
         }
-        self.collect(start..end)
+        self.plan(start..end)
     }
 
     /// The first and last sequence numbers of what [`History::range`] would return, if
@@ -953,12 +953,10 @@ mod tests {
         assert_eq!(found(&ids[3]), None);
         // A replay reads back only what fits its bytes.
         let frame = message(60).frame_len();
-        let replay = cold.replay(Since::All, None, 12 * (frame + 8), 8);
+        let replay = cold.replay(Since::All, None, 12 * (frame + 8), 8).read();
         assert_eq!(seqs(replay), (49..=60).collect::<Vec<_>>());
     }
 
-    /// A message leaves memory only once the store wrote it; one not stored stays in
-    /// memory while the history holds it. The tags of those that left are noted.
     /// A history left over its bounds by messages not yet written asks to be visited
     /// once, however many publishes leave it so, and the visit lets them go once written.
     #[test]
@@ -991,6 +989,8 @@ mod tests {
         );
     }
 
+    /// A message leaves memory only once the store wrote it; one not stored stays in
+    /// memory while the history holds it. The tags of those that left are noted.
     #[test]
     fn only_written_messages_leave_memory() {
         let [_, (mut history, shelf)] = both(

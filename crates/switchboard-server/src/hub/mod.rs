@@ -25,6 +25,7 @@ mod routes;
 pub mod stats;
 mod tags;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,7 +45,7 @@ pub use self::cold::DEFAULT_HISTORY_IN_MEMORY;
 use self::cold::{ColdLog, Sweeps};
 use self::directory::{ClientEntry, Directory};
 use self::groups::{Group, GroupTable};
-use self::history::History;
+use self::history::{History, HistoryRead};
 use self::message::StoredMessage;
 use self::routes::Routes;
 use self::stats::Counters;
@@ -63,7 +64,7 @@ use crate::security::limits::{Clock, SystemClock};
 use crate::security::reload::{ReloadError, ReloadSource};
 use crate::security::usage::{Owned, UsageTable};
 use crate::security::{Policy, SharedPolicy, shared_policy};
-use crate::storage::{LogKind, Storage, SyncFuture};
+use crate::storage::{LogKind, Storage, StorageError, SyncFuture};
 use crate::time::{MessageIds, now_us};
 
 /// Refused connections told why at once; past it, they are closed without a word.
@@ -1351,41 +1352,94 @@ impl Hub {
                 drop(routes);
             }
             Pattern::Exact(_) | Pattern::Wildcard(_) => {
-                let table = self.channels.read();
-                let matching: Vec<&Arc<Channel>> = match pattern {
-                    Pattern::Exact(name) => table.get(name).into_iter().collect(),
-                    _ => table
-                        .iter()
-                        .filter(|(name, _)| pattern.matches_channel(name) && readable(name))
-                        .map(|(_, channel)| channel)
-                        .collect(),
+                let Some((since, limit)) = replay else {
+                    return Ok(());
                 };
-                // The table is a BTreeMap, so these locks are taken in name order.
-                let histories: Vec<_> = matching.iter().map(|c| c.history.lock()).collect();
-                let mut messages = Vec::new();
-                if let Some((since, limit)) = replay {
-                    for history in &histories {
-                        // Each history's part is cut as the whole replay is, before
-                        // anything is read back from the store.
-                        let part = history.replay(since, limit, replay_limit, ITEM_OVERHEAD);
-                        match part {
-                            Ok(part) => messages.extend(part),
-                            Err(error) => {
-                                self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                                return Err(storage_refusal(&error));
-                            }
+                let matching = |table: &BTreeMap<String, Arc<Channel>>| -> Vec<Arc<Channel>> {
+                    match pattern {
+                        Pattern::Exact(name) => table.get(name).cloned().into_iter().collect(),
+                        _ => table
+                            .iter()
+                            .filter(|(name, _)| pattern.matches_channel(name) && readable(name))
+                            .map(|(_, channel)| channel.clone())
+                            .collect(),
+                    }
+                };
+                let refused = |error: &StorageError| {
+                    self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    storage_refusal(error)
+                };
+                // Each history's part is planned under the locks that order publishes,
+                // cut as the whole replay is. A part that reaches out of memory is read
+                // from the store with no lock held, and the locks are taken again for
+                // what was published meanwhile and for the route: the replay and the
+                // live messages then neither overlap nor leave a gap, and no publisher
+                // waits for the store.
+                let read_ahead = |planned: Vec<(Arc<Channel>, HistoryRead, u64)>| {
+                    planned
+                        .into_iter()
+                        .map(|(channel, plan, planned_through)| {
+                            Ok(ReadAhead {
+                                channel,
+                                messages: plan.read().map_err(|error| refused(&error))?,
+                                planned_through,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Refusal>>()
+                };
+                let mut read: Option<Vec<ReadAhead>> = None;
+                loop {
+                    let table = self.channels.read();
+                    let channels = matching(&table);
+                    // The table is a BTreeMap, so these locks are taken in name order.
+                    let histories: Vec<_> = channels.iter().map(|c| c.history.lock()).collect();
+                    if read.is_none() {
+                        let planned: Vec<_> = channels
+                            .iter()
+                            .zip(&histories)
+                            .map(|(channel, history)| {
+                                let plan =
+                                    history.replay(since, limit, replay_limit, ITEM_OVERHEAD);
+                                (channel.clone(), plan, history.info().last_seq)
+                            })
+                            .collect();
+                        if planned.iter().any(|(_, plan, _)| plan.needs_store()) {
+                            drop(histories);
+                            drop(table);
+                            read = Some(read_ahead(planned)?);
+                            continue;
                         }
+                        read = Some(read_ahead(planned)?);
+                    }
+                    let mut parts = read.take().unwrap_or_default();
+                    let mut messages = Vec::new();
+                    for (channel, history) in channels.iter().zip(&histories) {
+                        let ahead = parts
+                            .iter_mut()
+                            .find(|part| Arc::ptr_eq(&part.channel, channel));
+                        let part = match ahead {
+                            Some(ahead) => ahead
+                                .complete(history, since, limit, replay_limit)
+                                .map_err(|error| refused(&error))?,
+                            // Made since the plan: replayed as it is now.
+                            None => history
+                                .replay(since, limit, replay_limit, ITEM_OVERHEAD)
+                                .read()
+                                .map_err(|error| refused(&error))?,
+                        };
+                        messages.extend(part);
                     }
                     if histories.len() > 1 {
                         messages.sort_by_key(|m| m.time_us());
                     }
+                    let mut routes = self.routes.write();
+                    routes.add(pattern, &caller.outbox, filter);
+                    send(permit, messages);
+                    drop(routes);
+                    drop(histories);
+                    drop(table);
+                    return Ok(());
                 }
-                let mut routes = self.routes.write();
-                routes.add(pattern, &caller.outbox, filter);
-                send(permit, messages);
-                drop(routes);
-                drop(histories);
-                drop(table);
             }
         }
         Ok(())
@@ -1464,6 +1518,47 @@ fn keep_newest_within(messages: &mut Vec<Arc<StoredMessage>>, limit: usize) {
         cut += 1;
     }
     messages.drain(..cut);
+}
+
+/// A channel's part of a replay, read from the store with no lock held: its messages,
+/// and the channel's last seq when it was planned.
+struct ReadAhead {
+    channel: Arc<Channel>,
+    messages: Vec<Arc<StoredMessage>>,
+    planned_through: u64,
+}
+
+impl ReadAhead {
+    /// The part as the replay asks for it now, under the channel's lock again: what was
+    /// read, then what was published since the plan, cut again to the replay's count
+    /// and bytes.
+    fn complete(
+        &mut self,
+        history: &History,
+        since: Since,
+        limit: Option<u64>,
+        replay_limit: usize,
+    ) -> Result<Vec<Arc<StoredMessage>>, StorageError> {
+        let after = self.planned_through.saturating_add(1);
+        let from = match since {
+            Since::Seq(seq) => seq.max(after),
+            Since::All | Since::Time(_) => after,
+        };
+        let mut newer = history
+            .replay(Since::Seq(from), None, replay_limit, ITEM_OVERHEAD)
+            .read()?;
+        if let Since::Time(time) = since {
+            newer.retain(|message| message.time_us() >= time);
+        }
+        let mut part = std::mem::take(&mut self.messages);
+        part.extend(newer);
+        if let Some(limit) = limit {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            part.drain(..part.len().saturating_sub(limit));
+        }
+        keep_newest_within(&mut part, replay_limit);
+        Ok(part)
+    }
 }
 
 /// The range a replay asks for, or `None` for live only.
