@@ -129,16 +129,21 @@ async fn history_in_memory_bounds_the_messages_a_history_holds() {
 
 /// A data directory's store that can pretend it has written nothing yet: while `holding`,
 /// [`Storage::written_through`] says 0, as a store that lags behind a burst does. Its
-/// reads wait while `gate` is held, and count in `reads`.
+/// reads wait while `gate` is held, and count in `reads`. With `slow_syncs_ms` set, it
+/// syncs on the caller's thread when asked to ([`Storage::sync_here`]) and takes that
+/// long, as a busy disk does; `syncs_here` counts those syncs as they start.
 struct Lagging {
     store: switchboard_server::FjallStorage,
     holding: std::sync::atomic::AtomicBool,
     gate: std::sync::Mutex<()>,
     reads: std::sync::atomic::AtomicU64,
+    slow_syncs_ms: std::sync::atomic::AtomicU64,
+    syncs_here: std::sync::atomic::AtomicU64,
 }
 
 impl Lagging {
-    /// A server on a `Lagging` store in `dir`, keeping 4 KiB of each history in memory.
+    /// A server on a `Lagging` store in `dir`, keeping 4 KiB of each history in memory, its
+    /// publishes acknowledged once synced.
     async fn serve(
         dir: &std::path::Path,
         holding: bool,
@@ -148,10 +153,13 @@ impl Lagging {
             holding: std::sync::atomic::AtomicBool::new(holding),
             gate: std::sync::Mutex::new(()),
             reads: std::sync::atomic::AtomicU64::new(0),
+            slow_syncs_ms: std::sync::atomic::AtomicU64::new(0),
+            syncs_here: std::sync::atomic::AtomicU64::new(0),
         });
         let server = Server::builder()
             .listen_tcp("127.0.0.1:0")
             .storage(store.clone())
+            .sync(SyncPolicy::Always)
             .configure(|config| config.history_in_memory = 4096)
             .start()
             .await
@@ -214,6 +222,20 @@ impl switchboard_server::Storage for Lagging {
     }
     fn sync(&self) -> switchboard_server::SyncFuture {
         self.store.sync()
+    }
+    fn sync_here(&self) -> Option<Result<(), switchboard_server::StorageError>> {
+        let slow = self.slow_syncs_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if slow == 0 {
+            return self.store.sync_here();
+        }
+        self.syncs_here
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(slow));
+        self.store.sync_here().or(Some(Ok(())))
+    }
+    fn can_sync_here(&self) -> bool {
+        self.slow_syncs_ms.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || self.store.can_sync_here()
     }
     fn can_read_back(&self) -> bool {
         self.store.can_read_back()
@@ -365,6 +387,46 @@ async fn replay_while_a_publish_waits(pattern: &str, replay: Replay, first: u64)
             other => panic!("replay: {other:?}"),
         }
     }
+    drop((alice, bob));
+    server.shutdown().await;
+}
+
+/// A publisher awaiting each ack has its sync made on its session's thread; a slow disk
+/// then holds up that thread, and only that: another session is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sync_on_a_sessions_thread_holds_up_no_other_session() {
+    const SLOW_MS: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, server) = Lagging::serve(dir.path(), false).await;
+    let (mut alice, _) = RawClient::connect_session(&server, "alice").await;
+    let (mut bob, _) = RawClient::connect_session(&server, "bob").await;
+    // Once to create the channel and settle both sessions, with fast syncs.
+    publish_ok(&mut alice, "slow", "first").await;
+    store
+        .slow_syncs_ms
+        .store(SLOW_MS, std::sync::atomic::Ordering::SeqCst);
+    let publisher = tokio::spawn(async move {
+        let seq = publish_ok(&mut alice, "slow", "second").await;
+        (seq, alice)
+    });
+    let started = std::time::Instant::now();
+    while store.syncs_here.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the publish is synced on its session's thread"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let asked = std::time::Instant::now();
+    let answer = bob.request(Packet::ListChannels(Default::default())).await;
+    let waited = asked.elapsed();
+    assert!(matches!(answer, Packet::ChannelList(_)), "{answer:?}");
+    assert!(
+        waited < std::time::Duration::from_millis(SLOW_MS / 2),
+        "another session waited {waited:?} for a sync it did not ask for"
+    );
+    let (seq, alice) = publisher.await.unwrap();
+    assert_eq!(seq, 2);
     drop((alice, bob));
     server.shutdown().await;
 }
