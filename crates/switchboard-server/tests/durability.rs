@@ -392,7 +392,9 @@ async fn replay_while_a_publish_waits(pattern: &str, replay: Replay, first: u64)
 }
 
 /// A publisher awaiting each ack has its sync made on its session's thread; a slow disk
-/// then holds up that thread, and only that: another session is served meanwhile.
+/// then holds up that thread, and only that: another session is served meanwhile, also
+/// when the machine is loaded (run beside another copy of this file's tests, this failed
+/// before the sync handed the worker's place over).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sync_on_a_sessions_thread_holds_up_no_other_session() {
     const SLOW_MS: u64 = 600;

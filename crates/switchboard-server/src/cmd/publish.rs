@@ -526,7 +526,13 @@ async fn synced_here(hub: &Hub, session: &Session) -> bool {
     // What this worker has queued runs first: a task it woke last cannot be taken by
     // another worker while this one is blocked in the sync.
     tokio::task::yield_now().await;
-    matches!(hub.sync_storage_here(), Some(Ok(())))
+    // The other worker may be asleep without watching the sockets (only one worker
+    // waits on them at a time): the sync hands this worker's place over first, or every
+    // other session would wait for this one's disk.
+    matches!(
+        crate::storage::off_the_runtime(|| hub.sync_storage_here()),
+        Some(Ok(()))
+    )
 }
 
 /// Whether the runtime has workers besides the current one.

@@ -403,24 +403,10 @@ impl ColdRead {
             Ok(messages)
         };
         if needs_store {
-            off_the_runtime(read)
+            crate::storage::off_the_runtime(read)
         } else {
             read()
         }
-    }
-}
-
-/// Runs `read`, which waits on the disk, so that it stalls only the task that asked: on
-/// a multi-threaded runtime the worker first hands its other tasks, and the I/O and
-/// timer driver it may be running, to another thread, where a slow disk would otherwise
-/// hold up every connection that worker serves. Elsewhere (a current-thread runtime, or
-/// none) it runs as it is.
-fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(read)
-        }
-        _ => read(),
     }
 }
 

@@ -388,6 +388,21 @@ impl Storage for MemoryStorage {
     fn close(&self, _next_seqs: &[(LogKind, String, u64)]) {}
 }
 
+/// Runs `io`, which waits on the disk (a store's read or sync), so that it stalls only the
+/// task that asked: on a multi-threaded runtime the worker first hands its other tasks,
+/// and the I/O and timer driver it may be the only one to run, to another thread. A
+/// worker blocked without that can hold up every connection of the runtime, not only its
+/// own, until the disk answers. Elsewhere (a current-thread runtime, or none) `io` runs as
+/// it is.
+pub(crate) fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
