@@ -1375,71 +1375,64 @@ impl Hub {
                 // what was published meanwhile and for the route: the replay and the
                 // live messages then neither overlap nor leave a gap, and no publisher
                 // waits for the store.
-                let read_ahead = |planned: Vec<(Arc<Channel>, HistoryRead, u64)>| {
-                    planned
-                        .into_iter()
-                        .map(|(channel, plan, planned_through)| {
-                            Ok(ReadAhead {
-                                channel,
-                                messages: plan.read().map_err(|error| refused(&error))?,
-                                planned_through,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, Refusal>>()
-                };
-                let mut read: Option<Vec<ReadAhead>> = None;
-                loop {
-                    let table = self.channels.read();
-                    let channels = matching(&table);
-                    // The table is a BTreeMap, so these locks are taken in name order.
-                    let histories: Vec<_> = channels.iter().map(|c| c.history.lock()).collect();
-                    if read.is_none() {
-                        let planned: Vec<_> = channels
-                            .iter()
-                            .zip(&histories)
-                            .map(|(channel, history)| {
-                                let plan =
-                                    history.replay(since, limit, replay_limit, ITEM_OVERHEAD);
-                                (channel.clone(), plan, history.info().last_seq)
-                            })
-                            .collect();
-                        if planned.iter().any(|(_, plan, _)| plan.needs_store()) {
-                            drop(histories);
-                            drop(table);
-                            read = Some(read_ahead(planned)?);
-                            continue;
-                        }
-                        read = Some(read_ahead(planned)?);
-                    }
-                    let mut parts = read.take().unwrap_or_default();
-                    let mut messages = Vec::new();
-                    for (channel, history) in channels.iter().zip(&histories) {
-                        let ahead = parts
-                            .iter_mut()
-                            .find(|part| Arc::ptr_eq(&part.channel, channel));
-                        let part = match ahead {
-                            Some(ahead) => ahead
-                                .complete(history, since, limit, replay_limit)
-                                .map_err(|error| refused(&error))?,
-                            // Made since the plan: replayed as it is now.
-                            None => history
-                                .replay(since, limit, replay_limit, ITEM_OVERHEAD)
-                                .read()
-                                .map_err(|error| refused(&error))?,
-                        };
-                        messages.extend(part);
-                    }
-                    if histories.len() > 1 {
+                // Queued under the routing lock, with the histories still locked, so no
+                // live message can overtake the replay or be missing from it.
+                let register = |messages: Vec<Arc<StoredMessage>>, several: bool| {
+                    let mut messages = messages;
+                    if several {
                         messages.sort_by_key(|m| m.time_us());
                     }
                     let mut routes = self.routes.write();
                     routes.add(pattern, &caller.outbox, filter);
                     send(permit, messages);
-                    drop(routes);
-                    drop(histories);
-                    drop(table);
+                };
+                let table = self.channels.read();
+                let channels = matching(&table);
+                // The table is a BTreeMap, so these locks are taken in name order.
+                let histories: Vec<_> = channels.iter().map(|c| c.history.lock()).collect();
+                let planned: Vec<(HistoryRead, u64)> = histories
+                    .iter()
+                    .map(|history| {
+                        let plan = history.replay(since, limit, replay_limit, ITEM_OVERHEAD);
+                        (plan, history.info().last_seq)
+                    })
+                    .collect();
+                if !planned.iter().any(|(plan, _)| plan.needs_store()) {
+                    let mut messages = Vec::new();
+                    for (plan, _) in planned {
+                        messages.extend(plan.read().map_err(|error| refused(&error))?);
+                    }
+                    register(messages, histories.len() > 1);
                     return Ok(());
                 }
+                drop(histories);
+                drop(table);
+                let mut parts = Vec::with_capacity(planned.len());
+                for (channel, (plan, planned_through)) in channels.into_iter().zip(planned) {
+                    parts.push(ReadAhead {
+                        channel,
+                        messages: plan.read().map_err(|error| refused(&error))?,
+                        planned_through,
+                    });
+                }
+                let table = self.channels.read();
+                let channels = matching(&table);
+                let histories: Vec<_> = channels.iter().map(|c| c.history.lock()).collect();
+                let mut messages = Vec::new();
+                for (channel, history) in channels.iter().zip(&histories) {
+                    let ahead = parts
+                        .iter_mut()
+                        .find(|part| Arc::ptr_eq(&part.channel, channel));
+                    let part = match ahead {
+                        Some(ahead) => ahead.complete(history, since, limit, replay_limit),
+                        // Made since the plan: replayed as it is now.
+                        None => history
+                            .replay(since, limit, replay_limit, ITEM_OVERHEAD)
+                            .read(),
+                    };
+                    messages.extend(part.map_err(|error| refused(&error))?);
+                }
+                register(messages, histories.len() > 1);
             }
         }
         Ok(())
